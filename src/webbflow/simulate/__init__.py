@@ -1,0 +1,30 @@
+"""Realistic synthetic NIRCam exposures, their reference files and their truth.
+
+Public API
+----------
+run_preset(preset, outdir, seed=None) -> list[Path]
+    ``demo-imaging`` (16 SUB160 uncal files) or ``fullframe`` (one 2048² exposure).
+simulate_exposure(spec, outdir, rng=None) -> Path
+    One exposure from an :class:`ExposureSpec` (every knob is a field).
+write_references(detector, geometry, outdir, rng=None) -> dict[str, Path]
+    The seven stage-1 CRDS-format references of a detector model.
+
+Output layout (``docs/contracts.md``): ``<outdir>/uncal/<root>_uncal.fits``,
+``<outdir>/refs/webbflow_<det>_<reftype>_<subarray>.fits``,
+``<outdir>/truth/<root>_{truth_rate.fits,cosmic_rays.ecsv,first_saturated.fits}``.
+"""
+
+from webbflow.simulate.detector_model import DetectorModel, delinearize, linearize
+from webbflow.simulate.detectors import DETECTORS, READ_PATTERNS, Geometry, frame_time, subarray_geometry
+from webbflow.simulate.exposure import (SimulatedExposure, detector_model_for, simulate_exposure,
+                                        write_references)
+from webbflow.simulate.presets import PRESETS, preset_specs, run_preset
+from webbflow.simulate.spec import ExposureSpec, Star
+from webbflow.simulate.writers import REFTYPES, reference_path
+
+__all__ = [
+    "DETECTORS", "READ_PATTERNS", "PRESETS", "REFTYPES",
+    "DetectorModel", "ExposureSpec", "Geometry", "SimulatedExposure", "Star",
+    "delinearize", "detector_model_for", "frame_time", "linearize", "preset_specs",
+    "reference_path", "run_preset", "simulate_exposure", "subarray_geometry", "write_references",
+]

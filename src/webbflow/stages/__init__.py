@@ -1,0 +1,1 @@
+"""Stage runners: chain the steps in memory from one product to the next."""

@@ -1,0 +1,154 @@
+"""The exposure table: one row per uncal file, built from headers, not file names.
+
+The table drives the workflow's wildcards (filter, detector, exposure id) and,
+later, the associations.  Identity comes from the primary header keywords
+PROGRAM, OBSERVTN, VISIT, VISITGRP, SEQ_ID, ACT_ID, EXPOSURE and DETECTOR,
+from which the JWST root name ``jw<ppppp><ooo><vvv>_<gg><s><aa>_<eeeee>_<det>``
+is rebuilt.
+"""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from webbflow.io.errors import InputError
+from webbflow.io.uncal import read_uncal_headers
+
+__all__ = ["Exposure", "exposure_from_header", "exposure_table", "rootname"]
+
+_KEYS = ("PROGRAM", "OBSERVTN", "VISIT", "VISITGRP", "SEQ_ID", "ACT_ID", "EXPOSURE", "DETECTOR")
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """One uncal exposure as described by its primary header.
+
+    ``exposure_id`` is the root name without the detector
+    (``jw<ppppp><ooo><vvv>_<gg><s><aa>_<eeeee>``), ``rootname`` adds the
+    lower-case detector; ``path`` is the uncal file.
+    """
+
+    path: str
+    rootname: str
+    exposure_id: str
+    program: str
+    observtn: str
+    visit: str
+    visitgrp: str
+    seq_id: str
+    act_id: str
+    exposure: str
+    detector: str
+    filter: str
+    pupil: str
+    exp_type: str
+    subarray: str
+    readpatt: str
+    nints: int
+    ngroups: int
+
+    def as_dict(self):
+        """The row as a plain dict (e.g. for a pandas DataFrame)."""
+        return asdict(self)
+
+
+def _digits(value, width, key, path):
+    text = str(value).strip()
+    if not text.isdigit():
+        raise InputError(path, f"{key}={value!r} is not a number", "fix the header or remove the file")
+    if len(text) > width:
+        raise InputError(path, f"{key}={value!r} has more than {width} digits", "fix the header or remove the file")
+    return text.zfill(width)
+
+
+def rootname(header, path="<header>"):
+    """JWST exposure root name from a primary header.
+
+    Parameters
+    ----------
+    header : Mapping
+        Primary header with PROGRAM, OBSERVTN, VISIT, VISITGRP, SEQ_ID,
+        ACT_ID, EXPOSURE, DETECTOR.
+    path : str
+        Used in error messages.
+
+    Returns
+    -------
+    str
+        e.g. ``jw01075001001_03105_00009_nrca2``.
+    """
+    missing = [k for k in _KEYS if header.get(k) in (None, "")]
+    if missing:
+        raise InputError(path, f"header lacks {', '.join(missing)}",
+                         "give uncal files with full JWST headers")
+    act = str(header["ACT_ID"]).strip().lower()
+    if len(act) > 2 or not act.isalnum():
+        raise InputError(path, f"ACT_ID={header['ACT_ID']!r} is not a base-36 activity id",
+                         "fix the header or remove the file")
+    return (
+        f"jw{_digits(header['PROGRAM'], 5, 'PROGRAM', path)}"
+        f"{_digits(header['OBSERVTN'], 3, 'OBSERVTN', path)}"
+        f"{_digits(header['VISIT'], 3, 'VISIT', path)}"
+        f"_{_digits(header['VISITGRP'], 2, 'VISITGRP', path)}"
+        f"{_digits(header['SEQ_ID'], 1, 'SEQ_ID', path)}{act.zfill(2)}"
+        f"_{_digits(header['EXPOSURE'], 5, 'EXPOSURE', path)}"
+        f"_{str(header['DETECTOR']).strip().lower()}"
+    )
+
+
+def exposure_from_header(header, path):
+    """Build an :class:`Exposure` from a primary header."""
+    root = rootname(header, path)
+    return Exposure(
+        path=str(path),
+        rootname=root,
+        exposure_id=root.rsplit("_", 1)[0],
+        program=root[2:7],
+        observtn=root[7:10],
+        visit=root[10:13],
+        visitgrp=root[14:16],
+        seq_id=root[16],
+        act_id=root[17:19],
+        exposure=root[20:25],
+        detector=str(header["DETECTOR"]).strip().upper(),
+        filter=str(header.get("FILTER", "N/A")).strip().upper(),
+        pupil=str(header.get("PUPIL", "N/A")).strip().upper(),
+        exp_type=str(header.get("EXP_TYPE", "N/A")).strip().upper(),
+        subarray=str(header.get("SUBARRAY", "FULL")).strip().upper(),
+        readpatt=str(header.get("READPATT", "N/A")).strip().upper(),
+        nints=int(header.get("NINTS", 0)),
+        ngroups=int(header.get("NGROUPS", 0)),
+    )
+
+
+def exposure_table(uncal_dir, pattern="*_uncal.fits"):
+    """Exposure table of every uncal file in a folder.
+
+    Parameters
+    ----------
+    uncal_dir : str or os.PathLike
+        Folder of ``*_uncal.fits`` files (not searched recursively).
+    pattern : str
+        Glob for the files.
+
+    Returns
+    -------
+    list of Exposure
+        Sorted by root name.
+
+    Raises
+    ------
+    InputError
+        If the folder does not exist, a file's header cannot be read, or two
+        files describe the same exposure and detector.
+    """
+    folder = Path(uncal_dir)
+    if not folder.is_dir():
+        raise InputError(folder, "input folder not found", "set inputs.uncal_dir to the folder of *_uncal.fits files")
+    rows = {}
+    for path in sorted(folder.glob(pattern)):
+        exposure = exposure_from_header(read_uncal_headers(path).primary, path)
+        if exposure.rootname in rows:
+            raise InputError(path, f"same exposure ({exposure.rootname}) as {rows[exposure.rootname].path}",
+                             "keep only one copy in inputs.uncal_dir")
+        rows[exposure.rootname] = exposure
+    return [rows[k] for k in sorted(rows)]

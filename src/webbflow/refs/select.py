@@ -1,0 +1,129 @@
+"""Choose reference files for an exposure from a local folder (until CRDS lands).
+
+A file is a candidate for reference type ``t`` when its primary header has
+``REFTYPE == t`` and the exposure's ``INSTRUME`` and ``DETECTOR``.  Among the
+candidates an exact ``SUBARRAY`` match wins, then a full-frame (or larger)
+file that covers the science subarray and is cut with SUBSTRT/SUBSIZE; ties
+go to the latest ``USEAFTER`` not after the exposure's ``DATE-OBS``.  A path
+given in ``overrides`` always wins.
+"""
+
+import functools
+import os
+from pathlib import Path
+
+from astropy.io import fits
+
+from webbflow.io.errors import ReferenceFileError
+
+__all__ = ["DETECTOR1_REFTYPES", "scan_reference_dir", "select_references"]
+
+DETECTOR1_REFTYPES = ("mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise")
+"""Reference types detector1 reads."""
+
+_HEADER_KEYS = ("REFTYPE", "INSTRUME", "DETECTOR", "SUBARRAY", "SUBSTRT1", "SUBSTRT2",
+                "SUBSIZE1", "SUBSIZE2", "USEAFTER", "READPATT")
+
+
+@functools.lru_cache(maxsize=32)
+def _scan(folder, stamp):
+    rows = []
+    for path in sorted(Path(folder).glob("*.fits")):
+        try:
+            header = fits.getheader(path, 0)
+        except (OSError, ValueError):
+            continue  # not ours to judge: an unreadable stray file is only an error if chosen
+        if "REFTYPE" not in header:
+            continue
+        row = {key: header.get(key) for key in _HEADER_KEYS}
+        row["REFTYPE"] = str(row["REFTYPE"]).lower()
+        row["path"] = str(path)
+        rows.append(row)
+    return tuple(rows)
+
+
+def scan_reference_dir(folder):
+    """Primary-header summary of every reference file in ``folder``.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+
+    Returns
+    -------
+    tuple of dict
+        One dict per file: REFTYPE (lower case), INSTRUME, DETECTOR,
+        SUBARRAY, SUBSTRT1/2, SUBSIZE1/2, USEAFTER, READPATT and ``path``.
+        Cached per process until the folder changes.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise ReferenceFileError(folder, "reference folder not found", "set references.dir to the folder of reference files")
+    return _scan(folder, os.stat(folder).st_mtime_ns)
+
+
+def _covers(row, primary):
+    """True when the reference's region contains the science subarray."""
+    sx, sy = int(primary.get("SUBSTRT1", 1)), int(primary.get("SUBSTRT2", 1))
+    nx, ny = int(primary.get("SUBSIZE1", 2048)), int(primary.get("SUBSIZE2", 2048))
+    rx, ry = int(row["SUBSTRT1"] or 1), int(row["SUBSTRT2"] or 1)
+    rnx, rny = int(row["SUBSIZE1"] or 2048), int(row["SUBSIZE2"] or 2048)
+    return rx <= sx and ry <= sy and sx + nx <= rx + rnx and sy + ny <= ry + rny
+
+
+def _rank(row, primary):
+    date_obs = str(primary.get("DATE-OBS", "9999"))
+    useafter = str(row["USEAFTER"] or "")
+    in_time = useafter[:10] <= date_obs[:10]
+    exact = str(row["SUBARRAY"]).upper() == str(primary.get("SUBARRAY", "FULL")).upper()
+    return (exact, in_time, useafter, row["path"])
+
+
+def select_references(primary, refs_dir=None, overrides=None, reftypes=DETECTOR1_REFTYPES):
+    """Choose a reference file per type for one exposure.
+
+    Parameters
+    ----------
+    primary : Mapping
+        The exposure's primary header (INSTRUME, DETECTOR, SUBARRAY,
+        SUBSTRT1/2, SUBSIZE1/2, DATE-OBS).
+    refs_dir : str or os.PathLike, optional
+        Folder of reference files (e.g. the simulator's ``<outdir>/refs``).
+    overrides : dict, optional
+        reftype -> path; always wins (``config.overrides.<reftype>``).
+    reftypes : sequence of str
+        Types to choose.
+
+    Returns
+    -------
+    dict
+        reftype -> path (str), or None when nothing matches.
+
+    Raises
+    ------
+    ReferenceFileError
+        If an override names a file that does not exist.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v}
+    rows = scan_reference_dir(refs_dir) if refs_dir else ()
+    detector = str(primary.get("DETECTOR", "")).upper()
+    instrument = str(primary.get("INSTRUME", "NIRCAM")).upper()
+    chosen = {}
+    for reftype in reftypes:
+        if reftype in overrides:
+            path = Path(overrides[reftype])
+            if not path.is_file():
+                raise ReferenceFileError(path, f"overrides.{reftype} names a file that does not exist",
+                                         f"correct overrides.{reftype} in the config")
+            chosen[reftype] = str(path)
+            continue
+        candidates = [
+            row for row in rows
+            if row["REFTYPE"] == reftype
+            and str(row["DETECTOR"]).upper() == detector
+            and str(row["INSTRUME"] or instrument).upper() == instrument
+            and (str(row["SUBARRAY"]).upper() == str(primary.get("SUBARRAY", "FULL")).upper()
+                 or _covers(row, primary))
+        ]
+        chosen[reftype] = max(candidates, key=lambda r: _rank(r, primary))["path"] if candidates else None
+    return chosen

@@ -1,0 +1,142 @@
+"""Simulate one exposure end to end: references, ramps, uncal file and truth."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from webbflow.simulate.detector_model import DetectorModel, make_detector_model
+from webbflow.simulate.detectors import DETECTORS
+from webbflow.simulate.events import draw_deposits, frames_read
+from webbflow.simulate.headers import group_table, int_times_table, primary_keywords, sci_keywords
+from webbflow.simulate.readout import integrate_exposure
+from webbflow.simulate.scene import render_rate
+from webbflow.simulate.writers import (reference_path, write_reference_files, write_truth,
+                                       write_uncal)
+
+__all__ = ["simulate_exposure", "write_references", "detector_model_for", "SimulatedExposure"]
+
+
+class SimulatedExposure:
+    """Paths and in-memory truth of a simulated exposure (see :func:`simulate_exposure`)."""
+
+    def __init__(self, uncal, refs, truth, model, rate, deposits, first_saturated):
+        self.uncal = uncal
+        self.refs = refs
+        self.truth = truth
+        self.model = model
+        self.rate = rate
+        self.deposits = deposits
+        self.first_saturated = first_saturated
+
+
+@lru_cache(maxsize=8)
+def _cached_model(detector, geometry, ref_seed, bad_pixel_fraction):
+    rng = np.random.default_rng([ref_seed, DETECTORS[detector].sca])
+    return make_detector_model(detector, geometry, rng, bad_pixel_fraction=bad_pixel_fraction)
+
+
+def detector_model_for(spec) -> DetectorModel:
+    """The detector model (= reference files) an exposure of ``spec`` is drawn from.
+
+    Deterministic in (detector, geometry, ``ref_seed``, ``bad_pixel_fraction``)
+    so that every exposure of a detector shares one set of references.
+    """
+    return _cached_model(spec.detector, spec.geometry, spec.ref_seed, spec.bad_pixel_fraction)
+
+
+def write_references(detector, geometry, outdir, rng=None, *, n_dark_frames=100,
+                     bad_pixel_fraction=0.002, model=None):
+    """Write mask, saturation, superbias, linearity, dark, gain and readnoise references.
+
+    Parameters
+    ----------
+    detector : str
+        DETECTOR value.
+    geometry : Geometry
+        Array the references cover (SUBARRAY/SUBSTRT/SUBSIZE keywords follow it).
+    outdir : path-like
+        Files go to ``<outdir>/refs/webbflow_<det>_<reftype>_<subarray>.fits``.
+    rng : numpy.random.Generator, optional
+        Draws the detector model (ignored when ``model`` is given).
+    n_dark_frames : int
+        Frames in the dark reference (NFRAMES=1, GROUPGAP=0).
+    bad_pixel_fraction : float
+    model : DetectorModel, optional
+        Write this model instead of drawing one.
+
+    Returns
+    -------
+    dict
+        reftype -> Path.
+    """
+    if model is None:
+        rng = np.random.default_rng() if rng is None else rng
+        model = make_detector_model(detector, geometry, rng, bad_pixel_fraction=bad_pixel_fraction)
+    return write_reference_files(model, outdir, n_dark_frames)
+
+
+def _ensure_references(spec, model, outdir, n_dark_frames):
+    """Write the references of ``model`` unless an identical, long-enough set exists."""
+    from astropy.io import fits
+
+    dark = reference_path(outdir, spec.detector, "dark", model.geometry.name)
+    paths = {r: reference_path(outdir, spec.detector, r, model.geometry.name)
+             for r in ("mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise")}
+    if all(p.exists() for p in paths.values()):
+        with fits.open(dark) as hdul:
+            have = hdul["SCI"].shape[0]
+            same = (hdul[0].header.get("WFSEED") == spec.ref_seed)
+        if have >= n_dark_frames and same:
+            return paths
+    return write_reference_files(model, outdir, n_dark_frames,
+                                 extra_keywords={"WFSEED": spec.ref_seed})
+
+
+def simulate_exposure(spec, outdir, rng=None, *, n_dark_frames=None, return_details=False):
+    """Simulate ``spec`` and write its uncal file, references and truth under ``outdir``.
+
+    Parameters
+    ----------
+    spec : ExposureSpec
+    outdir : path-like
+        Layout: ``uncal/<rootname>_uncal.fits``, ``refs/…``, ``truth/<rootname>_…``.
+    rng : numpy.random.Generator, optional
+        Noise source; default ``numpy.random.default_rng(spec.seed)``.
+    n_dark_frames : int, optional
+        Frames in the dark reference (default: what this exposure needs, at least 100).
+    return_details : bool
+        Return a :class:`SimulatedExposure` (paths + in-memory truth) instead of the path.
+
+    Returns
+    -------
+    pathlib.Path or SimulatedExposure
+        The uncal path.
+    """
+    outdir = Path(outdir)
+    rng = np.random.default_rng(spec.seed) if rng is None else rng
+    model = detector_model_for(spec)
+    needed = frames_read(spec.ngroups, spec.nframes, spec.groupgap)
+    refs = _ensure_references(spec, model, outdir, max(needed, n_dark_frames or 100))
+
+    r_events, r_ramp = rng.spawn(2)
+    rate = render_rate(spec, model.qe)
+    deposits = draw_deposits(spec, model, r_events)
+    ramps = integrate_exposure(spec, model, rate, deposits, r_ramp)
+
+    name = f"{spec.rootname}_uncal.fits"
+    uncal = write_uncal(outdir / "uncal" / name, ramps.sci, primary_keywords(spec, name),
+                        sci_keywords(spec), group_table(spec), int_times_table(spec),
+                        zeroframe=ramps.zeroframe if spec.zeroframe else None)
+    meta = {"SEED": spec.seed, "REFSEED": spec.ref_seed, "SCNSEED": spec.scene_seed,
+            "ONEOVERF": spec.one_over_f, "CRRATE": spec.cr_rate, "SNOWBALL": spec.snowballs,
+            "SKY": spec.sky, "POISSON": spec.poisson, "RDNOISE": spec.read_noise,
+            "KTC": spec.ktc, "AMPOFF": spec.amp_offsets, "NONLIN": spec.nonlinearity,
+            "DETECTOR": spec.detector, "SUBARRAY": spec.geometry.name, "FILTER": spec.filter,
+            "UNCAL": name}
+    truth = write_truth(outdir, spec.rootname, rate, deposits, ramps.first_saturated, meta)
+    if return_details:
+        return SimulatedExposure(uncal, refs, truth, model, rate, deposits, ramps.first_saturated)
+    return uncal

@@ -1,0 +1,181 @@
+"""Stage 1 (calwebb_detector1): an uncal exposure to ``rate`` and ``rateints``.
+
+The steps run in memory on one :class:`~webbflow.ramp.Ramp`, in jwst's NIR
+order: dq_init, saturation, superbias, refpix, linearity, dark_current,
+jump, ramp_fit, gain_scale.  Everything that can fail on bad input (reading
+the exposure, choosing and cutting references) happens before the first
+step, and the products are written only at the end, atomically, so a failed
+run leaves nothing behind that looks finished.
+"""
+
+import importlib
+import logging
+import time
+from pathlib import Path
+
+import webbflow
+from webbflow.config import DETECTOR1_STEPS, config_digest
+from webbflow.io import read_uncal, write_rate, write_rateints
+from webbflow.io.errors import ReferenceFileError
+from webbflow.io.uncal import SUPPORTED_EXP_TYPES
+from webbflow.ramp import StepStatus
+from webbflow.refs import load_references
+
+__all__ = ["STEP_REFTYPES", "run"]
+
+log = logging.getLogger(__name__)
+
+STEP_REFTYPES = {
+    "dq_init": ("mask",),
+    "saturation": ("saturation",),
+    "superbias": ("superbias",),
+    "refpix": (),
+    "linearity": ("linearity",),
+    "dark_current": ("dark",),
+    "jump": ("gain", "readnoise"),
+    "ramp_fit": ("gain", "readnoise"),
+    "gain_scale": (),
+}
+"""Reference types each step needs."""
+
+
+def _step_kwargs(params, step):
+    return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
+
+
+def _needed_reftypes(params):
+    needed = []
+    for step in DETECTOR1_STEPS:
+        if (params.get(step) or {}).get("skip"):
+            continue
+        needed += [t for t in STEP_REFTYPES[step] if t not in needed]
+    return needed
+
+
+def _check_references(uncal_path, headers, references, needed):
+    missing = [t for t in needed if not references.get(t)]
+    if missing:
+        steps = sorted({s for s, types in STEP_REFTYPES.items() for t in missing if t in types})
+        raise ReferenceFileError(
+            uncal_path,
+            f"no {', '.join(missing)} reference for DETECTOR={headers.primary.get('DETECTOR')} "
+            f"SUBARRAY={headers.primary.get('SUBARRAY')}",
+            "set references.dir to a folder holding them, name them with overrides.<reftype>, "
+            f"or skip {', '.join(steps)} with steps.<step>.skip: true",
+        )
+
+
+def _call(step, ramp, readout, refs, kwargs):
+    """Run one step per the contract of docs/contracts.md; return its status."""
+    module = importlib.import_module(f"webbflow.steps.{step}")
+    if step == "dq_init":
+        return module.run(ramp, refs["mask"]["mask_dq"])
+    if step == "saturation":
+        sat = refs["saturation"]
+        bias = refs["superbias"]["bias"] if "superbias" in refs else None
+        return module.run(ramp, readout, sat["sat_thresh"], sat["sat_dq"], bias=bias, **kwargs)
+    if step == "superbias":
+        return module.run(ramp, refs["superbias"]["bias"], refs["superbias"]["bias_dq"])
+    if step == "refpix":
+        return module.run(ramp, readout, **kwargs)
+    if step == "linearity":
+        return module.run(ramp, refs["linearity"]["coeffs"], refs["linearity"]["lin_dq"])
+    if step == "dark_current":
+        dark = refs["dark"]
+        return module.run(ramp, readout, dark["dark_frames"], dark["dark_dq"],
+                          dark_nframes=dark["dark_nframes"], dark_groupgap=dark["dark_groupgap"], **kwargs)
+    if step == "jump":
+        return module.run(ramp, readout, refs["gain"]["gain"], refs["readnoise"]["readnoise"], **kwargs)
+    raise ValueError(f"unknown step {step!r}")
+
+
+def run(uncal_path, rate_path, rateints_path, references, params, provenance=None,
+        exp_types=SUPPORTED_EXP_TYPES):
+    """Reduce one uncal exposure to ``rate`` and ``rateints`` products.
+
+    Parameters
+    ----------
+    uncal_path : str or os.PathLike
+        The ``*_uncal.fits`` exposure.
+    rate_path, rateints_path : str or os.PathLike
+        Products to write.
+    references : dict
+        reftype -> path (or None) for mask, saturation, superbias, linearity,
+        dark, gain, readnoise (see :func:`webbflow.refs.select_references`).
+    params : dict
+        step -> {parameter: value}; ``skip: true`` skips a step.  Missing
+        parameters take the jwst defaults of the step functions.
+    provenance : dict, optional
+        Recorded in the products; ``config_digest`` defaults to the digest of
+        ``params`` and the reference file names.
+    exp_types : sequence of str
+        EXP_TYPE values accepted.
+
+    Returns
+    -------
+    dict
+        step -> status (``COMPLETE``/``SKIPPED``).
+
+    Raises
+    ------
+    webbflow.io.InputError
+        For an unreadable or unsupported exposure, or a missing/mismatched
+        reference; nothing is written then.
+    """
+    t_start = time.perf_counter()
+    params = {step: dict(params.get(step) or {}) for step in DETECTOR1_STEPS}
+    if params["ramp_fit"].pop("skip", False):
+        raise ValueError("steps.ramp_fit.skip cannot be true: ramp_fit makes the rate products")
+    ramp, readout, headers = read_uncal(uncal_path, exp_types=exp_types)
+    log.info("%s: %d int x %d groups x %d x %d, %s %s %s", Path(uncal_path).name, *ramp.shape,
+             readout.detector, readout.subarray, headers.primary.get("FILTER"))
+
+    references = {t: (str(p) if p else None) for t, p in (references or {}).items()}
+    needed = _needed_reftypes(params)
+    _check_references(uncal_path, headers, references, needed)
+    used = {t: references[t] for t in needed}
+    # superbias also feeds the saturation step's A/D-floor test, as in jwst.
+    if not params["saturation"].get("skip") and references.get("superbias"):
+        used["superbias"] = references["superbias"]
+    refs = load_references(used, readout, ramp.shape[-2:])
+
+    statuses = {}
+    result = None
+    for step in DETECTOR1_STEPS:
+        t0 = time.perf_counter()
+        if params[step].get("skip"):
+            status = StepStatus.SKIPPED
+        elif step == "ramp_fit":
+            module = importlib.import_module("webbflow.steps.ramp_fit")
+            status, result = module.run(ramp, readout, refs["gain"]["gain"], refs["readnoise"]["readnoise"],
+                                        **_step_kwargs(params, step))
+        elif step == "gain_scale":
+            module = importlib.import_module("webbflow.steps.gain_scale")
+            factor = headers.primary.get("GAINFACT")
+            if factor is None and "gain" in refs:
+                factor = refs["gain"]["gain_factor"]
+            status = module.run(result, gain_factor=factor)
+        else:
+            status = _call(step, ramp, readout, refs, _step_kwargs(params, step))
+        statuses[step] = status
+        log.info("%-13s %-9s %7.2f s", step, status, time.perf_counter() - t0)
+    del ramp  # the 4-D cube is not needed for writing
+
+    provenance = dict(provenance or {})
+    provenance.setdefault("step_parameters", params)
+    provenance.setdefault("config_digest", config_digest(
+        {"steps": params, "references": {t: Path(p).name for t, p in used.items()}}))
+    provenance.setdefault("webbflow_version", webbflow.__version__)
+    written = []
+    try:
+        for writer, arrays, path in ((write_rateints, result.rateints, rateints_path),
+                                     (write_rate, result.rate, rate_path)):
+            written.append(writer(path, arrays, headers, cal_steps=statuses, ref_files=used,
+                                  provenance=provenance))
+    except BaseException:
+        for path in written:  # a rate without its rateints is a partial product
+            Path(path).unlink(missing_ok=True)
+        raise
+    log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
+             Path(rate_path).name, Path(rateints_path).name)
+    return statuses

@@ -1,0 +1,145 @@
+"""Jump (cosmic-ray) detection by the two-point difference method (jwst 3.0 / stcal 1.20).
+
+For every pixel the first differences of the ramp (in electrons, pooled over
+integrations) are compared with their median; a difference more than
+``rejection_threshold`` sigma away flags JUMP_DET on the later group. With few
+usable differences the search is iterative and the threshold rises (4/5/6
+sigma for >=4/3/2 usable differences); with many differences it is a single
+pass; with many integrations it is a sigma clip across integrations. Large jumps
+also flag their four neighbours. Snowball/shower flagging is not implemented.
+"""
+
+import logging
+
+import numpy as np
+
+from webbflow import dqflags
+from webbflow.ramp import StepStatus
+
+from . import _jump_numba as K
+
+__all__ = ["run", "MIN_DIFFS_SINGLE_PASS"]
+
+log = logging.getLogger(__name__)
+
+# stcal ``min_diffs_single_pass``: with this many usable differences the
+# iterative search is replaced by a single pass.
+MIN_DIFFS_SINGLE_PASS = 10
+
+
+def _choose_regime(gdq, minimum_groups, minimum_sigclip_groups):
+    """Return the detection regime, or None when the step has too few groups."""
+    nints, ngroups = gdq.shape[:2]
+    all_dnu = K.count_all_dnu_groups(gdq)
+    min_usable_groups = ngroups - int(all_dnu.max())
+    # jwst uses only_use_ints=True: sigma clipping compares integrations
+    sigclip_ok = nints >= minimum_sigclip_groups
+    if min_usable_groups < minimum_groups and not sigclip_ok:
+        return None
+    if sigclip_ok:
+        return K.REGIME_SIGMA_CLIP
+    if min_usable_groups - 1 >= MIN_DIFFS_SINGLE_PASS:
+        return K.REGIME_SINGLE_PASS
+    return K.REGIME_ITERATIVE
+
+
+def _clear_jump_only_planes(gdq):
+    """stcal sigma-clip rule: a group plane that is JUMP or DNU everywhere loses its JUMP-only flags."""
+    jd = np.uint8(dqflags.JUMP_DET | dqflags.DO_NOT_USE)
+    for i in range(gdq.shape[0]):
+        for k in range(gdq.shape[1]):
+            plane = gdq[i, k]
+            if np.all(plane & jd):
+                plane[plane == dqflags.JUMP_DET] = 0
+
+
+def run(ramp, readout, gain, readnoise, rejection_threshold=4.0,
+        three_group_rejection_threshold=6.0, four_group_rejection_threshold=5.0,
+        flag_4_neighbors=True, max_jump_to_flag_neighbors=1000.0,
+        min_jump_to_flag_neighbors=10.0, minimum_groups=3, minimum_sigclip_groups=100,
+        after_jump_flag_dn1=0.0, after_jump_flag_time1=0.0, after_jump_flag_dn2=0.0,
+        after_jump_flag_time2=0.0):
+    """Flag cosmic-ray jumps in ``ramp.groupdq`` (in place).
+
+    Parameters
+    ----------
+    ramp : webbflow.ramp.Ramp
+        ``groupdq`` gains JUMP_DET; ``pixeldq`` gains NO_GAIN_VALUE | DO_NOT_USE
+        where the gain is not positive. ``data`` is not modified.
+    readout : webbflow.ramp.Readout
+        ``nframes`` sets the read noise of a difference, ``tgroup`` converts the
+        after-jump times to groups.
+    gain : ndarray, (ny, nx)
+        GAIN reference (e-/DN).
+    readnoise : ndarray, (ny, nx)
+        READNOISE reference: CDS read noise in DN.
+    rejection_threshold : float
+        Sigma threshold with >= 4 usable differences (and single-pass/sigma-clip).
+    three_group_rejection_threshold : float
+        Threshold when 2 usable differences remain (three groups).
+    four_group_rejection_threshold : float
+        Threshold when 3 usable differences remain (four groups).
+    flag_4_neighbors : bool
+        Also flag the 4 neighbours of jumps with
+        ``min_jump_to_flag_neighbors < ratio < max_jump_to_flag_neighbors``.
+    max_jump_to_flag_neighbors, min_jump_to_flag_neighbors : float
+        Sigma bounds for neighbour flagging.
+    minimum_groups : int
+        Fewest usable groups for the difference search.
+    minimum_sigclip_groups : int
+        Integrations needed to switch to sigma clipping across integrations.
+    after_jump_flag_dn1, after_jump_flag_time1, after_jump_flag_dn2, after_jump_flag_time2 : float
+        Flag the groups within ``time`` seconds after a jump larger than ``dn`` DN.
+
+    Returns
+    -------
+    str
+        ``"COMPLETE"``, or ``"SKIPPED"`` when there are fewer than 3 groups.
+    """
+    nints, ngroups, ny, nx = ramp.data.shape
+    if ngroups <= 2:
+        log.warning("Cannot apply jump detection when NGROUPS<=2; jump step skipped")
+        return StepStatus.SKIPPED
+
+    data = ramp.data
+    if data.dtype != np.float32 or not data.flags.c_contiguous:
+        data = np.ascontiguousarray(data, dtype=np.float32)
+    gdq = ramp.groupdq
+    gain32 = np.ascontiguousarray(gain, dtype=np.float32)
+    rn32 = np.asarray(readnoise, dtype=np.float32)
+
+    bad_gain = (gain32 <= 0.0) | np.isnan(gain32)
+    ramp.pixeldq[bad_gain] |= np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
+
+    # stcal works in electrons; squared CDS noise kept in float32 as it does
+    rn2 = np.ascontiguousarray((rn32 * gain32) ** 2)
+
+    regime = _choose_regime(gdq, minimum_groups, minimum_sigclip_groups)
+    if regime is None:
+        log.info("Too few usable groups: no jump detection")
+    else:
+        med = np.empty((ny, nx), np.float64)
+        sig = np.empty((ny, nx), np.float64)
+        K.detect(data, gdq, gain32, rn2, float(readout.nframes), regime,
+                 float(rejection_threshold), float(four_group_rejection_threshold),
+                 float(three_group_rejection_threshold), 5, med, sig)
+        if regime == K.REGIME_SIGMA_CLIP:
+            _clear_jump_only_planes(gdq)
+        if flag_4_neighbors:
+            core = np.empty((ny, nx), np.uint8)
+            for i in range(nints):
+                for k in range(1, ngroups):
+                    K.neighbor_cores(data, gdq, gain32, med, sig, i, k,
+                                     float(min_jump_to_flag_neighbors),
+                                     float(max_jump_to_flag_neighbors), core)
+                    K.neighbor_flag(gdq, i, k, core)
+        n1 = int(after_jump_flag_time1 // readout.tgroup)
+        n2 = int(after_jump_flag_time2 // readout.tgroup)
+        if n1 > 0 or n2 > 0:
+            # stcal scales the DN thresholds by the median gain (float32 product)
+            gmed = np.nanmedian(gain32)
+            e1 = float(after_jump_flag_dn1 * gmed)
+            e2 = float(after_jump_flag_dn2 * gmed)
+            K.after_jump(data, gdq, gain32, med, e1, n1, e2, n2)
+    K.clear_jump_on_bad(gdq)
+    return StepStatus.COMPLETE

@@ -1,0 +1,116 @@
+"""Classic (group-by-group) linearity correction (stcal ``linearity``).
+
+Each group value ``d`` becomes ``c0 + c1 d + c2 d^2 + ...`` evaluated by
+Horner's rule in float32, as stcal does, except in groups already flagged
+SATURATED.  Pixels whose coefficients cannot be trusted (NO_LIN_CORR in the
+reference DQ, any NaN coefficient, or a zero linear term) get the identity
+polynomial; the latter two are flagged NO_LIN_CORR in PIXELDQ.
+"""
+
+import logging
+
+import numpy as np
+from numba import njit
+
+from webbflow import dqflags
+from webbflow.ramp import StepStatus
+
+__all__ = ["run", "prepare_coefficients"]
+
+log = logging.getLogger(__name__)
+
+
+def prepare_coefficients(coeffs, lin_dq):
+    """Replace untrustworthy coefficients by the identity polynomial.
+
+    Parameters
+    ----------
+    coeffs : ndarray, (ncoeffs, ny, nx)
+        COEFFS of the LINEARITY reference (not modified).
+    lin_dq : ndarray, (ny, nx)
+        LINEARITY reference DQ.
+
+    Returns
+    -------
+    coeffs : ndarray, float32, (ncoeffs, ny, nx)
+        Coefficients safe to evaluate everywhere.
+    extra_dq : ndarray, uint32, (ny, nx)
+        NO_LIN_CORR where a NaN coefficient or a zero linear term was found
+        (to be OR-ed into PIXELDQ along with ``lin_dq``).
+    """
+    coeffs = np.array(coeffs, dtype=np.float32, copy=True)
+    if coeffs.ndim != 3 or coeffs.shape[0] < 2:
+        raise ValueError(f"linearity coefficients must be (ncoeffs>=2, ny, nx), got {coeffs.shape}")
+    identity = np.zeros(coeffs.shape[0], np.float32)
+    identity[1] = 1.0
+    lin_dq = np.asarray(lin_dq)
+    # Same order as stcal: reference flag, then NaN, then zero linear term
+    # (a NaN fixed by the first test is not flagged again by the second).
+    flagged = (lin_dq & dqflags.NO_LIN_CORR) != 0
+    coeffs[:, flagged] = identity[:, None]
+    has_nan = np.isnan(coeffs).any(axis=0)
+    coeffs[:, has_nan] = identity[:, None]
+    zero_linear = coeffs[1] == 0
+    coeffs[:, zero_linear] = identity[:, None]
+    extra_dq = np.where(has_nan | zero_linear, np.uint32(dqflags.NO_LIN_CORR), np.uint32(0))
+    return coeffs, extra_dq
+
+
+@njit(cache=True)
+def _apply_horner(cube, gdq, coeffs, saturated):
+    """Correct ``cube`` (n, ngroups, ny, nx) in place, skipping SATURATED groups."""
+    nint, ngroups, ny, nx = cube.shape
+    ncoeffs = coeffs.shape[0]
+    # Memory order (groups outermost): the cube is streamed once.
+    for i in range(nint):
+        for g in range(ngroups):
+            for y in range(ny):
+                for x in range(nx):
+                    if gdq[i, g, y, x] & saturated:
+                        continue
+                    d = cube[i, g, y, x]
+                    # float32 throughout, the same roundings as stcal's
+                    # vectorised Horner (multiply, then add, no fused ops).
+                    r = coeffs[ncoeffs - 1, y, x] * d
+                    for j in range(ncoeffs - 2, 0, -1):
+                        r = r + coeffs[j, y, x]
+                        r = r * d
+                    cube[i, g, y, x] = r + coeffs[0, y, x]
+
+
+def run(ramp, coeffs, lin_dq):
+    """Apply the linearity correction to a ramp, in place.
+
+    Parameters
+    ----------
+    ramp : webbflow.ramp.Ramp
+        Ramp (superbias- and refpix-corrected) to linearise in place.
+    coeffs : ndarray, (ncoeffs, ny, nx)
+        LINEARITY COEFFS cut to the science subarray.
+    lin_dq : ndarray, (ny, nx)
+        LINEARITY DQ.
+
+    Returns
+    -------
+    str
+        ``"COMPLETE"``.
+
+    Notes
+    -----
+    The ZEROFRAME is linearised with the same coefficients; its zeros
+    (unusable values) stay zero.  The read-level correction that stcal
+    applies when the reference carries inverse coefficients and NFRAMES > 1
+    is not implemented.
+    """
+    if coeffs.shape[1:] != ramp.data.shape[-2:]:
+        raise ValueError(f"coefficients {coeffs.shape} do not match frame {ramp.data.shape[-2:]}")
+    good, extra_dq = prepare_coefficients(coeffs, lin_dq)
+    ramp.pixeldq |= np.asarray(lin_dq).astype(np.uint32, copy=False) | extra_dq
+    _apply_horner(ramp.data, ramp.groupdq, good, np.uint8(dqflags.SATURATED))
+    if ramp.zeroframe is not None:
+        zf = ramp.zeroframe[:, None]  # a view: (nints, 1, ny, nx)
+        zdq = np.where(zf == 0.0, np.uint8(dqflags.SATURATED), np.uint8(0))
+        _apply_horner(zf, zdq, good, np.uint8(dqflags.SATURATED))
+    n_nolin = int(np.count_nonzero(ramp.pixeldq & dqflags.NO_LIN_CORR))
+    log.info("linearity: %d pixels without correction (NO_LIN_CORR)", n_nolin)
+    return StepStatus.COMPLETE

@@ -1,0 +1,454 @@
+"""Reference-pixel correction for the NIR detectors (jwst ``refpix``, median algorithm).
+
+Everything is done in the DETECTOR frame (amplifier outputs along detector
+columns), reached from the science frame by the flips/transposition that
+FASTAXIS/SLOWAXIS describe; the arrays are views, never copies of the ramp.
+
+Four-amplifier readouts (full frame, or a subarray read with NOUTPUTS=4):
+
+* per amplifier (512-column stripes) and per column parity, the 3-sigma
+  clipped mean of the top (detector rows 2044-2047) and of the bottom (rows
+  0-3) reference pixels without DO_NOT_USE; top and bottom are averaged and
+  subtracted from every pixel of that amplifier and parity;
+* side ("1/f") correction: for each detector row, the median of the left
+  (columns 0-3) and of the right (2044-2047) reference pixels in a window of
+  ``side_smoothing_length`` rows (reflected at the detector edges, DO_NOT_USE
+  excluded); left and right are averaged (one missing: the other; both
+  missing: 0) and ``side_gain`` times that is subtracted from the row.
+
+One-amplifier subarrays: the clipped mean of the pixels flagged
+REFERENCE_PIXEL (and not DO_NOT_USE), per detector-column parity, is
+subtracted from the whole subarray.  Without such pixels the step is skipped.
+
+The ZEROFRAME is corrected the same way (its zeros stay zero).
+
+Parity with jwst down to float32 rounding needs one of its quirks: once a
+group has been through the side correction, jwst keeps working on a float64
+buffer, so every later group (and the ZEROFRAME) has its clipped means,
+medians and corrections computed in float64 and rounded once; the very first
+group is computed in float32.  We reproduce that.
+"""
+
+import logging
+
+import numpy as np
+from numba import njit
+
+from webbflow import dqflags
+from webbflow.ramp import StepStatus
+
+__all__ = ["run", "clipped_mean", "to_detector_frame"]
+
+log = logging.getLogger(__name__)
+
+DETECTOR_SIZE = 2048
+AMP_WIDTH = 512
+NREF = 4  # width of each reference-pixel border
+SIGLIMIT = 3.0
+
+_DNU = dqflags.DO_NOT_USE
+_REF = dqflags.REFERENCE_PIXEL
+
+
+def to_detector_frame(arr, fastaxis, slowaxis):
+    """View of ``arr`` (..., ny, nx) in the detector frame.
+
+    Parameters
+    ----------
+    arr : ndarray
+        Array in the DMS science frame.
+    fastaxis, slowaxis : int
+        FASTAXIS / SLOWAXIS keywords (+-1, +-2).
+
+    Returns
+    -------
+    ndarray
+        A view; writing to it writes to ``arr``.
+    """
+    if abs(fastaxis) == 1:
+        return arr[..., :: int(np.sign(slowaxis)), :: int(np.sign(fastaxis))]
+    return np.swapaxes(arr[..., :: int(np.sign(fastaxis)), :: int(np.sign(slowaxis))], -2, -1)
+
+
+def _detector_offsets(readout, ny, nx):
+    """(row, col) of the subarray's first detector-frame pixel on the detector."""
+    r0, c0 = readout.substrt2 - 1, readout.substrt1 - 1
+    # Offsets after the flips, in the science-frame axis order.
+    if abs(readout.fastaxis) == 1:
+        flip_rows, flip_cols = readout.slowaxis < 0, readout.fastaxis < 0
+    else:
+        flip_rows, flip_cols = readout.fastaxis < 0, readout.slowaxis < 0
+    row_off = DETECTOR_SIZE - (r0 + ny) if flip_rows else r0
+    col_off = DETECTOR_SIZE - (c0 + nx) if flip_cols else c0
+    if abs(readout.fastaxis) == 1:
+        return row_off, col_off
+    return col_off, row_off
+
+
+def clipped_mean(values, dq=None, siglimit=SIGLIMIT):
+    """Sigma-clipped mean with ``scipy.stats.sigmaclip`` semantics.
+
+    Parameters
+    ----------
+    values : ndarray, 1-D
+        Values in the order jwst passes them (row-major); the dtype sets the
+        precision of the sums, as in numpy.
+    dq : ndarray or None
+        Pixels with DO_NOT_USE are ignored.
+    siglimit : float
+        Clip at mean +- siglimit * std, iterated until nothing changes.
+
+    Returns
+    -------
+    numpy scalar or None
+        None when no usable pixel is left; a float64 plain mean when the
+        values have zero spread (as jwst does), else the clipped mean in the
+        values' dtype.
+    """
+    if dq is not None:
+        values = values[(dq & _DNU) == 0]
+    if values.size == 0:
+        return None
+    if np.std(values, dtype=np.float64) == 0.0:
+        return values.mean(dtype=np.float64)
+    c = values
+    while True:
+        c_std = c.std()
+        c_mean = c.mean()
+        size = c.size
+        keep = (c >= c_mean - c_std * siglimit) & (c <= c_mean + c_std * siglimit)
+        c = c[keep]
+        if c.size == size:
+            break
+    return c.mean()
+
+
+def _average_with_none(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return 0.5 * (a + b)
+
+
+@njit(cache=True)
+def _tb_value(v, ref, kind):
+    """Top/bottom-corrected value of one pixel, as float64 (exact in both precisions).
+
+    kind 0: no correction; 1: float32 subtraction (float32 reference);
+    2: float64 subtraction rounded to float32 (float64 reference, float32 data);
+    3: float64 subtraction kept in float64 (jwst's float64 buffer).
+    """
+    if kind == 1:
+        return np.float64(v - np.float32(ref))
+    if kind == 2:
+        return np.float64(np.float32(np.float64(v) - ref))
+    if kind == 3:
+        return np.float64(v) - ref
+    return np.float64(v)
+
+
+@njit(cache=True)
+def _side_values(g, cols, colref, colkind):
+    """Top/bottom-corrected values of the given local columns, float64."""
+    nr = g.shape[0]
+    out = np.empty((nr, cols.size), np.float64)
+    for r in range(nr):
+        for k in range(cols.size):
+            c = cols[k]
+            out[r, k] = _tb_value(g[r, c], colref[c], colkind[c])
+    return out
+
+
+@njit(cache=True)
+def _running_median(vals, good, roff, nrows_det, length, mode64):
+    """Median over ``length`` detector rows (reflected at the edges) per row.
+
+    ``vals``/``good`` are (nr, ncols) side reference pixels of the local rows
+    ``roff .. roff+nr-1``; rows outside them are unusable.  NaN when no good
+    pixel; NaN when the window holds a NaN (as ``np.median``).
+    """
+    nr, ncols = vals.shape
+    sm = length if length % 2 == 1 else length + 1
+    half = sm // 2
+    out = np.full(nr, np.nan)
+    buf = np.empty(length * ncols, np.float64)
+    for r in range(nr):
+        n = 0
+        has_nan = False
+        for k in range(length):
+            p = roff + r - half + k
+            if p < 0:
+                p = -p
+            elif p > nrows_det - 1:
+                p = 2 * (nrows_det - 1) - p
+            q = p - roff
+            if q < 0 or q >= nr:
+                continue
+            for c in range(ncols):
+                if good[q, c]:
+                    x = vals[q, c]
+                    if np.isnan(x):
+                        has_nan = True
+                    buf[n] = x
+                    n += 1
+        if n == 0:
+            continue
+        if has_nan:
+            out[r] = np.nan
+            continue
+        s = np.sort(buf[:n])
+        if n % 2 == 1:
+            out[r] = s[n // 2]
+        elif mode64:
+            out[r] = (s[n // 2 - 1] + s[n // 2]) / 2.0
+        else:
+            # np.median of float32: the two middle values summed in float32
+            out[r] = np.float64((np.float32(s[n // 2 - 1]) + np.float32(s[n // 2])) / np.float32(2.0))
+    return out
+
+
+@njit(cache=True)
+def _apply(g, colref, colkind, side, use_side):
+    """Write the corrected group back (float32) into the detector-frame view."""
+    nr, nc = g.shape
+    for r in range(nr):
+        s = side[r]
+        for c in range(nc):
+            t = _tb_value(g[r, c], colref[c], colkind[c])
+            if use_side:
+                t = t - s
+            g[r, c] = np.float32(t)
+
+
+class _Corrector:
+    """Per-exposure state: geometry, DQ in the detector frame, precision mode."""
+
+    def __init__(self, pixeldq_det, roff, coff, four_amp, odd_even, use_side, smoothing, gain):
+        self.pdq = pixeldq_det
+        self.roff, self.coff = roff, coff
+        self.nr, self.nc = pixeldq_det.shape
+        self.four_amp = four_amp
+        self.odd_even = odd_even
+        self.use_side = use_side and four_amp
+        self.smoothing = int(smoothing)
+        self.gain = float(gain)
+        # jwst's float32 -> float64 switch after the first side correction.
+        self.mode64 = False
+        if four_amp:
+            self._setup_four_amp()
+        else:
+            self._setup_one_amp()
+
+    # -- geometry ---------------------------------------------------------
+    def _local_rows(self, start, stop):
+        a, b = max(start - self.roff, 0), min(stop - self.roff, self.nr)
+        return slice(a, b) if a < b else None
+
+    def _local_cols(self, start, stop, parity=None):
+        a, b = max(start - self.coff, 0), min(stop - self.coff, self.nc)
+        if a >= b:
+            return None
+        if parity is None:
+            return slice(a, b)
+        if (self.coff + a) % 2 != parity:
+            a += 1
+        return slice(a, b, 2) if a < b else None
+
+    def _setup_four_amp(self):
+        self.amp_width = AMP_WIDTH
+        self.namp = DETECTOR_SIZE // AMP_WIDTH
+        edges = {"bottom": (0, NREF), "top": (DETECTOR_SIZE - NREF, DETECTOR_SIZE)}
+        self.sections = []  # per amp: list of (parity index, [(rows, cols), ...])
+        parities = (0, 1) if self.odd_even else (None,)
+        for amp in range(self.namp):
+            lo, hi = amp * AMP_WIDTH, (amp + 1) * AMP_WIDTH
+            per_parity = []
+            for par in parities:
+                per_edge = []
+                for edge in ("top", "bottom"):
+                    rows = self._local_rows(*edges[edge])
+                    cols = self._local_cols(lo, hi, par)
+                    per_edge.append(None if rows is None or cols is None else (rows, cols))
+                per_parity.append(per_edge)
+            self.sections.append(per_parity)
+        side_cols = []
+        for lo, hi in ((0, NREF), (DETECTOR_SIZE - NREF, DETECTOR_SIZE)):
+            sl = self._local_cols(lo, hi)
+            side_cols.append(np.arange(self.nc)[sl] if sl is not None else np.zeros(0, np.int64))
+        self.side_cols = side_cols
+        self.side_good = [((self.pdq[:, c] & _DNU) == 0) for c in side_cols]
+
+    def _setup_one_amp(self):
+        self.amp_width = 1 << 30  # a single "amplifier" covering everything
+        self.namp = 1
+        refmask = ((self.pdq & _REF) != 0) & ((self.pdq & _DNU) == 0)
+        parity = (self.coff + np.arange(self.nc)) % 2
+        if self.odd_even:
+            self.refmasks = [refmask & (parity == 0)[None, :], refmask & (parity == 1)[None, :]]
+        else:
+            self.refmasks = [refmask]
+        self.nref = int(refmask.sum())
+
+    def n_good_refpix(self):
+        """Reference pixels the correction would use (0 means no effect)."""
+        if not self.four_amp:
+            return self.nref
+        n = 0
+        for per_parity in self.sections:
+            for per_edge in per_parity:
+                for sec in per_edge:
+                    if sec is not None:
+                        n += int(np.count_nonzero((self.pdq[sec] & _DNU) == 0))
+        n += sum(int(g.sum()) for g in self.side_good)
+        return n
+
+    # -- per group --------------------------------------------------------
+    def _values(self, g, sec):
+        vals = g[sec]
+        if self.mode64:
+            vals = vals.astype(np.float64)
+        return clipped_mean(vals.ravel(), self.pdq[sec].ravel())
+
+    def _ref_table(self, g):
+        refs = np.zeros((max(self.namp, 1), 2), np.float64)
+        is32 = np.zeros((max(self.namp, 1), 2), np.bool_)
+        valid = np.zeros(max(self.namp, 1), np.bool_)
+        if self.four_amp:
+            for amp, per_parity in enumerate(self.sections):
+                signals = []
+                for per_edge in per_parity:
+                    top, bottom = (None if s is None else self._values(g, s) for s in per_edge)
+                    signals.append(_average_with_none(top, bottom))
+                if any(s is None for s in signals):
+                    continue  # jwst leaves this amplifier uncorrected
+                valid[amp] = True
+                for par in (0, 1):
+                    s = signals[par if self.odd_even else 0]
+                    refs[amp, par] = s
+                    is32[amp, par] = isinstance(s, np.float32)
+        else:
+            vals = g if not self.mode64 else g.astype(np.float64)
+            signals = [clipped_mean(vals[m]) for m in self.refmasks]
+            if any(s is None for s in signals):
+                log.warning("refpix: no usable reference pixel in one column parity; "
+                            "that parity is left uncorrected")
+            for par in (0, 1):
+                s = signals[par if self.odd_even else 0]
+                if s is None:
+                    continue
+                valid[0] = True
+                refs[0, par] = s
+                is32[0, par] = isinstance(s, np.float32)
+            if any(s is None for s in signals):
+                # per-parity validity is not representable: fall back on NaN-free
+                # handling by correcting only the parities that have a value.
+                return refs, is32, valid, signals
+        return refs, is32, valid, None
+
+    def _column_tables(self, refs, is32, valid):
+        """Reference value and arithmetic kind (see ``_tb_value``) per local column."""
+        amp = np.minimum((self.coff + np.arange(self.nc)) // self.amp_width, self.namp - 1)
+        par = (self.coff + np.arange(self.nc)) % 2
+        colref = refs[amp, par]
+        if self.mode64:
+            kind = np.where(valid[amp], 3, 0)
+        else:
+            kind = np.where(valid[amp], np.where(is32[amp, par], 1, 2), 0)
+        return colref, kind.astype(np.int8)
+
+    def correct(self, g):
+        """Correct one detector-frame group view in place."""
+        refs, is32, valid, partial = self._ref_table(g)
+        if partial is not None:
+            self._one_amp_partial(g, partial)
+            return
+        colref, colkind = self._column_tables(refs, is32, valid)
+        side = np.zeros(self.nr)
+        if self.use_side:
+            med = []
+            for cols, good in zip(self.side_cols, self.side_good):
+                vals = _side_values(g, cols, colref, colkind)
+                med.append(_running_median(vals, good, self.roff, DETECTOR_SIZE, self.smoothing, self.mode64))
+            left, right = med
+            combined = np.where(np.isnan(left), right,
+                                np.where(np.isnan(right), left, 0.5 * (left + right)))
+            side = self.gain * np.nan_to_num(combined, nan=0.0)
+        _apply(g, colref, colkind, side, self.use_side)
+        if self.use_side:
+            self.mode64 = True
+
+    def _one_amp_partial(self, g, signals):
+        # Rare: a parity without reference pixels.  jwst would fail; we
+        # correct the parity that has a value.
+        for par, s in enumerate(signals if self.odd_even else signals * 2):
+            if s is None:
+                continue
+            first = (par - self.coff) % 2
+            np.subtract(g[:, first::2], s, out=g[:, first::2], casting="unsafe")
+
+
+def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
+        side_smoothing_length=11, side_gain=1.0):
+    """Apply the reference-pixel correction to a ramp, in place.
+
+    Parameters
+    ----------
+    ramp : webbflow.ramp.Ramp
+        Superbias-subtracted ramp; ``data`` (and ZEROFRAME) corrected in place.
+    readout : webbflow.ramp.Readout
+        Geometry: ``fastaxis``, ``slowaxis``, ``noutputs``, ``substrt1/2``.
+    odd_even_columns : bool
+        Separate means for odd and even detector columns.
+    use_side_ref_pixels : bool
+        Apply the side (row-by-row) correction (four-amplifier readouts).
+    side_smoothing_length : int
+        Rows in the running-median window.
+    side_gain : float
+        Fraction of the side signal subtracted.
+
+    Returns
+    -------
+    str
+        ``"COMPLETE"``; ``"SKIPPED"`` for a subarray that has no usable
+        reference pixels or does not fit on the detector (data unchanged).
+    """
+    nints, ngroups, ny, nx = ramp.data.shape
+    is_subarray = ny < DETECTOR_SIZE or nx < DETECTOR_SIZE
+    if is_subarray:
+        r0, c0 = readout.substrt2 - 1, readout.substrt1 - 1
+        if r0 < 0 or c0 < 0 or r0 + ny > DETECTOR_SIZE or c0 + nx > DETECTOR_SIZE:
+            log.warning("refpix: subarray (%d, %d)+(%d, %d) does not fit on the detector; "
+                        "step skipped", r0, c0, ny, nx)
+            return StepStatus.SKIPPED
+        roff, coff = _detector_offsets(readout, ny, nx)
+    else:
+        roff = coff = 0
+    four_amp = (not is_subarray) or readout.noutputs == 4
+
+    fa, sa = readout.fastaxis, readout.slowaxis
+    pdq_det = to_detector_frame(ramp.pixeldq, fa, sa)
+    corr = _Corrector(pdq_det, roff, coff, four_amp, odd_even_columns, use_side_ref_pixels,
+                      side_smoothing_length, side_gain)
+    if is_subarray and corr.n_good_refpix() == 0:
+        log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels "
+                    "(none flagged REFERENCE_PIXEL without DO_NOT_USE); step skipped",
+                    readout.subarray, readout.noutputs)
+        return StepStatus.SKIPPED
+    log.info("refpix: %s, %d output(s), odd_even_columns=%s, side=%s",
+             "subarray" if is_subarray else "full frame", 4 if four_amp else 1,
+             odd_even_columns, corr.use_side)
+
+    data_det = to_detector_frame(ramp.data, fa, sa)
+    for i in range(nints):
+        for g in range(ngroups):
+            corr.correct(data_det[i, g])
+
+    if ramp.zeroframe is not None:
+        zf = ramp.zeroframe
+        unusable = zf == 0.0
+        zf_det = to_detector_frame(zf, fa, sa)
+        for i in range(zf.shape[0]):
+            corr.correct(zf_det[i])
+        zf[unusable] = 0.0
+    return StepStatus.COMPLETE

@@ -1,0 +1,128 @@
+"""Shared fixtures: tiny hand-built uncal exposures and reference files.
+
+These files follow the real layouts (Level1bModel uncal; CRDS reference
+formats with DQ_DEF) so the I/O code is tested on exactly what it meets in
+production, without depending on the simulator.
+"""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+HEADER = {
+    "DATAMODL": "Level1bModel", "TELESCOP": "JWST", "INSTRUME": "NIRCAM", "DETECTOR": "NRCA1",
+    "MODULE": "A", "CHANNEL": "SHORT", "FILTER": "F200W", "PUPIL": "CLEAR", "EXP_TYPE": "NRC_IMAGE",
+    "PROGRAM": "01234", "OBSERVTN": "001", "VISIT": "001", "VISITGRP": "02", "SEQ_ID": "1",
+    "ACT_ID": "01", "EXPOSURE": "1", "DATE-OBS": "2024-01-01", "TIME-OBS": "00:00:00.000",
+    "READPATT": "RAPID", "NFRAMES": 1, "GROUPGAP": 0, "NOUTPUTS": 1, "FASTAXIS": -1, "SLOWAXIS": 2,
+    "SUBARRAY": "SUB64P", "SUBSTRT1": 1, "SUBSTRT2": 1, "SUBSIZE1": 16, "SUBSIZE2": 16,
+    "TFRAME": 0.05016, "TGROUP": 0.05016, "ZEROFRAM": False, "TARGNAME": "TEST", "PATT_NUM": 1,
+}
+
+INT_TIMES_DTYPE = [("integration_number", ">i4"), ("int_start_MJD_UTC", ">f8"), ("int_mid_MJD_UTC", ">f8"),
+                   ("int_end_MJD_UTC", ">f8"), ("int_start_BJD_TDB", ">f8"), ("int_mid_BJD_TDB", ">f8"),
+                   ("int_end_BJD_TDB", ">f8")]
+
+
+def write_uncal(path, sci, **keywords):
+    """Write an uncal file holding ``sci`` (uint16 4-D) with HEADER updated by ``keywords``."""
+    nints, ngroups, ny, nx = sci.shape
+    header = fits.Header(HEADER)
+    header.update({"NINTS": nints, "NGROUPS": ngroups, "SUBSIZE1": nx, "SUBSIZE2": ny})
+    header.update(keywords)
+    sci_hdu = fits.ImageHDU(sci, name="SCI")
+    sci_hdu.header["BUNIT"] = "DN"
+    sci_hdu.header["XPOSURE"] = 1.0
+    times = np.zeros(nints, INT_TIMES_DTYPE)
+    times["integration_number"] = np.arange(1, nints + 1)
+    times["int_mid_MJD_UTC"] = 60310.0 + np.arange(nints) * 1e-3
+    hdul = fits.HDUList([fits.PrimaryHDU(header=header), sci_hdu, fits.BinTableHDU(times, name="INT_TIMES")])
+    hdul.writeto(path, overwrite=True)
+    return Path(path)
+
+
+def ramp_cube(nints=2, ngroups=5, ny=16, nx=16, rate=100.0, bias=1000.0, seed=1):
+    """A noiseless linear ramp cube (uint16): bias + rate * group index."""
+    g = np.arange(ngroups, dtype=np.float64)[None, :, None, None]
+    cube = bias + rate * g + np.zeros((nints, ngroups, ny, nx))
+    return np.round(cube).astype(np.uint16)
+
+
+DQ_DEF = np.array(
+    [(0, 1, "DO_NOT_USE", "Bad pixel"), (1, 2, "HOT", "Hot pixel"), (2, 4, "DEAD", "Dead pixel"),
+     (3, 8, "REFERENCE_PIXEL", "Reference pixel")],
+    dtype=[("BIT", ">i4"), ("VALUE", ">u4"), ("NAME", "S40"), ("DESCRIPTION", "S80")],
+)
+
+
+def write_reference(path, reftype, arrays, detector="NRCA1", subarray="FULL", substrt=(1, 1), **keywords):
+    """Write a CRDS-style reference file: arrays is EXTNAME -> array; DQ_DEF is added with DQ."""
+    shape = next(iter(arrays.values())).shape
+    header = fits.Header({"REFTYPE": reftype.upper(), "TELESCOP": "JWST", "INSTRUME": "NIRCAM",
+                          "DETECTOR": detector, "SUBARRAY": subarray, "SUBSTRT1": substrt[0],
+                          "SUBSTRT2": substrt[1], "SUBSIZE1": shape[-1], "SUBSIZE2": shape[-2],
+                          "FASTAXIS": -1, "SLOWAXIS": 2, "USEAFTER": "2022-01-01T00:00:00",
+                          "PEDIGREE": "DUMMY", "AUTHOR": "tests", "DESCRIP": "test reference"})
+    header.update(keywords)
+    hdus = [fits.PrimaryHDU(header=header)]
+    for name, array in arrays.items():
+        hdus.append(fits.ImageHDU(array, name=name))
+    if "DQ" in arrays:
+        hdus.append(fits.BinTableHDU(DQ_DEF, name="DQ_DEF"))
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return Path(path)
+
+
+@pytest.fixture
+def uncal_file(tmp_path):
+    """A 2-integration, 5-group, 16x16 NRC_IMAGE uncal file."""
+    return write_uncal(tmp_path / "jw01234001001_02101_00001_nrca1_uncal.fits", ramp_cube())
+
+
+@pytest.fixture
+def shared_dir():
+    """The shared reference-data folder; tests using it skip when it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder {SHARED} not present")
+    return SHARED
+
+
+def write_reference_set(folder, detector="NRCA1", shape=(32, 32), subarray="FULL", ncoeffs=3, ndark=10):
+    """Write the seven detector1 references for ``detector`` into ``folder`` (bias 1000 DN, gain 2)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ny, nx = shape
+    dq = np.zeros(shape, np.uint32)
+    lin = np.zeros((ncoeffs, ny, nx), np.float32)
+    lin[1] = 1.0  # identity correction
+    arrays = {
+        "mask": {"DQ": dq},
+        "saturation": {"SCI": np.full(shape, 60000, np.float32), "DQ": dq},
+        "superbias": {"SCI": np.full(shape, 1000, np.float32), "ERR": np.zeros(shape, np.float32), "DQ": dq},
+        "linearity": {"COEFFS": lin, "DQ": dq},
+        "dark": {"SCI": np.zeros((ndark, ny, nx), np.float32), "ERR": np.zeros((ndark, ny, nx), np.float32),
+                 "DQ": dq},
+        "gain": {"SCI": np.full(shape, 2.0, np.float32)},
+        "readnoise": {"SCI": np.full(shape, 5.0, np.float32)},
+    }
+    paths = {}
+    for reftype, arrs in arrays.items():
+        extra = {"NFRAMES": 1, "GROUPGAP": 0, "READPATT": "ANY"} if reftype == "dark" else {}
+        name = f"webbflow_{detector.lower()}_{reftype}_{subarray.lower()}.fits"
+        paths[reftype] = write_reference(folder / name, reftype, arrs, detector=detector, subarray=subarray,
+                                         **extra)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def make():
+    """The file writers above, for test modules (``from conftest import`` is ambiguous when
+    several test folders have a conftest.py)."""
+    return SimpleNamespace(uncal=write_uncal, ramp=ramp_cube, reference=write_reference,
+                           reference_set=write_reference_set, DQ_DEF=DQ_DEF)

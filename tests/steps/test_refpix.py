@@ -1,0 +1,135 @@
+import numpy as np
+
+from webbflow import dqflags as F
+from webbflow.ramp import Ramp, Readout
+from webbflow.steps import refpix
+from webbflow.steps.refpix import _running_median, to_detector_frame
+
+REF = F.REFERENCE_PIXEL
+
+
+def _full_ramp(zeroframe=False):
+    data = np.zeros((1, 1, 2048, 2048), np.float32)
+    pdq = np.zeros((2048, 2048), np.uint32)
+    pdq[:4] = pdq[-4:] = pdq[:, :4] = pdq[:, -4:] = REF
+    zf = np.zeros((1, 2048, 2048), np.float32) if zeroframe else None
+    return Ramp(data=data, pixeldq=pdq, groupdq=np.zeros(data.shape, np.uint8), zeroframe=zf)
+
+
+# NRCA1 reads with FASTAXIS=-1, SLOWAXIS=2: the detector frame is the science
+# frame flipped left-right (science column x is detector column 2047 - x).
+A1 = dict(fastaxis=-1, slowaxis=2)
+
+
+def test_amp_odd_even_offsets_recovered_in_detector_frame():
+    ramp = _full_ramp()
+    det = to_detector_frame(ramp.data, **A1)[0, 0]
+    offsets = np.array([[12.0, 27.0], [-5.0, 3.5], [100.0, 90.0], [0.25, -0.75]], np.float32)
+    for amp in range(4):
+        for par in range(2):
+            det[:, amp * 512 + par:(amp + 1) * 512:2] = offsets[amp, par]
+    det[4:-4, 4:-4] += 50.0  # the "sky", absent from the reference pixels
+    assert refpix.run(ramp, Readout(nints=1, ngroups=1, **A1)) == "COMPLETE"
+    np.testing.assert_array_equal(ramp.data[0, 0, 4:-4, 4:-4], 50.0)
+    np.testing.assert_array_equal(ramp.data[0, 0, :4], 0.0)
+    # one deviant column among amp D's 256 odd-index reference columns is
+    # sigma-clipped away: nothing is subtracted and the column keeps its value
+    ramp2 = _full_ramp()
+    det2 = to_detector_frame(ramp2.data, **A1)[0, 0]
+    det2[:, 2047] = 7.0  # detector column 2047 is science column 0
+    refpix.run(ramp2, Readout(nints=1, ngroups=1, **A1), use_side_ref_pixels=False)
+    np.testing.assert_array_equal(ramp2.data[0, 0, 100, :3], [7.0, 0.0, 0.0])
+
+
+def test_single_mean_per_amp_without_odd_even():
+    ramp = _full_ramp()
+    det = to_detector_frame(ramp.data, **A1)[0, 0]
+    det[:, 512:1024:2] = 10.0
+    det[:, 513:1024:2] = 20.0
+    refpix.run(ramp, Readout(nints=1, ngroups=1, **A1), odd_even_columns=False,
+               use_side_ref_pixels=False)
+    np.testing.assert_array_equal(det[500, 512:516], [-5.0, 5.0, -5.0, 5.0])
+    assert not det[:, :512].any() and not det[:, 1024:].any()
+
+
+def test_side_correction_running_median_of_row_pattern():
+    ramp = _full_ramp(zeroframe=True)
+    det = to_detector_frame(ramp.data, **A1)[0, 0]
+    rows = np.arange(2048, dtype=np.float32)
+    # row pattern on the side reference pixels only, rows 4..2043, so that the
+    # top/bottom means stay exactly 0
+    det[4:-4, :4] = rows[4:-4, None]
+    det[4:-4, -4:] = 3 * rows[4:-4, None]
+    ramp.zeroframe[0] = ramp.data[0, 0] + 5.0  # +5 everywhere: removed by top/bottom
+    ramp.zeroframe[0, 1000, 1000] = 0.0  # unusable, must stay 0
+    refpix.run(ramp, Readout(nints=1, ngroups=1, **A1))
+    # interior row: left median 1000, right 3000 -> 2000 subtracted
+    np.testing.assert_array_equal(det[1000, 100:103], -2000.0)
+    # row 4: window rows -1..9 reflected -> 20 zeros and 24 values 4..9:
+    # medians 4 (left) and 12 (right) -> 8 subtracted
+    np.testing.assert_array_equal(det[4, 1000], -8.0)
+    np.testing.assert_array_equal(to_detector_frame(ramp.zeroframe, **A1)[0, 1000, 100], -2000.0)
+    assert ramp.zeroframe[0, 1000, 1000] == 0.0
+
+
+def test_running_median_reflects_at_the_edges_and_skips_bad_pixels():
+    vals = np.arange(12, dtype=np.float64)[:, None]
+    good = np.ones((12, 1), bool)
+    med = _running_median(vals, good, 0, 12, 5, True)
+    # row 0: rows 2,1,0,1,2 -> 1 ; row 11: rows 9,10,11,10,9 -> 10 ; row 5 -> 5
+    assert med[0] == 1.0 and med[11] == 10.0 and med[5] == 5.0
+    good[4] = False  # row 3's window 1..5 without 4 -> {1,2,3,5}: (2+3)/2
+    assert _running_median(vals, good, 0, 12, 5, True)[3] == 2.5
+    good[:] = False
+    assert np.isnan(_running_median(vals, good, 0, 12, 5, True)).all()
+
+
+def _sub_ramp(with_refpix=True):
+    # 32x32 subarray at the science-frame corner (SUBSTRT 1,1) read by one output
+    data = np.zeros((1, 2, 32, 32), np.float32)
+    pdq = np.zeros((32, 32), np.uint32)
+    if with_refpix:
+        pdq[:4] |= REF
+        pdq[:, :4] |= REF
+    return Ramp(data=data, pixeldq=pdq, groupdq=np.zeros(data.shape, np.uint8),
+                zeroframe=np.zeros((1, 32, 32), np.float32))
+
+
+def test_one_output_subarray_uses_flagged_refpix_per_detector_parity():
+    ramp = _sub_ramp()
+    # with FASTAXIS=-1 the subarray occupies detector columns 2016..2047, so
+    # science column x is detector column 2047 - x: even x <-> odd detector column
+    x = np.arange(32)
+    ramp.data[:, :] = np.where(x % 2 == 0, 13.0, 4.0).astype(np.float32)
+    ramp.data[0, 1] += 1.0  # second group drifts by 1
+    ramp.data[:, :, 4:, 4:] += 6.0
+    ramp.pixeldq[0, 0] |= F.DO_NOT_USE
+    ramp.data[0, :, 0, 0] = 1e6  # a DO_NOT_USE reference pixel must be ignored
+    ramp.zeroframe[0] = ramp.data[0, 0]
+    ramp.zeroframe[0, 10, 10] = 0.0
+    ro = Readout(nints=1, ngroups=2, fastaxis=-1, slowaxis=2, noutputs=1, subarray="SUB32")
+    assert refpix.run(ramp, ro) == "COMPLETE"
+    np.testing.assert_array_equal(ramp.data[0, :, 4:, 4:], 6.0)
+    np.testing.assert_array_equal(ramp.data[0, :, 1:4, :], 0.0)
+    np.testing.assert_array_equal(ramp.zeroframe[0, 4:, 4:][ramp.zeroframe[0, 4:, 4:] != 0], 6.0)
+    assert ramp.zeroframe[0, 10, 10] == 0.0
+
+
+def test_subarray_without_reference_pixels_is_skipped_unchanged():
+    ramp = _sub_ramp(with_refpix=False)
+    ramp.data[:] = np.random.default_rng(3).normal(size=ramp.data.shape).astype(np.float32)
+    before = ramp.data.copy()
+    ro = Readout(nints=1, ngroups=2, noutputs=1, substrt1=500, substrt2=500, subarray="SUB32")
+    assert refpix.run(ramp, ro) == "SKIPPED"
+    np.testing.assert_array_equal(ramp.data, before)
+    ro4 = Readout(nints=1, ngroups=2, noutputs=4, substrt1=500, substrt2=500, subarray="SUB32")
+    assert refpix.run(ramp, ro4) == "SKIPPED"
+    np.testing.assert_array_equal(ramp.data, before)
+
+
+def test_clipped_mean_matches_scipy_sigmaclip_semantics():
+    vals = np.array([10.0] * 20 + [10.5] * 20 + [1000.0], np.float32)
+    # first pass: mean 33.9, std 151 -> 1000 clipped; second pass keeps the rest
+    assert refpix.clipped_mean(vals) == np.float32(10.25)
+    assert refpix.clipped_mean(np.full(5, 3.0, np.float32)) == 3.0
+    assert refpix.clipped_mean(vals, np.full(vals.size, F.DO_NOT_USE, np.uint32)) is None

@@ -1,0 +1,58 @@
+"""The exposure table is built from headers (not file names), including real STScI uncal headers."""
+
+import pytest
+
+from webbflow.exposures import exposure_table, rootname
+from webbflow.io import InputError, read_uncal
+
+
+def test_table_from_headers_not_file_names(tmp_path, make):
+    cube = make.ramp(nints=1, ngroups=2, ny=4, nx=4)
+    # file names deliberately say nothing: the identity must come from the headers
+    make.uncal(tmp_path / "b_uncal.fits", cube, PROGRAM="2736", OBSERVTN="7", VISIT="2", VISITGRP="3",
+                SEQ_ID="1", ACT_ID="1a", EXPOSURE="12", DETECTOR="NRCBLONG", FILTER="F444W")
+    make.uncal(tmp_path / "a_uncal.fits", cube, DETECTOR="NRCA3", FILTER="F090W", EXPOSURE="2")
+    table = exposure_table(tmp_path)
+    assert [e.rootname for e in table] == ["jw01234001001_02101_00002_nrca3", "jw02736007002_0311a_00012_nrcblong"]
+    first, second = table
+    assert (first.filter, first.detector, first.exp_type, first.subarray) == ("F090W", "NRCA3", "NRC_IMAGE", "SUB64P")
+    assert second.exposure_id == "jw02736007002_0311a_00012"
+    assert (second.program, second.observtn, second.visit, second.visitgrp) == ("02736", "007", "002", "03")
+    assert (second.seq_id, second.act_id, second.exposure) == ("1", "1a", "00012")
+    assert (second.nints, second.ngroups, second.readpatt, second.pupil) == (1, 2, "RAPID", "CLEAR")
+    assert second.path.endswith("b_uncal.fits")
+
+
+def test_duplicate_exposure_is_an_error(tmp_path, make):
+    cube = make.ramp(nints=1, ngroups=2, ny=4, nx=4)
+    make.uncal(tmp_path / "one_uncal.fits", cube)
+    make.uncal(tmp_path / "two_uncal.fits", cube)
+    with pytest.raises(InputError, match="two_uncal.fits.*same exposure"):
+        exposure_table(tmp_path)
+
+
+def test_rootname_rejects_bad_header():
+    header = {"PROGRAM": "1234", "OBSERVTN": "1", "VISIT": "1", "VISITGRP": "1", "SEQ_ID": "1",
+              "ACT_ID": "1", "EXPOSURE": "123456", "DETECTOR": "NRCA1"}
+    with pytest.raises(InputError, match="EXPOSURE='123456' has more than 5 digits"):
+        rootname(header)
+    del header["DETECTOR"]
+    with pytest.raises(InputError, match="lacks DETECTOR"):
+        rootname(header)
+
+
+def test_real_stsci_uncal_headers(shared_dir):
+    folder = shared_dir / "realdata" / "nircam" / "uncal_header_only"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not present")
+    table = exposure_table(folder)
+    assert [e.rootname for e in table] == [
+        "jw01075001001_03105_00009_nrca2", "jw01075001001_03105_00009_nrca3", "jw01075001001_03105_00009_nrca4"]
+    for exposure in table:
+        assert (exposure.exp_type, exposure.filter, exposure.pupil) == ("NRC_CORON", "F210M", "MASKRND")
+        assert (exposure.subarray, exposure.readpatt, exposure.nints, exposure.ngroups) == ("FULL", "RAPID", 1, 10)
+        # the root name rebuilt from the header is the name STScI gave the file
+        assert exposure.path.endswith(f"{exposure.rootname}_uncal.fits")
+        # detector1 refuses coronagraphy (for now) with the unsupported-EXP_TYPE error
+        with pytest.raises(InputError, match=r"EXP_TYPE 'NRC_CORON' is not supported \(supported: NRC_IMAGE\)"):
+            read_uncal(exposure.path)

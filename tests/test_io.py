@@ -1,0 +1,230 @@
+"""webbflow.io and webbflow.refs: reading uncal files, writing products, choosing and cutting references."""
+
+import json
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from webbflow import dqflags
+from webbflow.config import config_digest
+from webbflow.io import read_uncal, write_rate, write_rateints
+from webbflow.io.errors import ReferenceFileError
+from webbflow.ramp import Readout
+from webbflow.refs import load_reference, map_dq, select_references
+
+
+def _image_arrays(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    var_p = rng.uniform(1, 2, shape).astype(np.float32)
+    var_r = rng.uniform(0.1, 0.2, shape).astype(np.float32)
+    return SimpleNamespace(
+        data=rng.normal(100, 5, shape).astype(np.float32),
+        dq=np.arange(np.prod(shape), dtype=np.uint32).reshape(shape) % 5,
+        var_poisson=var_p, var_rnoise=var_r, err=np.sqrt(var_p + var_r),
+    )
+
+
+def test_read_uncal_gives_float_ramp_readout_and_headers(uncal_file):
+    ramp, readout, headers = read_uncal(uncal_file)
+    assert ramp.data.shape == (2, 5, 16, 16)
+    assert ramp.data.dtype == np.float32
+    # the cube was bias 1000 + 100 DN per group
+    assert ramp.data[1, 4, 3, 7] == 1400.0
+    assert ramp.pixeldq.shape == (16, 16) and ramp.pixeldq.dtype == np.uint32
+    assert ramp.groupdq.shape == (2, 5, 16, 16) and ramp.groupdq.dtype == np.uint8
+    assert (readout.nints, readout.ngroups, readout.nframes, readout.groupgap) == (2, 5, 1, 0)
+    assert readout.tgroup == pytest.approx(0.05016)
+    assert (readout.subarray, readout.detector, readout.noutputs) == ("SUB64P", "NRCA1", 1)
+    assert headers.primary["FILTER"] == "F200W"
+    assert list(headers.int_times["integration_number"]) == [1, 2]
+
+
+def test_rate_and_rateints_open_as_models_with_keywords(uncal_file, tmp_path):
+    from stdatamodels.jwst import datamodels
+
+    _, _, headers = read_uncal(uncal_file)
+    rate = _image_arrays((16, 16))
+    rateints = _image_arrays((2, 16, 16), seed=1)
+    steps = {"jump": "COMPLETE", "refpix": "SKIPPED", "dark_current": "COMPLETE"}
+    refs = {"gain": "/somewhere/webbflow_nrca1_gain_full.fits", "dark": None}
+    prov = {"step_parameters": {"jump": {"rejection_threshold": 5.0}}, "config_digest": "abc123"}
+    out = tmp_path / "out"
+    write_rate(out / "x_rate.fits", rate, headers, cal_steps=steps, ref_files=refs, provenance=prov)
+    write_rateints(out / "x_rateints.fits", rateints, headers, cal_steps=steps, ref_files=refs, provenance=prov)
+    assert sorted(p.name for p in out.iterdir()) == ["x_rate.fits", "x_rateints.fits"]  # no temporaries
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a ValidationWarning would fail the test
+        with datamodels.open(out / "x_rate.fits") as model:
+            assert type(model).__name__ == "ImageModel"
+            np.testing.assert_array_equal(model.data, rate.data)
+            np.testing.assert_array_equal(model.dq, rate.dq)
+            np.testing.assert_array_equal(model.var_poisson, rate.var_poisson)
+            np.testing.assert_array_equal(model.var_rnoise, rate.var_rnoise)
+            np.testing.assert_array_equal(model.err, rate.err)
+            assert model.meta.cal_step.jump == "COMPLETE"
+            assert model.meta.cal_step.refpix == "SKIPPED"
+            assert model.meta.cal_step.dark_sub == "COMPLETE"
+            assert model.meta.ref_file.gain.name == "webbflow_nrca1_gain_full.fits"
+            assert model.meta.ref_file.dark.name == "N/A"
+            assert model.meta.instrument.filter == "F200W"
+        with datamodels.open(out / "x_rateints.fits") as cube:
+            assert type(cube).__name__ == "CubeModel"
+            assert cube.data.shape == (2, 16, 16)
+            np.testing.assert_array_equal(cube.data, rateints.data)
+            assert list(cube.int_times["int_mid_MJD_UTC"]) == [60310.0, 60310.001]
+
+    primary = fits.getheader(out / "x_rate.fits", 0)
+    sci = fits.getheader(out / "x_rate.fits", "SCI")
+    assert primary["DATAMODL"] == "ImageModel"
+    assert primary["CAL_VER"] == primary["WF_VER"] == "0.1.0"
+    assert primary["WF_CFGD"] == "abc123"
+    assert json.loads(primary["WF_PARS"]) == {"jump": {"rejection_threshold": 5.0}}
+    assert primary["TARGNAME"] == "TEST" and primary["PATT_NUM"] == 1  # carried from the uncal
+    assert primary["NGROUPS"] == 5 and primary["S_JUMP"] == "COMPLETE" and primary["R_DARK"] == "N/A"
+    assert sci["BUNIT"] == "DN/s" and fits.getheader(out / "x_rate.fits", "ERR")["BUNIT"] == "DN/s"
+    assert sci["XPOSURE"] == 1.0
+
+
+def test_default_digest_is_sha256_of_canonical_config(uncal_file, tmp_path):
+    _, _, headers = read_uncal(uncal_file)
+    params = {"jump": {"rejection_threshold": 4.0, "skip": False}}
+    write_rate(tmp_path / "r_rate.fits", _image_arrays((16, 16)), headers,
+               ref_files={"gain": "/a/g.fits"}, provenance={"step_parameters": params})
+    expected = config_digest({"steps": params, "references": {"gain": "g.fits"}})
+    assert fits.getheader(tmp_path / "r_rate.fits")["WF_CFGD"] == expected
+    assert len(expected) == 64
+
+
+def test_failed_write_leaves_nothing(uncal_file, tmp_path, monkeypatch):
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    _, _, headers = read_uncal(uncal_file)
+
+    def broken(self, path, *args, **kwargs):
+        open(path, "wb").write(b"SIMPLE  =                    T")  # a partial file, then a crash
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ImageModel, "to_fits", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_rate(tmp_path / "x_rate.fits", _image_arrays((16, 16)), headers)
+    assert list(tmp_path.glob("*rate*")) == [] and list(tmp_path.glob(".*")) == []
+
+
+def test_map_dq_translates_through_dq_def(make):
+    # reference bits: 1 DO_NOT_USE, 2 HOT, 4 DEAD, 8 REFERENCE_PIXEL; 16 is undefined and dropped
+    raw = np.array([[0, 1, 2, 4], [8, 3, 12, 16]], np.uint32)
+    mapped = map_dq(raw, make.DQ_DEF)
+    expected = np.array(
+        [[0, dqflags.DO_NOT_USE, dqflags.HOT, dqflags.DEAD],
+         [dqflags.REFERENCE_PIXEL, dqflags.DO_NOT_USE | dqflags.HOT, dqflags.DEAD | dqflags.REFERENCE_PIXEL, 0]],
+        np.uint32)
+    np.testing.assert_array_equal(mapped, expected)
+    np.testing.assert_array_equal(map_dq(raw, None), raw)
+
+
+def test_reference_dq_def_with_unsigned_values_from_file(tmp_path, make):
+    # VALUE 2**31 is stored as int32 with TZERO: the mapping must see the unsigned value
+    dq = np.zeros((16, 16), np.uint32)
+    dq[0, :4] = 8  # REFERENCE_PIXEL in this file's convention
+    dq[5, 5] = 1 | 4
+    path = make.reference(tmp_path / "mask.fits", "mask", {"DQ": dq}, subarray="SUB64P")
+    table = np.array([(0, 1, "DO_NOT_USE", ""), (31, 2**31, "REFERENCE_PIXEL", "")],
+                     dtype=[("BIT", ">i4"), ("VALUE", ">u4"), ("NAME", "S40"), ("DESCRIPTION", "S80")])
+    with fits.open(path, mode="update") as hdul:
+        hdul["DQ"].data = np.where(dq == 8, np.uint32(2**31), dq & 1).astype(np.uint32)
+        hdul["DQ_DEF"] = fits.BinTableHDU(table, name="DQ_DEF")
+    assert fits.getheader(path, "DQ_DEF")["TFORM2"] == "J"  # signed storage + TZERO
+    mask = load_reference("mask", path, Readout(nints=1, ngroups=2, subarray="SUB64P"), (16, 16))["mask_dq"]
+    assert (mask[0, :4] == dqflags.REFERENCE_PIXEL).all()
+    assert mask[5, 5] == dqflags.DO_NOT_USE
+    assert np.count_nonzero(mask) == 5
+
+
+def test_select_prefers_exact_subarray_then_full_and_override_wins(tmp_path, make):
+    refs = tmp_path / "refs"
+    full = make.reference_set(refs, detector="NRCA1", shape=(32, 32), subarray="FULL")
+    make.reference_set(refs, detector="NRCB1", shape=(32, 32), subarray="FULL")  # other detector
+    exact = make.reference(refs / "sub_gain.fits", "gain", {"SCI": np.ones((16, 16), np.float32)},
+                            detector="NRCA1", subarray="SUB64P")
+    header = {"INSTRUME": "NIRCAM", "DETECTOR": "NRCA1", "SUBARRAY": "SUB64P", "SUBSTRT1": 1, "SUBSTRT2": 1,
+              "SUBSIZE1": 16, "SUBSIZE2": 16, "DATE-OBS": "2024-01-01"}
+    chosen = select_references(header, refs)
+    assert chosen["gain"] == str(exact)
+    assert chosen["dark"] == str(full["dark"])
+    assert set(chosen) == {"mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise"}
+    override = make.reference(tmp_path / "mine.fits", "dark", {"SCI": np.zeros((1, 16, 16), np.float32)})
+    assert select_references(header, refs, overrides={"dark": str(override)})["dark"] == str(override)
+    # a FULL reference that does not cover the subarray is not a candidate
+    header_far = dict(header, SUBARRAY="SUB160", SUBSTRT1=30, SUBSTRT2=30)
+    assert select_references(header_far, refs)["dark"] is None
+    with pytest.raises(ReferenceFileError, match="overrides.gain"):
+        select_references(header, refs, overrides={"gain": str(tmp_path / "missing.fits")})
+
+
+def test_full_frame_reference_is_cut_at_substrt(tmp_path, make):
+    ny, nx = 32, 40
+    yy, xx = np.mgrid[:ny, :nx]
+    gain = (1000 * yy + xx).astype(np.float32)  # value encodes its own position
+    path = make.reference(tmp_path / "gain.fits", "gain", {"SCI": gain})
+    readout = Readout(nints=1, ngroups=2, substrt1=5, substrt2=3, subarray="SUB64P")
+    cut = load_reference("gain", path, readout, (16, 20))["gain"]
+    assert cut.shape == (16, 20)
+    assert cut[0, 0] == 1000 * 2 + 4  # 1-indexed SUBSTRT (5, 3) -> 0-indexed (x=4, y=2)
+    assert cut[15, 19] == 1000 * 17 + 23
+    assert not cut.flags.writeable  # the cache must not be modified by a step
+
+
+def test_dark_reference_keeps_frames_and_maps_dq(tmp_path, make):
+    frames = np.arange(3 * 16 * 16, dtype=np.float32).reshape(3, 16, 16)
+    dq = np.zeros((16, 16), np.uint32)
+    dq[2, 3] = 2  # HOT in the reference's own bit convention
+    path = make.reference(tmp_path / "dark.fits", "dark", {"SCI": frames, "DQ": dq}, subarray="SUB64P",
+                           NFRAMES=4, GROUPGAP=1)
+    readout = Readout(nints=1, ngroups=2, subarray="SUB64P")
+    dark = load_reference("dark", path, readout, (16, 16))
+    np.testing.assert_array_equal(dark["dark_frames"], frames)
+    assert dark["dark_dq"][2, 3] == dqflags.HOT and dark["dark_dq"].sum() == dqflags.HOT
+    assert (dark["dark_nframes"], dark["dark_groupgap"]) == (4, 1)
+
+
+def test_uncal_with_zeroframe_is_read(tmp_path, make):
+    path = make.uncal(tmp_path / "z_uncal.fits", make.ramp(nints=1, ngroups=3, ny=8, nx=8))
+    with fits.open(path, mode="append") as hdul:
+        hdul.append(fits.ImageHDU(np.full((1, 8, 8), 990, np.uint16), name="ZEROFRAME"))
+    ramp, _, _ = read_uncal(path)
+    assert ramp.zeroframe.shape == (1, 8, 8) and ramp.zeroframe[0, 0, 0] == 990.0
+
+
+def test_real_stsci_header_is_carried_to_products(shared_dir, tmp_path):
+    """Synthetic pixels under a real uncal header: every keyword survives, no ValidationWarning."""
+    from stdatamodels.jwst import datamodels
+
+    source = shared_dir / "realdata" / "nircam" / "uncal_header_only" / "jw01075001001_03105_00009_nrca2_uncal.fits"
+    if not source.exists():
+        pytest.skip(f"{source} not present")
+    with fits.open(source) as hdul:
+        primary, sci = hdul[0].header.copy(), hdul["SCI"].header.copy()
+    for key in ("NAXIS1", "NAXIS2", "NAXIS3", "NAXIS4", "BZERO", "BSCALE"):
+        sci.remove(key, ignore_missing=True)
+    primary["NGROUPS"] = 3
+    uncal = tmp_path / "real_uncal.fits"
+    fits.HDUList([fits.PrimaryHDU(header=primary),
+                  fits.ImageHDU(np.full((1, 3, 8, 8), 1000, np.uint16), header=sci, name="SCI")]).writeto(uncal)
+    _, readout, headers = read_uncal(uncal, exp_types=None)  # NRC_CORON: accepted only when asked
+    assert (readout.detector, readout.fastaxis, readout.slowaxis, readout.noutputs) == ("NRCA2", 1, -2, 4)
+    out = tmp_path / "x_rate.fits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_rate(out, _image_arrays((8, 8)), headers)
+        with datamodels.open(out) as model:
+            assert model.meta.wcsinfo.s_region.startswith("POLYGON ICRS  245.979858401")
+            assert model.meta.pointing.ra_v1 == pytest.approx(245.980217997301)
+    written, written_sci = fits.getheader(out, 0), fits.getheader(out, "SCI")
+    lost = [k for k in primary if k and k not in ("COMMENT", "HISTORY") and k not in written]
+    assert lost == []
+    assert [k for k in sci if k and k not in written_sci] == []
+    assert written["PROGRAM"] == "01075" and written_sci["XPOSURE"] == pytest.approx(107.368)

@@ -1,0 +1,23 @@
+"""Stage 1: uncal -> rate + rateints, one job per exposure and detector."""
+
+
+rule detector1:
+    input:
+        unpack(detector1_inputs),
+    output:
+        rate=f"{RESULTS}/detector1/{{filter}}/{{exposure}}_{{detector}}_rate.fits",
+        rateints=f"{RESULTS}/detector1/{{filter}}/{{exposure}}_{{detector}}_rateints.fits",
+    log:
+        f"{RESULTS}/logs/detector1/{{filter}}/{{exposure}}_{{detector}}.log",
+    params:
+        steps=detector1_steps,
+        references=detector1_references,
+        exp_types=EXP_TYPES,
+    threads: config["threads"]["detector1"]
+    resources:
+        mem_mb=detector1_mem_mb,
+        runtime=detector1_runtime,
+    conda:
+        "../../envs/webbflow.yaml"
+    script:
+        "../scripts/detector1.py"
