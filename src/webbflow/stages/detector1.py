@@ -21,7 +21,7 @@ from webbflow.io.uncal import SUPPORTED_EXP_TYPES
 from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
 
-__all__ = ["STEP_REFTYPES", "run"]
+__all__ = ["STEP_REFTYPES", "iter_steps", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,52 @@ def _call(step, ramp, readout, refs, kwargs):
     raise ValueError(f"unknown step {step!r}")
 
 
+def iter_steps(ramp, readout, headers, refs, params):
+    """Run the detector1 steps in order on ``ramp`` (in place), yielding after each one.
+
+    Parameters
+    ----------
+    ramp : webbflow.ramp.Ramp
+    readout : webbflow.ramp.Readout
+    headers : webbflow.io.uncal.UncalHeaders
+        The exposure's headers (GAINFACT for gain_scale).
+    refs : dict
+        Loaded references (:func:`webbflow.refs.load_references`).
+    params : dict
+        step -> {parameter: value}; ``skip: true`` skips a step.
+
+    Yields
+    ------
+    step : str
+    status : str
+        ``COMPLETE`` or ``SKIPPED``.
+    result : RampFitResult or None
+        The ramp-fit products once ramp_fit has run, else None.  Between
+        yields ``ramp`` holds the state after ``step`` (the per-step parity
+        tests compare it with jwst's intermediate products).
+    """
+    result = None
+    for step in DETECTOR1_STEPS:
+        t0 = time.perf_counter()
+        step_params = params.get(step) or {}
+        if step_params.get("skip"):
+            status = StepStatus.SKIPPED
+        elif step == "ramp_fit":
+            module = importlib.import_module("webbflow.steps.ramp_fit")
+            status, result = module.run(ramp, readout, refs["gain"]["gain"], refs["readnoise"]["readnoise"],
+                                        **_step_kwargs(params, step))
+        elif step == "gain_scale":
+            module = importlib.import_module("webbflow.steps.gain_scale")
+            factor = headers.primary.get("GAINFACT")
+            if factor is None and "gain" in refs:
+                factor = refs["gain"]["gain_factor"]
+            status = module.run(result, gain_factor=factor)
+        else:
+            status = _call(step, ramp, readout, refs, _step_kwargs(params, step))
+        log.info("%-13s %-9s %7.2f s", step, status, time.perf_counter() - t0)
+        yield step, status, result
+
+
 def run(uncal_path, rate_path, rateints_path, references, params, provenance=None,
         exp_types=SUPPORTED_EXP_TYPES):
     """Reduce one uncal exposure to ``rate`` and ``rateints`` products.
@@ -141,24 +187,8 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
 
     statuses = {}
     result = None
-    for step in DETECTOR1_STEPS:
-        t0 = time.perf_counter()
-        if params[step].get("skip"):
-            status = StepStatus.SKIPPED
-        elif step == "ramp_fit":
-            module = importlib.import_module("webbflow.steps.ramp_fit")
-            status, result = module.run(ramp, readout, refs["gain"]["gain"], refs["readnoise"]["readnoise"],
-                                        **_step_kwargs(params, step))
-        elif step == "gain_scale":
-            module = importlib.import_module("webbflow.steps.gain_scale")
-            factor = headers.primary.get("GAINFACT")
-            if factor is None and "gain" in refs:
-                factor = refs["gain"]["gain_factor"]
-            status = module.run(result, gain_factor=factor)
-        else:
-            status = _call(step, ramp, readout, refs, _step_kwargs(params, step))
+    for step, status, result in iter_steps(ramp, readout, headers, refs, params):
         statuses[step] = status
-        log.info("%-13s %-9s %7.2f s", step, status, time.perf_counter() - t0)
     del ramp  # the 4-D cube is not needed for writing
 
     provenance = dict(provenance or {})
