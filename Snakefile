@@ -34,14 +34,37 @@ validate(config, "config/schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/references.smk"
 include: "workflow/rules/detector1.smk"
+include: "workflow/rules/image2.smk"
+include: "workflow/rules/image3.smk"
 
 
 localrules:
     all,
+    stage1,
+    stage2,
+    stage3,
 
 
 rule all:
     input:
         all_products,
     default_target: True
+
+
+# Targets that stop at a stage, e.g. `snakemake --cores all stage1` for rate/rateints only.
+rule stage1:
+    input:
+        all_rate_products,
+
+
+rule stage2:
+    input:
+        all_cal_products,
+
+
+rule stage3:
+    input:
+        all_image3_products,

@@ -100,15 +100,13 @@ def test_default_digest_is_sha256_of_canonical_config(uncal_file, tmp_path):
 
 
 def test_failed_write_leaves_nothing(uncal_file, tmp_path, monkeypatch):
-    from stdatamodels.jwst.datamodels import ImageModel
-
     _, _, headers = read_uncal(uncal_file)
 
     def broken(self, path, *args, **kwargs):
         open(path, "wb").write(b"SIMPLE  =                    T")  # a partial file, then a crash
         raise OSError("disk full")
 
-    monkeypatch.setattr(ImageModel, "to_fits", broken)
+    monkeypatch.setattr(fits.HDUList, "writeto", broken)
     with pytest.raises(OSError, match="disk full"):
         write_rate(tmp_path / "x_rate.fits", _image_arrays((16, 16)), headers)
     assert list(tmp_path.glob("*rate*")) == [] and list(tmp_path.glob(".*")) == []

@@ -24,9 +24,40 @@ def main(argv=None):
                     help="step parameter (repeatable), e.g. jump.rejection_threshold=5")
     d1.add_argument("-v", "--verbose", action="store_true", help="log each step and its time")
 
+    crds = sub.add_parser("crds", help="local CRDS cache: build it, select from it, export a locked copy")
+    crds_sub = crds.add_subparsers(dest="crds_command", required=True)
+    build = crds_sub.add_parser("build", help="write reference files into a CRDS cache with new mappings")
+    build.add_argument("refs", help="folder of CRDS-format reference files (REFTYPE etc. in their headers)")
+    build.add_argument("cache", help="cache root (CRDS_PATH)")
+    build.add_argument("--context", help="context to write, e.g. jwst_9001.pmap (default: next number)")
+    build.add_argument("--not-latest", action="store_true", help="do not make it the cache's latest context")
+    select = crds_sub.add_parser("select", help="best references of an uncal exposure, through crds")
+    select.add_argument("uncal")
+    select.add_argument("--cache", required=True, help="CRDS cache (CRDS_PATH)")
+    select.add_argument("--context", default="latest", help="jwst_NNNN.pmap or latest")
+    select.add_argument("--types", default="mask,saturation,superbias,linearity,dark,gain,readnoise")
+    export = crds_sub.add_parser("export", help="copy exactly the files of a lockfile into a new CRDS cache")
+    export.add_argument("lockfile", help="results/crds.lock.json")
+    export.add_argument("outdir", help="new cache root; use it as CRDS_PATH")
+    export.add_argument("--cache", help="cache to copy from (default: the one the lockfile names)")
+
+    dl = sub.add_parser("download", help="download a program's NIRCam uncal files from MAST")
+    dl.add_argument("program", help="proposal id, e.g. 1234")
+    dl.add_argument("outdir", help="folder for the *_uncal.fits files")
+    dl.add_argument("--observation", action="append", default=[], help="observation number (repeatable)")
+    dl.add_argument("--detector", action="append", default=[], help="detector, e.g. nrca1 (repeatable)")
+    dl.add_argument("--filter", action="append", default=[], help="filter, e.g. F200W (repeatable)")
+    dl.add_argument("--exp-type", action="append", default=[], help="EXP_TYPE, e.g. NRC_IMAGE (repeatable)")
+    dl.add_argument("--mast-url", default=None, help="MAST base URL (default https://mast.stsci.edu)")
+    dl.add_argument("--retries", type=int, default=3)
+
     args = parser.parse_args(argv)
     if args.command == "detector1":
         return _detector1(args)
+    if args.command == "crds":
+        return _crds(args)
+    if args.command == "download":
+        return _download(args)
     if args.command == "simulate":
         from webbflow.simulate import run_preset
 
@@ -71,6 +102,61 @@ def _detector1(args):
         print(f"webbflow detector1: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {out / (root + '_rate.fits')} and {out / (root + '_rateints.fits')}")
+    return 0
+
+
+def _crds(args):
+    from pathlib import Path
+
+    from astropy.io import fits
+
+    from webbflow.io.errors import InputError
+
+    try:
+        if args.crds_command == "build":
+            from webbflow.refs.crds_cache import build_cache
+
+            context = build_cache(args.refs, args.cache, context=args.context, make_latest=not args.not_latest)
+            print(f"wrote context {context} into {args.cache}")
+        elif args.crds_command == "select":
+            from webbflow.refs import crds_select
+
+            setup = crds_select.CrdsSetup(args.cache, args.context)
+            context = crds_select.resolve_context(setup)
+            params = crds_select.crds_parameters(fits.getheader(args.uncal))
+            names = crds_select.best_references(params, args.types.split(","), setup, context,
+                                                source=args.uncal)
+            print(f"context {context}")
+            for reftype, name in names.items():
+                print(f"{reftype:12s} {'crds://' + name if name else 'N/A'}")
+        elif args.crds_command == "export":
+            from webbflow.refs.lockfile import export_cache
+
+            out = export_cache(args.lockfile, args.outdir, args.cache)
+            print(f"exported the locked cache to {out} (use CRDS_PATH={Path(out).resolve()})")
+    except InputError as exc:
+        print(f"webbflow crds: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _download(args):
+    import logging
+
+    from webbflow.download import MAST_URL, download, download_url, list_products
+    from webbflow.io.errors import InputError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        products = list_products(args.program, args.observation, args.filter, args.detector, args.exp_type)
+        for i, product in enumerate(products, 1):
+            print(f"[{i}/{len(products)}] {product.filename}")
+            download(download_url(product.uri, args.mast_url or MAST_URL), f"{args.outdir}/{product.filename}",
+                     size=product.size, sha256=product.sha256, retries=args.retries)
+    except InputError as exc:
+        print(f"webbflow download: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(products)} files in {args.outdir}")
     return 0
 
 

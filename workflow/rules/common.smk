@@ -25,6 +25,20 @@ MODES = {name: preset for name, preset in load_modes(Path(workflow.basedir) / "c
 EXP_TYPES = sorted({t for preset in MODES.values() for t in preset.get("exp_types", [])})
 OVERRIDES = {k: v for k, v in config["overrides"].items() if v}
 
+# --- References through CRDS (issue 4) ----------------------------------------------------------------
+# references.dir set: the folder mode (webbflow.refs.select); otherwise crds chooses from crds.cache
+# (the demo's own local cache when reducing the demo) under crds.context.
+USE_CRDS = not config["references"]["dir"]
+CRDS_CACHE = config["crds"]["cache"] or (f"{DEMO_DIR}/crds_cache" if USE_DEMO else os.environ.get("CRDS_PATH"))
+CRDS_LOCK = f"{RESULTS}/crds.lock.json"
+# Reference types chosen for every exposure; rules of later stages append theirs.
+CRDS_REFTYPES = list(DETECTOR1_REFTYPES)
+
+
+# --- Data from MAST (issue 4): a program's uncal files are downloaded into inputs.uncal_dir first.
+USE_MAST = bool(config["download"]["program"]) and not USE_DEMO
+DOWNLOAD_MANIFEST = f"{RESULTS}/download/manifest.json"
+
 
 def _supported(table):
     """Drop (or refuse) exposures that no enabled mode reduces."""
@@ -42,7 +56,7 @@ def _parse_time_table():
     """The table when the inputs already exist (for tight wildcard constraints)."""
     if Path(UNCAL_DIR).is_dir():
         return _supported(exposure_table(UNCAL_DIR))
-    if not USE_DEMO:
+    if not USE_DEMO and not USE_MAST:
         raise InputError(UNCAL_DIR, "input folder not found", "set inputs.uncal_dir to the folder of *_uncal.fits files")
     return {}
 
@@ -56,6 +70,10 @@ def get_exposures():
     if USE_DEMO:
         checkpoints.demo.get()
         if not _TABLE:  # the demo was just written: read its headers now
+            _TABLE.update(_supported(exposure_table(UNCAL_DIR)))
+    if USE_MAST:
+        checkpoints.download.get()  # the table is built after the download
+        if not _TABLE or len(_TABLE) < len(list(Path(UNCAL_DIR).glob("*_uncal.fits"))):
             _TABLE.update(_supported(exposure_table(UNCAL_DIR)))
     return _TABLE
 
@@ -76,9 +94,19 @@ def product_path(exposure, suffix):
     return f"{RESULTS}/detector1/{exposure.filter.lower()}/{exposure.rootname}_{suffix}.fits"
 
 
-def all_products(wildcards):
-    """Every rate and rateints product of the reducible exposures."""
+def all_rate_products(wildcards):
+    """Every rate and rateints product of the reducible exposures (target ``stage1``)."""
     return [product_path(e, s) for e in get_exposures().values() for s in ("rate", "rateints")]
+
+
+def all_products(wildcards):
+    """Every rate and rateints product of the reducible exposures, plus the cal products (image2.smk)."""
+    products = all_rate_products(wildcards)
+    if "all_cal_products" in globals():
+        products += all_cal_products(wildcards)
+    if "all_image3_products" in globals():  # i2d + cat per association (image3.smk)
+        products += all_image3_products(wildcards)
+    return products
 
 
 def exposure_of(wildcards):
@@ -93,17 +121,109 @@ def chosen_references(wildcards):
     """reftype -> reference path chosen for the job's exposure (None when none matches)."""
     exposure = exposure_of(wildcards)
     if exposure.rootname not in _REFS:
-        primary = read_uncal_headers(exposure.path).primary
-        _REFS[exposure.rootname] = select_references(primary, REFS_DIR, OVERRIDES, DETECTOR1_REFTYPES)
+        if USE_CRDS:
+            _REFS[exposure.rootname] = crds_references(exposure, DETECTOR1_REFTYPES)
+        else:
+            primary = read_uncal_headers(exposure.path).primary
+            _REFS[exposure.rootname] = select_references(primary, REFS_DIR, OVERRIDES, DETECTOR1_REFTYPES)
     return _REFS[exposure.rootname]
+
+
+_CRDS = {}
+
+
+def crds_setup():
+    """The run's CRDS setup, applied to this (the planning) process once."""
+    if "setup" not in _CRDS:
+        from webbflow.refs.crds_select import CrdsSetup, configure
+
+        if not CRDS_CACHE:
+            raise InputError("crds.cache", "no CRDS cache is configured (crds.cache unset, no $CRDS_PATH)",
+                             "set crds.cache to a CRDS cache folder, or references.dir to a folder of references")
+        if USE_DEMO:
+            checkpoints.demo.get()  # the demo writes its own cache
+        server = config["crds"]["server_url"]
+        # Planning only names files; with no server nothing may be written into the cache here.
+        setup = CrdsSetup(CRDS_CACHE, config["crds"]["context"], server, readonly=not server)
+        configure(setup)
+        _CRDS["setup"] = setup
+    return _CRDS["setup"]
+
+
+def crds_context():
+    """The pinned context (``latest`` resolved once per run, then recorded in the lockfile)."""
+    if "context" not in _CRDS:
+        from webbflow.refs.crds_select import resolve_context
+
+        _CRDS["context"] = resolve_context(crds_setup())
+        logger.info("CRDS context %s (crds.context: %s, cache %s)", _CRDS["context"],
+                    config["crds"]["context"], crds_setup().cache)
+    return _CRDS["context"]
+
+
+def crds_references(exposure, reftypes):
+    """reftype -> path chosen by crds for ``exposure`` (overrides win; None where N/A)."""
+    from webbflow.refs.prefetch import select_exposure
+
+    return select_exposure(exposure.path, reftypes, crds_setup(), crds_context(), OVERRIDES)
+
+
+def crds_relock():
+    """Before any job starts (onstart): fetch and re-lock when the plan differs from the lockfile.
+
+    The lockfile is an ancient() input of the per-exposure jobs, so re-locking re-runs only the
+    products whose reference names (their params) changed.  It is done here, in the one planning
+    process, and not by re-running the crds_prefetch rule: snakemake does not re-check the params
+    of jobs downstream of a job that re-runs when their only link to it is ancient().
+    """
+    if not USE_CRDS or (USE_DEMO and not Path(DEMO_MANIFEST).exists()) or (
+        USE_MAST and not Path(DOWNLOAD_MANIFEST).exists()
+    ):
+        return  # the crds_prefetch rule locks once the exposures exist
+    from webbflow.refs.crds_select import CrdsSetup
+    from webbflow.refs.lockfile import read_lockfile
+    from webbflow.refs.prefetch import prefetch
+
+    exposures = get_exposures()
+    planned = {root: {t: (Path(p).name if p else None) for t, p in crds_references(e, CRDS_REFTYPES).items()}
+               for root, e in exposures.items()}
+    if Path(CRDS_LOCK).exists():
+        lock = read_lockfile(CRDS_LOCK)
+        locked = {root: {t: (v or {}).get("file") for t, v in entry["references"].items()}
+                  for root, entry in lock["exposures"].items()}
+        if lock["context"] == crds_context() and locked == planned:
+            return
+    setup = crds_setup()
+    writer = CrdsSetup(setup.cache, crds_context(), config["crds"]["server_url"], readonly=False)
+    logger.info("CRDS: fetching and locking the references of %d exposures (%s)", len(exposures), crds_context())
+    prefetch({root: e.path for root, e in exposures.items()}, CRDS_REFTYPES, writer, crds_context(), CRDS_LOCK,
+             overrides=OVERRIDES)
+
+
+def crds_prefetch_inputs(wildcards):
+    """The uncal files whose references are prefetched (and the demo, which writes the cache)."""
+    inputs = {"uncal": sorted(e.path for e in get_exposures().values())}
+    if USE_DEMO:
+        inputs["demo"] = DEMO_MANIFEST
+    if USE_MAST:
+        inputs["download"] = DOWNLOAD_MANIFEST
+    return inputs
 
 
 def detector1_inputs(wildcards):
     """The uncal file and the reference files it is reduced with."""
     inputs = {"uncal": exposure_of(wildcards).path,
               "references": sorted({p for p in chosen_references(wildcards).values() if p})}
+    if USE_CRDS:
+        # CRDS files are immutable and fetched by crds_prefetch (they may not exist before it runs);
+        # the lockfile orders the jobs after the prefetch, and ancient() keeps a re-lock from re-running
+        # products whose references did not change.
+        inputs["references"] = sorted(p for t, p in chosen_references(wildcards).items() if p and t in OVERRIDES)
+        inputs["crds_lock"] = ancient(CRDS_LOCK)
     if USE_DEMO:
         inputs["demo"] = DEMO_MANIFEST
+    if USE_MAST:
+        inputs["download"] = DOWNLOAD_MANIFEST
     return inputs
 
 
@@ -119,11 +239,51 @@ def detector1_references(wildcards):
     return canonical_json(chosen_references(wildcards))
 
 
-def detector1_mem_mb(wildcards, input):
-    """Memory from the uncal size: float32 ramp (2x), group DQ (0.5x), fit work arrays, plus the interpreter."""
-    return int(800 + 6 * os.path.getsize(input.uncal) / 1e6)
+# --- Resources per step (cluster requests) ---------------------------------------------------------
+# A request is predicted from the size of the job's inputs: base + per_mb * input MB, doubled on each
+# retry (a job killed for memory or time comes back with twice the request). Measured peak RSS of
+# detector1: 236 MiB for a SUB160 exposure (1.2 MB uncal) and 1256 MiB for a full frame with 10
+# groups (151 MB uncal), i.e. about 240 MiB + 6.8 MiB per uncal MB; the request keeps ~35 % headroom.
+# Runtimes are generous (full frame: 9 s here) because queue-time limits are cheap and kills are not.
+# A rule without a row uses "default" (sized on all its inputs). Override per site with
+# `set-resources` in a profile (see profiles/slurm).
+RESOURCE_MODEL = {
+    # step: mem base MB, mem MB per input MB, runtime base min, runtime min per input MB, input sized on
+    "detector1": dict(mem_base=500, mem_per_mb=8.0, runtime_base=5, runtime_per_mb=0.05, sized_on="uncal"),
+    "default": dict(mem_base=1000, mem_per_mb=4.0, runtime_base=10, runtime_per_mb=0.1, sized_on=None),
+}
 
 
-def detector1_runtime(wildcards, input):
-    """Minutes: generous, scaled on the uncal size (full frame, 10 groups is about 170 MB)."""
-    return int(5 + os.path.getsize(input.uncal) / 20e6)
+def input_size_mb(input, sized_on=None):
+    """Size in MB (1e6 bytes) of the input ``sized_on`` (None: all inputs); files not written yet count 0.
+
+    Snakemake evaluates resources again once a job's inputs exist, so 0 only shows in dry runs.
+    """
+    paths = [getattr(input, sized_on)] if sized_on else list(input)
+    return sum(os.path.getsize(p) for p in paths if os.path.exists(p)) / 1e6
+
+
+def predicted_mem_mb(step):
+    """Resource function for ``mem_mb`` of ``step``: predicted from input size, doubled per attempt."""
+    model = RESOURCE_MODEL.get(step, RESOURCE_MODEL["default"])
+
+    def mem_mb(wildcards, input, attempt):
+        size = input_size_mb(input, model["sized_on"])
+        return int(model["mem_base"] + model["mem_per_mb"] * size) * 2 ** (attempt - 1)
+
+    return mem_mb
+
+
+def predicted_runtime(step):
+    """Resource function for ``runtime`` (minutes) of ``step``: from input size, doubled per attempt."""
+    model = RESOURCE_MODEL.get(step, RESOURCE_MODEL["default"])
+
+    def runtime(wildcards, input, attempt):
+        size = input_size_mb(input, model["sized_on"])
+        return int(model["runtime_base"] + model["runtime_per_mb"] * size) * 2 ** (attempt - 1)
+
+    return runtime
+
+
+detector1_mem_mb = predicted_mem_mb("detector1")
+detector1_runtime = predicted_runtime("detector1")

@@ -32,9 +32,20 @@ else:
     paths = run_preset(snakemake.params.preset, outdir, seed=snakemake.params.seed)  # noqa: F821
     log.info("wrote %d exposures", len(paths))
 
+# The demo's references are selected through crds from a local cache (no server): build it from the
+# reference files' headers (a new type written into refs/ is picked up automatically).
+refs_dir = outdir / "refs"
+crds_context = None
+if refs_dir.is_dir() and any(refs_dir.glob("*.fits")):
+    from webbflow.refs.crds_cache import build_cache
+
+    crds_context = build_cache(refs_dir, outdir / "crds_cache", context="jwst_9000.pmap")
+    log.info("CRDS cache %s written with context %s", outdir / "crds_cache", crds_context)
+
 manifest = {
     "preset": snakemake.params.preset,  # noqa: F821
     "seed": snakemake.params.seed,  # noqa: F821
     "uncal": sorted(str(Path(p).name) for p in paths),
+    "crds_context": crds_context,
 }
 Path(snakemake.output.manifest).write_text(json.dumps(manifest, indent=1))  # noqa: F821

@@ -32,6 +32,19 @@ provenance = {
         {"steps": steps, "references": {t: Path(p).name for t, p in references.items() if p}}
     ),
 }
+if "crds_lock" in snakemake.input.keys():  # noqa: F821
+    # References chosen through CRDS: this job only reads the cache, and refuses a file that
+    # differs from what the prefetch locked.
+    import os
+
+    from webbflow.refs.lockfile import locked_provenance
+
+    os.environ["CRDS_READONLY_CACHE"] = "1"
+    try:
+        provenance.update(locked_provenance(snakemake.input.crds_lock, references))  # noqa: F821
+    except InputError as exc:
+        log.error("%s", exc)
+        sys.exit(f"webbflow detector1 failed: {exc}")
 try:
     detector1.run(
         snakemake.input.uncal,  # noqa: F821

@@ -1,17 +1,24 @@
 """Write ``rate`` (ImageModel) and ``rateints`` (CubeModel) products.
 
-The products are built by stdatamodels from an in-memory HDUList holding the
-uncal's primary and SCI keywords, so every keyword the schema knows lands in
-its ``meta`` path and the rest travels in ``extra_fits``; stdatamodels then
-writes the FITS file with its ASDF extension, exactly as jwst would.
+The products are written with astropy in the layout stdatamodels gives these
+models: the uncal's primary and SCI keywords (so every keyword the schema knows
+lands in its ``meta`` path on reading and the rest in ``extra_fits``), the
+S_*/R_* keywords of this run, our provenance, and SCI/ERR/DQ/VAR_POISSON/
+VAR_RNOISE (+ INT_TIMES), and a minimal ASDF extension.  stdatamodels reads
+the model from the FITS keywords and arrays (the ASDF tree is empty, so there
+is no fits hash to trust); the extension itself must exist because jwst's
+pipeline steps look it up by name.  Building the model through stdatamodels
+cost more time (its ASDF extension registry) than calibrating.
 
 Files are written under a temporary name in the destination folder and moved
 into place with :func:`os.replace`, so an interrupted job never leaves a file
 that looks finished.
 """
 
+import datetime
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -80,43 +87,130 @@ def _provenance_cards(ref_files, provenance):
     ]
 
 
-def _build_model(model_cls, model_type, arrays, headers, int_times, cal_steps, ref_files, provenance):
+# webbflow step -> (FITS keyword, comment) of meta.cal_step.<attr>
+_S_KEYWORDS = {
+    "dq_init": ("S_DQINIT", "Data Quality Initialization"),
+    "saturation": ("S_SATURA", "Saturation Checking"),
+    "superbias": ("S_SUPERB", "Superbias Subtraction"),
+    "refpix": ("S_REFPIX", "Reference Pixel Correction"),
+    "linearity": ("S_LINEAR", "Linearity Correction"),
+    "dark_current": ("S_DARK", "Dark Subtraction"),
+    "jump": ("S_JUMP", "Jump Detection"),
+    "ramp_fit": ("S_RAMP", "Ramp Fitting"),
+    "gain_scale": ("S_GANSCL", "Gain Scale Correction"),
+}
+# reftype -> (FITS keyword, comment) of meta.ref_file.<reftype>.name
+_R_KEYWORDS = {
+    "mask": ("R_MASK", "Mask reference file name"),
+    "saturation": ("R_SATURA", "Saturation reference file name"),
+    "superbias": ("R_SUPERB", "Superbias reference file name"),
+    "linearity": ("R_LINEAR", "Linearity reference file name"),
+    "dark": ("R_DARK", "Dark reference file name"),
+    "gain": ("R_GAIN", "Gain reference file name"),
+    "readnoise": ("R_READNO", "Read noise reference file name"),
+}
+
+
+def _utc_now():
+    """ISO time with milliseconds, as stdatamodels writes ``DATE``."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}"
+
+
+def _build_hdulist(model_type, filename, arrays, headers, int_times, cal_steps, ref_files, provenance):
+    """The product as an HDUList in the layout stdatamodels gives an ImageModel/CubeModel.
+
+    The keywords are those stdatamodels would write for the model built from
+    the uncal's keywords (every schema keyword at its schema HDU, the rest
+    where they came from), so ``datamodels.open`` rebuilds the same ``meta``
+    from them.  The ASDF extension holds an empty tree (:func:`_asdf_hdu`):
+    loading the ASDF machinery to serialise the full model cost 1.5-2 s per
+    job, more than the whole calibration.
+    """
+    provenance = provenance or {}
     primary = fits.Header()
-    primary["DATAMODL"] = model_type
-    for key, value, comment in _carried(headers.primary) + _provenance_cards(ref_files, provenance):
+    primary["DATE"] = (_utc_now(), "UTC date file created")
+    primary["FILENAME"] = (filename, "Name of the file")
+    primary["CAL_VER"] = (webbflow.__version__, "Calibration Software Version")
+    primary["DATAMODL"] = (model_type, "Type of data model")
+    for key, value, comment in _carried(headers.primary):
         primary.append((key, value, comment))
+    # Names chosen through CRDS are recorded as jwst does (crds://<file>); the rest by file name.
+    names = provenance.get("reference_names") or {}
+    for reftype in REFTYPES:
+        ref = (ref_files or {}).get(reftype)
+        key, comment = _R_KEYWORDS[reftype]
+        primary[key] = (names.get(reftype) or (Path(ref).name if ref else "N/A"), comment)
+    if provenance.get("crds_context"):
+        primary["CRDS_VER"] = (provenance.get("crds_version") or "unknown", "Version of CRDS file selection software used")
+        primary["CRDS_CTX"] = (provenance["crds_context"], "CRDS context (.pmap) used to select ref files")
+    for step, (key, comment) in _S_KEYWORDS.items():
+        status = (cal_steps or {}).get(step)
+        if status is not None:
+            primary[key] = (status, comment)
+    for key, value, comment in _provenance_cards(ref_files, provenance):
+        primary[key] = (value, comment)
+
     sci_header = fits.Header()
     for key, value, comment in _carried(headers.sci, primary=False):
         sci_header.append((key, value, comment))
-    hdus = [fits.PrimaryHDU(header=primary), fits.ImageHDU(np.asarray(arrays.data, np.float32), sci_header, name="SCI")]
+    sci_header["BUNIT"] = ("DN/s", "physical units of the array values")
+    err_header = fits.Header([("BUNIT", "DN/s", "physical units of the array values")])
+
+    def image(name, array, dtype, header=None):
+        return fits.ImageHDU(np.ascontiguousarray(array, dtype), header, name=name, ver=1)
+
+    hdus = [fits.PrimaryHDU(header=primary),
+            image("SCI", arrays.data, np.float32, sci_header),
+            image("ERR", arrays.err, np.float32, err_header),
+            image("DQ", arrays.dq, np.uint32),
+            image("VAR_POISSON", arrays.var_poisson, np.float32),
+            image("VAR_RNOISE", arrays.var_rnoise, np.float32)]
     if int_times is not None:
-        hdus.append(fits.BinTableHDU(np.asarray(int_times), name="INT_TIMES"))
-    # Built from an HDUList so stdatamodels maps every schema keyword to meta.* and keeps the rest.
-    model = model_cls(fits.HDUList(hdus))
-    model.dq = np.asarray(arrays.dq, np.uint32)
-    model.err = np.asarray(arrays.err, np.float32)
-    model.var_poisson = np.asarray(arrays.var_poisson, np.float32)
-    model.var_rnoise = np.asarray(arrays.var_rnoise, np.float32)
-    model.meta.bunit_data = "DN/s"
-    model.meta.bunit_err = "DN/s"
-    model.meta.calibration_software_version = webbflow.__version__
-    for step, attr in CAL_STEP_KEYS.items():
-        status = (cal_steps or {}).get(step)
-        if status is not None:
-            setattr(model.meta.cal_step, attr, status)
-    for reftype in REFTYPES:
-        ref = (ref_files or {}).get(reftype)
-        getattr(model.meta.ref_file, reftype).name = Path(ref).name if ref else "N/A"
-    return model
+        # Set .data after construction: BinTableHDU(data) imports astropy.table (~0.5 s).
+        table = fits.BinTableHDU(name="INT_TIMES")
+        table.data = fits.FITS_rec.from_columns(fits.ColDefs(np.asarray(int_times)))
+        hdus.append(table)
+    hdus.append(_asdf_hdu())
+    return fits.HDUList(hdus)
 
 
-def _save(model, path):
+# An ASDF document with an empty tree, as ``asdf.AsdfFile({}).write_to`` writes
+# it (standard 1.6.0), spelled out so that writing it needs no asdf import.
+_EMPTY_ASDF = (
+    "#ASDF 1.0.0\n"
+    "#ASDF_STANDARD 1.6.0\n"
+    "%YAML 1.1\n"
+    "%TAG ! tag:stsci.edu:asdf/\n"
+    "--- !core/asdf-1.1.0\n"
+    f"asdf_library: !core/software-1.0.0 {{author: webbflow, name: webbflow, version: {webbflow.__version__}}}\n"
+    "...\n"
+).encode("ascii")
+
+
+def _asdf_hdu():
+    """The ``ASDF`` BINTABLE extension (one row, column ASDF_METADATA) with an empty tree.
+
+    jwst's pipeline steps fail on a product without this extension
+    (``KeyError: "Extension 'ASDF' not found."``); with an empty tree,
+    stdatamodels takes every keyword and array from the FITS HDUs.
+    """
+    raw = np.frombuffer(_EMPTY_ASDF, np.uint8)[None, :]
+    hdu = fits.BinTableHDU(name="ASDF")
+    hdu.data = fits.FITS_rec.from_columns(
+        fits.ColDefs([fits.Column(name="ASDF_METADATA", format=f"{raw.shape[1]}B", array=raw)]))
+    return hdu
+
+
+def _save(hdulist, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_path(path)
-    model.meta.filename = path.name
     try:
-        model.to_fits(tmp, overwrite=True)
+        with warnings.catch_warnings():
+            # the WF_CFGD comment does not fit beside its 64-character digest; cut, as before
+            warnings.filterwarnings("ignore", "Card is too long, comment will be truncated")
+            hdulist.writeto(tmp, overwrite=True)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -144,19 +238,18 @@ def write_rate(path, rate, headers, *, cal_steps=None, ref_files=None, provenanc
     provenance : dict, optional
         ``step_parameters`` (dict) and ``config_digest`` (str), written as
         ``WF_PARS`` (JSON) and ``WF_CFGD``; ``WF_VER`` is the webbflow version.
+        Optional ``reference_names`` (reftype -> ``crds://<file>``) replaces the
+        ``R_<TYPE>`` values; ``crds_context``/``crds_version`` become
+        ``CRDS_CTX``/``CRDS_VER``.
 
     Returns
     -------
     pathlib.Path
         The file written.
     """
-    from stdatamodels.jwst.datamodels import ImageModel
-
-    model = _build_model(ImageModel, "ImageModel", rate, headers, None, cal_steps, ref_files, provenance)
-    try:
-        return _save(model, path)
-    finally:
-        model.close()
+    hdulist = _build_hdulist("ImageModel", Path(path).name, rate, headers, None, cal_steps, ref_files,
+                             provenance)
+    return _save(hdulist, path)
 
 
 def write_rateints(path, rateints, headers, *, cal_steps=None, ref_files=None, provenance=None):
@@ -177,11 +270,6 @@ def write_rateints(path, rateints, headers, *, cal_steps=None, ref_files=None, p
     pathlib.Path
         The file written.
     """
-    from stdatamodels.jwst.datamodels import CubeModel
-
-    model = _build_model(CubeModel, "CubeModel", rateints, headers, headers.int_times, cal_steps, ref_files,
-                         provenance)
-    try:
-        return _save(model, path)
-    finally:
-        model.close()
+    hdulist = _build_hdulist("CubeModel", Path(path).name, rateints, headers, headers.int_times, cal_steps,
+                             ref_files, provenance)
+    return _save(hdulist, path)

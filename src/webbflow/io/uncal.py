@@ -156,6 +156,33 @@ def readout_from_header(primary, nints=None, ngroups=None):
     )
 
 
+def _read_sci_float32(hdul, path):
+    """The SCI ramps as float32, read one group at a time; None for a layout astropy must decode.
+
+    Raw uncal ramps are uint16 stored as big-endian int16 with BZERO = 32768.
+    Decoding them through astropy holds the int16, uint16 and float32 cubes at
+    once; reading a group at a time holds the float32 cube and one group.
+    """
+    hdr = hdul["SCI"].header
+    if (hdr.get("BITPIX") != 16 or hdr.get("NAXIS") != 4 or hdr.get("BZERO") != 32768
+            or hdr.get("BSCALE", 1) != 1):
+        return None
+    nx, ny, ngroups, nints = (int(hdr[f"NAXIS{k}"]) for k in range(1, 5))
+    offset = hdul.fileinfo(hdul.index_of("SCI"))["datLoc"]
+    out = np.empty((nints, ngroups, ny, nx), np.float32)
+    plane = np.empty((ny, nx), ">u2")  # one buffer for every group read
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for i in range(nints):
+            for g in range(ngroups):
+                if f.readinto(plane) != plane.nbytes:
+                    raise EOFError(f"SCI is truncated at integration {i + 1}, group {g + 1}")
+                # int16 + 32768 as uint16 is the int16's bit pattern with the sign bit flipped
+                plane ^= np.uint16(0x8000)
+                out[i, g] = plane
+    return out
+
+
 def read_uncal(path, exp_types=SUPPORTED_EXP_TYPES):
     """Read an uncal exposure into a ramp ready for detector1.
 
@@ -190,7 +217,10 @@ def read_uncal(path, exp_types=SUPPORTED_EXP_TYPES):
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("error", message=".*truncated.*")
-                sci = hdul["SCI"].data
+                sci = _read_sci_float32(hdul, path)
+                decoded = sci is not None  # 4-D uint16 ramps, already float32
+                if not decoded:  # an unusual layout: let astropy decode it (and the checks below judge it)
+                    sci = hdul["SCI"].data
                 zeroframe = hdul["ZEROFRAME"].data if "ZEROFRAME" in hdul else None
                 int_times = np.array(hdul["INT_TIMES"].data) if "INT_TIMES" in hdul else None
         except (OSError, ValueError, TypeError, IndexError, EOFError, Warning) as exc:
@@ -199,7 +229,7 @@ def read_uncal(path, exp_types=SUPPORTED_EXP_TYPES):
                 f"pixel data cannot be read ({exc.__class__.__name__}: {exc})",
                 "the file is truncated or corrupt; download it again from MAST",
             ) from None
-        if sci is None or sci.ndim != 4 or sci.dtype != np.uint16:
+        if not decoded and (sci is None or sci.ndim != 4 or sci.dtype != np.uint16):
             found = "no data" if sci is None else f"{sci.ndim}-D {sci.dtype.name}"
             raise InputError(
                 path,

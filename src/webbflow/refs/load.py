@@ -5,6 +5,9 @@ Each loader returns a dict whose keys are the step keyword names of
 Arrays are cut to the science subarray, reference DQ is mapped to JWST flag
 values through the file's DQ_DEF table, and the result is cached per process
 (read-only, so a step cannot corrupt the cache by modifying it in place).
+Only what the exposure needs is read: the subarray's rows, and of the dark
+only the planes the ramp reaches, handed over as a :class:`PlaneStack` that
+the dark step streams group by group.
 """
 
 import functools
@@ -16,7 +19,7 @@ from astropy.io import fits
 from webbflow import dqflags
 from webbflow.io.errors import ReferenceFileError
 
-__all__ = ["load_reference", "load_references", "map_dq"]
+__all__ = ["PlaneStack", "load_reference", "load_references", "map_dq"]
 
 
 def map_dq(dq, dq_def):
@@ -61,61 +64,197 @@ def _dq_def(hdul):
     return {"VALUE": np.asarray(table["VALUE"], np.int64), "NAME": list(table["NAME"])}
 
 
-def _cut(path, reftype, array, header, readout, shape):
-    """Cut a reference array to the science subarray, or say why it cannot be."""
-    ny, nx = shape
-    if array.shape[-2:] == (ny, nx):
-        return array
-    rx = int(header.get("SUBSTRT1", 1))
-    ry = int(header.get("SUBSTRT2", 1))
-    x0 = readout.substrt1 - rx
-    y0 = readout.substrt2 - ry
-    if x0 < 0 or y0 < 0 or y0 + ny > array.shape[-2] or x0 + nx > array.shape[-1]:
-        raise ReferenceFileError(
-            path,
-            f"{reftype} reference has shape {array.shape[-2:]} (SUBARRAY={header.get('SUBARRAY')}), "
-            f"which does not contain the science data's {(ny, nx)} at "
-            f"SUBSTRT1={readout.substrt1}, SUBSTRT2={readout.substrt2} ({readout.subarray})",
-            f"give a matching file with overrides.{reftype} in the config",
-        )
-    return array[..., y0:y0 + ny, x0:x0 + nx]
-
-
 def _read(path, reftype):
+    """Open a reference file for reading headers; pixels are read on demand."""
     try:
-        hdul = fits.open(path, memmap=False)
-        hdul.readall()
+        # Headers only: the arrays are read later, and only the part needed.
+        hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
     except (OSError, ValueError, TypeError, EOFError) as exc:
         raise ReferenceFileError(path, f"{reftype} reference cannot be read ({exc})",
                                  f"replace the file or set overrides.{reftype}") from None
     return hdul
 
 
-def _extension(hdul, path, reftype, name):
-    if name not in hdul or hdul[name].data is None:
-        raise ReferenceFileError(path, f"{reftype} reference has no {name} extension",
-                                 f"give a CRDS-format {reftype} file with overrides.{reftype}")
-    return hdul[name].data
+def _has_data(hdul, name):
+    return name in hdul and hdul[name].header.get("NAXIS", 0) > 0
+
+
+# BITPIX -> (big-endian on-disk dtype, native dtype, BZERO that means "unsigned")
+_RAW = {-32: (">f4", np.float32, 0), -64: (">f8", np.float64, 0),
+        32: (">u4", np.uint32, 2**31), 16: (">u2", np.uint16, 2**15)}
+
+
+def _window(path, reftype, hdu_shape, header, readout, shape):
+    """(y0, x0) of the science subarray inside an array of ``hdu_shape``."""
+    ny, nx = shape
+    if tuple(hdu_shape[-2:]) == (ny, nx):
+        return 0, 0
+    y0 = readout.substrt2 - int(header.get("SUBSTRT2", 1))
+    x0 = readout.substrt1 - int(header.get("SUBSTRT1", 1))
+    if x0 < 0 or y0 < 0 or y0 + ny > hdu_shape[-2] or x0 + nx > hdu_shape[-1]:
+        raise ReferenceFileError(
+            path,
+            f"{reftype} reference has shape {tuple(hdu_shape[-2:])} (SUBARRAY={header.get('SUBARRAY')}), "
+            f"which does not contain the science data's {(ny, nx)} at "
+            f"SUBSTRT1={readout.substrt1}, SUBSTRT2={readout.substrt2} ({readout.subarray})",
+            f"give a matching file with overrides.{reftype} in the config",
+        )
+    return y0, x0
+
+
+class PlaneStack:
+    """Planes of a reference cube, read from disk on demand.
+
+    Indexing with an integer or a unit-step slice of planes reads just those
+    planes (the science subarray's rows only) into a new native-endian
+    array, so a step can stream a 20-frame dark plane by plane instead of
+    holding it all; ``np.asarray(stack)`` reads every plane.  Each read
+    returns a fresh array, so the cached stack cannot be modified.
+
+    Parameters
+    ----------
+    path : str
+        The FITS file.
+    offset : int
+        Byte offset of the extension's data.
+    disk_dtype : str
+        Big-endian dtype on disk (``>f4``, ``>u4`` ...).
+    full_shape : tuple of int
+        (nplanes, NY, NX) of the extension.
+    window : tuple of int
+        (y0, x0, ny, nx) of the science subarray.
+    nplanes : int
+        Planes exposed (the first ``nplanes`` of the file).
+    unsigned_zero : int
+        BZERO that maps signed storage to unsigned values (0 when unscaled).
+    dtype : numpy dtype, optional
+        Type of the arrays returned (default: the native form of ``disk_dtype``).
+    """
+
+    ndim = 3
+
+    def __init__(self, path, offset, disk_dtype, full_shape, window, nplanes, unsigned_zero=0, dtype=None):
+        self.path, self.offset = path, int(offset)
+        self.disk_dtype = np.dtype(disk_dtype)
+        self.dtype = np.dtype(dtype) if dtype is not None else self.disk_dtype.newbyteorder("=")
+        self.full_shape = tuple(full_shape)
+        self.window = tuple(window)
+        self.unsigned_zero = unsigned_zero
+        self.shape = (int(nplanes),) + self.window[2:]
+
+    def __len__(self):
+        return self.shape[0]
+
+    def read(self, start, stop):
+        """Planes ``start`` to ``stop - 1`` as an (n, ny, nx) native-endian array."""
+        _, fy, fx = self.full_shape
+        y0, x0, ny, nx = self.window
+        row_bytes = fx * self.disk_dtype.itemsize
+        out = np.empty((max(stop - start, 0), ny, nx), self.dtype)
+        raw = np.empty((ny, fx), self.disk_dtype)  # one buffer for every plane read
+        with open(self.path, "rb") as f:
+            for k in range(start, stop):
+                f.seek(self.offset + k * fy * row_bytes + y0 * row_bytes)
+                if f.readinto(raw) != raw.nbytes:
+                    raise EOFError(f"{self.path} is truncated")
+                rows = raw[:, x0:x0 + nx]
+                if self.unsigned_zero:
+                    # unsigned integers stored signed with BZERO = 2**(n-1): flip the sign bit
+                    rows = rows ^ rows.dtype.type(self.unsigned_zero)
+                out[k - start] = rows  # byte swap (and cast) on copy
+        return out
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            k = range(self.shape[0])[key]
+            return self.read(k, k + 1)[0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.shape[0])
+            if step == 1:
+                return self.read(start, max(start, stop))
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None):
+        data = self.read(0, self.shape[0])
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+
+def _read_cut(hdul, path, reftype, name, header, readout, shape, nplanes=None, lazy=False, dtype=None):
+    """Read extension ``name`` cut to the science subarray, in native byte order.
+
+    Only the subarray's rows (and, for cubes, the first ``nplanes`` planes)
+    are read, straight into native byte order: decoding a whole full-frame
+    reference and byte-swapping it cost seconds and hundreds of MiB.  With
+    ``lazy`` a cube comes back as a :class:`PlaneStack`.  Scaled or unusual
+    layouts fall back to astropy.
+    """
+    hdu = hdul[name]
+    hdr = hdu.header
+    hdu_shape = tuple(int(hdr[f"NAXIS{k}"]) for k in range(hdr["NAXIS"], 0, -1))
+    y0, x0 = _window(path, reftype, hdu_shape, header, readout, shape)
+    ny, nx = shape
+    lead = hdu_shape[:-2]
+    if nplanes is not None and lead:
+        lead = (min(int(nplanes), lead[0]),) + lead[1:]
+    raw = _RAW.get(hdr["BITPIX"])
+    bzero, bscale = hdr.get("BZERO", 0), hdr.get("BSCALE", 1)
+    if raw is None or bscale != 1 or bzero not in (0, raw[2]) or len(lead) > 1:
+        data = np.asarray(hdu.data)
+        if nplanes is not None and lead:
+            data = data[:lead[0]]
+        return np.ascontiguousarray(data[..., y0:y0 + ny, x0:x0 + nx])
+    offset = hdul.fileinfo(hdul.index_of(name))["datLoc"]
+    if os.path.getsize(path) < offset + int(np.prod(hdu_shape)) * np.dtype(raw[0]).itemsize:
+        # checked now: a lazily read dark must not fail half-way through the steps
+        raise ReferenceFileError(path, f"{reftype} reference is truncated (its {name} array is cut short)",
+                                 f"replace the file or set overrides.{reftype}")
+    stack = PlaneStack(path, offset, raw[0],
+                       (lead[0] if lead else 1,) + hdu_shape[-2:], (y0, x0, ny, nx),
+                       lead[0] if lead else 1, raw[2] if bzero else 0, dtype)
+    if lazy and lead:
+        return stack
+    data = np.asarray(stack)
+    return data if lead else data[0]
+
+
+def _dark_planes(header, readout):
+    """Number of dark planes the science ramp uses (all when the step would skip or extrapolate)."""
+    dnf, dgap = int(header.get("NFRAMES", 1)), int(header.get("GROUPGAP", 0))
+    if readout is None or getattr(readout, "ngroups", None) is None:
+        return None
+    if dnf > readout.nframes or dgap > readout.groupgap:
+        return None
+    sci_frames = readout.ngroups * readout.nframes + (readout.ngroups - 1) * readout.groupgap
+    return -(-(sci_frames + dgap) // (dnf + dgap))
 
 
 @functools.lru_cache(maxsize=16)
-def _load_cached(path, mtime, reftype, substrt1, substrt2, ny, nx, subarray):
+def _load_cached(path, mtime, reftype, substrt1, substrt2, ny, nx, subarray, ngroups, nframes, groupgap):
     class _R:  # the fields of Readout that cutting needs
         pass
 
     ro = _R()
     ro.substrt1, ro.substrt2, ro.subarray = substrt1, substrt2, subarray
+    ro.ngroups, ro.nframes, ro.groupgap = ngroups, nframes, groupgap
     with _read(path, reftype) as hdul:
         header = hdul[0].header
         dq_def = _dq_def(hdul)
 
-        def arr(name, dtype=np.float32):
-            return _cut(path, reftype, np.asarray(_extension(hdul, path, reftype, name), dtype), header, ro, (ny, nx))
+        def arr(name, dtype=np.float32, nplanes=None, lazy=False):
+            if not _has_data(hdul, name):
+                raise ReferenceFileError(path, f"{reftype} reference has no {name} extension",
+                                         f"give a CRDS-format {reftype} file with overrides.{reftype}")
+            try:
+                data = _read_cut(hdul, path, reftype, name, header, ro, (ny, nx), nplanes, lazy, dtype)
+            except (OSError, ValueError, TypeError, EOFError) as exc:
+                raise ReferenceFileError(path, f"{reftype} reference {name} cannot be read ({exc})",
+                                         f"replace the file or set overrides.{reftype}") from None
+            return data if isinstance(data, PlaneStack) else data.astype(dtype, copy=False)
 
         def dq():
-            if "DQ" not in hdul or hdul["DQ"].data is None:
+            if not _has_data(hdul, "DQ"):
                 return np.zeros((ny, nx), np.uint32)
-            return map_dq(_cut(path, reftype, np.asarray(hdul["DQ"].data), header, ro, (ny, nx)), dq_def)
+            return map_dq(arr("DQ", dtype=np.uint32), dq_def)
 
         if reftype == "mask":
             out = {"mask_dq": dq()}
@@ -126,7 +265,10 @@ def _load_cached(path, mtime, reftype, substrt1, substrt2, ny, nx, subarray):
         elif reftype == "linearity":
             out = {"coeffs": arr("COEFFS"), "lin_dq": dq()}
         elif reftype == "dark":
-            frames = arr("SCI")
+            # Only the planes the science ramp reaches, read as the dark step
+            # streams them (a full-frame 20-frame dark is 336 MB of SCI alone).
+            frames = arr("SCI", nplanes=_dark_planes(header, ro if ngroups is not None else None),
+                         lazy=True)
             if frames.ndim == 2:
                 frames = frames[np.newaxis]
             out = {"dark_frames": frames, "dark_dq": dq(),
@@ -177,8 +319,11 @@ def load_reference(reftype, path, readout, shape):
     except FileNotFoundError:
         raise ReferenceFileError(path, f"{reftype} reference not found",
                                  f"check references.dir or overrides.{reftype}") from None
+    # Only the dark depends on the readout beyond the subarray (how many planes to read).
+    timing = ((readout.ngroups, readout.nframes, readout.groupgap) if reftype == "dark"
+              else (None, None, None))
     return _load_cached(path, mtime, reftype, readout.substrt1, readout.substrt2,
-                        int(shape[0]), int(shape[1]), readout.subarray)
+                        int(shape[0]), int(shape[1]), readout.subarray, *timing)
 
 
 def load_references(paths, readout, shape):

@@ -16,24 +16,78 @@ from astropy.io import fits
 
 from webbflow.io.errors import ReferenceFileError
 
-__all__ = ["DETECTOR1_REFTYPES", "scan_reference_dir", "select_references"]
+__all__ = ["DETECTOR1_REFTYPES", "IMAGE2_REFTYPES", "scan_reference_dir", "select_references"]
 
 DETECTOR1_REFTYPES = ("mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise")
 """Reference types detector1 reads."""
 
+IMAGE2_REFTYPES = ("distortion", "flat", "photom", "area")
+"""Reference types image2 (assign_wcs, flat_field, photom) reads."""
+
 _HEADER_KEYS = ("REFTYPE", "INSTRUME", "DETECTOR", "SUBARRAY", "SUBSTRT1", "SUBSTRT2",
-                "SUBSIZE1", "SUBSIZE2", "USEAFTER", "READPATT")
+                "SUBSIZE1", "SUBSIZE2", "USEAFTER", "READPATT", "FILTER", "PUPIL", "EXP_TYPE",
+                "P_EXP_TY", "P_PUPIL", "P_FILTER", "CHANNEL")
+
+# Optical-element and mode selectors per type (CRDS NIRCam rmaps); other types ignore them.
+_SELECTORS = {
+    "flat": ("FILTER", "PUPIL"),
+    "area": ("FILTER", "PUPIL", "EXP_TYPE"),
+    "distortion": ("EXP_TYPE", "CHANNEL", "FILTER", "PUPIL"),
+    "photom": ("EXP_TYPE",),
+}
+_WILDCARDS = {"", "ANY", "N/A", "NONE", "GENERIC"}
+_PATTERN_KEY = {"EXP_TYPE": "P_EXP_TY", "PUPIL": "P_PUPIL", "FILTER": "P_FILTER"}
+
+
+def reference_header(path):
+    """Primary header of a FITS reference, or the header-like summary of an ASDF one."""
+    path = Path(path)
+    return _asdf_header(path) if path.suffix == ".asdf" else fits.getheader(path, 0)
+
+
+def _asdf_header(path):
+    """Header-like summary of an ASDF reference (DISTORTION): the tree's ``meta``."""
+    import asdf
+
+    with asdf.open(path, lazy_load=True, memmap=False, _force_raw_types=True) as af:
+        meta = af.tree.get("meta", {}) or {}
+        inst = meta.get("instrument", {}) or {}
+        return {
+            "REFTYPE": meta.get("reftype"), "INSTRUME": inst.get("name"),
+            "DETECTOR": inst.get("detector"), "CHANNEL": inst.get("channel"),
+            "FILTER": inst.get("filter"), "PUPIL": inst.get("pupil"),
+            "P_PUPIL": inst.get("p_pupil"), "P_FILTER": inst.get("p_filter"),
+            "EXP_TYPE": (meta.get("exposure") or {}).get("type"),
+            "P_EXP_TY": (meta.get("exposure") or {}).get("p_exptype"),
+            "SUBARRAY": (meta.get("subarray") or {}).get("name"),
+            "USEAFTER": meta.get("useafter"),
+        }
+
+
+def _matches_selectors(row, primary, reftype):
+    """True when the reference's FILTER/PUPIL/EXP_TYPE/CHANNEL admit the exposure."""
+    for key in _SELECTORS.get(reftype, ()):
+        want = str(primary.get(key) or "").upper()
+        pattern = row.get(_PATTERN_KEY.get(key, ""), None)
+        if pattern and want in {p.strip().upper() for p in str(pattern).split("|")}:
+            continue
+        have = str(row.get(key) or "").upper()
+        if have in _WILDCARDS or not want:
+            continue
+        if have != want:
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=32)
 def _scan(folder, stamp):
     rows = []
-    for path in sorted(Path(folder).glob("*.fits")):
+    for path in sorted([*Path(folder).glob("*.fits"), *Path(folder).glob("*.asdf")]):
         try:
-            header = fits.getheader(path, 0)
-        except (OSError, ValueError):
-            continue  # not ours to judge: an unreadable stray file is only an error if chosen
-        if "REFTYPE" not in header:
+            header = reference_header(path)
+        except Exception:  # noqa: BLE001 - an unreadable stray file is only an error if chosen
+            continue
+        if not header.get("REFTYPE"):
             continue
         row = {key: header.get(key) for key in _HEADER_KEYS}
         row["REFTYPE"] = str(row["REFTYPE"]).lower()
@@ -86,7 +140,8 @@ def select_references(primary, refs_dir=None, overrides=None, reftypes=DETECTOR1
     ----------
     primary : Mapping
         The exposure's primary header (INSTRUME, DETECTOR, SUBARRAY,
-        SUBSTRT1/2, SUBSIZE1/2, DATE-OBS).
+        SUBSTRT1/2, SUBSIZE1/2, DATE-OBS; FILTER, PUPIL, EXP_TYPE, CHANNEL for
+        the stage-2 types, which also accept the P_EXP_TY/P_PUPIL patterns and ANY).
     refs_dir : str or os.PathLike, optional
         Folder of reference files (e.g. the simulator's ``<outdir>/refs``).
     overrides : dict, optional
@@ -123,7 +178,9 @@ def select_references(primary, refs_dir=None, overrides=None, reftypes=DETECTOR1
             and str(row["DETECTOR"]).upper() == detector
             and str(row["INSTRUME"] or instrument).upper() == instrument
             and (str(row["SUBARRAY"]).upper() == str(primary.get("SUBARRAY", "FULL")).upper()
+                 or str(row["SUBARRAY"] or "").upper() in _WILDCARDS
                  or _covers(row, primary))
+            and _matches_selectors(row, primary, reftype)
         ]
         chosen[reftype] = max(candidates, key=lambda r: _rank(r, primary))["path"] if candidates else None
     return chosen

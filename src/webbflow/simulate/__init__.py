@@ -8,10 +8,17 @@ simulate_exposure(spec, outdir, rng=None) -> Path
     One exposure from an :class:`ExposureSpec` (every knob is a field).
 write_references(detector, geometry, outdir, rng=None) -> dict[str, Path]
     The seven stage-1 CRDS-format references of a detector model.
+write_stage2_references(outdir, detector, geometry, filter, pupil, ref_seed) -> dict[str, Path]
+    FLAT, PHOTOM, AREA and DISTORTION (ASDF) of the simulated optics.
+make_catalog(ra, dec, seed=...) -> Table
+    The sky (``ExposureSpec(scene="sky")``): stars and galaxies with RA/Dec and
+    ``flux_<filter>`` (Jy); placed through the true attitude + distortion.
 
 Output layout (``docs/contracts.md``): ``<outdir>/uncal/<root>_uncal.fits``,
 ``<outdir>/refs/webbflow_<det>_<reftype>_<subarray>.fits``,
-``<outdir>/truth/<root>_{truth_rate.fits,cosmic_rays.ecsv,first_saturated.fits}``.
+``<outdir>/truth/<root>_{truth_rate.fits,cosmic_rays.ecsv,first_saturated.fits}``;
+sky scenes add ``truth/sources.ecsv`` (the catalogue), ``truth/<root>_sources.ecsv``
+(pixel positions, rates, fluxes) and ``truth/pointing.ecsv`` (injected pointing errors).
 """
 
 from webbflow.simulate.detector_model import DetectorModel, delinearize, linearize
@@ -19,7 +26,9 @@ from webbflow.simulate.detectors import DETECTORS, READ_PATTERNS, Geometry, fram
 from webbflow.simulate.exposure import (SimulatedExposure, detector_model_for, simulate_exposure,
                                         write_references)
 from webbflow.simulate.presets import PRESETS, preset_specs, run_preset
+from webbflow.simulate.sky import make_catalog
 from webbflow.simulate.spec import ExposureSpec, Star
+from webbflow.simulate.stage2_refs import write_stage2_references
 from webbflow.simulate.writers import REFTYPES, reference_path
 
 __all__ = [
@@ -27,4 +36,5 @@ __all__ = [
     "DetectorModel", "ExposureSpec", "Geometry", "SimulatedExposure", "Star",
     "delinearize", "detector_model_for", "frame_time", "linearize", "preset_specs",
     "reference_path", "run_preset", "simulate_exposure", "subarray_geometry", "write_references",
+    "make_catalog", "write_stage2_references",
 ]

@@ -7,16 +7,20 @@ from pathlib import Path
 
 import numpy as np
 
+from webbflow.simulate import optics
 from webbflow.simulate.detector_model import DetectorModel, make_detector_model
 from webbflow.simulate.detectors import DETECTORS
 from webbflow.simulate.events import draw_deposits, frames_read
 from webbflow.simulate.headers import group_table, int_times_table, primary_keywords, sci_keywords
 from webbflow.simulate.readout import integrate_exposure
 from webbflow.simulate.scene import render_rate
-from webbflow.simulate.writers import (reference_path, write_reference_files, write_truth,
-                                       write_uncal)
+from webbflow.simulate.sky import catalog_for, render_sky_rate
+from webbflow.simulate.stage2_refs import flat_response, write_stage2_references
+from webbflow.simulate.writers import (reference_path, write_reference_files, write_table,
+                                       write_truth, write_uncal)
 
-__all__ = ["simulate_exposure", "write_references", "detector_model_for", "SimulatedExposure"]
+__all__ = ["simulate_exposure", "write_references", "detector_model_for", "SimulatedExposure",
+           "pointing_truth"]
 
 
 class SimulatedExposure:
@@ -95,6 +99,46 @@ def _ensure_references(spec, model, outdir, n_dark_frames):
                                  extra_keywords={"WFSEED": spec.ref_seed})
 
 
+def pointing_truth(spec):
+    """Row of ``truth/pointing.ecsv`` for ``spec``: injected error and both aperture pointings."""
+    commanded = optics.aperture_pointing(spec)
+    true = optics.aperture_pointing(spec, optics.true_attitude(spec))
+    return {"rootname": spec.rootname, "filter": spec.filter, "detector": spec.detector,
+            "dither": spec.dither_position, "dra_arcsec": float(spec.pointing_error[0]),
+            "ddec_arcsec": float(spec.pointing_error[1]),
+            "ra_ref": commanded["ra_ref"], "dec_ref": commanded["dec_ref"],
+            "ra_ref_true": true["ra_ref"], "dec_ref_true": true["dec_ref"]}
+
+
+_CATALOGS_WRITTEN = set()
+
+
+def _render_sky(spec, model, outdir):
+    """Sky-mode rate, stage-2 references and sky truth of one exposure."""
+    geom = spec.geometry
+    refs = write_stage2_references(outdir, spec.detector, geom, spec.filter, spec.pupil,
+                                   spec.ref_seed, extra_keywords={"WFSEED": spec.ref_seed})
+    area = optics.pixel_area_map(spec.detector, geom)
+    response = flat_response(spec.detector, geom, spec.filter, spec.pupil, spec.ref_seed) * model.qe
+    catalog = catalog_for(spec)
+    rate, placed = render_sky_rate(spec, catalog, response, area)
+    truth_dir = Path(outdir) / "truth"
+    key = (str(Path(outdir).resolve()), spec.scene_seed, spec.ra, spec.dec, spec.field_half_size,
+           spec.n_bright_stars, spec.n_stars, spec.n_galaxies, spec.n_saturating_stars)
+    if key not in _CATALOGS_WRITTEN or not (truth_dir / "sources.ecsv").exists():
+        write_table(truth_dir / "sources.ecsv", catalog)  # shared by the program: write once
+        _CATALOGS_WRITTEN.add(key)
+    paths = {"sources": truth_dir / "sources.ecsv",
+             "placed_sources": write_table(truth_dir / f"{spec.rootname}_sources.ecsv", placed)}
+    sky_mjysr = spec.sky * optics.photmjsr(spec.filter, spec.pupil)
+    row = pointing_truth(spec)
+    meta = {"SCENE": "sky", "SKY_MJSR": sky_mjysr, "PHOTMJSR": optics.photmjsr(spec.filter),
+            "PIXAR_SR": optics.pixar_sr(spec.detector), "PNTERRRA": row["dra_arcsec"],
+            "PNTERRDE": row["ddec_arcsec"], "RAREFTRU": row["ra_ref_true"],
+            "DECREFTR": row["dec_ref_true"]}
+    return rate, {"meta": meta, "paths": paths, "refs": refs}
+
+
 def simulate_exposure(spec, outdir, rng=None, *, n_dark_frames=None, return_details=False):
     """Simulate ``spec`` and write its uncal file, references and truth under ``outdir``.
 
@@ -122,7 +166,11 @@ def simulate_exposure(spec, outdir, rng=None, *, n_dark_frames=None, return_deta
     refs = _ensure_references(spec, model, outdir, max(needed, n_dark_frames or 100))
 
     r_events, r_ramp = rng.spawn(2)
-    rate = render_rate(spec, model.qe)
+    sky_truth = None
+    if spec.scene == "sky":
+        rate, sky_truth = _render_sky(spec, model, outdir)
+    else:
+        rate = render_rate(spec, model.qe)
     deposits = draw_deposits(spec, model, r_events)
     ramps = integrate_exposure(spec, model, rate, deposits, r_ramp)
 
@@ -136,7 +184,12 @@ def simulate_exposure(spec, outdir, rng=None, *, n_dark_frames=None, return_deta
             "KTC": spec.ktc, "AMPOFF": spec.amp_offsets, "NONLIN": spec.nonlinearity,
             "DETECTOR": spec.detector, "SUBARRAY": spec.geometry.name, "FILTER": spec.filter,
             "UNCAL": name}
+    if sky_truth is not None:
+        meta.update(sky_truth["meta"])
     truth = write_truth(outdir, spec.rootname, rate, deposits, ramps.first_saturated, meta)
+    if sky_truth is not None:
+        truth.update(sky_truth["paths"])
+        refs = {**refs, **sky_truth["refs"]}
     if return_details:
         return SimulatedExposure(uncal, refs, truth, model, rate, deposits, ramps.first_saturated)
     return uncal

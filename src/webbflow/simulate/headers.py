@@ -1,9 +1,7 @@
 """Keywords and timing tables of a simulated uncal file.
 
-Values are plausible, schema-valid NIRCam values.  Pointing is a fixed
-placeholder per detector (``V2_REF``/``V3_REF`` of the full-frame apertures,
-rounded); a later issue supplies a real sky and WCS through
-:func:`pointing_keywords`.
+Values are plausible, schema-valid NIRCam values.  Pointing keywords come
+from the simulated optics and commanded attitude (:func:`pointing_keywords`).
 """
 
 from __future__ import annotations
@@ -16,14 +14,6 @@ from webbflow.simulate.events import frames_read
 
 __all__ = ["exposure_timing", "primary_keywords", "sci_keywords", "group_table",
            "int_times_table", "pointing_keywords"]
-
-# Approximate SIAF V2/V3 (arcsec) of the full-frame apertures: placeholders.
-_V2V3 = {
-    "NRCA1": (120.6, -527.5), "NRCA2": (120.7, -459.7), "NRCA3": (51.5, -527.4),
-    "NRCA4": (52.5, -459.6), "NRCALONG": (86.1, -493.2),
-    "NRCB1": (-120.9, -527.3), "NRCB2": (-120.4, -459.6), "NRCB3": (-51.8, -527.4),
-    "NRCB4": (-51.5, -459.8), "NRCBLONG": (-89.1, -493.3),
-}
 
 
 def _base36(n, width=2):
@@ -58,26 +48,30 @@ def exposure_timing(spec):
 
 
 def pointing_keywords(spec):
-    """SCI-header pointing/WCS keywords (placeholder sky: target at the reference pixel)."""
-    geom = spec.geometry
-    v2, v3 = _V2V3[spec.detector]
-    info = DETECTORS[spec.detector]
-    scale = info.pixel_scale / 3600.0
-    dec = spec.dec + spec.dither_offset[1] / 3600.0
-    ra = spec.ra + spec.dither_offset[0] / 3600.0 / np.cos(np.radians(spec.dec))
+    """SCI-header pointing/WCS keywords from the *commanded* attitude (see ``optics``).
+
+    V2_REF/V3_REF are the V2/V3 of the subarray centre (XREF_SCI/YREF_SCI)
+    through the simulated distortion; RA_REF/DEC_REF/ROLL_REF are its sky
+    position and local V3 angle; the FITS WCS is the linear TAN approximation
+    at that point (assign_wcs replaces it).
+    """
+    from webbflow.simulate.optics import SIAF, aperture_pointing
+
+    p = aperture_pointing(spec)
+    _, _, _, sx, sy = SIAF[spec.detector]
+    # jwst's calc_rotation_matrix(roll_ref, v3i_yang, vparity)
+    rel = np.radians(p["roll_ref"] - p["vparity"] * p["v3i_yang"])
     return {
-        "RA_REF": ra, "DEC_REF": dec, "ROLL_REF": spec.roll,
-        "V2_REF": v2, "V3_REF": v3, "VPARITY": -1, "V3I_YANG": 0.0,
-        "XREF_SCI": (geom.xsize + 1) / 2.0, "YREF_SCI": (geom.ysize + 1) / 2.0,
-        # V1 axis ~ 8 arcmin from NIRCam; a rough, consistent offset is enough here.
-        "RA_V1": ra - 0.02 / np.cos(np.radians(dec)), "DEC_V1": dec - 0.13,
-        "PA_V3": spec.roll, "PA_APER": spec.roll, "VA_SCALE": 1.0,
-        "RADESYS": "ICRS",
-        "WCSAXES": 2, "CRPIX1": (geom.xsize + 1) / 2.0, "CRPIX2": (geom.ysize + 1) / 2.0,
-        "CRVAL1": ra, "CRVAL2": dec, "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN",
-        "CUNIT1": "deg", "CUNIT2": "deg", "CDELT1": scale, "CDELT2": scale,
-        "PC1_1": -np.cos(np.radians(spec.roll)), "PC1_2": np.sin(np.radians(spec.roll)),
-        "PC2_1": np.sin(np.radians(spec.roll)), "PC2_2": np.cos(np.radians(spec.roll)),
+        "RA_REF": p["ra_ref"], "DEC_REF": p["dec_ref"], "ROLL_REF": p["roll_ref"],
+        "V2_REF": p["v2_ref"], "V3_REF": p["v3_ref"], "VPARITY": p["vparity"],
+        "V3I_YANG": p["v3i_yang"], "XREF_SCI": p["xref_sci"], "YREF_SCI": p["yref_sci"],
+        "RA_V1": p["ra_v1"], "DEC_V1": p["dec_v1"], "PA_V3": p["pa_v3"], "PA_APER": p["roll_ref"],
+        "VA_SCALE": 1.0, "RADESYS": "ICRS",
+        "WCSAXES": 2, "CRPIX1": p["xref_sci"], "CRPIX2": p["yref_sci"],
+        "CRVAL1": p["ra_ref"], "CRVAL2": p["dec_ref"], "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN",
+        "CUNIT1": "deg", "CUNIT2": "deg", "CDELT1": sx / 3600.0, "CDELT2": sy / 3600.0,
+        "PC1_1": p["vparity"] * np.cos(rel), "PC1_2": np.sin(rel),
+        "PC2_1": -p["vparity"] * np.sin(rel), "PC2_2": np.cos(rel),
     }
 
 

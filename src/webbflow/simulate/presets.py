@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from astropy.time import Time, TimeDelta
 
-from webbflow.simulate.exposure import simulate_exposure
+from webbflow.simulate.exposure import pointing_truth, simulate_exposure
 from webbflow.simulate.headers import exposure_timing
 from webbflow.simulate.spec import ExposureSpec
+from webbflow.simulate.writers import write_pointing_truth
 
 __all__ = ["PRESETS", "preset_specs", "run_preset"]
 
@@ -28,8 +30,13 @@ def _demo_specs(seed):
         observation=1, visit=1, n_dither=len(_DITHERS), sky=2.0, n_stars=25, n_galaxies=6,
         star_rate_range=(20.0, 3000.0), n_saturating_stars=3, one_over_f=1.0,
         cr_rate=2e-4, snowballs=1, zeroframe=True, ref_seed=seed + 1, scene_seed=seed + 2,
-        date_obs="2025-03-14T10:00:00.000",
+        date_obs="2025-03-14T10:00:00.000", scene="sky",
     )
+    # Pointing error per dither (both channels share the attitude): 0.05-0.2 arcsec, random angle.
+    rng = np.random.default_rng([seed, 99])
+    size = rng.uniform(0.05, 0.2, len(_DITHERS) * len(_FILTER_PAIRS))
+    angle = rng.uniform(0, 2 * np.pi, size.size)
+    errors = np.column_stack([size * np.cos(angle), size * np.sin(angle)])
     start = Time(base.date_obs, format="isot", scale="utc")
     specs = []
     n = 0
@@ -38,7 +45,8 @@ def _demo_specs(seed):
             # SW and LW detectors are read simultaneously: same times, same exposure number.
             t = (start + TimeDelta(n * 60.0, format="sec")).isot
             common = dict(visit_group=vg, exposure=d + 1, dither_position=d + 1,
-                          dither_offset=offset, date_obs=t)
+                          dither_offset=offset, date_obs=t,
+                          pointing_error=(float(errors[n, 0]), float(errors[n, 1])))
             specs.append(replace(base, detector="NRCA1", filter=sw, seed=seed + 10 * n + 3,
                                  **common))
             specs.append(replace(base, detector="NRCALONG", filter=lw, seed=seed + 10 * n + 4,
@@ -87,4 +95,8 @@ def run_preset(preset, outdir, seed=None):
     specs = preset_specs(preset, seed)
     # Dark references long enough for the longest exposure of each detector.
     need = max(exposure_timing(s)["frames_read"] for s in specs)
-    return [simulate_exposure(s, Path(outdir), n_dark_frames=need) for s in specs]
+    paths = [simulate_exposure(s, Path(outdir), n_dark_frames=need) for s in specs]
+    sky = [s for s in specs if s.scene == "sky"]
+    if sky:
+        write_pointing_truth(outdir, [pointing_truth(s) for s in sky])
+    return paths

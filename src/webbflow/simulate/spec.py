@@ -90,7 +90,19 @@ class ExposureSpec:
     target : str, ra, dec : float
         TARGNAME and target coordinates (deg).
     roll : float
-        V3 position angle (deg).
+        V3 position angle (deg) at the module's pointing reference point.
+    scene : {"local", "sky"}
+        ``local``: sources on a tangent plane in pixels (``scene_seed``);
+        ``sky``: a catalogue with RA/Dec and flux per filter seen through the
+        WCS, the distortion, the flat and the photometry (stage-2 truth).
+    pointing_error : (float, float)
+        True minus commanded pointing, arcsec (RA·cos Dec, Dec); the header
+        WCS does not know it (``scene="sky"`` only).
+    field_half_size : float
+        Half side (arcsec) of the square sky field (``scene="sky"``).
+    n_bright_stars : int or None
+        Cap on the bright, isolated grid stars of the sky (None: fill the
+        field; 0: none, e.g. for a star-free flat-sky test).
     """
 
     detector: str = "NRCA1"
@@ -138,6 +150,10 @@ class ExposureSpec:
     ra: float = 53.1625
     dec: float = -27.7914
     roll: float = 75.0
+    scene: str = "local"
+    pointing_error: tuple = (0.0, 0.0)
+    field_half_size: float = 9.0
+    n_bright_stars: int | None = None
 
     def __post_init__(self):
         if self.detector not in DETECTORS:
@@ -146,6 +162,8 @@ class ExposureSpec:
             raise ValueError(f"unknown readout pattern {self.readpatt!r}")
         if self.nints < 1 or self.ngroups < 1:
             raise ValueError("nints and ngroups must be >= 1")
+        if self.scene not in ("local", "sky"):
+            raise ValueError(f"scene must be 'local' or 'sky', not {self.scene!r}")
 
     @property
     def geometry(self) -> Geometry:

@@ -17,7 +17,7 @@ from webbflow import dqflags
 from webbflow.simulate.detectors import DETECTORS
 
 __all__ = ["atomic_path", "write_uncal", "write_reference_files", "write_truth",
-           "reference_path", "REFTYPES"]
+           "reference_path", "REFTYPES", "write_table", "write_pointing_truth"]
 
 REFTYPES = ("mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise")
 
@@ -243,3 +243,29 @@ def write_truth(outdir, rootname, rate, deposits, first_saturated, meta):
     with atomic_path(paths["cosmic_rays"]) as tmp:
         table.write(tmp, format="ascii.ecsv")
     return paths
+
+
+def write_table(path, table):
+    """Write an astropy table as ECSV atomically."""
+    with atomic_path(path) as tmp:
+        table.write(tmp, format="ascii.ecsv")
+    return Path(path)
+
+
+def write_pointing_truth(outdir, rows):
+    """``<outdir>/truth/pointing.ecsv``: one row per exposure with its injected pointing error.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``rootname``, ``filter``, ``detector``, ``dither``, ``dra_arcsec``
+        (true - commanded RA × cos Dec), ``ddec_arcsec``, and the commanded and
+        true RA_REF/DEC_REF of the exposure's aperture (deg).
+    """
+    table = Table(rows=rows, names=list(rows[0])) if rows else Table()
+    for col in ("dra_arcsec", "ddec_arcsec"):
+        if col in table.colnames:
+            table[col].unit = "arcsec"
+    table.meta["comments"] = ["pointing error = true - commanded attitude; the headers carry the "
+                              "commanded one"]
+    return write_table(Path(outdir) / "truth" / "pointing.ecsv", table)

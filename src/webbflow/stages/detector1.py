@@ -10,6 +10,8 @@ run leaves nothing behind that looks finished.
 
 import importlib
 import logging
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -87,6 +89,40 @@ def _call(step, ramp, readout, refs, kwargs):
     if step == "jump":
         return module.run(ramp, readout, refs["gain"]["gain"], refs["readnoise"]["readnoise"], **kwargs)
     raise ValueError(f"unknown step {step!r}")
+
+
+def _start_numba_warmup():
+    """Initialise numba in a background thread; join the returned thread before the steps.
+
+    The first jitted call of a process costs ~1 s of registry loading (see
+    :mod:`webbflow.steps._warmup`); the main thread meanwhile reads the
+    exposure and references, work that mostly runs outside the GIL.
+    """
+    def warm():
+        try:
+            from webbflow.steps._warmup import touch
+
+            touch(0)
+        except Exception:  # a failed warm-up costs only time: the steps compile as usual
+            log.debug("numba warm-up failed", exc_info=True)
+
+    thread = threading.Thread(target=warm, name="numba-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
+def _limit_threads():
+    """Run numba's parallel loops on no more threads than the job was given.
+
+    Snakemake exports the job's ``threads`` as OMP_NUM_THREADS; without this,
+    two single-thread jobs on two cores would each start one numba thread per
+    core and fight over them.
+    """
+    n = os.environ.get("OMP_NUM_THREADS", "")
+    if n.isdigit() and int(n) > 0:
+        import numba
+
+        numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
 
 
 def iter_steps(ramp, readout, headers, refs, params):
@@ -172,6 +208,7 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     params = {step: dict(params.get(step) or {}) for step in DETECTOR1_STEPS}
     if params["ramp_fit"].pop("skip", False):
         raise ValueError("steps.ramp_fit.skip cannot be true: ramp_fit makes the rate products")
+    warmup = _start_numba_warmup()
     ramp, readout, headers = read_uncal(uncal_path, exp_types=exp_types)
     log.info("%s: %d int x %d groups x %d x %d, %s %s %s", Path(uncal_path).name, *ramp.shape,
              readout.detector, readout.subarray, headers.primary.get("FILTER"))
@@ -184,6 +221,8 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     if not params["saturation"].get("skip") and references.get("superbias"):
         used["superbias"] = references["superbias"]
     refs = load_references(used, readout, ramp.shape[-2:])
+    warmup.join()
+    _limit_threads()
 
     statuses = {}
     result = None

@@ -121,6 +121,57 @@ def _sigma(med, rn2, nframes):
     return s
 
 
+@njit(cache=True, error_model="numpy")
+def _has_jump(gdq, y, x):
+    for i in range(gdq.shape[0]):
+        for k in range(gdq.shape[1]):
+            if gdq[i, k, y, x] & JUMP:
+                return True
+    return False
+
+
+@njit(cache=True, error_model="numpy")
+def _iterative(fd, a, ratio, work, n, nd, r2, nframes, rej, thr3diff, thr2diff, gdq, y, x):
+    """stcal's iterative search for one pixel: flag the worst outlier until none remains."""
+    for k in range(n):
+        a[k] = abs(fd[k])
+    it = 0
+    while True:
+        medi = _iter_median(a, n, work)
+        if it > 0:
+            # stcal keeps the re-computed medians in a float32 array
+            medi = float(np.float32(medi))
+        sigi = _sigma(medi, r2, nframes)
+        nuse = 0
+        rmax = np.nan
+        for k in range(n):
+            if math.isnan(a[k]):
+                ratio[k] = np.nan
+                continue
+            nuse += 1
+            e = np.float32(a[k] - medi)
+            r = abs(float(e)) / sigi
+            ratio[k] = r
+            if not math.isnan(r) and (math.isnan(rmax) or r > rmax):
+                rmax = r
+        if nuse >= 4:
+            thr = rej
+        elif nuse == 3:
+            thr = thr3diff
+        elif nuse == 2:
+            thr = thr2diff
+        else:
+            break
+        if not (rmax > thr):
+            break
+        for k in range(n):
+            if ratio[k] == rmax:
+                i = k // nd
+                gdq[i, k % nd + 1, y, x] |= JUMP
+                a[k] = np.nan
+        it += 1
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def detect(data, gdq, gain, rn2, nframes, regime, rej, thr3diff, thr2diff,
            maxiter_clip, med_out, sig_out):
@@ -141,6 +192,19 @@ def detect(data, gdq, gain, rn2, nframes, regime, rej, thr3diff, thr2diff,
         for x in range(nx):
             _load_diffs(data, gdq, gain, y, x, fd)
             r2 = float(rn2[y, x])
+            if regime == REGIME_ITERATIVE:
+                _iterative(fd, a, ratio, work, n, nd, r2, nframes, rej, thr3diff, thr2diff, gdq, y, x)
+                # The median difference and its sigma serve only the neighbour and
+                # after-jump passes, which read them where a JUMP is flagged: the
+                # sort is skipped for the other pixels (most of them).
+                med = np.nan
+                sig = np.nan
+                if _has_jump(gdq, y, x):
+                    med = _nanmedian(fd, n, work)
+                    sig = _sigma(med, r2, nframes)
+                med_out[y, x] = med
+                sig_out[y, x] = sig
+                continue
             med = _nanmedian(fd, n, work)
             sig = _sigma(med, r2, nframes)
             med_out[y, x] = med
@@ -186,44 +250,6 @@ def detect(data, gdq, gain, rn2, nframes, regime, rej, thr3diff, thr2diff,
                         if math.isnan(col[i]) and math.isfinite(fd[i * nd + j]):
                             if (gdq[i, j + 1, y, x] & BAD) == 0:
                                 gdq[i, j + 1, y, x] |= JUMP
-            else:
-                for k in range(n):
-                    a[k] = abs(fd[k])
-                it = 0
-                while True:
-                    medi = _iter_median(a, n, work)
-                    if it > 0:
-                        # stcal keeps the re-computed medians in a float32 array
-                        medi = float(np.float32(medi))
-                    sigi = _sigma(medi, r2, nframes)
-                    nuse = 0
-                    rmax = np.nan
-                    for k in range(n):
-                        if math.isnan(a[k]):
-                            ratio[k] = np.nan
-                            continue
-                        nuse += 1
-                        e = np.float32(a[k] - medi)
-                        r = abs(float(e)) / sigi
-                        ratio[k] = r
-                        if not math.isnan(r) and (math.isnan(rmax) or r > rmax):
-                            rmax = r
-                    if nuse >= 4:
-                        thr = rej
-                    elif nuse == 3:
-                        thr = thr3diff
-                    elif nuse == 2:
-                        thr = thr2diff
-                    else:
-                        break
-                    if not (rmax > thr):
-                        break
-                    for k in range(n):
-                        if ratio[k] == rmax:
-                            i = k // nd
-                            gdq[i, k % nd + 1, y, x] |= JUMP
-                            a[k] = np.nan
-                    it += 1
 
 
 @njit(cache=True, parallel=True, error_model="numpy")

@@ -108,6 +108,15 @@ def resolve_average_dark_current(shape, step_value=None, dark_array=None, dark_s
     return dark_array.copy()
 
 
+def _nan_to_zero(planes):
+    """``planes`` (a fresh or read-only array) with NaN replaced by 0."""
+    planes = np.asarray(planes)
+    nan = np.isnan(planes)
+    if nan.any():
+        planes = np.where(nan, planes.dtype.type(0), planes)
+    return planes
+
+
 def run(ramp, readout, dark_frames, dark_dq, dark_nframes=1, dark_groupgap=0,
         average_dark_current=None):
     """Subtract the dark current from a ramp, in place.
@@ -119,9 +128,10 @@ def run(ramp, readout, dark_frames, dark_dq, dark_nframes=1, dark_groupgap=0,
         ``average_dark_current`` is set.
     readout : webbflow.ramp.Readout
         Science readout (``ngroups``, ``nframes``, ``groupgap``).
-    dark_frames : ndarray, (nplanes, ny, nx)
+    dark_frames : ndarray or PlaneStack, (nplanes, ny, nx)
         DARK SCI cut to the science subarray (DN), one plane per
-        ``dark_nframes`` frames.
+        ``dark_nframes`` frames; a lazy :class:`webbflow.refs.PlaneStack`
+        is read one group's planes at a time.
     dark_dq : ndarray, (ny, nx)
         DARK DQ.
     dark_nframes, dark_groupgap : int
@@ -146,9 +156,11 @@ def run(ramp, readout, dark_frames, dark_dq, dark_nframes=1, dark_groupgap=0,
         ramp.average_dark_current = resolve_average_dark_current(
             (ny, nx), dark_array=average_dark_current)
 
-    dark = np.asarray(dark_frames)
-    if dark.ndim != 3 or dark.shape[1:] != (ny, nx):
-        raise ValueError(f"dark must be (nplanes, {ny}, {nx}), got {dark.shape}")
+    # ``dark_frames`` may be a lazy stack (webbflow.refs.PlaneStack): it is read
+    # group by group below, never whole, unless it must be extrapolated.
+    dark = dark_frames if hasattr(dark_frames, "read") else np.asarray(dark_frames)
+    if len(dark.shape) != 3 or tuple(dark.shape[1:]) != (ny, nx):
+        raise ValueError(f"dark must be (nplanes, {ny}, {nx}), got {tuple(dark.shape)}")
     ngroups = ramp.data.shape[1]
     nframes, groupgap = readout.nframes, readout.groupgap
 
@@ -166,19 +178,22 @@ def run(ramp, readout, dark_frames, dark_dq, dark_nframes=1, dark_groupgap=0,
         nplanes = int(np.ceil((missing + dark_groupgap) / (dark_nframes + dark_groupgap)))
         log.warning("dark_current: the dark covers %d frames, the science ramp %d; "
                     "extrapolating %d dark plane(s)", drk_frames, sci_frames, nplanes)
-        dark = extrapolate_dark(dark, nplanes)
+        dark = extrapolate_dark(np.asarray(dark), nplanes)
 
-    nan = np.isnan(dark)
-    if nan.any():
-        dark = np.where(nan, dark.dtype.type(0), dark)
-
-    if nframes == dark_nframes and groupgap == dark_groupgap:
-        per_group = dark[:ngroups]
-    else:
-        per_group = average_dark_frames(dark, ngroups, nframes, groupgap)
-
+    same_grouping = nframes == dark_nframes and groupgap == dark_groupgap
     ramp.pixeldq |= np.asarray(dark_dq).astype(np.uint32, copy=False)
-    # Broadcast over integrations; a float64 (extrapolated) dark is subtracted
-    # in float64 and rounded, exactly as stcal's in-place subtraction does.
-    ramp.data -= per_group[None]
+    # One group at a time: the same element-wise arithmetic as averaging the
+    # whole dark first (NaN -> 0, mean over the group's planes in the dark's
+    # dtype, a float64 extrapolated dark subtracted in float64 and rounded, as
+    # stcal does), without a dark-sized temporary.
+    start = 0
+    for g in range(ngroups):
+        if same_grouping:
+            plane = _nan_to_zero(dark[g:g + 1])[0]
+        elif nframes == 1:
+            plane = _nan_to_zero(dark[start:start + 1])[0].astype(np.float32, copy=False)
+        else:
+            plane = _nan_to_zero(dark[start:start + nframes]).mean(axis=0).astype(np.float32, copy=False)
+        ramp.data[:, g] -= plane
+        start += nframes + groupgap
     return StepStatus.COMPLETE

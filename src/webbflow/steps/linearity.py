@@ -10,7 +10,7 @@ polynomial; the latter two are flagged NO_LIN_CORR in PIXELDQ.
 import logging
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from webbflow import dqflags
 from webbflow.ramp import StepStatus
@@ -56,15 +56,16 @@ def prepare_coefficients(coeffs, lin_dq):
     return coeffs, extra_dq
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _apply_horner(cube, gdq, coeffs, saturated):
     """Correct ``cube`` (n, ngroups, ny, nx) in place, skipping SATURATED groups."""
     nint, ngroups, ny, nx = cube.shape
     ncoeffs = coeffs.shape[0]
-    # Memory order (groups outermost): the cube is streamed once.
+    # Memory order (groups outermost): the cube is streamed once; rows are
+    # shared among the threads (each pixel's arithmetic is unchanged).
     for i in range(nint):
         for g in range(ngroups):
-            for y in range(ny):
+            for y in prange(ny):
                 for x in range(nx):
                     if gdq[i, g, y, x] & saturated:
                         continue

@@ -1,0 +1,202 @@
+"""Stage-3 associations: many exposures -> one product, chosen from headers.
+
+An image3 association holds the NRC_IMAGE exposures of one program,
+observation and optical path (FILTER + PUPIL), as jwst's ``Asn_Lv3Image``
+rule groups them (observation candidate ``o<ooo>``, target ``t001``).  Its
+product is named as jwst names it (``rules_level3_base._dms_product_name``):
+``jw<ppppp>-o<ooo>_t001_nircam_<opt>`` where ``<opt>`` is FILTER and PUPIL,
+each lower case, sorted case-insensitively and joined by ``-`` (``clear`` if
+both are empty); image3 has no subarray constraint, so no subarray suffix.
+
+Associations are written as JWST association JSON (``asn_id``, ``asn_pool``,
+``asn_type: image3``, ``products[name, members[expname, exptype]]``), which
+jwst's ``calwebb_image3`` accepts as is.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import webbflow
+from webbflow.io.errors import InputError
+
+__all__ = [
+    "IMAGE3_EXP_TYPES",
+    "Association",
+    "associations_from_cals",
+    "image3_associations",
+    "opt_element",
+    "product_name",
+    "read_asn",
+    "write_asn",
+]
+
+IMAGE3_EXP_TYPES = ("NRC_IMAGE",)
+
+# Values jwst treats as "no optical element" (dms_base._EMPTY), compared upper case.
+_EMPTY = {"", "NULL", "--", "N", "F", "FALSE", "N/A"}
+
+
+@dataclass
+class Association:
+    """One image3 association.
+
+    Attributes
+    ----------
+    asn_id : str
+        ``o<ooo>`` (observation candidate).
+    product : str
+        Stage-3 product name (no suffix).
+    program, observation, filter, pupil : str
+    members : list of str
+        Exposure root names (``jw..._<det>``), sorted.
+    pool : str
+    """
+
+    asn_id: str
+    product: str
+    program: str
+    observation: str
+    filter: str
+    pupil: str
+    members: list = field(default_factory=list)
+    pool: str = "webbflow"
+
+    def expnames(self, suffix="cal"):
+        """Member file names, ``<root>_<suffix>.fits``."""
+        return [f"{m}_{suffix}.fits" for m in self.members]
+
+    def as_dict(self, suffix="cal"):
+        """JWST association JSON content (``asn_type`` image3)."""
+        return {
+            "asn_type": "image3",
+            "asn_rule": "candidate_Asn_Lv3Image",
+            "asn_id": self.asn_id,
+            "asn_pool": self.pool,
+            "program": self.program,
+            "target": "1",
+            "version_id": None,
+            "code_version": f"webbflow {webbflow.__version__}",
+            "constraints": f"program={self.program} observation={self.observation} "
+                           f"filter={self.filter} pupil={self.pupil} exp_type={'|'.join(IMAGE3_EXP_TYPES)}",
+            "products": [{"name": self.product,
+                          "members": [{"expname": n, "exptype": "science"} for n in self.expnames(suffix)]}],
+        }
+
+
+def opt_element(filter_name, pupil):
+    """jwst's optical-element string: non-empty FILTER/PUPIL, lower case, sorted, ``-``-joined."""
+    values = [str(v).strip() for v in (filter_name, pupil) if v is not None and str(v).strip().upper() not in _EMPTY]
+    values.sort(key=str.lower)
+    return "-".join(v.lower() for v in values) or "clear"
+
+
+def product_name(program, observation, filter_name, pupil, target=1):
+    """``jw<ppppp>-o<ooo>_t<ttt>_nircam_<opt>`` (stage-3 product name without suffix)."""
+    return f"jw{int(program):05d}-o{int(observation):03d}_t{int(target):03d}_nircam_{opt_element(filter_name, pupil)}"
+
+
+def image3_associations(exposures, exp_types=IMAGE3_EXP_TYPES, pool="webbflow"):
+    """Group exposure-table rows into image3 associations.
+
+    Parameters
+    ----------
+    exposures : iterable of webbflow.exposures.Exposure
+        Rows of the exposure table (identity from headers).
+    exp_types : tuple of str
+        EXP_TYPEs that go into image3.
+    pool : str
+        ``asn_pool`` recorded in the JSON.
+
+    Returns
+    -------
+    list of Association
+        Sorted by product name; members sorted by root name.
+    """
+    groups = {}
+    for e in exposures:
+        if e.exp_type not in exp_types:
+            continue
+        name = product_name(e.program, e.observtn, e.filter, e.pupil)
+        asn = groups.setdefault(name, Association(f"o{int(e.observtn):03d}", name, f"{int(e.program):05d}",
+                                                  f"{int(e.observtn):03d}", e.filter, e.pupil, pool=pool))
+        asn.members.append(e.rootname)
+    for asn in groups.values():
+        asn.members.sort()
+    return [groups[k] for k in sorted(groups)]
+
+
+def associations_from_cals(paths, exp_types=IMAGE3_EXP_TYPES, pool="webbflow"):
+    """image3 associations of cal files, from their primary headers (members are the file names' roots).
+
+    Raises
+    ------
+    InputError
+        If a file lacks the identity keywords.
+    """
+    from astropy.io import fits
+
+    from webbflow.exposures import exposure_from_header
+
+    rows = []
+    for path in paths:
+        try:
+            header = fits.getheader(path)
+        except OSError as exc:
+            raise InputError(path, f"cannot be read ({exc})", "give cal files written by image2") from None
+        e = exposure_from_header(header, path)
+        rows.append(e)
+    return image3_associations(rows, exp_types, pool)
+
+
+def write_asn(asn, path, suffix="cal"):
+    """Write an association as JWST JSON, atomically.
+
+    Parameters
+    ----------
+    asn : Association
+    path : str or os.PathLike
+        Must end in ``.json`` (jwst recognises associations by it).
+    suffix : str
+        Member file suffix (``cal``).
+    """
+    path = Path(path)
+    if path.suffix != ".json":
+        raise ValueError(f"{path}: association files must end in .json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(asn.as_dict(suffix), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_asn(path):
+    """Read a level-3 association JSON (jwst's or ours).
+
+    Returns
+    -------
+    dict
+        ``asn_id``, ``asn_pool``, ``product`` (first product's name) and
+        ``members`` (science member paths, relative names resolved against the
+        JSON's folder).
+
+    Raises
+    ------
+    InputError
+        If the JSON lacks ``asn_id``, ``asn_pool`` or a product with members.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"is not a readable association JSON ({exc})", "give an *_asn.json file") from None
+    missing = [k for k in ("asn_id", "asn_pool", "products") if k not in data]
+    if missing or not data["products"] or not data["products"][0].get("members"):
+        raise InputError(path, f"lacks {', '.join(missing) or 'products[0].members'}",
+                         "write asn_id, asn_pool and products[name, members[expname, exptype]]")
+    product = data["products"][0]
+    members = [str((path.parent / m["expname"]) if not Path(m["expname"]).is_absolute() else m["expname"])
+               for m in product["members"] if m.get("exptype", "science") == "science"]
+    return {"asn_id": data["asn_id"], "asn_pool": data["asn_pool"], "product": product.get("name", ""),
+            "members": members}

@@ -1,0 +1,266 @@
+"""Read ``rate`` products and stage-2 references; write ``cal`` products (ImageModel).
+
+The cal product is the rate's ImageModel (so every keyword and the ASDF tree
+carry over) with the calibrated arrays, VAR_FLAT, AREA, the gwcs in
+``meta.wcs``, the SIP approximation in ``meta.wcsinfo`` (SCI header),
+S_REGION, PHOTMJSR/PHOTUJA2/PIXAR_SR/PIXAR_A2, ``BUNIT = 'MJy/sr'``,
+S_WCS/S_FLAT/S_PHOTOM, R_DISTOR/R_FLAT/R_PHOTOM/R_AREA and webbflow
+provenance (WF_VER, WF_CFGD, WF_PARS).  Written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import webbflow
+from webbflow.io.errors import InputError, ReferenceFileError
+from webbflow.refs.load import map_dq
+
+__all__ = ["CalArrays", "read_rate", "load_flat", "load_photom", "load_area", "load_distortion",
+           "write_cal", "IMAGE2_CAL_STEPS"]
+
+IMAGE2_CAL_STEPS = {"assign_wcs": "assign_wcs", "flat_field": "flat_field", "photom": "photom"}
+"""webbflow step -> ``meta.cal_step`` attribute (S_WCS, S_FLAT, S_PHOTOM)."""
+
+
+@dataclass
+class CalArrays:
+    """The 2-D arrays stage 2 works on (float32; ``dq`` uint32)."""
+
+    data: np.ndarray
+    dq: np.ndarray
+    err: np.ndarray
+    var_poisson: np.ndarray
+    var_rnoise: np.ndarray
+    var_flat: np.ndarray | None = None
+    area: np.ndarray | None = None
+
+
+def read_rate(path):
+    """Open a rate product.
+
+    Returns
+    -------
+    model : stdatamodels ImageModel
+        The rate (caller closes it).
+    arrays : CalArrays
+        Float32 copies of its arrays.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, not an ImageModel, or not in DN/s.
+    """
+    from stdatamodels.jwst import datamodels
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "rate file not found", "run detector1 first (snakemake makes it)")
+    try:
+        model = datamodels.open(str(path))
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of a deep traceback
+        raise InputError(path, f"cannot be opened as a JWST product ({exc})",
+                         "give a *_rate.fits written by detector1") from None
+    if not isinstance(model, datamodels.ImageModel) or model.data.ndim != 2:
+        model.close()
+        raise InputError(path, f"is a {type(model).__name__}, not a 2-D ImageModel rate",
+                         "give the *_rate.fits (not rateints) product")
+    unit = model.meta.bunit_data
+    if unit not in (None, "DN/s"):
+        model.close()
+        raise InputError(path, f"BUNIT is {unit!r}, expected 'DN/s'",
+                         "give an uncalibrated rate product (stage 2 already ran on this file)")
+    f32 = np.float32
+    arrays = CalArrays(
+        data=np.array(model.data, f32), dq=np.array(model.dq, np.uint32),
+        err=np.array(model.err, f32), var_poisson=np.array(model.var_poisson, f32),
+        var_rnoise=np.array(model.var_rnoise, f32))
+    return model, arrays
+
+
+def _cut(path, reftype, array, header, sci):
+    """Cut a reference array to the science subarray using both SUBSTRTs."""
+    ny, nx = sci["shape"]
+    if array.shape[-2:] == (ny, nx) and int(header.get("SUBSTRT1", sci["xstart"])) == sci["xstart"]:
+        return array
+    x0 = sci["xstart"] - int(header.get("SUBSTRT1", 1))
+    y0 = sci["ystart"] - int(header.get("SUBSTRT2", 1))
+    if x0 < 0 or y0 < 0 or y0 + ny > array.shape[-2] or x0 + nx > array.shape[-1]:
+        raise ReferenceFileError(
+            path, f"{reftype} reference (SUBARRAY={header.get('SUBARRAY')}, shape {array.shape}) "
+            f"does not contain the science array {sci['shape']} at SUBSTRT "
+            f"({sci['xstart']}, {sci['ystart']})", f"give a matching file with overrides.{reftype}")
+    return array[..., y0:y0 + ny, x0:x0 + nx]
+
+
+def _open_fits(path, reftype):
+    from astropy.io import fits
+
+    try:
+        return fits.open(path)
+    except (OSError, ValueError) as exc:
+        raise ReferenceFileError(path, f"{reftype} reference cannot be read ({exc})",
+                                 f"replace it or name another with overrides.{reftype}") from None
+
+
+def load_flat(path, sci):
+    """FLAT reference -> (flat, dq, err) cut to ``sci`` (dict: shape, xstart, ystart)."""
+    with _open_fits(path, "flat") as hdul:
+        header = hdul[0].header
+        flat = hdul["SCI"].data.astype(np.float32)
+        dq = hdul["DQ"].data if "DQ" in hdul else np.zeros(flat.shape, np.uint32)
+        err = hdul["ERR"].data.astype(np.float32) if "ERR" in hdul else np.zeros_like(flat)
+        dq_def = None
+        if "DQ_DEF" in hdul:
+            table = hdul["DQ_DEF"].data
+            dq_def = {"VALUE": np.asarray(table["VALUE"], np.int64), "NAME": list(table["NAME"])}
+        dq = map_dq(dq, dq_def)
+        return tuple(_cut(path, "flat", a, header, sci) for a in (flat, dq, err))
+
+
+def load_photom(path):
+    """PHOTOM reference -> (table, PIXAR_SR, PIXAR_A2)."""
+    with _open_fits(path, "photom") as hdul:
+        if "PHOTOM" not in hdul:
+            raise ReferenceFileError(path, "photom reference has no PHOTOM table",
+                                     "give a NIRCam imaging photom file with overrides.photom")
+        h = hdul[0].header
+        return np.array(hdul["PHOTOM"].data), h.get("PIXAR_SR"), h.get("PIXAR_A2")
+
+
+def load_area(path, sci):
+    """AREA reference -> (area cut as jwst does, PIXAR_SR, PIXAR_A2).
+
+    jwst cuts the map with the science SUBSTRT (the area file is full frame);
+    a subarray-sized file with its own SUBSTRT is cut relative to it.
+    """
+    with _open_fits(path, "area") as hdul:
+        h = hdul[0].header
+        area = hdul["SCI"].data.astype(np.float32)
+        return _cut(path, "area", area, h, sci), h.get("PIXAR_SR"), h.get("PIXAR_A2")
+
+
+def load_distortion(path):
+    """DISTORTION reference (ASDF) -> the astropy model (pixel -> V2/V3)."""
+    import asdf
+
+    try:
+        with asdf.open(path, lazy_load=False, memmap=False) as af:
+            model = af.tree["model"]
+    except Exception as exc:  # noqa: BLE001
+        raise ReferenceFileError(path, f"distortion reference cannot be read ({exc})",
+                                 "give a NIRCam DISTORTION .asdf with overrides.distortion") from None
+    return model
+
+
+def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, cal_steps=None,
+              ref_files=None, provenance=None):
+    """Write the cal product atomically from the rate ``model`` and calibrated ``arrays``.
+
+    Parameters
+    ----------
+    path : path-like
+        ``…_cal.fits``.
+    model : ImageModel
+        The rate model (modified in place, then saved).
+    arrays : CalArrays
+    wcs : gwcs.wcs.WCS, optional
+    wcsinfo : dict, optional
+        ``meta.wcsinfo`` entries (SIP keywords, ``s_region``).
+    photometry : dict, optional
+        ``conversion_megajanskys``, ``conversion_microjanskys``,
+        ``pixelarea_steradians``, ``pixelarea_arcsecsq``.
+    cal_steps : dict
+        step -> status (S_WCS, S_FLAT, S_PHOTOM).
+    ref_files : dict
+        reftype -> path (R_DISTOR, R_FLAT, R_PHOTOM, R_AREA; ``N/A`` if None).
+    provenance : dict, optional
+        ``step_parameters``, ``config_digest`` -> WF_PARS, WF_CFGD.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    path = Path(path)
+    model.data = arrays.data
+    model.dq = arrays.dq
+    model.err = arrays.err
+    model.var_poisson = arrays.var_poisson
+    model.var_rnoise = arrays.var_rnoise
+    if arrays.var_flat is not None:
+        model.var_flat = arrays.var_flat
+    if arrays.area is not None:
+        model.area = arrays.area
+    if wcs is not None:
+        model.meta.wcs = wcs
+    if wcsinfo:
+        _update_wcsinfo(model, wcsinfo)
+    for key, value in (photometry or {}).items():
+        if value is not None:
+            setattr(model.meta.photometry, key, float(value))
+    if (cal_steps or {}).get("photom") == "COMPLETE":
+        model.meta.bunit_data = "MJy/sr"
+        model.meta.bunit_err = "MJy/sr"
+    for step, attr in IMAGE2_CAL_STEPS.items():
+        if (cal_steps or {}).get(step):
+            setattr(model.meta.cal_step, attr, cal_steps[step])
+    for reftype, ref in (ref_files or {}).items():
+        getattr(model.meta.ref_file, reftype).name = Path(ref).name if ref else "N/A"
+    model.meta.calibration_software_version = webbflow.__version__
+    _provenance(model, provenance or {})
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    model.meta.filename = path.name
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
+            model.to_fits(tmp, overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+_DROP_WCSINFO = {"cdelt1", "cdelt2", "pc1_1", "pc1_2", "pc2_1", "pc2_2"}
+
+
+def _update_wcsinfo(model, wcsinfo):
+    """Replace the linear header WCS by the SIP one (jwst ``update_fits_wcsinfo``)."""
+    inst = model.meta.wcsinfo.instance
+    for key in list(inst):
+        if key in _DROP_WCSINFO or key.split("_")[0] in ("a", "b", "ap", "bp") and key[-1].isdigit():
+            del inst[key]
+    inst.update(wcsinfo)
+
+
+def _provenance(model, provenance):
+    from webbflow.config import config_digest
+
+    params = dict(provenance.get("step_parameters", {}))
+    extra = model.extra_fits.instance if hasattr(model, "extra_fits") else None
+    if extra is not None:
+        # Keep the stage-1 parameters recorded in the rate: WF_PARS covers the whole chain.
+        for card in extra.get("PRIMARY", {}).get("header", []):
+            if card[0] == "WF_PARS":
+                try:
+                    params = {**json.loads(card[1]), **params}
+                except (TypeError, ValueError):
+                    pass
+    digest = provenance.get("config_digest") or config_digest({"steps": params})
+    cards = [("WF_VER", webbflow.__version__, "webbflow version"),
+             ("WF_CFGD", digest, "sha256 of the product's config (canonical JSON)"),
+             ("WF_PARS", json.dumps(params, sort_keys=True, separators=(",", ":")),
+              "webbflow step parameters (JSON)")]
+    if extra is None:
+        return
+    primary = extra.setdefault("PRIMARY", {}).setdefault("header", [])
+    keep = [c for c in primary if c[0] not in {k for k, _, _ in cards}]
+    primary[:] = keep + [list(c) for c in cards]

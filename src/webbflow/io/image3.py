@@ -1,0 +1,272 @@
+"""Read cal images and write the image3 products (crf, i2d, segm, cat).
+
+Every product is written with stdatamodels (``ImageModel`` for crf and i2d,
+``SegmentationMapModel`` for segm) under a temporary name and renamed into
+place; the catalog is ECSV, also written atomically.  Products carry the
+``S_*`` status of the image3 steps, ``CAL_VER`` and webbflow's provenance
+keywords ``WF_VER``, ``WF_CFGD`` and ``WF_PARS`` in the primary header.
+"""
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from stdatamodels.jwst import datamodels
+
+import webbflow
+from webbflow.config import config_digest
+from webbflow.io.errors import InputError
+from webbflow.io.products import atomic_path
+from webbflow.steps.resample import ImageInput
+
+__all__ = [
+    "IMAGE3_CAL_STEPS",
+    "image_input",
+    "read_cal",
+    "save_model",
+    "write_catalog",
+    "write_crf",
+    "write_i2d",
+    "write_segm",
+]
+
+IMAGE3_CAL_STEPS = {
+    "tweakreg": "tweakreg",
+    "skymatch": "skymatch",
+    "outlier_detection": "outlier_detection",
+    "resample": "resample",
+    "source_catalog": "source_catalog",
+}
+"""webbflow step -> ``meta.cal_step`` attribute (``S_TWKREG``, ``S_SKYMAT``, ``S_OUTLIR``, ``S_RESAMP``, ``S_SRCCAT``)."""
+
+
+def read_cal(path):
+    """Open a calibrated image (``_cal.fits``) for image3.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    stdatamodels.jwst.datamodels.ImageModel
+
+    Raises
+    ------
+    InputError
+        If the file is not a 2-D image with a gwcs in MJy/sr.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found", "run image2 first or fix the association's expname")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = datamodels.open(path)
+    except Exception as exc:  # astropy / asdf raise many kinds
+        raise InputError(path, f"cannot be opened as a JWST datamodel ({exc})",
+                         "give a cal file written by image2 (jwst or webbflow)") from None
+    if not isinstance(model, datamodels.ImageModel):
+        kind = type(model).__name__
+        model.close()
+        raise InputError(path, f"is a {kind}, image3 needs an ImageModel (_cal.fits)",
+                         "give the image2 _cal.fits products")
+    if model.meta.wcs is None:
+        model.close()
+        raise InputError(path, "has no gwcs (meta.wcs)", "run assign_wcs (image2) on it before image3")
+    unit = (model.meta.bunit_data or "").strip()
+    if unit.lower() != "mjy/sr":
+        model.close()
+        raise InputError(path, f"SCI is in {unit or 'no unit'!r}, not MJy/sr", "run photom (image2) before image3")
+    return model
+
+
+def image_input(model, name=None):
+    """The arrays and WCS of a cal model as a :class:`~webbflow.steps.resample.ImageInput` (no copies of VAR_*)."""
+
+    def opt(attr):
+        if model.hasattr(attr) and getattr(model, attr) is not None and getattr(model, attr).shape == model.data.shape:
+            return np.asarray(getattr(model, attr), np.float32)
+        return None
+
+    err = opt("err")
+    if err is None:
+        err = np.zeros(model.data.shape, np.float32)
+    obs = model.meta.observation
+    group = f"jw{obs.program_number}{obs.observation_number}{obs.visit_number}_{obs.visit_group}" \
+            f"{obs.sequence_id}{obs.activity_id}_{obs.exposure_number}"
+    return ImageInput(
+        data=np.array(model.data, np.float32),
+        err=err,
+        dq=np.array(model.dq, np.uint32) if model.dq is not None and model.dq.shape == model.data.shape
+        else np.zeros(model.data.shape, np.uint32),
+        wcs=model.meta.wcs,
+        var_rnoise=opt("var_rnoise"),
+        var_poisson=opt("var_poisson"),
+        var_flat=opt("var_flat"),
+        exptime=float(model.meta.exposure.exposure_time or model.meta.exposure.measurement_time or 1.0),
+        name=name or model.meta.filename or "image",
+        group=group,
+    )
+
+
+def _provenance(provenance):
+    provenance = provenance or {}
+    params = provenance.get("step_parameters", {})
+    digest = provenance.get("config_digest") or config_digest({"steps": params})
+    return [
+        ("WF_VER", webbflow.__version__, "webbflow version"),
+        ("WF_CFGD", digest, "sha256 of the product's config (canonical JSON)"),
+        ("WF_PARS", json.dumps(params, sort_keys=True, separators=(",", ":")), "webbflow step parameters (JSON)"),
+    ]
+
+
+def save_model(model, path, provenance=None):
+    """Write a datamodel atomically and add webbflow's provenance keywords to its primary header."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    model.meta.filename = path.name
+    model.meta.calibration_software_version = webbflow.__version__
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.to_fits(tmp, overwrite=True)
+        with fits.open(tmp, mode="update") as hdul:
+            for key, value, comment in _provenance(provenance):
+                # A long value (the JSON of WF_PARS) leaves no room for a comment; CONTINUE cards carry it.
+                hdul[0].header[key] = (value, comment) if len(str(value)) < 40 else value
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _set_steps(model, cal_steps):
+    for step, status in (cal_steps or {}).items():
+        attr = IMAGE3_CAL_STEPS.get(step)
+        if attr and status:
+            setattr(model.meta.cal_step, attr, status)
+
+
+def _set_wcsinfo(model, wcs, shape):
+    """FITS SIP/TAN WCS of the gwcs in the SCI header, so plain astropy reads the same sky."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # The lowest SIP degree good to 0.01 pixel (jwst's accuracy): 1 for a plain TAN grid.
+            header = wcs.to_fits_sip(bounding_box=((-0.5, shape[1] - 0.5), (-0.5, shape[0] - 0.5)),
+                                     degree=range(1, 7), max_pix_error=0.01, max_inv_pix_error=0.01, npoints=16)
+    except Exception:  # a gwcs that cannot be approximated keeps only the ASDF copy
+        return
+    for key, value in header.items():
+        k = key.lower().replace("-", "_")
+        try:
+            setattr(model.meta.wcsinfo, k, value)
+        except Exception:  # keys outside the wcsinfo schema (e.g. SIP orders) stay out
+            pass
+
+
+def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
+    """Write a ``_crf`` product: the cal model with outlier DQ, the aligned WCS and the sky level.
+
+    Parameters
+    ----------
+    model : ImageModel
+        The cal model (updated in place, then saved).
+    image : ImageInput
+        Its image3 state (dq, wcs, sky).
+    path : str or os.PathLike
+        ``<exposure root>_<asn id>_crf.fits``.
+    asn_id : str
+    cal_steps : dict
+        webbflow image3 step -> status.
+    provenance : dict
+    """
+    model.dq = image.dq
+    model.meta.wcs = image.wcs
+    _set_wcsinfo(model, image.wcs, model.data.shape)
+    model.meta.background.level = float(image.sky)
+    model.meta.background.subtracted = False
+    model.meta.asn.table_name = f"{asn_id}"
+    _set_steps(model, cal_steps)
+    return save_model(model, path, provenance)
+
+
+def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=None, provenance=None):
+    """Write the ``_i2d`` product (ImageModel: SCI, ERR, CON, WHT, VAR_*; gwcs + FITS TAN WCS).
+
+    Parameters
+    ----------
+    result : webbflow.steps.resample.ResampleResult
+    path : str or os.PathLike
+    template : ImageModel
+        First member: its exposure-level metadata is carried over.
+    members : list of str
+        File names of the inputs.
+    asn : dict
+        ``asn_id``, ``product`` (name) and ``pool``.
+    cal_steps, params, provenance :
+        Step status, resample parameters (pixfrac, kernel, weight_type) and provenance.
+    """
+    model = datamodels.ImageModel(result.data)
+    model.update(template, only="PRIMARY")
+    model.err = result.err
+    model.con = result.con
+    model.wht = result.wht
+    for name, var in result.variances.items():
+        setattr(model, name, var)
+    model.meta.wcs = result.wcs
+    _set_wcsinfo(model, result.wcs, result.data.shape)
+    model.meta.bunit_data = "MJy/sr"
+    model.meta.bunit_err = "MJy/sr"
+    area_sr = (result.pixel_scale / 206264.80624709636) ** 2
+    model.meta.photometry.pixelarea_steradians = area_sr
+    model.meta.photometry.pixelarea_arcsecsq = result.pixel_scale**2
+    model.meta.exposure.exposure_time = float(result.exptime)
+    params = params or {}
+    model.meta.resample.pixfrac = float(params.get("pixfrac", 1.0))
+    model.meta.resample.pixel_scale_ratio = float(params.get("pixel_scale_ratio", 1.0))
+    model.meta.resample.weight_type = str(params.get("weight_type", "ivm"))
+    model.meta.resample.pointings = len(members)
+    model.meta.resample.product_exposure_time = float(result.exptime)
+    model.meta.asn.pool_name = asn.get("pool", "none")
+    model.meta.asn.table_name = asn.get("table", asn.get("product", ""))
+    model.meta.filetype = "resampled"
+    _set_steps(model, cal_steps)
+    model.meta.cal_step.resample = "COMPLETE"
+    path = save_model(model, path, provenance)
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].header["NDRIZ"] = (len(members), "number of drizzled inputs")
+        hdul[0].header["WF_MEMB"] = ",".join(members)  # every input file (long-string CONTINUE cards)
+    return path
+
+
+def write_segm(segmentation, path, template, provenance=None):
+    """Write the ``_segm`` product (SegmentationMapModel; 0 = background, else catalog label)."""
+    model = datamodels.SegmentationMapModel(np.asarray(segmentation, np.int32))
+    model.update(template, only="PRIMARY")
+    model.meta.wcs = template.meta.wcs
+    model.meta.cal_step.source_catalog = "COMPLETE"
+    return save_model(model, path, provenance)
+
+
+def write_catalog(table, path, meta=None):
+    """Write the source catalog as ECSV atomically (``meta`` added to the table's metadata)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    table = table.copy()
+    table.meta.update(meta or {})
+    table.meta["webbflow_version"] = webbflow.__version__
+    try:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

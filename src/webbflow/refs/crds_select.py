@@ -1,0 +1,229 @@
+"""Best references through the ``crds`` client, from a server or a local cache.
+
+The real client code path is used everywhere: ``crds.getrecommendations``
+(names only) when the workflow plans its jobs, ``crds.getreferences``
+(names + files, downloading what a configured server has and the cache
+lacks) in the one prefetch step that runs before the per-exposure jobs.
+Parameters are ``get_crds_parameters()`` of a datamodel built from the
+exposure's primary header, exactly what jwst's stpipe passes.
+
+crds reads its configuration from the environment and keeps module-level
+state (server URL, cache layout, loaded mappings), so :func:`configure`
+sets the environment and clears that state; call it before any lookup.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+from webbflow.io.errors import ReferenceFileError
+
+__all__ = ["SERVERLESS_URL", "CrdsSetup", "best_references", "configure", "crds_parameters",
+           "crds_version", "locate", "resolve_context"]
+
+log = logging.getLogger(__name__)
+
+SERVERLESS_URL = "https://jwst-serverless-mode.stsci.edu"
+"""A server URL containing ``serverless``: crds then never touches the network."""
+
+URI_PREFIX = "crds://"
+
+
+class CrdsSetup:
+    """Where and how crds finds references.
+
+    Parameters
+    ----------
+    cache : path-like
+        ``CRDS_PATH``: the cache root (mappings/, references/, config/).
+    context : str
+        ``jwst_NNNN.pmap`` or ``latest``.
+    server_url : str, optional
+        A CRDS server; None means serverless (local cache only).
+    readonly : bool
+        ``CRDS_READONLY_CACHE``: never write into the cache.
+    """
+
+    def __init__(self, cache, context="latest", server_url=None, readonly=False):
+        self.cache = str(Path(cache).resolve())
+        self.context = context or "latest"
+        self.server_url = server_url or SERVERLESS_URL
+        self.readonly = readonly
+
+    @property
+    def serverless(self):
+        """True when no server is configured."""
+        return "serverless" in self.server_url
+
+    def environment(self):
+        """The CRDS_* environment variables of this setup."""
+        env = {"CRDS_PATH": self.cache, "CRDS_SERVER_URL": self.server_url,
+               "CRDS_MODE": "local", "CRDS_OBSERVATORY": "jwst",
+               "CRDS_READONLY_CACHE": "1" if self.readonly else "0",
+               # Several processes share the cache: serialise crds's own writes.
+               "CRDS_USE_LOCKING": "1", "CRDS_LOCKING_MODE": "filelock"}
+        if self.context != "latest":
+            env["CRDS_CONTEXT"] = self.context
+        return env
+
+
+def configure(setup):
+    """Point the crds client of this process at ``setup`` (environment + state reset).
+
+    Parameters
+    ----------
+    setup : CrdsSetup
+
+    Raises
+    ------
+    ReferenceFileError
+        When serverless and the cache has no ``config/jwst/server_config``
+        (crds cannot work offline without it).
+    """
+    import crds  # noqa: F401  (reads CRDS_* at import; reset below)
+    from crds.client import api
+    from crds.core import config, utils
+
+    # crds wrote its own CRDS_* defaults at import: keep those, replace ours, and forget
+    # state derived from a previous setup (cache layout, memoised lookups).
+    os.environ.pop("CRDS_CONTEXT", None)
+    os.environ.update(setup.environment())
+    # crds reads these as "none" when it set them at import; unset, some code paths crash on None.
+    for item in (config.CRDS_CONFIG_URI, config.CRDS_MAPPING_URI, config.CRDS_REFERENCE_URI,
+                 config.CRDS_PICKLE_URI):
+        os.environ.setdefault(item.env_var, "none")
+    config.CRDS_REF_SUBDIR_MODE = "None"
+    utils.clear_function_caches()
+    server_config = Path(setup.cache) / "config" / "jwst" / "server_config"
+    if setup.serverless and not server_config.is_file():
+        raise ReferenceFileError(
+            setup.cache, "no CRDS server is configured and this is not a CRDS cache (no config/jwst/server_config)",
+            "set crds.cache to a cache built by webbflow (webbflow crds build) or exported from a lockfile "
+            "(webbflow crds export), or set crds.server_url to a reachable CRDS server")
+    api.set_crds_server(setup.server_url)
+    config.set_cache_readonly(setup.readonly)
+
+
+def crds_version():
+    """The crds client version (recorded as ``CRDS_VER``)."""
+    import crds
+
+    return crds.__version__
+
+
+def resolve_context(setup):
+    """The ``.pmap`` name ``setup.context`` means now (``latest`` resolved once).
+
+    Returns
+    -------
+    str
+        e.g. ``jwst_9000.pmap``.
+    """
+    from crds.core import heavy_client
+
+    configure(setup)
+    if setup.context != "latest":
+        name = setup.context
+    else:
+        name = heavy_client.get_final_context(heavy_client.get_config_info("jwst"), "latest")
+    if not name.endswith(".pmap"):
+        raise ReferenceFileError(setup.cache, f"crds.context {setup.context!r} is not a .pmap name",
+                                 "set crds.context to jwst_NNNN.pmap or latest")
+    if setup.serverless and not (Path(setup.cache) / "mappings" / "jwst" / name).is_file():
+        raise ReferenceFileError(Path(setup.cache) / "mappings" / "jwst" / name,
+                                 f"context {name} is not in the CRDS cache",
+                                 "choose a context the cache holds (crds.context), or build it "
+                                 "(webbflow crds build), or configure crds.server_url")
+    return name
+
+
+def crds_parameters(primary):
+    """``get_crds_parameters()`` of a datamodel built from a primary header.
+
+    Parameters
+    ----------
+    primary : astropy.io.fits.Header
+        The exposure's primary header.
+
+    Returns
+    -------
+    dict
+        Flattened ``meta.*`` parameters (lower-case datamodel paths), as
+        stpipe passes them to ``crds.getreferences``.
+    """
+    import warnings
+
+    from astropy.io import fits
+    from stdatamodels.jwst.datamodels import JwstDataModel
+
+    header = fits.Header(primary)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an uncal's primary holds keywords the base schema does not know
+        with JwstDataModel(fits.HDUList([fits.PrimaryHDU(header=header)])) as model:
+            return dict(model.get_crds_parameters())
+
+
+def _missing_error(source, reftype, detail, setup, context):
+    return ReferenceFileError(
+        source, f"no {reftype} reference in CRDS context {context} ({detail})",
+        f"add it to the CRDS cache {setup.cache} (webbflow crds build), give a file with "
+        f"overrides.{reftype}, choose another crds.context, or configure crds.server_url")
+
+
+def best_references(parameters, reftypes, setup, context, fetch=False, source="exposure"):
+    """Best reference per type for one dataset, through crds.
+
+    Parameters
+    ----------
+    parameters : dict
+        :func:`crds_parameters` of the exposure.
+    reftypes : sequence of str
+        Types to choose (lower case).
+    setup : CrdsSetup
+        Already applied with :func:`configure`.
+    context : str
+        Resolved ``.pmap`` name.
+    fetch : bool
+        False: ``crds.getrecommendations`` (names only, nothing written).
+        True: ``crds.getreferences`` (downloads missing files when a server
+        is configured; offline it resolves and checks the local cache).
+    source : str
+        Named in error messages (the exposure file).
+
+    Returns
+    -------
+    dict
+        reftype -> file name, or None where the rules say N/A.
+
+    Raises
+    ------
+    ReferenceFileError
+        When a type has no match (names the type, the context and the fixes).
+    """
+    import crds
+    from crds.core.exceptions import CrdsError
+
+    call = crds.getreferences if fetch else crds.getrecommendations
+    try:
+        found = call(parameters, reftypes=list(reftypes), context=context, observatory="jwst")
+    except CrdsError as exc:
+        text = str(exc)
+        reftype = next((t for t in reftypes if t in text.lower()), ", ".join(reftypes))
+        raise _missing_error(source, reftype, text, setup, context) from None
+    chosen = {}
+    for reftype in reftypes:
+        value = found.get(reftype)
+        if value is None or (isinstance(value, str) and value.upper().startswith("NOT FOUND")):
+            if value and "n/a" in value.lower():
+                chosen[reftype] = None
+                continue
+            raise _missing_error(source, reftype, value or "not returned", setup, context)
+        chosen[reftype] = Path(value).name
+        if fetch and not Path(value).is_file():
+            raise _missing_error(source, reftype, f"{Path(value).name} is not in the cache", setup, context)
+    return chosen
+
+
+def locate(name, setup):
+    """Path of reference ``name`` in ``setup``'s cache (whether or not it is there yet)."""
+    return str(Path(setup.cache) / "references" / "jwst" / "nircam" / name)

@@ -1,0 +1,108 @@
+"""Select and fetch every reference of a run once, then lock the choice.
+
+This is the step that runs before any per-exposure job: for each exposure
+it asks crds for the best references (``crds.getreferences``: from the
+server into the cache when one is configured, from the local cache
+otherwise), applies the user's overrides, and writes the lockfile.  The
+per-exposure jobs afterwards only read files that are complete in the cache.
+"""
+
+import logging
+from pathlib import Path
+
+from astropy.io import fits
+
+from webbflow.io.errors import ReferenceFileError
+from webbflow.refs import crds_select
+from webbflow.refs.lockfile import build_lockfile, write_lockfile
+
+__all__ = ["context_mappings", "prefetch", "select_exposure"]
+
+log = logging.getLogger(__name__)
+
+
+def select_exposure(uncal, reftypes, setup, context, overrides=None, fetch=False):
+    """Reference paths for one exposure: overrides first, then crds.
+
+    Parameters
+    ----------
+    uncal : path-like
+        The exposure (its primary header gives the crds parameters).
+    reftypes : sequence of str
+    setup : crds_select.CrdsSetup
+        Already applied with :func:`crds_select.configure`.
+    context : str
+        Resolved ``.pmap``.
+    overrides : dict, optional
+        reftype -> path; wins over crds.
+    fetch : bool
+        Fetch into the cache (``crds.getreferences``) rather than only name
+        the files (``crds.getrecommendations``).
+
+    Returns
+    -------
+    dict
+        reftype -> path (None where the rules say N/A).
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v}
+    for reftype, path in overrides.items():
+        if reftype in reftypes and not Path(path).is_file():
+            raise ReferenceFileError(path, f"overrides.{reftype} names a file that does not exist",
+                                     f"correct overrides.{reftype} in the config")
+    asked = [t for t in reftypes if t not in overrides]
+    chosen = {}
+    if asked:
+        params = crds_select.crds_parameters(fits.getheader(uncal, 0))
+        names = crds_select.best_references(params, asked, setup, context, fetch=fetch, source=str(uncal))
+        chosen = {t: (crds_select.locate(n, setup) if n else None) for t, n in names.items()}
+    chosen.update({t: str(Path(p).resolve()) for t, p in overrides.items() if t in reftypes})
+    return {t: chosen[t] for t in reftypes}
+
+
+def context_mappings(context):
+    """Names of the pmap, imaps and rmaps of ``context`` (loaded through crds)."""
+    import crds
+
+    return sorted(crds.get_cached_mapping(context).mapping_names())
+
+
+def prefetch(uncals, reftypes, setup, context, lock_path, overrides=None, expected=None):
+    """Fetch every reference of ``uncals`` into the cache and write the lockfile.
+
+    Parameters
+    ----------
+    uncals : dict
+        Exposure root name -> uncal path.
+    reftypes : sequence of str
+    setup : crds_select.CrdsSetup
+        Writable (not read-only): this is the one process that fills the cache.
+    context : str
+        ``.pmap`` name or ``latest`` (resolved here).
+    lock_path : path-like
+        Where the lockfile goes (``results/crds.lock.json``).
+    overrides : dict, optional
+    expected : dict, optional
+        root -> {reftype: path} the workflow planned with; a different
+        choice now (the cache changed in between) is an error.
+
+    Returns
+    -------
+    dict
+        The lockfile content.
+    """
+    crds_select.configure(setup)
+    context = crds_select.resolve_context(setup) if context == "latest" else context
+    selections = {}
+    for i, (root, uncal) in enumerate(sorted(uncals.items()), 1):
+        selections[root] = select_exposure(uncal, reftypes, setup, context, overrides, fetch=True)
+        if expected and root in expected and expected[root] != selections[root]:
+            raise ReferenceFileError(uncal, f"crds now selects {selections[root]}, not the planned "
+                                     f"{expected[root]}", "the CRDS cache changed during the run: run again")
+        log.info("[%d/%d] %s: %s", i, len(uncals), root,
+                 ", ".join(f"{t}={Path(p).name if p else 'N/A'}" for t, p in selections[root].items()))
+    lock = build_lockfile(selections, context, setup.cache, crds_select.crds_version(),
+                          mappings=context_mappings(context))
+    write_lockfile(lock_path, lock)
+    log.info("locked %d references of %d exposures under %s in %s", len(lock["references"]), len(selections),
+             context, lock_path)
+    return lock

@@ -1,0 +1,212 @@
+"""A sky of stars and galaxies with known RA/Dec and flux per filter, seen through the WCS.
+
+The catalogue is a deterministic function of (field centre, ``scene_seed``,
+counts), so every exposure of a program -- both channels, every dither --
+sees the same sources.  Fluxes follow a power law ``f_nu ∝ λ^alpha`` from the
+F200W flux, so any filter's flux is known.
+
+Rendering (:func:`render_sky_rate`) puts each source at the pixel the *true*
+attitude and the distortion give, converts Jy to DN/s with the filter's
+PHOTMJSR and the detector's PIXAR_SR, and multiplies by the flat-field
+response: point sources by the pixel response only (all photons land
+somewhere), the uniform sky also by the relative pixel area (a bigger pixel
+sees more sky).  That is what makes jwst's flat (response × area) and photom
+recover surface brightness, and AREA-weighted sums recover fluxes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.table import Table
+from scipy.special import erf
+
+from webbflow.simulate import optics
+from webbflow.simulate.detectors import DETECTORS
+from webbflow.wcs import sky_to_v23
+
+__all__ = ["make_catalog", "catalog_for", "flux_column", "source_rates", "place_sources",
+           "render_sky_rate", "PSF_FWHM_ARCSEC"]
+
+PSF_FWHM_ARCSEC = {"SHORT": 0.066, "LONG": 0.145}
+REF_WAVE = 1.989  # micron (F200W): fluxes are specified here and extrapolated
+
+
+def flux_column(filter_name):
+    """Catalogue column of a filter's flux: ``flux_<filter>`` (lower case, Jy)."""
+    return f"flux_{filter_name.lower()}"
+
+
+def make_catalog(ra, dec, *, seed, half_size=9.0, n_bright=None, bright_spacing=1.4,
+                 bright_rate=(1500.0, 8000.0), n_faint=40, faint_rate=(5.0, 300.0), n_galaxies=8,
+                 n_saturating=2, filters=None):
+    """A field of sources around (``ra``, ``dec``).
+
+    Bright stars sit on a jittered grid (``bright_spacing`` arcsec) so that
+    each exposure gets many well-separated, high-S/N stars for alignment.
+
+    Parameters
+    ----------
+    ra, dec : float
+        Field centre, deg.
+    seed : int
+        Scene seed.
+    half_size : float
+        Half side (arcsec) of the square field.
+    n_bright : int, optional
+        Cap on the grid stars (None: the whole grid).
+    bright_spacing : float
+        Grid pitch of the bright stars, arcsec.
+    bright_rate, faint_rate : (float, float)
+        F200W count rates (DN/s on a SW detector) of bright/faint stars, log-uniform.
+    n_faint, n_galaxies, n_saturating : int
+        Faint random stars, exponential-disk galaxies, stars that saturate.
+    filters : iterable of str, optional
+        Flux columns to write (default: every filter of :data:`optics.FILTERS`).
+
+    Returns
+    -------
+    astropy.table.Table
+        ``id``, ``ra``, ``dec`` (deg), ``type`` (star/galaxy), ``alpha``,
+        ``r_half`` (arcsec), ``axis_ratio``, ``pa`` (deg), and ``flux_<filter>`` (Jy).
+    """
+    rng = np.random.default_rng([seed, 3])
+    # F200W rate -> Jy with SW photometry (the definition of the rate ranges).
+    jy_per_rate = optics.photmjsr("F200W") * optics.pixar_sr("NRCA1") * 1e6
+    g = np.arange(-half_size + bright_spacing / 2, half_size, bright_spacing)
+    gx, gy = np.meshgrid(g, g)
+    gx = gx.ravel() + rng.uniform(-0.25, 0.25, gx.size) * bright_spacing
+    gy = gy.ravel() + rng.uniform(-0.25, 0.25, gy.size) * bright_spacing
+    if n_bright is not None:
+        gx, gy = gx[:n_bright], gy[:n_bright]
+    nb = gx.size
+    u = np.concatenate([gx, rng.uniform(-half_size, half_size, n_faint),
+                        rng.uniform(-0.5, 0.5, n_saturating) * half_size,
+                        rng.uniform(-half_size, half_size, n_galaxies)])
+    v = np.concatenate([gy, rng.uniform(-half_size, half_size, n_faint),
+                        rng.uniform(-0.5, 0.5, n_saturating) * half_size,
+                        rng.uniform(-half_size, half_size, n_galaxies)])
+    rate = np.concatenate([
+        10 ** rng.uniform(*np.log10(bright_rate), nb),
+        10 ** rng.uniform(*np.log10(faint_rate), n_faint),
+        rng.uniform(1.5e5, 3e5, n_saturating),
+        10 ** rng.uniform(1.5, 3.0, n_galaxies),
+    ])
+    n_star = nb + n_faint + n_saturating
+    kind = np.array(["star"] * n_star + ["galaxy"] * n_galaxies)
+    alpha = np.concatenate([rng.uniform(-1.5, -0.3, n_star), rng.uniform(0.0, 1.5, n_galaxies)])
+    cosd = np.cos(np.radians(dec))
+    table = Table({
+        "id": np.arange(1, u.size + 1, dtype=np.int32),
+        "ra": ra + u / 3600.0 / cosd, "dec": dec + v / 3600.0,
+        "type": kind, "alpha": alpha,
+        "r_half": np.where(kind == "galaxy", rng.uniform(0.12, 0.35, u.size), 0.0),
+        "axis_ratio": np.where(kind == "galaxy", rng.uniform(0.3, 1.0, u.size), 1.0),
+        "pa": np.where(kind == "galaxy", rng.uniform(0, 180, u.size), 0.0),
+    })
+    table["ra"].unit = table["dec"].unit = table["pa"].unit = "deg"
+    table["r_half"].unit = "arcsec"
+    f200 = rate * jy_per_rate
+    for name in (filters or optics.FILTERS):
+        wave = optics.FILTERS.get(name, (REF_WAVE,))[0]
+        table[flux_column(name)] = f200 * (wave / REF_WAVE) ** alpha
+        table[flux_column(name)].unit = "Jy"
+    table.meta["comments"] = ["webbflow simulated sky: f_nu = flux_f200w * (lambda/1.989um)**alpha"]
+    table.meta.update({"ra_center": ra, "dec_center": dec, "seed": int(seed)})
+    return table
+
+
+def catalog_for(spec):
+    """The catalogue of ``spec``'s program (shared by all its exposures)."""
+    return make_catalog(spec.ra, spec.dec, seed=spec.scene_seed, half_size=spec.field_half_size,
+                        n_bright=spec.n_bright_stars, n_faint=spec.n_stars, n_galaxies=spec.n_galaxies,
+                        n_saturating=spec.n_saturating_stars)
+
+
+def source_rates(catalog, spec):
+    """Total count rate (DN/s) of each source in ``spec``'s filter, flat response 1."""
+    col = flux_column(spec.filter)
+    if col in catalog.colnames:
+        flux = np.asarray(catalog[col], float)
+    else:
+        wave = optics.FILTERS.get(spec.filter, (REF_WAVE,))[0]
+        flux = np.asarray(catalog[flux_column("F200W")]) * (wave / REF_WAVE) ** np.asarray(catalog["alpha"])
+    return flux / (optics.photmjsr(spec.filter, spec.pupil) * optics.pixar_sr(spec.detector) * 1e6)
+
+
+def place_sources(catalog, spec, attitude=None):
+    """0-based subarray pixel positions of the catalogue under the (true) attitude."""
+    attitude = optics.true_attitude(spec) if attitude is None else attitude
+    v2, v3 = sky_to_v23(np.asarray(catalog["ra"]), np.asarray(catalog["dec"]), attitude)
+    return optics.v23_to_pixel(spec.detector, spec.geometry, v2, v3)
+
+
+def _add_star(image, x0, y0, rate, sigma):
+    ny, nx = image.shape
+    r = int(np.ceil(6 * sigma)) + 1
+    xa, xb = max(int(np.floor(x0)) - r, 0), min(int(np.floor(x0)) + r + 1, nx)
+    ya, yb = max(int(np.floor(y0)) - r, 0), min(int(np.floor(y0)) + r + 1, ny)
+    if xa >= xb or ya >= yb:
+        return
+    s = np.sqrt(2) * sigma
+    ex = erf((np.arange(xa, xb + 1) - 0.5 - x0) / s)
+    ey = erf((np.arange(ya, yb + 1) - 0.5 - y0) / s)
+    image[ya:yb, xa:xb] += rate * 0.25 * np.outer(np.diff(ey), np.diff(ex))
+
+
+def _add_galaxy(image, x0, y0, rate, rhalf, q, theta):
+    ny, nx = image.shape
+    r = int(np.ceil(8 * rhalf)) + 1
+    xa, xb = max(int(x0) - r, 0), min(int(x0) + r + 1, nx)
+    ya, yb = max(int(y0) - r, 0), min(int(y0) + r + 1, ny)
+    if xa >= xb or ya >= yb:
+        return
+    yy, xx = np.mgrid[ya:yb, xa:xb]
+    dx, dy = xx - x0, yy - y0
+    c, s = np.cos(theta), np.sin(theta)
+    a = dx * c + dy * s
+    b = (-dx * s + dy * c) / q
+    prof = np.exp(-1.678 * np.hypot(a, b) / rhalf)
+    image[ya:yb, xa:xb] += rate * prof / (2 * np.pi * q * (rhalf / 1.678) ** 2)
+
+
+def render_sky_rate(spec, catalog, response, area):
+    """True count rate (DN/s) of ``spec`` from the sky catalogue.
+
+    Parameters
+    ----------
+    spec : ExposureSpec
+    catalog : astropy.table.Table
+    response : ndarray (ny, nx)
+        Pixel response excluding area (flat / area; 0 on dead/reference pixels).
+    area : ndarray (ny, nx)
+        Relative pixel area.
+
+    Returns
+    -------
+    image : ndarray float32 (ny, nx)
+    placed : astropy.table.Table
+        Catalogue ``id``, ``type``, ``x``, ``y`` (0-based pixels), ``rate`` (DN/s,
+        before the flat response) and ``flux`` (Jy in this filter).
+    """
+    info = DETECTORS[spec.detector]
+    sigma = PSF_FWHM_ARCSEC[info.channel] / info.pixel_scale / 2.3548
+    x, y = place_sources(catalog, spec)
+    rate = source_rates(catalog, spec)
+    image = np.zeros(spec.geometry.shape)
+    ny, nx = image.shape
+    for k in range(len(catalog)):
+        if not (-20 < x[k] < nx + 20 and -20 < y[k] < ny + 20):
+            continue
+        if catalog["type"][k] == "star":
+            _add_star(image, x[k], y[k], rate[k], sigma)
+        else:
+            rh = catalog["r_half"][k] / info.pixel_scale
+            _add_galaxy(image, x[k], y[k], rate[k], rh, catalog["axis_ratio"][k],
+                        np.radians(catalog["pa"][k]))
+    image = (image + spec.sky * area) * response
+    placed = Table({"id": catalog["id"], "type": catalog["type"], "x": x, "y": y, "rate": rate,
+                    "flux": np.asarray(catalog[flux_column(spec.filter)])
+                    if flux_column(spec.filter) in catalog.colnames else rate * np.nan})
+    placed["rate"].unit = "DN/s"
+    placed["flux"].unit = "Jy"
+    return image.astype(np.float32), placed

@@ -1,0 +1,158 @@
+"""Stage 2 imaging (calwebb_image2): a ``rate`` to a ``cal`` product.
+
+assign_wcs -> flat_field -> photom, in memory on the rate's arrays, with the
+jwst 3.0 algorithms (``webbflow.steps.*``).  Everything that can fail on bad
+input (reading the rate, the references, the pointing keywords) happens
+before the first step; the product is written once, atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import webbflow
+from webbflow.config import config_digest
+from webbflow.io.cal import (load_area, load_distortion, load_flat, load_photom, read_rate,
+                             write_cal)
+from webbflow.io.errors import InputError, ReferenceFileError
+from webbflow.ramp import StepStatus
+from webbflow.steps import assign_wcs, flat_field, photom
+
+__all__ = ["IMAGE2_STEPS", "STEP_REFTYPES", "run"]
+
+log = logging.getLogger(__name__)
+
+IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
+"""image2 imaging steps in the order they run."""
+
+STEP_REFTYPES = {"assign_wcs": ("distortion",), "flat_field": ("flat",), "photom": ("photom", "area")}
+"""Reference types each step needs (area is optional for photom, as in jwst)."""
+
+_POINTING = ("v2_ref", "v3_ref", "roll_ref", "ra_ref", "dec_ref", "va_scale", "crpix1", "crpix2",
+             "vparity", "v3yangle")
+
+
+def _kwargs(params, step):
+    return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
+
+
+def _check(rate_path, model, references, params):
+    missing = []
+    for step in IMAGE2_STEPS:
+        if (params.get(step) or {}).get("skip"):
+            continue
+        missing += [t for t in STEP_REFTYPES[step] if t != "area" and not references.get(t)]
+    if missing:
+        inst = model.meta.instrument
+        raise ReferenceFileError(
+            rate_path, f"no {', '.join(missing)} reference for DETECTOR={inst.detector} "
+            f"FILTER={inst.filter} PUPIL={inst.pupil} SUBARRAY={model.meta.subarray.name}",
+            "set references.dir to a folder holding them, name them with overrides.<reftype>, "
+            "or skip the step with steps.<step>.skip: true")
+
+
+def run(rate_path, cal_path, references, params, provenance=None):
+    """Calibrate one rate product into a cal product.
+
+    Parameters
+    ----------
+    rate_path, cal_path : path-like
+    references : dict
+        reftype -> path for distortion, flat, photom, area (None when absent;
+        area is optional).
+    params : dict
+        step -> {parameter: value} for assign_wcs, flat_field, photom;
+        ``skip: true`` skips a step.
+    provenance : dict, optional
+        ``step_parameters`` and ``config_digest`` recorded in the product.
+
+    Returns
+    -------
+    dict
+        step -> status.
+
+    Raises
+    ------
+    webbflow.io.InputError
+        For an unreadable rate, missing or mismatched references, or missing
+        pointing keywords; nothing is written then.
+    """
+    t0 = time.perf_counter()
+    params = {s: dict(params.get(s) or {}) for s in IMAGE2_STEPS}
+    references = {t: (str(p) if p else None) for t, p in (references or {}).items()}
+    model, arrays = read_rate(rate_path)
+    try:
+        _check(rate_path, model, references, params)
+        sci = {"shape": arrays.data.shape, "xstart": int(model.meta.subarray.xstart or 1),
+               "ystart": int(model.meta.subarray.ystart or 1)}
+        inst = model.meta.instrument
+        log.info("%s: %s %s/%s %s %dx%d", Path(rate_path).name, inst.detector, inst.filter,
+                 inst.pupil, model.meta.subarray.name, *arrays.data.shape[::-1])
+        statuses, used, wcs, wcsinfo, phot = {}, {}, None, {}, {}
+
+        # assign_wcs
+        if params["assign_wcs"].get("skip"):
+            statuses["assign_wcs"] = StepStatus.SKIPPED
+        else:
+            distortion = load_distortion(references["distortion"])
+            pointing = {k: getattr(model.meta.wcsinfo, k, None) for k in _POINTING}
+            pointing["va_scale"] = model.meta.velocity_aberration.scale_factor
+            try:
+                statuses["assign_wcs"], wcs, wcsinfo = assign_wcs.run(
+                    distortion, pointing, (sci["xstart"], sci["ystart"]), sci["shape"],
+                    **_kwargs(params, "assign_wcs"))
+            except ValueError as exc:
+                raise InputError(rate_path, f"cannot build the WCS ({exc})",
+                                 "give a rate whose SCI header has the pointing keywords "
+                                 "V2_REF, V3_REF, ROLL_REF, RA_REF, DEC_REF") from None
+            used["distortion"] = references["distortion"]
+            log.info("assign_wcs    %s  S_REGION %s", statuses["assign_wcs"], wcsinfo.get("s_region"))
+
+        # flat_field
+        if params["flat_field"].get("skip"):
+            statuses["flat_field"] = StepStatus.SKIPPED
+        else:
+            flat, flat_dq, flat_err = load_flat(references["flat"], sci)
+            statuses["flat_field"] = flat_field.run(arrays, flat, flat_dq, flat_err)
+            used["flat"] = references["flat"]
+            log.info("flat_field    %s", statuses["flat_field"])
+
+        # photom
+        if params["photom"].get("skip"):
+            statuses["photom"] = StepStatus.SKIPPED
+        else:
+            table, pixar_sr, pixar_a2 = load_photom(references["photom"])
+            used["photom"] = references["photom"]
+            if references.get("area"):
+                arrays.area, area_sr, area_a2 = load_area(references["area"], sci)
+                pixar_sr = area_sr if area_sr is not None else pixar_sr
+                pixar_a2 = area_a2 if area_a2 is not None else pixar_a2
+                used["area"] = references["area"]
+            conv, _ = photom.find_conversion(table, inst.filter, inst.pupil, model.meta.subarray.name)
+            if conv is None:
+                log.warning("photom: no PHOTOM row for FILTER=%s PUPIL=%s; data left in DN/s",
+                            inst.filter, inst.pupil)
+            statuses["photom"] = photom.run(arrays, conv)
+            if statuses["photom"] == StepStatus.COMPLETE:
+                phot = {"conversion_megajanskys": conv,
+                        # float32 like jwst (PHOTMJSR is a float32 table value)
+                        "conversion_microjanskys": conv * photom.MJSR_TO_UJA2,
+                        "pixelarea_steradians": pixar_sr, "pixelarea_arcsecsq": pixar_a2}
+            else:
+                phot = {"pixelarea_steradians": pixar_sr, "pixelarea_arcsecsq": pixar_a2}
+            log.info("photom        %s  PHOTMJSR %s", statuses["photom"], conv)
+
+        ref_files = {t: used.get(t) for t in ("distortion", "flat", "photom", "area")}
+        provenance = dict(provenance or {})
+        provenance.setdefault("step_parameters", params)
+        provenance.setdefault("config_digest", config_digest(
+            {"steps": params, "references": {t: Path(p).name for t, p in used.items()}}))
+        provenance.setdefault("webbflow_version", webbflow.__version__)
+        write_cal(cal_path, model, arrays, wcs=wcs, wcsinfo=wcsinfo, photometry=phot,
+                  cal_steps=statuses, ref_files=ref_files, provenance=provenance)
+    finally:
+        model.close()
+    log.info("image2 done in %.2f s: %s", time.perf_counter() - t0, Path(cal_path).name)
+    return statuses

@@ -1,0 +1,231 @@
+"""Stage 3 for imaging (calwebb_image3): cal images of one association -> crf + i2d + segm + cat.
+
+Steps, in jwst's order, all in memory: tweakreg (align the WCSs), skymatch
+(sky levels), outlier_detection (flag cosmic rays left by the jump step and
+other outliers against the median of the drizzled exposures), resample
+(drizzle into the i2d) and source_catalog.  Inputs are read (and checked)
+first; products are written at the end, each atomically.
+"""
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+from stdatamodels.jwst import datamodels
+
+from webbflow.io.errors import InputError
+from webbflow.io.image3 import image_input, read_cal, write_catalog, write_crf, write_i2d, write_segm
+from webbflow.steps import outlier_detection as outlier_step
+from webbflow.steps import resample as resample_step
+from webbflow.steps import skymatch as skymatch_step
+from webbflow.steps import source_catalog as catalog_step
+from webbflow.steps import tweakreg as tweakreg_step
+
+__all__ = ["IMAGE3_STEPS", "DEFAULTS", "crf_name", "read_refcat", "run", "run_models"]
+
+log = logging.getLogger(__name__)
+
+IMAGE3_STEPS = ("tweakreg", "skymatch", "outlier_detection", "resample", "source_catalog")
+
+DEFAULTS = {
+    "tweakreg": dict(skip=False, snr_threshold=10.0, kernel_fwhm=2.5, bkg_boxsize=400, brightest=200,
+                     peakmax=None, fitgeometry="rshift", searchrad=2.0, separation=1.0, tolerance=0.7,
+                     use2dhist=True, nclip=3, sigma=3.0, minobj=15, abs_refcat=None, abs_fitgeometry="rshift",
+                     abs_searchrad=6.0, abs_separation=1.0, abs_tolerance=0.7, abs_nclip=3, abs_sigma=3.0,
+                     abs_minobj=15),
+    "skymatch": dict(skip=False, skymethod="match", match_down=True, subtract=False, skystat="mode", nclip=5,
+                     lsigma=4.0, usigma=4.0, lower=None, upper=None),
+    "outlier_detection": dict(skip=False, snr=[5.0, 4.0], scale=[1.2, 0.7], backg=0.0, maskpt=0.7, pixfrac=1.0,
+                              kernel="square", weight_type="ivm"),
+    "resample": dict(pixfrac=1.0, kernel="square", weight_type="ivm", pixel_scale=None, pixel_scale_ratio=1.0,
+                     rotation=None, crval=None, output_shape=None),
+    "source_catalog": dict(skip=False, bkg_boxsize=1000, kernel_fwhm=2.0, snr_threshold=3.0, npixels=25,
+                           deblend=False, aperture_ee1=30, aperture_ee2=50, aperture_ee3=70, apcorr_file=None,
+                           ci1_star_threshold=2.0, ci2_star_threshold=1.8),
+}
+"""jwst 3.0 defaults of the image3 step parameters (``config/schema.yaml`` holds the same)."""
+
+
+def crf_name(cal_path, asn_id):
+    """``<exposure root>_<asn id>_crf.fits`` for a ``<exposure root>_cal.fits`` input."""
+    name = Path(cal_path).name
+    root = name[: -len("_cal.fits")] if name.endswith("_cal.fits") else Path(name).stem
+    return f"{root}_{asn_id}_crf.fits"
+
+
+def read_refcat(path):
+    """A reference catalog (ECSV/FITS/CSV) with ``ra``/``dec`` (or ``RA``/``DEC``) columns, degrees."""
+    try:
+        table = Table.read(path)
+    except Exception as exc:
+        raise InputError(path, f"cannot be read as a table ({exc})",
+                         "give an ECSV/FITS catalog with ra and dec columns in degrees") from None
+    cols = {c.lower(): c for c in table.colnames}
+    if "ra" not in cols or "dec" not in cols:
+        raise InputError(path, f"has no ra/dec columns (columns: {', '.join(table.colnames)})",
+                         "name the columns ra and dec (degrees)")
+    return Table({"ra": np.asarray(table[cols["ra"]], float), "dec": np.asarray(table[cols["dec"]], float)})
+
+
+def _params(params):
+    out = {}
+    for step in IMAGE3_STEPS:
+        merged = dict(DEFAULTS[step])
+        merged.update((params or {}).get(step, {}))
+        out[step] = merged
+    return out
+
+
+def run_models(models, params=None, names=None):
+    """Run the image3 steps on open cal models (no files written).
+
+    Parameters
+    ----------
+    models : list of ImageModel
+        Calibrated images of one association.
+    params : dict, optional
+        step -> {parameter: value}; missing ones take :data:`DEFAULTS`.
+    names : list of str, optional
+        Names for the log (default the models' file names).
+
+    Returns
+    -------
+    dict
+        ``images`` (list of ImageInput: updated dq, wcs, sky), ``resampled``
+        (ResampleResult), ``catalog`` (CatalogResult or None), ``cal_steps``
+        (step -> status), ``alignment`` (list of tweakreg Alignment or None).
+    """
+    p = _params(params)
+    names = names or [m.meta.filename or f"image{i}" for i, m in enumerate(models)]
+    images = [image_input(m, n) for m, n in zip(models, names)]
+    status = {}
+    t0 = time.perf_counter()
+
+    tw = p["tweakreg"]
+    refcat = read_refcat(tw["abs_refcat"]) if tw.get("abs_refcat") else None
+    alignment = None
+    if tw["skip"] or (len(images) < 2 and refcat is None):
+        status["tweakreg"] = "SKIPPED"
+        if not tw["skip"]:
+            log.info("tweakreg: one image and no reference catalog; nothing to align")
+    else:
+        catalogs = [tweakreg_step.find_sources(im.data, im.dq, snr_threshold=tw["snr_threshold"],
+                                               kernel_fwhm=tw["kernel_fwhm"], bkg_boxsize=tw["bkg_boxsize"],
+                                               brightest=tw["brightest"], peakmax=tw["peakmax"])
+                    for im in images]
+        for im, cat in zip(images, catalogs):
+            log.info("tweakreg: %d sources in %s", len(cat), im.name)
+        keys = ("fitgeometry", "searchrad", "separation", "tolerance", "use2dhist", "nclip", "sigma", "minobj",
+                "abs_fitgeometry", "abs_searchrad", "abs_separation", "abs_tolerance", "abs_nclip", "abs_sigma",
+                "abs_minobj")
+        alignment = tweakreg_step.align([im.wcs for im in images], catalogs, [im.name for im in images],
+                                        abs_refcat=refcat, **{k: tw[k] for k in keys})
+        status["tweakreg"] = "COMPLETE" if any(a.status == "aligned" for a in alignment) else "SKIPPED"
+    log.info("tweakreg %s (%.1f s)", status["tweakreg"], time.perf_counter() - t0)
+
+    rs = p["resample"]
+    out_wcs, out_shape, pscale = resample_step.make_output_wcs(
+        [im.wcs for im in images], [im.data.shape for im in images], pixel_scale=rs["pixel_scale"],
+        pixel_scale_ratio=rs["pixel_scale_ratio"], rotation=rs["rotation"], crval=rs["crval"],
+        output_shape=tuple(rs["output_shape"]) if rs["output_shape"] else None)
+    log.info("output grid %s at %.4f arcsec/pixel", out_shape, pscale)
+
+    sm = p["skymatch"]
+    if sm["skip"]:
+        status["skymatch"] = "SKIPPED"
+    else:
+        skymatch_step.skymatch(images, out_wcs, out_shape, **{k: v for k, v in sm.items() if k != "skip"})
+        status["skymatch"] = "COMPLETE"
+
+    od = p["outlier_detection"]
+    if od["skip"] or len({im.group for im in images}) < 2:
+        status["outlier_detection"] = "SKIPPED"
+        if not od["skip"]:
+            log.info("outlier_detection: fewer than two exposures; skipped")
+    else:
+        outlier_step.outlier_detection(images, out_wcs, out_shape, snr=tuple(od["snr"]), scale=tuple(od["scale"]),
+                                       backg=od["backg"], maskpt=od["maskpt"], pixfrac=od["pixfrac"],
+                                       kernel=od["kernel"], weight_type=od["weight_type"])
+        status["outlier_detection"] = "COMPLETE"
+    log.info("outlier_detection %s (%.1f s)", status["outlier_detection"], time.perf_counter() - t0)
+
+    resampled = resample_step.drizzle_images(images, out_wcs, out_shape, pscale, pixfrac=rs["pixfrac"],
+                                             kernel=rs["kernel"], weight_type=rs["weight_type"])
+    status["resample"] = "COMPLETE"
+    log.info("resample done (%.1f s)", time.perf_counter() - t0)
+
+    sc = p["source_catalog"]
+    catalog = None
+    if sc["skip"]:
+        status["source_catalog"] = "SKIPPED"
+    else:
+        apcorr = Table.read(sc["apcorr_file"]) if sc.get("apcorr_file") else None
+        catalog = catalog_step.source_catalog(
+            resampled.data, resampled.err, out_wcs, (pscale / 206264.80624709636) ** 2,
+            mask=resampled.wht == 0, bkg_boxsize=sc["bkg_boxsize"], kernel_fwhm=sc["kernel_fwhm"],
+            snr_threshold=sc["snr_threshold"], npixels=sc["npixels"], deblend=sc["deblend"],
+            aperture_ee=(sc["aperture_ee1"], sc["aperture_ee2"], sc["aperture_ee3"]), apcorr_table=apcorr,
+            ci1_star_threshold=sc["ci1_star_threshold"], ci2_star_threshold=sc["ci2_star_threshold"])
+        status["source_catalog"] = "COMPLETE"
+    log.info("source_catalog %s (%.1f s)", status["source_catalog"], time.perf_counter() - t0)
+    return {"images": images, "resampled": resampled, "catalog": catalog, "cal_steps": status,
+            "alignment": alignment}
+
+
+def run(cal_paths, *, i2d, cat, segm, crf_dir, asn_id, product, params=None, provenance=None, pool="none"):
+    """Run image3 on files and write every product.
+
+    Parameters
+    ----------
+    cal_paths : list of str or os.PathLike
+        The association's science members (``_cal.fits``).
+    i2d, cat, segm : str or os.PathLike
+        Output paths (``<product>_i2d.fits``, ``_cat.ecsv``, ``_segm.fits``).
+    crf_dir : str or os.PathLike
+        Folder of the per-exposure ``<root>_<asn_id>_crf.fits``.
+    asn_id, product : str
+        Association id (``o001``) and product name.
+    params : dict, optional
+        step -> parameters.
+    provenance : dict, optional
+        ``step_parameters`` and ``config_digest``.
+    pool : str
+        Association pool name recorded in the products.
+
+    Returns
+    -------
+    dict
+        Paths written (``i2d``, ``cat``, ``segm``, ``crf`` list).
+    """
+    models = [read_cal(p) for p in cal_paths]
+    try:
+        result = run_models(models, params, [Path(p).name for p in cal_paths])
+        status = result["cal_steps"]
+        crfs = []
+        for model, image, path in zip(models, result["images"], cal_paths):
+            crfs.append(write_crf(model, image, Path(crf_dir) / crf_name(path, asn_id), asn_id=asn_id,
+                                  cal_steps={k: v for k, v in status.items() if k in
+                                             ("tweakreg", "skymatch", "outlier_detection")},
+                                  provenance=provenance))
+        p = _params(params)
+        members = [Path(x).name for x in cal_paths]
+        asn = {"asn_id": asn_id, "product": product, "pool": pool}
+        written = {"crf": [str(c) for c in crfs]}
+        written["i2d"] = str(write_i2d(result["resampled"], i2d, models[0], members=members, asn=asn,
+                                       cal_steps=status, params=p["resample"], provenance=provenance))
+        catalog = result["catalog"]
+        if catalog is None:
+            # An empty catalog and segmentation keep the rule's outputs complete.
+            catalog = catalog_step.CatalogResult(Table(), np.zeros(result["resampled"].data.shape, np.int32), None)
+        with datamodels.open(written["i2d"]) as i2d_model:
+            written["segm"] = str(write_segm(catalog.segmentation, segm, i2d_model, provenance))
+        written["cat"] = str(write_catalog(catalog.catalog, cat, {
+            "product": product, "asn_id": asn_id, "members": members, "bunit": "Jy",
+            "step_status": status}))
+        log.info("wrote %s, %s, %s and %d crf", written["i2d"], written["cat"], written["segm"], len(crfs))
+        return written
+    finally:
+        for m in models:
+            m.close()

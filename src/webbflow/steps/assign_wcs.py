@@ -1,0 +1,146 @@
+"""assign_wcs (NIRCam imaging): a gwcs from the DISTORTION model and the header pointing.
+
+Same frames and transforms as jwst 3.0 ``assign_wcs/nircam.py::imaging``:
+``detector`` -(subarray shift | distortion)-> ``v2v3`` -(DVA)-> ``v2v3vacorr``
+-(V2_REF, V3_REF, ROLL_REF, RA_REF, DEC_REF rotation)-> ``world`` (ICRS), with
+the bounding box of the array.  Then, as AssignWcsStep does for imaging, a
+FITS TAN-SIP approximation (``to_fits_sip``, lowest degree reaching
+``sip_max_pix_error``) for the SCI header, and S_REGION from the footprint.
+"""
+
+from __future__ import annotations
+
+import astropy.units as u
+import numpy as np
+from astropy import coordinates as coord
+from astropy.modeling import models as am
+from gwcs import coordinate_frames as cf
+from gwcs.wcs import WCS
+
+from webbflow.ramp import StepStatus
+from webbflow.wcs import dva_model, v23tosky_model
+
+__all__ = ["build_wcs", "fits_sip_keywords", "s_region", "run", "MAX_SIP_DEGREE"]
+
+MAX_SIP_DEGREE = 6
+"""Degrees 1..MAX_SIP_DEGREE-1 are tried, as jwst does (``range(1, 6)``)."""
+
+
+def build_wcs(distortion, pointing, subarray, shape):
+    """The imaging gwcs of one exposure.
+
+    Parameters
+    ----------
+    distortion : astropy.modeling.Model
+        Full-frame 0-based science pixel -> V2/V3 arcsec (DISTORTION reference ``model``).
+    pointing : mapping
+        ``v2_ref``, ``v3_ref`` (arcsec), ``roll_ref``, ``ra_ref``, ``dec_ref``
+        (deg), optional ``va_scale``.
+    subarray : (xstart, ystart)
+        1-based SUBSTRT1/2 of the science array.
+    shape : (ny, nx)
+        Science array shape (bounding box).
+
+    Returns
+    -------
+    gwcs.wcs.WCS
+    """
+    for key in ("v2_ref", "v3_ref", "roll_ref", "ra_ref", "dec_ref"):
+        if pointing.get(key) is None:
+            raise ValueError(f"pointing keyword {key.upper()} is missing")
+    detector = cf.Frame2D(name="detector", axes_order=(0, 1), unit=(u.pix, u.pix))
+    v2v3 = cf.Frame2D(name="v2v3", axes_order=(0, 1), axes_names=("v2", "v3"),
+                      unit=(u.arcsec, u.arcsec))
+    v2v3vacorr = cf.Frame2D(name="v2v3vacorr", axes_order=(0, 1), axes_names=("v2", "v3"),
+                            unit=(u.arcsec, u.arcsec))
+    world = cf.CelestialFrame(reference_frame=coord.ICRS(), name="world")
+
+    xstart, ystart = (int(v) if v is not None else 1 for v in subarray)
+    transform = distortion.copy()
+    if (xstart, ystart) != (1, 1):
+        shift = ((am.Shift(xstart - 1) if xstart != 1 else am.Identity(1))
+                 & (am.Shift(ystart - 1) if ystart != 1 else am.Identity(1)))
+        transform = shift | transform
+    ny, nx = shape
+    transform.bounding_box = ((-0.5, nx - 0.5), (-0.5, ny - 0.5))
+    va = dva_model(pointing.get("va_scale"), pointing["v2_ref"], pointing["v3_ref"])
+    tel2sky = v23tosky_model(pointing["v2_ref"], pointing["v3_ref"], pointing["roll_ref"],
+                             pointing["ra_ref"], pointing["dec_ref"])
+    wcs = WCS([(detector, transform), (v2v3, va), (v2v3vacorr, tel2sky), (world, None)])
+    wcs.bounding_box = ((-0.5, nx - 0.5), (-0.5, ny - 0.5))
+    return wcs
+
+
+def fits_sip_keywords(wcs, crpix=None, max_pix_error=0.01, degree=None, max_inv_pix_error=0.01,
+                      inv_degree=None, npoints=12):
+    """FITS WCS + SIP keywords approximating ``wcs`` (lower-case ``meta.wcsinfo`` names).
+
+    Mirrors jwst ``update_fits_wcsinfo``: ``to_fits_sip`` with the lowest
+    degree in 1..5 that reaches ``max_pix_error`` (unless ``degree`` is
+    given); NAXIS, CDELT, PC and the ``*_ORDER`` cards are not kept (jwst
+    drops them from wcsinfo; stdatamodels writes the orders itself).
+
+    Returns
+    -------
+    dict
+        e.g. ``ctype1``, ``crval1``, ``crpix1``, ``cd1_1``, ``a_2_0`` ...
+    """
+    degree = range(1, MAX_SIP_DEGREE) if degree is None else degree
+    inv_degree = range(1, MAX_SIP_DEGREE) if inv_degree is None else inv_degree
+    if crpix is not None and None in crpix:
+        crpix = None
+    hdr = wcs.to_fits_sip(max_pix_error=max_pix_error, degree=degree,
+                          max_inv_pix_error=max_inv_pix_error, inv_degree=inv_degree,
+                          npoints=npoints, crpix=crpix, projection="TAN")
+    out = {}
+    for key, value in hdr.items():
+        k = key.lower()
+        if k.startswith("naxis") or k in ("cdelt1", "cdelt2", "pc1_1", "pc1_2", "pc2_1", "pc2_2"):
+            continue
+        out[k] = value
+    return out
+
+
+def s_region(wcs, shape):
+    """``POLYGON ICRS`` of the footprint corners (pixel centres of the corner pixels, as jwst)."""
+    bbox = wcs.bounding_box
+    if bbox is None:
+        ny, nx = shape
+        bbox = ((-0.5, nx - 0.5), (-0.5, ny - 0.5))
+    footprint = wcs.footprint(bbox, center=False, axis_type="spatial").T[:2]
+    np.mod(footprint[0], 360, out=footprint[0])
+    text = "POLYGON ICRS  " + " ".join(f"{v:.9f}" for v in footprint.T.flatten())
+    return None if "nan" in text else text
+
+
+def run(distortion, pointing, subarray, shape, *, sip_approx=True, sip_max_pix_error=0.01,
+        sip_degree=None, sip_max_inv_pix_error=0.01, sip_inv_degree=None, sip_npoints=12):
+    """assign_wcs for one imaging exposure.
+
+    Parameters
+    ----------
+    distortion, pointing, subarray, shape
+        See :func:`build_wcs`; ``pointing`` may carry ``crpix1``/``crpix2``
+        (the header's, reused for the SIP fit as jwst does).
+    sip_approx, sip_max_pix_error, sip_degree, sip_max_inv_pix_error, sip_inv_degree, sip_npoints
+        The jwst AssignWcsStep parameters of the SIP approximation.
+
+    Returns
+    -------
+    status : str
+    wcs : gwcs.wcs.WCS
+    wcsinfo : dict
+        ``meta.wcsinfo`` updates (SIP keywords when ``sip_approx``, ``s_region``).
+    """
+    wcs = build_wcs(distortion, pointing, subarray, shape)
+    wcsinfo = {}
+    if sip_approx:
+        wcsinfo.update(fits_sip_keywords(
+            wcs, crpix=[pointing.get("crpix1"), pointing.get("crpix2")],
+            max_pix_error=sip_max_pix_error, degree=sip_degree,
+            max_inv_pix_error=sip_max_inv_pix_error, inv_degree=sip_inv_degree,
+            npoints=sip_npoints))
+    region = s_region(wcs, shape)
+    if region is not None:
+        wcsinfo["s_region"] = region
+    return StepStatus.COMPLETE, wcs, wcsinfo

@@ -1,0 +1,321 @@
+"""Resample (drizzle) calibrated images onto one output grid.
+
+The algorithm follows jwst's ``resample`` step (stcal ``resample``): an output
+tangent-plane WCS that covers every input, a pixel map per input through the
+inputs' (gwcs) WCS, drizzle with an inverse-read-noise-variance weight
+(``weight_type='ivm'``) or the exposure time, and variances propagated as
+``sum(w**2 var) / (sum w)**2`` with each variance array drizzled as its square
+root first, as jwst does.  Inputs are plain arrays plus a WCS; nothing here
+reads or writes files.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy import coordinates as coord
+from astropy import units as u
+from astropy.modeling import models
+from drizzle.resample import Drizzle
+from drizzle.utils import calc_pixmap
+from gwcs import coordinate_frames as cf
+from gwcs import wcs as gwcs_wcs
+
+from webbflow import dqflags
+
+__all__ = [
+    "ImageInput",
+    "ResampleResult",
+    "build_weight",
+    "drizzle_images",
+    "good_pixel_mask",
+    "make_output_wcs",
+    "make_tan_wcs",
+    "native_pixel_scale",
+    "pixmap",
+]
+
+log = logging.getLogger(__name__)
+
+VARIANCES = ("var_rnoise", "var_poisson", "var_flat")
+
+
+@dataclass
+class ImageInput:
+    """One calibrated image as resample (and the other image3 steps) see it.
+
+    Attributes
+    ----------
+    data, err, dq : ndarray
+        SCI (MJy/sr), ERR and DQ (uint32).
+    wcs : gwcs.wcs.WCS
+        Detector (0-based pixels) -> ICRS degrees.
+    var_rnoise, var_poisson, var_flat : ndarray or None
+        Variance arrays, (MJy/sr)**2.
+    exptime : float
+        Exposure time (s), used by ``weight_type='exptime'``.
+    sky : float
+        Sky level (MJy/sr) measured by skymatch and not yet subtracted.
+    name : str
+        Used in log messages and the i2d provenance.
+    group : str
+        Exposure id: images of one exposure (several detectors) are drizzled
+        together in outlier detection.
+    """
+
+    data: np.ndarray
+    err: np.ndarray
+    dq: np.ndarray
+    wcs: object
+    var_rnoise: np.ndarray = None
+    var_poisson: np.ndarray = None
+    var_flat: np.ndarray = None
+    exptime: float = 1.0
+    sky: float = 0.0
+    name: str = ""
+    group: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class ResampleResult:
+    """Drizzled product arrays on ``wcs`` (shape ``data.shape``)."""
+
+    data: np.ndarray
+    wht: np.ndarray
+    con: np.ndarray
+    err: np.ndarray
+    variances: dict
+    wcs: object
+    pixel_scale: float  # arcsec
+    exptime: float
+    ninputs: int
+
+
+def make_tan_wcs(crval, crpix, cd, shape=None):
+    """A gwcs gnomonic (TAN) imaging WCS.
+
+    Parameters
+    ----------
+    crval : (float, float)
+        RA, Dec (deg) of the reference pixel.
+    crpix : (float, float)
+        Reference pixel, 0-based (x, y).
+    cd : array_like, shape (2, 2)
+        CD matrix, deg/pixel (FITS convention: first row is RA---TAN).
+    shape : (int, int), optional
+        Array shape (ny, nx); sets the bounding box and ``array_shape``.
+
+    Returns
+    -------
+    gwcs.wcs.WCS
+    """
+    cd = np.asarray(cd, float)
+    transform = (
+        (models.Shift(-crpix[0]) & models.Shift(-crpix[1]))
+        | models.AffineTransformation2D(matrix=cd, translation=[0, 0])
+        | models.Pix2Sky_TAN()
+        | models.RotateNative2Celestial(crval[0], crval[1], 180.0)
+    )
+    detector = cf.Frame2D(name="detector", axes_order=(0, 1), unit=(u.pix, u.pix))
+    sky = cf.CelestialFrame(reference_frame=coord.ICRS(), name="world", unit=(u.deg, u.deg))
+    wcs = gwcs_wcs.WCS([(detector, transform), (sky, None)])
+    if shape is not None:
+        wcs.bounding_box = ((-0.5, shape[1] - 0.5), (-0.5, shape[0] - 0.5))
+        wcs.array_shape = tuple(shape)
+    return wcs
+
+
+def native_pixel_scale(wcs, shape):
+    """Pixel scale (arcsec) at the image centre: sqrt of the projected pixel area."""
+    y0, x0 = (np.asarray(shape) - 1) / 2.0
+    ra, dec = wcs(np.array([x0, x0 + 1, x0]), np.array([y0, y0, y0 + 1]), with_bounding_box=False)
+    c = coord.SkyCoord(ra, dec, unit="deg")
+    dx = c[0].spherical_offsets_to(c[1])
+    dy = c[0].spherical_offsets_to(c[2])
+    area = abs(dx[0].arcsec * dy[1].arcsec - dx[1].arcsec * dy[0].arcsec)
+    return float(np.sqrt(area))
+
+
+def _position_angle_of_y(wcs, shape):
+    """Angle (deg, east of north) of the detector +y axis at the image centre."""
+    y0, x0 = (np.asarray(shape) - 1) / 2.0
+    ra, dec = wcs(np.array([x0, x0]), np.array([y0, y0 + 1]), with_bounding_box=False)
+    c = coord.SkyCoord(ra, dec, unit="deg")
+    return float(c[0].position_angle(c[1]).deg)
+
+
+def _corners(wcs, shape):
+    ny, nx = shape
+    x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
+    y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    return wcs(x, y, with_bounding_box=False)
+
+
+def make_output_wcs(wcslist, shapes, pixel_scale=None, pixel_scale_ratio=1.0, rotation=None,
+                    crval=None, output_shape=None):
+    """Output TAN WCS covering every input, as jwst's ``resample`` builds it.
+
+    Parameters
+    ----------
+    wcslist : list of gwcs.wcs.WCS
+    shapes : list of (int, int)
+    pixel_scale : float, optional
+        Output pixel scale (arcsec); default: the first input's native scale
+        times ``pixel_scale_ratio``.
+    pixel_scale_ratio : float
+        Output / input pixel scale when ``pixel_scale`` is not given.
+    rotation : float, optional
+        Position angle (deg, east of north) of the output +y axis; ``0`` is
+        north up.  ``None`` keeps the first input's detector orientation.
+    crval : (float, float), optional
+        Tangent point; default the centre of the inputs' footprints.
+    output_shape : (int, int), optional
+        Output (ny, nx); default the bounding box of the inputs.
+
+    Returns
+    -------
+    wcs : gwcs.wcs.WCS
+    shape : (int, int)
+    pixel_scale : float
+        arcsec.
+    """
+    if pixel_scale is None:
+        pixel_scale = native_pixel_scale(wcslist[0], shapes[0]) * pixel_scale_ratio
+    if rotation is None:
+        rotation = _position_angle_of_y(wcslist[0], shapes[0])
+    ras, decs = zip(*(_corners(w, s) for w, s in zip(wcslist, shapes)))
+    corners = coord.SkyCoord(np.concatenate(ras), np.concatenate(decs), unit="deg")
+    if crval is None:
+        # Mean unit vector: safe across RA = 0.
+        xyz = corners.cartesian.xyz.value.mean(axis=1)
+        centre = coord.SkyCoord(*xyz, representation_type="cartesian").spherical
+        crval = (float(centre.lon.deg), float(centre.lat.deg))
+    scale = pixel_scale / 3600.0
+    theta = np.deg2rad(rotation)
+    # RA increases to the left (east) with +y at position angle `rotation`.
+    cd = scale * np.array([[-np.cos(theta), np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    trial = make_tan_wcs(crval, (0.0, 0.0), cd)
+    x, y = trial.invert(corners.ra.deg, corners.dec.deg, with_bounding_box=False)
+    if output_shape is None:
+        nx = int(np.ceil(x.max() - x.min()))
+        ny = int(np.ceil(y.max() - y.min()))
+        output_shape = (ny, nx)
+    ny, nx = output_shape
+    # Centre the inputs' bounding box on the output grid.
+    crpix = ((nx - 1) / 2.0 - (x.max() + x.min()) / 2.0, (ny - 1) / 2.0 - (y.max() + y.min()) / 2.0)
+    return make_tan_wcs(crval, crpix, cd, shape=(ny, nx)), (ny, nx), float(pixel_scale)
+
+
+def pixmap(wcs_from, wcs_to, shape):
+    """Pixel map (ny, nx, 2) of the ``shape`` grid of ``wcs_from`` in ``wcs_to`` pixels."""
+    return calc_pixmap(wcs_from, wcs_to, shape=shape, disable_bbox="both")
+
+
+def good_pixel_mask(dq, good_bits=~np.uint32(dqflags.DO_NOT_USE | dqflags.NON_SCIENCE)):
+    """True where a pixel may be used: none of the *bad* bits (complement of ``good_bits``) is set.
+
+    jwst's ``good_bits='~DO_NOT_USE+NON_SCIENCE'`` means "every flag is fine
+    except DO_NOT_USE and NON_SCIENCE", i.e. ``good_bits`` here as an integer
+    whose cleared bits are the bad ones.
+    """
+    bad = ~np.uint32(good_bits)
+    return (np.asarray(dq, np.uint32) & bad) == 0
+
+
+def build_weight(image, weight_type="ivm", good_bits=None):
+    """Drizzle weight map: 1/VAR_RNOISE (``ivm``) or exposure time, zero on bad pixels."""
+    good = good_pixel_mask(image.dq) if good_bits is None else good_pixel_mask(image.dq, good_bits)
+    good &= np.isfinite(image.data)
+    if weight_type == "ivm" and image.var_rnoise is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = 1.0 / np.asarray(image.var_rnoise, np.float64)
+        weight[~np.isfinite(weight)] = 0.0
+    elif weight_type in ("ivm", "exptime"):
+        weight = np.full(image.data.shape, float(image.exptime if weight_type == "exptime" else 1.0))
+    else:
+        raise ValueError(f"weight_type must be 'ivm' or 'exptime', not {weight_type!r}")
+    return (weight * good).astype(np.float32)
+
+
+def drizzle_images(images, out_wcs, out_shape, pixel_scale, *, pixfrac=1.0, kernel="square",
+                   fillval=np.nan, weight_type="ivm", good_bits=None, subtract_sky=True,
+                   with_variance=True):
+    """Drizzle images onto ``out_wcs`` (the i2d algorithm).
+
+    Parameters
+    ----------
+    images : list of ImageInput
+    out_wcs : gwcs.wcs.WCS
+    out_shape : (int, int)
+    pixel_scale : float
+        Output pixel scale, arcsec (recorded in the result).
+    pixfrac : float
+        Drop size as a fraction of the input pixel.
+    kernel : str
+        ``square``, ``point``, ``turbo``, ``gaussian``, ``lanczos2``, ``lanczos3``.
+    fillval : float
+        Value of output pixels that no input reaches.
+    weight_type : {'ivm', 'exptime'}
+    good_bits : int, optional
+        DQ bits that do not exclude a pixel (default all but DO_NOT_USE, NON_SCIENCE).
+    subtract_sky : bool
+        Subtract each image's ``sky`` (skymatch level) before drizzling.
+    with_variance : bool
+        Propagate VAR_* and ERR (skip for outlier detection's single images).
+
+    Returns
+    -------
+    ResampleResult
+    """
+    driz = Drizzle(kernel=kernel, fillval=fillval, out_shape=out_shape, max_ctx_id=len(images))
+    wsum = {name: np.zeros(out_shape) for name in VARIANCES}
+    wtot = {name: np.zeros(out_shape) for name in VARIANCES}
+    exptime = 0.0
+    for image in images:
+        pmap = pixmap(image.wcs, out_wcs, image.data.shape)
+        weight = build_weight(image, weight_type, good_bits)
+        data = np.asarray(image.data, np.float32)
+        if subtract_sky and image.sky:
+            data = data - np.float32(image.sky)
+        driz.add_image(data, exptime=image.exptime, pixmap=pmap, weight_map=weight,
+                       pixfrac=pixfrac, in_units="cps")
+        exptime += image.exptime
+        if not with_variance:
+            continue
+        resampled = {}
+        for name in VARIANCES:
+            var = getattr(image, name)
+            if var is None:
+                continue
+            one = Drizzle(kernel=kernel, fillval=np.nan, out_shape=out_shape, disable_ctx=True)
+            one.add_image(np.sqrt(np.clip(np.asarray(var, np.float32), 0, None)), exptime=image.exptime,
+                          pixmap=pmap, weight_map=weight, pixfrac=pixfrac, in_units="cps")
+            resampled[name] = one.out_img.astype(np.float64) ** 2
+        # jwst: the image's weight on the output grid is 1 / its resampled read-noise variance.
+        if weight_type == "ivm" and "var_rnoise" in resampled:
+            w = np.zeros(out_shape)
+            ok = np.isfinite(resampled["var_rnoise"]) & (resampled["var_rnoise"] > 0)
+            w[ok] = 1.0 / resampled["var_rnoise"][ok]
+        else:
+            w = np.full(out_shape, float(image.exptime))
+        for name, var in resampled.items():
+            ok = np.isfinite(var) & (var >= 0) & (w > 0)
+            wsum[name][ok] += var[ok] * w[ok] ** 2
+            wtot[name][ok] += w[ok]
+    variances = {}
+    if with_variance:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for name in VARIANCES:
+                v = wsum[name] / wtot[name] ** 2
+                v[wtot[name] == 0] = np.nan
+                variances[name] = v.astype(np.float32)
+        err = np.sqrt(np.nansum([variances[n] for n in VARIANCES], axis=0)).astype(np.float32)
+        err[~np.isfinite(driz.out_img) | (driz.out_wht == 0)] = np.nan
+    else:
+        err = np.full(out_shape, np.nan, np.float32)
+    return ResampleResult(
+        data=driz.out_img.astype(np.float32), wht=driz.out_wht.astype(np.float32),
+        con=driz.out_ctx.astype(np.int32), err=err, variances=variances, wcs=out_wcs,
+        pixel_scale=pixel_scale, exptime=exptime, ninputs=len(images),
+    )

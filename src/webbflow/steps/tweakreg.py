@@ -1,0 +1,235 @@
+"""tweakreg: relative (and optional absolute) astrometric alignment of images.
+
+Follows jwst's ``tweakreg`` step: sources are found in each image with
+photutils (background-subtracted, ``snr_threshold`` x background RMS, the
+``brightest`` kept), their sky positions from the image's WCS are projected
+onto one tangent plane (arcsec), and tweakwcs matches them
+(:class:`tweakwcs.matchutils.XYXYMatch`: 2-D histogram pre-shift, search
+radius, tolerance) and fits a linear correction with iterative sigma clipping
+(:func:`tweakwcs.linearfit.iter_linear_fit`, geometry ``shift``, ``rshift``,
+``rscale`` or ``general``).  Images are aligned one at a time to a reference
+catalog that grows with every aligned image (the first reference is the image
+with the most sources), as tweakwcs' ``align_wcs`` does.  With a reference
+catalog (RA/Dec) the aligned group is then fitted to it as one unit.
+
+The correction is appended to each gwcs as a sky -> sky transform (project to
+the tangent plane, affine, de-project), so it works for any gwcs, the full
+JWST distortion pipelines included, and is stored with the product.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.modeling import models
+from astropy.stats import SigmaClip, sigma_clipped_stats
+from astropy.table import Table
+from photutils.background import Background2D, MedianBackground
+from photutils.detection import IRAFStarFinder
+from tweakwcs.linearfit import iter_linear_fit
+from tweakwcs.matchutils import XYXYMatch
+
+from webbflow import dqflags
+from webbflow.steps.resample import native_pixel_scale
+
+__all__ = ["Alignment", "align", "apply_correction", "find_sources", "tangent_plane"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Alignment:
+    """The fit applied to one image (tangent plane about ``tp_center``, arcsec)."""
+
+    name: str
+    status: str  # "aligned", "reference", "skipped: <why>"
+    matrix: np.ndarray
+    shift: np.ndarray  # arcsec
+    nmatch: int
+    rmse: float  # arcsec
+
+
+def find_sources(data, dq=None, *, snr_threshold=10.0, kernel_fwhm=2.5, bkg_boxsize=400, brightest=200,
+                 peakmax=None):
+    """Point-like sources in one image (jwst tweakreg's finder, IRAF algorithm).
+
+    Parameters
+    ----------
+    data : ndarray
+        Image (any units).
+    dq : ndarray, optional
+        DQ; DO_NOT_USE pixels are masked.
+    snr_threshold : float
+        Detection threshold in units of the background RMS.
+    kernel_fwhm : float
+        FWHM (pixels) of the detection kernel.
+    bkg_boxsize : int
+        Background mesh size (pixels); clipped to the image size.
+    brightest : int
+        Keep the brightest N sources.
+    peakmax : float, optional
+        Ignore sources with a peak above this (saturated stars).
+
+    Returns
+    -------
+    astropy.table.Table
+        ``x``, ``y`` (0-based), ``flux``.
+    """
+    mask = ~np.isfinite(data)
+    if dq is not None:
+        mask |= (np.asarray(dq) & dqflags.DO_NOT_USE) > 0
+    box = int(min(bkg_boxsize, *data.shape))
+    try:
+        bkg = Background2D(data, box, mask=mask, sigma_clip=SigmaClip(3.0), bkg_estimator=MedianBackground(),
+                           filter_size=1)
+        level, rms = bkg.background, bkg.background_rms
+    except ValueError:  # too few unmasked pixels in a mesh: one global level
+        _, med, std = sigma_clipped_stats(data, mask=mask)
+        level, rms = med, std
+    sub = np.where(mask, 0.0, data - level)
+    threshold = snr_threshold * float(np.nanmedian(rms))
+    finder = IRAFStarFinder(threshold, kernel_fwhm, n_brightest=brightest, peak_max=peakmax, exclude_border=True)
+    found = finder(sub, mask=mask)
+    if found is None:
+        return Table({"x": np.zeros(0), "y": np.zeros(0), "flux": np.zeros(0)})
+    return Table({"x": np.asarray(found["x_centroid"], float), "y": np.asarray(found["y_centroid"], float),
+                  "flux": np.asarray(found["flux"], float)})
+
+
+def tangent_plane(ra0, dec0):
+    """Sky (deg) -> tangent-plane (deg) model about (ra0, dec0); ``.inverse`` goes back."""
+    return models.RotateCelestial2Native(ra0, dec0, 180.0) | models.Sky2Pix_TAN()
+
+
+def _to_tp(tp, ra, dec):
+    x, y = tp(ra, dec)
+    return np.c_[x, y] * 3600.0
+
+
+def apply_correction(wcs, matrix, shift_arcsec, center_arcsec, tp_center):
+    """Append a sky->sky correction ``p' = M (p - c) + s + c`` (tangent plane, arcsec) to a gwcs.
+
+    Parameters
+    ----------
+    wcs : gwcs.wcs.WCS
+        Modified in place: the transform into its output frame gains the correction.
+    matrix : (2, 2) array
+    shift_arcsec, center_arcsec : (2,) arrays
+    tp_center : (float, float)
+        RA, Dec (deg) of the tangent point.
+    """
+    matrix = np.asarray(matrix, float)
+    c = np.asarray(center_arcsec, float) / 3600.0
+    translation = np.asarray(shift_arcsec, float) / 3600.0 + c - matrix @ c
+    tp = tangent_plane(*tp_center)
+    affine = models.AffineTransformation2D(matrix=matrix, translation=translation)
+    correction = tp | affine | tp.inverse
+    correction.name = "tweakreg_correction"
+    frames = wcs.available_frames
+    step = wcs.get_transform(frames[-2], frames[-1])
+    wcs.set_transform(frames[-2], frames[-1], step | correction)
+    return wcs
+
+
+def _fit(ref_xy, img_xy, fitgeometry, searchrad, separation, tolerance, use2dhist, nclip, sigma, minobj, name,
+         pscale):
+    refcat = Table({"TPx": ref_xy[:, 0], "TPy": ref_xy[:, 1]})
+    imcat = Table({"TPx": img_xy[:, 0], "TPy": img_xy[:, 1]})
+    matcher = XYXYMatch(searchrad=searchrad, separation=separation, tolerance=tolerance, use2dhist=use2dhist)
+    try:
+        ridx, iidx = matcher(refcat, imcat, tp_pscale=pscale, tp_units="arcsec")
+    except Exception as exc:  # tweakwcs raises on degenerate inputs; the image is left as it is
+        return None, f"skipped: matching failed ({exc})"
+    if len(ridx) < minobj:
+        return None, f"skipped: {len(ridx)} matches < minobj={minobj}"
+    fit = iter_linear_fit(ref_xy[ridx], img_xy[iidx], fitgeom=fitgeometry, nclip=nclip, sigma=(sigma, "rmse"))
+    fit["nmatch"] = int(np.count_nonzero(fit["fitmask"]))
+    log.info("%s: %d matches, shift %.4f %.4f arcsec, rmse %.4f arcsec", name, fit["nmatch"],
+             fit["shift"][0], fit["shift"][1], fit["rmse"])
+    return fit, "aligned"
+
+
+def align(wcslist, catalogs, names=None, *, fitgeometry="rshift", searchrad=2.0, separation=1.0,
+          tolerance=0.7, use2dhist=True, nclip=3, sigma=3.0, minobj=15, abs_refcat=None,
+          abs_fitgeometry="rshift", abs_searchrad=6.0, abs_separation=1.0, abs_tolerance=0.7,
+          abs_nclip=3, abs_sigma=3.0, abs_minobj=15):
+    """Align the WCSs of a group of images to each other (and to a reference catalog).
+
+    Parameters
+    ----------
+    wcslist : list of gwcs.wcs.WCS
+        Modified in place (corrections appended).
+    catalogs : list of astropy.table.Table
+        Sources per image with ``x``, ``y`` (0-based pixels).
+    names : list of str, optional
+    fitgeometry : {'shift', 'rshift', 'rscale', 'general'}
+    searchrad, separation, tolerance : float
+        arcsec, as jwst's tweakreg parameters.
+    use2dhist : bool
+    nclip : int
+    sigma : float
+    minobj : int
+        Minimum matched sources for a fit; fewer leaves the image unchanged.
+    abs_refcat : astropy.table.Table, optional
+        Reference catalog with ``ra``/``dec`` (deg) columns (e.g. Gaia); when
+        given, the aligned group is fitted to it as one unit.
+    abs_* :
+        The same parameters for the absolute fit.
+
+    Returns
+    -------
+    list of Alignment
+        One per image, plus (last) the absolute fit when ``abs_refcat`` is given.
+    """
+    names = names or [f"image{i}" for i in range(len(wcslist))]
+    sky = [w(np.asarray(c["x"]), np.asarray(c["y"]), with_bounding_box=False) for w, c in zip(wcslist, catalogs)]
+    order = sorted(range(len(wcslist)), key=lambda i: -len(catalogs[i]))
+    ref = order[0]
+    if len(catalogs[ref]):
+        tp_center = (float(np.nanmedian(sky[ref][0])), float(np.nanmedian(sky[ref][1])))
+    else:
+        tp_center = tuple(float(v) for v in wcslist[ref](0, 0, with_bounding_box=False))
+    tp = tangent_plane(*tp_center)
+    # The 2-D histogram pre-match bins in pixels of this size, as tweakwcs does with the image scale.
+    pscale = native_pixel_scale(wcslist[ref], _shape_of(wcslist[ref], catalogs[ref]))
+    results = {ref: Alignment(names[ref], "reference", np.eye(2), np.zeros(2), len(catalogs[ref]), 0.0)}
+    ref_xy = _to_tp(tp, *sky[ref])
+    for i in order[1:]:
+        img_xy = _to_tp(tp, *sky[i])
+        fit, status = _fit(ref_xy, img_xy, fitgeometry, searchrad, separation, tolerance, use2dhist,
+                           nclip, sigma, minobj, names[i], pscale) if len(img_xy) and len(ref_xy) else \
+            (None, "skipped: no sources")
+        if fit is None:
+            log.warning("%s: %s; WCS left unchanged", names[i], status)
+            results[i] = Alignment(names[i], status, np.eye(2), np.zeros(2), 0, np.nan)
+            continue
+        apply_correction(wcslist[i], fit["matrix"], fit["shift"], fit["center"], tp_center)
+        sky[i] = wcslist[i](np.asarray(catalogs[i]["x"]), np.asarray(catalogs[i]["y"]), with_bounding_box=False)
+        ref_xy = np.vstack([ref_xy, _to_tp(tp, *sky[i])])
+        results[i] = Alignment(names[i], status, fit["matrix"], fit["shift"], fit["nmatch"], fit["rmse"])
+    out = [results[i] for i in range(len(wcslist))]
+    if abs_refcat is not None:
+        out.append(_align_absolute(wcslist, sky, abs_refcat, tp_center, abs_fitgeometry, abs_searchrad,
+                                   abs_separation, abs_tolerance, abs_nclip, abs_sigma, abs_minobj, pscale))
+    return out
+
+
+def _shape_of(wcs, catalog):
+    if wcs.array_shape is not None:
+        return wcs.array_shape
+    return (float(np.max(catalog["y"], initial=0)) * 2 + 1, float(np.max(catalog["x"], initial=0)) * 2 + 1)
+
+
+def _align_absolute(wcslist, sky, refcat, tp_center, fitgeometry, searchrad, separation, tolerance, nclip,
+                    sigma, minobj, pscale):
+    tp = tangent_plane(*tp_center)
+    ref_xy = _to_tp(tp, np.asarray(refcat["ra"], float), np.asarray(refcat["dec"], float))
+    img_xy = np.vstack([_to_tp(tp, *s) for s in sky if len(s[0])])
+    fit, status = _fit(ref_xy, img_xy, fitgeometry, searchrad, separation, tolerance, True, nclip, sigma,
+                       minobj, "absolute", pscale)
+    if fit is None:
+        log.warning("absolute alignment %s; WCSs keep the relative alignment", status)
+        return Alignment("absolute", status, np.eye(2), np.zeros(2), 0, np.nan)
+    for wcs in wcslist:
+        apply_correction(wcs, fit["matrix"], fit["shift"], fit["center"], tp_center)
+    return Alignment("absolute", status, fit["matrix"], fit["shift"], fit["nmatch"], fit["rmse"])

@@ -1,0 +1,46 @@
+"""outlier_detection: cosmic rays flagged, star cores kept; the stcal flagging rule by hand."""
+
+import numpy as np
+from test_image3_synth import make_dither_set, make_sky
+
+from webbflow import dqflags
+from webbflow.io.image3 import image_input
+from webbflow.steps import outlier_detection, resample
+
+
+def test_abs_deriv_by_hand():
+    a = np.array([[0.0, 1.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 0.0]])
+    d = outlier_detection.abs_deriv(a)
+    assert d[1, 1] == 5.0 and d[0, 1] == 4.0 and d[1, 0] == 5.0 and d[2, 2] == 0.0
+
+
+def test_flag_rule_needs_both_thresholds():
+    blot = np.zeros((7, 7))
+    err = np.ones((7, 7))
+    data = np.zeros((7, 7))
+    data[3, 3] = 5.5   # > snr1 = 5: flagged
+    data[3, 4] = 4.5   # > snr2 = 4 and next to a snr1 pixel: flagged
+    data[0, 0] = 4.5   # > snr2 only, alone: kept
+    mask = outlier_detection.flag_resampled_crs(data, err, blot, 5.0, 4.0, 1.2, 0.7, 0.0)
+    assert mask[3, 3] and mask[3, 4] and not mask[0, 0] and mask.sum() == 2
+
+
+def test_cosmic_rays_flagged_and_star_cores_kept():
+    truth = make_sky(60)
+    models, infos, _ = make_dither_set(truth, 4, errors=np.zeros((4, 2)), n_cosmic=25)
+    images = [image_input(m) for m in models]
+    wcs, shape, _ = resample.make_output_wcs([i.wcs for i in images], [i.data.shape for i in images])
+    _, counts = outlier_detection.outlier_detection(images, wcs, shape)
+    flagged = sum(bool(im.dq[y, x] & dqflags.OUTLIER) for im, info in zip(images, infos)
+                  for y, x in info["cosmic_rays"])
+    assert flagged >= 0.95 * 4 * 25
+    for im, info in zip(images, infos):
+        assert np.all(im.dq[im.dq & dqflags.OUTLIER > 0] & dqflags.DO_NOT_USE)
+        # No flag where the noise-free star light is > 20 sigma above the sky (star cores).
+        core = (info["clean"] - 0.3) > 20 * im.err
+        assert core.sum() > 100
+        cr_pixels = np.zeros(im.data.shape, bool)
+        for y, x in info["cosmic_rays"]:
+            cr_pixels[y, x:x + 2] = True
+        assert not np.any((im.dq & dqflags.OUTLIER > 0) & core & ~cr_pixels)
+    assert sum(counts) < 4 * 25 * 2 * 1.3  # few false positives beyond the 2-pixel tracks

@@ -1,0 +1,209 @@
+"""image3 stage end to end on synthetic cal files with known truth, and on the real NIRCam cal cutout."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.table import Table
+from stdatamodels.jwst import datamodels
+from test_image3_synth import make_dither_set, make_sky, match_truth
+
+from webbflow import dqflags
+from webbflow.io.errors import InputError
+from webbflow.stages import image3
+
+REAL_CAL = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "nircam" / "cal_cutout" / "image.fits"
+PRODUCT = "jw01234-o001_t001_nircam_clear-f200w"
+ERRORS = np.array([[0.06, -0.04], [-0.05, 0.02], [0.03, 0.07], [-0.07, -0.05]])  # arcsec, per exposure
+DENSE = dict(searchrad=0.5, separation=0.1, tolerance=0.1, abs_searchrad=0.5, abs_separation=0.1,
+             abs_tolerance=0.1)
+
+
+def _write_set(folder, truth, n_cosmic):
+    folder.mkdir(parents=True, exist_ok=True)
+    models, infos, _ = make_dither_set(truth, 4, errors=ERRORS, n_cosmic=n_cosmic)
+    paths = []
+    for m in models:
+        path = folder / m.meta.filename
+        m.save(path)
+        paths.append(str(path))
+    return paths, infos
+
+
+def _run(tmp, paths, name, params):
+    out = tmp / name
+    return image3.run(paths, i2d=out / f"{PRODUCT}_i2d.fits", cat=out / f"{PRODUCT}_cat.ecsv",
+                      segm=out / f"{PRODUCT}_segm.fits", crf_dir=out, asn_id="o001", product=PRODUCT,
+                      params=params, provenance={"step_parameters": params, "config_digest": "abc"})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("image3")
+    truth = make_sky(60)
+    refcat = tmp / "refcat.ecsv"
+    Table({"ra": truth.ra, "dec": truth.dec}).write(refcat)
+    paths, infos = _write_set(tmp / "cal", truth, n_cosmic=25)
+    clean_paths, _ = _write_set(tmp / "cal_clean", truth, n_cosmic=0)
+    aligned = {"tweakreg": dict(abs_refcat=str(refcat), **DENSE)}
+    return {
+        "truth": truth, "infos": infos, "paths": paths,
+        "aligned": _run(tmp, paths, "aligned", aligned),
+        "clean": _run(tmp, clean_paths, "clean", {**aligned, "source_catalog": {"skip": True}}),
+        "unaligned": _run(tmp, paths, "unaligned", {"tweakreg": {"skip": True}, "outlier_detection": {"skip": True}}),
+    }
+
+
+def _bright_offsets(catalog_path, truth):
+    cat = Table.read(catalog_path)
+    idx, sep = match_truth(cat["sky_centroid"].ra.deg, cat["sky_centroid"].dec.deg, truth, 0.3)
+    snr = cat["aper_total_flux"] / cat["aper_total_flux_err"]
+    bright = (sep < 0.3) & (snr > 100)
+    return cat, idx, sep, bright
+
+
+def test_products_open_as_the_right_models(runs):
+    out = runs["aligned"]
+    with datamodels.open(out["i2d"]) as i2d:
+        assert isinstance(i2d, datamodels.ImageModel)
+        assert i2d.meta.bunit_data == "MJy/sr" and i2d.meta.bunit_err == "MJy/sr"
+        assert i2d.con.shape[0] == 1 and i2d.wht.shape == i2d.data.shape and i2d.var_rnoise.shape == i2d.data.shape
+        assert np.all(i2d.con[0][i2d.wht > 0] > 0)
+        steps = i2d.meta.cal_step
+        assert (steps.tweakreg, steps.skymatch, steps.outlier_detection, steps.resample, steps.source_catalog) \
+            == ("COMPLETE",) * 5
+        assert i2d.meta.resample.pixfrac == 1.0 and i2d.meta.resample.weight_type == "ivm"
+    header = fits.getheader(out["i2d"])
+    assert header["WF_CFGD"] == "abc" and json.loads(header["WF_PARS"])["tweakreg"]["abs_refcat"]
+    assert fits.getheader(out["i2d"], "SCI")["CTYPE1"].startswith("RA---TAN")
+    with datamodels.open(out["segm"]) as segm:
+        assert isinstance(segm, datamodels.SegmentationMapModel)
+        assert segm.data.max() == len(Table.read(out["cat"]))
+    names = sorted(Path(p).name for p in out["crf"])
+    assert names == [f"jw01234001001_02101_0000{i}_nrca1_o001_crf.fits" for i in range(1, 5)]
+
+
+def test_astrometry_tweakreg_does_the_work(runs):
+    truth = runs["truth"]
+    _, _, sep, bright = _bright_offsets(runs["aligned"]["cat"], truth)
+    assert bright.sum() >= 20
+    rms_aligned = 1000 * np.sqrt(np.mean(sep[bright] ** 2))
+    assert rms_aligned <= 5.0
+    # Without tweakreg the stack carries the injected pointing errors (blurred together).
+    _, _, sep_u, bright_u = _bright_offsets(runs["unaligned"]["cat"], truth)
+    rms_unaligned = 1000 * np.sqrt(np.mean(sep_u[bright_u] ** 2))
+    injected_mean = 1000 * np.hypot(*ERRORS.mean(axis=0))
+    assert rms_unaligned > 5 * rms_aligned and rms_unaligned > injected_mean - 5
+
+
+def test_i2d_wcs_maps_a_known_star_within_5_mas(runs):
+    truth = runs["truth"]
+    with datamodels.open(runs["aligned"]["i2d"]) as i2d:
+        from webbflow.steps.tweakreg import find_sources
+
+        from photutils.centroids import centroid_2dg
+
+        found = find_sources(i2d.data, snr_threshold=50)
+        brightest = int(np.argmax(found["flux"]))
+        x0, y0 = int(round(found["x"][brightest])), int(round(found["y"][brightest]))
+        box = i2d.data[y0 - 4:y0 + 5, x0 - 4:x0 + 5] - 0.3
+        cx, cy = centroid_2dg(box)  # a Gaussian fit: the star's position, not the finder's estimate
+        x, y = x0 - 4 + cx, y0 - 4 + cy
+        ra, dec = i2d.meta.wcs(x, y)
+    _, sep = match_truth(np.atleast_1d(ra), np.atleast_1d(dec), truth)
+    assert sep[0] < 0.005
+    # The FITS (SIP/TAN) header in SCI gives the same sky as the gwcs.
+    from astropy.wcs import WCS
+
+    w = WCS(fits.getheader(runs["aligned"]["i2d"], "SCI"))
+    sky = w.pixel_to_world(x, y)
+    assert sky.separation(SkyCoord(ra, dec, unit="deg")).arcsec < 0.001
+
+
+def test_photometry_of_bright_isolated_stars_within_one_percent(runs):
+    truth = runs["truth"]
+    cat, idx, sep, bright = _bright_offsets(runs["aligned"]["cat"], truth)
+    isolated = bright & (cat["nn_dist"] > 12) & (sep < 0.02)
+    assert isolated.sum() >= 10
+    ratio = cat["aper_total_flux"][isolated] / truth.flux[idx[isolated]]
+    assert abs(np.median(ratio) - 1) < 0.01
+    assert str(cat["aper_total_flux"].unit) == "Jy"
+    np.testing.assert_allclose(cat["aper_total_abmag"], -2.5 * np.log10(cat["aper_total_flux"] / 3631.0),
+                               rtol=1e-10)
+
+
+def _double_hits(runs, out_wcs, shape, radius=3):
+    """Output pixels near hits of two different exposures (a median of four cannot outvote two)."""
+    hits = []
+    for k, (path, info) in enumerate(zip(sorted(runs["aligned"]["crf"]), runs["infos"])):
+        with datamodels.open(path) as crf:  # the aligned WCS
+            for y, x in info["cosmic_rays"]:
+                ox, oy = out_wcs.invert(*crf.meta.wcs(x + 0.5, y))
+                hits.append((k, ox, oy))
+    mask = np.zeros(shape, bool)
+    for k, ox, oy in hits:
+        if any(j != k and np.hypot(ox - x2, oy - y2) < radius for j, x2, y2 in hits):
+            mask[max(int(oy) - radius, 0):int(oy) + radius + 1, max(int(ox) - radius, 0):int(ox) + radius + 1] = True
+    return mask
+
+
+def test_outliers_removed_and_flagged_in_crf(runs):
+    with datamodels.open(runs["aligned"]["i2d"]) as cr_run, datamodels.open(runs["clean"]["i2d"]) as clean:
+        # jwst's rule (|data - blot| > 1.2 |d blot| + 5 err) cannot see a hit on a bright star's core,
+        # where the blot's derivative is large: compare off star cores (star light < 20 sigma).
+        # A median needs three exposures to outvote a hit: edges seen by one or two are left out.
+        off_core = (clean.data - 0.3) < 20 * clean.err
+        depth = sum((cr_run.con[0] >> k) & 1 for k in range(4))
+        ok = (cr_run.wht > 0) & (clean.wht > 0) & off_core & (depth >= 3) & ~_double_hits(runs, cr_run.meta.wcs,
+                                                                                         cr_run.data.shape)
+        excess = (cr_run.data - clean.data)[ok] / cr_run.err[ok]
+        assert ok.sum() > 0.7 * ok.size
+    assert np.nanmax(excess) < 5.0
+    flagged = 0
+    for path, info in zip(sorted(runs["aligned"]["crf"]), runs["infos"]):
+        with datamodels.open(path) as crf:
+            assert isinstance(crf, datamodels.ImageModel)
+            assert crf.meta.cal_step.outlier_detection == "COMPLETE"
+            flagged += sum(bool(crf.dq[y, x] & dqflags.OUTLIER) and bool(crf.dq[y, x] & dqflags.DO_NOT_USE)
+                           for y, x in info["cosmic_rays"])
+            core = (info["clean"] - 0.3) > 20 * crf.err
+            cr_pix = np.zeros(crf.data.shape, bool)
+            for y, x in info["cosmic_rays"]:
+                cr_pix[y, x:x + 2] = True
+            assert not np.any((crf.dq & dqflags.OUTLIER > 0) & core & ~cr_pix)
+    assert flagged >= 0.95 * 100
+
+
+@pytest.mark.skipif(not REAL_CAL.exists(), reason="real NIRCam cal cutout not available")
+def test_real_cal_cutout_single_member(tmp_path):
+    product = "jw01227-o002_t001_nircam_clear-f444w"
+    out = image3.run([REAL_CAL], i2d=tmp_path / f"{product}_i2d.fits", cat=tmp_path / f"{product}_cat.ecsv",
+                     segm=tmp_path / f"{product}_segm.fits", crf_dir=tmp_path, asn_id="o002", product=product)
+    with datamodels.open(REAL_CAL) as cal, datamodels.open(out["i2d"]) as i2d:
+        assert i2d.meta.bunit_data == "MJy/sr" and i2d.meta.instrument.filter == "F444W"
+        assert i2d.meta.cal_step.tweakreg == "SKIPPED" and i2d.meta.cal_step.resample == "COMPLETE"
+        # The same sky position through both WCSs: the i2d pixel holds the cal pixel's surface brightness.
+        ra, dec = cal.meta.wcs(50.0, 50.0)
+        x, y = i2d.meta.wcs.invert(ra, dec)
+        ra2, dec2 = i2d.meta.wcs(x, y)
+        assert SkyCoord(ra, dec, unit="deg").separation(SkyCoord(ra2, dec2, unit="deg")).arcsec < 0.005
+        # Median sky level preserved by drizzling (MJy/sr, surface brightness).
+        assert abs(np.nanmedian(i2d.data) / np.nanmedian(cal.data) - 1) < 0.02
+    cat = Table.read(out["cat"])
+    assert len(cat) >= 5 and np.all(np.isfinite(cat["sky_centroid"].ra.deg))
+
+
+def test_rate_file_is_refused_with_a_clear_message(tmp_path):
+    model = datamodels.ImageModel(np.zeros((8, 8), np.float32))
+    model.meta.bunit_data = "DN/s"
+    from webbflow.steps.resample import make_tan_wcs
+
+    model.meta.wcs = make_tan_wcs((10.0, 10.0), (4, 4), np.eye(2) * 1e-5, (8, 8))
+    path = tmp_path / "x_rate.fits"
+    model.save(path)
+    with pytest.raises(InputError, match="x_rate.fits.*DN/s.*photom"):
+        image3.run([path], i2d=tmp_path / "a_i2d.fits", cat=tmp_path / "a_cat.ecsv", segm=tmp_path / "a_segm.fits",
+                   crf_dir=tmp_path, asn_id="o001", product="a")

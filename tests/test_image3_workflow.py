@@ -1,0 +1,117 @@
+"""image3 on the simulated demo program: the workflow's products, and astrometry/photometry against the sky truth.
+
+Runs the whole demo (uncal -> rate -> cal -> image3) once, so it is marked ``workflow`` and ``slow``.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from stdatamodels.jwst import datamodels
+
+from webbflow.associations import read_asn
+from webbflow.io.image3 import read_cal
+from webbflow.stages import image3
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+FILTERS = {"f150w": 5.0, "f200w": 5.0, "f356w": 10.0, "f444w": 10.0}  # astrometry limit (mas): SW / LW
+DEMO_TWEAK = {"minobj": 4, "searchrad": 0.5, "separation": 0.5, "tolerance": 0.2}
+
+
+def _snakemake(workdir, *args, timeout=900):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo_image3")
+    _snakemake(workdir, "--cores", "2")
+    truth = Table.read(workdir / "demo" / "truth" / "sources.ecsv")
+    # Isolated stars: no other source (star or galaxy) within 0.4" (about 3 LW FWHM) to blend with.
+    sky = SkyCoord(truth["ra"], truth["dec"], unit="deg")
+    _, nearest, _ = sky.match_to_catalog_sky(sky, nthneighbor=2)
+    truth["isolated"] = nearest.arcsec > 0.4
+    stars = truth[truth["type"] == "star"]
+    # A Gaia stand-in: the bright stars' true positions.
+    refcat = workdir / "gaia_like.ecsv"
+    stars["ra", "dec"].write(refcat)  # every star, isolated or not, as Gaia would list them
+    return workdir, stars, refcat
+
+
+def _product(workdir, filt, suffix):
+    ext = "ecsv" if suffix == "cat" else "fits"
+    return workdir / "results" / "image3" / f"jw01234-o001_t001_nircam_clear-{filt}_{suffix}.{ext}"
+
+
+def test_demo_image3_products(demo):
+    workdir, _, _ = demo
+    for filt in FILTERS:
+        with datamodels.open(_product(workdir, filt, "i2d")) as i2d:
+            assert isinstance(i2d, datamodels.ImageModel) and i2d.meta.bunit_data == "MJy/sr"
+            assert i2d.meta.instrument.filter == filt.upper() and i2d.meta.cal_step.resample == "COMPLETE"
+            assert i2d.meta.cal_step.tweakreg == "COMPLETE"  # the demo's settings tie its small fields
+        assert len(Table.read(_product(workdir, filt, "cat"))) >= 5
+        asn = read_asn(workdir / "results" / "asn" / f"jw01234-o001_t001_nircam_clear-{filt}_asn.json")
+        assert len(asn["members"]) == 4 and all(Path(m).exists() for m in asn["members"])
+        crfs = sorted((workdir / "results" / "image3" / "crf" / f"jw01234-o001_t001_nircam_clear-{filt}").glob("*.fits"))
+        assert len(crfs) == 4 and all(p.name.endswith("_o001_crf.fits") for p in crfs)
+
+
+def test_resample_parameter_reruns_only_image3(demo, tmp_path):
+    workdir, _, _ = demo
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"steps": {"resample": {"pixfrac": 0.8}}}))
+    plan = _snakemake(workdir, "--configfile", str(config), "-n").stdout
+    rules = {line.split("rule ")[1].rstrip(":") for line in plan.splitlines()
+             if line.startswith(("rule ", "localrule ")) and "rule " in line}
+    assert rules == {"image3", "all"}
+
+
+def _stars_in(cat, stars, edge_mask):
+    idx, sep, _ = cat["sky_centroid"].match_to_catalog_sky(SkyCoord(stars["ra"], stars["dec"], unit="deg"))
+    snr = cat["aper_total_flux"] / cat["aper_total_flux_err"]
+    x = np.rint(cat["xcentroid"]).astype(int)
+    y = np.rint(cat["ycentroid"]).astype(int)
+    inside = ~edge_mask[np.clip(y, 0, edge_mask.shape[0] - 1), np.clip(x, 0, edge_mask.shape[1] - 1)]
+    good = (sep.arcsec < 0.3) & (snr > 100) & inside & np.asarray(stars["isolated"])[idx]
+    return idx, sep.arcsec, good
+
+
+@pytest.mark.parametrize("filt", list(FILTERS))
+def test_truth_astrometry_and_photometry(demo, filt):
+    workdir, stars, refcat = demo
+    cals = sorted((workdir / "results" / "image2" / filt).glob("*_cal.fits"))
+    runs = {}
+    for name, tweak in (("abs", {**DEMO_TWEAK, "abs_refcat": str(refcat), "abs_minobj": 4, "abs_searchrad": 0.5,
+                                 "abs_separation": 0.5, "abs_tolerance": 0.2}),
+                        ("none", {"skip": True})):
+        models = [read_cal(p) for p in cals]
+        runs[name] = image3.run_models(models, {"tweakreg": tweak})
+    out = {}
+    for name, result in runs.items():
+        from scipy import ndimage
+
+        # Sources whose isophote reaches the mosaic's edge have clipped centroids: leave them out.
+        edge = ndimage.binary_dilation(result["resampled"].wht == 0, iterations=8, border_value=1)
+        cat = result["catalog"].catalog
+        idx, sep, good = _stars_in(cat, stars, edge)
+        out[name] = (cat, idx, sep, good)
+    cat, idx, sep, good = out["abs"]
+    assert good.sum() >= 5
+    rms = 1000 * np.sqrt(np.mean(sep[good] ** 2))
+    assert rms <= FILTERS[filt], f"{filt}: {rms:.1f} mas"
+    _, _, sep_none, good_none = out["none"]
+    assert 1000 * np.sqrt(np.mean(sep_none[good_none] ** 2)) > 3 * rms  # the injected pointing errors
+    isolated = good & (cat["nn_dist"].value > 10)
+    ratio = cat["aper_total_flux"].value[isolated] / np.asarray(stars[f"flux_{filt}"])[idx[isolated]]
+    assert abs(np.median(ratio) - 1) < 0.01, f"{filt}: median flux ratio {np.median(ratio):.4f}"

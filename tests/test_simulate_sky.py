@@ -1,0 +1,98 @@
+"""The simulated sky: catalogue, placement through the WCS, stage-2 references, demo star counts."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from webbflow.simulate import ExposureSpec, optics, preset_specs
+from webbflow.simulate.exposure import pointing_truth
+from webbflow.simulate.headers import exposure_timing, pointing_keywords
+from webbflow.simulate.sky import catalog_for, flux_column, make_catalog, place_sources, source_rates
+from webbflow.simulate.stage2_refs import write_stage2_references
+
+SPEC = ExposureSpec(detector="NRCA1", subarray="SUB160", scene="sky", filter="F200W")
+
+
+def test_catalog_is_deterministic_with_power_law_fluxes():
+    a = make_catalog(53.16, -27.79, seed=3)
+    b = make_catalog(53.16, -27.79, seed=3)
+    assert len(a) == len(b) > 100 and np.array_equal(a["ra"], b["ra"])
+    assert set(a["type"]) == {"star", "galaxy"}
+    ratio = a[flux_column("F444W")] / a[flux_column("F200W")]
+    np.testing.assert_allclose(ratio, (4.421 / 1.989) ** a["alpha"], rtol=1e-12)
+    assert str(a[flux_column("F200W")].unit) == "Jy"
+
+
+def test_rates_follow_photom_and_pixel_area():
+    cat = catalog_for(SPEC)
+    rate = source_rates(cat, SPEC)
+    expect = cat["flux_f200w"] / (0.40 * optics.pixar_sr("NRCA1") * 1e6)
+    np.testing.assert_allclose(rate, expect, rtol=1e-12)
+    # PIXAR_SR is the solid angle of the reference pixel: about 0.0311 x 0.0313 arcsec
+    assert optics.pixar_a2("NRCA1") == pytest.approx(0.03113 * 0.03132, rel=1e-3)
+
+
+def test_distortion_inverse_and_area_map():
+    g = SPEC.geometry
+    x, y = np.array([0.0, 80.3, 159.0]), np.array([0.0, 12.7, 159.0])
+    v2, v3 = optics.pixel_to_v23("NRCA1", g, x, y)
+    xi, yi = optics.v23_to_pixel("NRCA1", g, v2, v3)
+    np.testing.assert_allclose([xi, yi], [x, y], atol=1e-8)
+    area = optics.pixel_area_map("NRCA1")
+    assert area[1023, 1023] == pytest.approx(1.0, abs=1e-4)
+    assert 1.002 < area.max() < 1.1 and 0.95 < area.min() <= 1.0  # a few % of distortion
+
+
+def test_header_pointing_is_commanded_and_truth_is_offset():
+    spec = replace(SPEC, pointing_error=(0.15, -0.05))
+    keys = pointing_keywords(spec)
+    row = pointing_truth(spec)
+    assert keys["RA_REF"] == pytest.approx(row["ra_ref"]) and keys["DEC_REF"] == pytest.approx(row["dec_ref"])
+    cosd = np.cos(np.radians(row["dec_ref"]))
+    moved = np.hypot((row["ra_ref_true"] - row["ra_ref"]) * cosd, row["dec_ref_true"] - row["dec_ref"]) * 3600
+    assert moved == pytest.approx(np.hypot(0.15, -0.05), abs=1e-4)
+    # the sources move on the detector by that error / pixel scale
+    cat = catalog_for(spec)
+    x0, y0 = place_sources(cat, replace(spec, pointing_error=(0.0, 0.0)))
+    x1, y1 = place_sources(cat, spec)
+    assert np.median(np.hypot(x1 - x0, y1 - y0)) == pytest.approx(np.hypot(0.15, 0.05) / 0.0312, rel=0.02)
+
+
+def test_stage2_references_open_as_crds_models(tmp_path):
+    from stdatamodels.jwst import datamodels
+
+    paths = write_stage2_references(tmp_path, "NRCA1", SPEC.geometry, "F200W", "CLEAR", 7)
+    with datamodels.FlatModel(str(paths["flat"])) as m:
+        assert m.data.shape == (160, 160) and m.meta.instrument.filter == "F200W"
+        assert m.meta.reftype == "FLAT" and m.meta.subarray.xstart == 1889
+        assert np.isnan(m.data).sum() == 5 and 0.9 < np.nanmedian(m.data) < 1.1
+    with datamodels.NrcImgPhotomModel(str(paths["photom"])) as m:
+        row = m.phot_table[list(m.phot_table["filter"]).index("F200W")]
+        assert row["photmjsr"] == pytest.approx(0.40)
+        assert m.meta.photometry.pixelarea_steradians == pytest.approx(optics.pixar_sr("NRCA1"))
+    with datamodels.PixelAreaModel(str(paths["area"])) as m:
+        assert m.data.shape == (2048, 2048)
+    with datamodels.DistortionModel(str(paths["distortion"])) as m:
+        assert m.meta.instrument.detector == "NRCA1" and str(m.meta.output_units) == "arcsec"
+        np.testing.assert_allclose(m.model(100.0, 200.0), optics.distortion_model("NRCA1")(100.0, 200.0))
+
+
+def test_demo_gives_enough_bright_isolated_stars():
+    """Every demo exposure: >= 8 isolated stars with S/N > 100 (photon + sky + read noise)."""
+    for spec in preset_specs("demo-imaging"):
+        assert spec.scene == "sky" and 0.05 <= np.hypot(*spec.pointing_error) <= 0.2
+        cat = catalog_for(spec)
+        x, y = place_sources(cat, spec)
+        rate = source_rates(cat, spec)
+        ny, nx = spec.geometry.shape
+        gain = 2.0
+        t = exposure_timing(spec)["effexptm"]
+        npix = 30
+        snr = rate * gain * t / np.sqrt(rate * gain * t + npix * (spec.sky * gain * t + 16.0**2))
+        inside = (x > 8) & (x < nx - 9) & (y > 8) & (y < ny - 9) & (cat["type"] == "star")
+        d = np.hypot(x[:, None] - x[None], y[:, None] - y[None])
+        np.fill_diagonal(d, np.inf)
+        isolated = d.min(axis=1) > 6
+        good = inside & isolated & (snr > 100) & (rate < 2e4)
+        assert good.sum() >= 8, (spec.rootname, good.sum())

@@ -1,0 +1,23 @@
+"""Stage 2 imaging: rate -> cal (assign_wcs, flat_field, photom), one job per exposure and detector."""
+
+include: "image2_common.smk"
+
+
+rule image2:
+    input:
+        unpack(image2_inputs),
+    output:
+        cal=f"{RESULTS}/image2/{{filter}}/{{exposure}}_{{detector}}_cal.fits",
+    log:
+        f"{RESULTS}/logs/image2/{{filter}}/{{exposure}}_{{detector}}.log",
+    params:
+        steps=image2_steps,
+        references=lambda wildcards: canonical_json(image2_references(wildcards)),
+    threads: 1
+    resources:
+        mem_mb=predicted_mem_mb("image2"),
+        runtime=predicted_runtime("image2"),
+    conda:
+        "../../envs/webbflow.yaml"
+    script:
+        "../scripts/image2.py"

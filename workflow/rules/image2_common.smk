@@ -1,0 +1,46 @@
+"""Input, parameter and target functions of the image2 rule (kept apart from the rule, as snakemake --lint asks)."""
+
+from webbflow.refs.select import IMAGE2_REFTYPES
+
+IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
+CRDS_REFTYPES += [t for t in IMAGE2_REFTYPES if t not in CRDS_REFTYPES]
+_IMAGE2_REFS = {}
+
+
+def cal_path(exposure):
+    """<results>/image2/<filter>/<rootname>_cal.fits."""
+    return f"{RESULTS}/image2/{exposure.filter.lower()}/{exposure.rootname}_cal.fits"
+
+
+def all_cal_products(wildcards):
+    """The cal product of every reducible imaging exposure."""
+    return [cal_path(e) for e in get_exposures().values() if e.exp_type == "NRC_IMAGE"]
+
+
+def image2_references(wildcards):
+    """reftype -> path of the distortion, flat, photom and area references of the job's exposure."""
+    exposure = exposure_of(wildcards)
+    if exposure.rootname not in _IMAGE2_REFS:
+        chosen = crds_references(exposure, IMAGE2_REFTYPES) if USE_CRDS else {}
+        missing = [t for t in IMAGE2_REFTYPES if not chosen.get(t)]
+        folder = REFS_DIR or (f"{DEMO_DIR}/refs" if USE_DEMO else None)
+        if missing and folder:
+            # The demo's own folder fills what the CRDS cache does not map (e.g. ASDF references).
+            primary = read_uncal_headers(exposure.path).primary
+            chosen.update({t: p for t, p in select_references(primary, folder, OVERRIDES, missing).items() if p})
+        _IMAGE2_REFS[exposure.rootname] = {t: chosen.get(t) for t in IMAGE2_REFTYPES}
+    return _IMAGE2_REFS[exposure.rootname]
+
+
+def image2_inputs(wildcards):
+    """The rate product and the reference files it is calibrated with."""
+    return {"rate": product_path(exposure_of(wildcards), "rate"),
+            "references": sorted({p for p in image2_references(wildcards).values() if p})}
+
+
+def image2_steps(wildcards):
+    """Effective assign_wcs/flat_field/photom parameters as canonical JSON."""
+    exposure = exposure_of(wildcards)
+    mode = mode_for(exposure.exp_type, MODES)
+    return canonical_json(step_parameters(config["steps"], MODES.get(mode), USER_CONFIG.get("steps"),
+                                          steps=IMAGE2_STEPS))

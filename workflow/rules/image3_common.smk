@@ -1,0 +1,85 @@
+"""Associations, inputs and parameters of the image3 rules (kept apart from the rules, as snakemake --lint asks)."""
+
+import json
+
+from webbflow.associations import image3_associations
+from webbflow.config import deep_merge
+
+IMAGE3_STEPS = ("tweakreg", "skymatch", "outlier_detection", "resample", "source_catalog")
+RESOURCE_MODEL["image3"] = dict(mem_base=1000, mem_per_mb=3.0, runtime_base=10, runtime_per_mb=0.2, sized_on=None)
+# The demo's SUB160 exposures hold about ten stars 1.4" apart, with pointing errors under 0.3":
+# jwst's matching defaults (minobj 15, searchrad 2") cannot tie them.  Used for the demo only,
+# between the mode preset and the user's config (which still wins).
+DEMO_IMAGE3_STEPS = {"tweakreg": {"minobj": 4, "searchrad": 0.5, "separation": 0.5, "tolerance": 0.2}}
+
+
+wildcard_constraints:
+    product=r"jw\d{5}-o\d{3}_t\d{3}_nircam_[a-z0-9-]+",
+
+
+def associations():
+    """product name -> image3 Association of the reducible exposures (from the exposure table's headers)."""
+    exposures = get_exposures()
+    return {a.product: a for a in image3_associations(exposures.values(), pool=Path(UNCAL_DIR).name)}
+
+
+def association_of(wildcards):
+    """The job's association."""
+    return associations()[wildcards.product]
+
+
+def asn_path(product):
+    """<results>/asn/<product>_asn.json."""
+    return f"{RESULTS}/asn/{product}_asn.json"
+
+
+def image3_member_cals(wildcards):
+    """Cal files of the association's members."""
+    exposures = get_exposures()
+    return [cal_path(exposures[root]) for root in association_of(wildcards).members]
+
+
+def image3_asn_json(wildcards):
+    """Association content, members given relative to <results>/asn/ (jwst resolves them from there)."""
+    asn = association_of(wildcards)
+    content = asn.as_dict()
+    for member, cal in zip(content["products"][0]["members"], image3_member_cals(wildcards)):
+        member["expname"] = os.path.relpath(cal, f"{RESULTS}/asn")
+    return canonical_json(content)
+
+
+def image3_steps_dict(wildcards):
+    """Effective image3 step parameters (mode of the association's first member, then the user's)."""
+    exposures = get_exposures()
+    first = exposures[association_of(wildcards).members[0]]
+    preset = MODES.get(mode_for(first.exp_type, MODES)) or {}
+    if USE_DEMO:
+        preset = deep_merge(preset, {"steps": DEMO_IMAGE3_STEPS})
+    return step_parameters(config["steps"], preset, USER_CONFIG.get("steps"), steps=IMAGE3_STEPS)
+
+
+def image3_steps(wildcards):
+    """Effective image3 step parameters as canonical JSON (a change re-runs the association's products)."""
+    return canonical_json(image3_steps_dict(wildcards))
+
+
+def image3_inputs(wildcards):
+    """Association JSON, member cal files and the absolute-alignment catalog, when one is set."""
+    inputs = {"asn": asn_path(wildcards.product), "cals": image3_member_cals(wildcards)}
+    refcat = image3_steps_dict(wildcards)["tweakreg"].get("abs_refcat")
+    if refcat:
+        inputs["refcat"] = refcat
+    return inputs
+
+
+def image3_product(suffix):
+    """Path pattern of an association product."""
+    ext = "ecsv" if suffix == "cat" else "fits"
+    return f"{RESULTS}/image3/{{product}}_{suffix}.{ext}"
+
+
+def all_image3_products(wildcards):
+    """i2d and catalog of every image3 association."""
+    if "all_cal_products" not in globals():
+        return []
+    return [image3_product(s).format(product=p) for p in associations() for s in ("i2d", "cat")]
