@@ -13,7 +13,7 @@ from scipy.special import erf
 
 from webbflow.simulate.detectors import DETECTORS, frame_time
 
-__all__ = ["PSF_FWHM_ARCSEC", "source_list", "render_rate", "saturating_rate"]
+__all__ = ["PSF_FWHM_ARCSEC", "add_galaxy", "add_star", "source_list", "render_rate", "saturating_rate"]
 
 PSF_FWHM_ARCSEC = {"SHORT": 0.066, "LONG": 0.145}
 """Approximate PSF FWHM per channel (F200W, F444W)."""
@@ -87,7 +87,8 @@ def source_list(spec, well_dn=43000.0):
     return np.concatenate(stars), gal
 
 
-def _add_star(image, x0, y0, rate, sigma):
+def add_star(image, x0, y0, rate, sigma):
+    """Add a Gaussian star of total ``rate`` at (x0, y0), integrated over each pixel, in place."""
     ny, nx = image.shape
     r = int(np.ceil(6 * sigma)) + 1
     xa, xb = max(int(np.floor(x0)) - r, 0), min(int(np.floor(x0)) + r + 1, nx)
@@ -100,7 +101,8 @@ def _add_star(image, x0, y0, rate, sigma):
     image[ya:yb, xa:xb] += rate * 0.25 * np.outer(np.diff(ey), np.diff(ex))
 
 
-def _add_galaxy(image, x0, y0, rate, rhalf, q, theta):
+def add_galaxy(image, x0, y0, rate, rhalf, q, theta):
+    """Add an exponential disk of total ``rate`` (half-light radius ``rhalf``, axis ratio ``q``), in place."""
     ny, nx = image.shape
     r = int(np.ceil(8 * rhalf)) + 1
     xa, xb = max(int(x0) - r, 0), min(int(x0) + r + 1, nx)
@@ -136,7 +138,7 @@ def render_rate(spec, qe):
     stars, galaxies = source_list(spec)
     sigma = psf_sigma_pixels(spec.detector)
     for x, y, rate in stars:
-        _add_star(image, x, y, rate, sigma)
+        add_star(image, x, y, rate, sigma)
     for x, y, rate, rh, q, th in galaxies:
-        _add_galaxy(image, x, y, rate, rh, q, th)
+        add_galaxy(image, x, y, rate, rh, q, th)
     return (image * qe).astype(np.float32)

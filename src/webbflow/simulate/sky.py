@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 from astropy.table import Table
-from scipy.special import erf
 
 from webbflow.simulate import optics
 from webbflow.simulate.detectors import DETECTORS
+from webbflow.simulate.scene import add_galaxy, add_star
 from webbflow.wcs import sky_to_v23
 
 __all__ = ["make_catalog", "catalog_for", "flux_column", "source_rates", "place_sources",
@@ -140,35 +140,6 @@ def place_sources(catalog, spec, attitude=None):
     return optics.v23_to_pixel(spec.detector, spec.geometry, v2, v3)
 
 
-def _add_star(image, x0, y0, rate, sigma):
-    ny, nx = image.shape
-    r = int(np.ceil(6 * sigma)) + 1
-    xa, xb = max(int(np.floor(x0)) - r, 0), min(int(np.floor(x0)) + r + 1, nx)
-    ya, yb = max(int(np.floor(y0)) - r, 0), min(int(np.floor(y0)) + r + 1, ny)
-    if xa >= xb or ya >= yb:
-        return
-    s = np.sqrt(2) * sigma
-    ex = erf((np.arange(xa, xb + 1) - 0.5 - x0) / s)
-    ey = erf((np.arange(ya, yb + 1) - 0.5 - y0) / s)
-    image[ya:yb, xa:xb] += rate * 0.25 * np.outer(np.diff(ey), np.diff(ex))
-
-
-def _add_galaxy(image, x0, y0, rate, rhalf, q, theta):
-    ny, nx = image.shape
-    r = int(np.ceil(8 * rhalf)) + 1
-    xa, xb = max(int(x0) - r, 0), min(int(x0) + r + 1, nx)
-    ya, yb = max(int(y0) - r, 0), min(int(y0) + r + 1, ny)
-    if xa >= xb or ya >= yb:
-        return
-    yy, xx = np.mgrid[ya:yb, xa:xb]
-    dx, dy = xx - x0, yy - y0
-    c, s = np.cos(theta), np.sin(theta)
-    a = dx * c + dy * s
-    b = (-dx * s + dy * c) / q
-    prof = np.exp(-1.678 * np.hypot(a, b) / rhalf)
-    image[ya:yb, xa:xb] += rate * prof / (2 * np.pi * q * (rhalf / 1.678) ** 2)
-
-
 def render_sky_rate(spec, catalog, response, area):
     """True count rate (DN/s) of ``spec`` from the sky catalogue.
 
@@ -198,10 +169,10 @@ def render_sky_rate(spec, catalog, response, area):
         if not (-20 < x[k] < nx + 20 and -20 < y[k] < ny + 20):
             continue
         if catalog["type"][k] == "star":
-            _add_star(image, x[k], y[k], rate[k], sigma)
+            add_star(image, x[k], y[k], rate[k], sigma)
         else:
             rh = catalog["r_half"][k] / info.pixel_scale
-            _add_galaxy(image, x[k], y[k], rate[k], rh, catalog["axis_ratio"][k],
+            add_galaxy(image, x[k], y[k], rate[k], rh, catalog["axis_ratio"][k],
                         np.radians(catalog["pa"][k]))
     image = (image + spec.sky * area) * response
     placed = Table({"id": catalog["id"], "type": catalog["type"], "x": x, "y": y, "rate": rate,
