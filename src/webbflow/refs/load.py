@@ -38,17 +38,30 @@ def map_dq(dq, dq_def):
     ndarray of uint32
         The same pixels flagged with :mod:`webbflow.dqflags` values; bits whose
         name JWST does not know are dropped (as stdatamodels' dynamic mask does).
+        When the mapping is the identity this is ``dq`` itself if it already
+        is uint32.
     """
     dq = np.asarray(dq)
     if dq_def is None or len(dq_def["NAME"]) == 0:
         return dq.astype(np.uint32)
-    out = np.zeros(dq.shape, np.uint32)
     names = [(n.decode() if isinstance(n, bytes) else str(n)).strip().upper() for n in dq_def["NAME"]]
-    for value, name in zip(dq_def["VALUE"], names, strict=True):
-        flag = dqflags.PIXEL.get(name)
-        if flag is None or int(value) == 0:
-            continue
-        out[(dq & np.uint32(value)) != 0] |= np.uint32(flag)
+    entries = [(int(value), dqflags.PIXEL.get(name)) for value, name in zip(dq_def["VALUE"], names, strict=True)]
+    entries = [(value, flag) for value, flag in entries if value != 0 and flag]
+    present = int(np.bitwise_or.reduce(dq.astype(np.uint32, copy=False), axis=None)) if dq.size else 0
+    used = [(value, flag) for value, flag in entries if value & present]
+    if (all(value == flag and value & (value - 1) == 0 for value, flag in used)
+            and sum(value for value, _ in used) == present):
+        # Every bit in use is defined, alone, with its JWST value (CRDS
+        # references are written so): the mapping is the identity, and a
+        # full-frame pass per definition would cost ~50 ms per reference.
+        return dq.astype(np.uint32, copy=False)
+    out = np.zeros(dq.shape, np.uint32)
+    flat = np.flatnonzero(dq)  # flagged pixels are few: map only those
+    vals = dq.reshape(-1)[flat]
+    mapped = np.zeros(vals.shape, np.uint32)
+    for value, flag in entries:
+        mapped[(vals & np.uint32(value)) != 0] |= np.uint32(flag)
+    out.reshape(-1)[flat] = mapped
     return out
 
 
@@ -145,23 +158,45 @@ class PlaneStack:
     def __len__(self):
         return self.shape[0]
 
-    def read(self, start, stop):
-        """Planes ``start`` to ``stop - 1`` as an (n, ny, nx) native-endian array."""
+    def read(self, start, stop, out=None):
+        """Planes ``start`` to ``stop - 1`` as an (n, ny, nx) native-endian array.
+
+        ``out``, if given, is filled and returned instead of a new array (a
+        streaming reader reuses one buffer: fresh memory is not free).
+        """
         _, fy, fx = self.full_shape
         y0, x0, ny, nx = self.window
         row_bytes = fx * self.disk_dtype.itemsize
-        out = np.empty((max(stop - start, 0), ny, nx), self.dtype)
-        raw = np.empty((ny, fx), self.disk_dtype)  # one buffer for every plane read
+        shape = (max(stop - start, 0), ny, nx)
+        if out is None:
+            out = np.empty(shape, self.dtype)
+        elif out.shape != shape or out.dtype != self.dtype:
+            raise ValueError(f"out must be {shape} {self.dtype}, got {out.shape} {out.dtype}")
+        native = self.dtype == self.disk_dtype.newbyteorder("=")
+        # Whole rows of the file's own type go straight into ``out`` and are
+        # byte-swapped in place; otherwise through one row buffer per call.
+        direct = native and nx == fx and out.flags.c_contiguous
+        raw = None if direct else np.empty((ny, fx), self.disk_dtype)
         with open(self.path, "rb") as f:
             for k in range(start, stop):
                 f.seek(self.offset + k * fy * row_bytes + y0 * row_bytes)
-                if f.readinto(raw) != raw.nbytes:
-                    raise EOFError(f"{self.path} is truncated")
-                rows = raw[:, x0:x0 + nx]
-                if self.unsigned_zero:
-                    # unsigned integers stored signed with BZERO = 2**(n-1): flip the sign bit
-                    rows = rows ^ rows.dtype.type(self.unsigned_zero)
-                out[k - start] = rows  # byte swap (and cast) on copy
+                plane = out[k - start]
+                if direct:
+                    disk = plane.view(self.disk_dtype)  # the same bytes, read as stored
+                    if f.readinto(disk) != disk.nbytes:
+                        raise EOFError(f"{self.path} is truncated")
+                    disk.byteswap(inplace=True)  # now native: plane holds the values
+                else:
+                    if f.readinto(raw) != raw.nbytes:
+                        raise EOFError(f"{self.path} is truncated")
+                    rows = raw[:, x0:x0 + nx]
+                    if self.unsigned_zero and not native:
+                        rows = rows ^ rows.dtype.type(self.unsigned_zero)
+                    plane[...] = rows  # byte swap (and cast) on copy
+                if self.unsigned_zero and native:
+                    # unsigned integers stored signed with BZERO = 2**(n-1): flip the
+                    # sign bit, in place and in native order (no temporary plane)
+                    np.bitwise_xor(plane, plane.dtype.type(self.unsigned_zero), out=plane)
         return out
 
     def __getitem__(self, key):
@@ -326,8 +361,19 @@ def load_reference(reftype, path, readout, shape):
                         int(shape[0]), int(shape[1]), readout.subarray, *timing)
 
 
-def load_references(paths, readout, shape):
+def load_references(paths, readout, shape, workers=2):
     """Load every reference in ``paths`` (reftype -> path or None).
+
+    Parameters
+    ----------
+    paths : dict
+        reftype -> path or None.
+    readout : Readout
+    shape : tuple of int
+        Science (ny, nx).
+    workers : int
+        References read at once: reading is mostly file reads and byte-order
+        conversions that release the GIL, so two threads overlap well.
 
     Returns
     -------
@@ -335,4 +381,21 @@ def load_references(paths, readout, shape):
         reftype -> decoded dict from :func:`load_reference`; types whose path
         is None are left out.
     """
-    return {t: load_reference(t, p, readout, shape) for t, p in paths.items() if p}
+    todo = [(t, p) for t, p in paths.items() if p]
+    if workers <= 1 or len(todo) <= 1:
+        return {t: load_reference(t, p, readout, shape) for t, p in todo}
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Biggest first, so the long reads start early and the pool ends together.
+    order = sorted(todo, key=lambda tp: -_size(tp[1]))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refs") as pool:
+        futures = {t: pool.submit(load_reference, t, p, readout, shape) for t, p in order}
+        # .result() re-raises a reader's ReferenceFileError in this thread
+        return {t: futures[t].result() for t, _ in todo}
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

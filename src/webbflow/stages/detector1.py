@@ -19,7 +19,7 @@ import webbflow
 from webbflow.config import DETECTOR1_STEPS, config_digest
 from webbflow.io import read_uncal, write_rate, write_rateints
 from webbflow.io.errors import ReferenceFileError
-from webbflow.io.uncal import SUPPORTED_EXP_TYPES
+from webbflow.io.uncal import SUPPORTED_EXP_TYPES, read_uncal_headers, readout_from_header
 from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
 
@@ -91,24 +91,68 @@ def _call(step, ramp, readout, refs, kwargs):
     raise ValueError(f"unknown step {step!r}")
 
 
-def _start_numba_warmup():
-    """Initialise numba in a background thread; join the returned thread before the steps.
+def _start_numba_warmup(readout, params):
+    """Load numba and the stage-1 kernels in a background thread; join it before the steps.
 
-    The first jitted call of a process costs ~1 s of registry loading (see
-    :mod:`webbflow.steps._warmup`); the main thread meanwhile reads the
-    exposure and references, work that mostly runs outside the GIL.
+    The first jitted calls of a process cost ~0.6 s of registry loading and
+    ~0.1 s of kernel loading (see :mod:`webbflow.steps._warmup`); the main
+    thread meanwhile reads the exposure and references, work that mostly
+    runs outside the GIL.
     """
     def warm():
         try:
-            from webbflow.steps._warmup import touch
+            from webbflow.steps import _warmup
 
-            touch(0)
+            if readout is None:
+                _warmup.touch(0)
+            else:
+                _warmup.warm_stage1(readout, params)
         except Exception:  # a failed warm-up costs only time: the steps compile as usual
             log.debug("numba warm-up failed", exc_info=True)
 
     thread = threading.Thread(target=warm, name="numba-warmup", daemon=True)
     thread.start()
     return thread
+
+
+class _EarlyReferences(threading.Thread):
+    """Load the references in the background while the exposure's pixels are read."""
+
+    def __init__(self, used, readout, shape):
+        super().__init__(name="references", daemon=True)
+        self.used, self.readout, self.shape = used, readout, tuple(shape)
+        self.refs = self.error = None
+
+    def run(self):
+        try:
+            self.refs = load_references(self.used, self.readout, self.shape)
+        except BaseException as exc:  # re-raised in the main thread by result()
+            self.error = exc
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.refs
+
+
+def _peek_readout(uncal_path, exp_types):
+    """(readout, (ny, nx)) from the uncal's headers alone; None if they cannot tell.
+
+    Lets the references load (and the kernels warm up) while the ramps are
+    read.  Anything odd about the file is left for :func:`read_uncal` to
+    report, with its own clear message.
+    """
+    try:
+        hdrs = read_uncal_headers(uncal_path)
+        sci = hdrs.sci
+        if sci.get("NAXIS") != 4:
+            return None
+        if exp_types is not None and hdrs.primary.get("EXP_TYPE") not in exp_types:
+            return None
+        readout = readout_from_header(hdrs.primary, nints=int(sci["NAXIS4"]), ngroups=int(sci["NAXIS3"]))
+        return readout, (int(sci["NAXIS2"]), int(sci["NAXIS1"]))
+    except Exception:  # noqa: BLE001 - read_uncal reports it properly
+        return None
 
 
 def _limit_threads():
@@ -208,19 +252,29 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     params = {step: dict(params.get(step) or {}) for step in DETECTOR1_STEPS}
     if params["ramp_fit"].pop("skip", False):
         raise ValueError("steps.ramp_fit.skip cannot be true: ramp_fit makes the rate products")
-    warmup = _start_numba_warmup()
-    ramp, readout, headers = read_uncal(uncal_path, exp_types=exp_types)
-    log.info("%s: %d int x %d groups x %d x %d, %s %s %s", Path(uncal_path).name, *ramp.shape,
-             readout.detector, readout.subarray, headers.primary.get("FILTER"))
-
     references = {t: (str(p) if p else None) for t, p in (references or {}).items()}
     needed = _needed_reftypes(params)
-    _check_references(uncal_path, headers, references, needed)
-    used = {t: references[t] for t in needed}
+    used = {t: references[t] for t in needed if references.get(t)}
     # superbias also feeds the saturation step's A/D-floor test, as in jwst.
     if not params["saturation"].get("skip") and references.get("superbias"):
         used["superbias"] = references["superbias"]
-    refs = load_references(used, readout, ramp.shape[-2:])
+    peek = _peek_readout(uncal_path, exp_types)
+    warmup = _start_numba_warmup(peek and peek[0], params)
+    early = None if peek is None else _EarlyReferences(used, *peek)
+    if early is not None:
+        early.start()
+    try:
+        ramp, readout, headers = read_uncal(uncal_path, exp_types=exp_types)
+    finally:
+        if early is not None:
+            early.join()
+    log.info("%s: %d int x %d groups x %d x %d, %s %s %s", Path(uncal_path).name, *ramp.shape,
+             readout.detector, readout.subarray, headers.primary.get("FILTER"))
+    _check_references(uncal_path, headers, references, needed)
+    if early is not None and early.readout == readout and early.shape == ramp.shape[-2:]:
+        refs = early.result()
+    else:
+        refs = load_references(used, readout, ramp.shape[-2:])
     warmup.join()
     _limit_threads()
 

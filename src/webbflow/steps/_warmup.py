@@ -1,18 +1,108 @@
-"""A trivial compiled function whose first call initialises numba.
+"""Load numba's compiled stage-1 kernels before the data arrive.
 
 numba's first jitted call in a process, even one served from the on-disk cache,
 loads its typing and lowering registries (importing scipy.linalg among others):
-about a second that does not depend on the data.  The detector1 stage calls
-:func:`touch` in a background thread while the main thread reads the exposure
-and its references, so that this second overlaps I/O instead of adding to it.
+about half a second that does not depend on the data, plus a few ms per kernel
+to load its machine code.  The detector1 stage calls :func:`warm_stage1` in a
+background thread while the main thread reads the exposure and its references,
+so that this time overlaps I/O instead of adding to it.
 """
 
+import dataclasses
+import logging
+import threading
+
+import numpy as np
 from numba import njit
 
-__all__ = ["touch"]
+__all__ = ["touch", "warm_stage1"]
+
+log = logging.getLogger(__name__)
 
 
 @njit(cache=True)
 def touch(x):
     """Return ``x + 1`` (the call is what matters)."""
     return x + 1
+
+
+class _DropThread(logging.Filter):
+    """Drop the records one thread logs (the warm-up's step messages)."""
+
+    def __init__(self, thread):
+        super().__init__()
+        self.ident = thread.ident
+
+    def filter(self, record):
+        return record.thread != self.ident
+
+
+def _tiny_inputs(readout, size=8):
+    """A small ramp and references with the dtypes and layouts of a real run."""
+    from webbflow.ramp import Ramp
+
+    ngroups = max(int(readout.ngroups), 3)
+    ro = dataclasses.replace(readout, nints=1, ngroups=ngroups, subarray="FULL", substrt1=1, substrt2=1)
+    shape = (size, size)
+
+    def frozen(a):  # references are cached read-only: numba types them apart
+        a.flags.writeable = False
+        return a
+
+    def plane(value, dtype=np.float32):
+        return frozen(np.full(shape, value, dtype))
+
+    ramp = Ramp(data=np.ascontiguousarray(np.broadcast_to(
+                    np.arange(ngroups, dtype=np.float32)[None, :, None, None] * 100.0 + 1000.0,
+                    (1, ngroups) + shape)),
+                groupdq=np.zeros((1, ngroups) + shape, np.uint8),
+                pixeldq=np.zeros(shape, np.uint32))
+    coeffs = np.zeros((5,) + shape, np.float32)
+    coeffs[1] = 1.0
+    nplanes = ngroups * ro.nframes + (ngroups - 1) * ro.groupgap
+    refs = {
+        "mask": {"mask_dq": plane(0, np.uint32)},
+        "saturation": {"sat_thresh": plane(6.0e4), "sat_dq": plane(0, np.uint32)},
+        "superbias": {"bias": plane(0.0), "bias_dq": plane(0, np.uint32)},
+        "linearity": {"coeffs": frozen(coeffs), "lin_dq": plane(0, np.uint32)},
+        "dark": {"dark_frames": frozen(np.zeros((nplanes,) + shape, np.float32)),
+                 "dark_dq": plane(0, np.uint32), "dark_nframes": 1, "dark_groupgap": 0},
+        "gain": {"gain": plane(2.0), "gain_factor": None},
+        "readnoise": {"readnoise": plane(10.0)},
+    }
+    return ramp, ro, refs
+
+
+def warm_stage1(readout, params=None):
+    """Run detector1's steps once on a tiny ramp, so every kernel is loaded.
+
+    Parameters
+    ----------
+    readout : webbflow.ramp.Readout
+        The exposure's readout (its frame grouping picks the kernels used).
+    params : dict, optional
+        The step parameters of the real run (``skip`` honoured).
+    """
+    touch(0)
+    from webbflow.stages.detector1 import iter_steps
+
+    quiet = _DropThread(threading.current_thread())
+    loggers = [logging.getLogger(name) for name in ("webbflow.stages.detector1",) + tuple(
+        f"webbflow.steps.{s}" for s in ("dq_init", "saturation", "superbias", "refpix", "linearity",
+                                        "dark_current", "jump", "ramp_fit", "gain_scale"))]
+    for lg in loggers:
+        lg.addFilter(quiet)
+    try:
+        ramp, ro, refs = _tiny_inputs(readout)
+
+        class _Headers:
+            primary = {}
+
+        # refpix needs a detector-sized frame: its kernels are small, left cold
+        steps = {s: dict(p) for s, p in (params or {}).items()}
+        steps["refpix"] = {"skip": True}
+        for _ in iter_steps(ramp, ro, _Headers(), refs, steps):
+            pass
+    finally:
+        for lg in loggers:
+            lg.removeFilter(quiet)

@@ -57,26 +57,63 @@ def prepare_coefficients(coeffs, lin_dq):
 
 
 @njit(cache=True, parallel=True)
-def _apply_horner(cube, gdq, coeffs, saturated):
-    """Correct ``cube`` (n, ngroups, ny, nx) in place, skipping SATURATED groups."""
+def _classify(coeffs, lin_dq, pixeldq, no_lin_corr, identity):
+    """Mark (``identity``) the pixels whose polynomial is replaced; OR the DQ into ``pixeldq``.
+
+    The same decisions as :func:`prepare_coefficients`, pixel by pixel and
+    without copying the coefficient cube.
+    """
+    ncoeffs, ny, nx = coeffs.shape
+    for y in prange(ny):
+        for x in range(nx):
+            ref = np.uint32(lin_dq[y, x])
+            extra = np.uint32(0)
+            if ref & no_lin_corr:
+                identity[y, x] = 1
+            else:
+                bad = False
+                for j in range(ncoeffs):
+                    if np.isnan(coeffs[j, y, x]):
+                        bad = True
+                if bad or coeffs[1, y, x] == 0:
+                    identity[y, x] = 1
+                    extra = no_lin_corr
+                else:
+                    identity[y, x] = 0
+            pixeldq[y, x] |= ref | extra
+
+
+@njit(cache=True, parallel=True)
+def _apply_horner(cube, gdq, coeffs, identity, saturated):
+    """Correct ``cube`` (n, ngroups, ny, nx) in place, skipping SATURATED groups.
+
+    Pixels marked in ``identity`` are evaluated with the identity polynomial
+    (c1 = 1, the rest 0), as stcal evaluates its replaced coefficients.
+    """
     nint, ngroups, ny, nx = cube.shape
     ncoeffs = coeffs.shape[0]
-    # Memory order (groups outermost): the cube is streamed once; rows are
-    # shared among the threads (each pixel's arithmetic is unchanged).
-    for i in range(nint):
-        for g in range(ngroups):
-            for y in prange(ny):
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    # Row by row: a row's coefficients (a few tens of kB) stay in cache for
+    # all its groups, and the inner loop over x is branch-free.
+    for y in prange(ny):
+        for i in range(nint):
+            for g in range(ngroups):
                 for x in range(nx):
-                    if gdq[i, g, y, x] & saturated:
-                        continue
                     d = cube[i, g, y, x]
+                    ident = identity[y, x] != 0
                     # float32 throughout, the same roundings as stcal's
                     # vectorised Horner (multiply, then add, no fused ops).
-                    r = coeffs[ncoeffs - 1, y, x] * d
+                    c = (one if ncoeffs == 2 else zero) if ident else coeffs[ncoeffs - 1, y, x]
+                    r = c * d
                     for j in range(ncoeffs - 2, 0, -1):
-                        r = r + coeffs[j, y, x]
+                        c = (one if j == 1 else zero) if ident else coeffs[j, y, x]
+                        r = r + c
                         r = r * d
-                    cube[i, g, y, x] = r + coeffs[0, y, x]
+                    c = zero if ident else coeffs[0, y, x]
+                    r = r + c
+                    if (gdq[i, g, y, x] & saturated) == 0:
+                        cube[i, g, y, x] = r
 
 
 def run(ramp, coeffs, lin_dq):
@@ -105,13 +142,17 @@ def run(ramp, coeffs, lin_dq):
     """
     if coeffs.shape[1:] != ramp.data.shape[-2:]:
         raise ValueError(f"coefficients {coeffs.shape} do not match frame {ramp.data.shape[-2:]}")
-    good, extra_dq = prepare_coefficients(coeffs, lin_dq)
-    ramp.pixeldq |= np.asarray(lin_dq).astype(np.uint32, copy=False) | extra_dq
-    _apply_horner(ramp.data, ramp.groupdq, good, np.uint8(dqflags.SATURATED))
+    coeffs = np.ascontiguousarray(coeffs, dtype=np.float32)
+    if coeffs.ndim != 3 or coeffs.shape[0] < 2:
+        raise ValueError(f"linearity coefficients must be (ncoeffs>=2, ny, nx), got {coeffs.shape}")
+    identity = np.empty(coeffs.shape[1:], np.uint8)
+    _classify(coeffs, np.ascontiguousarray(lin_dq, dtype=np.uint32), ramp.pixeldq,
+              np.uint32(dqflags.NO_LIN_CORR), identity)
+    _apply_horner(ramp.data, ramp.groupdq, coeffs, identity, np.uint8(dqflags.SATURATED))
     if ramp.zeroframe is not None:
         zf = ramp.zeroframe[:, None]  # a view: (nints, 1, ny, nx)
         zdq = np.where(zf == 0.0, np.uint8(dqflags.SATURATED), np.uint8(0))
-        _apply_horner(zf, zdq, good, np.uint8(dqflags.SATURATED))
+        _apply_horner(zf, zdq, coeffs, identity, np.uint8(dqflags.SATURATED))
     n_nolin = int(np.count_nonzero(ramp.pixeldq & dqflags.NO_LIN_CORR))
     log.info("linearity: %d pixels without correction (NO_LIN_CORR)", n_nolin)
     return StepStatus.COMPLETE

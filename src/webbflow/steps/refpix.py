@@ -32,7 +32,7 @@ group is computed in float32.  We reproduce that.
 import logging
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from webbflow import dqflags
 from webbflow.ramp import StepStatus
@@ -160,7 +160,7 @@ def _side_values(g, cols, colref, colkind):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _running_median(vals, good, roff, nrows_det, length, mode64):
     """Median over ``length`` detector rows (reflected at the edges) per row.
 
@@ -172,8 +172,9 @@ def _running_median(vals, good, roff, nrows_det, length, mode64):
     sm = length if length % 2 == 1 else length + 1
     half = sm // 2
     out = np.full(nr, np.nan)
-    buf = np.empty(length * ncols, np.float64)
-    for r in range(nr):
+    # rows are independent: shared among the threads, one scratch buffer each
+    for r in prange(nr):
+        buf = np.empty(length * ncols, np.float64)
         n = 0
         has_nan = False
         for k in range(length):
@@ -197,7 +198,8 @@ def _running_median(vals, good, roff, nrows_det, length, mode64):
         if has_nan:
             out[r] = np.nan
             continue
-        s = np.sort(buf[:n])
+        s = buf[:n]
+        s.sort()
         if n % 2 == 1:
             out[r] = s[n // 2]
         elif mode64:
@@ -208,11 +210,11 @@ def _running_median(vals, good, roff, nrows_det, length, mode64):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _apply(g, colref, colkind, side, use_side):
     """Write the corrected group back (float32) into the detector-frame view."""
     nr, nc = g.shape
-    for r in range(nr):
+    for r in prange(nr):
         s = side[r]
         for c in range(nc):
             t = _tb_value(g[r, c], colref[c], colkind[c])

@@ -24,7 +24,7 @@ dilations.
 import logging
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from webbflow import dqflags
 from webbflow.ramp import StepStatus
@@ -71,6 +71,22 @@ def _forward(data, thresh, gdq, sat, adf):
                 if v <= 0:
                     gdq[g, y, x] = q | adf
     return first, had_sat
+
+
+@njit(cache=True, parallel=True)
+def _count_pixels(gdq, flag):
+    """Pixels with ``flag`` in any group of any integration (no 4-D temporaries)."""
+    nints, ngroups, ny, nx = gdq.shape
+    n = 0
+    for y in prange(ny):
+        for x in range(nx):
+            hit = 0
+            for i in range(nints):
+                for g in range(ngroups):
+                    if gdq[i, g, y, x] & flag:
+                        hit = 1
+            n += hit
+    return n
 
 
 def _box_reduce(a, n, op):
@@ -210,8 +226,7 @@ def run(ramp, readout, sat_thresh, sat_dq, bias=None, n_pix_grow_sat=1, use_read
     ramp.pixeldq |= sdq
     if log.isEnabledFor(logging.INFO):
         log.info("saturation: %d saturated pixels, %d A/D floor pixels",
-                 int(np.any(gdq & _SAT, axis=(0, 1)).sum()),
-                 int(np.any(gdq & np.uint8(dqflags.AD_FLOOR), axis=(0, 1)).sum()))
+                 _count_pixels(gdq, _SAT), _count_pixels(gdq, np.uint8(dqflags.AD_FLOOR)))
     return StepStatus.COMPLETE
 
 
