@@ -5,6 +5,7 @@ import pytest
 
 from webbflow import dqflags as F
 from webbflow.ramp import Ramp, Readout
+from webbflow.steps import _jump_numba as K
 from webbflow.steps import jump
 
 # gain 1 and CDS read noise 10 DN: on a flat ramp sigma of a difference is 10,
@@ -134,3 +135,88 @@ def test_detection_rate_and_false_positives_on_simulated_ramps():
     false_rate = j[:, ~near].any(axis=0).mean()
     assert found >= 0.99
     assert false_rate < 0.005
+
+
+# --- the vectorised kernels against their scalar definitions -----------------
+
+
+@pytest.mark.parametrize("n", range(1, 13))
+def test_sorting_network_sorts_every_zero_one_input(n):
+    # 0-1 principle: a comparator network sorts all inputs iff it sorts all 0/1 ones
+    net = K.sorting_network(n)
+    codes = np.arange(2 ** n)
+    keys = ((codes[:, None] >> np.arange(n)) & 1).astype(np.float64).T.copy()   # (n, 2**n)
+    K._sort_columns(keys, keys.shape[1], net)
+    assert np.all(np.diff(keys, axis=0) >= 0)
+    np.testing.assert_array_equal(keys.sum(axis=0), np.bitwise_count(codes))
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 9, 16, 27, 40])
+def test_block_median_equals_numpy_nanmedian(n):
+    rng = np.random.default_rng(n)
+    w = 333
+    vals = np.round(rng.normal(0, 3, (n, w)))          # many ties
+    vals[rng.random((n, w)) < 0.3] = np.nan
+    vals[:, :5] = np.nan                                 # empty columns -> NaN
+    srt = np.where(np.isnan(vals), np.inf, vals)
+    cnt = (~np.isnan(vals)).sum(axis=0).astype(np.int64)
+    K._sort_columns(srt, w, K.sorting_network(n))
+    lo, med = np.empty(w), np.empty(w)
+    K._median_columns(srt, cnt, w, lo, med)
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanmedian(vals, axis=0)
+    np.testing.assert_array_equal(med, expected)
+
+
+def _scalar_detect(data, gdq, gain, rn2, regime):
+    """Every pixel through the per-pixel scalar code (the definition of detect)."""
+    nints, ngroups, ny, nx = data.shape
+    nd = ngroups - 1
+    n = nints * nd
+    med, sig = np.empty((ny, nx)), np.empty((ny, nx))
+    buf = [np.empty(max(n, nints)) for _ in range(5)]
+    for y in range(ny):
+        for x in range(nx):
+            K._detect_pixel(data, gdq, gain, rn2, 1.0, regime, 4.0, 5.0, 6.0, 5, y, x, n, nd,
+                            *buf, med, sig)
+    return med, sig
+
+
+@pytest.mark.parametrize("seed, nints, ngroups, regime", [
+    (1, 1, 10, K.REGIME_ITERATIVE), (2, 3, 4, K.REGIME_ITERATIVE), (3, 2, 7, K.REGIME_ITERATIVE),
+    (4, 1, 12, K.REGIME_SINGLE_PASS), (5, 2, 11, K.REGIME_SINGLE_PASS),
+])
+def test_vectorised_detect_equals_scalar_code(seed, nints, ngroups, regime):
+    rng = np.random.default_rng(seed)
+    ny, nx = 9, 70
+    data = np.cumsum(rng.normal(20, 8, (nints, ngroups, ny, nx)), axis=1)
+    data += np.cumsum((rng.random(data.shape) < 0.05) * rng.uniform(-50, 2000, data.shape), axis=1)
+    data = np.round(data / 4) * 4                                   # ties, zero medians
+    data[:, :, rng.random((ny, nx)) < 0.05] = rng.choice([0.0, -0.0, 3.0])   # flat pixels
+    # +0.0/-0.0 ramps: zero differences of both signs, whose order the network may change
+    signed = rng.random((ny, nx)) < 0.1
+    data[:, :, signed] = np.where(rng.random((nints, ngroups, signed.sum())) < 0.5, 0.0, -0.0)
+    data = data.astype(np.float32)
+    data[rng.random(data.shape) < 0.02] = np.nan
+    gdq = np.where(rng.random(data.shape) < 0.05, F.DO_NOT_USE, 0).astype(np.uint8)
+    gdq[rng.random(data.shape) < 0.02] |= F.JUMP_DET
+    sat = rng.integers(2, ngroups + 3, (nints, ny, nx))
+    gdq[np.arange(ngroups)[None, :, None, None] >= sat[:, None]] |= F.SATURATED
+    gain = rng.uniform(1, 3, (ny, nx)).astype(np.float32)
+    rn2 = ((rng.uniform(5, 15, (ny, nx)) * gain) ** 2).astype(np.float32)
+
+    gdq_in = gdq.copy()
+    ref_gdq = gdq.copy()
+    ref_med, ref_sig = _scalar_detect(data, ref_gdq, gain, rn2, regime)
+    n = nints * (ngroups - 1)
+    med, sig = np.empty((ny, nx)), np.empty((ny, nx))
+    K.detect(data, gdq, gain, rn2, 1.0, regime, 4.0, 5.0, 6.0, 5, K.sorting_network(n),
+             K.block_width(n), med, sig)
+    new_jumps = ((gdq & F.JUMP_DET) != 0).sum() - ((gdq_in & F.JUMP_DET) != 0).sum()
+    assert new_jumps > 20                           # the comparison below is not vacuous
+    np.testing.assert_array_equal(gdq, ref_gdq)
+    # bit for bit, the sign of zero medians included
+    np.testing.assert_array_equal(med.view(np.int64)[np.isfinite(med)],
+                                  ref_med.view(np.int64)[np.isfinite(med)])
+    np.testing.assert_array_equal(np.isnan(med), np.isnan(ref_med))
+    np.testing.assert_array_equal(sig, ref_sig)

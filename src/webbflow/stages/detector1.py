@@ -104,7 +104,7 @@ def _start_numba_warmup(readout, params):
             from webbflow.steps import _warmup
 
             if readout is None:
-                _warmup.touch(0)
+                _warmup.init_numba()
             else:
                 _warmup.warm_stage1(readout, params)
         except Exception:  # a failed warm-up costs only time: the steps compile as usual

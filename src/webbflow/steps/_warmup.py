@@ -1,8 +1,8 @@
 """Load numba's compiled stage-1 kernels before the data arrive.
 
 numba's first jitted call in a process, even one served from the on-disk cache,
-loads its typing and lowering registries (importing scipy.linalg among others):
-about half a second that does not depend on the data, plus a few ms per kernel
+loads its typing and lowering registries (see :func:`init_numba`): about half a
+second that does not depend on the data, plus a few ms per kernel
 to load its machine code.  The detector1 stage calls :func:`warm_stage1` in a
 background thread while the main thread reads the exposure and its references,
 so that this time overlaps I/O instead of adding to it.
@@ -15,7 +15,7 @@ import threading
 import numpy as np
 from numba import njit
 
-__all__ = ["touch", "warm_stage1"]
+__all__ = ["init_numba", "touch", "warm_stage1"]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,29 @@ log = logging.getLogger(__name__)
 def touch(x):
     """Return ``x + 1`` (the call is what matters)."""
     return x + 1
+
+
+def init_numba():
+    """Initialise numba's registries (the first jitted call), skipping its BLAS probe.
+
+    Loading the registries imports ``numba.np.arraymath``, which probes for
+    BLAS by importing ``scipy.linalg`` (~0.25 s) only to decide how to
+    compile ``np.correlate``; no stage-1 kernel uses BLAS.  While the
+    registries load, ``scipy.linalg`` is made unimportable, so the probe
+    answers "absent" at once; the block is lifted right after, so a later
+    import (or a kernel needing BLAS) finds scipy as usual.  When scipy.linalg
+    or numba's registries are already loaded, nothing is blocked.
+    """
+    import sys
+
+    block = "scipy.linalg" not in sys.modules and "numba.np.arraymath" not in sys.modules
+    if block:
+        sys.modules["scipy.linalg"] = None  # an import of it raises ImportError
+    try:
+        touch(0)
+    finally:
+        if block and "scipy.linalg" in sys.modules and sys.modules["scipy.linalg"] is None:
+            del sys.modules["scipy.linalg"]
 
 
 class _DropThread(logging.Filter):
@@ -83,7 +106,7 @@ def warm_stage1(readout, params=None):
     params : dict, optional
         The step parameters of the real run (``skip`` honoured).
     """
-    touch(0)
+    init_numba()
     from webbflow.stages.detector1 import iter_steps
 
     quiet = _DropThread(threading.current_thread())

@@ -9,6 +9,7 @@ pass; with many integrations it is a sigma clip across integrations. Large jumps
 also flag their four neighbours. Snowball/shower flagging is not implemented.
 """
 
+import functools
 import logging
 
 import numpy as np
@@ -25,6 +26,14 @@ log = logging.getLogger(__name__)
 # stcal ``min_diffs_single_pass``: with this many usable differences the
 # iterative search is replaced by a single pass.
 MIN_DIFFS_SINGLE_PASS = 10
+
+
+@functools.lru_cache(maxsize=16)
+def _sorting_network(n):
+    """``K.sorting_network(n)``, built once per n (read-only, shared)."""
+    net = K.sorting_network(n)
+    net.flags.writeable = False
+    return net
 
 
 def _choose_regime(gdq, minimum_groups, minimum_sigclip_groups):
@@ -120,19 +129,18 @@ def run(ramp, readout, gain, readnoise, rejection_threshold=4.0,
     else:
         med = np.empty((ny, nx), np.float64)
         sig = np.empty((ny, nx), np.float64)
+        ndiff = nints * (ngroups - 1)
+        # the sigma clip works per pixel (scalar code) and needs no network
+        net = (_sorting_network(ndiff) if regime != K.REGIME_SIGMA_CLIP
+               else np.zeros((0, 2), np.int64))
         K.detect(data, gdq, gain32, rn2, float(readout.nframes), regime,
                  float(rejection_threshold), float(four_group_rejection_threshold),
-                 float(three_group_rejection_threshold), 5, med, sig)
+                 float(three_group_rejection_threshold), 5, net, K.block_width(ndiff), med, sig)
         if regime == K.REGIME_SIGMA_CLIP:
             _clear_jump_only_planes(gdq)
         if flag_4_neighbors:
-            core = np.empty((ny, nx), np.uint8)
-            for i in range(nints):
-                for k in range(1, ngroups):
-                    K.neighbor_cores(data, gdq, gain32, med, sig, i, k,
-                                     float(min_jump_to_flag_neighbors),
-                                     float(max_jump_to_flag_neighbors), core)
-                    K.neighbor_flag(gdq, i, k, core)
+            K.flag_neighbors(data, gdq, gain32, med, sig, float(min_jump_to_flag_neighbors),
+                             float(max_jump_to_flag_neighbors))
         n1 = int(after_jump_flag_time1 // readout.tgroup)
         n2 = int(after_jump_flag_time2 // readout.tgroup)
         if n1 > 0 or n2 > 0:

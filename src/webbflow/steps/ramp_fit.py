@@ -15,7 +15,7 @@ import numpy as np
 from webbflow import dqflags
 from webbflow.ramp import StepStatus
 
-from ._ramp_numba import ols_fit, weight_table
+from ._ramp_numba import fit_rows_threaded, row_network, weight_table
 
 __all__ = ["ImageArrays", "RampFitResult", "run", "fit_ramps"]
 
@@ -139,10 +139,10 @@ def fit_ramps(data, groupdq, pixeldq, gain, readnoise, readout, zeroframe=None,
 
     rate = ImageArrays.empty((ny, nx))
     rateints = ImageArrays.empty((nints, ny, nx))
-    ols_fit(
+    fit_rows_threaded(
         data, groupdq, pixeldq, gain32, rn, dark, zf, has_zf, bool(suppress_one_group),
         float(np.float32(readout.tframe)), float(np.float32(readout.tgroup)),
-        int(readout.nframes), weight_table(ngroups),
+        int(readout.nframes), weight_table(ngroups), *row_network(max(ngroups - 1, 0)),
         rate.data, rate.dq, rate.var_poisson, rate.var_rnoise, rate.err,
         rateints.data, rateints.dq, rateints.var_poisson, rateints.var_rnoise, rateints.err,
     )
