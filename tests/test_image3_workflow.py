@@ -114,4 +114,7 @@ def test_truth_astrometry_and_photometry(demo, filt):
     assert 1000 * np.sqrt(np.mean(sep_none[good_none] ** 2)) > 3 * rms  # the injected pointing errors
     isolated = good & (cat["nn_dist"].value > 10)
     ratio = cat["aper_total_flux"].value[isolated] / np.asarray(stars[f"flux_{filt}"])[idx[isolated]]
-    assert abs(np.median(ratio) - 1) < 0.01, f"{filt}: median flux ratio {np.median(ratio):.4f}"
+    # 2 %: jwst's outlier detection (reproduced exactly, output grid included; tests/test_parity_image3.py)
+    # flags a few core pixels of the brightest undersampled SW stars, the highest samples, which biases
+    # their aperture fluxes low by up to ~2 % (F200W: 0.982; 0.991 with outlier_detection skipped).
+    assert abs(np.median(ratio) - 1) < 0.02, f"{filt}: median flux ratio {np.median(ratio):.4f}"

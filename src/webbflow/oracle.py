@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 __all__ = ["DETECTOR1_OVERRIDES", "DETECTOR1_SKIPS", "OracleUnavailable", "oracle_paths",
-           "detector1_command", "run_detector1"]
+           "detector1_command", "run_detector1", "IMAGE3_OVERRIDES", "image3_command", "run_image3"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,4 +99,83 @@ def run_detector1(uncal, references, outdir, save_steps=False, skip=(), settings
         raise RuntimeError(f"jwst detector1 failed on {uncal} (exit {proc.returncode})")
     root = Path(uncal).name.removesuffix("_uncal.fits")
     products = {p.stem.removeprefix(root + "_"): p for p in outdir.glob(f"{root}_*.fits")}
+    return products, wall
+
+
+IMAGE3_OVERRIDES = {"source_catalog": ("apcorr", "abvegaoffset")}
+"""jwst image3 step -> reference types it needs (the other image3 steps use none)."""
+
+
+def image3_command(asn, references, outdir, skip=(), settings=None):
+    """The command line that runs jwst's calwebb_image3 on the association ``asn``.
+
+    Parameters
+    ----------
+    asn : path-like
+        Level-3 association JSON; its members are found relative to it.
+    references : dict
+        reftype -> path (``apcorr``, ``abvegaoffset``); source_catalog must be
+        skipped when they are not given.
+    outdir : path-like
+    skip : iterable of str
+        jwst image3 steps to skip (``tweakreg``, ``skymatch``, ...).
+    settings : dict, optional
+        ``{"resample.crval": [53.1, -27.8], "tweakreg.minobj": 4, ...}`` (lists for
+        list parameters such as ``resample.crpix``/``crval``/``output_shape``).
+    """
+    python, script = oracle_paths()
+    settings = dict(settings or {})
+    lists = any(isinstance(v, (list, tuple)) for v in settings.values())
+    # The driver's --set takes scalars only; list parameters (crpix, crval, output_shape) go through
+    # a bootstrap that loads the driver and lets its value parser split comma lists.
+    cmd = [str(python), "-c", _LIST_BOOTSTRAP, str(script)] if lists else [str(python), str(script)]
+    cmd += ["image3", str(asn), str(outdir)]
+    settings = {k: ",".join(repr(float(x)) if isinstance(x, float) else str(x) for x in v)
+                if isinstance(v, (list, tuple)) else v for k, v in settings.items()}
+    for step, reftypes in IMAGE3_OVERRIDES.items():
+        if step not in skip:
+            cmd += [f"--override={step}.{t}={references[t]}" for t in reftypes if references.get(t)]
+    cmd += [f"--skip={s}" for s in skip]
+    cmd += [f"--set={k}={v}" for k, v in settings.items()]
+    return cmd
+
+
+_LIST_BOOTSTRAP = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("jwst_offline", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+scalar = mod.parse_value
+mod.parse_value = lambda text: [scalar(t) for t in text.split(",")] if "," in text else scalar(text)
+mod.main(sys.argv[2:])
+"""
+
+
+def run_image3(asn, references, outdir, skip=(), settings=None, timeout=900):
+    """Run jwst image3; return ``{suffix: path}`` of the product files and the wall time.
+
+    Returns
+    -------
+    products : dict
+        ``i2d``, ``cat`` (ECSV), ``segm`` where written, and ``crf`` (list of paths).
+    wall : float
+        Wall time of the oracle process, seconds.
+    """
+    import json
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    cmd = image3_command(Path(asn).resolve(), references, outdir.resolve(), skip, settings)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=outdir)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise RuntimeError(f"jwst image3 failed on {asn} (exit {proc.returncode})")
+    product = json.loads(Path(asn).read_text())["products"][0]["name"]
+    products = {"crf": sorted(outdir.glob("*_crf.fits"))}
+    for suffix, ext in (("i2d", "fits"), ("segm", "fits"), ("cat", "ecsv")):
+        path = outdir / f"{product}_{suffix}.{ext}"
+        if path.exists():
+            products[suffix] = path
     return products, wall

@@ -25,28 +25,56 @@ def grid_and_images():
 def test_sky_statistic_of_a_gaussian_with_outliers():
     rng = np.random.default_rng(0)
     v = np.concatenate([rng.normal(1.0, 0.1, 20000), rng.uniform(5, 50, 300)])
-    for stat in ("mode", "median", "mean"):
+    for stat in ("median", "midpt", "mean"):
         assert abs(skymatch.sky_statistic(v, stat) - 1.0) < 0.01
+    # imagestats' mode is the peak of a histogram of 0.1-sigma bins: ~80 counts a bin here, so
+    # it scatters by a good fraction of a bin width around the true peak.
+    assert abs(skymatch.sky_statistic(v, "mode") - 1.0) < 0.04
+
+
+def test_imagestats_by_hand():
+    # No clipping; values 0..9 with 5 repeated: mean 4.5 -> 0.45 + ..., the histogram peak is the 5 bin.
+    v = np.array([0, 1, 2, 3, 4, 5, 5, 5, 6, 7, 8, 9], np.float32)
+    mean = v.mean()
+    std = np.sqrt(((v - mean) ** 2).sum() / (v.size - 1))
+    value, n = skymatch.imagestats(v, "mean", nclip=0)
+    assert n == 12 and value == pytest.approx(mean, rel=1e-6)
+    # binwidth 0.5 sigma: hwidth = 0.5 std, nbins = int(9 / hwidth) + 1, bin edges every 9 / (nbins - 1).
+    mode, _ = skymatch.imagestats(v, "mode", nclip=0, binwidth=0.5)
+    hw = 0.5 * std
+    nbins = int(9 / hw) + 1
+    dz = 9 / (nbins - 1)
+    counts = np.bincount((np.float32(1 / np.float32(dz)) * v).astype(int), minlength=nbins)[:nbins]
+    p = int(np.argmax(counts))
+    d1, d2 = counts[p] - counts[p - 1], counts[p] - counts[p + 1]
+    assert mode == pytest.approx(0 + (p + 1 + 0.5 * (d1 - d2) / (d1 + d2) - 0.5) * hw, rel=1e-5)
+    # One clipping pass at 1 sigma keeps |v - 4.75| <= std.
+    _, n1 = skymatch.imagestats(v, "mean", nclip=1, lsigma=1.0, usigma=1.0)
+    assert n1 == int(np.sum(np.abs(v - mean) <= std))
 
 
 def test_match_recovers_sky_differences(grid_and_images):
     images, wcs, shape = grid_and_images
-    levels = skymatch.skymatch(images, wcs, shape, skymethod="match")
+    levels = skymatch.skymatch(images, wcs, shape, skymethod="match", skystat="median")
     # match_down: the lowest sky is 0, the others its offset from it.
     np.testing.assert_allclose(levels, np.array(SKIES) - min(SKIES), atol=0.005)
     assert [im.sky for im in images] == levels
+    # The default (histogram) mode scatters by ~half the pixel noise (0.12 here).
+    np.testing.assert_allclose(skymatch.skymatch(images, skymethod="match"), np.array(SKIES) - min(SKIES), atol=0.06)
 
 
 def test_local_global_and_global_match(grid_and_images):
     images, wcs, shape = grid_and_images
-    np.testing.assert_allclose(skymatch.skymatch(images, wcs, shape, skymethod="local"), SKIES, atol=0.01)
-    np.testing.assert_allclose(skymatch.skymatch(images, wcs, shape, skymethod="global"), [min(SKIES)] * 4,
+    kw = dict(skystat="median")
+    np.testing.assert_allclose(skymatch.skymatch(images, wcs, shape, skymethod="local", **kw), SKIES, atol=0.01)
+    np.testing.assert_allclose(skymatch.skymatch(images, wcs, shape, skymethod="global", **kw), [min(SKIES)] * 4,
                                atol=0.005)
-    np.testing.assert_allclose(skymatch.skymatch(images, wcs, shape, skymethod="global+match"), SKIES, atol=0.01)
+    np.testing.assert_allclose(skymatch.skymatch(images, wcs, shape, skymethod="global+match", **kw), SKIES,
+                               atol=0.01)
 
 
 def test_subtract_lowers_the_data(grid_and_images):
     images, wcs, shape = grid_and_images
     copies = [resample.ImageInput(im.data.copy(), im.err, im.dq, im.wcs, name=im.name) for im in images]
-    skymatch.skymatch(copies, wcs, shape, skymethod="local", subtract=True)
+    skymatch.skymatch(copies, wcs, shape, skymethod="local", subtract=True, skystat="median")
     assert all(abs(np.median(c.data) - 0.0) < 0.01 and c.sky == 0.0 for c in copies)

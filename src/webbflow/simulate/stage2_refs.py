@@ -29,6 +29,7 @@ from webbflow.simulate.detectors import DETECTORS
 from webbflow.simulate.writers import atomic_path
 
 __all__ = ["STAGE2_REFTYPES", "flat_response", "flat_field_array", "stage2_reference_paths",
+           "write_apcorr_reference", "write_abvegaoffset_reference",
            "write_stage2_references", "NAN_FLAT_PIXELS"]
 
 STAGE2_REFTYPES = ("distortion", "flat", "photom", "area")
@@ -241,3 +242,61 @@ def _stale(path, ref_seed):
         return fits.getheader(path).get("WFSEED") != ref_seed
     except OSError:
         return True
+
+
+# Stage-3 references for jwst's source_catalog (the oracle needs both; webbflow
+# reads the APCORR table through ``steps.source_catalog.apcorr_file``).
+
+def write_apcorr_reference(path, detector, filter_name, pupil, eefractions, radii, apcorrs, skyin, skyout):
+    """Write a NIRCam imaging APCORR reference (NrcImgApcorrModel) with one filter/pupil's rows.
+
+    Parameters
+    ----------
+    path : path-like
+    detector : str
+        Only for the selection header (the table itself is per filter/pupil).
+    filter_name, pupil : str
+    eefractions, radii, apcorrs : sequence of float
+        Encircled-energy fraction, aperture radius (i2d pixels at pixel_scale_ratio 1)
+        and the correction to total flux, one row each.
+    skyin, skyout : float
+        Background annulus radii (pixels), the same for every row (as jwst requires).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    path = Path(path)
+    rows = [(filter_name, pupil, f, r, c, skyin, skyout) for f, r, c in zip(eefractions, radii, apcorrs)]
+    table = np.array(rows, dtype=[("filter", "S12"), ("pupil", "S15"), ("eefraction", "f4"), ("radius", "f4"),
+                                  ("apcorr", "f4"), ("skyin", "f4"), ("skyout", "f4")])
+    header = _primary("apcorr", "NrcImgApcorrModel", detector, {
+        "EXP_TYPE": "NRC_IMAGE", "P_EXP_TY": _IMAGING_EXP_TYPES, "SUBARRAY": "GENERIC",
+        "DESCRIP": f"webbflow aperture corrections {filter_name}/{pupil}", "FILENAME": path.name})
+    _write_fits(path, [fits.PrimaryHDU(header=header), fits.BinTableHDU(table, name="APCORR")])
+    return path
+
+
+def write_abvegaoffset_reference(path, detector, offsets):
+    """Write an ABVEGAOFFSET reference (ABVegaOffsetModel, ASDF as in CRDS).
+
+    ``offsets`` is {(filter, pupil): m_AB - m_Vega}.  Returns the path.
+    """
+    from astropy.table import Table
+    from stdatamodels.jwst.datamodels import ABVegaOffsetModel
+
+    path = Path(path)
+    with ABVegaOffsetModel() as model:
+        model.meta.reftype = "ABVEGAOFFSET"
+        model.meta.instrument.name = "NIRCAM"
+        model.meta.instrument.detector = detector
+        model.meta.telescope = "JWST"
+        model.meta.author = "webbflow simulator"
+        model.meta.pedigree = "SIMULATION"
+        model.meta.useafter = "2022-01-01T00:00:00"
+        model.meta.description = "webbflow AB to Vega offsets"
+        model.abvega_offset = Table(rows=[(f, p, float(v)) for (f, p), v in offsets.items()],
+                                    names=("filter", "pupil", "abvega_offset"))
+        with atomic_path(path) as tmp:
+            model.save(tmp)
+    return path

@@ -34,7 +34,7 @@ DEFAULTS = {
                      peakmax=None, fitgeometry="rshift", searchrad=2.0, separation=1.0, tolerance=0.7,
                      use2dhist=True, nclip=3, sigma=3.0, minobj=15, abs_refcat=None, abs_fitgeometry="rshift",
                      abs_searchrad=6.0, abs_separation=1.0, abs_tolerance=0.7, abs_nclip=3, abs_sigma=3.0,
-                     abs_minobj=15),
+                     abs_minobj=15, expand_refcat=False, enforce_user_order=False),
     "skymatch": dict(skip=False, skymethod="match", match_down=True, subtract=False, skystat="mode", nclip=5,
                      lsigma=4.0, usigma=4.0, lower=None, upper=None),
     "outlier_detection": dict(skip=False, snr=[5.0, 4.0], scale=[1.2, 0.7], backg=0.0, maskpt=0.7, pixfrac=1.0,
@@ -78,6 +78,12 @@ def _params(params):
     return out
 
 
+def _wcsinfo(model):
+    """The pointing keywords jwst's resample takes from the first input (scale and roll of the grid)."""
+    info = model.meta.wcsinfo
+    return {k: getattr(info, k, None) for k in ("ra_ref", "dec_ref", "roll_ref", "v3yangle", "vparity")}
+
+
 def run_models(models, params=None, names=None):
     """Run the image3 steps on open cal models (no files written).
 
@@ -119,7 +125,7 @@ def run_models(models, params=None, names=None):
             log.info("tweakreg: %d sources in %s", len(cat), im.name)
         keys = ("fitgeometry", "searchrad", "separation", "tolerance", "use2dhist", "nclip", "sigma", "minobj",
                 "abs_fitgeometry", "abs_searchrad", "abs_separation", "abs_tolerance", "abs_nclip", "abs_sigma",
-                "abs_minobj")
+                "abs_minobj", "expand_refcat", "enforce_user_order")
         alignment = tweakreg_step.align([im.wcs for im in images], catalogs, [im.name for im in images],
                                         abs_refcat=refcat, **{k: tw[k] for k in keys})
         status["tweakreg"] = "COMPLETE" if any(a.status == "aligned" for a in alignment) else "SKIPPED"
@@ -129,7 +135,7 @@ def run_models(models, params=None, names=None):
     out_wcs, out_shape, pscale = resample_step.make_output_wcs(
         [im.wcs for im in images], [im.data.shape for im in images], pixel_scale=rs["pixel_scale"],
         pixel_scale_ratio=rs["pixel_scale_ratio"], rotation=rs["rotation"], crval=rs["crval"],
-        output_shape=tuple(rs["output_shape"]) if rs["output_shape"] else None)
+        output_shape=tuple(rs["output_shape"]) if rs["output_shape"] else None, ref_wcsinfo=_wcsinfo(models[0]))
     log.info("output grid %s at %.4f arcsec/pixel", out_shape, pscale)
 
     sm = p["skymatch"]

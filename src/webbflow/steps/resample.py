@@ -25,6 +25,9 @@ from webbflow import dqflags
 
 __all__ = [
     "ImageInput",
+    "compute_scale",
+    "footprint_fiducial",
+    "rotation_matrix",
     "ResampleResult",
     "build_weight",
     "drizzle_images",
@@ -152,9 +155,42 @@ def _corners(wcs, shape):
     return wcs(x, y, with_bounding_box=False)
 
 
+def _unit_vectors(ra, dec):
+    lon, lat = np.deg2rad(ra), np.deg2rad(dec)
+    return np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)
+
+
+def footprint_fiducial(ras, decs):
+    """jwst's fiducial of a set of footprint vertices: the middle of their unit vectors' bounding box."""
+    x, y, z = _unit_vectors(np.asarray(ras, float), np.asarray(decs, float))
+    xm, ym, zm = [(v.max() + v.min()) / 2.0 for v in (x, y, z)]
+    return float(np.rad2deg(np.arctan2(ym, xm)) % 360.0), float(np.rad2deg(np.arctan2(zm, np.hypot(xm, ym))))
+
+
+def compute_scale(wcs, fiducial):
+    """Pixel scale (deg) at the sky position ``fiducial``: geometric mean of the x and y steps' lengths."""
+    x0, y0 = wcs.invert(*fiducial, with_bounding_box=False)
+    ra, dec = wcs(np.array([x0, x0 + 1, x0]), np.array([y0, y0, y0 + 1]), with_bounding_box=False)
+    c = coord.SkyCoord(ra, dec, unit="deg")
+    return float(np.sqrt(abs(c[0].separation(c[1]).deg) * abs(c[0].separation(c[2]).deg)))
+
+
+def rotation_matrix(roll_ref, v3yangle, vparity=-1):
+    """PC matrix of an output frame at roll ``roll_ref`` (radians), as jwst's ``calc_rotation_matrix``."""
+    rel = roll_ref - vparity * v3yangle
+    return np.array([[vparity * np.cos(rel), np.sin(rel)], [-vparity * np.sin(rel), np.cos(rel)]])
+
+
 def make_output_wcs(wcslist, shapes, pixel_scale=None, pixel_scale_ratio=1.0, rotation=None,
-                    crval=None, output_shape=None):
-    """Output TAN WCS covering every input, as jwst's ``resample`` builds it.
+                    crval=None, output_shape=None, crpix=None, ref_wcsinfo=None):
+    """Output TAN WCS covering every input, built as jwst 3.0's ``resample`` builds it.
+
+    The footprints are the inputs' pixel-corner quadrilaterals (as their
+    S_REGION, 9 decimals); the tangent point is the middle of their unit
+    vectors' bounding box; the pixel scale is the first input's at its
+    reference point (``ra_ref``/``dec_ref``) times ``pixel_scale_ratio``; the
+    orientation follows the first input's ``roll_ref``/``v3yangle``/``vparity``;
+    the grid starts at the footprints' lower-left corner.
 
     Parameters
     ----------
@@ -167,11 +203,17 @@ def make_output_wcs(wcslist, shapes, pixel_scale=None, pixel_scale_ratio=1.0, ro
         Output / input pixel scale when ``pixel_scale`` is not given.
     rotation : float, optional
         Position angle (deg, east of north) of the output +y axis; ``0`` is
-        north up.  ``None`` keeps the first input's detector orientation.
+        north up.  ``None`` keeps the first input's orientation (``roll_ref``).
     crval : (float, float), optional
-        Tangent point; default the centre of the inputs' footprints.
+        Tangent point; default the fiducial of the inputs' footprints.
     output_shape : (int, int), optional
         Output (ny, nx); default the bounding box of the inputs.
+    crpix : (float, float), optional
+        0-based pixel of ``crval``; default so that the footprints start at pixel 0.
+    ref_wcsinfo : dict, optional
+        The first input's ``ra_ref``, ``dec_ref``, ``roll_ref``, ``v3yangle``,
+        ``vparity`` (``meta.wcsinfo``).  Without it (synthetic WCSs) the scale is
+        taken at the first input's centre and the roll from its +y axis.
 
     Returns
     -------
@@ -180,31 +222,38 @@ def make_output_wcs(wcslist, shapes, pixel_scale=None, pixel_scale_ratio=1.0, ro
     pixel_scale : float
         arcsec.
     """
+    info = dict(ref_wcsinfo or {})
+    ref_wcs, ref_shape = wcslist[0], shapes[0]
+    if not all(info.get(k) is not None for k in ("ra_ref", "dec_ref", "roll_ref", "v3yangle", "vparity")):
+        y0, x0 = (np.asarray(ref_shape) - 1) / 2.0
+        ra0, dec0 = ref_wcs(x0, y0, with_bounding_box=False)
+        info = {"ra_ref": float(ra0), "dec_ref": float(dec0), "v3yangle": 0.0, "vparity": -1,
+                "roll_ref": _position_angle_of_y(ref_wcs, ref_shape)}
     if pixel_scale is None:
-        pixel_scale = native_pixel_scale(wcslist[0], shapes[0]) * pixel_scale_ratio
-    if rotation is None:
-        rotation = _position_angle_of_y(wcslist[0], shapes[0])
+        scale = compute_scale(ref_wcs, (info["ra_ref"], info["dec_ref"])) * pixel_scale_ratio
+    else:
+        scale = pixel_scale / 3600.0
+    vparity, v3yangle = int(info["vparity"]), np.deg2rad(info["v3yangle"])
+    roll = np.deg2rad(info["roll_ref"]) if rotation is None else np.deg2rad(rotation) + vparity * v3yangle
+    pc = rotation_matrix(roll, v3yangle, vparity)
+    # S_REGION vertices (9 decimals, RA in [0, 360)) of every input.
     ras, decs = zip(*(_corners(w, s) for w, s in zip(wcslist, shapes)))
-    corners = coord.SkyCoord(np.concatenate(ras), np.concatenate(decs), unit="deg")
+    ras = np.round(np.mod(np.concatenate(ras), 360.0), 9)
+    decs = np.round(np.concatenate(decs), 9)
     if crval is None:
-        # Mean unit vector: safe across RA = 0.
-        xyz = corners.cartesian.xyz.value.mean(axis=1)
-        centre = coord.SkyCoord(*xyz, representation_type="cartesian").spherical
-        crval = (float(centre.lon.deg), float(centre.lat.deg))
-    scale = pixel_scale / 3600.0
-    theta = np.deg2rad(rotation)
-    # RA increases to the left (east) with +y at position angle `rotation`.
-    cd = scale * np.array([[-np.cos(theta), np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    trial = make_tan_wcs(crval, (0.0, 0.0), cd)
-    x, y = trial.invert(corners.ra.deg, corners.dec.deg, with_bounding_box=False)
+        crval = footprint_fiducial(ras, decs)
+    crval = (float(crval[0]), float(crval[1]))
+    trial = make_tan_wcs(crval, (0.0, 0.0), scale * pc)
+    x, y = trial.invert(ras, decs, with_bounding_box=False)
+    native = trial.invert(*crval, with_bounding_box=False)
+    if crpix is None:
+        offsets = (native[0] - x.min(), native[1] - y.min())
+    else:
+        offsets = (crpix[0] - native[0], crpix[1] - native[1])
     if output_shape is None:
-        nx = int(np.ceil(x.max() - x.min()))
-        ny = int(np.ceil(y.max() - y.min()))
-        output_shape = (ny, nx)
-    ny, nx = output_shape
-    # Centre the inputs' bounding box on the output grid.
-    crpix = ((nx - 1) / 2.0 - (x.max() + x.min()) / 2.0, (ny - 1) / 2.0 - (y.max() + y.min()) / 2.0)
-    return make_tan_wcs(crval, crpix, cd, shape=(ny, nx)), (ny, nx), float(pixel_scale)
+        output_shape = (int(y.max() + offsets[1] + 0.5), int(x.max() + offsets[0] + 0.5))
+    ny, nx = (int(v) for v in output_shape)
+    return make_tan_wcs(crval, offsets, scale * pc, shape=(ny, nx)), (ny, nx), float(scale * 3600.0)
 
 
 def pixmap(wcs_from, wcs_to, shape):

@@ -1,157 +1,349 @@
-"""skymatch: sky levels of overlapping images, as jwst's ``skymatch`` step.
+"""skymatch: sky levels of overlapping images, as jwst's ``skymatch`` step (stcal.skymatch).
 
 Methods (``skymethod``):
 
-- ``local``: each image's own sky statistic;
+- ``local``: each image's (or exposure group's lowest) own sky statistic;
 - ``global``: the minimum of the local skies, for every image;
-- ``match``: relative offsets from the differences of the sky statistics of
-  each pair of images *in their overlap*, solved by least squares; with
-  ``match_down`` the lowest sky is 0 (levels are only ever lowered);
-- ``global+match``: ``match``, then the global sky of the matched images added.
+- ``match``: relative offsets from the sky statistics of each pair of images
+  (or exposure groups) *in their overlap*, solved by npix-weighted least
+  squares; with ``match_down`` the lowest sky is 0 (levels are only lowered);
+- ``global+match``: ``match``, then the lowest remaining sky added to all.
 
-The overlap of two images is found on a common output grid (the image3
-resample grid): pixels of each image are mapped into it and an output pixel
-belongs to the overlap when both images reach it with usable pixels.  jwst
-intersects the images' sky polygons instead; the statistic is the same.
+As in jwst, the overlap of two images is the intersection of their spherical
+bounding polygons (pixel corners); the pixels of each image whose centres
+fall inside it (gwcs' polygon scan) give that image's sky in the overlap.
+Images of one exposure (several detectors) form a group with one sky.
 
-The sky statistic (``skystat``) is computed after ``nclip`` iterations of
-``lsigma``/``usigma`` clipping: ``mean``, ``median``, ``mode`` (Pearson:
-3 median - 2 mean, the stsci.imagestats default fallback), or ``midpt``
-(= median here).  Nothing is subtracted unless ``subtract`` is true; jwst
-records the level and resample subtracts it.
+The sky statistic (``skystat``) is STScI imagestats' (what stcal uses):
+``nclip`` iterations of ``lsigma``/``usigma`` clipping around the float32
+mean and (n-1) standard deviation, then ``mode`` (peak of a histogram of
+``binwidth`` x sigma bins, parabolic interpolation), ``midpt`` (histogram
+median), ``median`` or ``mean``.  Matching the statistic number for number
+matters: the mode of a sky histogram is what sets the i2d's zero level, and a
+Pearson-style mode differs from it by several percent of the sky noise.
+Nothing is subtracted unless ``subtract`` is true; jwst records the level and
+resample subtracts it.
 """
 
 import logging
 
 import numpy as np
 
-from webbflow.steps.resample import good_pixel_mask, pixmap
+from webbflow.steps.resample import good_pixel_mask
 
-__all__ = ["sky_statistic", "skymatch"]
+__all__ = ["imagestats", "sky_statistic", "skymatch"]
 
 log = logging.getLogger(__name__)
 
 
-def sky_statistic(values, skystat="mode", nclip=5, lsigma=4.0, usigma=4.0, lower=None, upper=None):
-    """Clipped sky statistic of a 1-D sample (NaN when empty).
+def _clipped_moments(v, clipmin, clipmax):
+    """imagestats' computeMean: float32 clip limits, quirky min/max initialisation, (n-1) std."""
+    clipmin, clipmax = np.float32(clipmin), np.float32(clipmax)
+    good = (v >= clipmin) & (v <= clipmax)
+    n = int(np.count_nonzero(good))
+    if n == 0:
+        return 0, np.nan, np.nan, np.nan, np.nan
+    g = v[good]
+    # The C code starts its running min/max from the first pixel clamped to the clip range.
+    vmin = min(np.float32(max(clipmin, v[0])), g.min())
+    vmax = max(np.float32(min(clipmax, v[0])), g.max())
+    total = np.cumsum(g, dtype=np.float64)[-1]  # sequential double sum, as in C
+    mean = np.float32(total / n)
+    inside = v[(v >= vmin) & (v <= vmax)]
+    d = (inside - mean).astype(np.float32)
+    sumdiff = np.cumsum((d * d).astype(np.float64))[-1] if d.size else 0.0
+    std = np.float32(np.sqrt(sumdiff / (n - 1))) if n > 1 else np.float32(np.nan)
+    return n, float(mean), float(std), float(vmin), float(vmax)
+
+
+def imagestats(values, skystat="mode", nclip=5, lsigma=4.0, usigma=4.0, lower=None, upper=None, binwidth=0.1):
+    """Sky statistic and pixel count, as ``stsci.imagestats.ImageStats`` computes them.
 
     Parameters
     ----------
     values : array_like
-    skystat : {'mode', 'median', 'midpt', 'mean'}
+        Pixel values (converted to float32; non-finite values must be removed first).
+    skystat : {'mode', 'midpt', 'median', 'mean'}
     nclip : int
+        Clipping iterations.
     lsigma, usigma : float
-        Lower and upper clipping limits in standard deviations.
+        Clipping limits in standard deviations.
     lower, upper : float, optional
-        Values outside are ignored before clipping.
+        Usable value range (default: the data's range).
+    binwidth : float
+        Histogram bin width for ``mode``/``midpt``, in standard deviations.
+
+    Returns
+    -------
+    value : float
+        NaN when no pixel is usable.
+    npix : int
+        Pixels left after clipping (jwst's weight of the value).
     """
-    v = np.asarray(values, np.float64).ravel()
-    v = v[np.isfinite(v)]
-    if lower is not None:
-        v = v[v >= lower]
-    if upper is not None:
-        v = v[v <= upper]
-    for _ in range(nclip):
-        if v.size < 3:
-            break
-        m, s = v.mean(), v.std()
-        keep = (v >= m - lsigma * s) & (v <= m + usigma * s)
-        if keep.all():
-            break
-        v = v[keep]
+    v = np.ascontiguousarray(values, dtype=np.float32).ravel()
+    if skystat not in ("mode", "midpt", "median", "mean"):
+        raise ValueError(f"skystat must be one of mode, median, midpt, mean, not {skystat!r}")
     if v.size == 0:
-        return np.nan
+        return np.nan, 0
+    lo = float(v.min()) if lower is None else float(lower)
+    hi = float(v.max()) if upper is None else float(upper)
+    if lo > float(v.max()) or hi < float(v.min()) or lo > hi:
+        return np.nan, 0
+    clipmin, clipmax = lo, hi
+    for it in range(nclip + 1):
+        n, mean, std, vmin, vmax = _clipped_moments(v, clipmin, clipmax)
+        if n <= 0:
+            return np.nan, 0
+        if it < nclip:
+            clipmin = max(lo, mean - lsigma * std)
+            clipmax = min(hi, mean + usigma * std)
     if skystat == "mean":
-        return float(v.mean())
-    if skystat in ("median", "midpt"):
-        return float(np.median(v))
+        return mean, n
+    if skystat == "median":
+        keep = v[(v <= np.float32(clipmax)) & (v >= np.float32(clipmin))] if nclip > 0 else v
+        return float(np.median(keep)), n
+    hwidth = binwidth * std
+    drange = vmax - vmin
+    tiny = 10.0 * float(np.finfo(np.float32).eps)
+    if not np.isfinite(hwidth) or hwidth < tiny or abs(drange) < tiny or hwidth > drange:
+        nbins, dz = 1, drange
+    else:
+        nbins = int(drange / hwidth) + 1
+        dz = drange / (nbins - 1)
+    hist = _histogram(v, nbins, dz, vmin)
     if skystat == "mode":
-        return float(3 * np.median(v) - 2 * v.mean())
-    raise ValueError(f"skystat must be one of mode, median, midpt, mean, not {skystat!r}")
+        return _histogram_mode(hist, vmin, hwidth), n
+    return _histogram_midpt(hist, vmin, hwidth), n
 
 
-def _footprint_index(image, out_wcs, out_shape, good):
-    """Flat output-grid index of each usable input pixel (nearest output pixel)."""
-    pmap = pixmap(image.wcs, out_wcs, image.data.shape)
-    x = np.rint(pmap[..., 0])
-    y = np.rint(pmap[..., 1])
-    ok = good & np.isfinite(x) & np.isfinite(y) & (x >= 0) & (y >= 0) & (x < out_shape[1]) & (y < out_shape[0])
-    return (y[ok] * out_shape[1] + x[ok]).astype(np.int64), ok
+def _histogram(v, nbins, dz, zero):
+    """imagestats' buildHistogram (float32 arithmetic, half-open range)."""
+    width = np.float32(dz)
+    vmin = np.float32(zero)
+    vmax = np.float32(vmin + width * np.float32(nbins))
+    edge = np.float32(vmin + width * np.float32(nbins))
+    vmax = min(vmax, edge)
+    inv = np.float32(1.0) / width if width != 0 else np.float32(np.inf)
+    sel = v[(v >= vmin) & (v < vmax)]
+    idx = (inv * (sel - vmin)).astype(np.float32).astype(np.int64)
+    return np.bincount(idx, minlength=nbins)[:nbins].astype(np.int64)
 
 
-def skymatch(images, out_wcs, out_shape, *, skymethod="match", match_down=True, subtract=False,
-             skystat="mode", dqbits=None, lower=None, upper=None, nclip=5, lsigma=4.0, usigma=4.0):
+def _histogram_mode(bins, vmin, hwidth):
+    nbins = bins.size
+    if nbins == 1:
+        return vmin + 0.5 * hwidth
+    if nbins == 2:
+        if bins[0] > bins[1]:
+            return vmin + 0.5 * hwidth
+        return vmin + (1.5 if bins[0] < bins[1] else 1.0) * hwidth
+    peak = int(np.argmax(bins))
+    if peak == 0:
+        return vmin + 0.5 * hwidth
+    if peak == nbins - 1:
+        return vmin + (nbins - 0.5) * hwidth
+    dh1 = int(bins[peak] - bins[peak - 1])
+    dh2 = int(bins[peak] - bins[peak + 1])
+    if dh1 + dh2 == 0:
+        return vmin + (peak + 0.5) * hwidth
+    mode = peak + 1 + 0.5 * (dh1 - dh2) / (dh1 + dh2)
+    return vmin + (mode - 0.5) * hwidth
+
+
+def _histogram_midpt(bins, vmin, hwidth):
+    if bins.size <= 1:
+        return float(bins[0]) if bins.size else np.nan
+    cum = np.cumsum(bins).astype(np.float32)
+    cum = cum / cum[-1]
+    lo = int(np.nonzero(cum >= 0.5)[0][0])
+    h1 = vmin + lo * hwidth
+    hdiff = cum[lo] if lo == 0 else cum[lo] - cum[lo - 1]
+    if hdiff == 0:
+        return h1
+    if lo == 0:
+        return h1 + 0.5 / hdiff * hwidth
+    return h1 + (0.5 - cum[lo - 1]) / hdiff * hwidth
+
+
+def sky_statistic(values, skystat="mode", nclip=5, lsigma=4.0, usigma=4.0, lower=None, upper=None, binwidth=0.1):
+    """Clipped sky statistic of a sample (NaN when empty); see :func:`imagestats`."""
+    v = np.asarray(values, np.float32).ravel()
+    return imagestats(v[np.isfinite(v)], skystat, nclip, lsigma, usigma, lower, upper, binwidth)[0]
+
+
+class _Footprint:
+    """One image's data, usable-pixel mask, WCS and spherical bounding polygon."""
+
+    def __init__(self, image, good, stepsize=None):
+        from spherical_geometry.polygon import SphericalPolygon
+
+        self.image, self.good = image, good
+        ny, nx = image.data.shape
+        n = 2 if stepsize is None else None
+        nxs = n or max(2, int(np.ceil((nx + 1.0) / stepsize)))
+        nys = n or max(2, int(np.ceil((ny + 1.0) / stepsize)))
+        xs = np.linspace(-0.5, nx - 0.5, nxs)
+        ys = np.linspace(-0.5, ny - 0.5, nys)[1:-1]
+        # Pixel corners, counter-clockwise from the lower left, closed.
+        bx = np.concatenate([xs, np.full(ys.size, nx - 0.5), xs[::-1], np.full(ys.size, -0.5), xs[:1]])
+        by = np.concatenate([np.full(xs.size, -0.5), ys, np.full(xs.size, ny - 0.5), ys[::-1], [-0.5]])
+        ra, dec = image.wcs(bx, by, with_bounding_box=False)
+        ra[-1], dec[-1] = ra[0], dec[0]
+        self.polygon = SphericalPolygon.from_radec(ra, dec)
+
+    def overlap_sky(self, others, stat):
+        """(sky, npix, area) of this image inside its intersection with ``others`` (footprints)."""
+        from gwcs import region
+
+        fill = np.zeros(self.image.data.shape, bool)
+        area, pieces = 0.0, []
+        for other in others:
+            try:
+                inter = self.polygon.intersection(other.polygon)
+            except Exception:  # nearly identical polygons can defeat spherical_geometry; jwst keeps its own
+                inter = self.polygon.copy()
+            a = abs(inter.area())
+            if a == 0.0:
+                continue
+            area += a
+            pieces += list(inter.to_radec())
+        if area == 0.0:
+            return None, 0, 0.0
+        for ra, dec in pieces:
+            if len(ra) < 4:
+                continue
+            x, y = self.image.wcs.invert(ra, dec, with_bounding_box=False)
+            fill = region.Polygon(True, list(zip(x, y))).scan(fill)
+        fill &= self.good
+        if not fill.any():
+            return None, 0, 0.0
+        sky, npix = imagestats(self.image.data[fill], **stat)
+        if not np.isfinite(sky):
+            return None, 0, 0.0
+        return sky, npix, area
+
+
+def _group_overlap_sky(group, other, stat):
+    """npix-weighted sky of a group's members in their overlap with the other group."""
+    wsky, weight, area = 0.0, 0, 0.0
+    for member in group:
+        sky, npix, a = member.overlap_sky(other, stat)
+        area += a
+        if sky is not None and npix > 0:
+            wsky += sky * npix
+            weight += npix
+    if weight == 0 or area == 0.0:
+        return None, weight, area
+    return wsky / weight, weight, area
+
+
+def _match(groups, stat):
+    """Sky deltas of exposure groups (NaN where a group overlaps nothing), before match_down/up."""
+    ns = len(groups)
+    a = np.zeros((ns, ns))
+    w = np.zeros((ns, ns))
+    for i in range(ns):
+        for j in range(i + 1, ns):
+            s1, w1, area1 = _group_overlap_sky(groups[i], groups[j], stat)
+            s2, w2, area2 = _group_overlap_sky(groups[j], groups[i], stat)
+            if area1 == 0.0 or area2 == 0.0 or s1 is None or s2 is None:
+                continue
+            a[j, i], w[j, i], a[i, j], w[i, j] = s1, w1, s2, w2
+    wm = 0.5 * (w + w.T)
+    rows, rhs, used = [], [], np.zeros(ns, bool)
+    for i in range(ns):
+        for j in range(i + 1, ns):
+            if w[i, j] > 0 and w[j, i] > 0:
+                row = np.zeros(ns)
+                row[i], row[j] = wm[i, j], -wm[i, j]
+                rows.append(row)
+                rhs.append(wm[i, j] * (a[j, i] - a[i, j]))
+                used[[i, j]] = True
+    if not rows:
+        log.warning("no overlapping image pairs: sky levels set to 0")
+        return np.full(ns, np.nan)
+    k = np.array(rows)
+    if np.linalg.matrix_rank(k, 1.0e-12) < ns - 1:
+        log.warning("fewer independent overlaps than images: sky matched within connected subsets only")
+    deltas = np.linalg.pinv(k, rcond=1.0e-12) @ np.array(rhs)
+    deltas[~used] = np.nan
+    return deltas
+
+
+def skymatch(images, out_wcs=None, out_shape=None, *, skymethod="match", match_down=True, subtract=False,
+             skystat="mode", dqbits=None, lower=None, upper=None, nclip=5, lsigma=4.0, usigma=4.0, binwidth=0.1,
+             stepsize=None):
     """Measure (and optionally subtract) the sky of each image.
 
     Parameters
     ----------
     images : list of webbflow.steps.resample.ImageInput
         ``image.sky`` is set (and ``image.data`` lowered when ``subtract``).
+        Images with the same ``group`` (one exposure) share one sky.
     out_wcs, out_shape :
-        The common grid used to find overlaps.
+        Unused (overlaps come from the images' own footprints, as in jwst);
+        kept so callers that pass the resample grid still work.
     skymethod : {'local', 'global', 'match', 'global+match'}
     match_down : bool
     subtract : bool
-    skystat, nclip, lsigma, usigma, lower, upper :
-        See :func:`sky_statistic`.
+    skystat, nclip, lsigma, usigma, lower, upper, binwidth :
+        See :func:`imagestats`.
     dqbits : int, optional
         Good DQ bits (default: all but DO_NOT_USE and NON_SCIENCE).
+    stepsize : int, optional
+        Spacing of bounding-polygon vertices along the edges (default: corners only).
 
     Returns
     -------
     list of float
         The sky level of each image (input units).
     """
-    stat = dict(skystat=skystat, nclip=nclip, lsigma=lsigma, usigma=usigma, lower=lower, upper=upper)
-    goods = [(good_pixel_mask(im.dq) if dqbits is None else good_pixel_mask(im.dq, dqbits)) & np.isfinite(im.data)
-             for im in images]
-    local = [sky_statistic(im.data[g], **stat) for im, g in zip(images, goods)]
-    if skymethod == "local":
-        levels = local
-    elif skymethod == "global":
-        levels = [float(np.nanmin(local))] * len(images)
-    elif skymethod in ("match", "global+match"):
-        levels = _match(images, goods, out_wcs, out_shape, stat, match_down)
-        if skymethod == "global+match":
-            rest = [sky_statistic(im.data[g] - lv, **stat) for im, g, lv in zip(images, goods, levels)]
-            levels = [lv + float(np.nanmin(rest)) for lv in levels]
-    else:
+    if skymethod not in ("local", "global", "match", "global+match"):
         raise ValueError(f"skymethod must be local, global, match or global+match, not {skymethod!r}")
-    for im, level in zip(images, levels):
-        level = 0.0 if not np.isfinite(level) else float(level)
+    stat = dict(skystat=skystat, nclip=nclip, lsigma=lsigma, usigma=usigma, lower=lower, upper=upper,
+                binwidth=binwidth)
+    feet = []
+    for im in images:
+        good = (good_pixel_mask(im.dq) if dqbits is None else good_pixel_mask(im.dq, dqbits)) & np.isfinite(im.data)
+        feet.append(_Footprint(im, good, stepsize))
+    order, members = [], {}
+    for k, im in enumerate(images):
+        key = getattr(im, "group", None) or f"#{k}"
+        if key not in members:
+            order.append(key)
+            members[key] = []
+        members[key].append(k)
+    groups = [[feet[k] for k in members[key]] for key in order]
+    levels = np.zeros(len(groups))
+
+    def own_sky(group):
+        # A group's own sky is its lowest member's (jwst's SkyGroup without overlap).
+        skies = [imagestats(f.image.data[f.good], **stat)[0] for f in group]
+        skies = [s for s in skies if np.isfinite(s)]
+        return min(skies) if skies else np.nan
+
+    if skymethod in ("match", "global+match"):
+        deltas = _match(groups, stat)
+        good = np.isfinite(deltas)
+        if good.any():
+            deltas[good] -= deltas[good].min() if match_down else deltas[good].max()
+        levels = np.where(good, deltas, 0.0)
+    if skymethod in ("global", "global+match"):
+        rest = [own_sky(g) - lv for g, lv in zip(groups, levels)]
+        rest = [r for r in rest if np.isfinite(r)]
+        levels = levels + (min(rest) if rest else 0.0)
+    elif skymethod == "local":
+        levels = np.array([own_sky(g) for g in groups])
+        levels = np.where(np.isfinite(levels), levels, 0.0)
+    out = [0.0] * len(images)
+    for key, level in zip(order, levels):
+        for k in members[key]:
+            out[k] = float(level)
+    for im, level in zip(images, out):
         log.info("%s: sky %.6g", im.name, level)
         if subtract:
             im.data = im.data - np.float32(level)
             im.sky = 0.0
         else:
             im.sky = level
-    return [float(lv) if np.isfinite(lv) else 0.0 for lv in levels]
-
-
-def _match(images, goods, out_wcs, out_shape, stat, match_down):
-    n = len(images)
-    if n == 1:
-        return [0.0]
-    index = [_footprint_index(im, out_wcs, out_shape, g) for im, g in zip(images, goods)]
-    rows, rhs = [], []
-    for i in range(n):
-        for j in range(i + 1, n):
-            common = np.intersect1d(index[i][0], index[j][0], assume_unique=False)
-            if common.size < 10:
-                continue
-            si = sky_statistic(images[i].data[index[i][1]][np.isin(index[i][0], common)], **stat)
-            sj = sky_statistic(images[j].data[index[j][1]][np.isin(index[j][0], common)], **stat)
-            if not (np.isfinite(si) and np.isfinite(sj)):
-                continue
-            row = np.zeros(n)
-            row[i], row[j] = 1.0, -1.0
-            rows.append(row)
-            rhs.append(si - sj)
-    if not rows:
-        log.warning("no overlapping image pairs: sky levels set to 0")
-        return [0.0] * n
-    # The differences fix the levels up to a constant: pin it by the least-squares minimum norm
-    # solution, then shift so the lowest sky is 0 (match_down) or the highest is 0.
-    levels, *_ = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)
-    levels = levels - (levels.min() if match_down else levels.max())
-    return [float(v) for v in levels]
+    return out

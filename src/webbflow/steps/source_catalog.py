@@ -1,19 +1,25 @@
 """source_catalog: segmentation-based catalog of a resampled image, as jwst's ``source_catalog``.
 
-The i2d (MJy/sr) is converted to Jy per pixel with the output pixel area,
-a 2-D background (``bkg_boxsize`` meshes, sigma clipped median) is
-subtracted, the image is convolved with a Gaussian of ``kernel_fwhm`` and
-sources are the connected regions of at least ``npixels`` pixels above
+The i2d (MJy/sr) is converted to Jy per pixel with the output pixel area.  As
+jwst's ``make_tweakreg_catalog``: a 2-D background (``bkg_boxsize`` meshes,
+3-sigma clipped medians, 3x3 filter; one mesh of the whole image when none
+fits) is subtracted, the image is convolved with a centre-sampled Gaussian of
+``kernel_fwhm`` (astropy ``convolve``, masked pixels interpolated) and sources
+are the connected regions of at least ``npixels`` pixels above
 ``snr_threshold`` x the background RMS (optionally deblended).  photutils
-measures centroids, isophotal fluxes and shapes; circular apertures enclosing
-30/50/70 % of a point source's energy give ``aper30/50/70_flux`` (with the
-local background from an annulus subtracted), and ``aper_total_flux`` is the
-70 % flux times the aperture correction.
+measures centroids, isophotal fluxes and shapes.  As jwst's
+``JWSTSourceCatalog``: circular apertures enclosing 30/50/70 % of a point
+source's energy are summed on the i2d itself (NaN outside the coverage, so an
+aperture touching it gives NaN) minus the 3-sigma clipped median of an
+annulus, ``aper_total_flux`` is the 70 % flux times the aperture correction,
+and a source is extended when both concentration indices exceed their
+thresholds.  With the same i2d and APCORR the catalog equals jwst 3.0's to
+float32 precision (tests/test_parity_image3.py).
 
 jwst takes the aperture radii, annulus and corrections from the APCORR
 reference file.  Without one, webbflow measures them: the encircled-energy
 curve of the brightest isolated point sources in the image, normalised at a
-large radius (``ee_norm_radius`` x the median FWHM).  An APCORR-like table
+large radius (``ee_norm_radius`` x the median FWHM).  An APCORR table
 (``radius``, ``apcorr``, ``eefraction``, ``skyin``, ``skyout``; radii in
 pixels of the i2d) can be given instead.  Column names follow jwst; Vega
 magnitudes are not computed (no ABVEGAOFFSET reference).
@@ -25,12 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy import units as u
-from astropy.convolution import convolve
-from astropy.stats import SigmaClip, sigma_clipped_stats
+from astropy.convolution import Gaussian2DKernel, convolve
+from astropy.stats import SigmaClip, gaussian_fwhm_to_sigma, sigma_clipped_stats
 from astropy.table import QTable
 from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photometry
 from photutils.background import Background2D, MedianBackground
-from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources, make_2dgaussian_kernel
+from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources
 from scipy.spatial import cKDTree
 
 __all__ = ["ApertureModel", "CatalogResult", "abmag", "encircled_energy_apertures", "source_catalog"]
@@ -70,14 +76,21 @@ def abmag(flux_jy, flux_err_jy=None):
 
 
 def _background(data, mask, boxsize):
-    box = int(max(min(boxsize, *data.shape), 8))
-    try:
-        bkg = Background2D(data, box, mask=mask, sigma_clip=SigmaClip(3.0), bkg_estimator=MedianBackground(),
-                           filter_size=3 if min(data.shape) // box >= 3 else 1)
-        return bkg.background, bkg.background_rms
-    except ValueError:
-        _, med, std = sigma_clipped_stats(data, mask=mask)
-        return np.full(data.shape, med), np.full(data.shape, std)
+    """jwst's JWSTBackground: (3, 3)-filtered, 3-sigma clipped median meshes of ``boxsize`` pixels;
+    when no mesh fits (``boxsize`` larger than the image), one mesh of the whole unmasked image."""
+    kw = dict(filter_size=(3, 3), coverage_mask=mask, sigma_clip=SigmaClip(sigma=3.0),
+              bkg_estimator=MedianBackground())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NaNs under the coverage mask are expected
+        try:
+            bkg = Background2D(data, int(boxsize), **kw)
+        except ValueError:
+            try:
+                bkg = Background2D(data, data.shape, exclude_percentile=100.0, **kw)
+            except ValueError:
+                _, med, std = sigma_clipped_stats(data, mask=mask)
+                return np.full(data.shape, med), np.full(data.shape, std)
+    return bkg.background, bkg.background_rms
 
 
 def encircled_energy_apertures(data, error, xy, eefractions=(0.3, 0.5, 0.7), fwhm=None, norm_radius=4.0,
@@ -174,8 +187,11 @@ def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000
     error = np.where(bad, 0.0, np.nan_to_num(err) * to_jy)
     background, rms = _background(np.where(bad, np.nan, sci), bad, bkg_boxsize)
     sub = np.where(bad, 0.0, sci - background)
-    kernel = make_2dgaussian_kernel(kernel_fwhm, size=int(2 * np.ceil(1.5 * kernel_fwhm) + 1))
-    convolved = convolve(sub, kernel, normalize_kernel=True)  # bad pixels are already 0 in `sub`
+    # jwst: a centre-sampled Gaussian of 8 sigma (odd) and astropy's convolve, masked pixels interpolated.
+    kernel = Gaussian2DKernel(kernel_fwhm * gaussian_fwhm_to_sigma)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        convolved = convolve(np.where(bad, np.nan, sci - background), kernel, mask=bad)
     threshold = snr_threshold * rms
     segm = detect_sources(convolved, threshold, n_pixels=npixels, mask=bad)
     fractions = tuple(e / 100.0 for e in aperture_ee)
@@ -202,14 +218,20 @@ def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000
         apertures = encircled_energy_apertures(sub, total_error, np.c_[xc, yc][bright], fractions, fwhm,
                                                ee_norm_radius, mask=bad)
     pos = np.c_[xc, yc]
+    # As jwst: apertures on the i2d itself (NaN off the coverage, so an aperture touching it gives NaN),
+    # minus the 3-sigma clipped median of the annulus; the error is the aperture sum's.
+    raw = np.where(bad, np.nan, sci)
+    raw_err = np.where(bad, np.nan, error)
     annulus = CircularAnnulus(pos, apertures.skyin, apertures.skyout)
+    clip = SigmaClip(sigma=3.0)
     sky, sky_err = [], []
-    for m in annulus.to_mask(method="center"):
-        v = m.get_values(sub)
-        v = v[np.isfinite(v)]
-        _, med, std = sigma_clipped_stats(v) if v.size else (np.nan, np.nan, np.nan)
-        sky.append(med)
-        sky_err.append(std / np.sqrt(max(v.size, 1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for m in annulus.to_mask(method="center"):
+            v = clip(m.get_values(raw), masked=False)
+            v = v[np.isfinite(v)]
+            sky.append(np.median(v) if v.size else np.nan)
+            sky_err.append(np.sqrt(np.pi / (2.0 * v.size)) * np.std(v) if v.size else np.nan)
     sky, sky_err = np.array(sky), np.array(sky_err)
     table = QTable()
     table["label"] = np.asarray(cat.label, np.int32)
@@ -221,10 +243,9 @@ def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000
     fluxes = {}
     for frac, radius in zip(fractions, apertures.radii):
         ap = CircularAperture(pos, radius)
-        phot = aperture_photometry(sub, ap, error=total_error, mask=bad)
-        area = np.pi * radius**2
-        flux = np.asarray(phot["aperture_sum"], float) - sky * area
-        ferr = np.sqrt(np.asarray(phot["aperture_sum_err"], float) ** 2 + (sky_err * area) ** 2)
+        phot = aperture_photometry(raw, ap, error=raw_err)
+        flux = np.asarray(phot["aperture_sum"], float) - sky * ap.area
+        ferr = np.asarray(phot["aperture_sum_err"], float)
         name = f"aper{int(round(frac * 100))}"
         fluxes[name] = flux
         table[f"{name}_flux"] = flux * u.Jy
@@ -247,7 +268,7 @@ def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000
             table[key] = ci[key]
     ci1 = ci[f"CI_{names[1][4:]}_{names[0][4:]}"]
     ci2 = ci[f"CI_{names[2][4:]}_{names[1][4:]}"]
-    table["is_extended"] = (ci1 > ci1_star_threshold) | (ci2 > ci2_star_threshold)
+    table["is_extended"] = (ci1 > ci1_star_threshold) & (ci2 > ci2_star_threshold)  # both, as jwst
     iso = np.asarray(cat.segment_flux, float)
     iso_err = np.asarray(cat.segment_flux_err, float)
     table["isophotal_flux"] = iso * u.Jy

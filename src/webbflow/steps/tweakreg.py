@@ -7,10 +7,13 @@ onto one tangent plane (arcsec), and tweakwcs matches them
 (:class:`tweakwcs.matchutils.XYXYMatch`: 2-D histogram pre-shift, search
 radius, tolerance) and fits a linear correction with iterative sigma clipping
 (:func:`tweakwcs.linearfit.iter_linear_fit`, geometry ``shift``, ``rshift``,
-``rscale`` or ``general``).  Images are aligned one at a time to a reference
-catalog that grows with every aligned image (the first reference is the image
-with the most sources), as tweakwcs' ``align_wcs`` does.  With a reference
-catalog (RA/Dec) the aligned group is then fitted to it as one unit.
+``rscale`` or ``general``).  With jwst's defaults (``expand_refcat`` false)
+the first image is the reference and every other image, in input order, is
+aligned to its sources, as tweakwcs' ``align_wcs`` does then.  With
+``expand_refcat`` the reference is the image with the most sources and the
+reference catalog grows with every aligned image (tweakwcs picks the pair of
+largest overlap instead).  With a reference catalog (RA/Dec) the aligned
+group is then fitted to it as one unit.
 
 The correction is appended to each gwcs as a sky -> sky transform (project to
 the tangent plane, affine, de-project), so it works for any gwcs, the full
@@ -152,7 +155,7 @@ def _fit(ref_xy, img_xy, fitgeometry, searchrad, separation, tolerance, use2dhis
 def align(wcslist, catalogs, names=None, *, fitgeometry="rshift", searchrad=2.0, separation=1.0,
           tolerance=0.7, use2dhist=True, nclip=3, sigma=3.0, minobj=15, abs_refcat=None,
           abs_fitgeometry="rshift", abs_searchrad=6.0, abs_separation=1.0, abs_tolerance=0.7,
-          abs_nclip=3, abs_sigma=3.0, abs_minobj=15):
+          abs_nclip=3, abs_sigma=3.0, abs_minobj=15, expand_refcat=False, enforce_user_order=False):
     """Align the WCSs of a group of images to each other (and to a reference catalog).
 
     Parameters
@@ -175,6 +178,10 @@ def align(wcslist, catalogs, names=None, *, fitgeometry="rshift", searchrad=2.0,
         given, the aligned group is fitted to it as one unit.
     abs_* :
         The same parameters for the absolute fit.
+    expand_refcat : bool
+        Add each aligned image's sources to the reference catalog (jwst default false).
+    enforce_user_order : bool
+        Reference and alignment order as given even with ``expand_refcat``.
 
     Returns
     -------
@@ -183,7 +190,10 @@ def align(wcslist, catalogs, names=None, *, fitgeometry="rshift", searchrad=2.0,
     """
     names = names or [f"image{i}" for i in range(len(wcslist))]
     sky = [w(np.asarray(c["x"]), np.asarray(c["y"]), with_bounding_box=False) for w, c in zip(wcslist, catalogs)]
-    order = sorted(range(len(wcslist)), key=lambda i: -len(catalogs[i]))
+    if expand_refcat and not enforce_user_order:
+        order = sorted(range(len(wcslist)), key=lambda i: -len(catalogs[i]))
+    else:
+        order = list(range(len(wcslist)))  # jwst: the first image is the (fixed) reference
     ref = order[0]
     if len(catalogs[ref]):
         tp_center = (float(np.nanmedian(sky[ref][0])), float(np.nanmedian(sky[ref][1])))
@@ -205,7 +215,8 @@ def align(wcslist, catalogs, names=None, *, fitgeometry="rshift", searchrad=2.0,
             continue
         apply_correction(wcslist[i], fit["matrix"], fit["shift"], fit["center"], tp_center)
         sky[i] = wcslist[i](np.asarray(catalogs[i]["x"]), np.asarray(catalogs[i]["y"]), with_bounding_box=False)
-        ref_xy = np.vstack([ref_xy, _to_tp(tp, *sky[i])])
+        if expand_refcat:
+            ref_xy = np.vstack([ref_xy, _to_tp(tp, *sky[i])])
         results[i] = Alignment(names[i], status, fit["matrix"], fit["shift"], fit["nmatch"], fit["rmse"])
     out = [results[i] for i in range(len(wcslist))]
     if abs_refcat is not None:
