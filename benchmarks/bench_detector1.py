@@ -76,7 +76,7 @@ def jwst_steps(text):
     return took
 
 
-def bench_fullframe(workdir, repeats):
+def bench_fullframe(workdir, repeats, settle=5.0):
     data = workdir / "fullframe"
     if not (data / "uncal").is_dir():
         print("simulating the fullframe preset ...", flush=True)
@@ -91,6 +91,15 @@ def bench_fullframe(workdir, repeats):
     measure(ours_cmd, workdir)
     for i in range(repeats):
         for name, cmd in (("ours", ours_cmd), ("jwst", jwst_cmd)):
+            # Previous products are removed before the clock starts: replacing
+            # them inside the run would time the file system freeing (and, on a
+            # disk mounted with discard, trimming) their blocks.
+            shutil.rmtree(workdir / name, ignore_errors=True)
+            (workdir / name).mkdir(parents=True)
+            # Let the machine settle: on a VM the memory the previous run freed is
+            # handed back to the host for a few seconds after it exits, and a
+            # run started meanwhile pays for that (either pipeline, in turn).
+            time.sleep(settle)
             wall, rss, text = measure(cmd, workdir)
             steps = our_steps(text) if name == "ours" else jwst_steps(text)
             runs[name].append({"wall_s": wall, "peak_rss_mib": rss,
@@ -128,6 +137,8 @@ def bench_demo(workdir):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds of idle before each timed run (default 5)")
     parser.add_argument("--workdir", default=str(REPO / "benchmarks" / ".work"))
     parser.add_argument("--demo", action="store_true", help="also time the demo program end to end")
     parser.add_argument("--out", default=None, help="JSON results file")
@@ -137,12 +148,12 @@ def main(argv=None):
     workdir.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     print(f"benchmark on {machine}, {dt.date.today()}", flush=True)
-    runs = bench_fullframe(workdir, args.repeats)
+    runs = bench_fullframe(workdir, args.repeats, args.settle)
     med = {name: {k: statistics.median(r[k] for r in rs if r[k] is not None)
                   for k in ("wall_s", "peak_rss_mib", "jump_s", "ramp_fit_s")}
            for name, rs in runs.items()}
     ratios = {k: med["ours"][k] / med["jwst"][k] for k in med["ours"]}
-    summary = {"date": str(dt.date.today()), "machine": machine, "repeats": args.repeats,
+    summary = {"date": str(dt.date.today()), "machine": machine, "repeats": args.repeats, "settle_s": args.settle,
                "fullframe": {"runs": runs, "median": med, "ratio_ours_over_jwst": ratios}}
     if args.demo:
         summary["demo"] = bench_demo(workdir)
