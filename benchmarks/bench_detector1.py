@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from webbflow.oracle import detector1_command
+from webbflow.oracle import PRODUCT_ARRAYS, detector1_command, product_agreement
 from webbflow.refs import select_references
 from webbflow.simulate import run_preset
 
@@ -113,35 +113,24 @@ def bench_fullframe(workdir, repeats, settle=5.0):
 def compare_products(ours_dir, jwst_dir):
     """Parity of the last full-frame run: ours against jwst, product by product.
 
-    The figures of issue #5 (tests/test_parity_steps.py applies them to small
-    exposures): SCI |delta|/ERR median and 99.9th percentile, ERR/VAR_* largest
-    relative difference where DQ agrees, DQ (DO_NOT_USE, SATURATED, JUMP_DET)
-    agreement, and how many pixels are bit-identical.
+    The figures of issue #5 (:func:`webbflow.oracle.product_agreement`, which
+    tests/test_parity_steps.py applies to small exposures) plus how much is
+    bit-identical.
     """
-    key = 1 | 2 | 4  # DO_NOT_USE | SATURATED | JUMP_DET
     out = {}
     for suffix in ("rate", "rateints"):
-        ours_path = next(Path(ours_dir).glob(f"*_{suffix}.fits"))
-        jwst_path = next(Path(jwst_dir).glob(f"*_{suffix}.fits"))
-        with fits.open(ours_path) as a, fits.open(jwst_path) as b:
-            o = {e: np.asarray(a[e].data) for e in ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE")}
-            j = {e: np.asarray(b[e].data) for e in o}
-        both = np.isfinite(o["SCI"]) & np.isfinite(j["SCI"]) & (j["ERR"] > 0)
-        z = np.abs(o["SCI"] - j["SCI"])[both] / j["ERR"][both]
-        agree = (o["DQ"] == j["DQ"]) & both
-        rel = {e: float(np.max(np.abs(o[e][agree].astype(np.float64) - j[e][agree])
-                               / np.maximum(np.abs(j[e][agree].astype(np.float64)), 1e-30)))
-               for e in ("ERR", "VAR_POISSON", "VAR_RNOISE")}
-        identical = {e: float(np.mean((o[e] == j[e]) | (np.isnan(o[e]) & np.isnan(j[e]))
-                                      if o[e].dtype.kind == "f" else o[e] == j[e]))
-                     for e in o}
+        paths = [next(Path(d).glob(f"*_{suffix}.fits")) for d in (ours_dir, jwst_dir)]
+        with fits.open(paths[0]) as a, fits.open(paths[1]) as b:
+            agreement = product_agreement({e: a[e].data for e in PRODUCT_ARRAYS},
+                                          {e: b[e].data for e in PRODUCT_ARRAYS})
+        z = agreement.pop("dz")
         out[suffix] = {"median_dz": float(np.median(z)), "p999_dz": float(np.percentile(z, 99.9)),
-                       "dq_key_same": float(np.mean((o["DQ"] & key) == (j["DQ"] & key))),
-                       "max_rel": rel, "identical_fraction": identical}
+                       **agreement}
         print(f"parity {suffix}: median |d|/ERR = {out[suffix]['median_dz']:.3g}, 99.9th pct = "
               f"{out[suffix]['p999_dz']:.3g}, DQ (DNU/SAT/JUMP) same on {out[suffix]['dq_key_same']:.6%}, "
-              f"max rel diff " + ", ".join(f"{e} {v:.2g}" for e, v in rel.items()) + "; bit-identical: "
-              + ", ".join(f"{e} {v:.4%}" for e, v in identical.items()), flush=True)
+              f"max rel diff " + ", ".join(f"{e} {v:.2g}" for e, v in agreement["max_rel"].items())
+              + "; bit-identical: " + ", ".join(f"{e} {v:.4%}" for e, v in agreement["identical"].items()),
+              flush=True)
     return out
 
 

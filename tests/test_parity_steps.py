@@ -15,7 +15,8 @@ from astropy.io import fits
 
 from webbflow import dqflags
 from webbflow.io import read_uncal
-from webbflow.oracle import INTERMEDIATE_STEPS, OracleUnavailable, oracle_paths, run_detector1
+from webbflow.oracle import (INTERMEDIATE_STEPS, PRODUCT_ARRAYS, OracleUnavailable, oracle_paths,
+                             product_agreement, run_detector1)
 from webbflow.refs import load_references, select_references
 from webbflow.simulate import ExposureSpec, preset_specs, simulate_exposure
 from webbflow.stages import detector1
@@ -23,7 +24,6 @@ from webbflow.stages import detector1
 pytestmark = pytest.mark.parity
 
 REFTYPES = ("mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise")
-KEY_FLAGS = ("DO_NOT_USE", "SATURATED", "JUMP_DET")
 
 
 def _specs():
@@ -92,20 +92,17 @@ def test_step_matches_jwst(case, step):
 def test_products_match_jwst(case, suffix):
     name, _, ours, theirs = case
     with fits.open(theirs[suffix]) as hdul:
-        jw = {e: hdul[e].data for e in ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE")}
+        jw = {e: hdul[e].data for e in PRODUCT_ARRAYS}
     ours = ours[suffix]
-    dq_same = ours.dq == jw["DQ"]
-    key = sum(getattr(dqflags, f) for f in KEY_FLAGS)
-    key_same = np.mean((ours.dq & key) == (jw["DQ"] & key))
-    both = np.isfinite(ours.data) & np.isfinite(jw["SCI"]) & (jw["ERR"] > 0)
-    z = np.abs(ours.data - jw["SCI"])[both] / jw["ERR"][both]
+    mine = {"SCI": ours.data, "ERR": ours.err, "DQ": ours.dq,
+            "VAR_POISSON": ours.var_poisson, "VAR_RNOISE": ours.var_rnoise}
+    agreement = product_agreement(mine, jw)
+    z = agreement["dz"]
     print(f"{name} {suffix}: median |Δ|/ERR = {np.median(z):.3g}, 99.9th pct = {np.percentile(z, 99.9):.3g}, "
-          f"DQ (DNU/SAT/JUMP) same on {key_same:.6%}; differences by flag: {_flag_report(ours.dq, jw['DQ'])}")
+          f"DQ (DNU/SAT/JUMP) same on {agreement['dq_key_same']:.6%}; "
+          f"differences by flag: {_flag_report(ours.dq, jw['DQ'])}")
     assert np.median(z) <= 0.01 and np.percentile(z, 99.9) <= 0.1
-    assert key_same >= 0.999
-    agree = dq_same & both
-    for attr, ext in (("err", "ERR"), ("var_poisson", "VAR_POISSON"), ("var_rnoise", "VAR_RNOISE")):
-        a, b = getattr(ours, attr)[agree].astype(np.float64), jw[ext][agree].astype(np.float64)
-        rel = np.abs(a - b) / np.maximum(np.abs(b), 1e-30)
-        print(f"   {ext}: max relative difference {rel.max():.3g}")
-        assert rel.max() <= 1e-4, ext
+    assert agreement["dq_key_same"] >= 0.999
+    for ext, rel in agreement["max_rel"].items():
+        print(f"   {ext}: max relative difference {rel:.3g}")
+        assert rel <= 1e-4, ext

@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["DETECTOR1_OVERRIDES", "DETECTOR1_SKIPS", "OracleUnavailable", "oracle_paths",
+import numpy as np
+
+__all__ = ["DETECTOR1_OVERRIDES", "DETECTOR1_SKIPS", "OracleUnavailable", "oracle_paths", "product_agreement",
            "detector1_command", "run_detector1", "IMAGE3_OVERRIDES", "image3_command", "run_image3"]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +50,56 @@ def oracle_paths():
     if not script.exists():
         raise OracleUnavailable(f"oracle driver {script} not found: set WEBBFLOW_ORACLE_SCRIPT")
     return python, script
+
+
+def _run(cmd, cwd, what, timeout):
+    """Run an oracle command in ``cwd``; return its wall time, raise (with its stderr tail) on failure."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise RuntimeError(f"{what} failed (exit {proc.returncode})")
+    return wall
+
+
+PRODUCT_ARRAYS = ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE")
+"""Arrays of a rate/rateints product that :func:`product_agreement` compares."""
+
+
+def product_agreement(ours, theirs):
+    """How a rate or rateints product agrees with jwst's, in the terms of issue #5.
+
+    Parameters
+    ----------
+    ours, theirs : dict
+        Extension name (:data:`PRODUCT_ARRAYS`) -> array.
+
+    Returns
+    -------
+    dict
+        ``dz``: |SCI difference| / jwst ERR where both are finite and ERR > 0;
+        ``dq_key_same``: fraction of pixels whose DO_NOT_USE, SATURATED and
+        JUMP_DET bits agree; ``max_rel``: per ERR/VAR_POISSON/VAR_RNOISE the
+        largest relative difference where the whole DQ agrees; ``identical``:
+        per array the fraction of bit-identical values (NaN equal to NaN).
+    """
+    from webbflow import dqflags
+
+    o = {e: np.asarray(ours[e]) for e in PRODUCT_ARRAYS}
+    j = {e: np.asarray(theirs[e]) for e in PRODUCT_ARRAYS}
+    key = dqflags.DO_NOT_USE | dqflags.SATURATED | dqflags.JUMP_DET
+    both = np.isfinite(o["SCI"]) & np.isfinite(j["SCI"]) & (j["ERR"] > 0)
+    agree = (o["DQ"] == j["DQ"]) & both
+    max_rel = {}
+    for e in ("ERR", "VAR_POISSON", "VAR_RNOISE"):
+        a, b = o[e][agree].astype(np.float64), j[e][agree].astype(np.float64)
+        max_rel[e] = float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-30))) if a.size else 0.0
+    identical = {e: float(np.mean((o[e] == j[e]) | (np.isnan(o[e]) & np.isnan(j[e]))
+                                  if o[e].dtype.kind == "f" else o[e] == j[e])) for e in PRODUCT_ARRAYS}
+    return {"dz": np.abs(o["SCI"] - j["SCI"])[both] / j["ERR"][both],
+            "dq_key_same": float(np.mean((o["DQ"] & key) == (j["DQ"] & key))),
+            "max_rel": max_rel, "identical": identical}
 
 
 def detector1_command(uncal, references, outdir, save_steps=False, skip=(), settings=None):
@@ -91,12 +143,7 @@ def run_detector1(uncal, references, outdir, save_steps=False, skip=(), settings
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     cmd = detector1_command(uncal, references, outdir, save_steps, skip, settings)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=outdir)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise RuntimeError(f"jwst detector1 failed on {uncal} (exit {proc.returncode})")
+    wall = _run(cmd, outdir, f"jwst detector1 on {uncal}", timeout)
     root = Path(uncal).name.removesuffix("_uncal.fits")
     products = {p.stem.removeprefix(root + "_"): p for p in outdir.glob(f"{root}_*.fits")}
     return products, wall
@@ -166,12 +213,7 @@ def run_image3(asn, references, outdir, skip=(), settings=None, timeout=900):
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     cmd = image3_command(Path(asn).resolve(), references, outdir.resolve(), skip, settings)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=outdir)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise RuntimeError(f"jwst image3 failed on {asn} (exit {proc.returncode})")
+    wall = _run(cmd, outdir, f"jwst image3 on {asn}", timeout)
     product = json.loads(Path(asn).read_text())["products"][0]["name"]
     products = {"crf": sorted(outdir.glob("*_crf.fits"))}
     for suffix, ext in (("i2d", "fits"), ("segm", "fits"), ("cat", "ecsv")):

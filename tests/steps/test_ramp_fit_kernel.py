@@ -14,13 +14,14 @@ import pytest
 from webbflow import dqflags as F
 from webbflow.ramp import Ramp, Readout
 from webbflow.steps import ramp_fit
-from webbflow.steps._ramp_numba import BLOCK, _block_medians, row_network, sort_network
+from webbflow.steps._networks import sorting_network
+from webbflow.steps._ramp_numba import BLOCK, _block_medians, row_network
 
 
 @pytest.mark.parametrize("n", range(0, 11))
 def test_sort_network_sorts_every_zero_one_input(n):
     # zero-one principle: a comparator network sorting all 0/1 inputs sorts everything
-    pairs = sort_network(n)
+    pairs = sorting_network(n)
     for bits in itertools.product((0, 1), repeat=n):
         a = list(bits)
         for lo, hi in pairs:

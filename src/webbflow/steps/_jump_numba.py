@@ -25,6 +25,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._networks import sorting_network  # noqa: F401 (jump.py and the tests use K.sorting_network)
+
 DNU = 1
 SAT = 2
 JUMP = 4
@@ -36,39 +38,6 @@ REGIME_SIGMA_CLIP = 2
 
 # Target size (float64 values) of one block buffer: (n, width) stays in L1/L2.
 _BLOCK_VALUES = 4096
-
-
-def sorting_network(n):
-    """Comparators of Batcher's odd-even merge sort for ``n`` keys.
-
-    Parameters
-    ----------
-    n : int
-        Number of keys.
-
-    Returns
-    -------
-    ndarray, (ncomp, 2) int64
-        Pairs ``(i, j)`` with ``i < j < n``; applying ``min`` to ``i`` and
-        ``max`` to ``j`` in order sorts any ``n`` keys ascending. The network is
-        built for the next power of two and the comparators touching an index
-        ``>= n`` are dropped, which is valid when the missing keys are +inf.
-    """
-    p = 1
-    while p < n:
-        p *= 2
-    pairs = []
-    t = 1
-    while t < p:
-        k = t
-        while k >= 1:
-            for j in range(k % t, p - k, 2 * k):
-                for i in range(min(k, p - j - k)):
-                    if (i + j) // (2 * t) == (i + j + k) // (2 * t) and i + j + k < n:
-                        pairs.append((i + j, i + j + k))
-            k //= 2
-        t *= 2
-    return np.array(pairs, np.int64).reshape(-1, 2)
 
 
 def block_width(n):
@@ -288,6 +257,24 @@ def _load_block(data, gdq, gain, y, x0, w, nd, fd, prev, anyq):
 
 
 @njit(cache=True, error_model="numpy")
+def _abs_stats(fd, w, nuse, vmax, vmin):
+    """fd[:, :w] -> |fd| in place; per column the count of usable (non-NaN) values, max and min."""
+    n = fd.shape[0]
+    for x in range(w):
+        nuse[x] = 0
+        vmax[x] = -np.inf
+        vmin[x] = np.inf
+    for k in range(n):
+        row = fd[k]
+        for x in range(w):
+            v = abs(row[x])
+            row[x] = v
+            nuse[x] += v == v
+            vmax[x] = v if v > vmax[x] else vmax[x]
+            vmin[x] = v if v < vmin[x] else vmin[x]
+
+
+@njit(cache=True, error_model="numpy")
 def _exact_first_iteration(fd, srt, w, r2v, nframes, rej, thr3diff, thr2diff, net,
                            nuse, cnt, vmax, vmin, med, sig, rmax, todo):
     """First iteration of ``_iterative`` for a block; todo[x] = it flags something.
@@ -297,21 +284,11 @@ def _exact_first_iteration(fd, srt, w, r2v, nframes, rej, thr3diff, thr2diff, ne
     ``_sigma`` and the ratio loop of ``_iterative``, so the decision is exact.
     """
     n = fd.shape[0]
+    _abs_stats(fd, w, nuse, vmax, vmin)
     for x in range(w):
-        nuse[x] = 0
-        vmax[x] = -np.inf
-        vmin[x] = np.inf
         cnt[x] = 0
     # bitwise & and | on booleans below: short-circuit and/or would add
     # branches that keep LLVM from vectorising; NaN compares false throughout
-    for k in range(n):
-        row = fd[k]
-        for x in range(w):
-            v = abs(row[x])
-            row[x] = v
-            nuse[x] += v == v
-            vmax[x] = v if v > vmax[x] else vmax[x]
-            vmin[x] = v if v < vmin[x] else vmin[x]
     # with >= 4 usable differences every one equal to the maximum is dropped
     for k in range(n):
         row = fd[k]
@@ -362,18 +339,7 @@ def _screen_iterative(fd, srt, cfd, cr2, idx, w, r2v, nframes, rej, thr3diff, th
     cfd and screened exactly by ``_exact_first_iteration``.
     """
     n = fd.shape[0]
-    for x in range(w):
-        nuse[x] = 0
-        vmax[x] = -np.inf
-        vmin[x] = np.inf
-    for k in range(n):
-        row = fd[k]
-        for x in range(w):
-            v = abs(row[x])
-            row[x] = v
-            nuse[x] += v == v
-            vmax[x] = v if v > vmax[x] else vmax[x]
-            vmin[x] = v if v < vmin[x] else vmin[x]
+    _abs_stats(fd, w, nuse, vmax, vmin)
     nc = 0
     for x in range(w):
         u = nuse[x]

@@ -22,6 +22,8 @@ import numba
 import numpy as np
 from numba import njit
 
+from ._networks import sorting_network
+
 # JWST DQ bits used here (see webbflow.dqflags); numba needs them as globals.
 DNU = 1
 SAT = 2
@@ -73,45 +75,8 @@ def weight_table(ngroups):
     return tab
 
 
-def sort_network(n):
-    """Comparator pairs ``(lo, hi)`` of a sorting network for ``n`` elements.
-
-    Batcher's odd-even merge sort for the next power of two, with every
-    comparator that touches an index >= ``n`` dropped: that is valid when the
-    missing elements are taken as +inf, since such a comparator never moves
-    anything. Applying ``a, b = min(a, b), max(a, b)`` for each pair in order
-    sorts ``n`` values ascending.
-
-    Parameters
-    ----------
-    n : int
-        Number of elements.
-
-    Returns
-    -------
-    ndarray, int64, (ncomparators, 2)
-    """
-    size = 1
-    while size < n:
-        size *= 2
-    pairs = []
-    p = 1
-    while p < size:
-        k = p
-        while k >= 1:
-            for j in range(k % p, size - k, 2 * k):
-                for i in range(min(k, size - j - k)):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        lo, hi = i + j, i + j + k
-                        if hi < n:
-                            pairs.append((lo, hi))
-            k //= 2
-        p *= 2
-    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
-
-
 def row_network(n):
-    """The :func:`sort_network` of ``n`` as out-of-place operations on ``n + 2`` buffer rows.
+    """The :func:`~webbflow.steps._networks.sorting_network` of ``n`` as out-of-place operations on ``n + 2`` buffer rows.
 
     Every comparator reads two rows and writes their min and max to two free
     rows (then frees the rows it read), so no loop stores to a row it loads:
@@ -133,7 +98,7 @@ def row_network(n):
     slot = list(range(n))
     free = [n + 1, n]
     ops = []
-    for a, b in sort_network(n):
+    for a, b in sorting_network(n):
         lo, hi = free.pop(), free.pop()
         ops.append((slot[a], slot[b], lo, hi))
         free += [slot[b], slot[a]]

@@ -187,27 +187,25 @@ def run(ramp, readout, dark_frames, dark_dq, dark_nframes=1, dark_groupgap=0,
     # dtype, a float64 extrapolated dark subtracted in float64 and rounded, as
     # stcal does), without a dark-sized temporary.
     start = 0
-    # A lazy dark is read into one reusable buffer (fresh memory is not free).
+    # A lazy float32 dark is read into one reusable buffer (fresh memory is not free).
     stream = hasattr(dark, "read") and dark.dtype == np.float32
     if stream:
         buf = np.empty((1 if same_grouping else nframes, ny, nx), np.float32)
         mean = np.empty((ny, nx), np.float32)
     for g in range(ngroups):
+        lo = g if same_grouping else start
+        hi = min(lo + (1 if same_grouping else nframes), dark.shape[0])
         if stream:
-            lo = g if same_grouping else start
-            hi = min(lo + (1 if same_grouping else nframes), dark.shape[0])
             planes = dark.read(lo, hi, out=buf[:hi - lo])
             np.copyto(planes, np.float32(0), where=np.isnan(planes))
-            if len(planes) == 1:
-                plane = planes[0]
-            else:  # the same float32 reduction as ndarray.mean(axis=0)
-                plane = np.mean(planes, axis=0, out=mean)
-        elif same_grouping:
-            plane = _nan_to_zero(dark[g:g + 1])[0]
-        elif nframes == 1:
-            plane = _nan_to_zero(dark[start:start + 1])[0].astype(np.float32, copy=False)
         else:
-            plane = _nan_to_zero(dark[start:start + nframes]).mean(axis=0).astype(np.float32, copy=False)
+            planes = _nan_to_zero(dark[lo:hi])
+        if len(planes) == 1:
+            plane = planes[0]
+        else:  # the mean over the group's planes in the dark's dtype, as stcal
+            plane = np.mean(planes, axis=0, out=mean if stream else None)
+        if not same_grouping:
+            plane = plane.astype(np.float32, copy=False)
         ramp.data[:, g] -= plane
         start += nframes + groupgap
     return StepStatus.COMPLETE

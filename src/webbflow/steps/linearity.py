@@ -15,53 +15,18 @@ from numba import njit, prange
 from webbflow import dqflags
 from webbflow.ramp import StepStatus
 
-__all__ = ["run", "prepare_coefficients"]
+__all__ = ["run"]
 
 log = logging.getLogger(__name__)
-
-
-def prepare_coefficients(coeffs, lin_dq):
-    """Replace untrustworthy coefficients by the identity polynomial.
-
-    Parameters
-    ----------
-    coeffs : ndarray, (ncoeffs, ny, nx)
-        COEFFS of the LINEARITY reference (not modified).
-    lin_dq : ndarray, (ny, nx)
-        LINEARITY reference DQ.
-
-    Returns
-    -------
-    coeffs : ndarray, float32, (ncoeffs, ny, nx)
-        Coefficients safe to evaluate everywhere.
-    extra_dq : ndarray, uint32, (ny, nx)
-        NO_LIN_CORR where a NaN coefficient or a zero linear term was found
-        (to be OR-ed into PIXELDQ along with ``lin_dq``).
-    """
-    coeffs = np.array(coeffs, dtype=np.float32, copy=True)
-    if coeffs.ndim != 3 or coeffs.shape[0] < 2:
-        raise ValueError(f"linearity coefficients must be (ncoeffs>=2, ny, nx), got {coeffs.shape}")
-    identity = np.zeros(coeffs.shape[0], np.float32)
-    identity[1] = 1.0
-    lin_dq = np.asarray(lin_dq)
-    # Same order as stcal: reference flag, then NaN, then zero linear term
-    # (a NaN fixed by the first test is not flagged again by the second).
-    flagged = (lin_dq & dqflags.NO_LIN_CORR) != 0
-    coeffs[:, flagged] = identity[:, None]
-    has_nan = np.isnan(coeffs).any(axis=0)
-    coeffs[:, has_nan] = identity[:, None]
-    zero_linear = coeffs[1] == 0
-    coeffs[:, zero_linear] = identity[:, None]
-    extra_dq = np.where(has_nan | zero_linear, np.uint32(dqflags.NO_LIN_CORR), np.uint32(0))
-    return coeffs, extra_dq
 
 
 @njit(cache=True, parallel=True)
 def _classify(coeffs, lin_dq, pixeldq, no_lin_corr, identity):
     """Mark (``identity``) the pixels whose polynomial is replaced; OR the DQ into ``pixeldq``.
 
-    The same decisions as :func:`prepare_coefficients`, pixel by pixel and
-    without copying the coefficient cube.
+    stcal's order: NO_LIN_CORR in the reference DQ, then any NaN coefficient,
+    then a zero linear term (the latter two also flagged NO_LIN_CORR), decided
+    pixel by pixel without copying the coefficient cube.
     """
     ncoeffs, ny, nx = coeffs.shape
     for y in prange(ny):
