@@ -14,12 +14,12 @@ jwst's ``calwebb_image3`` accepts as is.
 """
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import webbflow
 from webbflow.io.errors import InputError
+from webbflow.io.files import atomic_write_text
 
 __all__ = [
     "IMAGE3_EXP_TYPES",
@@ -164,11 +164,7 @@ def write_asn(asn, path, suffix="cal"):
     path = Path(path)
     if path.suffix != ".json":
         raise ValueError(f"{path}: association files must end in .json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps(asn.as_dict(suffix), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(asn.as_dict(suffix), indent=2) + "\n")
 
 
 def read_asn(path):

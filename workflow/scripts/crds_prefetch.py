@@ -1,37 +1,13 @@
-"""Snakemake adapter: fetch every reference of the run into the CRDS cache and write the lockfile."""
+"""Snakemake adapter: fetch the run's references into the CRDS cache, write the lockfile (webbflow.jobs)."""
 
-import logging
 import sys
 from pathlib import Path
 
-logging.basicConfig(
-    filename=snakemake.log[0],  # noqa: F821 (injected by Snakemake)
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    force=True,
-)
-log = logging.getLogger("webbflow.crds_prefetch")
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+sys.path.append(str(Path(sm.scriptdir).parents[1] / "src"))  # a clone used without `pip install -e .`
+from webbflow import jobs  # noqa: E402
+from webbflow.workflow import run_job  # noqa: E402
 
-try:
-    import webbflow  # noqa: F401
-except ImportError:  # a clone used without `pip install -e .`
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
-
-from webbflow.io.errors import InputError
-from webbflow.refs.crds_select import CrdsSetup
-from webbflow.refs.prefetch import prefetch
-
-params = snakemake.params  # noqa: F821
-uncals = {Path(p).name.removesuffix("_uncal.fits"): p for p in snakemake.input.uncal}  # noqa: F821
-# The only writer of the cache in this run: not read-only.
-crds_config = snakemake.config["crds"]  # noqa: F821
-setup = CrdsSetup(params.cache, crds_config["context"], crds_config["server_url"], readonly=False)
-try:
-    prefetch(uncals, params.reftypes, setup, setup.context, snakemake.output.lock,  # noqa: F821
-             overrides=params.overrides)
-except InputError as exc:
-    log.error("%s", exc)
-    sys.exit(f"webbflow crds_prefetch failed: {exc}")
-except Exception:
-    log.exception("crds_prefetch failed")
-    raise
+crds = sm.config["crds"]
+run_job(sm, "crds_prefetch", jobs.crds_prefetch, sm.input.uncal, sm.params.reftypes, sm.params.cache,
+        crds["context"], crds["server_url"], sm.output.lock, overrides=sm.params.overrides)

@@ -1,18 +1,11 @@
-"""Snakemake adapter: write one image3 association as JWST association JSON (atomically)."""
+"""Snakemake adapter: write one image3 association as JWST association JSON (webbflow.jobs.image3_asn)."""
 
-import json
-import logging
-import os
+import sys
 from pathlib import Path
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,  # noqa: F821 (injected by Snakemake)
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+sys.path.append(str(Path(sm.scriptdir).parents[1] / "src"))  # a clone used without `pip install -e .`
+from webbflow import jobs  # noqa: E402
+from webbflow.workflow import run_job  # noqa: E402
 
-content = json.loads(snakemake.params.content)  # noqa: F821
-path = Path(snakemake.output.asn)  # noqa: F821
-path.parent.mkdir(parents=True, exist_ok=True)
-tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-tmp.write_text(json.dumps(content, indent=2) + "\n")
-os.replace(tmp, path)
-logging.getLogger("webbflow.asn").info("%s: %d members", content["products"][0]["name"],
-                                       len(content["products"][0]["members"]))
+run_job(sm, "image3_asn", jobs.image3_asn, sm.params.content, sm.output.asn)

@@ -7,7 +7,6 @@ Range header and answers 200 makes us start over).  A file whose size or
 checksum is wrong is deleted and refused.
 """
 
-import hashlib
 import http.client
 import logging
 import os
@@ -18,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from webbflow.io.errors import InputError
+from webbflow.io.files import file_digests
 
 __all__ = ["DownloadError", "download", "verify_file"]
 
@@ -49,12 +49,9 @@ def verify_file(path, size=None, sha256=None, fits_checksum=True):
     if size is not None and actual != int(size):
         return f"size {actual} bytes, expected {int(size)}"
     if sha256:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(_CHUNK), b""):
-                digest.update(block)
-        if digest.hexdigest() != sha256.lower():
-            return f"sha256 {digest.hexdigest()[:12]}…, expected {sha256[:12]}…"
+        digest = file_digests(path)["sha256"]
+        if digest != sha256.lower():
+            return f"sha256 {digest[:12]}…, expected {sha256[:12]}…"
     if fits_checksum and path.name.endswith((".fits", ".fits.part")):
         from astropy.io import fits
 

@@ -11,7 +11,6 @@ provenance (WF_VER, WF_CFGD, WF_PARS).  Written atomically.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 import webbflow
 from webbflow.io.errors import InputError, ReferenceFileError
+from webbflow.io.files import atomic_output
 from webbflow.refs.load import map_dq
 
 __all__ = ["CalArrays", "read_rate", "load_flat", "load_photom", "load_area", "load_distortion",
@@ -215,17 +215,10 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
     model.meta.calibration_software_version = webbflow.__version__
     _provenance(model, provenance or {})
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     model.meta.filename = path.name
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
-            model.to_fits(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
+        model.to_fits(tmp, overwrite=True)
     return path
 
 

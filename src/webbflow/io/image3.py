@@ -8,7 +8,6 @@ keywords ``WF_VER``, ``WF_CFGD`` and ``WF_PARS`` in the primary header.
 """
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from stdatamodels.jwst import datamodels
 import webbflow
 from webbflow.config import config_digest
 from webbflow.io.errors import InputError
-from webbflow.io.products import atomic_path
+from webbflow.io.files import atomic_output
 from webbflow.steps.resample import ImageInput
 
 __all__ = [
@@ -127,11 +126,9 @@ def _provenance(provenance):
 def save_model(model, path, provenance=None):
     """Write a datamodel atomically and add webbflow's provenance keywords to its primary header."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
     model.meta.filename = path.name
     model.meta.calibration_software_version = webbflow.__version__
-    try:
+    with atomic_output(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.to_fits(tmp, overwrite=True)
@@ -139,10 +136,6 @@ def save_model(model, path, provenance=None):
             for key, value, comment in _provenance(provenance):
                 # A long value (the JSON of WF_PARS) leaves no room for a comment; CONTINUE cards carry it.
                 hdul[0].header[key] = (value, comment) if len(str(value)) < 40 else value
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -258,15 +251,9 @@ def write_segm(segmentation, path, template, provenance=None):
 def write_catalog(table, path, meta=None):
     """Write the source catalog as ECSV atomically (``meta`` added to the table's metadata)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
     table = table.copy()
     table.meta.update(meta or {})
     table.meta["webbflow_version"] = webbflow.__version__
-    try:
+    with atomic_output(path) as tmp:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

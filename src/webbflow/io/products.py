@@ -17,7 +17,6 @@ that looks finished.
 
 import datetime
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -26,8 +25,9 @@ from astropy.io import fits
 
 import webbflow
 from webbflow.config import config_digest
+from webbflow.io.files import atomic_output
 
-__all__ = ["CAL_STEP_KEYS", "REFTYPES", "atomic_path", "write_rate", "write_rateints"]
+__all__ = ["CAL_STEP_KEYS", "REFTYPES", "write_rate", "write_rateints"]
 
 CAL_STEP_KEYS = {
     "dq_init": "dq_init",
@@ -66,12 +66,6 @@ def _carried(header, primary=True):
             continue  # step status and references are set from this run only
         cards.append((key, card.value, card.comment))
     return cards
-
-
-def atomic_path(path):
-    """Temporary sibling of ``path`` used until the product is complete."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.part")
 
 
 def _provenance_cards(ref_files, provenance):
@@ -204,17 +198,10 @@ def _asdf_hdu():
 
 def _save(hdulist, path):
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
-        with warnings.catch_warnings():
-            # the WF_CFGD comment does not fit beside its 64-character digest; cut, as before
-            warnings.filterwarnings("ignore", "Card is too long, comment will be truncated")
-            hdulist.writeto(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(path) as tmp, warnings.catch_warnings():
+        # the WF_CFGD comment does not fit beside its 64-character digest; cut, as before
+        warnings.filterwarnings("ignore", "Card is too long, comment will be truncated")
+        hdulist.writeto(tmp, overwrite=True)
     return path
 
 

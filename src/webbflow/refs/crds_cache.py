@@ -27,16 +27,15 @@ existing name but different content is refused.  A new context (e.g.
 unchanged files are shared between contexts.
 """
 
-import hashlib
 import logging
 import os
 import pprint
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from webbflow.io.errors import ReferenceFileError
+from webbflow.io.files import atomic_output, atomic_write_text, file_digests
 from webbflow.refs.select import reference_header
 
 __all__ = ["KEYWORD_PATHS", "SELECTORS", "build_cache", "context_name", "scan_references",
@@ -92,14 +91,6 @@ KEYWORD_PATHS = {
 _ANY = {"ANY", "GENERIC", "N/A", "NONE", ""}
 _ANY_BY_KEY = {"SUBARRAY": {"FULL"}}
 _FIRST_CONTEXT = 9000
-
-
-def _sha1(path):
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def context_name(number):
@@ -168,36 +159,16 @@ def scan_references(paths):
     return rows
 
 
-def _atomic_write_text(path, text):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_mapping(path, text):
     """Write a mapping with the sha1sum computed by crds itself (``Mapping.write``)."""
     from crds.core import rmap
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, draft = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        Path(draft).write_text(text)
-        mapping = rmap.Mapping.from_file(draft, ignore_checksum=True)
-        mapping.header["name"] = path.name  # parsed from the draft file; keep the real name
-        mapping.write(draft)
-        os.replace(draft, path)
-    finally:
-        if os.path.exists(draft):
-            os.unlink(draft)
+    with atomic_output(path) as draft:  # the draft keeps the mapping's name and suffix, which crds reads
+        draft.write_text(text)
+        mapping = rmap.Mapping.from_file(str(draft), ignore_checksum=True)
+        mapping.header["name"] = path.name
+        mapping.write(str(draft))
 
 
 def _header_text(header):
@@ -268,8 +239,8 @@ def write_server_config(cache, operational_context, latest_context=None):
             "bad_files": "", "force_remote_mode": 0, "last_synced": "never (webbflow local cache)",
             "reference_url": {}, "mapping_url": {}, "effective_mode": "local"}
     cfg = Path(cache) / "config" / OBSERVATORY
-    _atomic_write_text(cfg / "server_config", pprint.pformat(info) + "\n")
-    _atomic_write_text(cfg / "ref_cache_subdir_mode", "instrument\n")
+    atomic_write_text(cfg / "server_config", pprint.pformat(info) + "\n")
+    atomic_write_text(cfg / "ref_cache_subdir_mode", "instrument\n")
 
 
 def _existing_contexts(cache):
@@ -281,22 +252,16 @@ def _existing_contexts(cache):
 def _install(src, dest):
     """Copy ``src`` into the cache as ``dest`` atomically (hard link when possible); never replace."""
     if dest.exists():
-        if _sha1(dest) != _sha1(src):
+        if file_digests(dest, ("sha1",)) != file_digests(src, ("sha1",)):
             raise ReferenceFileError(src, f"the cache already holds a different file named {dest.name} ({dest})",
                                      "cached references are immutable: give the new file a new name")
         return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
+    with atomic_output(dest) as tmp:
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
         os.chmod(tmp, 0o444)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def build_cache(references, cache, context=None, na_types=None, make_latest=True):

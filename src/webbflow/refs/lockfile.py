@@ -8,14 +8,12 @@ to rebuild the exact cache on an air-gapped node (:func:`export_cache`) and
 to refuse a reference whose bytes changed since (:func:`verify_reference`).
 """
 
-import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from webbflow.io.errors import ReferenceFileError
+from webbflow.io.files import atomic_output, atomic_write_text, file_digests
 
 __all__ = ["FORMAT", "build_lockfile", "export_cache", "file_checksums", "locked_provenance", "read_lockfile",
            "verify_reference", "write_lockfile"]
@@ -25,13 +23,7 @@ FORMAT = "webbflow-crds-lock/1"
 
 def file_checksums(path):
     """sha1, sha256 (hex) and size of a file, read once."""
-    sha1, sha256, size = hashlib.sha1(), hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            sha1.update(block)
-            sha256.update(block)
-            size += len(block)
-    return {"sha1": sha1.hexdigest(), "sha256": sha256.hexdigest(), "size": size}
+    return file_digests(path, ("sha1", "sha256"))
 
 
 def build_lockfile(selections, context, cache, crds_version, mappings=(), reftypes=None):
@@ -84,18 +76,7 @@ def build_lockfile(selections, context, cache, crds_version, mappings=(), reftyp
 
 def write_lockfile(path, lock):
     """Write ``lock`` as JSON atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(lock, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_text(path, json.dumps(lock, indent=1, sort_keys=True) + "\n")
 
 
 def read_lockfile(path):
@@ -150,10 +131,8 @@ def _copy_verified(src, dest, checksum, kind):
     if file_checksums(src)[kind_key(kind)] != checksum:
         raise ReferenceFileError(src, f"{kind} {Path(src).name} does not match its lockfile checksum",
                                  "export from the cache the lockfile was written with (--cache)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    with atomic_output(dest) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def kind_key(kind):

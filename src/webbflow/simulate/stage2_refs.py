@@ -24,9 +24,9 @@ import numpy as np
 from astropy.io import fits
 
 from webbflow import dqflags
+from webbflow.io.files import atomic_output
 from webbflow.simulate import optics
 from webbflow.simulate.detectors import DETECTORS
-from webbflow.simulate.writers import atomic_path
 
 __all__ = ["STAGE2_REFTYPES", "flat_response", "flat_field_array", "stage2_reference_paths",
            "write_apcorr_reference", "write_abvegaoffset_reference",
@@ -123,7 +123,7 @@ def _dq_def():
 
 
 def _write_fits(path, hdus):
-    with atomic_path(path) as tmp:
+    with atomic_output(path) as tmp:
         fits.HDUList(hdus).writeto(tmp)
 
 
@@ -194,7 +194,7 @@ def _write_distortion(path, detector, extra):
     meta.output_units = u.arcsec
     for k, v in extra.items():
         model.meta.instance.setdefault("webbflow", {})[k.lower()] = v
-    with atomic_path(path) as tmp:
+    with atomic_output(path) as tmp:
         model.save(tmp)
     model.close()
 
@@ -297,6 +297,6 @@ def write_abvegaoffset_reference(path, detector, offsets):
         model.meta.description = "webbflow AB to Vega offsets"
         model.abvega_offset = Table(rows=[(f, p, float(v)) for (f, p), v in offsets.items()],
                                     names=("filter", "pupil", "abvega_offset"))
-        with atomic_path(path) as tmp:
+        with atomic_output(path) as tmp:
             model.save(tmp)
     return path

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,34 +10,16 @@ from astropy.io import fits
 from astropy.table import Table
 
 from webbflow import dqflags
+from webbflow.io.files import atomic_output
 from webbflow.simulate.detectors import DETECTORS
 
-__all__ = ["atomic_path", "write_uncal", "write_reference_files", "write_truth",
+__all__ = ["write_uncal", "write_reference_files", "write_truth",
            "reference_path", "REFTYPES", "write_table", "write_pointing_truth"]
 
 REFTYPES = ("mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise")
 
 _DQ_DEF_FLAGS = ("DO_NOT_USE", "SATURATED", "DEAD", "HOT", "WARM", "NO_LIN_CORR",
                  "NO_SAT_CHECK", "UNRELIABLE_BIAS", "REFERENCE_PIXEL")
-
-
-@contextmanager
-def atomic_path(path):
-    """Yield a temporary path with the same file name; move it onto ``path`` on success.
-
-    The temporary file lives in a hidden folder next to ``path`` (same file
-    system, so the final rename is atomic) and keeps the final base name, which
-    stdatamodels records as FILENAME on save.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp = tmpdir / path.name
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def _header(keywords):
@@ -92,7 +70,7 @@ def write_uncal(path, sci, primary, sci_header, group, int_times, zeroframe=None
              fits.BinTableHDU(int_times, name="INT_TIMES"),
              fits.ImageHDU(np.zeros((ny, nx), np.uint32), name="PIXELDQ"),
              fits.ImageHDU(np.zeros((nints, ngroups, ny, nx), np.uint8), name="GROUPDQ")]
-    with atomic_path(path) as tmp:
+    with atomic_output(path) as tmp:
         _save_through_datamodel(fits.HDUList(hdus), tmp, "Level1bModel")
     return path
 
@@ -196,7 +174,7 @@ def write_reference_files(det_model, outdir, n_dark_frames, extra_keywords=None)
     for reftype, (extra, hdus) in content.items():
         header = _ref_primary(reftype, det_model, {**(extra or {}), **(extra_keywords or {})})
         path = reference_path(outdir, det_model.detector, reftype, det_model.geometry.name)
-        with atomic_path(path) as tmp:
+        with atomic_output(path) as tmp:
             fits.HDUList([fits.PrimaryHDU(header=header)] + hdus).writeto(tmp)
         paths[reftype] = path
     return paths
@@ -221,11 +199,11 @@ def write_truth(outdir, rootname, rate, deposits, first_saturated, meta):
     }
     h = header.copy()
     h["BUNIT"] = ("DN/s", "true count rate, dark current excluded")
-    with atomic_path(paths["rate"]) as tmp:
+    with atomic_output(paths["rate"]) as tmp:
         fits.PrimaryHDU(rate.astype(np.float32), h).writeto(tmp)
     h = header.copy()
     h["COMMENT"] = "first group (0-based) at or above the saturation threshold; -1 = never"
-    with atomic_path(paths["first_saturated"]) as tmp:
+    with atomic_output(paths["first_saturated"]) as tmp:
         fits.PrimaryHDU(first_saturated.astype(np.int16), h).writeto(tmp)
     table = Table({
         "x": deposits.x.astype(np.int32), "y": deposits.y.astype(np.int32),
@@ -240,14 +218,14 @@ def write_truth(outdir, rootname, rate, deposits, first_saturated, meta):
     table.meta.update(meta)
     table.meta["comments"] = ["0-based x, y, integration, group (first group showing the hit);"
                               " amplitude = deposited charge in linear DN"]
-    with atomic_path(paths["cosmic_rays"]) as tmp:
+    with atomic_output(paths["cosmic_rays"]) as tmp:
         table.write(tmp, format="ascii.ecsv")
     return paths
 
 
 def write_table(path, table):
     """Write an astropy table as ECSV atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_output(path) as tmp:
         table.write(tmp, format="ascii.ecsv")
     return Path(path)
 

@@ -1,0 +1,94 @@
+"""File plumbing shared by every writer and every checksum: atomic outputs and file digests.
+
+Every product, table, lockfile and cache file webbflow writes goes through
+:func:`atomic_output`, so an interrupted job never leaves a truncated file
+under a final name (Snakemake, a re-run or another job would take it for
+complete).  Every checksum (the CRDS lockfile, the cache's "never replace"
+check, a downloaded file's sha256) is :func:`file_digests`.
+
+Standard library only: job adapters import this before any science code.
+"""
+
+import hashlib
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_output", "atomic_write_text", "file_digests"]
+
+_BLOCK = 1 << 20
+
+
+@contextmanager
+def atomic_output(path):
+    """Yield a temporary path for ``path``; move it onto ``path`` only if the block succeeds.
+
+    The temporary file sits in a fresh hidden folder next to ``path``
+    (``.<name>.<random>.part/<name>``): the same file system, so the final
+    :func:`os.replace` is atomic; the same base name, which stdatamodels
+    records as FILENAME and crds reads the mapping type from; and a folder of
+    its own, so concurrent writers of one name never share a temporary file.
+    Whatever happens, the temporary folder is removed.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Final destination; its folder is created if missing.
+
+    Yields
+    ------
+    pathlib.Path
+        Where to write.  Not writing it is an error on exit (FileNotFoundError).
+
+    Examples
+    --------
+    >>> with atomic_output("out/table.ecsv") as tmp:  # doctest: +SKIP
+    ...     table.write(tmp, format="ascii.ecsv")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        yield tmpdir / path.name
+        os.replace(tmpdir / path.name, path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_output`).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def file_digests(path, algorithms=("sha256",)):
+    """Hex digests of a file under several hash algorithms, and its size, from one read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    algorithms : sequence of str
+        :mod:`hashlib` names (``sha1``, ``sha256``, ...).
+
+    Returns
+    -------
+    dict
+        ``{algorithm: hexdigest, ..., "size": bytes}``.
+    """
+    digests = {name: hashlib.new(name) for name in algorithms}
+    size = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_BLOCK), b""):
+            for digest in digests.values():
+                digest.update(block)
+            size += len(block)
+    return {**{name: digest.hexdigest() for name, digest in digests.items()}, "size": size}

@@ -1,0 +1,252 @@
+"""One function per workflow job: what a rule's script runs, with plain arguments.
+
+``workflow/scripts/<job>.py`` reads ``snakemake.input/params/output`` and passes
+them to the function of the same name here through
+:func:`webbflow.workflow.run_job`.  The functions hold the job glue (parsing the
+rule's JSON params, the provenance products record, the CRDS lock check,
+manifests); the algorithms live in :mod:`webbflow.stages` and below.  Heavy
+modules are imported inside each function, so a job loads only what it uses.
+
+Step parameters and references arrive as the canonical JSON the rules put in
+their params (a changed value re-runs the job); a dict is taken as well.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+__all__ = ["crds_prefetch", "demo", "detector1", "download", "image2", "image3", "image3_asn",
+           "reference_names", "stage_provenance"]
+
+
+def _mapping(value):
+    """A dict from the canonical JSON of a rule's params (or a dict already)."""
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def reference_names(references):
+    """reftype -> file name of the references a job reads (types without a file left out)."""
+    return {reftype: Path(path).name for reftype, path in references.items() if path}
+
+
+def stage_provenance(steps, **inputs):
+    """What a stage's products record about the configuration they were made with.
+
+    Parameters
+    ----------
+    steps : dict
+        The effective step parameters of the job.
+    **inputs
+        What else identifies the products' configuration, e.g.
+        ``references=reference_names(...)`` (stages 1 and 2) or ``members=[...]``
+        (stage 3); hashed into ``config_digest`` with the steps.
+
+    Returns
+    -------
+    dict
+        ``webbflow_version``, ``step_parameters`` and ``config_digest`` (sha256 of
+        the canonical JSON of ``{"steps": steps, **inputs}``): WF_VER, WF_PARS and
+        WF_CFGD in the products.
+    """
+    import webbflow
+    from webbflow.config import config_digest
+
+    return {"webbflow_version": webbflow.__version__, "step_parameters": steps,
+            "config_digest": config_digest({"steps": steps, **inputs})}
+
+
+def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=None):
+    """Reduce one uncal exposure to rate and rateints (:func:`webbflow.stages.detector1.run`).
+
+    Parameters
+    ----------
+    uncal, rate, rateints : path-like
+        The input and the two products.
+    steps, references : str or dict
+        Step parameters; reftype -> reference path (None where N/A).
+    exp_types : sequence of str
+        EXP_TYPEs the enabled modes reduce.
+    crds_lock : path-like, optional
+        The run's CRDS lockfile, when the references were chosen through CRDS:
+        every reference is checked against it and the products record the
+        context and ``crds://`` names.
+    """
+    from webbflow.stages import detector1 as stage
+
+    steps, references = _mapping(steps), _mapping(references)
+    provenance = stage_provenance(steps, references=reference_names(references))
+    if crds_lock:
+        from webbflow.refs.lockfile import locked_provenance
+
+        # This job only reads the cache, and refuses a file that differs from what the prefetch locked.
+        os.environ["CRDS_READONLY_CACHE"] = "1"
+        provenance.update(locked_provenance(crds_lock, references))
+    stage.run(uncal, rate, rateints, references, steps, provenance, exp_types=tuple(exp_types))
+
+
+def image2(rate, cal, steps, references):
+    """Calibrate one rate product into a cal product (:func:`webbflow.stages.image2.run`).
+
+    Parameters
+    ----------
+    rate, cal : path-like
+    steps, references : str or dict
+        Step parameters; reftype -> reference path (None where N/A).
+    """
+    from webbflow.stages import image2 as stage
+
+    steps, references = _mapping(steps), _mapping(references)
+    stage.run(rate, cal, references, steps, stage_provenance(steps, references=reference_names(references)))
+
+
+def image3(asn, i2d, cat, segm, crf, steps):
+    """Combine one association's cal files (:func:`webbflow.stages.image3.run`).
+
+    Parameters
+    ----------
+    asn : path-like
+        Level-3 association JSON.
+    i2d, cat, segm : path-like
+        The mosaic, its catalog and segmentation map.
+    crf : path-like
+        Folder of the per-exposure crf products.
+    steps : str or dict
+        Step parameters.
+    """
+    from webbflow.associations import read_asn
+    from webbflow.stages import image3 as stage
+
+    steps = _mapping(steps)
+    asn = read_asn(asn)
+    provenance = stage_provenance(steps, members=[Path(m).name for m in asn["members"]])
+    stage.run(asn["members"], i2d=i2d, cat=cat, segm=segm, crf_dir=crf, asn_id=asn["asn_id"],
+              product=asn["product"], params=steps, provenance=provenance, pool=asn["asn_pool"])
+
+
+def image3_asn(content, asn):
+    """Write one image3 association (``content``: str or dict) as association JSON, atomically."""
+    from webbflow.io.files import atomic_write_text
+
+    content = _mapping(content)
+    atomic_write_text(asn, json.dumps(content, indent=2) + "\n")
+    product = content["products"][0]
+    logging.getLogger("webbflow.asn").info("%s: %d members", product["name"], len(product["members"]))
+
+
+def demo(outdir, preset, seed, manifest):
+    """Write the demo program with webbflow's simulator, its local CRDS cache, and the manifest.
+
+    Parameters
+    ----------
+    outdir : path-like
+        Demo folder: ``uncal/``, ``refs/``, ``crds_cache/`` are written below it.
+        Uncal files already there are kept (never overwritten).
+    preset : str
+        :func:`webbflow.simulate.run_preset` preset.
+    seed : int
+    manifest : path-like
+        JSON: preset, seed, uncal file names, CRDS context.
+    """
+    from webbflow.io.files import atomic_write_text
+
+    log = logging.getLogger("webbflow.demo")
+    outdir = Path(outdir)
+    uncal_dir = outdir / "uncal"
+    existing = sorted(uncal_dir.glob("*_uncal.fits")) if uncal_dir.is_dir() else []
+    if existing:
+        # Never overwrite someone's files: the demo is only written into an empty folder.
+        log.info("%s already holds %d uncal files; not simulating", uncal_dir, len(existing))
+        paths = existing
+    else:
+        from webbflow.simulate import run_preset
+
+        log.info("writing demo preset %s to %s", preset, outdir)
+        paths = run_preset(preset, outdir, seed=seed)
+        log.info("wrote %d exposures", len(paths))
+
+    # The demo's references are selected through crds from a local cache (no server): build it from the
+    # reference files' headers (a new type written into refs/ is picked up automatically).
+    refs_dir = outdir / "refs"
+    crds_context = None
+    if refs_dir.is_dir() and any(refs_dir.glob("*.fits")):
+        from webbflow.refs.crds_cache import build_cache
+
+        crds_context = build_cache(refs_dir, outdir / "crds_cache", context="jwst_9000.pmap")
+        log.info("CRDS cache %s written with context %s", outdir / "crds_cache", crds_context)
+
+    atomic_write_text(manifest, json.dumps({"preset": preset, "seed": seed,
+                                            "uncal": sorted(str(Path(p).name) for p in paths),
+                                            "crds_context": crds_context}, indent=1))
+
+
+def download(settings, uncal_dir, manifest):
+    """Download the configured MAST program's uncal files, then write the manifest.
+
+    Parameters
+    ----------
+    settings : dict
+        The ``download`` section of the config.
+    uncal_dir : path-like
+        Where the files go (``inputs.uncal_dir``).
+    manifest : path-like
+        JSON: program and the downloaded products.
+
+    Raises
+    ------
+    InputError
+        When MAST lists nothing for the selection, or a download fails.
+    """
+    from webbflow.download import download as fetch
+    from webbflow.download import download_url, list_products, products_from_table
+    from webbflow.io.errors import InputError
+    from webbflow.io.files import atomic_write_text
+
+    log = logging.getLogger("webbflow.download")
+    cfg, outdir = settings, Path(uncal_dir)
+    if cfg["product_list"]:
+        from astropy.table import Table
+
+        products = products_from_table(Table.read(cfg["product_list"]), cfg["program"], cfg["observations"],
+                                       cfg["detectors"])
+    else:
+        products = list_products(cfg["program"], cfg["observations"], cfg["filters"], cfg["detectors"],
+                                 cfg["exp_types"])
+    if not products:
+        raise InputError(f"program {cfg['program']}", "MAST lists no NIRCam uncal files for this selection",
+                         "check download.program, observations, filters and detectors")
+    for i, product in enumerate(products, 1):
+        log.info("[%d/%d] %s (%s bytes)", i, len(products), product.filename, product.size)
+        fetch(download_url(product.uri, cfg["mast_url"]), outdir / product.filename, size=product.size,
+              sha256=product.sha256, retries=cfg["retries"])
+    atomic_write_text(manifest, json.dumps({"program": str(cfg["program"]),
+                                            "files": [p.as_dict() for p in products]}, indent=1))
+    log.info("downloaded %d files into %s", len(products), outdir)
+
+
+def crds_prefetch(uncals, reftypes, cache, context, server_url, lock, overrides=None):
+    """Fetch every reference of the run into the CRDS cache and write the lockfile.
+
+    Parameters
+    ----------
+    uncals : sequence of path-like
+        The run's ``*_uncal.fits``.
+    reftypes : sequence of str
+        Reference types chosen for every exposure.
+    cache : path-like
+        The CRDS cache; this job is its only writer in the run (not read-only).
+    context : str
+        ``crds.context`` (``latest`` or a pinned ``jwst_NNNN.pmap``).
+    server_url : str or None
+        ``crds.server_url`` (None: serverless).
+    lock : path-like
+        The lockfile to write.
+    overrides : dict, optional
+        reftype -> path given by the user (win over CRDS).
+    """
+    from webbflow.refs.crds_select import CrdsSetup
+    from webbflow.refs.prefetch import prefetch
+
+    setup = CrdsSetup(cache, context, server_url, readonly=False)
+    roots = {Path(p).name.removesuffix("_uncal.fits"): p for p in uncals}
+    prefetch(roots, reftypes, setup, setup.context, lock, overrides=overrides)

@@ -1,0 +1,151 @@
+"""The job adapter (webbflow.workflow.run_job, webbflow.jobs) and the shared file plumbing (webbflow.io.files)."""
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import webbflow
+from webbflow import jobs
+from webbflow.io.errors import InputError
+from webbflow.io.files import atomic_output, atomic_write_text, file_digests
+from webbflow.workflow import run_job
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def job(tmp_path):
+    """A stand-in for the object Snakemake injects (only ``log`` is read); logging restored after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield SimpleNamespace(log=[str(tmp_path / "job.log")])
+    for handler in root.handlers:
+        handler.close()
+    root.handlers[:], root.level = handlers, level
+
+
+def test_run_job_success_runs_the_job_and_logs_into_the_job_log(job, tmp_path):
+    def work(path, text):
+        logging.getLogger("webbflow.demo").info("writing %s", text)
+        Path(path).write_text(text)
+        return 42
+
+    assert run_job(job, "demo", work, tmp_path / "out.txt", text="hello") == 42
+    assert (tmp_path / "out.txt").read_text() == "hello"
+    lines = Path(job.log[0]).read_text().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(" INFO webbflow.demo: writing hello")
+
+
+def test_run_job_input_error_is_one_line_and_a_nonzero_exit(job):
+    def bad():
+        raise InputError("x_uncal.fits", "NGROUPS is 0", "give an exposure with groups")
+
+    with pytest.raises(SystemExit) as caught:
+        run_job(job, "detector1", bad)
+    message = "x_uncal.fits: NGROUPS is 0. Fix: give an exposure with groups"
+    assert caught.value.code == f"webbflow detector1 failed: {message}"
+    text = Path(job.log[0]).read_text()
+    assert text.count("\n") == 1 and "Traceback" not in text
+    assert f" ERROR webbflow.detector1: {message}" in text
+
+
+def test_run_job_other_errors_are_logged_with_traceback_and_reraised(job):
+    def broken():
+        return {}["missing"]
+
+    with pytest.raises(KeyError, match="missing"):
+        run_job(job, "image2", broken)
+    text = Path(job.log[0]).read_text()
+    assert " ERROR webbflow.image2: image2 failed" in text
+    assert "Traceback (most recent call last)" in text and "in broken" in text and "KeyError: 'missing'" in text
+
+
+def test_atomic_output_replaces_on_success(tmp_path):
+    path = tmp_path / "sub" / "product.fits"
+    with atomic_output(path) as tmp:
+        # the temporary file keeps the final name (stdatamodels records it as FILENAME) in a hidden folder
+        assert tmp.name == "product.fits" and tmp.parent.parent == path.parent and tmp.parent.name.startswith(".")
+        tmp.write_bytes(b"new")
+        assert not path.exists()  # nothing under the final name until the block succeeded
+    assert path.read_bytes() == b"new"
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(b"newer")
+        assert path.read_bytes() == b"new"
+    assert path.read_bytes() == b"newer"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["product.fits"]
+
+
+def test_atomic_output_failure_leaves_no_file_and_no_part(tmp_path):
+    path = tmp_path / "cat.ecsv"
+    with pytest.raises(RuntimeError), atomic_output(path) as tmp:
+        tmp.write_text("half a table")
+        raise RuntimeError("writer died")
+    assert list(tmp_path.iterdir()) == []
+    path.write_text("old")
+    with pytest.raises(RuntimeError), atomic_output(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("writer died")
+    assert path.read_text() == "old" and list(tmp_path.iterdir()) == [path]
+    with pytest.raises(FileNotFoundError), atomic_output(tmp_path / "never.txt"):
+        pass  # a writer that wrote nothing is an error, not an empty product
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_atomic_write_text_bytes(tmp_path):
+    path = atomic_write_text(tmp_path / "a" / "lock.json", '{"x": 1}\n')
+    assert path.read_bytes() == b'{"x": 1}\n' and os.listdir(path.parent) == ["lock.json"]
+
+
+def test_file_digests_match_hashlib(tmp_path):
+    data = bytes(range(256)) * 9000 + b"tail"  # > 2 read blocks
+    path = tmp_path / "ref.fits"
+    path.write_bytes(data)
+    assert file_digests(path) == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert file_digests(path, ("sha1", "sha256", "md5")) == {
+        "sha1": hashlib.sha1(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest(),
+        "md5": hashlib.md5(data).hexdigest(), "size": len(data)}
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert file_digests(empty, ("sha1",)) == {"sha1": hashlib.sha1(b"").hexdigest(), "size": 0}
+
+
+def test_stage_provenance_is_what_the_scripts_recorded():
+    """The digest is sha256 of the canonical JSON of steps + reference names (None-valued types left out)."""
+    steps = {"jump": {"rejection_threshold": 4.0}, "dq_init": {"skip": False}}
+    references = json.dumps({"gain": "/c/refs/jwst_nircam_gain_0001.fits", "dark": None})
+    expected = hashlib.sha256(json.dumps({"steps": steps, "references": {"gain": "jwst_nircam_gain_0001.fits"}},
+                                         sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    provenance = jobs.stage_provenance(steps, references=jobs.reference_names(json.loads(references)))
+    assert provenance == {"webbflow_version": webbflow.__version__, "step_parameters": steps, "config_digest": expected}
+
+
+def test_job_imports_are_light():
+    """The adapter, the job module and the file plumbing load no numpy or astropy (every job pays them)."""
+    code = ("import sys, webbflow.workflow, webbflow.jobs, webbflow.io.files; "
+            "print(sorted(m for m in ('numpy', 'astropy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_script_finds_src_without_install(tmp_path):
+    """A workflow script run where webbflow is not installed (``python -S``: no site-packages) uses the clone's src/."""
+    content = {"asn_id": "a3001", "products": [{"name": "p", "members": [{"expname": "x_cal.fits"}] * 3}]}
+    sm = {"scriptdir": str(REPO / "workflow" / "scripts"), "log": [str(tmp_path / "asn.log")],
+          "params": {"content": json.dumps(content)}, "output": {"asn": str(tmp_path / "asn" / "p_asn.json")}}
+    code = ("import json, runpy, sys; from types import SimpleNamespace as N; d = json.loads(sys.argv[1]); "
+            "sm = N(scriptdir=d['scriptdir'], log=d['log'], params=N(**d['params']), output=N(**d['output'])); "
+            "runpy.run_path(sys.argv[2], init_globals={'snakemake': sm}); "
+            "print(sys.modules['webbflow'].__file__)")
+    script = REPO / "workflow" / "scripts" / "image3_asn.py"
+    out = subprocess.run([sys.executable, "-S", "-c", code, json.dumps(sm), str(script)],
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert Path(out.strip()) == REPO / "src" / "webbflow" / "__init__.py"
+    assert (tmp_path / "asn" / "p_asn.json").read_text() == json.dumps(content, indent=2) + "\n"
+    assert (tmp_path / "asn.log").read_text().strip().endswith("INFO webbflow.asn: p: 3 members")
