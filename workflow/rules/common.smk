@@ -27,12 +27,17 @@ OVERRIDES = {k: v for k, v in config["overrides"].items() if v}
 
 # --- References through CRDS (issue 4) ----------------------------------------------------------------
 # references.dir set: the folder mode (webbflow.refs.select); otherwise crds chooses from crds.cache
-# (the demo's own local cache when reducing the demo) under crds.context.
+# (the demo's own local cache when reducing the demo) under crds.context, for the types that
+# overrides do not give.  A job whose types the overrides all give never consults crds (issue 11):
+# no cache is needed for it, and it has no lockfile input.
 USE_CRDS = not config["references"]["dir"]
 CRDS_CACHE = config["crds"]["cache"] or (f"{DEMO_DIR}/crds_cache" if USE_DEMO else os.environ.get("CRDS_PATH"))
 CRDS_LOCK = f"{RESULTS}/crds.lock.json"
 # Reference types chosen for every exposure; rules of later stages append theirs.
 CRDS_REFTYPES = list(DETECTOR1_REFTYPES)
+# Root names of the exposures whose planned jobs read files chosen by crds: the onstart re-lock
+# runs only when there is one (input functions run while the DAG is built, before onstart).
+_LOCK_WANTED = set()
 
 
 # --- Data from MAST (issue 4): a program's uncal files are downloaded into inputs.uncal_dir first.
@@ -122,7 +127,7 @@ def chosen_references(wildcards):
     exposure = exposure_of(wildcards)
     if exposure.rootname not in _REFS:
         if USE_CRDS:
-            _REFS[exposure.rootname] = crds_references(exposure, DETECTOR1_REFTYPES)
+            _REFS[exposure.rootname] = crds_references(exposure, DETECTOR1_REFTYPES, stage="detector1")
         else:
             primary = read_uncal_headers(exposure.path).primary
             _REFS[exposure.rootname] = select_references(primary, REFS_DIR, OVERRIDES, DETECTOR1_REFTYPES)
@@ -132,14 +137,32 @@ def chosen_references(wildcards):
 _CRDS = {}
 
 
-def crds_setup():
-    """The run's CRDS setup, applied to this (the planning) process once."""
+def crds_types(reftypes):
+    """The types of ``reftypes`` crds must choose: those the overrides do not give."""
+    return [t for t in reftypes if t not in OVERRIDES]
+
+
+def crds_setup(exposure=None, reftypes=(), stage=None):
+    """The run's CRDS setup, applied to this (the planning) process once.
+
+    ``exposure``, ``reftypes`` and ``stage`` name, in the error for a missing cache, the job that
+    needed crds and the types it lacks.
+    """
     if "setup" not in _CRDS:
         from webbflow.refs.crds_select import CrdsSetup, configure
 
         if not CRDS_CACHE:
-            raise InputError("crds.cache", "no CRDS cache is configured (crds.cache unset, no $CRDS_PATH)",
-                             "set crds.cache to a CRDS cache folder, or references.dir to a folder of references")
+            if exposure is None:
+                raise InputError("crds.cache", "no CRDS cache is configured (crds.cache unset, no $CRDS_PATH)",
+                                 "set crds.cache to a CRDS cache folder, or references.dir to a folder of references")
+            given = sorted(t for t in OVERRIDES if t in CRDS_REFTYPES)
+            raise InputError(
+                exposure.path,
+                f"{stage or 'this exposure'} needs the {', '.join(reftypes)} reference(s), which no override gives "
+                f"(overrides: {', '.join(given) or 'none'}), and no CRDS cache is configured to choose them "
+                "(crds.cache unset, no $CRDS_PATH)",
+                f"set crds.cache (or $CRDS_PATH) to a CRDS cache, references.dir to a folder of references, "
+                f"or {', '.join(f'overrides.{t}' for t in reftypes)} to reference files")
         if USE_DEMO:
             checkpoints.demo.get()  # the demo writes its own cache
         server = config["crds"]["server_url"]
@@ -161,11 +184,17 @@ def crds_context():
     return _CRDS["context"]
 
 
-def crds_references(exposure, reftypes):
-    """reftype -> path chosen by crds for ``exposure`` (overrides win; None where N/A)."""
+def crds_references(exposure, reftypes, stage=None):
+    """reftype -> path chosen by crds for ``exposure`` (overrides win; None where N/A).
+
+    crds is consulted only for the types the overrides do not give: none left, no cache is needed.
+    """
     from webbflow.refs.prefetch import select_exposure
 
-    return select_exposure(exposure.path, reftypes, crds_setup(), crds_context(), OVERRIDES)
+    asked = crds_types(reftypes)
+    if not asked:
+        return select_exposure(exposure.path, reftypes, None, None, OVERRIDES)
+    return select_exposure(exposure.path, reftypes, crds_setup(exposure, asked, stage), crds_context(), OVERRIDES)
 
 
 def crds_relock():
@@ -176,9 +205,9 @@ def crds_relock():
     process, and not by re-running the crds_prefetch rule: snakemake does not re-check the params
     of jobs downstream of a job that re-runs when their only link to it is ancient().
     """
-    if not USE_CRDS or (USE_DEMO and not Path(DEMO_MANIFEST).exists()) or (
-        USE_MAST and not Path(DOWNLOAD_MANIFEST).exists()
-    ):
+    if not USE_CRDS or not _LOCK_WANTED:
+        return  # no planned job reads a file chosen by crds: nothing to fetch or lock
+    if (USE_DEMO and not Path(DEMO_MANIFEST).exists()) or (USE_MAST and not Path(DOWNLOAD_MANIFEST).exists()):
         return  # the crds_prefetch rule locks once the exposures exist
     from webbflow.refs.crds_select import CrdsSetup
     from webbflow.refs.lockfile import read_lockfile
@@ -200,6 +229,12 @@ def crds_relock():
              overrides=OVERRIDES)
 
 
+def crds_lock_input(wildcards):
+    """The lockfile as an input of the job's exposure (and the note that a re-lock is wanted)."""
+    _LOCK_WANTED.add(exposure_of(wildcards).rootname)
+    return ancient(CRDS_LOCK)
+
+
 def crds_prefetch_inputs(wildcards):
     """The uncal files whose references are prefetched (and the demo, which writes the cache)."""
     inputs = {"uncal": sorted(e.path for e in get_exposures().values())}
@@ -214,12 +249,12 @@ def detector1_inputs(wildcards):
     """The uncal file and the reference files it is reduced with."""
     inputs = {"uncal": exposure_of(wildcards).path,
               "references": sorted({p for p in chosen_references(wildcards).values() if p})}
-    if USE_CRDS:
+    if USE_CRDS and crds_types(DETECTOR1_REFTYPES):
         # CRDS files are immutable and fetched by crds_prefetch (they may not exist before it runs);
         # the lockfile orders the jobs after the prefetch, and ancient() keeps a re-lock from re-running
         # products whose references did not change.
         inputs["references"] = sorted(p for t, p in chosen_references(wildcards).items() if p and t in OVERRIDES)
-        inputs["crds_lock"] = ancient(CRDS_LOCK)
+        inputs["crds_lock"] = crds_lock_input(wildcards)
     if USE_DEMO:
         inputs["demo"] = DEMO_MANIFEST
     if USE_MAST:

@@ -21,7 +21,7 @@ def image2_references(wildcards):
     """reftype -> path of the distortion, flat, photom and area references of the job's exposure."""
     exposure = exposure_of(wildcards)
     if exposure.rootname not in _IMAGE2_REFS:
-        chosen = crds_references(exposure, IMAGE2_REFTYPES) if USE_CRDS else {}
+        chosen = crds_references(exposure, IMAGE2_REFTYPES, stage="image2") if USE_CRDS else {}
         missing = [t for t in IMAGE2_REFTYPES if not chosen.get(t)]
         folder = REFS_DIR or (f"{DEMO_DIR}/refs" if USE_DEMO else None)
         if missing and folder:
@@ -34,8 +34,16 @@ def image2_references(wildcards):
 
 def image2_inputs(wildcards):
     """The rate product and the reference files it is calibrated with."""
-    return {"rate": product_path(exposure_of(wildcards), "rate"),
-            "references": sorted({p for p in image2_references(wildcards).values() if p})}
+    inputs = {"rate": product_path(exposure_of(wildcards), "rate"),
+              "references": sorted({p for p in image2_references(wildcards).values() if p})}
+    if USE_CRDS and crds_types(IMAGE2_REFTYPES) and not crds_types(DETECTOR1_REFTYPES):
+        # Files chosen by crds are fetched by the prefetch (they may not exist before it runs). The
+        # rate orders this job after it unless the overrides give every stage-1 type: then the
+        # lockfile does, and the cache's files are left out of the inputs, as detector1 does.
+        cache = Path(crds_setup().cache)
+        inputs["references"] = [p for p in inputs["references"] if cache not in Path(p).parents]
+        inputs["crds_lock"] = crds_lock_input(wildcards)
+    return inputs
 
 
 def image2_steps(wildcards):

@@ -3,6 +3,8 @@
 The lockfile is written by the crds_prefetch rule when it is missing (e.g. after the demo is
 simulated), and re-written by the onstart hook, before any job, when the plan has changed
 (another context, new exposures, other overrides).  Per-exposure jobs read it (ancient input).
+Only jobs that read a file chosen by crds have it as an input: when the overrides give all their
+types, neither the lock nor a CRDS cache is needed (and the onstart hook does nothing).
 """
 
 
