@@ -90,7 +90,8 @@ def test_preset_typo_names_the_file_and_key(tmp_path, change, key):
 @pytest.mark.parametrize("config, key", [
     ({"mode_steps": {"imagin": {"jump": {"rejection_threshold": 5}}}}, "mode_steps.imagin"),
     ({"mode_steps": {"imaging": {"jump": {"rejection_treshold": 5}}}}, "mode_steps.imaging.jump.rejection_treshold"),
-    ({"mode_steps": {"imaging": {"jump": {"rejection_threshold": "high"}}}}, "mode_steps.imaging.jump.rejection_threshold"),
+    ({"mode_steps": {"imaging": {"jump": {"rejection_threshold": "high"}}}},
+     "mode_steps.imaging.jump.rejection_threshold"),
     ({"modes": ["imaging", "tso"]}, "modes.1"),
 ])
 def test_per_mode_keys_are_validated(config, key):
