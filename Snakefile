@@ -49,6 +49,14 @@ include: "workflow/rules/image2.smk"
 include: "workflow/rules/image3.smk"
 
 
+# A stage that a preset runs but no rules make (a mode added without its rules) would make nothing.
+for _mode, _preset in MODES.items():
+    for _stage in _preset["stages"]:
+        if _stage not in STAGE_PRODUCTS:
+            raise WorkflowError(f"config/modes/{_mode}.yaml: key stages: stage {_stage} has no rules that "
+                                f"register its products (STAGE_PRODUCTS in workflow/rules). Fix: add its rules")
+
+
 localrules:
     all,
     stage1,
