@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a clone used without `pip install -e .`
-from webbflow.config import ConfigError, validate_config
+from webbflow.config import ConfigError, config_schema, enabled_modes, load_modes, validate_config
 
 min_version("9.0")
 
@@ -22,14 +22,22 @@ configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 # What the user wrote, before the schema fills defaults: it must win over mode presets.
 USER_CONFIG = copy.deepcopy(config)
+SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 
 
 try:
-    validate_config(USER_CONFIG, Path(workflow.basedir) / "config" / "schema.yaml")
+    # The mode presets first (a typo there names the preset file), then the user's config, whose
+    # modes and mode_steps may name only the presets found.
+    PRESETS = load_modes(Path(workflow.basedir) / "config" / "modes", SCHEMA)
+    validate_config(USER_CONFIG, config_schema(SCHEMA, PRESETS))
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 # Fills every default (nested ones included).
 validate(config, "config/schema.yaml")
+try:
+    MODES = enabled_modes(PRESETS, config["modes"])
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 include: "workflow/rules/common.smk"
@@ -41,6 +49,14 @@ include: "workflow/rules/image2.smk"
 include: "workflow/rules/image3.smk"
 
 
+# A stage that a preset runs but no rules make (a mode added without its rules) would make nothing.
+for _mode, _preset in MODES.items():
+    for _stage in _preset["stages"]:
+        if _stage not in STAGE_PRODUCTS:
+            raise WorkflowError(f"config/modes/{_mode}.yaml: key stages: stage {_stage} has no rules that "
+                                f"register its products (STAGE_PRODUCTS in workflow/rules). Fix: add its rules")
+
+
 localrules:
     all,
     stage1,
@@ -48,23 +64,24 @@ localrules:
     stage3,
 
 
+# Targets: every product of every stage of every enabled mode, or those of one stage level, e.g.
+# `snakemake --cores all stage1` for rate/rateints only (webbflow.config.STAGES maps stages to targets).
 rule all:
     input:
-        all_products,
+        products_of(None),
     default_target: True
 
 
-# Targets that stop at a stage, e.g. `snakemake --cores all stage1` for rate/rateints only.
 rule stage1:
     input:
-        all_rate_products,
+        products_of("stage1"),
 
 
 rule stage2:
     input:
-        all_cal_products,
+        products_of("stage2"),
 
 
 rule stage3:
     input:
-        all_image3_products,
+        products_of("stage3"),

@@ -1,27 +1,48 @@
 """Configuration helpers: precedence of defaults, modes and the user's config; digests; validation."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from webbflow.config import (ConfigError, config_digest, load_modes, mode_for, step_parameters,
-                             validate_config)
+from webbflow.config import (STAGES, ConfigError, config_digest, config_schema, enabled_modes, load_modes,
+                             mode_for, step_parameters, validate_config)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"
 
 
-def test_user_beats_mode_beats_default():
+def test_precedence_default_mode_user_all_modes_user_this_mode():
     defaults = {"jump": {"rejection_threshold": 4.0, "minimum_groups": 3, "skip": False},
-                "refpix": {"skip": False, "side_gain": 1.0}}
-    mode = {"steps": {"jump": {"rejection_threshold": 6.0}, "refpix": {"skip": True}}}
-    user = {"jump": {"rejection_threshold": 5.0}}
-    params = step_parameters(defaults, mode, user, steps=("jump", "refpix", "ramp_fit"))
-    assert params["jump"] == {"rejection_threshold": 5.0, "minimum_groups": 3, "skip": False}
-    assert params["refpix"] == {"skip": True, "side_gain": 1.0}
+                "refpix": {"skip": False, "side_gain": 1.0}, "saturation": {"n_pix_grow_sat": 1},
+                "tweakreg": {"minobj": 15}}
+    mode = {"steps": {"detector1": {"jump": {"rejection_threshold": 6.0, "minimum_groups": 4},
+                                    "refpix": {"skip": True}, "saturation": {"n_pix_grow_sat": 2}},
+                      "image3": {"tweakreg": {"minobj": 4}}}}
+    user = {"jump": {"rejection_threshold": 5.0}, "refpix": {"side_gain": 2.0}}
+    this_mode = {"jump": {"rejection_threshold": 7.0}, "saturation": {"n_pix_grow_sat": 0}}
+    params = step_parameters(defaults, "detector1", mode, user, this_mode)
+    assert set(params) == set(STAGES["detector1"].steps)
+    assert params["jump"] == {"rejection_threshold": 7.0, "minimum_groups": 4, "skip": False}  # each layer wins
+    assert params["refpix"] == {"skip": True, "side_gain": 2.0}  # preset, then user (all modes)
+    assert params["saturation"] == {"n_pix_grow_sat": 0}  # this mode beats the preset
     assert params["ramp_fit"] == {}
-    assert defaults["jump"]["rejection_threshold"] == 4.0  # inputs are not modified
+    # without a per-mode override, the user's all-modes value wins over the preset
+    assert step_parameters(defaults, "detector1", mode, user)["jump"]["rejection_threshold"] == 5.0
+    assert step_parameters(defaults, "detector1", mode)["jump"]["rejection_threshold"] == 6.0
+    assert step_parameters(defaults, "detector1")["jump"]["rejection_threshold"] == 4.0
+    # a preset's parameters apply to their own stage only
+    assert step_parameters(defaults, "image3", mode, user, this_mode)["tweakreg"] == {"minobj": 4}
+    assert "jump" not in step_parameters(defaults, "image3", mode, user, this_mode)
+    assert defaults["jump"]["rejection_threshold"] == 4.0 and user["jump"]["rejection_threshold"] == 5.0
+
+
+def test_stages_and_schema_name_the_same_steps():
+    schema_steps = set(yaml.safe_load(SCHEMA.read_text())["properties"]["steps"]["properties"])
+    stage_steps = [step for stage in STAGES.values() for step in stage.steps]
+    assert len(stage_steps) == len(set(stage_steps)) and set(stage_steps) == schema_steps
+    assert [s.target for s in STAGES.values()] == ["stage1", "stage2", "stage3"]
 
 
 def test_digest_ignores_key_order_but_not_values():
@@ -33,10 +54,59 @@ def test_digest_ignores_key_order_but_not_values():
 
 
 def test_modes_map_exp_types():
-    modes = load_modes(REPO / "config" / "modes")
+    modes = load_modes(REPO / "config" / "modes", SCHEMA)
     assert mode_for("NRC_IMAGE", modes) == "imaging"
     assert mode_for("NRC_CORON", modes) is None
     assert mode_for("NRC_IMAGE", modes, enabled=[]) is None
+    assert modes["imaging"]["stages"] == ["detector1", "image2", "image3"]
+    assert modes["imaging"]["steps"] == {"detector1": {}, "image2": {}, "image3": {}}
+
+
+IMAGING = {"exp_types": ["NRC_IMAGE"], "stages": ["detector1", "image2", "image3"],
+           "steps": {"detector1": {"jump": {"rejection_threshold": 5}}, "image3": {"tweakreg": {"minobj": 4}}}}
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"steps": {"image3": {"tweakreg": {"minobjj": 4}}}}, "steps.image3.tweakreg.minobjj"),
+    ({"steps": {"image3": {"tweakreg": {"minobj": "four"}}}}, "steps.image3.tweakreg.minobj"),
+    ({"steps": {"detector1": {"jump": {"rejection_threshold": -1}}}}, "steps.detector1.jump.rejection_threshold"),
+    ({"steps": {"detector1": {"tweakreg": {"minobj": 4}}}}, "steps.detector1.tweakreg"),  # a step of image3
+    ({"steps": {"image4": {}}}, "steps.image4"),
+    ({"stages": ["detector1", "image4"]}, "stages.1"),
+    ({"exp_types": "NRC_IMAGE"}, "exp_types"),
+    ({"exp_type": ["NRC_IMAGE"]}, "exp_type"),
+    ({"stages": ["detector1"]}, "steps.image3"),  # parameters for a stage the mode does not run
+])
+def test_preset_typo_names_the_file_and_key(tmp_path, change, key):
+    (tmp_path / "modes").mkdir()
+    (tmp_path / "modes" / "good.yaml").write_text(yaml.safe_dump(IMAGING))
+    assert load_modes(tmp_path / "modes", SCHEMA)["good"]["steps"]["image2"] == {}
+    bad = tmp_path / "modes" / "imaging.yaml"
+    bad.write_text(yaml.safe_dump({**IMAGING, **change}))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}: key {key}: "):
+        load_modes(tmp_path / "modes", SCHEMA)
+
+
+@pytest.mark.parametrize("config, key", [
+    ({"mode_steps": {"imagin": {"jump": {"rejection_threshold": 5}}}}, "mode_steps.imagin"),
+    ({"mode_steps": {"imaging": {"jump": {"rejection_treshold": 5}}}}, "mode_steps.imaging.jump.rejection_treshold"),
+    ({"mode_steps": {"imaging": {"jump": {"rejection_threshold": "high"}}}},
+     "mode_steps.imaging.jump.rejection_threshold"),
+    ({"modes": ["imaging", "tso"]}, "modes.1"),
+])
+def test_per_mode_keys_are_validated(config, key):
+    schema = config_schema(SCHEMA, ["imaging", "testmode"])
+    with pytest.raises(ConfigError, match=rf"^config key {key}: "):
+        validate_config(config, schema)
+    validate_config({"modes": ["imaging", "testmode"], "mode_steps": {"testmode": {"jump": {"skip": True}}}}, schema)
+
+
+def test_two_enabled_modes_cannot_take_one_exp_type():
+    modes = {"imaging": {"exp_types": ["NRC_IMAGE"]}, "other": {"exp_types": ["NRC_TSIMAGE", "NRC_IMAGE"]},
+             "tso": {"exp_types": ["NRC_TSIMAGE"]}}
+    assert list(enabled_modes(modes, ["imaging", "tso"])) == ["imaging", "tso"]
+    with pytest.raises(ConfigError, match="^config key modes: modes imaging and other both take EXP_TYPE NRC_IMAGE"):
+        enabled_modes(modes, ["imaging", "other"])
 
 
 def test_schema_defaults_are_jwst_defaults_and_described():
@@ -55,7 +125,7 @@ def test_schema_defaults_are_jwst_defaults_and_described():
     ({"steps": {"jump": {"rejection_threshold": "high"}}}, "steps.jump.rejection_threshold"),
     ({"steps": {"refpix": {"skip": "yes"}}}, "steps.refpix.skip"),
     ({"inputs": {"on_unsupported": "ignore"}}, "inputs.on_unsupported"),
-    ({"overrides": {"flatt": "x.fits"}}, "overrides"),  # flat is a type; flatt is not
+    ({"overrides": {"flatt": "x.fits"}}, "overrides.flatt"),  # flat is a type; flatt is not
 ])
 def test_validation_names_the_key(config, key):
     with pytest.raises(ConfigError, match=rf"^config key {key}: "):

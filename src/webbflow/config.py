@@ -1,26 +1,38 @@
 """Workflow configuration helpers: defaults from the schema, modes, digests.
 
-The Snakefile validates ``config/config.yaml`` against ``config/schema.yaml``
-(which fills defaults); the helpers here merge the per-EXP_TYPE mode presets
-of ``config/modes/*.yaml`` and compute the digest recorded in each product.
-Precedence, lowest first: schema defaults < mode preset < the user's config.
+The Snakefile validates the user's config against ``config/schema.yaml`` (which
+fills defaults) and every mode preset ``config/modes/<mode>.yaml`` against a
+preset schema built here from the same step definitions.  A preset names the
+EXP_TYPEs its mode reduces, the stages it runs (:data:`STAGES`; its products
+are those of its stages) and step parameters per stage.  Step parameters,
+lowest precedence first: schema defaults < mode preset < the user's ``steps``
+(all modes) < the user's ``mode_steps.<mode>`` (that mode only); see
+:func:`step_parameters`.
 """
 
 import copy
 import hashlib
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
 __all__ = [
     "DETECTOR1_STEPS",
+    "IMAGE2_STEPS",
+    "IMAGE3_STEPS",
+    "STAGES",
     "ConfigError",
+    "Stage",
     "canonical_json",
     "config_digest",
+    "config_schema",
     "deep_merge",
+    "enabled_modes",
     "load_modes",
     "mode_for",
+    "preset_schema",
     "step_parameters",
     "validate_config",
 ]
@@ -30,6 +42,36 @@ DETECTOR1_STEPS = (
     "dark_current", "jump", "ramp_fit", "gain_scale",
 )
 """detector1 steps in the order they run."""
+
+IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
+"""image2 imaging steps in the order they run."""
+
+IMAGE3_STEPS = ("tweakreg", "skymatch", "outlier_detection", "resample", "source_catalog")
+"""image3 imaging steps in the order they run."""
+
+
+class Stage(NamedTuple):
+    """A stage a mode can run.
+
+    Attributes
+    ----------
+    target : str
+        The Snakefile target its products belong to (``stage1``, ``stage2``, ``stage3``).
+    steps : tuple of str
+        Its steps in the order they run (each one a ``steps.<step>`` of the schema).
+    """
+
+    target: str
+    steps: tuple
+
+
+STAGES = {
+    "detector1": Stage("stage1", DETECTOR1_STEPS),
+    "image2": Stage("stage2", IMAGE2_STEPS),
+    "image3": Stage("stage3", IMAGE3_STEPS),
+}
+"""Every stage by name (a preset's ``stages`` and ``steps.<stage>`` use these names).
+A new stage is added here, with its rules and a target function in ``workflow/rules``."""
 
 
 def canonical_json(obj):
@@ -53,25 +95,143 @@ def deep_merge(base, override):
     return out
 
 
-def load_modes(modes_dir):
-    """Read the mode presets.
+def _load_schema(schema):
+    """The schema dict of ``schema`` (a dict, or the path of a YAML/JSON file)."""
+    if isinstance(schema, dict):
+        return schema
+    with open(schema) as fh:
+        return yaml.safe_load(fh)
+
+
+def preset_schema(schema):
+    """JSON schema of a mode preset, built from the config schema's step definitions.
 
     Parameters
     ----------
-    modes_dir : str or os.PathLike
-        Folder of ``<mode>.yaml`` files, each with ``exp_types`` (list) and
-        ``steps`` (step -> parameter overrides).
+    schema : dict or str or os.PathLike
+        ``config/schema.yaml`` (or its content); its ``steps.<step>`` definitions are reused,
+        so a preset accepts exactly the parameters (names, types, ranges) a user's config does.
 
     Returns
     -------
     dict
-        Mode name -> preset dict.
+        Schema of ``{description, exp_types, stages, steps: {<stage>: {<step>: {<param>: value}}}}``.
+    """
+    step_defs = _load_schema(schema)["properties"]["steps"]["properties"]
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["exp_types", "stages"],
+        "properties": {
+            "description": {"type": "string"},
+            "exp_types": {"type": "array", "items": {"type": "string", "pattern": "^[A-Z0-9_]+$"},
+                          "minItems": 1, "uniqueItems": True},
+            "stages": {"type": "array", "items": {"enum": list(STAGES)}, "minItems": 1, "uniqueItems": True},
+            "steps": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    name: {"type": ["object", "null"], "additionalProperties": False,
+                           "properties": {step: step_defs[step] for step in stage.steps}}
+                    for name, stage in STAGES.items()
+                },
+            },
+        },
+    }
+
+
+def config_schema(schema, modes=None):
+    """The config schema; with ``modes``, ``modes`` and ``mode_steps`` accept only those names.
+
+    Parameters
+    ----------
+    schema : dict or str or os.PathLike
+        ``config/schema.yaml`` (or its content).
+    modes : iterable of str, optional
+        Names of the presets found (``config/modes/<name>.yaml``).
+
+    Returns
+    -------
+    dict
+        A copy of the schema.
+    """
+    out = copy.deepcopy(_load_schema(schema))
+    if modes is not None:
+        names = sorted(modes)
+        out["properties"]["modes"]["items"] = {"enum": names}
+        out["properties"]["mode_steps"]["propertyNames"] = {"enum": names}
+    return out
+
+
+def load_modes(modes_dir, schema=None):
+    """Read (and, given the config schema, validate) the mode presets.
+
+    Parameters
+    ----------
+    modes_dir : str or os.PathLike
+        Folder of ``<mode>.yaml`` files, each with ``exp_types`` (list), ``stages`` (list of
+        :data:`STAGES` names) and ``steps`` (stage -> step -> parameter overrides).
+    schema : dict or str or os.PathLike, optional
+        ``config/schema.yaml``: each preset is checked against :func:`preset_schema`.
+
+    Returns
+    -------
+    dict
+        Mode name -> preset dict (``steps`` holds every stage of the mode, empty when not set).
+
+    Raises
+    ------
+    ConfigError
+        Naming the preset file and the key, e.g. ``config/modes/imaging.yaml: key
+        steps.image3.tweakreg.minobjj: ...``.
     """
     modes = {}
+    check = preset_schema(schema) if schema is not None else None
     for path in sorted(Path(modes_dir).glob("*.yaml")):
         with open(path) as fh:
-            modes[path.stem] = yaml.safe_load(fh) or {}
+            preset = yaml.safe_load(fh) or {}
+        if check is not None:
+            validate_config(preset, check, source=path)
+            unused = [stage for stage in preset.get("steps") or {} if stage not in preset["stages"]]
+            if unused:
+                raise ConfigError(f"{path}: key steps.{unused[0]}: the mode does not run stage {unused[0]} "
+                                  f"(stages: {', '.join(preset['stages'])}). Fix: add it to stages or remove "
+                                  f"its parameters")
+        steps = preset.get("steps") or {}
+        preset["steps"] = {stage: steps.get(stage) or {} for stage in preset.get("stages", steps)}
+        modes[path.stem] = preset
     return modes
+
+
+def enabled_modes(modes, enabled):
+    """The presets of the enabled modes, each EXP_TYPE claimed by one of them only.
+
+    Parameters
+    ----------
+    modes : dict
+        Mode name -> preset (:func:`load_modes`).
+    enabled : sequence of str
+        The config's ``modes``.
+
+    Returns
+    -------
+    dict
+        Mode name -> preset, for the enabled modes.
+
+    Raises
+    ------
+    ConfigError
+        When two enabled modes take the same EXP_TYPE (an exposure would have two reductions).
+    """
+    out, owner = {}, {}
+    for name in enabled:
+        for exp_type in modes[name].get("exp_types", []):
+            if exp_type in owner and owner[exp_type] != name:
+                raise ConfigError(f"config key modes: modes {owner[exp_type]} and {name} both take EXP_TYPE "
+                                  f"{exp_type}. Fix: enable only one of them")
+            owner[exp_type] = name
+        out[name] = modes[name]
+    return out
 
 
 def mode_for(exp_type, modes, enabled=None):
@@ -84,61 +244,84 @@ def mode_for(exp_type, modes, enabled=None):
     return None
 
 
-def step_parameters(defaults, mode_preset=None, user_steps=None, steps=DETECTOR1_STEPS):
-    """Effective parameters of each step for one exposure.
+def step_parameters(defaults, stage, mode_preset=None, user_steps=None, user_mode_steps=None):
+    """Effective parameters of each step of ``stage`` for one exposure (or association).
+
+    Precedence, lowest first: ``defaults`` < the mode preset's ``steps.<stage>`` <
+    ``user_steps`` (all modes) < ``user_mode_steps`` (this mode only).
 
     Parameters
     ----------
     defaults : dict
         ``steps`` section with every default filled (the validated config).
+    stage : str
+        A :data:`STAGES` name; its steps are returned.
     mode_preset : dict, optional
-        The exposure's mode preset; its ``steps`` override the defaults.
+        The mode preset of the exposure; its ``steps.<stage>`` override the defaults.
     user_steps : dict, optional
-        The ``steps`` section as the user wrote it (before defaults were
-        filled); it overrides the mode.
-    steps : sequence of str
-        Steps to return.
+        The ``steps`` section as the user wrote it (before defaults were filled).
+    user_mode_steps : dict, optional
+        The user's ``mode_steps.<mode>`` of the exposure's mode, as written.
 
     Returns
     -------
     dict
         step -> {parameter: value}, including ``skip``.
     """
-    merged = deep_merge(defaults or {}, (mode_preset or {}).get("steps", {}))
-    merged = deep_merge(merged, user_steps or {})
-    return {step: dict(merged.get(step, {})) for step in steps}
+    preset_steps = ((mode_preset or {}).get("steps") or {}).get(stage) or {}
+    merged = defaults or {}
+    for layer in (preset_steps, user_steps, user_mode_steps):
+        merged = deep_merge(merged, layer or {})
+    return {step: dict(merged.get(step) or {}) for step in STAGES[stage].steps}
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key."""
 
 
-def validate_config(config, schema_path):
-    """Check ``config`` against the JSON schema, naming the offending key.
+def _error_key(error):
+    """Dotted key of a jsonschema error, down to the unexpected or misnamed key itself."""
+    path = [str(p) for p in error.absolute_path]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = error.schema.get("properties", {})
+        extra = sorted(str(k) for k in error.instance if k not in allowed)
+        path += extra[:1]
+    elif "propertyNames" in error.schema_path:
+        path.append(str(error.instance))
+    return ".".join(path) or "<top level>"
+
+
+def validate_config(config, schema, source=None):
+    """Check ``config`` against a JSON schema, naming the offending key.
 
     Parameters
     ----------
     config : dict
-        The configuration as the user wrote it (defaults need not be filled).
-    schema_path : str or os.PathLike
-        ``config/schema.yaml``.
+        The configuration as the user wrote it (defaults need not be filled), or a mode preset.
+    schema : dict or str or os.PathLike
+        ``config/schema.yaml`` (or a schema dict, e.g. :func:`config_schema`, :func:`preset_schema`).
+    source : str or os.PathLike, optional
+        The file ``config`` was read from, named in the message (a mode preset); None for the
+        user's config (which may come from several ``--configfile`` files).
 
     Raises
     ------
     ConfigError
         For the first invalid value, e.g. ``config key steps.jump.rejection_threshold:
-        'high' is not of type 'number'``.
+        'high' is not of type 'number'`` or ``config/modes/imaging.yaml: key
+        steps.image3.tweakreg.minobjj: Additional properties are not allowed ...``.
     """
     import jsonschema
 
-    with open(schema_path) as fh:
-        schema = yaml.safe_load(fh)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    validator = jsonschema.Draft202012Validator(_load_schema(schema))
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         error = errors[0]
-        key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
-        raise ConfigError(
-            f"config key {key}: {error.message}. Fix: correct it in your config file "
-            f"(see {Path(schema_path).name} for the allowed values)"
-        )
+        key = _error_key(error)
+        if source is None:
+            where = "your config file"
+            schema_name = Path(schema).name if not isinstance(schema, dict) else "schema.yaml"
+            raise ConfigError(f"config key {key}: {error.message}. Fix: correct it in {where} "
+                              f"(see {schema_name} for the allowed values)")
+        raise ConfigError(f"{source}: key {key}: {error.message}. Fix: correct it in {source} (stages and "
+                          f"steps are listed in webbflow.config.STAGES, step parameters in config/schema.yaml)")

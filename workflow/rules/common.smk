@@ -5,7 +5,7 @@ import os
 import re
 from pathlib import Path
 
-from webbflow.config import canonical_json, load_modes, mode_for, step_parameters
+from webbflow.config import STAGES, canonical_json, deep_merge, mode_for, step_parameters
 from webbflow.exposures import exposure_table
 from webbflow.io.errors import InputError
 from webbflow.io.uncal import read_uncal_headers
@@ -20,8 +20,7 @@ DEMO_MANIFEST = f"{DEMO_DIR}/manifest.json"
 # The demo is simulated only when it is what the user asked to reduce.
 USE_DEMO = Path(UNCAL_DIR) == Path(DEMO_DIR) / "uncal"
 REFS_DIR = config["references"]["dir"] or (f"{DEMO_DIR}/refs" if USE_DEMO else None)
-MODES = {name: preset for name, preset in load_modes(Path(workflow.basedir) / "config" / "modes").items()
-         if name in config["modes"]}
+# MODES (the enabled presets, validated) is set by the Snakefile.
 EXP_TYPES = sorted({t for preset in MODES.values() for t in preset.get("exp_types", [])})
 OVERRIDES = {k: v for k, v in config["overrides"].items() if v}
 
@@ -99,19 +98,41 @@ def product_path(exposure, suffix):
     return f"{RESULTS}/detector1/{exposure.filter.lower()}/{exposure.rootname}_{suffix}.fits"
 
 
-def all_rate_products(wildcards):
-    """Every rate and rateints product of the reducible exposures (target ``stage1``)."""
-    return [product_path(e, s) for e in get_exposures().values() for s in ("rate", "rateints")]
+# Stage name -> function(exposures) -> its product paths; each stage's rules register theirs.
+STAGE_PRODUCTS = {"detector1": lambda exposures: [product_path(e, s) for e in exposures for s in ("rate", "rateints")]}
 
 
-def all_products(wildcards):
-    """Every rate and rateints product of the reducible exposures, plus the cal products (image2.smk)."""
-    products = all_rate_products(wildcards)
-    if "all_cal_products" in globals():
-        products += all_cal_products(wildcards)
-    if "all_image3_products" in globals():  # i2d + cat per association (image3.smk)
-        products += all_image3_products(wildcards)
+def mode_of(exposure):
+    """The enabled mode (preset name) that reduces ``exposure``."""
+    return mode_for(exposure.exp_type, MODES)
+
+
+def stage_exposures(stage):
+    """The reducible exposures whose mode runs ``stage``."""
+    return [e for e in get_exposures().values() if stage in MODES[mode_of(e)]["stages"]]
+
+
+def products_of(target):
+    """Input function of a target rule: the products of every stage (of the enabled modes) that
+    belongs to ``target`` (``stage1``..``stage3``; None: every stage, rule ``all``)."""
+
+    def products(wildcards):
+        return [path for stage, paths in STAGE_PRODUCTS.items()
+                if target is None or STAGES[stage].target == target
+                for path in paths(stage_exposures(stage))]
+
     return products
+
+
+def exposure_step_parameters(exposure, stage, preset_layer=None):
+    """Effective step parameters of ``stage`` for ``exposure``: schema defaults < its mode's preset
+    (then ``preset_layer``, e.g. the demo's own tweaks) < the user's ``steps`` < ``mode_steps.<mode>``."""
+    mode = mode_of(exposure)
+    preset = MODES[mode]
+    if preset_layer:
+        preset = deep_merge(preset, {"steps": {stage: preset_layer}})
+    return step_parameters(config["steps"], stage, preset, USER_CONFIG.get("steps"),
+                           (USER_CONFIG.get("mode_steps") or {}).get(mode))
 
 
 def exposure_of(wildcards):
@@ -264,9 +285,12 @@ def detector1_inputs(wildcards):
 
 def detector1_steps(wildcards):
     """Effective step parameters of the exposure as canonical JSON (a params change reruns the job)."""
-    exposure = exposure_of(wildcards)
-    mode = mode_for(exposure.exp_type, MODES)
-    return canonical_json(step_parameters(config["steps"], MODES.get(mode), USER_CONFIG.get("steps")))
+    return canonical_json(exposure_step_parameters(exposure_of(wildcards), "detector1"))
+
+
+def detector1_exp_types(wildcards):
+    """EXP_TYPEs of the exposure's mode (per exposure: enabling another mode re-runs nothing here)."""
+    return MODES[mode_of(exposure_of(wildcards))]["exp_types"]
 
 
 def detector1_references(wildcards):

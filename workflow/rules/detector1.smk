@@ -12,7 +12,7 @@ rule detector1:
     params:
         steps=detector1_steps,
         references=detector1_references,
-        exp_types=EXP_TYPES,
+        exp_types=detector1_exp_types,
     threads: config["threads"]["detector1"]
     resources:
         mem_mb=detector1_mem_mb,

@@ -2,7 +2,6 @@
 
 from webbflow.refs.select import IMAGE2_REFTYPES
 
-IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
 CRDS_REFTYPES += [t for t in IMAGE2_REFTYPES if t not in CRDS_REFTYPES]
 _IMAGE2_REFS = {}
 
@@ -12,9 +11,7 @@ def cal_path(exposure):
     return f"{RESULTS}/image2/{exposure.filter.lower()}/{exposure.rootname}_cal.fits"
 
 
-def all_cal_products(wildcards):
-    """The cal product of every reducible imaging exposure."""
-    return [cal_path(e) for e in get_exposures().values() if e.exp_type == "NRC_IMAGE"]
+STAGE_PRODUCTS["image2"] = lambda exposures: [cal_path(e) for e in exposures]
 
 
 def image2_references(wildcards):
@@ -48,7 +45,4 @@ def image2_inputs(wildcards):
 
 def image2_steps(wildcards):
     """Effective assign_wcs/flat_field/photom parameters as canonical JSON."""
-    exposure = exposure_of(wildcards)
-    mode = mode_for(exposure.exp_type, MODES)
-    return canonical_json(step_parameters(config["steps"], MODES.get(mode), USER_CONFIG.get("steps"),
-                                          steps=IMAGE2_STEPS))
+    return canonical_json(exposure_step_parameters(exposure_of(wildcards), "image2"))

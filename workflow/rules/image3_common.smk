@@ -3,9 +3,6 @@
 import json
 
 from webbflow.associations import image3_associations
-from webbflow.config import deep_merge
-
-IMAGE3_STEPS = ("tweakreg", "skymatch", "outlier_detection", "resample", "source_catalog")
 RESOURCE_MODEL["image3"] = dict(mem_base=1000, mem_per_mb=3.0, runtime_base=10, runtime_per_mb=0.2, sized_on=None)
 # The demo's SUB160 exposures hold about ten stars 1.4" apart, with pointing errors under 0.3":
 # jwst's matching defaults (minobj 15, searchrad 2") cannot tie them.  Used for the demo only,
@@ -18,9 +15,8 @@ wildcard_constraints:
 
 
 def associations():
-    """product name -> image3 Association of the reducible exposures (from the exposure table's headers)."""
-    exposures = get_exposures()
-    return {a.product: a for a in image3_associations(exposures.values(), pool=Path(UNCAL_DIR).name)}
+    """product name -> image3 Association of the exposures whose mode runs image3 (from their headers)."""
+    return {a.product: a for a in image3_associations(stage_exposures("image3"), pool=Path(UNCAL_DIR).name)}
 
 
 def association_of(wildcards):
@@ -50,12 +46,8 @@ def image3_asn_json(wildcards):
 
 def image3_steps_dict(wildcards):
     """Effective image3 step parameters (mode of the association's first member, then the user's)."""
-    exposures = get_exposures()
-    first = exposures[association_of(wildcards).members[0]]
-    preset = MODES.get(mode_for(first.exp_type, MODES)) or {}
-    if USE_DEMO:
-        preset = deep_merge(preset, {"steps": DEMO_IMAGE3_STEPS})
-    return step_parameters(config["steps"], preset, USER_CONFIG.get("steps"), steps=IMAGE3_STEPS)
+    first = get_exposures()[association_of(wildcards).members[0]]
+    return exposure_step_parameters(first, "image3", DEMO_IMAGE3_STEPS if USE_DEMO else None)
 
 
 def image3_steps(wildcards):
@@ -78,8 +70,5 @@ def image3_product(suffix):
     return f"{RESULTS}/image3/{{product}}_{suffix}.{ext}"
 
 
-def all_image3_products(wildcards):
-    """i2d and catalog of every image3 association."""
-    if "all_cal_products" not in globals():
-        return []
-    return [image3_product(s).format(product=p) for p in associations() for s in ("i2d", "cat")]
+STAGE_PRODUCTS["image3"] = lambda exposures: [image3_product(s).format(product=a.product)
+                                               for a in image3_associations(exposures) for s in ("i2d", "cat")]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import webbflow
-from webbflow.config import config_digest
+from webbflow.config import IMAGE2_STEPS, config_digest
 from webbflow.io.cal import (load_area, load_distortion, load_flat, load_photom, read_rate,
                              write_cal)
 from webbflow.io.errors import InputError, ReferenceFileError
@@ -23,9 +23,6 @@ from webbflow.steps import assign_wcs, flat_field, photom
 __all__ = ["IMAGE2_STEPS", "STEP_REFTYPES", "run"]
 
 log = logging.getLogger(__name__)
-
-IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
-"""image2 imaging steps in the order they run."""
 
 STEP_REFTYPES = {"assign_wcs": ("distortion",), "flat_field": ("flat",), "photom": ("photom", "area")}
 """Reference types each step needs (area is optional for photom, as in jwst)."""

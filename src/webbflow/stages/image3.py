@@ -15,6 +15,7 @@ import numpy as np
 from astropy.table import Table
 from stdatamodels.jwst import datamodels
 
+from webbflow.config import IMAGE3_STEPS
 from webbflow.io.errors import InputError
 from webbflow.io.image3 import image_input, read_cal, write_catalog, write_crf, write_i2d, write_segm
 from webbflow.steps import outlier_detection as outlier_step
@@ -26,8 +27,6 @@ from webbflow.steps import tweakreg as tweakreg_step
 __all__ = ["IMAGE3_STEPS", "DEFAULTS", "crf_name", "read_refcat", "run", "run_models"]
 
 log = logging.getLogger(__name__)
-
-IMAGE3_STEPS = ("tweakreg", "skymatch", "outlier_detection", "resample", "source_catalog")
 
 DEFAULTS = {
     "tweakreg": dict(skip=False, snr_threshold=10.0, kernel_fwhm=2.5, bkg_boxsize=400, brightest=200,
