@@ -140,8 +140,11 @@ def qa_table(rows, out_html, out_csv=None):
             writer = csv.writer(fh)
             writer.writerow(header)
             writer.writerows(table)
+    # Step statuses as one mark each, so that the table fits a screen (the CSV keeps the words).
+    short = {"COMPLETE": "\u2713", "SKIPPED": "skip"}
     cells = "\n".join(
-        "<tr>" + "".join(f'<td class="{_status_class(v)}">{html.escape(str(v))}</td>' for v in r) + "</tr>"
+        "<tr>" + "".join(f'<td class="{_status_class(v)}" title="{html.escape(str(v))}">'
+                         f'{html.escape(short.get(v, str(v)))}</td>' for v in r) + "</tr>"
         for r in table)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     mode = html.escape(", ".join(sorted({r["mode"] for r in data})))
@@ -160,7 +163,7 @@ td.other {{ color: #b00; font-weight: bold; }}
 <h3>QA per exposure ({mode}, {len(data)} exposures)</h3>
 <p>Fractions of science pixels with the DQ flag in the rate product. 1/f per output: robust scatter
 of the row medians per amplifier output (sources masked); the white-noise level is what uncorrelated
-noise alone would give. S_* columns: step statuses of the rate and cal products.</p>
+noise alone would give. S_* columns: step statuses of the rate and cal products (&#10003; COMPLETE, skip SKIPPED).</p>
 <table><thead><tr>{head}</tr></thead><tbody>
 {cells}
 </tbody></table></body></html>
