@@ -95,9 +95,8 @@ def product_thumbnail(png, sci, dq, title, unit, overlay=DQ_OVERLAY):
 def _cmap(name):
     import matplotlib
 
-    cmap = matplotlib.colormaps[name].copy()
-    cmap.set_bad((0.35, 0.35, 0.45))  # no data: a blue-grey, not black (which reads as empty sky)
-    return cmap
+    # no data: a blue-grey, not black (which reads as empty sky)
+    return matplotlib.colormaps[name].with_extremes(bad=(0.35, 0.35, 0.45))
 
 
 def mosaic_preview(png, sci, wht, cat, title):
