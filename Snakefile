@@ -20,6 +20,10 @@ min_version("9.0")
 configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
+# `snakemake --report report.html` (after the run): the QA figures and tables of workflow/rules/report.smk.
+report: "workflow/report/workflow.rst"
+
+
 # What the user wrote, before the schema fills defaults: it must win over mode presets.
 USER_CONFIG = copy.deepcopy(config)
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
@@ -47,6 +51,7 @@ include: "workflow/rules/references.smk"
 include: "workflow/rules/detector1.smk"
 include: "workflow/rules/image2.smk"
 include: "workflow/rules/image3.smk"
+include: "workflow/rules/report.smk"
 
 
 # A stage that a preset runs but no rules make (a mode added without its rules) would make nothing.
@@ -69,6 +74,7 @@ localrules:
 rule all:
     input:
         products_of(None),
+        all_report_products,
     default_target: True
 
 

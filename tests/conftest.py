@@ -126,3 +126,19 @@ def make():
     several test folders have a conftest.py)."""
     return SimpleNamespace(uncal=write_uncal, ramp=ramp_cube, reference=write_reference,
                            reference_set=write_reference_set, DQ_DEF=DQ_DEF)
+
+
+@pytest.fixture(scope="session")
+def demo_workdir(tmp_path_factory):
+    """The demo reduced once per session by the default target (``snakemake --cores 2``: the
+    simulated program, detector1, image2, image3 and the report's QA products), shared by the
+    workflow test modules so that CI runs it once.  Tests may add files to it and dry-run in it,
+    but must not change its products."""
+    import subprocess
+    import sys
+
+    workdir = tmp_path_factory.mktemp("demo_session")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return workdir

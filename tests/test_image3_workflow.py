@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from stdatamodels.jwst import datamodels
 
 from webbflow.associations import read_asn
 from webbflow.io.image3 import read_cal
+from webbflow.report.truth import edge_mask, mark_isolated, match_stars
 from webbflow.stages import image3
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
@@ -33,14 +33,10 @@ def _snakemake(workdir, *args, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo_image3")
-    _snakemake(workdir, "--cores", "2")
-    truth = Table.read(workdir / "demo" / "truth" / "sources.ecsv")
+def demo(demo_workdir):
+    workdir = demo_workdir  # the session's demo run (conftest)
     # Isolated stars: no other source (star or galaxy) within 0.4" (about 3 LW FWHM) to blend with.
-    sky = SkyCoord(truth["ra"], truth["dec"], unit="deg")
-    _, nearest, _ = sky.match_to_catalog_sky(sky, nthneighbor=2)
-    truth["isolated"] = nearest.arcsec > 0.4
+    truth = mark_isolated(Table.read(workdir / "demo" / "truth" / "sources.ecsv"), radius=0.4)
     stars = truth[truth["type"] == "star"]
     # A Gaia stand-in: the bright stars' true positions.
     refcat = workdir / "gaia_like.ecsv"
@@ -74,17 +70,7 @@ def test_resample_parameter_reruns_only_image3(demo, tmp_path):
     plan = _snakemake(workdir, "--configfile", str(config), "-n").stdout
     rules = {line.split("rule ")[1].rstrip(":") for line in plan.splitlines()
              if line.startswith(("rule ", "localrule ")) and "rule " in line}
-    assert rules == {"image3", "all"}
-
-
-def _stars_in(cat, stars, edge_mask):
-    idx, sep, _ = cat["sky_centroid"].match_to_catalog_sky(SkyCoord(stars["ra"], stars["dec"], unit="deg"))
-    snr = cat["aper_total_flux"] / cat["aper_total_flux_err"]
-    x = np.rint(cat["xcentroid"]).astype(int)
-    y = np.rint(cat["ycentroid"]).astype(int)
-    inside = ~edge_mask[np.clip(y, 0, edge_mask.shape[0] - 1), np.clip(x, 0, edge_mask.shape[1] - 1)]
-    good = (sep.arcsec < 0.3) & (snr > 100) & inside & np.asarray(stars["isolated"])[idx]
-    return idx, sep.arcsec, good
+    assert rules == {"image3", "qa_mosaics", "qa_truth", "all"}  # the mosaics and their report figures
 
 
 @pytest.mark.parametrize("filt", list(FILTERS))
@@ -99,12 +85,10 @@ def test_truth_astrometry_and_photometry(demo, filt):
         runs[name] = image3.run_models(models, {"tweakreg": tweak})
     out = {}
     for name, result in runs.items():
-        from scipy import ndimage
-
         # Sources whose isophote reaches the mosaic's edge have clipped centroids: leave them out.
-        edge = ndimage.binary_dilation(result["resampled"].wht == 0, iterations=8, border_value=1)
+        edge = edge_mask(result["resampled"].wht, iterations=8)
         cat = result["catalog"].catalog
-        idx, sep, good = _stars_in(cat, stars, edge)
+        idx, sep, good = match_stars(cat, stars, edge, max_sep=0.3, min_snr=100)
         out[name] = (cat, idx, sep, good)
     cat, idx, sep, good = out["abs"]
     assert good.sum() >= 5

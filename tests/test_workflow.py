@@ -32,11 +32,9 @@ def _ok(proc):
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """The demo reduced once (simulated, then detector1 on all 16 exposures) with 2 cores."""
-    workdir = tmp_path_factory.mktemp("demo")
-    _ok(snakemake(workdir, "--cores", "2", timeout=600))
-    return workdir
+def demo_run(demo_workdir):
+    """The demo reduced once (simulated, then every stage on all 16 exposures) with 2 cores (conftest)."""
+    return demo_workdir
 
 
 def test_demo_products_open_as_models(demo_run):
@@ -114,8 +112,9 @@ def test_changed_parameter_reruns_exactly_its_products(demo_run, tmp_path):
     planned = planned_outputs(proc)
     expected = sorted(p.relative_to(demo_run).as_posix()
                       for p in (demo_run / "results" / "detector1").rglob("*.fits"))
-    # the demo is not simulated again; rates, and what is made from them downstream, are re-made
-    assert set(planned) == {"detector1", "image2", "image3"}
+    # the demo is not simulated again; rates, and what is made from them downstream (the report's
+    # QA products included), are re-made
+    assert set(planned) == {"detector1", "image2", "image3", "qa_exposures", "qa_mosaics", "qa_truth"}
     assert sorted(planned["detector1"]) == expected  # the jump threshold affects all 32 products
     cals = sorted(p.relative_to(demo_run).as_posix() for p in (demo_run / "results" / "image2").rglob("*_cal.fits"))
     assert sorted(planned["image2"]) == cals

@@ -1,0 +1,187 @@
+"""The report's figures: small PNGs drawn headless (matplotlib's Agg canvas, no pyplot, no display).
+
+Each function reads nothing: it takes arrays/tables and writes one PNG, so the figures can be drawn
+from products in memory as well as from files (:mod:`webbflow.report.jobs` reads the files).
+"""
+
+import numpy as np
+
+from webbflow import dqflags
+
+__all__ = ["DQ_OVERLAY", "product_thumbnail", "mosaic_preview", "residual_plots"]
+
+DQ_OVERLAY = (
+    # (label, bits, RGBA): drawn in this order, the last on top.
+    ("DO_NOT_USE", dqflags.DO_NOT_USE, (1.0, 0.85, 0.0, 0.9)),
+    ("SATURATED", dqflags.SATURATED, (0.0, 0.75, 1.0, 0.9)),
+    ("JUMP_DET", dqflags.JUMP_DET, (1.0, 0.1, 0.1, 0.9)),
+)
+"""DQ flags painted over the thumbnails, with their colours."""
+
+DPI = 80
+
+
+def _figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, png):
+    from webbflow.io.files import atomic_output
+
+    with atomic_output(png) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png")
+
+
+def _stretch(image, good, high=99.5):
+    """Asinh-stretched image in [0, 1] (NaN where not ``good``) and its (low, high) limits.
+
+    From 3 robust sigmas below the sky (the median) to the ``high`` percentile, with the asinh knee
+    at 3 sigma: the sky's noise stays visible as grey while stars keep their cores.
+    """
+    values = image[good]
+    if values.size == 0:
+        return np.full(image.shape, np.nan), (np.nan, np.nan)
+    sky = np.median(values)
+    sigma = 1.4826 * np.median(np.abs(values - sky))
+    lo, hi = sky - 3 * sigma, np.percentile(values, high)
+    scale = max(hi - lo, np.finfo(np.float32).tiny)
+    soft = float(np.clip(3 * sigma / scale, 1e-4, 0.1))
+    out = np.arcsinh(np.clip((image - lo) / scale, 0, 1) / soft) / np.arcsinh(1 / soft)
+    return np.where(good, out, np.nan), (lo, hi)
+
+
+def product_thumbnail(png, sci, dq, title, unit, overlay=DQ_OVERLAY):
+    """A rate or cal image (asinh stretch) with its DQ flags painted over it.
+
+    Parameters
+    ----------
+    png : str or Path
+        The PNG to write.
+    sci, dq : ndarray
+        The image and its DQ (2-D).
+    title : str
+        The panel's title (the exposure and product).
+    unit : str
+        The image's unit (DN/s, MJy/sr), for the colour bar.
+    overlay : sequence of (label, bits, RGBA)
+        The flags to paint; the legend gives each flag's colour and its fraction of pixels.
+    """
+    from matplotlib.patches import Patch
+
+    sci = np.asarray(sci, np.float64)
+    good = np.isfinite(sci) & ((dq & dqflags.DO_NOT_USE) == 0)
+    fig = _figure(4.0, 4.4)
+    ax = fig.add_axes([0.02, 0.14, 0.96, 0.78])
+    stretched, (lo, hi) = _stretch(sci, good)
+    ax.imshow(stretched, origin="lower", cmap=_cmap("gray"), vmin=0, vmax=1, interpolation="nearest")
+    handles = []
+    for label, bits, rgba in overlay:
+        flagged = (dq & bits) != 0
+        layer = np.zeros(sci.shape + (4,))
+        layer[flagged] = rgba
+        ax.imshow(layer, origin="lower", interpolation="nearest")
+        handles.append(Patch(color=rgba, label=f"{label} {100 * flagged.mean():.2f}%"))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=6.5, frameon=False,
+               handlelength=1.0, columnspacing=0.8, title=f"asinh {lo:.3g} .. {hi:.3g} {unit}",
+               title_fontsize=6.5)
+    _save(fig, png)
+
+
+def _cmap(name):
+    import matplotlib
+
+    # no data: a blue-grey, not black (which reads as empty sky)
+    return matplotlib.colormaps[name].with_extremes(bad=(0.35, 0.35, 0.45))
+
+
+def mosaic_preview(png, sci, wht, cat, title):
+    """A mosaic (i2d) with its catalog's sources circled.
+
+    Parameters
+    ----------
+    png : str or Path
+        The PNG to write.
+    sci, wht : ndarray
+        The mosaic and its weight (pixels with ``wht == 0`` have no data).
+    cat : astropy.table.Table
+        The catalog: ``xcentroid``, ``ycentroid`` (0-based pixels) and, when present,
+        ``is_extended`` (extended sources are drawn in orange, point sources in green).
+    title : str
+        The figure's title.
+    """
+    from matplotlib.lines import Line2D
+
+    sci = np.asarray(sci, np.float64)
+    good = np.isfinite(sci) & (np.asarray(wht) > 0)
+    ny, nx = sci.shape
+    width = 5.0
+    fig = _figure(width, min(max(width * ny / nx, 2.5), 8.0) + 0.5)
+    ax = fig.add_axes([0.02, 0.08, 0.96, 0.84])
+    ax.imshow(_stretch(sci, good)[0], origin="lower", cmap=_cmap("gray"), vmin=0, vmax=1,
+              interpolation="nearest")
+    x, y = np.asarray(cat["xcentroid"]), np.asarray(cat["ycentroid"])
+    extended = np.asarray(cat["is_extended"], bool) if "is_extended" in cat.colnames else np.zeros(len(cat), bool)
+    size = 60 * (max(nx, ny) / 400) ** -1 if max(nx, ny) > 400 else 60
+    for mask, colour in ((~extended, "lime"), (extended, "orange")):
+        ax.scatter(x[mask], y[mask], s=size, facecolors="none", edgecolors=colour, linewidths=0.8)
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+    handles = [Line2D([], [], ls="none", marker="o", mfc="none", mec=c, label=f"{lab} ({int(m.sum())})")
+               for lab, c, m in (("point source", "lime", ~extended), ("extended", "orange", extended))]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    _save(fig, png)
+
+
+def residual_plots(png, residuals, title):
+    """Astrometric and photometric residuals of a catalog against the truth (two panels).
+
+    Parameters
+    ----------
+    png : str or Path
+        The PNG to write.
+    residuals : dict
+        :func:`webbflow.report.truth.truth_residuals`' result.
+    title : str
+        The figure's title.
+    """
+    fig = _figure(8.0, 3.6)
+    fig.suptitle(title, fontsize=9)
+    left = fig.add_axes([0.08, 0.14, 0.36, 0.66])
+    right = fig.add_axes([0.58, 0.14, 0.38, 0.66])
+    dra, ddec, n = residuals["dra"], residuals["ddec"], residuals["n"]
+    left.scatter(dra, ddec, s=14, color="tab:blue")
+    left.axhline(0, color="0.6", lw=0.6)
+    left.axvline(0, color="0.6", lw=0.6)
+    lim = max(5.0, 1.15 * float(np.max(np.abs(np.r_[dra, ddec])))) if n else 5.0
+    left.set_xlim(-lim, lim)
+    left.set_ylim(-lim, lim)
+    left.set_aspect("equal")
+    left.set_xlabel(r"$\Delta\alpha\cos\delta$ (mas)", fontsize=8)
+    left.set_ylabel(r"$\Delta\delta$ (mas)", fontsize=8)
+    off = residuals["offset_mas"]
+    left.set_title(f"astrometry: {n} stars, median ({off[0]:+.1f}, {off[1]:+.1f}) mas,\n"
+                   f"rms {residuals['rms_mas']:.1f} mas, {residuals['scatter_mas']:.1f} about the median",
+                   fontsize=7.5)
+    flux, ratio = residuals["true_flux"], residuals["flux_ratio"]
+    if flux.size:
+        mag = -2.5 * np.log10(flux / 3631.0)
+        right.scatter(mag, ratio, s=14, color="tab:red")
+    right.axhline(1, color="0.6", lw=0.6)
+    right.set_xlabel("true AB magnitude", fontsize=8)
+    right.set_ylabel("catalog / true flux (aperture total)", fontsize=8)
+    right.set_title(f"photometry: {residuals['n_flux']} stars, median ratio {residuals['median_flux_ratio']:.4f}",
+                    fontsize=7.5)
+    for ax in (left, right):
+        ax.tick_params(labelsize=7)
+    _save(fig, png)

@@ -1,0 +1,260 @@
+"""The report's jobs: files in, QA rows and figures out (one function per rule of ``workflow/rules/report.smk``)."""
+
+import csv
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from webbflow.io.files import atomic_output, atomic_write_text
+from webbflow.report import figures, qa
+
+__all__ = ["qa_exposure", "qa_exposures", "qa_table", "qa_mosaic", "qa_mosaics", "qa_truth", "qa_truths"]
+
+
+def _thumbnail(path, png, title, unit):
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        sci, dq = hdul["SCI"].data, hdul["DQ"].data
+    if sci.ndim == 3:  # rateints/calints: the first integration
+        sci, dq = sci[0], dq[0]
+    figures.product_thumbnail(png, sci, dq, title, unit)
+
+
+def qa_exposure(rate, row_json, rate_png, cal=None, cal_png=None, mode="imaging"):
+    """One exposure's QA row (JSON) and the thumbnails of its rate and (when given) cal product.
+
+    Parameters
+    ----------
+    rate : str or Path
+        The rate (or rateints) product.
+    row_json : str or Path or None
+        Where the row of :func:`webbflow.report.qa.exposure_qa` goes (with ``mode`` added).
+    rate_png : str or Path
+        The rate thumbnail (DN/s, DQ overlaid).
+    cal, cal_png : str or Path, optional
+        The cal product and its thumbnail (MJy/sr, DQ overlaid).
+    mode : str
+        The exposure's mode (e.g. ``imaging``), recorded in the row.
+
+    Returns
+    -------
+    dict
+        The row.
+    """
+    row = {"mode": mode, **qa.exposure_qa(rate, cal)}
+    if row_json is not None:
+        atomic_write_text(row_json, json.dumps(row, indent=1, sort_keys=True) + "\n")
+    _thumbnail(rate, rate_png, f"{row['exposure']} rate", "DN/s")
+    if cal is not None and cal_png is not None:
+        _thumbnail(cal, cal_png, f"{row['exposure']} cal", "MJy/sr")
+    return row
+
+
+def _root(path):
+    """The exposure's root name of a product path (``<root>_<suffix>.fits``)."""
+    return Path(path).name.rsplit("_", 1)[0]
+
+
+def qa_exposures(rates, cals, rate_dir, cal_dir, rows_json, out_html, out_csv, mode="imaging"):
+    """Every exposure of a mode: QA rows, thumbnails (``<dir>/<filter>/<root>_{rate,cal}.png``) and the table.
+
+    One job for all of a mode's exposures: a figure takes ~0.4 s once matplotlib is loaded, a
+    job of its own ~2 s more (the interpreter, snakemake's script preamble, the imports).
+
+    Parameters
+    ----------
+    rates : list of str or Path
+        The exposures' rate products.
+    cals : list of str or Path
+        Their cal products, in the same order (empty when the mode makes none).
+    rate_dir, cal_dir : str or Path
+        Folders the rate and cal thumbnails go to (created; ``cal_dir`` stays empty without cals).
+    rows_json : str or Path
+        All rows, as a JSON list (see :func:`qa_exposure`).
+    out_html, out_csv : str or Path
+        The table (:func:`qa_table`).
+    mode : str
+        The mode (recorded in the rows).
+
+    Returns
+    -------
+    list of dict
+        The rows.
+    """
+    cals = list(cals) or [None] * len(rates)
+    if len(cals) != len(rates) or any(c is not None and _root(c) != _root(r) for r, c in zip(rates, cals)):
+        raise ValueError("qa_exposures: rates and cals must name the same exposures in the same order")
+    rows = []
+    for rate, cal in zip(rates, cals):
+        row = {"mode": mode, **qa.exposure_qa(rate, cal)}
+        for product, folder, unit in ((rate, rate_dir, "DN/s"), (cal, cal_dir, "MJy/sr")):
+            if product is None:
+                continue
+            suffix = "rate" if product is rate else "cal"
+            png = Path(folder) / row["filter"].lower() / f"{_root(rate)}_{suffix}.png"
+            png.parent.mkdir(parents=True, exist_ok=True)
+            _thumbnail(product, png, f"{row['exposure']} {suffix}", unit)
+        rows.append(row)
+    Path(cal_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(rows_json, json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    qa_table(rows, out_html, out_csv)
+    return rows
+
+
+def _fmt(value, digits=3):
+    return "" if value is None else f"{value:.{digits}g}"
+
+
+def qa_table(rows, out_html, out_csv=None):
+    """Collect exposure QA rows into one HTML table (and a CSV with the same columns).
+
+    Parameters
+    ----------
+    rows : list of dict, or of str or Path
+        The rows of :func:`qa_exposure`, or the JSON files holding them.
+    out_html : str or Path
+        A self-contained HTML page (shown in the report).
+    out_csv : str or Path, optional
+        The same table as CSV, one row per exposure (1/f values joined with ``;``).
+    """
+    data = [r if isinstance(r, dict) else json.loads(Path(r).read_text()) for r in rows]
+    data = sorted(data, key=lambda r: (r["filter"], r["exposure"]))
+    steps = []
+    for row in data:
+        steps += [k for k in row["steps"] if k not in steps]
+    columns = ["exposure", "filter", "detector", "subarray", "jump %", "saturated %", "DO_NOT_USE %",
+               "median rate (DN/s)", "median cal (MJy/sr)", "1/f per output (DN/s)", "white-noise level (DN/s)"]
+    table = []
+    for row in data:
+        table.append([row["exposure"], row["filter"], row["detector"], row["subarray"],
+                      f"{100 * row['jump_fraction']:.3f}", f"{100 * row['saturated_fraction']:.3f}",
+                      f"{100 * row['do_not_use_fraction']:.3f}", _fmt(row["median_rate"], 4),
+                      _fmt(row["median_cal"], 4), "; ".join(_fmt(v) for v in row["one_over_f"]),
+                      "; ".join(_fmt(v) for v in row["one_over_f_white"])]
+                     + [row["steps"].get(k, "") for k in steps])
+    header = columns + steps
+    if out_csv is not None:
+        with atomic_output(out_csv) as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(table)
+    # Step statuses as one mark each, so that the table fits a screen (the CSV keeps the words).
+    short = {"COMPLETE": "\u2713", "SKIPPED": "skip"}
+    cells = "\n".join(
+        "<tr>" + "".join(f'<td class="{_status_class(v)}" title="{html.escape(str(v))}">'
+                         f'{html.escape(short.get(v, str(v)))}</td>' for v in r) + "</tr>"
+        for r in table)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    mode = html.escape(", ".join(sorted({r["mode"] for r in data})))
+    atomic_write_text(out_html, f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>QA per exposure ({mode})</title>
+<style>
+body {{ font-family: sans-serif; font-size: 12px; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; white-space: nowrap; }}
+th {{ background: #eee; }}
+td:first-child {{ text-align: left; font-family: monospace; }}
+td.complete {{ color: #176b1d; }}
+td.skipped {{ color: #777; }}
+td.other {{ color: #b00; font-weight: bold; }}
+</style></head><body>
+<h3>QA per exposure ({mode}, {len(data)} exposures)</h3>
+<p>Fractions of science pixels with the DQ flag in the rate product. 1/f per output: robust scatter
+of the row medians per amplifier output (sources masked); the white-noise level is what uncorrelated
+noise alone would give. S_* columns: step statuses of the rate and cal products (&#10003; COMPLETE, skip SKIPPED).</p>
+<table><thead><tr>{head}</tr></thead><tbody>
+{cells}
+</tbody></table></body></html>
+""")
+
+
+def _status_class(value):
+    if value == "COMPLETE":
+        return "complete"
+    if value == "SKIPPED":
+        return "skipped"
+    return "other" if value in ("FAILED", "INCOMPLETE") else ""
+
+
+def _read_mosaic(i2d, cat):
+    from astropy.io import fits
+    from astropy.table import Table
+
+    with fits.open(i2d) as hdul:
+        sci, wht = hdul["SCI"].data, hdul["WHT"].data
+        filt = hdul[0].header.get("FILTER", "")
+    return sci, wht, Table.read(cat), str(filt)
+
+
+def qa_mosaic(i2d, cat, png, product=None):
+    """The preview of one mosaic (i2d) with its catalog overlaid.
+
+    Parameters
+    ----------
+    i2d, cat : str or Path
+        The association's i2d product and ECSV catalog.
+    png : str or Path
+        The preview to write.
+    product : str, optional
+        The association's product name (the title; the i2d's name by default).
+    """
+    sci, wht, table, _ = _read_mosaic(i2d, cat)
+    name = product or Path(i2d).name.removesuffix("_i2d.fits")
+    figures.mosaic_preview(png, sci, wht, table, f"{name}: {len(table)} sources")
+
+
+def qa_mosaics(i2ds, cats, out_dir):
+    """:func:`qa_mosaic` of several associations: ``<out_dir>/<product>_preview.png`` each (one job per mode)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for i2d, cat in zip(i2ds, cats, strict=True):
+        product = Path(i2d).name.removesuffix("_i2d.fits")
+        qa_mosaic(i2d, cat, Path(out_dir) / f"{product}_preview.png", product=product)
+
+
+def qa_truths(i2ds, cats, truth, out_dir):
+    """:func:`qa_truth` of several associations: ``<out_dir>/<product>_truth.{png,json}`` each."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for i2d, cat in zip(i2ds, cats, strict=True):
+        product = Path(i2d).name.removesuffix("_i2d.fits")
+        qa_truth(i2d, cat, truth, Path(out_dir) / f"{product}_truth.png", Path(out_dir) / f"{product}_truth.json",
+                 product=product)
+
+
+def qa_truth(i2d, cat, truth, png, out_json=None, product=None, max_sep=0.3, min_snr=100.0):
+    """Astrometric and photometric residuals of a mosaic's catalog against the sky truth (the demo).
+
+    Parameters
+    ----------
+    i2d, cat : str or Path
+        The association's i2d product and ECSV catalog.
+    truth : str or Path
+        The truth table (``ra``, ``dec``, ``type``, ``flux_<filter>`` in Jy).
+    png : str or Path
+        The residual plots to write.
+    out_json : str or Path, optional
+        The summary numbers (``n``, ``offset_mas``, ``rms_mas``, ``median_flux_ratio``).
+    product : str, optional
+        The association's product name (the title).
+    max_sep, min_snr : float
+        Matching radius (arcsec) and S/N cut (:func:`webbflow.report.truth.match_stars`).
+
+    Returns
+    -------
+    dict
+        The residuals (:func:`webbflow.report.truth.truth_residuals`).
+    """
+    from astropy.table import Table
+
+    from webbflow.report.truth import truth_residuals
+
+    sci, wht, table, filt = _read_mosaic(i2d, cat)
+    residuals = truth_residuals(table, Table.read(truth), wht, filt, max_sep=max_sep, min_snr=min_snr)
+    name = product or Path(i2d).name.removesuffix("_i2d.fits")
+    figures.residual_plots(png, residuals, f"{name} against the truth")
+    if out_json is not None:
+        summary = {k: v for k, v in residuals.items() if not isinstance(v, np.ndarray)}
+        atomic_write_text(out_json, json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    return residuals

@@ -1,0 +1,234 @@
+"""The workflow's report: the QA numbers (unit tests on synthetic images) and, on the demo,
+`snakemake --report report.html` opened in a real headless browser (Debian's chromium)."""
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from webbflow import dqflags
+from webbflow.report import figures, qa
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+FILTERS = ("f150w", "f200w", "f356w", "f444w")
+
+
+# --- QA numbers on synthetic images ---------------------------------------------------------------
+
+def test_amplifier_slices_follow_the_full_frame_outputs():
+    assert qa.amplifier_slices(2048, 4) == [slice(0, 512), slice(512, 1024), slice(1024, 1536), slice(1536, 2048)]
+    assert qa.amplifier_slices(160, 1, xstart=1889) == [slice(0, 160)]  # a subarray read through one output
+    # a 4-output subarray starting at detector column 401 (1-based) spans the 512 and 1024 boundaries
+    assert qa.amplifier_slices(800, 4, xstart=401) == [slice(0, 112), slice(112, 624), slice(624, 800)]
+
+
+def test_one_over_f_residual_recovers_injected_row_offsets_per_output():
+    rng = np.random.default_rng(3)
+    ny, nx = 1024, 2048
+    white = 0.5
+    sci = 10 + rng.normal(0, white, (ny, nx))
+    stripes = (0.05, 0.2, 0.0, 0.4)  # per output: the rms of its row offsets (DN/s)
+    for amp, level in enumerate(stripes):
+        sci[:, amp * 512:(amp + 1) * 512] += rng.normal(0, level, (ny, 1)) if level else 0
+    sci[100:110, 700:710] += 5000  # a star: masked, it must not bias its rows
+    dq = np.zeros(sci.shape, np.uint32)
+    dq[:, :4] = dq[:, -4:] = dqflags.REFERENCE_PIXEL | dqflags.DO_NOT_USE
+    err = np.full(sci.shape, white)
+    residual, expected_white = qa.one_over_f_residual(sci, dq, qa.amplifier_slices(nx, 4), err)
+    floor = 1.2533 * white / np.sqrt(512)  # white noise alone, through the row median
+    for got, level, w, n in zip(residual, stripes, expected_white, (508, 512, 512, 508)):
+        assert w == pytest.approx(1.2533 * white / np.sqrt(n), rel=0.01)  # 4 reference columns at each edge
+        assert got == pytest.approx(np.hypot(level, floor), rel=0.12)
+
+
+def test_flag_fractions_leave_reference_pixels_out():
+    dq = np.zeros((10, 10), np.uint32)
+    dq[0, :] = dqflags.REFERENCE_PIXEL | dqflags.DO_NOT_USE  # 10 reference pixels
+    dq[5, :3] = dqflags.JUMP_DET
+    dq[6, 0] = dqflags.SATURATED | dqflags.DO_NOT_USE
+    assert qa.flag_fraction(dq, dqflags.JUMP_DET) == pytest.approx(3 / 90)
+    assert qa.flag_fraction(dq, dqflags.SATURATED) == pytest.approx(1 / 90)
+    assert qa.flag_fraction(dq, dqflags.DO_NOT_USE) == pytest.approx(1 / 90)
+    sci = np.arange(100, dtype=float).reshape(10, 10)
+    assert qa.median_rate(sci, dq) == np.median(np.delete(sci[1:].ravel(), 50))  # [6, 0] is DO_NOT_USE
+
+
+def test_thumbnail_is_a_small_png(tmp_path):
+    rng = np.random.default_rng(1)
+    sci = rng.normal(1, 0.1, (64, 64))
+    dq = np.zeros(sci.shape, np.uint32)
+    dq[10, 10] = dqflags.JUMP_DET
+    figures.product_thumbnail(tmp_path / "t.png", sci, dq, "test", "DN/s")
+    data = (tmp_path / "t.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 100_000
+
+
+# --- The demo's report ----------------------------------------------------------------------------
+
+def _snakemake(workdir, *args, timeout=600):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def report(demo_workdir):
+    """The session's demo run and its report (`snakemake --report report.html`)."""
+    _snakemake(demo_workdir, "--report", "report.html")
+    return demo_workdir, demo_workdir / "report.html"
+
+
+QA = Path("results") / "qa" / "imaging"
+
+
+@pytest.mark.workflow
+def test_qa_rows_are_the_products_numbers(report):
+    workdir, _ = report
+    rows = json.loads((workdir / QA / "qa_rows.json").read_text())
+    assert len(rows) == 16 and {r["mode"] for r in rows} == {"imaging"}
+    for row in rows:
+        filt, root = row["filter"].lower(), row["exposure"]
+        with fits.open(workdir / "results" / "detector1" / filt / f"{root}_rate.fits") as hdul:
+            dq, sci = hdul["DQ"].data, hdul["SCI"].data.astype(np.float64)
+        # by hand: science pixels (not reference pixels) with the flag, over all science pixels
+        science = (dq & dqflags.REFERENCE_PIXEL) == 0
+        assert row["jump_fraction"] == np.mean((dq[science] & dqflags.JUMP_DET) != 0)
+        assert row["saturated_fraction"] == np.mean((dq[science] & dqflags.SATURATED) != 0)
+        assert 0.01 < row["jump_fraction"] < 0.05  # the demo's cosmic rays flag ~2 % of the pixels
+        good = ((dq & dqflags.DO_NOT_USE) == 0) & np.isfinite(sci)
+        assert row["median_rate"] == pytest.approx(float(np.median(sci[good])), rel=1e-12)
+        # the simulator's noiseless rate; the demo's dark current (not in it) is a few per cent
+        truth = fits.getdata(workdir / "demo" / "truth" / f"{root}_truth_rate.fits")
+        assert row["median_rate"] == pytest.approx(float(np.median(truth)), rel=0.08)
+        # SUB160 is read through one output: one 1/f value, near the white-noise level
+        assert row["noutputs"] == 1 and len(row["one_over_f"]) == 1
+        assert 0.8 < row["one_over_f"][0] / row["one_over_f_white"][0] < 2.5
+        assert row["steps"]["S_JUMP"] == row["steps"]["S_PHOTOM"] == "COMPLETE"
+        for suffix, stage in (("rate", "detector1"), ("cal", "image2")):
+            png = workdir / QA / stage / filt / f"{root}_{suffix}.png"
+            assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size < 150_000
+    with open(workdir / QA / "qa_table.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert sorted(r["exposure"] for r in table) == sorted(r["exposure"] for r in rows)
+    assert (workdir / QA / "qa_table.html").read_text().count("<tr>") == 17  # header + 16 exposures
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("filt", FILTERS)
+def test_truth_residuals(report, filt):
+    workdir, _ = report
+    product = f"jw01234-o001_t001_nircam_clear-{filt}"
+    summary = json.loads((workdir / QA / "image3" / "truth" / f"{product}_truth.json").read_text())
+    assert summary["n"] >= 10
+    # aligned to each other only: a common offset (the reference exposure's pointing error, < 0.3")
+    # and a small scatter about it
+    assert np.hypot(*summary["offset_mas"]) < 300
+    assert summary["scatter_mas"] < 6
+    assert abs(summary["median_flux_ratio"] - 1) < 0.03
+    for kind in ("preview/{p}_preview.png", "truth/{p}_truth.png"):
+        assert (workdir / QA / "image3" / kind.format(p=product)).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.workflow
+def test_report_lists_the_figures_by_mode_and_stage(report):
+    _, html = report
+    text = html.read_text()
+    match = re.search(r"categories = (\{.*?\});?\n", text)
+    assert match, "no categories in the report"
+    categories = json.loads(match.group(1))
+    assert set(categories) == {"imaging"}
+    imaging = categories["imaging"]
+    assert set(imaging) == {"detector1", "image2", "image3", "QA per exposure"}
+    assert len(imaging["detector1"]) == len(imaging["image2"]) == 16
+    assert len(imaging["image3"]) == 8  # preview + truth residuals of 4 mosaics
+
+
+# --- In a real browser ----------------------------------------------------------------------------
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--virtual-time-budget=10000", "--window-size=1400,1000"]
+
+# Records every uncaught error and, once the app has rendered, opens the imaging/image3 results
+# and the first truth figure as a reader's clicks would (the report app keeps no state in its URL),
+# then writes what it saw into the page for --dump-dom.
+_ERRORS = ("<script>window.__errors=[];window.addEventListener('error',"
+           "function(e){window.__errors.push(String(e.message))});</script>")
+_PROBE = """<script>
+setTimeout(function () {
+  var out = {errors: window.__errors};
+  try {
+    var path = categories["imaging"]["image3"].filter(function (p) { return p.endsWith("_truth.png"); })[0];
+    app.setView({navbarMode: "subcategory", category: "imaging", subcategory: "image3",
+                 content: "img", contentPath: results[path].data_uri, resultPath: path});
+    out.shown = path;
+  } catch (err) { out.errors.push("probe: " + err); }
+  setTimeout(function () {
+    var pre = document.createElement("pre");
+    pre.id = "webbflow-probe"; pre.style.display = "none"; pre.textContent = JSON.stringify(out);
+    document.body.appendChild(pre);
+  }, 500);
+}, 1000);
+</script>"""
+
+
+def _chromium(tmp_path, url, *args):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (Debian: apt-get install chromium); .ci/run installs it")
+    cmd = [str(CHROMIUM), *FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", *args, url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+def _png_stats(path):
+    from matplotlib.image import imread
+
+    rgb = imread(path)[..., :3]
+    white = np.all(rgb > 0.97, axis=-1).mean()
+    colours = len(np.unique((rgb * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+    return white, colours
+
+
+@pytest.mark.workflow
+def test_report_opens_in_headless_chromium(report, tmp_path):
+    workdir, html = report
+    # The report as written: it loads, its scripts run without an error, the app renders.
+    shot = tmp_path / "report.png"
+    proc = _chromium(tmp_path, html.as_uri(), f"--screenshot={shot}", "--enable-logging=stderr", "--v=0")
+    assert proc.returncode == 0 and shot.exists(), proc.stderr[-3000:]
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not [line for line in console if "error" in line.lower()], console
+    white, colours = _png_stats(shot)
+    assert colours > 50 and white < 0.99, (white, colours)  # the navbar, the workflow graph, its text
+    dom = _chromium(tmp_path, html.as_uri(), "--dump-dom").stdout
+    assert "Loading Snakemake Report" not in re.sub(r'<div id="loading-screen".*?</div>', "", dom, flags=re.S)
+    for text in ("Results", "webbflow reduces JWST NIRCam", "qa_exposures"):
+        assert text in dom, text
+
+    # Navigated to the image3 figures (a copy with the probe script): the figure is shown.
+    probe_html = workdir / "report_probe.html"
+    page = html.read_text().replace("<head>", "<head>" + _ERRORS, 1)
+    end = page.rindex("</body>")
+    probe_html.write_text(page[:end] + _PROBE + page[end:])
+    dom = _chromium(tmp_path, probe_html.as_uri(), "--dump-dom").stdout
+    found = re.search(r'<pre id="webbflow-probe"[^>]*>(.*?)</pre>', dom, re.S)
+    assert found, "the probe did not run: the report app did not render"
+    probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert probe["errors"] == [] and probe["shown"].endswith("_truth.png"), probe
+    shown = re.search(r'<img src="data:image/png;[^"]*filename=([^;"]+);base64,', dom)
+    assert shown and probe["shown"].endswith(shown.group(1)), "the figure is not in the page"
+    # the navbar lists the subcategory's results by their labels, with a toggle between the figures
+    for text in [f"jw01234-o001_t001_nircam_clear-{f}" for f in FILTERS] + ["residuals against the truth"]:
+        assert f">{text}<" in dom, text
+    shot = tmp_path / "figure.png"
+    proc = _chromium(tmp_path, probe_html.as_uri(), f"--screenshot={shot}")
+    assert proc.returncode == 0 and shot.exists(), proc.stderr[-3000:]
+    white, colours = _png_stats(shot)
+    assert colours > 50 and white < 0.95, (white, colours)

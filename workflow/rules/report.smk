@@ -1,0 +1,93 @@
+"""The report (`snakemake --report report.html`): QA per exposure, mosaic previews, residuals against
+the demo's truth.  Category: the mode; subcategory: the stage whose products a figure shows."""
+
+include: "report_common.smk"
+
+
+rule qa_exposures:
+    input:
+        unpack(qa_exposures_inputs),
+    output:
+        rate=report(
+            directory(f"{QA}/{{mode}}/detector1"),
+            patterns=["{filter}/{root}_rate.png"],
+            caption="../report/qa_rate.rst",
+            category="{mode}",
+            subcategory="detector1",
+            labels={"exposure": "{root}", "filter": "{filter}", "product": "rate"},
+        ),
+        cal=report(
+            directory(f"{QA}/{{mode}}/image2"),
+            patterns=["{filter}/{root}_cal.png"],
+            caption="../report/qa_cal.rst",
+            category="{mode}",
+            subcategory="image2",
+            labels={"exposure": "{root}", "filter": "{filter}", "product": "cal"},
+        ),
+        rows=f"{QA}/{{mode}}/qa_rows.json",
+        html=report(
+            f"{QA}/{{mode}}/qa_table.html",
+            caption="../report/qa_table.rst",
+            category="{mode}",
+            subcategory="QA per exposure",
+            labels={"table": "QA per exposure"},
+        ),
+        csv=f"{QA}/{{mode}}/qa_table.csv",
+    log:
+        f"{RESULTS}/logs/qa/{{mode}}/exposures.log",
+    threads: 1
+    resources:
+        mem_mb=predicted_mem_mb("qa"),
+        runtime=predicted_runtime("qa"),
+    conda:
+        "../../envs/webbflow.yaml"
+    script:
+        "../scripts/qa_exposures.py"
+
+
+rule qa_mosaics:
+    input:
+        unpack(qa_mosaics_inputs),
+    output:
+        previews=report(
+            directory(f"{QA}/{{mode}}/image3/preview"),
+            patterns=["{product}_preview.png"],
+            caption="../report/qa_mosaic.rst",
+            category="{mode}",
+            subcategory="image3",
+            labels={"association": "{product}", "figure": "mosaic and catalog"},
+        ),
+    log:
+        f"{RESULTS}/logs/qa/{{mode}}/mosaics.log",
+    threads: 1
+    resources:
+        mem_mb=predicted_mem_mb("qa"),
+        runtime=predicted_runtime("qa"),
+    conda:
+        "../../envs/webbflow.yaml"
+    script:
+        "../scripts/qa_mosaics.py"
+
+
+rule qa_truth:
+    input:
+        unpack(qa_truth_inputs),
+    output:
+        residuals=report(
+            directory(f"{QA}/{{mode}}/image3/truth"),
+            patterns=["{product}_truth.png"],
+            caption="../report/qa_truth.rst",
+            category="{mode}",
+            subcategory="image3",
+            labels={"association": "{product}", "figure": "residuals against the truth"},
+        ),
+    log:
+        f"{RESULTS}/logs/qa/{{mode}}/truth.log",
+    threads: 1
+    resources:
+        mem_mb=predicted_mem_mb("qa"),
+        runtime=predicted_runtime("qa"),
+    conda:
+        "../../envs/webbflow.yaml"
+    script:
+        "../scripts/qa_truth.py"

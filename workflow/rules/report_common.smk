@@ -1,0 +1,60 @@
+"""Inputs and targets of the report rules (kept apart from the rules, as snakemake --lint asks).
+
+Everything the report shows lives under <results>/qa/<mode>/: the exposures' rate and cal
+thumbnails (detector1/<filter>/<root>_rate.png, image2/<filter>/<root>_cal.png), their QA rows
+(qa_rows.json) and table (qa_table.html, .csv), the mosaics' previews (image3/preview/) and, for
+the demo, their residuals against the simulated sky (image3/truth/).  One job per mode and kind of
+figure: a figure costs ~0.4 s, a job of its own ~2 s more.  A later mode adds its own rules and
+figures here, under its own category.
+"""
+
+QA = f"{RESULTS}/qa"
+DEMO_TRUTH = f"{DEMO_DIR}/truth/sources.ecsv"
+RESOURCE_MODEL["qa"] = dict(mem_base=500, mem_per_mb=0.5, runtime_base=5, runtime_per_mb=0.02, sized_on=None)
+
+
+wildcard_constraints:
+    mode=_constraint(MODES, r"[a-z_]+"),
+
+
+def qa_exposures_of(mode):
+    """The mode's exposures with QA: those that end in a cal product (image2), sorted by root name."""
+    return sorted((e for e in stage_exposures("image2") if mode_of(e) == mode), key=lambda e: e.rootname)
+
+
+def qa_exposures_inputs(wildcards):
+    """The rate and cal products of the mode's exposures (same order)."""
+    exposures = qa_exposures_of(wildcards.mode)
+    return {"rates": [product_path(e, "rate") for e in exposures], "cals": [cal_path(e) for e in exposures]}
+
+
+def qa_associations_of(mode):
+    """The mode's image3 associations (the mode of an association is that of its first member)."""
+    exposures = get_exposures()
+    return [p for p, a in sorted(associations().items()) if mode_of(exposures[a.members[0]]) == mode]
+
+
+def qa_mosaics_inputs(wildcards):
+    """The i2d and catalog of the mode's associations (same order)."""
+    products = qa_associations_of(wildcards.mode)
+    return {"i2ds": [image3_product("i2d").format(product=p) for p in products],
+            "cats": [image3_product("cat").format(product=p) for p in products]}
+
+
+def qa_truth_inputs(wildcards):
+    """The mode's mosaics and catalogs, and the demo's truth."""
+    return {**qa_mosaics_inputs(wildcards), "truth": DEMO_TRUTH}
+
+
+def all_report_products(wildcards):
+    """What `snakemake --report` shows: per mode the exposures' QA and the mosaics' previews (and,
+    for the demo, the residuals against its truth)."""
+    products = []
+    for mode in MODES:
+        if qa_exposures_of(mode):
+            products.append(f"{QA}/{mode}/qa_table.html")
+        if qa_associations_of(mode):
+            products.append(f"{QA}/{mode}/image3/preview")
+            if USE_DEMO:
+                products.append(f"{QA}/{mode}/image3/truth")
+    return products
