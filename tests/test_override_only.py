@@ -131,17 +131,9 @@ def test_stage1_rates_equal_detector1_run_directly(site, stage1_run, tmp_path):
                 np.testing.assert_array_equal(a[ext].data, b[ext].data, err_msg=f"{ours.name} {ext}")
 
 
-def test_stage1_rates_recover_the_truth(site, stage1_run):
+def test_stage1_rates_recover_the_truth(site, stage1_run, make):
     for root in site["roots"]:
-        truth = fits.getdata(site["truth"] / f"{root}_truth_rate.fits").astype(np.float64)
-        with fits.open(rate_path(stage1_run, root)) as hdul:
-            rate, dq, err = hdul["SCI"].data, hdul["DQ"].data, hdul["ERR"].data
-        good = (dq == 0) & np.isfinite(rate) & (truth > 5)
-        assert good.sum() > 0.5 * good.size * (truth > 5).mean()
-        pull = (rate[good] - truth[good]) / err[good]
-        # unbiased within 0.3 sigma, and the errors describe the scatter (as the demo test asks)
-        assert abs(np.median(pull)) < 0.3, root
-        assert 0.7 < np.std(pull) < 1.4, root
+        make.assert_rate_recovers_truth(rate_path(stage1_run, root), site["truth"] / f"{root}_truth_rate.fits", root)
 
 
 def test_all_stages_from_overrides_only(site, stage1_run):

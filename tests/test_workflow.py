@@ -72,23 +72,14 @@ def test_demo_products_open_as_models(demo_run):
     assert len(list((demo_run / "results" / "logs" / "detector1").rglob("*.log"))) == 16
 
 
-def test_demo_rates_recover_the_truth(demo_run):
+def test_demo_rates_recover_the_truth(demo_run, make):
     """Recovered rates match the simulator's truth (plus dark current) where nothing was flagged."""
     truths = sorted((demo_run / "demo" / "truth").glob("*_truth_rate.fits"))
     assert len(truths) == 16
     for truth_path in truths[:4]:
         root = truth_path.name.replace("_truth_rate.fits", "")
         rate_path = next((demo_run / "results" / "detector1").rglob(f"{root}_rate.fits"))
-        truth = fits.getdata(truth_path).astype(np.float64)
-        with fits.open(rate_path) as hdul:
-            rate, dq, err = hdul["SCI"].data, hdul["DQ"].data, hdul["ERR"].data
-        good = (dq == 0) & np.isfinite(rate) & (truth > 5)
-        assert good.sum() > 0.5 * good.size * (truth > 5).mean()
-        pull = (rate[good] - truth[good]) / err[good]
-        # unbiased within a few percent of the noise (dark current is small in the demo), and the
-        # errors describe the scatter
-        assert abs(np.median(pull)) < 0.3, root
-        assert 0.7 < np.std(pull) < 1.4, root
+        make.assert_rate_recovers_truth(rate_path, truth_path, root)
 
 
 def planned_outputs(proc):
