@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from webbflow.io.errors import InputError
-from webbflow.io.uncal import read_uncal_headers
+from webbflow.io.uncal import read_uncal_headers, validate_headers
 
 __all__ = ["Exposure", "exposure_from_header", "exposure_table", "rootname"]
 
@@ -138,15 +138,21 @@ def exposure_table(uncal_dir, pattern="*_uncal.fits"):
     Raises
     ------
     InputError
-        If the folder does not exist, a file's header cannot be read, or two
-        files describe the same exposure and detector.
+        If the folder does not exist, a file's header cannot be read, a
+        keyword a step depends on is missing, invalid or inconsistent with
+        the data (:func:`webbflow.io.uncal.validate_headers`), or two files
+        describe the same exposure and detector.  The message names the file,
+        the keyword and the fix.
     """
     folder = Path(uncal_dir)
     if not folder.is_dir():
         raise InputError(folder, "input folder not found", "set inputs.uncal_dir to the folder of *_uncal.fits files")
     rows = {}
     for path in sorted(folder.glob(pattern)):
-        exposure = exposure_from_header(read_uncal_headers(path).primary, path)
+        headers = read_uncal_headers(path)
+        exposure = exposure_from_header(headers.primary, path)
+        # every keyword a step depends on, before any job is planned for the exposure
+        validate_headers(headers.primary, headers.sci, path, headers.extensions)
         if exposure.rootname in rows:
             raise InputError(path, f"same exposure ({exposure.rootname}) as {rows[exposure.rootname].path}",
                              "keep only one copy in inputs.uncal_dir")
