@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from webbflow.io.errors import InputError
-from webbflow.io.uncal import read_uncal_headers, validate_headers
+from webbflow.io.uncal import read_uncal_headers
 
 __all__ = ["Exposure", "exposure_from_header", "exposure_table", "rootname"]
 
@@ -149,10 +149,9 @@ def exposure_table(uncal_dir, pattern="*_uncal.fits"):
         raise InputError(folder, "input folder not found", "set inputs.uncal_dir to the folder of *_uncal.fits files")
     rows = {}
     for path in sorted(folder.glob(pattern)):
-        headers = read_uncal_headers(path)
-        exposure = exposure_from_header(headers.primary, path)
         # every keyword a step depends on, before any job is planned for the exposure
-        validate_headers(headers.primary, headers.sci, path, headers.extensions)
+        headers = read_uncal_headers(path, validate=True)
+        exposure = exposure_from_header(headers.primary, path)
         if exposure.rootname in rows:
             raise InputError(path, f"same exposure ({exposure.rootname}) as {rows[exposure.rootname].path}",
                              "keep only one copy in inputs.uncal_dir")
