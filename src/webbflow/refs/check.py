@@ -138,18 +138,28 @@ def _data_bytes(header):
     return abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + count)
 
 
+def _data_offset(hdul, index, hdu):
+    # HDU._data_offset is what HDUList.fileinfo reports as datLoc; fileinfo itself re-renders
+    # every header to see whether it was resized (milliseconds per file), so it is the fallback.
+    offset = getattr(hdu, "_data_offset", None)
+    if offset is None:
+        info = hdul.fileinfo(index)
+        offset = None if info is None else info["datLoc"]
+    return offset
+
+
 def _check_complete(path, hdul, reftype):
     size = os.path.getsize(path)
     end = 0
     for index, hdu in enumerate(hdul):
-        info = hdul.fileinfo(index)
-        if info is None:  # an HDU not read from this file
+        offset = _data_offset(hdul, index, hdu)
+        if offset is None:  # an HDU not read from this file
             continue
-        need = info["datLoc"] + _data_bytes(hdu.header)
-        if need > size:
+        nbytes = _data_bytes(hdu.header)
+        if offset + nbytes > size:
             raise _fail(path, f"{reftype} reference is truncated: its {hdu.name or f'HDU {index}'} data "
-                        f"needs {need} bytes but the file has {size}", reftype)
-        end = max(end, info["datLoc"] + info["datSpan"])
+                        f"needs {offset + nbytes} bytes but the file has {size}", reftype)
+        end = max(end, offset + -(-nbytes // 2880) * 2880)
     if size > end:
         raise _fail(path, f"{reftype} reference is truncated or damaged after byte {end} "
                     f"(an extension header cannot be read; the file has {size} bytes)", reftype)
