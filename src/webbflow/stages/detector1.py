@@ -22,7 +22,6 @@ from webbflow.io.errors import ReferenceFileError
 from webbflow.io.uncal import SUPPORTED_EXP_TYPES, read_uncal_headers, readout_from_header
 from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
-from webbflow.refs.check import check_exposure_geometry
 
 __all__ = ["STEP_REFTYPES", "iter_steps", "run"]
 
@@ -290,8 +289,6 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
             early.join()
     log.info("%s: %d int x %d groups x %d x %d, %s %s %s", Path(uncal_path).name, *ramp.shape,
              readout.detector, readout.subarray, headers.primary.get("FILTER"))
-    # the references are cut at SUBSTRT to the SCI shape: it must be the SUBSIZE the header says
-    check_exposure_geometry(uncal_path, headers.primary, ramp.shape)
     _check_references(uncal_path, headers, references, needed)
     if early is not None and early.readout == readout and early.shape == ramp.shape[-2:]:
         refs = early.result()
