@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from astropy.io import fits
 
@@ -84,7 +85,7 @@ def test_touched_uncal_reruns_its_exposure_in_one_run(project):
     snakemake(project, "--cores", "2", "stage1")
     assert planned(project, "stage1") == {}
     assert rate.stat().st_mtime > uncal.stat().st_mtime
-    assert (fits.getdata(rate, "SCI") == before).all()
+    np.testing.assert_array_equal(fits.getdata(rate, "SCI"), before)  # NaN where no slope, on both sides
 
 
 def test_new_uncal_is_reduced_in_one_run(project):
