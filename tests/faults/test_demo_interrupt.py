@@ -164,6 +164,7 @@ def _compare():
     return module.compare
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_interrupted_demo_resumes(tmp_path, sig, demo_workdir):
     workdir = tmp_path / "run"
