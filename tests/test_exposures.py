@@ -42,10 +42,16 @@ def test_rootname_rejects_bad_header():
 
 
 def test_real_stsci_uncal_headers(shared_dir):
+    from astropy.io import fits
+
+    from webbflow.exposures import exposure_from_header
+    from webbflow.io.uncal import validate_headers
+
     folder = shared_dir / "realdata" / "nircam" / "uncal_header_only"
     if not folder.is_dir():
         pytest.skip(f"{folder} not present")
-    table = exposure_table(folder)
+    paths = sorted(folder.glob("*_uncal.fits"))
+    table = [exposure_from_header(fits.getheader(p), p) for p in paths]
     assert [e.rootname for e in table] == [
         "jw01075001001_03105_00009_nrca2", "jw01075001001_03105_00009_nrca3", "jw01075001001_03105_00009_nrca4"]
     for exposure in table:
@@ -53,6 +59,13 @@ def test_real_stsci_uncal_headers(shared_dir):
         assert (exposure.subarray, exposure.readpatt, exposure.nints, exposure.ngroups) == ("FULL", "RAPID", 1, 10)
         # the root name rebuilt from the header is the name STScI gave the file
         assert exposure.path.endswith(f"{exposure.rootname}_uncal.fits")
+        # every keyword a step uses is valid in STScI's own headers ...
+        values = validate_headers(fits.getheader(exposure.path), path=exposure.path)
+        assert (values["TGROUP"], values["NFRAMES"], values["GROUPGAP"]) == (10.73677, 1, 0)
         # detector1 refuses coronagraphy (for now) with the unsupported-EXP_TYPE error
         with pytest.raises(InputError, match=r"EXP_TYPE 'NRC_CORON' is not supported \(supported: NRC_IMAGE\)"):
             read_uncal(exposure.path)
+    # ... but their SCI was cut to (1, 1, 1, 1) by jwst's test authors: not a reducible exposure
+    with pytest.raises(InputError, match=r"nrca2_uncal.fits: header keywords disagree with the data: "
+                                         r"NGROUPS=10 but SCI has 1 groups; SUBSIZE2=2048 but SCI has 1 rows"):
+        exposure_table(folder)

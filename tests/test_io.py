@@ -190,7 +190,7 @@ def test_dark_reference_keeps_frames_and_maps_dq(tmp_path, make):
 
 
 def test_uncal_with_zeroframe_is_read(tmp_path, make):
-    path = make.uncal(tmp_path / "z_uncal.fits", make.ramp(nints=1, ngroups=3, ny=8, nx=8))
+    path = make.uncal(tmp_path / "z_uncal.fits", make.ramp(nints=1, ngroups=3, ny=8, nx=8), ZEROFRAM=True)
     with fits.open(path, mode="append") as hdul:
         hdul.append(fits.ImageHDU(np.full((1, 8, 8), 990, np.uint16), name="ZEROFRAME"))
     ramp, _, _ = read_uncal(path)
@@ -208,7 +208,7 @@ def test_real_stsci_header_is_carried_to_products(shared_dir, tmp_path):
         primary, sci = hdul[0].header.copy(), hdul["SCI"].header.copy()
     for key in ("NAXIS1", "NAXIS2", "NAXIS3", "NAXIS4", "BZERO", "BSCALE"):
         sci.remove(key, ignore_missing=True)
-    primary["NGROUPS"] = 3
+    primary["NGROUPS"], primary["SUBSIZE1"], primary["SUBSIZE2"] = 3, 8, 8  # as the SCI below
     uncal = tmp_path / "real_uncal.fits"
     fits.HDUList([fits.PrimaryHDU(header=primary),
                   fits.ImageHDU(np.full((1, 3, 8, 8), 1000, np.uint16), header=sci, name="SCI")]).writeto(uncal)

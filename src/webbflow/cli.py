@@ -79,9 +79,8 @@ def _detector1(args):
     import logging
     from pathlib import Path
 
-    from astropy.io import fits
-
     from webbflow.io.errors import InputError
+    from webbflow.io.uncal import read_uncal_headers
     from webbflow.refs import select_references
     from webbflow.stages import detector1
 
@@ -96,7 +95,9 @@ def _detector1(args):
     root = Path(args.uncal).name.removesuffix("_uncal.fits")
     out = Path(args.outdir)
     try:
-        refs = select_references(fits.getheader(args.uncal), args.refs_dir, overrides)
+        # the header is checked before the references are chosen from it
+        primary = read_uncal_headers(args.uncal, validate=True).primary
+        refs = select_references(primary, args.refs_dir, overrides)
         detector1.run(args.uncal, out / f"{root}_rate.fits", out / f"{root}_rateints.fits", refs, params)
     except (InputError, OSError) as exc:
         print(f"webbflow detector1: {exc}", file=sys.stderr)

@@ -138,15 +138,20 @@ def exposure_table(uncal_dir, pattern="*_uncal.fits"):
     Raises
     ------
     InputError
-        If the folder does not exist, a file's header cannot be read, or two
-        files describe the same exposure and detector.
+        If the folder does not exist, a file's header cannot be read, a
+        keyword a step depends on is missing, invalid or inconsistent with
+        the data (:func:`webbflow.io.uncal.validate_headers`), or two files
+        describe the same exposure and detector.  The message names the file,
+        the keyword and the fix.
     """
     folder = Path(uncal_dir)
     if not folder.is_dir():
         raise InputError(folder, "input folder not found", "set inputs.uncal_dir to the folder of *_uncal.fits files")
     rows = {}
     for path in sorted(folder.glob(pattern)):
-        exposure = exposure_from_header(read_uncal_headers(path).primary, path)
+        # every keyword a step depends on, before any job is planned for the exposure
+        headers = read_uncal_headers(path, validate=True)
+        exposure = exposure_from_header(headers.primary, path)
         if exposure.rootname in rows:
             raise InputError(path, f"same exposure ({exposure.rootname}) as {rows[exposure.rootname].path}",
                              "keep only one copy in inputs.uncal_dir")

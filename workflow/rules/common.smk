@@ -13,6 +13,7 @@ from webbflow.exposures import exposure_table
 from webbflow.io.errors import InputError
 from webbflow.io.uncal import read_uncal_headers
 from webbflow.refs import DETECTOR1_REFTYPES, select_references
+from webbflow.refs.identity import DigestCache, portable_path, reference_identity
 
 logger = logging.getLogger("webbflow.workflow")
 
@@ -182,7 +183,24 @@ def chosen_references(wildcards):
         else:
             primary = read_uncal_headers(exposure.path).primary
             _REFS[exposure.rootname] = select_references(primary, REFS_DIR, OVERRIDES, DETECTOR1_REFTYPES)
+        # Paths relative to the project where they lie in it: a moved project keeps its inputs.
+        _REFS[exposure.rootname] = {t: portable_path(p) for t, p in _REFS[exposure.rootname].items()}
     return _REFS[exposure.rootname]
+
+
+# sha256 of the references that are not from the CRDS cache (overrides, folders), remembered by
+# (path, size, mtime) so that planning does not re-read big files.
+_DIGESTS = DigestCache(".snakemake/webbflow/digests.json")
+
+
+def references_identity(references):
+    """Canonical JSON of the portable identity of ``references`` (reftype -> path): a job's params.
+
+    ``crds://<name>`` for CRDS files, name + sha256 for others (webbflow.refs.identity): another
+    file re-runs the job, a moved or copied project re-runs nothing.
+    """
+    return canonical_json(reference_identity(references, crds_setup().cache if USE_CRDS and CRDS_CACHE else None,
+                                             _DIGESTS))
 
 
 _CRDS = {}
@@ -252,9 +270,10 @@ def crds_relock():
     """Before any job starts (onstart): fetch and re-lock when the plan differs from the lockfile.
 
     The lockfile is an ancient() input of the per-exposure jobs, so re-locking re-runs only the
-    products whose reference names (their params) changed.  It is done here, in the one planning
-    process, and not by re-running the crds_prefetch rule: snakemake does not re-check the params
-    of jobs downstream of a job that re-runs when their only link to it is ancient().
+    products whose references (their params: portable names and digests) changed.  It is done
+    here, in the one planning process, and not by a crds_prefetch job (that rule exists only
+    while there is no lockfile, see references.smk).  A CRDS file whose bytes changed since it
+    was locked is refused (webbflow.refs.prefetch); deleting the lockfile re-locks on purpose.
     """
     if not USE_CRDS or not _LOCK_WANTED:
         return  # no planned job reads a file chosen by crds: nothing to fetch or lock
@@ -278,13 +297,24 @@ def crds_relock():
         lock = read_lockfile(CRDS_LOCK)
         locked = {root: {t: (v or {}).get("file") for t, v in entry["references"].items()}
                   for root, entry in lock["exposures"].items()}
-        if lock["context"] == crds_context() and locked == planned:
+        # An override replaced by another file of the same name is re-locked too (the user's own file).
+        overrides_same = all(lock["references"].get(Path(p).name, {}).get("sha256") == _DIGESTS.sha256(p)
+                             for t, p in OVERRIDES.items() if t in CRDS_REFTYPES)
+        if (lock["context"] == crds_context() and locked == planned and overrides_same
+                and lock.get("cache") == crds_setup().cache):
             return
+    else:
+        lock = None
     setup = crds_setup()
     writer = CrdsSetup(setup.cache, crds_context(), config["crds"]["server_url"], readonly=False)
     logger.info("CRDS: fetching and locking the references of %d exposures (%s)", len(exposures), crds_context())
     prefetch({root: e.path for root, e in exposures.items()}, CRDS_REFTYPES, writer, crds_context(), CRDS_LOCK,
-             overrides=OVERRIDES)
+             overrides=OVERRIDES, previous=lock)
+
+
+def crds_prefetch_uncals(wildcards, input):
+    """The uncal files whose references are prefetched (a derived param: not compared between runs)."""
+    return sorted(e.path for e in get_exposures().values())
 
 
 def crds_lock_input(wildcards):
@@ -294,8 +324,12 @@ def crds_lock_input(wildcards):
 
 
 def crds_prefetch_inputs(wildcards):
-    """The uncal files whose references are prefetched (and the demo, which writes the cache)."""
-    inputs = {"uncal": sorted(e.path for e in get_exposures().values())}
+    """What the prefetch waits for: the demo (which writes the cache) or the download.
+
+    Not the uncal files: a new or touched uncal would re-run the prefetch, and snakemake does not
+    re-check the jobs downstream of it (their link is ancient()); crds_relock() re-locks instead.
+    """
+    inputs = {}
     if USE_DEMO:
         inputs["demo"] = DEMO_MANIFEST
     if USE_MAST:
@@ -331,8 +365,14 @@ def detector1_exp_types(wildcards):
 
 
 def detector1_references(wildcards):
-    """Chosen reference paths as canonical JSON."""
-    return canonical_json(chosen_references(wildcards))
+    """Portable identity of the chosen references (tracked params: a change re-runs the job)."""
+    return references_identity(chosen_references(wildcards))
+
+
+def detector1_reference_paths(wildcards, input):
+    """reftype -> path the job reads.  Taking ``input`` makes this a derived param, which snakemake
+    does not compare between runs: the identity above is what decides a re-run."""
+    return chosen_references(wildcards)
 
 
 # --- Resources per step (cluster requests) ---------------------------------------------------------

@@ -12,6 +12,7 @@ rule detector1:
     params:
         steps=detector1_steps,
         references=detector1_references,
+        reference_paths=detector1_reference_paths,
         exp_types=detector1_exp_types,
     threads: config["threads"]["detector1"]
     resources:

@@ -12,7 +12,8 @@ rule image2:
         f"{RESULTS}/logs/image2/{{filter}}/{{exposure}}_{{detector}}.log",
     params:
         steps=image2_steps,
-        references=lambda wildcards: canonical_json(image2_references(wildcards)),
+        references=lambda wildcards: references_identity(image2_references(wildcards)),
+        reference_paths=lambda wildcards, input: image2_references(wildcards),
     threads: 1
     resources:
         mem_mb=predicted_mem_mb("image2"),

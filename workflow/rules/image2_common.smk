@@ -25,7 +25,7 @@ def image2_references(wildcards):
             # The demo's own folder fills what the CRDS cache does not map (e.g. ASDF references).
             primary = read_uncal_headers(exposure.path).primary
             chosen.update({t: p for t, p in select_references(primary, folder, OVERRIDES, missing).items() if p})
-        _IMAGE2_REFS[exposure.rootname] = {t: chosen.get(t) for t in IMAGE2_REFTYPES}
+        _IMAGE2_REFS[exposure.rootname] = {t: portable_path(chosen.get(t)) for t in IMAGE2_REFTYPES}
     return _IMAGE2_REFS[exposure.rootname]
 
 
@@ -38,7 +38,7 @@ def image2_inputs(wildcards):
         # rate orders this job after it unless the overrides give every stage-1 type: then the
         # lockfile does, and the cache's files are left out of the inputs, as detector1 does.
         cache = Path(crds_setup().cache)
-        inputs["references"] = [p for p in inputs["references"] if cache not in Path(p).parents]
+        inputs["references"] = [p for p in inputs["references"] if cache not in Path(p).resolve().parents]
         inputs["crds_lock"] = crds_lock_input(wildcards)
     return inputs
 

@@ -9,5 +9,5 @@ from webbflow import jobs  # noqa: E402
 from webbflow.workflow import run_job  # noqa: E402
 
 crds = sm.config["crds"]
-run_job(sm, "crds_prefetch", jobs.crds_prefetch, sm.input.uncal, sm.params.reftypes, sm.params.cache,
+run_job(sm, "crds_prefetch", jobs.crds_prefetch, sm.params.uncals, sm.params.reftypes, sm.params.cache,
         crds["context"], crds["server_url"], sm.output.lock, overrides=sm.params.overrides)

@@ -9,4 +9,4 @@ from webbflow import jobs  # noqa: E402
 from webbflow.workflow import run_job  # noqa: E402
 
 run_job(sm, "detector1", jobs.detector1, sm.input.uncal, sm.output.rate, sm.output.rateints, sm.params.steps,
-        sm.params.references, exp_types=sm.params.exp_types, crds_lock=sm.input.get("crds_lock"))
+        sm.params.reference_paths, exp_types=sm.params.exp_types, crds_lock=sm.input.get("crds_lock"))

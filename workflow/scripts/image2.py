@@ -8,4 +8,4 @@ sys.path.append(str(Path(sm.scriptdir).parents[1] / "src"))  # a clone used with
 from webbflow import jobs  # noqa: E402
 from webbflow.workflow import run_job  # noqa: E402
 
-run_job(sm, "image2", jobs.image2, sm.input.rate, sm.output.cal, sm.params.steps, sm.params.references)
+run_job(sm, "image2", jobs.image2, sm.input.rate, sm.output.cal, sm.params.steps, sm.params.reference_paths)

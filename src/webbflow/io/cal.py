@@ -84,52 +84,81 @@ def read_rate(path):
     return model, arrays
 
 
-def _cut(path, reftype, array, header, sci):
-    """Cut a reference array to the science subarray using both SUBSTRTs."""
+def _exposure(sci, pixels=True):
+    """The :class:`~webbflow.refs.check.Exposure` of ``sci`` (dict: shape, xstart, ystart, detector)."""
+    from webbflow.refs.check import Exposure
+
+    if sci is None:
+        return None
+    ny, nx = sci["shape"] if pixels else (None, None)
+    return Exposure(sci.get("detector"), int(sci.get("xstart", 1)), int(sci.get("ystart", 1)), ny, nx)
+
+
+def _cut(array, window, sci):
+    """Cut a reference array to the science subarray at ``window`` (y0, x0) from check_reference."""
     ny, nx = sci["shape"]
-    if array.shape[-2:] == (ny, nx) and int(header.get("SUBSTRT1", sci["xstart"])) == sci["xstart"]:
+    y0, x0 = window
+    if array.shape[-2:] == (ny, nx):
         return array
-    x0 = sci["xstart"] - int(header.get("SUBSTRT1", 1))
-    y0 = sci["ystart"] - int(header.get("SUBSTRT2", 1))
-    if x0 < 0 or y0 < 0 or y0 + ny > array.shape[-2] or x0 + nx > array.shape[-1]:
-        raise ReferenceFileError(
-            path, f"{reftype} reference (SUBARRAY={header.get('SUBARRAY')}, shape {array.shape}) "
-            f"does not contain the science array {sci['shape']} at SUBSTRT "
-            f"({sci['xstart']}, {sci['ystart']})", f"give a matching file with overrides.{reftype}")
     return array[..., y0:y0 + ny, x0:x0 + nx]
 
 
-def _open_fits(path, reftype):
+def _open_fits(path, reftype, sci, pixels=True):
+    """Open a FITS reference and check it against the exposure (webbflow.refs.check); -> (hdul, window)."""
     from astropy.io import fits
 
+    from webbflow.refs.check import check_reference
+
     try:
-        return fits.open(path)
-    except (OSError, ValueError) as exc:
+        with warnings.catch_warnings():
+            # astropy only warns about a truncated file; check_reference says it in one line
+            warnings.filterwarnings("ignore", message=".*truncated.*")
+            warnings.filterwarnings("ignore", category=fits.verify.VerifyWarning)
+            hdul = fits.open(path, lazy_load_hdus=False)
+    except FileNotFoundError:
+        raise ReferenceFileError(path, f"{reftype} reference not found",
+                                 f"check references.dir or overrides.{reftype}") from None
+    except (OSError, ValueError, TypeError, EOFError) as exc:
         raise ReferenceFileError(path, f"{reftype} reference cannot be read ({exc})",
+                                 f"replace it or name another with overrides.{reftype}") from None
+    try:
+        window = check_reference(path, hdul, reftype, _exposure(sci, pixels))
+    except BaseException:
+        hdul.close()
+        raise
+    return hdul, window
+
+
+def _data(path, reftype, hdul, name, dtype=np.float32):
+    try:
+        return np.asarray(hdul[name].data, dtype)
+    except (OSError, ValueError, TypeError, EOFError) as exc:
+        raise ReferenceFileError(path, f"{reftype} reference {name} cannot be read ({exc})",
                                  f"replace it or name another with overrides.{reftype}") from None
 
 
 def load_flat(path, sci):
-    """FLAT reference -> (flat, dq, err) cut to ``sci`` (dict: shape, xstart, ystart)."""
-    with _open_fits(path, "flat") as hdul:
-        header = hdul[0].header
-        flat = hdul["SCI"].data.astype(np.float32)
-        dq = hdul["DQ"].data if "DQ" in hdul else np.zeros(flat.shape, np.uint32)
-        err = hdul["ERR"].data.astype(np.float32) if "ERR" in hdul else np.zeros_like(flat)
+    """FLAT reference -> (flat, dq, err) cut to ``sci`` (dict: shape, xstart, ystart, detector).
+
+    The file is checked against the exposure first (:func:`webbflow.refs.check.check_reference`).
+    """
+    hdul, window = _open_fits(path, "flat", sci)
+    with hdul:
+        flat = _data(path, "flat", hdul, "SCI")
+        dq = hdul["DQ"].data
+        err = _data(path, "flat", hdul, "ERR") if "ERR" in hdul else np.zeros_like(flat)
         dq_def = None
         if "DQ_DEF" in hdul:
             table = hdul["DQ_DEF"].data
             dq_def = {"VALUE": np.asarray(table["VALUE"], np.int64), "NAME": list(table["NAME"])}
         dq = map_dq(dq, dq_def)
-        return tuple(_cut(path, "flat", a, header, sci) for a in (flat, dq, err))
+        return tuple(_cut(a, window, sci) for a in (flat, dq, err))
 
 
-def load_photom(path):
-    """PHOTOM reference -> (table, PIXAR_SR, PIXAR_A2)."""
-    with _open_fits(path, "photom") as hdul:
-        if "PHOTOM" not in hdul:
-            raise ReferenceFileError(path, "photom reference has no PHOTOM table",
-                                     "give a NIRCam imaging photom file with overrides.photom")
+def load_photom(path, sci=None):
+    """PHOTOM reference -> (table, PIXAR_SR, PIXAR_A2); checked against ``sci``'s detector when given."""
+    hdul, _ = _open_fits(path, "photom", sci, pixels=False)
+    with hdul:
         h = hdul[0].header
         return np.array(hdul["PHOTOM"].data), h.get("PIXAR_SR"), h.get("PIXAR_A2")
 
@@ -140,22 +169,34 @@ def load_area(path, sci):
     jwst cuts the map with the science SUBSTRT (the area file is full frame);
     a subarray-sized file with its own SUBSTRT is cut relative to it.
     """
-    with _open_fits(path, "area") as hdul:
+    hdul, window = _open_fits(path, "area", sci)
+    with hdul:
         h = hdul[0].header
-        area = hdul["SCI"].data.astype(np.float32)
-        return _cut(path, "area", area, h, sci), h.get("PIXAR_SR"), h.get("PIXAR_A2")
+        area = _data(path, "area", hdul, "SCI")
+        return _cut(area, window, sci), h.get("PIXAR_SR"), h.get("PIXAR_A2")
 
 
-def load_distortion(path):
-    """DISTORTION reference (ASDF) -> the astropy model (pixel -> V2/V3)."""
+def load_distortion(path, sci=None):
+    """DISTORTION reference (ASDF) -> the astropy model (pixel -> V2/V3).
+
+    REFTYPE, INSTRUME and (with ``sci``) DETECTOR of its ``meta`` are checked first.
+    """
     import asdf
+
+    from webbflow.refs.check import check_reference_meta
+    from webbflow.refs.select import asdf_summary
 
     try:
         with asdf.open(path, lazy_load=False, memmap=False) as af:
-            model = af.tree["model"]
+            summary = asdf_summary(af.tree)
+            model = af.tree.get("model")
     except Exception as exc:  # noqa: BLE001
         raise ReferenceFileError(path, f"distortion reference cannot be read ({exc})",
                                  "give a NIRCam DISTORTION .asdf with overrides.distortion") from None
+    check_reference_meta(path, summary, "distortion", _exposure(sci, pixels=False))
+    if model is None:
+        raise ReferenceFileError(path, "distortion reference has no model (the file may be truncated)",
+                                 "replace it or name another with overrides.distortion")
     return model
 
 

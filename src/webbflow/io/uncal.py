@@ -6,7 +6,7 @@ becomes one :class:`~webbflow.io.errors.InputError` naming the file and the fix.
 """
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.io import fits
@@ -14,7 +14,8 @@ from astropy.io import fits
 from webbflow.io.errors import InputError
 from webbflow.ramp import Ramp, Readout
 
-__all__ = ["SUPPORTED_EXP_TYPES", "UncalHeaders", "read_uncal", "read_uncal_headers", "readout_from_header"]
+__all__ = ["HEADER_KEYWORDS", "SUPPORTED_EXP_TYPES", "Keyword", "UncalHeaders", "read_uncal", "read_uncal_headers",
+           "readout_from_header", "validate_headers"]
 
 SUPPORTED_EXP_TYPES = ("NRC_IMAGE",)
 """EXP_TYPE values that detector1 reduces today."""
@@ -36,12 +37,15 @@ class UncalHeaders:
         The INT_TIMES table as a structured array, when present.
     path : str
         The file read.
+    extensions : dict
+        EXTNAME -> header of every extension (for the ZEROFRAM check).
     """
 
     primary: fits.Header
     sci: fits.Header
     int_times: np.ndarray | None = None
     path: str = ""
+    extensions: dict = field(default_factory=dict)
 
 
 def _open(path):
@@ -89,70 +93,309 @@ def _check_identity(path, primary, exp_types):
             )
 
 
-def read_uncal_headers(path):
+def read_uncal_headers(path, validate=False):
     """Read the headers of an uncal file without reading its pixels.
 
     Parameters
     ----------
     path : str or os.PathLike
         An ``*_uncal.fits`` file.
+    validate : bool
+        Also check every keyword a step depends on against each other and the
+        data shape (:func:`validate_headers`).
 
     Returns
     -------
     UncalHeaders
-        Primary and SCI headers (``int_times`` is left as None).
+        Primary and SCI headers and the other extensions' headers
+        (``int_times`` is left as None).
 
     Raises
     ------
     InputError
-        If the file is not a readable FITS file or has no SCI extension.
+        If the file is not a readable FITS file, has no SCI extension, or
+        (``validate``) a keyword is missing or wrong.
     """
-    try:
-        primary = fits.getheader(path, 0)
-        sci = fits.getheader(path, "SCI")
-    except FileNotFoundError:
-        raise InputError(path, "file not found", "check inputs.uncal_dir and the file name") from None
-    except KeyError:
-        raise InputError(path, "no SCI extension, not an uncal file", "give a *_uncal.fits file") from None
-    except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
+    with _open(path) as hdul:
+        primary = hdul[0].header.copy()
+        if "SCI" not in hdul:
+            raise InputError(path, "no SCI extension, not an uncal file", "give a *_uncal.fits file")
+        sci = hdul["SCI"].header.copy()
+        extensions = {hdu.name: hdu.header.copy() for hdu in hdul[1:] if hdu.name}
+    if validate:
+        validate_headers(primary, sci, path, extensions)
+    return UncalHeaders(primary=primary, sci=sci, path=str(path), extensions=extensions)
+
+
+_DETECTORS = tuple(f"NRC{m}{n}" for m in "AB" for n in ("1", "2", "3", "4", "LONG"))
+_AXES = (-2, -1, 1, 2)
+_FULL = 2048  # NIRCam detector pixels per side
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """A primary-header keyword that a step depends on, and what makes its value valid.
+
+    Attributes
+    ----------
+    name : str
+        The FITS keyword.
+    kind : type
+        ``int``, ``float``, ``str`` or ``bool``.
+    used_by : str
+        What depends on it (for the error message).
+    default : object
+        jwst's own value when the keyword is absent; ``REQUIRED`` when jwst has
+        none (its schemas give no default and its steps fail or go wrong).
+    low, high : number, optional
+        Inclusive range of a number.
+    choices : tuple, optional
+        Allowed values of a string or number.
+    """
+
+    name: str
+    kind: type
+    used_by: str
+    default: object = "REQUIRED"
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+
+    @property
+    def required(self):
+        return isinstance(self.default, str) and self.default == "REQUIRED"
+
+
+HEADER_KEYWORDS = (
+    Keyword("NINTS", int, "the SCI shape and the exposure table", low=1),
+    Keyword("NGROUPS", int, "the SCI shape, every ramp step", low=1),
+    Keyword("NFRAMES", int, "saturation, dark_current, jump and ramp_fit", low=1),
+    Keyword("GROUPGAP", int, "dark_current and the group time", low=0),
+    Keyword("TFRAME", float, "ramp_fit", low=1e-6),
+    Keyword("TGROUP", float, "ramp_fit and jump (the rates are DN per TGROUP)", low=1e-6),
+    Keyword("DETECTOR", str, "the reference selection and the product names", choices=_DETECTORS),
+    Keyword("FILTER", str, "the reference selection and the product folders"),
+    Keyword("PUPIL", str, "the reference selection"),
+    Keyword("EXP_TYPE", str, "the choice of mode"),
+    Keyword("READPATT", str, "the reference selection"),
+    Keyword("SUBARRAY", str, "the reference selection"),
+    Keyword("SUBSTRT1", int, "the reference cut-outs and refpix", low=1, high=_FULL),
+    Keyword("SUBSTRT2", int, "the reference cut-outs and refpix", low=1, high=_FULL),
+    Keyword("SUBSIZE1", int, "the reference cut-outs (the SCI width)", low=1, high=_FULL),
+    Keyword("SUBSIZE2", int, "the reference cut-outs (the SCI height)", low=1, high=_FULL),
+    Keyword("NOUTPUTS", int, "refpix (amplifiers)", choices=(1, 4)),
+    Keyword("FASTAXIS", int, "refpix (readout direction)", choices=_AXES),
+    Keyword("SLOWAXIS", int, "refpix (readout direction)", choices=_AXES),
+    Keyword("DATE-OBS", str, "the reference selection (USEAFTER)"),
+    # jwst's stcal takes a missing DRPFRMS1 as 0 and uses it only for the pedestal, not the rates.
+    Keyword("DRPFRMS1", int, "ramp_fit (pedestal only)", default=0, low=0),
+    # absent: the gain reference's GAINFACT is used, as jwst's gain_scale does.
+    Keyword("GAINFACT", float, "gain_scale", default=None, low=1e-6),
+    # absent: no ZEROFRAME (checked against the extensions below).
+    Keyword("ZEROFRAM", bool, "saturation, superbias, refpix, linearity and ramp_fit", default=None),
+)
+"""Every primary-header keyword that detector1 or the exposure table depends on."""
+
+_FIX = "the header is damaged or not from JWST; download the exposure again from MAST or remove it"
+
+
+def _bad(path, key, value, problem, fix=_FIX):
+    return InputError(path, f"header keyword {key}={value!r} {problem}", fix)
+
+
+def _typed(path, kw, value):
+    """The keyword's value as ``kw.kind``; an InputError if it is not one."""
+    if kw.kind is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise _bad(path, kw.name, value, f"is not a FITS logical (T or F), needed by {kw.used_by}")
+    if kw.kind is str:
+        if not isinstance(value, str) or not value.strip():
+            raise _bad(path, kw.name, value, f"is not a non-empty string, needed by {kw.used_by}")
+        text = value.strip().upper()
+        if kw.choices is not None and text not in kw.choices:
+            raise _bad(path, kw.name, value, f"is not one of {', '.join(kw.choices)}, needed by {kw.used_by}")
+        return value
+    # numbers: FITS integers and reals, not strings, logicals or undefined values
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise _bad(path, kw.name, value, f"is not a number, needed by {kw.used_by}")
+    if not np.isfinite(value):
+        raise _bad(path, kw.name, value, f"is not finite, needed by {kw.used_by}")
+    if kw.kind is int:
+        if float(value) != int(value):
+            raise _bad(path, kw.name, value, f"is not an integer, needed by {kw.used_by}")
+        value = int(value)
+    else:
+        value = float(value)
+    if kw.choices is not None and value not in kw.choices:
+        raise _bad(path, kw.name, value,
+                   f"is not one of {', '.join(map(str, kw.choices))}, needed by {kw.used_by}")
+    if kw.low is not None and value < kw.low:
+        what = "positive" if kw.low > 0 and kw.low < 1 else f">= {kw.low}"
+        raise _bad(path, kw.name, value, f"must be {what}, needed by {kw.used_by}")
+    if kw.high is not None and value > kw.high:
+        raise _bad(path, kw.name, value, f"must be <= {kw.high}, needed by {kw.used_by}")
+    return value
+
+
+def validate_headers(primary, sci=None, path="<header>", extensions=None):
+    """Check every header value a step depends on; return them typed.
+
+    Called when the exposure table is built and by :func:`read_uncal`, so the
+    workflow, the CLI and the library refuse the same exposures, before any
+    product is written.
+
+    Parameters
+    ----------
+    primary : Mapping
+        The uncal primary header.
+    sci : Mapping, optional
+        The SCI extension header: its NAXISn are checked against NINTS,
+        NGROUPS and SUBSIZE1/2 (and INTSTART/INTEND of a segment).
+    path : str
+        The file, for the error message.
+    extensions : Mapping, optional
+        EXTNAME -> header of the file's other extensions: ZEROFRAM is checked
+        against the ZEROFRAME extension and its shape.
+
+    Returns
+    -------
+    dict
+        keyword -> value (``int``/``float``/``str``/``bool``; jwst's default,
+        possibly None, for an optional keyword that is absent).
+
+    Raises
+    ------
+    InputError
+        One line naming the file, the keyword, what is wrong and the fix.
+    """
+    values = {}
+    for kw in HEADER_KEYWORDS:
+        value = primary.get(kw.name)
+        if value is None or isinstance(value, fits.card.Undefined):
+            if kw.required:
+                raise InputError(path, f"header keyword {kw.name} is missing (needed by {kw.used_by}; "
+                                 "jwst has no default for it)", _FIX)
+            values[kw.name] = kw.default
+            continue
+        values[kw.name] = _typed(path, kw, value)
+    v = values
+    # the group time is the frames of a group and its gap (verified on real STScI headers:
+    # RAPID 1+0, BRIGHT2 2+0, SHALLOW4 4+1, DEEP8 8+12 frames)
+    expected = (v["NFRAMES"] + v["GROUPGAP"]) * v["TFRAME"]
+    if not np.isclose(v["TGROUP"], expected, rtol=1e-4, atol=1e-6):
         raise InputError(
-            path,
-            f"not a readable FITS file ({exc.__class__.__name__}: {exc})",
-            "the file is truncated or corrupt; download it again from MAST",
-        ) from None
-    return UncalHeaders(primary=primary, sci=sci, path=str(path))
+            path, f"header keywords TGROUP={v['TGROUP']!r} and (NFRAMES + GROUPGAP) * TFRAME = "
+            f"({v['NFRAMES']} + {v['GROUPGAP']}) * {v['TFRAME']!r} = {expected:.6g} disagree", _FIX)
+    if abs(v["FASTAXIS"]) == abs(v["SLOWAXIS"]):
+        raise InputError(path, f"header keywords FASTAXIS={v['FASTAXIS']} and SLOWAXIS={v['SLOWAXIS']} "
+                         "name the same axis", _FIX)
+    for axis in ("1", "2"):
+        start, size = v[f"SUBSTRT{axis}"], v[f"SUBSIZE{axis}"]
+        if start + size - 1 > _FULL:
+            raise InputError(path, f"header keywords SUBSTRT{axis}={start} and SUBSIZE{axis}={size} reach "
+                             f"beyond the {_FULL}-pixel detector", _FIX)
+    nints = v["NINTS"]
+    if sci is not None:
+        nints = _check_shape(path, v, primary, sci)
+    if extensions is not None:
+        _check_zeroframe(path, v, extensions, nints)
+    return values
 
 
-def readout_from_header(primary, nints=None, ngroups=None):
+def _check_shape(path, v, primary, sci):
+    """SCI (NAXIS4..1) against (NINTS or the segment's INTEND-INTSTART+1, NGROUPS, SUBSIZE2, SUBSIZE1)."""
+    if sci.get("NAXIS") != 4:
+        raise InputError(path, f"SCI is {sci.get('NAXIS')}-D {_dtype_name(sci)}, an uncal file has 4-D uint16 "
+                         "(nints, ngroups, ny, nx) ramps", "give the *_uncal.fits file of this exposure")
+    shape = tuple(int(sci[f"NAXIS{k}"]) for k in (4, 3, 2, 1))
+    nints = v["NINTS"]
+    start, end = primary.get("INTSTART"), primary.get("INTEND")
+    if start is not None or end is not None:  # one segment of a segmented exposure
+        kw_start = Keyword("INTSTART", int, "segmented exposures", low=1, high=v["NINTS"])
+        kw_end = Keyword("INTEND", int, "segmented exposures", low=1, high=v["NINTS"])
+        if start is None or end is None:
+            missing = "INTSTART" if start is None else "INTEND"
+            raise InputError(path, f"header keyword {missing} is missing (the other of INTSTART/INTEND is set)",
+                             _FIX)
+        start, end = _typed(path, kw_start, start), _typed(path, kw_end, end)
+        if end < start:
+            raise InputError(path, f"header keywords INTSTART={start} and INTEND={end} are reversed", _FIX)
+        nints, nints_text = end - start + 1, f"INTEND - INTSTART + 1 = {end - start + 1}"
+    else:
+        nints_text = f"NINTS={nints}"
+    expected = (nints, v["NGROUPS"], v["SUBSIZE2"], v["SUBSIZE1"])
+    if shape != expected:
+        names = ("integrations", "groups", "rows", "columns")
+        keys = (nints_text, f"NGROUPS={v['NGROUPS']}", f"SUBSIZE2={v['SUBSIZE2']}", f"SUBSIZE1={v['SUBSIZE1']}")
+        bad = [f"{key} but SCI has {n} {name}" for key, n, want, name in zip(keys, shape, expected, names)
+               if n != want]
+        raise InputError(path, f"header keywords disagree with the data: {'; '.join(bad)}",
+                         "the file is truncated or inconsistent; download it again from MAST")
+    return nints
+
+
+def _dtype_name(header):
+    bitpix = header.get("BITPIX")
+    if bitpix == 16 and header.get("BZERO") == 32768:
+        return "uint16"
+    return {8: "uint8", 16: "int16", 32: "int32", 64: "int64", -32: "float32", -64: "float64"}.get(bitpix, "data")
+
+
+def _check_zeroframe(path, v, extensions, nints):
+    zf = extensions.get("ZEROFRAME")
+    if v["ZEROFRAM"] is True and zf is None:
+        raise InputError(path, "header keyword ZEROFRAM=True but the file has no ZEROFRAME extension",
+                         "the file is truncated; download it again from MAST")
+    if zf is not None and v["ZEROFRAM"] is not True:
+        raise InputError(path, f"header keyword ZEROFRAM={v['ZEROFRAM']!r} but the file has a ZEROFRAME "
+                         "extension", "the header is damaged; download the exposure again from MAST")
+    if zf is not None:
+        shape = tuple(int(zf.get(f"NAXIS{k}", 0)) for k in range(int(zf.get("NAXIS", 0)), 0, -1))
+        expected = (nints, v["SUBSIZE2"], v["SUBSIZE1"])
+        if shape != expected:
+            raise InputError(path, f"ZEROFRAME is {shape}, not (integrations, SUBSIZE2, SUBSIZE1) = {expected}",
+                             "the file is truncated or inconsistent; download it again from MAST")
+
+
+def readout_from_header(primary, nints=None, ngroups=None, path="<header>"):
     """Build a :class:`~webbflow.ramp.Readout` from an uncal primary header.
 
     Parameters
     ----------
     primary : Mapping
-        Primary header of the exposure.
+        Primary header of the exposure; validated by :func:`validate_headers`.
     nints, ngroups : int, optional
         Shape of the SCI cube; default to NINTS/NGROUPS.  The SCI shape wins
         because segmented exposures hold only some of NINTS integrations.
+    path : str
+        The file, for error messages.
 
     Returns
     -------
     Readout
+
+    Raises
+    ------
+    InputError
+        If a keyword the steps use is missing or invalid.
     """
+    v = validate_headers(primary, path=path)
     return Readout(
-        nints=int(nints if nints is not None else primary["NINTS"]),
-        ngroups=int(ngroups if ngroups is not None else primary["NGROUPS"]),
-        nframes=int(primary.get("NFRAMES", 1)),
-        groupgap=int(primary.get("GROUPGAP", 0)),
-        tframe=float(primary.get("TFRAME", 10.73677)),
-        tgroup=float(primary.get("TGROUP", primary.get("TFRAME", 10.73677))),
-        detector=str(primary.get("DETECTOR", "NRCA1")),
-        fastaxis=int(primary.get("FASTAXIS", -1)),
-        slowaxis=int(primary.get("SLOWAXIS", 2)),
-        noutputs=int(primary.get("NOUTPUTS", 4)),
-        substrt1=int(primary.get("SUBSTRT1", 1)),
-        substrt2=int(primary.get("SUBSTRT2", 1)),
-        subarray=str(primary.get("SUBARRAY", "FULL")),
-        drop_frames1=int(primary.get("DRPFRMS1", 0) or 0),
+        nints=int(nints if nints is not None else v["NINTS"]),
+        ngroups=int(ngroups if ngroups is not None else v["NGROUPS"]),
+        nframes=v["NFRAMES"],
+        groupgap=v["GROUPGAP"],
+        tframe=v["TFRAME"],
+        tgroup=v["TGROUP"],
+        detector=str(v["DETECTOR"]),
+        fastaxis=v["FASTAXIS"],
+        slowaxis=v["SLOWAXIS"],
+        noutputs=v["NOUTPUTS"],
+        substrt1=v["SUBSTRT1"],
+        substrt2=v["SUBSTRT2"],
+        subarray=str(v["SUBARRAY"]),
+        drop_frames1=v["DRPFRMS1"],
     )
 
 
@@ -207,13 +450,17 @@ def read_uncal(path, exp_types=SUPPORTED_EXP_TYPES):
     ------
     InputError
         For a truncated/corrupt file, a file that is not an uncal exposure,
-        or an unsupported EXP_TYPE; the message names the file and the fix.
+        an unsupported EXP_TYPE, or a header keyword a step depends on that is
+        missing, invalid or inconsistent with the data (:func:`validate_headers`);
+        the message names the file, the keyword and the fix.
     """
     with _open(path) as hdul:
         primary = hdul[0].header
         _check_identity(path, primary, exp_types)
         if "SCI" not in hdul:
             raise InputError(path, "no SCI extension, not an uncal file", "give a *_uncal.fits file")
+        extensions = {hdu.name: hdu.header for hdu in hdul[1:] if hdu.name}
+        validate_headers(primary, hdul["SCI"].header, path, extensions)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("error", message=".*truncated.*")
@@ -236,16 +483,10 @@ def read_uncal(path, exp_types=SUPPORTED_EXP_TYPES):
                 f"SCI is {found}, an uncal file has 4-D uint16 (nints, ngroups, ny, nx) ramps",
                 "give the *_uncal.fits file of this exposure",
             )
-        ngroups_hdr = primary.get("NGROUPS")
-        if ngroups_hdr is not None and int(ngroups_hdr) != sci.shape[1]:
-            raise InputError(
-                path,
-                f"NGROUPS={ngroups_hdr} but SCI has {sci.shape[1]} groups",
-                "the file is inconsistent; download it again from MAST",
-            )
         headers = UncalHeaders(
-            primary=primary.copy(), sci=hdul["SCI"].header.copy(), int_times=int_times, path=str(path)
+            primary=primary.copy(), sci=hdul["SCI"].header.copy(), int_times=int_times, path=str(path),
+            extensions={name: header.copy() for name, header in extensions.items()},
         )
         ramp = Ramp.from_uncal(sci, zeroframe=zeroframe)
-    readout = readout_from_header(primary, nints=sci.shape[0], ngroups=sci.shape[1])
+    readout = readout_from_header(primary, nints=sci.shape[0], ngroups=sci.shape[1], path=path)
     return ramp, readout, headers

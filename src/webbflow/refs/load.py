@@ -12,12 +12,14 @@ the dark step streams group by group.
 
 import functools
 import os
+import warnings
 
 import numpy as np
 from astropy.io import fits
 
 from webbflow import dqflags
 from webbflow.io.errors import ReferenceFileError
+from webbflow.refs.check import Exposure, check_reference
 
 __all__ = ["PlaneStack", "load_reference", "load_references", "map_dq"]
 
@@ -81,38 +83,20 @@ def _read(path, reftype):
     """Open a reference file for reading headers; pixels are read on demand."""
     try:
         # Headers only: the arrays are read later, and only the part needed.
-        hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+        with warnings.catch_warnings():
+            # astropy only warns about a truncated file; check_reference says it in one line
+            warnings.filterwarnings("ignore", message=".*truncated.*")
+            warnings.filterwarnings("ignore", category=fits.verify.VerifyWarning)
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
     except (OSError, ValueError, TypeError, EOFError) as exc:
         raise ReferenceFileError(path, f"{reftype} reference cannot be read ({exc})",
                                  f"replace the file or set overrides.{reftype}") from None
     return hdul
 
 
-def _has_data(hdul, name):
-    return name in hdul and hdul[name].header.get("NAXIS", 0) > 0
-
-
 # BITPIX -> (big-endian on-disk dtype, native dtype, BZERO that means "unsigned")
 _RAW = {-32: (">f4", np.float32, 0), -64: (">f8", np.float64, 0),
         32: (">u4", np.uint32, 2**31), 16: (">u2", np.uint16, 2**15)}
-
-
-def _window(path, reftype, hdu_shape, header, readout, shape):
-    """(y0, x0) of the science subarray inside an array of ``hdu_shape``."""
-    ny, nx = shape
-    if tuple(hdu_shape[-2:]) == (ny, nx):
-        return 0, 0
-    y0 = readout.substrt2 - int(header.get("SUBSTRT2", 1))
-    x0 = readout.substrt1 - int(header.get("SUBSTRT1", 1))
-    if x0 < 0 or y0 < 0 or y0 + ny > hdu_shape[-2] or x0 + nx > hdu_shape[-1]:
-        raise ReferenceFileError(
-            path,
-            f"{reftype} reference has shape {tuple(hdu_shape[-2:])} (SUBARRAY={header.get('SUBARRAY')}), "
-            f"which does not contain the science data's {(ny, nx)} at "
-            f"SUBSTRT1={readout.substrt1}, SUBSTRT2={readout.substrt2} ({readout.subarray})",
-            f"give a matching file with overrides.{reftype} in the config",
-        )
-    return y0, x0
 
 
 class PlaneStack:
@@ -214,19 +198,23 @@ class PlaneStack:
         return data if dtype is None else data.astype(dtype, copy=False)
 
 
-def _read_cut(hdul, path, reftype, name, header, readout, shape, nplanes=None, lazy=False, dtype=None):
+def _read_cut(hdul, name, window, shape, nplanes=None, lazy=False, dtype=None):
     """Read extension ``name`` cut to the science subarray, in native byte order.
 
     Only the subarray's rows (and, for cubes, the first ``nplanes`` planes)
     are read, straight into native byte order: decoding a whole full-frame
     reference and byte-swapping it cost seconds and hundreds of MiB.  With
     ``lazy`` a cube comes back as a :class:`PlaneStack`.  Scaled or unusual
-    layouts fall back to astropy.
+    layouts fall back to astropy.  ``window`` is the (y0, x0) that
+    :func:`webbflow.refs.check.check_reference` found; it has also checked
+    the shapes and that the file holds all the data, so a lazily read dark
+    cannot fail half-way through the steps.
     """
     hdu = hdul[name]
     hdr = hdu.header
     hdu_shape = tuple(int(hdr[f"NAXIS{k}"]) for k in range(hdr["NAXIS"], 0, -1))
-    y0, x0 = _window(path, reftype, hdu_shape, header, readout, shape)
+    y0, x0 = window
+    path = hdul.filename()
     ny, nx = shape
     lead = hdu_shape[:-2]
     if nplanes is not None and lead:
@@ -239,10 +227,6 @@ def _read_cut(hdul, path, reftype, name, header, readout, shape, nplanes=None, l
             data = data[:lead[0]]
         return np.ascontiguousarray(data[..., y0:y0 + ny, x0:x0 + nx])
     offset = hdul.fileinfo(hdul.index_of(name))["datLoc"]
-    if os.path.getsize(path) < offset + int(np.prod(hdu_shape)) * np.dtype(raw[0]).itemsize:
-        # checked now: a lazily read dark must not fail half-way through the steps
-        raise ReferenceFileError(path, f"{reftype} reference is truncated (its {name} array is cut short)",
-                                 f"replace the file or set overrides.{reftype}")
     stack = PlaneStack(path, offset, raw[0],
                        (lead[0] if lead else 1,) + hdu_shape[-2:], (y0, x0, ny, nx),
                        lead[0] if lead else 1, raw[2] if bzero else 0, dtype)
@@ -264,7 +248,8 @@ def _dark_planes(header, readout):
 
 
 @functools.lru_cache(maxsize=16)
-def _load_cached(path, mtime, reftype, substrt1, substrt2, ny, nx, subarray, ngroups, nframes, groupgap):
+def _load_cached(path, mtime, reftype, detector, substrt1, substrt2, ny, nx, subarray, ngroups, nframes,
+                 groupgap):
     class _R:  # the fields of Readout that cutting needs
         pass
 
@@ -273,22 +258,20 @@ def _load_cached(path, mtime, reftype, substrt1, substrt2, ny, nx, subarray, ngr
     ro.ngroups, ro.nframes, ro.groupgap = ngroups, nframes, groupgap
     with _read(path, reftype) as hdul:
         header = hdul[0].header
+        # REFTYPE, INSTRUME, DETECTOR, completeness, extensions, shapes and the subarray
+        # region, from the headers and the file size alone (nothing is read yet).
+        window = check_reference(path, hdul, reftype, Exposure(detector, substrt1, substrt2, ny, nx))
         dq_def = _dq_def(hdul)
 
         def arr(name, dtype=np.float32, nplanes=None, lazy=False):
-            if not _has_data(hdul, name):
-                raise ReferenceFileError(path, f"{reftype} reference has no {name} extension",
-                                         f"give a CRDS-format {reftype} file with overrides.{reftype}")
             try:
-                data = _read_cut(hdul, path, reftype, name, header, ro, (ny, nx), nplanes, lazy, dtype)
+                data = _read_cut(hdul, name, window, (ny, nx), nplanes, lazy, dtype)
             except (OSError, ValueError, TypeError, EOFError) as exc:
                 raise ReferenceFileError(path, f"{reftype} reference {name} cannot be read ({exc})",
-                                         f"replace the file or set overrides.{reftype}") from None
+                                         f"replace it or name another with overrides.{reftype}") from None
             return data if isinstance(data, PlaneStack) else data.astype(dtype, copy=False)
 
         def dq():
-            if not _has_data(hdul, "DQ"):
-                return np.zeros((ny, nx), np.uint32)
             return map_dq(arr("DQ", dtype=np.uint32), dq_def)
 
         if reftype == "mask":
@@ -357,7 +340,7 @@ def load_reference(reftype, path, readout, shape):
     # Only the dark depends on the readout beyond the subarray (how many planes to read).
     timing = ((readout.ngroups, readout.nframes, readout.groupgap) if reftype == "dark"
               else (None, None, None))
-    return _load_cached(path, mtime, reftype, readout.substrt1, readout.substrt2,
+    return _load_cached(path, mtime, reftype, readout.detector, readout.substrt1, readout.substrt2,
                         int(shape[0]), int(shape[1]), readout.subarray, *timing)
 
 

@@ -66,7 +66,7 @@ def context_mappings(context):
     return sorted(crds.get_cached_mapping(context).mapping_names())
 
 
-def prefetch(uncals, reftypes, setup, context, lock_path, overrides=None, expected=None):
+def prefetch(uncals, reftypes, setup, context, lock_path, overrides=None, expected=None, previous=None):
     """Fetch every reference of ``uncals`` into the cache and write the lockfile.
 
     Parameters
@@ -84,6 +84,10 @@ def prefetch(uncals, reftypes, setup, context, lock_path, overrides=None, expect
     expected : dict, optional
         root -> {reftype: path} the workflow planned with; a different
         choice now (the cache changed in between) is an error.
+    previous : dict, optional
+        The lockfile being replaced: a CRDS file it locked whose bytes
+        changed since is refused (never re-locked silently); deleting the
+        lockfile re-locks on purpose.
 
     Returns
     -------
@@ -102,7 +106,22 @@ def prefetch(uncals, reftypes, setup, context, lock_path, overrides=None, expect
                  ", ".join(f"{t}={Path(p).name if p else 'N/A'}" for t, p in selections[root].items()))
     lock = build_lockfile(selections, context, setup.cache, crds_select.crds_version(),
                           mappings=context_mappings(context))
+    _refuse_changed(lock, previous, setup, lock_path)
     write_lockfile(lock_path, lock)
     log.info("locked %d references of %d exposures under %s in %s", len(lock["references"]), len(selections),
              context, lock_path)
     return lock
+
+
+def _refuse_changed(lock, previous, setup, lock_path):
+    """Raise for a CRDS file of ``lock`` that ``previous`` locked with other bytes."""
+    if not previous:
+        return
+    for name, entry in lock["references"].items():
+        before = previous.get("references", {}).get(name)
+        if entry.get("override") or not before or before.get("override") or before["sha256"] == entry["sha256"]:
+            continue
+        raise ReferenceFileError(crds_select.locate(name, setup),
+                                 f"sha256 {entry['sha256'][:12]}… differs from the {before['sha256'][:12]}… locked in "
+                                 f"{lock_path}: the file changed inside the CRDS cache",
+                                 f"restore the original file, or re-lock on purpose: delete {lock_path} and run again")

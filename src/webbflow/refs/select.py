@@ -50,18 +50,24 @@ def _asdf_header(path):
     import asdf
 
     with asdf.open(path, lazy_load=True, memmap=False, _force_raw_types=True) as af:
-        meta = af.tree.get("meta", {}) or {}
-        inst = meta.get("instrument", {}) or {}
-        return {
-            "REFTYPE": meta.get("reftype"), "INSTRUME": inst.get("name"),
-            "DETECTOR": inst.get("detector"), "CHANNEL": inst.get("channel"),
-            "FILTER": inst.get("filter"), "PUPIL": inst.get("pupil"),
-            "P_PUPIL": inst.get("p_pupil"), "P_FILTER": inst.get("p_filter"),
-            "EXP_TYPE": (meta.get("exposure") or {}).get("type"),
-            "P_EXP_TY": (meta.get("exposure") or {}).get("p_exptype"),
-            "SUBARRAY": (meta.get("subarray") or {}).get("name"),
-            "USEAFTER": meta.get("useafter"),
-        }
+        return asdf_summary(af.tree)
+
+
+def asdf_summary(tree):
+    """Header-like summary (REFTYPE, INSTRUME, DETECTOR, ...) of an ASDF reference's tree."""
+    meta = tree.get("meta", {}) or {}
+    inst = meta.get("instrument", {}) or {}
+    return {
+        "REFTYPE": meta.get("reftype"), "INSTRUME": inst.get("name"),
+        "DETECTOR": inst.get("detector"), "CHANNEL": inst.get("channel"),
+        "FILTER": inst.get("filter"), "PUPIL": inst.get("pupil"),
+        "P_PUPIL": inst.get("p_pupil"), "P_FILTER": inst.get("p_filter"),
+        "P_DETECT": inst.get("p_detector"),
+        "EXP_TYPE": (meta.get("exposure") or {}).get("type"),
+        "P_EXP_TY": (meta.get("exposure") or {}).get("p_exptype"),
+        "SUBARRAY": (meta.get("subarray") or {}).get("name"),
+        "USEAFTER": meta.get("useafter"),
+    }
 
 
 def _matches_selectors(row, primary, reftype):

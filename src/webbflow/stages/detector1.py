@@ -143,13 +143,12 @@ def _peek_readout(uncal_path, exp_types):
     report, with its own clear message.
     """
     try:
-        hdrs = read_uncal_headers(uncal_path)
+        hdrs = read_uncal_headers(uncal_path, validate=True)
         sci = hdrs.sci
-        if sci.get("NAXIS") != 4:
-            return None
         if exp_types is not None and hdrs.primary.get("EXP_TYPE") not in exp_types:
             return None
-        readout = readout_from_header(hdrs.primary, nints=int(sci["NAXIS4"]), ngroups=int(sci["NAXIS3"]))
+        readout = readout_from_header(hdrs.primary, nints=int(sci["NAXIS4"]), ngroups=int(sci["NAXIS3"]),
+                                      path=uncal_path)
         return readout, (int(sci["NAXIS2"]), int(sci["NAXIS1"]))
     except Exception:  # noqa: BLE001 - read_uncal reports it properly
         return None

@@ -18,6 +18,7 @@ from webbflow.io.cal import (load_area, load_distortion, load_flat, load_photom,
                              write_cal)
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.ramp import StepStatus
+from webbflow.refs.check import check_exposure_geometry
 from webbflow.steps import assign_wcs, flat_field, photom
 
 __all__ = ["IMAGE2_STEPS", "STEP_REFTYPES", "run"]
@@ -82,9 +83,11 @@ def run(rate_path, cal_path, references, params, provenance=None):
     model, arrays = read_rate(rate_path)
     try:
         _check(rate_path, model, references, params)
-        sci = {"shape": arrays.data.shape, "xstart": int(model.meta.subarray.xstart or 1),
-               "ystart": int(model.meta.subarray.ystart or 1)}
         inst = model.meta.instrument
+        sci = {"shape": arrays.data.shape, "xstart": int(model.meta.subarray.xstart or 1),
+               "ystart": int(model.meta.subarray.ystart or 1), "detector": inst.detector}
+        check_exposure_geometry(rate_path, {"SUBSIZE1": model.meta.subarray.xsize,
+                                            "SUBSIZE2": model.meta.subarray.ysize}, arrays.data.shape)
         log.info("%s: %s %s/%s %s %dx%d", Path(rate_path).name, inst.detector, inst.filter,
                  inst.pupil, model.meta.subarray.name, *arrays.data.shape[::-1])
         statuses, used, wcs, wcsinfo, phot = {}, {}, None, {}, {}
@@ -93,7 +96,7 @@ def run(rate_path, cal_path, references, params, provenance=None):
         if params["assign_wcs"].get("skip"):
             statuses["assign_wcs"] = StepStatus.SKIPPED
         else:
-            distortion = load_distortion(references["distortion"])
+            distortion = load_distortion(references["distortion"], sci)
             pointing = {k: getattr(model.meta.wcsinfo, k, None) for k in _POINTING}
             pointing["va_scale"] = model.meta.velocity_aberration.scale_factor
             try:
@@ -120,7 +123,7 @@ def run(rate_path, cal_path, references, params, provenance=None):
         if params["photom"].get("skip"):
             statuses["photom"] = StepStatus.SKIPPED
         else:
-            table, pixar_sr, pixar_a2 = load_photom(references["photom"])
+            table, pixar_sr, pixar_a2 = load_photom(references["photom"], sci)
             used["photom"] = references["photom"]
             if references.get("area"):
                 arrays.area, area_sr, area_a2 = load_area(references["area"], sci)

@@ -1,0 +1,120 @@
+"""Planning is correct in one run (issue 12, item 1; item 10's copied project).
+
+Each case copies the session's reduced demo (CRDS mode) to a new folder -- which is itself a
+moved project -- changes one thing, and checks that ``snakemake -n`` lists exactly the work the
+change needs and that the first run does it (exit 0), leaving nothing more to do.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+pytestmark = [pytest.mark.faults, pytest.mark.workflow]
+
+REPO = Path(__file__).resolve().parents[2]
+JOB = re.compile(r"^\s*(?:local)?rule (\w+):\n(?:.*\n)*?\s*wildcards: (.*)$", re.M)
+
+
+def snakemake(workdir, *args, ok=True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def planned(workdir, *args):
+    """rule -> sorted wildcards of the jobs ``snakemake -n`` lists."""
+    out = snakemake(workdir, "-n", *args)
+    jobs = {}
+    for rule, wildcards in JOB.findall(out.stdout + out.stderr):
+        jobs.setdefault(rule, []).append(wildcards)
+    return {rule: sorted(w) for rule, w in jobs.items()}
+
+
+def detector1_of(jobs):
+    return sorted(re.search(r"exposure=(\w+), detector=(\w+)", w).group(0) for w in jobs.get("detector1", []))
+
+
+@pytest.fixture
+def project(demo_workdir, tmp_path):
+    """A copy of the reduced demo in another folder (mtimes kept, as mv or cp -a do)."""
+    copy = tmp_path / "moved"
+    shutil.copytree(demo_workdir, copy, symlinks=True)
+    return copy
+
+
+def test_moved_project_reruns_nothing(project):
+    assert planned(project) == {}
+
+
+def test_new_override_reruns_its_products_in_one_run(project, tmp_path):
+    """overrides.dark applies to every exposure: all 16 detector1 jobs are planned (none was
+    before the fix: only crds_prefetch ran); the 8 NRCA1 rates are made in one run."""
+    dark = sorted((project / "demo" / "refs").glob("*_nrca1_dark_*.fits"))[0]
+    cfg = tmp_path / "override.yaml"
+    cfg.write_text(f"overrides:\n  dark: demo/refs/{dark.name}\n")
+    jobs = planned(project, "--configfile", str(cfg))
+    assert len(detector1_of(jobs)) == 16 and "crds_prefetch" not in jobs
+    rates = sorted(str(p.relative_to(project)) for p in (project / "results" / "detector1").rglob("*nrca1_rate.fits"))
+    assert len(rates) == 8
+    snakemake(project, "--cores", "2", *rates, "--configfile", str(cfg))
+    assert planned(project, *rates, "--configfile", str(cfg)) == {}
+    lock = json.loads((project / "results" / "crds.lock.json").read_text())
+    for rate in rates:
+        root = Path(rate).name.removesuffix("_rate.fits")
+        assert fits.getheader(project / rate)["R_DARK"] == dark.name
+        assert lock["exposures"][root]["references"]["dark"]["file"] == dark.name
+
+
+def test_touched_uncal_reruns_its_exposure_in_one_run(project):
+    uncal = sorted((project / "demo" / "uncal").glob("*_nrcalong_uncal.fits"))[0]
+    rate = next((project / "results" / "detector1").rglob(uncal.name.replace("_uncal", "_rate")))
+    before = fits.getdata(rate, "SCI")
+    os.utime(uncal)
+    jobs = planned(project, "stage1")
+    assert detector1_of(jobs) == [f"exposure={uncal.name[:25]}, detector=nrcalong"]
+    snakemake(project, "--cores", "2", "stage1")
+    assert planned(project, "stage1") == {}
+    assert rate.stat().st_mtime > uncal.stat().st_mtime
+    assert (fits.getdata(rate, "SCI") == before).all()
+
+
+def test_new_uncal_is_reduced_in_one_run(project):
+    src = sorted((project / "demo" / "uncal").glob("*_02101_00004_nrca1_uncal.fits"))[0]
+    new = src.with_name(src.name.replace("_00004_", "_00005_"))
+    shutil.copy(src, new)
+    with fits.open(new, mode="update") as hdul:
+        hdul[0].header["EXPOSURE"] = "5"
+    jobs = planned(project, "stage1")
+    assert detector1_of(jobs) == [f"exposure={new.name[:25]}, detector=nrca1"]
+    snakemake(project, "--cores", "2", "stage1")
+    rate = next((project / "results" / "detector1").rglob(new.name.replace("_uncal", "_rate")))
+    lock = json.loads((project / "results" / "crds.lock.json").read_text())
+    assert new.name.removesuffix("_uncal.fits") in lock["exposures"]
+    assert fits.getheader(rate)["R_DARK"].startswith("crds://")
+    assert planned(project, "stage1") == {}
+
+
+def test_reference_changed_in_the_cache_is_not_relocked(project, tmp_path):
+    """A CRDS file whose bytes changed is refused when the lockfile is rewritten (here: a new
+    override asks for a re-lock), until the user deletes the lockfile on purpose."""
+    gain = project / "demo" / "crds_cache" / "references" / "jwst" / "nircam" / "webbflow_nrca1_gain_sub160.fits"
+    with fits.open(gain, mode="update") as hdul:
+        hdul["SCI"].data[0, 0] += 1
+    dark = sorted((project / "demo" / "refs").glob("*_nrcalong_dark_*.fits"))[0]
+    cfg = tmp_path / "override.yaml"
+    cfg.write_text(f"overrides:\n  dark: demo/refs/{dark.name}\n")
+    before = json.loads((project / "results" / "crds.lock.json").read_text())
+    proc = snakemake(project, "--cores", "2", "stage1", "--configfile", str(cfg), ok=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "webbflow_nrca1_gain_sub160.fits" in text and "changed inside the CRDS cache" in text
+    assert json.loads((project / "results" / "crds.lock.json").read_text()) == before
