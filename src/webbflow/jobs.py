@@ -137,47 +137,24 @@ def image3_asn(content, asn):
 def demo(outdir, preset, seed, manifest):
     """Write the demo program with webbflow's simulator, its local CRDS cache, and the manifest.
 
+    All-or-nothing (:func:`webbflow.demo.write_demo`): the demo is simulated into a
+    temporary folder and renamed into place when complete, the manifest last; what an
+    interrupted job left is cleaned and simulated again.  Someone's own uncal files
+    already in ``<outdir>/uncal`` are kept (never overwritten).
+
     Parameters
     ----------
     outdir : path-like
-        Demo folder: ``uncal/``, ``refs/``, ``crds_cache/`` are written below it.
-        Uncal files already there are kept (never overwritten).
+        Demo folder: ``uncal/``, ``refs/``, ``truth/``, ``crds_cache/`` are written below it.
     preset : str
         :func:`webbflow.simulate.run_preset` preset.
     seed : int
     manifest : path-like
         JSON: preset, seed, uncal file names, CRDS context.
     """
-    from webbflow.io.files import atomic_write_text
+    from webbflow.demo import write_demo
 
-    log = logging.getLogger("webbflow.demo")
-    outdir = Path(outdir)
-    uncal_dir = outdir / "uncal"
-    existing = sorted(uncal_dir.glob("*_uncal.fits")) if uncal_dir.is_dir() else []
-    if existing:
-        # Never overwrite someone's files: the demo is only written into an empty folder.
-        log.info("%s already holds %d uncal files; not simulating", uncal_dir, len(existing))
-        paths = existing
-    else:
-        from webbflow.simulate import run_preset
-
-        log.info("writing demo preset %s to %s", preset, outdir)
-        paths = run_preset(preset, outdir, seed=seed)
-        log.info("wrote %d exposures", len(paths))
-
-    # The demo's references are selected through crds from a local cache (no server): build it from the
-    # reference files' headers (a new type written into refs/ is picked up automatically).
-    refs_dir = outdir / "refs"
-    crds_context = None
-    if refs_dir.is_dir() and any(refs_dir.glob("*.fits")):
-        from webbflow.refs.crds_cache import build_cache
-
-        crds_context = build_cache(refs_dir, outdir / "crds_cache", context="jwst_9000.pmap")
-        log.info("CRDS cache %s written with context %s", outdir / "crds_cache", crds_context)
-
-    atomic_write_text(manifest, json.dumps({"preset": preset, "seed": seed,
-                                            "uncal": sorted(str(Path(p).name) for p in paths),
-                                            "crds_context": crds_context}, indent=1))
+    write_demo(outdir, preset, seed, manifest)
 
 
 def download(settings, uncal_dir, manifest):

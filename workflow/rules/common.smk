@@ -5,7 +5,10 @@ import os
 import re
 from pathlib import Path
 
+from snakemake.exceptions import IncompleteCheckpointException
+
 from webbflow.config import STAGES, canonical_json, deep_merge, mode_for, step_parameters
+from webbflow.demo import demo_problem
 from webbflow.exposures import exposure_table
 from webbflow.io.errors import InputError
 from webbflow.io.uncal import read_uncal_headers
@@ -57,8 +60,33 @@ def _supported(table):
     return {e.rootname: e for e in table if e.exp_type in EXP_TYPES}
 
 
+def _demo_checked():
+    """The demo's uncal folder is trusted only when complete: its manifest lists exactly the files present.
+
+    No manifest: the demo job writes (or finishes, or cleans and re-writes) the demo first.  A manifest
+    that does not match the folder (files deleted or added by hand) is one clear error, never a
+    silently smaller program.
+    """
+    if not Path(DEMO_MANIFEST).exists():
+        return False
+    problem = demo_problem(DEMO_DIR, DEMO_MANIFEST)
+    if problem:
+        raise InputError(DEMO_MANIFEST, f"the demo is incomplete: {problem}",
+                         f"delete {DEMO_MANIFEST} to have the next run simulate the demo again "
+                         "(your own uncal files in that folder are kept)")
+    _DEMO_READ["manifest"] = Path(DEMO_MANIFEST).read_text()
+    return True
+
+
+# The demo manifest the table was read with (a demo job re-run, e.g. for a new seed, rewrites it).
+_DEMO_READ = {}
+
+
 def _parse_time_table():
     """The table when the inputs already exist (for tight wildcard constraints)."""
+    if USE_DEMO:
+        # A demo being written (or interrupted) is not read here; get_exposures reads it after the checkpoint.
+        return _supported(exposure_table(UNCAL_DIR)) if _demo_checked() else {}
     if Path(UNCAL_DIR).is_dir():
         return _supported(exposure_table(UNCAL_DIR))
     if not USE_DEMO and not USE_MAST:
@@ -74,7 +102,9 @@ def get_exposures():
     """Reducible exposures by root name (after the demo is written, when reducing the demo)."""
     if USE_DEMO:
         checkpoints.demo.get()
-        if not _TABLE:  # the demo was just written: read its headers now
+        if _DEMO_READ.get("manifest") != Path(DEMO_MANIFEST).read_text() and _demo_checked():
+            # the demo was just written: read its headers now
+            _TABLE.clear()
             _TABLE.update(_supported(exposure_table(UNCAL_DIR)))
     if USE_MAST:
         checkpoints.download.get()  # the table is built after the download
@@ -249,6 +279,13 @@ def crds_relock():
         return  # no planned job reads a file chosen by crds: nothing to fetch or lock
     if (USE_DEMO and not Path(DEMO_MANIFEST).exists()) or (USE_MAST and not Path(DOWNLOAD_MANIFEST).exists()):
         return  # the crds_prefetch rule locks once the exposures exist
+    try:
+        if USE_DEMO:
+            checkpoints.demo.get()
+        if USE_MAST:
+            checkpoints.download.get()
+    except IncompleteCheckpointException:
+        return  # the checkpoint re-runs in this run (e.g. after an interruption); crds_prefetch locks after it
     from webbflow.refs.crds_select import CrdsSetup
     from webbflow.refs.lockfile import read_lockfile
     from webbflow.refs.prefetch import prefetch
