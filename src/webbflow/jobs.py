@@ -135,23 +135,8 @@ def image3_asn(content, asn):
 
 
 def demo(outdir, preset, seed, manifest):
-    """Write the demo program with webbflow's simulator, its local CRDS cache, and the manifest.
-
-    All-or-nothing (:func:`webbflow.demo.write_demo`): the demo is simulated into a
-    temporary folder and renamed into place when complete, the manifest last; what an
-    interrupted job left is cleaned and simulated again.  Someone's own uncal files
-    already in ``<outdir>/uncal`` are kept (never overwritten).
-
-    Parameters
-    ----------
-    outdir : path-like
-        Demo folder: ``uncal/``, ``refs/``, ``truth/``, ``crds_cache/`` are written below it.
-    preset : str
-        :func:`webbflow.simulate.run_preset` preset.
-    seed : int
-    manifest : path-like
-        JSON: preset, seed, uncal file names, CRDS context.
-    """
+    """Write the demo program, its local CRDS cache and the manifest, all-or-nothing
+    (:func:`webbflow.demo.write_demo`, whose parameters these are)."""
     from webbflow.demo import write_demo
 
     write_demo(outdir, preset, seed, manifest)
