@@ -38,6 +38,27 @@ def test_precedence_default_mode_user_all_modes_user_this_mode():
     assert defaults["jump"]["rejection_threshold"] == 4.0 and user["jump"]["rejection_threshold"] == 5.0
 
 
+def test_recommended_layer_sits_above_jwst_values_and_step_defaults_jwst_drops_it():
+    defaults = {"jump": {"rejection_threshold": 4.0, "skip": False}, "refpix": {"skip": False}}
+    mode = {"steps": {"detector1": {"jump": {"rejection_threshold": 5.0}}},
+            "recommended": {"detector1": {"jump": {"rejection_threshold": 6.0}, "refpix": {"skip": True}}}}
+    recommended = step_parameters(defaults, "detector1", mode)
+    assert recommended["jump"]["rejection_threshold"] == 6.0 and recommended["refpix"]["skip"] is True
+    jwst = step_parameters(defaults, "detector1", mode, recommended=False)
+    assert jwst["jump"]["rejection_threshold"] == 5.0 and jwst["refpix"]["skip"] is False
+    # the user's values win over both layers
+    user = {"jump": {"rejection_threshold": 4.5}}
+    assert step_parameters(defaults, "detector1", mode, user)["jump"]["rejection_threshold"] == 4.5
+    assert step_parameters(defaults, "detector1", mode, user, recommended=False)["jump"]["rejection_threshold"] == 4.5
+
+
+def test_a_recommended_section_for_a_stage_the_mode_does_not_run_is_refused(tmp_path):
+    (tmp_path / "m.yaml").write_text("exp_types: [NRC_IMAGE]\nstages: [detector1]\n"
+                                     "recommended: {image3: {tweakreg: {minobj: 4}}}\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml: key recommended\.image3: the mode does not run stage image3"):
+        load_modes(tmp_path, SCHEMA)
+
+
 def test_stages_and_schema_name_the_same_steps():
     schema_steps = set(yaml.safe_load(SCHEMA.read_text())["properties"]["steps"]["properties"])
     stage_steps = [step for stage in STAGES.values() for step in stage.steps]

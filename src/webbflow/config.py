@@ -115,9 +115,20 @@ def preset_schema(schema):
     Returns
     -------
     dict
-        Schema of ``{description, exp_types, stages, steps: {<stage>: {<step>: {<param>: value}}}}``.
+        Schema of ``{description, exp_types, stages, steps: {<stage>: {<step>: {<param>: value}}},
+        recommended: {...}}``: ``steps`` holds jwst's own values for the mode, ``recommended`` the
+        NIRCam team's workarounds on top of them (dropped by ``step_defaults: jwst``).
     """
     step_defs = _load_schema(schema)["properties"]["steps"]["properties"]
+    stage_steps = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            name: {"type": ["object", "null"], "additionalProperties": False,
+                   "properties": {step: step_defs[step] for step in stage.steps}}
+            for name, stage in STAGES.items()
+        },
+    }
     return {
         "type": "object",
         "additionalProperties": False,
@@ -127,15 +138,8 @@ def preset_schema(schema):
             "exp_types": {"type": "array", "items": {"type": "string", "pattern": "^[A-Z0-9_]+$"},
                           "minItems": 1, "uniqueItems": True},
             "stages": {"type": "array", "items": {"enum": list(STAGES)}, "minItems": 1, "uniqueItems": True},
-            "steps": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    name: {"type": ["object", "null"], "additionalProperties": False,
-                           "properties": {step: step_defs[step] for step in stage.steps}}
-                    for name, stage in STAGES.items()
-                },
-            },
+            "steps": stage_steps,
+            "recommended": stage_steps,
         },
     }
 
@@ -192,13 +196,15 @@ def load_modes(modes_dir, schema=None):
             preset = yaml.safe_load(fh) or {}
         if check is not None:
             validate_config(preset, check, source=path)
-            unused = [stage for stage in preset.get("steps") or {} if stage not in preset["stages"]]
-            if unused:
-                raise ConfigError(f"{path}: key steps.{unused[0]}: the mode does not run stage {unused[0]} "
-                                  f"(stages: {', '.join(preset['stages'])}). Fix: add it to stages or remove "
-                                  f"its parameters")
-        steps = preset.get("steps") or {}
-        preset["steps"] = {stage: steps.get(stage) or {} for stage in preset.get("stages", steps)}
+            for section in ("steps", "recommended"):
+                unused = [stage for stage in preset.get(section) or {} if stage not in preset["stages"]]
+                if unused:
+                    raise ConfigError(f"{path}: key {section}.{unused[0]}: the mode does not run stage "
+                                      f"{unused[0]} (stages: {', '.join(preset['stages'])}). Fix: add it to "
+                                      f"stages or remove its parameters")
+        for section in ("steps", "recommended"):
+            steps = preset.get(section) or {}
+            preset[section] = {stage: steps.get(stage) or {} for stage in preset.get("stages", steps)}
         modes[path.stem] = preset
     return modes
 
@@ -244,11 +250,13 @@ def mode_for(exp_type, modes, enabled=None):
     return None
 
 
-def step_parameters(defaults, stage, mode_preset=None, user_steps=None, user_mode_steps=None):
+def step_parameters(defaults, stage, mode_preset=None, user_steps=None, user_mode_steps=None,
+                    recommended=True):
     """Effective parameters of each step of ``stage`` for one exposure (or association).
 
-    Precedence, lowest first: ``defaults`` < the mode preset's ``steps.<stage>`` <
-    ``user_steps`` (all modes) < ``user_mode_steps`` (this mode only).
+    Precedence, lowest first: ``defaults`` < the mode preset's ``steps.<stage>`` (jwst's values
+    for the mode) < its ``recommended.<stage>`` (unless ``recommended`` is False: config
+    ``step_defaults: jwst``) < ``user_steps`` (all modes) < ``user_mode_steps`` (this mode only).
 
     Parameters
     ----------
@@ -262,15 +270,20 @@ def step_parameters(defaults, stage, mode_preset=None, user_steps=None, user_mod
         The ``steps`` section as the user wrote it (before defaults were filled).
     user_mode_steps : dict, optional
         The user's ``mode_steps.<mode>`` of the exposure's mode, as written.
+    recommended : bool
+        Apply the preset's ``recommended`` layer (the NIRCam team's workarounds); False
+        reproduces jwst 3.0's defaults for the mode.
 
     Returns
     -------
     dict
         step -> {parameter: value}, including ``skip``.
     """
-    preset_steps = ((mode_preset or {}).get("steps") or {}).get(stage) or {}
+    preset = mode_preset or {}
+    preset_steps = (preset.get("steps") or {}).get(stage) or {}
+    advice = ((preset.get("recommended") or {}).get(stage) or {}) if recommended else {}
     merged = defaults or {}
-    for layer in (preset_steps, user_steps, user_mode_steps):
+    for layer in (preset_steps, advice, user_steps, user_mode_steps):
         merged = deep_merge(merged, layer or {})
     return {step: dict(merged.get(step) or {}) for step in STAGES[stage].steps}
 

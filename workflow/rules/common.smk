@@ -157,13 +157,15 @@ def products_of(target):
 
 def exposure_step_parameters(exposure, stage, preset_layer=None):
     """Effective step parameters of ``stage`` for ``exposure``: schema defaults < its mode's preset
-    (then ``preset_layer``, e.g. the demo's own tweaks) < the user's ``steps`` < ``mode_steps.<mode>``."""
+    (then its ``recommended`` layer unless ``step_defaults: jwst``, then ``preset_layer``, e.g. the
+    demo's own tweaks) < the user's ``steps`` < ``mode_steps.<mode>``."""
     mode = mode_of(exposure)
     preset = MODES[mode]
     if preset_layer:
         preset = deep_merge(preset, {"steps": {stage: preset_layer}})
     return step_parameters(config["steps"], stage, preset, USER_CONFIG.get("steps"),
-                           (USER_CONFIG.get("mode_steps") or {}).get(mode))
+                           (USER_CONFIG.get("mode_steps") or {}).get(mode),
+                           recommended=config["step_defaults"] == "recommended")
 
 
 def exposure_of(wildcards):
