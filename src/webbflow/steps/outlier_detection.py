@@ -1,4 +1,5 @@
-"""outlier_detection for imaging, as jwst's ``outlier_detection`` (imaging mode).
+"""outlier_detection for imaging, as jwst's ``outlier_detection`` (imaging mode), and for time
+series (mode "tso", :func:`tso_outlier_detection`: a rolling median in time, no resampling).
 
 1. Each exposure (group of images sharing an exposure id) is drizzled alone
    onto the output grid (``resample_data``; weights as resample, sky removed).
@@ -17,12 +18,15 @@ import warnings
 import numpy as np
 from astropy.stats import sigma_clip
 from drizzle.resample import blot_image
+from numba import njit
 from scipy import ndimage
 
 from webbflow import dqflags
-from webbflow.steps.resample import drizzle_images, pixmap
+from webbflow.steps.flat_field import match_nans_and_flags
+from webbflow.steps.resample import drizzle_images, good_pixel_mask, pixmap
 
-__all__ = ["abs_deriv", "compute_weight_threshold", "flag_resampled_crs", "median_image", "outlier_detection"]
+__all__ = ["abs_deriv", "compute_weight_threshold", "flag_resampled_crs", "median_image", "moving_median",
+           "outlier_detection", "tso_outlier_detection"]
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +129,117 @@ def outlier_detection(images, out_wcs, out_shape, *, snr=(5.0, 4.0), scale=(1.2,
         counts.append(int(new.sum()))
         log.info("%s: %d pixels flagged as outliers", im.name, counts[-1])
     return median, counts
+
+
+# --- Time series (jwst's ``outlier_detection`` mode "tso": calwebb_tso3 on calints) -------------------
+
+
+@njit(cache=True, error_model="numpy")
+def _rolling_median_kernel(cube, w, out):
+    # out[s + w//2] = median(cube[s:s+w]) per pixel, in float64 as jwst stores it; any NaN in the
+    # window gives NaN (jwst uses np.median, not nanmedian).  The two middle values are averaged in
+    # float64, as np.median's mean into a float64 ``out`` does, so the result is bit-identical.
+    n, ny, nx = cube.shape
+    hw = w // 2
+    buf = np.empty(w, np.float64)
+    for y in range(ny):
+        for x in range(nx):
+            for s in range(n - w + 1):
+                bad = False
+                for k in range(w):
+                    v = cube[s + k, y, x]
+                    if np.isnan(v):
+                        bad = True
+                        break
+                    buf[k] = v
+                if bad:
+                    out[s + hw, y, x] = np.nan
+                    continue
+                b = np.sort(buf)
+                if w % 2:
+                    out[s + hw, y, x] = b[hw]
+                else:
+                    out[s + hw, y, x] = (b[hw - 1] + b[hw]) / 2.0
+
+
+def moving_median(cube, w):
+    """Median of a moving window of ``w`` integrations, stored at the window's centre.
+
+    As jwst's ``moving_median_over_zeroth_axis``: float64 output, NaN wherever the window holds a
+    NaN, and the ``w // 2`` edge planes at each end copied from the nearest computed one.
+
+    Parameters
+    ----------
+    cube : ndarray
+        (nints, ny, nx) float32.
+    w : int
+        Window width, 1 < w <= nints.
+
+    Returns
+    -------
+    ndarray
+        (nints, ny, nx) float64.
+    """
+    if not 1 < w <= cube.shape[0]:
+        raise ValueError(f"rolling window {w} must be > 1 and <= the {cube.shape[0]} integrations")
+    out = np.full(cube.shape, np.nan)
+    _rolling_median_kernel(np.ascontiguousarray(cube), int(w), out)
+    hw, odd = divmod(w, 2)
+    out[:hw] = out[hw]
+    if odd:
+        out[-hw:] = out[-hw - 1]
+    else:
+        out[-hw + 1:] = out[-hw]
+    return out
+
+
+def tso_outlier_detection(arrays, *, maskpt=0.7, rolling_window_width=25, snr=(5.0, 4.0), good_bits=None):
+    """Flag outliers of a time-series cube in place, as jwst 3.0's outlier_detection (mode "tso").
+
+    A pixel is an outlier in an integration when ``|data - median| > snr[0] * err`` (NaN errors
+    count as 0), the median being the rolling median in time over ``rolling_window_width``
+    integrations (pixels with weight below ``maskpt`` x the mean weight set to NaN first, so a bad
+    pixel anywhere in the window gives no median and flags nothing), or the NaN-median over all
+    integrations when the window is not narrower than the cube.  ``snr[1]`` is not used in this
+    mode (jwst's neither).  Outliers get ``DO_NOT_USE | OUTLIER``, then NaNs and DO_NOT_USE are
+    matched across the arrays.
+
+    Parameters
+    ----------
+    arrays : object
+        Attributes ``data, err`` (float32, (nints, ny, nx)), ``dq`` (uint32) and any of
+        ``var_poisson, var_rnoise, var_flat``; updated in place.
+    maskpt : float
+        jwst's ``maskpt``.
+    rolling_window_width : int
+        jwst's ``rolling_window_width`` (1 or >= nints: the whole-cube median).
+    snr : (float, float)
+        jwst's ``snr='5.0 4.0'``; only the first value is used.
+    good_bits : int, optional
+        DQ bits that keep a pixel's weight (default: all but DO_NOT_USE).
+
+    Returns
+    -------
+    int
+        Pixels flagged.
+    """
+    if good_bits is None:
+        good_bits = ~np.uint32(dqflags.DO_NOT_USE)
+    weight = good_pixel_mask(arrays.dq, good_bits).astype(np.float32)
+    nints = arrays.data.shape[0]
+    w = int(rolling_window_width)
+    if 1 < w < nints:
+        threshold = compute_weight_threshold(weight, maskpt)
+        sci = arrays.data.copy()
+        sci[weight < threshold] = np.nan
+        median = moving_median(sci, w)
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+            median = np.broadcast_to(np.nanmedian(arrays.data, axis=0), arrays.data.shape)
+    outliers = np.greater(np.abs(arrays.data - median), snr[0] * np.nan_to_num(arrays.err))
+    arrays.dq |= outliers.astype(np.uint32) * np.uint32(dqflags.DO_NOT_USE | dqflags.OUTLIER)
+    match_nans_and_flags(arrays)
+    count = int(np.count_nonzero(outliers))
+    log.info("%d pixels marked as outliers", count)
+    return count
