@@ -1,0 +1,420 @@
+"""extract_1d box extraction of a time series (jwst 3.0, dispersion along rows), with its JSON reference.
+
+jwst's box extraction, as it runs on a NIRCam grism TSO cutout (``dispaxis`` 1, no source-position
+shift, no aperture correction):
+
+1. The aperture is a profile of weights in [0, 1]: rows ``ystart..ystop`` (inclusive, partial
+   weights at non-integer limits), or pairs of polynomials ``src_coeff`` whose values are pixel
+   *edges* (each pair gives ``[lower + 0.5, upper - 0.5]``); columns outside
+   ``ceil(xstart)..floor(xstop)`` and pixels without a finite wavelength get weight 0.
+2. The background (when ``bkg_coeff`` is given) is fitted per column over its own profile:
+   ``median`` (whole pixels only; variance 1.2² x that of the mean) or ``poly`` of ``bkg_order``
+   (``mean`` is ``poly`` 0), after an optional boxcar of ``smoothing_length`` along the rows.
+3. Per column: FLUX = Σ w (data - b), NPIXELS = Σ w over finite pixels, SURF_BRIGHT =
+   FLUX / NPIXELS, BACKGROUND = Σ w b / NPIXELS, variances Σ w² VAR plus the background's; the
+   wavelength is the weighted mean of the aperture's; columns with no finite wavelength are dropped.
+   After photom the sums are MJy/sr and FLUX is converted to Jy with the pixel area.
+
+The arithmetic follows jwst's dtypes and order of operations (float32 data and background,
+float64 weights and sums), so the spectra agree bit for bit.
+"""
+
+import json
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from webbflow import dqflags
+from webbflow.io.errors import ReferenceFileError
+
+__all__ = ["BoxAperture", "aperture_from_reference", "box_extract", "box_profile", "read_extract1d_json"]
+
+log = logging.getLogger(__name__)
+
+_APERTURE_KEYS = {"id", "region_type", "spectral_order", "dispaxis", "xstart", "xstop", "ystart", "ystop",
+                  "src_coeff", "bkg_coeff", "bkg_fit", "bkg_order", "smoothing_length", "extract_width",
+                  "independent_var", "use_source_posn", "position_offset", "extraction_type"}
+
+
+def read_extract1d_json(path):
+    """The ``apertures`` of a JSON EXTRACT1D reference, checked.
+
+    Parameters
+    ----------
+    path : path-like
+        The reference file (jwst reads only the JSON form for NIRCam).
+
+    Returns
+    -------
+    dict
+        The parsed reference, ``{"apertures": [...], ...}``.
+
+    Raises
+    ------
+    ReferenceFileError
+        Not JSON, no ``apertures`` list, or an aperture with a key of the wrong type; the
+        message names the file and the aperture.
+    """
+    fix = "give an EXTRACT1D reference in jwst's JSON form ({\"apertures\": [{\"id\": \"ANY\", ...}]})"
+    try:
+        with open(path) as fh:
+            ref = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReferenceFileError(path, f"not a readable JSON extract1d reference ({exc})", fix) from None
+    apertures = ref.get("apertures") if isinstance(ref, dict) else None
+    if not isinstance(apertures, list) or not apertures:
+        raise ReferenceFileError(path, "no \"apertures\" list", fix)
+    for k, aper in enumerate(apertures):
+        where = f"aperture {k} ({aper.get('id', '?') if isinstance(aper, dict) else '?'})"
+        if not isinstance(aper, dict):
+            raise ReferenceFileError(path, f"{where} is not an object", fix)
+        for key in ("xstart", "xstop", "ystart", "ystop", "bkg_order", "smoothing_length", "extract_width"):
+            value = aper.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise ReferenceFileError(path, f"{where}: {key}={value!r} is not a number", fix)
+        for key in ("src_coeff", "bkg_coeff"):
+            value = aper.get(key)
+            if value is None:
+                continue
+            ok = (isinstance(value, list) and len(value) % 2 == 0 and all(
+                isinstance(c, list) and c and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                  for v in c) for c in value))
+            if not ok:
+                raise ReferenceFileError(path, f"{where}: {key} must be pairs of lower and upper coefficient "
+                                         f"lists, e.g. [[21], [31]]", fix)
+        if aper.get("bkg_fit") not in (None, "poly", "mean", "median"):
+            raise ReferenceFileError(path, f"{where}: bkg_fit={aper['bkg_fit']!r} is not poly, mean or median",
+                                     fix)
+    return ref
+
+
+@dataclass
+class BoxAperture:
+    """Box-extraction parameters of one spectral order (jwst's ``extract_params``, box case).
+
+    Attributes
+    ----------
+    xstart, xstop, ystart, ystop : float
+        0-based inclusive limits (the whole cutout by default).
+    src_coeff, bkg_coeff : list of list of float or None
+        Pairs of lower/upper polynomial coefficients (pixel edges) of the source and background
+        regions, in the ``independent_var`` (``pixel`` or ``wavelength``).
+    extract_width : float or None
+        Width centred on the ystart/ystop middle when ``src_coeff`` is None.
+    subtract_background : bool
+    bkg_fit : {"poly", "median"} or None
+    bkg_order : int
+    smoothing_length : int
+        Odd boxcar length along the dispersion for the background image (0: none).
+    independent_var : str
+    """
+
+    xstart: float
+    xstop: float
+    ystart: float
+    ystop: float
+    src_coeff: list = None
+    bkg_coeff: list = None
+    extract_width: float = None
+    subtract_background: bool = False
+    bkg_fit: str = None
+    bkg_order: int = 0
+    smoothing_length: int = 0
+    independent_var: str = "pixel"
+
+
+def _smoothing_length(value):
+    n = value
+    if n != int(n):
+        n = int(np.round(n))
+        log.warning("smoothing length must be an integer: rounded to %d", n)
+    if n != 0:
+        if n < 3:
+            log.warning("smoothing length %s is not allowed: set to 0", n)
+            n = 0
+        elif n % 2 == 0:
+            n -= 1
+            log.warning("even smoothing lengths are not supported: rounded down to %d", n)
+    return int(n)
+
+
+def aperture_from_reference(ref, shape, spectral_order=1, slit_name="ANY", *, subtract_background=None,
+                            bkg_fit=None, bkg_order=None, smoothing_length=None):
+    """The box aperture of ``spectral_order`` from an EXTRACT1D reference (or the whole cutout).
+
+    As jwst's ``get_extract_parameters``: the first ``target`` aperture whose id is ``ANY`` or
+    ``slit_name`` and whose order matches; missing limits default to the cutout; a ``bkg_coeff``
+    turns background subtraction on unless ``subtract_background`` is False; ``bkg_fit: mean``
+    is ``poly`` of order 0.  Keyword arguments, when not None, override the reference (the
+    step parameters of the same names).
+
+    Parameters
+    ----------
+    ref : dict or None
+        :func:`read_extract1d_json` result; None: no reference, the whole cutout, no background.
+    shape : tuple of int
+        The cutout's shape; its last two entries are (ny, nx).
+    spectral_order : int
+    slit_name : str
+
+    Returns
+    -------
+    BoxAperture
+
+    Raises
+    ------
+    ValueError
+        When the reference has no aperture for this slit and order.
+    """
+    ny, nx = shape[-2:]
+    if ref is None:
+        return BoxAperture(0, nx - 1, 0, ny - 1)
+    for aper in ref["apertures"]:
+        if aper.get("id") in (None, "dummy") or not (aper["id"] in (slit_name, "ANY") or slit_name == "ANY"):
+            continue
+        if aper.get("region_type", "target") != "target":
+            continue
+        if aper.get("spectral_order", spectral_order) not in (spectral_order, "ANY"):
+            continue
+        subtract = subtract_background
+        if aper.get("bkg_coeff") is not None and subtract is None:
+            subtract = True
+        fit, order = None, aper.get("bkg_order", 0) if bkg_order is None else bkg_order
+        if subtract:
+            fit = aper.get("bkg_fit", "poly") if bkg_fit is None else bkg_fit
+            if fit == "mean":  # jwst maps only the step parameter so, and fails on a reference's "mean"
+                fit, order = "poly", 0
+        return BoxAperture(
+            xstart=aper.get("xstart", 0), xstop=aper.get("xstop", nx - 1),
+            ystart=aper.get("ystart", 0), ystop=aper.get("ystop", ny - 1),
+            src_coeff=aper.get("src_coeff"), bkg_coeff=aper.get("bkg_coeff"),
+            extract_width=aper.get("extract_width"), subtract_background=bool(subtract), bkg_fit=fit,
+            bkg_order=order,
+            smoothing_length=_smoothing_length(aper.get("smoothing_length", 0) if smoothing_length is None
+                                               else smoothing_length),
+            independent_var=str(aper.get("independent_var", "pixel")).lower(),
+        )
+    raise ValueError(f"the extract1d reference has no target aperture for {slit_name} order {spectral_order}")
+
+
+def _set_weights(profile, idx, lower, upper, partial):
+    profile[(idx >= lower) & (idx <= upper)] = 1.0
+    if partial:
+        for w in (idx - lower + 1, upper - idx + 1):
+            take = (w > 0) & (w < 1) & (profile < w)
+            profile[take] = w[take]
+
+
+def _poly(coeff, x):
+    # astropy's Polynomial1D (Horner, constant first); a constant is c0 * ones_like(x)
+    if len(coeff) == 1:
+        return np.float64(coeff[0]) * np.ones_like(x)
+    out = np.float64(coeff[-1])
+    for c in coeff[-2::-1]:
+        out = np.float64(c) + out * x
+    return out
+
+
+def box_profile(shape, aperture, wavelength, coefficients="src_coeff"):
+    """Aperture weights (ny, nx) of the source (``src_coeff``) or background (``bkg_coeff``) region.
+
+    Returns
+    -------
+    profile : ndarray
+        float64 weights in [0, 1].
+    limits : (float, float)
+        Mean lower and upper row limits (inclusive), for the EXTRXSTR/EXTRYSTR keywords.
+    """
+    yidx, xidx = np.mgrid[: shape[0], : shape[1]]
+    partial = not (coefficients == "bkg_coeff" and aperture.bkg_fit == "median")
+    profile = np.full(shape, 0.0)
+    coeffs = getattr(aperture, coefficients)
+    if coeffs is not None:
+        ival = wavelength if aperture.independent_var.startswith("wavelength") else xidx.astype(np.float32)
+        lower_limit = upper_limit = None
+        for lo, hi in zip(coeffs[0::2], coeffs[1::2], strict=True):
+            low = _poly(lo, ival) + 0.5
+            high = _poly(hi, ival) - 0.5
+            _set_weights(profile, yidx, low, high, partial)
+            mlo, mhi = np.mean(low), np.mean(high)
+            lower_limit = mlo if lower_limit is None else min(lower_limit, mlo)
+            upper_limit = mhi if upper_limit is None else max(upper_limit, mhi)
+    elif aperture.extract_width is not None:
+        middle = (aperture.ystart + aperture.ystop) / 2.0
+        lower_limit = middle - (aperture.extract_width - 1.0) / 2.0
+        upper_limit = lower_limit + aperture.extract_width - 1
+        _set_weights(profile, yidx, lower_limit, upper_limit, True)
+    else:
+        lower_limit, upper_limit = aperture.ystart, aperture.ystop
+        _set_weights(profile, yidx, lower_limit, upper_limit, True)
+    profile[:, : int(np.ceil(aperture.xstart))] = 0
+    profile[:, int(np.floor(aperture.xstop)) + 1:] = 0
+    return profile, (lower_limit, upper_limit)
+
+
+def _background(image, profile, var_rn, var_ph, var_flat, bg_profile, weights, aperture):
+    """Background image (1, nx) or (ny, nx) and the variances it adds to the sums (1, nx)."""
+    work = image.copy()
+    if aperture.smoothing_length > 1:
+        from astropy.convolution import convolve
+
+        kernel = np.ones((1, aperture.smoothing_length)) / aperture.smoothing_length
+        work = convolve(work, kernel, boundary="extend")
+    if aperture.bkg_fit == "median":
+        work[bg_profile == 0] = np.nan
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=RuntimeWarning, message="All-NaN")
+            bkg_2d = np.nanmedian(work, axis=0)[np.newaxis, :]
+        npix = np.sum(profile, axis=0)
+        variance = var_rn + var_ph + var_flat
+        wgt = np.isfinite(image) * np.isfinite(variance) * (bg_profile != 0)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=RuntimeWarning, message="invalid value")
+            pixwgt = wgt / np.sum(wgt, axis=0)[np.newaxis, :]
+        scale = 1.2 ** 2 * npix ** 2
+        var = [scale * np.array([np.nansum(v * pixwgt ** 2, axis=0)]) for v in (var_rn, var_ph, var_flat)]
+        return bkg_2d, var
+    if aperture.bkg_fit != "poly" or aperture.bkg_order < 0 or aperture.bkg_order != int(aperture.bkg_order):
+        raise ValueError("bkg_fit must be 'median' or 'poly' with an integer bkg_order >= 0")
+    order = int(aperture.bkg_order)
+    # per-column least squares in y in [-1, 1] over the background pixels (jwst build_coef_matrix)
+    y = np.linspace(-1, 1, work.shape[0])
+    coefmatrix = np.ones((work.shape[1], work.shape[0], order + 1))
+    for i in range(1, order + 1):
+        coefmatrix[..., i] = coefmatrix[..., i - 1] * y[np.newaxis, :]
+    used = (bg_profile.T != 0) & np.isfinite(work.T)
+    target = work.T.copy()
+    target[~used] = 0
+    masked = coefmatrix * used[:, :, np.newaxis]
+    masked *= weights.T[:, :, np.newaxis]
+    target *= weights.T
+    matrix = np.einsum("lji,ljk->lik", masked, masked)
+    vec = np.einsum("lji,lj->li", masked, target)
+    ok = np.linalg.cond(matrix) < 1e10
+    cov = np.zeros(matrix.shape)
+    cov[ok] = np.linalg.inv(matrix[ok])
+    pixwgt = weights.T[:, :, np.newaxis] * np.einsum("ijk,ilj->ilk", cov, masked)
+    bkg_mat = np.sum(np.swapaxes(coefmatrix, 0, 1) * profile[:, :, np.newaxis], axis=0)
+    total = np.sum(bkg_mat[:, np.newaxis, :] * pixwgt, axis=-1)
+    var = [np.array([np.nansum(v.T * total ** 2, axis=1)]) for v in (var_rn, var_ph, var_flat)]
+    coefs = np.einsum("ijk,ij->ik", cov, vec)
+    return np.sum(coefs[:, np.newaxis, :] * coefmatrix, axis=-1).T, var
+
+
+def _extract_image(image, var_rn, var_ph, var_flat, profile, bg_profile, aperture):
+    """jwst's extract1d (box) of one 2-D image: sums per column, before unit conversion."""
+    ncol = image.shape[1]
+    variance = var_rn + var_ph + var_flat
+    weights = np.isfinite(variance) * np.isfinite(image)
+    if bg_profile is not None and aperture.subtract_background:
+        bkg_2d, bvar = _background(image, profile, var_rn, var_ph, var_flat, bg_profile, weights, aperture)
+        image_sub = image - bkg_2d
+    else:
+        bkg_2d, bvar = None, [np.zeros((1, ncol)) for _ in range(3)]
+        image_sub = image.copy()
+    w = profile.copy()
+    w[~np.isfinite(image_sub)] = 0
+    image_sub[w == 0] = 0
+    flux = np.array([np.sum(image_sub * w, axis=0)])
+    npixels = np.array([np.sum(w, axis=0)])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
+        warnings.filterwarnings("ignore", "invalid value", RuntimeWarning)
+        fvar = [np.array([np.nansum(v * w ** 2, axis=0)]) for v in (var_rn, var_ph, var_flat)]
+    if bkg_2d is not None:
+        fvar = [f + b for f, b in zip(fvar, bvar)]
+        bkg = np.array([np.sum(bkg_2d * w, axis=0)])
+        bkg[~np.isfinite(bkg)] = 0.0
+    else:
+        bkg = np.zeros((1, ncol))
+    flux[np.isclose(npixels, 0)] = np.nan
+    return flux[0], [f[0] for f in fvar], bkg[0], [b[0] for b in bvar], npixels[0]
+
+
+SPECTRUM_COLUMNS = ("WAVELENGTH", "FLUX", "FLUX_ERROR", "FLUX_VAR_POISSON", "FLUX_VAR_RNOISE", "FLUX_VAR_FLAT",
+                    "SURF_BRIGHT", "SB_ERROR", "SB_VAR_POISSON", "SB_VAR_RNOISE", "SB_VAR_FLAT", "DQ",
+                    "BACKGROUND", "BKGD_ERROR", "BKGD_VAR_POISSON", "BKGD_VAR_RNOISE", "BKGD_VAR_FLAT", "NPIXELS")
+"""The per-column quantities of an extracted spectrum, in the x1d/x1dints column order."""
+
+
+def box_extract(cube, wavelength, aperture, *, pixar_sr=None, progress_every=0):
+    """Box-extract every integration of a calibrated cutout.
+
+    Parameters
+    ----------
+    cube : object
+        Attributes ``data`` (float32, (nints, ny, nx)), ``var_poisson``, ``var_rnoise`` and
+        optionally ``var_flat`` of the same shape (NaNs already matched to DO_NOT_USE).
+    wavelength : ndarray
+        (ny, nx) wavelengths in µm (NaN where there is none), as the cutout's WAVELENGTH.
+    aperture : BoxAperture
+    pixar_sr : float or None
+        Pixel area in steradians when photom has run (sums in MJy/sr, FLUX in Jy); None: the
+        data are in DN/s and stay so.
+    progress_every : int
+        Log a line every this many integrations (0: never).
+
+    Returns
+    -------
+    columns : dict
+        :data:`SPECTRUM_COLUMNS` name -> (nints, ncols) array, ``ncols`` the columns with a
+        finite wavelength (float64; DQ uint32).
+    limits : dict
+        ``xstart, xstop, ystart, ystop``: the aperture's extent (0-based, inclusive; mean row
+        limits for polynomial regions), for the EXTR*STR keywords.
+    """
+    shape = cube.data.shape[-2:]
+    profile, (lower, upper) = box_profile(shape, aperture, wavelength)
+    profile[~np.isfinite(wavelength)] = 0.0
+    used = np.flatnonzero(np.sum(profile, axis=0) > 0)
+    bg_profile = None
+    if aperture.subtract_background and aperture.bkg_coeff is not None:
+        bg_profile, _ = box_profile(shape, aperture, wavelength, coefficients="bkg_coeff")
+    mask = np.isnan(wavelength) | (profile <= 0)
+    wave = np.average(np.ma.masked_array(wavelength, mask=mask), weights=np.ma.masked_array(profile, mask=mask),
+                      axis=0).filled(np.nan)
+    valid = np.isfinite(wave)
+    if not valid.any():
+        raise ValueError("the extraction aperture holds no pixel with a wavelength")
+    nints = cube.data.shape[0]
+    out = {name: np.empty((nints, int(valid.sum())), np.uint32 if name == "DQ" else np.float64)
+           for name in SPECTRUM_COLUMNS}
+    out["WAVELENGTH"][:] = wave[valid]
+    var_flat = getattr(cube, "var_flat", None)
+    for i in range(nints):
+        vflat = var_flat[i] if var_flat is not None and var_flat.shape == cube.data.shape else np.zeros(shape, np.float32)
+        sum_flux, fvar, background, bvar, npixels = _extract_image(
+            cube.data[i], cube.var_rnoise[i], cube.var_poisson[i], vflat, profile, bg_profile, aperture)
+        f_rn, f_ph, f_flat = fvar
+        b_rn, b_ph, b_flat = bvar
+        npix = np.where(npixels > 0.0, npixels, 1.0)
+        npix2 = npix ** 2
+        surf = sum_flux / npix
+        sb = (f_ph / npix2, f_rn / npix2, f_flat / npix2)
+        background = background / npix
+        bk = (b_ph / npix2, b_rn / npix2, b_flat / npix2)
+        if pixar_sr is not None:
+            flux = sum_flux * pixar_sr * 1.0e6
+            scale = pixar_sr ** 2 * 1.0e12
+            f_ph, f_rn, f_flat = f_ph * scale, f_rn * scale, f_flat * scale
+        else:
+            flux = sum_flux
+        dq = np.zeros(flux.shape, np.uint32)
+        dq[np.isnan(flux)] = dqflags.DO_NOT_USE
+        row = {"FLUX": flux, "FLUX_ERROR": np.sqrt(f_ph + f_rn + f_flat), "FLUX_VAR_POISSON": f_ph,
+               "FLUX_VAR_RNOISE": f_rn, "FLUX_VAR_FLAT": f_flat, "SURF_BRIGHT": surf,
+               "SB_ERROR": np.sqrt(sb[0] + sb[1] + sb[2]), "SB_VAR_POISSON": sb[0], "SB_VAR_RNOISE": sb[1],
+               "SB_VAR_FLAT": sb[2], "DQ": dq, "BACKGROUND": background,
+               "BKGD_ERROR": np.sqrt(bk[0] + bk[1] + bk[2]), "BKGD_VAR_POISSON": bk[0],
+               "BKGD_VAR_RNOISE": bk[1], "BKGD_VAR_FLAT": bk[2], "NPIXELS": npixels}
+        for name, value in row.items():
+            out[name][i] = value[valid]
+        if progress_every and (i + 1) % progress_every == 0:
+            log.info("extract_1d: %d of %d integrations done", i + 1, nints)
+    limits = {"xstart": int(used[0]) if used.size else None, "xstop": int(used[-1]) if used.size else None,
+              "ystart": lower, "ystop": upper}
+    return out, limits
