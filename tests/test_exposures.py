@@ -41,6 +41,22 @@ def test_rootname_rejects_bad_header():
         rootname(header)
 
 
+def test_segments_of_a_time_series_are_named_as_jwst_names_them():
+    header = {"PROGRAM": "1366", "OBSERVTN": "2", "VISIT": "1", "VISITGRP": "4", "SEQ_ID": "1",
+              "ACT_ID": "03", "EXPOSURE": "1", "DETECTOR": "NRCALONG", "EXSEGNUM": 2, "EXSEGTOT": 4}
+    assert rootname(header) == "jw01366002001_04103_00001-seg002_nrcalong"
+    from webbflow.exposures import exposure_from_header
+
+    exposure = exposure_from_header(header, "x_uncal.fits")
+    assert (exposure.exposure_id, exposure.segment, exposure.exposure) == (
+        "jw01366002001_04103_00001-seg002", 2, "00001")
+    header["EXSEGNUM"] = "two"
+    with pytest.raises(InputError, match="EXSEGNUM='two' is not a number"):
+        rootname(header)
+    del header["EXSEGNUM"]  # not segmented (imaging): no suffix
+    assert rootname(header) == "jw01366002001_04103_00001_nrcalong"
+
+
 def test_real_stsci_uncal_headers(shared_dir):
     from astropy.io import fits
 

@@ -23,8 +23,9 @@ class Exposure:
     """One uncal exposure as described by its primary header.
 
     ``exposure_id`` is the root name without the detector
-    (``jw<ppppp><ooo><vvv>_<gg><s><aa>_<eeeee>``), ``rootname`` adds the
-    lower-case detector; ``path`` is the uncal file.
+    (``jw<ppppp><ooo><vvv>_<gg><s><aa>_<eeeee>``, plus ``-seg<NNN>`` for a segment of a
+    time series), ``rootname`` adds the lower-case detector; ``path`` is the uncal file;
+    ``segment`` is EXSEGNUM (0: not segmented).
     """
 
     path: str
@@ -45,6 +46,7 @@ class Exposure:
     readpatt: str
     nints: int
     ngroups: int
+    segment: int = 0
 
     def as_dict(self):
         """The row as a plain dict (e.g. for a pandas DataFrame)."""
@@ -74,7 +76,8 @@ def rootname(header, path="<header>"):
     Returns
     -------
     str
-        e.g. ``jw01075001001_03105_00009_nrca2``.
+        e.g. ``jw01075001001_03105_00009_nrca2``; a segment of a time series (EXSEGNUM) is
+        ``jw01366002001_04103_00001-seg001_nrcalong``.
     """
     missing = [k for k in _KEYS if header.get(k) in (None, "")]
     if missing:
@@ -91,8 +94,16 @@ def rootname(header, path="<header>"):
         f"_{_digits(header['VISITGRP'], 2, 'VISITGRP', path)}"
         f"{_digits(header['SEQ_ID'], 1, 'SEQ_ID', path)}{act.zfill(2)}"
         f"_{_digits(header['EXPOSURE'], 5, 'EXPOSURE', path)}"
+        f"{_segment(header, path)}"
         f"_{str(header['DETECTOR']).strip().lower()}"
     )
+
+
+def _segment(header, path):
+    """``-seg<NNN>`` of a segmented exposure (EXSEGNUM present, as jwst names its files), else ``""``."""
+    if header.get("EXSEGNUM") in (None, ""):
+        return ""
+    return f"-seg{_digits(header['EXSEGNUM'], 3, 'EXSEGNUM', path)}"
 
 
 def exposure_from_header(header, path):
@@ -117,6 +128,7 @@ def exposure_from_header(header, path):
         readpatt=str(header.get("READPATT", "N/A")).strip().upper(),
         nints=int(header.get("NINTS", 0)),
         ngroups=int(header.get("NGROUPS", 0)),
+        segment=int(root.rsplit("-seg", 1)[1][:3]) if "-seg" in root else 0,
     )
 
 

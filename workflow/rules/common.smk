@@ -121,7 +121,7 @@ def _constraint(values, fallback):
 wildcard_constraints:
     filter=_constraint({e.filter.lower() for e in _KNOWN}, r"f\d{3}[wmn]2?|[a-z0-9]+"),
     detector=_constraint({e.detector.lower() for e in _KNOWN}, r"nrc(?:a[1-4]|b[1-4]|along|blong)"),
-    exposure=_constraint({e.exposure_id for e in _KNOWN}, r"jw\d{11}_\d{3}[0-9a-z]{2}_\d{5}"),
+    exposure=_constraint({e.exposure_id for e in _KNOWN}, r"jw\d{11}_\d{3}[0-9a-z]{2}_\d{5}(?:-seg\d{3})?"),
 
 
 def product_path(exposure, suffix):
