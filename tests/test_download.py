@@ -64,6 +64,15 @@ def test_list_products_queries_like_astroquery_and_selects():
         "http://127.0.0.1:1/api/v0.1/Download/file?uri=mast:JWST/product/jw01234001001_02101_00001_nrca1_uncal.fits")
 
 
+def test_segments_of_a_time_series_are_listed():
+    rows = Table({"productFilename": ["jw01366002001_04103_00001-seg001_nrcalong_uncal.fits",
+                                      "jw01366002001_04103_00001-seg002_nrcalong_uncal.fits",
+                                      "jw01366002001_04103_00001-seg001_nrcalong_rateints.fits"],
+                  "dataURI": ["mast:JWST/product/a", "mast:JWST/product/b", "mast:JWST/product/c"]})
+    products = products_from_table(rows, 1366, detectors=["nrcalong"])
+    assert [p.filename for p in products] == list(rows["productFilename"][:2])
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     files = {}  # name -> bytes
     cut = set()  # names whose next response stops half-way

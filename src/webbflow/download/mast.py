@@ -23,7 +23,7 @@ INSTRUMENT_NAMES = {
     "NRC_IMAGE": "NIRCAM/IMAGE", "NRC_TSIMAGE": "NIRCAM/IMAGE", "NRC_TSGRISM": "NIRCAM/GRISM",
     "NRC_WFSS": "NIRCAM/GRISM", "NRC_CORON": "NIRCAM/CORON",
 }
-_NAME = re.compile(r"^jw(\d{5})(\d{3})(\d{3})_(\d{5})_(\d{5})_([a-z0-9]+)_uncal\.fits$")
+_NAME = re.compile(r"^jw(\d{5})(\d{3})(\d{3})_(\d{5})_(\d{5})(?:-seg\d{3})?_([a-z0-9]+)_uncal\.fits$")
 
 
 @dataclass(frozen=True)
