@@ -6,6 +6,10 @@ cases for one- and two-group segments, the 1/var_rnoise combination of
 segments and integrations (stcal >= 1.19) and the variance bookkeeping.
 Arithmetic is done in float64 like the C code (which uses ``double``), with the
 single exception that the weight power is evaluated in float32 (``powf``).
+Values read from float32 arrays are promoted with ``np.float64()``: numba's
+``float()`` of a float32 stays float32, so ``r * r`` or ``last - first`` would
+be rounded to float32 where the C code works in double (a 1-ulp rate
+difference from jwst on near-zero slopes, seen on time series).
 
 For speed, each row is processed in blocks of pixels with loops over the
 pixels innermost, which LLVM vectorises: the median rate of every pixel (a
@@ -204,7 +208,7 @@ def _block_medians(data, gdq, i, y, x0, w, tgroup, ops, final, loc, buf, cnt, ou
         qrow = gdq[i, k, y, x0:x0 + w]
         lrow = loc[k]
         for x in range(w):
-            v = float(drow[x]) / tgroup
+            v = np.float64(drow[x]) / tgroup
             lrow[x] = np.nan if qrow[x] & INVALID else v
     for x in range(w):
         cnt[x] = 0
@@ -274,12 +278,12 @@ def _block_clean_fit(data, y, x0, w, g, rn, dc, pdq, tgroup, wtab, med, sc,
             sc[_ACC * B + x] += 0.0 if mr != mr else mr
     for x in range(w):
         median_rate = sc[_ACC * B + x] / nfl
-        d = float(dc[x])
+        d = np.float64(dc[x])
         prate = median_rate + d if median_rate > 0.0 else d
-        sc[_VPSEG * B + x] = prate / (tgroup * float(g[x]) * fl1)
+        sc[_VPSEG * B + x] = prate / (tgroup * np.float64(g[x]) * fl1)
     for x in range(w):
-        r = float(rn[x])
-        gg = float(g[x])
+        r = np.float64(rn[x])
+        gg = np.float64(g[x])
         rnum_ = r / tgroup
         sc[_VRSEG * B + x] = (12.0 * rnum_ * rnum_) / (cube * gg * gg)
         sc[_INVRN2 * B + x] = 1.0 / (r * r)
@@ -307,9 +311,9 @@ def _block_clean_fit(data, y, x0, w, g, rn, dc, pdq, tgroup, wtab, med, sc,
         first = data[i, 0, y, x0:x0 + w]
         last = data[i, length - 1, y, x0:x0 + w]
         for x in range(w):
-            gg = float(g[x])
-            r = float(rn[x])
-            delta = float(last[x]) - float(first[x])
+            gg = np.float64(g[x])
+            r = np.float64(rn[x])
+            delta = np.float64(last[x]) - np.float64(first[x])
             den = r * r + delta * gg
             s = delta * gg / math.sqrt(den)
             s = 0.0 if s < 0.0 else s
@@ -341,7 +345,7 @@ def _block_clean_fit(data, y, x0, w, g, rn, dc, pdq, tgroup, wtab, med, sc,
                 t = t0 if p == 0.0 else t
                 wt = t * sc[_INVRN2 * B + x]
                 xw = xk * wt
-                yv = float(drow[x])
+                yv = np.float64(drow[x])
                 yv = 0.0 if yv != yv else yv
                 sc[_SW * B + x] += wt
                 sc[_SX * B + x] += xw
@@ -468,11 +472,11 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                         and gain[y, x] > 0.0):
                     continue  # clean: done by _block_clean_fit
                 pdq = np.uint32(pixeldq[y, x])
-                g = float(gain[y, x])
+                g = np.float64(gain[y, x])
                 if g <= 0.0 or math.isnan(g):
                     pdq |= np.uint32(DNU | NGV)
-                rn = float(rnoise[y, x])
-                dc = float(dark[y, x])
+                rn = np.float64(rnoise[y, x])
+                dc = np.float64(dark[y, x])
                 rate_dq = pdq
 
                 # --- load the pixel, DQ statistics, 0th-group / ZEROFRAME cases
@@ -511,14 +515,14 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                             d[i, k] = np.nan
                             n_sat += 1
                         else:
-                            d[i, k] = float(data[i, k, y, x])
+                            d[i, k] = np.float64(data[i, k, y, x])
                     is0[i] = False
                     iszf[i] = False
                     if not suppress1g:
                         if n_good == 1 and q[i, 0] == 0:
                             is0[i] = True
                         elif n_good == 0 and has_zeroframe:
-                            zf = float(zeroframe[i, y, x])
+                            zf = np.float64(zeroframe[i, y, x])
                             if zf != 0.0:
                                 d[i, 0] = zf
                                 q[i, 0] = 0
