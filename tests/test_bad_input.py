@@ -59,13 +59,13 @@ def test_not_an_uncal_file(dataset, tmp_path, make):
 
 def test_unsupported_exp_type(dataset, tmp_path, make):
     _, refs, out = dataset
-    tso = make.uncal(tmp_path / "tso_uncal.fits", make.ramp(nints=1, ngroups=3), EXP_TYPE="NRC_TSGRISM")
-    with pytest.raises(InputError, match=r"tso_uncal.fits: EXP_TYPE 'NRC_TSGRISM' is not supported.*Fix: remove"):
-        _run(tso, refs, out)
+    coron = make.uncal(tmp_path / "coron_uncal.fits", make.ramp(nints=1, ngroups=3), EXP_TYPE="NRC_CORON")
+    with pytest.raises(InputError, match=r"coron_uncal.fits: EXP_TYPE 'NRC_CORON' is not supported.*Fix: remove"):
+        _run(coron, refs, out)
     assert list(out.iterdir()) == []
     # a caller that enables the mode gets past the check (here: it then fails on nothing else)
-    _, _, headers = read_uncal(tso, exp_types=("NRC_IMAGE", "NRC_TSGRISM"))
-    assert headers.primary["EXP_TYPE"] == "NRC_TSGRISM"
+    _, _, headers = read_uncal(coron, exp_types=("NRC_IMAGE", "NRC_CORON"))
+    assert headers.primary["EXP_TYPE"] == "NRC_CORON"
 
 
 def test_reference_with_mismatched_shape(dataset, make):

@@ -79,7 +79,7 @@ def test_real_stsci_uncal_headers(shared_dir):
         values = validate_headers(fits.getheader(exposure.path), path=exposure.path)
         assert (values["TGROUP"], values["NFRAMES"], values["GROUPGAP"]) == (10.73677, 1, 0)
         # detector1 refuses coronagraphy (for now) with the unsupported-EXP_TYPE error
-        with pytest.raises(InputError, match=r"EXP_TYPE 'NRC_CORON' is not supported \(supported: NRC_IMAGE\)"):
+        with pytest.raises(InputError, match=r"EXP_TYPE 'NRC_CORON' is not supported \(supported: NRC_IMAGE, NRC_TSGRISM, NRC_TSIMAGE\)"):
             read_uncal(exposure.path)
     # ... but their SCI was cut to (1, 1, 1, 1) by jwst's test authors: not a reducible exposure
     with pytest.raises(InputError, match=r"nrca2_uncal.fits: header keywords disagree with the data: "

@@ -14,11 +14,36 @@ from astropy.io import fits
 from webbflow.io.errors import InputError
 from webbflow.ramp import Ramp, Readout
 
-__all__ = ["HEADER_KEYWORDS", "SUPPORTED_EXP_TYPES", "Keyword", "UncalHeaders", "read_uncal", "read_uncal_headers",
-           "readout_from_header", "validate_headers"]
+__all__ = ["HEADER_KEYWORDS", "SUPPORTED_EXP_TYPES", "TSO_EXP_TYPES", "Keyword", "UncalHeaders", "is_tso",
+           "read_uncal", "read_uncal_headers", "readout_from_header", "validate_headers"]
 
-SUPPORTED_EXP_TYPES = ("NRC_IMAGE",)
+TSO_EXP_TYPES = ("NRC_TSGRISM", "NRC_TSIMAGE")
+"""NIRCam time-series EXP_TYPEs (jwst's ``TSO_EXP_TYPES``, NIRCam part)."""
+
+SUPPORTED_EXP_TYPES = ("NRC_IMAGE",) + TSO_EXP_TYPES
 """EXP_TYPE values that detector1 reduces today."""
+
+
+def is_tso(primary):
+    """Whether jwst treats the exposure as a time series (``jwst.lib.pipe_utils.is_tso``).
+
+    TSOVISIT true or a time-series EXP_TYPE, but never with fewer than two
+    integrations (NINTS of the whole exposure).
+
+    Parameters
+    ----------
+    primary : Mapping
+        The uncal primary header.
+
+    Returns
+    -------
+    bool
+    """
+    nints = primary.get("NINTS")
+    if isinstance(nints, (int, np.integer)) and not isinstance(nints, bool) and nints < 2:
+        return False
+    tsovisit = primary.get("TSOVISIT")
+    return tsovisit is True or str(primary.get("EXP_TYPE", "")).strip().upper() in TSO_EXP_TYPES
 
 _UNCAL_MODELS = ("Level1bModel",)
 
@@ -295,12 +320,54 @@ def validate_headers(primary, sci=None, path="<header>", extensions=None):
         if start + size - 1 > _FULL:
             raise InputError(path, f"header keywords SUBSTRT{axis}={start} and SUBSIZE{axis}={size} reach "
                              f"beyond the {_FULL}-pixel detector", _FIX)
+    _check_segment(path, primary, v["NINTS"])
     nints = v["NINTS"]
     if sci is not None:
         nints = _check_shape(path, v, primary, sci)
     if extensions is not None:
         _check_zeroframe(path, v, extensions, nints)
+        if is_tso(primary) and "INT_TIMES" not in extensions:
+            raise InputError(path, "a time series (EXP_TYPE/TSOVISIT) without its INT_TIMES table: the light "
+                             "curve would have no times", "the file is truncated; download it again from MAST")
     return values
+
+
+def _check_segment(path, primary, nints):
+    """EXSEGNUM/EXSEGTOT of a segment: both or neither, 1 <= EXSEGNUM <= EXSEGTOT <= NINTS."""
+    num, total = primary.get("EXSEGNUM"), primary.get("EXSEGTOT")
+    if num is None and total is None:
+        return
+    if num is None or total is None:
+        missing = "EXSEGNUM" if num is None else "EXSEGTOT"
+        raise InputError(path, f"header keyword {missing} is missing (the other of EXSEGNUM/EXSEGTOT is set)", _FIX)
+    total = _typed(path, Keyword("EXSEGTOT", int, "the segment names", low=1, high=nints), total)
+    _typed(path, Keyword("EXSEGNUM", int, "the segment names", low=1, high=total), num)
+
+
+def _check_int_times(path, int_times, first, nints):
+    """INT_TIMES of a time series must time every integration of the file, in increasing order.
+
+    ``first`` is the file's first integration number (INTSTART, 1 without segments).
+    """
+    names = int_times.dtype.names or ()
+    for column in ("integration_number", "int_mid_MJD_UTC"):
+        if column not in names:
+            raise InputError(path, f"INT_TIMES has no {column} column",
+                             "the file is damaged; download it again from MAST")
+    numbers = np.asarray(int_times["integration_number"])
+    wanted = np.arange(first, first + nints)
+    rows = [np.flatnonzero(numbers == n) for n in wanted]
+    missing = [int(n) for n, r in zip(wanted, rows) if r.size == 0]
+    if missing:
+        raise InputError(path, f"INT_TIMES has no row for integration(s) {missing[:5]} of this file "
+                         f"(integrations {first}..{first + nints - 1})",
+                         "the file is damaged; download it again from MAST")
+    mid = np.asarray(int_times["int_mid_MJD_UTC"], dtype=np.float64)[[r[0] for r in rows]]
+    if not np.all(np.isfinite(mid)) or np.any(np.diff(mid) <= 0):
+        bad = int(wanted[1:][np.diff(mid) <= 0][0]) if np.any(np.diff(mid) <= 0) else None
+        where = f" (integration {bad} is not later than the one before)" if bad else " (not finite)"
+        raise InputError(path, f"INT_TIMES mid-integration times are not strictly increasing{where}",
+                         "the file is damaged; download it again from MAST")
 
 
 def _check_shape(path, v, primary, sci):
@@ -487,6 +554,8 @@ def read_uncal(path, exp_types=SUPPORTED_EXP_TYPES):
             primary=primary.copy(), sci=hdul["SCI"].header.copy(), int_times=int_times, path=str(path),
             extensions={name: header.copy() for name, header in extensions.items()},
         )
+        if is_tso(primary):
+            _check_int_times(path, int_times, int(primary.get("INTSTART", 1)), sci.shape[0])
         ramp = Ramp.from_uncal(sci, zeroframe=zeroframe)
     readout = readout_from_header(primary, nints=sci.shape[0], ngroups=sci.shape[1], path=path)
     return ramp, readout, headers

@@ -156,8 +156,17 @@ _SUBARRAYS = {
     ("LONG", "SUB64P"): (1935, 1911, 64),
 }
 
+# Grism time-series strips (jwst-formats.md Appendix C, tso-algorithms.md §1.3): full width,
+# (ystart, rows); 4 outputs by default (the recommended mode), 1 output on request.  The LW
+# strips start at row 1 (bottom reference rows); the SW GRISMTS64/128 (NRCA1) sit above them
+# and have side reference columns only.
+_GRISM_STRIPS = {
+    ("LONG", "SUBGRISM64"): (1, 64), ("LONG", "SUBGRISM128"): (1, 128), ("LONG", "SUBGRISM256"): (1, 256),
+    ("SHORT", "SUBGRISM64"): (125, 64), ("SHORT", "SUBGRISM128"): (95, 128), ("SHORT", "SUBGRISM256"): (1, 256),
+}
 
-def subarray_geometry(detector, name, *, size=None, corner=None):
+
+def subarray_geometry(detector, name, *, size=None, corner=None, noutputs=None):
     """Geometry of a named NIRCam subarray on ``detector``.
 
     Parameters
@@ -174,6 +183,8 @@ def subarray_geometry(detector, name, *, size=None, corner=None):
         Custom placement: ``"refpix"`` puts it in the top-right science corner
         (reference pixels on two sides, like the SW corner subarrays);
         ``"interior"`` centres it (no reference pixels).  Default ``"refpix"``.
+    noutputs : {1, 4}, optional
+        Amplifiers of a full-width array (``SUBGRISM*``: default 4).
 
     Returns
     -------
@@ -183,6 +194,11 @@ def subarray_geometry(detector, name, *, size=None, corner=None):
     if name == "FULL":
         return Geometry("FULL", 1, 1, FULL_SIZE, FULL_SIZE, noutputs=4)
     key = (info.channel, name)
+    if key in _GRISM_STRIPS and size is None and corner is None:
+        y0, ny = _GRISM_STRIPS[key]
+        return Geometry(name, 1, y0, FULL_SIZE, ny, 4 if noutputs is None else int(noutputs))
+    if noutputs not in (None, 1):
+        raise ValueError(f"subarray {name!r} is read by one output: noutputs=4 needs a full-width array")
     if key in _SUBARRAYS and size is None and corner is None:
         x0, y0, n = _SUBARRAYS[key]
         return Geometry(name, x0, y0, n, n, 1)

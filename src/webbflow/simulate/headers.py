@@ -31,20 +31,23 @@ def exposure_timing(spec):
     Returns
     -------
     dict
-        tframe, tgroup, effinttm, effexptm, duration (s); int_start (MJD per
-        integration, reset frame included); start, end (MJD); frames_read.
+        tframe, tgroup, effinttm, effexptm, duration (s) of the whole
+        exposure; int_start (MJD per integration of this file, reset frame
+        included; a segment's start where its first integration does);
+        start, end (MJD of the exposure); frames_read.
     """
     tframe = round(frame_time(spec.geometry), 5)
     tgroup = (spec.nframes + spec.groupgap) * tframe
     nread = frames_read(spec.ngroups, spec.nframes, spec.groupgap)
     t_int = (nread + 1) * tframe  # one reset frame per integration
     start = Time(spec.date_obs, format="isot", scale="utc")
-    int_start = start.mjd + np.arange(spec.nints) * t_int / 86400.0
+    int_start = start.mjd + (spec.first_int + np.arange(spec.nints)) * t_int / 86400.0
     effinttm = (spec.ngroups - 1) * tgroup + spec.nframes * tframe
+    total = spec.nints_total
     return dict(tframe=tframe, tgroup=tgroup, effinttm=effinttm,
-                effexptm=spec.nints * effinttm, duration=spec.nints * t_int,
+                effexptm=total * effinttm, duration=total * t_int,
                 int_start=int_start, start=start.mjd,
-                end=start.mjd + spec.nints * t_int / 86400.0, frames_read=nread, t_int=t_int)
+                end=start.mjd + total * t_int / 86400.0, frames_read=nread, t_int=t_int)
 
 
 def pointing_keywords(spec):
@@ -83,13 +86,13 @@ def primary_keywords(spec, filename):
     start = Time(tm["start"], format="mjd", scale="utc")
     end = Time(tm["end"], format="mjd", scale="utc")
     act = _base36(spec.activity)
-    return {
+    out = {
         "DATAMODL": "Level1bModel", "FILENAME": filename, "TELESCOP": "JWST",
         "ORIGIN": "webbflow", "TIMESYS": "UTC",
         "INSTRUME": "NIRCAM", "DETECTOR": spec.detector, "MODULE": info.module,
         "CHANNEL": info.channel, "FILTER": spec.filter, "PUPIL": spec.pupil,
         "EXP_TYPE": spec.exp_type, "READPATT": spec.readpatt,
-        "NINTS": spec.nints, "NGROUPS": spec.ngroups, "NFRAMES": spec.nframes,
+        "NINTS": spec.nints_total, "NGROUPS": spec.ngroups, "NFRAMES": spec.nframes,
         "GROUPGAP": spec.groupgap, "NOUTPUTS": geom.noutputs, "NRSTSTRT": 1, "NRESETS": 1,
         "FRMDIVSR": spec.nframes, "DRPFRMS1": 0, "DRPFRMS3": 0, "TSAMPLE": 10.0,
         "TFRAME": tm["tframe"], "TGROUP": tm["tgroup"], "EFFINTTM": tm["effinttm"],
@@ -110,8 +113,13 @@ def primary_keywords(spec, filename):
         "TARG_RA": spec.ra, "TARG_DEC": spec.dec,
         "PATTTYPE": "INTRAMODULEBOX" if spec.n_dither > 1 else "NONE",
         "PATT_NUM": spec.dither_position, "NUMDTHPT": spec.n_dither,
-        "PRIDTPTS": spec.n_dither, "SUBPXPTS": 1, "TSOVISIT": False,
+        "PRIDTPTS": spec.n_dither, "SUBPXPTS": 1, "TSOVISIT": bool(spec.tsovisit),
     }
+    if spec.segment is not None:
+        num, total, intstart, _ = spec.segment
+        out.update({"EXSEGNUM": num, "EXSEGTOT": total, "INTSTART": intstart,
+                    "INTEND": intstart + spec.nints - 1})
+    return out
 
 
 def sci_keywords(spec):
@@ -135,14 +143,14 @@ def group_table(spec):
              ("completion_code_text", "S36"), ("bary_end_time", "f8"),
              ("helio_end_time", "f8")]
     rows = []
-    for i in range(spec.nints):
+    for i in range(spec.nints):  # integration_number counts from the exposure's first
         for g in range(spec.ngroups):
             # reset frame, then g groups, then this group's frames
             seconds = (1 + g * per + spec.nframes) * tm["tframe"]
             end = Time(tm["int_start"][i], format="mjd", scale="utc") + TimeDelta(seconds, format="sec")
             day_sec = (end.mjd % 1.0) * 86400.0
             doy = int(end.datetime.timetuple().tm_yday)
-            rows.append((i + 1, g + 1, doy, int(day_sec * 1000), int(day_sec * 1e6) % 1000,
+            rows.append((spec.first_int + i + 1, g + 1, doy, int(day_sec * 1000), int(day_sec * 1e6) % 1000,
                          end.isot[:26].encode(), spec.geometry.xsize, spec.geometry.ysize, 0, 0,
                          b"COMPLETE", end.mjd, end.mjd))
     return np.array(rows, dtype=dtype)
@@ -158,5 +166,5 @@ def int_times_table(spec):
     dtype = [("integration_number", "i4"), ("int_start_MJD_UTC", "f8"),
              ("int_mid_MJD_UTC", "f8"), ("int_end_MJD_UTC", "f8"), ("int_start_BJD_TDB", "f8"),
              ("int_mid_BJD_TDB", "f8"), ("int_end_BJD_TDB", "f8")]
-    return np.array([(i + 1, start[i], mid[i], end[i], start[i] + tdb, mid[i] + tdb, end[i] + tdb)
+    return np.array([(spec.first_int + i + 1, start[i], mid[i], end[i], start[i] + tdb, mid[i] + tdb, end[i] + tdb)
                      for i in range(spec.nints)], dtype=dtype)

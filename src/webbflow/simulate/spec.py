@@ -103,6 +103,15 @@ class ExposureSpec:
     n_bright_stars : int or None
         Cap on the bright, isolated grid stars of the sky (None: fill the
         field; 0: none, e.g. for a star-free flat-sky test).
+    noutputs : {1, 4} or None
+        Amplifiers of a full-width subarray (``SUBGRISM*``; None: 4).
+    tsovisit : bool
+        TSOVISIT (a time-series visit).
+    segment : (int, int, int, int) or None
+        One segment of a segmented exposure: (EXSEGNUM, EXSEGTOT, INTSTART,
+        NINTS of the whole exposure); ``nints`` is then the integrations in
+        this file (INTEND = INTSTART + nints - 1), and the file is named
+        ``…_<eeeee>-seg<NNN>_<detector>`` as jwst names segments.
     """
 
     detector: str = "NRCA1"
@@ -154,6 +163,9 @@ class ExposureSpec:
     pointing_error: tuple = (0.0, 0.0)
     field_half_size: float = 9.0
     n_bright_stars: int | None = None
+    noutputs: int | None = None
+    tsovisit: bool = False
+    segment: tuple | None = None
 
     def __post_init__(self):
         if self.detector not in DETECTORS:
@@ -164,11 +176,17 @@ class ExposureSpec:
             raise ValueError("nints and ngroups must be >= 1")
         if self.scene not in ("local", "sky"):
             raise ValueError(f"scene must be 'local' or 'sky', not {self.scene!r}")
+        if self.segment is not None:
+            num, total, intstart, nints_total = self.segment
+            if not (1 <= num <= total and intstart >= 1 and intstart + self.nints - 1 <= nints_total):
+                raise ValueError(f"segment {self.segment} does not hold integrations "
+                                 f"{intstart}..{intstart + self.nints - 1} of the exposure")
 
     @property
     def geometry(self) -> Geometry:
         """The array geometry."""
-        return subarray_geometry(self.detector, self.subarray, size=self.size, corner=self.corner)
+        return subarray_geometry(self.detector, self.subarray, size=self.size, corner=self.corner,
+                                 noutputs=self.noutputs)
 
     @property
     def nframes(self):
@@ -179,11 +197,22 @@ class ExposureSpec:
         return READ_PATTERNS[self.readpatt][1]
 
     @property
+    def first_int(self):
+        """Index (0-based) of this file's first integration in the exposure."""
+        return 0 if self.segment is None else self.segment[2] - 1
+
+    @property
+    def nints_total(self):
+        """NINTS: integrations of the whole exposure (all segments)."""
+        return self.nints if self.segment is None else self.segment[3]
+
+    @property
     def rootname(self):
-        """JWST exposure root name, e.g. ``jw01234001001_02101_00001_nrca1``."""
+        """JWST exposure root name, e.g. ``jw01234001001_02101_00001_nrca1`` (``…_00001-seg002_…``)."""
+        seg = "" if self.segment is None else f"-seg{self.segment[0]:03d}"
         return (f"jw{self.program:05d}{self.observation:03d}{self.visit:03d}_"
                 f"{self.visit_group:02d}{self.sequence:1d}{self.activity:02d}_"
-                f"{self.exposure:05d}_{self.detector.lower()}")
+                f"{self.exposure:05d}{seg}_{self.detector.lower()}")
 
     def noiseless(self):
         """A copy with every random ingredient off (for truth-recovery tests)."""

@@ -127,6 +127,9 @@ def run(ramp, readout, gain, readnoise, rejection_threshold=4.0,
     if regime is None:
         log.info("Too few usable groups: no jump detection")
     else:
+        if regime == K.REGIME_SIGMA_CLIP:
+            log.info("jump: sigma clip across %d integrations (>= minimum_sigclip_groups=%d) instead of "
+                     "two-point differences, as jwst", nints, minimum_sigclip_groups)
         med = np.empty((ny, nx), np.float64)
         sig = np.empty((ny, nx), np.float64)
         ndiff = nints * (ngroups - 1)

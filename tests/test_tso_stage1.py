@@ -1,0 +1,131 @@
+"""Stage 1 of time-series segments (NRC_TSGRISM / NRC_TSIMAGE): products, truth and bad input.
+
+jwst-parity of the same segments is in tests/test_parity_tso.py (needs the oracle).
+"""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from conftest import assert_rate_recovers_truth
+from stdatamodels.jwst import datamodels
+from tso_segments import TSO_SPECS
+
+from webbflow.io import InputError
+from webbflow.io.uncal import is_tso, read_uncal
+from webbflow.refs import select_references
+from webbflow.simulate import simulate_exposure
+from webbflow.stages import detector1
+
+
+@pytest.fixture(scope="module")
+def segment(tmp_path_factory):
+    """The 4-output grism segment (integrations 9-16 of 24), simulated and reduced."""
+    spec = TSO_SPECS["grism-4out"]
+    out = tmp_path_factory.mktemp("tso")
+    sim = simulate_exposure(spec, out, return_details=True)
+    refs = select_references(fits.getheader(sim.uncal), out / "refs")
+    rate, rateints = (out / "ours" / f"{spec.rootname}_{s}.fits" for s in ("rate", "rateints"))
+    detector1.run(sim.uncal, rate, rateints, refs, {})
+    return spec, sim, refs, rate, rateints
+
+
+def test_rateints_is_a_segment_cube_with_its_times(segment):
+    spec, sim, _, _, rateints = segment
+    with datamodels.open(rateints) as model:
+        assert isinstance(model, datamodels.CubeModel)
+        assert model.data.shape == (spec.nints, 64, 2048)
+        assert model.meta.exposure.type == "NRC_TSGRISM" and model.meta.visit.tsovisit is True
+        seg = model.meta.exposure
+        assert (seg.segment_number, seg.segment_total, seg.integration_start, seg.integration_end, seg.nints) == \
+            (2, 3, 9, 16, 24)
+        numbers = np.asarray(model.int_times["integration_number"])
+        assert numbers.tolist() == list(range(9, 17))
+        mid = np.asarray(model.int_times["int_mid_MJD_UTC"])
+        assert np.all(np.diff(mid) > 0)
+    with fits.open(sim.uncal) as uncal:
+        np.testing.assert_array_equal(mid, uncal["INT_TIMES"].data["int_mid_MJD_UTC"])
+
+
+def test_segment_rate_recovers_truth(segment):
+    _, sim, _, rate, _ = segment
+    assert_rate_recovers_truth(rate, sim.truth["rate"], "grism-4out")
+
+
+def test_rateints_recover_truth_per_integration(segment):
+    """Each integration's rate is unbiased against the true rate (every unflagged pixel: 1/f rows average out)."""
+    _, sim, _, _, rateints = segment
+    truth = fits.getdata(sim.truth["rate"]).astype(np.float64)
+    with fits.open(rateints) as hdul:
+        for i, (sci, err, dq) in enumerate(zip(hdul["SCI"].data, hdul["ERR"].data, hdul["DQ"].data)):
+            good = (dq == 0) & np.isfinite(sci) & (truth > 5)
+            pull = (sci[good] - truth[good]) / err[good]
+            assert good.sum() > 50, i
+            assert abs(np.median(pull)) < 0.3 and 0.6 < np.std(pull) < 1.5, (i, np.median(pull), np.std(pull))
+
+
+def _copy(src, dst, edit):
+    with fits.open(src) as hdul:
+        edit(hdul)
+        hdul.writeto(dst)
+    return dst
+
+
+def _refuse(uncal, refs, out, match):
+    out.mkdir(exist_ok=True)
+    with pytest.raises(InputError, match=match):
+        detector1.run(uncal, out / "x_rate.fits", out / "x_rateints.fits", refs, {})
+    assert list(out.iterdir()) == []
+
+
+def test_time_series_without_int_times_is_refused(segment, tmp_path):
+    _, sim, refs, _, _ = segment
+    bad = _copy(sim.uncal, tmp_path / "noint_uncal.fits", lambda h: h.pop("INT_TIMES"))
+    _refuse(bad, refs, tmp_path / "out", r"noint_uncal.fits: a time series .* without its INT_TIMES table.*Fix:")
+
+
+def test_int_times_with_duplicate_or_missing_rows_are_refused(segment, tmp_path):
+    _, sim, refs, _, _ = segment
+
+    def duplicate(hdul):
+        t = hdul["INT_TIMES"].data
+        t["int_mid_MJD_UTC"][3] = t["int_mid_MJD_UTC"][2]
+
+    def missing(hdul):
+        hdul["INT_TIMES"].data["integration_number"][4] = 99
+
+    _refuse(_copy(sim.uncal, tmp_path / "dup_uncal.fits", duplicate), refs, tmp_path / "o1",
+            r"dup_uncal.fits: INT_TIMES mid-integration times are not strictly increasing \(integration 12 ")
+    _refuse(_copy(sim.uncal, tmp_path / "gap_uncal.fits", missing), refs, tmp_path / "o2",
+            r"gap_uncal.fits: INT_TIMES has no row for integration\(s\) \[13\] of this file \(integrations 9..16\)")
+
+
+@pytest.mark.parametrize("keys, match", [
+    ({"EXSEGNUM": 4}, r"EXSEGNUM=4 must be <= 3"),
+    ({"EXSEGTOT": None}, r"header keyword EXSEGTOT is missing \(the other of EXSEGNUM/EXSEGTOT is set\)"),
+    ({"INTEND": 15}, r"INTEND - INTSTART \+ 1 = 7 but SCI has 8 integrations"),
+])
+def test_inconsistent_segment_keywords_are_refused(segment, tmp_path, keys, match):
+    _, sim, refs, _, _ = segment
+
+    def edit(hdul):
+        for key, value in keys.items():
+            if value is None:
+                del hdul[0].header[key]
+            else:
+                hdul[0].header[key] = value
+
+    _refuse(_copy(sim.uncal, tmp_path / "seg_uncal.fits", edit), refs, tmp_path / "out", match)
+
+
+def test_is_tso_as_jwst():
+    assert is_tso({"EXP_TYPE": "NRC_TSGRISM", "NINTS": 5})
+    assert is_tso({"EXP_TYPE": "NRC_IMAGE", "TSOVISIT": True, "NINTS": 5})
+    assert not is_tso({"EXP_TYPE": "NRC_TSIMAGE", "NINTS": 1})  # jwst: never a TSO with one integration
+    assert not is_tso({"EXP_TYPE": "NRC_IMAGE", "TSOVISIT": False, "NINTS": 5})
+
+
+def test_one_integration_time_series_needs_no_int_times(tmp_path, make):
+    uncal = make.uncal(tmp_path / "one_uncal.fits", make.ramp(nints=1, ngroups=4), EXP_TYPE="NRC_TSIMAGE")
+    _copy(uncal, tmp_path / "bare_uncal.fits", lambda h: h.pop("INT_TIMES"))
+    _, readout, headers = read_uncal(tmp_path / "bare_uncal.fits")
+    assert readout.nints == 1 and headers.int_times is None
