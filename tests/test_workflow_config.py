@@ -152,3 +152,18 @@ def test_validation_names_the_key(config, key):
     with pytest.raises(ConfigError, match=rf"^config key {key}: "):
         validate_config(config, SCHEMA)
     validate_config({"steps": {"jump": {"rejection_threshold": 5}}}, SCHEMA)  # valid: no error
+
+
+def test_tso_grism_preset_recommends_roeba_and_jwst_line_drops_it():
+    presets = load_modes(REPO / "config" / "modes", SCHEMA)
+    preset = presets["tso_grism"]
+    assert preset["exp_types"] == ["NRC_TSGRISM"]
+    assert mode_for("NRC_TSGRISM", {"tso_grism": preset}) == "tso_grism"
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]["steps"]["properties"]
+    defaults = {step: {k: v["default"] for k, v in schema[step]["properties"].items()}
+                for step in STAGES["detector1"].steps}
+    assert step_parameters(defaults, "detector1", preset)["refpix"]["roeba"] is True
+    assert step_parameters(defaults, "detector1", preset, recommended=False)["refpix"]["roeba"] is False
+    # a user line still wins over the recommendation
+    user = {"refpix": {"roeba": False}}
+    assert step_parameters(defaults, "detector1", preset, user)["refpix"]["roeba"] is False

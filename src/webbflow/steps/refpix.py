@@ -391,7 +391,8 @@ class _Corrector:
 
 
 def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
-        side_smoothing_length=11, side_gain=1.0):
+        side_smoothing_length=11, side_gain=1.0, roeba=False, roeba_nsigma=3.0, roeba_grow=2,
+        roeba_min_pixels=16):
     """Apply the reference-pixel correction to a ramp, in place.
 
     Parameters
@@ -408,12 +409,22 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         Rows in the running-median window.
     side_gain : float
         Fraction of the side signal subtracted.
+    roeba : bool
+        Then remove the 1/f stripes row by row, per amplifier, from the
+        background pixels (:mod:`webbflow.steps.roeba`; not in jwst, off by
+        default; the time-series presets turn it on).  It runs even where
+        the subarray has no reference pixels.
+    roeba_nsigma, roeba_grow : float, int
+        Source masking of ROEBA (:func:`webbflow.steps.roeba.background_mask`).
+    roeba_min_pixels : int
+        Fewest background pixels for ROEBA to correct an amplifier row.
 
     Returns
     -------
     str
         ``"COMPLETE"``; ``"SKIPPED"`` for a subarray that has no usable
-        reference pixels or does not fit on the detector (data unchanged).
+        reference pixels (and ``roeba`` off) or does not fit on the
+        detector (data unchanged).
     """
     nints, ngroups, ny, nx = ramp.data.shape
     is_subarray = ny < DETECTOR_SIZE or nx < DETECTOR_SIZE
@@ -433,6 +444,11 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
     corr = _Corrector(pdq_det, roff, coff, four_amp, odd_even_columns, use_side_ref_pixels,
                       side_smoothing_length, side_gain)
     if is_subarray and corr.n_good_refpix() == 0:
+        if roeba:
+            log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels: only ROEBA runs",
+                        readout.subarray, readout.noutputs)
+            _roeba(ramp, readout, coff, four_amp, odd_even_columns, roeba_nsigma, roeba_grow, roeba_min_pixels)
+            return StepStatus.COMPLETE
         log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels "
                     "(none flagged REFERENCE_PIXEL without DO_NOT_USE); step skipped",
                     readout.subarray, readout.noutputs)
@@ -453,4 +469,25 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         for i in range(zf.shape[0]):
             corr.correct(zf_det[i])
         zf[unusable] = 0.0
+    if roeba:
+        _roeba(ramp, readout, coff, four_amp, odd_even_columns, roeba_nsigma, roeba_grow, roeba_min_pixels)
     return StepStatus.COMPLETE
+
+
+def _roeba(ramp, readout, coff, four_amp, odd_even, nsigma, grow, min_pixels):
+    """The ROEBA stage of :func:`run` (groups and ZEROFRAME, detector frame)."""
+    from webbflow.steps import roeba
+
+    fa, sa = readout.fastaxis, readout.slowaxis
+    mask = roeba.background_mask(ramp.data, ramp.pixeldq, nsigma=nsigma, grow=grow)
+    mask_det = np.ascontiguousarray(to_detector_frame(mask, fa, sa))
+    edges = roeba.amplifier_edges(mask_det.shape[1], coff, four_amp)
+    borrowed, skipped = roeba.correct_frames(to_detector_frame(ramp.data, fa, sa), mask_det, edges, odd_even,
+                                             min_pixels)
+    if ramp.zeroframe is not None:
+        roeba.correct_frames(to_detector_frame(ramp.zeroframe, fa, sa), mask_det, edges, odd_even, min_pixels,
+                             keep_zero=True)
+    nrows = ramp.data.shape[0] * ramp.data.shape[1] * mask_det.shape[0] * (edges.size - 1)
+    log.info("refpix: ROEBA on %d amplifier(s), %.1f %% background pixels; of %d amplifier rows %d took the "
+             "other amplifiers' stripe and %d stayed uncorrected (too few background pixels)",
+             edges.size - 1, 100.0 * mask.mean(), nrows, borrowed, skipped)

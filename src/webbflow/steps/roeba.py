@@ -1,0 +1,210 @@
+"""Row-by-row, odd/even, by-amplifier 1/f correction from background pixels (ROEBA).
+
+The NIRCam time-series notes recommend it (Schlawin et al. 2020, AJ 160, 231; tshirt's
+``rowamp_sub.do_backsub``; JDox "NIRCam Time Series Observation Pipeline Caveats"): the grism
+disperses along the fast-read direction, so the 1/f noise of the readout lands as stripes along the
+spectrum, which the 8 side reference pixels of a row measure too poorly.  ROEBA measures each row's
+stripe from the *background* pixels of that row, per amplifier, in every group.
+
+It runs inside the reference-pixel step, after jwst's amplifier offsets (so the frame level of each
+amplifier is already set from the reference pixels), on every group and the ZEROFRAME, in the
+detector frame.  Per amplifier (512 detector columns with 4 outputs, the whole width with 1):
+
+1. odd/even: the median of the background pixels of even columns and of odd columns; each parity
+   is shifted to their mean (a residual column-parity offset is removed, the level kept);
+2. rows: the median of each row's background pixels; the row is shifted by that median minus the
+   median over rows (the stripe is removed, the amplifier's level -- sky included -- kept).
+
+Unlike tshirt, which subtracts the full row median and so the background with it, the level is
+kept: the rates stay rates of the sky plus the source, and extract_1d's background regions still
+see the sky.  A row with fewer than ``min_pixels`` background pixels in an amplifier (the trace
+fills it) takes the mean stripe of the amplifiers that could measure that row, as tshirt does: most
+of the 1/f noise is common to the four outputs.  A row no amplifier can measure is left as it is.
+
+Background pixels are found from a draft rate (the median over integrations of the last minus the
+first group): pixels above the clipped background by ``nsigma`` robust sigma are sources, grown by
+``grow`` pixels; reference pixels and DO_NOT_USE pixels are never used.
+"""
+
+import logging
+
+import numpy as np
+from numba import njit
+from scipy import ndimage
+
+from webbflow import dqflags
+
+__all__ = ["amplifier_edges", "background_mask", "correct_frames"]
+
+log = logging.getLogger(__name__)
+
+AMP_WIDTH = 512
+
+
+def background_mask(data, pixeldq, nsigma=3.0, grow=2):
+    """Pixels of the background (True) for the row model, from a draft rate of the ramp.
+
+    Parameters
+    ----------
+    data : ndarray, (nints, ngroups, ny, nx)
+        The ramp after superbias (and jwst's reference-pixel offsets).
+    pixeldq : ndarray, (ny, nx)
+        Reference and DO_NOT_USE pixels are excluded.
+    nsigma : float
+        Sources are pixels whose draft rate exceeds the background median by ``nsigma`` robust
+        standard deviations (1.4826 x the median absolute deviation).
+    grow : int
+        Source pixels are grown by this many pixels (a square), to mask PSF wings.
+
+    Returns
+    -------
+    ndarray of bool, (ny, nx)
+    """
+    usable = (pixeldq & (dqflags.DO_NOT_USE | dqflags.REFERENCE_PIXEL)) == 0
+    if data.shape[1] < 2:  # one group: no rate to find sources by
+        return usable
+    draft = np.median(data[:, -1] - data[:, 0], axis=0)
+    values = draft[usable & np.isfinite(draft)]
+    if values.size == 0:
+        return usable & False
+    med = np.median(values)
+    sigma = 1.4826 * np.median(np.abs(values - med))
+    source = ~np.isfinite(draft) | (draft > med + nsigma * max(sigma, np.finfo(np.float32).tiny))
+    if grow > 0:
+        source = ndimage.binary_dilation(source, structure=np.ones((3, 3), bool), iterations=int(grow))
+    return usable & ~source
+
+
+@njit(cache=True, nogil=True)
+def _correct_frame(frame, mask, edges, odd_even, min_pixels, buf, shifts):
+    """ROEBA on one detector-frame image in place; returns (rows borrowed, rows left uncorrected)."""
+    ny, nx = frame.shape
+    namp = edges.size - 1
+    for a in range(namp):
+        c0, c1 = edges[a], edges[a + 1]
+        if odd_even:
+            par = np.zeros(2)
+            have = 0
+            for p in range(2):
+                n = 0
+                for y in range(ny):
+                    for x in range(c0 + p, c1, 2):
+                        if mask[y, x]:
+                            v = frame[y, x]
+                            if v == v:
+                                buf[n] = v
+                                n += 1
+                if n >= min_pixels:
+                    par[p] = np.median(buf[:n])
+                    have += 1
+            if have == 2:
+                mean = 0.5 * (par[0] + par[1])
+                for y in range(ny):
+                    for x in range(c0, c1):
+                        frame[y, x] -= np.float32(par[(x - c0) % 2] - mean)
+        for y in range(ny):
+            n = 0
+            for x in range(c0, c1):
+                if mask[y, x]:
+                    v = frame[y, x]
+                    if v == v:
+                        buf[n] = v
+                        n += 1
+            shifts[a, y] = np.median(buf[:n]) if n >= min_pixels else np.nan
+    # Each amplifier keeps its level: the median of its row medians, taken over the rows that every
+    # amplifier measured, so that a stripe borrowed from the others is on the same footing (rows of
+    # the trace would otherwise shift one amplifier's median by the 1/f of the rows it lacks).
+    common = np.ones(ny, np.bool_)
+    for a in range(namp):
+        if np.any(shifts[a, :ny] == shifts[a, :ny]):
+            for y in range(ny):
+                if shifts[a, y] != shifts[a, y]:
+                    common[y] = False
+    use_common = common.sum() >= max(ny // 4, 1)
+    for a in range(namp):
+        row = shifts[a, :ny]
+        good = row == row
+        if not np.any(good):
+            continue
+        level = np.median(row[common]) if use_common else np.median(row[good])
+        for y in range(ny):
+            row[y] -= level
+    borrowed = 0
+    skipped = 0
+    for y in range(ny):
+        # a row an amplifier cannot measure (the trace fills it) takes the mean stripe of the others:
+        # most of the 1/f is common to the amplifiers (tshirt's fallback, Schlawin et al. 2020)
+        acc = 0.0
+        m = 0
+        for a in range(namp):
+            if shifts[a, y] == shifts[a, y]:
+                acc += shifts[a, y]
+                m += 1
+        for a in range(namp):
+            shift = shifts[a, y]
+            if shift != shift:
+                if m == 0:
+                    skipped += 1
+                    continue
+                shift = acc / m
+                borrowed += 1
+            s32 = np.float32(shift)
+            for x in range(edges[a], edges[a + 1]):
+                frame[y, x] -= s32
+    return borrowed, skipped
+
+
+def amplifier_edges(nx, col_offset, four_amp):
+    """Detector-frame column edges of the amplifiers within an array ``nx`` wide.
+
+    ``col_offset`` is the array's first detector column; with one output the whole width is one
+    amplifier.
+    """
+    if not four_amp:
+        return np.array([0, nx], np.int64)
+    cuts = [c - col_offset for c in range(0, 2049, AMP_WIDTH) if 0 < c - col_offset < nx]
+    return np.array([0, *cuts, nx], np.int64)
+
+
+def correct_frames(frames, mask, edges, odd_even=True, min_pixels=16, keep_zero=False):
+    """Apply ROEBA to every frame of ``frames`` (..., ny, nx) in place (detector frame).
+
+    Parameters
+    ----------
+    frames : ndarray, float32, (..., ny, nx)
+        Groups (or ZEROFRAMEs) in the detector frame; may be a view.
+    mask : ndarray of bool, (ny, nx)
+        Background pixels (:func:`background_mask`, in the same frame).
+    edges : ndarray of int
+        Amplifier column edges (:func:`amplifier_edges`).
+    odd_even : bool
+        Also remove a residual even/odd column offset per amplifier.
+    min_pixels : int
+        Fewest background pixels for a row (or a parity) to be corrected.
+    keep_zero : bool
+        Pixels that are exactly 0 (an unusable ZEROFRAME value) stay 0 and are not used.
+
+    Returns
+    -------
+    borrowed, skipped : int
+        Amplifier rows, summed over frames, corrected with the mean stripe of the other
+        amplifiers (too few background pixels of their own), and left uncorrected (no
+        amplifier could measure the row).
+    """
+    ny, nx = frames.shape[-2:]
+    buf = np.empty(ny * nx, np.float64)
+    shifts = np.empty((edges.size - 1, ny), np.float64)
+    borrowed = skipped = 0
+    for index in np.ndindex(frames.shape[:-2]):
+        frame = frames[index]
+        work = np.ascontiguousarray(frame)  # detector-frame views of flipped arrays are not contiguous
+        m = np.ascontiguousarray(mask & (work != 0.0)) if keep_zero else np.ascontiguousarray(mask)
+        zero = work == 0.0 if keep_zero else None
+        b, k = _correct_frame(work, m, edges, odd_even, int(min_pixels), buf, shifts)
+        borrowed += b
+        skipped += k
+        if zero is not None:
+            work[zero] = 0.0
+        if not np.shares_memory(work, frame):
+            frame[...] = work
+    return borrowed, skipped

@@ -1,0 +1,113 @@
+"""ROEBA (row-by-row, odd/even, by-amplifier 1/f correction from background pixels)."""
+
+import numpy as np
+import pytest
+
+from webbflow import dqflags
+from webbflow.steps import roeba
+
+
+def _frames(seed=3, nframes=6, ny=64, nx=2048, sky=100.0, stripes=3.0, own=0.3, noise=1.0):
+    """Groups with a sky level, per-amp even/odd offsets, row stripes (common to the amplifiers, plus
+    ``own`` rms per amplifier), white noise and a trace that fills amplifiers 1 and 2 in rows 28-40."""
+    rng = np.random.default_rng(seed)
+    cols = np.arange(nx)
+    trace = np.zeros((ny, nx))
+    trace[28:41, 100:1900] = 400.0 * np.exp(-0.5 * ((np.arange(28, 41) - 34.0) / 2.0) ** 2)[:, None]
+    truth = np.empty((nframes, ny, nx))
+    data = np.empty((nframes, ny, nx), np.float32)
+    stripe = rng.normal(0, stripes, (nframes, ny, 1)) + rng.normal(0, own, (nframes, ny, 4))
+    parity = rng.normal(0, 2.0, (nframes, 4, 2))
+    for k in range(nframes):
+        truth[k] = (sky + trace) * (k + 1)  # a ramp: the level grows with the group
+        amp = cols // 512
+        offset = stripe[k][:, amp] + parity[k][amp, cols % 2][None, :]
+        data[k] = truth[k] + offset + rng.normal(0, noise, (ny, nx))
+    return data, truth, trace
+
+
+def test_stripes_and_parity_are_removed_and_the_level_kept():
+    data, truth, trace = _frames()
+    ramp = data[None]  # (1, ngroups, ny, nx)
+    mask = roeba.background_mask(ramp, np.zeros(data.shape[1:], np.uint32))
+    assert not mask[28:41, 100:1900].any()  # the trace (and its grown edge) is never background
+    assert mask.mean() > 0.7
+    edges = roeba.amplifier_edges(2048, 0, True)
+    assert edges.tolist() == [0, 512, 1024, 1536, 2048]
+    before = data - truth
+    borrowed, skipped = roeba.correct_frames(data, mask, edges)
+    # the rows of the trace (13, grown by up to 2 each side) of amplifiers 1 and 2 have no
+    # background: they borrow
+    trace_rows = mask.reshape(64, 4, 512).sum(axis=2) < 16
+    assert 13 <= trace_rows[:, 1].sum() <= 17 and 13 <= trace_rows[:, 2].sum() <= 17
+    assert not trace_rows[:, [0, 3]].any()
+    assert (borrowed, skipped) == (6 * trace_rows.sum(), 0)
+    after = data - truth
+    for name, resid in (("before", before), ("after", after)):
+        rows = np.median(resid.reshape(6, 64, 4, 512), axis=3)  # per frame, row, amp
+        stripes = rows - np.median(rows, axis=1, keepdims=True)
+        if name == "before":
+            assert np.std(stripes) > 2.5
+        else:
+            # measured rows: the median of ~500 unit-noise pixels scatters by ~0.06
+            assert np.std(stripes[:, ~trace_rows]) < 0.12
+            # borrowed rows keep only the amplifier's own part of the stripe (0.3 rms here)
+            assert np.std(stripes[:, trace_rows]) < 0.5
+    # the amplifier level is kept: the sky (100-600 DN over the groups) is not subtracted; the
+    # correction's median per amplifier is only the mean stripe of the rows that set the level
+    # (3 DN rms stripes, ~47 rows: ~0.5 DN)
+    assert np.all(np.abs(np.median((after - before).reshape(6, 64, 4, 512), axis=(1, 3))) < 1.5)
+    # even/odd: the column-parity difference is gone
+    par = after.reshape(6, 64, 4, 256, 2)
+    assert np.max(np.abs(np.median(par[..., 0], axis=(1, 3)) - np.median(par[..., 1], axis=(1, 3)))) < 0.1
+    # the trace is corrected by its row's stripe, not by itself: its flux is kept
+    flux_err = (data - truth)[:, 28:41, 100:1900].mean()
+    assert abs(flux_err) < 0.3
+
+
+def test_rows_without_enough_background_borrow_or_stay():
+    data, truth, _ = _frames(nframes=2, own=0.0)
+    mask = np.ones(data.shape[1:], bool)
+    mask[10, :512] = False  # row 10 of amplifier 0 has no background pixel
+    mask[11, :500] = False  # row 11 has 12 < min_pixels
+    mask[20, :] = False  # row 20: no amplifier can measure it
+    original = data.copy()
+    borrowed, skipped = roeba.correct_frames(data, mask, roeba.amplifier_edges(2048, 0, True), odd_even=False,
+                                             min_pixels=16)
+    assert (borrowed, skipped) == (2 * 2, 2 * 4)
+    np.testing.assert_array_equal(data[:, 20], original[:, 20])
+    # a common stripe: the borrowed rows are corrected as well as the measured ones
+    rows = np.median((data - truth).reshape(2, 64, 4, 512), axis=3)
+    stripes = (rows - np.median(rows, axis=1, keepdims=True))[:, [10, 11, 12], 0]
+    assert np.max(np.abs(stripes)) < 0.3
+    assert np.std((original - truth)[:, 10, :512].mean(axis=1) - (original - truth)[:, 30, :512].mean(axis=1)) > 0
+
+
+def test_reference_and_dead_pixels_are_never_background():
+    data, _, _ = _frames(nframes=2)
+    pdq = np.zeros(data.shape[1:], np.uint32)
+    pdq[:4, :] = dqflags.REFERENCE_PIXEL
+    pdq[30, 3] = dqflags.DO_NOT_USE
+    mask = roeba.background_mask(data[None], pdq)
+    assert not mask[:4].any() and not mask[30, 3]
+
+
+def test_one_output_is_one_amplifier_and_zeroframe_zeros_stay():
+    assert roeba.amplifier_edges(640, 1408, False).tolist() == [0, 640]
+    # a 4-output subarray that starts inside an amplifier (not NIRCam, but the edges must be right)
+    assert roeba.amplifier_edges(1000, 300, True).tolist() == [0, 212, 724, 1000]
+    data, _, _ = _frames(nframes=1)
+    data[0, 5, 7] = 0.0
+    roeba.correct_frames(data, np.ones(data.shape[1:], bool), roeba.amplifier_edges(2048, 0, True),
+                         keep_zero=True)
+    assert data[0, 5, 7] == 0.0
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_works_on_flipped_views(flip):
+    data, truth, _ = _frames(nframes=2)
+    view = data[..., ::-1] if flip else data
+    mask = roeba.background_mask(view[None], np.zeros(data.shape[1:], np.uint32))
+    roeba.correct_frames(view, mask, roeba.amplifier_edges(2048, 0, True))
+    rows = np.median((data - truth).reshape(2, 64, 4, 512), axis=3)
+    assert np.std(rows - np.median(rows, axis=1, keepdims=True)) < 0.12
