@@ -170,3 +170,37 @@ def test_roeba_lowers_the_scatter_and_false_jumps_without_bias(tmp_path):
     off, on = _reduce(clean, tmp_path / "b", False), _reduce(clean, tmp_path / "b", True)
     assert abs(on["median_z"] - off["median_z"]) < 0.02 and abs(on["median_z"]) < 0.05, (off, on)
     assert on["std_z"] <= off["std_z"] + 0.01, (off, on)
+
+
+@pytest.mark.workflow
+def test_tso_grism_mode_in_the_workflow_recommended_and_jwst_lines(segment, tmp_path):
+    """`modes: [tso_grism]` reduces a segment to rateints; the preset turns ROEBA on, and the one
+    line `step_defaults: jwst` gives exactly the product of jwst's defaults (the parity tests' line)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    spec, sim, _, _, jwst_defaults = segment
+    repo = Path(__file__).resolve().parents[1]
+    products = {}
+    for line in ("recommended", "jwst"):
+        config = tmp_path / f"{line}.yaml"
+        config.write_text(yaml.safe_dump({
+            "inputs": {"uncal_dir": str(Path(sim.uncal).parent)}, "results_dir": f"out_{line}",
+            "references": {"dir": str(Path(sim.uncal).parent.parent / "refs")}, "modes": ["tso_grism"],
+            "step_defaults": line}))
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(tmp_path),
+                               "--configfile", str(config), "--cores", "2", "stage1"],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        products[line] = tmp_path / f"out_{line}" / "detector1" / "f322w2" / f"{spec.rootname}_rateints.fits"
+    with fits.open(products["recommended"]) as rec, fits.open(products["jwst"]) as jw, \
+            fits.open(jwst_defaults) as ref:
+        assert json.loads(rec[0].header["WF_PARS"])["refpix"]["roeba"] is True
+        assert json.loads(jw[0].header["WF_PARS"])["refpix"]["roeba"] is False
+        for ext in ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE"):
+            np.testing.assert_array_equal(jw[ext].data, ref[ext].data, err_msg=ext)
+        assert not np.array_equal(rec["SCI"].data, ref["SCI"].data, equal_nan=True)
