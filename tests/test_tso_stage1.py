@@ -173,7 +173,7 @@ def test_roeba_lowers_the_scatter_and_false_jumps_without_bias(tmp_path):
 
 
 @pytest.mark.workflow
-def test_tso_grism_mode_in_the_workflow_recommended_and_jwst_lines(segment, tmp_path):
+def test_tso_grism_mode_in_the_workflow_recommended_and_jwst_lines(tmp_path):
     """`modes: [tso_grism]` reduces a segment to rateints; the preset turns ROEBA on, and the one
     line `step_defaults: jwst` gives exactly the product of jwst's defaults (the parity tests' line)."""
     import json
@@ -183,7 +183,12 @@ def test_tso_grism_mode_in_the_workflow_recommended_and_jwst_lines(segment, tmp_
 
     import yaml
 
-    spec, sim, _, _, jwst_defaults = segment
+    # the whole series in one segment (a lone segment of several would be refused: a gap)
+    spec = replace(TSO_SPECS["grism-4out"], segment=(1, 1, 1, 8))
+    sim = simulate_exposure(spec, tmp_path / "data", return_details=True)
+    jwst_defaults = tmp_path / "ref_rateints.fits"
+    detector1.run(sim.uncal, tmp_path / "ref_rate.fits", jwst_defaults,
+                  select_references(fits.getheader(sim.uncal), tmp_path / "data" / "refs"), {})
     repo = Path(__file__).resolve().parents[1]
     products = {}
     for line in ("recommended", "jwst"):
@@ -204,3 +209,25 @@ def test_tso_grism_mode_in_the_workflow_recommended_and_jwst_lines(segment, tmp_
         for ext in ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE"):
             np.testing.assert_array_equal(jw[ext].data, ref[ext].data, err_msg=ext)
         assert not np.array_equal(rec["SCI"].data, ref["SCI"].data, equal_nan=True)
+
+
+def test_a_missing_middle_segment_is_one_error_at_planning(tmp_path):
+    from webbflow.exposures import exposure_table
+
+    base = TSO_SPECS["strip-1out"]
+    for num, start in ((1, 1), (3, 11)):  # segment 2 (integrations 6-10) is missing
+        simulate_exposure(replace(base, segment=(num, 3, start, 15), nints=5), tmp_path)
+    with pytest.raises(InputError, match=r"seg001_nrca1_uncal.fits: segment\(s\) \[2\] of 3 of the time series "
+                       r"jw01234001001_02101_00001_nrca1 are missing.*Fix: put "
+                       r"jw01234001001_02101_00001-seg002_nrca1_uncal.fits into inputs.uncal_dir"):
+        exposure_table(tmp_path / "uncal")
+    simulate_exposure(replace(base, segment=(2, 3, 6, 15), nints=5), tmp_path)
+    table = exposure_table(tmp_path / "uncal")
+    assert [(e.segment, e.segments) for e in table] == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_tsgrism_without_a_grism_is_refused(segment, tmp_path):
+    _, sim, refs, _, _ = segment
+    bad = _copy(sim.uncal, tmp_path / "clear_uncal.fits", lambda h: h[0].header.set("PUPIL", "CLEAR"))
+    _refuse(bad, refs, tmp_path / "out", r"clear_uncal.fits: header keyword PUPIL='CLEAR' is not a grism "
+            r"\(GRISMR, GRISMC\), but EXP_TYPE is NRC_TSGRISM")

@@ -25,7 +25,7 @@ class Exposure:
     ``exposure_id`` is the root name without the detector
     (``jw<ppppp><ooo><vvv>_<gg><s><aa>_<eeeee>``, plus ``-seg<NNN>`` for a segment of a
     time series), ``rootname`` adds the lower-case detector; ``path`` is the uncal file;
-    ``segment`` is EXSEGNUM (0: not segmented).
+    ``segment`` is EXSEGNUM and ``segments`` EXSEGTOT (0: not segmented).
     """
 
     path: str
@@ -47,6 +47,7 @@ class Exposure:
     nints: int
     ngroups: int
     segment: int = 0
+    segments: int = 0
 
     def as_dict(self):
         """The row as a plain dict (e.g. for a pandas DataFrame)."""
@@ -129,6 +130,7 @@ def exposure_from_header(header, path):
         nints=int(header.get("NINTS", 0)),
         ngroups=int(header.get("NGROUPS", 0)),
         segment=int(root.rsplit("-seg", 1)[1][:3]) if "-seg" in root else 0,
+        segments=int(header.get("EXSEGTOT") or 0) if "-seg" in root else 0,
     )
 
 
@@ -153,8 +155,9 @@ def exposure_table(uncal_dir, pattern="*_uncal.fits"):
         If the folder does not exist, a file's header cannot be read, a
         keyword a step depends on is missing, invalid or inconsistent with
         the data (:func:`webbflow.io.uncal.validate_headers`), or two files
-        describe the same exposure and detector.  The message names the file,
-        the keyword and the fix.
+        describe the same exposure and detector, or a segmented exposure lacks
+        some of its EXSEGTOT segments.  The message names the file, the
+        keyword and the fix.
     """
     folder = Path(uncal_dir)
     if not folder.is_dir():
@@ -168,4 +171,25 @@ def exposure_table(uncal_dir, pattern="*_uncal.fits"):
             raise InputError(path, f"same exposure ({exposure.rootname}) as {rows[exposure.rootname].path}",
                              "keep only one copy in inputs.uncal_dir")
         rows[exposure.rootname] = exposure
+    _check_segments_complete(rows.values())
     return [rows[k] for k in sorted(rows)]
+
+
+def _check_segments_complete(exposures):
+    """Every segment 1..EXSEGTOT of a time series is present: a gap would pass unnoticed into tso3."""
+    series = {}
+    for e in exposures:
+        if e.segment:
+            key = e.rootname.replace(f"-seg{e.segment:03d}", "")
+            series.setdefault(key, []).append(e)
+    for key, segs in series.items():
+        total = max(s.segments for s in segs)
+        missing = sorted(set(range(1, total + 1)) - {s.segment for s in segs})
+        if missing:
+            first = min(segs, key=lambda s: s.segment)
+            names = ", ".join(f"{first.rootname.replace(f'-seg{first.segment:03d}', f'-seg{n:03d}')}_uncal.fits"
+                              for n in missing[:3])
+            raise InputError(first.path, f"segment(s) {missing} of {total} of the time series {key} are missing "
+                             "(EXSEGTOT): its light curve would have a gap",
+                             f"put {names} into inputs.uncal_dir (download from MAST) or remove the "
+                             "other segments")

@@ -221,6 +221,8 @@ HEADER_KEYWORDS = (
 )
 """Every primary-header keyword that detector1 or the exposure table depends on."""
 
+_GRISMS = ("GRISMR", "GRISMC")
+
 _FIX = "the header is damaged or not from JWST; download the exposure again from MAST or remove it"
 
 
@@ -321,6 +323,10 @@ def validate_headers(primary, sci=None, path="<header>", extensions=None):
             raise InputError(path, f"header keywords SUBSTRT{axis}={start} and SUBSIZE{axis}={size} reach "
                              f"beyond the {_FULL}-pixel detector", _FIX)
     _check_segment(path, primary, v["NINTS"])
+    if str(v["EXP_TYPE"]).strip().upper() == "NRC_TSGRISM" and str(v["PUPIL"]).strip().upper() not in _GRISMS:
+        raise InputError(path, f"header keyword PUPIL={v['PUPIL']!r} is not a grism ({', '.join(_GRISMS)}), but "
+                         "EXP_TYPE is NRC_TSGRISM: there is no spectrum to extract",
+                         "the header is damaged; download the exposure again from MAST")
     nints = v["NINTS"]
     if sci is not None:
         nints = _check_shape(path, v, primary, sci)
