@@ -174,13 +174,17 @@ def _crds(args):
         elif args.crds_command == "select":
             from webbflow.refs import crds_select
 
-            setup = crds_select.CrdsSetup(args.cache, args.context)
-            context = crds_select.resolve_context(setup)
-            try:
-                header = fits.getheader(args.uncal)
+            import warnings
+
+            try:  # the exposure first: a truncated file is named, whatever the cache
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # astropy's multi-line VerifyWarning: the error says it
+                    header = fits.getheader(args.uncal)
             except (OSError, ValueError) as exc:
                 raise InputError(args.uncal, f"not a readable FITS file ({exc})",
                                  "give a complete *_uncal.fits file (re-download or re-simulate it)") from None
+            setup = crds_select.CrdsSetup(args.cache, args.context)
+            context = crds_select.resolve_context(setup)
             params = crds_select.crds_parameters(header)
             names = crds_select.best_references(params, args.types.split(","), setup, context,
                                                 source=args.uncal)
