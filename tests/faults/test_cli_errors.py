@@ -78,3 +78,29 @@ def test_download_offline(tmp_path):
     proc = cli("download", "1234", tmp_path / "dl", env=env)
     one_error_line(proc, "webbflow download: https://mast.stsci.edu", "check the network connection")
     assert not list(tmp_path.glob("dl/*"))
+
+
+def test_detector1_zeroframe_of_another_shape(tmp_path, make):
+    """The reader's InputError reaches the CLI as its one line (ZEROFRAME not (nints, ny, nx))."""
+    from astropy.io import fits
+    import numpy as np
+
+    uncal = tmp_path / "jw01234001001_02101_00001_nrca1_uncal.fits"
+    make.uncal(uncal, make.ramp(), ZEROFRAM=True)
+    with fits.open(uncal, mode="update") as hdul:
+        hdul.append(fits.ImageHDU(np.full((2, 15, 16), 1000, np.uint16), name="ZEROFRAME"))
+    refs = make.reference_set(tmp_path / "refs")
+    proc = cli("detector1", uncal, tmp_path / "out", "--refs-dir", refs["mask"].parent)
+    one_error_line(proc, f"webbflow detector1: {uncal}: ZEROFRAME is (2, 15, 16)")
+    assert not list(tmp_path.glob("out/*.fits"))
+
+
+def test_detector1_reference_truncated_inside_its_data(tmp_path, uncal, make):
+    """A reference cut inside its data: one line naming that file (ReferenceFileError), no products."""
+    refs = make.reference_set(tmp_path / "refs")
+    dark = refs["dark"]
+    data = dark.read_bytes()
+    dark.write_bytes(data[: len(data) - 4000])  # inside the last extension's data
+    proc = cli("detector1", uncal, tmp_path / "out", "--refs-dir", dark.parent)
+    one_error_line(proc, f"webbflow detector1: {dark}: dark reference")
+    assert not list(tmp_path.glob("out/*.fits"))

@@ -74,7 +74,7 @@ def test_missing_filter_is_refused(tmp_path, make):
         del hdul[0].header["FILTER"]
     proc = plan(tmp_path, "inputs:\n  uncal_dir: uncal\nreferences:\n  dir: refs\n")
     assert proc.returncode != 0
-    line = one_line(proc, path.name, "header keyword FILTER is missing")
+    line = one_line(proc, path.name, "header keyword FILTER")
     assert "Fix: " in line
     no_products(tmp_path)
     assert not (tmp_path / "results" / "detector1" / "n").exists()

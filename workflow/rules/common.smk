@@ -63,11 +63,6 @@ def _supported(table):
         logger.warning("webbflow: skipped %d of %d exposures (EXP_TYPE not reduced by modes %s; "
                        "inputs.on_unsupported: skip)%s", len(unsupported), len(table), config["modes"],
                        ": nothing to reduce" if not kept else "")
-    for e in kept.values():
-        if e.filter in ("", "N/A", "NONE"):
-            raise InputError(e.path, "header keyword FILTER is missing (its products would go under n/a/ "
-                             "and photom could not calibrate them)",
-                             "restore FILTER in the primary header, or remove the file from inputs.uncal_dir")
     return kept
 
 
