@@ -100,14 +100,17 @@ def _overrides(items):
 
 def _step_params(items):
     """``STEP.PARAM=VALUE`` items -> {step: {param: value}}, checked against config/schema.yaml."""
-    from webbflow.config import ConfigError, validate_config
+    from webbflow.config import STAGES, ConfigError, validate_config
 
+    steps = STAGES["detector1"].steps
     params = {}
     for item in items:
         key, sep, value = item.partition("=")
         step, dot, name = key.partition(".")
         if not sep or not dot or not step or not name:
             raise ConfigError(f"--set {item}: not STEP.PARAM=VALUE. Fix: write e.g. --set jump.rejection_threshold=5")
+        if step not in steps:
+            raise ConfigError(f"--set {item}: detector1 has no step {step}. Fix: use one of {', '.join(steps)}")
         params.setdefault(step, {})[name] = _parse_value(value)
     if params:
         try:
@@ -135,8 +138,15 @@ def _detector1(args):
     from webbflow.refs import select_references
     from webbflow.stages import detector1
 
+    import warnings
+
+    from astropy.io.fits.verify import VerifyWarning
+
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
+    # For the whole process: the references are opened in threads, where catch_warnings() does not
+    # hold; a damaged file's multi-line VerifyWarning would precede its one-line ReferenceFileError.
+    warnings.filterwarnings("ignore", category=VerifyWarning)
     from webbflow.config import ConfigError
 
     try:

@@ -39,7 +39,8 @@ def uncal(tmp_path, make):
 @pytest.mark.parametrize("item, needles", [
     ("jump.rejection_threshold=abc", ["jump", "rejection_threshold"]),
     ("jump.rejection_threshold=-1", ["jump", "rejection_threshold"]),
-    ("jumpp.rejection_threshold=5", ["jumpp"]),
+    ("jumpp.rejection_threshold=5", ["detector1 has no step jumpp"]),
+    ("flat_field.skip=true", ["detector1 has no step flat_field"]),  # an image2 step: not ignored
     ("jump.no_such_param=5", ["no_such_param"]),
     ("rejection_threshold=5", ["STEP.PARAM=VALUE"]),
 ])
@@ -95,12 +96,17 @@ def test_detector1_zeroframe_of_another_shape(tmp_path, make):
     assert not list(tmp_path.glob("out/*.fits"))
 
 
-def test_detector1_reference_truncated_inside_its_data(tmp_path, uncal, make):
-    """A reference cut inside its data: one line naming that file (ReferenceFileError), no products."""
+@pytest.mark.parametrize("ext, into", [("SCI", "data"), ("DQ_DEF", "header")])
+def test_detector1_reference_truncated(tmp_path, uncal, make, ext, into):
+    """A reference cut inside its data (or a later header): one line naming that file, no products."""
+    from astropy.io import fits
+
     refs = make.reference_set(tmp_path / "refs")
     dark = refs["dark"]
-    data = dark.read_bytes()
-    dark.write_bytes(data[: len(data) - 4000])  # inside the last extension's data
+    with fits.open(dark) as hdul:
+        info = {hdu.name: hdul.fileinfo(i) for i, hdu in enumerate(hdul)}[ext]
+    cut = (info["datLoc"] if into == "data" else info["hdrLoc"]) + 1000
+    dark.write_bytes(dark.read_bytes()[:cut])
     proc = cli("detector1", uncal, tmp_path / "out", "--refs-dir", dark.parent)
     one_error_line(proc, f"webbflow detector1: {dark}: dark reference")
     assert not list(tmp_path.glob("out/*.fits"))
