@@ -11,7 +11,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a clone used without `pip install -e .`
-from webbflow.config import ConfigError, config_schema, enabled_modes, load_modes, validate_config
+from webbflow.config import (ConfigError, check_mode_names, config_schema, enabled_modes, load_modes,
+                             validate_config)
 
 min_version("9.0")
 
@@ -33,6 +34,8 @@ try:
     # The mode presets first (a typo there names the preset file), then the user's config, whose
     # modes and mode_steps may name only the presets found.
     PRESETS = load_modes(Path(workflow.basedir) / "config" / "modes", SCHEMA)
+    # A run that would reduce nothing (modes: [], a misspelt or wrong-case name) says so first.
+    check_mode_names(USER_CONFIG.get("modes"), PRESETS)
     validate_config(USER_CONFIG, config_schema(SCHEMA, PRESETS))
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None

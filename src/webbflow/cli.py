@@ -59,11 +59,65 @@ def main(argv=None):
     if args.command == "download":
         return _download(args)
     if args.command == "simulate":
-        from webbflow.simulate import run_preset
+        from webbflow.simulate import PRESETS, run_preset
 
+        if args.preset not in PRESETS:
+            return _error("simulate", f"preset {args.preset}: unknown preset",
+                          f"use one of {', '.join(sorted(PRESETS))}")
         paths = run_preset(args.preset, args.outdir, seed=args.seed)
         print(f"wrote {len(paths)} exposures to {args.outdir}")
     return 0
+
+
+def _error(command, message, fix=None):
+    """Print one error line ``webbflow <command>: <file/key>: <problem>. Fix: <fix>``; exit status 1."""
+    print(f"webbflow {command}: {message}" + (f". Fix: {fix}" if fix else ""), file=sys.stderr)
+    return 1
+
+
+def _schema_path():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+def _overrides(items):
+    """``REFTYPE=PATH`` items -> dict; an unknown type or a malformed item is a ConfigError."""
+    from webbflow.config import ConfigError
+    from webbflow.refs import DETECTOR1_REFTYPES
+
+    out = {}
+    for item in items:
+        reftype, sep, path = item.partition("=")
+        if not sep or not reftype or not path:
+            raise ConfigError(f"--override {item}: not REFTYPE=PATH. Fix: write e.g. --override dark=my_dark.fits")
+        if reftype not in DETECTOR1_REFTYPES:
+            raise ConfigError(f"--override {item}: unknown reference type {reftype} (detector1 reads "
+                              f"{', '.join(DETECTOR1_REFTYPES)}). Fix: use one of those types")
+        out[reftype] = path
+    return out
+
+
+def _step_params(items):
+    """``STEP.PARAM=VALUE`` items -> {step: {param: value}}, checked against config/schema.yaml."""
+    from webbflow.config import STAGES, ConfigError, validate_config
+
+    steps = STAGES["detector1"].steps
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        step, dot, name = key.partition(".")
+        if not sep or not dot or not step or not name:
+            raise ConfigError(f"--set {item}: not STEP.PARAM=VALUE. Fix: write e.g. --set jump.rejection_threshold=5")
+        if step not in steps:
+            raise ConfigError(f"--set {item}: detector1 has no step {step}. Fix: use one of {', '.join(steps)}")
+        params.setdefault(step, {})[name] = _parse_value(value)
+    if params:
+        try:
+            validate_config({"steps": params}, _schema_path())
+        except ConfigError as exc:
+            raise ConfigError(f"--set: {exc}") from None
+    return params
 
 
 def _parse_value(text):
@@ -84,14 +138,22 @@ def _detector1(args):
     from webbflow.refs import select_references
     from webbflow.stages import detector1
 
+    import warnings
+
+    from astropy.io.fits.verify import VerifyWarning
+
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
-    overrides = dict(item.split("=", 1) for item in args.override)
-    params = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        step, name = key.split(".", 1)
-        params.setdefault(step, {})[name] = _parse_value(value)
+    # For the whole process: the references are opened in threads, where catch_warnings() does not
+    # hold; a damaged file's multi-line VerifyWarning would precede its one-line ReferenceFileError.
+    warnings.filterwarnings("ignore", category=VerifyWarning)
+    from webbflow.config import ConfigError
+
+    try:
+        overrides = _overrides(args.override)
+        params = _step_params(args.set)
+    except ConfigError as exc:
+        return _error("detector1", str(exc))
     root = Path(args.uncal).name.removesuffix("_uncal.fits")
     out = Path(args.outdir)
     try:
@@ -122,9 +184,18 @@ def _crds(args):
         elif args.crds_command == "select":
             from webbflow.refs import crds_select
 
+            import warnings
+
+            try:  # the exposure first: a truncated file is named, whatever the cache
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # astropy's multi-line VerifyWarning: the error says it
+                    header = fits.getheader(args.uncal)
+            except (OSError, ValueError) as exc:
+                raise InputError(args.uncal, f"not a readable FITS file ({exc})",
+                                 "give a complete *_uncal.fits file (re-download or re-simulate it)") from None
             setup = crds_select.CrdsSetup(args.cache, args.context)
             context = crds_select.resolve_context(setup)
-            params = crds_select.crds_parameters(fits.getheader(args.uncal))
+            params = crds_select.crds_parameters(header)
             names = crds_select.best_references(params, args.types.split(","), setup, context,
                                                 source=args.uncal)
             print(f"context {context}")
@@ -157,6 +228,10 @@ def _download(args):
     except InputError as exc:
         print(f"webbflow download: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # offline, DNS failure, refused connection, full disk
+        url = args.mast_url or MAST_URL
+        return _error("download", f"{url}: {exc}",
+                      "check the network connection (or --mast-url), then run the same command again")
     print(f"{len(products)} files in {args.outdir}")
     return 0
 

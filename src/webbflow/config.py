@@ -209,6 +209,33 @@ def load_modes(modes_dir, schema=None):
     return modes
 
 
+def check_mode_names(enabled, presets):
+    """Refuse a config whose ``modes`` would reduce nothing, in one line naming the key and the fix.
+
+    ``modes: []`` enables nothing; a name that is not a preset (``config/modes/<name>.yaml``) is
+    refused, with the preset it differs from only in case (``Imaging``: did you mean imaging).
+
+    Raises
+    ------
+    ConfigError
+    """
+    names = sorted(presets)
+    if enabled is None:
+        return
+    if isinstance(enabled, str):
+        enabled = [enabled]
+    if not enabled:
+        raise ConfigError(f"config key modes: no mode is enabled (modes: []), so nothing would be reduced. "
+                          f"Fix: enable at least one of {', '.join(names)}, e.g. modes: [imaging]")
+    for name in enabled:
+        if not isinstance(name, str) or name in presets:
+            continue
+        near = [p for p in names if p.lower() == name.lower()]
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise ConfigError(f"config key modes: unknown mode {name!r} (no config/modes/{name}.yaml). "
+                          f"Fix: {hint}use one of {', '.join(names)}")
+
+
 def enabled_modes(modes, enabled):
     """The presets of the enabled modes, each EXP_TYPE claimed by one of them only.
 

@@ -57,7 +57,13 @@ def _supported(table):
                          "remove it from inputs.uncal_dir or set inputs.on_unsupported: skip")
     for e in unsupported:
         logger.warning("skipping %s: EXP_TYPE %s is not supported by modes %s", e.path, e.exp_type, config["modes"])
-    return {e.rootname: e for e in table if e.exp_type in EXP_TYPES}
+    kept = {e.rootname: e for e in table if e.exp_type in EXP_TYPES}
+    if unsupported:
+        # on_unsupported: skip was asked for: a warning with the count, exit 0 (issue 12 item 8)
+        logger.warning("webbflow: skipped %d of %d exposures (EXP_TYPE not reduced by modes %s; "
+                       "inputs.on_unsupported: skip)%s", len(unsupported), len(table), config["modes"],
+                       ": nothing to reduce" if not kept else "")
+    return kept
 
 
 def _demo_checked():
@@ -88,6 +94,10 @@ def _parse_time_table():
         # A demo being written (or interrupted) is not read here; get_exposures reads it after the checkpoint.
         return _supported(exposure_table(UNCAL_DIR)) if _demo_checked() else {}
     if Path(UNCAL_DIR).is_dir():
+        if not USE_MAST and not any(Path(UNCAL_DIR).glob("*_uncal.fits")):
+            raise InputError(UNCAL_DIR, "no *_uncal.fits files in this folder, so nothing would be reduced",
+                             "put the exposures there, set inputs.uncal_dir to their folder, or delete "
+                             "the inputs.uncal_dir line to reduce the demo")
         return _supported(exposure_table(UNCAL_DIR))
     if not USE_DEMO and not USE_MAST:
         raise InputError(UNCAL_DIR, "input folder not found", "set inputs.uncal_dir to the folder of *_uncal.fits files")

@@ -1,0 +1,112 @@
+"""CLI errors are one line ``webbflow <command>: <file/key>: <problem>. Fix: <fix>``, exit 1 (issue 12 item 9).
+
+Each case runs ``python -m webbflow.cli`` and checks the exit status, exactly one stderr line naming the
+file or key with a fix, no traceback, and that nothing finished-looking was written.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.faults]
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "webbflow.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def one_error_line(proc, prefix, *needles):
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(prefix) and "Fix: " in lines[0], lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def uncal(tmp_path, make):
+    path = tmp_path / "jw01234001001_02101_00001_nrca1_uncal.fits"
+    make.uncal(path, make.ramp())
+    return path
+
+
+@pytest.mark.parametrize("item, needles", [
+    ("jump.rejection_threshold=abc", ["jump", "rejection_threshold"]),
+    ("jump.rejection_threshold=-1", ["jump", "rejection_threshold"]),
+    ("jumpp.rejection_threshold=5", ["detector1 has no step jumpp"]),
+    ("flat_field.skip=true", ["detector1 has no step flat_field"]),  # an image2 step: not ignored
+    ("jump.no_such_param=5", ["no_such_param"]),
+    ("rejection_threshold=5", ["STEP.PARAM=VALUE"]),
+])
+def test_bad_set(tmp_path, uncal, item, needles):
+    out = tmp_path / "out"
+    proc = cli("detector1", uncal, out, "--set", item)
+    one_error_line(proc, "webbflow detector1: --set", *needles)
+    assert not list(tmp_path.glob("out/*.fits"))
+
+
+@pytest.mark.parametrize("item, needles", [("drak=x.fits", ["unknown reference type drak"]),
+                                           ("dark", ["REFTYPE=PATH"])])
+def test_bad_override(tmp_path, uncal, item, needles):
+    proc = cli("detector1", uncal, tmp_path / "out", "--override", item)
+    one_error_line(proc, f"webbflow detector1: --override {item}", *needles)
+    assert not list(tmp_path.glob("out/*.fits"))
+
+
+def test_simulate_unknown_preset(tmp_path):
+    proc = cli("simulate", "demo-imagin", tmp_path / "sim")
+    one_error_line(proc, "webbflow simulate: preset demo-imagin: unknown preset", "demo-imaging")
+    assert not (tmp_path / "sim").exists()
+
+
+def test_crds_select_truncated_file(tmp_path, uncal):
+    cut = tmp_path / "cut_uncal.fits"
+    cut.write_bytes(uncal.read_bytes()[:1000])  # inside the primary header
+    proc = cli("crds", "select", cut, "--cache", tmp_path / "cache")
+    one_error_line(proc, f"webbflow crds: {cut}: not a readable FITS file")
+
+
+def test_download_offline(tmp_path):
+    # a proxy on a port where nothing listens: every MAST request fails at once, as offline
+    env = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "NO_PROXY": ""}
+    proc = cli("download", "1234", tmp_path / "dl", env=env)
+    one_error_line(proc, "webbflow download: https://mast.stsci.edu", "check the network connection")
+    assert not list(tmp_path.glob("dl/*"))
+
+
+def test_detector1_zeroframe_of_another_shape(tmp_path, make):
+    """The reader's InputError reaches the CLI as its one line (ZEROFRAME not (nints, ny, nx))."""
+    from astropy.io import fits
+    import numpy as np
+
+    uncal = tmp_path / "jw01234001001_02101_00001_nrca1_uncal.fits"
+    make.uncal(uncal, make.ramp(), ZEROFRAM=True)
+    with fits.open(uncal, mode="update") as hdul:
+        hdul.append(fits.ImageHDU(np.full((2, 15, 16), 1000, np.uint16), name="ZEROFRAME"))
+    refs = make.reference_set(tmp_path / "refs")
+    proc = cli("detector1", uncal, tmp_path / "out", "--refs-dir", refs["mask"].parent)
+    one_error_line(proc, f"webbflow detector1: {uncal}: ZEROFRAME is (2, 15, 16)")
+    assert not list(tmp_path.glob("out/*.fits"))
+
+
+@pytest.mark.parametrize("ext, into", [("SCI", "data"), ("DQ_DEF", "header")])
+def test_detector1_reference_truncated(tmp_path, uncal, make, ext, into):
+    """A reference cut inside its data (or a later header): one line naming that file, no products."""
+    from astropy.io import fits
+
+    refs = make.reference_set(tmp_path / "refs")
+    dark = refs["dark"]
+    with fits.open(dark) as hdul:
+        info = {hdu.name: hdul.fileinfo(i) for i, hdu in enumerate(hdul)}[ext]
+    cut = (info["datLoc"] if into == "data" else info["hdrLoc"]) + 1000
+    dark.write_bytes(dark.read_bytes()[:cut])
+    proc = cli("detector1", uncal, tmp_path / "out", "--refs-dir", dark.parent)
+    one_error_line(proc, f"webbflow detector1: {dark}: dark reference")
+    assert not list(tmp_path.glob("out/*.fits"))
