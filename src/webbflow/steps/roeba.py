@@ -13,7 +13,8 @@ detector frame.  Per amplifier (512 detector columns with 4 outputs, the whole w
 1. odd/even: the median of the background pixels of even columns and of odd columns; each parity
    is shifted to their mean (a residual column-parity offset is removed, the level kept);
 2. rows: the median of each row's background pixels; the row is shifted by that median minus the
-   median over rows (the stripe is removed, the amplifier's level -- sky included -- kept).
+   median over the rows every amplifier measured (the stripe is removed, the amplifier's level --
+   sky included -- kept).
 
 Unlike tshirt, which subtracts the full row median and so the background with it, the level is
 kept: the rates stay rates of the sky plus the source, and extract_1d's background regions still
@@ -33,12 +34,11 @@ from numba import njit
 from scipy import ndimage
 
 from webbflow import dqflags
+from webbflow.steps.refpix import AMP_WIDTH, DETECTOR_SIZE
 
 __all__ = ["amplifier_edges", "background_mask", "correct_frames"]
 
 log = logging.getLogger(__name__)
-
-AMP_WIDTH = 512
 
 
 def background_mask(data, pixeldq, nsigma=3.0, grow=2):
@@ -66,7 +66,7 @@ def background_mask(data, pixeldq, nsigma=3.0, grow=2):
     draft = np.median(data[:, -1] - data[:, 0], axis=0)
     values = draft[usable & np.isfinite(draft)]
     if values.size == 0:
-        return usable & False
+        return np.zeros_like(usable)
     med = np.median(values)
     sigma = 1.4826 * np.median(np.abs(values - med))
     source = ~np.isfinite(draft) | (draft > med + nsigma * max(sigma, np.finfo(np.float32).tiny))
@@ -162,7 +162,7 @@ def amplifier_edges(nx, col_offset, four_amp):
     """
     if not four_amp:
         return np.array([0, nx], np.int64)
-    cuts = [c - col_offset for c in range(0, 2049, AMP_WIDTH) if 0 < c - col_offset < nx]
+    cuts = [c - col_offset for c in range(0, DETECTOR_SIZE + 1, AMP_WIDTH) if 0 < c - col_offset < nx]
     return np.array([0, *cuts, nx], np.int64)
 
 
