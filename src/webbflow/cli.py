@@ -147,6 +147,8 @@ def _detector1(args):
     # For the whole process: the references are opened in threads, where catch_warnings() does not
     # hold; a damaged file's multi-line VerifyWarning would precede its one-line ReferenceFileError.
     warnings.filterwarnings("ignore", category=VerifyWarning)
+    # astropy's "File may have been truncated" warning, from the same threads, is not a VerifyWarning
+    warnings.filterwarnings("ignore", message=".*truncated.*")
     from webbflow.config import ConfigError
 
     try:
