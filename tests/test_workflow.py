@@ -128,7 +128,7 @@ def test_user_config_reduces_own_data(tmp_path, make):
     make.uncal(data / "uncal" / "b_uncal.fits", make.ramp(nints=1, ngroups=4, rate=80.0), EXPOSURE="2",
                 FILTER="F090W")
     make.uncal(data / "uncal" / "c_uncal.fits", make.ramp(nints=1, ngroups=4), EXPOSURE="3",
-                EXP_TYPE="NRC_TSGRISM")  # not a supported mode: skipped with a warning
+                EXP_TYPE="NRC_WFSS", PUPIL="GRISMR")  # no preset reduces WFSS: skipped with a warning
     own_gain = make.reference_set(tmp_path / "other", detector="NRCA1", shape=(16, 16))["gain"]
     config = tmp_path / "mine.yaml"
     config.write_text(
@@ -139,7 +139,7 @@ def test_user_config_reduces_own_data(tmp_path, make):
     workdir.mkdir()
     # these references cover stage 1 only, so ask for the stage-1 products
     proc = _ok(snakemake(workdir, "--configfile", str(config), "--cores", "2", "stage1"))
-    assert "EXP_TYPE NRC_TSGRISM is not supported" in proc.stdout + proc.stderr
+    assert "EXP_TYPE NRC_WFSS is not supported" in proc.stdout + proc.stderr
     rates = sorted(p.relative_to(workdir).as_posix() for p in (workdir / "out").rglob("*_rate.fits"))
     assert rates == ["out/detector1/f090w/jw01234001001_02101_00002_nrca1_rate.fits",
                      "out/detector1/f200w/jw01234001001_02101_00001_nrca1_rate.fits"]
