@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["DETECTOR1_OVERRIDES", "DETECTOR1_SKIPS", "OracleUnavailable", "oracle_paths", "product_agreement",
-           "detector1_command", "run_detector1", "IMAGE3_OVERRIDES", "image3_command", "run_image3"]
+           "detector1_command", "run_detector1", "IMAGE3_OVERRIDES", "image3_command", "run_image3",
+           "SPEC2_OVERRIDES", "spec2_command", "run_spec2"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -220,4 +221,45 @@ def run_image3(asn, references, outdir, skip=(), settings=None, timeout=900):
         path = outdir / f"{product}_{suffix}.{ext}"
         if path.exists():
             products[suffix] = path
+    return products, wall
+
+
+SPEC2_OVERRIDES = {"assign_wcs": ("specwcs", "distortion"), "flat_field": ("flat",),
+                   "extract_2d": ("wavelengthrange",), "photom": ("photom",), "extract_1d": ("extract1d",)}
+"""jwst spec2 step -> reference types given for a grism time series (filteroffset, area and
+apcorr stay N/A: PIXAR_SR then comes from the photom reference, as in ours)."""
+
+
+def spec2_command(rateints, references, outdir, skip=(), settings=None):
+    """The command line that runs jwst's calwebb_spec2 on a NRC_TSGRISM ``rateints``.
+
+    Parameters
+    ----------
+    rateints : path-like
+    references : dict
+        reftype -> path (specwcs, distortion, flat, wavelengthrange, photom, extract1d).
+    outdir : path-like
+    skip : iterable of str
+        jwst spec2 steps to skip (``flat_field``, ``photom`` ...).
+    settings : dict, optional
+        ``{"extract_2d.tsgrism_extract_height": 64, ...}``.
+    """
+    python, script = oracle_paths()
+    cmd = [str(python), str(script), "spec2", str(rateints), str(outdir)]
+    for step, reftypes in SPEC2_OVERRIDES.items():
+        if step not in skip:
+            cmd += [f"--override={step}.{t}={references[t]}" for t in reftypes if references.get(t)]
+    cmd += [f"--skip={s}" for s in skip]
+    cmd += [f"--set={k}={v}" for k, v in (settings or {}).items()]
+    return cmd
+
+
+def run_spec2(rateints, references, outdir, skip=(), settings=None, timeout=900):
+    """Run jwst spec2 on one rateints; return ``{suffix: path}`` (``calints``, ``x1dints``) and the wall time."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    cmd = spec2_command(Path(rateints).resolve(), references, outdir.resolve(), skip, settings)
+    wall = _run(cmd, outdir, f"jwst spec2 on {rateints}", timeout)
+    root = Path(rateints).name.removesuffix("_rateints.fits")
+    products = {p.stem.removeprefix(root + "_"): p for p in outdir.glob(f"{root}_*.fits")}
     return products, wall

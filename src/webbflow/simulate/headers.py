@@ -115,6 +115,9 @@ def primary_keywords(spec, filename):
         "PATT_NUM": spec.dither_position, "NUMDTHPT": spec.n_dither,
         "PRIDTPTS": spec.n_dither, "SUBPXPTS": 1, "TSOVISIT": bool(spec.tsovisit),
     }
+    if spec.tsovisit:
+        # no offset special requirement: jwst's TSGRISM extract_2d places the source with these
+        out.update({"XOFFSET": 0.0, "YOFFSET": 0.0})
     if spec.segment is not None:
         num, total, intstart, _ = spec.segment
         out.update({"EXSEGNUM": num, "EXSEGTOT": total, "INTSTART": intstart,

@@ -28,10 +28,6 @@ log = logging.getLogger(__name__)
 STEP_REFTYPES = {"assign_wcs": ("distortion",), "flat_field": ("flat",), "photom": ("photom", "area")}
 """Reference types each step needs (area is optional for photom, as in jwst)."""
 
-_POINTING = ("v2_ref", "v3_ref", "roll_ref", "ra_ref", "dec_ref", "va_scale", "crpix1", "crpix2",
-             "vparity", "v3yangle")
-
-
 def _kwargs(params, step):
     return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
 
@@ -97,8 +93,7 @@ def run(rate_path, cal_path, references, params, provenance=None):
             statuses["assign_wcs"] = StepStatus.SKIPPED
         else:
             distortion = load_distortion(references["distortion"], sci)
-            pointing = {k: getattr(model.meta.wcsinfo, k, None) for k in _POINTING}
-            pointing["va_scale"] = model.meta.velocity_aberration.scale_factor
+            pointing = assign_wcs.model_pointing(model)
             try:
                 statuses["assign_wcs"], wcs, wcsinfo = assign_wcs.run(
                     distortion, pointing, (sci["xstart"], sci["ystart"]), sci["shape"],

@@ -20,10 +20,22 @@ from gwcs.wcs import WCS
 from webbflow.ramp import StepStatus
 from webbflow.wcs import dva_model, v23tosky_model
 
-__all__ = ["build_wcs", "fits_sip_keywords", "s_region", "run", "MAX_SIP_DEGREE"]
+__all__ = ["POINTING_KEYS", "model_pointing", "build_wcs", "fits_sip_keywords", "s_region", "run", "tsgrism_wavelength", "MAX_SIP_DEGREE"]
 
 MAX_SIP_DEGREE = 6
 """Degrees 1..MAX_SIP_DEGREE-1 are tried, as jwst does (``range(1, 6)``)."""
+
+
+POINTING_KEYS = ("v2_ref", "v3_ref", "roll_ref", "ra_ref", "dec_ref", "va_scale", "crpix1", "crpix2",
+                 "vparity", "v3yangle")
+"""``meta.wcsinfo`` entries a WCS is built from (``va_scale`` is ``meta.velocity_aberration.scale_factor``)."""
+
+
+def model_pointing(model):
+    """The pointing of a stdatamodels product as :func:`build_wcs` takes it."""
+    pointing = {k: getattr(model.meta.wcsinfo, k, None) for k in POINTING_KEYS}
+    pointing["va_scale"] = model.meta.velocity_aberration.scale_factor
+    return pointing
 
 
 def build_wcs(distortion, pointing, subarray, shape):
@@ -144,3 +156,74 @@ def run(distortion, pointing, subarray, shape, *, sip_approx=True, sip_max_pix_e
     if region is not None:
         wcsinfo["s_region"] = region
     return StepStatus.COMPLETE, wcs, wcsinfo
+
+
+# --- NRC_TSGRISM (jwst 3.0 ``assign_wcs/nircam.py::tsgrism``) -------------------------------
+
+_C_M_PER_S = 299792458.0  # astropy.constants.c, as jwst's velocity_correction uses it
+
+
+def _guess_form(model, x0, y0, t):
+    """jwst's ``_evaluate_transform_guess_form``: a model of t, or Σ C_i(x0, y0)·t^i."""
+    if isinstance(model, (list, tuple)) and len(model) == 1:
+        model = model[0]
+    if isinstance(model, (list, tuple)):
+        return sum(c(x0, y0) * t ** i for i, c in enumerate(model))
+    return model(t)
+
+
+def _trace_parameter(dispersion, iorder, x0, y0, dx, sampling=40):
+    """t of along-dispersion offset ``dx`` (jwst ``_NIRCAMForwardGrismDispersion``: INVDISPX, else dispx)."""
+    if dispersion.invdispx:
+        return dispersion.invdispx[iorder](dx)
+    model = dispersion.dispx[iorder]
+    if isinstance(model, (list, tuple)) and len(model[0].inputs) == 2:
+        t0 = np.linspace(0.0, 1.0, sampling)
+        xr = np.atleast_1d(_guess_form(model, x0, y0, t0))
+        so = np.argsort(xr)
+        return np.interp(dx, xr[so], t0[so])
+    first = model[0] if isinstance(model, (list, tuple)) else model
+    return (dx - first.c0.value) / first.c1.value
+
+
+def tsgrism_wavelength(dispersion, xref_sci, yref_sci, xstart, nx, order=1, velosys=None):
+    """Wavelength (µm) of each column of a NRC_TSGRISM subarray, as jwst 3.0 computes it.
+
+    For GRISMR the wavelength depends on the column only: ``dx = x + SUBSTRT1 − 1 − XREF_SCI``
+    (x 0-based; XREF_SCI used as stored, 1-based, as jwst does), ``t`` from INVDISPX (or dispx),
+    ``λ = displ(t)`` (coefficients at XREF_SCI, YREF_SCI when field-dependent), then the barycentric
+    factor ``1 / (1 + VELOSYS/c)``.
+
+    Parameters
+    ----------
+    dispersion : webbflow.io.spec.GrismDispersion
+    xref_sci, yref_sci : float
+        Source position in the direct image (XREF_SCI, YREF_SCI).
+    xstart : int
+        SUBSTRT1 (1-based) of the subarray.
+    nx : int
+        Columns of the subarray.
+    order : int
+    velosys : float or None
+        Barycentric radial velocity (m/s); None: no correction (as jwst when VELOSYS is absent).
+
+    Returns
+    -------
+    ndarray
+        float64 (nx,).
+
+    Raises
+    ------
+    ValueError
+        When the reference has no model for ``order``.
+    """
+    try:
+        iorder = list(dispersion.orders).index(order)
+    except ValueError:
+        raise ValueError(f"the SPECWCS reference has no order {order} (orders {list(dispersion.orders)})") from None
+    x_full = np.arange(nx, dtype=np.float64) + (xstart - 1)
+    t = _trace_parameter(dispersion, iorder, xref_sci, yref_sci, x_full - xref_sci)
+    wave = np.asarray(_guess_form(dispersion.displ[iorder], xref_sci, yref_sci, t), np.float64)
+    if velosys is not None:
+        wave = wave * (1 / (1 + velosys / _C_M_PER_S))
+    return wave
