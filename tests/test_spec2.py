@@ -1,0 +1,135 @@
+"""spec2 for grism time series without the oracle: wavelengths against the simulator's truth, the
+jwst 3.0 cutout rows, the grism photom conversion against its formula, a trace's flux recovered
+by the box extraction, and bad input refused in one line with nothing written.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from tso_segments import TSO_SPECS
+
+from webbflow.io.errors import InputError, ReferenceFileError
+from webbflow.io.spec import load_specwcs, load_wavelengthrange
+from webbflow.refs import select_references
+from webbflow.simulate import optics, simulate_exposure
+from webbflow.simulate.grism import (GRISM_PHOTMJSR, relative_response, trace_wavelength,
+                                     write_grism_references)
+from webbflow.simulate.stage2_refs import write_stage2_references
+from webbflow.stages import detector1, spec2
+from webbflow.steps.assign_wcs import tsgrism_wavelength
+from webbflow.steps.extract_2d import tsgrism_rows
+from webbflow.steps.photom import grism_conversion
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grismrefs")
+    return write_grism_references(out, "NRCALONG", "F322W2", optics.pixar_sr("NRCALONG"),
+                                  optics.pixar_a2("NRCALONG"))
+
+
+@pytest.mark.parametrize("xref,xstart", [(1581.0, 1), (1024.5, 1), (900.0, 513)])
+def test_wavelength_of_every_column_is_the_simulators(refs, xref, xstart):
+    dispersion = load_specwcs(refs["specwcs"])
+    wave = tsgrism_wavelength(dispersion, xref, 35.0, xstart, 1024)
+    truth = trace_wavelength("F322W2", np.arange(1024) + xstart - 1, xref)
+    np.testing.assert_allclose(wave, truth, rtol=0, atol=1e-9)
+    # 1 nm per pixel, increasing to the right (GRISMR)
+    np.testing.assert_allclose(np.diff(wave), 1.7 / 1700.0, rtol=1e-9)
+    # a barycentric velocity of 30 km/s shortens every wavelength by v/c
+    moving = tsgrism_wavelength(dispersion, xref, 35.0, xstart, 1024, velosys=30000.0)
+    np.testing.assert_allclose(moving / wave, 1 / (1 + 30000.0 / 299792458.0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("height,ysize,rows", [(None, 64, (0, 63)), (64, 256, (0, 63)), (40, 64, (0, 39)),
+                                               (300, 256, (0, 256)), (1, 64, (0, 34)), (2, 64, (0, 1))])
+def test_cutout_rows_follow_jwst_3_0(height, ysize, rows):
+    """Rows start at 0 whatever the height (the fixed centre at row 34, tso-algorithms.md §2.3)."""
+    assert tsgrism_rows(height, ysize) == rows
+
+
+def test_grism_conversion_is_response_over_dispersion(refs):
+    with fits.open(refs["photom"]) as hdul:
+        table = np.array(hdul["PHOTOM"].data)
+    wave = np.broadcast_to(trace_wavelength("F322W2", np.arange(2048), 1581.0), (8, 2048)).astype(np.float32)
+    conv, no_cal, photmjsr = grism_conversion(table, "F322W2", "GRISMR", 1, wave)
+    assert photmjsr == np.float32(GRISM_PHOTMJSR)
+    inside = ~no_cal
+    # the table samples the response every ~11 nm: linear interpolation is good to 1e-4 there
+    want = GRISM_PHOTMJSR * relative_response(wave) / (1.7 / 1700.0)
+    np.testing.assert_allclose(conv[inside], want[inside], rtol=2e-4)
+    # beyond the table (2.09-4.39 um) there is no calibration
+    assert (no_cal == ((wave < 2.09) | (wave > 4.39 + 1e-6))).mean() > 0.999 and (conv[no_cal] == 0).all()
+    assert grism_conversion(table, "F322W2", "GRISMC", 1, wave)[0] is None
+
+
+@pytest.fixture(scope="module")
+def segment(tmp_path_factory, refs):
+    spec = TSO_SPECS["grism-4out"]
+    out = tmp_path_factory.mktemp("seg")
+    uncal = simulate_exposure(spec, out)
+    stage1 = select_references(fits.getheader(uncal), out / "refs")
+    rateints = out / f"{spec.rootname}_rateints.fits"
+    detector1.run(uncal, out / f"{spec.rootname}_rate.fits", rateints, stage1, {})
+    imaging = write_stage2_references(out, spec.detector, spec.geometry, spec.filter, spec.pupil, 0)
+    return spec, out, rateints, {**refs, "flat": imaging["flat"], "distortion": imaging["distortion"]}
+
+
+def test_box_extraction_recovers_a_stars_rate(segment, tmp_path):
+    """The brightest star of the segment (20000 DN/s, a point source, not a trace) lies in the
+    aperture rows: with photom and flat off, the extracted FLUX summed around its column is its rate."""
+    spec, out, rateints, references = segment
+    star = max(spec.stars, key=lambda s: s.rate)
+    calints, x1dints = tmp_path / "a_calints.fits", tmp_path / "a_x1dints.fits"
+    ref = {"apertures": [{"id": "ANY", "region_type": "target", "dispaxis": 1, "xstart": 0, "xstop": 2047,
+                          "ystart": round(star.y) - 5, "ystop": round(star.y) + 5,
+                          "bkg_coeff": [[2.5], [12.5], [50.5], [60.5]], "bkg_fit": "median"}]}
+    (tmp_path / "box.json").write_text(json.dumps(ref))
+    statuses = spec2.run(rateints, calints, x1dints, {**references, "extract1d": tmp_path / "box.json"},
+                         {"photom": {"skip": True}, "flat_field": {"skip": True}})
+    assert statuses["photom"] == statuses["flat_field"] == "SKIPPED"
+    with fits.open(x1dints) as hdul:
+        t = hdul["EXTRACT1D"].data
+        assert hdul["EXTRACT1D"].columns["FLUX"].unit == "DN/s"
+        flux = np.nansum(t["FLUX"][:, int(star.x) - 8:int(star.x) + 9], axis=1)
+        err = np.sqrt(np.nansum(t["FLUX_ERROR"][:, int(star.x) - 8:int(star.x) + 9] ** 2, axis=1))
+    # the 17 x 11 box holds >= 99 % of a NIRCam LW PSF core; 5 sigma of the propagated error
+    assert np.all(np.abs(flux - 0.995 * star.rate) < 0.01 * star.rate + 5 * err), (flux, err)
+
+
+def _expect_refusal(run, match):
+    with pytest.raises((InputError, ReferenceFileError), match=match) as info:
+        run()
+    assert "\n" not in str(info.value)
+
+
+def test_bad_input_is_one_line_and_writes_nothing(segment, tmp_path):
+    spec, out, rateints, references = segment
+    calints, x1dints = tmp_path / "x_calints.fits", tmp_path / "x_x1dints.fits"
+
+    def run(refs=references, params=None, path=rateints):
+        return spec2.run(path, calints, x1dints, refs, params or {})
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"apertures": [{"id": "ANY", "xstart": 4,')
+    _expect_refusal(lambda: run({**references, "extract1d": broken}), "broken.json")
+    off = tmp_path / "off.json"
+    off.write_text(json.dumps({"apertures": [{"id": "ANY", "dispaxis": 1, "xstart": 4, "xstop": 2043,
+                                              "ystart": 200, "ystop": 210}]}))
+    _expect_refusal(lambda: run({**references, "extract1d": off}), "does not fit the cutout")
+    _expect_refusal(lambda: run({k: v for k, v in references.items() if k != "specwcs"}), "no specwcs reference")
+    _expect_refusal(lambda: run({**references, "specwcs": references["flat"]}), "specwcs")
+    _expect_refusal(lambda: run({**references, "wavelengthrange": references["distortion"]}), "wavelengthrange")
+    rate = out / f"{spec.rootname}_rate.fits"
+    _expect_refusal(lambda: run(path=rate), "not a 3-D CubeModel")
+    assert not calints.exists() and not x1dints.exists()
+    assert not list(tmp_path.glob(".*part*"))
+
+
+def test_wavelengthrange_must_be_for_tsgrism(refs, tmp_path):
+    orders, limits = load_wavelengthrange(refs["wavelengthrange"], "F322W2")
+    assert orders == [1] and limits[1] == pytest.approx((2.39, 4.09))
+    with pytest.raises(ReferenceFileError, match="no orders for FILTER=F210M"):
+        load_wavelengthrange(refs["wavelengthrange"], "F210M")
