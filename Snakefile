@@ -53,6 +53,7 @@ include: "workflow/rules/download.smk"
 include: "workflow/rules/references.smk"
 include: "workflow/rules/detector1.smk"
 include: "workflow/rules/image2.smk"
+include: "workflow/rules/spec2.smk"
 include: "workflow/rules/image3.smk"
 include: "workflow/rules/report.smk"
 

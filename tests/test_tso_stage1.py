@@ -174,41 +174,68 @@ def test_roeba_lowers_the_scatter_and_false_jumps_without_bias(tmp_path):
 
 @pytest.mark.workflow
 def test_tso_grism_mode_in_the_workflow_recommended_and_jwst_lines(tmp_path):
-    """`modes: [tso_grism]` reduces a segment to rateints; the preset turns ROEBA on, and the one
-    line `step_defaults: jwst` gives exactly the product of jwst's defaults (the parity tests' line)."""
+    """`modes: [tso_grism]` reduces a segment to rateints, calints and x1dints; the preset turns ROEBA
+    on and photom off, and the one line `step_defaults: jwst` gives exactly the products of jwst's
+    defaults (the parity tests' line): the library's detector1 and spec2 with no parameters."""
     import json
     import subprocess
     import sys
     from pathlib import Path
 
     import yaml
+    from stdatamodels.jwst import datamodels
+
+    from webbflow.refs.select import SPEC2_REFTYPES
+    from webbflow.simulate import optics
+    from webbflow.simulate.grism import write_grism_references
+    from webbflow.simulate.stage2_refs import write_stage2_references
+    from webbflow.stages import spec2
 
     # the whole series in one segment (a lone segment of several would be refused: a gap)
     spec = replace(TSO_SPECS["grism-4out"], segment=(1, 1, 1, 8))
     sim = simulate_exposure(spec, tmp_path / "data", return_details=True)
-    jwst_defaults = tmp_path / "ref_rateints.fits"
-    detector1.run(sim.uncal, tmp_path / "ref_rate.fits", jwst_defaults,
-                  select_references(fits.getheader(sim.uncal), tmp_path / "data" / "refs"), {})
+    refs_dir = tmp_path / "data" / "refs"
+    write_grism_references(tmp_path / "data", spec.detector, spec.filter, optics.pixar_sr(spec.detector),
+                           optics.pixar_a2(spec.detector))
+    write_stage2_references(tmp_path / "data", spec.detector, spec.geometry, spec.filter, spec.pupil, 0)
+    reference = {s: tmp_path / f"ref_{s}.fits" for s in ("rate", "rateints", "calints", "x1dints")}
+    detector1.run(sim.uncal, reference["rate"], reference["rateints"],
+                  select_references(fits.getheader(sim.uncal), refs_dir), {})
+    grism_refs = select_references(fits.getheader(sim.uncal), refs_dir, reftypes=SPEC2_REFTYPES)
+    assert all(grism_refs.values()), grism_refs  # the folder mode finds every grism reference
+    spec2.run(reference["rateints"], reference["calints"], reference["x1dints"], grism_refs, {})
     repo = Path(__file__).resolve().parents[1]
     products = {}
     for line in ("recommended", "jwst"):
         config = tmp_path / f"{line}.yaml"
         config.write_text(yaml.safe_dump({
             "inputs": {"uncal_dir": str(Path(sim.uncal).parent)}, "results_dir": f"out_{line}",
-            "references": {"dir": str(Path(sim.uncal).parent.parent / "refs")}, "modes": ["tso_grism"],
-            "step_defaults": line}))
+            "references": {"dir": str(refs_dir)}, "modes": ["tso_grism"], "step_defaults": line}))
         proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(tmp_path),
-                               "--configfile", str(config), "--cores", "2", "stage1"],
+                               "--configfile", str(config), "--cores", "2", "stage1", "stage2"],
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        products[line] = tmp_path / f"out_{line}" / "detector1" / "f322w2" / f"{spec.rootname}_rateints.fits"
-    with fits.open(products["recommended"]) as rec, fits.open(products["jwst"]) as jw, \
-            fits.open(jwst_defaults) as ref:
+        out = tmp_path / f"out_{line}"
+        products[line] = {"rateints": out / "detector1" / "f322w2" / f"{spec.rootname}_rateints.fits",
+                          **{s: out / "spec2" / "f322w2" / f"{spec.rootname}_{s}.fits" for s in ("calints", "x1dints")}}
+    with fits.open(products["recommended"]["rateints"]) as rec, fits.open(products["jwst"]["rateints"]) as jw, \
+            fits.open(reference["rateints"]) as ref:
         assert json.loads(rec[0].header["WF_PARS"])["refpix"]["roeba"] is True
         assert json.loads(jw[0].header["WF_PARS"])["refpix"]["roeba"] is False
         for ext in ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE"):
             np.testing.assert_array_equal(jw[ext].data, ref[ext].data, err_msg=ext)
         assert not np.array_equal(rec["SCI"].data, ref["SCI"].data, equal_nan=True)
+    for line, photom in (("recommended", "SKIPPED"), ("jwst", "COMPLETE")):
+        with datamodels.open(products[line]["calints"]) as cal, datamodels.open(products[line]["x1dints"]) as x1d:
+            assert isinstance(cal, datamodels.SlitModel) and cal.data.shape == (8, 64, 2048)
+            assert isinstance(x1d, datamodels.TSOMultiSpecModel) and len(x1d.spec[0].spec_table) == 8
+            assert cal.meta.cal_step.photom == x1d.meta.cal_step.photom == photom
+            unit = x1d.spec[0].spec_table.columns["FLUX"].unit
+            assert unit == ("DN/s" if photom == "SKIPPED" else "Jy"), unit
+    with fits.open(products["jwst"]["x1dints"]) as jw, fits.open(reference["x1dints"]) as ref:
+        for column in ("WAVELENGTH", "FLUX", "FLUX_ERROR", "BACKGROUND", "NPIXELS", "DQ"):
+            np.testing.assert_array_equal(jw["EXTRACT1D"].data[column], ref["EXTRACT1D"].data[column],
+                                          err_msg=column)
 
 
 def test_a_missing_middle_segment_is_one_error_at_planning(tmp_path):

@@ -22,6 +22,7 @@ __all__ = [
     "DETECTOR1_STEPS",
     "IMAGE2_STEPS",
     "IMAGE3_STEPS",
+    "SPEC2_STEPS",
     "STAGES",
     "ConfigError",
     "Stage",
@@ -46,6 +47,9 @@ DETECTOR1_STEPS = (
 IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
 """image2 imaging steps in the order they run."""
 
+SPEC2_STEPS = ("assign_wcs", "flat_field", "extract_2d", "srctype", "photom", "extract_1d")
+"""spec2 steps for grism time series (NRC_TSGRISM) in the order they run."""
+
 IMAGE3_STEPS = ("tweakreg", "skymatch", "outlier_detection", "resample", "source_catalog")
 """image3 imaging steps in the order they run."""
 
@@ -68,6 +72,7 @@ class Stage(NamedTuple):
 STAGES = {
     "detector1": Stage("stage1", DETECTOR1_STEPS),
     "image2": Stage("stage2", IMAGE2_STEPS),
+    "spec2": Stage("stage2", SPEC2_STEPS),
     "image3": Stage("stage3", IMAGE3_STEPS),
 }
 """Every stage by name (a preset's ``stages`` and ``steps.<stage>`` use these names).

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 __all__ = ["crds_prefetch", "demo", "detector1", "download", "image2", "image3", "image3_asn",
-           "reference_names", "stage_provenance"]
+           "reference_names", "spec2", "stage_provenance"]
 
 
 def _mapping(value):
@@ -98,6 +98,22 @@ def image2(rate, cal, steps, references):
 
     steps, references = _mapping(steps), _mapping(references)
     stage.run(rate, cal, references, steps, stage_provenance(steps, references=reference_names(references)))
+
+
+def spec2(rateints, calints, x1dints, steps, references):
+    """Calibrate and extract one grism time-series segment (:func:`webbflow.stages.spec2.run`).
+
+    Parameters
+    ----------
+    rateints, calints, x1dints : path-like
+    steps, references : str or dict
+        Step parameters; reftype -> reference path (None where N/A).
+    """
+    from webbflow.stages import spec2 as stage
+
+    steps, references = _mapping(steps), _mapping(references)
+    stage.run(rateints, calints, x1dints, references, steps,
+              stage_provenance(steps, references=reference_names(references)))
 
 
 def image3(asn, i2d, cat, segm, crf, steps):

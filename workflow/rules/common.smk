@@ -398,6 +398,8 @@ def detector1_reference_paths(wildcards, input):
 RESOURCE_MODEL = {
     # step: mem base MB, mem MB per input MB, runtime base min, runtime min per input MB, input sized on
     "detector1": dict(mem_base=500, mem_per_mb=8.0, runtime_base=5, runtime_per_mb=0.05, sized_on="uncal"),
+    # a segment's rateints and its cutout copies: ~6x the float32 cube
+    "spec2": dict(mem_base=600, mem_per_mb=6.0, runtime_base=5, runtime_per_mb=0.05, sized_on="rateints"),
     "default": dict(mem_base=1000, mem_per_mb=4.0, runtime_base=10, runtime_per_mb=0.1, sized_on=None),
 }
 

@@ -16,13 +16,16 @@ from astropy.io import fits
 
 from webbflow.io.errors import ReferenceFileError
 
-__all__ = ["DETECTOR1_REFTYPES", "IMAGE2_REFTYPES", "scan_reference_dir", "select_references"]
+__all__ = ["DETECTOR1_REFTYPES", "IMAGE2_REFTYPES", "SPEC2_REFTYPES", "scan_reference_dir", "select_references"]
 
 DETECTOR1_REFTYPES = ("mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise")
 """Reference types detector1 reads."""
 
 IMAGE2_REFTYPES = ("distortion", "flat", "photom", "area")
 """Reference types image2 (assign_wcs, flat_field, photom) reads."""
+
+SPEC2_REFTYPES = ("specwcs", "distortion", "flat", "wavelengthrange", "photom", "extract1d")
+"""Reference types spec2 (grism time series) reads."""
 
 _HEADER_KEYS = ("REFTYPE", "INSTRUME", "DETECTOR", "SUBARRAY", "SUBSTRT1", "SUBSTRT2",
                 "SUBSIZE1", "SUBSIZE2", "USEAFTER", "READPATT", "FILTER", "PUPIL", "EXP_TYPE",
@@ -34,15 +37,33 @@ _SELECTORS = {
     "area": ("FILTER", "PUPIL", "EXP_TYPE"),
     "distortion": ("EXP_TYPE", "CHANNEL", "FILTER", "PUPIL"),
     "photom": ("EXP_TYPE",),
+    "specwcs": ("EXP_TYPE", "FILTER", "PUPIL"),
+    "wavelengthrange": ("EXP_TYPE",),
+    "extract1d": ("EXP_TYPE",),
 }
 _WILDCARDS = {"", "ANY", "N/A", "NONE", "GENERIC"}
 _PATTERN_KEY = {"EXP_TYPE": "P_EXP_TY", "PUPIL": "P_PUPIL", "FILTER": "P_FILTER"}
 
 
 def reference_header(path):
-    """Primary header of a FITS reference, or the header-like summary of an ASDF one."""
+    """Primary header of a FITS reference, or the header-like summary of an ASDF or JSON one."""
     path = Path(path)
+    if path.suffix == ".json":
+        return _json_header(path)
     return _asdf_header(path) if path.suffix == ".asdf" else fits.getheader(path, 0)
+
+
+_JSON_KEYS = {"reftype": "REFTYPE", "instrument": "INSTRUME", "instrume": "INSTRUME", "detector": "DETECTOR",
+              "exp_type": "EXP_TYPE", "p_exp_ty": "P_EXP_TY", "filter": "FILTER", "pupil": "PUPIL",
+              "useafter": "USEAFTER", "subarray": "SUBARRAY"}
+
+
+def _json_header(path):
+    """Header-like summary of a JSON reference (EXTRACT1D): its top-level keywords, any case."""
+    import json
+
+    tree = json.loads(Path(path).read_text())
+    return {_JSON_KEYS[k.lower()]: v for k, v in tree.items() if k.lower() in _JSON_KEYS}
 
 
 def _asdf_header(path):
@@ -88,7 +109,7 @@ def _matches_selectors(row, primary, reftype):
 @functools.lru_cache(maxsize=32)
 def _scan(folder, stamp):
     rows = []
-    for path in sorted([*Path(folder).glob("*.fits"), *Path(folder).glob("*.asdf")]):
+    for path in sorted([*Path(folder).glob("*.fits"), *Path(folder).glob("*.asdf"), *Path(folder).glob("*.json")]):
         try:
             header = reference_header(path)
         except Exception:  # noqa: BLE001 - an unreadable stray file is only an error if chosen
@@ -181,7 +202,7 @@ def select_references(primary, refs_dir=None, overrides=None, reftypes=DETECTOR1
         candidates = [
             row for row in rows
             if row["REFTYPE"] == reftype
-            and str(row["DETECTOR"]).upper() == detector
+            and (str(row["DETECTOR"]).upper() == detector or str(row["DETECTOR"] or "").upper() in _WILDCARDS)
             and str(row["INSTRUME"] or instrument).upper() == instrument
             and (str(row["SUBARRAY"]).upper() == str(primary.get("SUBARRAY", "FULL")).upper()
                  or str(row["SUBARRAY"] or "").upper() in _WILDCARDS

@@ -209,7 +209,9 @@ def write_extract1d_reference(path, trace_row_0based=TRACE_ROW, half_width=3, xs
     trace row of the subarray is the trace row of the cutout.
     """
     c = trace_row_0based
-    ref = {"REFTYPE": "EXTRACT1D", "INSTRUME": "NIRCAM", "EXP_TYPE": "NRC_TSGRISM", "PEDIGREE": "SIMULATION",
+    # top-level keywords as CRDS's JSON references spell them
+    ref = {"reftype": "EXTRACT1D", "instrument": "NIRCAM", "telescope": "JWST", "exp_type": "NRC_TSGRISM",
+           "pedigree": "SIMULATION", "useafter": "2022-01-01T00:00:00", "author": "webbflow simulator",
            "apertures": [{"id": "ANY", "region_type": "target", "dispaxis": 1, "xstart": xstart, "xstop": xstop,
                           "ystart": c - half_width, "ystop": c + half_width,
                           "bkg_coeff": [[c - 21.5], [c - 10.5], [c + 8.5], [c + 19.5]],

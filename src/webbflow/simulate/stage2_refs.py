@@ -183,7 +183,8 @@ def _write_distortion(path, detector, extra):
     meta.instrument.pupil = "ANY"
     meta.instrument.p_pupil = "CLEAR|CLEARP|F162M|F164N|F323N|F405N|F466N|F470N|WLM8|WLP8|"
     meta.exposure.type = "NRC_IMAGE"
-    meta.exposure.p_exptype = _IMAGING_EXP_TYPES
+    # the grism modes place their source through the imaging distortion too
+    meta.exposure.p_exptype = _IMAGING_EXP_TYPES + "NRC_TSGRISM|NRC_WFSS|"
     meta.subarray.name = "GENERIC"
     meta.useafter = "2022-01-01T00:00:00"
     meta.author = "webbflow simulator"

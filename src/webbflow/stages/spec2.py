@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import webbflow
-from webbflow.config import config_digest
+from webbflow.config import SPEC2_STEPS, config_digest
 from webbflow.io.cal import load_distortion, load_flat, load_photom
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.spec import load_specwcs, load_wavelengthrange, read_rateints, write_calints, write_x1dints
@@ -29,9 +29,6 @@ from webbflow.steps import assign_wcs, extract_1d, extract_2d, flat_field, photo
 __all__ = ["SPEC2_STEPS", "STEP_REFTYPES", "run"]
 
 log = logging.getLogger(__name__)
-
-SPEC2_STEPS = ("assign_wcs", "flat_field", "extract_2d", "srctype", "photom", "extract_1d")
-"""The steps in the order they run."""
 
 STEP_REFTYPES = {"assign_wcs": ("specwcs", "distortion"), "flat_field": ("flat",),
                  "extract_2d": ("wavelengthrange",), "srctype": (), "photom": ("photom",),

@@ -1,0 +1,39 @@
+"""Input, parameter and target functions of the spec2 rule (grism time series), apart from the rule for --lint."""
+
+from webbflow.refs.select import SPEC2_REFTYPES
+
+_SPEC2_REFS = {}
+
+
+def spec2_path(exposure, suffix):
+    """<results>/spec2/<filter>/<rootname>_<suffix>.fits (suffix calints or x1dints)."""
+    return f"{RESULTS}/spec2/{exposure.filter.lower()}/{exposure.rootname}_{suffix}.fits"
+
+
+STAGE_PRODUCTS["spec2"] = lambda exposures: [spec2_path(e, s) for e in exposures for s in ("calints", "x1dints")]
+
+
+def spec2_references(wildcards):
+    """reftype -> path of the grism references of the job's segment: overrides, then the reference folder.
+
+    CRDS does not choose these yet: with no references.dir (and not the demo), give them as
+    overrides.<reftype>; a job without them fails in one line naming the missing types.
+    """
+    exposure = exposure_of(wildcards)
+    if exposure.rootname not in _SPEC2_REFS:
+        folder = REFS_DIR or (f"{DEMO_DIR}/refs" if USE_DEMO else None)
+        primary = read_uncal_headers(exposure.path).primary
+        chosen = select_references(primary, folder, OVERRIDES, SPEC2_REFTYPES)
+        _SPEC2_REFS[exposure.rootname] = {t: portable_path(chosen.get(t)) for t in SPEC2_REFTYPES}
+    return _SPEC2_REFS[exposure.rootname]
+
+
+def spec2_inputs(wildcards):
+    """The rateints product and the reference files it is calibrated with."""
+    return {"rateints": product_path(exposure_of(wildcards), "rateints"),
+            "references": sorted({p for p in spec2_references(wildcards).values() if p})}
+
+
+def spec2_steps(wildcards):
+    """Effective spec2 step parameters as canonical JSON."""
+    return canonical_json(exposure_step_parameters(exposure_of(wildcards), "spec2"))
