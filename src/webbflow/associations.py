@@ -8,6 +8,10 @@ product is named as jwst names it (``rules_level3_base._dms_product_name``):
 each lower case, sorted case-insensitively and joined by ``-`` (``clear`` if
 both are empty); image3 has no subarray constraint, so no subarray suffix.
 
+A tso3 association (``Asn_Lv3TSO``) holds the time-series exposures (all their segments) of one
+program, observation, optical path and subarray; its name adds the subarray (``-subgrism256``;
+FULL is omitted), as in ``jw01366-o002_t001_nircam_f322w2-grismr-subgrism256``.
+
 Associations are written as JWST association JSON (``asn_id``, ``asn_pool``,
 ``asn_type: image3``, ``products[name, members[expname, exptype]]``), which
 jwst's ``calwebb_image3`` accepts as is.
@@ -26,13 +30,17 @@ __all__ = [
     "Association",
     "associations_from_cals",
     "image3_associations",
+    "TSO3_EXP_TYPES",
     "opt_element",
     "product_name",
     "read_asn",
+    "tso3_associations",
     "write_asn",
 ]
 
 IMAGE3_EXP_TYPES = ("NRC_IMAGE",)
+TSO3_EXP_TYPES = ("NRC_TSGRISM",)
+_RULES = {"image3": "candidate_Asn_Lv3Image", "tso3": "candidate_Asn_Lv3TSO"}
 
 # Values jwst treats as "no optical element" (dms_base._EMPTY), compared upper case.
 _EMPTY = {"", "NULL", "--", "N", "F", "FALSE", "N/A"}
@@ -62,16 +70,20 @@ class Association:
     pupil: str
     members: list = field(default_factory=list)
     pool: str = "webbflow"
+    asn_type: str = "image3"
+    subarray: str | None = None
 
     def expnames(self, suffix="cal"):
         """Member file names, ``<root>_<suffix>.fits``."""
         return [f"{m}_{suffix}.fits" for m in self.members]
 
     def as_dict(self, suffix="cal"):
-        """JWST association JSON content (``asn_type`` image3)."""
+        """JWST association JSON content (``asn_type`` image3 or tso3)."""
+        exp_types = TSO3_EXP_TYPES if self.asn_type == "tso3" else IMAGE3_EXP_TYPES
+        subarray = f" subarray={self.subarray}" if self.subarray else ""
         return {
-            "asn_type": "image3",
-            "asn_rule": "candidate_Asn_Lv3Image",
+            "asn_type": self.asn_type,
+            "asn_rule": _RULES[self.asn_type],
             "asn_id": self.asn_id,
             "asn_pool": self.pool,
             "program": self.program,
@@ -79,7 +91,7 @@ class Association:
             "version_id": None,
             "code_version": f"webbflow {webbflow.__version__}",
             "constraints": f"program={self.program} observation={self.observation} "
-                           f"filter={self.filter} pupil={self.pupil} exp_type={'|'.join(IMAGE3_EXP_TYPES)}",
+                           f"filter={self.filter} pupil={self.pupil}{subarray} exp_type={'|'.join(exp_types)}",
             "products": [{"name": self.product,
                           "members": [{"expname": n, "exptype": "science"} for n in self.expnames(suffix)]}],
         }
@@ -92,9 +104,15 @@ def opt_element(filter_name, pupil):
     return "-".join(v.lower() for v in values) or "clear"
 
 
-def product_name(program, observation, filter_name, pupil, target=1):
-    """``jw<ppppp>-o<ooo>_t<ttt>_nircam_<opt>`` (stage-3 product name without suffix)."""
-    return f"jw{int(program):05d}-o{int(observation):03d}_t{int(target):03d}_nircam_{opt_element(filter_name, pupil)}"
+def product_name(program, observation, filter_name, pupil, target=1, subarray=None):
+    """``jw<ppppp>-o<ooo>_t<ttt>_nircam_<opt>[-<subarray>]`` (stage-3 product name without suffix).
+
+    The subarray is appended (lower case) for the rules that constrain it (tso3), except FULL.
+    """
+    name = f"jw{int(program):05d}-o{int(observation):03d}_t{int(target):03d}_nircam_{opt_element(filter_name, pupil)}"
+    if subarray and str(subarray).strip().upper() not in _EMPTY | {"FULL"}:
+        name += f"-{str(subarray).strip().lower()}"
+    return name
 
 
 def image3_associations(exposures, exp_types=IMAGE3_EXP_TYPES, pool="webbflow"):
@@ -121,6 +139,35 @@ def image3_associations(exposures, exp_types=IMAGE3_EXP_TYPES, pool="webbflow"):
         name = product_name(e.program, e.observtn, e.filter, e.pupil)
         asn = groups.setdefault(name, Association(f"o{int(e.observtn):03d}", name, f"{int(e.program):05d}",
                                                   f"{int(e.observtn):03d}", e.filter, e.pupil, pool=pool))
+        asn.members.append(e.rootname)
+    for asn in groups.values():
+        asn.members.sort()
+    return [groups[k] for k in sorted(groups)]
+
+
+def tso3_associations(exposures, exp_types=TSO3_EXP_TYPES, pool="webbflow"):
+    """Group exposure-table rows (segments) into tso3 associations (``asn_id`` o<ooo>).
+
+    Parameters
+    ----------
+    exposures : iterable of webbflow.exposures.Exposure
+    exp_types : tuple of str
+        EXP_TYPEs that go into tso3.
+    pool : str
+
+    Returns
+    -------
+    list of Association
+        Sorted by product name; members (segment root names) sorted, so segments come in order.
+    """
+    groups = {}
+    for e in exposures:
+        if e.exp_type not in exp_types:
+            continue
+        name = product_name(e.program, e.observtn, e.filter, e.pupil, subarray=e.subarray)
+        asn = groups.setdefault(name, Association(f"o{int(e.observtn):03d}", name, f"{int(e.program):05d}",
+                                                  f"{int(e.observtn):03d}", e.filter, e.pupil, pool=pool,
+                                                  asn_type="tso3", subarray=e.subarray))
         asn.members.append(e.rootname)
     for asn in groups.values():
         asn.members.sort()

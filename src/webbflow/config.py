@@ -23,6 +23,7 @@ __all__ = [
     "IMAGE2_STEPS",
     "IMAGE3_STEPS",
     "SPEC2_STEPS",
+    "TSO3_STEPS",
     "STAGES",
     "ConfigError",
     "Stage",
@@ -50,6 +51,9 @@ IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
 SPEC2_STEPS = ("assign_wcs", "flat_field", "extract_2d", "srctype", "photom", "extract_1d")
 """spec2 steps for grism time series (NRC_TSGRISM) in the order they run."""
 
+TSO3_STEPS = ("outlier_detection", "extract_1d", "white_light")
+"""tso3 steps for grism time series in the order they run."""
+
 IMAGE3_STEPS = ("tweakreg", "skymatch", "outlier_detection", "resample", "source_catalog")
 """image3 imaging steps in the order they run."""
 
@@ -74,6 +78,7 @@ STAGES = {
     "image2": Stage("stage2", IMAGE2_STEPS),
     "spec2": Stage("stage2", SPEC2_STEPS),
     "image3": Stage("stage3", IMAGE3_STEPS),
+    "tso3": Stage("stage3", TSO3_STEPS),
 }
 """Every stage by name (a preset's ``stages`` and ``steps.<stage>`` use these names).
 A new stage is added here, with its rules and a target function in ``workflow/rules``."""

@@ -23,7 +23,7 @@ from webbflow.io.cal import CalArrays, _exposure, _open_fits, _provenance
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_output
 
-__all__ = ["GrismDispersion", "load_specwcs", "load_wavelengthrange", "read_rateints", "write_calints",
+__all__ = ["GrismDispersion", "load_specwcs", "load_wavelengthrange", "read_rateints", "tso_spec", "write_calints",
            "write_x1dints", "SPEC2_CAL_STEPS", "X1D_VECTOR_COLUMNS"]
 
 SPEC2_CAL_STEPS = {"assign_wcs": "assign_wcs", "flat_field": "flat_field", "extract_2d": "extract_2d",
@@ -242,15 +242,13 @@ def write_calints(path, rateints, arrays, cutout, *, cal_steps=None, ref_files=N
         model.close()
 
 
-def write_x1dints(path, rateints, columns, *, order, flux_unit, extraction, cal_steps=None, ref_files=None,
-                  provenance=None):
-    """Write the extracted time series as jwst's ``_x1dints`` (TSOMultiSpecModel, one EXTRACT1D table).
+def tso_spec(source, columns, *, order, flux_unit, extraction):
+    """One segment's extracted spectra as a TSOSpecModel (one EXTRACT1D table, a row per integration).
 
     Parameters
     ----------
-    path : path-like
-    rateints : CubeModel
-        The input product (metadata, INT_TIMES, INTSTART, EXSEGNUM).
+    source : CubeModel or SlitModel
+        The segment the spectra come from (INT_TIMES, INTSTART, EXSEGNUM, target and aperture metadata).
     columns : dict
         From :func:`webbflow.steps.extract_1d.box_extract`: name -> (nints, ncols).
     order : int
@@ -260,11 +258,10 @@ def write_x1dints(path, rateints, columns, *, order, flux_unit, extraction, cal_
     extraction : dict
         ``xstart, xstop, ystart, ystop`` of the aperture (0-based; written 1-based as EXTRXSTR …, as jwst
         does), ``source_xpos, source_ypos`` (SRCXPOS, SRCYPOS) and ``slit_ra, slit_dec``.
-    cal_steps, ref_files, provenance : dict, optional
 
     Returns
     -------
-    pathlib.Path
+    stdatamodels TSOSpecModel
     """
     from stdatamodels.jwst import datamodels
 
@@ -276,31 +273,27 @@ def write_x1dints(path, rateints, columns, *, order, flux_unit, extraction, cal_
     for c in X1D_VECTOR_COLUMNS:
         table[c] = columns[c]
     table["N_ALONGDISP"] = ncols
-    table["SEGMENT"] = rateints.meta.exposure.segment_number or 1
+    table["SEGMENT"] = source.meta.exposure.segment_number or 1
     # row k <- INT_TIMES row k + offset (jwst populate_time_keywords)
-    times = rateints.int_times
-    start = (rateints.meta.exposure.integration_start or 1) - 1
+    times = source.int_times
+    start = (source.meta.exposure.integration_start or 1) - 1
     offset = start - (int(times["integration_number"][0]) - 1)
     rows = np.arange(nints) + offset
     table["INT_NUM"] = np.asarray(times["integration_number"])[rows]
     for col, src in zip(_TIME_COLUMNS, _INT_TIME_COLUMNS):
         table[col] = np.asarray(times[src], float)[rows]
 
-    model = datamodels.TSOMultiSpecModel()
-    model.update(rateints, only="PRIMARY")
-    model.int_times = rateints.int_times.copy()
     spec = datamodels.TSOSpecModel()
     spec.spec_table = table
-    units = {"WAVELENGTH": "um", "FLUX": flux_unit, "FLUX_ERROR": flux_unit, "SURF_BRIGHT": "MJy/sr" if
-             flux_unit == "Jy" else flux_unit, "SB_ERROR": "MJy/sr" if flux_unit == "Jy" else flux_unit,
-             "BACKGROUND": "MJy/sr" if flux_unit == "Jy" else flux_unit,
-             "BKGD_ERROR": "MJy/sr" if flux_unit == "Jy" else flux_unit}
+    sb = "MJy/sr" if flux_unit == "Jy" else flux_unit
+    units = {"WAVELENGTH": "um", "FLUX": flux_unit, "FLUX_ERROR": flux_unit, "SURF_BRIGHT": sb, "SB_ERROR": sb,
+             "BACKGROUND": sb, "BKGD_ERROR": sb}
     sq = {"Jy": "Jy^2", "DN/s": "DN^2 / s^2", "MJy/sr": "MJy^2 / sr^2"}
     for c in ("FLUX_VAR_POISSON", "FLUX_VAR_RNOISE", "FLUX_VAR_FLAT"):
         units[c] = sq[flux_unit]
     for c in ("SB_VAR_POISSON", "SB_VAR_RNOISE", "SB_VAR_FLAT", "BKGD_VAR_POISSON", "BKGD_VAR_RNOISE",
               "BKGD_VAR_FLAT"):
-        units[c] = sq[units["SURF_BRIGHT"]]
+        units[c] = sq[sb]
     for c in _TIME_COLUMNS:
         units[c] = "d"
     for c, unit in units.items():
@@ -309,22 +302,52 @@ def write_x1dints(path, rateints, columns, *, order, flux_unit, extraction, cal_
     spec.spectral_order = order
     spec.dispersion_direction = 1
     spec.source_id = 1
-    spec.name = rateints.meta.exposure.type  # jwst names a TSO spectrum after its EXP_TYPE
+    spec.name = source.meta.exposure.type  # jwst names a TSO spectrum after its EXP_TYPE
     spec.source_type = "POINT"
     spec.source_xpos, spec.source_ypos = extraction.get("source_xpos"), extraction.get("source_ypos")
-    spec.source_name = rateints.meta.target.catalog_name
-    spec.source_alias = rateints.meta.target.proposer_name
+    spec.source_name = source.meta.target.catalog_name
+    spec.source_alias = source.meta.target.proposer_name
     spec.slit_ra, spec.slit_dec = extraction.get("slit_ra"), extraction.get("slit_dec")
-    spec.detector = rateints.meta.instrument.detector
-    spec.position_angle = rateints.meta.aperture.position_angle
+    spec.detector = source.meta.instrument.detector
+    spec.position_angle = source.meta.aperture.position_angle
     spec.extraction_xstart = extraction.get("xstart") + 1 if extraction.get("xstart") is not None else None
     spec.extraction_xstop = extraction.get("xstop") + 1 if extraction.get("xstop") is not None else None
     spec.extraction_ystart = extraction.get("ystart") + 1 if extraction.get("ystart") is not None else None
     spec.extraction_ystop = extraction.get("ystop") + 1 if extraction.get("ystop") is not None else None
-    model.spec.append(spec)
-    _set_steps_and_refs(model, cal_steps, ref_files, provenance, _SKIPPED_SPEC2 + _SKIPPED_AFTER_CALINTS)
+    return spec
+
+
+def write_x1dints(path, primary, specs, *, int_times=None, cal_steps=None, ref_files=None, provenance=None,
+                  skipped=None):
+    """Write spectra as jwst's ``_x1dints`` (TSOMultiSpecModel: INT_TIMES, one EXTRACT1D per segment).
+
+    Parameters
+    ----------
+    path : path-like
+    primary : JWST datamodel
+        Its primary-header metadata is carried over (the rateints in stage 2, the first member in stage 3).
+    specs : list of TSOSpecModel
+        From :func:`tso_spec`, in segment order (EXTVER 1, 2, …).
+    int_times : ndarray, optional
+        The INT_TIMES table (default: ``primary``'s).
+    cal_steps, ref_files, provenance : dict, optional
+    skipped : tuple of str, optional
+        jwst steps to record as SKIPPED (default: those of spec2).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from stdatamodels.jwst import datamodels
+
+    model = datamodels.TSOMultiSpecModel()
+    model.update(primary, only="PRIMARY")
+    model.int_times = primary.int_times.copy() if int_times is None else int_times
+    for spec in specs:
+        model.spec.append(spec)
+    _set_steps_and_refs(model, cal_steps, ref_files, provenance,
+                        _SKIPPED_SPEC2 + _SKIPPED_AFTER_CALINTS if skipped is None else skipped)
     try:
         return _save(model, path)
     finally:
         model.close()
-

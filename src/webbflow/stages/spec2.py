@@ -21,7 +21,8 @@ import webbflow
 from webbflow.config import SPEC2_STEPS, config_digest
 from webbflow.io.cal import load_distortion, load_flat, load_photom
 from webbflow.io.errors import InputError, ReferenceFileError
-from webbflow.io.spec import load_specwcs, load_wavelengthrange, read_rateints, write_calints, write_x1dints
+from webbflow.io.spec import (load_specwcs, load_wavelengthrange, read_rateints, tso_spec, write_calints,
+                              write_x1dints)
 from webbflow.ramp import StepStatus
 from webbflow.refs.check import check_exposure_geometry
 from webbflow.steps import assign_wcs, extract_1d, extract_2d, flat_field, photom
@@ -232,8 +233,9 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
         slit_ra, slit_dec = _slit_sky(model, distortion)
         extent.update(source_xpos=cut["source_xpos"], source_ypos=cut["source_ypos"], slit_ra=slit_ra,
                       slit_dec=slit_dec)
-        write_x1dints(x1dints_path, model, columns, order=order, flux_unit=flux_unit, extraction=extent,
-                      cal_steps=statuses, ref_files=ref_files, provenance=provenance)
+        spectra = tso_spec(model, columns, order=order, flux_unit=flux_unit, extraction=extent)
+        write_x1dints(x1dints_path, model, [spectra], cal_steps=statuses, ref_files=ref_files,
+                      provenance=provenance)
         try:
             write_calints(calints_path, model, arrays, cut, cal_steps=statuses, ref_files=ref_files,
                           photometry=phot, provenance=provenance)

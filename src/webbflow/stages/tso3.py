@@ -1,0 +1,269 @@
+"""Stage 3 for grism time series (calwebb_tso3): one exposure's segments → crfints, x1dints, whtlt.
+
+As jwst 3.0's Tso3Pipeline for NRC_TSGRISM, per association (the segments of one exposure, or the
+exposures of one observation and optical path): outlier_detection in time ("tso" mode: rolling
+median over ``rolling_window_width`` integrations) on each member's calints → ``crfints``;
+extract_1d on each → its spectra, one EXTRACT1D table per segment in one ``x1dints`` whose INT_TIMES
+has a row per integration of the exposure; white_light → ``whtlt.ecsv`` (band-summed flux against
+MJD_UTC and BJD_TDB, ``number_of_integrations`` in its meta).
+
+Members may be our calints or jwst's (with its gwcs); the products are written atomically, and a
+member that fails leaves nothing of the association's products.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+import webbflow
+from webbflow.config import TSO3_STEPS, config_digest
+from webbflow.io.cal import CalArrays
+from webbflow.io.errors import InputError, ReferenceFileError
+from webbflow.io.files import atomic_output
+from webbflow.io.spec import tso_spec, write_x1dints
+from webbflow.ramp import StepStatus
+from webbflow.steps import extract_1d, outlier_detection, white_light
+
+__all__ = ["TSO3_STEPS", "read_calints", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def read_calints(path):
+    """Open a grism time-series ``calints`` (SlitModel with 3-D data and WAVELENGTH).
+
+    Returns
+    -------
+    model : stdatamodels SlitModel
+        The product (caller closes it).
+    arrays : CalArrays
+        Float32 copies of its arrays (``var_flat`` included).
+
+    Raises
+    ------
+    InputError
+        Missing file, not a 3-D SlitModel with a wavelength array and INT_TIMES.
+    """
+    from stdatamodels.jwst import datamodels
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "calints file not found", "run spec2 first (snakemake makes it)")
+    try:
+        model = datamodels.open(str(path))
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of a deep traceback
+        raise InputError(path, f"cannot be opened as a JWST product ({exc})",
+                         "give a *_calints.fits written by spec2") from None
+    problem = None
+    if not isinstance(model, datamodels.SlitModel) or model.data.ndim != 3:
+        problem = (f"is a {type(model).__name__} {getattr(model, 'data', np.empty(0)).ndim}-D, not a 3-D SlitModel "
+                   "calints", "give the *_calints.fits of a grism time series")
+    elif model.wavelength is None or not np.isfinite(model.wavelength).any():
+        problem = ("has no WAVELENGTH array", "give a calints written by spec2 (extract_2d computes it)")
+    elif model.int_times is None or len(model.int_times) == 0:
+        problem = ("has no INT_TIMES table", "reduce the segment again with detector1 and spec2")
+    if problem:
+        model.close()
+        raise InputError(path, *problem)
+    f32 = np.float32
+    var_flat = np.array(model.var_flat, f32) if model.var_flat is not None and model.var_flat.size else None
+    arrays = CalArrays(data=np.array(model.data, f32), dq=np.array(model.dq, np.uint32),
+                       err=np.array(model.err, f32), var_poisson=np.array(model.var_poisson, f32),
+                       var_rnoise=np.array(model.var_rnoise, f32), var_flat=var_flat)
+    return model, arrays
+
+
+def _save(model, path):
+    import warnings
+
+    model.meta.filename = Path(path).name
+    with atomic_output(path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
+        model.to_fits(tmp, overwrite=True)
+
+
+def _exposure_int_times(first, members_times):
+    """INT_TIMES with a row per integration of the exposure (NINTS), each member's rows at number − 1."""
+    nints = int(first.meta.exposure.nints or sum(len(t) for t in members_times))
+    template = np.asarray(first.int_times)
+    table = np.zeros(nints, template.dtype)
+    for times in members_times:
+        for row in np.asarray(times):
+            k = int(row["integration_number"]) - 1
+            if not 0 <= k < nints:
+                raise ValueError(f"INT_TIMES integration_number {k + 1} is outside 1..NINTS={nints}")
+            table[k] = row
+    return table
+
+
+def _blend(first, members_meta):
+    """Exposure-level keywords over the segments, as jwst's ModelBlender does for these three."""
+    exp = first.meta.exposure
+    ends = [m["integration_end"] for m in members_meta if m["integration_end"] is not None]
+    if ends:
+        exp.integration_end = max(ends)
+    for key in ("duration", "exposure_time"):
+        values = [m[key] for m in members_meta if m[key] is not None]
+        if values:
+            setattr(exp, key, float(sum(values)))
+
+
+def _slit_sky(model, aperture_rows):
+    """SLIT_RA/SLIT_DEC from a member's gwcs (jwst's calints have one) at the aperture's centre; else None."""
+    wcs = getattr(model.meta, "wcs", None)
+    if wcs is None:
+        return None, None
+    try:
+        y = float(np.mean(aperture_rows))
+        ra, dec = wcs(model.data.shape[-1] / 2.0, y)[:2]
+    except Exception:  # noqa: BLE001 - a WCS that cannot be evaluated only loses two keywords
+        return None, None
+    return (float(ra), float(dec)) if np.isfinite(ra) and np.isfinite(dec) else (None, None)
+
+
+def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, provenance=None, asn=None):
+    """Reduce one TSO association: outlier_detection, extract_1d and white_light.
+
+    Parameters
+    ----------
+    members : sequence of path-like
+        The calints of the association's segments, in segment order.
+    crfints_paths : sequence of path-like
+        One ``crfints`` per member.
+    x1dints_path, whtlt_path : path-like
+        The association's products (level-3 names).
+    references : dict
+        ``extract1d`` -> the EXTRACT1D JSON.
+    params : dict
+        step -> {parameter: value} for ``outlier_detection`` (``maskpt``, ``rolling_window_width``,
+        ``snr``, ``skip``), ``extract_1d`` (as in spec2) and ``white_light`` (``min_wavelength``,
+        ``max_wavelength``, ``skip``).
+    provenance : dict, optional
+    asn : dict, optional
+        ``asn_pool`` and ``asn_table`` recorded in x1dints (ASNPOOL, ASNTABLE).
+
+    Returns
+    -------
+    dict
+        step -> status.
+
+    Raises
+    ------
+    webbflow.io.InputError
+        A member that cannot be read or does not fit the others; nothing is written then.
+    """
+    t0 = time.perf_counter()
+    params = {s: dict(params.get(s) or {}) for s in TSO3_STEPS}
+    if len(crfints_paths) != len(members):
+        raise ValueError("one crfints path per member is needed")
+    if not references.get("extract1d"):
+        raise ReferenceFileError(members[0] if members else x1dints_path, "no extract1d reference for tso3",
+                                 "set references.dir to a folder holding it or name it with overrides.extract1d")
+    ref = extract_1d.read_extract1d_json(references["extract1d"])
+    od = params["outlier_detection"]
+    ex = params["extract_1d"]
+    overrides = {k: ex.get(k) for k in ("subtract_background", "bkg_fit", "bkg_order", "smoothing_length")}
+    statuses = {"outlier_detection": StepStatus.SKIPPED if od.get("skip") else StepStatus.COMPLETE}
+    specs, series, times, written, first, blend = [], [], [], [], None, []
+    try:
+        for member, crf_path in zip(members, crfints_paths):
+            model, arrays = read_calints(member)
+            try:
+                if first is None:
+                    first = model
+                elif (model.meta.instrument.filter, model.meta.subarray.name, model.data.shape[1:]) != \
+                        (first.meta.instrument.filter, first.meta.subarray.name, first.data.shape[1:]):
+                    raise InputError(member, "does not match the association's first member (FILTER, SUBARRAY "
+                                     "or cutout shape)", "list the segments of one exposure only")
+                log.info("%s: %d integrations", Path(member).name, arrays.data.shape[0])
+                if not od.get("skip"):
+                    snr = od.get("snr", (5.0, 4.0))
+                    snr = tuple(float(v) for v in (snr.split() if isinstance(snr, str) else snr))
+                    flagged = outlier_detection.tso_outlier_detection(
+                        arrays, maskpt=float(od.get("maskpt", 0.7)),
+                        rolling_window_width=int(od.get("rolling_window_width", 25)), snr=snr)
+                    log.info("outlier_detection  %d pixels flagged", flagged)
+                    for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat"):
+                        value = getattr(arrays, name)
+                        if value is not None:
+                            setattr(model, name, value)
+                    model.meta.cal_step.outlier_detection = "COMPLETE"
+                    _save(model, crf_path)
+                    written.append(Path(crf_path))
+                photom_done = model.meta.cal_step.photom == "COMPLETE"
+                order = int(model.meta.wcsinfo.spectral_order or 1)
+                wavelength = np.array(model.wavelength, np.float32)
+                try:
+                    aperture = extract_1d.aperture_from_reference(ref, arrays.data.shape, order, **overrides)
+                    columns, extent = extract_1d.box_extract(
+                        arrays, wavelength, aperture,
+                        pixar_sr=model.meta.photometry.pixelarea_steradians if photom_done else None)
+                except ValueError as exc:
+                    raise ReferenceFileError(references["extract1d"], f"extract1d reference does not fit the "
+                                             f"cutout ({exc})", "name one whose aperture lies on the trace "
+                                             "with overrides.extract1d") from None
+                slit_ra, slit_dec = _slit_sky(model, (extent["ystart"], extent["ystop"]))
+                extent.update(source_xpos=model.source_xpos, source_ypos=model.source_ypos, slit_ra=slit_ra,
+                              slit_dec=slit_dec)
+                e = model.meta.exposure
+                blend.append({"integration_end": e.integration_end, "duration": e.duration,
+                              "exposure_time": e.exposure_time})
+                flux_unit = "Jy" if photom_done else "DN/s"
+                spec = tso_spec(model, columns, order=order, flux_unit=flux_unit, extraction=extent)
+                specs.append(spec)
+                table = spec.spec_table
+                series.append(white_light.SpectralSeries(np.asarray(table["MJD-AVG"]), np.asarray(table["TDB-MID"]),
+                                                         columns["WAVELENGTH"], columns["FLUX"], flux_unit))
+                times.append(np.asarray(model.int_times))
+            finally:
+                if model is not first:
+                    model.close()
+        statuses["extract_1d"] = StepStatus.COMPLETE
+        log.info("extract_1d         %d segment(s)", len(specs))
+        try:
+            int_times = _exposure_int_times(first, times)
+        except ValueError as exc:
+            raise InputError(members[0], str(exc), "list the segments of one exposure only") from None
+
+        provenance = dict(provenance or {})
+        provenance.setdefault("step_parameters", params)
+        provenance.setdefault("config_digest", config_digest(
+            {"steps": params, "members": [Path(m).name for m in members],
+             "references": {"extract1d": Path(references["extract1d"]).name}}))
+        provenance.setdefault("webbflow_version", webbflow.__version__)
+        steps = {"outlier_detection": statuses["outlier_detection"], "extract_1d": statuses["extract_1d"]}
+        _blend(first, blend)
+        if asn:
+            first.meta.asn.pool_name = asn.get("asn_pool")
+            first.meta.asn.table_name = asn.get("asn_table")
+        write_x1dints(x1dints_path, first, specs, int_times=int_times, cal_steps=steps,
+                      ref_files={"extract1d": references["extract1d"]}, provenance=provenance,
+                      skipped=("pixel_replace", "adaptive_trace_model"))
+        written.append(Path(x1dints_path))
+
+        wl = params["white_light"]
+        if wl.get("skip"):
+            statuses["white_light"] = StepStatus.SKIPPED
+        else:
+            meta = {"instrument": first.meta.instrument.name, "exp_type": first.meta.exposure.type,
+                    "subarray": first.meta.subarray.name, "filter": first.meta.instrument.filter,
+                    "pupil": first.meta.instrument.pupil, "target_name": first.meta.target.catalog_name}
+            table = white_light.white_light(series, wl.get("min_wavelength"), wl.get("max_wavelength"), meta)
+            table.meta["number_of_integrations"] = len(table)
+            with atomic_output(whtlt_path) as tmp:
+                table.write(tmp, format="ascii.ecsv", overwrite=True)
+            written.append(Path(whtlt_path))
+            statuses["white_light"] = StepStatus.COMPLETE
+    except BaseException:
+        for path in written:  # nothing of a failed association is left
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        if first is not None:
+            first.close()
+    log.info("tso3 done in %.2f s: %s", time.perf_counter() - t0, Path(x1dints_path).name)
+    return statuses
