@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["DETECTOR1_OVERRIDES", "DETECTOR1_SKIPS", "OracleUnavailable", "oracle_paths", "product_agreement",
            "detector1_command", "run_detector1", "IMAGE3_OVERRIDES", "image3_command", "run_image3",
-           "SPEC2_OVERRIDES", "spec2_command", "run_spec2"]
+           "SPEC2_OVERRIDES", "spec2_command", "run_spec2", "run_tso3"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -262,4 +262,32 @@ def run_spec2(rateints, references, outdir, skip=(), settings=None, timeout=900)
     wall = _run(cmd, outdir, f"jwst spec2 on {rateints}", timeout)
     root = Path(rateints).name.removesuffix("_rateints.fits")
     products = {p.stem.removeprefix(root + "_"): p for p in outdir.glob(f"{root}_*.fits")}
+    return products, wall
+
+
+def run_tso3(asn, references, outdir, skip=(), settings=None, timeout=900):
+    """Run jwst's calwebb_tso3 on a tso3 association of calints.
+
+    Returns
+    -------
+    products : dict
+        ``crfints`` (list), ``x1dints``, ``whtlt`` (paths; absent when not written) and ``all``
+        (every file written).
+    wall : float
+    """
+    python, script = oracle_paths()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(python), str(script), "tso3", str(Path(asn).resolve()), str(outdir.resolve())]
+    if references.get("extract1d") and "extract_1d" not in skip:
+        cmd.append(f"--override=extract_1d.extract1d={references['extract1d']}")
+    cmd += [f"--skip={s}" for s in skip]
+    cmd += [f"--set={k}={v}" for k, v in (settings or {}).items()]
+    wall = _run(cmd, outdir, f"jwst tso3 on {asn}", timeout)
+    files = sorted(p for p in outdir.iterdir() if p.is_file() and p.suffix in (".fits", ".ecsv"))
+    products = {"crfints": [p for p in files if p.name.endswith("_crfints.fits")], "all": files}
+    for suffix, ext in (("x1dints", "fits"), ("whtlt", "ecsv")):
+        found = [p for p in files if p.name.endswith(f"_{suffix}.{ext}")]
+        if found:
+            products[suffix] = found[0]
     return products, wall
