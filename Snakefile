@@ -55,6 +55,7 @@ include: "workflow/rules/detector1.smk"
 include: "workflow/rules/image2.smk"
 include: "workflow/rules/spec2.smk"
 include: "workflow/rules/image3.smk"
+include: "workflow/rules/tso3.smk"
 include: "workflow/rules/report.smk"
 
 

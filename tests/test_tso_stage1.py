@@ -212,12 +212,16 @@ def test_tso_grism_mode_in_the_workflow_recommended_and_jwst_lines(tmp_path):
             "inputs": {"uncal_dir": str(Path(sim.uncal).parent)}, "results_dir": f"out_{line}",
             "references": {"dir": str(refs_dir)}, "modes": ["tso_grism"], "step_defaults": line}))
         proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(tmp_path),
-                               "--configfile", str(config), "--cores", "2", "stage1", "stage2"],
+                               "--configfile", str(config), "--cores", "2", "stage1", "stage2", "stage3"],
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         out = tmp_path / f"out_{line}"
+        level3 = out / "tso3" / "jw01234-o001_t001_nircam_f322w2-grismr-subgrism64"
         products[line] = {"rateints": out / "detector1" / "f322w2" / f"{spec.rootname}_rateints.fits",
-                          **{s: out / "spec2" / "f322w2" / f"{spec.rootname}_{s}.fits" for s in ("calints", "x1dints")}}
+                          **{s: out / "spec2" / "f322w2" / f"{spec.rootname}_{s}.fits" for s in ("calints", "x1dints")},
+                          "whtlt": level3.with_name(level3.name + "_whtlt.ecsv"),
+                          "x1dints3": level3.with_name(level3.name + "_x1dints.fits"),
+                          "crfints": out / "tso3" / "crfints" / level3.name / f"{spec.rootname}_o001_crfints.fits"}
     with fits.open(products["recommended"]["rateints"]) as rec, fits.open(products["jwst"]["rateints"]) as jw, \
             fits.open(reference["rateints"]) as ref:
         assert json.loads(rec[0].header["WF_PARS"])["refpix"]["roeba"] is True
@@ -236,6 +240,20 @@ def test_tso_grism_mode_in_the_workflow_recommended_and_jwst_lines(tmp_path):
         for column in ("WAVELENGTH", "FLUX", "FLUX_ERROR", "BACKGROUND", "NPIXELS", "DQ"):
             np.testing.assert_array_equal(jw["EXTRACT1D"].data[column], ref["EXTRACT1D"].data[column],
                                           err_msg=column)
+    # stage 3: the library's tso3 on the reference calints gives the workflow's white-light curve
+    from astropy.table import Table
+
+    from webbflow.stages import tso3
+
+    tso3.run([reference["calints"]], [tmp_path / "ref_crfints.fits"], tmp_path / "ref3_x1dints.fits",
+             tmp_path / "ref_whtlt.ecsv", {"extract1d": grism_refs["extract1d"]}, {})
+    for line in ("recommended", "jwst"):
+        assert products[line]["crfints"].exists() and products[line]["x1dints3"].exists()
+        curve = Table.read(products[line]["whtlt"])
+        assert len(curve) == 8 and curve.meta["number_of_integrations"] == 8
+    mine, ref = Table.read(products["jwst"]["whtlt"]), Table.read(tmp_path / "ref_whtlt.ecsv")
+    np.testing.assert_array_equal(mine["MJD_UTC"], ref["MJD_UTC"])
+    np.testing.assert_array_equal(mine["whitelight_flux"], ref["whitelight_flux"])
 
 
 def test_a_missing_middle_segment_is_one_error_at_planning(tmp_path):

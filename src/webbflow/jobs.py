@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 __all__ = ["crds_prefetch", "demo", "detector1", "download", "image2", "image3", "image3_asn",
-           "reference_names", "spec2", "stage_provenance"]
+           "reference_names", "spec2", "stage_provenance", "tso3"]
 
 
 def _mapping(value):
@@ -114,6 +114,35 @@ def spec2(rateints, calints, x1dints, steps, references):
     steps, references = _mapping(steps), _mapping(references)
     stage.run(rateints, calints, x1dints, references, steps,
               stage_provenance(steps, references=reference_names(references)))
+
+
+def tso3(asn, x1dints, whtlt, crfints, steps, references):
+    """Reduce one time-series association (:func:`webbflow.stages.tso3.run`).
+
+    Parameters
+    ----------
+    asn : path-like
+        tso3 association JSON (members: the segments' calints).
+    x1dints, whtlt : path-like
+        The association's products.
+    crfints : path-like
+        Folder of the per-segment crfints (``<segment root>_<asn_id>_crfints.fits``).
+    steps, references : str or dict
+        Step parameters; ``extract1d`` -> reference path.
+    """
+    from webbflow.associations import read_asn
+    from webbflow.stages import tso3 as stage
+
+    steps, references = _mapping(steps), _mapping(references)
+    asn_path, asn = Path(asn), read_asn(asn)
+    folder = Path(crfints)
+    folder.mkdir(parents=True, exist_ok=True)
+    crf = [folder / f"{Path(m).name.removesuffix('_calints.fits')}_{asn['asn_id']}_crfints.fits"
+           for m in asn["members"]]
+    provenance = stage_provenance(steps, members=[Path(m).name for m in asn["members"]],
+                                  references=reference_names(references))
+    stage.run(asn["members"], crf, x1dints, whtlt, references, steps, provenance,
+              asn={"asn_pool": asn["asn_pool"], "asn_table": asn_path.name})
 
 
 def image3(asn, i2d, cat, segm, crf, steps):

@@ -2,7 +2,7 @@
 
 import json
 
-from webbflow.associations import image3_associations
+from webbflow.associations import image3_associations, tso3_associations
 RESOURCE_MODEL["image3"] = dict(mem_base=1000, mem_per_mb=3.0, runtime_base=10, runtime_per_mb=0.2, sized_on=None)
 # The demo's SUB160 exposures hold about ten stars 1.4" apart, with pointing errors under 0.3":
 # jwst's matching defaults (minobj 15, searchrad 2") cannot tie them.  Used for the demo only,
@@ -15,8 +15,12 @@ wildcard_constraints:
 
 
 def associations():
-    """product name -> image3 Association of the exposures whose mode runs image3 (from their headers)."""
-    return {a.product: a for a in image3_associations(stage_exposures("image3"), pool=Path(UNCAL_DIR).name)}
+    """product name -> stage-3 Association (image3, and tso3 for time series) of the exposures whose
+    mode runs that stage (from their headers)."""
+    pool = Path(UNCAL_DIR).name
+    found = {a.product: a for a in image3_associations(stage_exposures("image3"), pool=pool)}
+    found.update({a.product: a for a in tso3_associations(stage_exposures("tso3"), pool=pool)})
+    return found
 
 
 def association_of(wildcards):
@@ -30,15 +34,18 @@ def asn_path(product):
 
 
 def image3_member_cals(wildcards):
-    """Cal files of the association's members."""
+    """Member files of the association: cal (image3) or calints (tso3)."""
     exposures = get_exposures()
-    return [cal_path(exposures[root]) for root in association_of(wildcards).members]
+    asn = association_of(wildcards)
+    if asn.asn_type == "tso3":
+        return [spec2_path(exposures[root], "calints") for root in asn.members]
+    return [cal_path(exposures[root]) for root in asn.members]
 
 
 def image3_asn_json(wildcards):
     """Association content, members given relative to <results>/asn/ (jwst resolves them from there)."""
     asn = association_of(wildcards)
-    content = asn.as_dict()
+    content = asn.as_dict("calints" if asn.asn_type == "tso3" else "cal")
     for member, cal in zip(content["products"][0]["members"], image3_member_cals(wildcards)):
         member["expname"] = os.path.relpath(cal, f"{RESULTS}/asn")
     return canonical_json(content)

@@ -14,12 +14,16 @@ STAGE_PRODUCTS["spec2"] = lambda exposures: [spec2_path(e, s) for e in exposures
 
 
 def spec2_references(wildcards):
-    """reftype -> path of the grism references of the job's segment: overrides, then the reference folder.
+    """reftype -> path of the grism references of the job's segment (:func:`grism_references`)."""
+    return grism_references(exposure_of(wildcards))
+
+
+def grism_references(exposure):
+    """reftype -> path of the grism references of a segment: overrides, then the reference folder.
 
     CRDS does not choose these yet: with no references.dir (and not the demo), give them as
     overrides.<reftype>; a job without them fails in one line naming the missing types.
     """
-    exposure = exposure_of(wildcards)
     if exposure.rootname not in _SPEC2_REFS:
         folder = REFS_DIR or (f"{DEMO_DIR}/refs" if USE_DEMO else None)
         primary = read_uncal_headers(exposure.path).primary

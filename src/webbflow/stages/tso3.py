@@ -141,7 +141,7 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
     params : dict
         step -> {parameter: value} for ``outlier_detection`` (``maskpt``, ``rolling_window_width``,
         ``snr``, ``skip``), ``extract_1d`` (as in spec2) and ``white_light`` (``min_wavelength``,
-        ``max_wavelength``, ``skip``).
+        ``max_wavelength``).
     provenance : dict, optional
     asn : dict, optional
         ``asn_pool`` and ``asn_table`` recorded in x1dints (ASNPOOL, ASNTABLE).
@@ -246,9 +246,7 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
         written.append(Path(x1dints_path))
 
         wl = params["white_light"]
-        if wl.get("skip"):
-            statuses["white_light"] = StepStatus.SKIPPED
-        else:
+        if True:  # the white-light curve is tso3's product: always written
             meta = {"instrument": first.meta.instrument.name, "exp_type": first.meta.exposure.type,
                     "subarray": first.meta.subarray.name, "filter": first.meta.instrument.filter,
                     "pupil": first.meta.instrument.pupil, "target_name": first.meta.target.catalog_name}
