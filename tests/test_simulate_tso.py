@@ -206,20 +206,33 @@ json.dump({"status": result.meta.cal_step.assign_wcs, "wave": wave}, open(out, "
 '''
 
 
-@pytest.mark.parity
-def test_jwst_assign_wcs_gives_the_truth_wavelengths(short_demo, tmp_path):
+def _oracle_python():
     from webbflow.oracle import OracleUnavailable, oracle_paths
 
     try:
-        python, _ = oracle_paths()
+        return oracle_paths()[0]
     except OracleUnavailable as exc:
         pytest.skip(str(exc))
-    out, _, paths = short_demo
+
+
+@pytest.fixture(scope="module")
+def f444w_demo(tmp_path_factory):
+    """A 2-integration F444W segment (XREF_SCI 858) with its references and truth."""
+    out = tmp_path_factory.mktemp("tso_f444w")
+    paths = run_specs(tso_grism_specs(n_segments=1, ints_per_segment=2, filter="F444W"), out)
+    return out, None, paths
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("demo,specwcs_name", [("short_demo", "webbflow_nrcalong_specwcs_f322w2_grismr.asdf"),
+                                               ("f444w_demo", "webbflow_nrcalong_specwcs_f444w_grismr.asdf")])
+def test_jwst_assign_wcs_gives_the_truth_wavelengths(demo, specwcs_name, request, tmp_path):
+    python = _oracle_python()
+    out, _, paths = request.getfixturevalue(demo)
     script = tmp_path / "wcs.py"
     script.write_text(_ORACLE_WCS)
     refs = out / "refs"
-    proc = subprocess.run([str(python), str(script), str(paths[1]),
-                           str(refs / "webbflow_nrcalong_specwcs_f322w2_grismr.asdf"),
+    proc = subprocess.run([str(python), str(script), str(paths[-1]), str(refs / specwcs_name),
                            str(refs / "webbflow_nrcalong_distortion.asdf"), str(tmp_path / "wave.json")],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -381,6 +394,19 @@ def test_demo_preset_runs_in_a_minute_and_holds_the_transit(tmp_path):
     with fits.open(paths[2]) as hdul:
         assert hdul[0].header["INTSTART"] == 41 and hdul[0].header["INTEND"] == 60
         assert hdul["SCI"].data.shape == (20, 6, 64, 2048)
+
+
+@pytest.mark.slow
+def test_sigclip_preset_has_100_integrations_per_segment(tmp_path):
+    paths = run_preset("tso-grism-sigclip", tmp_path)
+    assert len(paths) == 2
+    for k, path in enumerate(paths):
+        header = fits.getheader(path)
+        assert (header["NINTS"], header["EXSEGNUM"], header["INTSTART"], header["INTEND"]) == \
+            (200, k + 1, 100 * k + 1, 100 * k + 100)
+        assert fits.getdata(path, "INT_TIMES").size == 100  # jump sigma-clips at >= 100 in the file
+    transit = QTable.read(tmp_path / "truth" / "transit.ecsv")
+    assert len(transit) == 200 and transit["white_flux"].min() < 1 - 0.9 * transit.meta["white_depth"]
 
 
 @pytest.mark.slow
