@@ -12,11 +12,11 @@ Default-run tests simulate a shortened exposure (3 segments × 4 integrations) a
 """
 
 import json
+import os
 import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,12 +102,20 @@ def test_references_open_as_jwst_models(short_demo):
     assert not (refs / "webbflow_nrcalong_photom.fits").exists()
 
 
-def test_crds_cache_selects_every_tsgrism_reference(short_demo, tmp_path, monkeypatch):
+@pytest.fixture
+def crds_env():
+    """crds is configured through os.environ: hand the process its CRDS_* variables back afterwards."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("CRDS_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("CRDS_")]:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
+def test_crds_cache_selects_every_tsgrism_reference(short_demo, tmp_path, crds_env):
     from webbflow.refs import crds_select
     from webbflow.refs.crds_cache import build_cache
 
-    for key in [k for k in __import__("os").environ if k.startswith("CRDS_")]:
-        monkeypatch.delenv(key)
     out, _, paths = short_demo
     context = build_cache(out / "refs", tmp_path / "crds_cache", context="jwst_9000.pmap")
     setup = crds_select.CrdsSetup(tmp_path / "crds_cache", context)
