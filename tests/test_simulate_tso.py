@@ -97,7 +97,7 @@ def test_references_open_as_jwst_models(short_demo):
                 assert all(len(row) == 5 for row in m.wavelengthrange)  # jwst 3.0 unpacks five values
     ext = json.loads((refs / "webbflow_nircam_extract1d_tsgrism.json").read_text())
     (ap,) = ext["apertures"]
-    assert ext["REFTYPE"] == "EXTRACT1D" and ap["ystart"] <= grism.TRACE_ROW <= ap["ystop"]
+    assert ext["reftype"] == "EXTRACT1D" and ap["ystart"] <= grism.TRACE_ROW <= ap["ystop"]
     # the imaging PHOTOM would tie with the grism one in the crds rules: it is not written
     assert not (refs / "webbflow_nrcalong_photom.fits").exists()
 
