@@ -270,7 +270,7 @@ def build_cache(references, cache, context=None, na_types=None, make_latest=True
     Parameters
     ----------
     references : path-like or iterable of path-like
-        A folder of ``*.fits`` reference files, or the files themselves.
+        A folder of ``*.fits``/``*.asdf``/``*.json`` reference files, or the files themselves.
     cache : path-like
         The cache root (the ``CRDS_PATH`` to use later); created if needed.
     context : str or int, optional
@@ -299,7 +299,7 @@ def build_cache(references, cache, context=None, na_types=None, make_latest=True
         folder = Path(references)
         if not folder.is_dir():
             raise ReferenceFileError(folder, "reference folder not found", "give the folder of *.fits references")
-        references = sorted([*folder.glob("*.fits"), *folder.glob("*.asdf")])
+        references = sorted([*folder.glob("*.fits"), *folder.glob("*.asdf"), *folder.glob("*.json")])
     rows = scan_references(references)
     if not rows:
         raise ReferenceFileError(cache, "no reference files (with REFTYPE) to cache", "check the reference folder")

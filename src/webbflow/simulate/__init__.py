@@ -3,7 +3,11 @@
 Public API
 ----------
 run_preset(preset, outdir, seed=None) -> list[Path]
-    ``demo-imaging`` (16 SUB160 uncal files) or ``fullframe`` (one 2048² exposure).
+    ``demo-imaging`` (16 SUB160 uncal files), ``fullframe`` (one 2048² exposure) or
+    ``demo-tso-grism`` (an F322W2 grism time series in 3 SUBGRISM64 segments, its stage-2
+    grism references and ``truth/{transit,spectrum,bins,drift}.ecsv``).
+tso_grism_specs(seed=None, n_segments=3, ints_per_segment=20, ngroups=6) -> list[ExposureSpec]
+    The grism time series at other sizes; ``run_specs(specs, outdir)`` simulates them.
 simulate_exposure(spec, outdir, rng=None) -> Path
     One exposure from an :class:`ExposureSpec` (every knob is a field).
 write_references(detector, geometry, outdir, rng=None) -> dict[str, Path]
@@ -25,10 +29,12 @@ from webbflow.simulate.detector_model import DetectorModel, delinearize, lineari
 from webbflow.simulate.detectors import DETECTORS, READ_PATTERNS, Geometry, frame_time, subarray_geometry
 from webbflow.simulate.exposure import (SimulatedExposure, detector_model_for, simulate_exposure,
                                         write_references)
-from webbflow.simulate.presets import PRESETS, preset_specs, run_preset
+from webbflow.simulate.presets import PRESETS, preset_specs, run_preset, run_specs, tso_grism_specs
 from webbflow.simulate.sky import make_catalog
 from webbflow.simulate.spec import ExposureSpec, Star
 from webbflow.simulate.stage2_refs import write_stage2_references
+from webbflow.simulate.transit import TransitParams
+from webbflow.simulate.tso_grism import TsoGrismScene
 from webbflow.simulate.writers import REFTYPES, reference_path
 
 __all__ = [
@@ -36,5 +42,6 @@ __all__ = [
     "DetectorModel", "ExposureSpec", "Geometry", "SimulatedExposure", "Star",
     "delinearize", "detector_model_for", "frame_time", "linearize", "preset_specs",
     "reference_path", "run_preset", "simulate_exposure", "subarray_geometry", "write_references",
-    "make_catalog", "write_stage2_references",
+    "make_catalog", "write_stage2_references", "run_specs", "tso_grism_specs", "TransitParams",
+    "TsoGrismScene",
 ]

@@ -169,14 +169,22 @@ def simulate_exposure(spec, outdir, rng=None, *, n_dark_frames=None, return_deta
     sky_truth = None
     if spec.scene == "sky":
         rate, sky_truth = _render_sky(spec, model, outdir)
+    elif spec.scene == "tso_grism":
+        from webbflow.simulate.tso_grism import render_tso_rate
+
+        rate = render_tso_rate(spec, model)  # (nints, ny, nx): the transit changes it per integration
     else:
         rate = render_rate(spec, model.qe)
     deposits = draw_deposits(spec, model, r_events)
     ramps = integrate_exposure(spec, model, rate, deposits, r_ramp)
 
     name = f"{spec.rootname}_uncal.fits"
+    sci_header = sci_keywords(spec)
+    if spec.exp_type == "NRC_TSGRISM":
+        # assign_wcs multiplies λ by 1/(1 + VELOSYS/c); 0 keeps λ(x) exactly the specwcs trace's
+        sci_header["VELOSYS"] = 0.0
     uncal = write_uncal(outdir / "uncal" / name, ramps.sci, primary_keywords(spec, name),
-                        sci_keywords(spec), group_table(spec), int_times_table(spec),
+                        sci_header, group_table(spec), int_times_table(spec),
                         zeroframe=ramps.zeroframe if spec.zeroframe else None)
     meta = {"SEED": spec.seed, "REFSEED": spec.ref_seed, "SCNSEED": spec.scene_seed,
             "ONEOVERF": spec.one_over_f, "CRRATE": spec.cr_rate, "SNOWBALL": spec.snowballs,

@@ -13,7 +13,8 @@ in full-frame pixels (x 0-based, XREF_SCI as stored, 1-based),
 * ``dy = DY0 + DY1·t`` (the trace's row offset from YREF_SCI − 1).
 
 The numbers follow the real F322W2/F444W GRISMR traces in extent and dispersion
-(about 1 nm per pixel, λ≈3.95 µm at the reference column for F322W2), not in detail.
+(about 1 nm per pixel, λ≈3.95 µm at the reference column 1581 for F322W2, λ≈3.93 µm at
+column 858 for F444W), not in detail.
 
 References written (all entered with complete CRDS selection headers):
 SPECWCS (NIRCAMGrismModel, ASDF), WAVELENGTHRANGE (WavelengthrangeModel, ASDF, the
@@ -66,7 +67,9 @@ class GrismTrace:
 
 GRISM_TRACES = {
     "F322W2": GrismTrace(l0=2.39, l1=1.70, dispx0=-1560.0, dispx1=1700.0, dy0=-0.4, dy1=0.8),
-    "F444W": GrismTrace(l0=3.80, l1=1.25, dispx0=-1210.0, dispx1=1250.0, dy0=-0.3, dy1=0.6),
+    # λ ≈ 3.93 µm at the reference column (858), as the real solution (tso-algorithms.md §5:
+    # 3.928 + 0.980 (x − 852)/1000); the trace lies on columns ~728–1978
+    "F444W": GrismTrace(l0=3.80, l1=1.25, dispx0=-130.0, dispx1=1250.0, dy0=-0.3, dy1=0.6),
 }
 
 

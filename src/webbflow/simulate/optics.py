@@ -162,7 +162,7 @@ def true_attitude(spec):
 
 
 def aperture_pointing(spec, attitude=None):
-    """Header pointing of the exposure's aperture (reference pixel = subarray centre).
+    """Header pointing of the exposure's aperture (reference pixel = subarray centre, or ``spec.xref_sci/yref_sci``).
 
     Returns
     -------
@@ -173,6 +173,11 @@ def aperture_pointing(spec, attitude=None):
     attitude = commanded_attitude(spec) if attitude is None else attitude
     geom = spec.geometry
     xref_sci, yref_sci = (geom.xsize + 1) / 2.0, (geom.ysize + 1) / 2.0
+    # a grism time series points the source at the SIAF reference (it fixes λ(x)), not the centre
+    if getattr(spec, "xref_sci", None) is not None:
+        xref_sci = float(spec.xref_sci)
+    if getattr(spec, "yref_sci", None) is not None:
+        yref_sci = float(spec.yref_sci)
     v2, v3 = pixel_to_v23(spec.detector, geom, xref_sci - 1, yref_sci - 1)
     v2, v3 = float(v2), float(v3)
     ra, dec = v23_to_sky(v2, v3, attitude)

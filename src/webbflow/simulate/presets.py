@@ -11,12 +11,14 @@ from astropy.time import Time, TimeDelta
 from webbflow.simulate.exposure import pointing_truth, simulate_exposure
 from webbflow.simulate.headers import exposure_timing
 from webbflow.simulate.spec import ExposureSpec
+from webbflow.simulate.transit import TransitParams
 from webbflow.simulate.writers import write_pointing_truth
 
-__all__ = ["PRESETS", "preset_specs", "run_preset"]
+__all__ = ["PRESETS", "preset_specs", "run_preset", "run_specs", "tso_grism_specs"]
 
 DEMO_SEED = 20250314
 FULLFRAME_SEED = 424242
+TSO_GRISM_SEED = 20250601
 
 # INTRAMODULEBOX-like 4-point dither offsets, arcsec.
 _DITHERS = ((0.0, 0.0), (1.5, 0.6), (-0.6, 1.5), (0.9, -1.2))
@@ -65,15 +67,80 @@ def _fullframe_specs(seed):
     )]
 
 
-PRESETS = {"demo-imaging": _demo_specs, "fullframe": _fullframe_specs}
+def tso_grism_specs(seed=None, n_segments=3, ints_per_segment=20, ngroups=6, filter="F322W2",
+                    subarray="SUBGRISM64"):
+    """One LW grism time series (GRISMR, 4 outputs) in ``n_segments`` files.
+
+    The ``demo-tso-grism`` preset with its defaults; tests and benchmarks take other sizes
+    (e.g. ``ints_per_segment=100`` for jump's sigma-clip regime).
+
+    Parameters
+    ----------
+    seed : int, optional
+        Master seed (default :data:`TSO_GRISM_SEED`).
+    n_segments, ints_per_segment, ngroups : int
+        Segment files, integrations per file, groups per integration (RAPID).
+    filter : {"F322W2", "F444W"}
+        The filter (sets XREF_SCI/YREF_SCI, the band and the truth bins).
+    subarray : {"SUBGRISM64", "SUBGRISM128", "SUBGRISM256"}
+        The strip (all start at row 1: the trace sits at row ~34 of each).
+
+    Returns
+    -------
+    list of ExposureSpec
+        One per segment, in order.
+
+    Notes
+    -----
+    The transit is time-compressed: a 0.0165-day orbit at a/R* = 7 puts the whole transit
+    (~70 s, ingress ~8 s) in the middle of the ~2.4-minute exposure, with ~15 integrations of
+    baseline on each side.  rp = 0.10 at 3.2 µm rising by 0.01 per µm gives depths from 0.0085
+    (2.45 µm) to 0.0118 (3.95 µm); limb darkening weakens to the red.
+    """
+    from webbflow.simulate.tso_grism import TSGRISM_FILTERS, TsoGrismScene
+
+    seed = TSO_GRISM_SEED if seed is None else int(seed)
+    siaf = TSGRISM_FILTERS[filter]
+    nints = n_segments * ints_per_segment
+    base = ExposureSpec(
+        detector="NRCALONG", subarray=subarray, noutputs=4, readpatt="RAPID", nints=ints_per_segment,
+        ngroups=ngroups, filter=filter, pupil="GRISMR", exp_type="NRC_TSGRISM", tsovisit=True,
+        program=1366, observation=2, visit=1, visit_group=3, sequence=1, activity=1, exposure=1,
+        target="WEBBFLOW-TRANSIT", ra=110.2, dec=-45.1, date_obs="2025-06-01T03:00:00.000",
+        xref_sci=siaf["xref_sci"], yref_sci=siaf["yref_sci"], sky=1.0, n_stars=0, n_galaxies=0,
+        n_saturating_stars=0, one_over_f=2.0, cr_rate=2e-4, snowballs=0, zeroframe=True,
+        ref_seed=seed + 1, scene_seed=seed + 2, segment=(1, n_segments, 1, nints))
+    tm = exposure_timing(base)
+    mid = tm["start"] + 0.5 * tm["duration"] / 86400.0
+    transit = TransitParams(t0=mid + 2.0 / 86400.0, per=0.0165, a=7.0, inc=88.0, rp=0.10, rp_slope=0.01,
+                            wave_ref=3.2, u1=0.12, u2=0.10, u1_slope=-0.02, u2_slope=-0.01)
+    scene = TsoGrismScene(transit=transit, peak_rate=20000.0, teff=4500.0, sigma_ref=1.2,
+                          drift_rate=0.05 / tm["duration"], jitter_rms=0.01, jitter_seed=seed + 5)
+    return [replace(base, scene="tso_grism", tso=scene, seed=seed + 10 * k + 3,
+                    segment=(k + 1, n_segments, 1 + k * ints_per_segment, nints))
+            for k in range(n_segments)]
+
+
+PRESETS = {
+    "demo-imaging": _demo_specs,
+    "fullframe": _fullframe_specs,
+    "demo-tso-grism": tso_grism_specs,
+    # larger time series for tests and benchmarks (issue #13): jump's sigma-clip regime (>= 100
+    # integrations in one file), and the F444W trace
+    "tso-grism-sigclip": lambda seed: tso_grism_specs(seed, n_segments=2, ints_per_segment=100),
+    "tso-grism-f444w": lambda seed: tso_grism_specs(seed, filter="F444W"),
+}
 """Preset name -> function(seed) -> list of ExposureSpec."""
+
+_DEFAULT_SEEDS = {"demo-imaging": DEMO_SEED, "fullframe": FULLFRAME_SEED, "demo-tso-grism": TSO_GRISM_SEED,
+                  "tso-grism-sigclip": TSO_GRISM_SEED, "tso-grism-f444w": TSO_GRISM_SEED}
 
 
 def preset_specs(preset, seed=None):
     """The exposure specs of ``preset`` (``seed`` None: the preset's default)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    default = DEMO_SEED if preset == "demo-imaging" else FULLFRAME_SEED
+    default = _DEFAULT_SEEDS[preset]
     return PRESETS[preset](default if seed is None else int(seed))
 
 
@@ -82,7 +149,7 @@ def run_preset(preset, outdir, seed=None):
 
     Parameters
     ----------
-    preset : {"demo-imaging", "fullframe"}
+    preset : {"demo-imaging", "fullframe", "demo-tso-grism", "tso-grism-sigclip", "tso-grism-f444w"}
     outdir : path-like
     seed : int, optional
         Master seed (default: the preset's own, so runs are reproducible).
@@ -91,12 +158,43 @@ def run_preset(preset, outdir, seed=None):
     -------
     list of pathlib.Path
         The uncal files written, in simulation order.
+
+    Notes
+    -----
+    The grism time series (``demo-tso-grism``, ``tso-grism-*``) also write the stage-2 grism references into ``refs/``
+    (:func:`webbflow.simulate.grism_refs.write_tso_grism_references`) and the
+    time-series truth ``truth/{transit,spectrum,bins,drift}.ecsv``.
     """
-    specs = preset_specs(preset, seed)
+    return run_specs(preset_specs(preset, seed), outdir)
+
+
+def run_specs(specs, outdir):
+    """Simulate ``specs`` (a preset's exposures) into ``outdir``, with the preset's extra products.
+
+    Parameters
+    ----------
+    specs : list of ExposureSpec
+    outdir : path-like
+
+    Returns
+    -------
+    list of pathlib.Path
+        The uncal files written, in order.
+    """
     # Dark references long enough for the longest exposure of each detector.
     need = max(exposure_timing(s)["frames_read"] for s in specs)
     paths = [simulate_exposure(s, Path(outdir), n_dark_frames=need) for s in specs]
     sky = [s for s in specs if s.scene == "sky"]
     if sky:
         write_pointing_truth(outdir, [pointing_truth(s) for s in sky])
+    tso = [s for s in specs if s.scene == "tso_grism"]
+    if tso:
+        from webbflow.simulate.grism_refs import write_tso_grism_references
+        from webbflow.simulate.tso_grism import write_tso_truth
+
+        exposures = {(s.rootname.split("-seg")[0]) for s in tso}
+        if len(exposures) != 1:  # truth/transit.ecsv etc. describe one exposure
+            raise ValueError(f"a preset holds one grism time series, not {len(exposures)}")
+        write_tso_grism_references(outdir, tso[0])
+        write_tso_truth(outdir, tso)
     return paths

@@ -54,8 +54,9 @@ def integrate_exposure(spec, model, rate, deposits, rng):
     ----------
     spec : ExposureSpec
     model : DetectorModel
-    rate : ndarray (ny, nx)
-        True count rate, DN/s (dark excluded).
+    rate : ndarray (ny, nx) or (nints, ny, nx)
+        True count rate, DN/s (dark excluded); 3-D: one image per integration
+        of the file (a time series whose scene changes, e.g. a transit).
     deposits : Deposits
         Cosmic rays and snowballs.
     rng : numpy.random.Generator
@@ -74,14 +75,21 @@ def integrate_exposure(spec, model, rate, deposits, rng):
     gain = model.gain.astype(np.float64)
     dark_frames = model.dark_frames(nread)
     sigma_read = model.readnoise.astype(np.float64) / np.sqrt(2.0)
-    e_per_frame = np.maximum(rate, 0).astype(np.float64) * gain * tframe
+    rate = np.asarray(rate)
+    if rate.ndim == 3 and rate.shape[0] != spec.nints:
+        raise ValueError(f"rate has {rate.shape[0]} integrations, the exposure {spec.nints}")
+    if rate.shape[-2:] != (ny, nx):
+        raise ValueError(f"rate shape {rate.shape} does not match the array {(ny, nx)}")
     full_well = model.full_well.astype(np.float64)
     # Independent streams, so switching one ingredient off leaves the others unchanged.
     r_ktc, r_amp, r_1f, r_read, r_poisson = rng.spawn(5)
 
     sci = np.empty((spec.nints, ng, ny, nx), np.uint16)
     zeroframe = np.empty((spec.nints, ny, nx), np.uint16)
+    e_per_frame = None
     for i in range(spec.nints):
+        if rate.ndim == 3 or e_per_frame is None:
+            e_per_frame = np.maximum(rate[i] if rate.ndim == 3 else rate, 0).astype(np.float64) * gain * tframe
         bias = model.superbias.astype(np.float64)
         if spec.ktc:
             bias = bias + r_ktc.normal(0.0, 1.0, (ny, nx)) * (KTC_ELECTRONS[info.channel] / gain)
