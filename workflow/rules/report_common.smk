@@ -31,7 +31,8 @@ def qa_exposures_inputs(wildcards):
 def qa_associations_of(mode):
     """The mode's image3 associations (the mode of an association is that of its first member)."""
     exposures = get_exposures()
-    return [p for p, a in sorted(associations().items()) if mode_of(exposures[a.members[0]]) == mode]
+    return [p for p, a in sorted(associations().items())
+            if a.asn_type == "image3" and mode_of(exposures[a.members[0]]) == mode]
 
 
 def qa_mosaics_inputs(wildcards):
