@@ -91,3 +91,26 @@ rule qa_truth:
         "../../envs/webbflow.yaml"
     script:
         "../scripts/qa_truth.py"
+
+
+rule qa_timeseries:
+    input:
+        unpack(qa_timeseries_inputs),
+    output:
+        png=report(
+            f"{QA}/{{mode}}/tso3/{{product}}_timeseries.png",
+            caption="../report/qa_timeseries.rst",
+            category="{mode}",
+            subcategory="tso3",
+            labels={"association": "{product}", "figure": "time series"},
+        ),
+    log:
+        f"{RESULTS}/logs/qa/{{mode}}/{{product}}_timeseries.log",
+    threads: 1
+    resources:
+        mem_mb=predicted_mem_mb("qa"),
+        runtime=predicted_runtime("qa"),
+    conda:
+        "../../envs/webbflow.yaml"
+    script:
+        "../scripts/qa_timeseries.py"

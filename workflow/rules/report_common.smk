@@ -3,7 +3,8 @@
 Everything the report shows lives under <results>/qa/<mode>/: the exposures' rate and cal
 thumbnails (detector1/<filter>/<root>_rate.png, image2/<filter>/<root>_cal.png), their QA rows
 (qa_rows.json) and table (qa_table.html, .csv), the mosaics' previews (image3/preview/) and, for
-the demo, their residuals against the simulated sky (image3/truth/).  One job per mode and kind of
+the demo, their residuals against the simulated sky (image3/truth/); for time series, one figure per
+tso3 association (tso3/<product>_timeseries.png).  One job per mode and kind of
 figure: a figure costs ~0.4 s, a job of its own ~2 s more.  A later mode adds its own rules and
 figures here, under its own category.
 """
@@ -58,4 +59,27 @@ def all_report_products(wildcards):
             products.append(f"{QA}/{mode}/image3/preview")
             if USE_DEMO:
                 products.append(f"{QA}/{mode}/image3/truth")
+        products += [f"{QA}/{mode}/tso3/{p}_timeseries.png" for p in qa_timeseries_associations_of(mode)]
     return products
+
+
+def qa_timeseries_associations_of(mode):
+    """The mode's tso3 associations."""
+    exposures = get_exposures()
+    return [p for p, a in sorted(associations().items())
+            if a.asn_type == "tso3" and mode_of(exposures[a.members[0]]) == mode]
+
+
+def qa_timeseries_inputs(wildcards):
+    """The association's whtlt, its segments' calints and rateints (and the demo's transit truth)."""
+    exposures = get_exposures()
+    members = [exposures[m] for m in association_of(wildcards).members]
+    inputs = {"whtlt": tso3_product("whtlt").format(product=wildcards.product),
+              "calints": [spec2_path(e, "calints") for e in members],
+              "rateints": [product_path(e, "rateints") for e in members]}
+    if USE_DEMO and Path(DEMO_TSO_TRUTH).exists():
+        inputs["truth"] = DEMO_TSO_TRUTH
+    return inputs
+
+
+DEMO_TSO_TRUTH = f"{DEMO_DIR}/truth/transit.ecsv"

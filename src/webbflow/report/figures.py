@@ -8,7 +8,8 @@ import numpy as np
 
 from webbflow import dqflags
 
-__all__ = ["DQ_OVERLAY", "product_thumbnail", "mosaic_preview", "residual_plots"]
+__all__ = ["DQ_OVERLAY", "product_thumbnail", "mosaic_preview", "point_to_point_rms", "residual_plots",
+           "timeseries_panels"]
 
 DQ_OVERLAY = (
     # (label, bits, RGBA): drawn in this order, the last on top.
@@ -184,4 +185,73 @@ def residual_plots(png, residuals, title):
                     fontsize=7.5)
     for ax in (left, right):
         ax.tick_params(labelsize=7)
+    _save(fig, png)
+
+
+def point_to_point_rms(flux):
+    """Robust point-to-point scatter of a light curve: 1.4826 MAD of successive differences / sqrt(2)
+    (ingress and egress, a few large differences, do not count)."""
+    d = np.diff(np.asarray(flux, float))
+    d = d[np.isfinite(d)]
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2)) if d.size > 2 else float("nan")
+
+
+def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title):
+    """A grism time series at a glance (four panels).
+
+    Parameters
+    ----------
+    png : str or Path
+        The PNG to write.
+    curve : dict
+        ``time`` (MJD), ``flux`` (white light, normalised), optional ``truth`` (same times).
+    spectrum2d : ndarray
+        (ny, nx) median over integrations of the first segment's calints cutout.
+    wavelength : ndarray
+        (nx,) wavelength of each column (µm), for the image's x axis.
+    per_int : dict
+        ``time`` (MJD, one per integration), ``jump`` (fraction of science pixels flagged JUMP_DET)
+        and ``one_over_f`` ((nints, namps) row-to-row scatter over its white-noise expectation).
+    title : str
+    """
+    fig = _figure(9.0, 6.4)
+    fig.suptitle(title, fontsize=9)
+    ax = fig.add_axes([0.07, 0.58, 0.40, 0.32])
+    t0 = float(np.nanmin(curve["time"])) if len(curve["time"]) else 0.0
+    hours = (np.asarray(curve["time"]) - t0) * 24
+    ax.plot(hours, curve["flux"], "k.", ms=3, label="white light")
+    if curve.get("truth") is not None:
+        ax.plot(hours, curve["truth"], "r-", lw=1, label="truth")
+    if curve.get("model") is not None:
+        ax.plot(hours, curve["model"], "-", color="tab:orange", lw=1, label="fit")
+    rms = point_to_point_rms(curve["flux"])
+    ax.set_title(f"white light (point-to-point rms {rms * 1e6:.0f} ppm)", fontsize=8)
+    ax.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
+    ax.set_ylabel("relative flux", fontsize=8)
+    ax.legend(fontsize=7, frameon=False)
+    img = fig.add_axes([0.55, 0.58, 0.42, 0.32])
+    good = np.isfinite(spectrum2d)
+    lam = np.asarray(wavelength, float)
+    extent = [lam[0], lam[-1], -0.5, spectrum2d.shape[0] - 0.5] if lam.size > 1 else None
+    img.imshow(_stretch(np.asarray(spectrum2d, float), good)[0], origin="lower", cmap=_cmap("magma"), vmin=0,
+               vmax=1, aspect="auto", extent=extent, interpolation="nearest")
+    img.set_title("median cutout of the first segment (calints)", fontsize=8)
+    img.set_xlabel("wavelength (µm)", fontsize=8)
+    img.set_ylabel("row", fontsize=8)
+    jumps = fig.add_axes([0.07, 0.09, 0.40, 0.32])
+    th = (np.asarray(per_int["time"]) - t0) * 24
+    jumps.plot(th, 100 * np.asarray(per_int["jump"]), "-", color="tab:red", lw=1)
+    jumps.set_title("pixels flagged JUMP_DET per integration", fontsize=8)
+    jumps.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
+    jumps.set_ylabel("%", fontsize=8)
+    f = fig.add_axes([0.55, 0.09, 0.42, 0.32])
+    ratio = np.asarray(per_int["one_over_f"], float)
+    for a in range(ratio.shape[1] if ratio.ndim == 2 else 0):
+        f.plot(th, ratio[:, a], "-", lw=1, label=f"output {a + 1}")
+    f.axhline(1, color="0.6", lw=0.6)
+    f.set_title("1/f left: row-median scatter / white-noise expectation", fontsize=8)
+    f.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
+    f.legend(fontsize=6, frameon=False, ncol=4)
+    for a in (ax, img, jumps, f):
+        a.tick_params(labelsize=7)
     _save(fig, png)

@@ -3,14 +3,17 @@
 import csv
 import html
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from webbflow import dqflags
 from webbflow.io.files import atomic_output, atomic_write_text
 from webbflow.report import figures, qa
 
-__all__ = ["qa_exposure", "qa_exposures", "qa_table", "qa_mosaic", "qa_mosaics", "qa_truth", "qa_truths"]
+__all__ = ["qa_exposure", "qa_exposures", "qa_table", "qa_mosaic", "qa_mosaics", "qa_timeseries", "qa_truth",
+           "qa_truths"]
 
 
 def _thumbnail(path, png, title, unit):
@@ -258,3 +261,73 @@ def qa_truth(i2d, cat, truth, png, out_json=None, product=None, max_sep=0.3, min
         summary = {k: v for k, v in residuals.items() if not isinstance(v, np.ndarray)}
         atomic_write_text(out_json, json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return residuals
+
+
+def _baseline(flux):
+    """Out-of-transit level: the median of the first and last fifth of the curve (the baseline a TSO
+    schedules around the event); the whole curve's median when it is too short."""
+    flux = np.asarray(flux, float)
+    k = len(flux) // 5
+    edges = np.r_[flux[:k], flux[-k:]] if k >= 2 else flux
+    level = np.nanmedian(edges) if np.isfinite(edges).any() else 1.0
+    return level if level else 1.0
+
+
+def qa_timeseries(whtlt, calints, rateints, png, product=None, truth=None):
+    """The QA figure of one time-series association (:func:`webbflow.report.figures.timeseries_panels`).
+
+    Parameters
+    ----------
+    whtlt : str or Path
+        The association's white-light curve (ECSV).
+    calints, rateints : list of str or Path
+        Its segments' calints and rateints, in segment order.
+    png : str or Path
+    product : str, optional
+        Title (default: from the ECSV name).
+    truth : str or Path, optional
+        The simulator's ``transit.ecsv`` (``int_mid_MJD_UTC``, ``white_flux``), drawn when given.
+
+    Returns
+    -------
+    dict
+        Numbers shown: ``rms`` (point-to-point, relative), ``jump_fraction`` (mean), ``one_over_f`` (mean ratio).
+    """
+    from astropy.io import fits
+    from astropy.table import Table
+
+    curve = Table.read(whtlt)
+    flux = np.asarray(curve["whitelight_flux"], float)
+    data = {"time": np.asarray(curve["MJD_UTC"], float), "flux": flux / _baseline(flux)}
+    if truth is not None and Path(truth).exists():
+        t = Table.read(truth)
+        true = np.interp(data["time"], np.asarray(t["int_mid_MJD_UTC"], float), np.asarray(t["white_flux"], float))
+        # normalised as the measured curve, so the two overlay without a fit
+        data["truth"] = true / _baseline(true)
+    with fits.open(calints[0]) as hdul:
+        cube = hdul["SCI"].data
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            image = np.nanmedian(cube, axis=0)
+        wavelength = np.nanmedian(hdul["WAVELENGTH"].data, axis=0)
+    times, jumps, ratios = [], [], []
+    for path in rateints:
+        with fits.open(path) as hdul:
+            h, sci, dq, err = hdul[0].header, hdul["SCI"].data, hdul["DQ"].data, hdul["ERR"].data
+            slices = qa.amplifier_slices(sci.shape[-1], int(h.get("NOUTPUTS", 4) or 4), int(h.get("SUBSTRT1", 1)))
+            times.extend(np.asarray(hdul["INT_TIMES"].data["int_mid_MJD_UTC"], float)[:sci.shape[0]])
+            # the trace is static: rows through it differ from the rest in every integration, which
+            # is structure, not 1/f; the change from the segment's median image is what 1/f moves
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+                static = np.nanmedian(np.where((dq & dqflags.DO_NOT_USE) == 0, sci, np.nan), axis=0)
+            for i in range(sci.shape[0]):
+                jumps.append(qa.flag_fraction(dq[i], dqflags.JUMP_DET))
+                residual, white = qa.one_over_f_residual(sci[i] - static, dq[i], slices, err[i])
+                ratios.append(np.asarray(residual) / np.asarray(white))
+    per_int = {"time": np.asarray(times), "jump": np.asarray(jumps), "one_over_f": np.asarray(ratios)}
+    figures.timeseries_panels(png, data, image, wavelength, per_int, product or Path(whtlt).name.removesuffix("_whtlt.ecsv"))
+    rms = figures.point_to_point_rms(data["flux"])
+    return {"rms": rms, "jump_fraction": float(np.mean(jumps)) if jumps else float("nan"),
+            "one_over_f": float(np.nanmean(per_int["one_over_f"])) if ratios else float("nan")}
+
