@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""The grism time-series demo through detector1 + spec2 + tso3, ours against jwst 3.0, in one run.
+
+Simulates ``demo-tso-grism`` (3 segments of 20 integrations; or another size with
+``--ints-per-segment``), then runs, one fresh process per job as the workflow does, our detector1
+and spec2 on every segment and tso3 on the exposure, and jwst's calwebb_detector1, calwebb_spec2 and
+calwebb_tso3 on the same inputs with the same references (jwst's tso3 on jwst's calints).  Prints
+total wall time, the largest peak RSS of any job, and the ratios (issue 13: >= 10x faster,
+<= 1/5 of jwst's peak memory).  Numba's cache is warmed first, as in production.
+
+Usage (after ``pip install -e .`` and ``bash benchmarks/setup_oracle.sh``)::
+
+    python benchmarks/bench_tso_demo.py [--ints-per-segment 20] [--no-jwst]
+
+Results: ``benchmarks/results/<date>-<host>-tso-demo.json``.
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+from astropy.io import fits
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
+
+_JOB = """
+import sys
+from pathlib import Path
+stage, args = sys.argv[1], sys.argv[2:]
+if stage == "detector1":
+    from astropy.io import fits
+    from webbflow.refs import select_references
+    from webbflow.stages import detector1
+    uncal, out, refs = args
+    root = Path(uncal).name.removesuffix("_uncal.fits")
+    detector1.run(uncal, f"{out}/{root}_rate.fits", f"{out}/{root}_rateints.fits",
+                  select_references(fits.getheader(uncal), refs), {})
+elif stage == "spec2":
+    import json
+    from webbflow.stages import spec2
+    rateints, out, refs = args
+    root = Path(rateints).name.removesuffix("_rateints.fits")
+    spec2.run(rateints, f"{out}/{root}_calints.fits", f"{out}/{root}_x1dints.fits", json.loads(refs), {})
+else:
+    import json
+    from webbflow.associations import read_asn
+    from webbflow.stages import tso3
+    asn_path, out, extract1d = args
+    asn = read_asn(asn_path)
+    crf = [f"{out}/{Path(m).name.removesuffix('_calints.fits')}_{asn['asn_id']}_crfints.fits" for m in asn["members"]]
+    tso3.run(asn["members"], crf, f"{out}/{asn['product']}_x1dints.fits", f"{out}/{asn['product']}_whtlt.ecsv",
+             {"extract1d": extract1d}, {})
+"""
+
+
+def _jobs(data, uncals, refs, grism, who):
+    """(name, command) of every job of one pipeline, in order; and the association it writes."""
+    from webbflow.associations import tso3_associations, write_asn
+    from webbflow.exposures import exposure_table
+    from webbflow.oracle import detector1_command, spec2_command, oracle_paths
+
+    out = data / who
+    stage1, stage2, stage3 = out / "detector1", out / "spec2", out / "tso3"
+    for d in (stage1, stage2, stage3):
+        d.mkdir(parents=True, exist_ok=True)
+    (asn,) = tso3_associations(exposure_table(data / "uncal"))
+    asn_path = stage2 / "tso3_asn.json"
+    write_asn(asn, asn_path, suffix="calints")
+    jobs = []
+    for uncal in uncals:
+        root = uncal.name.removesuffix("_uncal.fits")
+        rateints = stage1 / f"{root}_rateints.fits"
+        if who == "ours":
+            jobs.append(("detector1", [sys.executable, "-c", _JOB, "detector1", str(uncal), str(stage1), str(refs)]))
+            jobs.append(("spec2", [sys.executable, "-c", _JOB, "spec2", str(rateints), str(stage2),
+                                   json.dumps({k: str(v) for k, v in grism.items()})]))
+        else:
+            from webbflow.refs import select_references
+
+            jobs.append(("detector1", detector1_command(uncal, select_references(fits.getheader(uncal), refs), stage1)))
+            jobs.append(("spec2", spec2_command(rateints, grism, stage2)))
+    if who == "ours":
+        jobs.append(("tso3", [sys.executable, "-c", _JOB, "tso3", str(asn_path), str(stage3), str(grism["extract1d"])]))
+    else:
+        python, script = oracle_paths()
+        jobs.append(("tso3", [str(python), str(script), "tso3", str(asn_path), str(stage3),
+                              f"--override=extract_1d.extract1d={grism['extract1d']}"]))
+    return jobs
+
+
+def main(argv=None):
+    from webbflow.simulate import optics
+    from webbflow.simulate.grism import write_grism_references
+    from webbflow.simulate.presets import run_specs, tso_grism_specs
+    from webbflow.simulate.stage2_refs import write_stage2_references
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ints-per-segment", type=int, default=20)
+    parser.add_argument("--no-jwst", action="store_true", help="skip the oracle run")
+    parser.add_argument("--workdir", default=str(REPO / "benchmarks" / ".work" / "tso-demo"))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    data = Path(args.workdir) / f"n{args.ints_per_segment}"
+    machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    print(f"TSO demo benchmark on {machine}, {dt.date.today()}", flush=True)
+    specs = tso_grism_specs(ints_per_segment=args.ints_per_segment)
+    if not (data / "uncal").is_dir():
+        print(f"simulating {len(specs)} segments x {args.ints_per_segment} integrations ...", flush=True)
+        run_specs(specs, data)
+    uncals = sorted((data / "uncal").glob("*_uncal.fits"))
+    spec = specs[0]
+    grism = write_grism_references(data, spec.detector, spec.filter, optics.pixar_sr(spec.detector),
+                                   optics.pixar_a2(spec.detector))
+    imaging = write_stage2_references(data, spec.detector, spec.geometry, spec.filter, spec.pupil, 0)
+    grism = {**grism, "flat": imaging["flat"], "distortion": imaging["distortion"]}
+    refs = data / "refs"
+    pipelines = ["ours"] + ([] if args.no_jwst else ["jwst"])
+    # warm numba's cache (first segment's detector1), as a production run finds it
+    warm = data / "warm"
+    shutil.rmtree(warm, ignore_errors=True)
+    warm.mkdir()
+    measure([sys.executable, "-c", _JOB, "detector1", str(uncals[0]), str(warm), str(refs)], data)
+    totals = {}
+    for who in pipelines:
+        shutil.rmtree(data / who, ignore_errors=True)
+        rows = []
+        for name, cmd in _jobs(data, uncals, refs, grism, who):
+            wall, rss, _ = measure(cmd, data)
+            rows.append({"job": name, "wall_s": wall, "peak_rss_mib": rss})
+        totals[who] = {"wall_s": sum(r["wall_s"] for r in rows), "peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
+                       "jobs": rows}
+        t = totals[who]
+        per = {s: sum(r["wall_s"] for r in rows if r["job"] == s) for s in ("detector1", "spec2", "tso3")}
+        print(f"  {who:4s}: wall {t['wall_s']:7.1f} s (detector1 {per['detector1']:.1f}, spec2 {per['spec2']:.1f}, "
+              f"tso3 {per['tso3']:.1f}), largest job peak RSS {t['peak_rss_mib']:.0f} MiB", flush=True)
+    result = {"date": str(dt.date.today()), "machine": machine, "segments": len(uncals),
+              "ints_per_segment": args.ints_per_segment, "pipelines": totals}
+    if "jwst" in totals:
+        result["speedup"] = totals["jwst"]["wall_s"] / totals["ours"]["wall_s"]
+        result["memory_ratio"] = totals["ours"]["peak_rss_mib"] / totals["jwst"]["peak_rss_mib"]
+        print(f"  jwst/ours wall = {result['speedup']:.1f}x; ours/jwst peak memory = {result['memory_ratio']:.2f}")
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"{dt.date.today()}-{platform.node()}-tso-demo.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
