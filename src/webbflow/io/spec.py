@@ -51,6 +51,7 @@ class GrismDispersion:
     displ: list
     dispx: list
     invdispx: list | None
+    dispy: list | None = None
 
 
 def _asdf_reference(path, reftype, sci, read):
@@ -80,7 +81,8 @@ def load_specwcs(path, sci=None):
         if missing:
             raise ValueError(f"no {', '.join(missing)} in the tree")
         return GrismDispersion(list(tree["orders"]), list(tree["displ"]), list(tree["dispx"]),
-                               list(tree["invdispx"]) if tree.get("invdispx") else None)
+                               list(tree["invdispx"]) if tree.get("invdispx") else None,
+                               list(tree["dispy"]) if tree.get("dispy") else None)
 
     _, dispersion = _asdf_reference(path, "specwcs", sci, read)
     return dispersion
@@ -197,7 +199,7 @@ def write_calints(path, rateints, arrays, cutout, *, cal_steps=None, ref_files=N
         The cutout's arrays (3-D) after flat_field and photom.
     cutout : dict
         ``ystart`` (0-based first row), ``wavelength`` (2-D float32), ``order``,
-        ``source_xpos`` (0-based), ``source_ypos``.
+        ``source_xpos`` (0-based), ``source_ypos``, optional ``wcs`` (the cutout's gwcs).
     cal_steps, ref_files, photometry, provenance : dict, optional
         Step statuses, reftype -> path, ``meta.photometry`` values, webbflow provenance.
 
@@ -214,6 +216,8 @@ def write_calints(path, rateints, arrays, cutout, *, cal_steps=None, ref_files=N
     if arrays.var_flat is not None:
         model.var_flat = arrays.var_flat
     model.wavelength = cutout["wavelength"]
+    if cutout.get("wcs") is not None:
+        model.meta.wcs = cutout["wcs"]
     model.int_times = rateints.int_times.copy()
     ny, nx = arrays.data.shape[-2:]
     model.name = "1"

@@ -88,6 +88,21 @@ def _slit_sky(model, distortion):
     return (None, None) if not (np.isfinite(ra) and np.isfinite(dec)) else (float(ra), float(dec))
 
 
+def _cutout_wcs(model, dispersion, distortion, sci, ymin, shape, order):
+    """The calints' gwcs as jwst builds it (None without a distortion or the pointing: the
+    wavelengths do not need it, only SLIT_RA/SLIT_DEC and jwst's own tso3 do)."""
+    if distortion is None:
+        return None
+    w = model.meta.wcsinfo
+    try:
+        return assign_wcs.tsgrism_wcs(dispersion, distortion, assign_wcs.model_pointing(model),
+                                      (sci["xstart"], sci["ystart"]), (w.siaf_xref_sci, w.siaf_yref_sci),
+                                      (ymin, shape), order, _float_or_none(w.velosys))
+    except ValueError as exc:
+        log.warning("calints without a gwcs: %s", exc)
+        return None
+
+
 def _float_or_none(value):
     return None if value is None else float(value)
 
@@ -228,7 +243,8 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
             {"steps": params, "references": {t: Path(p).name for t, p in used.items() if p}}))
         provenance.setdefault("webbflow_version", webbflow.__version__)
         cut = {"ystart": ymin, "wavelength": wavelength, "order": order,
-               "source_xpos": _source_xpos(model, distortion), "source_ypos": extract_2d.EXTRACT_Y_CENTER}
+               "source_xpos": _source_xpos(model, distortion), "source_ypos": extract_2d.EXTRACT_Y_CENTER,
+               "wcs": _cutout_wcs(model, dispersion, distortion, sci, ymin, arrays.data.shape[1:], order)}
         flux_unit = "Jy" if statuses["photom"] == "COMPLETE" else "DN/s"
         slit_ra, slit_dec = _slit_sky(model, distortion)
         extent.update(source_xpos=cut["source_xpos"], source_ypos=cut["source_ypos"], slit_ra=slit_ra,

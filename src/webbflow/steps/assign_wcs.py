@@ -20,7 +20,8 @@ from gwcs.wcs import WCS
 from webbflow.ramp import StepStatus
 from webbflow.wcs import dva_model, v23tosky_model
 
-__all__ = ["POINTING_KEYS", "model_pointing", "build_wcs", "fits_sip_keywords", "s_region", "run", "tsgrism_wavelength", "MAX_SIP_DEGREE"]
+__all__ = ["POINTING_KEYS", "model_pointing", "build_wcs", "fits_sip_keywords", "s_region", "run", "tsgrism_wavelength", "tsgrism_wcs",
+           "MAX_SIP_DEGREE"]
 
 MAX_SIP_DEGREE = 6
 """Degrees 1..MAX_SIP_DEGREE-1 are tried, as jwst does (``range(1, 6)``)."""
@@ -227,3 +228,79 @@ def tsgrism_wavelength(dispersion, xref_sci, yref_sci, xstart, nx, order=1, velo
     if velosys is not None:
         wave = wave * (1 / (1 + velosys / _C_M_PER_S))
     return wave
+
+
+def tsgrism_wcs(dispersion, distortion, pointing, subarray, source, cutout, order=1, velosys=None):
+    """The gwcs of a NRC_TSGRISM cutout, with jwst 3.0's frames (``assign_wcs/nircam.py::tsgrism``
+    followed by extract_2d's ``_set_tso_subwcs_transform``).
+
+    ``grism_detector`` (cutout pixel x, y) → ``direct_image`` (the source's full-frame position
+    XREF_SCI, YREF_SCI as stored, λ, order) → ``v2v3`` → ``v2v3vacorr`` → ``world`` (RA, Dec, λ,
+    order).  jwst's extract_1d evaluates it for SLIT_RA/SLIT_DEC, so a product carrying it is read
+    by jwst's tso3 as its own.
+
+    Parameters
+    ----------
+    dispersion : webbflow.io.spec.GrismDispersion
+    distortion : astropy.modeling.Model
+        Full-frame pixel → V2/V3 (DISTORTION reference).
+    pointing : mapping
+        As :func:`build_wcs` takes it.
+    subarray : (xstart, ystart)
+        1-based SUBSTRT1/2.
+    source : (xref_sci, yref_sci)
+    cutout : (ymin, shape)
+        First row of the cutout in the subarray (0-based) and the cutout's (ny, nx).
+    order : int
+    velosys : float or None
+
+    Returns
+    -------
+    gwcs.wcs.WCS
+    """
+    from stdatamodels.jwst.transforms.models import (NIRCAMBackwardGrismDispersion,
+                                                     NIRCAMForwardRowGrismDispersion)
+
+    for key in ("v2_ref", "v3_ref", "roll_ref", "ra_ref", "dec_ref"):
+        if pointing.get(key) is None:
+            raise ValueError(f"pointing keyword {key.upper()} is missing")
+    spec = cf.SpectralFrame(name="spectral", axes_order=(2,), unit=(u.micron,), axes_names=("wavelength",))
+    gdetector = cf.Frame2D(name="grism_detector", axes_order=(0, 1), unit=(u.pix, u.pix))
+    full = cf.Frame2D(name="full_detector", axes_order=(0, 1), axes_names=("dx", "dy"), unit=(u.pix, u.pix))
+    v2v3 = cf.Frame2D(name="v2v3_spatial", axes_order=(0, 1), axes_names=("v2", "v3"), unit=(u.deg, u.deg))
+    vacorr = cf.Frame2D(name="v2v3vacorr_spatial", axes_order=(0, 1), axes_names=("v2", "v3"),
+                        unit=(u.arcsec, u.arcsec))
+    sky = cf.CelestialFrame(reference_frame=coord.ICRS(), name="icrs")
+
+    kwargs = dict(lmodels=dispersion.displ, xmodels=dispersion.dispx, ymodels=dispersion.dispy,
+                  inv_xmodels=dispersion.invdispx)
+    det2det = NIRCAMForwardRowGrismDispersion(list(dispersion.orders), **kwargs)
+    det2det.inverse = NIRCAMBackwardGrismDispersion(list(dispersion.orders), **kwargs)
+    if velosys is not None:
+        corr = 1 / (1 + velosys / _C_M_PER_S)
+        vel = am.Identity(1) * am.Const1D(corr, name="velocity_correction")
+        vel.inverse = am.Identity(1) / am.Const1D(corr, name="inv_vel_correction")
+        det2det = det2det | am.Mapping((0, 1, 2, 3)) | am.Identity(2) & vel & am.Identity(1)
+    xc, yc = (float(v) for v in source)
+    xcenter, ycenter = am.Const1D(xc), am.Const1D(yc)
+    xcenter.inverse, ycenter.inverse = am.Const1D(xc), am.Const1D(yc)
+    xstart, ystart = (int(v) if v is not None else 1 for v in subarray)
+    sub2direct = am.Mapping((0, 1, 0, 1, 2)) | (am.Identity(2) & xcenter & ycenter & am.Identity(1)) | det2det
+    if (xstart, ystart) != (1, 1):
+        shift = ((am.Shift(xstart - 1) if xstart != 1 else am.Identity(1))
+                 & (am.Shift(ystart - 1) if ystart != 1 else am.Identity(1)))
+        sub2direct = shift & am.Identity(1) | sub2direct
+    ymin, (ny, nx) = cutout
+    order_model = am.Const1D(order)
+    order_model.inverse = am.Const1D(order)
+    grism2direct = am.Mapping((0, 1, 0)) | am.Shift(0) & am.Shift(ymin) & order_model | sub2direct
+    dist = distortion.copy() & am.Identity(2)
+    va = dva_model(pointing.get("va_scale"), pointing["v2_ref"], pointing["v3_ref"]) & am.Identity(2)
+    tel2sky = v23tosky_model(pointing["v2_ref"], pointing["v3_ref"], pointing["roll_ref"], pointing["ra_ref"],
+                             pointing["dec_ref"]) & am.Identity(2)
+    wcs = WCS([(gdetector, grism2direct), (cf.CompositeFrame([full, spec], name="direct_image"), dist),
+               (cf.CompositeFrame([v2v3, spec], name="v2v3"), va),
+               (cf.CompositeFrame([vacorr, spec], name="v2v3vacorr"), tel2sky),
+               (cf.CompositeFrame([sky, spec], name="world"), None)])
+    wcs.bounding_box = ((-0.5, nx - 0.5), (-0.5, ny - 0.5))
+    return wcs
