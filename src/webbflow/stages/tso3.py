@@ -246,16 +246,16 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
         written.append(Path(x1dints_path))
 
         wl = params["white_light"]
-        if True:  # the white-light curve is tso3's product: always written
-            meta = {"instrument": first.meta.instrument.name, "exp_type": first.meta.exposure.type,
-                    "subarray": first.meta.subarray.name, "filter": first.meta.instrument.filter,
-                    "pupil": first.meta.instrument.pupil, "target_name": first.meta.target.catalog_name}
-            table = white_light.white_light(series, wl.get("min_wavelength"), wl.get("max_wavelength"), meta)
-            table.meta["number_of_integrations"] = len(table)
-            with atomic_output(whtlt_path) as tmp:
-                table.write(tmp, format="ascii.ecsv", overwrite=True)
-            written.append(Path(whtlt_path))
-            statuses["white_light"] = StepStatus.COMPLETE
+        # the white-light curve is tso3's product: always written
+        meta = {"instrument": first.meta.instrument.name, "exp_type": first.meta.exposure.type,
+                "subarray": first.meta.subarray.name, "filter": first.meta.instrument.filter,
+                "pupil": first.meta.instrument.pupil, "target_name": first.meta.target.catalog_name}
+        table = white_light.white_light(series, wl.get("min_wavelength"), wl.get("max_wavelength"), meta)
+        table.meta["number_of_integrations"] = len(table)
+        with atomic_output(whtlt_path) as tmp:
+            table.write(tmp, format="ascii.ecsv", overwrite=True)
+        written.append(Path(whtlt_path))
+        statuses["white_light"] = StepStatus.COMPLETE
     except BaseException:
         for path in written:  # nothing of a failed association is left
             path.unlink(missing_ok=True)
