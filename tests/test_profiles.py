@@ -150,3 +150,21 @@ def test_rules_that_need_the_submit_host_are_local(tmp_path):
     assert local["detector1"] is False  # the per-exposure work is what goes to the cluster
     # a rule grouped by the SLURM profile stops being local: no local rule may be in a group
     assert not set(load(SLURM_PROFILE)["groups"]) & must_be_local
+
+
+def test_detector1_request_is_capped_by_its_memory_budget(make, tmp_path):
+    """Above max_memory_mb.detector1 the job streams the exposure, so it asks for the budget + 500 MB."""
+    root = tmp_path / "data"
+    make.reference_set(root / "refs", detector="NRCA1", shape=(256, 256), ndark=12)
+    (root / "uncal").mkdir()
+    path = make.uncal(root / "uncal" / "e1_uncal.fits", make.ramp(nints=10, ngroups=10, ny=256, nx=256),
+                      EXPOSURE="1")
+    size = path.stat().st_size / 1e6
+    config = root / "config.yaml"
+    config.write_text(f"inputs: {{uncal_dir: {root / 'uncal'}}}\nreferences: {{dir: {root / 'refs'}}}\n"
+                      "max_memory_mb: {detector1: 50}\n")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (planned,) = planned_resources(workdir, "--configfile", str(config)).values()
+    assert 500 + 8 * size > 550  # the prediction alone would ask for more
+    assert int(planned["mem_mb"]) == 550

@@ -22,6 +22,8 @@ def main(argv=None):
                     help="reference file for one type (repeatable); wins over --refs-dir")
     d1.add_argument("--set", action="append", default=[], metavar="STEP.PARAM=VALUE",
                     help="step parameter (repeatable), e.g. jump.rejection_threshold=5")
+    d1.add_argument("--max-memory-mb", type=float, default=None,
+                    help="memory budget; a larger exposure is reduced in chunks (default 4000)")
     d1.add_argument("-v", "--verbose", action="store_true", help="log each step and its time")
 
     crds = sub.add_parser("crds", help="local CRDS cache: build it, select from it, export a locked copy")
@@ -162,7 +164,8 @@ def _detector1(args):
         # the header is checked before the references are chosen from it
         primary = read_uncal_headers(args.uncal, validate=True).primary
         refs = select_references(primary, args.refs_dir, overrides)
-        detector1.run(args.uncal, out / f"{root}_rate.fits", out / f"{root}_rateints.fits", refs, params)
+        detector1.run(args.uncal, out / f"{root}_rate.fits", out / f"{root}_rateints.fits", refs, params,
+                      max_memory_mb=args.max_memory_mb)
     except (InputError, OSError) as exc:
         print(f"webbflow detector1: {exc}", file=sys.stderr)
         return 1

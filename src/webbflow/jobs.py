@@ -56,7 +56,7 @@ def stage_provenance(steps, **inputs):
             "config_digest": config_digest({"steps": steps, **inputs})}
 
 
-def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=None):
+def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=None, max_memory_mb=None):
     """Reduce one uncal exposure to rate and rateints (:func:`webbflow.stages.detector1.run`).
 
     Parameters
@@ -71,6 +71,9 @@ def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=Non
         The run's CRDS lockfile, when the references were chosen through CRDS:
         every reference is checked against it and the products record the
         context and ``crds://`` names.
+    max_memory_mb : float, optional
+        Memory budget (``max_memory_mb.detector1``); a larger exposure is
+        reduced in chunks with identical products.
     """
     from webbflow.stages import detector1 as stage
 
@@ -82,7 +85,8 @@ def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=Non
         # This job only reads the cache, and refuses a file that differs from what the prefetch locked.
         os.environ["CRDS_READONLY_CACHE"] = "1"
         provenance.update(locked_provenance(crds_lock, references))
-    stage.run(uncal, rate, rateints, references, steps, provenance, exp_types=tuple(exp_types))
+    stage.run(uncal, rate, rateints, references, steps, provenance, exp_types=tuple(exp_types),
+              max_memory_mb=max_memory_mb)
 
 
 def image2(rate, cal, steps, references):

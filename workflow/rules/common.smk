@@ -435,5 +435,20 @@ def predicted_runtime(step):
     return runtime
 
 
-detector1_mem_mb = predicted_mem_mb("detector1")
+def _detector1_mem_mb():
+    """detector1's request: the prediction from the uncal's size, but no more than its budget allows.
+
+    Above ``max_memory_mb.detector1`` the job streams the exposure within that budget (see
+    webbflow.stages.detector1_stream), so the request is the budget plus the interpreter's ~500 MB.
+    """
+    predicted = predicted_mem_mb("detector1")
+    cap = int(config["max_memory_mb"]["detector1"]) + RESOURCE_MODEL["detector1"]["mem_base"]
+
+    def mem_mb(wildcards, input, attempt):
+        return min(predicted(wildcards, input, attempt), cap * 2 ** (attempt - 1))
+
+    return mem_mb
+
+
+detector1_mem_mb = _detector1_mem_mb()
 detector1_runtime = predicted_runtime("detector1")

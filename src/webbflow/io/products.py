@@ -17,6 +17,7 @@ that looks finished.
 
 import datetime
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import webbflow
 from webbflow.config import config_digest
 from webbflow.io.files import atomic_output
 
-__all__ = ["CAL_STEP_KEYS", "REFTYPES", "write_rate", "write_rateints"]
+__all__ = ["CAL_STEP_KEYS", "REFTYPES", "RateintsStream", "write_rate", "write_rateints"]
 
 CAL_STEP_KEYS = {
     "dq_init": "dq_init",
@@ -152,6 +153,9 @@ def _build_hdulist(model_type, filename, arrays, headers, int_times, cal_steps, 
     err_header = fits.Header([("BUNIT", "DN/s", "physical units of the array values")])
 
     def image(name, array, dtype, header=None):
+        if isinstance(array, Blank):  # zeros that take no memory, filled in later (RateintsStream)
+            return fits.ImageHDU(np.broadcast_to(np.zeros((), np.dtype(dtype).newbyteorder(">")), array.shape),
+                                 header, name=name, ver=1)
         return fits.ImageHDU(np.ascontiguousarray(array, dtype), header, name=name, ver=1)
 
     hdus = [fits.PrimaryHDU(header=primary),
@@ -196,12 +200,17 @@ def _asdf_hdu():
     return hdu
 
 
-def _save(hdulist, path):
-    path = Path(path)
-    with atomic_output(path) as tmp, warnings.catch_warnings():
+def _save_to(hdulist, tmp):
+    with warnings.catch_warnings():
         # the WF_CFGD comment does not fit beside its 64-character digest; cut, as before
         warnings.filterwarnings("ignore", "Card is too long, comment will be truncated")
         hdulist.writeto(tmp, overwrite=True)
+
+
+def _save(hdulist, path):
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        _save_to(hdulist, tmp)
     return path
 
 
@@ -260,3 +269,73 @@ def write_rateints(path, rateints, headers, *, cal_steps=None, ref_files=None, p
     hdulist = _build_hdulist("CubeModel", Path(path).name, rateints, headers, headers.int_times, cal_steps,
                              ref_files, provenance)
     return _save(hdulist, path)
+
+
+class Blank:
+    """An array of ``shape`` not yet computed: written as zeros, to be filled in place."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+
+_CUBES = (("SCI", "data", ">f4"), ("ERR", "err", ">f4"), ("DQ", "dq", ">u4"),
+          ("VAR_POISSON", "var_poisson", ">f4"), ("VAR_RNOISE", "var_rnoise", ">f4"))
+
+
+class RateintsStream:
+    """A ``rateints`` product written a block of rows at a time (detector1 in bounded memory).
+
+    Use as a context manager: on entry the whole file is laid out (headers as
+    :func:`write_rateints` writes them, the cubes as zeros) under a temporary
+    name next to ``path``; :meth:`write_rows` fills rows of every cube in
+    place; a clean exit moves the file onto ``path``, an exception removes it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination.
+    shape : tuple
+        (nints, ny, nx) of the cubes.
+    headers, cal_steps, ref_files, provenance
+        As for :func:`write_rateints`.
+    """
+
+    def __init__(self, path, shape, headers, *, cal_steps=None, ref_files=None, provenance=None):
+        self.path, self.shape = Path(path), tuple(shape)
+        blank = Blank(self.shape)
+        arrays = type("Arrays", (), {name: blank for _, name, _ in _CUBES})()
+        self._hdulist = _build_hdulist("CubeModel", self.path.name, arrays, headers, headers.int_times,
+                                       cal_steps, ref_files, provenance)
+
+    def __enter__(self):
+        self._atomic = atomic_output(self.path)
+        tmp = self._atomic.__enter__()
+        try:
+            _save_to(self._hdulist, tmp)
+            with fits.open(tmp) as hdul:
+                self._offsets = {ext: hdul.fileinfo(hdul.index_of(ext))["datLoc"] for ext, _, _ in _CUBES}
+                # astropy stores uint32 as int32 with BZERO = 2**31: the bits with the sign bit flipped
+                self._flip = {ext: hdul[ext].header.get("BZERO") == 2**31 for ext, _, _ in _CUBES}
+            self._file = open(tmp, "r+b")
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def write_rows(self, r0, arrays):
+        """Write rows ``r0 .. r0+n-1`` of every cube from ``arrays`` (ImageArrays of (nints, n, nx))."""
+        nints, ny, nx = self.shape
+        for ext, name, dtype in _CUBES:
+            block = np.asarray(getattr(arrays, name))
+            if self._flip[ext]:
+                block = block ^ np.uint32(0x80000000)
+            block = block.astype(dtype, copy=False)  # big-endian, as FITS stores it
+            n = block.shape[1]
+            for i in range(nints):
+                self._file.seek(self._offsets[ext] + (i * ny + r0) * nx * 4)
+                self._file.write(np.ascontiguousarray(block[i]).data)
+        return n
+
+    def __exit__(self, kind, value, tb):
+        self._file.close()
+        return self._atomic.__exit__(kind, value, tb)

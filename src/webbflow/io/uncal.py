@@ -5,6 +5,7 @@ on these files and lets us check the layout ourselves, so that every problem
 becomes one :class:`~webbflow.io.errors.InputError` naming the file and the fix.
 """
 
+import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -14,8 +15,8 @@ from astropy.io import fits
 from webbflow.io.errors import InputError
 from webbflow.ramp import Ramp, Readout
 
-__all__ = ["HEADER_KEYWORDS", "SUPPORTED_EXP_TYPES", "TSO_EXP_TYPES", "Keyword", "UncalHeaders", "is_tso",
-           "read_uncal", "read_uncal_headers", "readout_from_header", "validate_headers"]
+__all__ = ["HEADER_KEYWORDS", "SUPPORTED_EXP_TYPES", "TSO_EXP_TYPES", "Keyword", "UncalHeaders", "UncalStream",
+           "is_tso", "read_uncal", "read_uncal_headers", "readout_from_header", "validate_headers"]
 
 TSO_EXP_TYPES = ("NRC_TSGRISM", "NRC_TSIMAGE")
 """NIRCam time-series EXP_TYPEs (jwst's ``TSO_EXP_TYPES``, NIRCam part)."""
@@ -472,6 +473,33 @@ def readout_from_header(primary, nints=None, ngroups=None, path="<header>"):
     )
 
 
+def _standard_sci(hdr):
+    """True for raw uint16 ramps stored as big-endian int16 with BZERO = 32768 (every real uncal)."""
+    return (hdr.get("BITPIX") == 16 and hdr.get("NAXIS") == 4 and hdr.get("BZERO") == 32768
+            and hdr.get("BSCALE", 1) == 1)
+
+
+def _read_sci_planes(path, offset, shape, ints, groups=None):
+    """Integrations ``ints`` (a range) of standard SCI ramps as float32, one group at a time.
+
+    ``groups`` (a sequence of group indices) reads only those groups.
+    """
+    nints, ngroups, ny, nx = shape
+    groups = range(ngroups) if groups is None else list(groups)
+    out = np.empty((len(ints), len(groups), ny, nx), np.float32)
+    plane = np.empty((ny, nx), ">u2")  # one buffer for every group read
+    with open(path, "rb") as f:
+        for j, i in enumerate(ints):
+            for m, g in enumerate(groups):
+                f.seek(offset + (i * ngroups + g) * plane.nbytes)
+                if f.readinto(plane) != plane.nbytes:
+                    raise EOFError(f"SCI is truncated at integration {i + 1}, group {g + 1}")
+                # int16 + 32768 as uint16 is the int16's bit pattern with the sign bit flipped
+                plane ^= np.uint16(0x8000)
+                out[j, m] = plane
+    return out
+
+
 def _read_sci_float32(hdul, path):
     """The SCI ramps as float32, read one group at a time; None for a layout astropy must decode.
 
@@ -480,23 +508,106 @@ def _read_sci_float32(hdul, path):
     once; reading a group at a time holds the float32 cube and one group.
     """
     hdr = hdul["SCI"].header
-    if (hdr.get("BITPIX") != 16 or hdr.get("NAXIS") != 4 or hdr.get("BZERO") != 32768
-            or hdr.get("BSCALE", 1) != 1):
+    if not _standard_sci(hdr):
         return None
-    nx, ny, ngroups, nints = (int(hdr[f"NAXIS{k}"]) for k in range(1, 5))
+    shape = tuple(int(hdr[f"NAXIS{k}"]) for k in range(4, 0, -1))
     offset = hdul.fileinfo(hdul.index_of("SCI"))["datLoc"]
-    out = np.empty((nints, ngroups, ny, nx), np.float32)
-    plane = np.empty((ny, nx), ">u2")  # one buffer for every group read
-    with open(path, "rb") as f:
-        f.seek(offset)
-        for i in range(nints):
-            for g in range(ngroups):
-                if f.readinto(plane) != plane.nbytes:
-                    raise EOFError(f"SCI is truncated at integration {i + 1}, group {g + 1}")
-                # int16 + 32768 as uint16 is the int16's bit pattern with the sign bit flipped
-                plane ^= np.uint16(0x8000)
-                out[i, g] = plane
-    return out
+    return _read_sci_planes(path, offset, shape, range(shape[0]))
+
+
+_UNREADABLE = "the file is truncated or corrupt; download it again from MAST"
+
+
+def _checked_headers(path, hdul, exp_types):
+    """Identity and keyword checks of an open uncal file; returns (primary, extensions)."""
+    primary = hdul[0].header
+    _check_identity(path, primary, exp_types)
+    if "SCI" not in hdul:
+        raise InputError(path, "no SCI extension, not an uncal file", "give a *_uncal.fits file")
+    extensions = {hdu.name: hdu.header for hdu in hdul[1:] if hdu.name}
+    validate_headers(primary, hdul["SCI"].header, path, extensions)
+    return primary, extensions
+
+
+class UncalStream:
+    """An uncal exposure read a few integrations at a time (detector1 on exposures too big for memory).
+
+    Opening it runs every check :func:`read_uncal` runs that does not need the
+    pixels (identity, keywords, SCI shape, ZEROFRAME, INT_TIMES); the pixels
+    are read by :meth:`ramp`, integration by integration and group by group.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An ``*_uncal.fits`` exposure whose SCI holds raw uint16 ramps.
+    exp_types : sequence of str or None
+        EXP_TYPE values accepted.
+
+    Attributes
+    ----------
+    readout : Readout
+    headers : UncalHeaders
+    shape : tuple
+        (nints, ngroups, ny, nx) of the whole exposure.
+    """
+
+    def __init__(self, path, exp_types=SUPPORTED_EXP_TYPES):
+        self.path = str(path)
+        with _open(path) as hdul:
+            primary, extensions = _checked_headers(path, hdul, exp_types)
+            sci = hdul["SCI"].header
+            if not _standard_sci(sci):
+                raise InputError(path, f"SCI is {_dtype_name(sci)} with NAXIS={sci.get('NAXIS')}, not the raw 4-D "
+                                 "uint16 ramps an uncal file holds", "give the *_uncal.fits file of this exposure")
+            self.shape = tuple(int(sci[f"NAXIS{k}"]) for k in range(4, 0, -1))
+            self._offset = hdul.fileinfo(hdul.index_of("SCI"))["datLoc"]
+            end = self._offset + int(np.prod(self.shape)) * 2
+            if os.path.getsize(path) < end:
+                raise InputError(path, "pixel data cannot be read (SCI ends past the end of the file)",
+                                 _UNREADABLE)
+            self._zf = None
+            if "ZEROFRAME" in hdul:
+                self._zf = (hdul.fileinfo(hdul.index_of("ZEROFRAME"))["datLoc"], dict(hdul["ZEROFRAME"].header))
+            try:
+                int_times = np.array(hdul["INT_TIMES"].data) if "INT_TIMES" in hdul else None
+            except (OSError, ValueError, TypeError, IndexError, EOFError, Warning) as exc:
+                raise InputError(path, f"INT_TIMES cannot be read ({exc.__class__.__name__}: {exc})",
+                                 _UNREADABLE) from None
+            self.headers = UncalHeaders(
+                primary=primary.copy(), sci=sci.copy(), int_times=int_times, path=str(path),
+                extensions={name: header.copy() for name, header in extensions.items()},
+            )
+        if is_tso(primary):
+            _check_int_times(path, int_times, int(primary.get("INTSTART", 1)), self.shape[0])
+        self.readout = readout_from_header(primary, nints=self.shape[0], ngroups=self.shape[1], path=path)
+
+    @property
+    def has_zeroframe(self):
+        """True when the exposure has a ZEROFRAME extension."""
+        return self._zf is not None
+
+    def _zeroframe(self, i0, i1):
+        if self._zf is None:
+            return None
+        offset, hdr = self._zf
+        ny, nx = self.shape[2:]
+        with fits.open(self.path, memmap=False) as hdul:
+            # a section reads only these integrations; astropy applies BZERO/BSCALE
+            section = hdul["ZEROFRAME"].section[i0:i1]
+        return np.asarray(section, dtype=np.float32).reshape(i1 - i0, ny, nx)
+
+    def ramp(self, i0, i1, groups=None):
+        """Integrations ``i0 .. i1-1`` as a :class:`~webbflow.ramp.Ramp` with empty DQ.
+
+        ``groups`` (group indices) reads only those groups (and no ZEROFRAME).
+        """
+        try:
+            sci = _read_sci_planes(self.path, self._offset, self.shape, range(i0, i1), groups)
+            zeroframe = self._zeroframe(i0, i1) if groups is None else None
+        except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
+            raise InputError(self.path, f"pixel data cannot be read ({exc.__class__.__name__}: {exc})",
+                             _UNREADABLE) from None
+        return Ramp.from_uncal(sci, zeroframe=zeroframe)
 
 
 def read_uncal(path, exp_types=SUPPORTED_EXP_TYPES):
@@ -528,12 +639,7 @@ def read_uncal(path, exp_types=SUPPORTED_EXP_TYPES):
         the message names the file, the keyword and the fix.
     """
     with _open(path) as hdul:
-        primary = hdul[0].header
-        _check_identity(path, primary, exp_types)
-        if "SCI" not in hdul:
-            raise InputError(path, "no SCI extension, not an uncal file", "give a *_uncal.fits file")
-        extensions = {hdu.name: hdu.header for hdu in hdul[1:] if hdu.name}
-        validate_headers(primary, hdul["SCI"].header, path, extensions)
+        primary, extensions = _checked_headers(path, hdul, exp_types)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("error", message=".*truncated.*")

@@ -19,9 +19,10 @@ import webbflow
 from webbflow.config import DETECTOR1_STEPS, config_digest
 from webbflow.io import read_uncal, write_rate, write_rateints
 from webbflow.io.errors import ReferenceFileError
-from webbflow.io.uncal import SUPPORTED_EXP_TYPES, read_uncal_headers, readout_from_header
+from webbflow.io.uncal import SUPPORTED_EXP_TYPES, UncalStream, read_uncal_headers, readout_from_header
 from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
+from webbflow.stages import detector1_stream
 
 __all__ = ["STEP_REFTYPES", "iter_steps", "run"]
 
@@ -234,7 +235,7 @@ def iter_steps(ramp, readout, headers, refs, params):
 
 
 def run(uncal_path, rate_path, rateints_path, references, params, provenance=None,
-        exp_types=SUPPORTED_EXP_TYPES):
+        exp_types=SUPPORTED_EXP_TYPES, max_memory_mb=None, scratch_dir=None):
     """Reduce one uncal exposure to ``rate`` and ``rateints`` products.
 
     Parameters
@@ -254,6 +255,15 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
         ``params`` and the reference file names.
     exp_types : sequence of str
         EXP_TYPE values accepted.
+    max_memory_mb : float, optional
+        Memory budget of the job's arrays (default
+        :data:`~webbflow.stages.detector1_stream.DEFAULT_MAX_MEMORY_MB`).  An
+        exposure whose ramp would not fit is reduced in chunks of integrations
+        and blocks of rows (:mod:`webbflow.stages.detector1_stream`), with
+        identical products.
+    scratch_dir : path-like, optional
+        Scratch folder for such exposures (default ``$WEBBFLOW_SCRATCH`` or
+        the folder of ``rateints_path``).
 
     Returns
     -------
@@ -278,36 +288,51 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     if not params["saturation"].get("skip") and references.get("superbias"):
         used["superbias"] = references["superbias"]
     peek = _peek_readout(uncal_path, exp_types)
+    max_bytes = int((max_memory_mb or detector1_stream.DEFAULT_MAX_MEMORY_MB) * 2**20)
+    streamed = peek is not None and detector1_stream.plan(
+        (peek[0].nints, peek[0].ngroups, *peek[1]), max_bytes) is not None
     warmup = _start_numba_warmup(peek and peek[0], params)
     early = None if peek is None else _EarlyReferences(used, *peek)
     if early is not None:
         early.start()
     try:
-        ramp, readout, headers = read_uncal(uncal_path, exp_types=exp_types)
+        if streamed:
+            stream = UncalStream(uncal_path, exp_types=exp_types)
+            readout, headers, shape = stream.readout, stream.headers, stream.shape
+        else:
+            ramp, readout, headers = read_uncal(uncal_path, exp_types=exp_types)
+            shape = ramp.shape
     finally:
         if early is not None:
             early.join()
-    log.info("%s: %d int x %d groups x %d x %d, %s %s %s", Path(uncal_path).name, *ramp.shape,
+    log.info("%s: %d int x %d groups x %d x %d, %s %s %s", Path(uncal_path).name, *shape,
              readout.detector, readout.subarray, headers.primary.get("FILTER"))
     _check_references(uncal_path, headers, references, needed)
-    if early is not None and early.readout == readout and early.shape == ramp.shape[-2:]:
+    if early is not None and early.readout == readout and early.shape == tuple(shape[-2:]):
         refs = early.result()
     else:
-        refs = load_references(used, readout, ramp.shape[-2:])
+        refs = load_references(used, readout, shape[-2:])
     warmup.join()
     _limit_threads()
-
-    statuses = {}
-    result = None
-    for step, status, result in iter_steps(ramp, readout, headers, refs, params):
-        statuses[step] = status
-    del ramp  # the 4-D cube is not needed for writing
 
     provenance = dict(provenance or {})
     provenance.setdefault("step_parameters", params)
     provenance.setdefault("config_digest", config_digest(
         {"steps": params, "references": {t: Path(p).name for t, p in used.items()}}))
     provenance.setdefault("webbflow_version", webbflow.__version__)
+    statuses = {}
+    if streamed:
+        detector1_stream.run(stream, rate_path, rateints_path, refs, params, statuses, provenance, used,
+                             max_bytes, scratch_dir=scratch_dir)
+        log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
+                 Path(rate_path).name, Path(rateints_path).name)
+        return statuses
+
+    result = None
+    for step, status, result in iter_steps(ramp, readout, headers, refs, params):
+        statuses[step] = status
+    del ramp  # the 4-D cube is not needed for writing
+
     written = []
     try:
         for writer, arrays, path in ((write_rateints, result.rateints, rateints_path),

@@ -19,7 +19,7 @@ from webbflow.ramp import StepStatus
 
 from . import _jump_numba as K
 
-__all__ = ["run", "MIN_DIFFS_SINGLE_PASS"]
+__all__ = ["run", "MIN_DIFFS_SINGLE_PASS", "after_detection", "choose_regime", "detect", "gain_terms"]
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,24 @@ def _sorting_network(n):
 def _choose_regime(gdq, minimum_groups, minimum_sigclip_groups):
     """Return the detection regime, or None when the step has too few groups."""
     nints, ngroups = gdq.shape[:2]
-    all_dnu = K.count_all_dnu_groups(gdq)
-    min_usable_groups = ngroups - int(all_dnu.max())
+    return choose_regime(int(K.count_all_dnu_groups(gdq).max()), nints, ngroups, minimum_groups,
+                         minimum_sigclip_groups)
+
+
+def choose_regime(max_all_dnu, nints, ngroups, minimum_groups=3, minimum_sigclip_groups=100):
+    """The detection regime from the exposure's group counts; None when there are too few groups.
+
+    Parameters
+    ----------
+    max_all_dnu : int
+        The most groups of one integration in which every pixel is DO_NOT_USE
+        (such groups do not count as usable, as in stcal).
+    nints, ngroups : int
+        The exposure's (segment's) integrations and groups.
+    minimum_groups, minimum_sigclip_groups : int
+        As for :func:`run`.
+    """
+    min_usable_groups = ngroups - int(max_all_dnu)
     # jwst uses only_use_ints=True: sigma clipping compares integrations
     sigclip_ok = nints >= minimum_sigclip_groups
     if min_usable_groups < minimum_groups and not sigclip_ok:
@@ -50,6 +66,62 @@ def _choose_regime(gdq, minimum_groups, minimum_sigclip_groups):
     if min_usable_groups - 1 >= MIN_DIFFS_SINGLE_PASS:
         return K.REGIME_SINGLE_PASS
     return K.REGIME_ITERATIVE
+
+
+def gain_terms(gain, readnoise):
+    """(gain as float32, squared CDS noise in electrons, pixels of unusable gain) for the kernels."""
+    gain32 = np.ascontiguousarray(gain, dtype=np.float32)
+    rn32 = np.asarray(readnoise, dtype=np.float32)
+    bad_gain = (gain32 <= 0.0) | np.isnan(gain32)
+    # stcal works in electrons; squared CDS noise kept in float32 as it does
+    rn2 = np.ascontiguousarray((rn32 * gain32) ** 2)
+    return gain32, rn2, bad_gain
+
+
+def detect(data, gdq, gain32, rn2, nframes, regime, rejection_threshold=4.0,
+           three_group_rejection_threshold=6.0, four_group_rejection_threshold=5.0):
+    """The primary search of :func:`run` on a cube (or a block of rows of one); returns (median, sigma).
+
+    ``gdq`` gains JUMP_DET in place; the per-pixel median difference and its
+    sigma (electrons, float64, (ny, nx)) feed the neighbour and after-jump
+    flagging.  Every pixel is independent, so blocks of rows give the rows
+    of the whole cube.
+    """
+    nints, ngroups, ny, nx = data.shape
+    med = np.empty((ny, nx), np.float64)
+    sig = np.empty((ny, nx), np.float64)
+    ndiff = nints * (ngroups - 1)
+    # the sigma clip works per pixel (scalar code) and needs no network
+    net = (_sorting_network(ndiff) if regime != K.REGIME_SIGMA_CLIP else np.zeros((0, 2), np.int64))
+    K.detect(data, gdq, gain32, rn2, float(nframes), regime,
+             float(rejection_threshold), float(four_group_rejection_threshold),
+             float(three_group_rejection_threshold), 5, net, K.block_width(ndiff), med, sig)
+    return med, sig
+
+
+def after_detection(data, gdq, gain32, med, sig, tgroup, gain_median=None, flag_4_neighbors=True,
+                    max_jump_to_flag_neighbors=1000.0, min_jump_to_flag_neighbors=10.0,
+                    after_jump_flag_dn1=0.0, after_jump_flag_time1=0.0, after_jump_flag_dn2=0.0,
+                    after_jump_flag_time2=0.0):
+    """Neighbour and after-jump flagging of :func:`run`, after :func:`detect` (in place on ``gdq``).
+
+    Neighbours reach one row up and down: on a block of rows the flags are
+    those of the whole cube on all but its first and last row.
+    ``gain_median`` is the NaN-median of the whole gain reference (stcal
+    scales the after-jump DN thresholds by it); None takes it from ``gain32``.
+    """
+    if flag_4_neighbors:
+        K.flag_neighbors(data, gdq, gain32, med, sig, float(min_jump_to_flag_neighbors),
+                         float(max_jump_to_flag_neighbors))
+    n1 = int(after_jump_flag_time1 // tgroup)
+    n2 = int(after_jump_flag_time2 // tgroup)
+    if n1 > 0 or n2 > 0:
+        # stcal scales the DN thresholds by the median gain (float32 product)
+        if gain_median is None:
+            gain_median = np.nanmedian(gain32)
+        e1 = float(after_jump_flag_dn1 * gain_median)
+        e2 = float(after_jump_flag_dn2 * gain_median)
+        K.after_jump(data, gdq, gain32, med, e1, n1, e2, n2)
 
 
 def _clear_jump_only_planes(gdq):
@@ -114,14 +186,8 @@ def run(ramp, readout, gain, readnoise, rejection_threshold=4.0,
     if data.dtype != np.float32 or not data.flags.c_contiguous:
         data = np.ascontiguousarray(data, dtype=np.float32)
     gdq = ramp.groupdq
-    gain32 = np.ascontiguousarray(gain, dtype=np.float32)
-    rn32 = np.asarray(readnoise, dtype=np.float32)
-
-    bad_gain = (gain32 <= 0.0) | np.isnan(gain32)
+    gain32, rn2, bad_gain = gain_terms(gain, readnoise)
     ramp.pixeldq[bad_gain] |= np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
-
-    # stcal works in electrons; squared CDS noise kept in float32 as it does
-    rn2 = np.ascontiguousarray((rn32 * gain32) ** 2)
 
     regime = _choose_regime(gdq, minimum_groups, minimum_sigclip_groups)
     if regime is None:
@@ -130,27 +196,12 @@ def run(ramp, readout, gain, readnoise, rejection_threshold=4.0,
         if regime == K.REGIME_SIGMA_CLIP:
             log.info("jump: sigma clip across %d integrations (>= minimum_sigclip_groups=%d) instead of "
                      "two-point differences, as jwst", nints, minimum_sigclip_groups)
-        med = np.empty((ny, nx), np.float64)
-        sig = np.empty((ny, nx), np.float64)
-        ndiff = nints * (ngroups - 1)
-        # the sigma clip works per pixel (scalar code) and needs no network
-        net = (_sorting_network(ndiff) if regime != K.REGIME_SIGMA_CLIP
-               else np.zeros((0, 2), np.int64))
-        K.detect(data, gdq, gain32, rn2, float(readout.nframes), regime,
-                 float(rejection_threshold), float(four_group_rejection_threshold),
-                 float(three_group_rejection_threshold), 5, net, K.block_width(ndiff), med, sig)
+        med, sig = detect(data, gdq, gain32, rn2, readout.nframes, regime, rejection_threshold,
+                          three_group_rejection_threshold, four_group_rejection_threshold)
         if regime == K.REGIME_SIGMA_CLIP:
             _clear_jump_only_planes(gdq)
-        if flag_4_neighbors:
-            K.flag_neighbors(data, gdq, gain32, med, sig, float(min_jump_to_flag_neighbors),
-                             float(max_jump_to_flag_neighbors))
-        n1 = int(after_jump_flag_time1 // readout.tgroup)
-        n2 = int(after_jump_flag_time2 // readout.tgroup)
-        if n1 > 0 or n2 > 0:
-            # stcal scales the DN thresholds by the median gain (float32 product)
-            gmed = np.nanmedian(gain32)
-            e1 = float(after_jump_flag_dn1 * gmed)
-            e2 = float(after_jump_flag_dn2 * gmed)
-            K.after_jump(data, gdq, gain32, med, e1, n1, e2, n2)
+        after_detection(data, gdq, gain32, med, sig, readout.tgroup, None, flag_4_neighbors,
+                        max_jump_to_flag_neighbors, min_jump_to_flag_neighbors, after_jump_flag_dn1,
+                        after_jump_flag_time1, after_jump_flag_dn2, after_jump_flag_time2)
     K.clear_jump_on_bad(gdq)
     return StepStatus.COMPLETE

@@ -392,7 +392,7 @@ class _Corrector:
 
 def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         side_smoothing_length=11, side_gain=1.0, roeba=False, roeba_nsigma=3.0, roeba_grow=2,
-        roeba_min_pixels=16):
+        roeba_min_pixels=16, roeba_mask=None, first_integration=0):
     """Apply the reference-pixel correction to a ramp, in place.
 
     Parameters
@@ -418,6 +418,16 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         Source masking of ROEBA (:func:`webbflow.steps.roeba.background_mask`).
     roeba_min_pixels : int
         Fewest background pixels for ROEBA to correct an amplifier row.
+    roeba_mask : ndarray of bool, (ny, nx), optional
+        ROEBA's background pixels, when already found
+        (:func:`webbflow.steps.roeba.background_mask` of the exposure's first
+        integrations; a long exposure calibrated in chunks of integrations
+        passes the one mask to every chunk).
+    first_integration : int
+        Index in the exposure of the ramp's first integration (a chunk of a
+        long exposure): jwst's side-pixel arithmetic switches from float32 to
+        float64 after the exposure's first group, so a later chunk starts in
+        float64.
 
     Returns
     -------
@@ -443,11 +453,13 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
     pdq_det = to_detector_frame(ramp.pixeldq, fa, sa)
     corr = _Corrector(pdq_det, roff, coff, four_amp, odd_even_columns, use_side_ref_pixels,
                       side_smoothing_length, side_gain)
+    corr.mode64 = corr.use_side and first_integration > 0
     if is_subarray and corr.n_good_refpix() == 0:
         if roeba:
             log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels: only ROEBA runs",
                         readout.subarray, readout.noutputs)
-            _roeba(ramp, readout, coff, four_amp, odd_even_columns, roeba_nsigma, roeba_grow, roeba_min_pixels)
+            _roeba(ramp, readout, coff, four_amp, odd_even_columns, roeba_nsigma, roeba_grow, roeba_min_pixels,
+                   roeba_mask)
             return StepStatus.COMPLETE
         log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels "
                     "(none flagged REFERENCE_PIXEL without DO_NOT_USE); step skipped",
@@ -470,16 +482,18 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
             corr.correct(zf_det[i])
         zf[unusable] = 0.0
     if roeba:
-        _roeba(ramp, readout, coff, four_amp, odd_even_columns, roeba_nsigma, roeba_grow, roeba_min_pixels)
+        _roeba(ramp, readout, coff, four_amp, odd_even_columns, roeba_nsigma, roeba_grow, roeba_min_pixels,
+               roeba_mask)
     return StepStatus.COMPLETE
 
 
-def _roeba(ramp, readout, coff, four_amp, odd_even, nsigma, grow, min_pixels):
+def _roeba(ramp, readout, coff, four_amp, odd_even, nsigma, grow, min_pixels, mask=None):
     """The ROEBA stage of :func:`run` (groups and ZEROFRAME, detector frame)."""
     from webbflow.steps import roeba
 
     fa, sa = readout.fastaxis, readout.slowaxis
-    mask = roeba.background_mask(ramp.data, ramp.pixeldq, nsigma=nsigma, grow=grow)
+    if mask is None:
+        mask = roeba.background_mask(ramp.data, ramp.pixeldq, nsigma=nsigma, grow=grow)
     mask_det = np.ascontiguousarray(to_detector_frame(mask, fa, sa))
     edges = roeba.amplifier_edges(mask_det.shape[1], coff, four_amp)
     borrowed, skipped = roeba.correct_frames(to_detector_frame(ramp.data, fa, sa), mask_det, edges, odd_even,

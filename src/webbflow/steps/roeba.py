@@ -22,8 +22,8 @@ see the sky.  A row with fewer than ``min_pixels`` background pixels in an ampli
 fills it) takes the mean stripe of the amplifiers that could measure that row, as tshirt does: most
 of the 1/f noise is common to the four outputs.  A row no amplifier can measure is left as it is.
 
-Background pixels are found from a draft rate (the median over integrations of the last minus the
-first group): pixels above the clipped background by ``nsigma`` robust sigma are sources, grown by
+Background pixels are found from a draft rate (the median over the first ``DRAFT_INTS``
+integrations of the last minus the first group): pixels above the clipped background by ``nsigma`` robust sigma are sources, grown by
 ``grow`` pixels; reference pixels and DO_NOT_USE pixels are never used.
 """
 
@@ -36,9 +36,13 @@ from scipy import ndimage
 from webbflow import dqflags
 from webbflow.steps.refpix import AMP_WIDTH, DETECTOR_SIZE
 
-__all__ = ["amplifier_edges", "background_mask", "correct_frames"]
+__all__ = ["DRAFT_INTS", "amplifier_edges", "background_mask", "correct_frames", "draft_mask"]
 
 log = logging.getLogger(__name__)
+
+DRAFT_INTS = 16
+"""Integrations the draft rate is the median of: 16 already find the sources, and a draft of bounded
+size keeps the mask the same when a long exposure is calibrated in chunks of integrations."""
 
 
 def background_mask(data, pixeldq, nsigma=3.0, grow=2):
@@ -60,10 +64,27 @@ def background_mask(data, pixeldq, nsigma=3.0, grow=2):
     -------
     ndarray of bool, (ny, nx)
     """
-    usable = (pixeldq & (dqflags.DO_NOT_USE | dqflags.REFERENCE_PIXEL)) == 0
     if data.shape[1] < 2:  # one group: no rate to find sources by
-        return usable
-    draft = np.median(data[:, -1] - data[:, 0], axis=0)
+        return (pixeldq & (dqflags.DO_NOT_USE | dqflags.REFERENCE_PIXEL)) == 0
+    return draft_mask(data[:DRAFT_INTS, -1] - data[:DRAFT_INTS, 0], pixeldq, nsigma, grow)
+
+
+def draft_mask(cds, pixeldq, nsigma=3.0, grow=2):
+    """:func:`background_mask` from the last-minus-first-group images of the first integrations.
+
+    Parameters
+    ----------
+    cds : ndarray, (n, ny, nx)
+        Last minus first group of each of the first ``n <= DRAFT_INTS`` integrations.
+    pixeldq, nsigma, grow
+        As for :func:`background_mask`.
+
+    Returns
+    -------
+    ndarray of bool, (ny, nx)
+    """
+    usable = (pixeldq & (dqflags.DO_NOT_USE | dqflags.REFERENCE_PIXEL)) == 0
+    draft = np.median(cds, axis=0)
     values = draft[usable & np.isfinite(draft)]
     if values.size == 0:
         return np.zeros_like(usable)

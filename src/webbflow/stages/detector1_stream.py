@@ -1,0 +1,421 @@
+"""detector1 in bounded memory, for exposures (time-series segments) too big to hold at once.
+
+The in-memory stage holds the whole ramp: ~14 bytes per sample with the step
+work arrays, so a 1000-integration SUBGRISM256 segment of 10 groups would
+need ~75 GB (jwst needs ~31 GB, users report jobs killed for memory).  This
+runner gives the same products, bit for bit, with a working set set by a
+memory budget instead of by NINTS:
+
+A. **Chunks of integrations.**  dq_init, saturation, superbias, refpix,
+   linearity and dark_current treat each integration alone; they run on a few
+   integrations at a time, and the calibrated ramp and its group DQ go to
+   scratch files (4 + 1 bytes per sample) next to the products.  ROEBA's
+   background mask comes from the first integrations only
+   (:data:`webbflow.steps.roeba.DRAFT_INTS`), found in a first, two-group
+   pass, so every chunk uses the mask the whole exposure would.
+B. **Blocks of rows.**  jump (its median is pooled over all integrations of a
+   pixel; sigma clipping compares them) and ramp_fit (the median rate and the
+   rate product combine integrations) need every integration of a pixel but
+   nothing of other pixels except the neighbour flagging, which reaches one
+   row: blocks of rows are read back with one extra row on each side.  The
+   things jwst decides on the whole frame are decided on the whole frame
+   here too (the regime, from every integration's all-DO_NOT_USE groups;
+   the sigma-clip rule that clears JUMP from planes flagged everywhere; the
+   median gain of the after-jump thresholds).  The rateints rows go straight
+   into their place in the product (:class:`webbflow.io.products.RateintsStream`).
+
+Scratch needs 5 bytes per sample (a second group-DQ file adds 1 more while
+jump runs); it is checked against the free space first and removed at the
+end, whatever happens.
+"""
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from webbflow import dqflags
+from webbflow.io.errors import InputError
+from webbflow.ramp import Ramp, StepStatus
+
+# The steps (numba) are imported on first use: detector1 imports this module for plan(), and numba
+# loads in a background thread there (see webbflow.stages.detector1._start_numba_warmup).
+
+__all__ = ["BYTES_PER_SAMPLE", "DEFAULT_MAX_MEMORY_MB", "Plan", "in_memory_bytes", "plan", "run"]
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_SAMPLE = 14
+"""Working set of the in-memory stage per ramp sample (float32 ramp, group DQ, read buffers and step
+work arrays; 1256 MiB measured for a 75 M-sample full frame, less ~240 MiB of interpreter and references)."""
+
+BYTES_PER_INT_PIXEL = 24
+"""Per integration and pixel: the five rateints arrays and the ramp fit's work."""
+
+BYTES_PER_PIXEL = 120
+"""Per pixel: references cut to the subarray, PIXELDQ, the rate product and jump's median and sigma."""
+
+DEFAULT_MAX_MEMORY_MB = 4000
+"""The budget when none is given: exposures whose in-memory working set is larger are streamed."""
+
+PRE_JUMP_STEPS = ("dq_init", "saturation", "superbias", "refpix", "linearity", "dark_current")
+
+
+def in_memory_bytes(shape):
+    """Estimated working set (bytes) of the in-memory stage for a ramp of ``shape`` (nints, ngroups, ny, nx)."""
+    nints, ngroups, ny, nx = shape
+    return (BYTES_PER_SAMPLE * nints * ngroups + BYTES_PER_INT_PIXEL * nints + BYTES_PER_PIXEL) * ny * nx
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How a streamed exposure is cut: integrations per chunk (phase A), rows per block (phase B)."""
+
+    ints_per_chunk: int
+    rows_per_block: int
+
+
+def plan(shape, max_bytes):
+    """The chunking of an exposure of ``shape`` for a working set of ``max_bytes``; None if it fits whole.
+
+    Parameters
+    ----------
+    shape : tuple
+        (nints, ngroups, ny, nx).
+    max_bytes : int
+        Budget for the arrays.
+
+    Returns
+    -------
+    Plan or None
+    """
+    if in_memory_bytes(shape) <= max_bytes:
+        return None
+    nints, ngroups, ny, nx = shape
+    room = max(max_bytes - BYTES_PER_PIXEL * ny * nx, 0)
+    ints = max(1, min(nints, room // ((BYTES_PER_SAMPLE * ngroups + BYTES_PER_INT_PIXEL) * ny * nx)))
+    rows = room // ((BYTES_PER_SAMPLE * ngroups + BYTES_PER_INT_PIXEL) * nints * nx) - 2  # the halo rows
+    return Plan(int(ints), int(max(1, min(ny, rows))))
+
+
+class _Scratch:
+    """Files of the calibrated ramp, read back and written by blocks of rows (memory maps opened per use)."""
+
+    def __init__(self, folder, shape, has_zeroframe):
+        self.folder, self.shape = Path(folder), tuple(shape)
+        self.paths = {"data": self.folder / "data.f32", "gdq": self.folder / "gdq_a.u8",
+                      "gdq_b": self.folder / "gdq_b.u8", "zeroframe": self.folder / "zeroframe.f32"}
+        self.has_zeroframe = has_zeroframe
+        self._files = {name: open(self.paths[name], "wb")
+                       for name in ("data", "gdq") + (("zeroframe",) if has_zeroframe else ())}
+
+    def append(self, ramp):
+        """Append the integrations of ``ramp`` (phase A, in order)."""
+        ramp.data.astype(np.float32, copy=False).tofile(self._files["data"])
+        ramp.groupdq.tofile(self._files["gdq"])
+        if self.has_zeroframe:
+            ramp.zeroframe.astype(np.float32, copy=False).tofile(self._files["zeroframe"])
+
+    def close_appends(self):
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+    def _map(self, name, mode="r"):
+        nints, ngroups, ny, nx = self.shape
+        dtype = np.uint8 if name.startswith("gdq") else np.float32
+        shape = (nints, ny, nx) if name == "zeroframe" else self.shape
+        if mode == "w+":
+            mode = "r+" if self.paths[name].exists() else "w+"
+        return np.memmap(self.paths[name], dtype=dtype, mode=mode, shape=shape)
+
+    def rows(self, name, a, b):
+        """A contiguous in-memory copy of rows a..b-1 (all integrations and groups)."""
+        mm = self._map(name)
+        try:
+            return np.ascontiguousarray(mm[..., a:b, :])
+        finally:
+            del mm  # unmapped: the pages read do not stay in this process
+
+    def write_rows(self, name, r0, block):
+        mm = self._map(name, "w+")
+        try:
+            mm[..., r0:r0 + block.shape[-2], :] = block
+            mm.flush()
+        finally:
+            del mm
+
+    def planes(self, name, i0, i1, mode="r+"):
+        """A memory map of integrations i0..i1-1 (whole planes); the caller deletes it."""
+        return self._map(name, mode)[i0:i1]
+
+
+@contextlib.contextmanager
+def _quiet_steps(quiet=True):
+    """The steps' INFO lines once, not once per chunk or block: WARNING and above only inside."""
+    logger = logging.getLogger("webbflow.steps")
+    level = logger.level
+    if quiet:
+        logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _blocks(n, size):
+    for r0 in range(0, n, size):
+        yield r0, min(r0 + size, n)
+
+
+def _check_scratch_space(uncal_path, folder, shape, has_zeroframe):
+    nints, ngroups, ny, nx = shape
+    need = (6 * nints * ngroups + (4 if has_zeroframe else 0) * nints) * ny * nx + 20 * nints * ny * nx
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise InputError(
+            uncal_path,
+            f"this exposure is reduced in chunks (it does not fit in the memory budget) and needs "
+            f"{need / 1e9:.1f} GB of scratch and product space in {folder}, which has {free / 1e9:.1f} GB free",
+            "free disk space there, point WEBBFLOW_SCRATCH at a larger folder, or raise max_memory_mb.detector1",
+        )
+    return need
+
+
+def _roeba_mask(stream, readout, refs, params, call, ints_per_chunk):
+    """ROEBA's background mask from the first DRAFT_INTS integrations (first and last group only)."""
+    from webbflow.steps import roeba
+
+    nints, ngroups = stream.shape[:2]
+    groups = [0, ngroups - 1] if ngroups > 1 else [0]
+    kwargs = {k: v for k, v in params["refpix"].items() if k not in ("skip", "roeba_mask")}
+    kwargs["roeba"] = False
+    first = min(nints, roeba.DRAFT_INTS)
+    minis, pixeldq = [], None
+    for i0, i1 in _blocks(first, max(1, ints_per_chunk * ngroups // len(groups))):
+        mini = stream.ramp(i0, i1, groups=groups)
+        mini_readout = dataclasses.replace(readout, nints=i1 - i0, ngroups=len(groups))
+        for step in ("dq_init", "saturation", "superbias", "refpix"):
+            if not (params.get(step) or {}).get("skip"):
+                with _quiet_steps():
+                    call(step, mini, mini_readout, refs,
+                         dict(kwargs, first_integration=i0) if step == "refpix" else _kwargs(params, step))
+        minis.append(mini.data)
+        pixeldq = mini.pixeldq
+    rp = params["refpix"]
+    return roeba.background_mask(np.concatenate(minis), pixeldq, nsigma=rp.get("roeba_nsigma", 3.0),
+                                 grow=rp.get("roeba_grow", 2))
+
+
+def _kwargs(params, step):
+    return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
+
+
+def _phase_a(stream, readout, refs, params, call, scratch, chunk):
+    """Pre-jump steps on chunks of integrations; returns (statuses, pixeldq, dark, max all-DNU groups)."""
+    from webbflow.steps import _jump_numba as K
+
+    nints = stream.shape[0]
+    statuses, pixeldq, dark, max_all_dnu = {}, None, None, 0
+    t0 = time.perf_counter()
+    for i0, i1 in _blocks(nints, chunk):
+        ramp = stream.ramp(i0, i1)
+        part = dataclasses.replace(readout, nints=i1 - i0)
+        for step in PRE_JUMP_STEPS:
+            if (params.get(step) or {}).get("skip"):
+                status = StepStatus.SKIPPED
+            else:
+                kwargs = _kwargs(params, step)
+                if step == "refpix":
+                    kwargs["first_integration"] = i0
+                with _quiet_steps(i0 > 0):
+                    status = call(step, ramp, part, refs, kwargs)
+            if statuses.setdefault(step, status) != status:
+                raise RuntimeError(f"{step} was {statuses[step]} on the first integrations but {status} on "
+                                   f"integrations {i0 + 1}-{i1}")
+        pixeldq = ramp.pixeldq if pixeldq is None else pixeldq | ramp.pixeldq
+        if dark is None:
+            dark = ramp.average_dark_current
+        max_all_dnu = max(max_all_dnu, int(K.count_all_dnu_groups(ramp.groupdq).max()))
+        scratch.append(ramp)
+        log.info("detector1: integrations %d-%d of %d through dark_current (%.1f s)", i0 + 1, i1, nints,
+                 time.perf_counter() - t0)
+        del ramp
+    scratch.close_appends()
+    return statuses, pixeldq, dark, max_all_dnu
+
+
+def _clear_jump_only_planes(scratch, name, chunk):
+    """The sigma-clip rule of :func:`webbflow.steps.jump._clear_jump_only_planes`, plane by plane on disk."""
+    jd = np.uint8(dqflags.JUMP_DET | dqflags.DO_NOT_USE)
+    for i0, i1 in _blocks(scratch.shape[0], chunk):
+        mm = scratch.planes(name, i0, i1)
+        for i in range(i1 - i0):
+            for k in range(scratch.shape[1]):
+                plane = mm[i, k]
+                if np.all(plane & jd):
+                    plane[plane == dqflags.JUMP_DET] = 0
+        mm.flush()
+        del mm
+
+
+def _phase_jump(scratch, readout, refs, pixeldq, params, max_all_dnu, chunk, rows):
+    """jump on blocks of rows; returns (status, name of the scratch file holding the final group DQ)."""
+    from webbflow.steps import _jump_numba as K
+    from webbflow.steps import jump
+
+    nints, ngroups, ny, nx = scratch.shape
+    p = params.get("jump") or {}
+    if p.get("skip"):
+        return StepStatus.SKIPPED, "gdq"
+    if ngroups <= 2:
+        log.warning("Cannot apply jump detection when NGROUPS<=2; jump step skipped")
+        return StepStatus.SKIPPED, "gdq"
+    gain32, rn2, bad_gain = jump.gain_terms(refs["gain"]["gain"], refs["readnoise"]["readnoise"])
+    pixeldq[bad_gain] |= np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
+    regime = jump.choose_regime(max_all_dnu, nints, ngroups, p.get("minimum_groups", 3),
+                                p.get("minimum_sigclip_groups", 100))
+    detect_kw = {k: p[k] for k in ("rejection_threshold", "three_group_rejection_threshold",
+                                   "four_group_rejection_threshold") if k in p}
+    after_kw = {k: p[k] for k in ("flag_4_neighbors", "max_jump_to_flag_neighbors", "min_jump_to_flag_neighbors",
+                                  "after_jump_flag_dn1", "after_jump_flag_time1", "after_jump_flag_dn2",
+                                  "after_jump_flag_time2") if k in p}
+    gmed = np.nanmedian(gain32)
+    t0 = time.perf_counter()
+
+    def halo(r0, r1):
+        return max(r0 - 1, 0), min(r1 + 1, ny)
+
+    if regime is None:
+        log.info("Too few usable groups: no jump detection")
+    if regime == K.REGIME_SIGMA_CLIP:
+        log.info("jump: sigma clip across %d integrations (>= minimum_sigclip_groups=%d) instead of "
+                 "two-point differences, as jwst", nints, p.get("minimum_sigclip_groups", 100))
+        med = np.empty((ny, nx), np.float64)
+        sig = np.empty((ny, nx), np.float64)
+        for r0, r1 in _blocks(ny, rows):
+            q = scratch.rows("gdq", r0, r1)
+            med[r0:r1], sig[r0:r1] = jump.detect(scratch.rows("data", r0, r1), q, gain32[r0:r1], rn2[r0:r1],
+                                                 readout.nframes, regime, **detect_kw)
+            scratch.write_rows("gdq_b", r0, q)
+        _clear_jump_only_planes(scratch, "gdq_b", chunk)
+        source, final = "gdq_b", "gdq"
+    else:
+        source, final = "gdq", "gdq_b"
+    for r0, r1 in _blocks(ny, rows):
+        a, b = halo(r0, r1)
+        data, q = scratch.rows("data", a, b), scratch.rows(source, a, b)
+        if regime is not None:
+            if regime == K.REGIME_SIGMA_CLIP:
+                m, s = med[a:b], sig[a:b]
+            else:
+                m, s = jump.detect(data, q, gain32[a:b], rn2[a:b], readout.nframes, regime, **detect_kw)
+            jump.after_detection(data, q, gain32[a:b], m, s, readout.tgroup, gmed, **after_kw)
+        K.clear_jump_on_bad(q)
+        scratch.write_rows(final, r0, q[..., r0 - a:r1 - a, :])
+        log.debug("jump: rows %d-%d of %d (%.1f s)", r0 + 1, r1, ny, time.perf_counter() - t0)
+    log.info("jump: %d rows in blocks of %d done (%.1f s)", ny, rows, time.perf_counter() - t0)
+    return StepStatus.COMPLETE, final
+
+
+def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance, used, max_bytes,
+        scratch_dir=None):
+    """Run detector1 on ``stream`` in bounded memory and write both products (see the module docstring).
+
+    Parameters
+    ----------
+    stream : webbflow.io.uncal.UncalStream
+        The exposure, opened (its headers checked).
+    rate_path, rateints_path : path-like
+        Products.
+    refs : dict
+        Loaded references (:func:`webbflow.refs.load_references`).
+    params : dict
+        step -> parameters, as :func:`webbflow.stages.detector1.run` has them.
+    statuses_out : dict
+        Filled with step -> status.
+    provenance : dict
+        For the products.
+    used : dict
+        reftype -> path of the references used (``R_*`` keywords).
+    max_bytes : int
+        Memory budget of the arrays.
+    scratch_dir : path-like, optional
+        Where the scratch files go (default ``$WEBBFLOW_SCRATCH`` or the rateints' folder).
+    """
+    from webbflow.io.products import RateintsStream, write_rate
+    from webbflow.stages.detector1 import _call
+    from webbflow.steps import gain_scale, ramp_fit
+    from webbflow.steps.ramp_fit import ImageArrays, RampFitResult
+
+    readout, headers = stream.readout, stream.headers
+    nints, ngroups, ny, nx = shape = stream.shape
+    cut = plan(shape, max_bytes) or Plan(nints, ny)
+    folder = Path(scratch_dir or os.environ.get("WEBBFLOW_SCRATCH") or Path(rateints_path).parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    need = _check_scratch_space(stream.path, folder, shape, stream.has_zeroframe)
+    log.info("detector1: %d integrations do not fit in %d MB at once (~%d MB): %d integrations per chunk, then "
+             "blocks of %d rows; %.1f GB of scratch in %s", nints, max_bytes // 2**20, in_memory_bytes(shape) // 2**20,
+             cut.ints_per_chunk, cut.rows_per_block, need / 1e9, folder)
+    tmp = Path(tempfile.mkdtemp(prefix=".detector1-", dir=folder))
+    try:
+        params = {step: dict(v) for step, v in params.items()}
+        rp = params["refpix"]
+        if rp.get("roeba") and not rp.get("skip"):
+            rp["roeba_mask"] = _roeba_mask(stream, readout, refs, params, _call, cut.ints_per_chunk)
+        scratch = _Scratch(tmp, shape, stream.has_zeroframe)
+        statuses, pixeldq, dark, max_all_dnu = _phase_a(stream, readout, refs, params, _call, scratch,
+                                                         cut.ints_per_chunk)
+        statuses["jump"], gdq = _phase_jump(scratch, readout, refs, pixeldq, params, max_all_dnu,
+                                            cut.ints_per_chunk, cut.rows_per_block)
+        if (scratch.paths["gdq_b"].exists() and gdq != "gdq_b"):
+            scratch.paths["gdq_b"].unlink()
+        rate = ImageArrays.empty((ny, nx))
+        factor = headers.primary.get("GAINFACT")
+        if factor is None and "gain" in refs:
+            factor = refs["gain"]["gain_factor"]
+        fit_kw = _kwargs(params, "ramp_fit")
+        gain, readnoise = refs["gain"]["gain"], refs["readnoise"]["readnoise"]
+        product = None
+        t0 = time.perf_counter()
+        try:
+            for r0, r1 in _blocks(ny, cut.rows_per_block):
+                block = Ramp(data=scratch.rows("data", r0, r1), groupdq=scratch.rows(gdq, r0, r1),
+                             pixeldq=np.ascontiguousarray(pixeldq[r0:r1]),
+                             zeroframe=scratch.rows("zeroframe", r0, r1) if scratch.has_zeroframe else None,
+                             average_dark_current=None if dark is None else dark[r0:r1])
+                with _quiet_steps(r0 > 0):
+                    statuses["ramp_fit"], result = ramp_fit.run(block, readout, gain[r0:r1], readnoise[r0:r1],
+                                                                **fit_kw)
+                    del block
+                    gs = params.get("gain_scale") or {}
+                    statuses["gain_scale"] = (StepStatus.SKIPPED if gs.get("skip")
+                                              else gain_scale.run(result, gain_factor=factor))
+                if product is None:
+                    statuses_out.update({s: statuses[s] for s in params if s in statuses})
+                    product = RateintsStream(rateints_path, (nints, ny, nx), headers, cal_steps=statuses_out,
+                                             ref_files=used, provenance=provenance).__enter__()
+                product.write_rows(r0, result.rateints)
+                for name in ("data", "dq", "var_poisson", "var_rnoise", "err"):
+                    getattr(rate, name)[r0:r1] = getattr(result.rate, name)
+            log.info("ramp_fit: %d rows in blocks of %d done (%.1f s)", ny, cut.rows_per_block,
+                     time.perf_counter() - t0)
+        except BaseException as exc:
+            if product is not None:
+                product.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        product.__exit__(None, None, None)
+        try:
+            write_rate(rate_path, rate, headers, cal_steps=statuses_out, ref_files=used, provenance=provenance)
+        except BaseException:
+            Path(rateints_path).unlink(missing_ok=True)  # a rateints without its rate is a partial product
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return RampFitResult(rate=rate, rateints=None)

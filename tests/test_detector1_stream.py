@@ -1,0 +1,112 @@
+"""detector1 in bounded memory (webbflow.stages.detector1_stream) gives the in-memory products bit for bit.
+
+Each case is reduced twice: whole, and with a memory budget so small that the ramp is cut into
+chunks of integrations and blocks of rows (one row per block is the hardest case for the
+neighbour flagging, which reaches across block edges).  Every array of both products must be
+identical, NaNs in the same places, and the scratch must be gone.
+"""
+
+import logging
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from stdatamodels.jwst import datamodels
+from tso_segments import TSO_SPECS
+
+from webbflow.io import InputError
+from webbflow.refs import select_references
+from webbflow.simulate import simulate_exposure
+from webbflow.stages import detector1, detector1_stream
+from webbflow.stages.detector1_stream import BYTES_PER_INT_PIXEL, BYTES_PER_PIXEL, BYTES_PER_SAMPLE
+
+EXTS = ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE")
+
+CASES = {
+    # iterative two-point regime, 4 outputs, ROEBA (its mask from the first integrations), a zero frame
+    "grism-roeba": (replace(TSO_SPECS["grism-4out"], zeroframe=True),
+                    {"refpix": {"roeba": True}, "jump": {"after_jump_flag_dn1": 50.0, "after_jump_flag_time1": 30.0}}),
+    # one output, side reference columns only
+    "strip-1out": (TSO_SPECS["strip-1out"], {}),
+    # >= 100 integrations: sigma clipping across integrations, a saturating star
+    "sigclip-100": (TSO_SPECS["sigclip-100"], {}),
+}
+
+
+def _budget_mb(shape, ints):
+    """A budget (MB) for which the plan takes ``ints`` integrations per chunk."""
+    nints, ngroups, ny, nx = shape
+    return (BYTES_PER_PIXEL + ints * (BYTES_PER_SAMPLE * ngroups + BYTES_PER_INT_PIXEL)) * ny * nx / 2**20
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request, tmp_path_factory):
+    spec, steps = CASES[request.param]
+    out = tmp_path_factory.mktemp(request.param)
+    sim = simulate_exposure(spec, out, return_details=True)
+    refs = select_references(fits.getheader(sim.uncal), out / "refs")
+    whole = out / "whole"
+    detector1.run(sim.uncal, whole / "x_rate.fits", whole / "x_rateints.fits", refs, steps)
+    return request.param, spec, sim, refs, steps, whole, out
+
+
+def _assert_same(a, b):
+    with fits.open(a) as x, fits.open(b) as y:
+        for ext in EXTS:
+            np.testing.assert_array_equal(x[ext].data, y[ext].data, err_msg=f"{a.name} {ext}")
+        for key in x[0].header:
+            if key.startswith("S_") or key.startswith("R_"):
+                assert x[0].header[key] == y[0].header[key], key
+        if "INT_TIMES" in x:
+            np.testing.assert_array_equal(x["INT_TIMES"].data, y["INT_TIMES"].data)
+
+
+@pytest.mark.parametrize("ints", [1, 3])
+def test_streamed_products_equal_whole(case, ints, caplog):
+    name, spec, sim, refs, steps, whole, out = case
+    shape = (spec.nints, spec.ngroups, *fits.getdata(whole / "x_rate.fits").shape)
+    budget = _budget_mb(shape, ints)
+    cut = detector1_stream.plan(shape, budget * 2**20)
+    assert cut is not None and cut.ints_per_chunk == ints
+    streamed = out / f"streamed{ints}"
+    with caplog.at_level(logging.INFO, logger="webbflow"):
+        detector1.run(sim.uncal, streamed / "x_rate.fits", streamed / "x_rateints.fits", refs, steps,
+                      max_memory_mb=budget)
+    assert f"{ints} integrations per chunk" in caplog.text
+    assert sorted(p.name for p in streamed.iterdir()) == ["x_rate.fits", "x_rateints.fits"]  # no scratch left
+    for product in ("x_rate.fits", "x_rateints.fits"):
+        _assert_same(whole / product, streamed / product)
+    with datamodels.open(streamed / "x_rateints.fits") as model:
+        assert isinstance(model, datamodels.CubeModel) and model.data.shape == (spec.nints, *shape[2:])
+    if name == "grism-roeba":
+        with fits.open(streamed / "x_rateints.fits") as hdul:
+            assert hdul[0].header["S_REFPIX"] == "COMPLETE"
+            assert np.count_nonzero(hdul["DQ"].data & 4) > 0  # jumps were found (and equal, above)
+
+
+def test_no_scratch_space_is_one_clear_error_and_nothing_written(case, monkeypatch):
+    name, spec, sim, refs, steps, whole, out = case
+    if name != "strip-1out":
+        pytest.skip("one case is enough")
+    real = shutil.disk_usage
+    monkeypatch.setattr(detector1_stream.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=1000))
+    target = out / "full-disk"
+    with pytest.raises(InputError, match="GB of scratch .* WEBBFLOW_SCRATCH"):
+        detector1.run(sim.uncal, target / "x_rate.fits", target / "x_rateints.fits", refs, steps, max_memory_mb=0.01)
+    assert not target.exists() or list(target.iterdir()) == []
+
+
+def test_plan_keeps_the_working_set_flat_in_nints():
+    """The chunk and block sizes shrink with NINTS so that the budget holds (256-row strip, 10 groups)."""
+    budget = 1000 * 2**20
+    for nints in (100, 1000, 5000):
+        shape = (nints, 10, 256, 2048)
+        cut = detector1_stream.plan(shape, budget)
+        assert cut is not None
+        per_row = (BYTES_PER_SAMPLE * 10 + BYTES_PER_INT_PIXEL) * nints * 2048
+        assert (cut.rows_per_block + 2) * per_row <= budget or cut.rows_per_block == 1
+        assert cut.ints_per_chunk * (BYTES_PER_SAMPLE * 10 + BYTES_PER_INT_PIXEL) * 256 * 2048 <= budget
+    assert detector1_stream.plan((2, 6, 160, 160), budget) is None  # small exposures stay whole
