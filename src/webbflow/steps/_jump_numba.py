@@ -47,7 +47,24 @@ def block_width(n):
 
 @njit(cache=True, error_model="numpy")
 def _sort_nan_last(buf, n):
-    """Insertion sort of buf[:n] with NaN last; return the number of finite values."""
+    """Sort buf[:n] with NaN last; return the number of finite values.
+
+    Insertion sort for the few differences of an ordinary ramp; a library
+    sort (n log n) for the thousands a long time series pools per pixel,
+    where insertion sort cost minutes per segment.  The median of sorted
+    values does not depend on the algorithm.
+    """
+    if n > 64:
+        m = 0
+        for i in range(n):
+            v = buf[i]
+            if not math.isnan(v):
+                buf[m] = v
+                m += 1
+        buf[:m].sort()
+        for i in range(m, n):
+            buf[i] = np.nan
+        return m
     m = 0
     for i in range(n):
         v = buf[i]
