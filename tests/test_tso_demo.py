@@ -1,7 +1,7 @@
 """The grism time-series demo, run as the README says: `snakemake --cores all --configfile
 config/demo-tso-grism.yaml`.  Every stage's products exist and open as jwst's models, the level-3
 white-light curve holds the simulated transit (its depth within 5 % of the truth's, measured the
-same way on both), the segments are joined in time order, and the report's time-series figure is made.
+same way on both), the trace's row per integration follows the injected drift, the segments are joined in time order, and the report's time-series figure is made.
 """
 
 import subprocess
@@ -47,5 +47,12 @@ def test_tso_demo_end_to_end(tmp_path):
     truth = Table.read(tmp_path / "demo-tso" / "truth" / "transit.ecsv")
     measured, true = _depth(curve["whitelight_flux"].value), _depth(truth["white_flux"])
     assert true > 0.005 and abs(measured / true - 1) < 0.05, (measured, true)
+    # the trace's row per integration follows the injected drift + jitter (0.017 rows rms)
+    trace = Table.read(results / "tso3" / f"{PRODUCT}_trace.ecsv")
+    dy = np.asarray(Table.read(tmp_path / "demo-tso" / "truth" / "drift.ecsv")["dy"], float)
+    y = np.asarray(trace["trace_y"].value, float)
+    assert np.array_equal(trace["MJD_UTC"], curve["MJD_UTC"])
+    resid = (y - y.mean()) - (dy - dy.mean())
+    assert np.corrcoef(y, dy)[0, 1] > 0.99 and np.std(resid) < 0.1 * np.std(dy), (np.std(resid), np.std(dy))
     png = results / "qa" / "tso_grism" / "tso3" / f"{PRODUCT}_timeseries.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000

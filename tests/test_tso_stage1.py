@@ -220,6 +220,7 @@ def test_tso_grism_mode_in_the_workflow_recommended_and_jwst_lines(tmp_path):
         products[line] = {"rateints": out / "detector1" / "f322w2" / f"{spec.rootname}_rateints.fits",
                           **{s: out / "spec2" / "f322w2" / f"{spec.rootname}_{s}.fits" for s in ("calints", "x1dints")},
                           "whtlt": level3.with_name(level3.name + "_whtlt.ecsv"),
+                          "trace": level3.with_name(level3.name + "_trace.ecsv"),
                           "x1dints3": level3.with_name(level3.name + "_x1dints.fits"),
                           "crfints": out / "tso3" / "crfints" / level3.name / f"{spec.rootname}_o001_crfints.fits"}
     with fits.open(products["recommended"]["rateints"]) as rec, fits.open(products["jwst"]["rateints"]) as jw, \
@@ -251,6 +252,12 @@ def test_tso_grism_mode_in_the_workflow_recommended_and_jwst_lines(tmp_path):
         assert products[line]["crfints"].exists() and products[line]["x1dints3"].exists()
         curve = Table.read(products[line]["whtlt"])
         assert len(curve) == 8 and curve.meta["number_of_integrations"] == 8
+        # the brightest star (row 33.7 of the strip, a point source here, not a dispersed trace: few
+        # columns carry it) holds the trace fit; no drift was injected (the demo test checks the drift)
+        trace = Table.read(products[line]["trace"])
+        assert np.array_equal(trace["MJD_UTC"], curve["MJD_UTC"])
+        assert np.all(np.abs(trace["trace_y"].value - 33.7) < 1.5), trace["trace_y"]
+        assert np.all(trace["trace_width"].value > 0.5) and np.all(np.isfinite(trace["trace_y_err"]))
     mine, ref = Table.read(products["jwst"]["whtlt"]), Table.read(tmp_path / "ref_whtlt.ecsv")
     np.testing.assert_array_equal(mine["MJD_UTC"], ref["MJD_UTC"])
     np.testing.assert_array_equal(mine["whitelight_flux"], ref["whitelight_flux"])

@@ -120,7 +120,7 @@ def spec2(rateints, calints, x1dints, steps, references):
               stage_provenance(steps, references=reference_names(references)))
 
 
-def tso3(asn, x1dints, whtlt, crfints, steps, references):
+def tso3(asn, x1dints, whtlt, crfints, steps, references, trace=None):
     """Reduce one time-series association (:func:`webbflow.stages.tso3.run`).
 
     Parameters
@@ -129,6 +129,8 @@ def tso3(asn, x1dints, whtlt, crfints, steps, references):
         tso3 association JSON (members: the segments' calints).
     x1dints, whtlt : path-like
         The association's products.
+    trace : path-like, optional
+        ``<product>_trace.ecsv``: the trace's row and width per integration.
     crfints : path-like
         Folder of the per-segment crfints (``<segment root>_<asn_id>_crfints.fits``).
     steps, references : str or dict
@@ -146,7 +148,7 @@ def tso3(asn, x1dints, whtlt, crfints, steps, references):
     provenance = stage_provenance(steps, members=[Path(m).name for m in asn["members"]],
                                   references=reference_names(references))
     stage.run(asn["members"], crf, x1dints, whtlt, references, steps, provenance,
-              asn={"asn_pool": asn["asn_pool"], "asn_table": asn_path.name})
+              asn={"asn_pool": asn["asn_pool"], "asn_table": asn_path.name}, trace_path=trace)
 
 
 def image3(asn, i2d, cat, segm, crf, steps):

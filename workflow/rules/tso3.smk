@@ -1,5 +1,6 @@
 """Stage 3 for grism time series: the calints of one exposure's segments -> crfints (per segment),
-x1dints (one EXTRACT1D per segment) and the white-light curve whtlt.ecsv."""
+x1dints (one EXTRACT1D per segment), the white-light curve whtlt.ecsv and the trace's row and width
+per integration, trace.ecsv (not in jwst)."""
 
 include: "tso3_common.smk"
 
@@ -10,6 +11,7 @@ rule tso3:
     output:
         x1dints=tso3_product("x1dints"),
         whtlt=tso3_product("whtlt"),
+        trace=tso3_product("trace"),
         crfints=directory(f"{RESULTS}/tso3/crfints/{{product}}"),
     log:
         f"{RESULTS}/logs/tso3/{{product}}.log",

@@ -16,7 +16,9 @@ that looks finished.
 """
 
 import datetime
+import io
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -271,6 +273,30 @@ def write_rateints(path, rateints, headers, *, cal_steps=None, ref_files=None, p
     return _save(hdulist, path)
 
 
+def _write_skeleton(hdulist, path):
+    """Write ``hdulist`` with its Blank cubes as holes in the file (zeros that cost no writing).
+
+    astropy would write the zeros element by element (the placeholders are broadcast views):
+    seconds per GB, for bytes that are all overwritten.
+    """
+    with open(path, "wb") as f, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Card is too long, comment will be truncated")
+        for hdu in hdulist:
+            data = hdu.data if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) else None
+            if data is not None and data.ndim and all(st == 0 for st in data.strides):
+                f.write(hdu.header.tostring().encode("ascii"))
+                size = data.size * data.dtype.itemsize
+                f.seek(size + (-size % 2880), os.SEEK_CUR)
+            else:
+                # one HDU alone: written after a minimal primary header, whose 2880 bytes are dropped
+                buf = io.BytesIO()
+                single = [hdu] if isinstance(hdu, fits.PrimaryHDU) else [fits.PrimaryHDU(), hdu]
+                fits.HDUList(single).writeto(buf)
+                raw = buf.getvalue()
+                f.write(raw if isinstance(hdu, fits.PrimaryHDU) else raw[2880:])
+        f.truncate()
+
+
 class Blank:
     """An array of ``shape`` not yet computed: written as zeros, to be filled in place."""
 
@@ -311,7 +337,7 @@ class RateintsStream:
         self._atomic = atomic_output(self.path)
         tmp = self._atomic.__enter__()
         try:
-            _save_to(self._hdulist, tmp)
+            _write_skeleton(self._hdulist, tmp)
             with fits.open(tmp) as hdul:
                 self._offsets = {ext: hdul.fileinfo(hdul.index_of(ext))["datLoc"] for ext, _, _ in _CUBES}
                 # astropy stores uint32 as int32 with BZERO = 2**31: the bits with the sign bit flipped

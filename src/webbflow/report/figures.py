@@ -196,8 +196,8 @@ def point_to_point_rms(flux):
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2)) if d.size > 2 else float("nan")
 
 
-def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title):
-    """A grism time series at a glance (four panels).
+def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title, trace=None):
+    """A grism time series at a glance (four panels; six with the trace).
 
     Parameters
     ----------
@@ -213,10 +213,21 @@ def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title):
         ``time`` (MJD, one per integration), ``jump`` (fraction of science pixels flagged JUMP_DET)
         and ``one_over_f`` ((nints, namps) row-to-row scatter over its white-noise expectation).
     title : str
+    trace : dict, optional
+        ``time`` (MJD), ``y`` and ``width`` (rows) of the trace per integration, optional
+        ``truth_dy`` (the injected drift, same times): two more panels.
     """
-    fig = _figure(9.0, 6.4)
+    rows = 3 if trace is not None else 2
+    height = 3.2 * rows
+    fig = _figure(9.0, height)
     fig.suptitle(title, fontsize=9)
-    ax = fig.add_axes([0.07, 0.58, 0.40, 0.32])
+
+    def box(col, row):  # row 0 at the top; the same margins as the two-row layout
+        h = 0.32 * 6.4 / height
+        bottom = 1 - (0.10 * 6.4 / height) - h - row * (h + 0.17 * 6.4 / height)
+        return [0.07, bottom, 0.40, h] if col == 0 else [0.55, bottom, 0.42, h]
+
+    ax = fig.add_axes(box(0, 0))
     t0 = float(np.nanmin(curve["time"])) if len(curve["time"]) else 0.0
     hours = (np.asarray(curve["time"]) - t0) * 24
     ax.plot(hours, curve["flux"], "k.", ms=3, label="white light")
@@ -229,7 +240,7 @@ def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title):
     ax.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
     ax.set_ylabel("relative flux", fontsize=8)
     ax.legend(fontsize=7, frameon=False)
-    img = fig.add_axes([0.55, 0.58, 0.42, 0.32])
+    img = fig.add_axes(box(1, 0))
     good = np.isfinite(spectrum2d)
     lam = np.asarray(wavelength, float)
     extent = [lam[0], lam[-1], -0.5, spectrum2d.shape[0] - 0.5] if lam.size > 1 else None
@@ -238,13 +249,13 @@ def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title):
     img.set_title("median cutout of the first segment (calints)", fontsize=8)
     img.set_xlabel("wavelength (µm)", fontsize=8)
     img.set_ylabel("row", fontsize=8)
-    jumps = fig.add_axes([0.07, 0.09, 0.40, 0.32])
+    jumps = fig.add_axes(box(0, 1))
     th = (np.asarray(per_int["time"]) - t0) * 24
     jumps.plot(th, 100 * np.asarray(per_int["jump"]), "-", color="tab:red", lw=1)
     jumps.set_title("pixels flagged JUMP_DET per integration", fontsize=8)
     jumps.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
     jumps.set_ylabel("%", fontsize=8)
-    f = fig.add_axes([0.55, 0.09, 0.42, 0.32])
+    f = fig.add_axes(box(1, 1))
     ratio = np.asarray(per_int["one_over_f"], float)
     for a in range(ratio.shape[1] if ratio.ndim == 2 else 0):
         f.plot(th, ratio[:, a], "-", lw=1, label=f"output {a + 1}")
@@ -252,6 +263,25 @@ def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title):
     f.set_title("1/f left: row-median scatter / white-noise expectation", fontsize=8)
     f.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
     f.legend(fontsize=6, frameon=False, ncol=4)
-    for a in (ax, img, jumps, f):
+    axes = [ax, img, jumps, f]
+    if trace is not None:
+        tt = (np.asarray(trace["time"], float) - t0) * 24
+        y = np.asarray(trace["y"], float)
+        pos = fig.add_axes(box(0, 2))
+        pos.plot(tt, 1e3 * (y - np.nanmedian(y)), "k.", ms=3, label="measured")
+        if trace.get("truth_dy") is not None:
+            dy = np.asarray(trace["truth_dy"], float)
+            pos.plot(tt, 1e3 * (dy - np.nanmedian(dy)), "r-", lw=1, label="injected drift")
+            pos.legend(fontsize=7, frameon=False)
+        pos.set_title(f"trace row (median {np.nanmedian(y):.3f}) per integration", fontsize=8)
+        pos.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
+        pos.set_ylabel("millirows from the median", fontsize=8)
+        width = fig.add_axes(box(1, 2))
+        width.plot(tt, trace["width"], "-", color="tab:blue", lw=1)
+        width.set_title("trace width (Gaussian sigma) per integration", fontsize=8)
+        width.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
+        width.set_ylabel("rows", fontsize=8)
+        axes += [pos, width]
+    for a in axes:
         a.tick_params(labelsize=7)
     _save(fig, png)

@@ -273,7 +273,7 @@ def _baseline(flux):
     return level if level else 1.0
 
 
-def qa_timeseries(whtlt, calints, rateints, png, product=None, truth=None):
+def qa_timeseries(whtlt, calints, rateints, png, product=None, truth=None, trace=None, drift=None):
     """The QA figure of one time-series association (:func:`webbflow.report.figures.timeseries_panels`).
 
     Parameters
@@ -287,6 +287,10 @@ def qa_timeseries(whtlt, calints, rateints, png, product=None, truth=None):
         Title (default: from the ECSV name).
     truth : str or Path, optional
         The simulator's ``transit.ecsv`` (``int_mid_MJD_UTC``, ``white_flux``), drawn when given.
+    trace : str or Path, optional
+        The association's ``trace.ecsv`` (row and width per integration): two more panels.
+    drift : str or Path, optional
+        The simulator's ``drift.ecsv`` (``int_mid_MJD_UTC``, ``dy``), drawn beside the measured row.
 
     Returns
     -------
@@ -326,7 +330,17 @@ def qa_timeseries(whtlt, calints, rateints, png, product=None, truth=None):
                 residual, white = qa.one_over_f_residual(sci[i] - static, dq[i], slices, err[i])
                 ratios.append(np.asarray(residual) / np.asarray(white))
     per_int = {"time": np.asarray(times), "jump": np.asarray(jumps), "one_over_f": np.asarray(ratios)}
-    figures.timeseries_panels(png, data, image, wavelength, per_int, product or Path(whtlt).name.removesuffix("_whtlt.ecsv"))
+    rows = None
+    if trace is not None and Path(trace).exists():
+        tr = Table.read(trace)
+        rows = {"time": np.asarray(tr["MJD_UTC"], float), "y": np.asarray(tr["trace_y"], float),
+                "width": np.asarray(tr["trace_width"], float)}
+        if drift is not None and Path(drift).exists():
+            d = Table.read(drift)
+            rows["truth_dy"] = np.interp(rows["time"], np.asarray(d["int_mid_MJD_UTC"], float),
+                                         np.asarray(d["dy"], float))
+    figures.timeseries_panels(png, data, image, wavelength, per_int,
+                              product or Path(whtlt).name.removesuffix("_whtlt.ecsv"), trace=rows)
     rms = figures.point_to_point_rms(data["flux"])
     return {"rms": rms, "jump_fraction": float(np.mean(jumps)) if jumps else float("nan"),
             "one_over_f": float(np.nanmean(per_int["one_over_f"])) if ratios else float("nan")}

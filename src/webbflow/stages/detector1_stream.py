@@ -81,7 +81,7 @@ class Plan:
     rows_per_block: int
 
 
-def plan(shape, max_bytes):
+def plan(shape, max_bytes, min_rows=1):
     """The chunking of an exposure of ``shape`` for a working set of ``max_bytes``; None if it fits whole.
 
     Parameters
@@ -90,6 +90,9 @@ def plan(shape, max_bytes):
         (nints, ngroups, ny, nx).
     max_bytes : int
         Budget for the arrays.
+    min_rows : int
+        Fewest rows per block: jump's and ramp_fit's kernels share a block's rows among the
+        job's threads, so a block of fewer rows than threads leaves threads idle.
 
     Returns
     -------
@@ -101,11 +104,16 @@ def plan(shape, max_bytes):
     room = max(max_bytes - BYTES_PER_PIXEL * ny * nx, 0)
     ints = max(1, min(nints, room // ((BYTES_PER_SAMPLE * ngroups + BYTES_PER_INT_PIXEL) * ny * nx)))
     rows = room // ((BYTES_PER_SAMPLE * ngroups + BYTES_PER_INT_PIXEL) * nints * nx) - 2  # the halo rows
-    return Plan(int(ints), int(max(1, min(ny, rows))))
+    return Plan(int(ints), int(max(1, min(ny, max(rows, min_rows)))))
 
 
 class _Scratch:
-    """Files of the calibrated ramp, read back and written by blocks of rows (memory maps opened per use)."""
+    """Files of the calibrated ramp, read back and written by blocks of rows.
+
+    Plain reads and writes, not memory maps: file systems with large folios map megabytes around
+    every page touched, and the mapped pages count in the job's resident memory (a 2 GB ramp read
+    back by blocks of rows through a map showed 1.9 GB of it).  The page cache holds them instead.
+    """
 
     def __init__(self, folder, shape, has_zeroframe):
         self.folder, self.shape = Path(folder), tuple(shape)
@@ -127,33 +135,58 @@ class _Scratch:
             f.close()
         self._files = {}
 
-    def _map(self, name, mode="r"):
+    def _layout(self, name):
+        """(dtype, planes, ny, nx) of a scratch file: planes are (integration, group) pairs, or integrations."""
         nints, ngroups, ny, nx = self.shape
-        dtype = np.uint8 if name.startswith("gdq") else np.float32
-        shape = (nints, ny, nx) if name == "zeroframe" else self.shape
-        if mode == "w+":
-            mode = "r+" if self.paths[name].exists() else "w+"
-        return np.memmap(self.paths[name], dtype=dtype, mode=mode, shape=shape)
+        dtype = np.dtype(np.uint8 if name.startswith("gdq") else np.float32)
+        planes = nints if name == "zeroframe" else nints * ngroups
+        return dtype, planes, ny, nx
+
+    def _shape(self, name, rows):
+        nints, ngroups, _, nx = self.shape
+        return (nints, rows, nx) if name == "zeroframe" else (nints, ngroups, rows, nx)
 
     def rows(self, name, a, b):
-        """A contiguous in-memory copy of rows a..b-1 (all integrations and groups)."""
-        mm = self._map(name)
-        try:
-            return np.ascontiguousarray(mm[..., a:b, :])
-        finally:
-            del mm  # unmapped: the pages read do not stay in this process
+        """Rows a..b-1 of every plane, as a contiguous array."""
+        dtype, planes, ny, nx = self._layout(name)
+        out = np.empty((planes, b - a, nx), dtype)
+        plane, start = ny * nx * dtype.itemsize, a * nx * dtype.itemsize
+        with open(self.paths[name], "rb") as f:
+            for p in range(planes):
+                f.seek(p * plane + start)
+                if f.readinto(out[p]) != out[p].nbytes:
+                    raise OSError(f"scratch file {self.paths[name]} is shorter than expected")
+        return out.reshape(self._shape(name, b - a))
 
     def write_rows(self, name, r0, block):
-        mm = self._map(name, "w+")
-        try:
-            mm[..., r0:r0 + block.shape[-2], :] = block
-            mm.flush()
-        finally:
-            del mm
+        """Write ``block`` (all planes, n rows) at rows r0..r0+n-1, creating the file if needed."""
+        dtype, planes, ny, nx = self._layout(name)
+        block = np.ascontiguousarray(block, dtype).reshape(planes, -1, nx)
+        plane, start = ny * nx * dtype.itemsize, r0 * nx * dtype.itemsize
+        mode = "r+b" if self.paths[name].exists() else "w+b"
+        with open(self.paths[name], mode) as f:
+            if mode == "w+b":
+                f.truncate(planes * plane)  # sparse until written
+            for p in range(planes):
+                f.seek(p * plane + start)
+                f.write(block[p].data)
 
-    def planes(self, name, i0, i1, mode="r+"):
-        """A memory map of integrations i0..i1-1 (whole planes); the caller deletes it."""
-        return self._map(name, mode)[i0:i1]
+    def integrations(self, name, i0, i1):
+        """Integrations i0..i1-1 of a (nints, ngroups, ny, nx) file: (array, writer of it back)."""
+        dtype, _, ny, nx = self._layout(name)
+        ngroups = self.shape[1]
+        out = np.empty((i1 - i0, ngroups, ny, nx), dtype)
+        offset = i0 * ngroups * ny * nx * dtype.itemsize
+        with open(self.paths[name], "rb") as f:
+            f.seek(offset)
+            f.readinto(out)
+
+        def write_back():
+            with open(self.paths[name], "r+b") as f:
+                f.seek(offset)
+                f.write(out.data)
+
+        return out, write_back
 
 
 @contextlib.contextmanager
@@ -255,14 +288,16 @@ def _clear_jump_only_planes(scratch, name, chunk):
     """The sigma-clip rule of :func:`webbflow.steps.jump._clear_jump_only_planes`, plane by plane on disk."""
     jd = np.uint8(dqflags.JUMP_DET | dqflags.DO_NOT_USE)
     for i0, i1 in _blocks(scratch.shape[0], chunk):
-        mm = scratch.planes(name, i0, i1)
+        gdq, write_back = scratch.integrations(name, i0, i1)
+        changed = False
         for i in range(i1 - i0):
             for k in range(scratch.shape[1]):
-                plane = mm[i, k]
+                plane = gdq[i, k]
                 if np.all(plane & jd):
                     plane[plane == dqflags.JUMP_DET] = 0
-        mm.flush()
-        del mm
+                    changed = True
+        if changed:
+            write_back()
 
 
 def _phase_jump(scratch, readout, refs, pixeldq, params, max_all_dnu, chunk, rows):
@@ -289,37 +324,36 @@ def _phase_jump(scratch, readout, refs, pixeldq, params, max_all_dnu, chunk, row
     gmed = np.nanmedian(gain32)
     t0 = time.perf_counter()
 
-    def halo(r0, r1):
-        return max(r0 - 1, 0), min(r1 + 1, ny)
-
     if regime is None:
         log.info("Too few usable groups: no jump detection")
-    if regime == K.REGIME_SIGMA_CLIP:
+    elif regime == K.REGIME_SIGMA_CLIP:
         log.info("jump: sigma clip across %d integrations (>= minimum_sigclip_groups=%d) instead of "
                  "two-point differences, as jwst", nints, p.get("minimum_sigclip_groups", 100))
-        med = np.empty((ny, nx), np.float64)
-        sig = np.empty((ny, nx), np.float64)
+    # Pass 1, detection, pixel by pixel: blocks need no neighbours.  Pass 2, the neighbour and
+    # after-jump flags, reaches one row: its blocks are read with a row more on each side, from
+    # the output of pass 1 (gdq_b), and written to the first file (gdq), no longer needed.
+    med = np.full((ny, nx), np.nan)
+    sig = np.full((ny, nx), np.nan)
+    if regime is not None:
         for r0, r1 in _blocks(ny, rows):
             q = scratch.rows("gdq", r0, r1)
             med[r0:r1], sig[r0:r1] = jump.detect(scratch.rows("data", r0, r1), q, gain32[r0:r1], rn2[r0:r1],
                                                  readout.nframes, regime, **detect_kw)
             scratch.write_rows("gdq_b", r0, q)
-        _clear_jump_only_planes(scratch, "gdq_b", chunk)
+        log.info("jump: detection in blocks of %d rows done (%.1f s)", rows, time.perf_counter() - t0)
+        if regime == K.REGIME_SIGMA_CLIP:
+            _clear_jump_only_planes(scratch, "gdq_b", chunk)
         source, final = "gdq_b", "gdq"
     else:
         source, final = "gdq", "gdq_b"
     for r0, r1 in _blocks(ny, rows):
-        a, b = halo(r0, r1)
-        data, q = scratch.rows("data", a, b), scratch.rows(source, a, b)
+        a, b = max(r0 - 1, 0), min(r1 + 1, ny)
+        q = scratch.rows(source, a, b)
         if regime is not None:
-            if regime == K.REGIME_SIGMA_CLIP:
-                m, s = med[a:b], sig[a:b]
-            else:
-                m, s = jump.detect(data, q, gain32[a:b], rn2[a:b], readout.nframes, regime, **detect_kw)
-            jump.after_detection(data, q, gain32[a:b], m, s, readout.tgroup, gmed, **after_kw)
+            jump.after_detection(scratch.rows("data", a, b), q, gain32[a:b], med[a:b], sig[a:b], readout.tgroup,
+                                 gmed, **after_kw)
         K.clear_jump_on_bad(q)
         scratch.write_rows(final, r0, q[..., r0 - a:r1 - a, :])
-        log.debug("jump: rows %d-%d of %d (%.1f s)", r0 + 1, r1, ny, time.perf_counter() - t0)
     log.info("jump: %d rows in blocks of %d done (%.1f s)", ny, rows, time.perf_counter() - t0)
     return StepStatus.COMPLETE, final
 
@@ -356,7 +390,9 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
 
     readout, headers = stream.readout, stream.headers
     nints, ngroups, ny, nx = shape = stream.shape
-    cut = plan(shape, max_bytes) or Plan(nints, ny)
+    import numba
+
+    cut = plan(shape, max_bytes, min_rows=numba.get_num_threads()) or Plan(nints, ny)
     folder = Path(scratch_dir or os.environ.get("WEBBFLOW_SCRATCH") or Path(rateints_path).parent)
     folder.mkdir(parents=True, exist_ok=True)
     need = _check_scratch_space(stream.path, folder, shape, stream.has_zeroframe)

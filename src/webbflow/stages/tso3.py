@@ -17,6 +17,7 @@ import logging
 import time
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 
 import webbflow
@@ -26,7 +27,7 @@ from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_output
 from webbflow.io.spec import tso_spec, write_x1dints
 from webbflow.ramp import StepStatus
-from webbflow.steps import extract_1d, outlier_detection, white_light
+from webbflow.steps import extract_1d, outlier_detection, trace, white_light
 
 __all__ = ["TSO3_STEPS", "read_calints", "run"]
 
@@ -125,8 +126,27 @@ def _slit_sky(model, aperture_rows):
     return (float(ra), float(dec)) if np.isfinite(ra) and np.isfinite(dec) else (None, None)
 
 
-def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, provenance=None, asn=None):
-    """Reduce one TSO association: outlier_detection, extract_1d and white_light.
+def _write_trace(path, whtlt, traces, meta):
+    """``<product>_trace.ecsv``: the white-light times and the trace's row and width per integration."""
+    from astropy.table import Table
+
+    table = Table()
+    for name in ("MJD_UTC", "BJD_TDB"):
+        table[name] = whtlt[name]
+    for key, name, unit in (("y", "trace_y", "pix"), ("y_err", "trace_y_err", "pix"),
+                            ("width", "trace_width", "pix"), ("width_err", "trace_width_err", "pix")):
+        table[name] = np.concatenate([t[key] for t in traces]) * u.pix
+    table.meta.update(meta)
+    table.meta["comments"] = ["trace_y: 0-based row of the cutout (extract_2d keeps rows from 0, so also of the "
+                              "subarray) of a Gaussian fit to the spectrum collapsed over the extraction columns; "
+                              "trace_width: its sigma (webbflow, not jwst)"]
+    with atomic_output(path) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
+
+
+def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, provenance=None, asn=None,
+        trace_path=None):
+    """Reduce one TSO association: outlier_detection, extract_1d, white_light (and the trace's drift).
 
     Parameters
     ----------
@@ -145,6 +165,10 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
     provenance : dict, optional
     asn : dict, optional
         ``asn_pool`` and ``asn_table`` recorded in x1dints (ASNPOOL, ASNTABLE).
+    trace_path : path-like, optional
+        Also write ``<product>_trace.ecsv`` (not in jwst): the trace's row and Gaussian width per
+        integration (:func:`webbflow.steps.trace.trace_positions` on the crfints, over the
+        extraction columns), for decorrelating the light curves against the pointing.
 
     Returns
     -------
@@ -168,7 +192,7 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
     ex = params["extract_1d"]
     overrides = {k: ex.get(k) for k in ("subtract_background", "bkg_fit", "bkg_order", "smoothing_length")}
     statuses = {"outlier_detection": StepStatus.SKIPPED if od.get("skip") else StepStatus.COMPLETE}
-    specs, series, times, written, first, blend = [], [], [], [], None, []
+    specs, series, times, written, first, blend, traces = [], [], [], [], None, [], []
     try:
         for member, crf_path in zip(members, crfints_paths):
             model, arrays = read_calints(member)
@@ -219,6 +243,10 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                 series.append(white_light.SpectralSeries(np.asarray(table["MJD-AVG"]), np.asarray(table["TDB-MID"]),
                                                          columns["WAVELENGTH"], columns["FLUX"], flux_unit))
                 times.append(np.asarray(model.int_times))
+                if trace_path is not None:
+                    cols = (slice(None) if extent.get("xstart") is None
+                            else slice(extent["xstart"], extent["xstop"] + 1))
+                    traces.append(trace.trace_positions(arrays.data, arrays.dq, cols))
             finally:
                 if model is not first:
                     model.close()
@@ -256,6 +284,9 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
             table.write(tmp, format="ascii.ecsv", overwrite=True)
         written.append(Path(whtlt_path))
         statuses["white_light"] = StepStatus.COMPLETE
+        if trace_path is not None:
+            _write_trace(trace_path, table, traces, meta)
+            written.append(Path(trace_path))
     except BaseException:
         for path in written:  # nothing of a failed association is left
             path.unlink(missing_ok=True)
