@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from webbflow.lightcurves import (fit_light_curves, fit_transit, light_curve_products, plot_light_curves,
-                                  read_x1dints_spectra, spectroscopic_light_curves)
+                                  read_x1dints_spectra, replace_lost_pixels, spectroscopic_light_curves)
 from webbflow.transit import TransitParams, relative_flux
 
 T0 = 60827.125
@@ -248,3 +248,25 @@ def test_qa_figure_and_products(tmp_path):
     lc2 = spectroscopic_light_curves(x1d)
     path = plot_light_curves(lc2, tmp_path / "white.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_column_integrations_that_lost_box_pixels_are_filled_from_their_neighbours():
+    """tso3's outlier_detection NaNs a pixel; jwst's box sum then skips it and that column's FLUX dips."""
+    wave, tables = _x1d_tables()
+    flux = np.concatenate([np.asarray(t["FLUX"]) for t in tables])
+    tables[0]["NPIXELS"][:, 7] = 6.0  # a dead pixel in every integration: nothing to fill
+    tables[0]["FLUX"][3, 5] *= 0.7  # one pixel of column 5 lost in integration 4 ...
+    tables[0]["NPIXELS"][3, 5] = 6.0
+    tables[1]["FLUX"][5, 9] *= 0.8  # ... and one of column 9 in the last integration
+    tables[1]["NPIXELS"][5, 9] = 6.0
+    s = read_x1dints_spectra(tables)
+    filled, lost = replace_lost_pixels(s["flux"], s["npixels"])
+    assert lost.sum() == 2 and lost[3, 5] and lost[11, 9]
+    assert filled[3, 5] == pytest.approx(0.5 * (flux[2, 5] + flux[4, 5]))
+    assert filled[11, 9] == pytest.approx(flux[10, 9])  # no later integration: the one before
+    np.testing.assert_array_equal(np.delete(filled.ravel(), [3 * 40 + 5, 11 * 40 + 9]),
+                                  np.delete(s["flux"].ravel(), [3 * 40 + 5, 11 * 40 + 9]))
+    lc = spectroscopic_light_curves(tables)
+    raw = spectroscopic_light_curves(tables, replace_lost=False)
+    assert lc.meta["n_replaced"] == 2 and raw.meta["n_replaced"] == 0
+    assert raw["white_flux"][3] < lc["white_flux"][3]
