@@ -99,7 +99,9 @@ def test_normalisation_by_the_out_of_transit_median_and_nbins():
     oot = np.zeros(12, bool)
     oot[:3] = True
     lc = spectroscopic_light_curves(tables, nbins=4, out_of_transit=oot)
-    assert len(lc.meta["bin_edges_um"]) == 5 and sum(lc.meta["bin_n_columns"]) == 40
+    # the default range is the band: columns 0 and 1 hold under 5 % of the brightest column's flux
+    assert len(lc.meta["bin_edges_um"]) == 5 and sum(lc.meta["bin_n_columns"]) == 38
+    assert lc.meta["wave_range_um"][0] == pytest.approx(np.linspace(2.5, 3.9, 40)[2])
     np.testing.assert_allclose(np.median(np.asarray(lc["flux"])[:3], axis=0), 1.0)
     assert lc["white_flux"][-1] == pytest.approx(1.11 / 1.01)  # flux grows 1 % per integration
     # a TransitParams marks the out-of-transit integrations itself

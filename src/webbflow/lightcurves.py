@@ -39,6 +39,7 @@ _TRANSIT_FIELDS = tuple(f.name for f in dataclasses.fields(TransitParams))
 # from the guess: a relative step on an MJD of ~6e4 would be tens of seconds, longer than ingress)
 _STEPS = {"t0": 1e-2, "per": 1e-7, "a": 1e-4, "inc": 1e-4, "rp": 1e-5, "u1": 1e-4, "u2": 1e-4,
           "norm": 1e-6, "slope": 1e-6}
+_BAND_LEVEL = 0.05  # default wave_range: columns at least this fraction of the brightest
 _BOUNDS = {"rp": (0.0, 1.0), "a": (1.0, np.inf), "inc": (0.0, 90.0), "per": (0.0, np.inf),
            "u1": (-1.0, 2.0), "u2": (-1.0, 2.0)}
 
@@ -182,7 +183,8 @@ def spectroscopic_light_curves(source, nbins=None, edges=None, wave_range=None, 
         Fill the FLUX of column-integrations that lost pixels of the extraction box from their
         neighbours in time (:func:`replace_lost_pixels`; default).  False: sum FLUX as it is.
     wave_range : (float, float), optional
-        Wavelengths (µm) of the white light and of the ``nbins`` bins (default: every usable column).
+        Wavelengths (µm) of the white light and of the ``nbins`` bins (default: the usable columns
+        whose out-of-transit median flux is at least 5 % of the brightest column's, i.e. the band).
     out_of_transit : bool array or TransitParams, optional
         Integrations that set the normalisation (a TransitParams: where its model is 1).  None: all
         integrations (the overall median).
@@ -217,16 +219,25 @@ def spectroscopic_light_curves(source, nbins=None, edges=None, wave_range=None, 
     usable = np.isfinite(wave) & np.all(np.isfinite(flux), axis=0) & np.all(np.isfinite(err), axis=0)
     if not usable.any():
         raise ValueError("no column has a finite flux in every integration")
-    lo, hi = (float(np.min(wave[usable])), float(np.max(wave[usable]))) if wave_range is None else map(float, wave_range)
+    oot = _out_of_transit(s["mjd_utc"], out_of_transit)
+    if not oot.any():
+        raise ValueError("no out-of-transit integration to normalise by")
+    if wave_range is None:
+        # where the star is: columns beyond the filter's edges hold only noise (and sums near 0 that
+        # no normalisation survives)
+        level = np.where(usable, np.median(np.where(usable[None, :], flux, 0.0)[oot], axis=0), 0.0)
+        bright = usable & (level >= _BAND_LEVEL * level.max())
+        lo, hi = float(np.min(wave[bright])), float(np.max(wave[bright]))
+    else:
+        lo, hi = map(float, wave_range)
     white_cols = usable & (wave >= lo) & (wave <= hi)
+    if not white_cols.any():
+        raise ValueError(f"no usable column between {lo} and {hi} um")
     if edges is None and nbins:
         edges = np.linspace(lo, hi + 1e-9 * max(abs(hi), 1.0), int(nbins) + 1)  # the last column is in the last bin
     edges = None if edges is None else np.asarray(edges, float)
     if edges is not None and (edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0)):
         raise ValueError("bin edges must be an increasing sequence of at least two wavelengths")
-    oot = _out_of_transit(s["mjd_utc"], out_of_transit)
-    if not oot.any():
-        raise ValueError("no out-of-transit integration to normalise by")
 
     def band(cols):
         f = flux[:, cols].sum(1)
@@ -234,6 +245,9 @@ def spectroscopic_light_curves(source, nbins=None, edges=None, wave_range=None, 
         vp = np.nansum(s["flux_var_poisson"][:, cols], 1)
         vr = np.nansum(s["flux_var_rnoise"][:, cols], 1)
         norm = float(np.median(f[oot]))
+        if not norm > 0:
+            raise ValueError(f"the median flux of {int(cols.sum())} columns is {norm:g}: no light curve to "
+                             "normalise (choose edges or wave_range inside the band)")
         return f / norm, e / norm, vp / norm ** 2, vr / norm ** 2, norm
 
     table = QTable()
