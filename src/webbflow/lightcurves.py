@@ -13,6 +13,8 @@ transit analysis starts from:
 * :func:`fit_transit`: the quadratic limb-darkened transit of :mod:`webbflow.transit` times a baseline
   (normalisation and a linear slope in time), fitted with ``scipy.optimize.least_squares``;
   1-σ uncertainties from the Jacobian, scaled by the reduced χ² when it exceeds 1.
+* :func:`fit_light_curves`: the white light, then every bin divided by the white light's residual
+  (:func:`common_mode`: noise coherent along the trace's rows is common to all bins).
 * :func:`plot_light_curves`: a QA figure (white light with its fit and residuals, binned curves offset).
 
 :func:`light_curve_products` chains them for a workflow rule: x1dints → light-curve ECSV, fit ECSV, PNG.
@@ -29,7 +31,7 @@ import numpy as np
 
 from webbflow.transit import TransitParams, relative_flux
 
-__all__ = ["TransitFit", "fit_light_curves", "fit_transit", "light_curve_products", "plot_light_curves",
+__all__ = ["TransitFit", "common_mode", "fit_light_curves", "fit_transit", "light_curve_products", "plot_light_curves",
            "read_x1dints_spectra", "replace_lost_pixels", "spectroscopic_light_curves", "write_light_curves"]
 
 log = logging.getLogger(__name__)
@@ -474,11 +476,37 @@ def fit_transit(time, flux, error, guess, free=("rp", "t0"), fit_baseline=True):
                       success=bool(sol.success), message=str(sol.message))
 
 
-def fit_light_curves(curves, guess, free=("rp", "t0"), bin_free=("rp",), limb_darkening=None):
+def common_mode(curves, white_fit):
+    """The white light's residual per integration, ``white_flux / model``: noise common to every bin.
+
+    Noise that is coherent along the rows of the trace (1/f left on the trace's rows, the reference
+    pixels' row correction) lands in every column of an integration alike, so every bin shares it;
+    dividing each bin by the white light's residual takes it out (the "common-mode" correction of
+    JWST transit spectroscopy) without touching the bins' depths, since the residual holds no transit.
+
+    Parameters
+    ----------
+    curves : astropy.table.QTable
+        From :func:`spectroscopic_light_curves`.
+    white_fit : TransitFit
+        The fit of ``curves["white_flux"]``.
+
+    Returns
+    -------
+    ndarray
+        (nints,) factor to divide each bin's flux and error by.
+    """
+    factor = np.asarray(curves["white_flux"], float) / white_fit.model
+    return np.where(np.isfinite(factor), factor, 1.0)
+
+
+def fit_light_curves(curves, guess, free=("rp", "t0"), bin_free=("rp",), limb_darkening=None,
+                     common_mode_correction=True):
     """Fit the white light and every bin of :func:`spectroscopic_light_curves`.
 
     The white-light fit sets the geometry; each bin then fits ``bin_free`` (default rp, with the
-    baseline) with the other parameters at the white-light values.
+    baseline) with the other parameters at the white-light values, after dividing it by the white
+    light's residual (:func:`common_mode`) unless ``common_mode_correction`` is False.
 
     Parameters
     ----------
@@ -491,6 +519,8 @@ def fit_light_curves(curves, guess, free=("rp", "t0"), bin_free=("rp",), limb_da
         Free transit parameters of the white-light and of the bin fits.
     limb_darkening : sequence of (u1, u2), optional
         Per bin.
+    common_mode_correction : bool
+        Divide the bins by the white light's residual before fitting them (default).
 
     Returns
     -------
@@ -508,12 +538,13 @@ def fit_light_curves(curves, guess, free=("rp", "t0"), bin_free=("rp",), limb_da
     rows = [("white", *curves.meta["wave_range_um"], float(np.mean(curves.meta["wave_range_um"])), white)]
     edges = curves.meta.get("bin_edges_um") or []
     geometry = {k: getattr(white.params, k) for k in ("t0", "a", "inc", "per")}
+    cm = common_mode(curves, white) if common_mode_correction else np.ones(len(curves))
     for k in range(len(edges) - 1):
         w = curves.meta["bin_wave_um"][k]
         u1, u2 = limb_darkening[k] if limb_darkening is not None else guess.ld_at(w)
         g = dataclasses.replace(white.params, rp=float(guess.rp_at(w)), u1=float(u1), u2=float(u2),
                                 wave_ref=float(w), rp_slope=0.0, u1_slope=0.0, u2_slope=0.0, **geometry)
-        fit = fit_transit(time, np.asarray(curves["flux"][:, k]), np.asarray(curves["error"][:, k]), g,
+        fit = fit_transit(time, np.asarray(curves["flux"][:, k]) / cm, np.asarray(curves["error"][:, k]) / cm, g,
                           free=bin_free)
         fits_.append(fit)
         rows.append((f"bin_{k}", edges[k], edges[k + 1], w, fit))
@@ -522,6 +553,7 @@ def fit_light_curves(curves, guess, free=("rp", "t0"), bin_free=("rp",), limb_da
                          for name, lo, hi, w, f in rows],
                    names=("band", "wave_min", "wave_max", "wave", "depth", "depth_error", "rp", "rp_error", "t0",
                           "redchi2", "rms", "error_scale", "chi2", "dof"))
+    table.meta["common_mode_correction"] = bool(common_mode_correction)
     table.meta["comments"] = ["webbflow transit fits (least squares, quadratic limb darkening, linear baseline):"
                               " white light first (free: " + ", ".join(white.free) + "), then each bin"
                               " (free: " + ", ".join(fits_[0].free if fits_ else bin_free) + ");"
@@ -531,7 +563,8 @@ def fit_light_curves(curves, guess, free=("rp", "t0"), bin_free=("rp",), limb_da
 
 # -- QA figure --------------------------------------------------------------------------------------
 
-def plot_light_curves(curves, path, white_fit=None, bin_fits=None, title=None, offset=None):
+def plot_light_curves(curves, path, white_fit=None, bin_fits=None, title=None, offset=None,
+                      common_mode_correction=True):
     """QA figure: the white-light curve with its fit and residuals, and the binned curves offset.
 
     Parameters
@@ -545,6 +578,9 @@ def plot_light_curves(curves, path, white_fit=None, bin_fits=None, title=None, o
     title : str, optional
     offset : float, optional
         Vertical spacing of the binned curves (default: 1.5 × the deepest bin's depth or 6 × its rms).
+    common_mode_correction : bool
+        With ``white_fit``, the bins are drawn divided by its residual, as :func:`fit_light_curves`
+        fits them.
 
     Returns
     -------
@@ -584,6 +620,8 @@ def plot_light_curves(curves, path, white_fit=None, bin_fits=None, title=None, o
     if binned:
         bx = fig.add_subplot(grid[:2, 1])
         flux = np.asarray(curves["flux"], float)
+        if white_fit is not None and common_mode_correction:
+            flux = flux / common_mode(curves, white_fit)[:, None]
         nb = flux.shape[1]
         if offset is None:
             depth = np.nanmax(1 - np.nanmin(flux, axis=0))
@@ -597,7 +635,8 @@ def plot_light_curves(curves, path, white_fit=None, bin_fits=None, title=None, o
             if bin_fits:
                 bx.plot(t, bin_fits[k].model + shift, color="k", lw=0.7)
             bx.text(t[-1] + 0.01 * (t[-1] - t[0] + 1e-9), 1 + shift, f"{waves[k]:.2f} µm", fontsize=6, va="center")
-        bx.set_title(f"{nb} wavelength bins (offset {offset:.3g})", fontsize=9)
+        cm = " ÷ white-light residual" if white_fit is not None and common_mode_correction else ""
+        bx.set_title(f"{nb} wavelength bins{cm} (offset {offset:.3g})", fontsize=9)
         bx.set_xlabel("minutes from the first integration")
         bx.set_yticks([])
     if title:
@@ -611,7 +650,8 @@ def plot_light_curves(curves, path, white_fit=None, bin_fits=None, title=None, o
 # -- for a workflow rule ----------------------------------------------------------------------------
 
 def light_curve_products(x1dints, curves_path, fits_path=None, png_path=None, nbins=None, edges=None,
-                         wave_range=None, transit=None, free=("rp", "t0"), bin_free=("rp",)):
+                         wave_range=None, transit=None, free=("rp", "t0"), bin_free=("rp",),
+                         common_mode_correction=True):
     """x1dints → spectroscopic light curves (ECSV), and with a transit guess its fits (ECSV) and QA PNG.
 
     Parameters
@@ -626,7 +666,7 @@ def light_curve_products(x1dints, curves_path, fits_path=None, png_path=None, nb
         As :func:`spectroscopic_light_curves`.
     transit : TransitParams or dict, optional
         Transit guess (t0 MJD UTC, per, a, inc, rp, u1, u2 …); normalisation is then out of transit.
-    free, bin_free : sequence of str
+    free, bin_free, common_mode_correction
         As :func:`fit_light_curves`.
 
     Returns
@@ -641,10 +681,12 @@ def light_curve_products(x1dints, curves_path, fits_path=None, png_path=None, nb
     written = {"curves": write_light_curves(curves, curves_path)}
     white = bins = None
     if transit is not None:
-        white, bins, table = fit_light_curves(curves, transit, free=free, bin_free=bin_free)
+        white, bins, table = fit_light_curves(curves, transit, free=free, bin_free=bin_free,
+                                              common_mode_correction=common_mode_correction)
         if fits_path is not None:
             written["fits"] = write_light_curves(table, fits_path)
     if png_path is not None:
         written["png"] = plot_light_curves(curves, png_path, white_fit=white, bin_fits=bins,
-                                           title=Path(x1dints).name.removesuffix("_x1dints.fits"))
+                                           title=Path(x1dints).name.removesuffix("_x1dints.fits"),
+                                           common_mode_correction=common_mode_correction)
     return written
