@@ -16,7 +16,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from webbflow.lightcurves import (fit_light_curves, fit_transit, light_curve_products, plot_light_curves,
+from webbflow.lightcurves import (common_mode, fit_light_curves, fit_transit, light_curve_products, plot_light_curves,
                                   read_x1dints_spectra, replace_lost_pixels, spectroscopic_light_curves)
 from webbflow.transit import TransitParams, relative_flux
 
@@ -272,3 +272,19 @@ def test_column_integrations_that_lost_box_pixels_are_filled_from_their_neighbou
     raw = spectroscopic_light_curves(tables, replace_lost=False)
     assert lc.meta["n_replaced"] == 2 and raw.meta["n_replaced"] == 0
     assert raw["white_flux"][3] < lc["white_flux"][3]
+
+
+def test_common_mode_division_takes_out_noise_shared_by_every_bin():
+    """Row-coherent noise lands in every column of an integration alike: dividing the bins by the white
+    light's residual removes it from their scatter, not from their depths."""
+    params, tables = _transit_tables(nints=160, ncols=60, seed=4)
+    rng = np.random.default_rng(9)
+    common = 1 + rng.normal(0, 1e-3, 160)  # 1e-3 per integration, common to all columns
+    tables[0]["FLUX"] = np.asarray(tables[0]["FLUX"]) * common[:, None]
+    edges = np.linspace(2.5, 3.9 + 1e-6, 4)
+    lc = spectroscopic_light_curves(tables, edges=edges, out_of_transit=params)
+    white, with_cm, _ = fit_light_curves(lc, params)
+    _, without, _ = fit_light_curves(lc, params, common_mode_correction=False)
+    for a, b in zip(with_cm, without):
+        assert a.rms < 0.6 * b.rms and a.depth_error < 0.6 * b.depth_error
+    np.testing.assert_allclose(common_mode(lc, white), np.asarray(lc["white_flux"]) / white.model)
