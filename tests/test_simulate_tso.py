@@ -25,7 +25,7 @@ from astropy.table import QTable
 
 from webbflow.simulate import grism, run_preset, run_specs, simulate_exposure, tso_grism_specs
 from webbflow.simulate.headers import exposure_timing
-from webbflow.simulate.transit import TransitParams, occulted_flux, relative_flux, uniform_overlap
+from webbflow.transit import TransitParams, occulted_flux, relative_flux, uniform_overlap
 from webbflow.simulate.tso_grism import star_rate_cube, tso_truth
 
 C_KMS = 299792.458

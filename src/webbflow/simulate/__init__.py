@@ -33,7 +33,7 @@ from webbflow.simulate.presets import PRESETS, preset_specs, run_preset, run_spe
 from webbflow.simulate.sky import make_catalog
 from webbflow.simulate.spec import ExposureSpec, Star
 from webbflow.simulate.stage2_refs import write_stage2_references
-from webbflow.simulate.transit import TransitParams
+from webbflow.transit import TransitParams
 from webbflow.simulate.tso_grism import TsoGrismScene
 from webbflow.simulate.writers import REFTYPES, reference_path
 

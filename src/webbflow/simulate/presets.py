@@ -11,7 +11,7 @@ from astropy.time import Time, TimeDelta
 from webbflow.simulate.exposure import pointing_truth, simulate_exposure
 from webbflow.simulate.headers import exposure_timing
 from webbflow.simulate.spec import ExposureSpec
-from webbflow.simulate.transit import TransitParams
+from webbflow.transit import TransitParams
 from webbflow.simulate.writers import write_pointing_truth
 
 __all__ = ["PRESETS", "preset_specs", "run_preset", "run_specs", "tso_grism_specs"]

@@ -11,7 +11,7 @@ The scene of ``ExposureSpec(scene="tso_grism", tso=TsoGrismScene(...))``:
 * **Cross-dispersion profile**: a pixel-integrated Gaussian around the trace row of
   :func:`~webbflow.simulate.grism.trace_row` (0-based ~33.6–34.4 on SUBGRISM strips), with
   σ(λ) = ``sigma_ref`` · λ / ``wave_ref`` (diffraction grows with λ), moved by the pointing drift.
-* **Transit**: :func:`webbflow.simulate.transit.relative_flux` with rp(λ) and limb darkening per
+* **Transit**: :func:`webbflow.transit.relative_flux` with rp(λ) and limb darkening per
   column, evaluated at each integration's INT_TIMES ``int_mid_MJD_UTC``; the rate is constant within
   an integration (no supersampling: integrations last seconds).
 * **Drift**: dy(t) = ``drift_rate`` · (t − exposure start) + ``jitter_rms`` · N(0, 1) per integration
@@ -38,7 +38,7 @@ from scipy.special import erf
 
 from webbflow.simulate import grism, optics
 from webbflow.simulate.headers import exposure_timing, int_times_table
-from webbflow.simulate.transit import TransitParams, relative_flux
+from webbflow.transit import TransitParams, relative_flux
 
 __all__ = ["TSGRISM_FILTERS", "TsoGrismScene", "column_wavelength", "drift_offsets", "render_tso_rate",
            "star_rate_cube", "stellar_spectrum", "trace_centre", "tso_truth", "write_tso_truth"]

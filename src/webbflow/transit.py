@@ -12,6 +12,9 @@ both ends, so a few hundred nodes give ~1e-10 relative accuracy (tests compare w
 uniform-disk overlap and with Mandel & Agol's small-planet limit).  The unocculted flux is
 π (1 − u1/3 − u2/6).  This is the Mandel & Agol (2002) quadratic model evaluated numerically.
 
+The library's transit model: the simulator (:mod:`webbflow.simulate.tso_grism`) injects it and
+:func:`webbflow.lightcurves.fit_transit` fits it, so a truth test compares like with like.
+
 Orbits are circular: z(t) = a/R* · √(sin²φ + cos²i · cos²φ), φ = 2π (t − t0)/P, and the planet
 only occults while in front of the star (cos φ > 0).
 """
