@@ -57,6 +57,7 @@ include: "workflow/rules/spec2.smk"
 include: "workflow/rules/image3.smk"
 include: "workflow/rules/tso3.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/lightcurves.smk"
 
 
 # A stage that a preset runs but no rules make (a mode added without its rules) would make nothing.

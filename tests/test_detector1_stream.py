@@ -66,7 +66,8 @@ def _assert_same(a, b):
             np.testing.assert_array_equal(x["INT_TIMES"].data, y["INT_TIMES"].data)
 
 
-@pytest.mark.parametrize("ints", [1, 3])
+# one integration per chunk and one row per block is the hardest cut; 3 per chunk runs with the slow tests
+@pytest.mark.parametrize("ints", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_streamed_products_equal_whole(case, ints, caplog):
     name, spec, sim, refs, steps, whole, out = case
     shape = (spec.nints, spec.ngroups, *fits.getdata(whole / "x_rate.fits").shape)

@@ -54,5 +54,16 @@ def test_tso_demo_end_to_end(tmp_path):
     assert np.array_equal(trace["MJD_UTC"], curve["MJD_UTC"])
     resid = (y - y.mean()) - (dy - dy.mean())
     assert np.corrcoef(y, dy)[0, 1] > 0.99 and np.std(resid) < 0.1 * np.std(dy), (np.std(resid), np.std(dy))
+    # the light-curve rule: white light + 10 bins, and their fits from the truth's parameters as the guess
+    lc = Table.read(results / "tso3" / f"{PRODUCT}_lc.ecsv")
+    assert len(lc) == 60 and lc["flux"].shape == (60, 10)
+    fits_ = Table.read(results / "tso3" / f"{PRODUCT}_lcfit.ecsv")
+    white = fits_[fits_["band"] == "white"][0]
+    # 3 sigma of the fit, or 5 %: one quadratic-law transit over the band is not exactly the
+    # rate-weighted depth (tests/test_tso_truth.py compares like with like)
+    tol = max(3 * white["depth_error"], 0.05 * truth.meta["white_depth"])
+    assert abs(white["depth"] - truth.meta["white_depth"]) < tol, (white["depth"], white["depth_error"])
+    figure = results / "qa" / "tso_grism" / "tso3" / f"{PRODUCT}_lightcurves.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     png = results / "qa" / "tso_grism" / "tso3" / f"{PRODUCT}_timeseries.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 __all__ = ["crds_prefetch", "demo", "detector1", "download", "image2", "image3", "image3_asn",
-           "reference_names", "spec2", "stage_provenance", "tso3"]
+           "lightcurves", "reference_names", "spec2", "stage_provenance", "tso3"]
 
 
 def _mapping(value):
@@ -149,6 +149,56 @@ def tso3(asn, x1dints, whtlt, crfints, steps, references, trace=None):
                                   references=reference_names(references))
     stage.run(asn["members"], crf, x1dints, whtlt, references, steps, provenance,
               asn={"asn_pool": asn["asn_pool"], "asn_table": asn_path.name}, trace_path=trace)
+
+
+def lightcurves(x1dints, curves, fits, png, nbins=10, wave_range=None, transit=None, truth=None):
+    """Spectroscopic light curves and their transit fits from a tso3 x1dints (:mod:`webbflow.lightcurves`).
+
+    Parameters
+    ----------
+    x1dints : path-like
+        tso3's ``<product>_x1dints.fits``.
+    curves, fits, png : path-like
+        ``<product>_lc.ecsv`` (white light and ``nbins`` wavelength bins per integration),
+        ``<product>_lcfit.ecsv`` (depth and errors per curve; no rows without a transit guess)
+        and the QA figure.
+    nbins : int
+        Wavelength bins.
+    wave_range : (float, float), optional
+        µm; default the band (columns with >= 5 % of the brightest column's flux).
+    transit : dict, optional
+        Transit guess (``t0`` MJD UTC, ``per`` d, ``a`` R*, ``inc`` deg, ``rp``, ``u1``, ``u2``):
+        the fit starts there with rp and t0 free.
+    truth : path-like, optional
+        The simulator's ``transit.ecsv``: its parameters are the guess when ``transit`` is None.
+    """
+    from astropy.table import Table
+
+    from webbflow import lightcurves as lc
+    from webbflow.io.files import atomic_output
+
+    if transit is None and truth is not None and Path(truth).exists():
+        m = Table.read(truth).meta
+        transit = {"t0": m["t0_mjd_utc"], "per": m["period_d"], "a": m["a_rs"], "inc": m["inc_deg"],
+                   "rp": m["rp_ref"], "u1": m["u1_ref"], "u2": m["u2_ref"]}
+    if transit:
+        transit = {"u1": 0.1, "u2": 0.1, **transit}
+    kwargs = dict(wave_range=tuple(wave_range) if wave_range else None, transit=transit)
+    try:
+        written = lc.light_curve_products(x1dints, curves, fits if transit else None, png, nbins=int(nbins), **kwargs)
+    except ValueError as exc:
+        if not nbins:
+            raise
+        # a bin without light (a faint end of the band) must not cost the white light
+        logging.getLogger("webbflow.lightcurves").warning("%s: %s; writing the white light only",
+                                                          Path(x1dints).name, exc)
+        written = lc.light_curve_products(x1dints, curves, fits if transit else None, png, nbins=0, **kwargs)
+    if "fits" not in written:
+        empty = Table(names=("curve", "depth", "depth_err"), dtype=(str, float, float))
+        empty.meta["comments"] = ["no transit guess: set lightcurves.transit (t0, per, a, inc, rp, u1, u2) to fit"]
+        with atomic_output(fits) as tmp:
+            empty.write(tmp, format="ascii.ecsv", overwrite=True)
+    return written
 
 
 def image3(asn, i2d, cat, segm, crf, steps):

@@ -60,6 +60,7 @@ def all_report_products(wildcards):
             if USE_DEMO:
                 products.append(f"{QA}/{mode}/image3/truth")
         products += [f"{QA}/{mode}/tso3/{p}_timeseries.png" for p in qa_timeseries_associations_of(mode)]
+        products += [LIGHTCURVE_FIGURE.format(product=p) for p in qa_timeseries_associations_of(mode)]
     return products
 
 

@@ -33,9 +33,11 @@ def tso3_steps(wildcards):
 
 def tso3_product(suffix):
     """Path pattern of a tso3 association product."""
-    ext = "ecsv" if suffix in ("whtlt", "trace") else "fits"
+    ext = "ecsv" if suffix in ("whtlt", "trace", "lc", "lcfit") else "fits"
     return f"{RESULTS}/tso3/{{product}}_{suffix}.{ext}"
 
 
-STAGE_PRODUCTS["tso3"] = lambda exposures: [tso3_product(s).format(product=a.product)
-                                             for a in tso3_associations(exposures) for s in ("x1dints", "whtlt", "trace")]
+# lc and lcfit come from rule lightcurves (workflow/rules/lightcurves.smk)
+STAGE_PRODUCTS["tso3"] = lambda exposures: [
+    tso3_product(s).format(product=a.product) for a in tso3_associations(exposures)
+    for s in ("x1dints", "whtlt", "trace", "lc", "lcfit")]
