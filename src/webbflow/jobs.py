@@ -294,8 +294,8 @@ def crds_prefetch(uncals, reftypes, cache, context, server_url, lock, overrides=
     ----------
     uncals : sequence of path-like
         The run's ``*_uncal.fits``.
-    reftypes : sequence of str
-        Reference types chosen for every exposure.
+    reftypes : sequence of str or dict
+        Reference types chosen for every exposure, or root name -> those of the exposure's mode.
     cache : path-like
         The CRDS cache; this job is its only writer in the run (not read-only).
     context : str
