@@ -103,13 +103,17 @@ def test_crds_locks_exactly_the_files_folder_mode_chooses(site, runs):
     assert all(folder.values()), folder
     assert locked == {t: Path(p).name for t, p in folder.items()}
     assert not (runs["folder"] / "crds.lock.json").exists()
-    # the products name the same files: crds://<file> in stage 1, the file names in stage 2
+    # every stage's products name the same files, as jwst records CRDS files (crds://<file>, the
+    # context) in CRDS mode, by name in folder mode (each job checked its files against the lock)
     for product, keys in ((f"detector1/f322w2/{ROOT}_rateints.fits", ("R_DARK", "R_GAIN", "R_MASK")),
-                          (f"spec2/f322w2/{ROOT}_calints.fits", ("R_SPCWCS", "R_FLAT", "R_WAVRAN"))):
+                          (f"spec2/f322w2/{ROOT}_calints.fits", ("R_SPCWCS", "R_FLAT", "R_WAVRAN", "R_DISTOR")),
+                          (f"spec2/f322w2/{ROOT}_x1dints.fits", ("R_SPCWCS", "R_EXTR1D")),
+                          (f"tso3/{PRODUCT}_x1dints.fits", ("R_EXTR1D",))):
         crds_header, folder_header = (fits.getheader(runs[m] / product) for m in ("crds", "folder"))
+        assert crds_header["CRDS_CTX"] == "jwst_9000.pmap" and "CRDS_CTX" not in folder_header, product
         for key in keys:
-            name = Path(folder_header[key]).name
-            assert crds_header[key].removeprefix("crds://") == name and name in locked.values(), key
+            name = folder_header[key]
+            assert name in locked.values() and crds_header[key] == f"crds://{name}", (product, key)
 
 
 def _hdus(path):

@@ -378,15 +378,17 @@ def detector1_inputs(wildcards):
     return inputs
 
 
-def crds_stage_inputs(exposure, references, reftypes):
+def crds_stage_inputs(exposure, references, reftypes, checked=False):
     """The reference inputs of a later stage's job (image2, spec2, tso3) of ``exposure``.
 
     Files chosen by crds are fetched by the prefetch (they may not exist before it runs): the
     stage's input product orders the job after it, unless the overrides give every stage-1 type;
     then the lockfile does, and the cache's files are left out of the inputs, as detector1 does.
+    ``checked``: the job checks its files against the lockfile and records crds://<file> (spec2,
+    tso3): the lockfile is always its input then.
     """
     inputs = {"references": sorted({p for p in references.values() if p})}
-    if USE_CRDS and crds_types(reftypes) and not crds_types(DETECTOR1_REFTYPES):
+    if USE_CRDS and crds_types(reftypes) and (checked or not crds_types(DETECTOR1_REFTYPES)):
         cache = Path(crds_setup().cache)
         inputs["references"] = [p for p in inputs["references"] if cache not in Path(p).resolve().parents]
         inputs["crds_lock"] = crds_lock_input(None, exposure)

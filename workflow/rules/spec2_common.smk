@@ -38,7 +38,8 @@ def grism_references(exposure):
 def spec2_inputs(wildcards):
     """The rateints product and the reference files it is calibrated with."""
     return {"rateints": product_path(exposure_of(wildcards), "rateints"),
-            **crds_stage_inputs(exposure_of(wildcards), spec2_references(wildcards), SPEC2_REFTYPES)}
+            **crds_stage_inputs(exposure_of(wildcards), spec2_references(wildcards), SPEC2_REFTYPES,
+                              checked=True)}
 
 
 def spec2_steps(wildcards):

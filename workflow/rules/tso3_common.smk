@@ -22,7 +22,8 @@ def tso3_references(wildcards):
 def tso3_inputs(wildcards):
     """Association JSON, the members' calints and the EXTRACT1D reference."""
     return {"asn": asn_path(wildcards.product), "calints": image3_member_cals(wildcards),
-            **crds_stage_inputs(tso3_first(wildcards), tso3_references(wildcards), TSO3_REFTYPES)}
+            **crds_stage_inputs(tso3_first(wildcards), tso3_references(wildcards), TSO3_REFTYPES,
+                              checked=True)}
 
 
 def tso3_steps(wildcards):
