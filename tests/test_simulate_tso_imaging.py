@@ -11,6 +11,7 @@ Default-run tests simulate a shortened exposure (3 segments × 4 integrations) a
 segment per preset; the full preset and the oracle run under ``-m slow`` / ``-m parity``.
 """
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -239,10 +240,10 @@ def _references(refs):
 
 
 @pytest.mark.parity
-def test_jwst_detector1_reduces_a_segment_to_rateints(short_demo, tmp_path):
+def test_jwst_detector1_image2_tso3_reduce_a_segment(short_demo, tmp_path):
     from stdatamodels.jwst import datamodels
 
-    from webbflow.oracle import OracleUnavailable, run_detector1
+    from webbflow.oracle import OracleUnavailable, oracle_paths, run_detector1, run_tso3
 
     out, specs, paths = short_demo
     try:
@@ -261,6 +262,29 @@ def test_jwst_detector1_reduces_a_segment_to_rateints(short_demo, tmp_path):
         star = np.nansum(np.where(np.isfinite(m.data), m.data, 0.0)[:, :, 4:], axis=(1, 2)) \
             - specs[1].sky * 60 * 64
         assert np.all(np.abs(star / total - 1) < 0.05)
+    # image2 (assign_wcs, flat_field, photom with the WLP8 row) and tso3 take it as it is
+    python, script = oracle_paths()
+    refs = out / "refs"
+    subprocess.run([str(python), str(script), "image2", str(products["rateints"]), str(tmp_path / "i2"),
+                    f"--override=assign_wcs.distortion={refs / 'webbflow_nrca3_distortion.asdf'}",
+                    f"--override=flat_field.flat={refs / 'webbflow_nrca3_flat_f210m_wlp8_sub64p.fits'}",
+                    f"--override=photom.photom={refs / 'webbflow_nrca3_photom.fits'}",
+                    f"--override=photom.area={refs / 'webbflow_nrca3_area_full.fits'}"],
+                   check=True, capture_output=True, timeout=600, cwd=tmp_path)
+    (calints,) = (tmp_path / "i2").glob("*_calints.fits")
+    with datamodels.open(calints) as m:
+        assert type(m).__name__ == "CubeModel" and m.meta.cal_step.photom == "COMPLETE"
+        assert m.meta.photometry.conversion_megajanskys == pytest.approx(1.30 / 0.90, rel=1e-6)
+    asn = tmp_path / "asn.json"
+    asn.write_text(json.dumps({"asn_type": "tso3", "asn_rule": "candidate_Asn_Lv3TSO", "asn_id": "o003",
+                               "asn_pool": "none", "program": "01366", "target": "t001", "products": [
+                                   {"name": "jw01366-o003_t001_nircam_f210m-wlp8-sub64p",
+                                    "members": [{"expname": str(calints), "exptype": "science"}]}]}))
+    tso3, _ = run_tso3(asn, {"gain": refs / "webbflow_nrca3_gain_sub64p.fits"}, tmp_path / "t3")
+    phot = QTable.read(tso3["phot"])
+    np.testing.assert_allclose(phot["MJD"], fits.getdata(paths[1], "INT_TIMES")["int_mid_MJD_UTC"], rtol=0, atol=1e-9)
+    # SUB64P + WLP8: the whole subarray is the aperture, no background annulus
+    assert np.all(np.isnan(phot["annulus_sum"])) and np.all(phot["net_aperture_sum"].value > 0)
 
 
 # -- the full presets --------------------------------------------------------------------------------
