@@ -176,10 +176,12 @@ def test_psf_integrates_to_one_and_is_centred(psf):
 @pytest.fixture(scope="module", params=["SW", "LW"])
 def noiseless_segment(request, tmp_path_factory):
     """The last segment of each preset (egress and the step), noise-free and linear, no bad pixels."""
+    # 16 groups (the presets have 8): the uint16 rounding of the ramps (~0.3 DN/s per pixel in the
+    # fitted slope, frozen per pixel) stays ~2e-5 of the PSF sum
     if request.param == "SW":
-        specs = tso_image_specs()
+        specs = tso_image_specs(ngroups=16)
     else:
-        specs = tso_image_specs(n_segments=2, ints_per_segment=15, channel="LW")
+        specs = tso_image_specs(n_segments=2, ints_per_segment=15, ngroups=16, channel="LW")
     spec = replace(specs[-1].noiseless(), nonlinearity=False, bad_pixel_fraction=0.0)
     out = tmp_path_factory.mktemp(f"tsoimg_noiseless_{request.param}")
     sim = simulate_exposure(spec, out, return_details=True)
@@ -205,11 +207,17 @@ def test_noiseless_ramps_hold_the_truth_flux_and_light_curve(noiseless_segment):
     with fits.open(sim.uncal) as hdul:
         sci = hdul["SCI"].data.astype(np.float64)
     dark = sim.model.dark_frames(spec.ngroups).astype(np.float64)
-    # RAPID: group g is frame g; last minus first group is rate x (ngroups - 1) frames + dark (+ rounding)
-    slope = (sci[:, -1] - sci[:, 0] - (dark[-1] - dark[0])) / ((spec.ngroups - 1) * sim.model.tframe)
-    star = _star_only(spec, sim, slope).sum(axis=(1, 2))
-    expect = total * np.asarray(transit["white_flux"]) * np.asarray(centroid["psf_fraction"])
+    # RAPID: group g is frame g = bias + dark_g + rate x (g + 1) tframe (+ rounding): a straight-line fit
+    t = (np.arange(spec.ngroups) + 1.0) * sim.model.tframe
+    w = (t - t.mean()) / ((t - t.mean()) ** 2).sum()
+    slope = np.einsum("g,igyx->iyx", w, sci - dark[None])
+    # summed over the PSF (where the truth image has > 1e-8 of its peak): the truth flux x light curve
+    psf = psf_images(spec.tso.psf, spec.geometry.shape, centroid["x"].value, centroid["y"].value)
+    on = (psf > 1e-8 * psf.max(axis=(1, 2), keepdims=True)) & (sim.model.qe > 0)[None]
+    star = (_star_only(spec, sim, slope) * on).sum(axis=(1, 2))
+    expect = total * np.asarray(transit["white_flux"]) * (psf * on).sum(axis=(1, 2))
     np.testing.assert_allclose(star, expect, rtol=1e-4, atol=0)
+    assert np.all((psf * on).sum(axis=(1, 2)) > 1 - 1e-6)  # the mask holds the whole PSF
     white = np.asarray(transit["white_flux"])
     assert white.min() < 0.999 and white.max() == 1.0  # the segment holds part of the transit and baseline
     # the star alone (no response, no sky) is the truth to rounding
