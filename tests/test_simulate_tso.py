@@ -27,7 +27,7 @@ from webbflow.simulate.headers import exposure_timing
 from webbflow.transit import TransitParams, occulted_flux, relative_flux, uniform_overlap
 from webbflow.simulate.tso_grism import star_rate_cube, tso_truth
 
-from tso_segments import check_segment_files
+from tso_segments import check_segment_files, star_only
 
 C_KMS = 299792.458
 
@@ -280,14 +280,7 @@ def noiseless_segment(tmp_path_factory):
 
 def _star_sum(spec, sim, rate):
     """Σ over the trace box of the star's rate: undo the pixel response, remove the sky."""
-    from webbflow.simulate import optics
-    from webbflow.simulate.stage2_refs import flat_response
-
-    response = flat_response(spec.detector, spec.geometry, spec.filter, spec.pupil, spec.ref_seed) * sim.model.qe
-    sky = spec.sky * optics.pixel_area_map(spec.detector, spec.geometry)
-    good = response > 0
-    star = np.where(good, rate / np.where(good, response, 1.0) - sky, 0.0)
-    return star[..., 20:49, :].sum(axis=(-2, -1))
+    return star_only(spec, sim, rate)[..., 20:49, :].sum(axis=(-2, -1))
 
 
 def test_noiseless_trace_sum_follows_the_truth_light_curve(noiseless_segment):

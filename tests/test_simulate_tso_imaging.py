@@ -26,7 +26,7 @@ from webbflow.simulate.headers import exposure_timing
 from webbflow.simulate.tso_image import TsoPsf, psf_images, star_rate_cube, tso_image_truth
 from webbflow.transit import relative_flux
 
-from tso_segments import check_segment_files
+from tso_segments import check_segment_files, star_only
 
 
 @pytest.fixture(scope="module")
@@ -190,17 +190,6 @@ def noiseless_segment(request, tmp_path_factory):
     return spec, sim, truth["transit"][first:first + spec.nints], truth["centroid"][first:first + spec.nints]
 
 
-def _star_only(spec, sim, rate):
-    """The star's rate: undo the pixel response and remove the sky (0 on the reference pixels)."""
-    from webbflow.simulate import optics
-    from webbflow.simulate.stage2_refs import flat_response
-
-    response = flat_response(spec.detector, spec.geometry, spec.filter, spec.pupil, spec.ref_seed) * sim.model.qe
-    sky = spec.sky * optics.pixel_area_map(spec.detector, spec.geometry)
-    good = response > 0
-    return np.where(good, rate / np.where(good, response, 1.0) - sky, 0.0)
-
-
 def test_noiseless_ramps_hold_the_truth_flux_and_light_curve(noiseless_segment):
     spec, sim, transit, centroid = noiseless_segment
     total = spec.tso.total_rate
@@ -214,7 +203,7 @@ def test_noiseless_ramps_hold_the_truth_flux_and_light_curve(noiseless_segment):
     # summed over the PSF (where the truth image has > 1e-8 of its peak): the truth flux x light curve
     psf = psf_images(spec.tso.psf, spec.geometry.shape, centroid["x"].value, centroid["y"].value)
     on = (psf > 1e-8 * psf.max(axis=(1, 2), keepdims=True)) & (sim.model.qe > 0)[None]
-    star = (_star_only(spec, sim, slope) * on).sum(axis=(1, 2))
+    star = (star_only(spec, sim, slope) * on).sum(axis=(1, 2))
     expect = total * np.asarray(transit["white_flux"]) * (psf * on).sum(axis=(1, 2))
     np.testing.assert_allclose(star, expect, rtol=1e-4, atol=0)
     assert np.all((psf * on).sum(axis=(1, 2)) > 1 - 1e-6)  # the mask holds the whole PSF
@@ -226,7 +215,7 @@ def test_noiseless_ramps_hold_the_truth_flux_and_light_curve(noiseless_segment):
 
 def test_noiseless_centroid_is_the_truth_track_with_the_step(noiseless_segment):
     spec, sim, _, centroid = noiseless_segment
-    star = _star_only(spec, sim, sim.rate.astype(np.float64))
+    star = star_only(spec, sim, sim.rate.astype(np.float64))
     yy, xx = np.mgrid[: star.shape[1], : star.shape[2]]
     norm = star.sum(axis=(1, 2))
     x = (star * xx).sum(axis=(1, 2)) / norm

@@ -54,3 +54,20 @@ def check_segment_files(paths, per_segment, t_int):
             numbers.extend(times["integration_number"])
     assert numbers == list(range(1, per_segment * len(paths) + 1))
     assert np.allclose(np.diff(mids) * 86400.0, t_int, rtol=0, atol=1e-4)
+
+
+def star_only(spec, sim, rate):
+    """The source's rate in a simulated time series: undo the pixel response, remove the sky.
+
+    ``sim`` is :func:`webbflow.simulate.simulate_exposure`'s SimulatedExposure; pixels without
+    response (reference and dead pixels) are 0.
+    """
+    import numpy as np
+
+    from webbflow.simulate import optics
+    from webbflow.simulate.stage2_refs import flat_response
+
+    response = flat_response(spec.detector, spec.geometry, spec.filter, spec.pupil, spec.ref_seed) * sim.model.qe
+    sky = spec.sky * optics.pixel_area_map(spec.detector, spec.geometry)
+    good = response > 0
+    return np.where(good, rate / np.where(good, response, 1.0) - sky, 0.0)
