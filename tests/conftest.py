@@ -5,6 +5,7 @@ formats with DQ_DEF) so the I/O code is tested on exactly what it meets in
 production, without depending on the simulator.
 """
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -157,3 +158,13 @@ def demo_workdir(tmp_path_factory):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return workdir
+
+
+@pytest.fixture
+def crds_env():
+    """crds is configured through os.environ: hand the process its CRDS_* variables back afterwards."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("CRDS_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("CRDS_")]:
+        del os.environ[key]
+    os.environ.update(saved)

@@ -29,3 +29,45 @@ TSO_SPECS = {
         n_stars=4, n_galaxies=0, n_saturating_stars=1, cr_rate=2e-3, seed=33),
 }
 """Case name -> ExposureSpec of one segment."""
+
+
+def check_segment_files(paths, per_segment, t_int):
+    """Assert that ``paths`` are the consecutive segments of one exposure, as jwst reads them.
+
+    Each opens in stdatamodels with EXSEGNUM k of len(paths), INTSTART/INTEND and INT_TIMES rows for
+    its ``per_segment`` integrations (start < mid < end); over the files the integration numbers run
+    1..N and the mid-times step by ``t_int`` seconds (no duplicates: white_light drops those).
+    """
+    import numpy as np
+    from stdatamodels.jwst import datamodels
+
+    mids, numbers = [], []
+    for k, path in enumerate(paths, start=1):
+        with datamodels.open(path) as m:
+            e, times = m.meta.exposure, m.int_times
+            assert (e.segment_number, e.segment_total) == (k, len(paths))
+            assert (e.integration_start, e.integration_end) == (per_segment * (k - 1) + 1, per_segment * k)
+            assert list(times["integration_number"]) == list(range(per_segment * (k - 1) + 1, per_segment * k + 1))
+            assert np.all(times["int_start_MJD_UTC"] < times["int_mid_MJD_UTC"])
+            assert np.all(times["int_mid_MJD_UTC"] < times["int_end_MJD_UTC"])
+            mids.extend(times["int_mid_MJD_UTC"])
+            numbers.extend(times["integration_number"])
+    assert numbers == list(range(1, per_segment * len(paths) + 1))
+    assert np.allclose(np.diff(mids) * 86400.0, t_int, rtol=0, atol=1e-4)
+
+
+def star_only(spec, sim, rate):
+    """The source's rate in a simulated time series: undo the pixel response, remove the sky.
+
+    ``sim`` is :func:`webbflow.simulate.simulate_exposure`'s SimulatedExposure; pixels without
+    response (reference and dead pixels) are 0.
+    """
+    import numpy as np
+
+    from webbflow.simulate import optics
+    from webbflow.simulate.stage2_refs import flat_response
+
+    response = flat_response(spec.detector, spec.geometry, spec.filter, spec.pupil, spec.ref_seed) * sim.model.qe
+    sky = spec.sky * optics.pixel_area_map(spec.detector, spec.geometry)
+    good = response > 0
+    return np.where(good, rate / np.where(good, response, 1.0) - sky, 0.0)

@@ -10,8 +10,10 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="write simulated NIRCam exposures, references and truth")
-    sim.add_argument("preset", help="preset name, e.g. demo-imaging or fullframe")
-    sim.add_argument("outdir", help="output folder")
+    sim.add_argument("args", nargs="+", metavar="[PRESET] OUTDIR",
+                     help="preset name (e.g. demo-imaging, demo-tso-imaging) and output folder")
+    sim.add_argument("--preset", dest="preset_option", metavar="PRESET",
+                     help="the preset, as an option (then OUTDIR alone follows)")
     sim.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
 
     d1 = sub.add_parser("detector1", help="reduce one uncal exposure to rate + rateints (no Snakemake)")
@@ -63,6 +65,11 @@ def main(argv=None):
     if args.command == "simulate":
         from webbflow.simulate import PRESETS, run_preset
 
+        given = ([args.preset_option] if args.preset_option else []) + args.args
+        if len(given) != 2:
+            return _error("simulate", f"{' '.join(args.args)}: give one preset and one output folder",
+                          "webbflow simulate PRESET OUTDIR (or --preset PRESET OUTDIR)")
+        args.preset, args.outdir = given
         if args.preset not in PRESETS:
             return _error("simulate", f"preset {args.preset}: unknown preset",
                           f"use one of {', '.join(sorted(PRESETS))}")

@@ -271,7 +271,7 @@ def run_tso3(asn, references, outdir, skip=(), settings=None, timeout=900):
     Returns
     -------
     products : dict
-        ``crfints`` (list), ``x1dints``, ``whtlt`` (paths; absent when not written) and ``all``
+        ``crfints`` (list), ``x1dints``, ``whtlt``, ``phot`` (paths; absent when not written) and ``all``
         (every file written).
     wall : float
     """
@@ -281,12 +281,14 @@ def run_tso3(asn, references, outdir, skip=(), settings=None, timeout=900):
     cmd = [str(python), str(script), "tso3", str(Path(asn).resolve()), str(outdir.resolve())]
     if references.get("extract1d") and "extract_1d" not in skip:
         cmd.append(f"--override=extract_1d.extract1d={references['extract1d']}")
+    if references.get("gain") and "tso_photometry" not in skip:  # imaging: DN/s -> electrons
+        cmd.append(f"--override=tso_photometry.gain={references['gain']}")
     cmd += [f"--skip={s}" for s in skip]
     cmd += [f"--set={k}={v}" for k, v in (settings or {}).items()]
     wall = _run(cmd, outdir, f"jwst tso3 on {asn}", timeout)
     files = sorted(p for p in outdir.iterdir() if p.is_file() and p.suffix in (".fits", ".ecsv"))
     products = {"crfints": [p for p in files if p.name.endswith("_crfints.fits")], "all": files}
-    for suffix, ext in (("x1dints", "fits"), ("whtlt", "ecsv")):
+    for suffix, ext in (("x1dints", "fits"), ("whtlt", "ecsv"), ("phot", "ecsv")):
         found = [p for p in files if p.name.endswith(f"_{suffix}.{ext}")]
         if found:
             products[suffix] = found[0]

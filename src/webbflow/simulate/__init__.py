@@ -8,6 +8,9 @@ run_preset(preset, outdir, seed=None) -> list[Path]
     grism references and ``truth/{transit,spectrum,bins,drift}.ecsv``).
 tso_grism_specs(seed=None, n_segments=3, ints_per_segment=20, ngroups=6) -> list[ExposureSpec]
     The grism time series at other sizes; ``run_specs(specs, outdir)`` simulates them.
+tso_image_specs(seed=None, n_segments=3, ints_per_segment=30, ngroups=8, channel="SW") -> list[ExposureSpec]
+    The imaging time series (``demo-tso-imaging``: F210M + WLP8 on NRCA3 SUB64P; ``tso-imaging-lw``:
+    F444W on NRCALONG SUB64P), with ``truth/{transit,centroid,star}.ecsv``.
 simulate_exposure(spec, outdir, rng=None) -> Path
     One exposure from an :class:`ExposureSpec` (every knob is a field).
 write_references(detector, geometry, outdir, rng=None) -> dict[str, Path]
@@ -29,12 +32,14 @@ from webbflow.simulate.detector_model import DetectorModel, delinearize, lineari
 from webbflow.simulate.detectors import DETECTORS, READ_PATTERNS, Geometry, frame_time, subarray_geometry
 from webbflow.simulate.exposure import (SimulatedExposure, detector_model_for, simulate_exposure,
                                         write_references)
-from webbflow.simulate.presets import PRESETS, preset_specs, run_preset, run_specs, tso_grism_specs
+from webbflow.simulate.presets import (PRESETS, preset_specs, run_preset, run_specs, tso_grism_specs,
+                                      tso_image_specs)
 from webbflow.simulate.sky import make_catalog
 from webbflow.simulate.spec import ExposureSpec, Star
 from webbflow.simulate.stage2_refs import write_stage2_references
 from webbflow.transit import TransitParams
 from webbflow.simulate.tso_grism import TsoGrismScene
+from webbflow.simulate.tso_image import TsoImageScene, TsoPsf
 from webbflow.simulate.writers import REFTYPES, reference_path
 
 __all__ = [
@@ -43,5 +48,5 @@ __all__ = [
     "delinearize", "detector_model_for", "frame_time", "linearize", "preset_specs",
     "reference_path", "run_preset", "simulate_exposure", "subarray_geometry", "write_references",
     "make_catalog", "write_stage2_references", "run_specs", "tso_grism_specs", "TransitParams",
-    "TsoGrismScene",
+    "TsoGrismScene", "TsoImageScene", "TsoPsf", "tso_image_specs",
 ]

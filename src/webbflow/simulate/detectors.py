@@ -156,6 +156,15 @@ _SUBARRAYS = {
     ("LONG", "SUB64P"): (1935, 1911, 64),
 }
 
+# Time-series imaging apertures that sit elsewhere on their own detector (jwst-formats.md Appendix C,
+# tso-algorithms.md §1.3): NRCA3's SUB64P touches the left reference columns, its SUB160P/SUB400P the
+# bottom reference rows (SW imaging time series are taken with NRCA3).
+_DETECTOR_SUBARRAYS = {
+    ("NRCA3", "SUB64P"): (1, 101, 64),
+    ("NRCA3", "SUB160P"): (1889, 1, 160),
+    ("NRCA3", "SUB400P"): (1649, 1, 400),
+}
+
 # Grism time-series strips (jwst-formats.md Appendix C, tso-algorithms.md §1.3): full width,
 # (ystart, rows); 4 outputs by default (the recommended mode), 1 output on request.  The LW
 # strips start at row 1 (bottom reference rows); the SW GRISMTS64/128 (NRCA1) sit above them
@@ -175,7 +184,8 @@ def subarray_geometry(detector, name, *, size=None, corner=None, noutputs=None):
         DETECTOR value, e.g. ``"NRCA1"``.
     name : str
         ``FULL``, ``SUB640``, ``SUB320``, ``SUB160``, ``SUB64P`` use the SIAF
-        corners; any other schema-valid name (e.g. ``SUB64``, ``SUB256``) needs
+        corners (NRCA3's ``SUB64P``/``SUB160P``/``SUB400P``: its own, the SW
+        time-series imaging apertures); any other schema-valid name (e.g. ``SUB64``, ``SUB256``) needs
         ``size`` and is placed by ``corner``.
     size : int, optional
         Side of a custom square subarray.
@@ -199,8 +209,9 @@ def subarray_geometry(detector, name, *, size=None, corner=None, noutputs=None):
         return Geometry(name, 1, y0, FULL_SIZE, ny, 4 if noutputs is None else int(noutputs))
     if noutputs not in (None, 1):
         raise ValueError(f"subarray {name!r} is read by one output: noutputs=4 needs a full-width array")
-    if key in _SUBARRAYS and size is None and corner is None:
-        x0, y0, n = _SUBARRAYS[key]
+    siaf = _DETECTOR_SUBARRAYS.get((detector, name), _SUBARRAYS.get(key))
+    if siaf is not None and size is None and corner is None:
+        x0, y0, n = siaf
         return Geometry(name, x0, y0, n, n, 1)
     if size is None:
         raise ValueError(f"unknown subarray {name!r} for {detector}: give size=")

@@ -173,6 +173,11 @@ def simulate_exposure(spec, outdir, rng=None, *, n_dark_frames=None, return_deta
         from webbflow.simulate.tso_grism import render_tso_rate
 
         rate = render_tso_rate(spec, model)  # (nints, ny, nx): the transit changes it per integration
+    elif spec.scene == "tso_image":
+        from webbflow.simulate.tso_grism import detector_rate
+        from webbflow.simulate.tso_image import star_rate_cube
+
+        rate = detector_rate(spec, model, star_rate_cube(spec))
     else:
         rate = render_rate(spec, model.qe)
     deposits = draw_deposits(spec, model, r_events)

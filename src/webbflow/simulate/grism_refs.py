@@ -19,10 +19,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from astropy.io import fits
 
 from webbflow.io.files import atomic_output
-from webbflow.simulate import grism, optics
+from webbflow.simulate import grism, optics, stage2_refs
 from webbflow.simulate.stage2_refs import write_stage2_references
 from webbflow.simulate.writers import reference_path
 
@@ -32,39 +31,8 @@ TSGRISM_P_EXP_TYPE = "NRC_TSGRISM|"
 
 
 def retarget_exp_type(path, exp_type="NRC_TSGRISM", p_exp_type=TSGRISM_P_EXP_TYPE):
-    """Rewrite a reference's EXP_TYPE / P_EXP_TY (FITS primary header or ASDF meta), atomically.
-
-    Parameters
-    ----------
-    path : path-like
-        A FITS or ASDF reference file.
-    exp_type, p_exp_type : str
-        New EXP_TYPE and P_EXP_TY values.
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    path = Path(path)
-    if path.suffix == ".asdf":
-        from stdatamodels.jwst import datamodels
-
-        with datamodels.open(path) as model:
-            if model.meta.exposure.type == exp_type and model.meta.exposure.p_exptype == p_exp_type:
-                return path
-            model.meta.exposure.type = exp_type
-            model.meta.exposure.p_exptype = p_exp_type
-            with atomic_output(path) as tmp:
-                model.save(tmp)
-        return path
-    with fits.open(path) as hdul:
-        if hdul[0].header.get("EXP_TYPE") == exp_type and hdul[0].header.get("P_EXP_TY") == p_exp_type:
-            return path
-        hdul[0].header["EXP_TYPE"] = exp_type
-        hdul[0].header["P_EXP_TY"] = p_exp_type
-        with atomic_output(path) as tmp:
-            hdul.writeto(tmp)
-    return path
+    """:func:`webbflow.simulate.stage2_refs.retarget_exp_type`, to NRC_TSGRISM by default."""
+    return stage2_refs.retarget_exp_type(path, exp_type, p_exp_type)
 
 
 def write_tso_grism_references(outdir, spec):

@@ -22,7 +22,7 @@ from webbflow.simulate.detectors import DETECTORS, FULL_SIZE
 from webbflow.wcs import (ARCSEC2_TO_SR, compute_roll_ref, distortion_jacobian_det,
                           polynomial_distortion, v23_to_sky)
 
-__all__ = ["SIAF", "POINTING_V2V3", "FILTERS", "photmjsr", "pixar_a2", "distortion_model",
+__all__ = ["SIAF", "POINTING_V2V3", "FILTERS", "WEAK_LENS_THROUGHPUT", "photmjsr", "pixar_a2", "distortion_model",
            "pixel_area_map", "aperture_pointing", "commanded_attitude", "true_attitude",
            "pixel_to_v23", "v23_to_pixel"]
 
@@ -65,11 +65,20 @@ FILTERS = {
 """FILTER -> (pivot micron, PHOTMJSR for PUPIL CLEAR)."""
 
 
+WEAK_LENS_THROUGHPUT = {"WLP8": 0.90}
+"""PUPIL -> throughput relative to CLEAR of the SW weak lenses (an assumed value: the lens glass
+costs some light, so a DN/s is worth more MJy/sr)."""
+
+
 def photmjsr(filter_name, pupil="CLEAR"):
-    """PHOTMJSR of a filter ((MJy/sr) per DN/s); unknown filters get a channel-typical value."""
-    if filter_name in FILTERS:
-        return FILTERS[filter_name][1]
-    return 0.4
+    """PHOTMJSR of a filter ((MJy/sr) per DN/s); unknown filters get a channel-typical value.
+
+    A weak lens in the pupil (:data:`WEAK_LENS_THROUGHPUT`) divides the CLEAR value by its throughput.
+    """
+    value = FILTERS[filter_name][1] if filter_name in FILTERS else 0.4
+    if pupil in WEAK_LENS_THROUGHPUT:
+        return value / WEAK_LENS_THROUGHPUT[pupil]
+    return value
 
 
 def _coeffs(detector):

@@ -14,7 +14,7 @@ from webbflow.simulate.spec import ExposureSpec
 from webbflow.transit import TransitParams
 from webbflow.simulate.writers import write_pointing_truth
 
-__all__ = ["PRESETS", "preset_specs", "run_preset", "run_specs", "tso_grism_specs"]
+__all__ = ["PRESETS", "preset_specs", "run_preset", "run_specs", "tso_grism_specs", "tso_image_specs"]
 
 DEMO_SEED = 20250314
 FULLFRAME_SEED = 424242
@@ -67,6 +67,26 @@ def _fullframe_specs(seed):
     )]
 
 
+def _time_series_base(seed, n_segments, ints_per_segment, **fields):
+    """Segment 1 of a time series of program 1366 (one star, RAPID, TSOVISIT), without its scene."""
+    common = dict(readpatt="RAPID", nints=ints_per_segment, tsovisit=True, program=1366, visit=1,
+                  visit_group=3, sequence=1, activity=1, exposure=1, target="WEBBFLOW-TRANSIT",
+                  ra=110.2, dec=-45.1, date_obs="2025-06-01T03:00:00.000", sky=1.0, n_stars=0,
+                  n_galaxies=0, n_saturating_stars=0, one_over_f=2.0, snowballs=0, zeroframe=True,
+                  ref_seed=seed + 1, scene_seed=seed + 2,
+                  segment=(1, n_segments, 1, n_segments * ints_per_segment))
+    return ExposureSpec(**{**common, **fields})
+
+
+def _segments(base, scene_name, scene, seed):
+    """The segment files of ``base``'s exposure (its ``segment`` gives how many), each with its noise seed."""
+    n_segments, nints = base.segment[1], base.segment[3]
+    per = base.nints
+    return [replace(base, scene=scene_name, tso=scene, seed=seed + 10 * k + 3,
+                    segment=(k + 1, n_segments, 1 + k * per, nints))
+            for k in range(n_segments)]
+
+
 def tso_grism_specs(seed=None, n_segments=3, ints_per_segment=20, ngroups=6, filter="F322W2",
                     subarray="SUBGRISM64"):
     """One LW grism time series (GRISMR, 4 outputs) in ``n_segments`` files.
@@ -101,24 +121,82 @@ def tso_grism_specs(seed=None, n_segments=3, ints_per_segment=20, ngroups=6, fil
 
     seed = TSO_GRISM_SEED if seed is None else int(seed)
     siaf = TSGRISM_FILTERS[filter]
-    nints = n_segments * ints_per_segment
-    base = ExposureSpec(
-        detector="NRCALONG", subarray=subarray, noutputs=4, readpatt="RAPID", nints=ints_per_segment,
-        ngroups=ngroups, filter=filter, pupil="GRISMR", exp_type="NRC_TSGRISM", tsovisit=True,
-        program=1366, observation=2, visit=1, visit_group=3, sequence=1, activity=1, exposure=1,
-        target="WEBBFLOW-TRANSIT", ra=110.2, dec=-45.1, date_obs="2025-06-01T03:00:00.000",
-        xref_sci=siaf["xref_sci"], yref_sci=siaf["yref_sci"], sky=1.0, n_stars=0, n_galaxies=0,
-        n_saturating_stars=0, one_over_f=2.0, cr_rate=2e-4, snowballs=0, zeroframe=True,
-        ref_seed=seed + 1, scene_seed=seed + 2, segment=(1, n_segments, 1, nints))
+    base = _time_series_base(
+        seed, n_segments, ints_per_segment, detector="NRCALONG", subarray=subarray, noutputs=4,
+        ngroups=ngroups, filter=filter, pupil="GRISMR", exp_type="NRC_TSGRISM", observation=2,
+        xref_sci=siaf["xref_sci"], yref_sci=siaf["yref_sci"], cr_rate=2e-4)
     tm = exposure_timing(base)
     mid = tm["start"] + 0.5 * tm["duration"] / 86400.0
     transit = TransitParams(t0=mid + 2.0 / 86400.0, per=0.0165, a=7.0, inc=88.0, rp=0.10, rp_slope=0.01,
                             wave_ref=3.2, u1=0.12, u2=0.10, u1_slope=-0.02, u2_slope=-0.01)
     scene = TsoGrismScene(transit=transit, peak_rate=20000.0, teff=4500.0, sigma_ref=1.2,
                           drift_rate=0.05 / tm["duration"], jitter_rms=0.01, jitter_seed=seed + 5)
-    return [replace(base, scene="tso_grism", tso=scene, seed=seed + 10 * k + 3,
-                    segment=(k + 1, n_segments, 1 + k * ints_per_segment, nints))
-            for k in range(n_segments)]
+    return _segments(base, "tso_grism", scene, seed)
+
+
+TSO_IMAGE_SEED = 20250602
+
+# Per channel: detector, subarray, filter, pupil, XREF_SCI/YREF_SCI (1-based; None: the centre),
+# PSF, total rate (DN/s), limb darkening at the filter's pivot, observation number.
+_TSO_IMAGE_SETUPS = {
+    # weak lens +8 waves on the SW time-series aperture NRCA3_SUB64P (reference columns 1-4 on the
+    # left): the donut is centred on the light-sensitive 60 columns
+    "SW": dict(detector="NRCA3", subarray="SUB64P", filter="F210M", pupil="WLP8", xref_sci=35.0, yref_sci=32.5,
+               psf=dict(r_outer=20.0, r_inner=8.0, sigma=1.5), total_rate=3.0e6, u=(0.22, 0.16), observation=3),
+    # an in-focus LW imaging time series (NRCA5_SUB64P, no reference pixels)
+    "LW": dict(detector="NRCALONG", subarray="SUB64P", filter="F444W", pupil="CLEAR", xref_sci=None, yref_sci=None,
+               psf=dict(sigma=1.0), total_rate=2.0e5, u=(0.10, 0.08), observation=4),
+}
+
+
+def tso_image_specs(seed=None, n_segments=3, ints_per_segment=30, ngroups=8, channel="SW"):
+    """One imaging time series (NRC_TSIMAGE, SUB64P, 1 output) in ``n_segments`` files.
+
+    The ``demo-tso-imaging`` preset with its defaults (SW: F210M + WLP8 on NRCA3); ``channel="LW"``
+    is the ``tso-imaging-lw`` preset's in-focus F444W star on NRCALONG.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Master seed (default :data:`TSO_IMAGE_SEED`).
+    n_segments, ints_per_segment, ngroups : int
+        Segment files, integrations per file, groups per integration (RAPID).
+    channel : {"SW", "LW"}
+
+    Returns
+    -------
+    list of ExposureSpec
+        One per segment, in order.
+
+    Notes
+    -----
+    As in the grism demo the transit is time-compressed: the period is 10 × the exposure's duration
+    at a/R* = 7, which puts a transit lasting about half the exposure just after its middle, with
+    baseline on both sides; rp = 0.10 (depth 1 %).  The pointing drifts by (0.04, 0.03) px over the
+    exposure, jitters by 0.01 px rms per axis and steps by (0.08, −0.06) px (0.1 px) at 85 % of
+    the exposure, in the post-transit baseline.
+    """
+    from webbflow.simulate.tso_image import TsoImageScene, TsoPsf
+
+    seed = TSO_IMAGE_SEED if seed is None else int(seed)
+    setup = _TSO_IMAGE_SETUPS[channel]
+    nints = n_segments * ints_per_segment
+    base = _time_series_base(
+        seed, n_segments, ints_per_segment, detector=setup["detector"], subarray=setup["subarray"],
+        ngroups=ngroups, filter=setup["filter"], pupil=setup["pupil"], exp_type="NRC_TSIMAGE",
+        observation=setup["observation"], xref_sci=setup["xref_sci"], yref_sci=setup["yref_sci"], cr_rate=5e-4)
+    tm = exposure_timing(base)
+    duration_d = tm["duration"] / 86400.0
+    from webbflow.simulate.optics import FILTERS
+
+    u1, u2 = setup["u"]
+    transit = TransitParams(t0=tm["start"] + 0.52 * duration_d, per=10.0 * duration_d, a=7.0, inc=88.0,
+                            rp=0.10, wave_ref=FILTERS[setup["filter"]][0], u1=u1, u2=u2)
+    scene = TsoImageScene(transit=transit, total_rate=setup["total_rate"], psf=TsoPsf(**setup["psf"]),
+                          drift_rate=(0.04 / tm["duration"], 0.03 / tm["duration"]), jitter_rms=0.01,
+                          jitter_seed=seed + 5, step_integration=int(round(0.85 * nints)) + 1,
+                          step=(0.08, -0.06))
+    return _segments(base, "tso_image", scene, seed)
 
 
 PRESETS = {
@@ -129,11 +207,15 @@ PRESETS = {
     # integrations in one file), and the F444W trace
     "tso-grism-sigclip": lambda seed: tso_grism_specs(seed, n_segments=2, ints_per_segment=100),
     "tso-grism-f444w": lambda seed: tso_grism_specs(seed, filter="F444W"),
+    "demo-tso-imaging": tso_image_specs,
+    # the LW imaging time series (in focus, F444W), smaller: for tests
+    "tso-imaging-lw": lambda seed: tso_image_specs(seed, n_segments=2, ints_per_segment=15, channel="LW"),
 }
 """Preset name -> function(seed) -> list of ExposureSpec."""
 
 _DEFAULT_SEEDS = {"demo-imaging": DEMO_SEED, "fullframe": FULLFRAME_SEED, "demo-tso-grism": TSO_GRISM_SEED,
-                  "tso-grism-sigclip": TSO_GRISM_SEED, "tso-grism-f444w": TSO_GRISM_SEED}
+                  "tso-grism-sigclip": TSO_GRISM_SEED, "tso-grism-f444w": TSO_GRISM_SEED,
+                  "demo-tso-imaging": TSO_IMAGE_SEED, "tso-imaging-lw": TSO_IMAGE_SEED}
 
 
 def preset_specs(preset, seed=None):
@@ -149,7 +231,8 @@ def run_preset(preset, outdir, seed=None):
 
     Parameters
     ----------
-    preset : {"demo-imaging", "fullframe", "demo-tso-grism", "tso-grism-sigclip", "tso-grism-f444w"}
+    preset : {"demo-imaging", "fullframe", "demo-tso-grism", "tso-grism-sigclip", "tso-grism-f444w",
+              "demo-tso-imaging", "tso-imaging-lw"}
     outdir : path-like
     seed : int, optional
         Master seed (default: the preset's own, so runs are reproducible).
@@ -163,7 +246,9 @@ def run_preset(preset, outdir, seed=None):
     -----
     The grism time series (``demo-tso-grism``, ``tso-grism-*``) also write the stage-2 grism references into ``refs/``
     (:func:`webbflow.simulate.grism_refs.write_tso_grism_references`) and the
-    time-series truth ``truth/{transit,spectrum,bins,drift}.ecsv``.
+    time-series truth ``truth/{transit,spectrum,bins,drift}.ecsv``; the imaging time series
+    (``demo-tso-imaging``, ``tso-imaging-lw``) their stage-2 imaging references for NRC_TSIMAGE
+    (:func:`webbflow.simulate.tso_image.write_tso_image_references`) and ``truth/{transit,centroid,star}.ecsv``.
     """
     return run_specs(preset_specs(preset, seed), outdir)
 
@@ -181,6 +266,10 @@ def run_specs(specs, outdir):
     list of pathlib.Path
         The uncal files written, in order.
     """
+    tso_image = [s for s in specs if s.scene == "tso_image"]
+    if tso_image and (len({s.rootname.split("-seg")[0] for s in tso_image}) != 1
+                      or any(s.scene == "tso_grism" for s in specs)):
+        raise ValueError("a preset holds one time series (its truth/ tables describe one exposure)")
     # Dark references long enough for the longest exposure of each detector.
     need = max(exposure_timing(s)["frames_read"] for s in specs)
     paths = [simulate_exposure(s, Path(outdir), n_dark_frames=need) for s in specs]
@@ -197,4 +286,9 @@ def run_specs(specs, outdir):
             raise ValueError(f"a preset holds one grism time series, not {len(exposures)}")
         write_tso_grism_references(outdir, tso[0])
         write_tso_truth(outdir, tso)
+    if tso_image:
+        from webbflow.simulate.tso_image import write_tso_image_references, write_tso_image_truth
+
+        write_tso_image_references(outdir, tso_image[0])
+        write_tso_image_truth(outdir, tso_image)
     return paths

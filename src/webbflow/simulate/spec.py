@@ -91,13 +91,15 @@ class ExposureSpec:
         TARGNAME and target coordinates (deg).
     roll : float
         V3 position angle (deg) at the module's pointing reference point.
-    scene : {"local", "sky", "tso_grism"}
+    scene : {"local", "sky", "tso_grism", "tso_image"}
         ``local``: sources on a tangent plane in pixels (``scene_seed``);
         ``sky``: a catalogue with RA/Dec and flux per filter seen through the
         WCS, the distortion, the flat and the photometry (stage-2 truth);
         ``tso_grism``: one star's spectrum dispersed along the rows and
         transited by a planet (``tso``; a rate per integration, see
-        :mod:`webbflow.simulate.tso_grism`).
+        :mod:`webbflow.simulate.tso_grism`); ``tso_image``: one star's
+        (weak-lens or in-focus) PSF on a small subarray, transited, with
+        drift, jitter and a step (:mod:`webbflow.simulate.tso_image`).
     pointing_error : (float, float)
         True minus commanded pointing, arcsec (RA·cos Dec, Dec); the header
         WCS does not know it (``scene="sky"`` only).
@@ -115,8 +117,8 @@ class ExposureSpec:
         NINTS of the whole exposure); ``nints`` is then the integrations in
         this file (INTEND = INTSTART + nints - 1), and the file is named
         ``…_<eeeee>-seg<NNN>_<detector>`` as jwst names segments.
-    tso : TsoGrismScene or None
-        The star, transit and drift of ``scene="tso_grism"``.
+    tso : TsoGrismScene, TsoImageScene or None
+        The star, transit and drift of ``scene="tso_grism"`` / ``"tso_image"``.
     xref_sci, yref_sci : float or None
         XREF_SCI/YREF_SCI (1-based, as stored) of the aperture's reference
         point; None: the subarray centre.  Grism time series put the source
@@ -186,10 +188,12 @@ class ExposureSpec:
             raise ValueError(f"unknown readout pattern {self.readpatt!r}")
         if self.nints < 1 or self.ngroups < 1:
             raise ValueError("nints and ngroups must be >= 1")
-        if self.scene not in ("local", "sky", "tso_grism"):
-            raise ValueError(f"scene must be 'local', 'sky' or 'tso_grism', not {self.scene!r}")
+        if self.scene not in ("local", "sky", "tso_grism", "tso_image"):
+            raise ValueError(f"scene must be 'local', 'sky', 'tso_grism' or 'tso_image', not {self.scene!r}")
         if self.scene == "tso_grism" and self.tso is None:
             raise ValueError("scene='tso_grism' needs tso= (a webbflow.simulate.tso_grism.TsoGrismScene)")
+        if self.scene == "tso_image" and self.tso is None:
+            raise ValueError("scene='tso_image' needs tso= (a webbflow.simulate.tso_image.TsoImageScene)")
         if self.segment is not None:
             num, total, intstart, nints_total = self.segment
             if not (1 <= num <= total and intstart >= 1 and intstart + self.nints - 1 <= nints_total):

@@ -28,7 +28,7 @@ from webbflow.io.files import atomic_output
 from webbflow.simulate import optics
 from webbflow.simulate.detectors import DETECTORS
 
-__all__ = ["STAGE2_REFTYPES", "flat_response", "flat_field_array", "stage2_reference_paths",
+__all__ = ["STAGE2_REFTYPES", "flat_response", "flat_field_array", "retarget_exp_type", "stage2_reference_paths",
            "write_apcorr_reference", "write_abvegaoffset_reference",
            "write_stage2_references", "NAN_FLAT_PIXELS"]
 
@@ -122,6 +122,45 @@ def _dq_def():
                                  ("DESCRIPTION", "S80")])
 
 
+def retarget_exp_type(path, exp_type, p_exp_type):
+    """Rewrite a reference's EXP_TYPE / P_EXP_TY (FITS primary header or ASDF meta), atomically.
+
+    The local CRDS cache matches EXP_TYPE literally for the types whose rules use it (dark, area,
+    distortion), so references written for imaging (NRC_IMAGE) are re-targeted to a time-series mode.
+
+    Parameters
+    ----------
+    path : path-like
+        A FITS or ASDF reference file.
+    exp_type, p_exp_type : str
+        New EXP_TYPE and P_EXP_TY values.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    path = Path(path)
+    if path.suffix == ".asdf":
+        from stdatamodels.jwst import datamodels
+
+        with datamodels.open(path) as model:
+            if model.meta.exposure.type == exp_type and model.meta.exposure.p_exptype == p_exp_type:
+                return path
+            model.meta.exposure.type = exp_type
+            model.meta.exposure.p_exptype = p_exp_type
+            with atomic_output(path) as tmp:
+                model.save(tmp)
+        return path
+    with fits.open(path) as hdul:
+        if hdul[0].header.get("EXP_TYPE") == exp_type and hdul[0].header.get("P_EXP_TY") == p_exp_type:
+            return path
+        hdul[0].header["EXP_TYPE"] = exp_type
+        hdul[0].header["P_EXP_TY"] = p_exp_type
+        with atomic_output(path) as tmp:
+            hdul.writeto(tmp)
+    return path
+
+
 def _write_fits(path, hdus):
     with atomic_output(path) as tmp:
         fits.HDUList(hdus).writeto(tmp)
@@ -153,9 +192,18 @@ def _write_area(path, detector, extra):
                        fits.ImageHDU(optics.pixel_area_map(detector), name="SCI")])
 
 
+def _photom_rows(detector):
+    """(filter, pupil) rows of the imaging PHOTOM: CLEAR for every filter, and on the SW detectors
+    the weak lens with the filters it is used with (time-series imaging: WLP8 + F210M ...)."""
+    rows = [(f, "CLEAR") for f in sorted(optics.FILTERS)]
+    if not DETECTORS[detector].is_long:
+        rows += [(f, lens) for lens in sorted(optics.WEAK_LENS_THROUGHPUT)
+                 for f in sorted(optics.FILTERS) if optics.FILTERS[f][0] < 2.4]
+    return rows
+
+
 def _write_photom(path, detector, extra):
-    names = sorted(optics.FILTERS)
-    table = np.array([(f, "CLEAR", optics.photmjsr(f), 0.01 * optics.photmjsr(f)) for f in names],
+    table = np.array([(f, p, optics.photmjsr(f, p), 0.01 * optics.photmjsr(f, p)) for f, p in _photom_rows(detector)],
                      dtype=[("filter", "S12"), ("pupil", "S12"), ("photmjsr", "f4"),
                             ("uncertainty", "f4")])
     header = _primary("photom", "NrcImgPhotomModel", detector, {

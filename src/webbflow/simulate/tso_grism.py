@@ -40,8 +40,9 @@ from webbflow.simulate import grism, optics
 from webbflow.simulate.headers import exposure_timing, int_times_table
 from webbflow.transit import TransitParams, relative_flux
 
-__all__ = ["TSGRISM_FILTERS", "TsoGrismScene", "column_wavelength", "drift_offsets", "render_tso_rate",
-           "star_rate_cube", "stellar_spectrum", "trace_centre", "tso_truth", "write_tso_truth"]
+__all__ = ["TSGRISM_FILTERS", "TsoGrismScene", "column_wavelength", "detector_rate", "drift_offsets",
+           "exposure_times", "pointing_track", "render_tso_rate", "star_rate_cube", "stellar_spectrum",
+           "trace_centre", "transit_meta", "tso_truth", "write_truth_tables", "write_tso_truth"]
 
 _H_C_OVER_K = 14387.77  # µm·K (second radiation constant)
 
@@ -166,6 +167,41 @@ def stellar_spectrum(scene, wave, filter_name="F322W2"):
     return scene.peak_rate * _shape(scene, wave, filter_name) / _shape(scene, grid, filter_name).max()
 
 
+def pointing_track(spec, drift_rate, jitter_rms, jitter_seed, integrations=None, stream=17):
+    """Injected pointing offset along one axis per integration: slow linear drift + jitter (pixels).
+
+    Shared by the time-series scenes (the grism's dy, the imaging star's x and y): the offset of
+    integration n is ``drift_rate · (n − ½) t_int + jitter_rms · N(0, 1)``, the draws made for the
+    whole exposure from ``(jitter_seed, stream)``, so every segment sees the same numbers.
+
+    Parameters
+    ----------
+    spec : ExposureSpec
+        Any segment of the exposure.
+    drift_rate : float
+        Pixels per second of exposure.
+    jitter_rms : float
+        Pixels (rms) per integration.
+    jitter_seed : int
+    integrations : array_like of int, optional
+        1-based integration numbers of the exposure; default those of ``spec``'s file.
+    stream : int
+        Second seed word: one independent jitter series per axis.
+
+    Returns
+    -------
+    ndarray
+        Offset per integration, pixels.
+    """
+    tm = exposure_timing(spec)
+    if integrations is None:
+        integrations = spec.first_int + 1 + np.arange(spec.nints)
+    integrations = np.asarray(integrations, int)
+    t_mid = (integrations - 0.5) * tm["t_int"]  # seconds from the exposure start
+    jitter = np.random.default_rng([jitter_seed, stream]).normal(0.0, 1.0, spec.nints_total)
+    return drift_rate * t_mid + jitter_rms * jitter[integrations - 1]
+
+
 def drift_offsets(spec, integrations=None):
     """Injected y offset (rows) of the trace per integration (1-based numbers of the exposure).
 
@@ -182,13 +218,7 @@ def drift_offsets(spec, integrations=None):
         dy per integration, rows.
     """
     scene = _scene(spec)
-    tm = exposure_timing(spec)
-    if integrations is None:
-        integrations = spec.first_int + 1 + np.arange(spec.nints)
-    integrations = np.asarray(integrations, int)
-    t_mid = (integrations - 0.5) * tm["t_int"]  # seconds from the exposure start
-    jitter = np.random.default_rng([scene.jitter_seed, 17]).normal(0.0, 1.0, spec.nints_total)
-    return scene.drift_rate * t_mid + scene.jitter_rms * jitter[integrations - 1]
+    return pointing_track(spec, scene.drift_rate, scene.jitter_rms, scene.jitter_seed, integrations)
 
 
 def _profile(ny, centre, sigma):
@@ -232,12 +262,69 @@ def render_tso_rate(spec, model):
     -------
     ndarray float32 (nints, ny, nx)
     """
+    return detector_rate(spec, model, star_rate_cube(spec))
+
+
+def detector_rate(spec, model, star):
+    """What the pixels see of a time-series scene: ``(star + sky · area) × response`` as float32.
+
+    Parameters
+    ----------
+    spec : ExposureSpec
+    model : DetectorModel
+        Supplies the QE (0 on reference and dead pixels).
+    star : ndarray (nints, ny, nx)
+        The source alone, DN/s, before the pixel response.
+
+    Returns
+    -------
+    ndarray float32 (nints, ny, nx)
+        ``response`` = flat response (:func:`stage2_refs.flat_response` with the exposure's PUPIL)
+        × QE, i.e. what dividing by the FLAT reference (response × area) undoes.
+    """
     from webbflow.simulate.stage2_refs import flat_response
 
     geom = spec.geometry
     response = flat_response(spec.detector, geom, spec.filter, spec.pupil, spec.ref_seed) * model.qe
     sky = spec.sky * optics.pixel_area_map(spec.detector, geom)
-    return ((star_rate_cube(spec) + sky[None]) * response[None]).astype(np.float32)
+    return ((star + sky[None]) * response[None]).astype(np.float32)
+
+
+def exposure_times(specs):
+    """INT_TIMES of a whole exposure from its segment specs, and the segment of each integration.
+
+    Parameters
+    ----------
+    specs : sequence of ExposureSpec
+        The exposure's segments, any order.
+
+    Returns
+    -------
+    specs : list of ExposureSpec
+        Sorted by first integration.
+    times : ndarray
+        The INT_TIMES rows of every segment, in order.
+    segment : ndarray of int
+        EXSEGNUM per row (1 for an unsegmented exposure).
+
+    Raises
+    ------
+    ValueError
+        If the segments do not cover consecutive integrations.
+    """
+    specs = sorted(specs, key=lambda s: s.first_int)
+    times = np.concatenate([int_times_table(s) for s in specs])
+    seg = np.concatenate([np.full(s.nints, 1 if s.segment is None else s.segment[0]) for s in specs])
+    if np.any(np.diff(times["integration_number"]) != 1):
+        raise ValueError("the segments do not cover consecutive integrations")
+    return specs, times, seg
+
+
+def transit_meta(tp):
+    """The transit parameters as truth-table metadata (the keys the light-curve fits read)."""
+    return {"t0_mjd_utc": tp.t0, "period_d": tp.per, "a_rs": tp.a, "inc_deg": tp.inc, "rp_ref": tp.rp,
+            "rp_slope_per_um": tp.rp_slope, "wave_ref_um": tp.wave_ref, "u1_ref": tp.u1, "u2_ref": tp.u2,
+            "u1_slope_per_um": tp.u1_slope, "u2_slope_per_um": tp.u2_slope}
 
 
 def tso_truth(specs):
@@ -256,15 +343,11 @@ def tso_truth(specs):
     import astropy.units as u
     from astropy.table import QTable
 
-    specs = sorted(specs, key=lambda s: s.first_int)
+    specs, times, seg = exposure_times(specs)
     spec = specs[0]
     scene = _scene(spec)
     wave = column_wavelength(spec)
     spectrum = stellar_spectrum(scene, wave, spec.filter)
-    times = np.concatenate([int_times_table(s) for s in specs])
-    seg = np.concatenate([np.full(s.nints, 1 if s.segment is None else s.segment[0]) for s in specs])
-    if np.any(np.diff(times["integration_number"]) != 1):
-        raise ValueError("the segments do not cover consecutive integrations")
     flux = relative_flux(times["int_mid_MJD_UTC"], wave, scene.transit)
     white = (flux * spectrum).sum(1) / spectrum.sum()
     edges = np.asarray(_bin_edges(scene, spec.filter), float)
@@ -294,9 +377,7 @@ def tso_truth(specs):
         "comments": ["webbflow simulated transit truth: relative flux (1 out of transit) per integration,"
                      " evaluated at int_mid_MJD_UTC; bin_flux[:, k] is bins.ecsv row k;"
                      " dy = injected trace drift (rows)"],
-        "t0_mjd_utc": tp.t0, "period_d": tp.per, "a_rs": tp.a, "inc_deg": tp.inc, "rp_ref": tp.rp,
-        "rp_slope_per_um": tp.rp_slope, "wave_ref_um": tp.wave_ref, "u1_ref": tp.u1, "u2_ref": tp.u2,
-        "u1_slope_per_um": tp.u1_slope, "u2_slope_per_um": tp.u2_slope,
+        **transit_meta(tp),
         "white_depth": float((depth * spectrum).sum() / spectrum.sum()),
         "bin_edges_um": [float(e) for e in edges], "nints": int(times.size)})
 
@@ -339,16 +420,21 @@ def tso_truth(specs):
     return {"transit": transit, "spectrum": spec_t, "bins": bins, "drift": drift}
 
 
-def write_tso_truth(outdir, specs):
-    """Write ``truth/{transit,spectrum,bins,drift}.ecsv`` for one exposure; returns name -> Path."""
+def write_truth_tables(outdir, tables):
+    """Write ``truth/<name>.ecsv`` for each ``name -> table`` of ``tables``, atomically; returns name -> Path."""
     from webbflow.io.files import atomic_output
 
     truth = Path(outdir) / "truth"
     truth.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, table in tso_truth(specs).items():
+    for name, table in tables.items():
         path = truth / f"{name}.ecsv"
         with atomic_output(path) as tmp:
             table.write(tmp, format="ascii.ecsv", overwrite=True)
         paths[name] = path
     return paths
+
+
+def write_tso_truth(outdir, specs):
+    """Write ``truth/{transit,spectrum,bins,drift}.ecsv`` for one exposure; returns name -> Path."""
+    return write_truth_tables(outdir, tso_truth(specs))
