@@ -284,3 +284,53 @@ def test_tsgrism_without_a_grism_is_refused(segment, tmp_path):
     bad = _copy(sim.uncal, tmp_path / "clear_uncal.fits", lambda h: h[0].header.set("PUPIL", "CLEAR"))
     _refuse(bad, refs, tmp_path / "out", r"clear_uncal.fits: header keyword PUPIL='CLEAR' is not a grism "
             r"\(GRISMR, GRISMC\), but EXP_TYPE is NRC_TSGRISM")
+
+
+def _one_over_f(spec, out, roeba):
+    """detector1's 1/f QA table of ``spec`` (simulated once per folder); with ROEBA, also the rateints
+    without the table, which must be the same."""
+    from astropy.table import Table
+
+    uncal = out / "uncal" / f"{spec.rootname}_uncal.fits"
+    if not uncal.exists():
+        simulate_exposure(spec, out)
+    refs = select_references(fits.getheader(uncal), out / "refs")
+    steps = {"refpix": {"roeba": roeba}}
+    detector1.run(uncal, out / f"r_{roeba}.fits", out / f"ri_{roeba}.fits", refs, steps,
+                  one_over_f_path=out / f"onef_{roeba}.ecsv")
+    if roeba:  # measuring changes nothing (with ROEBA off the workflow test compares with jwst's line)
+        detector1.run(uncal, out / "r_plain.fits", out / "ri_plain.fits", refs, steps)
+        with fits.open(out / f"ri_{roeba}.fits") as a, fits.open(out / "ri_plain.fits") as b:
+            for ext in ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE"):
+                np.testing.assert_array_equal(a[ext].data, b[ext].data, err_msg=ext)
+    return Table.read(out / f"onef_{roeba}.ecsv")
+
+
+def _per_amp(table, column):
+    return np.array([np.median(table[column][table["amplifier"] == a]) for a in (1, 2, 3, 4)])
+
+
+def test_one_over_f_table_before_and_after_roeba(tmp_path):
+    """detector1's 1/f QA table: one row per integration and amplifier; with 5 DN of 1/f per amplifier
+    the row medians of the slopes scatter far more than white noise before ROEBA and near it after,
+    and the rates are the same with or without the table."""
+    noisy = replace(TSO_SPECS["grism-4out"], one_over_f=5.0)
+    off, on = _one_over_f(noisy, tmp_path / "noisy", False), _one_over_f(noisy, tmp_path / "noisy", True)
+    clean = _one_over_f(replace(TSO_SPECS["grism-4out"], one_over_f=0.0), tmp_path / "clean", False)
+    assert len(on) == noisy.nints * 4  # integrations 9-16 of the exposure, amplifiers 1-4 (detector order)
+    assert on["integration"].tolist() == [i for i in range(9, 17) for _ in range(4)]
+    assert on["amplifier"].tolist() == [1, 2, 3, 4] * noisy.nints
+    assert on.meta["roeba"] is True and off.meta["roeba"] is False and clean.meta["roeba"] is False
+    # ROEBA off: one measurement; ROEBA on: its "before" is that same ramp, measured the same way
+    np.testing.assert_array_equal(off["before"], off["after"])
+    np.testing.assert_array_equal(on["before"], off["before"])
+    assert np.all(on["rows"] >= 50)  # of 64: the stars' rows are masked, not the strip
+    before, after = _per_amp(on, "ratio_before"), _per_amp(on, "ratio_after")
+    # jwst's side-pixel correction (8 columns over 11 rows) leaves row noise of its own: the clean
+    # exposure's level; the injected 1/f doubles it at least
+    floor = _per_amp(clean, "ratio_before")
+    assert np.all(floor > 1.5) and np.all(before > 1.8 * floor), (floor, before)
+    assert np.all(after < 0.35 * before), (before, after)
+    # ROEBA's own row medians carry white noise into every group: what is left is of the order of
+    # the white-noise level, not of the 1/f
+    assert np.all((after > 0.8) & (after < 2.0)), after

@@ -36,7 +36,8 @@ from scipy import ndimage
 from webbflow import dqflags
 from webbflow.steps.refpix import AMP_WIDTH, DETECTOR_SIZE
 
-__all__ = ["DRAFT_INTS", "amplifier_edges", "background_mask", "correct_frames", "draft_mask"]
+__all__ = ["DRAFT_INTS", "amplifier_edges", "background_mask", "correct_frames", "draft_mask", "one_over_f_per_integration",
+           "row_scatter"]
 
 log = logging.getLogger(__name__)
 
@@ -229,3 +230,116 @@ def correct_frames(frames, mask, edges, odd_even=True, min_pixels=16, keep_zero=
         if not np.shares_memory(work, frame):
             frame[...] = work
     return borrowed, skipped
+
+
+@njit(cache=True)
+def _row_scatter(image, mask, edges, min_pixels, buf, devs, medians, counts, out):
+    """Per amplifier: (1.4826 MAD of the row medians, 1.4826 median |pixel - its row median|, rows, median
+    pixels per row) of the masked finite pixels of ``image``, into ``out`` (namp, 4)."""
+    ny = image.shape[0]
+    for a in range(edges.size - 1):
+        nrows = 0
+        ndev = 0
+        for y in range(ny):
+            n = 0
+            for x in range(edges[a], edges[a + 1]):
+                v = image[y, x]
+                if mask[y, x] and v == v:
+                    buf[n] = v
+                    n += 1
+            if n < min_pixels:
+                continue
+            med = np.median(buf[:n])
+            medians[nrows] = med
+            counts[nrows] = n
+            nrows += 1
+            for k in range(n):
+                devs[ndev] = abs(buf[k] - med)
+                ndev += 1
+        if nrows < 3:
+            out[a, 0] = out[a, 1] = np.nan
+            out[a, 2] = nrows
+            out[a, 3] = 0.0
+            continue
+        m = medians[:nrows]
+        centre = np.median(m)
+        out[a, 0] = 1.4826 * np.median(np.abs(m - centre))
+        out[a, 1] = 1.4826 * np.median(devs[:ndev])
+        out[a, 2] = nrows
+        out[a, 3] = np.median(counts[:nrows])
+
+
+def row_scatter(image, mask, edges, min_pixels=16):
+    """The 1/f statistic of one detector-frame image, per amplifier: row-median scatter and its white-noise level.
+
+    NIRCam reads each amplifier along detector rows, so 1/f noise shows as offsets from row to row.
+    The row medians of the background pixels scatter by 1.4826 x their MAD; white noise alone would
+    make them scatter by 1.2533 sigma / sqrt(n) (a median of n pixels), with sigma the pixels' own
+    scatter about their row's median (which 1/f, constant along a row, does not reach).  The ratio
+    is 1 without 1/f and grows with it.
+
+    Parameters
+    ----------
+    image : ndarray, (ny, nx)
+        A detector-frame image (e.g. the slope of an integration).
+    mask : ndarray of bool, (ny, nx)
+        Background pixels (:func:`background_mask`, detector frame).
+    edges : ndarray of int
+        Amplifier column edges (:func:`amplifier_edges`).
+    min_pixels : int
+        Rows with fewer background pixels in an amplifier are left out of it.
+
+    Returns
+    -------
+    residual, white : ndarray, (namp,)
+        The row medians' robust scatter and its white-noise expectation (NaN for an amplifier with
+        fewer than three usable rows), in the image's unit.
+    rows : ndarray of int, (namp,)
+        Rows used per amplifier.
+    """
+    image = np.ascontiguousarray(image, np.float64)
+    mask = np.ascontiguousarray(mask, np.bool_)
+    ny, nx = image.shape
+    out = np.empty((edges.size - 1, 4))
+    _row_scatter(image, mask, np.asarray(edges, np.int64), int(min_pixels), np.empty(nx), np.empty(ny * nx),
+                 np.empty(ny), np.empty(ny), out)
+    white = 1.2533 * out[:, 1] / np.sqrt(np.where(out[:, 3] > 0, out[:, 3], np.nan))
+    return out[:, 0], white, out[:, 2].astype(np.int64)
+
+
+def one_over_f_per_integration(frames, mask, edges, tgroup, min_pixels=16):
+    """:func:`row_scatter` of every integration's slope: the 1/f left in a ramp, as the rates will see it.
+
+    The slope is the unweighted least-squares one over the groups (for two groups, their
+    difference), divided by ``tgroup``: DN/s, as the rateints.  It needs one integration at a time,
+    so a long exposure calibrated in chunks of integrations gives the same numbers.
+
+    Parameters
+    ----------
+    frames : ndarray, (nints, ngroups, ny, nx)
+        The ramp in the detector frame (may be a view).
+    mask, edges, min_pixels
+        As for :func:`row_scatter`.
+    tgroup : float
+        Seconds between groups.
+
+    Returns
+    -------
+    residual, white : ndarray, (nints, namp)
+        DN/s; NaN with fewer than two groups (no slope).
+    rows : ndarray of int, (nints, namp)
+    """
+    nints, ngroups = frames.shape[:2]
+    namp = edges.size - 1
+    residual, white = np.full((nints, namp), np.nan), np.full((nints, namp), np.nan)
+    rows = np.zeros((nints, namp), np.int64)
+    if ngroups < 2:
+        return residual, white, rows
+    t = np.arange(ngroups) - (ngroups - 1) / 2.0
+    weights = t / (np.sum(t * t) * tgroup)
+    for i in range(nints):
+        slope = np.zeros(frames.shape[2:])
+        for g in range(ngroups):  # group by group: a float64 copy of the whole integration is not needed
+            slope += weights[g] * frames[i, g]
+        residual[i], white[i], rows[i] = row_scatter(slope, mask, edges, min_pixels)
+    return residual, white, rows
