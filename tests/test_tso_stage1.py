@@ -334,3 +334,30 @@ def test_one_over_f_table_before_and_after_roeba(tmp_path):
     # ROEBA's own row medians carry white noise into every group: what is left is of the order of
     # the white-noise level, not of the 1/f
     assert np.all((after > 0.8) & (after < 2.0)), after
+
+
+def test_time_series_figure_draws_one_over_f_before_and_after(tmp_path):
+    """The report's time-series figure takes detector1's 1/f tables: per amplifier, the ratios before
+    and after ROEBA on the integrations' times (two segments' tables joined in integration order)."""
+    from astropy.table import Table
+
+    from webbflow.report import figures, jobs
+
+    spec = replace(TSO_SPECS["grism-4out"], nints=4, one_over_f=5.0)
+    table = _one_over_f(spec, tmp_path, True)
+    later = table.copy()
+    later["integration"] += spec.nints  # the next segment
+    later.write(tmp_path / "later.ecsv")
+    times = {n: 60000.0 + n / 1440 for n in range(9, 9 + 2 * spec.nints)}
+    onef = jobs._one_over_f_tables([tmp_path / "later.ecsv", tmp_path / "onef_True.ecsv"], times)
+    assert onef["roeba"] is True and onef["before"].shape == (2 * spec.nints, 4)
+    np.testing.assert_array_equal(onef["time"], sorted(times.values()))
+    first = Table.read(tmp_path / "onef_True.ecsv")
+    np.testing.assert_array_equal(onef["before"][:spec.nints].ravel(), first["ratio_before"])
+    assert np.all(onef["one_over_f"] < 0.35 * onef["before"])
+    curve = {"time": onef["time"], "flux": np.ones(2 * spec.nints)}
+    per_int = {"time": onef["time"], "jump": np.zeros(2 * spec.nints), "one_over_f": onef["one_over_f"],
+               "onef": onef}
+    png = tmp_path / "timeseries.png"
+    figures.timeseries_panels(png, curve, np.ones((64, 100)), np.linspace(2.4, 4.0, 100), per_int, "test")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000

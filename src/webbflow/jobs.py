@@ -56,7 +56,8 @@ def stage_provenance(steps, **inputs):
             "config_digest": config_digest({"steps": steps, **inputs})}
 
 
-def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=None, max_memory_mb=None):
+def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=None, max_memory_mb=None,
+              one_over_f=None):
     """Reduce one uncal exposure to rate and rateints (:func:`webbflow.stages.detector1.run`).
 
     Parameters
@@ -74,6 +75,9 @@ def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=Non
     max_memory_mb : float, optional
         Memory budget (``max_memory_mb.detector1``); a larger exposure is
         reduced in chunks with identical products.
+    one_over_f : path-like, optional
+        The 1/f QA table (ECSV) to write beside the products
+        (:func:`webbflow.stages.detector1.one_over_f_table`).
     """
     from webbflow.stages import detector1 as stage
 
@@ -86,7 +90,7 @@ def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=Non
         os.environ["CRDS_READONLY_CACHE"] = "1"
         provenance.update(locked_provenance(crds_lock, references))
     stage.run(uncal, rate, rateints, references, steps, provenance, exp_types=tuple(exp_types),
-              max_memory_mb=max_memory_mb)
+              max_memory_mb=max_memory_mb, one_over_f_path=one_over_f)
 
 
 def image2(rate, cal, steps, references):

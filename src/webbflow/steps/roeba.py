@@ -30,7 +30,7 @@ integrations of the last minus the first group): pixels above the clipped backgr
 import logging
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from scipy import ndimage
 
 from webbflow import dqflags
@@ -232,41 +232,30 @@ def correct_frames(frames, mask, edges, odd_even=True, min_pixels=16, keep_zero=
     return borrowed, skipped
 
 
-@njit(cache=True)
-def _row_scatter(image, mask, edges, min_pixels, buf, devs, medians, counts, out):
-    """Per amplifier: (1.4826 MAD of the row medians, 1.4826 median |pixel - its row median|, rows, median
-    pixels per row) of the masked finite pixels of ``image``, into ``out`` (namp, 4)."""
+@njit(cache=True, nogil=True, parallel=True)
+def _row_medians(image, mask, edges, min_pixels, out):
+    """Per amplifier and row: (median, median |pixel - median|, pixels) of the masked finite pixels
+    into ``out`` (namp, ny, 3); NaN for rows with fewer than ``min_pixels``."""
+    namp = edges.size - 1
     ny = image.shape[0]
-    for a in range(edges.size - 1):
-        nrows = 0
-        ndev = 0
-        for y in range(ny):
-            n = 0
-            for x in range(edges[a], edges[a + 1]):
-                v = image[y, x]
-                if mask[y, x] and v == v:
-                    buf[n] = v
-                    n += 1
-            if n < min_pixels:
-                continue
-            med = np.median(buf[:n])
-            medians[nrows] = med
-            counts[nrows] = n
-            nrows += 1
-            for k in range(n):
-                devs[ndev] = abs(buf[k] - med)
-                ndev += 1
-        if nrows < 3:
-            out[a, 0] = out[a, 1] = np.nan
-            out[a, 2] = nrows
-            out[a, 3] = 0.0
+    for k in prange(namp * ny):
+        a, y = k // ny, k % ny
+        buf = np.empty(edges[a + 1] - edges[a])
+        n = 0
+        for x in range(edges[a], edges[a + 1]):
+            v = image[y, x]
+            if mask[y, x] and v == v:
+                buf[n] = v
+                n += 1
+        out[a, y, 2] = n
+        if n < min_pixels:
+            out[a, y, 0] = out[a, y, 1] = np.nan
             continue
-        m = medians[:nrows]
-        centre = np.median(m)
-        out[a, 0] = 1.4826 * np.median(np.abs(m - centre))
-        out[a, 1] = 1.4826 * np.median(devs[:ndev])
-        out[a, 2] = nrows
-        out[a, 3] = np.median(counts[:nrows])
+        med = np.median(buf[:n])
+        for j in range(n):
+            buf[j] = abs(buf[j] - med)
+        out[a, y, 0] = med
+        out[a, y, 1] = np.median(buf[:n])
 
 
 def row_scatter(image, mask, edges, min_pixels=16):
@@ -275,7 +264,8 @@ def row_scatter(image, mask, edges, min_pixels=16):
     NIRCam reads each amplifier along detector rows, so 1/f noise shows as offsets from row to row.
     The row medians of the background pixels scatter by 1.4826 x their MAD; white noise alone would
     make them scatter by 1.2533 sigma / sqrt(n) (a median of n pixels), with sigma the pixels' own
-    scatter about their row's median (which 1/f, constant along a row, does not reach).  The ratio
+    scatter about their row's median (1.4826 x the median over rows of each row's MAD; 1/f, constant
+    along a row, does not reach it).  The ratio
     is 1 without 1/f and grows with it.
 
     Parameters
@@ -299,12 +289,17 @@ def row_scatter(image, mask, edges, min_pixels=16):
     """
     image = np.ascontiguousarray(image, np.float64)
     mask = np.ascontiguousarray(mask, np.bool_)
-    ny, nx = image.shape
-    out = np.empty((edges.size - 1, 4))
-    _row_scatter(image, mask, np.asarray(edges, np.int64), int(min_pixels), np.empty(nx), np.empty(ny * nx),
-                 np.empty(ny), np.empty(ny), out)
-    white = 1.2533 * out[:, 1] / np.sqrt(np.where(out[:, 3] > 0, out[:, 3], np.nan))
-    return out[:, 0], white, out[:, 2].astype(np.int64)
+    edges = np.asarray(edges, np.int64)
+    per_row = np.empty((edges.size - 1, image.shape[0], 3))
+    _row_medians(image, mask, edges, int(min_pixels), per_row)
+    residual, white = np.full(edges.size - 1, np.nan), np.full(edges.size - 1, np.nan)
+    rows = np.isfinite(per_row[:, :, 0]).sum(axis=1)
+    for a in np.flatnonzero(rows >= 3):
+        med, mad, n = per_row[a][np.isfinite(per_row[a, :, 0])].T
+        residual[a] = 1.4826 * np.median(np.abs(med - np.median(med)))
+        # sigma from each row's own MAD (about its median, which 1/f, constant along a row, does not reach)
+        white[a] = 1.2533 * 1.4826 * np.median(mad) / np.sqrt(np.median(n))
+    return residual, white, rows
 
 
 def one_over_f_per_integration(frames, mask, edges, tgroup, min_pixels=16):
