@@ -100,17 +100,24 @@ webbflow writes in no product."""
 
 def _same_header_table(ta, tb, who):
     """x1dints HDRTAB (jwst's ModelBlender table): a row per member, jwst's columns in its order and
-    its values; aside: the software's identity (CAL_VER, SOFTWARE), the time of the run (DATE) and
-    R_EXTR1D, which jwst records as the override's path and webbflow as the file's name."""
+    its values.  Aside: the software's identity (CAL_VER, SOFTWARE) and the time of the run (DATE);
+    references compared by file name (jwst records an override's path as given); and, where the
+    members are our calints, the reference types jwst's spec2 records as N/A and ours does not record
+    (the rows are the members' metadata: our tso3 on jwst's calints has those columns too)."""
     assert len(ta) == len(tb) == 3
     names = [c for c in ta.columns.names if c not in SOFTWARE]
-    assert names == [c for c in tb.columns.names if c not in SOFTWARE], who
+    theirs = [c for c in tb.columns.names if c not in SOFTWARE]
+    unrecorded = [c for c in theirs if c not in names]
+    assert (who == "ours_on_jwst") == (not unrecorded), (who, unrecorded)
+    for col in unrecorded:
+        assert col.startswith("R_") and set(tb[col]) == {"N/A"}, (who, col, set(tb[col]))
+    assert names == [c for c in theirs if c not in unrecorded], who
     assert len(names) > 100
     for col in names:
         if col in ("DATE", "CAL_VER"):
             continue
         x, y = ta[col], tb[col]
-        if col == "R_EXTR1D":
+        if col.startswith("R_"):
             x, y = [Path(v).name for v in x], [Path(v).name for v in y]
         assert list(x) == list(y), f"{who} HDRTAB {col}: {list(x)} != {list(y)}"
         assert ta.columns[col].format == tb.columns[col].format or col.startswith("R_"), (who, col)

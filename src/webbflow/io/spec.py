@@ -342,7 +342,8 @@ def _blend_table_columns(schema):
     return columns
 
 
-def member_header(member, *, cal_steps=None, ref_files=None, provenance=None, skipped=None, asn=None):
+def member_header(member, *, filename=None, cal_steps=None, ref_files=None, provenance=None, skipped=None,
+                  asn=None):
     """The metadata one member contributes to a level-3 product's HDRTAB (a row of :func:`header_table`).
 
     As jwst's tso3 sees it: the member's primary metadata in the product's model
@@ -352,6 +353,9 @@ def member_header(member, *, cal_steps=None, ref_files=None, provenance=None, sk
     ----------
     member : JWST datamodel
         The member (calints or crfints) as read.
+    filename : str, optional
+        FILENAME of the row (default ``member.meta.filename``): jwst keeps the calints' name even
+        after outlier_detection made the crfints of it.
     cal_steps, ref_files, provenance, skipped
         As for :func:`write_x1dints`.
     asn : dict, optional
@@ -366,7 +370,7 @@ def member_header(member, *, cal_steps=None, ref_files=None, provenance=None, sk
 
     with datamodels.TSOMultiSpecModel() as model:
         model.update(member, only="PRIMARY")
-        model.meta.filename = member.meta.filename
+        model.meta.filename = filename or member.meta.filename
         _set_steps_and_refs(model, cal_steps, ref_files, provenance,
                             _SKIPPED_SPEC2 + _SKIPPED_AFTER_CALINTS if skipped is None else skipped)
         if asn:

@@ -198,6 +198,7 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
     try:
         for member, crf_path in zip(members, crfints_paths):
             model, arrays = read_calints(member)
+            member_name = model.meta.filename  # the calints' (HDRTAB), before a crfints is saved from it
             try:
                 if first is None:
                     first = model
@@ -248,7 +249,8 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                                                          columns["WAVELENGTH"], columns["FLUX"], flux_unit))
                 times.append(np.asarray(model.int_times))
                 # jwst's HDRTAB row of this member (its extract_1d result's metadata)
-                headers.append(member_header(model, cal_steps=steps, ref_files={"extract1d": references["extract1d"]},
+                headers.append(member_header(model, filename=member_name, cal_steps=steps,
+                                             ref_files={"extract1d": references["extract1d"]},
                                              provenance=provenance, skipped=skipped, asn=asn))
                 if trace_path is not None:
                     cols = (slice(None) if extent.get("xstart") is None
