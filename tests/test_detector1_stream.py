@@ -48,7 +48,8 @@ def case(request, tmp_path_factory):
     sim = simulate_exposure(spec, out, return_details=True)
     refs = select_references(fits.getheader(sim.uncal), out / "refs")
     whole = out / "whole"
-    detector1.run(sim.uncal, whole / "x_rate.fits", whole / "x_rateints.fits", refs, steps)
+    detector1.run(sim.uncal, whole / "x_rate.fits", whole / "x_rateints.fits", refs, steps,
+                  one_over_f_path=whole / "x_onef.ecsv")
     return request.param, spec, sim, refs, steps, whole, out
 
 
@@ -77,11 +78,20 @@ def test_streamed_products_equal_whole(case, ints, caplog):
     streamed = out / f"streamed{ints}"
     with caplog.at_level(logging.INFO, logger="webbflow"):
         detector1.run(sim.uncal, streamed / "x_rate.fits", streamed / "x_rateints.fits", refs, steps,
-                      max_memory_mb=budget)
+                      max_memory_mb=budget, one_over_f_path=streamed / "x_onef.ecsv")
     assert f"{ints} integrations per chunk" in caplog.text
-    assert sorted(p.name for p in streamed.iterdir()) == ["x_rate.fits", "x_rateints.fits"]  # no scratch left
+    # no scratch left
+    assert sorted(p.name for p in streamed.iterdir()) == ["x_onef.ecsv", "x_rate.fits", "x_rateints.fits"]
     for product in ("x_rate.fits", "x_rateints.fits"):
         _assert_same(whole / product, streamed / product)
+    # the 1/f QA table, measured chunk by chunk, is the whole exposure's (ROEBA's mask from the same
+    # first integrations, found in the streamed run even with ROEBA off)
+    from astropy.table import Table
+
+    a, b = Table.read(whole / "x_onef.ecsv"), Table.read(streamed / "x_onef.ecsv")
+    assert len(a) == spec.nints * fits.getval(whole / "x_rateints.fits", "NOUTPUTS") and a.meta == b.meta
+    for column in a.colnames:
+        np.testing.assert_array_equal(a[column], b[column], err_msg=column)
     with datamodels.open(streamed / "x_rateints.fits") as model:
         assert isinstance(model, datamodels.CubeModel) and model.data.shape == (spec.nints, *shape[2:])
     if name == "grism-roeba":

@@ -8,12 +8,13 @@ one median per segment) and a 5-integration rolling median.
 
 Must hold (issue #13): crfints SCI/ERR/VAR_* within 1e-6 relative with identical DQ and NaNs;
 x1dints (one EXTRACT1D per segment, INT_TIMES for all 24 integrations) WAVELENGTH within 1e-6 µm and
-the other columns within 1e-5; whtlt within 1e-6 relative with identical times and meta; the same
+the other columns within 1e-5, its HDRTAB jwst's (a row per member, the same columns and values); whtlt within 1e-6 relative with identical times and meta; the same
 level-3 file names.
 """
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,6 +93,36 @@ def _agree(x, y, rtol, what):
     assert ok.all(), f"{what}: {np.count_nonzero(~ok)} values beyond {rtol:g}"
 
 
+SOFTWARE = {"CAL_VCS", "CRDS_VER", "CRDS_CTX"}
+"""HDRTAB columns of jwst's own identity (its version control tag, CRDS version and context), which
+webbflow writes in no product."""
+
+
+def _same_header_table(ta, tb, who):
+    """x1dints HDRTAB (jwst's ModelBlender table): a row per member, jwst's columns in its order and
+    its values.  Aside: the software's identity (CAL_VER, SOFTWARE) and the time of the run (DATE);
+    references compared by file name (jwst records an override's path as given); and, where the
+    members are our calints, the reference types jwst's spec2 records as N/A and ours does not record
+    (the rows are the members' metadata: our tso3 on jwst's calints has those columns too)."""
+    assert len(ta) == len(tb) == 3
+    names = [c for c in ta.columns.names if c not in SOFTWARE]
+    theirs = [c for c in tb.columns.names if c not in SOFTWARE]
+    unrecorded = [c for c in theirs if c not in names]
+    assert (who == "ours_on_jwst") == (not unrecorded), (who, unrecorded)
+    for col in unrecorded:
+        assert col.startswith("R_") and set(tb[col]) == {"N/A"}, (who, col, set(tb[col]))
+    assert names == [c for c in theirs if c not in unrecorded], who
+    assert len(names) > 100
+    for col in names:
+        if col in ("DATE", "CAL_VER"):
+            continue
+        x, y = ta[col], tb[col]
+        if col.startswith("R_"):
+            x, y = [Path(v).name for v in x], [Path(v).name for v in y]
+        assert list(x) == list(y), f"{who} HDRTAB {col}: {list(x)} != {list(y)}"
+        assert ta.columns[col].format == tb.columns[col].format or col.startswith("R_"), (who, col)
+
+
 @pytest.mark.parametrize("who", ["ours", "ours_on_jwst", "jwst_on_ours"])
 def test_products_agree_with_jwst(products, who):
     asn, jwst, mine = products
@@ -125,6 +156,7 @@ def test_products_agree_with_jwst(products, who):
                 assert a["EXTRACT1D", ver].header.get(key) == b["EXTRACT1D", ver].header.get(key), key
         for key in ("INTEND", "DURATION", "EFFEXPTM", "ASNPOOL", "S_OUTLIR", "S_EXTR1D"):
             assert a[0].header.get(key) == b[0].header.get(key), key
+        _same_header_table(a["HDRTAB"].data, b["HDRTAB"].data, who)
     ta, tb = Table.read(folder / jwst["whtlt"].name), Table.read(jwst["whtlt"])
     assert ta.colnames == tb.colnames and ta.meta == tb.meta
     np.testing.assert_array_equal(ta["MJD_UTC"], tb["MJD_UTC"])

@@ -284,3 +284,80 @@ def test_tsgrism_without_a_grism_is_refused(segment, tmp_path):
     bad = _copy(sim.uncal, tmp_path / "clear_uncal.fits", lambda h: h[0].header.set("PUPIL", "CLEAR"))
     _refuse(bad, refs, tmp_path / "out", r"clear_uncal.fits: header keyword PUPIL='CLEAR' is not a grism "
             r"\(GRISMR, GRISMC\), but EXP_TYPE is NRC_TSGRISM")
+
+
+def _one_over_f(spec, out, roeba):
+    """detector1's 1/f QA table of ``spec`` (simulated once per folder); with ROEBA, also the rateints
+    without the table, which must be the same."""
+    from astropy.table import Table
+
+    uncal = out / "uncal" / f"{spec.rootname}_uncal.fits"
+    if not uncal.exists():
+        simulate_exposure(spec, out)
+    refs = select_references(fits.getheader(uncal), out / "refs")
+    steps = {"refpix": {"roeba": roeba}}
+    detector1.run(uncal, out / f"r_{roeba}.fits", out / f"ri_{roeba}.fits", refs, steps,
+                  one_over_f_path=out / f"onef_{roeba}.ecsv")
+    if roeba:  # measuring changes nothing (with ROEBA off the workflow test compares with jwst's line)
+        detector1.run(uncal, out / "r_plain.fits", out / "ri_plain.fits", refs, steps)
+        with fits.open(out / f"ri_{roeba}.fits") as a, fits.open(out / "ri_plain.fits") as b:
+            for ext in ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE"):
+                np.testing.assert_array_equal(a[ext].data, b[ext].data, err_msg=ext)
+    return Table.read(out / f"onef_{roeba}.ecsv")
+
+
+def _per_amp(table, column):
+    return np.array([np.median(table[column][table["amplifier"] == a]) for a in (1, 2, 3, 4)])
+
+
+def test_one_over_f_table_before_and_after_roeba(tmp_path):
+    """detector1's 1/f QA table: one row per integration and amplifier; with 5 DN of 1/f per amplifier
+    the row medians of the slopes scatter far more than white noise before ROEBA and near it after,
+    and the rates are the same with or without the table."""
+    noisy = replace(TSO_SPECS["grism-4out"], one_over_f=5.0)
+    off, on = _one_over_f(noisy, tmp_path / "noisy", False), _one_over_f(noisy, tmp_path / "noisy", True)
+    clean = _one_over_f(replace(TSO_SPECS["grism-4out"], one_over_f=0.0), tmp_path / "clean", False)
+    assert len(on) == noisy.nints * 4  # integrations 9-16 of the exposure, amplifiers 1-4 (detector order)
+    assert on["integration"].tolist() == [i for i in range(9, 17) for _ in range(4)]
+    assert on["amplifier"].tolist() == [1, 2, 3, 4] * noisy.nints
+    assert on.meta["roeba"] is True and off.meta["roeba"] is False and clean.meta["roeba"] is False
+    # ROEBA off: one measurement; ROEBA on: its "before" is that same ramp, measured the same way
+    np.testing.assert_array_equal(off["before"], off["after"])
+    np.testing.assert_array_equal(on["before"], off["before"])
+    assert np.all(on["rows"] >= 50)  # of 64: the stars' rows are masked, not the strip
+    before, after = _per_amp(on, "ratio_before"), _per_amp(on, "ratio_after")
+    # jwst's side-pixel correction (8 columns over 11 rows) leaves row noise of its own: the clean
+    # exposure's level; the injected 1/f doubles it at least
+    floor = _per_amp(clean, "ratio_before")
+    assert np.all(floor > 1.5) and np.all(before > 1.8 * floor), (floor, before)
+    assert np.all(after < 0.35 * before), (before, after)
+    # ROEBA's own row medians carry white noise into every group: what is left is of the order of
+    # the white-noise level, not of the 1/f
+    assert np.all((after > 0.8) & (after < 2.0)), after
+
+
+def test_time_series_figure_draws_one_over_f_before_and_after(tmp_path):
+    """The report's time-series figure takes detector1's 1/f tables: per amplifier, the ratios before
+    and after ROEBA on the integrations' times (two segments' tables joined in integration order)."""
+    from astropy.table import Table
+
+    from webbflow.report import figures, jobs
+
+    spec = replace(TSO_SPECS["grism-4out"], nints=4, one_over_f=5.0)
+    table = _one_over_f(spec, tmp_path, True)
+    later = table.copy()
+    later["integration"] += spec.nints  # the next segment
+    later.write(tmp_path / "later.ecsv")
+    times = {n: 60000.0 + n / 1440 for n in range(9, 9 + 2 * spec.nints)}
+    onef = jobs._one_over_f_tables([tmp_path / "later.ecsv", tmp_path / "onef_True.ecsv"], times)
+    assert onef["roeba"] is True and onef["before"].shape == (2 * spec.nints, 4)
+    np.testing.assert_array_equal(onef["time"], sorted(times.values()))
+    first = Table.read(tmp_path / "onef_True.ecsv")
+    np.testing.assert_array_equal(onef["before"][:spec.nints].ravel(), first["ratio_before"])
+    assert np.all(onef["one_over_f"] < 0.35 * onef["before"])
+    curve = {"time": onef["time"], "flux": np.ones(2 * spec.nints)}
+    per_int = {"time": onef["time"], "jump": np.zeros(2 * spec.nints), "one_over_f": onef["one_over_f"],
+               "onef": onef}
+    png = tmp_path / "timeseries.png"
+    figures.timeseries_panels(png, curve, np.ones((64, 100)), np.linspace(2.4, 4.0, 100), per_int, "test")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000

@@ -68,7 +68,8 @@ def _locked(provenance, crds_lock, references):
     return provenance
 
 
-def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=None, max_memory_mb=None):
+def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=None, max_memory_mb=None,
+              one_over_f=None):
     """Reduce one uncal exposure to rate and rateints (:func:`webbflow.stages.detector1.run`).
 
     Parameters
@@ -86,13 +87,16 @@ def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=Non
     max_memory_mb : float, optional
         Memory budget (``max_memory_mb.detector1``); a larger exposure is
         reduced in chunks with identical products.
+    one_over_f : path-like, optional
+        The 1/f QA table (ECSV) to write beside the products
+        (:func:`webbflow.stages.detector1.one_over_f_table`).
     """
     from webbflow.stages import detector1 as stage
 
     steps, references = _mapping(steps), _mapping(references)
     provenance = _locked(stage_provenance(steps, references=reference_names(references)), crds_lock, references)
     stage.run(uncal, rate, rateints, references, steps, provenance, exp_types=tuple(exp_types),
-              max_memory_mb=max_memory_mb)
+              max_memory_mb=max_memory_mb, one_over_f_path=one_over_f)
 
 
 def image2(rate, cal, steps, references):

@@ -7,6 +7,8 @@ rule detector1:
     output:
         rate=f"{RESULTS}/detector1/{{filter}}/{{exposure}}_{{detector}}_rate.fits",
         rateints=f"{RESULTS}/detector1/{{filter}}/{{exposure}}_{{detector}}_rateints.fits",
+        # QA, not a product: the 1/f per integration and amplifier before and after ROEBA
+        onef=f"{RESULTS}/detector1/{{filter}}/{{exposure}}_{{detector}}_onef.ecsv",
     log:
         f"{RESULTS}/logs/detector1/{{filter}}/{{exposure}}_{{detector}}.log",
     params:

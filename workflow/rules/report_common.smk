@@ -72,13 +72,15 @@ def qa_timeseries_associations_of(mode):
 
 
 def qa_timeseries_inputs(wildcards):
-    """The association's whtlt and trace, its segments' calints and rateints (and the demo's truth)."""
+    """The association's whtlt and trace, its segments' calints, rateints and 1/f tables (and the demo's truth)."""
     exposures = get_exposures()
     members = [exposures[m] for m in association_of(wildcards).members]
     inputs = {"whtlt": tso3_product("whtlt").format(product=wildcards.product),
               "trace": tso3_product("trace").format(product=wildcards.product),
               "calints": [spec2_path(e, "calints") for e in members],
-              "rateints": [product_path(e, "rateints") for e in members]}
+              "rateints": [product_path(e, "rateints") for e in members],
+              # detector1's 1/f QA tables (before and after ROEBA), beside the rateints
+              "onef": [product_path(e, "onef").removesuffix(".fits") + ".ecsv" for e in members]}
     if USE_DEMO and Path(DEMO_TSO_TRUTH).exists():
         inputs["truth"] = DEMO_TSO_TRUTH
         if Path(DEMO_TSO_DRIFT).exists():

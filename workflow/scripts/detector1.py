@@ -12,4 +12,4 @@ from webbflow.workflow import run_job  # noqa: E402
 # so changing it must not re-run finished jobs.
 run_job(sm, "detector1", jobs.detector1, sm.input.uncal, sm.output.rate, sm.output.rateints, sm.params.steps,
         sm.params.reference_paths, exp_types=sm.params.exp_types, crds_lock=sm.input.get("crds_lock"),
-        max_memory_mb=(sm.config.get("max_memory_mb") or {}).get("detector1"))
+        max_memory_mb=(sm.config.get("max_memory_mb") or {}).get("detector1"), one_over_f=sm.output.onef)

@@ -10,4 +10,4 @@ from webbflow.workflow import run_job  # noqa: E402
 
 run_job(sm, "qa_timeseries", jobs.qa_timeseries, sm.input.whtlt, list(sm.input.calints), list(sm.input.rateints),
         sm.output.png, sm.wildcards.product, truth=sm.input.get("truth"), trace=sm.input.get("trace"),
-        drift=sm.input.get("drift"))
+        drift=sm.input.get("drift"), onef=list(sm.input.get("onef") or []))

@@ -326,8 +326,101 @@ def tso_spec(source, columns, *, order, flux_unit, extraction):
     return spec
 
 
+def _blend_table_columns(schema):
+    """Metadata attribute -> HDRTAB column of a datamodel schema: the entries marked ``blend_table``,
+    in the schema's order (jwst's ``model_blender._schemautil.parse_schema``)."""
+    from stdatamodels import schema as dm_schema
+
+    columns = {}
+
+    def callback(subschema, path, _combiner, _ctx, _recurse):
+        if len(path) <= 1 or path[0] != "meta" or "items" in path or subschema.get("properties"):
+            return
+        for combiner in ("anyOf", "oneOf"):
+            if combiner in path:
+                path = path[:path.index(combiner)]
+                break
+        if subschema.get("type") != "array" and subschema.get("blend_table"):
+            columns[".".join(path)] = subschema.get("fits_keyword", ".".join(path))
+
+    dm_schema.walk_schema(schema, callback, None)
+    return columns
+
+
+def member_header(member, *, filename=None, cal_steps=None, ref_files=None, provenance=None, skipped=None,
+                  asn=None):
+    """The metadata one member contributes to a level-3 product's HDRTAB (a row of :func:`header_table`).
+
+    As jwst's tso3 sees it: the member's primary metadata in the product's model
+    (TSOMultiSpecModel), with the steps and references of stage 3 recorded, as in the product itself.
+
+    Parameters
+    ----------
+    member : JWST datamodel
+        The member (calints or crfints) as read.
+    filename : str, optional
+        FILENAME of the row (default ``member.meta.filename``): jwst keeps the calints' name even
+        after outlier_detection made the crfints of it.
+    cal_steps, ref_files, provenance, skipped
+        As for :func:`write_x1dints`.
+    asn : dict, optional
+        ``asn_pool``, ``asn_table``.
+
+    Returns
+    -------
+    dict
+        The flat metadata (``meta.*`` attribute -> value).
+    """
+    from stdatamodels.jwst import datamodels
+
+    with datamodels.TSOMultiSpecModel() as model:
+        model.update(member, only="PRIMARY")
+        model.meta.filename = filename or member.meta.filename
+        _set_steps_and_refs(model, cal_steps, ref_files, provenance,
+                            _SKIPPED_SPEC2 + _SKIPPED_AFTER_CALINTS if skipped is None else skipped)
+        if asn:
+            model.meta.asn.pool_name = asn.get("asn_pool")
+            model.meta.asn.table_name = asn.get("asn_table")
+        return {k: v for k, v in model.to_flat_dict(include_arrays=False).items() if k.startswith("meta.")}
+
+
+def header_table(model, headers):
+    """Attach jwst's HDRTAB to a level-3 ``model``: one row per member, the schema's ``blend_table``
+    keywords that any member has (jwst's ``ModelBlender``; a keyword a member lacks is NaN there).
+
+    Parameters
+    ----------
+    model : JWST datamodel
+        The product (its schema names the columns); gains ``hdrtab``.
+    headers : list of dict
+        :func:`member_header` of each member, in order.
+    """
+    from astropy.io import fits
+    from stdatamodels import fits_support
+
+    missing = object()
+    arrays, dtype = [], []
+    for attr, column in _blend_table_columns(model.schema).items():
+        items = [h.get(attr, missing) for h in headers]
+        if all(i is missing for i in items):
+            continue
+        arrays.append(np.array([np.nan if i is missing else i for i in items]))
+        dtype.append((column, arrays[-1].dtype))
+    table = np.rec.fromarrays(arrays, dtype=dtype)
+
+    def datatype(kind):
+        if "U" in kind:
+            return ["ascii", int(kind[kind.find("U") + 1:])]
+        return "int8" if kind == "bool" else kind  # astropy mangles booleans on write, as jwst notes
+
+    schema = {"title": "Combined header table", "fits_hdu": "HDRTAB",
+              "datatype": [{"name": n, "datatype": datatype(str(table.dtype[n]))} for n in table.dtype.fields]}
+    model.add_schema_entry("hdrtab", schema)
+    model.hdrtab = fits_support.from_fits_hdu(fits.BinTableHDU.from_columns(table), schema)
+
+
 def write_x1dints(path, primary, specs, *, int_times=None, cal_steps=None, ref_files=None, provenance=None,
-                  skipped=None):
+                  skipped=None, members=None):
     """Write spectra as jwst's ``_x1dints`` (TSOMultiSpecModel: INT_TIMES, one EXTRACT1D per segment).
 
     Parameters
@@ -342,6 +435,8 @@ def write_x1dints(path, primary, specs, *, int_times=None, cal_steps=None, ref_f
     cal_steps, ref_files, provenance : dict, optional
     skipped : tuple of str, optional
         jwst steps to record as SKIPPED (default: those of spec2).
+    members : list of dict, optional
+        :func:`member_header` of each member: an HDRTAB with a row each, as jwst's tso3 writes.
 
     Returns
     -------
@@ -356,6 +451,8 @@ def write_x1dints(path, primary, specs, *, int_times=None, cal_steps=None, ref_f
         model.spec.append(spec)
     _set_steps_and_refs(model, cal_steps, ref_files, provenance,
                         _SKIPPED_SPEC2 + _SKIPPED_AFTER_CALINTS if skipped is None else skipped)
+    if members:
+        header_table(model, members)
     try:
         return _save(model, path)
     finally:

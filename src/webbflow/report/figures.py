@@ -196,6 +196,34 @@ def point_to_point_rms(flux):
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2)) if d.size > 2 else float("nan")
 
 
+def _one_over_f_panel(ax, onef, t0):
+    """detector1's 1/f per amplifier before (dashed) and after (solid) ROEBA, same colour per amplifier."""
+    from matplotlib.lines import Line2D
+
+    th = (np.asarray(onef["time"], float) - t0) * 24
+    before, after = np.asarray(onef["before"], float), np.asarray(onef["one_over_f"], float)
+    colours = [f"C{k}" for k in range(before.shape[1])]
+    handles = []
+    for k, amp in enumerate(onef["amplifiers"]):
+        if onef["roeba"]:
+            ax.plot(th, before[:, k], "--", color=colours[k], lw=0.9)
+        ax.plot(th, after[:, k], "-", color=colours[k], lw=1)
+        handles.append(Line2D([], [], color=colours[k], lw=1,
+                              label=f"amp {amp}: {np.nanmedian(before[:, k]):.2f}"
+                                    + (f" \u2192 {np.nanmedian(after[:, k]):.2f}" if onef["roeba"] else "")))
+    if onef["roeba"]:
+        handles += [Line2D([], [], color="0.3", ls="--", lw=0.9, label="before ROEBA"),
+                    Line2D([], [], color="0.3", ls="-", lw=1, label="after")]
+        ax.set_title("1/f per amplifier before and after ROEBA (row-median scatter / white noise)", fontsize=7.5)
+    else:
+        ax.set_title("1/f per amplifier (row-median scatter / white noise);\nROEBA off: before = after, "
+                     "jwst's refpix output", fontsize=7.5)
+    top = np.nanmax(np.r_[before.ravel(), after.ravel(), 1.0])
+    ax.set_ylim(0, 1.5 * top)  # room above the curves for the legend
+    ax.set_ylabel("ratio (medians in the legend)", fontsize=7)
+    ax.legend(handles=handles, fontsize=5.5, frameon=False, ncol=3, loc="upper center")
+
+
 def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title, trace=None):
     """A grism time series at a glance (four panels; six with the trace).
 
@@ -211,7 +239,10 @@ def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title, trace=
         (nx,) wavelength of each column (µm), for the image's x axis.
     per_int : dict
         ``time`` (MJD, one per integration), ``jump`` (fraction of science pixels flagged JUMP_DET)
-        and ``one_over_f`` ((nints, namps) row-to-row scatter over its white-noise expectation).
+        and ``one_over_f`` ((nints, namps) row-to-row scatter over its white-noise expectation);
+        optional ``onef``, detector1's measurement before and after ROEBA: ``time``, ``before``
+        and ``one_over_f`` ((nints, namps) ratios), ``roeba`` (False: the two are one measurement)
+        and ``amplifiers`` (their numbers), drawn instead.
     title : str
     trace : dict, optional
         ``time`` (MJD), ``y`` and ``width`` (rows) of the trace per integration, optional
@@ -256,13 +287,17 @@ def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title, trace=
     jumps.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
     jumps.set_ylabel("%", fontsize=8)
     f = fig.add_axes(box(1, 1))
-    ratio = np.asarray(per_int["one_over_f"], float)
-    for a in range(ratio.shape[1] if ratio.ndim == 2 else 0):
-        f.plot(th, ratio[:, a], "-", lw=1, label=f"output {a + 1}")
+    onef = per_int.get("onef")
+    if onef is None:
+        ratio = np.asarray(per_int["one_over_f"], float)
+        for a in range(ratio.shape[1] if ratio.ndim == 2 else 0):
+            f.plot(th, ratio[:, a], "-", lw=1, label=f"output {a + 1}")
+        f.set_title("1/f left: row-median scatter / white-noise expectation", fontsize=8)
+        f.legend(fontsize=6, frameon=False, ncol=4)
+    else:
+        _one_over_f_panel(f, onef, t0)
     f.axhline(1, color="0.6", lw=0.6)
-    f.set_title("1/f left: row-median scatter / white-noise expectation", fontsize=8)
     f.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
-    f.legend(fontsize=6, frameon=False, ncol=4)
     axes = [ax, img, jumps, f]
     if trace is not None:
         tt = (np.asarray(trace["time"], float) - t0) * 24

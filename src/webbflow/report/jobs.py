@@ -273,7 +273,26 @@ def _baseline(flux):
     return level if level else 1.0
 
 
-def qa_timeseries(whtlt, calints, rateints, png, product=None, truth=None, trace=None, drift=None):
+def _one_over_f_tables(paths, times):
+    """detector1's 1/f QA tables of the segments, on the time axis: ``time`` (nints), ``before`` and
+    ``one_over_f`` (nints, namps: the ratio to white noise before and after ROEBA) and ``roeba``."""
+    from astropy.table import Table, vstack
+
+    tables = [Table.read(p) for p in paths]
+    roeba = all(t.meta.get("roeba", False) for t in tables)
+    table = vstack(tables, metadata_conflicts="silent")
+    ints = np.unique(np.asarray(table["integration"]))
+    amps = np.unique(np.asarray(table["amplifier"]))
+    shape = (ints.size, amps.size)
+    before, after = np.full(shape, np.nan), np.full(shape, np.nan)
+    i = np.searchsorted(ints, table["integration"])
+    a = np.searchsorted(amps, table["amplifier"])
+    before[i, a], after[i, a] = table["ratio_before"], table["ratio_after"]
+    return {"time": np.array([times.get(int(n), np.nan) for n in ints]), "before": before, "one_over_f": after,
+            "roeba": roeba, "amplifiers": amps}
+
+
+def qa_timeseries(whtlt, calints, rateints, png, product=None, truth=None, trace=None, drift=None, onef=None):
     """The QA figure of one time-series association (:func:`webbflow.report.figures.timeseries_panels`).
 
     Parameters
@@ -291,11 +310,16 @@ def qa_timeseries(whtlt, calints, rateints, png, product=None, truth=None, trace
         The association's ``trace.ecsv`` (row and width per integration): two more panels.
     drift : str or Path, optional
         The simulator's ``drift.ecsv`` (``int_mid_MJD_UTC``, ``dy``), drawn beside the measured row.
+    onef : list of str or Path, optional
+        The segments' 1/f QA tables from detector1
+        (:func:`webbflow.stages.detector1.one_over_f_table`): the 1/f panel then shows each
+        amplifier before and after ROEBA.  Without them it shows the 1/f left in the rateints.
 
     Returns
     -------
     dict
-        Numbers shown: ``rms`` (point-to-point, relative), ``jump_fraction`` (mean), ``one_over_f`` (mean ratio).
+        Numbers shown: ``rms`` (point-to-point, relative), ``jump_fraction`` (mean), ``one_over_f`` (mean ratio;
+        after ROEBA) and, with ``onef``, ``one_over_f_before``.
     """
     from astropy.io import fits
     from astropy.table import Table
@@ -314,12 +338,19 @@ def qa_timeseries(whtlt, calints, rateints, png, product=None, truth=None, trace
             warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
             image = np.nanmedian(cube, axis=0)
         wavelength = np.nanmedian(hdul["WAVELENGTH"].data, axis=0)
-    times, jumps, ratios = [], [], []
+    times, jumps, ratios, numbered = [], [], [], {}
+    tables = [p for p in (onef or []) if Path(p).exists()]
     for path in rateints:
         with fits.open(path) as hdul:
             h, sci, dq, err = hdul[0].header, hdul["SCI"].data, hdul["DQ"].data, hdul["ERR"].data
             slices = qa.amplifier_slices(sci.shape[-1], int(h.get("NOUTPUTS", 4) or 4), int(h.get("SUBSTRT1", 1)))
-            times.extend(np.asarray(hdul["INT_TIMES"].data["int_mid_MJD_UTC"], float)[:sci.shape[0]])
+            int_times = hdul["INT_TIMES"].data
+            times.extend(np.asarray(int_times["int_mid_MJD_UTC"], float)[:sci.shape[0]])
+            numbered.update(zip(np.asarray(int_times["integration_number"]).tolist(),
+                                np.asarray(int_times["int_mid_MJD_UTC"], float).tolist()))
+            if tables:  # detector1 measured the 1/f before and after ROEBA: no need to measure it here
+                jumps.extend(qa.flag_fraction(dq[i], dqflags.JUMP_DET) for i in range(sci.shape[0]))
+                continue
             # the trace is static: rows through it differ from the rest in every integration, which
             # is structure, not 1/f; the change from the segment's median image is what 1/f moves
             with warnings.catch_warnings():
@@ -330,6 +361,10 @@ def qa_timeseries(whtlt, calints, rateints, png, product=None, truth=None, trace
                 residual, white = qa.one_over_f_residual(sci[i] - static, dq[i], slices, err[i])
                 ratios.append(np.asarray(residual) / np.asarray(white))
     per_int = {"time": np.asarray(times), "jump": np.asarray(jumps), "one_over_f": np.asarray(ratios)}
+    if tables:
+        per_int["onef"] = _one_over_f_tables(tables, numbered)
+        ratios = per_int["onef"]["one_over_f"]
+        per_int["one_over_f"] = ratios
     rows = None
     if trace is not None and Path(trace).exists():
         tr = Table.read(trace)
@@ -342,6 +377,9 @@ def qa_timeseries(whtlt, calints, rateints, png, product=None, truth=None, trace
     figures.timeseries_panels(png, data, image, wavelength, per_int,
                               product or Path(whtlt).name.removesuffix("_whtlt.ecsv"), trace=rows)
     rms = figures.point_to_point_rms(data["flux"])
-    return {"rms": rms, "jump_fraction": float(np.mean(jumps)) if jumps else float("nan"),
-            "one_over_f": float(np.nanmean(per_int["one_over_f"])) if ratios else float("nan")}
+    numbers = {"rms": rms, "jump_fraction": float(np.mean(jumps)) if jumps else float("nan"),
+               "one_over_f": float(np.nanmean(per_int["one_over_f"])) if len(ratios) else float("nan")}
+    if "onef" in per_int:
+        numbers["one_over_f_before"] = float(np.nanmean(per_int["onef"]["before"]))
+    return numbers
 

@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 import webbflow
 from webbflow.config import DETECTOR1_STEPS, config_digest
 from webbflow.io import read_uncal, write_rate, write_rateints
@@ -24,7 +26,7 @@ from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
 from webbflow.stages import detector1_stream
 
-__all__ = ["STEP_REFTYPES", "iter_steps", "run"]
+__all__ = ["STEP_REFTYPES", "iter_steps", "one_over_f_table", "run", "write_one_over_f"]
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +190,7 @@ def _limit_threads():
         numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
 
 
-def iter_steps(ramp, readout, headers, refs, params):
+def iter_steps(ramp, readout, headers, refs, params, one_over_f=None):
     """Run the detector1 steps in order on ``ramp`` (in place), yielding after each one.
 
     Parameters
@@ -201,6 +203,9 @@ def iter_steps(ramp, readout, headers, refs, params):
         Loaded references (:func:`webbflow.refs.load_references`).
     params : dict
         step -> {parameter: value}; ``skip: true`` skips a step.
+    one_over_f : list, optional
+        Passed to refpix, which appends the 1/f statistic before and after ROEBA
+        (:func:`webbflow.steps.refpix.run`).
 
     Yields
     ------
@@ -229,13 +234,77 @@ def iter_steps(ramp, readout, headers, refs, params):
                 factor = refs["gain"]["gain_factor"]
             status = module.run(result, gain_factor=factor)
         else:
-            status = _call(step, ramp, readout, refs, _step_kwargs(params, step))
+            kwargs = _step_kwargs(params, step)
+            if step == "refpix" and one_over_f is not None:
+                kwargs["one_over_f"] = one_over_f
+            status = _call(step, ramp, readout, refs, kwargs)
         log.info("%-13s %-9s %7.2f s", step, status, time.perf_counter() - t0)
         yield step, status, result
 
 
+ONE_OVER_F_STATISTIC = (
+    "per integration and amplifier output (detector order, 1 = detector columns 0-511): 1.4826 x MAD of the row "
+    "medians of the background pixels (ROEBA's mask) of the integration's least-squares slope over its groups "
+    "(DN/s), after jwst's reference-pixel correction (before) and after ROEBA (after); white_* is what white noise "
+    "alone gives: 1.2533 x the pixels' robust scatter about their row median / sqrt(pixels per row)")
+
+
+def one_over_f_table(records, headers):
+    """The 1/f QA table of an exposure from refpix's records (:func:`webbflow.steps.refpix.run`'s ``one_over_f``).
+
+    Parameters
+    ----------
+    records : list of dict
+        One per refpix call (one for the in-memory stage, one per chunk of integrations streamed).
+    headers : webbflow.io.uncal.UncalHeaders
+        The exposure's headers (FILENAME, INTSTART).
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per integration and amplifier output: ``integration`` (number in the exposure),
+        ``amplifier``, ``before``, ``after``, ``white_before``, ``white_after`` (DN/s),
+        ``ratio_before``, ``ratio_after`` and ``rows``; meta ``roeba`` (False: before and after
+        are the same measurement), ``exposure`` and ``statistic``.  No rows when refpix did not run.
+    """
+    from astropy.table import Table
+
+    start = int(headers.primary.get("INTSTART") or 1)
+    columns = {k: [] for k in ("integration", "amplifier", "before", "after", "white_before", "white_after",
+                               "rows")}
+    for rec in sorted(records, key=lambda r: r["first_integration"]):
+        (before, white_b, rows), (after, white_a, _) = rec["before"], rec["after"]
+        nints, namp = before.shape
+        columns["integration"].append(np.repeat(start + rec["first_integration"] + np.arange(nints), namp))
+        columns["amplifier"].append(np.tile(np.arange(1, namp + 1), nints))
+        for name, values in (("before", before), ("after", after), ("white_before", white_b),
+                             ("white_after", white_a), ("rows", rows)):
+            columns[name].append(values.ravel())
+    table = Table({k: np.concatenate(v) if v else np.zeros(0, np.int64 if k in ("integration", "amplifier", "rows")
+                                                              else np.float64) for k, v in columns.items()})
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table["ratio_before"] = table["before"] / table["white_before"]
+        table["ratio_after"] = table["after"] / table["white_after"]
+    for name in ("before", "after", "white_before", "white_after"):
+        table[name].unit = "DN/s"
+    table.meta.update({"exposure": str(headers.primary.get("FILENAME", "")),
+                       "roeba": bool(records) and all(r["roeba"] for r in records),
+                       "refpix": bool(records), "statistic": ONE_OVER_F_STATISTIC})
+    return table
+
+
+def write_one_over_f(path, records, headers):
+    """Write :func:`one_over_f_table` to ``path`` (ECSV, atomically)."""
+    from webbflow.io.files import atomic_output
+
+    table = one_over_f_table(records, headers)
+    with atomic_output(path) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    return Path(path)
+
+
 def run(uncal_path, rate_path, rateints_path, references, params, provenance=None,
-        exp_types=SUPPORTED_EXP_TYPES, max_memory_mb=None, scratch_dir=None):
+        exp_types=SUPPORTED_EXP_TYPES, max_memory_mb=None, scratch_dir=None, one_over_f_path=None):
     """Reduce one uncal exposure to ``rate`` and ``rateints`` products.
 
     Parameters
@@ -264,6 +333,10 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     scratch_dir : path-like, optional
         Scratch folder for such exposures (default ``$WEBBFLOW_SCRATCH`` or
         the folder of ``rateints_path``).
+    one_over_f_path : str or os.PathLike, optional
+        Also write the 1/f QA table (:func:`one_over_f_table`, ECSV): per
+        integration and amplifier, the 1/f left before and after ROEBA.  The
+        products do not change.
 
     Returns
     -------
@@ -321,15 +394,23 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
         {"steps": params, "references": {t: Path(p).name for t, p in used.items()}}))
     provenance.setdefault("webbflow_version", webbflow.__version__)
     statuses = {}
+    one_over_f = [] if one_over_f_path is not None else None
     if streamed:
         detector1_stream.run(stream, rate_path, rateints_path, refs, params, statuses, provenance, used,
-                             max_bytes, scratch_dir=scratch_dir)
+                             max_bytes, scratch_dir=scratch_dir, one_over_f=one_over_f)
+        if one_over_f is not None:
+            try:
+                write_one_over_f(one_over_f_path, one_over_f, headers)
+            except BaseException:
+                for path in (rate_path, rateints_path):  # products without their QA table are a partial job
+                    Path(path).unlink(missing_ok=True)
+                raise
         log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
                  Path(rate_path).name, Path(rateints_path).name)
         return statuses
 
     result = None
-    for step, status, result in iter_steps(ramp, readout, headers, refs, params):
+    for step, status, result in iter_steps(ramp, readout, headers, refs, params, one_over_f=one_over_f):
         statuses[step] = status
     del ramp  # the 4-D cube is not needed for writing
 
@@ -339,6 +420,8 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
                                      (write_rate, result.rate, rate_path)):
             written.append(writer(path, arrays, headers, cal_steps=statuses, ref_files=used,
                                   provenance=provenance))
+        if one_over_f is not None:
+            written.append(write_one_over_f(one_over_f_path, one_over_f, headers))
     except BaseException:
         for path in written:  # a rate without its rateints is a partial product
             Path(path).unlink(missing_ok=True)

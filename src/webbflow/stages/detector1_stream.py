@@ -250,7 +250,7 @@ def _kwargs(params, step):
     return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
 
 
-def _phase_a(stream, readout, refs, params, call, scratch, chunk):
+def _phase_a(stream, readout, refs, params, call, scratch, chunk, one_over_f=None):
     """Pre-jump steps on chunks of integrations; returns (statuses, pixeldq, dark, max all-DNU groups)."""
     from webbflow.steps import _jump_numba as K
 
@@ -267,6 +267,8 @@ def _phase_a(stream, readout, refs, params, call, scratch, chunk):
                 kwargs = _kwargs(params, step)
                 if step == "refpix":
                     kwargs["first_integration"] = i0
+                    if one_over_f is not None:
+                        kwargs["one_over_f"] = one_over_f
                 with _quiet_steps(i0 > 0):
                     status = call(step, ramp, part, refs, kwargs)
             if statuses.setdefault(step, status) != status:
@@ -359,7 +361,7 @@ def _phase_jump(scratch, readout, refs, pixeldq, params, max_all_dnu, chunk, row
 
 
 def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance, used, max_bytes,
-        scratch_dir=None):
+        scratch_dir=None, one_over_f=None):
     """Run detector1 on ``stream`` in bounded memory and write both products (see the module docstring).
 
     Parameters
@@ -382,6 +384,10 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
         Memory budget of the arrays.
     scratch_dir : path-like, optional
         Where the scratch files go (default ``$WEBBFLOW_SCRATCH`` or the rateints' folder).
+    one_over_f : list, optional
+        Filled by refpix, chunk by chunk, with the 1/f statistic before and after ROEBA
+        (:func:`webbflow.steps.refpix.run`); the background mask is then found from the first
+        integrations even with ROEBA off, as the in-memory stage finds it.
     """
     from webbflow.io.products import RateintsStream, write_rate
     from webbflow.stages.detector1 import _call
@@ -403,11 +409,11 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
     try:
         params = {step: dict(v) for step, v in params.items()}
         rp = params["refpix"]
-        if rp.get("roeba") and not rp.get("skip"):
+        if (rp.get("roeba") or one_over_f is not None) and not rp.get("skip"):
             rp["roeba_mask"] = _roeba_mask(stream, readout, refs, params, _call, cut.ints_per_chunk)
         scratch = _Scratch(tmp, shape, stream.has_zeroframe)
         statuses, pixeldq, dark, max_all_dnu = _phase_a(stream, readout, refs, params, _call, scratch,
-                                                         cut.ints_per_chunk)
+                                                         cut.ints_per_chunk, one_over_f)
         statuses["jump"], gdq = _phase_jump(scratch, readout, refs, pixeldq, params, max_all_dnu,
                                             cut.ints_per_chunk, cut.rows_per_block)
         if (scratch.paths["gdq_b"].exists() and gdq != "gdq_b"):

@@ -25,7 +25,7 @@ from webbflow.config import TSO3_STEPS, config_digest
 from webbflow.io.cal import CalArrays
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_output
-from webbflow.io.spec import tso_spec, write_x1dints
+from webbflow.io.spec import member_header, tso_spec, write_x1dints
 from webbflow.ramp import StepStatus
 from webbflow.steps import extract_1d, outlier_detection, trace, white_light
 
@@ -192,10 +192,13 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
     ex = params["extract_1d"]
     overrides = {k: ex.get(k) for k in ("subtract_background", "bkg_fit", "bkg_order", "smoothing_length")}
     statuses = {"outlier_detection": StepStatus.SKIPPED if od.get("skip") else StepStatus.COMPLETE}
-    specs, series, times, written, first, blend, traces = [], [], [], [], None, [], []
+    specs, series, times, written, first, blend, traces, headers = [], [], [], [], None, [], [], []
+    steps = {"outlier_detection": statuses["outlier_detection"], "extract_1d": StepStatus.COMPLETE}
+    skipped = ("pixel_replace", "adaptive_trace_model")
     try:
         for member, crf_path in zip(members, crfints_paths):
             model, arrays = read_calints(member)
+            member_name = model.meta.filename  # the calints' (HDRTAB), before a crfints is saved from it
             try:
                 if first is None:
                     first = model
@@ -218,6 +221,8 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                     model.meta.cal_step.outlier_detection = "COMPLETE"
                     _save(model, crf_path)
                     written.append(Path(crf_path))
+                else:
+                    model.meta.cal_step.outlier_detection = "SKIPPED"  # as jwst records it (S_OUTLIR)
                 photom_done = model.meta.cal_step.photom == "COMPLETE"
                 order = int(model.meta.wcsinfo.spectral_order or 1)
                 wavelength = np.array(model.wavelength, np.float32)
@@ -243,6 +248,10 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                 series.append(white_light.SpectralSeries(np.asarray(table["MJD-AVG"]), np.asarray(table["TDB-MID"]),
                                                          columns["WAVELENGTH"], columns["FLUX"], flux_unit))
                 times.append(np.asarray(model.int_times))
+                # jwst's HDRTAB row of this member (its extract_1d result's metadata)
+                headers.append(member_header(model, filename=member_name, cal_steps=steps,
+                                             ref_files={"extract1d": references["extract1d"]},
+                                             provenance=provenance, skipped=skipped, asn=asn))
                 if trace_path is not None:
                     cols = (slice(None) if extent.get("xstart") is None
                             else slice(extent["xstart"], extent["xstop"] + 1))
@@ -263,14 +272,13 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
             {"steps": params, "members": [Path(m).name for m in members],
              "references": {"extract1d": Path(references["extract1d"]).name}}))
         provenance.setdefault("webbflow_version", webbflow.__version__)
-        steps = {"outlier_detection": statuses["outlier_detection"], "extract_1d": statuses["extract_1d"]}
         _blend(first, blend)
         if asn:
             first.meta.asn.pool_name = asn.get("asn_pool")
             first.meta.asn.table_name = asn.get("asn_table")
         write_x1dints(x1dints_path, first, specs, int_times=int_times, cal_steps=steps,
                       ref_files={"extract1d": references["extract1d"]}, provenance=provenance,
-                      skipped=("pixel_replace", "adaptive_trace_model"))
+                      skipped=skipped, members=headers)
         written.append(Path(x1dints_path))
 
         wl = params["white_light"]

@@ -392,7 +392,7 @@ class _Corrector:
 
 def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         side_smoothing_length=11, side_gain=1.0, roeba=False, roeba_nsigma=3.0, roeba_grow=2,
-        roeba_min_pixels=16, roeba_mask=None, first_integration=0):
+        roeba_min_pixels=16, roeba_mask=None, first_integration=0, one_over_f=None):
     """Apply the reference-pixel correction to a ramp, in place.
 
     Parameters
@@ -428,6 +428,15 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         long exposure): jwst's side-pixel arithmetic switches from float32 to
         float64 after the exposure's first group, so a later chunk starts in
         float64.
+    one_over_f : list, optional
+        When given, one record (dict) is appended: the 1/f left in every
+        integration's slope before and after ROEBA
+        (:func:`webbflow.steps.roeba.one_over_f_per_integration` on ROEBA's
+        background pixels, which are found even with ``roeba`` off):
+        ``first_integration``, ``roeba``, ``edges`` (detector-frame amplifier
+        columns) and ``before``/``after`` (residual, white, rows).  With
+        ``roeba`` off the two are the same measurement.  The ramp is not
+        changed by it.
 
     Returns
     -------
@@ -454,16 +463,21 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
     corr = _Corrector(pdq_det, roff, coff, four_amp, odd_even_columns, use_side_ref_pixels,
                       side_smoothing_length, side_gain)
     corr.mode64 = corr.use_side and first_integration > 0
+    roeba_kw = {"odd_even": odd_even_columns, "nsigma": roeba_nsigma, "grow": roeba_grow,
+                "min_pixels": roeba_min_pixels, "mask": roeba_mask}
     if is_subarray and corr.n_good_refpix() == 0:
         if roeba:
             log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels: only ROEBA runs",
                         readout.subarray, readout.noutputs)
-            _roeba(ramp, readout, coff, four_amp, odd_even_columns, roeba_nsigma, roeba_grow, roeba_min_pixels,
-                   roeba_mask)
+            _roeba(ramp, readout, coff, four_amp, one_over_f=one_over_f, first_integration=first_integration,
+                   **roeba_kw)
             return StepStatus.COMPLETE
         log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels "
                     "(none flagged REFERENCE_PIXEL without DO_NOT_USE); step skipped",
                     readout.subarray, readout.noutputs)
+        if one_over_f is not None:
+            _roeba(ramp, readout, coff, four_amp, apply=False, one_over_f=one_over_f,
+                   first_integration=first_integration, **roeba_kw)
         return StepStatus.SKIPPED
     log.info("refpix: %s, %d output(s), odd_even_columns=%s, side=%s",
              "subarray" if is_subarray else "full frame", 4 if four_amp else 1,
@@ -481,14 +495,16 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         for i in range(zf.shape[0]):
             corr.correct(zf_det[i])
         zf[unusable] = 0.0
-    if roeba:
-        _roeba(ramp, readout, coff, four_amp, odd_even_columns, roeba_nsigma, roeba_grow, roeba_min_pixels,
-               roeba_mask)
+    if roeba or one_over_f is not None:
+        _roeba(ramp, readout, coff, four_amp, apply=roeba, one_over_f=one_over_f,
+               first_integration=first_integration, **roeba_kw)
     return StepStatus.COMPLETE
 
 
-def _roeba(ramp, readout, coff, four_amp, odd_even, nsigma, grow, min_pixels, mask=None):
-    """The ROEBA stage of :func:`run` (groups and ZEROFRAME, detector frame)."""
+def _roeba(ramp, readout, coff, four_amp, odd_even, nsigma, grow, min_pixels, mask=None, apply=True,
+           one_over_f=None, first_integration=0):
+    """The ROEBA stage of :func:`run` (groups and ZEROFRAME, detector frame), with the 1/f statistic
+    before and after it appended to ``one_over_f`` (a list) when given; ``apply=False`` only measures."""
     from webbflow.steps import roeba
 
     fa, sa = readout.fastaxis, readout.slowaxis
@@ -496,6 +512,14 @@ def _roeba(ramp, readout, coff, four_amp, odd_even, nsigma, grow, min_pixels, ma
         mask = roeba.background_mask(ramp.data, ramp.pixeldq, nsigma=nsigma, grow=grow)
     mask_det = np.ascontiguousarray(to_detector_frame(mask, fa, sa))
     edges = roeba.amplifier_edges(mask_det.shape[1], coff, four_amp)
+    if one_over_f is not None:
+        frames = to_detector_frame(ramp.data, fa, sa)
+        record = {"first_integration": int(first_integration), "roeba": bool(apply), "edges": edges,
+                  "before": roeba.one_over_f_per_integration(frames, mask_det, edges, readout.tgroup, min_pixels)}
+        record["after"] = record["before"]
+        one_over_f.append(record)
+    if not apply:
+        return
     borrowed, skipped = roeba.correct_frames(to_detector_frame(ramp.data, fa, sa), mask_det, edges, odd_even,
                                              min_pixels)
     if ramp.zeroframe is not None:
@@ -505,3 +529,5 @@ def _roeba(ramp, readout, coff, four_amp, odd_even, nsigma, grow, min_pixels, ma
     log.info("refpix: ROEBA on %d amplifier(s), %.1f %% background pixels; of %d amplifier rows %d took the "
              "other amplifiers' stripe and %d stayed uncorrected (too few background pixels)",
              edges.size - 1, 100.0 * mask.mean(), nrows, borrowed, skipped)
+    if one_over_f is not None:
+        record["after"] = roeba.one_over_f_per_integration(frames, mask_det, edges, readout.tgroup, min_pixels)

@@ -30,13 +30,14 @@ integrations of the last minus the first group): pixels above the clipped backgr
 import logging
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from scipy import ndimage
 
 from webbflow import dqflags
 from webbflow.steps.refpix import AMP_WIDTH, DETECTOR_SIZE
 
-__all__ = ["DRAFT_INTS", "amplifier_edges", "background_mask", "correct_frames", "draft_mask"]
+__all__ = ["DRAFT_INTS", "amplifier_edges", "background_mask", "correct_frames", "draft_mask", "one_over_f_per_integration",
+           "row_scatter"]
 
 log = logging.getLogger(__name__)
 
@@ -229,3 +230,111 @@ def correct_frames(frames, mask, edges, odd_even=True, min_pixels=16, keep_zero=
         if not np.shares_memory(work, frame):
             frame[...] = work
     return borrowed, skipped
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _row_medians(image, mask, edges, min_pixels, out):
+    """Per amplifier and row: (median, median |pixel - median|, pixels) of the masked finite pixels
+    into ``out`` (namp, ny, 3); NaN for rows with fewer than ``min_pixels``."""
+    namp = edges.size - 1
+    ny = image.shape[0]
+    for k in prange(namp * ny):
+        a, y = k // ny, k % ny
+        buf = np.empty(edges[a + 1] - edges[a])
+        n = 0
+        for x in range(edges[a], edges[a + 1]):
+            v = image[y, x]
+            if mask[y, x] and v == v:
+                buf[n] = v
+                n += 1
+        out[a, y, 2] = n
+        if n < min_pixels:
+            out[a, y, 0] = out[a, y, 1] = np.nan
+            continue
+        med = np.median(buf[:n])
+        for j in range(n):
+            buf[j] = abs(buf[j] - med)
+        out[a, y, 0] = med
+        out[a, y, 1] = np.median(buf[:n])
+
+
+def row_scatter(image, mask, edges, min_pixels=16):
+    """The 1/f statistic of one detector-frame image, per amplifier: row-median scatter and its white-noise level.
+
+    NIRCam reads each amplifier along detector rows, so 1/f noise shows as offsets from row to row.
+    The row medians of the background pixels scatter by 1.4826 x their MAD; white noise alone would
+    make them scatter by 1.2533 sigma / sqrt(n) (a median of n pixels), with sigma the pixels' own
+    scatter about their row's median (1.4826 x the median over rows of each row's MAD; 1/f, constant
+    along a row, does not reach it).  The ratio
+    is 1 without 1/f and grows with it.
+
+    Parameters
+    ----------
+    image : ndarray, (ny, nx)
+        A detector-frame image (e.g. the slope of an integration).
+    mask : ndarray of bool, (ny, nx)
+        Background pixels (:func:`background_mask`, detector frame).
+    edges : ndarray of int
+        Amplifier column edges (:func:`amplifier_edges`).
+    min_pixels : int
+        Rows with fewer background pixels in an amplifier are left out of it.
+
+    Returns
+    -------
+    residual, white : ndarray, (namp,)
+        The row medians' robust scatter and its white-noise expectation (NaN for an amplifier with
+        fewer than three usable rows), in the image's unit.
+    rows : ndarray of int, (namp,)
+        Rows used per amplifier.
+    """
+    image = np.ascontiguousarray(image, np.float64)
+    mask = np.ascontiguousarray(mask, np.bool_)
+    edges = np.asarray(edges, np.int64)
+    per_row = np.empty((edges.size - 1, image.shape[0], 3))
+    _row_medians(image, mask, edges, int(min_pixels), per_row)
+    residual, white = np.full(edges.size - 1, np.nan), np.full(edges.size - 1, np.nan)
+    rows = np.isfinite(per_row[:, :, 0]).sum(axis=1)
+    for a in np.flatnonzero(rows >= 3):
+        med, mad, n = per_row[a][np.isfinite(per_row[a, :, 0])].T
+        residual[a] = 1.4826 * np.median(np.abs(med - np.median(med)))
+        # sigma from each row's own MAD (about its median, which 1/f, constant along a row, does not reach)
+        white[a] = 1.2533 * 1.4826 * np.median(mad) / np.sqrt(np.median(n))
+    return residual, white, rows
+
+
+def one_over_f_per_integration(frames, mask, edges, tgroup, min_pixels=16):
+    """:func:`row_scatter` of every integration's slope: the 1/f left in a ramp, as the rates will see it.
+
+    The slope is the unweighted least-squares one over the groups (for two groups, their
+    difference), divided by ``tgroup``: DN/s, as the rateints.  It needs one integration at a time,
+    so a long exposure calibrated in chunks of integrations gives the same numbers.
+
+    Parameters
+    ----------
+    frames : ndarray, (nints, ngroups, ny, nx)
+        The ramp in the detector frame (may be a view).
+    mask, edges, min_pixels
+        As for :func:`row_scatter`.
+    tgroup : float
+        Seconds between groups.
+
+    Returns
+    -------
+    residual, white : ndarray, (nints, namp)
+        DN/s; NaN with fewer than two groups (no slope).
+    rows : ndarray of int, (nints, namp)
+    """
+    nints, ngroups = frames.shape[:2]
+    namp = edges.size - 1
+    residual, white = np.full((nints, namp), np.nan), np.full((nints, namp), np.nan)
+    rows = np.zeros((nints, namp), np.int64)
+    if ngroups < 2:
+        return residual, white, rows
+    t = np.arange(ngroups) - (ngroups - 1) / 2.0
+    weights = t / (np.sum(t * t) * tgroup)
+    for i in range(nints):
+        slope = np.zeros(frames.shape[2:])
+        for g in range(ngroups):  # group by group: a float64 copy of the whole integration is not needed
+            slope += weights[g] * frames[i, g]
+        residual[i], white[i], rows[i] = row_scatter(slope, mask, edges, min_pixels)
+    return residual, white, rows
