@@ -14,10 +14,12 @@ from webbflow.io.errors import InputError
 from webbflow.io.uncal import read_uncal_headers
 from webbflow.refs import DETECTOR1_REFTYPES, select_references
 from webbflow.refs.identity import DigestCache, portable_path, reference_identity
+from webbflow.workflow import lock_results_dir
 
 logger = logging.getLogger("webbflow.workflow")
 
 RESULTS = config["results_dir"]
+_RESULTS_LOCK = []  # the open lock file of results_dir (references.smk's onstart), held until the run ends
 UNCAL_DIR = config["inputs"]["uncal_dir"]
 DEMO_DIR = config["demo"]["outdir"]
 DEMO_MANIFEST = f"{DEMO_DIR}/manifest.json"
