@@ -48,6 +48,7 @@ except ConfigError as exc:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/bad_input.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/references.smk"

@@ -28,7 +28,7 @@ import yaml
 from astropy.io import fits
 
 SKIPPED_PARTS = {"logs", "qa", "report"}
-SKIPPED_NAMES = {".snakemake_timestamp"}
+SKIPPED_NAMES = {".snakemake_timestamp", ".webbflow.lock"}
 VOLATILE_CARDS = {"DATE", "CHECKSUM", "DATASUM"}
 TIMESTAMP = re.compile(rb"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?")
 

@@ -1,5 +1,7 @@
 """The exposure table is built from headers (not file names), including real STScI uncal headers."""
 
+from pathlib import Path
+
 import pytest
 
 from webbflow.exposures import exposure_table, rootname
@@ -28,6 +30,28 @@ def test_duplicate_exposure_is_an_error(tmp_path, make):
     make.uncal(tmp_path / "one_uncal.fits", cube)
     make.uncal(tmp_path / "two_uncal.fits", cube)
     with pytest.raises(InputError, match="two_uncal.fits.*same exposure"):
+        exposure_table(tmp_path)
+
+
+def test_bad_files_are_left_out_and_reported_when_asked(tmp_path, make):
+    """errors=[]: each refused file is one InputError in the list and the rest is the table (an
+    incomplete time series: tests/test_tso_stage1.py)."""
+    cube = make.ramp(nints=1, ngroups=2, ny=4, nx=4)
+    make.uncal(tmp_path / "a_uncal.fits", cube, EXPOSURE="1")
+    make.uncal(tmp_path / "b_uncal.fits", cube, EXPOSURE="1")  # duplicate of a
+    make.uncal(tmp_path / "c_uncal.fits", cube, EXPOSURE="3", NGROUPS="two")
+    make.uncal(tmp_path / "d_uncal.fits", cube, EXPOSURE="4")
+    (tmp_path / "e_uncal.fits").write_bytes((tmp_path / "d_uncal.fits").read_bytes()[:200])
+    errors = []
+    table = exposure_table(tmp_path, errors=errors)
+    assert [e.rootname for e in table] == ["jw01234001001_02101_00001_nrca1", "jw01234001001_02101_00004_nrca1"]
+    assert [e.path for e in table] == [str(tmp_path / "a_uncal.fits"), str(tmp_path / "d_uncal.fits")]
+    assert sorted(Path(e.path).name for e in errors) == ["b_uncal.fits", "c_uncal.fits", "e_uncal.fits"]
+    problems = {Path(e.path).name: e.problem for e in errors}
+    assert "same exposure" in problems["b_uncal.fits"] and "NGROUPS='two'" in problems["c_uncal.fits"]
+    assert all("\n" not in str(e) and ". Fix: " in str(e) for e in errors)
+    # without the list, the first refusal is raised (planning's behaviour when no file is good)
+    with pytest.raises(InputError, match="b_uncal.fits.*same exposure"):
         exposure_table(tmp_path)
 
 

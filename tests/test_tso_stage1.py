@@ -4,6 +4,7 @@ jwst-parity of the same segments is in tests/test_parity_tso.py (needs the oracl
 """
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,7 +265,7 @@ def test_tso_grism_mode_in_the_workflow_recommended_and_jwst_lines(tmp_path):
     np.testing.assert_array_equal(mine["whitelight_flux"], ref["whitelight_flux"])
 
 
-def test_a_missing_middle_segment_is_one_error_at_planning(tmp_path):
+def test_a_missing_middle_segment_is_one_error_at_planning(tmp_path, make):
     from webbflow.exposures import exposure_table
 
     base = TSO_SPECS["strip-1out"]
@@ -274,6 +275,14 @@ def test_a_missing_middle_segment_is_one_error_at_planning(tmp_path):
                        r"jw01234001001_02101_00001_nrca1 are missing.*Fix: put "
                        r"jw01234001001_02101_00001-seg002_nrca1_uncal.fits into inputs.uncal_dir"):
         exposure_table(tmp_path / "uncal")
+    # asked for the refusals (planning with other exposures): every present segment is left out and named
+    make.uncal(tmp_path / "uncal" / "other_uncal.fits", make.ramp(nints=1, ngroups=2, ny=4, nx=4), EXPOSURE="7")
+    errors = []
+    assert [e.exposure for e in exposure_table(tmp_path / "uncal", errors=errors)] == ["00007"]
+    assert [Path(e.path).name for e in errors] == [f"jw01234001001_02101_00001-seg00{n}_nrca1_uncal.fits"
+                                                   for n in (1, 3)]
+    assert errors[0].problem == errors[1].problem and "segment(s) [2] of 3" in errors[0].problem
+    (tmp_path / "uncal" / "other_uncal.fits").unlink()
     simulate_exposure(replace(base, segment=(2, 3, 6, 15), nints=5), tmp_path)
     table = exposure_table(tmp_path / "uncal")
     assert [(e.segment, e.segments) for e in table] == [(1, 3), (2, 3), (3, 3)]

@@ -151,11 +151,25 @@ def test_schema_defaults_are_jwst_defaults_and_described():
     ({"steps": {"refpix": {"skip": "yes"}}}, "steps.refpix.skip"),
     ({"inputs": {"on_unsupported": "ignore"}}, "inputs.on_unsupported"),
     ({"overrides": {"flatt": "x.fits"}}, "overrides.flatt"),  # flat is a type; flatt is not
+    ({"steps": {"jump": {"rejection_threshold": float("nan")}}}, "steps.jump.rejection_threshold"),
+    ({"steps": {"jump": {"max_jump_to_flag_neighbors": float("inf")}}}, "steps.jump.max_jump_to_flag_neighbors"),
+    ({"max_memory_mb": {"detector1": float("-inf")}}, "max_memory_mb.detector1"),
 ])
 def test_validation_names_the_key(config, key):
     with pytest.raises(ConfigError, match=rf"^config key {key}: "):
         validate_config(config, SCHEMA)
     validate_config({"steps": {"jump": {"rejection_threshold": 5}}}, SCHEMA)  # valid: no error
+
+
+def test_non_finite_numbers_are_refused_as_yaml_writes_them(tmp_path):
+    """``.nan`` / ``.inf`` (YAML floats) are not numbers a threshold may take: one line naming the key."""
+    config = yaml.safe_load("steps:\n  jump:\n    rejection_threshold: .nan\n")
+    with pytest.raises(ConfigError, match=r"^config key steps\.jump\.rejection_threshold: nan is not a finite "
+                       r"number\. Fix: "):
+        validate_config(config, SCHEMA)
+    config = yaml.safe_load("steps:\n  jump:\n    rejection_threshold: .inf\n")
+    with pytest.raises(ConfigError, match=r"rejection_threshold: inf is not a finite number"):
+        validate_config(config, SCHEMA)
 
 
 def test_tso_grism_preset_recommends_roeba_and_jwst_line_drops_it():

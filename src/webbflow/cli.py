@@ -1,6 +1,7 @@
 """The ``webbflow`` command line."""
 
 import argparse
+import signal
 import sys
 
 
@@ -56,6 +57,24 @@ def main(argv=None):
     dl.add_argument("--retries", type=int, default=3)
 
     args = parser.parse_args(argv)
+    # SIGTERM/SIGHUP (kill, a closed terminal, a batch system's time limit) unwind like Ctrl-C does,
+    # so the writers remove their temporary files and a finished half of a pair (rateints without
+    # its rate); by default they end the process on the spot.  Only SIGKILL cannot be caught.
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return _command(args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _terminate(signum, frame):
+    """Signal handler: exit by raising SystemExit (status 128 + signal), running every cleanup."""
+    raise SystemExit(128 + signum)
+
+
+def _command(args):
+    """Run the parsed command."""
     if args.command == "detector1":
         return _detector1(args)
     if args.command == "crds":

@@ -13,6 +13,7 @@ lowest precedence first: schema defaults < mode preset < the user's ``steps``
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -365,6 +366,18 @@ def _error_key(error):
     return ".".join(path) or "<top level>"
 
 
+def _finite_validator():
+    """Draft 2020-12 with ``number`` meaning a finite number: YAML's ``.nan`` and ``.inf`` are floats,
+    and a NaN threshold compares false with everything (a step that silently does nothing)."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "number", lambda checker, value: (base.TYPE_CHECKER.is_type(value, "number")
+                                          and not (isinstance(value, float) and not math.isfinite(value))))
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
 def validate_config(config, schema, source=None):
     """Check ``config`` against a JSON schema, naming the offending key.
 
@@ -385,17 +398,18 @@ def validate_config(config, schema, source=None):
         'high' is not of type 'number'`` or ``config/modes/imaging.yaml: key
         steps.image3.tweakreg.minobjj: Additional properties are not allowed ...``.
     """
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(_load_schema(schema))
+    validator = _finite_validator()(_load_schema(schema))
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         error = errors[0]
         key = _error_key(error)
+        message = error.message
+        if error.validator == "type" and isinstance(error.instance, float) and not math.isfinite(error.instance):
+            message = f"{error.instance} is not a finite number"
         if source is None:
             where = "your config file"
             schema_name = Path(schema).name if not isinstance(schema, dict) else "schema.yaml"
-            raise ConfigError(f"config key {key}: {error.message}. Fix: correct it in {where} "
+            raise ConfigError(f"config key {key}: {message}. Fix: correct it in {where} "
                               f"(see {schema_name} for the allowed values)")
-        raise ConfigError(f"{source}: key {key}: {error.message}. Fix: correct it in {source} (stages and "
+        raise ConfigError(f"{source}: key {key}: {message}. Fix: correct it in {source} (stages and "
                           f"steps are listed in webbflow.config.STAGES, step parameters in config/schema.yaml)")

@@ -25,12 +25,13 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from webbflow.io.errors import InputError
 from webbflow.io.files import atomic_write_text
 
-__all__ = ["INSTALLING", "PIECES", "STAMP", "demo_problem", "write_demo"]
+__all__ = ["INSTALLING", "PAUSE_AFTER", "PIECES", "STAMP", "demo_problem", "write_demo"]
 
 log = logging.getLogger("webbflow.demo")
 
@@ -106,11 +107,34 @@ def _read_stamp(uncal_dir):
         return {}
 
 
+PAUSE_AFTER = "WEBBFLOW_DEMO_PAUSE_AFTER"
+"""Fault injection: with this environment variable set to N, the demo simulation stops after N uncal
+files, writes ``<tmp>/.paused`` and waits (at most 10 min) for a signal, so that a test's interruption
+always lands mid-simulation however loaded the machine is."""
+
+
+def _pause_hook(tmp):
+    """The ``after_each`` hook of the simulation: the :data:`PAUSE_AFTER` pause, or None when unset."""
+    after = os.environ.get(PAUSE_AFTER)
+    if not after:
+        return None
+
+    def pause(paths):
+        if len(paths) == int(after):
+            log.warning("%s=%s: paused after %d uncal files until interrupted", PAUSE_AFTER, after, len(paths))
+            (tmp / ".paused").write_text(f"{len(paths)}\n")
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                time.sleep(0.2)  # a signal interrupts this (SIGINT: KeyboardInterrupt)
+
+    return pause
+
+
 def _simulate(tmp, preset, seed):
     """Write the demo into ``tmp``; return its record (the manifest's content)."""
     from webbflow.simulate import run_preset
 
-    paths = run_preset(preset, tmp, seed=seed)
+    paths = run_preset(preset, tmp, seed=seed, after_each=_pause_hook(tmp))
     # The demo's references are selected through crds from a local cache (no server): build it from the
     # reference files' headers (a new type written into refs/ is picked up automatically).
     crds_context = None

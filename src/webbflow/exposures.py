@@ -134,7 +134,7 @@ def exposure_from_header(header, path):
     )
 
 
-def exposure_table(uncal_dir, pattern="*_uncal.fits"):
+def exposure_table(uncal_dir, pattern="*_uncal.fits", errors=None):
     """Exposure table of every uncal file in a folder.
 
     Parameters
@@ -143,6 +143,12 @@ def exposure_table(uncal_dir, pattern="*_uncal.fits"):
         Folder of ``*_uncal.fits`` files (not searched recursively).
     pattern : str
         Glob for the files.
+    errors : list, optional
+        When given, a file that would raise :class:`InputError` (below) is left
+        out of the table and its error appended here instead, one per file
+        (the later file of a duplicate pair; every present segment of an
+        incomplete time series), so that the rest of a program can be reduced.
+        A missing folder still raises.
 
     Returns
     -------
@@ -156,27 +162,44 @@ def exposure_table(uncal_dir, pattern="*_uncal.fits"):
         keyword a step depends on is missing, invalid or inconsistent with
         the data (:func:`webbflow.io.uncal.validate_headers`), or two files
         describe the same exposure and detector, or a segmented exposure lacks
-        some of its EXSEGTOT segments.  The message names the file, the
-        keyword and the fix.
+        some of its EXSEGTOT segments (unless ``errors`` is given).  The
+        message names the file, the keyword and the fix.
     """
     folder = Path(uncal_dir)
     if not folder.is_dir():
         raise InputError(folder, "input folder not found", "set inputs.uncal_dir to the folder of *_uncal.fits files")
+
+    def refuse(exc):
+        if errors is None:
+            raise exc
+        errors.append(exc)
+
     rows = {}
     for path in sorted(folder.glob(pattern)):
-        # every keyword a step depends on, before any job is planned for the exposure
-        headers = read_uncal_headers(path, validate=True)
-        exposure = exposure_from_header(headers.primary, path)
-        if exposure.rootname in rows:
-            raise InputError(path, f"same exposure ({exposure.rootname}) as {rows[exposure.rootname].path}",
-                             "keep only one copy in inputs.uncal_dir")
+        try:
+            # every keyword a step depends on, before any job is planned for the exposure
+            headers = read_uncal_headers(path, validate=True)
+            exposure = exposure_from_header(headers.primary, path)
+            if exposure.rootname in rows:
+                raise InputError(path, f"same exposure ({exposure.rootname}) as {rows[exposure.rootname].path}",
+                                 "keep only one copy in inputs.uncal_dir")
+        except InputError as exc:
+            refuse(exc)
+            continue
         rows[exposure.rootname] = exposure
-    _check_segments_complete(rows.values())
+    for exc, series in _incomplete_series(rows.values()):
+        for segment in series:
+            # a light curve with a gap is not reduced: none of the series' segments
+            del rows[segment.rootname]
+            refuse(exc if segment.path == exc.path else InputError(segment.path, exc.problem, exc.fix))
     return [rows[k] for k in sorted(rows)]
 
 
-def _check_segments_complete(exposures):
-    """Every segment 1..EXSEGTOT of a time series is present: a gap would pass unnoticed into tso3."""
+def _incomplete_series(exposures):
+    """Every segment 1..EXSEGTOT of a time series is present: a gap would pass unnoticed into tso3.
+
+    Yields ``(InputError naming the first present segment, the present segments)`` per incomplete series.
+    """
     series = {}
     for e in exposures:
         if e.segment:
@@ -189,7 +212,8 @@ def _check_segments_complete(exposures):
             first = min(segs, key=lambda s: s.segment)
             names = ", ".join(f"{first.rootname.replace(f'-seg{first.segment:03d}', f'-seg{n:03d}')}_uncal.fits"
                               for n in missing[:3])
-            raise InputError(first.path, f"segment(s) {missing} of {total} of the time series {key} are missing "
-                             "(EXSEGTOT): its light curve would have a gap",
-                             f"put {names} into inputs.uncal_dir (download from MAST) or remove the "
-                             "other segments")
+            yield (InputError(first.path, f"segment(s) {missing} of {total} of the time series {key} are missing "
+                              "(EXSEGTOT): its light curve would have a gap",
+                              f"put {names} into inputs.uncal_dir (download from MAST) or remove the "
+                              "other segments"),
+                   sorted(segs, key=lambda s: s.segment))

@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["crds_prefetch", "demo", "detector1", "download", "image2", "image3", "image3_asn",
+__all__ = ["bad_input", "crds_prefetch", "demo", "detector1", "download", "image2", "image3", "image3_asn",
            "lightcurves", "reference_names", "spec2", "stage_provenance", "tso3"]
 
 
@@ -299,6 +299,20 @@ def download(settings, uncal_dir, manifest):
     atomic_write_text(manifest, json.dumps({"program": str(cfg["program"]),
                                             "files": [p.as_dict() for p in products]}, indent=1))
     log.info("downloaded %d files into %s", len(products), outdir)
+
+
+def bad_input(path, problem, fix):
+    """The job of a file the planning refused: fail with its one line (the rest of the run goes on
+    under keep-going).
+
+    Raises
+    ------
+    InputError
+        Always: ``<path>: <problem>. Fix: <fix>``.
+    """
+    from webbflow.io.errors import InputError
+
+    raise InputError(path, problem, fix)
 
 
 def crds_prefetch(uncals, reftypes, cache, context, server_url, lock, overrides=None):

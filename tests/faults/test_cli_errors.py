@@ -110,3 +110,29 @@ def test_detector1_reference_truncated(tmp_path, uncal, make, ext, into):
     proc = cli("detector1", uncal, tmp_path / "out", "--refs-dir", dark.parent)
     one_error_line(proc, f"webbflow detector1: {dark}: dark reference")
     assert not list(tmp_path.glob("out/*.fits"))
+
+
+def test_detector1_terminated_mid_write_leaves_nothing(tmp_path, uncal, make, monkeypatch):
+    """SIGTERM (kill, a batch time limit) while the rate is being written, after the rateints: the CLI
+    unwinds as for Ctrl-C (exit 143), so neither the temporary folder nor the rateints alone is left."""
+    import signal
+    import time
+
+    from webbflow import cli as webbflow_cli
+    from webbflow.io.files import atomic_output
+    from webbflow.stages import detector1
+
+    def write_rate_killed(path, *args, **kwargs):
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(b"half a product")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here
+
+    monkeypatch.setattr(detector1, "write_rate", write_rate_killed)
+    refs = make.reference_set(tmp_path / "refs")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_:
+        webbflow_cli.main(["detector1", str(uncal), str(tmp_path / "out"), "--refs-dir", str(refs["mask"].parent)])
+    assert exit_.value.code == 128 + signal.SIGTERM
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # no .part folder, no rateints
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the CLI's only while it runs

@@ -2,7 +2,7 @@
 
 The writer (:func:`webbflow.demo.write_demo`) is tested with injected failures; the workflow is
 interrupted for real (SIGINT to the process group, as Ctrl-C does, and SIGKILL of the whole group)
-while the simulator is writing, and the next plain ``snakemake`` run must complete with the 16
+while the simulator is writing (paused there by ``WEBBFLOW_DEMO_PAUSE_AFTER``), and the next plain ``snakemake`` run must complete with the 16
 exposures reduced exactly as in an uninterrupted run.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from webbflow.demo import INSTALLING, STAMP, demo_problem, write_demo
+from webbflow.demo import INSTALLING, PAUSE_AFTER, STAMP, demo_problem, write_demo
 from webbflow.io.errors import InputError
 
 pytestmark = pytest.mark.faults
@@ -134,20 +134,25 @@ def _snakemake(workdir, *args, **kwargs):
     return subprocess.run(cmd, capture_output=True, text=True, **kwargs)
 
 
-def _interrupt(workdir, sig, n_files=3, timeout=180):
+def _interrupt(workdir, sig, n_files=3, timeout=300):
     """Start the demo's stage1 run; once the simulator has written ``n_files`` uncal files into its
-    temporary folder, send ``sig`` to the whole process group.  Returns the run's exit status."""
+    temporary folder, send ``sig`` to the whole process group.  Returns the run's exit status.
+
+    The simulator pauses there (``WEBBFLOW_DEMO_PAUSE_AFTER``) until the signal comes, so the signal
+    lands mid-simulation however slow or fast the machine is."""
     workdir.mkdir()
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
            "stage1"]
+    env = {**os.environ, PAUSE_AFTER: str(n_files)}
     with open(workdir.parent / f"{workdir.name}.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         start = time.monotonic()
         try:
-            while len(list(workdir.glob("demo/.demo.*.part/uncal/*_uncal.fits"))) < n_files:
+            while not list(workdir.glob("demo/.demo.*.part/.paused")):
                 assert proc.poll() is None, (workdir.parent / f"{workdir.name}.log").read_text()[-3000:]
-                assert time.monotonic() - start < timeout, "the simulator wrote no uncal files"
+                assert time.monotonic() - start < timeout, f"the simulator did not write {n_files} uncal files"
                 time.sleep(0.1)
+            assert len(list(workdir.glob("demo/.demo.*.part/uncal/*_uncal.fits"))) == n_files
             assert not (workdir / "demo" / "uncal").exists()  # nothing in place mid-simulation
             os.killpg(proc.pid, sig)
             return proc.wait(timeout=120)

@@ -14,10 +14,12 @@ from webbflow.io.errors import InputError
 from webbflow.io.uncal import read_uncal_headers
 from webbflow.refs import DETECTOR1_REFTYPES, select_references
 from webbflow.refs.identity import DigestCache, portable_path, reference_identity
+from webbflow.workflow import lock_results_dir
 
 logger = logging.getLogger("webbflow.workflow")
 
 RESULTS = config["results_dir"]
+_RESULTS_LOCK = []  # the open lock file of results_dir (references.smk's onstart), held until the run ends
 UNCAL_DIR = config["inputs"]["uncal_dir"]
 DEMO_DIR = config["demo"]["outdir"]
 DEMO_MANIFEST = f"{DEMO_DIR}/manifest.json"
@@ -67,6 +69,80 @@ def _supported(table):
     return kept
 
 
+# --- Bad inputs (issue 12 item 7) ----------------------------------------------------------------------
+# A file the exposure table refuses (unreadable header, a bad keyword, a duplicate, a segment of an
+# incomplete series) or, in CRDS mode, an exposure crds has no reference for, is left out of the plan
+# and becomes a target of its own: rule bad_input fails with its one line.  So a run with keep-going
+# (the workflow profile sets it) reduces everything else and exits non-zero naming each file; without
+# it the run stops at the first such job.  (The choice is snakemake's: its execution settings do not
+# exist yet while this file is parsed.)  Only when no good exposure is left does planning itself stop.
+BAD_INPUTS = {}  # uncal file name -> InputError
+
+
+def refuse_input(exc):
+    """Leave ``exc``'s file out of the plan: log its one line once and add its bad_input target."""
+    name = Path(exc.path).name
+    if name not in BAD_INPUTS:
+        logger.error("webbflow: skipping bad input %s", exc)
+    BAD_INPUTS[name] = exc
+
+
+def bad_input_targets():
+    """The bad_input jobs' outputs (never written: each job fails with its file's line)."""
+    return [f"{RESULTS}/bad_input/{name}" for name in sorted(BAD_INPUTS)]
+
+
+def bad_input_summary():
+    """onerror: the files skipped and why, once more at the end of the run's log."""
+    if BAD_INPUTS:
+        logger.error("webbflow: %d bad input file(s) skipped, nothing made from them:\n%s", len(BAD_INPUTS),
+                     "\n".join(f"  {exc}" for _, exc in sorted(BAD_INPUTS.items())))
+
+
+def _read_table():
+    """The exposure table of inputs.uncal_dir, bad files left out (refused); planning stops only when
+    no file is good."""
+    errors = []
+    table = exposure_table(UNCAL_DIR, errors=errors)
+    if errors and not table:
+        for exc in errors[1:]:
+            logger.error("webbflow: %s", exc)
+        raise errors[0]
+    for exc in errors:
+        refuse_input(exc)
+    return _supported(table)
+
+
+# root name -> reftype -> path crds chose for the exposure (exposure_reftypes), from the screening below.
+_CRDS_CHOICE = {}
+
+
+def _screen_crds(table):
+    """CRDS mode: an exposure for which crds has no reference of a type the run asks it for is a bad
+    input too (its one line names the type, the context and the fixes); the others are reduced.
+
+    Every exposure needs all of its mode's types (exposure_reftypes; the lockfile locks them all), so
+    this is checked once per exposure when the table is read; with no cache configured crds is never consulted.
+    """
+    from webbflow.refs.crds_select import MissingReferenceError
+
+    if not USE_CRDS or not CRDS_CACHE or not crds_types(CRDS_REFTYPES):
+        return
+    missing = []
+    for root, exposure in list(table.items()):
+        if root in _CRDS_CHOICE:
+            continue
+        try:
+            _CRDS_CHOICE[root] = crds_references(exposure, exposure_reftypes(exposure))
+        except MissingReferenceError as exc:
+            missing.append(exc)
+            del table[root]
+    if missing and not table:
+        raise missing[0]  # nothing could be reduced: planning stops with the first line
+    for exc in missing:
+        refuse_input(exc)
+
+
 def _demo_checked():
     """The demo's uncal folder is trusted only when complete: its manifest lists exactly the files present.
 
@@ -93,13 +169,13 @@ def _parse_time_table():
     """The table when the inputs already exist (for tight wildcard constraints)."""
     if USE_DEMO:
         # A demo being written (or interrupted) is not read here; get_exposures reads it after the checkpoint.
-        return _supported(exposure_table(UNCAL_DIR)) if _demo_checked() else {}
+        return _read_table() if _demo_checked() else {}
     if Path(UNCAL_DIR).is_dir():
         if not USE_MAST and not any(Path(UNCAL_DIR).glob("*_uncal.fits")):
             raise InputError(UNCAL_DIR, "no *_uncal.fits files in this folder, so nothing would be reduced",
                              "put the exposures there, set inputs.uncal_dir to their folder, or delete "
                              "the inputs.uncal_dir line to reduce the demo")
-        return _supported(exposure_table(UNCAL_DIR))
+        return _read_table()
     if not USE_DEMO and not USE_MAST:
         raise InputError(UNCAL_DIR, "input folder not found", "set inputs.uncal_dir to the folder of *_uncal.fits files")
     return {}
@@ -116,11 +192,12 @@ def get_exposures():
         if _DEMO_READ.get("manifest") != Path(DEMO_MANIFEST).read_text() and _demo_checked():
             # the demo was just written: read its headers now
             _TABLE.clear()
-            _TABLE.update(_supported(exposure_table(UNCAL_DIR)))
+            _TABLE.update(_read_table())
     if USE_MAST:
         checkpoints.download.get()  # the table is built after the download
-        if not _TABLE or len(_TABLE) < len(list(Path(UNCAL_DIR).glob("*_uncal.fits"))):
-            _TABLE.update(_supported(exposure_table(UNCAL_DIR)))
+        if not _TABLE or len(_TABLE) + len(BAD_INPUTS) < len(list(Path(UNCAL_DIR).glob("*_uncal.fits"))):
+            _TABLE.update(_read_table())
+    _screen_crds(_TABLE)
     return _TABLE
 
 
@@ -159,9 +236,10 @@ def products_of(target):
     belongs to ``target`` (``stage1``..``stage3``; None: every stage, rule ``all``)."""
 
     def products(wildcards):
-        return [path for stage, paths in STAGE_PRODUCTS.items()
-                if target is None or STAGES[stage].target == target
-                for path in paths(stage_exposures(stage))]
+        paths = [path for stage, paths in STAGE_PRODUCTS.items()
+                 if target is None or STAGES[stage].target == target
+                 for path in paths(stage_exposures(stage))]
+        return paths + bad_input_targets()  # known once the table is read
 
     return products
 
@@ -310,7 +388,8 @@ def crds_relock():
 
     exposures = get_exposures()
     reftypes = {root: exposure_reftypes(e) for root, e in exposures.items()}
-    planned = {root: {t: (Path(p).name if p else None) for t, p in crds_references(e, reftypes[root]).items()}
+    planned = {root: {t: (Path(p).name if p else None)
+                      for t, p in (_CRDS_CHOICE.get(root) or crds_references(e, reftypes[root])).items()}
                for root, e in exposures.items()}
     if Path(CRDS_LOCK).exists():
         lock = read_lockfile(CRDS_LOCK)

@@ -163,8 +163,12 @@ def crds_parameters(primary):
             return dict(model.get_crds_parameters())
 
 
+class MissingReferenceError(ReferenceFileError):
+    """crds has no reference of a type for one exposure (in this context and cache)."""
+
+
 def _missing_error(source, reftype, detail, setup, context):
-    return ReferenceFileError(
+    return MissingReferenceError(
         source, f"no {reftype} reference in CRDS context {context} ({detail})",
         f"add it to the CRDS cache {setup.cache} (webbflow crds build), give a file with "
         f"overrides.{reftype}, choose another crds.context, configure crds.server_url, or set "
@@ -198,7 +202,7 @@ def best_references(parameters, reftypes, setup, context, fetch=False, source="e
 
     Raises
     ------
-    ReferenceFileError
+    MissingReferenceError
         When a type has no match (names the type, the context and the fixes).
     """
     import crds

@@ -226,7 +226,7 @@ def preset_specs(preset, seed=None):
     return PRESETS[preset](default if seed is None else int(seed))
 
 
-def run_preset(preset, outdir, seed=None):
+def run_preset(preset, outdir, seed=None, after_each=None):
     """Simulate every exposure of ``preset`` into ``outdir``.
 
     Parameters
@@ -236,6 +236,9 @@ def run_preset(preset, outdir, seed=None):
     outdir : path-like
     seed : int, optional
         Master seed (default: the preset's own, so runs are reproducible).
+    after_each : callable, optional
+        Called with the list of uncal files written so far after each exposure (see
+        :func:`run_specs`).
 
     Returns
     -------
@@ -250,16 +253,19 @@ def run_preset(preset, outdir, seed=None):
     (``demo-tso-imaging``, ``tso-imaging-lw``) their stage-2 imaging references for NRC_TSIMAGE
     (:func:`webbflow.simulate.tso_image.write_tso_image_references`) and ``truth/{transit,centroid,star}.ecsv``.
     """
-    return run_specs(preset_specs(preset, seed), outdir)
+    return run_specs(preset_specs(preset, seed), outdir, after_each=after_each)
 
 
-def run_specs(specs, outdir):
+def run_specs(specs, outdir, after_each=None):
     """Simulate ``specs`` (a preset's exposures) into ``outdir``, with the preset's extra products.
 
     Parameters
     ----------
     specs : list of ExposureSpec
     outdir : path-like
+    after_each : callable, optional
+        ``after_each(paths)`` with the uncal files written so far, after each exposure (the demo's
+        progress hook; tests interrupt the simulation there).
 
     Returns
     -------
@@ -272,7 +278,11 @@ def run_specs(specs, outdir):
         raise ValueError("a preset holds one time series (its truth/ tables describe one exposure)")
     # Dark references long enough for the longest exposure of each detector.
     need = max(exposure_timing(s)["frames_read"] for s in specs)
-    paths = [simulate_exposure(s, Path(outdir), n_dark_frames=need) for s in specs]
+    paths = []
+    for spec in specs:
+        paths.append(simulate_exposure(spec, Path(outdir), n_dark_frames=need))
+        if after_each is not None:
+            after_each(list(paths))
     sky = [s for s in specs if s.scene == "sky"]
     if sky:
         write_pointing_truth(outdir, [pointing_truth(s) for s in sky])

@@ -1,0 +1,132 @@
+"""One bad exposure does not stop a survey (issue 12 item 7).
+
+A program of two good simulated exposures (CRDS mode, a local cache built from their references)
+plus one file of each kind the planning refuses: an unreadable header, a missing DETECTOR, a
+non-numeric NGROUPS, a duplicate of a good exposure, and an exposure crds has no reference for.
+With keep-going (the workflow profile's default) the good exposures are reduced exactly as in a
+run without the bad files, the exit status is non-zero, and each bad file is named with one
+message (file, problem, fix), no traceback; nothing is written for it.
+"""
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+pytestmark = [pytest.mark.faults, pytest.mark.workflow]
+
+REPO = Path(__file__).resolve().parents[2]
+CONTEXT = "jwst_9000.pmap"
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    """Two good NRCA1 exposures, their references in a local CRDS cache, and five bad files."""
+    from webbflow.refs.crds_cache import build_cache
+    from webbflow.simulate.exposure import simulate_exposure
+    from webbflow.simulate.presets import preset_specs
+
+    root = tmp_path_factory.mktemp("keep_going")
+    sim = root / "sim"
+    specs = [s for s in preset_specs("demo-imaging") if s.detector == "NRCA1" and s.filter == "F150W"][:2]
+    good = [simulate_exposure(spec, sim) for spec in specs]
+    build_cache(sim / "refs", root / "crds_cache", context=CONTEXT)
+    clean, mixed = root / "clean_uncal", root / "uncal"
+    clean.mkdir()
+    mixed.mkdir()
+    for path in good:
+        shutil.copy(path, clean / path.name)
+        shutil.copy(path, mixed / path.name)
+
+    def variant(name, **cards):
+        """A copy of the first good exposure as another exposure number, with ``cards`` changed
+        (None: deleted)."""
+        path = mixed / name
+        shutil.copy(good[0], path)
+        with fits.open(path, mode="update") as hdul:
+            for key, value in cards.items():
+                if value is None:
+                    del hdul[0].header[key]
+                else:
+                    hdul[0].header[key] = value
+        return path
+
+    bad = {
+        "corrupt": mixed / "jw01234001001_02101_00091_nrca1_uncal.fits",
+        "DETECTOR": variant("jw01234001001_02101_00092_nrca1_uncal.fits", EXPOSURE="92", DETECTOR=None),
+        "NGROUPS": variant("jw01234001001_02101_00093_nrca1_uncal.fits", EXPOSURE="93", NGROUPS="six"),
+        # sorts after the original, which is the copy kept
+        "same exposure": mixed / f"zz_{good[0].name}",
+        # crds has only NRCA1 references
+        "no mask reference": variant("jw01234001001_02101_00095_nrca2_uncal.fits", EXPOSURE="95", DETECTOR="NRCA2"),
+    }
+    bad["corrupt"].write_bytes(good[1].read_bytes()[:100])  # cut inside the primary header
+    shutil.copy(good[0], bad["same exposure"])
+    return {"root": root, "clean": clean, "mixed": mixed, "good": [p.name for p in good], "bad": bad}
+
+
+def _run(program, name, uncal_dir, *args, cores=2):
+    work = program["root"] / name
+    work.mkdir()
+    config = work / "config.yaml"
+    config.write_text(f"inputs:\n  uncal_dir: {uncal_dir}\ncrds:\n  cache: {program['root'] / 'crds_cache'}\n"
+                      f"  context: {CONTEXT}\n")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", str(cores),
+           "stage1", *args, "--configfile", str(config)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return work, proc.returncode, proc.stdout + proc.stderr
+
+
+def _compare():
+    spec = importlib.util.spec_from_file_location("compare_products", REPO / "benchmarks" / "compare_products.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.compare
+
+
+@pytest.mark.slow
+def test_bad_exposures_are_skipped_and_named(program):
+    # one job at a time: two jobs failing at once may interleave their lines on the shared stderr
+    work, status, output = _run(program, "mixed", program["mixed"], "--keep-going", cores=1)
+    assert status != 0 and "Traceback" not in output, output[-3000:]
+    for keyword, path in program["bad"].items():
+        # every line naming the file carries the same one message: file, problem, fix
+        messages = {line[line.index(str(path)):] for line in output.splitlines() if str(path) in line}
+        assert len(messages) == 1, (keyword, messages, output[-3000:])
+        (message,) = messages
+        assert keyword in message and ". Fix: " in message, message
+    assert f"{len(program['bad'])} bad input file(s) skipped" in output, output[-3000:]
+
+    # the good exposures, exactly as reduced without the bad files; nothing for a bad one
+    clean, status, clean_output = _run(program, "clean", program["clean"])
+    assert status == 0 and "bad input" not in clean_output, clean_output[-3000:]
+    products = sorted(p.name for p in (work / "results" / "detector1").rglob("*.fits"))
+    assert products == sorted(n.replace("_uncal", f"_{s}") for n in program["good"] for s in ("rate", "rateints"))
+    problems, n = _compare()(work / "results" / "detector1", clean / "results" / "detector1")
+    assert not problems and n == 4, problems[:5]
+    assert not (work / "results" / "bad_input").exists() or not any((work / "results" / "bad_input").iterdir())
+
+
+def test_dry_run_plans_them_and_no_keep_going_stops(program):
+    """A dry run plans the good work and one bad_input job per bad file; without keep-going the run
+    stops at a bad file's job, with its line."""
+    work = program["root"] / "dry"
+    work.mkdir()
+    config = work / "config.yaml"
+    config.write_text(f"inputs:\n  uncal_dir: {program['mixed']}\ncrds:\n  cache: {program['root'] / 'crds_cache'}\n"
+                      f"  context: {CONTEXT}\n")
+    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "stage1",
+            "--configfile", str(config)]
+    dry = subprocess.run([*base, "-n"], capture_output=True, text=True, timeout=600)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = re.findall(r"^\s*(?:local)?rule (\w+):$", dry.stdout + dry.stderr, re.M)
+    assert jobs.count("bad_input") == len(program["bad"]) and jobs.count("detector1") == 2, jobs
+    proc = subprocess.run([*base, "--cores", "1", "--workflow-profile", "none"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    assert "webbflow bad_input failed: " in proc.stdout + proc.stderr
