@@ -493,9 +493,10 @@ def optimal_extract(cube, wavelength, aperture, *, pixar_sr=None, sigma=5.0, win
     The spatial profile P comes from the median over the cube's integrations of the
     background-subtracted aperture (:func:`spatial_profile`), the same for all of them, so the
     relative photometry of a time series uses one set of weights.  The variance model V of a pixel
-    is the median over integrations of its VAR_RNOISE + VAR_POISSON + VAR_FLAT: almost free of the
-    pixel's own noise in any one integration, which would otherwise bias the weighted sum low.  Per
-    column, f = Σ P M D / V / Σ P² M / V with M excluding NaN and DO_NOT_USE pixels and, up to
+    is the median over integrations of its VAR_RNOISE + VAR_POISSON: almost free of the pixel's own
+    noise in any one integration, which would otherwise bias the weighted sum low (VAR_FLAT, the
+    same in every integration, adds no scatter to a time series and is left out of the weights).
+    Per column, f = Σ P M D / V / Σ P² M / V with M excluding NaN and DO_NOT_USE pixels and, up to
     ``max_reject`` times, the pixel deviating most from P f if it lies more than ``sigma`` σ off
     (cosmic rays; Horne's step 8).  Since f = Σ w D with fixed weights w, its variances are Σ w²
     VAR of the integration's own VAR_RNOISE, VAR_POISSON and VAR_FLAT (1 / Σ P² M / V when they
@@ -541,7 +542,11 @@ def optimal_extract(cube, wavelength, aperture, *, pixar_sr=None, sigma=5.0, win
             background[i] = np.broadcast_to(bkg_2d, (ny, nx))[sub]
             bvar[:, i] = [b[0] for b in bv]
         frames[i] = image[sub] - background[i]
-        variance[i] = total_var[sub]
+        # the weights' variance leaves VAR_FLAT out: the flat's error is the same in every
+        # integration, so it adds no scatter to a time series, and weighting by it (it grows as the
+        # signal squared) would flatten the weights towards the box's at the cost of photon noise
+        variance[i] = (v_rn + v_ph)[sub]
+        variance[i][~np.isfinite(total_var[sub])] = np.nan
         bad = ~np.isfinite(frames[i]) | ~np.isfinite(variance[i]) | ~inside
         if dq is not None:
             bad |= (dq[i][sub] & dqflags.DO_NOT_USE) != 0
