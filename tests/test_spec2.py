@@ -77,9 +77,11 @@ def segment(tmp_path_factory, refs):
     return spec, out, rateints, {**refs, "flat": imaging["flat"], "distortion": imaging["distortion"]}
 
 
-def test_box_extraction_recovers_a_stars_rate(segment, tmp_path):
+@pytest.mark.parametrize("method", ["box", "optimal"])
+def test_box_extraction_recovers_a_stars_rate(segment, tmp_path, method):
     """The brightest star of the segment (20000 DN/s, a point source, not a trace) lies in the
-    aperture rows: with photom and flat off, the extracted FLUX summed around its column is its rate."""
+    aperture rows: with photom and flat off, the extracted FLUX summed around its column is its rate
+    (by the box sum and by the optimal extraction: its profile per column is the PSF's)."""
     spec, out, rateints, references = segment
     star = max(spec.stars, key=lambda s: s.rate)
     calints, x1dints = tmp_path / "a_calints.fits", tmp_path / "a_x1dints.fits"
@@ -88,7 +90,7 @@ def test_box_extraction_recovers_a_stars_rate(segment, tmp_path):
                           "bkg_coeff": [[2.5], [12.5], [50.5], [60.5]], "bkg_fit": "median"}]}
     (tmp_path / "box.json").write_text(json.dumps(ref))
     statuses = spec2.run(rateints, calints, x1dints, {**references, "extract1d": tmp_path / "box.json"},
-                         {"photom": {"skip": True}, "flat_field": {"skip": True}})
+                         {"photom": {"skip": True}, "flat_field": {"skip": True}, "extract_1d": {"method": method}})
     assert statuses["photom"] == statuses["flat_field"] == "SKIPPED"
     with fits.open(x1dints) as hdul:
         t = hdul["EXTRACT1D"].data

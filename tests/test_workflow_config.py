@@ -185,3 +185,10 @@ def test_tso_grism_preset_recommends_roeba_and_jwst_line_drops_it():
     # a user line still wins over the recommendation
     user = {"refpix": {"roeba": False}}
     assert step_parameters(defaults, "detector1", preset, user)["refpix"]["roeba"] is False
+    # optimal extraction is recommended in spec2 and tso3; jwst's line keeps the box sum (schema default)
+    for stage in ("spec2", "tso3"):
+        defaults = {step: {k: v["default"] for k, v in schema[step]["properties"].items()}
+                    for step in STAGES[stage].steps}
+        assert step_parameters(defaults, stage, preset)["extract_1d"]["method"] == "optimal"
+        jwst = step_parameters(defaults, stage, preset, recommended=False)["extract_1d"]
+        assert jwst["method"] == "box" and jwst["optimal_sigma"] == 5.0

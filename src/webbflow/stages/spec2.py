@@ -119,7 +119,8 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
     params : dict
         step -> {parameter: value} for :data:`SPEC2_STEPS`; ``skip: true`` skips a step.
         ``extract_2d.tsgrism_extract_height`` (None: the subarray height);
-        ``extract_1d``: ``subtract_background``, ``bkg_fit``, ``bkg_order``, ``smoothing_length``.
+        ``extract_1d``: ``subtract_background``, ``bkg_fit``, ``bkg_order``, ``smoothing_length``,
+        ``method`` (``box``, jwst's, or ``optimal``) and ``optimal_sigma``.
     provenance : dict, optional
 
     Returns
@@ -224,9 +225,11 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
                                                                "smoothing_length")}
         try:
             aperture = extract_1d.aperture_from_reference(ref, arrays.data.shape, order, **overrides)
-            columns, extent = extract_1d.box_extract(arrays, wavelength, aperture,
-                                                     pixar_sr=pixar_sr if statuses["photom"] == "COMPLETE" else None,
-                                                     progress_every=100 if nints >= 500 else 0)
+            columns, extent = extract_1d.extract(arrays, wavelength, aperture,
+                                                 method=params["extract_1d"].get("method") or "box",
+                                                 optimal_sigma=params["extract_1d"].get("optimal_sigma", 5.0),
+                                                 pixar_sr=pixar_sr if statuses["photom"] == "COMPLETE" else None,
+                                                 progress_every=100 if nints >= 500 else 0)
         except ValueError as exc:
             raise ReferenceFileError(references["extract1d"], f"extract1d reference does not fit the cutout "
                                      f"({exc})", "name one whose aperture lies on the trace with "

@@ -228,8 +228,9 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                 wavelength = np.array(model.wavelength, np.float32)
                 try:
                     aperture = extract_1d.aperture_from_reference(ref, arrays.data.shape, order, **overrides)
-                    columns, extent = extract_1d.box_extract(
-                        arrays, wavelength, aperture,
+                    columns, extent = extract_1d.extract(
+                        arrays, wavelength, aperture, method=ex.get("method") or "box",
+                        optimal_sigma=ex.get("optimal_sigma", 5.0),
                         pixar_sr=model.meta.photometry.pixelarea_steradians if photom_done else None)
                 except ValueError as exc:
                     raise ReferenceFileError(references["extract1d"], f"extract1d reference does not fit the "

@@ -17,6 +17,10 @@ shift, no aperture correction):
 
 The arithmetic follows jwst's dtypes and order of operations (float32 data and background,
 float64 weights and sums), so the spectra agree bit for bit.
+
+Beyond jwst, :func:`optimal_extract` (``steps.extract_1d.method: optimal``) weights the same
+background-subtracted aperture by Horne's (1986) profile from the median frame and rejects
+outlying pixels (cosmic rays) instead of summing them; a NaN pixel no longer lowers FLUX.
 """
 
 import json
@@ -30,7 +34,8 @@ import numpy as np
 from webbflow import dqflags
 from webbflow.io.errors import ReferenceFileError
 
-__all__ = ["BoxAperture", "aperture_from_reference", "box_extract", "box_profile", "read_extract1d_json"]
+__all__ = ["BoxAperture", "aperture_from_reference", "box_extract", "box_profile", "extract", "optimal_extract",
+           "read_extract1d_json", "spatial_profile"]
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +346,63 @@ SPECTRUM_COLUMNS = ("WAVELENGTH", "FLUX", "FLUX_ERROR", "FLUX_VAR_POISSON", "FLU
 """The per-column quantities of an extracted spectrum, in the x1d/x1dints column order."""
 
 
+def _geometry(cube, wavelength, aperture):
+    """The aperture weights, background region and mean wavelength per column (see :func:`box_extract`)."""
+    shape = cube.data.shape[-2:]
+    profile, (lower, upper) = box_profile(shape, aperture, wavelength)
+    profile[~np.isfinite(wavelength)] = 0.0
+    used = np.flatnonzero(np.sum(profile, axis=0) > 0)
+    bg_profile = None
+    if aperture.subtract_background and aperture.bkg_coeff is not None:
+        bg_profile, _ = box_profile(shape, aperture, wavelength, coefficients="bkg_coeff")
+    mask = np.isnan(wavelength) | (profile <= 0)
+    wave = np.average(np.ma.masked_array(wavelength, mask=mask), weights=np.ma.masked_array(profile, mask=mask),
+                      axis=0).filled(np.nan)
+    valid = np.isfinite(wave)
+    if not valid.any():
+        raise ValueError("the extraction aperture holds no pixel with a wavelength")
+    limits = {"xstart": int(used[0]) if used.size else None, "xstop": int(used[-1]) if used.size else None,
+              "ystart": lower, "ystop": upper}
+    nints = cube.data.shape[0]
+    out = {name: np.empty((nints, int(valid.sum())), np.uint32 if name == "DQ" else np.float64)
+           for name in SPECTRUM_COLUMNS}
+    out["WAVELENGTH"][:] = wave[valid]
+    return profile, bg_profile, valid, limits, out
+
+
+def _var_flat(cube, i):
+    var_flat = getattr(cube, "var_flat", None)
+    if var_flat is not None and var_flat.shape == cube.data.shape:
+        return var_flat[i]
+    return np.zeros(cube.data.shape[-2:], np.float32)
+
+
+def _spectrum_row(sum_flux, fvar, background, bvar, npixels, pixar_sr):
+    """The :data:`SPECTRUM_COLUMNS` of one integration from its sums (jwst's unit conversions)."""
+    f_rn, f_ph, f_flat = fvar
+    b_rn, b_ph, b_flat = bvar
+    npix = np.where(npixels > 0.0, npixels, 1.0)
+    npix2 = npix ** 2
+    surf = sum_flux / npix
+    sb = (f_ph / npix2, f_rn / npix2, f_flat / npix2)
+    background = background / npix
+    bk = (b_ph / npix2, b_rn / npix2, b_flat / npix2)
+    if pixar_sr is not None:
+        flux = sum_flux * pixar_sr * 1.0e6
+        scale = pixar_sr ** 2 * 1.0e12
+        f_ph, f_rn, f_flat = f_ph * scale, f_rn * scale, f_flat * scale
+    else:
+        flux = sum_flux
+    dq = np.zeros(flux.shape, np.uint32)
+    dq[np.isnan(flux)] = dqflags.DO_NOT_USE
+    return {"FLUX": flux, "FLUX_ERROR": np.sqrt(f_ph + f_rn + f_flat), "FLUX_VAR_POISSON": f_ph,
+            "FLUX_VAR_RNOISE": f_rn, "FLUX_VAR_FLAT": f_flat, "SURF_BRIGHT": surf,
+            "SB_ERROR": np.sqrt(sb[0] + sb[1] + sb[2]), "SB_VAR_POISSON": sb[0], "SB_VAR_RNOISE": sb[1],
+            "SB_VAR_FLAT": sb[2], "DQ": dq, "BACKGROUND": background,
+            "BKGD_ERROR": np.sqrt(bk[0] + bk[1] + bk[2]), "BKGD_VAR_POISSON": bk[0],
+            "BKGD_VAR_RNOISE": bk[1], "BKGD_VAR_FLAT": bk[2], "NPIXELS": npixels}
+
+
 def box_extract(cube, wavelength, aperture, *, pixar_sr=None, progress_every=0):
     """Box-extract every integration of a calibrated cutout.
 
@@ -367,54 +429,211 @@ def box_extract(cube, wavelength, aperture, *, pixar_sr=None, progress_every=0):
         ``xstart, xstop, ystart, ystop``: the aperture's extent (0-based, inclusive; mean row
         limits for polynomial regions), for the EXTR*STR keywords.
     """
-    shape = cube.data.shape[-2:]
-    profile, (lower, upper) = box_profile(shape, aperture, wavelength)
-    profile[~np.isfinite(wavelength)] = 0.0
-    used = np.flatnonzero(np.sum(profile, axis=0) > 0)
-    bg_profile = None
-    if aperture.subtract_background and aperture.bkg_coeff is not None:
-        bg_profile, _ = box_profile(shape, aperture, wavelength, coefficients="bkg_coeff")
-    mask = np.isnan(wavelength) | (profile <= 0)
-    wave = np.average(np.ma.masked_array(wavelength, mask=mask), weights=np.ma.masked_array(profile, mask=mask),
-                      axis=0).filled(np.nan)
-    valid = np.isfinite(wave)
-    if not valid.any():
-        raise ValueError("the extraction aperture holds no pixel with a wavelength")
+    profile, bg_profile, valid, limits, out = _geometry(cube, wavelength, aperture)
     nints = cube.data.shape[0]
-    out = {name: np.empty((nints, int(valid.sum())), np.uint32 if name == "DQ" else np.float64)
-           for name in SPECTRUM_COLUMNS}
-    out["WAVELENGTH"][:] = wave[valid]
-    var_flat = getattr(cube, "var_flat", None)
     for i in range(nints):
-        vflat = var_flat[i] if var_flat is not None and var_flat.shape == cube.data.shape else np.zeros(shape, np.float32)
-        sum_flux, fvar, background, bvar, npixels = _extract_image(
-            cube.data[i], cube.var_rnoise[i], cube.var_poisson[i], vflat, profile, bg_profile, aperture)
-        f_rn, f_ph, f_flat = fvar
-        b_rn, b_ph, b_flat = bvar
-        npix = np.where(npixels > 0.0, npixels, 1.0)
-        npix2 = npix ** 2
-        surf = sum_flux / npix
-        sb = (f_ph / npix2, f_rn / npix2, f_flat / npix2)
-        background = background / npix
-        bk = (b_ph / npix2, b_rn / npix2, b_flat / npix2)
-        if pixar_sr is not None:
-            flux = sum_flux * pixar_sr * 1.0e6
-            scale = pixar_sr ** 2 * 1.0e12
-            f_ph, f_rn, f_flat = f_ph * scale, f_rn * scale, f_flat * scale
-        else:
-            flux = sum_flux
-        dq = np.zeros(flux.shape, np.uint32)
-        dq[np.isnan(flux)] = dqflags.DO_NOT_USE
-        row = {"FLUX": flux, "FLUX_ERROR": np.sqrt(f_ph + f_rn + f_flat), "FLUX_VAR_POISSON": f_ph,
-               "FLUX_VAR_RNOISE": f_rn, "FLUX_VAR_FLAT": f_flat, "SURF_BRIGHT": surf,
-               "SB_ERROR": np.sqrt(sb[0] + sb[1] + sb[2]), "SB_VAR_POISSON": sb[0], "SB_VAR_RNOISE": sb[1],
-               "SB_VAR_FLAT": sb[2], "DQ": dq, "BACKGROUND": background,
-               "BKGD_ERROR": np.sqrt(bk[0] + bk[1] + bk[2]), "BKGD_VAR_POISSON": bk[0],
-               "BKGD_VAR_RNOISE": bk[1], "BKGD_VAR_FLAT": bk[2], "NPIXELS": npixels}
-        for name, value in row.items():
+        sums = _extract_image(cube.data[i], cube.var_rnoise[i], cube.var_poisson[i], _var_flat(cube, i), profile,
+                              bg_profile, aperture)
+        for name, value in _spectrum_row(*sums, pixar_sr).items():
             out[name][i] = value[valid]
         if progress_every and (i + 1) % progress_every == 0:
             log.info("extract_1d: %d of %d integrations done", i + 1, nints)
-    limits = {"xstart": int(used[0]) if used.size else None, "xstop": int(used[-1]) if used.size else None,
-              "ystart": lower, "ystop": upper}
     return out, limits
+
+
+def _running_nanmedian(a, window):
+    """Median of each row over ``window`` neighbouring columns (NaNs ignored; shorter at the edges)."""
+    if window <= 1:
+        return a.copy()
+    half = window // 2
+    padded = np.pad(a, ((0, 0), (half, window - 1 - half)), constant_values=np.nan)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning, message="All-NaN")
+        return np.nanmedian(np.lib.stride_tricks.sliding_window_view(padded, window, axis=1), axis=-1)
+
+
+def spatial_profile(frames, inside, window=7):
+    """Horne's (1986) normalised spatial profile of a set of background-subtracted frames.
+
+    Parameters
+    ----------
+    frames : ndarray
+        (nints, ny, nx) background-subtracted data, NaN where a pixel is not to be used.
+    inside : ndarray of bool
+        (ny, nx) the extraction aperture.
+    window : int
+        Columns of the running median that smooths each row's fraction along the dispersion.
+
+    Returns
+    -------
+    ndarray
+        (ny, nx) float64 profile: >= 0, zero outside ``inside``, summing to 1 in every column
+        that has one (columns whose median frame holds no positive flux take the aperture's
+        uniform weights, so they become a box sum).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning, message="All-NaN")
+        median = np.nanmedian(frames, axis=0).astype(np.float64)
+    median[~inside] = np.nan
+    column = np.nansum(median, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(column > 0, median / column, np.nan)
+    profile = np.clip(np.nan_to_num(_running_nanmedian(fraction, window), nan=0.0), 0.0, None) * inside
+    total = profile.sum(axis=0)
+    uniform = inside / np.maximum(inside.sum(axis=0), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, profile / total, uniform)
+
+
+def optimal_extract(cube, wavelength, aperture, *, pixar_sr=None, sigma=5.0, window=7, max_reject=3,
+                    progress_every=0):
+    """Optimal extraction (Horne 1986) of every integration of a calibrated cutout.
+
+    The background is fitted and subtracted per integration exactly as :func:`box_extract` does.
+    The spatial profile P comes from the median over the cube's integrations of the
+    background-subtracted aperture (:func:`spatial_profile`), the same for all of them, so the
+    relative photometry of a time series uses one set of weights.  The variance model V of a pixel
+    is the median over integrations of its VAR_RNOISE + VAR_POISSON: almost free of the pixel's own
+    noise in any one integration, which would otherwise bias the weighted sum low (VAR_FLAT, the
+    same in every integration, adds no scatter to a time series and is left out of the weights).
+    Per column, f = Σ P M D / V / Σ P² M / V with M excluding NaN and DO_NOT_USE pixels and, up to
+    ``max_reject`` times, the pixel deviating most from P f if it lies more than ``sigma`` σ off
+    (cosmic rays; Horne's step 8).  Since f = Σ w D with fixed weights w, its variances are Σ w²
+    VAR of the integration's own VAR_RNOISE, VAR_POISSON and VAR_FLAT (1 / Σ P² M / V when they
+    equal V); the background's variances (BKGD_*, as the box's) enter FLUX's scaled by
+    (Σ w / Σ box weights)², exact for a background constant in the column (median or order 0).
+    NPIXELS is the aperture's weight sum (f stands for the whole aperture's flux however many
+    pixels were masked), SURF_BRIGHT and
+    BACKGROUND are as the box's.
+
+    Parameters
+    ----------
+    cube, wavelength, aperture, pixar_sr, progress_every
+        As for :func:`box_extract`; a ``dq`` attribute, when present, adds its DO_NOT_USE pixels
+        to the NaNs.
+    sigma : float
+        Rejection threshold in σ of V.
+    window : int
+        Running-median length (columns) smoothing the profile along the dispersion.
+    max_reject : int
+        At most this many pixels rejected per column and integration.
+
+    Returns
+    -------
+    columns, limits
+        As for :func:`box_extract`.
+    """
+    box, bg_profile, valid, limits, out = _geometry(cube, wavelength, aperture)
+    nints, ny, nx = cube.data.shape
+    rows = np.flatnonzero((box > 0).any(axis=1))
+    sub = slice(int(rows[0]), int(rows[-1]) + 1)
+    inside = box[sub] > 0
+    dq = getattr(cube, "dq", None)
+    frames = np.empty((nints, inside.shape[0], nx), np.float32)
+    background = np.zeros(frames.shape, np.float32)
+    bvar = np.zeros((3, nints, nx))
+    variance = np.empty(frames.shape, np.float32)
+    for i in range(nints):
+        image, v_rn, v_ph, v_flat = cube.data[i], cube.var_rnoise[i], cube.var_poisson[i], _var_flat(cube, i)
+        total_var = v_rn + v_ph + v_flat
+        if bg_profile is not None and aperture.subtract_background:
+            weights = np.isfinite(total_var) * np.isfinite(image)
+            bkg_2d, bv = _background(image, box, v_rn, v_ph, v_flat, bg_profile, weights, aperture)
+            background[i] = np.broadcast_to(bkg_2d, (ny, nx))[sub]
+            bvar[:, i] = [b[0] for b in bv]
+        frames[i] = image[sub] - background[i]
+        # the weights' variance leaves VAR_FLAT out: the flat's error is the same in every
+        # integration, so it adds no scatter to a time series, and weighting by it (it grows as the
+        # signal squared) would flatten the weights towards the box's at the cost of photon noise
+        variance[i] = (v_rn + v_ph)[sub]
+        variance[i][~np.isfinite(total_var[sub])] = np.nan
+        bad = ~np.isfinite(frames[i]) | ~np.isfinite(variance[i]) | ~inside
+        if dq is not None:
+            bad |= (dq[i][sub] & dqflags.DO_NOT_USE) != 0
+        frames[i][bad] = np.nan
+        variance[i][bad] = np.nan
+    profile = spatial_profile(frames, inside, window)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning, message="All-NaN")
+        model_var = np.nanmedian(variance, axis=0).astype(np.float64)
+    model_var[~(model_var > 0)] = np.nan
+    weight_box = box[sub]
+    nbox = np.sum(box, axis=0)
+    v_rn_all, v_ph_all = cube.var_rnoise, cube.var_poisson
+    rejected = 0
+    block = 64
+    for i0 in range(0, nints, block):
+        i1 = min(nints, i0 + block)
+        d = frames[i0:i1].astype(np.float64)
+        good = np.isfinite(d) & np.isfinite(model_var) & (profile > 0)
+        d[~good] = 0.0
+        inv = np.where(good, 1.0 / np.where(np.isfinite(model_var), model_var, 1.0), 0.0)
+        for it in range(max_reject + 1):
+            w = profile * inv
+            den = np.sum(profile * w, axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                f = np.sum(w * d, axis=1) / den
+            if it == max_reject:
+                break
+            z = np.where(good, (d - profile * f[:, None]) ** 2 * inv, -1.0)
+            worst = np.argmax(z, axis=1)
+            zmax = np.take_along_axis(z, worst[:, None], axis=1)[:, 0]
+            hit = zmax > sigma ** 2
+            if not hit.any():
+                break
+            rejected += int(hit.sum())
+            n_idx, x_idx = np.nonzero(hit)
+            good[n_idx, worst[n_idx, x_idx], x_idx] = False
+            inv[n_idx, worst[n_idx, x_idx], x_idx] = 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            wopt = w / den[:, None, :]
+        for i in range(i0, i1):
+            k = i - i0
+            wk = wopt[k]
+            v_flat = _var_flat(cube, i)[sub]
+            fvar = [np.nansum(np.where(good[k], v.astype(np.float64), 0.0) * wk ** 2, axis=0)
+                    for v in (v_rn_all[i][sub], v_ph_all[i][sub], v_flat)]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scale = np.where(nbox > 0, np.nansum(wk, axis=0) / nbox, 0.0) ** 2
+            flux = f[k].copy()
+            flux[~(den[k] > 0)] = np.nan
+            # f estimates the flux of the whole aperture whichever pixels were masked: NPIXELS is the
+            # aperture's (a lower NPIXELS would tell light-curve code that the column lost flux)
+            npixels = np.where(np.isfinite(flux), nbox, 0.0)
+            bkg = np.sum(background[i] * weight_box, axis=0)
+            fvar = [f + b * scale for f, b in zip(fvar, bvar[:, i])]
+            row = _spectrum_row(flux, fvar, bkg, list(bvar[:, i]), npixels, pixar_sr)
+            for name, value in row.items():
+                out[name][i] = value[valid]
+            if progress_every and (i + 1) % progress_every == 0:
+                log.info("extract_1d (optimal): %d of %d integrations done", i + 1, nints)
+    log.info("extract_1d (optimal): %d pixel(s) rejected above %g sigma", rejected, sigma)
+    return out, limits
+
+
+EXTRACTION_METHODS = ("box", "optimal")
+"""``steps.extract_1d.method``: jwst 3.0's box sum, or Horne's optimal extraction (beyond jwst)."""
+
+
+def extract(cube, wavelength, aperture, *, method="box", optimal_sigma=5.0, pixar_sr=None, progress_every=0):
+    """Extract every integration with ``method`` (:func:`box_extract` or :func:`optimal_extract`).
+
+    Parameters
+    ----------
+    method : {"box", "optimal"}
+    optimal_sigma : float
+        The optimal extraction's rejection threshold (``sigma``).
+    cube, wavelength, aperture, pixar_sr, progress_every
+        As for :func:`box_extract`.
+
+    Returns
+    -------
+    columns, limits
+        As for :func:`box_extract`.
+    """
+    if method == "box":
+        return box_extract(cube, wavelength, aperture, pixar_sr=pixar_sr, progress_every=progress_every)
+    if method == "optimal":
+        return optimal_extract(cube, wavelength, aperture, pixar_sr=pixar_sr, sigma=float(optimal_sigma),
+                               progress_every=progress_every)
+    raise ValueError(f"extract_1d method {method!r} is not one of {', '.join(EXTRACTION_METHODS)}")
