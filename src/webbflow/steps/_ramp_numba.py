@@ -33,6 +33,7 @@ DNU = 1
 SAT = 2
 JUMP = 4
 PERS = 32
+CHLO = 128
 NGV = 524288
 INVALID = DNU | SAT
 NOT_PERS = 0xFF & ~PERS
@@ -111,6 +112,117 @@ def row_network(n):
 
 
 @njit(cache=True, error_model="numpy")
+def _segment_var_r(length, integ_t0, rn, gain, tgroup):
+    """Read-noise variance of a segment's slope (stcal's ``segment_rnoise_*``)."""
+    if length <= 2:
+        # lengths 1 and 2 share the two-point formula; stcal does not check the gain for them
+        rnum = rn / (integ_t0 if length == 1 else tgroup)
+        return (12.0 * rnum * rnum) / (6.0 * gain * gain)
+    if gain <= 0.0 or math.isnan(gain):
+        return 0.0
+    rnum = rn / tgroup
+    return (12.0 * rnum * rnum) / ((length * length * length - length) * gain * gain)
+
+
+@njit(cache=True, error_model="numpy")
+def _len1_timing(suppress1g, is0, iszf, t1, tframe, tgroup):
+    """Time of a one-group segment (stcal's ``segment_len1_timing``): the one-group time for a
+    0th-group ramp, the frame time for a ZEROFRAME one, else the group time."""
+    if (not suppress1g) and is0:
+        return t1
+    if (not suppress1g) and iszf:
+        return tframe
+    return tgroup
+
+
+@njit(cache=True, error_model="numpy")
+def _segments(q, seg_s, seg_l):
+    """Segments of one integration's group DQ ``q``: runs of good groups (PERSISTENCE ignored),
+    led by a JUMP-only group; one-group segments dropped when a longer one exists, only the
+    first kept when none does. Fills ``seg_s`` (starts), ``seg_l`` (lengths); returns their number.
+    """
+    ngroups = q.shape[0]
+    nseg = 0
+    in_seg = False
+    start = 0
+    maxlen = 0
+    for k in range(ngroups + 1):
+        good = k < ngroups and (q[k] & NOT_PERS) == 0
+        if good:
+            if not in_seg:
+                if k > 0 and (q[k - 1] & NOT_PERS) == JUMP:
+                    start = k - 1
+                else:
+                    start = k
+                in_seg = True
+        elif in_seg:
+            ln = k - start
+            in_seg = False
+            if ln == 1 and maxlen > 1:
+                continue
+            seg_s[nseg] = start
+            seg_l[nseg] = ln
+            nseg += 1
+            if ln > maxlen:
+                maxlen = ln
+    if nseg >= 2:
+        if maxlen < 2:
+            nseg = 1
+        else:
+            m = 0
+            for s in range(nseg):
+                if seg_l[s] != 1:
+                    seg_s[m] = seg_s[s]
+                    seg_l[m] = seg_l[s]
+                    m += 1
+            nseg = m
+    return nseg
+
+
+@njit(cache=True, error_model="numpy")
+def _chargeloss_var_r(gdq, y, x, nints, suppress1g, is0, iszf, ivr_int, t1, tframe, tgroup, rn, g,
+                      oq, seg_s, seg_l, i_vr):
+    """stcal's ``ramp_fit_pixel_rnoise_chargeloss`` for one pixel.
+
+    For every integration with a CHARGELOSS group, the read-noise variance is
+    recomputed from segments of the group DQ as it came in, with CHARGELOSS
+    and DO_NOT_USE toggled off (stcal's XOR) on the CHARGELOSS groups, and
+    written to ``i_vr``; the other integrations contribute their own
+    ``ivr_int``. Returns the exposure's read-noise variance, or -1.0 when the
+    pixel has no CHARGELOSS group (nothing changes then) or the sum is 0
+    (stcal keeps the first value).
+    """
+    ngroups = gdq.shape[1]
+    evar = 0.0
+    any_chlo = False
+    for i in range(nints):
+        chlo = False
+        for k in range(ngroups):
+            qq = gdq[i, k, y, x]
+            if qq & CHLO:
+                chlo = True
+                qq ^= DNU | CHLO
+            oq[k] = qq
+        if not chlo:
+            if ivr_int[i] > 0.0:
+                evar += 1.0 / ivr_int[i]
+            continue
+        any_chlo = True
+        t0 = _len1_timing(suppress1g, is0[i], iszf[i], t1, tframe, tgroup)
+        inv = 0.0
+        for s in range(_segments(oq, seg_s, seg_l)):
+            v = _segment_var_r(seg_l[s], t0, rn, g, tgroup)
+            if v > 0.0:
+                inv += 1.0 / v
+        v = 1.0 / inv
+        i_vr[i, y, x] = 0.0 if v >= LARGE_VARIANCE else v
+        evar += inv
+    if not any_chlo or not evar > 0.0:
+        return -1.0
+    return 1.0 / evar
+
+
+@njit(cache=True, error_model="numpy")
 def _fit_segment(d, start, length, integ_t0, rn, gain, prate, tgroup, wtab):
     """Fit one segment; return (slope, var_p, var_r).
 
@@ -122,15 +234,11 @@ def _fit_segment(d, start, length, integ_t0, rn, gain, prate, tgroup, wtab):
         t = integ_t0
         slope = d[start] / t
         var_p = prate / (t * gain)
-        rnum = rn / t
-        var_r = (12.0 * rnum * rnum) / (6.0 * gain * gain)
-        return slope, var_p, var_r
+        return slope, var_p, _segment_var_r(1, t, rn, gain, tgroup)
     if length == 2:
         slope = (d[start + 1] - d[start]) / tgroup
         var_p = prate / (tgroup * gain)
-        rnum = rn / tgroup
-        var_r = (12.0 * rnum * rnum) / (6.0 * gain * gain)
-        return slope, var_p, var_r
+        return slope, var_p, _segment_var_r(2, integ_t0, rn, gain, tgroup)
 
     # Signal-to-noise of the whole segment selects the weighting power.
     delta = d[start + length - 1] - d[start]
@@ -163,12 +271,7 @@ def _fit_segment(d, start, length, integ_t0, rn, gain, prate, tgroup, wtab):
     num = sumw * sumxy - sumx * sumy
     slope = (num * (1.0 / den)) / tgroup
     var_p = prate / (tgroup * gain * (length - 1.0))
-    if gain <= 0.0 or math.isnan(gain):
-        var_r = 0.0
-    else:
-        rnum = rn / tgroup
-        var_r = (12.0 * rnum * rnum) / ((length * length * length - length) * gain * gain)
-    return slope, var_p, var_r
+    return slope, var_p, _segment_var_r(length, integ_t0, rn, gain, tgroup)
 
 
 # Pixels per block of a row. The block passes below run many short loops over
@@ -447,6 +550,8 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
     cnt_sat = np.empty(nints, np.int64)
     is0 = np.empty(nints, np.bool_)
     iszf = np.empty(nints, np.bool_)
+    ivr_int = np.empty(nints, np.float64)
+    oq = np.empty(ngroups, np.uint8)
     for y in range(y0, y1):
         for x0 in range(0, nx, BLOCK):
             w = min(BLOCK, nx - x0)
@@ -478,6 +583,7 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                 rn = np.float64(rnoise[y, x])
                 dc = np.float64(dark[y, x])
                 rate_dq = pdq
+                has_chlo = False
 
                 # --- load the pixel, DQ statistics, 0th-group / ZEROFRAME cases
                 for i in range(nints):
@@ -493,6 +599,8 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                         qq = gdq[i, k, y, x]
                         if (qq & NOT_PERS) == 0:
                             n_good_np += 1
+                        if qq & CHLO:
+                            has_chlo = True
                         q[i, k] = qq
                     sup[i] = suppress1g and n_good_np == 1
                     if sup[i]:
@@ -583,51 +691,13 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                         idq |= np.uint32(DNU | SAT)
                         islope = np.nan
                     else:
-                        # segments: runs of good groups, led by a JUMP-only group
-                        in_seg = False
-                        start = 0
-                        maxlen = 0
-                        for k in range(ngroups + 1):
-                            good = k < ngroups and (q[i, k] & NOT_PERS) == 0
-                            if good:
-                                if not in_seg:
-                                    if k > 0 and (q[i, k - 1] & NOT_PERS) == JUMP:
-                                        start = k - 1
-                                    else:
-                                        start = k
-                                    in_seg = True
-                            elif in_seg:
-                                ln = k - start
-                                in_seg = False
-                                if ln == 1 and maxlen > 1:
-                                    continue
-                                seg_s[nseg] = start
-                                seg_l[nseg] = ln
-                                nseg += 1
-                                if ln > maxlen:
-                                    maxlen = ln
-                        if nseg >= 2:
-                            if maxlen < 2:
-                                nseg = 1
-                            else:
-                                m = 0
-                                for s in range(nseg):
-                                    if seg_l[s] != 1:
-                                        seg_s[m] = seg_s[s]
-                                        seg_l[m] = seg_l[s]
-                                        m += 1
-                                nseg = m
+                        nseg = _segments(q[i], seg_s, seg_l)
                     if cnt_dnu_sat[i] == ngroups:
                         idq |= np.uint32(DNU)
                         if cnt_sat[i] == ngroups:
                             idq |= np.uint32(SAT)
                     elif nseg > 0:
-                        if (not suppress1g) and is0[i]:
-                            t0 = t1
-                        elif (not suppress1g) and iszf[i]:
-                            t0 = tframe
-                        else:
-                            t0 = tgroup
+                        t0 = _len1_timing(suppress1g, is0[i], iszf[i], t1, tframe, tgroup)
                         ivr = 0.0
                         ivp = 0.0
                         ive = 0.0
@@ -673,6 +743,7 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                     i_slope[i, y, x] = islope
                     i_vp[i, y, x] = ivp_out
                     i_vr[i, y, x] = ivr_out
+                    ivr_int[i] = ivr_out
                     i_err[i, y, x] = ierr
 
                 # --- combine the integrations
@@ -701,6 +772,12 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                     rate_dq |= np.uint32(SAT)
                 if not math.isnan(slope):
                     slope = slope * vr
+                if has_chlo:
+                    # after the slope and ERR, as stcal: only the read-noise variances change
+                    v = _chargeloss_var_r(gdq, y, x, nints, suppress1g, is0, iszf, ivr_int, t1, tframe,
+                                          tgroup, rn, g, oq, seg_s, seg_l, i_vr)
+                    if v >= 0.0:
+                        vr = 0.0 if v >= LARGE_VARIANCE else v
                 r_slope[y, x] = slope
                 r_dq[y, x] = rate_dq
                 r_vp[y, x] = vp
