@@ -92,6 +92,7 @@ _S_KEYWORDS = {
     "refpix": ("S_REFPIX", "Reference Pixel Correction"),
     "linearity": ("S_LINEAR", "Linearity Correction"),
     "dark_current": ("S_DARK", "Dark Subtraction"),
+    "charge_migration": ("S_CHGMIG", "Charge Migration"),
     "jump": ("S_JUMP", "Jump Detection"),
     "ramp_fit": ("S_RAMP", "Ramp Fitting"),
     "gain_scale": ("S_GANSCL", "Gain Scale Correction"),

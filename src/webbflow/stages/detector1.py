@@ -2,7 +2,8 @@
 
 The steps run in memory on one :class:`~webbflow.ramp.Ramp`, in jwst's NIR
 order: dq_init, saturation, superbias, refpix, linearity, dark_current,
-jump, ramp_fit, gain_scale.  Everything that can fail on bad input (reading
+charge_migration (off unless ``skip: false``, as in jwst), jump, ramp_fit,
+gain_scale.  Everything that can fail on bad input (reading
 the exposure, choosing and cutting references) happens before the first
 step, and the products are written only at the end, atomically, so a failed
 run leaves nothing behind that looks finished.
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 import webbflow
-from webbflow.config import DETECTOR1_STEPS, config_digest
+from webbflow.config import DETECTOR1_STEPS, config_digest, step_skipped
 from webbflow.io import read_uncal, write_rate, write_rateints
 from webbflow.io.errors import ReferenceFileError
 from webbflow.io.uncal import SUPPORTED_EXP_TYPES, UncalStream, read_uncal_headers, readout_from_header
@@ -35,6 +36,7 @@ STEP_REFTYPES = {
     "refpix": (),
     "linearity": ("linearity",),
     "dark_current": ("dark",),
+    "charge_migration": (),
     "jump": ("gain", "readnoise"),
     "ramp_fit": ("gain", "readnoise"),
     "gain_scale": (),
@@ -49,7 +51,7 @@ def _step_kwargs(params, step):
 def _needed_reftypes(params):
     needed = []
     for step in DETECTOR1_STEPS:
-        if (params.get(step) or {}).get("skip"):
+        if step_skipped(params, step):
             continue
         needed += [t for t in STEP_REFTYPES[step] if t not in needed]
     return needed
@@ -87,6 +89,8 @@ def _call(step, ramp, readout, refs, kwargs):
         dark = refs["dark"]
         return module.run(ramp, readout, dark["dark_frames"], dark["dark_dq"],
                           dark_nframes=dark["dark_nframes"], dark_groupgap=dark["dark_groupgap"], **kwargs)
+    if step == "charge_migration":
+        return module.run(ramp, **kwargs)
     if step == "jump":
         return module.run(ramp, readout, refs["gain"]["gain"], refs["readnoise"]["readnoise"], **kwargs)
     raise ValueError(f"unknown step {step!r}")
@@ -215,8 +219,7 @@ def iter_steps(ramp, readout, headers, refs, params):
     result = None
     for step in DETECTOR1_STEPS:
         t0 = time.perf_counter()
-        step_params = params.get(step) or {}
-        if step_params.get("skip"):
+        if step_skipped(params, step):
             status = StepStatus.SKIPPED
         elif step == "ramp_fit":
             module = importlib.import_module("webbflow.steps.ramp_fit")
