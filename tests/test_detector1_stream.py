@@ -107,6 +107,17 @@ def test_no_scratch_space_is_one_clear_error_and_nothing_written(case, monkeypat
     assert not target.exists() or list(target.iterdir()) == []
 
 
+def test_fit_product_of_a_streamed_exposure_is_one_clear_error(case):
+    name, spec, sim, refs, steps, whole, out = case
+    if name != "strip-1out":
+        pytest.skip("one case is enough")
+    target = out / "fitopt"
+    with pytest.raises(InputError, match="steps.ramp_fit.save_opt .* max_memory_mb.detector1"):
+        detector1.run(sim.uncal, target / "x_rate.fits", target / "x_rateints.fits", refs,
+                      {**steps, "ramp_fit": {"save_opt": True}}, max_memory_mb=0.01)
+    assert not target.exists() or list(target.iterdir()) == []
+
+
 def test_plan_keeps_the_working_set_flat_in_nints():
     """The chunk and block sizes shrink with NINTS so that the budget holds (256-row strip, 10 groups)."""
     budget = 1000 * 2**20

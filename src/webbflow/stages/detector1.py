@@ -18,14 +18,14 @@ from pathlib import Path
 
 import webbflow
 from webbflow.config import DETECTOR1_STEPS, config_digest, step_skipped
-from webbflow.io import read_uncal, write_rate, write_rateints
-from webbflow.io.errors import ReferenceFileError
+from webbflow.io import read_uncal, write_fitopt, write_rate, write_rateints
+from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.uncal import SUPPORTED_EXP_TYPES, UncalStream, read_uncal_headers, readout_from_header
 from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
 from webbflow.stages import detector1_stream
 
-__all__ = ["STEP_REFTYPES", "iter_steps", "run"]
+__all__ = ["STEP_REFTYPES", "fitopt_path", "iter_steps", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +237,12 @@ def iter_steps(ramp, readout, headers, refs, params):
         yield step, status, result
 
 
+def fitopt_path(rate_path):
+    """The optional fit product (``steps.ramp_fit.save_opt``) written beside ``rate_path``."""
+    rate_path = Path(rate_path)
+    return rate_path.with_name(rate_path.name.removesuffix("_rate.fits").removesuffix(".fits") + "_fitopt.fits")
+
+
 def run(uncal_path, rate_path, rateints_path, references, params, provenance=None,
         exp_types=SUPPORTED_EXP_TYPES, max_memory_mb=None, scratch_dir=None):
     """Reduce one uncal exposure to ``rate`` and ``rateints`` products.
@@ -267,6 +273,9 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     scratch_dir : path-like, optional
         Scratch folder for such exposures (default ``$WEBBFLOW_SCRATCH`` or
         the folder of ``rateints_path``).
+
+    With ``params["ramp_fit"]["save_opt"]`` the optional fit product is also
+    written, to :func:`fitopt_path` of ``rate_path`` (in-memory exposures only).
 
     Returns
     -------
@@ -324,6 +333,10 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
         {"steps": params, "references": {t: Path(p).name for t, p in used.items()}}))
     provenance.setdefault("webbflow_version", webbflow.__version__)
     statuses = {}
+    if streamed and params["ramp_fit"].get("save_opt"):
+        raise InputError(uncal_path, f"steps.ramp_fit.save_opt needs the whole ramp in memory, and this exposure "
+                         f"exceeds max_memory_mb.detector1 ({max_bytes / 2**20:.0f} MB)",
+                         "raise max_memory_mb.detector1 or set steps.ramp_fit.save_opt: false")
     if streamed:
         detector1_stream.run(stream, rate_path, rateints_path, refs, params, statuses, provenance, used,
                              max_bytes, scratch_dir=scratch_dir)
@@ -337,13 +350,16 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     del ramp  # the 4-D cube is not needed for writing
 
     written = []
+    products = [(write_rateints, result.rateints, rateints_path), (write_rate, result.rate, rate_path)]
+    if result.opt is not None:
+        # jwst's <root>_fitopt.fits beside the rate product
+        products.insert(0, (write_fitopt, result.opt, fitopt_path(rate_path)))
     try:
-        for writer, arrays, path in ((write_rateints, result.rateints, rateints_path),
-                                     (write_rate, result.rate, rate_path)):
+        for writer, arrays, path in products:
             written.append(writer(path, arrays, headers, cal_steps=statuses, ref_files=used,
                                   provenance=provenance))
     except BaseException:
-        for path in written:  # a rate without its rateints is a partial product
+        for path in written:  # a rate without its rateints (or fitopt) is a partial product
             Path(path).unlink(missing_ok=True)
         raise
     log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,

@@ -224,21 +224,26 @@ def _chargeloss_var_r(gdq, y, x, nints, suppress1g, is0, iszf, ivr_int, t1, tfra
 
 @njit(cache=True, error_model="numpy")
 def _fit_segment(d, start, length, integ_t0, rn, gain, prate, tgroup, wtab):
-    """Fit one segment; return (slope, var_p, var_r).
+    """Fit one segment; return (slope, var_p, var_r, sigslope, yint, sigyint).
 
     ``d`` is the integration's data (float64, SAT groups NaN); ``integ_t0`` is the
     timing of a length-1 segment (one-group time, frame time or group time).
-    ``prate`` is the Poisson rate (median rate + dark, or dark alone).
+    ``prate`` is the Poisson rate (median rate + dark, or dark alone). The last
+    three are stcal's optional-product values (DN per group and DN, 0 for a
+    one-group segment; the fitted line for longer ones).
     """
     if length == 1:
         t = integ_t0
         slope = d[start] / t
         var_p = prate / (t * gain)
-        return slope, var_p, _segment_var_r(1, t, rn, gain, tgroup)
+        return slope, var_p, _segment_var_r(1, t, rn, gain, tgroup), 0.0, 0.0, 0.0
     if length == 2:
         slope = (d[start + 1] - d[start]) / tgroup
         var_p = prate / (tgroup * gain)
-        return slope, var_p, _segment_var_r(2, integ_t0, rn, gain, tgroup)
+        sigslope = 1.41421356 * rn  # stcal's constant for sqrt(2)
+        second = float(start) + 1.0
+        yint = d[start + 1] * (1.0 - second) + d[start] * second
+        return slope, var_p, _segment_var_r(2, integ_t0, rn, gain, tgroup), sigslope, yint, sigslope
 
     # Signal-to-noise of the whole segment selects the weighting power.
     delta = d[start + length - 1] - d[start]
@@ -269,9 +274,11 @@ def _fit_segment(d, start, length, integ_t0, rn, gain, prate, tgroup, wtab):
         sumxy += y * xw
     den = sumw * sumxx - sumx * sumx
     num = sumw * sumxy - sumx * sumy
-    slope = (num * (1.0 / den)) / tgroup
+    invden = 1.0 / den
+    slope = (num * invden) / tgroup
     var_p = prate / (tgroup * gain * (length - 1.0))
-    return slope, var_p, _segment_var_r(length, integ_t0, rn, gain, tgroup)
+    return (slope, var_p, _segment_var_r(length, integ_t0, rn, gain, tgroup), math.sqrt(sumw * invden),
+            (sumxx * sumy - sumx * sumxy) * invden, math.sqrt(sumxx * invden))
 
 
 # Pixels per block of a row. The block passes below run many short loops over
@@ -513,8 +520,18 @@ def _block_clean_fit(data, y, x0, w, g, rn, dc, pdq, tgroup, wtab, med, sc,
 def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zeroframe,
              suppress1g, tframe, tgroup, nframes, wtab, ops, final,
              r_slope, r_dq, r_vp, r_vr, r_err,
-             i_slope, i_dq, i_vp, i_vr, i_err):
+             i_slope, i_dq, i_vp, i_vr, i_err,
+             save_opt, ped_tmp, o_slope, o_sigslope, o_vp, o_vr, o_yint, o_sigyint, o_weights,
+             o_ped, o_crmag, o_counts):
     """Fit the ramps of rows ``y0 .. y1``; fill the rate (``r_*``) and rateints (``i_*``) arrays.
+
+    With ``save_opt`` also stcal's optional product (``o_*``): per integration and
+    segment (axis 1, zero-filled) slope, sigslope, var_poisson, var_rnoise,
+    yint, sigyint and weights (1/var_rnoise); the pedestal per integration
+    (first group minus the integration's slope times ``ped_tmp``, 0 where
+    saturated or NaN); the jump sizes per integration (axis 1); ``o_counts``
+    (2, nints, ny, nx) gets the number of segments and of jumps. Every pixel
+    then takes the per-pixel path.
 
     ``rnoise`` is the single-read noise in electrons (``rn_cds * g / sqrt(2 nf)``),
     ``dark`` the average dark current in DN/s, ``tframe``/``tgroup`` the float32
@@ -534,7 +551,7 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
     """
     nints, ngroups, ny, nx = data.shape
     t1 = (float(nframes) + 1.0) * tframe / 2.0
-    fast = ngroups >= 3
+    fast = ngroups >= 3 and not save_opt
     med = np.empty((nints, BLOCK), np.float64)
     lbuf = np.empty((ngroups, BLOCK), np.float64)
     sbuf = np.empty((ngroups + 1, BLOCK), np.float64)
@@ -624,6 +641,14 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                             n_sat += 1
                         else:
                             d[i, k] = np.float64(data[i, k, y, x])
+                    if save_opt:
+                        # jump sizes from the groups as read (before a ZEROFRAME replaces group 0)
+                        ncr = 0
+                        for k in range(1, ngroups):
+                            if q[i, k] & JUMP:
+                                o_crmag[i, ncr, y, x] = d[i, k] - d[i, k - 1]
+                                ncr += 1
+                        o_counts[1, i, y, x] = ncr
                     is0[i] = False
                     iszf[i] = False
                     if not suppress1g:
@@ -703,8 +728,16 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                         ive = 0.0
                         num = 0.0
                         for s in range(nseg):
-                            sl, vp, vr = _fit_segment(d[i], seg_s[s], seg_l[s], t0, rn, g,
-                                                      prate, tgroup, wtab)
+                            sl, vp, vr, sigsl, yint, sigyint = _fit_segment(d[i], seg_s[s], seg_l[s], t0,
+                                                                            rn, g, prate, tgroup, wtab)
+                            if save_opt:
+                                o_slope[i, s, y, x] = sl
+                                o_sigslope[i, s, y, x] = sigsl
+                                o_vp[i, s, y, x] = vp
+                                o_vr[i, s, y, x] = vr
+                                o_yint[i, s, y, x] = yint
+                                o_sigyint[i, s, y, x] = sigyint
+                                o_weights[i, s, y, x] = 1.0 / vr
                             ivr += 1.0 / vr
                             if vp > 0.0:
                                 ivp += 1.0 / vp
@@ -733,6 +766,14 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                     if idq & DNU:
                         dnu_cnt += 1
                         islope = np.nan
+                    if save_opt:
+                        o_counts[0, i, y, x] = nseg
+                        ped = 0.0
+                        if not idq & SAT:  # stcal: before a partly saturated ramp gets SAT
+                            ped = d[i, 0] - islope * ped_tmp
+                            if math.isnan(ped):
+                                ped = 0.0
+                        o_ped[i, y, x] = ped
                     if idq & SAT:
                         sat_cnt += 1
                         islope = np.nan
