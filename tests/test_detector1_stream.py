@@ -30,8 +30,9 @@ CASES = {
                     {"refpix": {"roeba": True}, "jump": {"after_jump_flag_dn1": 50.0, "after_jump_flag_time1": 30.0}}),
     # one output, side reference columns only
     "strip-1out": (TSO_SPECS["strip-1out"], {}),
-    # >= 100 integrations: sigma clipping across integrations, a saturating star
-    "sigclip-100": (TSO_SPECS["sigclip-100"], {}),
+    # >= 100 integrations: sigma clipping across integrations, a saturating star (with
+    # charge_migration on: its CHARGELOSS groups and ramp_fit's read-noise recomputation for them)
+    "sigclip-100": (TSO_SPECS["sigclip-100"], {"charge_migration": {"skip": False}}),
 }
 
 
@@ -98,6 +99,9 @@ def test_streamed_products_equal_whole(case, ints, caplog):
         with fits.open(streamed / "x_rateints.fits") as hdul:
             assert hdul[0].header["S_REFPIX"] == "COMPLETE"
             assert np.count_nonzero(hdul["DQ"].data & 4) > 0  # jumps were found (and equal, above)
+    if name == "sigclip-100":
+        with fits.open(streamed / "x_rateints.fits") as hdul:
+            assert hdul[0].header["S_CHGMIG"] == "COMPLETE"
 
 
 def test_no_scratch_space_is_one_clear_error_and_nothing_written(case, monkeypatch):
@@ -110,6 +114,17 @@ def test_no_scratch_space_is_one_clear_error_and_nothing_written(case, monkeypat
     target = out / "full-disk"
     with pytest.raises(InputError, match="GB of scratch .* WEBBFLOW_SCRATCH"):
         detector1.run(sim.uncal, target / "x_rate.fits", target / "x_rateints.fits", refs, steps, max_memory_mb=0.01)
+    assert not target.exists() or list(target.iterdir()) == []
+
+
+def test_fit_product_of_a_streamed_exposure_is_one_clear_error(case):
+    name, spec, sim, refs, steps, whole, out = case
+    if name != "strip-1out":
+        pytest.skip("one case is enough")
+    target = out / "fitopt"
+    with pytest.raises(InputError, match="steps.ramp_fit.save_opt .* max_memory_mb.detector1"):
+        detector1.run(sim.uncal, target / "x_rate.fits", target / "x_rateints.fits", refs,
+                      {**steps, "ramp_fit": {"save_opt": True}}, max_memory_mb=0.01)
     assert not target.exists() or list(target.iterdir()) == []
 
 

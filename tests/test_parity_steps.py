@@ -15,8 +15,8 @@ from astropy.io import fits
 
 from webbflow import dqflags
 from webbflow.io import read_uncal
-from webbflow.oracle import (INTERMEDIATE_STEPS, PRODUCT_ARRAYS, OracleUnavailable, oracle_paths,
-                             product_agreement, run_detector1)
+from webbflow.oracle import (INTERMEDIATE_STEPS, PRODUCT_ARRAYS, OracleUnavailable, detector1_tolerance_failures,
+                             oracle_paths, product_agreement, run_detector1)
 from webbflow.refs import load_references, select_references
 from webbflow.simulate import ExposureSpec, preset_specs, simulate_exposure
 from webbflow.stages import detector1
@@ -101,8 +101,6 @@ def test_products_match_jwst(case, suffix):
     print(f"{name} {suffix}: median |Δ|/ERR = {np.median(z):.3g}, 99.9th pct = {np.percentile(z, 99.9):.3g}, "
           f"DQ (DNU/SAT/JUMP) same on {agreement['dq_key_same']:.6%}; "
           f"differences by flag: {_flag_report(ours.dq, jw['DQ'])}")
-    assert np.median(z) <= 0.01 and np.percentile(z, 99.9) <= 0.1
-    assert agreement["dq_key_same"] >= 0.999
     for ext, rel in agreement["max_rel"].items():
         print(f"   {ext}: max relative difference {rel:.3g}")
-        assert rel <= 1e-4, ext
+    assert not detector1_tolerance_failures(agreement)

@@ -23,6 +23,7 @@ from webbflow.refs.select import DETECTOR1_REFTYPES, IMAGE2_REFTYPES, SPEC2_REFT
 
 __all__ = [
     "DETECTOR1_STEPS",
+    "SKIPPED_BY_DEFAULT",
     "IMAGE2_STEPS",
     "IMAGE3_STEPS",
     "SPEC2_STEPS",
@@ -39,15 +40,28 @@ __all__ = [
     "mode_for",
     "preset_schema",
     "stage_reftypes",
+    "step_skipped",
     "step_parameters",
     "validate_config",
 ]
 
 DETECTOR1_STEPS = (
     "dq_init", "saturation", "superbias", "refpix", "linearity",
-    "dark_current", "jump", "ramp_fit", "gain_scale",
+    "dark_current", "charge_migration", "jump", "ramp_fit", "gain_scale",
 )
 """detector1 steps in the order they run."""
+
+SKIPPED_BY_DEFAULT = ("charge_migration",)
+"""Steps that run only when asked (``skip: false``), as jwst's step specs have them."""
+
+
+def step_skipped(params, step):
+    """Whether ``step`` is skipped under ``params`` (step -> {parameter: value}).
+
+    An explicit ``skip`` wins; otherwise the steps of :data:`SKIPPED_BY_DEFAULT` are skipped,
+    so callers that pass no parameters (tests, benchmarks) get jwst's behaviour too.
+    """
+    return bool((params.get(step) or {}).get("skip", step in SKIPPED_BY_DEFAULT))
 
 IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
 """image2 imaging steps in the order they run."""

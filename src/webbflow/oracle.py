@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["DETECTOR1_OVERRIDES", "DETECTOR1_SKIPS", "OracleUnavailable", "oracle_paths", "product_agreement",
+           "detector1_tolerance_failures",
            "detector1_command", "run_detector1", "IMAGE3_OVERRIDES", "image3_command", "run_image3",
            "SPEC2_OVERRIDES", "spec2_command", "run_spec2", "run_tso3"]
 
@@ -101,6 +102,24 @@ def product_agreement(ours, theirs):
     return {"dz": np.abs(o["SCI"] - j["SCI"])[both] / j["ERR"][both],
             "dq_key_same": float(np.mean((o["DQ"] & key) == (j["DQ"] & key))),
             "max_rel": max_rel, "identical": identical}
+
+
+def detector1_tolerance_failures(agreement):
+    """The detector1 parity tolerances (issue #5) that a :func:`product_agreement` result breaks.
+
+    SCI median |Δ|/ERR ≤ 0.01 and 99.9th percentile ≤ 0.1; DO_NOT_USE, SATURATED and JUMP_DET
+    identical on ≥ 99.9 % of pixels; ERR, VAR_POISSON, VAR_RNOISE within 1e-4 relative where DQ
+    agrees.  Returns a list of short descriptions, empty when everything is within tolerance.
+    """
+    z = agreement["dz"]
+    failures = []
+    if z.size and (np.median(z) > 0.01 or np.percentile(z, 99.9) > 0.1):
+        failures.append(f"SCI |Δ|/ERR median {np.median(z):.3g}, 99.9th pct {np.percentile(z, 99.9):.3g}")
+    if agreement["dq_key_same"] < 0.999:
+        failures.append(f"DQ (DNU/SAT/JUMP) same on only {agreement['dq_key_same']:.4%}")
+    failures += [f"{ext} max relative difference {rel:.3g}" for ext, rel in agreement["max_rel"].items()
+                 if rel > 1e-4]
+    return failures
 
 
 def detector1_command(uncal, references, outdir, save_steps=False, skip=(), settings=None):

@@ -186,3 +186,33 @@ def test_statistics_of_simulated_ramps():
     z = (res.rate.data - truth) / res.rate.err
     assert abs(z.mean()) < 0.06
     assert abs(z.std() - 1.0) < 0.05
+
+
+def test_optional_product_of_a_ramp_with_a_jump():
+    # 5 + 10 DN per group, a 400 DN jump at group 4; nframes = 1 -> pedestal factor (1+1)/2 / 1 = 1
+    data = 5.0 + 10.0 * np.arange(8)
+    data[4:] += 400.0
+    gdq = [0, 0, 0, 0, F.JUMP_DET, 0, 0, 0]
+    opt = _fit(data, gdq, save_opt=True).opt
+    assert opt["slope"].shape == (1, 2, 1, 1) and opt["crmag"].shape == (1, 1, 1, 1)
+    # segments [0, 4) and [4, 8) (led by the JUMP group): 10 DN per 10 s group = 1 DN/s each
+    np.testing.assert_allclose(opt["slope"][0, :, 0, 0], [1.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(opt["yint"][0, :, 0, 0], [5.0, 405.0], rtol=1e-5)  # intercepts at group index 0
+    np.testing.assert_allclose(opt["var_rnoise"][0, :, 0, 0], [_var_r(4), _var_r(4)], rtol=1e-5)
+    np.testing.assert_allclose(opt["weights"][0, :, 0, 0], [1 / _var_r(4), 1 / _var_r(4)], rtol=1e-5)
+    assert opt["crmag"][0, 0, 0, 0] == pytest.approx(410.0)      # group 4 - group 3
+    assert opt["pedestal"][0, 0, 0] == pytest.approx(5.0 - 1.0 * 1.0, rel=1e-6)
+    assert np.all(opt["sigslope"] > 0) and np.all(opt["sigyint"] > 0)
+
+
+def test_optional_product_leaves_rate_and_rateints_bit_identical():
+    """save_opt sends every pixel through the per-pixel path: it must give the clean-path numbers."""
+    rng = np.random.default_rng(7)
+    data = (rng.normal(0, 5, (2, 6, 8, 300)) + 20.0 * np.arange(6)[None, :, None, None]).astype(np.float32)
+    gdq = np.zeros(data.shape, np.uint8)
+    gdq[0, 3, 2, 5] = F.JUMP_DET
+    plain, opt = _fit(data, gdq), _fit(data, gdq, save_opt=True)
+    assert plain.opt is None and opt.opt["slope"].shape == (2, 2, 8, 300)
+    for prod in ("rate", "rateints"):
+        for name in ("data", "dq", "var_poisson", "var_rnoise", "err"):
+            np.testing.assert_array_equal(getattr(getattr(plain, prod), name), getattr(getattr(opt, prod), name))

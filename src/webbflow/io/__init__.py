@@ -15,11 +15,12 @@ __all__ = [
     "UncalHeaders",
     "read_uncal",
     "read_uncal_headers",
+    "write_fitopt",
     "write_rate",
     "write_rateints",
 ]
 
-_LAZY = {"write_rate": "products", "write_rateints": "products", "SUPPORTED_EXP_TYPES": "uncal",
+_LAZY = {"write_fitopt": "products", "write_rate": "products", "write_rateints": "products", "SUPPORTED_EXP_TYPES": "uncal",
          "UncalHeaders": "uncal", "read_uncal": "uncal", "read_uncal_headers": "uncal"}
 
 

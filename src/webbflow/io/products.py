@@ -30,7 +30,7 @@ import webbflow
 from webbflow.config import config_digest
 from webbflow.io.files import atomic_output
 
-__all__ = ["CAL_STEP_KEYS", "REFTYPES", "RateintsStream", "write_rate", "write_rateints"]
+__all__ = ["CAL_STEP_KEYS", "REFTYPES", "RateintsStream", "write_fitopt", "write_rate", "write_rateints"]
 
 CAL_STEP_KEYS = {
     "dq_init": "dq_init",
@@ -39,6 +39,7 @@ CAL_STEP_KEYS = {
     "refpix": "refpix",
     "linearity": "linearity",
     "dark_current": "dark_sub",
+    "charge_migration": "charge_migration",
     "jump": "jump",
     "ramp_fit": "ramp_fit",
     "gain_scale": "gain_scale",
@@ -92,6 +93,7 @@ _S_KEYWORDS = {
     "refpix": ("S_REFPIX", "Reference Pixel Correction"),
     "linearity": ("S_LINEAR", "Linearity Correction"),
     "dark_current": ("S_DARK", "Dark Subtraction"),
+    "charge_migration": ("S_CHGMIG", "Charge Migration"),
     "jump": ("S_JUMP", "Jump Detection"),
     "ramp_fit": ("S_RAMP", "Ramp Fitting"),
     "gain_scale": ("S_GANSCL", "Gain Scale Correction"),
@@ -114,8 +116,12 @@ def _utc_now():
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}"
 
 
-def _build_hdulist(model_type, filename, arrays, headers, int_times, cal_steps, ref_files, provenance):
+def _build_hdulist(model_type, filename, arrays, headers, int_times, cal_steps, ref_files, provenance,
+                   images=None):
     """The product as an HDUList in the layout stdatamodels gives an ImageModel/CubeModel.
+
+    ``images`` (extension name -> float32 array) replaces the SCI ... VAR_RNOISE extensions
+    of ``arrays`` (a RampFitOutputModel has only its own arrays).
 
     The keywords are those stdatamodels would write for the model built from
     the uncal's keywords (every schema keyword at its schema HDU, the rest
@@ -160,12 +166,15 @@ def _build_hdulist(model_type, filename, arrays, headers, int_times, cal_steps, 
                                  header, name=name, ver=1)
         return fits.ImageHDU(np.ascontiguousarray(array, dtype), header, name=name, ver=1)
 
-    hdus = [fits.PrimaryHDU(header=primary),
-            image("SCI", arrays.data, np.float32, sci_header),
-            image("ERR", arrays.err, np.float32, err_header),
-            image("DQ", arrays.dq, np.uint32),
-            image("VAR_POISSON", arrays.var_poisson, np.float32),
-            image("VAR_RNOISE", arrays.var_rnoise, np.float32)]
+    if images is not None:
+        hdus = [fits.PrimaryHDU(header=primary)] + [image(name, a, np.float32) for name, a in images.items()]
+    else:
+        hdus = [fits.PrimaryHDU(header=primary),
+                image("SCI", arrays.data, np.float32, sci_header),
+                image("ERR", arrays.err, np.float32, err_header),
+                image("DQ", arrays.dq, np.uint32),
+                image("VAR_POISSON", arrays.var_poisson, np.float32),
+                image("VAR_RNOISE", arrays.var_rnoise, np.float32)]
     if int_times is not None:
         # Set .data after construction: BinTableHDU(data) imports astropy.table (~0.5 s).
         table = fits.BinTableHDU(name="INT_TIMES")
@@ -270,6 +279,30 @@ def write_rateints(path, rateints, headers, *, cal_steps=None, ref_files=None, p
     """
     hdulist = _build_hdulist("CubeModel", Path(path).name, rateints, headers, headers.int_times, cal_steps,
                              ref_files, provenance)
+    return _save(hdulist, path)
+
+
+def write_fitopt(path, opt, headers, *, cal_steps=None, ref_files=None, provenance=None):
+    """Write the optional ramp-fit product (jwst's ``RampFitOutputModel``, ``_fitopt.fits``) atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination, e.g. ``..._nrca1_fitopt.fits``.
+    opt : dict
+        ``RampFitResult.opt``: slope, sigslope, var_poisson, var_rnoise, yint, sigyint,
+        weights (nints, nsegments, ny, nx), pedestal (nints, ny, nx), crmag (nints, njumps, ny, nx).
+    headers, cal_steps, ref_files, provenance
+        As for :func:`write_rate`.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    names = ("slope", "sigslope", "var_poisson", "var_rnoise", "yint", "sigyint", "pedestal", "weights", "crmag")
+    hdulist = _build_hdulist("RampFitOutputModel", Path(path).name, None, headers, None, cal_steps, ref_files,
+                             provenance, images={n.upper(): opt[n] for n in names})
     return _save(hdulist, path)
 
 

@@ -2,7 +2,8 @@
 
 The steps run in memory on one :class:`~webbflow.ramp.Ramp`, in jwst's NIR
 order: dq_init, saturation, superbias, refpix, linearity, dark_current,
-jump, ramp_fit, gain_scale.  Everything that can fail on bad input (reading
+charge_migration (off unless ``skip: false``, as in jwst), jump, ramp_fit,
+gain_scale.  Everything that can fail on bad input (reading
 the exposure, choosing and cutting references) happens before the first
 step, and the products are written only at the end, atomically, so a failed
 run leaves nothing behind that looks finished.
@@ -18,15 +19,15 @@ from pathlib import Path
 import numpy as np
 
 import webbflow
-from webbflow.config import DETECTOR1_STEPS, config_digest
-from webbflow.io import read_uncal, write_rate, write_rateints
-from webbflow.io.errors import ReferenceFileError
+from webbflow.config import DETECTOR1_STEPS, config_digest, step_skipped
+from webbflow.io import read_uncal, write_fitopt, write_rate, write_rateints
+from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.uncal import SUPPORTED_EXP_TYPES, UncalStream, read_uncal_headers, readout_from_header
 from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
 from webbflow.stages import detector1_stream
 
-__all__ = ["STEP_REFTYPES", "iter_steps", "one_over_f_table", "run", "write_one_over_f"]
+__all__ = ["STEP_REFTYPES", "fitopt_path", "iter_steps", "one_over_f_table", "run", "write_one_over_f"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ STEP_REFTYPES = {
     "refpix": (),
     "linearity": ("linearity",),
     "dark_current": ("dark",),
+    "charge_migration": (),
     "jump": ("gain", "readnoise"),
     "ramp_fit": ("gain", "readnoise"),
     "gain_scale": (),
@@ -51,7 +53,7 @@ def _step_kwargs(params, step):
 def _needed_reftypes(params):
     needed = []
     for step in DETECTOR1_STEPS:
-        if (params.get(step) or {}).get("skip"):
+        if step_skipped(params, step):
             continue
         needed += [t for t in STEP_REFTYPES[step] if t not in needed]
     return needed
@@ -89,6 +91,8 @@ def _call(step, ramp, readout, refs, kwargs):
         dark = refs["dark"]
         return module.run(ramp, readout, dark["dark_frames"], dark["dark_dq"],
                           dark_nframes=dark["dark_nframes"], dark_groupgap=dark["dark_groupgap"], **kwargs)
+    if step == "charge_migration":
+        return module.run(ramp, **kwargs)
     if step == "jump":
         return module.run(ramp, readout, refs["gain"]["gain"], refs["readnoise"]["readnoise"], **kwargs)
     raise ValueError(f"unknown step {step!r}")
@@ -220,8 +224,7 @@ def iter_steps(ramp, readout, headers, refs, params, one_over_f=None):
     result = None
     for step in DETECTOR1_STEPS:
         t0 = time.perf_counter()
-        step_params = params.get(step) or {}
-        if step_params.get("skip"):
+        if step_skipped(params, step):
             status = StepStatus.SKIPPED
         elif step == "ramp_fit":
             module = importlib.import_module("webbflow.steps.ramp_fit")
@@ -303,6 +306,12 @@ def write_one_over_f(path, records, headers):
     return Path(path)
 
 
+def fitopt_path(rate_path):
+    """The optional fit product (``steps.ramp_fit.save_opt``) written beside ``rate_path``."""
+    rate_path = Path(rate_path)
+    return rate_path.with_name(rate_path.name.removesuffix("_rate.fits").removesuffix(".fits") + "_fitopt.fits")
+
+
 def run(uncal_path, rate_path, rateints_path, references, params, provenance=None,
         exp_types=SUPPORTED_EXP_TYPES, max_memory_mb=None, scratch_dir=None, one_over_f_path=None):
     """Reduce one uncal exposure to ``rate`` and ``rateints`` products.
@@ -337,6 +346,9 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
         Also write the 1/f QA table (:func:`one_over_f_table`, ECSV): per
         integration and amplifier, the 1/f left before and after ROEBA.  The
         products do not change.
+
+    With ``params["ramp_fit"]["save_opt"]`` the optional fit product is also
+    written, to :func:`fitopt_path` of ``rate_path`` (in-memory exposures only).
 
     Returns
     -------
@@ -395,6 +407,10 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     provenance.setdefault("webbflow_version", webbflow.__version__)
     statuses = {}
     one_over_f = [] if one_over_f_path is not None else None
+    if streamed and params["ramp_fit"].get("save_opt"):
+        raise InputError(uncal_path, f"steps.ramp_fit.save_opt needs the whole ramp in memory, and this exposure "
+                         f"exceeds max_memory_mb.detector1 ({max_bytes / 2**20:.0f} MB)",
+                         "raise max_memory_mb.detector1 or set steps.ramp_fit.save_opt: false")
     if streamed:
         detector1_stream.run(stream, rate_path, rateints_path, refs, params, statuses, provenance, used,
                              max_bytes, scratch_dir=scratch_dir, one_over_f=one_over_f)
@@ -415,15 +431,18 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     del ramp  # the 4-D cube is not needed for writing
 
     written = []
+    products = [(write_rateints, result.rateints, rateints_path), (write_rate, result.rate, rate_path)]
+    if result.opt is not None:
+        # jwst's <root>_fitopt.fits beside the rate product
+        products.insert(0, (write_fitopt, result.opt, fitopt_path(rate_path)))
     try:
-        for writer, arrays, path in ((write_rateints, result.rateints, rateints_path),
-                                     (write_rate, result.rate, rate_path)):
+        for writer, arrays, path in products:
             written.append(writer(path, arrays, headers, cal_steps=statuses, ref_files=used,
                                   provenance=provenance))
         if one_over_f is not None:
             written.append(write_one_over_f(one_over_f_path, one_over_f, headers))
     except BaseException:
-        for path in written:  # a rate without its rateints is a partial product
+        for path in written:  # a rate without its rateints (or fitopt) is a partial product
             Path(path).unlink(missing_ok=True)
         raise
     log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,

@@ -7,7 +7,7 @@ runner gives the same products, bit for bit, with a working set set by a
 memory budget instead of by NINTS:
 
 A. **Chunks of integrations.**  dq_init, saturation, superbias, refpix,
-   linearity and dark_current treat each integration alone; they run on a few
+   linearity, dark_current and charge_migration treat each integration alone; they run on a few
    integrations at a time, and the calibrated ramp and its group DQ go to
    scratch files (4 + 1 bytes per sample) next to the products.  ROEBA's
    background mask comes from the first integrations only
@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from webbflow import dqflags
+from webbflow.config import step_skipped
 from webbflow.io.errors import InputError
 from webbflow.ramp import Ramp, StepStatus
 
@@ -64,7 +65,7 @@ BYTES_PER_PIXEL = 120
 DEFAULT_MAX_MEMORY_MB = 4000
 """The budget when none is given: exposures whose in-memory working set is larger are streamed."""
 
-PRE_JUMP_STEPS = ("dq_init", "saturation", "superbias", "refpix", "linearity", "dark_current")
+PRE_JUMP_STEPS = ("dq_init", "saturation", "superbias", "refpix", "linearity", "dark_current", "charge_migration")
 
 
 def in_memory_bytes(shape):
@@ -261,7 +262,7 @@ def _phase_a(stream, readout, refs, params, call, scratch, chunk, one_over_f=Non
         ramp = stream.ramp(i0, i1)
         part = dataclasses.replace(readout, nints=i1 - i0)
         for step in PRE_JUMP_STEPS:
-            if (params.get(step) or {}).get("skip"):
+            if step_skipped(params, step):
                 status = StepStatus.SKIPPED
             else:
                 kwargs = _kwargs(params, step)
@@ -279,7 +280,7 @@ def _phase_a(stream, readout, refs, params, call, scratch, chunk, one_over_f=Non
             dark = ramp.average_dark_current
         max_all_dnu = max(max_all_dnu, int(K.count_all_dnu_groups(ramp.groupdq).max()))
         scratch.append(ramp)
-        log.info("detector1: integrations %d-%d of %d through dark_current (%.1f s)", i0 + 1, i1, nints,
+        log.info("detector1: integrations %d-%d of %d through the pre-jump steps (%.1f s)", i0 + 1, i1, nints,
                  time.perf_counter() - t0)
         del ramp
     scratch.close_appends()

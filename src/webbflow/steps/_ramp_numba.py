@@ -33,6 +33,7 @@ DNU = 1
 SAT = 2
 JUMP = 4
 PERS = 32
+CHLO = 128
 NGV = 524288
 INVALID = DNU | SAT
 NOT_PERS = 0xFF & ~PERS
@@ -111,26 +112,138 @@ def row_network(n):
 
 
 @njit(cache=True, error_model="numpy")
+def _segment_var_r(length, integ_t0, rn, gain, tgroup):
+    """Read-noise variance of a segment's slope (stcal's ``segment_rnoise_*``)."""
+    if length <= 2:
+        # lengths 1 and 2 share the two-point formula; stcal does not check the gain for them
+        rnum = rn / (integ_t0 if length == 1 else tgroup)
+        return (12.0 * rnum * rnum) / (6.0 * gain * gain)
+    if gain <= 0.0 or math.isnan(gain):
+        return 0.0
+    rnum = rn / tgroup
+    return (12.0 * rnum * rnum) / ((length * length * length - length) * gain * gain)
+
+
+@njit(cache=True, error_model="numpy")
+def _len1_timing(suppress1g, is0, iszf, t1, tframe, tgroup):
+    """Time of a one-group segment (stcal's ``segment_len1_timing``): the one-group time for a
+    0th-group ramp, the frame time for a ZEROFRAME one, else the group time."""
+    if (not suppress1g) and is0:
+        return t1
+    if (not suppress1g) and iszf:
+        return tframe
+    return tgroup
+
+
+@njit(cache=True, error_model="numpy")
+def _segments(q, seg_s, seg_l):
+    """Segments of one integration's group DQ ``q``: runs of good groups (PERSISTENCE ignored),
+    led by a JUMP-only group; one-group segments dropped when a longer one exists, only the
+    first kept when none does. Fills ``seg_s`` (starts), ``seg_l`` (lengths); returns their number.
+    """
+    ngroups = q.shape[0]
+    nseg = 0
+    in_seg = False
+    start = 0
+    maxlen = 0
+    for k in range(ngroups + 1):
+        good = k < ngroups and (q[k] & NOT_PERS) == 0
+        if good:
+            if not in_seg:
+                if k > 0 and (q[k - 1] & NOT_PERS) == JUMP:
+                    start = k - 1
+                else:
+                    start = k
+                in_seg = True
+        elif in_seg:
+            ln = k - start
+            in_seg = False
+            if ln == 1 and maxlen > 1:
+                continue
+            seg_s[nseg] = start
+            seg_l[nseg] = ln
+            nseg += 1
+            if ln > maxlen:
+                maxlen = ln
+    if nseg >= 2:
+        if maxlen < 2:
+            nseg = 1
+        else:
+            m = 0
+            for s in range(nseg):
+                if seg_l[s] != 1:
+                    seg_s[m] = seg_s[s]
+                    seg_l[m] = seg_l[s]
+                    m += 1
+            nseg = m
+    return nseg
+
+
+@njit(cache=True, error_model="numpy")
+def _chargeloss_var_r(gdq, y, x, nints, suppress1g, is0, iszf, ivr_int, t1, tframe, tgroup, rn, g,
+                      oq, seg_s, seg_l, i_vr):
+    """stcal's ``ramp_fit_pixel_rnoise_chargeloss`` for one pixel.
+
+    For every integration with a CHARGELOSS group, the read-noise variance is
+    recomputed from segments of the group DQ as it came in, with CHARGELOSS
+    and DO_NOT_USE toggled off (stcal's XOR) on the CHARGELOSS groups, and
+    written to ``i_vr``; the other integrations contribute their own
+    ``ivr_int``. Returns the exposure's read-noise variance, or -1.0 when the
+    pixel has no CHARGELOSS group (nothing changes then) or the sum is 0
+    (stcal keeps the first value).
+    """
+    ngroups = gdq.shape[1]
+    evar = 0.0
+    any_chlo = False
+    for i in range(nints):
+        chlo = False
+        for k in range(ngroups):
+            qq = gdq[i, k, y, x]
+            if qq & CHLO:
+                chlo = True
+                qq ^= DNU | CHLO
+            oq[k] = qq
+        if not chlo:
+            if ivr_int[i] > 0.0:
+                evar += 1.0 / ivr_int[i]
+            continue
+        any_chlo = True
+        t0 = _len1_timing(suppress1g, is0[i], iszf[i], t1, tframe, tgroup)
+        inv = 0.0
+        for s in range(_segments(oq, seg_s, seg_l)):
+            v = _segment_var_r(seg_l[s], t0, rn, g, tgroup)
+            if v > 0.0:
+                inv += 1.0 / v
+        v = 1.0 / inv
+        i_vr[i, y, x] = 0.0 if v >= LARGE_VARIANCE else v
+        evar += inv
+    if not any_chlo or not evar > 0.0:
+        return -1.0
+    return 1.0 / evar
+
+
+@njit(cache=True, error_model="numpy")
 def _fit_segment(d, start, length, integ_t0, rn, gain, prate, tgroup, wtab):
-    """Fit one segment; return (slope, var_p, var_r).
+    """Fit one segment; return (slope, var_p, var_r, sigslope, yint, sigyint).
 
     ``d`` is the integration's data (float64, SAT groups NaN); ``integ_t0`` is the
     timing of a length-1 segment (one-group time, frame time or group time).
-    ``prate`` is the Poisson rate (median rate + dark, or dark alone).
+    ``prate`` is the Poisson rate (median rate + dark, or dark alone). The last
+    three are stcal's optional-product values (DN per group and DN, 0 for a
+    one-group segment; the fitted line for longer ones).
     """
     if length == 1:
         t = integ_t0
         slope = d[start] / t
         var_p = prate / (t * gain)
-        rnum = rn / t
-        var_r = (12.0 * rnum * rnum) / (6.0 * gain * gain)
-        return slope, var_p, var_r
+        return slope, var_p, _segment_var_r(1, t, rn, gain, tgroup), 0.0, 0.0, 0.0
     if length == 2:
         slope = (d[start + 1] - d[start]) / tgroup
         var_p = prate / (tgroup * gain)
-        rnum = rn / tgroup
-        var_r = (12.0 * rnum * rnum) / (6.0 * gain * gain)
-        return slope, var_p, var_r
+        sigslope = 1.41421356 * rn  # stcal's constant for sqrt(2)
+        second = float(start) + 1.0
+        yint = d[start + 1] * (1.0 - second) + d[start] * second
+        return slope, var_p, _segment_var_r(2, integ_t0, rn, gain, tgroup), sigslope, yint, sigslope
 
     # Signal-to-noise of the whole segment selects the weighting power.
     delta = d[start + length - 1] - d[start]
@@ -161,14 +274,11 @@ def _fit_segment(d, start, length, integ_t0, rn, gain, prate, tgroup, wtab):
         sumxy += y * xw
     den = sumw * sumxx - sumx * sumx
     num = sumw * sumxy - sumx * sumy
-    slope = (num * (1.0 / den)) / tgroup
+    invden = 1.0 / den
+    slope = (num * invden) / tgroup
     var_p = prate / (tgroup * gain * (length - 1.0))
-    if gain <= 0.0 or math.isnan(gain):
-        var_r = 0.0
-    else:
-        rnum = rn / tgroup
-        var_r = (12.0 * rnum * rnum) / ((length * length * length - length) * gain * gain)
-    return slope, var_p, var_r
+    return (slope, var_p, _segment_var_r(length, integ_t0, rn, gain, tgroup), math.sqrt(sumw * invden),
+            (sumxx * sumy - sumx * sumxy) * invden, math.sqrt(sumxx * invden))
 
 
 # Pixels per block of a row. The block passes below run many short loops over
@@ -410,8 +520,18 @@ def _block_clean_fit(data, y, x0, w, g, rn, dc, pdq, tgroup, wtab, med, sc,
 def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zeroframe,
              suppress1g, tframe, tgroup, nframes, wtab, ops, final,
              r_slope, r_dq, r_vp, r_vr, r_err,
-             i_slope, i_dq, i_vp, i_vr, i_err):
+             i_slope, i_dq, i_vp, i_vr, i_err,
+             save_opt, ped_tmp, o_slope, o_sigslope, o_vp, o_vr, o_yint, o_sigyint, o_weights,
+             o_ped, o_crmag, o_counts):
     """Fit the ramps of rows ``y0 .. y1``; fill the rate (``r_*``) and rateints (``i_*``) arrays.
+
+    With ``save_opt`` also stcal's optional product (``o_*``): per integration and
+    segment (axis 1, zero-filled) slope, sigslope, var_poisson, var_rnoise,
+    yint, sigyint and weights (1/var_rnoise); the pedestal per integration
+    (first group minus the integration's slope times ``ped_tmp``, 0 where
+    saturated or NaN); the jump sizes per integration (axis 1); ``o_counts``
+    (2, nints, ny, nx) gets the number of segments and of jumps. Every pixel
+    then takes the per-pixel path.
 
     ``rnoise`` is the single-read noise in electrons (``rn_cds * g / sqrt(2 nf)``),
     ``dark`` the average dark current in DN/s, ``tframe``/``tgroup`` the float32
@@ -431,7 +551,7 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
     """
     nints, ngroups, ny, nx = data.shape
     t1 = (float(nframes) + 1.0) * tframe / 2.0
-    fast = ngroups >= 3
+    fast = ngroups >= 3 and not save_opt
     med = np.empty((nints, BLOCK), np.float64)
     lbuf = np.empty((ngroups, BLOCK), np.float64)
     sbuf = np.empty((ngroups + 1, BLOCK), np.float64)
@@ -447,6 +567,8 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
     cnt_sat = np.empty(nints, np.int64)
     is0 = np.empty(nints, np.bool_)
     iszf = np.empty(nints, np.bool_)
+    ivr_int = np.empty(nints, np.float64)
+    oq = np.empty(ngroups, np.uint8)
     for y in range(y0, y1):
         for x0 in range(0, nx, BLOCK):
             w = min(BLOCK, nx - x0)
@@ -478,6 +600,7 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                 rn = np.float64(rnoise[y, x])
                 dc = np.float64(dark[y, x])
                 rate_dq = pdq
+                has_chlo = False
 
                 # --- load the pixel, DQ statistics, 0th-group / ZEROFRAME cases
                 for i in range(nints):
@@ -493,6 +616,8 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                         qq = gdq[i, k, y, x]
                         if (qq & NOT_PERS) == 0:
                             n_good_np += 1
+                        if qq & CHLO:
+                            has_chlo = True
                         q[i, k] = qq
                     sup[i] = suppress1g and n_good_np == 1
                     if sup[i]:
@@ -516,6 +641,14 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                             n_sat += 1
                         else:
                             d[i, k] = np.float64(data[i, k, y, x])
+                    if save_opt:
+                        # jump sizes from the groups as read (before a ZEROFRAME replaces group 0)
+                        ncr = 0
+                        for k in range(1, ngroups):
+                            if q[i, k] & JUMP:
+                                o_crmag[i, ncr, y, x] = d[i, k] - d[i, k - 1]
+                                ncr += 1
+                        o_counts[1, i, y, x] = ncr
                     is0[i] = False
                     iszf[i] = False
                     if not suppress1g:
@@ -583,58 +716,28 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                         idq |= np.uint32(DNU | SAT)
                         islope = np.nan
                     else:
-                        # segments: runs of good groups, led by a JUMP-only group
-                        in_seg = False
-                        start = 0
-                        maxlen = 0
-                        for k in range(ngroups + 1):
-                            good = k < ngroups and (q[i, k] & NOT_PERS) == 0
-                            if good:
-                                if not in_seg:
-                                    if k > 0 and (q[i, k - 1] & NOT_PERS) == JUMP:
-                                        start = k - 1
-                                    else:
-                                        start = k
-                                    in_seg = True
-                            elif in_seg:
-                                ln = k - start
-                                in_seg = False
-                                if ln == 1 and maxlen > 1:
-                                    continue
-                                seg_s[nseg] = start
-                                seg_l[nseg] = ln
-                                nseg += 1
-                                if ln > maxlen:
-                                    maxlen = ln
-                        if nseg >= 2:
-                            if maxlen < 2:
-                                nseg = 1
-                            else:
-                                m = 0
-                                for s in range(nseg):
-                                    if seg_l[s] != 1:
-                                        seg_s[m] = seg_s[s]
-                                        seg_l[m] = seg_l[s]
-                                        m += 1
-                                nseg = m
+                        nseg = _segments(q[i], seg_s, seg_l)
                     if cnt_dnu_sat[i] == ngroups:
                         idq |= np.uint32(DNU)
                         if cnt_sat[i] == ngroups:
                             idq |= np.uint32(SAT)
                     elif nseg > 0:
-                        if (not suppress1g) and is0[i]:
-                            t0 = t1
-                        elif (not suppress1g) and iszf[i]:
-                            t0 = tframe
-                        else:
-                            t0 = tgroup
+                        t0 = _len1_timing(suppress1g, is0[i], iszf[i], t1, tframe, tgroup)
                         ivr = 0.0
                         ivp = 0.0
                         ive = 0.0
                         num = 0.0
                         for s in range(nseg):
-                            sl, vp, vr = _fit_segment(d[i], seg_s[s], seg_l[s], t0, rn, g,
-                                                      prate, tgroup, wtab)
+                            sl, vp, vr, sigsl, yint, sigyint = _fit_segment(d[i], seg_s[s], seg_l[s], t0,
+                                                                            rn, g, prate, tgroup, wtab)
+                            if save_opt:
+                                o_slope[i, s, y, x] = sl
+                                o_sigslope[i, s, y, x] = sigsl
+                                o_vp[i, s, y, x] = vp
+                                o_vr[i, s, y, x] = vr
+                                o_yint[i, s, y, x] = yint
+                                o_sigyint[i, s, y, x] = sigyint
+                                o_weights[i, s, y, x] = 1.0 / vr
                             ivr += 1.0 / vr
                             if vp > 0.0:
                                 ivp += 1.0 / vp
@@ -663,6 +766,14 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                     if idq & DNU:
                         dnu_cnt += 1
                         islope = np.nan
+                    if save_opt:
+                        o_counts[0, i, y, x] = nseg
+                        ped = 0.0
+                        if not idq & SAT:  # stcal: before a partly saturated ramp gets SAT
+                            ped = d[i, 0] - islope * ped_tmp
+                            if math.isnan(ped):
+                                ped = 0.0
+                        o_ped[i, y, x] = ped
                     if idq & SAT:
                         sat_cnt += 1
                         islope = np.nan
@@ -673,6 +784,7 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                     i_slope[i, y, x] = islope
                     i_vp[i, y, x] = ivp_out
                     i_vr[i, y, x] = ivr_out
+                    ivr_int[i] = ivr_out
                     i_err[i, y, x] = ierr
 
                 # --- combine the integrations
@@ -701,6 +813,12 @@ def ols_fit(y0, y1, data, gdq, pixeldq, gain, rnoise, dark, zeroframe, has_zerof
                     rate_dq |= np.uint32(SAT)
                 if not math.isnan(slope):
                     slope = slope * vr
+                if has_chlo:
+                    # after the slope and ERR, as stcal: only the read-noise variances change
+                    v = _chargeloss_var_r(gdq, y, x, nints, suppress1g, is0, iszf, ivr_int, t1, tframe,
+                                          tgroup, rn, g, oq, seg_s, seg_l, i_vr)
+                    if v >= 0.0:
+                        vr = 0.0 if v >= LARGE_VARIANCE else v
                 r_slope[y, x] = slope
                 r_dq[y, x] = rate_dq
                 r_vp[y, x] = vp

@@ -107,12 +107,12 @@ def warm_stage1(readout, params=None):
         The step parameters of the real run (``skip`` honoured).
     """
     init_numba()
+    from webbflow.config import DETECTOR1_STEPS
     from webbflow.stages.detector1 import iter_steps
 
     quiet = _DropThread(threading.current_thread())
     loggers = [logging.getLogger(name) for name in ("webbflow.stages.detector1",) + tuple(
-        f"webbflow.steps.{s}" for s in ("dq_init", "saturation", "superbias", "refpix", "linearity",
-                                        "dark_current", "jump", "ramp_fit", "gain_scale"))]
+        f"webbflow.steps.{s}" for s in DETECTOR1_STEPS)]
     for lg in loggers:
         lg.addFilter(quiet)
     try:

@@ -17,7 +17,7 @@ from webbflow.ramp import StepStatus
 
 from ._ramp_numba import fit_rows_threaded, row_network, weight_table
 
-__all__ = ["ImageArrays", "RampFitResult", "run", "fit_ramps"]
+__all__ = ["ImageArrays", "OPT_ARRAYS", "RampFitResult", "run", "fit_ramps"]
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,20 @@ class ImageArrays:
         )
 
 
+OPT_ARRAYS = ("slope", "sigslope", "var_poisson", "var_rnoise", "yint", "sigyint", "pedestal", "weights", "crmag")
+"""Arrays of the optional fit product (jwst's ``RampFitOutputModel``), in its order."""
+
+
 @dataclass
 class RampFitResult:
-    """Output of the ramp fit: the exposure ``rate`` and per-integration ``rateints``."""
+    """Output of the ramp fit: the exposure ``rate``, per-integration ``rateints`` and,
+    when asked for, the optional product ``opt`` (:data:`OPT_ARRAYS` name -> float32 array:
+    (nints, max segments, ny, nx) per segment, ``pedestal`` (nints, ny, nx), ``crmag``
+    (nints, max jumps, ny, nx); zero where a ramp has fewer segments or jumps)."""
 
     rate: ImageArrays
     rateints: ImageArrays
+    opt: dict | None = None
 
 
 def single_read_noise(readnoise, gain, nframes):
@@ -88,7 +96,7 @@ def single_read_noise(readnoise, gain, nframes):
 
 
 def fit_ramps(data, groupdq, pixeldq, gain, readnoise, readout, zeroframe=None,
-              average_dark_current=None, suppress_one_group=True):
+              average_dark_current=None, suppress_one_group=True, save_opt=False):
     """Fit ramps to a 4-D cube with OLS_C semantics.
 
     Parameters
@@ -111,6 +119,8 @@ def fit_ramps(data, groupdq, pixeldq, gain, readnoise, readout, zeroframe=None,
         Dark current in DN/s for the Poisson variance (None means 0).
     suppress_one_group : bool
         Treat ramps with a single good group as having none.
+    save_opt : bool
+        Also compute the optional fit product (``RampFitResult.opt``) as stcal does.
 
     Returns
     -------
@@ -139,17 +149,36 @@ def fit_ramps(data, groupdq, pixeldq, gain, readnoise, readout, zeroframe=None,
 
     rate = ImageArrays.empty((ny, nx))
     rateints = ImageArrays.empty((nints, ny, nx))
+    # a segment needs a good group and segments are separated by a flagged one
+    max_segs, max_crs = ((ngroups + 1) // 2, max(ngroups - 1, 1)) if save_opt else (1, 1)
+    shape = (nints, max_segs, ny, nx) if save_opt else (1, 1, 1, 1)
+    opt = {name: np.zeros(shape, np.float32) for name in OPT_ARRAYS if name not in ("pedestal", "crmag")}
+    opt["pedestal"] = np.zeros((nints, ny, nx) if save_opt else (1, 1, 1), np.float32)
+    opt["crmag"] = np.zeros((nints, max_crs, ny, nx) if save_opt else (1, 1, 1, 1), np.float32)
+    counts = np.zeros((2, nints, ny, nx) if save_opt else (2, 1, 1, 1), np.int16)
+    # stcal's pedestal time factor: ((nframes + 1) / 2 + DRPFRMS1) / (nframes + groupgap)
+    ped_tmp = ((readout.nframes + 1) / 2.0 + (readout.drop_frames1 or 0)) / (readout.nframes + readout.groupgap)
     fit_rows_threaded(
         data, groupdq, pixeldq, gain32, rn, dark, zf, has_zf, bool(suppress_one_group),
         float(np.float32(readout.tframe)), float(np.float32(readout.tgroup)),
         int(readout.nframes), weight_table(ngroups), *row_network(max(ngroups - 1, 0)),
         rate.data, rate.dq, rate.var_poisson, rate.var_rnoise, rate.err,
         rateints.data, rateints.dq, rateints.var_poisson, rateints.var_rnoise, rateints.err,
+        bool(save_opt), float(ped_tmp),
+        *(opt[name] for name in ("slope", "sigslope", "var_poisson", "var_rnoise", "yint", "sigyint", "weights",
+                                 "pedestal", "crmag")), counts,
     )
-    return RampFitResult(rate=rate, rateints=rateints)
+    if not save_opt:
+        return RampFitResult(rate=rate, rateints=rateints)
+    # stcal sizes the segment and jump axes by the largest count over all ramps
+    n_seg, n_cr = int(counts[0].max()), int(counts[1].max())
+    for name in OPT_ARRAYS:
+        if name != "pedestal":
+            opt[name] = np.ascontiguousarray(opt[name][:, :(n_cr if name == "crmag" else n_seg)])
+    return RampFitResult(rate=rate, rateints=rateints, opt=opt)
 
 
-def run(ramp, readout, gain, readnoise, suppress_one_group=True, weighting="optimal"):
+def run(ramp, readout, gain, readnoise, suppress_one_group=True, weighting="optimal", save_opt=False):
     """Fit the ramps of ``ramp`` (the jwst ``ramp_fit`` step, OLS_C).
 
     Parameters
@@ -166,6 +195,8 @@ def run(ramp, readout, gain, readnoise, suppress_one_group=True, weighting="opti
         jwst default True: one-good-group ramps give no slope.
     weighting : str
         Only ``"optimal"`` is supported.
+    save_opt : bool
+        Also compute the optional fit product (``result.opt``, written as ``_fitopt.fits``).
 
     Returns
     -------
@@ -180,5 +211,6 @@ def run(ramp, readout, gain, readnoise, suppress_one_group=True, weighting="opti
         zeroframe=ramp.zeroframe,
         average_dark_current=ramp.average_dark_current,
         suppress_one_group=suppress_one_group,
+        save_opt=save_opt,
     )
     return StepStatus.COMPLETE, result
