@@ -24,7 +24,7 @@ from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
 from webbflow.stages import detector1_stream
 
-__all__ = ["STEP_REFTYPES", "iter_steps", "run"]
+__all__ = ["STEP_REFTYPES", "call_step", "gain_factor", "iter_steps", "run", "step_kwargs"]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,39 @@ STEP_REFTYPES = {
 """Reference types each step needs."""
 
 
-def _step_kwargs(params, step):
+def step_kwargs(params, step):
+    """The keyword arguments of ``step``'s function: its parameters less ``skip``.
+
+    Parameters
+    ----------
+    params : dict
+        step -> {parameter: value}.
+    step : str
+
+    Returns
+    -------
+    dict
+    """
     return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
+
+
+def gain_factor(headers, refs):
+    """gain_scale's factor: the exposure's GAINFACT, else the gain reference's (as jwst), else None.
+
+    Parameters
+    ----------
+    headers : webbflow.io.uncal.UncalHeaders
+    refs : dict
+        Loaded references (:func:`webbflow.refs.load_references`).
+
+    Returns
+    -------
+    float or None
+    """
+    factor = headers.primary.get("GAINFACT")
+    if factor is None and "gain" in refs:
+        factor = refs["gain"]["gain_factor"]
+    return factor
 
 
 def _needed_reftypes(params):
@@ -68,8 +99,25 @@ def _check_references(uncal_path, headers, references, needed):
         )
 
 
-def _call(step, ramp, readout, refs, kwargs):
-    """Run one step per the contract of docs/contracts.md; return its status."""
+def call_step(step, ramp, readout, refs, kwargs):
+    """Run one of the steps before ramp_fit on ``ramp`` (in place), per docs/contracts.md.
+
+    Parameters
+    ----------
+    step : str
+        One of dq_init, saturation, superbias, refpix, linearity, dark_current, jump.
+    ramp : webbflow.ramp.Ramp
+    readout : webbflow.ramp.Readout
+    refs : dict
+        Loaded references (:func:`webbflow.refs.load_references`).
+    kwargs : dict
+        The step's parameters (:func:`step_kwargs`).
+
+    Returns
+    -------
+    str
+        The step's status.
+    """
     module = importlib.import_module(f"webbflow.steps.{step}")
     if step == "dq_init":
         return module.run(ramp, refs["mask"]["mask_dq"])
@@ -221,15 +269,12 @@ def iter_steps(ramp, readout, headers, refs, params):
         elif step == "ramp_fit":
             module = importlib.import_module("webbflow.steps.ramp_fit")
             status, result = module.run(ramp, readout, refs["gain"]["gain"], refs["readnoise"]["readnoise"],
-                                        **_step_kwargs(params, step))
+                                        **step_kwargs(params, step))
         elif step == "gain_scale":
             module = importlib.import_module("webbflow.steps.gain_scale")
-            factor = headers.primary.get("GAINFACT")
-            if factor is None and "gain" in refs:
-                factor = refs["gain"]["gain_factor"]
-            status = module.run(result, gain_factor=factor)
+            status = module.run(result, gain_factor=gain_factor(headers, refs))
         else:
-            status = _call(step, ramp, readout, refs, _step_kwargs(params, step))
+            status = call_step(step, ramp, readout, refs, step_kwargs(params, step))
         log.info("%-13s %-9s %7.2f s", step, status, time.perf_counter() - t0)
         yield step, status, result
 

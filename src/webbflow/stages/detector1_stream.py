@@ -223,6 +223,7 @@ def _check_scratch_space(uncal_path, folder, shape, has_zeroframe):
 
 def _roeba_mask(stream, readout, refs, params, call, ints_per_chunk):
     """ROEBA's background mask from the first DRAFT_INTS integrations (first and last group only)."""
+    from webbflow.stages.detector1 import step_kwargs
     from webbflow.steps import roeba
 
     nints, ngroups = stream.shape[:2]
@@ -238,7 +239,7 @@ def _roeba_mask(stream, readout, refs, params, call, ints_per_chunk):
             if not (params.get(step) or {}).get("skip"):
                 with _quiet_steps():
                     call(step, mini, mini_readout, refs,
-                         dict(kwargs, first_integration=i0) if step == "refpix" else _kwargs(params, step))
+                         dict(kwargs, first_integration=i0) if step == "refpix" else step_kwargs(params, step))
         minis.append(mini.data)
         pixeldq = mini.pixeldq
     rp = params["refpix"]
@@ -246,12 +247,9 @@ def _roeba_mask(stream, readout, refs, params, call, ints_per_chunk):
                                  grow=rp.get("roeba_grow", 2))
 
 
-def _kwargs(params, step):
-    return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
-
-
 def _phase_a(stream, readout, refs, params, call, scratch, chunk):
     """Pre-jump steps on chunks of integrations; returns (statuses, pixeldq, dark, max all-DNU groups)."""
+    from webbflow.stages.detector1 import step_kwargs
     from webbflow.steps import _jump_numba as K
 
     nints = stream.shape[0]
@@ -264,7 +262,7 @@ def _phase_a(stream, readout, refs, params, call, scratch, chunk):
             if (params.get(step) or {}).get("skip"):
                 status = StepStatus.SKIPPED
             else:
-                kwargs = _kwargs(params, step)
+                kwargs = step_kwargs(params, step)
                 if step == "refpix":
                     kwargs["first_integration"] = i0
                 with _quiet_steps(i0 > 0):
@@ -384,7 +382,7 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
         Where the scratch files go (default ``$WEBBFLOW_SCRATCH`` or the rateints' folder).
     """
     from webbflow.io.products import RateintsStream, write_rate
-    from webbflow.stages.detector1 import _call
+    from webbflow.stages.detector1 import call_step, gain_factor, step_kwargs
     from webbflow.steps import gain_scale, ramp_fit
     from webbflow.steps.ramp_fit import ImageArrays, RampFitResult
 
@@ -404,19 +402,17 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
         params = {step: dict(v) for step, v in params.items()}
         rp = params["refpix"]
         if rp.get("roeba") and not rp.get("skip"):
-            rp["roeba_mask"] = _roeba_mask(stream, readout, refs, params, _call, cut.ints_per_chunk)
+            rp["roeba_mask"] = _roeba_mask(stream, readout, refs, params, call_step, cut.ints_per_chunk)
         scratch = _Scratch(tmp, shape, stream.has_zeroframe)
-        statuses, pixeldq, dark, max_all_dnu = _phase_a(stream, readout, refs, params, _call, scratch,
+        statuses, pixeldq, dark, max_all_dnu = _phase_a(stream, readout, refs, params, call_step, scratch,
                                                          cut.ints_per_chunk)
         statuses["jump"], gdq = _phase_jump(scratch, readout, refs, pixeldq, params, max_all_dnu,
                                             cut.ints_per_chunk, cut.rows_per_block)
         if (scratch.paths["gdq_b"].exists() and gdq != "gdq_b"):
             scratch.paths["gdq_b"].unlink()
         rate = ImageArrays.empty((ny, nx))
-        factor = headers.primary.get("GAINFACT")
-        if factor is None and "gain" in refs:
-            factor = refs["gain"]["gain_factor"]
-        fit_kw = _kwargs(params, "ramp_fit")
+        factor = gain_factor(headers, refs)
+        fit_kw = step_kwargs(params, "ramp_fit")
         gain, readnoise = refs["gain"]["gain"], refs["readnoise"]["readnoise"]
         product = None
         t0 = time.perf_counter()
