@@ -236,7 +236,7 @@ def _limit_threads():
         numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
 
 
-def iter_steps(ramp, readout, headers, refs, params):
+def iter_steps(ramp, readout, headers, refs, params, steps=DETECTOR1_STEPS):
     """Run the detector1 steps in order on ``ramp`` (in place), yielding after each one.
 
     Parameters
@@ -249,6 +249,9 @@ def iter_steps(ramp, readout, headers, refs, params):
         Loaded references (:func:`webbflow.refs.load_references`).
     params : dict
         step -> {parameter: value}; ``skip: true`` skips a step.
+    steps : sequence of str
+        The steps to run, in :data:`~webbflow.config.DETECTOR1_STEPS` order (default all; the
+        streamed runner runs those before jump on chunks of integrations).
 
     Yields
     ------
@@ -261,7 +264,7 @@ def iter_steps(ramp, readout, headers, refs, params):
         tests compare it with jwst's intermediate products).
     """
     result = None
-    for step in DETECTOR1_STEPS:
+    for step in steps:
         t0 = time.perf_counter()
         step_params = params.get(step) or {}
         if step_params.get("skip"):

@@ -65,6 +65,8 @@ DEFAULT_MAX_MEMORY_MB = 4000
 """The budget when none is given: exposures whose in-memory working set is larger are streamed."""
 
 PRE_JUMP_STEPS = ("dq_init", "saturation", "superbias", "refpix", "linearity", "dark_current")
+ROEBA_MASK_STEPS = ("dq_init", "saturation", "superbias", "refpix")
+"""The steps before ROEBA's background mask is found (on the first integrations)."""
 
 
 def in_memory_bytes(shape):
@@ -191,15 +193,17 @@ class _Scratch:
 
 @contextlib.contextmanager
 def _quiet_steps(quiet=True):
-    """The steps' INFO lines once, not once per chunk or block: WARNING and above only inside."""
-    logger = logging.getLogger("webbflow.steps")
-    level = logger.level
+    """The steps' INFO lines and detector1's timings once, not once per chunk or block: WARNING and up inside."""
+    loggers = [logging.getLogger(name) for name in ("webbflow.steps", "webbflow.stages.detector1")]
+    levels = [logger.level for logger in loggers]
     if quiet:
-        logger.setLevel(max(level, logging.WARNING))
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(max(level, logging.WARNING))
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _blocks(n, size):
@@ -221,25 +225,23 @@ def _check_scratch_space(uncal_path, folder, shape, has_zeroframe):
     return need
 
 
-def _roeba_mask(stream, readout, refs, params, call, ints_per_chunk):
+def _roeba_mask(stream, readout, refs, params, ints_per_chunk):
     """ROEBA's background mask from the first DRAFT_INTS integrations (first and last group only)."""
-    from webbflow.stages.detector1 import step_kwargs
+    from webbflow.stages.detector1 import iter_steps
     from webbflow.steps import roeba
 
     nints, ngroups = stream.shape[:2]
     groups = [0, ngroups - 1] if ngroups > 1 else [0]
-    kwargs = {k: v for k, v in params["refpix"].items() if k not in ("skip", "roeba_mask")}
-    kwargs["roeba"] = False
+    refpix = {k: v for k, v in params["refpix"].items() if k != "roeba_mask"}
     first = min(nints, roeba.DRAFT_INTS)
     minis, pixeldq = [], None
     for i0, i1 in _blocks(first, max(1, ints_per_chunk * ngroups // len(groups))):
         mini = stream.ramp(i0, i1, groups=groups)
         mini_readout = dataclasses.replace(readout, nints=i1 - i0, ngroups=len(groups))
-        for step in ("dq_init", "saturation", "superbias", "refpix"):
-            if not (params.get(step) or {}).get("skip"):
-                with _quiet_steps():
-                    call(step, mini, mini_readout, refs,
-                         dict(kwargs, first_integration=i0) if step == "refpix" else step_kwargs(params, step))
+        mini_params = dict(params, refpix=dict(refpix, roeba=False, first_integration=i0))
+        with _quiet_steps():
+            for _ in iter_steps(mini, mini_readout, stream.headers, refs, mini_params, steps=ROEBA_MASK_STEPS):
+                pass
         minis.append(mini.data)
         pixeldq = mini.pixeldq
     rp = params["refpix"]
@@ -247,9 +249,9 @@ def _roeba_mask(stream, readout, refs, params, call, ints_per_chunk):
                                  grow=rp.get("roeba_grow", 2))
 
 
-def _phase_a(stream, readout, refs, params, call, scratch, chunk):
+def _phase_a(stream, readout, refs, params, scratch, chunk):
     """Pre-jump steps on chunks of integrations; returns (statuses, pixeldq, dark, max all-DNU groups)."""
-    from webbflow.stages.detector1 import step_kwargs
+    from webbflow.stages.detector1 import iter_steps
     from webbflow.steps import _jump_numba as K
 
     nints = stream.shape[0]
@@ -258,18 +260,12 @@ def _phase_a(stream, readout, refs, params, call, scratch, chunk):
     for i0, i1 in _blocks(nints, chunk):
         ramp = stream.ramp(i0, i1)
         part = dataclasses.replace(readout, nints=i1 - i0)
-        for step in PRE_JUMP_STEPS:
-            if (params.get(step) or {}).get("skip"):
-                status = StepStatus.SKIPPED
-            else:
-                kwargs = step_kwargs(params, step)
-                if step == "refpix":
-                    kwargs["first_integration"] = i0
-                with _quiet_steps(i0 > 0):
-                    status = call(step, ramp, part, refs, kwargs)
-            if statuses.setdefault(step, status) != status:
-                raise RuntimeError(f"{step} was {statuses[step]} on the first integrations but {status} on "
-                                   f"integrations {i0 + 1}-{i1}")
+        chunk_params = dict(params, refpix=dict(params.get("refpix") or {}, first_integration=i0))
+        with _quiet_steps(i0 > 0):
+            for step, status, _ in iter_steps(ramp, part, stream.headers, refs, chunk_params, steps=PRE_JUMP_STEPS):
+                if statuses.setdefault(step, status) != status:
+                    raise RuntimeError(f"{step} was {statuses[step]} on the first integrations but {status} on "
+                                       f"integrations {i0 + 1}-{i1}")
         pixeldq = ramp.pixeldq if pixeldq is None else pixeldq | ramp.pixeldq
         if dark is None:
             dark = ramp.average_dark_current
@@ -382,7 +378,7 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
         Where the scratch files go (default ``$WEBBFLOW_SCRATCH`` or the rateints' folder).
     """
     from webbflow.io.products import RateintsStream, write_rate
-    from webbflow.stages.detector1 import call_step, gain_factor, step_kwargs
+    from webbflow.stages.detector1 import gain_factor, step_kwargs
     from webbflow.steps import gain_scale, ramp_fit
     from webbflow.steps.ramp_fit import ImageArrays, RampFitResult
 
@@ -402,9 +398,9 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
         params = {step: dict(v) for step, v in params.items()}
         rp = params["refpix"]
         if rp.get("roeba") and not rp.get("skip"):
-            rp["roeba_mask"] = _roeba_mask(stream, readout, refs, params, call_step, cut.ints_per_chunk)
+            rp["roeba_mask"] = _roeba_mask(stream, readout, refs, params, cut.ints_per_chunk)
         scratch = _Scratch(tmp, shape, stream.has_zeroframe)
-        statuses, pixeldq, dark, max_all_dnu = _phase_a(stream, readout, refs, params, call_step, scratch,
+        statuses, pixeldq, dark, max_all_dnu = _phase_a(stream, readout, refs, params, scratch,
                                                          cut.ints_per_chunk)
         statuses["jump"], gdq = _phase_jump(scratch, readout, refs, pixeldq, params, max_all_dnu,
                                             cut.ints_per_chunk, cut.rows_per_block)
