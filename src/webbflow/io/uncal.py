@@ -13,6 +13,7 @@ import numpy as np
 from astropy.io import fits
 
 from webbflow.io.errors import InputError
+from webbflow.io.files import read_at
 from webbflow.ramp import Ramp, Readout
 
 __all__ = ["HEADER_KEYWORDS", "SUPPORTED_EXP_TYPES", "TSO_EXP_TYPES", "Keyword", "UncalHeaders", "UncalStream",
@@ -488,15 +489,12 @@ def _read_sci_planes(path, offset, shape, ints, groups=None):
     groups = range(ngroups) if groups is None else list(groups)
     out = np.empty((len(ints), len(groups), ny, nx), np.float32)
     plane = np.empty((ny, nx), ">u2")  # one buffer for every group read
+    reads = ((offset + (i * ngroups + g) * plane.nbytes, plane) for i in ints for g in groups)
     with open(path, "rb") as f:
-        for j, i in enumerate(ints):
-            for m, g in enumerate(groups):
-                f.seek(offset + (i * ngroups + g) * plane.nbytes)
-                if f.readinto(plane) != plane.nbytes:
-                    raise EOFError(f"SCI is truncated at integration {i + 1}, group {g + 1}")
-                # int16 + 32768 as uint16 is the int16's bit pattern with the sign bit flipped
-                plane ^= np.uint16(0x8000)
-                out[j, m] = plane
+        for k, raw in enumerate(read_at(f, reads)):
+            # int16 + 32768 as uint16 is the int16's bit pattern with the sign bit flipped
+            raw ^= np.uint16(0x8000)
+            out[k // len(groups), k % len(groups)] = raw
     return out
 
 

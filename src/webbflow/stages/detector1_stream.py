@@ -42,6 +42,7 @@ import numpy as np
 
 from webbflow import dqflags
 from webbflow.io.errors import InputError
+from webbflow.io.files import read_at, write_at
 from webbflow.ramp import Ramp, StepStatus
 
 # The steps (numba) are imported on first use: detector1 imports this module for plan(), and numba
@@ -154,10 +155,8 @@ class _Scratch:
         out = np.empty((planes, b - a, nx), dtype)
         plane, start = ny * nx * dtype.itemsize, a * nx * dtype.itemsize
         with open(self.paths[name], "rb") as f:
-            for p in range(planes):
-                f.seek(p * plane + start)
-                if f.readinto(out[p]) != out[p].nbytes:
-                    raise OSError(f"scratch file {self.paths[name]} is shorter than expected")
+            for _ in read_at(f, ((p * plane + start, out[p]) for p in range(planes))):
+                pass
         return out.reshape(self._shape(name, b - a))
 
     def write_rows(self, name, r0, block):
@@ -169,9 +168,7 @@ class _Scratch:
         with open(self.paths[name], mode) as f:
             if mode == "w+b":
                 f.truncate(planes * plane)  # sparse until written
-            for p in range(planes):
-                f.seek(p * plane + start)
-                f.write(block[p].data)
+            write_at(f, ((p * plane + start, block[p].data) for p in range(planes)))
 
     def integrations(self, name, i0, i1):
         """Integrations i0..i1-1 of a (nints, ngroups, ny, nx) file: (array, writer of it back)."""
@@ -180,13 +177,12 @@ class _Scratch:
         out = np.empty((i1 - i0, ngroups, ny, nx), dtype)
         offset = i0 * ngroups * ny * nx * dtype.itemsize
         with open(self.paths[name], "rb") as f:
-            f.seek(offset)
-            f.readinto(out)
+            for _ in read_at(f, [(offset, out)]):
+                pass
 
         def write_back():
             with open(self.paths[name], "r+b") as f:
-                f.seek(offset)
-                f.write(out.data)
+                write_at(f, [(offset, out.data)])
 
         return out, write_back
 
