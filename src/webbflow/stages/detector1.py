@@ -15,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-import webbflow
-from webbflow.config import DETECTOR1_STEPS, config_digest
+from webbflow.config import DETECTOR1_STEPS
+from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io import read_uncal, write_rate, write_rateints
 from webbflow.io.errors import ReferenceFileError
 from webbflow.io.uncal import SUPPORTED_EXP_TYPES, UncalStream, read_uncal_headers, readout_from_header
@@ -363,11 +363,7 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     warmup.join()
     _limit_threads()
 
-    provenance = dict(provenance or {})
-    provenance.setdefault("step_parameters", params)
-    provenance.setdefault("config_digest", config_digest(
-        {"steps": params, "references": {t: Path(p).name for t, p in used.items()}}))
-    provenance.setdefault("webbflow_version", webbflow.__version__)
+    provenance = stage_provenance(params, provenance, references=reference_names(used))
     statuses = {}
     if streamed:
         detector1_stream.run(stream, rate_path, rateints_path, refs, params, statuses, provenance, used,

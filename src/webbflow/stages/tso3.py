@@ -20,8 +20,8 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 
-import webbflow
-from webbflow.config import TSO3_STEPS, config_digest
+from webbflow.config import TSO3_STEPS
+from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io.cal import CalArrays
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_output
@@ -257,12 +257,8 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
         except ValueError as exc:
             raise InputError(members[0], str(exc), "list the segments of one exposure only") from None
 
-        provenance = dict(provenance or {})
-        provenance.setdefault("step_parameters", params)
-        provenance.setdefault("config_digest", config_digest(
-            {"steps": params, "members": [Path(m).name for m in members],
-             "references": {"extract1d": Path(references["extract1d"]).name}}))
-        provenance.setdefault("webbflow_version", webbflow.__version__)
+        provenance = stage_provenance(params, provenance, members=[Path(m).name for m in members],
+                                      references=reference_names({"extract1d": references["extract1d"]}))
         steps = {"outlier_detection": statuses["outlier_detection"], "extract_1d": statuses["extract_1d"]}
         _blend(first, blend)
         if asn:
