@@ -22,7 +22,7 @@ import numpy as np
 
 from webbflow.config import TSO3_STEPS
 from webbflow.provenance import reference_names, stage_provenance
-from webbflow.io.cal import CalArrays
+from webbflow.io.cal import CalArrays, open_product
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_output
 from webbflow.io.spec import tso_spec, write_x1dints
@@ -51,31 +51,18 @@ def read_calints(path):
     """
     from stdatamodels.jwst import datamodels
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "calints file not found", "run spec2 first (snakemake makes it)")
-    try:
-        model = datamodels.open(str(path))
-    except Exception as exc:  # noqa: BLE001 - one clear line instead of a deep traceback
-        raise InputError(path, f"cannot be opened as a JWST product ({exc})",
-                         "give a *_calints.fits written by spec2") from None
-    problem = None
-    if not isinstance(model, datamodels.SlitModel) or model.data.ndim != 3:
-        problem = (f"is a {type(model).__name__} {getattr(model, 'data', np.empty(0)).ndim}-D, not a 3-D SlitModel "
-                   "calints", "give the *_calints.fits of a grism time series")
-    elif model.wavelength is None or not np.isfinite(model.wavelength).any():
-        problem = ("has no WAVELENGTH array", "give a calints written by spec2 (extract_2d computes it)")
-    elif model.int_times is None or len(model.int_times) == 0:
-        problem = ("has no INT_TIMES table", "reduce the segment again with detector1 and spec2")
-    if problem:
-        model.close()
-        raise InputError(path, *problem)
-    f32 = np.float32
-    var_flat = np.array(model.var_flat, f32) if model.var_flat is not None and model.var_flat.size else None
-    arrays = CalArrays(data=np.array(model.data, f32), dq=np.array(model.dq, np.uint32),
-                       err=np.array(model.err, f32), var_poisson=np.array(model.var_poisson, f32),
-                       var_rnoise=np.array(model.var_rnoise, f32), var_flat=var_flat)
-    return model, arrays
+    def check(model):
+        if not isinstance(model, datamodels.SlitModel) or model.data.ndim != 3:
+            return (f"is a {type(model).__name__} {getattr(model, 'data', np.empty(0)).ndim}-D, not a 3-D "
+                    "SlitModel calints", "give the *_calints.fits of a grism time series")
+        if model.wavelength is None or not np.isfinite(model.wavelength).any():
+            return ("has no WAVELENGTH array", "give a calints written by spec2 (extract_2d computes it)")
+        if model.int_times is None or len(model.int_times) == 0:
+            return ("has no INT_TIMES table", "reduce the segment again with detector1 and spec2")
+        return None
+
+    model = open_product(path, "calints", "spec2", check)
+    return model, CalArrays.from_model(model, var_flat=True)
 
 
 def _save(model, path):
