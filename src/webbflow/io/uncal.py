@@ -25,6 +25,15 @@ TSO_EXP_TYPES = ("NRC_TSGRISM", "NRC_TSIMAGE")
 SUPPORTED_EXP_TYPES = ("NRC_IMAGE",) + TSO_EXP_TYPES
 """EXP_TYPE values that detector1 reduces today."""
 
+_UNREADABLE = "the file is truncated or corrupt; download it again from MAST"
+_READ_ERRORS = (OSError, ValueError, TypeError, IndexError, EOFError, Warning)
+"""What astropy and the plane reader raise on a truncated or corrupt file (warnings made errors)."""
+
+
+def _unreadable(path, what, exc):
+    """The InputError for ``what`` of ``path``, which could not be read (``exc``: why)."""
+    return InputError(path, f"{what} ({exc.__class__.__name__}: {exc})", _UNREADABLE)
+
 
 def is_tso(primary):
     """Whether jwst treats the exposure as a time series (``jwst.lib.pipe_utils.is_tso``).
@@ -86,12 +95,8 @@ def _open(path):
             hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
     except FileNotFoundError:
         raise InputError(path, "file not found", "check inputs.uncal_dir and the file name") from None
-    except (OSError, ValueError, TypeError, IndexError, EOFError, Warning) as exc:
-        raise InputError(
-            path,
-            f"not a readable FITS file ({exc.__class__.__name__}: {exc})",
-            "the file is truncated or corrupt; download it again from MAST",
-        ) from None
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, "not a readable FITS file", exc) from None
     return hdul
 
 
@@ -513,9 +518,6 @@ def _read_sci_float32(hdul, path):
     return _read_sci_planes(path, offset, shape, range(shape[0]))
 
 
-_UNREADABLE = "the file is truncated or corrupt; download it again from MAST"
-
-
 def _checked_headers(path, hdul, exp_types):
     """Identity and keyword checks of an open uncal file; returns (primary, extensions)."""
     primary = hdul[0].header
@@ -568,9 +570,8 @@ class UncalStream:
                 self._zf = (hdul.fileinfo(hdul.index_of("ZEROFRAME"))["datLoc"], dict(hdul["ZEROFRAME"].header))
             try:
                 int_times = np.array(hdul["INT_TIMES"].data) if "INT_TIMES" in hdul else None
-            except (OSError, ValueError, TypeError, IndexError, EOFError, Warning) as exc:
-                raise InputError(path, f"INT_TIMES cannot be read ({exc.__class__.__name__}: {exc})",
-                                 _UNREADABLE) from None
+            except _READ_ERRORS as exc:
+                raise _unreadable(path, "INT_TIMES cannot be read", exc) from None
             self.headers = UncalHeaders(
                 primary=primary.copy(), sci=sci.copy(), int_times=int_times, path=str(path),
                 extensions={name: header.copy() for name, header in extensions.items()},
@@ -602,9 +603,8 @@ class UncalStream:
         try:
             sci = _read_sci_planes(self.path, self._offset, self.shape, range(i0, i1), groups)
             zeroframe = self._zeroframe(i0, i1) if groups is None else None
-        except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
-            raise InputError(self.path, f"pixel data cannot be read ({exc.__class__.__name__}: {exc})",
-                             _UNREADABLE) from None
+        except _READ_ERRORS as exc:
+            raise _unreadable(self.path, "pixel data cannot be read", exc) from None
         return Ramp.from_uncal(sci, zeroframe=zeroframe)
 
 
@@ -647,12 +647,8 @@ def read_uncal(path, exp_types=SUPPORTED_EXP_TYPES):
                     sci = hdul["SCI"].data
                 zeroframe = hdul["ZEROFRAME"].data if "ZEROFRAME" in hdul else None
                 int_times = np.array(hdul["INT_TIMES"].data) if "INT_TIMES" in hdul else None
-        except (OSError, ValueError, TypeError, IndexError, EOFError, Warning) as exc:
-            raise InputError(
-                path,
-                f"pixel data cannot be read ({exc.__class__.__name__}: {exc})",
-                "the file is truncated or corrupt; download it again from MAST",
-            ) from None
+        except _READ_ERRORS as exc:
+            raise _unreadable(path, "pixel data cannot be read", exc) from None
         if not decoded and (sci is None or sci.ndim != 4 or sci.dtype != np.uint16):
             found = "no data" if sci is None else f"{sci.ndim}-D {sci.dtype.name}"
             raise InputError(
