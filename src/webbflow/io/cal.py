@@ -23,7 +23,7 @@ from webbflow.io.files import atomic_output
 from webbflow.refs.load import map_dq
 
 __all__ = ["CalArrays", "open_product", "read_rate", "load_flat", "load_photom", "load_area", "load_distortion",
-           "write_cal", "IMAGE2_CAL_STEPS"]
+           "write_cal", "write_model", "IMAGE2_CAL_STEPS"]
 
 IMAGE2_CAL_STEPS = {"assign_wcs": "assign_wcs", "flat_field": "flat_field", "photom": "photom"}
 """webbflow step -> ``meta.cal_step`` attribute (S_WCS, S_FLAT, S_PHOTOM)."""
@@ -294,7 +294,22 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
         getattr(model.meta.ref_file, reftype).name = Path(ref).name if ref else "N/A"
     model.meta.calibration_software_version = webbflow.__version__
     _provenance(model, provenance or {})
+    return write_model(model, path)
 
+
+def write_model(model, path):
+    """Write a datamodel to ``path`` atomically, its FILENAME set to the file's name.
+
+    Parameters
+    ----------
+    model : stdatamodels DataModel
+    path : path-like
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    path = Path(path)
     model.meta.filename = path.name
     with atomic_output(path) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")

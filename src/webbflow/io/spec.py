@@ -12,16 +12,14 @@ Both are written atomically; a failure leaves no product.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import webbflow
-from webbflow.io.cal import CalArrays, _exposure, _open_fits, _provenance, open_product
+from webbflow.io.cal import CalArrays, _exposure, _provenance, open_product, write_model
 from webbflow.io.errors import ReferenceFileError
-from webbflow.io.files import atomic_output
 
 __all__ = ["GrismDispersion", "load_specwcs", "load_wavelengthrange", "read_rateints", "tso_spec", "write_calints",
            "write_x1dints", "SPEC2_CAL_STEPS", "X1D_VECTOR_COLUMNS"]
@@ -166,14 +164,6 @@ def _set_steps_and_refs(model, cal_steps, ref_files, provenance, skipped=_SKIPPE
     _provenance(model, provenance or {})
 
 
-def _save(model, path):
-    model.meta.filename = Path(path).name
-    with atomic_output(path) as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
-        model.to_fits(tmp, overwrite=True)
-    return Path(path)
-
-
 def write_calints(path, rateints, arrays, cutout, *, cal_steps=None, ref_files=None, photometry=None,
                   provenance=None):
     """Write the calibrated cutout as jwst's ``_calints`` (SlitModel with 3-D data).
@@ -229,7 +219,7 @@ def write_calints(path, rateints, arrays, cutout, *, cal_steps=None, ref_files=N
     model.meta.bunit_data = model.meta.bunit_err = unit
     _set_steps_and_refs(model, cal_steps, ref_files, provenance)
     try:
-        return _save(model, path)
+        return write_model(model, path)
     finally:
         model.close()
 
@@ -340,6 +330,6 @@ def write_x1dints(path, primary, specs, *, int_times=None, cal_steps=None, ref_f
     _set_steps_and_refs(model, cal_steps, ref_files, provenance,
                         _SKIPPED_SPEC2 + _SKIPPED_AFTER_CALINTS if skipped is None else skipped)
     try:
-        return _save(model, path)
+        return write_model(model, path)
     finally:
         model.close()

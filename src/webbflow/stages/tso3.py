@@ -22,7 +22,7 @@ import numpy as np
 
 from webbflow.config import TSO3_STEPS
 from webbflow.provenance import reference_names, stage_provenance
-from webbflow.io.cal import CalArrays, open_product
+from webbflow.io.cal import CalArrays, open_product, write_model
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_output
 from webbflow.io.spec import tso_spec, write_x1dints
@@ -63,15 +63,6 @@ def read_calints(path):
 
     model = open_product(path, "calints", "spec2", check)
     return model, CalArrays.from_model(model, var_flat=True)
-
-
-def _save(model, path):
-    import warnings
-
-    model.meta.filename = Path(path).name
-    with atomic_output(path) as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
-        model.to_fits(tmp, overwrite=True)
 
 
 def _exposure_int_times(first, members_times):
@@ -203,7 +194,7 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                         if value is not None:
                             setattr(model, name, value)
                     model.meta.cal_step.outlier_detection = "COMPLETE"
-                    _save(model, crf_path)
+                    write_model(model, crf_path)
                     written.append(Path(crf_path))
                 photom_done = model.meta.cal_step.photom == "COMPLETE"
                 order = int(model.meta.wcsinfo.spectral_order or 1)
