@@ -35,6 +35,7 @@ __all__ = [
     "load_modes",
     "mode_for",
     "preset_schema",
+    "step_kwargs",
     "step_parameters",
     "validate_config",
 ]
@@ -285,6 +286,22 @@ def mode_for(exp_type, modes, enabled=None):
         if exp_type in preset.get("exp_types", []):
             return name
     return None
+
+
+def step_kwargs(params, step):
+    """The keyword arguments of ``step``'s function: its parameters less ``skip``.
+
+    Parameters
+    ----------
+    params : dict
+        step -> {parameter: value}.
+    step : str
+
+    Returns
+    -------
+    dict
+    """
+    return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
 
 
 def step_parameters(defaults, stage, mode_preset=None, user_steps=None, user_mode_steps=None,

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from webbflow.config import DETECTOR1_STEPS
+from webbflow.config import DETECTOR1_STEPS, step_kwargs
 from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io import read_uncal, write_rate, write_rateints
 from webbflow.io.errors import ReferenceFileError
@@ -24,7 +24,7 @@ from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
 from webbflow.stages import detector1_stream
 
-__all__ = ["STEP_REFTYPES", "call_step", "gain_factor", "iter_steps", "run", "step_kwargs"]
+__all__ = ["STEP_REFTYPES", "call_step", "gain_factor", "iter_steps", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +40,6 @@ STEP_REFTYPES = {
     "gain_scale": (),
 }
 """Reference types each step needs."""
-
-
-def step_kwargs(params, step):
-    """The keyword arguments of ``step``'s function: its parameters less ``skip``.
-
-    Parameters
-    ----------
-    params : dict
-        step -> {parameter: value}.
-    step : str
-
-    Returns
-    -------
-    dict
-    """
-    return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
 
 
 def gain_factor(headers, refs):
@@ -111,7 +95,7 @@ def call_step(step, ramp, readout, refs, kwargs):
     refs : dict
         Loaded references (:func:`webbflow.refs.load_references`).
     kwargs : dict
-        The step's parameters (:func:`step_kwargs`).
+        The step's parameters (:func:`webbflow.config.step_kwargs`).
 
     Returns
     -------

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from webbflow import dqflags
+from webbflow.config import step_kwargs
 from webbflow.io.errors import InputError
 from webbflow.io.files import read_at, write_at
 from webbflow.ramp import Ramp, StepStatus
@@ -374,7 +375,7 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
         Where the scratch files go (default ``$WEBBFLOW_SCRATCH`` or the rateints' folder).
     """
     from webbflow.io.products import RateintsStream, write_rate
-    from webbflow.stages.detector1 import gain_factor, step_kwargs
+    from webbflow.stages.detector1 import gain_factor
     from webbflow.steps import gain_scale, ramp_fit
     from webbflow.steps.ramp_fit import ImageArrays, RampFitResult
 

@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from webbflow.config import IMAGE2_STEPS
+from webbflow.config import IMAGE2_STEPS, step_kwargs
 from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io.cal import (load_area, load_distortion, load_flat, load_photom, read_rate,
                              write_cal)
@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 
 STEP_REFTYPES = {"assign_wcs": ("distortion",), "flat_field": ("flat",), "photom": ("photom", "area")}
 """Reference types each step needs (area is optional for photom, as in jwst)."""
-
-def _kwargs(params, step):
-    return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
-
 
 def _check(rate_path, model, references, params):
     missing = []
@@ -97,7 +93,7 @@ def run(rate_path, cal_path, references, params, provenance=None):
             try:
                 statuses["assign_wcs"], wcs, wcsinfo = assign_wcs.run(
                     distortion, pointing, (sci["xstart"], sci["ystart"]), sci["shape"],
-                    **_kwargs(params, "assign_wcs"))
+                    **step_kwargs(params, "assign_wcs"))
             except ValueError as exc:
                 raise InputError(rate_path, f"cannot build the WCS ({exc})",
                                  "give a rate whose SCI header has the pointing keywords "
