@@ -24,7 +24,7 @@ from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
 from webbflow.stages import detector1_stream
 
-__all__ = ["STEP_REFTYPES", "call_step", "gain_factor", "iter_steps", "run"]
+__all__ = ["STEP_REFTYPES", "call_step", "iter_steps", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ STEP_REFTYPES = {
 """Reference types each step needs."""
 
 
-def gain_factor(headers, refs):
+def _gain_factor(headers, refs):
     """gain_scale's factor: the exposure's GAINFACT, else the gain reference's (as jwst), else None.
 
     Parameters
@@ -259,7 +259,7 @@ def iter_steps(ramp, readout, headers, refs, params, steps=DETECTOR1_STEPS):
                                         **step_kwargs(params, step))
         elif step == "gain_scale":
             module = importlib.import_module("webbflow.steps.gain_scale")
-            status = module.run(result, gain_factor=gain_factor(headers, refs))
+            status = module.run(result, gain_factor=_gain_factor(headers, refs))
         else:
             status = call_step(step, ramp, readout, refs, step_kwargs(params, step))
         log.info("%-13s %-9s %7.2f s", step, status, time.perf_counter() - t0)

@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 
 from webbflow import dqflags
-from webbflow.config import step_kwargs
 from webbflow.io.errors import InputError
 from webbflow.io.files import read_at, write_at
 from webbflow.ramp import Ramp, StepStatus
@@ -375,8 +374,7 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
         Where the scratch files go (default ``$WEBBFLOW_SCRATCH`` or the rateints' folder).
     """
     from webbflow.io.products import RateintsStream, write_rate
-    from webbflow.stages.detector1 import gain_factor
-    from webbflow.steps import gain_scale, ramp_fit
+    from webbflow.stages.detector1 import iter_steps
     from webbflow.steps.ramp_fit import ImageArrays, RampFitResult
 
     readout, headers = stream.readout, stream.headers
@@ -404,9 +402,7 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
         if (scratch.paths["gdq_b"].exists() and gdq != "gdq_b"):
             scratch.paths["gdq_b"].unlink()
         rate = ImageArrays.empty((ny, nx))
-        factor = gain_factor(headers, refs)
-        fit_kw = step_kwargs(params, "ramp_fit")
-        gain, readnoise = refs["gain"]["gain"], refs["readnoise"]["readnoise"]
+        gain, readnoise = refs["gain"], refs["readnoise"]
         product = None
         t0 = time.perf_counter()
         try:
@@ -415,13 +411,14 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
                              pixeldq=np.ascontiguousarray(pixeldq[r0:r1]),
                              zeroframe=scratch.rows("zeroframe", r0, r1) if scratch.has_zeroframe else None,
                              average_dark_current=None if dark is None else dark[r0:r1])
+                # the block's rows of the per-pixel references; the rest (GAINFACT of the gain reference) whole
+                block_refs = dict(refs, gain=dict(gain, gain=gain["gain"][r0:r1]),
+                                  readnoise=dict(readnoise, readnoise=readnoise["readnoise"][r0:r1]))
                 with _quiet_steps(r0 > 0):
-                    statuses["ramp_fit"], result = ramp_fit.run(block, readout, gain[r0:r1], readnoise[r0:r1],
-                                                                **fit_kw)
-                    del block
-                    gs = params.get("gain_scale") or {}
-                    statuses["gain_scale"] = (StepStatus.SKIPPED if gs.get("skip")
-                                              else gain_scale.run(result, gain_factor=factor))
+                    for step, status, result in iter_steps(block, readout, headers, block_refs, params,
+                                                           steps=("ramp_fit", "gain_scale")):
+                        statuses[step] = status
+                del block
                 if product is None:
                     statuses_out.update({s: statuses[s] for s in params if s in statuses})
                     product = RateintsStream(rateints_path, (nints, ny, nx), headers, cal_steps=statuses_out,
