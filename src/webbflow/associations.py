@@ -132,17 +132,7 @@ def image3_associations(exposures, exp_types=IMAGE3_EXP_TYPES, pool="webbflow"):
     list of Association
         Sorted by product name; members sorted by root name.
     """
-    groups = {}
-    for e in exposures:
-        if e.exp_type not in exp_types:
-            continue
-        name = product_name(e.program, e.observtn, e.filter, e.pupil)
-        asn = groups.setdefault(name, Association(f"o{int(e.observtn):03d}", name, f"{int(e.program):05d}",
-                                                  f"{int(e.observtn):03d}", e.filter, e.pupil, pool=pool))
-        asn.members.append(e.rootname)
-    for asn in groups.values():
-        asn.members.sort()
-    return [groups[k] for k in sorted(groups)]
+    return _associate(exposures, exp_types, pool)
 
 
 def tso3_associations(exposures, exp_types=TSO3_EXP_TYPES, pool="webbflow"):
@@ -160,14 +150,19 @@ def tso3_associations(exposures, exp_types=TSO3_EXP_TYPES, pool="webbflow"):
     list of Association
         Sorted by product name; members (segment root names) sorted, so segments come in order.
     """
+    return _associate(exposures, exp_types, pool, tso3=True)
+
+
+def _associate(exposures, exp_types, pool, tso3=False):
+    """Exposures of ``exp_types`` grouped by product name (the subarray's too for tso3), members sorted."""
     groups = {}
     for e in exposures:
         if e.exp_type not in exp_types:
             continue
-        name = product_name(e.program, e.observtn, e.filter, e.pupil, subarray=e.subarray)
+        extra = {"asn_type": "tso3", "subarray": e.subarray} if tso3 else {}
+        name = product_name(e.program, e.observtn, e.filter, e.pupil, subarray=extra.get("subarray"))
         asn = groups.setdefault(name, Association(f"o{int(e.observtn):03d}", name, f"{int(e.program):05d}",
-                                                  f"{int(e.observtn):03d}", e.filter, e.pupil, pool=pool,
-                                                  asn_type="tso3", subarray=e.subarray))
+                                                  f"{int(e.observtn):03d}", e.filter, e.pupil, pool=pool, **extra))
         asn.members.append(e.rootname)
     for asn in groups.values():
         asn.members.sort()

@@ -40,6 +40,7 @@ __all__ = [
     "mode_for",
     "preset_schema",
     "stage_reftypes",
+    "step_kwargs",
     "step_skipped",
     "step_parameters",
     "validate_config",
@@ -324,6 +325,22 @@ def mode_for(exp_type, modes, enabled=None):
         if exp_type in preset.get("exp_types", []):
             return name
     return None
+
+
+def step_kwargs(params, step):
+    """The keyword arguments of ``step``'s function: its parameters less ``skip``.
+
+    Parameters
+    ----------
+    params : dict
+        step -> {parameter: value}.
+    step : str
+
+    Returns
+    -------
+    dict
+    """
+    return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
 
 
 def step_parameters(defaults, stage, mode_preset=None, user_steps=None, user_mode_steps=None,

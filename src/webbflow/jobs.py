@@ -16,6 +16,8 @@ import logging
 import os
 from pathlib import Path
 
+from webbflow.provenance import reference_names, stage_provenance  # re-exported: part of the jobs API
+
 __all__ = ["bad_input", "crds_prefetch", "demo", "detector1", "download", "image2", "image3", "image3_asn",
            "lightcurves", "reference_names", "spec2", "stage_provenance", "tso3"]
 
@@ -23,37 +25,6 @@ __all__ = ["bad_input", "crds_prefetch", "demo", "detector1", "download", "image
 def _mapping(value):
     """A dict from the canonical JSON of a rule's params (or a dict already)."""
     return json.loads(value) if isinstance(value, str) else dict(value)
-
-
-def reference_names(references):
-    """reftype -> file name of the references a job reads (types without a file left out)."""
-    return {reftype: Path(path).name for reftype, path in references.items() if path}
-
-
-def stage_provenance(steps, **inputs):
-    """What a stage's products record about the configuration they were made with.
-
-    Parameters
-    ----------
-    steps : dict
-        The effective step parameters of the job.
-    **inputs
-        What else identifies the products' configuration, e.g.
-        ``references=reference_names(...)`` (stages 1 and 2) or ``members=[...]``
-        (stage 3); hashed into ``config_digest`` with the steps.
-
-    Returns
-    -------
-    dict
-        ``webbflow_version``, ``step_parameters`` and ``config_digest`` (sha256 of
-        the canonical JSON of ``{"steps": steps, **inputs}``): WF_VER, WF_PARS and
-        WF_CFGD in the products.
-    """
-    import webbflow
-    from webbflow.config import config_digest
-
-    return {"webbflow_version": webbflow.__version__, "step_parameters": steps,
-            "config_digest": config_digest({"steps": steps, **inputs})}
 
 
 def _locked(provenance, crds_lock, references):

@@ -22,8 +22,8 @@ from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_output
 from webbflow.refs.load import map_dq
 
-__all__ = ["CalArrays", "read_rate", "load_flat", "load_photom", "load_area", "load_distortion",
-           "write_cal", "IMAGE2_CAL_STEPS"]
+__all__ = ["CalArrays", "open_product", "read_rate", "load_flat", "load_photom", "load_area", "load_distortion",
+           "write_cal", "write_model", "IMAGE2_CAL_STEPS"]
 
 IMAGE2_CAL_STEPS = {"assign_wcs": "assign_wcs", "flat_field": "flat_field", "photom": "photom"}
 """webbflow step -> ``meta.cal_step`` attribute (S_WCS, S_FLAT, S_PHOTOM)."""
@@ -40,6 +40,56 @@ class CalArrays:
     var_rnoise: np.ndarray
     var_flat: np.ndarray | None = None
     area: np.ndarray | None = None
+
+    @classmethod
+    def from_model(cls, model, var_flat=False):
+        """Float32 copies (``dq`` uint32) of a product's arrays; ``var_flat`` too if asked and not empty."""
+        f32 = np.float32
+        flat = model.var_flat if var_flat else None
+        return cls(data=np.array(model.data, f32), dq=np.array(model.dq, np.uint32),
+                   err=np.array(model.err, f32), var_poisson=np.array(model.var_poisson, f32),
+                   var_rnoise=np.array(model.var_rnoise, f32),
+                   var_flat=np.array(flat, f32) if flat is not None and flat.size else None)
+
+
+def open_product(path, kind, made_by, check):
+    """Open a stage's input product, or refuse it with one clear error.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    kind : str
+        Its suffix (``rate``, ``rateints``, ``calints``), for the messages.
+    made_by : str
+        The stage that writes it, for the fixes.
+    check : callable
+        ``check(model)`` returns None for a good product, else (problem, fix) for the error.
+
+    Returns
+    -------
+    stdatamodels DataModel
+        The product (caller closes it).
+
+    Raises
+    ------
+    InputError
+        When the file is missing, cannot be opened, or fails ``check`` (then it is closed).
+    """
+    from stdatamodels.jwst import datamodels
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"{kind} file not found", f"run {made_by} first (snakemake makes it)")
+    try:
+        model = datamodels.open(str(path))
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of a deep traceback
+        raise InputError(path, f"cannot be opened as a JWST product ({exc})",
+                         f"give a *_{kind}.fits written by {made_by}") from None
+    problem = check(model)
+    if problem:
+        model.close()
+        raise InputError(path, *problem)
+    return model
 
 
 def read_rate(path):
@@ -59,29 +109,18 @@ def read_rate(path):
     """
     from stdatamodels.jwst import datamodels
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "rate file not found", "run detector1 first (snakemake makes it)")
-    try:
-        model = datamodels.open(str(path))
-    except Exception as exc:  # noqa: BLE001 - one clear line instead of a deep traceback
-        raise InputError(path, f"cannot be opened as a JWST product ({exc})",
-                         "give a *_rate.fits written by detector1") from None
-    if not isinstance(model, datamodels.ImageModel) or model.data.ndim != 2:
-        model.close()
-        raise InputError(path, f"is a {type(model).__name__}, not a 2-D ImageModel rate",
-                         "give the *_rate.fits (not rateints) product")
-    unit = model.meta.bunit_data
-    if unit not in (None, "DN/s"):
-        model.close()
-        raise InputError(path, f"BUNIT is {unit!r}, expected 'DN/s'",
-                         "give an uncalibrated rate product (stage 2 already ran on this file)")
-    f32 = np.float32
-    arrays = CalArrays(
-        data=np.array(model.data, f32), dq=np.array(model.dq, np.uint32),
-        err=np.array(model.err, f32), var_poisson=np.array(model.var_poisson, f32),
-        var_rnoise=np.array(model.var_rnoise, f32))
-    return model, arrays
+    def check(model):
+        if not isinstance(model, datamodels.ImageModel) or model.data.ndim != 2:
+            return (f"is a {type(model).__name__}, not a 2-D ImageModel rate",
+                    "give the *_rate.fits (not rateints) product")
+        unit = model.meta.bunit_data
+        if unit not in (None, "DN/s"):
+            return (f"BUNIT is {unit!r}, expected 'DN/s'",
+                    "give an uncalibrated rate product (stage 2 already ran on this file)")
+        return None
+
+    model = open_product(path, "rate", "detector1", check)
+    return model, CalArrays.from_model(model)
 
 
 def _exposure(sci, pixels=True):
@@ -255,7 +294,22 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
         getattr(model.meta.ref_file, reftype).name = Path(ref).name if ref else "N/A"
     model.meta.calibration_software_version = webbflow.__version__
     _provenance(model, provenance or {})
+    return write_model(model, path)
 
+
+def write_model(model, path):
+    """Write a datamodel to ``path`` atomically, its FILENAME set to the file's name.
+
+    Parameters
+    ----------
+    model : stdatamodels DataModel
+    path : path-like
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    path = Path(path)
     model.meta.filename = path.name
     with atomic_output(path) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")

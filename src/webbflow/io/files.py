@@ -1,10 +1,12 @@
-"""File plumbing shared by every writer and every checksum: atomic outputs and file digests.
+"""File plumbing shared by every writer, reader and checksum: atomic outputs, digests, reads/writes at offsets.
 
 Every product, table, lockfile and cache file webbflow writes goes through
 :func:`atomic_output`, so an interrupted job never leaves a truncated file
 under a final name (Snakemake, a re-run or another job would take it for
 complete).  Every checksum (the CRDS lockfile, the cache's "never replace"
-check, a downloaded file's sha256) is :func:`file_digests`.
+check, a downloaded file's sha256) is :func:`file_digests`.  Arrays read or written piecewise at byte offsets of a file (planes of a
+FITS cube, rows of every plane of a scratch file) go through
+:func:`read_at` and :func:`write_at`.
 
 Standard library only: job adapters import this before any science code.
 """
@@ -16,7 +18,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_output", "atomic_write_text", "file_digests"]
+__all__ = ["atomic_output", "atomic_write_text", "file_digests", "read_at", "write_at"]
 
 _BLOCK = 1 << 20
 
@@ -92,3 +94,53 @@ def file_digests(path, algorithms=("sha256",)):
                 digest.update(block)
             size += len(block)
     return {**{name: digest.hexdigest() for name, digest in digests.items()}, "size": size}
+
+
+def read_at(file, reads):
+    """Fill buffers from an open binary file, each from its own byte offset; yield each once filled.
+
+    Parameters
+    ----------
+    file : binary file object
+        Open for reading.
+    reads : iterable of (int, buffer)
+        Byte offset and a writable, C-contiguous buffer (a numpy array) to fill from there.  It may
+        be lazy and hand the same buffer again once the caller has used what the last read put in it.
+
+    Yields
+    ------
+    buffer
+        Each buffer of ``reads``, filled, in order.
+
+    Raises
+    ------
+    EOFError
+        When the file ends before a buffer is full.
+
+    Examples
+    --------
+    >>> with open(path, "rb") as f:  # doctest: +SKIP
+    ...     for plane in read_at(f, ((base + k * plane.nbytes, plane) for k in range(n))):
+    ...         total += plane
+    """
+    for offset, buffer in reads:
+        file.seek(offset)
+        nbytes = memoryview(buffer).nbytes
+        if file.readinto(buffer) != nbytes:
+            raise EOFError(f"{getattr(file, 'name', 'the file')} is truncated: it ends before byte {offset + nbytes}")
+        yield buffer
+
+
+def write_at(file, writes):
+    """Write buffers into an open binary file, each at its own byte offset.
+
+    Parameters
+    ----------
+    file : binary file object
+        Open for writing (``r+b`` to write into an existing file).
+    writes : iterable of (int, buffer)
+        Byte offset and a C-contiguous buffer (a numpy array or its ``.data``) to write there.
+    """
+    for offset, buffer in writes:
+        file.seek(offset)
+        file.write(buffer)

@@ -28,7 +28,7 @@ from astropy.io import fits
 
 import webbflow
 from webbflow.config import config_digest
-from webbflow.io.files import atomic_output
+from webbflow.io.files import atomic_output, write_at
 
 __all__ = ["CAL_STEP_KEYS", "REFTYPES", "RateintsStream", "write_fitopt", "write_rate", "write_rateints"]
 
@@ -390,9 +390,8 @@ class RateintsStream:
                 block = block ^ np.uint32(0x80000000)
             block = block.astype(dtype, copy=False)  # big-endian, as FITS stores it
             n = block.shape[1]
-            for i in range(nints):
-                self._file.seek(self._offsets[ext] + (i * ny + r0) * nx * 4)
-                self._file.write(np.ascontiguousarray(block[i]).data)
+            write_at(self._file, ((self._offsets[ext] + (i * ny + r0) * nx * 4, np.ascontiguousarray(block[i]).data)
+                                  for i in range(nints)))
         return n
 
     def __exit__(self, kind, value, tb):

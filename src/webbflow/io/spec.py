@@ -12,16 +12,14 @@ Both are written atomically; a failure leaves no product.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import webbflow
-from webbflow.io.cal import CalArrays, _exposure, _open_fits, _provenance
-from webbflow.io.errors import InputError, ReferenceFileError
-from webbflow.io.files import atomic_output
+from webbflow.io.cal import CalArrays, _exposure, _provenance, open_product, write_model
+from webbflow.io.errors import ReferenceFileError
 
 __all__ = ["GrismDispersion", "load_specwcs", "load_wavelengthrange", "read_rateints", "tso_spec", "write_calints",
            "write_x1dints", "SPEC2_CAL_STEPS", "X1D_VECTOR_COLUMNS"]
@@ -136,32 +134,20 @@ def read_rateints(path):
     """
     from stdatamodels.jwst import datamodels
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "rateints file not found", "run detector1 first (snakemake makes it)")
-    try:
-        model = datamodels.open(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(path, f"cannot be opened as a JWST product ({exc})",
-                         "give a *_rateints.fits written by detector1") from None
-    problem = None
-    if not isinstance(model, datamodels.CubeModel) or model.data.ndim != 3:
-        problem = (f"is a {type(model).__name__}, not a 3-D CubeModel rateints", "give the *_rateints.fits product")
-    elif model.meta.exposure.type != "NRC_TSGRISM":
-        problem = (f"EXP_TYPE is {model.meta.exposure.type!r}, not NRC_TSGRISM",
-                   "give a grism time-series rateints (imaging ones go to image2)")
-    elif model.meta.bunit_data not in (None, "DN/s"):
-        problem = (f"BUNIT is {model.meta.bunit_data!r}, expected 'DN/s'", "give an uncalibrated rateints")
-    elif model.int_times is None or len(model.int_times) < model.data.shape[0]:
-        problem = ("has no INT_TIMES row for every integration", "reduce the uncal again with detector1")
-    if problem:
-        model.close()
-        raise InputError(path, *problem)
-    f32 = np.float32
-    arrays = CalArrays(data=np.array(model.data, f32), dq=np.array(model.dq, np.uint32),
-                       err=np.array(model.err, f32), var_poisson=np.array(model.var_poisson, f32),
-                       var_rnoise=np.array(model.var_rnoise, f32))
-    return model, arrays
+    def check(model):
+        if not isinstance(model, datamodels.CubeModel) or model.data.ndim != 3:
+            return (f"is a {type(model).__name__}, not a 3-D CubeModel rateints", "give the *_rateints.fits product")
+        if model.meta.exposure.type != "NRC_TSGRISM":
+            return (f"EXP_TYPE is {model.meta.exposure.type!r}, not NRC_TSGRISM",
+                    "give a grism time-series rateints (imaging ones go to image2)")
+        if model.meta.bunit_data not in (None, "DN/s"):
+            return (f"BUNIT is {model.meta.bunit_data!r}, expected 'DN/s'", "give an uncalibrated rateints")
+        if model.int_times is None or len(model.int_times) < model.data.shape[0]:
+            return ("has no INT_TIMES row for every integration", "reduce the uncal again with detector1")
+        return None
+
+    model = open_product(path, "rateints", "detector1", check)
+    return model, CalArrays.from_model(model)
 
 
 def _set_steps_and_refs(model, cal_steps, ref_files, provenance, skipped=_SKIPPED_SPEC2):
@@ -181,14 +167,6 @@ def _set_steps_and_refs(model, cal_steps, ref_files, provenance, skipped=_SKIPPE
         model.meta.ref_file.crds.sw_version = provenance.get("crds_version") or "unknown"
     model.meta.calibration_software_version = webbflow.__version__
     _provenance(model, provenance or {})
-
-
-def _save(model, path):
-    model.meta.filename = Path(path).name
-    with atomic_output(path) as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
-        model.to_fits(tmp, overwrite=True)
-    return Path(path)
 
 
 def write_calints(path, rateints, arrays, cutout, *, cal_steps=None, ref_files=None, photometry=None,
@@ -246,7 +224,7 @@ def write_calints(path, rateints, arrays, cutout, *, cal_steps=None, ref_files=N
     model.meta.bunit_data = model.meta.bunit_err = unit
     _set_steps_and_refs(model, cal_steps, ref_files, provenance)
     try:
-        return _save(model, path)
+        return write_model(model, path)
     finally:
         model.close()
 
@@ -454,6 +432,6 @@ def write_x1dints(path, primary, specs, *, int_times=None, cal_steps=None, ref_f
     if members:
         header_table(model, members)
     try:
-        return _save(model, path)
+        return write_model(model, path)
     finally:
         model.close()

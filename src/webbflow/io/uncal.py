@@ -13,6 +13,7 @@ import numpy as np
 from astropy.io import fits
 
 from webbflow.io.errors import InputError
+from webbflow.io.files import read_at
 from webbflow.ramp import Ramp, Readout
 
 __all__ = ["HEADER_KEYWORDS", "SUPPORTED_EXP_TYPES", "TSO_EXP_TYPES", "Keyword", "UncalHeaders", "UncalStream",
@@ -23,6 +24,15 @@ TSO_EXP_TYPES = ("NRC_TSGRISM", "NRC_TSIMAGE")
 
 SUPPORTED_EXP_TYPES = ("NRC_IMAGE",) + TSO_EXP_TYPES
 """EXP_TYPE values that detector1 reduces today."""
+
+_UNREADABLE = "the file is truncated or corrupt; download it again from MAST"
+_READ_ERRORS = (OSError, ValueError, TypeError, IndexError, EOFError, Warning)
+"""What astropy and the plane reader raise on a truncated or corrupt file (warnings made errors)."""
+
+
+def _unreadable(path, what, exc):
+    """The InputError for ``what`` of ``path``, which could not be read (``exc``: why)."""
+    return InputError(path, f"{what} ({exc.__class__.__name__}: {exc})", _UNREADABLE)
 
 
 def is_tso(primary):
@@ -85,12 +95,8 @@ def _open(path):
             hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
     except FileNotFoundError:
         raise InputError(path, "file not found", "check inputs.uncal_dir and the file name") from None
-    except (OSError, ValueError, TypeError, IndexError, EOFError, Warning) as exc:
-        raise InputError(
-            path,
-            f"not a readable FITS file ({exc.__class__.__name__}: {exc})",
-            "the file is truncated or corrupt; download it again from MAST",
-        ) from None
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, "not a readable FITS file", exc) from None
     return hdul
 
 
@@ -488,15 +494,12 @@ def _read_sci_planes(path, offset, shape, ints, groups=None):
     groups = range(ngroups) if groups is None else list(groups)
     out = np.empty((len(ints), len(groups), ny, nx), np.float32)
     plane = np.empty((ny, nx), ">u2")  # one buffer for every group read
+    reads = ((offset + (i * ngroups + g) * plane.nbytes, plane) for i in ints for g in groups)
     with open(path, "rb") as f:
-        for j, i in enumerate(ints):
-            for m, g in enumerate(groups):
-                f.seek(offset + (i * ngroups + g) * plane.nbytes)
-                if f.readinto(plane) != plane.nbytes:
-                    raise EOFError(f"SCI is truncated at integration {i + 1}, group {g + 1}")
-                # int16 + 32768 as uint16 is the int16's bit pattern with the sign bit flipped
-                plane ^= np.uint16(0x8000)
-                out[j, m] = plane
+        for k, raw in enumerate(read_at(f, reads)):
+            # int16 + 32768 as uint16 is the int16's bit pattern with the sign bit flipped
+            raw ^= np.uint16(0x8000)
+            out[k // len(groups), k % len(groups)] = raw
     return out
 
 
@@ -513,9 +516,6 @@ def _read_sci_float32(hdul, path):
     shape = tuple(int(hdr[f"NAXIS{k}"]) for k in range(4, 0, -1))
     offset = hdul.fileinfo(hdul.index_of("SCI"))["datLoc"]
     return _read_sci_planes(path, offset, shape, range(shape[0]))
-
-
-_UNREADABLE = "the file is truncated or corrupt; download it again from MAST"
 
 
 def _checked_headers(path, hdul, exp_types):
@@ -570,9 +570,8 @@ class UncalStream:
                 self._zf = (hdul.fileinfo(hdul.index_of("ZEROFRAME"))["datLoc"], dict(hdul["ZEROFRAME"].header))
             try:
                 int_times = np.array(hdul["INT_TIMES"].data) if "INT_TIMES" in hdul else None
-            except (OSError, ValueError, TypeError, IndexError, EOFError, Warning) as exc:
-                raise InputError(path, f"INT_TIMES cannot be read ({exc.__class__.__name__}: {exc})",
-                                 _UNREADABLE) from None
+            except _READ_ERRORS as exc:
+                raise _unreadable(path, "INT_TIMES cannot be read", exc) from None
             self.headers = UncalHeaders(
                 primary=primary.copy(), sci=sci.copy(), int_times=int_times, path=str(path),
                 extensions={name: header.copy() for name, header in extensions.items()},
@@ -604,9 +603,8 @@ class UncalStream:
         try:
             sci = _read_sci_planes(self.path, self._offset, self.shape, range(i0, i1), groups)
             zeroframe = self._zeroframe(i0, i1) if groups is None else None
-        except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
-            raise InputError(self.path, f"pixel data cannot be read ({exc.__class__.__name__}: {exc})",
-                             _UNREADABLE) from None
+        except _READ_ERRORS as exc:
+            raise _unreadable(self.path, "pixel data cannot be read", exc) from None
         return Ramp.from_uncal(sci, zeroframe=zeroframe)
 
 
@@ -649,12 +647,8 @@ def read_uncal(path, exp_types=SUPPORTED_EXP_TYPES):
                     sci = hdul["SCI"].data
                 zeroframe = hdul["ZEROFRAME"].data if "ZEROFRAME" in hdul else None
                 int_times = np.array(hdul["INT_TIMES"].data) if "INT_TIMES" in hdul else None
-        except (OSError, ValueError, TypeError, IndexError, EOFError, Warning) as exc:
-            raise InputError(
-                path,
-                f"pixel data cannot be read ({exc.__class__.__name__}: {exc})",
-                "the file is truncated or corrupt; download it again from MAST",
-            ) from None
+        except _READ_ERRORS as exc:
+            raise _unreadable(path, "pixel data cannot be read", exc) from None
         if not decoded and (sci is None or sci.ndim != 4 or sci.dtype != np.uint16):
             found = "no data" if sci is None else f"{sci.ndim}-D {sci.dtype.name}"
             raise InputError(

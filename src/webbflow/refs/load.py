@@ -19,6 +19,7 @@ from astropy.io import fits
 
 from webbflow import dqflags
 from webbflow.io.errors import ReferenceFileError
+from webbflow.io.files import read_at
 from webbflow.refs.check import Exposure, check_reference
 
 __all__ = ["PlaneStack", "load_reference", "load_references", "map_dq"]
@@ -161,19 +162,15 @@ class PlaneStack:
         # byte-swapped in place; otherwise through one row buffer per call.
         direct = native and nx == fx and out.flags.c_contiguous
         raw = None if direct else np.empty((ny, fx), self.disk_dtype)
+        # direct: the plane's own bytes, read as stored
+        reads = ((self.offset + (k * fy + y0) * row_bytes, out[k - start].view(self.disk_dtype) if direct else raw)
+                 for k in range(start, stop))
         with open(self.path, "rb") as f:
-            for k in range(start, stop):
-                f.seek(self.offset + k * fy * row_bytes + y0 * row_bytes)
-                plane = out[k - start]
+            for plane, disk in zip(out, read_at(f, reads)):
                 if direct:
-                    disk = plane.view(self.disk_dtype)  # the same bytes, read as stored
-                    if f.readinto(disk) != disk.nbytes:
-                        raise EOFError(f"{self.path} is truncated")
                     disk.byteswap(inplace=True)  # now native: plane holds the values
                 else:
-                    if f.readinto(raw) != raw.nbytes:
-                        raise EOFError(f"{self.path} is truncated")
-                    rows = raw[:, x0:x0 + nx]
+                    rows = disk[:, x0:x0 + nx]
                     if self.unsigned_zero and not native:
                         rows = rows ^ rows.dtype.type(self.unsigned_zero)
                     plane[...] = rows  # byte swap (and cast) on copy

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-import webbflow
-from webbflow.config import DETECTOR1_STEPS, config_digest, step_skipped
+from webbflow.config import DETECTOR1_STEPS, step_kwargs, step_skipped
+from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io import read_uncal, write_fitopt, write_rate, write_rateints
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.uncal import SUPPORTED_EXP_TYPES, UncalStream, read_uncal_headers, readout_from_header
@@ -27,7 +27,7 @@ from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
 from webbflow.stages import detector1_stream
 
-__all__ = ["STEP_REFTYPES", "fitopt_path", "iter_steps", "one_over_f_table", "run", "write_one_over_f"]
+__all__ = ["STEP_REFTYPES", "call_step", "fitopt_path", "iter_steps", "one_over_f_table", "run", "write_one_over_f"]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,23 @@ STEP_REFTYPES = {
 """Reference types each step needs."""
 
 
-def _step_kwargs(params, step):
-    return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
+def _gain_factor(headers, refs):
+    """gain_scale's factor: the exposure's GAINFACT, else the gain reference's (as jwst), else None.
+
+    Parameters
+    ----------
+    headers : webbflow.io.uncal.UncalHeaders
+    refs : dict
+        Loaded references (:func:`webbflow.refs.load_references`).
+
+    Returns
+    -------
+    float or None
+    """
+    factor = headers.primary.get("GAINFACT")
+    if factor is None and "gain" in refs:
+        factor = refs["gain"]["gain_factor"]
+    return factor
 
 
 def _needed_reftypes(params):
@@ -72,8 +87,25 @@ def _check_references(uncal_path, headers, references, needed):
         )
 
 
-def _call(step, ramp, readout, refs, kwargs):
-    """Run one step per the contract of docs/contracts.md; return its status."""
+def call_step(step, ramp, readout, refs, kwargs):
+    """Run one of the steps before ramp_fit on ``ramp`` (in place), per docs/contracts.md.
+
+    Parameters
+    ----------
+    step : str
+        One of dq_init, saturation, superbias, refpix, linearity, dark_current, jump.
+    ramp : webbflow.ramp.Ramp
+    readout : webbflow.ramp.Readout
+    refs : dict
+        Loaded references (:func:`webbflow.refs.load_references`).
+    kwargs : dict
+        The step's parameters (:func:`webbflow.config.step_kwargs`).
+
+    Returns
+    -------
+    str
+        The step's status.
+    """
     module = importlib.import_module(f"webbflow.steps.{step}")
     if step == "dq_init":
         return module.run(ramp, refs["mask"]["mask_dq"])
@@ -194,7 +226,7 @@ def _limit_threads():
         numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
 
 
-def iter_steps(ramp, readout, headers, refs, params, one_over_f=None):
+def iter_steps(ramp, readout, headers, refs, params, one_over_f=None, steps=DETECTOR1_STEPS):
     """Run the detector1 steps in order on ``ramp`` (in place), yielding after each one.
 
     Parameters
@@ -210,6 +242,9 @@ def iter_steps(ramp, readout, headers, refs, params, one_over_f=None):
     one_over_f : list, optional
         Passed to refpix, which appends the 1/f statistic before and after ROEBA
         (:func:`webbflow.steps.refpix.run`).
+    steps : sequence of str
+        The steps to run, in :data:`~webbflow.config.DETECTOR1_STEPS` order (default all; the
+        streamed runner runs those before jump on chunks of integrations).
 
     Yields
     ------
@@ -222,25 +257,22 @@ def iter_steps(ramp, readout, headers, refs, params, one_over_f=None):
         tests compare it with jwst's intermediate products).
     """
     result = None
-    for step in DETECTOR1_STEPS:
+    for step in steps:
         t0 = time.perf_counter()
         if step_skipped(params, step):
             status = StepStatus.SKIPPED
         elif step == "ramp_fit":
             module = importlib.import_module("webbflow.steps.ramp_fit")
             status, result = module.run(ramp, readout, refs["gain"]["gain"], refs["readnoise"]["readnoise"],
-                                        **_step_kwargs(params, step))
+                                        **step_kwargs(params, step))
         elif step == "gain_scale":
             module = importlib.import_module("webbflow.steps.gain_scale")
-            factor = headers.primary.get("GAINFACT")
-            if factor is None and "gain" in refs:
-                factor = refs["gain"]["gain_factor"]
-            status = module.run(result, gain_factor=factor)
+            status = module.run(result, gain_factor=_gain_factor(headers, refs))
         else:
-            kwargs = _step_kwargs(params, step)
+            kwargs = step_kwargs(params, step)
             if step == "refpix" and one_over_f is not None:
                 kwargs["one_over_f"] = one_over_f
-            status = _call(step, ramp, readout, refs, kwargs)
+            status = call_step(step, ramp, readout, refs, kwargs)
         log.info("%-13s %-9s %7.2f s", step, status, time.perf_counter() - t0)
         yield step, status, result
 
@@ -400,11 +432,7 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     warmup.join()
     _limit_threads()
 
-    provenance = dict(provenance or {})
-    provenance.setdefault("step_parameters", params)
-    provenance.setdefault("config_digest", config_digest(
-        {"steps": params, "references": {t: Path(p).name for t, p in used.items()}}))
-    provenance.setdefault("webbflow_version", webbflow.__version__)
+    provenance = stage_provenance(params, provenance, references=reference_names(used))
     statuses = {}
     one_over_f = [] if one_over_f_path is not None else None
     if streamed and params["ramp_fit"].get("save_opt"):

@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from webbflow import dqflags
-from webbflow.config import step_skipped
 from webbflow.io.errors import InputError
+from webbflow.io.files import read_at, write_at
 from webbflow.ramp import Ramp, StepStatus
 
 # The steps (numba) are imported on first use: detector1 imports this module for plan(), and numba
@@ -66,6 +66,8 @@ DEFAULT_MAX_MEMORY_MB = 4000
 """The budget when none is given: exposures whose in-memory working set is larger are streamed."""
 
 PRE_JUMP_STEPS = ("dq_init", "saturation", "superbias", "refpix", "linearity", "dark_current", "charge_migration")
+ROEBA_MASK_STEPS = ("dq_init", "saturation", "superbias", "refpix")
+"""The steps before ROEBA's background mask is found (on the first integrations)."""
 
 
 def in_memory_bytes(shape):
@@ -153,10 +155,8 @@ class _Scratch:
         out = np.empty((planes, b - a, nx), dtype)
         plane, start = ny * nx * dtype.itemsize, a * nx * dtype.itemsize
         with open(self.paths[name], "rb") as f:
-            for p in range(planes):
-                f.seek(p * plane + start)
-                if f.readinto(out[p]) != out[p].nbytes:
-                    raise OSError(f"scratch file {self.paths[name]} is shorter than expected")
+            for _ in read_at(f, ((p * plane + start, out[p]) for p in range(planes))):
+                pass
         return out.reshape(self._shape(name, b - a))
 
     def write_rows(self, name, r0, block):
@@ -168,9 +168,7 @@ class _Scratch:
         with open(self.paths[name], mode) as f:
             if mode == "w+b":
                 f.truncate(planes * plane)  # sparse until written
-            for p in range(planes):
-                f.seek(p * plane + start)
-                f.write(block[p].data)
+            write_at(f, ((p * plane + start, block[p].data) for p in range(planes)))
 
     def integrations(self, name, i0, i1):
         """Integrations i0..i1-1 of a (nints, ngroups, ny, nx) file: (array, writer of it back)."""
@@ -179,28 +177,29 @@ class _Scratch:
         out = np.empty((i1 - i0, ngroups, ny, nx), dtype)
         offset = i0 * ngroups * ny * nx * dtype.itemsize
         with open(self.paths[name], "rb") as f:
-            f.seek(offset)
-            f.readinto(out)
+            for _ in read_at(f, [(offset, out)]):
+                pass
 
         def write_back():
             with open(self.paths[name], "r+b") as f:
-                f.seek(offset)
-                f.write(out.data)
+                write_at(f, [(offset, out.data)])
 
         return out, write_back
 
 
 @contextlib.contextmanager
 def _quiet_steps(quiet=True):
-    """The steps' INFO lines once, not once per chunk or block: WARNING and above only inside."""
-    logger = logging.getLogger("webbflow.steps")
-    level = logger.level
+    """The steps' INFO lines and detector1's timings once, not once per chunk or block: WARNING and up inside."""
+    loggers = [logging.getLogger(name) for name in ("webbflow.steps", "webbflow.stages.detector1")]
+    levels = [logger.level for logger in loggers]
     if quiet:
-        logger.setLevel(max(level, logging.WARNING))
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(max(level, logging.WARNING))
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _blocks(n, size):
@@ -222,24 +221,23 @@ def _check_scratch_space(uncal_path, folder, shape, has_zeroframe):
     return need
 
 
-def _roeba_mask(stream, readout, refs, params, call, ints_per_chunk):
+def _roeba_mask(stream, readout, refs, params, ints_per_chunk):
     """ROEBA's background mask from the first DRAFT_INTS integrations (first and last group only)."""
+    from webbflow.stages.detector1 import iter_steps
     from webbflow.steps import roeba
 
     nints, ngroups = stream.shape[:2]
     groups = [0, ngroups - 1] if ngroups > 1 else [0]
-    kwargs = {k: v for k, v in params["refpix"].items() if k not in ("skip", "roeba_mask")}
-    kwargs["roeba"] = False
+    refpix = {k: v for k, v in params["refpix"].items() if k != "roeba_mask"}
     first = min(nints, roeba.DRAFT_INTS)
     minis, pixeldq = [], None
     for i0, i1 in _blocks(first, max(1, ints_per_chunk * ngroups // len(groups))):
         mini = stream.ramp(i0, i1, groups=groups)
         mini_readout = dataclasses.replace(readout, nints=i1 - i0, ngroups=len(groups))
-        for step in ("dq_init", "saturation", "superbias", "refpix"):
-            if not (params.get(step) or {}).get("skip"):
-                with _quiet_steps():
-                    call(step, mini, mini_readout, refs,
-                         dict(kwargs, first_integration=i0) if step == "refpix" else _kwargs(params, step))
+        mini_params = dict(params, refpix=dict(refpix, roeba=False, first_integration=i0))
+        with _quiet_steps():
+            for _ in iter_steps(mini, mini_readout, stream.headers, refs, mini_params, steps=ROEBA_MASK_STEPS):
+                pass
         minis.append(mini.data)
         pixeldq = mini.pixeldq
     rp = params["refpix"]
@@ -247,12 +245,9 @@ def _roeba_mask(stream, readout, refs, params, call, ints_per_chunk):
                                  grow=rp.get("roeba_grow", 2))
 
 
-def _kwargs(params, step):
-    return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
-
-
-def _phase_a(stream, readout, refs, params, call, scratch, chunk, one_over_f=None):
+def _phase_a(stream, readout, refs, params, scratch, chunk, one_over_f=None):
     """Pre-jump steps on chunks of integrations; returns (statuses, pixeldq, dark, max all-DNU groups)."""
+    from webbflow.stages.detector1 import iter_steps
     from webbflow.steps import _jump_numba as K
 
     nints = stream.shape[0]
@@ -261,20 +256,13 @@ def _phase_a(stream, readout, refs, params, call, scratch, chunk, one_over_f=Non
     for i0, i1 in _blocks(nints, chunk):
         ramp = stream.ramp(i0, i1)
         part = dataclasses.replace(readout, nints=i1 - i0)
-        for step in PRE_JUMP_STEPS:
-            if step_skipped(params, step):
-                status = StepStatus.SKIPPED
-            else:
-                kwargs = _kwargs(params, step)
-                if step == "refpix":
-                    kwargs["first_integration"] = i0
-                    if one_over_f is not None:
-                        kwargs["one_over_f"] = one_over_f
-                with _quiet_steps(i0 > 0):
-                    status = call(step, ramp, part, refs, kwargs)
-            if statuses.setdefault(step, status) != status:
-                raise RuntimeError(f"{step} was {statuses[step]} on the first integrations but {status} on "
-                                   f"integrations {i0 + 1}-{i1}")
+        chunk_params = dict(params, refpix=dict(params.get("refpix") or {}, first_integration=i0))
+        with _quiet_steps(i0 > 0):
+            for step, status, _ in iter_steps(ramp, part, stream.headers, refs, chunk_params, one_over_f=one_over_f,
+                                              steps=PRE_JUMP_STEPS):
+                if statuses.setdefault(step, status) != status:
+                    raise RuntimeError(f"{step} was {statuses[step]} on the first integrations but {status} on "
+                                       f"integrations {i0 + 1}-{i1}")
         pixeldq = ramp.pixeldq if pixeldq is None else pixeldq | ramp.pixeldq
         if dark is None:
             dark = ramp.average_dark_current
@@ -391,8 +379,7 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
         integrations even with ROEBA off, as the in-memory stage finds it.
     """
     from webbflow.io.products import RateintsStream, write_rate
-    from webbflow.stages.detector1 import _call
-    from webbflow.steps import gain_scale, ramp_fit
+    from webbflow.stages.detector1 import iter_steps
     from webbflow.steps.ramp_fit import ImageArrays, RampFitResult
 
     readout, headers = stream.readout, stream.headers
@@ -411,20 +398,16 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
         params = {step: dict(v) for step, v in params.items()}
         rp = params["refpix"]
         if (rp.get("roeba") or one_over_f is not None) and not rp.get("skip"):
-            rp["roeba_mask"] = _roeba_mask(stream, readout, refs, params, _call, cut.ints_per_chunk)
+            rp["roeba_mask"] = _roeba_mask(stream, readout, refs, params, cut.ints_per_chunk)
         scratch = _Scratch(tmp, shape, stream.has_zeroframe)
-        statuses, pixeldq, dark, max_all_dnu = _phase_a(stream, readout, refs, params, _call, scratch,
+        statuses, pixeldq, dark, max_all_dnu = _phase_a(stream, readout, refs, params, scratch,
                                                          cut.ints_per_chunk, one_over_f)
         statuses["jump"], gdq = _phase_jump(scratch, readout, refs, pixeldq, params, max_all_dnu,
                                             cut.ints_per_chunk, cut.rows_per_block)
         if (scratch.paths["gdq_b"].exists() and gdq != "gdq_b"):
             scratch.paths["gdq_b"].unlink()
         rate = ImageArrays.empty((ny, nx))
-        factor = headers.primary.get("GAINFACT")
-        if factor is None and "gain" in refs:
-            factor = refs["gain"]["gain_factor"]
-        fit_kw = _kwargs(params, "ramp_fit")
-        gain, readnoise = refs["gain"]["gain"], refs["readnoise"]["readnoise"]
+        gain, readnoise = refs["gain"], refs["readnoise"]
         product = None
         t0 = time.perf_counter()
         try:
@@ -433,13 +416,14 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
                              pixeldq=np.ascontiguousarray(pixeldq[r0:r1]),
                              zeroframe=scratch.rows("zeroframe", r0, r1) if scratch.has_zeroframe else None,
                              average_dark_current=None if dark is None else dark[r0:r1])
+                # the block's rows of the per-pixel references; the rest (GAINFACT of the gain reference) whole
+                block_refs = dict(refs, gain=dict(gain, gain=gain["gain"][r0:r1]),
+                                  readnoise=dict(readnoise, readnoise=readnoise["readnoise"][r0:r1]))
                 with _quiet_steps(r0 > 0):
-                    statuses["ramp_fit"], result = ramp_fit.run(block, readout, gain[r0:r1], readnoise[r0:r1],
-                                                                **fit_kw)
-                    del block
-                    gs = params.get("gain_scale") or {}
-                    statuses["gain_scale"] = (StepStatus.SKIPPED if gs.get("skip")
-                                              else gain_scale.run(result, gain_factor=factor))
+                    for step, status, result in iter_steps(block, readout, headers, block_refs, params,
+                                                           steps=("ramp_fit", "gain_scale")):
+                        statuses[step] = status
+                del block
                 if product is None:
                     statuses_out.update({s: statuses[s] for s in params if s in statuses})
                     product = RateintsStream(rateints_path, (nints, ny, nx), headers, cal_steps=statuses_out,

@@ -12,8 +12,8 @@ import logging
 import time
 from pathlib import Path
 
-import webbflow
-from webbflow.config import IMAGE2_STEPS, config_digest
+from webbflow.config import IMAGE2_STEPS, step_kwargs
+from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io.cal import (load_area, load_distortion, load_flat, load_photom, read_rate,
                              write_cal)
 from webbflow.io.errors import InputError, ReferenceFileError
@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 
 STEP_REFTYPES = {"assign_wcs": ("distortion",), "flat_field": ("flat",), "photom": ("photom", "area")}
 """Reference types each step needs (area is optional for photom, as in jwst)."""
-
-def _kwargs(params, step):
-    return {k: v for k, v in (params.get(step) or {}).items() if k != "skip"}
-
 
 def _check(rate_path, model, references, params):
     missing = []
@@ -97,7 +93,7 @@ def run(rate_path, cal_path, references, params, provenance=None):
             try:
                 statuses["assign_wcs"], wcs, wcsinfo = assign_wcs.run(
                     distortion, pointing, (sci["xstart"], sci["ystart"]), sci["shape"],
-                    **_kwargs(params, "assign_wcs"))
+                    **step_kwargs(params, "assign_wcs"))
             except ValueError as exc:
                 raise InputError(rate_path, f"cannot build the WCS ({exc})",
                                  "give a rate whose SCI header has the pointing keywords "
@@ -140,11 +136,7 @@ def run(rate_path, cal_path, references, params, provenance=None):
             log.info("photom        %s  PHOTMJSR %s", statuses["photom"], conv)
 
         ref_files = {t: used.get(t) for t in ("distortion", "flat", "photom", "area")}
-        provenance = dict(provenance or {})
-        provenance.setdefault("step_parameters", params)
-        provenance.setdefault("config_digest", config_digest(
-            {"steps": params, "references": {t: Path(p).name for t, p in used.items()}}))
-        provenance.setdefault("webbflow_version", webbflow.__version__)
+        provenance = stage_provenance(params, provenance, references=reference_names(used))
         write_cal(cal_path, model, arrays, wcs=wcs, wcsinfo=wcsinfo, photometry=phot,
                   cal_steps=statuses, ref_files=ref_files, provenance=provenance)
     finally:

@@ -15,7 +15,7 @@ import numpy as np
 from astropy.table import Table
 from stdatamodels.jwst import datamodels
 
-from webbflow.config import IMAGE3_STEPS
+from webbflow.config import IMAGE3_STEPS, step_kwargs
 from webbflow.io.errors import InputError
 from webbflow.io.image3 import image_input, read_cal, write_catalog, write_crf, write_i2d, write_segm
 from webbflow.steps import outlier_detection as outlier_step
@@ -141,7 +141,7 @@ def run_models(models, params=None, names=None):
     if sm["skip"]:
         status["skymatch"] = "SKIPPED"
     else:
-        skymatch_step.skymatch(images, out_wcs, out_shape, **{k: v for k, v in sm.items() if k != "skip"})
+        skymatch_step.skymatch(images, out_wcs, out_shape, **step_kwargs(p, "skymatch"))
         status["skymatch"] = "COMPLETE"
 
     od = p["outlier_detection"]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-import webbflow
-from webbflow.config import SPEC2_STEPS, config_digest
+from webbflow.config import SPEC2_STEPS
+from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io.cal import load_distortion, load_flat, load_photom
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.spec import (load_specwcs, load_wavelengthrange, read_rateints, tso_spec, write_calints,
@@ -240,11 +240,7 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
 
         ref_files = {t: used.get(t) for t in ("specwcs", "distortion", "flat", "wavelengthrange", "photom",
                                              "extract1d")}
-        provenance = dict(provenance or {})
-        provenance.setdefault("step_parameters", params)
-        provenance.setdefault("config_digest", config_digest(
-            {"steps": params, "references": {t: Path(p).name for t, p in used.items() if p}}))
-        provenance.setdefault("webbflow_version", webbflow.__version__)
+        provenance = stage_provenance(params, provenance, references=reference_names(used))
         cut = {"ystart": ymin, "wavelength": wavelength, "order": order,
                "source_xpos": _source_xpos(model, distortion), "source_ypos": extract_2d.EXTRACT_Y_CENTER,
                "wcs": _cutout_wcs(model, dispersion, distortion, sci, ymin, arrays.data.shape[1:], order)}

@@ -20,9 +20,9 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 
-import webbflow
-from webbflow.config import TSO3_STEPS, config_digest
-from webbflow.io.cal import CalArrays
+from webbflow.config import TSO3_STEPS
+from webbflow.provenance import reference_names, stage_provenance
+from webbflow.io.cal import CalArrays, open_product, write_model
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_output
 from webbflow.io.spec import member_header, tso_spec, write_x1dints
@@ -51,40 +51,18 @@ def read_calints(path):
     """
     from stdatamodels.jwst import datamodels
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "calints file not found", "run spec2 first (snakemake makes it)")
-    try:
-        model = datamodels.open(str(path))
-    except Exception as exc:  # noqa: BLE001 - one clear line instead of a deep traceback
-        raise InputError(path, f"cannot be opened as a JWST product ({exc})",
-                         "give a *_calints.fits written by spec2") from None
-    problem = None
-    if not isinstance(model, datamodels.SlitModel) or model.data.ndim != 3:
-        problem = (f"is a {type(model).__name__} {getattr(model, 'data', np.empty(0)).ndim}-D, not a 3-D SlitModel "
-                   "calints", "give the *_calints.fits of a grism time series")
-    elif model.wavelength is None or not np.isfinite(model.wavelength).any():
-        problem = ("has no WAVELENGTH array", "give a calints written by spec2 (extract_2d computes it)")
-    elif model.int_times is None or len(model.int_times) == 0:
-        problem = ("has no INT_TIMES table", "reduce the segment again with detector1 and spec2")
-    if problem:
-        model.close()
-        raise InputError(path, *problem)
-    f32 = np.float32
-    var_flat = np.array(model.var_flat, f32) if model.var_flat is not None and model.var_flat.size else None
-    arrays = CalArrays(data=np.array(model.data, f32), dq=np.array(model.dq, np.uint32),
-                       err=np.array(model.err, f32), var_poisson=np.array(model.var_poisson, f32),
-                       var_rnoise=np.array(model.var_rnoise, f32), var_flat=var_flat)
-    return model, arrays
+    def check(model):
+        if not isinstance(model, datamodels.SlitModel) or model.data.ndim != 3:
+            return (f"is a {type(model).__name__} {getattr(model, 'data', np.empty(0)).ndim}-D, not a 3-D "
+                    "SlitModel calints", "give the *_calints.fits of a grism time series")
+        if model.wavelength is None or not np.isfinite(model.wavelength).any():
+            return ("has no WAVELENGTH array", "give a calints written by spec2 (extract_2d computes it)")
+        if model.int_times is None or len(model.int_times) == 0:
+            return ("has no INT_TIMES table", "reduce the segment again with detector1 and spec2")
+        return None
 
-
-def _save(model, path):
-    import warnings
-
-    model.meta.filename = Path(path).name
-    with atomic_output(path) as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
-        model.to_fits(tmp, overwrite=True)
+    model = open_product(path, "calints", "spec2", check)
+    return model, CalArrays.from_model(model, var_flat=True)
 
 
 def _exposure_int_times(first, members_times):
@@ -219,7 +197,7 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                         if value is not None:
                             setattr(model, name, value)
                     model.meta.cal_step.outlier_detection = "COMPLETE"
-                    _save(model, crf_path)
+                    write_model(model, crf_path)
                     written.append(Path(crf_path))
                 else:
                     model.meta.cal_step.outlier_detection = "SKIPPED"  # as jwst records it (S_OUTLIR)
@@ -267,12 +245,8 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
         except ValueError as exc:
             raise InputError(members[0], str(exc), "list the segments of one exposure only") from None
 
-        provenance = dict(provenance or {})
-        provenance.setdefault("step_parameters", params)
-        provenance.setdefault("config_digest", config_digest(
-            {"steps": params, "members": [Path(m).name for m in members],
-             "references": {"extract1d": Path(references["extract1d"]).name}}))
-        provenance.setdefault("webbflow_version", webbflow.__version__)
+        provenance = stage_provenance(params, provenance, members=[Path(m).name for m in members],
+                                      references=reference_names({"extract1d": references["extract1d"]}))
         _blend(first, blend)
         if asn:
             first.meta.asn.pool_name = asn.get("asn_pool")
