@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import yaml
 
+from webbflow.refs.select import DETECTOR1_REFTYPES, IMAGE2_REFTYPES, SPEC2_REFTYPES, TSO3_REFTYPES
+
 __all__ = [
     "DETECTOR1_STEPS",
     "IMAGE2_STEPS",
@@ -35,6 +37,7 @@ __all__ = [
     "load_modes",
     "mode_for",
     "preset_schema",
+    "stage_reftypes",
     "step_parameters",
     "validate_config",
 ]
@@ -67,21 +70,42 @@ class Stage(NamedTuple):
         The Snakefile target its products belong to (``stage1``, ``stage2``, ``stage3``).
     steps : tuple of str
         Its steps in the order they run (each one a ``steps.<step>`` of the schema).
+    reftypes : tuple of str
+        The reference types its steps read: what CRDS chooses (and the lockfile records) for an
+        exposure whose mode runs the stage.
     """
 
     target: str
     steps: tuple
+    reftypes: tuple = ()
 
 
 STAGES = {
-    "detector1": Stage("stage1", DETECTOR1_STEPS),
-    "image2": Stage("stage2", IMAGE2_STEPS),
-    "spec2": Stage("stage2", SPEC2_STEPS),
+    "detector1": Stage("stage1", DETECTOR1_STEPS, DETECTOR1_REFTYPES),
+    "image2": Stage("stage2", IMAGE2_STEPS, IMAGE2_REFTYPES),
+    "spec2": Stage("stage2", SPEC2_STEPS, SPEC2_REFTYPES),
     "image3": Stage("stage3", IMAGE3_STEPS),
-    "tso3": Stage("stage3", TSO3_STEPS),
+    "tso3": Stage("stage3", TSO3_STEPS, TSO3_REFTYPES),
 }
 """Every stage by name (a preset's ``stages`` and ``steps.<stage>`` use these names).
 A new stage is added here, with its rules and a target function in ``workflow/rules``."""
+
+
+def stage_reftypes(stages):
+    """Reference types of ``stages`` (:data:`STAGES` names): the union, in stage order, each once.
+
+    An exposure asks CRDS for exactly these, its mode's ``stages``: an imaging exposure for the
+    detector1 and image2 types, a grism time-series segment for detector1's, spec2's and tso3's.
+
+    Parameters
+    ----------
+    stages : iterable of str
+
+    Returns
+    -------
+    tuple of str
+    """
+    return tuple(dict.fromkeys(t for stage in stages for t in STAGES[stage].reftypes))
 
 
 def canonical_json(obj):

@@ -56,6 +56,18 @@ def stage_provenance(steps, **inputs):
             "config_digest": config_digest({"steps": steps, **inputs})}
 
 
+def _locked(provenance, crds_lock, references):
+    """Check ``references`` against the CRDS lockfile and add its context and ``crds://`` names to
+    ``provenance`` (nothing without a lockfile: no reference was chosen through CRDS)."""
+    if crds_lock:
+        from webbflow.refs.lockfile import locked_provenance
+
+        # This job only reads the cache, and refuses a file that differs from what the prefetch locked.
+        os.environ["CRDS_READONLY_CACHE"] = "1"
+        provenance.update(locked_provenance(crds_lock, references))
+    return provenance
+
+
 def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=None, max_memory_mb=None):
     """Reduce one uncal exposure to rate and rateints (:func:`webbflow.stages.detector1.run`).
 
@@ -78,13 +90,7 @@ def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=Non
     from webbflow.stages import detector1 as stage
 
     steps, references = _mapping(steps), _mapping(references)
-    provenance = stage_provenance(steps, references=reference_names(references))
-    if crds_lock:
-        from webbflow.refs.lockfile import locked_provenance
-
-        # This job only reads the cache, and refuses a file that differs from what the prefetch locked.
-        os.environ["CRDS_READONLY_CACHE"] = "1"
-        provenance.update(locked_provenance(crds_lock, references))
+    provenance = _locked(stage_provenance(steps, references=reference_names(references)), crds_lock, references)
     stage.run(uncal, rate, rateints, references, steps, provenance, exp_types=tuple(exp_types),
               max_memory_mb=max_memory_mb)
 
@@ -104,7 +110,7 @@ def image2(rate, cal, steps, references):
     stage.run(rate, cal, references, steps, stage_provenance(steps, references=reference_names(references)))
 
 
-def spec2(rateints, calints, x1dints, steps, references):
+def spec2(rateints, calints, x1dints, steps, references, crds_lock=None):
     """Calibrate and extract one grism time-series segment (:func:`webbflow.stages.spec2.run`).
 
     Parameters
@@ -112,15 +118,17 @@ def spec2(rateints, calints, x1dints, steps, references):
     rateints, calints, x1dints : path-like
     steps, references : str or dict
         Step parameters; reftype -> reference path (None where N/A).
+    crds_lock : path-like, optional
+        The run's CRDS lockfile, when references were chosen through CRDS (as for detector1).
     """
     from webbflow.stages import spec2 as stage
 
     steps, references = _mapping(steps), _mapping(references)
     stage.run(rateints, calints, x1dints, references, steps,
-              stage_provenance(steps, references=reference_names(references)))
+              _locked(stage_provenance(steps, references=reference_names(references)), crds_lock, references))
 
 
-def tso3(asn, x1dints, whtlt, crfints, steps, references, trace=None):
+def tso3(asn, x1dints, whtlt, crfints, steps, references, trace=None, crds_lock=None):
     """Reduce one time-series association (:func:`webbflow.stages.tso3.run`).
 
     Parameters
@@ -135,6 +143,8 @@ def tso3(asn, x1dints, whtlt, crfints, steps, references, trace=None):
         Folder of the per-segment crfints (``<segment root>_<asn_id>_crfints.fits``).
     steps, references : str or dict
         Step parameters; ``extract1d`` -> reference path.
+    crds_lock : path-like, optional
+        The run's CRDS lockfile, when the EXTRACT1D was chosen through CRDS (as for detector1).
     """
     from webbflow.associations import read_asn
     from webbflow.stages import tso3 as stage
@@ -145,8 +155,8 @@ def tso3(asn, x1dints, whtlt, crfints, steps, references, trace=None):
     folder.mkdir(parents=True, exist_ok=True)
     crf = [folder / f"{Path(m).name.removesuffix('_calints.fits')}_{asn['asn_id']}_crfints.fits"
            for m in asn["members"]]
-    provenance = stage_provenance(steps, members=[Path(m).name for m in asn["members"]],
-                                  references=reference_names(references))
+    provenance = _locked(stage_provenance(steps, members=[Path(m).name for m in asn["members"]],
+                                          references=reference_names(references)), crds_lock, references)
     stage.run(asn["members"], crf, x1dints, whtlt, references, steps, provenance,
               asn={"asn_pool": asn["asn_pool"], "asn_table": asn_path.name}, trace_path=trace)
 
@@ -294,8 +304,8 @@ def crds_prefetch(uncals, reftypes, cache, context, server_url, lock, overrides=
     ----------
     uncals : sequence of path-like
         The run's ``*_uncal.fits``.
-    reftypes : sequence of str
-        Reference types chosen for every exposure.
+    reftypes : sequence of str or dict
+        Reference types chosen for every exposure, or root name -> those of the exposure's mode.
     cache : path-like
         The CRDS cache; this job is its only writer in the run (not read-only).
     context : str

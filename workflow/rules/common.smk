@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.exceptions import IncompleteCheckpointException
 
-from webbflow.config import STAGES, canonical_json, deep_merge, mode_for, step_parameters
+from webbflow.config import STAGES, canonical_json, deep_merge, mode_for, stage_reftypes, step_parameters
 from webbflow.demo import demo_problem
 from webbflow.exposures import exposure_table
 from webbflow.io.errors import InputError
@@ -36,8 +36,9 @@ OVERRIDES = {k: v for k, v in config["overrides"].items() if v}
 USE_CRDS = not config["references"]["dir"]
 CRDS_CACHE = config["crds"]["cache"] or (f"{DEMO_DIR}/crds_cache" if USE_DEMO else os.environ.get("CRDS_PATH"))
 CRDS_LOCK = f"{RESULTS}/crds.lock.json"
-# Reference types chosen for every exposure; rules of later stages append theirs.
-CRDS_REFTYPES = list(DETECTOR1_REFTYPES)
+# Every reference type an enabled mode's stages read; each exposure asks crds only for those of its
+# own mode's stages (exposure_reftypes: an imaging exposure has no specwcs).
+CRDS_REFTYPES = stage_reftypes(s for preset in MODES.values() for s in preset["stages"])
 # Root names of the exposures whose planned jobs read files chosen by crds: the onstart re-lock
 # runs only when there is one (input functions run while the DAG is built, before onstart).
 _LOCK_WANTED = set()
@@ -278,6 +279,11 @@ def crds_references(exposure, reftypes, stage=None):
     return select_exposure(exposure.path, reftypes, crds_setup(exposure, asked, stage), crds_context(), OVERRIDES)
 
 
+def exposure_reftypes(exposure):
+    """The reference types crds chooses and the lockfile records for ``exposure``: its mode's stages'."""
+    return stage_reftypes(MODES[mode_of(exposure)]["stages"])
+
+
 def crds_relock():
     """Before any job starts (onstart): fetch and re-lock when the plan differs from the lockfile.
 
@@ -303,7 +309,8 @@ def crds_relock():
     from webbflow.refs.prefetch import prefetch
 
     exposures = get_exposures()
-    planned = {root: {t: (Path(p).name if p else None) for t, p in crds_references(e, CRDS_REFTYPES).items()}
+    reftypes = {root: exposure_reftypes(e) for root, e in exposures.items()}
+    planned = {root: {t: (Path(p).name if p else None) for t, p in crds_references(e, reftypes[root]).items()}
                for root, e in exposures.items()}
     if Path(CRDS_LOCK).exists():
         lock = read_lockfile(CRDS_LOCK)
@@ -320,7 +327,7 @@ def crds_relock():
     setup = crds_setup()
     writer = CrdsSetup(setup.cache, crds_context(), config["crds"]["server_url"], readonly=False)
     logger.info("CRDS: fetching and locking the references of %d exposures (%s)", len(exposures), crds_context())
-    prefetch({root: e.path for root, e in exposures.items()}, CRDS_REFTYPES, writer, crds_context(), CRDS_LOCK,
+    prefetch({root: e.path for root, e in exposures.items()}, reftypes, writer, crds_context(), CRDS_LOCK,
              overrides=OVERRIDES, previous=lock)
 
 
@@ -329,9 +336,14 @@ def crds_prefetch_uncals(wildcards, input):
     return sorted(e.path for e in get_exposures().values())
 
 
-def crds_lock_input(wildcards):
+def crds_prefetch_reftypes(wildcards, input):
+    """Root name -> the reference types of the exposure's mode (a derived param, as the uncals)."""
+    return {root: list(exposure_reftypes(e)) for root, e in get_exposures().items()}
+
+
+def crds_lock_input(wildcards, exposure=None):
     """The lockfile as an input of the job's exposure (and the note that a re-lock is wanted)."""
-    _LOCK_WANTED.add(exposure_of(wildcards).rootname)
+    _LOCK_WANTED.add((exposure or exposure_of(wildcards)).rootname)
     return ancient(CRDS_LOCK)
 
 
@@ -363,6 +375,23 @@ def detector1_inputs(wildcards):
         inputs["demo"] = DEMO_MANIFEST
     if USE_MAST:
         inputs["download"] = DOWNLOAD_MANIFEST
+    return inputs
+
+
+def crds_stage_inputs(exposure, references, reftypes, checked=False):
+    """The reference inputs of a later stage's job (image2, spec2, tso3) of ``exposure``.
+
+    Files chosen by crds are fetched by the prefetch (they may not exist before it runs): the
+    stage's input product orders the job after it, unless the overrides give every stage-1 type;
+    then the lockfile does, and the cache's files are left out of the inputs, as detector1 does.
+    ``checked``: the job checks its files against the lockfile and records crds://<file> (spec2,
+    tso3): the lockfile is always its input then.
+    """
+    inputs = {"references": sorted({p for p in references.values() if p})}
+    if USE_CRDS and crds_types(reftypes) and (checked or not crds_types(DETECTOR1_REFTYPES)):
+        cache = Path(crds_setup().cache)
+        inputs["references"] = [p for p in inputs["references"] if cache not in Path(p).resolve().parents]
+        inputs["crds_lock"] = crds_lock_input(None, exposure)
     return inputs
 
 

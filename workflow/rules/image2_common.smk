@@ -2,7 +2,6 @@
 
 from webbflow.refs.select import IMAGE2_REFTYPES
 
-CRDS_REFTYPES += [t for t in IMAGE2_REFTYPES if t not in CRDS_REFTYPES]
 _IMAGE2_REFS = {}
 
 
@@ -31,16 +30,8 @@ def image2_references(wildcards):
 
 def image2_inputs(wildcards):
     """The rate product and the reference files it is calibrated with."""
-    inputs = {"rate": product_path(exposure_of(wildcards), "rate"),
-              "references": sorted({p for p in image2_references(wildcards).values() if p})}
-    if USE_CRDS and crds_types(IMAGE2_REFTYPES) and not crds_types(DETECTOR1_REFTYPES):
-        # Files chosen by crds are fetched by the prefetch (they may not exist before it runs). The
-        # rate orders this job after it unless the overrides give every stage-1 type: then the
-        # lockfile does, and the cache's files are left out of the inputs, as detector1 does.
-        cache = Path(crds_setup().cache)
-        inputs["references"] = [p for p in inputs["references"] if cache not in Path(p).resolve().parents]
-        inputs["crds_lock"] = crds_lock_input(wildcards)
-    return inputs
+    return {"rate": product_path(exposure_of(wildcards), "rate"),
+            **crds_stage_inputs(exposure_of(wildcards), image2_references(wildcards), IMAGE2_REFTYPES)}
 
 
 def image2_steps(wildcards):

@@ -31,7 +31,7 @@ if not Path(CRDS_LOCK).exists():
             # From the planning process; derived params (they take ``input``), not compared between runs.
             uncals=crds_prefetch_uncals,
             cache=lambda wildcards, input: crds_setup().cache,
-            reftypes=lambda wildcards, input: sorted(CRDS_REFTYPES),
+            reftypes=crds_prefetch_reftypes,
             overrides=lambda wildcards, input: OVERRIDES,
         log:
             f"{RESULTS}/logs/crds_prefetch.log",

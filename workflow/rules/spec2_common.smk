@@ -19,15 +19,18 @@ def spec2_references(wildcards):
 
 
 def grism_references(exposure):
-    """reftype -> path of the grism references of a segment: overrides, then the reference folder.
+    """reftype -> path of the grism references of a segment: overrides, then CRDS or the folder.
 
-    CRDS does not choose these yet: with no references.dir (and not the demo), give them as
-    overrides.<reftype>; a job without them fails in one line naming the missing types.
+    With references.dir null, crds chooses them (under the run's context, the files the lockfile
+    records for the segment); a segment whose types match nothing in the context stops planning
+    with one line naming the exposure, the type and the fixes.  With references.dir set, the folder.
     """
     if exposure.rootname not in _SPEC2_REFS:
-        folder = REFS_DIR or (f"{DEMO_DIR}/refs" if USE_DEMO else None)
-        primary = read_uncal_headers(exposure.path).primary
-        chosen = select_references(primary, folder, OVERRIDES, SPEC2_REFTYPES)
+        if USE_CRDS:
+            chosen = crds_references(exposure, SPEC2_REFTYPES, stage="spec2")
+        else:
+            primary = read_uncal_headers(exposure.path).primary
+            chosen = select_references(primary, REFS_DIR, OVERRIDES, SPEC2_REFTYPES)
         _SPEC2_REFS[exposure.rootname] = {t: portable_path(chosen.get(t)) for t in SPEC2_REFTYPES}
     return _SPEC2_REFS[exposure.rootname]
 
@@ -35,7 +38,8 @@ def grism_references(exposure):
 def spec2_inputs(wildcards):
     """The rateints product and the reference files it is calibrated with."""
     return {"rateints": product_path(exposure_of(wildcards), "rateints"),
-            "references": sorted({p for p in spec2_references(wildcards).values() if p})}
+            **crds_stage_inputs(exposure_of(wildcards), spec2_references(wildcards), SPEC2_REFTYPES,
+                              checked=True)}
 
 
 def spec2_steps(wildcards):

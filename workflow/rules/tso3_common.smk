@@ -4,6 +4,7 @@ The association JSON is written by rule image3_asn (one rule for every stage-3 a
 """
 
 from webbflow.associations import tso3_associations
+from webbflow.refs.select import TSO3_REFTYPES
 
 RESOURCE_MODEL["tso3"] = dict(mem_base=800, mem_per_mb=3.0, runtime_base=5, runtime_per_mb=0.05, sized_on=None)
 
@@ -20,10 +21,9 @@ def tso3_references(wildcards):
 
 def tso3_inputs(wildcards):
     """Association JSON, the members' calints and the EXTRACT1D reference."""
-    inputs = {"asn": asn_path(wildcards.product), "calints": image3_member_cals(wildcards)}
-    if tso3_references(wildcards)["extract1d"]:
-        inputs["references"] = [tso3_references(wildcards)["extract1d"]]
-    return inputs
+    return {"asn": asn_path(wildcards.product), "calints": image3_member_cals(wildcards),
+            **crds_stage_inputs(tso3_first(wildcards), tso3_references(wildcards), TSO3_REFTYPES,
+                              checked=True)}
 
 
 def tso3_steps(wildcards):

@@ -9,4 +9,4 @@ from webbflow import jobs  # noqa: E402
 from webbflow.workflow import run_job  # noqa: E402
 
 run_job(sm, "spec2", jobs.spec2, sm.input.rateints, sm.output.calints, sm.output.x1dints, sm.params.steps,
-        sm.params.reference_paths)
+        sm.params.reference_paths, crds_lock=sm.input.get("crds_lock"))

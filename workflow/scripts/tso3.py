@@ -9,4 +9,5 @@ from webbflow import jobs  # noqa: E402
 from webbflow.workflow import run_job  # noqa: E402
 
 run_job(sm, "tso3", jobs.tso3, sm.input.asn, x1dints=sm.output.x1dints, whtlt=sm.output.whtlt,
-        trace=sm.output.trace, crfints=sm.output.crfints, steps=sm.params.steps, references=sm.params.reference_paths)
+        trace=sm.output.trace, crfints=sm.output.crfints, steps=sm.params.steps, references=sm.params.reference_paths,
+        crds_lock=sm.input.get("crds_lock"))

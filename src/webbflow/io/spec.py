@@ -170,10 +170,15 @@ def _set_steps_and_refs(model, cal_steps, ref_files, provenance, skipped=_SKIPPE
     for step, attr in SPEC2_CAL_STEPS.items():
         if (cal_steps or {}).get(step):
             setattr(model.meta.cal_step, attr, cal_steps[step])
+    # Files chosen through CRDS are recorded as jwst does (crds://<file>, the context), the rest by name.
+    names = (provenance or {}).get("reference_names") or {}
     for reftype, ref in (ref_files or {}).items():
         node = getattr(model.meta.ref_file, reftype, None)
         if node is not None:
-            node.name = Path(ref).name if ref else "N/A"
+            node.name = (names.get(reftype) or Path(ref).name) if ref else "N/A"
+    if (provenance or {}).get("crds_context"):
+        model.meta.ref_file.crds.context_used = provenance["crds_context"]
+        model.meta.ref_file.crds.sw_version = provenance.get("crds_version") or "unknown"
     model.meta.calibration_software_version = webbflow.__version__
     _provenance(model, provenance or {})
 

@@ -167,7 +167,8 @@ def _missing_error(source, reftype, detail, setup, context):
     return ReferenceFileError(
         source, f"no {reftype} reference in CRDS context {context} ({detail})",
         f"add it to the CRDS cache {setup.cache} (webbflow crds build), give a file with "
-        f"overrides.{reftype}, choose another crds.context, or configure crds.server_url")
+        f"overrides.{reftype}, choose another crds.context, configure crds.server_url, or set "
+        "references.dir to a folder of reference files")
 
 
 def best_references(parameters, reftypes, setup, context, fetch=False, source="exposure"):

@@ -73,7 +73,10 @@ def prefetch(uncals, reftypes, setup, context, lock_path, overrides=None, expect
     ----------
     uncals : dict
         Exposure root name -> uncal path.
-    reftypes : sequence of str
+    reftypes : sequence of str or dict
+        The types to choose for every exposure, or root name -> the types of that exposure (those
+        of its mode's stages, :func:`webbflow.config.stage_reftypes`); the lockfile records, per
+        exposure, exactly the types it was asked for.
     setup : crds_select.CrdsSetup
         Writable (not read-only): this is the one process that fills the cache.
     context : str
@@ -98,7 +101,8 @@ def prefetch(uncals, reftypes, setup, context, lock_path, overrides=None, expect
     context = crds_select.resolve_context(setup) if context == "latest" else context
     selections = {}
     for i, (root, uncal) in enumerate(sorted(uncals.items()), 1):
-        selections[root] = select_exposure(uncal, reftypes, setup, context, overrides, fetch=True)
+        types = reftypes[root] if isinstance(reftypes, dict) else reftypes
+        selections[root] = select_exposure(uncal, types, setup, context, overrides, fetch=True)
         if expected and root in expected and expected[root] != selections[root]:
             raise ReferenceFileError(uncal, f"crds now selects {selections[root]}, not the planned "
                                      f"{expected[root]}", "the CRDS cache changed during the run: run again")

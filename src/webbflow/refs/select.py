@@ -16,7 +16,8 @@ from astropy.io import fits
 
 from webbflow.io.errors import ReferenceFileError
 
-__all__ = ["DETECTOR1_REFTYPES", "IMAGE2_REFTYPES", "SPEC2_REFTYPES", "scan_reference_dir", "select_references"]
+__all__ = ["DETECTOR1_REFTYPES", "IMAGE2_REFTYPES", "SPEC2_REFTYPES", "TSO3_REFTYPES", "scan_reference_dir",
+           "select_references"]
 
 DETECTOR1_REFTYPES = ("mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise")
 """Reference types detector1 reads."""
@@ -26,6 +27,9 @@ IMAGE2_REFTYPES = ("distortion", "flat", "photom", "area")
 
 SPEC2_REFTYPES = ("specwcs", "distortion", "flat", "wavelengthrange", "photom", "extract1d")
 """Reference types spec2 (grism time series) reads."""
+
+TSO3_REFTYPES = ("extract1d",)
+"""Reference types tso3 (grism time series) reads."""
 
 _HEADER_KEYS = ("REFTYPE", "INSTRUME", "DETECTOR", "SUBARRAY", "SUBSTRT1", "SUBSTRT2",
                 "SUBSIZE1", "SUBSIZE2", "USEAFTER", "READPATT", "FILTER", "PUPIL", "EXP_TYPE",
