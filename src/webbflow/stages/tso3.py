@@ -29,17 +29,23 @@ from webbflow.io.spec import tso_spec, write_x1dints
 from webbflow.ramp import StepStatus
 from webbflow.steps import extract_1d, outlier_detection, trace, white_light
 
-__all__ = ["TSO3_STEPS", "read_calints", "run"]
+__all__ = ["TSO3_STEPS", "read_calints", "run", "run_photometry"]
 
 log = logging.getLogger(__name__)
 
 
-def read_calints(path):
-    """Open a grism time-series ``calints`` (SlitModel with 3-D data and WAVELENGTH).
+def read_calints(path, imaging=False):
+    """Open a time-series ``calints``: grism (SlitModel with WAVELENGTH) or imaging (CubeModel).
+
+    Parameters
+    ----------
+    path : path-like
+    imaging : bool
+        An imaging time series' calints (NRC_TSIMAGE, image2's CubeModel) instead of a grism one.
 
     Returns
     -------
-    model : stdatamodels SlitModel
+    model : stdatamodels SlitModel or CubeModel
         The product (caller closes it).
     arrays : CalArrays
         Float32 copies of its arrays (``var_flat`` included).
@@ -47,7 +53,8 @@ def read_calints(path):
     Raises
     ------
     InputError
-        Missing file, not a 3-D SlitModel with a wavelength array and INT_TIMES.
+        Missing file, not a 3-D SlitModel with a wavelength array (CubeModel when ``imaging``) and
+        INT_TIMES.
     """
     from stdatamodels.jwst import datamodels
 
@@ -60,13 +67,18 @@ def read_calints(path):
         raise InputError(path, f"cannot be opened as a JWST product ({exc})",
                          "give a *_calints.fits written by spec2") from None
     problem = None
-    if not isinstance(model, datamodels.SlitModel) or model.data.ndim != 3:
+    if imaging:
+        if not isinstance(model, datamodels.CubeModel) or model.data.ndim != 3:
+            problem = (f"is a {type(model).__name__}, not a 3-D CubeModel calints",
+                       "give the *_calints.fits of an imaging time series (image2 on its rateints)")
+    elif not isinstance(model, datamodels.SlitModel) or model.data.ndim != 3:
         problem = (f"is a {type(model).__name__} {getattr(model, 'data', np.empty(0)).ndim}-D, not a 3-D SlitModel "
                    "calints", "give the *_calints.fits of a grism time series")
-    elif model.wavelength is None or not np.isfinite(model.wavelength).any():
+    elif not imaging and (model.wavelength is None or not np.isfinite(model.wavelength).any()):
         problem = ("has no WAVELENGTH array", "give a calints written by spec2 (extract_2d computes it)")
-    elif model.int_times is None or len(model.int_times) == 0:
-        problem = ("has no INT_TIMES table", "reduce the segment again with detector1 and spec2")
+    if problem is None and (model.int_times is None or len(model.int_times) == 0):
+        problem = ("has no INT_TIMES table", "reduce the segment again with detector1 and "
+                   + ("image2" if imaging else "spec2"))
     if problem:
         model.close()
         raise InputError(path, *problem)
@@ -85,6 +97,23 @@ def _save(model, path):
     with atomic_output(path) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
         model.to_fits(tmp, overwrite=True)
+
+
+def _outliers(model, arrays, od, crf_path):
+    """outlier_detection in time (jwst's "tso" mode) on one member, in place; writes its crfints."""
+    snr = od.get("snr", (5.0, 4.0))
+    snr = tuple(float(v) for v in (snr.split() if isinstance(snr, str) else snr))
+    flagged = outlier_detection.tso_outlier_detection(
+        arrays, maskpt=float(od.get("maskpt", 0.7)),
+        rolling_window_width=int(od.get("rolling_window_width", 25)), snr=snr)
+    log.info("outlier_detection  %d pixels flagged", flagged)
+    for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat"):
+        value = getattr(arrays, name)
+        if value is not None:
+            setattr(model, name, value)
+    model.meta.cal_step.outlier_detection = "COMPLETE"
+    _save(model, crf_path)
+    return Path(crf_path)
 
 
 def _exposure_int_times(first, members_times):
@@ -205,19 +234,7 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                                      "or cutout shape)", "list the segments of one exposure only")
                 log.info("%s: %d integrations", Path(member).name, arrays.data.shape[0])
                 if not od.get("skip"):
-                    snr = od.get("snr", (5.0, 4.0))
-                    snr = tuple(float(v) for v in (snr.split() if isinstance(snr, str) else snr))
-                    flagged = outlier_detection.tso_outlier_detection(
-                        arrays, maskpt=float(od.get("maskpt", 0.7)),
-                        rolling_window_width=int(od.get("rolling_window_width", 25)), snr=snr)
-                    log.info("outlier_detection  %d pixels flagged", flagged)
-                    for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat"):
-                        value = getattr(arrays, name)
-                        if value is not None:
-                            setattr(model, name, value)
-                    model.meta.cal_step.outlier_detection = "COMPLETE"
-                    _save(model, crf_path)
-                    written.append(Path(crf_path))
+                    written.append(_outliers(model, arrays, od, crf_path))
                 photom_done = model.meta.cal_step.photom == "COMPLETE"
                 order = int(model.meta.wcsinfo.spectral_order or 1)
                 wavelength = np.array(model.wavelength, np.float32)
@@ -295,4 +312,97 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
         if first is not None:
             first.close()
     log.info("tso3 done in %.2f s: %s", time.perf_counter() - t0, Path(x1dints_path).name)
+    return statuses
+
+
+def run_photometry(members, crfints_paths, phot_path, references, params, provenance=None):
+    """Reduce one imaging TSO association (NRC_TSIMAGE): outlier_detection and tso_photometry.
+
+    As jwst 3.0's Tso3Pipeline for NRC_TSIMAGE: per member (segment) outlier_detection in time →
+    ``crfints``, then tso_photometry on it (:mod:`webbflow.steps.tso_photometry`); the members'
+    tables stacked → ``<product>_phot.ecsv`` with ``number_of_integrations`` in its meta.
+
+    Parameters
+    ----------
+    members : sequence of path-like
+        The calints (image2 on the rateints) of the association's segments, in segment order.
+    crfints_paths : sequence of path-like
+        One ``crfints`` per member.
+    phot_path : path-like
+        The association's ``_phot.ecsv``.
+    references : dict
+        ``gain`` -> the GAIN reference (DN/s data are converted to electrons with it; MJy/sr data,
+        photom done, to Jy without it).
+    params : dict
+        step -> {parameter: value} for ``outlier_detection`` and ``tso_photometry`` (``radius``,
+        ``radius_inner``, ``radius_outer``, ``centroid_source``, ``search_box_width``,
+        ``fit_box_width``, ``moving_centroid``, ``skip``).
+    provenance : dict, optional
+        Recorded in the table's meta (``webbflow``).
+
+    Returns
+    -------
+    dict
+        step -> status.
+
+    Raises
+    ------
+    webbflow.io.InputError
+        A member that cannot be read or does not fit the others; nothing is written then.
+    """
+    from astropy.table import vstack
+
+    from webbflow.io.cal import load_gain
+    from webbflow.steps import tso_photometry
+
+    t0 = time.perf_counter()
+    if len(crfints_paths) != len(members):
+        raise ValueError("one crfints path per member is needed")
+    od = dict(params.get("outlier_detection") or {})
+    tp = dict(params.get("tso_photometry") or {})
+    statuses = {"outlier_detection": StepStatus.SKIPPED if od.get("skip") else StepStatus.COMPLETE,
+                "tso_photometry": StepStatus.SKIPPED if tp.get("skip") else StepStatus.COMPLETE}
+    tables, written, first_key = [], [], None
+    try:
+        for member, crf_path in zip(members, crfints_paths):
+            model, arrays = read_calints(member, imaging=True)
+            try:
+                key = (model.meta.instrument.filter, model.meta.instrument.pupil, model.meta.subarray.name,
+                       model.data.shape[1:])
+                if first_key is None:
+                    first_key = key
+                elif key != first_key:
+                    raise InputError(member, "does not match the association's first member (FILTER, PUPIL, "
+                                     "SUBARRAY or shape)", "list the segments of one exposure only")
+                log.info("%s: %d integrations", Path(member).name, arrays.data.shape[0])
+                if not od.get("skip"):
+                    written.append(_outliers(model, arrays, od, crf_path))
+                if tp.get("skip"):
+                    continue
+                gain = None
+                if model.meta.bunit_data == "DN/s" and references.get("gain"):
+                    sci = {"shape": arrays.data.shape[1:], "xstart": int(model.meta.subarray.xstart or 1),
+                           "ystart": int(model.meta.subarray.ystart or 1),
+                           "detector": model.meta.instrument.detector}
+                    gain = load_gain(references["gain"], sci)
+                context = tso_photometry.PhotContext.from_model(model, gain)
+                try:
+                    tables.append(tso_photometry.run(arrays.data, arrays.dq, arrays.err, context, tp))
+                except ValueError as exc:
+                    raise InputError(member, f"tso_photometry cannot run ({exc})",
+                                     "give a calints written by image2 from detector1's rateints") from None
+            finally:
+                model.close()
+        if tables:
+            table = vstack(tables)
+            table.meta["number_of_integrations"] = len(table)
+            with atomic_output(phot_path) as tmp:
+                table.write(tmp, format="ascii.ecsv", overwrite=True)
+            written.append(Path(phot_path))
+            log.info("tso_photometry     %d integrations, %s", len(table), table.meta.get("apertures"))
+    except BaseException:
+        for path in written:  # nothing of a failed association is left
+            path.unlink(missing_ok=True)
+        raise
+    log.info("tso3 done in %.2f s: %s", time.perf_counter() - t0, Path(phot_path).name)
     return statuses
