@@ -54,8 +54,9 @@ IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
 SPEC2_STEPS = ("assign_wcs", "flat_field", "extract_2d", "srctype", "photom", "extract_1d")
 """spec2 steps for grism time series (NRC_TSGRISM) in the order they run."""
 
-TSO3_STEPS = ("outlier_detection", "extract_1d", "white_light")
-"""tso3 steps for grism time series in the order they run."""
+TSO3_STEPS = ("outlier_detection", "extract_1d", "white_light", "tso_photometry")
+"""tso3 steps in the order they run: grism time series (NRC_TSGRISM) extract_1d and white_light,
+imaging ones (NRC_TSIMAGE) tso_photometry."""
 
 IMAGE3_STEPS = ("tweakreg", "skymatch", "outlier_detection", "resample", "source_catalog")
 """image3 imaging steps in the order they run."""
