@@ -338,7 +338,8 @@ def run_photometry(members, crfints_paths, phot_path, references, params, proven
         ``radius_inner``, ``radius_outer``, ``centroid_source``, ``search_box_width``,
         ``fit_box_width``, ``moving_centroid``, ``skip``).
     provenance : dict, optional
-        Recorded in the table's meta (``webbflow``).
+        Accepted as by :func:`run`; the table's meta stays jwst's (the crfints keep the calints'
+        provenance keywords).
 
     Returns
     -------
