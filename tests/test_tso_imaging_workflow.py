@@ -87,3 +87,13 @@ def test_tso_imaging_preset_recommended_and_jwst_lines():
     rec = step_parameters(defaults, "tso3", preset, recommended=True)
     assert not jwst["outlier_detection"].get("skip") and rec["outlier_detection"]["skip"] is True
     assert step_parameters(defaults, "detector1", preset, recommended=True)["refpix"]["roeba"] is True
+
+
+def test_imaging_segments_ask_crds_for_no_extract1d():
+    from webbflow.config import stage_reftypes
+
+    stages = ["detector1", "image2", "tso3"]
+    imaging = stage_reftypes(stages, "NRC_TSIMAGE")
+    assert "extract1d" not in imaging and {"gain", "flat", "photom", "distortion"} <= set(imaging)
+    assert "extract1d" in stage_reftypes(["detector1", "spec2", "tso3"], "NRC_TSGRISM")
+    assert "extract1d" in stage_reftypes(stages)  # the union over modes keeps it
