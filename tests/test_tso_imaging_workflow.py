@@ -97,3 +97,54 @@ def test_imaging_segments_ask_crds_for_no_extract1d():
     assert "extract1d" not in imaging and {"gain", "flat", "photom", "distortion"} <= set(imaging)
     assert "extract1d" in stage_reftypes(["detector1", "spec2", "tso3"], "NRC_TSGRISM")
     assert "extract1d" in stage_reftypes(stages)  # the union over modes keeps it
+
+
+def _calints(path, xref, yref, pupil="CLEAR"):
+    """A small imaging calints (CubeModel) with INT_TIMES and the keywords tso_photometry reads."""
+    from stdatamodels.jwst import datamodels
+
+    model = datamodels.CubeModel((2, 32, 32))
+    model.data[:] = 1.0
+    model.err[:] = 0.1
+    for name in ("var_poisson", "var_rnoise", "var_flat"):
+        setattr(model, name, np.full((2, 32, 32), 0.005, np.float32))
+    cols = [f"int_{w}_{s}" for w in ("start", "mid", "end") for s in ("MJD_UTC", "BJD_TDB")]
+    times = np.zeros(2, [("integration_number", "i4")] + [(c, "f8") for c in cols])
+    times["integration_number"] = [1, 2]
+    for c in cols:
+        times[c] = [60000.0, 60000.001]
+    model.int_times = times
+    m = model.meta
+    m.exposure.type, m.instrument.name, m.instrument.detector = "NRC_TSIMAGE", "NIRCAM", "NRCA3"
+    m.instrument.filter, m.instrument.pupil, m.subarray.name = "F210M", pupil, "SUB32TATS"
+    m.wcsinfo.siaf_xref_sci, m.wcsinfo.siaf_yref_sci = xref, yref
+    m.bunit_data = m.bunit_err = "MJy/sr"
+    m.photometry.pixelarea_steradians = 1e-13
+    model.save(path)
+    return path
+
+
+@pytest.mark.parametrize("xref, params, match", [
+    (80.0, {}, "lies off the 32x32 subarray"),
+    (16.0, {"radius_outer": 20.0}, "steps.tso_photometry.radius_outer = 20 px"),
+    (16.0, {"radius": 17.0, "radius_inner": 18.0, "radius_outer": 19.0}, "steps.tso_photometry.radius = 17 px"),
+])
+def test_target_off_the_subarray_or_a_too_large_aperture_is_refused(tmp_path, xref, params, match):
+    from webbflow.io.errors import InputError
+
+    cal = _calints(tmp_path / "a_calints.fits", xref, 16.0)
+    with pytest.raises(InputError, match=match):
+        tso3.run_photometry([cal], [tmp_path / "a_crfints.fits"], tmp_path / "p_phot.ecsv", {},
+                            {"tso_photometry": params})
+    assert not (tmp_path / "p_phot.ecsv").exists() and not (tmp_path / "a_crfints.fits").exists()
+
+
+def test_a_flat_calints_gives_area_times_value(tmp_path):
+    cal = _calints(tmp_path / "a_calints.fits", 16.0, 16.0)
+    tso3.run_photometry([cal], [tmp_path / "a_crfints.fits"], tmp_path / "p_phot.ecsv", {},
+                        {"tso_photometry": {"centroid_source": False}})
+    phot = QTable.read(tmp_path / "p_phot.ecsv")
+    # 1 MJy/sr x 1e-13 sr = 1e-7 Jy per pixel over the r = 3 px circle; the annulus mean removes it all
+    np.testing.assert_allclose(phot["aperture_sum"].value, np.pi * 9 * 1e-7, rtol=1e-6)
+    np.testing.assert_allclose(phot["net_aperture_sum"].value, 0.0, atol=1e-12)
+    assert len(phot) == 2 and phot.meta["number_of_integrations"] == 2

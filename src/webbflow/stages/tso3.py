@@ -315,6 +315,32 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
     return statuses
 
 
+def _check_photometry_geometry(path, model, params):
+    """Refuse what would give a silently wrong light curve: the planned position (XREF_SCI/YREF_SCI)
+    off the subarray, or an aperture that cannot fit in it (SUB64P + WLP8 sums the whole subarray
+    and has neither)."""
+    from webbflow.steps.tso_photometry import PHOT_DEFAULTS, whole_subarray
+
+    ny, nx = model.data.shape[1:]
+    w = model.meta.wcsinfo
+    if w.siaf_xref_sci is None or w.siaf_yref_sci is None:
+        raise InputError(path, "has no XREF_SCI/YREF_SCI (where target acquisition put the star)",
+                         "give a calints written by image2 from an uncal with the SIAF keywords")
+    x, y = w.siaf_xref_sci - 1, w.siaf_yref_sci - 1
+    if not (0 <= x < nx and 0 <= y < ny):
+        raise InputError(path, f"the target (XREF_SCI, YREF_SCI) = ({w.siaf_xref_sci}, {w.siaf_yref_sci}) lies off "
+                         f"the {nx}x{ny} subarray {model.meta.subarray.name}",
+                         "check the exposure's SIAF keywords (the star must be on the subarray)")
+    if whole_subarray(model.meta.instrument.pupil, model.meta.subarray.name):
+        return
+    for key in ("radius", "radius_outer"):
+        r = float(params.get(key, PHOT_DEFAULTS[key]))
+        if 2 * r > min(nx, ny):
+            raise InputError(path, f"steps.tso_photometry.{key} = {r:g} px: the aperture is larger than the "
+                             f"{nx}x{ny} subarray {model.meta.subarray.name}",
+                             f"set steps.tso_photometry.{key} to at most {min(nx, ny) / 2:g} px")
+
+
 def run_photometry(members, crfints_paths, phot_path, references, params, provenance=None):
     """Reduce one imaging TSO association (NRC_TSIMAGE): outlier_detection and tso_photometry.
 
@@ -349,7 +375,8 @@ def run_photometry(members, crfints_paths, phot_path, references, params, proven
     Raises
     ------
     webbflow.io.InputError
-        A member that cannot be read or does not fit the others; nothing is written then.
+        A member that cannot be read or does not fit the others, the target off the subarray or an
+        aperture larger than it (naming the config key); nothing is written then.
     """
     from astropy.table import vstack
 
@@ -376,6 +403,8 @@ def run_photometry(members, crfints_paths, phot_path, references, params, proven
                     raise InputError(member, "does not match the association's first member (FILTER, PUPIL, "
                                      "SUBARRAY or shape)", "list the segments of one exposure only")
                 log.info("%s: %d integrations", Path(member).name, arrays.data.shape[0])
+                if not tp.get("skip"):
+                    _check_photometry_geometry(member, model, tp)
                 if not od.get("skip"):
                     written.append(_outliers(model, arrays, od, crf_path))
                 if tp.get("skip"):
