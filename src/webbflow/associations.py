@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 IMAGE3_EXP_TYPES = ("NRC_IMAGE",)
-TSO3_EXP_TYPES = ("NRC_TSGRISM",)
+TSO3_EXP_TYPES = ("NRC_TSGRISM", "NRC_TSIMAGE")
 _RULES = {"image3": "candidate_Asn_Lv3Image", "tso3": "candidate_Asn_Lv3TSO"}
 
 # Values jwst treats as "no optical element" (dms_base._EMPTY), compared upper case.

@@ -70,8 +70,9 @@ IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
 SPEC2_STEPS = ("assign_wcs", "flat_field", "extract_2d", "srctype", "photom", "extract_1d")
 """spec2 steps for grism time series (NRC_TSGRISM) in the order they run."""
 
-TSO3_STEPS = ("outlier_detection", "extract_1d", "white_light")
-"""tso3 steps for grism time series in the order they run."""
+TSO3_STEPS = ("outlier_detection", "extract_1d", "white_light", "tso_photometry")
+"""tso3 steps in the order they run: grism time series (NRC_TSGRISM) extract_1d and white_light,
+imaging ones (NRC_TSIMAGE) tso_photometry."""
 
 IMAGE3_STEPS = ("tweakreg", "skymatch", "outlier_detection", "resample", "source_catalog")
 """image3 imaging steps in the order they run."""
@@ -89,11 +90,15 @@ class Stage(NamedTuple):
     reftypes : tuple of str
         The reference types its steps read: what CRDS chooses (and the lockfile records) for an
         exposure whose mode runs the stage.
+    exp_types_of : dict
+        reftype -> the EXP_TYPEs that read it, for a type only some of the stage's exposures need
+        (tso3's EXTRACT1D: grism time series, not imaging ones).
     """
 
     target: str
     steps: tuple
     reftypes: tuple = ()
+    exp_types_of: dict = {}
 
 
 STAGES = {
@@ -101,27 +106,32 @@ STAGES = {
     "image2": Stage("stage2", IMAGE2_STEPS, IMAGE2_REFTYPES),
     "spec2": Stage("stage2", SPEC2_STEPS, SPEC2_REFTYPES),
     "image3": Stage("stage3", IMAGE3_STEPS),
-    "tso3": Stage("stage3", TSO3_STEPS, TSO3_REFTYPES),
+    "tso3": Stage("stage3", TSO3_STEPS, TSO3_REFTYPES, {"extract1d": ("NRC_TSGRISM",)}),
 }
 """Every stage by name (a preset's ``stages`` and ``steps.<stage>`` use these names).
 A new stage is added here, with its rules and a target function in ``workflow/rules``."""
 
 
-def stage_reftypes(stages):
+def stage_reftypes(stages, exp_type=None):
     """Reference types of ``stages`` (:data:`STAGES` names): the union, in stage order, each once.
 
     An exposure asks CRDS for exactly these, its mode's ``stages``: an imaging exposure for the
-    detector1 and image2 types, a grism time-series segment for detector1's, spec2's and tso3's.
+    detector1 and image2 types, a grism time-series segment for detector1's, spec2's and tso3's,
+    an imaging time-series segment for detector1's and image2's (tso3's gain is detector1's).
 
     Parameters
     ----------
     stages : iterable of str
+    exp_type : str, optional
+        The exposure's EXP_TYPE: types that only other EXP_TYPEs read (``Stage.exp_types_of``) are
+        left out.
 
     Returns
     -------
     tuple of str
     """
-    return tuple(dict.fromkeys(t for stage in stages for t in STAGES[stage].reftypes))
+    return tuple(dict.fromkeys(t for stage in stages for t in STAGES[stage].reftypes
+                               if exp_type is None or exp_type in STAGES[stage].exp_types_of.get(t, (exp_type,))))
 
 
 def canonical_json(obj):

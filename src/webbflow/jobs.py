@@ -103,23 +103,28 @@ def spec2(rateints, calints, x1dints, steps, references, crds_lock=None):
               _locked(stage_provenance(steps, references=reference_names(references)), crds_lock, references))
 
 
-def tso3(asn, x1dints, whtlt, crfints, steps, references, trace=None, crds_lock=None):
-    """Reduce one time-series association (:func:`webbflow.stages.tso3.run`).
+def tso3(asn, x1dints=None, whtlt=None, crfints=None, steps=None, references=None, trace=None, crds_lock=None,
+         phot=None):
+    """Reduce one time-series association (:func:`webbflow.stages.tso3.run`, or for an imaging time
+    series :func:`webbflow.stages.tso3.run_photometry`).
 
     Parameters
     ----------
     asn : path-like
         tso3 association JSON (members: the segments' calints).
     x1dints, whtlt : path-like
-        The association's products.
+        The association's products (grism).
+    phot : path-like, optional
+        ``<product>_phot.ecsv`` of an imaging time series (then ``x1dints``, ``whtlt`` and ``trace``
+        are not used).
     trace : path-like, optional
         ``<product>_trace.ecsv``: the trace's row and width per integration.
     crfints : path-like
         Folder of the per-segment crfints (``<segment root>_<asn_id>_crfints.fits``).
     steps, references : str or dict
-        Step parameters; ``extract1d`` -> reference path.
+        Step parameters; ``extract1d`` (grism) or ``gain`` (imaging) -> reference path.
     crds_lock : path-like, optional
-        The run's CRDS lockfile, when the EXTRACT1D was chosen through CRDS (as for detector1).
+        The run's CRDS lockfile, when the references were chosen through CRDS (as for detector1).
     """
     from webbflow.associations import read_asn
     from webbflow.stages import tso3 as stage
@@ -132,6 +137,9 @@ def tso3(asn, x1dints, whtlt, crfints, steps, references, trace=None, crds_lock=
            for m in asn["members"]]
     provenance = _locked(stage_provenance(steps, members=[Path(m).name for m in asn["members"]],
                                           references=reference_names(references)), crds_lock, references)
+    if phot is not None:
+        stage.run_photometry(asn["members"], crf, phot, references, steps, provenance)
+        return
     stage.run(asn["members"], crf, x1dints, whtlt, references, steps, provenance,
               asn={"asn_pool": asn["asn_pool"], "asn_table": asn_path.name}, trace_path=trace)
 

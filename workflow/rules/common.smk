@@ -359,7 +359,7 @@ def crds_references(exposure, reftypes, stage=None):
 
 def exposure_reftypes(exposure):
     """The reference types crds chooses and the lockfile records for ``exposure``: its mode's stages'."""
-    return stage_reftypes(MODES[mode_of(exposure)]["stages"])
+    return stage_reftypes(MODES[mode_of(exposure)]["stages"], exposure.exp_type)
 
 
 def crds_relock():

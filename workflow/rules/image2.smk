@@ -1,15 +1,18 @@
-"""Stage 2 imaging: rate -> cal (assign_wcs, flat_field, photom), one job per exposure and detector."""
+"""Stage 2 imaging: rate -> cal (assign_wcs, flat_field, photom), one job per exposure and detector;
+an imaging time series' segment: rateints -> calints (the {kind} wildcard: cal or calints)."""
 
 include: "image2_common.smk"
 
 
 rule image2:
+    wildcard_constraints:
+        kind="cal|calints",
     input:
         unpack(image2_inputs),
     output:
-        cal=f"{RESULTS}/image2/{{filter}}/{{exposure}}_{{detector}}_cal.fits",
+        cal=f"{RESULTS}/image2/{{filter}}/{{exposure}}_{{detector}}_{{kind}}.fits",
     log:
-        f"{RESULTS}/logs/image2/{{filter}}/{{exposure}}_{{detector}}.log",
+        f"{RESULTS}/logs/image2/{{filter}}/{{exposure}}_{{detector}}_{{kind}}.log",
     params:
         steps=image2_steps,
         references=lambda wildcards: references_identity(image2_references(wildcards)),
@@ -22,3 +25,4 @@ rule image2:
         "../../envs/webbflow.yaml"
     script:
         "../scripts/image2.py"
+

@@ -5,9 +5,19 @@ from webbflow.refs.select import IMAGE2_REFTYPES
 _IMAGE2_REFS = {}
 
 
+# Imaging time series: image2 takes the rateints and writes calints (a cube per segment), as jwst's
+# calwebb_image2 does for NRC_TSIMAGE (rule image2's {kind} wildcard).
+IMAGE2_INTS_EXP_TYPES = ("NRC_TSIMAGE",)
+
+
+def image2_suffixes(exposure):
+    """(input, output) suffixes of the exposure's image2 job: rate -> cal, or rateints -> calints."""
+    return ("rateints", "calints") if exposure.exp_type in IMAGE2_INTS_EXP_TYPES else ("rate", "cal")
+
+
 def cal_path(exposure):
-    """<results>/image2/<filter>/<rootname>_cal.fits."""
-    return f"{RESULTS}/image2/{exposure.filter.lower()}/{exposure.rootname}_cal.fits"
+    """<results>/image2/<filter>/<rootname>_cal.fits (_calints.fits for an imaging time series)."""
+    return f"{RESULTS}/image2/{exposure.filter.lower()}/{exposure.rootname}_{image2_suffixes(exposure)[1]}.fits"
 
 
 STAGE_PRODUCTS["image2"] = lambda exposures: [cal_path(e) for e in exposures]
@@ -29,8 +39,12 @@ def image2_references(wildcards):
 
 
 def image2_inputs(wildcards):
-    """The rate product and the reference files it is calibrated with."""
-    return {"rate": product_path(exposure_of(wildcards), "rate"),
+    """The rate (rateints) product and the reference files it is calibrated with."""
+    exposure = exposure_of(wildcards)
+    suffixes = image2_suffixes(exposure)
+    if wildcards.kind != suffixes[1]:
+        raise ValueError(f"{exposure.rootname} ({exposure.exp_type}) has a {suffixes[1]} product, not {wildcards.kind}")
+    return {"rate": product_path(exposure, suffixes[0]),
             **crds_stage_inputs(exposure_of(wildcards), image2_references(wildcards), IMAGE2_REFTYPES)}
 
 

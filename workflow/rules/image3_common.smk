@@ -38,7 +38,9 @@ def image3_member_cals(wildcards):
     exposures = get_exposures()
     asn = association_of(wildcards)
     if asn.asn_type == "tso3":
-        return [spec2_path(exposures[root], "calints") for root in asn.members]
+        # a grism segment's calints comes from spec2, an imaging one's from image2
+        return [cal_path(exposures[root]) if image2_suffixes(exposures[root])[1] == "calints"
+                else spec2_path(exposures[root], "calints") for root in asn.members]
     return [cal_path(exposures[root]) for root in asn.members]
 
 

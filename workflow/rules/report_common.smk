@@ -19,8 +19,10 @@ wildcard_constraints:
 
 
 def qa_exposures_of(mode):
-    """The mode's exposures with QA: those that end in a cal product (image2), sorted by root name."""
-    return sorted((e for e in stage_exposures("image2") if mode_of(e) == mode), key=lambda e: e.rootname)
+    """The mode's exposures with QA: those that end in a cal product (image2; not an imaging time
+    series' calints), sorted by root name."""
+    return sorted((e for e in stage_exposures("image2") if mode_of(e) == mode and image2_suffixes(e)[1] == "cal"),
+                  key=lambda e: e.rootname)
 
 
 def qa_exposures_inputs(wildcards):
@@ -65,10 +67,12 @@ def all_report_products(wildcards):
 
 
 def qa_timeseries_associations_of(mode):
-    """The mode's tso3 associations."""
+    """The mode's grism tso3 associations (white light and trace; imaging time series have no
+    time-series figure yet)."""
     exposures = get_exposures()
     return [p for p, a in sorted(associations().items())
-            if a.asn_type == "tso3" and mode_of(exposures[a.members[0]]) == mode]
+            if a.asn_type == "tso3" and mode_of(exposures[a.members[0]]) == mode
+            and not tso3_is_phot(exposures[a.members[0]])]
 
 
 def qa_timeseries_inputs(wildcards):

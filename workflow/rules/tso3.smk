@@ -1,6 +1,7 @@
 """Stage 3 for grism time series: the calints of one exposure's segments -> crfints (per segment),
 x1dints (one EXTRACT1D per segment), the white-light curve whtlt.ecsv and the trace's row and width
-per integration, trace.ecsv (not in jwst)."""
+per integration, trace.ecsv (not in jwst).  An imaging time series (rule tso3_phot): crfints and the
+photometry of every integration, phot.ecsv."""
 
 include: "tso3_common.smk"
 
@@ -27,3 +28,25 @@ rule tso3:
         "../../envs/webbflow.yaml"
     script:
         "../scripts/tso3.py"
+
+
+rule tso3_phot:
+    input:
+        unpack(tso3_inputs),
+    output:
+        phot=tso3_product("phot"),
+        crfints=directory(f"{RESULTS}/tso3/crfints/{{product}}"),
+    log:
+        f"{RESULTS}/logs/tso3/{{product}}_phot.log",
+    params:
+        steps=tso3_steps,
+        references=lambda wildcards: references_identity(tso3_references(wildcards)),
+        reference_paths=lambda wildcards, input: tso3_references(wildcards),
+    threads: 1
+    resources:
+        mem_mb=predicted_mem_mb("tso3"),
+        runtime=predicted_runtime("tso3"),
+    conda:
+        "../../envs/webbflow.yaml"
+    script:
+        "../scripts/tso3_phot.py"

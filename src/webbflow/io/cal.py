@@ -22,8 +22,8 @@ from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_output
 from webbflow.refs.load import map_dq
 
-__all__ = ["CalArrays", "open_product", "read_rate", "load_flat", "load_photom", "load_area", "load_distortion",
-           "write_cal", "write_model", "IMAGE2_CAL_STEPS"]
+__all__ = ["CalArrays", "open_product", "read_rate", "load_flat", "load_gain", "load_photom", "load_area",
+           "load_distortion", "write_cal", "write_model", "IMAGE2_CAL_STEPS"]
 
 IMAGE2_CAL_STEPS = {"assign_wcs": "assign_wcs", "flat_field": "flat_field", "photom": "photom"}
 """webbflow step -> ``meta.cal_step`` attribute (S_WCS, S_FLAT, S_PHOTOM)."""
@@ -93,26 +93,29 @@ def open_product(path, kind, made_by, check):
 
 
 def read_rate(path):
-    """Open a rate product.
+    """Open a rate product (or a time series' rateints).
 
     Returns
     -------
-    model : stdatamodels ImageModel
-        The rate (caller closes it).
+    model : stdatamodels ImageModel or CubeModel
+        The rate, or the rateints (3-D, INT_TIMES kept) of a time series (caller closes it).
     arrays : CalArrays
         Float32 copies of its arrays.
 
     Raises
     ------
     InputError
-        When the file is missing, not an ImageModel, or not in DN/s.
+        When the file is missing, not a 2-D ImageModel or 3-D CubeModel, or not in DN/s.
     """
     from stdatamodels.jwst import datamodels
 
     def check(model):
-        if not isinstance(model, datamodels.ImageModel) or model.data.ndim != 2:
-            return (f"is a {type(model).__name__}, not a 2-D ImageModel rate",
-                    "give the *_rate.fits (not rateints) product")
+        # a time series' rateints (CubeModel, one slope image per integration) goes through image2
+        # as jwst's calwebb_image2 takes it for NRC_TSIMAGE: the same steps, broadcast over integrations
+        cube = isinstance(model, datamodels.CubeModel) and model.data.ndim == 3
+        if not cube and (not isinstance(model, datamodels.ImageModel) or model.data.ndim != 2):
+            return (f"is a {type(model).__name__}, not a 2-D ImageModel rate or a CubeModel rateints",
+                    "give the *_rate.fits (or a time series' *_rateints.fits) product")
         unit = model.meta.bunit_data
         if unit not in (None, "DN/s"):
             return (f"BUNIT is {unit!r}, expected 'DN/s'",
@@ -192,6 +195,13 @@ def load_flat(path, sci):
             dq_def = {"VALUE": np.asarray(table["VALUE"], np.int64), "NAME": list(table["NAME"])}
         dq = map_dq(dq, dq_def)
         return tuple(_cut(a, window, sci) for a in (flat, dq, err))
+
+
+def load_gain(path, sci):
+    """GAIN reference -> the gain (e-/DN) cut to ``sci`` (tso_photometry's DN/s → electrons)."""
+    hdul, window = _open_fits(path, "gain", sci)
+    with hdul:
+        return _cut(_data(path, "gain", hdul, "SCI"), window, sci)
 
 
 def load_photom(path, sci=None):

@@ -1,4 +1,8 @@
-"""Stage 2 imaging (calwebb_image2): a ``rate`` to a ``cal`` product.
+"""Stage 2 imaging (calwebb_image2): a ``rate`` to a ``cal`` product, a ``rateints`` to ``calints``.
+
+An imaging time series (NRC_TSIMAGE) gives its rateints (a CubeModel): the same steps run on every
+integration and the calints keeps the cube and its INT_TIMES (jwst's image2 does not resample 3-D
+data).
 
 assign_wcs -> flat_field -> photom, in memory on the rate's arrays, with the
 jwst 3.0 algorithms (``webbflow.steps.*``).  Everything that can fail on bad
@@ -76,12 +80,12 @@ def run(rate_path, cal_path, references, params, provenance=None):
     try:
         _check(rate_path, model, references, params)
         inst = model.meta.instrument
-        sci = {"shape": arrays.data.shape, "xstart": int(model.meta.subarray.xstart or 1),
+        sci = {"shape": arrays.data.shape[-2:], "xstart": int(model.meta.subarray.xstart or 1),
                "ystart": int(model.meta.subarray.ystart or 1), "detector": inst.detector}
         check_exposure_geometry(rate_path, {"SUBSIZE1": model.meta.subarray.xsize,
-                                            "SUBSIZE2": model.meta.subarray.ysize}, arrays.data.shape)
+                                            "SUBSIZE2": model.meta.subarray.ysize}, sci["shape"])
         log.info("%s: %s %s/%s %s %dx%d", Path(rate_path).name, inst.detector, inst.filter,
-                 inst.pupil, model.meta.subarray.name, *arrays.data.shape[::-1])
+                 inst.pupil, model.meta.subarray.name, *sci["shape"][::-1])
         statuses, used, wcs, wcsinfo, phot = {}, {}, None, {}, {}
 
         # assign_wcs

@@ -29,17 +29,23 @@ from webbflow.io.spec import member_header, tso_spec, write_x1dints
 from webbflow.ramp import StepStatus
 from webbflow.steps import extract_1d, outlier_detection, trace, white_light
 
-__all__ = ["TSO3_STEPS", "read_calints", "run"]
+__all__ = ["TSO3_STEPS", "read_calints", "run", "run_photometry"]
 
 log = logging.getLogger(__name__)
 
 
-def read_calints(path):
-    """Open a grism time-series ``calints`` (SlitModel with 3-D data and WAVELENGTH).
+def read_calints(path, imaging=False):
+    """Open a time-series ``calints``: grism (SlitModel with WAVELENGTH) or imaging (CubeModel).
+
+    Parameters
+    ----------
+    path : path-like
+    imaging : bool
+        An imaging time series' calints (NRC_TSIMAGE, image2's CubeModel) instead of a grism one.
 
     Returns
     -------
-    model : stdatamodels SlitModel
+    model : stdatamodels SlitModel or CubeModel
         The product (caller closes it).
     arrays : CalArrays
         Float32 copies of its arrays (``var_flat`` included).
@@ -47,22 +53,45 @@ def read_calints(path):
     Raises
     ------
     InputError
-        Missing file, not a 3-D SlitModel with a wavelength array and INT_TIMES.
+        Missing file, not a 3-D SlitModel with a wavelength array (CubeModel when ``imaging``) and
+        INT_TIMES.
     """
     from stdatamodels.jwst import datamodels
 
     def check(model):
-        if not isinstance(model, datamodels.SlitModel) or model.data.ndim != 3:
+        if imaging:
+            if not isinstance(model, datamodels.CubeModel) or model.data.ndim != 3:
+                return (f"is a {type(model).__name__}, not a 3-D CubeModel calints",
+                        "give the *_calints.fits of an imaging time series (image2 on its rateints)")
+        elif not isinstance(model, datamodels.SlitModel) or model.data.ndim != 3:
             return (f"is a {type(model).__name__} {getattr(model, 'data', np.empty(0)).ndim}-D, not a 3-D "
                     "SlitModel calints", "give the *_calints.fits of a grism time series")
-        if model.wavelength is None or not np.isfinite(model.wavelength).any():
+        elif model.wavelength is None or not np.isfinite(model.wavelength).any():
             return ("has no WAVELENGTH array", "give a calints written by spec2 (extract_2d computes it)")
         if model.int_times is None or len(model.int_times) == 0:
-            return ("has no INT_TIMES table", "reduce the segment again with detector1 and spec2")
+            return ("has no INT_TIMES table", "reduce the segment again with detector1 and "
+                    + ("image2" if imaging else "spec2"))
         return None
 
-    model = open_product(path, "calints", "spec2", check)
+    model = open_product(path, "calints", "image2" if imaging else "spec2", check)
     return model, CalArrays.from_model(model, var_flat=True)
+
+
+def _outliers(model, arrays, od, crf_path):
+    """outlier_detection in time (jwst's "tso" mode) on one member, in place; writes its crfints."""
+    snr = od.get("snr", (5.0, 4.0))
+    snr = tuple(float(v) for v in (snr.split() if isinstance(snr, str) else snr))
+    flagged = outlier_detection.tso_outlier_detection(
+        arrays, maskpt=float(od.get("maskpt", 0.7)),
+        rolling_window_width=int(od.get("rolling_window_width", 25)), snr=snr)
+    log.info("outlier_detection  %d pixels flagged", flagged)
+    for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat"):
+        value = getattr(arrays, name)
+        if value is not None:
+            setattr(model, name, value)
+    model.meta.cal_step.outlier_detection = "COMPLETE"
+    write_model(model, crf_path)
+    return Path(crf_path)
 
 
 def _exposure_int_times(first, members_times):
@@ -186,19 +215,7 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                                      "or cutout shape)", "list the segments of one exposure only")
                 log.info("%s: %d integrations", Path(member).name, arrays.data.shape[0])
                 if not od.get("skip"):
-                    snr = od.get("snr", (5.0, 4.0))
-                    snr = tuple(float(v) for v in (snr.split() if isinstance(snr, str) else snr))
-                    flagged = outlier_detection.tso_outlier_detection(
-                        arrays, maskpt=float(od.get("maskpt", 0.7)),
-                        rolling_window_width=int(od.get("rolling_window_width", 25)), snr=snr)
-                    log.info("outlier_detection  %d pixels flagged", flagged)
-                    for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat"):
-                        value = getattr(arrays, name)
-                        if value is not None:
-                            setattr(model, name, value)
-                    model.meta.cal_step.outlier_detection = "COMPLETE"
-                    write_model(model, crf_path)
-                    written.append(Path(crf_path))
+                    written.append(_outliers(model, arrays, od, crf_path))
                 else:
                     model.meta.cal_step.outlier_detection = "SKIPPED"  # as jwst records it (S_OUTLIR)
                 photom_done = model.meta.cal_step.photom == "COMPLETE"
@@ -278,4 +295,127 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
         if first is not None:
             first.close()
     log.info("tso3 done in %.2f s: %s", time.perf_counter() - t0, Path(x1dints_path).name)
+    return statuses
+
+
+def _check_photometry_geometry(path, model, params):
+    """Refuse what would give a silently wrong light curve: the planned position (XREF_SCI/YREF_SCI)
+    off the subarray, or an aperture that cannot fit in it (SUB64P + WLP8 sums the whole subarray
+    and has neither)."""
+    from webbflow.steps.tso_photometry import PHOT_DEFAULTS, whole_subarray
+
+    ny, nx = model.data.shape[1:]
+    w = model.meta.wcsinfo
+    if w.siaf_xref_sci is None or w.siaf_yref_sci is None:
+        raise InputError(path, "has no XREF_SCI/YREF_SCI (where target acquisition put the star)",
+                         "give a calints written by image2 from an uncal with the SIAF keywords")
+    x, y = w.siaf_xref_sci - 1, w.siaf_yref_sci - 1
+    if not (0 <= x < nx and 0 <= y < ny):
+        raise InputError(path, f"the target (XREF_SCI, YREF_SCI) = ({w.siaf_xref_sci}, {w.siaf_yref_sci}) lies off "
+                         f"the {nx}x{ny} subarray {model.meta.subarray.name}",
+                         "check the exposure's SIAF keywords (the star must be on the subarray)")
+    if whole_subarray(model.meta.instrument.pupil, model.meta.subarray.name):
+        return
+    for key in ("radius", "radius_outer"):
+        r = float(params.get(key, PHOT_DEFAULTS[key]))
+        if 2 * r > min(nx, ny):
+            raise InputError(path, f"steps.tso_photometry.{key} = {r:g} px: the aperture is larger than the "
+                             f"{nx}x{ny} subarray {model.meta.subarray.name}",
+                             f"set steps.tso_photometry.{key} to at most {min(nx, ny) / 2:g} px")
+
+
+def run_photometry(members, crfints_paths, phot_path, references, params, provenance=None):
+    """Reduce one imaging TSO association (NRC_TSIMAGE): outlier_detection and tso_photometry.
+
+    As jwst 3.0's Tso3Pipeline for NRC_TSIMAGE: per member (segment) outlier_detection in time →
+    ``crfints``, then tso_photometry on it (:mod:`webbflow.steps.tso_photometry`); the members'
+    tables stacked → ``<product>_phot.ecsv`` with ``number_of_integrations`` in its meta.
+
+    Parameters
+    ----------
+    members : sequence of path-like
+        The calints (image2 on the rateints) of the association's segments, in segment order.
+    crfints_paths : sequence of path-like
+        One ``crfints`` per member.
+    phot_path : path-like
+        The association's ``_phot.ecsv``.
+    references : dict
+        ``gain`` -> the GAIN reference (DN/s data are converted to electrons with it; MJy/sr data,
+        photom done, to Jy without it).
+    params : dict
+        step -> {parameter: value} for ``outlier_detection`` and ``tso_photometry`` (``radius``,
+        ``radius_inner``, ``radius_outer``, ``centroid_source``, ``search_box_width``,
+        ``fit_box_width``, ``moving_centroid``, ``skip``).
+    provenance : dict, optional
+        Accepted as by :func:`run`; the table's meta stays jwst's (the crfints keep the calints'
+        provenance keywords).
+
+    Returns
+    -------
+    dict
+        step -> status.
+
+    Raises
+    ------
+    webbflow.io.InputError
+        A member that cannot be read or does not fit the others, the target off the subarray or an
+        aperture larger than it (naming the config key); nothing is written then.
+    """
+    from astropy.table import vstack
+
+    from webbflow.io.cal import load_gain
+    from webbflow.steps import tso_photometry
+
+    t0 = time.perf_counter()
+    if len(crfints_paths) != len(members):
+        raise ValueError("one crfints path per member is needed")
+    od = dict(params.get("outlier_detection") or {})
+    tp = dict(params.get("tso_photometry") or {})
+    statuses = {"outlier_detection": StepStatus.SKIPPED if od.get("skip") else StepStatus.COMPLETE,
+                "tso_photometry": StepStatus.SKIPPED if tp.get("skip") else StepStatus.COMPLETE}
+    tables, written, first_key = [], [], None
+    try:
+        for member, crf_path in zip(members, crfints_paths):
+            model, arrays = read_calints(member, imaging=True)
+            try:
+                key = (model.meta.instrument.filter, model.meta.instrument.pupil, model.meta.subarray.name,
+                       model.data.shape[1:])
+                if first_key is None:
+                    first_key = key
+                elif key != first_key:
+                    raise InputError(member, "does not match the association's first member (FILTER, PUPIL, "
+                                     "SUBARRAY or shape)", "list the segments of one exposure only")
+                log.info("%s: %d integrations", Path(member).name, arrays.data.shape[0])
+                if not tp.get("skip"):
+                    _check_photometry_geometry(member, model, tp)
+                if not od.get("skip"):
+                    written.append(_outliers(model, arrays, od, crf_path))
+                if tp.get("skip"):
+                    continue
+                gain = None
+                if model.meta.bunit_data == "DN/s" and references.get("gain"):
+                    sci = {"shape": arrays.data.shape[1:], "xstart": int(model.meta.subarray.xstart or 1),
+                           "ystart": int(model.meta.subarray.ystart or 1),
+                           "detector": model.meta.instrument.detector}
+                    gain = load_gain(references["gain"], sci)
+                context = tso_photometry.PhotContext.from_model(model, gain)
+                try:
+                    tables.append(tso_photometry.run(arrays.data, arrays.dq, arrays.err, context, tp))
+                except ValueError as exc:
+                    raise InputError(member, f"tso_photometry cannot run ({exc})",
+                                     "give a calints written by image2 from detector1's rateints") from None
+            finally:
+                model.close()
+        if tables:
+            table = vstack(tables)
+            table.meta["number_of_integrations"] = len(table)
+            with atomic_output(phot_path) as tmp:
+                table.write(tmp, format="ascii.ecsv", overwrite=True)
+            written.append(Path(phot_path))
+            log.info("tso_photometry     %d integrations, %s", len(table), table.meta.get("apertures"))
+    except BaseException:
+        for path in written:  # nothing of a failed association is left
+            path.unlink(missing_ok=True)
+        raise
+    log.info("tso3 done in %.2f s: %s", time.perf_counter() - t0, Path(phot_path).name)
     return statuses

@@ -1,0 +1,395 @@
+"""tso_photometry for imaging time series (NRC_TSIMAGE), as jwst 3.0's TSOPhotometryStep.
+
+Pure functions on a calints' arrays (``data``, ``dq``, ``err`` of shape (nints, ny, nx)) and a small
+:class:`PhotContext` of the keywords jwst reads (tso-algorithms.md §3.3):
+
+* units (:func:`convert_units`): MJy/sr × 1e6·PIXAR_SR → Jy; DN/s × EFFINTTM × GAIN → electrons;
+* centroid (:func:`source_centroid`): from (XREF_SCI − 1, YREF_SCI − 1), per integration the
+  nanmedian of the pixels outside ``radius_inner`` is subtracted and photutils' ``centroid_sources``
+  (centre of mass) runs in a ``search_box_width`` box (DO_NOT_USE or NaN masked; off-frame → NaN);
+  a second pass at the nanmedian centroid in a ``fit_box_width`` box adds a ``GaussianPRF`` fit
+  (position fixed) → psf_width (σ) and psf_flux;
+* photometry (:func:`aperture_photometry`): ``ApertureStats`` sums in a circle of ``radius`` and an
+  annulus ``radius_inner``…``radius_outer`` at the nanmedian centroid (or per integration with
+  ``moving_centroid``); SUB64P + WLP8 is the whole-subarray nansum with no background;
+* :func:`phot_table` the ``_phot.ecsv`` table, columns, units and meta as jwst writes them.
+
+photutils (the same 3.0 release jwst 3.0 runs on) does the aperture overlaps, centre of mass and
+PRF fit, so the numbers are jwst's to rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import astropy.units as u
+import numpy as np
+
+from webbflow import dqflags
+
+__all__ = ["PHOT_DEFAULTS", "PhotContext", "aperture_photometry", "convert_units", "int_mid_times",
+           "phot_table", "run", "source_centroid", "whole_subarray"]
+
+log = logging.getLogger(__name__)
+
+PHOT_DEFAULTS = {"radius": 3.0, "radius_inner": 4.0, "radius_outer": 5.0, "centroid_source": True,
+                 "search_box_width": 41, "fit_box_width": 11, "moving_centroid": False}
+"""jwst 3.0's TSOPhotometryStep parameters (the TSOPHOT reference is gone since 1.20)."""
+
+
+@dataclass
+class PhotContext:
+    """The keywords of one calints that tso_photometry reads.
+
+    Attributes
+    ----------
+    xref_sci, yref_sci : float
+        XREF_SCI, YREF_SCI (1-based): where target acquisition put the star.
+    bunit : str
+        BUNIT of the data (``MJy/sr`` or ``DN/s``).
+    pixar_sr : float or None
+        PIXAR_SR (MJy/sr → Jy).
+    integration_time : float or None
+        EFFINTTM (DN/s → DN per integration).
+    gain : ndarray or None
+        The gain reference cut to the subarray (DN → electrons); without it DN/s data keep their unit.
+    int_times : numpy structured array
+        INT_TIMES (``integration_number``, ``int_mid_MJD_UTC``, ``int_mid_BJD_TDB``).
+    integration_start : int or None
+        INTSTART (1-based).
+    pupil, subarray : str
+    meta : dict
+        instrument, detector, channel, subarray, filter, pupil, target_name (the table's meta).
+    wcs : callable or None
+        pixel (x, y) → (ra, dec) in degrees; None gives NaN sky positions.
+    """
+
+    xref_sci: float
+    yref_sci: float
+    bunit: str
+    int_times: np.ndarray
+    pixar_sr: float | None = None
+    integration_time: float | None = None
+    gain: np.ndarray | None = None
+    integration_start: int | None = None
+    pupil: str | None = None
+    subarray: str | None = None
+    meta: dict = field(default_factory=dict)
+    wcs: object = None
+
+    @classmethod
+    def from_model(cls, model, gain=None):
+        """The context of an open calints (CubeModel) and the gain cut to it."""
+        m = model.meta
+        wcs = getattr(m, "wcs", None)
+        meta = OrderedDict(instrument=m.instrument.name, detector=m.instrument.detector,
+                           channel=m.instrument.channel, subarray=m.subarray.name, filter=m.instrument.filter,
+                           pupil=m.instrument.pupil, target_name=m.target.catalog_name)
+        return cls(xref_sci=m.wcsinfo.siaf_xref_sci, yref_sci=m.wcsinfo.siaf_yref_sci, bunit=m.bunit_data,
+                   int_times=np.asarray(model.int_times), pixar_sr=m.photometry.pixelarea_steradians,
+                   integration_time=m.exposure.integration_time, gain=gain,
+                   integration_start=m.exposure.integration_start, pupil=m.instrument.pupil,
+                   subarray=m.subarray.name, meta=meta, wcs=wcs)
+
+
+def whole_subarray(pupil, subarray):
+    """True for SUB64P + WLP8: jwst sums the whole subarray (the weak-lens donut fills it)."""
+    return pupil == "WLP8" and subarray == "SUB64P"
+
+
+def convert_units(data, err, bunit, pixar_sr=None, integration_time=None, gain=None):
+    """Data and error in jwst's photometry units (float32 as jwst's in-place products).
+
+    Returns
+    -------
+    data, err : ndarray
+        New arrays (the inputs are not changed).
+    unit : str
+        ``Jy``, ``electron``, or ``bunit`` unchanged (jwst warns and keeps the units).
+    """
+    data = np.array(data, np.float32)
+    err = np.array(err, np.float32)
+    if bunit == "MJy/sr":
+        factor = 1e6 * pixar_sr
+        data *= factor
+        err *= factor
+        return data, err, "Jy"
+    if bunit == "DN/s" and gain is not None:
+        factor = integration_time * gain
+        data *= factor
+        err *= factor
+        return data, err, "electron"
+    log.warning("Unexpected data units: %s. Photometry will be produced using the input units.", bunit)
+    return data, err, bunit
+
+
+def _psf_fit(image, mask, box, xc, yc):
+    """jwst's GaussianPRF fit (position fixed, flux ≥ 0, FWHM in 0…box): σ_x, σ_y, flux."""
+    from astropy.stats import gaussian_fwhm_to_sigma
+    from astropy.table import QTable
+    from photutils.psf import GaussianPRF, PSFPhotometry
+    from photutils.utils import CutoutImage
+
+    shape = (box, box)
+    cutout = CutoutImage(image, [yc, xc], shape)
+    cutout_mask = CutoutImage(mask, [yc, xc], shape)
+    flux = np.sum(cutout.data[~cutout_mask.data])
+    init = QTable()
+    init["x"], init["y"], init["flux"] = [xc], [yc], [flux]
+    init["x_fwhm"], init["y_fwhm"] = [box / 2], [box / 2]
+    model = GaussianPRF(flux=flux, x_0=xc, y_0=yc, x_fwhm=box / 2, y_fwhm=box / 2)
+    model.flux.fixed, model.flux.min, model.flux.max = False, 0.0, np.inf
+    model.x_0.fixed = model.y_0.fixed = True
+    for p in (model.x_fwhm, model.y_fwhm):
+        p.min, p.max, p.fixed = 0.0, box, False
+    try:
+        result = PSFPhotometry(model, shape)(image, mask=mask, init_params=init)
+    except ValueError as exc:
+        log.debug("PSF fit failure: %s", exc)
+        return np.nan, np.nan, np.nan
+    return (gaussian_fwhm_to_sigma * result["x_fwhm_fit"][0], gaussian_fwhm_to_sigma * result["y_fwhm_fit"][0],
+            result["flux_fit"][0])
+
+
+def _fit_source(data, mask, source_mask, xc, yc, box, fit_psf=False):
+    from photutils.centroids import centroid_sources
+
+    nimg, ny, nx = data.shape
+    cx, cy = np.full(nimg, np.nan), np.full(nimg, np.nan)
+    wx, wy, flux = np.full(nimg, np.nan), np.full(nimg, np.nan), np.full(nimg, np.nan)
+    for i in range(nimg):
+        image = data[i] - np.nanmedian(data[i][~source_mask])
+        try:
+            c = centroid_sources(image, xc, yc, mask=mask[i], box_size=box)
+            cx[i], cy[i] = c[0][0], c[1][0]
+        except ValueError as exc:
+            log.debug("Centroid failure in image %d: %s", i, exc)
+        if not (0 <= cx[i] < nx and 0 <= cy[i] < ny):  # NaN fails too
+            cx[i] = cy[i] = np.nan
+            continue
+        if fit_psf:
+            wx[i], wy[i], flux[i] = _psf_fit(image, mask[i], box, cx[i], cy[i])
+    return cx, cy, wx, wy, flux
+
+
+def source_centroid(data, dq, xcenter, ycenter, search_box_width=41, fit_box_width=11, source_radius=4.0):
+    """jwst's two-pass centroid and Gaussian PSF fit per integration.
+
+    Parameters
+    ----------
+    data : ndarray, shape (nints, ny, nx)
+        In photometry units (:func:`convert_units`).
+    dq : ndarray
+        DO_NOT_USE pixels (and NaN ones) are masked.
+    xcenter, ycenter : float
+        Start (0-based): XREF_SCI − 1, YREF_SCI − 1.
+    search_box_width, fit_box_width : int
+        Odd box widths of the first and second pass.
+    source_radius : float
+        Pixels within it of the centre are left out of the background median.
+
+    Returns
+    -------
+    centroid_x, centroid_y : ndarray
+        0-based, NaN where the centroid failed or left the frame.
+    psf_width_x, psf_width_y, psf_flux : ndarray or None
+        None when no integration could be centroided in the first pass.
+    """
+    nimg, ny, nx = data.shape
+    yidx, xidx = np.mgrid[:ny, :nx]
+    mask = ((dq & dqflags.DO_NOT_USE) != 0) | np.isnan(data)
+    source_mask = ((xidx - xcenter) ** 2 + (yidx - ycenter) ** 2) < source_radius**2
+    cx, cy, *_ = _fit_source(data, mask, source_mask, xcenter, ycenter, search_box_width)
+    if not np.isfinite(cx).any() or not np.isfinite(cy).any():
+        log.warning("Source could not be centroided.")
+        return cx, cy, None, None, None
+    xcenter, ycenter = np.nanmedian(cx), np.nanmedian(cy)
+    source_mask = ((xidx - xcenter) ** 2 + (yidx - ycenter) ** 2) < source_radius**2
+    return _fit_source(data, mask, source_mask, xcenter, ycenter, fit_box_width, fit_psf=True)
+
+
+def aperture_photometry(data, err, xcenter, ycenter, radius, radius_inner, radius_outer, whole=False):
+    """Aperture and annulus sums per integration (jwst's ``tso_aperture_photometry`` numbers).
+
+    Parameters
+    ----------
+    data, err : ndarray, shape (nints, ny, nx)
+    xcenter, ycenter : float or ndarray
+        Aperture centre (0-based), one value or one per integration.
+    radius, radius_inner, radius_outer : float
+    whole : bool
+        SUB64P + WLP8: the nansum of the whole subarray, no background (NaN columns).
+
+    Returns
+    -------
+    dict
+        ``aperture_sum(_err)``, ``annulus_sum(_err)``, ``annulus_mean(_err)``, ``aperture_bkg(_err)``,
+        ``net_aperture_sum(_err)`` (ndarrays, one value per integration).
+    """
+    nimg = data.shape[0]
+    if whole:
+        asum = np.array([np.nansum(data[i]) for i in range(nimg)])
+        aerr = np.array([np.sqrt(np.nansum(err[i] ** 2)) for i in range(nimg)])
+        nan = np.full(nimg, np.nan)
+        return {"aperture_sum": asum, "aperture_sum_err": aerr, "annulus_sum": nan, "annulus_sum_err": nan,
+                "annulus_mean": nan, "annulus_mean_err": nan, "aperture_bkg": nan, "aperture_bkg_err": nan,
+                "net_aperture_sum": asum, "net_aperture_sum_err": aerr, "whole": True}
+    from photutils.aperture import ApertureStats, CircularAnnulus, CircularAperture
+
+    xcenter = np.full(nimg, xcenter) if np.isscalar(xcenter) else xcenter
+    ycenter = np.full(nimg, ycenter) if np.isscalar(ycenter) else ycenter
+    cols = {k: [] for k in ("aperture_sum", "aperture_sum_err", "aperture_area", "annulus_sum",
+                            "annulus_sum_err", "annulus_area")}
+    for i in range(nimg):
+        ap = ApertureStats(data[i], CircularAperture((xcenter[i], ycenter[i]), r=radius), error=err[i])
+        an = ApertureStats(data[i], CircularAnnulus((xcenter[i], ycenter[i]), r_in=radius_inner,
+                                                    r_out=radius_outer), error=err[i])
+        for key, stats in (("aperture", ap), ("annulus", an)):
+            cols[f"{key}_sum"].append(stats.sum)
+            cols[f"{key}_sum_err"].append(stats.sum_err)
+            cols[f"{key}_area"].append(stats.sum_aper_area.value)  # unmasked pixels only
+    c = {k: np.array(v) for k, v in cols.items()}
+    out = {k: c[k] for k in ("aperture_sum", "aperture_sum_err", "annulus_sum", "annulus_sum_err")}
+    out["annulus_mean"] = c["annulus_sum"] / c["annulus_area"]
+    out["annulus_mean_err"] = c["annulus_sum_err"] / c["annulus_area"]
+    out["aperture_bkg"] = out["annulus_mean"] * c["aperture_area"]
+    out["aperture_bkg_err"] = out["annulus_mean_err"] * c["aperture_area"]
+    out["net_aperture_sum"] = c["aperture_sum"] - out["aperture_bkg"]
+    out["net_aperture_sum_err"] = np.sqrt(c["aperture_sum_err"] ** 2 + out["aperture_bkg_err"] ** 2)
+    out["whole"] = False
+    return out
+
+
+def int_mid_times(int_times, integration_start, nints):
+    """MJD UTC and BJD TDB mid-times of the cube's integrations (INT_TIMES rows from INTSTART).
+
+    Raises
+    ------
+    ValueError
+        No INT_TIMES rows.
+    """
+    if int_times is None or len(int_times) == 0:
+        raise ValueError("the calints has no INT_TIMES table")
+    start = integration_start if integration_start is not None else 1
+    offset = start - int(int_times["integration_number"][0])
+    rows = slice(offset, offset + nints)
+    return (np.asarray(int_times["int_mid_MJD_UTC"][rows], np.float64),
+            np.asarray(int_times["int_mid_BJD_TDB"][rows], np.float64))
+
+
+def phot_table(sums, times, unit, xcenter, ycenter, params, meta, wcs=None, centroid=None):
+    """jwst's ``_phot.ecsv`` table of one segment (a QTable; tso3 stacks the segments).
+
+    Parameters
+    ----------
+    sums : dict
+        :func:`aperture_photometry`'s result.
+    times : tuple of ndarray
+        (MJD UTC, BJD TDB) mid-times.
+    unit : str
+        Photometry unit.
+    xcenter, ycenter : float or ndarray
+        Aperture centre (0-based).
+    params : dict
+        radius, radius_inner, radius_outer (for the ``apertures`` meta line).
+    meta : dict
+        instrument, detector, channel, subarray, filter, pupil, target_name.
+    wcs : callable, optional
+        (x, y) → (ra, dec) degrees.
+    centroid : tuple, optional
+        (centroid_x, centroid_y, psf_width_x, psf_width_y, psf_flux); members may be None.
+    """
+    from astropy.table import QTable
+    from astropy.time import Time
+
+    nimg = len(sums["aperture_sum"])
+    meta = OrderedDict(meta)
+    if sums["whole"]:
+        meta["apertures"] = ("Photometry measured as the sum of all values in the subarray.  "
+                             "No background subtraction was performed.")
+    else:
+        meta["apertures"] = (f"Photometry measured in a circular aperture of r={params['radius']} pixels.  "
+                             "Background calculated as the mean in a circular annulus with "
+                             f"r_inner={params['radius_inner']} pixels and r_outer={params['radius_outer']} pixels.")
+    tbl = QTable(meta=meta)
+    unit = u.Unit(unit)
+    # through astropy Time as jwst (the same float64 values)
+    tbl["MJD"] = Time(times[0], format="mjd", scale="utc").mjd
+    tbl["BJD_TDB"] = Time(times[1], format="mjd", scale="tdb").mjd
+    tbl["aperture_sum"] = sums["aperture_sum"] << unit
+    tbl["aperture_sum_err"] = sums["aperture_sum_err"] << unit
+    bkg_cols = ("annulus_sum", "annulus_sum_err", "annulus_mean", "annulus_mean_err", "aperture_bkg",
+                "aperture_bkg_err")
+    for col in bkg_cols:
+        tbl[col] = sums[col] if sums["whole"] else sums[col] << unit  # jwst: NaN columns have no unit
+    tbl["net_aperture_sum"] = sums["net_aperture_sum"] << unit
+    tbl["net_aperture_sum_err"] = sums["net_aperture_sum_err"] << unit
+    xcenter = np.full(nimg, xcenter) if np.isscalar(xcenter) else np.asarray(xcenter)
+    ycenter = np.full(nimg, ycenter) if np.isscalar(ycenter) else np.asarray(ycenter)
+    tbl["aperture_x"] = xcenter << u.pix
+    tbl["aperture_y"] = ycenter << u.pix
+    if wcs is not None:
+        ra, dec = wcs(xcenter, ycenter)[:2]
+    else:
+        ra = dec = np.full(nimg, np.nan)
+    tbl["aperture_ra_icrs"] = np.asarray(ra) << u.deg
+    tbl["aperture_dec_icrs"] = np.asarray(dec) << u.deg
+    if centroid is not None:
+        cx, cy, wx, wy, flux = centroid
+        if cx is not None and cy is not None:
+            tbl["centroid_x"] = cx << u.pix
+            tbl["centroid_y"] = cy << u.pix
+        if wx is not None and wy is not None:
+            tbl["psf_width_x"] = wx << u.pix
+            tbl["psf_width_y"] = wy << u.pix
+        if flux is not None:
+            tbl["psf_flux"] = flux << unit
+    return tbl
+
+
+def run(data, dq, err, context, params=None):
+    """tso_photometry on one calints: the segment's ``_phot`` table.
+
+    Parameters
+    ----------
+    data, dq, err : ndarray, shape (nints, ny, nx)
+    context : PhotContext
+    params : dict, optional
+        Overrides of :data:`PHOT_DEFAULTS`.
+
+    Returns
+    -------
+    astropy.table.QTable
+
+    Raises
+    ------
+    ValueError
+        Missing XREF_SCI/YREF_SCI or BUNIT, or no INT_TIMES.
+    """
+    p = {**PHOT_DEFAULTS, **{k: v for k, v in (params or {}).items() if k in PHOT_DEFAULTS}}
+    if context.xref_sci is None or context.yref_sci is None:
+        raise ValueError("XREF_SCI/YREF_SCI is missing")
+    if context.bunit is None:
+        raise ValueError("BUNIT for data array is missing")
+    xcenter, ycenter = context.xref_sci - 1, context.yref_sci - 1
+    data, err, unit = convert_units(data, err, context.bunit, context.pixar_sr, context.integration_time,
+                                    context.gain)
+    centroid = None
+    xc, yc = xcenter, ycenter
+    if p["centroid_source"]:
+        boxes = {b: int(p[b]) - (int(p[b]) % 2 == 0) for b in ("search_box_width", "fit_box_width")}
+        centroid = source_centroid(data, dq, xcenter, ycenter, boxes["search_box_width"], boxes["fit_box_width"],
+                                   source_radius=p["radius_inner"])
+        cx, cy = centroid[:2]
+        if np.all(np.isnan(cx)) or np.all(np.isnan(cy)):
+            log.warning("Centroid fit failed. Using initial estimate for source location.")
+        elif not p["moving_centroid"]:
+            xc, yc = np.nanmedian(cx), np.nanmedian(cy)
+        else:
+            xc, yc = cx, cy
+    sums = aperture_photometry(data, err, xc, yc, p["radius"], p["radius_inner"], p["radius_outer"],
+                               whole=whole_subarray(context.pupil, context.subarray))
+    times = int_mid_times(context.int_times, context.integration_start, data.shape[0])
+    return phot_table(sums, times, unit, xc, yc, p, context.meta, wcs=context.wcs, centroid=centroid)
