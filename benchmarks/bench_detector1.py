@@ -4,9 +4,9 @@
 Runs, alternating, webbflow's detector1 and jwst's detector1 on the same simulated
 full-frame exposure (preset ``fullframe``: 1 x 10 x 2048 x 2048) with the same reference
 files, several repeats each, every run in a fresh process; reports the median wall time,
-the peak RSS of that process (``os.wait4`` rusage), the time of the jump and ramp_fit
-steps alone (from each pipeline's own step log), and ratios ours/jwst.  Optionally
-(``--demo``) also the whole demo program through Snakemake with ``--cores 1`` and
+the peak RSS of that process (``os.wait4`` rusage, from a small launcher: see ``measure``),
+the time of the jump and ramp_fit steps alone (from each pipeline's own step log), and ratios
+ours/jwst.  Optionally (``--demo``) also the whole demo program through Snakemake with ``--cores 1`` and
 ``--cores 2``, and jwst detector1 looped over the same 16 demo exposures.
 
 Usage (after ``pip install -e .`` and ``bash benchmarks/setup_oracle.sh``)::
@@ -43,20 +43,35 @@ STEP_TIME = re.compile(r"webbflow\.stages\.detector1: (\w+)\s+\w+\s+([\d.]+) s")
 JW_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - stpipe\.step - INFO - Step (\w+) (running|done)")
 
 
+# The measured command runs as the child of this small launcher, not of the benchmark itself:
+# Linux carries a process's peak RSS across fork and exec (the kernel records the parent's
+# high-water mark in the child at exec), so a child of a benchmark that simulated a few hundred
+# MiB of data would report at least that much, whatever it used itself.
+_LAUNCHER = """
+import os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(f"@@measure {time.perf_counter() - t0!r} {usage.ru_maxrss}", file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def measure(cmd, cwd, env=None):
-    """Run ``cmd``; return (wall s, peak RSS MiB, combined output)."""
+    """Run ``cmd``; return (wall s, peak RSS MiB, combined output) of that process alone."""
     with tempfile.TemporaryFile("w+") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *map(str, cmd)], cwd=cwd, stdout=log,
+                              stderr=subprocess.STDOUT, env=env)
         log.seek(0)
         text = log.read()
-    if proc.returncode != 0:
+    lines = [line for line in text.splitlines() if line.startswith("@@measure ")]
+    if proc.returncode != 0 or not lines:
         sys.stderr.write(text[-3000:])
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(map(str, cmd[:4]))} ...")
-    return wall, usage.ru_maxrss / 1024.0, text
+    _, wall, maxrss = lines[-1].split()
+    return float(wall), int(maxrss) / 1024.0, text
 
 
 def our_steps(text):

@@ -35,13 +35,11 @@ import sys
 from pathlib import Path
 stage, args = sys.argv[1], sys.argv[2:]
 if stage == "detector1":
-    from astropy.io import fits
-    from webbflow.refs import select_references
+    import json
     from webbflow.stages import detector1
     uncal, out, refs = args
     root = Path(uncal).name.removesuffix("_uncal.fits")
-    detector1.run(uncal, f"{out}/{root}_rate.fits", f"{out}/{root}_rateints.fits",
-                  select_references(fits.getheader(uncal), refs), {})
+    detector1.run(uncal, f"{out}/{root}_rate.fits", f"{out}/{root}_rateints.fits", json.loads(refs), {})
 elif stage == "spec2":
     import json
     from webbflow.stages import spec2
@@ -58,6 +56,18 @@ else:
     tso3.run(asn["members"], crf, f"{out}/{asn['product']}_x1dints.fits", f"{out}/{asn['product']}_whtlt.ecsv",
              {"extract1d": extract1d}, {})
 """
+
+
+def _selected(uncal, refs):
+    from webbflow.refs import select_references
+
+    return select_references(fits.getheader(uncal), refs)
+
+
+def _detector1_refs(uncal, refs):
+    """The references of one segment as the JSON a job receives: chosen once by the driver, as
+    Snakemake does when it plans the run (and as jwst's commands receive them)."""
+    return json.dumps({k: (str(v) if v else None) for k, v in _selected(uncal, refs).items()})
 
 
 def _jobs(data, uncals, refs, grism, who):
@@ -78,13 +88,12 @@ def _jobs(data, uncals, refs, grism, who):
         root = uncal.name.removesuffix("_uncal.fits")
         rateints = stage1 / f"{root}_rateints.fits"
         if who == "ours":
-            jobs.append(("detector1", [sys.executable, "-c", _JOB, "detector1", str(uncal), str(stage1), str(refs)]))
+            jobs.append(("detector1", [sys.executable, "-c", _JOB, "detector1", str(uncal), str(stage1),
+                                       _detector1_refs(uncal, refs)]))
             jobs.append(("spec2", [sys.executable, "-c", _JOB, "spec2", str(rateints), str(stage2),
                                    json.dumps({k: str(v) for k, v in grism.items()})]))
         else:
-            from webbflow.refs import select_references
-
-            jobs.append(("detector1", detector1_command(uncal, select_references(fits.getheader(uncal), refs), stage1)))
+            jobs.append(("detector1", detector1_command(uncal, _selected(uncal, refs), stage1)))
             jobs.append(("spec2", spec2_command(rateints, grism, stage2)))
     if who == "ours":
         jobs.append(("tso3", [sys.executable, "-c", _JOB, "tso3", str(asn_path), str(stage3), str(grism["extract1d"])]))
@@ -126,7 +135,8 @@ def main(argv=None):
     warm = data / "warm"
     shutil.rmtree(warm, ignore_errors=True)
     warm.mkdir()
-    measure([sys.executable, "-c", _JOB, "detector1", str(uncals[0]), str(warm), str(refs)], data)
+    measure([sys.executable, "-c", _JOB, "detector1", str(uncals[0]), str(warm), _detector1_refs(uncals[0], refs)],
+            data)
     totals = {}
     for who in pipelines:
         shutil.rmtree(data / who, ignore_errors=True)

@@ -55,3 +55,18 @@ GROUP = {
 def to_mnemonics(value):
     """Return the list of flag names set in an integer DQ value."""
     return [name for name, bit in PIXEL.items() if value & bit]
+
+
+def good_pixel_mask(dq, good_bits=None):
+    """True where a pixel may be used: none of the *bad* bits (complement of ``good_bits``) is set.
+
+    jwst's ``good_bits='~DO_NOT_USE+NON_SCIENCE'`` means "every flag is fine
+    except DO_NOT_USE and NON_SCIENCE", i.e. ``good_bits`` here as an integer
+    whose cleared bits are the bad ones (default: that).
+    """
+    import numpy as np
+
+    if good_bits is None:
+        good_bits = ~np.uint32(DO_NOT_USE | NON_SCIENCE)
+    bad = ~np.uint32(good_bits)
+    return (np.asarray(dq, np.uint32) & bad) == 0

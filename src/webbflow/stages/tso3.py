@@ -94,6 +94,16 @@ def _outliers(model, arrays, od, crf_path):
     return Path(crf_path)
 
 
+def _metadata_only(model):
+    """The first member's primary-header metadata and INT_TIMES, all that the association's products
+    take from it, in a new model; the member itself (cubes, file) is closed and let go."""
+    keep = type(model)()
+    keep.update(model, only="PRIMARY")
+    keep.int_times = model.int_times.copy()
+    model.close()
+    return keep
+
+
 def _exposure_int_times(first, members_times):
     """INT_TIMES with a row per integration of the exposure (NINTS), each member's rows at number − 1."""
     nints = int(first.meta.exposure.nints or sum(len(t) for t in members_times))
@@ -209,8 +219,9 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
             try:
                 if first is None:
                     first = model
+                    first_shape = model.data.shape[1:]
                 elif (model.meta.instrument.filter, model.meta.subarray.name, model.data.shape[1:]) != \
-                        (first.meta.instrument.filter, first.meta.subarray.name, first.data.shape[1:]):
+                        (first.meta.instrument.filter, first.meta.subarray.name, first_shape):
                     raise InputError(member, "does not match the association's first member (FILTER, SUBARRAY "
                                      "or cutout shape)", "list the segments of one exposure only")
                 log.info("%s: %d integrations", Path(member).name, arrays.data.shape[0])
@@ -253,8 +264,12 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                             else slice(extent["xstart"], extent["xstop"] + 1))
                     traces.append(trace.trace_positions(arrays.data, arrays.dq, cols))
             finally:
+                # this member's cubes are done with (``e`` is a node of its model, which it keeps alive)
                 if model is not first:
                     model.close()
+                else:
+                    first = _metadata_only(first)
+                model = arrays = e = None
         statuses["extract_1d"] = StepStatus.COMPLETE
         log.info("extract_1d         %d segment(s)", len(specs))
         try:

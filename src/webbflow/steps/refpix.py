@@ -160,7 +160,7 @@ def _side_values(g, cols, colref, colkind):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _running_median(vals, good, roff, nrows_det, length, mode64):
     """Median over ``length`` detector rows (reflected at the edges) per row.
 
@@ -172,8 +172,9 @@ def _running_median(vals, good, roff, nrows_det, length, mode64):
     sm = length if length % 2 == 1 else length + 1
     half = sm // 2
     out = np.full(nr, np.nan)
-    # rows are independent: shared among the threads, one scratch buffer each
-    for r in prange(nr):
+    # One thread: even a full frame is ~2048 medians of ~44 values (about a millisecond), less
+    # than what waking numba's thread pool costs on a busy machine at every group.
+    for r in range(nr):
         buf = np.empty(length * ncols, np.float64)
         n = 0
         has_nan = False
@@ -210,17 +211,36 @@ def _running_median(vals, good, roff, nrows_det, length, mode64):
     return out
 
 
+@njit(cache=True)
+def _apply_row(g, r, colref, colkind, s, use_side):
+    for c in range(g.shape[1]):
+        t = _tb_value(g[r, c], colref[c], colkind[c])
+        if use_side:
+            t = t - s
+        g[r, c] = np.float32(t)
+
+
 @njit(cache=True, parallel=True)
+def _apply_parallel(g, colref, colkind, side, use_side):
+    for r in prange(g.shape[0]):
+        _apply_row(g, r, colref, colkind, side[r], use_side)
+
+
+@njit(cache=True)
+def _apply_serial(g, colref, colkind, side, use_side):
+    for r in range(g.shape[0]):
+        _apply_row(g, r, colref, colkind, side[r], use_side)
+
+
+# Frames smaller than this are corrected on one thread: the kernel runs once per group, and on a
+# subarray (a 64 x 2048 grism cutout: ~0.3 ms of work) waking the thread pool costs more.
+_PARALLEL_MIN_PIXELS = 1 << 20
+
+
 def _apply(g, colref, colkind, side, use_side):
     """Write the corrected group back (float32) into the detector-frame view."""
-    nr, nc = g.shape
-    for r in prange(nr):
-        s = side[r]
-        for c in range(nc):
-            t = _tb_value(g[r, c], colref[c], colkind[c])
-            if use_side:
-                t = t - s
-            g[r, c] = np.float32(t)
+    kernel = _apply_parallel if g.size >= _PARALLEL_MIN_PIXELS else _apply_serial
+    kernel(g, colref, colkind, side, use_side)
 
 
 class _Corrector:

@@ -22,6 +22,7 @@ from gwcs import coordinate_frames as cf
 from gwcs import wcs as gwcs_wcs
 
 from webbflow import dqflags
+from webbflow.dqflags import good_pixel_mask  # noqa: F401 (re-exported: it lived here)
 
 __all__ = [
     "ImageInput",
@@ -259,17 +260,6 @@ def make_output_wcs(wcslist, shapes, pixel_scale=None, pixel_scale_ratio=1.0, ro
 def pixmap(wcs_from, wcs_to, shape):
     """Pixel map (ny, nx, 2) of the ``shape`` grid of ``wcs_from`` in ``wcs_to`` pixels."""
     return calc_pixmap(wcs_from, wcs_to, shape=shape, disable_bbox="both")
-
-
-def good_pixel_mask(dq, good_bits=~np.uint32(dqflags.DO_NOT_USE | dqflags.NON_SCIENCE)):
-    """True where a pixel may be used: none of the *bad* bits (complement of ``good_bits``) is set.
-
-    jwst's ``good_bits='~DO_NOT_USE+NON_SCIENCE'`` means "every flag is fine
-    except DO_NOT_USE and NON_SCIENCE", i.e. ``good_bits`` here as an integer
-    whose cleared bits are the bad ones.
-    """
-    bad = ~np.uint32(good_bits)
-    return (np.asarray(dq, np.uint32) & bad) == 0
 
 
 def build_weight(image, weight_type="ivm", good_bits=None):

@@ -12,7 +12,6 @@ import logging
 import warnings
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from webbflow import dqflags
 
@@ -65,6 +64,8 @@ def fit_profile(rows, profile, guess=None):
     centre, sigma, centre_err, sigma_err : float
         NaN when the fit fails or has fewer than 5 usable rows.
     """
+    from scipy.optimize import least_squares  # ~0.4 s to import: only the jobs that fit a trace pay it
+
     good = np.isfinite(profile)
     y, p = rows[good], profile[good]
     if y.size < 5:
