@@ -28,8 +28,10 @@ TESTMODE_ROOT = "jw01234001001_02101_00003_nrca1"
 
 
 def rate_products(*roots):
-    """The stage-1 products of these exposures (all in F200W), relative to the work folder."""
-    return sorted(f"out/detector1/f200w/{root}_{suffix}.fits" for root in roots for suffix in ("rate", "rateints"))
+    """The stage-1 products of these exposures (all in F200W), relative to the work folder: rate,
+    rateints and the 1/f QA table."""
+    return sorted(f"out/detector1/f200w/{root}_{suffix}" for root in roots
+                  for suffix in ("rate.fits", "rateints.fits", "onef.ecsv"))
 
 
 def planned_outputs(stdout):
@@ -96,7 +98,7 @@ def test_per_mode_override_changes_only_that_modes_products(program):
     # imaging alone: the NRC_TSIMAGE exposure is skipped
     proc = _ok(run("--cores", "2", "stage1", modes=["imaging"]))
     assert "EXP_TYPE NRC_TSIMAGE is not supported" in proc.stdout + proc.stderr
-    made = sorted(p.relative_to(work).as_posix() for p in (work / "out").rglob("*.fits"))
+    made = sorted(p.relative_to(work).as_posix() for p in (work / "out" / "detector1").rglob("*") if p.is_file())
     assert made == rate_products(*IMAGING_ROOTS)
     # enabling the test mode adds its exposure and re-runs nothing of imaging
     assert plan() == {"detector1": rate_products(TESTMODE_ROOT)}
