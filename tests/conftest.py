@@ -31,6 +31,13 @@ INT_TIMES_DTYPE = [("integration_number", ">i4"), ("int_start_MJD_UTC", ">f8"), 
                    ("int_end_BJD_TDB", ">f8")]
 
 
+def asdf_hdu():
+    """The ASDF extension (empty tree) that ends every stdatamodels-written JWST file."""
+    from webbflow.io.products import _asdf_hdu
+
+    return _asdf_hdu()
+
+
 def write_uncal(path, sci, **keywords):
     """Write an uncal file holding ``sci`` (uint16 4-D) with HEADER updated by ``keywords``."""
     nints, ngroups, ny, nx = sci.shape
@@ -43,7 +50,9 @@ def write_uncal(path, sci, **keywords):
     times = np.zeros(nints, INT_TIMES_DTYPE)
     times["integration_number"] = np.arange(1, nints + 1)
     times["int_mid_MJD_UTC"] = 60310.0 + np.arange(nints) * 1e-3
-    hdul = fits.HDUList([fits.PrimaryHDU(header=header), sci_hdu, fits.BinTableHDU(times, name="INT_TIMES")])
+    # ASDF last, as stdatamodels writes it (a file without one is refused as truncated)
+    hdul = fits.HDUList([fits.PrimaryHDU(header=header), sci_hdu, fits.BinTableHDU(times, name="INT_TIMES"),
+                         asdf_hdu()])
     hdul.writeto(path, overwrite=True)
     return Path(path)
 
@@ -139,7 +148,7 @@ def assert_rate_recovers_truth(rate_path, truth_path, label=""):
 def make():
     """The file writers above, for test modules (``from conftest import`` is ambiguous when
     several test folders have a conftest.py)."""
-    return SimpleNamespace(uncal=write_uncal, ramp=ramp_cube, reference=write_reference,
+    return SimpleNamespace(uncal=write_uncal, ramp=ramp_cube, asdf_hdu=asdf_hdu, reference=write_reference,
                            reference_set=write_reference_set, DQ_DEF=DQ_DEF,
                            assert_rate_recovers_truth=assert_rate_recovers_truth)
 

@@ -197,7 +197,7 @@ def test_uncal_with_zeroframe_is_read(tmp_path, make):
     assert ramp.zeroframe.shape == (1, 8, 8) and ramp.zeroframe[0, 0, 0] == 990.0
 
 
-def test_real_stsci_header_is_carried_to_products(shared_dir, tmp_path):
+def test_real_stsci_header_is_carried_to_products(shared_dir, tmp_path, make):
     """Synthetic pixels under a real uncal header: every keyword survives, no ValidationWarning."""
     from stdatamodels.jwst import datamodels
 
@@ -211,7 +211,8 @@ def test_real_stsci_header_is_carried_to_products(shared_dir, tmp_path):
     primary["NGROUPS"], primary["SUBSIZE1"], primary["SUBSIZE2"] = 3, 8, 8  # as the SCI below
     uncal = tmp_path / "real_uncal.fits"
     fits.HDUList([fits.PrimaryHDU(header=primary),
-                  fits.ImageHDU(np.full((1, 3, 8, 8), 1000, np.uint16), header=sci, name="SCI")]).writeto(uncal)
+                  fits.ImageHDU(np.full((1, 3, 8, 8), 1000, np.uint16), header=sci, name="SCI"),
+                  make.asdf_hdu()]).writeto(uncal)
     _, readout, headers = read_uncal(uncal, exp_types=None)  # NRC_CORON: accepted only when asked
     assert (readout.detector, readout.fastaxis, readout.slowaxis, readout.noutputs) == ("NRCA2", 1, -2, 4)
     out = tmp_path / "x_rate.fits"

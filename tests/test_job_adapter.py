@@ -149,3 +149,32 @@ def test_script_finds_src_without_install(tmp_path):
     assert Path(out.strip()) == REPO / "src" / "webbflow" / "__init__.py"
     assert (tmp_path / "asn" / "p_asn.json").read_text() == json.dumps(content, indent=2) + "\n"
     assert (tmp_path / "asn.log").read_text().strip().endswith("INFO webbflow.asn: p: 3 members")
+
+
+def test_atomic_output_removes_only_stale_parts_of_its_name(tmp_path):
+    """A writer killed by SIGKILL leaves ``.<name>.<host>-<pid>.<random>.part``: the next write of that
+    name removes it once its pid is gone, and keeps every other writer's folder."""
+    from webbflow.io.files import _HOST
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer exists
+    path = tmp_path / "x_rate.fits"
+
+    def part(label, name=path.name, host=_HOST):
+        folder = tmp_path / f".{name}.{host}-{label}.part"
+        folder.mkdir()
+        (folder / name).write_bytes(b"half a product")
+        return folder
+
+    stale = [part(f"{dead.pid}.k1ll3d"), part(f"{dead.pid}.s3cond")]
+    kept = [part(f"{os.getpid()}.l1ve"),  # a live writer (this process) of the same name
+            part(f"{dead.pid}.0th3r", name="x_rateints.fits"),  # another name's leftover: its own write's job
+            part(f"{dead.pid}.n0de", host="another-node"),  # another host's pid means nothing here
+            tmp_path / ".x_rate.fits.abc123.part"]  # no writer in the name (older webbflow): kept
+    kept[-1].mkdir()
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(b"product")
+    assert path.read_bytes() == b"product"
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name] + [p.name for p in kept])

@@ -136,3 +136,32 @@ def test_detector1_terminated_mid_write_leaves_nothing(tmp_path, uncal, make, mo
     assert exit_.value.code == 128 + signal.SIGTERM
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # no .part folder, no rateints
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is the CLI's only while it runs
+
+
+def test_detector1_killed_leftovers_are_removed_by_the_rerun(tmp_path, uncal, make):
+    """SIGKILL (nothing can be caught) while the rate is being written leaves its hidden
+    ``.<name>.<host>-<pid>.*.part`` folder; the next run of the same command removes it."""
+    refs = make.reference_set(tmp_path / "refs")
+    out = tmp_path / "out"
+    killed = ("import os, signal, sys\n"
+              "from webbflow.io.files import atomic_output\n"
+              "from webbflow.stages import detector1\n"
+              "def write_rate(path, *args, **kwargs):\n"
+              "    with atomic_output(path) as tmp:\n"
+              "        tmp.write_bytes(b'half a product')\n"
+              "        os.kill(os.getpid(), signal.SIGKILL)\n"
+              "detector1.write_rate = write_rate\n"
+              "from webbflow.cli import main\n"
+              "sys.exit(main())\n")
+    args = ["detector1", str(uncal), str(out), "--refs-dir", str(refs["mask"].parent)]
+    proc = subprocess.run([sys.executable, "-c", killed, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    parts = list(out.glob(".*_rate.fits.*.part"))
+    assert len(parts) == 1 and [p.name for p in parts[0].iterdir()] == [f"{uncal.name[:-11]}_rate.fits"]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert not parts[0].exists() and not list(out.glob(".*")), sorted(p.name for p in out.iterdir())
+    from astropy.io import fits
+
+    with fits.open(next(out.glob("*_rate.fits"))) as hdul:
+        assert hdul["SCI"].data.shape == (16, 16)

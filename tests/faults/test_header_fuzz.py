@@ -165,3 +165,76 @@ def test_cli_says_one_line(bench, make, tmp_path, key, value):
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith(f"webbflow detector1: {uncal}: header keyword {key}") and "Fix: " in lines[0]
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def _demo_layout_uncal(path, make):
+    """The intact exposure rewritten by the simulator's writer: the demo's HDU layout
+    (PRIMARY, SCI, ZEROFRAME, GROUP, INT_TIMES, PIXELDQ, GROUPDQ, ASDF)."""
+    from webbflow.simulate.writers import write_uncal
+
+    path.parent.mkdir()
+    source = _write(path.with_name("source.fits"), make)
+    with fits.open(source) as hdul:
+        primary = {k: v for k, v in hdul[0].header.items() if k not in ("SIMPLE", "BITPIX", "NAXIS", "EXTEND")}
+        sci, times, zeroframe = hdul["SCI"].data.copy(), np.array(hdul["INT_TIMES"].data), hdul["ZEROFRAME"].data
+    source.unlink()
+    nints, ngroups = SHAPE[:2]
+    group = np.zeros(nints * ngroups, [("integration_number", "i4"), ("group_number", "i2"), ("end_day", "i2"),
+                                       ("end_milliseconds", "i4"), ("end_submilliseconds", "i2"),
+                                       ("group_end_time", "S26"), ("number_of_columns", "i2"),
+                                       ("number_of_rows", "i2"), ("number_of_gaps", "i2"),
+                                       ("completion_code_number", "i2"), ("completion_code_text", "S36"),
+                                       ("bary_end_time", "f8"), ("helio_end_time", "f8")])
+    group["integration_number"] = np.repeat(np.arange(1, nints + 1), ngroups)
+    group["group_number"] = np.tile(np.arange(1, ngroups + 1), nints)
+    times = times.astype([(n, t.lstrip(">")) for n, t in INT_TIMES_DTYPE_NATIVE])
+    return write_uncal(path, sci, primary, {"BUNIT": "DN", "XPOSURE": 1.0}, group, times, zeroframe=zeroframe)
+
+
+INT_TIMES_DTYPE_NATIVE = [("integration_number", "i4"), ("int_start_MJD_UTC", "f8"), ("int_mid_MJD_UTC", "f8"),
+                          ("int_end_MJD_UTC", "f8"), ("int_start_BJD_TDB", "f8"), ("int_mid_BJD_TDB", "f8"),
+                          ("int_end_BJD_TDB", "f8")]
+
+
+def test_file_cut_at_each_hdu_boundary_is_refused(bench, make, tmp_path):
+    """A download cut exactly after SCI, ZEROFRAME, GROUP, INT_TIMES, ... is a valid FITS file with fewer
+    extensions; without its final ASDF extension it is refused as truncated (one line, no product),
+    by detector1, the exposure table and the CLI, instead of a rateints without INT_TIMES."""
+    _, refs, _ = bench
+    demo = _demo_layout_uncal(tmp_path / "demo" / NAME, make)
+    with fits.open(demo) as hdul:
+        names = [h.name for h in hdul]
+        cuts = [(h.name, hdul.fileinfo(i)["datLoc"] + h._data_size) for i, h in enumerate(hdul)]
+    assert names[-1] == "ASDF" and {"SCI", "ZEROFRAME", "GROUP", "INT_TIMES"} <= set(names)
+    data = demo.read_bytes()
+    boundaries = [(name, end) for name, end in cuts[names.index("SCI"):-1]]
+    assert len(boundaries) >= 4 and all(end % 2880 == 0 for _, end in boundaries)
+    args = [a for t, p in refs.items() for a in ("--override", f"{t}={p}")]
+    for last, end in boundaries:
+        case = tmp_path / f"cut_after_{last}"
+        case.mkdir()
+        uncal = case / NAME
+        uncal.write_bytes(data[:end])
+        with fits.open(uncal) as hdul:  # astropy reads the cut file without complaint
+            assert [h.name for h in hdul][-1] == last
+        out = case / "out"
+        out.mkdir()
+        with pytest.raises(InputError) as err:
+            detector1.run(uncal, out / "rate.fits", out / "rateints.fits", refs, {})
+        message = str(err.value)
+        assert "\n" not in message and message.startswith(f"{uncal}: no ASDF extension"), message
+        assert "Fix: the file is truncated: download it again" in message, message
+        assert list(out.iterdir()) == [], f"cut after {last}: a product was written"
+        with pytest.raises(InputError) as table_err:
+            exposure_table(case)
+        assert str(table_err.value) == message
+    # the CLI says the same in one line (the last cut: everything but ASDF)
+    proc = subprocess.run([sys.executable, "-c", "import sys; from webbflow.cli import main; sys.exit(main())",
+                           "detector1", str(uncal), str(out), *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0] == f"webbflow detector1: {message}", lines[0]
+    assert list(out.iterdir()) == []
+    # the intact demo file is accepted
+    assert [e.rootname for e in exposure_table(demo.parent)] == [NAME.removesuffix("_uncal.fits")]

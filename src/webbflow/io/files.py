@@ -11,14 +11,17 @@ FITS cube, rows of every plane of a scratch file) go through
 Standard library only: job adapters import this before any science code.
 """
 
+import glob
 import hashlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_output", "atomic_write_text", "file_digests", "read_at", "write_at"]
+__all__ = ["atomic_output", "atomic_write_text", "file_digests", "read_at", "remove_stale_parts", "write_at"]
 
 _BLOCK = 1 << 20
 
@@ -28,11 +31,13 @@ def atomic_output(path):
     """Yield a temporary path for ``path``; move it onto ``path`` only if the block succeeds.
 
     The temporary file sits in a fresh hidden folder next to ``path``
-    (``.<name>.<random>.part/<name>``): the same file system, so the final
+    (``.<name>.<host>-<pid>.<random>.part/<name>``): the same file system, so the final
     :func:`os.replace` is atomic; the same base name, which stdatamodels
     records as FILENAME and crds reads the mapping type from; and a folder of
     its own, so concurrent writers of one name never share a temporary file.
-    Whatever happens, the temporary folder is removed.
+    Whatever happens, the temporary folder is removed; one left by a writer
+    killed with SIGKILL is removed by the next write of the same name
+    (:func:`remove_stale_parts`).
 
     Parameters
     ----------
@@ -51,12 +56,59 @@ def atomic_output(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    remove_stale_parts(path)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".part", dir=path.parent))
     try:
         yield tmpdir / path.name
         os.replace(tmpdir / path.name, path)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+"""The host in a temporary folder's name (with the writer's pid), so that a writer on
+another node of a shared file system is never judged by this host's process table."""
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_parts(path):
+    """Remove the temporary folders of ``path`` that :func:`atomic_output` left when killed.
+
+    Only folders of this very name (``.<name>.<host>-<pid>.<random>.part``)
+    written on this host by a process that no longer exists: another live
+    writer's folder, another host's, another name's and any folder without a
+    writer in its name are kept.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The final destination whose leftovers to remove.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The folders removed.
+    """
+    path = Path(path)
+    removed = []
+    prefix = f".{path.name}.{_HOST}-"
+    for part in path.parent.glob(f"{glob.escape(prefix)}*.part"):
+        pid, dot, random = part.name[len(prefix):-len(".part")].partition(".")
+        # mkdtemp's random part has no dot: a longer name is another target's (".<name>.x.<host>-...")
+        if not (pid.isdigit() and dot and random and "." not in random) or _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(part, ignore_errors=True)
+        removed.append(part)
+    return removed
 
 
 def atomic_write_text(path, text):

@@ -289,8 +289,10 @@ def validate_headers(primary, sci=None, path="<header>", extensions=None):
     path : str
         The file, for the error message.
     extensions : Mapping, optional
-        EXTNAME -> header of the file's other extensions: ZEROFRAM is checked
-        against the ZEROFRAME extension and its shape.
+        EXTNAME -> header of the file's other extensions: the file must end
+        with its ASDF extension (a file cut at an HDU boundary is refused as
+        truncated), and ZEROFRAM is checked against the ZEROFRAME extension
+        and its shape.
 
     Returns
     -------
@@ -338,11 +340,28 @@ def validate_headers(primary, sci=None, path="<header>", extensions=None):
     if sci is not None:
         nints = _check_shape(path, v, primary, sci)
     if extensions is not None:
+        _check_complete(path, extensions)
         _check_zeroframe(path, v, extensions, nints)
         if is_tso(primary) and "INT_TIMES" not in extensions:
             raise InputError(path, "a time series (EXP_TYPE/TSOVISIT) without its INT_TIMES table: the light "
                              "curve would have no times", "the file is truncated; download it again from MAST")
     return values
+
+
+def _check_complete(path, extensions):
+    """Refuse a file that ends before its ASDF extension, the last HDU stdatamodels writes.
+
+    A download cut exactly at an HDU boundary reads as a valid FITS file with
+    fewer extensions (no INT_TIMES, ZEROFRAME, ...), which would be reduced into
+    products missing them.  INT_TIMES alone is not required: real STScI uncal
+    files without it exist (NINTS=1) and jwst copies whatever it finds; but
+    every file the pipeline writes ends with ASDF, and jwst 3.0 itself cannot
+    start on a FITS file without one (``read_metadata``: ``hdulist["ASDF"]``).
+    """
+    if "ASDF" not in extensions:
+        found = ", ".join(["PRIMARY", *extensions])
+        raise InputError(path, f"no ASDF extension (the file holds only {found}), which every JWST file ends "
+                         "with", "the file is truncated: download it again from MAST")
 
 
 def _check_segment(path, primary, nints):
