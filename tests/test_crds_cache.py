@@ -23,14 +23,9 @@ from webbflow.refs.prefetch import prefetch, select_exposure
 TYPES = ["mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_crds_env():
-    """crds is configured through os.environ: give each test a clean one back."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith("CRDS_")}
-    yield
-    for key in [k for k in os.environ if k.startswith("CRDS_")]:
-        del os.environ[key]
-    os.environ.update(saved)
+# crds is configured through os.environ: every test gets the process's CRDS_* variables back
+# afterwards (conftest's crds_env)
+pytestmark = pytest.mark.usefixtures("crds_env")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ mode); the lockfile names exactly the folder's choice for every type, and the pr
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,6 @@ from astropy.table import Table
 from webbflow.config import STAGES, load_modes, stage_reftypes
 from webbflow.refs.select import DETECTOR1_REFTYPES, IMAGE2_REFTYPES, SPEC2_REFTYPES, select_references
 
-pytestmark = pytest.mark.workflow
 
 REPO = Path(__file__).resolve().parents[1]
 PRODUCT = "jw01366-o002_t001_nircam_f322w2-grismr-subgrism64"
@@ -31,14 +29,9 @@ ROOT = "jw01366002001_03101_00001-seg001_nrcalong"
 GRISM_ONLY = set(SPEC2_REFTYPES) - set(IMAGE2_REFTYPES)  # specwcs, wavelengthrange, extract1d
 
 
-@pytest.fixture(autouse=True)
-def _restore_crds_env():
-    """crds is configured through os.environ: hand the process its CRDS_* variables back afterwards."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith("CRDS_")}
-    yield
-    for key in [k for k in os.environ if k.startswith("CRDS_")]:
-        del os.environ[key]
-    os.environ.update(saved)
+# crds is configured through os.environ: every test gets the process's CRDS_* variables back
+# afterwards (conftest's crds_env)
+pytestmark = [pytest.mark.workflow, pytest.mark.usefixtures("crds_env")]
 
 
 def test_each_mode_asks_for_the_types_of_its_stages():
