@@ -1,5 +1,6 @@
-"""outlier_detection for imaging, as jwst's ``outlier_detection`` (imaging mode), and for time
-series (mode "tso", :func:`tso_outlier_detection`: a rolling median in time, no resampling).
+"""outlier_detection for imaging, as jwst's ``outlier_detection`` (imaging mode), for time
+series (mode "tso", :func:`tso_outlier_detection`: a rolling median in time, no resampling) and
+for coronagraphy (mode "coron", :func:`coron_outlier_detection`: the median over integrations).
 
 1. Each exposure (group of images sharing an exposure id) is drizzled alone
    onto the output grid (``resample_data``; weights as resample, sky removed).
@@ -25,7 +26,7 @@ from webbflow.steps.flat_field import match_nans_and_flags
 # astropy.stats, drizzle, scipy and resample (gwcs, astropy.modeling) are imported where the imaging
 # mode uses them: a time-series job (tso3) loads none of them, ~70 MiB and ~1 s less per process.
 
-__all__ = ["abs_deriv", "compute_weight_threshold", "flag_resampled_crs", "median_image", "moving_median",
+__all__ = ["abs_deriv", "compute_weight_threshold", "coron_outlier_detection", "flag_resampled_crs", "median_image", "moving_median",
            "outlier_detection", "tso_outlier_detection"]
 
 log = logging.getLogger(__name__)
@@ -271,23 +272,68 @@ def tso_outlier_detection(arrays, *, maskpt=0.7, rolling_window_width=25, snr=(5
     int
         Pixels flagged.
     """
+    nints = arrays.data.shape[0]
+    w = int(rolling_window_width)
+    return _cube_outliers(arrays, maskpt, snr[0], good_bits, window=w if 1 < w < nints else None,
+                          mask_whole_cube=False)
+
+
+def _cube_outliers(arrays, maskpt, snr, good_bits, window, mask_whole_cube):
+    """Flag a cube against its median in time: rolling over ``window`` integrations, or over the whole
+    cube when ``window`` is None (low-weight pixels left out of it only when ``mask_whole_cube``:
+    jwst's coron mode does, its tso mode does not)."""
     if good_bits is None:
         good_bits = ~np.uint32(dqflags.DO_NOT_USE)
     weight = good_pixel_mask(arrays.dq, good_bits).astype(np.float32)
-    nints = arrays.data.shape[0]
-    w = int(rolling_window_width)
-    if 1 < w < nints:
+    if window is not None or mask_whole_cube:
         threshold = compute_weight_threshold(weight, maskpt)
-        sci = arrays.data.copy()
-        sci[weight < threshold] = np.nan
-        median = moving_median(sci, w)
+        sci = np.where(weight < threshold, np.float32(np.nan), arrays.data)
+    else:
+        sci = arrays.data
+    if window is not None:
+        median = moving_median(sci, window)
     else:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
-            median = np.broadcast_to(_nanmedian_axis0(arrays.data), arrays.data.shape)
-    outliers = np.greater(np.abs(arrays.data - median), snr[0] * np.nan_to_num(arrays.err))
+            median = np.broadcast_to(_nanmedian_axis0(sci), arrays.data.shape)
+    del sci
+    return _flag_against_median(arrays, median, snr)
+
+
+def _flag_against_median(arrays, median, snr):
+    """DQ |= DO_NOT_USE | OUTLIER where ``|data - median| > snr * err`` (NaN err as 0), then NaN/DQ
+    matched across the arrays (jwst's ``flag_model_crs``); returns the number flagged."""
+    outliers = np.greater(np.abs(arrays.data - median), snr * np.nan_to_num(arrays.err))
     arrays.dq |= outliers.astype(np.uint32) * np.uint32(dqflags.DO_NOT_USE | dqflags.OUTLIER)
     match_nans_and_flags(arrays)
     count = int(np.count_nonzero(outliers))
     log.info("%d pixels marked as outliers", count)
     return count
+
+
+# --- Coronagraphy (jwst's ``outlier_detection`` mode "coron": calwebb_coron3 on each calints) ----------
+
+
+def coron_outlier_detection(arrays, *, maskpt=0.7, snr=(5.0, 4.0), good_bits=None):
+    """Flag outliers of one coronagraphic exposure in place, as jwst 3.0's ``coron.detect_outliers``.
+
+    The weight of a pixel is 1 where DQ has no bad bit, else 0; pixels whose weight is below
+    ``maskpt`` x the clipped mean weight are set to NaN and the NaN-median over the integrations
+    is the reference; a pixel is an outlier where ``|data - median| > snr[0] * err`` (NaN errors as
+    0).  Outliers get ``DO_NOT_USE | OUTLIER``, then NaN and DO_NOT_USE are matched across the
+    arrays.  ``snr[1]``, scale, backg and the resampling parameters play no part (as in jwst).
+
+    Parameters
+    ----------
+    arrays : object
+        ``data, err`` (float32, (nints, ny, nx)), ``dq`` (uint32), optional ``var_*``; updated in
+        place.
+    maskpt, snr, good_bits :
+        As :func:`tso_outlier_detection` (only ``snr[0]`` is used).
+
+    Returns
+    -------
+    int
+        Pixels flagged.
+    """
+    return _cube_outliers(arrays, maskpt, snr[0], good_bits, window=None, mask_whole_cube=True)
