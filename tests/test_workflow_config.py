@@ -67,7 +67,8 @@ def test_stages_and_schema_name_the_same_steps():
     # a step two stages share (image2 and spec2: assign_wcs, flat_field, photom) is one schema entry
     assert set(STAGES["image2"].steps) & set(STAGES["spec2"].steps) == {"assign_wcs", "flat_field", "photom"}
     assert {name: s.target for name, s in STAGES.items()} == {
-        "detector1": "stage1", "image2": "stage2", "spec2": "stage2", "image3": "stage3", "tso3": "stage3"}
+        "detector1": "stage1", "image2": "stage2", "spec2": "stage2", "image3": "stage3", "tso3": "stage3",
+        "coron3": "stage3"}
 
 
 def test_digest_ignores_key_order_but_not_values():

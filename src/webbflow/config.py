@@ -25,6 +25,7 @@ __all__ = [
     "DETECTOR1_STEPS",
     "SKIPPED_BY_DEFAULT",
     "IMAGE2_STEPS",
+    "CORON3_STEPS",
     "IMAGE3_STEPS",
     "SPEC2_STEPS",
     "TSO3_STEPS",
@@ -74,6 +75,9 @@ TSO3_STEPS = ("outlier_detection", "extract_1d", "white_light", "tso_photometry"
 """tso3 steps in the order they run: grism time series (NRC_TSGRISM) extract_1d and white_light,
 imaging ones (NRC_TSIMAGE) tso_photometry."""
 
+CORON3_STEPS = ("outlier_detection", "stack_refs", "align_refs", "klip", "resample")
+"""coron3 steps (coronagraphy, NRC_CORON) in the order jwst 3.0's Coron3Pipeline runs them."""
+
 IMAGE3_STEPS = ("tweakreg", "skymatch", "outlier_detection", "resample", "source_catalog")
 """image3 imaging steps in the order they run."""
 
@@ -107,6 +111,7 @@ STAGES = {
     "spec2": Stage("stage2", SPEC2_STEPS, SPEC2_REFTYPES),
     "image3": Stage("stage3", IMAGE3_STEPS),
     "tso3": Stage("stage3", TSO3_STEPS, TSO3_REFTYPES, {"extract1d": ("NRC_TSGRISM",)}),
+    "coron3": Stage("stage3", CORON3_STEPS, ("psfmask",)),
 }
 """Every stage by name (a preset's ``stages`` and ``steps.<stage>`` use these names).
 A new stage is added here, with its rules and a target function in ``workflow/rules``."""
