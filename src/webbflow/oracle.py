@@ -19,7 +19,7 @@ import numpy as np
 __all__ = ["DETECTOR1_OVERRIDES", "DETECTOR1_SKIPS", "OracleUnavailable", "oracle_paths", "product_agreement",
            "detector1_tolerance_failures",
            "detector1_command", "run_detector1", "IMAGE3_OVERRIDES", "image3_command", "run_image3",
-           "SPEC2_OVERRIDES", "spec2_command", "run_spec2", "run_tso3"]
+           "SPEC2_OVERRIDES", "spec2_command", "run_spec2", "run_tso3", "run_coron3"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -310,5 +310,47 @@ def run_tso3(asn, references, outdir, skip=(), settings=None, timeout=900):
     for suffix, ext in (("x1dints", "fits"), ("whtlt", "ecsv"), ("phot", "ecsv")):
         found = [p for p in files if p.name.endswith(f"_{suffix}.{ext}")]
         if found:
+            products[suffix] = found[0]
+    return products, wall
+
+
+def run_coron3(asn, references, outdir, skip=(), settings=None, timeout=900):
+    """Run jwst's calwebb_coron3 on a coron3 association of calints.
+
+    Parameters
+    ----------
+    asn : path-like
+        The association JSON (members beside it).
+    references : dict
+        ``psfmask`` -> path (given to align_refs).
+    outdir : path-like
+    skip : iterable of str
+        jwst coron3 steps to skip (``resample`` for inputs without a full WCS ...).
+    settings : dict, optional
+        ``{"klip.truncate": 5, ...}``.
+
+    Returns
+    -------
+    products : dict
+        ``psfstack``, ``i2d`` (paths; absent when not written), ``crfints``, ``psfalign``,
+        ``psfsub`` (lists of paths, sorted) and ``all`` (every FITS file written).
+    wall : float
+    """
+    python, script = oracle_paths()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(python), str(script), "coron3", str(Path(asn).resolve()), str(outdir.resolve())]
+    if references.get("psfmask") and "align_refs" not in skip:
+        cmd.append(f"--override=align_refs.psfmask={Path(references['psfmask']).resolve()}")
+    cmd += [f"--skip={s}" for s in skip]
+    cmd += [f"--set={k}={v}" for k, v in (settings or {}).items()]
+    wall = _run(cmd, outdir, f"jwst coron3 on {asn}", timeout)
+    files = sorted(p for p in outdir.iterdir() if p.is_file() and p.suffix == ".fits")
+    products = {"all": files}
+    for suffix in ("crfints", "psfalign", "psfsub"):
+        products[suffix] = [p for p in files if p.name.endswith(f"_{suffix}.fits")]
+    for suffix in ("psfstack", "i2d"):
+        found = [p for p in files if p.name.endswith(f"_{suffix}.fits")]
+        if len(found) == 1:
             products[suffix] = found[0]
     return products, wall
