@@ -337,3 +337,22 @@ def test_bad_psfmask_refused(inputs, tmp_path, problem):
     with pytest.raises(ReferenceFileError, match="PSFMASK"):
         coron3.run(asn, {"psfmask": path}, {}, out)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_member_that_is_not_a_calints_cube_refused(inputs, tmp_path):
+    from stdatamodels.jwst import datamodels
+
+    asn, mask = inputs
+    table = json.loads(asn.read_text())
+    image = tmp_path / "jw01234001001_02101_00001_nrcalong_cal.fits"
+    datamodels.ImageModel(data=np.zeros((N, N), np.float32)).save(str(image))
+    members = table["products"][0]["members"]
+    for m in members:
+        m["expname"] = str(asn.parent / m["expname"])
+    members[0]["expname"] = str(image)
+    bad = tmp_path / "image_member_asn.json"
+    bad.write_text(json.dumps(table))
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="not a 3-D CubeModel calints"):
+        coron3.run(bad, {"psfmask": mask}, {}, out)
+    assert not out.exists()
