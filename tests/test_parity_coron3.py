@@ -220,6 +220,13 @@ def _assert_products_match(ours, theirs, full_rank=True):
 @pytest.mark.parity
 def test_products_match_jwst(ours, theirs):
     _assert_products_match(ours, theirs)
+    pairs = [(ours[k], theirs[k]) for k in ("psfstack", "i2d")]
+    pairs += [(a, b) for k in ("crfints", "psfalign", "psfsub") for a, b in zip(sorted(ours[k]), sorted(theirs[k]))]
+    for a, b in pairs:  # the same model, step statuses and association keywords as jwst's
+        ha, hb = fits.getheader(a), fits.getheader(b)
+        keys = {k for h in (ha, hb) for k in h if k.startswith("S_") or k in ("DATAMODL", "IS_PSF", "ASNPOOL",
+                                                                             "ASNTABLE", "EXP_TYPE")}
+        assert {k: ha.get(k) for k in keys} == {k: hb.get(k) for k in keys}, a.name
 
 
 @pytest.mark.parity

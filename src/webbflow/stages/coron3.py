@@ -326,11 +326,15 @@ def _write(info, models, result, p, refs, out_dir, provenance):
     written = {"crfints": [], "psfalign": [], "psfsub": [], "shifts": [], "cal_steps": status}
     mask_name = Path(refs["psfmask"]).name
 
+    def save(model, path):
+        model.meta.asn.pool_name = info["pool"]
+        model.meta.asn.table_name = info["path"].name if info["path"] else asn_id
+        return save_model(model, path, provenance)
+
     def crfints(model, arrays, path):
         _set_arrays(model, arrays)
         model.meta.cal_step.outlier_detection = status["outlier_detection"]
-        model.meta.asn.table_name = info["path"].name if info["path"] else asn_id
-        return save_model(model, out_dir / _exposure_name(path, asn_id, "crfints"), provenance)
+        return save(model, out_dir / _exposure_name(path, asn_id, "crfints"))
 
     # Exposure crfints are written before the association's products, as jwst does (each atomically).
     for model, arrays, path in zip(models["psf"], result["psf"], info["psf"]):
@@ -341,7 +345,7 @@ def _write(info, models, result, p, refs, out_dir, provenance):
     stack.update(models["psf"][0])
     stack.meta.cal_step.outlier_detection = status["outlier_detection"]
     stack.meta.cal_step.stack_psfs = "COMPLETE"
-    written["psfstack"] = save_model(stack, out_dir / f"{product}_psfstack.fits", provenance)
+    written["psfstack"] = save(stack, out_dir / f"{product}_psfstack.fits")
 
     for model, path, sci in zip(models["science"], info["science"], result["science"]):
         template = model.copy()
@@ -353,18 +357,16 @@ def _write(info, models, result, p, refs, out_dir, provenance):
             aligned.err = sci["aligned"][1]
         aligned.meta.cal_step.align_psfs = "COMPLETE"
         aligned.meta.ref_file.psfmask.name = mask_name
-        written["psfalign"].append(save_model(aligned, out_dir / _exposure_name(path, asn_id, "psfalign"),
-                                              provenance))
+        written["psfalign"].append(save(aligned, out_dir / _exposure_name(path, asn_id, "psfalign")))
         _set_arrays(template, sci["psfsub"])
         template.meta.cal_step.outlier_detection = status["outlier_detection"]
-        template.meta.cal_step.align_psfs = "COMPLETE"
-        template.meta.cal_step.klip = "COMPLETE"
-        template.meta.ref_file.psfmask.name = mask_name
-        written["psfsub"].append(save_model(template, out_dir / _exposure_name(path, asn_id, "psfsub"), provenance))
+        template.meta.cal_step.klip = "COMPLETE"  # jwst's psfsub has S_KLIP and S_OUTLIR, not S_PSFALI
+        written["psfsub"].append(save(template, out_dir / _exposure_name(path, asn_id, "psfsub")))
         written["shifts"].append(sci["shifts"])
         template.close()
 
     if "i2d" in result:
+        models["science"][0].meta.cal_step.klip = "COMPLETE"  # the i2d's blended science headers have it
         written["i2d"] = _write_i2d(result["i2d"], models["science"][0], info, p, status, out_dir, provenance)
     return written
 
