@@ -256,6 +256,17 @@ class LargeEvents:
 LARGE_EVENT_KEYS = tuple(f.name for f in dataclasses.fields(LargeEvents))
 
 
+def _skimage():
+    """scikit-image's measure and draw modules (imported on first use: only snowball flagging needs them)."""
+    try:
+        import skimage.draw
+        import skimage.measure
+    except ImportError as exc:
+        raise ImportError("jump: expand_large_events needs scikit-image, a webbflow dependency; install it with "
+                          "pip install 'scikit-image>=0.22'") from exc
+    return skimage
+
+
 def _regions(mask, min_area):
     """Connected (8-neighbour) regions of ``mask`` with a hole-filled area >= ``min_area``.
 
@@ -263,12 +274,11 @@ def _regions(mask, min_area):
     moment ellipse, orientation in degrees)`` as stcal's ``_sk_filter_areas``
     builds it, so that every later comparison sees the same floats.
     """
-    import skimage.measure  # noqa: PLC0415 (only snowball flagging needs scikit-image)
-
     if not mask.any():
         return []
     out = []
-    for region in skimage.measure.regionprops(skimage.measure.label(mask)):
+    measure = _skimage().measure
+    for region in measure.regionprops(measure.label(mask)):
         if region.area_filled < min_area:
             continue
         out.append(((float(region.centroid[1]), float(region.centroid[0])),
@@ -284,8 +294,6 @@ def _ellipse_patch(event, axis1, axis2, shape):
     rounded half to even) are stcal's ``ellipse_subim``, including its
     centre rounding, so the pixel sets are the same.
     """
-    import skimage.draw  # noqa: PLC0415
-
     xc, yc = round(event[0][0]), round(event[0][1])
     r1, r2 = round(axis1 / 2), round(axis2 / 2)
     half = max(r1, r2) + 2
@@ -293,7 +301,7 @@ def _ellipse_patch(event, axis1, axis2, shape):
     y0, y1 = max(yc - half, 0), min(yc + half + 1, shape[0])
     mask = np.zeros((y1 - y0, x1 - x0), bool)
     if r1 != 0 and r2 != 0:
-        rr, cc = skimage.draw.ellipse(yc - y0, xc - x0, r2, r1, mask.shape, np.radians(event[2]))
+        rr, cc = _skimage().draw.ellipse(yc - y0, xc - x0, r2, r1, mask.shape, np.radians(event[2]))
         mask[rr, cc] = True
     return slice(y0, y1), slice(x0, x1), mask
 
