@@ -14,8 +14,13 @@ saturating stars, with jwst's snowball parameters:
 
 Parity (``parity`` marker, needs the oracle): jwst 3.0 and ours with ``expand_large_events`` on
 the same simulated exposure give identical jump-step GROUPDQ and PIXELDQ, with jwst's defaults and
-with a variant (no saturated core required, other expansion, no next-integration masking).
+with a variant (no saturated core required, other expansion, no next-integration masking); and
+stcal's own ``flag_large_events`` (in the oracle environment) and ours give identical group DQ on
+synthetic ones (cosmic-ray plus shapes, round and elliptical snowballs with cores saturating in this
+or the next group, some cut by the edges, saturating stars) with three parameter sets.
 """
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -24,8 +29,14 @@ from astropy.table import Table
 
 from webbflow import dqflags
 from webbflow.io import read_uncal
-from webbflow.oracle import (PRODUCT_ARRAYS, OracleUnavailable, detector1_tolerance_failures, oracle_paths,
-                             product_agreement, run_detector1)
+from webbflow.oracle import (
+    PRODUCT_ARRAYS,
+    OracleUnavailable,
+    detector1_tolerance_failures,
+    oracle_paths,
+    product_agreement,
+    run_detector1,
+)
 from webbflow.refs import load_references, select_references
 from webbflow.simulate import ExposureSpec, simulate_exposure
 from webbflow.stages import detector1
@@ -61,7 +72,7 @@ def _halo(events, deposits):
 
 
 def test_truth_table_describes_the_deposits(truth_case):
-    ex, events, deposits, _ = truth_case
+    _, events, deposits, _ = truth_case
     assert len(events) == 8
     snow = deposits[deposits["kind"] == "snowball"]
     for e in events:
@@ -88,7 +99,7 @@ def test_halo_pixels_flagged_and_rate_unbiased(truth_case):
 def test_few_extra_flags_away_from_snowballs(truth_case):
     _, events, _, products = truth_case
     on, off = products["on"]["DQ"], products["off"]["DQ"]
-    nints, ny, nx = on.shape
+    ny, nx = on.shape[1:]
     near = np.zeros(on.shape, bool)
     yy, xx = np.mgrid[:ny, :nx]
     for e in events:
@@ -156,3 +167,73 @@ def test_snowball_flags_identical_to_jwst(parity_uncal, variant):
         print(f"{suffix}: bit-identical fraction {agreement['identical']}")
         assert not detector1_tolerance_failures(agreement), (suffix, detector1_tolerance_failures(agreement))
         assert np.array_equal(mine["DQ"], jw["DQ"])
+
+
+# stcal's own function, run in the oracle environment on a synthetic group DQ
+_STCAL = """
+import sys, numpy as np
+from types import SimpleNamespace
+from stcal.jump.jump import flag_large_events
+gdq = np.load(sys.argv[1])
+p = eval(sys.argv[3])
+jd = SimpleNamespace(min_sat_area=p["min_sat_area"], min_jump_area=p["min_jump_area"],
+                     sat_required_snowball=p["sat_required_snowball"], expand_factor=p["expand_factor"],
+                     edge_size=p["edge_size"], min_sat_radius_extend=p["min_sat_radius_extend"],
+                     sat_expand=2 * p["sat_expand"], max_extended_width=2 * p["max_extended_radius"],
+                     fl_sat=2, fl_jump=4, mask_persist_grps_next_int=p["mask_snowball_core_next_int"],
+                     persist_grps_flagged=int(p["snowball_time_masked_next_int"] // float(sys.argv[4])))
+out, n = flag_large_events(gdq, 4, 2, jd)
+np.save(sys.argv[2], out)
+"""
+
+
+def _synthetic_gdq(rng, nints=2, ngroups=6, n=200):
+    """Cosmic-ray plus shapes, snowball discs with saturated cores (some on the edges), saturating stars."""
+    gdq = np.zeros((nints, ngroups, n + 8, n + 8), np.uint8)  # drawn with a margin, cut below
+    yy, xx = np.mgrid[-12:13, -12:13]
+    r = np.hypot(yy + rng.uniform(-0.5, 0.5), xx + rng.uniform(-0.5, 0.5))
+    for i in range(nints):
+        for k in range(1, ngroups):
+            p = rng.integers(1, n + 7, (150, 2))
+            for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+                gdq[i, k, p[:, 0] + dy, p[:, 1] + dx] |= JUMP
+            for _ in range(4):
+                cy, cx = rng.integers(12, n - 4, 2)
+                stretch = np.hypot(yy * rng.uniform(0.6, 1.0), xx)  # some elliptical
+                gdq[i, k, cy - 12:cy + 13, cx - 12:cx + 13][stretch <= rng.uniform(3, 10)] |= JUMP
+                gdq[i, k + rng.integers(0, 2):, cy - 12:cy + 13, cx - 12:cx + 13][:, r <= rng.uniform(0.5, 4)] |= 2
+            cy, cx = rng.integers(12, n - 4, 2)
+            gdq[i, k:, cy - 12:cy + 13, cx - 12:cx + 13][:, r <= rng.uniform(1, 6)] |= 2
+    gdq[..., 0, :] |= rng.random((nints, ngroups, n + 8)) < 0.01  # a few DO_NOT_USE
+    return np.ascontiguousarray(gdq[..., 4:-4, 4:-4])
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("params", [
+    {},
+    {"sat_required_snowball": False, "expand_factor": 1.4, "max_extended_radius": 6},
+    {"min_sat_area": 3.0, "sat_expand": 3, "edge_size": 0, "min_sat_radius_extend": 1.0,
+     "snowball_time_masked_next_int": 30},
+], ids=["jwst", "no-core", "small-cores"])
+def test_flag_large_events_identical_to_stcal(params, tmp_path):
+    import subprocess
+
+    from webbflow.steps.jump import LargeEvents, flag_large_events
+
+    try:
+        python, _ = oracle_paths()
+    except OracleUnavailable as exc:
+        pytest.skip(str(exc))
+    gdq = _synthetic_gdq(np.random.default_rng(len(params)))
+    full = LargeEvents(**params)
+    np.save(tmp_path / "in.npy", gdq)
+    script = tmp_path / "stcal_flag.py"
+    script.write_text(_STCAL)
+    tgroup = 10.737
+    subprocess.run([str(python), str(script), str(tmp_path / "in.npy"), str(tmp_path / "out.npy"),
+                    repr(dataclasses.asdict(full)), str(tgroup)], check=True, capture_output=True, timeout=300)
+    theirs = np.load(tmp_path / "out.npy")
+    n = flag_large_events(gdq, full, tgroup)
+    print(f"{params}: {n} snowballs, {np.count_nonzero(gdq != theirs)} group DQ values differ")
+    assert n > 10
+    np.testing.assert_array_equal(gdq, theirs)
