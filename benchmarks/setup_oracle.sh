@@ -15,4 +15,6 @@ echo "oracle: creating $oracle with jwst==3.0.0 (a few minutes)"
 "$python" -m venv "$oracle"
 "$oracle/bin/python" -m pip install --quiet --upgrade pip
 "$oracle/bin/python" -m pip install --quiet 'jwst==3.0.0'
-"$oracle/bin/python" -c 'import jwst, stcal; print("oracle: jwst", jwst.__version__, "stcal", stcal.__version__)'
+# stcal 1.20's snowball flagging (jump expand_large_events) draws with scikit-image, a stcal dependency
+# (not OpenCV, which older stcal used): checked here so that the snowball parity test compares like with like
+"$oracle/bin/python" -c 'import jwst, stcal, skimage; print("oracle: jwst", jwst.__version__, "stcal", stcal.__version__, "scikit-image", skimage.__version__)'

@@ -7,6 +7,7 @@ identical, NaNs in the same places, and the scratch must be gone.
 """
 
 import logging
+import re
 import shutil
 from dataclasses import replace
 
@@ -33,6 +34,8 @@ CASES = {
     # >= 100 integrations: sigma clipping across integrations, a saturating star (with
     # charge_migration on: its CHARGELOSS groups and ramp_fit's read-noise recomputation for them)
     "sigclip-100": (TSO_SPECS["sigclip-100"], {"charge_migration": {"skip": False}}),
+    # snowball flagging: regions across row blocks, cores flagged in the next integration
+    "snowballs": (replace(TSO_SPECS["strip-1out"], snowballs=4, seed=35), {"jump": {"expand_large_events": True}}),
 }
 
 
@@ -99,6 +102,8 @@ def test_streamed_products_equal_whole(case, ints, caplog):
         with fits.open(streamed / "x_rateints.fits") as hdul:
             assert hdul[0].header["S_REFPIX"] == "COMPLETE"
             assert np.count_nonzero(hdul["DQ"].data & 4) > 0  # jumps were found (and equal, above)
+    if name == "snowballs":
+        assert re.search(r"jump: [1-9]\d* snowballs in", caplog.text)
     if name == "sigclip-100":
         with fits.open(streamed / "x_rateints.fits") as hdul:
             assert hdul[0].header["S_CHGMIG"] == "COMPLETE"

@@ -193,3 +193,17 @@ def test_tso_grism_preset_recommends_roeba_and_jwst_line_drops_it():
         assert step_parameters(defaults, stage, preset)["extract_1d"]["method"] == "optimal"
         jwst = step_parameters(defaults, stage, preset, recommended=False)["extract_1d"]
         assert jwst["method"] == "box" and jwst["optimal_sigma"] == 5.0
+
+
+def test_imaging_preset_recommends_snowball_flagging_and_jwst_line_drops_it():
+    preset = load_modes(REPO / "config" / "modes", SCHEMA)["imaging"]
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]["steps"]["properties"]
+    defaults = {step: {k: v["default"] for k, v in schema[step]["properties"].items()}
+                for step in STAGES["detector1"].steps}
+    assert step_parameters(defaults, "detector1", preset)["jump"]["expand_large_events"] is True
+    jwst = step_parameters(defaults, "detector1", preset, recommended=False)["jump"]
+    # jwst 3.0's jump step defaults (jwst/jump/jump_step.py spec)
+    assert jwst["expand_large_events"] is False
+    assert (jwst["min_jump_area"], jwst["min_sat_area"], jwst["expand_factor"], jwst["min_sat_radius_extend"],
+            jwst["sat_expand"], jwst["edge_size"], jwst["max_extended_radius"],
+            jwst["snowball_time_masked_next_int"]) == (5.0, 1.0, 2.0, 2.5, 2, 25, 200, 4000)

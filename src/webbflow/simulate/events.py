@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Deposits", "draw_deposits", "frames_read"]
+__all__ = ["Deposits", "SNOWBALL_FIELDS", "draw_deposits", "frames_read"]
+
+SNOWBALL_FIELDS = ("integration", "group", "frame", "time", "x", "y", "r_core", "halo_amplitude", "halo_radius")
+"""Columns of :attr:`Deposits.snowballs`, one row per snowball: 0-based integration and first group
+showing it, the frame and time of the hit, the core centre (x, y, 0-based pixel coordinates: pixel
+centres are integers), the saturated core's radius, the halo's amplitude at the core's edge (DN) and the
+radius (pixels) where the halo falls to HALO_FLOOR_DN, beyond which nothing is deposited."""
+
+HALO_FLOOR_DN = 5.0
+"""The faintest snowball deposit (DN): halo pixels below it are not written."""
+
+HALO_SCALE = 1.5
+"""Exponential scale length (pixels) of a snowball's halo beyond its core."""
 
 
 def frames_read(ngroups, nframes, groupgap):
@@ -26,13 +38,16 @@ class Deposits:
         Seconds after the reset of the integration.
     kind : str
         ``"cosmic_ray"`` or ``"snowball"``.
+    snowballs : dict of ndarray
+        One entry per snowball event (not per pixel), keys :data:`SNOWBALL_FIELDS`.
     """
 
     FIELDS = ("integration", "frame", "group", "y", "x", "amplitude", "time", "kind")
 
-    def __init__(self, **columns):
+    def __init__(self, snowballs=None, **columns):
         for name in self.FIELDS:
             setattr(self, name, np.asarray(columns[name]))
+        self.snowballs = snowballs if snowballs is not None else {n: np.zeros(0) for n in SNOWBALL_FIELDS}
 
     def __len__(self):
         return len(self.x)
@@ -43,10 +58,12 @@ class Deposits:
             empty = {n: np.zeros(0, int) for n in cls.FIELDS}
             empty.update(amplitude=np.zeros(0), time=np.zeros(0), kind=np.zeros(0, "<U10"))
             return cls(**empty)
-        return cls(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in cls.FIELDS})
+        events = {n: np.concatenate([p.snowballs[n] for p in parts]) for n in SNOWBALL_FIELDS}
+        return cls(snowballs=events, **{n: np.concatenate([getattr(p, n) for p in parts]) for n in cls.FIELDS})
 
     def select(self, keep):
-        return Deposits(**{n: getattr(self, n)[keep] for n in self.FIELDS})
+        """The deposits ``keep`` selects; the snowball events are kept whole."""
+        return Deposits(snowballs=self.snowballs, **{n: getattr(self, n)[keep] for n in self.FIELDS})
 
 
 def _timing(t, tframe, nframes, groupgap):
@@ -113,10 +130,15 @@ def _snowball(spec, model, rng, t_last):
     yy, xx = yy[inside], xx[inside]
     r = np.hypot(yy + 0.5 - cy, xx + 0.5 - cx)
     amp = np.where(r <= r_core, 1.5 * (model.full_well[yy, xx] - model.superbias[yy, xx]),
-                   halo * np.exp(-(r - r_core) / 1.5))
-    keep = (amp > 5.0) & (model.qe[yy, xx] > 0)
+                   halo * np.exp(-(r - r_core) / HALO_SCALE))
+    keep = (amp > HALO_FLOOR_DN) & (model.qe[yy, xx] > 0)
     yy, xx, amp = yy[keep], xx[keep], amp[keep]
     n = yy.size
     frame, group = _timing(np.full(n, t), model.tframe, spec.nframes, spec.groupgap)
-    return Deposits(integration=np.full(n, i), frame=frame, group=group, y=yy, x=xx,
+    # the square drawn above cuts the halo at reach pixels along the axes
+    r_halo = min(r_core + HALO_SCALE * np.log(halo / HALO_FLOOR_DN), reach)
+    event = {"integration": [i], "group": group[:1], "frame": frame[:1], "time": [t], "x": [cx - 0.5],
+             "y": [cy - 0.5], "r_core": [r_core], "halo_amplitude": [halo], "halo_radius": [r_halo]}
+    return Deposits(snowballs={k: np.asarray(v) for k, v in event.items()},
+                    integration=np.full(n, i), frame=frame, group=group, y=yy, x=xx,
                     amplitude=amp, time=np.full(n, t), kind=np.full(n, "snowball"))

@@ -12,6 +12,7 @@ from astropy.table import Table
 from webbflow import dqflags
 from webbflow.io.files import atomic_output
 from webbflow.simulate.detectors import DETECTORS
+from webbflow.simulate.events import SNOWBALL_FIELDS
 
 __all__ = ["write_uncal", "write_reference_files", "write_truth",
            "reference_path", "REFTYPES", "write_table", "write_pointing_truth"]
@@ -186,7 +187,7 @@ def write_truth(outdir, rootname, rate, deposits, first_saturated, meta):
     Returns
     -------
     dict
-        ``rate``, ``cosmic_rays``, ``first_saturated`` -> Path.
+        ``rate``, ``cosmic_rays``, ``snowballs``, ``first_saturated`` -> Path.
     """
     truth = Path(outdir) / "truth"
     header = fits.Header()
@@ -195,6 +196,7 @@ def write_truth(outdir, rootname, rate, deposits, first_saturated, meta):
     paths = {
         "rate": truth / f"{rootname}_truth_rate.fits",
         "cosmic_rays": truth / f"{rootname}_cosmic_rays.ecsv",
+        "snowballs": truth / f"{rootname}_snowballs.ecsv",
         "first_saturated": truth / f"{rootname}_first_saturated.fits",
     }
     h = header.copy()
@@ -220,6 +222,18 @@ def write_truth(outdir, rootname, rate, deposits, first_saturated, meta):
                               " amplitude = deposited charge in linear DN"]
     with atomic_output(paths["cosmic_rays"]) as tmp:
         table.write(tmp, format="ascii.ecsv")
+    events = Table({n: np.asarray(deposits.snowballs[n], np.int32 if n in ("integration", "group", "frame")
+                                  else np.float64) for n in SNOWBALL_FIELDS})
+    for n, unit in (("time", "s"), ("x", "pix"), ("y", "pix"), ("r_core", "pix"), ("halo_amplitude", "DN"),
+                    ("halo_radius", "pix")):
+        events[n].unit = unit
+    events.meta.update(meta)
+    events.meta["comments"] = ["one row per snowball: 0-based integration, first group showing it, core centre"
+                               " (x, y: pixel centres are integers) and radius, halo amplitude at the core's edge"
+                               " and the radius where it falls to the faintest deposit written; its pixels are"
+                               " the kind == snowball rows of the cosmic_rays table"]
+    with atomic_output(paths["snowballs"]) as tmp:
+        events.write(tmp, format="ascii.ecsv")
     return paths
 
 

@@ -346,7 +346,31 @@ def _phase_jump(scratch, readout, refs, pixeldq, params, max_all_dnu, chunk, row
         K.clear_jump_on_bad(q)
         scratch.write_rows(final, r0, q[..., r0 - a:r1 - a, :])
     log.info("jump: %d rows in blocks of %d done (%.1f s)", ny, rows, time.perf_counter() - t0)
+    if p.get("expand_large_events"):
+        _large_events(scratch, final, readout, p)
     return StepStatus.COMPLETE, final
+
+
+def _large_events(scratch, name, readout, p):
+    """Snowball flagging (:func:`webbflow.steps.jump.flag_large_events`) one integration at a time.
+
+    Its regions span rows, so it works on whole frames: one integration's
+    group DQ (NGROUPS bytes per pixel) is in memory at a time, and the cores
+    found in one are flagged in the next after that one's own search, the
+    order in which stcal applies them.
+    """
+    from webbflow.steps import jump
+
+    def cubes():
+        for i in range(scratch.shape[0]):
+            q, write_back = scratch.integrations(name, i, i + 1)
+            yield q[0]
+            write_back()  # the consumer has finished with integration i
+
+    t0 = time.perf_counter()
+    params = jump.LargeEvents(**{k: p[k] for k in jump.LARGE_EVENT_KEYS if k in p})
+    total = jump.flag_large_events(cubes(), params, readout.tgroup)
+    log.info("jump: %d snowballs in %d integrations (%.1f s)", total, scratch.shape[0], time.perf_counter() - t0)
 
 
 def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance, used, max_bytes,

@@ -6,20 +6,26 @@ integrations) are compared with their median; a difference more than
 usable differences the search is iterative and the threshold rises (4/5/6
 sigma for >=4/3/2 usable differences); with many differences it is a single
 pass; with many integrations it is a sigma clip across integrations. Large jumps
-also flag their four neighbours. Snowball/shower flagging is not implemented.
+also flag their four neighbours. With ``expand_large_events`` snowballs (large
+jump regions around a newly saturated core) are flagged as stcal 1.20 does,
+with scikit-image's region moments and ellipse rasteriser as stcal uses them
+(:func:`flag_large_events`); MIRI's showers (``find_showers``) are not.
 """
 
+import dataclasses
 import functools
 import logging
 
 import numpy as np
+import scipy.ndimage
 
 from webbflow import dqflags
 from webbflow.ramp import StepStatus
 
 from . import _jump_numba as K
 
-__all__ = ["run", "MIN_DIFFS_SINGLE_PASS", "after_detection", "choose_regime", "detect", "gain_terms"]
+__all__ = ["run", "LARGE_EVENT_KEYS", "LargeEvents", "MIN_DIFFS_SINGLE_PASS", "after_detection", "choose_regime",
+           "detect", "flag_large_events", "flag_large_events_int", "gain_terms"]
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +145,7 @@ def run(ramp, readout, gain, readnoise, rejection_threshold=4.0,
         flag_4_neighbors=True, max_jump_to_flag_neighbors=1000.0,
         min_jump_to_flag_neighbors=10.0, minimum_groups=3, minimum_sigclip_groups=100,
         after_jump_flag_dn1=0.0, after_jump_flag_time1=0.0, after_jump_flag_dn2=0.0,
-        after_jump_flag_time2=0.0):
+        after_jump_flag_time2=0.0, expand_large_events=False, **large_events):
     """Flag cosmic-ray jumps in ``ramp.groupdq`` (in place).
 
     Parameters
@@ -171,6 +177,13 @@ def run(ramp, readout, gain, readnoise, rejection_threshold=4.0,
         Integrations needed to switch to sigma clipping across integrations.
     after_jump_flag_dn1, after_jump_flag_time1, after_jump_flag_dn2, after_jump_flag_time2 : float
         Flag the groups within ``time`` seconds after a jump larger than ``dn`` DN.
+    expand_large_events : bool
+        Flag snowballs (:func:`flag_large_events`) after the jumps.
+    **large_events
+        Their parameters, the fields of :class:`LargeEvents` (jwst 3.0's jump
+        step names and defaults): min_jump_area, min_sat_area, expand_factor,
+        sat_required_snowball, min_sat_radius_extend, sat_expand, edge_size,
+        max_extended_radius, mask_snowball_core_next_int, snowball_time_masked_next_int.
 
     Returns
     -------
@@ -204,4 +217,237 @@ def run(ramp, readout, gain, readnoise, rejection_threshold=4.0,
                         max_jump_to_flag_neighbors, min_jump_to_flag_neighbors, after_jump_flag_dn1,
                         after_jump_flag_time1, after_jump_flag_dn2, after_jump_flag_time2)
     K.clear_jump_on_bad(gdq)
+    if expand_large_events:
+        # after the JUMP-on-SAT/DNU clean-up, as stcal: snowball halos may flag DO_NOT_USE groups
+        n = flag_large_events(gdq, LargeEvents(**large_events), readout.tgroup)
+        log.info("jump: %d snowballs", n)
     return StepStatus.COMPLETE
+
+
+# --------------------------------------------------------------------------------------------
+# Large events (snowballs): stcal 1.20's ``flag_large_events``, on by ``expand_large_events``.
+
+@dataclasses.dataclass(frozen=True)
+class LargeEvents:
+    """Snowball flagging parameters, in jwst 3.0's step units (see :func:`run`).
+
+    ``sat_expand`` and ``max_extended_radius`` are the step's values: jwst's
+    step passes twice each to stcal (pixels added to a full axis, the largest
+    full axis), and so does :func:`flag_large_events_int`.
+    """
+
+    min_jump_area: float = 5.0
+    min_sat_area: float = 1.0
+    expand_factor: float = 2.0
+    sat_required_snowball: bool = True
+    min_sat_radius_extend: float = 2.5
+    sat_expand: int = 2
+    edge_size: int = 25
+    max_extended_radius: int = 200
+    mask_snowball_core_next_int: bool = True
+    snowball_time_masked_next_int: int = 4000
+
+    def persist_groups(self, tgroup):
+        """Groups of the next integration whose snowball cores are flagged (0: none)."""
+        if not self.mask_snowball_core_next_int:
+            return 0
+        return int(self.snowball_time_masked_next_int // tgroup)
+
+
+LARGE_EVENT_KEYS = tuple(f.name for f in dataclasses.fields(LargeEvents))
+
+
+def _skimage():
+    """scikit-image's measure and draw modules (imported on first use: only snowball flagging needs them)."""
+    try:
+        import skimage.draw
+        import skimage.measure
+    except ImportError as exc:
+        raise ImportError("jump: expand_large_events needs scikit-image, a webbflow dependency; install it with "
+                          "pip install 'scikit-image>=0.22'") from exc
+    return skimage
+
+
+def _regions(mask, min_area, keep=None):
+    """Connected (8-neighbour) regions of ``mask`` with a hole-filled area >= ``min_area``.
+
+    Each region is ``((x, y) centroid, (minor - 1, major - 1) axis lengths of the
+    moment ellipse, orientation in degrees)`` as stcal's ``_sk_filter_areas``
+    builds it, so that every later comparison sees the same floats.  ``keep``,
+    given the regions' bounding boxes (n, 4: row0, col0, row1, col1), may rule
+    regions out before their moments are computed (~1 ms a region); a region's
+    properties depend on its own pixels only, so the others are unchanged.
+    """
+    if not mask.any():
+        return []
+    measure = _skimage().measure
+    labels = measure.label(mask)
+    if keep is not None:
+        boxes = np.array([(s[0].start, s[1].start, s[0].stop, s[1].stop)
+                          for s in scipy.ndimage.find_objects(labels)], dtype=np.int64).reshape(-1, 4)
+        kept = np.concatenate([[False], keep(boxes)])
+        labels = np.where(kept[labels], labels, 0)
+    out = []
+    for region in measure.regionprops(labels):
+        if region.area_filled < min_area:
+            continue
+        out.append(((float(region.centroid[1]), float(region.centroid[0])),
+                    (region.axis_minor_length - 1, region.axis_major_length - 1),
+                    np.degrees(region.orientation)))
+    return out
+
+
+def _snowball_candidate(centres, lo, hi):
+    """A bounding-box test passed by every JUMP region that can be a snowball (see :func:`_regions`).
+
+    A region is one if its centroid (inside its box) is outside [lo, hi] on
+    either axis, or if a core centre lies in its moment ellipse; the ellipse's
+    semi-axes are at most 2 sqrt(trace of the covariance) <= hypot(box height,
+    width), so a centre farther than that from the box cannot be inside.
+    """
+    c = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+
+    def keep(boxes):
+        r0, c0, r1, c1 = (boxes[:, k:k + 1] for k in range(4))
+        edge = (c0 < lo) | (r0 < lo) | (c1 - 1 > hi) | (r1 - 1 > hi)
+        reach = np.hypot(r1 - r0, c1 - c0) + 1.0
+        near = ((c[:, 0] >= c0 - reach) & (c[:, 0] <= c1 - 1 + reach)
+                & (c[:, 1] >= r0 - reach) & (c[:, 1] <= r1 - 1 + reach))
+        return edge[:, 0] | near.any(axis=1)
+
+    return keep
+
+
+def _ellipse_patch(event, axis1, axis2, shape):
+    """(row slice, column slice, mask) of the filled ellipse of full axes axis1/axis2 at ``event``.
+
+    The patch and the rasterisation (``skimage.draw.ellipse`` with radii
+    rounded half to even) are stcal's ``ellipse_subim``, including its
+    centre rounding, so the pixel sets are the same.
+    """
+    xc, yc = round(event[0][0]), round(event[0][1])
+    r1, r2 = round(axis1 / 2), round(axis2 / 2)
+    half = max(r1, r2) + 2
+    x0, x1 = max(xc - half, 0), min(xc + half + 1, shape[1])
+    y0, y1 = max(yc - half, 0), min(yc + half + 1, shape[0])
+    mask = np.zeros((y1 - y0, x1 - x0), bool)
+    if r1 != 0 and r2 != 0:
+        rr, cc = _skimage().draw.ellipse(yc - y0, xc - x0, r2, r1, mask.shape, np.radians(event[2]))
+        mask[rr, cc] = True
+    return slice(y0, y1), slice(x0, x1), mask
+
+
+def _centres_inside(points, event):
+    """Whether any (x, y) point lies inside ``event``'s ellipse (stcal's ``point_inside_ellipse``)."""
+    if not points:
+        return False
+    p = np.asarray(points, dtype=np.float64)
+    angle = np.radians(180 - event[2])
+    c, s = np.cos(angle), np.sin(angle)
+    dx = p[:, 0] - event[0][0]
+    dy = p[:, 1] - event[0][1]
+    u = dx * c - dy * s
+    v = dx * s + dy * c
+    a, b = event[1][1] * 0.5, event[1][0] * 0.5
+    if b > a:
+        a, b = b, a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return bool(np.any(u**2 / a**2 + v**2 / b**2 <= 1))
+
+
+def _expanded_axes(event, factor, max_width):
+    """Full axes of a snowball grown by ``factor`` on its minor axis, the same length added to the major."""
+    h, w = event[1]
+    if w < h:
+        a1, a2 = h + (factor - 1.0) * w, w * factor
+    else:
+        a1, a2 = h * factor, w + (factor - 1.0) * h
+    return 2 * round(min(a1, max_width) / 2), 2 * round(min(a2, max_width) / 2)
+
+
+def flag_large_events_int(gdq, params):
+    """Flag the snowballs of one integration's group DQ (ngroups, ny, nx), in place.
+
+    For every group after the first: regions of new saturation (``min_sat_area``)
+    and of JUMP_DET (``min_jump_area``) are found; a JUMP region is a snowball
+    when a new-saturation centroid of this or the next group lies in its
+    ellipse, or when it lies within ``edge_size`` of an edge (its core may be
+    off the detector).  Saturated cores wider than ``min_sat_radius_extend``
+    grow by ``sat_expand`` and become SATURATED in this and every later group;
+    each snowball's ellipse, grown by ``expand_factor``, gets JUMP_DET on its
+    unsaturated pixels in this group.  The group loop is sequential because
+    each group's flags feed the next group's new-saturation test.
+
+    Returns
+    -------
+    persist : ndarray of uint8, (ny, nx)
+        JUMP_DET on the (unexpanded) snowball cores, for the next integration.
+    int
+        The number of snowballs.
+    """
+    ngroups, ny, nx = gdq.shape
+    sat, jump = np.uint8(dqflags.SATURATED), np.uint8(dqflags.JUMP_DET)
+    persist = np.zeros((ny, nx), np.uint8)
+    width = 2 * params.max_extended_radius
+    lo, hi = params.edge_size, max(0, ny - params.edge_size)  # stcal takes rows for both axes
+    total = 0
+    for g in range(1, ngroups):
+        is_sat = (gdq[g] & sat) != 0
+        new_sat = is_sat & ((gdq[g - 1] & sat) == 0)
+        next_new = ((gdq[g + 1] & sat) != 0) & ~is_sat if g < ngroups - 1 else None
+        sat_events = _regions(new_sat, params.min_sat_area)
+        if params.sat_required_snowball:
+            centres = [e[0] for e in sat_events]
+            if next_new is not None:
+                centres += [e[0] for e in _regions(next_new, params.min_sat_area)]
+            # most JUMP regions are cosmic rays far from any core: skip their moments
+            jump_events = _regions((gdq[g] & jump) != 0, params.min_jump_area, _snowball_candidate(centres, lo, hi))
+            snowballs = [e for e in jump_events
+                         if not (lo <= e[0][0] <= hi and lo <= e[0][1] <= hi) or _centres_inside(centres, e)]
+            for e in sat_events:
+                if min(e[1]) > params.min_sat_radius_extend:
+                    grown = [min(a + 2 * params.sat_expand, width) for a in e[1]]
+                    ys, xs, core = _ellipse_patch(e, grown[0], grown[1], (ny, nx))
+                    gdq[g:, ys, xs][:, core] = sat
+                    ys, xs, core = _ellipse_patch(e, e[1][0], e[1][1], (ny, nx))
+                    persist[ys, xs][core] = jump
+        else:
+            snowballs = _regions((gdq[g] & jump) != 0, params.min_jump_area)
+        total += len(snowballs)
+        for e in snowballs:
+            ys, xs, halo = _ellipse_patch(e, *_expanded_axes(e, params.expand_factor, width), (ny, nx))
+            plane = gdq[g, ys, xs]
+            plane[halo & ((plane & sat) == 0)] |= jump
+    return persist, total
+
+
+def flag_large_events(cubes, params, tgroup):
+    """Snowball flagging of a whole exposure's group DQ (in place); returns the number of snowballs.
+
+    Parameters
+    ----------
+    cubes : iterable of ndarray
+        Each integration's group DQ (ngroups, ny, nx), writable, in order: the
+        4-D group DQ itself, or a generator that reads an integration from
+        scratch and writes it back when asked for the next one.
+    params : LargeEvents
+    tgroup : float
+        Group time (s), converting ``snowball_time_masked_next_int`` to groups.
+
+    Notes
+    -----
+    Each integration is flagged as :func:`flag_large_events_int`; then, as stcal
+    does after all integrations, the cores of integration i get JUMP_DET in
+    groups 1 .. n-1 of integration i+1, n = ``snowball_time_masked_next_int //
+    tgroup`` (at most NGROUPS).  Applying them after i+1's own search gives
+    the same flags as stcal's later pass, and needs one integration at a time.
+    """
+    total, prev = 0, None
+    for cube in cubes:
+        n = min(params.persist_groups(tgroup), cube.shape[0])
+        persist, count = flag_large_events_int(cube, params)
+        total += count
+        if prev is not None and n >= 1:
+            cube[1:n] |= prev
+        prev = persist
+    return total
