@@ -153,6 +153,9 @@ def reduce_beyond(models, science, mask, kp):
 
         wcs = models[0].meta.wcs
         a = np.radians(angles[0])
+
+        def fitted(difference, x, y):  # the fakes measured as the companion is (free position and constant)
+            return contrast_step.fit_companion(difference, psf, x, y, fwhm, 1.0)["flux"]
         for x0, y0, snr in contrast_step.find_companions(image[k_use], center, psf, fwhm, kp["snr_threshold"],
                                                          iwa=iwa, owa=owa):
             noise = contrast_step.pixel_noise(image[k_use], center, x0, y0, fwhm)
@@ -162,7 +165,7 @@ def reduce_beyond(models, science, mask, kp):
             pa = float(np.degrees(np.arctan2(-u, v)) % 360)
             tp, tpall = contrast_step.throughput(reduce, rolls, angles, center, psf, [sep], abs(fit["flux"]),
                                                  pas=[pa + d for d in np.linspace(0, 360, len(pas) + 1)[1:-1]],
-                                                 fwhm=fwhm, base=image)
+                                                 fwhm=fwhm, base=image, measure=fitted)
             t, t_err = tp[k_use, 0], np.nanstd(tpall[k_use, 0], ddof=1)
             xd, yd = center[0] + np.cos(a) * u - np.sin(a) * v, center[1] + np.sin(a) * u + np.cos(a) * v
             ra, dec = wcs.pixel_to_world_values(xd, yd)

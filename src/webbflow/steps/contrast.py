@@ -206,7 +206,7 @@ def contrast_curve(image, center, psf, fwhm, star_flux=1.0, iwa=None, owa=None, 
 
 
 def throughput(reduce, rolls, angles, center, psf, separations, flux, pas=(0, 60, 120, 180, 240, 300), fwhm=3.0,
-               base=None):
+               base=None, measure=None):
     """Algorithmic throughput by injection and recovery through the reduction itself.
 
     Parameters
@@ -227,6 +227,10 @@ def throughput(reduce, rolls, angles, center, psf, separations, flux, pas=(0, 60
         Pixels; separations injected together are >= 3 fwhm apart.
     base : ndarray, optional
         ``reduce(rolls)`` if already computed.
+    measure : callable, optional
+        ``measure(difference, x, y) -> flux`` on the injected-minus-plain image; default the
+        fixed-position template amplitude (:func:`measure_flux`).  Pass the estimator the flux being
+        corrected was measured with (e.g. :func:`fit_companion`'s) so both see the same bias.
 
     Returns
     -------
@@ -253,8 +257,8 @@ def throughput(reduce, rolls, angles, center, psf, separations, flux, pas=(0, 60
                 x, y = center[0] + u, center[1] + v
                 for k in range(nkl):
                     if np.isfinite(injected[k]).any():
-                        values[k, m, j] = (measure_flux(injected[k], psf, x, y)
-                                           - measure_flux(base[k], psf, x, y)) / flux[m]
+                        diff = injected[k] - base[k]
+                        values[k, m, j] = (measure(diff, x, y) if measure else measure_flux(diff, psf, x, y)) / flux[m]
     return np.nanmedian(values, axis=2), values
 
 
