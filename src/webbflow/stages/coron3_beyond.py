@@ -141,6 +141,9 @@ def reduce_beyond(models, science, mask, kp):
     if not finite:
         raise InputError("<config>", f"no KL cut-off of {numbasis} is supported by the reference library",
                          "lower steps.klip.numbasis")
+    if kp["contrast_numbasis"] and int(kp["contrast_numbasis"]) not in numbasis:
+        raise InputError("<config>", f"steps.klip.contrast_numbasis {kp['contrast_numbasis']} is not one of "
+                         f"numbasis {numbasis}", "pick one of the numbasis cut-offs (or null: the largest)")
     k_use = numbasis.index(int(kp["contrast_numbasis"])) if kp["contrast_numbasis"] else finite[-1]
     out = {"image": image, "numbasis": numbasis, "center": center, "angles": angles, "scale": scale, "fwhm": fwhm,
            "k": k_use}

@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage, optimize, stats
 
 __all__ = ["contrast_curve", "find_companions", "fit_companion", "flux_map", "gaussian_psf", "inject",
-           "measure_flux", "place_psf", "sky_offset", "throughput"]
+           "measure_flux", "pixel_noise", "place_psf", "sky_offset", "snr_map", "throughput"]
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def throughput(reduce, rolls, angles, center, psf, separations, flux, pas=(0, 60
     for g in range(ngroup):
         members = np.arange(g, len(separations), ngroup)
         for j, pa in enumerate(pas):
-            pa_g = [pa + (step / 2 if g % 2 else 0.0) + 0.0 * m for m in members]
+            pa_g = [pa + (step / 2 if g % 2 else 0.0)] * len(members)
             injected = reduce(inject(rolls, angles, center, psf, separations[members], pa_g, flux[members]))
             for m, p in zip(members, pa_g):
                 u, v = sky_offset(separations[m], p)
