@@ -276,12 +276,17 @@ def snr_map(image, center, psf, fwhm, exclude=()):
 
 
 def find_companions(image, center, psf, fwhm, snr_threshold=5.0, iwa=0.0, owa=None):
-    """Local maxima of the SNR map above ``snr_threshold``, brightest first.
+    """Local maxima of the SNR map above the small-sample threshold equivalent to ``snr_threshold``.
+
+    A peak at radius ``r`` is kept when its S/N exceeds ``t.ppf(Phi(snr_threshold), n - 1) *
+    sqrt(1 + 1/n)`` with ``n = 8 r / fwhm`` resolution elements in its annulus (the contrast curve's
+    count), i.e. the false-alarm probability of a Gaussian ``snr_threshold`` (Mawet et al. 2014), so a
+    detection is never below the 5-sigma curve drawn with the same threshold.
 
     Returns
     -------
     list of (x, y, snr)
-        Integer pixel positions of the peaks.
+        Integer pixel positions of the peaks, brightest first.
     """
     snr = snr_map(image, center, psf, fwhm)
     r = _radius(image.shape, center)
@@ -289,6 +294,10 @@ def find_companions(image, center, psf, fwhm, snr_threshold=5.0, iwa=0.0, owa=No
     filled = np.where(ok, snr, -np.inf)
     peaks = (filled == ndimage.maximum_filter(filled, size=2 * int(np.ceil(fwhm)) + 1)) & (filled > snr_threshold)
     ys, xs = np.nonzero(peaks)
+    nres = np.maximum(np.floor(8 * r[ys, xs] / fwhm), 2)
+    need = stats.t.ppf(stats.norm.cdf(snr_threshold), nres - 1) * np.sqrt(1 + 1 / nres)
+    keep = snr[ys, xs] > need
+    ys, xs = ys[keep], xs[keep]
     order = np.argsort(-snr[ys, xs])
     return [(int(xs[i]), int(ys[i]), float(snr[ys[i], xs[i]])) for i in order]
 
