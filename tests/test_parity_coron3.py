@@ -417,3 +417,48 @@ def test_member_that_is_not_a_calints_cube_refused(inputs, tmp_path):
     with pytest.raises(InputError, match="not a 3-D CubeModel calints"):
         coron3.run(bad, {"psfmask": mask}, {}, out)
     assert not out.exists()
+
+
+BEYOND = {"sectors": True, "contrast": True, "companions": True, "star_flux": 1.0e5, "fwhm": 2.826,
+          "numbasis": [2, 4, 6], "references": "adi+rdi"}
+"""Beyond-jwst klip options (the companion is a Gaussian of sigma 1.2 px: FWHM 2.826 px)."""
+
+
+def test_beyond_jwst_companion_and_contrast_products(inputs, tmp_path):
+    """ADI+RDI KLIP in sectors through coron3.run: the companion (and nothing else) found within 0.1 px of its true pixel
+    (first roll) and RA/Dec, its throughput-corrected contrast within 5 % of truth (S/N > 20), the
+    contrast curve finite, deeper outwards and above the companion's noise; the klipsub cube opens as a
+    CubeModel with one north-up plane per KL cut-off; jwst's products are still written."""
+    from astropy.table import QTable
+    from stdatamodels.jwst import datamodels
+
+    asn, mask = inputs
+    params = {"align_refs": {"precision": "float64"}, "resample": {"skip": True}, "klip": BEYOND}
+    out = coron3.run(asn, {"psfmask": mask}, params, tmp_path)
+    assert len(out["psfsub"]) == 2 and out["contrast_plot"].stat().st_size > 0
+    truth_x, truth_y = (N - 1) / 2 + COMPANION[0], (N - 1) / 2 + COMPANION[1]
+    truth_contrast = COMPANION[2] * coron_psf().max() / BEYOND["star_flux"]
+    comp = QTable.read(out["companions"])
+    best = comp[np.argmax(comp["snr"])]
+    print(comp["x_det", "y_det", "snr", "throughput", "contrast"], truth_x, truth_y, truth_contrast)
+    assert len(comp) == 1 and best["snr"] > 20  # no residual speckle passes the Student-t 5-sigma threshold
+    assert np.hypot(best["x_det"].value - truth_x, best["y_det"].value - truth_y) < 0.1
+    with datamodels.open(str(inputs[0].parent / f"{SCI_ROOTS[0]}_calints.fits")) as model:
+        ra, dec = model.meta.wcs.pixel_to_world_values(truth_x, truth_y)
+    assert np.hypot((best["ra"].value - ra) * np.cos(np.radians(dec)), best["dec"].value - dec) * 3600 < 0.1 * 0.063
+    assert best["contrast"] == pytest.approx(truth_contrast, rel=0.05)
+    assert best["separation"].value == pytest.approx(np.hypot(*COMPANION[:2]) * 0.063, abs=0.1 * 0.063)
+    curve = QTable.read(out["contrast"])
+    c6 = np.asarray(curve["contrast_kl6"])
+    assert np.all(np.isfinite(c6)) and np.all((curve["throughput_kl6"] > 0.3) & (curve["throughput_kl6"] < 1.1))
+    assert c6[-1] < c6[0] and truth_contrast > 5 * np.interp(best["separation"].value, curve["separation"].value, c6)
+    with datamodels.open(str(out["klipsub"])) as cube:
+        assert isinstance(cube, datamodels.CubeModel) and cube.data.shape == (3, N, N)
+
+
+def test_beyond_jwst_contrast_needs_star_flux(inputs, tmp_path):
+    asn, mask = inputs
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="star_flux"):
+        coron3.run(asn, {"psfmask": mask}, {"klip": {"contrast": True}, "resample": {"skip": True}}, out)
+    assert not out.exists() or not any(out.iterdir())

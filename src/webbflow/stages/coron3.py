@@ -42,6 +42,7 @@ from webbflow.config import CORON3_STEPS
 from webbflow.io.cal import CalArrays
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.image3 import save_model
+from webbflow.stages import coron3_beyond as beyond
 from webbflow.steps import align_refs as align_step
 from webbflow.steps import klip as klip_step
 from webbflow.steps import median_replace as median_step
@@ -55,12 +56,13 @@ log = logging.getLogger(__name__)
 DEFAULTS = {
     "outlier_detection": dict(skip=False, maskpt=0.7, snr=[5.0, 4.0]),
     "align_refs": dict(median_box_length=3, bad_bits="DO_NOT_USE", precision="jwst"),
-    "klip": dict(truncate=50),
+    "klip": dict(truncate=50, **beyond.DEFAULTS),
     "resample": dict(pixfrac=1.0, kernel="square", weight_type="ivm", pixel_scale=None, pixel_scale_ratio=1.0,
                      rotation=None, crval=None, output_shape=None),
 }
 """jwst 3.0 defaults of the coron3 step parameters (``precision`` is webbflow's: ``jwst`` is the
-parity line, ``float64`` the correct sub-pixel alignment)."""
+parity line, ``float64`` the correct sub-pixel alignment; the klip keys beyond ``truncate`` are
+webbflow's sector KLIP, contrast curve and companions, all off: :mod:`webbflow.stages.coron3_beyond`)."""
 
 
 def _params(params):
@@ -217,7 +219,9 @@ def run(asn, refs, params=None, out_dir=".", provenance=None):
     params : dict, optional
         step -> parameters: ``outlier_detection`` (``skip``, ``maskpt``, ``snr``), ``align_refs``
         (``median_box_length``, ``bad_bits``, ``precision``: ``jwst`` | ``float64``), ``klip``
-        (``truncate``), ``resample`` (as image3's, plus ``skip``: no i2d).
+        (``truncate``; beyond jwst, off by default: ``sectors``, ``contrast``, ``companions`` and their
+        settings, :data:`webbflow.stages.coron3_beyond.DEFAULTS`), ``resample`` (as image3's, plus
+        ``skip``: no i2d).
     out_dir : path-like
         Folder of every product.
     provenance : dict, optional
@@ -228,7 +232,9 @@ def run(asn, refs, params=None, out_dir=".", provenance=None):
     dict
         Paths written: ``psfstack``, ``i2d`` (absent when resample is skipped), and lists
         ``crfints`` (PSF exposures first, then science), ``psfalign``, ``psfsub``; ``shifts``: per
-        science exposure the (npsf, 3) fitted (dx, dy, beta); ``cal_steps``.
+        science exposure the (npsf, 3) fitted (dx, dy, beta); ``cal_steps``; with the beyond-jwst klip
+        options ``contrast`` and ``contrast_plot`` (``<product>_contrast.ecsv`` / ``.png``) and
+        ``companions`` (``<product>_companions.ecsv``).
 
     Raises
     ------
@@ -271,7 +277,13 @@ def run(asn, refs, params=None, out_dir=".", provenance=None):
                       for im in _resample_inputs(model, sci["psfsub"], Path(path).name)]
             result["i2d"] = _resample(images, models["science"][0], p["resample"])
             result["cal_steps"]["resample"] = "COMPLETE"
+        if beyond.enabled(p["klip"]):  # before anything is written, as the i2d
+            result["beyond"] = beyond.reduce_beyond(models["science"], result["science"], mask, p["klip"])
         written = _write(info, models, result, p, refs, out_dir, provenance)
+        if "beyond" in result:
+            written.update(beyond.write_beyond(result["beyond"], info["product"], out_dir,
+                                               {"asn_id": info["asn_id"], "star_flux": p["klip"]["star_flux"]},
+                                               models["science"][0], p["klip"]["sectors"], provenance))
     finally:
         for model in models["psf"] + models["science"]:
             model.close()
@@ -311,8 +323,10 @@ def _reduce(info, models, mask, p, bad_bits):
                                                              precision=ar["precision"])
         basis = klip_step.kl_basis(aligned, int(p["klip"]["truncate"]))
         sub, sub_err = klip_step.klip(arrays.data, basis)
+        replaced = arrays.data
         arrays.data, arrays.err = sub, sub_err
-        science.append({"crf": crf, "aligned": (aligned, aligned_err), "shifts": shifts, "psfsub": arrays})
+        science.append({"crf": crf, "aligned": (aligned, aligned_err), "shifts": shifts, "psfsub": arrays,
+                        "replaced": replaced})
         log.info("%s: %d PSF planes aligned, %d KL modes", Path(path).name, len(aligned), len(basis.vectors))
     status.update(align_psfs="COMPLETE", klip="COMPLETE")
     return {"psf": psf_arrays, "psfstack": psfstack, "science": science, "cal_steps": status}

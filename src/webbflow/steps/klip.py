@@ -16,7 +16,8 @@ import logging
 
 import numpy as np
 
-__all__ = ["KLBasis", "kl_basis", "klip"]
+__all__ = ["KLBasis", "REFERENCE_MODES", "combine_rolls", "derotate", "kl_basis", "klip", "klip_sectors",
+           "sector_masks"]
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +106,212 @@ def klip(science, basis):
         out[i] = sub.reshape(ny, nx)
     err = np.broadcast_to(basis.err.astype(np.float32), science.shape).copy()
     return out, err
+
+
+# --------------------------------------------------------------------------------------------
+# Beyond jwst: KLIP in annular sectors with RDI + ADI references and several KL cut-offs
+# (pyKLIP's klip_math / klip_dataset, coron-algorithms.md §4).  Not used by the jwst line.
+# --------------------------------------------------------------------------------------------
+
+REFERENCE_MODES = ("adi+rdi", "rdi", "adi")
+
+
+def sector_masks(shape, center, iwa, owa, annuli=1, subsections=1):
+    """Boolean masks of KLIP's optimisation/subtraction sectors.
+
+    Parameters
+    ----------
+    shape : tuple
+        (ny, nx) image shape.
+    center : (float, float)
+        Star position (x, y), 0-based pixels.
+    iwa, owa : float
+        Inner and outer radius (pixels) of the region reduced; ``owa`` None means the largest
+        radius inside the image.
+    annuli, subsections : int
+        Equal-width annuli between ``iwa`` and ``owa``, each cut into equal angular wedges
+        starting at -pi (pyKLIP's ``annuli_spacing='constant'`` and ``subsections``).
+
+    Returns
+    -------
+    list of (ndarray, float)
+        One (boolean mask, mean radius of its pixels) per non-empty sector.
+    """
+    ny, nx = shape
+    y, x = np.indices(shape, dtype=np.float64)
+    r = np.hypot(x - center[0], y - center[1])
+    phi = np.arctan2(y - center[1], x - center[0])
+    if owa is None:
+        owa = min(center[0], nx - 1 - center[0], center[1], ny - 1 - center[1])
+    edges = np.linspace(iwa, owa, int(annuli) + 1)
+    wedges = np.linspace(-np.pi, np.pi, int(subsections) + 1)
+    out = []
+    for a in range(int(annuli)):
+        ring = (r >= edges[a]) & ((r < edges[a + 1]) | ((a == annuli - 1) & (r <= edges[a + 1])))
+        for s in range(int(subsections)):
+            sector = ring & (phi >= wedges[s]) & ((phi < wedges[s + 1]) | (s == subsections - 1))
+            if sector.any():
+                out.append((sector, float(r[sector].mean())))
+    return out
+
+
+def _klip_project(targets, refs, numbasis):
+    """pyKLIP's klip_math on one sector: every cut-off of ``numbasis`` at once.
+
+    ``targets`` (nt, npix) and ``refs`` (nr, npix) float64 are mean-subtracted row by row
+    (NaN-aware; NaNs then count as 0).  Returns (len(numbasis), nt, npix), NaN where a cut-off asks
+    for more modes than the references support.
+    """
+    t = targets - np.nanmean(targets, axis=1, keepdims=True)
+    rr = refs - np.nanmean(refs, axis=1, keepdims=True)
+    t_nan = ~np.isfinite(t)
+    t = np.where(t_nan, 0.0, t)
+    rr = np.where(np.isfinite(rr), rr, 0.0)
+    eigval, eigvect = np.linalg.eigh(rr @ rr.T)
+    order = eigval.argsort()[::-1]
+    eigval, eigvect = eigval[order], eigvect[:, order]
+    # modes with non-positive eigenvalues carry no information (pyKLIP drops them the same way)
+    good = eigval > eigval[0] * 1e-12 if eigval[0] > 0 else np.zeros(len(eigval), bool)
+    kmax = min(int(good.sum()), int(max(numbasis)))
+    z = eigvect[:, :kmax].T @ rr
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    coef = t @ z.T  # (nt, kmax)
+    out = np.full((len(numbasis),) + t.shape, np.nan)
+    for i, nb in enumerate(numbasis):
+        if nb <= kmax:
+            out[i] = t - coef[:, :nb] @ z[:nb]
+    out[:, t_nan] = np.nan
+    return out
+
+
+def klip_sectors(rolls, angles, psf_refs, center, numbasis=(1, 2, 5, 10, 20, 50), iwa=0.0, owa=None,
+                 annuli=1, subsections=1, references="adi+rdi", minmove=1.0):
+    """KLIP every integration of every roll in sectors, with RDI and ADI reference selection.
+
+    For roll ``k`` the reference library of each sector is the aligned PSF-reference planes
+    (``rdi``) and the integrations of the other rolls (``adi``) whose rotation moves a source at
+    the sector's mean radius ``r`` by ``2 r |sin(dtheta / 2)| >= minmove`` pixels (pyKLIP's
+    ``movement`` criterion); ``adi+rdi`` uses both.  Each science integration is projected on the
+    first ``n`` KL modes of its sector's library for every ``n`` in ``numbasis`` at once.
+
+    Parameters
+    ----------
+    rolls : list of ndarray
+        Per roll, the (nints, ny, nx) science cube, the star at ``center`` in every roll (register
+        the rolls first, e.g. with :func:`webbflow.steps.align_refs.align_refs`).
+    angles : sequence of float
+        Per roll, the angle (degrees, counter-clockwise) from the detector +y axis to north.
+    psf_refs : list of ndarray
+        Per roll, the (npsf, ny, nx) PSF-reference planes aligned on that roll.
+    center : (float, float)
+        Star position (x, y), 0-based pixels.
+    numbasis : sequence of int
+        KL cut-offs.
+    iwa, owa, annuli, subsections
+        The sectors (:func:`sector_masks`).
+    references : {"adi+rdi", "rdi", "adi"}
+        Reference library.
+    minmove : float
+        ADI exclusion criterion (pixels of rotation at the sector's mean radius).
+
+    Returns
+    -------
+    list of ndarray
+        Per roll, (len(numbasis), nints, ny, nx) float64 residuals; NaN outside the sectors and
+        where a sector's library has fewer modes than the cut-off.
+    """
+    if references not in REFERENCE_MODES:
+        raise ValueError(f"klip references must be one of {REFERENCE_MODES}, not {references!r}")
+    numbasis = [int(n) for n in np.atleast_1d(numbasis)]
+    if min(numbasis) < 1:
+        raise ValueError(f"klip numbasis must be >= 1, not {numbasis}")
+    shape = rolls[0].shape[-2:]
+    sectors = sector_masks(shape, center, iwa, owa, annuli, subsections)
+    out = [np.full((len(numbasis),) + r.shape, np.nan) for r in rolls]
+    flat = [np.asarray(r, np.float64).reshape(r.shape[0], -1) for r in rolls]
+    rdi = [np.asarray(p, np.float64).reshape(p.shape[0], -1) for p in psf_refs]
+    for mask, radius in sectors:
+        idx = np.flatnonzero(mask)
+        for k in range(len(rolls)):
+            library = [rdi[k][:, idx]] if references != "adi" else []
+            if references != "rdi":
+                for j in range(len(rolls)):
+                    move = 2.0 * radius * abs(np.sin(np.radians(angles[j] - angles[k]) / 2.0))
+                    if j != k and move >= minmove:
+                        library.append(flat[j][:, idx])
+            if not library:
+                continue
+            sub = _klip_project(flat[k][:, idx], np.concatenate(library), numbasis)
+            out[k].reshape(len(numbasis), rolls[k].shape[0], -1)[:, :, idx] = sub
+    return out
+
+
+def derotate(image, angle, center, order=3):
+    """Rotate a detector image about the star to north up, east left.
+
+    A plain spline rotation (``scipy.ndimage.affine_transform``), not a resample: the output keeps
+    the detector's pixel scale and grid, the star at ``center``; an offset (u, v) from the star in
+    the output (+v north, +u west) is read at ``center + R(angle) (u, v)`` in the input.  NaNs stay
+    NaN (their neighbourhood within the spline's reach too).
+
+    Parameters
+    ----------
+    image : ndarray
+        (..., ny, nx); leading axes are rotated plane by plane.
+    angle : float
+        Degrees counter-clockwise from the detector +y axis to north.
+    center : (float, float)
+        Star position (x, y).
+    order : int
+        Spline order.
+
+    Returns
+    -------
+    ndarray
+        Same shape, float64.
+    """
+    a = np.radians(angle)
+    cos, sin = np.cos(a), np.sin(a)
+    matrix = np.array([[cos, sin], [-sin, cos]])  # (iy, ix) from (oy, ox)
+    c = np.array([center[1], center[0]])
+    offset = c - matrix @ c
+    from scipy.ndimage import affine_transform
+
+    planes = np.asarray(image, np.float64).reshape(-1, *image.shape[-2:])
+    out = np.empty_like(planes)
+    for i, plane in enumerate(planes):
+        bad = ~np.isfinite(plane)
+        rot = affine_transform(np.where(bad, 0.0, plane), matrix, offset, order=order, cval=np.nan)
+        bad_rot = affine_transform(bad.astype(np.float64), matrix, offset, order=1, cval=1.0)
+        rot[bad_rot > 1e-3] = np.nan
+        out[i] = rot
+    return out.reshape(image.shape)
+
+
+def combine_rolls(residuals, angles, center):
+    """Derotate every roll's residuals to north up and average them (pyKLIP's ``time_collapse='mean'``).
+
+    Parameters
+    ----------
+    residuals : list of ndarray
+        Per roll, (nkl, nints, ny, nx) from :func:`klip_sectors`.
+    angles : sequence of float
+        Per roll, degrees from detector +y to north (counter-clockwise).
+    center : (float, float)
+        Star position (x, y).
+
+    Returns
+    -------
+    ndarray
+        (nkl, ny, nx) north-up mean over every integration of every roll (NaN-aware).
+    """
+    import warnings
+
+    with warnings.catch_warnings():  # all-NaN pixels (outside the sectors) stay NaN, quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rotated = [derotate(np.nanmean(res, axis=1), ang, center) for res, ang in zip(residuals, angles)]
+    weights = np.array([res.shape[1] for res in residuals], np.float64)
+    stack = np.stack(rotated)  # (nroll, nkl, ny, nx)
+    w = np.where(np.isfinite(stack), weights[:, None, None, None], 0.0)
+    with np.errstate(invalid="ignore"):
+        return np.nansum(np.where(np.isfinite(stack), stack, 0.0) * w, axis=0) / np.where(w.sum(0) > 0, w.sum(0), np.nan)
