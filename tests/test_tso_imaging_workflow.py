@@ -128,6 +128,7 @@ def _calints(path, xref, yref, pupil="CLEAR"):
     (80.0, {}, "lies off the 32x32 subarray"),
     (16.0, {"radius_outer": 20.0}, "steps.tso_photometry.radius_outer = 20 px"),
     (16.0, {"radius": 17.0, "radius_inner": 18.0, "radius_outer": 19.0}, "steps.tso_photometry.radius = 17 px"),
+    (16.0, {"radii": [2.0, 4.5]}, "steps.tso_photometry.radii has 4.5 px, beyond radius_inner = 4 px"),
 ])
 def test_target_off_the_subarray_or_a_too_large_aperture_is_refused(tmp_path, xref, params, match):
     from webbflow.io.errors import InputError

@@ -18,7 +18,7 @@ Beyond jwst (off unless configured; :data:`BEYOND_DEFAULTS`, issue #14 part 3):
 
 * ``centroid_method: template`` (:func:`template_centroid`): each integration's position is the shift
   of the segment's median image (the template) that fits it best, the template's own position its
-  flux-weighted centroid in ``centroid_radius``.  jwst's centre of mass in an 11-px box wanders by
+  centre of point symmetry within ``centroid_radius``.  jwst's centre of mass in an 11-px box wanders by
   ~0.4 px on a 40-px weak-lens donut; the template fit follows the star to a few millipixels on both
   the donut and an in-focus PSF.  With ``moving_centroid`` the apertures follow it;
 * ``background_method: sigma_clip``: the annulus' background is its sigma-clipped mean
@@ -287,8 +287,9 @@ def template_centroid(data, mask, xcenter, ycenter, radius=25.0, iterations=10):
     """Per-integration position of the star by fitting the shifted median image (webbflow, not jwst).
 
     The template is the median over the integrations of the background-subtracted images (masked
-    pixels filled from their neighbours); its position is its flux-weighted centroid within
-    ``radius`` of the star (iterated from ``xcenter, ycenter``).  Each integration is then fitted,
+    pixels filled from their neighbours); its position is its centre of point symmetry (the shift
+    between it and its 180° rotation, from its flux-weighted centroid within ``radius``, iterated
+    from ``xcenter, ycenter``): a symmetric PSF is assumed, as the donut and the in-focus PSF are.  Each integration is then fitted,
     by linear least squares over the unmasked pixels within ``radius``, as
     ``a·T(x − dx, y − dy) + c`` (``T`` linearised in the shift, re-centred ``iterations`` times with a
     cubic-spline shift), so every pixel of the PSF's edges measures the shift: for a defocused donut
