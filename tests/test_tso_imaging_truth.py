@@ -175,6 +175,27 @@ def test_radius_scan_ranks_the_radii():
         assert abs(rms[r] * 1e-6 / predicted - 1) < 0.35  # point-to-point rms of 30 points: ~13 % scatter
 
 
+def test_photometry_figure_reports_the_centroid_error(tmp_path):
+    from astropy.table import Table
+
+    from webbflow.report.jobs import qa_photometry
+
+    nints, x0, y0 = 30, 31.5, 31.5
+    dx, dy = _track(nints, 20, (0.08, -0.06), seed=11)
+    data, dq, err = _cube(STAR, x0 + dx, y0 + dy, total=1e6, seed=12)
+    table = tso_photometry.run(data, dq, err, _context(x0, y0, nints),
+                               {"centroid_method": "template", "moving_centroid": True, "centroid_radius": 8.0,
+                                "radius_inner": 6.0, "radius_outer": 10.0, "radii": [2.0, 4.0]})
+    table.meta["radius_scan"] = tso_photometry.radius_scan(table, [2.0, 4.0])
+    table.write(tmp_path / "x_phot.ecsv")
+    truth = Table({"int_mid_MJD_UTC": np.asarray(table["MJD"]), "x": x0 + dx, "y": y0 + dy})
+    truth.write(tmp_path / "centroid.ecsv")
+    numbers = qa_photometry(tmp_path / "x_phot.ecsv", tmp_path / "x.png", centroid_truth=tmp_path / "centroid.ecsv")
+    expected = np.sqrt(np.mean((table["centroid_x"].value - x0 - dx) ** 2 + (table["centroid_y"].value - y0 - dy) ** 2))
+    assert numbers["centroid_rms"] == pytest.approx(expected) and expected <= 0.02
+    assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # ---------------------------------------------------------------- the presets through the pipeline
 
 def _recommended():
