@@ -93,7 +93,7 @@ def _jobs(data, uncals, refs, stage2_refs, who, imaging=False):
     ``stage2_refs``: spec2's references (grism) or image2's plus ``gain`` (imaging)."""
     from webbflow.associations import tso3_associations, write_asn
     from webbflow.exposures import exposure_table
-    from webbflow.oracle import detector1_command, spec2_command, oracle_paths
+    from webbflow.oracle import detector1_command, oracle_paths, spec2_command
 
     stage2 = "image2" if imaging else "spec2"
     out = data / who

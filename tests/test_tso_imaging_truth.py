@@ -84,7 +84,7 @@ def test_template_centroid_follows_a_drifting_stepping_donut():
     mask = np.zeros(data.shape, bool)
     mask[:, 10, 20] = True  # a dead pixel on the ring: filled in the template, skipped in the fits
     data[:, 10, 20] = 0.0
-    cx, cy, wx, wy, flux = tso_photometry.template_centroid(data, mask, x0 + 0.7, y0 - 0.5)
+    cx, cy, wx, _, flux = tso_photometry.template_centroid(data, mask, x0 + 0.7, y0 - 0.5)
     err = np.hypot(cx - (x0 + dx), cy - (y0 + dy))
     jx, jy, *_ = tso_photometry.source_centroid(data, dq, x0, y0)
     jwst = np.hypot(jx - (x0 + dx), jy - (y0 + dy))
@@ -140,7 +140,7 @@ def test_sigma_clipped_annulus_ignores_a_cosmic_ray():
 
 def test_roeba_on_calints_removes_row_stripes():
     nints, x0, y0 = 8, 31.5, 31.5
-    data, dq, err = _cube(STAR, np.full(nints, x0), np.full(nints, y0), total=1e5, sky=50.0, read_noise=3.0, seed=8)
+    data, dq, _ = _cube(STAR, np.full(nints, x0), np.full(nints, y0), total=1e5, sky=50.0, read_noise=3.0, seed=8)
     clean = data.copy()
     stripes = np.random.default_rng(9).normal(0, 5.0, (nints, 64, 1)).astype(np.float32)
     striped = data + stripes

@@ -318,8 +318,6 @@ def template_centroid(data, mask, xcenter, ycenter, radius=25.0, iterations=10):
     psf_flux : ndarray
         ``a`` × the template's sum within ``radius``.
     """
-    from scipy import ndimage
-
     nimg, ny, nx = data.shape
     yy, xx = np.mgrid[:ny, :nx]
     cube = np.where(mask, np.nan, data).astype(np.float64)
@@ -395,7 +393,7 @@ def calints_roeba(data, dq, xstart=1, noutputs=1, min_pixels=16):
     """
     from webbflow.steps import roeba
 
-    nimg, ny, nx = data.shape
+    nimg, nx = data.shape[0], data.shape[-1]
     pixeldq = np.bitwise_or.reduce(dq, axis=0) if dq.ndim == 3 else dq
     mask = roeba.draft_mask(data[:roeba.DRAFT_INTS], pixeldq)
     edges = roeba.amplifier_edges(nx, int(xstart) - 1, int(noutputs) == 4)
