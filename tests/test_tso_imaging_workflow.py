@@ -86,6 +86,10 @@ def test_tso_imaging_preset_recommended_and_jwst_lines():
     jwst = step_parameters(defaults, "tso3", preset, recommended=False)
     rec = step_parameters(defaults, "tso3", preset, recommended=True)
     assert not jwst["outlier_detection"].get("skip") and rec["outlier_detection"]["skip"] is True
+    # beyond jwst: the template centroid, apertures that follow it, the clipped annulus; none on jwst's line
+    assert rec["tso_photometry"] == {"centroid_method": "template", "moving_centroid": True,
+                                     "background_method": "sigma_clip"}
+    assert not jwst["tso_photometry"]
     assert step_parameters(defaults, "detector1", preset, recommended=True)["refpix"]["roeba"] is True
 
 
