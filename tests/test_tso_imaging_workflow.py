@@ -86,6 +86,10 @@ def test_tso_imaging_preset_recommended_and_jwst_lines():
     jwst = step_parameters(defaults, "tso3", preset, recommended=False)
     rec = step_parameters(defaults, "tso3", preset, recommended=True)
     assert not jwst["outlier_detection"].get("skip") and rec["outlier_detection"]["skip"] is True
+    # beyond jwst: the template centroid, apertures that follow it, the clipped annulus; none on jwst's line
+    assert rec["tso_photometry"] == {"centroid_method": "template", "moving_centroid": True,
+                                     "background_method": "sigma_clip"}
+    assert not jwst["tso_photometry"]
     assert step_parameters(defaults, "detector1", preset, recommended=True)["refpix"]["roeba"] is True
 
 
@@ -128,6 +132,7 @@ def _calints(path, xref, yref, pupil="CLEAR"):
     (80.0, {}, "lies off the 32x32 subarray"),
     (16.0, {"radius_outer": 20.0}, "steps.tso_photometry.radius_outer = 20 px"),
     (16.0, {"radius": 17.0, "radius_inner": 18.0, "radius_outer": 19.0}, "steps.tso_photometry.radius = 17 px"),
+    (16.0, {"radii": [2.0, 4.5]}, "steps.tso_photometry.radii has 4.5 px, beyond radius_inner = 4 px"),
 ])
 def test_target_off_the_subarray_or_a_too_large_aperture_is_refused(tmp_path, xref, params, match):
     from webbflow.io.errors import InputError

@@ -114,3 +114,26 @@ rule qa_timeseries:
         "../../envs/webbflow.yaml"
     script:
         "../scripts/qa_timeseries.py"
+
+
+rule qa_photometry:
+    input:
+        unpack(qa_photometry_inputs),
+    output:
+        png=report(
+            f"{QA}/{{mode}}/tso3/{{product}}_photometry.png",
+            caption="../report/qa_photometry.rst",
+            category="{mode}",
+            subcategory="tso3",
+            labels={"association": "{product}", "figure": "photometry"},
+        ),
+    log:
+        f"{RESULTS}/logs/qa/{{mode}}/{{product}}_photometry.log",
+    threads: 1
+    resources:
+        mem_mb=predicted_mem_mb("qa"),
+        runtime=predicted_runtime("qa"),
+    conda:
+        "../../envs/webbflow.yaml"
+    script:
+        "../scripts/qa_photometry.py"

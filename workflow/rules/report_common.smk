@@ -63,12 +63,13 @@ def all_report_products(wildcards):
                 products.append(f"{QA}/{mode}/image3/truth")
         products += [f"{QA}/{mode}/tso3/{p}_timeseries.png" for p in qa_timeseries_associations_of(mode)]
         products += [LIGHTCURVE_FIGURE.format(product=p) for p in qa_timeseries_associations_of(mode)]
+        products += [f"{QA}/{mode}/tso3/{p}_photometry.png" for p in qa_photometry_associations_of(mode)]
     return products
 
 
 def qa_timeseries_associations_of(mode):
-    """The mode's grism tso3 associations (white light and trace; imaging time series have no
-    time-series figure yet)."""
+    """The mode's grism tso3 associations (white light and trace; imaging time series have their
+    photometry figure, :func:`qa_photometry_associations_of`)."""
     exposures = get_exposures()
     return [p for p, a in sorted(associations().items())
             if a.asn_type == "tso3" and mode_of(exposures[a.members[0]]) == mode
@@ -92,5 +93,24 @@ def qa_timeseries_inputs(wildcards):
     return inputs
 
 
+def qa_photometry_associations_of(mode):
+    """The mode's imaging tso3 associations (NRC_TSIMAGE: the phot.ecsv figure)."""
+    exposures = get_exposures()
+    return [p for p, a in sorted(associations().items())
+            if a.asn_type == "tso3" and mode_of(exposures[a.members[0]]) == mode
+            and tso3_is_phot(exposures[a.members[0]])]
+
+
+def qa_photometry_inputs(wildcards):
+    """The association's phot.ecsv (and the demo's transit and centroid truth)."""
+    inputs = {"phot": tso3_product("phot").format(product=wildcards.product)}
+    if USE_DEMO and Path(DEMO_TSO_TRUTH).exists():
+        inputs["truth"] = DEMO_TSO_TRUTH
+        if Path(DEMO_TSO_CENTROID).exists():
+            inputs["centroid"] = DEMO_TSO_CENTROID
+    return inputs
+
+
 DEMO_TSO_TRUTH = f"{DEMO_DIR}/truth/transit.ecsv"
+DEMO_TSO_CENTROID = f"{DEMO_DIR}/truth/centroid.ecsv"
 DEMO_TSO_DRIFT = f"{DEMO_DIR}/truth/drift.ecsv"

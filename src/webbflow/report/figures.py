@@ -8,8 +8,8 @@ import numpy as np
 
 from webbflow import dqflags
 
-__all__ = ["DQ_OVERLAY", "product_thumbnail", "mosaic_preview", "point_to_point_rms", "residual_plots",
-           "timeseries_panels"]
+__all__ = ["DQ_OVERLAY", "binned_rms", "product_thumbnail", "mosaic_preview", "photometry_panels",
+           "point_to_point_rms", "residual_plots", "timeseries_panels"]
 
 DQ_OVERLAY = (
     # (label, bits, RGBA): drawn in this order, the last on top.
@@ -224,6 +224,140 @@ def _one_over_f_panel(ax, onef, t0):
     ax.legend(handles=handles, fontsize=5.5, frameon=False, ncol=3, loc="upper center")
 
 
+def _light_curve_panel(ax, curve, t0, label):
+    """A normalised light curve (``curve``: ``time``, ``flux``, optional ``truth``, ``model``) against
+    hours since ``t0``, its point-to-point rms in the title."""
+    hours = (np.asarray(curve["time"]) - t0) * 24
+    ax.plot(hours, curve["flux"], "k.", ms=3, label=label)
+    if curve.get("truth") is not None:
+        ax.plot(hours, curve["truth"], "r-", lw=1, label="truth")
+    if curve.get("model") is not None:
+        ax.plot(hours, curve["model"], "-", color="tab:orange", lw=1, label="fit")
+    rms = point_to_point_rms(curve["flux"])
+    ax.set_title(f"{label} (point-to-point rms {rms * 1e6:.0f} ppm)", fontsize=8)
+    ax.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
+    ax.set_ylabel("relative flux", fontsize=8)
+    ax.legend(fontsize=7, frameon=False)
+
+
+def _panel_box(col, row, height):
+    """Axes rectangle of panel (col, row) in a two-column figure ``height`` inches tall (row 0 on top)."""
+    h = 0.32 * 6.4 / height
+    bottom = 1 - (0.10 * 6.4 / height) - h - row * (h + 0.17 * 6.4 / height)
+    return [0.07, bottom, 0.40, h] if col == 0 else [0.55, bottom, 0.42, h]
+
+
+def binned_rms(residual, sizes):
+    """rms of ``residual`` averaged in consecutive bins of each size (NaN with fewer than 4 bins).
+
+    White noise gives rms(1) / sqrt(N); red noise stays above that line.
+    """
+    residual = np.asarray(residual, float)
+    out = []
+    for n in sizes:
+        nb = residual.size // int(n)
+        if nb < 4:
+            out.append(np.nan)
+            continue
+        out.append(float(np.nanstd(np.nanmean(residual[:nb * int(n)].reshape(nb, int(n)), axis=1))))
+    return np.array(out)
+
+
+def _residual(curve, window=9):
+    """The light curve minus the truth when given, else minus its running median over ``window``
+    integrations (which takes the transit out, and with it red noise slower than the window)."""
+    flux = np.asarray(curve["flux"], float)
+    if curve.get("truth") is not None:
+        return flux - np.asarray(curve["truth"], float), "truth"
+    from scipy.ndimage import median_filter
+
+    return flux - median_filter(flux, size=window, mode="nearest"), f"running median of {window}"
+
+
+def photometry_panels(png, raw, curve, centroid, title, radius_scan=None):
+    """An imaging time series (NRC_TSIMAGE ``_phot.ecsv``) at a glance: six panels.
+
+    Parameters
+    ----------
+    png : str or Path
+    raw : dict
+        ``time`` (MJD), ``flux`` (net aperture sum) and ``unit``.
+    curve : dict
+        ``time``, ``flux`` normalised out of transit, optional ``truth`` (as :func:`timeseries_panels`).
+    centroid : dict
+        ``time``, ``x``, ``y`` (0-based pixels), ``width_x``, ``width_y`` (pixels), optional
+        ``truth_x``, ``truth_y`` (the injected track, same times) and ``aperture_x``, ``aperture_y``.
+    title : str
+    radius_scan : list of dict, optional
+        ``radius`` and ``rms_ppm`` (the phot table's ``radius_scan`` meta), drawn beside the rms vs bin size.
+    """
+    height = 3.2 * 3
+    fig = _figure(9.0, height)
+    fig.suptitle(title, fontsize=9)
+    t0 = float(np.nanmin(raw["time"])) if len(raw["time"]) else 0.0
+    hours = (np.asarray(raw["time"], float) - t0) * 24
+    axes = []
+
+    ax = fig.add_axes(_panel_box(0, 0, height))
+    ax.plot(hours, raw["flux"], "k.", ms=3)
+    ax.set_title("net aperture sum per integration", fontsize=8)
+    ax.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
+    ax.set_ylabel(str(raw.get("unit") or ""), fontsize=8)
+    axes.append(ax)
+    ax = fig.add_axes(_panel_box(1, 0, height))
+    _light_curve_panel(ax, curve, t0, "normalised")
+    axes.append(ax)
+
+    for col, axis in enumerate("xy"):
+        ax = fig.add_axes(_panel_box(col, 1, height))
+        v = np.asarray(centroid[axis], float)
+        ref = np.nanmedian(v)
+        ax.plot(hours, 1e3 * (v - ref), "k.", ms=3, label="centroid")
+        if centroid.get(f"aperture_{axis}") is not None:
+            ap = np.asarray(centroid[f"aperture_{axis}"], float)
+            ax.plot(hours, 1e3 * (ap - ref), "-", color="tab:blue", lw=0.8, label="aperture")
+        if centroid.get(f"truth_{axis}") is not None:
+            tv = np.asarray(centroid[f"truth_{axis}"], float)
+            err = np.sqrt(np.nanmean((v - tv) ** 2))
+            ax.plot(hours, 1e3 * (tv - ref), "r-", lw=1, label=f"injected (rms error {1e3 * err:.1f} mpx)")
+        ax.set_title(f"centroid {axis} (median {ref:.3f} px) per integration", fontsize=8)
+        ax.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
+        ax.set_ylabel("millipixels from the median", fontsize=8)
+        ax.legend(fontsize=6.5, frameon=False)
+        axes.append(ax)
+
+    ax = fig.add_axes(_panel_box(0, 2, height))
+    for axis, colour in (("x", "tab:blue"), ("y", "tab:orange")):
+        ax.plot(hours, centroid[f"width_{axis}"], "-", color=colour, lw=1, label=axis)
+    ax.set_title("PSF width per integration", fontsize=8)
+    ax.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
+    ax.set_ylabel("pixels", fontsize=8)
+    ax.legend(fontsize=7, frameon=False)
+    axes.append(ax)
+
+    ax = fig.add_axes(_panel_box(1, 2, height))
+    residual, against = _residual(curve)
+    sizes = np.unique(np.round(np.logspace(0, np.log10(max(residual.size // 4, 1)), 12)).astype(int))
+    rms = binned_rms(residual, sizes)
+    ax.loglog(sizes, 1e6 * rms, "ko-", ms=3, lw=1, label="measured")
+    if np.isfinite(rms[0]):
+        ax.loglog(sizes, 1e6 * rms[0] / np.sqrt(sizes), "--", color="0.5", lw=1, label="white noise")
+    ax.set_title(f"rms vs bin size (residual from the {against})", fontsize=8)
+    ax.set_xlabel("integrations per bin", fontsize=8)
+    ax.set_ylabel("ppm", fontsize=8)
+    ax.legend(fontsize=7, frameon=False, loc="lower left")
+    if radius_scan:
+        inset = ax.inset_axes([0.62, 0.52, 0.35, 0.34])
+        r = [row["radius"] for row in radius_scan]
+        inset.plot(r, [row["rms_ppm"] for row in radius_scan], "o-", color="tab:green", ms=3, lw=1)
+        inset.set_title("rms (ppm) per radius (px)", fontsize=6)
+        inset.tick_params(labelsize=5.5)
+    axes.append(ax)
+    for a in axes:
+        a.tick_params(labelsize=7)
+    _save(fig, png)
+
+
 def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title, trace=None):
     """A grism time series at a glance (four panels; six with the trace).
 
@@ -254,23 +388,11 @@ def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title, trace=
     fig.suptitle(title, fontsize=9)
 
     def box(col, row):  # row 0 at the top; the same margins as the two-row layout
-        h = 0.32 * 6.4 / height
-        bottom = 1 - (0.10 * 6.4 / height) - h - row * (h + 0.17 * 6.4 / height)
-        return [0.07, bottom, 0.40, h] if col == 0 else [0.55, bottom, 0.42, h]
+        return _panel_box(col, row, height)
 
     ax = fig.add_axes(box(0, 0))
     t0 = float(np.nanmin(curve["time"])) if len(curve["time"]) else 0.0
-    hours = (np.asarray(curve["time"]) - t0) * 24
-    ax.plot(hours, curve["flux"], "k.", ms=3, label="white light")
-    if curve.get("truth") is not None:
-        ax.plot(hours, curve["truth"], "r-", lw=1, label="truth")
-    if curve.get("model") is not None:
-        ax.plot(hours, curve["model"], "-", color="tab:orange", lw=1, label="fit")
-    rms = point_to_point_rms(curve["flux"])
-    ax.set_title(f"white light (point-to-point rms {rms * 1e6:.0f} ppm)", fontsize=8)
-    ax.set_xlabel(f"hours since MJD {t0:.5f}", fontsize=8)
-    ax.set_ylabel("relative flux", fontsize=8)
-    ax.legend(fontsize=7, frameon=False)
+    _light_curve_panel(ax, curve, t0, "white light")
     img = fig.add_axes(box(1, 0))
     good = np.isfinite(spectrum2d)
     lam = np.asarray(wavelength, float)

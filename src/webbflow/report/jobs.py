@@ -12,7 +12,7 @@ from webbflow import dqflags
 from webbflow.io.files import atomic_output, atomic_write_text
 from webbflow.report import figures, qa
 
-__all__ = ["qa_exposure", "qa_exposures", "qa_table", "qa_mosaic", "qa_mosaics", "qa_timeseries", "qa_truth",
+__all__ = ["qa_exposure", "qa_exposures", "qa_table", "qa_mosaic", "qa_mosaics", "qa_photometry", "qa_timeseries", "qa_truth",
            "qa_truths"]
 
 
@@ -383,3 +383,58 @@ def qa_timeseries(whtlt, calints, rateints, png, product=None, truth=None, trace
         numbers["one_over_f_before"] = float(np.nanmean(per_int["onef"]["before"]))
     return numbers
 
+
+
+def qa_photometry(phot, png, product=None, truth=None, centroid_truth=None):
+    """The QA figure of one imaging time series (:func:`webbflow.report.figures.photometry_panels`).
+
+    Parameters
+    ----------
+    phot : str or Path
+        The association's ``_phot.ecsv`` (tso3's tso_photometry).
+    png : str or Path
+    product : str, optional
+        Title (default: from the ECSV name).
+    truth : str or Path, optional
+        The simulator's ``transit.ecsv`` (``int_mid_MJD_UTC``, ``white_flux``), drawn when given.
+    centroid_truth : str or Path, optional
+        The simulator's ``centroid.ecsv`` (``int_mid_MJD_UTC``, ``x``, ``y``), drawn beside the centroids.
+
+    Returns
+    -------
+    dict
+        Numbers shown: ``rms`` (point-to-point, relative) and, with ``centroid_truth``, ``centroid_rms``
+        (pixels, against the injected track).
+    """
+    from astropy.table import QTable, Table
+
+    table = QTable.read(phot)
+    time = np.asarray(table["MJD"], float)
+    net = table["net_aperture_sum"]
+    flux = np.asarray(getattr(net, "value", net), float)
+    curve = {"time": time, "flux": flux / _baseline(flux)}
+    if truth is not None and Path(truth).exists():
+        t = Table.read(truth)
+        true = np.interp(time, np.asarray(t["int_mid_MJD_UTC"], float), np.asarray(t["white_flux"], float))
+        curve["truth"] = true / _baseline(true)
+
+    def column(name):
+        if name not in table.colnames:
+            return np.full(len(table), np.nan)
+        return np.asarray(getattr(table[name], "value", table[name]), float)
+
+    centroid = {"time": time, "x": column("centroid_x"), "y": column("centroid_y"),
+                "width_x": column("psf_width_x"), "width_y": column("psf_width_y"),
+                "aperture_x": column("aperture_x"), "aperture_y": column("aperture_y")}
+    numbers = {"rms": figures.point_to_point_rms(curve["flux"])}
+    if centroid_truth is not None and Path(centroid_truth).exists():
+        c = Table.read(centroid_truth)
+        ct = np.asarray(c["int_mid_MJD_UTC"], float)
+        centroid["truth_x"] = np.interp(time, ct, np.asarray(c["x"], float))
+        centroid["truth_y"] = np.interp(time, ct, np.asarray(c["y"], float))
+        numbers["centroid_rms"] = float(np.sqrt(np.nanmean((centroid["x"] - centroid["truth_x"]) ** 2
+                                                           + (centroid["y"] - centroid["truth_y"]) ** 2)))
+    figures.photometry_panels(png, {"time": time, "flux": flux, "unit": str(getattr(net, "unit", ""))}, curve,
+                              centroid, product or Path(phot).name.removesuffix("_phot.ecsv"),
+                              radius_scan=table.meta.get("radius_scan"))
+    return numbers

@@ -329,7 +329,7 @@ def _check_photometry_geometry(path, model, params):
         raise InputError(path, f"the target (XREF_SCI, YREF_SCI) = ({w.siaf_xref_sci}, {w.siaf_yref_sci}) lies off "
                          f"the {nx}x{ny} subarray {model.meta.subarray.name}",
                          "check the exposure's SIAF keywords (the star must be on the subarray)")
-    if whole_subarray(model.meta.instrument.pupil, model.meta.subarray.name):
+    if whole_subarray(model.meta.instrument.pupil, model.meta.subarray.name) and params.get("whole_subarray", True):
         return
     for key in ("radius", "radius_outer"):
         r = float(params.get(key, PHOT_DEFAULTS[key]))
@@ -337,6 +337,11 @@ def _check_photometry_geometry(path, model, params):
             raise InputError(path, f"steps.tso_photometry.{key} = {r:g} px: the aperture is larger than the "
                              f"{nx}x{ny} subarray {model.meta.subarray.name}",
                              f"set steps.tso_photometry.{key} to at most {min(nx, ny) / 2:g} px")
+    inner = float(params.get("radius_inner", PHOT_DEFAULTS["radius_inner"]))
+    for r in params.get("radii") or ():
+        if float(r) > inner:  # the aperture would take in the annulus that measures its background
+            raise InputError(path, f"steps.tso_photometry.radii has {float(r):g} px, beyond radius_inner = {inner:g} px",
+                             "list radii up to steps.tso_photometry.radius_inner (or move the annulus out)")
 
 
 def run_photometry(members, crfints_paths, phot_path, references, params, provenance=None):
@@ -360,7 +365,10 @@ def run_photometry(members, crfints_paths, phot_path, references, params, proven
     params : dict
         step -> {parameter: value} for ``outlier_detection`` and ``tso_photometry`` (``radius``,
         ``radius_inner``, ``radius_outer``, ``centroid_source``, ``search_box_width``,
-        ``fit_box_width``, ``moving_centroid``, ``skip``).
+        ``fit_box_width``, ``moving_centroid``, ``skip``; beyond jwst ``centroid_method``,
+        ``centroid_radius``, ``background_method``, ``background_sigma``, ``radii``, ``whole_subarray``,
+        ``roeba``: :data:`webbflow.steps.tso_photometry.BEYOND_DEFAULTS`).  With ``radii`` the table's
+        meta gains ``radius_scan``: the point-to-point rms (ppm) of each radius' normalised light curve.
     provenance : dict, optional
         Accepted as by :func:`run`; the table's meta stays jwst's (the crfints keep the calints'
         provenance keywords).
@@ -424,6 +432,13 @@ def run_photometry(members, crfints_paths, phot_path, references, params, proven
         if tables:
             table = vstack(tables)
             table.meta["number_of_integrations"] = len(table)
+            radii = [r for r in (tp.get("radii") or ()) if tso_photometry.radius_column(r) in table.colnames]
+            if radii:
+                scan = tso_photometry.radius_scan(table, radii)
+                table.meta["radius_scan"] = scan  # webbflow: the radii side by side (not in jwst)
+                best = min(scan, key=lambda row: row["rms_ppm"] if np.isfinite(row["rms_ppm"]) else np.inf)
+                log.info("tso_photometry     radius scan (point-to-point rms, ppm): %s; lowest at r = %g px",
+                         ", ".join(f"r={row['radius']:g}: {row['rms_ppm']:.0f}" for row in scan), best["radius"])
             with atomic_output(phot_path) as tmp:
                 table.write(tmp, format="ascii.ecsv", overwrite=True)
             written.append(Path(phot_path))

@@ -14,6 +14,20 @@ Pure functions on a calints' arrays (``data``, ``dq``, ``err`` of shape (nints, 
   ``moving_centroid``); SUB64P + WLP8 is the whole-subarray nansum with no background;
 * :func:`phot_table` the ``_phot.ecsv`` table, columns, units and meta as jwst writes them.
 
+Beyond jwst (off unless configured; :data:`BEYOND_DEFAULTS`, issue #14 part 3):
+
+* ``centroid_method: template`` (:func:`template_centroid`): each integration's position is the shift
+  of the segment's median image (the template) that fits it best, the template's own position its
+  centre of point symmetry within ``centroid_radius``.  jwst's centre of mass in an 11-px box sees a part of
+  a 40-px weak-lens donut and wanders (2.3 px rms from the injected track on the demo); the template fit follows the star to a few millipixels on both
+  the donut and an in-focus PSF.  With ``moving_centroid`` the apertures follow it;
+* ``background_method: sigma_clip``: the annulus' background is its sigma-clipped mean
+  (``background_sigma``), so a cosmic ray or a neighbour in the annulus does not bias it;
+* ``radii``: more aperture radii measured side by side (``net_aperture_sum_r<R>`` columns; tso3 ranks
+  them by the point-to-point scatter of their normalised light curves);
+* ``whole_subarray: false``: SUB64P + WLP8 measured in apertures too;
+* ``roeba``: row-by-row per-amplifier 1/f (:mod:`webbflow.steps.roeba`) on the calints first.
+
 photutils (the same 3.0 release jwst 3.0 runs on) does the aperture overlaps, centre of mass and
 PRF fit, so the numbers are jwst's to rounding.
 """
@@ -21,6 +35,7 @@ PRF fit, so the numbers are jwst's to rounding.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -29,14 +44,19 @@ import numpy as np
 
 from webbflow import dqflags
 
-__all__ = ["PHOT_DEFAULTS", "PhotContext", "aperture_photometry", "convert_units", "int_mid_times",
-           "phot_table", "run", "source_centroid", "whole_subarray"]
+__all__ = ["BEYOND_DEFAULTS", "PHOT_DEFAULTS", "PhotContext", "aperture_photometry", "calints_roeba",
+           "convert_units", "int_mid_times", "phot_table", "radius_column", "radius_scan", "run",
+           "source_centroid", "template_centroid", "whole_subarray"]
 
 log = logging.getLogger(__name__)
 
 PHOT_DEFAULTS = {"radius": 3.0, "radius_inner": 4.0, "radius_outer": 5.0, "centroid_source": True,
                  "search_box_width": 41, "fit_box_width": 11, "moving_centroid": False}
 """jwst 3.0's TSOPhotometryStep parameters (the TSOPHOT reference is gone since 1.20)."""
+
+BEYOND_DEFAULTS = {"centroid_method": "jwst", "centroid_radius": 25.0, "background_method": "mean",
+                   "background_sigma": 3.0, "radii": [], "whole_subarray": True, "roeba": False}
+"""webbflow's options beyond jwst; these values reproduce jwst 3.0 (``step_defaults: jwst``)."""
 
 
 @dataclass
@@ -64,6 +84,8 @@ class PhotContext:
         instrument, detector, channel, subarray, filter, pupil, target_name (the table's meta).
     wcs : callable or None
         pixel (x, y) → (ra, dec) in degrees; None gives NaN sky positions.
+    xstart, noutputs : int
+        SUBSTRT1 and NOUTPUTS (the amplifiers of the ``roeba`` option).
     """
 
     xref_sci: float
@@ -78,6 +100,8 @@ class PhotContext:
     subarray: str | None = None
     meta: dict = field(default_factory=dict)
     wcs: object = None
+    xstart: int = 1
+    noutputs: int = 1
 
     @classmethod
     def from_model(cls, model, gain=None):
@@ -91,7 +115,8 @@ class PhotContext:
                    int_times=np.asarray(model.int_times), pixar_sr=m.photometry.pixelarea_steradians,
                    integration_time=m.exposure.integration_time, gain=gain,
                    integration_start=m.exposure.integration_start, pupil=m.instrument.pupil,
-                   subarray=m.subarray.name, meta=meta, wcs=wcs)
+                   subarray=m.subarray.name, meta=meta, wcs=wcs, xstart=int(m.subarray.xstart or 1),
+                   noutputs=int(m.exposure.noutputs or 1))
 
 
 def whole_subarray(pupil, subarray):
@@ -210,7 +235,210 @@ def source_centroid(data, dq, xcenter, ycenter, search_box_width=41, fit_box_wid
     return _fit_source(data, mask, source_mask, xcenter, ycenter, fit_box_width, fit_psf=True)
 
 
-def aperture_photometry(data, err, xcenter, ycenter, radius, radius_inner, radius_outer, whole=False):
+def _fill_bad(image):
+    """``image`` with its non-finite pixels replaced by the mean of their finite 3×3 neighbours (0
+    where none is): a masked pixel left at zero would pull a flux-weighted centroid toward itself."""
+    from scipy import ndimage
+
+    bad = ~np.isfinite(image)
+    if not bad.any():
+        return image
+    good = (~bad).astype(float)
+    num = ndimage.uniform_filter(np.where(bad, 0.0, image), 3, mode="nearest")
+    den = ndimage.uniform_filter(good, 3, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fill = np.where(den > 0, num / den, 0.0)
+    return np.where(bad, fill, image)
+
+
+def _clipped_median(values, sigma=3.0):
+    from astropy.stats import sigma_clipped_stats
+
+    values = values[np.isfinite(values)]
+    return float(sigma_clipped_stats(values, sigma=sigma)[1]) if values.size else 0.0
+
+
+def _fit_shift(image, template, use, iterations):
+    """(dx, dy, a, c) with ``image ≈ a·template(x − dx, y − dy) + c`` over the pixels ``use``: linear
+    least squares in the shift (the template's gradients), re-centred with a cubic-spline shift
+    until the step is below 1e-4 px (at most ``iterations`` times; central differences understate
+    the gradient of a sharp PSF, so a large shift takes a few); None with fewer than 10 pixels or
+    a non-positive scale."""
+    from scipy import ndimage
+
+    if use.sum() < 10:
+        return None
+    target = image[use]
+    dx = dy = 0.0
+    for _ in range(max(1, int(iterations))):
+        shifted = ndimage.shift(template, (dy, dx), order=3, mode="nearest") if (dx or dy) else template
+        gy, gx = np.gradient(shifted)
+        design = np.column_stack([shifted[use], gx[use], gy[use], np.ones(target.size)])
+        coef = np.linalg.lstsq(design, target, rcond=None)[0]
+        if not coef[0] > 0:
+            return None
+        step_x, step_y = -coef[1] / coef[0], -coef[2] / coef[0]
+        dx, dy = dx + step_x, dy + step_y
+        if abs(step_x) < 1e-4 and abs(step_y) < 1e-4:
+            break
+    return dx, dy, coef[0], coef[3]
+
+
+def template_centroid(data, mask, xcenter, ycenter, radius=25.0, iterations=10):
+    """Per-integration position of the star by fitting the shifted median image (webbflow, not jwst).
+
+    The template is the median over the integrations of the background-subtracted images (masked
+    pixels filled from their neighbours); its position is its centre of point symmetry (the shift
+    between it and its 180° rotation, from its flux-weighted centroid within ``radius``, iterated
+    from ``xcenter, ycenter``): a symmetric PSF is assumed, as the donut and the in-focus PSF are.  Each integration is then fitted,
+    by linear least squares over the unmasked pixels within ``radius``, as
+    ``a·T(x − dx, y − dy) + c`` (``T`` linearised in the shift, re-centred ``iterations`` times with a
+    cubic-spline shift), so every pixel of the PSF's edges measures the shift: for a defocused donut
+    the edges carry all of the position information, which a centre of mass in a small box misses.
+
+    Parameters
+    ----------
+    data : ndarray, shape (nints, ny, nx)
+    mask : ndarray of bool, same shape
+        Pixels not to use (DO_NOT_USE, reference, NaN).
+    xcenter, ycenter : float
+        Start (0-based), XREF_SCI − 1, YREF_SCI − 1.
+    radius : float
+        Pixels within it of the star are fitted; beyond it is the background.
+    iterations : int
+        Most shift refinements per fit.
+
+    Returns
+    -------
+    centroid_x, centroid_y : ndarray
+        0-based positions, NaN where the fit failed.
+    psf_width_x, psf_width_y : ndarray
+        Flux-weighted rms extent (pixels) of the background-subtracted image about the centroid,
+        within ``radius`` (for a donut a size, not a Gaussian σ).
+    psf_flux : ndarray
+        ``a`` × the template's sum within ``radius``.
+    """
+    nimg, ny, nx = data.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    cube = np.where(mask, np.nan, data).astype(np.float64)
+    far = (xx - xcenter) ** 2 + (yy - ycenter) ** 2 >= radius ** 2
+    bkg = np.array([_clipped_median(cube[i][far]) if far.any() else 0.0 for i in range(nimg)])
+    with warnings.catch_warnings():  # all-NaN pixels (always masked) stay NaN and are filled
+        warnings.simplefilter("ignore", RuntimeWarning)
+        template = _fill_bad(np.nanmedian(cube - bkg[:, None, None], axis=0))
+    # the template's own position: a flux-weighted centroid to start, then the centre of point
+    # symmetry (the shift between the template and its 180° rotation), which row stripes and a
+    # residual background leave alone since only the PSF's gradients carry weight in the fit
+    x0, y0 = float(xcenter), float(ycenter)
+    for _ in range(20):
+        w = np.where((xx - x0) ** 2 + (yy - y0) ** 2 < radius ** 2, template, 0.0)
+        total = w.sum()
+        if not total > 0:
+            nan = np.full(nimg, np.nan)
+            return nan, nan.copy(), nan.copy(), nan.copy(), nan.copy()
+        x1, y1 = (w * xx).sum() / total, (w * yy).sum() / total
+        done = abs(x1 - x0) < 1e-4 and abs(y1 - y0) < 1e-4
+        x0, y0 = x1, y1
+        if done:
+            break
+    region = (xx - x0) ** 2 + (yy - y0) ** 2 < radius ** 2
+    rotated = template[::-1, ::-1]
+    sym = _fit_shift(template, rotated, region & region[::-1, ::-1], iterations + 2)
+    if sym is not None:
+        x0, y0 = (nx - 1 + sym[0]) / 2, (ny - 1 + sym[1]) / 2
+        region = (xx - x0) ** 2 + (yy - y0) ** 2 < radius ** 2
+    tsum = float(template[region].sum())
+    cx, cy = np.full(nimg, np.nan), np.full(nimg, np.nan)
+    wx, wy, flux = np.full(nimg, np.nan), np.full(nimg, np.nan), np.full(nimg, np.nan)
+    for i in range(nimg):
+        use = region & np.isfinite(cube[i])
+        fit = _fit_shift(cube[i], template, use, iterations)
+        if fit is None:
+            continue
+        dx, dy, scale, level = fit
+        cx[i], cy[i], flux[i] = x0 + dx, y0 + dy, scale * tsum
+        sub = np.where(use, cube[i] - level, 0.0)
+        s = sub.sum()
+        if s > 0:
+            wx[i] = np.sqrt(max((sub * (xx - cx[i]) ** 2).sum() / s, 0.0))
+            wy[i] = np.sqrt(max((sub * (yy - cy[i]) ** 2).sum() / s, 0.0))
+    off = ~((cx >= 0) & (cx < nx) & (cy >= 0) & (cy < ny))
+    cx[off] = cy[off] = np.nan
+    return cx, cy, wx, wy, flux
+
+
+def calints_roeba(data, dq, xstart=1, noutputs=1, min_pixels=16):
+    """Row-by-row, per-amplifier 1/f on calints (in place): :mod:`webbflow.steps.roeba` per integration.
+
+    Background pixels are those of a draft (the median of the first integrations) not on a source,
+    nor DO_NOT_USE, nor reference pixels; each integration's row medians of them are removed, the
+    amplifier's level kept.  With one output the flips between the detector and science frames only
+    reorder rows, and full-width four-output subarrays keep their amplifier edges under the x flip,
+    so the science frame is used as it is.
+
+    Parameters
+    ----------
+    data : ndarray float32, shape (nints, ny, nx)
+        Changed in place.
+    dq : ndarray, shape (nints, ny, nx) or (ny, nx)
+    xstart : int
+        SUBSTRT1 (1-based first detector column).
+    noutputs : int
+    min_pixels : int
+
+    Returns
+    -------
+    skipped : int
+        Amplifier rows, summed over integrations, too short of background pixels to be corrected.
+    """
+    from webbflow.steps import roeba
+
+    nimg, nx = data.shape[0], data.shape[-1]
+    pixeldq = np.bitwise_or.reduce(dq, axis=0) if dq.ndim == 3 else dq
+    mask = roeba.draft_mask(data[:roeba.DRAFT_INTS], pixeldq)
+    edges = roeba.amplifier_edges(nx, int(xstart) - 1, int(noutputs) == 4)
+    skipped = 0
+    for i in range(nimg):
+        frame = data[i:i + 1]
+        skipped += roeba.correct_frames(frame, mask & np.isfinite(frame[0]), edges, min_pixels=min_pixels)[1]
+    return skipped
+
+
+def radius_scan(table, radii):
+    """The point-to-point scatter of each scanned radius' normalised light curve (ppm).
+
+    Point-to-point differences leave out the transit's slow shape, so the numbers rank the radii by
+    their noise without knowing where the transit is.
+
+    Parameters
+    ----------
+    table : astropy Table
+        The stacked ``_phot`` table with ``net_aperture_sum_r<R>`` columns.
+    radii : sequence of float
+
+    Returns
+    -------
+    list of dict
+        ``radius`` and ``rms_ppm`` per radius, in the order given.
+    """
+    from webbflow.report.figures import point_to_point_rms
+
+    rows = []
+    for r in radii:
+        flux = np.asarray(getattr(table[radius_column(r)], "value", table[radius_column(r)]), float)
+        norm = np.nanmedian(flux)
+        rms = point_to_point_rms(flux / norm) if np.isfinite(norm) and norm != 0 else float("nan")
+        rows.append({"radius": float(r), "rms_ppm": round(1e6 * rms, 3)})
+    return rows
+
+
+def radius_column(radius):
+    """The ``_phot`` column of a scanned radius' net aperture sum, e.g. ``net_aperture_sum_r3.5``."""
+    return f"net_aperture_sum_r{float(radius):g}"
+
+
+def aperture_photometry(data, err, xcenter, ycenter, radius, radius_inner, radius_outer, whole=False,
+                        background="mean", background_sigma=3.0, radii=()):
     """Aperture and annulus sums per integration (jwst's ``tso_aperture_photometry`` numbers).
 
     Parameters
@@ -221,12 +449,18 @@ def aperture_photometry(data, err, xcenter, ycenter, radius, radius_inner, radiu
     radius, radius_inner, radius_outer : float
     whole : bool
         SUB64P + WLP8: the nansum of the whole subarray, no background (NaN columns).
+    background : {"mean", "sigma_clip"}
+        The annulus' mean (jwst) or its sigma-clipped mean (``background_sigma``, 5 iterations);
+        ``annulus_sum`` is then that mean × the annulus' unmasked area.
+    background_sigma : float
+    radii : sequence of float
+        More aperture radii (same centre and background): ``radii`` → {radius: (net, net_err)}.
 
     Returns
     -------
     dict
         ``aperture_sum(_err)``, ``annulus_sum(_err)``, ``annulus_mean(_err)``, ``aperture_bkg(_err)``,
-        ``net_aperture_sum(_err)`` (ndarrays, one value per integration).
+        ``net_aperture_sum(_err)`` (ndarrays, one value per integration), ``radii``.
     """
     nimg = data.shape[0]
     if whole:
@@ -235,8 +469,15 @@ def aperture_photometry(data, err, xcenter, ycenter, radius, radius_inner, radiu
         nan = np.full(nimg, np.nan)
         return {"aperture_sum": asum, "aperture_sum_err": aerr, "annulus_sum": nan, "annulus_sum_err": nan,
                 "annulus_mean": nan, "annulus_mean_err": nan, "aperture_bkg": nan, "aperture_bkg_err": nan,
-                "net_aperture_sum": asum, "net_aperture_sum_err": aerr, "whole": True}
+                "net_aperture_sum": asum, "net_aperture_sum_err": aerr, "whole": True, "radii": {}}
+    from astropy.stats import SigmaClip
     from photutils.aperture import ApertureStats, CircularAnnulus, CircularAperture
+
+    if background not in ("mean", "sigma_clip"):
+        raise ValueError(f"background {background!r}: choose mean or sigma_clip")
+    clip = SigmaClip(sigma=float(background_sigma), maxiters=5) if background == "sigma_clip" else None
+    radii = [float(r) for r in radii]
+    extra = {r: ([], [], []) for r in radii}  # sum, sum_err, area
 
     xcenter = np.full(nimg, xcenter) if np.isscalar(xcenter) else xcenter
     ycenter = np.full(nimg, ycenter) if np.isscalar(ycenter) else ycenter
@@ -250,6 +491,14 @@ def aperture_photometry(data, err, xcenter, ycenter, radius, radius_inner, radiu
             cols[f"{key}_sum"].append(stats.sum)
             cols[f"{key}_sum_err"].append(stats.sum_err)
             cols[f"{key}_area"].append(stats.sum_aper_area.value)  # unmasked pixels only
+        if clip is not None:
+            clipped = ApertureStats(data[i], CircularAnnulus((xcenter[i], ycenter[i]), r_in=radius_inner,
+                                                             r_out=radius_outer), sigma_clip=clip)
+            cols["annulus_sum"][-1] = clipped.mean * cols["annulus_area"][-1]
+        for r in radii:
+            st = ApertureStats(data[i], CircularAperture((xcenter[i], ycenter[i]), r=r), error=err[i])
+            for lst, value in zip(extra[r], (st.sum, st.sum_err, st.sum_aper_area.value)):
+                lst.append(value)
     c = {k: np.array(v) for k, v in cols.items()}
     out = {k: c[k] for k in ("aperture_sum", "aperture_sum_err", "annulus_sum", "annulus_sum_err")}
     out["annulus_mean"] = c["annulus_sum"] / c["annulus_area"]
@@ -259,6 +508,11 @@ def aperture_photometry(data, err, xcenter, ycenter, radius, radius_inner, radiu
     out["net_aperture_sum"] = c["aperture_sum"] - out["aperture_bkg"]
     out["net_aperture_sum_err"] = np.sqrt(c["aperture_sum_err"] ** 2 + out["aperture_bkg_err"] ** 2)
     out["whole"] = False
+    out["radii"] = {}
+    for r, (rsum, rerr, rarea) in extra.items():
+        rarea = np.array(rarea)
+        out["radii"][r] = (np.array(rsum) - out["annulus_mean"] * rarea,
+                           np.sqrt(np.array(rerr) ** 2 + (out["annulus_mean_err"] * rarea) ** 2))
     return out
 
 
@@ -310,8 +564,10 @@ def phot_table(sums, times, unit, xcenter, ycenter, params, meta, wcs=None, cent
         meta["apertures"] = ("Photometry measured as the sum of all values in the subarray.  "
                              "No background subtraction was performed.")
     else:
+        mean = ("the mean" if params.get("background_method", "mean") == "mean"
+                else f"the {params['background_sigma']:g}-sigma clipped mean")
         meta["apertures"] = (f"Photometry measured in a circular aperture of r={params['radius']} pixels.  "
-                             "Background calculated as the mean in a circular annulus with "
+                             f"Background calculated as {mean} in a circular annulus with "
                              f"r_inner={params['radius_inner']} pixels and r_outer={params['radius_outer']} pixels.")
     tbl = QTable(meta=meta)
     unit = u.Unit(unit)
@@ -346,6 +602,9 @@ def phot_table(sums, times, unit, xcenter, ycenter, params, meta, wcs=None, cent
             tbl["psf_width_y"] = wy << u.pix
         if flux is not None:
             tbl["psf_flux"] = flux << unit
+    for r, (net, net_err) in sums.get("radii", {}).items():  # webbflow's radius scan, after jwst's columns
+        tbl[radius_column(r)] = net << unit
+        tbl[radius_column(r) + "_err"] = net_err << unit
     return tbl
 
 
@@ -357,7 +616,7 @@ def run(data, dq, err, context, params=None):
     data, dq, err : ndarray, shape (nints, ny, nx)
     context : PhotContext
     params : dict, optional
-        Overrides of :data:`PHOT_DEFAULTS`.
+        Overrides of :data:`PHOT_DEFAULTS` and :data:`BEYOND_DEFAULTS`.
 
     Returns
     -------
@@ -366,30 +625,46 @@ def run(data, dq, err, context, params=None):
     Raises
     ------
     ValueError
-        Missing XREF_SCI/YREF_SCI or BUNIT, or no INT_TIMES.
+        Missing XREF_SCI/YREF_SCI or BUNIT, no INT_TIMES, or an unknown ``centroid_method``.
     """
-    p = {**PHOT_DEFAULTS, **{k: v for k, v in (params or {}).items() if k in PHOT_DEFAULTS}}
+    p = {**PHOT_DEFAULTS, **BEYOND_DEFAULTS,
+         **{k: v for k, v in (params or {}).items() if k in PHOT_DEFAULTS or k in BEYOND_DEFAULTS}}
     if context.xref_sci is None or context.yref_sci is None:
         raise ValueError("XREF_SCI/YREF_SCI is missing")
     if context.bunit is None:
         raise ValueError("BUNIT for data array is missing")
+    if p["centroid_method"] not in ("jwst", "template"):
+        raise ValueError(f"centroid_method {p['centroid_method']!r}: choose jwst or template")
     xcenter, ycenter = context.xref_sci - 1, context.yref_sci - 1
     data, err, unit = convert_units(data, err, context.bunit, context.pixar_sr, context.integration_time,
                                     context.gain)
+    if p["roeba"]:
+        skipped = calints_roeba(data, dq, context.xstart, context.noutputs)
+        log.info("roeba on calints: %d amplifier rows without enough background pixels", skipped)
     centroid = None
     xc, yc = xcenter, ycenter
     if p["centroid_source"]:
-        boxes = {b: int(p[b]) - (int(p[b]) % 2 == 0) for b in ("search_box_width", "fit_box_width")}
-        centroid = source_centroid(data, dq, xcenter, ycenter, boxes["search_box_width"], boxes["fit_box_width"],
-                                   source_radius=p["radius_inner"])
+        if p["centroid_method"] == "template":
+            mask = ((dq & (dqflags.DO_NOT_USE | dqflags.REFERENCE_PIXEL)) != 0) | ~np.isfinite(data)
+            centroid = template_centroid(data, mask, xcenter, ycenter, float(p["centroid_radius"]))
+        else:
+            boxes = {b: int(p[b]) - (int(p[b]) % 2 == 0) for b in ("search_box_width", "fit_box_width")}
+            centroid = source_centroid(data, dq, xcenter, ycenter, boxes["search_box_width"],
+                                       boxes["fit_box_width"], source_radius=p["radius_inner"])
         cx, cy = centroid[:2]
         if np.all(np.isnan(cx)) or np.all(np.isnan(cy)):
             log.warning("Centroid fit failed. Using initial estimate for source location.")
         elif not p["moving_centroid"]:
             xc, yc = np.nanmedian(cx), np.nanmedian(cy)
         else:
-            xc, yc = cx, cy
-    sums = aperture_photometry(data, err, xc, yc, p["radius"], p["radius_inner"], p["radius_outer"],
-                               whole=whole_subarray(context.pupil, context.subarray))
+            # an integration whose fit failed keeps the median position rather than a NaN aperture
+            xc = np.where(np.isfinite(cx), cx, np.nanmedian(cx))
+            yc = np.where(np.isfinite(cy), cy, np.nanmedian(cy))
+            if p["centroid_method"] == "jwst":
+                xc, yc = cx, cy  # jwst's own behaviour, NaN included
+    whole = whole_subarray(context.pupil, context.subarray) and p["whole_subarray"]
+    sums = aperture_photometry(data, err, xc, yc, p["radius"], p["radius_inner"], p["radius_outer"], whole=whole,
+                               background=p["background_method"], background_sigma=p["background_sigma"],
+                               radii=() if whole else p["radii"])
     times = int_mid_times(context.int_times, context.integration_start, data.shape[0])
     return phot_table(sums, times, unit, xc, yc, p, context.meta, wcs=context.wcs, centroid=centroid)
