@@ -192,3 +192,13 @@ def test_tso_grism_preset_recommends_roeba_and_jwst_line_drops_it():
         assert step_parameters(defaults, stage, preset)["extract_1d"]["method"] == "optimal"
         jwst = step_parameters(defaults, stage, preset, recommended=False)["extract_1d"]
         assert jwst["method"] == "box" and jwst["optimal_sigma"] == 5.0
+
+
+def test_imaging_preset_recommends_proper_motions_and_jwst_line_drops_it():
+    preset = load_modes(REPO / "config" / "modes", SCHEMA)["imaging"]
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]["steps"]["properties"]
+    defaults = {step: {k: v["default"] for k, v in schema[step]["properties"].items()}
+                for step in STAGES["image3"].steps}
+    assert step_parameters(defaults, "image3", preset)["tweakreg"]["abs_proper_motion"] is True
+    jwst = step_parameters(defaults, "image3", preset, recommended=False)["tweakreg"]
+    assert jwst["abs_proper_motion"] is False and jwst["abs_refcat"] is None  # jwst 3.0: relative only
