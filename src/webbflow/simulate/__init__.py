@@ -26,7 +26,7 @@ Output layout (``docs/contracts.md``): ``<outdir>/uncal/<root>_uncal.fits``,
 ``<outdir>/truth/<root>_{truth_rate.fits,cosmic_rays.ecsv,first_saturated.fits}``;
 sky scenes add ``truth/sources.ecsv`` (the catalogue), ``truth/<root>_sources.ecsv``
 (pixel positions, rates, fluxes) and ``truth/pointing.ecsv`` (injected pointing errors), and
-``<outdir>/gaia_dr3_like.ecsv``: the field's stars as Gaia DR3 lists them (epoch 2016.0, proper
+``<outdir>/astrometry/gaia_dr3_like.ecsv``: the field's stars as Gaia DR3 lists them (epoch 2016.0, proper
 motions, Gaia-like errors; the image3 ``abs_refcat`` of the demo).
 """
 

@@ -112,7 +112,7 @@ def pointing_truth(spec):
 
 
 _CATALOGS_WRITTEN = set()
-GAIA_CATALOG = "gaia_dr3_like.ecsv"
+GAIA_CATALOG = "astrometry/gaia_dr3_like.ecsv"
 """The sky scene's Gaia-like astrometric catalog, in the simulation's output folder."""
 
 
