@@ -72,3 +72,43 @@ def test_absolute_mosaic_on_truth_and_relative_keeps_the_pointing_error(two_sw):
     assert res["abs"]["n"] >= 10
     assert res["abs"]["rms_mas"] <= 5.0  # issue 17: <= 10 mas absolute; the SW centroids allow 5
     assert res["rel"]["rms_mas"] > 30.0 and res["rel"]["rms_mas"] > 5 * res["abs"]["rms_mas"]
+
+
+@pytest.fixture(scope="module")
+def jwst_groups(two_sw, tmp_path_factory):
+    """jwst 3.0's image3 on the same eight cal files, aligned to the same catalog (which jwst takes
+    as listed: no proper motions), against ours with ``abs_proper_motion`` off."""
+    from webbflow.associations import associations_from_cals, write_asn
+    from webbflow.oracle import OracleUnavailable, oracle_paths, run_image3
+
+    try:
+        oracle_paths()
+    except OracleUnavailable as exc:
+        pytest.skip(str(exc))
+    cals = two_sw[0]
+    refcat = cals[0].parent / GAIA_CATALOG
+    out = tmp_path_factory.mktemp("image3_2sw_jwst")
+    asn = write_asn(associations_from_cals(cals)[0], cals[0].parent / "image3_asn.json")  # members relative to it
+    settings = {f"tweakreg.{k}": v for k, v in DEMO_TWEAK.items()}
+    settings["tweakreg.abs_refcat"] = str(refcat)
+    theirs, wall = run_image3(asn, {}, out / "jwst", skip=("source_catalog",), settings=settings)
+    print(f"\njwst image3 (8 images, 4 groups, abs_refcat) {wall:.1f} s")
+    ours = _run(cals, {**DEMO_TWEAK, "abs_refcat": str(refcat), "abs_proper_motion": False})
+    return cals, ours, theirs
+
+
+@pytest.mark.parity
+def test_group_and_absolute_alignment_agree_with_jwst(jwst_groups):
+    cals, ours, theirs = jwst_groups
+    assert len(theirs["crf"]) == len(cals)
+    worst = 0.0
+    crfs = {p.name.split("_o001")[0]: p for p in theirs["crf"]}
+    yy, xx = np.mgrid[0:159:5j, 0:159:5j]
+    for image, cal in zip(ours["images"], cals):
+        with datamodels.open(crfs[cal.name[: -len("_cal.fits")]]) as j:
+            ra_o, dec_o = image.wcs(xx, yy)
+            ra_j, dec_j = j.meta.wcs(xx, yy)
+        sep = 3.6e6 * np.hypot((ra_o - ra_j) * np.cos(np.radians(dec_j)), dec_o - dec_j)
+        worst = max(worst, float(sep.max()))
+        print(f"{image.name}: WCS difference ours - jwst max {sep.max():.2f} mas")
+    assert worst < 3.0

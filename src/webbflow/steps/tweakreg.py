@@ -151,6 +151,7 @@ def _fit(ref_xy, img_xy, fitgeometry, searchrad, separation, tolerance, use2dhis
         return None, f"skipped: {len(ridx)} matches < minobj={minobj}"
     fit = iter_linear_fit(ref_xy[ridx], img_xy[iidx], fitgeom=fitgeometry, nclip=nclip, sigma=(sigma, "rmse"))
     fit["nmatch"] = int(np.count_nonzero(fit["fitmask"]))
+    fit["img_idx"] = np.asarray(iidx, int)
     log.info("%s: %d matches, shift %.4f %.4f arcsec, rmse %.4f arcsec", name, fit["nmatch"],
              fit["shift"][0], fit["shift"][1], fit["rmse"])
     return fit, "aligned"
@@ -191,7 +192,7 @@ def align(wcslist, catalogs, names=None, *, groups=None, fitgeometry="rshift", s
     abs_* :
         The same parameters for the absolute fit.
     expand_refcat : bool
-        Add each aligned group's sources to the reference catalog (jwst default false).
+        Add each aligned group's unmatched sources to the reference catalog (jwst default false).
     enforce_user_order : bool
         Reference and alignment order as given even with ``expand_refcat``.
 
@@ -254,7 +255,11 @@ def align(wcslist, catalogs, names=None, *, groups=None, fitgeometry="rshift", s
             sky[i] = wcslist[i](np.asarray(catalogs[i]["x"]), np.asarray(catalogs[i]["y"]), with_bounding_box=False)
             results[i] = Alignment(names[i], status, fit["matrix"], fit["shift"], fit["nmatch"], fit["rmse"])
         if expand_refcat:
-            ref_xy = np.vstack([ref_xy, pooled(group)])
+            # tweakwcs adds only the sources the match left unmatched (no duplicates of reference stars)
+            new_xy = pooled(group)
+            unmatched = np.ones(len(new_xy), bool)
+            unmatched[fit["img_idx"]] = False
+            ref_xy = np.vstack([ref_xy, new_xy[unmatched]])
     out = [results[i] for i in range(len(wcslist))]
     if abs_refcat is not None:
         out.append(_align_absolute(wcslist, sky, abs_refcat, tp_center, abs_fitgeometry, abs_searchrad,
