@@ -132,6 +132,10 @@ def test_truth_residuals(report, filt):
     # aligned to the demo's Gaia-like catalog (step_defaults recommended): no common offset left (relative
     # alignment alone leaves the reference exposure's pointing error, ~60 mas), a small scatter
     assert np.hypot(*summary["offset_mas"]) < 10
+    # each exposure's aligned WCS at its stars' true pixels (the crf files): on the truth too
+    exposures = summary["exposures"]
+    assert len(exposures) == 4 and all(e["n"] >= 5 for e in exposures)
+    assert max(np.hypot(*e["offset_mas"]) for e in exposures) < 10
     assert summary["scatter_mas"] < 6
     assert abs(summary["median_flux_ratio"] - 1) < 0.03
     for kind in ("preview/{p}_preview.png", "truth/{p}_truth.png"):
