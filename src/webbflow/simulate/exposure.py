@@ -128,7 +128,8 @@ def _render_sky(spec, model, outdir):
     truth_dir = Path(outdir) / "truth"
     key = (str(Path(outdir).resolve()), spec.scene_seed, spec.ra, spec.dec, spec.field_half_size,
            spec.n_bright_stars, spec.n_stars, spec.n_galaxies, spec.n_saturating_stars)
-    if key not in _CATALOGS_WRITTEN or not (truth_dir / "sources.ecsv").exists():
+    if (key not in _CATALOGS_WRITTEN or not (truth_dir / "sources.ecsv").exists()
+            or not (Path(outdir) / GAIA_CATALOG).exists()):
         write_table(truth_dir / "sources.ecsv", catalog)  # shared by the program: write once
         # What a user would download for the field: the absolute-astrometry catalog (an input, not truth).
         epoch = Time(spec.date_obs, format="isot", scale="utc").jyear
