@@ -16,12 +16,14 @@ from stdatamodels.jwst import datamodels
 from webbflow.associations import read_asn
 from webbflow.io.image3 import read_cal
 from webbflow.report.truth import edge_mask, mark_isolated, match_stars
+from webbflow.simulate.exposure import GAIA_CATALOG
 from webbflow.stages import image3
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-FILTERS = {"f150w": 5.0, "f200w": 5.0, "f356w": 10.0, "f444w": 10.0}  # astrometry limit (mas): SW / LW
+# Absolute astrometry limit (mas, rms about the truth): SW / LW (issue 17 asks <= 10 mas).
+FILTERS = {"f150w": 5.0, "f200w": 5.0, "f356w": 10.0, "f444w": 10.0}
 DEMO_TWEAK = {"minobj": 4, "searchrad": 0.5, "separation": 0.5, "tolerance": 0.2}
 
 
@@ -38,10 +40,7 @@ def demo(demo_workdir):
     # Isolated stars: no other source (star or galaxy) within 0.4" (about 3 LW FWHM) to blend with.
     truth = mark_isolated(Table.read(workdir / "demo" / "truth" / "sources.ecsv"), radius=0.4)
     stars = truth[truth["type"] == "star"]
-    # A Gaia stand-in: the bright stars' true positions.
-    refcat = workdir / "gaia_like.ecsv"
-    stars["ra", "dec"].write(refcat)  # every star, isolated or not, as Gaia would list them
-    return workdir, stars, refcat
+    return workdir, stars
 
 
 def _product(workdir, filt, suffix):
@@ -50,7 +49,7 @@ def _product(workdir, filt, suffix):
 
 
 def test_demo_image3_products(demo):
-    workdir, _, _ = demo
+    workdir, _ = demo
     for filt in FILTERS:
         with datamodels.open(_product(workdir, filt, "i2d")) as i2d:
             assert isinstance(i2d, datamodels.ImageModel) and i2d.meta.bunit_data == "MJy/sr"
@@ -64,7 +63,7 @@ def test_demo_image3_products(demo):
 
 
 def test_resample_parameter_reruns_only_image3(demo, tmp_path):
-    workdir, _, _ = demo
+    workdir, _ = demo
     config = tmp_path / "c.yaml"
     config.write_text(json.dumps({"steps": {"resample": {"pixfrac": 0.8}}}))
     plan = _snakemake(workdir, "--configfile", str(config), "-n").stdout
@@ -73,29 +72,33 @@ def test_resample_parameter_reruns_only_image3(demo, tmp_path):
     assert rules == {"image3", "qa_mosaics", "qa_truth", "all"}  # the mosaics and their report figures
 
 
+def _truth_match(cat, wht, stars):
+    # Sources whose isophote reaches the mosaic's edge have clipped centroids: leave them out.
+    idx, sep, good = match_stars(cat, stars, edge_mask(wht, iterations=8), max_sep=0.3, min_snr=100)
+    return idx, sep, good
+
+
 @pytest.mark.parametrize("filt", list(FILTERS))
 def test_truth_astrometry_and_photometry(demo, filt):
-    workdir, stars, refcat = demo
-    cals = sorted((workdir / "results" / "image2" / filt).glob("*_cal.fits"))
-    runs = {}
-    for name, tweak in (("abs", {**DEMO_TWEAK, "abs_refcat": str(refcat), "abs_minobj": 4, "abs_searchrad": 0.5,
-                                 "abs_separation": 0.5, "abs_tolerance": 0.2}),
-                        ("none", {"skip": True})):
-        models = [read_cal(p) for p in cals]
-        runs[name] = image3.run_models(models, {"tweakreg": tweak})
-    out = {}
-    for name, result in runs.items():
-        # Sources whose isophote reaches the mosaic's edge have clipped centroids: leave them out.
-        edge = edge_mask(result["resampled"].wht, iterations=8)
-        cat = result["catalog"].catalog
-        idx, sep, good = match_stars(cat, stars, edge, max_sep=0.3, min_snr=100)
-        out[name] = (cat, idx, sep, good)
-    cat, idx, sep, good = out["abs"]
+    """The default run's mosaics (aligned to the demo's Gaia-like catalog, as MAST's are to Gaia) put
+    bright stars on their true positions; relative alignment alone leaves the reference exposure's
+    pointing error (57-65 mas before issue 17)."""
+    workdir, stars = demo
+    assert (workdir / "demo" / GAIA_CATALOG).exists()
+    cat = Table.read(_product(workdir, filt, "cat"))
+    with datamodels.open(_product(workdir, filt, "i2d")) as i2d:
+        wht = np.array(i2d.wht)
+    idx, sep, good = _truth_match(cat, wht, stars)
     assert good.sum() >= 5
     rms = 1000 * np.sqrt(np.mean(sep[good] ** 2))
     assert rms <= FILTERS[filt], f"{filt}: {rms:.1f} mas"
-    _, _, sep_none, good_none = out["none"]
-    assert 1000 * np.sqrt(np.mean(sep_none[good_none] ** 2)) > 3 * rms  # the injected pointing errors
+
+    cals = sorted((workdir / "results" / "image2" / filt).glob("*_cal.fits"))
+    relative = image3.run_models([read_cal(p) for p in cals], {"tweakreg": DEMO_TWEAK})
+    _, sep_rel, good_rel = _truth_match(relative["catalog"].catalog, relative["resampled"].wht, stars)
+    rms_rel = 1000 * np.sqrt(np.mean(sep_rel[good_rel] ** 2))
+    assert rms_rel > 30 and rms_rel > 3 * rms, f"{filt}: relative {rms_rel:.1f} mas, absolute {rms:.1f} mas"
+
     isolated = good & (cat["nn_dist"].value > 10)
     ratio = cat["aper_total_flux"].value[isolated] / np.asarray(stars[f"flux_{filt}"])[idx[isolated]]
     # 2 %: jwst's outlier detection (reproduced exactly, output grid included; tests/test_parity_image3.py)

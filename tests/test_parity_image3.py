@@ -63,11 +63,12 @@ CATALOG = {"deblend": True}
 OUTLIER = 16  # DQ OUTLIER bit
 
 
-def _cal_files(out):
-    specs = preset_specs("demo-imaging")
+def simulate_cal_files(out, preset="demo-imaging", filt=FILTER):
+    """Simulate ``preset``'s ``filt`` exposures into ``out`` and reduce them to cal files (ours)."""
+    specs = preset_specs(preset)
     need = max(exposure_timing(s)["frames_read"] for s in specs)
     cals = []
-    for spec in (s for s in specs if s.filter == FILTER):
+    for spec in (s for s in specs if s.filter == filt):
         uncal = simulate_exposure(spec, out, n_dark_frames=need)
         header = fits.getheader(uncal)
         rate = out / f"{spec.rootname}_rate.fits"
@@ -105,7 +106,7 @@ def runs(tmp_path_factory):
     except OracleUnavailable as exc:
         pytest.skip(str(exc))
     out = tmp_path_factory.mktemp("image3_parity")
-    cals = _cal_files(out)
+    cals = simulate_cal_files(out)
     asn = write_asn(associations_from_cals(cals)[0], out / "image3_asn.json")
     # The aperture model both catalogs use: our curve of growth on the untweaked i2d.
     probe = _ours(cals, {"tweakreg": {"skip": True}, "source_catalog": CATALOG})["catalog"].apertures

@@ -207,3 +207,13 @@ def test_imaging_preset_recommends_snowball_flagging_and_jwst_line_drops_it():
     assert (jwst["min_jump_area"], jwst["min_sat_area"], jwst["expand_factor"], jwst["min_sat_radius_extend"],
             jwst["sat_expand"], jwst["edge_size"], jwst["max_extended_radius"],
             jwst["snowball_time_masked_next_int"]) == (5.0, 1.0, 2.0, 2.5, 2, 25, 200, 4000)
+
+
+def test_imaging_preset_recommends_proper_motions_and_jwst_line_drops_it():
+    preset = load_modes(REPO / "config" / "modes", SCHEMA)["imaging"]
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]["steps"]["properties"]
+    defaults = {step: {k: v["default"] for k, v in schema[step]["properties"].items()}
+                for step in STAGES["image3"].steps}
+    assert step_parameters(defaults, "image3", preset)["tweakreg"]["abs_proper_motion"] is True
+    jwst = step_parameters(defaults, "image3", preset, recommended=False)["tweakreg"]
+    assert jwst["abs_proper_motion"] is False and jwst["abs_refcat"] is None  # jwst 3.0: relative only

@@ -3,11 +3,26 @@
 import json
 
 from webbflow.associations import image3_associations, tso3_associations
+from webbflow.simulate.exposure import GAIA_CATALOG
 RESOURCE_MODEL["image3"] = dict(mem_base=1000, mem_per_mb=3.0, runtime_base=10, runtime_per_mb=0.2, sized_on=None)
 # The demo's SUB160 exposures hold about ten stars 1.4" apart, with pointing errors under 0.3":
 # jwst's matching defaults (minobj 15, searchrad 2") cannot tie them.  Used for the demo only,
 # between the mode preset and the user's config (which still wins).
-DEMO_IMAGE3_STEPS = {"tweakreg": {"minobj": 4, "searchrad": 0.5, "separation": 0.5, "tolerance": 0.2}}
+DEMO_IMAGE3_STEPS = {"tweakreg": {"minobj": 4, "searchrad": 0.5, "separation": 0.5, "tolerance": 0.2,
+                                   "abs_minobj": 4, "abs_searchrad": 0.5, "abs_separation": 0.5,
+                                   "abs_tolerance": 0.2}}
+# The demo's Gaia-like catalog (written by the simulator): under step_defaults recommended the demo's
+# mosaics are aligned to it, as MAST's are to Gaia; under jwst, relative only (jwst's default).
+DEMO_REFCAT = f"{DEMO_DIR}/{GAIA_CATALOG}"
+
+
+def demo_image3_steps():
+    """The demo's image3 layer: its small-field matching, and its absolute catalog when recommended."""
+    if not USE_DEMO:
+        return None
+    if config["step_defaults"] == "recommended" and Path(DEMO_REFCAT).exists():
+        return {"tweakreg": {**DEMO_IMAGE3_STEPS["tweakreg"], "abs_refcat": DEMO_REFCAT}}
+    return DEMO_IMAGE3_STEPS
 
 
 wildcard_constraints:
@@ -56,7 +71,7 @@ def image3_asn_json(wildcards):
 def image3_steps_dict(wildcards):
     """Effective image3 step parameters (mode of the association's first member, then the user's)."""
     first = get_exposures()[association_of(wildcards).members[0]]
-    return exposure_step_parameters(first, "image3", DEMO_IMAGE3_STEPS if USE_DEMO else None)
+    return exposure_step_parameters(first, "image3", demo_image3_steps())
 
 
 def image3_steps(wildcards):

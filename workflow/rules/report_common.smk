@@ -46,8 +46,10 @@ def qa_mosaics_inputs(wildcards):
 
 
 def qa_truth_inputs(wildcards):
-    """The mode's mosaics and catalogs, and the demo's truth."""
-    return {**qa_mosaics_inputs(wildcards), "truth": DEMO_TRUTH}
+    """The mode's mosaics and catalogs, their crf folders (per-exposure residuals) and the demo's truth."""
+    products = qa_associations_of(wildcards.mode)
+    return {**qa_mosaics_inputs(wildcards), "crfs": [f"{RESULTS}/image3/crf/{p}" for p in products],
+            "truth": DEMO_TRUTH}
 
 
 def all_report_products(wildcards):

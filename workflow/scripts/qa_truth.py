@@ -9,4 +9,4 @@ from webbflow.report import jobs  # noqa: E402
 from webbflow.workflow import run_job  # noqa: E402
 
 run_job(sm, "qa_truth", jobs.qa_truths, list(sm.input.i2ds), list(sm.input.cats), sm.input.truth,
-        sm.output.residuals)
+        sm.output.residuals, list(sm.input.crfs))

@@ -144,8 +144,8 @@ def mosaic_preview(png, sci, wht, cat, title):
     _save(fig, png)
 
 
-def residual_plots(png, residuals, title):
-    """Astrometric and photometric residuals of a catalog against the truth (two panels).
+def residual_plots(png, residuals, title, exposures=None):
+    """Astrometric and photometric residuals of a catalog against the truth (two or three panels).
 
     Parameters
     ----------
@@ -155,11 +155,20 @@ def residual_plots(png, residuals, title):
         :func:`webbflow.report.truth.truth_residuals`' result.
     title : str
         The figure's title.
+    exposures : list of dict, optional
+        :func:`webbflow.report.truth.exposure_residuals`' result: a third panel with each
+        exposure's median offset (its aligned WCS against the truth) and rms.
     """
-    fig = _figure(8.0, 3.6)
+    if exposures:
+        fig = _figure(12.0, 3.6)
+        left = fig.add_axes([0.055, 0.14, 0.24, 0.66])
+        right = fig.add_axes([0.39, 0.14, 0.25, 0.66])
+        _exposure_panel(fig.add_axes([0.72, 0.14, 0.24, 0.66]), exposures)
+    else:
+        fig = _figure(8.0, 3.6)
+        left = fig.add_axes([0.08, 0.14, 0.36, 0.66])
+        right = fig.add_axes([0.58, 0.14, 0.38, 0.66])
     fig.suptitle(title, fontsize=9)
-    left = fig.add_axes([0.08, 0.14, 0.36, 0.66])
-    right = fig.add_axes([0.58, 0.14, 0.38, 0.66])
     dra, ddec, n = residuals["dra"], residuals["ddec"], residuals["n"]
     left.scatter(dra, ddec, s=14, color="tab:blue")
     left.axhline(0, color="0.6", lw=0.6)
@@ -186,6 +195,28 @@ def residual_plots(png, residuals, title):
     for ax in (left, right):
         ax.tick_params(labelsize=7)
     _save(fig, png)
+
+
+def _exposure_panel(ax, exposures):
+    """Each exposure's median WCS offset from the truth (mas), labelled by its position in the list."""
+    off = np.array([e["offset_mas"] for e in exposures], float)
+    rms = np.array([e["rms_mas"] for e in exposures], float)
+    ax.scatter(off[:, 0], off[:, 1], s=16, color="tab:green")
+    for k, (x, y) in enumerate(off, start=1):
+        ax.annotate(str(k), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6.5)
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.axvline(0, color="0.6", lw=0.6)
+    finite = np.isfinite(off).all(axis=1)
+    lim = max(5.0, 1.15 * float(np.max(np.abs(off[finite])))) if finite.any() else 5.0
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xlabel(r"$\Delta\alpha\cos\delta$ (mas)", fontsize=8)
+    ax.set_ylabel(r"$\Delta\delta$ (mas)", fontsize=8)
+    ax.set_title(f"per exposure (aligned WCS at the true pixels): {len(exposures)} exposures,\n"
+                 f"worst median offset {np.nanmax(np.hypot(off[:, 0], off[:, 1])):.1f} mas, "
+                 f"worst rms {np.nanmax(rms):.1f} mas", fontsize=7.5)
+    ax.tick_params(labelsize=7)
 
 
 def point_to_point_rms(flux):

@@ -217,16 +217,19 @@ def qa_mosaics(i2ds, cats, out_dir):
         qa_mosaic(i2d, cat, Path(out_dir) / f"{product}_preview.png", product=product)
 
 
-def qa_truths(i2ds, cats, truth, out_dir):
-    """:func:`qa_truth` of several associations: ``<out_dir>/<product>_truth.{png,json}`` each."""
+def qa_truths(i2ds, cats, truth, out_dir, crf_dirs=None):
+    """:func:`qa_truth` of several associations: ``<out_dir>/<product>_truth.{png,json}`` each
+    (``crf_dirs``: each association's crf folder, for the per-exposure residuals)."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    for i2d, cat in zip(i2ds, cats, strict=True):
+    crf_dirs = crf_dirs or [None] * len(i2ds)
+    for i2d, cat, crf_dir in zip(i2ds, cats, crf_dirs, strict=True):
         product = Path(i2d).name.removesuffix("_i2d.fits")
+        crfs = sorted(Path(crf_dir).glob("*_crf.fits")) if crf_dir else None
         qa_truth(i2d, cat, truth, Path(out_dir) / f"{product}_truth.png", Path(out_dir) / f"{product}_truth.json",
-                 product=product)
+                 product=product, crfs=crfs)
 
 
-def qa_truth(i2d, cat, truth, png, out_json=None, product=None, max_sep=0.3, min_snr=100.0):
+def qa_truth(i2d, cat, truth, png, out_json=None, product=None, max_sep=0.3, min_snr=100.0, crfs=None):
     """Astrometric and photometric residuals of a mosaic's catalog against the sky truth (the demo).
 
     Parameters
@@ -243,20 +246,28 @@ def qa_truth(i2d, cat, truth, png, out_json=None, product=None, max_sep=0.3, min
         The association's product name (the title).
     max_sep, min_snr : float
         Matching radius (arcsec) and S/N cut (:func:`webbflow.report.truth.match_stars`).
+    crfs : list of str or Path, optional
+        The association's crf files: adds each exposure's aligned-WCS residuals
+        (:func:`webbflow.report.truth.exposure_residuals`) to the figure and, as ``exposures``,
+        to the summary.
 
     Returns
     -------
     dict
-        The residuals (:func:`webbflow.report.truth.truth_residuals`).
+        The residuals (:func:`webbflow.report.truth.truth_residuals`), with ``exposures`` when
+        ``crfs`` are given.
     """
     from astropy.table import Table
 
-    from webbflow.report.truth import truth_residuals
+    from webbflow.report.truth import exposure_residuals, truth_residuals
 
     sci, wht, table, filt = _read_mosaic(i2d, cat)
     residuals = truth_residuals(table, Table.read(truth), wht, filt, max_sep=max_sep, min_snr=min_snr)
+    exposures = exposure_residuals(crfs, truth) if crfs else None
+    if exposures is not None:
+        residuals["exposures"] = exposures
     name = product or Path(i2d).name.removesuffix("_i2d.fits")
-    figures.residual_plots(png, residuals, f"{name} against the truth")
+    figures.residual_plots(png, residuals, f"{name} against the truth", exposures)
     if out_json is not None:
         summary = {k: v for k, v in residuals.items() if not isinstance(v, np.ndarray)}
         atomic_write_text(out_json, json.dumps(summary, indent=1, sort_keys=True) + "\n")

@@ -6,9 +6,11 @@ isolated (no other source within ``isolation`` arcsec, so no blend), bright (ape
 centroid), and matched within ``max_sep`` arcsec.
 """
 
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ["mark_isolated", "edge_mask", "match_stars", "truth_residuals"]
+__all__ = ["mark_isolated", "edge_mask", "exposure_residuals", "match_stars", "truth_residuals"]
 
 
 def mark_isolated(truth, radius=0.4):
@@ -130,3 +132,56 @@ def truth_residuals(cat, truth, wht, filt, max_sep=0.3, min_snr=100.0, min_nn_di
         "scatter_mas": float(np.sqrt(np.mean((dra - offset[0]) ** 2 + (ddec - offset[1]) ** 2))) if n else nan,
         "median_flux_ratio": float(np.median(ratio)) if ratio.size else nan,
     }
+
+
+def exposure_residuals(crf_paths, truth, margin=5):
+    """Per exposure: the aligned WCS at the stars' true pixels against their true sky positions.
+
+    Uses the simulator's ``truth/<root>_sources.ecsv`` (every source's true pixel position in
+    that exposure), so it measures each exposure's astrometric error after image3's alignment,
+    with no centroiding noise.
+
+    Parameters
+    ----------
+    crf_paths : list of str or Path
+        The association's ``<root>_<asn id>_crf.fits`` (aligned WCS).
+    truth : str or Path
+        The sky truth ``truth/sources.ecsv``; the per-exposure tables sit beside it.
+    margin : int
+        Stars within this many pixels of the image edge are left out.
+
+    Returns
+    -------
+    list of dict
+        ``name`` (exposure root), ``n`` (stars), ``offset_mas`` (median dra cos dec, ddec) and
+        ``rms_mas`` (about zero), in input order; exposures without a truth table are left out.
+    """
+    from astropy.table import Table
+    from stdatamodels.jwst import datamodels
+
+    sky = Table.read(truth)
+    ra_of = dict(zip(np.asarray(sky["id"]), np.asarray(sky["ra"], float)))
+    dec_of = dict(zip(np.asarray(sky["id"]), np.asarray(sky["dec"], float)))
+    out = []
+    for path in crf_paths:
+        root = Path(path).name.rsplit("_", 2)[0]  # <root>_<asn id>_crf.fits
+        placed_path = Path(truth).parent / f"{root}_sources.ecsv"
+        if not placed_path.exists():
+            continue
+        placed = Table.read(placed_path)
+        with datamodels.open(path) as model:
+            ny, nx = model.data.shape
+            x, y = np.asarray(placed["x"], float), np.asarray(placed["y"], float)
+            keep = ((np.asarray(placed["type"]) == "star") & (x >= margin) & (y >= margin)
+                    & (x < nx - margin) & (y < ny - margin))
+            ra, dec = model.meta.wcs(x[keep], y[keep], with_bounding_box=False)
+        ids = np.asarray(placed["id"])[keep]
+        ra_t = np.array([ra_of[i] for i in ids])
+        dec_t = np.array([dec_of[i] for i in ids])
+        dra = (np.asarray(ra) - ra_t) * np.cos(np.radians(dec_t)) * 3.6e6
+        ddec = (np.asarray(dec) - dec_t) * 3.6e6
+        n = int(ids.size)
+        out.append({"name": root, "n": n,
+                    "offset_mas": [float(np.median(dra)), float(np.median(ddec))] if n else [np.nan, np.nan],
+                    "rms_mas": float(np.sqrt(np.mean(dra**2 + ddec**2))) if n else np.nan})
+    return out

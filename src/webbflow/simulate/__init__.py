@@ -25,7 +25,9 @@ Output layout (``docs/contracts.md``): ``<outdir>/uncal/<root>_uncal.fits``,
 ``<outdir>/refs/webbflow_<det>_<reftype>_<subarray>.fits``,
 ``<outdir>/truth/<root>_{truth_rate.fits,cosmic_rays.ecsv,first_saturated.fits}``;
 sky scenes add ``truth/sources.ecsv`` (the catalogue), ``truth/<root>_sources.ecsv``
-(pixel positions, rates, fluxes) and ``truth/pointing.ecsv`` (injected pointing errors).
+(pixel positions, rates, fluxes) and ``truth/pointing.ecsv`` (injected pointing errors), and
+``<outdir>/astrometry/gaia_dr3_like.ecsv``: the field's stars as Gaia DR3 lists them (epoch 2016.0, proper
+motions, Gaia-like errors; the image3 ``abs_refcat`` of the demo).
 """
 
 from webbflow.simulate.detector_model import DetectorModel, delinearize, linearize

@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from astropy.time import Time
 
 from webbflow.simulate import optics
 from webbflow.simulate.detector_model import DetectorModel, make_detector_model
@@ -14,7 +15,7 @@ from webbflow.simulate.events import draw_deposits, frames_read
 from webbflow.simulate.headers import group_table, int_times_table, primary_keywords, sci_keywords
 from webbflow.simulate.readout import integrate_exposure
 from webbflow.simulate.scene import render_rate
-from webbflow.simulate.sky import catalog_for, render_sky_rate
+from webbflow.simulate.sky import catalog_for, gaia_like_catalog, render_sky_rate
 from webbflow.simulate.stage2_refs import flat_response, write_stage2_references
 from webbflow.simulate.writers import (reference_path, write_reference_files, write_table,
                                        write_truth, write_uncal)
@@ -111,6 +112,8 @@ def pointing_truth(spec):
 
 
 _CATALOGS_WRITTEN = set()
+GAIA_CATALOG = "astrometry/gaia_dr3_like.ecsv"
+"""The sky scene's Gaia-like astrometric catalog, in the simulation's output folder."""
 
 
 def _render_sky(spec, model, outdir):
@@ -125,8 +128,12 @@ def _render_sky(spec, model, outdir):
     truth_dir = Path(outdir) / "truth"
     key = (str(Path(outdir).resolve()), spec.scene_seed, spec.ra, spec.dec, spec.field_half_size,
            spec.n_bright_stars, spec.n_stars, spec.n_galaxies, spec.n_saturating_stars)
-    if key not in _CATALOGS_WRITTEN or not (truth_dir / "sources.ecsv").exists():
+    if (key not in _CATALOGS_WRITTEN or not (truth_dir / "sources.ecsv").exists()
+            or not (Path(outdir) / GAIA_CATALOG).exists()):
         write_table(truth_dir / "sources.ecsv", catalog)  # shared by the program: write once
+        # What a user would download for the field: the absolute-astrometry catalog (an input, not truth).
+        epoch = Time(spec.date_obs, format="isot", scale="utc").jyear
+        write_table(Path(outdir) / GAIA_CATALOG, gaia_like_catalog(catalog, epoch, seed=spec.scene_seed))
         _CATALOGS_WRITTEN.add(key)
     paths = {"sources": truth_dir / "sources.ecsv",
              "placed_sources": write_table(truth_dir / f"{spec.rootname}_sources.ecsv", placed)}

@@ -57,6 +57,23 @@ def _demo_specs(seed):
     return specs
 
 
+def _demo_two_sw_specs(seed):
+    """The demo with a second SW detector of module A in every exposure (issue 17 part 2).
+
+    NRCA2's 160-pixel subarray sits at its bottom-right corner (xstart 1889, ystart 1: the row
+    next to the A1/A2 gap), about 2" from NRCA1's SUB160 on the sky and inside the LW field, so
+    both SW detectors of one exposure see the same stars as the LW one.  The sky is a little
+    larger (11" half side) so that the dithers keep NRCA2 inside it.
+    """
+    specs = []
+    for spec in _demo_specs(seed):
+        spec = replace(spec, field_half_size=11.0)
+        specs.append(spec)
+        if spec.detector == "NRCA1":
+            specs.append(replace(spec, detector="NRCA2", size=160, corner=(1889, 1), seed=spec.seed + 5))
+    return specs
+
+
 def _fullframe_specs(seed):
     return [ExposureSpec(
         detector="NRCA1", subarray="FULL", readpatt="BRIGHT2", nints=1, ngroups=10,
@@ -201,6 +218,8 @@ def tso_image_specs(seed=None, n_segments=3, ints_per_segment=30, ngroups=8, cha
 
 PRESETS = {
     "demo-imaging": _demo_specs,
+    # the demo with two SW detectors per exposure (NRCA1 + NRCA2): detector groups in tweakreg
+    "demo-imaging-2sw": _demo_two_sw_specs,
     "fullframe": _fullframe_specs,
     "demo-tso-grism": tso_grism_specs,
     # larger time series for tests and benchmarks (issue #13): jump's sigma-clip regime (>= 100
@@ -213,7 +232,7 @@ PRESETS = {
 }
 """Preset name -> function(seed) -> list of ExposureSpec."""
 
-_DEFAULT_SEEDS = {"demo-imaging": DEMO_SEED, "fullframe": FULLFRAME_SEED, "demo-tso-grism": TSO_GRISM_SEED,
+_DEFAULT_SEEDS = {"demo-imaging": DEMO_SEED, "demo-imaging-2sw": DEMO_SEED, "fullframe": FULLFRAME_SEED, "demo-tso-grism": TSO_GRISM_SEED,
                   "tso-grism-sigclip": TSO_GRISM_SEED, "tso-grism-f444w": TSO_GRISM_SEED,
                   "demo-tso-imaging": TSO_IMAGE_SEED, "tso-imaging-lw": TSO_IMAGE_SEED}
 
@@ -231,7 +250,7 @@ def run_preset(preset, outdir, seed=None, after_each=None):
 
     Parameters
     ----------
-    preset : {"demo-imaging", "fullframe", "demo-tso-grism", "tso-grism-sigclip", "tso-grism-f444w",
+    preset : {"demo-imaging", "demo-imaging-2sw", "fullframe", "demo-tso-grism", "tso-grism-sigclip", "tso-grism-f444w",
               "demo-tso-imaging", "tso-imaging-lw"}
     outdir : path-like
     seed : int, optional

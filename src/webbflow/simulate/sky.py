@@ -24,11 +24,22 @@ from webbflow.simulate.detectors import DETECTORS
 from webbflow.simulate.scene import add_galaxy, add_star
 from webbflow.wcs import sky_to_v23
 
-__all__ = ["make_catalog", "catalog_for", "flux_column", "source_rates", "place_sources",
+__all__ = ["make_catalog", "catalog_for", "flux_column", "gaia_like_catalog", "GAIA_EPOCH", "GAIA_G_LIMIT", "source_rates", "place_sources",
            "render_sky_rate", "PSF_FWHM_ARCSEC"]
 
 PSF_FWHM_ARCSEC = {"SHORT": 0.066, "LONG": 0.145}
 REF_WAVE = 1.989  # micron (F200W): fluxes are specified here and extrapolated
+GAIA_EPOCH = 2016.0  # Gaia DR3's reference epoch (Julian year)
+GAIA_G_LIMIT = 20.7  # G where Gaia DR3 stops being complete
+G_WAVE = 0.64  # micron: pivot of Gaia's G band; G ~ the AB magnitude there
+# Gaia DR3 5-parameter uncertainties by G (approximately Lindegren et al. 2021, A&A 649, A2, Table 4):
+# position at the catalog epoch (mas, per coordinate) and proper motion (mas/yr).
+_GAIA_G = np.array([12.0, 15.0, 17.0, 19.0, 20.0, 21.0])
+_GAIA_POS_MAS = np.array([0.01, 0.02, 0.05, 0.15, 0.4, 1.0])
+_GAIA_PM_MASYR = np.array([0.01, 0.02, 0.07, 0.2, 0.5, 1.4])
+# Field-star proper motions (mas/yr): a common drift plus a dispersion, as at high galactic latitude.
+_PM_MEAN = (-2.5, 1.5)
+_PM_SIGMA = 5.0
 
 
 def flux_column(filter_name):
@@ -112,6 +123,79 @@ def make_catalog(ra, dec, *, seed, half_size=9.0, n_bright=None, bright_spacing=
         table[flux_column(name)].unit = "Jy"
     table.meta["comments"] = ["webbflow simulated sky: f_nu = flux_f200w * (lambda/1.989um)**alpha"]
     table.meta.update({"ra_center": ra, "dec_center": dec, "seed": int(seed)})
+    return table
+
+
+def gaia_like_catalog(catalog, epoch, *, seed, g_limit=GAIA_G_LIMIT, ref_epoch=GAIA_EPOCH):
+    """The stars of a sky catalogue as Gaia DR3 would list them.
+
+    The sky catalogue's positions are the stars' true positions at the
+    observation (``epoch``).  Each star gets a proper motion; its catalogued
+    position is where it was at ``ref_epoch``, plus Gaia's position error for
+    its G magnitude, and its catalogued proper motion carries Gaia's error too.
+    Stars fainter than ``g_limit`` (G ~ AB magnitude at 0.64 micron from the
+    power-law spectrum) and galaxies are not listed.
+
+    Parameters
+    ----------
+    catalog : astropy.table.Table
+        :func:`make_catalog` output (positions at ``epoch``).
+    epoch : float
+        Julian year of the observation.
+    seed : int
+        Random seed (proper motions and errors).
+    g_limit : float
+        Faintest G listed.
+    ref_epoch : float
+        Catalogue epoch (Julian year).
+
+    Returns
+    -------
+    astropy.table.Table
+        ``source_id``, ``truth_id`` (the sky catalogue's ``id``), ``ra``, ``dec``
+        (deg, at ``ref_epoch``), ``ra_error``, ``dec_error`` (mas), ``pmra``
+        (mas/yr, times cos dec), ``pmdec``, ``pmra_error``, ``pmdec_error``
+        (mas/yr), ``phot_g_mean_mag``, ``ref_epoch`` (Julian year), as Gaia's
+        columns; ``pmra_true``/``pmdec_true`` for tests.
+    """
+    rng = np.random.default_rng([seed, 7])
+    stars = catalog[catalog["type"] == "star"]
+    f200 = np.asarray(stars[flux_column("F200W")], float)
+    g = -2.5 * np.log10(f200 * (G_WAVE / REF_WAVE) ** np.asarray(stars["alpha"], float) / 3631.0)
+    keep = g <= g_limit
+    stars, g = stars[keep], g[keep]
+    n = len(stars)
+    pm_true = rng.normal(_PM_MEAN, _PM_SIGMA, (n, 2))
+    sig_pos = np.exp(np.interp(g, _GAIA_G, np.log(_GAIA_POS_MAS)))
+    sig_pm = np.exp(np.interp(g, _GAIA_G, np.log(_GAIA_PM_MASYR)))
+    dt = ref_epoch - float(epoch)
+    mas = 1.0 / 3.6e6
+    dec0 = np.asarray(stars["dec"], float)
+    cosd = np.cos(np.radians(dec0))
+    d_ra = pm_true[:, 0] * dt + rng.normal(0.0, sig_pos)  # mas on the sky
+    d_dec = pm_true[:, 1] * dt + rng.normal(0.0, sig_pos)
+    table = Table({
+        "source_id": np.arange(1, n + 1, dtype=np.int64) + 4_000_000_000_000,
+        "truth_id": np.asarray(stars["id"]),
+        "ra": np.asarray(stars["ra"], float) + d_ra * mas / cosd,
+        "dec": dec0 + d_dec * mas,
+        "ra_error": sig_pos, "dec_error": sig_pos,
+        "pmra": pm_true[:, 0] + rng.normal(0.0, sig_pm), "pmdec": pm_true[:, 1] + rng.normal(0.0, sig_pm),
+        "pmra_error": sig_pm, "pmdec_error": sig_pm,
+        "phot_g_mean_mag": g,
+        "ref_epoch": np.full(n, ref_epoch),
+        "pmra_true": pm_true[:, 0], "pmdec_true": pm_true[:, 1],
+    })
+    for col, unit in (("ra", "deg"), ("dec", "deg"), ("ra_error", "mas"), ("dec_error", "mas"),
+                      ("pmra", "mas / yr"), ("pmdec", "mas / yr"), ("pmra_error", "mas / yr"),
+                      ("pmdec_error", "mas / yr"), ("pmra_true", "mas / yr"), ("pmdec_true", "mas / yr"),
+                      ("phot_g_mean_mag", "mag"), ("ref_epoch", "yr")):
+        table[col].unit = unit
+    table.meta["comments"] = [
+        f"webbflow simulated Gaia DR3-like catalog: stars to G={g_limit}, positions at ref_epoch {ref_epoch} "
+        f"with Gaia-like errors; the true positions at the observation (J{float(epoch):.3f}) are "
+        "truth/sources.ecsv's"]
+    table.meta.update({"ref_epoch": ref_epoch, "observation_epoch": float(epoch), "g_limit": g_limit})
     return table
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
+from astropy.time import Time
 from stdatamodels.jwst import datamodels
 
 from webbflow.config import IMAGE3_STEPS, step_kwargs
@@ -24,14 +25,15 @@ from webbflow.steps import skymatch as skymatch_step
 from webbflow.steps import source_catalog as catalog_step
 from webbflow.steps import tweakreg as tweakreg_step
 
-__all__ = ["IMAGE3_STEPS", "DEFAULTS", "crf_name", "read_refcat", "run", "run_models"]
+__all__ = ["IMAGE3_STEPS", "DEFAULTS", "crf_name", "observation_epoch", "read_refcat", "run", "run_models"]
 
 log = logging.getLogger(__name__)
 
 DEFAULTS = {
     "tweakreg": dict(skip=False, snr_threshold=10.0, kernel_fwhm=2.5, bkg_boxsize=400, brightest=200,
                      peakmax=None, fitgeometry="rshift", searchrad=2.0, separation=1.0, tolerance=0.7,
-                     use2dhist=True, nclip=3, sigma=3.0, minobj=15, abs_refcat=None, abs_fitgeometry="rshift",
+                     use2dhist=True, nclip=3, sigma=3.0, minobj=15, abs_refcat=None, abs_proper_motion=False,
+                     abs_fitgeometry="rshift",
                      abs_searchrad=6.0, abs_separation=1.0, abs_tolerance=0.7, abs_nclip=3, abs_sigma=3.0,
                      abs_minobj=15, expand_refcat=False, enforce_user_order=False),
     "skymatch": dict(skip=False, skymethod="match", match_down=True, subtract=False, skystat="mode", nclip=5,
@@ -54,10 +56,28 @@ def crf_name(cal_path, asn_id):
     return f"{root}_{asn_id}_crf.fits"
 
 
-def read_refcat(path):
-    """A reference catalog (ECSV/FITS/CSV) with ``ra``/``dec`` (or ``RA``/``DEC``) columns, degrees."""
+def read_refcat(path, epoch=None):
+    """A reference catalog (ECSV/FITS/CSV) as ``ra``/``dec`` (deg), optionally moved to ``epoch``.
+
+    Parameters
+    ----------
+    path : str, Path or astropy.table.Table
+        File (or the table itself) with ``ra``/``dec`` (any case) in degrees; for ``epoch``, also
+        ``pmra`` (mas/yr, times cos dec, Gaia's convention) and ``pmdec``
+        (mas/yr), and the catalog epoch (Julian year) as a ``ref_epoch`` (or
+        ``epoch``) column or ``ref_epoch``/``epoch`` in the table's meta.
+    epoch : float, optional
+        Julian year of the observation.  None: positions as listed (jwst's
+        behaviour for a catalog file).  Stars without a proper motion (NaN,
+        Gaia's 2-parameter solutions) stay where they are listed.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``ra``, ``dec`` (deg).
+    """
     try:
-        table = Table.read(path)
+        table = path if isinstance(path, Table) else Table.read(path)
     except Exception as exc:
         raise InputError(path, f"cannot be read as a table ({exc})",
                          "give an ECSV/FITS catalog with ra and dec columns in degrees") from None
@@ -65,7 +85,44 @@ def read_refcat(path):
     if "ra" not in cols or "dec" not in cols:
         raise InputError(path, f"has no ra/dec columns (columns: {', '.join(table.colnames)})",
                          "name the columns ra and dec (degrees)")
-    return Table({"ra": np.asarray(table[cols["ra"]], float), "dec": np.asarray(table[cols["dec"]], float)})
+    ra = np.asarray(table[cols["ra"]], float)
+    dec = np.asarray(table[cols["dec"]], float)
+    if epoch is not None:
+        ra, dec = _propagate(path, table, cols, ra, dec, float(epoch))
+    return Table({"ra": ra, "dec": dec})
+
+
+def _propagate(path, table, cols, ra, dec, epoch):
+    """Linear proper motion from the catalog's epoch to ``epoch`` (mas-level exact over decades off the poles)."""
+    if "pmra" not in cols or "pmdec" not in cols:
+        raise InputError(path, "has no pmra/pmdec columns, needed by abs_proper_motion",
+                         "add pmra/pmdec (mas/yr) and ref_epoch, or set steps.tweakreg.abs_proper_motion: false")
+    meta = {k.lower(): v for k, v in table.meta.items()}
+    if "ref_epoch" in cols or "epoch" in cols:
+        ref_epoch = np.asarray(table[cols.get("ref_epoch", cols.get("epoch"))], float)
+    elif "ref_epoch" in meta or "epoch" in meta:
+        ref_epoch = float(meta.get("ref_epoch", meta.get("epoch")))
+    else:
+        raise InputError(path, "has proper motions but no catalog epoch",
+                         "add a ref_epoch column or meta entry (Julian year, e.g. 2016.0 for Gaia DR3)")
+    dt = epoch - ref_epoch
+    pmra = np.nan_to_num(np.asarray(table[cols["pmra"]], float))
+    pmdec = np.nan_to_num(np.asarray(table[cols["pmdec"]], float))
+    mas = 1.0 / 3.6e6
+    dec_out = dec + pmdec * dt * mas
+    ra_out = ra + pmra * dt * mas / np.cos(np.radians(dec))
+    log.info("tweakreg: reference catalog moved by its proper motions over %.2f yr (median %.1f mas)",
+             float(np.median(dt)), float(np.median(np.hypot(pmra, pmdec) * np.abs(dt))) if len(ra) else 0.0)
+    return ra_out, dec_out
+
+
+def observation_epoch(models):
+    """Julian year of the middle of the exposures (mean EXPMID; else DATE-OBS/TIME-OBS of the first)."""
+    mids = [m.meta.exposure.mid_time for m in models if getattr(m.meta.exposure, "mid_time", None)]
+    if mids:
+        return float(Time(np.mean(mids), format="mjd", scale="utc").jyear)
+    obs = models[0].meta.observation
+    return float(Time(f"{obs.date}T{obs.time or '00:00:00'}", scale="utc").jyear)
 
 
 def _params(params):
@@ -109,7 +166,14 @@ def run_models(models, params=None, names=None):
     t0 = time.perf_counter()
 
     tw = p["tweakreg"]
-    refcat = read_refcat(tw["abs_refcat"]) if tw.get("abs_refcat") else None
+    refcat = None
+    if tw.get("abs_refcat"):
+        epoch = observation_epoch(models) if tw["abs_proper_motion"] else None
+        refcat = read_refcat(tw["abs_refcat"], epoch)
+        log.info("tweakreg: absolute alignment to %s (%d sources)", tw["abs_refcat"], len(refcat))
+    elif not tw["skip"]:
+        log.info("tweakreg: no abs_refcat; relative alignment only (the mosaic keeps the reference "
+                 "exposure's pointing error; set steps.tweakreg.abs_refcat to a Gaia/HST catalog)")
     alignment = None
     if tw["skip"] or (len(images) < 2 and refcat is None):
         status["tweakreg"] = "SKIPPED"
@@ -126,7 +190,8 @@ def run_models(models, params=None, names=None):
                 "abs_fitgeometry", "abs_searchrad", "abs_separation", "abs_tolerance", "abs_nclip", "abs_sigma",
                 "abs_minobj", "expand_refcat", "enforce_user_order")
         alignment = tweakreg_step.align([im.wcs for im in images], catalogs, [im.name for im in images],
-                                        abs_refcat=refcat, **{k: tw[k] for k in keys})
+                                        groups=[im.group for im in images], abs_refcat=refcat,
+                                        **{k: tw[k] for k in keys})
         status["tweakreg"] = "COMPLETE" if any(a.status == "aligned" for a in alignment) else "SKIPPED"
     log.info("tweakreg %s (%.1f s)", status["tweakreg"], time.perf_counter() - t0)
 

@@ -12,8 +12,12 @@ the first image is the reference and every other image, in input order, is
 aligned to its sources, as tweakwcs' ``align_wcs`` does then.  With
 ``expand_refcat`` the reference is the image with the most sources and the
 reference catalog grows with every aligned image (tweakwcs picks the pair of
-largest overlap instead).  With a reference catalog (RA/Dec) the aligned
-group is then fitted to it as one unit.
+largest overlap instead).  Images that share a group id (jwst's
+``group_id``: the detectors of one exposure) are aligned as one rigid group:
+their sources are pooled and one correction moves them all.  With a reference
+catalog (RA/Dec; jwst's ``abs_refcat``) the relative alignment expands its
+reference catalog, as jwst forces, and all images are then fitted to the
+catalog as one unit.
 
 The correction is appended to each gwcs as a sky -> sky transform (project to
 the tangent plane, affine, de-project), so it works for any gwcs, the full
@@ -147,12 +151,13 @@ def _fit(ref_xy, img_xy, fitgeometry, searchrad, separation, tolerance, use2dhis
         return None, f"skipped: {len(ridx)} matches < minobj={minobj}"
     fit = iter_linear_fit(ref_xy[ridx], img_xy[iidx], fitgeom=fitgeometry, nclip=nclip, sigma=(sigma, "rmse"))
     fit["nmatch"] = int(np.count_nonzero(fit["fitmask"]))
+    fit["img_idx"] = np.asarray(iidx, int)
     log.info("%s: %d matches, shift %.4f %.4f arcsec, rmse %.4f arcsec", name, fit["nmatch"],
              fit["shift"][0], fit["shift"][1], fit["rmse"])
     return fit, "aligned"
 
 
-def align(wcslist, catalogs, names=None, *, fitgeometry="rshift", searchrad=2.0, separation=1.0,
+def align(wcslist, catalogs, names=None, *, groups=None, fitgeometry="rshift", searchrad=2.0, separation=1.0,
           tolerance=0.7, use2dhist=True, nclip=3, sigma=3.0, minobj=15, abs_refcat=None,
           abs_fitgeometry="rshift", abs_searchrad=6.0, abs_separation=1.0, abs_tolerance=0.7,
           abs_nclip=3, abs_sigma=3.0, abs_minobj=15, expand_refcat=False, enforce_user_order=False):
@@ -165,6 +170,12 @@ def align(wcslist, catalogs, names=None, *, fitgeometry="rshift", searchrad=2.0,
     catalogs : list of astropy.table.Table
         Sources per image with ``x``, ``y`` (0-based pixels).
     names : list of str, optional
+    groups : list of hashable, optional
+        Group id per image (jwst's ``group_id``: one per exposure).  The images
+        of one group (the detectors of one exposure, whose relative positions
+        the distortion model knows) are fitted as one rigid unit: their
+        sources are pooled and one correction is applied to all of them, as
+        tweakwcs' ``WCSGroupCatalog`` does.  Default: every image its own group.
     fitgeometry : {'shift', 'rshift', 'rscale', 'general'}
     searchrad, separation, tolerance : float
         arcsec, as jwst's tweakreg parameters.
@@ -172,52 +183,83 @@ def align(wcslist, catalogs, names=None, *, fitgeometry="rshift", searchrad=2.0,
     nclip : int
     sigma : float
     minobj : int
-        Minimum matched sources for a fit; fewer leaves the image unchanged.
+        Minimum matched sources for a fit; fewer leaves the group unchanged.
     abs_refcat : astropy.table.Table, optional
-        Reference catalog with ``ra``/``dec`` (deg) columns (e.g. Gaia); when
-        given, the aligned group is fitted to it as one unit.
+        Reference catalog with ``ra``/``dec`` (deg) columns at the epoch of the
+        observation (e.g. Gaia, see :func:`webbflow.stages.image3.read_refcat`);
+        when given, the aligned groups are fitted to it as one unit and, as in
+        jwst, the relative alignment expands its reference catalog.
     abs_* :
         The same parameters for the absolute fit.
     expand_refcat : bool
-        Add each aligned image's sources to the reference catalog (jwst default false).
+        Add each aligned group's unmatched sources to the reference catalog (jwst default false).
     enforce_user_order : bool
         Reference and alignment order as given even with ``expand_refcat``.
 
     Returns
     -------
     list of Alignment
-        One per image, plus (last) the absolute fit when ``abs_refcat`` is given.
+        One per image (images of one group share their fit), plus (last) the
+        absolute fit when ``abs_refcat`` is given.
     """
     names = names or [f"image{i}" for i in range(len(wcslist))]
+    groups = list(range(len(wcslist))) if groups is None else list(groups)
+    if len(groups) != len(wcslist):
+        raise ValueError(f"{len(groups)} group ids for {len(wcslist)} images")
+    if abs_refcat is not None:
+        # jwst: "eliminate possibility of duplicate entries when aligning to [the] absolute catalog"
+        expand_refcat = True
+    members = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    members = list(members.values())  # in order of first appearance (jwst's input order)
     sky = [w(np.asarray(c["x"]), np.asarray(c["y"]), with_bounding_box=False) for w, c in zip(wcslist, catalogs)]
+
+    def nsrc(group):
+        return sum(len(catalogs[i]) for i in group)
+
+    def pooled(group):
+        return np.vstack([_to_tp(tp, *sky[i]) for i in group])
+
     if expand_refcat and not enforce_user_order:
-        order = sorted(range(len(wcslist)), key=lambda i: -len(catalogs[i]))
+        order = sorted(range(len(members)), key=lambda k: -nsrc(members[k]))
     else:
-        order = list(range(len(wcslist)))  # jwst: the first image is the (fixed) reference
-    ref = order[0]
-    if len(catalogs[ref]):
-        tp_center = (float(np.nanmedian(sky[ref][0])), float(np.nanmedian(sky[ref][1])))
+        order = list(range(len(members)))  # jwst: the first group is the (fixed) reference
+    ref_group = members[order[0]]
+    ref = ref_group[0]
+    if nsrc(ref_group):
+        ra = np.concatenate([sky[i][0] for i in ref_group])
+        dec = np.concatenate([sky[i][1] for i in ref_group])
+        tp_center = (float(np.nanmedian(ra)), float(np.nanmedian(dec)))
     else:
         tp_center = tuple(float(v) for v in wcslist[ref](0, 0, with_bounding_box=False))
     tp = tangent_plane(*tp_center)
     # The 2-D histogram pre-match bins in pixels of this size, as tweakwcs does with the image scale.
     pscale = native_pixel_scale(wcslist[ref], _shape_of(wcslist[ref], catalogs[ref]))
-    results = {ref: Alignment(names[ref], "reference", np.eye(2), np.zeros(2), len(catalogs[ref]), 0.0)}
-    ref_xy = _to_tp(tp, *sky[ref])
-    for i in order[1:]:
-        img_xy = _to_tp(tp, *sky[i])
+    results = {i: Alignment(names[i], "reference", np.eye(2), np.zeros(2), nsrc(ref_group), 0.0)
+               for i in ref_group}
+    ref_xy = pooled(ref_group)
+    for k in order[1:]:
+        group = members[k]
+        label = names[group[0]] if len(group) == 1 else f"{names[group[0]]} (+{len(group) - 1} in its group)"
+        img_xy = pooled(group)
         fit, status = _fit(ref_xy, img_xy, fitgeometry, searchrad, separation, tolerance, use2dhist,
-                           nclip, sigma, minobj, names[i], pscale) if len(img_xy) and len(ref_xy) else \
+                           nclip, sigma, minobj, label, pscale) if len(img_xy) and len(ref_xy) else \
             (None, "skipped: no sources")
         if fit is None:
-            log.warning("%s: %s; WCS left unchanged", names[i], status)
-            results[i] = Alignment(names[i], status, np.eye(2), np.zeros(2), 0, np.nan)
+            log.warning("%s: %s; WCS left unchanged", label, status)
+            results.update({i: Alignment(names[i], status, np.eye(2), np.zeros(2), 0, np.nan) for i in group})
             continue
-        apply_correction(wcslist[i], fit["matrix"], fit["shift"], fit["center"], tp_center)
-        sky[i] = wcslist[i](np.asarray(catalogs[i]["x"]), np.asarray(catalogs[i]["y"]), with_bounding_box=False)
+        for i in group:
+            apply_correction(wcslist[i], fit["matrix"], fit["shift"], fit["center"], tp_center)
+            sky[i] = wcslist[i](np.asarray(catalogs[i]["x"]), np.asarray(catalogs[i]["y"]), with_bounding_box=False)
+            results[i] = Alignment(names[i], status, fit["matrix"], fit["shift"], fit["nmatch"], fit["rmse"])
         if expand_refcat:
-            ref_xy = np.vstack([ref_xy, _to_tp(tp, *sky[i])])
-        results[i] = Alignment(names[i], status, fit["matrix"], fit["shift"], fit["nmatch"], fit["rmse"])
+            # tweakwcs adds only the sources the match left unmatched (no duplicates of reference stars)
+            new_xy = pooled(group)
+            unmatched = np.ones(len(new_xy), bool)
+            unmatched[fit["img_idx"]] = False
+            ref_xy = np.vstack([ref_xy, new_xy[unmatched]])
     out = [results[i] for i in range(len(wcslist))]
     if abs_refcat is not None:
         out.append(_align_absolute(wcslist, sky, abs_refcat, tp_center, abs_fitgeometry, abs_searchrad,
@@ -233,6 +275,10 @@ def _shape_of(wcs, catalog):
 
 def _align_absolute(wcslist, sky, refcat, tp_center, fitgeometry, searchrad, separation, tolerance, nclip,
                     sigma, minobj, pscale):
+    if len(refcat) < minobj:
+        status = f"skipped: {len(refcat)} reference-catalog sources < abs_minobj={minobj}"
+        log.warning("absolute alignment %s; WCSs keep the relative alignment", status)
+        return Alignment("absolute", status, np.eye(2), np.zeros(2), 0, np.nan)
     tp = tangent_plane(*tp_center)
     ref_xy = _to_tp(tp, np.asarray(refcat["ra"], float), np.asarray(refcat["dec"], float))
     img_xy = np.vstack([_to_tp(tp, *s) for s in sky if len(s[0])])
