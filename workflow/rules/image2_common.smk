@@ -6,8 +6,8 @@ _IMAGE2_REFS = {}
 
 
 # Imaging time series: image2 takes the rateints and writes calints (a cube per segment), as jwst's
-# calwebb_image2 does for NRC_TSIMAGE (rule image2's {kind} wildcard).
-IMAGE2_INTS_EXP_TYPES = ("NRC_TSIMAGE",)
+# calwebb_image2 does for NRC_TSIMAGE and NRC_CORON (rule image2's {kind} wildcard).
+IMAGE2_INTS_EXP_TYPES = ("NRC_TSIMAGE", "NRC_CORON")
 
 
 def image2_suffixes(exposure):
