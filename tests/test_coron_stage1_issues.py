@@ -1,18 +1,22 @@
 """The coronagraphic stage-1 known issues as numbers (issue #15; JDox NC-CI01, NC-CI02).
 
-The reference star's first dither point of ``demo-coron`` (2 integrations × 5 groups, MEDIUM2, a dark
-reference with 6 DN/frame of noise, 3 DN of 1/f that no reference pixel can remove) through our
-detector1 three ways: jwst's defaults (dark subtracted, refpix a no-op), dark skipped, dark skipped +
-pseudo reference rows.  Measured on the background (> 40 px from the star, away from the edge rows):
+Every exposure of the ``demo-coron`` preset (2 rolls + 5 reference dither points, 2 integrations × 5
+groups, MEDIUM2; a dark reference with 6 DN/frame of noise; 3 DN of 1/f that no reference pixel can
+remove) goes through our detector1 three ways: jwst's defaults (dark subtracted, refpix a no-op),
+dark skipped, dark skipped + pseudo reference rows (the ``coronagraphy`` preset's stage 1).  Measured
+on the background (> 40 px from the mask centre, rows 8–311), against the truth rate:
 
-* jump-flag fraction of the rateints pixels: subtracting the noisy dark adds its noise to every
-  group difference, so jump flags more; skipping it must give at most 0.95 × as many flags;
-* row noise: rms over rows and integrations of each row's median of (rateints − truth rate), less
-  the integration's median.  The pseudo reference rows remove per-group offsets common to the
-  frame, not row-wise 1/f: on this simulator (1/f in the rows, odd/even offsets constant over an
-  integration) they change it by < 1 % (measured 0.03770 → 0.03765 DN/s; the jump fraction
-  0.0593 → 0.0586), so the test asserts that they ran and did not make it worse (≤ 1.01 ×).
-  Measured with this seed: jump fraction 0.0673 (dark on) vs 0.0593 (dark off).
+* **jump-flag fraction** of the rateints pixels.  Subtracting the noisy dark adds its noise to every
+  group difference, so jump flags more: skipping it must give at most 0.95 × as many flags
+  (measured 0.0616 vs 0.0701 when the test was written; 0.0610 with the pseudo rows too).
+* **background-level noise**: the scatter (std) over the 14 integrations of each integration's
+  background median of (rateints − truth rate).  The 1/f's low frequencies shift whole groups,
+  which no reference pixel of the subarray sees; the pseudo reference rows remove those per-group
+  offsets: with them it must be at most 0.8 × what it is without (measured 0.0222 vs 0.0315 DN/s).
+  They also remove the sky that falls on the edge rows (the median drops by ~0.3 DN/s, the sky
+  rate), so the level itself is not compared.
+* **row noise** (std of the row medians within an integration) is printed, not asserted: the pseudo
+  rows correct whole groups, not the row-wise 1/f (measured 0.0386 with and without).
 """
 
 import numpy as np
@@ -37,27 +41,29 @@ CASES = {
 @pytest.fixture(scope="module")
 def reduced(tmp_path_factory):
     out = tmp_path_factory.mktemp("coron_issues")
-    spec = coron_specs(nints=2, ngroups=5)[2]
-    (uncal,) = run_specs([spec], out)
-    refs = select_references(fits.getheader(uncal), out / "refs")
-    truth = fits.getdata(out / "truth" / uncal.name.replace("_uncal.fits", "_truth_rate.fits"))
-    stats = {}
+    uncals = run_specs(coron_specs(), out)
     y, x = np.mgrid[:320, :320]
     background = (np.hypot(x - 159.5, y - 159.5) > 40) & (y >= 8) & (y < 312)
+    stats = {}
     for name, params in CASES.items():
-        rateints = out / f"{name}_rateints.fits"
-        detector1.run(uncal, out / f"{name}_rate.fits", rateints, refs, params)
-        with fits.open(rateints) as h:
-            sci, dq = h["SCI"].data, h["DQ"].data
-            status = h[0].header.get("S_REFPIX")
-        jump = ((dq & dqflags.JUMP_DET) != 0)[:, background].mean()
-        resid = np.where(background, sci - truth, np.nan)[:, 8:312]
-        rows = np.nanmedian(resid, axis=2)
-        rows = rows - np.nanmedian(rows, axis=1, keepdims=True)
-        cols = np.nanmedian(resid, axis=1)
-        eo = np.nanmedian(cols[:, 0::2], axis=1) - np.nanmedian(cols[:, 1::2], axis=1)
-        stats[name] = {"jump": float(jump), "row_noise": float(np.sqrt(np.nanmean(rows ** 2))),
-                       "even_odd": float(np.sqrt(np.mean(eo ** 2))), "refpix": status}
+        jumps, levels, row_noise, status = [], [], [], set()
+        for uncal in uncals:
+            refs = select_references(fits.getheader(uncal), out / "refs")
+            truth = fits.getdata(out / "truth" / uncal.name.replace("_uncal.fits", "_truth_rate.fits"))
+            rateints = out / name / uncal.name.replace("_uncal", "_rateints")
+            rateints.parent.mkdir(exist_ok=True)
+            detector1.run(uncal, rateints.with_name(uncal.name.replace("_uncal", "_rate")), rateints, refs, params)
+            with fits.open(rateints) as h:
+                sci, dq = h["SCI"].data, h["DQ"].data
+                status.add(h[0].header.get("S_REFPIX"))
+            jumps.append(((dq & dqflags.JUMP_DET) != 0)[:, background])
+            resid = np.where(background, sci - truth, np.nan)
+            levels.extend(np.nanmedian(resid, axis=(1, 2)))
+            rows = np.nanmedian(resid[:, 8:312], axis=2)
+            row_noise.extend(np.nanstd(rows, axis=1))
+        stats[name] = {"jump": float(np.mean(jumps)), "level_scatter": float(np.std(levels)),
+                       "level": float(np.mean(levels)), "row_noise": float(np.mean(row_noise)),
+                       "refpix": status}
     print(stats)
     return stats
 
@@ -66,6 +72,6 @@ def test_dark_off_gives_fewer_false_jumps(reduced):
     assert reduced["no_dark"]["jump"] <= 0.95 * reduced["jwst"]["jump"]
 
 
-def test_pseudo_refpix_lowers_row_noise(reduced):
-    assert reduced["no_dark_pseudo"]["refpix"] == "COMPLETE" and reduced["no_dark"]["refpix"] == "SKIPPED"
-    assert reduced["no_dark_pseudo"]["row_noise"] <= 1.01 * reduced["no_dark"]["row_noise"]
+def test_pseudo_refpix_lowers_background_level_noise(reduced):
+    assert reduced["no_dark_pseudo"]["refpix"] == {"COMPLETE"} and reduced["no_dark"]["refpix"] == {"SKIPPED"}
+    assert reduced["no_dark_pseudo"]["level_scatter"] <= 0.8 * reduced["no_dark"]["level_scatter"]
