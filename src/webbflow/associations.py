@@ -169,7 +169,8 @@ def tso3_associations(exposures, exp_types=TSO3_EXP_TYPES, pool="webbflow"):
 def coron3_associations(exposures, exp_types=CORON3_EXP_TYPES, pool="webbflow"):
     """Group coronagraphic exposures into coron3 associations from their headers (IS_PSF).
 
-    One association per program, science target, optical path (FILTER + PUPIL) and subarray: the
+    One association per program, science target, optical path (FILTER + PUPIL) and coronagraphic
+    subarray (full-frame exposures are left out: jwst reduces them as imaging): the
     target's exposures (IS_PSF F) are its ``science`` members, every PSF reference (IS_PSF T) of the
     same program, optical path and subarray its ``psf`` members (jwst's ``Asn_Lv3NRCCoron``).  Write
     it with ``write_asn(asn, path, suffix="calints")``.
@@ -193,7 +194,8 @@ def coron3_associations(exposures, exp_types=CORON3_EXP_TYPES, pool="webbflow"):
         If a target has science exposures but no PSF reference shares its optical path and subarray
         (coron3 would stop with no product), naming one of its files.
     """
-    rows = [e for e in exposures if e.exp_type in exp_types]
+    # full-frame coronagraphic exposures are imaging for jwst (Asn_Lv3NRCCoronImage), not coron3
+    rows = [e for e in exposures if e.exp_type in exp_types and e.subarray != "FULL"]
     psfs, groups = {}, {}
     for e in rows:
         key = (f"{int(e.program):05d}", e.filter, e.pupil, e.subarray)

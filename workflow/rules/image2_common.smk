@@ -12,8 +12,11 @@ IMAGE2_INTS_EXP_TYPES = ("NRC_TSIMAGE", "NRC_CORON")
 
 
 def image2_suffixes(exposure):
-    """(input, output) suffixes of the exposure's image2 job: rate -> cal, or rateints -> calints."""
-    return ("rateints", "calints") if exposure.exp_type in IMAGE2_INTS_EXP_TYPES else ("rate", "cal")
+    """(input, output) suffixes of the exposure's image2 job: rate -> cal, or rateints -> calints (a
+    full-frame coronagraphic exposure: rate -> cal, as jwst's Asn_Lv2CoronAsRate)."""
+    ints = exposure.exp_type in IMAGE2_INTS_EXP_TYPES and not (exposure.exp_type == "NRC_CORON"
+                                                                and exposure.subarray == "FULL")
+    return ("rateints", "calints") if ints else ("rate", "cal")
 
 
 def cal_path(exposure):
