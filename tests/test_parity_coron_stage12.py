@@ -6,6 +6,11 @@ through our detector1 and jwst's calwebb_detector1 with jwst's defaults (the mod
 jwst`` line: dark subtracted, refpix skipped for want of reference pixels); then our image2 and jwst's
 calwebb_image2 take the same rateints (no resample for NRC_CORON: a CubeModel ``_calints``).
 
+Then the coron3 association that :func:`webbflow.associations.coron3_associations` builds from the
+uncal headers goes through jwst's calwebb_coron3 with the simulator's PSFMASK: jwst accepts it and
+writes every product under jwst's names, and its ``_psfsub`` shows the companion at the truth table's
+pixel (peak within 1 px, S/N > 20 against the annulus at its separation).
+
 Must hold: rateints and calints SCI/ERR/VAR_* within 1e-6 relative with identical DQ and NaNs;
 S_DARK COMPLETE in both (refpix: no change; jwst says COMPLETE, we SKIPPED); the calints open as a CubeModel with photom COMPLETE.
 """
@@ -75,7 +80,62 @@ def coron(tmp_path_factory):
         image2.run(rateints, calints, {t: refs2[t] for t in IMAGE2_REFTYPES}, {})
         theirs = _jwst_image2(rateints, {t: refs2[t] for t in IMAGE2_REFTYPES}, out / "jwst2")
         rows.append((rateints, jwst1["rateints"], calints, theirs))
-    return rows
+    return _Rows(rows, out)
+
+
+class _Rows(list):
+    """The per-exposure products, and the folder they were made in (``out``)."""
+
+    def __init__(self, rows, out):
+        super().__init__(rows)
+        self.out = out
+
+
+def test_jwst_coron3_accepts_the_association_and_finds_the_companion(coron):
+    import json
+
+    from astropy.table import QTable
+    from stdatamodels.jwst import datamodels
+
+    from webbflow.associations import coron3_associations, write_asn
+    from webbflow.exposures import exposure_table
+
+    out = coron.out
+    (asn,) = coron3_associations(exposure_table(out / "uncal"))
+    path = write_asn(asn, out / "jwst2" / "coron3_asn.json", suffix="calints")
+    assert [m["exptype"] for m in json.loads(path.read_text())["products"][0]["members"]] == ["science", "psf"]
+    (psfmask,) = (out / "refs").glob("*psfmask*")
+    products, _ = _jwst_coron3(path, {"psfmask": psfmask}, out / "jwst3")
+    names = sorted(p.name for p in products)
+    product, sci, ref = asn.product, asn.members[0], asn.psf_members[0]
+    assert names == sorted([f"{product}_i2d.fits", f"{product}_psfstack.fits", f"{sci}_c1001_crfints.fits",
+                            f"{ref}_c1001_crfints.fits", f"{sci}_c1001_psfalign.fits", f"{sci}_c1001_psfsub.fits"])
+    psfsub = out / "jwst3" / f"{sci}_c1001_psfsub.fits"
+    with datamodels.open(psfsub) as m:
+        assert type(m).__name__ == "CubeModel"
+        image = np.nanmean(m.data, axis=0)
+    row = QTable.read(out / "truth" / "star_positions.ecsv")[0]
+    cx, cy = row["companion_x"].value, row["companion_y"].value
+    sx, sy = row["mask_x"].value, row["mask_y"].value
+    y, x = np.mgrid[:320, :320]
+    near = np.hypot(x - cx, y - cy)
+    j = np.unravel_index(np.nanargmax(np.where(near < 4, image, -np.inf)), image.shape)
+    assert np.hypot(j[1] - cx, j[0] - cy) < 1.0
+    sep = np.hypot(cx - sx, cy - sy)
+    annulus = image[(np.abs(np.hypot(x - sx, y - sy) - sep) < 3) & (near > 6)]
+    assert image[j] / np.nanstd(annulus) > 20
+
+
+def _jwst_coron3(asn, references, outdir):
+    """jwst's calwebb_coron3 on ``asn`` (PSFMASK from ``references``); returns (files written, wall)."""
+    import subprocess
+
+    python, script = oracle_paths()
+    outdir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(python), str(script), "coron3", str(asn), str(outdir),
+           f"--override=align_refs.psfmask={references['psfmask']}"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600, cwd=outdir)
+    return sorted(p for p in outdir.iterdir() if p.suffix == ".fits"), None
 
 
 def test_rateints_match_jwst_detector1(coron):
