@@ -95,3 +95,25 @@ def test_coron3_association_from_headers(small_demo):
     assert d["products"][0]["name"] == "jw01412-c1001_t001_nircam_f335m-maskrnd-sub320a335r"
     with pytest.raises(InputError, match="no PSF reference"):
         coron3_associations([r for r in rows if not r.is_psf])
+
+
+def test_companion_where_truth_says_in_the_noiseless_uncal(tmp_path):
+    # the written ramps, not the in-memory rate: roll 1 with and without the companion, every random
+    # ingredient and the non-linearity off; the difference of the two last-minus-first slopes is the
+    # companion alone (times the pixel response), its centroid the truth table's pixel
+    from dataclasses import replace
+
+    spec = replace(coron_specs(nints=1, ngroups=3)[0].noiseless(), nonlinearity=False, dark_ref_noise=0.0)
+    alone = replace(spec, coron=replace(spec.coron, contrast=0.0))
+    slopes = []
+    for s, folder in ((spec, tmp_path / "with"), (alone, tmp_path / "without")):
+        (path,) = run_specs([s], folder)
+        ramp = fits.getdata(path, "SCI").astype(float)
+        slopes.append(ramp[0, -1] - ramp[0, 0])
+    diff = slopes[0] - slopes[1]
+    row = coron_truth([spec])["star_positions"][0]
+    cx, cy = row["companion_x"].value, row["companion_y"].value
+    y, x = np.mgrid[:320, :320]
+    w = np.where(np.hypot(x - cx, y - cy) < 6, diff, 0.0)
+    assert abs((w * x).sum() / w.sum() - cx) < 0.1 and abs((w * y).sum() / w.sum() - cy) < 0.1
+    assert diff[int(round(cy)), int(round(cx))] > 100  # DN: the companion is bright in the ramp
