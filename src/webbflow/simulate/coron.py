@@ -16,7 +16,8 @@ The scene of ``ExposureSpec(scene="coron", coron=CoronScene(...))`` (issue #15 p
   the mask puts ``rate`` DN/s on the whole plane: the **flux** of a point source is its total rate
   seen through the Lyot stop, unocculted.
 * **Wavefront** ``W``: a static low-order error (``wfe_nm`` rms, defocus/astigmatism/coma/trefoil,
-  fixed by ``wfe_seed``) plus, per exposure, a drift of ``drift_nm`` rms (seeded by ``drift_seed``):
+  fixed by ``wfe_seed``), a static mid-spatial-frequency screen (``speckle_nm`` rms, 3–40 cycles per
+  pupil: the speckles at 0.3–4″) plus, per exposure, a drift of ``drift_nm`` rms (seeded by ``drift_seed``):
   the reference star sees another wavefront than the target, so RDI is imperfect.
 * **Positions** come from the WCS machinery of the other scenes: the commanded attitude points the
   target at the aperture's reference pixel (XREF_SCI/YREF_SCI = the mask centre); the exposure's
@@ -89,6 +90,9 @@ class CoronScene:
         A PSF-reference exposure (IS_PSF = T; a reference star has no companion).
     wfe_nm, wfe_seed : float, int
         Static wavefront error (nm rms, low order) and its seed.
+    speckle_nm : float
+        Static mid-spatial-frequency wavefront error (nm rms; seeded by ``wfe_seed`` too): the speckles
+        at the companion's separation, the same for the target and the reference star.
     drift_nm, drift_seed : float, int
         This exposure's wavefront drift on top of it (nm rms) and its seed.
     sgd_pattern : str or None
@@ -105,6 +109,7 @@ class CoronScene:
     is_psf: bool = False
     wfe_nm: float = 20.0
     wfe_seed: int = 0
+    speckle_nm: float = 0.0
     drift_nm: float = 0.0
     drift_seed: int = 1
     sgd_pattern: str | None = None
@@ -143,6 +148,19 @@ def _wavefront(x, y, radius, rms_nm, seed):
     c = np.random.default_rng(seed).normal(size=basis.shape[0])
     c *= rms_nm * 1e-9 / np.sqrt(np.sum(c ** 2))
     return np.tensordot(c, basis, axes=1)
+
+
+def _speckle_screen(n, rms_nm, seed, fmin=3.0, fmax=40.0):
+    """A static mid-spatial-frequency wavefront (metres) on the n × n pupil grid: white noise filtered to
+    a 1/f² power spectrum between ``fmin`` and ``fmax`` cycles per pupil (the polishing and segment
+    errors that put speckles at 0.3–4″ in the LW channel), ``rms_nm`` rms over the grid."""
+    if rms_nm == 0:
+        return np.zeros((n, n))
+    rng = np.random.default_rng([int(seed), 77])
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(n) * n, np.fft.fftfreq(n) * n))
+    amp = np.where((f >= fmin) & (f <= fmax), 1.0 / np.maximum(f, 1.0), 0.0)
+    screen = np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, n))) * amp).real
+    return screen * (rms_nm * 1e-9 / screen.std())
 
 
 def _mft_matrix(out_coords, in_coords, wavelength, sign):
@@ -279,6 +297,7 @@ def _wfe(spec):
     r = scene.optics.diameter / 2
     _, _, xx, yy, _, _ = _pupil(scene.optics)
     return (_wavefront(xx, yy, r, scene.wfe_nm, scene.wfe_seed)
+            + _speckle_screen(xx.shape[0], scene.speckle_nm, scene.wfe_seed)
             + _wavefront(xx, yy, r, scene.drift_nm, [scene.wfe_seed, scene.drift_seed]))
 
 

@@ -245,14 +245,17 @@ def coron_specs(seed=None, nints=2, ngroups=5, readpatt="MEDIUM2", sgd_pattern="
     -----
     Target acquisition leaves each observation off the occulter by a draw of 5 mas per axis; each SGD
     point adds a 2 mas fine-steering error (pancake's ``get_ta_error``/``get_fsm_error``).  The
-    wavefront (20 nm rms low order) drifts by 2 nm between the rolls and by 4 nm on the reference.
+    wavefront (20 nm rms low order, 30 nm rms of mid-spatial-frequency speckle screen shared by all
+    exposures) drifts by 2 nm between the rolls and by 4 nm on the reference (low order).  The star
+    leaks 0.24 % of its flux past the mask; the speckles at the companion's separation reach ~1/10
+    of its peak.
     """
     from webbflow.simulate.coron import CoronScene
 
     seed = CORON_SEED if seed is None else int(seed)
     rng = np.random.default_rng([seed, 15])
     scene = CoronScene(star_rate=5.0e6, contrast=contrast, separation=separation, position_angle=position_angle,
-                       wfe_nm=20.0, wfe_seed=seed + 3)
+                       wfe_nm=20.0, speckle_nm=30.0, wfe_seed=seed + 3)
     base = ExposureSpec(
         detector="NRCALONG", subarray="SUB320A335R", readpatt=readpatt, nints=nints, ngroups=ngroups,
         filter="F335M", pupil="MASKRND", exp_type="NRC_CORON", program=1412, visit=1, visit_group=2,
