@@ -121,3 +121,28 @@ def test_companion_where_truth_says_in_the_noiseless_uncal(tmp_path):
     w = np.where(np.hypot(x - cx, y - cy) < 6, diff, 0.0)
     assert abs((w * x).sum() / w.sum() - cx) < 0.1 and abs((w * y).sum() / w.sum() - cy) < 0.1
     assert diff[int(round(cy)), int(round(cx))] > 100  # DN: the companion is bright in the ramp
+
+
+def test_coron3_members_in_pool_order_with_the_reference_observed_first():
+    # jwst's generator adds members in pool order: a reference observed before the target comes first
+    from webbflow.exposures import Exposure
+
+    def row(obs, exp, is_psf, target):
+        root = f"jw01412{obs:03d}001_02101_{exp:05d}_nrcalong"
+        return Exposure(f"{root}_uncal.fits", root, root[:-9], "01412", f"{obs:03d}", "001", "02", "1", "01",
+                        f"{exp:05d}", "NRCALONG", "F335M", "MASKRND", "NRC_CORON", "SUB320A335R", "MEDIUM2", 2, 5,
+                        is_psf=is_psf, targname=target)
+
+    rows = [row(3, 1, False, "T"), row(1, 1, True, "REF"), row(1, 2, True, "REF"), row(2, 1, False, "T"),
+            row(4, 1, False, "OTHER")]
+    asns = coron3_associations(rows)
+    # one association per science target (numbered t001, t002 in target-name order), c1001... in name order
+    assert [a.asn_id for a in asns] == ["c1001", "c1002"]
+    assert [a.product.split("_", 1)[1] for a in asns] == ["t001_nircam_f335m-maskrnd-sub320a335r",
+                                                          "t002_nircam_f335m-maskrnd-sub320a335r"]
+    other, target = asns
+    members = target.as_dict("calints")["products"][0]["members"]
+    assert [m["exptype"] for m in members] == ["psf", "psf", "science", "science"]
+    assert [m["expname"][7:10] for m in members] == ["001", "001", "002", "003"]
+    # the other target shares the reference star
+    assert [m["exptype"] for m in other.as_dict()["products"][0]["members"]] == ["psf", "psf", "science"]

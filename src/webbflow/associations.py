@@ -17,8 +17,9 @@ program's NRC_CORON exposures of one optical path and subarray: the target's exp
 one target, any roll) as ``science`` members and the PSF references (IS_PSF T) as ``psf`` members.
 Science and PSF exposures come from different observations, so the candidate is a discovered one
 (``c1001``, ``c1002``... in product-name order) and the name carries it and the subarray:
-``jw01412-c1001_t001_nircam_f335m-maskrnd-sub320a335r``.  Members: science, then psf, each in
-root-name (pool) order, which fixes jwst's psfstack order; they are the exposures' calints.
+``jw01412-c1001_t001_nircam_f335m-maskrnd-sub320a335r`` (jwst's optical-path constraint includes
+the subarray).  Members come in root-name (pool) order, science and psf interleaved as jwst's
+generator adds them; the psf members' order fixes jwst's psfstack order.  They are the calints.
 
 Associations are written as JWST association JSON (``asn_id``, ``asn_pool``,
 ``asn_type: image3``, ``products[name, members[expname, exptype]]``), which
@@ -85,6 +86,12 @@ class Association:
     subarray: str | None = None
     psf_members: list = field(default_factory=list)
 
+    def member_roles(self):
+        """(root name, exptype) of every member in the JSON's order: pool (root-name) order, science
+        and psf members interleaved as jwst's generator adds them."""
+        roles = [(m, "science") for m in self.members] + [(m, "psf") for m in self.psf_members]
+        return sorted(roles)
+
     def expnames(self, suffix="cal"):
         """Member file names, ``<root>_<suffix>.fits``."""
         return [f"{m}_{suffix}.fits" for m in self.members]
@@ -93,8 +100,7 @@ class Association:
         """JWST association JSON content (``asn_type`` image3 or tso3)."""
         exp_types = {"tso3": TSO3_EXP_TYPES, "coron3": CORON3_EXP_TYPES}.get(self.asn_type, IMAGE3_EXP_TYPES)
         subarray = f" subarray={self.subarray}" if self.subarray else ""
-        members = [{"expname": n, "exptype": "science"} for n in self.expnames(suffix)]
-        members += [{"expname": f"{m}_{suffix}.fits", "exptype": "psf"} for m in self.psf_members]
+        members = [{"expname": f"{root}_{suffix}.fits", "exptype": role} for root, role in self.member_roles()]
         return {
             "asn_type": self.asn_type,
             "asn_rule": _RULES[self.asn_type],
@@ -182,11 +188,15 @@ def coron3_associations(exposures, exp_types=CORON3_EXP_TYPES, pool="webbflow"):
     exp_types : tuple of str
     pool : str
 
+    Targets are numbered ``t001``, ``t002``... per program in target-name order (TARGPROP; jwst takes
+    the pool's TARGETID, which APT assigns).
+
     Returns
     -------
     list of Association
         ``asn_type`` coron3, ``asn_id`` c1001, c1002... in product-name order; science members
-        (``members``) and PSF members (``psf_members``) sorted by root name.
+        (``members``) and PSF members (``psf_members``) sorted by root name
+        (:meth:`Association.member_roles`: the JSON's order).
 
     Raises
     ------

@@ -44,8 +44,8 @@ def image3_member_cals(wildcards):
     exposures = get_exposures()
     asn = association_of(wildcards)
     if asn.asn_type == "coron3":
-        # science members, then the PSF references (the JSON's order)
-        return [cal_path(exposures[root]) for root in asn.members + asn.psf_members]
+        # science and PSF members in the JSON's order
+        return [cal_path(exposures[root]) for root, _ in asn.member_roles()]
     if asn.asn_type == "tso3":
         # a grism segment's calints comes from spec2, an imaging one's from image2
         return [cal_path(exposures[root]) if image2_suffixes(exposures[root])[1] == "calints"
