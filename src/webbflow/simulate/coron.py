@@ -41,9 +41,21 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import j1
 
-__all__ = ["CORON_MASKS", "CORON_SUBARRAYS", "CoronScene", "CoronOptics", "coron_image", "coron_positions",
-           "coron_rate", "companion_radec", "occulter_transmission", "coron_truth", "write_coron_truth",
-           "write_coron_references", "psfmask_array"]
+__all__ = [
+    "CORON_MASKS",
+    "CORON_SUBARRAYS",
+    "CoronOptics",
+    "CoronScene",
+    "companion_radec",
+    "coron_image",
+    "coron_positions",
+    "coron_rate",
+    "coron_truth",
+    "occulter_transmission",
+    "psfmask_array",
+    "write_coron_references",
+    "write_coron_truth",
+]
 
 ARCSEC = np.pi / 180.0 / 3600.0
 """Radians per arcsec."""
@@ -328,14 +340,11 @@ def coron_rate(spec, components=False):
 def psfmask_array(spec):
     """PSFMASK weights on ``spec``'s subarray: the occulter's intensity transmission t² (0 at the centre,
     1 far out), as the CRDS PSFMASK references are (coron-algorithms.md §3.4)."""
-    from webbflow.simulate import optics
-
     scene = _scene(spec)
     xm, ym = _mask_centre(spec)
     sx, sy = _pixel_scale(spec)
     ny, nx = spec.geometry.shape
     r = np.hypot((np.arange(nx)[None, :] - xm) * sx, (np.arange(ny)[:, None] - ym) * sy)
-    del optics
     return (occulter_transmission(r, scene.mask) ** 2).astype(np.float32)
 
 
