@@ -59,13 +59,13 @@ def test_not_an_uncal_file(dataset, tmp_path, make):
 
 def test_unsupported_exp_type(dataset, tmp_path, make):
     _, refs, out = dataset
-    coron = make.uncal(tmp_path / "coron_uncal.fits", make.ramp(nints=1, ngroups=3), EXP_TYPE="NRC_CORON")
-    with pytest.raises(InputError, match=r"coron_uncal.fits: EXP_TYPE 'NRC_CORON' is not supported.*Fix: remove"):
-        _run(coron, refs, out)
+    tacq = make.uncal(tmp_path / "tacq_uncal.fits", make.ramp(nints=1, ngroups=3), EXP_TYPE="NRC_TACQ")
+    with pytest.raises(InputError, match=r"tacq_uncal.fits: EXP_TYPE 'NRC_TACQ' is not supported.*Fix: remove"):
+        _run(tacq, refs, out)
     assert list(out.iterdir()) == []
-    # a caller that enables the mode gets past the check (here: it then fails on nothing else)
-    _, _, headers = read_uncal(coron, exp_types=("NRC_IMAGE", "NRC_CORON"))
-    assert headers.primary["EXP_TYPE"] == "NRC_CORON"
+    # a caller that enables the type gets past the check (here: it then fails on nothing else)
+    _, _, headers = read_uncal(tacq, exp_types=("NRC_IMAGE", "NRC_TACQ"))
+    assert headers.primary["EXP_TYPE"] == "NRC_TACQ"
 
 
 def test_reference_with_mismatched_shape(dataset, make):

@@ -102,9 +102,8 @@ def test_real_stsci_uncal_headers(shared_dir):
         # every keyword a step uses is valid in STScI's own headers ...
         values = validate_headers(fits.getheader(exposure.path), path=exposure.path)
         assert (values["TGROUP"], values["NFRAMES"], values["GROUPGAP"]) == (10.73677, 1, 0)
-        # detector1 refuses coronagraphy (for now) with the unsupported-EXP_TYPE error
-        with pytest.raises(InputError, match=r"EXP_TYPE 'NRC_CORON' is not supported \(supported: NRC_IMAGE, NRC_TSGRISM, NRC_TSIMAGE\)"):
-            read_uncal(exposure.path)
+        # the coronagraphy mode's identity keys: IS_PSF read as a bool (these are science exposures)
+        assert exposure.is_psf is (fits.getheader(exposure.path).get("IS_PSF") is True)
     # ... but their SCI was cut to (1, 1, 1, 1) by jwst's test authors: not a reducible exposure
     with pytest.raises(InputError, match=r"nrca2_uncal.fits: header keywords disagree with the data: "
                                          r"NGROUPS=10 but SCI has 1 groups; SUBSIZE2=2048 but SCI has 1 rows"):

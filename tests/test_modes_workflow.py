@@ -143,5 +143,5 @@ def test_preset_typo_stops_at_start_up_naming_file_and_key(program, tmp_path):
     config.write_text(yaml.safe_dump({"mode_steps": {"tesmode": {"jump": {"rejection_threshold": 7}}}}))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    assert "config key mode_steps.tesmode: 'tesmode' is not one of ['imaging', 'testmode'" in proc.stdout + proc.stderr
+    assert "config key mode_steps.tesmode: 'tesmode' is not one of ['coronagraphy', 'imaging', 'testmode'" in proc.stdout + proc.stderr
     assert not (tmp_path / "w" / "out").exists()

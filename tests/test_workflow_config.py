@@ -82,7 +82,8 @@ def test_digest_ignores_key_order_but_not_values():
 def test_modes_map_exp_types():
     modes = load_modes(REPO / "config" / "modes", SCHEMA)
     assert mode_for("NRC_IMAGE", modes) == "imaging"
-    assert mode_for("NRC_CORON", modes) is None
+    assert mode_for("NRC_CORON", modes) == "coronagraphy"
+    assert mode_for("NRC_TACQ", modes) is None  # target acquisition: skipped with a reason
     assert mode_for("NRC_IMAGE", modes, enabled=[]) is None
     assert modes["imaging"]["stages"] == ["detector1", "image2", "image3"]
     assert modes["imaging"]["steps"] == {"detector1": {}, "image2": {}, "image3": {}}

@@ -12,6 +12,15 @@ A tso3 association (``Asn_Lv3TSO``) holds the time-series exposures (all their s
 program, observation, optical path and subarray; its name adds the subarray (``-subgrism256``;
 FULL is omitted), as in ``jw01366-o002_t001_nircam_f322w2-grismr-subgrism256``.
 
+A coron3 association (``Asn_Lv3NRCCoron``, coron-algorithms.md §3.1) holds a coronagraphic
+program's NRC_CORON exposures of one optical path and subarray: the target's exposures (IS_PSF F,
+one target, any roll) as ``science`` members and the PSF references (IS_PSF T) as ``psf`` members.
+Science and PSF exposures come from different observations, so the candidate is a discovered one
+(``c1001``, ``c1002``... in product-name order) and the name carries it and the subarray:
+``jw01412-c1001_t001_nircam_f335m-maskrnd-sub320a335r`` (jwst's optical-path constraint includes
+the subarray).  Members come in root-name (pool) order, science and psf interleaved as jwst's
+generator adds them; the psf members' order fixes jwst's psfstack order.  They are the calints.
+
 Associations are written as JWST association JSON (``asn_id``, ``asn_pool``,
 ``asn_type: image3``, ``products[name, members[expname, exptype]]``), which
 jwst's ``calwebb_image3`` accepts as is.
@@ -36,11 +45,14 @@ __all__ = [
     "read_asn",
     "tso3_associations",
     "write_asn",
+    "CORON3_EXP_TYPES",
+    "coron3_associations",
 ]
 
 IMAGE3_EXP_TYPES = ("NRC_IMAGE",)
 TSO3_EXP_TYPES = ("NRC_TSGRISM", "NRC_TSIMAGE")
-_RULES = {"image3": "candidate_Asn_Lv3Image", "tso3": "candidate_Asn_Lv3TSO"}
+CORON3_EXP_TYPES = ("NRC_CORON",)
+_RULES = {"image3": "candidate_Asn_Lv3Image", "tso3": "candidate_Asn_Lv3TSO", "coron3": "candidate_Asn_Lv3NRCCoron"}
 
 # Values jwst treats as "no optical element" (dms_base._EMPTY), compared upper case.
 _EMPTY = {"", "NULL", "--", "N", "F", "FALSE", "N/A"}
@@ -72,6 +84,13 @@ class Association:
     pool: str = "webbflow"
     asn_type: str = "image3"
     subarray: str | None = None
+    psf_members: list = field(default_factory=list)
+
+    def member_roles(self):
+        """(root name, exptype) of every member in the JSON's order: pool (root-name) order, science
+        and psf members interleaved as jwst's generator adds them."""
+        roles = [(m, "science") for m in self.members] + [(m, "psf") for m in self.psf_members]
+        return sorted(roles)
 
     def expnames(self, suffix="cal"):
         """Member file names, ``<root>_<suffix>.fits``."""
@@ -79,8 +98,9 @@ class Association:
 
     def as_dict(self, suffix="cal"):
         """JWST association JSON content (``asn_type`` image3 or tso3)."""
-        exp_types = TSO3_EXP_TYPES if self.asn_type == "tso3" else IMAGE3_EXP_TYPES
+        exp_types = {"tso3": TSO3_EXP_TYPES, "coron3": CORON3_EXP_TYPES}.get(self.asn_type, IMAGE3_EXP_TYPES)
         subarray = f" subarray={self.subarray}" if self.subarray else ""
+        members = [{"expname": f"{root}_{suffix}.fits", "exptype": role} for root, role in self.member_roles()]
         return {
             "asn_type": self.asn_type,
             "asn_rule": _RULES[self.asn_type],
@@ -92,8 +112,7 @@ class Association:
             "code_version": f"webbflow {webbflow.__version__}",
             "constraints": f"program={self.program} observation={self.observation} "
                            f"filter={self.filter} pupil={self.pupil}{subarray} exp_type={'|'.join(exp_types)}",
-            "products": [{"name": self.product,
-                          "members": [{"expname": n, "exptype": "science"} for n in self.expnames(suffix)]}],
+            "products": [{"name": self.product, "members": members}],
         }
 
 
@@ -151,6 +170,71 @@ def tso3_associations(exposures, exp_types=TSO3_EXP_TYPES, pool="webbflow"):
         Sorted by product name; members (segment root names) sorted, so segments come in order.
     """
     return _associate(exposures, exp_types, pool, tso3=True)
+
+
+def coron3_associations(exposures, exp_types=CORON3_EXP_TYPES, pool="webbflow"):
+    """Group coronagraphic exposures into coron3 associations from their headers (IS_PSF).
+
+    One association per program, science target, optical path (FILTER + PUPIL) and coronagraphic
+    subarray (full-frame exposures are left out: jwst reduces them as imaging): the
+    target's exposures (IS_PSF F) are its ``science`` members, every PSF reference (IS_PSF T) of the
+    same program, optical path and subarray its ``psf`` members (jwst's ``Asn_Lv3NRCCoron``).  Write
+    it with ``write_asn(asn, path, suffix="calints")``.
+
+    Parameters
+    ----------
+    exposures : iterable of webbflow.exposures.Exposure
+        Rows of the exposure table (``is_psf``, ``targname`` from the headers).
+    exp_types : tuple of str
+    pool : str
+
+    Targets are numbered ``t001``, ``t002``... per program in target-name order (TARGPROP; jwst takes
+    the pool's TARGETID, which APT assigns).
+
+    Returns
+    -------
+    list of Association
+        ``asn_type`` coron3, ``asn_id`` c1001, c1002... in product-name order; science members
+        (``members``) and PSF members (``psf_members``) sorted by root name
+        (:meth:`Association.member_roles`: the JSON's order).
+
+    Raises
+    ------
+    InputError
+        If a target has science exposures but no PSF reference shares its optical path and subarray
+        (coron3 would stop with no product), naming one of its files.
+    """
+    # full-frame coronagraphic exposures are imaging for jwst (Asn_Lv3NRCCoronImage), not coron3
+    rows = [e for e in exposures if e.exp_type in exp_types and e.subarray != "FULL"]
+    psfs, groups = {}, {}
+    for e in rows:
+        key = (f"{int(e.program):05d}", e.filter, e.pupil, e.subarray)
+        if e.is_psf:
+            psfs.setdefault(key, []).append(e)
+        else:
+            groups.setdefault(key + (e.targname,), []).append(e)
+    out = []
+    targets = {}
+    for key in sorted(groups):
+        program, filter_name, pupil, subarray, target = key
+        science = sorted(groups[key], key=lambda e: e.rootname)
+        refs = sorted(psfs.get(key[:4], []), key=lambda e: e.rootname)
+        if not refs:
+            raise InputError(science[0].path, f"coronagraphic science exposure ({filter_name}/{pupil}/{subarray}) has "
+                             "no PSF reference (IS_PSF = T) with the same filter, pupil and subarray",
+                             "add the reference star's exposures to inputs.uncal_dir")
+        t = targets.setdefault((program, target), len([k for k in targets if k[0] == program]) + 1)
+        out.append(Association("", "", program, "|".join(sorted({e.observtn for e in science})), filter_name, pupil,
+                               members=[e.rootname for e in science], pool=pool, asn_type="coron3",
+                               subarray=subarray, psf_members=[e.rootname for e in refs]))
+        out[-1].product = (f"jw{program}-{{acid}}_t{t:03d}_nircam_{opt_element(filter_name, pupil)}"
+                           f"-{subarray.lower()}" if subarray.upper() != "FULL"
+                           else f"jw{program}-{{acid}}_t{t:03d}_nircam_{opt_element(filter_name, pupil)}")
+    out.sort(key=lambda a: a.product)
+    for n, asn in enumerate(out):
+        asn.asn_id = f"c{1001 + n}"
+        asn.product = asn.product.format(acid=asn.asn_id)
+    return out
 
 
 def _associate(exposures, exp_types, pool, tso3=False):

@@ -24,6 +24,7 @@ from webbflow.refs.select import DETECTOR1_REFTYPES, IMAGE2_REFTYPES, SPEC2_REFT
 __all__ = [
     "DETECTOR1_STEPS",
     "SKIPPED_BY_DEFAULT",
+    "SKIPPED_EXP_TYPES",
     "IMAGE2_STEPS",
     "CORON3_STEPS",
     "IMAGE3_STEPS",
@@ -64,6 +65,14 @@ def step_skipped(params, step):
     so callers that pass no parameters (tests, benchmarks) get jwst's behaviour too.
     """
     return bool((params.get(step) or {}).get("skip", step in SKIPPED_BY_DEFAULT))
+
+SKIPPED_EXP_TYPES = {
+    "NRC_TACQ": "EXP_TYPE NRC_TACQ is a target-acquisition image (not coronagraphic: jwst's associations "
+                "treat it as target_acquisition); the coronagraphy mode does not reduce it",
+    "NRC_TACONFIRM": "EXP_TYPE NRC_TACONFIRM is an astrometric confirmation image of target acquisition "
+                     "(not coronagraphic); the coronagraphy mode does not reduce it",
+}
+"""EXP_TYPEs of a coronagraphic program that are skipped with a reason (never an error)."""
 
 IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
 """image2 imaging steps in the order they run."""

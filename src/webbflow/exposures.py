@@ -25,7 +25,8 @@ class Exposure:
     ``exposure_id`` is the root name without the detector
     (``jw<ppppp><ooo><vvv>_<gg><s><aa>_<eeeee>``, plus ``-seg<NNN>`` for a segment of a
     time series), ``rootname`` adds the lower-case detector; ``path`` is the uncal file;
-    ``segment`` is EXSEGNUM and ``segments`` EXSEGTOT (0: not segmented).
+    ``segment`` is EXSEGNUM and ``segments`` EXSEGTOT (0: not segmented); ``is_psf`` is IS_PSF (a
+    coronagraphic PSF reference) and ``targname`` TARGPROP (else TARGNAME).
     """
 
     path: str
@@ -48,6 +49,8 @@ class Exposure:
     ngroups: int
     segment: int = 0
     segments: int = 0
+    is_psf: bool = False
+    targname: str = ""
 
     def as_dict(self):
         """The row as a plain dict (e.g. for a pandas DataFrame)."""
@@ -131,6 +134,8 @@ def exposure_from_header(header, path):
         ngroups=int(header.get("NGROUPS", 0)),
         segment=int(root.rsplit("-seg", 1)[1][:3]) if "-seg" in root else 0,
         segments=int(header.get("EXSEGTOT") or 0) if "-seg" in root else 0,
+        is_psf=header.get("IS_PSF") is True or str(header.get("IS_PSF", "")).strip().upper() in ("T", "TRUE"),
+        targname=str(header.get("TARGPROP") or header.get("TARGNAME") or "").strip(),
     )
 
 

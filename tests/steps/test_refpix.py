@@ -127,6 +127,37 @@ def test_subarray_without_reference_pixels_is_skipped_unchanged():
     np.testing.assert_array_equal(ramp.data, before)
 
 
+def test_pseudo_refpix_uses_edge_rows_per_group_and_parity():
+    # an interior one-output subarray (coronagraphy: no reference pixel on any side) with per-group
+    # odd/even offsets and a source in the middle: the 4 bottom and top rows stand in for reference rows
+    ramp = _sub_ramp(with_refpix=False)
+    x = np.arange(32)
+    offsets = np.array([[13.0, 4.0], [15.5, 2.0]], np.float32)  # (group, detector-column parity)
+    # SUBSTRT1 501 with FASTAXIS -1: science column x is detector column 2047 - 500 - x
+    parity = (2047 - 500 - x) % 2
+    for g in range(2):
+        ramp.data[0, g] = offsets[g, parity]
+    ramp.data[0, :, 10:20, 10:20] += 100.0  # the star, away from the edge rows
+    ramp.data[0, :, 2, 3] += 500.0  # one hot pseudo reference pixel: clipped away
+    ro = Readout(nints=1, ngroups=2, fastaxis=-1, slowaxis=2, noutputs=1, substrt1=501, substrt2=500,
+                 subarray="SUB32")
+    before = ramp.pixeldq.copy()
+    assert refpix.run(ramp, ro, pseudo_refpix=True) == "COMPLETE"
+    np.testing.assert_array_equal(ramp.data[0, :, 10:20, 10:20], 100.0)
+    inner = np.ones((32, 32), bool)
+    inner[10:20, 10:20] = inner[2, 3] = False
+    np.testing.assert_array_equal(ramp.data[0][:, inner], 0.0)
+    np.testing.assert_array_equal(ramp.pixeldq, before)  # the pseudo flags are not kept
+    # a subarray that has reference pixels keeps using them (the option changes nothing there)
+    real, plain = _sub_ramp(), _sub_ramp()
+    for r in (real, plain):
+        r.data[:] = np.random.default_rng(5).normal(size=r.data.shape).astype(np.float32)
+    ro1 = Readout(nints=1, ngroups=2, fastaxis=-1, slowaxis=2, noutputs=1, subarray="SUB32")
+    refpix.run(real, ro1, pseudo_refpix=True)
+    refpix.run(plain, ro1)
+    np.testing.assert_array_equal(real.data, plain.data)
+
+
 def test_clipped_mean_matches_scipy_sigmaclip_semantics():
     vals = np.array([10.0] * 20 + [10.5] * 20 + [1000.0], np.float32)
     # first pass: mean 33.9, std 151 -> 1000 clipped; second pass keeps the rest

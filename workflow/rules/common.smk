@@ -7,7 +7,8 @@ from pathlib import Path
 
 from snakemake.exceptions import IncompleteCheckpointException
 
-from webbflow.config import STAGES, canonical_json, deep_merge, mode_for, stage_reftypes, step_parameters
+from webbflow.config import (SKIPPED_EXP_TYPES, STAGES, canonical_json, deep_merge, mode_for, stage_reftypes,
+                             step_parameters)
 from webbflow.demo import demo_problem
 from webbflow.exposures import exposure_table
 from webbflow.io.errors import InputError
@@ -54,6 +55,12 @@ DOWNLOAD_MANIFEST = f"{RESULTS}/download/manifest.json"
 def _supported(table):
     """Drop (or refuse) exposures that no enabled mode reduces."""
     unsupported = [e for e in table if e.exp_type not in EXP_TYPES]
+    # target-acquisition images of a coronagraphic program are not reduced by any mode: skipped with
+    # their reason even where unsupported types are errors
+    for e in [e for e in unsupported if e.exp_type in SKIPPED_EXP_TYPES and "coronagraphy" in config["modes"]]:
+        logger.warning("skipping %s: %s", e.path, SKIPPED_EXP_TYPES[e.exp_type])
+        unsupported.remove(e)
+        table = [t for t in table if t is not e]
     if unsupported and config["inputs"]["on_unsupported"] == "error":
         raise InputError(unsupported[0].path, f"EXP_TYPE {unsupported[0].exp_type} is not reduced by modes "
                          f"{config['modes']} (supported: {', '.join(EXP_TYPES)})",

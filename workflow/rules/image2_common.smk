@@ -1,18 +1,22 @@
 """Input, parameter and target functions of the image2 rule (kept apart from the rule, as snakemake --lint asks)."""
 
+from webbflow.associations import CORON3_EXP_TYPES, coron3_associations
 from webbflow.refs.select import IMAGE2_REFTYPES
 
 _IMAGE2_REFS = {}
 
 
 # Imaging time series: image2 takes the rateints and writes calints (a cube per segment), as jwst's
-# calwebb_image2 does for NRC_TSIMAGE (rule image2's {kind} wildcard).
-IMAGE2_INTS_EXP_TYPES = ("NRC_TSIMAGE",)
+# calwebb_image2 does for NRC_TSIMAGE and NRC_CORON (rule image2's {kind} wildcard).
+IMAGE2_INTS_EXP_TYPES = ("NRC_TSIMAGE", "NRC_CORON")
 
 
 def image2_suffixes(exposure):
-    """(input, output) suffixes of the exposure's image2 job: rate -> cal, or rateints -> calints."""
-    return ("rateints", "calints") if exposure.exp_type in IMAGE2_INTS_EXP_TYPES else ("rate", "cal")
+    """(input, output) suffixes of the exposure's image2 job: rate -> cal, or rateints -> calints (a
+    full-frame coronagraphic exposure: rate -> cal, as jwst's Asn_Lv2CoronAsRate)."""
+    ints = exposure.exp_type in IMAGE2_INTS_EXP_TYPES and not (exposure.exp_type == "NRC_CORON"
+                                                                and exposure.subarray == "FULL")
+    return ("rateints", "calints") if ints else ("rate", "cal")
 
 
 def cal_path(exposure):
@@ -20,7 +24,15 @@ def cal_path(exposure):
     return f"{RESULTS}/image2/{exposure.filter.lower()}/{exposure.rootname}_{image2_suffixes(exposure)[1]}.fits"
 
 
-STAGE_PRODUCTS["image2"] = lambda exposures: [cal_path(e) for e in exposures]
+def image2_products(exposures):
+    """The cal/calints products, and for coronagraphy the coron3 association JSON of the calints (the
+    coron3 stage itself is issue #15 part 4)."""
+    coron = [e for e in exposures if e.exp_type in CORON3_EXP_TYPES]
+    asns = coron3_associations(coron, pool=Path(UNCAL_DIR).name) if coron else []
+    return [cal_path(e) for e in exposures] + [asn_path(a.product) for a in asns]
+
+
+STAGE_PRODUCTS["image2"] = image2_products
 
 
 def image2_references(wildcards):

@@ -2,7 +2,7 @@
 
 import json
 
-from webbflow.associations import image3_associations, tso3_associations
+from webbflow.associations import CORON3_EXP_TYPES, coron3_associations, image3_associations, tso3_associations
 from webbflow.simulate.exposure import GAIA_CATALOG
 RESOURCE_MODEL["image3"] = dict(mem_base=1000, mem_per_mb=3.0, runtime_base=10, runtime_per_mb=0.2, sized_on=None)
 # The demo's SUB160 exposures hold about ten stars 1.4" apart, with pointing errors under 0.3":
@@ -26,15 +26,21 @@ def demo_image3_steps():
 
 
 wildcard_constraints:
-    product=r"jw\d{5}-o\d{3}_t\d{3}_nircam_[a-z0-9-]+",
+    product=r"jw\d{5}-(o\d{3}|c\d{4})_t\d{3}_nircam_[a-z0-9-]+",
+
+
+def coron3_exposures():
+    """The coronagraphic exposures (NRC_CORON) whose mode makes their calints (image2)."""
+    return [e for e in stage_exposures("image2") if e.exp_type in CORON3_EXP_TYPES]
 
 
 def associations():
-    """product name -> stage-3 Association (image3, and tso3 for time series) of the exposures whose
-    mode runs that stage (from their headers)."""
+    """product name -> stage-3 Association (image3, tso3 for time series, coron3 for coronagraphy) of
+    the exposures whose mode runs that stage (from their headers)."""
     pool = Path(UNCAL_DIR).name
     found = {a.product: a for a in image3_associations(stage_exposures("image3"), pool=pool)}
     found.update({a.product: a for a in tso3_associations(stage_exposures("tso3"), pool=pool)})
+    found.update({a.product: a for a in coron3_associations(coron3_exposures(), pool=pool)})
     return found
 
 
@@ -52,6 +58,9 @@ def image3_member_cals(wildcards):
     """Member files of the association: cal (image3) or calints (tso3)."""
     exposures = get_exposures()
     asn = association_of(wildcards)
+    if asn.asn_type == "coron3":
+        # science and PSF members in the JSON's order
+        return [cal_path(exposures[root]) for root, _ in asn.member_roles()]
     if asn.asn_type == "tso3":
         # a grism segment's calints comes from spec2, an imaging one's from image2
         return [cal_path(exposures[root]) if image2_suffixes(exposures[root])[1] == "calints"
@@ -62,7 +71,7 @@ def image3_member_cals(wildcards):
 def image3_asn_json(wildcards):
     """Association content, members given relative to <results>/asn/ (jwst resolves them from there)."""
     asn = association_of(wildcards)
-    content = asn.as_dict("calints" if asn.asn_type == "tso3" else "cal")
+    content = asn.as_dict("calints" if asn.asn_type in ("tso3", "coron3") else "cal")
     for member, cal in zip(content["products"][0]["members"], image3_member_cals(wildcards)):
         member["expname"] = os.path.relpath(cal, f"{RESULTS}/asn")
     return canonical_json(content)

@@ -22,7 +22,7 @@ __all__ = ["HEADER_KEYWORDS", "SUPPORTED_EXP_TYPES", "TSO_EXP_TYPES", "Keyword",
 TSO_EXP_TYPES = ("NRC_TSGRISM", "NRC_TSIMAGE")
 """NIRCam time-series EXP_TYPEs (jwst's ``TSO_EXP_TYPES``, NIRCam part)."""
 
-SUPPORTED_EXP_TYPES = ("NRC_IMAGE",) + TSO_EXP_TYPES
+SUPPORTED_EXP_TYPES = ("NRC_IMAGE", "NRC_CORON") + TSO_EXP_TYPES
 """EXP_TYPE values that detector1 reduces today."""
 
 _UNREADABLE = "the file is truncated or corrupt; download it again from MAST"

@@ -11,6 +11,9 @@ tso_grism_specs(seed=None, n_segments=3, ints_per_segment=20, ngroups=6) -> list
 tso_image_specs(seed=None, n_segments=3, ints_per_segment=30, ngroups=8, channel="SW") -> list[ExposureSpec]
     The imaging time series (``demo-tso-imaging``: F210M + WLP8 on NRCA3 SUB64P; ``tso-imaging-lw``:
     F444W on NRCALONG SUB64P), with ``truth/{transit,centroid,star}.ecsv``.
+coron_specs(seed=None, nints=2, ngroups=5, ...) -> list[ExposureSpec]
+    The coronagraphic program (``demo-coron``: MASK335R + F335M on NRCALONG SUB320A335R, two rolls
+    with a companion, a reference star on a small-grid dither), with ``truth/{companion,star_positions}.ecsv``.
 simulate_exposure(spec, outdir, rng=None) -> Path
     One exposure from an :class:`ExposureSpec` (every knob is a field).
 write_references(detector, geometry, outdir, rng=None) -> dict[str, Path]
@@ -34,7 +37,8 @@ from webbflow.simulate.detector_model import DetectorModel, delinearize, lineari
 from webbflow.simulate.detectors import DETECTORS, READ_PATTERNS, Geometry, frame_time, subarray_geometry
 from webbflow.simulate.exposure import (SimulatedExposure, detector_model_for, simulate_exposure,
                                         write_references)
-from webbflow.simulate.presets import (PRESETS, preset_specs, run_preset, run_specs, tso_grism_specs,
+from webbflow.simulate.coron import CoronScene
+from webbflow.simulate.presets import (PRESETS, coron_specs, preset_specs, run_preset, run_specs, tso_grism_specs,
                                       tso_image_specs)
 from webbflow.simulate.sky import make_catalog
 from webbflow.simulate.spec import ExposureSpec, Star
@@ -50,5 +54,5 @@ __all__ = [
     "delinearize", "detector_model_for", "frame_time", "linearize", "preset_specs",
     "reference_path", "run_preset", "simulate_exposure", "subarray_geometry", "write_references",
     "make_catalog", "write_stage2_references", "run_specs", "tso_grism_specs", "TransitParams",
-    "TsoGrismScene", "TsoImageScene", "TsoPsf", "tso_image_specs",
+    "TsoGrismScene", "TsoImageScene", "TsoPsf", "tso_image_specs", "CoronScene", "coron_specs",
 ]

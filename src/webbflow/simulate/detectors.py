@@ -163,6 +163,10 @@ _DETECTOR_SUBARRAYS = {
     ("NRCA3", "SUB64P"): (1, 101, 64),
     ("NRCA3", "SUB160P"): (1889, 1, 160),
     ("NRCA3", "SUB400P"): (1649, 1, 400),
+    # coronagraphic apertures (coron-algorithms.md §1, PSFMASK SUBSTRT): interior, no reference pixels
+    ("NRCALONG", "SUB320A335R"): (492, 1502, 320),
+    ("NRCALONG", "SUB320A430R"): (814, 1502, 320),
+    ("NRCA2", "SUB640A210R"): (392, 1186, 640),
 }
 
 # Grism time-series strips (jwst-formats.md Appendix C, tso-algorithms.md §1.3): full width,
@@ -185,7 +189,8 @@ def subarray_geometry(detector, name, *, size=None, corner=None, noutputs=None):
     name : str
         ``FULL``, ``SUB640``, ``SUB320``, ``SUB160``, ``SUB64P`` use the SIAF
         corners (NRCA3's ``SUB64P``/``SUB160P``/``SUB400P``: its own, the SW
-        time-series imaging apertures); any other schema-valid name (e.g. ``SUB64``, ``SUB256``) needs
+        time-series imaging apertures; NRCALONG's ``SUB320A335R``/``SUB320A430R`` and NRCA2's
+        ``SUB640A210R``: the coronagraphic ones); any other schema-valid name (e.g. ``SUB64``, ``SUB256``) needs
         ``size`` and is placed by ``corner``.
     size : int, optional
         Side of a custom square subarray.

@@ -93,11 +93,13 @@ def _ensure_references(spec, model, outdir, n_dark_frames):
     if all(p.exists() for p in paths.values()):
         with fits.open(dark) as hdul:
             have = hdul["SCI"].shape[0]
-            same = (hdul[0].header.get("WFSEED") == spec.ref_seed)
+            same = (hdul[0].header.get("WFSEED") == spec.ref_seed
+                    and float(hdul[0].header.get("DRKNOISE", 0.0)) == float(spec.dark_ref_noise))
         if have >= n_dark_frames and same:
             return paths
     return write_reference_files(model, outdir, n_dark_frames,
-                                 extra_keywords={"WFSEED": spec.ref_seed})
+                                 extra_keywords={"WFSEED": spec.ref_seed},
+                                 dark_noise=spec.dark_ref_noise, dark_seed=spec.ref_seed)
 
 
 def pointing_truth(spec):
@@ -185,6 +187,11 @@ def simulate_exposure(spec, outdir, rng=None, *, n_dark_frames=None, return_deta
         from webbflow.simulate.tso_image import star_rate_cube
 
         rate = detector_rate(spec, model, star_rate_cube(spec))
+    elif spec.scene == "coron":
+        from webbflow.simulate.coron import coron_rate
+        from webbflow.simulate.tso_grism import detector_rate
+
+        rate = detector_rate(spec, model, coron_rate(spec)[None])[0]
     else:
         rate = render_rate(spec, model.qe)
     deposits = draw_deposits(spec, model, r_events)

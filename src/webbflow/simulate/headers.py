@@ -115,6 +115,12 @@ def primary_keywords(spec, filename):
         "PATT_NUM": spec.dither_position, "NUMDTHPT": spec.n_dither,
         "PRIDTPTS": spec.n_dither, "SUBPXPTS": 1, "TSOVISIT": bool(spec.tsovisit),
     }
+    coron = getattr(spec, "coron", None)
+    if coron is not None:
+        # small-grid dithers are a subpixel pattern of their own; XOFFSET/YOFFSET: the commanded offset
+        out.update({"CORONMSK": coron.mask, "IS_PSF": bool(coron.is_psf), "PATTTYPE": "NONE",
+                    "PRIDTPTS": 1, "SUBPXPTS": spec.n_dither, "SMGRDPAT": coron.sgd_pattern or "NONE",
+                    "XOFFSET": float(spec.dither_offset[0]), "YOFFSET": float(spec.dither_offset[1])})
     if spec.tsovisit:
         # no offset special requirement: jwst's TSGRISM extract_2d places the source with these
         out.update({"XOFFSET": 0.0, "YOFFSET": 0.0})

@@ -22,7 +22,7 @@ from webbflow.simulate.detectors import DETECTORS, FULL_SIZE
 from webbflow.wcs import (ARCSEC2_TO_SR, compute_roll_ref, distortion_jacobian_det,
                           polynomial_distortion, v23_to_sky)
 
-__all__ = ["SIAF", "POINTING_V2V3", "FILTERS", "WEAK_LENS_THROUGHPUT", "photmjsr", "pixar_a2", "distortion_model",
+__all__ = ["SIAF", "POINTING_V2V3", "FILTERS", "WEAK_LENS_THROUGHPUT", "LYOT_THROUGHPUT", "photmjsr", "pixar_a2", "distortion_model",
            "pixel_area_map", "aperture_pointing", "commanded_attitude", "true_attitude",
            "pixel_to_v23", "v23_to_pixel"]
 
@@ -70,15 +70,20 @@ WEAK_LENS_THROUGHPUT = {"WLP8": 0.90}
 costs some light, so a DN/s is worth more MJy/sr)."""
 
 
+LYOT_THROUGHPUT = {"MASKRND": 0.75, "MASKBAR": 0.75}
+"""PUPIL -> throughput relative to CLEAR of the coronagraphic Lyot stops (an assumed value: the stop
+is undersized, so a DN/s through it is worth more MJy/sr)."""
+
+
 def photmjsr(filter_name, pupil="CLEAR"):
     """PHOTMJSR of a filter ((MJy/sr) per DN/s); unknown filters get a channel-typical value.
 
-    A weak lens in the pupil (:data:`WEAK_LENS_THROUGHPUT`) divides the CLEAR value by its throughput.
+    A weak lens or a Lyot stop in the pupil (:data:`WEAK_LENS_THROUGHPUT`, :data:`LYOT_THROUGHPUT`)
+    divides the CLEAR value by its throughput.
     """
     value = FILTERS[filter_name][1] if filter_name in FILTERS else 0.4
-    if pupil in WEAK_LENS_THROUGHPUT:
-        return value / WEAK_LENS_THROUGHPUT[pupil]
-    return value
+    throughput = {**WEAK_LENS_THROUGHPUT, **LYOT_THROUGHPUT}.get(pupil)
+    return value / throughput if throughput else value
 
 
 def _coeffs(detector):
@@ -153,8 +158,18 @@ def v23_to_pixel(detector, geometry, v2, v3, iterations=3):
 
 
 def commanded_attitude(spec):
-    """The commanded attitude of ``spec`` (dither included) as a pointing dict."""
+    """The commanded attitude of ``spec`` (dither included) as a pointing dict.
+
+    The target sits at the module's pointing reference (:data:`POINTING_V2V3`), except for a
+    coronagraphic exposure (``scene="coron"``), where target acquisition puts it on the occulter:
+    the aperture's reference pixel (XREF_SCI/YREF_SCI).
+    """
     v2, v3 = POINTING_V2V3[DETECTORS[spec.detector].module]
+    if getattr(spec, "scene", None) == "coron":
+        geom = spec.geometry
+        xref = (geom.xsize + 1) / 2.0 if spec.xref_sci is None else float(spec.xref_sci)
+        yref = (geom.ysize + 1) / 2.0 if spec.yref_sci is None else float(spec.yref_sci)
+        v2, v3 = (float(v) for v in pixel_to_v23(spec.detector, geom, xref - 1, yref - 1))
     dx, dy = spec.dither_offset
     dec = spec.dec + dy / 3600.0
     ra = spec.ra + dx / 3600.0 / np.cos(np.radians(spec.dec))

@@ -14,7 +14,7 @@ from webbflow.simulate.spec import ExposureSpec
 from webbflow.transit import TransitParams
 from webbflow.simulate.writers import write_pointing_truth
 
-__all__ = ["PRESETS", "preset_specs", "run_preset", "run_specs", "tso_grism_specs", "tso_image_specs"]
+__all__ = ["PRESETS", "preset_specs", "run_preset", "run_specs", "tso_grism_specs", "tso_image_specs", "coron_specs"]
 
 DEMO_SEED = 20250314
 FULLFRAME_SEED = 424242
@@ -216,6 +216,91 @@ def tso_image_specs(seed=None, n_segments=3, ints_per_segment=30, ngroups=8, cha
     return _segments(base, "tso_image", scene, seed)
 
 
+CORON_SEED = 20250720
+
+# Small-grid-dither offsets (arcsec; pancake's create_SGD, coron-algorithms.md §1).
+SGD_PATTERNS = {
+    "5-POINT-BOX": ((0.0, 0.0), (0.015, 0.015), (-0.015, 0.015), (-0.015, -0.015), (0.015, -0.015)),
+    "5-POINT-DIAMOND": ((0.0, 0.0), (0.0, 0.02), (0.02, 0.0), (0.0, -0.02), (-0.02, 0.0)),
+    "9-POINT-CIRCLE": ((0.0, 0.0), (0.015, 0.015), (-0.015, 0.015), (-0.015, -0.015), (0.015, -0.015),
+                       (0.0, 0.02), (0.02, 0.0), (0.0, -0.02), (-0.02, 0.0)),
+}
+"""SMGRDPAT -> offsets (arcsec on the sky, RA·cos Dec and Dec) of each dither point."""
+
+
+def coron_specs(seed=None, nints=2, ngroups=5, readpatt="MEDIUM2", sgd_pattern="5-POINT-BOX", rolls=(75.0, 85.0),
+                contrast=1.0e-4, separation=1.5, position_angle=60.0, dark_ref_noise=6.0, one_over_f=3.0):
+    """A coronagraphic program (NRC_CORON): MASK335R + F335M on NRCALONG's SUB320A335R.
+
+    The ``demo-coron`` preset with its defaults: the target at two rolls (observations 1 and 2, one
+    target acquisition each), a companion of ``contrast`` at ``separation``/``position_angle``, and a
+    brighter reference star (IS_PSF = T, observation 3) on a small-grid dither.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Master seed (default :data:`CORON_SEED`).
+    nints, ngroups, readpatt
+        Ramp shape of every exposure.
+    sgd_pattern : str
+        :data:`SGD_PATTERNS` key of the reference star's dither.
+    rolls : (float, float)
+        V3 position angles (deg) of the two science observations.
+    contrast, separation, position_angle : float
+        The companion (flux ratio, arcsec, deg east of north).
+    dark_ref_noise : float
+        DN rms per frame of the DARK reference (NC-CI01: subtracting it adds noise).
+    one_over_f : float
+        1/f rms (DN), which no reference pixel of the subarray can remove.
+
+    Returns
+    -------
+    list of ExposureSpec
+        Science roll 1, science roll 2, then the reference's dither points.
+
+    Notes
+    -----
+    Target acquisition leaves each observation off the occulter by a draw of 5 mas per axis; each SGD
+    point adds a 2 mas fine-steering error (pancake's ``get_ta_error``/``get_fsm_error``).  The
+    wavefront (20 nm rms low order, 30 nm rms of mid-spatial-frequency speckle screen shared by all
+    exposures) drifts by 2 nm between the rolls and by 4 nm on the reference (low order).  The star
+    leaks 0.24 % of its flux past the mask; the speckles at the companion's separation reach ~1/10
+    of its peak.
+    """
+    from webbflow.simulate.coron import CoronScene
+
+    seed = CORON_SEED if seed is None else int(seed)
+    rng = np.random.default_rng([seed, 15])
+    scene = CoronScene(star_rate=5.0e6, contrast=contrast, separation=separation, position_angle=position_angle,
+                       wfe_nm=20.0, speckle_nm=30.0, wfe_seed=seed + 3)
+    base = ExposureSpec(
+        detector="NRCALONG", subarray="SUB320A335R", readpatt=readpatt, nints=nints, ngroups=ngroups,
+        filter="F335M", pupil="MASKRND", exp_type="NRC_CORON", program=1412, visit=1, visit_group=2,
+        sequence=1, activity=1, exposure=1, sky=0.3, n_stars=0, n_galaxies=0, n_saturating_stars=0,
+        one_over_f=one_over_f, one_over_f_common=1.0, amp_offsets=20.0, cr_rate=3e-4, snowballs=0, zeroframe=True,
+        ref_seed=seed + 1, scene_seed=seed + 2, scene="coron", dark_ref_noise=dark_ref_noise,
+        target="WEBBFLOW-CORON", ra=201.15, dec=-51.50, date_obs="2025-07-20T02:00:00.000", coron=scene)
+    specs = []
+    t0 = Time(base.date_obs, format="isot", scale="utc")
+    for k, roll in enumerate(rolls):
+        ta = tuple(float(v) for v in rng.normal(0.0, 0.005, 2))
+        specs.append(replace(base, observation=k + 1, roll=float(roll), pointing_error=ta, seed=seed + 10 * k + 5,
+                             date_obs=(t0 + TimeDelta(3600.0 * k, format="sec")).isot,
+                             coron=replace(scene, drift_nm=2.0 * k, drift_seed=k + 1)))
+    offsets = SGD_PATTERNS[sgd_pattern]
+    ta = rng.normal(0.0, 0.005, 2)
+    ref = replace(scene, star_rate=2.0 * scene.star_rate, contrast=0.0, is_psf=True, drift_nm=4.0, drift_seed=9,
+                  sgd_pattern=sgd_pattern)
+    for d, offset in enumerate(offsets):
+        fsm = rng.normal(0.0, 0.002, 2)
+        specs.append(replace(base, observation=3, exposure=d + 1, dither_position=d + 1, n_dither=len(offsets),
+                             dither_offset=offset, pointing_error=(float(ta[0] + fsm[0]), float(ta[1] + fsm[1])),
+                             roll=float(rolls[0]) + 2.0, target="WEBBFLOW-CORON-REF", ra=203.4, dec=-50.9,
+                             date_obs=(t0 + TimeDelta(7200.0 + 300.0 * d, format="sec")).isot,
+                             seed=seed + 100 + 10 * d, coron=ref))
+    return specs
+
+
 PRESETS = {
     "demo-imaging": _demo_specs,
     # the demo with two SW detectors per exposure (NRCA1 + NRCA2): detector groups in tweakreg
@@ -229,12 +314,13 @@ PRESETS = {
     "demo-tso-imaging": tso_image_specs,
     # the LW imaging time series (in focus, F444W), smaller: for tests
     "tso-imaging-lw": lambda seed: tso_image_specs(seed, n_segments=2, ints_per_segment=15, channel="LW"),
+    "demo-coron": coron_specs,
 }
 """Preset name -> function(seed) -> list of ExposureSpec."""
 
 _DEFAULT_SEEDS = {"demo-imaging": DEMO_SEED, "demo-imaging-2sw": DEMO_SEED, "fullframe": FULLFRAME_SEED, "demo-tso-grism": TSO_GRISM_SEED,
                   "tso-grism-sigclip": TSO_GRISM_SEED, "tso-grism-f444w": TSO_GRISM_SEED,
-                  "demo-tso-imaging": TSO_IMAGE_SEED, "tso-imaging-lw": TSO_IMAGE_SEED}
+                  "demo-tso-imaging": TSO_IMAGE_SEED, "tso-imaging-lw": TSO_IMAGE_SEED, "demo-coron": CORON_SEED}
 
 
 def preset_specs(preset, seed=None):
@@ -270,7 +356,9 @@ def run_preset(preset, outdir, seed=None, after_each=None):
     (:func:`webbflow.simulate.grism_refs.write_tso_grism_references`) and the
     time-series truth ``truth/{transit,spectrum,bins,drift}.ecsv``; the imaging time series
     (``demo-tso-imaging``, ``tso-imaging-lw``) their stage-2 imaging references for NRC_TSIMAGE
-    (:func:`webbflow.simulate.tso_image.write_tso_image_references`) and ``truth/{transit,centroid,star}.ecsv``.
+    (:func:`webbflow.simulate.tso_image.write_tso_image_references`) and ``truth/{transit,centroid,star}.ecsv``;
+    the coronagraphic ``demo-coron`` its stage-2 references and PSFMASK for NRC_CORON
+    (:func:`webbflow.simulate.coron.write_coron_references`) and ``truth/{companion,star_positions}.ecsv``.
     """
     return run_specs(preset_specs(preset, seed), outdir, after_each=after_each)
 
@@ -320,4 +408,10 @@ def run_specs(specs, outdir, after_each=None):
 
         write_tso_image_references(outdir, tso_image[0])
         write_tso_image_truth(outdir, tso_image)
+    coron = [s for s in specs if s.scene == "coron"]
+    if coron:
+        from webbflow.simulate.coron import write_coron_references, write_coron_truth
+
+        write_coron_references(outdir, coron[0])
+        write_coron_truth(outdir, coron)
     return paths

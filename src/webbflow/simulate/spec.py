@@ -91,7 +91,7 @@ class ExposureSpec:
         TARGNAME and target coordinates (deg).
     roll : float
         V3 position angle (deg) at the module's pointing reference point.
-    scene : {"local", "sky", "tso_grism", "tso_image"}
+    scene : {"local", "sky", "tso_grism", "tso_image", "coron"}
         ``local``: sources on a tangent plane in pixels (``scene_seed``);
         ``sky``: a catalogue with RA/Dec and flux per filter seen through the
         WCS, the distortion, the flat and the photometry (stage-2 truth);
@@ -99,7 +99,9 @@ class ExposureSpec:
         transited by a planet (``tso``; a rate per integration, see
         :mod:`webbflow.simulate.tso_grism`); ``tso_image``: one star's
         (weak-lens or in-focus) PSF on a small subarray, transited, with
-        drift, jitter and a step (:mod:`webbflow.simulate.tso_image`).
+        drift, jitter and a step (:mod:`webbflow.simulate.tso_image`);
+        ``coron``: a star behind a Lyot occulter with a companion
+        (:mod:`webbflow.simulate.coron`).
     pointing_error : (float, float)
         True minus commanded pointing, arcsec (RA·cos Dec, Dec); the header
         WCS does not know it (``scene="sky"`` only).
@@ -119,6 +121,13 @@ class ExposureSpec:
         ``…_<eeeee>-seg<NNN>_<detector>`` as jwst names segments.
     tso : TsoGrismScene, TsoImageScene or None
         The star, transit and drift of ``scene="tso_grism"`` / ``"tso_image"``.
+    coron : CoronScene or None
+        The star behind the occulter, its companion and the wavefront of
+        ``scene="coron"`` (:mod:`webbflow.simulate.coron`; EXP_TYPE NRC_CORON).
+    dark_ref_noise : float
+        White noise (DN rms per frame) of the DARK reference: a dark measured
+        from few subarray exposures is noisy, and subtracting it adds that
+        noise to every group (the coronagraphic known issue NC-CI01).
     xref_sci, yref_sci : float or None
         XREF_SCI/YREF_SCI (1-based, as stored) of the aperture's reference
         point; None: the subarray centre.  Grism time series put the source
@@ -180,6 +189,8 @@ class ExposureSpec:
     tso: object = None
     xref_sci: float | None = None
     yref_sci: float | None = None
+    coron: object = None
+    dark_ref_noise: float = 0.0
 
     def __post_init__(self):
         if self.detector not in DETECTORS:
@@ -188,8 +199,10 @@ class ExposureSpec:
             raise ValueError(f"unknown readout pattern {self.readpatt!r}")
         if self.nints < 1 or self.ngroups < 1:
             raise ValueError("nints and ngroups must be >= 1")
-        if self.scene not in ("local", "sky", "tso_grism", "tso_image"):
-            raise ValueError(f"scene must be 'local', 'sky', 'tso_grism' or 'tso_image', not {self.scene!r}")
+        if self.scene not in ("local", "sky", "tso_grism", "tso_image", "coron"):
+            raise ValueError(f"scene must be 'local', 'sky', 'tso_grism', 'tso_image' or 'coron', not {self.scene!r}")
+        if self.scene == "coron" and self.coron is None:
+            raise ValueError("scene='coron' needs coron= (a webbflow.simulate.coron.CoronScene)")
         if self.scene == "tso_grism" and self.tso is None:
             raise ValueError("scene='tso_grism' needs tso= (a webbflow.simulate.tso_grism.TsoGrismScene)")
         if self.scene == "tso_image" and self.tso is None:

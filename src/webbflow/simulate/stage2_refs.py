@@ -194,8 +194,12 @@ def _write_area(path, detector, extra):
 
 def _photom_rows(detector):
     """(filter, pupil) rows of the imaging PHOTOM: CLEAR for every filter, and on the SW detectors
-    the weak lens with the filters it is used with (time-series imaging: WLP8 + F210M ...)."""
+    the weak lens with the filters it is used with (time-series imaging: WLP8 + F210M ...); on every
+    detector the coronagraphic Lyot stops (MASKRND, MASKBAR) with the channel's filters."""
     rows = [(f, "CLEAR") for f in sorted(optics.FILTERS)]
+    long = DETECTORS[detector].is_long
+    rows += [(f, stop) for stop in sorted(optics.LYOT_THROUGHPUT) for f in sorted(optics.FILTERS)
+             if (optics.FILTERS[f][0] > 2.4) == long]
     if not DETECTORS[detector].is_long:
         rows += [(f, lens) for lens in sorted(optics.WEAK_LENS_THROUGHPUT)
                  for f in sorted(optics.FILTERS) if optics.FILTERS[f][0] < 2.4]

@@ -126,7 +126,7 @@ def _ref_primary(reftype, det_model, extra=None):
     return _header(keys)
 
 
-def write_reference_files(det_model, outdir, n_dark_frames, extra_keywords=None):
+def write_reference_files(det_model, outdir, n_dark_frames, extra_keywords=None, dark_noise=0.0, dark_seed=0):
     """Write the seven stage-1 references of ``det_model`` into ``<outdir>/refs``.
 
     CRDS layout (jwst-formats.md §3.5), plain FITS with DATAMODL/REFTYPE so
@@ -141,6 +141,11 @@ def write_reference_files(det_model, outdir, n_dark_frames, extra_keywords=None)
         Frames of the dark (NFRAMES=1, GROUPGAP=0).
     extra_keywords : dict, optional
         Added to every primary header.
+    dark_noise : float
+        White noise (DN rms per frame, independent between frames) added to the DARK (ERR then holds
+        it; DRKNOISE records it): a dark measured from few exposures.
+    dark_seed : int
+        Seed of that noise.
 
     Returns
     -------
@@ -151,6 +156,11 @@ def write_reference_files(det_model, outdir, n_dark_frames, extra_keywords=None)
     zero_dq = np.zeros(shape, np.uint32)
     f32 = np.float32
     dark = det_model.dark_frames(n_dark_frames)
+    dark_err = np.zeros_like(dark)
+    if dark_noise > 0:
+        rng = np.random.default_rng([int(dark_seed), 31])
+        dark = dark + rng.normal(0.0, dark_noise, dark.shape).astype(np.float32)
+        dark_err[:] = dark_noise
 
     def img(data, name):
         return fits.ImageHDU(np.ascontiguousarray(data), name=name)
@@ -166,8 +176,8 @@ def write_reference_files(det_model, outdir, n_dark_frames, extra_keywords=None)
                       + dq_hdus(zero_dq)),
         "linearity": (None, [img(det_model.coeffs, "COEFFS")] + dq_hdus(zero_dq)),
         "dark": ({"READPATT": "ANY", "NFRAMES": 1, "GROUPGAP": 0, "NGROUPS": n_dark_frames,
-                  "NOUTPUTS": det_model.geometry.noutputs, "EXP_TYPE": "NRC_IMAGE"},
-                 [img(dark, "SCI"), img(np.zeros_like(dark), "ERR")] + dq_hdus(zero_dq)),
+                  "NOUTPUTS": det_model.geometry.noutputs, "EXP_TYPE": "NRC_IMAGE", "DRKNOISE": float(dark_noise)},
+                 [img(dark, "SCI"), img(dark_err, "ERR")] + dq_hdus(zero_dq)),
         "gain": (None, [img(det_model.gain, "SCI")]),
         "readnoise": ({"READPATT": "ANY"}, [img(det_model.readnoise, "SCI")]),
     }

@@ -410,9 +410,25 @@ class _Corrector:
             np.subtract(g[:, first::2], s, out=g[:, first::2], casting="unsafe")
 
 
+def pseudo_reference_dq(pixeldq, rows=4):
+    """``pixeldq`` with its first and last ``rows`` rows (DMS frame) flagged REFERENCE_PIXEL.
+
+    spaceKLIP's pseudo reference pixels for subarrays that have none (coronagraphy, issue #15;
+    coron-algorithms.md §2.2): the unilluminated bottom and top edge rows of the subarray stand in
+    for reference rows (``nlower = nupper = 4``), the side columns are not used.  A copy; the
+    exposure's own DQ is not changed.
+    """
+    out = np.array(pixeldq, copy=True)
+    n = int(rows)
+    out[..., :n, :] |= _REF
+    out[..., out.shape[-2] - n:, :] |= _REF
+    return out
+
+
 def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         side_smoothing_length=11, side_gain=1.0, roeba=False, roeba_nsigma=3.0, roeba_grow=2,
-        roeba_min_pixels=16, roeba_mask=None, first_integration=0, one_over_f=None):
+        roeba_min_pixels=16, roeba_mask=None, first_integration=0, one_over_f=None,
+        pseudo_refpix=False, pseudo_refpix_rows=4):
     """Apply the reference-pixel correction to a ramp, in place.
 
     Parameters
@@ -448,6 +464,15 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         long exposure): jwst's side-pixel arithmetic switches from float32 to
         float64 after the exposure's first group, so a later chunk starts in
         float64.
+    pseudo_refpix : bool
+        On a one-output subarray without reference pixels (the coronagraphic ones), use its
+        ``pseudo_refpix_rows`` bottom and top rows as reference rows (spaceKLIP's pseudo reference
+        pixels, :func:`pseudo_reference_dq`): per integration and group one 3σ-clipped mean of the
+        even and one of the odd detector columns of those rows, subtracted from every even/odd
+        column.  Side pixels are not used.  Not in jwst (off by default); the coronagraphy preset
+        turns it on.  No effect where real reference pixels exist.
+    pseudo_refpix_rows : int
+        Rows at each of the bottom and top edges (spaceKLIP: 4).
     one_over_f : list, optional
         When given, one record (dict) is appended: the 1/f left in every
         integration's slope before and after ROEBA
@@ -482,6 +507,12 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
     pdq_det = to_detector_frame(ramp.pixeldq, fa, sa)
     corr = _Corrector(pdq_det, roff, coff, four_amp, odd_even_columns, use_side_ref_pixels,
                       side_smoothing_length, side_gain)
+    if pseudo_refpix and is_subarray and not four_amp and corr.n_good_refpix() == 0:
+        log.info("refpix: subarray %s has no reference pixels: %d pseudo reference rows at its bottom and top",
+                 readout.subarray, pseudo_refpix_rows)
+        pdq_det = to_detector_frame(pseudo_reference_dq(ramp.pixeldq, pseudo_refpix_rows), fa, sa)
+        corr = _Corrector(pdq_det, roff, coff, four_amp, odd_even_columns, False,
+                          side_smoothing_length, side_gain)
     corr.mode64 = corr.use_side and first_integration > 0
     roeba_kw = {"odd_even": odd_even_columns, "nsigma": roeba_nsigma, "grow": roeba_grow,
                 "min_pixels": roeba_min_pixels, "mask": roeba_mask}
