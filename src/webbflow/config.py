@@ -48,11 +48,11 @@ __all__ = [
 
 DETECTOR1_STEPS = (
     "dq_init", "saturation", "superbias", "refpix", "linearity",
-    "dark_current", "charge_migration", "jump", "ramp_fit", "gain_scale",
+    "dark_current", "charge_migration", "jump", "clean_flicker_noise", "ramp_fit", "gain_scale",
 )
 """detector1 steps in the order they run."""
 
-SKIPPED_BY_DEFAULT = ("charge_migration",)
+SKIPPED_BY_DEFAULT = ("charge_migration", "clean_flicker_noise")
 """Steps that run only when asked (``skip: false``), as jwst's step specs have them."""
 
 
