@@ -52,7 +52,7 @@ DETECTOR1_STEPS = (
 )
 """detector1 steps in the order they run."""
 
-SKIPPED_BY_DEFAULT = ("charge_migration", "clean_flicker_noise")
+SKIPPED_BY_DEFAULT = ("charge_migration", "clean_flicker_noise", "destripe")
 """Steps that run only when asked (``skip: false``), as jwst's step specs have them."""
 
 
@@ -64,7 +64,7 @@ def step_skipped(params, step):
     """
     return bool((params.get(step) or {}).get("skip", step in SKIPPED_BY_DEFAULT))
 
-IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
+IMAGE2_STEPS = ("destripe", "assign_wcs", "flat_field", "photom")
 """image2 imaging steps in the order they run."""
 
 SPEC2_STEPS = ("assign_wcs", "flat_field", "extract_2d", "srctype", "photom", "extract_1d")
