@@ -1,8 +1,8 @@
 """clean_flicker_noise against STScI's jwst 3.0 (the oracle), step on in both pipelines.
 
 Both reduce the same simulated exposure with ``clean_flicker_noise.skip: false`` and the
-same step parameters: a SUB256 image (stars, 1/f of 2 DN, cosmic rays) and a 4-output
-LW grism TSO segment (tests/tso_segments.py ``grism-4out``).  jwst saves its cleaned ramp
+same step parameters: a SUB256 image (stars, 1/f of 2 DN, cosmic rays), a 4-output
+LW grism TSO segment (tests/tso_segments.py ``grism-4out``) and a full frame fitted by amplifier.  jwst saves its cleaned ramp
 (``<root>_clean_flicker_noise.fits``), which is compared with ours after the step, and the
 rate and rateints products.  Tolerances (median fit):
 
@@ -32,6 +32,8 @@ pytestmark = [pytest.mark.parity, pytest.mark.slow]
 REFTYPES = ("mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise")
 IMAGE = ExposureSpec(detector="NRCA1", subarray="SUB256", size=256, corner="refpix", readpatt="BRIGHT2",
                      nints=2, ngroups=6, one_over_f=2.0, cr_rate=5e-4, n_stars=40, n_saturating_stars=2, seed=41)
+FULL = ExposureSpec(detector="NRCB1", subarray="FULL", readpatt="RAPID", nints=1, ngroups=4, one_over_f=2.0,
+                    cr_rate=2e-4, n_stars=60, n_saturating_stars=2, seed=42)
 
 CASES = {
     # jwst's defaults with the step on
@@ -42,6 +44,8 @@ CASES = {
     "image-nobkg": (IMAGE, {"background_method": None}),
     "image-fft": (IMAGE, {"fit_method": "fft"}),
     "grism-default": (TSO_SPECS["grism-4out"], {}),
+    # a full frame: row medians per 512-column amplifier
+    "full-by-channel": (FULL, {"fit_by_channel": True}),
 }
 
 
