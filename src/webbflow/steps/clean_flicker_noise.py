@@ -38,6 +38,7 @@ import logging
 import warnings
 
 import numpy as np
+from numba import njit
 
 from webbflow import dqflags
 from webbflow.ramp import StepStatus
@@ -150,16 +151,37 @@ def _background(image, mask, method, box_size):
     return np.nanmedian(image[mask])
 
 
-def _row_medians(image, mask, channels):
-    """Masked median of each row (per channel of ``image.shape[1] // channels`` columns), 0 where none."""
+@njit(cache=True, nogil=True)
+def _row_median_kernel(image, mask, width, out):
+    """Median of the masked pixels of each row segment of ``width`` columns into ``out`` (ny, nseg); 0 if none."""
     ny, nx = image.shape
-    width = nx // channels
-    masked = np.where(mask, image, np.nan).reshape(ny, channels, width)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=RuntimeWarning)  # rows with no background pixel
-        stripes = np.nanmedian(masked, axis=2, keepdims=True)
-    stripes[np.isnan(stripes)] = 0.0
-    return np.broadcast_to(stripes, masked.shape).reshape(ny, nx)
+    buf = np.empty(width, np.float64)
+    for y in range(ny):
+        for s in range(nx // width):
+            n = 0
+            for x in range(s * width, (s + 1) * width):
+                if mask[y, x]:
+                    buf[n] = image[y, x]
+                    n += 1
+            if n == 0:
+                out[y, s] = 0.0
+                continue
+            v = np.sort(buf[:n])
+            # numpy's median of an even count is the mean of the two middle values in the array's
+            # dtype; (a + b) / 2 is exact in float64 for float32 a, b, so its rounding to float32 on
+            # the store below is numpy's float32 result
+            out[y, s] = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
+
+
+def _row_medians(image, mask, channels):
+    """Masked median of each row (per channel of ``image.shape[1] // channels`` columns), 0 where none.
+
+    The values numpy's masked median gives (jwst's ``np.ma.median``), in the image's dtype.
+    """
+    ny, nx = image.shape
+    stripes = np.empty((ny, channels), image.dtype)
+    _row_median_kernel(image, np.ascontiguousarray(mask), nx // channels, stripes)
+    return np.repeat(stripes, nx // channels, axis=1)
 
 
 def _clean_difference(diff, mask, background_method, box_size, n_sigma, channels):
