@@ -26,11 +26,13 @@ from webbflow.stages.detector1_stream import BYTES_PER_INT_PIXEL, BYTES_PER_PIXE
 EXTS = ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE")
 
 CASES = {
-    # iterative two-point regime, 4 outputs, ROEBA (its mask from the first integrations), a zero frame
+    # iterative two-point regime, 4 outputs, ROEBA (its mask from the first integrations), a zero frame,
+    # clean_flicker_noise (its draft rate by blocks of rows, one scene mask for the whole frame)
     "grism-roeba": (replace(TSO_SPECS["grism-4out"], zeroframe=True),
-                    {"refpix": {"roeba": True}, "jump": {"after_jump_flag_dn1": 50.0, "after_jump_flag_time1": 30.0}}),
-    # one output, side reference columns only
-    "strip-1out": (TSO_SPECS["strip-1out"], {}),
+                    {"refpix": {"roeba": True}, "jump": {"after_jump_flag_dn1": 50.0, "after_jump_flag_time1": 30.0},
+                     "clean_flicker_noise": {"skip": False}}),
+    # one output, side reference columns only; clean_flicker_noise with one mask per integration
+    "strip-1out": (TSO_SPECS["strip-1out"], {"clean_flicker_noise": {"skip": False, "single_mask": False}}),
     # >= 100 integrations: sigma clipping across integrations, a saturating star (with
     # charge_migration on: its CHARGELOSS groups and ramp_fit's read-noise recomputation for them)
     "sigclip-100": (TSO_SPECS["sigclip-100"], {"charge_migration": {"skip": False}}),

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from scipy import ndimage
 
 from webbflow import dqflags
 from webbflow.config import DETECTOR1_STEPS
@@ -199,3 +200,42 @@ def test_parity_with_jwst_image2(products, tmp_path):
         np.testing.assert_allclose(ours.meta.wcs(xx, yy), theirs.meta.wcs(xx, yy), rtol=0, atol=1e-12)
         assert ours.meta.wcsinfo.s_region == theirs.meta.wcsinfo.s_region
         assert ours.meta.photometry.conversion_microjanskys == theirs.meta.photometry.conversion_microjanskys
+
+
+@pytest.fixture(scope="module")
+def striped(tmp_path_factory):
+    """The star field with 3 DN of 1/f and nothing else random, through image2 with destripe off and on,
+    and without the 1/f (its cal is then the exact truth in cal units)."""
+    out = tmp_path_factory.mktemp("destripe")
+    spec = replace(BASE, exposure=4, one_over_f=3.0)
+    cal_off, refs = _reduce(spec, out)
+    cal_on = out / f"{spec.rootname}_on_cal.fits"
+    statuses = image2.run(out / f"{spec.rootname}_rate.fits", cal_on, refs, {"destripe": {"skip": False}})
+    (out / "exact").mkdir()
+    cal_exact, _ = _reduce(replace(spec, one_over_f=0.0), out / "exact")
+    return cal_exact, cal_off, cal_on, statuses
+
+
+def test_destripe_removes_row_stripes_and_keeps_stars(striped):
+    cal_exact, cal_off, cal_on, statuses = striped
+    assert statuses["destripe"] == "COMPLETE"
+    with _open(cal_exact) as exact, _open(cal_off) as off, _open(cal_on) as on:
+        assert type(on).__name__ == "ImageModel" and on.meta.cal_step.photom == "COMPLETE"
+        truth, a, b = (m.data.astype(float) for m in (exact, off, on))
+    sky = np.nanmedian(truth)
+    background = (np.abs(truth - sky) < 0.01 * sky) & np.isfinite(a) & np.isfinite(b)
+    scatter = [np.nanstd(np.nanmedian(np.where(background, x - truth, np.nan), axis=1)) for x in (a, b)]
+    print(f"row-median scatter of cal - exact cal: {scatter[0]:.4g} off, {scatter[1]:.4g} on (MJy/sr)")
+    # the 1/f within a row (pixel scatter ~0.6 DN/s about the row median) leaves ~1.25 x 0.6 / sqrt(130)
+    # DN/s in the row medians: ~0.07 of the ~0.5 DN/s of stripes
+    assert scatter[1] < 0.3 * scatter[0]
+    labels, n = ndimage.label(ndimage.binary_dilation(truth > 3 * sky, iterations=3))
+    assert n >= 5
+    ids = np.arange(1, n + 1)
+    flux = {k: ndimage.sum(np.nan_to_num(x) - np.median(x[background]), labels, ids)
+            for k, x in (("exact", truth), ("off", a), ("on", b))}
+    bright = flux["exact"] > 0.05 * flux["exact"].max()
+    # the stripes move the fluxes by their row medians over a footprint; destriping brings them back
+    err = {k: np.median(np.abs(flux[k][bright] / flux["exact"][bright] - 1)) for k in ("off", "on")}
+    print(f"median |flux / exact - 1| of {bright.sum()} stars: {err['off']:.2e} off, {err['on']:.2e} on")
+    assert err["on"] < err["off"]

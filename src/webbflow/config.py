@@ -50,11 +50,11 @@ __all__ = [
 
 DETECTOR1_STEPS = (
     "dq_init", "saturation", "superbias", "refpix", "linearity",
-    "dark_current", "charge_migration", "jump", "ramp_fit", "gain_scale",
+    "dark_current", "charge_migration", "jump", "clean_flicker_noise", "ramp_fit", "gain_scale",
 )
 """detector1 steps in the order they run."""
 
-SKIPPED_BY_DEFAULT = ("charge_migration",)
+SKIPPED_BY_DEFAULT = ("charge_migration", "clean_flicker_noise", "destripe")
 """Steps that run only when asked (``skip: false``), as jwst's step specs have them."""
 
 
@@ -74,7 +74,7 @@ SKIPPED_EXP_TYPES = {
 }
 """EXP_TYPEs of a coronagraphic program that are skipped with a reason (never an error)."""
 
-IMAGE2_STEPS = ("assign_wcs", "flat_field", "photom")
+IMAGE2_STEPS = ("destripe", "assign_wcs", "flat_field", "photom")
 """image2 imaging steps in the order they run."""
 
 SPEC2_STEPS = ("assign_wcs", "flat_field", "extract_2d", "srctype", "photom", "extract_1d")

@@ -139,7 +139,12 @@ def detector1_command(uncal, references, outdir, save_steps=False, skip=(), sett
         ``{"jump.rejection_threshold": 5.0, ...}`` step parameters.
     """
     python, script = oracle_paths()
-    cmd = [str(python), str(script), "detector1", str(uncal), str(outdir)]
+    cmd = [str(python), str(script)]
+    if str((settings or {}).get("clean_flicker_noise.skip", True)).lower() == "false":
+        # the step's draft rate is a RampFitStep of its own, which no --override reaches
+        cmd = [str(python), "-c", _FLICKER_BOOTSTRAP, str(script), str(references["gain"]),
+               str(references["readnoise"])]
+    cmd += ["detector1", str(uncal), str(outdir)]
     for step, reftypes in DETECTOR1_OVERRIDES.items():
         cmd += [f"--override={step}.{t}={references[t]}" for t in reftypes if references.get(t)]
     cmd += [f"--skip={s}" for s in (*DETECTOR1_SKIPS, *skip)]
@@ -147,6 +152,23 @@ def detector1_command(uncal, references, outdir, save_steps=False, skip=(), sett
         cmd += [f"--set={s}.save_results=true" for s in INTERMEDIATE_STEPS]
     cmd += [f"--set={k}={v}" for k, v in (settings or {}).items()]
     return cmd
+
+
+_FLICKER_BOOTSTRAP = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("jwst_offline", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+from jwst.clean_flicker_noise import clean_flicker_noise as cfn
+from jwst.ramp_fitting import RampFitStep
+def draft_step(*args, **kwargs):
+    step = RampFitStep(*args, **kwargs)
+    step.override_gain, step.override_readnoise = sys.argv[2], sys.argv[3]
+    return step
+cfn.RampFitStep = draft_step
+mod.main(sys.argv[4:])
+"""
+"""Runs the driver with clean_flicker_noise's draft ramp fit given the gain and read-noise references."""
 
 
 def run_detector1(uncal, references, outdir, save_steps=False, skip=(), settings=None, timeout=900):

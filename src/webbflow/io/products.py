@@ -41,6 +41,7 @@ CAL_STEP_KEYS = {
     "dark_current": "dark_sub",
     "charge_migration": "charge_migration",
     "jump": "jump",
+    "clean_flicker_noise": "clean_flicker_noise",
     "ramp_fit": "ramp_fit",
     "gain_scale": "gain_scale",
 }
@@ -95,6 +96,7 @@ _S_KEYWORDS = {
     "dark_current": ("S_DARK", "Dark Subtraction"),
     "charge_migration": ("S_CHGMIG", "Charge Migration"),
     "jump": ("S_JUMP", "Jump Detection"),
+    "clean_flicker_noise": ("S_CLNFNS", "Clean Flicker Noise"),
     "ramp_fit": ("S_RAMP", "Ramp Fitting"),
     "gain_scale": ("S_GANSCL", "Gain Scale Correction"),
 }

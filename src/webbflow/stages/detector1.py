@@ -2,11 +2,12 @@
 
 The steps run in memory on one :class:`~webbflow.ramp.Ramp`, in jwst's NIR
 order: dq_init, saturation, superbias, refpix, linearity, dark_current,
-charge_migration (off unless ``skip: false``, as in jwst), jump, ramp_fit,
-gain_scale.  Everything that can fail on bad input (reading
-the exposure, choosing and cutting references) happens before the first
-step, and the products are written only at the end, atomically, so a failed
-run leaves nothing behind that looks finished.
+charge_migration, jump, clean_flicker_noise, ramp_fit, gain_scale
+(charge_migration and clean_flicker_noise off unless ``skip: false``, as in
+jwst).  Everything that can fail on bad input (reading the exposure,
+choosing and cutting references) happens before the first step, and the
+products are written only at the end, atomically, so a failed run leaves
+nothing behind that looks finished.
 """
 
 import importlib
@@ -40,6 +41,7 @@ STEP_REFTYPES = {
     "dark_current": ("dark",),
     "charge_migration": (),
     "jump": ("gain", "readnoise"),
+    "clean_flicker_noise": ("gain", "readnoise"),  # its draft rate is a ramp fit
     "ramp_fit": ("gain", "readnoise"),
     "gain_scale": (),
 }
@@ -268,6 +270,10 @@ def iter_steps(ramp, readout, headers, refs, params, one_over_f=None, steps=DETE
         elif step == "gain_scale":
             module = importlib.import_module("webbflow.steps.gain_scale")
             status = module.run(result, gain_factor=_gain_factor(headers, refs))
+        elif step == "clean_flicker_noise":
+            module = importlib.import_module("webbflow.steps.clean_flicker_noise")
+            status = module.run(ramp, readout, refs["gain"]["gain"], refs["readnoise"]["readnoise"],
+                                exp_type=headers.primary.get("EXP_TYPE"), **step_kwargs(params, step))
         else:
             kwargs = step_kwargs(params, step)
             if step == "refpix" and one_over_f is not None:

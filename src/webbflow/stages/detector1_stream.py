@@ -23,6 +23,9 @@ B. **Blocks of rows.**  jump (its median is pooled over all integrations of a
    the sigma-clip rule that clears JUMP from planes flagged everywhere; the
    median gain of the after-jump thresholds).  The rateints rows go straight
    into their place in the product (:class:`webbflow.io.products.RateintsStream`).
+C. **clean_flicker_noise** (when on) between the two: its draft rate by blocks
+   of rows, its scene mask on the whole frame, then its group differences by
+   chunks of integrations, written back to scratch.
 
 Scratch needs 5 bytes per sample (a second group-DQ file adds 1 more while
 jump runs); it is checked against the free space first and removed at the
@@ -31,6 +34,7 @@ end, whatever happens.
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -373,6 +377,63 @@ def _large_events(scratch, name, readout, p):
     log.info("jump: %d snowballs in %d integrations (%.1f s)", total, scratch.shape[0], time.perf_counter() - t0)
 
 
+def _row_blocks(scratch, gdq, pixeldq, dark, refs, rows):
+    """The jump-flagged ramp by blocks of rows: (r0, r1, Ramp, the references cut to those rows)."""
+    gain, readnoise = refs["gain"], refs["readnoise"]
+    for r0, r1 in _blocks(scratch.shape[2], rows):
+        block = Ramp(data=scratch.rows("data", r0, r1), groupdq=scratch.rows(gdq, r0, r1),
+                     pixeldq=np.ascontiguousarray(pixeldq[r0:r1]),
+                     zeroframe=scratch.rows("zeroframe", r0, r1) if scratch.has_zeroframe else None,
+                     average_dark_current=None if dark is None else dark[r0:r1])
+        # the block's rows of the per-pixel references; the rest (GAINFACT of the gain reference) whole
+        block_refs = dict(refs, gain=dict(gain, gain=gain["gain"][r0:r1]),
+                          readnoise=dict(readnoise, readnoise=readnoise["readnoise"][r0:r1]))
+        yield r0, r1, block, block_refs
+        del block  # before the next block is read: one block in memory at a time
+
+
+def _phase_flicker(scratch, gdq, blocks, readout, headers, params, chunk):
+    """clean_flicker_noise on the scratch ramp: the draft rate by blocks of rows, then chunks of integrations.
+
+    The scene mask needs the whole frame's draft rate (its clipping statistics are global), and the
+    cleaning needs whole group differences (one median per row of the frame), so the two halves
+    of :func:`webbflow.steps.clean_flicker_noise.run` run in the two directions this runner knows.
+    With ``single_mask: false`` the draft rateints (4 bytes per integration and pixel) and the
+    per-integration mask (1 byte) are held in memory, within the budget's per-integration share.
+    """
+    from webbflow.config import step_kwargs, step_skipped
+    from webbflow.steps import clean_flicker_noise as cfn
+
+    if step_skipped(params, "clean_flicker_noise"):
+        return StepStatus.SKIPPED
+    p = step_kwargs(params, "clean_flicker_noise")
+    single = p.get("single_mask", True)
+    ok, background, single = cfn.standard_options(p.get("fit_method", "median"), headers.primary.get("EXP_TYPE"),
+                                                  p.get("background_method", "median"), single)
+    if not ok:
+        return StepStatus.FAILED
+    t0 = time.perf_counter()
+    nints, _, ny, nx = scratch.shape
+    draft = np.empty((ny, nx) if single else (nints, ny, nx), np.float32)
+    for r0, r1, block, block_refs in blocks():
+        draft[..., r0:r1, :] = cfn.draft_rate(block, readout, block_refs["gain"]["gain"],
+                                              block_refs["readnoise"]["readnoise"], single)
+    mask = cfn.background_mask(draft, n_sigma=p.get("n_sigma", 2.0), fit_histogram=p.get("fit_histogram", False),
+                               single_mask=single)
+    del draft
+    log.info("clean_flicker_noise: draft rate and scene mask (%.1f %% background) in %.1f s", 100 * np.mean(mask),
+             time.perf_counter() - t0)
+    channels = cfn.channels_for(p.get("fit_by_channel", False), readout.subarray, nx)
+    for i0, i1 in _blocks(nints, chunk):
+        data, write_back = scratch.integrations("data", i0, i1)
+        groupdq, _ = scratch.integrations(gdq, i0, i1)
+        cfn.clean_integrations(data, groupdq, mask, background, p.get("background_box_size"), p.get("n_sigma", 2.0),
+                               channels, first_integration=i0)
+        write_back()
+    log.info("clean_flicker_noise: %d integrations cleaned in %.1f s", nints, time.perf_counter() - t0)
+    return StepStatus.COMPLETE
+
+
 def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance, used, max_bytes,
         scratch_dir=None, one_over_f=None):
     """Run detector1 on ``stream`` in bounded memory and write both products (see the module docstring).
@@ -430,19 +491,14 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
                                             cut.ints_per_chunk, cut.rows_per_block)
         if (scratch.paths["gdq_b"].exists() and gdq != "gdq_b"):
             scratch.paths["gdq_b"].unlink()
+        blocks = functools.partial(_row_blocks, scratch, gdq, pixeldq, dark, refs, cut.rows_per_block)
+        statuses["clean_flicker_noise"] = _phase_flicker(scratch, gdq, blocks, readout, headers, params,
+                                                         cut.ints_per_chunk)
         rate = ImageArrays.empty((ny, nx))
-        gain, readnoise = refs["gain"], refs["readnoise"]
         product = None
         t0 = time.perf_counter()
         try:
-            for r0, r1 in _blocks(ny, cut.rows_per_block):
-                block = Ramp(data=scratch.rows("data", r0, r1), groupdq=scratch.rows(gdq, r0, r1),
-                             pixeldq=np.ascontiguousarray(pixeldq[r0:r1]),
-                             zeroframe=scratch.rows("zeroframe", r0, r1) if scratch.has_zeroframe else None,
-                             average_dark_current=None if dark is None else dark[r0:r1])
-                # the block's rows of the per-pixel references; the rest (GAINFACT of the gain reference) whole
-                block_refs = dict(refs, gain=dict(gain, gain=gain["gain"][r0:r1]),
-                                  readnoise=dict(readnoise, readnoise=readnoise["readnoise"][r0:r1]))
+            for r0, r1, block, block_refs in blocks():
                 with _quiet_steps(r0 > 0):
                     for step, status, result in iter_steps(block, readout, headers, block_refs, params,
                                                            steps=("ramp_fit", "gain_scale")):

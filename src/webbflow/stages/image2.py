@@ -5,7 +5,10 @@ integration and the calints keeps the cube and its INT_TIMES (jwst's image2 does
 data).
 
 assign_wcs -> flat_field -> photom, in memory on the rate's arrays, with the
-jwst 3.0 algorithms (``webbflow.steps.*``).  Everything that can fail on bad
+jwst 3.0 algorithms (``webbflow.steps.*``).  Before them, off unless asked
+(``steps.destripe.skip: false``; not in jwst): the survey teams' 1/f destriping
+of the rate, a masked median per row and amplifier
+(:func:`webbflow.steps.roeba.destripe_image`).  Everything that can fail on bad
 input (reading the rate, the references, the pointing keywords) happens
 before the first step; the product is written once, atomically.
 """
@@ -16,26 +19,28 @@ import logging
 import time
 from pathlib import Path
 
-from webbflow.config import IMAGE2_STEPS, step_kwargs
+import numpy as np
+
+from webbflow.config import IMAGE2_STEPS, step_kwargs, step_skipped
 from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io.cal import (load_area, load_distortion, load_flat, load_photom, read_rate,
                              write_cal)
 from webbflow.io.errors import InputError, ReferenceFileError
-from webbflow.ramp import StepStatus
+from webbflow.ramp import Readout, StepStatus
 from webbflow.refs.check import check_exposure_geometry
-from webbflow.steps import assign_wcs, flat_field, photom
+from webbflow.steps import assign_wcs, flat_field, photom, roeba
 
 __all__ = ["IMAGE2_STEPS", "STEP_REFTYPES", "run"]
 
 log = logging.getLogger(__name__)
 
-STEP_REFTYPES = {"assign_wcs": ("distortion",), "flat_field": ("flat",), "photom": ("photom", "area")}
+STEP_REFTYPES = {"destripe": (), "assign_wcs": ("distortion",), "flat_field": ("flat",), "photom": ("photom", "area")}
 """Reference types each step needs (area is optional for photom, as in jwst)."""
 
 def _check(rate_path, model, references, params):
     missing = []
     for step in IMAGE2_STEPS:
-        if (params.get(step) or {}).get("skip"):
+        if step_skipped(params, step):
             continue
         missing += [t for t in STEP_REFTYPES[step] if t != "area" and not references.get(t)]
     if missing:
@@ -88,8 +93,22 @@ def run(rate_path, cal_path, references, params, provenance=None):
                  inst.pupil, model.meta.subarray.name, *sci["shape"][::-1])
         statuses, used, wcs, wcsinfo, phot = {}, {}, None, {}, {}
 
+        # destripe (beyond jwst): on the rate, where the 1/f stripes are still additive DN/s
+        if step_skipped(params, "destripe"):
+            statuses["destripe"] = StepStatus.SKIPPED
+        else:
+            sub = model.meta.subarray
+            readout = Readout(nints=1, ngroups=1, detector=inst.detector, fastaxis=int(sub.fastaxis),
+                              slowaxis=int(sub.slowaxis), noutputs=int(model.meta.exposure.noutputs or 4),
+                              substrt1=sci["xstart"], substrt2=sci["ystart"], subarray=str(sub.name))
+            dq = arrays.dq if arrays.dq.ndim == 2 else np.bitwise_or.reduce(arrays.dq, axis=0)
+            borrowed, skipped = roeba.destripe_image(arrays.data, dq, readout, **step_kwargs(params, "destripe"))
+            statuses["destripe"] = StepStatus.COMPLETE
+            log.info("destripe      %s  (%d amplifier rows borrowed the other amplifiers' stripe, %d left)",
+                     statuses["destripe"], borrowed, skipped)
+
         # assign_wcs
-        if params["assign_wcs"].get("skip"):
+        if step_skipped(params, "assign_wcs"):
             statuses["assign_wcs"] = StepStatus.SKIPPED
         else:
             distortion = load_distortion(references["distortion"], sci)

@@ -25,6 +25,10 @@ of the 1/f noise is common to the four outputs.  A row no amplifier can measure 
 Background pixels are found from a draft rate (the median over the first ``DRAFT_INTS``
 integrations of the last minus the first group): pixels above the clipped background by ``nsigma`` robust sigma are sources, grown by
 ``grow`` pixels; reference pixels and DO_NOT_USE pixels are never used.
+
+The same row model destripes finished rate images (:func:`destripe_image`, image2's ``destripe``
+option): the masked median per row and amplifier that imaging survey teams subtract from their
+rates, with the background mask found on the image itself.
 """
 
 import logging
@@ -36,8 +40,8 @@ from scipy import ndimage
 from webbflow import dqflags
 from webbflow.steps.refpix import AMP_WIDTH, DETECTOR_SIZE
 
-__all__ = ["DRAFT_INTS", "amplifier_edges", "background_mask", "correct_frames", "draft_mask", "one_over_f_per_integration",
-           "row_scatter"]
+__all__ = ["DRAFT_INTS", "amplifier_edges", "background_mask", "correct_frames", "destripe_image", "draft_mask",
+           "one_over_f_per_integration", "row_scatter"]
 
 log = logging.getLogger(__name__)
 
@@ -338,3 +342,40 @@ def one_over_f_per_integration(frames, mask, edges, tgroup, min_pixels=16):
             slope += weights[g] * frames[i, g]
         residual[i], white[i], rows[i] = row_scatter(slope, mask, edges, min_pixels)
     return residual, white, rows
+
+
+def destripe_image(data, dq, readout, nsigma=3.0, grow=2, min_pixels=16, odd_even=False):
+    """Remove the 1/f row stripes of a rate image (or a cube of them) in place, per row and amplifier.
+
+    The masked-median destriping imaging surveys apply to their rates: background pixels are those of
+    :func:`draft_mask` on the image itself (the median over integrations for a cube), and every row
+    of every amplifier is shifted by its background median less the median of the rows
+    (:func:`correct_frames`: the sky level is kept, rows an amplifier cannot measure borrow the
+    other amplifiers' mean stripe).
+
+    Parameters
+    ----------
+    data : ndarray, float32, (ny, nx) or (nints, ny, nx)
+        Science-frame rate (DN/s), rewritten in place.
+    dq : ndarray, (ny, nx)
+        Its DQ: REFERENCE_PIXEL and DO_NOT_USE pixels are not background.
+    readout : webbflow.ramp.Readout
+        FASTAXIS/SLOWAXIS, the subarray's start and NOUTPUTS (where the amplifiers are).
+    nsigma, grow, min_pixels, odd_even
+        As for ROEBA (:func:`draft_mask`, :func:`correct_frames`).
+
+    Returns
+    -------
+    borrowed, skipped : int
+        As :func:`correct_frames`.
+    """
+    from webbflow.steps.refpix import _detector_offsets, to_detector_frame
+
+    cube = data if data.ndim == 3 else data[None]
+    mask = draft_mask(cube, dq, nsigma, grow)
+    fa, sa = readout.fastaxis, readout.slowaxis
+    _, col_offset = _detector_offsets(readout, *cube.shape[-2:])
+    four_amp = readout.subarray == "FULL" or readout.noutputs == 4
+    mask_det = np.ascontiguousarray(to_detector_frame(mask, fa, sa))
+    edges = amplifier_edges(mask_det.shape[1], col_offset, four_amp)
+    return correct_frames(to_detector_frame(cube, fa, sa), mask_det, edges, odd_even, min_pixels)

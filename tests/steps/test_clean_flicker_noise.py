@@ -1,0 +1,117 @@
+"""clean_flicker_noise (jwst 3.0) on hand-built ramps: stripes removed, sources and group 0 kept, jwst's refusals."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from webbflow import dqflags as F
+from webbflow.steps import clean_flicker_noise as cfn
+
+NY, NX, NG = 64, 512, 5
+RATE_STEP = 40.0  # DN per group of the flat background
+
+
+def _striped_ramp(make_ramp, seed=3, nints=2):
+    """Flat background + a bright square source + white noise + a different row stripe in every group."""
+    rng = np.random.default_rng(seed)
+    signal = np.full((NY, NX), RATE_STEP)
+    signal[20:26, 40:46] += 2000.0
+    groups = np.cumsum(np.broadcast_to(signal, (nints, NG, NY, NX)), axis=1)
+    # 1/f: whole rows, per group, below the white noise as in real data (jwst's clip at n_sigma of the
+    # whole difference's scatter would drop rows whose stripe alone is beyond it)
+    stripes = np.cumsum(rng.normal(0, 3.0, (nints, NG, NY, 1)), axis=1)
+    noise = np.cumsum(rng.normal(0, 4.0, (nints, NG, NY, NX)), axis=1)
+    return make_ramp(groups + stripes + noise), groups, stripes
+
+
+def _mask():
+    mask = np.ones((NY, NX), bool)
+    mask[18:28, 38:48] = False
+    return mask
+
+
+def test_row_medians_are_numpys_masked_medians():
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 5, (16, 2048)).astype(np.float32)
+    mask = rng.random(image.shape) > 0.3
+    mask[4] = False  # a row without background: 0, as jwst fills it
+    for channels in (1, 4):
+        blocks = np.split(np.ma.array(image, mask=~mask), channels, axis=1)
+        expect = np.concatenate([np.broadcast_to(np.ma.filled(np.ma.median(b, axis=1, keepdims=True), 0.0), b.shape)
+                                 for b in blocks], axis=1)
+        got = cfn._row_medians(image, mask, channels)
+        np.testing.assert_array_equal(image - got, image - expect)
+        assert np.all(got[4] == 0)
+
+
+def test_stripes_removed_source_and_first_group_kept(make_ramp):
+    ramp, groups, stripes = _striped_ramp(make_ramp)
+    first = ramp.data[:, 0].copy()
+    skipped = cfn.clean_integrations(ramp.data, ramp.groupdq, _mask())
+    assert skipped == 0
+    np.testing.assert_array_equal(ramp.data[:, 0], first)
+    # each group difference: its row-to-row stripes (3 DN) are gone to within the row-median noise
+    # (1.25 x 4 DN / sqrt(~500 px) ~ 0.22 DN); the level common to all rows is jwst's background, kept
+    diff_resid = np.diff(ramp.data, axis=1) - np.diff(groups, axis=1)
+    after = np.mean(np.std(np.median(diff_resid, axis=-1), axis=-1))
+    before = np.mean(np.std(np.diff(stripes, axis=1), axis=-2))
+    print(f"row-to-row offsets of the differences: {before:.2f} DN before, {after:.3f} DN after")
+    assert after < 0.2 * before
+    # the source's signal is untouched beyond that noise
+    src = (np.diff(ramp.data, axis=1) - np.diff(groups, axis=1))[..., 20:26, 40:46]
+    assert abs(np.mean(src)) < 1.0
+
+
+def test_jump_and_do_not_use_groups_leave_the_fit(make_ramp):
+    # small jumps (inside the clipping range) in most of row 10 at group 2, flagged JUMP_DET or
+    # DO_NOT_USE: they must not pull that row's median, or the rest of the row would be cleaned 8 DN low
+    for flag in (F.JUMP_DET, F.DO_NOT_USE):
+        ramp, groups, _ = _striped_ramp(make_ramp, nints=1)
+        ramp.data[0, 2:, 10, :400] += 8.0
+        ramp.groupdq[0, 2, 10, :400] = flag
+        cfn.clean_integrations(ramp.data, ramp.groupdq, _mask())
+        d = np.diff(ramp.data[0], axis=0) - np.diff(groups[0], axis=0)
+        rest = np.median(d[1, 10, 400:]) - np.median(d[1, 11:], axis=-1).mean()  # vs the other rows
+        assert abs(rest) < 1.5, flag
+
+
+def test_per_integration_mask_and_empty_difference(make_ramp, caplog):
+    ramp, _, _ = _striped_ramp(make_ramp)
+    mask = np.stack([_mask(), np.zeros((NY, NX), bool)])  # no background at all in integration 2
+    second = ramp.data[1].copy()
+    with caplog.at_level(logging.WARNING, logger="webbflow.steps.clean_flicker_noise"):
+        skipped = cfn.clean_integrations(ramp.data, ramp.groupdq, mask)
+    assert skipped == NG - 1
+    np.testing.assert_array_equal(ramp.data[1], second)
+    assert "No usable data in integration 2" in caplog.text
+
+
+def test_background_mask_drops_sources_nan_and_zero():
+    rng = np.random.default_rng(1)
+    rate = rng.normal(1.0, 0.1, (NY, NX)).astype(np.float32)
+    rate[20:26, 40:46] = 50.0
+    rate[0, 0], rate[0, 1] = np.nan, 0.0
+    mask = cfn.background_mask(rate)
+    assert not mask[20:26, 40:46].any() and not mask[0, 0] and not mask[0, 1]
+    # 2-sigma upper and 3-sigma lower clip of a normal background: ~2.4 % of it masked
+    assert 0.95 < mask.mean() < 0.99
+    cube = np.stack([rate, rate])
+    cube[1, 5, 5] = 50.0
+    assert cfn.background_mask(cube, single_mask=False).shape == (2, NY, NX)
+    assert not cfn.background_mask(cube)[5, 5]
+
+
+def test_fft_left_to_nirspec_as_jwst(make_ramp, readout_for):
+    ramp, _, _ = _striped_ramp(make_ramp)
+    before = ramp.data.copy()
+    status = cfn.run(ramp, readout_for(ramp), np.full((NY, NX), 2.0), np.full((NY, NX), 10.0),
+                     exp_type="NRC_IMAGE", fit_method="fft")
+    assert status == "FAILED"
+    np.testing.assert_array_equal(ramp.data, before)
+
+
+@pytest.mark.parametrize("subarray, nx, expect", [("FULL", 2048, 4), ("SUB256", 256, 1), ("FULL", 256, 1)])
+def test_fit_by_channel_only_on_full_frames(subarray, nx, expect):
+    assert cfn.channels_for(True, subarray, nx) == expect
+    assert cfn.channels_for(False, subarray, nx) == 1
