@@ -26,7 +26,8 @@ B. **Blocks of rows.**  jump (its median is pooled over all integrations of a
 
 Scratch needs 5 bytes per sample (a second group-DQ file adds 1 more while
 jump runs); it is checked against the free space first and removed at the
-end, whatever happens.
+end, whatever happens; the folder of a run killed with SIGKILL, which nothing
+could remove, is removed by the next run of the same product (:func:`scratch_name`).
 """
 
 import contextlib
@@ -34,7 +35,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +42,7 @@ import numpy as np
 
 from webbflow import dqflags
 from webbflow.io.errors import InputError
-from webbflow.io.files import read_at, write_at
+from webbflow.io.files import part_folder, read_at, write_at
 from webbflow.ramp import Ramp, StepStatus
 
 # The steps (numba) are imported on first use: detector1 imports this module for plan(), and numba
@@ -205,6 +205,15 @@ def _quiet_steps(quiet=True):
 def _blocks(n, size):
     for r0 in range(0, n, size):
         yield r0, min(r0 + size, n)
+
+
+def scratch_name(rateints_path):
+    """The name the scratch folder of ``rateints_path``'s streamed run is made for.
+
+    The folder is ``.<rateints name>.detector1.<host>-<pid>.<random>.part``
+    (:func:`webbflow.io.files.part_folder`) in ``$WEBBFLOW_SCRATCH`` or beside the product.
+    """
+    return Path(rateints_path).with_name(Path(rateints_path).name + ".detector1")
 
 
 def _check_scratch_space(uncal_path, folder, shape, has_zeroframe):
@@ -388,13 +397,14 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
 
     cut = plan(shape, max_bytes, min_rows=numba.get_num_threads()) or Plan(nints, ny)
     folder = Path(scratch_dir or os.environ.get("WEBBFLOW_SCRATCH") or Path(rateints_path).parent)
-    folder.mkdir(parents=True, exist_ok=True)
-    need = _check_scratch_space(stream.path, folder, shape, stream.has_zeroframe)
-    log.info("detector1: %d integrations do not fit in %d MB at once (~%d MB): %d integrations per chunk, then "
-             "blocks of %d rows; %.1f GB of scratch in %s", nints, max_bytes // 2**20, in_memory_bytes(shape) // 2**20,
-             cut.ints_per_chunk, cut.rows_per_block, need / 1e9, folder)
-    tmp = Path(tempfile.mkdtemp(prefix=".detector1-", dir=folder))
+    # named for this writer, so that a run killed with SIGKILL has its scratch removed by the next one
+    # (before the free space is counted)
+    tmp = part_folder(scratch_name(rateints_path), folder)
     try:
+        need = _check_scratch_space(stream.path, folder, shape, stream.has_zeroframe)
+        log.info("detector1: %d integrations do not fit in %d MB at once (~%d MB): %d integrations per chunk, "
+                 "then blocks of %d rows; %.1f GB of scratch in %s", nints, max_bytes // 2**20,
+                 in_memory_bytes(shape) // 2**20, cut.ints_per_chunk, cut.rows_per_block, need / 1e9, folder)
         params = {step: dict(v) for step, v in params.items()}
         rp = params["refpix"]
         if (rp.get("roeba") or one_over_f is not None) and not rp.get("skip"):
