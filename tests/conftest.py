@@ -171,6 +171,17 @@ def flip_byte(path, hdu="SCI", offset=0):
         f.write(bytes([byte[0] ^ 0xFF]))
 
 
+def compare_products(a, b):
+    """``benchmarks/compare_products.compare``: the lines naming every difference between two runs'
+    products (arrays and cards but dates and checksums), and how many products were compared."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_products", REPO / "benchmarks" / "compare_products.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.compare(a, b)
+
+
 @pytest.fixture(scope="session")
 def make():
     """The file writers above, for test modules (``from conftest import`` is ambiguous when
@@ -178,7 +189,8 @@ def make():
     return SimpleNamespace(uncal=write_uncal, ramp=ramp_cube, asdf_hdu=asdf_hdu, reference=write_reference,
                            reference_set=write_reference_set, DQ_DEF=DQ_DEF,
                            assert_rate_recovers_truth=assert_rate_recovers_truth,
-                           assert_fits_checksums=assert_fits_checksums, flip_byte=flip_byte)
+                           assert_fits_checksums=assert_fits_checksums, flip_byte=flip_byte,
+                           compare_products=compare_products)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ run without the bad files, the exit status is non-zero, and each bad file is nam
 message (file, problem, fix), no traceback; nothing is written for it.
 """
 
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -82,15 +81,8 @@ def _run(program, name, uncal_dir, *args, cores=2):
     return work, proc.returncode, proc.stdout + proc.stderr
 
 
-def _compare():
-    spec = importlib.util.spec_from_file_location("compare_products", REPO / "benchmarks" / "compare_products.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.compare
-
-
 @pytest.mark.slow
-def test_bad_exposures_are_skipped_and_named(program):
+def test_bad_exposures_are_skipped_and_named(program, make):
     # one job at a time: two jobs failing at once may interleave their lines on the shared stderr
     work, status, output = _run(program, "mixed", program["mixed"], "--keep-going", cores=1)
     assert status != 0 and "Traceback" not in output, output[-3000:]
@@ -107,7 +99,7 @@ def test_bad_exposures_are_skipped_and_named(program):
     assert status == 0 and "bad input" not in clean_output, clean_output[-3000:]
     products = sorted(p.name for p in (work / "results" / "detector1").rglob("*.fits"))
     assert products == sorted(n.replace("_uncal", f"_{s}") for n in program["good"] for s in ("rate", "rateints"))
-    problems, n = _compare()(work / "results" / "detector1", clean / "results" / "detector1")
+    problems, n = make.compare_products(work / "results" / "detector1", clean / "results" / "detector1")
     # rate, rateints and the 1/f QA table (_onef.ecsv) of each good exposure
     assert not problems and n == 3 * len(program["good"]), problems[:5]
     assert not (work / "results" / "bad_input").exists() or not any((work / "results" / "bad_input").iterdir())
