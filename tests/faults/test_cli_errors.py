@@ -200,6 +200,8 @@ def test_detector1_killed_leftovers_are_removed_by_the_rerun(tmp_path, uncal, ma
                      "detector1.write_rate = write_rate\n")
     parts = list(out.glob(".*_rate.fits.*.part"))
     assert len(parts) == 1 and [p.name for p in parts[0].iterdir()] == [f"{uncal.name[:-11]}_rate.fits"]
+    # the rateints, written before, waits in its own folder: no rateints without its rate (atomic_group)
+    assert not list(out.glob("*.fits")) and len(list(out.glob(".*_rateints.fits.*.part/*_rateints.fits"))) == 1
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr
     assert not parts[0].exists() and not list(out.glob(".*")), sorted(p.name for p in out.iterdir())

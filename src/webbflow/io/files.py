@@ -14,6 +14,7 @@ FITS cube, rows of every plane of a scratch file) go through
 Standard library only: job adapters import this before any science code.
 """
 
+import contextvars
 import glob
 import hashlib
 import os
@@ -24,7 +25,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_output", "atomic_write_text", "file_digests", "part_folder", "read_at", "remove_stale_parts",
+__all__ = ["atomic_group", "atomic_output", "atomic_write_text", "file_digests", "part_folder", "read_at", "remove_stale_parts",
            "write_at"]
 
 _BLOCK = 1 << 20
@@ -41,7 +42,8 @@ def atomic_output(path):
     its own, so concurrent writers of one name never share a temporary file.
     Whatever happens, the temporary folder is removed; one left by a writer
     killed with SIGKILL is removed by the next write of the same name
-    (:func:`remove_stale_parts`).
+    (:func:`remove_stale_parts`).  Inside :func:`atomic_group` the move waits
+    for the end of the group.
 
     Parameters
     ----------
@@ -60,11 +62,56 @@ def atomic_output(path):
     """
     path = Path(path)
     tmpdir = part_folder(path)
+    group = _GROUP.get()
+    deferred = False
     try:
         yield tmpdir / path.name
-        os.replace(tmpdir / path.name, path)
+        if group is None:
+            os.replace(tmpdir / path.name, path)
+        elif not (tmpdir / path.name).is_file():
+            raise FileNotFoundError(f"{path.name} was not written")
+        else:
+            group.append((tmpdir, path))
+            deferred = True
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        if not deferred:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+_GROUP = contextvars.ContextVar("webbflow_atomic_group", default=None)
+
+
+@contextmanager
+def atomic_group():
+    """Every :func:`atomic_output` inside the block moves its file into place only when the block ends
+    without an error, all of them together; otherwise none (the products of one job, all or nothing).
+
+    The files wait in their temporary folders until the end, then are moved one after another (the
+    only moment a kill could leave some of them: a few renames).  Within the block a file written is
+    not yet under its final name.
+
+    Examples
+    --------
+    >>> with atomic_group():  # doctest: +SKIP
+    ...     write_rateints(rateints_path, ...)
+    ...     write_rate(rate_path, ...)  # a failure here leaves no rateints either
+    """
+    if _GROUP.get() is not None:  # inside another group: that one commits
+        yield
+        return
+    pending = []
+    token = _GROUP.set(pending)
+    try:
+        yield
+        _GROUP.reset(token)
+        token = None
+        for tmpdir, path in pending:
+            os.replace(tmpdir / path.name, path)
+    finally:
+        if token is not None:
+            _GROUP.reset(token)
+        for tmpdir, _ in pending:
+            shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"

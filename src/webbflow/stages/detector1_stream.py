@@ -448,11 +448,8 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
                 product.__exit__(type(exc), exc, exc.__traceback__)
             raise
         product.__exit__(None, None, None)
-        try:
-            write_rate(rate_path, rate, headers, cal_steps=statuses_out, ref_files=used, provenance=provenance)
-        except BaseException:
-            Path(rateints_path).unlink(missing_ok=True)  # a rateints without its rate is a partial product
-            raise
+        # in detector1.run's atomic_group: a rateints without its rate is never in place
+        write_rate(rate_path, rate, headers, cal_steps=statuses_out, ref_files=used, provenance=provenance)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return RampFitResult(rate=rate, rateints=None)
