@@ -6,6 +6,7 @@ production, without depending on the simulator.
 """
 
 import os
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -144,13 +145,52 @@ def assert_rate_recovers_truth(rate_path, truth_path, label=""):
     assert 0.7 < np.std(pull) < 1.4, label
 
 
+def assert_fits_checksums(paths):
+    """Every HDU of every file carries DATASUM and CHECKSUM, both verify, and the file is valid FITS
+    (astropy's warnings, a checksum mismatch among them, fail the assertion)."""
+    paths = list(paths)
+    assert paths, "no FITS file to check"
+    for path in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with fits.open(path, checksum=True) as hdul:
+                hdul.verify("exception")
+                for hdu in hdul:
+                    assert "CHECKSUM" in hdu.header and "DATASUM" in hdu.header, (path.name, hdu.name)
+                    assert hdu.verify_datasum() == 1 and hdu.verify_checksum() == 1, (path.name, hdu.name)
+
+
+def flip_byte(path, hdu="SCI", offset=0):
+    """Flip every bit of one byte of ``hdu``'s data in ``path`` (a product damaged on disk)."""
+    with fits.open(path) as hdul:
+        at = hdul.fileinfo(hdul.index_of(hdu))["datLoc"] + offset
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def compare_products(a, b):
+    """``benchmarks/compare_products.compare``: the lines naming every difference between two runs'
+    products (arrays and cards but dates and checksums), and how many products were compared."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_products", REPO / "benchmarks" / "compare_products.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.compare(a, b)
+
+
 @pytest.fixture(scope="session")
 def make():
     """The file writers above, for test modules (``from conftest import`` is ambiguous when
     several test folders have a conftest.py)."""
     return SimpleNamespace(uncal=write_uncal, ramp=ramp_cube, asdf_hdu=asdf_hdu, reference=write_reference,
                            reference_set=write_reference_set, DQ_DEF=DQ_DEF,
-                           assert_rate_recovers_truth=assert_rate_recovers_truth)
+                           assert_rate_recovers_truth=assert_rate_recovers_truth,
+                           assert_fits_checksums=assert_fits_checksums, flip_byte=flip_byte,
+                           compare_products=compare_products)
 
 
 @pytest.fixture(scope="session")

@@ -109,6 +109,15 @@ def test_crds_locks_exactly_the_files_folder_mode_chooses(site, runs):
             assert name in locked.values() and crds_header[key] == f"crds://{name}", (product, key)
 
 
+@pytest.mark.slow
+def test_tso_products_carry_checksums(runs, make):
+    """rateints, calints and both x1dints (spec2's and tso3's) of both runs: DATASUM/CHECKSUM that verify."""
+    products = sorted(p for m in ("crds", "folder") for p in runs[m].rglob("*.fits"))
+    assert {p.name.rsplit("_", 1)[-1] for p in products} >= {"rate.fits", "rateints.fits", "calints.fits",
+                                                              "x1dints.fits"}
+    make.assert_fits_checksums(products)
+
+
 def _hdus(path):
     """Data of every extension but ASDF (the metadata tree, which holds the provenance: crds:// names)."""
     with fits.open(path) as hdul:

@@ -161,6 +161,40 @@ def test_download_resumes_a_cut_transfer(tmp_path, make, server):
     assert len(handler.log) == 2
 
 
+def test_a_partial_download_of_an_ended_run_is_resumed_and_removed(tmp_path, make, server):
+    """A run that ends (a failure or SIGKILL) with half the file leaves it in its own hidden folder;
+    the next run takes it over (asks only for the rest) and leaves nothing behind.  A live writer's
+    folder is not touched."""
+    import os
+    import subprocess
+    import sys
+
+    url, handler = server
+    name = "jw01234001001_02101_00001_nrca1_uncal.fits"
+    data = handler.files[name] = _uncal_bytes(tmp_path, make, name)
+    handler.cut.add(name)
+    dest = tmp_path / "out" / name
+    link = download_url(f"mast:JWST/product/{name}", url)
+    ended = (f"from webbflow.download import download\n"
+             f"download({link!r}, {str(dest)!r}, size={len(data)}, retries=0, backoff=0)\n")
+    proc = subprocess.run([sys.executable, "-c", ended], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "DownloadError" in proc.stderr, proc.stderr[-2000:]
+    (left,) = dest.parent.glob(f".{name}.*.part")  # .<name>.<host>-<pid>.<random>.part
+    assert [p.stat().st_size for p in left.iterdir()] == [len(data) // 2] and not dest.exists()
+    host = left.name[len(name) + 2:].split(".")[0].rsplit("-", 1)[0]
+    live = dest.parent / f".{name}.{host}-{os.getpid()}.live.part"
+    live.mkdir()  # another download of the same name, still running (this process)
+
+    assert download(link, dest, size=len(data), retries=0, backoff=0).read_bytes() == data
+    assert handler.log[-1] == (name, f"bytes={len(data) // 2}-", 206)  # only the missing half
+    assert sorted(p.name for p in dest.parent.iterdir()) == sorted([name, live.name])
+    # a file already present: a leftover of a killed run is removed too
+    left.mkdir()
+    (left / name).write_bytes(data[:10])
+    assert download(link, dest, size=len(data), retries=0, backoff=0) == dest
+    assert sorted(p.name for p in dest.parent.iterdir()) == sorted([name, live.name])
+
+
 def test_download_refuses_wrong_size_or_checksum(tmp_path, make, server):
     url, handler = server
     name = "jw01234001001_02101_00001_nrca1_uncal.fits"
@@ -169,7 +203,7 @@ def test_download_refuses_wrong_size_or_checksum(tmp_path, make, server):
     link = download_url(f"mast:JWST/product/{name}", url)
     with pytest.raises(DownloadError, match=f"size {len(data)} bytes, expected {len(data) + 10}"):
         download(link, dest, size=len(data) + 10, retries=0, backoff=0)
-    assert not dest.exists() and not dest.with_name(name + ".part").exists()
+    assert not dest.exists() and not list(dest.parent.iterdir())  # no partial file kept
     with pytest.raises(DownloadError, match="sha256"):
         download(link, dest, size=len(data), sha256="0" * 64, retries=0, backoff=0)
     # same size, one byte of the science data flipped: the FITS DATASUM no longer matches

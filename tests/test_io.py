@@ -112,6 +112,40 @@ def test_failed_write_leaves_nothing(uncal_file, tmp_path, monkeypatch):
     assert list(tmp_path.glob("*rate*")) == [] and list(tmp_path.glob(".*")) == []
 
 
+def test_products_carry_checksums_that_catch_one_flipped_byte(uncal_file, tmp_path, make, monkeypatch):
+    from webbflow.io import products, write_fitopt
+
+    _, _, headers = read_uncal(uncal_file)
+    rateints = _image_arrays((2, 16, 16), seed=1)
+    opt = {n: np.full((2, 1, 16, 16) if n in ("weights", "crmag") else (2, 16, 16), 1.5, np.float32)
+           for n in ("slope", "sigslope", "var_poisson", "var_rnoise", "yint", "sigyint", "pedestal", "weights",
+                     "crmag")}
+    write_rate(tmp_path / "x_rate.fits", _image_arrays((16, 16)), headers)
+    write_rateints(tmp_path / "x_rateints.fits", rateints, headers)
+    write_fitopt(tmp_path / "x_fitopt.fits", opt, headers)
+    # the streamed writer sums the cubes from the file: blocks of 100 words (a cube is 512), the last one short
+    monkeypatch.setattr(products, "_BLOCK_WORDS", 100)
+    with products.RateintsStream(tmp_path / "s_rateints.fits", (2, 16, 16), headers) as stream:
+        for r0 in range(0, 16, 5):  # rows out of order would do as well: the sum is of words
+            stream.write_rows(r0, SimpleNamespace(**{k: v[:, r0:r0 + 5] for k, v in vars(rateints).items()}))
+    names = ["x_rate.fits", "x_rateints.fits", "x_fitopt.fits", "s_rateints.fits"]
+    make.assert_fits_checksums(tmp_path / n for n in names)
+    with fits.open(tmp_path / "x_rateints.fits") as whole, fits.open(tmp_path / "s_rateints.fits") as streamed:
+        for a, b in zip(whole, streamed):  # the same data, so the same DATASUM
+            np.testing.assert_array_equal(a.data, b.data)
+            assert a.header["DATASUM"] == b.header["DATASUM"], a.name
+
+    for name, hdu in (("x_rate.fits", "SCI"), ("s_rateints.fits", "DQ"), ("s_rateints.fits", "VAR_RNOISE")):
+        make.flip_byte(tmp_path / name, hdu, offset=777)
+        with pytest.raises(Warning, match="Checksum verification failed"):  # astropy's, as an error
+            make.assert_fits_checksums([tmp_path / name])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with fits.open(tmp_path / name, checksum=True) as hdul:
+                hdul[hdu].data  # noqa: B018 - reading the HDU verifies it
+        assert any("Checksum verification failed" in str(w.message) for w in caught), (name, hdu)
+
+
 def test_map_dq_translates_through_dq_def(make):
     # reference bits: 1 DO_NOT_USE, 2 HOT, 4 DEAD, 8 REFERENCE_PIXEL; 16 is undefined and dropped
     raw = np.array([[0, 1, 2, 4], [8, 3, 12, 16]], np.uint32)

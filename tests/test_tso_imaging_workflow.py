@@ -29,7 +29,7 @@ PRODUCT = "jw01366-o003_t001_nircam_f210m-wlp8-sub64p"
 
 @pytest.mark.workflow
 @pytest.mark.slow
-def test_tso_imaging_mode_makes_calints_crfints_and_phot(tmp_path):
+def test_tso_imaging_mode_makes_calints_crfints_and_phot(tmp_path, make):
     data = tmp_path / "data"
     uncals = run_specs(tso_image_specs(n_segments=2, ints_per_segment=4), data)
     config = tmp_path / "config.yaml"
@@ -41,6 +41,10 @@ def test_tso_imaging_mode_makes_calints_crfints_and_phot(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "out"
+    products = sorted(out.rglob("*.fits"))  # rate, rateints, calints, crfints: DATASUM/CHECKSUM that verify
+    assert {p.name.rsplit("_", 1)[-1] for p in products} == {"rate.fits", "rateints.fits", "calints.fits",
+                                                              "crfints.fits"}
+    make.assert_fits_checksums(products)
 
     # the library on the same segments
     lib, calints, gain = tmp_path / "lib", [], None

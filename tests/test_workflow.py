@@ -72,6 +72,23 @@ def test_demo_products_open_as_models(demo_run):
     assert len(list((demo_run / "results" / "logs" / "detector1").rglob("*.log"))) == 16
 
 
+def test_demo_products_carry_checksums(demo_run, make, tmp_path):
+    """Every FITS product of every stage (rate, rateints, cal, crf, i2d, segm) carries DATASUM/CHECKSUM
+    that verify; a copy with one flipped data byte does not."""
+    import shutil
+
+    products = sorted((demo_run / "results").rglob("*.fits"))
+    suffixes = {p.name.rsplit("_", 1)[-1] for p in products}
+    assert {"rate.fits", "rateints.fits", "cal.fits", "crf.fits", "i2d.fits", "segm.fits"} <= suffixes, suffixes
+    make.assert_fits_checksums(products)
+    for suffix in ("cal.fits", "i2d.fits"):
+        damaged = tmp_path / f"damaged_{suffix}"
+        shutil.copy(next(p for p in products if p.name.endswith(suffix)), damaged)
+        make.flip_byte(damaged, "SCI", offset=4 * 1000 + 1)
+        with pytest.raises(Warning, match="Checksum verification failed"):
+            make.assert_fits_checksums([damaged])
+
+
 def test_demo_rates_recover_the_truth(demo_run, make):
     """Recovered rates match the simulator's truth (plus dark current) where nothing was flagged."""
     truths = sorted((demo_run / "demo" / "truth").glob("*_truth_rate.fits"))

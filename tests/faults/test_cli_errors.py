@@ -138,26 +138,70 @@ def test_detector1_terminated_mid_write_leaves_nothing(tmp_path, uncal, make, mo
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is the CLI's only while it runs
 
 
+def killed_cli(args, patch, env=None):
+    """Run ``webbflow`` with ``args`` after ``patch`` (Python source, ``os`` and ``signal`` imported),
+    which makes the process SIGKILL itself at some point; assert it died so."""
+    script = f"import os, signal, sys\n{patch}from webbflow.cli import main\nsys.exit(main())\n"
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == -9, proc.stderr
+
+
+@pytest.mark.parametrize("scratch", ["beside", "elsewhere"])
+def test_streamed_detector1_killed_scratch_is_removed_and_rerun_identical(tmp_path, uncal, make, scratch):
+    """SIGKILL mid-way through a streamed detector1 (chunks of integrations, rows written into the
+    rateints in place) leaves its scratch folder and the rateints's temporary folder; the next run
+    removes both and writes products identical to an uninterrupted run's."""
+    refs = make.reference_set(tmp_path / "refs")
+    env = dict(os.environ)
+    scratch_dir = tmp_path / "out" if scratch == "beside" else tmp_path / "scratch"
+    if scratch == "elsewhere":
+        env["WEBBFLOW_SCRATCH"] = str(scratch_dir)
+
+    def args(out):  # a budget of 10 kB: one integration per chunk
+        return ["detector1", uncal, out, "--refs-dir", refs["mask"].parent, "--max-memory-mb", "0.01"]
+
+    killed_cli(args(tmp_path / "out"), "from webbflow.io import products\n"
+                                       "write_rows = products.RateintsStream.write_rows\n"
+                                       "def killed(self, r0, arrays):\n"
+                                       "    write_rows(self, r0, arrays)\n"
+                                       "    os.kill(os.getpid(), signal.SIGKILL)  # after the first block\n"
+                                       "products.RateintsStream.write_rows = killed\n", env=env)
+    root = uncal.name.removesuffix("_uncal.fits")
+    # the rateints's temporary folder beside it, the scratch (ramp, group DQ files) where it was put
+    (product,) = (p for p in (tmp_path / "out").glob(f".{root}_rateints.fits.*.part") if ".detector1." not in p.name)
+    (work,) = scratch_dir.glob(f".{root}_rateints.fits.detector1.*.part")
+    assert len(list(work.iterdir())) >= 2 and list(product.iterdir()), (work, product)
+    assert not list((tmp_path / "out").glob("*.fits"))  # nothing finished-looking
+
+    proc = cli(*args(tmp_path / "out"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert not list(scratch_dir.glob(".*")) and not list((tmp_path / "out").glob(".*")), \
+        sorted(p.name for p in scratch_dir.iterdir())
+    proc = cli(*args(tmp_path / "clean"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    problems, n = make.compare_products(tmp_path / "out", tmp_path / "clean")
+    assert not problems and n == 2, problems  # rate, rateints
+    make.assert_fits_checksums([tmp_path / "out" / f"{root}_rateints.fits"])
+
+
 def test_detector1_killed_leftovers_are_removed_by_the_rerun(tmp_path, uncal, make):
     """SIGKILL (nothing can be caught) while the rate is being written leaves its hidden
     ``.<name>.<host>-<pid>.*.part`` folder; the next run of the same command removes it."""
     refs = make.reference_set(tmp_path / "refs")
     out = tmp_path / "out"
-    killed = ("import os, signal, sys\n"
-              "from webbflow.io.files import atomic_output\n"
-              "from webbflow.stages import detector1\n"
-              "def write_rate(path, *args, **kwargs):\n"
-              "    with atomic_output(path) as tmp:\n"
-              "        tmp.write_bytes(b'half a product')\n"
-              "        os.kill(os.getpid(), signal.SIGKILL)\n"
-              "detector1.write_rate = write_rate\n"
-              "from webbflow.cli import main\n"
-              "sys.exit(main())\n")
     args = ["detector1", str(uncal), str(out), "--refs-dir", str(refs["mask"].parent)]
-    proc = subprocess.run([sys.executable, "-c", killed, *args], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -9, proc.stderr
+    killed_cli(args, "from webbflow.io.files import atomic_output\n"
+                     "from webbflow.stages import detector1\n"
+                     "def write_rate(path, *args, **kwargs):\n"
+                     "    with atomic_output(path) as tmp:\n"
+                     "        tmp.write_bytes(b'half a product')\n"
+                     "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                     "detector1.write_rate = write_rate\n")
     parts = list(out.glob(".*_rate.fits.*.part"))
     assert len(parts) == 1 and [p.name for p in parts[0].iterdir()] == [f"{uncal.name[:-11]}_rate.fits"]
+    # the rateints, written before, waits in its own folder: no rateints without its rate (atomic_group)
+    assert not list(out.glob("*.fits")) and len(list(out.glob(".*_rateints.fits.*.part/*_rateints.fits"))) == 1
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr
     assert not parts[0].exists() and not list(out.glob(".*")), sorted(p.name for p in out.iterdir())

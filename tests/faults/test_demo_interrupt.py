@@ -6,7 +6,6 @@ while the simulator is writing (paused there by ``WEBBFLOW_DEMO_PAUSE_AFTER``), 
 exposures reduced exactly as in an uninterrupted run.
 """
 
-import importlib.util
 import json
 import os
 import signal
@@ -162,16 +161,9 @@ def _interrupt(workdir, sig, n_files=3, timeout=300):
                 proc.wait()
 
 
-def _compare():
-    spec = importlib.util.spec_from_file_location("compare_products", REPO / "benchmarks" / "compare_products.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.compare
-
-
 @pytest.mark.workflow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
-def test_interrupted_demo_resumes(tmp_path, sig, demo_workdir):
+def test_interrupted_demo_resumes(tmp_path, sig, demo_workdir, make):
     workdir = tmp_path / "run"
     assert _interrupt(workdir, sig) != 0
     assert not (workdir / "demo" / "manifest.json").exists()
@@ -188,7 +180,7 @@ def test_interrupted_demo_resumes(tmp_path, sig, demo_workdir):
     assert not list(workdir.glob("demo/.demo.*.part")) and not (workdir / "demo" / INSTALLING).exists()
     rates = list(workdir.glob("results/detector1/*/*_rate.fits"))
     assert len(rates) == N_DEMO
-    problems, n = _compare()(workdir / "results" / "detector1", demo_workdir / "results" / "detector1")
+    problems, n = make.compare_products(workdir / "results" / "detector1", demo_workdir / "results" / "detector1")
     assert not problems and n == 3 * N_DEMO, problems[:5]  # rate, rateints, the 1/f QA table
 
     # Nothing is left to do, and a file deleted by hand is one clear line, not a smaller program.

@@ -8,7 +8,6 @@ run without the bad files, the exit status is non-zero, and each bad file is nam
 message (file, problem, fix), no traceback; nothing is written for it.
 """
 
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -82,15 +81,16 @@ def _run(program, name, uncal_dir, *args, cores=2):
     return work, proc.returncode, proc.stdout + proc.stderr
 
 
-def _compare():
-    spec = importlib.util.spec_from_file_location("compare_products", REPO / "benchmarks" / "compare_products.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.compare
+@pytest.fixture(scope="module")
+def clean_run(program):
+    """The good exposures alone, reduced in one run: what every other run must reproduce."""
+    work, status, output = _run(program, "clean", program["clean"])
+    assert status == 0 and "bad input" not in output, output[-3000:]
+    return work
 
 
 @pytest.mark.slow
-def test_bad_exposures_are_skipped_and_named(program):
+def test_bad_exposures_are_skipped_and_named(program, clean_run, make):
     # one job at a time: two jobs failing at once may interleave their lines on the shared stderr
     work, status, output = _run(program, "mixed", program["mixed"], "--keep-going", cores=1)
     assert status != 0 and "Traceback" not in output, output[-3000:]
@@ -103,14 +103,38 @@ def test_bad_exposures_are_skipped_and_named(program):
     assert f"{len(program['bad'])} bad input file(s) skipped" in output, output[-3000:]
 
     # the good exposures, exactly as reduced without the bad files; nothing for a bad one
-    clean, status, clean_output = _run(program, "clean", program["clean"])
-    assert status == 0 and "bad input" not in clean_output, clean_output[-3000:]
+    clean = clean_run
     products = sorted(p.name for p in (work / "results" / "detector1").rglob("*.fits"))
     assert products == sorted(n.replace("_uncal", f"_{s}") for n in program["good"] for s in ("rate", "rateints"))
-    problems, n = _compare()(work / "results" / "detector1", clean / "results" / "detector1")
+    problems, n = make.compare_products(work / "results" / "detector1", clean / "results" / "detector1")
     # rate, rateints and the 1/f QA table (_onef.ecsv) of each good exposure
     assert not problems and n == 3 * len(program["good"]), problems[:5]
     assert not (work / "results" / "bad_input").exists() or not any((work / "results" / "bad_input").iterdir())
+
+
+@pytest.mark.slow
+def test_new_uncal_in_a_users_folder_is_reduced_in_one_run(program, clean_run, make):
+    """Issue 12 item 1 in a user's own folder (CRDS mode): an uncal added after a run is planned by
+    ``snakemake -n`` and reduced by the first run (not only crds_prefetch), as a run with it from the
+    start reduces it; then nothing is left to do."""
+    first, second = program["good"]
+    folder = program["root"] / "growing_uncal"
+    folder.mkdir()
+    shutil.copy(program["clean"] / first, folder / first)
+    work, status, output = _run(program, "growing", folder)
+    assert status == 0, output[-3000:]
+    shutil.copy(program["clean"] / second, folder / second)
+    config = ["--configfile", str(work / "config.yaml")]
+    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "stage1", *config]
+    dry = subprocess.run([*base, "-n"], capture_output=True, text=True, timeout=600)
+    jobs = re.findall(r"^\s*(?:local)?rule (\w+):$", dry.stdout + dry.stderr, re.M)
+    assert dry.returncode == 0 and jobs.count("detector1") == 1, (jobs, dry.stderr[-3000:])
+    proc = subprocess.run([*base, "--cores", "2"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    problems, n = make.compare_products(work / "results" / "detector1", clean_run / "results" / "detector1")
+    assert not problems and n == 3 * 2, problems[:5]
+    dry = subprocess.run([*base, "-n"], capture_output=True, text=True, timeout=600)
+    assert dry.returncode == 0 and not re.findall(r"^\s*(?:local)?rule (\w+):$", dry.stdout + dry.stderr, re.M)
 
 
 def test_dry_run_plans_them_and_no_keep_going_stops(program):

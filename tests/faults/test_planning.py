@@ -91,7 +91,7 @@ def test_touched_uncal_reruns_its_exposure_in_one_run(project):
 def test_new_uncal_in_the_demo_folder_is_refused_in_one_line(project):
     """The demo folder is the simulator's: an uncal its manifest does not list is not reduced as if it
     belonged to the demo (issue 12 item 2), and ``snakemake -n`` says so in one line, planning nothing.
-    (A new uncal in a user's own folder of a CRDS-mode program is not covered here yet.)"""
+    (A new uncal in a user's own folder of a CRDS-mode program: tests/faults/test_keep_going.py.)"""
     src = sorted((project / "demo" / "uncal").glob("*_02101_00004_nrca1_uncal.fits"))[0]
     new = src.with_name(src.name.replace("_00004_", "_00005_"))
     shutil.copy(src, new)

@@ -1,15 +1,20 @@
 """Download one file over HTTP(S): retries, resume with HTTP Range, size and checksum checks.
 
-The file is written as ``<dest>.part`` and renamed only once verified, so a
-reader never sees a partial file; an interrupted download resumes from the
-bytes already in ``.part`` (``Range: bytes=N-``; a server that ignores the
-Range header and answers 200 makes us start over).  A file whose size or
-checksum is wrong is deleted and refused.
+The file is written in a hidden folder beside ``<dest>`` named for its writer
+(``.<name>.<host>-<pid>.<random>.part/<name>``, :func:`webbflow.io.files.part_folder`)
+and renamed only once verified, so a reader never sees a partial file.  A
+download that failed or was killed leaves its partial file there; the next
+download of the same name, once that process is gone, takes it over and resumes
+from its bytes (``Range: bytes=N-``; a server that ignores the Range header and
+answers 200 makes us start over) and removes the folder, so nothing is left
+behind once the file has arrived; a concurrent download of the same name keeps
+its own.  A file whose size or checksum is wrong is deleted and refused.
 """
 
 import http.client
 import logging
 import os
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +22,7 @@ import warnings
 from pathlib import Path
 
 from webbflow.io.errors import InputError
-from webbflow.io.files import file_digests
+from webbflow.io.files import file_digests, part_folder, remove_stale_parts
 
 __all__ = ["DownloadError", "download", "verify_file"]
 
@@ -104,7 +109,7 @@ def _fetch(url, part, timeout):
 
 
 def download(url, dest, size=None, sha256=None, retries=3, timeout=60, backoff=2.0):
-    """Download ``url`` to ``dest`` (resuming a ``dest.part`` left by an earlier try).
+    """Download ``url`` to ``dest`` (resuming the partial file an earlier, ended try left).
 
     Parameters
     ----------
@@ -135,12 +140,25 @@ def download(url, dest, size=None, sha256=None, retries=3, timeout=60, backoff=2
     """
     dest = Path(dest)
     if dest.exists() and verify_file(dest, size, sha256) is None:
+        remove_stale_parts(dest)
         log.info("%s already present and verified", dest.name)
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    tmpdir = part_folder(dest, resume=True)
+    part = tmpdir / dest.name
+    legacy = dest.with_name(dest.name + ".part")  # where earlier versions kept it
+    if legacy.is_file() and not part.exists():
+        os.replace(legacy, part)
     if size is not None and part.exists() and part.stat().st_size > int(size):
         part.unlink()  # longer than the file: not a prefix of it
+    try:
+        return _download(url, dest, part, size, sha256, retries, timeout, backoff)
+    finally:
+        if not part.exists() or not part.stat().st_size:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        # else a partial transfer stays for the next run to resume (this process will be gone by then)
+
+
+def _download(url, dest, part, size, sha256, retries, timeout, backoff):
     last = None
     for attempt in range(int(retries) + 1):
         if attempt:

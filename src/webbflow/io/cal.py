@@ -310,6 +310,9 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
 def write_model(model, path):
     """Write a datamodel to ``path`` atomically, its FILENAME set to the file's name.
 
+    Every HDU gets fresh DATASUM/CHECKSUM cards (stale ones that stdatamodels carried over from the
+    file the model was read from, in ``extra_fits``, are recomputed).
+
     Parameters
     ----------
     model : stdatamodels DataModel
@@ -323,7 +326,7 @@ def write_model(model, path):
     model.meta.filename = path.name
     with atomic_output(path) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
-        model.to_fits(tmp, overwrite=True)
+        model.to_fits(tmp, overwrite=True, checksum=True)
     return path
 
 

@@ -3,7 +3,10 @@
 Every product, table, lockfile and cache file webbflow writes goes through
 :func:`atomic_output`, so an interrupted job never leaves a truncated file
 under a final name (Snakemake, a re-run or another job would take it for
-complete).  Every checksum (the CRDS lockfile, the cache's "never replace"
+complete).  Its temporary folders, detector1's streamed scratch and a
+download's partial file are :func:`part_folder` folders named for their
+writer (host and pid), so the next writer of the same name removes what a
+killed one left (:func:`remove_stale_parts`).  Every checksum (the CRDS lockfile, the cache's "never replace"
 check, a downloaded file's sha256) is :func:`file_digests`.  Arrays read or written piecewise at byte offsets of a file (planes of a
 FITS cube, rows of every plane of a scratch file) go through
 :func:`read_at` and :func:`write_at`.
@@ -11,6 +14,7 @@ FITS cube, rows of every plane of a scratch file) go through
 Standard library only: job adapters import this before any science code.
 """
 
+import contextvars
 import glob
 import hashlib
 import os
@@ -21,7 +25,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_output", "atomic_write_text", "file_digests", "read_at", "remove_stale_parts", "write_at"]
+__all__ = ["atomic_group", "atomic_output", "atomic_write_text", "file_digests", "part_folder", "read_at", "remove_stale_parts",
+           "write_at"]
 
 _BLOCK = 1 << 20
 
@@ -37,7 +42,8 @@ def atomic_output(path):
     its own, so concurrent writers of one name never share a temporary file.
     Whatever happens, the temporary folder is removed; one left by a writer
     killed with SIGKILL is removed by the next write of the same name
-    (:func:`remove_stale_parts`).
+    (:func:`remove_stale_parts`).  Inside :func:`atomic_group` the move waits
+    for the end of the group.
 
     Parameters
     ----------
@@ -55,14 +61,57 @@ def atomic_output(path):
     ...     table.write(tmp, format="ascii.ecsv")
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(path)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".part", dir=path.parent))
+    tmpdir = part_folder(path)
+    group = _GROUP.get()
+    deferred = False
     try:
         yield tmpdir / path.name
-        os.replace(tmpdir / path.name, path)
+        if group is None:
+            os.replace(tmpdir / path.name, path)
+        elif not (tmpdir / path.name).is_file():
+            raise FileNotFoundError(f"{path.name} was not written")
+        else:
+            group.append((tmpdir, path))
+            deferred = True
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        if not deferred:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+_GROUP = contextvars.ContextVar("webbflow_atomic_group", default=None)
+
+
+@contextmanager
+def atomic_group():
+    """Every :func:`atomic_output` inside the block moves its file into place only when the block ends
+    without an error, all of them together; otherwise none (the products of one job, all or nothing).
+
+    The files wait in their temporary folders until the end, then are moved one after another (the
+    only moment a kill could leave some of them: a few renames).  Within the block a file written is
+    not yet under its final name.
+
+    Examples
+    --------
+    >>> with atomic_group():  # doctest: +SKIP
+    ...     write_rateints(rateints_path, ...)
+    ...     write_rate(rate_path, ...)  # a failure here leaves no rateints either
+    """
+    if _GROUP.get() is not None:  # inside another group: that one commits
+        yield
+        return
+    pending = []
+    token = _GROUP.set(pending)
+    try:
+        yield
+        _GROUP.reset(token)
+        token = None
+        for tmpdir, path in pending:
+            os.replace(tmpdir / path.name, path)
+    finally:
+        if token is not None:
+            _GROUP.reset(token)
+        for tmpdir, _ in pending:
+            shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
@@ -80,8 +129,43 @@ def _pid_alive(pid):
     return True
 
 
-def remove_stale_parts(path):
-    """Remove the temporary folders of ``path`` that :func:`atomic_output` left when killed.
+def part_folder(path, folder=None, resume=False):
+    """Create the temporary folder of this process's writer of ``path``, after removing stale ones.
+
+    The folder is ``.<name>.<host>-<pid>.<random>.part`` (``name`` is ``path``'s), so that
+    :func:`remove_stale_parts` can tell, on the next write of the same name, whether its writer
+    is gone.  Used for :func:`atomic_output`'s temporary file, detector1's streamed scratch and a
+    download's partial file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        What the folder is for (its final destination, or a name standing for a scratch area).
+    folder : str or os.PathLike, optional
+        Where the folder goes (created if missing); default ``path``'s own folder.
+    resume : bool
+        Move the largest ``<name>`` file that a killed writer left in its folder into the new one
+        (a partial download to continue) before the stale folders are removed.
+
+    Returns
+    -------
+    pathlib.Path
+        The new, empty (or, with ``resume``, holding the adopted file) folder.
+    """
+    path = Path(path)
+    folder = Path(folder) if folder is not None else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".part", dir=folder))
+    try:
+        remove_stale_parts(path, folder, adopt=tmpdir / path.name if resume else None)
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    return tmpdir
+
+
+def remove_stale_parts(path, folder=None, adopt=None):
+    """Remove the temporary folders of ``path`` that a writer killed with SIGKILL left (:func:`part_folder`).
 
     Only folders of this very name (``.<name>.<host>-<pid>.<random>.part``)
     written on this host by a process that no longer exists: another live
@@ -91,7 +175,12 @@ def remove_stale_parts(path):
     Parameters
     ----------
     path : str or os.PathLike
-        The final destination whose leftovers to remove.
+        The final destination (or scratch name) whose leftovers to remove.
+    folder : str or os.PathLike, optional
+        Where to look; default ``path``'s own folder.
+    adopt : str or os.PathLike, optional
+        Before removing, move the largest file named ``path``'s name found in a stale folder
+        here (nothing is moved when none holds one).
 
     Returns
     -------
@@ -99,16 +188,21 @@ def remove_stale_parts(path):
         The folders removed.
     """
     path = Path(path)
-    removed = []
+    folder = Path(folder) if folder is not None else path.parent
     prefix = f".{path.name}.{_HOST}-"
-    for part in path.parent.glob(f"{glob.escape(prefix)}*.part"):
+    stale = []
+    for part in folder.glob(f"{glob.escape(prefix)}*.part"):
         pid, dot, random = part.name[len(prefix):-len(".part")].partition(".")
         # mkdtemp's random part has no dot: a longer name is another target's (".<name>.x.<host>-...")
-        if not (pid.isdigit() and dot and random and "." not in random) or _pid_alive(int(pid)):
-            continue
+        if pid.isdigit() and dot and random and "." not in random and not _pid_alive(int(pid)):
+            stale.append(part)
+    if adopt is not None:
+        left = [f for f in (part / path.name for part in stale) if f.is_file()]
+        if left:
+            os.replace(max(left, key=lambda f: f.stat().st_size), adopt)
+    for part in stale:
         shutil.rmtree(part, ignore_errors=True)
-        removed.append(part)
-    return removed
+    return stale
 
 
 def atomic_write_text(path, text):

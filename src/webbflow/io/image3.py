@@ -123,19 +123,38 @@ def _provenance(provenance):
     ]
 
 
-def save_model(model, path, provenance=None):
-    """Write a datamodel atomically and add webbflow's provenance keywords to its primary header."""
+def save_model(model, path, provenance=None, cards=()):
+    """Write a datamodel atomically, with webbflow's provenance keywords in its primary header.
+
+    Parameters
+    ----------
+    model : stdatamodels DataModel
+    path : str or os.PathLike
+    provenance : dict, optional
+        As for :func:`_provenance`.
+    cards : sequence of (str, object, str or None)
+        More primary keywords (keyword, value, comment), written inside the same atomic write.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Notes
+    -----
+    The keywords are added after stdatamodels writes the file; the update recomputes the
+    DATASUM/CHECKSUM that ``to_fits`` wrote, so the product's checksums cover them.
+    """
     path = Path(path)
     model.meta.filename = path.name
     model.meta.calibration_software_version = webbflow.__version__
     with atomic_output(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model.to_fits(tmp, overwrite=True)
-        with fits.open(tmp, mode="update") as hdul:
-            for key, value, comment in _provenance(provenance):
+            model.to_fits(tmp, overwrite=True, checksum=True)
+        with fits.open(tmp, mode="update", checksum=True) as hdul:
+            for key, value, comment in [*_provenance(provenance), *cards]:
                 # A long value (the JSON of WF_PARS) leaves no room for a comment; CONTINUE cards carry it.
-                hdul[0].header[key] = (value, comment) if len(str(value)) < 40 else value
+                hdul[0].header[key] = (value, comment) if comment and len(str(value)) < 40 else value
     return path
 
 
@@ -232,11 +251,9 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
     model.meta.filetype = "resampled"
     _set_steps(model, cal_steps)
     model.meta.cal_step.resample = "COMPLETE"
-    path = save_model(model, path, provenance)
-    with fits.open(path, mode="update") as hdul:
-        hdul[0].header["NDRIZ"] = (len(members), "number of drizzled inputs")
-        hdul[0].header["WF_MEMB"] = ",".join(members)  # every input file (long-string CONTINUE cards)
-    return path
+    # every input file in WF_MEMB (long-string CONTINUE cards)
+    return save_model(model, path, provenance, cards=[("NDRIZ", len(members), "number of drizzled inputs"),
+                                                       ("WF_MEMB", ",".join(members), None)])
 
 
 def write_segm(segmentation, path, template, provenance=None):

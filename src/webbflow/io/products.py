@@ -12,7 +12,9 @@ cost more time (its ASDF extension registry) than calibrating.
 
 Files are written under a temporary name in the destination folder and moved
 into place with :func:`os.replace`, so an interrupted job never leaves a file
-that looks finished.
+that looks finished.  Every HDU carries the FITS ``DATASUM``/``CHECKSUM``
+cards (the streamed rateints's computed once its cubes are complete), so a
+product damaged later on disk or in transfer fails ``fits.open(checksum=True)``.
 """
 
 import datetime
@@ -28,7 +30,7 @@ from astropy.io import fits
 
 import webbflow
 from webbflow.config import config_digest
-from webbflow.io.files import atomic_output, write_at
+from webbflow.io.files import atomic_output, read_at, write_at
 
 __all__ = ["CAL_STEP_KEYS", "REFTYPES", "RateintsStream", "write_fitopt", "write_rate", "write_rateints"]
 
@@ -217,7 +219,7 @@ def _save_to(hdulist, tmp):
     with warnings.catch_warnings():
         # the WF_CFGD comment does not fit beside its 64-character digest; cut, as before
         warnings.filterwarnings("ignore", "Card is too long, comment will be truncated")
-        hdulist.writeto(tmp, overwrite=True)
+        hdulist.writeto(tmp, overwrite=True, checksum=True)
 
 
 def _save(hdulist, path):
@@ -319,17 +321,64 @@ def _write_skeleton(hdulist, path):
         for hdu in hdulist:
             data = hdu.data if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) else None
             if data is not None and data.ndim and all(st == 0 for st in data.strides):
-                f.write(hdu.header.tostring().encode("ascii"))
+                header = hdu.header.copy()
+                # the cards' place, in astropy's order; their values once the cube is written (_fill_checksums)
+                when = datetime.datetime.now().isoformat()[:19]
+                header["CHECKSUM"] = ("0" * 16, f"HDU checksum updated {when}")
+                header["DATASUM"] = ("0", f"data unit checksum updated {when}")
+                f.write(header.tostring().encode("ascii"))
                 size = data.size * data.dtype.itemsize
                 f.seek(size + (-size % 2880), os.SEEK_CUR)
             else:
                 # one HDU alone: written after a minimal primary header, whose 2880 bytes are dropped
                 buf = io.BytesIO()
                 single = [hdu] if isinstance(hdu, fits.PrimaryHDU) else [fits.PrimaryHDU(), hdu]
-                fits.HDUList(single).writeto(buf)
+                fits.HDUList(single).writeto(buf, checksum=True)
                 raw = buf.getvalue()
                 f.write(raw if isinstance(hdu, fits.PrimaryHDU) else raw[2880:])
         f.truncate()
+
+
+# astropy's ones'-complement sum and its ASCII encoding of the FITS checksum convention (private
+# methods of every HDU; the public API computes them only from data held in memory or memory-mapped)
+_SUM = fits.ImageHDU()
+
+
+def _fill_checksums(file, layout):
+    """Set the DATASUM and CHECKSUM cards of HDUs whose data were written in place.
+
+    Parameters
+    ----------
+    file : binary file object
+        The FITS file, open ``r+b``; each listed header already holds both cards (placeholders).
+    layout : list of (astropy.io.fits.Header, int, int, int)
+        Header, header offset, data offset and data size (bytes, padding included) of each HDU to fill.
+
+    Notes
+    -----
+    The data are summed from the file in blocks, so the memory used stays at one block whatever the
+    cube's size (a memory map's pages would count in the job's resident memory).  The sum is of
+    big-endian 32-bit words, so it needs only each HDU's data start (a multiple of 2880) and size.
+    """
+    block = np.empty(_BLOCK_WORDS, ">u4")
+    for header, header_at, data_at, size in layout:
+        datasum = 0
+        for offset in range(0, size, block.nbytes):
+            words = block[:min(block.size, (size - offset) // 4)]
+            next(read_at(file, [(data_at + offset, words)]))
+            datasum = _SUM._compute_checksum(words.view(np.uint8), datasum)
+        header = header.copy()
+        header["DATASUM"] = str(datasum)
+        header["CHECKSUM"] = "0" * 16
+        raw = header.tostring().encode("ascii")
+        header["CHECKSUM"] = _SUM._char_encode(~_SUM._compute_checksum(np.frombuffer(raw, np.uint8), datasum))
+        raw = header.tostring().encode("ascii")
+        assert len(raw) == data_at - header_at, "a checksum card changed the header's length"
+        write_at(file, [(header_at, raw)])
+
+
+_BLOCK_WORDS = 1 << 22
+"""32-bit words summed per read in :func:`_fill_checksums` (16 MiB)."""
 
 
 class Blank:
@@ -349,7 +398,8 @@ class RateintsStream:
     Use as a context manager: on entry the whole file is laid out (headers as
     :func:`write_rateints` writes them, the cubes as zeros) under a temporary
     name next to ``path``; :meth:`write_rows` fills rows of every cube in
-    place; a clean exit moves the file onto ``path``, an exception removes it.
+    place; a clean exit computes the cubes' DATASUM/CHECKSUM from the file and
+    moves it onto ``path``, an exception removes it.
 
     Parameters
     ----------
@@ -375,6 +425,9 @@ class RateintsStream:
             _write_skeleton(self._hdulist, tmp)
             with fits.open(tmp) as hdul:
                 self._offsets = {ext: hdul.fileinfo(hdul.index_of(ext))["datLoc"] for ext, _, _ in _CUBES}
+                self._layout = [(hdul[ext].header.copy(), *(hdul.fileinfo(hdul.index_of(ext))[k]
+                                                             for k in ("hdrLoc", "datLoc", "datSpan")))
+                                for ext, _, _ in _CUBES]
                 # astropy stores uint32 as int32 with BZERO = 2**31: the bits with the sign bit flipped
                 self._flip = {ext: hdul[ext].header.get("BZERO") == 2**31 for ext, _, _ in _CUBES}
             self._file = open(tmp, "r+b")
@@ -397,5 +450,12 @@ class RateintsStream:
         return n
 
     def __exit__(self, kind, value, tb):
-        self._file.close()
-        return self._atomic.__exit__(kind, value, tb)
+        try:
+            if kind is None:  # complete: the cubes' checksums can be computed now
+                _fill_checksums(self._file, self._layout)
+        except BaseException:
+            kind, value, tb = sys.exc_info()
+            raise
+        finally:
+            self._file.close()
+            self._atomic.__exit__(kind, value, tb)

@@ -23,6 +23,7 @@ from webbflow.config import DETECTOR1_STEPS, step_kwargs, step_skipped
 from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io import read_uncal, write_fitopt, write_rate, write_rateints
 from webbflow.io.errors import InputError, ReferenceFileError
+from webbflow.io.files import atomic_group
 from webbflow.io.uncal import SUPPORTED_EXP_TYPES, UncalStream, read_uncal_headers, readout_from_header
 from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
@@ -446,15 +447,11 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
                          f"exceeds max_memory_mb.detector1 ({max_bytes / 2**20:.0f} MB)",
                          "raise max_memory_mb.detector1 or set steps.ramp_fit.save_opt: false")
     if streamed:
-        detector1_stream.run(stream, rate_path, rateints_path, refs, params, statuses, provenance, used,
-                             max_bytes, scratch_dir=scratch_dir, one_over_f=one_over_f)
-        if one_over_f is not None:
-            try:
+        with atomic_group():  # rateints, rate and the QA table all in place, or none of them
+            detector1_stream.run(stream, rate_path, rateints_path, refs, params, statuses, provenance, used,
+                                 max_bytes, scratch_dir=scratch_dir, one_over_f=one_over_f)
+            if one_over_f is not None:
                 write_one_over_f(one_over_f_path, one_over_f, headers)
-            except BaseException:
-                for path in (rate_path, rateints_path):  # products without their QA table are a partial job
-                    Path(path).unlink(missing_ok=True)
-                raise
         log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
                  Path(rate_path).name, Path(rateints_path).name)
         return statuses
@@ -464,21 +461,15 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
         statuses[step] = status
     del ramp  # the 4-D cube is not needed for writing
 
-    written = []
     products = [(write_rateints, result.rateints, rateints_path), (write_rate, result.rate, rate_path)]
     if result.opt is not None:
         # jwst's <root>_fitopt.fits beside the rate product
         products.insert(0, (write_fitopt, result.opt, fitopt_path(rate_path)))
-    try:
+    with atomic_group():  # a rate without its rateints (or fitopt, or QA table) would be a partial product
         for writer, arrays, path in products:
-            written.append(writer(path, arrays, headers, cal_steps=statuses, ref_files=used,
-                                  provenance=provenance))
+            writer(path, arrays, headers, cal_steps=statuses, ref_files=used, provenance=provenance)
         if one_over_f is not None:
-            written.append(write_one_over_f(one_over_f_path, one_over_f, headers))
-    except BaseException:
-        for path in written:  # a rate without its rateints (or fitopt) is a partial product
-            Path(path).unlink(missing_ok=True)
-        raise
+            write_one_over_f(one_over_f_path, one_over_f, headers)
     log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
              Path(rate_path).name, Path(rateints_path).name)
     return statuses

@@ -29,7 +29,8 @@ C. **clean_flicker_noise** (when on) between the two: its draft rate by blocks
 
 Scratch needs 5 bytes per sample (a second group-DQ file adds 1 more while
 jump runs); it is checked against the free space first and removed at the
-end, whatever happens.
+end, whatever happens; the folder of a run killed with SIGKILL, which nothing
+could remove, is removed by the next run of the same product (:func:`scratch_name`).
 """
 
 import contextlib
@@ -38,7 +39,6 @@ import functools
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +46,7 @@ import numpy as np
 
 from webbflow import dqflags
 from webbflow.io.errors import InputError
-from webbflow.io.files import read_at, write_at
+from webbflow.io.files import part_folder, read_at, write_at
 from webbflow.ramp import Ramp, StepStatus
 
 # The steps (numba) are imported on first use: detector1 imports this module for plan(), and numba
@@ -209,6 +209,15 @@ def _quiet_steps(quiet=True):
 def _blocks(n, size):
     for r0 in range(0, n, size):
         yield r0, min(r0 + size, n)
+
+
+def scratch_name(rateints_path):
+    """The name the scratch folder of ``rateints_path``'s streamed run is made for.
+
+    The folder is ``.<rateints name>.detector1.<host>-<pid>.<random>.part``
+    (:func:`webbflow.io.files.part_folder`) in ``$WEBBFLOW_SCRATCH`` or beside the product.
+    """
+    return Path(rateints_path).with_name(Path(rateints_path).name + ".detector1")
 
 
 def _check_scratch_space(uncal_path, folder, shape, has_zeroframe):
@@ -473,13 +482,14 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
 
     cut = plan(shape, max_bytes, min_rows=numba.get_num_threads()) or Plan(nints, ny)
     folder = Path(scratch_dir or os.environ.get("WEBBFLOW_SCRATCH") or Path(rateints_path).parent)
-    folder.mkdir(parents=True, exist_ok=True)
-    need = _check_scratch_space(stream.path, folder, shape, stream.has_zeroframe)
-    log.info("detector1: %d integrations do not fit in %d MB at once (~%d MB): %d integrations per chunk, then "
-             "blocks of %d rows; %.1f GB of scratch in %s", nints, max_bytes // 2**20, in_memory_bytes(shape) // 2**20,
-             cut.ints_per_chunk, cut.rows_per_block, need / 1e9, folder)
-    tmp = Path(tempfile.mkdtemp(prefix=".detector1-", dir=folder))
+    # named for this writer, so that a run killed with SIGKILL has its scratch removed by the next one
+    # (before the free space is counted)
+    tmp = part_folder(scratch_name(rateints_path), folder)
     try:
+        need = _check_scratch_space(stream.path, folder, shape, stream.has_zeroframe)
+        log.info("detector1: %d integrations do not fit in %d MB at once (~%d MB): %d integrations per chunk, "
+                 "then blocks of %d rows; %.1f GB of scratch in %s", nints, max_bytes // 2**20,
+                 in_memory_bytes(shape) // 2**20, cut.ints_per_chunk, cut.rows_per_block, need / 1e9, folder)
         params = {step: dict(v) for step, v in params.items()}
         rp = params["refpix"]
         if (rp.get("roeba") or one_over_f is not None) and not rp.get("skip"):
@@ -518,11 +528,8 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
                 product.__exit__(type(exc), exc, exc.__traceback__)
             raise
         product.__exit__(None, None, None)
-        try:
-            write_rate(rate_path, rate, headers, cal_steps=statuses_out, ref_files=used, provenance=provenance)
-        except BaseException:
-            Path(rateints_path).unlink(missing_ok=True)  # a rateints without its rate is a partial product
-            raise
+        # in detector1.run's atomic_group: a rateints without its rate is never in place
+        write_rate(rate_path, rate, headers, cal_steps=statuses_out, ref_files=used, provenance=provenance)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return RampFitResult(rate=rate, rateints=None)
