@@ -227,3 +227,22 @@ def test_real_stsci_header_is_carried_to_products(shared_dir, tmp_path, make):
     assert lost == []
     assert [k for k in sci if k and k not in written_sci] == []
     assert written["PROGRAM"] == "01075" and written_sci["XPOSURE"] == pytest.approx(107.368)
+
+
+def test_libyaml_manifests_parse_identically():
+    """Every asdf extension manifest parses to the same object with libyaml (what
+    ``use_libyaml_manifests`` makes asdf use) as with PyYAML's pure-Python ``safe_load``."""
+    import asdf
+    import yaml
+
+    from webbflow.io.asdf_yaml import use_libyaml_manifests
+
+    manager = asdf.get_config().resource_manager
+    uris = [u for u in manager if "/manifests/" in u]
+    assert len(uris) > 20  # asdf-standard, astropy, gwcs, stdatamodels, transforms...
+    for uri in uris:
+        assert yaml.load(manager[uri], Loader=yaml.CSafeLoader) == yaml.safe_load(manager[uri]), uri
+    assert use_libyaml_manifests() and use_libyaml_manifests()  # idempotent
+    from asdf.extension import _manifest
+
+    assert _manifest.yaml.safe_load(manager[uris[0]]) == yaml.safe_load(manager[uris[0]])
