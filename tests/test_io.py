@@ -261,3 +261,45 @@ def test_real_stsci_header_is_carried_to_products(shared_dir, tmp_path, make):
     assert lost == []
     assert [k for k in sci if k and k not in written_sci] == []
     assert written["PROGRAM"] == "01075" and written_sci["XPOSURE"] == pytest.approx(107.368)
+
+
+def test_libyaml_manifests_parse_identically():
+    """Every asdf extension manifest parses to the same object with libyaml (what
+    ``use_libyaml_manifests`` makes asdf use) as with PyYAML's pure-Python ``safe_load``."""
+    import asdf
+    import yaml
+
+    from webbflow.io.asdf_yaml import use_libyaml_manifests
+
+    manager = asdf.get_config().resource_manager
+    uris = [u for u in manager if "/manifests/" in u]
+    assert len(uris) > 20  # asdf-standard, astropy, gwcs, stdatamodels, transforms...
+    for uri in uris:
+        assert yaml.load(manager[uri], Loader=yaml.CSafeLoader) == yaml.safe_load(manager[uri]), uri
+    assert use_libyaml_manifests() and use_libyaml_manifests()  # idempotent
+    from asdf.extension import _manifest
+
+    assert _manifest.yaml.safe_load(manager[uris[0]]) == yaml.safe_load(manager[uris[0]])
+
+
+def test_asdf_reference_header_without_extensions(tmp_path):
+    """Reference selection reads an ASDF reference's ``meta`` from its YAML alone: the same summary as
+    the tree asdf.open gives, without loading asdf's extensions (the planning process's cost)."""
+    import subprocess
+    import sys
+
+    import asdf
+
+    from webbflow.refs.select import asdf_summary, reference_header
+    from webbflow.simulate.detectors import subarray_geometry
+    from webbflow.simulate.stage2_refs import write_stage2_references
+
+    path = write_stage2_references(tmp_path, "NRCA1", subarray_geometry("NRCA1", "SUB160"), "F200W", "CLEAR", 1)["distortion"]
+    with asdf.open(path, lazy_load=True, memmap=False, _force_raw_types=True) as af:
+        want = asdf_summary(af.tree)
+    assert want["REFTYPE"] == "distortion" and want["DETECTOR"] == "NRCA1" and want["EXP_TYPE"] == "NRC_IMAGE"
+    assert reference_header(path) == want
+    code = ("import sys; from webbflow.refs.select import reference_header; reference_header(sys.argv[1]); "
+            "import asdf.config as c; print(c.get_config()._extensions is None)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"  # no extension was loaded

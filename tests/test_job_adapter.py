@@ -134,6 +134,22 @@ def test_job_imports_are_light():
     assert out.strip() == "[]"
 
 
+def test_planning_imports_no_wcs_or_datamodels(tmp_path):
+    """What the Snakefile imports to plan a run, and a reference folder scan with an ASDF reference in
+    it, load no gwcs, astropy.modeling, stdatamodels or asdf extensions (~1-2 s of CPU per process)."""
+    from webbflow.simulate.detectors import subarray_geometry
+    from webbflow.simulate.stage2_refs import write_stage2_references
+
+    write_stage2_references(tmp_path, "NRCA1", subarray_geometry("NRCA1", "SUB160"), "F200W", "CLEAR", 1)
+    code = ("import sys, webbflow.config, webbflow.exposures, webbflow.associations, webbflow.refs.identity; "
+            "from webbflow.refs import scan_reference_dir; "
+            "rows = scan_reference_dir(sys.argv[1]); assert any(r['REFTYPE'] == 'distortion' for r in rows); "
+            "print(sorted(m for m in ('gwcs', 'astropy.modeling', 'stdatamodels', 'asdf_astropy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "refs")], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_script_finds_src_without_install(tmp_path):
     """A workflow script run where webbflow is not installed (``python -S``: no site-packages) uses the clone's src/."""
     content = {"asn_id": "a3001", "products": [{"name": "p", "members": [{"expname": "x_cal.fits"}] * 3}]}
