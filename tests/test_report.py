@@ -103,7 +103,10 @@ def test_qa_rows_are_the_products_numbers(report):
         science = (dq & dqflags.REFERENCE_PIXEL) == 0
         assert row["jump_fraction"] == np.mean((dq[science] & dqflags.JUMP_DET) != 0)
         assert row["saturated_fraction"] == np.mean((dq[science] & dqflags.SATURATED) != 0)
-        assert 0.01 < row["jump_fraction"] < 0.05  # the demo's cosmic rays flag ~2 % of the pixels
+        # the demo's cosmic rays flag ~2 % of the pixels; the imaging preset's snowball flagging
+        # (expand_large_events) grows them, most near the SUB160 edges where jwst/stcal need no
+        # saturated core (edge_size 25 px): up to ~6 % seen
+        assert 0.01 < row["jump_fraction"] < 0.10
         good = ((dq & dqflags.DO_NOT_USE) == 0) & np.isfinite(sci)
         assert row["median_rate"] == pytest.approx(float(np.median(sci[good])), rel=1e-12)
         # the simulator's noiseless rate; the demo's dark current (not in it) is a few per cent
