@@ -185,9 +185,9 @@ def reduce_beyond(models, science, mask, kp):
         out["companions"] = companions
     if kp["contrast"]:
         exclude = [(c["x"], c["y"]) for c in companions]
-        curves = [contrast_step.contrast_curve(image[k], center, psf, fwhm, kp["star_flux"], iwa=iwa, owa=owa,
-                                               exclude=exclude) for k in range(len(numbasis))]
-        seps = curves[k_use]["separation"]
+        # the separations of the cut-off used (a cut-off beyond the library's modes is all NaN: its curve is NaN)
+        seps = contrast_step.contrast_curve(image[k_use], center, psf, fwhm, kp["star_flux"], iwa=iwa, owa=owa,
+                                            exclude=exclude)["separation"]
         curves = [contrast_step.contrast_curve(image[k], center, psf, fwhm, kp["star_flux"], separations=seps,
                                                exclude=exclude) for k in range(len(numbasis))]
         sigma = np.nan_to_num(curves[k_use]["sigma"], nan=np.nanmax(curves[k_use]["sigma"]))
