@@ -41,7 +41,7 @@ def _preset_parameters(stage, recommended):
 def test_coronagraphy_preset_recommended_and_jwst_lines():
     preset, rec = _preset_parameters("detector1", True)
     _, jwst = _preset_parameters("detector1", False)
-    assert preset["exp_types"] == ["NRC_CORON"] and preset["stages"] == ["detector1", "image2"]
+    assert preset["exp_types"] == ["NRC_CORON"] and preset["stages"] == ["detector1", "image2", "coron3"]
     assert rec["dark_current"]["skip"] is True and rec["refpix"]["pseudo_refpix"] is True
     assert rec["jump"]["three_group_rejection_threshold"] == 4.0
     # the jwst line: dark on, no pseudo reference pixels, jwst's jump thresholds

@@ -25,8 +25,8 @@ def cal_path(exposure):
 
 
 def image2_products(exposures):
-    """The cal/calints products, and for coronagraphy the coron3 association JSON of the calints (the
-    coron3 stage itself is issue #15 part 4)."""
+    """The cal/calints products, and for coronagraphy the coron3 association JSON of the calints
+    (rule coron3 reduces it)."""
     coron = [e for e in exposures if e.exp_type in CORON3_EXP_TYPES]
     asns = coron3_associations(coron, pool=Path(UNCAL_DIR).name) if coron else []
     return [cal_path(e) for e in exposures] + [asn_path(a.product) for a in asns]
