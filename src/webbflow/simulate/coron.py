@@ -451,7 +451,7 @@ def write_coron_truth(outdir, specs):
     sci = [s for s in specs if not _scene(s).is_psf] or list(specs)
     template = psf_template(sci[0])
     header = fits.Header()
-    header["BUNIT"] = ("DN/s", "per pixel, source of 1 DN/s through the Lyot stop")
+    header["BUNIT"] = ("DN/s", "per pixel, for 1 DN/s through the Lyot stop")
     header["FLUXFRAC"] = (float(template.sum()), "fraction of the flux on this stamp")
     header["FILTER"], header["CORONMSK"] = sci[0].filter, _scene(sci[0]).mask
     path = Path(outdir) / "truth" / PSF_TEMPLATE
