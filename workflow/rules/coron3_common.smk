@@ -3,7 +3,6 @@
 The association JSON is written by rule image3_asn (one rule for every stage-3 association).
 """
 
-from webbflow.associations import coron3_associations
 from webbflow.config import step_parameters
 from webbflow.refs.select import CORON3_REFTYPES
 
@@ -107,8 +106,7 @@ def coron3_products(exposures):
     """Every coron3 product of the exposures' associations (the per-exposure ones in their folder)."""
     names = [coron3_product(s, e) for s, e in [("psfstack", "fits"), ("i2d", "fits"), ("psfshifts", "ecsv")]
              + coron3_beyond_suffixes()] + [f"{CORON3_DIR}/exposures/{{product}}"]
-    return [n.format(product=a.product) for a in coron3_associations(exposures, pool=Path(UNCAL_DIR).name)
-            for n in names]
+    return [n.format(product=a.product) for a in planned_coron3_associations(exposures) for n in names]
 
 
 STAGE_PRODUCTS["coron3"] = coron3_products
