@@ -65,9 +65,9 @@ def coron3_inputs(wildcards):
     """Association JSON, the members' calints and the PSFMASK reference."""
     inputs = {"asn": asn_path(wildcards.product), "calints": image3_member_cals(wildcards),
               **crds_stage_inputs(coron3_first(wildcards), coron3_references(wildcards), CORON3_REFTYPES, checked=True)}
-    template = coron3_steps_dict(wildcards)["klip"].get("psf_template")
-    if template:
-        inputs["psf_template"] = template
+    klip = coron3_steps_dict(wildcards)["klip"]
+    if klip.get("psf_template") and (klip.get("sectors") or klip.get("contrast") or klip.get("companions")):
+        inputs["psf_template"] = klip["psf_template"]
     return inputs
 
 
