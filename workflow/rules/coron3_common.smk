@@ -93,7 +93,7 @@ def coron3_product(suffix, ext="fits"):
 
 
 def coron3_outputs():
-    """Named outputs of rule coron3: psfstack, i2d, psfshifts, the per-exposure folder (crfints,
+    """Named outputs of the coron3 rule: psfstack, i2d, psfshifts, the per-exposure folder (crfints,
     psfalign, psfsub) and the beyond-jwst products that are on."""
     out = {"psfstack": coron3_product("psfstack"), "i2d": coron3_product("i2d"),
            "psfshifts": coron3_product("psfshifts", "ecsv"),
