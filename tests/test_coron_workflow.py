@@ -135,9 +135,21 @@ def _inject_on_sky(calints, out, template, separation, pas, flux):
     return out / calints.name
 
 
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """`snakemake --cores 2 --configfile config/demo-coron.yaml` in a fresh folder (the whole demo, the
+    preset's recommended line): that folder."""
+    root = tmp_path_factory.mktemp("demo_coron")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root),
+                           "--configfile", str(REPO / "config" / "demo-coron.yaml"), "--cores", "2"],
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root
+
+
 @pytest.mark.workflow
 @pytest.mark.slow
-def test_demo_coron3_recovers_the_companion_and_a_calibrated_contrast_curve(tmp_path):
+def test_demo_coron3_recovers_the_companion_and_a_calibrated_contrast_curve(demo_run, tmp_path):
     """`snakemake --configfile config/demo-coron.yaml` end to end; then against the simulator's truth:
 
     * every coron3 product opens as jwst's model (psfstack/psfalign/psfsub/crfints CubeModel, i2d
@@ -153,11 +165,53 @@ def test_demo_coron3_recovers_the_companion_and_a_calibrated_contrast_curve(tmp_
       fixed-position template photometry (injected minus plain) and noise from the same photometry at 24
       empty positions of the plain image; independent 5-sigma = Student-t factor x noise / throughput.
     """
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-                           "--configfile", str(REPO / "config" / "demo-coron.yaml"), "--cores", "2"],
-                          capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    check_demo_coron3(tmp_path, tmp_path)
+    check_demo_coron3(demo_run, tmp_path)
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+@pytest.mark.parity
+def test_demo_coron3_matches_jwst_on_the_whole_demo(demo_run, tmp_path):
+    """The demo's association (both rolls, the 5 reference dither points; the workflow's calints) through
+    jwst 3.0's calwebb_coron3 and our coron3 under ``step_defaults: jwst``: psfstack, every crfints,
+    psfalign and psfsub within 1e-6 relative with the same NaNs and DQ, the i2d within 1e-5 in common
+    pixels (all bit-identical on the demo)."""
+    from webbflow.oracle import OracleUnavailable, oracle_paths, run_coron3
+    from webbflow.stages import coron3
+
+    try:
+        oracle_paths()
+    except OracleUnavailable as exc:
+        pytest.skip(str(exc))
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_parity_coron_stage12 import _jwst_line, _max_rel
+
+    asn = demo_run / "results-coron" / "asn" / f"{PRODUCT}_asn.json"
+    (mask,) = (demo_run / "demo-coron" / "refs").glob("*psfmask*")
+    theirs, _ = run_coron3(asn, {"psfmask": mask}, tmp_path / "jwst")
+    ours = coron3.run(asn, {"psfmask": mask}, _jwst_line("coron3"), tmp_path / "ours")
+    pairs = [("psfstack", ours["psfstack"], theirs["psfstack"])]
+    for kind in ("crfints", "psfalign", "psfsub"):
+        assert sorted(p.name for p in ours[kind]) == sorted(p.name for p in theirs[kind]), kind
+        pairs += [(kind, a, b) for a, b in zip(sorted(ours[kind]), sorted(theirs[kind]))]
+    assert len(pairs) == 1 + 7 + 2 + 2
+    problems = []
+    for kind, a, b in pairs:
+        with fits.open(a) as ha, fits.open(b) as hb:
+            rel, nans = _max_rel(ha["SCI"].data, hb["SCI"].data)
+            same_dq = np.array_equal(ha["DQ"].data, hb["DQ"].data)
+        print(f"{kind:9s} {a.name}: SCI max rel {rel:.3g}, NaNs same {nans}, DQ same {same_dq}")
+        if rel > 1e-6 or not nans or not same_dq:
+            problems.append(f"{kind} {a.name}: rel {rel:.3g}, NaNs same {nans}, DQ same {same_dq}")
+    with fits.open(ours["i2d"]) as ha, fits.open(theirs["i2d"]) as hb:
+        assert ha["SCI"].data.shape == hb["SCI"].data.shape
+        x, y = np.asarray(ha["SCI"].data, float), np.asarray(hb["SCI"].data, float)
+        common = np.isfinite(x) & np.isfinite(y)
+        rel = float(np.max(np.abs(x[common] - y[common])) / np.max(np.abs(y[common])))
+    print(f"i2d SCI max rel {rel:.3g} in {common.sum()} common pixels")
+    if rel > 1e-5:
+        problems.append(f"resample i2d: rel {rel:.3g}")
+    assert not problems, "; ".join(problems)
 
 
 def check_demo_coron3(root, work):
