@@ -57,6 +57,7 @@ include: "workflow/rules/image2.smk"
 include: "workflow/rules/spec2.smk"
 include: "workflow/rules/image3.smk"
 include: "workflow/rules/tso3.smk"
+include: "workflow/rules/coron3.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/lightcurves.smk"
 

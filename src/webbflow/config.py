@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import yaml
 
-from webbflow.refs.select import DETECTOR1_REFTYPES, IMAGE2_REFTYPES, SPEC2_REFTYPES, TSO3_REFTYPES
+from webbflow.refs.select import CORON3_REFTYPES, DETECTOR1_REFTYPES, IMAGE2_REFTYPES, SPEC2_REFTYPES, TSO3_REFTYPES
 
 __all__ = [
     "DETECTOR1_STEPS",
@@ -120,7 +120,7 @@ STAGES = {
     "spec2": Stage("stage2", SPEC2_STEPS, SPEC2_REFTYPES),
     "image3": Stage("stage3", IMAGE3_STEPS),
     "tso3": Stage("stage3", TSO3_STEPS, TSO3_REFTYPES, {"extract1d": ("NRC_TSGRISM",)}),
-    "coron3": Stage("stage3", CORON3_STEPS, ("psfmask",)),
+    "coron3": Stage("stage3", CORON3_STEPS, CORON3_REFTYPES),
 }
 """Every stage by name (a preset's ``stages`` and ``steps.<stage>`` use these names).
 A new stage is added here, with its rules and a target function in ``workflow/rules``."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from webbflow.io.asdf_yaml import use_libyaml_manifests
 from webbflow.provenance import reference_names, stage_provenance  # re-exported: part of the jobs API
 
-__all__ = ["bad_input", "crds_prefetch", "demo", "detector1", "download", "image2", "image3", "image3_asn",
+__all__ = ["bad_input", "coron3", "crds_prefetch", "demo", "detector1", "download", "image2", "image3", "image3_asn",
            "lightcurves", "reference_names", "spec2", "stage_provenance", "tso3"]
 
 
@@ -149,6 +149,73 @@ def tso3(asn, x1dints=None, whtlt=None, crfints=None, steps=None, references=Non
         return
     stage.run(asn["members"], crf, x1dints, whtlt, references, steps, provenance,
               asn={"asn_pool": asn["asn_pool"], "asn_table": asn_path.name}, trace_path=trace)
+
+
+def coron3(asn, exposures, products, steps, references, crds_lock=None, shifts=None):
+    """Reduce one coronagraphic association (:func:`webbflow.stages.coron3.run`).
+
+    Parameters
+    ----------
+    asn : path-like
+        coron3 association JSON (science and psf members: their calints).
+    exposures : path-like
+        Folder of the per-exposure products (``<root>_<asn_id>_crfints``, ``_psfalign``, ``_psfsub``).
+    products : dict
+        name -> path of the association's products that the rule names (``<product>_psfstack.fits``,
+        ``_i2d.fits`` and, with the beyond-jwst klip options, ``_klipsub.fits``,
+        ``_contrast.ecsv``/``.png``, ``_companions.ecsv``): each is written in ``exposures`` by the
+        stage, then moved (same file system: atomic) to its path, matched by file name.
+    steps, references : str or dict
+        Step parameters; ``psfmask`` -> reference path.
+    crds_lock : path-like, optional
+        The run's CRDS lockfile, when the PSFMASK was chosen through CRDS (as for detector1).
+    shifts : path-like, optional
+        ``<product>_psfshifts.ecsv``: align_refs' fitted (dx, dy, beta) of every PSF-reference
+        integration on each science exposure (for the QA figure; not a jwst product).
+
+    Returns
+    -------
+    dict
+        What :func:`webbflow.stages.coron3.run` returns.
+    """
+    from webbflow.io.errors import InputError
+    from webbflow.stages import coron3 as stage
+
+    steps, references = _mapping(steps), _mapping(references)
+    info = stage.read_association(asn)
+    members = [Path(m).name for m in info["psf"] + info["science"]]
+    provenance = _locked(stage_provenance(steps, members=members, references=reference_names(references)),
+                         crds_lock, references)
+    folder = Path(exposures)
+    written = stage.run(asn, references, steps, folder, provenance)
+    for path in map(Path, products.values()):
+        made = folder / path.name
+        if not made.is_file():
+            raise InputError(asn, f"coron3 wrote no {path.name}", "check steps.klip (the rule expects the "
+                             "beyond-jwst products its settings ask for)")
+        os.replace(made, path)
+    if shifts is not None:
+        _write_psfshifts(shifts, written)
+    return written
+
+
+def _write_psfshifts(path, written):
+    """align_refs' shifts of every PSF integration on each science exposure, one row each (ECSV)."""
+    import numpy as np
+    from astropy.table import Table
+
+    from webbflow.io.files import atomic_output
+
+    rows = [(Path(aligned).name.removesuffix("_psfalign.fits"), k, *map(float, fit))
+            for aligned, fits in zip(written["psfalign"], written["shifts"])
+            for k, fit in enumerate(np.asarray(fits).reshape(-1, 3))]
+    table = Table(rows=rows or None, names=("science", "psf_integration", "dx", "dy", "beta"),
+                  dtype=(str, int, float, float, float))
+    table["dx"].unit = table["dy"].unit = "pix"
+    table.meta["comments"] = ["webbflow coron3 align_refs: shift (dx, dy, pixels) and scale (beta) fitted for each "
+                              "PSF-reference integration (psfstack order) on each science exposure's first integration"]
+    with atomic_output(path) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
 
 
 def lightcurves(x1dints, curves, fits, png, nbins=10, wave_range=None, transit=None, truth=None):

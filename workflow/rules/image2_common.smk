@@ -1,6 +1,6 @@
 """Input, parameter and target functions of the image2 rule (kept apart from the rule, as snakemake --lint asks)."""
 
-from webbflow.associations import CORON3_EXP_TYPES, coron3_associations
+from webbflow.associations import CORON3_EXP_TYPES
 from webbflow.refs.select import IMAGE2_REFTYPES
 
 _IMAGE2_REFS = {}
@@ -25,10 +25,10 @@ def cal_path(exposure):
 
 
 def image2_products(exposures):
-    """The cal/calints products, and for coronagraphy the coron3 association JSON of the calints (the
-    coron3 stage itself is issue #15 part 4)."""
+    """The cal/calints products, and for coronagraphy the coron3 association JSON of the calints
+    (rule coron3 reduces it)."""
     coron = [e for e in exposures if e.exp_type in CORON3_EXP_TYPES]
-    asns = coron3_associations(coron, pool=Path(UNCAL_DIR).name) if coron else []
+    asns = planned_coron3_associations(coron) if coron else []
     return [cal_path(e) for e in exposures] + [asn_path(a.product) for a in asns]
 
 

@@ -34,13 +34,29 @@ def coron3_exposures():
     return [e for e in stage_exposures("image2") if e.exp_type in CORON3_EXP_TYPES]
 
 
+def planned_coron3_associations(exposures):
+    """coron3 associations of ``exposures``; a target with no PSF reference is refused (its one line,
+    and a failing bad_input job naming its file) and left out of stage 3, the other targets planned."""
+    rows = list(exposures)
+    while True:
+        try:
+            return coron3_associations(rows, pool=Path(UNCAL_DIR).name)
+        except InputError as exc:
+            named = [e for e in rows if Path(e.path) == Path(exc.path)]
+            if not named:
+                raise
+            refuse_input(exc)
+            group = lambda e: (e.program, e.filter, e.pupil, e.subarray, e.targname, e.is_psf)  # noqa: E731
+            rows = [e for e in rows if group(e) != group(named[0])]
+
+
 def associations():
     """product name -> stage-3 Association (image3, tso3 for time series, coron3 for coronagraphy) of
     the exposures whose mode runs that stage (from their headers)."""
     pool = Path(UNCAL_DIR).name
     found = {a.product: a for a in image3_associations(stage_exposures("image3"), pool=pool)}
     found.update({a.product: a for a in tso3_associations(stage_exposures("tso3"), pool=pool)})
-    found.update({a.product: a for a in coron3_associations(coron3_exposures(), pool=pool)})
+    found.update({a.product: a for a in planned_coron3_associations(coron3_exposures())})
     return found
 
 

@@ -137,3 +137,26 @@ rule qa_photometry:
         "../../envs/webbflow.yaml"
     script:
         "../scripts/qa_photometry.py"
+
+
+rule qa_coron3:
+    input:
+        unpack(qa_coron3_inputs),
+    output:
+        png=report(
+            f"{QA}/{{mode}}/coron3/{{product}}_coron3.png",
+            caption="../report/qa_coron3.rst",
+            category="{mode}",
+            subcategory="coron3",
+            labels={"association": "{product}", "figure": "coronagraphy"},
+        ),
+    log:
+        f"{RESULTS}/logs/qa/{{mode}}/{{product}}_coron3.log",
+    threads: 1
+    resources:
+        mem_mb=predicted_mem_mb("qa"),
+        runtime=predicted_runtime("qa"),
+    conda:
+        "../../envs/webbflow.yaml"
+    script:
+        "../scripts/qa_coron3.py"

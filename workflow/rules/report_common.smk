@@ -66,6 +66,7 @@ def all_report_products(wildcards):
         products += [f"{QA}/{mode}/tso3/{p}_timeseries.png" for p in qa_timeseries_associations_of(mode)]
         products += [LIGHTCURVE_FIGURE.format(product=p) for p in qa_timeseries_associations_of(mode)]
         products += [f"{QA}/{mode}/tso3/{p}_photometry.png" for p in qa_photometry_associations_of(mode)]
+        products += [f"{QA}/{mode}/coron3/{p}_coron3.png" for p in qa_coron3_associations_of(mode)]
     return products
 
 
@@ -116,3 +117,24 @@ def qa_photometry_inputs(wildcards):
 DEMO_TSO_TRUTH = f"{DEMO_DIR}/truth/transit.ecsv"
 DEMO_TSO_CENTROID = f"{DEMO_DIR}/truth/centroid.ecsv"
 DEMO_TSO_DRIFT = f"{DEMO_DIR}/truth/drift.ecsv"
+
+
+def qa_coron3_associations_of(mode):
+    """The mode's coron3 associations."""
+    exposures = get_exposures()
+    return [p for p, a in sorted(associations().items())
+            if a.asn_type == "coron3" and mode_of(exposures[a.members[0]]) == mode]
+
+
+def qa_coron3_inputs(wildcards):
+    """The association's psfsub files (their folder), i2d, align_refs shifts, the beyond-jwst products
+    its rule writes and, for the demo, the companion's truth."""
+    product = wildcards.product
+    inputs = {"exposures": f"{CORON3_DIR}/exposures/{product}", "i2d": coron3_product("i2d").format(product=product),
+              "shifts": coron3_product("psfshifts", "ecsv").format(product=product)}
+    names = {"klipsub": "klipsub_fits", "contrast": "contrast_ecsv", "companions": "companions_ecsv"}
+    on = {f"{s}_{e}" for s, e in coron3_beyond_suffixes()}
+    inputs.update({k: coron3_product(*v.split("_")).format(product=product) for k, v in names.items() if v in on})
+    if USE_DEMO and Path(DEMO_CORON_TRUTH).exists():
+        inputs["truth"] = DEMO_CORON_TRUTH
+    return inputs

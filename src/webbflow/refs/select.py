@@ -16,7 +16,7 @@ from astropy.io import fits
 
 from webbflow.io.errors import ReferenceFileError
 
-__all__ = ["DETECTOR1_REFTYPES", "IMAGE2_REFTYPES", "SPEC2_REFTYPES", "TSO3_REFTYPES", "scan_reference_dir",
+__all__ = ["CORON3_REFTYPES", "DETECTOR1_REFTYPES", "IMAGE2_REFTYPES", "SPEC2_REFTYPES", "TSO3_REFTYPES", "scan_reference_dir",
            "select_references"]
 
 DETECTOR1_REFTYPES = ("mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise")
@@ -31,6 +31,9 @@ SPEC2_REFTYPES = ("specwcs", "distortion", "flat", "wavelengthrange", "photom", 
 TSO3_REFTYPES = ("extract1d",)
 """Reference types tso3 (grism time series) reads."""
 
+CORON3_REFTYPES = ("psfmask",)
+"""Reference types coron3 (coronagraphy) reads."""
+
 _HEADER_KEYS = ("REFTYPE", "INSTRUME", "DETECTOR", "SUBARRAY", "SUBSTRT1", "SUBSTRT2",
                 "SUBSIZE1", "SUBSIZE2", "USEAFTER", "READPATT", "FILTER", "PUPIL", "EXP_TYPE",
                 "P_EXP_TY", "P_PUPIL", "P_FILTER", "CHANNEL")
@@ -44,6 +47,7 @@ _SELECTORS = {
     "specwcs": ("EXP_TYPE", "FILTER", "PUPIL"),
     "wavelengthrange": ("EXP_TYPE",),
     "extract1d": ("EXP_TYPE",),
+    "psfmask": ("FILTER",),
 }
 _WILDCARDS = {"", "ANY", "N/A", "NONE", "GENERIC"}
 _PATTERN_KEY = {"EXP_TYPE": "P_EXP_TY", "PUPIL": "P_PUPIL", "FILTER": "P_FILTER"}

@@ -8,7 +8,7 @@ import numpy as np
 
 from webbflow import dqflags
 
-__all__ = ["DQ_OVERLAY", "binned_rms", "product_thumbnail", "mosaic_preview", "photometry_panels",
+__all__ = ["DQ_OVERLAY", "binned_rms", "coron3_panels", "product_thumbnail", "mosaic_preview", "photometry_panels",
            "point_to_point_rms", "residual_plots", "timeseries_panels"]
 
 DQ_OVERLAY = (
@@ -472,4 +472,80 @@ def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title, trace=
         axes += [pos, width]
     for a in axes:
         a.tick_params(labelsize=7)
+    _save(fig, png)
+
+
+def coron3_panels(png, rolls, combined, contrast, shifts, title):
+    """The coronagraphy QA figure of one coron3 association.
+
+    Parameters
+    ----------
+    png : str or Path
+    rolls : list of (str, 2-D array)
+        Label and image of each science exposure's psfsub (mean over its integrations).
+    combined : dict
+        ``image`` (2-D, north up: the sector KLIP combination, or the i2d), ``label`` and, optional,
+        ``truth`` and ``measured``: lists of (x, y) pixels in that image to mark; ``zoom``: (x, y,
+        half width) of the region shown.
+    contrast : dict or None
+        ``separation`` (arcsec) and ``curves``: label -> 5-sigma contrast; optional ``companions``:
+        (separation, contrast) pairs drawn as stars.
+    shifts : dict
+        ``psf_integration``, ``dx``, ``dy`` (pixels) and ``science`` (label per row): align_refs' fit.
+    """
+    n = max(len(rolls), 1)
+    fig = _figure(3.4 * (n + 1), 7.4)
+    top = fig.subfigures(2, 1, height_ratios=[1.1, 1])
+    axes = top[0].subplots(1, n + 1)
+    for ax, (label, image) in zip(axes, rolls):
+        good = np.isfinite(image)
+        values = image[good]
+        lim = np.percentile(np.abs(values), 99.5) if values.size else 1.0
+        ax.imshow(image, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        ax.set_title(f"psfsub {label}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = axes[-1]
+    image = combined["image"]
+    good = np.isfinite(image)
+    values = image[good]
+    lim = np.percentile(np.abs(values), 99.5) if values.size else 1.0
+    ax.imshow(image, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    for k, (x, y) in enumerate(combined.get("truth", [])):
+        ax.plot(x, y, "o", mfc="none", mec="k", ms=14, mew=1.5, label="truth" if k == 0 else None)
+    for k, (x, y) in enumerate(combined.get("measured", [])):
+        ax.plot(x, y, "+", color="lime", ms=12, mew=1.5, label="measured" if k == 0 else None)
+    if combined.get("truth") or combined.get("measured"):
+        ax.legend(fontsize=7, loc="lower right")
+    if combined.get("zoom"):
+        cx, cy, half = combined["zoom"]
+        ax.set_xlim(cx - half, cx + half)
+        ax.set_ylim(cy - half, cy + half)
+    ax.set_title(combined["label"], fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    bottom = top[1].subplots(1, 2)
+    top[1].subplots_adjust(bottom=0.18, wspace=0.3)
+    ax = bottom[0]
+    if contrast:
+        for label, curve in contrast["curves"].items():
+            ax.plot(contrast["separation"], curve, label=label)
+        for sep, con in contrast.get("companions", []):
+            ax.plot(sep, con, "r*", ms=10)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no contrast curve (klip.contrast off)", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("separation (arcsec)")
+    ax.set_ylabel("5σ contrast")
+    ax = bottom[1]
+    for name in sorted(set(shifts["science"])):
+        rows = np.asarray(shifts["science"]) == name
+        label = name.split("_")[0]  # the exposure's program + observation + visit
+        ax.plot(shifts["psf_integration"][rows], shifts["dx"][rows], ".-", label=f"dx {label}")
+        ax.plot(shifts["psf_integration"][rows], shifts["dy"][rows], "x--", label=f"dy {label}")
+    ax.set_xlabel("PSF-reference integration (psfstack plane)")
+    ax.set_ylabel("align_refs shift (pixels)")
+    ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
     _save(fig, png)

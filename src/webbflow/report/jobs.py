@@ -12,7 +12,7 @@ from webbflow import dqflags
 from webbflow.io.files import atomic_output, atomic_write_text
 from webbflow.report import figures, qa
 
-__all__ = ["qa_exposure", "qa_exposures", "qa_table", "qa_mosaic", "qa_mosaics", "qa_photometry", "qa_timeseries", "qa_truth",
+__all__ = ["qa_coron3", "qa_exposure", "qa_exposures", "qa_table", "qa_mosaic", "qa_mosaics", "qa_photometry", "qa_timeseries", "qa_truth",
            "qa_truths"]
 
 
@@ -448,4 +448,98 @@ def qa_photometry(phot, png, product=None, truth=None, centroid_truth=None):
     figures.photometry_panels(png, {"time": time, "flux": flux, "unit": str(getattr(net, "unit", ""))}, curve,
                               centroid, product or Path(phot).name.removesuffix("_phot.ecsv"),
                               radius_scan=table.meta.get("radius_scan"))
+    return numbers
+
+
+def _true_companion_xy(truth, meta):
+    """The truth's companion in the north-up KLIP image (star at ``center_x/y``, east left)."""
+    from astropy.table import Table
+
+    row = Table.read(truth, format="ascii.ecsv")[0]
+    r = float(row["separation"]) / float(meta["pixel_scale_arcsec"])
+    pa = np.radians(float(row["position_angle"]))
+    return float(meta["center_x"]) - r * np.sin(pa), float(meta["center_y"]) + r * np.cos(pa)
+
+
+def qa_coron3(psfsubs, i2d, shifts, png, product=None, klipsub=None, contrast=None, companions=None, truth=None):
+    """The QA figure of one coron3 association (:func:`webbflow.report.figures.coron3_panels`).
+
+    Parameters
+    ----------
+    psfsubs : list of str or Path
+        The science exposures' ``_psfsub.fits`` (one panel each: the mean over integrations).
+    i2d : str or Path
+        The association's ``_i2d.fits`` (the combined panel when there is no ``klipsub``).
+    shifts : str or Path
+        ``_psfshifts.ecsv`` (align_refs' shift of every PSF integration on each science exposure).
+    png : str or Path
+    product : str, optional
+        Title (default: from the i2d name).
+    klipsub, contrast, companions : str or Path, optional
+        The beyond-jwst products: the north-up sector KLIP cube (its deepest finite plane is the
+        combined panel), ``_contrast.ecsv``, ``_companions.ecsv`` (marked in green).
+    truth : str or Path, optional
+        The simulator's ``companion.ecsv`` (marked with a black circle; needs ``klipsub``).
+
+    Returns
+    -------
+    dict
+        ``offset_pix``: measured minus true position of the companion nearest the truth (pixels), when
+        both are known.
+    """
+    from astropy.table import QTable, Table
+    from stdatamodels.jwst import datamodels
+
+    rolls = []
+    for path in psfsubs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with datamodels.open(str(path)) as model:
+                roll = model.meta.wcsinfo.roll_ref
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    image = np.nanmean(np.asarray(model.data, float), axis=0)
+        rolls.append((f"roll {roll:.1f}°" if roll is not None else Path(path).name[:25], image))
+    numbers, combined, meta = {}, None, None
+    table = QTable.read(companions) if companions else None
+    curve = QTable.read(contrast) if contrast else None
+    meta = (table.meta if table is not None else curve.meta if curve is not None else None)
+    if klipsub:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with datamodels.open(str(klipsub)) as model:
+                cube = np.asarray(model.data, float)
+        finite = [k for k in range(cube.shape[0]) if np.isfinite(cube[k]).any()]
+        plane = finite[-1] if finite else 0
+        nb = (meta or {}).get("numbasis", [])
+        combined = {"image": cube[plane], "label": f"sector KLIP, north up (KL {nb[plane] if plane < len(nb) else plane})"}
+        if meta:  # the star and 1.5x the farthest companion (or 40 px) around it
+            far = max([40.0] + [1.5 * float(np.hypot(r["x"].value - meta["center_x"], r["y"].value - meta["center_y"]))
+                                for r in (table if table is not None else [])])
+            combined["zoom"] = (float(meta["center_x"]), float(meta["center_y"]), far)
+        if table is not None and len(table):
+            combined["measured"] = [(float(r["x"].value), float(r["y"].value)) for r in table]
+        if truth and meta:
+            combined["truth"] = [_true_companion_xy(truth, meta)]
+            if combined.get("measured"):
+                tx, ty = combined["truth"][0]
+                d = [np.hypot(x - tx, y - ty) for x, y in combined["measured"]]
+                numbers["offset_pix"] = float(min(d))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with datamodels.open(str(i2d)) as model:
+                combined = {"image": np.asarray(model.data, float), "label": "i2d (jwst's klip, both rolls)"}
+    contrast_panel = None
+    if curve is not None:
+        contrast_panel = {"separation": np.asarray(curve["separation"].value),
+                          "curves": {c.removeprefix("contrast_").replace("kl", "KL "): np.asarray(curve[c])
+                                     for c in curve.colnames if c.startswith("contrast_kl")}}
+        if table is not None:
+            contrast_panel["companions"] = [(float(r["separation"].value), float(r["contrast"])) for r in table]
+    s = Table.read(shifts, format="ascii.ecsv")
+    figures.coron3_panels(png, rolls, combined, contrast_panel,
+                          {"science": list(s["science"]), "psf_integration": np.asarray(s["psf_integration"]),
+                           "dx": np.asarray(s["dx"], float), "dy": np.asarray(s["dy"], float)},
+                          product or Path(i2d).name.removesuffix("_i2d.fits"))
     return numbers

@@ -46,12 +46,14 @@ __all__ = [
     "CORON_SUBARRAYS",
     "CoronOptics",
     "CoronScene",
+    "PSF_TEMPLATE",
     "companion_radec",
     "coron_image",
     "coron_positions",
     "coron_rate",
     "coron_truth",
     "occulter_transmission",
+    "psf_template",
     "psfmask_array",
     "write_coron_references",
     "write_coron_truth",
@@ -401,11 +403,62 @@ def coron_truth(specs):
     return {"companion": companion, "star_positions": positions}
 
 
+PSF_TEMPLATE = "psf_template.fits"
+"""The unocculted PSF the simulator writes beside the truth tables (``truth/psf_template.fits``)."""
+
+
+def psf_template(spec, size=41, offset_arcsec=8.0):
+    """The unocculted PSF of a unit-flux source in ``spec``'s optics, centred on the middle pixel.
+
+    The source is put ``offset_arcsec`` from the occulter (whose core the optics model samples only
+    within ``occulter_half_size``), so the image is the Lyot-stopped PSF with the exposure's wavefront;
+    it is not renormalised: its sum is the fraction of the source's flux on the ``size`` x ``size``
+    stamp.
+
+    Parameters
+    ----------
+    spec : ExposureSpec
+        ``scene="coron"`` (the first science exposure: the companion's wavefront).
+    size : int
+        Odd stamp size (pixels).
+    offset_arcsec : float
+        Distance of the source from the occulter's centre.
+
+    Returns
+    -------
+    ndarray float64 (size, size)
+        DN/s per pixel of a 1 DN/s source.
+    """
+    scene = _scene(spec)
+    scale = _pixel_scale(spec)
+    half = size // 2
+    centre = (half - offset_arcsec / scale[0], float(half))
+    return coron_image(shape=(size, size), centre=centre, scale=scale, sources=[(half, half, 1.0)],
+                       wavelength=_band(spec.filter), mask=scene.mask, wfe=_wfe(spec), optics=scene.optics)
+
+
 def write_coron_truth(outdir, specs):
-    """Write ``truth/{companion,star_positions}.ecsv``; returns name -> Path."""
+    """Write ``truth/{companion,star_positions}.ecsv`` and ``truth/psf_template.fits`` (the first science
+    exposure's unocculted PSF, :func:`psf_template`); returns name -> Path."""
+    from pathlib import Path
+
+    from astropy.io import fits
+
+    from webbflow.io.files import atomic_output
     from webbflow.simulate.tso_grism import write_truth_tables
 
-    return write_truth_tables(outdir, coron_truth(specs))
+    paths = write_truth_tables(outdir, coron_truth(specs))
+    sci = [s for s in specs if not _scene(s).is_psf] or list(specs)
+    template = psf_template(sci[0])
+    header = fits.Header()
+    header["BUNIT"] = ("DN/s", "per pixel, for 1 DN/s through the Lyot stop")
+    header["FLUXFRAC"] = (float(template.sum()), "fraction of the flux on this stamp")
+    header["FILTER"], header["CORONMSK"] = sci[0].filter, _scene(sci[0]).mask
+    path = Path(outdir) / "truth" / PSF_TEMPLATE
+    with atomic_output(path) as tmp:
+        fits.PrimaryHDU(template.astype(np.float32), header).writeto(tmp)
+    paths["psf_template"] = path
+    return paths
 
 
 CORON_P_EXP_TYPE = "NRC_CORON|"

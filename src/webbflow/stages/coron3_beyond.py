@@ -159,10 +159,13 @@ def reduce_beyond(models, science, mask, kp):
 
         def fitted(difference, x, y):  # the fakes measured as the companion is (free position and constant)
             return contrast_step.fit_companion(difference, psf, x, y, fwhm, 1.0)["flux"]
-        for x0, y0, snr in contrast_step.find_companions(image[k_use], center, psf, fwhm, kp["snr_threshold"],
-                                                         iwa=iwa, owa=owa):
-            noise = contrast_step.pixel_noise(image[k_use], center, x0, y0, fwhm)
-            fit = contrast_step.fit_companion(image[k_use], psf, x0, y0, fwhm, noise)
+        # Detected brightest first and peeled: each fitted companion is subtracted before the next search,
+        # so a bright one's diffraction rings and KLIP residual wings are not listed as companions.
+        work = image[k_use].copy()
+        for x0, y0, snr in _peel(work, center, psf, fwhm, kp["snr_threshold"], iwa, owa):
+            noise = contrast_step.pixel_noise(work, center, x0, y0, fwhm)
+            fit = contrast_step.fit_companion(work, psf, x0, y0, fwhm, noise)
+            work -= contrast_step.place_psf(work.shape, psf, fit["x"], fit["y"], fit["flux"])
             u, v = fit["x"] - center[0], fit["y"] - center[1]
             sep = float(np.hypot(u, v))
             pa = float(np.degrees(np.arctan2(-u, v)) % 360)
@@ -185,16 +188,40 @@ def reduce_beyond(models, science, mask, kp):
         out["companions"] = companions
     if kp["contrast"]:
         exclude = [(c["x"], c["y"]) for c in companions]
-        curves = [contrast_step.contrast_curve(image[k], center, psf, fwhm, kp["star_flux"], iwa=iwa, owa=owa,
-                                               exclude=exclude) for k in range(len(numbasis))]
-        seps = curves[k_use]["separation"]
-        curves = [contrast_step.contrast_curve(image[k], center, psf, fwhm, kp["star_flux"], separations=seps,
+        # the noise is measured with the companions (fitted in each cut-off's image at their positions)
+        # taken out, so their wings and rings beyond the exclusion radius do not raise the curve
+        clean = image.copy()
+        for k in finite:
+            for x, y in exclude:
+                clean[k] -= contrast_step.place_psf(clean[k].shape, psf, x, y,
+                                                    contrast_step.measure_flux(clean[k], psf, x, y))
+        # the separations of the cut-off used (a cut-off beyond the library's modes is all NaN: its curve is NaN)
+        seps = contrast_step.contrast_curve(clean[k_use], center, psf, fwhm, kp["star_flux"], iwa=iwa, owa=owa,
+                                            exclude=exclude)["separation"]
+        curves = [contrast_step.contrast_curve(clean[k], center, psf, fwhm, kp["star_flux"], separations=seps,
                                                exclude=exclude) for k in range(len(numbasis))]
         sigma = np.nan_to_num(curves[k_use]["sigma"], nan=np.nanmax(curves[k_use]["sigma"]))
+        # throughput: injected minus plain reductions (both with the companions)
         tp, _ = contrast_step.throughput(reduce, rolls, angles, center, psf, seps,
                                          float(kp["injection_sigma"]) * sigma, pas=pas, fwhm=fwhm, base=image)
         out["contrast"] = {"separation": seps, "curves": curves, "throughput": tp}
     return out
+
+
+def _peel(work, center, psf, fwhm, snr_threshold, iwa, owa):
+    """The candidates of ``work`` (x, y, snr), brightest first, each re-checked after the brighter ones
+    were fitted and subtracted from ``work`` by the caller: a candidate with no peak above the threshold
+    within one FWHM of it any more (a bright companion's rings or residual wings) is dropped.  Peeling
+    only removes candidates of the first search, never adds one."""
+    candidates = contrast_step.find_companions(work, center, psf, fwhm, snr_threshold, iwa=iwa, owa=owa)
+    for n, (x0, y0, snr) in enumerate(candidates):
+        if n:
+            again = [c for c in contrast_step.find_companions(work, center, psf, fwhm, snr_threshold, iwa=iwa, owa=owa)
+                     if np.hypot(c[0] - x0, c[1] - y0) <= fwhm]
+            if not again:
+                log.info("candidate at (%d, %d), S/N %.1f, explained by a brighter companion: dropped", x0, y0, snr)
+                continue
+        yield x0, y0, snr
 
 
 def write_beyond(result, product, out_dir, meta, template=None, sectors=False, provenance=None):
