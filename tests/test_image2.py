@@ -176,23 +176,18 @@ def test_missing_flat_is_one_clear_error(products, tmp_path):
 @pytest.mark.parity
 def test_parity_with_jwst_image2(products, tmp_path):
     """jwst 3.0 image2 (oracle) on our rate + references gives the same cal arrays and WCS."""
-    import subprocess
-
-    from webbflow.oracle import OracleUnavailable, oracle_paths
+    from webbflow.oracle import OracleUnavailable, oracle_paths, run_image2
 
     try:
-        python, script = oracle_paths()
+        oracle_paths()
     except OracleUnavailable as exc:
         pytest.skip(str(exc))
     spec, cal, refs, out = products["offset"]
     # our rate product goes to jwst as it is (jwst needs its ASDF extension to exist)
-    rate = out / f"{spec.rootname}_rate.fits"
-    cmd = [str(python), str(script), "image2", str(rate), str(tmp_path),
-           "--override", f"assign_wcs.distortion={refs['distortion']}",
-           "--override", f"flat_field.flat={refs['flat']}", "--override", f"photom.photom={refs['photom']}",
-           "--override", f"photom.area={refs['area']}", "--skip", "resample", "--skip", "bkg_subtract"]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-    with _open(cal) as ours, _open(tmp_path / cal.name) as theirs:
+    theirs_cal = run_image2(out / f"{spec.rootname}_rate.fits",
+                            {t: refs[t] for t in ("distortion", "flat", "photom", "area")}, tmp_path,
+                            skip=("resample", "bkg_subtract"))
+    with _open(cal) as ours, _open(theirs_cal) as theirs:
         for name in ("data", "err", "var_poisson", "var_rnoise", "var_flat", "area"):
             np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name), err_msg=name)
         np.testing.assert_array_equal(ours.dq, theirs.dq)

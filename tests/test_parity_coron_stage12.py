@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from webbflow.oracle import OracleUnavailable, oracle_paths, run_detector1
+from webbflow.oracle import OracleUnavailable, oracle_paths, run_detector1, run_image2
 from webbflow.refs import select_references
 from webbflow.refs.select import IMAGE2_REFTYPES
 from webbflow.simulate import run_specs
@@ -32,19 +32,6 @@ from webbflow.stages import detector1, image2
 pytestmark = pytest.mark.parity
 
 ARRAYS = ("SCI", "ERR", "VAR_POISSON", "VAR_RNOISE")
-
-
-def _jwst_image2(rateints, refs, outdir):
-    import subprocess
-
-    python, script = oracle_paths()
-    steps = {"distortion": "assign_wcs", "flat": "flat_field", "photom": "photom", "area": "photom"}
-    cmd = [str(python), str(script), "image2", str(rateints), str(outdir)]
-    cmd += [f"--override={steps[t]}.{t}={p}" for t, p in refs.items() if p]
-    outdir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(cmd, check=True, capture_output=True, timeout=600, cwd=outdir)
-    (calints,) = outdir.glob(f"{rateints.name.removesuffix('_rateints.fits')}_calints.fits")
-    return calints
 
 
 def _assert_products_agree(a, b, arrays):
@@ -81,7 +68,7 @@ def coron(tmp_path_factory):
         refs2 = select_references(header, out / "refs", None, IMAGE2_REFTYPES)
         calints = out / "ours2" / f"{root}_calints.fits"
         image2.run(rateints, calints, {t: refs2[t] for t in IMAGE2_REFTYPES}, {})
-        theirs = _jwst_image2(rateints, {t: refs2[t] for t in IMAGE2_REFTYPES}, out / "jwst2")
+        theirs = run_image2(rateints, {t: refs2[t] for t in IMAGE2_REFTYPES}, out / "jwst2")
         rows.append((rateints, jwst1["rateints"], calints, theirs))
     return _Rows(rows, out)
 

@@ -18,7 +18,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import QTable
 
-from webbflow.oracle import OracleUnavailable, oracle_paths, run_tso3
+from webbflow.oracle import OracleUnavailable, oracle_paths, run_image2, run_tso3
 from webbflow.refs import select_references
 from webbflow.refs.select import IMAGE2_REFTYPES
 from webbflow.simulate import run_specs, tso_image_specs
@@ -27,19 +27,6 @@ from webbflow.stages import detector1, image2, tso3
 pytestmark = pytest.mark.parity
 
 ARRAYS = ("SCI", "ERR", "VAR_POISSON", "VAR_RNOISE", "VAR_FLAT")
-
-
-def _jwst_image2(rateints, refs, outdir):
-    import subprocess
-
-    python, script = oracle_paths()
-    steps = {"distortion": "assign_wcs", "flat": "flat_field", "photom": "photom", "area": "photom"}
-    cmd = [str(python), str(script), "image2", str(rateints), str(outdir)]
-    cmd += [f"--override={steps[t]}.{t}={p}" for t, p in refs.items() if p]
-    outdir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(cmd, check=True, capture_output=True, timeout=600, cwd=outdir)
-    (calints,) = outdir.glob(f"{rateints.name.removesuffix('_rateints.fits')}_calints.fits")
-    return calints
 
 
 @pytest.fixture(scope="module", params=["SW", "LW"])
@@ -62,7 +49,7 @@ def segments(request, tmp_path_factory):
         calints = out / "ours2" / f"{root}_calints.fits"
         image2.run(rateints, calints, {t: refs[t] for t in IMAGE2_REFTYPES}, {})
         ours.append(calints)
-        theirs.append(_jwst_image2(rateints, {t: refs[t] for t in IMAGE2_REFTYPES}, out / "jwst2"))
+        theirs.append(run_image2(rateints, {t: refs[t] for t in IMAGE2_REFTYPES}, out / "jwst2"))
     return request.param, out, specs, ours, theirs, refs
 
 

@@ -295,6 +295,41 @@ def spec2_command(rateints, references, outdir, skip=(), settings=None):
     return cmd
 
 
+IMAGE2_OVERRIDES = {"distortion": "assign_wcs", "flat": "flat_field", "photom": "photom", "area": "photom"}
+"""Reference type -> the jwst image2 step whose ``--override`` takes it."""
+
+
+def run_image2(rate, references, outdir, skip=(), timeout=600):
+    """Run jwst's calwebb_image2 on one rate or rateints with explicit references.
+
+    Parameters
+    ----------
+    rate : path-like
+        ``_rate.fits`` (gives ``_cal.fits``) or ``_rateints.fits`` (gives ``_calints.fits``).
+    references : dict
+        Reference type (``distortion``, ``flat``, ``photom``, ``area``) -> path; ``None`` values are
+        left to jwst.
+    outdir : path-like
+    skip : iterable of str
+        jwst image2 steps to skip (``resample``, ``bkg_subtract`` ...).
+
+    Returns
+    -------
+    cal : Path
+        The calibrated product jwst wrote.
+    """
+    python, script = oracle_paths()
+    rate, outdir = Path(rate).resolve(), Path(outdir).resolve()
+    outdir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(python), str(script), "image2", str(rate), str(outdir)]
+    cmd += [f"--override={IMAGE2_OVERRIDES[t]}.{t}={p}" for t, p in references.items() if p]
+    cmd += [f"--skip={s}" for s in skip]
+    _run(cmd, outdir, f"jwst image2 on {rate}", timeout)
+    root, kind = rate.name.rsplit("_", 1)
+    suffix = "calints" if kind == "rateints.fits" else "cal"
+    return outdir / f"{root}_{suffix}.fits"
+
+
 def run_spec2(rateints, references, outdir, skip=(), settings=None, timeout=900):
     """Run jwst spec2 on one rateints; return ``{suffix: path}`` (``calints``, ``x1dints``) and the wall time."""
     outdir = Path(outdir)
