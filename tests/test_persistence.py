@@ -1,18 +1,20 @@
-"""Persistence from earlier exposures (beyond jwst, library level): against the simulator's truth.
+"""Persistence from earlier exposures (``steps.persistence``, beyond jwst): against the simulator's truth.
 
 Two NRCA1 exposures on different 64 x 64 subarrays that overlap on the detector: the first has
 saturating stars; the second starts 60 s after the first ends and carries their afterglow (the
 simulator's decaying excess current, ``afterglow_deposits``) on the pixels the first saturated,
-which sit elsewhere in its own array (another SUBSTRT).  The first exposure's high pixels, taken
-from its ramp after our saturation step and mapped through the full-frame grid, flag PERSISTENCE in
-the second's PIXELDQ:
+which sit elsewhere in its own array (another SUBSTRT).  The first exposure's high pixels (raw ramp
+reaching the saturation reference), mapped through the full-frame grid, flag PERSISTENCE in the
+second's PIXELDQ:
 
-- >= 95 % of the afterglow pixels flagged and < 1 % of the other pixels;
-- the afterglow matters: without correction the second exposure's rate at those pixels is biased
-  (median (rate - truth) / ERR > 3) while elsewhere it is not (|median| < 0.3);
+- >= 95 % of the afterglow pixels flagged and < 1 % of the other pixels, by the library functions,
+  by detector1 (rate DQ, ``S_PERSIS``) and by the workflow (``slow``: two jobs linked by _highpix);
+- the afterglow matters (``slow``): unflagged, the rate at those pixels is biased (median
+  (rate - truth) / ERR > 3) while elsewhere it is not (|median| < 0.3);
 - the window and the detector are honoured (no flags outside the window or from another detector);
-- the summary survives its ECSV round trip, and a simulation whose afterglow falls outside the
-  array is bit-identical to one without (the option off changes nothing).
+- off, nothing changes: detector1's rate arrays and config digest equal a run without the option,
+  the workflow plans no summaries or links, and a simulated afterglow outside the array leaves the
+  ramps bit-identical.
 """
 
 import dataclasses
@@ -143,6 +145,51 @@ def test_high_pixels_threshold_and_round_trip(case, tmp_path):
         persistence.read_high_pixels(bad)
 
 
+def test_detector1_writes_the_summary_and_flags_the_rate_dq(case, tmp_path):
+    """The stage: the first exposure's _highpix summary flags the second's rate DQ; off, nothing changes."""
+    from stdatamodels.jwst import datamodels
+
+    out, first, second, record, later = case
+    refs1 = select_references(fits.getheader(first.uncal), out / "first" / "refs")
+    refs2 = select_references(fits.getheader(second.uncal), out / "second" / "refs")
+    summary = tmp_path / "first_highpix.ecsv"
+    detector1.run(first.uncal, tmp_path / "a_rate.fits", tmp_path / "a_rateints.fits", refs1, {},
+                  highpix_path=summary)
+    written = persistence.read_high_pixels(summary)
+    assert np.array_equal(written.x, record.x) and np.array_equal(written.y, record.y)
+
+    runs = {"plain": ({}, ()), "off": ({"persistence": {"skip": True}}, (summary,)),
+            "on": ({"persistence": {"skip": False, "window": 600.0}}, (summary,))}
+    products = {}
+    for name, (params, earlier) in runs.items():
+        rate = tmp_path / f"{name}_rate.fits"
+        statuses = detector1.run(second.uncal, rate, tmp_path / f"{name}_rateints.fits", refs2, params,
+                                 earlier_highpix=earlier)
+        with fits.open(rate) as hdul:
+            products[name] = {k: hdul[k].data.copy() for k in ("SCI", "ERR", "DQ")}
+            products[name]["header"] = hdul[0].header.copy()
+        products[name]["statuses"] = statuses
+    for k in ("SCI", "ERR", "DQ"):
+        assert np.array_equal(products["off"][k], products["plain"][k], equal_nan=True), k
+    assert products["off"]["header"]["WF_CFGD"] == products["plain"]["header"]["WF_CFGD"]
+    assert "S_PERSIS" not in products["off"]["header"] and "persistence" not in products["off"]["statuses"]
+
+    on = products["on"]
+    dep = second.deposits
+    glow = dep.kind == "afterglow"
+    truth = np.zeros(on["DQ"].shape, bool)
+    truth[dep.y[glow], dep.x[glow]] = True
+    flagged = (on["DQ"] & dqflags.PERSISTENCE) != 0
+    assert flagged[truth].mean() >= 0.95 and flagged[~truth].mean() < 0.01
+    # the flag is informative: everything else as without it
+    assert np.array_equal(on["DQ"] & ~np.uint32(dqflags.PERSISTENCE), products["plain"]["DQ"])
+    assert np.array_equal(on["SCI"], products["plain"]["SCI"], equal_nan=True)
+    assert on["header"]["WF_CFGD"] != products["plain"]["header"]["WF_CFGD"]
+    with datamodels.open(tmp_path / "on_rate.fits") as model:
+        assert isinstance(model, datamodels.ImageModel)
+        assert model.meta.cal_step.persistence == "COMPLETE"
+
+
 def test_afterglow_off_changes_nothing(tmp_path):
     """An afterglow that misses the array leaves the simulated ramps bit-identical."""
     spec = dataclasses.replace(BRIGHT, size=32, corner=(501, 501), n_saturating_stars=0, n_stars=1)
@@ -150,3 +197,50 @@ def test_afterglow_off_changes_nothing(tmp_path):
     b = simulate_exposure(spec, tmp_path / "b", afterglow={"x_full": [10], "y_full": [10], "amplitude": 50.0,
                                                            "tau": 100.0, "delay": 10.0})
     assert np.array_equal(fits.getdata(a, "SCI"), fits.getdata(b, "SCI"))
+
+
+@pytest.mark.slow
+@pytest.mark.workflow
+def test_workflow_links_earlier_exposures_only_when_on(tmp_path):
+    """snakemake: on, each detector1 job writes _highpix and the later one flags from the earlier's;
+    off (the default), neither the summaries nor any link between the jobs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = tmp_path / "data"
+    spec1 = dataclasses.replace(BRIGHT, corner="interior")
+    first = simulate_exposure(spec1, data, return_details=True)
+    spec2 = dataclasses.replace(spec1, n_saturating_stars=0, seed=72, exposure=2, dither_position=2,
+                                dither_offset=(0.5, 0.3), date_obs=_later(spec1, GAP_S))
+    sy, sx = np.nonzero((first.first_saturated >= 0).any(axis=0))
+    glow = {"x_full": sx + spec1.geometry.xstart - 1, "y_full": sy + spec1.geometry.ystart - 1,
+            "amplitude": 200.0, "tau": 300.0, "delay": GAP_S}
+    second = simulate_exposure(spec2, data, return_details=True, afterglow=glow)
+    repo = Path(__file__).resolve().parents[1]
+
+    def snakemake(config_text, *args):
+        config = tmp_path / f"config{len(config_text)}.yaml"
+        config.write_text(f"inputs: {{uncal_dir: {data / 'uncal'}}}\nresults_dir: out\n"
+                          f"references: {{dir: {data / 'refs'}}}\n" + config_text)
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(tmp_path / "work"),
+               "--configfile", str(config), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    (tmp_path / "work").mkdir()
+    assert "highpix" not in snakemake("", "-n", "stage1")  # off: no summaries, no links
+    on = "steps:\n  persistence: {skip: false, window: 600}\n"
+    snakemake(on, "--cores", "1", "stage1")
+    rates = {p.name.split("_")[2]: p for p in (tmp_path / "work" / "out").rglob("*_rate.fits")}
+    assert sorted(rates) == ["00001", "00002"]
+    assert len(list((tmp_path / "work" / "out").rglob("*_highpix.ecsv"))) == 2
+    dq1, dq2 = fits.getdata(rates["00001"], "DQ"), fits.getdata(rates["00002"], "DQ")
+    assert not (dq1 & dqflags.PERSISTENCE).any()  # nothing before the first exposure
+    dep = second.deposits
+    truth = np.zeros(dq2.shape, bool)
+    truth[dep.y[dep.kind == "afterglow"], dep.x[dep.kind == "afterglow"]] = True
+    flagged = (dq2 & dqflags.PERSISTENCE) != 0
+    assert truth.sum() > 0 and flagged[truth].mean() >= 0.95 and flagged[~truth].mean() < 0.01
+    assert fits.getheader(rates["00002"])["S_PERSIS"] == "COMPLETE"
