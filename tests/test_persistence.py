@@ -8,8 +8,9 @@ reaching the saturation reference), mapped through the full-frame grid, flag PER
 second's PIXELDQ:
 
 - >= 95 % of the afterglow pixels flagged and < 1 % of the other pixels, by the library functions,
-  by detector1 (rate DQ, ``S_PERSIS``) and by the workflow (``slow``: two jobs linked by _highpix);
-- the afterglow matters (``slow``): unflagged, the rate at those pixels is biased (median
+  by detector1 (rate DQ, ``S_PERSIS``; the summary also from an exposure streamed in chunks) and by
+  the workflow (``slow``: two jobs linked by _highpix);
+- the afterglow matters: unflagged, the rate at those pixels is biased (median
   (rate - truth) / ERR > 3) while elsewhere it is not (|median| < 0.3);
 - the window and the detector are honoured (no flags outside the window or from another detector);
 - off, nothing changes: detector1's rate arrays and config digest equal a run without the option,
@@ -103,7 +104,6 @@ def test_afterglow_pixels_flagged(case):
         assert not dq.any()
 
 
-@pytest.mark.slow  # a detector1 run (~20 s with the kernels' first compilation)
 def test_afterglow_biases_the_rate(case):
     """The flag marks something real: the uncorrected rate is high where the afterglow is."""
     out, first, second, record, later = case
@@ -157,6 +157,16 @@ def test_detector1_writes_the_summary_and_flags_the_rate_dq(case, tmp_path):
                   highpix_path=summary)
     written = persistence.read_high_pixels(summary)
     assert np.array_equal(written.x, record.x) and np.array_equal(written.y, record.y)
+    # streamed in chunks (a tiny memory budget): the same summary; flagging needs the whole ramp
+    streamed = tmp_path / "streamed_highpix.ecsv"
+    detector1.run(first.uncal, tmp_path / "s_rate.fits", tmp_path / "s_rateints.fits", refs1, {},
+                  highpix_path=streamed, max_memory_mb=0.05, scratch_dir=tmp_path)
+    back = persistence.read_high_pixels(streamed)
+    assert np.array_equal(back.x, record.x) and np.array_equal(back.y, record.y)
+    with pytest.raises(InputError, match="steps.persistence.skip needs the whole ramp"):
+        detector1.run(first.uncal, tmp_path / "t_rate.fits", tmp_path / "t_rateints.fits", refs1,
+                      {"persistence": {"skip": False}}, max_memory_mb=0.05, scratch_dir=tmp_path)
+    assert not (tmp_path / "t_rate.fits").exists()
 
     runs = {"plain": ({}, ()), "off": ({"persistence": {"skip": True}}, (summary,)),
             "on": ({"persistence": {"skip": False, "window": 600.0}}, (summary,))}

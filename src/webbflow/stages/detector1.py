@@ -4,7 +4,8 @@ The steps run in memory on one :class:`~webbflow.ramp.Ramp`, in jwst's NIR
 order: dq_init, saturation, superbias, refpix, linearity, dark_current,
 charge_migration, jump, clean_flicker_noise, ramp_fit, gain_scale
 (charge_migration and clean_flicker_noise off unless ``skip: false``, as in
-jwst).  Everything that can fail on bad input (reading the exposure,
+jwst), and, beyond jwst and off unless asked, the persistence flags from
+earlier exposures after dq_init (:mod:`webbflow.steps.persistence`).  Everything that can fail on bad input (reading the exposure,
 choosing and cutting references) happens before the first step, and the
 products are written only at the end, atomically, so a failed run leaves
 nothing behind that looks finished.
@@ -28,6 +29,7 @@ from webbflow.io.uncal import SUPPORTED_EXP_TYPES, UncalStream, read_uncal_heade
 from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
 from webbflow.stages import detector1_stream
+from webbflow.steps import persistence
 
 __all__ = ["STEP_REFTYPES", "call_step", "fitopt_path", "iter_steps", "one_over_f_table", "run", "write_one_over_f"]
 
@@ -357,14 +359,27 @@ def _persistence(params, earlier_highpix):
     ``params["persistence"]`` (beyond jwst, :mod:`webbflow.steps.persistence`) is off unless
     ``skip: false``; the earlier exposures' summaries are read only when it is on.
     """
-    from webbflow.steps import persistence
-
     settings = dict(params.get("persistence") or {})
     on = not settings.get("skip", True)
     window = float(settings.get("window", persistence.DEFAULT_WINDOW_S))
     fraction = float(settings.get("fraction", 1.0))
     records = [persistence.read_high_pixels(p) for p in earlier_highpix] if on else []
     return settings, on, window, fraction, records
+
+
+def _raw_group_max(stream, batch=8):
+    """Each pixel's highest raw group value of a streamed exposure, ``batch`` groups at a time.
+
+    For exposures reduced in chunks (:mod:`~webbflow.stages.detector1_stream`), whose whole ramp
+    never sits in memory: the persistence summary needs only this plane.
+    """
+    nints, ngroups = stream.shape[:2]
+    top = None
+    for i in range(nints):
+        for g0 in range(0, ngroups, batch):
+            plane = stream.ramp(i, i + 1, groups=range(g0, min(g0 + batch, ngroups))).data.max(axis=(0, 1))
+            top = plane if top is None else np.maximum(top, plane)
+    return top
 
 
 def run(uncal_path, rate_path, rateints_path, references, params, provenance=None,
@@ -413,8 +428,8 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
         detector that ended less than ``window`` s before this one started was high.
 
     With ``params["ramp_fit"]["save_opt"]`` the optional fit product is also
-    written, to :func:`fitopt_path` of ``rate_path`` (in-memory exposures only);
-    so are the persistence summary and flags.
+    written, to :func:`fitopt_path` of ``rate_path`` (in-memory exposures only;
+    so is the persistence flagging, while the summary is written for any).
 
     Returns
     -------
@@ -480,7 +495,7 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     statuses = {}
     one_over_f = [] if one_over_f_path is not None else None
     for key, wanted in (("ramp_fit.save_opt", params["ramp_fit"].get("save_opt")),
-                        ("persistence.skip", highpix_path is not None or persist_on)):
+                        ("persistence.skip", persist_on)):
         if streamed and wanted:
             value = "true" if key == "persistence.skip" else "false"
             raise InputError(uncal_path, f"steps.{key} needs the whole ramp in memory, and this exposure "
@@ -492,14 +507,17 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
                                  max_bytes, scratch_dir=scratch_dir, one_over_f=one_over_f)
             if one_over_f is not None:
                 write_one_over_f(one_over_f_path, one_over_f, headers)
+            if highpix_path is not None:  # a summary for later exposures (flagging this one needs the ramp)
+                top = _raw_group_max(stream)[None, None]
+                persistence.write_high_pixels(highpix_path, persistence.high_pixels(
+                    top, fraction * refs["saturation"]["sat_thresh"], readout.detector, headers.primary["EXPSTART"],
+                    headers.primary["EXPEND"], readout.substrt1, readout.substrt2))
         log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
                  Path(rate_path).name, Path(rateints_path).name)
         return statuses
 
     high = None
     if highpix_path is not None:
-        from webbflow.steps import persistence
-
         # the raw ramp, before any step: the saturation reference's scale
         high = persistence.high_pixels(ramp.data, fraction * refs["saturation"]["sat_thresh"], readout.detector,
                                        headers.primary["EXPSTART"], headers.primary["EXPEND"],
@@ -508,8 +526,6 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     for step, status, result in iter_steps(ramp, readout, headers, refs, params, one_over_f=one_over_f):
         statuses[step] = status
         if step == "dq_init" and persist_on:  # dq_init sets PIXELDQ from the mask; later steps see the flag
-            from webbflow.steps import persistence
-
             persistence.flag(ramp.pixeldq, readout.detector, headers.primary["EXPSTART"], earlier,
                              readout.substrt1, readout.substrt2, window=window)
             statuses["persistence"] = StepStatus.COMPLETE
@@ -525,8 +541,6 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
         if one_over_f is not None:
             write_one_over_f(one_over_f_path, one_over_f, headers)
         if high is not None:
-            from webbflow.steps import persistence
-
             persistence.write_high_pixels(highpix_path, high)
     log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
              Path(rate_path).name, Path(rateints_path).name)
