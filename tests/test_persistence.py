@@ -254,3 +254,23 @@ def test_workflow_links_earlier_exposures_only_when_on(tmp_path):
     flagged = (dq2 & dqflags.PERSISTENCE) != 0
     assert truth.sum() > 0 and flagged[truth].mean() >= 0.95 and flagged[~truth].mean() < 0.01
     assert fits.getheader(rates["00002"])["S_PERSIS"] == "COMPLETE"
+
+
+def test_off_by_default_and_on_the_jwst_line():
+    """No preset turns persistence on, with or without its recommended layer (beyond jwst: off)."""
+    from pathlib import Path
+
+    import yaml
+
+    from webbflow.config import DETECTOR1_EXTRA_STEPS, load_modes, step_parameters
+
+    repo = Path(__file__).resolve().parents[1]
+    schema = repo / "config" / "schema.yaml"
+    steps = yaml.safe_load(schema.read_text())["properties"]["steps"]["properties"]
+    defaults = {"persistence": {k: v["default"] for k, v in steps["persistence"]["properties"].items()}}
+    assert defaults["persistence"]["skip"] is True
+    for name, preset in load_modes(repo / "config" / "modes", schema).items():
+        for recommended in (True, False):
+            params = step_parameters(defaults, "detector1", preset, recommended=recommended,
+                                     extra_steps=DETECTOR1_EXTRA_STEPS)
+            assert params["persistence"]["skip"] is True, (name, recommended)
