@@ -7,8 +7,8 @@ from pathlib import Path
 
 from snakemake.exceptions import IncompleteCheckpointException
 
-from webbflow.config import (DETECTOR1_EXTRA_STEPS, SKIPPED_EXP_TYPES, STAGES, canonical_json, deep_merge, mode_for, stage_reftypes,
-                             step_parameters)
+from webbflow.config import (DETECTOR1_EXTRA_STEPS, SKIPPED_EXP_TYPES, STAGES, canonical_json, deep_merge, mode_for,
+                             stage_reftypes, step_parameters)
 from webbflow.demo import demo_problem
 from webbflow.exposures import exposure_table
 from webbflow.io.errors import InputError

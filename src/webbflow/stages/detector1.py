@@ -5,7 +5,8 @@ order: dq_init, saturation, superbias, refpix, linearity, dark_current,
 charge_migration, jump, clean_flicker_noise, ramp_fit, gain_scale
 (charge_migration and clean_flicker_noise off unless ``skip: false``, as in
 jwst), and, beyond jwst and off unless asked, the persistence flags from
-earlier exposures after dq_init (:mod:`webbflow.steps.persistence`).  Everything that can fail on bad input (reading the exposure,
+earlier exposures after dq_init (:mod:`webbflow.steps.persistence`).
+Everything that can fail on bad input (reading the exposure,
 choosing and cutting references) happens before the first step, and the
 products are written only at the end, atomically, so a failed run leaves
 nothing behind that looks finished.

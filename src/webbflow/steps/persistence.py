@@ -30,8 +30,15 @@ import numpy as np
 
 from webbflow import dqflags
 
-__all__ = ["HighPixels", "high_pixels", "earlier_within", "flag", "write_high_pixels", "read_high_pixels",
-           "DEFAULT_WINDOW_S"]
+__all__ = [
+    "DEFAULT_WINDOW_S",
+    "HighPixels",
+    "earlier_within",
+    "flag",
+    "high_pixels",
+    "read_high_pixels",
+    "write_high_pixels",
+]
 
 log = logging.getLogger(__name__)
 
