@@ -23,6 +23,7 @@ from webbflow.refs.select import CORON3_REFTYPES, DETECTOR1_REFTYPES, IMAGE2_REF
 
 __all__ = [
     "DETECTOR1_STEPS",
+    "DETECTOR1_EXTRA_STEPS",
     "SKIPPED_BY_DEFAULT",
     "SKIPPED_EXP_TYPES",
     "IMAGE2_STEPS",
@@ -53,6 +54,11 @@ DETECTOR1_STEPS = (
     "dark_current", "charge_migration", "jump", "clean_flicker_noise", "ramp_fit", "gain_scale",
 )
 """detector1 steps in the order they run."""
+
+DETECTOR1_EXTRA_STEPS = ("persistence",)
+"""detector1 options outside :data:`DETECTOR1_STEPS` (beyond jwst, off unless ``skip: false``): the stage
+runs them around its steps, and their parameters reach a job only when they are on
+(:func:`step_parameters`' ``extra_steps``), so that off the products are as before."""
 
 SKIPPED_BY_DEFAULT = ("charge_migration", "clean_flicker_noise", "destripe")
 """Steps that run only when asked (``skip: false``), as jwst's step specs have them."""
@@ -368,7 +374,7 @@ def step_kwargs(params, step):
 
 
 def step_parameters(defaults, stage, mode_preset=None, user_steps=None, user_mode_steps=None,
-                    recommended=True):
+                    recommended=True, extra_steps=()):
     """Effective parameters of each step of ``stage`` for one exposure (or association).
 
     Precedence, lowest first: ``defaults`` < the mode preset's ``steps.<stage>`` (jwst's values
@@ -390,6 +396,9 @@ def step_parameters(defaults, stage, mode_preset=None, user_steps=None, user_mod
     recommended : bool
         Apply the preset's ``recommended`` layer (the NIRCam team's workarounds); False
         reproduces jwst 3.0's defaults for the mode.
+    extra_steps : sequence of str
+        Further steps to return, read from the same layers (e.g. ``persistence``, which
+        detector1 runs only when asked, outside :data:`DETECTOR1_STEPS`).
 
     Returns
     -------
@@ -402,7 +411,7 @@ def step_parameters(defaults, stage, mode_preset=None, user_steps=None, user_mod
     merged = defaults or {}
     for layer in (preset_steps, advice, user_steps, user_mode_steps):
         merged = deep_merge(merged, layer or {})
-    return {step: dict(merged.get(step) or {}) for step in STAGES[stage].steps}
+    return {step: dict(merged.get(step) or {}) for step in (*STAGES[stage].steps, *extra_steps)}
 
 
 class ConfigError(ValueError):

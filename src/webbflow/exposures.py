@@ -26,7 +26,8 @@ class Exposure:
     (``jw<ppppp><ooo><vvv>_<gg><s><aa>_<eeeee>``, plus ``-seg<NNN>`` for a segment of a
     time series), ``rootname`` adds the lower-case detector; ``path`` is the uncal file;
     ``segment`` is EXSEGNUM and ``segments`` EXSEGTOT (0: not segmented); ``is_psf`` is IS_PSF (a
-    coronagraphic PSF reference) and ``targname`` TARGPROP (else TARGNAME).
+    coronagraphic PSF reference) and ``targname`` TARGPROP (else TARGNAME); ``expstart`` and ``expend``
+    are EXPSTART and EXPEND (MJD, 0 when absent; persistence planning).
     """
 
     path: str
@@ -51,6 +52,8 @@ class Exposure:
     segments: int = 0
     is_psf: bool = False
     targname: str = ""
+    expstart: float = 0.0
+    expend: float = 0.0
 
     def as_dict(self):
         """The row as a plain dict (e.g. for a pandas DataFrame)."""
@@ -136,6 +139,8 @@ def exposure_from_header(header, path):
         segments=int(header.get("EXSEGTOT") or 0) if "-seg" in root else 0,
         is_psf=header.get("IS_PSF") is True or str(header.get("IS_PSF", "")).strip().upper() in ("T", "TRUE"),
         targname=str(header.get("TARGPROP") or header.get("TARGNAME") or "").strip(),
+        expstart=float(header.get("EXPSTART") or 0.0),
+        expend=float(header.get("EXPEND") or 0.0),
     )
 
 

@@ -41,7 +41,7 @@ def _locked(provenance, crds_lock, references):
 
 
 def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=None, max_memory_mb=None,
-              one_over_f=None):
+              one_over_f=None, highpix=None, earlier_highpix=()):
     """Reduce one uncal exposure to rate and rateints (:func:`webbflow.stages.detector1.run`).
 
     Parameters
@@ -62,13 +62,17 @@ def detector1(uncal, rate, rateints, steps, references, exp_types, crds_lock=Non
     one_over_f : path-like, optional
         The 1/f QA table (ECSV) to write beside the products
         (:func:`webbflow.stages.detector1.one_over_f_table`).
+    highpix, earlier_highpix : path-like, sequence of path-like
+        The exposure's persistence summary to write, and those of the earlier exposures to
+        flag from (``steps.persistence``, :func:`webbflow.stages.detector1.run`).
     """
     from webbflow.stages import detector1 as stage
 
     steps, references = _mapping(steps), _mapping(references)
     provenance = _locked(stage_provenance(steps, references=reference_names(references)), crds_lock, references)
     stage.run(uncal, rate, rateints, references, steps, provenance, exp_types=tuple(exp_types),
-              max_memory_mb=max_memory_mb, one_over_f_path=one_over_f)
+              max_memory_mb=max_memory_mb, one_over_f_path=one_over_f, highpix_path=highpix,
+              earlier_highpix=list(earlier_highpix or ()))
 
 
 def image2(rate, cal, steps, references):

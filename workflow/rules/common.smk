@@ -7,8 +7,8 @@ from pathlib import Path
 
 from snakemake.exceptions import IncompleteCheckpointException
 
-from webbflow.config import (SKIPPED_EXP_TYPES, STAGES, canonical_json, deep_merge, mode_for, stage_reftypes,
-                             step_parameters)
+from webbflow.config import (DETECTOR1_EXTRA_STEPS, SKIPPED_EXP_TYPES, STAGES, canonical_json, deep_merge, mode_for,
+                             stage_reftypes, step_parameters)
 from webbflow.demo import demo_problem
 from webbflow.exposures import exposure_table
 from webbflow.io.errors import InputError
@@ -251,17 +251,50 @@ def products_of(target):
     return products
 
 
-def exposure_step_parameters(exposure, stage, preset_layer=None):
+def exposure_step_parameters(exposure, stage, preset_layer=None, extra_steps=()):
     """Effective step parameters of ``stage`` for ``exposure``: schema defaults < its mode's preset
     (then its ``recommended`` layer unless ``step_defaults: jwst``, then ``preset_layer``, e.g. the
-    demo's own tweaks) < the user's ``steps`` < ``mode_steps.<mode>``."""
-    mode = mode_of(exposure)
+    demo's own tweaks) < the user's ``steps`` < ``mode_steps.<mode>``.  ``extra_steps``: further
+    steps read from the same layers (``persistence``)."""
+    return _mode_step_parameters(mode_of(exposure), stage, preset_layer, extra_steps)
+
+
+def _mode_step_parameters(mode, stage, preset_layer=None, extra_steps=()):
     preset = MODES[mode]
     if preset_layer:
         preset = deep_merge(preset, {"steps": {stage: preset_layer}})
     return step_parameters(config["steps"], stage, preset, USER_CONFIG.get("steps"),
                            (USER_CONFIG.get("mode_steps") or {}).get(mode),
-                           recommended=config["step_defaults"] == "recommended")
+                           recommended=config["step_defaults"] == "recommended", extra_steps=extra_steps)
+
+
+def _persistence_of_mode(mode):
+    return _mode_step_parameters(mode, "detector1", extra_steps=DETECTOR1_EXTRA_STEPS)["persistence"]
+
+
+# steps.persistence (beyond jwst, off by default): when some enabled mode turns it on, every detector1 job
+# writes its _highpix summary, and a job of such a mode waits for the summaries of the earlier exposures of
+# its detector within the window.  Off, neither exists, so nothing links the jobs.
+PERSISTENCE = any(not _persistence_of_mode(m).get("skip", True) for m in MODES)
+
+
+def highpix_path(exposure):
+    """The persistence summary of an exposure (``steps.persistence``), beside its rate product."""
+    return f"{RESULTS}/detector1/{exposure.filter.lower()}/{exposure.rootname}_highpix.ecsv"
+
+
+def persistence_inputs(exposure):
+    """The summaries of the exposures of ``exposure``'s detector that ended less than
+    ``steps.persistence.window`` s before it started (none when the option is off for its mode).
+    Exposures without EXPSTART/EXPEND are never linked, and only strictly earlier starts count, so
+    the links cannot form a cycle."""
+    params = _persistence_of_mode(mode_of(exposure))
+    if params.get("skip", True) or exposure.expstart <= 0:
+        return []
+    window = float(params["window"])
+    return sorted(highpix_path(e) for e in stage_exposures("detector1")
+                  if e.detector == exposure.detector and 0 < e.expstart < exposure.expstart
+                  and 0 <= (exposure.expstart - e.expend) * 86400.0 < window)
 
 
 def exposure_of(wildcards):
@@ -461,6 +494,8 @@ def detector1_inputs(wildcards):
         inputs["demo"] = DEMO_MANIFEST
     if USE_MAST:
         inputs["download"] = DOWNLOAD_MANIFEST
+    if PERSISTENCE:
+        inputs["persistence"] = persistence_inputs(exposure_of(wildcards))
     return inputs
 
 
@@ -483,7 +518,10 @@ def crds_stage_inputs(exposure, references, reftypes, checked=False):
 
 def detector1_steps(wildcards):
     """Effective step parameters of the exposure as canonical JSON (a params change reruns the job)."""
-    return canonical_json(exposure_step_parameters(exposure_of(wildcards), "detector1"))
+    params = exposure_step_parameters(exposure_of(wildcards), "detector1", extra_steps=DETECTOR1_EXTRA_STEPS)
+    if params["persistence"].get("skip", True):
+        del params["persistence"]  # off: the parameters (and the products' digest) are as before the option
+    return canonical_json(params)
 
 
 def detector1_exp_types(wildcards):

@@ -9,6 +9,9 @@ rule detector1:
         rateints=f"{RESULTS}/detector1/{{filter}}/{{exposure}}_{{detector}}_rateints.fits",
         # QA, not a product: the 1/f per integration and amplifier before and after ROEBA
         onef=f"{RESULTS}/detector1/{{filter}}/{{exposure}}_{{detector}}_onef.ecsv",
+        # steps.persistence: the pixels later exposures of the detector flag (only when the option is on)
+        **({"highpix": f"{RESULTS}/detector1/{{filter}}/{{exposure}}_{{detector}}_highpix.ecsv"}
+           if PERSISTENCE else {}),
     log:
         f"{RESULTS}/logs/detector1/{{filter}}/{{exposure}}_{{detector}}.log",
     params:

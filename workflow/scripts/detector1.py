@@ -8,8 +8,11 @@ sys.path.append(str(Path(sm.scriptdir).parents[1] / "src"))  # a clone used with
 from webbflow import jobs  # noqa: E402
 from webbflow.workflow import run_job  # noqa: E402
 
+earlier = sm.input.get("persistence", [])  # a one-file named input comes back as the path itself
+earlier = [earlier] if isinstance(earlier, str) else list(earlier)
 # The memory budget is read from the config, not passed as a param: the products do not depend on it,
 # so changing it must not re-run finished jobs.
 run_job(sm, "detector1", jobs.detector1, sm.input.uncal, sm.output.rate, sm.output.rateints, sm.params.steps,
         sm.params.reference_paths, exp_types=sm.params.exp_types, crds_lock=sm.input.get("crds_lock"),
-        max_memory_mb=(sm.config.get("max_memory_mb") or {}).get("detector1"), one_over_f=sm.output.onef)
+        max_memory_mb=(sm.config.get("max_memory_mb") or {}).get("detector1"), one_over_f=sm.output.onef,
+        highpix=sm.output.get("highpix"), earlier_highpix=earlier)

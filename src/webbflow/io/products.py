@@ -97,6 +97,7 @@ _S_KEYWORDS = {
     "linearity": ("S_LINEAR", "Linearity Correction"),
     "dark_current": ("S_DARK", "Dark Subtraction"),
     "charge_migration": ("S_CHGMIG", "Charge Migration"),
+    "persistence": ("S_PERSIS", "Persistence Correction"),
     "jump": ("S_JUMP", "Jump Detection"),
     "clean_flicker_noise": ("S_CLNFNS", "Clean Flicker Noise"),
     "ramp_fit": ("S_RAMP", "Ramp Fitting"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Deposits", "SNOWBALL_FIELDS", "draw_deposits", "frames_read"]
+__all__ = ["Deposits", "SNOWBALL_FIELDS", "draw_deposits", "frames_read", "afterglow_deposits"]
 
 SNOWBALL_FIELDS = ("integration", "group", "frame", "time", "x", "y", "r_core", "halo_amplitude", "halo_radius")
 """Columns of :attr:`Deposits.snowballs`, one row per snowball: 0-based integration and first group
@@ -37,7 +37,7 @@ class Deposits:
     time : float
         Seconds after the reset of the integration.
     kind : str
-        ``"cosmic_ray"`` or ``"snowball"``.
+        ``"cosmic_ray"``, ``"snowball"`` or ``"afterglow"`` (persistence, :func:`afterglow_deposits`).
     snowballs : dict of ndarray
         One entry per snowball event (not per pixel), keys :data:`SNOWBALL_FIELDS`.
     """
@@ -142,3 +142,61 @@ def _snowball(spec, model, rng, t_last):
     return Deposits(snowballs={k: np.asarray(v) for k, v in event.items()},
                     integration=np.full(n, i), frame=frame, group=group, y=yy, x=xx,
                     amplitude=amp, time=np.full(n, t), kind=np.full(n, "snowball"))
+
+
+def afterglow_deposits(spec, model, x_full, y_full, amplitude, tau, delay):
+    """Persistence from an earlier exposure: a decaying excess current in the pixels it saturated.
+
+    The trapped charge leaks out as ``amplitude * exp(-t / tau)`` (DN/s, linear),
+    ``t`` counted from the end of the bright exposure; each frame read of this
+    exposure gets the charge released since the previous read (the reset frame
+    of each integration clears what leaked before it).  One deposit row per
+    (pixel, integration, frame read), so keep the pixel list short.
+
+    Parameters
+    ----------
+    spec : ExposureSpec
+        This (later) exposure.
+    model : DetectorModel
+        Its detector model (geometry and frame time).
+    x_full, y_full : array of int
+        0-based full-frame science-grid coordinates of the earlier exposure's
+        bright pixels; those outside this exposure's array are dropped.
+    amplitude : float
+        Excess current (DN/s) at the end of the bright exposure.
+    tau : float
+        Decay time, s.
+    delay : float
+        Seconds from the bright exposure's end to this exposure's start.
+
+    Returns
+    -------
+    Deposits
+        Kind ``"afterglow"``; ``time`` is the read time within the integration.
+    """
+    geom = model.geometry
+    ny, nx = geom.shape
+    xs = np.asarray(x_full, int) - (geom.xstart - 1)
+    ys = np.asarray(y_full, int) - (geom.ystart - 1)
+    inside = (xs >= 0) & (xs < nx) & (ys >= 0) & (ys < ny)
+    xs, ys = xs[inside], ys[inside]
+    inside = model.qe[ys, xs] > 0
+    xs, ys = xs[inside], ys[inside]
+    nread = frames_read(spec.ngroups, spec.nframes, spec.groupgap)
+    tframe = model.tframe
+    t_int = (nread + 1) * tframe  # one reset frame per integration, as the headers' timing
+    per = spec.nframes + spec.groupgap
+    frames = np.arange(nread)
+    parts = []
+    for i in range(spec.nints):
+        # read k is (k + 1) tframe after the reset; charge released in ((k) tframe, (k + 1) tframe]
+        t0 = delay + i * t_int + tframe  # the reset frame's end
+        lo, hi = t0 + frames * tframe, t0 + (frames + 1) * tframe
+        charge = amplitude * tau * (np.exp(-lo / tau) - np.exp(-hi / tau))  # DN per frame
+        n = xs.size * nread
+        parts.append(Deposits(integration=np.full(n, i), frame=np.tile(frames, xs.size),
+                              group=np.tile(frames // per + (frames % per >= spec.nframes), xs.size),
+                              y=np.repeat(ys, nread), x=np.repeat(xs, nread),
+                              amplitude=np.tile(charge, xs.size), time=np.tile((frames + 1) * tframe, xs.size),
+                              kind=np.full(n, "afterglow")))
+    return Deposits.concatenate(parts)

@@ -11,7 +11,7 @@ from astropy.time import Time
 from webbflow.simulate import optics
 from webbflow.simulate.detector_model import DetectorModel, make_detector_model
 from webbflow.simulate.detectors import DETECTORS
-from webbflow.simulate.events import draw_deposits, frames_read
+from webbflow.simulate.events import Deposits, afterglow_deposits, draw_deposits, frames_read
 from webbflow.simulate.headers import group_table, int_times_table, primary_keywords, sci_keywords
 from webbflow.simulate.readout import integrate_exposure
 from webbflow.simulate.scene import render_rate
@@ -148,7 +148,7 @@ def _render_sky(spec, model, outdir):
     return rate, {"meta": meta, "paths": paths, "refs": refs}
 
 
-def simulate_exposure(spec, outdir, rng=None, *, n_dark_frames=None, return_details=False):
+def simulate_exposure(spec, outdir, rng=None, *, n_dark_frames=None, return_details=False, afterglow=None):
     """Simulate ``spec`` and write its uncal file, references and truth under ``outdir``.
 
     Parameters
@@ -162,6 +162,11 @@ def simulate_exposure(spec, outdir, rng=None, *, n_dark_frames=None, return_deta
         Frames in the dark reference (default: what this exposure needs, at least 100).
     return_details : bool
         Return a :class:`SimulatedExposure` (paths + in-memory truth) instead of the path.
+    afterglow : dict, optional
+        Persistence from an earlier exposure: keyword arguments ``x_full``, ``y_full``,
+        ``amplitude``, ``tau``, ``delay`` of :func:`~webbflow.simulate.events.afterglow_deposits`.
+        Its deposits (kind ``"afterglow"``) join the truth's; None (default) adds nothing and
+        leaves every random draw unchanged.
 
     Returns
     -------
@@ -195,6 +200,8 @@ def simulate_exposure(spec, outdir, rng=None, *, n_dark_frames=None, return_deta
     else:
         rate = render_rate(spec, model.qe)
     deposits = draw_deposits(spec, model, r_events)
+    if afterglow is not None:
+        deposits = Deposits.concatenate([deposits, afterglow_deposits(spec, model, **afterglow)])
     ramps = integrate_exposure(spec, model, rate, deposits, r_ramp)
 
     name = f"{spec.rootname}_uncal.fits"

@@ -4,7 +4,9 @@ The steps run in memory on one :class:`~webbflow.ramp.Ramp`, in jwst's NIR
 order: dq_init, saturation, superbias, refpix, linearity, dark_current,
 charge_migration, jump, clean_flicker_noise, ramp_fit, gain_scale
 (charge_migration and clean_flicker_noise off unless ``skip: false``, as in
-jwst).  Everything that can fail on bad input (reading the exposure,
+jwst), and, beyond jwst and off unless asked, the persistence flags from
+earlier exposures after dq_init (:mod:`webbflow.steps.persistence`).
+Everything that can fail on bad input (reading the exposure,
 choosing and cutting references) happens before the first step, and the
 products are written only at the end, atomically, so a failed run leaves
 nothing behind that looks finished.
@@ -28,6 +30,7 @@ from webbflow.io.uncal import SUPPORTED_EXP_TYPES, UncalStream, read_uncal_heade
 from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
 from webbflow.stages import detector1_stream
+from webbflow.steps import persistence
 
 __all__ = ["STEP_REFTYPES", "call_step", "fitopt_path", "iter_steps", "one_over_f_table", "run", "write_one_over_f"]
 
@@ -351,8 +354,38 @@ def fitopt_path(rate_path):
     return rate_path.with_name(rate_path.name.removesuffix("_rate.fits").removesuffix(".fits") + "_fitopt.fits")
 
 
+def _persistence(params, earlier_highpix):
+    """The persistence settings of a run: (settings, on, window, fraction, earlier summaries).
+
+    ``params["persistence"]`` (beyond jwst, :mod:`webbflow.steps.persistence`) is off unless
+    ``skip: false``; the earlier exposures' summaries are read only when it is on.
+    """
+    settings = dict(params.get("persistence") or {})
+    on = not settings.get("skip", True)
+    window = float(settings.get("window", persistence.DEFAULT_WINDOW_S))
+    fraction = float(settings.get("fraction", 1.0))
+    records = [persistence.read_high_pixels(p) for p in earlier_highpix] if on else []
+    return settings, on, window, fraction, records
+
+
+def _raw_group_max(stream, batch=8):
+    """Each pixel's highest raw group value of a streamed exposure, ``batch`` groups at a time.
+
+    For exposures reduced in chunks (:mod:`~webbflow.stages.detector1_stream`), whose whole ramp
+    never sits in memory: the persistence summary needs only this plane.
+    """
+    nints, ngroups = stream.shape[:2]
+    top = None
+    for i in range(nints):
+        for g0 in range(0, ngroups, batch):
+            plane = stream.ramp(i, i + 1, groups=range(g0, min(g0 + batch, ngroups))).data.max(axis=(0, 1))
+            top = plane if top is None else np.maximum(top, plane)
+    return top
+
+
 def run(uncal_path, rate_path, rateints_path, references, params, provenance=None,
-        exp_types=SUPPORTED_EXP_TYPES, max_memory_mb=None, scratch_dir=None, one_over_f_path=None):
+        exp_types=SUPPORTED_EXP_TYPES, max_memory_mb=None, scratch_dir=None, one_over_f_path=None,
+        highpix_path=None, earlier_highpix=()):
     """Reduce one uncal exposure to ``rate`` and ``rateints`` products.
 
     Parameters
@@ -386,8 +419,18 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
         integration and amplifier, the 1/f left before and after ROEBA.  The
         products do not change.
 
+    highpix_path : str or os.PathLike, optional
+        Also write the exposure's high pixels (those whose raw ramp reaches
+        ``params["persistence"]["fraction"]`` (default 1) times the saturation
+        reference), :func:`webbflow.steps.persistence.write_high_pixels`.
+    earlier_highpix : sequence of path-like
+        Such summaries of earlier exposures; with ``params["persistence"]["skip"]``
+        false, PERSISTENCE is flagged in PIXELDQ after dq_init where one of the same
+        detector that ended less than ``window`` s before this one started was high.
+
     With ``params["ramp_fit"]["save_opt"]`` the optional fit product is also
-    written, to :func:`fitopt_path` of ``rate_path`` (in-memory exposures only).
+    written, to :func:`fitopt_path` of ``rate_path`` (in-memory exposures only;
+    so is the persistence flagging, while the summary is written for any).
 
     Returns
     -------
@@ -401,6 +444,7 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
         reference; nothing is written then.
     """
     t_start = time.perf_counter()
+    persist, persist_on, window, fraction, earlier = _persistence(params, earlier_highpix)
     params = {step: dict(params.get(step) or {}) for step in DETECTOR1_STEPS}
     if params["ramp_fit"].pop("skip", False):
         raise ValueError("steps.ramp_fit.skip cannot be true: ramp_fit makes the rate products")
@@ -411,6 +455,13 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     # superbias also feeds the saturation step's A/D-floor test, as in jwst.
     if not params["saturation"].get("skip") and references.get("superbias"):
         used["superbias"] = references["superbias"]
+    if highpix_path is not None:  # the summary's levels are the saturation reference's
+        if not references.get("saturation"):
+            raise ReferenceFileError(uncal_path, "no saturation reference: the persistence summary "
+                                     "(_highpix) measures levels against it",
+                                     "give one (references.dir or overrides.saturation) or set "
+                                     "steps.persistence.skip: true")
+        used["saturation"] = references["saturation"]
     peek = _peek_readout(uncal_path, exp_types)
     max_bytes = int((max_memory_mb or detector1_stream.DEFAULT_MAX_MEMORY_MB) * 2**20)
     streamed = peek is not None and detector1_stream.plan(
@@ -439,26 +490,46 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     warmup.join()
     _limit_threads()
 
-    provenance = stage_provenance(params, provenance, references=reference_names(used))
+    # the persistence parameters are recorded only when it runs: off, the products are as before
+    provenance = stage_provenance({**params, "persistence": persist} if persist_on else params, provenance,
+                                  references=reference_names(used))
     statuses = {}
     one_over_f = [] if one_over_f_path is not None else None
-    if streamed and params["ramp_fit"].get("save_opt"):
-        raise InputError(uncal_path, f"steps.ramp_fit.save_opt needs the whole ramp in memory, and this exposure "
-                         f"exceeds max_memory_mb.detector1 ({max_bytes / 2**20:.0f} MB)",
-                         "raise max_memory_mb.detector1 or set steps.ramp_fit.save_opt: false")
+    for key, wanted in (("ramp_fit.save_opt", params["ramp_fit"].get("save_opt")),
+                        ("persistence.skip", persist_on)):
+        if streamed and wanted:
+            value = "true" if key == "persistence.skip" else "false"
+            raise InputError(uncal_path, f"steps.{key} needs the whole ramp in memory, and this exposure "
+                             f"exceeds max_memory_mb.detector1 ({max_bytes / 2**20:.0f} MB)",
+                             f"raise max_memory_mb.detector1 or set steps.{key}: {value}")
     if streamed:
         with atomic_group():  # rateints, rate and the QA table all in place, or none of them
             detector1_stream.run(stream, rate_path, rateints_path, refs, params, statuses, provenance, used,
                                  max_bytes, scratch_dir=scratch_dir, one_over_f=one_over_f)
             if one_over_f is not None:
                 write_one_over_f(one_over_f_path, one_over_f, headers)
+            if highpix_path is not None:  # a summary for later exposures (flagging this one needs the ramp)
+                top = _raw_group_max(stream)[None, None]
+                persistence.write_high_pixels(highpix_path, persistence.high_pixels(
+                    top, fraction * refs["saturation"]["sat_thresh"], readout.detector, headers.primary["EXPSTART"],
+                    headers.primary["EXPEND"], readout.substrt1, readout.substrt2))
         log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
                  Path(rate_path).name, Path(rateints_path).name)
         return statuses
 
+    high = None
+    if highpix_path is not None:
+        # the raw ramp, before any step: the saturation reference's scale
+        high = persistence.high_pixels(ramp.data, fraction * refs["saturation"]["sat_thresh"], readout.detector,
+                                       headers.primary["EXPSTART"], headers.primary["EXPEND"],
+                                       readout.substrt1, readout.substrt2)
     result = None
     for step, status, result in iter_steps(ramp, readout, headers, refs, params, one_over_f=one_over_f):
         statuses[step] = status
+        if step == "dq_init" and persist_on:  # dq_init sets PIXELDQ from the mask; later steps see the flag
+            persistence.flag(ramp.pixeldq, readout.detector, headers.primary["EXPSTART"], earlier,
+                             readout.substrt1, readout.substrt2, window=window)
+            statuses["persistence"] = StepStatus.COMPLETE
     del ramp  # the 4-D cube is not needed for writing
 
     products = [(write_rateints, result.rateints, rateints_path), (write_rate, result.rate, rate_path)]
@@ -470,6 +541,8 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
             writer(path, arrays, headers, cal_steps=statuses, ref_files=used, provenance=provenance)
         if one_over_f is not None:
             write_one_over_f(one_over_f_path, one_over_f, headers)
+        if high is not None:
+            persistence.write_high_pixels(highpix_path, high)
     log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
              Path(rate_path).name, Path(rateints_path).name)
     return statuses
