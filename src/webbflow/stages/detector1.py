@@ -442,6 +442,10 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
         refs = early.result()
     else:
         refs = load_references(used, readout, shape[-2:])
+    if "sirskernel" in used and "FULL" not in str(readout.subarray).upper():
+        # jwst reads the kernel for full frames only (and records R_SIRSKL only then)
+        del used["sirskernel"]
+        refs.pop("sirskernel", None)
     warmup.join()
     _limit_threads()
 
