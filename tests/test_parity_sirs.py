@@ -13,6 +13,8 @@ pipelines run detector1 with ``refpix.refpix_algorithm=sirs`` and jwst's SIRS de
 The SIRS ramp must also differ from the running-median one (the option does something).
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -76,8 +78,14 @@ def test_refpix_ramp_matches_jwst(case):
 @pytest.mark.parametrize("suffix", ["rate", "rateints"])
 def test_products_match_jwst(case, suffix):
     _, _, ours, theirs = case
+    from stdatamodels.jwst import datamodels
+
+    with datamodels.open(ours[suffix]) as model:
+        assert model.meta.ref_file.sirskernel.name == Path(case[1]["sirskernel"]).name
     with fits.open(ours[suffix]) as a, fits.open(theirs[suffix]) as b:
         assert a[0].header["S_REFPIX"] == b[0].header["S_REFPIX"] == "COMPLETE"
+        # the kernel both read (jwst records an override by its path, webbflow by file name, as for R_MASK...)
+        assert a[0].header["R_SIRSKL"] == Path(b[0].header["R_SIRSKL"]).name == Path(case[1]["sirskernel"]).name
         for ext in PRODUCT_ARRAYS:
             x, y = a[ext].data, b[ext].data
             if x.dtype.kind == "f":
