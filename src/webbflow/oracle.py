@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 DETECTOR1_OVERRIDES = {
     "dq_init": ("mask",), "saturation": ("saturation", "superbias"), "superbias": ("superbias",),
     "linearity": ("linearity",), "dark_current": ("dark",), "jump": ("gain", "readnoise"),
-    "ramp_fit": ("gain", "readnoise"), "gain_scale": ("gain",),
+    "ramp_fit": ("gain", "readnoise"), "gain_scale": ("gain",), "refpix": ("sirskernel",),
 }
 """jwst step -> reference types it is given (as ``--override step.reftype=path``)."""
 

@@ -314,9 +314,30 @@ def chosen_references(wildcards):
         else:
             primary = read_uncal_headers(exposure.path).primary
             _REFS[exposure.rootname] = select_references(primary, REFS_DIR, OVERRIDES, DETECTOR1_REFTYPES)
+        if uses_sirs(exposure):
+            _REFS[exposure.rootname]["sirskernel"] = sirs_reference(exposure)
         # Paths relative to the project where they lie in it: a moved project keeps its inputs.
         _REFS[exposure.rootname] = {t: portable_path(p) for t, p in _REFS[exposure.rootname].items()}
     return _REFS[exposure.rootname]
+
+
+def uses_sirs(exposure):
+    """Whether the exposure's refpix runs jwst's SIRS algorithm (``steps.refpix.refpix_algorithm: sirs``)."""
+    refpix = exposure_step_parameters(exposure, "detector1").get("refpix") or {}
+    return not refpix.get("skip") and refpix.get("refpix_algorithm") == "sirs"
+
+
+def sirs_reference(exposure):
+    """The SIRSKERNEL reference of a SIRS exposure: ``overrides.sirskernel``, else the reference folder's
+    (``references.dir``, or the demo's ``refs/`` with the simulator's kernels); None (refpix then keeps
+    the running median, as jwst without a kernel).  It is optional, so crds is not asked for it: the
+    lockfile and its screening stay those of the stage-1 types."""
+    if OVERRIDES.get("sirskernel"):
+        return OVERRIDES["sirskernel"]
+    if not REFS_DIR:
+        return None
+    primary = read_uncal_headers(exposure.path).primary
+    return select_references(primary, REFS_DIR, None, ("sirskernel",))["sirskernel"]
 
 
 # sha256 of the references that are not from the CRDS cache (overrides, folders), remembered by

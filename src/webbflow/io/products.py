@@ -149,6 +149,9 @@ def _build_hdulist(model_type, filename, arrays, headers, int_times, cal_steps, 
         ref = (ref_files or {}).get(reftype)
         key, comment = _R_KEYWORDS[reftype]
         primary[key] = (names.get(reftype) or (Path(ref).name if ref else "N/A"), comment)
+    if (ref_files or {}).get("sirskernel"):  # only when refpix read it, as jwst (SIRS on a full frame)
+        primary["R_SIRSKL"] = (names.get("sirskernel") or Path(ref_files["sirskernel"]).name,
+                               "SIRS kernel reference file name")
     if provenance.get("crds_context"):
         primary["CRDS_VER"] = (provenance.get("crds_version") or "unknown", "Version of CRDS file selection software used")
         primary["CRDS_CTX"] = (provenance["crds_context"], "CRDS context (.pmap) used to select ref files")

@@ -54,6 +54,7 @@ SELECTORS = {
     "linearity": ("DETECTOR", "SUBARRAY"),
     "mask": ("DETECTOR", "SUBARRAY"),
     "saturation": ("DETECTOR",),
+    "sirskernel": ("DETECTOR",),
     "ipc": ("DETECTOR",),
     "persat": ("DETECTOR",),
     "trapdensity": ("DETECTOR",),

@@ -302,6 +302,27 @@ def _load_cached(path, mtime, reftype, detector, substrt1, substrt2, ny, nx, sub
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _load_sirs_kernel(path, mtime, detector):
+    """``{"gamma", "zeta"}`` of ``detector`` from a SIRSKERNEL reference (FITS or ASDF), None where
+    it has no entry for the detector (jwst then uses the running median); as jwst's
+    ``get_conv_kernel_coeffs``."""
+    from stdatamodels.jwst import datamodels
+
+    out = {"gamma": None, "zeta": None}
+    try:
+        with datamodels.SIRSKernelModel(path) as model:
+            for key, value in model.to_flat_dict().items():
+                det, _, name = key.partition(".")
+                if det.lower() == str(detector).lower() and name in out:
+                    out[name] = np.array(value, dtype=np.float64)  # read before the file closes
+                    out[name].flags.writeable = False
+    except Exception as exc:  # stdatamodels raises many kinds for a bad file
+        raise ReferenceFileError(path, f"sirskernel reference cannot be read ({exc})",
+                                 "replace the file or set overrides.sirskernel") from None
+    return out if out["gamma"] is not None and out["zeta"] is not None else None
+
+
 def load_reference(reftype, path, readout, shape):
     """Read one reference file, cut to the science subarray.
 
@@ -334,6 +355,8 @@ def load_reference(reftype, path, readout, shape):
     except FileNotFoundError:
         raise ReferenceFileError(path, f"{reftype} reference not found",
                                  f"check references.dir or overrides.{reftype}") from None
+    if reftype == "sirskernel":
+        return _load_sirs_kernel(path, mtime, readout.detector)
     # Only the dark depends on the readout beyond the subarray (how many planes to read).
     timing = ((readout.ngroups, readout.nframes, readout.groupgap) if reftype == "dark"
               else (None, None, None))

@@ -102,6 +102,21 @@ def _ensure_references(spec, model, outdir, n_dark_frames):
                                  dark_noise=spec.dark_ref_noise, dark_seed=spec.ref_seed)
 
 
+def _sirs_reference(spec, model, outdir):
+    """The detector's SIRSKERNEL reference (full frames), from this simulator's 1/f model.
+
+    The kernels are the least-squares ones for the exposure's 1/f (rms, common fraction) and the
+    side pixels' read noise (:func:`webbflow.simulate.noise.sirs_kernel_coefficients`).
+    """
+    from webbflow.simulate.noise import sirs_kernel_coefficients
+    from webbflow.simulate.writers import write_sirs_kernel
+
+    side = np.concatenate([model.readnoise[:, :4].ravel(), model.readnoise[:, -4:].ravel()])
+    read_noise = float(np.median(side)) / np.sqrt(2.0)  # one read (the reference is CDS)
+    gamma, zeta = sirs_kernel_coefficients(spec.one_over_f, spec.one_over_f_common, read_noise)
+    return write_sirs_kernel(outdir, spec.detector, gamma, zeta)
+
+
 def pointing_truth(spec):
     """Row of ``truth/pointing.ecsv`` for ``spec``: injected error and both aperture pointings."""
     commanded = optics.aperture_pointing(spec)
@@ -178,6 +193,8 @@ def simulate_exposure(spec, outdir, rng=None, *, n_dark_frames=None, return_deta
     model = detector_model_for(spec)
     needed = frames_read(spec.ngroups, spec.nframes, spec.groupgap)
     refs = _ensure_references(spec, model, outdir, max(needed, n_dark_frames or 100))
+    if model.geometry.name.upper() == "FULL" and model.geometry.noutputs == 4:
+        refs = {**refs, "sirskernel": _sirs_reference(spec, model, outdir)}
 
     r_events, r_ramp = rng.spawn(2)
     sky_truth = None

@@ -14,7 +14,7 @@ from scipy.fft import irfft, next_fast_len
 
 from webbflow.simulate.detectors import AMP_WIDTH, ROW_OVERHEAD, to_detector_frame
 
-__all__ = ["pink_noise", "OneOverF", "amplifier_offsets"]
+__all__ = ["pink_noise", "OneOverF", "amplifier_offsets", "sirs_kernel_coefficients"]
 
 
 def pink_noise(n, rng):
@@ -102,3 +102,65 @@ def amplifier_offsets(geometry, detector, rms, rng):
         det[amp * width: (amp + 1) * width] = common + even_odd[cols % 2]
     det2 = np.broadcast_to(det, (ny, nx))
     return np.ascontiguousarray(to_detector_frame(det2, detector))
+
+
+def sirs_kernel_coefficients(rms, common_fraction, read_noise, nrows=2048, nchan=4, halfwidth=30):
+    """SIRS Fourier weights (SIRSKERNEL ``gamma``/``zeta``) that are optimal for :class:`OneOverF`.
+
+    Rauscher's (2022) least-squares estimate of each amplifier's row-averaged 1/f from the row
+    means of the left (amplifier A) and right (amplifier D) side reference pixels, for this
+    simulator's noise, with kernels of ``2 * halfwidth + 1`` rows (jwst cuts the kernels to that
+    length, so they are designed at that length rather than cut from an infinite Wiener filter,
+    whose 1/f tails would be lost).  Sampled once per row, a 1/f series of per-sample variance
+    ``rms**2`` has the two-sided power ``P(f) = A / |f|`` (f in cycles per row, ``A = rms**2 /
+    (2 ln(samples per frame / 2))``, the zero frequency taken at half the lowest one); a fraction
+    ``common_fraction`` is shared by the four amplifiers.  The side-pixel row means also carry
+    white noise: read noise over 4 pixels plus the 1/f that varies within a row.  The normal
+    equations use the covariances (inverse FFT of those spectra on the ``nrows`` grid); the
+    kernels are returned as their real FFTs on that grid, which jwst's ``make_kernels`` turns back
+    into the same kernels.
+
+    Parameters
+    ----------
+    rms : float
+        1/f rms per amplifier (DN); values <= 0 give the kernel of 1 DN.
+    common_fraction : float
+        Fraction of the 1/f variance common to all amplifiers.
+    read_noise : float
+        Read noise of one reference pixel read (DN).
+    nrows : int
+        Detector rows (``nrows // 2 + 1`` frequencies).
+    nchan : int
+        Amplifier channels.
+    halfwidth : int
+        Kernel half-width (rows), jwst's ``halfwidth``.
+
+    Returns
+    -------
+    gamma, zeta : ndarray, (nchan, nrows // 2 + 1), float64
+        Weights of the left and right side pixels.
+    """
+    rms = float(rms) if rms > 0 else 1.0
+    fc = float(np.clip(common_fraction, 0.0, 1.0))
+    per_frame = (AMP_WIDTH + ROW_OVERHEAD) * (nrows + 1) + 1
+    a = rms**2 / (2.0 * np.log(per_frame / 2.0))
+    f = np.arange(nrows // 2 + 1) / nrows
+    f[0] = f[1] / 2.0
+    # autocovariance (per row lag) of a series with two-sided power a/|f|, circular on nrows rows
+    cov = np.fft.irfft(a / f, nrows) * nrows
+    noise = read_noise**2 / 4.0 + 2.0 * a * np.log((AMP_WIDTH + ROW_OVERHEAD) / 4.0)
+    lags = np.arange(-halfwidth, halfwidth + 1)
+    block = cov[np.abs(lags[:, None] - lags[None, :])]
+    c_xx = np.block([[block + noise * np.eye(lags.size), fc * block],
+                     [fc * block, block + noise * np.eye(lags.size)]])
+    gamma = np.empty((nchan, f.size))
+    zeta = np.empty((nchan, f.size))
+    for k in range(nchan):
+        t_left = (1.0 if k == 0 else fc) * cov[np.abs(lags)]
+        t_right = (1.0 if k == nchan - 1 else fc) * cov[np.abs(lags)]
+        w = np.linalg.solve(c_xx, np.concatenate([t_left, t_right]))
+        for out, h in ((gamma, w[:lags.size]), (zeta, w[lags.size:])):
+            circ = np.zeros(nrows)
+            circ[lags % nrows] = h
+            out[k] = np.fft.rfft(circ).real
+    return gamma, zeta

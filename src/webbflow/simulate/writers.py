@@ -191,6 +191,42 @@ def write_reference_files(det_model, outdir, n_dark_frames, extra_keywords=None,
     return paths
 
 
+def write_sirs_kernel(outdir, detector, gamma, zeta):
+    """Write a SIRSKERNEL reference for ``detector`` into ``<outdir>/refs``.
+
+    jwst's format (``SIRSKernelModel``, an ASDF file as CRDS has it): the Fourier weights
+    ``gamma`` (left side pixels) and ``zeta`` (right) of every amplifier channel under the
+    lower-case detector name; ``meta`` carries reftype, instrument and detector, so the reference
+    folder's scan selects it like the other references.
+
+    Parameters
+    ----------
+    outdir : path-like
+    detector : str
+    gamma, zeta : ndarray, (nchan, nfreq)
+        :func:`webbflow.simulate.noise.sirs_kernel_coefficients`.
+
+    Returns
+    -------
+    Path
+        ``<outdir>/refs/webbflow_<det>_sirskernel_full.asdf``.
+    """
+    from stdatamodels.jwst import datamodels
+
+    path = reference_path(outdir, detector, "sirskernel", "FULL").with_suffix(".asdf")
+    model = datamodels.SIRSKernelModel()
+    setattr(model, detector.lower(), {"gamma": np.asarray(gamma, np.float64), "zeta": np.asarray(zeta, np.float64)})
+    meta = model.meta
+    meta.telescope, meta.instrument.name, meta.instrument.detector = "JWST", "NIRCAM", detector.upper()
+    meta.useafter, meta.author = "2022-01-01T00:00:00", "webbflow simulator"
+    meta.pedigree, meta.description = "SIMULATION", f"webbflow SIRS kernel (simulator 1/f model) for {detector}"
+    meta.filename = path.name
+    with atomic_output(path) as tmp:
+        model.save(str(tmp))
+    model.close()
+    return path
+
+
 def write_truth(outdir, rootname, rate, deposits, first_saturated, meta):
     """Write the truth products of one exposure into ``<outdir>/truth``.
 

@@ -122,6 +122,8 @@ def call_step(step, ramp, readout, refs, kwargs):
     if step == "superbias":
         return module.run(ramp, refs["superbias"]["bias"], refs["superbias"]["bias_dq"])
     if step == "refpix":
+        if kwargs.get("refpix_algorithm") == "sirs":
+            kwargs = dict(kwargs, sirs_kernel=refs.get("sirskernel"))
         return module.run(ramp, readout, **kwargs)
     if step == "linearity":
         return module.run(ramp, refs["linearity"]["coeffs"], refs["linearity"]["lin_dq"])
@@ -462,6 +464,10 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
                                      "give one (references.dir or overrides.saturation) or set "
                                      "steps.persistence.skip: true")
         used["saturation"] = references["saturation"]
+    # SIRS's kernel is optional, as in jwst: without one refpix keeps the running median
+    if (not params["refpix"].get("skip") and params["refpix"].get("refpix_algorithm") == "sirs"
+            and references.get("sirskernel")):
+        used["sirskernel"] = references["sirskernel"]
     peek = _peek_readout(uncal_path, exp_types)
     max_bytes = int((max_memory_mb or detector1_stream.DEFAULT_MAX_MEMORY_MB) * 2**20)
     streamed = peek is not None and detector1_stream.plan(
@@ -487,6 +493,10 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
         refs = early.result()
     else:
         refs = load_references(used, readout, shape[-2:])
+    if "sirskernel" in used and "FULL" not in str(readout.subarray).upper():
+        # jwst reads the kernel for full frames only (and records R_SIRSKL only then)
+        del used["sirskernel"]
+        refs.pop("sirskernel", None)
     warmup.join()
     _limit_threads()
 

@@ -1,4 +1,4 @@
-"""Reference-pixel correction for the NIR detectors (jwst ``refpix``, median algorithm).
+"""Reference-pixel correction for the NIR detectors (jwst ``refpix``, median and SIRS algorithms).
 
 Everything is done in the DETECTOR frame (amplifier outputs along detector
 columns), reached from the science frame by the flips/transposition that
@@ -15,6 +15,9 @@ Four-amplifier readouts (full frame, or a subarray read with NOUTPUTS=4):
   ``side_smoothing_length`` rows (reflected at the detector edges, DO_NOT_USE
   excluded); left and right are averaged (one missing: the other; both
   missing: 0) and ``side_gain`` times that is subtracted from the row.
+
+With ``refpix_algorithm="sirs"`` (full frames) the side correction is jwst 3.0's SIRS instead:
+per amplifier, the side pixels convolved with the SIRSKERNEL reference's kernels.
 
 One-amplifier subarrays: the clipped mean of the pixels flagged
 REFERENCE_PIXEL (and not DO_NOT_USE), per detector-column parity, is
@@ -37,7 +40,7 @@ from numba import njit, prange
 from webbflow import dqflags
 from webbflow.ramp import StepStatus
 
-__all__ = ["run", "clipped_mean", "to_detector_frame"]
+__all__ = ["run", "clipped_mean", "sirs_kernels", "sirs_template", "to_detector_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -212,24 +215,24 @@ def _running_median(vals, good, roff, nrows_det, length, mode64):
 
 
 @njit(cache=True)
-def _apply_row(g, r, colref, colkind, s, use_side):
+def _apply_row(g, r, colref, colkind, side, chan, use_side):
     for c in range(g.shape[1]):
         t = _tb_value(g[r, c], colref[c], colkind[c])
         if use_side:
-            t = t - s
+            t = t - side[r, chan[c]]
         g[r, c] = np.float32(t)
 
 
 @njit(cache=True, parallel=True)
-def _apply_parallel(g, colref, colkind, side, use_side):
+def _apply_parallel(g, colref, colkind, side, chan, use_side):
     for r in prange(g.shape[0]):
-        _apply_row(g, r, colref, colkind, side[r], use_side)
+        _apply_row(g, r, colref, colkind, side, chan, use_side)
 
 
 @njit(cache=True)
-def _apply_serial(g, colref, colkind, side, use_side):
+def _apply_serial(g, colref, colkind, side, chan, use_side):
     for r in range(g.shape[0]):
-        _apply_row(g, r, colref, colkind, side[r], use_side)
+        _apply_row(g, r, colref, colkind, side, chan, use_side)
 
 
 # Frames smaller than this are corrected on one thread: the kernel runs once per group, and on a
@@ -237,16 +240,99 @@ def _apply_serial(g, colref, colkind, side, use_side):
 _PARALLEL_MIN_PIXELS = 1 << 20
 
 
-def _apply(g, colref, colkind, side, use_side):
-    """Write the corrected group back (float32) into the detector-frame view."""
+def _apply(g, colref, colkind, side, chan, use_side):
+    """Write the corrected group back (float32) into the detector-frame view.
+
+    ``side`` is (rows, channels) and ``chan`` the channel of every column: one channel for the
+    running median, the four amplifiers for SIRS.
+    """
     kernel = _apply_parallel if g.size >= _PARALLEL_MIN_PIXELS else _apply_serial
-    kernel(g, colref, colkind, side, use_side)
+    kernel(g, colref, colkind, side, chan, use_side)
+
+
+def sirs_kernels(gamma, zeta, gaussmooth=1.0, halfwidth=30):
+    """SIRS convolution kernels from a SIRSKERNEL reference's Fourier coefficients.
+
+    jwst 3.0's ``optimized_convolution.make_kernels``: per amplifier channel, the inverse real
+    FFT of the coefficients, centred and cut to ``2 * halfwidth + 1`` rows, then smoothed by a
+    normalised Gaussian of ``gaussmooth`` rows (a low-pass filter).
+
+    Parameters
+    ----------
+    gamma, zeta : ndarray, (nchan, nfreq)
+        Fourier weights of the left and right side reference pixels, per channel.
+    gaussmooth : float
+        Sigma (rows) of the Gaussian smoothing.
+    halfwidth : int
+        Half-width (rows) of the kernels.
+
+    Returns
+    -------
+    list of two lists of ndarray
+        ``[left kernels, right kernels]``, one float64 kernel per channel.
+    """
+    x = np.arange(-halfwidth, halfwidth + 1)
+    window = np.exp(-(x**2) / (2 * gaussmooth**2))
+    window /= np.sum(window)
+    left, right = [], []
+    for g, z in zip(np.asarray(gamma), np.asarray(zeta)):
+        n = len(g) - 1
+        kl = np.fft.fftshift(np.fft.irfft(g))[n - halfwidth: n + halfwidth + 1]
+        kr = np.fft.fftshift(np.fft.irfft(z))[n - halfwidth: n + halfwidth + 1]
+        left.append(np.convolve(kl, window, mode="same"))
+        right.append(np.convolve(kr, window, mode="same"))
+    return [left, right]
+
+
+def sirs_template(left, right, kernels, sigreject=4.0):
+    """SIRS side-pixel signal per channel and row (jwst 3.0's ``apply_conv_kernel``).
+
+    The left and right reference columns are masked where they differ from their median by more
+    than ``sigreject`` robust sigma (1.48 MAD), averaged per row with the masked pixels as zeros,
+    convolved with each channel's kernels and renormalised for the masked pixels.  The numpy
+    calls are jwst's, in its order, so the result is bit-identical.
+
+    Parameters
+    ----------
+    left, right : ndarray, (nrows, 4), float64
+        Top/bottom-corrected side reference pixels (detector columns 0-3 and 2044-2047).
+    kernels : list
+        :func:`sirs_kernels`.
+    sigreject : float
+
+    Returns
+    -------
+    ndarray, (nchan, nrows), float64
+        Subtracted from every column of channel ``k`` (detector columns ``512 k .. 512 k + 511``).
+    """
+    mad = 1.48
+    medl = np.median(left)
+    sigl = mad * np.median(np.abs(left - medl))
+    medr = np.median(right)
+    sigr = mad * np.median(np.abs(right - medr))
+    goodl = 1 * (np.abs(left - medl) <= sigreject * sigl)
+    nl = np.sum(goodl, axis=1)
+    goodr = 1 * (np.abs(right - medr) <= sigreject * sigr)
+    nr = np.sum(goodr, axis=1)
+    lmean = np.sum(left * goodl, axis=1) / 4
+    rmean = np.sum(right * goodr, axis=1) / 4
+    kernels_l, kernels_r = kernels
+    out = np.empty((len(kernels_l), left.shape[0]))
+    for chan, (kl, kr) in enumerate(zip(kernels_l, kernels_r)):
+        norm_l = np.convolve(np.ones(nl.shape), kl, mode="same")
+        norm_l /= np.convolve(nl / 4, kl, mode="same")
+        norm_r = np.convolve(np.ones(nr.shape), kr, mode="same")
+        norm_r /= np.convolve(nr / 4, kr, mode="same")
+        template = np.convolve(lmean, kl, mode="same") * norm_l
+        template += np.convolve(rmean, kr, mode="same") * norm_r
+        out[chan] = template
+    return out
 
 
 class _Corrector:
     """Per-exposure state: geometry, DQ in the detector frame, precision mode."""
 
-    def __init__(self, pixeldq_det, roff, coff, four_amp, odd_even, use_side, smoothing, gain):
+    def __init__(self, pixeldq_det, roff, coff, four_amp, odd_even, use_side, smoothing, gain, sirs=None):
         self.pdq = pixeldq_det
         self.roff, self.coff = roff, coff
         self.nr, self.nc = pixeldq_det.shape
@@ -255,6 +341,8 @@ class _Corrector:
         self.use_side = use_side and four_amp
         self.smoothing = int(smoothing)
         self.gain = float(gain)
+        # SIRS kernels (full frame only, as jwst), else the running median of the side pixels
+        self.sirs = sirs if self.use_side else None
         # jwst's float32 -> float64 switch after the first side correction.
         self.mode64 = False
         if four_amp:
@@ -386,8 +474,14 @@ class _Corrector:
             self._one_amp_partial(g, partial)
             return
         colref, colkind = self._column_tables(refs, is32, valid)
-        side = np.zeros(self.nr)
-        if self.use_side:
+        chan = np.zeros(self.nc, np.int64)
+        side = np.zeros((self.nr, 1))
+        if self.use_side and self.sirs is not None:
+            sirs_kernels_, sigreject = self.sirs
+            left, right = (_side_values(g, cols, colref, colkind) for cols in self.side_cols)
+            side = np.ascontiguousarray(sirs_template(left, right, sirs_kernels_, sigreject).T)
+            chan = np.minimum((self.coff + np.arange(self.nc)) // AMP_WIDTH, side.shape[1] - 1)
+        elif self.use_side:
             med = []
             for cols, good in zip(self.side_cols, self.side_good):
                 vals = _side_values(g, cols, colref, colkind)
@@ -395,8 +489,8 @@ class _Corrector:
             left, right = med
             combined = np.where(np.isnan(left), right,
                                 np.where(np.isnan(right), left, 0.5 * (left + right)))
-            side = self.gain * np.nan_to_num(combined, nan=0.0)
-        _apply(g, colref, colkind, side, self.use_side)
+            side[:, 0] = self.gain * np.nan_to_num(combined, nan=0.0)
+        _apply(g, colref, colkind, side, chan, self.use_side)
         if self.use_side:
             self.mode64 = True
 
@@ -428,7 +522,8 @@ def pseudo_reference_dq(pixeldq, rows=4):
 def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         side_smoothing_length=11, side_gain=1.0, roeba=False, roeba_nsigma=3.0, roeba_grow=2,
         roeba_min_pixels=16, roeba_mask=None, first_integration=0, one_over_f=None,
-        pseudo_refpix=False, pseudo_refpix_rows=4):
+        pseudo_refpix=False, pseudo_refpix_rows=4, refpix_algorithm="median", sirs_kernel=None,
+        sigreject=4.0, gaussmooth=1.0, halfwidth=30):
     """Apply the reference-pixel correction to a ramp, in place.
 
     Parameters
@@ -473,6 +568,19 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         turns it on.  No effect where real reference pixels exist.
     pseudo_refpix_rows : int
         Rows at each of the bottom and top edges (spaceKLIP: 4).
+    refpix_algorithm : {"median", "sirs"}
+        Side-pixel algorithm.  ``"sirs"`` is jwst 3.0's Simple Improved Reference Subtraction
+        (Rauscher 2022): per amplifier, the left and right side reference pixels convolved with
+        the SIRSKERNEL reference's kernels (:func:`sirs_kernels`, :func:`sirs_template`) replace
+        the running median (``side_smoothing_length`` and ``side_gain`` are then unused).  As in
+        jwst it applies to full frames only; a subarray, or a full frame without a kernel for
+        its detector, gets the running median.
+    sirs_kernel : dict, optional
+        ``{"gamma": (nchan, nfreq), "zeta": (nchan, nfreq)}`` of the exposure's detector (the
+        ``sirskernel`` reference, :func:`webbflow.refs.load.load_reference`).
+    sigreject, gaussmooth, halfwidth : float, float, int
+        SIRS: outlier rejection (robust sigma) of the side pixels, Gaussian smoothing (rows) and
+        half-width (rows) of the kernels.
     one_over_f : list, optional
         When given, one record (dict) is appended: the 1/f left in every
         integration's slope before and after ROEBA
@@ -504,9 +612,10 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
     four_amp = (not is_subarray) or readout.noutputs == 4
 
     fa, sa = readout.fastaxis, readout.slowaxis
+    sirs = _sirs_setup(refpix_algorithm, readout, is_subarray, sirs_kernel, sigreject, gaussmooth, halfwidth)
     pdq_det = to_detector_frame(ramp.pixeldq, fa, sa)
     corr = _Corrector(pdq_det, roff, coff, four_amp, odd_even_columns, use_side_ref_pixels,
-                      side_smoothing_length, side_gain)
+                      side_smoothing_length, side_gain, sirs=sirs)
     if pseudo_refpix and is_subarray and not four_amp and corr.n_good_refpix() == 0:
         log.info("refpix: subarray %s has no reference pixels: %d pseudo reference rows at its bottom and top",
                  readout.subarray, pseudo_refpix_rows)
@@ -550,6 +659,24 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         _roeba(ramp, readout, coff, four_amp, apply=roeba, one_over_f=one_over_f,
                first_integration=first_integration, **roeba_kw)
     return StepStatus.COMPLETE
+
+
+def _sirs_setup(algorithm, readout, is_subarray, sirs_kernel, sigreject, gaussmooth, halfwidth):
+    """(kernels, sigreject) when SIRS applies to this exposure, else None (jwst's conditions)."""
+    if algorithm == "median":
+        return None
+    if algorithm != "sirs":
+        raise ValueError(f"refpix_algorithm must be 'median' or 'sirs', not {algorithm!r}")
+    if is_subarray or "FULL" not in str(readout.subarray).upper():
+        log.info("refpix: SIRS is not applied to subarray data (as jwst); running median used")
+        return None
+    if sirs_kernel is None or sirs_kernel.get("gamma") is None:
+        log.warning("refpix: no SIRS kernel for detector %s; the running median is used for the side pixels",
+                    readout.detector)
+        return None
+    log.info("refpix: SIRS side-pixel correction (sigreject=%g, gaussmooth=%g, halfwidth=%d)",
+             sigreject, gaussmooth, halfwidth)
+    return sirs_kernels(sirs_kernel["gamma"], sirs_kernel["zeta"], gaussmooth, int(halfwidth)), float(sigreject)
 
 
 def _roeba(ramp, readout, coff, four_amp, odd_even, nsigma, grow, min_pixels, mask=None, apply=True,
