@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from webbflow.exposures import exposure_table, rootname
-from webbflow.io import InputError, read_uncal
+from webbflow.io import InputError
 
 
 def test_table_from_headers_not_file_names(tmp_path, make):

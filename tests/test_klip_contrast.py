@@ -4,7 +4,6 @@ on the detector, two science rolls, PSF references whose speckles drifted, a com
 roll angles, white noise."""
 
 import numpy as np
-import pytest
 
 from webbflow.steps import contrast, klip
 

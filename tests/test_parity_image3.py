@@ -35,8 +35,6 @@ same sources: apertures touching the no-coverage NaNs).  Flux ratios and matched
 counts are printed (``pytest -s``).
 """
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest

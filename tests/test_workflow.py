@@ -1,7 +1,6 @@
 """The Snakemake workflow end to end: the demo, parameter changes, a user's own config."""
 
 import json
-import os
 import re
 import subprocess
 import sys

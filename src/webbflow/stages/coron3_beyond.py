@@ -152,7 +152,6 @@ def reduce_beyond(models, science, mask, kp):
     pas = [float(p) for p in kp["injection_pas"]]
     companions = []
     if kp["companions"]:
-        from astropy.coordinates import SkyCoord
 
         wcs = models[0].meta.wcs
         a = np.radians(angles[0])

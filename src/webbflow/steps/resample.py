@@ -21,7 +21,6 @@ from drizzle.utils import calc_pixmap
 from gwcs import coordinate_frames as cf
 from gwcs import wcs as gwcs_wcs
 
-from webbflow import dqflags
 from webbflow.dqflags import good_pixel_mask  # noqa: F401 (re-exported: it lived here)
 
 __all__ = [
