@@ -9,7 +9,8 @@ under B with the same relative path, and the other way round (logs, Snakemake's 
 QA/report figures are left out: they record when and where a run happened, not what it produced).
 
 - FITS: per HDU, the sha256 of the data bytes and every header card except the write time (``DATE``)
-  and the checksums that cover it (``CHECKSUM``, ``DATASUM``); the ASDF extension is compared with its
+  and the checksums that cover it (``CHECKSUM``, ``DATASUM``), and in HDRTAB tables (the member
+  headers of x1dints) the ISO timestamps; the ASDF extension is compared with its
   tree read without its ``history``, ``_fits_hash`` and timestamps (asdf records when and with what it
   wrote the tree, in set order).
 - JSON, ECSV and other text: the text with ISO timestamps and each run's own folder blanked.
@@ -85,6 +86,8 @@ def fits_digest(path):
                 if not isinstance(hdu, fits.BinTableHDU) else bytes(hdu.data.tobytes())
             if hdu.name == "ASDF":
                 raw = asdf_digest(raw).encode()
+            elif hdu.name == "HDRTAB":  # x1dints' table of member headers: their DATE column is write times
+                raw = TIMESTAMP.sub(b"<DATE>", raw)
             cards = {c.keyword: str(c.value) for c in hdu.header.cards
                      if c.keyword not in VOLATILE_CARDS}
             digest[name] = (_sha(raw), cards)
