@@ -19,7 +19,8 @@ import numpy as np
 __all__ = ["DETECTOR1_OVERRIDES", "DETECTOR1_SKIPS", "OracleUnavailable", "oracle_paths", "product_agreement",
            "detector1_tolerance_failures",
            "detector1_command", "run_detector1", "IMAGE3_OVERRIDES", "image3_command", "run_image3",
-           "SPEC2_OVERRIDES", "spec2_command", "run_spec2", "run_tso3", "run_coron3"]
+           "SPEC2_OVERRIDES", "spec2_command", "run_spec2", "run_tso3", "image2_command", "coron3_command",
+           "run_coron3"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -299,6 +300,15 @@ IMAGE2_OVERRIDES = {"distortion": "assign_wcs", "flat": "flat_field", "photom": 
 """Reference type -> the jwst image2 step whose ``--override`` takes it."""
 
 
+def image2_command(rate, references, outdir, skip=()):
+    """The command line that runs jwst's calwebb_image2 on one rate or rateints (arguments as
+    :func:`run_image2`)."""
+    python, script = oracle_paths()
+    cmd = [str(python), str(script), "image2", str(Path(rate).resolve()), str(Path(outdir).resolve())]
+    cmd += [f"--override={IMAGE2_OVERRIDES[t]}.{t}={p}" for t, p in references.items() if p]
+    return cmd + [f"--skip={s}" for s in skip]
+
+
 def run_image2(rate, references, outdir, skip=(), timeout=600):
     """Run jwst's calwebb_image2 on one rate or rateints with explicit references.
 
@@ -318,13 +328,9 @@ def run_image2(rate, references, outdir, skip=(), timeout=600):
     cal : Path
         The calibrated product jwst wrote.
     """
-    python, script = oracle_paths()
     rate, outdir = Path(rate).resolve(), Path(outdir).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
-    cmd = [str(python), str(script), "image2", str(rate), str(outdir)]
-    cmd += [f"--override={IMAGE2_OVERRIDES[t]}.{t}={p}" for t, p in references.items() if p]
-    cmd += [f"--skip={s}" for s in skip]
-    _run(cmd, outdir, f"jwst image2 on {rate}", timeout)
+    _run(image2_command(rate, references, outdir, skip), outdir, f"jwst image2 on {rate}", timeout)
     root, kind = rate.name.rsplit("_", 1)
     suffix = "calints" if kind == "rateints.fits" else "cal"
     return outdir / f"{root}_{suffix}.fits"
@@ -371,6 +377,17 @@ def run_tso3(asn, references, outdir, skip=(), settings=None, timeout=900):
     return products, wall
 
 
+def coron3_command(asn, references, outdir, skip=(), settings=None):
+    """The command line that runs jwst's calwebb_coron3 on a coron3 association (arguments as
+    :func:`run_coron3`)."""
+    python, script = oracle_paths()
+    cmd = [str(python), str(script), "coron3", str(Path(asn).resolve()), str(Path(outdir).resolve())]
+    if references.get("psfmask") and "align_refs" not in skip:
+        cmd.append(f"--override=align_refs.psfmask={Path(references['psfmask']).resolve()}")
+    cmd += [f"--skip={s}" for s in skip]
+    return cmd + [f"--set={k}={v}" for k, v in (settings or {}).items()]
+
+
 def run_coron3(asn, references, outdir, skip=(), settings=None, timeout=900):
     """Run jwst's calwebb_coron3 on a coron3 association of calints.
 
@@ -393,15 +410,9 @@ def run_coron3(asn, references, outdir, skip=(), settings=None, timeout=900):
         ``psfsub`` (lists of paths, sorted) and ``all`` (every FITS file written).
     wall : float
     """
-    python, script = oracle_paths()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    cmd = [str(python), str(script), "coron3", str(Path(asn).resolve()), str(outdir.resolve())]
-    if references.get("psfmask") and "align_refs" not in skip:
-        cmd.append(f"--override=align_refs.psfmask={Path(references['psfmask']).resolve()}")
-    cmd += [f"--skip={s}" for s in skip]
-    cmd += [f"--set={k}={v}" for k, v in (settings or {}).items()]
-    wall = _run(cmd, outdir, f"jwst coron3 on {asn}", timeout)
+    wall = _run(coron3_command(asn, references, outdir, skip, settings), outdir, f"jwst coron3 on {asn}", timeout)
     files = sorted(p for p in outdir.iterdir() if p.is_file() and p.suffix == ".fits")
     products = {"all": files}
     for suffix in ("crfints", "psfalign", "psfsub"):
