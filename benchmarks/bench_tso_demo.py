@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""A time-series demo through stages 1-3, ours against jwst 3.0, in one run.
+"""A time-series (or the coronagraphy) demo through stages 1-3, ours against jwst 3.0, in one run.
 
 ``--mode grism`` (default): simulates ``demo-tso-grism`` (3 segments of 20 integrations; or another
 size with ``--ints-per-segment``), then runs, one fresh process per job as the workflow does, our
@@ -11,11 +11,24 @@ pipelines at jwst's defaults.  Prints total wall time, the largest peak RSS of a
 ratios (issues 13 and 14: >= 10x faster, <= 1/5 of jwst's peak memory).  Numba's cache is warmed
 first, as in production.
 
+``--mode coron`` (issue 15): the ``demo-coron`` program (7 exposures: 2 science rolls, 5 reference-star
+dither points, 2 integrations x 5 groups on SUB320A335R) through detector1 + image2 + coron3, as each
+pipeline's users run it on two cores: per exposure detector1 then image2, two exposures at a time,
+then coron3 on the association.  Ours runs the workflow's jobs (``webbflow.jobs``, one fresh process
+each, with the step parameters the workflow gives them for ``config/demo-coron.yaml``) twice: under
+``step_defaults: jwst`` (the same work as jwst's) and with the preset's recommended layer (no dark,
+pseudo reference pixels, float64 align_refs, sector KLIP, contrast curve and companion fit); jwst 3.0's
+calwebb_detector1, calwebb_image2 and calwebb_coron3 with the same references.  Prints per stage the
+summed wall time of its jobs, the end-to-end wall time, the largest job's peak RSS and the ratios
+(issue 15: >= 10x faster, <= 1/3 of jwst's peak memory).  Both pipelines are warmed first (numba's
+cache, the interpreters' imports).
+
 Usage (after ``pip install -e .`` and ``bash benchmarks/setup_oracle.sh``)::
 
-    python benchmarks/bench_tso_demo.py [--mode grism|imaging] [--ints-per-segment 20] [--no-jwst]
+    python benchmarks/bench_tso_demo.py [--mode grism|imaging|coron] [--ints-per-segment 20] [--no-jwst]
 
-Results: ``benchmarks/results/<date>-<host>-tso-demo.json`` (``-tso-imaging-demo.json``).
+Results: ``benchmarks/results/<date>-<host>-tso-demo.json`` (``-tso-imaging-demo.json``,
+``-coron-demo.json``).
 """
 
 import argparse
@@ -25,6 +38,8 @@ import os
 import platform
 import shutil
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from astropy.io import fits
@@ -93,7 +108,7 @@ def _jobs(data, uncals, refs, stage2_refs, who, imaging=False):
     ``stage2_refs``: spec2's references (grism) or image2's plus ``gain`` (imaging)."""
     from webbflow.associations import tso3_associations, write_asn
     from webbflow.exposures import exposure_table
-    from webbflow.oracle import detector1_command, oracle_paths, spec2_command
+    from webbflow.oracle import detector1_command, image2_command, oracle_paths, spec2_command
 
     stage2 = "image2" if imaging else "spec2"
     out = data / who
@@ -117,9 +132,7 @@ def _jobs(data, uncals, refs, stage2_refs, who, imaging=False):
         else:
             jobs.append(("detector1", detector1_command(uncal, _selected(uncal, refs), stage1)))
             if imaging:  # jwst's image2 with the same references (as tests/test_parity_tso_imaging.py)
-                steps = {"distortion": "assign_wcs", "flat": "flat_field", "photom": "photom", "area": "photom"}
-                jobs.append(("image2", [str(python), str(script), "image2", str(rateints), str(stage2_dir)]
-                             + [f"--override={steps[t]}.{t}={p}" for t, p in refs2.items() if p]))
+                jobs.append(("image2", image2_command(rateints, refs2, stage2_dir)))
             else:
                 jobs.append(("spec2", spec2_command(rateints, refs2, stage2_dir)))
     if who == "ours":
@@ -133,6 +146,15 @@ def _jobs(data, uncals, refs, stage2_refs, who, imaging=False):
     return jobs
 
 
+def _write_result(result, out, name):
+    """Write ``result`` to ``out`` (default ``benchmarks/results/<date>-<host>-<name>.json``); return 0."""
+    out = Path(out) if out else REPO / "benchmarks" / "results" / f"{dt.date.today()}-{platform.node()}-{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"results written to {out}")
+    return 0
+
+
 def main(argv=None):
     from webbflow.simulate import optics
     from webbflow.simulate.grism import write_grism_references
@@ -140,13 +162,15 @@ def main(argv=None):
     from webbflow.simulate.stage2_refs import write_stage2_references
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=("grism", "imaging"), default="grism")
+    parser.add_argument("--mode", choices=("grism", "imaging", "coron"), default="grism")
     parser.add_argument("--ints-per-segment", type=int, default=None,
                         help="integrations per segment (default: the demo's, 20 grism / 30 imaging)")
     parser.add_argument("--no-jwst", action="store_true", help="skip the oracle run")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.mode == "coron":
+        return bench_coron(args)
     imaging = args.mode == "imaging"
     name = "tso-imaging-demo" if imaging else "tso-demo"
     nint = args.ints_per_segment or (30 if imaging else 20)
@@ -199,11 +223,170 @@ def main(argv=None):
         result["speedup"] = totals["jwst"]["wall_s"] / totals["ours"]["wall_s"]
         result["memory_ratio"] = totals["ours"]["peak_rss_mib"] / totals["jwst"]["peak_rss_mib"]
         print(f"  jwst/ours wall = {result['speedup']:.1f}x; ours/jwst peak memory = {result['memory_ratio']:.2f}")
-    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"{dt.date.today()}-{platform.node()}-{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"results written to {out}")
-    return 0
+    return _write_result(result, args.out, name)
+
+
+# One workflow job (webbflow.jobs.<stage>) in a fresh process, as the workflow's script adapters call it:
+# positional arguments then keyword arguments, each as JSON.
+_CORON_JOB = """
+import json, sys
+from webbflow import jobs
+args = [json.loads(a) for a in sys.argv[2:]]
+getattr(jobs, sys.argv[1])(*args[:-1], **args[-1])
+"""
+
+
+def _coron_steps(stage, recommended, data):
+    """The step parameters the workflow gives a coronagraphy job of ``stage`` for
+    ``config/demo-coron.yaml`` with ``step_defaults: jwst`` (``recommended`` False) or ``recommended``
+    (as the Snakefile and workflow/rules/common.smk compute them)."""
+    import copy
+
+    import yaml
+    from snakemake.utils import validate
+
+    from webbflow.config import DETECTOR1_EXTRA_STEPS, deep_merge, load_modes, step_parameters
+
+    user = deep_merge(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+                      yaml.safe_load((REPO / "config" / "demo-coron.yaml").read_text()))
+    user["step_defaults"] = "recommended" if recommended else "jwst"
+    config = copy.deepcopy(user)
+    validate(config, str(REPO / "config" / "schema.yaml"))  # fills the defaults, as the Snakefile does
+    preset = load_modes(REPO / "config" / "modes", REPO / "config" / "schema.yaml")["coronagraphy"]
+    if stage == "coron3":
+        # the demo's layer (workflow/rules/coron3_common.smk, demo_coron3_steps): the star's flux on the
+        # simulator's PSF template's stamp, for the contrast curve and the companion fit
+        from astropy.table import Table
+
+        row = Table.read(data / "truth" / "companion.ecsv", format="ascii.ecsv")[0]
+        template = data / "truth" / "psf_template.fits"
+        star_flux = float(row["star_flux"]) * float(row["photmjsr"]) * float(fits.getheader(template)["FLUXFRAC"])
+        preset = deep_merge(preset, {"steps": {"coron3": {"klip": {"psf_template": str(template),
+                                                                   "star_flux": star_flux}}}})
+    params = step_parameters(config["steps"], stage, preset, user.get("steps"),
+                             (user.get("mode_steps") or {}).get("coronagraphy"), recommended=recommended,
+                             extra_steps=DETECTOR1_EXTRA_STEPS if stage == "detector1" else ())
+    if stage == "detector1" and params["persistence"].get("skip", True):
+        del params["persistence"]  # off: as the workflow passes it
+    return params, preset["exp_types"]
+
+
+def _coron_jobs(data, refs, who):
+    """Per exposure the (stage, command) chain detector1 -> image2, and the coron3 (stage, command),
+    of one pipeline: ``jwst``, ``ours-jwst`` (``step_defaults: jwst``) or ``ours-recommended``."""
+    from webbflow.associations import coron3_associations, write_asn
+    from webbflow.exposures import exposure_table
+    from webbflow.oracle import coron3_command, detector1_command, image2_command
+    from webbflow.refs import select_references
+    from webbflow.refs.select import CORON3_REFTYPES, IMAGE2_REFTYPES
+
+    out = data / who
+    stage1, stage2, stage3 = out / "detector1", out / "image2", out / "coron3"
+    for d in (stage1, stage2, stage3):
+        d.mkdir(parents=True, exist_ok=True)
+    (asn,) = coron3_associations(exposure_table(data / "uncal"))
+    asn_path = write_asn(asn, stage2 / "coron3_asn.json", suffix="calints")
+    if who != "jwst":
+        recommended = who == "ours-recommended"
+        (steps1, exp_types), (steps2, _), (steps3, _) = (_coron_steps(s, recommended, data)
+                                                         for s in ("detector1", "image2", "coron3"))
+
+    def ours(stage, *args, **kwargs):
+        return [sys.executable, "-c", _CORON_JOB, stage, *(json.dumps(a) for a in (*args, kwargs))]
+
+    chains = []
+    for uncal in sorted((data / "uncal").glob("*_uncal.fits")):
+        root = uncal.name.removesuffix("_uncal.fits")
+        header = fits.getheader(uncal)
+        refs1 = select_references(header, refs)
+        refs2 = {t: p for t, p in select_references(header, refs, None, IMAGE2_REFTYPES).items() if p}
+        rateints, calints = stage1 / f"{root}_rateints.fits", stage2 / f"{root}_calints.fits"
+        if who == "jwst":
+            chains.append([("detector1", detector1_command(uncal, refs1, stage1)),
+                           ("image2", image2_command(rateints, refs2, stage2))])
+        else:
+            paths = {k: (str(v) if v else None) for k, v in refs1.items()}
+            chains.append([("detector1", ours("detector1", str(uncal), str(stage1 / f"{root}_rate.fits"),
+                                              str(rateints), steps1, paths, list(exp_types),
+                                              one_over_f=str(stage1 / f"{root}_onef.ecsv"))),
+                           ("image2", ours("image2", str(rateints), str(calints), steps2,
+                                           {k: str(v) for k, v in refs2.items()}))])
+    first = fits.getheader(data / "uncal" / f"{asn.members[0]}_uncal.fits")
+    psfmask = {"psfmask": str(select_references(first, refs, None, CORON3_REFTYPES)["psfmask"])}
+    if who == "jwst":
+        return chains, ("coron3", coron3_command(asn_path, psfmask, stage3))
+    klip = steps3["klip"]
+    suffixes = [("psfstack", "fits"), ("i2d", "fits")] + ([("klipsub", "fits")] if klip.get("sectors") else [])
+    if klip.get("contrast"):
+        suffixes += [("contrast", "ecsv"), ("contrast", "png")]
+    if klip.get("companions"):
+        suffixes.append(("companions", "ecsv"))
+    products = {f"{s}_{e}": str(stage3 / f"{asn.product}_{s}.{e}") for s, e in suffixes}
+    return chains, ("coron3", ours("coron3", str(asn_path), str(stage3 / "exposures" / asn.product), products,
+                                   steps3, psfmask, shifts=str(stage3 / f"{asn.product}_psfshifts.ecsv")))
+
+
+def _run_coron_pipeline(data, refs, who, cores=2):
+    """Run one pipeline's jobs: the per-exposure chains ``cores`` at a time, then coron3."""
+    chains, coron3 = _coron_jobs(data, refs, who)
+    rows = []
+
+    def run_chain(chain):
+        for job, cmd in chain:
+            wall, rss, _ = measure(cmd, data)
+            rows.append({"job": job, "wall_s": wall, "peak_rss_mib": rss})
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(cores) as pool:
+        list(pool.map(run_chain, chains))  # list(): re-raises a failed job's error
+    wall, rss, _ = measure(coron3[1], data)
+    rows.append({"job": "coron3", "wall_s": wall, "peak_rss_mib": rss})
+    elapsed = time.perf_counter() - t0
+    per = {s: sum(r["wall_s"] for r in rows if r["job"] == s) for s in ("detector1", "image2", "coron3")}
+    biggest = max(rows, key=lambda r: r["peak_rss_mib"])
+    return {"wall_s": elapsed, "stage_wall_s": per, "peak_rss_mib": biggest["peak_rss_mib"],
+            "peak_rss_job": biggest["job"], "jobs": rows}
+
+
+def bench_coron(args):
+    """``--mode coron``: the demo-coron program, ours (jwst line and recommended) against jwst 3.0."""
+    from webbflow.simulate import run_preset
+
+    data = Path(args.workdir or REPO / "benchmarks" / ".work" / "coron-demo")
+    machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    print(f"coronagraphy demo benchmark on {machine}, {dt.date.today()}", flush=True)
+    if not (data / "uncal").is_dir():
+        print("simulating demo-coron ...", flush=True)
+        run_preset("demo-coron", data)
+    refs = data / "refs"
+    pipelines = ["ours-jwst", "ours-recommended"] + ([] if args.no_jwst else ["jwst"])
+    # warm numba's cache and the interpreters' imports (first exposure's detector1), as production finds them
+    for who in ("ours-jwst", *pipelines[2:]):
+        chains, _ = _coron_jobs(data, refs, who)
+        measure(chains[0][0][1], data)
+        shutil.rmtree(data / who)
+    totals = {}
+    for who in pipelines:
+        shutil.rmtree(data / who, ignore_errors=True)
+        t = totals[who] = _run_coron_pipeline(data, refs, who)
+        per = t["stage_wall_s"]
+        print(f"  {who:16s}: end to end {t['wall_s']:6.1f} s (job walls: detector1 {per['detector1']:.1f}, image2 "
+              f"{per['image2']:.1f}, coron3 {per['coron3']:.1f}), largest job peak RSS {t['peak_rss_mib']:.0f} MiB "
+              f"({t['peak_rss_job']})", flush=True)
+    result = {"date": str(dt.date.today()), "machine": machine, "mode": "coron",
+              "exposures": len(list((data / "uncal").glob("*_uncal.fits"))), "cores": 2, "pipelines": totals}
+    if "jwst" in totals:
+        jw = totals["jwst"]
+        for who in pipelines[:2]:
+            t = totals[who]
+            ratios = {s: jw["stage_wall_s"][s] / t["stage_wall_s"][s] for s in jw["stage_wall_s"]}
+            ratios["end_to_end"] = jw["wall_s"] / t["wall_s"]
+            ratios["memory"] = t["peak_rss_mib"] / jw["peak_rss_mib"]
+            result.setdefault("ratios", {})[who] = ratios
+            print(f"  jwst/{who} wall: detector1 {ratios['detector1']:.1f}x, image2 {ratios['image2']:.1f}x, "
+                  f"coron3 {ratios['coron3']:.1f}x, end to end {ratios['end_to_end']:.1f}x; "
+                  f"{who}/jwst largest-job peak memory {ratios['memory']:.2f}")
+    return _write_result(result, args.out, "coron-demo")
 
 
 if __name__ == "__main__":
