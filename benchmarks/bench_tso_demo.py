@@ -352,7 +352,7 @@ def bench_coron(args):
     """``--mode coron``: the demo-coron program, ours (jwst line and recommended) against jwst 3.0."""
     from webbflow.simulate import run_preset
 
-    data = Path(args.workdir or REPO / "benchmarks" / ".work" / "coron-demo")
+    data = Path(args.workdir or REPO / "benchmarks" / ".work" / "coron-demo").resolve()
     machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     print(f"coronagraphy demo benchmark on {machine}, {dt.date.today()}", flush=True)
     if not (data / "uncal").is_dir():
