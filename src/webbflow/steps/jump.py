@@ -9,7 +9,9 @@ pass; with many integrations it is a sigma clip across integrations. Large jumps
 also flag their four neighbours. With ``expand_large_events`` snowballs (large
 jump regions around a newly saturated core) are flagged as stcal 1.20 does,
 with scikit-image's region moments and ellipse rasteriser as stcal uses them
-(:func:`flag_large_events`); MIRI's showers (``find_showers``) are not.
+(:func:`flag_large_events`), or with two beyond-jwst restrictions that keep
+cosmic rays near the edges and saturating stars out (:class:`LargeEvents`);
+MIRI's showers (``find_showers``) are not.
 """
 
 import dataclasses
@@ -183,7 +185,8 @@ def run(ramp, readout, gain, readnoise, rejection_threshold=4.0,
         Their parameters, the fields of :class:`LargeEvents` (jwst 3.0's jump
         step names and defaults): min_jump_area, min_sat_area, expand_factor,
         sat_required_snowball, min_sat_radius_extend, sat_expand, edge_size,
-        max_extended_radius, mask_snowball_core_next_int, snowball_time_masked_next_int.
+        max_extended_radius, mask_snowball_core_next_int, snowball_time_masked_next_int;
+        and two beyond jwst, off by default: edge_contact, sat_core_in_snowball.
 
     Returns
     -------
@@ -234,6 +237,17 @@ class LargeEvents:
     ``sat_expand`` and ``max_extended_radius`` are the step's values: jwst's
     step passes twice each to stcal (pixels added to a full axis, the largest
     full axis), and so does :func:`flag_large_events_int`.
+
+    Two fields are not jwst's, and their defaults are stcal's behaviour:
+    ``edge_contact`` (int or None): a JUMP region within ``edge_size`` of an
+    edge is a snowball without a saturated core only if its bounding box comes
+    within this many pixels of the array's edge, where a core beyond the edge
+    would leave it (None: any such region, as stcal, which expands every
+    cosmic ray of ``min_jump_area`` pixels near the edges);
+    ``sat_core_in_snowball`` (bool): grow and mask in the next integration only
+    the saturated cores inside a snowball of this or the previous group (False:
+    every newly saturated region wider than ``min_sat_radius_extend``, as stcal,
+    which includes the rings by which a saturating star's saturated area grows).
     """
 
     min_jump_area: float = 5.0
@@ -246,6 +260,9 @@ class LargeEvents:
     max_extended_radius: int = 200
     mask_snowball_core_next_int: bool = True
     snowball_time_masked_next_int: int = 4000
+    # beyond jwst (None / False: stcal's behaviour)
+    edge_contact: int | None = None
+    sat_core_in_snowball: bool = False
 
     def persist_groups(self, tgroup):
         """Groups of the next integration whose snowball cores are flagged (0: none)."""
@@ -272,8 +289,9 @@ def _regions(mask, min_area, keep=None):
     """Connected (8-neighbour) regions of ``mask`` with a hole-filled area >= ``min_area``.
 
     Each region is ``((x, y) centroid, (minor - 1, major - 1) axis lengths of the
-    moment ellipse, orientation in degrees)`` as stcal's ``_sk_filter_areas``
-    builds it, so that every later comparison sees the same floats.  ``keep``,
+    moment ellipse, orientation in degrees, bounding box (row0, col0, row1, col1))``;
+    the first three are stcal's ``_sk_filter_areas`` values, so that every later
+    comparison sees the same floats.  ``keep``,
     given the regions' bounding boxes (n, 4: row0, col0, row1, col1), may rule
     regions out before their moments are computed (~1 ms a region); a region's
     properties depend on its own pixels only, so the others are unchanged.
@@ -293,7 +311,7 @@ def _regions(mask, min_area, keep=None):
             continue
         out.append(((float(region.centroid[1]), float(region.centroid[0])),
                     (region.axis_minor_length - 1, region.axis_major_length - 1),
-                    np.degrees(region.orientation)))
+                    np.degrees(region.orientation), region.bbox))
     return out
 
 
@@ -316,6 +334,14 @@ def _snowball_candidate(centres, lo, hi):
         return edge[:, 0] | near.any(axis=1)
 
     return keep
+
+
+def _at_edge(event, contact, shape):
+    """Whether a JUMP region near an edge may be a snowball whose core is beyond it (see :class:`LargeEvents`)."""
+    if contact is None:
+        return True
+    r0, c0, r1, c1 = event[3]
+    return min(r0, c0) <= contact or r1 - 1 >= shape[0] - 1 - contact or c1 - 1 >= shape[1] - 1 - contact
 
 
 def _ellipse_patch(event, axis1, axis2, shape):
@@ -372,8 +398,10 @@ def flag_large_events_int(gdq, params):
     and of JUMP_DET (``min_jump_area``) are found; a JUMP region is a snowball
     when a new-saturation centroid of this or the next group lies in its
     ellipse, or when it lies within ``edge_size`` of an edge (its core may be
-    off the detector).  Saturated cores wider than ``min_sat_radius_extend``
-    grow by ``sat_expand`` and become SATURATED in this and every later group;
+    off the detector; with ``edge_contact``, only if it reaches the edge).
+    Saturated cores wider than ``min_sat_radius_extend`` (with
+    ``sat_core_in_snowball``, those inside a snowball of this or the previous
+    group) grow by ``sat_expand`` and become SATURATED in this and every later group;
     each snowball's ellipse, grown by ``expand_factor``, gets JUMP_DET on its
     unsaturated pixels in this group.  The group loop is sequential because
     each group's flags feed the next group's new-saturation test.
@@ -390,7 +418,7 @@ def flag_large_events_int(gdq, params):
     persist = np.zeros((ny, nx), np.uint8)
     width = 2 * params.max_extended_radius
     lo, hi = params.edge_size, max(0, ny - params.edge_size)  # stcal takes rows for both axes
-    total = 0
+    total, previous = 0, []
     for g in range(1, ngroups):
         is_sat = (gdq[g] & sat) != 0
         new_sat = is_sat & ((gdq[g - 1] & sat) == 0)
@@ -403,8 +431,11 @@ def flag_large_events_int(gdq, params):
             # most JUMP regions are cosmic rays far from any core: skip their moments
             jump_events = _regions((gdq[g] & jump) != 0, params.min_jump_area, _snowball_candidate(centres, lo, hi))
             snowballs = [e for e in jump_events
-                         if not (lo <= e[0][0] <= hi and lo <= e[0][1] <= hi) or _centres_inside(centres, e)]
+                         if (not (lo <= e[0][0] <= hi and lo <= e[0][1] <= hi)
+                             and _at_edge(e, params.edge_contact, (ny, nx))) or _centres_inside(centres, e)]
             for e in sat_events:
+                if params.sat_core_in_snowball and not any(_centres_inside([e[0]], s) for s in snowballs + previous):
+                    continue  # not a hit's core: a saturating star's growing saturated area
                 if min(e[1]) > params.min_sat_radius_extend:
                     grown = [min(a + 2 * params.sat_expand, width) for a in e[1]]
                     ys, xs, core = _ellipse_patch(e, grown[0], grown[1], (ny, nx))
@@ -414,6 +445,7 @@ def flag_large_events_int(gdq, params):
         else:
             snowballs = _regions((gdq[g] & jump) != 0, params.min_jump_area)
         total += len(snowballs)
+        previous = snowballs  # a core saturating one group after its halo jumped
         for e in snowballs:
             ys, xs, halo = _ellipse_patch(e, *_expanded_axes(e, params.expand_factor, width), (ny, nx))
             plane = gdq[g, ys, xs]
