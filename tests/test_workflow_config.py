@@ -201,10 +201,14 @@ def test_imaging_preset_recommends_snowball_flagging_and_jwst_line_drops_it():
     schema = yaml.safe_load(SCHEMA.read_text())["properties"]["steps"]["properties"]
     defaults = {step: {k: v["default"] for k, v in schema[step]["properties"].items()}
                 for step in STAGES["detector1"].steps}
-    assert step_parameters(defaults, "detector1", preset)["jump"]["expand_large_events"] is True
+    rec = step_parameters(defaults, "detector1", preset)["jump"]
+    assert rec["expand_large_events"] is True
+    # beyond jwst: cosmic rays near the edges and saturating stars are not snowballs
+    assert rec["edge_contact"] == 4 and rec["sat_core_in_snowball"] is True
     jwst = step_parameters(defaults, "detector1", preset, recommended=False)["jump"]
-    # jwst 3.0's jump step defaults (jwst/jump/jump_step.py spec)
+    # jwst 3.0's jump step defaults (jwst/jump/jump_step.py spec), and stcal's behaviour for ours
     assert jwst["expand_large_events"] is False
+    assert jwst["edge_contact"] is None and jwst["sat_core_in_snowball"] is False
     assert (jwst["min_jump_area"], jwst["min_sat_area"], jwst["expand_factor"], jwst["min_sat_radius_extend"],
             jwst["sat_expand"], jwst["edge_size"], jwst["max_extended_radius"],
             jwst["snowball_time_masked_next_int"]) == (5.0, 1.0, 2.0, 2.5, 2, 25, 200, 4000)
