@@ -144,7 +144,7 @@ def test_few_extra_flags_away_from_snowballs(truth_case, line, bound):
     extra = gained & ~near & ~later
     print(f"{line}: extra flags away from snowballs: {extra.mean():.4%} ({extra.sum()} pixel-integrations; "
           f"JUMP_DET {np.count_nonzero(np.any((on & ~off & JUMP) != 0, axis=1) & extra)}); "
-          f"the previous integration's cores: {np.count_nonzero(gained & later & ~near)}")
+          f"in the previous integration's snowball footprints: {np.count_nonzero(gained & later & ~near)}")
     assert gained[near].mean() > 0.2  # the line flags the snowballs themselves
     assert extra.mean() < bound
 
