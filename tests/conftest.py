@@ -183,6 +183,18 @@ def compare_products(a, b):
 
 
 @pytest.fixture(scope="session")
+def oracle():
+    """jwst 3.0's venv, ``(python, site_packages)`` as :func:`webbflow.oracle.oracle_paths` finds it
+    (``WEBBFLOW_ORACLE`` or ``.oracle``); the test is skipped, with the reason, where there is none."""
+    from webbflow.oracle import OracleUnavailable, oracle_paths
+
+    try:
+        return oracle_paths()
+    except OracleUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
 def make():
     """The file writers above, for test modules (``from conftest import`` is ambiguous when
     several test folders have a conftest.py)."""

@@ -171,18 +171,14 @@ def test_demo_coron3_recovers_the_companion_and_a_calibrated_contrast_curve(demo
 @pytest.mark.workflow
 @pytest.mark.slow
 @pytest.mark.parity
-def test_demo_coron3_matches_jwst_on_the_whole_demo(demo_run, tmp_path):
+def test_demo_coron3_matches_jwst_on_the_whole_demo(demo_run, tmp_path, oracle):
     """The demo's association (both rolls, the 5 reference dither points; the workflow's calints) through
     jwst 3.0's calwebb_coron3 and our coron3 under ``step_defaults: jwst``: psfstack, every crfints,
     psfalign and psfsub within 1e-6 relative with the same NaNs and DQ, the i2d within 1e-5 in common
     pixels (all bit-identical on the demo)."""
-    from webbflow.oracle import OracleUnavailable, oracle_paths, run_coron3
+    from webbflow.oracle import run_coron3
     from webbflow.stages import coron3
 
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
     sys.path.insert(0, str(Path(__file__).parent))
     from test_parity_coron_stage12 import _jwst_line, _max_rel
 

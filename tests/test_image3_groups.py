@@ -75,16 +75,12 @@ def test_absolute_mosaic_on_truth_and_relative_keeps_the_pointing_error(two_sw):
 
 
 @pytest.fixture(scope="module")
-def jwst_groups(two_sw, tmp_path_factory):
+def jwst_groups(two_sw, tmp_path_factory, oracle):
     """jwst 3.0's image3 on the same eight cal files, aligned to the same catalog (which jwst takes
     as listed: no proper motions), against ours with ``abs_proper_motion`` off."""
     from webbflow.associations import associations_from_cals, write_asn
-    from webbflow.oracle import OracleUnavailable, oracle_paths, run_image3
+    from webbflow.oracle import run_image3
 
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
     cals = two_sw[0]
     refcat = cals[0].parent / GAIA_CATALOG
     out = tmp_path_factory.mktemp("image3_2sw_jwst")

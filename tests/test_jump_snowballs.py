@@ -38,9 +38,7 @@ from webbflow import dqflags
 from webbflow.io import read_uncal
 from webbflow.oracle import (
     PRODUCT_ARRAYS,
-    OracleUnavailable,
     detector1_tolerance_failures,
-    oracle_paths,
     product_agreement,
     run_detector1,
 )
@@ -160,11 +158,7 @@ VARIANTS = {
 
 
 @pytest.fixture(scope="module")
-def parity_uncal(tmp_path_factory):
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def parity_uncal(tmp_path_factory, oracle):
     out = tmp_path_factory.mktemp("snowball_parity")
     uncal = simulate_exposure(PARITY_SPEC, out)
     return out, uncal, select_references(fits.getheader(uncal), out / "refs")
@@ -255,15 +249,12 @@ def _synthetic_gdq(rng, nints=2, ngroups=6, n=200):
     {"min_sat_area": 3.0, "sat_expand": 3, "edge_size": 0, "min_sat_radius_extend": 1.0,
      "snowball_time_masked_next_int": 30},
 ], ids=["jwst", "no-core", "small-cores"])
-def test_flag_large_events_identical_to_stcal(params, tmp_path):
+def test_flag_large_events_identical_to_stcal(params, tmp_path, oracle):
     import subprocess
 
     from webbflow.steps.jump import LargeEvents, flag_large_events
 
-    try:
-        python, _ = oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+    python, _ = oracle
     gdq = _synthetic_gdq(np.random.default_rng(len(params)))
     full = LargeEvents(**params)
     np.save(tmp_path / "in.npy", gdq)

@@ -164,13 +164,9 @@ def ours(inputs, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def theirs(inputs, tmp_path_factory):
-    from webbflow.oracle import OracleUnavailable, oracle_paths, run_coron3
+def theirs(inputs, tmp_path_factory, oracle):
+    from webbflow.oracle import run_coron3
 
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
     asn, mask = inputs
     products, wall = run_coron3(asn, {"psfmask": mask}, tmp_path_factory.mktemp("coron3_jwst"))
     print(f"jwst coron3 {wall:.1f} s")
@@ -230,15 +226,11 @@ def test_products_match_jwst(ours, theirs):
 
 
 @pytest.mark.parity
-def test_products_match_jwst_with_options(inputs, tmp_path_factory):
+def test_products_match_jwst_with_options(inputs, tmp_path_factory, oracle):
     """klip truncated below the PSF planes (ERR then carries the references' residuals), a wider median box
     and HOT pixels replaced too: the parameters mean what jwst's mean."""
-    from webbflow.oracle import OracleUnavailable, oracle_paths, run_coron3
+    from webbflow.oracle import run_coron3
 
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
     asn, mask = inputs
     params = {"klip": {"truncate": 3}, "align_refs": {"median_box_length": 5, "bad_bits": "DO_NOT_USE, HOT"},
               "resample": {"skip": True}}

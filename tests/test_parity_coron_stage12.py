@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from webbflow.oracle import OracleUnavailable, oracle_paths, run_detector1, run_image2
+from webbflow.oracle import run_detector1, run_image2
 from webbflow.refs import select_references
 from webbflow.refs.select import IMAGE2_REFTYPES
 from webbflow.simulate import run_specs
@@ -47,11 +47,7 @@ def _assert_products_agree(a, b, arrays):
 
 
 @pytest.fixture(scope="module")
-def coron(tmp_path_factory):
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def coron(tmp_path_factory, oracle):
     out = tmp_path_factory.mktemp("coron_parity")
     specs = coron_specs(nints=2, ngroups=5)
     specs = [specs[0], specs[2]]  # roll 1 and the reference star's first dither point

@@ -22,7 +22,7 @@ from tso_segments import TSO_SPECS
 
 from webbflow.config import DETECTOR1_STEPS
 from webbflow.io import read_uncal
-from webbflow.oracle import PRODUCT_ARRAYS, OracleUnavailable, oracle_paths, run_detector1
+from webbflow.oracle import PRODUCT_ARRAYS, run_detector1
 from webbflow.refs import load_references, select_references
 from webbflow.simulate import ExposureSpec, simulate_exposure
 from webbflow.stages import detector1
@@ -50,11 +50,7 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def exposures(tmp_path_factory):
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def exposures(tmp_path_factory, oracle):
     cache = {}
 
     def get(spec):

@@ -46,7 +46,7 @@ from stdatamodels.jwst import datamodels
 from webbflow.associations import associations_from_cals, write_asn
 from webbflow.config import DETECTOR1_STEPS
 from webbflow.io.image3 import read_cal
-from webbflow.oracle import OracleUnavailable, oracle_paths, run_image3
+from webbflow.oracle import run_image3
 from webbflow.refs.select import DETECTOR1_REFTYPES, IMAGE2_REFTYPES, select_references
 from webbflow.simulate import preset_specs, simulate_exposure
 from webbflow.simulate.headers import exposure_timing
@@ -98,11 +98,7 @@ def _grid_settings(wcs):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def runs(tmp_path_factory, oracle):
     out = tmp_path_factory.mktemp("image3_parity")
     cals = simulate_cal_files(out)
     asn = write_asn(associations_from_cals(cals)[0], out / "image3_asn.json")

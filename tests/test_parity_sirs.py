@@ -22,7 +22,7 @@ from test_parity_flicker import _assert_products_match, _rel  # the same compari
 
 from webbflow.config import DETECTOR1_STEPS
 from webbflow.io import read_uncal
-from webbflow.oracle import OracleUnavailable, oracle_paths, run_detector1
+from webbflow.oracle import run_detector1
 from webbflow.refs import load_references, select_references
 from webbflow.refs.select import DETECTOR1_REFTYPES
 from webbflow.simulate import ExposureSpec, simulate_exposure
@@ -45,11 +45,7 @@ def _refpix_ramp(uncal, refs, algorithm):
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def case(tmp_path_factory, oracle):
     out = tmp_path_factory.mktemp("sirs")
     uncal = simulate_exposure(SPEC, out)
     refs = select_references(fits.getheader(uncal), out / "refs", reftypes=REFTYPES)

@@ -18,7 +18,7 @@ import pytest
 from astropy.io import fits
 from tso_segments import TSO_SPECS
 
-from webbflow.oracle import OracleUnavailable, oracle_paths, run_spec2
+from webbflow.oracle import run_spec2
 from webbflow.refs import select_references
 from webbflow.simulate import optics, simulate_exposure
 from webbflow.simulate.grism import write_grism_references
@@ -43,11 +43,7 @@ SPEC_KEYS = ("SLTNAME", "SPORDER", "DISPAXIS", "DETECTOR", "SRCXPOS", "SRCYPOS",
 
 
 @pytest.fixture(scope="module")
-def segment(tmp_path_factory):
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def segment(tmp_path_factory, oracle):
     spec = TSO_SPECS["grism-4out"]
     out = tmp_path_factory.mktemp("spec2")
     uncal = simulate_exposure(spec, out)

@@ -19,7 +19,7 @@ from stdatamodels.jwst import datamodels
 
 from webbflow import dqflags
 from webbflow.io import read_uncal
-from webbflow.oracle import (OracleUnavailable, detector1_tolerance_failures, oracle_paths, product_agreement,
+from webbflow.oracle import (detector1_tolerance_failures, product_agreement,
                              run_detector1)
 from webbflow.refs import load_references, select_references
 from webbflow.simulate import ExposureSpec, simulate_exposure
@@ -36,11 +36,7 @@ THEIRS = {"charge_migration.skip": False, "charge_migration.save_results": True,
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def case(tmp_path_factory, oracle):
     out = tmp_path_factory.mktemp("options")
     uncal = simulate_exposure(SPEC, out)
     refs = select_references(fits.getheader(uncal), out / "refs")

@@ -15,8 +15,8 @@ from astropy.io import fits
 
 from webbflow import dqflags
 from webbflow.io import read_uncal
-from webbflow.oracle import (INTERMEDIATE_STEPS, PRODUCT_ARRAYS, OracleUnavailable, detector1_tolerance_failures,
-                             oracle_paths, product_agreement, run_detector1)
+from webbflow.oracle import (INTERMEDIATE_STEPS, PRODUCT_ARRAYS, detector1_tolerance_failures,
+                             product_agreement, run_detector1)
 from webbflow.refs import load_references, select_references
 from webbflow.simulate import ExposureSpec, preset_specs, simulate_exposure
 from webbflow.stages import detector1
@@ -41,11 +41,7 @@ def _specs():
 
 
 @pytest.fixture(scope="module", params=sorted(_specs()))
-def case(request, tmp_path_factory):
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def case(request, tmp_path_factory, oracle):
     spec = _specs()[request.param]
     out = tmp_path_factory.mktemp(request.param)
     uncal = simulate_exposure(spec, out)

@@ -15,7 +15,7 @@ import pytest
 from astropy.io import fits
 from tso_segments import TSO_SPECS
 
-from webbflow.oracle import PRODUCT_ARRAYS, OracleUnavailable, oracle_paths, run_detector1
+from webbflow.oracle import PRODUCT_ARRAYS, run_detector1
 from webbflow.refs import select_references
 from webbflow.simulate import simulate_exposure
 from webbflow.stages import detector1
@@ -24,11 +24,7 @@ pytestmark = pytest.mark.parity
 
 
 @pytest.fixture(scope="module", params=sorted(TSO_SPECS))
-def case(request, tmp_path_factory):
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def case(request, tmp_path_factory, oracle):
     spec = TSO_SPECS[request.param]
     out = tmp_path_factory.mktemp(request.param)
     uncal = simulate_exposure(spec, out)

@@ -24,7 +24,7 @@ from tso_segments import TSO_SPECS
 
 from webbflow.associations import read_asn, tso3_associations, write_asn
 from webbflow.exposures import exposure_table
-from webbflow.oracle import OracleUnavailable, oracle_paths, run_spec2, run_tso3
+from webbflow.oracle import run_spec2, run_tso3
 from webbflow.refs import select_references
 from webbflow.simulate import optics, simulate_exposure
 from webbflow.simulate.grism import write_grism_references
@@ -37,11 +37,7 @@ ARRAYS = ("SCI", "ERR", "VAR_POISSON", "VAR_RNOISE", "VAR_FLAT")
 
 
 @pytest.fixture(scope="module")
-def exposure(tmp_path_factory):
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def exposure(tmp_path_factory, oracle):
     out = tmp_path_factory.mktemp("tso3")
     base = TSO_SPECS["grism-4out"]
     references, ours, theirs = None, [], []

@@ -18,7 +18,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import QTable
 
-from webbflow.oracle import OracleUnavailable, oracle_paths, run_image2, run_tso3
+from webbflow.oracle import run_image2, run_tso3
 from webbflow.refs import select_references
 from webbflow.refs.select import IMAGE2_REFTYPES
 from webbflow.simulate import run_specs, tso_image_specs
@@ -30,11 +30,7 @@ ARRAYS = ("SCI", "ERR", "VAR_POISSON", "VAR_RNOISE", "VAR_FLAT")
 
 
 @pytest.fixture(scope="module", params=["SW", "LW"])
-def segments(request, tmp_path_factory):
-    try:
-        oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def segments(request, tmp_path_factory, oracle):
     out = tmp_path_factory.mktemp(f"tsoimg_parity_{request.param}")
     specs = tso_image_specs(n_segments=2, ints_per_segment=4, channel=request.param)
     uncals = run_specs(specs, out)

@@ -26,6 +26,7 @@ from astropy.io import fits
 from astropy.time import Time
 
 from webbflow import dqflags
+from webbflow.io import persistence as highpix_io
 from webbflow.io import read_uncal
 from webbflow.io.errors import InputError
 from webbflow.refs import load_references, select_references
@@ -135,14 +136,14 @@ def test_high_pixels_threshold_and_round_trip(case, tmp_path):
     assert set(zip(record.x.tolist(), record.y.tolist())) <= set(zip(low.x.tolist(), low.y.tolist()))
 
     path = tmp_path / "x_highpix.ecsv"
-    persistence.write_high_pixels(path, record)
-    back = persistence.read_high_pixels(path)
+    highpix_io.write_high_pixels(path, record)
+    back = highpix_io.read_high_pixels(path)
     assert (back.detector, back.expstart, back.expend) == (record.detector, record.expstart, record.expend)
     assert np.array_equal(back.x, record.x) and np.array_equal(back.y, record.y)
     bad = tmp_path / "bad.ecsv"
     bad.write_text("# %ECSV 1.0\n# ---\n# datatype:\n# - {name: x, datatype: int32}\nx\n1\n")
     with pytest.raises(InputError, match="DETECTOR"):
-        persistence.read_high_pixels(bad)
+        highpix_io.read_high_pixels(bad)
 
 
 def test_detector1_writes_the_summary_and_flags_the_rate_dq(case, tmp_path):
@@ -155,13 +156,13 @@ def test_detector1_writes_the_summary_and_flags_the_rate_dq(case, tmp_path):
     summary = tmp_path / "first_highpix.ecsv"
     detector1.run(first.uncal, tmp_path / "a_rate.fits", tmp_path / "a_rateints.fits", refs1, {},
                   highpix_path=summary)
-    written = persistence.read_high_pixels(summary)
+    written = highpix_io.read_high_pixels(summary)
     assert np.array_equal(written.x, record.x) and np.array_equal(written.y, record.y)
     # streamed in chunks (a tiny memory budget): the same summary; flagging needs the whole ramp
     streamed = tmp_path / "streamed_highpix.ecsv"
     detector1.run(first.uncal, tmp_path / "s_rate.fits", tmp_path / "s_rateints.fits", refs1, {},
                   highpix_path=streamed, max_memory_mb=0.05, scratch_dir=tmp_path)
-    back = persistence.read_high_pixels(streamed)
+    back = highpix_io.read_high_pixels(streamed)
     assert np.array_equal(back.x, record.x) and np.array_equal(back.y, record.y)
     with pytest.raises(InputError, match="steps.persistence.skip needs the whole ramp"):
         detector1.run(first.uncal, tmp_path / "t_rate.fits", tmp_path / "t_rateints.fits", refs1,

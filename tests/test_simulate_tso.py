@@ -194,15 +194,6 @@ json.dump({"status": result.meta.cal_step.assign_wcs, "wave": wave}, open(out, "
 '''
 
 
-def _oracle_python():
-    from webbflow.oracle import OracleUnavailable, oracle_paths
-
-    try:
-        return oracle_paths()[0]
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="module")
 def f444w_demo(tmp_path_factory):
     """A 2-integration F444W segment (XREF_SCI 858) with its references and truth."""
@@ -214,8 +205,8 @@ def f444w_demo(tmp_path_factory):
 @pytest.mark.parity
 @pytest.mark.parametrize("demo,specwcs_name", [("short_demo", "webbflow_nrcalong_specwcs_f322w2_grismr.asdf"),
                                                ("f444w_demo", "webbflow_nrcalong_specwcs_f444w_grismr.asdf")])
-def test_jwst_assign_wcs_gives_the_truth_wavelengths(demo, specwcs_name, request, tmp_path):
-    python = _oracle_python()
+def test_jwst_assign_wcs_gives_the_truth_wavelengths(demo, specwcs_name, request, tmp_path, oracle):
+    python, _ = oracle
     out, _, paths = request.getfixturevalue(demo)
     script = tmp_path / "wcs.py"
     script.write_text(_ORACLE_WCS)

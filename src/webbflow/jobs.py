@@ -208,7 +208,7 @@ def _write_psfshifts(path, written):
     import numpy as np
     from astropy.table import Table
 
-    from webbflow.io.files import atomic_output
+    from webbflow.io.files import write_ecsv
 
     rows = [(Path(aligned).name.removesuffix("_psfalign.fits"), k, *map(float, fit))
             for aligned, fits in zip(written["psfalign"], written["shifts"])
@@ -218,8 +218,7 @@ def _write_psfshifts(path, written):
     table["dx"].unit = table["dy"].unit = "pix"
     table.meta["comments"] = ["webbflow coron3 align_refs: shift (dx, dy, pixels) and scale (beta) fitted for each "
                               "PSF-reference integration (psfstack order) on each science exposure's first integration"]
-    with atomic_output(path) as tmp:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    write_ecsv(path, table)
 
 
 def lightcurves(x1dints, curves, fits, png, nbins=10, wave_range=None, transit=None, truth=None):
@@ -246,7 +245,7 @@ def lightcurves(x1dints, curves, fits, png, nbins=10, wave_range=None, transit=N
     from astropy.table import Table
 
     from webbflow import lightcurves as lc
-    from webbflow.io.files import atomic_output
+    from webbflow.io.files import write_ecsv
 
     if transit is None and truth is not None and Path(truth).exists():
         m = Table.read(truth).meta
@@ -267,8 +266,7 @@ def lightcurves(x1dints, curves, fits, png, nbins=10, wave_range=None, transit=N
     if "fits" not in written:
         empty = Table(names=("curve", "depth", "depth_err"), dtype=(str, float, float))
         empty.meta["comments"] = ["no transit guess: set lightcurves.transit (t0, per, a, inc, rp, u1, u2) to fit"]
-        with atomic_output(fits) as tmp:
-            empty.write(tmp, format="ascii.ecsv", overwrite=True)
+        write_ecsv(fits, empty)
     return written
 
 

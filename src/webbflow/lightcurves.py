@@ -292,10 +292,9 @@ def spectroscopic_light_curves(source, nbins=None, edges=None, wave_range=None, 
 
 def write_light_curves(table, path):
     """Write a light-curve or fit table as ECSV, atomically."""
-    from webbflow.io.files import atomic_output
+    from webbflow.io.files import write_ecsv
 
-    with atomic_output(path) as tmp:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    write_ecsv(path, table)
     return Path(path)
 
 

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from webbflow.io.errors import ReferenceFileError
-from webbflow.oracle import OracleUnavailable, oracle_paths
 from webbflow.steps.extract_1d import (SPECTRUM_COLUMNS, aperture_from_reference, box_extract,
                                        read_extract1d_json)
 
@@ -117,11 +116,8 @@ np.savez(sys.argv[3], **{c: np.asarray(t[c]) for c in t.dtype.names if c not in 
 @pytest.mark.parity
 @pytest.mark.parametrize("ref,photom", [(REF_MEDIAN, False), (REF_POLY, False), (REF_MEDIAN, True)],
                          ids=["median-DN/s", "poly-DN/s", "median-Jy"])
-def test_parity_with_jwst_box_extraction(tmp_path, ref, photom):
-    try:
-        python, _ = oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def test_parity_with_jwst_box_extraction(tmp_path, ref, photom, oracle):
+    python, _ = oracle
     cube, wave, _ = _cutout(seed=4)
     np.savez(tmp_path / "in.npz", wave=wave, **vars(cube))
     (tmp_path / "ref.json").write_text(json.dumps(ref))

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from webbflow import dqflags
-from webbflow.oracle import OracleUnavailable, oracle_paths
 from webbflow.steps.outlier_detection import moving_median, tso_outlier_detection
 
 
@@ -77,11 +76,8 @@ np.savez(sys.argv[2], data=m.data, dq=m.dq, err=m.err)
 
 @pytest.mark.parity
 @pytest.mark.parametrize("window", [25, 100])  # rolling median; window >= nints: whole-cube median
-def test_parity_with_jwst_tso_outlier_detection(tmp_path, window):
-    try:
-        python, _ = oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def test_parity_with_jwst_tso_outlier_detection(tmp_path, window, oracle):
+    python, _ = oracle
     arrays, _ = _cube(seed=11)
     np.savez(tmp_path / "in.npz", **vars(arrays))
     script = tmp_path / "oracle.py"

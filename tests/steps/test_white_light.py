@@ -9,7 +9,6 @@ import subprocess
 import numpy as np
 import pytest
 
-from webbflow.oracle import OracleUnavailable, oracle_paths
 from webbflow.steps.white_light import SpectralSeries, white_light
 
 
@@ -69,11 +68,8 @@ np.savez(sys.argv[2], mjd=np.asarray(tbl["MJD_UTC"]), bjd=np.asarray(tbl["BJD_TD
 
 
 @pytest.mark.parity
-def test_parity_with_jwst_white_light(tmp_path):
-    try:
-        python, _ = oracle_paths()
-    except OracleUnavailable as exc:
-        pytest.skip(str(exc))
+def test_parity_with_jwst_white_light(tmp_path, oracle):
+    python, _ = oracle
     segs, _ = _segments(seed=9)
     segs[1].flux[2] = np.nan
     segs[0].mjd_utc[5] = segs[0].mjd_utc[4]

@@ -218,6 +218,25 @@ def atomic_write_text(path, text):
     return Path(path)
 
 
+def write_ecsv(path, table):
+    """Write an astropy table to ``path`` as ECSV, atomically (:func:`atomic_output`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; its folder is created if missing, an existing file is replaced.
+    table : astropy.table.Table
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    with atomic_output(path) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    return Path(path)
+
+
 def file_digests(path, algorithms=("sha256",)):
     """Hex digests of a file under several hash algorithms, and its size, from one read.
 

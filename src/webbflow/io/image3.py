@@ -18,7 +18,7 @@ from stdatamodels.jwst import datamodels
 import webbflow
 from webbflow.config import config_digest
 from webbflow.io.errors import InputError
-from webbflow.io.files import atomic_output
+from webbflow.io.files import atomic_output, write_ecsv
 from webbflow.steps.resample import ImageInput
 
 __all__ = [
@@ -271,6 +271,5 @@ def write_catalog(table, path, meta=None):
     table = table.copy()
     table.meta.update(meta or {})
     table.meta["webbflow_version"] = webbflow.__version__
-    with atomic_output(path) as tmp:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    write_ecsv(path, table)
     return path

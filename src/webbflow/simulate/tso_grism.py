@@ -422,15 +422,14 @@ def tso_truth(specs):
 
 def write_truth_tables(outdir, tables):
     """Write ``truth/<name>.ecsv`` for each ``name -> table`` of ``tables``, atomically; returns name -> Path."""
-    from webbflow.io.files import atomic_output
+    from webbflow.io.files import write_ecsv
 
     truth = Path(outdir) / "truth"
     truth.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, table in tables.items():
         path = truth / f"{name}.ecsv"
-        with atomic_output(path) as tmp:
-            table.write(tmp, format="ascii.ecsv", overwrite=True)
+        write_ecsv(path, table)
         paths[name] = path
     return paths
 

@@ -10,7 +10,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from webbflow import dqflags
-from webbflow.io.files import atomic_output
+from webbflow.io.files import atomic_output, write_ecsv
 from webbflow.simulate.detectors import DETECTORS
 from webbflow.simulate.events import SNOWBALL_FIELDS
 
@@ -266,8 +266,7 @@ def write_truth(outdir, rootname, rate, deposits, first_saturated, meta):
     table.meta.update(meta)
     table.meta["comments"] = ["0-based x, y, integration, group (first group showing the hit);"
                               " amplitude = deposited charge in linear DN"]
-    with atomic_output(paths["cosmic_rays"]) as tmp:
-        table.write(tmp, format="ascii.ecsv")
+    write_ecsv(paths["cosmic_rays"], table)
     events = Table({n: np.asarray(deposits.snowballs[n], np.int32 if n in ("integration", "group", "frame")
                                   else np.float64) for n in SNOWBALL_FIELDS})
     for n, unit in (("time", "s"), ("x", "pix"), ("y", "pix"), ("r_core", "pix"), ("halo_amplitude", "DN"),
@@ -278,15 +277,13 @@ def write_truth(outdir, rootname, rate, deposits, first_saturated, meta):
                                " (x, y: pixel centres are integers) and radius, halo amplitude at the core's edge"
                                " and the radius where it falls to the faintest deposit written; its pixels are"
                                " the kind == snowball rows of the cosmic_rays table"]
-    with atomic_output(paths["snowballs"]) as tmp:
-        events.write(tmp, format="ascii.ecsv")
+    write_ecsv(paths["snowballs"], events)
     return paths
 
 
 def write_table(path, table):
     """Write an astropy table as ECSV atomically."""
-    with atomic_output(path) as tmp:
-        table.write(tmp, format="ascii.ecsv")
+    write_ecsv(path, table)
     return Path(path)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from webbflow.io.errors import InputError
-from webbflow.io.files import atomic_output
+from webbflow.io.files import atomic_output, write_ecsv
 from webbflow.steps import align_refs as align_step
 from webbflow.steps import contrast as contrast_step
 from webbflow.steps import klip as klip_step
@@ -289,8 +289,7 @@ def write_beyond(result, product, out_dir, meta, template=None, sectors=False, p
             "throughput, throughput = recovered/injected flux of template copies injected at injection_pas with the "
             "reduction's own KLIP settings"]
         path = out_dir / f"{product}_contrast.ecsv"
-        with atomic_output(path) as tmp:
-            t.write(tmp, format="ascii.ecsv", overwrite=True)
+        write_ecsv(path, t)
         written["contrast"] = path
         written["contrast_plot"] = _plot(t, result, out_dir / f"{product}_contrast.png")
     if "companions" in result:
@@ -310,8 +309,7 @@ def write_beyond(result, product, out_dir, meta, template=None, sectors=False, p
             "first science exposure; PA east of north; flux: template flux / throughput (injections at the same "
             "separation, other PAs), calints units summed over pixels; contrast = flux / star_flux"]
         path = out_dir / f"{product}_companions.ecsv"
-        with atomic_output(path) as tmp:
-            t.write(tmp, format="ascii.ecsv", overwrite=True)
+        write_ecsv(path, t)
         written["companions"] = path
     return written
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from webbflow.config import DETECTOR1_STEPS, step_kwargs, step_skipped
 from webbflow.provenance import reference_names, stage_provenance
+from webbflow.io import persistence as highpix_io
 from webbflow.io import read_uncal, write_fitopt, write_rate, write_rateints
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_group
@@ -342,11 +343,10 @@ def one_over_f_table(records, headers):
 
 def write_one_over_f(path, records, headers):
     """Write :func:`one_over_f_table` to ``path`` (ECSV, atomically)."""
-    from webbflow.io.files import atomic_output
+    from webbflow.io.files import write_ecsv
 
     table = one_over_f_table(records, headers)
-    with atomic_output(path) as tmp:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    write_ecsv(path, table)
     return Path(path)
 
 
@@ -366,7 +366,7 @@ def _persistence(params, earlier_highpix):
     on = not settings.get("skip", True)
     window = float(settings.get("window", persistence.DEFAULT_WINDOW_S))
     fraction = float(settings.get("fraction", 1.0))
-    records = [persistence.read_high_pixels(p) for p in earlier_highpix] if on else []
+    records = [highpix_io.read_high_pixels(p) for p in earlier_highpix] if on else []
     return settings, on, window, fraction, records
 
 
@@ -424,7 +424,7 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     highpix_path : str or os.PathLike, optional
         Also write the exposure's high pixels (those whose raw ramp reaches
         ``params["persistence"]["fraction"]`` (default 1) times the saturation
-        reference), :func:`webbflow.steps.persistence.write_high_pixels`.
+        reference), :func:`webbflow.io.persistence.write_high_pixels`.
     earlier_highpix : sequence of path-like
         Such summaries of earlier exposures; with ``params["persistence"]["skip"]``
         false, PERSISTENCE is flagged in PIXELDQ after dq_init where one of the same
@@ -520,7 +520,7 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
                 write_one_over_f(one_over_f_path, one_over_f, headers)
             if highpix_path is not None:  # a summary for later exposures (flagging this one needs the ramp)
                 top = _raw_group_max(stream)[None, None]
-                persistence.write_high_pixels(highpix_path, persistence.high_pixels(
+                highpix_io.write_high_pixels(highpix_path, persistence.high_pixels(
                     top, fraction * refs["saturation"]["sat_thresh"], readout.detector, headers.primary["EXPSTART"],
                     headers.primary["EXPEND"], readout.substrt1, readout.substrt2))
         log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
@@ -552,7 +552,7 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
         if one_over_f is not None:
             write_one_over_f(one_over_f_path, one_over_f, headers)
         if high is not None:
-            persistence.write_high_pixels(highpix_path, high)
+            highpix_io.write_high_pixels(highpix_path, high)
     log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
              Path(rate_path).name, Path(rateints_path).name)
     return statuses

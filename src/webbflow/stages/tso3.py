@@ -24,7 +24,7 @@ from webbflow.config import TSO3_STEPS
 from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io.cal import CalArrays, open_product, write_model
 from webbflow.io.errors import InputError, ReferenceFileError
-from webbflow.io.files import atomic_output
+from webbflow.io.files import write_ecsv
 from webbflow.io.spec import member_header, tso_spec, write_x1dints
 from webbflow.ramp import StepStatus
 from webbflow.steps import extract_1d, outlier_detection, trace, white_light
@@ -157,8 +157,7 @@ def _write_trace(path, whtlt, traces, meta):
     table.meta["comments"] = ["trace_y: 0-based row of the cutout (extract_2d keeps rows from 0, so also of the "
                               "subarray) of a Gaussian fit to the spectrum collapsed over the extraction columns; "
                               "trace_width: its sigma (webbflow, not jwst)"]
-    with atomic_output(path) as tmp:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    write_ecsv(path, table)
 
 
 def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, provenance=None, asn=None,
@@ -295,8 +294,7 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                 "pupil": first.meta.instrument.pupil, "target_name": first.meta.target.catalog_name}
         table = white_light.white_light(series, wl.get("min_wavelength"), wl.get("max_wavelength"), meta)
         table.meta["number_of_integrations"] = len(table)
-        with atomic_output(whtlt_path) as tmp:
-            table.write(tmp, format="ascii.ecsv", overwrite=True)
+        write_ecsv(whtlt_path, table)
         written.append(Path(whtlt_path))
         statuses["white_light"] = StepStatus.COMPLETE
         if trace_path is not None:
@@ -439,8 +437,7 @@ def run_photometry(members, crfints_paths, phot_path, references, params, proven
                 best = min(scan, key=lambda row: row["rms_ppm"] if np.isfinite(row["rms_ppm"]) else np.inf)
                 log.info("tso_photometry     radius scan (point-to-point rms, ppm): %s; lowest at r = %g px",
                          ", ".join(f"r={row['radius']:g}: {row['rms_ppm']:.0f}" for row in scan), best["radius"])
-            with atomic_output(phot_path) as tmp:
-                table.write(tmp, format="ascii.ecsv", overwrite=True)
+            write_ecsv(phot_path, table)
             written.append(Path(phot_path))
             log.info("tso_photometry     %d integrations, %s", len(table), table.meta.get("apertures"))
     except BaseException:

@@ -17,8 +17,8 @@ map onto each other through SUBSTRT1/SUBSTRT2.
 
 The functions are pure: :func:`high_pixels` summarises one exposure's ramp,
 :func:`earlier_within` picks the summaries that matter for a later exposure,
-:func:`flag` ORs the bit into its PIXELDQ.  :func:`write_high_pixels` and
-:func:`read_high_pixels` store a summary as a small ECSV coordinate list.
+:func:`flag` ORs the bit into its PIXELDQ.  Storing a summary as a small ECSV
+coordinate list is I/O and lives in :mod:`webbflow.io.persistence`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ __all__ = [
     "earlier_within",
     "flag",
     "high_pixels",
-    "read_high_pixels",
-    "write_high_pixels",
 ]
 
 log = logging.getLogger(__name__)
@@ -161,46 +159,3 @@ def flag(pixeldq, detector, expstart, records, substrt1=1, substrt2=1, window=DE
     n = int(np.count_nonzero(new))
     log.info("persistence: %d pixels flagged from earlier exposures within %.0f s", n, window)
     return n
-
-
-def write_high_pixels(path, record):
-    """Write ``record`` as an ECSV coordinate list (atomically).
-
-    Parameters
-    ----------
-    path : path-like
-        ``<root>_highpix.ecsv``.
-    record : HighPixels
-    """
-    from astropy.table import Table
-
-    from webbflow.io.files import atomic_output
-
-    table = Table({"x": record.x, "y": record.y},
-                  meta={"DETECTOR": record.detector, "EXPSTART": record.expstart, "EXPEND": record.expend,
-                        "comment": "0-based full-frame science-grid coordinates of pixels saturated or above "
-                                   "the persistence threshold"})
-    with atomic_output(path) as tmp:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
-
-
-def read_high_pixels(path):
-    """Read a summary written by :func:`write_high_pixels`.
-
-    Raises
-    ------
-    webbflow.io.errors.InputError
-        When the file lacks DETECTOR, EXPSTART, EXPEND or the x/y columns.
-    """
-    from astropy.table import Table
-
-    from webbflow.io.errors import InputError
-
-    table = Table.read(path, format="ascii.ecsv")
-    missing = [k for k in ("DETECTOR", "EXPSTART", "EXPEND") if k not in table.meta]
-    missing += [c for c in ("x", "y") if c not in table.colnames]
-    if missing:
-        raise InputError(path, f"not a high-pixels summary: {', '.join(missing)} missing",
-                         "regenerate it with webbflow.steps.persistence.write_high_pixels")
-    return HighPixels(str(table.meta["DETECTOR"]), float(table.meta["EXPSTART"]), float(table.meta["EXPEND"]),
-                      np.asarray(table["x"], np.int32), np.asarray(table["y"], np.int32))
