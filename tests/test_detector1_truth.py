@@ -119,7 +119,6 @@ def test_pixels_saturating_late_recover_rate(reduced):
 def test_cosmic_rays_detected_and_few_false_jumps(reduced):
     r = reduced
     spec = r["spec"]
-    nints = spec.nints
     dq = r["rateints"]["DQ"]
     fs = r["first_sat"]
     crs = r["crs"]

@@ -168,7 +168,6 @@ def test_cosmic_rays_in_ecsv_are_the_jumps_in_the_ramp(tmp_path):
     hit = np.zeros(diff.shape, bool)
     for row in table:
         i, g, y, x = row["integration"], row["group"], row["y"], row["x"]
-        jump = diff[i, g:, y, x]
         before = diff[i, :g, y, x]
         assert np.all(before == 0)
         hit[i, g:, y, x] = True
