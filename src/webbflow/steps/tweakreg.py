@@ -330,7 +330,7 @@ def _fallback_group(wcslist, catalogs, names, group, out, ref_cat, tp, tp_center
             for i in group:
                 apply_correction(wcslist[i], joint.matrix, joint.shift, joint.center, tp_center)
         log.warning("abs_fallback: %s: its own fit to abs_refcat %s; %s", label, status,
-                    "it takes the joint correction" if alone else "it keeps the joint correction")
+                    "it takes the joint correction" if alone else "it keeps its correction")
         return
     used = img_xy[fit["img_idx"]][fit["fitmask"]]
     moved = (used - fit["center"]) @ fit["matrix"].T + fit["shift"] + fit["center"] - used
