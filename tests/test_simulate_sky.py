@@ -59,6 +59,24 @@ def test_header_pointing_is_commanded_and_truth_is_offset():
     assert np.median(np.hypot(x1 - x0, y1 - y0)) == pytest.approx(np.hypot(0.15, 0.05) / 0.0312, rel=0.02)
 
 
+def test_roll_error_rotates_the_sources_about_the_pointing_reference():
+    spec = replace(SPEC, roll_error=0.03, field_half_size=12.0)
+    cat = catalog_for(spec)
+    v2v3 = {}
+    for roll in (0.0, 0.03):
+        s = replace(spec, roll_error=roll)
+        x, y = place_sources(cat, s)
+        v2v3[roll] = np.array(optics.pixel_to_v23(s.detector, s.geometry, x, y)) - np.array(optics.POINTING_V2V3["A"])[:, None]
+    # each star's V2/V3 position turns by the roll error about the module's pointing reference
+    angle = np.degrees(np.arctan2(v2v3[0.03][1], v2v3[0.03][0]) - np.arctan2(v2v3[0.0][1], v2v3[0.0][0]))
+    radius = np.hypot(*v2v3[0.0])
+    far = radius > 5.0
+    assert far.sum() > 100
+    np.testing.assert_allclose(np.abs(angle[far]), 0.03, rtol=1e-3)
+    np.testing.assert_allclose(np.hypot(*v2v3[0.03])[far], radius[far], atol=1e-6)
+    assert pointing_truth(spec)["droll_deg"] == 0.03
+
+
 def test_stage2_references_open_as_crds_models(tmp_path):
     from stdatamodels.jwst import datamodels
 

@@ -111,3 +111,25 @@ def test_too_few_matches_leave_the_wcs_unchanged(sw_set):
     assert any(r.status.startswith("skipped") for r in result)
     assert np.allclose(models[1].meta.wcs(50.0, 50.0), before) and np.allclose(models[0].meta.wcs(50.0, 50.0),
                                                                                  make_dither_set(truth, 2, errors=errors[:2])[0][0].meta.wcs(50.0, 50.0))
+
+
+def test_abs_fallback_aligns_untied_exposures_to_the_catalog_on_their_own(sw_set):
+    """NC-102: two exposures guided on another star, ~1" off (beyond searchrad): relative matching
+    cannot tie them and the joint absolute fit leaves them there; ``abs_fallback`` fits them alone."""
+    truth = sw_set[0]
+    errors = np.array([[0.06, -0.04], [-0.05, 0.02], [0.8, 0.55], [0.76, 0.6]])
+    models, _, _ = make_dither_set(truth, 4, errors=errors)
+    catalogs = [tweakreg.find_sources(m.data, m.dq) for m in models]
+    refcat = Table({"ra": truth.ra, "dec": truth.dec})
+    rms = {}
+    for fallback in (False, True):
+        models, _, _ = make_dither_set(truth, 4, errors=errors)
+        result = tweakreg.align([m.meta.wcs for m in models], catalogs, abs_refcat=refcat, abs_fallback=fallback,
+                                **DENSE)
+        rms[fallback] = _rms_vs_truth(models, catalogs, truth)
+        print(f"abs_fallback {fallback}: rms vs truth {np.round(rms[fallback], 1)} mas;",
+              [r.status[:40] for r in result])
+    # without: the joint fit cannot serve both pairs (here it matched neither well)
+    assert np.sum(rms[False] > 100.0) >= 2
+    assert np.all(rms[True] < 5.0)
+    assert sum(r.status.startswith("aligned to abs_refcat alone") for r in result[:-1]) == 2

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["mark_isolated", "edge_mask", "exposure_residuals", "match_stars", "truth_residuals"]
+__all__ = ["mark_isolated", "edge_mask", "exposure_residuals", "match_stars", "truth_residuals", "wcs_residuals"]
 
 
 def mark_isolated(truth, radius=0.4):
@@ -156,25 +156,49 @@ def exposure_residuals(crf_paths, truth, margin=5):
         ``name`` (exposure root), ``n`` (stars), ``offset_mas`` (median dra cos dec, ddec) and
         ``rms_mas`` (about zero), in input order; exposures without a truth table are left out.
     """
-    from astropy.table import Table
     from stdatamodels.jwst import datamodels
+
+    def aligned():
+        for path in crf_paths:
+            with datamodels.open(path) as model:
+                # <root>_<asn id>_crf.fits
+                yield Path(path).name.rsplit("_", 2)[0], model.meta.wcs, model.data.shape
+
+    return wcs_residuals(aligned(), truth, margin)
+
+
+def wcs_residuals(exposures, truth, margin=5):
+    """:func:`exposure_residuals` for WCSs in memory (e.g. image3's aligned ones before any crf is written).
+
+    Parameters
+    ----------
+    exposures : iterable of (str, gwcs.wcs.WCS, tuple)
+        Exposure root (``<root>_cal.fits`` without the suffix), its aligned WCS and image shape.
+    truth : str or Path
+        The sky truth ``truth/sources.ecsv``; the per-exposure tables sit beside it.
+    margin : int
+        Stars within this many pixels of the image edge are left out.
+
+    Returns
+    -------
+    list of dict
+        As :func:`exposure_residuals`.
+    """
+    from astropy.table import Table
 
     sky = Table.read(truth)
     ra_of = dict(zip(np.asarray(sky["id"]), np.asarray(sky["ra"], float)))
     dec_of = dict(zip(np.asarray(sky["id"]), np.asarray(sky["dec"], float)))
     out = []
-    for path in crf_paths:
-        root = Path(path).name.rsplit("_", 2)[0]  # <root>_<asn id>_crf.fits
+    for root, wcs, (ny, nx) in exposures:
         placed_path = Path(truth).parent / f"{root}_sources.ecsv"
         if not placed_path.exists():
             continue
         placed = Table.read(placed_path)
-        with datamodels.open(path) as model:
-            ny, nx = model.data.shape
-            x, y = np.asarray(placed["x"], float), np.asarray(placed["y"], float)
-            keep = ((np.asarray(placed["type"]) == "star") & (x >= margin) & (y >= margin)
-                    & (x < nx - margin) & (y < ny - margin))
-            ra, dec = model.meta.wcs(x[keep], y[keep], with_bounding_box=False)
+        x, y = np.asarray(placed["x"], float), np.asarray(placed["y"], float)
+        keep = ((np.asarray(placed["type"]) == "star") & (x >= margin) & (y >= margin)
+                & (x < nx - margin) & (y < ny - margin))
+        ra, dec = wcs(x[keep], y[keep], with_bounding_box=False)
         ids = np.asarray(placed["id"])[keep]
         ra_t = np.array([ra_of[i] for i in ids])
         dec_t = np.array([dec_of[i] for i in ids])

@@ -3,7 +3,8 @@
 Public API
 ----------
 run_preset(preset, outdir, seed=None) -> list[Path]
-    ``demo-imaging`` (16 SUB160 uncal files), ``fullframe`` (one 2048² exposure) or
+    ``demo-imaging`` (16 SUB160 uncal files; ``demo-imaging-2sw`` adds NRCA2, ``demo-imaging-nc102``
+    is two mosaic tiles guided on different stars, 0.97" and 0.03 deg apart), ``fullframe`` (one 2048² exposure) or
     ``demo-tso-grism`` (an F322W2 grism time series in 3 SUBGRISM64 segments, its stage-2
     grism references and ``truth/{transit,spectrum,bins,drift}.ecsv``).
 tso_grism_specs(seed=None, n_segments=3, ints_per_segment=20, ngroups=6) -> list[ExposureSpec]

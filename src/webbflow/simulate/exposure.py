@@ -123,7 +123,7 @@ def pointing_truth(spec):
     true = optics.aperture_pointing(spec, optics.true_attitude(spec))
     return {"rootname": spec.rootname, "filter": spec.filter, "detector": spec.detector,
             "dither": spec.dither_position, "dra_arcsec": float(spec.pointing_error[0]),
-            "ddec_arcsec": float(spec.pointing_error[1]),
+            "ddec_arcsec": float(spec.pointing_error[1]), "droll_deg": float(spec.roll_error),
             "ra_ref": commanded["ra_ref"], "dec_ref": commanded["dec_ref"],
             "ra_ref_true": true["ra_ref"], "dec_ref_true": true["dec_ref"]}
 

@@ -9,7 +9,8 @@ Pointing: the attitude is fixed by the sky position of the module's V2/V3
 reference point ``POINTING_V2V3`` and the V3 position angle there (the
 spec's ``roll``).  Header keywords (V2_REF, V3_REF, RA_REF, DEC_REF, ROLL_REF)
 are computed for each exposure's own aperture, from the *commanded*
-attitude; the *true* attitude differs by the spec's ``pointing_error``.
+attitude; the *true* attitude differs by the spec's ``pointing_error`` and
+``roll_error``.
 """
 
 from __future__ import annotations
@@ -177,9 +178,11 @@ def commanded_attitude(spec):
 
 
 def true_attitude(spec):
-    """The attitude the telescope really had: commanded + ``spec.pointing_error`` (arcsec)."""
+    """The attitude the telescope really had: commanded + ``spec.pointing_error`` (arcsec) and
+    ``spec.roll_error`` (deg, about the pointing reference)."""
     att = commanded_attitude(spec)
     ex, ey = getattr(spec, "pointing_error", (0.0, 0.0))
+    att["roll_ref"] = att["roll_ref"] + float(getattr(spec, "roll_error", 0.0))
     att["dec_ref"] = att["dec_ref"] + ey / 3600.0
     att["ra_ref"] = att["ra_ref"] + ex / 3600.0 / np.cos(np.radians(att["dec_ref"]))
     return att

@@ -73,6 +73,39 @@ def _demo_two_sw_specs(seed):
             specs.append(replace(spec, detector="NRCA2", size=160, corner=(1889, 1), seed=spec.seed + 5))
     return specs
 
+# NC-102 (JDox NIRCam known issues): tiles of one mosaic guided on different guide stars.  Tile
+# centres (arcsec, RA cos Dec and Dec) and the two dithers inside each tile; the tiles overlap by
+# about half a SW SUB160 field.
+NC102_TILES = ((0.0, 0.0), (0.0, 2.6))
+NC102_DITHERS = ((0.0, 0.0), (0.6, -0.5))
+NC102_TILE_ERROR = ((0.06, -0.04, 0.0), (0.8, 0.55, 0.03))
+"""True minus commanded attitude of each tile: RA cos Dec and Dec (arcsec), roll (deg).  The
+second tile's guide star sits 0.97" (and 0.03 deg of roll) from where its guide-star catalog put it."""
+
+
+def _nc102_specs(seed):
+    """Two mosaic tiles of one observation whose guide stars disagree by 0.7" (NC-102, issue 17 part 5).
+
+    Each tile is a visit of two dithers of the demo's F150W + F356W SUB160 exposures (8 files).  The
+    first tile's pointing is off by 0.07" (as the demo's), the second's by 0.97" and 0.03 deg of
+    roll (:data:`NC102_TILE_ERROR`): beyond the demo's 0.5" search radius, so relative alignment
+    cannot tie the tiles and the second keeps its error.  The sky is larger (12" half side).
+    """
+    base = replace(_demo_specs(seed)[0], field_half_size=12.0, n_dither=len(NC102_DITHERS))
+    start = Time(base.date_obs, format="isot", scale="utc")
+    _, sw, lw = _FILTER_PAIRS[0]
+    specs = []
+    n = 0
+    for tile, ((tx, ty), (ex, ey, roll)) in enumerate(zip(NC102_TILES, NC102_TILE_ERROR)):
+        for d, (dx, dy) in enumerate(NC102_DITHERS):
+            t = (start + TimeDelta(n * 60.0 + tile * 1800.0, format="sec")).isot
+            common = dict(visit=tile + 1, exposure=d + 1, dither_position=d + 1, dither_offset=(tx + dx, ty + dy),
+                          date_obs=t, pointing_error=(ex, ey), roll_error=roll)
+            specs.append(replace(base, detector="NRCA1", filter=sw, seed=seed + 10 * n + 3, **common))
+            specs.append(replace(base, detector="NRCALONG", filter=lw, seed=seed + 10 * n + 4, **common))
+            n += 1
+    return specs
+
 
 def _fullframe_specs(seed):
     return [ExposureSpec(
@@ -305,6 +338,8 @@ PRESETS = {
     "demo-imaging": _demo_specs,
     # the demo with two SW detectors per exposure (NRCA1 + NRCA2): detector groups in tweakreg
     "demo-imaging-2sw": _demo_two_sw_specs,
+    # two mosaic tiles guided on different stars (NIRCam known issue NC-102)
+    "demo-imaging-nc102": _nc102_specs,
     "fullframe": _fullframe_specs,
     "demo-tso-grism": tso_grism_specs,
     # larger time series for tests and benchmarks (issue #13): jump's sigma-clip regime (>= 100
@@ -318,7 +353,8 @@ PRESETS = {
 }
 """Preset name -> function(seed) -> list of ExposureSpec."""
 
-_DEFAULT_SEEDS = {"demo-imaging": DEMO_SEED, "demo-imaging-2sw": DEMO_SEED, "fullframe": FULLFRAME_SEED, "demo-tso-grism": TSO_GRISM_SEED,
+_DEFAULT_SEEDS = {"demo-imaging": DEMO_SEED, "demo-imaging-2sw": DEMO_SEED,
+                  "demo-imaging-nc102": DEMO_SEED, "fullframe": FULLFRAME_SEED, "demo-tso-grism": TSO_GRISM_SEED,
                   "tso-grism-sigclip": TSO_GRISM_SEED, "tso-grism-f444w": TSO_GRISM_SEED,
                   "demo-tso-imaging": TSO_IMAGE_SEED, "tso-imaging-lw": TSO_IMAGE_SEED, "demo-coron": CORON_SEED}
 
@@ -336,7 +372,7 @@ def run_preset(preset, outdir, seed=None, after_each=None):
 
     Parameters
     ----------
-    preset : {"demo-imaging", "demo-imaging-2sw", "fullframe", "demo-tso-grism", "tso-grism-sigclip", "tso-grism-f444w",
+    preset : {"demo-imaging", "demo-imaging-2sw", "demo-imaging-nc102", "fullframe", "demo-tso-grism", "tso-grism-sigclip", "tso-grism-f444w",
               "demo-tso-imaging", "tso-imaging-lw"}
     outdir : path-like
     seed : int, optional

@@ -105,6 +105,10 @@ class ExposureSpec:
     pointing_error : (float, float)
         True minus commanded pointing, arcsec (RA·cos Dec, Dec); the header
         WCS does not know it (``scene="sky"`` only).
+    roll_error : float
+        True minus commanded V3 position angle, deg, about the module's
+        pointing reference (a guide-star error rolls the attitude a little);
+        the header WCS does not know it either.
     field_half_size : float
         Half side (arcsec) of the square sky field (``scene="sky"``).
     n_bright_stars : int or None
@@ -181,6 +185,7 @@ class ExposureSpec:
     roll: float = 75.0
     scene: str = "local"
     pointing_error: tuple = (0.0, 0.0)
+    roll_error: float = 0.0
     field_half_size: float = 9.0
     n_bright_stars: int | None = None
     noutputs: int | None = None

@@ -294,13 +294,16 @@ def write_pointing_truth(outdir, rows):
     ----------
     rows : list of dict
         ``rootname``, ``filter``, ``detector``, ``dither``, ``dra_arcsec``
-        (true - commanded RA × cos Dec), ``ddec_arcsec``, and the commanded and
+        (true - commanded RA × cos Dec), ``ddec_arcsec``, ``droll_deg`` (true - commanded
+        V3 position angle), and the commanded and
         true RA_REF/DEC_REF of the exposure's aperture (deg).
     """
     table = Table(rows=rows, names=list(rows[0])) if rows else Table()
     for col in ("dra_arcsec", "ddec_arcsec"):
         if col in table.colnames:
             table[col].unit = "arcsec"
+    if "droll_deg" in table.colnames:
+        table["droll_deg"].unit = "deg"
     table.meta["comments"] = ["pointing error = true - commanded attitude; the headers carry the "
                               "commanded one"]
     return write_table(Path(outdir) / "truth" / "pointing.ecsv", table)

@@ -35,7 +35,8 @@ DEFAULTS = {
                      use2dhist=True, nclip=3, sigma=3.0, minobj=15, abs_refcat=None, abs_proper_motion=False,
                      abs_fitgeometry="rshift",
                      abs_searchrad=6.0, abs_separation=1.0, abs_tolerance=0.7, abs_nclip=3, abs_sigma=3.0,
-                     abs_minobj=15, expand_refcat=False, enforce_user_order=False),
+                     abs_minobj=15, expand_refcat=False, enforce_user_order=False, abs_fallback=False,
+                     abs_fallback_searchrad=2.0, abs_fallback_offset=0.02),
     "skymatch": dict(skip=False, skymethod="match", match_down=True, subtract=False, skystat="mode", nclip=5,
                      lsigma=4.0, usigma=4.0, lower=None, upper=None),
     "outlier_detection": dict(skip=False, snr=[5.0, 4.0], scale=[1.2, 0.7], backg=0.0, maskpt=0.7, pixfrac=1.0,
@@ -188,11 +189,12 @@ def run_models(models, params=None, names=None):
             log.info("tweakreg: %d sources in %s", len(cat), im.name)
         keys = ("fitgeometry", "searchrad", "separation", "tolerance", "use2dhist", "nclip", "sigma", "minobj",
                 "abs_fitgeometry", "abs_searchrad", "abs_separation", "abs_tolerance", "abs_nclip", "abs_sigma",
-                "abs_minobj", "expand_refcat", "enforce_user_order")
+                "abs_minobj", "expand_refcat", "enforce_user_order", "abs_fallback", "abs_fallback_searchrad",
+                "abs_fallback_offset")
         alignment = tweakreg_step.align([im.wcs for im in images], catalogs, [im.name for im in images],
                                         groups=[im.group for im in images], abs_refcat=refcat,
                                         **{k: tw[k] for k in keys})
-        status["tweakreg"] = "COMPLETE" if any(a.status == "aligned" for a in alignment) else "SKIPPED"
+        status["tweakreg"] = "COMPLETE" if any(a.status.startswith("aligned") for a in alignment) else "SKIPPED"
     log.info("tweakreg %s (%.1f s)", status["tweakreg"], time.perf_counter() - t0)
 
     rs = p["resample"]

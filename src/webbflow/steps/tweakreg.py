@@ -54,6 +54,7 @@ class Alignment:
     shift: np.ndarray  # arcsec
     nmatch: int
     rmse: float  # arcsec
+    center: np.ndarray = None  # arcsec: the fit is p' = matrix (p - center) + shift + center
 
 
 def find_sources(data, dq=None, *, snr_threshold=10.0, kernel_fwhm=2.5, bkg_boxsize=400, brightest=200,
@@ -160,7 +161,8 @@ def _fit(ref_xy, img_xy, fitgeometry, searchrad, separation, tolerance, use2dhis
 def align(wcslist, catalogs, names=None, *, groups=None, fitgeometry="rshift", searchrad=2.0, separation=1.0,
           tolerance=0.7, use2dhist=True, nclip=3, sigma=3.0, minobj=15, abs_refcat=None,
           abs_fitgeometry="rshift", abs_searchrad=6.0, abs_separation=1.0, abs_tolerance=0.7,
-          abs_nclip=3, abs_sigma=3.0, abs_minobj=15, expand_refcat=False, enforce_user_order=False):
+          abs_nclip=3, abs_sigma=3.0, abs_minobj=15, expand_refcat=False, enforce_user_order=False,
+          abs_fallback=False, abs_fallback_searchrad=2.0, abs_fallback_offset=0.02):
     """Align the WCSs of a group of images to each other (and to a reference catalog).
 
     Parameters
@@ -195,12 +197,26 @@ def align(wcslist, catalogs, names=None, *, groups=None, fitgeometry="rshift", s
         Add each aligned group's unmatched sources to the reference catalog (jwst default false).
     enforce_user_order : bool
         Reference and alignment order as given even with ``expand_refcat``.
+    abs_fallback : bool
+        Beyond jwst (a JHAT-like fallback for mosaic tiles guided on different
+        stars, NIRCam known issue NC-102): with ``abs_refcat``, a group whose
+        relative fit failed is left out of the joint absolute fit and fitted
+        to the catalog on its own (search radius ``abs_fallback_searchrad``);
+        every other group is then fitted on its own too, and takes that fit
+        when it moves its sources by more than ``abs_fallback_offset``.
+    abs_fallback_searchrad : float
+        Search radius (arcsec) of a failed group's own fit to the catalog.
+    abs_fallback_offset : float
+        Displacement (arcsec, at the group's matched sources) above which a
+        group's own fit replaces the joint one.
 
     Returns
     -------
     list of Alignment
         One per image (images of one group share their fit), plus (last) the
-        absolute fit when ``abs_refcat`` is given.
+        absolute fit when ``abs_refcat`` is given.  A group aligned by the
+        fallback has status ``"aligned to abs_refcat alone (...)"`` and its own
+        fit.
     """
     names = names or [f"image{i}" for i in range(len(wcslist))]
     groups = list(range(len(wcslist))) if groups is None else list(groups)
@@ -253,7 +269,8 @@ def align(wcslist, catalogs, names=None, *, groups=None, fitgeometry="rshift", s
         for i in group:
             apply_correction(wcslist[i], fit["matrix"], fit["shift"], fit["center"], tp_center)
             sky[i] = wcslist[i](np.asarray(catalogs[i]["x"]), np.asarray(catalogs[i]["y"]), with_bounding_box=False)
-            results[i] = Alignment(names[i], status, fit["matrix"], fit["shift"], fit["nmatch"], fit["rmse"])
+            results[i] = Alignment(names[i], status, fit["matrix"], fit["shift"], fit["nmatch"], fit["rmse"],
+                                   fit["center"])
         if expand_refcat:
             # tweakwcs adds only the sources the match left unmatched (no duplicates of reference stars)
             new_xy = pooled(group)
@@ -261,10 +278,72 @@ def align(wcslist, catalogs, names=None, *, groups=None, fitgeometry="rshift", s
             unmatched[fit["img_idx"]] = False
             ref_xy = np.vstack([ref_xy, new_xy[unmatched]])
     out = [results[i] for i in range(len(wcslist))]
-    if abs_refcat is not None:
-        out.append(_align_absolute(wcslist, sky, abs_refcat, tp_center, abs_fitgeometry, abs_searchrad,
-                                   abs_separation, abs_tolerance, abs_nclip, abs_sigma, abs_minobj, pscale))
+    untied = [names[g[0]] for g in members if out[g[0]].status.startswith("skipped")]
+    if untied and not (abs_fallback and abs_refcat is not None):
+        # NIRCam known issue NC-102: tiles guided on different stars can be offset by ~1" and not match
+        log.warning("%d of %d exposure groups not tied by the relative alignment (%s): they keep their own "
+                    "pointing error; widen steps.tweakreg.searchrad (and abs_searchrad), or set abs_refcat "
+                    "with abs_fallback: true", len(untied), len(members), ", ".join(untied))
+    if abs_refcat is None:
+        return out
+    abs_args = (abs_fitgeometry, abs_searchrad, abs_separation, abs_tolerance, abs_nclip, abs_sigma, abs_minobj,
+                pscale)
+    if not abs_fallback:
+        out.append(_align_absolute(wcslist, sky, abs_refcat, tp_center, *abs_args))
+        return out
+    failed = [g for g in members if out[g[0]].status.startswith("skipped")]
+    tied = [i for g in members if g not in failed for i in g]
+    joint = _align_absolute(wcslist, sky, abs_refcat, tp_center, *abs_args, only=tied)
+    if joint.status != "aligned" and tied and abs_fallback_searchrad > abs_searchrad:
+        # the tied groups may share a guide-star error beyond abs_searchrad: widen the search, still as one unit
+        log.warning("abs_fallback: joint absolute fit %s; again with abs_fallback_searchrad %.2f\"", joint.status,
+                    abs_fallback_searchrad)
+        joint = _align_absolute(wcslist, sky, abs_refcat, tp_center, abs_fitgeometry, abs_fallback_searchrad,
+                                *abs_args[2:], only=tied)
+    ref_cat = _to_tp(tp, np.asarray(abs_refcat["ra"], float), np.asarray(abs_refcat["dec"], float))
+    for group in members:
+        alone = group in failed
+        searchrad = abs_fallback_searchrad if alone or joint.status != "aligned" else abs_searchrad
+        _fallback_group(wcslist, catalogs, names, group, out, ref_cat, tp, tp_center, alone,
+                        abs_args, searchrad, abs_fallback_offset, joint)
+    out.append(joint)
     return out
+
+
+def _fallback_group(wcslist, catalogs, names, group, out, ref_cat, tp, tp_center, alone, abs_args,
+                    searchrad, max_offset, joint):
+    """Fit one group to the reference catalog on its own (``abs_fallback``) and apply it when needed.
+
+    ``alone``: the group's relative fit failed, so the joint absolute fit left it out; its own fit
+    is applied if it succeeds (else, as jwst would, the joint correction).  Otherwise the own fit
+    replaces the joint one (already applied) only when it moves the group's matched sources by more
+    than ``max_offset`` arcsec.
+    """
+    fitgeometry, _, separation, tolerance, nclip, sigma, minobj, pscale = abs_args
+    label = names[group[0]] if len(group) == 1 else f"{names[group[0]]} (+{len(group) - 1} in its group)"
+    img_xy = np.vstack([_to_tp(tp, *wcslist[i](np.asarray(catalogs[i]["x"]), np.asarray(catalogs[i]["y"]),
+                                                 with_bounding_box=False)) for i in group])
+    fit, status = (_fit(ref_cat, img_xy, fitgeometry, searchrad, separation, tolerance, True, nclip, sigma, minobj,
+                        f"{label} to abs_refcat alone", pscale) if len(img_xy) else (None, "skipped: no sources"))
+    if fit is None:
+        if alone and joint.status == "aligned":
+            for i in group:
+                apply_correction(wcslist[i], joint.matrix, joint.shift, joint.center, tp_center)
+        log.warning("abs_fallback: %s: its own fit to abs_refcat %s; %s", label, status,
+                    "it takes the joint correction" if alone else "it keeps its correction")
+        return
+    used = img_xy[fit["img_idx"]][fit["fitmask"]]
+    moved = (used - fit["center"]) @ fit["matrix"].T + fit["shift"] + fit["center"] - used
+    offset = float(np.hypot(*np.mean(moved, axis=0)))
+    if not alone and offset <= max_offset:
+        log.info("abs_fallback: %s sits %.1f mas from abs_refcat after the joint fit; kept", label, 1e3 * offset)
+        return
+    why = out[group[0]].status if alone else f"{1e3 * offset:.0f} mas from abs_refcat after the joint fit"
+    log.warning("abs_fallback: %s aligned to abs_refcat on its own (%s)", label, why)
+    for i in group:
+        apply_correction(wcslist[i], fit["matrix"], fit["shift"], fit["center"], tp_center)
+        out[i] = Alignment(names[i], f"aligned to abs_refcat alone ({why})", fit["matrix"], fit["shift"],
+                           fit["nmatch"], fit["rmse"], fit["center"])
 
 
 def _shape_of(wcs, catalog):
@@ -274,7 +353,14 @@ def _shape_of(wcs, catalog):
 
 
 def _align_absolute(wcslist, sky, refcat, tp_center, fitgeometry, searchrad, separation, tolerance, nclip,
-                    sigma, minobj, pscale):
+                    sigma, minobj, pscale, only=None):
+    """Fit all images (or the images ``only``) to ``refcat`` as one unit and correct their WCSs."""
+    only = range(len(wcslist)) if only is None else only
+    wcslist = [wcslist[i] for i in only]
+    sky = [sky[i] for i in only]
+    if not wcslist:
+        return Alignment("absolute", "skipped: no image tied by the relative alignment", np.eye(2), np.zeros(2),
+                         0, np.nan)
     if len(refcat) < minobj:
         status = f"skipped: {len(refcat)} reference-catalog sources < abs_minobj={minobj}"
         log.warning("absolute alignment %s; WCSs keep the relative alignment", status)
@@ -289,4 +375,4 @@ def _align_absolute(wcslist, sky, refcat, tp_center, fitgeometry, searchrad, sep
         return Alignment("absolute", status, np.eye(2), np.zeros(2), 0, np.nan)
     for wcs in wcslist:
         apply_correction(wcs, fit["matrix"], fit["shift"], fit["center"], tp_center)
-    return Alignment("absolute", status, fit["matrix"], fit["shift"], fit["nmatch"], fit["rmse"])
+    return Alignment("absolute", status, fit["matrix"], fit["shift"], fit["nmatch"], fit["rmse"], fit["center"])
