@@ -88,3 +88,26 @@ def test_no_fit_without_background_or_structure():
     assert wisps.fit_wisp(data, np.ones_like(template), dq) is None  # a flat template: no scale
     assert wisps.fit_wisp(np.full_like(data, np.nan), template, dq) is None
     assert wisps.template_name("nrca3", "f200w", None) == "WISP_NRCA3_F200W_CLEAR.fits"
+
+
+def test_template_folder_errors_name_the_file_and_the_fix(tmp_path):
+    from astropy.io import fits
+
+    from webbflow.io.cal import load_wisp_template
+    from webbflow.io.errors import InputError
+
+    sci = {"shape": (320, 320), "xstart": 1, "ystart": 1729}
+    with pytest.raises(InputError, match="wisp template folder not found.*template_dir"):
+        load_wisp_template(tmp_path / "missing", "NRCA3", "F200W", "CLEAR", sci)
+    # no template for this detector: left alone, not an error (wisps appear on a few detectors)
+    assert load_wisp_template(tmp_path, "NRCA1", "F200W", "CLEAR", sci)[0] is None
+    full = np.arange(2048 * 2048, dtype=np.float32).reshape(2048, 2048)
+    fits.PrimaryHDU(full).writeto(tmp_path / "WISP_NRCA3_F200W_CLEAR.fits")
+    cut, path = load_wisp_template(tmp_path, "NRCA3", "F200W", "CLEAR", sci)
+    assert path.name == "WISP_NRCA3_F200W_CLEAR.fits" and np.array_equal(cut, full[1728:, :320])
+    fits.PrimaryHDU(full[:100, :100]).writeto(tmp_path / "WISP_NRCB3_F200W_CLEAR.fits")
+    with pytest.raises(InputError, match="WISP_NRCB3_F200W_CLEAR.fits.*100 x 100.*does not hold"):
+        load_wisp_template(tmp_path, "NRCB3", "F200W", "CLEAR", sci)
+    (tmp_path / "WISP_NRCB4_F200W_CLEAR.fits").write_bytes(b"not a FITS file")
+    with pytest.raises(InputError, match="WISP_NRCB4_F200W_CLEAR.fits.*cannot be read"):
+        load_wisp_template(tmp_path, "NRCB4", "F200W", "CLEAR", sci)
