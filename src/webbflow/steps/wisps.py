@@ -19,7 +19,7 @@ a grid of scales by the MAD: the same minimum, found exactly.
 
 The source mask is :func:`webbflow.steps.roeba.draft_mask` (pixels above the
 median by ``nsigma`` robust σ, grown by ``grow`` pixels), found on the image less
-the wisp of the previous pass, so that a wisp brighter than the noise is not masked
+the wisp and line offsets of the previous pass, so that a wisp brighter than the noise is not masked
 as a source; pixels farther than ``nsigma`` σ below the fit (holes, residual
 cosmic-ray wings) leave the fit too.
 """
@@ -36,6 +36,7 @@ from webbflow.steps.roeba import draft_mask
 __all__ = ["WispFit", "fit_wisp", "subtract_wisp", "template_name"]
 
 log = logging.getLogger(__name__)
+
 
 def template_name(detector, filter_name, pupil="CLEAR"):
     """File name of a wisp template as the NIRCam team names them: ``WISP_<DET>_<FILTER>_<PUPIL>.fits``."""
@@ -109,11 +110,11 @@ def fit_wisp(data, template, dq=None, *, stripe_axis=None, nsigma=3.0, grow=3, p
     shape = np.where(valid, template, 0.0).astype(np.float64)
     scale, offsets, npix = 0.0, 0.0, 0
     for _ in range(max(int(passes), 1)):
-        resid = image - scale * shape
-        use = draft_mask(resid[None], dq, nsigma, grow) & valid
+        # the image less the last pass's model (wisp and line offsets): sources stand out of it
+        r = image - scale * shape - offsets
+        use = draft_mask(r[None], dq, nsigma, grow) & valid
         if npix:
             # drop pixels far below the last fit (holes, wings of flagged cosmic rays)
-            r = resid - offsets
             sigma = 1.4826 * np.median(np.abs(r[use] - np.median(r[use]))) if use.any() else 0.0
             use &= r > -nsigma * max(sigma, np.finfo(np.float32).tiny)
         if stripe_axis is None:
