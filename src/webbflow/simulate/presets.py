@@ -380,6 +380,8 @@ def run_preset(preset, outdir, seed=None, after_each=None):
     time-series truth ``truth/{transit,spectrum,bins,drift}.ecsv``; the imaging time series
     (``demo-tso-imaging``, ``tso-imaging-lw``) their stage-2 imaging references for NRC_TSIMAGE
     (:func:`webbflow.simulate.tso_image.write_tso_image_references`) and ``truth/{transit,centroid,star}.ecsv``;
+    ``demo-imaging-wisps`` its wisp templates (``wisps/WISP_<DET>_<FILTER>_<PUPIL>.fits``,
+    :mod:`webbflow.simulate.wisps`) and ``truth/wisps.ecsv``;
     the coronagraphic ``demo-coron`` its stage-2 references and PSFMASK for NRC_CORON
     (:func:`webbflow.simulate.coron.write_coron_references`) and ``truth/{companion,star_positions}.ecsv``.
     """
