@@ -31,7 +31,7 @@ from webbflow.io.cal import (load_area, load_distortion, load_flat, load_photom,
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.ramp import Readout, StepStatus
 from webbflow.refs.check import check_exposure_geometry
-from webbflow.steps import assign_wcs, flat_field, photom, roeba, wisps
+from webbflow.steps import assign_wcs, flat_field, photom, refpix, roeba, wisps
 
 __all__ = ["IMAGE2_STEPS", "STEP_REFTYPES", "run"]
 
@@ -56,7 +56,7 @@ def _check(rate_path, model, references, params):
             "or skip the step with steps.<step>.skip: true")
 
 
-def _subtract_wisps(arrays, template, template_path, kwargs, fastaxis):
+def _subtract_wisps(arrays, template, template_path, kwargs, fastaxis, noutputs):
     """Fit and subtract the wisp template from every integration; -> (status, header cards).
 
     No template for the exposure's detector, filter and pupil (wisps appear on a few SW
@@ -66,6 +66,9 @@ def _subtract_wisps(arrays, template, template_path, kwargs, fastaxis):
     kwargs = {k: v for k, v in kwargs.items() if k != "template_dir"}
     # FASTAXIS +-1: the readout runs along x, so each row has its 1/f offset (numpy axis 1)
     kwargs["stripe_axis"] = (1 if abs(int(fastaxis or 1)) == 1 else 0) if kwargs.pop("fit_stripes", True) else None
+    # a full-width 4-output array: each amplifier's quarter of a line has its own 1/f offset
+    fast_length = arrays.data.shape[-1] if kwargs["stripe_axis"] != 0 else arrays.data.shape[-2]
+    kwargs["amplifiers"] = int(noutputs or 1) if fast_length == refpix.DETECTOR_SIZE else 1
     if template is None:
         log.info("wisps         SKIPPED  (no %s)", template_path.name)
         return StepStatus.SKIPPED, [("S_WISPS", StepStatus.SKIPPED, "wisp template subtraction")]
@@ -203,7 +206,8 @@ def run(rate_path, cal_path, references, params, provenance=None):
         keywords = []
         if wisp is not None:
             statuses["wisps"], keywords = _subtract_wisps(arrays, *wisp, step_kwargs(params, "wisps"),
-                                                          model.meta.subarray.fastaxis)
+                                                          model.meta.subarray.fastaxis,
+                                                          model.meta.exposure.noutputs)
 
         provenance = stage_provenance(params, provenance, references=reference_names(used))
         write_cal(cal_path, model, arrays, wcs=wcs, wcsinfo=wcsinfo, photometry=phot,

@@ -62,14 +62,19 @@ class WispFit:
     npix: int
 
 
-def _line_means(values, use, axis):
-    """Mean of ``values`` over ``use`` along ``axis`` (one per line; 0 for a line with none), broadcast back."""
-    n = use.sum(axis=axis, keepdims=True)
-    total = np.where(use, values, 0.0).sum(axis=axis, keepdims=True)
-    return np.where(n > 0, total / np.maximum(n, 1), 0.0)
+def _line_means(values, use, axis, segments=1):
+    """Mean of ``values`` over ``use`` along ``axis``, per line and per each of ``segments`` equal
+    parts of it (0 where none), broadcast back to the image's shape."""
+    parts = []
+    for v, u in zip(np.array_split(values, segments, axis=axis), np.array_split(use, segments, axis=axis)):
+        n = u.sum(axis=axis, keepdims=True)
+        mean = np.where(n > 0, np.where(u, v, 0.0).sum(axis=axis, keepdims=True) / np.maximum(n, 1), 0.0)
+        parts.append(np.broadcast_to(mean, v.shape))
+    return np.concatenate(parts, axis=axis)
 
 
-def fit_wisp(data, template, dq=None, *, stripe_axis=None, nsigma=3.0, grow=3, passes=3, min_pixels=100):
+def fit_wisp(data, template, dq=None, *, stripe_axis=None, amplifiers=1, nsigma=3.0, grow=3, passes=3,
+             min_pixels=100):
     """Fit ``scale × template + constant`` to the source-masked background of ``data``.
 
     Parameters
@@ -86,6 +91,9 @@ def fit_wisp(data, template, dq=None, *, stripe_axis=None, nsigma=3.0, grow=3, p
         constant per line (the stripes) instead of one: the least-squares scale of the line-mean
         subtracted image on the line-mean subtracted template, so that 1/f stripes (often larger
         than a faint wisp) neither bias nor swamp it.  None: one constant.
+    amplifiers : int
+        Equal parts of each line read by their own output (4 for a full-width 4-output array),
+        each with its own constant: the 1/f noise is partly independent per amplifier.
     nsigma : float
         Source mask and fit-clipping level, robust σ.
     grow : int
@@ -120,7 +128,8 @@ def fit_wisp(data, template, dq=None, *, stripe_axis=None, nsigma=3.0, grow=3, p
         if stripe_axis is None:
             d_mean, t_mean = np.mean(image[use]) if use.any() else 0.0, np.mean(shape[use]) if use.any() else 0.0
         else:
-            d_mean, t_mean = _line_means(image, use, stripe_axis), _line_means(shape, use, stripe_axis)
+            d_mean = _line_means(image, use, stripe_axis, amplifiers)
+            t_mean = _line_means(shape, use, stripe_axis, amplifiers)
         t = (shape - t_mean)[use]
         d = (image - d_mean)[use]
         if t.size < min_pixels or not np.any(t):
