@@ -97,7 +97,7 @@ def test_residual_wisp_at_most_ten_percent_of_injected(reduced):
 def test_source_fluxes_unchanged_within_half_a_percent(reduced):
     """Bright isolated stars: aperture sums of the subtracted cal (less the true sky) against those of
     the unsubtracted one less the true sky and the true wisp: the step takes the wisp, not the stars."""
-    spec, cals, _, truth, template, placed = reduced
+    _, cals, _, truth, template, placed = reduced
     on, off = (fits.getdata(cals[k], "SCI").astype(float) for k in ("on", "off"))
     sky = truth["SKY_MJSR"]
     expected = off - sky - truth["WISPMJSR"] * template
