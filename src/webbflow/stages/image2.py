@@ -80,6 +80,8 @@ def _subtract_wisps(arrays, template, template_path, kwargs, fastaxis, noutputs)
         return StepStatus.SKIPPED, [("S_WISPS", StepStatus.SKIPPED, "wisp template subtraction")]
     for frame, fit in zip(data, fits):
         wisps.subtract_wisp(frame, template, fit)
+    if not np.shares_memory(data, arrays.data):  # reshape copied a non-contiguous array
+        arrays.data[...] = data.reshape(arrays.data.shape)
     scale = float(np.median([f.scale for f in fits]))
     log.info("wisps         COMPLETE  %s x %.4g (background %.4g, %d pixels)", template_path.name, scale,
              np.median([f.constant for f in fits]), min(f.npix for f in fits))
