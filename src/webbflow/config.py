@@ -80,7 +80,7 @@ SKIPPED_EXP_TYPES = {
 }
 """EXP_TYPEs of a coronagraphic program that are skipped with a reason (never an error)."""
 
-IMAGE2_STEPS = ("destripe", "assign_wcs", "flat_field", "photom")
+IMAGE2_STEPS = ("destripe", "assign_wcs", "flat_field", "photom", "wisps")
 """image2 imaging steps in the order they run."""
 
 SPEC2_STEPS = ("assign_wcs", "flat_field", "extract_2d", "srctype", "photom", "extract_1d")

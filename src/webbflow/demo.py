@@ -1,7 +1,8 @@
 """The bundled demo program, written all-or-nothing (the ``demo`` job).
 
 The simulator writes the whole demo (``uncal/``, ``refs/``, ``truth/``,
-``astrometry/`` (the field's Gaia-like catalog), ``crds_cache/``) into a fresh hidden sibling folder (``<outdir>/.demo.<random>.part``);
+``astrometry/`` (the field's Gaia-like catalog), ``wisps/`` (wisp templates, when the preset has
+wisps), ``crds_cache/``) into a fresh hidden sibling folder (``<outdir>/.demo.<random>.part``);
 only when it is complete are the folders renamed into place (``uncal/`` last) and
 then the manifest, the job's output, is written.  An interruption at any point
 leaves either nothing of the demo, or pieces that carry marks saying they are ours
@@ -35,7 +36,7 @@ __all__ = ["INSTALLING", "PAUSE_AFTER", "PIECES", "STAMP", "demo_problem", "writ
 
 log = logging.getLogger("webbflow.demo")
 
-PIECES = ("refs", "truth", "astrometry", "crds_cache", "uncal")
+PIECES = ("refs", "truth", "astrometry", "wisps", "crds_cache", "uncal")
 """The demo's folders, in the order they are renamed into place (``uncal/``, with the stamp, last)."""
 STAMP = ".webbflow-demo.json"
 INSTALLING = ".webbflow-demo.installing"

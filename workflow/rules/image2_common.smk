@@ -1,9 +1,22 @@
 """Input, parameter and target functions of the image2 rule (kept apart from the rule, as snakemake --lint asks)."""
 
 from webbflow.associations import CORON3_EXP_TYPES
+from webbflow.config import step_skipped
 from webbflow.refs.select import IMAGE2_REFTYPES
+from webbflow.simulate.wisps import WISP_DIR
+from webbflow.steps.wisps import template_name
 
 _IMAGE2_REFS = {}
+# The demo's wisp templates (written by the simulator for demo-imaging-wisps): under step_defaults
+# recommended its cals have their wisps subtracted, as the NIRCam team recommends; under jwst, not.
+DEMO_WISPS = f"{DEMO_DIR}/{WISP_DIR}"
+
+
+def demo_image2_steps():
+    """The demo's image2 layer: its wisp templates when recommended and the demo has some."""
+    if USE_DEMO and config["step_defaults"] == "recommended" and Path(DEMO_WISPS).is_dir():
+        return {"wisps": {"template_dir": DEMO_WISPS}}
+    return None
 
 
 # Imaging time series: image2 takes the rateints and writes calints (a cube per segment), as jwst's
@@ -56,10 +69,23 @@ def image2_inputs(wildcards):
     suffixes = image2_suffixes(exposure)
     if wildcards.kind != suffixes[1]:
         raise ValueError(f"{exposure.rootname} ({exposure.exp_type}) has a {suffixes[1]} product, not {wildcards.kind}")
-    return {"rate": product_path(exposure, suffixes[0]),
-            **crds_stage_inputs(exposure_of(wildcards), image2_references(wildcards), IMAGE2_REFTYPES)}
+    inputs = {"rate": product_path(exposure, suffixes[0]),
+              **crds_stage_inputs(exposure_of(wildcards), image2_references(wildcards), IMAGE2_REFTYPES)}
+    # the exposure's wisp template, when the option is on and the folder has one (a new template re-runs it)
+    params = image2_steps_dict(wildcards)
+    if params["wisps"].get("template_dir") and not step_skipped(params, "wisps"):
+        template = Path(params["wisps"]["template_dir"]) / template_name(exposure.detector, exposure.filter,
+                                                                          exposure.pupil)
+        if template.exists():
+            inputs["wisp_template"] = str(template)
+    return inputs
+
+
+def image2_steps_dict(wildcards):
+    """Effective image2 step parameters (its mode's, the demo's wisp templates, then the user's)."""
+    return exposure_step_parameters(exposure_of(wildcards), "image2", demo_image2_steps())
 
 
 def image2_steps(wildcards):
-    """Effective assign_wcs/flat_field/photom parameters as canonical JSON."""
-    return canonical_json(exposure_step_parameters(exposure_of(wildcards), "image2"))
+    """Effective image2 step parameters as canonical JSON (a change re-runs the exposure's cal)."""
+    return canonical_json(image2_steps_dict(wildcards))

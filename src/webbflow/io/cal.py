@@ -5,7 +5,8 @@ carry over) with the calibrated arrays, VAR_FLAT, AREA, the gwcs in
 ``meta.wcs``, the SIP approximation in ``meta.wcsinfo`` (SCI header),
 S_REGION, PHOTMJSR/PHOTUJA2/PIXAR_SR/PIXAR_A2, ``BUNIT = 'MJy/sr'``,
 S_WCS/S_FLAT/S_PHOTOM, R_DISTOR/R_FLAT/R_PHOTOM/R_AREA and webbflow
-provenance (WF_VER, WF_CFGD, WF_PARS).  Written atomically.
+provenance (WF_VER, WF_CFGD, WF_PARS); with image2's wisps option, S_WISPS,
+R_WISP, WISPSCL, WISPBKG and WISPNPIX.  Written atomically.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from webbflow.io.files import atomic_output
 from webbflow.refs.load import map_dq
 
 __all__ = ["CalArrays", "open_product", "read_rate", "load_flat", "load_gain", "load_photom", "load_area",
-           "load_distortion", "write_cal", "write_model", "IMAGE2_CAL_STEPS"]
+           "load_distortion", "load_wisp_template", "write_cal", "write_model", "IMAGE2_CAL_STEPS"]
 
 IMAGE2_CAL_STEPS = {"assign_wcs": "assign_wcs", "flat_field": "flat_field", "photom": "photom"}
 """webbflow step -> ``meta.cal_step`` attribute (S_WCS, S_FLAT, S_PHOTOM)."""
@@ -249,8 +250,61 @@ def load_distortion(path, sci=None):
     return model
 
 
+def load_wisp_template(template_dir, detector, filter_name, pupil, sci):
+    """The wisp template of an exposure, cut to its subarray, from the NIRCam team's folder.
+
+    Parameters
+    ----------
+    template_dir : path-like
+        Folder of ``WISP_<DET>_<FILTER>_<PUPIL>.fits`` files (the image in the first HDU that
+        holds one, full frame or the science array's own size).
+    detector, filter_name, pupil : str
+        The exposure's DETECTOR, FILTER, PUPIL.
+    sci : dict
+        ``shape``, ``xstart``, ``ystart`` (1-based) of the science array.
+
+    Returns
+    -------
+    (ndarray or None, pathlib.Path)
+        The template (float32) on the science pixels, or None when the folder has none for
+        this detector, filter and pupil (wisps appear on a few detectors only); and its path.
+
+    Raises
+    ------
+    InputError
+        For a missing folder, or a template that cannot be read or does not fit the array.
+    """
+    from astropy.io import fits
+
+    from webbflow.steps.wisps import template_name
+
+    folder = Path(template_dir)
+    path = folder / template_name(detector, filter_name, pupil)
+    fix = ("give steps.wisps.template_dir the folder of the NIRCam team's templates "
+           "(WISP_<DET>_<FILTER>_<PUPIL>.fits, full frame)")
+    if not folder.is_dir():
+        raise InputError(folder, "wisp template folder not found", fix)
+    if not path.exists():
+        return None, path
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=fits.verify.VerifyWarning)
+            data = fits.getdata(path)
+    except (OSError, ValueError, TypeError, EOFError, IndexError) as exc:
+        raise InputError(path, f"wisp template cannot be read ({exc})", f"replace it; {fix}") from None
+    data = np.asarray(data, np.float32)
+    ny, nx = sci["shape"]
+    if data.shape == (ny, nx):
+        return data, path
+    y0, x0 = int(sci.get("ystart", 1)) - 1, int(sci.get("xstart", 1)) - 1
+    if data.ndim != 2 or data.shape[0] < y0 + ny or data.shape[1] < x0 + nx:
+        raise InputError(path, f"wisp template is {' x '.join(map(str, data.shape))}, which does not hold the "
+                         f"{ny} x {nx} subarray at SUBSTRT ({x0 + 1}, {y0 + 1})", fix)
+    return data[y0:y0 + ny, x0:x0 + nx], path
+
+
 def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, cal_steps=None,
-              ref_files=None, provenance=None):
+              ref_files=None, provenance=None, keywords=None):
     """Write the cal product atomically from the rate ``model`` and calibrated ``arrays``.
 
     Parameters
@@ -270,6 +324,8 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
         step -> status (S_WCS, S_FLAT, S_PHOTOM).
     ref_files : dict
         reftype -> path (R_DISTOR, R_FLAT, R_PHOTOM, R_AREA; ``N/A`` if None).
+    keywords : list of (key, value, comment), optional
+        Primary-header cards stdatamodels has no attribute for (the wisps step's).
     provenance : dict, optional
         ``step_parameters``, ``config_digest`` -> WF_PARS, WF_CFGD.
 
@@ -304,6 +360,7 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
         getattr(model.meta.ref_file, reftype).name = Path(ref).name if ref else "N/A"
     model.meta.calibration_software_version = webbflow.__version__
     _provenance(model, provenance or {})
+    _primary_cards(model, keywords or [])
     return write_model(model, path)
 
 
@@ -360,7 +417,13 @@ def _provenance(model, provenance):
              ("WF_CFGD", digest, "sha256 of the product's config (canonical JSON)"),
              ("WF_PARS", json.dumps(params, sort_keys=True, separators=(",", ":")),
               "webbflow step parameters (JSON)")]
-    if extra is None:
+    _primary_cards(model, cards)
+
+
+def _primary_cards(model, cards):
+    """Set primary-header ``cards`` (key, value, comment) through the model's extra_fits."""
+    extra = model.extra_fits.instance if hasattr(model, "extra_fits") else None
+    if extra is None or not cards:
         return
     primary = extra.setdefault("PRIMARY", {}).setdefault("header", [])
     keep = [c for c in primary if c[0] not in {k for k, _, _ in cards}]

@@ -19,6 +19,7 @@ from webbflow.simulate.sky import catalog_for, gaia_like_catalog, render_sky_rat
 from webbflow.simulate.stage2_refs import flat_response, write_stage2_references
 from webbflow.simulate.writers import (reference_path, write_reference_files, write_table,
                                        write_truth, write_uncal)
+from webbflow.simulate.wisps import wisp_cut, write_wisp_template
 
 __all__ = ["simulate_exposure", "write_references", "detector_model_for", "SimulatedExposure",
            "pointing_truth"]
@@ -141,7 +142,8 @@ def _render_sky(spec, model, outdir):
     area = optics.pixel_area_map(spec.detector, geom)
     response = flat_response(spec.detector, geom, spec.filter, spec.pupil, spec.ref_seed) * model.qe
     catalog = catalog_for(spec)
-    rate, placed = render_sky_rate(spec, catalog, response, area)
+    wisp = wisp_cut(spec.detector, spec.filter, geom) * spec.wisp if spec.wisp else None
+    rate, placed = render_sky_rate(spec, catalog, response, area, wisp)
     truth_dir = Path(outdir) / "truth"
     key = (str(Path(outdir).resolve()), spec.scene_seed, spec.ra, spec.dec, spec.field_half_size,
            spec.n_bright_stars, spec.n_stars, spec.n_galaxies, spec.n_saturating_stars)
@@ -160,6 +162,12 @@ def _render_sky(spec, model, outdir):
             "PIXAR_SR": optics.pixar_sr(spec.detector), "PNTERRRA": row["dra_arcsec"],
             "PNTERRDE": row["ddec_arcsec"], "RAREFTRU": row["ra_ref_true"],
             "DECREFTR": row["dec_ref_true"]}
+    if wisp is not None:
+        # the cal holds WISPMJSR x the template (normalised to 1 at its peak) on top of the sky
+        template = write_wisp_template(outdir, spec.detector, spec.filter, spec.pupil)
+        meta.update({"WISPAMP": spec.wisp, "WISPMJSR": spec.wisp * optics.photmjsr(spec.filter, spec.pupil),
+                     "WISPTMPL": template.name})
+        paths["wisp_template"] = template
     return rate, {"meta": meta, "paths": paths, "refs": refs}
 
 

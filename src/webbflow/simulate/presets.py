@@ -107,6 +107,26 @@ def _nc102_specs(seed):
     return specs
 
 
+def _demo_wisps_specs(seed):
+    """NRCA3 exposures with wisps (issue 17 part 6, NC-103): F150W and F200W, two dithers each.
+
+    A 320-pixel subarray in NRCA3's top-left corner (xstart 1, ystart 1729: next to the module's
+    pointing reference, so that the sky field covers it; the field is a little larger, 14" half
+    side) sees the wisp's arc and blob (:mod:`webbflow.simulate.wisps`).  Each exposure's wisp has
+    its own brightness, 4-8 % of the 2 DN/s sky at its peak; the templates go to ``wisps/`` and
+    the injected amplitudes to ``truth/wisps.ecsv``.
+    """
+    rng = np.random.default_rng([seed, 17])
+    specs = []
+    for spec in _demo_specs(seed):
+        if spec.detector != "NRCA1" or spec.dither_position > 2:
+            continue
+        specs.append(replace(spec, detector="NRCA3", subarray="SUB320", size=320, corner=(1, 1729),
+                             observation=4, n_dither=2, field_half_size=14.0,
+                             wisp=float(rng.uniform(0.04, 0.08) * spec.sky), seed=spec.seed + 7))
+    return specs
+
+
 def _fullframe_specs(seed):
     return [ExposureSpec(
         detector="NRCA1", subarray="FULL", readpatt="BRIGHT2", nints=1, ngroups=10,
@@ -340,6 +360,8 @@ PRESETS = {
     "demo-imaging-2sw": _demo_two_sw_specs,
     # two mosaic tiles guided on different stars (NIRCam known issue NC-102)
     "demo-imaging-nc102": _nc102_specs,
+    # NRCA3 with wisps and their templates (NC-103): image2's wisps step
+    "demo-imaging-wisps": _demo_wisps_specs,
     "fullframe": _fullframe_specs,
     "demo-tso-grism": tso_grism_specs,
     # larger time series for tests and benchmarks (issue #13): jump's sigma-clip regime (>= 100
@@ -354,7 +376,8 @@ PRESETS = {
 """Preset name -> function(seed) -> list of ExposureSpec."""
 
 _DEFAULT_SEEDS = {"demo-imaging": DEMO_SEED, "demo-imaging-2sw": DEMO_SEED,
-                  "demo-imaging-nc102": DEMO_SEED, "fullframe": FULLFRAME_SEED, "demo-tso-grism": TSO_GRISM_SEED,
+                  "demo-imaging-nc102": DEMO_SEED, "demo-imaging-wisps": DEMO_SEED,
+                  "fullframe": FULLFRAME_SEED, "demo-tso-grism": TSO_GRISM_SEED,
                   "tso-grism-sigclip": TSO_GRISM_SEED, "tso-grism-f444w": TSO_GRISM_SEED,
                   "demo-tso-imaging": TSO_IMAGE_SEED, "tso-imaging-lw": TSO_IMAGE_SEED, "demo-coron": CORON_SEED}
 
@@ -372,7 +395,7 @@ def run_preset(preset, outdir, seed=None, after_each=None):
 
     Parameters
     ----------
-    preset : {"demo-imaging", "demo-imaging-2sw", "demo-imaging-nc102", "fullframe", "demo-tso-grism", "tso-grism-sigclip", "tso-grism-f444w",
+    preset : {"demo-imaging", "demo-imaging-2sw", "demo-imaging-nc102", "demo-imaging-wisps", "fullframe", "demo-tso-grism", "tso-grism-sigclip", "tso-grism-f444w",
               "demo-tso-imaging", "tso-imaging-lw"}
     outdir : path-like
     seed : int, optional
@@ -393,6 +416,8 @@ def run_preset(preset, outdir, seed=None, after_each=None):
     time-series truth ``truth/{transit,spectrum,bins,drift}.ecsv``; the imaging time series
     (``demo-tso-imaging``, ``tso-imaging-lw``) their stage-2 imaging references for NRC_TSIMAGE
     (:func:`webbflow.simulate.tso_image.write_tso_image_references`) and ``truth/{transit,centroid,star}.ecsv``;
+    ``demo-imaging-wisps`` its wisp templates (``wisps/WISP_<DET>_<FILTER>_<PUPIL>.fits``,
+    :mod:`webbflow.simulate.wisps`) and ``truth/wisps.ecsv``;
     the coronagraphic ``demo-coron`` its stage-2 references and PSFMASK for NRC_CORON
     (:func:`webbflow.simulate.coron.write_coron_references`) and ``truth/{companion,star_positions}.ecsv``.
     """
@@ -429,6 +454,10 @@ def run_specs(specs, outdir, after_each=None):
     sky = [s for s in specs if s.scene == "sky"]
     if sky:
         write_pointing_truth(outdir, [pointing_truth(s) for s in sky])
+    if any(s.wisp for s in sky):
+        from webbflow.simulate.wisps import write_wisp_truth
+
+        write_wisp_truth(outdir, [s for s in sky if s.wisp])
     tso = [s for s in specs if s.scene == "tso_grism"]
     if tso:
         from webbflow.simulate.grism_refs import write_tso_grism_references

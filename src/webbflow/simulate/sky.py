@@ -224,7 +224,7 @@ def place_sources(catalog, spec, attitude=None):
     return optics.v23_to_pixel(spec.detector, spec.geometry, v2, v3)
 
 
-def render_sky_rate(spec, catalog, response, area):
+def render_sky_rate(spec, catalog, response, area, diffuse=None):
     """True count rate (DN/s) of ``spec`` from the sky catalogue.
 
     Parameters
@@ -235,6 +235,8 @@ def render_sky_rate(spec, catalog, response, area):
         Pixel response excluding area (flat / area; 0 on dead/reference pixels).
     area : ndarray (ny, nx)
         Relative pixel area.
+    diffuse : ndarray (ny, nx), optional
+        Extra diffuse light (DN/s per nominal pixel, e.g. a wisp) added to the sky.
 
     Returns
     -------
@@ -258,7 +260,8 @@ def render_sky_rate(spec, catalog, response, area):
             rh = catalog["r_half"][k] / info.pixel_scale
             add_galaxy(image, x[k], y[k], rate[k], rh, catalog["axis_ratio"][k],
                         np.radians(catalog["pa"][k]))
-    image = (image + spec.sky * area) * response
+    sky = spec.sky if diffuse is None else spec.sky + diffuse
+    image = (image + sky * area) * response
     placed = Table({"id": catalog["id"], "type": catalog["type"], "x": x, "y": y, "rate": rate,
                     "flux": np.asarray(catalog[flux_column(spec.filter)])
                     if flux_column(spec.filter) in catalog.colnames else rate * np.nan})

@@ -128,6 +128,10 @@ class ExposureSpec:
     coron : CoronScene or None
         The star behind the occulter, its companion and the wavefront of
         ``scene="coron"`` (:mod:`webbflow.simulate.coron`; EXP_TYPE NRC_CORON).
+    wisp : float
+        Peak rate (DN/s, before the flat like ``sky``) of the detector's wisp
+        (:mod:`webbflow.simulate.wisps`; NRCA3, NRCB3, NRCB4, ``scene="sky"``
+        only); 0 adds none.
     dark_ref_noise : float
         White noise (DN rms per frame) of the DARK reference: a dark measured
         from few subarray exposures is noisy, and subtracting it adds that
@@ -196,6 +200,7 @@ class ExposureSpec:
     yref_sci: float | None = None
     coron: object = None
     dark_ref_noise: float = 0.0
+    wisp: float = 0.0
 
     def __post_init__(self):
         if self.detector not in DETECTORS:
@@ -212,6 +217,12 @@ class ExposureSpec:
             raise ValueError("scene='tso_grism' needs tso= (a webbflow.simulate.tso_grism.TsoGrismScene)")
         if self.scene == "tso_image" and self.tso is None:
             raise ValueError("scene='tso_image' needs tso= (a webbflow.simulate.tso_image.TsoImageScene)")
+        if self.wisp:
+            from webbflow.simulate.wisps import WISP_DETECTORS
+
+            if self.scene != "sky" or self.detector not in WISP_DETECTORS:
+                raise ValueError(f"wisp= needs scene='sky' on {', '.join(WISP_DETECTORS)} "
+                                 f"(not {self.scene!r} on {self.detector})")
         if self.segment is not None:
             num, total, intstart, nints_total = self.segment
             if not (1 <= num <= total and intstart >= 1 and intstart + self.nints - 1 <= nints_total):

@@ -8,7 +8,10 @@ assign_wcs -> flat_field -> photom, in memory on the rate's arrays, with the
 jwst 3.0 algorithms (``webbflow.steps.*``).  Before them, off unless asked
 (``steps.destripe.skip: false``; not in jwst): the survey teams' 1/f destriping
 of the rate, a masked median per row and amplifier
-(:func:`webbflow.steps.roeba.destripe_image`).  Everything that can fail on bad
+(:func:`webbflow.steps.roeba.destripe_image`).  After them, when
+``steps.wisps.template_dir`` names the NIRCam team's wisp templates (not in jwst):
+the exposure's template scaled to it on the source-masked background and
+subtracted (:mod:`webbflow.steps.wisps`).  Everything that can fail on bad
 input (reading the rate, the references, the pointing keywords) happens
 before the first step; the product is written once, atomically.
 """
@@ -23,18 +26,19 @@ import numpy as np
 
 from webbflow.config import IMAGE2_STEPS, step_kwargs, step_skipped
 from webbflow.provenance import reference_names, stage_provenance
-from webbflow.io.cal import (load_area, load_distortion, load_flat, load_photom, read_rate,
-                             write_cal)
+from webbflow.io.cal import (load_area, load_distortion, load_flat, load_photom, load_wisp_template,
+                             read_rate, write_cal)
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.ramp import Readout, StepStatus
 from webbflow.refs.check import check_exposure_geometry
-from webbflow.steps import assign_wcs, flat_field, photom, roeba
+from webbflow.steps import assign_wcs, flat_field, photom, refpix, roeba, wisps
 
 __all__ = ["IMAGE2_STEPS", "STEP_REFTYPES", "run"]
 
 log = logging.getLogger(__name__)
 
-STEP_REFTYPES = {"destripe": (), "assign_wcs": ("distortion",), "flat_field": ("flat",), "photom": ("photom", "area")}
+STEP_REFTYPES = {"destripe": (), "assign_wcs": ("distortion",), "flat_field": ("flat",), "photom": ("photom", "area"),
+                 "wisps": ()}
 """Reference types each step needs (area is optional for photom, as in jwst)."""
 
 def _check(rate_path, model, references, params):
@@ -52,6 +56,43 @@ def _check(rate_path, model, references, params):
             "or skip the step with steps.<step>.skip: true")
 
 
+def _subtract_wisps(arrays, template, template_path, kwargs, fastaxis, noutputs):
+    """Fit and subtract the wisp template from every integration; -> (status, header cards).
+
+    No template for the exposure's detector, filter and pupil (wisps appear on a few SW
+    detectors only) or no background to fit: SKIPPED, the image left as it is.  The error
+    arrays are kept: the subtracted model is a fit over ~10^5 pixels, its noise negligible.
+    """
+    kwargs = {k: v for k, v in kwargs.items() if k != "template_dir"}
+    # FASTAXIS +-1: the readout runs along x, so each row has its 1/f offset (numpy axis 1)
+    kwargs["stripe_axis"] = (1 if abs(int(fastaxis or 1)) == 1 else 0) if kwargs.pop("fit_stripes", True) else None
+    # a full-width 4-output array: each amplifier's quarter of a line has its own 1/f offset
+    fast_length = arrays.data.shape[-1] if kwargs["stripe_axis"] != 0 else arrays.data.shape[-2]
+    kwargs["amplifiers"] = int(noutputs or 1) if fast_length == refpix.DETECTOR_SIZE else 1
+    if template is None:
+        log.info("wisps         SKIPPED  (no %s)", template_path.name)
+        return StepStatus.SKIPPED, [("S_WISPS", StepStatus.SKIPPED, "wisp template subtraction")]
+    data = arrays.data.reshape((-1,) + arrays.data.shape[-2:])
+    dq = np.broadcast_to(arrays.dq, arrays.data.shape).reshape(data.shape)
+    fits = [wisps.fit_wisp(frame, template, frame_dq, **kwargs) for frame, frame_dq in zip(data, dq)]
+    if any(f is None for f in fits):
+        log.warning("wisps         SKIPPED  (too few background pixels to fit %s)", template_path.name)
+        return StepStatus.SKIPPED, [("S_WISPS", StepStatus.SKIPPED, "wisp template subtraction")]
+    for frame, fit in zip(data, fits):
+        wisps.subtract_wisp(frame, template, fit)
+    if not np.shares_memory(data, arrays.data):  # reshape copied a non-contiguous array
+        arrays.data[...] = data.reshape(arrays.data.shape)
+    scale = float(np.median([f.scale for f in fits]))
+    log.info("wisps         COMPLETE  %s x %.4g (background %.4g, %d pixels)", template_path.name, scale,
+             np.median([f.constant for f in fits]), min(f.npix for f in fits))
+    return StepStatus.COMPLETE, [
+        ("S_WISPS", StepStatus.COMPLETE, "wisp template subtraction"),
+        ("R_WISP", template_path.name, "wisp template (NIRCam team format)"),
+        ("WISPSCL", scale, "wisp template scale subtracted (median of integrations)"),
+        ("WISPBKG", float(np.median([f.constant for f in fits])), "background fitted with the wisp (kept)"),
+        ("WISPNPIX", min(f.npix for f in fits), "background pixels of the wisp fit")]
+
+
 def run(rate_path, cal_path, references, params, provenance=None):
     """Calibrate one rate product into a cal product.
 
@@ -62,8 +103,8 @@ def run(rate_path, cal_path, references, params, provenance=None):
         reftype -> path for distortion, flat, photom, area (None when absent;
         area is optional).
     params : dict
-        step -> {parameter: value} for assign_wcs, flat_field, photom;
-        ``skip: true`` skips a step.
+        step -> {parameter: value} for destripe, assign_wcs, flat_field, photom, wisps;
+        ``skip: true`` skips a step (wisps runs only with a ``template_dir``).
     provenance : dict, optional
         ``step_parameters`` and ``config_digest`` recorded in the product.
 
@@ -89,6 +130,10 @@ def run(rate_path, cal_path, references, params, provenance=None):
                "ystart": int(model.meta.subarray.ystart or 1), "detector": inst.detector}
         check_exposure_geometry(rate_path, {"SUBSIZE1": model.meta.subarray.xsize,
                                             "SUBSIZE2": model.meta.subarray.ysize}, sci["shape"])
+        wisp = None  # (template, path): read before the first step, as every input
+        if params["wisps"].get("template_dir") and not step_skipped(params, "wisps"):
+            wisp = load_wisp_template(params["wisps"]["template_dir"], inst.detector, inst.filter,
+                                      inst.pupil, sci)
         log.info("%s: %s %s/%s %s %dx%d", Path(rate_path).name, inst.detector, inst.filter,
                  inst.pupil, model.meta.subarray.name, *sci["shape"][::-1])
         statuses, used, wcs, wcsinfo, phot = {}, {}, None, {}, {}
@@ -159,9 +204,16 @@ def run(rate_path, cal_path, references, params, provenance=None):
             log.info("photom        %s  PHOTMJSR %s", statuses["photom"], conv)
 
         ref_files = {t: used.get(t) for t in ("distortion", "flat", "photom", "area")}
+        # wisps (beyond jwst): on the calibrated image, where the template's shape is the sky's
+        keywords = []
+        if wisp is not None:
+            statuses["wisps"], keywords = _subtract_wisps(arrays, *wisp, step_kwargs(params, "wisps"),
+                                                          model.meta.subarray.fastaxis,
+                                                          model.meta.exposure.noutputs)
+
         provenance = stage_provenance(params, provenance, references=reference_names(used))
         write_cal(cal_path, model, arrays, wcs=wcs, wcsinfo=wcsinfo, photometry=phot,
-                  cal_steps=statuses, ref_files=ref_files, provenance=provenance)
+                  cal_steps=statuses, ref_files=ref_files, provenance=provenance, keywords=keywords)
     finally:
         model.close()
     log.info("image2 done in %.2f s: %s", time.perf_counter() - t0, Path(cal_path).name)
