@@ -73,8 +73,8 @@ def _dry_run(case, config, profile=None):
            "-s", str(REPO / "Snakefile"), "-d", str(case / "run"), "--configfile", str(config), "-n", "--quiet",
            "rules"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    wall, rss, text = measure(cmd, case / "run", env=env)
-    return wall, rss, text
+    wall, rss, _ = measure(cmd, case / "run", env=env)
+    return wall, rss
 
 
 def main(argv=None):
@@ -88,10 +88,9 @@ def main(argv=None):
     figures = []
     for n in sorted(args.n):
         case, config = _config(args.work.resolve(), n, files)
-        wall, rss, text = _dry_run(case, config)
-        jobs = next((line.split()[-1] for line in text.splitlines() if line.strip().startswith("total")), "?")
-        figures.append({"n": n, "wall_s": round(wall, 2), "peak_rss_mib": round(rss), "jobs": jobs})
-        print(f"planning N={n} wall = {wall:.1f} s, peak RSS = {rss:.0f} MiB ({jobs} jobs)"
+        wall, rss = _dry_run(case, config)
+        figures.append({"n": n, "wall_s": round(wall, 2), "peak_rss_mib": round(rss)})
+        print(f"planning N={n} wall = {wall:.1f} s, peak RSS = {rss:.0f} MiB"
               + ("    # goal <= 60 s, <= 1024 MiB" if n == 2000 else ""), flush=True)
     if args.profile:
         case, config = _config(args.work.resolve(), max(args.n), files)
