@@ -5,7 +5,8 @@ files whose ramps are sparse holes, ten detectors per pointing, ten filters, the
 and photom references in a CRDS cache) once into ``benchmarks/.work/planning/``, then for each N
 (default 200, 1000, 2000) times ``snakemake -n`` of the whole workflow (every stage, the
 associations and the report targets) on the first N files, each a fresh process, and prints its
-wall time and peak RSS (``os.wait4`` rusage of the snakemake process, which includes any child it
+wall time, CPU time (user + system: the figure to compare on a shared machine) and peak RSS
+(``os.wait4`` rusage of the snakemake process, which includes any child it
 waited for, from a small launcher: nothing of this benchmark's own memory is counted)::
 
     python benchmarks/bench_planning.py              # N = 200 1000 2000
@@ -73,8 +74,8 @@ def _dry_run(case, config, profile=None):
            "-s", str(REPO / "Snakefile"), "-d", str(case / "run"), "--configfile", str(config), "-n", "--quiet",
            "rules"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    wall, rss, _ = measure(cmd, case / "run", env=env)
-    return wall, rss
+    wall, rss, _, seconds = measure(cmd, case / "run", env=env, cpu=True)
+    return wall, rss, seconds
 
 
 def main(argv=None):
@@ -88,9 +89,9 @@ def main(argv=None):
     figures = []
     for n in sorted(args.n):
         case, config = _config(args.work.resolve(), n, files)
-        wall, rss = _dry_run(case, config)
-        figures.append({"n": n, "wall_s": round(wall, 2), "peak_rss_mib": round(rss)})
-        print(f"planning N={n} wall = {wall:.1f} s, peak RSS = {rss:.0f} MiB"
+        wall, rss, seconds = _dry_run(case, config)
+        figures.append({"n": n, "wall_s": round(wall, 2), "cpu_s": round(seconds, 2), "peak_rss_mib": round(rss)})
+        print(f"planning N={n} wall = {wall:.1f} s (CPU {seconds:.1f} s), peak RSS = {rss:.0f} MiB"
               + ("    # goal <= 60 s, <= 1024 MiB" if n == 2000 else ""), flush=True)
     if args.profile:
         case, config = _config(args.work.resolve(), max(args.n), files)
