@@ -344,9 +344,23 @@ def persistence_inputs(exposure):
     if params.get("skip", True) or exposure.expstart <= 0:
         return []
     window = float(params["window"])
-    return sorted(highpix_path(e) for e in stage_exposures("detector1")
-                  if e.detector == exposure.detector and 0 < e.expstart < exposure.expstart
-                  and 0 <= (exposure.expstart - e.expend) * 86400.0 < window)
+    return sorted(highpix_path(e) for e in _detector1_by_detector().get(exposure.detector, ())
+                  if 0 < e.expstart < exposure.expstart and 0 <= (exposure.expstart - e.expend) * 86400.0 < window)
+
+
+def _detector1_by_detector():
+    """DETECTOR -> the detector1 exposures of that detector (once per version of the table, so that a
+    job's persistence links look at its own detector's exposures only)."""
+    exposures = stage_exposures("detector1")
+    if _BY_DETECTOR.get("of") is not exposures:
+        by = {}
+        for e in exposures:
+            by.setdefault(e.detector, []).append(e)
+        _BY_DETECTOR.update(of=exposures, by=by)
+    return _BY_DETECTOR["by"]
+
+
+_BY_DETECTOR = {}
 
 
 def exposure_of(wildcards):

@@ -12,6 +12,7 @@ state (server URL, cache layout, loaded mappings), so :func:`configure`
 sets the environment and clears that state; call it before any lookup.
 """
 
+import datetime
 import logging
 import os
 from pathlib import Path
@@ -223,20 +224,24 @@ def planning_parameters(primary):
     dict
     """
     from astropy.io.fits.card import Undefined
-    from astropy.time import Time
 
     keywords = _primary_keyword_paths()
     params = {}
     for key in primary.keys() if hasattr(primary, "keys") else primary:
         for path, schema in keywords.get(key, ()):
-            if set(schema) - _SCHEMA_KEYS:
+            if not schema.keys() <= _SCHEMA_KEYS:
                 return crds_parameters(primary)
             value = primary[key]
             if not isinstance(value, Undefined) and _valid(value, schema):
                 params[path] = value
     params["meta.model_type"] = "JwstDataModel"
-    params["meta.date"] = Time.now().isot
+    if not _PLANNED_AT:  # the planning's time (the datamodel's meta.date is its creation time; crds ignores it)
+        _PLANNED_AT.append(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")[:23])
+    params["meta.date"] = _PLANNED_AT[0]
     return params
+
+
+_PLANNED_AT = []
 
 
 class MissingReferenceError(ReferenceFileError):
