@@ -226,11 +226,14 @@ def get_exposures():
     if USE_DEMO:
         checkpoints.demo.get()
         # the text is read again only when the file changed (a stat per call, not a read per job)
-        if (_DEMO_READ.get("stat") != _manifest_stat() and _DEMO_READ.get("manifest") != Path(DEMO_MANIFEST).read_text()
-                and _demo_checked()):
-            # the demo was just written: read its headers now
-            _TABLE.clear()
-            _TABLE.update(_read_table())
+        stat = _manifest_stat()
+        if _DEMO_READ.get("stat") != stat:
+            if _DEMO_READ.get("manifest") != Path(DEMO_MANIFEST).read_text() and _demo_checked():
+                # the demo was just written: read its headers now
+                _TABLE.clear()
+                _TABLE.update(_read_table())
+            else:
+                _DEMO_READ["stat"] = stat
     if USE_MAST and not _DOWNLOAD_READ:
         checkpoints.download.get()  # the table is built after the download
         # once per process, after the checkpoint: the folder no longer changes while this plans
