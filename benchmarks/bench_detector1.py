@@ -54,13 +54,14 @@ pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status, usage = os.wait4(pid, 0)
-print(f"@@measure {time.perf_counter() - t0!r} {usage.ru_maxrss}", file=sys.stderr)
+print(f"@@measure {time.perf_counter() - t0!r} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime!r}", file=sys.stderr)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def measure(cmd, cwd, env=None):
-    """Run ``cmd``; return (wall s, peak RSS MiB, combined output) of that process alone."""
+def measure(cmd, cwd, env=None, cpu=False):
+    """Run ``cmd``; return (wall s, peak RSS MiB, combined output) of that process alone (``cpu``:
+    and its CPU seconds, user + system, last)."""
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *map(str, cmd)], cwd=cwd, stdout=log,
                               stderr=subprocess.STDOUT, env=env)
@@ -70,8 +71,8 @@ def measure(cmd, cwd, env=None):
     if proc.returncode != 0 or not lines:
         sys.stderr.write(text[-3000:])
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(map(str, cmd[:4]))} ...")
-    _, wall, maxrss = lines[-1].split()
-    return float(wall), int(maxrss) / 1024.0, text
+    _, wall, maxrss, seconds = lines[-1].split()
+    return (float(wall), int(maxrss) / 1024.0, text) + ((float(seconds),) if cpu else ())
 
 
 def our_steps(text):

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from webbflow.io.errors import InputError
-from webbflow.io.uncal import read_uncal_headers
+from webbflow.io.uncal import read_uncal_header_values
 
 __all__ = ["Exposure", "exposure_from_header", "exposure_table", "rootname"]
 
@@ -144,7 +144,7 @@ def exposure_from_header(header, path):
     )
 
 
-def exposure_table(uncal_dir, pattern="*_uncal.fits", errors=None):
+def exposure_table(uncal_dir, pattern="*_uncal.fits", errors=None, headers=None):
     """Exposure table of every uncal file in a folder.
 
     Parameters
@@ -159,6 +159,9 @@ def exposure_table(uncal_dir, pattern="*_uncal.fits", errors=None):
         (the later file of a duplicate pair; every present segment of an
         incomplete time series), so that the rest of a program can be reduced.
         A missing folder still raises.
+    headers : dict, optional
+        When given, filled with root name -> the primary header as a plain dict (keyword ->
+        value) of every exposure in the table, so that a planner never reads a file twice.
 
     Returns
     -------
@@ -188,8 +191,8 @@ def exposure_table(uncal_dir, pattern="*_uncal.fits", errors=None):
     for path in sorted(folder.glob(pattern)):
         try:
             # every keyword a step depends on, before any job is planned for the exposure
-            headers = read_uncal_headers(path, validate=True)
-            exposure = exposure_from_header(headers.primary, path)
+            headers_of_file = read_uncal_header_values(path, validate=True)
+            exposure = exposure_from_header(headers_of_file.primary, path)
             if exposure.rootname in rows:
                 raise InputError(path, f"same exposure ({exposure.rootname}) as {rows[exposure.rootname].path}",
                                  "keep only one copy in inputs.uncal_dir")
@@ -197,10 +200,14 @@ def exposure_table(uncal_dir, pattern="*_uncal.fits", errors=None):
             refuse(exc)
             continue
         rows[exposure.rootname] = exposure
+        if headers is not None:
+            headers[exposure.rootname] = headers_of_file.primary
     for exc, series in _incomplete_series(rows.values()):
         for segment in series:
             # a light curve with a gap is not reduced: none of the series' segments
             del rows[segment.rootname]
+            if headers is not None:
+                headers.pop(segment.rootname, None)
             refuse(exc if segment.path == exc.path else InputError(segment.path, exc.problem, exc.fix))
     return [rows[k] for k in sorted(rows)]
 

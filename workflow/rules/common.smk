@@ -1,5 +1,6 @@
 """Exposure table, wildcard constraints, and input/param functions of the rules."""
 
+import copy
 import logging
 import os
 import re
@@ -106,11 +107,27 @@ def bad_input_summary():
                      "\n".join(f"  {exc}" for _, exc in sorted(BAD_INPUTS.items())))
 
 
+# root name -> primary header (a plain dict) of every exposure read: each uncal header is read once per
+# planning process, by the table; reference selection and crds take it from here.
+_HEADERS = {}
+# Bumped whenever the table's rows change: what is derived from the rows (the crds screening, the
+# stage lists, the associations) is computed once per version, not once per job.
+_TABLE_VERSION = [0]
+
+
+def primary_header(exposure):
+    """The primary header of ``exposure`` (read by the exposure table; read here only if it was not)."""
+    if exposure.rootname not in _HEADERS:
+        _HEADERS[exposure.rootname] = dict(read_uncal_headers(exposure.path).primary.items())
+    return _HEADERS[exposure.rootname]
+
+
 def _read_table():
     """The exposure table of inputs.uncal_dir, bad files left out (refused); planning stops only when
     no file is good."""
     errors = []
-    table = exposure_table(UNCAL_DIR, errors=errors)
+    _TABLE_VERSION[0] += 1
+    table = exposure_table(UNCAL_DIR, errors=errors, headers=_HEADERS)
     if errors and not table:
         for exc in errors[1:]:
             logger.error("webbflow: %s", exc)
@@ -133,7 +150,7 @@ def _screen_crds(table):
     """
     from webbflow.refs.crds_select import MissingReferenceError
 
-    if not USE_CRDS or not CRDS_CACHE or not crds_types(CRDS_REFTYPES):
+    if not USE_CRDS or not CRDS_CACHE or not crds_types(CRDS_REFTYPES) or _SCREENED[0] == _TABLE_VERSION[0]:
         return
     missing = []
     for root, exposure in list(table.items()):
@@ -146,8 +163,13 @@ def _screen_crds(table):
             del table[root]
     if missing and not table:
         raise missing[0]  # nothing could be reduced: planning stops with the first line
+    _TABLE_VERSION[0] += len(missing) > 0
+    _SCREENED[0] = _TABLE_VERSION[0]
     for exc in missing:
         refuse_input(exc)
+
+
+_SCREENED = [None]  # the table version _screen_crds last screened
 
 
 def _demo_checked():
@@ -165,7 +187,14 @@ def _demo_checked():
                          f"delete {DEMO_MANIFEST} to have the next run simulate the demo again "
                          "(your own uncal files in that folder are kept)")
     _DEMO_READ["manifest"] = Path(DEMO_MANIFEST).read_text()
+    _DEMO_READ["stat"] = _manifest_stat()
     return True
+
+
+def _manifest_stat():
+    """(mtime, size) of the demo manifest: compared per call of get_exposures instead of its text."""
+    stat = os.stat(DEMO_MANIFEST)
+    return stat.st_mtime_ns, stat.st_size
 
 
 # The demo manifest the table was read with (a demo job re-run, e.g. for a new seed, rewrites it).
@@ -196,16 +225,26 @@ def get_exposures():
     """Reducible exposures by root name (after the demo is written, when reducing the demo)."""
     if USE_DEMO:
         checkpoints.demo.get()
-        if _DEMO_READ.get("manifest") != Path(DEMO_MANIFEST).read_text() and _demo_checked():
-            # the demo was just written: read its headers now
-            _TABLE.clear()
-            _TABLE.update(_read_table())
-    if USE_MAST:
+        # the text is read again only when the file changed (a stat per call, not a read per job)
+        stat = _manifest_stat()
+        if _DEMO_READ.get("stat") != stat:
+            if _DEMO_READ.get("manifest") != Path(DEMO_MANIFEST).read_text() and _demo_checked():
+                # the demo was just written: read its headers now
+                _TABLE.clear()
+                _TABLE.update(_read_table())
+            else:
+                _DEMO_READ["stat"] = stat
+    if USE_MAST and not _DOWNLOAD_READ:
         checkpoints.download.get()  # the table is built after the download
+        # once per process, after the checkpoint: the folder no longer changes while this plans
         if not _TABLE or len(_TABLE) + len(BAD_INPUTS) < len(list(Path(UNCAL_DIR).glob("*_uncal.fits"))):
             _TABLE.update(_read_table())
+        _DOWNLOAD_READ.append(True)
     _screen_crds(_TABLE)
     return _TABLE
+
+
+_DOWNLOAD_READ = []  # set once the downloaded folder's table is read
 
 
 def _constraint(values, fallback):
@@ -234,8 +273,15 @@ def mode_of(exposure):
 
 
 def stage_exposures(stage):
-    """The reducible exposures whose mode runs ``stage``."""
-    return [e for e in get_exposures().values() if stage in MODES[mode_of(e)]["stages"]]
+    """The reducible exposures whose mode runs ``stage`` (computed once per version of the table)."""
+    exposures = get_exposures()
+    key = (stage, _TABLE_VERSION[0], len(exposures))
+    if key not in _STAGE_EXPOSURES:
+        _STAGE_EXPOSURES[key] = [e for e in exposures.values() if stage in MODES[mode_of(e)]["stages"]]
+    return _STAGE_EXPOSURES[key]
+
+
+_STAGE_EXPOSURES = {}
 
 
 def products_of(target):
@@ -260,12 +306,21 @@ def exposure_step_parameters(exposure, stage, preset_layer=None, extra_steps=())
 
 
 def _mode_step_parameters(mode, stage, preset_layer=None, extra_steps=()):
-    preset = MODES[mode]
-    if preset_layer:
-        preset = deep_merge(preset, {"steps": {stage: preset_layer}})
-    return step_parameters(config["steps"], stage, preset, USER_CONFIG.get("steps"),
-                           (USER_CONFIG.get("mode_steps") or {}).get(mode),
-                           recommended=config["step_defaults"] == "recommended", extra_steps=extra_steps)
+    # The layers are the same for every exposure of a mode: merged once per (mode, stage, layer), and
+    # each caller gets its own copy (detector1_steps edits its dict).
+    key = (mode, stage, canonical_json(preset_layer), tuple(extra_steps))
+    if key not in _STEP_PARAMETERS:
+        preset = MODES[mode]
+        if preset_layer:
+            preset = deep_merge(preset, {"steps": {stage: preset_layer}})
+        _STEP_PARAMETERS[key] = step_parameters(config["steps"], stage, preset, USER_CONFIG.get("steps"),
+                                                (USER_CONFIG.get("mode_steps") or {}).get(mode),
+                                                recommended=config["step_defaults"] == "recommended",
+                                                extra_steps=extra_steps)
+    return copy.deepcopy(_STEP_PARAMETERS[key])
+
+
+_STEP_PARAMETERS = {}
 
 
 def _persistence_of_mode(mode):
@@ -292,9 +347,23 @@ def persistence_inputs(exposure):
     if params.get("skip", True) or exposure.expstart <= 0:
         return []
     window = float(params["window"])
-    return sorted(highpix_path(e) for e in stage_exposures("detector1")
-                  if e.detector == exposure.detector and 0 < e.expstart < exposure.expstart
-                  and 0 <= (exposure.expstart - e.expend) * 86400.0 < window)
+    return sorted(highpix_path(e) for e in _detector1_by_detector().get(exposure.detector, ())
+                  if 0 < e.expstart < exposure.expstart and 0 <= (exposure.expstart - e.expend) * 86400.0 < window)
+
+
+def _detector1_by_detector():
+    """DETECTOR -> the detector1 exposures of that detector (once per version of the table, so that a
+    job's persistence links look at its own detector's exposures only)."""
+    exposures = stage_exposures("detector1")
+    if _BY_DETECTOR.get("of") is not exposures:
+        by = {}
+        for e in exposures:
+            by.setdefault(e.detector, []).append(e)
+        _BY_DETECTOR.update(of=exposures, by=by)
+    return _BY_DETECTOR["by"]
+
+
+_BY_DETECTOR = {}
 
 
 def exposure_of(wildcards):
@@ -312,8 +381,8 @@ def chosen_references(wildcards):
         if USE_CRDS:
             _REFS[exposure.rootname] = crds_references(exposure, DETECTOR1_REFTYPES, stage="detector1")
         else:
-            primary = read_uncal_headers(exposure.path).primary
-            _REFS[exposure.rootname] = select_references(primary, REFS_DIR, OVERRIDES, DETECTOR1_REFTYPES)
+            _REFS[exposure.rootname] = select_references(primary_header(exposure), REFS_DIR, OVERRIDES,
+                                                         DETECTOR1_REFTYPES)
         if uses_sirs(exposure):
             _REFS[exposure.rootname]["sirskernel"] = sirs_reference(exposure)
         # Paths relative to the project where they lie in it: a moved project keeps its inputs.
@@ -336,8 +405,7 @@ def sirs_reference(exposure):
         return OVERRIDES["sirskernel"]
     if not REFS_DIR:
         return None
-    primary = read_uncal_headers(exposure.path).primary
-    return select_references(primary, REFS_DIR, None, ("sirskernel",))["sirskernel"]
+    return select_references(primary_header(exposure), REFS_DIR, None, ("sirskernel",))["sirskernel"]
 
 
 # sha256 of the references that are not from the CRDS cache (overrides, folders), remembered by
@@ -415,7 +483,11 @@ def crds_references(exposure, reftypes, stage=None):
     asked = crds_types(reftypes)
     if not asked:
         return select_exposure(exposure.path, reftypes, None, None, OVERRIDES)
-    return select_exposure(exposure.path, reftypes, crds_setup(exposure, asked, stage), crds_context(), OVERRIDES)
+    screened = _CRDS_CHOICE.get(exposure.rootname) or {}
+    if all(t in screened for t in reftypes):
+        return {t: screened[t] for t in reftypes}  # chosen once per exposure, when the table was screened
+    return select_exposure(exposure.path, reftypes, crds_setup(exposure, asked, stage), crds_context(), OVERRIDES,
+                           primary=primary_header(exposure))
 
 
 def exposure_reftypes(exposure):

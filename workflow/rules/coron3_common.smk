@@ -55,8 +55,8 @@ def coron3_references(wildcards):
     if first.rootname not in _CORON3_REFS:
         chosen = crds_references(first, CORON3_REFTYPES, stage="coron3") if USE_CRDS else {}
         if not chosen.get("psfmask") and REFS_DIR:
-            primary = read_uncal_headers(first.path).primary
-            chosen.update({t: p for t, p in select_references(primary, REFS_DIR, OVERRIDES, CORON3_REFTYPES).items() if p})
+            chosen.update({t: p for t, p in select_references(primary_header(first), REFS_DIR, OVERRIDES,
+                                                              CORON3_REFTYPES).items() if p})
         _CORON3_REFS[first.rootname] = {"psfmask": portable_path(chosen.get("psfmask"))}
     return _CORON3_REFS[first.rootname]
 

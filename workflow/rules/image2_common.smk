@@ -57,8 +57,8 @@ def image2_references(wildcards):
         folder = REFS_DIR or (f"{DEMO_DIR}/refs" if USE_DEMO else None)
         if missing and folder:
             # The demo's own folder fills what the CRDS cache does not map (e.g. ASDF references).
-            primary = read_uncal_headers(exposure.path).primary
-            chosen.update({t: p for t, p in select_references(primary, folder, OVERRIDES, missing).items() if p})
+            chosen.update({t: p for t, p in select_references(primary_header(exposure), folder, OVERRIDES,
+                                                              missing).items() if p})
         _IMAGE2_REFS[exposure.rootname] = {t: portable_path(chosen.get(t)) for t in IMAGE2_REFTYPES}
     return _IMAGE2_REFS[exposure.rootname]
 

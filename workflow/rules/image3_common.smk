@@ -52,12 +52,19 @@ def planned_coron3_associations(exposures):
 
 def associations():
     """product name -> stage-3 Association (image3, tso3 for time series, coron3 for coronagraphy) of
-    the exposures whose mode runs that stage (from their headers)."""
+    the exposures whose mode runs that stage (from their headers); grouped once per version of the
+    exposure table, not once per job that asks."""
     pool = Path(UNCAL_DIR).name
-    found = {a.product: a for a in image3_associations(stage_exposures("image3"), pool=pool)}
-    found.update({a.product: a for a in tso3_associations(stage_exposures("tso3"), pool=pool)})
-    found.update({a.product: a for a in planned_coron3_associations(coron3_exposures())})
-    return found
+    key = (_TABLE_VERSION[0], len(get_exposures()))
+    if _ASSOCIATIONS.get("key") != key:
+        found = {a.product: a for a in image3_associations(stage_exposures("image3"), pool=pool)}
+        found.update({a.product: a for a in tso3_associations(stage_exposures("tso3"), pool=pool)})
+        found.update({a.product: a for a in planned_coron3_associations(coron3_exposures())})
+        _ASSOCIATIONS.update(key=(_TABLE_VERSION[0], len(get_exposures())), found=found)
+    return _ASSOCIATIONS["found"]
+
+
+_ASSOCIATIONS = {}
 
 
 def association_of(wildcards):

@@ -29,8 +29,7 @@ def grism_references(exposure):
         if USE_CRDS:
             chosen = crds_references(exposure, SPEC2_REFTYPES, stage="spec2")
         else:
-            primary = read_uncal_headers(exposure.path).primary
-            chosen = select_references(primary, REFS_DIR, OVERRIDES, SPEC2_REFTYPES)
+            chosen = select_references(primary_header(exposure), REFS_DIR, OVERRIDES, SPEC2_REFTYPES)
         _SPEC2_REFS[exposure.rootname] = {t: portable_path(chosen.get(t)) for t in SPEC2_REFTYPES}
     return _SPEC2_REFS[exposure.rootname]
 

@@ -17,7 +17,8 @@ from webbflow.io.files import read_at
 from webbflow.ramp import Ramp, Readout
 
 __all__ = ["HEADER_KEYWORDS", "SUPPORTED_EXP_TYPES", "TSO_EXP_TYPES", "Keyword", "UncalHeaders", "UncalStream",
-           "is_tso", "read_uncal", "read_uncal_headers", "readout_from_header", "validate_headers"]
+           "is_tso", "read_uncal", "read_uncal_header_values", "read_uncal_headers", "readout_from_header",
+           "validate_headers"]
 
 TSO_EXP_TYPES = ("NRC_TSGRISM", "NRC_TSIMAGE")
 """NIRCam time-series EXP_TYPEs (jwst's ``TSO_EXP_TYPES``, NIRCam part)."""
@@ -157,6 +158,120 @@ def read_uncal_headers(path, validate=False):
     if validate:
         validate_headers(primary, sci, path, extensions)
     return UncalHeaders(primary=primary, sci=sci, path=str(path), extensions=extensions)
+
+
+def read_uncal_header_values(path, validate=False):
+    """:func:`read_uncal_headers` with plain-dict headers, parsed from the file's raw header blocks.
+
+    Planning reads thousands of headers and needs only their values: the cards are parsed here
+    (strings, logicals, integers, reals, undefined; the first of a repeated keyword, as astropy's
+    ``header[key]``), an order of magnitude faster than ``astropy.io.fits``.  Anything unusual (a
+    CONTINUE or HIERARCH card, a complex value, a header or data that runs past the end of the
+    file) is left to :func:`read_uncal_headers`, which reads it, or refuses it with its error.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    validate : bool
+        As for :func:`read_uncal_headers`.
+
+    Returns
+    -------
+    UncalHeaders
+        ``primary``, ``sci`` and ``extensions`` are dicts (keyword -> value).
+    """
+    hdus = _raw_headers(path)
+    if hdus is None or "SCI" not in [h.get("EXTNAME") for h in hdus[1:]]:
+        full = read_uncal_headers(path, validate=validate)
+        return UncalHeaders(primary=dict(full.primary.items()), sci=dict(full.sci.items()), path=str(path),
+                            extensions={k: dict(v.items()) for k, v in full.extensions.items()})
+    primary = hdus[0]
+    extensions = {}
+    for header in hdus[1:]:
+        name = str(header.get("EXTNAME", "")).strip().upper()
+        if name:
+            extensions.setdefault(name, header)
+    sci = extensions["SCI"]
+    if validate:
+        validate_headers(primary, sci, path, extensions)
+    return UncalHeaders(primary=primary, sci=sci, path=str(path), extensions=extensions)
+
+
+_BLOCK = 2880
+
+
+def _card_value(text):
+    """The value of a FITS card's value field (after ``= ``); None when it is not a simple one."""
+    text = text.lstrip()
+    if text.startswith("'"):
+        out, i = [], 1
+        while i < len(text):
+            if text[i] == "'":
+                if text[i + 1:i + 2] == "'":
+                    out.append("'")
+                    i += 2
+                    continue
+                return "".join(out).rstrip()
+            out.append(text[i])
+            i += 1
+        return None
+    token = text.split("/", 1)[0].strip()
+    if not token:
+        return fits.card.UNDEFINED
+    if token in ("T", "F"):
+        return token == "T"
+    try:
+        return int(token)
+    except ValueError:
+        pass
+    try:
+        return float(token.replace("D", "E").replace("d", "e"))
+    except ValueError:
+        return None
+
+
+def _raw_headers(path):
+    """Keyword -> value of every HDU's header, or None where :func:`read_uncal_header_values` defers."""
+    try:
+        size = os.path.getsize(path)
+        hdus, offset = [], 0
+        with open(path, "rb") as f:
+            while offset < size:
+                f.seek(offset)
+                cards, blocks, end = {}, 0, False
+                while not end:
+                    block = f.read(_BLOCK)
+                    if len(block) < _BLOCK:
+                        return None
+                    blocks += 1
+                    text = block.decode("ascii")
+                    for i in range(0, _BLOCK, 80):
+                        key = text[i:i + 8].rstrip()
+                        if key == "END":
+                            end = True
+                            break
+                        if key in ("CONTINUE", "HIERARCH"):
+                            return None
+                        if text[i + 8:i + 10] != "= ":
+                            continue  # COMMENT, HISTORY, blank: no value
+                        value = _card_value(text[i + 10:i + 80])
+                        if value is None:
+                            return None
+                        cards.setdefault(key, value)
+                naxis = cards.get("NAXIS", 0)
+                npix = 0
+                if naxis:
+                    npix = 1
+                    for k in range(1, naxis + 1):
+                        npix *= cards[f"NAXIS{k}"]
+                data = abs(cards["BITPIX"]) // 8 * cards.get("GCOUNT", 1) * (cards.get("PCOUNT", 0) + npix)
+                offset += blocks * _BLOCK + -(-data // _BLOCK) * _BLOCK
+                if offset > size:
+                    return None  # truncated: astropy's reader says so
+                hdus.append(cards)
+        return hdus
+    except (OSError, UnicodeDecodeError, KeyError, TypeError):
+        return None
 
 
 _DETECTORS = tuple(f"NRC{m}{n}" for m in "AB" for n in ("1", "2", "3", "4", "LONG"))

@@ -12,6 +12,7 @@ state (server URL, cache layout, loaded mappings), so :func:`configure`
 sets the environment and clears that state; call it before any lookup.
 """
 
+import datetime
 import logging
 import os
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 from webbflow.io.errors import ReferenceFileError
 
 __all__ = ["SERVERLESS_URL", "CrdsSetup", "best_references", "configure", "crds_parameters",
-           "crds_version", "locate", "resolve_context"]
+           "crds_version", "locate", "planning_parameters", "resolve_context"]
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,86 @@ def crds_parameters(primary):
         warnings.simplefilter("ignore")  # an uncal's primary holds keywords the base schema does not know
         with JwstDataModel(fits.HDUList([fits.PrimaryHDU(header=header)])) as model:
             return dict(model.get_crds_parameters())
+
+
+def _primary_keyword_paths():
+    """FITS keyword -> [(datamodel path, its schema)] of every PRIMARY-header keyword of JwstDataModel."""
+    if not _KEYWORD_PATHS:
+        from stdatamodels.jwst.datamodels import JwstDataModel
+        from stdatamodels.schema import walk_schema
+
+        def collect(subschema, path, combiner, ctx, recurse):
+            if "fits_keyword" in subschema and subschema.get("fits_hdu", "PRIMARY") == "PRIMARY":
+                _KEYWORD_PATHS.setdefault(subschema["fits_keyword"], []).append((".".join(path), subschema))
+
+        with JwstDataModel() as model:
+            walk_schema(model.schema, collect)
+    return _KEYWORD_PATHS
+
+
+_KEYWORD_PATHS = {}
+_JSON_TYPES = {"string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool),
+               "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+               "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+               "null": lambda v: v is None}
+
+
+def _valid(value, schema):
+    """Whether ``value`` passes a keyword's schema (``type``, ``enum``, ``anyOf``: all that the
+    datamodel keyword schemas use; ``_planning_parameters`` checks that no other key appears)."""
+    kinds = schema.get("type")
+    if kinds is not None and not any(_JSON_TYPES[k](value) for k in ([kinds] if isinstance(kinds, str) else kinds)):
+        return False
+    if "enum" in schema and not any(value == e and type(value) is type(e) or (  # noqa: E721
+            isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(e, (int, float))
+            and not isinstance(e, bool) and value == e) for e in schema["enum"]):
+        return False
+    return "anyOf" not in schema or any(_valid(value, s) for s in schema["anyOf"])
+
+
+_SCHEMA_KEYS = {"anyOf", "blend_rule", "blend_table", "default", "enum", "fits_hdu", "fits_keyword", "title", "type"}
+
+
+def planning_parameters(primary):
+    """:func:`crds_parameters` without building a datamodel per exposure (planning thousands of them).
+
+    The datamodel's keyword map (FITS keyword -> ``meta.*`` path, from its schema) is walked once
+    per process; a header value goes in when it passes the keyword's schema, as the datamodel's
+    validate-on-assignment load keeps it.  ``meta.model_type`` and ``meta.date`` (the time of
+    creation) are added as the datamodel adds them.  The datamodel's other entries (``extra_fits``:
+    the cards its schema does not know; ``history``) are left out: CRDS rules select on ``META.*``
+    parameters only.  ~1 ms per exposure instead of ~200 ms; the tests compare the ``meta.*``
+    parameters with :func:`crds_parameters` on the header forms of every mode.
+    A keyword schema using a validator this does not know falls back to :func:`crds_parameters`.
+
+    Parameters
+    ----------
+    primary : Mapping
+        The exposure's primary header.
+
+    Returns
+    -------
+    dict
+    """
+    from astropy.io.fits.card import Undefined
+
+    keywords = _primary_keyword_paths()
+    params = {}
+    for key in primary.keys() if hasattr(primary, "keys") else primary:
+        for path, schema in keywords.get(key, ()):
+            if not schema.keys() <= _SCHEMA_KEYS:
+                return crds_parameters(primary)
+            value = primary[key]
+            if not isinstance(value, Undefined) and _valid(value, schema):
+                params[path] = value
+    params["meta.model_type"] = "JwstDataModel"
+    if not _PLANNED_AT:  # the planning's time (the datamodel's meta.date is its creation time; crds ignores it)
+        _PLANNED_AT.append(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")[:23])
+    params["meta.date"] = _PLANNED_AT[0]
+    return params
+
+
+_PLANNED_AT = []
 
 
 class MissingReferenceError(ReferenceFileError):

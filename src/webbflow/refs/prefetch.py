@@ -21,7 +21,7 @@ __all__ = ["context_mappings", "prefetch", "select_exposure"]
 log = logging.getLogger(__name__)
 
 
-def select_exposure(uncal, reftypes, setup, context, overrides=None, fetch=False):
+def select_exposure(uncal, reftypes, setup, context, overrides=None, fetch=False, primary=None):
     """Reference paths for one exposure: overrides first, then crds.
 
     Parameters
@@ -38,6 +38,9 @@ def select_exposure(uncal, reftypes, setup, context, overrides=None, fetch=False
     fetch : bool
         Fetch into the cache (``crds.getreferences``) rather than only name
         the files (``crds.getrecommendations``).
+    primary : Mapping, optional
+        The exposure's primary header, already read (planning): its crds parameters then come from
+        :func:`~webbflow.refs.crds_select.planning_parameters`, not a datamodel per exposure.
 
     Returns
     -------
@@ -52,7 +55,8 @@ def select_exposure(uncal, reftypes, setup, context, overrides=None, fetch=False
     asked = [t for t in reftypes if t not in overrides]
     chosen = {}
     if asked:
-        params = crds_select.crds_parameters(fits.getheader(uncal, 0))
+        params = (crds_select.crds_parameters(fits.getheader(uncal, 0)) if primary is None
+                  else crds_select.planning_parameters(primary))
         names = crds_select.best_references(params, asked, setup, context, fetch=fetch, source=str(uncal))
         chosen = {t: (crds_select.locate(n, setup) if n else None) for t, n in names.items()}
     chosen.update({t: str(Path(p).resolve()) for t, p in overrides.items() if t in reftypes})
