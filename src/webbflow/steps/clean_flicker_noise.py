@@ -36,7 +36,9 @@ What jwst 3.0 does (``jwst/clean_flicker_noise/clean_flicker_noise.py::do_correc
 
 import logging
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -151,12 +153,12 @@ def _mean_std(x, n):
 
 
 @njit(cache=True, nogil=True)
-def _keep_within(x, n, low, high):
-    """Move the values of ``x[:n]`` within [low, high] to the front, in order; return their number."""
+def _keep_within(x, n, low, high, out):
+    """Copy the values of ``x[:n]`` within [low, high] to the front of ``out`` (may be ``x``), in order; their number."""
     k = 0
     for i in range(n):
         if x[i] >= low and x[i] <= high:
-            x[k] = x[i]
+            out[k] = x[i]
             k += 1
     return k
 
@@ -171,7 +173,7 @@ def _sorted_clipped_stats(x, s):
     astropy's ``nanmean``/``nanstd`` compute them (:func:`_mean_std`).  None when a clipping
     would leave nothing (the caller then takes astropy's path).
     """
-    kept = x.copy()  # compacted in place as values are clipped; x itself is left as it is
+    kept = x  # the first clipping copies into a new array (x itself is left as it is), later ones compact it
     n, lo, hi = x.size, 0, s.size
     for _ in range(5):  # astropy's maxiters
         center, sigma = _window_median(s, lo, hi), _mean_std(kept, n)[1]
@@ -182,7 +184,9 @@ def _sorted_clipped_stats(x, s):
             break
         if new_hi <= new_lo:
             return None
-        n = _keep_within(kept, n, low, high)
+        out = np.empty(new_hi - new_lo) if kept is x else kept
+        n = _keep_within(kept, n, low, high, out)
+        kept = out
         lo, hi = new_lo, new_hi
     mean, sigma = _mean_std(kept, n)
     return mean, _window_median(s, lo, hi), sigma
@@ -511,16 +515,24 @@ def clean_integrations(data, groupdq, mask, background_method="median", backgrou
     for i in range(nints):
         plane_mask = mask[first_integration + i] if mask.ndim == 3 else mask
         original = data[i].copy()  # differences come from the input ramp, not the cleaned one
-        for j in range(ngroups - 1):
+
+        def clean(j):
             m = plane_mask & ((groupdq[i, j + 1] & unusable) == 0)
-            cleaned = _clean_difference(original[j + 1] - original[j], m, background_method,
-                                        background_box_size, n_sigma, channels)
-            if cleaned is None:
-                log.warning("No usable data in integration %d, group %d. Skipping correction for this image.",
-                            first_integration + i + 1, j + 1)
-                skipped += 1
-                continue
-            data[i, j + 1] = data[i, j] + cleaned
+            return _clean_difference(original[j + 1] - original[j], m, background_method, background_box_size,
+                                     n_sigma, channels)
+
+        # each difference is cleaned on its own (its kernels release the GIL): several at once when the
+        # job has threads; the ramp is rebuilt from them in order.  Not the ``model`` background:
+        # photutils runs under warnings.catch_warnings, which threads must not nest.
+        workers = 1 if background_method == "model" else min(numba.get_num_threads(), ngroups - 1)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for j, cleaned in enumerate(pool.map(clean, range(ngroups - 1))):
+                if cleaned is None:
+                    log.warning("No usable data in integration %d, group %d. Skipping correction for this image.",
+                                first_integration + i + 1, j + 1)
+                    skipped += 1
+                    continue
+                data[i, j + 1] = data[i, j] + cleaned
     return skipped
 
 
