@@ -512,20 +512,20 @@ def clean_integrations(data, groupdq, mask, background_method="median", backgrou
     unusable = np.uint8(dqflags.DO_NOT_USE | dqflags.JUMP_DET)
     nints, ngroups = data.shape[:2]
     skipped = 0
-    for i in range(nints):
-        plane_mask = mask[first_integration + i] if mask.ndim == 3 else mask
-        original = data[i].copy()  # differences come from the input ramp, not the cleaned one
+    # each difference is cleaned on its own (its kernels release the GIL): several at once when the job
+    # has threads; the ramp is rebuilt from them in order.  Not the ``model`` background: photutils runs
+    # under warnings.catch_warnings, which threads must not nest.
+    workers = 1 if background_method == "model" else min(numba.get_num_threads(), ngroups - 1)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i in range(nints):
+            plane_mask = mask[first_integration + i] if mask.ndim == 3 else mask
+            original = data[i].copy()  # differences come from the input ramp, not the cleaned one
 
-        def clean(j):
-            m = plane_mask & ((groupdq[i, j + 1] & unusable) == 0)
-            return _clean_difference(original[j + 1] - original[j], m, background_method, background_box_size,
-                                     n_sigma, channels)
+            def clean(j, original=original, plane_mask=plane_mask, i=i):
+                m = plane_mask & ((groupdq[i, j + 1] & unusable) == 0)
+                return _clean_difference(original[j + 1] - original[j], m, background_method, background_box_size,
+                                         n_sigma, channels)
 
-        # each difference is cleaned on its own (its kernels release the GIL): several at once when the
-        # job has threads; the ramp is rebuilt from them in order.  Not the ``model`` background:
-        # photutils runs under warnings.catch_warnings, which threads must not nest.
-        workers = 1 if background_method == "model" else min(numba.get_num_threads(), ngroups - 1)
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for j, cleaned in enumerate(pool.map(clean, range(ngroups - 1))):
                 if cleaned is None:
                     log.warning("No usable data in integration %d, group %d. Skipping correction for this image.",
