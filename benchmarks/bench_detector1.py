@@ -241,7 +241,7 @@ def main(argv=None):
         if f"{step}_s" in ratios:
             print(f"{step} wall ours/jwst = {ratios[f'{step}_s']:.3f}   "
                   f"({med['ours'][f'{step}_s']:.2f} s vs {med['jwst'][f'{step}_s']:.2f} s)")
-    print(f"load average after: " + " ".join(f"{v:.2f}" for v in summary["load_average_after"]))
+    print("load average after: " + " ".join(f"{v:.2f}" for v in summary["load_average_after"]))
     if args.demo:
         d = summary["demo"]
         print(f"demo wall ours(--cores 2)/jwst = {d['ours_cores2']['wall_s'] / d['jwst_sequential']['wall_s']:.3f}")
