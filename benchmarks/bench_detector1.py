@@ -9,9 +9,17 @@ the time of the jump and ramp_fit steps alone (from each pipeline's own step log
 ours/jwst.  Optionally (``--demo``) also the whole demo program through Snakemake with ``--cores 1`` and
 ``--cores 2``, and jwst detector1 looped over the same 16 demo exposures.
 
+``--steps-on`` turns on, in both pipelines and with the same parameters, snowball flagging
+(jump's ``expand_large_events``, jwst's other snowball parameters at their defaults) and
+clean_flicker_noise (jwst's defaults: median fit of the whole row, median background), the
+figure of issue 16; their step times are reported as well.  ``--size N`` reduces an N x N
+subarray cut from the same full-frame scene (``SUB<N>``, at the detector corner with the
+reference pixels) instead, for a busy machine.
+
 Usage (after ``pip install -e .`` and ``bash benchmarks/setup_oracle.sh``)::
 
     python benchmarks/bench_detector1.py --repeats 3 --demo
+    python benchmarks/bench_detector1.py --repeats 3 --steps-on          # issue 16
 
 Results go to ``benchmarks/results/<date>-<host>.json`` and a line per figure on stdout,
 e.g. ``detector1 wall ours/jwst = 0.08``.
@@ -29,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +45,14 @@ from astropy.io import fits
 
 from webbflow.oracle import PRODUCT_ARRAYS, detector1_command, product_agreement
 from webbflow.refs import select_references
-from webbflow.simulate import run_preset
+from webbflow.simulate import run_preset, run_specs
+from webbflow.simulate.presets import preset_specs
 
 REPO = Path(__file__).resolve().parents[1]
 STEP_TIME = re.compile(r"webbflow\.stages\.detector1: (\w+)\s+\w+\s+([\d.]+) s")
+STEPS_ON = {"jump.expand_large_events": True, "clean_flicker_noise.skip": False}
+"""``--steps-on``: the step parameters both pipelines get (ours as ``--set``, jwst's as its step options)."""
+TIMED_STEPS = ("jump", "clean_flicker_noise", "ramp_fit")
 JW_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - stpipe\.step - INFO - Step (\w+) (running|done)")
 
 
@@ -93,16 +106,28 @@ def jwst_steps(text):
     return took
 
 
-def bench_fullframe(workdir, repeats, settle=5.0):
-    data = workdir / "fullframe"
+def simulate(workdir, size=None):
+    """The benchmark's exposure (the ``fullframe`` preset, or a SUB<size> cut of its scene): its data folder."""
+    data = workdir / ("fullframe" if size is None else f"sub{size}")
     if not (data / "uncal").is_dir():
-        print("simulating the fullframe preset ...", flush=True)
-        run_preset("fullframe", data)
+        print(f"simulating {data.name} ...", flush=True)
+        if size is None:
+            run_preset("fullframe", data)
+        else:
+            run_specs([replace(spec, subarray=f"SUB{size}", size=size, corner="refpix")
+                       for spec in preset_specs("fullframe")], data)
+    return data
+
+
+def bench_fullframe(workdir, repeats, settle=5.0, steps_on=False, size=None):
+    data = simulate(workdir, size)
     uncal = next((data / "uncal").glob("*_uncal.fits"))
     refs = select_references(fits.getheader(uncal), data / "refs")
+    settings = STEPS_ON if steps_on else {}
     ours_cmd = [sys.executable, "-m", "webbflow.cli", "detector1", str(uncal), str(workdir / "ours"),
                 "--refs-dir", str(data / "refs"), "-v"]
-    jwst_cmd = detector1_command(uncal, refs, workdir / "jwst")
+    ours_cmd += [f"--set={k}={json.dumps(v)}" for k, v in settings.items()]
+    jwst_cmd = detector1_command(uncal, refs, workdir / "jwst", settings=settings)
     runs = {"ours": [], "jwst": []}
     # one untimed run of ours first, so numba's cache is warm as it is in production
     measure(ours_cmd, workdir)
@@ -119,10 +144,9 @@ def bench_fullframe(workdir, repeats, settle=5.0):
             time.sleep(settle)
             wall, rss, text = measure(cmd, workdir)
             steps = our_steps(text) if name == "ours" else jwst_steps(text)
-            runs[name].append({"wall_s": wall, "peak_rss_mib": rss,
-                               "jump_s": steps.get("jump"), "ramp_fit_s": steps.get("ramp_fit")})
+            runs[name].append({"wall_s": wall, "peak_rss_mib": rss, **{f"{s}_s": steps.get(s) for s in TIMED_STEPS}})
             print(f"  repeat {i + 1} {name:4s}: wall {wall:6.2f} s, peak RSS {rss:7.0f} MiB, "
-                  f"jump {steps.get('jump')} s, ramp_fit {steps.get('ramp_fit')} s", flush=True)
+                  + ", ".join(f"{s} {steps.get(s)} s" for s in TIMED_STEPS if s in steps), flush=True)
     return runs
 
 
@@ -183,18 +207,27 @@ def main(argv=None):
     parser.add_argument("--workdir", default=str(REPO / "benchmarks" / ".work"))
     parser.add_argument("--demo", action="store_true", help="also time the demo program end to end")
     parser.add_argument("--out", default=None, help="JSON results file")
+    parser.add_argument("--steps-on", action="store_true",
+                        help="snowball flagging and clean_flicker_noise on in both pipelines (issue 16)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="an N x N subarray of the full-frame scene instead of the full frame (busy machine)")
     args = parser.parse_args(argv)
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     print(f"benchmark on {machine}, {dt.date.today()}", flush=True)
-    runs = bench_fullframe(workdir, args.repeats, args.settle)
-    med = {name: {k: statistics.median(r[k] for r in rs if r[k] is not None)
-                  for k in ("wall_s", "peak_rss_mib", "jump_s", "ramp_fit_s")}
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    runs = bench_fullframe(workdir, args.repeats, args.settle, args.steps_on, args.size)
+    figures = ["wall_s", "peak_rss_mib", *(f"{s}_s" for s in TIMED_STEPS)]
+    med = {name: {k: statistics.median(v) for k in figures
+                  if (v := [r[k] for r in rs if r[k] is not None])}
            for name, rs in runs.items()}
-    ratios = {k: med["ours"][k] / med["jwst"][k] for k in med["ours"]}
+    ratios = {k: med["ours"][k] / med["jwst"][k] for k in med["ours"] if k in med["jwst"]}
     summary = {"date": str(dt.date.today()), "machine": machine, "repeats": args.repeats, "settle_s": args.settle,
+               "load_average_before": load, "load_average_after": os.getloadavg(),
+               "steps_on": sorted(STEPS_ON) if args.steps_on else [], "size": args.size or 2048,
                "fullframe": {"runs": runs, "median": med, "ratio_ours_over_jwst": ratios,
                              "parity": compare_products(workdir / "ours", workdir / "jwst")}}
     if args.demo:
@@ -205,16 +238,19 @@ def main(argv=None):
           f"(median {med['ours']['wall_s']:.2f} s vs {med['jwst']['wall_s']:.2f} s)")
     print(f"detector1 peak RSS ours/jwst = {ratios['peak_rss_mib']:.3f}   "
           f"(median {med['ours']['peak_rss_mib']:.0f} MiB vs {med['jwst']['peak_rss_mib']:.0f} MiB)")
-    print(f"jump wall ours/jwst = {ratios['jump_s']:.3f}   "
-          f"({med['ours']['jump_s']:.2f} s vs {med['jwst']['jump_s']:.2f} s)")
-    print(f"ramp_fit wall ours/jwst = {ratios['ramp_fit_s']:.3f}   "
-          f"({med['ours']['ramp_fit_s']:.2f} s vs {med['jwst']['ramp_fit_s']:.2f} s)")
+    for step in TIMED_STEPS:
+        if f"{step}_s" in ratios:
+            print(f"{step} wall ours/jwst = {ratios[f'{step}_s']:.3f}   "
+                  f"({med['ours'][f'{step}_s']:.2f} s vs {med['jwst'][f'{step}_s']:.2f} s)")
+    print("load average after: " + " ".join(f"{v:.2f}" for v in summary["load_average_after"]))
     if args.demo:
         d = summary["demo"]
         print(f"demo wall ours(--cores 2)/jwst = {d['ours_cores2']['wall_s'] / d['jwst_sequential']['wall_s']:.3f}")
         print(f"demo throughput --cores 2 / --cores 1 = "
               f"{d['ours_cores2']['exposures_per_min'] / d['ours_cores1']['exposures_per_min']:.2f}")
-    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"{dt.date.today()}-{platform.node()}.json"
+    tag = ("-steps-on" if args.steps_on else "") + (f"-sub{args.size}" if args.size else "")
+    out = (Path(args.out) if args.out
+           else REPO / "benchmarks" / "results" / f"{dt.date.today()}-{platform.node()}{tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
     print(f"results written to {out}")

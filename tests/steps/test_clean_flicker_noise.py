@@ -115,3 +115,30 @@ def test_fft_left_to_nirspec_as_jwst(make_ramp, readout_for):
 def test_fit_by_channel_only_on_full_frames(subarray, nx, expect):
     assert cfn.channels_for(True, subarray, nx) == expect
     assert cfn.channels_for(False, subarray, nx) == 1
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 129, 1000, 250_001])
+def test_clipped_stats_from_one_sort_are_astropys(n):
+    # the fast statistics must be astropy's floats exactly (jwst's mask thresholds come from them);
+    # float32-valued data with outliers, as the group differences are
+    rng = np.random.default_rng(n)
+    x = rng.normal(3.0, 12.0, n)
+    x[rng.random(n) < 0.05] += rng.uniform(50, 5e3)
+    x = x.astype(np.float32).astype(np.float64)
+    assert cfn._sorted_clipped_stats(x, np.sort(x)) == tuple(cfn._clipped_stats(x))
+
+
+@pytest.mark.parametrize("lower_half_only", [False, True])
+@pytest.mark.parametrize("fit_histogram", [False, True])
+def test_clip_to_background_is_jwsts(lower_half_only, fit_histogram):
+    # one sort + merges (clip_to_background) against jwst's formulation on astropy (_clip_with_astropy)
+    rng = np.random.default_rng(7)
+    image = rng.normal(10.0, 4.0, (128, 256)).astype(np.float32)
+    image[40:50, 60:90] += 300.0  # a source
+    mask = rng.random(image.shape) > 0.1
+    fast, slow = mask.copy(), mask.copy()
+    kept = cfn.clip_to_background(image, fast, 3.0, 2.0, fit_histogram, lower_half_only)
+    cfn._clip_with_astropy(image.astype(np.float64), slow, 3.0, 2.0, fit_histogram, lower_half_only)
+    assert 0.5 < fast.mean() < mask.mean()  # it clips something
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(kept, np.sort(image[fast]).astype(np.float64))

@@ -36,7 +36,9 @@ What jwst 3.0 does (``jwst/clean_flicker_noise/clean_flicker_noise.py::do_correc
 
 import logging
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -55,6 +57,7 @@ _CLIP = 3.0  # jwst's sigma limit for the basic statistics and the background's 
 
 
 def _clipped_stats(values, mask=None):
+    """astropy's ``sigma_clipped_stats(values, mask=mask, sigma=3)``: (mean, median, std)."""
     from astropy.stats import sigma_clipped_stats
     from astropy.utils.exceptions import AstropyUserWarning
 
@@ -62,6 +65,174 @@ def _clipped_stats(values, mask=None):
         warnings.filterwarnings("ignore", category=AstropyUserWarning)
         warnings.filterwarnings("ignore", category=RuntimeWarning)
         return sigma_clipped_stats(values, mask=mask, sigma=_CLIP)
+
+
+def _window_median(s, lo, hi):
+    """numpy's median of the sorted values ``s[lo:hi]``: the middle one, or the mean of the middle two.
+
+    ``np.mean`` of the same one or two values, as ``np.median`` ends, so the rounding is numpy's.
+    """
+    n = hi - lo
+    mid = lo + n // 2
+    return np.mean(s[mid - 1:mid + 1]) if n % 2 == 0 else s[mid]
+
+
+@njit(cache=True, nogil=True)
+def _block_sum(a, lo, n, mean, squares):
+    """One block (n <= 128) of :func:`_pairwise_sum`: numpy's 8 interleaved partial sums."""
+    if n < 8:
+        res = -0.0
+        for i in range(lo, lo + n):
+            v = a[i] - mean if squares else a[i]
+            res += v * v if squares else v
+        return res
+    r = np.empty(8)
+    for k in range(8):
+        v = a[lo + k] - mean if squares else a[lo + k]
+        r[k] = v * v if squares else v
+    i = 8
+    while i < n - n % 8:
+        for k in range(8):
+            v = a[lo + i + k] - mean if squares else a[lo + i + k]
+            r[k] += v * v if squares else v
+        i += 8
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while i < n:
+        v = a[lo + i] - mean if squares else a[lo + i]
+        res += v * v if squares else v
+        i += 1
+    return res
+
+
+@njit(cache=True, nogil=True)
+def _pairwise_sum(a, n, mean, squares):
+    """numpy's float64 ``add.reduce`` of ``a[:n]`` (or of ``(a - mean)**2`` with ``squares``), bit for bit.
+
+    numpy sums a contiguous array pairwise (``pairwise_sum`` in its loops_utils.h): blocks of
+    at most 128 values with 8 interleaved partial sums, a longer run split in two at half its
+    length rounded down to a multiple of 8, left + right; the reduction starts from the
+    identity 0.0 (:func:`_mean_std` adds it).  The recursion is walked with an explicit stack
+    (numba cannot cache recursive functions).
+    """
+    if n <= 128:
+        return _block_sum(a, 0, n, mean, squares)
+    starts = np.zeros(64, np.int64)
+    sizes = np.zeros(64, np.int64)
+    right = np.zeros(64, np.bool_)  # the entry's left half is done; its sum is in ``left``
+    left = np.zeros(64)
+    top = 0
+    sizes[0] = n
+    while True:
+        if sizes[top] > 128:  # descend into the left half
+            half = sizes[top] // 2
+            half -= half % 8
+            starts[top + 1], sizes[top + 1], right[top + 1] = starts[top], half, False
+            top += 1
+            continue
+        v = _block_sum(a, starts[top], sizes[top], mean, squares)
+        while True:  # hand the sum up until an entry still needs its right half
+            top -= 1
+            if top < 0:
+                return v
+            if right[top]:
+                v = left[top] + v
+                continue
+            left[top], right[top] = v, True
+            half = sizes[top] // 2
+            half -= half % 8
+            starts[top + 1], sizes[top + 1], right[top + 1] = starts[top] + half, sizes[top] - half, False
+            top += 1
+            break
+
+
+@njit(cache=True, nogil=True)
+def _mean_std(x, n):
+    """numpy's ``nanmean`` and ``nanstd`` of finite ``x[:n]``: sum / n, sqrt(sum((x - mean)**2) / n)."""
+    mean = (0.0 + _pairwise_sum(x, n, 0.0, False)) / n
+    return mean, np.sqrt((0.0 + _pairwise_sum(x, n, mean, True)) / n)
+
+
+@njit(cache=True, nogil=True)
+def _keep_within(x, n, low, high, out):
+    """Copy the values of ``x[:n]`` within [low, high] to the front of ``out`` (may be ``x``), in order; their number."""
+    k = 0
+    for i in range(n):
+        if x[i] >= low and x[i] <= high:
+            out[k] = x[i]
+            k += 1
+    return k
+
+
+def _sorted_clipped_stats(x, s):
+    """:func:`_clipped_stats` of the finite float64 values ``x``, given ``s``, the same values sorted.
+
+    The same floats as astropy's sigma_clipped_stats (3σ, 5 iterations, median centre): each
+    iteration keeps the values within bounds that only tighten, so the kept values are always a
+    contiguous run of ``s`` and every median is read off it instead of partitioning a copy; the
+    mean and σ are numpy's pairwise sums over the kept values in their original order, as
+    astropy's ``nanmean``/``nanstd`` compute them (:func:`_mean_std`).  None when a clipping
+    would leave nothing (the caller then takes astropy's path).
+    """
+    kept = x  # the first clipping copies into a new array (x itself is left as it is), later ones compact it
+    n, lo, hi = x.size, 0, s.size
+    for _ in range(5):  # astropy's maxiters
+        center, sigma = _window_median(s, lo, hi), _mean_std(kept, n)[1]
+        low, high = center - sigma * _CLIP, center + sigma * _CLIP
+        new_lo = lo + int(np.searchsorted(s[lo:hi], low, "left"))
+        new_hi = lo + int(np.searchsorted(s[lo:hi], high, "right"))
+        if new_hi - new_lo == n:
+            break
+        if new_hi <= new_lo:
+            return None
+        out = np.empty(new_hi - new_lo) if kept is x else kept
+        n = _keep_within(kept, n, low, high, out)
+        kept = out
+        lo, hi = new_lo, new_hi
+    mean, sigma = _mean_std(kept, n)
+    return mean, _window_median(s, lo, hi), sigma
+
+
+@njit(cache=True, nogil=True)
+def _mirror(x, s, center):
+    """jwst's mirrored lower half of ``x`` and the same values sorted, given ``s`` (``x`` sorted).
+
+    The values are ``concatenate((low - center, center - low)) + center`` with ``low = x[x <= center]``
+    in order; both maps are monotonic, so the sorted values are the merge of the low part of ``s``
+    mapped ascending and its reverse mapped the other way (no sort).
+    """
+    k = 0
+    while k < s.size and s[k] <= center:
+        k += 1
+    values = np.empty(2 * k)
+    j = 0
+    for i in range(x.size):
+        if x[i] <= center:
+            values[j] = (x[i] - center) + center
+            values[k + j] = (center - x[i]) + center
+            j += 1
+    ordered = np.empty(2 * k)
+    i = 0  # ascending run: (s[i] - center) + center, i = 0 ..
+    j = k - 1  # ascending run: (center - s[j]) + center, j = k - 1 .. 0
+    for n in range(2 * k):
+        a = (s[i] - center) + center if i < k else np.inf
+        b = (center - s[j]) + center if j >= 0 else np.inf
+        if i < k and (j < 0 or a <= b):
+            ordered[n] = a
+            i += 1
+        else:
+            ordered[n] = b
+            j -= 1
+    return values, ordered
+
+
+@njit(cache=True, nogil=True)
+def _unmask_outside(image, mask, low, high):
+    """``mask[image < low] = False; mask[image > high] = False`` with the comparisons in float64."""
+    for y in range(image.shape[0]):
+        for x in range(image.shape[1]):
+            v = np.float64(image[y, x])
+            if v < low or v > high:
+                mask[y, x] = False
 
 
 def _histogram_fit(values, center, sigma):
@@ -88,7 +259,8 @@ def _histogram_fit(values, center, sigma):
     return popt[1], popt[2]
 
 
-def clip_to_background(image, mask, sigma_lower=3.0, sigma_upper=2.0, fit_histogram=False, lower_half_only=False):
+def clip_to_background(image, mask, sigma_lower=3.0, sigma_upper=2.0, fit_histogram=False, lower_half_only=False,
+                       presorted=None):
     """Unmask (set False in ``mask``, in place) the pixels of ``image`` outside the background's range.
 
     Parameters
@@ -103,10 +275,63 @@ def clip_to_background(image, mask, sigma_lower=3.0, sigma_upper=2.0, fit_histog
     lower_half_only : bool
         Statistics from the values at or below the centre, mirrored about it (diffuse
         emission makes the upper tail long).
+    presorted : ndarray, optional
+        ``np.sort(image[mask])`` when the caller has it (any float dtype holding the values
+        exactly); saves the sort.
+
+    Returns
+    -------
+    ndarray of float64 or None
+        The values of ``image[mask]`` after the clipping, sorted (None when ``mask`` had
+        none, or the statistics took astropy's path for non-finite values).
+
+    Notes
+    -----
+    The statistics are :func:`_sorted_clipped_stats`: astropy's numbers from one sort of the
+    values (the mirrored lower half is a merge of two sorted runs), which is what makes the
+    step ~10x faster than calling ``sigma_clipped_stats`` four times per group difference.
     """
     if not np.any(mask):
-        return
-    image = image.astype(np.float64)
+        return None
+    native = image[mask]
+    x = native.astype(np.float64)
+    s = np.sort(native) if presorted is None else presorted  # float32 sorts 3x faster, same order
+    s = s.astype(np.float64, copy=False)
+    found = _center_sigma(x, s, fit_histogram, lower_half_only)
+    if found is None:
+        _clip_with_astropy(image.astype(np.float64), mask, sigma_lower, sigma_upper, fit_histogram, lower_half_only)
+        return None
+    center, sigma = found
+    low, high = center - sigma_lower * sigma, center + sigma_upper * sigma
+    _unmask_outside(image, mask, np.float64(low), np.float64(high))
+    return s[np.searchsorted(s, low, "left"):np.searchsorted(s, high, "right")]
+
+
+def _center_sigma(x, s, fit_histogram, lower_half_only):
+    """:func:`clip_to_background`'s centre and σ from ``x`` (float64) and ``s`` (sorted); None if not finite."""
+    if not (np.isfinite(s[0]) and np.isfinite(s[-1])):  # NaN sorts last
+        return None
+    stats = _sorted_clipped_stats(x, s)
+    if stats is None:
+        return None
+    center = stats[0] if fit_histogram else stats[1]
+    values = x
+    if lower_half_only:
+        values, ordered = _mirror(x, s, np.float64(center))
+        stats = _sorted_clipped_stats(values, ordered)
+        if stats is None:
+            return None
+        center = stats[0] if fit_histogram else stats[1]
+    sigma = stats[2]
+    if fit_histogram:
+        fitted = _histogram_fit(values, center, sigma)
+        if fitted is not None:
+            center, sigma = fitted
+    return center, sigma
+
+
+def _clip_with_astropy(image, mask, sigma_lower, sigma_upper, fit_histogram, lower_half_only):
+    """:func:`clip_to_background` as jwst writes it, for values with NaN or infinity."""
     mean, median, sigma = _clipped_stats(image, mask=~mask)
     center = mean if fit_histogram else median
     if lower_half_only:
@@ -125,10 +350,14 @@ def clip_to_background(image, mask, sigma_lower=3.0, sigma_upper=2.0, fit_histog
 
 
 def _background(image, mask, method, box_size):
-    """The background level of a group difference (scalar or image); clips ``mask`` in place as jwst does."""
+    """The background level of a group difference (scalar or image) and the sorted background values.
+
+    Clips ``mask`` in place as jwst does.  The sorted values (``image[mask]`` after the clip, or None)
+    spare the caller a sort for its own clip.
+    """
     if method is None:
-        return 0.0
-    clip_to_background(image, mask, sigma_lower=_CLIP, sigma_upper=_CLIP, lower_half_only=True)
+        return 0.0, None
+    kept = clip_to_background(image, mask, sigma_lower=_CLIP, sigma_upper=_CLIP, lower_half_only=True)
     if method == "model":
         from astropy.stats import SigmaClip
         from astropy.utils.exceptions import AstropyUserWarning
@@ -145,10 +374,15 @@ def _background(image, mask, method, box_size):
                 warnings.filterwarnings("ignore", category=AstropyUserWarning)
                 return Background2D(image, box_size=box_size, filter_size=(5, 5), mask=~mask,
                                     sigma_clip=SigmaClip(sigma=_CLIP, maxiters=5),
-                                    bkg_estimator=MedianBackground()).background
+                                    bkg_estimator=MedianBackground()).background, None
         except ValueError:
             log.error("Background fit failed, using median value.")
-    return np.nanmedian(image[mask])
+    if kept is None or kept.size == 0:  # (finite values only: see clip_to_background)
+        return np.nanmedian(image[mask]), None
+    # np.nanmedian(image[mask]) in the image's dtype: numpy's mean of the same middle value(s)
+    kept = kept.astype(image.dtype)
+    n = kept.size
+    return np.mean(kept[n // 2 - 1:n // 2 + 1]) if n % 2 == 0 else kept[n // 2], kept
 
 
 @njit(cache=True, nogil=True)
@@ -166,11 +400,11 @@ def _row_median_kernel(image, mask, width, out):
             if n == 0:
                 out[y, s] = 0.0
                 continue
-            v = np.sort(buf[:n])
-            # numpy's median of an even count is the mean of the two middle values in the array's
-            # dtype; (a + b) / 2 is exact in float64 for float32 a, b, so its rounding to float32 on
-            # the store below is numpy's float32 result
-            out[y, s] = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
+            # numba's median selects (quickselect, no full sort) and averages the middle two as
+            # (a + b) / 2; numpy's median of an even count is the mean of the two middle values in the
+            # array's dtype; (a + b) / 2 is exact in float64 for float32 a, b, so its rounding to float32
+            # on the store below is numpy's float32 result
+            out[y, s] = np.median(buf[:n])
 
 
 def _row_medians(image, mask, channels):
@@ -192,10 +426,13 @@ def _clean_difference(diff, mask, background_method, box_size, n_sigma, channels
     mask[nan_pix] = False
     if not np.any(mask):
         return None
-    background = _background(image, mask, background_method, box_size)
+    background, kept = _background(image, mask, background_method, box_size)
     residual = image - background
     if background_method is not None and n_sigma > 0:
-        clip_to_background(residual, mask, sigma_lower=n_sigma, sigma_upper=n_sigma, lower_half_only=True)
+        # residual[mask] sorted: the background's sorted values less the same scalar (a monotonic map)
+        presorted = kept - background if kept is not None and np.ndim(background) == 0 else None
+        clip_to_background(residual, mask, sigma_lower=n_sigma, sigma_upper=n_sigma, lower_half_only=True,
+                           presorted=presorted)
     cleaned = residual - _row_medians(residual, mask, channels)
     cleaned += background
     cleaned[nan_pix] = np.nan
@@ -275,19 +512,27 @@ def clean_integrations(data, groupdq, mask, background_method="median", backgrou
     unusable = np.uint8(dqflags.DO_NOT_USE | dqflags.JUMP_DET)
     nints, ngroups = data.shape[:2]
     skipped = 0
-    for i in range(nints):
-        plane_mask = mask[first_integration + i] if mask.ndim == 3 else mask
-        original = data[i].copy()  # differences come from the input ramp, not the cleaned one
-        for j in range(ngroups - 1):
-            m = plane_mask & ((groupdq[i, j + 1] & unusable) == 0)
-            cleaned = _clean_difference(original[j + 1] - original[j], m, background_method,
-                                        background_box_size, n_sigma, channels)
-            if cleaned is None:
-                log.warning("No usable data in integration %d, group %d. Skipping correction for this image.",
-                            first_integration + i + 1, j + 1)
-                skipped += 1
-                continue
-            data[i, j + 1] = data[i, j] + cleaned
+    # each difference is cleaned on its own (its kernels release the GIL): several at once when the job
+    # has threads; the ramp is rebuilt from them in order.  Not the ``model`` background: photutils runs
+    # under warnings.catch_warnings, which threads must not nest.
+    workers = 1 if background_method == "model" else min(numba.get_num_threads(), ngroups - 1)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i in range(nints):
+            plane_mask = mask[first_integration + i] if mask.ndim == 3 else mask
+            original = data[i].copy()  # differences come from the input ramp, not the cleaned one
+
+            def clean(j, original=original, plane_mask=plane_mask, i=i):
+                m = plane_mask & ((groupdq[i, j + 1] & unusable) == 0)
+                return _clean_difference(original[j + 1] - original[j], m, background_method, background_box_size,
+                                         n_sigma, channels)
+
+            for j, cleaned in enumerate(pool.map(clean, range(ngroups - 1))):
+                if cleaned is None:
+                    log.warning("No usable data in integration %d, group %d. Skipping correction for this image.",
+                                first_integration + i + 1, j + 1)
+                    skipped += 1
+                    continue
+                data[i, j + 1] = data[i, j] + cleaned
     return skipped
 
 
