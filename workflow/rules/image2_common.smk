@@ -19,9 +19,18 @@ def image2_suffixes(exposure):
     return ("rateints", "calints") if ints else ("rate", "cal")
 
 
-def cal_path(exposure):
-    """<results>/image2/<filter>/<rootname>_cal.fits (_calints.fits for an imaging time series)."""
-    return f"{RESULTS}/image2/{exposure.filter.lower()}/{exposure.rootname}_{image2_suffixes(exposure)[1]}.fits"
+def cal_path(exposure, variant=None):
+    """<results>/image2/<filter>/<rootname>_cal.fits (_calints.fits for an imaging time series).
+
+    ``variant``: under <results>/variants/<variant>/ when the variant's image2 parameters or its input
+    (:func:`product_path`) differ from the main tree's; else the main tree's product, shared.
+    """
+    root = RESULTS
+    rate, cal = image2_suffixes(exposure)
+    if variant and (product_path(exposure, rate, variant) != product_path(exposure, rate)
+                    or exposure_image2_steps(exposure, variant) != exposure_image2_steps(exposure)):
+        root = variant_dir(variant)
+    return f"{root}/image2/{exposure.filter.lower()}/{exposure.rootname}_{cal}.fits"
 
 
 def image2_products(exposures):
@@ -56,10 +65,15 @@ def image2_inputs(wildcards):
     suffixes = image2_suffixes(exposure)
     if wildcards.kind != suffixes[1]:
         raise ValueError(f"{exposure.rootname} ({exposure.exp_type}) has a {suffixes[1]} product, not {wildcards.kind}")
-    return {"rate": product_path(exposure, suffixes[0]),
+    return {"rate": product_path(exposure, suffixes[0], wildcards.get("variant")),
             **crds_stage_inputs(exposure_of(wildcards), image2_references(wildcards), IMAGE2_REFTYPES)}
 
 
 def image2_steps(wildcards):
-    """Effective assign_wcs/flat_field/photom parameters as canonical JSON."""
-    return canonical_json(exposure_step_parameters(exposure_of(wildcards), "image2"))
+    """Effective assign_wcs/flat_field/photom parameters as canonical JSON (of the job's variant, if any)."""
+    return exposure_image2_steps(exposure_of(wildcards), wildcards.get("variant"))
+
+
+def exposure_image2_steps(exposure, variant=None):
+    """:func:`image2_steps` of ``exposure`` under the main config or ``variant``'s."""
+    return canonical_json(exposure_step_parameters(exposure, "image2", variant=variant))
