@@ -156,7 +156,8 @@ def test_variants_plan_only_the_affected_products(demo_workdir, variants_config)
     assert len(cals) == 3 * len(roots)  # each variant's cal of every exposure
     assert planned["qa_variants"][0] == "results/qa/variants/variants.html"
     # the default target plans the same and nothing of the main tree (which is up to date)
-    assert planned_outputs(_ok(snakemake(demo_workdir, "--configfile", str(variants_config), "-n"))) == planned
+    default = planned_outputs(_ok(snakemake(demo_workdir, "--configfile", str(variants_config), "-n")))
+    assert {rule: sorted(paths) for rule, paths in default.items()} == {r: sorted(p) for r, p in planned.items()}
 
 
 @pytest.mark.slow
