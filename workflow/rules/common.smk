@@ -324,7 +324,7 @@ def chosen_references(wildcards):
     """reftype -> reference path chosen for the job's exposure (None when none matches); a variant's
     job (``{variant}`` wildcard) may add the SIRS kernel the main config's does not read."""
     exposure = exposure_of(wildcards)
-    key = (exposure.rootname, wildcards.get("variant"))
+    key = (exposure.rootname, getattr(wildcards, "variant", None))
     if key not in _REFS:
         if USE_CRDS:
             refs = crds_references(exposure, DETECTOR1_REFTYPES, stage="detector1")
@@ -557,7 +557,7 @@ def crds_stage_inputs(exposure, references, reftypes, checked=False):
 def detector1_steps(wildcards):
     """Effective step parameters of the exposure (of its variant's config, for a variant's job) as
     canonical JSON (a params change reruns the job)."""
-    return exposure_detector1_steps(exposure_of(wildcards), wildcards.get("variant"))
+    return exposure_detector1_steps(exposure_of(wildcards), getattr(wildcards, "variant", None))
 
 
 def exposure_detector1_steps(exposure, variant=None):

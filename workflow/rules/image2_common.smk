@@ -65,13 +65,13 @@ def image2_inputs(wildcards):
     suffixes = image2_suffixes(exposure)
     if wildcards.kind != suffixes[1]:
         raise ValueError(f"{exposure.rootname} ({exposure.exp_type}) has a {suffixes[1]} product, not {wildcards.kind}")
-    return {"rate": product_path(exposure, suffixes[0], wildcards.get("variant")),
+    return {"rate": product_path(exposure, suffixes[0], getattr(wildcards, "variant", None)),
             **crds_stage_inputs(exposure_of(wildcards), image2_references(wildcards), IMAGE2_REFTYPES)}
 
 
 def image2_steps(wildcards):
     """Effective assign_wcs/flat_field/photom parameters as canonical JSON (of the job's variant, if any)."""
-    return exposure_image2_steps(exposure_of(wildcards), wildcards.get("variant"))
+    return exposure_image2_steps(exposure_of(wildcards), getattr(wildcards, "variant", None))
 
 
 def exposure_image2_steps(exposure, variant=None):
