@@ -130,12 +130,16 @@ def _demo_roots(workdir):
     return sorted(p.name.removesuffix("_uncal.fits") for p in (workdir / "demo" / "uncal").glob("*_uncal.fits"))
 
 
-def test_a_bad_variant_stops_the_workflow_before_anything_runs(tmp_path):
-    (tmp_path / "bad.yaml").write_text("variants:\n  thr3:\n    steps: {jump: {rejection_threshhold: 3.0}}\n")
+@pytest.mark.parametrize("steps, message", [
+    ("{jump: {rejection_threshhold: 3.0}}",
+     "variants.thr3: config key steps.jump.rejection_threshhold: Additional properties are not allowed"),
+    ("{persistence: {skip: false}}", "variants.thr3: steps.persistence is on in this variant but off in the main config"),
+])
+def test_a_bad_variant_stops_the_workflow_before_anything_runs(tmp_path, steps, message):
+    (tmp_path / "bad.yaml").write_text(f"variants:\n  thr3:\n    steps: {steps}\n")
     proc = snakemake(tmp_path, "--configfile", str(tmp_path / "bad.yaml"), "-n", timeout=300)
     assert proc.returncode != 0
-    assert "variants.thr3: config key steps.jump.rejection_threshhold: Additional properties are not allowed" in (
-        proc.stdout + proc.stderr)
+    assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "demo").exists() and not (tmp_path / "results").exists()
 
 
