@@ -101,6 +101,8 @@ VARIANTS_CONFIG = """variants:
     steps: {jump: {rejection_threshold: 8.0}}
   destripe:
     steps: {destripe: {skip: false}}
+  mosaic:
+    steps: {resample: {pixfrac: 0.5}}
 """
 
 
@@ -152,13 +154,14 @@ def variants_config(demo_workdir, tmp_path_factory):
 
 @pytest.mark.workflow
 def test_variants_plan_only_the_affected_products(demo_workdir, variants_config):
-    """On the reduced demo, the variants' dry run plans detector1 and image2 again for the two jump
-    thresholds, image2 alone for the image2-only variant (from the main tree's rates), nothing of the
-    main tree, and the comparison."""
+    """On the reduced demo, the variants' dry run plans detector1, image2 and image3 again for the two
+    jump thresholds, image2 and image3 for the image2-only variant (from the main tree's rates), image3
+    alone for the image3-only one (from the main cals), nothing of the main tree, and the comparison."""
     roots = _demo_roots(demo_workdir)
     # the default target: the variants come with it, and the main tree (up to date) plans nothing
     planned = planned_outputs(_ok(snakemake(demo_workdir, "--configfile", str(variants_config), "-n")))
-    assert set(planned) == {"detector1_variant", "image2_variant", "qa_variants"}, planned.keys()
+    assert set(planned) == {"detector1_variant", "image2_variant", "image3_asn_variant", "image3_variant",
+                            "qa_variants"}, planned.keys()
     rates = sorted(p for p in planned["detector1_variant"] if p.endswith("_rate.fits"))
     expected = sorted(f"results/variants/{v}/detector1/{p.parent.name}/{p.name}" for v in ("thr3", "thr8")
                       for p in (demo_workdir / "results" / "detector1").rglob("*_rate.fits"))
@@ -167,7 +170,10 @@ def test_variants_plan_only_the_affected_products(demo_workdir, variants_config)
     assert sorted(c for c in cals if "/destripe/" in c) == sorted(
         f"results/variants/destripe/image2/{p.parent.name}/{p.name}"
         for p in (demo_workdir / "results" / "image2").rglob("*_cal.fits"))
-    assert len(cals) == 3 * len(roots)  # each variant's cal of every exposure
+    assert len(cals) == 3 * len(roots)  # each variant's cal of every exposure; none for mosaic
+    mosaics = sorted(p.name for p in (demo_workdir / "results" / "image3").glob("*_i2d.fits"))
+    assert mosaics and sorted(p for p in planned["image3_variant"] if p.endswith("_i2d.fits")) == sorted(
+        f"results/variants/{v}/image3/{m}" for v in ("thr3", "thr8", "destripe", "mosaic") for m in mosaics)
     assert planned["qa_variants"][0] == "results/qa/variants/variants.html"
 
 

@@ -1,4 +1,4 @@
-"""Parameter variants side by side (config ``variants``): the detector1 and image2 rules again, under
+"""Parameter variants side by side (config ``variants``): the detector1, image2 and image3 rules again, under
 <results>/variants/{variant}/, with the variant's parameters (the {variant} wildcard selects them in
 the rules' parameter and input functions), and the report's comparison of the variants."""
 
@@ -21,6 +21,23 @@ use rule image2 as image2_variant with:
         cal=f"{RESULTS}/variants/{{variant}}/image2/{{filter}}/{{exposure}}_{{detector}}_{{kind}}.fits",
     log:
         f"{RESULTS}/logs/variants/{{variant}}/image2/{{filter}}/{{exposure}}_{{detector}}_{{kind}}.log",
+
+
+use rule image3_asn as image3_asn_variant with:
+    output:
+        asn=f"{RESULTS}/variants/{{variant}}/asn/{{product}}_asn.json",
+    log:
+        f"{RESULTS}/logs/variants/{{variant}}/asn/{{product}}.log",
+
+
+use rule image3 as image3_variant with:
+    output:
+        i2d=image3_product("i2d", f"{RESULTS}/variants/{{variant}}"),
+        cat=image3_product("cat", f"{RESULTS}/variants/{{variant}}"),
+        segm=image3_product("segm", f"{RESULTS}/variants/{{variant}}"),
+        crf=directory(f"{RESULTS}/variants/{{variant}}/image3/crf/{{product}}"),
+    log:
+        f"{RESULTS}/logs/variants/{{variant}}/image3/{{product}}.log",
 
 
 rule qa_variants:

@@ -1,12 +1,13 @@
 """Targets and inputs of the variants rules (config ``variants``; kept apart from the rules, as snakemake --lint asks).
 
 A variant is the main config deep-merged with its overrides (``steps``, ``mode_steps``,
-``step_defaults``).  Its per-exposure products (detector1's rate/rateints/1-f table, image2's
-cal/calints) are computed under <results>/variants/<name>/ only where its parameters, or the product
-they are made from, differ from the main tree's: :func:`product_path` and :func:`cal_path` with a
-variant name point at the main tree's product otherwise, so a variant that changes only image2 reads
-the main rates, and one that changes jump recomputes from detector1 on.  Stage-3 products and the
-grism time series' spec2 are not made per variant.
+``step_defaults``).  Its products (detector1's rate/rateints/1-f table, image2's cal/calints,
+image3's association, i2d, cat, segm and crf) are computed under <results>/variants/<name>/ only where
+its parameters, or the products they are made from, differ from the main tree's: :func:`product_path`,
+:func:`cal_path` and :func:`asn_path` with a variant name point at the main tree's otherwise, so a
+variant that changes only image2 reads the main rates, one that changes only image3 the main cals,
+and one that changes jump recomputes from detector1 on.  Time series (spec2, tso3) and coron3 are
+not made per variant.
 """
 
 from webbflow.report.variants import TRUTH_RATE_SUFFIX
@@ -41,6 +42,10 @@ def variant_products(variant):
         paths += [product_path(e, s, variant) for s in ("rate", "rateints")]
         if "image2" in MODES[mode_of(e)]["stages"]:
             paths.append(cal_path(e, variant))
+    for product, asn in sorted(associations().items()):
+        if asn.asn_type == "image3":
+            root = variant_dir(variant) if image3_is_own(product, variant) else None
+            paths += [image3_product(s, root).format(product=product) for s in ("i2d", "cat")]
     return paths
 
 
