@@ -12,7 +12,7 @@ from snakemake.utils import min_version, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a clone used without `pip install -e .`
 from webbflow.config import (ConfigError, check_mode_names, config_schema, enabled_modes, load_modes,
-                             validate_config)
+                             validate_config, variant_configs)
 
 min_version("9.0")
 
@@ -37,10 +37,18 @@ try:
     # A run that would reduce nothing (modes: [], a misspelt or wrong-case name) says so first.
     check_mode_names(USER_CONFIG.get("modes"), PRESETS)
     validate_config(USER_CONFIG, config_schema(SCHEMA, PRESETS))
+    # Each variant's config (variants.<name> merged in), checked the same way: the error names the variant.
+    VARIANT_USER_CONFIGS = variant_configs(USER_CONFIG, config_schema(SCHEMA, PRESETS))
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 # Fills every default (nested ones included).
 validate(config, "config/schema.yaml")
+# variant name -> (its config as written, the same with every default filled): workflow/rules/variants.smk
+VARIANTS = {}
+for _name, _user in VARIANT_USER_CONFIGS.items():
+    _full = copy.deepcopy(_user)
+    validate(_full, "config/schema.yaml")
+    VARIANTS[_name] = (_user, _full)
 try:
     MODES = enabled_modes(PRESETS, config["modes"])
 except ConfigError as exc:
@@ -60,6 +68,7 @@ include: "workflow/rules/tso3.smk"
 include: "workflow/rules/coron3.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/lightcurves.smk"
+include: "workflow/rules/variants.smk"
 
 
 # A stage that a preset runs but no rules make (a mode added without its rules) would make nothing.
@@ -75,6 +84,7 @@ localrules:
     stage1,
     stage2,
     stage3,
+    variants,
 
 
 # Targets: every product of every stage of every enabled mode, or those of one stage level, e.g.
@@ -83,6 +93,7 @@ rule all:
     input:
         products_of(None),
         all_report_products,
+        all_variant_products,
     default_target: True
 
 
@@ -99,3 +110,10 @@ rule stage2:
 rule stage3:
     input:
         products_of("stage3"),
+
+
+# The variants of config `variants` (their own products, those they share with the main tree, and the
+# report's comparison): `snakemake --cores all variants`.
+rule variants:
+    input:
+        all_variant_products,

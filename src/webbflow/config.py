@@ -32,12 +32,14 @@ __all__ = [
     "SPEC2_STEPS",
     "TSO3_STEPS",
     "STAGES",
+    "VARIANT_KEYS",
     "ConfigError",
     "Stage",
     "canonical_json",
     "config_digest",
     "config_schema",
     "deep_merge",
+    "variant_configs",
     "enabled_modes",
     "load_modes",
     "mode_for",
@@ -412,6 +414,55 @@ def step_parameters(defaults, stage, mode_preset=None, user_steps=None, user_mod
     for layer in (preset_steps, advice, user_steps, user_mode_steps):
         merged = deep_merge(merged, layer or {})
     return {step: dict(merged.get(step) or {}) for step in (*STAGES[stage].steps, *extra_steps)}
+
+
+VARIANT_KEYS = ("steps", "mode_steps", "step_defaults")
+"""What a variant (config ``variants.<name>``) may change: the reduction's parameters, not what is
+reduced (inputs, modes, references) nor where (results_dir), so every variant reduces the same exposures."""
+
+
+def variant_configs(user_config, schema):
+    """The user's config of each variant: the config as written, deep-merged with the variant's overrides.
+
+    Parameters
+    ----------
+    user_config : dict
+        The configuration as the user wrote it (its ``variants`` section included).
+    schema : dict or str or os.PathLike
+        The config schema (:func:`config_schema`, with the mode names).
+
+    Returns
+    -------
+    dict
+        variant name -> its config as written (no ``variants`` section; defaults not filled),
+        in the order of the user's section.
+
+    Raises
+    ------
+    ConfigError
+        Naming the variant and the key: a key a variant may not change (outside
+        :data:`VARIANT_KEYS`) or a value the schema refuses (e.g. an unknown step parameter).
+    """
+    base = {k: v for k, v in user_config.items() if k != "variants"}
+    out = {}
+    for name, overrides in (user_config.get("variants") or {}).items():
+        if name == "main":
+            raise ConfigError("config key variants.main: 'main' names the main config in the report's comparison. "
+                              "Fix: give the variant another name")
+        extra = sorted(set(overrides or {}) - set(VARIANT_KEYS))
+        if extra:
+            raise ConfigError(f"config key variants.{name}.{extra[0]}: a variant may change only "
+                              f"{', '.join(VARIANT_KEYS)} (every variant reduces the same exposures into "
+                              f"<results_dir>/variants/{name}/). Fix: remove it from variants.{name}, or "
+                              "run another config for it")
+        merged = deep_merge(base, overrides or {})
+        try:
+            validate_config(merged, schema)
+        except ConfigError as exc:
+            raise ConfigError(f"variants.{name}: {exc}".replace("Fix: correct it in your config file",
+                                                               f"Fix: correct it under variants.{name}")) from None
+        out[name] = merged
+    return out
 
 
 class ConfigError(ValueError):

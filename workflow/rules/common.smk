@@ -258,9 +258,22 @@ wildcard_constraints:
     exposure=_constraint({e.exposure_id for e in _KNOWN}, r"jw\d{11}_\d{3}[0-9a-z]{2}_\d{5}(?:-seg\d{3})?"),
 
 
-def product_path(exposure, suffix):
-    """Path of an exposure's product: <results>/detector1/<filter>/<rootname>_<suffix>.fits."""
-    return f"{RESULTS}/detector1/{exposure.filter.lower()}/{exposure.rootname}_{suffix}.fits"
+def product_path(exposure, suffix, variant=None):
+    """Path of an exposure's product: <results>/detector1/<filter>/<rootname>_<suffix>.fits.
+
+    ``variant`` (a name of config ``variants``): the variant's own product, under
+    <results>/variants/<variant>/, when its detector1 parameters differ from the main config's; else
+    the main tree's, which the variant shares (it is not computed again).
+    """
+    root = RESULTS
+    if variant and exposure_detector1_steps(exposure, variant) != exposure_detector1_steps(exposure):
+        root = variant_dir(variant)
+    return f"{root}/detector1/{exposure.filter.lower()}/{exposure.rootname}_{suffix}.fits"
+
+
+def variant_dir(variant):
+    """<results>/variants/<variant>: the products a variant computes itself."""
+    return f"{RESULTS}/variants/{variant}"
 
 
 # Stage name -> function(exposures) -> its product paths; each stage's rules register theirs.
@@ -297,25 +310,28 @@ def products_of(target):
     return products
 
 
-def exposure_step_parameters(exposure, stage, preset_layer=None, extra_steps=()):
+def exposure_step_parameters(exposure, stage, preset_layer=None, extra_steps=(), variant=None):
     """Effective step parameters of ``stage`` for ``exposure``: schema defaults < its mode's preset
     (then its ``recommended`` layer unless ``step_defaults: jwst``, then ``preset_layer``, e.g. the
     demo's own tweaks) < the user's ``steps`` < ``mode_steps.<mode>``.  ``extra_steps``: further
-    steps read from the same layers (``persistence``)."""
-    return _mode_step_parameters(mode_of(exposure), stage, preset_layer, extra_steps)
+    steps read from the same layers (``persistence``).  ``variant``: a name of config ``variants``,
+    whose overrides are merged into the config first (None: the main config)."""
+    return _mode_step_parameters(mode_of(exposure), stage, preset_layer, extra_steps, variant)
 
 
-def _mode_step_parameters(mode, stage, preset_layer=None, extra_steps=()):
-    # The layers are the same for every exposure of a mode: merged once per (mode, stage, layer), and
-    # each caller gets its own copy (detector1_steps edits its dict).
-    key = (mode, stage, canonical_json(preset_layer), tuple(extra_steps))
+def _mode_step_parameters(mode, stage, preset_layer=None, extra_steps=(), variant=None):
+    # The layers are the same for every exposure of a mode: merged once per (mode, stage, layer,
+    # variant), and each caller gets its own copy (detector1_steps edits its dict).  VARIANTS (the
+    # Snakefile): name -> (its config as written, the same with every default filled).
+    key = (mode, stage, canonical_json(preset_layer), tuple(extra_steps), variant)
     if key not in _STEP_PARAMETERS:
+        user, full = VARIANTS[variant] if variant else (USER_CONFIG, config)
         preset = MODES[mode]
         if preset_layer:
             preset = deep_merge(preset, {"steps": {stage: preset_layer}})
-        _STEP_PARAMETERS[key] = step_parameters(config["steps"], stage, preset, USER_CONFIG.get("steps"),
-                                                (USER_CONFIG.get("mode_steps") or {}).get(mode),
-                                                recommended=config["step_defaults"] == "recommended",
+        _STEP_PARAMETERS[key] = step_parameters(full["steps"], stage, preset, user.get("steps"),
+                                                (user.get("mode_steps") or {}).get(mode),
+                                                recommended=full["step_defaults"] == "recommended",
                                                 extra_steps=extra_steps)
     return copy.deepcopy(_STEP_PARAMETERS[key])
 
@@ -375,24 +391,25 @@ _REFS = {}
 
 
 def chosen_references(wildcards):
-    """reftype -> reference path chosen for the job's exposure (None when none matches)."""
+    """reftype -> reference path chosen for the job's exposure (None when none matches); a variant's
+    job (``{variant}`` wildcard) may add the SIRS kernel the main config's does not read."""
     exposure = exposure_of(wildcards)
-    if exposure.rootname not in _REFS:
+    key = (exposure.rootname, getattr(wildcards, "variant", None))
+    if key not in _REFS:
         if USE_CRDS:
-            _REFS[exposure.rootname] = crds_references(exposure, DETECTOR1_REFTYPES, stage="detector1")
+            refs = crds_references(exposure, DETECTOR1_REFTYPES, stage="detector1")
         else:
-            _REFS[exposure.rootname] = select_references(primary_header(exposure), REFS_DIR, OVERRIDES,
-                                                         DETECTOR1_REFTYPES)
-        if uses_sirs(exposure):
-            _REFS[exposure.rootname]["sirskernel"] = sirs_reference(exposure)
+            refs = select_references(primary_header(exposure), REFS_DIR, OVERRIDES, DETECTOR1_REFTYPES)
+        if uses_sirs(exposure, key[1]):
+            refs["sirskernel"] = sirs_reference(exposure)
         # Paths relative to the project where they lie in it: a moved project keeps its inputs.
-        _REFS[exposure.rootname] = {t: portable_path(p) for t, p in _REFS[exposure.rootname].items()}
-    return _REFS[exposure.rootname]
+        _REFS[key] = {t: portable_path(p) for t, p in refs.items()}
+    return _REFS[key]
 
 
-def uses_sirs(exposure):
+def uses_sirs(exposure, variant=None):
     """Whether the exposure's refpix runs jwst's SIRS algorithm (``steps.refpix.refpix_algorithm: sirs``)."""
-    refpix = exposure_step_parameters(exposure, "detector1").get("refpix") or {}
+    refpix = exposure_step_parameters(exposure, "detector1", variant=variant).get("refpix") or {}
     return not refpix.get("skip") and refpix.get("refpix_algorithm") == "sirs"
 
 
@@ -610,8 +627,14 @@ def crds_stage_inputs(exposure, references, reftypes, checked=False):
 
 
 def detector1_steps(wildcards):
-    """Effective step parameters of the exposure as canonical JSON (a params change reruns the job)."""
-    params = exposure_step_parameters(exposure_of(wildcards), "detector1", extra_steps=DETECTOR1_EXTRA_STEPS)
+    """Effective step parameters of the exposure (of its variant's config, for a variant's job) as
+    canonical JSON (a params change reruns the job)."""
+    return exposure_detector1_steps(exposure_of(wildcards), getattr(wildcards, "variant", None))
+
+
+def exposure_detector1_steps(exposure, variant=None):
+    """:func:`detector1_steps` of ``exposure`` under the main config or ``variant``'s."""
+    params = exposure_step_parameters(exposure, "detector1", extra_steps=DETECTOR1_EXTRA_STEPS, variant=variant)
     if params["persistence"].get("skip", True):
         del params["persistence"]  # off: the parameters (and the products' digest) are as before the option
     return canonical_json(params)

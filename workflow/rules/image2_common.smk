@@ -12,9 +12,11 @@ _IMAGE2_REFS = {}
 DEMO_WISPS = f"{DEMO_DIR}/{WISP_DIR}"
 
 
-def demo_image2_steps():
-    """The demo's image2 layer: its wisp templates when recommended and the demo has some."""
-    if USE_DEMO and config["step_defaults"] == "recommended" and Path(DEMO_WISPS).is_dir():
+def demo_image2_steps(variant=None):
+    """The demo's image2 layer: its wisp templates when recommended (in the main config, or in
+    ``variant``'s) and the demo has some."""
+    full = VARIANTS[variant][1] if variant else config
+    if USE_DEMO and full["step_defaults"] == "recommended" and Path(DEMO_WISPS).is_dir():
         return {"wisps": {"template_dir": DEMO_WISPS}}
     return None
 
@@ -32,9 +34,18 @@ def image2_suffixes(exposure):
     return ("rateints", "calints") if ints else ("rate", "cal")
 
 
-def cal_path(exposure):
-    """<results>/image2/<filter>/<rootname>_cal.fits (_calints.fits for an imaging time series)."""
-    return f"{RESULTS}/image2/{exposure.filter.lower()}/{exposure.rootname}_{image2_suffixes(exposure)[1]}.fits"
+def cal_path(exposure, variant=None):
+    """<results>/image2/<filter>/<rootname>_cal.fits (_calints.fits for an imaging time series).
+
+    ``variant``: under <results>/variants/<variant>/ when the variant's image2 parameters or its input
+    (:func:`product_path`) differ from the main tree's; else the main tree's product, shared.
+    """
+    root = RESULTS
+    rate, cal = image2_suffixes(exposure)
+    if variant and (product_path(exposure, rate, variant) != product_path(exposure, rate)
+                    or exposure_image2_steps(exposure, variant) != exposure_image2_steps(exposure)):
+        root = variant_dir(variant)
+    return f"{root}/image2/{exposure.filter.lower()}/{exposure.rootname}_{cal}.fits"
 
 
 def image2_products(exposures):
@@ -69,10 +80,11 @@ def image2_inputs(wildcards):
     suffixes = image2_suffixes(exposure)
     if wildcards.kind != suffixes[1]:
         raise ValueError(f"{exposure.rootname} ({exposure.exp_type}) has a {suffixes[1]} product, not {wildcards.kind}")
-    inputs = {"rate": product_path(exposure, suffixes[0]),
+    variant = getattr(wildcards, "variant", None)
+    inputs = {"rate": product_path(exposure, suffixes[0], variant),
               **crds_stage_inputs(exposure_of(wildcards), image2_references(wildcards), IMAGE2_REFTYPES)}
     # the exposure's wisp template, when the option is on and the folder has one (a new template re-runs it)
-    params = image2_steps_dict(wildcards)
+    params = exposure_image2_steps_dict(exposure, variant)
     if params["wisps"].get("template_dir") and not step_skipped(params, "wisps"):
         template = Path(params["wisps"]["template_dir"]) / template_name(exposure.detector, exposure.filter,
                                                                           exposure.pupil)
@@ -81,11 +93,18 @@ def image2_inputs(wildcards):
     return inputs
 
 
-def image2_steps_dict(wildcards):
-    """Effective image2 step parameters (its mode's, the demo's wisp templates, then the user's)."""
-    return exposure_step_parameters(exposure_of(wildcards), "image2", demo_image2_steps())
-
-
 def image2_steps(wildcards):
-    """Effective image2 step parameters as canonical JSON (a change re-runs the exposure's cal)."""
-    return canonical_json(image2_steps_dict(wildcards))
+    """Effective image2 step parameters as canonical JSON (of the job's variant, if any; a change re-runs
+    the exposure's cal)."""
+    return exposure_image2_steps(exposure_of(wildcards), getattr(wildcards, "variant", None))
+
+
+def exposure_image2_steps_dict(exposure, variant=None):
+    """Effective image2 step parameters of ``exposure`` (its mode's, the demo's wisp templates, then the
+    user's) under the main config or ``variant``'s."""
+    return exposure_step_parameters(exposure, "image2", demo_image2_steps(variant), variant=variant)
+
+
+def exposure_image2_steps(exposure, variant=None):
+    """:func:`image2_steps` of ``exposure`` under the main config or ``variant``'s."""
+    return canonical_json(exposure_image2_steps_dict(exposure, variant))

@@ -16,11 +16,13 @@ DEMO_IMAGE3_STEPS = {"tweakreg": {"minobj": 4, "searchrad": 0.5, "separation": 0
 DEMO_REFCAT = f"{DEMO_DIR}/{GAIA_CATALOG}"
 
 
-def demo_image3_steps():
-    """The demo's image3 layer: its small-field matching, and its absolute catalog when recommended."""
+def demo_image3_steps(variant=None):
+    """The demo's image3 layer: its small-field matching, and its absolute catalog when recommended
+    (by the main config, or by ``variant``'s)."""
     if not USE_DEMO:
         return None
-    if config["step_defaults"] == "recommended" and Path(DEMO_REFCAT).exists():
+    step_defaults = (VARIANTS[variant][1] if variant else config)["step_defaults"]
+    if step_defaults == "recommended" and Path(DEMO_REFCAT).exists():
         return {"tweakreg": {**DEMO_IMAGE3_STEPS["tweakreg"], "abs_refcat": DEMO_REFCAT}}
     return DEMO_IMAGE3_STEPS
 
@@ -72,9 +74,26 @@ def association_of(wildcards):
     return associations()[wildcards.product]
 
 
-def asn_path(product):
-    """<results>/asn/<product>_asn.json."""
-    return f"{RESULTS}/asn/{product}_asn.json"
+def asn_path(product, variant=None):
+    """<results>/asn/<product>_asn.json (``variant``: its tree's, when its image3 products are its own)."""
+    root = variant_dir(variant) if variant and image3_is_own(product, variant) else RESULTS
+    return f"{root}/asn/{product}_asn.json"
+
+
+def image3_is_own(product, variant):
+    """Whether ``variant`` makes image3 association ``product`` itself: a member's cal or the image3
+    parameters differ from the main tree's (else it shares the main mosaic)."""
+    exposures = get_exposures()
+    asn = associations()[product]
+    if asn.asn_type != "image3":
+        return False  # time series and coronagraphy: stage 3 is not made per variant
+    members = [exposures[root] for root in asn.members]
+    return (any(cal_path(e, variant) != cal_path(e) for e in members)
+            or _image3_steps_of(members[0], variant) != _image3_steps_of(members[0]))
+
+
+def _image3_steps_of(first, variant=None):
+    return exposure_step_parameters(first, "image3", demo_image3_steps(variant), variant=variant)
 
 
 def image3_member_cals(wildcards):
@@ -88,22 +107,25 @@ def image3_member_cals(wildcards):
         # a grism segment's calints comes from spec2, an imaging one's from image2
         return [cal_path(exposures[root]) if image2_suffixes(exposures[root])[1] == "calints"
                 else spec2_path(exposures[root], "calints") for root in asn.members]
-    return [cal_path(exposures[root]) for root in asn.members]
+    # a variant's job: its own cal products where it has them
+    return [cal_path(exposures[root], getattr(wildcards, "variant", None)) for root in asn.members]
 
 
 def image3_asn_json(wildcards):
-    """Association content, members given relative to <results>/asn/ (jwst resolves them from there)."""
+    """Association content, members given relative to the asn/ folder (jwst resolves them from there)."""
     asn = association_of(wildcards)
     content = asn.as_dict("calints" if asn.asn_type in ("tso3", "coron3") else "cal")
+    folder = os.path.dirname(asn_path(wildcards.product, getattr(wildcards, "variant", None)))
     for member, cal in zip(content["products"][0]["members"], image3_member_cals(wildcards)):
-        member["expname"] = os.path.relpath(cal, f"{RESULTS}/asn")
+        member["expname"] = os.path.relpath(cal, folder)
     return canonical_json(content)
 
 
 def image3_steps_dict(wildcards):
-    """Effective image3 step parameters (mode of the association's first member, then the user's)."""
+    """Effective image3 step parameters (mode of the association's first member, then the user's;
+    a variant's job: the variant's)."""
     first = get_exposures()[association_of(wildcards).members[0]]
-    return exposure_step_parameters(first, "image3", demo_image3_steps())
+    return _image3_steps_of(first, getattr(wildcards, "variant", None))
 
 
 def image3_steps(wildcards):
@@ -113,17 +135,19 @@ def image3_steps(wildcards):
 
 def image3_inputs(wildcards):
     """Association JSON, member cal files and the absolute-alignment catalog, when one is set."""
-    inputs = {"asn": asn_path(wildcards.product), "cals": image3_member_cals(wildcards)}
+    inputs = {"asn": asn_path(wildcards.product, getattr(wildcards, "variant", None)),
+              "cals": image3_member_cals(wildcards)}
     refcat = image3_steps_dict(wildcards)["tweakreg"].get("abs_refcat")
     if refcat:
         inputs["refcat"] = refcat
     return inputs
 
 
-def image3_product(suffix):
-    """Path pattern of an association product."""
+def image3_product(suffix, root=None):
+    """Path pattern of an association product (under ``root``, default <results>; a variant's
+    rules use <results>/variants/{variant})."""
     ext = "ecsv" if suffix == "cat" else "fits"
-    return f"{RESULTS}/image3/{{product}}_{suffix}.{ext}"
+    return f"{root or RESULTS}/image3/{{product}}_{suffix}.{ext}"
 
 
 STAGE_PRODUCTS["image3"] = lambda exposures: [image3_product(s).format(product=a.product)
