@@ -6,7 +6,8 @@ integrations) are compared with their median; a difference more than
 usable differences the search is iterative and the threshold rises (4/5/6
 sigma for >=4/3/2 usable differences); with many differences it is a single
 pass; with many integrations it is a sigma clip across integrations. Large jumps
-also flag their four neighbours. With ``expand_large_events`` snowballs (large
+also flag their four neighbours. ``per_integration`` (beyond jwst) runs the search on each
+integration alone, for time series whose pixels change between integrations. With ``expand_large_events`` snowballs (large
 jump regions around a newly saturated core) are flagged as stcal 1.20 does,
 with scikit-image's region moments and ellipse rasteriser as stcal uses them
 (:func:`flag_large_events`), or with two beyond-jwst restrictions that keep
