@@ -125,14 +125,16 @@ def test_no_scratch_space_is_one_clear_error_and_nothing_written(case, monkeypat
     assert not target.exists() or list(target.iterdir()) == []
 
 
-def test_fit_product_of_a_streamed_exposure_is_one_clear_error(case):
+@pytest.mark.parametrize("key, value", [("ramp_fit.save_opt", True), ("jump.per_integration", True)])
+def test_whole_ramp_options_of_a_streamed_exposure_are_one_clear_error(case, key, value):
     name, spec, sim, refs, steps, whole, out = case
     if name != "strip-1out":
         pytest.skip("one case is enough")
-    target = out / "fitopt"
-    with pytest.raises(InputError, match="steps.ramp_fit.save_opt .* max_memory_mb.detector1"):
+    target = out / key
+    step, param = key.split(".")
+    with pytest.raises(InputError, match=f"steps.{key} .* max_memory_mb.detector1"):
         detector1.run(sim.uncal, target / "x_rate.fits", target / "x_rateints.fits", refs,
-                      {**steps, "ramp_fit": {"save_opt": True}}, max_memory_mb=0.01)
+                      {**steps, step: {**(steps.get(step) or {}), param: value}}, max_memory_mb=0.01)
     assert not target.exists() or list(target.iterdir()) == []
 
 

@@ -16,8 +16,12 @@ positions, with photon and read noise), each against the injected truth:
 Slow tests (``-m slow``, about 1 minute): both presets (``demo-tso-imaging``: F210M + WLP8 donut,
 ``tso-imaging-lw``: in-focus F444W) through detector1 -> image2 -> tso3 with the mode's recommended
 line (config/modes/tso_imaging.yaml), against ``truth/``: centroid track rms <= 0.02 px, transit
-depth within 1 sigma of its fitted uncertainty, out-of-transit rms within 10 % of the photon +
-read-noise prediction (the calints' ERR).  The numbers are printed (``pytest -s``).
+depth within 1 sigma of its fitted uncertainty (LW: 2 sigma, see the test), the residual rms against
+the photon + read-noise prediction (VAR_POISSON + VAR_RNOISE of the calints in the same apertures;
+within the issue's 10 % only on the synthetic cubes, the presets' numbers in the test's docstring).
+And the LW preset with a 0.3-px step through detector1 with jwst's pooled jump (the core lost after
+the step) and per integration (the recommended line: nothing lost, scatter at the noise).
+The numbers are printed (``pytest -s``).
 
 Why the 20 % test uses a 0.3-px step and not the presets' 0.1-px one: a circular aperture centred
 on a symmetric PSF loses flux only to second order in the offset, so a 0.1-px step changes the
@@ -244,7 +248,36 @@ def preset(request, tmp_path_factory):
     for name, params in lines.items():
         tso3.run_photometry(cals, crf, data / f"{name}_phot.ecsv", {"gain": refs1["gain"]}, params)
         tables[name] = QTable.read(data / f"{name}_phot.ecsv")
+        measured = cals if (params.get("outlier_detection") or {}).get("skip") else crf  # what it measured
+        tables[name].meta["photon_read"] = _photon_read(measured, tables[name], params.get("tso_photometry") or {})
     return data, tables
+
+
+def _photon_read(cals, table, params):
+    """Photon + read noise of each integration's net sum, as a fraction of it (``cals``: the calints
+    or crfints the line measured).
+
+    The same apertures (at the table's positions) and annulus as the line, with the calints'
+    VAR_POISSON + VAR_RNOISE as the error instead of ERR: ERR also holds VAR_FLAT, the flat's own
+    uncertainty, which is the same in every integration for a star that stays on its pixels (the
+    drift and step are 0.1 px) and so is no scatter (on the LW star it adds 1300 ppm in quadrature
+    to 2840, an ERR prediction 10 % above the photon + read noise).
+    """
+    from astropy.io import fits
+
+    data, err = [], []
+    for cal in cals:
+        with fits.open(cal) as hdul:
+            data.append(hdul["SCI"].data.astype(np.float64))
+            err.append(np.sqrt(hdul["VAR_POISSON"].data.astype(np.float64) + hdul["VAR_RNOISE"].data))
+            pupil, subarray = hdul[0].header["PUPIL"], hdul[0].header["SUBARRAY"]
+    p = {**tso_photometry.PHOT_DEFAULTS, **tso_photometry.BEYOND_DEFAULTS, **params}
+    whole = tso_photometry.whole_subarray(pupil, subarray) and p["whole_subarray"]
+    sums = tso_photometry.aperture_photometry(
+        np.concatenate(data), np.concatenate(err), np.asarray(table["aperture_x"].value, float),
+        np.asarray(table["aperture_y"].value, float), p["radius"], p["radius_inner"], p["radius_outer"],
+        whole=whole, background=p["background_method"], background_sigma=p["background_sigma"])
+    return (sums["net_aperture_sum_err"] / sums["net_aperture_sum"]).tolist()
 
 
 def _truth(data, name):
@@ -264,7 +297,9 @@ def _fit(data, table):
                           wave_ref=m["wave_ref_um"], u1=m["u1_ref"], u2=m["u2_ref"])
     flux = np.asarray(table["net_aperture_sum"].value, float)
     norm = np.median(flux[np.asarray(truth["white_flux"]) == 1.0])
-    error = np.asarray(table["net_aperture_sum_err"].value, float) / norm
+    # photon + read noise (:func:`_photon_read`), not ERR, which VAR_FLAT inflates: the pull is not
+    # flattered by errors larger than the scatter (the fit scales them up by its chi2 if they are smaller)
+    error = np.asarray(table.meta["photon_read"]) * flux / norm
     fit = fit_transit(np.asarray(table["MJD"], float), flux / norm, error, guess, free=("rp", "t0"))
     return fit, (fit.depth - m["white_depth"]) / fit.depth_error, float(np.median(error))
 
@@ -288,23 +323,30 @@ def test_centroid_track_matches_truth(preset):
 
 @pytest.mark.slow
 def test_transit_depth_matches_truth(preset):
-    """Depth within 1 sigma on the donut; within 2 sigma on the LW preset, whose 30 integrations give
-    pull -1.96 to -2.10 whatever the centroid, radius or line (jwst's: -2.10): the draw, not the method.
+    """Depth within 1 sigma on the donut; within 2 sigma on the LW preset (pull -1.85 with the
+    recommended line's per-integration jump; -1.99 before).  The rest of the LW pull is its noise
+    draw, not a bias: other seeds of the same 30 integrations give -0.54, -1.05, -0.05, and 120
+    integrations +0.04 (-1.16 with jwst's pooled jump median, which flags the star's core after the
+    0.1-px step and in the integrations the drift and transit move most, biasing it low).
 
-    The scatter against the ERR prediction is printed and guarded, not held to 10 %: the donut's
-    whole-subarray sum scatters 2.5x its prediction (1/f and the frame level summed over 4096 pixels;
-    the local annulus of :data:`APERTURES` takes it to ~1.35x), the LW star's 0.8x (its ERR is high)."""
+    The scatter is held against the photon + read-noise prediction (:func:`_photon_read`: ERR less
+    the flat's static VAR_FLAT), not to the issue's 10 % everywhere, with the measured numbers:
+    the LW star 0.86 (30 points: an rms known to 13 %; six draws of 30-120 integrations give
+    0.82-1.08), the donut's apertures 1.36 and its whole-subarray sum 2.6 (1/f: without it in the
+    simulation the apertures give 1.03; the whole sum also adds each integration's frame level
+    over 4096 pixels, with no background to remove it)."""
     data, tables = preset
     donut = "apertures" in tables
     for name, table in tables.items():
         fit, pull, predicted = _fit(data, table)
         print(f"\n{data.name} {name}: depth {fit.depth * 1e6:.0f} +- {fit.depth_error * 1e6:.0f} ppm vs truth "
               f"{_truth(data, 'transit').meta['white_depth'] * 1e6:.0f} (pull {pull:+.2f}); residual rms "
-              f"{fit.rms * 1e6:.0f} ppm, predicted {predicted * 1e6:.0f} ppm (ratio {fit.rms / predicted:.2f})")
+              f"{fit.rms * 1e6:.0f} ppm, photon + read noise {predicted * 1e6:.0f} ppm (ratio {fit.rms / predicted:.2f})")
         if name == "jwst":
             continue
         assert fit.success and abs(pull) <= (1.0 if donut else 2.0)
-        assert 0.7 <= fit.rms / predicted <= (1.5 if name == "apertures" else 3.0 if donut else 1.1)
+        low, high = {"apertures": (0.9, 1.5), "recommended": (0.9, 3.0) if donut else (0.75, 1.1)}[name]
+        assert low <= fit.rms / predicted <= high
 
 
 @pytest.mark.slow
@@ -321,3 +363,58 @@ def test_donut_apertures_beat_the_whole_subarray_sum(preset):
           + ", ".join(f"r={row['radius']:g}: {row['rms_ppm']:.0f}" for row in scan))
     assert ap.rms <= 0.8 * whole.rms
     assert [row["radius"] for row in scan] == APERTURES["radii"] and all(np.isfinite(r["rms_ppm"]) for r in scan)
+
+
+@pytest.mark.slow
+def test_jump_per_integration_keeps_the_core_through_a_large_step(tmp_path):
+    """The LW preset with a 0.3-px pointing step (its other noise and motion as they are) through
+    detector1 with jwst's pooled jump and with ``per_integration`` (the recommended line), image2
+    and the recommended tso3: pooled, jump flags the star's core in every integration after the
+    step until the ramps are unusable (NaN in the aperture, the light curve wrecked: ~70x the noise);
+    per integration no core pixel is lost and the scatter is the photon + read noise's."""
+    from dataclasses import replace
+
+    from astropy.io import fits
+    from astropy.table import QTable, Table
+
+    from webbflow.refs import select_references
+    from webbflow.refs.select import IMAGE2_REFTYPES
+    from webbflow.simulate import run_specs
+    from webbflow.simulate.presets import tso_image_specs
+    from webbflow.stages import detector1, image2, tso3
+
+    specs = [replace(s, tso=replace(s.tso, step=(0.24, -0.18)))
+             for s in tso_image_specs(n_segments=2, ints_per_segment=15, channel="LW")]
+    run_specs(specs, tmp_path)
+    uncals = sorted((tmp_path / "uncal").glob("*_uncal.fits"))
+    header = fits.getheader(uncals[0])
+    refs1 = select_references(header, tmp_path / "refs")
+    refs2 = select_references(header, tmp_path / "refs", None, IMAGE2_REFTYPES)
+    p1, p3 = _recommended()
+    flux = np.asarray(Table.read(tmp_path / "truth" / "transit.ecsv")["white_flux"])
+    after = np.asarray(Table.read(tmp_path / "truth" / "centroid.ecsv")["after_step"])
+    result = {}
+    for name, jump in (("pooled", {**p1.get("jump", {}), "per_integration": False}), ("per_int", p1["jump"])):
+        cals = []
+        for uncal in uncals:
+            root = f"{name}_{uncal.name.removesuffix('_uncal.fits')}"
+            detector1.run(uncal, tmp_path / f"{root}_rate.fits", tmp_path / f"{root}_rateints.fits", refs1,
+                          {**p1, "jump": jump})
+            cals.append(tmp_path / f"{root}_calints.fits")
+            image2.run(tmp_path / f"{root}_rateints.fits", cals[-1], refs2, {})
+        phot = tmp_path / f"{name}_phot.ecsv"
+        tso3.run_photometry(cals, [c.with_name(c.name + "_crf.fits") for c in cals], phot, {"gain": refs1["gain"]}, p3)
+        table = QTable.read(phot)
+        rel = np.asarray(table["net_aperture_sum"].value, float) / flux
+        rms = float(np.std(rel / np.median(rel)))
+        predicted = float(np.median(_photon_read(cals, table, p3["tso_photometry"])))
+        sci = np.concatenate([fits.getdata(c, "SCI") for c in cals])
+        x, y = np.median(table["aperture_x"].value), np.median(table["aperture_y"].value)
+        core = np.hypot(*(np.mgrid[:64, :64] - np.array([y, x])[:, None, None])) < 2.0
+        result[name] = (rms, predicted, int(np.isnan(sci[after][:, core]).sum()))
+        print(f"\n0.3-px step, jump {name}: rms {rms * 1e6:.0f} ppm, photon + read {predicted * 1e6:.0f} ppm "
+              f"(ratio {rms / predicted:.2f}); NaN core pixels after the step {result[name][2]}")
+    rms, predicted, lost = result["pooled"]
+    assert lost > 0 and rms > 5 * predicted
+    rms, predicted, lost = result["per_int"]
+    assert lost == 0 and 0.7 <= rms / predicted <= 1.3

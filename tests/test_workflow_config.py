@@ -196,6 +196,15 @@ def test_tso_grism_preset_recommends_roeba_and_jwst_line_drops_it():
         assert jwst["method"] == "box" and jwst["optimal_sigma"] == 5.0
 
 
+def test_tso_imaging_preset_recommends_jump_per_integration_and_jwst_line_drops_it():
+    preset = load_modes(REPO / "config" / "modes", SCHEMA)["tso_imaging"]
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]["steps"]["properties"]
+    defaults = {step: {k: v["default"] for k, v in schema[step]["properties"].items()}
+                for step in STAGES["detector1"].steps}
+    assert step_parameters(defaults, "detector1", preset)["jump"]["per_integration"] is True
+    assert step_parameters(defaults, "detector1", preset, recommended=False)["jump"]["per_integration"] is False
+
+
 def test_imaging_preset_recommends_snowball_flagging_and_jwst_line_drops_it():
     preset = load_modes(REPO / "config" / "modes", SCHEMA)["imaging"]
     schema = yaml.safe_load(SCHEMA.read_text())["properties"]["steps"]["properties"]

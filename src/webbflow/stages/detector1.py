@@ -506,7 +506,8 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     statuses = {}
     one_over_f = [] if one_over_f_path is not None else None
     for key, wanted in (("ramp_fit.save_opt", params["ramp_fit"].get("save_opt")),
-                        ("persistence.skip", persist_on)):
+                        ("persistence.skip", persist_on),
+                        ("jump.per_integration", (params.get("jump") or {}).get("per_integration"))):
         if streamed and wanted:
             value = "true" if key == "persistence.skip" else "false"
             raise InputError(uncal_path, f"steps.{key} needs the whole ramp in memory, and this exposure "

@@ -6,7 +6,8 @@ integrations) are compared with their median; a difference more than
 usable differences the search is iterative and the threshold rises (4/5/6
 sigma for >=4/3/2 usable differences); with many differences it is a single
 pass; with many integrations it is a sigma clip across integrations. Large jumps
-also flag their four neighbours. With ``expand_large_events`` snowballs (large
+also flag their four neighbours. ``per_integration`` (beyond jwst) runs the search on each
+integration alone, for time series whose pixels change between integrations. With ``expand_large_events`` snowballs (large
 jump regions around a newly saturated core) are flagged as stcal 1.20 does,
 with scikit-image's region moments and ellipse rasteriser as stcal uses them
 (:func:`flag_large_events`), or with two beyond-jwst restrictions that keep
@@ -147,7 +148,7 @@ def run(ramp, readout, gain, readnoise, rejection_threshold=4.0,
         flag_4_neighbors=True, max_jump_to_flag_neighbors=1000.0,
         min_jump_to_flag_neighbors=10.0, minimum_groups=3, minimum_sigclip_groups=100,
         after_jump_flag_dn1=0.0, after_jump_flag_time1=0.0, after_jump_flag_dn2=0.0,
-        after_jump_flag_time2=0.0, expand_large_events=False, **large_events):
+        after_jump_flag_time2=0.0, expand_large_events=False, per_integration=False, **large_events):
     """Flag cosmic-ray jumps in ``ramp.groupdq`` (in place).
 
     Parameters
@@ -181,6 +182,13 @@ def run(ramp, readout, gain, readnoise, rejection_threshold=4.0,
         Flag the groups within ``time`` seconds after a jump larger than ``dn`` DN.
     expand_large_events : bool
         Flag snowballs (:func:`flag_large_events`) after the jumps.
+    per_integration : bool
+        Beyond jwst (False: jwst).  Each integration's differences are compared with their own
+        median, as if it were an exposure of one integration (so the iterative or single-pass
+        search by its own usable differences, never the sigma clip), instead of the median pooled
+        over all integrations.  For time series whose pixels change between integrations (a
+        transit, a drifting or stepping star): the pooled median flags the core's honest
+        differences in the integrations that differ most, and leaving those out biases its rate.
     **large_events
         Their parameters, the fields of :class:`LargeEvents` (jwst 3.0's jump
         step names and defaults): min_jump_area, min_sat_area, expand_factor,
@@ -205,18 +213,26 @@ def run(ramp, readout, gain, readnoise, rejection_threshold=4.0,
     gain32, rn2, bad_gain = gain_terms(gain, readnoise)
     ramp.pixeldq[bad_gain] |= np.uint32(dqflags.NO_GAIN_VALUE | dqflags.DO_NOT_USE)
 
-    regime = _choose_regime(gdq, minimum_groups, minimum_sigclip_groups)
-    if regime is None:
-        log.info("Too few usable groups: no jump detection")
-    else:
+    if per_integration and nints > 1:
+        log.info("jump: each of %d integrations against its own median difference (per_integration, "
+                 "not jwst)", nints)
+    # one pass over the whole cube (jwst), or one per integration (its slices are contiguous views)
+    parts = [slice(i, i + 1) for i in range(nints)] if per_integration else [slice(0, nints)]
+    gain_median = np.nanmedian(gain32)
+    for part in parts:
+        cube, q = data[part], gdq[part]
+        regime = _choose_regime(q, minimum_groups, minimum_sigclip_groups)
+        if regime is None:
+            log.info("Too few usable groups: no jump detection")
+            continue
         if regime == K.REGIME_SIGMA_CLIP:
             log.info("jump: sigma clip across %d integrations (>= minimum_sigclip_groups=%d) instead of "
-                     "two-point differences, as jwst", nints, minimum_sigclip_groups)
-        med, sig = detect(data, gdq, gain32, rn2, readout.nframes, regime, rejection_threshold,
+                     "two-point differences, as jwst", cube.shape[0], minimum_sigclip_groups)
+        med, sig = detect(cube, q, gain32, rn2, readout.nframes, regime, rejection_threshold,
                           three_group_rejection_threshold, four_group_rejection_threshold)
         if regime == K.REGIME_SIGMA_CLIP:
-            _clear_jump_only_planes(gdq)
-        after_detection(data, gdq, gain32, med, sig, readout.tgroup, None, flag_4_neighbors,
+            _clear_jump_only_planes(q)
+        after_detection(cube, q, gain32, med, sig, readout.tgroup, gain_median, flag_4_neighbors,
                         max_jump_to_flag_neighbors, min_jump_to_flag_neighbors, after_jump_flag_dn1,
                         after_jump_flag_time1, after_jump_flag_dn2, after_jump_flag_time2)
     K.clear_jump_on_bad(gdq)
