@@ -104,7 +104,7 @@ def test_truth_astrometry_and_photometry(demo, filt):
     scatter = truth_residuals(cat, truth, wht, filt)["scatter_mas"]
     assert scatter <= LIMIT_MAS, f"{filt}: relative scatter {scatter:.1f} mas"
 
-    # Each exposure's aligned WCS at its stars' true pixels (no centroiding noise): 1.1-1.4 mas at
+    # Each exposure's aligned WCS at its stars' true pixels (no centroiding noise): 0.5-1.5 mas at
     # most on the demo with one position per star in the absolute fit (abs_merge_sources); 3.6-4.2 mas
     # in F444W with jwst's concatenated catalogs, whose duplicates the matcher picks from.
     crfs = sorted((workdir / "results" / "image3" / "crf" / _product(workdir, filt, "i2d").name[:-9]).glob("*.fits"))
