@@ -54,7 +54,7 @@ pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status, usage = os.wait4(pid, 0)
-print(f"@@measure {time.perf_counter() - t0!r} {usage.ru_maxrss}", file=sys.stderr)
+print(f"@@measure {time.perf_counter() - t0!r} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime!r}", file=sys.stderr)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -70,8 +70,14 @@ def measure(cmd, cwd, env=None):
     if proc.returncode != 0 or not lines:
         sys.stderr.write(text[-3000:])
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(map(str, cmd[:4]))} ...")
-    _, wall, maxrss = lines[-1].split()
+    wall, maxrss = lines[-1].split()[1:3]
     return float(wall), int(maxrss) / 1024.0, text
+
+
+def cpu_seconds(text):
+    """User + system CPU seconds of the process :func:`measure` ran (from its output): on a shared
+    machine a steadier figure than the wall time."""
+    return float([line for line in text.splitlines() if line.startswith("@@measure ")][-1].split()[3])
 
 
 def our_steps(text):

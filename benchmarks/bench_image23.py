@@ -14,9 +14,10 @@ taken through our detector1 first, untimed, or taken from a finished run with ``
   from our curve of growth, as tests/test_parity_image3.py does) and ABVEGAOFFSET, ``deblend`` on.
 
 Jobs of the two pipelines alternate, each in a fresh process measured by bench_detector1's
-launcher (wall time and that process's peak RSS), after one untimed warm-up job of each stage and
+launcher (wall time, CPU seconds and that process's peak RSS), after one untimed warm-up job of each stage and
 pipeline (numba's cache, the interpreters' compiled imports).  Prints per stage the summed wall
-time (median over ``--repeats``), the largest peak RSS, and the ratios ours/jwst (issue 17 Speed:
+time and CPU seconds (medians over ``--repeats``; CPU is the steadier figure on a shared machine),
+the largest peak RSS, and the ratios ours/jwst (issue 17 Speed:
 image2 <= 0.10, image3 <= 0.20).  ``--profile`` adds cProfile's top functions of our image3 on one
 association (in this process, after the timed runs).
 
@@ -42,7 +43,7 @@ from astropy.io import fits
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
+from bench_detector1 import cpu_seconds, measure  # noqa: E402  (one measuring helper for every benchmark)
 from bench_tso_demo import _CORON_JOB as JOB  # noqa: E402  (runs one webbflow.jobs function)
 from bench_tso_demo import _write_result  # noqa: E402
 
@@ -141,18 +142,20 @@ def _run_stage(jobs, out, repeats, stage):
         measure(jobs[who][0][1], out)
     runs = {"ours": [], "jwst": []}
     for i in range(repeats):
-        totals = {"ours": 0.0, "jwst": 0.0}
-        peaks = {"ours": 0.0, "jwst": 0.0}
+        totals = {who: {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mib": 0.0} for who in runs}
         for k in range(len(jobs["ours"])):
             for who in ("ours", "jwst"):
                 name, cmd = jobs[who][k]
-                wall, rss, _ = measure(cmd, out)
-                totals[who] += wall
-                peaks[who] = max(peaks[who], rss)
-                print(f"  {stage} repeat {i + 1} {who:4s} {name}: {wall:6.2f} s, peak RSS {rss:6.0f} MiB", flush=True)
+                wall, rss, text = measure(cmd, out)
+                cpu = cpu_seconds(text)
+                totals[who]["wall_s"] += wall
+                totals[who]["cpu_s"] += cpu
+                totals[who]["peak_rss_mib"] = max(totals[who]["peak_rss_mib"], rss)
+                print(f"  {stage} repeat {i + 1} {who:4s} {name}: {wall:6.2f} s wall, {cpu:6.2f} s CPU, "
+                      f"peak RSS {rss:6.0f} MiB", flush=True)
         for who in runs:
-            runs[who].append({"wall_s": totals[who], "peak_rss_mib": peaks[who]})
-    med = {who: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "peak_rss_mib")}
+            runs[who].append(totals[who])
+    med = {who: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "cpu_s", "peak_rss_mib")}
            for who, rs in runs.items()}
     ratio = {k: med["ours"][k] / med["jwst"][k] for k in med["ours"]}
     return {"jobs": len(jobs["ours"]), "runs": runs, "median": med, "ratio_ours_over_jwst": ratio}
@@ -206,8 +209,10 @@ def main(argv=None):
     print()
     for stage in ("image2", "image3"):
         r = result[stage]
-        print(f"{stage} wall ours/jwst = {r['ratio_ours_over_jwst']['wall_s']:.3f}   ({r['jobs']} jobs: median "
-              f"{r['median']['ours']['wall_s']:.1f} s vs {r['median']['jwst']['wall_s']:.1f} s); peak RSS ours/jwst = "
+        m, q = r["median"], r["ratio_ours_over_jwst"]
+        print(f"{stage} wall ours/jwst = {q['wall_s']:.3f}   ({r['jobs']} jobs: {m['ours']['wall_s']:.1f} s vs "
+              f"{m['jwst']['wall_s']:.1f} s); CPU ours/jwst = {q['cpu_s']:.3f} ({m['ours']['cpu_s']:.1f} s vs "
+              f"{m['jwst']['cpu_s']:.1f} s); peak RSS ours/jwst = "
               f"{r['ratio_ours_over_jwst']['peak_rss_mib']:.2f} ({r['median']['ours']['peak_rss_mib']:.0f} vs "
               f"{r['median']['jwst']['peak_rss_mib']:.0f} MiB)")
     print(f"load average after: {result['load_after'][0]:.2f} {result['load_after'][1]:.2f}")
