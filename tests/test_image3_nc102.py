@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 FILTER = "F150W"
 # the demo workflow's image3 layer under step_defaults recommended (image3_common.smk, imaging.yaml)
 DEMO_TWEAK = {"minobj": 4, "searchrad": 0.5, "separation": 0.5, "tolerance": 0.2, "abs_minobj": 4,
-              "abs_searchrad": 0.5, "abs_separation": 0.5, "abs_tolerance": 0.2, "abs_proper_motion": True}
+              "abs_searchrad": 0.5, "abs_separation": 0.5, "abs_tolerance": 0.2, "abs_proper_motion": True,
+              "abs_merge_sources": True}
 FIXES = {"abs_fallback": {"abs_fallback": True}, "wider_search": {"searchrad": 1.5, "abs_searchrad": 1.5}}
 
 

@@ -15,15 +15,23 @@ from stdatamodels.jwst import datamodels
 
 from webbflow.associations import read_asn
 from webbflow.io.image3 import read_cal
-from webbflow.report.truth import edge_mask, mark_isolated, match_stars
+from webbflow.report.truth import (
+    edge_mask,
+    exposure_residuals,
+    mark_isolated,
+    match_stars,
+    truth_residuals,
+)
 from webbflow.simulate.exposure import GAIA_CATALOG
 from webbflow.stages import image3
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-# Absolute astrometry limit (mas, rms about the truth): SW / LW (issue 17 asks <= 10 mas).
-FILTERS = {"f150w": 5.0, "f200w": 5.0, "f356w": 10.0, "f444w": 10.0}
+# Issue 17: bright stars within 5 mas rms of the truth (absolute) and within 5 mas rms of each other
+# (scatter about the mean offset) in every filter, SW and LW.
+FILTERS = ("f150w", "f200w", "f356w", "f444w")
+LIMIT_MAS = 5.0
 DEMO_TWEAK = {"minobj": 4, "searchrad": 0.5, "separation": 0.5, "tolerance": 0.2}
 
 
@@ -78,7 +86,7 @@ def _truth_match(cat, wht, stars):
     return idx, sep, good
 
 
-@pytest.mark.parametrize("filt", list(FILTERS))
+@pytest.mark.parametrize("filt", FILTERS)
 def test_truth_astrometry_and_photometry(demo, filt):
     """The default run's mosaics (aligned to the demo's Gaia-like catalog, as MAST's are to Gaia) put
     bright stars on their true positions; relative alignment alone leaves the reference exposure's
@@ -91,13 +99,26 @@ def test_truth_astrometry_and_photometry(demo, filt):
     idx, sep, good = _truth_match(cat, wht, stars)
     assert good.sum() >= 5
     rms = 1000 * np.sqrt(np.mean(sep[good] ** 2))
-    assert rms <= FILTERS[filt], f"{filt}: {rms:.1f} mas"
+    assert rms <= LIMIT_MAS, f"{filt}: {rms:.1f} mas"
+    truth = Table.read(workdir / "demo" / "truth" / "sources.ecsv")
+    scatter = truth_residuals(cat, truth, wht, filt)["scatter_mas"]
+    assert scatter <= LIMIT_MAS, f"{filt}: relative scatter {scatter:.1f} mas"
+
+    # Each exposure's aligned WCS at its stars' true pixels (no centroiding noise): 0.5-1.5 mas at
+    # most on the demo with one position per star in the absolute fit (abs_merge_sources); 3.6-4.2 mas
+    # in F444W with jwst's concatenated catalogs, whose duplicates the matcher picks from.
+    crfs = sorted((workdir / "results" / "image3" / "crf" / _product(workdir, filt, "i2d").name[:-9]).glob("*.fits"))
+    offsets = [np.hypot(*e["offset_mas"]) for e in exposure_residuals(crfs, workdir / "demo" / "truth" / "sources.ecsv")]
+    assert len(offsets) == 4 and max(offsets) <= 2.5, f"{filt}: exposures off by {np.round(offsets, 1)} mas"
 
     cals = sorted((workdir / "results" / "image2" / filt).glob("*_cal.fits"))
     relative = image3.run_models([read_cal(p) for p in cals], {"tweakreg": DEMO_TWEAK})
     _, sep_rel, good_rel = _truth_match(relative["catalog"].catalog, relative["resampled"].wht, stars)
     rms_rel = 1000 * np.sqrt(np.mean(sep_rel[good_rel] ** 2))
     assert rms_rel > 30 and rms_rel > 3 * rms, f"{filt}: relative {rms_rel:.1f} mas, absolute {rms:.1f} mas"
+    # relative alignment alone (abs_refcat null) ties the exposures as tightly: only the mean is off
+    scatter_rel = truth_residuals(relative["catalog"].catalog, truth, relative["resampled"].wht, filt)["scatter_mas"]
+    assert scatter_rel <= LIMIT_MAS, f"{filt}: relative-only scatter {scatter_rel:.1f} mas"
 
     isolated = good & (cat["nn_dist"].value > 10)
     ratio = cat["aper_total_flux"].value[isolated] / np.asarray(stars[f"flux_{filt}"])[idx[isolated]]

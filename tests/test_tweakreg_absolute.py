@@ -173,3 +173,24 @@ def test_refcat_with_proper_motions_needs_columns_and_epoch(tmp_path):
     moved = image3.read_refcat(tmp_path / "pm.ecsv", 2025.0)
     d = SkyCoord(RA0, DEC0, unit="deg").spherical_offsets_to(SkyCoord(moved["ra"][0], moved["dec"][0], unit="deg"))
     assert abs(d[0].to_value("mas") - 1000.0) < 1.0 and abs(d[1].to_value("mas") + 500.0) < 1.0
+
+
+def test_merge_detections_averages_each_stars_dithered_detections():
+    """abs_merge_sources: one position per star, the mean of its detections in the aligned images;
+    a set with two detections from one image (a close pair) is not merged."""
+    rng = np.random.default_rng(2)
+    stars = rng.uniform(-5, 5, (30, 2))  # arcsec, at least ~0.1" apart in practice
+    noisy = [stars + rng.normal(0, 0.004, stars.shape) for _ in range(4)]  # 4 mas centroid noise
+    noisy[2] = noisy[2][5:]  # a star missing from one image is merged from the other three
+    pair = np.array([[7.0, 7.0], [7.01, 7.0], [7.005, 7.001]])  # two in image 0, one in image 1
+    merged = tweakreg.merge_detections([np.vstack([noisy[0], pair[:2]]), np.vstack([noisy[1], pair[2:]]),
+                                        noisy[2], noisy[3]], radius=0.03)
+    assert len(merged) == 30 + 3
+    expected = np.vstack([np.mean([noisy[0][:5], noisy[1][:5], noisy[3][:5]], axis=0),
+                          np.mean([n[-25:] for n in noisy], axis=0)])
+    order = np.lexsort(merged[:30].T[::-1])
+    np.testing.assert_allclose(merged[:30][order], expected[np.lexsort(expected.T[::-1])], atol=1e-12)
+    assert {tuple(p) for p in np.round(merged[30:], 6)} == {tuple(p) for p in pair}
+    # the mean of three or four detections: about half the single-detection scatter about the truth
+    err = merged[:30][order] - stars[np.lexsort(stars.T[::-1])]
+    assert np.std(err) < 0.7 * 0.004

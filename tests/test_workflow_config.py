@@ -228,6 +228,8 @@ def test_imaging_preset_recommends_proper_motions_and_jwst_line_drops_it():
     schema = yaml.safe_load(SCHEMA.read_text())["properties"]["steps"]["properties"]
     defaults = {step: {k: v["default"] for k, v in schema[step]["properties"].items()}
                 for step in STAGES["image3"].steps}
-    assert step_parameters(defaults, "image3", preset)["tweakreg"]["abs_proper_motion"] is True
+    recommended = step_parameters(defaults, "image3", preset)["tweakreg"]
+    assert recommended["abs_proper_motion"] is True and recommended["abs_merge_sources"] is True
     jwst = step_parameters(defaults, "image3", preset, recommended=False)["tweakreg"]
     assert jwst["abs_proper_motion"] is False and jwst["abs_refcat"] is None  # jwst 3.0: relative only
+    assert jwst["abs_merge_sources"] is False  # jwst fits the concatenated catalogs

@@ -35,7 +35,7 @@ DEFAULTS = {
                      use2dhist=True, nclip=3, sigma=3.0, minobj=15, abs_refcat=None, abs_proper_motion=False,
                      abs_fitgeometry="rshift",
                      abs_searchrad=6.0, abs_separation=1.0, abs_tolerance=0.7, abs_nclip=3, abs_sigma=3.0,
-                     abs_minobj=15, expand_refcat=False, enforce_user_order=False, abs_fallback=False,
+                     abs_minobj=15, abs_merge_sources=False, expand_refcat=False, enforce_user_order=False, abs_fallback=False,
                      abs_fallback_searchrad=2.0, abs_fallback_offset=0.02),
     "skymatch": dict(skip=False, skymethod="match", match_down=True, subtract=False, skystat="mode", nclip=5,
                      lsigma=4.0, usigma=4.0, lower=None, upper=None),
@@ -189,7 +189,7 @@ def run_models(models, params=None, names=None):
             log.info("tweakreg: %d sources in %s", len(cat), im.name)
         keys = ("fitgeometry", "searchrad", "separation", "tolerance", "use2dhist", "nclip", "sigma", "minobj",
                 "abs_fitgeometry", "abs_searchrad", "abs_separation", "abs_tolerance", "abs_nclip", "abs_sigma",
-                "abs_minobj", "expand_refcat", "enforce_user_order", "abs_fallback", "abs_fallback_searchrad",
+                "abs_minobj", "abs_merge_sources", "expand_refcat", "enforce_user_order", "abs_fallback", "abs_fallback_searchrad",
                 "abs_fallback_offset")
         alignment = tweakreg_step.align([im.wcs for im in images], catalogs, [im.name for im in images],
                                         groups=[im.group for im in images], abs_refcat=refcat,
