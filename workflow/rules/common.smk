@@ -259,13 +259,17 @@ def exposure_step_parameters(exposure, stage, preset_layer=None, extra_steps=())
     return _mode_step_parameters(mode_of(exposure), stage, preset_layer, extra_steps)
 
 
-def _mode_step_parameters(mode, stage, preset_layer=None, extra_steps=()):
+def _mode_step_parameters(mode, stage, preset_layer=None, extra_steps=(), recommended=None):
+    """As :func:`exposure_step_parameters` for ``mode``; ``recommended`` (default: ``step_defaults``)
+    picks the preset's recommended line or jwst's (the report compares the two)."""
     preset = MODES[mode]
     if preset_layer:
         preset = deep_merge(preset, {"steps": {stage: preset_layer}})
+    if recommended is None:
+        recommended = config["step_defaults"] == "recommended"
     return step_parameters(config["steps"], stage, preset, USER_CONFIG.get("steps"),
                            (USER_CONFIG.get("mode_steps") or {}).get(mode),
-                           recommended=config["step_defaults"] == "recommended", extra_steps=extra_steps)
+                           recommended=recommended, extra_steps=extra_steps)
 
 
 def _persistence_of_mode(mode):
@@ -307,7 +311,11 @@ _REFS = {}
 
 def chosen_references(wildcards):
     """reftype -> reference path chosen for the job's exposure (None when none matches)."""
-    exposure = exposure_of(wildcards)
+    return exposure_references(exposure_of(wildcards))
+
+
+def exposure_references(exposure):
+    """reftype -> detector1 reference path chosen for ``exposure`` (None when none matches)."""
     if exposure.rootname not in _REFS:
         if USE_CRDS:
             _REFS[exposure.rootname] = crds_references(exposure, DETECTOR1_REFTYPES, stage="detector1")
