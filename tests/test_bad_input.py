@@ -68,6 +68,36 @@ def test_unsupported_exp_type(dataset, tmp_path, make):
     assert headers.primary["EXP_TYPE"] == "NRC_TACQ"
 
 
+def test_coron_exposure_on_a_subarray_the_mode_does_not_know(dataset, make):
+    """An NRC_CORON exposure on a non-coronagraphic subarray (SUB64P: no PSFMASK, no coron3 association,
+    an unchecked reference-pixel layout) is one line naming the file, the subarray and the fix, from the
+    library and from the exposure table (the workflow's bad_input job), before any product; the same file
+    on a coronagraphic subarray, or on FULL, is accepted."""
+    from webbflow.exposures import exposure_table
+    from webbflow.io.uncal import CORON_SUBARRAYS
+
+    good, refs, out = dataset
+    folder = good.parent
+    coron = make.uncal(folder / "jw01234002001_02101_00001_nrca2_uncal.fits", make.ramp(nints=1, ngroups=4),
+                       DETECTOR="NRCA2", EXP_TYPE="NRC_CORON", PUPIL="MASKRND", FILTER="F210M", SUBARRAY="SUB64P")
+    with pytest.raises(InputError) as err:
+        _run(coron, refs, out)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{coron}: header keyword SUBARRAY='SUB64P' is not a "
+                                                        "coronagraphic subarray the coronagraphy mode knows")
+    assert all(name in message for name in CORON_SUBARRAYS)
+    assert "Fix: check SUBARRAY against APERNAME" in message and "remove the file from inputs.uncal_dir" in message
+    assert list(out.iterdir()) == []
+    errors = []
+    assert [e.path for e in exposure_table(folder, errors=errors)] == [str(good)]
+    assert [str(e) for e in errors] == [message]
+    for subarray in ("SUB640A210R", "FULL"):
+        with fits.open(coron, mode="update") as hdul:
+            hdul[0].header["SUBARRAY"] = subarray
+        rows = exposure_table(folder)
+        assert [(e.exp_type, e.subarray) for e in rows] == [("NRC_IMAGE", "SUB64P"), ("NRC_CORON", subarray)]
+
+
 def test_reference_with_mismatched_shape(dataset, make):
     uncal, refs, out = dataset
     # a SUB64P-named gain that is 8x8: cannot be the 16x16 science subarray

@@ -235,6 +235,14 @@ def check_demo_coron3(root, work):
             assert type(m).__name__ == model_type, name
     assert (out / f"{PRODUCT}_contrast.png").stat().st_size > 0
     assert (tmp_path / "results-coron" / "qa" / "coronagraphy" / "coron3" / f"{PRODUCT}_coron3.png").stat().st_size > 0
+    # the report's jump-flag figure: every exposure, the run's own rateints on the preset's line, and the
+    # noisy dark (jwst's line) flagging more (0.0735 vs 0.0621 on the background in test_coron_stage1_issues)
+    jumps = QTable.read(tmp_path / "results-coron" / "qa" / "coronagraphy" / "jumps" / "coron_jumps.ecsv")
+    print(jumps)
+    assert sorted(jumps["rootname"]) == sorted(Path(m["expname"]).name.removesuffix("_calints.fits") for m in members)
+    assert np.array_equal(jumps["jump_rateints"], jumps["jump_recommended"])  # the same sums: bit-equal
+    assert np.all(jumps["jump_jwst"] >= 1.05 * jumps["jump_recommended"])
+    assert (tmp_path / "results-coron" / "qa" / "coronagraphy" / "jumps" / "coron_jumps.png").stat().st_size > 0
 
     true = QTable.read(truth / "companion.ecsv")[0]
     positions = QTable.read(truth / "star_positions.ecsv")
@@ -291,3 +299,51 @@ def check_demo_coron3(root, work):
         print(f"sep {sep:.1f} px: calibrated {flux:.4g}, independent {independent:.4g}, throughput "
               f"{np.mean(rec) / flux:.3f} (curve {float(curve[f'throughput_kl{nb}'][i]):.3f})")
         assert 1 / 1.5 < flux / independent < 1.5, (sep, flux, independent)
+
+
+# --- the report's jump-flag figure, dark on vs off (issue #15 part 5) -------------------------------------
+
+
+def test_jump_figure_numbers_are_detector1s(tmp_path, make):
+    """The report's table of JUMP_DET fractions (``qa_coron_jumps``) holds, per exposure and line, exactly
+    the fraction of JUMP_DET pixels in the rateints that detector1.run writes with that line's parameters
+    (a direct computation from the product), and its ``jump_rateints`` column that of the given rateints.
+    The ramps have 6 DN of read noise and 30 cosmic rays; the dark reference 12 DN/frame of noise, so the
+    dark-subtracted (jwst) line flags more, as on orbit (NC-CI01)."""
+    from webbflow import dqflags
+    from webbflow.report import jobs
+
+    rng = np.random.default_rng(5)
+    refs = make.reference_set(tmp_path / "refs", shape=(32, 32), ndark=8)
+    with fits.open(refs["dark"], mode="update") as hdul:
+        hdul["SCI"].data = rng.normal(0, 12, hdul["SCI"].data.shape).astype(np.float32)
+    cube = make.ramp(nints=2, ngroups=6, ny=32, nx=32).astype(float) + rng.normal(0, 6, (2, 6, 32, 32))
+    for i, g, y, x in zip(rng.integers(0, 2, 30), rng.integers(1, 6, 30), rng.integers(0, 32, 30),
+                          rng.integers(0, 32, 30)):
+        cube[i, g:, y, x] += 400  # a cosmic ray: every later group
+    uncal = make.uncal(tmp_path / "jw01412001001_02101_00001_nrca1_uncal.fits", np.round(cube).astype(np.uint16),
+                       EXP_TYPE="NRC_CORON", PUPIL="MASKRND", SUBARRAY="SUB640A210R",
+                       READPATT="RAPID")
+    lines = {"recommended": {"dark_current": {"skip": True}, "refpix": {"pseudo_refpix": True},
+                             "jump": {"rejection_threshold": 4.0, "three_group_rejection_threshold": 4.0,
+                                      "four_group_rejection_threshold": 4.0}},
+             "jwst": {}}
+    direct = {}
+    for line, params in lines.items():
+        rateints = tmp_path / line / uncal.name.replace("_uncal", "_rateints")
+        rateints.parent.mkdir()
+        detector1.run(uncal, rateints.with_name(uncal.name.replace("_uncal", "_rate")), rateints, refs, params)
+        direct[line] = (rateints, float(np.mean(fits.getdata(rateints, "DQ") & dqflags.JUMP_DET != 0)))
+    png, table = tmp_path / "qa" / "coron_jumps.png", tmp_path / "qa" / "coron_jumps.ecsv"
+    jobs.qa_coron_jumps([uncal], [direct["recommended"][0]], [refs], json.dumps(lines), png, table)
+    from astropy.table import Table
+
+    (row,) = Table.read(table)
+    assert row["rootname"] == uncal.name.removesuffix("_uncal.fits") and row["nints"] == 2
+    # fractions of whole pixel counts: one pixel more or less would be 1/2048 off, far outside rel=1e-12
+    assert row["jump_recommended"] == pytest.approx(direct["recommended"][1], rel=1e-12)
+    assert row["jump_jwst"] == pytest.approx(direct["jwst"][1], rel=1e-12)
+    assert row["jump_rateints"] == pytest.approx(direct["recommended"][1], rel=1e-12)
+    # the numbers are not trivially equal: cosmic rays are found, and the noisy dark adds false ones
+    assert 0.01 < row["jump_recommended"] < row["jump_jwst"], (row["jump_recommended"], row["jump_jwst"])
+    assert png.stat().st_size > 0

@@ -319,20 +319,22 @@ def exposure_step_parameters(exposure, stage, preset_layer=None, extra_steps=(),
     return _mode_step_parameters(mode_of(exposure), stage, preset_layer, extra_steps, variant)
 
 
-def _mode_step_parameters(mode, stage, preset_layer=None, extra_steps=(), variant=None):
+def _mode_step_parameters(mode, stage, preset_layer=None, extra_steps=(), variant=None, recommended=None):
+    """As :func:`exposure_step_parameters` for ``mode``; ``recommended`` (default: the config's or the
+    variant's ``step_defaults``) picks the preset's recommended line or jwst's (the report compares the two)."""
     # The layers are the same for every exposure of a mode: merged once per (mode, stage, layer,
-    # variant), and each caller gets its own copy (detector1_steps edits its dict).  VARIANTS (the
-    # Snakefile): name -> (its config as written, the same with every default filled).
-    key = (mode, stage, canonical_json(preset_layer), tuple(extra_steps), variant)
+    # variant, line), and each caller gets its own copy (detector1_steps edits its dict).  VARIANTS
+    # (the Snakefile): name -> (its config as written, the same with every default filled).
+    key = (mode, stage, canonical_json(preset_layer), tuple(extra_steps), variant, recommended)
     if key not in _STEP_PARAMETERS:
         user, full = VARIANTS[variant] if variant else (USER_CONFIG, config)
         preset = MODES[mode]
         if preset_layer:
             preset = deep_merge(preset, {"steps": {stage: preset_layer}})
+        line = full["step_defaults"] == "recommended" if recommended is None else recommended
         _STEP_PARAMETERS[key] = step_parameters(full["steps"], stage, preset, user.get("steps"),
                                                 (user.get("mode_steps") or {}).get(mode),
-                                                recommended=full["step_defaults"] == "recommended",
-                                                extra_steps=extra_steps)
+                                                recommended=line, extra_steps=extra_steps)
     return copy.deepcopy(_STEP_PARAMETERS[key])
 
 
@@ -391,10 +393,14 @@ _REFS = {}
 
 
 def chosen_references(wildcards):
-    """reftype -> reference path chosen for the job's exposure (None when none matches); a variant's
-    job (``{variant}`` wildcard) may add the SIRS kernel the main config's does not read."""
-    exposure = exposure_of(wildcards)
-    key = (exposure.rootname, getattr(wildcards, "variant", None))
+    """reftype -> reference path chosen for the job's exposure (None when none matches)."""
+    return exposure_references(exposure_of(wildcards), getattr(wildcards, "variant", None))
+
+
+def exposure_references(exposure, variant=None):
+    """reftype -> detector1 reference path chosen for ``exposure`` (None when none matches); under a
+    ``variant`` it may add the SIRS kernel the main config's does not read."""
+    key = (exposure.rootname, variant)
     if key not in _REFS:
         if USE_CRDS:
             refs = crds_references(exposure, DETECTOR1_REFTYPES, stage="detector1")

@@ -160,3 +160,31 @@ rule qa_coron3:
         "../../envs/webbflow.yaml"
     script:
         "../scripts/qa_coron3.py"
+
+
+rule qa_coron_jumps:
+    input:
+        unpack(qa_coron_jumps_inputs),
+    output:
+        png=report(
+            f"{QA}/{{mode}}/jumps/coron_jumps.png",
+            caption="../report/qa_coron_jumps.rst",
+            category="{mode}",
+            subcategory="detector1",
+            labels={"figure": "jump flags, dark on vs off"},
+        ),
+        table=f"{QA}/{{mode}}/jumps/coron_jumps.ecsv",
+    log:
+        f"{RESULTS}/logs/qa/{{mode}}/coron_jumps.log",
+    params:
+        lines=qa_coron_jumps_lines,
+        references=qa_coron_jumps_references,
+        step_defaults=config["step_defaults"],
+    threads: 1
+    resources:
+        mem_mb=predicted_mem_mb("qa"),
+        runtime=predicted_runtime("qa"),
+    conda:
+        "../../envs/webbflow.yaml"
+    script:
+        "../scripts/qa_coron_jumps.py"

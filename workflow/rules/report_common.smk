@@ -67,6 +67,8 @@ def all_report_products(wildcards):
         products += [LIGHTCURVE_FIGURE.format(product=p) for p in qa_timeseries_associations_of(mode)]
         products += [f"{QA}/{mode}/tso3/{p}_photometry.png" for p in qa_photometry_associations_of(mode)]
         products += [f"{QA}/{mode}/coron3/{p}_coron3.png" for p in qa_coron3_associations_of(mode)]
+        if qa_coron_jumps_exposures(mode):
+            products.append(f"{QA}/{mode}/jumps/coron_jumps.png")
     return products
 
 
@@ -138,3 +140,29 @@ def qa_coron3_inputs(wildcards):
     if USE_DEMO and Path(DEMO_CORON_TRUTH).exists():
         inputs["truth"] = DEMO_CORON_TRUTH
     return inputs
+
+
+def qa_coron_jumps_exposures(mode):
+    """The mode's coronagraphic exposures (NRC_CORON) with a rateints, sorted by root name."""
+    return sorted((e for e in stage_exposures("detector1") if mode_of(e) == mode and e.exp_type in CORON3_EXP_TYPES),
+                  key=lambda e: e.rootname)
+
+
+def qa_coron_jumps_inputs(wildcards):
+    """The uncal files and rateints of the mode's coronagraphic exposures (same order)."""
+    exposures = qa_coron_jumps_exposures(wildcards.mode)
+    return {"uncals": [e.path for e in exposures], "rateints": [product_path(e, "rateints") for e in exposures]}
+
+
+def qa_coron_jumps_lines(wildcards):
+    """The two stage-1 lines the jump figure compares, as canonical JSON: ``recommended`` (the preset's:
+    dark skipped, pseudo reference rows) and ``jwst`` (step_defaults: jwst), each with the user's
+    ``steps`` on top, as the detector1 job would get them."""
+    mode = wildcards.mode
+    return canonical_json({line: _mode_step_parameters(mode, "detector1", recommended=line == "recommended")
+                           for line in ("recommended", "jwst")})
+
+
+def qa_coron_jumps_references(wildcards, input):
+    """The detector1 references of each exposure (same order), those its detector1 job read."""
+    return [exposure_references(e) for e in qa_coron_jumps_exposures(wildcards.mode)]

@@ -16,15 +16,25 @@ from webbflow.io.errors import InputError
 from webbflow.io.files import read_at
 from webbflow.ramp import Ramp, Readout
 
-__all__ = ["HEADER_KEYWORDS", "SUPPORTED_EXP_TYPES", "TSO_EXP_TYPES", "Keyword", "UncalHeaders", "UncalStream",
-           "is_tso", "read_uncal", "read_uncal_header_values", "read_uncal_headers", "readout_from_header",
-           "validate_headers"]
+__all__ = ["CORON_SUBARRAYS", "HEADER_KEYWORDS", "SUPPORTED_EXP_TYPES", "TSO_EXP_TYPES", "Keyword", "UncalHeaders",
+           "UncalStream", "is_tso", "read_uncal", "read_uncal_header_values", "read_uncal_headers",
+           "readout_from_header", "validate_headers"]
 
 TSO_EXP_TYPES = ("NRC_TSGRISM", "NRC_TSIMAGE")
 """NIRCam time-series EXP_TYPEs (jwst's ``TSO_EXP_TYPES``, NIRCam part)."""
 
 SUPPORTED_EXP_TYPES = ("NRC_IMAGE", "NRC_CORON") + TSO_EXP_TYPES
 """EXP_TYPE values that detector1 reduces today."""
+
+CORON_SUBARRAYS = {
+    "SUB320A335R": "MASKA335R", "SUB320A430R": "MASKA430R", "SUB320ALWB": "MASKALWB",
+    "SUB400X256ALWB": "MASKALWB", "SUB640A210R": "MASKA210R", "SUB640ASWB": "MASKASWB",
+}
+"""Coronagraphic subarray (SUBARRAY of an NRC_CORON exposure) -> the occulter it is centred on
+(CORONMSK; coron-algorithms.md §1 and stdatamodels' subarray enum; SUB320ALWB is the obsolete
+name, SUB400X256ALWB replaced it).  The coronagraphy mode reduces NRC_CORON exposures on these and on
+``FULL`` (full-frame: imaging in stage 3, as jwst): a PSFMASK reference exists for them, their
+association names carry them, and they have no reference pixels (pseudo reference rows apply)."""
 
 _UNREADABLE = "the file is truncated or corrupt; download it again from MAST"
 _READ_ERRORS = (OSError, ValueError, TypeError, IndexError, EOFError, Warning)
@@ -451,6 +461,7 @@ def validate_headers(primary, sci=None, path="<header>", extensions=None):
         raise InputError(path, f"header keyword PUPIL={v['PUPIL']!r} is not a grism ({', '.join(_GRISMS)}), but "
                          "EXP_TYPE is NRC_TSGRISM: there is no spectrum to extract",
                          "the header is damaged; download the exposure again from MAST")
+    _check_coron_subarray(path, v)
     nints = v["NINTS"]
     if sci is not None:
         nints = _check_shape(path, v, primary, sci)
@@ -461,6 +472,21 @@ def validate_headers(primary, sci=None, path="<header>", extensions=None):
             raise InputError(path, "a time series (EXP_TYPE/TSOVISIT) without its INT_TIMES table: the light "
                              "curve would have no times", "the file is truncated; download it again from MAST")
     return values
+
+
+def _check_coron_subarray(path, v):
+    """An NRC_CORON exposure's SUBARRAY is one the coronagraphy mode knows (:data:`CORON_SUBARRAYS` or FULL):
+    on another, coron3 would find no PSFMASK after stages 1 and 2 had run, and pseudo reference rows would
+    be taken from an aperture whose reference-pixel layout nobody checked."""
+    subarray = str(v["SUBARRAY"]).strip().upper()
+    if str(v["EXP_TYPE"]).strip().upper() != "NRC_CORON" or subarray == "FULL" or subarray in CORON_SUBARRAYS:
+        return
+    raise InputError(path, f"header keyword SUBARRAY={v['SUBARRAY']!r} is not a coronagraphic subarray the "
+                     f"coronagraphy mode knows (EXP_TYPE NRC_CORON on FULL or {', '.join(CORON_SUBARRAYS)}): it "
+                     "has no PSFMASK reference and no known reference-pixel layout",
+                     "check SUBARRAY against APERNAME and download the exposure again from MAST if the header is "
+                     "damaged; a new coronagraphic subarray needs its entry in webbflow.io.uncal.CORON_SUBARRAYS "
+                     "and a PSFMASK reference; else remove the file from inputs.uncal_dir")
 
 
 def _check_complete(path, extensions):

@@ -8,7 +8,7 @@ import numpy as np
 
 from webbflow import dqflags
 
-__all__ = ["DQ_OVERLAY", "binned_rms", "coron3_panels", "product_thumbnail", "mosaic_preview", "photometry_panels",
+__all__ = ["DQ_OVERLAY", "binned_rms", "coron3_panels", "jump_fraction_bars", "product_thumbnail", "mosaic_preview", "photometry_panels",
            "point_to_point_rms", "residual_plots", "timeseries_panels"]
 
 DQ_OVERLAY = (
@@ -547,5 +547,37 @@ def coron3_panels(png, rolls, combined, contrast, shifts, title):
     ax.set_xlabel("PSF-reference integration (psfstack plane)")
     ax.set_ylabel("align_refs shift (pixels)")
     ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, png)
+
+
+def jump_fraction_bars(png, labels, fractions, title, product=None):
+    """Grouped bars: the JUMP_DET fraction of each exposure under several stage-1 lines.
+
+    Parameters
+    ----------
+    png : str or Path
+    labels : list of str
+        One per exposure (x axis).
+    fractions : dict
+        line label -> array (one fraction per exposure, 0-1), drawn as percent side by side.
+    title : str
+    product : array, optional
+        The fraction in the workflow's own rateints (one per exposure), drawn as black ticks on top.
+    """
+    n, k = len(labels), max(len(fractions), 1)
+    fig = _figure(max(5.0, 0.9 * n + 2.5), 4.6)
+    ax = fig.add_axes([0.1, 0.22, 0.86, 0.5])
+    x = np.arange(n)
+    width = 0.8 / k
+    for i, (label, values) in enumerate(fractions.items()):
+        values = 100 * np.asarray(values, float)
+        ax.bar(x - 0.4 + (i + 0.5) * width, values, width, label=f"{label} (median {np.median(values):.2f} %)")
+    if product is not None:
+        ax.plot(x, 100 * np.asarray(product, float), "k_", ms=22, mew=2, label="this run's rateints")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("pixels with JUMP_DET (%)")
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.02), frameon=False)
     fig.suptitle(title, fontsize=9)
     _save(fig, png)

@@ -12,7 +12,7 @@ from webbflow import dqflags
 from webbflow.io.files import atomic_output, atomic_write_text
 from webbflow.report import figures, qa
 
-__all__ = ["qa_coron3", "qa_exposure", "qa_exposures", "qa_table", "qa_mosaic", "qa_mosaics", "qa_photometry", "qa_timeseries", "qa_truth",
+__all__ = ["qa_coron3", "qa_coron_jumps", "qa_exposure", "qa_exposures", "qa_table", "qa_mosaic", "qa_mosaics", "qa_photometry", "qa_timeseries", "qa_truth",
            "qa_truths"]
 
 
@@ -543,3 +543,64 @@ def qa_coron3(psfsubs, i2d, shifts, png, product=None, klipsub=None, contrast=No
                            "dx": np.asarray(s["dx"], float), "dy": np.asarray(s["dy"], float)},
                           product or Path(i2d).name.removesuffix("_i2d.fits"))
     return numbers
+
+
+JUMP_LINES = {"recommended": "preset (dark skipped, pseudo refpix rows)", "jwst": "jwst 3.0 line (dark on)"}
+"""Stage-1 lines of the coronagraphy jump figure and their legends."""
+
+
+def qa_coron_jumps(uncals, rateints, references, lines, png, table, title="coronagraphy"):
+    """The JUMP_DET fraction of each coronagraphic exposure under two stage-1 lines (NC-CI01).
+
+    Each line's detector1 runs up to jump on the uncal, with the references of the exposure's detector1
+    job (:func:`webbflow.stages.detector1.jump_fraction`: no ramp fit, nothing written; ~0.3 s on a
+    320 × 320 × 2 × 5 exposure); the workflow's own rateints gives a third column, which equals the line
+    the run used.
+
+    Parameters
+    ----------
+    uncals, rateints : list of str or Path
+        The exposures' uncal files and the workflow's rateints products (same order).
+    references : list of dict
+        reftype -> path, each exposure's detector1 references.
+    lines : dict or str
+        line name (``recommended``, ``jwst``) -> detector1 step parameters (or their JSON).
+    png, table : str or Path
+        The figure (:func:`webbflow.report.figures.jump_fraction_bars`) and its numbers (ECSV: one row per
+        exposure, columns ``rootname``, ``nints``, ``jump_<line>`` and ``jump_rateints``, fractions 0-1 of
+        the integrations' pixels).
+    title : str
+
+    Returns
+    -------
+    astropy.table.Table
+        The table written.
+    """
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from webbflow.stages.detector1 import jump_fraction
+
+    if isinstance(lines, str):
+        lines = json.loads(lines)
+    rows = []
+    for uncal, product, refs in zip(uncals, rateints, references, strict=True):
+        with fits.open(product) as hdul:
+            flagged = (hdul["DQ"].data & dqflags.JUMP_DET) != 0
+        # per integration, then over them: the same sums as jump_fraction's
+        row = {"rootname": _root(product), "nints": flagged.shape[0],
+               "jump_rateints": float(np.mean(np.mean(flagged, axis=(1, 2))))}
+        for line, params in lines.items():
+            row[f"jump_{line}"] = float(np.mean(jump_fraction(uncal, refs, params)))
+        rows.append(row)
+    out = Table(rows=rows, names=list(rows[0]) if rows else ["rootname"])
+    out.meta["comments"] = [("webbflow: fraction of the rateints pixels (all integrations) with JUMP_DET under each"
+                             " stage-1 line; jump_rateints: in the workflow's own rateints (the line it ran with)")]
+    with atomic_output(table) as tmp:
+        out.write(tmp, format="ascii.ecsv", overwrite=True)
+    # program + observation + visit ... exposure: the science rolls and the reference's dither points apart
+    figures.jump_fraction_bars(png, [f"o{r['rootname'][7:10]} e{r['rootname'][20:25]}" for r in rows],
+                               {JUMP_LINES.get(line, line): [r[f"jump_{line}"] for r in rows] for line in lines},
+                               f"{title}: jump flags with and without the dark (NC-CI01)",
+                               product=[r["jump_rateints"] for r in rows])
+    return out

@@ -41,6 +41,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import j1
 
+from webbflow.io.uncal import CORON_SUBARRAYS as _MODE_SUBARRAYS
+
 __all__ = [
     "CORON_MASKS",
     "CORON_SUBARRAYS",
@@ -70,8 +72,9 @@ CORON_MASKS = {
 }
 """Round occulters the simulator knows (coron-algorithms.md §5; stpsf's σ)."""
 
-CORON_SUBARRAYS = {"SUB320A335R": "MASKA335R", "SUB320A430R": "MASKA430R", "SUB640A210R": "MASKA210R"}
-"""Coronagraphic subarray -> its occulter."""
+CORON_SUBARRAYS = {sub: mask for sub, mask in _MODE_SUBARRAYS.items() if mask in CORON_MASKS}
+"""Coronagraphic subarray -> its occulter: those of the mode's table (:data:`webbflow.io.uncal.CORON_SUBARRAYS`)
+whose occulter the simulator draws."""
 
 _J1_ZERO2 = 7.0156
 

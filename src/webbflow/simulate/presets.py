@@ -14,7 +14,7 @@ from webbflow.simulate.spec import ExposureSpec
 from webbflow.transit import TransitParams
 from webbflow.simulate.writers import write_pointing_truth
 
-__all__ = ["PRESETS", "preset_specs", "run_preset", "run_specs", "tso_grism_specs", "tso_image_specs", "coron_specs"]
+__all__ = ["CORON_CONFIGS", "PRESETS", "preset_specs", "run_preset", "run_specs", "tso_grism_specs", "tso_image_specs", "coron_specs"]
 
 DEMO_SEED = 20250314
 FULLFRAME_SEED = 424242
@@ -281,9 +281,19 @@ SGD_PATTERNS = {
 """SMGRDPAT -> offsets (arcsec on the sky, RA·cos Dec and Dec) of each dither point."""
 
 
+CORON_CONFIGS = {
+    # CORONMSK -> (detector, subarray, filter): the round masks of module A
+    "MASKA335R": ("NRCALONG", "SUB320A335R", "F335M"),
+    "MASKA430R": ("NRCALONG", "SUB320A430R", "F430M"),
+    "MASKA210R": ("NRCA2", "SUB640A210R", "F210M"),
+}
+"""Coronagraph configurations :func:`coron_specs` draws (coron-algorithms.md §1)."""
+
+
 def coron_specs(seed=None, nints=2, ngroups=5, readpatt="MEDIUM2", sgd_pattern="5-POINT-BOX", rolls=(75.0, 85.0),
-                contrast=1.0e-4, separation=1.5, position_angle=60.0, dark_ref_noise=6.0, one_over_f=3.0):
-    """A coronagraphic program (NRC_CORON): MASK335R + F335M on NRCALONG's SUB320A335R.
+                contrast=1.0e-4, separation=1.5, position_angle=60.0, dark_ref_noise=6.0, one_over_f=3.0,
+                mask="MASKA335R"):
+    """A coronagraphic program (NRC_CORON): MASK335R + F335M on NRCALONG's SUB320A335R, or another round mask.
 
     The ``demo-coron`` preset with its defaults: the target at two rolls (observations 1 and 2, one
     target acquisition each), a companion of ``contrast`` at ``separation``/``position_angle``, and a
@@ -305,6 +315,9 @@ def coron_specs(seed=None, nints=2, ngroups=5, readpatt="MEDIUM2", sgd_pattern="
         DN rms per frame of the DARK reference (NC-CI01: subtracting it adds noise).
     one_over_f : float
         1/f rms (DN), which no reference pixel of the subarray can remove.
+    mask : str
+        :data:`CORON_CONFIGS` key: the occulter, and with it the detector, subarray and filter
+        (``MASKA210R``: the SW case, F210M on NRCA2's SUB640A210R).
 
     Returns
     -------
@@ -324,11 +337,12 @@ def coron_specs(seed=None, nints=2, ngroups=5, readpatt="MEDIUM2", sgd_pattern="
 
     seed = CORON_SEED if seed is None else int(seed)
     rng = np.random.default_rng([seed, 15])
+    detector, subarray, filter_name = CORON_CONFIGS[mask]
     scene = CoronScene(star_rate=5.0e6, contrast=contrast, separation=separation, position_angle=position_angle,
-                       wfe_nm=20.0, speckle_nm=30.0, wfe_seed=seed + 3)
+                       wfe_nm=20.0, speckle_nm=30.0, wfe_seed=seed + 3, mask=mask)
     base = ExposureSpec(
-        detector="NRCALONG", subarray="SUB320A335R", readpatt=readpatt, nints=nints, ngroups=ngroups,
-        filter="F335M", pupil="MASKRND", exp_type="NRC_CORON", program=1412, visit=1, visit_group=2,
+        detector=detector, subarray=subarray, readpatt=readpatt, nints=nints, ngroups=ngroups,
+        filter=filter_name, pupil="MASKRND", exp_type="NRC_CORON", program=1412, visit=1, visit_group=2,
         sequence=1, activity=1, exposure=1, sky=0.3, n_stars=0, n_galaxies=0, n_saturating_stars=0,
         one_over_f=one_over_f, one_over_f_common=1.0, amp_offsets=20.0, cr_rate=3e-4, snowballs=0, zeroframe=True,
         ref_seed=seed + 1, scene_seed=seed + 2, scene="coron", dark_ref_noise=dark_ref_noise,

@@ -33,7 +33,8 @@ from webbflow.refs import load_references
 from webbflow.stages import detector1_stream
 from webbflow.steps import persistence
 
-__all__ = ["STEP_REFTYPES", "call_step", "fitopt_path", "iter_steps", "one_over_f_table", "run", "write_one_over_f"]
+__all__ = ["STEP_REFTYPES", "call_step", "fitopt_path", "iter_steps", "jump_fraction", "one_over_f_table", "run",
+           "write_one_over_f"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,28 @@ def _needed_reftypes(params):
             continue
         needed += [t for t in STEP_REFTYPES[step] if t not in needed]
     return needed
+
+
+def _references_used(params, references):
+    """(references with str paths, the types the steps of ``params`` need, type -> path of those read)."""
+    references = {t: (str(p) if p else None) for t, p in (references or {}).items()}
+    needed = _needed_reftypes(params)
+    used = {t: references[t] for t in needed if references.get(t)}
+    # superbias also feeds the saturation step's A/D-floor test, as in jwst.
+    if not params["saturation"].get("skip") and references.get("superbias"):
+        used["superbias"] = references["superbias"]
+    # SIRS's kernel is optional, as in jwst: without one refpix keeps the running median
+    if (not params["refpix"].get("skip") and params["refpix"].get("refpix_algorithm") == "sirs"
+            and references.get("sirskernel")):
+        used["sirskernel"] = references["sirskernel"]
+    return references, needed, used
+
+
+def _drop_subarray_sirskernel(used, refs, readout):
+    if "sirskernel" in used and "FULL" not in str(readout.subarray).upper():
+        # jwst reads the kernel for full frames only (and records R_SIRSKL only then)
+        del used["sirskernel"]
+        refs.pop("sirskernel", None)
 
 
 def _check_references(uncal_path, headers, references, needed):
@@ -451,12 +474,7 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     if params["ramp_fit"].pop("skip", False):
         raise ValueError("steps.ramp_fit.skip cannot be true: ramp_fit makes the rate products")
     _small_pages()
-    references = {t: (str(p) if p else None) for t, p in (references or {}).items()}
-    needed = _needed_reftypes(params)
-    used = {t: references[t] for t in needed if references.get(t)}
-    # superbias also feeds the saturation step's A/D-floor test, as in jwst.
-    if not params["saturation"].get("skip") and references.get("superbias"):
-        used["superbias"] = references["superbias"]
+    references, needed, used = _references_used(params, references)
     if highpix_path is not None:  # the summary's levels are the saturation reference's
         if not references.get("saturation"):
             raise ReferenceFileError(uncal_path, "no saturation reference: the persistence summary "
@@ -464,10 +482,6 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
                                      "give one (references.dir or overrides.saturation) or set "
                                      "steps.persistence.skip: true")
         used["saturation"] = references["saturation"]
-    # SIRS's kernel is optional, as in jwst: without one refpix keeps the running median
-    if (not params["refpix"].get("skip") and params["refpix"].get("refpix_algorithm") == "sirs"
-            and references.get("sirskernel")):
-        used["sirskernel"] = references["sirskernel"]
     peek = _peek_readout(uncal_path, exp_types)
     max_bytes = int((max_memory_mb or detector1_stream.DEFAULT_MAX_MEMORY_MB) * 2**20)
     streamed = peek is not None and detector1_stream.plan(
@@ -489,14 +503,9 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     log.info("%s: %d int x %d groups x %d x %d, %s %s %s", Path(uncal_path).name, *shape,
              readout.detector, readout.subarray, headers.primary.get("FILTER"))
     _check_references(uncal_path, headers, references, needed)
-    if early is not None and early.readout == readout and early.shape == tuple(shape[-2:]):
-        refs = early.result()
-    else:
-        refs = load_references(used, readout, shape[-2:])
-    if "sirskernel" in used and "FULL" not in str(readout.subarray).upper():
-        # jwst reads the kernel for full frames only (and records R_SIRSKL only then)
-        del used["sirskernel"]
-        refs.pop("sirskernel", None)
+    refs = early.result() if early is not None and early.readout == readout and early.shape == tuple(shape[-2:]) \
+        else load_references(used, readout, shape[-2:])
+    _drop_subarray_sirskernel(used, refs, readout)
     warmup.join()
     _limit_threads()
 
@@ -557,3 +566,41 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
              Path(rate_path).name, Path(rateints_path).name)
     return statuses
+
+
+def jump_fraction(uncal_path, references, params, exp_types=SUPPORTED_EXP_TYPES):
+    """The fraction of an exposure's rateints pixels that detector1 under ``params`` flags JUMP_DET,
+    without fitting the ramps or writing anything.
+
+    The steps up to jump run in memory as :func:`run` runs them (same references, same parameters);
+    a pixel of an integration counts when any of its groups is JUMP_DET, which is the JUMP_DET bit of
+    the rateints DQ that :func:`run` writes (ramp_fit ORs the group flags into it).  The report compares
+    two stage-1 lines this way (coronagraphy: dark subtracted or not, NC-CI01).
+
+    Parameters
+    ----------
+    uncal_path : str or os.PathLike
+    references : dict
+        reftype -> path, as for :func:`run`.
+    params : dict
+        step -> {parameter: value}, as for :func:`run`.
+    exp_types : sequence of str
+
+    Returns
+    -------
+    ndarray float64 (nints,)
+        Per integration, the fraction of its pixels with a JUMP_DET group.
+    """
+    from webbflow.dqflags import JUMP_DET
+
+    params = {step: dict(params.get(step) or {}) for step in DETECTOR1_STEPS}
+    references, needed, used = _references_used(params, references)
+    ramp, readout, headers = read_uncal(uncal_path, exp_types=exp_types)
+    _check_references(uncal_path, headers, references, needed)
+    refs = load_references(used, readout, ramp.shape[-2:])
+    _drop_subarray_sirskernel(used, refs, readout)
+    steps = DETECTOR1_STEPS[:DETECTOR1_STEPS.index("jump") + 1]
+    for _ in iter_steps(ramp, readout, headers, refs, params, steps=steps):
+        pass
+    flagged = np.bitwise_or.reduce(ramp.groupdq, axis=1) & JUMP_DET
+    return np.mean(flagged != 0, axis=(1, 2))

@@ -1,0 +1,106 @@
+"""The SW round-mask case of the coronagraphy mode (issue #15 part 1): MASK210R + F210M on NRCA2's
+SUB640A210R (640 × 640, 0.031″ pixels, no reference pixels).
+
+The simulator's SW configuration (``coron_specs(mask="MASKA210R")``: both rolls and two of the
+reference star's small-grid-dither points, 2 integrations × 3 groups) goes through the library as the
+workflow runs it under the preset's recommended line: detector1 (dark skipped, pseudo reference rows),
+image2 (calints), the coron3 association from the headers and coron3 with its PSFMASK (sector KLIP,
+ADI + RDI, the companion fit; the contrast curve off for time).  Against the simulator's truth:
+
+* the PSFMASK reference is MASKA210R's on the subarray (0 at the mask centre, 1 far out) and opens as
+  a PsfMaskModel;
+* the 1e-4 companion at 1.5″ (48 SW pixels) is found within 0.15 px of its true pixel in the first
+  roll with S/N > 20 and more than 10 × any other peak's (0.070 px, S/N 897 vs ≤ 19.6 when written),
+  and its flux within 5 % of truth × PHOTMJSR × the occulter's transmission
+  × FLUXFRAC (as the LW demo's test, tests/test_coron_workflow.py).
+
+The tolerance on position is 0.15 SW pixels (4.7 mas, half the LW test's 0.1 LW pixels in arcsec): with
+two integrations of three groups the fit's statistical error is a few hundredths of a pixel.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sw_run(tmp_path_factory):
+    from astropy.table import Table
+
+    from webbflow.associations import coron3_associations, write_asn
+    from webbflow.exposures import exposure_table
+    from webbflow.refs import select_references
+    from webbflow.refs.select import IMAGE2_REFTYPES
+    from webbflow.simulate import run_specs
+    from webbflow.simulate.presets import coron_specs
+    from webbflow.stages import coron3, detector1, image2
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_coron_workflow import _preset_parameters
+
+    out = tmp_path_factory.mktemp("coron_sw")
+    specs = coron_specs(nints=2, ngroups=3, mask="MASKA210R")[:4]  # 2 rolls + 2 SGD points of the reference
+    uncals = run_specs(specs, out)
+    _, params1 = _preset_parameters("detector1", True)
+    for uncal in uncals:
+        root = uncal.name.removesuffix("_uncal.fits")
+        header = fits.getheader(uncal)
+        rateints = out / "stage1" / f"{root}_rateints.fits"
+        rateints.parent.mkdir(exist_ok=True)
+        detector1.run(uncal, rateints.with_name(f"{root}_rate.fits"), rateints,
+                      select_references(header, out / "refs"), params1)
+        refs2 = select_references(header, out / "refs", None, IMAGE2_REFTYPES)
+        image2.run(rateints, out / "stage1" / f"{root}_calints.fits", {t: refs2[t] for t in IMAGE2_REFTYPES}, {})
+    (asn,) = coron3_associations(exposure_table(out / "uncal"))
+    path = write_asn(asn, out / "stage1" / "coron3_asn.json", suffix="calints")
+    _, params3 = _preset_parameters("coron3", True)
+    truth = out / "truth"
+    row = Table.read(truth / "companion.ecsv")[0]
+    template = truth / "psf_template.fits"
+    params3["klip"].update(contrast=False, psf_template=str(template),
+                           star_flux=float(row["star_flux"]) * float(row["photmjsr"]) * fits.getheader(template)["FLUXFRAC"])
+    (psfmask,) = (out / "refs").glob("*psfmask*")
+    products = coron3.run(path, {"psfmask": psfmask}, params3, out / "coron3")
+    return out, asn, psfmask, products
+
+
+def test_sw_psfmask_is_the_210r_occulter_on_the_subarray(sw_run):
+    from stdatamodels.jwst import datamodels
+
+    _, _, psfmask, _ = sw_run
+    with datamodels.PsfMaskModel(str(psfmask)) as m:
+        assert m.data.shape == (640, 640) and m.meta.subarray.name == "SUB640A210R"
+        assert m.meta.instrument.coronagraph == "MASKA210R" and m.meta.instrument.filter == "F210M"
+        assert m.data[319, 319] < 1e-3 and m.data[0, 0] > 0.99
+
+
+def test_sw_coron3_recovers_the_companion(sw_run):
+    from astropy.table import QTable
+
+    out, asn, _, products = sw_run
+    assert asn.product == "jw01412-c1001_t001_nircam_f210m-maskrnd-sub640a210r"
+    assert len(products["psfsub"]) == 2 and len(products["crfints"]) == 4
+    true = QTable.read(out / "truth" / "companion.ecsv")[0]
+    positions = QTable.read(out / "truth" / "star_positions.ecsv")
+    first = positions[positions["rootname"] == asn.members[0]][0]
+    found = QTable.read(products["companions"])
+    print(found)
+    offsets = np.hypot(found["x_det"].value - first["companion_x"].value,
+                       found["y_det"].value - first["companion_y"].value)
+    k = int(np.argmin(offsets))
+    best, others = found[k], np.delete(np.asarray(found["snr"], float), k)
+    assert offsets.min() < 0.15, offsets
+    # the companion stands out: the other peaks above snr_threshold (S/N 5-20, contrast <= 2e-6 on the run
+    # this test was written with) are not in the scene; two integrations of three groups leave them
+    assert best["snr"] > 20 and best["snr"] > 10 * others.max(initial=0.0), (best["snr"], others)
+    expected = (float(true["flux"].value) * float(true["photmjsr"]) * float(true["mask_transmission"])
+                * fits.getheader(out / "truth" / "psf_template.fits")["FLUXFRAC"])
+    assert abs(float(best["flux"]) / expected - 1) < 0.05, (float(best["flux"]), expected)
+    print(json.dumps({"offset_px": float(offsets.min()), "snr": float(best["snr"]),
+                      "flux_ratio": float(best["flux"]) / expected}))
