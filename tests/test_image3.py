@@ -208,3 +208,30 @@ def test_rate_file_is_refused_with_a_clear_message(tmp_path):
     with pytest.raises(InputError, match="x_rate.fits.*DN/s.*photom"):
         image3.run([path], i2d=tmp_path / "a_i2d.fits", cat=tmp_path / "a_cat.ecsv", segm=tmp_path / "a_segm.fits",
                    crf_dir=tmp_path, asn_id="o001", product="a")
+
+
+def test_vega_magnitudes_from_an_abvegaoffset_reference(runs, tmp_path):
+    from webbflow.io.image3 import read_cal
+    from webbflow.simulate.stage2_refs import write_abvegaoffset_reference
+    from webbflow.steps.source_catalog import read_abvega_offset
+
+    path = write_abvegaoffset_reference(tmp_path / "abvega.asdf", "NRCA1",
+                                        {("F200W", "CLEAR"): 1.79, ("F150W", "CLEAR"): 1.24})
+    assert read_abvega_offset(path, "F200W", "CLEAR") == pytest.approx(1.79)
+    with pytest.raises(InputError, match="0 rows for F444W/CLEAR"):
+        read_abvega_offset(path, "F444W", "CLEAR")
+    with pytest.raises(InputError, match="ABVEGAOFFSET"):
+        read_abvega_offset(runs["paths"][0], "F200W", "CLEAR")
+    # Without a reference (the module's runs) Vega equals AB, as jwst's catalog without one.
+    plain = Table.read(runs["aligned"]["cat"])
+    np.testing.assert_array_equal(plain["aper_total_vegamag"], plain["aper_total_abmag"])
+    models = [read_cal(p) for p in runs["paths"]]
+    result = image3.run_models(models, {"tweakreg": {"skip": True}, "outlier_detection": {"skip": True},
+                                        "source_catalog": {"abvegaoffset_file": str(path)}})
+    cat = result["catalog"].catalog
+    assert cat.meta["abvega_offset"] == pytest.approx(1.79)
+    for name in ("aper30", "aper50", "aper70", "aper_total", "isophotal"):
+        good = np.isfinite(cat[f"{name}_abmag"])
+        assert good.sum() >= 10
+        np.testing.assert_allclose(cat[f"{name}_abmag"][good] - cat[f"{name}_vegamag"][good], 1.79, atol=1e-6)
+        np.testing.assert_array_equal(cat[f"{name}_vegamag_err"], cat[f"{name}_abmag_err"])
