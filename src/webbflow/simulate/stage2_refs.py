@@ -29,7 +29,8 @@ from webbflow.simulate import optics
 from webbflow.simulate.detectors import DETECTORS
 
 __all__ = ["STAGE2_REFTYPES", "flat_response", "flat_field_array", "retarget_exp_type", "stage2_reference_paths",
-           "write_apcorr_reference", "write_abvegaoffset_reference",
+           "write_apcorr_reference", "write_abvegaoffset_reference", "write_demo_abvegaoffset",
+           "ABVEGAOFFSET_NAME",
            "write_stage2_references", "NAN_FLAT_PIXELS"]
 
 STAGE2_REFTYPES = ("distortion", "flat", "photom", "area")
@@ -343,6 +344,20 @@ def write_apcorr_reference(path, detector, filter_name, pupil, eefractions, radi
     return path
 
 
+ABVEGAOFFSET_NAME = "webbflow_nircam_abvegaoffset.asdf"
+"""The simulator's ABVEGAOFFSET reference in ``<outdir>/refs`` (every filter, PUPIL CLEAR)."""
+
+
+def write_demo_abvegaoffset(outdir):
+    """Write (if missing) ``<outdir>/refs/``:data:`ABVEGAOFFSET_NAME`: every filter with PUPIL CLEAR at
+    :func:`optics.abvega_offset`; the CRDS cache stand-in selects it by EXP_TYPE, as CRDS does."""
+    path = Path(outdir) / "refs" / ABVEGAOFFSET_NAME
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_abvegaoffset_reference(path, "ANY", {(f, "CLEAR"): optics.abvega_offset(f) for f in sorted(optics.FILTERS)})
+    return path
+
+
 def write_abvegaoffset_reference(path, detector, offsets):
     """Write an ABVEGAOFFSET reference (ABVegaOffsetModel, ASDF as in CRDS).
 
@@ -355,7 +370,8 @@ def write_abvegaoffset_reference(path, detector, offsets):
     with ABVegaOffsetModel() as model:
         model.meta.reftype = "ABVEGAOFFSET"
         model.meta.instrument.name = "NIRCAM"
-        model.meta.instrument.detector = detector
+        if detector not in ("ANY", "N/A", None):
+            model.meta.instrument.detector = detector
         model.meta.telescope = "JWST"
         model.meta.author = "webbflow simulator"
         model.meta.pedigree = "SIMULATION"
