@@ -198,7 +198,8 @@ def encircled_energy_apertures(data, error, xy, eefractions=(0.3, 0.5, 0.7), fwh
 
 def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000, kernel_fwhm=2.0,
                    snr_threshold=3.0, npixels=25, deblend=False, aperture_ee=(30, 50, 70), apcorr_table=None,
-                   ci1_star_threshold=2.0, ci2_star_threshold=1.8, ee_norm_radius=4.0, abvega_offset=0.0):
+                   ci1_star_threshold=2.0, ci2_star_threshold=1.8, ee_norm_radius=4.0, abvega_offset=0.0,
+                   clip_apertures=False):
     """Catalog of the sources of a resampled image.
 
     Parameters
@@ -224,6 +225,12 @@ def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000
     abvega_offset : float
         m_AB - m_Vega of the filter (:func:`read_abvega_offset`): the ``*_vegamag`` columns are
         the ``*_abmag`` ones minus it, with the same errors (jwst).
+    clip_apertures : bool
+        False (jwst): an aperture that reaches a pixel with no data (off the mosaic's coverage, or
+        a hole no exposure measured, such as a core saturated in all of them) gives NaN.  True
+        (beyond jwst): such apertures sum the measured pixels, less the sky over the area those
+        cover, and the column ``aper_coverage`` (fraction of the largest aperture's area on
+        measured pixels; below 1 = clipped, the fluxes are then lower limits) flags them.
 
     Returns
     -------
@@ -289,15 +296,26 @@ def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000
     table["aper_bkg_flux"] = sky * u.Jy
     table["aper_bkg_flux_err"] = sky_err * u.Jy
     fluxes = {}
+    nodata = ~np.isfinite(raw)
     for frac, radius in zip(fractions, apertures.radii):
         ap = CircularAperture(pos, radius)
-        phot = aperture_photometry(raw, ap, error=raw_err)
-        flux = np.asarray(phot["aperture_sum"], float) - sky * ap.area
+        if clip_apertures:
+            # Beyond jwst: sum the measured pixels only, and the sky over the area they cover.
+            phot = aperture_photometry(np.where(nodata, 0.0, raw), ap, error=np.where(nodata, 0.0, raw_err))
+            covered = np.asarray(aperture_photometry((~nodata).astype(float), ap)["aperture_sum"], float)
+            flux = np.asarray(phot["aperture_sum"], float) - sky * covered
+        else:
+            phot = aperture_photometry(raw, ap, error=raw_err)
+            covered = np.full(len(pos), ap.area)
+            flux = np.asarray(phot["aperture_sum"], float) - sky * ap.area
         ferr = np.asarray(phot["aperture_sum_err"], float)
         name = f"aper{int(round(frac * 100))}"
         fluxes[name] = flux
         table[f"{name}_flux"] = flux * u.Jy
         table[f"{name}_flux_err"] = ferr * u.Jy
+    if clip_apertures:
+        # The flag of a clipped aperture: its flux (and total) miss what fell on unmeasured pixels.
+        table["aper_coverage"] = np.clip(covered / ap.area, 0.0, 1.0)
     last = f"aper{int(round(fractions[-1] * 100))}"
     total = fluxes[last] * apertures.apcorr
     total_err = np.asarray(table[f"{last}_flux_err"].value) * apertures.apcorr
