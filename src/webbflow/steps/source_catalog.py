@@ -303,6 +303,8 @@ def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000
             # Beyond jwst: sum the measured pixels only, and the sky over the area they cover.
             phot = aperture_photometry(np.where(nodata, 0.0, raw), ap, error=np.where(nodata, 0.0, raw_err))
             covered = np.asarray(aperture_photometry((~nodata).astype(float), ap)["aperture_sum"], float)
+            # the exact overlaps of a fully measured aperture sum to its area only to rounding
+            covered = np.where(covered > ap.area * (1 - 1e-6), ap.area, covered)
             flux = np.asarray(phot["aperture_sum"], float) - sky * covered
         else:
             phot = aperture_photometry(raw, ap, error=raw_err)
