@@ -208,3 +208,64 @@ def test_rate_file_is_refused_with_a_clear_message(tmp_path):
     with pytest.raises(InputError, match="x_rate.fits.*DN/s.*photom"):
         image3.run([path], i2d=tmp_path / "a_i2d.fits", cat=tmp_path / "a_cat.ecsv", segm=tmp_path / "a_segm.fits",
                    crf_dir=tmp_path, asn_id="o001", product="a")
+
+
+def test_vega_magnitudes_from_an_abvegaoffset_reference(runs, tmp_path):
+    from webbflow.io.image3 import read_cal
+    from webbflow.simulate.stage2_refs import write_abvegaoffset_reference
+    from webbflow.steps.source_catalog import read_abvega_offset
+
+    path = write_abvegaoffset_reference(tmp_path / "abvega.asdf", "NRCA1",
+                                        {("F200W", "CLEAR"): 1.79, ("F150W", "CLEAR"): 1.24})
+    assert read_abvega_offset(path, "F200W", "CLEAR") == pytest.approx(1.79)
+    with pytest.raises(InputError, match="0 rows for F444W/CLEAR"):
+        read_abvega_offset(path, "F444W", "CLEAR")
+    with pytest.raises(InputError, match="ABVEGAOFFSET"):
+        read_abvega_offset(runs["paths"][0], "F200W", "CLEAR")
+    # Without a reference (the module's runs) Vega equals AB, as jwst's catalog without one.
+    plain = Table.read(runs["aligned"]["cat"])
+    np.testing.assert_array_equal(plain["aper_total_vegamag"], plain["aper_total_abmag"])
+    models = [read_cal(p) for p in runs["paths"]]
+    result = image3.run_models(models, {"tweakreg": {"skip": True}, "outlier_detection": {"skip": True},
+                                        "source_catalog": {"abvegaoffset_file": str(path)}})
+    cat = result["catalog"].catalog
+    assert cat.meta["abvega_offset"] == pytest.approx(1.79)
+    for name in ("aper30", "aper50", "aper70", "aper_total", "isophotal"):
+        good = np.isfinite(cat[f"{name}_abmag"])
+        assert good.sum() >= 10
+        np.testing.assert_allclose(cat[f"{name}_abmag"][good] - cat[f"{name}_vegamag"][good], 1.79, atol=1e-6)
+        np.testing.assert_array_equal(cat[f"{name}_vegamag_err"], cat[f"{name}_abmag_err"])
+
+
+def test_clipped_apertures_are_flagged_not_nan(runs):
+    """An aperture over a pixel with no data is NaN (jwst); with ``clip_apertures`` it sums the
+    measured pixels and ``aper_coverage`` < 1 flags it, other sources unchanged."""
+    from webbflow.steps.source_catalog import source_catalog
+
+    with datamodels.open(runs["aligned"]["i2d"]) as m:
+        data, err, wht, wcs = np.array(m.data), np.array(m.err), np.array(m.wht), m.meta.wcs
+        pixar = m.meta.photometry.pixelarea_steradians
+    cat = Table.read(runs["aligned"]["cat"])
+    k = int(np.nanargmax(np.where(cat["nn_dist"] > 12, cat["aper_total_flux"], np.nan)))
+    x, y = int(round(cat["xcentroid"][k])), int(round(cat["ycentroid"][k]))
+    data[y, x + 1] = np.nan  # one unmeasured pixel beside the core, as a saturated core leaves
+    mask = (wht == 0) | ~np.isfinite(data)
+    kwargs = dict(mask=mask, apcorr_table=None)
+    plain = source_catalog(data, err, wcs, pixar, **kwargs).catalog
+    clipped = source_catalog(data, err, wcs, pixar, clip_apertures=True, **kwargs).catalog
+    assert "aper_coverage" not in plain.colnames
+    j = int(np.argmin(np.hypot(plain["xcentroid"] - x, plain["ycentroid"] - y)))
+    total = {name: np.asarray(getattr(c["aper_total_flux"], "value", c["aper_total_flux"]), float)
+             for name, c in (("plain", plain), ("clipped", clipped), ("file", cat))}
+    assert np.isnan(total["plain"][j]) and np.isfinite(total["clipped"][j])
+    radius = clipped.meta["aperture_radii_pix"][-1]
+    assert 1 - 1.01 / (np.pi * radius**2) < clipped["aper_coverage"][j] < 1  # one pixel of the aperture lost
+    # the lost pixel held a bright part of the core: the clipped flux is a lower limit
+    assert total["clipped"][j] < total["file"][k]
+    full = np.asarray(clipped["aper_coverage"]) == 1
+    assert full.sum() >= 10
+    finite = full & np.isfinite(total["plain"])
+    np.testing.assert_allclose(total["clipped"][finite], total["plain"][finite], rtol=1e-10)
+    # the sources plain leaves NaN at the footprint's edge are clipped and flagged too
+    edge = ~np.isfinite(total["plain"]) & (np.arange(len(plain)) != j)
+    assert np.isfinite(total["clipped"][edge]).all() and (np.asarray(clipped["aper_coverage"])[edge] < 1).all()

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.coordinates import SkyCoord
 from astropy.table import Table
+from scipy import ndimage
 from stdatamodels.jwst import datamodels
 
 from webbflow.associations import read_asn
@@ -22,6 +24,7 @@ from webbflow.report.truth import (
     match_stars,
     truth_residuals,
 )
+from webbflow.simulate import optics
 from webbflow.simulate.exposure import GAIA_CATALOG
 from webbflow.stages import image3
 
@@ -121,8 +124,45 @@ def test_truth_astrometry_and_photometry(demo, filt):
     assert scatter_rel <= LIMIT_MAS, f"{filt}: relative-only scatter {scatter_rel:.1f} mas"
 
     isolated = good & (cat["nn_dist"].value > 10)
-    ratio = cat["aper_total_flux"].value[isolated] / np.asarray(stars[f"flux_{filt}"])[idx[isolated]]
-    # 2 %: jwst's outlier detection (reproduced exactly, output grid included; tests/test_parity_image3.py)
-    # flags a few core pixels of the brightest undersampled SW stars, the highest samples, which biases
-    # their aperture fluxes low by up to ~2 % (F200W: 0.982; 0.991 with outlier_detection skipped).
-    assert abs(np.median(ratio) - 1) < 0.02, f"{filt}: median flux ratio {np.median(ratio):.4f}"
+    true_flux = np.asarray(stars[f"flux_{filt}"])[idx[isolated]]
+    ratio = cat["aper_total_flux"].value[isolated] / true_flux
+    # 1 % (issue 17): 1.0000 / 1.0015 / 1.0020 / 1.0027 on 2026-12-06.  Before the simulated flats
+    # flagged the reference pixels, their ~0 MJy/sr drew dark bands at every exposure's edge that
+    # outlier detection flagged with the cores of the stars they crossed (F200W 0.987).
+    assert abs(np.median(ratio) - 1) < 0.01, f"{filt}: median flux ratio {np.median(ratio):.4f}"
+    # Vega magnitudes from the simulator's ABVEGAOFFSET reference (jwst's format), against the truth's.
+    offset = optics.abvega_offset(filt.upper())
+    assert cat.meta["abvega_offset"] == pytest.approx(offset)
+    true_vega = -2.5 * np.log10(true_flux / 3631.0) - offset
+    dmag = np.asarray(cat["aper_total_vegamag"])[isolated] - true_vega
+    assert abs(np.median(dmag)) < 0.011, f"{filt}: median Vega magnitude offset {np.median(dmag):.4f}"
+
+
+@pytest.mark.parametrize("filt", list(FILTERS))
+def test_bright_stars_away_from_edges_have_finite_totals(demo, filt):
+    """Every bright isolated star inside the mosaic's footprint (not within 8 pixels of its outer
+    edge) has a finite aperture-total flux.  Those whose aperture holds pixels no exposure measured
+    (the core of the demo's saturating star, DO_NOT_USE in every exposure: NaN in jwst) are
+    clipped (the imaging preset's recommended ``clip_apertures``) and flagged by aper_coverage < 1."""
+    workdir, stars = demo
+    cat = Table.read(_product(workdir, filt, "cat"))
+    with datamodels.open(_product(workdir, filt, "i2d")) as i2d:
+        wht = np.array(i2d.wht)
+    footprint = ndimage.binary_fill_holes(wht > 0)
+    outer_edge = ndimage.binary_dilation(~footprint, iterations=8, border_value=1)
+    idx, sep, _ = cat["sky_centroid"].match_to_catalog_sky(SkyCoord(stars["ra"], stars["dec"], unit="deg"))
+    x = np.rint(np.asarray(cat["xcentroid"])).astype(int)
+    y = np.rint(np.asarray(cat["ycentroid"])).astype(int)
+    inside = ~outer_edge[np.clip(y, 0, wht.shape[0] - 1), np.clip(x, 0, wht.shape[1] - 1)]
+    snr = np.asarray(cat["isophotal_flux"]) / np.asarray(cat["isophotal_flux_err"])
+    bright = (sep.arcsec < 0.3) & inside & (snr > 100) & np.asarray(stars["isolated"])[idx]
+    assert bright.sum() >= 15
+    total = np.asarray(cat["aper_total_flux"], float)
+    assert np.isfinite(total[bright]).all(), f"{filt}: NaN totals at {np.c_[x, y][bright & ~np.isfinite(total)]}"
+    # pixels no exposure measured inside the footprint, within the largest aperture (+1 px) of a centroid
+    radius = cat.meta["aperture_radii_pix"][-1]
+    to_hole = ndimage.distance_transform_edt(~((wht == 0) & footprint))
+    near_hole = to_hole[np.clip(y, 0, wht.shape[0] - 1), np.clip(x, 0, wht.shape[1] - 1)] <= radius + 1
+    clipped = np.asarray(cat["aper_coverage"]) < 1
+    assert not clipped[bright & ~near_hole].any()  # a full aperture is not flagged
+    assert (bright & clipped).sum() <= 1, f"{filt}: {(bright & clipped).sum()} bright stars over unmeasured pixels"

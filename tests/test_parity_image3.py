@@ -108,7 +108,7 @@ def runs(tmp_path_factory, oracle):
                                     [1 / f for f in probe.eefractions[:-1]] + [probe.apcorr], probe.skyin,
                                     probe.skyout)
     abvega = write_abvegaoffset_reference(out / "abvega.asdf", "NRCA1", {(FILTER, "CLEAR"): 1.7})
-    catalog = {**CATALOG, "apcorr_file": str(apcorr)}
+    catalog = {**CATALOG, "apcorr_file": str(apcorr), "abvegaoffset_file": str(abvega)}
     result = {}
     for case, tweak in (("notweak", {"skip": True}), ("tweak", TWEAK)):
         ours = _ours(cals, {"tweakreg": tweak, "source_catalog": catalog})
@@ -238,3 +238,10 @@ def test_catalog_positions_within_5_mas(runs, case):
             np.testing.assert_allclose(r[np.isfinite(r)], 1.0, rtol=1e-5, err_msg=c)
         np.testing.assert_array_equal(np.asarray(ours["is_extended"])[matched],
                                       np.asarray(theirs["is_extended"])[idx[matched]])
+        # Vega magnitudes: the same ABVEGAOFFSET row (1.7) taken off the same AB magnitudes
+        for c in ("aper70_vegamag", "aper_total_vegamag", "isophotal_vegamag"):
+            a, b = np.asarray(ours[c])[matched], np.asarray(theirs[c])[idx[matched]]
+            assert np.array_equal(np.isnan(a), np.isnan(b)), c
+            np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], atol=1e-4, err_msg=c)
+            np.testing.assert_allclose((np.asarray(ours[c.replace("vegamag", "abmag")])[matched] - a)[np.isfinite(a)],
+                                       1.7, atol=1e-6, err_msg=c)

@@ -4,6 +4,7 @@ import json
 
 from webbflow.associations import CORON3_EXP_TYPES, coron3_associations, image3_associations, tso3_associations
 from webbflow.simulate.exposure import GAIA_CATALOG
+from webbflow.simulate.stage2_refs import ABVEGAOFFSET_NAME
 RESOURCE_MODEL["image3"] = dict(mem_base=1000, mem_per_mb=3.0, runtime_base=10, runtime_per_mb=0.2, sized_on=None)
 # The demo's SUB160 exposures hold about ten stars 1.4" apart, with pointing errors under 0.3":
 # jwst's matching defaults (minobj 15, searchrad 2") cannot tie them.  Used for the demo only,
@@ -16,15 +17,23 @@ DEMO_IMAGE3_STEPS = {"tweakreg": {"minobj": 4, "searchrad": 0.5, "separation": 0
 DEMO_REFCAT = f"{DEMO_DIR}/{GAIA_CATALOG}"
 
 
+# The simulator's ABVEGAOFFSET reference (jwst's format; CRDS would serve it to source_catalog):
+# the demo catalogs' Vega magnitudes, under both step_defaults as jwst with CRDS.
+DEMO_ABVEGA = f"{DEMO_DIR}/refs/{ABVEGAOFFSET_NAME}"
+
+
 def demo_image3_steps(variant=None):
-    """The demo's image3 layer: its small-field matching, and its absolute catalog when recommended
-    (by the main config, or by ``variant``'s)."""
+    """The demo's image3 layer: its small-field matching, its AB-Vega offsets and, when recommended
+    (by the main config, or by ``variant``'s), its absolute catalog."""
     if not USE_DEMO:
         return None
+    steps = {k: dict(v) for k, v in DEMO_IMAGE3_STEPS.items()}
     step_defaults = (VARIANTS[variant][1] if variant else config)["step_defaults"]
     if step_defaults == "recommended" and Path(DEMO_REFCAT).exists():
-        return {"tweakreg": {**DEMO_IMAGE3_STEPS["tweakreg"], "abs_refcat": DEMO_REFCAT}}
-    return DEMO_IMAGE3_STEPS
+        steps["tweakreg"]["abs_refcat"] = DEMO_REFCAT
+    if Path(DEMO_ABVEGA).exists():
+        steps["source_catalog"] = {"abvegaoffset_file": DEMO_ABVEGA}
+    return steps
 
 
 wildcard_constraints:

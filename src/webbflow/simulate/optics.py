@@ -25,7 +25,7 @@ from webbflow.wcs import (ARCSEC2_TO_SR, compute_roll_ref, distortion_jacobian_d
 
 __all__ = ["SIAF", "POINTING_V2V3", "FILTERS", "WEAK_LENS_THROUGHPUT", "LYOT_THROUGHPUT", "photmjsr", "pixar_a2", "distortion_model",
            "pixel_area_map", "aperture_pointing", "commanded_attitude", "true_attitude",
-           "pixel_to_v23", "v23_to_pixel"]
+           "pixel_to_v23", "v23_to_pixel", "abvega_offset"]
 
 XREF = YREF = (FULL_SIZE - 1) / 2.0
 """0-based full-frame reference pixel of every detector (1024.5 1-based)."""
@@ -74,6 +74,23 @@ costs some light, so a DN/s is worth more MJy/sr)."""
 LYOT_THROUGHPUT = {"MASKRND": 0.75, "MASKBAR": 0.75}
 """PUPIL -> throughput relative to CLEAR of the coronagraphic Lyot stops (an assumed value: the stop
 is undersized, so a DN/s through it is worth more MJy/sr)."""
+
+
+# Vega's flux density (Jy) at broad-band effective wavelengths (micron), Bessell, Castelli & Plez
+# (1998) zero points (R, I, J, H, K, L, M): enough for the simulator's AB-Vega offsets.
+_VEGA_FNU = ((0.641, 3064.0), (0.798, 2416.0), (1.22, 1594.0), (1.63, 1024.0), (2.19, 667.0),
+             (3.45, 288.0), (4.8, 170.0))
+
+
+def abvega_offset(filter_name):
+    """m_AB - m_Vega of a filter: Vega's flux density interpolated (log-log) at its pivot wavelength.
+
+    Approximate (within ~0.1 mag of the published NIRCam values, e.g. 1.69 here for F200W, 3.18 for
+    F444W), and what the simulator's ABVEGAOFFSET reference lists.
+    """
+    wave, fnu = np.log(np.array(_VEGA_FNU)).T
+    pivot = np.log(FILTERS[filter_name][0])
+    return float(-2.5 * np.log10(np.exp(np.interp(pivot, wave, fnu)) / 3631.0))
 
 
 def photmjsr(filter_name, pupil="CLEAR"):

@@ -29,7 +29,8 @@ from webbflow.simulate import optics
 from webbflow.simulate.detectors import DETECTORS
 
 __all__ = ["STAGE2_REFTYPES", "flat_response", "flat_field_array", "retarget_exp_type", "stage2_reference_paths",
-           "write_apcorr_reference", "write_abvegaoffset_reference",
+           "write_apcorr_reference", "write_abvegaoffset_reference", "write_demo_abvegaoffset",
+           "ABVEGAOFFSET_NAME",
            "write_stage2_references", "NAN_FLAT_PIXELS"]
 
 STAGE2_REFTYPES = ("distortion", "flat", "photom", "area")
@@ -78,11 +79,19 @@ def _nan_pixels(detector, geometry, ref_seed):
 
 
 def flat_field_array(detector, geometry, filter_name, pupil, ref_seed):
-    """The FLAT reference SCI on ``geometry``: response × area, NaN where not measured."""
+    """The FLAT reference SCI on ``geometry``: response × area, NaN where not measured.
+
+    The reference pixels (the detector's 4-pixel border, where ``geometry`` reaches it) see no
+    light, so they have no flat: NaN, hence NO_FLAT_FIELD | DO_NOT_USE in the written DQ, and
+    flat_field makes them NaN in the cal file.  Left in, their ~0 MJy/sr would be drizzled into
+    the mosaic as dark 4-pixel bands at every exposure's edge, which outlier detection then
+    flags (with the cores of the stars they cross) and which bias those stars' fluxes low.
+    """
     flat = flat_response(detector, geometry, filter_name, pupil, ref_seed) \
         * optics.pixel_area_map(detector, geometry)
     flat = flat.astype(np.float32)
     flat[_nan_pixels(detector, geometry, ref_seed)] = np.nan
+    flat[geometry.reference_pixels()] = np.nan
     return flat
 
 
@@ -175,7 +184,7 @@ def _write_flat(path, detector, geometry, filter_name, pupil, ref_seed, extra):
         "SUBARRAY": geometry.name, "SUBSTRT1": geometry.xstart, "SUBSTRT2": geometry.ystart,
         "SUBSIZE1": geometry.xsize, "SUBSIZE2": geometry.ysize,
         "DESCRIP": f"webbflow synthetic flat {detector} {filter_name}/{pupil} {geometry.name}",
-        "FILENAME": path.name, **extra})
+        "FILENAME": path.name, "WFFLATV": FLAT_VERSION, **extra})
     _write_fits(path, [fits.PrimaryHDU(header=header), fits.ImageHDU(flat, name="SCI"),
                        fits.ImageHDU(np.full(geometry.shape, 0.005, np.float32), name="ERR"),
                        fits.ImageHDU(dq, name="DQ"), fits.BinTableHDU(_dq_def(), name="DQ_DEF")])
@@ -290,9 +299,14 @@ def write_stage2_references(outdir, detector, geometry, filter_name, pupil, ref_
     return paths
 
 
+# Version of the flat's content: a flat written before reference pixels were NaN (version 1) is rewritten.
+FLAT_VERSION = 2
+
+
 def _stale(path, ref_seed):
     try:
-        return fits.getheader(path).get("WFSEED") != ref_seed
+        header = fits.getheader(path)
+        return header.get("WFSEED") != ref_seed or header.get("WFFLATV", 1) != FLAT_VERSION
     except OSError:
         return True
 
@@ -330,6 +344,20 @@ def write_apcorr_reference(path, detector, filter_name, pupil, eefractions, radi
     return path
 
 
+ABVEGAOFFSET_NAME = "webbflow_nircam_abvegaoffset.asdf"
+"""The simulator's ABVEGAOFFSET reference in ``<outdir>/refs`` (every filter, PUPIL CLEAR)."""
+
+
+def write_demo_abvegaoffset(outdir):
+    """Write (if missing) ``<outdir>/refs/``:data:`ABVEGAOFFSET_NAME`: every filter with PUPIL CLEAR at
+    :func:`optics.abvega_offset`; the CRDS cache stand-in selects it by EXP_TYPE, as CRDS does."""
+    path = Path(outdir) / "refs" / ABVEGAOFFSET_NAME
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_abvegaoffset_reference(path, "ANY", {(f, "CLEAR"): optics.abvega_offset(f) for f in sorted(optics.FILTERS)})
+    return path
+
+
 def write_abvegaoffset_reference(path, detector, offsets):
     """Write an ABVEGAOFFSET reference (ABVegaOffsetModel, ASDF as in CRDS).
 
@@ -342,7 +370,8 @@ def write_abvegaoffset_reference(path, detector, offsets):
     with ABVegaOffsetModel() as model:
         model.meta.reftype = "ABVEGAOFFSET"
         model.meta.instrument.name = "NIRCAM"
-        model.meta.instrument.detector = detector
+        if detector not in ("ANY", "N/A", None):
+            model.meta.instrument.detector = detector
         model.meta.telescope = "JWST"
         model.meta.author = "webbflow simulator"
         model.meta.pedigree = "SIMULATION"

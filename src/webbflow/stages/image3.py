@@ -45,7 +45,8 @@ DEFAULTS = {
                      rotation=None, crval=None, output_shape=None),
     "source_catalog": dict(skip=False, bkg_boxsize=1000, kernel_fwhm=2.0, snr_threshold=3.0, npixels=25,
                            deblend=False, aperture_ee1=30, aperture_ee2=50, aperture_ee3=70, apcorr_file=None,
-                           ci1_star_threshold=2.0, ci2_star_threshold=1.8),
+                           abvegaoffset_file=None, ci1_star_threshold=2.0, ci2_star_threshold=1.8,
+                           clip_apertures=False),
 }
 """jwst 3.0 defaults of the image3 step parameters (``config/schema.yaml`` holds the same)."""
 
@@ -234,12 +235,20 @@ def run_models(models, params=None, names=None):
         status["source_catalog"] = "SKIPPED"
     else:
         apcorr = Table.read(sc["apcorr_file"]) if sc.get("apcorr_file") else None
+        inst = models[0].meta.instrument
+        if sc.get("abvegaoffset_file"):
+            abvega = catalog_step.read_abvega_offset(sc["abvegaoffset_file"], inst.filter, inst.pupil or "CLEAR")
+        else:
+            abvega = 0.0
+            log.warning("source_catalog: no ABVEGAOFFSET reference (steps.source_catalog.abvegaoffset_file); "
+                        "the catalog's Vega magnitudes equal its AB magnitudes and are not correct")
         catalog = catalog_step.source_catalog(
             resampled.data, resampled.err, out_wcs, (pscale / 206264.80624709636) ** 2,
             mask=resampled.wht == 0, bkg_boxsize=sc["bkg_boxsize"], kernel_fwhm=sc["kernel_fwhm"],
             snr_threshold=sc["snr_threshold"], npixels=sc["npixels"], deblend=sc["deblend"],
             aperture_ee=(sc["aperture_ee1"], sc["aperture_ee2"], sc["aperture_ee3"]), apcorr_table=apcorr,
-            ci1_star_threshold=sc["ci1_star_threshold"], ci2_star_threshold=sc["ci2_star_threshold"])
+            ci1_star_threshold=sc["ci1_star_threshold"], ci2_star_threshold=sc["ci2_star_threshold"],
+            abvega_offset=abvega, clip_apertures=sc["clip_apertures"])
         status["source_catalog"] = "COMPLETE"
     log.info("source_catalog %s (%.1f s)", status["source_catalog"], time.perf_counter() - t0)
     return {"images": images, "resampled": resampled, "catalog": catalog, "cal_steps": status,

@@ -22,7 +22,9 @@ curve of the brightest isolated point sources in the image, normalised at a
 large radius (``ee_norm_radius`` x the median FWHM).  An APCORR table
 (``radius``, ``apcorr``, ``eefraction``, ``skyin``, ``skyout``; radii in
 pixels of the i2d) can be given instead.  Column names follow jwst; Vega
-magnitudes are not computed (no ABVEGAOFFSET reference).
+magnitudes are the AB magnitudes minus ``abvega_offset`` (m_AB - m_Vega of the
+filter, from an ABVEGAOFFSET reference, :func:`read_abvega_offset`; 0 without
+one, as jwst, which then warns that they are not correct).
 """
 
 import logging
@@ -39,7 +41,8 @@ from photutils.background import Background2D, MedianBackground
 from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources
 from scipy.spatial import cKDTree
 
-__all__ = ["ApertureModel", "CatalogResult", "abmag", "encircled_energy_apertures", "source_catalog"]
+__all__ = ["ApertureModel", "CatalogResult", "abmag", "encircled_energy_apertures", "read_abvega_offset",
+           "source_catalog"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,48 @@ def abmag(flux_jy, flux_err_jy=None):
             return mag
         err = np.where(f > 0, 2.5 / np.log(10) * np.asarray(flux_err_jy, float) / f, np.nan)
     return mag, err
+
+
+def read_abvega_offset(path, filter_name, pupil):
+    """m_AB - m_Vega of ``filter_name``/``pupil`` from an ABVEGAOFFSET reference (jwst's format).
+
+    Parameters
+    ----------
+    path : str or Path
+        ABVEGAOFFSET reference (ASDF, ``abvega_offset`` table with ``filter``, ``pupil``,
+        ``abvega_offset`` columns), as CRDS serves them and the simulator writes them.
+    filter_name, pupil : str
+        The i2d's FILTER and PUPIL.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        The file cannot be read, or has not exactly one row for the filter and pupil.
+    """
+    from stdatamodels.jwst.datamodels import ABVegaOffsetModel
+
+    from webbflow.io.errors import InputError
+
+    try:
+        with ABVegaOffsetModel(str(path)) as model:
+            table = model.abvega_offset
+            filters = np.char.upper(np.asarray(table["filter"]).astype(str))
+            pupils = np.char.upper(np.asarray(table["pupil"]).astype(str))
+            rows = np.asarray(table["abvega_offset"], float)[(filters == filter_name.upper())
+                                                             & (pupils == pupil.upper())]
+    except Exception as exc:
+        raise InputError(path, f"cannot be read as an ABVEGAOFFSET reference ({exc})",
+                         "give an ABVEGAOFFSET reference (ASDF, abvega_offset table) or leave "
+                         "steps.source_catalog.abvegaoffset_file null") from None
+    if rows.size != 1:
+        raise InputError(path, f"has {rows.size} rows for {filter_name}/{pupil} (one needed)",
+                         "give the ABVEGAOFFSET reference that lists this filter and pupil")
+    log.info("AB to Vega magnitude offset %.5f", rows[0])
+    return float(rows[0])
 
 
 def _background(data, mask, boxsize):
@@ -153,7 +198,8 @@ def encircled_energy_apertures(data, error, xy, eefractions=(0.3, 0.5, 0.7), fwh
 
 def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000, kernel_fwhm=2.0,
                    snr_threshold=3.0, npixels=25, deblend=False, aperture_ee=(30, 50, 70), apcorr_table=None,
-                   ci1_star_threshold=2.0, ci2_star_threshold=1.8, ee_norm_radius=4.0):
+                   ci1_star_threshold=2.0, ci2_star_threshold=1.8, ee_norm_radius=4.0, abvega_offset=0.0,
+                   clip_apertures=False):
     """Catalog of the sources of a resampled image.
 
     Parameters
@@ -176,6 +222,15 @@ def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000
         Concentration-index limits of point sources (``is_extended``).
     ee_norm_radius : float
         Curve-of-growth normalisation radius in FWHM (no ``apcorr_table``).
+    abvega_offset : float
+        m_AB - m_Vega of the filter (:func:`read_abvega_offset`): the ``*_vegamag`` columns are
+        the ``*_abmag`` ones minus it, with the same errors (jwst).
+    clip_apertures : bool
+        False (jwst): an aperture that reaches a pixel with no data (off the mosaic's coverage, or
+        a hole no exposure measured, such as a core saturated in all of them) gives NaN.  True
+        (beyond jwst): such apertures sum the measured pixels, less the sky over the area those
+        cover, and the column ``aper_coverage`` (fraction of the largest aperture's area on
+        measured pixels; below 1 = clipped, the fluxes are then lower limits) flags them.
 
     Returns
     -------
@@ -241,15 +296,28 @@ def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000
     table["aper_bkg_flux"] = sky * u.Jy
     table["aper_bkg_flux_err"] = sky_err * u.Jy
     fluxes = {}
+    nodata = ~np.isfinite(raw)
     for frac, radius in zip(fractions, apertures.radii):
         ap = CircularAperture(pos, radius)
-        phot = aperture_photometry(raw, ap, error=raw_err)
-        flux = np.asarray(phot["aperture_sum"], float) - sky * ap.area
+        if clip_apertures:
+            # Beyond jwst: sum the measured pixels only, and the sky over the area they cover.
+            phot = aperture_photometry(np.where(nodata, 0.0, raw), ap, error=np.where(nodata, 0.0, raw_err))
+            covered = np.asarray(aperture_photometry((~nodata).astype(float), ap)["aperture_sum"], float)
+            # the exact overlaps of a fully measured aperture sum to its area only to rounding
+            covered = np.where(covered > ap.area * (1 - 1e-6), ap.area, covered)
+            flux = np.asarray(phot["aperture_sum"], float) - sky * covered
+        else:
+            phot = aperture_photometry(raw, ap, error=raw_err)
+            covered = np.full(len(pos), ap.area)
+            flux = np.asarray(phot["aperture_sum"], float) - sky * ap.area
         ferr = np.asarray(phot["aperture_sum_err"], float)
         name = f"aper{int(round(frac * 100))}"
         fluxes[name] = flux
         table[f"{name}_flux"] = flux * u.Jy
         table[f"{name}_flux_err"] = ferr * u.Jy
+    if clip_apertures:
+        # The flag of a clipped aperture: its flux (and total) miss what fell on unmeasured pixels.
+        table["aper_coverage"] = np.clip(covered / ap.area, 0.0, 1.0)
     last = f"aper{int(round(fractions[-1] * 100))}"
     total = fluxes[last] * apertures.apcorr
     total_err = np.asarray(table[f"{last}_flux_err"].value) * apertures.apcorr
@@ -259,6 +327,8 @@ def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000
         mag, magerr = abmag(table[f"{name}_flux"].value, table[f"{name}_flux_err"].value)
         table[f"{name}_abmag"] = mag
         table[f"{name}_abmag_err"] = magerr
+        table[f"{name}_vegamag"] = mag - abvega_offset
+        table[f"{name}_vegamag_err"] = magerr
     names = list(fluxes)
     with np.errstate(divide="ignore", invalid="ignore"):
         ci = {}
@@ -276,6 +346,8 @@ def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000
     mag, magerr = abmag(iso, iso_err)
     table["isophotal_abmag"] = mag
     table["isophotal_abmag_err"] = magerr
+    table["isophotal_vegamag"] = mag - abvega_offset
+    table["isophotal_vegamag_err"] = magerr
     table["isophotal_area"] = cat.area
     table["semimajor_sigma"] = cat.semimajor_axis if hasattr(cat, "semimajor_axis") else cat.semimajor_sigma
     table["semiminor_sigma"] = cat.semiminor_axis if hasattr(cat, "semiminor_axis") else cat.semiminor_sigma
@@ -291,5 +363,6 @@ def source_catalog(data, err, wcs, pixel_area_sr, *, mask=None, bkg_boxsize=1000
     table.meta["aperture_ee"] = list(aperture_ee)
     table.meta["aperture_radii_pix"] = [float(r) for r in apertures.radii]
     table.meta["aperture_correction"] = float(apertures.apcorr)
+    table.meta["abvega_offset"] = float(abvega_offset)
     log.info("%d sources", len(table))
     return CatalogResult(table, np.asarray(segm.data, np.int32), apertures)
