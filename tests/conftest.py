@@ -182,6 +182,22 @@ def compare_products(a, b):
     return module.compare(a, b)
 
 
+def planned_outputs(stdout):
+    """Output files of the jobs a snakemake dry run (``-n``) plans, by rule, in the plan's order (not
+    ``--list-changes params``: in snakemake 9.27 that lists every output whether or not its parameters
+    changed)."""
+    import re
+
+    planned, rule = {}, None
+    for line in stdout.splitlines():
+        head = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line)
+        if head:
+            rule = head.group(1)
+        elif line.strip().startswith("output:") and rule:
+            planned.setdefault(rule, []).extend(f.strip() for f in line.split(":", 1)[1].split(","))
+    return planned
+
+
 @pytest.fixture(scope="session")
 def oracle():
     """jwst 3.0's venv, ``(python, site_packages)`` as :func:`webbflow.oracle.oracle_paths` finds it
@@ -202,7 +218,7 @@ def make():
                            reference_set=write_reference_set, DQ_DEF=DQ_DEF,
                            assert_rate_recovers_truth=assert_rate_recovers_truth,
                            assert_fits_checksums=assert_fits_checksums, flip_byte=flip_byte,
-                           compare_products=compare_products)
+                           compare_products=compare_products, planned_outputs=planned_outputs)
 
 
 @pytest.fixture(scope="session")

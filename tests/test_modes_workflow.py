@@ -8,7 +8,6 @@ program is three hand-built exposures reduced with a folder of references (no CR
 
 import hashlib
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -33,18 +32,6 @@ def rate_products(*roots):
     return sorted(f"out/detector1/f200w/{root}_{suffix}" for root in roots
                   for suffix in ("rate.fits", "rateints.fits", "onef.ecsv"))
 
-
-def planned_outputs(stdout):
-    """Output files of the jobs a dry run (``-n``) plans, by rule (not ``--list-changes params``:
-    in snakemake 9.27 that lists every output whether or not its parameters changed)."""
-    planned, rule = {}, None
-    for line in stdout.splitlines():
-        head = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line)
-        if head:
-            rule = head.group(1)
-        elif line.strip().startswith("output:") and rule:
-            planned.setdefault(rule, []).extend(f.strip() for f in line.split(":", 1)[1].split(","))
-    return {rule: sorted(outputs) for rule, outputs in planned.items()}
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +75,13 @@ def _digests(work, paths):
     return {p: hashlib.sha256((work / p).read_bytes()).hexdigest() for p in paths}
 
 
-def test_per_mode_override_changes_only_that_modes_products(program):
+def test_per_mode_override_changes_only_that_modes_products(program, make):
     run, work = program.snakemake, program.work
 
     def plan(**config):
         """Outputs of the jobs ``snakemake -n stage1`` plans with this config."""
-        return planned_outputs(_ok(run("-n", "stage1", **config)).stdout)
+        planned = make.planned_outputs(_ok(run("-n", "stage1", **config)).stdout)
+        return {rule: sorted(outputs) for rule, outputs in planned.items()}
 
     # imaging alone: the NRC_TSIMAGE exposure is skipped
     proc = _ok(run("--cores", "2", "stage1", modes=["imaging"]))

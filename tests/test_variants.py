@@ -116,17 +116,6 @@ def _ok(proc):
     return proc
 
 
-def planned_outputs(proc):
-    """Output files of the jobs a dry run (``-n``) plans, by rule."""
-    planned, rule = {}, None
-    for line in proc.stdout.splitlines():
-        head = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line)
-        if head:
-            rule = head.group(1)
-        elif line.strip().startswith("output:") and rule:
-            planned.setdefault(rule, []).extend(f.strip() for f in line.split(":", 1)[1].split(","))
-    return planned
-
 
 def _demo_roots(workdir):
     return sorted(p.name.removesuffix("_uncal.fits") for p in (workdir / "demo" / "uncal").glob("*_uncal.fits"))
@@ -153,13 +142,13 @@ def variants_config(demo_workdir, tmp_path_factory):
 
 
 @pytest.mark.workflow
-def test_variants_plan_only_the_affected_products(demo_workdir, variants_config):
+def test_variants_plan_only_the_affected_products(demo_workdir, variants_config, make):
     """On the reduced demo, the variants' dry run plans detector1, image2 and image3 again for the two
     jump thresholds, image2 and image3 for the image2-only variant (from the main tree's rates), image3
     alone for the image3-only one (from the main cals), nothing of the main tree, and the comparison."""
     roots = _demo_roots(demo_workdir)
     # the default target: the variants come with it, and the main tree (up to date) plans nothing
-    planned = planned_outputs(_ok(snakemake(demo_workdir, "--configfile", str(variants_config), "-n")))
+    planned = make.planned_outputs(_ok(snakemake(demo_workdir, "--configfile", str(variants_config), "-n")).stdout)
     assert set(planned) == {"detector1_variant", "image2_variant", "image3_asn_variant", "image3_variant",
                             "qa_variants"}, planned.keys()
     rates = sorted(p for p in planned["detector1_variant"] if p.endswith("_rate.fits"))

@@ -98,25 +98,14 @@ def test_demo_rates_recover_the_truth(demo_run, make):
         make.assert_rate_recovers_truth(rate_path, truth_path, root)
 
 
-def planned_outputs(proc):
-    """Output files of the jobs a dry run (``-n``) plans, by rule."""
-    planned, rule = {}, None
-    for line in proc.stdout.splitlines():
-        head = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line)
-        if head:
-            rule = head.group(1)
-        elif line.strip().startswith("output:") and rule:
-            planned.setdefault(rule, []).extend(f.strip() for f in line.split(":", 1)[1].split(","))
-    return planned
 
-
-def test_changed_parameter_reruns_exactly_its_products(demo_run, tmp_path):
+def test_changed_parameter_reruns_exactly_its_products(demo_run, tmp_path, make):
     # (snakemake 9.27's --list-changes params lists every output whatever changed, so the plan
     # of a dry run is what is checked)
     second = tmp_path / "second.yaml"
     second.write_text("steps:\n  jump:\n    rejection_threshold: 5.0\n")
     proc = _ok(snakemake(demo_run, "--configfile", str(second), "-n"))
-    planned = planned_outputs(proc)
+    planned = make.planned_outputs(proc.stdout)
     expected = sorted(p.relative_to(demo_run).as_posix() for p in (demo_run / "results" / "detector1").rglob("*")
                       if p.name.endswith(("_rate.fits", "_rateints.fits", "_onef.ecsv")))
     # the demo is not simulated again; rates, and what is made from them downstream (the report's
@@ -129,7 +118,7 @@ def test_changed_parameter_reruns_exactly_its_products(demo_run, tmp_path):
     # a value equal to the default changes nothing
     same = tmp_path / "same.yaml"
     same.write_text("steps:\n  jump:\n    rejection_threshold: 4.0\n")
-    assert planned_outputs(_ok(snakemake(demo_run, "--configfile", str(same), "-n"))) == {}
+    assert make.planned_outputs(_ok(snakemake(demo_run, "--configfile", str(same), "-n")).stdout) == {}
     # (a changed reference re-runs exactly its products: CRDS files never change in place, a new
     # context names new files, tested in
     # test_crds_workflow.py::test_new_context_reruns_exactly_the_affected_products)
