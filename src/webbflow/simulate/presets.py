@@ -144,7 +144,7 @@ PROGRAM_SEED = 20251118
 def _program_specs(seed, base, detectors, filter_pairs=_FILTER_PAIRS, dithers=_DITHERS):
     """A dithered imaging program (issue 18): every filter pair x dither x detector of ``base``.
 
-    ``detectors`` are (detector, channel, subarray, seed offset) rows: an SW detector takes the pair's
+    ``detectors`` are (detector, channel, subarray) rows: an SW detector takes the pair's
     SW filter and an LW one its LW filter; all detectors of one dither are read at the same time (one
     exposure number).  The pointing error per dither is drawn as in the demo (0.05-0.2 arcsec).
     """
