@@ -43,6 +43,34 @@ def test_run_job_success_runs_the_job_and_logs_into_the_job_log(job, tmp_path):
     assert len(lines) == 1 and lines[0].endswith(" INFO webbflow.demo: writing hello")
 
 
+def _vm(field):
+    """This process's /proc/self/status ``field`` (VmRSS, VmHWM) in MiB."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(f"{field}:"))
+    return int(line.split()[1]) / 1024.0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc only")
+def test_run_job_appends_its_own_peak_memory_under_webbflow_job_stats(job, tmp_path, monkeypatch):
+    """bench_program.py's per-job figures: the job's high-water mark (VmHWM), not its RSS at the end."""
+    import numpy as np
+
+    stats = tmp_path / "stats.jsonl"
+    monkeypatch.setenv("WEBBFLOW_JOB_STATS", str(stats))
+    before = _vm("VmRSS")
+
+    def work():
+        block = np.ones(96 * 2**20 // 8)  # 96 MiB touched, then freed before the job returns
+        return float(block.sum())
+
+    run_job(job, "image3", work)
+    run_job(job, "image2", lambda: None)
+    rows = [json.loads(line) for line in stats.read_text().splitlines()]
+    assert [r["job"] for r in rows] == ["image3", "image2"] and rows[0]["log"] == job.log[0]
+    assert rows[0]["peak_rss_mib"] >= before + 0.9 * 96  # the peak, though the block is gone
+    assert rows[0]["peak_rss_mib"] <= _vm("VmHWM") + 1e-6
+    assert 0 < rows[0]["wall_s"] <= rows[1]["wall_s"]  # from the process's start
+
+
 def test_run_job_input_error_is_one_line_and_a_nonzero_exit(job):
     def bad():
         raise InputError("x_uncal.fits", "NGROUPS is 0", "give an exposure with groups")

@@ -17,6 +17,10 @@ __all__ = ["LOG_FORMAT", "lock_results_dir", "run_job"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+JOB_STATS_ENV = "WEBBFLOW_JOB_STATS"
+"""Environment variable naming a file to which every job appends one JSON line of its own wall time
+and peak memory (``benchmarks/bench_program.py``); unset, nothing is written."""
+
 
 def run_job(snakemake, name, fn, /, *args, **kwargs):
     """Run ``fn(*args, **kwargs)`` as the Snakemake job ``name``, logging into the job's log file.
@@ -52,13 +56,39 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
     logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format=LOG_FORMAT, force=True)
     log = logging.getLogger(f"webbflow.{name}")
     try:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
     except InputError as exc:
         log.error("%s", exc)
         sys.exit(f"webbflow {name} failed: {exc}")
     except Exception:
         log.exception("%s failed", name)
         raise
+    if os.environ.get(JOB_STATS_ENV):
+        _append_job_stats(os.environ[JOB_STATS_ENV], name, str(snakemake.log[0]))
+    return result
+
+
+def _append_job_stats(path, name, log):
+    """Append ``{"job", "log", "wall_s", "peak_rss_mib"}`` of this process to ``path`` (one JSON line).
+
+    The peak is the process's own ``VmHWM``, not ``getrusage``'s ``ru_maxrss``: Snakemake starts a
+    job through ``bash -c`` from its own (large) process, and Linux carries the parent's high-water
+    mark into ``ru_maxrss`` across that fork and exec, whereas ``VmHWM`` belongs to the job's memory
+    map alone.  The wall time runs from the process's start (``/proc/self/stat``) to now.
+    """
+    import json
+
+    status = Path("/proc/self/status").read_text()
+    hwm_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    wall = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    line = json.dumps({"job": name, "log": log, "wall_s": round(wall, 3), "peak_rss_mib": hwm_kib / 1024.0})
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())  # one write: lines of parallel jobs do not interleave
+    finally:
+        os.close(fd)
 
 
 RESULTS_LOCK = ".webbflow.lock"

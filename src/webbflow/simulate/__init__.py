@@ -15,6 +15,10 @@ tso_image_specs(seed=None, n_segments=3, ints_per_segment=30, ngroups=8, channel
 coron_specs(seed=None, nints=2, ngroups=5, ...) -> list[ExposureSpec]
     The coronagraphic program (``demo-coron``: MASK335R + F335M on NRCALONG SUB320A335R, two rolls
     with a companion, a reference star on a small-grid dither), with ``truth/{companion,star_positions}.ecsv``.
+program_imaging_specs(seed=None, n_filters=2, n_dithers=4), program_subarray_specs(...) -> list[ExposureSpec]
+    (``webbflow.simulate.presets``) The program-scale benchmark's presets (issue 18): ``program-imaging``,
+    16 full-frame exposures (NRCA1 F150W/F200W + NRCALONG F356W/F444W, 4 dithers), and
+    ``program-subarray``, 32 SUB160 and SUB64P exposures; smaller with fewer filters or dithers.
 simulate_exposure(spec, outdir, rng=None) -> Path
     One exposure from an :class:`ExposureSpec` (every knob is a field).
 write_references(detector, geometry, outdir, rng=None) -> dict[str, Path]

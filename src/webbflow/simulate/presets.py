@@ -14,7 +14,8 @@ from webbflow.simulate.spec import ExposureSpec
 from webbflow.transit import TransitParams
 from webbflow.simulate.writers import write_pointing_truth
 
-__all__ = ["CORON_CONFIGS", "PRESETS", "preset_specs", "run_preset", "run_specs", "tso_grism_specs", "tso_image_specs", "coron_specs"]
+__all__ = ["CORON_CONFIGS", "PRESETS", "preset_specs", "run_preset", "run_specs", "tso_grism_specs", "tso_image_specs",
+           "coron_specs", "program_imaging_specs", "program_subarray_specs"]
 
 DEMO_SEED = 20250314
 FULLFRAME_SEED = 424242
@@ -135,6 +136,95 @@ def _fullframe_specs(seed):
         cr_rate=2e-5, snowballs=3, zeroframe=True, seed=seed, ref_seed=seed + 1,
         scene_seed=seed + 2,
     )]
+
+
+PROGRAM_SEED = 20251118
+
+
+def _program_specs(seed, base, detectors, filter_pairs=_FILTER_PAIRS, dithers=_DITHERS):
+    """A dithered imaging program (issue 18): every filter pair x dither x detector of ``base``.
+
+    ``detectors`` are (detector, channel, subarray) rows: an SW detector takes the pair's
+    SW filter and an LW one its LW filter; all detectors of one dither are read at the same time (one
+    exposure number).  The pointing error per dither is drawn as in the demo (0.05-0.2 arcsec).
+    """
+    rng = np.random.default_rng([seed, 18])
+    n_exp = len(filter_pairs) * len(dithers)
+    size, angle = rng.uniform(0.05, 0.2, n_exp), rng.uniform(0, 2 * np.pi, n_exp)
+    start = Time(base.date_obs, format="isot", scale="utc")
+    specs = []
+    n = 0
+    for vg, sw, lw in filter_pairs:
+        for d, offset in enumerate(dithers):
+            common = dict(visit_group=vg, exposure=d + 1, dither_position=d + 1, n_dither=len(dithers),
+                          dither_offset=offset, date_obs=(start + TimeDelta(n * 300.0, format="sec")).isot,
+                          pointing_error=(float(size[n] * np.cos(angle[n])), float(size[n] * np.sin(angle[n]))))
+            for k, (detector, channel, subarray) in enumerate(detectors):
+                specs.append(replace(base, detector=detector, subarray=subarray, filter=sw if channel == "SW" else lw,
+                                     seed=seed + 10 * n + 3 + k, **common))
+            n += 1
+    return specs
+
+
+def program_imaging_specs(seed=None, n_filters=2, n_dithers=4):
+    """``program-imaging``: a full-frame imaging program, the benchmark of issue 18.
+
+    NRCA1 (SW: F150W, F200W) and NRCALONG (LW: F356W, F444W) read together, ``n_filters`` filter
+    pairs x ``n_dithers`` dithers (default 2 x 4: 16 full-frame exposures, 1 x 10 x 2048 x 2048,
+    BRIGHT2 as the ``fullframe`` preset) with their stage-1 and stage-2 references (``refs/``).  The
+    sky is a 60" half-side field of 600 stars and 200 galaxies.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Master seed (default :data:`PROGRAM_SEED`).
+    n_filters : int
+        Filter pairs (1 or 2; the benchmark's ``--quick`` program takes 1).
+    n_dithers : int
+        Dither positions (1-4).
+
+    Returns
+    -------
+    list of ExposureSpec
+    """
+    seed = PROGRAM_SEED if seed is None else int(seed)
+    base = ExposureSpec(
+        detector="NRCA1", subarray="FULL", readpatt="BRIGHT2", nints=1, ngroups=10, program=1180,
+        observation=1, visit=1, sky=0.5, n_stars=600, n_galaxies=200, star_rate_range=(2.0, 500.0),
+        n_saturating_stars=10, one_over_f=2.0, cr_rate=2e-5, snowballs=2, zeroframe=True,
+        ref_seed=seed + 1, scene_seed=seed + 2, field_half_size=60.0,
+        date_obs="2025-11-18T06:00:00.000", scene="sky")
+    return _program_specs(seed, base, (("NRCA1", "SW", "FULL"), ("NRCALONG", "LW", "FULL")),
+                          _FILTER_PAIRS[:n_filters], _DITHERS[:n_dithers])
+
+
+def program_subarray_specs(seed=None, n_filters=2, n_dithers=4):
+    """``program-subarray``: many small-subarray exposures (issue 18's second case).
+
+    Each dither reads NRCA1 and NRCALONG in SUB160 (the demo's SHALLOW4, 2 x 6) and NRCA1 and
+    NRCALONG again in SUB64P (1 x 6 groups): 2 filter pairs x 4 dithers x 4 = 32 exposures by
+    default, whose cost is almost all the fixed cost of a job.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Master seed (default :data:`PROGRAM_SEED` + 1).
+    n_filters, n_dithers : int
+        As :func:`program_imaging_specs`.
+
+    Returns
+    -------
+    list of ExposureSpec
+    """
+    seed = PROGRAM_SEED + 1 if seed is None else int(seed)
+    base = replace(_demo_specs(DEMO_SEED)[0], program=1181, ref_seed=seed + 1, scene_seed=seed + 2,
+                   date_obs="2025-11-19T06:00:00.000")
+    sub160 = _program_specs(seed, base, (("NRCA1", "SW", "SUB160"), ("NRCALONG", "LW", "SUB160")),
+                            _FILTER_PAIRS[:n_filters], _DITHERS[:n_dithers])
+    sub64 = _program_specs(seed + 1000, replace(base, observation=2, nints=1, n_saturating_stars=0),
+                           (("NRCA1", "SW", "SUB64P"), ("NRCALONG", "LW", "SUB64P")),
+                           _FILTER_PAIRS[:n_filters], _DITHERS[:n_dithers])
+    return sub160 + sub64
 
 
 def _time_series_base(seed, n_segments, ints_per_segment, **fields):
@@ -386,6 +476,9 @@ PRESETS = {
     # the LW imaging time series (in focus, F444W), smaller: for tests
     "tso-imaging-lw": lambda seed: tso_image_specs(seed, n_segments=2, ints_per_segment=15, channel="LW"),
     "demo-coron": coron_specs,
+    # issue 18's program-scale benchmark: 16 full-frame exposures, and 32 SUB160/SUB64P ones
+    "program-imaging": program_imaging_specs,
+    "program-subarray": program_subarray_specs,
 }
 """Preset name -> function(seed) -> list of ExposureSpec."""
 
@@ -393,7 +486,8 @@ _DEFAULT_SEEDS = {"demo-imaging": DEMO_SEED, "demo-imaging-2sw": DEMO_SEED,
                   "demo-imaging-nc102": DEMO_SEED, "demo-imaging-wisps": DEMO_SEED,
                   "fullframe": FULLFRAME_SEED, "demo-tso-grism": TSO_GRISM_SEED,
                   "tso-grism-sigclip": TSO_GRISM_SEED, "tso-grism-f444w": TSO_GRISM_SEED,
-                  "demo-tso-imaging": TSO_IMAGE_SEED, "tso-imaging-lw": TSO_IMAGE_SEED, "demo-coron": CORON_SEED}
+                  "demo-tso-imaging": TSO_IMAGE_SEED, "tso-imaging-lw": TSO_IMAGE_SEED, "demo-coron": CORON_SEED,
+                  "program-imaging": PROGRAM_SEED, "program-subarray": PROGRAM_SEED + 1}
 
 
 def preset_specs(preset, seed=None):
@@ -410,7 +504,7 @@ def run_preset(preset, outdir, seed=None, after_each=None):
     Parameters
     ----------
     preset : {"demo-imaging", "demo-imaging-2sw", "demo-imaging-nc102", "demo-imaging-wisps", "fullframe", "demo-tso-grism", "tso-grism-sigclip", "tso-grism-f444w",
-              "demo-tso-imaging", "tso-imaging-lw"}
+              "demo-tso-imaging", "tso-imaging-lw", "demo-coron", "program-imaging", "program-subarray"}
     outdir : path-like
     seed : int, optional
         Master seed (default: the preset's own, so runs are reproducible).
