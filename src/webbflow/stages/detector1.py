@@ -258,7 +258,24 @@ def _limit_threads():
         numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
 
 
-def iter_steps(ramp, readout, headers, refs, params, one_over_f=None, steps=DETECTOR1_STEPS):
+def _run_fused(ramp, readout, refs, params, steps, one_over_f):
+    """superbias to dark_current in one pass (:mod:`webbflow.steps.fused`) where they all run here and
+    can be fused: step -> status, else None (nothing done)."""
+    from webbflow.steps import fused
+
+    if one_over_f is not None or any(s not in steps or step_skipped(params, s) for s in fused.STEPS):
+        return None
+    rp = step_kwargs(params, "refpix")
+    if rp.get("refpix_algorithm") == "sirs":
+        rp["sirs_kernel"] = refs.get("sirskernel")
+    dark = refs["dark"]
+    return fused.run(ramp, readout, refs["superbias"]["bias"], refs["superbias"]["bias_dq"], rp,
+                     refs["linearity"]["coeffs"], refs["linearity"]["lin_dq"],
+                     dict(dark_frames=dark["dark_frames"], dark_dq=dark["dark_dq"], dark_nframes=dark["dark_nframes"],
+                          dark_groupgap=dark["dark_groupgap"], **step_kwargs(params, "dark_current")))
+
+
+def iter_steps(ramp, readout, headers, refs, params, one_over_f=None, steps=DETECTOR1_STEPS, fuse=False):
     """Run the detector1 steps in order on ``ramp`` (in place), yielding after each one.
 
     Parameters
@@ -277,6 +294,11 @@ def iter_steps(ramp, readout, headers, refs, params, one_over_f=None, steps=DETE
     steps : sequence of str
         The steps to run, in :data:`~webbflow.config.DETECTOR1_STEPS` order (default all; the
         streamed runner runs those before jump on chunks of integrations).
+    fuse : bool
+        Run superbias, refpix, linearity and dark_current in one pass where they can be
+        (:mod:`webbflow.steps.fused`: the same numbers, one read and write of the ramp instead of
+        four).  Their statuses are then yielded together after the pass, so ``ramp`` does not hold
+        the state between them (the per-step parity tests leave this off).
 
     Yields
     ------
@@ -289,10 +311,16 @@ def iter_steps(ramp, readout, headers, refs, params, one_over_f=None, steps=DETE
         tests compare it with jwst's intermediate products).
     """
     result = None
+    fused = {}
     for step in steps:
         t0 = time.perf_counter()
-        if step_skipped(params, step):
+        if step in fused:
+            status = fused[step]
+        elif step_skipped(params, step):
             status = StepStatus.SKIPPED
+        elif fuse and step == "superbias" and (fused := _run_fused(ramp, readout, refs, params, steps,
+                                                                   one_over_f) or {}):
+            status = fused[step]
         elif step == "ramp_fit":
             module = importlib.import_module("webbflow.steps.ramp_fit")
             status, result = module.run(ramp, readout, refs["gain"]["gain"], refs["readnoise"]["readnoise"],
@@ -544,7 +572,8 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
                                        headers.primary["EXPSTART"], headers.primary["EXPEND"],
                                        readout.substrt1, readout.substrt2)
     result = None
-    for step, status, result in iter_steps(ramp, readout, headers, refs, params, one_over_f=one_over_f):
+    for step, status, result in iter_steps(ramp, readout, headers, refs, params, one_over_f=one_over_f,
+                                           fuse=True):
         statuses[step] = status
         if step == "dq_init" and persist_on:  # dq_init sets PIXELDQ from the mask; later steps see the flag
             persistence.flag(ramp.pixeldq, readout.detector, headers.primary["EXPSTART"], earlier,
@@ -600,7 +629,7 @@ def jump_fraction(uncal_path, references, params, exp_types=SUPPORTED_EXP_TYPES)
     refs = load_references(used, readout, ramp.shape[-2:])
     _drop_subarray_sirskernel(used, refs, readout)
     steps = DETECTOR1_STEPS[:DETECTOR1_STEPS.index("jump") + 1]
-    for _ in iter_steps(ramp, readout, headers, refs, params, steps=steps):
+    for _ in iter_steps(ramp, readout, headers, refs, params, steps=steps, fuse=True):
         pass
     flagged = np.bitwise_or.reduce(ramp.groupdq, axis=1) & JUMP_DET
     return np.mean(flagged != 0, axis=(1, 2))

@@ -272,7 +272,7 @@ def _phase_a(stream, readout, refs, params, scratch, chunk, one_over_f=None):
         chunk_params = dict(params, refpix=dict(params.get("refpix") or {}, first_integration=i0))
         with _quiet_steps(i0 > 0):
             for step, status, _ in iter_steps(ramp, part, stream.headers, refs, chunk_params, one_over_f=one_over_f,
-                                              steps=PRE_JUMP_STEPS):
+                                              steps=PRE_JUMP_STEPS, fuse=True):
                 if statuses.setdefault(step, status) != status:
                     raise RuntimeError(f"{step} was {statuses[step]} on the first integrations but {status} on "
                                        f"integrations {i0 + 1}-{i1}")

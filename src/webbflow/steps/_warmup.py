@@ -127,6 +127,20 @@ def warm_stage1(readout, params=None):
         steps["clean_flicker_noise"] = {"skip": True}  # numpy only: nothing to warm
         for _ in iter_steps(ramp, ro, _Headers(), refs, steps):
             pass
+        _warm_fused(ramp, refs)
     finally:
         for lg in loggers:
             lg.removeFilter(quiet)
+
+
+def _warm_fused(ramp, refs):
+    """Load the fused pass's kernels (:mod:`webbflow.steps.fused`) with the argument types of a real run."""
+    from webbflow.steps import fused
+
+    plane, gdq = ramp.data[0, 0], ramp.groupdq[0, 0]
+    ny, nx = plane.shape
+    tables = (np.zeros(nx), np.zeros(nx, np.int8), np.zeros((ny, 1)), np.zeros(nx, np.int64))
+    coeffs = refs["linearity"]["coeffs"]
+    for kernel in (fused._plane_serial, fused._plane_parallel):
+        kernel(plane, np.zeros_like(plane), *tables, False, gdq, coeffs, np.zeros((ny, nx), np.uint8),
+               fused._SAT, np.zeros_like(plane))

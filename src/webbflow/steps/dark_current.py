@@ -147,6 +147,20 @@ def run(ramp, readout, dark_frames, dark_dq, dark_nframes=1, dark_groupgap=0,
         ``"COMPLETE"``, or ``"SKIPPED"`` when the dark groups more frames
         (or drops more) than the science data, as stcal does.
     """
+    planes = prepare(ramp, readout, dark_frames, dark_dq, dark_nframes, dark_groupgap, average_dark_current)
+    if planes is None:
+        return StepStatus.SKIPPED
+    for g, plane in planes:
+        ramp.data[:, g] -= plane
+    return StepStatus.COMPLETE
+
+
+def prepare(ramp, readout, dark_frames, dark_dq, dark_nframes=1, dark_groupgap=0, average_dark_current=None):
+    """:func:`run` but for the subtraction: sets ``average_dark_current`` and PIXELDQ, and returns an
+    iterator of ``(group, plane)``, the float32 dark plane to subtract from each group of every integration
+    (a plane is valid until the next is asked for: streamed darks reuse one buffer); None when
+    :func:`run` would skip the step.
+    """
     ny, nx = ramp.data.shape[-2:]
     if average_dark_current is None:
         ramp.average_dark_current = np.zeros((ny, nx), np.float32)
@@ -168,7 +182,7 @@ def run(ramp, readout, dark_frames, dark_dq, dark_nframes=1, dark_groupgap=0,
         log.warning(
             "dark_current: the dark has nframes=%d, groupgap=%d, more than the science "
             "data (%d, %d); step skipped", dark_nframes, dark_groupgap, nframes, groupgap)
-        return StepStatus.SKIPPED
+        return None
 
     sci_frames = ngroups * nframes + (ngroups - 1) * groupgap
     drk_planes = dark.shape[0]
@@ -182,6 +196,12 @@ def run(ramp, readout, dark_frames, dark_dq, dark_nframes=1, dark_groupgap=0,
 
     same_grouping = nframes == dark_nframes and groupgap == dark_groupgap
     ramp.pixeldq |= np.asarray(dark_dq).astype(np.uint32, copy=False)
+    return _group_planes(dark, ny, nx, ngroups, nframes, groupgap, same_grouping)
+
+
+def _group_planes(dark, ny, nx, ngroups, nframes, groupgap, same_grouping):
+    """:func:`prepare`'s iterator of (group, dark plane); a float64 (extrapolated) dark's plane stays
+    float64 when the groupings match, so that the subtraction is done in float64 and rounded, as stcal."""
     # One group at a time: the same element-wise arithmetic as averaging the
     # whole dark first (NaN -> 0, mean over the group's planes in the dark's
     # dtype, a float64 extrapolated dark subtracted in float64 and rounded, as
@@ -206,6 +226,5 @@ def run(ramp, readout, dark_frames, dark_dq, dark_nframes=1, dark_groupgap=0,
             plane = np.mean(planes, axis=0, out=mean if stream else None)
         if not same_grouping:
             plane = plane.astype(np.float32, copy=False)
-        ramp.data[:, g] -= plane
+        yield g, plane
         start += nframes + groupgap
-    return StepStatus.COMPLETE

@@ -56,29 +56,36 @@ def _apply_horner(cube, gdq, coeffs, identity, saturated):
     (c1 = 1, the rest 0), as stcal evaluates its replaced coefficients.
     """
     nint, ngroups, ny, nx = cube.shape
-    ncoeffs = coeffs.shape[0]
-    one = np.float32(1.0)
-    zero = np.float32(0.0)
     # Row by row: a row's coefficients (a few tens of kB) stay in cache for
     # all its groups, and the inner loop over x is branch-free.
     for y in prange(ny):
         for i in range(nint):
             for g in range(ngroups):
                 for x in range(nx):
-                    d = cube[i, g, y, x]
-                    ident = identity[y, x] != 0
-                    # float32 throughout, the same roundings as stcal's
-                    # vectorised Horner (multiply, then add, no fused ops).
-                    c = (one if ncoeffs == 2 else zero) if ident else coeffs[ncoeffs - 1, y, x]
-                    r = c * d
-                    for j in range(ncoeffs - 2, 0, -1):
-                        c = (one if j == 1 else zero) if ident else coeffs[j, y, x]
-                        r = r + c
-                        r = r * d
-                    c = zero if ident else coeffs[0, y, x]
-                    r = r + c
+                    r = horner(cube[i, g, y, x], coeffs, identity, y, x)
                     if (gdq[i, g, y, x] & saturated) == 0:
                         cube[i, g, y, x] = r
+
+
+@njit(cache=True, inline="always")
+def horner(d, coeffs, identity, y, x):
+    """The corrected value of ``d`` (float32) at pixel (y, x) of ``coeffs`` (ncoeffs, ny, nx).
+
+    float32 throughout, the same roundings as stcal's vectorised Horner (multiply, then add, no
+    fused ops); pixels marked in ``identity`` get the identity polynomial.
+    """
+    ncoeffs = coeffs.shape[0]
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    ident = identity[y, x] != 0
+    c = (one if ncoeffs == 2 else zero) if ident else coeffs[ncoeffs - 1, y, x]
+    r = c * d
+    for j in range(ncoeffs - 2, 0, -1):
+        c = (one if j == 1 else zero) if ident else coeffs[j, y, x]
+        r = r + c
+        r = r * d
+    c = zero if ident else coeffs[0, y, x]
+    return r + c
 
 
 def run(ramp, coeffs, lin_dq):
@@ -105,6 +112,15 @@ def run(ramp, coeffs, lin_dq):
     applies when the reference carries inverse coefficients and NFRAMES > 1
     is not implemented.
     """
+    coeffs, identity = prepare(ramp, coeffs, lin_dq)
+    _apply_horner(ramp.data, ramp.groupdq, coeffs, identity, np.uint8(dqflags.SATURATED))
+    finish(ramp, coeffs, identity)
+    return StepStatus.COMPLETE
+
+
+def prepare(ramp, coeffs, lin_dq):
+    """:func:`run`'s set-up: the coefficients (float32, contiguous) and the identity-polynomial pixels
+    (uint8, (ny, nx)); PIXELDQ gets the reference DQ and NO_LIN_CORR."""
     if coeffs.shape[1:] != ramp.data.shape[-2:]:
         raise ValueError(f"coefficients {coeffs.shape} do not match frame {ramp.data.shape[-2:]}")
     coeffs = np.ascontiguousarray(coeffs, dtype=np.float32)
@@ -113,11 +129,14 @@ def run(ramp, coeffs, lin_dq):
     identity = np.empty(coeffs.shape[1:], np.uint8)
     _classify(coeffs, np.ascontiguousarray(lin_dq, dtype=np.uint32), ramp.pixeldq,
               np.uint32(dqflags.NO_LIN_CORR), identity)
-    _apply_horner(ramp.data, ramp.groupdq, coeffs, identity, np.uint8(dqflags.SATURATED))
+    return coeffs, identity
+
+
+def finish(ramp, coeffs, identity):
+    """:func:`run` after the groups: the ZEROFRAME linearised (its zeros stay zero), and the log line."""
     if ramp.zeroframe is not None:
         zf = ramp.zeroframe[:, None]  # a view: (nints, 1, ny, nx)
         zdq = np.where(zf == 0.0, np.uint8(dqflags.SATURATED), np.uint8(0))
         _apply_horner(zf, zdq, coeffs, identity, np.uint8(dqflags.SATURATED))
     n_nolin = int(np.count_nonzero(ramp.pixeldq & dqflags.NO_LIN_CORR))
     log.info("linearity: %d pixels without correction (NO_LIN_CORR)", n_nolin)
-    return StepStatus.COMPLETE

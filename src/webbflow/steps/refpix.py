@@ -467,12 +467,53 @@ class _Corrector:
             kind = np.where(valid[amp], np.where(is32[amp, par], 1, 2), 0)
         return colref, kind.astype(np.int8)
 
+    def read_mask(self):
+        """Boolean (nr, nc) detector-frame mask of the pixels :meth:`plan` reads (the reference pixels used).
+
+        The fused pass (:mod:`webbflow.steps.fused`) subtracts the superbias from these first, so that
+        the corrections are computed from the same values as when the steps run one after another.
+        """
+        mask = np.zeros((self.nr, self.nc), np.bool_)
+        if self.four_amp:
+            for per_parity in self.sections:
+                for per_edge in per_parity:
+                    for sec in per_edge:
+                        if sec is not None:
+                            mask[sec] = True
+            if self.use_side:
+                for cols in self.side_cols:
+                    mask[:, cols] = True
+        else:
+            for m in self.refmasks:
+                mask |= np.broadcast_to(m, mask.shape)
+        return mask
+
     def correct(self, g):
         """Correct one detector-frame group view in place."""
-        refs, is32, valid, partial = self._ref_table(g)
+        tables, partial = self.plan(g)
         if partial is not None:
             self._one_amp_partial(g, partial)
             return
+        _apply(g, *tables, self.use_side)
+        if self.use_side:
+            self.mode64 = True
+
+    def plan(self, g):
+        """The correction of one detector-frame group view, without applying it.
+
+        Returns
+        -------
+        tables : tuple or None
+            ``(colref, colkind, side, chan)`` for :func:`_apply` (None with ``partial``).
+        partial : list or None
+            The per-parity signals of a one-amplifier frame with a parity lacking reference pixels
+            (:meth:`_one_amp_partial`), else None.
+
+        The caller applies the tables and then, with ``use_side``, sets ``mode64`` (:meth:`correct`).
+        """
+        refs, is32, valid, partial = self._ref_table(g)
+        if partial is not None:
+            return None, partial
         colref, colkind = self._column_tables(refs, is32, valid)
         chan = np.zeros(self.nc, np.int64)
         side = np.zeros((self.nr, 1))
@@ -490,9 +531,7 @@ class _Corrector:
             combined = np.where(np.isnan(left), right,
                                 np.where(np.isnan(right), left, 0.5 * (left + right)))
             side[:, 0] = self.gain * np.nan_to_num(combined, nan=0.0)
-        _apply(g, colref, colkind, side, chan, self.use_side)
-        if self.use_side:
-            self.mode64 = True
+        return (colref, colkind, side, chan), None
 
     def _one_amp_partial(self, g, signals):
         # Rare: a parity without reference pixels.  jwst would fail; we
@@ -598,14 +637,57 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         reference pixels (and ``roeba`` off) or does not fit on the
         detector (data unchanged).
     """
-    nints, ngroups, ny, nx = ramp.data.shape
+    setup = _setup(ramp, readout, odd_even_columns, use_side_ref_pixels, side_smoothing_length, side_gain,
+                   first_integration, pseudo_refpix, pseudo_refpix_rows, refpix_algorithm, sirs_kernel, sigreject,
+                   gaussmooth, halfwidth)
+    if setup is None:
+        return StepStatus.SKIPPED
+    corr, is_subarray, four_amp, coff = setup
+    fa, sa = readout.fastaxis, readout.slowaxis
+    nints, ngroups = ramp.data.shape[:2]
+    roeba_kw = {"odd_even": odd_even_columns, "nsigma": roeba_nsigma, "grow": roeba_grow,
+                "min_pixels": roeba_min_pixels, "mask": roeba_mask}
+    if is_subarray and corr.n_good_refpix() == 0:
+        if roeba:
+            log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels: only ROEBA runs",
+                        readout.subarray, readout.noutputs)
+            _roeba(ramp, readout, coff, four_amp, one_over_f=one_over_f, first_integration=first_integration,
+                   **roeba_kw)
+            return StepStatus.COMPLETE
+        log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels "
+                    "(none flagged REFERENCE_PIXEL without DO_NOT_USE); step skipped",
+                    readout.subarray, readout.noutputs)
+        if one_over_f is not None:
+            _roeba(ramp, readout, coff, four_amp, apply=False, one_over_f=one_over_f,
+                   first_integration=first_integration, **roeba_kw)
+        return StepStatus.SKIPPED
+    _log_setup(corr, is_subarray, four_amp, odd_even_columns)
+
+    data_det = to_detector_frame(ramp.data, fa, sa)
+    for i in range(nints):
+        for g in range(ngroups):
+            corr.correct(data_det[i, g])
+
+    correct_zeroframe(ramp, readout, corr)
+    if roeba or one_over_f is not None:
+        _roeba(ramp, readout, coff, four_amp, apply=roeba, one_over_f=one_over_f,
+               first_integration=first_integration, **roeba_kw)
+    return StepStatus.COMPLETE
+
+
+def _setup(ramp, readout, odd_even_columns, use_side_ref_pixels, side_smoothing_length, side_gain,
+           first_integration, pseudo_refpix, pseudo_refpix_rows, refpix_algorithm, sirs_kernel, sigreject,
+           gaussmooth, halfwidth):
+    """:func:`run`'s corrector: (corrector, is_subarray, four_amp, column offset), None if the subarray is off
+    the detector (logged)."""
+    ny, nx = ramp.data.shape[-2:]
     is_subarray = ny < DETECTOR_SIZE or nx < DETECTOR_SIZE
     if is_subarray:
         r0, c0 = readout.substrt2 - 1, readout.substrt1 - 1
         if r0 < 0 or c0 < 0 or r0 + ny > DETECTOR_SIZE or c0 + nx > DETECTOR_SIZE:
             log.warning("refpix: subarray (%d, %d)+(%d, %d) does not fit on the detector; "
                         "step skipped", r0, c0, ny, nx)
-            return StepStatus.SKIPPED
+            return None
         roff, coff = _detector_offsets(readout, ny, nx)
     else:
         roff = coff = 0
@@ -623,42 +705,50 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         corr = _Corrector(pdq_det, roff, coff, four_amp, odd_even_columns, False,
                           side_smoothing_length, side_gain)
     corr.mode64 = corr.use_side and first_integration > 0
-    roeba_kw = {"odd_even": odd_even_columns, "nsigma": roeba_nsigma, "grow": roeba_grow,
-                "min_pixels": roeba_min_pixels, "mask": roeba_mask}
-    if is_subarray and corr.n_good_refpix() == 0:
-        if roeba:
-            log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels: only ROEBA runs",
-                        readout.subarray, readout.noutputs)
-            _roeba(ramp, readout, coff, four_amp, one_over_f=one_over_f, first_integration=first_integration,
-                   **roeba_kw)
-            return StepStatus.COMPLETE
-        log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels "
-                    "(none flagged REFERENCE_PIXEL without DO_NOT_USE); step skipped",
-                    readout.subarray, readout.noutputs)
-        if one_over_f is not None:
-            _roeba(ramp, readout, coff, four_amp, apply=False, one_over_f=one_over_f,
-                   first_integration=first_integration, **roeba_kw)
-        return StepStatus.SKIPPED
+    return corr, is_subarray, four_amp, coff
+
+
+def _log_setup(corr, is_subarray, four_amp, odd_even_columns):
     log.info("refpix: %s, %d output(s), odd_even_columns=%s, side=%s",
              "subarray" if is_subarray else "full frame", 4 if four_amp else 1,
              odd_even_columns, corr.use_side)
 
-    data_det = to_detector_frame(ramp.data, fa, sa)
-    for i in range(nints):
-        for g in range(ngroups):
-            corr.correct(data_det[i, g])
 
-    if ramp.zeroframe is not None:
-        zf = ramp.zeroframe
-        unusable = zf == 0.0
-        zf_det = to_detector_frame(zf, fa, sa)
-        for i in range(zf.shape[0]):
-            corr.correct(zf_det[i])
-        zf[unusable] = 0.0
-    if roeba or one_over_f is not None:
-        _roeba(ramp, readout, coff, four_amp, apply=roeba, one_over_f=one_over_f,
-               first_integration=first_integration, **roeba_kw)
-    return StepStatus.COMPLETE
+def corrector(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True, side_smoothing_length=11,
+              side_gain=1.0, roeba=False, first_integration=0, pseudo_refpix=False, pseudo_refpix_rows=4,
+              refpix_algorithm="median", sirs_kernel=None, sigreject=4.0, gaussmooth=1.0, halfwidth=30,
+              **roeba_options):
+    """The per-group corrector :func:`run` would use on ``ramp`` (same parameters), for a caller that applies
+    it itself (:mod:`webbflow.steps.fused`); None where :func:`run` would do more or other than correct each
+    group and the ZEROFRAME (ROEBA on, or a subarray it skips).
+
+    Call it with ``ramp.pixeldq`` as :func:`run` would see it (after superbias).  Each group's
+    :meth:`_Corrector.plan` gives its tables; :func:`correct_zeroframe` finishes as :func:`run` does.
+    """
+    if roeba:
+        return None
+    setup = _setup(ramp, readout, odd_even_columns, use_side_ref_pixels, side_smoothing_length, side_gain,
+                   first_integration, pseudo_refpix, pseudo_refpix_rows, refpix_algorithm, sirs_kernel, sigreject,
+                   gaussmooth, halfwidth)
+    if setup is None:
+        return None
+    corr, is_subarray, four_amp, _ = setup
+    if is_subarray and corr.n_good_refpix() == 0:
+        return None
+    _log_setup(corr, is_subarray, four_amp, odd_even_columns)
+    return corr
+
+
+def correct_zeroframe(ramp, readout, corr):
+    """Correct ``ramp``'s ZEROFRAME (if any) with ``corr`` after the groups, its zeros kept (as :func:`run`)."""
+    if ramp.zeroframe is None:
+        return
+    zf = ramp.zeroframe
+    unusable = zf == 0.0
+    zf_det = to_detector_frame(zf, readout.fastaxis, readout.slowaxis)
+    for i in range(zf.shape[0]):
+        corr.correct(zf_det[i])
+    zf[unusable] = 0.0
 
 
 def _sirs_setup(algorithm, readout, is_subarray, sirs_kernel, sigreject, gaussmooth, halfwidth):

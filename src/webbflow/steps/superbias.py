@@ -32,6 +32,15 @@ def run(ramp, bias, bias_dq):
     str
         ``"COMPLETE"``.
     """
+    bias = prepare(ramp, bias, bias_dq)
+    ramp.data -= bias
+    correct_zeroframe(ramp, bias)
+    return StepStatus.COMPLETE
+
+
+def prepare(ramp, bias, bias_dq):
+    """:func:`run` but for the subtraction from the groups and the ZEROFRAME: OR the bias DQ into PIXELDQ
+    and return the bias to subtract (float32, NaN as 0)."""
     bias = np.asarray(bias, dtype=np.float32)
     if bias.shape != ramp.data.shape[-2:]:
         raise ValueError(f"superbias shape {bias.shape} != science frame {ramp.data.shape[-2:]}")
@@ -39,9 +48,12 @@ def run(ramp, bias, bias_dq):
     if nan.any():
         bias = np.where(nan, np.float32(0.0), bias)
     ramp.pixeldq |= np.asarray(bias_dq).astype(np.uint32, copy=False)
-    ramp.data -= bias
+    return bias
+
+
+def correct_zeroframe(ramp, bias):
+    """Subtract ``bias`` (from :func:`prepare`) from ``ramp``'s ZEROFRAME, if any; its zeros (unusable) stay 0."""
     if ramp.zeroframe is not None:
         unusable = ramp.zeroframe == 0.0
         ramp.zeroframe -= bias
         ramp.zeroframe[unusable] = 0.0
-    return StepStatus.COMPLETE

@@ -1,0 +1,105 @@
+"""The fused pass (superbias, refpix, linearity, dark_current in one pass) against the four steps in turn.
+
+Bit for bit: the ramp, PIXELDQ, GROUPDQ, ZEROFRAME and the average dark current after the fused pass
+must equal those after the steps run one after another, on simulated exposures that take each path of
+the correction (one-output subarray, four-output strip with side pixels, full frame with the running
+median and with SIRS, an extrapolated float64 dark, a skipped dark).
+"""
+
+import copy
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from webbflow.io import read_uncal
+from webbflow.refs import load_references, select_references
+from webbflow.simulate import ExposureSpec, simulate_exposure
+from webbflow.stages import detector1
+
+REFTYPES = ("mask", "saturation", "superbias", "linearity", "dark", "sirskernel")
+BEFORE = ("dq_init", "saturation")
+STEPS = ("dq_init", "saturation", "superbias", "refpix", "linearity", "dark_current")
+
+CASES = {
+    # one output, reference pixels on two sides, saturating stars, zero frame
+    "sub256": ExposureSpec(detector="NRCA1", subarray="SUB256", size=256, corner="refpix", readpatt="BRIGHT2",
+                           nints=2, ngroups=5, n_stars=20, n_saturating_stars=4, zeroframe=True, seed=3),
+    # four outputs: top/bottom offsets per amplifier and the side pixels' running median (FASTAXIS +1)
+    "grism64": ExposureSpec(detector="NRCALONG", subarray="SUBGRISM64", nints=2, ngroups=4, zeroframe=True,
+                            exp_type="NRC_TSGRISM", filter="F444W", pupil="GRISMR", seed=4),
+    # a full frame of the other readout direction (slow: ~20 s CPU to simulate)
+    "full": ExposureSpec(detector="NRCB1", subarray="FULL", nints=1, ngroups=3, readpatt="RAPID", seed=5),
+}
+
+
+def _bits(a):
+    return None if a is None else np.ascontiguousarray(a).view(np.uint8)
+
+
+def _compare(a, b):
+    for name in ("data", "pixeldq", "groupdq", "zeroframe", "average_dark_current"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert x.dtype == y.dtype and np.array_equal(_bits(x), _bits(y)), f"{name} differs"
+
+
+@pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow) if n == "full" else n
+                                        for n in sorted(CASES)])
+def exposure(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    uncal = simulate_exposure(CASES[request.param], out)
+    paths = select_references(fits.getheader(uncal), out / "refs")
+    ramp, readout, headers = read_uncal(uncal)
+    refs = load_references({t: paths.get(t) for t in REFTYPES if paths.get(t)}, readout, ramp.shape[-2:])
+    for _ in detector1.iter_steps(ramp, readout, headers, refs, {}, steps=BEFORE):
+        pass
+    return request.param, ramp, readout, headers, refs
+
+
+def _both(exposure, params, refs=None):
+    name, ramp, readout, headers, loaded = exposure
+    refs = loaded if refs is None else refs
+    separate, fused = copy.deepcopy(ramp), copy.deepcopy(ramp)
+    statuses = {s: st for s, st, _ in detector1.iter_steps(separate, readout, headers, refs, params,
+                                                           steps=STEPS[len(BEFORE):])}
+    got = detector1._run_fused(fused, readout, refs, params, STEPS, None)
+    assert got is not None, f"{name}: not fused"
+    assert got == statuses
+    _compare(separate, fused)
+    assert not np.array_equal(_bits(separate.data), _bits(ramp.data))  # the steps did change the ramp
+    return statuses
+
+
+def test_fused_equals_steps(exposure):
+    statuses = _both(exposure, {})
+    assert set(statuses.values()) == {"COMPLETE"}
+
+
+def test_fused_sirs_and_side_options(exposure):
+    name = exposure[0]
+    if name == "full":
+        params = {"refpix": {"refpix_algorithm": "sirs"}}
+    else:
+        params = {"refpix": {"odd_even_columns": False, "side_smoothing_length": 5, "side_gain": 0.5}}
+    _both(exposure, params)
+
+
+def test_fused_dark_extrapolated_and_skipped(exposure):
+    refs = dict(exposure[4])
+    dark = dict(refs["dark"])
+    dark["dark_frames"] = np.asarray(dark["dark_frames"])[:2]  # a float64 extrapolation, as stcal
+    _both(exposure, {}, dict(refs, dark=dark))
+    dark["dark_nframes"] = 64  # more frames per group than the science: the step skips
+    statuses = _both(exposure, {}, dict(refs, dark=dict(dark)))
+    assert statuses["dark_current"] == "SKIPPED"
+
+
+def test_not_fused_with_roeba_or_skipped_steps(exposure):
+    name, ramp, readout, headers, refs = exposure
+    before = copy.deepcopy(ramp)
+    for params in ({"refpix": {"roeba": True}}, {"dark_current": {"skip": True}}):
+        assert detector1._run_fused(ramp, readout, refs, params, STEPS, None) is None
+    assert detector1._run_fused(ramp, readout, refs, {}, STEPS, []) is None  # the 1/f table wants the steps apart
+    _compare(before, ramp)  # untouched
