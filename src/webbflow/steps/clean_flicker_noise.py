@@ -36,6 +36,7 @@ What jwst 3.0 does (``jwst/clean_flicker_noise/clean_flicker_noise.py::do_correc
 
 import logging
 import warnings
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -516,17 +517,24 @@ def clean_integrations(data, groupdq, mask, background_method="median", backgrou
     # has threads; the ramp is rebuilt from them in order.  Not the ``model`` background: photutils runs
     # under warnings.catch_warnings, which threads must not nest.
     workers = 1 if background_method == "model" else min(numba.get_num_threads(), ngroups - 1)
+    ndiff = ngroups - 1
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for i in range(nints):
             plane_mask = mask[first_integration + i] if mask.ndim == 3 else mask
-            original = data[i].copy()  # differences come from the input ramp, not the cleaned one
 
-            def clean(j, original=original, plane_mask=plane_mask, i=i):
+            def clean(j, diff, plane_mask=plane_mask, i=i):
                 m = plane_mask & ((groupdq[i, j + 1] & unusable) == 0)
-                return _clean_difference(original[j + 1] - original[j], m, background_method, background_box_size,
-                                         n_sigma, channels)
+                return _clean_difference(diff, m, background_method, background_box_size, n_sigma, channels)
 
-            for j, cleaned in enumerate(pool.map(clean, range(ngroups - 1))):
+            # Differences come from the input ramp, not the cleaned one: each is taken before group j + 1 is
+            # rewritten (instead of copying the whole integration), and only workers + 1 are in flight, so
+            # that neither the differences nor the cleaned results pile up.
+            pending, taken = deque(), 0
+            for j in range(ndiff):
+                while taken < ndiff and (taken <= j + 1 or len(pending) <= workers):
+                    pending.append(pool.submit(clean, taken, data[i, taken + 1] - data[i, taken]))
+                    taken += 1
+                cleaned = pending.popleft().result()
                 if cleaned is None:
                     log.warning("No usable data in integration %d, group %d. Skipping correction for this image.",
                                 first_integration + i + 1, j + 1)
