@@ -301,6 +301,31 @@ def _skimage():
     return skimage
 
 
+_BLOCK_GAP = 32
+"""Empty rows or columns that :func:`_occupied_blocks` cuts a mask across."""
+
+
+def _runs(occupied, gap):
+    """(start, stop) of the runs of ``occupied`` indices (sorted), split where more than ``gap`` are missing."""
+    cut = np.flatnonzero(np.diff(occupied) > gap + 1) + 1
+    return [(int(r[0]), int(r[-1]) + 1) for r in np.split(occupied, cut)]
+
+
+def _occupied_blocks(mask, gap=_BLOCK_GAP):
+    """(row0, col0, crop) of ``mask``'s blocks that hold its True pixels, cut along empty rows and columns.
+
+    No 8-connected region crosses a row (or, within a band of rows, a column) without a True pixel,
+    so labelling each crop finds every region whole.  A sparse mask (the new saturation of a group)
+    then costs its occupied rows and columns instead of the frame; cuts are made only across more
+    than ``gap`` empty rows or columns, so that a mask of scattered cosmic rays stays one block
+    (a block costs a call of the labeller, ~0.1 ms).
+    """
+    for r0, r1 in _runs(np.flatnonzero(mask.any(axis=1)), gap):
+        band = mask[r0:r1]
+        for c0, c1 in _runs(np.flatnonzero(band.any(axis=0)), gap):
+            yield r0, c0, band[:, c0:c1]
+
+
 def _regions(mask, min_area, keep=None):
     """Connected (8-neighbour) regions of ``mask`` with a hole-filled area >= ``min_area``.
 
@@ -311,24 +336,34 @@ def _regions(mask, min_area, keep=None):
     given the regions' bounding boxes (n, 4: row0, col0, row1, col1), may rule
     regions out before their moments are computed (~1 ms a region); a region's
     properties depend on its own pixels only, so the others are unchanged.
+
+    Only the occupied blocks of ``mask`` are labelled (:func:`_occupied_blocks`), and each region
+    kept is measured on its own bounding box: its moments, axes and orientation are those of its
+    own pixels, as on the whole frame, and its centroid the mean of its frame coordinates
+    (integers, summed exactly).  The regions come in the whole frame's label order (raster order
+    of their first pixel).
     """
     if not mask.any():
         return []
     measure = _skimage().measure
-    labels = measure.label(mask)
-    if keep is not None:
-        boxes = np.array([(s[0].start, s[1].start, s[0].stop, s[1].stop)
-                          for s in scipy.ndimage.find_objects(labels)], dtype=np.int64).reshape(-1, 4)
-        kept = np.concatenate([[False], keep(boxes)])
-        labels = np.where(kept[labels], labels, 0)
-    out = []
-    for region in measure.regionprops(labels):
-        if region.area_filled < min_area:
-            continue
-        out.append(((float(region.centroid[1]), float(region.centroid[0])),
-                    (region.axis_minor_length - 1, region.axis_major_length - 1),
-                    np.degrees(region.orientation), region.bbox))
-    return out
+    found = []
+    for r0, c0, crop in _occupied_blocks(mask):
+        labels = measure.label(crop)
+        slices = scipy.ndimage.find_objects(labels)
+        boxes = np.array([(s[0].start + r0, s[1].start + c0, s[0].stop + r0, s[1].stop + c0) for s in slices],
+                         dtype=np.int64).reshape(-1, 4)
+        kept = np.ones(len(slices), bool) if keep is None else keep(boxes)
+        for k in np.flatnonzero(kept):
+            own = labels[slices[k]] == k + 1
+            region = measure.regionprops(own.view(np.uint8), offset=(int(boxes[k, 0]), int(boxes[k, 1])))[0]
+            if region.area_filled < min_area:
+                continue
+            first = (int(boxes[k, 0]), int(boxes[k, 1]) + int(np.argmax(own[0])))
+            found.append((first, ((float(region.centroid[1]), float(region.centroid[0])),
+                                  (region.axis_minor_length - 1, region.axis_major_length - 1),
+                                  np.degrees(region.orientation), tuple(int(v) for v in boxes[k]))))
+    found.sort(key=lambda item: item[0])
+    return [event for _, event in found]
 
 
 def _snowball_candidate(centres, lo, hi):
