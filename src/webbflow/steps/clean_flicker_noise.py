@@ -420,8 +420,12 @@ def _row_medians(image, mask, channels):
 
 
 def _clean_difference(diff, mask, background_method, box_size, n_sigma, channels):
-    """The cleaned group difference, or None when no background pixel is left."""
-    image = diff.astype(np.float32)  # a copy: the caller's difference is not changed
+    """The cleaned group difference, or None when no background pixel is left.
+
+    ``diff`` (the caller's own difference, not a view of the ramp) is used as the work image when it is
+    float32: its NaN become 0.
+    """
+    image = diff.astype(np.float32, copy=False)
     nan_pix = np.isnan(image)
     image[nan_pix] = 0.0
     mask[nan_pix] = False
