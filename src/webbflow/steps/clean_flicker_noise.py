@@ -531,11 +531,12 @@ def clean_integrations(data, groupdq, mask, background_method="median", backgrou
                 return _clean_difference(diff, m, background_method, background_box_size, n_sigma, channels)
 
             # Differences come from the input ramp, not the cleaned one: each is taken before group j + 1 is
-            # rewritten (instead of copying the whole integration), and only workers + 1 are in flight, so
-            # that neither the differences nor the cleaned results pile up.
+            # rewritten (instead of copying the whole integration), and at most 2 workers + 1 are in flight
+            # (enough that a thread finishing early finds the next one queued), so that neither the
+            # differences nor the cleaned results pile up.
             pending, taken = deque(), 0
             for j in range(ndiff):
-                while taken < ndiff and (taken <= j + 1 or len(pending) <= workers):
+                while taken < ndiff and (taken <= j + 1 or len(pending) <= 2 * workers):
                     pending.append(pool.submit(clean, taken, data[i, taken + 1] - data[i, taken]))
                     taken += 1
                 cleaned = pending.popleft().result()
