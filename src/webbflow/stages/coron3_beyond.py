@@ -29,8 +29,10 @@ import numpy as np
 from webbflow.io.errors import InputError
 from webbflow.io.files import atomic_output, write_ecsv
 from webbflow.steps import align_refs as align_step
-from webbflow.steps import contrast as contrast_step
 from webbflow.steps import klip as klip_step
+
+# webbflow.steps.contrast (scipy.stats and scipy.optimize, ~0.5 s CPU to import) is imported by the
+# functions that use it: a coron3 job imports this module for DEFAULTS and enabled() alone.
 
 __all__ = ["DEFAULTS", "enabled", "reduce_beyond", "write_beyond"]
 
@@ -68,6 +70,8 @@ def _geometry(model, center):
 
 def _template(kp, model, scale):
     from astropy.io import fits
+
+    from webbflow.steps import contrast as contrast_step
 
     if kp.get("psf_template"):
         path = Path(kp["psf_template"])
@@ -110,6 +114,8 @@ def reduce_beyond(models, science, mask, kp):
         ``image`` (nkl, ny, nx) north-up combination, ``numbasis``, ``center``, ``angles``, ``scale``,
         ``fwhm``, and where asked ``contrast`` (astropy Table) and ``companions`` (Table).
     """
+    from webbflow.steps import contrast as contrast_step
+
     kp = {**DEFAULTS, **kp}
     if kp["references"] not in klip_step.REFERENCE_MODES:
         raise InputError("<config>", f"steps.klip.references {kp['references']!r} is unknown",
@@ -212,6 +218,8 @@ def _peel(work, center, psf, fwhm, snr_threshold, iwa, owa):
     were fitted and subtracted from ``work`` by the caller: a candidate with no peak above the threshold
     within one FWHM of it any more (a bright companion's rings or residual wings) is dropped.  Peeling
     only removes candidates of the first search, never adds one."""
+    from webbflow.steps import contrast as contrast_step
+
     candidates = contrast_step.find_companions(work, center, psf, fwhm, snr_threshold, iwa=iwa, owa=owa)
     for n, (x0, y0, snr) in enumerate(candidates):
         if n:

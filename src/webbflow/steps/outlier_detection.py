@@ -17,14 +17,16 @@ import logging
 import warnings
 
 import numpy as np
-from numba import njit
 
 from webbflow import dqflags
 from webbflow.dqflags import good_pixel_mask
+from webbflow.steps._jit import lazy_njit
 from webbflow.steps.flat_field import match_nans_and_flags
 
 # astropy.stats, drizzle, scipy and resample (gwcs, astropy.modeling) are imported where the imaging
 # mode uses them: a time-series job (tso3) loads none of them, ~70 MiB and ~1 s less per process.
+# numba too, until a time series is longer than its rolling window (lazy_njit): image3 and coron3
+# jobs never load it.
 
 __all__ = ["abs_deriv", "compute_weight_threshold", "coron_outlier_detection", "flag_resampled_crs", "median_image", "moving_median",
            "outlier_detection", "tso_outlier_detection"]
@@ -145,7 +147,7 @@ def outlier_detection(images, out_wcs, out_shape, *, snr=(5.0, 4.0), scale=(1.2,
 # --- Time series (jwst's ``outlier_detection`` mode "tso": calwebb_tso3 on calints) -------------------
 
 
-@njit(cache=True, error_model="numpy")
+@lazy_njit(cache=True, error_model="numpy")
 def _rolling_median_kernel(cube, w, out):
     # out[s + w//2] = median(cube[s:s+w]) per pixel, in float64 as jwst stores it; any NaN in the
     # window gives NaN (jwst uses np.median, not nanmedian).  The two middle values are averaged in
