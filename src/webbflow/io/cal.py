@@ -12,6 +12,7 @@ R_WISP, WISPSCL, WISPBKG and WISPNPIX.  Written atomically.
 from __future__ import annotations
 
 import json
+import mmap
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +44,55 @@ class CalArrays:
     area: np.ndarray | None = None
 
     @classmethod
-    def from_model(cls, model, var_flat=False):
-        """Float32 copies (``dq`` uint32) of a product's arrays; ``var_flat`` too if asked and not empty."""
+    def from_model(cls, model, var_flat=False, share=False):
+        """Float32 copies (``dq`` uint32) of a product's arrays; ``var_flat`` too if asked and not empty.
+
+        ``share``: no copies where the model's array already holds the right values -- a FITS
+        array read big-endian is byte-swapped in place to native order and the model given the
+        native view, so the model and these arrays are the same memory (a full-frame rate:
+        ~80 MB less); calibrating them in place changes the model's arrays too.
+        """
         f32 = np.float32
         flat = model.var_flat if var_flat else None
-        return cls(data=np.array(model.data, f32), dq=np.array(model.dq, np.uint32),
-                   err=np.array(model.err, f32), var_poisson=np.array(model.var_poisson, f32),
-                   var_rnoise=np.array(model.var_rnoise, f32),
-                   var_flat=np.array(flat, f32) if flat is not None and flat.size else None)
+        if not share:
+            return cls(data=np.array(model.data, f32), dq=np.array(model.dq, np.uint32),
+                       err=np.array(model.err, f32), var_poisson=np.array(model.var_poisson, f32),
+                       var_rnoise=np.array(model.var_rnoise, f32),
+                       var_flat=np.array(flat, f32) if flat is not None and flat.size else None)
+        arrays = {}
+        for name, dtype in (("data", f32), ("dq", np.uint32), ("err", f32), ("var_poisson", f32),
+                            ("var_rnoise", f32)) + ((("var_flat", f32),) if var_flat else ()):
+            value = getattr(model, name)
+            if value is None or (name == "var_flat" and not value.size):
+                continue
+            native = _native(value, dtype)
+            if native is not value:
+                setattr(model, name, native)
+            arrays[name] = native
+        return cls(**arrays)
+
+
+def _native(array, dtype):
+    """``array`` as a native-order ``dtype`` array: itself, a view of it byte-swapped in place, or
+    a copy when neither can be (another type, read-only, not contiguous)."""
+    array = np.asarray(array)
+    dtype = np.dtype(dtype)
+    if array.dtype == dtype:
+        return array
+    if array.dtype.newbyteorder("=") == dtype and array.flags.writeable and array.flags.c_contiguous \
+            and not _mapped(array):
+        array.byteswap(inplace=True)
+        return array.view(dtype)
+    return np.array(array, dtype)
+
+
+def _mapped(array):
+    """Whether ``array``'s memory is a mapped file (swapping it in place would write the file)."""
+    while array is not None:
+        if isinstance(array, (np.memmap, mmap.mmap)):
+            return True
+        array = getattr(array, "base", None)
+    return False
 
 
 def open_product(path, kind, made_by, check):
@@ -101,7 +143,7 @@ def read_rate(path):
     model : stdatamodels ImageModel or CubeModel
         The rate, or the rateints (3-D, INT_TIMES kept) of a time series (caller closes it).
     arrays : CalArrays
-        Float32 copies of its arrays.
+        Its arrays in native float32 (``dq`` uint32), the same memory as the model's.
 
     Raises
     ------
@@ -124,7 +166,8 @@ def read_rate(path):
         return None
 
     model = open_product(path, "rate", "detector1", check)
-    return model, CalArrays.from_model(model)
+    # the arrays are calibrated in place and given back to the model by write_cal: no copies
+    return model, CalArrays.from_model(model, share=True)
 
 
 def _exposure(sci, pixels=True):
