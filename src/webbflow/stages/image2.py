@@ -31,7 +31,7 @@ from webbflow.io.cal import (load_area, load_distortion, load_flat, load_photom,
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.ramp import Readout, StepStatus
 from webbflow.refs.check import check_exposure_geometry
-from webbflow.steps import assign_wcs, flat_field, photom
+from webbflow.steps import assign_wcs, flat_field, photom, refpix, roeba, wisps
 
 __all__ = ["IMAGE2_STEPS", "STEP_REFTYPES", "run"]
 
@@ -63,8 +63,6 @@ def _subtract_wisps(arrays, template, template_path, kwargs, fastaxis, noutputs)
     detectors only) or no background to fit: SKIPPED, the image left as it is.  The error
     arrays are kept: the subtracted model is a fit over ~10^5 pixels, its noise negligible.
     """
-    from webbflow.steps import refpix, wisps  # numba and scipy.ndimage: only with a wisp template
-
     kwargs = {k: v for k, v in kwargs.items() if k != "template_dir"}
     # FASTAXIS +-1: the readout runs along x, so each row has its 1/f offset (numpy axis 1)
     kwargs["stripe_axis"] = (1 if abs(int(fastaxis or 1)) == 1 else 0) if kwargs.pop("fit_stripes", True) else None
@@ -144,8 +142,6 @@ def run(rate_path, cal_path, references, params, provenance=None):
         if step_skipped(params, "destripe"):
             statuses["destripe"] = StepStatus.SKIPPED
         else:
-            from webbflow.steps import roeba  # numba and scipy.ndimage: only when destriping
-
             sub = model.meta.subarray
             readout = Readout(nints=1, ngroups=1, detector=inst.detector, fastaxis=int(sub.fastaxis),
                               slowaxis=int(sub.slowaxis), noutputs=int(model.meta.exposure.noutputs or 4),
