@@ -282,6 +282,35 @@ def test_libyaml_manifests_parse_identically():
     assert _manifest.yaml.safe_load(manager[uris[0]]) == yaml.safe_load(manager[uris[0]])
 
 
+def test_cached_schema_documents_validate_as_asdf_does():
+    """With ``cache_schema_documents`` asdf's resolver gets each schema document parsed once: the
+    same document a fresh parse gives, left unchanged by validating, and a datamodel still takes
+    a valid value and refuses an invalid one."""
+    from asdf import schema
+    from stdatamodels.exceptions import ValidationWarning
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    from webbflow.io.asdf_yaml import cache_schema_documents
+
+    assert cache_schema_documents() and cache_schema_documents()  # idempotent
+    cached, fresh = schema._make_schema_loader(), schema._make_schema_loader._webbflow_original()
+    with ImageModel((8, 8)) as model:
+        model.data = np.ones((8, 8), np.float32)
+        model.meta.exposure.nints = 3
+        model.meta.photometry.conversion_megajanskys = 1.5
+        with pytest.warns(ValidationWarning):
+            model.meta.exposure.nints = "three"
+        assert model.meta.exposure.nints == 3
+        with pytest.warns(ValidationWarning):
+            model.meta.instrument.name = "MIRI_NOT"
+        model.validate()
+    urls = [u for u in schema._make_schema_loader._webbflow_documents]
+    assert len(urls) >= 5  # the datamodel schemas ($ref: core, wcsinfo, variance...)
+    for url in urls:
+        assert cached(url) is cached(url)  # parsed once
+        assert cached(url) == fresh(url), url  # and equal to a fresh parse after the validations
+
+
 def test_asdf_reference_header_without_extensions(tmp_path):
     """Reference selection reads an ASDF reference's ``meta`` from its YAML alone: the same summary as
     the tree asdf.open gives, without loading asdf's extensions (the planning process's cost)."""

@@ -86,6 +86,17 @@ def _native(array, dtype):
     return np.array(array, dtype)
 
 
+def _fits_order(array):
+    """A native float ``array`` byte-swapped in place to big-endian (a view of it), as FITS stores it;
+    anything else (integers, read-only, not contiguous, a mapped file) as it is."""
+    if (isinstance(array, np.ndarray) and array.dtype.kind == "f" and array.dtype.byteorder in "=<"
+            and array.dtype.isnative and array.flags.writeable and array.flags.c_contiguous
+            and not _mapped(array)):
+        array.byteswap(inplace=True)
+        return array.view(array.dtype.newbyteorder(">"))
+    return array
+
+
 def _mapped(array):
     """Whether ``array``'s memory is a mapped file (swapping it in place would write the file)."""
     while array is not None:
@@ -165,6 +176,9 @@ def read_rate(path):
                     "give an uncalibrated rate product (stage 2 already ran on this file)")
         return None
 
+    from webbflow.io.asdf_yaml import cache_schema_documents
+
+    cache_schema_documents()  # opening, assigning and writing validate ~10 times: parse each schema once
     model = open_product(path, "rate", "detector1", check)
     # the arrays are calibrated in place and given back to the model by write_cal: no copies
     return model, CalArrays.from_model(model, share=True)
@@ -186,7 +200,8 @@ def _cut(array, window, sci):
     y0, x0 = window
     if array.shape[-2:] == (ny, nx):
         return array
-    return array[..., y0:y0 + ny, x0:x0 + nx]
+    # a copy of the window: the full-frame array it was cut from is then freed
+    return np.ascontiguousarray(array[..., y0:y0 + ny, x0:x0 + nx])
 
 
 def _open_fits(path, reftype, sci, pixels=True):
@@ -200,7 +215,9 @@ def _open_fits(path, reftype, sci, pixels=True):
             # astropy only warns about a truncated file; check_reference says it in one line
             warnings.filterwarnings("ignore", message=".*truncated.*")
             warnings.filterwarnings("ignore", category=fits.verify.VerifyWarning)
-            hdul = fits.open(path, lazy_load_hdus=False)
+            # read, not memory-mapped: the arrays are then our own, swapped to native order in place
+            # (_data) instead of copied, and no file pages add to the job's memory
+            hdul = fits.open(path, lazy_load_hdus=False, memmap=False)
     except FileNotFoundError:
         raise ReferenceFileError(path, f"{reftype} reference not found",
                                  f"check references.dir or overrides.{reftype}") from None
@@ -217,7 +234,7 @@ def _open_fits(path, reftype, sci, pixels=True):
 
 def _data(path, reftype, hdul, name, dtype=np.float32):
     try:
-        return np.asarray(hdul[name].data, dtype)
+        return _native(hdul[name].data, dtype)
     except (OSError, ValueError, TypeError, EOFError) as exc:
         raise ReferenceFileError(path, f"{reftype} reference {name} cannot be read ({exc})",
                                  f"replace it or name another with overrides.{reftype}") from None
@@ -357,6 +374,7 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
     model : ImageModel
         The rate model (modified in place, then saved).
     arrays : CalArrays
+        Given up: its float arrays are byte-swapped in place to FITS (big-endian) order.
     wcs : gwcs.wcs.WCS, optional
     wcsinfo : dict, optional
         ``meta.wcsinfo`` entries (SIP keywords, ``s_region``).
@@ -377,15 +395,12 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
     pathlib.Path
     """
     path = Path(path)
-    model.data = arrays.data
-    model.dq = arrays.dq
-    model.err = arrays.err
-    model.var_poisson = arrays.var_poisson
-    model.var_rnoise = arrays.var_rnoise
-    if arrays.var_flat is not None:
-        model.var_flat = arrays.var_flat
-    if arrays.area is not None:
-        model.area = arrays.area
+    for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat", "area"):
+        value = getattr(arrays, name)
+        if value is not None or name not in ("var_flat", "area"):
+            # big-endian already: astropy then neither swaps each array for its DATASUM and its
+            # write nor swaps it back (the values, and so the file, are the same)
+            setattr(model, name, _fits_order(value))
     if wcs is not None:
         model.meta.wcs = wcs
     if wcsinfo:
