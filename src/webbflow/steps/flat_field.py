@@ -47,8 +47,8 @@ def run(arrays, flat, flat_dq, flat_err, copy=True):
     flat, flat_dq, flat_err : ndarray
         Flat SCI, DQ (JWST flag values) and ERR already cut to the science array.
     copy : bool
-        False: ``flat`` and ``flat_dq`` (already float32 and uint32) are the caller's to lose --
-        bad flat values are set to 1 and flagged in them -- instead of copied.
+        False: ``flat``, ``flat_dq`` and ``flat_err`` (float32, uint32, float32) are the caller's
+        to lose -- they are used as work space (bad values flagged, squared) -- instead of copied.
 
     Returns
     -------
@@ -58,7 +58,7 @@ def run(arrays, flat, flat_dq, flat_err, copy=True):
     # bad pixels are set to 1 below: a copy unless the caller gives the arrays up
     flat = _own(flat, np.float32, copy)
     fdq = _own(flat_dq, np.uint32, copy)
-    ferr = np.asarray(flat_err, dtype=np.float32)
+    ferr = _own(flat_err, np.float32, copy)
     bad = np.isnan(flat)
     bad |= flat == 0.0
     np.bitwise_or(fdq, _BAD, out=fdq, where=bad)
@@ -68,15 +68,14 @@ def run(arrays, flat, flat_dq, flat_err, copy=True):
 
     # jwst's expressions, evaluated in the same order and precision, in place (no full-size
     # temporaries): VAR_FLAT = data_new**2 / flat**2 * flat_err**2, ERR = sqrt(VP + VR + VF)
-    flat2 = flat * flat
     arrays.data /= flat
+    flat2 = np.multiply(flat, flat, out=flat)  # the flat is ours and not needed any more
     var_flat = np.square(arrays.data)
     var_flat /= flat2
-    var_flat *= np.square(ferr)
+    var_flat *= np.square(ferr, out=ferr)
     arrays.var_flat = var_flat
     arrays.var_poisson /= flat2
     arrays.var_rnoise /= flat2
-    del flat2
     err = arrays.err if _writable_like(arrays.err, var_flat) else None
     err = np.add(arrays.var_poisson, arrays.var_rnoise, out=err)
     err += var_flat
