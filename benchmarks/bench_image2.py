@@ -20,15 +20,13 @@ to jwst; results: ``benchmarks/results/<date>-<host>-image2.json``.
 import argparse
 import datetime as dt
 import os
-import platform
-import shutil
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
-from bench_image23 import _image2_jobs, _rates  # noqa: E402  (the same jobs as the image2+3 benchmark)
+from bench_image23 import _image2_jobs, _rates, start_run  # noqa: E402  (the image2+3 benchmark's jobs)
 from bench_tso_demo import _write_result  # noqa: E402
 
 
@@ -94,14 +92,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="JSON results file")
     args = parser.parse_args(argv)
 
-    work = Path(args.workdir).resolve()
-    out = work / "image2-run"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
-    load = os.getloadavg()
-    print(f"benchmark on {machine}, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    work, out, machine, load = start_run(args.workdir, "image2-run")
     sets = []
     if not args.no_demo:
         sets.append(("sub160", *_rates(work / "image23" / "data", None)))
