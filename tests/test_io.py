@@ -332,3 +332,29 @@ def test_asdf_reference_header_without_extensions(tmp_path):
             "import asdf.config as c; print(c.get_config()._extensions is None)")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"  # no extension was loaded
+
+
+def test_native_swaps_our_arrays_in_place_and_copies_mapped_ones(tmp_path):
+    """``io.cal._native``: an array read into memory is swapped to native order in place (no copy);
+    a memory-mapped one is copied, the file left as it was; ``_fits_order`` swaps back."""
+    from webbflow.io.cal import _fits_order, _native
+
+    values = np.arange(12, dtype=np.float32).reshape(3, 4) * 1.5
+    path = tmp_path / "a.fits"
+    fits.PrimaryHDU(values).writeto(path)
+    before = path.read_bytes()
+    with fits.open(path, memmap=False) as hdul:
+        raw = hdul[0].data
+        assert raw.dtype.byteorder == ">"
+        native = _native(raw, np.float32)
+        assert native.dtype == np.float32 and native.dtype.isnative and np.shares_memory(native, raw)
+        np.testing.assert_array_equal(native, values)
+        big = _fits_order(native)
+        assert big.dtype.byteorder == ">" and np.shares_memory(big, native)
+        np.testing.assert_array_equal(big, values)
+    with fits.open(path, memmap=True, mode="update") as hdul:
+        mapped = hdul[0].data
+        native = _native(mapped, np.float32)
+        assert not np.shares_memory(native, mapped)
+        np.testing.assert_array_equal(native, values)
+    assert path.read_bytes() == before
