@@ -181,7 +181,8 @@ def run(rate_path, cal_path, references, params, provenance=None):
             statuses["flat_field"] = StepStatus.SKIPPED
         else:
             flat, flat_dq, flat_err = load_flat(references["flat"], sci)
-            statuses["flat_field"] = flat_field.run(arrays, flat, flat_dq, flat_err)
+            statuses["flat_field"] = flat_field.run(arrays, flat, flat_dq, flat_err, copy=False)
+            del flat, flat_dq, flat_err  # not held through the write
             used["flat"] = references["flat"]
             log.info("flat_field    %s", statuses["flat_field"])
 
