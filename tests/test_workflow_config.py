@@ -205,7 +205,7 @@ def test_tso_imaging_preset_recommends_jump_per_integration_and_jwst_line_drops_
     assert step_parameters(defaults, "detector1", preset, recommended=False)["jump"]["per_integration"] is False
     # and ROEBA with one level per integration (the donut's 1/f), ROEBA off on the jwst line
     rec, jwst = (step_parameters(defaults, "detector1", preset, recommended=r)["refpix"] for r in (True, False))
-    assert (rec["roeba"], rec["roeba_level"], rec["roeba_min_pixels"]) == (True, "integration", 4)
+    assert (rec["roeba"], rec["roeba_level"], rec["roeba_min_pixels"], rec["roeba_grow"]) == (True, "integration", 4, 1)
     assert (jwst["roeba"], jwst["roeba_level"]) == (False, "group")
 
 

@@ -329,7 +329,8 @@ def correct_frames(frames, mask, edges, odd_even=True, min_pixels=16, keep_zero=
         (near its first and last groups) and a faint one's (all groups alike) weigh that noise
         differently, so it does not cancel in a background-subtracted aperture sum, and a whole
         subarray sum adds it up over every pixel (issue #14, the weak-lens donut: out-of-transit
-        scatter / photon + read noise 1.36 -> 1.13 in apertures, 2.54 -> 1.24 summed whole).
+        scatter / photon + read noise 1.36 -> 1.13 in apertures, 2.54 -> 1.24 summed whole; 1.08
+        and 1.10 with the source mask grown by 1 pixel instead of 2).
 
     Returns
     -------
