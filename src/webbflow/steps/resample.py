@@ -17,7 +17,6 @@ from astropy import coordinates as coord
 from astropy import units as u
 from astropy.modeling import models
 from drizzle.resample import Drizzle
-from drizzle.utils import calc_pixmap
 from gwcs import coordinate_frames as cf
 from gwcs import wcs as gwcs_wcs
 
@@ -35,6 +34,7 @@ __all__ = [
     "make_output_wcs",
     "make_tan_wcs",
     "native_pixel_scale",
+    "image_pixmap",
     "pixmap",
 ]
 
@@ -78,6 +78,11 @@ class ImageInput:
     name: str = ""
     group: str = ""
     meta: dict = field(default_factory=dict)
+    pixmaps: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def drop_pixmaps(self):
+        """Free the pixel maps kept by :func:`image_pixmap`."""
+        self.pixmaps.clear()
 
 
 @dataclass
@@ -256,9 +261,80 @@ def make_output_wcs(wcslist, shapes, pixel_scale=None, pixel_scale_ratio=1.0, ro
     return make_tan_wcs(crval, offsets, scale * pc, shape=(ny, nx)), (ny, nx), float(scale * 3600.0)
 
 
-def pixmap(wcs_from, wcs_to, shape):
-    """Pixel map (ny, nx, 2) of the ``shape`` grid of ``wcs_from`` in ``wcs_to`` pixels."""
-    return calc_pixmap(wcs_from, wcs_to, shape=shape, disable_bbox="both")
+PIXMAP_ROWS = 256
+"""Rows of the input grid taken through the WCSs at a time by :func:`pixmap`."""
+
+
+def _bbox(wcs):
+    """``wcs``'s bounding box in the form that restores it (as drizzle's ``calc_pixmap`` keeps it), or None."""
+    box = getattr(wcs, "bounding_box", None)
+    if box is None:
+        return None
+    try:
+        return box.bounding_box(order="F")
+    except AttributeError:
+        return tuple(box)
+
+
+def pixmap(wcs_from, wcs_to, shape, rows=PIXMAP_ROWS):
+    """Pixel map (ny, nx, 2) of the ``shape`` grid of ``wcs_from`` in ``wcs_to`` pixels.
+
+    The numbers of drizzle's ``calc_pixmap(wcs_from, wcs_to, shape, disable_bbox="both")``,
+    computed ``rows`` full rows at a time: every WCS transform is element-wise, and the
+    temporaries of a gwcs evaluation (a dozen float64 arrays of the grid's size, ~0.5 GiB for a
+    2048 x 2048 detector) shrink to those of one block.
+
+    Parameters
+    ----------
+    wcs_from, wcs_to : gwcs.wcs.WCS
+        Their bounding boxes are ignored (and restored afterwards).
+    shape : (int, int)
+        (ny, nx) of the ``wcs_from`` grid.
+    rows : int
+        Rows per block.
+
+    Returns
+    -------
+    ndarray
+        (ny, nx, 2) float64: x, y in ``wcs_to``'s 0-based pixels.
+    """
+    ny, nx = (int(n) for n in shape)
+    out = np.empty((ny, nx, 2))
+    boxes = [(w, _bbox(w)) for w in (wcs_from, wcs_to)]
+    for w, box in boxes:
+        if box is not None:
+            w.bounding_box = None
+    try:
+        for r0 in range(0, ny, rows):
+            y, x = np.indices((min(rows, ny - r0), nx), dtype=np.float64)
+            y += r0
+            x, y = wcs_to.world_to_pixel_values(*wcs_from.pixel_to_world_values(x, y))
+            out[r0:r0 + rows, :, 0] = x
+            out[r0:r0 + rows, :, 1] = y
+    finally:
+        for w, box in boxes:
+            if box is not None:
+                w.bounding_box = box
+    return out
+
+
+def image_pixmap(image, out_wcs):
+    """:func:`pixmap` of ``image`` onto ``out_wcs``, computed once per pair and kept on ``image``.
+
+    Outlier detection's drizzle and blot and the final resample all map an input's pixels onto the
+    same output grid; computing it through the gwcs pipeline is the most expensive part of image3,
+    so it is kept (``image.pixmaps``) while ``image.wcs`` and ``out_wcs`` stay the same objects.
+    Callers must not modify the returned array; :meth:`ImageInput.drop_pixmaps` frees it.
+    """
+    key = (id(image.wcs), id(out_wcs), tuple(image.data.shape))
+    hit = image.pixmaps.get(key)
+    if hit is not None and hit[0] is image.wcs and hit[1] is out_wcs:
+        return hit[2]
+    pmap = pixmap(image.wcs, out_wcs, image.data.shape)
+    pmap.flags.writeable = False
+    image.pixmaps.clear()  # one grid at a time: a new WCS or grid makes the old map useless
+    image.pixmaps[key] = (image.wcs, out_wcs, pmap)
+    return pmap
 
 
 def build_weight(image, weight_type="ivm", good_bits=None):
@@ -311,7 +387,7 @@ def drizzle_images(images, out_wcs, out_shape, pixel_scale, *, pixfrac=1.0, kern
     wtot = {name: np.zeros(out_shape) for name in VARIANCES}
     exptime = 0.0
     for image in images:
-        pmap = pixmap(image.wcs, out_wcs, image.data.shape)
+        pmap = image_pixmap(image, out_wcs)
         weight = build_weight(image, weight_type, good_bits)
         data = np.asarray(image.data, np.float32)
         if subtract_sky and image.sky:
