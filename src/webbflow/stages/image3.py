@@ -226,8 +226,6 @@ def run_models(models, params=None, names=None):
 
     resampled = resample_step.drizzle_images(images, out_wcs, out_shape, pscale, pixfrac=rs["pixfrac"],
                                              kernel=rs["kernel"], weight_type=rs["weight_type"])
-    for im in images:
-        im.drop_pixmaps()  # kept for outlier detection's blot and the resample; 64 MiB per full frame
     status["resample"] = "COMPLETE"
     log.info("resample done (%.1f s)", time.perf_counter() - t0)
 

@@ -82,7 +82,8 @@ def median_image(images, out_wcs, out_shape, *, maskpt=0.7, pixfrac=1.0, kernel=
     stack = np.full((len(groups),) + tuple(out_shape), np.nan, np.float32)
     for k, members in enumerate(groups.values()):
         single = drizzle_images(members, out_wcs, out_shape, 0.0, pixfrac=pixfrac, kernel=kernel,
-                                fillval=np.nan, weight_type=weight_type, good_bits=good_bits, with_variance=False)
+                                fillval=np.nan, weight_type=weight_type, good_bits=good_bits, with_variance=False,
+                                release_pixmaps=False)  # the blot and the resample use them again
         threshold = compute_weight_threshold(single.wht, maskpt)
         data = single.data
         data[single.wht < threshold] = np.nan
@@ -131,13 +132,14 @@ def outlier_detection(images, out_wcs, out_shape, *, snr=(5.0, 4.0), scale=(1.2,
     median = median_image(images, out_wcs, out_shape, maskpt=maskpt, pixfrac=pixfrac, kernel=kernel,
                           weight_type=weight_type, good_bits=good_bits)
     counts = []
+    median32 = np.asarray(median, np.float32)  # one copy for every blot, none when float32
     for im in images:
         # the drizzle's map, kept for the final resample: NaN -> -1 on a copy (tblot cannot take NaN;
         # jwst does the same)
         pmap = image_pixmap(im, out_wcs)
         pmap = np.where(np.isnan(pmap), -1.0, pmap)
         blot = np.full(im.data.shape, np.nan, np.float32)
-        blot_image(median.astype(np.float32), pmap, out_img=blot, fillval=np.nan, iscale=1.0, interp="linear")
+        blot_image(median32, pmap, out_img=blot, fillval=np.nan, iscale=1.0, interp="linear")
         level = im.sky if im.sky else backg
         mask = flag_resampled_crs(im.data, im.err, blot, snr[0], snr[1], scale[0], scale[1], level)
         new = mask & ((im.dq & dqflags.OUTLIER) == 0)

@@ -354,7 +354,7 @@ def build_weight(image, weight_type="ivm", good_bits=None):
 
 def drizzle_images(images, out_wcs, out_shape, pixel_scale, *, pixfrac=1.0, kernel="square",
                    fillval=np.nan, weight_type="ivm", good_bits=None, subtract_sky=True,
-                   with_variance=True):
+                   with_variance=True, release_pixmaps=True):
     """Drizzle images onto ``out_wcs`` (the i2d algorithm).
 
     Parameters
@@ -377,14 +377,18 @@ def drizzle_images(images, out_wcs, out_shape, pixel_scale, *, pixfrac=1.0, kern
         Subtract each image's ``sky`` (skymatch level) before drizzling.
     with_variance : bool
         Propagate VAR_* and ERR (skip for outlier detection's single images).
+    release_pixmaps : bool
+        Free each image's pixel map (:func:`image_pixmap`) once it is drizzled; False keeps it for
+        a later use on the same grid (outlier detection's drizzle, before its blot and the resample).
 
     Returns
     -------
     ResampleResult
     """
     driz = Drizzle(kernel=kernel, fillval=fillval, out_shape=out_shape, max_ctx_id=len(images))
-    wsum = {name: np.zeros(out_shape) for name in VARIANCES}
-    wtot = {name: np.zeros(out_shape) for name in VARIANCES}
+    # float64 sums of w**2 var and w per variance (jwst's accumulation), only when propagated
+    wsum = {name: np.zeros(out_shape) for name in VARIANCES} if with_variance else {}
+    wtot = {name: np.zeros(out_shape) for name in VARIANCES} if with_variance else {}
     exptime = 0.0
     for image in images:
         pmap = image_pixmap(image, out_wcs)
@@ -394,29 +398,13 @@ def drizzle_images(images, out_wcs, out_shape, pixel_scale, *, pixfrac=1.0, kern
             data = data - np.float32(image.sky)
         driz.add_image(data, exptime=image.exptime, pixmap=pmap, weight_map=weight,
                        pixfrac=pixfrac, in_units="cps")
+        del data
         exptime += image.exptime
-        if not with_variance:
-            continue
-        resampled = {}
-        for name in VARIANCES:
-            var = getattr(image, name)
-            if var is None:
-                continue
-            one = Drizzle(kernel=kernel, fillval=np.nan, out_shape=out_shape, disable_ctx=True)
-            one.add_image(np.sqrt(np.clip(np.asarray(var, np.float32), 0, None)), exptime=image.exptime,
-                          pixmap=pmap, weight_map=weight, pixfrac=pixfrac, in_units="cps")
-            resampled[name] = one.out_img.astype(np.float64) ** 2
-        # jwst: the image's weight on the output grid is 1 / its resampled read-noise variance.
-        if weight_type == "ivm" and "var_rnoise" in resampled:
-            w = np.zeros(out_shape)
-            ok = np.isfinite(resampled["var_rnoise"]) & (resampled["var_rnoise"] > 0)
-            w[ok] = 1.0 / resampled["var_rnoise"][ok]
-        else:
-            w = np.full(out_shape, float(image.exptime))
-        for name, var in resampled.items():
-            ok = np.isfinite(var) & (var >= 0) & (w > 0)
-            wsum[name][ok] += var[ok] * w[ok] ** 2
-            wtot[name][ok] += w[ok]
+        if with_variance:
+            _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, weight_type)
+        if release_pixmaps:
+            del pmap
+            image.drop_pixmaps()
     variances = {}
     if with_variance:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -433,3 +421,42 @@ def drizzle_images(images, out_wcs, out_shape, pixel_scale, *, pixfrac=1.0, kern
         con=driz.out_ctx.astype(np.int32), err=err, variances=variances, wcs=out_wcs,
         pixel_scale=pixel_scale, exptime=exptime, ninputs=len(images),
     )
+
+
+def _drizzled_variance(image, name, pmap, weight, out_shape, kernel, pixfrac):
+    """One VAR_* array of ``image`` on the output grid (float64), drizzled as its square root as
+    jwst does; None when the image has none."""
+    var = getattr(image, name)
+    if var is None:
+        return None
+    one = Drizzle(kernel=kernel, fillval=np.nan, out_shape=out_shape, disable_ctx=True)
+    one.add_image(np.sqrt(np.clip(np.asarray(var, np.float32), 0, None)), exptime=image.exptime,
+                  pixmap=pmap, weight_map=weight, pixfrac=pixfrac, in_units="cps")
+    out = one.out_img.astype(np.float64)
+    del one
+    return np.square(out, out=out)
+
+
+def _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, weight_type):
+    """Add ``image``'s drizzled variances to ``wsum`` (w**2 var) and ``wtot`` (w), one array at a time."""
+    rnoise = _drizzled_variance(image, "var_rnoise", pmap, weight, out_shape, kernel, pixfrac)
+    # jwst: the image's weight on the output grid is 1 / its resampled read-noise variance.
+    if weight_type == "ivm" and rnoise is not None:
+        w = np.zeros(out_shape)
+        ok = np.isfinite(rnoise) & (rnoise > 0)
+        w[ok] = 1.0 / rnoise[ok]
+    else:
+        w = np.full(out_shape, float(image.exptime))
+    w2 = np.square(w)
+    for name in VARIANCES:
+        var = rnoise if name == "var_rnoise" else _drizzled_variance(image, name, pmap, weight, out_shape,
+                                                                      kernel, pixfrac)
+        if var is None:
+            continue
+        ok = np.isfinite(var) & (var >= 0) & (w > 0)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf outside ``ok`` are not added
+            np.multiply(var, w2, out=var)
+        np.add(wsum[name], var, out=wsum[name], where=ok)
+        np.add(wtot[name], w, out=wtot[name], where=ok)
+        del var
+        rnoise = None
