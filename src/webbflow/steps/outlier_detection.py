@@ -84,14 +84,18 @@ def median_image(images, out_wcs, out_shape, *, maskpt=0.7, pixfrac=1.0, kernel=
     stack = np.full((len(groups),) + tuple(out_shape), np.nan, np.float32)
     for k, members in enumerate(groups.values()):
         single = drizzle_images(members, out_wcs, out_shape, 0.0, pixfrac=pixfrac, kernel=kernel,
-                                fillval=np.nan, weight_type=weight_type, good_bits=good_bits, with_variance=False)
+                                fillval=np.nan, weight_type=weight_type, good_bits=good_bits, with_variance=False,
+                                release_pixmaps=False)  # the blot and the resample use them again
         threshold = compute_weight_threshold(single.wht, maskpt)
         data = single.data
         data[single.wht < threshold] = np.nan
         stack[k] = data
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns outside every footprint
-        return np.nanmedian(stack, axis=0)
+    # np.nanmedian's numbers in row blocks: its masked-array path holds float64 and int64 copies of
+    # the whole stack (~6x its size), the blocks only a sorted copy of 256 rows.
+    median = np.empty(stack.shape[1:], stack.dtype)
+    for r0 in range(0, stack.shape[1], 256):
+        median[r0:r0 + 256] = _nanmedian_axis0(stack[:, r0:r0 + 256])
+    return median
 
 
 def outlier_detection(images, out_wcs, out_shape, *, snr=(5.0, 4.0), scale=(1.2, 0.7), backg=0.0, maskpt=0.7,
@@ -120,7 +124,7 @@ def outlier_detection(images, out_wcs, out_shape, *, snr=(5.0, 4.0), scale=(1.2,
     """
     from drizzle.resample import blot_image
 
-    from webbflow.steps.resample import pixmap
+    from webbflow.steps.resample import image_pixmap
 
     if good_bits is None:
         good_bits = ~np.uint32(dqflags.DO_NOT_USE)
@@ -130,11 +134,14 @@ def outlier_detection(images, out_wcs, out_shape, *, snr=(5.0, 4.0), scale=(1.2,
     median = median_image(images, out_wcs, out_shape, maskpt=maskpt, pixfrac=pixfrac, kernel=kernel,
                           weight_type=weight_type, good_bits=good_bits)
     counts = []
+    median32 = np.asarray(median, np.float32)  # one copy for every blot, none when float32
     for im in images:
-        pmap = pixmap(im.wcs, out_wcs, im.data.shape)
-        pmap[np.isnan(pmap)] = -1  # tblot cannot take NaN (jwst does the same)
+        # the drizzle's map, kept for the final resample: NaN -> -1 on a copy (tblot cannot take NaN;
+        # jwst does the same)
+        pmap = image_pixmap(im, out_wcs)
+        pmap = np.where(np.isnan(pmap), -1.0, pmap)
         blot = np.full(im.data.shape, np.nan, np.float32)
-        blot_image(median.astype(np.float32), pmap, out_img=blot, fillval=np.nan, iscale=1.0, interp="linear")
+        blot_image(median32, pmap, out_img=blot, fillval=np.nan, iscale=1.0, interp="linear")
         level = im.sky if im.sky else backg
         mask = flag_resampled_crs(im.data, im.err, blot, snr[0], snr[1], scale[0], scale[1], level)
         new = mask & ((im.dq & dqflags.OUTLIER) == 0)
