@@ -28,8 +28,8 @@ resample subtracts it.
 import logging
 
 import numpy as np
-from numba import njit
 
+from webbflow.steps._jit import lazy_njit
 from webbflow.steps.resample import good_pixel_mask
 
 __all__ = ["imagestats", "sky_statistic", "skymatch"]
@@ -37,7 +37,7 @@ __all__ = ["imagestats", "sky_statistic", "skymatch"]
 log = logging.getLogger(__name__)
 
 
-@njit(cache=True)
+@lazy_njit(cache=True)  # numba loads when skymatch runs, not when image3 is imported (job start-up)
 def _moments_passes(v, clipmin, clipmax):
     # Pass 1: count, sequential float64 sum, min and max of the values within the clip range.
     n, total = 0, 0.0
