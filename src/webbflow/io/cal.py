@@ -43,17 +43,23 @@ class CalArrays:
     area: np.ndarray | None = None
 
     @classmethod
-    def from_model(cls, model, var_flat=False):
-        """Float32 copies (``dq`` uint32) of a product's arrays; ``var_flat`` too if asked and not empty."""
+    def from_model(cls, model, var_flat=False, copy=True):
+        """Float32 copies (``dq`` uint32) of a product's arrays; ``var_flat`` too if asked and not empty.
+
+        ``copy=False``: the model's own arrays where they already are native float32/uint32 (a model
+        opened by :func:`open_product` with ``native=True``), so the cubes are held once; the stage then
+        changes the model's arrays in place and must take only metadata from it afterwards.
+        """
         f32 = np.float32
+        conv = np.array if copy else np.asarray
         flat = model.var_flat if var_flat else None
-        return cls(data=np.array(model.data, f32), dq=np.array(model.dq, np.uint32),
-                   err=np.array(model.err, f32), var_poisson=np.array(model.var_poisson, f32),
-                   var_rnoise=np.array(model.var_rnoise, f32),
-                   var_flat=np.array(flat, f32) if flat is not None and flat.size else None)
+        return cls(data=conv(model.data, f32), dq=conv(model.dq, np.uint32),
+                   err=conv(model.err, f32), var_poisson=conv(model.var_poisson, f32),
+                   var_rnoise=conv(model.var_rnoise, f32),
+                   var_flat=conv(flat, f32) if flat is not None and flat.size else None)
 
 
-def open_product(path, kind, made_by, check):
+def open_product(path, kind, made_by, check, native=False):
     """Open a stage's input product, or refuse it with one clear error.
 
     Parameters
@@ -65,6 +71,10 @@ def open_product(path, kind, made_by, check):
         The stage that writes it, for the fixes.
     check : callable
         ``check(model)`` returns None for a good product, else (problem, fix) for the error.
+    native : bool
+        Convert every image extension to native byte order before stdatamodels takes it, so that
+        ``CalArrays.from_model(model, copy=False)`` needs no second copy of the cubes (FITS stores
+        them big-endian; the time-series stages hold a whole segment, and this halves it).
 
     Returns
     -------
@@ -82,7 +92,7 @@ def open_product(path, kind, made_by, check):
     if not path.is_file():
         raise InputError(path, f"{kind} file not found", f"run {made_by} first (snakemake makes it)")
     try:
-        model = datamodels.open(str(path))
+        model = _open_native(path) if native else datamodels.open(str(path))
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a deep traceback
         raise InputError(path, f"cannot be opened as a JWST product ({exc})",
                          f"give a *_{kind}.fits written by {made_by}") from None
@@ -91,6 +101,27 @@ def open_product(path, kind, made_by, check):
         model.close()
         raise InputError(path, *problem)
     return model
+
+
+def _open_native(path):
+    """``datamodels.open(path)`` with each image extension's data converted to native byte order
+    first (one array at a time, so the file's big-endian copy of a cube is let go before the next)."""
+    from astropy.io import fits
+    from stdatamodels.jwst import datamodels
+
+    with fits.open(path, memmap=False) as hdul:
+        cls = getattr(datamodels, str(hdul[0].header.get("DATAMODL", "")), None)
+        if not (isinstance(cls, type) and issubclass(cls, datamodels.JwstDataModel)):
+            return datamodels.open(str(path))  # stdatamodels' own guess of the model (and its errors)
+        for hdu in hdul:
+            if isinstance(hdu, fits.ImageHDU) and hdu.header.get("NAXIS", 0) > 0:
+                data = hdu.data
+                if not data.dtype.isnative:
+                    hdu.data = data.astype(data.dtype.newbyteorder("="))
+                    del data
+        model = cls(hdul)
+        model.meta.filename = Path(path).name if model.meta.filename is None else model.meta.filename
+        return model
 
 
 def read_rate(path):

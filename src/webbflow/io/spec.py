@@ -125,7 +125,8 @@ def read_rateints(path):
     model : stdatamodels CubeModel
         The product (caller closes it).
     arrays : CalArrays
-        Float32 copies of its 3-D arrays.
+        Its 3-D arrays, float32 (``dq`` uint32): the model's own, not copies (one copy of the segment
+        in memory); the caller takes only metadata from the model once it changes them.
 
     Raises
     ------
@@ -146,8 +147,8 @@ def read_rateints(path):
             return ("has no INT_TIMES row for every integration", "reduce the uncal again with detector1")
         return None
 
-    model = open_product(path, "rateints", "detector1", check)
-    return model, CalArrays.from_model(model)
+    model = open_product(path, "rateints", "detector1", check, native=True)
+    return model, CalArrays.from_model(model, copy=False)
 
 
 def _set_steps_and_refs(model, cal_steps, ref_files, provenance, skipped=_SKIPPED_SPEC2):

@@ -13,6 +13,7 @@ member that fails leaves nothing of the association's products.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from pathlib import Path
@@ -48,7 +49,8 @@ def read_calints(path, imaging=False):
     model : stdatamodels SlitModel or CubeModel
         The product (caller closes it).
     arrays : CalArrays
-        Float32 copies of its arrays (``var_flat`` included).
+        Its arrays, float32 (``dq`` uint32, ``var_flat`` included): the model's own, not copies, so a
+        segment is held once; the stage changes them in place (and the crfints is written from them).
 
     Raises
     ------
@@ -73,8 +75,8 @@ def read_calints(path, imaging=False):
                     + ("image2" if imaging else "spec2"))
         return None
 
-    model = open_product(path, "calints", "image2" if imaging else "spec2", check)
-    return model, CalArrays.from_model(model, var_flat=True)
+    model = open_product(path, "calints", "image2" if imaging else "spec2", check, native=True)
+    return model, CalArrays.from_model(model, var_flat=True, copy=False)
 
 
 def _outliers(model, arrays, od, crf_path):
@@ -269,6 +271,9 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                 else:
                     first = _metadata_only(first)
                 model = arrays = e = None
+                # a closed datamodel sits in reference cycles: collect it now, or every member's cubes
+                # stay alive until the cyclic collector happens to run and the peak grows with the members
+                gc.collect()
         statuses["extract_1d"] = StepStatus.COMPLETE
         log.info("extract_1d         %d segment(s)", len(specs))
         try:
