@@ -71,10 +71,12 @@ def open_product(path, kind, made_by, check, native=False):
         The stage that writes it, for the fixes.
     check : callable
         ``check(model)`` returns None for a good product, else (problem, fix) for the error.
-    native : bool
+    native : bool or "lazy"
         Convert every image extension to native byte order before stdatamodels takes it, so that
         ``CalArrays.from_model(model, copy=False)`` needs no second copy of the cubes (FITS stores
         them big-endian; the time-series stages hold a whole segment, and this halves it).
+        ``"lazy"``: the 3-D cubes are not read at all (zero-stride placeholders of their shape), for a
+        stage that reads them a chunk of integrations at a time.
 
     Returns
     -------
@@ -92,7 +94,7 @@ def open_product(path, kind, made_by, check, native=False):
     if not path.is_file():
         raise InputError(path, f"{kind} file not found", f"run {made_by} first (snakemake makes it)")
     try:
-        model = _open_native(path) if native else datamodels.open(str(path))
+        model = _open_native(path, lazy=native == "lazy") if native else datamodels.open(str(path))
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a deep traceback
         raise InputError(path, f"cannot be opened as a JWST product ({exc})",
                          f"give a *_{kind}.fits written by {made_by}") from None
@@ -103,9 +105,10 @@ def open_product(path, kind, made_by, check, native=False):
     return model
 
 
-def _open_native(path):
+def _open_native(path, lazy=False):
     """``datamodels.open(path)`` with each image extension's data converted to native byte order
-    first (one array at a time, so the file's big-endian copy of a cube is let go before the next)."""
+    first (one array at a time, so the file's big-endian copy of a cube is let go before the next);
+    ``lazy``: the 3-D cubes are not read but stand as zero-stride zeros of their shape."""
     from astropy.io import fits
     from stdatamodels.jwst import datamodels
 
@@ -114,7 +117,11 @@ def _open_native(path):
         if not (isinstance(cls, type) and issubclass(cls, datamodels.JwstDataModel)):
             return datamodels.open(str(path))  # stdatamodels' own guess of the model (and its errors)
         for hdu in hdul:
-            if isinstance(hdu, fits.ImageHDU) and hdu.header.get("NAXIS", 0) > 0:
+            if lazy and isinstance(hdu, fits.ImageHDU) and hdu.header.get("NAXIS", 0) == 3:
+                h = hdu.header
+                dtype = np.float32 if h["BITPIX"] == -32 else np.uint32 if h.get("BZERO") == 2**31 else np.int32
+                hdu.data = np.broadcast_to(np.zeros((), dtype), (h["NAXIS3"], h["NAXIS2"], h["NAXIS1"]))
+            elif isinstance(hdu, fits.ImageHDU) and hdu.header.get("NAXIS", 0) > 0:
                 data = hdu.data
                 if not data.dtype.isnative:
                     hdu.data = data.astype(data.dtype.newbyteorder("="))
