@@ -421,7 +421,7 @@ class CubeStream:
 
     def __enter__(self):
         self._atomic = atomic_output(self.path)
-        tmp = self._atomic.__enter__()
+        tmp = self.tmp = self._atomic.__enter__()  # readable once the cubes are written (not yet checksummed)
         try:
             _write_skeleton(self._hdulist, tmp)
             self._hdulist = None

@@ -21,7 +21,7 @@ import webbflow
 from webbflow.io.cal import CalArrays, _exposure, _provenance, open_product, write_model
 from webbflow.io.errors import ReferenceFileError
 
-__all__ = ["CalintsStream", "CubeReader", "GrismDispersion", "load_specwcs", "load_wavelengthrange", "read_rateints", "tso_spec", "write_calints",
+__all__ = ["CalintsStream", "CubeReader", "cube_stream", "GrismDispersion", "load_specwcs", "load_wavelengthrange", "read_rateints", "tso_spec", "write_calints",
            "write_x1dints", "SPEC2_CAL_STEPS", "X1D_VECTOR_COLUMNS"]
 
 SPEC2_CAL_STEPS = {"assign_wcs": "assign_wcs", "flat_field": "flat_field", "extract_2d": "extract_2d",
@@ -186,20 +186,69 @@ class CubeReader:
                 self._layout[name] = (hdul.fileinfo(hdul.index_of(ext))["datLoc"], shape, dtype, flip)
         self.shape = self._layout["data"][1]
 
-    def read(self, i0, i1):
-        """Integrations ``i0 .. i1-1`` as :class:`CalArrays` (native float32, ``dq`` uint32)."""
+    def read(self, i0, i1, names=None):
+        """Integrations ``i0 .. i1-1`` as :class:`CalArrays` (native float32, ``dq`` uint32; only the
+        cubes ``names`` if given, the others None)."""
+        return self._read(names, lambda ny, nx: ((i1 - i0, ny, nx), [(i0 * ny * nx * 4, slice(None))]))
+
+    def read_rows(self, r0, r1, names=None):
+        """Rows ``r0 .. r1-1`` of every integration as :class:`CalArrays` ((nints, r1 - r0, nx))."""
+        nints = self.shape[0]
+        return self._read(names, lambda ny, nx: ((nints, r1 - r0, nx),
+                                                 [((i * ny + r0) * nx * 4, i) for i in range(nints)]))
+
+    def _read(self, names, where):
         from webbflow.io.files import read_at
 
-        out = {}
+        out = dict.fromkeys(("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat"))
         with open(self.path, "rb") as f:
             for name, (offset, (_, ny, nx), dtype, flip) in self._layout.items():
-                raw = np.empty((i1 - i0, ny, nx), dtype)
-                next(read_at(f, [(offset + i0 * ny * nx * 4, raw)]))
+                if names is not None and name not in names:
+                    continue
+                shape, parts = where(ny, nx)
+                raw = np.empty(shape, dtype)
+                for _ in read_at(f, [(offset + at, raw[part]) for at, part in parts]):
+                    pass
                 if flip:
                     raw ^= np.uint32(0x80000000)
                 out[name] = raw.astype(np.uint32 if name == "dq" else np.float32)
                 del raw
-        return CalArrays(**{"var_flat": None, **out})
+        return CalArrays(**out)
+
+
+def cube_stream(model, path, shape):
+    """A :class:`webbflow.io.products.CubeStream` that writes ``model`` to ``path`` with cubes of
+    ``shape`` (nints, ny, nx) filled later: stdatamodels lays the product out (keywords, tables, the
+    ASDF tree with the gwcs) for one integration, and each cube's HDU then takes the full shape.
+    stdatamodels takes the cubes and keywords of such a file from its FITS HDUs (the tree's FITS
+    hash no longer matches them), the rest (the gwcs) from the tree.  ``model``'s cubes are replaced.
+    """
+    import warnings
+
+    from stdatamodels import fits_support
+
+    from webbflow.io.products import CubeStream
+
+    names = [(ext, name) for ext, name in _CAL_CUBES if getattr(model, name, None) is not None
+             and np.ndim(getattr(model, name)) == 3]
+    for _, name in names:  # an array each: stdatamodels links each to its own HDU
+        setattr(model, name, np.zeros((1, *shape[1:]), np.uint32 if name == "dq" else np.float32))
+    model.meta.filename = Path(path).name
+    model.on_save(None)  # DATE, DATAMODL: what to_fits sets before writing
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Card is too long")
+        warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
+        hdulist = fits_support.to_fits(model._instance, model._schema)
+    cubes = []
+    for ext, name in names:
+        dtype = ">u4" if name == "dq" else ">f4"
+        hdulist[ext].data = np.broadcast_to(np.zeros((), dtype), tuple(shape))
+        cubes.append((ext, name, dtype))
+    others = [h.name for h in hdulist if h.name not in dict(names) and getattr(h, "data", None) is not None
+              and h.header.get("NAXIS") == 3]
+    if others:
+        raise ValueError(f"cubes {others} cannot be streamed")
+    return CubeStream(path, hdulist, shape, cubes)
 
 
 def _set_steps_and_refs(model, cal_steps, ref_files, provenance, skipped=_SKIPPED_SPEC2):
@@ -312,34 +361,16 @@ class CalintsStream:
 
     def __init__(self, path, rateints, shape, var_flat, cutout, *, cal_steps=None, ref_files=None,
                  photometry=None, provenance=None):
-        import warnings
-
-        from stdatamodels import fits_support
-
-        from webbflow.io.products import CubeStream
-
-        def one(dtype=np.float32):  # an array each: stdatamodels links each to its own HDU
+        def one(dtype=np.float32):  # placeholders: cube_stream gives the cubes their shape
             return np.zeros((1, *shape[1:]), dtype)
 
         arrays = CalArrays(data=one(), dq=one(np.uint32), err=one(), var_poisson=one(), var_rnoise=one(),
                            var_flat=one() if var_flat else None)
         model = _calints_model(rateints, arrays, cutout, cal_steps, ref_files, photometry, provenance)
         try:
-            model.meta.filename = Path(path).name
-            model.on_save(None)  # DATE, DATAMODL: what to_fits sets before writing
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Card is too long")
-                warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
-                hdulist = fits_support.to_fits(model._instance, model._schema)
+            self._stream = cube_stream(model, path, shape)
         finally:
             model.close()
-        cubes = []
-        for ext, name in _CAL_CUBES:
-            if ext in hdulist:
-                dtype = ">u4" if name == "dq" else ">f4"
-                hdulist[ext].data = np.broadcast_to(np.zeros((), dtype), tuple(shape))
-                cubes.append((ext, name, dtype))
-        self._stream = CubeStream(path, hdulist, shape, cubes)
 
     def __enter__(self):
         self._stream.__enter__()
