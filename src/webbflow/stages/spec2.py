@@ -296,7 +296,8 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
                 if step < nints and (i1 // step) % max(1, 500 // step) == 0:
                     log.info("spec2: %d of %d integrations done", i1, nints)
                 arrays = None
-            columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            columns = {k: np.concatenate([p.pop(k) for p in parts]) for k in list(parts[0])}
+            parts = None
             log.info("extract_1d    %s  %d integrations x %d columns", statuses["extract_1d"], *columns["FLUX"].shape)
 
             flux_unit = "Jy" if statuses["photom"] == "COMPLETE" else "DN/s"
@@ -304,6 +305,7 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
             extent.update(source_xpos=cut["source_xpos"], source_ypos=cut["source_ypos"], slit_ra=slit_ra,
                           slit_dec=slit_dec)
             spectra = tso_spec(model, columns, order=order, flux_unit=flux_unit, extraction=extent)
+            columns = None  # the table holds them: x1dints (18 float64 vectors per integration) grows with NINTS
             write_x1dints(x1dints_path, model, [spectra], cal_steps=statuses, ref_files=ref_files,
                           provenance=provenance)
         except BaseException:

@@ -84,7 +84,7 @@ def read_calints(path, imaging=False, cubes=True):
     return model, (CalArrays.from_model(model, var_flat=True, copy=False) if cubes else None)
 
 
-MAX_MEMORY_MB = 1000
+MAX_MEMORY_MB = 256
 """A member whose cubes (and outlier_detection's work arrays) need more than this (MB) is reduced in
 bounded memory (:func:`_streamed_member`); smaller ones are read whole."""
 
