@@ -293,6 +293,8 @@ def test_cached_schema_documents_validate_as_asdf_does():
     from webbflow.io.asdf_yaml import cache_schema_documents
 
     assert cache_schema_documents() and cache_schema_documents()  # idempotent
+    # asdf's own lru cache may hold the schemas from earlier tests in this process: start from none
+    getattr(schema, "_load_schema_cached", None) and schema._load_schema_cached.cache_clear()
     cached, fresh = schema._make_schema_loader(), schema._make_schema_loader._webbflow_original()
     with ImageModel((8, 8)) as model:
         model.data = np.ones((8, 8), np.float32)

@@ -50,7 +50,9 @@ class CalArrays:
         ``share``: no copies where the model's array already holds the right values -- a FITS
         array read big-endian is byte-swapped in place to native order and the model given the
         native view, so the model and these arrays are the same memory (a full-frame rate:
-        ~80 MB less); calibrating them in place changes the model's arrays too.
+        ~80 MB less); calibrating them in place changes the model's arrays too.  A model opened by
+        :func:`open_product` with ``native=True`` already holds native arrays: they are shared as
+        they are, so the cubes are held once.
         """
         f32 = np.float32
         flat = model.var_flat if var_flat else None
@@ -106,7 +108,7 @@ def _mapped(array):
     return False
 
 
-def open_product(path, kind, made_by, check):
+def open_product(path, kind, made_by, check, native=False):
     """Open a stage's input product, or refuse it with one clear error.
 
     Parameters
@@ -118,6 +120,12 @@ def open_product(path, kind, made_by, check):
         The stage that writes it, for the fixes.
     check : callable
         ``check(model)`` returns None for a good product, else (problem, fix) for the error.
+    native : bool or "lazy"
+        Convert every image extension to native byte order before stdatamodels takes it, so that
+        ``CalArrays.from_model(model, share=True)`` needs no second copy of the cubes (FITS stores
+        them big-endian; the time-series stages hold a whole segment, and this halves it).
+        ``"lazy"``: the 3-D cubes are not read at all (zero-stride placeholders of their shape), for a
+        stage that reads them a chunk of integrations at a time.
 
     Returns
     -------
@@ -135,7 +143,7 @@ def open_product(path, kind, made_by, check):
     if not path.is_file():
         raise InputError(path, f"{kind} file not found", f"run {made_by} first (snakemake makes it)")
     try:
-        model = datamodels.open(str(path))
+        model = _open_native(path, lazy=native == "lazy") if native else datamodels.open(str(path))
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a deep traceback
         raise InputError(path, f"cannot be opened as a JWST product ({exc})",
                          f"give a *_{kind}.fits written by {made_by}") from None
@@ -144,6 +152,32 @@ def open_product(path, kind, made_by, check):
         model.close()
         raise InputError(path, *problem)
     return model
+
+
+def _open_native(path, lazy=False):
+    """``datamodels.open(path)`` with each image extension's data converted to native byte order
+    first (one array at a time, so the file's big-endian copy of a cube is let go before the next);
+    ``lazy``: the 3-D cubes are not read but stand as zero-stride zeros of their shape."""
+    from astropy.io import fits
+    from stdatamodels.jwst import datamodels
+
+    with fits.open(path, memmap=False) as hdul:
+        cls = getattr(datamodels, str(hdul[0].header.get("DATAMODL", "")), None)
+        if not (isinstance(cls, type) and issubclass(cls, datamodels.JwstDataModel)):
+            return datamodels.open(str(path))  # stdatamodels' own guess of the model (and its errors)
+        for hdu in hdul:
+            if lazy and isinstance(hdu, fits.ImageHDU) and hdu.header.get("NAXIS", 0) == 3:
+                h = hdu.header
+                dtype = np.float32 if h["BITPIX"] == -32 else np.uint32 if h.get("BZERO") == 2**31 else np.int32
+                hdu.data = np.broadcast_to(np.zeros((), dtype), (h["NAXIS3"], h["NAXIS2"], h["NAXIS1"]))
+            elif isinstance(hdu, fits.ImageHDU) and hdu.header.get("NAXIS", 0) > 0:
+                data = hdu.data
+                if not data.dtype.isnative:
+                    hdu.data = data.astype(data.dtype.newbyteorder("="))
+                    del data
+        model = cls(hdul)
+        model.meta.filename = Path(path).name if model.meta.filename is None else model.meta.filename
+        return model
 
 
 def read_rate(path):

@@ -251,7 +251,8 @@ def moving_median(cube, w):
     return out
 
 
-def tso_outlier_detection(arrays, *, maskpt=0.7, rolling_window_width=25, snr=(5.0, 4.0), good_bits=None):
+def tso_outlier_detection(arrays, *, maskpt=0.7, rolling_window_width=25, snr=(5.0, 4.0), good_bits=None,
+                          nints=None, weight_threshold=None):
     """Flag outliers of a time-series cube in place, as jwst 3.0's outlier_detection (mode "tso").
 
     A pixel is an outlier in an integration when ``|data - median| > snr[0] * err`` (NaN errors
@@ -275,19 +276,22 @@ def tso_outlier_detection(arrays, *, maskpt=0.7, rolling_window_width=25, snr=(5
         jwst's ``snr='5.0 4.0'``; only the first value is used.
     good_bits : int, optional
         DQ bits that keep a pixel's weight (default: all but DO_NOT_USE).
+    nints, weight_threshold : optional
+        For a block of rows of a larger cube (every integration, so the result is the whole cube's):
+        its integrations and the threshold :func:`compute_weight_threshold` gives on the whole cube.
 
     Returns
     -------
     int
         Pixels flagged.
     """
-    nints = arrays.data.shape[0]
+    nints = arrays.data.shape[0] if nints is None else nints
     w = int(rolling_window_width)
     return _cube_outliers(arrays, maskpt, snr[0], good_bits, window=w if 1 < w < nints else None,
-                          mask_whole_cube=False)
+                          mask_whole_cube=False, threshold=weight_threshold)
 
 
-def _cube_outliers(arrays, maskpt, snr, good_bits, window, mask_whole_cube):
+def _cube_outliers(arrays, maskpt, snr, good_bits, window, mask_whole_cube, threshold=None):
     """Flag a cube against its median in time: rolling over ``window`` integrations, or over the whole
     cube when ``window`` is None (low-weight pixels left out of it only when ``mask_whole_cube``:
     jwst's coron mode does, its tso mode does not)."""
@@ -295,7 +299,8 @@ def _cube_outliers(arrays, maskpt, snr, good_bits, window, mask_whole_cube):
         good_bits = ~np.uint32(dqflags.DO_NOT_USE)
     weight = good_pixel_mask(arrays.dq, good_bits).astype(np.float32)
     if window is not None or mask_whole_cube:
-        threshold = compute_weight_threshold(weight, maskpt)
+        if threshold is None:
+            threshold = compute_weight_threshold(weight, maskpt)
         sci = np.where(weight < threshold, np.float32(np.nan), arrays.data)
     else:
         sci = arrays.data
