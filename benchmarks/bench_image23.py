@@ -180,6 +180,20 @@ def _profile(jobs, top=20):
     return text.getvalue()
 
 
+def start_run(workdir, run="run"):
+    """The work folder, a fresh (emptied) ``run`` folder in it, the machine's description and the load
+    average, with the benchmark's first line printed."""
+    work = Path(workdir).resolve()
+    out = work / run
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    load = os.getloadavg()
+    print(f"benchmark on {machine}, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    return work, out, machine, load
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -190,14 +204,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="JSON results file")
     args = parser.parse_args(argv)
 
-    work = Path(args.workdir).resolve()
-    out = work / "run"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
-    load = os.getloadavg()
-    print(f"benchmark on {machine}, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    work, out, machine, load = start_run(args.workdir)
     rates, refs_dir = _rates(work / "data", args.from_run)
     t0 = time.perf_counter()
     jobs2, cals = _image2_jobs(rates, refs_dir, out)

@@ -8,9 +8,14 @@ the 1000-integration one would not fit this machine).  Issue 13 asks that our pe
 grow with NINTS: ours runs with a memory budget (``--max-memory-mb``, 1000 by default), above
 which a segment is reduced in chunks of integrations and blocks of rows with identical products.
 
+``--stage2``: then spec2 and tso3 (one fresh process each, ours) on rateints of ``--stage2-nints``
+integrations (default 100 and 1000) tiled from the first detector1 run's rateints (the content does
+not change the memory; INT_TIMES renumbered), beside jwst 3.0's calwebb_spec2 on that rateints
+itself.  spec2 works a chunk of integrations at a time, so its peak should not grow with NINTS.
+
 Usage (after ``pip install -e .`` and ``bash benchmarks/setup_oracle.sh``)::
 
-    python benchmarks/bench_tso.py [--nints 100 1000] [--no-jwst]
+    python benchmarks/bench_tso.py [--nints 100 1000] [--no-jwst] [--stage2 [--stage2-nints 100 1000]]
 
 Results: ``benchmarks/results/<date>-<host>-tso.json`` and one line per run on stdout.
 """
@@ -26,7 +31,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from webbflow.oracle import detector1_command
+from webbflow.oracle import detector1_command, spec2_command
 from webbflow.refs import select_references
 from webbflow.simulate import ExposureSpec, Star, simulate_exposure
 
@@ -44,12 +49,102 @@ def segment_spec(nints):
         one_over_f=2.0, cr_rate=2e-4, seed=7)
 
 
+_STAGE2 = """
+import sys
+from pathlib import Path
+import json
+stage, inp, out, refs = sys.argv[1:5]
+refs = json.loads(refs)
+root = Path(inp).name.rsplit("_", 1)[0]
+if stage == "spec2":
+    from webbflow.stages import spec2
+    spec2.run(inp, f"{out}/{root}_calints.fits", f"{out}/{root}_x1dints.fits", refs, {})
+else:
+    from webbflow.stages import tso3
+    tso3.run([inp], [f"{out}/{root}_crfints.fits"], f"{out}/{root}_tso3_x1dints.fits", f"{out}/{root}_whtlt.ecsv",
+             {"extract1d": refs["extract1d"]}, {})
+"""
+
+
+def tiled_rateints(src, nints, dest):
+    """A rateints of ``nints`` integrations: ``src``'s repeated (headers and INT_TIMES renumbered)."""
+    import numpy as np
+
+    with fits.open(src) as hdul:
+        n = hdul["SCI"].header["NAXIS3"]
+        take = np.arange(nints) % n
+        out = fits.HDUList()
+        for hdu in hdul:
+            if hdu.name == "INT_TIMES":
+                table = np.array(hdu.data)[take]
+                period = table["int_mid_MJD_UTC"][-1] - table["int_mid_MJD_UTC"][0] if n > 1 else 0.0
+                shift = (np.arange(nints) // n) * (period + (period / max(n - 1, 1)))
+                for name in table.dtype.names:
+                    if name != "integration_number":
+                        table[name] = table[name] + shift
+                table["integration_number"] = np.arange(1, nints + 1)
+                new = fits.BinTableHDU(table, hdu.header, name="INT_TIMES")
+            elif hdu.header.get("NAXIS") == 3:
+                new = fits.ImageHDU(hdu.data[take], hdu.header, name=hdu.name)
+            else:
+                new = hdu.copy()
+            out.append(new)
+        out[0].header.update(NINTS=nints, INTSTART=1, INTEND=nints, EXSEGNUM=1, EXSEGTOT=1)
+        out.writeto(dest, overwrite=True)
+    return dest
+
+
+def stage2_rows(data, rateints, stage2_nints, no_jwst):
+    """spec2 and tso3 peak RSS and wall on tiled rateints (ours), jwst's spec2 on ``rateints``."""
+    from webbflow.simulate import optics
+    from webbflow.simulate.grism import write_grism_references
+    from webbflow.simulate.stage2_refs import write_stage2_references
+
+    spec = segment_spec(100)
+    grism = write_grism_references(data, spec.detector, spec.filter, optics.pixar_sr(spec.detector),
+                                   optics.pixar_a2(spec.detector))
+    flats = write_stage2_references(data, spec.detector, spec.geometry, spec.filter, spec.pupil, 0)
+    refs = {**{k: str(v) for k, v in grism.items()}, "flat": str(flats["flat"]), "distortion": str(flats["distortion"])}
+    rows = []
+    for nints in stage2_nints:
+        work = data / f"stage2-n{nints}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        src = tiled_rateints(rateints, nints, work / rateints.name.replace("_rateints", f"-n{nints}_rateints"))
+        for stage, inp in (("spec2", src), ("tso3", None)):
+            if stage == "tso3":
+                inp = next(work.glob("*_calints.fits"))
+            wall, rss, _, cpu = measure([sys.executable, "-c", _STAGE2, stage, str(inp), str(work), json.dumps(refs)],
+                                        data, cpu=True)
+            rows.append({"pipeline": "ours", "stage": stage, "nints": nints, "wall_s": wall, "cpu_s": cpu,
+                         "peak_rss_mib": rss})
+            print(f"  ours {stage:5s} {nints:5d} ints: wall {wall:7.2f} s, CPU {cpu:6.2f} s, peak RSS {rss:6.0f} MiB "
+                  f"(rateints {src.stat().st_size / 2**20:.0f} MiB)", flush=True)
+        for f in work.glob("*.fits"):
+            f.unlink()  # GB each at 1000 integrations
+    if not no_jwst:
+        out = data / "stage2-jwst"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        wall, rss, _, cpu = measure(spec2_command(rateints, refs, out), data, cpu=True)
+        nints = fits.getheader(rateints, "SCI")["NAXIS3"]
+        rows.append({"pipeline": "jwst", "stage": "spec2", "nints": nints, "wall_s": wall, "cpu_s": cpu,
+                     "peak_rss_mib": rss})
+        print(f"  jwst spec2 {nints:5d} ints: wall {wall:7.2f} s, CPU {cpu:6.2f} s, peak RSS {rss:6.0f} MiB", flush=True)
+        shutil.rmtree(out)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nints", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--no-jwst", action="store_true", help="skip the oracle run")
     parser.add_argument("--max-memory-mb", type=float, default=1000,
                         help="our detector1's memory budget (larger segments are reduced in chunks)")
+    parser.add_argument("--stage2", action="store_true", help="also spec2 and tso3 (see above)")
+    parser.add_argument("--stage2-nints", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--stage2-only", action="store_true",
+                        help="only the spec2/tso3 lines, from an earlier run's rateints of the first --nints")
     parser.add_argument("--workdir", default=str(REPO / "benchmarks" / ".work" / "tso"))
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -57,7 +152,7 @@ def main(argv=None):
     machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     print(f"TSO benchmark on {machine}, {dt.date.today()}", flush=True)
     results = []
-    for nints in args.nints:
+    for nints in [] if args.stage2_only else args.nints:
         data = workdir / f"n{nints}"
         spec = segment_spec(nints)
         uncal = data / "uncal" / f"{spec.rootname}_uncal.fits"
@@ -82,6 +177,10 @@ def main(argv=None):
             results.append(row)
             print(f"  {name:4s} {nints:5d} ints: wall {wall:7.2f} s, peak RSS {rss:7.0f} MiB "
                   f"({rss / cube_mib:.2f} x the {cube_mib:.0f} MiB float32 cube)", flush=True)
+    if args.stage2 or args.stage2_only:
+        first = workdir / f"n{args.nints[0]}" / "ours"
+        rateints = next(first.glob("*_rateints.fits"))
+        results += stage2_rows(workdir / f"n{args.nints[0]}", rateints, args.stage2_nints, args.no_jwst)
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"{dt.date.today()}-{platform.node()}-tso.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"date": str(dt.date.today()), "machine": machine,

@@ -208,21 +208,34 @@ def main(argv=None):
         shutil.rmtree(data / who, ignore_errors=True)
         rows = []
         for job, cmd in _jobs(data, uncals, refs, stage2_refs, who, imaging):
-            wall, rss, _ = measure(cmd, data)
-            rows.append({"job": job, "wall_s": wall, "peak_rss_mib": rss})
-        totals[who] = {"wall_s": sum(r["wall_s"] for r in rows), "peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
-                       "jobs": rows}
+            wall, rss, _, cpu = measure(cmd, data, cpu=True)
+            rows.append({"job": job, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss})
+        totals[who] = {"wall_s": sum(r["wall_s"] for r in rows), "cpu_s": sum(r["cpu_s"] for r in rows),
+                       "peak_rss_mib": max(r["peak_rss_mib"] for r in rows), "jobs": rows,
+                       "load": os.getloadavg()[0]}
         t = totals[who]
         stage2 = "image2" if imaging else "spec2"
-        per = {s: sum(r["wall_s"] for r in rows if r["job"] == s) for s in ("detector1", stage2, "tso3")}
-        print(f"  {who:4s}: wall {t['wall_s']:7.1f} s (detector1 {per['detector1']:.1f}, {stage2} {per[stage2]:.1f}, "
-              f"tso3 {per['tso3']:.1f}), largest job peak RSS {t['peak_rss_mib']:.0f} MiB", flush=True)
+        stages = ("detector1", stage2, "tso3")
+        per = {s: sum(r["wall_s"] for r in rows if r["job"] == s) for s in stages}
+        cpu = {s: sum(r["cpu_s"] for r in rows if r["job"] == s) for s in stages}
+        rss = {s: max(r["peak_rss_mib"] for r in rows if r["job"] == s) for s in stages}
+        t["stages"] = {s: {"wall_s": per[s], "cpu_s": cpu[s], "peak_rss_mib": rss[s]} for s in stages}
+        print(f"  {who:4s}: wall {t['wall_s']:7.1f} s, CPU {t['cpu_s']:6.1f} s (load {t['load']:.1f}); "
+              + ", ".join(f"{s} {per[s]:.1f} s / CPU {cpu[s]:.1f} s / {rss[s]:.0f} MiB" for s in stages)
+              + f"; largest job peak RSS {t['peak_rss_mib']:.0f} MiB", flush=True)
     result = {"date": str(dt.date.today()), "machine": machine, "mode": args.mode, "segments": len(uncals),
               "ints_per_segment": nint, "pipelines": totals}
     if "jwst" in totals:
         result["speedup"] = totals["jwst"]["wall_s"] / totals["ours"]["wall_s"]
         result["memory_ratio"] = totals["ours"]["peak_rss_mib"] / totals["jwst"]["peak_rss_mib"]
-        print(f"  jwst/ours wall = {result['speedup']:.1f}x; ours/jwst peak memory = {result['memory_ratio']:.2f}")
+        result["cpu_speedup"] = totals["jwst"]["cpu_s"] / totals["ours"]["cpu_s"]
+        o, j = totals["ours"]["stages"], totals["jwst"]["stages"]
+        result["per_stage"] = {s: {"speedup": j[s]["wall_s"] / o[s]["wall_s"], "cpu_speedup": j[s]["cpu_s"] / o[s]["cpu_s"],
+                                   "memory_ratio": o[s]["peak_rss_mib"] / j[s]["peak_rss_mib"]} for s in o}
+        print(f"  jwst/ours wall = {result['speedup']:.1f}x, CPU = {result['cpu_speedup']:.1f}x; ours/jwst peak memory "
+              f"= {result['memory_ratio']:.2f}; per stage (wall, CPU, memory): "
+              + ", ".join(f"{s} {r['speedup']:.1f}x / {r['cpu_speedup']:.1f}x / {r['memory_ratio']:.2f}"
+                          for s, r in result["per_stage"].items()))
     return _write_result(result, args.out, name)
 
 

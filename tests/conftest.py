@@ -198,6 +198,32 @@ def planned_outputs(stdout):
     return planned
 
 
+# Folders that session-scoped fixtures make with tmp_path_factory; every other folder a test module
+# made is removed when the module ends (see _free_module_scratch).
+_SESSION_TMP_PREFIXES = ("demo_session",)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_module_scratch(request, tmp_path_factory):
+    """Remove the temporary folders a test module made once the module is done, unless one of its tests
+    failed (then they stay for inspection) or ``WEBBFLOW_KEEP_TMP`` is set.
+
+    pytest keeps every tmp_path and module fixture's folder until the session ends; the slow and parity
+    tests write tens of GB of full-frame cubes and jwst products that way, which filled CI's disk.
+    """
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed_before = request.session.testsfailed
+    yield
+    if os.environ.get("WEBBFLOW_KEEP_TMP") or request.session.testsfailed > failed_before:
+        return
+    for path in set(base.iterdir()) - before:
+        if not path.name.startswith(_SESSION_TMP_PREFIXES):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def oracle():
     """jwst 3.0's venv, ``(python, site_packages)`` as :func:`webbflow.oracle.oracle_paths` finds it

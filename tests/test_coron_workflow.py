@@ -159,6 +159,8 @@ def test_demo_coron3_recovers_the_companion_and_a_calibrated_contrast_curve(demo
       PHOTMJSR x the occulter's intensity transmission at 1.5" (not divided out) x FLUXFRAC (the template is
       unit-sum on its stamp, the star flux is on the same stamp), and nothing else listed (a candidate
       at S/N 5.5, 0.46" from it, is the companion's own diffraction and goes once it is subtracted);
+    * its RA/Dec within 5 mas of truth and closer than the first roll's target-acquisition offset (6.99 mas):
+      the recommended line measures the star behind the mask (2.69 mas seen);
     * the calibrated 5-sigma curve within a factor 1.5 of an independent injection-recovery at 3
       separations away from the companion (10, 40, 70 px): 6 copies at the curve's flux per separation
       injected into the calints on the sky, the sector KLIP re-run by coron3.run, throughput from
@@ -256,6 +258,15 @@ def check_demo_coron3(root, work):
                      * fits.getheader(truth / "psf_template.fits")["FLUXFRAC"])
     assert abs(float(best["flux"]) / expected_flux - 1) < 0.05, (float(best["flux"]), expected_flux)
     assert abs(float(best["contrast"]) / (float(true["contrast"]) * float(true["mask_transmission"])) - 1) < 0.05
+    # its sky position: the star measured behind the mask (the recommended klip.center_method), RA/Dec relative to
+    # it; the WCS alone put the star at the first roll's target-acquisition offset (6.99 mas; 2.69 mas seen)
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    radec_error = SkyCoord(true["ra"], true["dec"]).separation(SkyCoord(best["ra"], best["dec"])).to(u.mas).value
+    ta = float(np.hypot(first["ta_dra"], first["ta_ddec"]).to(u.mas).value)
+    print(f"companion RA/Dec {radec_error:.2f} mas from truth, TA offset {ta:.2f} mas")
+    assert found.meta["center_method"] == "symmetry" and radec_error < 5.0 and radec_error < ta, (radec_error, ta)
 
     params = _demo_coron3_params(truth)
     curve = QTable.read(out / f"{PRODUCT}_contrast.ecsv")

@@ -31,8 +31,11 @@ CASES = {
     "grism-roeba": (replace(TSO_SPECS["grism-4out"], zeroframe=True),
                     {"refpix": {"roeba": True}, "jump": {"after_jump_flag_dn1": 50.0, "after_jump_flag_time1": 30.0},
                      "clean_flicker_noise": {"skip": False}}),
-    # one output, side reference columns only; clean_flicker_noise with one mask per integration
-    "strip-1out": (TSO_SPECS["strip-1out"], {"clean_flicker_noise": {"skip": False, "single_mask": False}}),
+    # one output, side reference columns only; ROEBA with one level per integration (the tso_imaging
+    # preset's); clean_flicker_noise with one mask per integration
+    "strip-1out": (TSO_SPECS["strip-1out"], {"refpix": {"roeba": True, "roeba_level": "integration",
+                                                        "roeba_min_pixels": 4},
+                                             "clean_flicker_noise": {"skip": False, "single_mask": False}}),
     # >= 100 integrations: sigma clipping across integrations, a saturating star (with
     # charge_migration on: its CHARGELOSS groups and ramp_fit's read-noise recomputation for them)
     "sigclip-100": (TSO_SPECS["sigclip-100"], {"charge_migration": {"skip": False}}),

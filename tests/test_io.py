@@ -282,6 +282,37 @@ def test_libyaml_manifests_parse_identically():
     assert _manifest.yaml.safe_load(manager[uris[0]]) == yaml.safe_load(manager[uris[0]])
 
 
+def test_cached_schema_documents_validate_as_asdf_does():
+    """With ``cache_schema_documents`` asdf's resolver gets each schema document parsed once: the
+    same document a fresh parse gives, left unchanged by validating, and a datamodel still takes
+    a valid value and refuses an invalid one."""
+    from asdf import schema
+    from stdatamodels.exceptions import ValidationWarning
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    from webbflow.io.asdf_yaml import cache_schema_documents
+
+    assert cache_schema_documents() and cache_schema_documents()  # idempotent
+    # asdf's own lru cache may hold the schemas from earlier tests in this process: start from none
+    getattr(schema, "_load_schema_cached", None) and schema._load_schema_cached.cache_clear()
+    cached, fresh = schema._make_schema_loader(), schema._make_schema_loader._webbflow_original()
+    with ImageModel((8, 8)) as model:
+        model.data = np.ones((8, 8), np.float32)
+        model.meta.exposure.nints = 3
+        model.meta.photometry.conversion_megajanskys = 1.5
+        with pytest.warns(ValidationWarning):
+            model.meta.exposure.nints = "three"
+        assert model.meta.exposure.nints == 3
+        with pytest.warns(ValidationWarning):
+            model.meta.instrument.name = "MIRI_NOT"
+        model.validate()
+    urls = [u for u in schema._make_schema_loader._webbflow_documents]
+    assert len(urls) >= 5  # the datamodel schemas ($ref: core, wcsinfo, variance...)
+    for url in urls:
+        assert cached(url) is cached(url)  # parsed once
+        assert cached(url) == fresh(url), url  # and equal to a fresh parse after the validations
+
+
 def test_asdf_reference_header_without_extensions(tmp_path):
     """Reference selection reads an ASDF reference's ``meta`` from its YAML alone: the same summary as
     the tree asdf.open gives, without loading asdf's extensions (the planning process's cost)."""
@@ -303,3 +334,29 @@ def test_asdf_reference_header_without_extensions(tmp_path):
             "import asdf.config as c; print(c.get_config()._extensions is None)")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"  # no extension was loaded
+
+
+def test_native_swaps_our_arrays_in_place_and_copies_mapped_ones(tmp_path):
+    """``io.cal._native``: an array read into memory is swapped to native order in place (no copy);
+    a memory-mapped one is copied, the file left as it was; ``_fits_order`` swaps back."""
+    from webbflow.io.cal import _fits_order, _native
+
+    values = np.arange(12, dtype=np.float32).reshape(3, 4) * 1.5
+    path = tmp_path / "a.fits"
+    fits.PrimaryHDU(values).writeto(path)
+    before = path.read_bytes()
+    with fits.open(path, memmap=False) as hdul:
+        raw = hdul[0].data
+        assert raw.dtype.byteorder == ">"
+        native = _native(raw, np.float32)
+        assert native.dtype == np.float32 and native.dtype.isnative and np.shares_memory(native, raw)
+        np.testing.assert_array_equal(native, values)
+        big = _fits_order(native)
+        assert big.dtype.byteorder == ">" and np.shares_memory(big, native)
+        np.testing.assert_array_equal(big, values)
+    with fits.open(path, memmap=True, mode="update") as hdul:
+        mapped = hdul[0].data
+        native = _native(mapped, np.float32)
+        assert not np.shares_memory(native, mapped)
+        np.testing.assert_array_equal(native, values)
+    assert path.read_bytes() == before

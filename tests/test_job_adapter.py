@@ -178,6 +178,33 @@ def test_planning_imports_no_wcs_or_datamodels(tmp_path):
     assert out.strip() == "[]"
 
 
+def test_stage_imports_leave_out_what_default_jobs_do_not_use():
+    """image2, tso3 and coron3 import neither numba (~0.4 s CPU: only destripe, wisps and long time
+    series use it) nor scipy.stats (coron3's beyond-jwst contrast curves); image3 no numba either."""
+    code = ("import sys, webbflow.stages.image2, webbflow.stages.tso3, webbflow.stages.coron3; "
+            "print(sorted(m for m in ('numba', 'scipy.stats') if m in sys.modules)); "
+            "import webbflow.stages.image3; print(sorted(m for m in ('numba',) if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "[]"]
+
+
+def test_lazy_njit_compiles_on_first_call_as_njit_would():
+    """webbflow.steps._jit.lazy_njit: no numba dispatcher until the first call, then the same result as
+    the Python function (a kernel numba compiles: integer loop)."""
+    from webbflow.steps._jit import lazy_njit
+
+    def total(n):
+        s = 0
+        for i in range(n):
+            s += i * i
+        return s
+
+    kernel = lazy_njit(cache=False)(total)
+    assert kernel.dispatcher is None and kernel.py_func is total
+    assert kernel(1000) == total(1000) == 332833500
+    assert type(kernel.dispatcher).__name__ == "CPUDispatcher"
+
+
 def test_script_finds_src_without_install(tmp_path):
     """A workflow script run where webbflow is not installed (``python -S``: no site-packages) uses the clone's src/."""
     content = {"asn_id": "a3001", "products": [{"name": "p", "members": [{"expname": "x_cal.fits"}] * 3}]}

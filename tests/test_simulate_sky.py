@@ -119,3 +119,34 @@ def test_demo_gives_enough_bright_isolated_stars():
         isolated = d.min(axis=1) > 6
         good = inside & isolated & (snr > 100) & (rate < 2e4)
         assert good.sum() >= 8, (spec.rootname, good.sum())
+
+
+def test_apcorr_reference_follows_the_drizzled_point_source(tmp_path):
+    """The simulator's APCORR reference (jwst's NrcImgApcorrModel) lists, per filter, the radius enclosing
+    each EE fraction of its point source as an i2d shows it.  For a wide Gaussian the curve is analytic:
+    the detector pixel, the drizzle kernel (pixfrac 1) and the piecewise-constant output pixels each
+    add a box of 1 pixel, so sigma^2 grows by 3/12 and r(F) = sigma_eff * sqrt(-2 ln(1 - F))."""
+    from stdatamodels.jwst import datamodels
+
+    from webbflow.simulate.apcorr import EEFRACTIONS, i2d_encircled_energy
+    from webbflow.simulate.stage2_refs import write_demo_apcorr
+    from webbflow.steps.source_catalog import read_apcorr
+
+    sigma = 3.0
+    radii, ee = i2d_encircled_energy(sigma)
+    sigma_eff = np.sqrt(sigma**2 + 3 / 12)
+    for frac in (0.3, 0.5, 0.7):
+        expected = sigma_eff * np.sqrt(-2 * np.log(1 - frac))
+        assert np.interp(frac, ee, radii) == pytest.approx(expected, rel=0.005)
+    # without the three pixel boxes the radii would be 1.4 % smaller: the test can tell
+    assert sigma_eff / sigma - 1 > 0.013
+
+    path = write_demo_apcorr(tmp_path)
+    with datamodels.NrcImgApcorrModel(str(path)) as model:
+        filters = set(np.char.strip(np.asarray(model.apcorr_table["filter"]).astype(str)))
+    assert filters == set(optics.FILTERS)
+    sw, lw = read_apcorr(path, "F200W", "CLEAR"), read_apcorr(path, "F444W", "CLEAR")
+    assert list(np.round(sw["eefraction"], 2)) == list(EEFRACTIONS)
+    np.testing.assert_allclose(sw["apcorr"], 1 / np.asarray(EEFRACTIONS), rtol=1e-6)
+    assert np.all(np.diff(sw["radius"]) > 0) and np.all(lw["radius"] > sw["radius"])  # LW PSF is wider in pixels
+    assert np.all(sw["skyin"] > sw["radius"].max()) and np.all(sw["skyout"] > sw["skyin"])

@@ -135,3 +135,71 @@ def test_wavelengthrange_must_be_for_tsgrism(refs, tmp_path):
     assert orders == [1] and limits[1] == pytest.approx((2.39, 4.09))
     with pytest.raises(ReferenceFileError, match="no orders for FILTER=F210M"):
         load_wavelengthrange(refs["wavelengthrange"], "F210M")
+
+
+def test_chunks_of_integrations_give_the_whole_segments_products(segment, tmp_path):
+    """spec2 in bounded memory: a budget of a few integrations per chunk (with a shorter last chunk)
+    writes the products of the whole segment at once, byte for byte in every array and table, and
+    the calints opens in stdatamodels as a SlitModel with its full cubes and the same gwcs."""
+    from stdatamodels.jwst import datamodels
+
+    spec, out, rateints, references = segment
+    params = {"extract_2d": {"tsgrism_extract_height": 40}}  # a cutout that is not every row
+    nints, ny, nx = fits.getdata(rateints, "SCI").shape
+    per_int_mb = spec2._BYTES_PER_PIXEL * ny * nx / 2**20
+    small = 3.5 * per_int_mb  # 3 integrations a chunk: 3 + 3 + 2
+    assert spec2.ints_per_chunk((nints, ny, nx), small) == 3 and nints % 3 != 0
+    assert spec2.ints_per_chunk((nints, ny, nx), 10**6) == nints
+    runs = {}
+    for name, budget in (("whole", 10**6), ("chunks", small)):
+        runs[name] = (tmp_path / f"{name}_calints.fits", tmp_path / f"{name}_x1dints.fits")
+        spec2.run(rateints, *runs[name], references, params, max_memory_mb=budget)
+    for whole, chunked in zip(runs["whole"], runs["chunks"]):
+        with fits.open(whole, checksum=True) as a, fits.open(chunked, checksum=True) as b:
+            assert [h.name for h in a] == [h.name for h in b]
+            for ha, hb in zip(a, b):
+                if ha.name in ("PRIMARY", "ASDF"):
+                    continue
+                assert ha.data.tobytes() == hb.data.tobytes(), ha.name
+                cards = [[(c.keyword, c.value) for c in h.header.cards if c.keyword not in ("CHECKSUM", "DATASUM")]
+                         for h in (ha, hb)]
+                assert cards[0] == cards[1], ha.name
+    with datamodels.open(runs["chunks"][0]) as a, datamodels.open(runs["whole"][0]) as b:
+        assert isinstance(a, datamodels.SlitModel) and a.data.shape == (nints, 40, nx)
+        assert (a.ystart, a.ysize, a.meta.cal_step.photom) == (b.ystart, b.ysize, b.meta.cal_step.photom)
+        np.testing.assert_array_equal(a.dq, b.dq)
+        assert a.meta.wcs(100.0, 20.0) == b.meta.wcs(100.0, 20.0)
+
+
+def test_tso3_in_bounded_memory_gives_the_whole_members_products(segment, tmp_path, monkeypatch):
+    """tso3 on a member too big for its budget: outlier_detection by blocks of rows (rolling median
+    narrower than the segment, so the whole cube's weight threshold is used), extract_1d and the
+    trace on chunks of integrations read back from the crfints, give the products of the member
+    reduced whole: every array and table byte for byte, the white-light and trace tables equal."""
+    from webbflow.stages import tso3
+
+    spec, out, rateints, references = segment
+    calints = tmp_path / "seg_calints.fits"
+    spec2.run(rateints, calints, tmp_path / "seg_x1dints.fits", references, {})
+    nints, ny, nx = fits.getdata(calints, "SCI").shape
+    params = {"outlier_detection": {"rolling_window_width": 3}}
+    runs = {}
+    for name, budget in (("whole", tso3.MAX_MEMORY_MB), ("blocks", 2.5 * tso3._BYTES_PER_PIXEL * nints * nx / 2**20)):
+        monkeypatch.setattr(tso3, "MAX_MEMORY_MB", budget)
+        runs[name] = [tmp_path / f"{name}_{s}" for s in ("crfints.fits", "x1dints.fits", "whtlt.ecsv", "trace.ecsv")]
+        crf, x1d, whtlt, trace_path = runs[name]
+        tso3.run([calints], [crf], x1d, whtlt, {"extract1d": references["extract1d"]}, params, trace_path=trace_path)
+    assert nints * ny * nx * tso3._BYTES_PER_PIXEL > budget * 2**20  # the second run was streamed (2 rows a block)
+    for whole, blocks in zip(runs["whole"][:2], runs["blocks"][:2]):
+        with fits.open(whole, checksum=True) as a, fits.open(blocks, checksum=True) as b:
+            assert [h.name for h in a] == [h.name for h in b]
+            for ha, hb in zip(a, b):
+                if ha.name in ("PRIMARY", "ASDF"):
+                    continue
+                if ha.name != "HDRTAB":  # its rows hold each member's write time
+                    assert ha.data.tobytes() == hb.data.tobytes(), ha.name
+    with fits.open(runs["blocks"][0]) as b:
+        assert (b["DQ"].data & 16).any()  # OUTLIER: the blocks flagged something to compare
+    for whole, blocks in zip(runs["whole"][2:], runs["blocks"][2:]):
+        text = [[line for line in p.read_text().splitlines() if "date" not in line.lower()] for p in (whole, blocks)]
+        assert text[0] == text[1], whole.name

@@ -18,7 +18,8 @@ Slow tests (``-m slow``, about 1 minute): both presets (``demo-tso-imaging``: F2
 line (config/modes/tso_imaging.yaml), against ``truth/``: centroid track rms <= 0.02 px, transit
 depth within 1 sigma of its fitted uncertainty (LW: 2 sigma, see the test), the residual rms against
 the photon + read-noise prediction (VAR_POISSON + VAR_RNOISE of the calints in the same apertures;
-within the issue's 10 % only on the synthetic cubes, the presets' numbers in the test's docstring).
+within the issue's 10 % on the synthetic cubes, the LW star and the donut's apertures: the
+presets' numbers in the test's docstring).
 And the LW preset with a 0.3-px step through detector1 with jwst's pooled jump (the core lost after
 the step) and per integration (the recommended line: nothing lost, scatter at the noise).
 The numbers are printed (``pytest -s``).
@@ -323,18 +324,23 @@ def test_centroid_track_matches_truth(preset):
 
 @pytest.mark.slow
 def test_transit_depth_matches_truth(preset):
-    """Depth within 1 sigma on the donut; within 2 sigma on the LW preset (pull -1.85 with the
-    recommended line's per-integration jump; -1.99 before).  The rest of the LW pull is its noise
-    draw, not a bias: other seeds of the same 30 integrations give -0.54, -1.05, -0.05, and 120
-    integrations +0.04 (-1.16 with jwst's pooled jump median, which flags the star's core after the
-    0.1-px step and in the integrations the drift and transit move most, biasing it low).
+    """Depth within 1 sigma on the donut (pulls -0.34 whole-subarray sum, -0.52 apertures); within
+    2 sigma on the LW preset (pull -1.82).  The LW pull is the preset's noise draw, not a bias: the
+    fit frees rp, t0 and a linear baseline (limb darkening fixed to the truth's), its errors are the
+    photon + read noise scaled up by chi2/dof when larger, and the preset with twelve other seeds
+    of its 30 integrations (the mask grown by 2 pixels; by 1, the preset and two seeds move by
+    <= 0.02) gives pulls -1.80 (the preset's), +1.36, -0.33, +2.82, +0.30, -0.87, +0.17, -0.76,
+    -0.20, -1.44, +0.90, -0.18, -0.89: mean -0.07, standard deviation 1.23 +- 0.25, chi2 18.4 on 13
+    (p = 0.14).  Unbiased with honest errors within that sampling, so the 1 sigma the issue asks of
+    the preset's own draw is not a property of the estimator.
 
     The scatter is held against the photon + read-noise prediction (:func:`_photon_read`: ERR less
-    the flat's static VAR_FLAT), not to the issue's 10 % everywhere, with the measured numbers:
-    the LW star 0.86 (30 points: an rms known to 13 %; six draws of 30-120 integrations give
-    0.82-1.08), the donut's apertures 1.36 and its whole-subarray sum 2.6 (1/f: without it in the
-    simulation the apertures give 1.03; the whole sum also adds each integration's frame level
-    over 4096 pixels, with no background to remove it)."""
+    the flat's static VAR_FLAT): the LW star 0.85 (30 points: an rms known to 13 %; the twelve other
+    seeds give 0.72-1.24), the donut's apertures 1.08 (the issue's 10 %) and its whole-subarray sum
+    1.10 with the preset's ``refpix: {roeba_level: integration, roeba_min_pixels: 4, roeba_grow: 1}``
+    (1.36 and 2.54 with ROEBA's level per group; 1.13 and 1.24 with the mask grown by 2 pixels;
+    another seed of the donut 1.02 and 1.04).  Without 1/f in the simulation the same line gives
+    0.99 and 1.04: the correction's own noise is small."""
     data, tables = preset
     donut = "apertures" in tables
     for name, table in tables.items():
@@ -345,14 +351,18 @@ def test_transit_depth_matches_truth(preset):
         if name == "jwst":
             continue
         assert fit.success and abs(pull) <= (1.0 if donut else 2.0)
-        low, high = {"apertures": (0.9, 1.5), "recommended": (0.9, 3.0) if donut else (0.75, 1.1)}[name]
+        # the issue's 10 % for the photometry that follows the centroid (the donut's apertures); the
+        # whole-subarray sum has no aperture to move
+        low, high = {"apertures": (0.9, 1.1), "recommended": (0.9, 1.15) if donut else (0.75, 1.1)}[name]
         assert low <= fit.rms / predicted <= high
 
 
 @pytest.mark.slow
-def test_donut_apertures_beat_the_whole_subarray_sum(preset):
+def test_donut_apertures_and_the_whole_subarray_sum(preset):
     """On the demo's donut the apertures that follow the star with a local sigma-clipped annulus
-    scatter at least 20 % less than jwst's whole-subarray sum; the radius scan is reported."""
+    scatter about as much as jwst's whole-subarray sum (843 against 799 ppm; 1069 against 1847 with
+    ROEBA's level per group, which left each group's frame level in the sum over 4096 pixels); the
+    radius scan is reported."""
     data, tables = preset
     if "apertures" not in tables:
         pytest.skip("the donut preset's comparison")
@@ -361,7 +371,7 @@ def test_donut_apertures_beat_the_whole_subarray_sum(preset):
     scan = tables["apertures"].meta["radius_scan"]
     print(f"\nwhole subarray {whole.rms * 1e6:.0f} ppm, apertures r = 24.5 px {ap.rms * 1e6:.0f} ppm; scan "
           + ", ".join(f"r={row['radius']:g}: {row['rms_ppm']:.0f}" for row in scan))
-    assert ap.rms <= 0.8 * whole.rms
+    assert ap.rms <= 1.1 * whole.rms  # the apertures also carry the annulus' noise (predicted 784 vs 728 ppm)
     assert [row["radius"] for row in scan] == APERTURES["radii"] and all(np.isfinite(r["rms_ppm"]) for r in scan)
 
 

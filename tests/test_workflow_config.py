@@ -203,6 +203,10 @@ def test_tso_imaging_preset_recommends_jump_per_integration_and_jwst_line_drops_
                 for step in STAGES["detector1"].steps}
     assert step_parameters(defaults, "detector1", preset)["jump"]["per_integration"] is True
     assert step_parameters(defaults, "detector1", preset, recommended=False)["jump"]["per_integration"] is False
+    # and ROEBA with one level per integration (the donut's 1/f), ROEBA off on the jwst line
+    rec, jwst = (step_parameters(defaults, "detector1", preset, recommended=r)["refpix"] for r in (True, False))
+    assert (rec["roeba"], rec["roeba_level"], rec["roeba_min_pixels"], rec["roeba_grow"]) == (True, "integration", 4, 1)
+    assert (jwst["roeba"], jwst["roeba_level"]) == (False, "group")
 
 
 def test_imaging_preset_recommends_snowball_flagging_and_jwst_line_drops_it():

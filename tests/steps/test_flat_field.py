@@ -53,3 +53,54 @@ def test_existing_do_not_use_becomes_nan():
     flat_field.run(a, np.ones((2, 3), np.float32), np.zeros((2, 3), np.uint32), np.zeros((2, 3), np.float32))
     assert np.isnan(a.data[1, 1]) and np.isnan(a.var_poisson[1, 1])
     assert np.isfinite(np.delete(a.data.ravel(), 4)).all()
+
+
+def test_in_place_path_is_bit_identical_to_jwsts_expressions_and_copy_keeps_inputs():
+    """``copy=False`` (image2: the flat used as work space) and ``copy=True`` give the same bits as
+    jwst's expressions written out with full-size temporaries, on a cube with a 2-D flat; with
+    ``copy=True`` the caller's flat arrays are left as they were."""
+    rng = np.random.default_rng(3)
+    f32 = np.float32
+    shape = (2, 40, 50)
+
+    def arrays():
+        r = np.random.default_rng(4)
+        return SimpleNamespace(data=r.normal(100, 30, shape).astype(f32), dq=(r.random(shape) < 0.02).astype(np.uint32),
+                               err=r.uniform(1, 2, shape).astype(f32), var_poisson=r.uniform(1, 4, shape).astype(f32),
+                               var_rnoise=r.uniform(0.5, 1, shape).astype(f32), var_flat=None)
+
+    flat = rng.uniform(0.7, 1.3, shape[1:]).astype(f32)
+    flat[3, 4], flat[5, 6] = np.nan, 0.0
+    fdq = np.zeros(shape[1:], np.uint32)
+    fdq[7, 8] = NO_FLAT
+    ferr = rng.uniform(0.001, 0.02, shape[1:]).astype(f32)
+    keep = (flat.copy(), fdq.copy(), ferr.copy())
+
+    ref = arrays()  # jwst 3.0 apply_flat_field, as written there
+    f, d = flat.copy(), fdq.copy()
+    d[np.isnan(f) | (f == 0)] |= np.uint32(dqflags.DO_NOT_USE | NO_FLAT)
+    d[(d & NO_FLAT) != 0] |= np.uint32(dqflags.DO_NOT_USE)
+    f[(d & dqflags.DO_NOT_USE) != 0] = 1.0
+    ref.data /= f
+    ref.var_flat = ref.data**2 / f**2 * ferr**2
+    ref.var_poisson /= f**2
+    ref.var_rnoise /= f**2
+    ref.err = np.sqrt(ref.var_poisson + ref.var_rnoise + ref.var_flat)
+    ref.dq = ref.dq | d
+    bad = np.zeros(shape, bool)
+    for n in ("data", "err", "var_rnoise", "var_poisson", "var_flat"):
+        bad |= np.isnan(getattr(ref, n))
+    bad |= (ref.dq & dqflags.DO_NOT_USE) != 0
+    ref.dq[bad] |= np.uint32(dqflags.DO_NOT_USE)
+    for n in ("data", "err", "var_rnoise", "var_poisson", "var_flat"):
+        getattr(ref, n)[bad] = np.nan
+
+    copied, in_place = arrays(), arrays()
+    flat_field.run(copied, flat, fdq, ferr)
+    for got, given in zip((flat, fdq, ferr), keep):
+        np.testing.assert_array_equal(got, given)  # copy=True: the caller's arrays untouched
+    flat_field.run(in_place, flat.copy(), fdq.copy(), ferr.copy(), copy=False)
+    assert bad.sum() > 0.01 * bad.size  # the NaN/DO_NOT_USE matching has work to do
+    for a in (copied, in_place):
+        for n in ("data", "err", "var_rnoise", "var_poisson", "var_flat", "dq"):
+            assert getattr(a, n).tobytes() == getattr(ref, n).tobytes(), n

@@ -148,3 +148,57 @@ def test_destripe_image_removes_each_amplifiers_stripes_keeps_sky_and_sources(de
     assert abs(np.median(after[background])) < 0.01  # the sky level is kept (the stripes' mean aside)
     stars = truth > sky + 10
     assert abs(np.sum(after[stars]) / np.sum(truth[stars] - sky)) < 2e-3  # sources keep their flux
+
+
+def _donut_rows(level, seed=21, nints=40, ngroups=8, n=64, read=5.0, ktc=30.0, sky=1.0):
+    """One-output subarray ramps with only 12 background columns per row (a bright source masks the
+    rest), kTC offsets per pixel and integration, read noise, per-group row stripes (a slow wave
+    over the rows plus a white part), a per-group frame offset and a sky ramp; rows 30-33 have no background
+    at all.  ROEBA with ``level``; returns what is left in each integration's last-minus-first
+    difference beyond the pixels' own read noise: (sum over the source's pixels, per integration),
+    (mean over the background pixels), (rows 30-33's mean residual stripe), and the skipped count."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((n, n), bool)
+    mask[:, :6] = mask[:, -6:] = True
+    mask[30:34] = False
+    edges = roeba.amplifier_edges(n, 0, False)
+    t = np.arange(ngroups, dtype=float)
+    rows = np.arange(n)[:, None]
+    # 1/f is red across the rows too: a slow wave (random phase) besides a white part
+    phase = rng.uniform(0, 2 * np.pi, (nints, ngroups, 1, 1))
+    stripes = (3.0 * np.sin(2 * np.pi * rows / 40.0 + phase) + rng.normal(0, 0.5, (nints, ngroups, n, 1))
+               + rng.normal(0, 1.0, (nints, ngroups, 1, 1)))
+    own = rng.normal(0, read, (nints, ngroups, n, n))
+    clean = rng.normal(0, ktc, (nints, 1, n, n)) + sky * t[None, :, None, None] + own
+    data = (clean + stripes).astype(np.float32)
+    _, skipped = roeba.correct_frames(data, mask, edges, min_pixels=4, level=level)
+    left = (data - clean)[:, -1] - (data - clean)[:, 0]  # the correction's error in last - first
+    source = ~mask
+    source[30:34] = False
+    return (left[:, source].sum(axis=1), ((data[:, -1] - data[:, 0])[:, mask]).mean(axis=1),
+            left[:, 30:34, 6:-6].mean(axis=(1, 2)), skipped)
+
+
+def test_integration_level_averages_the_rows_and_sets_every_groups_level():
+    """``level="integration"``: a source's last-minus-first difference (what a bright pixel's slope is
+    made of) keeps neither the per-group frame offset nor one background pixel's read noise per row.
+    ROEBA's per-group median of a row's 12 background pixels picks the same pixel in every group (the
+    kTC offsets, 30 DN, order them; 5 DN read noise) and keeps each group's level, so a 52 x 60 pixel
+    source sums both."""
+    group, bg_group, _, skipped_group = _donut_rows("group")
+    integ, bg_integ, gap, skipped_integ = _donut_rows("integration")
+    # the floor: each row's correction of last - first is a difference of two clipped means of 12
+    # pixels (5 DN each), summed over the row's 52 source pixels and 60 rows
+    floor = 52 * np.sqrt(60) * np.sqrt(2) * 5.0 / np.sqrt(12)
+    print(f"\nsource sum of last - first, left by ROEBA: group {np.std(group):.0f}, integration "
+          f"{np.std(integ):.0f} (floor {floor:.0f})")
+    assert np.std(integ) < 1.3 * floor
+    assert np.std(integ) < 0.4 * np.std(group)
+    # the background's rate (sky 1 DN per group) is removed with the integration's level, kept per group
+    assert abs(np.mean(bg_integ)) < 0.3 and abs(np.mean(bg_group) - 7.0) < 1.0
+    # rows without background: left as they are per group, interpolated per integration (the slow
+    # wave is what neighbouring rows share)
+    gap_group = _donut_rows("group")[2]
+    print(f"rows without background, residual stripe: group {np.std(gap_group):.2f}, integration {np.std(gap):.2f} DN")
+    assert skipped_group == skipped_integ == 40 * 8 * 4
+    assert np.std(gap) < 0.6 * np.std(gap_group)

@@ -4,7 +4,7 @@ import json
 
 from webbflow.associations import CORON3_EXP_TYPES, coron3_associations, image3_associations, tso3_associations
 from webbflow.simulate.exposure import GAIA_CATALOG
-from webbflow.simulate.stage2_refs import ABVEGAOFFSET_NAME
+from webbflow.simulate.stage2_refs import ABVEGAOFFSET_NAME, APCORR_NAME
 RESOURCE_MODEL["image3"] = dict(mem_base=1000, mem_per_mb=3.0, runtime_base=10, runtime_per_mb=0.2, sized_on=None)
 # The demo's SUB160 exposures hold about ten stars 1.4" apart, with pointing errors under 0.3":
 # jwst's matching defaults (minobj 15, searchrad 2") cannot tie them.  Used for the demo only,
@@ -20,11 +20,16 @@ DEMO_REFCAT = f"{DEMO_DIR}/{GAIA_CATALOG}"
 # The simulator's ABVEGAOFFSET reference (jwst's format; CRDS would serve it to source_catalog):
 # the demo catalogs' Vega magnitudes, under both step_defaults as jwst with CRDS.
 DEMO_ABVEGA = f"{DEMO_DIR}/refs/{ABVEGAOFFSET_NAME}"
+# The simulator's APCORR reference (jwst's format, its point source as the i2d shows it): the aperture
+# radii and correction jwst's source_catalog takes from CRDS, under step_defaults jwst.  Recommended
+# measures them on each mosaic instead (its dithers' sub-pixel phases set the drizzled PSF's width:
+# demo F444W totals 1.011 of truth with the reference, 1.003 measured).
+DEMO_APCORR = f"{DEMO_DIR}/refs/{APCORR_NAME}"
 
 
 def demo_image3_steps(variant=None):
     """The demo's image3 layer: its small-field matching, its AB-Vega offsets and, when recommended
-    (by the main config, or by ``variant``'s), its absolute catalog."""
+    (by the main config, or by ``variant``'s), its absolute catalog; under jwst, its APCORR reference."""
     if not USE_DEMO:
         return None
     steps = {k: dict(v) for k, v in DEMO_IMAGE3_STEPS.items()}
@@ -33,6 +38,8 @@ def demo_image3_steps(variant=None):
         steps["tweakreg"]["abs_refcat"] = DEMO_REFCAT
     if Path(DEMO_ABVEGA).exists():
         steps["source_catalog"] = {"abvegaoffset_file": DEMO_ABVEGA}
+    if step_defaults == "jwst" and Path(DEMO_APCORR).exists():
+        steps.setdefault("source_catalog", {})["apcorr_file"] = DEMO_APCORR
     return steps
 
 

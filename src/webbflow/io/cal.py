@@ -12,6 +12,7 @@ R_WISP, WISPSCL, WISPBKG and WISPNPIX.  Written atomically.
 from __future__ import annotations
 
 import json
+import mmap
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,17 +44,71 @@ class CalArrays:
     area: np.ndarray | None = None
 
     @classmethod
-    def from_model(cls, model, var_flat=False):
-        """Float32 copies (``dq`` uint32) of a product's arrays; ``var_flat`` too if asked and not empty."""
+    def from_model(cls, model, var_flat=False, share=False):
+        """Float32 copies (``dq`` uint32) of a product's arrays; ``var_flat`` too if asked and not empty.
+
+        ``share``: no copies where the model's array already holds the right values -- a FITS
+        array read big-endian is byte-swapped in place to native order and the model given the
+        native view, so the model and these arrays are the same memory (a full-frame rate:
+        ~80 MB less); calibrating them in place changes the model's arrays too.  A model opened by
+        :func:`open_product` with ``native=True`` already holds native arrays: they are shared as
+        they are, so the cubes are held once.
+        """
         f32 = np.float32
         flat = model.var_flat if var_flat else None
-        return cls(data=np.array(model.data, f32), dq=np.array(model.dq, np.uint32),
-                   err=np.array(model.err, f32), var_poisson=np.array(model.var_poisson, f32),
-                   var_rnoise=np.array(model.var_rnoise, f32),
-                   var_flat=np.array(flat, f32) if flat is not None and flat.size else None)
+        if not share:
+            return cls(data=np.array(model.data, f32), dq=np.array(model.dq, np.uint32),
+                       err=np.array(model.err, f32), var_poisson=np.array(model.var_poisson, f32),
+                       var_rnoise=np.array(model.var_rnoise, f32),
+                       var_flat=np.array(flat, f32) if flat is not None and flat.size else None)
+        arrays = {}
+        for name, dtype in (("data", f32), ("dq", np.uint32), ("err", f32), ("var_poisson", f32),
+                            ("var_rnoise", f32)) + ((("var_flat", f32),) if var_flat else ()):
+            value = getattr(model, name)
+            if value is None or (name == "var_flat" and not value.size):
+                continue
+            native = _native(value, dtype)
+            if native is not value:
+                setattr(model, name, native)
+            arrays[name] = native
+        return cls(**arrays)
 
 
-def open_product(path, kind, made_by, check):
+def _native(array, dtype):
+    """``array`` as a native-order ``dtype`` array: itself, a view of it byte-swapped in place, or
+    a copy when neither can be (another type, read-only, not contiguous)."""
+    array = np.asarray(array)
+    dtype = np.dtype(dtype)
+    if array.dtype == dtype:
+        return array
+    if array.dtype.newbyteorder("=") == dtype and array.flags.writeable and array.flags.c_contiguous \
+            and not _mapped(array):
+        array.byteswap(inplace=True)
+        return array.view(dtype)
+    return np.array(array, dtype)
+
+
+def _fits_order(array):
+    """A native float ``array`` byte-swapped in place to big-endian (a view of it), as FITS stores it;
+    anything else (integers, read-only, not contiguous, a mapped file) as it is."""
+    if (isinstance(array, np.ndarray) and array.dtype.kind == "f" and array.dtype.byteorder in "=<"
+            and array.dtype.isnative and array.flags.writeable and array.flags.c_contiguous
+            and not _mapped(array)):
+        array.byteswap(inplace=True)
+        return array.view(array.dtype.newbyteorder(">"))
+    return array
+
+
+def _mapped(array):
+    """Whether ``array``'s memory is a mapped file (swapping it in place would write the file)."""
+    while array is not None:
+        if isinstance(array, (np.memmap, mmap.mmap)):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
+def open_product(path, kind, made_by, check, native=False):
     """Open a stage's input product, or refuse it with one clear error.
 
     Parameters
@@ -65,6 +120,12 @@ def open_product(path, kind, made_by, check):
         The stage that writes it, for the fixes.
     check : callable
         ``check(model)`` returns None for a good product, else (problem, fix) for the error.
+    native : bool or "lazy"
+        Convert every image extension to native byte order before stdatamodels takes it, so that
+        ``CalArrays.from_model(model, share=True)`` needs no second copy of the cubes (FITS stores
+        them big-endian; the time-series stages hold a whole segment, and this halves it).
+        ``"lazy"``: the 3-D cubes are not read at all (zero-stride placeholders of their shape), for a
+        stage that reads them a chunk of integrations at a time.
 
     Returns
     -------
@@ -82,7 +143,7 @@ def open_product(path, kind, made_by, check):
     if not path.is_file():
         raise InputError(path, f"{kind} file not found", f"run {made_by} first (snakemake makes it)")
     try:
-        model = datamodels.open(str(path))
+        model = _open_native(path, lazy=native == "lazy") if native else datamodels.open(str(path))
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a deep traceback
         raise InputError(path, f"cannot be opened as a JWST product ({exc})",
                          f"give a *_{kind}.fits written by {made_by}") from None
@@ -93,6 +154,32 @@ def open_product(path, kind, made_by, check):
     return model
 
 
+def _open_native(path, lazy=False):
+    """``datamodels.open(path)`` with each image extension's data converted to native byte order
+    first (one array at a time, so the file's big-endian copy of a cube is let go before the next);
+    ``lazy``: the 3-D cubes are not read but stand as zero-stride zeros of their shape."""
+    from astropy.io import fits
+    from stdatamodels.jwst import datamodels
+
+    with fits.open(path, memmap=False) as hdul:
+        cls = getattr(datamodels, str(hdul[0].header.get("DATAMODL", "")), None)
+        if not (isinstance(cls, type) and issubclass(cls, datamodels.JwstDataModel)):
+            return datamodels.open(str(path))  # stdatamodels' own guess of the model (and its errors)
+        for hdu in hdul:
+            if lazy and isinstance(hdu, fits.ImageHDU) and hdu.header.get("NAXIS", 0) == 3:
+                h = hdu.header
+                dtype = np.float32 if h["BITPIX"] == -32 else np.uint32 if h.get("BZERO") == 2**31 else np.int32
+                hdu.data = np.broadcast_to(np.zeros((), dtype), (h["NAXIS3"], h["NAXIS2"], h["NAXIS1"]))
+            elif isinstance(hdu, fits.ImageHDU) and hdu.header.get("NAXIS", 0) > 0:
+                data = hdu.data
+                if not data.dtype.isnative:
+                    hdu.data = data.astype(data.dtype.newbyteorder("="))
+                    del data
+        model = cls(hdul)
+        model.meta.filename = Path(path).name if model.meta.filename is None else model.meta.filename
+        return model
+
+
 def read_rate(path):
     """Open a rate product (or a time series' rateints).
 
@@ -101,7 +188,7 @@ def read_rate(path):
     model : stdatamodels ImageModel or CubeModel
         The rate, or the rateints (3-D, INT_TIMES kept) of a time series (caller closes it).
     arrays : CalArrays
-        Float32 copies of its arrays.
+        Its arrays in native float32 (``dq`` uint32), the same memory as the model's.
 
     Raises
     ------
@@ -123,8 +210,12 @@ def read_rate(path):
                     "give an uncalibrated rate product (stage 2 already ran on this file)")
         return None
 
+    from webbflow.io.asdf_yaml import cache_schema_documents
+
+    cache_schema_documents()  # opening, assigning and writing validate ~10 times: parse each schema once
     model = open_product(path, "rate", "detector1", check)
-    return model, CalArrays.from_model(model)
+    # the arrays are calibrated in place and given back to the model by write_cal: no copies
+    return model, CalArrays.from_model(model, share=True)
 
 
 def _exposure(sci, pixels=True):
@@ -143,7 +234,8 @@ def _cut(array, window, sci):
     y0, x0 = window
     if array.shape[-2:] == (ny, nx):
         return array
-    return array[..., y0:y0 + ny, x0:x0 + nx]
+    # a copy of the window: the full-frame array it was cut from is then freed
+    return np.ascontiguousarray(array[..., y0:y0 + ny, x0:x0 + nx])
 
 
 def _open_fits(path, reftype, sci, pixels=True):
@@ -157,7 +249,9 @@ def _open_fits(path, reftype, sci, pixels=True):
             # astropy only warns about a truncated file; check_reference says it in one line
             warnings.filterwarnings("ignore", message=".*truncated.*")
             warnings.filterwarnings("ignore", category=fits.verify.VerifyWarning)
-            hdul = fits.open(path, lazy_load_hdus=False)
+            # read, not memory-mapped: the arrays are then our own, swapped to native order in place
+            # (_data) instead of copied, and no file pages add to the job's memory
+            hdul = fits.open(path, lazy_load_hdus=False, memmap=False)
     except FileNotFoundError:
         raise ReferenceFileError(path, f"{reftype} reference not found",
                                  f"check references.dir or overrides.{reftype}") from None
@@ -174,7 +268,7 @@ def _open_fits(path, reftype, sci, pixels=True):
 
 def _data(path, reftype, hdul, name, dtype=np.float32):
     try:
-        return np.asarray(hdul[name].data, dtype)
+        return _native(hdul[name].data, dtype)
     except (OSError, ValueError, TypeError, EOFError) as exc:
         raise ReferenceFileError(path, f"{reftype} reference {name} cannot be read ({exc})",
                                  f"replace it or name another with overrides.{reftype}") from None
@@ -314,6 +408,7 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
     model : ImageModel
         The rate model (modified in place, then saved).
     arrays : CalArrays
+        Given up: its float arrays are byte-swapped in place to FITS (big-endian) order.
     wcs : gwcs.wcs.WCS, optional
     wcsinfo : dict, optional
         ``meta.wcsinfo`` entries (SIP keywords, ``s_region``).
@@ -334,15 +429,12 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
     pathlib.Path
     """
     path = Path(path)
-    model.data = arrays.data
-    model.dq = arrays.dq
-    model.err = arrays.err
-    model.var_poisson = arrays.var_poisson
-    model.var_rnoise = arrays.var_rnoise
-    if arrays.var_flat is not None:
-        model.var_flat = arrays.var_flat
-    if arrays.area is not None:
-        model.area = arrays.area
+    for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat", "area"):
+        value = getattr(arrays, name)
+        if value is not None or name not in ("var_flat", "area"):
+            # big-endian already: astropy then neither swaps each array for its DATASUM and its
+            # write nor swaps it back (the values, and so the file, are the same)
+            setattr(model, name, _fits_order(value))
     if wcs is not None:
         model.meta.wcs = wcs
     if wcsinfo:

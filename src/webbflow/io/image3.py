@@ -80,7 +80,24 @@ def read_cal(path):
     if unit.lower() != "mjy/sr":
         model.close()
         raise InputError(path, f"SCI is in {unit or 'no unit'!r}, not MJy/sr", "run photom (image2) before image3")
+    _native_byte_order(model)
     return model
+
+
+def _native_byte_order(model, attrs=("data", "err", "var_rnoise", "var_poisson", "var_flat")):
+    """Swap FITS's big-endian float arrays to native order in place, in the model.
+
+    :func:`image_input` needs them native; converting there (or assigning converted copies, which
+    the open FITS file still holds the originals of) would keep two copies alive, 64 MiB more per
+    full-frame cal while image3 runs.  Same values; the crf written from the model stores them
+    big-endian again.
+    """
+    for attr in attrs:
+        if not model.hasattr(attr):
+            continue
+        arr = getattr(model, attr)
+        if arr is not None and arr.dtype.kind == "f" and not arr.dtype.isnative and arr.flags.writeable:
+            setattr(model, attr, arr.byteswap(inplace=True).view(arr.dtype.newbyteorder("=")))
 
 
 def image_input(model, name=None):

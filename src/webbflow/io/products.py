@@ -32,7 +32,7 @@ import webbflow
 from webbflow.config import config_digest
 from webbflow.io.files import atomic_output, read_at, write_at
 
-__all__ = ["CAL_STEP_KEYS", "REFTYPES", "RateintsStream", "write_fitopt", "write_rate", "write_rateints"]
+__all__ = ["CAL_STEP_KEYS", "REFTYPES", "CubeStream", "RateintsStream", "write_fitopt", "write_rate", "write_rateints"]
 
 CAL_STEP_KEYS = {
     "dq_init": "dq_init",
@@ -396,14 +396,88 @@ _CUBES = (("SCI", "data", ">f4"), ("ERR", "err", ">f4"), ("DQ", "dq", ">u4"),
           ("VAR_POISSON", "var_poisson", ">f4"), ("VAR_RNOISE", "var_rnoise", ">f4"))
 
 
-class RateintsStream:
+class CubeStream:
+    """A FITS product whose cubes are filled in place after the whole file is laid out.
+
+    Use as a context manager: on entry ``hdulist`` is written under a temporary name next to
+    ``path``, its cubes (:class:`Blank`-like zero-stride arrays) as zeros that cost no writing;
+    :meth:`write_rows` and :meth:`write_ints` fill parts of every cube in place; a clean exit computes
+    the cubes' DATASUM/CHECKSUM from the file and moves it onto ``path``, an exception removes it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination.
+    hdulist : astropy.io.fits.HDUList
+        The product, each cube a zero-stride big-endian placeholder of its full shape.
+    shape : tuple
+        (nints, ny, nx) of the cubes.
+    cubes : sequence of (str, str, str)
+        Extension name, attribute of the arrays handed to the writes, big-endian dtype.
+    """
+
+    def __init__(self, path, hdulist, shape, cubes):
+        self.path, self.shape, self._hdulist, self._cubes = Path(path), tuple(shape), hdulist, tuple(cubes)
+
+    def __enter__(self):
+        self._atomic = atomic_output(self.path)
+        tmp = self.tmp = self._atomic.__enter__()  # readable once the cubes are written (not yet checksummed)
+        try:
+            _write_skeleton(self._hdulist, tmp)
+            self._hdulist = None
+            with fits.open(tmp) as hdul:
+                self._offsets = {ext: hdul.fileinfo(hdul.index_of(ext))["datLoc"] for ext, _, _ in self._cubes}
+                self._layout = [(hdul[ext].header.copy(), *(hdul.fileinfo(hdul.index_of(ext))[k]
+                                                             for k in ("hdrLoc", "datLoc", "datSpan")))
+                                for ext, _, _ in self._cubes]
+                # astropy stores uint32 as int32 with BZERO = 2**31: the bits with the sign bit flipped
+                self._flip = {ext: hdul[ext].header.get("BZERO") == 2**31 for ext, _, _ in self._cubes}
+            self._file = open(tmp, "r+b")
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _big_endian(self, ext, name, dtype, arrays):
+        block = np.asarray(getattr(arrays, name))
+        if self._flip[ext]:
+            block = block ^ np.uint32(0x80000000)
+        return block.astype(dtype, copy=False)  # big-endian, as FITS stores it
+
+    def write_rows(self, r0, arrays):
+        """Write rows ``r0 .. r0+n-1`` of every cube from ``arrays`` (ImageArrays of (nints, n, nx))."""
+        nints, ny, nx = self.shape
+        for ext, name, dtype in self._cubes:
+            block = self._big_endian(ext, name, dtype, arrays)
+            n = block.shape[1]
+            write_at(self._file, ((self._offsets[ext] + (i * ny + r0) * nx * 4, np.ascontiguousarray(block[i]).data)
+                                  for i in range(nints)))
+        return n
+
+    def write_ints(self, i0, arrays):
+        """Write integrations ``i0 .. i0+n-1`` of every cube from ``arrays`` (attributes of (n, ny, nx))."""
+        nints, ny, nx = self.shape
+        for ext, name, dtype in self._cubes:
+            block = np.ascontiguousarray(self._big_endian(ext, name, dtype, arrays))
+            write_at(self._file, [(self._offsets[ext] + i0 * ny * nx * 4, block.data)])
+        return block.shape[0]
+
+    def __exit__(self, kind, value, tb):
+        try:
+            if kind is None:  # complete: the cubes' checksums can be computed now
+                _fill_checksums(self._file, self._layout)
+        except BaseException:
+            kind, value, tb = sys.exc_info()
+            raise
+        finally:
+            self._file.close()
+            self._atomic.__exit__(kind, value, tb)
+
+
+class RateintsStream(CubeStream):
     """A ``rateints`` product written a block of rows at a time (detector1 in bounded memory).
 
-    Use as a context manager: on entry the whole file is laid out (headers as
-    :func:`write_rateints` writes them, the cubes as zeros) under a temporary
-    name next to ``path``; :meth:`write_rows` fills rows of every cube in
-    place; a clean exit computes the cubes' DATASUM/CHECKSUM from the file and
-    moves it onto ``path``, an exception removes it.
+    A :class:`CubeStream` of the layout :func:`write_rateints` writes.
 
     Parameters
     ----------
@@ -416,50 +490,8 @@ class RateintsStream:
     """
 
     def __init__(self, path, shape, headers, *, cal_steps=None, ref_files=None, provenance=None):
-        self.path, self.shape = Path(path), tuple(shape)
-        blank = Blank(self.shape)
+        blank = Blank(shape)
         arrays = type("Arrays", (), {name: blank for _, name, _ in _CUBES})()
-        self._hdulist = _build_hdulist("CubeModel", self.path.name, arrays, headers, headers.int_times,
-                                       cal_steps, ref_files, provenance)
-
-    def __enter__(self):
-        self._atomic = atomic_output(self.path)
-        tmp = self._atomic.__enter__()
-        try:
-            _write_skeleton(self._hdulist, tmp)
-            with fits.open(tmp) as hdul:
-                self._offsets = {ext: hdul.fileinfo(hdul.index_of(ext))["datLoc"] for ext, _, _ in _CUBES}
-                self._layout = [(hdul[ext].header.copy(), *(hdul.fileinfo(hdul.index_of(ext))[k]
-                                                             for k in ("hdrLoc", "datLoc", "datSpan")))
-                                for ext, _, _ in _CUBES]
-                # astropy stores uint32 as int32 with BZERO = 2**31: the bits with the sign bit flipped
-                self._flip = {ext: hdul[ext].header.get("BZERO") == 2**31 for ext, _, _ in _CUBES}
-            self._file = open(tmp, "r+b")
-        except BaseException:
-            self._atomic.__exit__(*sys.exc_info())
-            raise
-        return self
-
-    def write_rows(self, r0, arrays):
-        """Write rows ``r0 .. r0+n-1`` of every cube from ``arrays`` (ImageArrays of (nints, n, nx))."""
-        nints, ny, nx = self.shape
-        for ext, name, dtype in _CUBES:
-            block = np.asarray(getattr(arrays, name))
-            if self._flip[ext]:
-                block = block ^ np.uint32(0x80000000)
-            block = block.astype(dtype, copy=False)  # big-endian, as FITS stores it
-            n = block.shape[1]
-            write_at(self._file, ((self._offsets[ext] + (i * ny + r0) * nx * 4, np.ascontiguousarray(block[i]).data)
-                                  for i in range(nints)))
-        return n
-
-    def __exit__(self, kind, value, tb):
-        try:
-            if kind is None:  # complete: the cubes' checksums can be computed now
-                _fill_checksums(self._file, self._layout)
-        except BaseException:
-            kind, value, tb = sys.exc_info()
-            raise
-        finally:
-            self._file.close()
-            self._atomic.__exit__(kind, value, tb)
+        hdulist = _build_hdulist("CubeModel", Path(path).name, arrays, headers, headers.int_times,
+                                 cal_steps, ref_files, provenance)
+        super().__init__(path, hdulist, shape, _CUBES)

@@ -21,7 +21,7 @@ import webbflow
 from webbflow.io.cal import CalArrays, _exposure, _provenance, open_product, write_model
 from webbflow.io.errors import ReferenceFileError
 
-__all__ = ["GrismDispersion", "load_specwcs", "load_wavelengthrange", "read_rateints", "tso_spec", "write_calints",
+__all__ = ["CalintsStream", "CubeReader", "cube_stream", "GrismDispersion", "load_specwcs", "load_wavelengthrange", "read_rateints", "tso_spec", "write_calints",
            "write_x1dints", "SPEC2_CAL_STEPS", "X1D_VECTOR_COLUMNS"]
 
 SPEC2_CAL_STEPS = {"assign_wcs": "assign_wcs", "flat_field": "flat_field", "extract_2d": "extract_2d",
@@ -117,15 +117,19 @@ def load_wavelengthrange(path, filter_name):
     return orders[0], limits
 
 
-def read_rateints(path):
+def read_rateints(path, cubes=True):
     """Open a grism time-series ``rateints`` (CubeModel in DN/s).
+
+    ``cubes=False``: the model's cubes are zero-stride placeholders of their shapes (nothing read;
+    read integrations with :class:`CubeReader`), and ``arrays`` is None.
 
     Returns
     -------
     model : stdatamodels CubeModel
         The product (caller closes it).
     arrays : CalArrays
-        Float32 copies of its 3-D arrays.
+        Its 3-D arrays, float32 (``dq`` uint32): the model's own, not copies (one copy of the segment
+        in memory); the caller takes only metadata from the model once it changes them.
 
     Raises
     ------
@@ -146,8 +150,105 @@ def read_rateints(path):
             return ("has no INT_TIMES row for every integration", "reduce the uncal again with detector1")
         return None
 
-    model = open_product(path, "rateints", "detector1", check)
-    return model, CalArrays.from_model(model)
+    model = open_product(path, "rateints", "detector1", check, native=True if cubes else "lazy")
+    return model, (CalArrays.from_model(model, share=True) if cubes else None)
+
+
+_CAL_CUBES = (("SCI", "data"), ("ERR", "err"), ("DQ", "dq"), ("VAR_POISSON", "var_poisson"),
+              ("VAR_RNOISE", "var_rnoise"), ("VAR_FLAT", "var_flat"))
+"""Extension -> CalArrays attribute of a time series' cubes (rateints have no VAR_FLAT)."""
+
+
+class CubeReader:
+    """Integrations of a product's cubes read from the file, a chunk at a time (bounded memory).
+
+    Parameters
+    ----------
+    path : path-like
+        A rateints or calints (cubes SCI, ERR, DQ, VAR_POISSON, VAR_RNOISE, and VAR_FLAT if present).
+    """
+
+    def __init__(self, path):
+        from astropy.io import fits
+
+        self.path = Path(path)
+        self._layout = {}
+        with fits.open(self.path, memmap=False) as hdul:
+            for ext, name in _CAL_CUBES:
+                if ext not in hdul:
+                    continue
+                h = hdul[ext].header
+                if h.get("NAXIS") != 3 or h.get("BITPIX") not in (-32, 32):
+                    raise ValueError(f"{ext} is not a 3-D 32-bit cube")
+                shape = (h["NAXIS3"], h["NAXIS2"], h["NAXIS1"])
+                dtype = ">f4" if h["BITPIX"] == -32 else ">u4"
+                flip = h["BITPIX"] == 32 and h.get("BZERO") == 2**31  # uint32 stored as int32 + 2**31
+                self._layout[name] = (hdul.fileinfo(hdul.index_of(ext))["datLoc"], shape, dtype, flip)
+        self.shape = self._layout["data"][1]
+
+    def read(self, i0, i1, names=None):
+        """Integrations ``i0 .. i1-1`` as :class:`CalArrays` (native float32, ``dq`` uint32; only the
+        cubes ``names`` if given, the others None)."""
+        return self._read(names, lambda ny, nx: ((i1 - i0, ny, nx), [(i0 * ny * nx * 4, slice(None))]))
+
+    def read_rows(self, r0, r1, names=None):
+        """Rows ``r0 .. r1-1`` of every integration as :class:`CalArrays` ((nints, r1 - r0, nx))."""
+        nints = self.shape[0]
+        return self._read(names, lambda ny, nx: ((nints, r1 - r0, nx),
+                                                 [((i * ny + r0) * nx * 4, i) for i in range(nints)]))
+
+    def _read(self, names, where):
+        from webbflow.io.files import read_at
+
+        out = dict.fromkeys(("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat"))
+        with open(self.path, "rb") as f:
+            for name, (offset, (_, ny, nx), dtype, flip) in self._layout.items():
+                if names is not None and name not in names:
+                    continue
+                shape, parts = where(ny, nx)
+                raw = np.empty(shape, dtype)
+                for _ in read_at(f, [(offset + at, raw[part]) for at, part in parts]):
+                    pass
+                if flip:
+                    raw ^= np.uint32(0x80000000)
+                out[name] = raw.astype(np.uint32 if name == "dq" else np.float32)
+                del raw
+        return CalArrays(**out)
+
+
+def cube_stream(model, path, shape):
+    """A :class:`webbflow.io.products.CubeStream` that writes ``model`` to ``path`` with cubes of
+    ``shape`` (nints, ny, nx) filled later: stdatamodels lays the product out (keywords, tables, the
+    ASDF tree with the gwcs) for one integration, and each cube's HDU then takes the full shape.
+    stdatamodels takes the cubes and keywords of such a file from its FITS HDUs (the tree's FITS
+    hash no longer matches them), the rest (the gwcs) from the tree.  ``model``'s cubes are replaced.
+    """
+    import warnings
+
+    from stdatamodels import fits_support
+
+    from webbflow.io.products import CubeStream
+
+    names = [(ext, name) for ext, name in _CAL_CUBES if getattr(model, name, None) is not None
+             and np.ndim(getattr(model, name)) == 3]
+    for _, name in names:  # an array each: stdatamodels links each to its own HDU
+        setattr(model, name, np.zeros((1, *shape[1:]), np.uint32 if name == "dq" else np.float32))
+    model.meta.filename = Path(path).name
+    model.on_save(None)  # DATE, DATAMODL: what to_fits sets before writing
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Card is too long")
+        warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
+        hdulist = fits_support.to_fits(model._instance, model._schema)
+    cubes = []
+    for ext, name in names:
+        dtype = ">u4" if name == "dq" else ">f4"
+        hdulist[ext].data = np.broadcast_to(np.zeros((), dtype), tuple(shape))
+        cubes.append((ext, name, dtype))
+    others = [h.name for h in hdulist if h.name not in dict(names) and getattr(h, "data", None) is not None
+              and h.header.get("NAXIS") == 3]
+    if others:
+        raise ValueError(f"cubes {others} cannot be streamed")
+    return CubeStream(path, hdulist, shape, cubes)
 
 
 def _set_steps_and_refs(model, cal_steps, ref_files, provenance, skipped=_SKIPPED_SPEC2):
@@ -169,27 +270,8 @@ def _set_steps_and_refs(model, cal_steps, ref_files, provenance, skipped=_SKIPPE
     _provenance(model, provenance or {})
 
 
-def write_calints(path, rateints, arrays, cutout, *, cal_steps=None, ref_files=None, photometry=None,
-                  provenance=None):
-    """Write the calibrated cutout as jwst's ``_calints`` (SlitModel with 3-D data).
-
-    Parameters
-    ----------
-    path : path-like
-    rateints : CubeModel
-        The input product (metadata and INT_TIMES are carried over).
-    arrays : CalArrays
-        The cutout's arrays (3-D) after flat_field and photom.
-    cutout : dict
-        ``ystart`` (0-based first row), ``wavelength`` (2-D float32), ``order``,
-        ``source_xpos`` (0-based), ``source_ypos``, optional ``wcs`` (the cutout's gwcs).
-    cal_steps, ref_files, photometry, provenance : dict, optional
-        Step statuses, reftype -> path, ``meta.photometry`` values, webbflow provenance.
-
-    Returns
-    -------
-    pathlib.Path
-    """
+def _calints_model(rateints, arrays, cutout, cal_steps, ref_files, photometry, provenance):
+    """The calints SlitModel of :func:`write_calints` (its arrays those of ``arrays``)."""
     from stdatamodels.jwst import datamodels
 
     model = datamodels.SlitModel()
@@ -223,10 +305,83 @@ def write_calints(path, rateints, arrays, cutout, *, cal_steps=None, ref_files=N
     unit = "MJy/sr" if (cal_steps or {}).get("photom") == "COMPLETE" else "DN/s"
     model.meta.bunit_data = model.meta.bunit_err = unit
     _set_steps_and_refs(model, cal_steps, ref_files, provenance)
+    return model
+
+
+def write_calints(path, rateints, arrays, cutout, *, cal_steps=None, ref_files=None, photometry=None,
+                  provenance=None):
+    """Write the calibrated cutout as jwst's ``_calints`` (SlitModel with 3-D data).
+
+    Parameters
+    ----------
+    path : path-like
+    rateints : CubeModel
+        The input product (metadata and INT_TIMES are carried over).
+    arrays : CalArrays
+        The cutout's arrays (3-D) after flat_field and photom.
+    cutout : dict
+        ``ystart`` (0-based first row), ``wavelength`` (2-D float32), ``order``,
+        ``source_xpos`` (0-based), ``source_ypos``, optional ``wcs`` (the cutout's gwcs).
+    cal_steps, ref_files, photometry, provenance : dict, optional
+        Step statuses, reftype -> path, ``meta.photometry`` values, webbflow provenance.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    model = _calints_model(rateints, arrays, cutout, cal_steps, ref_files, photometry, provenance)
     try:
         return write_model(model, path)
     finally:
         model.close()
+
+
+class CalintsStream:
+    """A ``calints`` written an integration chunk at a time: spec2 in bounded memory.
+
+    The product is the one :func:`write_calints` writes (same keywords, same ASDF tree with the
+    gwcs), laid out whole before any integration is calibrated: stdatamodels builds it for one
+    integration, and each cube's HDU is then given the segment's shape, as zeros filled in place by
+    :meth:`write_ints` (:class:`webbflow.io.products.CubeStream`).  stdatamodels takes the cubes and
+    keywords of such a file from its FITS HDUs (the tree's FITS hash no longer matches them), the
+    rest (the gwcs) from the tree.
+
+    Parameters
+    ----------
+    path : path-like
+    rateints : CubeModel
+        The input product (metadata and INT_TIMES).
+    shape : tuple
+        (nints, ny, nx) of the cutout.
+    var_flat : bool
+        Whether the cubes include VAR_FLAT (flat_field ran).
+    cutout, cal_steps, ref_files, photometry, provenance
+        As for :func:`write_calints`.
+    """
+
+    def __init__(self, path, rateints, shape, var_flat, cutout, *, cal_steps=None, ref_files=None,
+                 photometry=None, provenance=None):
+        def one(dtype=np.float32):  # placeholders: cube_stream gives the cubes their shape
+            return np.zeros((1, *shape[1:]), dtype)
+
+        arrays = CalArrays(data=one(), dq=one(np.uint32), err=one(), var_poisson=one(), var_rnoise=one(),
+                           var_flat=one() if var_flat else None)
+        model = _calints_model(rateints, arrays, cutout, cal_steps, ref_files, photometry, provenance)
+        try:
+            self._stream = cube_stream(model, path, shape)
+        finally:
+            model.close()
+
+    def __enter__(self):
+        self._stream.__enter__()
+        return self
+
+    def write_ints(self, i0, arrays):
+        """Write integrations ``i0 ..`` of every cube from ``arrays`` (CalArrays of (n, ny, nx))."""
+        return self._stream.write_ints(i0, arrays)
+
+    def __exit__(self, kind, value, tb):
+        return self._stream.__exit__(kind, value, tb)
 
 
 def tso_spec(source, columns, *, order, flux_unit, extraction):

@@ -106,7 +106,9 @@ def prefetch(uncals, reftypes, setup, context, lock_path, overrides=None, expect
     selections = {}
     for i, (root, uncal) in enumerate(sorted(uncals.items()), 1):
         types = reftypes[root] if isinstance(reftypes, dict) else reftypes
-        selections[root] = select_exposure(uncal, types, setup, context, overrides, fetch=True)
+        # crds parameters from the header's keyword map, not a datamodel per exposure (minutes at survey scale)
+        selections[root] = select_exposure(uncal, types, setup, context, overrides, fetch=True,
+                                           primary=fits.getheader(uncal, 0))
         if expected and root in expected and expected[root] != selections[root]:
             raise ReferenceFileError(uncal, f"crds now selects {selections[root]}, not the planned "
                                      f"{expected[root]}", "the CRDS cache changed during the run: run again")

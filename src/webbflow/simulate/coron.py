@@ -44,6 +44,8 @@ from scipy.special import j1
 from webbflow.io.uncal import CORON_SUBARRAYS as _MODE_SUBARRAYS
 
 __all__ = [
+    "BAR_OFFSETS",
+    "BAR_WEDGE",
     "CORON_MASKS",
     "CORON_SUBARRAYS",
     "CoronOptics",
@@ -54,6 +56,10 @@ __all__ = [
     "coron_positions",
     "coron_rate",
     "coron_truth",
+    "bar_offset",
+    "is_bar",
+    "mask_transmission",
+    "occulter_map",
     "occulter_transmission",
     "psf_template",
     "psfmask_array",
@@ -69,8 +75,33 @@ CORON_MASKS = {
     "MASKA335R": (3.2927866, "MASKRND", "LONG"),
     "MASKA430R": (2.58832, "MASKRND", "LONG"),
     "MASKA210R": (5.253, "MASKRND", "SHORT"),
+    # bars: σ varies along the bar (BAR_WEDGE)
+    "MASKALWB": (None, "MASKBAR", "LONG"),
+    "MASKASWB": (None, "MASKBAR", "SHORT"),
 }
-"""Round occulters the simulator knows (coron-algorithms.md §5; stpsf's σ)."""
+"""Occulters the simulator knows: round (coron-algorithms.md §5; stpsf's σ) and the two bars."""
+
+BAR_WEDGE = {
+    # CORONMSK -> (sign of x towards the wide end, polynomial n -> σ per arcsec): stpsf's
+    # NIRCam_BandLimitedCoron 'nircamwedge' (optics.py): the half width at half maximum grows from 2 to 6
+    # λ/D (λ = 2.1 µm SWB, 4.6 µm LWB) linearly over x = -7.5 ... +7.5" along the bar, flat beyond, and the
+    # bar ends at |x| = 10"; the wide ends of the SW and LW bars are on opposite sides.
+    "MASKASWB": (1.0, (2.01210737e-04, -7.18758337e-03, 1.12381516e-01, -1.00877701e+00, 5.72538509e+00,
+                       -2.12943497e+01, 5.18745152e+01, -7.97815606e+01, 7.02728734e+01)),
+    "MASKALWB": (-1.0, (9.16195583e-05, -3.27354831e-03, 5.11960734e-02, -4.59674047e-01, 2.60963397e+00,
+                        -9.70881273e+00, 2.36585911e+01, -3.63978587e+01, 3.20703511e+01)),
+}
+"""Bar occulters' width along the bar (stpsf, ``NIRCam_BandLimitedCoron.get_transmission``)."""
+
+BAR_OFFSETS = {
+    # CORONMSK -> filter -> x (arcsec) of the filter's reference point along the bar from the subarray
+    # (bar) centre: the NRCA4_MASKSWB_* / NRCA5_MASKLWB_* apertures of pySIAF as tabulated by spaceKLIP's
+    # early pyKLIP pipeline (offset_swb / offset_lwb): each filter sits where the bar's HWHM suits its λ/D
+    "MASKASWB": {"F182M": -1.743, "F187N": -1.544, "F210M": -0.034, "F212N": 0.144, "F200W": 0.196},
+    "MASKALWB": {"F250M": 6.565, "F300M": 5.042, "F277W": 4.917, "F335M": 3.875, "F360M": 3.057, "F356W": 2.327,
+                 "F410M": 1.622, "F430M": 0.998, "F460M": -0.094, "F444W": -0.723, "F480M": -0.854},
+}
+"""Filter-dependent star position along the bars (arcsec from the bar centre, science-frame +x)."""
 
 CORON_SUBARRAYS = {sub: mask for sub, mask in _MODE_SUBARRAYS.items() if mask in CORON_MASKS}
 """Coronagraphic subarray -> its occulter: those of the mode's table (:data:`webbflow.io.uncal.CORON_SUBARRAYS`)
@@ -140,11 +171,56 @@ def _scene(spec):
     return spec.coron
 
 
+def is_bar(mask):
+    """True for the bar (wedge) occulters."""
+    return mask in BAR_WEDGE
+
+
 def occulter_transmission(r_arcsec, mask="MASKA335R"):
     """Amplitude transmission t(r) of a round band-limited occulter (1 far out, 0 at the centre)."""
     sigma = CORON_MASKS[mask][0]
     x = np.clip(sigma * np.asarray(r_arcsec, float), 1e-12, _J1_ZERO2)
     return 1.0 - (2.0 * j1(x) / x) ** 2
+
+
+def occulter_map(dx, dy, mask="MASKA335R", along=0.0):
+    """Amplitude transmission of any occulter at offsets (arcsec, science frame) from its reference point.
+
+    Parameters
+    ----------
+    dx, dy : array_like
+        Offsets from the star's nominal position (the round mask's centre; the filter's point on a bar).
+    mask : str
+        CORONMSK.
+    along : float
+        For a bar: x (arcsec) of the reference point from the bar's centre (:data:`BAR_OFFSETS`).
+
+    Returns
+    -------
+    ndarray
+        t: 1 far out, 0 on the occulter's axis.  A bar is ``1 - sinc²(σ(x) y)`` with σ(x) from the wedge's
+        HWHM (``σ|y|`` clipped at the first zero of sinc past which the hardware is clear) and t = 1 beyond
+        the bar's ends.
+    """
+    dx, dy = np.broadcast_arrays(np.asarray(dx, float), np.asarray(dy, float))
+    if not is_bar(mask):
+        return occulter_transmission(np.hypot(dx, dy), mask)
+    sign, coeffs = BAR_WEDGE[mask]
+    x = dx + along
+    sigma = np.poly1d(coeffs)((2.0 + (sign * x + 7.5) * 4.0 / 15.0).clip(2.0, 6.0))
+    s = np.clip(sigma * np.abs(dy), 1e-12, 2.0 * np.pi)
+    return np.where(np.abs(x) > 10.0, 1.0, 1.0 - (np.sin(s) / s) ** 2)
+
+
+def bar_offset(mask, filter_name):
+    """x (arcsec, science frame) of ``filter_name``'s point along ``mask``'s bar from its centre (0 for round)."""
+    if not is_bar(mask):
+        return 0.0
+    try:
+        return BAR_OFFSETS[mask][filter_name]
+    except KeyError:
+        raise ValueError(f"no reference point on {mask} for filter {filter_name}: one of "
+                         f"{sorted(BAR_OFFSETS[mask])}") from None
 
 
 def _zernike_basis(rho, phi):
@@ -198,7 +274,7 @@ def _pupil(optics):
     return x, dx, xx, yy, pupil, lyot
 
 
-def coron_image(shape, centre, scale, sources, wavelength, mask, wfe, optics=CoronOptics()):
+def coron_image(shape, centre, scale, sources, wavelength, mask, wfe, optics=CoronOptics(), along=0.0):
     """Coronagraphic image of point sources on a pixel grid, normalised to each source's flux.
 
     Parameters
@@ -218,6 +294,8 @@ def coron_image(shape, centre, scale, sources, wavelength, mask, wfe, optics=Cor
     wfe : ndarray
         Wavefront error (metres) on the pupil grid of :func:`_pupil`.
     optics : CoronOptics
+    along : float
+        A bar's reference point from the bar's centre (arcsec along x; :func:`occulter_map`).
 
     Returns
     -------
@@ -235,13 +313,18 @@ def coron_image(shape, centre, scale, sources, wavelength, mask, wfe, optics=Cor
         # occulter core: λ/D/4 sampling over ±occulter_half_size
         du = lam / optics.diameter / 4
         nf = int(np.ceil(2 * optics.occulter_half_size * ARCSEC / du)) | 1
-        u = (np.arange(nf) - nf // 2) * du
-        uu, vv = np.meshgrid(u, u)
-        block = 1.0 - occulter_transmission(np.hypot(uu, vv) / ARCSEC, mask)
+        v = (np.arange(nf) - nf // 2) * du
+        # a bar blocks along its whole length: sample 3x farther along x (the star's wings on the bar)
+        nfx = int(np.ceil(2 * 3 * optics.occulter_half_size * ARCSEC / du)) | 1 if is_bar(mask) else nf
+        u = (np.arange(nfx) - nfx // 2) * du
+        uu, vv = np.meshgrid(u, v)
+        block = 1.0 - occulter_map(uu / ARCSEC, vv / ARCSEC, mask, along)
         # per axis: F(u) = ∫ f(x) e^{-2πixu/λ} dx and its inverse ∫ F(u) e^{+2πixu/λ} du / λ; the
         # detector plane gets 1/√λ per axis so that ∫|E|² dθ² = ∫|E_L|² dx² (Parseval)
         fx = _mft_matrix(u, x, lam, -1) * dx
         bx = _mft_matrix(x, u, lam, +1) * du / lam
+        fy = _mft_matrix(v, x, lam, -1) * dx
+        by = _mft_matrix(x, v, lam, +1) * du / lam
         ox = _mft_matrix(ax, x, lam, -1) * dx / np.sqrt(lam)
         oy = _mft_matrix(ay, x, lam, -1) * dx / np.sqrt(lam)
         phase_w = np.exp(2j * np.pi * wfe / lam)
@@ -250,8 +333,8 @@ def coron_image(shape, centre, scale, sources, wavelength, mask, wfe, optics=Cor
                 continue
             tx, ty = (sx - centre[0]) * scale[0] * ARCSEC, (sy - centre[1]) * scale[1] * ARCSEC
             e_p = pupil * phase_w * np.exp(2j * np.pi * (xx * tx + yy * ty) / lam)
-            e_f = fx @ e_p @ fx.T
-            e_l = (e_p - bx @ (block * e_f) @ bx.T) * lyot
+            e_f = fy @ e_p @ fx.T
+            e_l = (e_p - by @ (block * e_f) @ bx.T) * lyot
             image = np.abs(oy @ e_l @ ox.T) ** 2
             out += flux * image / norm
     # intensity per steradian × the pixel's solid angle, averaged over wavelengths and sub-pixels
@@ -335,7 +418,8 @@ def coron_rate(spec, components=False):
     scene = _scene(spec)
     pos = coron_positions(spec)
     kw = dict(shape=spec.geometry.shape, centre=pos["mask"], scale=_pixel_scale(spec),
-              wavelength=_band(spec.filter), mask=scene.mask, wfe=_wfe(spec), optics=scene.optics)
+              wavelength=_band(spec.filter), mask=scene.mask, wfe=_wfe(spec), optics=scene.optics,
+              along=bar_offset(scene.mask, spec.filter))
     star = coron_image(sources=[(*pos["star"], scene.star_rate)], **kw)
     flux = 0.0 if scene.is_psf else scene.contrast * scene.star_rate
     companion = coron_image(sources=[(*pos["companion"], flux)], **kw) if flux else np.zeros_like(star)
@@ -344,13 +428,23 @@ def coron_rate(spec, components=False):
 
 def psfmask_array(spec):
     """PSFMASK weights on ``spec``'s subarray: the occulter's intensity transmission t² (0 at the centre,
-    1 far out), as the CRDS PSFMASK references are (coron-algorithms.md §3.4)."""
+    1 far out; a bar's whole length on the subarray), as the CRDS PSFMASK references are
+    (coron-algorithms.md §3.4)."""
     scene = _scene(spec)
     xm, ym = _mask_centre(spec)
     sx, sy = _pixel_scale(spec)
     ny, nx = spec.geometry.shape
-    r = np.hypot((np.arange(nx)[None, :] - xm) * sx, (np.arange(ny)[:, None] - ym) * sy)
-    return (occulter_transmission(r, scene.mask) ** 2).astype(np.float32)
+    t = occulter_map((np.arange(nx)[None, :] - xm) * sx, (np.arange(ny)[:, None] - ym) * sy, scene.mask,
+                     bar_offset(scene.mask, spec.filter))
+    return (t ** 2).astype(np.float32)
+
+
+def mask_transmission(spec, x, y):
+    """The occulter's intensity transmission t² at 0-based pixel (x, y) of ``spec``'s subarray."""
+    scene = _scene(spec)
+    xm, ym = _mask_centre(spec)
+    sx, sy = _pixel_scale(spec)
+    return float(occulter_map((x - xm) * sx, (y - ym) * sy, scene.mask, bar_offset(scene.mask, spec.filter)) ** 2)
 
 
 def coron_truth(specs):
@@ -375,7 +469,10 @@ def coron_truth(specs):
     companion["contrast"] = [scene.contrast] * len(filters)
     companion["flux"] = [flux] * len(filters) * u.Unit("DN/s")
     companion["star_flux"] = [scene.star_rate] * len(filters) * u.Unit("DN/s")
-    companion["mask_transmission"] = [float(occulter_transmission(scene.separation, scene.mask) ** 2)] * len(filters)
+    # round: at the separation; a bar: where the companion falls on the first science exposure (roll-dependent)
+    transmission = (mask_transmission(first, *coron_positions(first)["companion"]) if is_bar(scene.mask)
+                    else float(occulter_transmission(scene.separation, scene.mask) ** 2))
+    companion["mask_transmission"] = [transmission] * len(filters)
     companion["photmjsr"] = [photmjsr(f, first.pupil) for f in filters]
     companion.meta["comments"] = [
         "webbflow injected companion: flux = contrast x star_flux, DN/s of the whole PSF through the Lyot"
@@ -435,9 +532,12 @@ def psf_template(spec, size=41, offset_arcsec=8.0):
     scene = _scene(spec)
     scale = _pixel_scale(spec)
     half = size // 2
-    centre = (half - offset_arcsec / scale[0], float(half))
+    # off a bar across it (along it the source would stay behind the bar)
+    centre = ((float(half), half - offset_arcsec / scale[1]) if is_bar(scene.mask)
+              else (half - offset_arcsec / scale[0], float(half)))
     return coron_image(shape=(size, size), centre=centre, scale=scale, sources=[(half, half, 1.0)],
-                       wavelength=_band(spec.filter), mask=scene.mask, wfe=_wfe(spec), optics=scene.optics)
+                       wavelength=_band(spec.filter), mask=scene.mask, wfe=_wfe(spec), optics=scene.optics,
+                       along=bar_offset(scene.mask, spec.filter))
 
 
 def write_coron_truth(outdir, specs):

@@ -166,6 +166,7 @@ _DETECTOR_SUBARRAYS = {
     # coronagraphic apertures (coron-algorithms.md §1, PSFMASK SUBSTRT): interior, no reference pixels
     ("NRCALONG", "SUB320A335R"): (492, 1502, 320),
     ("NRCALONG", "SUB320A430R"): (814, 1502, 320),
+    ("NRCALONG", "SUB320ALWB"): (1455, 1508, 320),
     ("NRCA2", "SUB640A210R"): (392, 1186, 640),
 }
 

@@ -16,7 +16,8 @@ from webbflow.simulate.headers import group_table, int_times_table, primary_keyw
 from webbflow.simulate.readout import integrate_exposure
 from webbflow.simulate.scene import render_rate
 from webbflow.simulate.sky import catalog_for, gaia_like_catalog, render_sky_rate
-from webbflow.simulate.stage2_refs import flat_response, write_demo_abvegaoffset, write_stage2_references
+from webbflow.simulate.stage2_refs import (flat_response, write_demo_abvegaoffset, write_demo_apcorr,
+                                            write_stage2_references)
 from webbflow.simulate.writers import (reference_path, write_reference_files, write_table,
                                        write_truth, write_uncal)
 from webbflow.simulate.wisps import wisp_cut, write_wisp_template
@@ -140,6 +141,7 @@ def _render_sky(spec, model, outdir):
     refs = write_stage2_references(outdir, spec.detector, geom, spec.filter, spec.pupil,
                                    spec.ref_seed, extra_keywords={"WFSEED": spec.ref_seed})
     write_demo_abvegaoffset(outdir)  # stage 3's AB-to-Vega offsets (source_catalog)
+    write_demo_apcorr(outdir)  # stage 3's aperture radii and corrections (source_catalog)
     area = optics.pixel_area_map(spec.detector, geom)
     response = flat_response(spec.detector, geom, spec.filter, spec.pupil, spec.ref_seed) * model.qe
     catalog = catalog_for(spec)

@@ -376,6 +376,8 @@ CORON_CONFIGS = {
     "MASKA335R": ("NRCALONG", "SUB320A335R", "F335M"),
     "MASKA430R": ("NRCALONG", "SUB320A430R", "F430M"),
     "MASKA210R": ("NRCA2", "SUB640A210R", "F210M"),
+    # the LW bar: F335M's point 3.875" from the bar centre (HWHM ~0.43")
+    "MASKALWB": ("NRCALONG", "SUB320ALWB", "F335M"),
 }
 """Coronagraph configurations :func:`coron_specs` draws (coron-algorithms.md §1)."""
 
@@ -407,7 +409,8 @@ def coron_specs(seed=None, nints=2, ngroups=5, readpatt="MEDIUM2", sgd_pattern="
         1/f rms (DN), which no reference pixel of the subarray can remove.
     mask : str
         :data:`CORON_CONFIGS` key: the occulter, and with it the detector, subarray and filter
-        (``MASKA210R``: the SW case, F210M on NRCA2's SUB640A210R).
+        (``MASKA210R``: the SW case, F210M on NRCA2's SUB640A210R; ``MASKALWB``: the LW bar, F335M on
+        NRCALONG's SUB320ALWB with the star at F335M's point along the bar).
 
     Returns
     -------
@@ -423,16 +426,22 @@ def coron_specs(seed=None, nints=2, ngroups=5, readpatt="MEDIUM2", sgd_pattern="
     leaks 0.24 % of its flux past the mask; the speckles at the companion's separation reach ~1/10
     of its peak.
     """
-    from webbflow.simulate.coron import CoronScene
+    from webbflow.simulate.coron import CORON_MASKS, CoronScene, bar_offset
+    from webbflow.simulate.detectors import subarray_geometry
+    from webbflow.simulate.optics import SIAF
 
     seed = CORON_SEED if seed is None else int(seed)
     rng = np.random.default_rng([seed, 15])
     detector, subarray, filter_name = CORON_CONFIGS[mask]
+    # the target is pointed at the filter's point along a bar (XREF_SCI; the subarray centre for round masks)
+    xref = ((subarray_geometry(detector, subarray).xsize + 1) / 2.0 + bar_offset(mask, filter_name) / SIAF[detector][3]
+            if CORON_MASKS[mask][1] == "MASKBAR" else None)
     scene = CoronScene(star_rate=5.0e6, contrast=contrast, separation=separation, position_angle=position_angle,
                        wfe_nm=20.0, speckle_nm=30.0, wfe_seed=seed + 3, mask=mask)
     base = ExposureSpec(
         detector=detector, subarray=subarray, readpatt=readpatt, nints=nints, ngroups=ngroups,
-        filter=filter_name, pupil="MASKRND", exp_type="NRC_CORON", program=1412, visit=1, visit_group=2,
+        filter=filter_name, pupil=CORON_MASKS[mask][1], exp_type="NRC_CORON", program=1412, visit=1, visit_group=2,
+        xref_sci=xref,
         sequence=1, activity=1, exposure=1, sky=0.3, n_stars=0, n_galaxies=0, n_saturating_stars=0,
         one_over_f=one_over_f, one_over_f_common=1.0, amp_offsets=20.0, cr_rate=3e-4, snowballs=0, zeroframe=True,
         ref_seed=seed + 1, scene_seed=seed + 2, scene="coron", dark_ref_noise=dark_ref_noise,

@@ -29,7 +29,8 @@ from webbflow.simulate import optics
 from webbflow.simulate.detectors import DETECTORS
 
 __all__ = ["STAGE2_REFTYPES", "flat_response", "flat_field_array", "retarget_exp_type", "stage2_reference_paths",
-           "write_apcorr_reference", "write_abvegaoffset_reference", "write_demo_abvegaoffset",
+           "write_apcorr_reference", "write_apcorr_table", "write_demo_apcorr", "APCORR_NAME",
+           "write_abvegaoffset_reference", "write_demo_abvegaoffset",
            "ABVEGAOFFSET_NAME",
            "write_stage2_references", "NAN_FLAT_PIXELS"]
 
@@ -333,14 +334,61 @@ def write_apcorr_reference(path, detector, filter_name, pupil, eefractions, radi
     -------
     pathlib.Path
     """
-    path = Path(path)
     rows = [(filter_name, pupil, f, r, c, skyin, skyout) for f, r, c in zip(eefractions, radii, apcorrs)]
-    table = np.array(rows, dtype=[("filter", "S12"), ("pupil", "S15"), ("eefraction", "f4"), ("radius", "f4"),
-                                  ("apcorr", "f4"), ("skyin", "f4"), ("skyout", "f4")])
-    header = _primary("apcorr", "NrcImgApcorrModel", detector, {
-        "EXP_TYPE": "NRC_IMAGE", "P_EXP_TY": _IMAGING_EXP_TYPES, "SUBARRAY": "GENERIC",
-        "DESCRIP": f"webbflow aperture corrections {filter_name}/{pupil}", "FILENAME": path.name})
+    return write_apcorr_table(path, rows, detector, f"{filter_name}/{pupil}")
+
+
+def write_apcorr_table(path, rows, detector="ANY", what="every filter"):
+    """Write a NIRCam imaging APCORR reference (NrcImgApcorrModel, jwst's FITS layout) from table rows.
+
+    Parameters
+    ----------
+    path : path-like
+    rows : sequence of tuple
+        ``(filter, pupil, eefraction, radius, apcorr, skyin, skyout)``; radii in i2d pixels.
+    detector : str
+        A detector name, or ``"ANY"`` for a file of every detector (as CRDS's NIRCam APCORR files:
+        CRDS selects them by EXP_TYPE only).
+    what : str
+        For the file's DESCRIP.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    path = Path(path)
+    table = np.array([tuple(r) for r in rows], dtype=[("filter", "S12"), ("pupil", "S15"), ("eefraction", "f4"),
+                                                      ("radius", "f4"), ("apcorr", "f4"), ("skyin", "f4"),
+                                                      ("skyout", "f4")])
+    extra = {"EXP_TYPE": "NRC_IMAGE", "P_EXP_TY": _IMAGING_EXP_TYPES, "SUBARRAY": "GENERIC",
+             "DESCRIP": f"webbflow aperture corrections {what}", "FILENAME": path.name}
+    if detector in DETECTORS:
+        header = _primary("apcorr", "NrcImgApcorrModel", detector, extra)
+    else:
+        header = fits.Header()
+        for k, v in {"DATAMODL": "NrcImgApcorrModel", "REFTYPE": "APCORR", "TELESCOP": "JWST",
+                     "INSTRUME": "NIRCAM", "DETECTOR": "ANY", "USEAFTER": "2022-01-01T00:00:00",
+                     "AUTHOR": "webbflow simulator", "PEDIGREE": "SIMULATION", "ORIGIN": "webbflow",
+                     **extra}.items():
+            header[k] = v
     _write_fits(path, [fits.PrimaryHDU(header=header), fits.BinTableHDU(table, name="APCORR")])
+    return path
+
+
+APCORR_NAME = "webbflow_nircam_apcorr.fits"
+"""The simulator's APCORR reference in ``<outdir>/refs`` (every filter, PUPIL CLEAR)."""
+
+
+def write_demo_apcorr(outdir):
+    """Write (if missing) ``<outdir>/refs/``:data:`APCORR_NAME`: every filter with PUPIL CLEAR, radii and
+    corrections from the simulator's own point source as the i2d shows it
+    (:func:`webbflow.simulate.apcorr.apcorr_rows`); CRDS (and the cache stand-in) select it by EXP_TYPE."""
+    from webbflow.simulate.apcorr import apcorr_rows
+
+    path = Path(outdir) / "refs" / APCORR_NAME
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_apcorr_table(path, [row for f in sorted(optics.FILTERS) for row in apcorr_rows(f)])
     return path
 
 

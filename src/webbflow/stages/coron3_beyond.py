@@ -7,9 +7,14 @@ median-replaced science cubes and aligned PSF planes.
   :func:`webbflow.steps.align_refs.align_refs` (float64, PSFMASK weights), so the star sits at one
   pixel in every roll and the first exposure's aligned PSF planes serve every roll (RDI).
 * The star's pixel (``klip.center``, default the target's RA/Dec, else the aperture reference
-  RA_REF/DEC_REF, through the first exposure's WCS), each roll's north angle and the pixel scale come
-  from the WCS; the combination is a plain spline rotation about the star (north up, east left, the
-  detector's pixel scale), not a drizzle.
+  RA_REF/DEC_REF, through the first exposure's WCS; with ``klip.center_method: symmetry`` measured
+  behind the mask from there, :func:`webbflow.steps.star_centre.symmetry_centre`), each roll's north
+  angle and the pixel scale come from the WCS; the combination is a plain spline rotation about the
+  star (north up, east left, the detector's pixel scale), not a drizzle.
+* Companion RA/Dec are relative astrometry, as instrument teams report them: the companion's offset
+  from the star's pixel (separation and PA through the WCS) applied to the target's catalogue
+  position (TARG_RA/TARG_DEC).  With the WCS centre this is the WCS position of the companion; with
+  the measured centre the target-acquisition offset, which the WCS does not know, drops out.
 * Contrast is flux over ``klip.star_flux``: the unocculted star's total flux in the calints' units
   summed over pixels (MJy/sr x pixels: Jy / (1e6 PIXAR_SR)); the companion template is
   ``klip.psf_template`` (an unocculted PSF, FITS) or a Gaussian of ``klip.fwhm`` pixels (default
@@ -29,15 +34,18 @@ import numpy as np
 from webbflow.io.errors import InputError
 from webbflow.io.files import atomic_output, write_ecsv
 from webbflow.steps import align_refs as align_step
-from webbflow.steps import contrast as contrast_step
 from webbflow.steps import klip as klip_step
+
+# webbflow.steps.contrast (scipy.stats and scipy.optimize, ~0.5 s CPU to import) is imported by the
+# functions that use it: a coron3 job imports this module for DEFAULTS and enabled() alone.
 
 __all__ = ["DEFAULTS", "enabled", "reduce_beyond", "write_beyond"]
 
 log = logging.getLogger(__name__)
 
 DEFAULTS = dict(sectors=False, references="adi+rdi", annuli=1, subsections=1, numbasis=[1, 2, 5, 10, 20, 50],
-                minmove=1.0, iwa=None, owa=None, center=None, contrast=False, companions=False, snr_threshold=5.0,
+                minmove=1.0, iwa=None, owa=None, center=None, center_method="wcs", center_radius=[0.13, 1.26],
+                contrast=False, companions=False, snr_threshold=5.0,
                 star_flux=None, psf_template=None, fwhm=None, contrast_numbasis=None,
                 injection_pas=[0, 60, 120, 180, 240, 300], injection_sigma=20.0)
 """Beyond-jwst klip keys (webbflow's; jwst has none of them)."""
@@ -68,6 +76,8 @@ def _geometry(model, center):
 
 def _template(kp, model, scale):
     from astropy.io import fits
+
+    from webbflow.steps import contrast as contrast_step
 
     if kp.get("psf_template"):
         path = Path(kp["psf_template"])
@@ -110,6 +120,8 @@ def reduce_beyond(models, science, mask, kp):
         ``image`` (nkl, ny, nx) north-up combination, ``numbasis``, ``center``, ``angles``, ``scale``,
         ``fwhm``, and where asked ``contrast`` (astropy Table) and ``companions`` (Table).
     """
+    from webbflow.steps import contrast as contrast_step
+
     kp = {**DEFAULTS, **kp}
     if kp["references"] not in klip_step.REFERENCE_MODES:
         raise InputError("<config>", f"steps.klip.references {kp['references']!r} is unknown",
@@ -123,6 +135,21 @@ def reduce_beyond(models, science, mask, kp):
         cube = sci["replaced"]
         rolls.append(align_step.align_refs(first, cube, None, mask, precision="float64")[0].astype(np.float64))
     center, _, scale, star_radec = _geometry(models[0], kp["center"])
+    if kp["center_method"] not in ("wcs", "symmetry"):
+        raise InputError("<config>", f"steps.klip.center_method {kp['center_method']!r} is unknown",
+                         "use wcs (the target through the WCS, or klip.center) or symmetry (measured behind the mask)")
+    if kp["center_method"] == "symmetry":
+        from webbflow.steps.star_centre import symmetry_centre
+
+        rmin, rmax = (float(v) / scale for v in kp["center_radius"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+            star_image = np.nanmean(science[0]["replaced"].astype(np.float64), axis=0)
+        measured = symmetry_centre(star_image, mask, center, rmin=rmin, rmax=rmax)
+        log.info("star measured behind the mask at (%.3f, %.3f), %.2f mas from the WCS's (%.3f, %.3f)", *measured,
+                 1000 * scale * np.hypot(measured[0] - center[0], measured[1] - center[1]), *center)
+        center, _, scale, _ = _geometry(models[0], list(measured))
+    target_radec = _target_radec(models[0], star_radec)
     angles = [_geometry(m, center)[1] for m in models]
     psf, fwhm = _template(kp, models[0], scale)
     refs = [science[0]["aligned"][0].astype(np.float64)] * len(rolls)
@@ -146,7 +173,7 @@ def reduce_beyond(models, science, mask, kp):
                          f"numbasis {numbasis}", "pick one of the numbasis cut-offs (or null: the largest)")
     k_use = numbasis.index(int(kp["contrast_numbasis"])) if kp["contrast_numbasis"] else finite[-1]
     out = {"image": image, "numbasis": numbasis, "center": center, "angles": angles, "scale": scale, "fwhm": fwhm,
-           "k": k_use}
+           "k": k_use, "center_method": kp["center_method"]}
     log.info("klip sectors: %d rolls, north angles %s, star at (%.2f, %.2f), KL %s", len(rolls),
              np.round(angles, 2), *center, numbasis)
     pas = [float(p) for p in kp["injection_pas"]]
@@ -173,7 +200,7 @@ def reduce_beyond(models, science, mask, kp):
                                                  fwhm=fwhm, base=image, measure=fitted)
             t, t_err = tp[k_use, 0], np.nanstd(tpall[k_use, 0], ddof=1)
             xd, yd = center[0] + np.cos(a) * u - np.sin(a) * v, center[1] + np.sin(a) * u + np.cos(a) * v
-            ra, dec = wcs.pixel_to_world_values(xd, yd)
+            ra, dec = _relative_radec(wcs, center, (xd, yd), target_radec)
             flux = fit["flux"] / t
             flux_err = abs(flux) * np.hypot(fit["flux_err"] / fit["flux"], t_err / t)
             pos_err = float(np.hypot(fit["x_err"], fit["y_err"]) / np.sqrt(2))
@@ -207,11 +234,32 @@ def reduce_beyond(models, science, mask, kp):
     return out
 
 
+def _target_radec(model, fallback):
+    """The star's catalogue position: TARG_RA/TARG_DEC, else ``fallback`` (the WCS at the star's pixel)."""
+    ra, dec = model.meta.target.ra, model.meta.target.dec
+    return (float(ra), float(dec)) if ra is not None and dec is not None else fallback
+
+
+def _relative_radec(wcs, star_pixel, pixel, star_radec):
+    """RA/Dec of ``pixel``: its separation and position angle from ``star_pixel`` through ``wcs``, applied to
+    the star's catalogue position ``star_radec`` (degrees)."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    star = SkyCoord(*wcs.pixel_to_world_values(*star_pixel), unit="deg")
+    point = SkyCoord(*wcs.pixel_to_world_values(*pixel), unit="deg")
+    moved = SkyCoord(star_radec[0] * u.deg, star_radec[1] * u.deg).directional_offset_by(
+        star.position_angle(point), star.separation(point))
+    return float(moved.ra.deg), float(moved.dec.deg)
+
+
 def _peel(work, center, psf, fwhm, snr_threshold, iwa, owa):
     """The candidates of ``work`` (x, y, snr), brightest first, each re-checked after the brighter ones
     were fitted and subtracted from ``work`` by the caller: a candidate with no peak above the threshold
     within one FWHM of it any more (a bright companion's rings or residual wings) is dropped.  Peeling
     only removes candidates of the first search, never adds one."""
+    from webbflow.steps import contrast as contrast_step
+
     candidates = contrast_step.find_companions(work, center, psf, fwhm, snr_threshold, iwa=iwa, owa=owa)
     for n, (x0, y0, snr) in enumerate(candidates):
         if n:
@@ -266,7 +314,8 @@ def write_beyond(result, product, out_dir, meta, template=None, sectors=False, p
         cube.meta.cal_step.klip = "COMPLETE"
         written["klipsub"] = save_model(cube, out_dir / f"{product}_klipsub.fits", provenance)
         cube.close()
-    common = {"center_x": result["center"][0], "center_y": result["center"][1], "fwhm_pix": result["fwhm"],
+    common = {"center_x": result["center"][0], "center_y": result["center"][1],
+              "center_method": result.get("center_method", "wcs"), "fwhm_pix": result["fwhm"],
               "pixel_scale_arcsec": result["scale"], "north_angles_deg": [float(a) for a in result["angles"]],
               "numbasis": result["numbasis"], **meta}
     if "contrast" in result:
@@ -306,7 +355,8 @@ def write_beyond(result, product, out_dir, meta, template=None, sectors=False, p
         t.meta["comments"] = [
             "webbflow (not jwst): peaks above snr_threshold in the SNR map of the north-up KLIP combination; x, y: "
             "fitted template position in that image (star at center_x/y, north up, east left); x_det, y_det: in the "
-            "first science exposure; PA east of north; flux: template flux / throughput (injections at the same "
+            "first science exposure; ra, dec: the offset from the star's pixel (center_x/y) applied to the target's "
+            "catalogue TARG_RA/TARG_DEC; PA east of north; flux: template flux / throughput (injections at the same "
             "separation, other PAs), calints units summed over pixels; contrast = flux / star_flux"]
         path = out_dir / f"{product}_companions.ecsv"
         write_ecsv(path, t)

@@ -31,7 +31,10 @@ from webbflow.io.cal import (load_area, load_distortion, load_flat, load_photom,
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.ramp import Readout, StepStatus
 from webbflow.refs.check import check_exposure_geometry
-from webbflow.steps import assign_wcs, flat_field, photom, refpix, roeba, wisps
+from webbflow.steps import assign_wcs, flat_field, photom
+
+# destripe and wisps (off unless asked, not in jwst) import their modules where they run: both pull in
+# numba and scipy.ndimage (~0.4 s CPU), which a default image2 job never uses.
 
 __all__ = ["IMAGE2_STEPS", "STEP_REFTYPES", "run"]
 
@@ -63,6 +66,8 @@ def _subtract_wisps(arrays, template, template_path, kwargs, fastaxis, noutputs)
     detectors only) or no background to fit: SKIPPED, the image left as it is.  The error
     arrays are kept: the subtracted model is a fit over ~10^5 pixels, its noise negligible.
     """
+    from webbflow.steps import refpix, wisps
+
     kwargs = {k: v for k, v in kwargs.items() if k != "template_dir"}
     # FASTAXIS +-1: the readout runs along x, so each row has its 1/f offset (numpy axis 1)
     kwargs["stripe_axis"] = (1 if abs(int(fastaxis or 1)) == 1 else 0) if kwargs.pop("fit_stripes", True) else None
@@ -146,6 +151,8 @@ def run(rate_path, cal_path, references, params, provenance=None):
             readout = Readout(nints=1, ngroups=1, detector=inst.detector, fastaxis=int(sub.fastaxis),
                               slowaxis=int(sub.slowaxis), noutputs=int(model.meta.exposure.noutputs or 4),
                               substrt1=sci["xstart"], substrt2=sci["ystart"], subarray=str(sub.name))
+            from webbflow.steps import roeba
+
             dq = arrays.dq if arrays.dq.ndim == 2 else np.bitwise_or.reduce(arrays.dq, axis=0)
             borrowed, skipped = roeba.destripe_image(arrays.data, dq, readout, **step_kwargs(params, "destripe"))
             statuses["destripe"] = StepStatus.COMPLETE
@@ -174,7 +181,8 @@ def run(rate_path, cal_path, references, params, provenance=None):
             statuses["flat_field"] = StepStatus.SKIPPED
         else:
             flat, flat_dq, flat_err = load_flat(references["flat"], sci)
-            statuses["flat_field"] = flat_field.run(arrays, flat, flat_dq, flat_err)
+            statuses["flat_field"] = flat_field.run(arrays, flat, flat_dq, flat_err, copy=False)
+            del flat, flat_dq, flat_err  # not held through the write
             used["flat"] = references["flat"]
             log.info("flat_field    %s", statuses["flat_field"])
 

@@ -234,8 +234,9 @@ def run_models(models, params=None, names=None):
     if sc["skip"]:
         status["source_catalog"] = "SKIPPED"
     else:
-        apcorr = Table.read(sc["apcorr_file"]) if sc.get("apcorr_file") else None
         inst = models[0].meta.instrument
+        apcorr = (catalog_step.read_apcorr(sc["apcorr_file"], inst.filter, inst.pupil or "CLEAR")
+                  if sc.get("apcorr_file") else None)
         if sc.get("abvegaoffset_file"):
             abvega = catalog_step.read_abvega_offset(sc["abvegaoffset_file"], inst.filter, inst.pupil or "CLEAR")
         else:

@@ -12,6 +12,7 @@ curve) and ``extract_2d.tsgrism_extract_height`` are config lines.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -21,13 +22,13 @@ from webbflow.config import SPEC2_STEPS
 from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io.cal import load_distortion, load_flat, load_photom
 from webbflow.io.errors import InputError, ReferenceFileError
-from webbflow.io.spec import (load_specwcs, load_wavelengthrange, read_rateints, tso_spec, write_calints,
-                              write_x1dints)
+from webbflow.io.spec import (CalintsStream, CubeReader, load_specwcs, load_wavelengthrange, read_rateints,
+                              tso_spec, write_x1dints)
 from webbflow.ramp import StepStatus
 from webbflow.refs.check import check_exposure_geometry
 from webbflow.steps import assign_wcs, extract_1d, extract_2d, flat_field, photom
 
-__all__ = ["SPEC2_STEPS", "STEP_REFTYPES", "run"]
+__all__ = ["MAX_MEMORY_MB", "SPEC2_STEPS", "STEP_REFTYPES", "ints_per_chunk", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,29 @@ def _float_or_none(value):
     return None if value is None else float(value)
 
 
-def run(rateints_path, calints_path, x1dints_path, references, params, provenance=None):
+MAX_MEMORY_MB = 64
+"""Working set of one chunk of integrations (MB): a segment is calibrated, extracted and written a
+chunk at a time, so the peak memory does not grow with NINTS."""
+
+_BYTES_PER_PIXEL = 48
+"""Bytes per pixel of an integration while a chunk is calibrated: six float32 cubes, the file's
+big-endian read buffer, flat_field's and extract_1d's temporaries."""
+
+
+def ints_per_chunk(shape, max_memory_mb=MAX_MEMORY_MB):
+    """Integrations per chunk for cubes of ``shape`` (nints, ny, nx) within ``max_memory_mb``."""
+    nints, ny, nx = shape
+    return int(max(1, min(nints, max_memory_mb * 2**20 // (_BYTES_PER_PIXEL * ny * nx))))
+
+
+def run(rateints_path, calints_path, x1dints_path, references, params, provenance=None,
+        max_memory_mb=MAX_MEMORY_MB):
     """Calibrate and extract one grism time-series segment.
+
+    Every step works on each integration alone (flat_field, the extract_2d rows, photom, the box
+    extraction), so the segment is read, calibrated, extracted and written in chunks of integrations
+    (``max_memory_mb``); the products are those of the whole segment at once.  Optimal extraction
+    builds its profile from all integrations: the segment is then one chunk.
 
     Parameters
     ----------
@@ -122,6 +144,8 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
         ``extract_1d``: ``subtract_background``, ``bkg_fit``, ``bkg_order``, ``smoothing_length``,
         ``method`` (``box``, jwst's, or ``optimal``) and ``optimal_sigma``.
     provenance : dict, optional
+    max_memory_mb : float
+        Working set of one chunk of integrations (:func:`ints_per_chunk`).
 
     Returns
     -------
@@ -136,11 +160,11 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
     t0 = time.perf_counter()
     params = {s: dict(params.get(s) or {}) for s in SPEC2_STEPS}
     references = {t: (str(p) if p else None) for t, p in (references or {}).items()}
-    model, arrays = read_rateints(rateints_path)
+    model, _ = read_rateints(rateints_path, cubes=False)
     try:
         _check_references(rateints_path, model, references, params)
         inst, sub, w = model.meta.instrument, model.meta.subarray, model.meta.wcsinfo
-        nints, ny, nx = arrays.data.shape
+        nints, ny, nx = model.data.shape
         check_exposure_geometry(rateints_path, {"SUBSIZE1": sub.xsize, "SUBSIZE2": sub.ysize}, (ny, nx))
         if str(inst.pupil).upper() != "GRISMR":
             raise InputError(rateints_path, f"PUPIL={inst.pupil!r}: jwst 3.0 builds TSGRISM wavelengths for "
@@ -148,6 +172,11 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
         if w.siaf_xref_sci is None or w.siaf_yref_sci is None:
             raise InputError(rateints_path, "XREF_SCI or YREF_SCI missing from the SCI header: the source "
                              "position sets every wavelength", "reduce the uncal from MAST again with detector1")
+        try:
+            reader = CubeReader(rateints_path)
+        except ValueError as exc:
+            raise InputError(rateints_path, f"cannot be read a chunk of integrations at a time ({exc})",
+                             "give the *_rateints.fits written by detector1") from None
         sci = {"shape": (ny, nx), "xstart": int(sub.xstart or 1), "ystart": int(sub.ystart or 1),
                "detector": inst.detector}
         log.info("%s: %s %s/%s %s %d x %dx%d", Path(rateints_path).name, inst.detector, inst.filter, inst.pupil,
@@ -173,32 +202,19 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
         log.info("assign_wcs    %s  order %d, %.4f-%.4f um over the columns", statuses["assign_wcs"], order,
                  np.nanmin(wave), np.nanmax(wave))
 
-        # flat_field (before the cutout, as jwst does for grisms)
-        if params["flat_field"].get("skip"):
-            statuses["flat_field"] = StepStatus.SKIPPED
-        else:
-            flat, flat_dq, flat_err = load_flat(references["flat"], sci)
-            statuses["flat_field"] = flat_field.run(arrays, flat, flat_dq, flat_err)
+        # every reference read and checked before the first integration is calibrated
+        flat = None
+        if not params["flat_field"].get("skip"):
+            flat = load_flat(references["flat"], sci)
             used["flat"] = references["flat"]
-            log.info("flat_field    %s", statuses["flat_field"])
-
-        # extract_2d: rows 0..h-1, every column
         ymin, ymax = 0, ny - 1
-        if params["extract_2d"].get("skip"):
-            statuses["extract_2d"] = StepStatus.SKIPPED
-        else:
+        if not params["extract_2d"].get("skip"):
             ymin, ymax = extract_2d.tsgrism_rows(params["extract_2d"].get("tsgrism_extract_height"), ny)
-            arrays = extract_2d.cutout(arrays, ymin, ymax)
-            statuses["extract_2d"] = StepStatus.COMPLETE
             used["wavelengthrange"] = references["wavelengthrange"]
-            log.info("extract_2d    %s  rows %d-%d of %d (lambda %.3f-%.3f um in the reference)",
-                     statuses["extract_2d"], ymin, ymax, ny, *limits[order])
-        ny_cut = arrays.data.shape[1]
+        ny_cut = ymax - ymin + 1
         wavelength = np.broadcast_to(wave.astype(np.float32), (ny_cut, nx)).copy()
         statuses["srctype"] = StepStatus.COMPLETE  # every TSO source is POINT (jwst srctype)
-
-        # photom
-        phot, pixar_sr = {}, None
+        phot, pixar_sr, conv = {}, None, None
         if params["photom"].get("skip"):
             statuses["photom"] = StepStatus.SKIPPED
         else:
@@ -211,49 +227,93 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
                 statuses["photom"] = StepStatus.SKIPPED
                 pixar_sr = None
             else:
-                statuses["photom"] = photom.run(arrays, conv, no_cal)
                 phot = {"conversion_megajanskys": photmjsr, "conversion_microjanskys": photmjsr * photom.MJSR_TO_UJA2,
                         "pixelarea_steradians": pixar_sr, "pixelarea_arcsecsq": pixar_a2}
-            log.info("photom        %s", statuses["photom"])
-
-        # extract_1d
         if params["extract_1d"].get("skip"):
             raise InputError(rateints_path, "extract_1d cannot be skipped: x1dints is this stage's product",
                              "remove steps.extract_1d.skip")
         ref = extract_1d.read_extract1d_json(references["extract1d"])
         overrides = {k: params["extract_1d"].get(k) for k in ("subtract_background", "bkg_fit", "bkg_order",
                                                                "smoothing_length")}
+        method = params["extract_1d"].get("method") or "box"
         try:
-            aperture = extract_1d.aperture_from_reference(ref, arrays.data.shape, order, **overrides)
-            columns, extent = extract_1d.extract(arrays, wavelength, aperture,
-                                                 method=params["extract_1d"].get("method") or "box",
-                                                 optimal_sigma=params["extract_1d"].get("optimal_sigma", 5.0),
-                                                 pixar_sr=pixar_sr if statuses["photom"] == "COMPLETE" else None,
-                                                 progress_every=100 if nints >= 500 else 0)
+            aperture = extract_1d.aperture_from_reference(ref, (nints, ny_cut, nx), order, **overrides)
         except ValueError as exc:
             raise ReferenceFileError(references["extract1d"], f"extract1d reference does not fit the cutout "
                                      f"({exc})", "name one whose aperture lies on the trace with "
                                      "overrides.extract1d") from None
-        statuses["extract_1d"] = StepStatus.COMPLETE
         used["extract1d"] = references["extract1d"]
-        log.info("extract_1d    %s  %d integrations x %d columns", statuses["extract_1d"], *columns["FLUX"].shape)
-
         ref_files = {t: used.get(t) for t in ("specwcs", "distortion", "flat", "wavelengthrange", "photom",
                                              "extract1d")}
         provenance = stage_provenance(params, provenance, references=reference_names(used))
         cut = {"ystart": ymin, "wavelength": wavelength, "order": order,
                "source_xpos": _source_xpos(model, distortion), "source_ypos": extract_2d.EXTRACT_Y_CENTER,
-               "wcs": _cutout_wcs(model, dispersion, distortion, sci, ymin, arrays.data.shape[1:], order)}
-        flux_unit = "Jy" if statuses["photom"] == "COMPLETE" else "DN/s"
-        slit_ra, slit_dec = _slit_sky(model, distortion)
-        extent.update(source_xpos=cut["source_xpos"], source_ypos=cut["source_ypos"], slit_ra=slit_ra,
-                      slit_dec=slit_dec)
-        spectra = tso_spec(model, columns, order=order, flux_unit=flux_unit, extraction=extent)
-        write_x1dints(x1dints_path, model, [spectra], cal_steps=statuses, ref_files=ref_files,
-                      provenance=provenance)
+               "wcs": _cutout_wcs(model, dispersion, distortion, sci, ymin, (ny_cut, nx), order)}
+
+        step = nints if method == "optimal" else ints_per_chunk((nints, ny, nx), max_memory_mb)
+        if step < nints:
+            log.info("spec2: %d integrations a chunk (max_memory_mb %g)", step, max_memory_mb)
+        parts, extent, calints = [], None, None
         try:
-            write_calints(calints_path, model, arrays, cut, cal_steps=statuses, ref_files=ref_files,
-                          photometry=phot, provenance=provenance)
+            for i0 in range(0, nints, step):
+                i1 = min(nints, i0 + step)
+                first = i0 == 0
+                arrays = reader.read(i0, i1)
+                if flat is not None:
+                    statuses["flat_field"] = flat_field.run(arrays, *flat)
+                else:
+                    statuses["flat_field"] = StepStatus.SKIPPED
+                if params["extract_2d"].get("skip"):
+                    statuses["extract_2d"] = StepStatus.SKIPPED
+                else:
+                    arrays = extract_2d.cutout(arrays, ymin, ymax)
+                    statuses["extract_2d"] = StepStatus.COMPLETE
+                if conv is not None:
+                    statuses["photom"] = photom.run(arrays, conv, no_cal)
+                if first:
+                    log.info("flat_field    %s", statuses["flat_field"])
+                    log.info("extract_2d    %s  rows %d-%d of %d (lambda %.3f-%.3f um in the reference)",
+                             statuses["extract_2d"], ymin, ymax, ny, *limits[order])
+                    log.info("photom        %s", statuses["photom"])
+                try:
+                    columns, extent_i = extract_1d.extract(
+                        arrays, wavelength, aperture, method=method,
+                        optimal_sigma=params["extract_1d"].get("optimal_sigma", 5.0),
+                        pixar_sr=pixar_sr if statuses["photom"] == "COMPLETE" else None,
+                        progress_every=100 if nints >= 500 and step == nints else 0)
+                except ValueError as exc:
+                    raise ReferenceFileError(references["extract1d"], f"extract1d reference does not fit the "
+                                             f"cutout ({exc})", "name one whose aperture lies on the trace "
+                                             "with overrides.extract1d") from None
+                parts.append(columns)
+                extent = extent if extent is not None else extent_i
+                statuses["extract_1d"] = StepStatus.COMPLETE
+                if calints is None:  # the statuses are known now: lay the product out
+                    calints = CalintsStream(calints_path, model, (nints, ny_cut, nx), arrays.var_flat is not None,
+                                            cut, cal_steps=statuses, ref_files=ref_files, photometry=phot,
+                                            provenance=provenance).__enter__()
+                calints.write_ints(i0, arrays)
+                if step < nints and (i1 // step) % max(1, 500 // step) == 0:
+                    log.info("spec2: %d of %d integrations done", i1, nints)
+                arrays = None
+            columns = {k: np.concatenate([p.pop(k) for p in parts]) for k in list(parts[0])}
+            parts = None
+            log.info("extract_1d    %s  %d integrations x %d columns", statuses["extract_1d"], *columns["FLUX"].shape)
+
+            flux_unit = "Jy" if statuses["photom"] == "COMPLETE" else "DN/s"
+            slit_ra, slit_dec = _slit_sky(model, distortion)
+            extent.update(source_xpos=cut["source_xpos"], source_ypos=cut["source_ypos"], slit_ra=slit_ra,
+                          slit_dec=slit_dec)
+            spectra = tso_spec(model, columns, order=order, flux_unit=flux_unit, extraction=extent)
+            columns = None  # the table holds them: x1dints (18 float64 vectors per integration) grows with NINTS
+            write_x1dints(x1dints_path, model, [spectra], cal_steps=statuses, ref_files=ref_files,
+                          provenance=provenance)
+        except BaseException:
+            if calints is not None:
+                calints.__exit__(*sys.exc_info())  # removes the partial calints
+            raise
+        try:
+            calints.__exit__(None, None, None)
         except BaseException:
             Path(x1dints_path).unlink(missing_ok=True)  # never one product without the other
             raise

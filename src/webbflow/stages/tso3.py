@@ -13,7 +13,9 @@ member that fails leaves nothing of the association's products.
 
 from __future__ import annotations
 
+import gc
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from webbflow.io.cal import CalArrays, open_product, write_model
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import write_ecsv
 from webbflow.io.spec import member_header, tso_spec, write_x1dints
+from webbflow import dqflags
 from webbflow.ramp import StepStatus
 from webbflow.steps import extract_1d, outlier_detection, trace, white_light
 
@@ -34,7 +37,7 @@ __all__ = ["TSO3_STEPS", "read_calints", "run", "run_photometry"]
 log = logging.getLogger(__name__)
 
 
-def read_calints(path, imaging=False):
+def read_calints(path, imaging=False, cubes=True):
     """Open a time-series ``calints``: grism (SlitModel with WAVELENGTH) or imaging (CubeModel).
 
     Parameters
@@ -42,13 +45,17 @@ def read_calints(path, imaging=False):
     path : path-like
     imaging : bool
         An imaging time series' calints (NRC_TSIMAGE, image2's CubeModel) instead of a grism one.
+    cubes : bool
+        False: the cubes are not read (zero-stride placeholders of their shape; read them with
+        :class:`webbflow.io.spec.CubeReader`), and ``arrays`` is None.
 
     Returns
     -------
     model : stdatamodels SlitModel or CubeModel
         The product (caller closes it).
     arrays : CalArrays
-        Float32 copies of its arrays (``var_flat`` included).
+        Its arrays, float32 (``dq`` uint32, ``var_flat`` included): the model's own, not copies, so a
+        segment is held once; the stage changes them in place (and the crfints is written from them).
 
     Raises
     ------
@@ -73,8 +80,88 @@ def read_calints(path, imaging=False):
                     + ("image2" if imaging else "spec2"))
         return None
 
-    model = open_product(path, "calints", "image2" if imaging else "spec2", check)
-    return model, CalArrays.from_model(model, var_flat=True)
+    model = open_product(path, "calints", "image2" if imaging else "spec2", check, native=True if cubes else "lazy")
+    return model, (CalArrays.from_model(model, var_flat=True, share=True) if cubes else None)
+
+
+MAX_MEMORY_MB = 256
+"""A member whose cubes (and outlier_detection's work arrays) need more than this (MB) is reduced in
+bounded memory (:func:`_streamed_member`); smaller ones are read whole."""
+
+_BYTES_PER_PIXEL = 48
+"""Bytes per pixel and integration while a member is reduced whole, or a block of it: six float32
+cubes, outlier_detection's median and masked copy, extract_1d's temporaries."""
+
+
+def _member_shape(path):
+    from astropy.io import fits
+
+    try:
+        h = fits.getheader(path, "SCI")
+        return (int(h["NAXIS3"]), int(h["NAXIS2"]), int(h["NAXIS1"])) if h.get("NAXIS") == 3 else None
+    except (OSError, KeyError):
+        return None  # read_calints says what is wrong
+
+
+def _streamed_member(member, model, crf_path, od, extract, trace_columns):
+    """One member in bounded memory: outlier_detection by blocks of rows (each pixel's every
+    integration; the weight threshold decided on the whole cube, as in memory) written into the
+    crfints in place, then extract_1d (``extract(arrays)`` -> (columns, extent)) and the trace's
+    profiles on chunks of integrations read back.  Returns (crfints path or None, columns, extent,
+    profiles or None); the products are those of the whole member at once."""
+    from webbflow.dqflags import good_pixel_mask
+    from webbflow.io.spec import CubeReader, cube_stream
+
+    reader = CubeReader(member)
+    nints, ny, nx = reader.shape
+    budget = MAX_MEMORY_MB * 2**20 / _BYTES_PER_PIXEL
+    rows = int(max(1, min(ny, budget // (nints * nx))))
+    step = int(max(1, min(nints, budget // (ny * nx))))
+    stream, source = None, reader
+    try:
+        if not od.get("skip"):
+            snr = od.get("snr", (5.0, 4.0))
+            snr = tuple(float(v) for v in (snr.split() if isinstance(snr, str) else snr))
+            any_good = any(good_pixel_mask(reader.read_rows(r, min(ny, r + rows), ("dq",)).dq,
+                                           ~np.uint32(dqflags.DO_NOT_USE)).any() for r in range(0, ny, rows))
+            threshold = (outlier_detection.compute_weight_threshold(np.ones(1, np.float32), float(od.get("maskpt", 0.7)))
+                         if any_good else 0.0)
+            model.meta.cal_step.outlier_detection = "COMPLETE"
+            stream = cube_stream(model, crf_path, (nints, ny, nx)).__enter__()
+            flagged = 0
+            step_log = logging.getLogger(outlier_detection.__name__)
+            level = step_log.level
+            step_log.setLevel(logging.WARNING)  # one count for the member below, not one per block
+            try:
+                for r in range(0, ny, rows):
+                    block = reader.read_rows(r, min(ny, r + rows))
+                    flagged += outlier_detection.tso_outlier_detection(
+                        block, maskpt=float(od.get("maskpt", 0.7)),
+                        rolling_window_width=int(od.get("rolling_window_width", 25)), snr=snr, nints=nints,
+                        weight_threshold=threshold)
+                    stream.write_rows(r, block)
+            finally:
+                step_log.setLevel(level)
+            log.info("outlier_detection  %d pixels flagged (blocks of %d rows)", flagged, rows)
+            source = CubeReader(stream.tmp)
+        parts, profiles, extent = [], [], None
+        for i0 in range(0, nints, step):
+            arrays = source.read(i0, min(nints, i0 + step))
+            columns, extent_i = extract(arrays)
+            extent = extent_i if extent is None else extent
+            parts.append(columns)
+            if trace_columns is not None:
+                profiles.append(trace.collapsed_profiles(arrays.data, arrays.dq, trace_columns(extent)))
+            arrays = None
+    except BaseException:
+        if stream is not None:
+            stream.__exit__(*sys.exc_info())
+        raise
+    if stream is not None:
+        stream.__exit__(None, None, None)
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return (Path(crf_path) if stream is not None else None), columns, extent, \
+        (np.concatenate(profiles) if trace_columns is not None else None)
 
 
 def _outliers(model, arrays, od, crf_path):
@@ -213,7 +300,10 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
     skipped = ("pixel_replace", "adaptive_trace_model")
     try:
         for member, crf_path in zip(members, crfints_paths):
-            model, arrays = read_calints(member)
+            shape = _member_shape(member)
+            streamed = (shape is not None and (ex.get("method") or "box") == "box"
+                        and np.prod(shape) * _BYTES_PER_PIXEL > MAX_MEMORY_MB * 2**20)
+            model, arrays = read_calints(member, cubes=not streamed)
             member_name = model.meta.filename  # the calints' (HDRTAB), before a crfints is saved from it
             try:
                 if first is None:
@@ -223,20 +313,33 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                         (first.meta.instrument.filter, first.meta.subarray.name, first_shape):
                     raise InputError(member, "does not match the association's first member (FILTER, SUBARRAY "
                                      "or cutout shape)", "list the segments of one exposure only")
-                log.info("%s: %d integrations", Path(member).name, arrays.data.shape[0])
-                if not od.get("skip"):
-                    written.append(_outliers(model, arrays, od, crf_path))
-                else:
+                log.info("%s: %d integrations%s", Path(member).name, model.data.shape[0],
+                         " (in bounded memory)" if streamed else "")
+                if od.get("skip"):
                     model.meta.cal_step.outlier_detection = "SKIPPED"  # as jwst records it (S_OUTLIR)
+                elif not streamed:
+                    written.append(_outliers(model, arrays, od, crf_path))
                 photom_done = model.meta.cal_step.photom == "COMPLETE"
                 order = int(model.meta.wcsinfo.spectral_order or 1)
                 wavelength = np.array(model.wavelength, np.float32)
+                pixar_sr = model.meta.photometry.pixelarea_steradians if photom_done else None
+
+                def extract(cube):
+                    return extract_1d.extract(cube, wavelength, aperture, method=ex.get("method") or "box",
+                                              optimal_sigma=ex.get("optimal_sigma", 5.0), pixar_sr=pixar_sr)
+
+                def trace_columns(extent):
+                    return (slice(None) if extent.get("xstart") is None
+                            else slice(extent["xstart"], extent["xstop"] + 1))
+
                 try:
-                    aperture = extract_1d.aperture_from_reference(ref, arrays.data.shape, order, **overrides)
-                    columns, extent = extract_1d.extract(
-                        arrays, wavelength, aperture, method=ex.get("method") or "box",
-                        optimal_sigma=ex.get("optimal_sigma", 5.0),
-                        pixar_sr=model.meta.photometry.pixelarea_steradians if photom_done else None)
+                    aperture = extract_1d.aperture_from_reference(ref, model.data.shape, order, **overrides)
+                    if streamed:
+                        crf, columns, extent, profiles = _streamed_member(
+                            member, model, crf_path, od, extract, trace_columns if trace_path is not None else None)
+                        written += [crf] if crf is not None else []
+                    else:
+                        columns, extent = extract(arrays)
                 except ValueError as exc:
                     raise ReferenceFileError(references["extract1d"], f"extract1d reference does not fit the "
                                              f"cutout ({exc})", "name one whose aperture lies on the trace "
@@ -259,9 +362,8 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                                              ref_files={"extract1d": references["extract1d"]},
                                              provenance=provenance, skipped=skipped, asn=asn))
                 if trace_path is not None:
-                    cols = (slice(None) if extent.get("xstart") is None
-                            else slice(extent["xstart"], extent["xstop"] + 1))
-                    traces.append(trace.trace_positions(arrays.data, arrays.dq, cols))
+                    traces.append(trace.trace_from_profiles(profiles) if streamed else
+                                  trace.trace_positions(arrays.data, arrays.dq, trace_columns(extent)))
             finally:
                 # this member's cubes are done with (``e`` is a node of its model, which it keeps alive)
                 if model is not first:
@@ -269,6 +371,9 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                 else:
                     first = _metadata_only(first)
                 model = arrays = e = None
+                # a closed datamodel sits in reference cycles: collect it now, or every member's cubes
+                # stay alive until the cyclic collector happens to run and the peak grows with the members
+                gc.collect()
         statuses["extract_1d"] = StepStatus.COMPLETE
         log.info("extract_1d         %d segment(s)", len(specs))
         try:

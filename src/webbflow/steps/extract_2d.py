@@ -49,7 +49,10 @@ def tsgrism_rows(height, ysize):
 
 
 def cutout(arrays, ymin, ymax):
-    """The rows ``ymin … ymax`` (inclusive) of every 3-D array of ``arrays`` (copies)."""
+    """The rows ``ymin … ymax`` (inclusive) of every 3-D array of ``arrays`` (copies; ``arrays``
+    itself when the rows are all of them, the usual TSGRISM cutout: no second copy of the segment)."""
+    if ymin == 0 and ymax + 1 == arrays.data.shape[-2]:
+        return arrays
     rows = slice(ymin, ymax + 1)
 
     def cut(a):

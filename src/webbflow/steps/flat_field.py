@@ -30,12 +30,13 @@ def match_nans_and_flags(arrays):
     for n in names:
         invalid |= np.isnan(getattr(arrays, n))
     invalid |= (arrays.dq & dqflags.DO_NOT_USE) != 0
-    arrays.dq[invalid] |= np.uint32(dqflags.DO_NOT_USE)
+    # masked writes (copyto/where) rather than boolean indexing: no gathered copies
+    np.bitwise_or(arrays.dq, np.uint32(dqflags.DO_NOT_USE), out=arrays.dq, where=invalid)
     for n in names:
-        getattr(arrays, n)[invalid] = np.nan
+        np.copyto(getattr(arrays, n), np.nan, where=invalid)
 
 
-def run(arrays, flat, flat_dq, flat_err):
+def run(arrays, flat, flat_dq, flat_err, copy=True):
     """Flat-field ``arrays`` in place.
 
     Parameters
@@ -45,25 +46,57 @@ def run(arrays, flat, flat_dq, flat_err):
         ``dq`` (uint32); ``var_flat`` is (re)set.
     flat, flat_dq, flat_err : ndarray
         Flat SCI, DQ (JWST flag values) and ERR already cut to the science array.
+    copy : bool
+        False: ``flat``, ``flat_dq`` and ``flat_err`` (float32, uint32, float32) are the caller's
+        to lose -- they are used as work space (bad values flagged, squared) -- instead of copied.
 
     Returns
     -------
     str
         ``COMPLETE``.
     """
-    flat = np.array(flat, dtype=np.float32)  # a copy: bad pixels are set to 1 below
-    fdq = np.array(flat_dq, dtype=np.uint32)
-    ferr = np.asarray(flat_err, dtype=np.float32)
-    fdq[np.isnan(flat) | (flat == 0.0)] |= _BAD
-    fdq[(fdq & np.uint32(dqflags.PIXEL["NO_FLAT_FIELD"])) != 0] |= np.uint32(dqflags.DO_NOT_USE)
-    flat[(fdq & np.uint32(dqflags.DO_NOT_USE)) != 0] = 1.0
+    # bad pixels are set to 1 below: a copy unless the caller gives the arrays up
+    flat = _own(flat, np.float32, copy)
+    fdq = _own(flat_dq, np.uint32, copy)
+    ferr = _own(flat_err, np.float32, copy)
+    bad = np.isnan(flat)
+    bad |= flat == 0.0
+    np.bitwise_or(fdq, _BAD, out=fdq, where=bad)
+    np.bitwise_or(fdq, np.uint32(dqflags.DO_NOT_USE), out=fdq,
+                  where=(fdq & np.uint32(dqflags.PIXEL["NO_FLAT_FIELD"])) != 0)
+    np.copyto(flat, np.float32(1.0), where=(fdq & np.uint32(dqflags.DO_NOT_USE)) != 0)
 
-    flat2 = flat * flat
+    # jwst's expressions, evaluated in the same order and precision, in place (no full-size
+    # temporaries): VAR_FLAT = data_new**2 / flat**2 * flat_err**2, ERR = sqrt(VP + VR + VF)
     arrays.data /= flat
-    arrays.var_flat = arrays.data**2 / flat2 * ferr**2
+    flat2 = np.multiply(flat, flat, out=flat)  # the flat is ours and not needed any more
+    var_flat = np.square(arrays.data)
+    var_flat /= flat2
+    var_flat *= np.square(ferr, out=ferr)
+    arrays.var_flat = var_flat
     arrays.var_poisson /= flat2
     arrays.var_rnoise /= flat2
-    arrays.err = np.sqrt(arrays.var_poisson + arrays.var_rnoise + arrays.var_flat)
-    arrays.dq = arrays.dq | fdq
+    err = arrays.err if _writable_like(arrays.err, var_flat) else None
+    err = np.add(arrays.var_poisson, arrays.var_rnoise, out=err)
+    err += var_flat
+    arrays.err = np.sqrt(err, out=err)
+    if _writable_like(arrays.dq, np.broadcast_to(fdq, np.broadcast_shapes(arrays.dq.shape, fdq.shape))):
+        arrays.dq |= fdq
+    else:
+        arrays.dq = arrays.dq | fdq
     match_nans_and_flags(arrays)
     return StepStatus.COMPLETE
+
+
+def _own(array, dtype, copy):
+    """``array`` as ``dtype``, a copy when asked or when it cannot be written in place."""
+    out = np.asarray(array, dtype=dtype)
+    if (copy or not out.flags.writeable) and np.may_share_memory(out, array):
+        out = out.copy()
+    return out
+
+
+def _writable_like(array, like):
+    """Whether ``array`` can take a result of ``like``'s shape and type in place."""
+    return (isinstance(array, np.ndarray) and array.shape == like.shape and array.dtype == like.dtype
+            and array.flags.writeable)

@@ -17,14 +17,16 @@ import logging
 import warnings
 
 import numpy as np
-from numba import njit
 
 from webbflow import dqflags
 from webbflow.dqflags import good_pixel_mask
+from webbflow.steps._jit import lazy_njit
 from webbflow.steps.flat_field import match_nans_and_flags
 
 # astropy.stats, drizzle, scipy and resample (gwcs, astropy.modeling) are imported where the imaging
 # mode uses them: a time-series job (tso3) loads none of them, ~70 MiB and ~1 s less per process.
+# numba too, until a time series is longer than its rolling window (lazy_njit): image3 and coron3
+# jobs never load it.
 
 __all__ = ["abs_deriv", "compute_weight_threshold", "coron_outlier_detection", "flag_resampled_crs", "median_image", "moving_median",
            "outlier_detection", "tso_outlier_detection"]
@@ -82,14 +84,18 @@ def median_image(images, out_wcs, out_shape, *, maskpt=0.7, pixfrac=1.0, kernel=
     stack = np.full((len(groups),) + tuple(out_shape), np.nan, np.float32)
     for k, members in enumerate(groups.values()):
         single = drizzle_images(members, out_wcs, out_shape, 0.0, pixfrac=pixfrac, kernel=kernel,
-                                fillval=np.nan, weight_type=weight_type, good_bits=good_bits, with_variance=False)
+                                fillval=np.nan, weight_type=weight_type, good_bits=good_bits, with_variance=False,
+                                release_pixmaps=False)  # the blot and the resample use them again
         threshold = compute_weight_threshold(single.wht, maskpt)
         data = single.data
         data[single.wht < threshold] = np.nan
         stack[k] = data
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns outside every footprint
-        return np.nanmedian(stack, axis=0)
+    # np.nanmedian's numbers in row blocks: its masked-array path holds float64 and int64 copies of
+    # the whole stack (~6x its size), the blocks only a sorted copy of 256 rows.
+    median = np.empty(stack.shape[1:], stack.dtype)
+    for r0 in range(0, stack.shape[1], 256):
+        median[r0:r0 + 256] = _nanmedian_axis0(stack[:, r0:r0 + 256])
+    return median
 
 
 def outlier_detection(images, out_wcs, out_shape, *, snr=(5.0, 4.0), scale=(1.2, 0.7), backg=0.0, maskpt=0.7,
@@ -118,7 +124,7 @@ def outlier_detection(images, out_wcs, out_shape, *, snr=(5.0, 4.0), scale=(1.2,
     """
     from drizzle.resample import blot_image
 
-    from webbflow.steps.resample import pixmap
+    from webbflow.steps.resample import image_pixmap
 
     if good_bits is None:
         good_bits = ~np.uint32(dqflags.DO_NOT_USE)
@@ -128,11 +134,14 @@ def outlier_detection(images, out_wcs, out_shape, *, snr=(5.0, 4.0), scale=(1.2,
     median = median_image(images, out_wcs, out_shape, maskpt=maskpt, pixfrac=pixfrac, kernel=kernel,
                           weight_type=weight_type, good_bits=good_bits)
     counts = []
+    median32 = np.asarray(median, np.float32)  # one copy for every blot, none when float32
     for im in images:
-        pmap = pixmap(im.wcs, out_wcs, im.data.shape)
-        pmap[np.isnan(pmap)] = -1  # tblot cannot take NaN (jwst does the same)
+        # the drizzle's map, kept for the final resample: NaN -> -1 on a copy (tblot cannot take NaN;
+        # jwst does the same)
+        pmap = image_pixmap(im, out_wcs)
+        pmap = np.where(np.isnan(pmap), -1.0, pmap)
         blot = np.full(im.data.shape, np.nan, np.float32)
-        blot_image(median.astype(np.float32), pmap, out_img=blot, fillval=np.nan, iscale=1.0, interp="linear")
+        blot_image(median32, pmap, out_img=blot, fillval=np.nan, iscale=1.0, interp="linear")
         level = im.sky if im.sky else backg
         mask = flag_resampled_crs(im.data, im.err, blot, snr[0], snr[1], scale[0], scale[1], level)
         new = mask & ((im.dq & dqflags.OUTLIER) == 0)
@@ -145,7 +154,7 @@ def outlier_detection(images, out_wcs, out_shape, *, snr=(5.0, 4.0), scale=(1.2,
 # --- Time series (jwst's ``outlier_detection`` mode "tso": calwebb_tso3 on calints) -------------------
 
 
-@njit(cache=True, error_model="numpy")
+@lazy_njit(cache=True, error_model="numpy")
 def _rolling_median_kernel(cube, w, out):
     # out[s + w//2] = median(cube[s:s+w]) per pixel, in float64 as jwst stores it; any NaN in the
     # window gives NaN (jwst uses np.median, not nanmedian).  The two middle values are averaged in
@@ -242,7 +251,8 @@ def moving_median(cube, w):
     return out
 
 
-def tso_outlier_detection(arrays, *, maskpt=0.7, rolling_window_width=25, snr=(5.0, 4.0), good_bits=None):
+def tso_outlier_detection(arrays, *, maskpt=0.7, rolling_window_width=25, snr=(5.0, 4.0), good_bits=None,
+                          nints=None, weight_threshold=None):
     """Flag outliers of a time-series cube in place, as jwst 3.0's outlier_detection (mode "tso").
 
     A pixel is an outlier in an integration when ``|data - median| > snr[0] * err`` (NaN errors
@@ -266,19 +276,22 @@ def tso_outlier_detection(arrays, *, maskpt=0.7, rolling_window_width=25, snr=(5
         jwst's ``snr='5.0 4.0'``; only the first value is used.
     good_bits : int, optional
         DQ bits that keep a pixel's weight (default: all but DO_NOT_USE).
+    nints, weight_threshold : optional
+        For a block of rows of a larger cube (every integration, so the result is the whole cube's):
+        its integrations and the threshold :func:`compute_weight_threshold` gives on the whole cube.
 
     Returns
     -------
     int
         Pixels flagged.
     """
-    nints = arrays.data.shape[0]
+    nints = arrays.data.shape[0] if nints is None else nints
     w = int(rolling_window_width)
     return _cube_outliers(arrays, maskpt, snr[0], good_bits, window=w if 1 < w < nints else None,
-                          mask_whole_cube=False)
+                          mask_whole_cube=False, threshold=weight_threshold)
 
 
-def _cube_outliers(arrays, maskpt, snr, good_bits, window, mask_whole_cube):
+def _cube_outliers(arrays, maskpt, snr, good_bits, window, mask_whole_cube, threshold=None):
     """Flag a cube against its median in time: rolling over ``window`` integrations, or over the whole
     cube when ``window`` is None (low-weight pixels left out of it only when ``mask_whole_cube``:
     jwst's coron mode does, its tso mode does not)."""
@@ -286,7 +299,8 @@ def _cube_outliers(arrays, maskpt, snr, good_bits, window, mask_whole_cube):
         good_bits = ~np.uint32(dqflags.DO_NOT_USE)
     weight = good_pixel_mask(arrays.dq, good_bits).astype(np.float32)
     if window is not None or mask_whole_cube:
-        threshold = compute_weight_threshold(weight, maskpt)
+        if threshold is None:
+            threshold = compute_weight_threshold(weight, maskpt)
         sci = np.where(weight < threshold, np.float32(np.nan), arrays.data)
     else:
         sci = arrays.data

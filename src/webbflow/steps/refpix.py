@@ -560,7 +560,7 @@ def pseudo_reference_dq(pixeldq, rows=4):
 
 def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         side_smoothing_length=11, side_gain=1.0, roeba=False, roeba_nsigma=3.0, roeba_grow=2,
-        roeba_min_pixels=16, roeba_mask=None, first_integration=0, one_over_f=None,
+        roeba_min_pixels=16, roeba_mask=None, roeba_level="group", first_integration=0, one_over_f=None,
         pseudo_refpix=False, pseudo_refpix_rows=4, refpix_algorithm="median", sirs_kernel=None,
         sigreject=4.0, gaussmooth=1.0, halfwidth=30):
     """Apply the reference-pixel correction to a ramp, in place.
@@ -588,6 +588,11 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         Source masking of ROEBA (:func:`webbflow.steps.roeba.background_mask`).
     roeba_min_pixels : int
         Fewest background pixels for ROEBA to correct an amplifier row.
+    roeba_level : {"group", "integration"}
+        What ROEBA keeps of each amplifier's level: its median in every group (``"group"``) or
+        one per integration (``"integration"``: the background pixels then also set the level of
+        every group, and rows without background pixels are interpolated from their neighbours;
+        :func:`webbflow.steps.roeba.correct_frames`).
     roeba_mask : ndarray of bool, (ny, nx), optional
         ROEBA's background pixels, when already found
         (:func:`webbflow.steps.roeba.background_mask` of the exposure's first
@@ -646,7 +651,7 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
     fa, sa = readout.fastaxis, readout.slowaxis
     nints, ngroups = ramp.data.shape[:2]
     roeba_kw = {"odd_even": odd_even_columns, "nsigma": roeba_nsigma, "grow": roeba_grow,
-                "min_pixels": roeba_min_pixels, "mask": roeba_mask}
+                "min_pixels": roeba_min_pixels, "mask": roeba_mask, "level": roeba_level}
     if is_subarray and corr.n_good_refpix() == 0:
         if roeba:
             log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels: only ROEBA runs",
@@ -770,7 +775,7 @@ def _sirs_setup(algorithm, readout, is_subarray, sirs_kernel, sigreject, gaussmo
 
 
 def _roeba(ramp, readout, coff, four_amp, odd_even, nsigma, grow, min_pixels, mask=None, apply=True,
-           one_over_f=None, first_integration=0):
+           one_over_f=None, first_integration=0, level="group"):
     """The ROEBA stage of :func:`run` (groups and ZEROFRAME, detector frame), with the 1/f statistic
     before and after it appended to ``one_over_f`` (a list) when given; ``apply=False`` only measures."""
     from webbflow.steps import roeba
@@ -789,13 +794,14 @@ def _roeba(ramp, readout, coff, four_amp, odd_even, nsigma, grow, min_pixels, ma
     if not apply:
         return
     borrowed, skipped = roeba.correct_frames(to_detector_frame(ramp.data, fa, sa), mask_det, edges, odd_even,
-                                             min_pixels)
+                                             min_pixels, level=level)
     if ramp.zeroframe is not None:
         roeba.correct_frames(to_detector_frame(ramp.zeroframe, fa, sa), mask_det, edges, odd_even, min_pixels,
-                             keep_zero=True)
+                             keep_zero=True, level=level)
     nrows = ramp.data.shape[0] * ramp.data.shape[1] * mask_det.shape[0] * (edges.size - 1)
     log.info("refpix: ROEBA on %d amplifier(s), %.1f %% background pixels; of %d amplifier rows %d took the "
-             "other amplifiers' stripe and %d stayed uncorrected (too few background pixels)",
-             edges.size - 1, 100.0 * mask.mean(), nrows, borrowed, skipped)
+             "other amplifiers' stripe and %d had too few background pixels (%s)",
+             edges.size - 1, 100.0 * mask.mean(), nrows, borrowed, skipped,
+             "interpolated from their neighbours" if level == "integration" else "left uncorrected")
     if one_over_f is not None:
         record["after"] = roeba.one_over_f_per_integration(frames, mask_det, edges, readout.tgroup, min_pixels)

@@ -17,7 +17,6 @@ from astropy import coordinates as coord
 from astropy import units as u
 from astropy.modeling import models
 from drizzle.resample import Drizzle
-from drizzle.utils import calc_pixmap
 from gwcs import coordinate_frames as cf
 from gwcs import wcs as gwcs_wcs
 
@@ -35,6 +34,7 @@ __all__ = [
     "make_output_wcs",
     "make_tan_wcs",
     "native_pixel_scale",
+    "image_pixmap",
     "pixmap",
 ]
 
@@ -78,6 +78,11 @@ class ImageInput:
     name: str = ""
     group: str = ""
     meta: dict = field(default_factory=dict)
+    pixmaps: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def drop_pixmaps(self):
+        """Free the pixel maps kept by :func:`image_pixmap`."""
+        self.pixmaps.clear()
 
 
 @dataclass
@@ -256,9 +261,80 @@ def make_output_wcs(wcslist, shapes, pixel_scale=None, pixel_scale_ratio=1.0, ro
     return make_tan_wcs(crval, offsets, scale * pc, shape=(ny, nx)), (ny, nx), float(scale * 3600.0)
 
 
-def pixmap(wcs_from, wcs_to, shape):
-    """Pixel map (ny, nx, 2) of the ``shape`` grid of ``wcs_from`` in ``wcs_to`` pixels."""
-    return calc_pixmap(wcs_from, wcs_to, shape=shape, disable_bbox="both")
+PIXMAP_ROWS = 256
+"""Rows of the input grid taken through the WCSs at a time by :func:`pixmap`."""
+
+
+def _bbox(wcs):
+    """``wcs``'s bounding box in the form that restores it (as drizzle's ``calc_pixmap`` keeps it), or None."""
+    box = getattr(wcs, "bounding_box", None)
+    if box is None:
+        return None
+    try:
+        return box.bounding_box(order="F")
+    except AttributeError:
+        return tuple(box)
+
+
+def pixmap(wcs_from, wcs_to, shape, rows=PIXMAP_ROWS):
+    """Pixel map (ny, nx, 2) of the ``shape`` grid of ``wcs_from`` in ``wcs_to`` pixels.
+
+    The numbers of drizzle's ``calc_pixmap(wcs_from, wcs_to, shape, disable_bbox="both")``,
+    computed ``rows`` full rows at a time: every WCS transform is element-wise, and the
+    temporaries of a gwcs evaluation (a dozen float64 arrays of the grid's size, ~0.5 GiB for a
+    2048 x 2048 detector) shrink to those of one block.
+
+    Parameters
+    ----------
+    wcs_from, wcs_to : gwcs.wcs.WCS
+        Their bounding boxes are ignored (and restored afterwards).
+    shape : (int, int)
+        (ny, nx) of the ``wcs_from`` grid.
+    rows : int
+        Rows per block.
+
+    Returns
+    -------
+    ndarray
+        (ny, nx, 2) float64: x, y in ``wcs_to``'s 0-based pixels.
+    """
+    ny, nx = (int(n) for n in shape)
+    out = np.empty((ny, nx, 2))
+    boxes = [(w, _bbox(w)) for w in (wcs_from, wcs_to)]
+    for w, box in boxes:
+        if box is not None:
+            w.bounding_box = None
+    try:
+        for r0 in range(0, ny, rows):
+            y, x = np.indices((min(rows, ny - r0), nx), dtype=np.float64)
+            y += r0
+            x, y = wcs_to.world_to_pixel_values(*wcs_from.pixel_to_world_values(x, y))
+            out[r0:r0 + rows, :, 0] = x
+            out[r0:r0 + rows, :, 1] = y
+    finally:
+        for w, box in boxes:
+            if box is not None:
+                w.bounding_box = box
+    return out
+
+
+def image_pixmap(image, out_wcs):
+    """:func:`pixmap` of ``image`` onto ``out_wcs``, computed once per pair and kept on ``image``.
+
+    Outlier detection's drizzle and blot and the final resample all map an input's pixels onto the
+    same output grid; computing it through the gwcs pipeline is the most expensive part of image3,
+    so it is kept (``image.pixmaps``) while ``image.wcs`` and ``out_wcs`` stay the same objects.
+    Callers must not modify the returned array; :meth:`ImageInput.drop_pixmaps` frees it.
+    """
+    key = (id(image.wcs), id(out_wcs), tuple(image.data.shape))
+    hit = image.pixmaps.get(key)
+    if hit is not None and hit[0] is image.wcs and hit[1] is out_wcs:
+        return hit[2]
+    pmap = pixmap(image.wcs, out_wcs, image.data.shape)
+    pmap.flags.writeable = False
+    image.pixmaps.clear()  # one grid at a time: a new WCS or grid makes the old map useless
+    image.pixmaps[key] = (image.wcs, out_wcs, pmap)
+    return pmap
 
 
 def build_weight(image, weight_type="ivm", good_bits=None):
@@ -278,7 +354,7 @@ def build_weight(image, weight_type="ivm", good_bits=None):
 
 def drizzle_images(images, out_wcs, out_shape, pixel_scale, *, pixfrac=1.0, kernel="square",
                    fillval=np.nan, weight_type="ivm", good_bits=None, subtract_sky=True,
-                   with_variance=True):
+                   with_variance=True, release_pixmaps=True):
     """Drizzle images onto ``out_wcs`` (the i2d algorithm).
 
     Parameters
@@ -301,46 +377,34 @@ def drizzle_images(images, out_wcs, out_shape, pixel_scale, *, pixfrac=1.0, kern
         Subtract each image's ``sky`` (skymatch level) before drizzling.
     with_variance : bool
         Propagate VAR_* and ERR (skip for outlier detection's single images).
+    release_pixmaps : bool
+        Free each image's pixel map (:func:`image_pixmap`) once it is drizzled; False keeps it for
+        a later use on the same grid (outlier detection's drizzle, before its blot and the resample).
 
     Returns
     -------
     ResampleResult
     """
     driz = Drizzle(kernel=kernel, fillval=fillval, out_shape=out_shape, max_ctx_id=len(images))
-    wsum = {name: np.zeros(out_shape) for name in VARIANCES}
-    wtot = {name: np.zeros(out_shape) for name in VARIANCES}
+    # float64 sums of w**2 var and w per variance (jwst's accumulation), only when propagated
+    wsum = {name: np.zeros(out_shape) for name in VARIANCES} if with_variance else {}
+    wtot = {name: np.zeros(out_shape) for name in VARIANCES} if with_variance else {}
     exptime = 0.0
     for image in images:
-        pmap = pixmap(image.wcs, out_wcs, image.data.shape)
+        pmap = image_pixmap(image, out_wcs)
         weight = build_weight(image, weight_type, good_bits)
         data = np.asarray(image.data, np.float32)
         if subtract_sky and image.sky:
             data = data - np.float32(image.sky)
         driz.add_image(data, exptime=image.exptime, pixmap=pmap, weight_map=weight,
                        pixfrac=pixfrac, in_units="cps")
+        del data
         exptime += image.exptime
-        if not with_variance:
-            continue
-        resampled = {}
-        for name in VARIANCES:
-            var = getattr(image, name)
-            if var is None:
-                continue
-            one = Drizzle(kernel=kernel, fillval=np.nan, out_shape=out_shape, disable_ctx=True)
-            one.add_image(np.sqrt(np.clip(np.asarray(var, np.float32), 0, None)), exptime=image.exptime,
-                          pixmap=pmap, weight_map=weight, pixfrac=pixfrac, in_units="cps")
-            resampled[name] = one.out_img.astype(np.float64) ** 2
-        # jwst: the image's weight on the output grid is 1 / its resampled read-noise variance.
-        if weight_type == "ivm" and "var_rnoise" in resampled:
-            w = np.zeros(out_shape)
-            ok = np.isfinite(resampled["var_rnoise"]) & (resampled["var_rnoise"] > 0)
-            w[ok] = 1.0 / resampled["var_rnoise"][ok]
-        else:
-            w = np.full(out_shape, float(image.exptime))
-        for name, var in resampled.items():
-            ok = np.isfinite(var) & (var >= 0) & (w > 0)
-            wsum[name][ok] += var[ok] * w[ok] ** 2
-            wtot[name][ok] += w[ok]
+        if with_variance:
+            _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, weight_type)
+        if release_pixmaps:
+            del pmap
+            image.drop_pixmaps()
     variances = {}
     if with_variance:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -357,3 +421,42 @@ def drizzle_images(images, out_wcs, out_shape, pixel_scale, *, pixfrac=1.0, kern
         con=driz.out_ctx.astype(np.int32), err=err, variances=variances, wcs=out_wcs,
         pixel_scale=pixel_scale, exptime=exptime, ninputs=len(images),
     )
+
+
+def _drizzled_variance(image, name, pmap, weight, out_shape, kernel, pixfrac):
+    """One VAR_* array of ``image`` on the output grid (float64), drizzled as its square root as
+    jwst does; None when the image has none."""
+    var = getattr(image, name)
+    if var is None:
+        return None
+    one = Drizzle(kernel=kernel, fillval=np.nan, out_shape=out_shape, disable_ctx=True)
+    one.add_image(np.sqrt(np.clip(np.asarray(var, np.float32), 0, None)), exptime=image.exptime,
+                  pixmap=pmap, weight_map=weight, pixfrac=pixfrac, in_units="cps")
+    out = one.out_img.astype(np.float64)
+    del one
+    return np.square(out, out=out)
+
+
+def _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, weight_type):
+    """Add ``image``'s drizzled variances to ``wsum`` (w**2 var) and ``wtot`` (w), one array at a time."""
+    rnoise = _drizzled_variance(image, "var_rnoise", pmap, weight, out_shape, kernel, pixfrac)
+    # jwst: the image's weight on the output grid is 1 / its resampled read-noise variance.
+    if weight_type == "ivm" and rnoise is not None:
+        w = np.zeros(out_shape)
+        ok = np.isfinite(rnoise) & (rnoise > 0)
+        w[ok] = 1.0 / rnoise[ok]
+    else:
+        w = np.full(out_shape, float(image.exptime))
+    w2 = np.square(w)
+    for name in VARIANCES:
+        var = rnoise if name == "var_rnoise" else _drizzled_variance(image, name, pmap, weight, out_shape,
+                                                                      kernel, pixfrac)
+        if var is None:
+            continue
+        ok = np.isfinite(var) & (var >= 0) & (w > 0)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf outside ``ok`` are not added
+            np.multiply(var, w2, out=var)
+        np.add(wsum[name], var, out=wsum[name], where=ok)
+        np.add(wtot[name], w, out=wtot[name], where=ok)
+        del var
+        rnoise = None

@@ -29,6 +29,7 @@ import logging
 
 import numpy as np
 
+from webbflow.steps._jit import lazy_njit
 from webbflow.steps.resample import good_pixel_mask
 
 __all__ = ["imagestats", "sky_statistic", "skymatch"]
@@ -36,22 +37,41 @@ __all__ = ["imagestats", "sky_statistic", "skymatch"]
 log = logging.getLogger(__name__)
 
 
+@lazy_njit(cache=True)  # numba loads when skymatch runs, not when image3 is imported (job start-up)
+def _moments_passes(v, clipmin, clipmax):
+    # Pass 1: count, sequential float64 sum, min and max of the values within the clip range.
+    n, total = 0, 0.0
+    gmin, gmax = np.float32(np.inf), np.float32(-np.inf)
+    for x in v:
+        if x >= clipmin and x <= clipmax:
+            n += 1
+            total += np.float64(x)
+            gmin = min(gmin, x)
+            gmax = max(gmax, x)
+    if n == 0:
+        return 0, 0.0, gmin, gmax, np.float32(0), 0.0
+    # The C code starts its running min/max from the first pixel clamped to the clip range.
+    vmin = min(np.float32(max(clipmin, v[0])), gmin)
+    vmax = max(np.float32(min(clipmax, v[0])), gmax)
+    mean = np.float32(total / n)
+    # Pass 2: float32 deviations squared in float32, summed in float64 in order.
+    sumdiff = 0.0
+    for x in v:
+        if x >= vmin and x <= vmax:
+            d = np.float32(x - mean)
+            sumdiff += np.float64(np.float32(d * d))
+    return n, total, vmin, vmax, mean, sumdiff
+
+
 def _clipped_moments(v, clipmin, clipmax):
-    """imagestats' computeMean: float32 clip limits, quirky min/max initialisation, (n-1) std."""
+    """imagestats' computeMean: float32 clip limits, quirky min/max initialisation, (n-1) std.
+
+    Two compiled passes over ``v`` (float32, 1-D) in the C code's order: the numbers of the
+    masked numpy version without its full-size masks and copies (36 calls per skymatch)."""
     clipmin, clipmax = np.float32(clipmin), np.float32(clipmax)
-    good = (v >= clipmin) & (v <= clipmax)
-    n = int(np.count_nonzero(good))
+    n, _, vmin, vmax, mean, sumdiff = _moments_passes(v, clipmin, clipmax)
     if n == 0:
         return 0, np.nan, np.nan, np.nan, np.nan
-    g = v[good]
-    # The C code starts its running min/max from the first pixel clamped to the clip range.
-    vmin = min(np.float32(max(clipmin, v[0])), g.min())
-    vmax = max(np.float32(min(clipmax, v[0])), g.max())
-    total = np.cumsum(g, dtype=np.float64)[-1]  # sequential double sum, as in C
-    mean = np.float32(total / n)
-    inside = v[(v >= vmin) & (v <= vmax)]
-    d = (inside - mean).astype(np.float32)
-    sumdiff = np.cumsum((d * d).astype(np.float64))[-1] if d.size else 0.0
     std = np.float32(np.sqrt(sumdiff / (n - 1))) if n > 1 else np.float32(np.nan)
     return n, float(mean), float(std), float(vmin), float(vmax)
 

@@ -42,7 +42,7 @@ from photutils.segmentation import SourceCatalog, deblend_sources, detect_source
 from scipy.spatial import cKDTree
 
 __all__ = ["ApertureModel", "CatalogResult", "abmag", "encircled_energy_apertures", "read_abvega_offset",
-           "source_catalog"]
+           "read_apcorr", "source_catalog"]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,46 @@ def read_abvega_offset(path, filter_name, pupil):
                          "give the ABVEGAOFFSET reference that lists this filter and pupil")
     log.info("AB to Vega magnitude offset %.5f", rows[0])
     return float(rows[0])
+
+
+def read_apcorr(path, filter_name, pupil):
+    """The rows of ``filter_name``/``pupil`` in an APCORR reference (jwst's NIRCam imaging format).
+
+    Parameters
+    ----------
+    path : str or Path
+        APCORR reference (FITS, ``APCORR`` table with ``filter``, ``pupil``, ``eefraction``,
+        ``radius``, ``apcorr``, ``skyin``, ``skyout``), as CRDS serves them and the simulator writes them.
+    filter_name, pupil : str
+        The i2d's FILTER and PUPIL.
+
+    Returns
+    -------
+    astropy.table.Table
+        That filter's rows (the ``apcorr_table`` of :func:`source_catalog`).
+
+    Raises
+    ------
+    InputError
+        The file cannot be read, or has no row for the filter and pupil.
+    """
+    from astropy.table import Table
+
+    from webbflow.io.errors import InputError
+
+    try:
+        table = Table.read(path, hdu="APCORR")
+        filters = np.char.upper(np.char.strip(np.asarray(table["filter"]).astype(str)))
+        pupils = np.char.upper(np.char.strip(np.asarray(table["pupil"]).astype(str)))
+        rows = table[(filters == filter_name.upper()) & (pupils == pupil.upper())]
+    except Exception as exc:
+        raise InputError(path, f"cannot be read as an APCORR reference ({exc})",
+                         "give an APCORR reference (FITS, APCORR table) or leave steps.source_catalog.apcorr_file "
+                         "null") from None
+    if len(rows) == 0:
+        raise InputError(path, f"has no rows for {filter_name}/{pupil}",
+                         "give the APCORR reference that lists this filter and pupil")
+    return rows
 
 
 def _background(data, mask, boxsize):

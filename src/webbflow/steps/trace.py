@@ -111,7 +111,12 @@ def trace_positions(data, dq=None, columns=None, half_width=6):
     dict of ndarray, (nints,)
         ``y`` (0-based row of the cutout), ``width`` (Gaussian sigma, rows), ``y_err``, ``width_err``.
     """
-    profiles = collapsed_profiles(data, dq, columns)
+    return trace_from_profiles(collapsed_profiles(data, dq, columns), half_width)
+
+
+def trace_from_profiles(profiles, half_width=6):
+    """:func:`trace_positions` from the integrations' collapsed profiles ((nints, ny),
+    :func:`collapsed_profiles`), which a segment read a chunk of integrations at a time gives."""
     nints, ny = profiles.shape
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -1,0 +1,50 @@
+"""numba kernels compiled on first call, so that importing a step module does not import numba.
+
+Importing numba costs ~0.3 s of CPU and its first jitted call another ~0.5 s (the typing and lowering
+registries, see :mod:`webbflow.steps._warmup`).  A step module whose kernel serves one mode only (the
+rolling median of the time-series outlier detection, say) would make every job that imports the module
+pay the import, used or not; :func:`lazy_njit` defers both to the kernel's first call.
+"""
+
+import functools
+
+__all__ = ["lazy_njit"]
+
+
+def lazy_njit(**options):
+    """Decorator: ``numba.njit(**options)`` applied to the function on its first call.
+
+    The compiled dispatcher is the one ``@njit(**options)`` at import would have made (same Python
+    function, so the same on-disk cache entry with ``cache=True`` and the same machine code); only the
+    moment numba is imported changes.
+
+    Parameters
+    ----------
+    **options
+        Passed to :func:`numba.njit` (``cache=True``, ``error_model=...``).
+
+    Returns
+    -------
+    callable
+        A decorator.  The wrapped function keeps the Python original as ``py_func``.
+
+    Notes
+    -----
+    For leaf kernels, called from Python: a jitted function cannot call the wrapper (numba sees a
+    plain Python function); a kernel that other kernels call keeps a plain ``@njit``.
+    """
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def call(*args):
+            if call.dispatcher is None:
+                from numba import njit
+
+                call.dispatcher = njit(**options)(fn)
+            return call.dispatcher(*args)
+
+        call.dispatcher = None
+        call.py_func = fn
+        return call
+
+    return decorate

@@ -1,0 +1,108 @@
+"""image3's memory-saving paths give the numbers of the straightforward ones.
+
+The pixel map computed in row blocks against drizzle's ``calc_pixmap`` (which evaluates the
+whole grid at once), the kept map against a fresh one and its release, the outlier median in row
+blocks against ``np.nanmedian``, and the variances accumulated one at a time against jwst's
+formula evaluated directly.
+"""
+
+import numpy as np
+import pytest
+from drizzle.resample import Drizzle
+from drizzle.utils import calc_pixmap
+
+from webbflow.steps import outlier_detection, resample
+
+from test_image3_synth import DEC0, RA0, SW_SCALE, _cd
+
+
+def _input(shape, crpix, pa, seed):
+    rng = np.random.default_rng(seed)
+    wcs = resample.make_tan_wcs((RA0, DEC0), crpix, _cd(SW_SCALE, pa), shape=shape)
+    data = rng.normal(1.0, 0.1, shape).astype(np.float32)
+    var = rng.uniform(0.5, 2.0, (3,) + shape).astype(np.float32) * 1e-3
+    var[0, 3, 4] = np.nan  # a variance drizzle cannot use
+    dq = np.zeros(shape, np.uint32)
+    dq[5, 6] = 1  # DO_NOT_USE
+    return resample.ImageInput(data=data, err=np.sqrt(var.sum(0)), dq=dq, wcs=wcs, var_rnoise=var[0],
+                               var_poisson=var[1], var_flat=var[2], exptime=100.0, name=f"im{seed}",
+                               group=f"g{seed}")
+
+
+@pytest.fixture(scope="module")
+def grid():
+    shape = (70, 60)
+    images = [_input(shape, (29.5, 34.5), 0.0, 1), _input(shape, (31.7, 33.2), 7.0, 2)]
+    out_wcs, out_shape, scale = resample.make_output_wcs([im.wcs for im in images], [shape] * 2)
+    return images, out_wcs, out_shape, scale
+
+
+@pytest.mark.parametrize("rows", [1, 16, 256])
+def test_blocked_pixmap_is_calc_pixmap(grid, rows):
+    images, out_wcs, _, _ = grid
+    im = images[1]
+    box = im.wcs.bounding_box
+    got = resample.pixmap(im.wcs, out_wcs, im.data.shape, rows=rows)
+    want = calc_pixmap(im.wcs, out_wcs, shape=im.data.shape, disable_bbox="both")
+    assert got.shape == want.shape == im.data.shape + (2,)
+    assert np.array_equal(got, want)  # bit for bit
+    assert im.wcs.bounding_box == box  # restored
+
+
+def test_kept_pixmap_is_reused_then_released(grid):
+    images, out_wcs, out_shape, scale = grid
+    im = _input((70, 60), (29.5, 34.5), 0.0, 1)
+    first = resample.image_pixmap(im, out_wcs)
+    assert resample.image_pixmap(im, out_wcs) is first
+    assert not first.flags.writeable
+    other = resample.make_tan_wcs((RA0, DEC0), (40.0, 40.0), _cd(SW_SCALE), shape=out_shape)
+    assert not np.array_equal(resample.image_pixmap(im, other), first)  # another grid: a new map
+    resample.drizzle_images([im], out_wcs, out_shape, scale, with_variance=False, release_pixmaps=False)
+    assert len(im.pixmaps) == 1
+    resample.drizzle_images([im], out_wcs, out_shape, scale)
+    assert im.pixmaps == {}
+
+
+def test_variances_match_jwst_formula(grid):
+    images, out_wcs, out_shape, scale = grid
+    result = resample.drizzle_images(images, out_wcs, out_shape, scale)
+    wsum = {n: np.zeros(out_shape) for n in resample.VARIANCES}
+    wtot = {n: np.zeros(out_shape) for n in resample.VARIANCES}
+    for im in images:
+        pmap = calc_pixmap(im.wcs, out_wcs, shape=im.data.shape, disable_bbox="both")
+        weight = resample.build_weight(im)
+        drizzled = {}
+        for n in resample.VARIANCES:
+            one = Drizzle(fillval=np.nan, out_shape=out_shape, disable_ctx=True)
+            one.add_image(np.sqrt(np.clip(getattr(im, n), 0, None)), exptime=im.exptime, pixmap=pmap,
+                          weight_map=weight, in_units="cps")
+            drizzled[n] = one.out_img.astype(np.float64) ** 2
+        w = np.zeros(out_shape)
+        ok = np.isfinite(drizzled["var_rnoise"]) & (drizzled["var_rnoise"] > 0)
+        w[ok] = 1.0 / drizzled["var_rnoise"][ok]
+        for n, var in drizzled.items():
+            ok = np.isfinite(var) & (var >= 0) & (w > 0)
+            wsum[n][ok] += var[ok] * w[ok] ** 2
+            wtot[n][ok] += w[ok]
+    for n in resample.VARIANCES:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            want = (wsum[n] / wtot[n] ** 2).astype(np.float32)
+        want[wtot[n] == 0] = np.nan
+        assert np.isfinite(want).sum() > 0.5 * want.size
+        assert np.array_equal(result.variances[n], want, equal_nan=True), n
+
+
+def test_blocked_median_is_nanmedian(grid):
+    images, out_wcs, out_shape, _ = grid
+    images = images + [_input((70, 60), (30.2, 33.9), 3.0, 3)]
+    stack = np.full((3,) + tuple(out_shape), np.nan, np.float32)
+    for k, im in enumerate(images):
+        single = resample.drizzle_images([im], out_wcs, out_shape, 0.0, with_variance=False)
+        data = single.data
+        data[single.wht < outlier_detection.compute_weight_threshold(single.wht, 0.7)] = np.nan
+        stack[k] = data
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        want = np.nanmedian(stack, axis=0)
+    got = outlier_detection.median_image(images, out_wcs, out_shape)
+    assert np.isfinite(got).sum() > 0.5 * got.size
+    assert np.array_equal(got, want, equal_nan=True)
