@@ -22,6 +22,13 @@ see the sky.  A row with fewer than ``min_pixels`` background pixels in an ampli
 fills it) takes the mean stripe of the amplifiers that could measure that row, as tshirt does: most
 of the 1/f noise is common to the four outputs.  A row no amplifier can measure is left as it is.
 
+Two options (the grism preset's recommended layer turns both on): the row level may be a 3-sigma
+clipped mean instead of the median (``estimator``), and each group's rows may be measured on the
+group less its integration's per-pixel mean frame (:func:`correct_ramp`), so that what is static
+within an integration -- kTC, bias residuals, accumulated sky and source wings, tens of DN against
+a read noise of a few -- no longer moves a row's median from group to group; the mean frame's own
+rows are corrected once.
+
 Background pixels are found from a draft rate (the median over the first ``DRAFT_INTS``
 integrations of the last minus the first group): pixels above the clipped background by ``nsigma`` robust sigma are sources, grown by
 ``grow`` pixels; reference pixels and DO_NOT_USE pixels are never used.
