@@ -26,10 +26,11 @@ from webbflow.stages.detector1_stream import BYTES_PER_INT_PIXEL, BYTES_PER_PIXE
 EXTS = ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE")
 
 CASES = {
-    # iterative two-point regime, 4 outputs, ROEBA (its mask from the first integrations), a zero frame,
+    # iterative two-point regime, 4 outputs, ROEBA (its mask from the first integrations; the grism
+    # preset's rows relative to each integration's mean frame, clipped means), a zero frame,
     # clean_flicker_noise (its draft rate by blocks of rows, one scene mask for the whole frame)
     "grism-roeba": (replace(TSO_SPECS["grism-4out"], zeroframe=True),
-                    {"refpix": {"roeba": True}, "jump": {"after_jump_flag_dn1": 50.0, "after_jump_flag_time1": 30.0},
+                    {"refpix": {"roeba": True, "roeba_relative": True, "roeba_estimator": "mean"}, "jump": {"after_jump_flag_dn1": 50.0, "after_jump_flag_time1": 30.0},
                      "clean_flicker_noise": {"skip": False}}),
     # one output, side reference columns only; ROEBA with one level per integration (the tso_imaging
     # preset's); clean_flicker_noise with one mask per integration

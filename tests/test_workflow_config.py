@@ -184,6 +184,11 @@ def test_tso_grism_preset_recommends_roeba_and_jwst_line_drops_it():
                 for step in STAGES["detector1"].steps}
     assert step_parameters(defaults, "detector1", preset)["refpix"]["roeba"] is True
     assert step_parameters(defaults, "detector1", preset, recommended=False)["refpix"]["roeba"] is False
+    # ROEBA's rows relative to each integration's mean frame, by clipped means (README, "Grism time series")
+    recommended = step_parameters(defaults, "detector1", preset)["refpix"]
+    assert recommended["roeba_relative"] is True and recommended["roeba_estimator"] == "mean"
+    jwst = step_parameters(defaults, "detector1", preset, recommended=False)["refpix"]
+    assert jwst["roeba_relative"] is False and jwst["roeba_estimator"] == "median"
     # a user line still wins over the recommendation
     user = {"refpix": {"roeba": False}}
     assert step_parameters(defaults, "detector1", preset, user)["refpix"]["roeba"] is False

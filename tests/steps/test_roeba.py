@@ -202,3 +202,95 @@ def test_integration_level_averages_the_rows_and_sets_every_groups_level():
     print(f"rows without background, residual stripe: group {np.std(gap_group):.2f}, integration {np.std(gap):.2f} DN")
     assert skipped_group == skipped_integ == 40 * 8 * 4
     assert np.std(gap) < 0.6 * np.std(gap_group)
+
+
+def _ktc_ramp(seed=5, nints=4, ngroups=6, ny=64, nx=2048, ktc=20.0, noise=1.0, stripes=3.0, own=0.0):
+    """A ramp whose pixels carry a per-integration reset level (kTC, ``ktc`` rms) far above the read
+    noise, as superbias-subtracted NIRCam ramps do, with row stripes per group (common to the
+    amplifiers, plus ``own`` rms each) and the trace of :func:`_frames`: (data, truth without
+    stripes or read noise)."""
+    rng = np.random.default_rng(seed)
+    _, _, trace = _frames(nframes=1)
+    amp = np.arange(nx) // 512
+    truth = np.empty((nints, ngroups, ny, nx))
+    data = np.empty((nints, ngroups, ny, nx), np.float32)
+    for i in range(nints):
+        reset = rng.normal(0, ktc, (ny, nx))
+        for g in range(ngroups):
+            truth[i, g] = reset + (100.0 + trace) * (g + 1)
+            stripe = rng.normal(0, stripes, (ny, 1)) + rng.normal(0, own, (ny, 4))[:, amp]
+            data[i, g] = truth[i, g] + stripe + rng.normal(0, noise, (ny, nx))
+    return data, truth
+
+
+def _slope_stripes(ramp, truth):
+    """Per integration, row and amplifier: the mean over the amplifier's columns of the least-squares
+    slope's error (what a row stripe leaves in a rate), less its median over the rows."""
+    t = np.arange(ramp.shape[1]) - (ramp.shape[1] - 1) / 2
+    err = np.einsum("g,igyx->iyx", t / np.sum(t * t), ramp - truth)
+    rows = err.reshape(err.shape[0], err.shape[1], 4, 512).mean(axis=3)
+    return rows - np.median(rows, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("ktc", [20.0, 0.0])
+def test_relative_clipped_mean_rows_leave_less_in_the_slopes(ktc):
+    """ROEBA's row levels measured on each group less the integration's mean frame, with a clipped mean.
+
+    A median of pixels spread by a static pattern (kTC) moves from group to group by ~sqrt(ktc *
+    noise / n), not noise / sqrt(n): on 20 DN of kTC and 1 DN of read noise the slopes' row stripes
+    left by the absolute median are several times those of the relative clipped mean.  On the
+    trace's rows of amplifiers 1 and 2, which borrow the mean stripe of amplifiers 0 and 3 (the
+    ~100 and ~150 background pixels beside the trace), the relative clipped mean leaves what white
+    noise gives: the slope of 6 unit-noise groups scatters by 0.24 DN per pixel, so by
+    0.24 / sqrt(512) in the row's own mean and 0.24 sqrt(1/n0 + 1/n3) / 2 in the borrowed estimate;
+    without kTC too (where the absolute median is already close to it).
+    """
+    data, truth = _ktc_ramp(ktc=ktc)
+    mask = roeba.background_mask(data, np.zeros(data.shape[2:], np.uint32))
+    edges = roeba.amplifier_edges(2048, 0, True)
+    per_amp = mask.reshape(64, 4, 512).sum(axis=2)
+    measured = per_amp.min(axis=1) >= 16
+    borrowing = (per_amp[:, [1, 2]] < 16).all(axis=1) & (per_amp[:, [0, 3]] >= 16).all(axis=1)
+    assert borrowing.sum() >= 13
+    scatter = {}
+    for name in ("median", "mean", "relative"):
+        ramp = data.copy()
+        if name == "relative":
+            borrowed, skipped = roeba.correct_ramp(ramp, mask, edges, estimator="mean")
+            assert skipped == 0 and borrowed == 4 * 6 * int((per_amp < 16).sum())
+        else:
+            roeba.correct_frames(ramp, mask, edges, estimator=name)
+        stripes = _slope_stripes(ramp, truth)
+        scatter[name] = (np.std(stripes[:, measured]), np.std(stripes[:, borrowing][:, :, [1, 2]]))
+        # the level is kept (sky and trace): the mean correction per amplifier is the mean stripe only
+        assert np.all(np.abs(np.median((ramp - data).reshape(4, 6, 64, 4, 512), axis=(2, 4))) < 1.5)
+        if name == "relative":
+            # and every group is corrected in absolute terms too (one-group rates): the stripes of
+            # 3 DN are gone up to the mean frame's row estimate, whose background pixels carry their
+            # kTC (ktc / sqrt(n) ~ 0.9 DN, as for any estimate of absolute row levels)
+            rows = (ramp - truth).reshape(4, 6, 64, 4, 512).mean(axis=4)[:, :, measured]
+            assert np.std(rows - np.median(rows, axis=2, keepdims=True)) < 0.3 + 1.3 * ktc / np.sqrt(490)
+    n0, n3 = per_amp[borrowing][:, [0, 3]].mean(axis=0)
+    white = 0.24 * np.sqrt(1 / 512 + (1 / n0 + 1 / n3) / 4)
+    print(f"\nktc {ktc}: slope row-stripe scatter, measured rows / borrowed rows (white noise there {white:.4f}): "
+          + ", ".join(f"{k} {m:.4f} / {b:.4f}" for k, (m, b) in scatter.items()))
+    assert scatter["relative"][1] < 1.3 * white
+    if ktc > 0:
+        assert scatter["relative"][0] < 0.35 * scatter["median"][0]
+        assert scatter["relative"][1] < 0.5 * scatter["median"][1]
+
+
+@pytest.mark.parametrize("options", [{"relative": True}, {"estimator": "mean"}])
+def test_integration_level_refuses_the_grism_options(options):
+    """``level="integration"`` measures its rows its own way: the grism preset's options there are an
+    error naming the config keys, raised before the ramp is touched."""
+    frames = _frames(nframes=2)[0][None]
+    mask = roeba.background_mask(frames, np.zeros(frames.shape[2:], np.uint32))
+    edges = roeba.amplifier_edges(frames.shape[-1], 0, True)
+    with pytest.raises(ValueError, match="roeba_level: integration.*roeba_(relative|estimator)"):
+        roeba.check_options("integration", **options)
+    if "estimator" in options:
+        before = frames.copy()
+        with pytest.raises(ValueError, match="roeba_estimator: mean"):
+            roeba.correct_frames(frames, mask, edges, level="integration", estimator="mean")
+        assert np.array_equal(frames, before)

@@ -560,7 +560,8 @@ def pseudo_reference_dq(pixeldq, rows=4):
 
 def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         side_smoothing_length=11, side_gain=1.0, roeba=False, roeba_nsigma=3.0, roeba_grow=2,
-        roeba_min_pixels=16, roeba_mask=None, roeba_level="group", first_integration=0, one_over_f=None,
+        roeba_min_pixels=16, roeba_mask=None, roeba_level="group", roeba_estimator="median", roeba_relative=False,
+        first_integration=0, one_over_f=None,
         pseudo_refpix=False, pseudo_refpix_rows=4, refpix_algorithm="median", sirs_kernel=None,
         sigreject=4.0, gaussmooth=1.0, halfwidth=30):
     """Apply the reference-pixel correction to a ramp, in place.
@@ -593,6 +594,15 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         one per integration (``"integration"``: the background pixels then also set the level of
         every group, and rows without background pixels are interpolated from their neighbours;
         :func:`webbflow.steps.roeba.correct_frames`).
+    roeba_estimator : {"median", "mean"}
+        ROEBA's row level: the median of the background pixels or their 3-sigma clipped mean
+        (:func:`webbflow.steps.roeba.correct_frames`); with ``roeba_level="group"`` only.
+    roeba_relative : bool
+        Estimate each group's rows from its background pixels less the per-pixel mean of the
+        integration's groups (:func:`webbflow.steps.roeba.correct_ramp`): kTC, bias residuals and
+        accumulated sky no longer jitter the row levels from group to group; with ``roeba_level="group"`` only
+        (``"integration"`` measures its rows relative to the integration's mean already: either
+        option there raises ValueError).
     roeba_mask : ndarray of bool, (ny, nx), optional
         ROEBA's background pixels, when already found
         (:func:`webbflow.steps.roeba.background_mask` of the exposure's first
@@ -642,6 +652,10 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
         reference pixels (and ``roeba`` off) or does not fit on the
         detector (data unchanged).
     """
+    if roeba:
+        from webbflow.steps.roeba import check_options
+
+        check_options(roeba_level, roeba_estimator, roeba_relative)  # before the ramp is touched
     setup = _setup(ramp, readout, odd_even_columns, use_side_ref_pixels, side_smoothing_length, side_gain,
                    first_integration, pseudo_refpix, pseudo_refpix_rows, refpix_algorithm, sirs_kernel, sigreject,
                    gaussmooth, halfwidth)
@@ -651,7 +665,8 @@ def run(ramp, readout, odd_even_columns=True, use_side_ref_pixels=True,
     fa, sa = readout.fastaxis, readout.slowaxis
     nints, ngroups = ramp.data.shape[:2]
     roeba_kw = {"odd_even": odd_even_columns, "nsigma": roeba_nsigma, "grow": roeba_grow,
-                "min_pixels": roeba_min_pixels, "mask": roeba_mask, "level": roeba_level}
+                "min_pixels": roeba_min_pixels, "mask": roeba_mask, "level": roeba_level,
+                "estimator": roeba_estimator, "relative": roeba_relative}
     if is_subarray and corr.n_good_refpix() == 0:
         if roeba:
             log.warning("refpix: subarray %s (%d outputs) has no usable reference pixels: only ROEBA runs",
@@ -775,7 +790,7 @@ def _sirs_setup(algorithm, readout, is_subarray, sirs_kernel, sigreject, gaussmo
 
 
 def _roeba(ramp, readout, coff, four_amp, odd_even, nsigma, grow, min_pixels, mask=None, apply=True,
-           one_over_f=None, first_integration=0, level="group"):
+           one_over_f=None, first_integration=0, level="group", estimator="median", relative=False):
     """The ROEBA stage of :func:`run` (groups and ZEROFRAME, detector frame), with the 1/f statistic
     before and after it appended to ``one_over_f`` (a list) when given; ``apply=False`` only measures."""
     from webbflow.steps import roeba
@@ -793,11 +808,15 @@ def _roeba(ramp, readout, coff, four_amp, odd_even, nsigma, grow, min_pixels, ma
         one_over_f.append(record)
     if not apply:
         return
-    borrowed, skipped = roeba.correct_frames(to_detector_frame(ramp.data, fa, sa), mask_det, edges, odd_even,
-                                             min_pixels, level=level)
+    if relative:
+        borrowed, skipped = roeba.correct_ramp(to_detector_frame(ramp.data, fa, sa), mask_det, edges, odd_even,
+                                               min_pixels, estimator=estimator)
+    else:
+        borrowed, skipped = roeba.correct_frames(to_detector_frame(ramp.data, fa, sa), mask_det, edges, odd_even,
+                                                 min_pixels, level=level, estimator=estimator)
     if ramp.zeroframe is not None:
         roeba.correct_frames(to_detector_frame(ramp.zeroframe, fa, sa), mask_det, edges, odd_even, min_pixels,
-                             keep_zero=True, level=level)
+                             keep_zero=True, level=level, estimator=estimator)
     nrows = ramp.data.shape[0] * ramp.data.shape[1] * mask_det.shape[0] * (edges.size - 1)
     log.info("refpix: ROEBA on %d amplifier(s), %.1f %% background pixels; of %d amplifier rows %d took the "
              "other amplifiers' stripe and %d had too few background pixels (%s)",

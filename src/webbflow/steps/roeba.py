@@ -22,6 +22,15 @@ see the sky.  A row with fewer than ``min_pixels`` background pixels in an ampli
 fills it) takes the mean stripe of the amplifiers that could measure that row, as tshirt does: most
 of the 1/f noise is common to the four outputs.  A row no amplifier can measure is left as it is.
 
+Two options (the grism preset's recommended layer turns both on): the row level may be a 3-sigma
+clipped mean instead of the median (``estimator``), and each group's rows may be measured on the
+group less its integration's per-pixel mean frame (:func:`correct_ramp`), so that what is static
+within an integration -- kTC, bias residuals, accumulated sky and source wings, tens of DN against
+a read noise of a few -- no longer moves a row's median from group to group; the mean frame's own
+rows are corrected once.  Neither combines with ``level="integration"`` (:func:`correct_frames`),
+which measures its rows relative to the integration's per-pixel mean by a one-pass clipped mean
+already (:func:`check_options`).
+
 Background pixels are found from a draft rate (the median over the first ``DRAFT_INTS``
 integrations of the last minus the first group): pixels above the clipped background by ``nsigma`` robust sigma are sources, grown by
 ``grow`` pixels; reference pixels and DO_NOT_USE pixels are never used.
@@ -40,10 +49,13 @@ from scipy import ndimage
 from webbflow import dqflags
 from webbflow.steps.refpix import AMP_WIDTH, DETECTOR_SIZE
 
-__all__ = ["DRAFT_INTS", "amplifier_edges", "background_mask", "correct_frames", "destripe_image", "draft_mask",
-           "one_over_f_per_integration", "row_scatter"]
+__all__ = ["DRAFT_INTS", "ESTIMATORS", "amplifier_edges", "background_mask", "check_options", "correct_frames",
+           "correct_ramp", "destripe_image", "draft_mask", "one_over_f_per_integration", "row_scatter"]
 
 log = logging.getLogger(__name__)
+
+ESTIMATORS = {"median": 0, "mean": 1}
+"""Row estimators of :func:`correct_frames` (the numba kernel's codes)."""
 
 DRAFT_INTS = 16
 """Integrations the draft rate is the median of: 16 already find the sources, and a draft of bounded
@@ -102,11 +114,59 @@ def draft_mask(cds, pixeldq, nsigma=3.0, grow=2):
 
 
 @njit(cache=True, nogil=True)
-def _measure_rows(frame, mask, edges, odd_even, min_pixels, buf, shifts, clipped=False):
-    """Odd/even columns evened out in place; each amplifier row's background median into ``shifts``
-    (namp, ny), NaN for a row with fewer than ``min_pixels`` background pixels.  ``clipped``: the
-    mean of the row's pixels within 3 robust sigma of its median instead (a median of n pixels
-    is 1.25 times noisier than their mean; the clip keeps a cosmic ray out)."""
+def _clipped_mean(values, nsigma, iterate):
+    """Mean of ``values`` within ``nsigma`` robust sigma (1.4826 MAD) of their median (the median
+    when the MAD is 0).  ``iterate``: the sigma and centre are re-estimated from the kept values
+    (their mean and standard deviation) until nothing changes, at most 5 passes (the grism preset's
+    ``estimator="mean"``); otherwise one clip (``level="integration"``'s rows).  The two are kept
+    apart so that each preset's numbers stay as they were measured; ``values`` may be reordered."""
+    if not iterate:
+        med = np.median(values)
+        mad = np.median(np.abs(values - med))
+        if mad == 0:
+            return med
+        keep = np.abs(values - med) <= nsigma * 1.4826 * mad
+        return np.mean(values[keep])
+    centre = np.median(values)
+    sigma = 1.4826 * np.median(np.abs(values - centre))
+    kept = values.size
+    for _ in range(5):
+        if not sigma > 0.0:
+            return centre
+        acc = 0.0
+        acc2 = 0.0
+        n = 0
+        for v in values:
+            if abs(v - centre) <= nsigma * sigma:
+                acc += v
+                acc2 += v * v
+                n += 1
+        if n == 0:
+            return centre
+        centre = acc / n
+        sigma = np.sqrt(max(acc2 / n - centre * centre, 0.0))
+        if n == kept:
+            break
+        kept = n
+    return centre
+
+
+@njit(cache=True, nogil=True)
+def _estimate(values, estimator):
+    """A row's level: the median (``estimator`` 0) or the iterated 3-sigma clipped mean (1)."""
+    if estimator == 1:
+        return _clipped_mean(values, 3.0, True)
+    return np.median(values)
+
+
+@njit(cache=True, nogil=True)
+def _measure_rows(frame, mask, edges, odd_even, min_pixels, buf, shifts, estimator=0, clipped=False):
+    """Odd/even columns evened out in place; each amplifier row's background level into ``shifts``
+    (namp, ny), NaN for a row with fewer than ``min_pixels`` background pixels.  Parities and rows
+    take ``estimator`` (:data:`ESTIMATORS`: the median, or the iterated clipped mean); ``clipped``:
+    the rows take the mean of their pixels within 3 robust sigma of their median, one clip, instead
+    (``level="integration"``: a median of n pixels is 1.25 times noisier than their mean; the clip
+    keeps a cosmic ray out)."""
     ny, nx = frame.shape
     namp = edges.size - 1
     for a in range(namp):
@@ -124,7 +184,7 @@ def _measure_rows(frame, mask, edges, odd_even, min_pixels, buf, shifts, clipped
                                 buf[n] = v
                                 n += 1
                 if n >= min_pixels:
-                    par[p] = np.median(buf[:n])
+                    par[p] = _estimate(buf[:n], estimator)
                     have += 1
             if have == 2:
                 mean = 0.5 * (par[0] + par[1])
@@ -142,21 +202,9 @@ def _measure_rows(frame, mask, edges, odd_even, min_pixels, buf, shifts, clipped
             if n < min_pixels:
                 shifts[a, y] = np.nan
             elif clipped:
-                shifts[a, y] = _clipped_mean(buf[:n])
+                shifts[a, y] = _clipped_mean(buf[:n], 3.0, False)
             else:
-                shifts[a, y] = np.median(buf[:n])
-
-
-@njit(cache=True, nogil=True)
-def _clipped_mean(values):
-    """Mean of ``values`` within 3 robust sigma (1.4826 MAD) of their median (all of them when
-    the MAD is 0)."""
-    med = np.median(values)
-    mad = np.median(np.abs(values - med))
-    if mad == 0:
-        return med
-    keep = np.abs(values - med) <= 3.0 * 1.4826 * mad
-    return np.mean(values[keep])
+                shifts[a, y] = _estimate(buf[:n], estimator)
 
 
 @njit(cache=True, nogil=True)
@@ -243,10 +291,10 @@ def _interpolated(row, y):
 
 
 @njit(cache=True, nogil=True)
-def _correct_frame(frame, mask, edges, odd_even, min_pixels, buf, shifts, interpolate=False):
+def _correct_frame(frame, mask, edges, odd_even, min_pixels, buf, shifts, interpolate=False, estimator=0):
     """ROEBA on one detector-frame image in place, each amplifier keeping its level in this frame;
     returns (rows borrowed, rows left uncorrected or interpolated)."""
-    _measure_rows(frame, mask, edges, odd_even, min_pixels, buf, shifts)
+    _measure_rows(frame, mask, edges, odd_even, min_pixels, buf, shifts, estimator)
     levels = np.empty(edges.size - 1)
     _frame_levels(shifts, frame.shape[0], levels)
     return _apply_rows(frame, edges, shifts, levels, interpolate)
@@ -273,7 +321,7 @@ def _correct_integration(groups, mask, edges, odd_even, min_pixels, buf):
     resid = np.empty((ngroups, ny, nx))
     for g in range(ngroups):
         resid[g] = groups[g] - ref
-        _measure_rows(resid[g], mask, edges, odd_even, min_pixels, buf, shifts[g], True)
+        _measure_rows(resid[g], mask, edges, odd_even, min_pixels, buf, shifts[g], 0, True)
         _frame_levels(shifts[g], ny, levels[g])
     with np.errstate(all="ignore"):
         level = np.array([np.mean(col[np.isfinite(col)]) if np.isfinite(col).any() else np.nan for col in levels.T])
@@ -284,6 +332,28 @@ def _correct_integration(groups, mask, edges, odd_even, min_pixels, buf):
         skipped += k
         groups[g] = resid[g] + ref
     return borrowed, skipped
+
+
+def check_options(level="group", estimator="median", relative=False):
+    """Refuse ROEBA options that do not combine: ``level="integration"`` measures every row by its
+    own one-pass clipped mean of each pixel's deviation from its mean over the integration, so the
+    grism options ``estimator="mean"`` and ``relative`` (the same idea, per group) have no place
+    there.
+
+    Raises
+    ------
+    ValueError
+        Naming the config keys (``steps.refpix.roeba_level`` with ``roeba_estimator`` or
+        ``roeba_relative``) and the fix.
+    """
+    if level not in ("group", "integration"):
+        raise ValueError(f"ROEBA level {level!r}: choose group or integration")
+    if level == "integration" and (relative or estimator != "median"):
+        given = ", ".join(k for k, on in (("roeba_relative: true", relative),
+                                          (f"roeba_estimator: {estimator}", estimator != "median")) if on)
+        raise ValueError(f"steps.refpix.roeba_level: integration does not combine with {given}: it measures "
+                         "its rows relative to each pixel's mean over the integration with its own clipped mean "
+                         "already; drop those keys or use roeba_level: group")
 
 
 def amplifier_edges(nx, col_offset, four_amp):
@@ -298,7 +368,8 @@ def amplifier_edges(nx, col_offset, four_amp):
     return np.array([0, *cuts, nx], np.int64)
 
 
-def correct_frames(frames, mask, edges, odd_even=True, min_pixels=16, keep_zero=False, level="group"):
+def correct_frames(frames, mask, edges, odd_even=True, min_pixels=16, keep_zero=False, level="group",
+                   estimator="median"):
     """Apply ROEBA to every frame of ``frames`` (..., ny, nx) in place (detector frame).
 
     Parameters
@@ -331,6 +402,10 @@ def correct_frames(frames, mask, edges, odd_even=True, min_pixels=16, keep_zero=
         subarray sum adds it up over every pixel (issue #14, the weak-lens donut: out-of-transit
         scatter / photon + read noise 1.36 -> 1.13 in apertures, 2.54 -> 1.24 summed whole; 1.08
         and 1.10 with the source mask grown by 1 pixel instead of 2).
+    estimator : {"median", "mean"}
+        A row's (and a parity's) level: the median of its background pixels, or their mean within
+        3 robust sigma of it, iterated (a mean of Gaussian noise scatters 1.25x less than a median); with ``level="group"``
+        only (``"integration"`` measures its rows by its own clipped mean: ValueError).
 
     Returns
     -------
@@ -341,6 +416,10 @@ def correct_frames(frames, mask, edges, odd_even=True, min_pixels=16, keep_zero=
     """
     if level not in ("group", "integration"):
         raise ValueError(f"ROEBA level {level!r}: choose group or integration")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"ROEBA estimator must be one of {sorted(ESTIMATORS)}, not {estimator!r}")
+    check_options(level, estimator)
+    code = ESTIMATORS[estimator]
     ny, nx = frames.shape[-2:]
     namp = edges.size - 1
     buf = np.empty(ny * nx, np.float64)
@@ -358,13 +437,49 @@ def correct_frames(frames, mask, edges, odd_even=True, min_pixels=16, keep_zero=
         work = np.ascontiguousarray(frame)  # detector-frame views of flipped arrays are not contiguous
         m = np.ascontiguousarray(mask & (work != 0.0)) if keep_zero else np.ascontiguousarray(mask)
         zero = work == 0.0 if keep_zero else None
-        b, k = _correct_frame(work, m, edges, odd_even, int(min_pixels), buf, shifts, interpolate)
+        b, k = _correct_frame(work, m, edges, odd_even, int(min_pixels), buf, shifts, interpolate, code)
         borrowed += b
         skipped += k
         if zero is not None:
             work[zero] = 0.0
         if not np.shares_memory(work, frame):
             frame[...] = work
+    return borrowed, skipped
+
+
+def correct_ramp(data, mask, edges, odd_even=True, min_pixels=16, estimator="median"):
+    """ROEBA on every group of a ramp (nints, ngroups, ny, nx), in place, relative to each integration's mean.
+
+    The row level of a group is estimated from its background pixels less the per-pixel mean of the
+    integration's groups: what is static within an integration (the reset's kTC, bias and dark
+    residuals, the sky and the wings of sources accumulated) leaves the pixels, so the median (or
+    clipped mean) moves from group to group only by the read noise and the stripe, not by where the
+    static pattern puts the middle of a broad distribution.  The mean frame itself is corrected
+    once (its stripes are a constant of every group of the integration, invisible to the slope,
+    but one-group rates and the absolute row levels keep them corrected).
+
+    Parameters
+    ----------
+    data : ndarray, float32, (nints, ngroups, ny, nx)
+        The ramp in the detector frame (may be a view); rewritten in place.
+    mask, edges, odd_even, min_pixels, estimator
+        As for :func:`correct_frames`.
+
+    Returns
+    -------
+    borrowed, skipped : int
+        As for :func:`correct_frames`, over the groups (not the mean frames).
+    """
+    borrowed = skipped = 0
+    kw = {"odd_even": odd_even, "min_pixels": min_pixels, "estimator": estimator}
+    for i in range(data.shape[0]):
+        base = np.mean(data[i], axis=0, dtype=np.float64).astype(np.float32)
+        rel = data[i] - base
+        b, k = correct_frames(rel, mask, edges, **kw)
+        borrowed += b
+        skipped += k
+        correct_frames(base[None], mask, edges, **kw)
+        data[i] = rel + base
     return borrowed, skipped
 
 
