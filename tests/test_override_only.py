@@ -47,8 +47,9 @@ def site(tmp_path_factory):
     for path in (data / "calibration").iterdir():
         reftype = path.stem.split("_")[2]  # webbflow_<det>_<reftype>[_...]
         refs[reftype] = path
-    # stage 1 and 2's types, and image3's catalog reference (Vega offsets), which this test gives no stage
-    assert set(refs) == set(STAGE1) | set(IMAGE2) | {"abvegaoffset"}
+    # stage 1 and 2's types, and image3's catalog references (Vega offsets, aperture corrections), which
+    # this test gives no stage
+    assert set(refs) == set(STAGE1) | set(IMAGE2) | {"abvegaoffset", "apcorr"}
     home = root / "home"
     home.mkdir()
     # A `crds` that cannot be imported: planning and jobs must not need the client at all.

@@ -251,9 +251,9 @@ def test_demo_preset_writes_16_exposures(demo):
     assert len(combos) == 16
     refs = sorted(p.name for p in (out / "refs").iterdir())
     # 7 stage-1 types per detector + flat per filter (2), photom, area, distortion per detector,
-    # and stage 3's ABVEGAOFFSET (every filter)
-    assert len(refs) == 25 and "webbflow_nrca1_dark_sub160.fits" in refs
-    assert "webbflow_nircam_abvegaoffset.asdf" in refs
+    # and stage 3's ABVEGAOFFSET and APCORR (every filter)
+    assert len(refs) == 26 and "webbflow_nrca1_dark_sub160.fits" in refs
+    assert "webbflow_nircam_abvegaoffset.asdf" in refs and "webbflow_nircam_apcorr.fits" in refs
     assert "webbflow_nrca1_distortion.asdf" in refs and "webbflow_nrcalong_flat_f444w_clear_sub160.fits" in refs
 
 
