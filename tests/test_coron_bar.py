@@ -37,43 +37,10 @@ PRODUCT = "jw01412-c1001_t001_nircam_f335m-maskbar-sub320alwb"
 
 @pytest.fixture(scope="module")
 def bar_run(tmp_path_factory):
-    from astropy.table import Table
-
-    from webbflow.associations import coron3_associations, write_asn
-    from webbflow.exposures import exposure_table
-    from webbflow.refs import select_references
-    from webbflow.refs.select import IMAGE2_REFTYPES
-    from webbflow.simulate import run_specs
-    from webbflow.simulate.presets import coron_specs
-    from webbflow.stages import coron3, detector1, image2
-
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_coron_workflow import _preset_parameters
+    from test_coron_workflow import reduce_coron_case
 
-    out = tmp_path_factory.mktemp("coron_bar")
-    specs = coron_specs(nints=2, ngroups=3, mask="MASKALWB")[:4]  # 2 rolls + 2 SGD points of the reference
-    uncals = run_specs(specs, out)
-    _, params1 = _preset_parameters("detector1", True)
-    for uncal in uncals:
-        root = uncal.name.removesuffix("_uncal.fits")
-        header = fits.getheader(uncal)
-        rateints = out / "stage1" / f"{root}_rateints.fits"
-        rateints.parent.mkdir(exist_ok=True)
-        detector1.run(uncal, rateints.with_name(f"{root}_rate.fits"), rateints,
-                      select_references(header, out / "refs"), params1)
-        refs2 = select_references(header, out / "refs", None, IMAGE2_REFTYPES)
-        image2.run(rateints, out / "stage1" / f"{root}_calints.fits", {t: refs2[t] for t in IMAGE2_REFTYPES}, {})
-    (asn,) = coron3_associations(exposure_table(out / "uncal"))
-    path = write_asn(asn, out / "stage1" / "coron3_asn.json", suffix="calints")
-    _, params3 = _preset_parameters("coron3", True)
-    truth = out / "truth"
-    row = Table.read(truth / "companion.ecsv")[0]
-    template = truth / "psf_template.fits"
-    params3["klip"].update(psf_template=str(template), injection_pas=[45, 135, 225, 315],
-                           star_flux=float(row["star_flux"]) * float(row["photmjsr"]) * fits.getheader(template)["FLUXFRAC"])
-    (psfmask,) = (out / "refs").glob("*psfmask*")
-    products = coron3.run(path, {"psfmask": psfmask}, params3, out / "coron3")
-    return out, asn, psfmask, products
+    return reduce_coron_case(tmp_path_factory.mktemp("coron_bar"), "MASKALWB", injection_pas=[45, 135, 225, 315])
 
 
 def test_bar_psfmask_is_the_lw_bar_on_the_subarray(bar_run):

@@ -35,43 +35,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def sw_run(tmp_path_factory):
-    from astropy.table import Table
-
-    from webbflow.associations import coron3_associations, write_asn
-    from webbflow.exposures import exposure_table
-    from webbflow.refs import select_references
-    from webbflow.refs.select import IMAGE2_REFTYPES
-    from webbflow.simulate import run_specs
-    from webbflow.simulate.presets import coron_specs
-    from webbflow.stages import coron3, detector1, image2
-
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_coron_workflow import _preset_parameters
+    from test_coron_workflow import reduce_coron_case
 
-    out = tmp_path_factory.mktemp("coron_sw")
-    specs = coron_specs(nints=2, ngroups=3, mask="MASKA210R")[:4]  # 2 rolls + 2 SGD points of the reference
-    uncals = run_specs(specs, out)
-    _, params1 = _preset_parameters("detector1", True)
-    for uncal in uncals:
-        root = uncal.name.removesuffix("_uncal.fits")
-        header = fits.getheader(uncal)
-        rateints = out / "stage1" / f"{root}_rateints.fits"
-        rateints.parent.mkdir(exist_ok=True)
-        detector1.run(uncal, rateints.with_name(f"{root}_rate.fits"), rateints,
-                      select_references(header, out / "refs"), params1)
-        refs2 = select_references(header, out / "refs", None, IMAGE2_REFTYPES)
-        image2.run(rateints, out / "stage1" / f"{root}_calints.fits", {t: refs2[t] for t in IMAGE2_REFTYPES}, {})
-    (asn,) = coron3_associations(exposure_table(out / "uncal"))
-    path = write_asn(asn, out / "stage1" / "coron3_asn.json", suffix="calints")
-    _, params3 = _preset_parameters("coron3", True)
-    truth = out / "truth"
-    row = Table.read(truth / "companion.ecsv")[0]
-    template = truth / "psf_template.fits"
-    params3["klip"].update(contrast=False, psf_template=str(template),
-                           star_flux=float(row["star_flux"]) * float(row["photmjsr"]) * fits.getheader(template)["FLUXFRAC"])
-    (psfmask,) = (out / "refs").glob("*psfmask*")
-    products = coron3.run(path, {"psfmask": psfmask}, params3, out / "coron3")
-    return out, asn, psfmask, products
+    return reduce_coron_case(tmp_path_factory.mktemp("coron_sw"), "MASKA210R", contrast=False)
 
 
 def test_sw_psfmask_is_the_210r_occulter_on_the_subarray(sw_run):

@@ -38,6 +38,47 @@ def _preset_parameters(stage, recommended):
     return modes["coronagraphy"], step_parameters(defaults, stage, modes["coronagraphy"], recommended=recommended)
 
 
+def reduce_coron_case(out, mask, **klip):
+    """A coronagraphic case of the simulator (``coron_specs(mask=...)``: 2 rolls + 2 SGD points of the
+    reference, 2 integrations of 3 groups) reduced in workflow order with the preset's recommended line:
+    detector1, image2, the coron3 association and coron3, with ``klip`` added to its klip parameters
+    (the PSF template and star flux from the truth are set here).  Returns (out, association, PSFMASK
+    path, coron3 products)."""
+    from astropy.table import Table
+
+    from webbflow.associations import coron3_associations, write_asn
+    from webbflow.exposures import exposure_table
+    from webbflow.refs import select_references
+    from webbflow.refs.select import IMAGE2_REFTYPES
+    from webbflow.simulate import run_specs
+    from webbflow.simulate.presets import coron_specs
+    from webbflow.stages import coron3, detector1, image2
+
+    specs = coron_specs(nints=2, ngroups=3, mask=mask)[:4]  # 2 rolls + 2 SGD points of the reference
+    uncals = run_specs(specs, out)
+    _, params1 = _preset_parameters("detector1", True)
+    for uncal in uncals:
+        root = uncal.name.removesuffix("_uncal.fits")
+        header = fits.getheader(uncal)
+        rateints = out / "stage1" / f"{root}_rateints.fits"
+        rateints.parent.mkdir(exist_ok=True)
+        detector1.run(uncal, rateints.with_name(f"{root}_rate.fits"), rateints,
+                      select_references(header, out / "refs"), params1)
+        refs2 = select_references(header, out / "refs", None, IMAGE2_REFTYPES)
+        image2.run(rateints, out / "stage1" / f"{root}_calints.fits", {t: refs2[t] for t in IMAGE2_REFTYPES}, {})
+    (asn,) = coron3_associations(exposure_table(out / "uncal"))
+    path = write_asn(asn, out / "stage1" / "coron3_asn.json", suffix="calints")
+    _, params3 = _preset_parameters("coron3", True)
+    truth = out / "truth"
+    row = Table.read(truth / "companion.ecsv")[0]
+    template = truth / "psf_template.fits"
+    params3["klip"].update(psf_template=str(template), **klip,
+                           star_flux=float(row["star_flux"]) * float(row["photmjsr"]) * fits.getheader(template)["FLUXFRAC"])
+    (psfmask,) = (out / "refs").glob("*psfmask*")
+    products = coron3.run(path, {"psfmask": psfmask}, params3, out / "coron3")
+    return out, asn, psfmask, products
+
+
 def test_coronagraphy_preset_recommended_and_jwst_lines():
     preset, rec = _preset_parameters("detector1", True)
     _, jwst = _preset_parameters("detector1", False)
