@@ -79,6 +79,37 @@ def reduce_coron_case(out, mask, **klip):
     return out, asn, psfmask, products
 
 
+def companion_against_truth(out, asn, products, pixel_mas):
+    """The companions table of a :func:`reduce_coron_case` run against the simulator's truth: (table, index
+    of the candidate nearest the true companion, expected flux, and the numbers the tests assert -- pixel
+    offset, S/N, flux ratio, RA/Dec error and TA offset in mas, and the measured star centre's error in mas
+    at ``pixel_mas`` per pixel), printed as JSON."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from astropy.table import QTable
+
+    true = QTable.read(out / "truth" / "companion.ecsv")[0]
+    positions = QTable.read(out / "truth" / "star_positions.ecsv")
+    first = positions[positions["rootname"] == asn.members[0]][0]
+    found = QTable.read(products["companions"])
+    print(found)
+    offsets = np.hypot(found["x_det"].value - first["companion_x"].value,
+                       found["y_det"].value - first["companion_y"].value)
+    k = int(np.argmin(offsets))
+    best = found[k]
+    expected = (float(true["flux"].value) * float(true["photmjsr"]) * float(true["mask_transmission"])
+                * fits.getheader(out / "truth" / "psf_template.fits")["FLUXFRAC"])
+    numbers = {
+        "offset_px": float(offsets.min()), "snr": float(best["snr"]), "flux_ratio": float(best["flux"]) / expected,
+        "radec_error_mas": float(SkyCoord(true["ra"], true["dec"]).separation(SkyCoord(best["ra"], best["dec"]))
+                                 .to(u.mas).value),
+        "ta_offset_mas": float(np.hypot(first["ta_dra"].to(u.mas).value, first["ta_ddec"].to(u.mas).value)),
+        "star_centre_error_mas": pixel_mas * float(np.hypot(found.meta["center_x"] - first["star_x"].value,
+                                                            found.meta["center_y"] - first["star_y"].value))}
+    print(json.dumps(numbers))
+    return found, k, expected, numbers
+
+
 def test_coronagraphy_preset_recommended_and_jwst_lines():
     preset, rec = _preset_parameters("detector1", True)
     _, jwst = _preset_parameters("detector1", False)
