@@ -15,7 +15,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from webbflow.simulate.detectors import DETECTORS
 
 __all__ = ["EEFRACTIONS", "apcorr_rows", "i2d_encircled_energy"]
 
@@ -28,11 +27,10 @@ _LW_FILTER_MIN_MICRON = 2.4  # filters redder than this are observed by the LW c
 def _channel_sigma(filter_name):
     """PSF sigma (pixels of the channel's nominal scale) of ``filter_name``'s channel."""
     from webbflow.simulate import optics
-    from webbflow.simulate.sky import PSF_FWHM_ARCSEC
+    from webbflow.simulate.scene import psf_sigma_pixels
 
-    channel = "LONG" if optics.FILTERS[filter_name][0] > _LW_FILTER_MIN_MICRON else "SHORT"
-    scale = next(d.pixel_scale for d in DETECTORS.values() if d.channel == channel)
-    return PSF_FWHM_ARCSEC[channel] / scale / 2.3548
+    # every SW detector has the same nominal scale, as every LW one
+    return psf_sigma_pixels("NRCALONG" if optics.FILTERS[filter_name][0] > _LW_FILTER_MIN_MICRON else "NRCA1")
 
 
 @lru_cache(maxsize=None)
