@@ -485,6 +485,8 @@ PRESETS = {
     # the LW imaging time series (in focus, F444W), smaller: for tests
     "tso-imaging-lw": lambda seed: tso_image_specs(seed, n_segments=2, ints_per_segment=15, channel="LW"),
     "demo-coron": coron_specs,
+    # the same program behind the LW bar (MASKALWB, F335M at its point along the bar, SUB320ALWB)
+    "demo-coron-bar": lambda seed: coron_specs(seed, mask="MASKALWB"),
     # issue 18's program-scale benchmark: 16 full-frame exposures, and 32 SUB160/SUB64P ones
     "program-imaging": program_imaging_specs,
     "program-subarray": program_subarray_specs,
@@ -496,6 +498,7 @@ _DEFAULT_SEEDS = {"demo-imaging": DEMO_SEED, "demo-imaging-2sw": DEMO_SEED,
                   "fullframe": FULLFRAME_SEED, "demo-tso-grism": TSO_GRISM_SEED,
                   "tso-grism-sigclip": TSO_GRISM_SEED, "tso-grism-f444w": TSO_GRISM_SEED,
                   "demo-tso-imaging": TSO_IMAGE_SEED, "tso-imaging-lw": TSO_IMAGE_SEED, "demo-coron": CORON_SEED,
+                  "demo-coron-bar": CORON_SEED,
                   "program-imaging": PROGRAM_SEED, "program-subarray": PROGRAM_SEED + 1}
 
 
@@ -513,7 +516,8 @@ def run_preset(preset, outdir, seed=None, after_each=None):
     Parameters
     ----------
     preset : {"demo-imaging", "demo-imaging-2sw", "demo-imaging-nc102", "demo-imaging-wisps", "fullframe", "demo-tso-grism", "tso-grism-sigclip", "tso-grism-f444w",
-              "demo-tso-imaging", "tso-imaging-lw", "demo-coron", "program-imaging", "program-subarray"}
+              "demo-tso-imaging", "tso-imaging-lw", "demo-coron", "demo-coron-bar", "program-imaging",
+              "program-subarray"}
     outdir : path-like
     seed : int, optional
         Master seed (default: the preset's own, so runs are reproducible).
