@@ -80,6 +80,41 @@ def _snakemake(workdir, *args, timeout=600):
     return proc
 
 
+def test_coron3_figure_records_its_panels(tmp_path):
+    """coron3_panels draws the PSFMASK (t² of a bar-like occulter, the star off-centre at its point along
+    the bar) as the first panel and records what every panel shows in the PNG (panels_of): the
+    mask's pixels and the star's point and value there, each psfsub image's sum, the combined panel's
+    marks and zoom, the contrast curve and the number of shift rows -- the numbers passed in."""
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[:64, :80]
+    mask = (1 - np.sinc(0.15 * (y - 30.0)) ** 2).astype(float)  # a bar along x through row 30
+    rolls = [("roll 75.0°", rng.normal(size=(64, 80))), ("roll 85.0°", rng.normal(size=(64, 80)))]
+    rolls[1][1][5, 7] = np.nan
+    combined = {"image": rng.normal(size=(50, 50)), "label": "sector KLIP, north up (KL 5)",
+                "measured": [(30.2, 20.1)], "truth": [(30.0, 20.0)], "zoom": (25.0, 25.0, 20.0)}
+    contrast = {"separation": np.array([0.3, 0.6, 0.9]), "curves": {"KL 5": np.array([1e-4, 2e-5, np.nan])},
+                "companions": [(1.5, 1e-4)]}
+    shifts = {"science": ["a_x"] * 3, "psf_integration": np.arange(3), "dx": np.array([0.1, -0.3, 0.2]),
+              "dy": np.zeros(3)}
+    png = tmp_path / "coron3.png"
+    figures.coron3_panels(png, rolls, combined, contrast, shifts, "title",
+                          psfmask={"image": mask, "label": "MASKALWB F335M", "star": (61.5, 30.0)})
+    panels = figures.panels_of(png)
+    assert panels["psfmask"]["star"] == [61.5, 30.0] and panels["psfmask"]["t2_at_star"] == mask[30, 62]
+    assert panels["psfmask"]["sum"] == pytest.approx(mask.sum()) and panels["psfmask"]["label"] == "MASKALWB F335M"
+    assert panels["psfmask"]["occulted_fraction"] == pytest.approx(np.mean(mask < 0.5))
+    assert [p["label"] for p in panels["psfsub"]] == ["roll 75.0°", "roll 85.0°"]
+    assert panels["psfsub"][1]["finite"] == 64 * 80 - 1
+    assert panels["psfsub"][1]["sum"] == pytest.approx(np.nansum(rolls[1][1]))
+    assert panels["combined"]["measured"] == [[30.2, 20.1]] and panels["combined"]["zoom"] == [25.0, 25.0, 20.0]
+    assert panels["contrast"]["curves"]["KL 5"] == [1e-4, 2e-5, None]
+    assert panels["shifts"] == {"rows": 3, "max_abs": 0.3}
+    # without a PSFMASK: no such panel, the rest as before
+    figures.coron3_panels(png, rolls, combined, None, shifts, "title")
+    panels = figures.panels_of(png)
+    assert "psfmask" not in panels and panels["contrast"] is None and len(panels["psfsub"]) == 2
+
+
 @pytest.fixture(scope="module")
 def report(demo_workdir):
     """The session's demo run and its report (`snakemake --report report.html`)."""

@@ -152,6 +152,9 @@ rule qa_coron3:
         ),
     log:
         f"{RESULTS}/logs/qa/{{mode}}/{{product}}_coron3.log",
+    params:
+        # coron3's PSFMASK (a param: a CRDS cache file is fetched by the prefetch, not made by a rule)
+        psfmask=lambda wildcards: coron3_references(wildcards)["psfmask"],
     threads: 1
     resources:
         mem_mb=predicted_mem_mb("qa"),

@@ -11,4 +11,4 @@ from webbflow.workflow import run_job  # noqa: E402
 psfsubs = sorted(Path(sm.input.exposures).glob("*_psfsub.fits"))
 run_job(sm, "qa_coron3", jobs.qa_coron3, psfsubs, sm.input.i2d, sm.input.shifts, sm.output.png,
         sm.wildcards.product, klipsub=sm.input.get("klipsub"), contrast=sm.input.get("contrast"),
-        companions=sm.input.get("companions"), truth=sm.input.get("truth"))
+        companions=sm.input.get("companions"), truth=sm.input.get("truth"), psfmask=sm.params.psfmask)

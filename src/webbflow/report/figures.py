@@ -31,11 +31,42 @@ def _figure(width, height):
     return fig
 
 
-def _save(fig, png):
+def _save(fig, png, metadata=None):
     from webbflow.io.files import atomic_output
 
     with atomic_output(png) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png")
+        fig.savefig(tmp, dpi=DPI, format="png", metadata=metadata)
+
+
+PANELS_KEY = "webbflow-panels"
+"""PNG text chunk in which a figure records what its panels show (JSON; :func:`panels_of`)."""
+
+
+def panels_of(png):
+    """The panel summary a figure recorded in its PNG (``PANELS_KEY``), or None.
+
+    Parameters
+    ----------
+    png : str or Path
+
+    Returns
+    -------
+    dict or None
+        Panel name -> what it shows (titles, the numbers drawn): the figure's data without reading pixels.
+    """
+    import json
+
+    from PIL import Image
+
+    with Image.open(png) as image:
+        text = image.info.get(PANELS_KEY)
+    return json.loads(text) if text else None
+
+
+def _image_summary(image):
+    """Shape, finite-pixel count and sum of a panel's image (float64 sum: what a reader recomputes)."""
+    good = np.isfinite(image)
+    return {"shape": list(image.shape), "finite": int(good.sum()), "sum": float(np.sum(image[good], dtype=float))}
 
 
 def _stretch(image, good, high=99.5):
@@ -475,7 +506,7 @@ def timeseries_panels(png, curve, spectrum2d, wavelength, per_int, title, trace=
     _save(fig, png)
 
 
-def coron3_panels(png, rolls, combined, contrast, shifts, title):
+def coron3_panels(png, rolls, combined, contrast, shifts, title, psfmask=None):
     """The coronagraphy QA figure of one coron3 association.
 
     Parameters
@@ -492,19 +523,53 @@ def coron3_panels(png, rolls, combined, contrast, shifts, title):
         (separation, contrast) pairs drawn as stars.
     shifts : dict
         ``psf_integration``, ``dx``, ``dy`` (pixels) and ``science`` (label per row): align_refs' fit.
+    psfmask : dict, optional
+        ``image`` (the PSFMASK weights on the subarray: the occulter's t²), ``label`` and ``star``: the
+        (x, y) 0-based pixel the target is pointed at (XREF_SCI/YREF_SCI: the mask centre, or the filter's
+        point along a bar).  Drawn as the first panel, and its t² = 0.5 contour and the star's point over
+        every psfsub panel (same detector frame).
+
+    Notes
+    -----
+    What each panel shows (image shape, finite pixels and sum, marks, zoom, curves) is written as JSON
+    into the PNG's ``PANELS_KEY`` text chunk (:func:`panels_of`), so a test can check the figure's
+    data against the products without reading pixels.
     """
-    n = max(len(rolls), 1)
+    import json
+
+    summary = {"title": title}
+    n = max(len(rolls), 1) + (psfmask is not None)
     fig = _figure(3.4 * (n + 1), 7.4)
     top = fig.subfigures(2, 1, height_ratios=[1.1, 1])
-    axes = top[0].subplots(1, n + 1)
+    axes = list(np.atleast_1d(top[0].subplots(1, n + 1)))
+    if psfmask is not None:
+        ax = axes.pop(0)
+        mask = np.asarray(psfmask["image"], float)
+        ax.imshow(mask, origin="lower", cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.contour(mask, levels=[0.5], colors="orange", linewidths=0.8)
+        sx, sy = psfmask["star"]
+        ax.plot(sx, sy, "x", color="red", ms=9, mew=1.5)
+        ax.set_title(f"PSFMASK {psfmask.get('label', '')} (t², star ×)", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        star_value = (float(mask[int(round(sy)), int(round(sx))])
+                      if 0 <= round(sy) < mask.shape[0] and 0 <= round(sx) < mask.shape[1] else None)
+        summary["psfmask"] = {**_image_summary(mask), "label": psfmask.get("label", ""),
+                              "star": [float(sx), float(sy)], "t2_at_star": star_value,
+                              "occulted_fraction": float(np.mean(mask < 0.5))}
+    summary["psfsub"] = []
     for ax, (label, image) in zip(axes, rolls):
         good = np.isfinite(image)
         values = image[good]
         lim = np.percentile(np.abs(values), 99.5) if values.size else 1.0
         ax.imshow(image, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        if psfmask is not None and np.shape(psfmask["image"]) == image.shape:
+            ax.contour(np.asarray(psfmask["image"], float), levels=[0.5], colors="k", linewidths=0.5, alpha=0.6)
+            ax.plot(*psfmask["star"], "x", color="k", ms=7, mew=1.0)
         ax.set_title(f"psfsub {label}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
+        summary["psfsub"].append({**_image_summary(image), "label": label})
     ax = axes[-1]
     image = combined["image"]
     good = np.isfinite(image)
@@ -524,6 +589,9 @@ def coron3_panels(png, rolls, combined, contrast, shifts, title):
     ax.set_title(combined["label"], fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
+    summary["combined"] = {**_image_summary(image), "label": combined["label"],
+                           **{k: [list(map(float, p)) for p in combined.get(k, [])] for k in ("truth", "measured")},
+                           "zoom": list(map(float, combined["zoom"])) if combined.get("zoom") else None}
     bottom = top[1].subplots(1, 2)
     top[1].subplots_adjust(bottom=0.18, wspace=0.3)
     ax = bottom[0]
@@ -534,8 +602,13 @@ def coron3_panels(png, rolls, combined, contrast, shifts, title):
             ax.plot(sep, con, "r*", ms=10)
         ax.set_yscale("log")
         ax.legend(fontsize=7)
+        summary["contrast"] = {"separation": [float(v) for v in contrast["separation"]],
+                               "curves": {k: [float(v) if np.isfinite(v) else None for v in c]
+                                          for k, c in contrast["curves"].items()},
+                               "companions": [list(map(float, p)) for p in contrast.get("companions", [])]}
     else:
         ax.text(0.5, 0.5, "no contrast curve (klip.contrast off)", ha="center", va="center", transform=ax.transAxes)
+        summary["contrast"] = None
     ax.set_xlabel("separation (arcsec)")
     ax.set_ylabel("5σ contrast")
     ax = bottom[1]
@@ -547,8 +620,10 @@ def coron3_panels(png, rolls, combined, contrast, shifts, title):
     ax.set_xlabel("PSF-reference integration (psfstack plane)")
     ax.set_ylabel("align_refs shift (pixels)")
     ax.legend(fontsize=6)
+    summary["shifts"] = {"rows": int(len(shifts["dx"])), "max_abs": float(np.max(np.abs(np.concatenate(
+        [np.asarray(shifts["dx"], float), np.asarray(shifts["dy"], float)])), initial=0.0))}
     fig.suptitle(title, fontsize=9)
-    _save(fig, png)
+    _save(fig, png, metadata={PANELS_KEY: json.dumps(summary)})
 
 
 def jump_fraction_bars(png, labels, fractions, title, product=None):

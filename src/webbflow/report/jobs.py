@@ -461,7 +461,8 @@ def _true_companion_xy(truth, meta):
     return float(meta["center_x"]) - r * np.sin(pa), float(meta["center_y"]) + r * np.cos(pa)
 
 
-def qa_coron3(psfsubs, i2d, shifts, png, product=None, klipsub=None, contrast=None, companions=None, truth=None):
+def qa_coron3(psfsubs, i2d, shifts, png, product=None, klipsub=None, contrast=None, companions=None, truth=None,
+              psfmask=None):
     """The QA figure of one coron3 association (:func:`webbflow.report.figures.coron3_panels`).
 
     Parameters
@@ -480,6 +481,10 @@ def qa_coron3(psfsubs, i2d, shifts, png, product=None, klipsub=None, contrast=No
         combined panel), ``_contrast.ecsv``, ``_companions.ecsv`` (marked in green).
     truth : str or Path, optional
         The simulator's ``companion.ecsv`` (marked with a black circle; needs ``klipsub``).
+    psfmask : str or Path, optional
+        The association's PSFMASK reference (coron3's): shown as the first panel with the star's pointed
+        position, the first science exposure's XREF_SCI/YREF_SCI (the mask centre, or the filter's point
+        along a bar), and its t² = 0.5 contour drawn over the psfsub panels.
 
     Returns
     -------
@@ -490,12 +495,14 @@ def qa_coron3(psfsubs, i2d, shifts, png, product=None, klipsub=None, contrast=No
     from astropy.table import QTable, Table
     from stdatamodels.jwst import datamodels
 
-    rolls = []
+    rolls, star = [], None
     for path in psfsubs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with datamodels.open(str(path)) as model:
                 roll = model.meta.wcsinfo.roll_ref
+                if star is None and model.meta.wcsinfo.siaf_xref_sci is not None:
+                    star = (model.meta.wcsinfo.siaf_xref_sci - 1.0, model.meta.wcsinfo.siaf_yref_sci - 1.0)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
                     image = np.nanmean(np.asarray(model.data, float), axis=0)
@@ -537,11 +544,20 @@ def qa_coron3(psfsubs, i2d, shifts, png, product=None, klipsub=None, contrast=No
                                      for c in curve.colnames if c.startswith("contrast_kl")}}
         if table is not None:
             contrast_panel["companions"] = [(float(r["separation"].value), float(r["contrast"])) for r in table]
+    mask_panel = None
+    if psfmask:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with datamodels.PsfMaskModel(str(psfmask)) as model:
+                ins = model.meta.instrument
+                mask_panel = {"image": np.asarray(model.data, float), "label": f"{ins.coronagraph} {ins.filter}",
+                              "star": star if star is not None else ((model.data.shape[1] - 1) / 2.0,
+                                                                     (model.data.shape[0] - 1) / 2.0)}
     s = Table.read(shifts, format="ascii.ecsv")
     figures.coron3_panels(png, rolls, combined, contrast_panel,
                           {"science": list(s["science"]), "psf_integration": np.asarray(s["psf_integration"]),
                            "dx": np.asarray(s["dx"], float), "dy": np.asarray(s["dy"], float)},
-                          product or Path(i2d).name.removesuffix("_i2d.fits"))
+                          product or Path(i2d).name.removesuffix("_i2d.fits"), psfmask=mask_panel)
     return numbers
 
 
