@@ -207,16 +207,20 @@ def _inject_on_sky(calints, out, template, separation, pas, flux):
     return out / calints.name
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """`snakemake --cores 2 --configfile config/demo-coron.yaml` in a fresh folder (the whole demo, the
-    preset's recommended line): that folder."""
-    root = tmp_path_factory.mktemp("demo_coron")
+def run_demo_config(root, configfile):
+    """`snakemake --cores 2 --configfile config/<configfile>` (a whole demo, the preset's recommended line)
+    in the folder ``root``, asserted to succeed: ``root``."""
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root),
-                           "--configfile", str(REPO / "config" / "demo-coron.yaml"), "--cores", "2"],
+                           "--configfile", str(REPO / "config" / configfile), "--cores", "2"],
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """`snakemake --cores 2 --configfile config/demo-coron.yaml` in a fresh folder: that folder."""
+    return run_demo_config(tmp_path_factory.mktemp("demo_coron"), "demo-coron.yaml")
 
 
 @pytest.mark.workflow

@@ -86,7 +86,7 @@ def test_coron3_figure_records_its_panels(tmp_path):
     mask's pixels and the star's point and value there, each psfsub image's sum, the combined panel's
     marks and zoom, the contrast curve and the number of shift rows -- the numbers passed in."""
     rng = np.random.default_rng(3)
-    y, x = np.mgrid[:64, :80]
+    y = np.mgrid[:64, :80][0]
     mask = (1 - np.sinc(0.15 * (y - 30.0)) ** 2).astype(float)  # a bar along x through row 30
     rolls = [("roll 75.0°", rng.normal(size=(64, 80))), ("roll 85.0°", rng.normal(size=(64, 80)))]
     rolls[1][1][5, 7] = np.nan

@@ -8,8 +8,8 @@ import numpy as np
 
 from webbflow import dqflags
 
-__all__ = ["DQ_OVERLAY", "binned_rms", "coron3_panels", "jump_fraction_bars", "product_thumbnail", "mosaic_preview", "photometry_panels",
-           "point_to_point_rms", "residual_plots", "timeseries_panels"]
+__all__ = ["DQ_OVERLAY", "PANELS_KEY", "binned_rms", "coron3_panels", "jump_fraction_bars", "product_thumbnail", "mosaic_preview",
+           "panels_of", "photometry_panels", "point_to_point_rms", "residual_plots", "timeseries_panels"]
 
 DQ_OVERLAY = (
     # (label, bits, RGBA): drawn in this order, the last on top.
@@ -552,7 +552,7 @@ def coron3_panels(png, rolls, combined, contrast, shifts, title, psfmask=None):
         ax.set_title(f"PSFMASK {psfmask.get('label', '')} (t², star ×)", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-        star_value = (float(mask[int(round(sy)), int(round(sx))])
+        star_value = (float(mask[round(sy), round(sx)])
                       if 0 <= round(sy) < mask.shape[0] and 0 <= round(sx) < mask.shape[1] else None)
         summary["psfmask"] = {**_image_summary(mask), "label": psfmask.get("label", ""),
                               "star": [float(sx), float(sy)], "t2_at_star": star_value,
@@ -620,7 +620,7 @@ def coron3_panels(png, rolls, combined, contrast, shifts, title, psfmask=None):
     ax.set_xlabel("PSF-reference integration (psfstack plane)")
     ax.set_ylabel("align_refs shift (pixels)")
     ax.legend(fontsize=6)
-    summary["shifts"] = {"rows": int(len(shifts["dx"])), "max_abs": float(np.max(np.abs(np.concatenate(
+    summary["shifts"] = {"rows": len(shifts["dx"]), "max_abs": float(np.max(np.abs(np.concatenate(
         [np.asarray(shifts["dx"], float), np.asarray(shifts["dy"], float)])), initial=0.0))}
     fig.suptitle(title, fontsize=9)
     _save(fig, png, metadata={PANELS_KEY: json.dumps(summary)})
