@@ -57,7 +57,7 @@ def test_bar_psfmask_is_the_lw_bar_on_the_subarray(bar_run):
     xref, yref = header["XREF_SCI"] - 1, header["YREF_SCI"] - 1
     # the star's reference point is F335M's along the bar: 3.875" (61.5 LW pixels) right of the centre
     assert abs(xref - (159.5 + BAR_OFFSETS["MASKALWB"]["F335M"] / 0.063)) < 0.5
-    row = int(round(yref))
+    row = round(yref)
     assert t[row, 5:315].max() < 1e-3  # opaque along the bar's axis
     assert t[5, :].min() > 0.99 and t[314, :].min() > 0.99  # clear 4.7" across it
 
@@ -98,3 +98,107 @@ def test_bar_contrast_curve_is_produced_and_below_the_companion(bar_run):
     limit = np.interp(float(best["separation"].value), sep, np.asarray(curve[k], float))
     print(json.dumps({"companion_contrast": float(best["contrast"]), "curve_at_its_separation": float(limit)}))
     assert float(best["contrast"]) > limit
+
+
+# --- the bar demo through snakemake (config/demo-coron-bar.yaml) -----------------------------------------
+
+DEMO_PRODUCT = PRODUCT
+
+
+@pytest.fixture(scope="module")
+def bar_demo(tmp_path_factory):
+    """`snakemake --cores 2 --configfile config/demo-coron-bar.yaml` in a fresh folder: that folder."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_coron_workflow import run_demo_config
+
+    return run_demo_config(tmp_path_factory.mktemp("demo_coron_bar"), "demo-coron-bar.yaml")
+
+
+@pytest.mark.workflow
+def test_bar_demo_through_snakemake_recovers_the_companion(bar_demo):
+    """The bar demo's coron3 products (jwst's models) and its companion against the simulator's truth, with
+    the thresholds of the MASK335R demo: within 0.1 px of its true pixel, S/N > 20, flux within 5 % of truth
+    x PHOTMJSR x the bar's transmission at its pixel x FLUXFRAC, RA/Dec within 5 mas and closer than the
+    first roll's TA offset (the star measured behind the bar)."""
+    from types import SimpleNamespace
+
+    from stdatamodels.jwst import datamodels
+    from test_coron_workflow import companion_against_truth
+
+    results = bar_demo / "results-coron-bar"
+    asn = json.loads((results / "asn" / f"{DEMO_PRODUCT}_asn.json").read_text())
+    members = asn["products"][0]["members"]
+    assert [m["exptype"] for m in members] == ["science"] * 2 + ["psf"] * 5
+    science = [Path(m["expname"]).name.removesuffix("_calints.fits") for m in members if m["exptype"] == "science"]
+    out = results / "coron3"
+    exposures = out / "exposures" / DEMO_PRODUCT
+    for path, model_type in [(out / f"{DEMO_PRODUCT}_psfstack.fits", "CubeModel"),
+                             (out / f"{DEMO_PRODUCT}_i2d.fits", "ImageModel"),
+                             *[(exposures / f"{r}_c1001_{s}.fits", "CubeModel") for r in science
+                               for s in ("psfalign", "psfsub", "crfints")]]:
+        with datamodels.open(str(path)) as m:
+            assert type(m).__name__ == model_type, path.name
+    products = {"companions": out / f"{DEMO_PRODUCT}_companions.ecsv"}
+    found, k, expected, n = companion_against_truth(bar_demo / "demo-coron-bar", SimpleNamespace(members=science),
+                                                    products, 63.0)
+    assert n["offset_px"] < 0.1, n
+    assert n["snr"] > 20, n
+    assert abs(n["flux_ratio"] - 1) < 0.05, (float(found[k]["flux"]), expected)
+    assert found.meta["center_method"] == "symmetry"
+    assert n["radec_error_mas"] < 5.0 and n["radec_error_mas"] < n["ta_offset_mas"], n
+
+
+@pytest.mark.workflow
+def test_bar_demo_qa_figure_shows_the_bar_and_the_products(bar_demo):
+    """The report's qa_coron3 figure of the bar demo: the panels' data recorded in the PNG are the products'.
+
+    * the PSFMASK panel is the bar's reference (same pixels: count and sum), labelled MASKALWB F335M, with
+      the star at F335M's point along the bar (XREF_SCI/YREF_SCI of the science calints, 61.5 px right of
+      the subarray centre) where the bar is opaque;
+    * one psfsub panel per roll, each the mean over its integrations of that roll's ``_psfsub``;
+    * the combined panel is the sector KLIP image at its deepest finite cut-off, zoomed on the measured
+      star (the companions table's centre) with the companion marked where the fit put it and the truth
+      within 0.5 px of it;
+    * the contrast panel is ``_contrast.ecsv``'s separations, and the shift panel has one row per PSF
+      integration and science roll.
+    """
+    from astropy.table import QTable
+    from stdatamodels.jwst import datamodels
+
+    from webbflow.report.figures import panels_of
+    from webbflow.simulate.coron import BAR_OFFSETS
+
+    results = bar_demo / "results-coron-bar"
+    png = results / "qa" / "coronagraphy" / "coron3" / f"{DEMO_PRODUCT}_coron3.png"
+    panels = panels_of(png)
+    print(json.dumps({k: v for k, v in panels.items() if k != "contrast"}))
+    (psfmask,) = (bar_demo / "demo-coron-bar" / "refs").glob("*psfmask*")
+    mask = fits.getdata(psfmask, "SCI").astype(float)
+    assert panels["psfmask"]["label"] == "MASKALWB F335M"
+    assert panels["psfmask"]["shape"] == [320, 320] and panels["psfmask"]["finite"] == mask.size
+    assert panels["psfmask"]["sum"] == pytest.approx(mask.sum(), rel=1e-9)
+    out = results / "coron3"
+    exposures = out / "exposures" / DEMO_PRODUCT
+    psfsubs = sorted(exposures.glob("*_psfsub.fits"))
+    header = fits.getheader(psfsubs[0], "SCI")
+    star = [header["XREF_SCI"] - 1, header["YREF_SCI"] - 1]
+    assert panels["psfmask"]["star"] == pytest.approx(star)
+    assert abs(star[0] - (159.5 + BAR_OFFSETS["MASKALWB"]["F335M"] / 0.063)) < 0.5
+    assert panels["psfmask"]["t2_at_star"] < 1e-3
+    assert len(panels["psfsub"]) == 2
+    for panel, path in zip(panels["psfsub"], psfsubs):
+        with datamodels.open(str(path)) as m, np.errstate(all="ignore"):
+            image = np.nanmean(np.asarray(m.data, float), axis=0)
+        good = np.isfinite(image)
+        assert panel["finite"] == good.sum() and panel["sum"] == pytest.approx(image[good].sum(), rel=1e-9, abs=1e-9)
+    found = QTable.read(out / f"{DEMO_PRODUCT}_companions.ecsv")
+    combined = panels["combined"]
+    assert combined["label"].startswith("sector KLIP")
+    assert combined["zoom"][:2] == pytest.approx([found.meta["center_x"], found.meta["center_y"]])
+    np.testing.assert_allclose(combined["measured"], [[r["x"].value, r["y"].value] for r in found], rtol=1e-12)
+    (truth,) = combined["truth"]
+    assert min(np.hypot(x - truth[0], y - truth[1]) for x, y in combined["measured"]) < 0.5
+    curve = QTable.read(out / f"{DEMO_PRODUCT}_contrast.ecsv")
+    assert panels["contrast"]["separation"] == pytest.approx(np.asarray(curve["separation"].value))
+    shifts = QTable.read(out / f"{DEMO_PRODUCT}_psfshifts.ecsv")
+    assert panels["shifts"]["rows"] == len(shifts) == 2 * 5 * 2  # 2 rolls x 5 SGD points x 2 integrations
