@@ -197,6 +197,38 @@ def test_real_cal_cutout_single_member(tmp_path):
     assert len(cat) >= 5 and np.all(np.isfinite(cat["sky_centroid"].ra.deg))
 
 
+def test_job_with_schema_cache_writes_the_same_products(runs, tmp_path, make, monkeypatch):
+    """The image3 job installs asdf's schema-document cache (``jobs._fast_asdf``); its products are
+    those of the same job without it (every array and header card, the catalog's text)."""
+    from asdf import schema
+
+    from webbflow import jobs
+    from webbflow.associations import associations_from_cals, write_asn
+    from webbflow.io import asdf_yaml
+
+    loader = schema._make_schema_loader
+    original = getattr(loader, "_webbflow_original", loader)
+    asn = associations_from_cals([Path(p) for p in runs["paths"]])[0]
+    asn_path = write_asn(asn, Path(runs["paths"][0]).parent / f"{asn.product}_asn.json")
+    steps = {"tweakreg": {"skip": True}}
+
+    def job(name):
+        out = tmp_path / name
+        jobs.image3(asn_path, out / "x_i2d.fits", out / "x_cat.ecsv", out / "x_segm.fits", out / "crf", steps)
+        return out
+
+    monkeypatch.setattr(schema, "_make_schema_loader", original)
+    monkeypatch.setattr(jobs, "cache_schema_documents", lambda: False)
+    plain = job("plain")
+    assert schema._make_schema_loader is original  # parsed every time
+    monkeypatch.setattr(jobs, "cache_schema_documents", asdf_yaml.cache_schema_documents)
+    cached = job("cached")
+    assert getattr(schema._make_schema_loader, "_webbflow_cached", False)
+    assert len(schema._make_schema_loader._webbflow_documents) >= 5  # the cache was used
+    problems, n = make.compare_products(plain, cached)
+    assert n >= 4 and problems == []
+
+
 def test_rate_file_is_refused_with_a_clear_message(tmp_path):
     model = datamodels.ImageModel(np.zeros((8, 8), np.float32))
     model.meta.bunit_data = "DN/s"

@@ -1,9 +1,9 @@
 """image3's memory-saving paths give the numbers of the straightforward ones.
 
 The pixel map computed in row blocks against drizzle's ``calc_pixmap`` (which evaluates the
-whole grid at once), the kept map against a fresh one and its release, the outlier median in row
-blocks against ``np.nanmedian``, and the variances accumulated one at a time against jwst's
-formula evaluated directly.
+whole grid at once), the interpolated map of large grids against the exact one, the kept map
+against a fresh one and its release, the outlier median in row blocks against ``np.nanmedian``,
+and the variances accumulated one at a time against jwst's formula evaluated directly.
 """
 
 import numpy as np
@@ -47,6 +47,23 @@ def test_blocked_pixmap_is_calc_pixmap(grid, rows):
     assert got.shape == want.shape == im.data.shape + (2,)
     assert np.array_equal(got, want)  # bit for bit
     assert im.wcs.bounding_box == box  # restored
+
+
+def test_interpolated_pixmap_against_exact():
+    """On a grid of full-frame kind (sides >= PIXMAP_MIN_SIDE) the spline through the coarse map
+    equals the exact map to far below drizzle's needs; a tolerance it cannot meet, or a small grid,
+    gives the exact map bit for bit."""
+    shape = (600, 530)
+    src = resample.make_tan_wcs((RA0, DEC0), (264.5, 299.5), _cd(SW_SCALE, 23.0), shape=shape)
+    dst = resample.make_tan_wcs((RA0 + 2e-3, DEC0 - 1e-3), (400.0, 380.0), _cd(SW_SCALE * 1.3, -4.0),
+                                shape=(800, 800))
+    exact = resample.pixmap(src, dst, shape)
+    got = resample.interpolated_pixmap(src, dst, shape, step=64)
+    assert got.shape == exact.shape
+    assert np.abs(got - exact).max() < 1e-6
+    assert not np.array_equal(got, exact)  # it did interpolate
+    assert np.array_equal(resample.interpolated_pixmap(src, dst, shape, tol=0.0), exact)
+    assert np.array_equal(resample.interpolated_pixmap(src, dst, (300, 530)), resample.pixmap(src, dst, (300, 530)))
 
 
 def test_kept_pixmap_is_reused_then_released(grid):

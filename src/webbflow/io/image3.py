@@ -100,6 +100,17 @@ def _native_byte_order(model, attrs=("data", "err", "var_rnoise", "var_poisson",
             setattr(model, attr, arr.byteswap(inplace=True).view(arr.dtype.newbyteorder("=")))
 
 
+def _fits_byte_order(model, attrs=("data", "err", "var_rnoise", "var_poisson", "var_flat")):
+    """Swap the model's native float arrays back to FITS's big-endian order in place, before its
+    write: astropy then neither swaps each one for its DATASUM and its write nor swaps it back
+    (the same values and file).  The model's arrays are given up (their old views read wrong)."""
+    from webbflow.io.cal import _fits_order
+
+    for attr in attrs:
+        if model.hasattr(attr) and getattr(model, attr) is not None:
+            setattr(model, attr, _fits_order(getattr(model, attr)))
+
+
 def image_input(model, name=None):
     """The arrays and WCS of a cal model as a :class:`~webbflow.steps.resample.ImageInput` (no copies of VAR_*)."""
 
@@ -206,7 +217,8 @@ def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
     Parameters
     ----------
     model : ImageModel
-        The cal model (updated in place, then saved).
+        The cal model (updated in place, then saved; its float arrays, and the ``image`` arrays
+        that share them, are byte-swapped in place to FITS order: neither is usable afterwards).
     image : ImageInput
         Its image3 state (dq, wcs, sky).
     path : str or os.PathLike
@@ -223,6 +235,7 @@ def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
     model.meta.background.subtracted = False
     model.meta.asn.table_name = f"{asn_id}"
     _set_steps(model, cal_steps)
+    _fits_byte_order(model)
     return save_model(model, path, provenance)
 
 

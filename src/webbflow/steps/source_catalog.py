@@ -41,6 +41,8 @@ from photutils.background import Background2D, MedianBackground
 from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources
 from scipy.spatial import cKDTree
 
+from webbflow.steps._bkgzoom import use_separable_zoom
+
 __all__ = ["ApertureModel", "CatalogResult", "abmag", "encircled_energy_apertures", "read_abvega_offset",
            "read_apcorr", "source_catalog"]
 
@@ -175,6 +177,7 @@ def _background(data, mask, boxsize):
             except ValueError:
                 _, med, std = sigma_clipped_stats(data, mask=mask)
                 return np.full(data.shape, med), np.full(data.shape, std)
+    use_separable_zoom(bkg)  # the same level and rms, ~10x cheaper than photutils' ndimage.zoom
     return bkg.background, bkg.background_rms
 
 

@@ -37,6 +37,7 @@ from tweakwcs.linearfit import iter_linear_fit
 from tweakwcs.matchutils import XYXYMatch
 
 from webbflow import dqflags
+from webbflow.steps._bkgzoom import use_separable_zoom
 from webbflow.steps.resample import native_pixel_scale
 
 __all__ = ["Alignment", "align", "apply_correction", "find_sources", "merge_detections", "tangent_plane"]
@@ -90,6 +91,7 @@ def find_sources(data, dq=None, *, snr_threshold=10.0, kernel_fwhm=2.5, bkg_boxs
     try:
         bkg = Background2D(data, box, mask=mask, sigma_clip=SigmaClip(3.0), bkg_estimator=MedianBackground(),
                            filter_size=1)
+        use_separable_zoom(bkg)  # the same level and rms, ~10x cheaper than photutils' ndimage.zoom
         level, rms = bkg.background, bkg.background_rms
     except ValueError:  # too few unmasked pixels in a mesh: one global level
         _, med, std = sigma_clipped_stats(data, mask=mask)
