@@ -8,7 +8,9 @@ calwebb_spec2 and calwebb_tso3 on the same inputs with the same references (jwst
 calints).  ``--mode imaging``: ``demo-tso-imaging`` (3 segments of 30 integrations, F210M + WLP8
 SUB64P) through detector1, image2 (→ calints) and tso3 (outlier_detection, tso_photometry), both
 pipelines at jwst's defaults.  Prints total wall time, the largest peak RSS of any job, and the
-ratios (issues 13 and 14: >= 10x faster, <= 1/5 of jwst's peak memory).  Numba's cache is warmed
+ratios (issues 13 and 14: >= 10x faster, <= 1/5 of jwst's peak memory), and for ours the CPU
+seconds apart from each job's imports (numpy, astropy, stdatamodels and the stage module: the fixed
+cost a warm job server would not pay again) and the RSS when they were done.  Numba's cache is warmed
 first, as in production.
 
 ``--mode coron`` (issue 15): the ``demo-coron`` program (7 exposures: 2 science rolls, 5 reference-star
