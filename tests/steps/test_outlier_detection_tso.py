@@ -51,6 +51,24 @@ def test_moving_median_matches_numpy_with_edges_and_nan_propagation():
         assert np.isnan(got[6, 1, 2]) and np.isfinite(got[0, 1, 2])
 
 
+@pytest.mark.parametrize("w", [4, 5, 25])
+def test_moving_median_numpy_path_is_the_numba_kernel_bit_for_bit(w, monkeypatch):
+    # small cubes take the numpy sort (no numba import), big ones the kernel: the same numbers,
+    # with NaN windows, infinities and ties
+    from webbflow.steps import outlier_detection as od
+
+    rng = np.random.default_rng(5)
+    cube = rng.normal(size=(31, 9, 11)).astype(np.float32)
+    cube[3, 2, 4] = cube[20, 8, 0] = np.nan
+    cube[10, 1, 1], cube[12, 1, 1] = np.inf, -np.inf
+    cube[:, 4, 5] = np.round(cube[:, 4, 5])  # ties
+    small = moving_median(cube, w)
+    monkeypatch.setattr(od, "_NUMPY_MEDIAN_VALUES", 0)
+    kernel = moving_median(cube, w)
+    assert np.isnan(small).any() and np.isfinite(small).any()
+    np.testing.assert_array_equal(small, kernel)
+
+
 def test_injected_hits_are_flagged_and_nothing_else():
     arrays, hits = _cube()
     n = tso_outlier_detection(arrays, rolling_window_width=25)

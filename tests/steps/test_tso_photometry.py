@@ -92,3 +92,45 @@ def test_mjysr_to_jy():
 def test_missing_int_times_is_an_error():
     with pytest.raises(ValueError, match="INT_TIMES"):
         tp.int_mid_times(_times(0), 1, 2)
+
+
+def _photutils_psf_fit(image, mask, box, xc, yc):
+    """jwst 3.0's GaussianPRF fit through photutils' PSFPhotometry (what tso_photometry._psf_fit makes
+    directly): σ_x, σ_y, flux."""
+    from astropy.stats import gaussian_fwhm_to_sigma
+    from astropy.table import QTable
+    from photutils.psf import GaussianPRF, PSFPhotometry
+    from photutils.utils import CutoutImage
+
+    cutout, cutout_mask = CutoutImage(image, [yc, xc], (box, box)), CutoutImage(mask, [yc, xc], (box, box))
+    flux = np.sum(cutout.data[~cutout_mask.data])
+    init = QTable()
+    init["x"], init["y"], init["flux"] = [xc], [yc], [flux]
+    init["x_fwhm"], init["y_fwhm"] = [box / 2], [box / 2]
+    model = GaussianPRF(flux=flux, x_0=xc, y_0=yc, x_fwhm=box / 2, y_fwhm=box / 2)
+    model.flux.fixed, model.flux.min, model.flux.max = False, 0.0, np.inf
+    model.x_0.fixed = model.y_0.fixed = True
+    for p in (model.x_fwhm, model.y_fwhm):
+        p.min, p.max, p.fixed = 0.0, box, False
+    result = PSFPhotometry(model, (box, box))(image, mask=mask, init_params=init)
+    return (gaussian_fwhm_to_sigma * result["x_fwhm_fit"][0], gaussian_fwhm_to_sigma * result["y_fwhm_fit"][0],
+            result["flux_fit"][0])
+
+
+@pytest.mark.parametrize("case", ["clean", "masked", "nan", "unmasked_nan", "edge"])
+def test_psf_fit_is_photutils_psfphotometry_bit_for_bit(case):
+    # the direct fit replaces PSFPhotometry's per-call machinery: the same pixels, fitter and start,
+    # so the same float64 numbers on noisy float32 images with masked and NaN pixels and a trimmed box
+    rng = np.random.default_rng(7)
+    x0, y0 = (61.6, 2.3) if case == "edge" else (30.4, 31.7)
+    image = (_gaussian((64, 64), x0, y0, 1.6, 2e4) + rng.normal(0, 3.0, (64, 64))).astype(np.float32)
+    mask = np.zeros(image.shape, bool)
+    if case == "masked":
+        mask[30:33, 29] = True
+    if case in ("nan", "unmasked_nan"):
+        image[31, 31] = np.nan
+        mask[31, 31] = case == "nan"  # source_centroid masks NaN pixels; unmasked, the start flux is NaN
+    ours = tp._psf_fit(image, mask, 11, x0 + 0.05, y0 - 0.04)
+    theirs = _photutils_psf_fit(image, mask, 11, x0 + 0.05, y0 - 0.04)
+    assert np.isfinite(ours).all() == (case != "unmasked_nan")
+    np.testing.assert_array_equal(ours, theirs)

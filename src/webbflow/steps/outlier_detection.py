@@ -182,6 +182,27 @@ def _rolling_median_kernel(cube, w, out):
                     out[s + hw, y, x] = (b[hw - 1] + b[hw]) / 2.0
 
 
+_NUMPY_MEDIAN_VALUES = 2**23
+"""Window values (windows x pixels x width) up to which :func:`moving_median` sorts with numpy
+(a sorted copy of at most 32 MiB); larger cubes go to the numba kernel."""
+
+
+def _rolling_median_numpy(cube, w, out):
+    """:func:`_rolling_median_kernel` with numpy, the same numbers: for a small cube (an imaging
+    time series' segment) importing numba and loading the kernel would cost ~0.6 s of CPU and ~120
+    MiB, a hundred times the sort itself."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    hw = w // 2
+    ordered = np.sort(sliding_window_view(cube, w, axis=0), axis=-1)  # (windows, ny, nx, w); NaN last
+    median = ordered[..., hw].astype(np.float64)
+    if not w % 2:  # the two middle values averaged in float64, as the kernel (and np.median into float64)
+        median += ordered[..., hw - 1]
+        median /= 2.0
+    median[np.isnan(ordered[..., -1])] = np.nan  # any NaN in the window: no median
+    out[hw:hw + median.shape[0]] = median
+
+
 def _nanmedian_axis0(a):
     """The NaN-median over the first axis, bit-identical to ``np.nanmedian(a, axis=0)``.
 
@@ -241,7 +262,11 @@ def moving_median(cube, w):
     if not 1 < w <= cube.shape[0]:
         raise ValueError(f"rolling window {w} must be > 1 and <= the {cube.shape[0]} integrations")
     out = np.full(cube.shape, np.nan)
-    _rolling_median_kernel(np.ascontiguousarray(cube), int(w), out)
+    n, ny, nx = cube.shape
+    if (n - w + 1) * ny * nx * w <= _NUMPY_MEDIAN_VALUES:
+        _rolling_median_numpy(cube, int(w), out)
+    else:
+        _rolling_median_kernel(np.ascontiguousarray(cube), int(w), out)
     hw, odd = divmod(w, 2)
     out[:hw] = out[hw]
     if odd:
