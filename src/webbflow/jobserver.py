@@ -415,6 +415,9 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
         The descriptor of ``<key>.lock``, locked by the client that started this server: held open
         (so locked) for the server's life, closed in every child.
     """
+    # SIGTERM (a benchmark stopping its server, a shutdown): leave through the finally below, which
+    # removes the socket; the children set SIGTERM back to its default
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     _warm()
     if server_key() != key:
         raise SystemExit(f"webbflow job server: sources changed while starting ({key} != {server_key()})")
@@ -547,6 +550,7 @@ def _child(conn, request, fds):
     os.environ.update(request["env"])
     sys.path[:] = request["path"]  # modules the job imports now are found as in its own process
     name = request["name"]
+    started = time.perf_counter()
     logging.basicConfig(filename=request["log"], level=logging.INFO, format=LOG_FORMAT, force=True)
     log = logging.getLogger(f"webbflow.{name}")
     result, code = {"kind": "ok"}, 0
@@ -575,6 +579,11 @@ def _child(conn, request, fds):
         traceback.print_exc()  # the console shows it, as an uncaught exception in the job's process would
         result, code = {"kind": "error"}, 1
     result.update(memory_figures())
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # a forked child's own: counted from the fork
+    result.update(child_wall_s=round(time.perf_counter() - started, 4),
+                  child_cpu_s=round(usage.ru_utime + usage.ru_stime, 4), server_pid=os.getppid())
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()
