@@ -272,6 +272,42 @@ def test_killed_client_leaves_no_child(server_env, tmp_path):
     assert _gone(job, 30)
 
 
+_SNAKEFILE = """
+rule all:
+    input: "a.json"
+
+rule asn:
+    output: "a.json"
+    log: "a.log"
+    params: content={"asn_id": "a1", "products": [{"name": "p", "members": [{"expname": "x"}]}]}
+    script: "job.py"
+"""
+
+_SCRIPT = """
+import sys
+sys.path.append(SRC)
+from webbflow import jobs
+from webbflow.workflow import run_job
+
+run_job(snakemake, "image3_asn", jobs.image3_asn, snakemake.params.content, snakemake.output[0])
+"""
+
+
+def test_snakemake_script_job_runs_in_the_server(server_env, tmp_path, monkeypatch):
+    """A job as Snakemake's ``script:`` runs it (its preamble changes sys.path) reaches the server."""
+    stats = tmp_path / "stats.jsonl"
+    (tmp_path / "Snakefile").write_text(_SNAKEFILE)
+    (tmp_path / "job.py").write_text(_SCRIPT.replace("SRC", repr(str(REPO / "src"))))
+    env = {**os.environ, jobserver.ENV: "wait", "WEBBFLOW_JOB_STATS": str(stats)}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "-d", str(tmp_path),
+                           "--cores", "1"], capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads((tmp_path / "a.json").read_text())["asn_id"] == "a1"
+    assert "job server not used" not in (tmp_path / "a.log").read_text()
+    (line,) = stats.read_text().splitlines()
+    assert json.loads(line)["server"] is True
+
+
 def test_no_server_means_in_process(tmp_path, monkeypatch):
     """A folder the server may not use (not private): the job runs in-process, one log line says why."""
     folder = tmp_path / "open"

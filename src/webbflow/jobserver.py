@@ -134,10 +134,12 @@ def server_key():
     package = Path(webbflow.__file__).resolve().parent
     h = hashlib.sha256()
     h.update(f"{sys.executable}\0{sys.version}\0{package}\0".encode())
-    for entry in sys.path:  # a package installed or removed changes its folder's mtime
-        if entry.rstrip("/").endswith(("site-packages", "dist-packages")):
-            with contextlib.suppress(OSError):
-                h.update(f"{entry}\0{os.stat(entry).st_mtime_ns}\0".encode())
+    # A package installed or removed changes its folder's mtime.  The folders as a set: Snakemake's
+    # script preamble puts its own site-packages on sys.path a second time.
+    for entry in sorted({os.path.realpath(e) for e in sys.path if e.rstrip("/").endswith(("site-packages",
+                                                                                           "dist-packages"))}):
+        with contextlib.suppress(OSError):
+            h.update(f"{entry}\0{os.stat(entry).st_mtime_ns}\0".encode())
     for path in sorted(package.rglob("*")):
         if path.suffix in (".py", ".yaml", ".json") and "__pycache__" not in path.parts:
             st = path.stat()
@@ -237,6 +239,9 @@ def submit(name, log_path, fn, args, kwargs, log=None, wait=None):
         if log:
             log(f"job server not used ({type(exc).__name__}: {exc}); running in-process")
         return None
+    for stream in (sys.stdout, sys.stderr):  # what this process printed comes before the child's output
+        with contextlib.suppress(Exception):
+            stream.flush()
     with sock:
         try:
             socket.send_fds(sock, [_HEADER.pack(len(payload))], [0, 1, 2])
@@ -418,6 +423,8 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
     # SIGTERM (a benchmark stopping its server, a shutdown): leave through the finally below, which
     # removes the socket; the children set SIGTERM back to its default
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    if server_key() != key:  # before the imports too: a client that names another key costs nothing
+        raise SystemExit(f"webbflow job server: not the client's environment ({key} != {server_key()})")
     _warm()
     if server_key() != key:
         raise SystemExit(f"webbflow job server: sources changed while starting ({key} != {server_key()})")
