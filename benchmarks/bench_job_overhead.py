@@ -345,9 +345,9 @@ def stop_servers(work):
                 break
             time.sleep(0.05)
         _SERVERS.discard(pid)
-    folder = _server_dir(work)
-    for sock in folder.glob("*.sock") if folder.is_dir() else ():
-        sock.unlink()
+    import shutil
+
+    shutil.rmtree(_server_dir(work), ignore_errors=True)
 
 
 def _row(job, r):
