@@ -21,9 +21,15 @@ and the run of the smallest CPU total is kept.  On a shared machine the CPU colu
 compare; the load average before and after is printed and saved.  ``--profile N`` prints each job's N
 most expensive functions (cProfile, cumulative) as well.
 
+``--server`` runs every job through the warm job server as well (:mod:`webbflow.jobserver`, a client
+process as a workflow script with ``jobs.warm_server`` on), once with a server started for it (``cold``:
+the job waits for the server's imports) and ``--repeat`` times with it warm, and prints per job: the
+client's wall (what Snakemake waits for) and CPU, the child's wall and CPU, and the child's peak RSS
+(``VmHWM``, which counts the pages it shares with the server), PSS and USS (its private pages) at its end.
+
 Usage::
 
-    python benchmarks/bench_job_overhead.py [--repeat 2] [--profile 25] [--jobs detector1,image2]
+    python benchmarks/bench_job_overhead.py [--repeat 2] [--profile 25] [--jobs detector1,image2] [--server]
 
 Results: ``benchmarks/results/<date>-<host>-job-overhead.json``.
 """
@@ -69,6 +75,20 @@ status = open("/proc/self/status").read().splitlines()
 hwm = next((int(x.split()[1]) / 1024 for x in status if x.startswith("VmHWM:")), ru.ru_maxrss / 1024)
 print(json.dumps({"start": t0, "preamble": t1 - t0, "import": t2 - t1, "run": t3 - t2,
                   "total": ru.ru_utime + ru.ru_stime, "rss_mib": hwm}))
+"""
+
+# One job as a workflow script runs it with the warm job server on (webbflow.jobserver): the preamble's
+# imports, webbflow.jobs, then run_job, which hands the job to a child of the server.
+# argv = "module:function", job name, log, the job's JSON kwargs.
+_SERVED = r"""
+import sys, json, importlib
+from types import SimpleNamespace
+from snakemake.logging import logger
+from snakemake.iocontainers import Snakemake
+from webbflow.workflow import run_job
+target, name, log, kwargs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+fn = getattr(importlib.import_module(target.split(":")[0]), target.split(":")[1])
+run_job(SimpleNamespace(log=[log], config={}), name, fn, **kwargs)
 """
 
 # job type -> (job function, stage module it imports, input)
@@ -266,6 +286,70 @@ def run_one(job, kwargs, top=0):
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall": wall}
 
 
+def run_served(job, kwargs, work, cold=False):
+    """Run one job as a client of the warm job server (``WEBBFLOW_JOB_SERVER=wait``): the client's wall
+    and CPU (``getrusage`` of this process's children: the server is not one), and the child's wall,
+    CPU and memory figures (from the ``WEBBFLOW_JOB_STATS`` line the client appends).  ``cold``: the
+    server is stopped first, so the job waits for a new one to import and warm up."""
+    import resource
+
+    func = JOBS[job][0] if job in JOBS else JOBS[_HELPERS[job]][0]
+    stats, log = work / "served-stats.jsonl", work / "served.log"
+    stats.unlink(missing_ok=True)
+    if cold:
+        stop_servers(work)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+           "WEBBFLOW_JOB_SERVER": "wait", "WEBBFLOW_JOB_STATS": str(stats),
+           "WEBBFLOW_JOB_SERVER_DIR": str(_server_dir(work)), "WEBBFLOW_JOB_SERVER_IDLE": "300"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _SERVED, func, job.split("-")[0], str(log), json.dumps(kwargs)],
+                          capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise RuntimeError(f"{job} (served) failed:\n{proc.stderr[-3000:]}")
+    line = json.loads(stats.read_text().splitlines()[-1])
+    if not line.get("server"):
+        raise RuntimeError(f"{job} did not run in the job server: {log.read_text()[-2000:]}")
+    _SERVERS.add(line["server_pid"])
+    return {"wall": wall, "client_cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "child_wall": line["child_wall_s"], "child_cpu": line["child_cpu_s"],
+            "rss_mib": line["peak_rss_mib"], "pss_mib": line.get("pss_mib"), "uss_mib": line.get("uss_mib")}
+
+
+_SERVERS = set()
+
+
+def _server_dir(work):
+    """A short private folder for the benchmark's servers (a socket path has ~100 characters at most)."""
+    import hashlib
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"wf-bench-{os.getuid()}-{hashlib.sha1(str(work).encode()).hexdigest()[:8]}"
+
+
+def stop_servers(work):
+    """Stop the job servers this benchmark started (their pids, as the jobs reported them)."""
+    import signal
+
+    for pid in list(_SERVERS):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        for _ in range(100):  # wait until it is gone (its socket with it): the next job starts a new one
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        _SERVERS.discard(pid)
+    import shutil
+
+    shutil.rmtree(_server_dir(work), ignore_errors=True)
+
+
 def _row(job, r):
     """One line of the table."""
     return (f"{job:13s} {JOBS[job][2]:30s} {r['preamble']:5.2f} {r['import']:6.2f} {r['run']:5.2f} "
@@ -279,6 +363,8 @@ def main(argv=None):
     parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated job types to measure")
     parser.add_argument("--workdir", default=str(REPO / "benchmarks" / ".work" / "job-overhead"))
     parser.add_argument("--out", default=None)
+    parser.add_argument("--server", action="store_true",
+                        help="also run each job through the warm job server (webbflow.jobserver): cold and warm")
     args = parser.parse_args(argv)
     wanted = set(args.jobs.split(","))
     unknown = wanted - set(JOBS)
@@ -289,7 +375,7 @@ def main(argv=None):
     print(f"job overhead benchmark on {machine}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, "
           f"load average {load_before[0]:.2f} (best of {args.repeat} by CPU; wall target {TARGET_WALL_S} s)",
           flush=True)
-    rows = {}
+    rows, served = {}, {}
     for job, measured, kwargs in _job_list(Path(args.workdir)):
         if not measured or job not in wanted:  # an input of a later job: made once, not measured
             made = [kwargs[k] for k in ("rateints", "cal", "calints", "x1dints", "i2d", "phot") if k in kwargs]
@@ -300,6 +386,15 @@ def main(argv=None):
         rows[job] = min(runs, key=lambda r: r["total"])
         if args.profile:
             run_one(job, kwargs, args.profile)
+        if args.server:
+            try:
+                cold = run_served(job, kwargs, Path(args.workdir), cold=True)
+                warm = min((run_served(job, kwargs, Path(args.workdir)) for _ in range(args.repeat)),
+                           key=lambda r: r["client_cpu"] + r["child_cpu"])
+            except BaseException:
+                stop_servers(Path(args.workdir))  # no server of ours left behind
+                raise
+            served[job] = {"cold": cold, "warm": warm}
     load_after = os.getloadavg()
     header = (f"{'job':13s} {'input':30s} {'pre':>5s} {'import':>6s} {'run':>5s} {'CPU':>6s} {'wall':>6s}  "
               f"{'/0.6s':>6s} {'RSS':>5s}\n{'':44s}{'(CPU s: snakemake preamble, stage import, job)':s}  (s)"
@@ -307,12 +402,26 @@ def main(argv=None):
     print(header)
     for job, r in rows.items():
         print(_row(job, r))
+    if served:
+        stop_servers(Path(args.workdir))
+        print(f"\nthrough the warm job server (--server; wall target {TARGET_WALL_S} s): the client process (what "
+              "Snakemake runs) and the job's child of the server, wall and CPU s; peak RSS / PSS / USS (MiB) of "
+              "the child")
+        print(f"{'job':13s} {'':5s} {'wall':>6s} {'/0.6s':>6s} {'cliCPU':>6s} {'chWall':>6s} {'chCPU':>6s}  "
+              f"{'RSS':>5s} {'PSS':>5s} {'USS':>5s}   (in-process wall, CPU)")
+        for job, r in served.items():
+            for kind in ("cold", "warm"):
+                x = r[kind]
+                print(f"{job:13s} {kind:5s} {x['wall']:6.2f} {x['wall'] / TARGET_WALL_S:5.1f}x {x['client_cpu']:6.2f} "
+                      f"{x['child_wall']:6.2f} {x['child_cpu']:6.2f}  {x['rss_mib']:5.0f} {x['pss_mib'] or 0:5.0f} "
+                      f"{x['uss_mib'] or 0:5.0f}   ({rows[job]['wall']:.2f}, {rows[job]['total']:.2f})")
     print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     result = {"date": str(dt.date.today()), "utc": f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M}",
               "machine": machine, "load_before": load_before, "load_after": load_after,
               "target_wall_s": TARGET_WALL_S, "repeat": args.repeat,
               "units": "CPU seconds (preamble, import, run, total), wall seconds, MiB",
-              "jobs": {job: {**r, "input": JOBS[job][2]} for job, r in rows.items()}}
+              "jobs": {job: {**r, "input": JOBS[job][2]} for job, r in rows.items()},
+              "served": served}
     out = Path(args.out) if args.out else (REPO / "benchmarks" / "results"
                                            / f"{dt.date.today()}-{platform.node()}-job-overhead.json")
     out.parent.mkdir(parents=True, exist_ok=True)

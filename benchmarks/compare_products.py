@@ -68,11 +68,15 @@ _AnyTagLoader.add_multi_constructor("tag:", _untagged)
 
 def asdf_digest(raw):
     """sha256 of an ASDF extension: its tree without ``history`` (the software that wrote it, listed in
-    set order), ``_fits_hash`` (a hash of the FITS part, DATE included) and timestamps, then its blocks."""
+    set order), ``_fits_hash`` (a hash of the FITS part, DATE included), timestamps and the volatile
+    cards (checksums) of the input's headers that ``extra_fits`` carries, then its blocks."""
     head, sep, blocks = raw.partition(b"\n...\n")
     tree = yaml.load(TIMESTAMP.sub(b"<DATE>", head), Loader=_AnyTagLoader) or {}
     for key in ("history", "_fits_hash", "asdf_library"):
         tree.pop(key, None)
+    for hdu in (tree.get("extra_fits") or {}).values():  # header cards carried from the input product
+        if isinstance(hdu, dict) and isinstance(hdu.get("header"), list):
+            hdu["header"] = [card for card in hdu["header"] if not (card and card[0] in VOLATILE_CARDS)]
     return _sha(json.dumps(tree, sort_keys=True, default=str).encode() + sep + blocks)
 
 

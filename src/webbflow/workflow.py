@@ -29,7 +29,10 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
     ----------
     snakemake : snakemake.script.Snakemake
         The object Snakemake injects into a script; only ``snakemake.log[0]``
-        is used (the job must declare a ``log:``).
+        (the job must declare a ``log:``) and ``snakemake.config["jobs"]["warm_server"]``
+        are used.  With the warm server on (:func:`webbflow.jobserver.wanted`) the job runs in
+        a child of :mod:`webbflow.jobserver` with the same log, console, outcome and exit
+        status; the server not reachable, it runs in this process.
     name : str
         The job's name in messages and the logger ``webbflow.<name>``.
     fn : callable
@@ -52,8 +55,17 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
     Exception
         Anything else is re-raised after its traceback is logged.
     """
+    log_path = str(snakemake.log[0])
+    if _server_wanted(getattr(snakemake, "config", None)):
+        from webbflow import jobserver  # standard library only
+
+        outcome = jobserver.submit(name, log_path, fn, args, kwargs, log=_note(log_path, name))
+        if outcome is not None:
+            if os.environ.get(JOB_STATS_ENV):
+                _append_job_stats(os.environ[JOB_STATS_ENV], name, log_path, outcome.result)
+            return outcome.finish(name)
     # The job's own log file (INFO and above); force: a library import may have set up logging already.
-    logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format=LOG_FORMAT, force=True)
+    logging.basicConfig(filename=log_path, level=logging.INFO, format=LOG_FORMAT, force=True)
     log = logging.getLogger(f"webbflow.{name}")
     try:
         result = fn(*args, **kwargs)
@@ -64,26 +76,55 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
         log.exception("%s failed", name)
         raise
     if os.environ.get(JOB_STATS_ENV):
-        _append_job_stats(os.environ[JOB_STATS_ENV], name, str(snakemake.log[0]))
+        _append_job_stats(os.environ[JOB_STATS_ENV], name, log_path)
     return result
 
 
-def _append_job_stats(path, name, log):
-    """Append ``{"job", "log", "wall_s", "peak_rss_mib"}`` of this process to ``path`` (one JSON line).
+def _server_wanted(config):
+    """:func:`webbflow.jobserver.wanted`, without importing it (~10 ms) when neither the config nor the
+    environment asks for the server."""
+    if not os.environ.get("WEBBFLOW_JOB_SERVER", "").strip() and not ((config or {}).get("jobs") or {}).get(
+            "warm_server"):
+        return False
+    from webbflow.jobserver import wanted
+
+    return wanted(config)
+
+
+def _note(log_path, name):
+    """``note(message)``: a warning line in the job's log."""
+    def note(message):
+        logging.basicConfig(filename=log_path, level=logging.INFO, format=LOG_FORMAT, force=True)
+        logging.getLogger(f"webbflow.{name}").warning("%s", message)
+
+    return note
+
+
+def _append_job_stats(path, name, log, child=None):
+    """Append ``{"job", "log", "wall_s", "peak_rss_mib", "pss_mib", "uss_mib"}`` of this job to ``path``
+    (one JSON line).
 
     The peak is the process's own ``VmHWM``, not ``getrusage``'s ``ru_maxrss``: Snakemake starts a
     job through ``bash -c`` from its own (large) process, and Linux carries the parent's high-water
     mark into ``ru_maxrss`` across that fork and exec, whereas ``VmHWM`` belongs to the job's memory
-    map alone.  The wall time runs from the process's start (``/proc/self/stat``) to now.
+    map alone.  PSS and USS are those at the job's end (:func:`webbflow.jobserver.memory_figures`).
+    The wall time runs from the process's start (``/proc/self/stat``) to now.  ``child``: the memory
+    figures of the job's child in the warm job server (then ``"server": true``, and the peak RSS
+    counts the pages the child shares with the server; USS does not), with the child's own wall and
+    CPU seconds and the server's pid.
     """
     import json
 
-    status = Path("/proc/self/status").read_text()
-    hwm_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    from webbflow.jobserver import memory_figures
+
+    memory = memory_figures() if child is None else {
+        k: child[k] for k in ("peak_rss_mib", "pss_mib", "uss_mib", "child_wall_s", "child_cpu_s", "server_pid")
+        if k in child}
     start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
     uptime = float(Path("/proc/uptime").read_text().split()[0])
     wall = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-    line = json.dumps({"job": name, "log": log, "wall_s": round(wall, 3), "peak_rss_mib": hwm_kib / 1024.0})
+    line = json.dumps({"job": name, "log": log, "wall_s": round(wall, 3), **memory,
+                       **({"server": True} if child is not None else {})})
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (line + "\n").encode())  # one write: lines of parallel jobs do not interleave

@@ -1,0 +1,611 @@
+"""A warm fork server for workflow jobs: the imports are paid once per machine, not once per job.
+
+Every workflow job is a fresh ``python`` that imports astropy.io.fits, gwcs and astropy.modeling,
+stdatamodels and asdf's extensions, photutils and numba's registries before its real work, which for a
+small exposure is the smaller part of its wall time (issue 18 part 2).  With ``jobs.warm_server`` on (or
+``WEBBFLOW_JOB_SERVER=1``), :func:`webbflow.workflow.run_job` hands its job to a server process that
+has made those imports once and ``fork()``s one child per job:
+
+- the client (the job's own process, started by Snakemake) sends the job function's name, its
+  arguments, its working folder, umask and whole environment (``OMP_NUM_THREADS``: the job's
+  ``threads``) and its stdin/stdout/stderr (``SCM_RIGHTS``), so the child's console output and log go
+  where Snakemake expects;
+- the child runs the job exactly as :func:`~webbflow.workflow.run_job` does in-process (its log file,
+  :class:`~webbflow.io.errors.InputError` -> one line) and reports the outcome and its own memory
+  figures; the server reaps it and sends its exit status; the client returns, exits or dies by the same
+  signal as the in-process job would;
+- SIGINT/SIGTERM/SIGHUP to the client are forwarded to the child; a client that disappears (SIGKILL)
+  closes its connection, and the server kills the child at once; a child whose server dies is killed
+  by the kernel (``PR_SET_PDEATHSIG``).
+
+Safety: the socket's name is a hash of the installed webbflow source files (paths, sizes, mtimes), the
+Python executable, ``sys.path`` and the environment read at import time (``PYTHONPATH``, ``NUMBA_*``,
+thread counts), so an edited tree or another environment gets a new server and an old server never runs
+old code; the server forks only while it has one Python thread and numba's threading layer is not
+launched (the parallel kernels start their threads in the child); it exits after ``idle`` seconds
+without a job; it runs detached (its own session, no inherited descriptors, so Snakemake never waits
+for it), is started by the first job that needs it under a lock, and when it cannot be reached or
+started the job runs in-process as before, with one log line saying why.  The socket lives in a
+private folder (mode 0700): ``$XDG_RUNTIME_DIR/webbflow`` or ``/tmp/webbflow-<uid>``
+(``WEBBFLOW_JOB_SERVER_DIR`` overrides).
+
+A server helps only the jobs of one machine: on a cluster each node would start its own, and a job's
+child would run outside the batch system's accounting of that job (its cgroup), so keep it off there.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import pickle
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["ENV", "JobOutcome", "ServerStarting", "fork_safe", "memory_figures", "serve", "server_key", "socket_dir",
+           "start", "submit", "wanted"]
+
+ENV = "WEBBFLOW_JOB_SERVER"
+"""``1``: run jobs through the warm server, ``0``: in-process; overrides ``jobs.warm_server``.
+``wait``: as ``1``, but a job that finds no server waits for the one it starts instead of running
+in-process meanwhile (tests and benchmarks that must exercise the server)."""
+
+DIR_ENV = "WEBBFLOW_JOB_SERVER_DIR"
+IDLE_ENV = "WEBBFLOW_JOB_SERVER_IDLE"
+IDLE_S = 60.0
+"""Seconds a server waits for its next job before it exits."""
+
+START_TIMEOUT_S = 120.0
+"""How long a client waits for a server it started to listen (its imports, on a loaded machine)."""
+
+PRELOAD = ("webbflow.jobs", "webbflow.workflow", "webbflow.stages.detector1", "webbflow.stages.image2",
+           "webbflow.stages.image3", "webbflow.stages.spec2", "webbflow.stages.tso3", "webbflow.stages.coron3")
+"""What the server imports before its first fork: every stage job's module."""
+
+_KEY_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS")
+"""Environment read at import time (besides every ``NUMBA_*``): a server started with other values
+would run the job as a process started with them would not."""
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_HEADER = struct.Struct("!Q")
+
+
+# --- shared -----------------------------------------------------------------------------------------
+
+def wanted(config):
+    """Whether jobs go through the server: ``WEBBFLOW_JOB_SERVER`` (``0``/``1``) if set, else
+    ``config["jobs"]["warm_server"]`` (default False)."""
+    env = os.environ.get(ENV, "").strip()
+    if env:
+        return env not in ("0", "false", "no", "off")
+    jobs = (config or {}).get("jobs") or {}
+    return bool(jobs.get("warm_server", False))
+
+
+def memory_figures():
+    """This process's memory: ``peak_rss_mib`` (``VmHWM``), and ``pss_mib`` and ``uss_mib`` now
+    (``/proc/self/smaps_rollup``).
+
+    In a forked job the peak RSS counts the server's pages the child shares (the imported modules);
+    PSS charges each shared page in part, USS (private pages) not at all: USS is what the job itself
+    added to the machine.  Both PSS and USS are the figures at the job's end, not peaks (the kernel
+    keeps no peak of either).
+    """
+    status = Path("/proc/self/status").read_text()
+    hwm = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    out = {"peak_rss_mib": hwm / 1024.0}
+    try:
+        rollup = {line.split(":")[0]: int(line.split()[1])
+                  for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:] if line.endswith("kB")}
+    except OSError:  # an old kernel: peak RSS only
+        return out
+    out["pss_mib"] = rollup.get("Pss", 0) / 1024.0
+    out["uss_mib"] = (rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)) / 1024.0
+    return out
+
+
+def socket_dir():
+    """The private folder of this user's servers (created 0700); refused if someone else owns it or
+    others may enter it."""
+    base = os.environ.get(DIR_ENV)
+    if base:
+        path = Path(base)
+    elif os.environ.get("XDG_RUNTIME_DIR") and Path(os.environ["XDG_RUNTIME_DIR"]).is_dir():
+        path = Path(os.environ["XDG_RUNTIME_DIR"]) / "webbflow"
+    else:
+        path = Path(f"/tmp/webbflow-{os.getuid()}")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(f"{path} is not private to this user (owner {st.st_uid}, mode {st.st_mode & 0o777:o})")
+    return path
+
+
+def server_key():
+    """16 hex digits naming the server that may run this process's jobs (see the module notes)."""
+    import webbflow
+
+    package = Path(webbflow.__file__).resolve().parent
+    h = hashlib.sha256()
+    h.update(f"{sys.executable}\0{sys.version}\0{package}\0".encode())
+    # A package installed or removed changes its folder's mtime.  The folders as a set: Snakemake's
+    # script preamble puts its own site-packages on sys.path a second time.
+    for entry in sorted({os.path.realpath(e) for e in sys.path if e.rstrip("/").endswith(("site-packages",
+                                                                                           "dist-packages"))}):
+        with contextlib.suppress(OSError):
+            h.update(f"{entry}\0{os.stat(entry).st_mtime_ns}\0".encode())
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".yaml", ".json") and "__pycache__" not in path.parts:
+            st = path.stat()
+            h.update(f"{path.relative_to(package)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    for name in sorted(os.environ):
+        if name in _KEY_ENV or name.startswith("NUMBA_"):
+            h.update(f"{name}={os.environ[name]}\0".encode())
+    return h.hexdigest()[:16]
+
+
+def _recv_exact(sock, n):
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise ConnectionError("connection closed mid-message")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _send_line(sock, record):
+    sock.sendall((json.dumps(record) + "\n").encode())
+
+
+# --- the client -------------------------------------------------------------------------------------
+
+class JobOutcome:
+    """What the server reported of one job: the child's result record and its exit status."""
+
+    def __init__(self, result, status):
+        self.result = result or {}
+        self.status = status
+
+    def finish(self, name):
+        """Return, exit or die as the in-process job would have.
+
+        Returns
+        -------
+        object
+            The job function's return value (when it could be pickled; else None).
+
+        Raises
+        ------
+        SystemExit
+            ``webbflow <name> failed: <error>`` on an InputError (the child logged it); the child's exit
+            code on any other failure (the child wrote the traceback to the log and to stderr).
+        """
+        code = os.waitstatus_to_exitcode(self.status)
+        if code < 0:  # the child died by a signal: so does this process (e.g. SIGINT -> 130 for the shell)
+            signal.signal(-code, signal.SIG_DFL)
+            os.kill(os.getpid(), -code)
+            time.sleep(1)
+            sys.exit(128 - code)
+        kind = self.result.get("kind")
+        if kind == "input_error":
+            sys.exit(f"webbflow {name} failed: {self.result['message']}")
+        if code or kind != "ok":
+            sys.exit(code or 1)
+        value = self.result.get("value")
+        return pickle.loads(bytes.fromhex(value)) if value else None
+
+
+def submit(name, log_path, fn, args, kwargs, log=None, wait=None):
+    """Run ``fn(*args, **kwargs)`` as job ``name`` in a child of the warm server (started if needed).
+
+    Parameters
+    ----------
+    name, log_path : str
+        The job's name and its log file.
+    fn : callable
+        A module-level function (found in the server by module and name).
+    args, kwargs : tuple, dict
+        Picklable arguments.
+    log : callable, optional
+        ``log(message)`` for the one line saying why the server was not used.
+    wait : bool, optional
+        Wait for a server that is starting (default: ``WEBBFLOW_JOB_SERVER=wait``); else the job runs
+        in-process while it starts.
+
+    Returns
+    -------
+    JobOutcome or None
+        None when the server could not be used: the caller runs the job in-process.
+    """
+    try:
+        payload = pickle.dumps({"name": name, "log": str(log_path), "module": fn.__module__,
+                                "qualname": fn.__qualname__, "args": tuple(args), "kwargs": dict(kwargs),
+                                "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask(),
+                                "path": list(sys.path)})
+        if fn.__module__ == "__main__" or getattr(sys.modules.get(fn.__module__), fn.__qualname__, None) is not fn:
+            raise TypeError(f"{fn!r} is not a module-level function")
+        if wait is None:
+            wait = os.environ.get(ENV, "").strip() == "wait"
+        sock = _connect_or_start(socket_dir(), server_key(), wait=wait)
+    except Exception as exc:  # noqa: BLE001 (any failure: the job runs in-process, as without the server)
+        if log:
+            log(f"job server not used ({type(exc).__name__}: {exc}); running in-process")
+        return None
+    for stream in (sys.stdout, sys.stderr):  # what this process printed comes before the child's output
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with sock:
+        try:
+            socket.send_fds(sock, [_HEADER.pack(len(payload))], [0, 1, 2])
+            sock.sendall(payload)
+            return _wait(sock)
+        except _NotStarted as exc:  # e.g. the server was just leaving (idle): nothing ran
+            if log:
+                log(f"job server not used ({exc}); running in-process")
+            return None
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _connect(path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class ServerStarting(RuntimeError):
+    """No server listens yet: one is starting (this job runs in-process meanwhile)."""
+
+
+def _connect_or_start(folder, key, wait=False):
+    """A connection to server ``key``; when none listens, start it (unless one is starting already).
+
+    The lock ``<key>.lock`` is held by a server for its whole life (the starting client hands its
+    locked descriptor over), so exactly one server per key starts however many jobs ask at once.
+    Without ``wait`` a job does not wait for the server's imports: it raises :class:`ServerStarting`
+    and runs in-process, as it would have without the server; the jobs after it find it warm.
+    """
+    path = folder / f"{key}.sock"
+    with contextlib.suppress(FileNotFoundError, ConnectionRefusedError):
+        return _connect(path)
+    with open(folder / f"{key}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise ServerStarting("the job server is starting; this job runs in-process meanwhile") from None
+            server = None
+        else:
+            server = _spawn(folder, key, lock.fileno())
+            if not wait:
+                raise ServerStarting("started the job server; this job runs in-process meanwhile")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError, ConnectionRefusedError):
+            return _connect(path)
+        if server is not None and server.poll() is not None:
+            raise RuntimeError(f"the server exited with status {server.returncode} (see {folder / key}.log)")
+        time.sleep(0.02)
+    raise TimeoutError(f"the server did not listen within {START_TIMEOUT_S:.0f} s")
+
+
+def _spawn(folder, key, lock_fd):
+    """Start server ``key`` detached (own session, no inherited descriptors but the lock)."""
+    import subprocess
+
+    import webbflow
+
+    path = folder / f"{key}.sock"
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a dead server's socket (its lock is free)
+    # the server imports this webbflow (a script may have put its clone on sys.path itself)
+    src = str(Path(webbflow.__file__).resolve().parents[1])
+    idle = os.environ.get(IDLE_ENV, str(IDLE_S))
+    code = f"import sys; sys.path.insert(0, {src!r}); from webbflow.jobserver import main; sys.exit(main())"
+    with open(folder / f"{key}.log", "ab") as errors:
+        return subprocess.Popen([sys.executable, "-c", code, str(path), key, idle, str(lock_fd)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                                pass_fds=(lock_fd,), start_new_session=True, cwd="/")
+
+
+def start(wait=True):
+    """Make sure this environment's server runs (tests, benchmarks); its socket path.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    folder, key = socket_dir(), server_key()
+    _connect_or_start(folder, key, wait=wait).close()
+    return folder / f"{key}.sock"
+
+
+class _NotStarted(ConnectionError):
+    """The server went away before it forked the job."""
+
+
+def _wait(sock):
+    """Forward signals to the child until the server reports its exit; the outcome."""
+    def forward(signum, frame):
+        with contextlib.suppress(OSError):
+            _send_line(sock, {"signal": signum})
+
+    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+    try:
+        result, buffer, started = None, b"", False
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionError:
+                chunk = b""
+            if not chunk:
+                if not started:
+                    raise _NotStarted("the server closed the connection before starting the job")
+                raise ConnectionError("the job server closed the connection without the job's exit status")
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                record = json.loads(line)
+                if "exit" in record:
+                    return JobOutcome(result, record["exit"])
+                if "pid" in record:
+                    started = True
+                else:
+                    result = record
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# --- the server -------------------------------------------------------------------------------------
+
+def _numba_threads_launched():
+    """Whether numba's threading layer has started its workers in this process."""
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    return bool(parallel and getattr(parallel, "_is_initialized", False))
+
+
+def fork_safe():
+    """Whether this process may fork a job: one Python thread and no numba worker threads."""
+    import threading
+
+    return threading.active_count() == 1 and not _numba_threads_launched()
+
+
+def _warm():
+    """The imports and one-off set-ups every job would pay (none of them starts a thread)."""
+    import importlib
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+    from webbflow.io.asdf_yaml import use_libyaml_manifests
+    from webbflow.steps import _warmup
+
+    use_libyaml_manifests()
+    import asdf
+
+    asdf.get_config().extensions  # noqa: B018 (asdf builds its extension list once, on first use)
+    _warmup.init_numba()  # numba's typing and lowering registries: a serial kernel, no threads
+
+
+def serve(path, key, idle=IDLE_S, lock_fd=None):
+    """Listen on ``path`` and fork one child per job until ``idle`` seconds pass without one.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The unix socket.
+    key : str
+        The :func:`server_key` the socket is named for; the server exits at once if its own differs
+        (the sources changed while it started).
+    idle : float
+        Seconds without a job (and no job running) after which the server exits.
+    lock_fd : int, optional
+        The descriptor of ``<key>.lock``, locked by the client that started this server: held open
+        (so locked) for the server's life, closed in every child.
+    """
+    # SIGTERM (a benchmark stopping its server, a shutdown): leave through the finally below, which
+    # removes the socket; the children set SIGTERM back to its default
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    if server_key() != key:  # before the imports too: a client that names another key costs nothing
+        raise SystemExit(f"webbflow job server: not the client's environment ({key} != {server_key()})")
+    _warm()
+    if server_key() != key:
+        raise SystemExit(f"webbflow job server: sources changed while starting ({key} != {server_key()})")
+    path = Path(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    listener.bind(str(tmp))
+    os.chmod(tmp, 0o600)
+    listener.listen(64)
+    os.replace(tmp, path)  # clients connect only to a server that has warmed up
+    inode = path.stat().st_ino
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, ("listen", None))
+    jobs = {}  # pid -> [connection, pidfd, result received]
+    last = time.monotonic()
+    try:
+        while jobs or time.monotonic() - last < idle:
+            for sk, _ in sel.select(timeout=None if jobs else max(0.05, idle - (time.monotonic() - last))):
+                what, pid = sk.data
+                if what == "listen":
+                    conn, _ = listener.accept()
+                    child = _start_job(conn, listener, sel, lock_fd)
+                    if child is None:
+                        conn.close()
+                        continue
+                    with contextlib.suppress(OSError):
+                        _send_line(conn, {"pid": child})
+                    pidfd = os.pidfd_open(child)
+                    jobs[child] = [conn, pidfd]
+                    sel.register(conn, selectors.EVENT_READ, ("client", child))
+                    sel.register(pidfd, selectors.EVENT_READ, ("exit", child))
+                elif what == "client":
+                    conn = jobs[pid][0]
+                    data = b""
+                    with contextlib.suppress(OSError):
+                        data = conn.recv(4096)
+                    if not data:  # the client is gone (killed): its job must not go on alone
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                        sel.unregister(conn)
+                        continue
+                    for line in data.splitlines():
+                        with contextlib.suppress(ValueError, KeyError, ProcessLookupError):
+                            os.kill(pid, int(json.loads(line)["signal"]))
+                else:  # the child exited: reap it, tell its client
+                    conn, pidfd = jobs.pop(pid)
+                    _, status = os.waitpid(pid, 0)
+                    sel.unregister(pidfd)
+                    os.close(pidfd)
+                    with contextlib.suppress(KeyError, ValueError):
+                        sel.unregister(conn)
+                    with contextlib.suppress(OSError):
+                        _send_line(conn, {"exit": status})
+                    conn.close()
+                    last = time.monotonic()
+    finally:
+        with contextlib.suppress(OSError):
+            if path.stat().st_ino == inode:  # ours, not a successor's
+                path.unlink()
+        listener.close()  # a client that connected in the meantime sees EOF and runs its job in-process
+
+
+def _start_job(conn, listener, sel, lock_fd=None):
+    """Read one request from ``conn`` and fork its child; the child's pid, or None if refused."""
+    conn.settimeout(10.0)
+    fds = []
+    try:
+        header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
+        if not header:  # a connection that only checked the server listens (start())
+            return None
+        if len(header) != _HEADER.size or len(fds) != 3:
+            raise ConnectionError("bad request header")
+        request = pickle.loads(_recv_exact(conn, _HEADER.unpack(header)[0]))
+    except (OSError, pickle.UnpicklingError, EOFError, ConnectionError) as exc:
+        print(f"webbflow job server: bad request ({exc})", file=sys.stderr, flush=True)
+        for fd in fds:
+            os.close(fd)
+        return None
+    conn.settimeout(None)
+    if not fork_safe():
+        print("webbflow job server: not single-threaded, refusing to fork", file=sys.stderr, flush=True)
+        for fd in fds:
+            os.close(fd)
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            sel.close()
+            listener.close()
+            if lock_fd is not None:
+                os.close(lock_fd)
+            code = _child(conn, request, fds)
+        finally:
+            os._exit(code)
+    for fd in fds:
+        os.close(fd)
+    return pid
+
+
+def _die_with_parent():
+    """Have the kernel kill this process when the server (its parent) dies."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
+def _child(conn, request, fds):
+    """Run one job in the forked child as :func:`webbflow.workflow.run_job` does; its exit code."""
+    import importlib
+    import logging
+    import traceback
+
+    from webbflow.io.errors import InputError
+    from webbflow.workflow import LOG_FORMAT
+
+    _die_with_parent()
+    for sig in _FORWARDED + (signal.SIGCHLD, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh python: KeyboardInterrupt
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.path[:] = request["path"]  # modules the job imports now are found as in its own process
+    name = request["name"]
+    started = time.perf_counter()
+    logging.basicConfig(filename=request["log"], level=logging.INFO, format=LOG_FORMAT, force=True)
+    log = logging.getLogger(f"webbflow.{name}")
+    result, code = {"kind": "ok"}, 0
+    try:
+        fn = getattr(importlib.import_module(request["module"]), request["qualname"])
+        value = fn(*request["args"], **request["kwargs"])
+        with contextlib.suppress(Exception):
+            result["value"] = pickle.dumps(value).hex() if value is not None else None
+    except InputError as exc:
+        log.error("%s", exc)
+        result, code = {"kind": "input_error", "message": str(exc)}, 1
+    except KeyboardInterrupt:
+        # die by SIGINT as an interrupted python does (its status says so to the client and the shell)
+        traceback.print_exc()
+        sys.stderr.flush()
+        logging.shutdown()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+        result = {"kind": "ok" if code == 0 else "exit"}
+    except BaseException:
+        log.exception("%s failed", name)
+        traceback.print_exc()  # the console shows it, as an uncaught exception in the job's process would
+        result, code = {"kind": "error"}, 1
+    result.update(memory_figures())
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # a forked child's own: counted from the fork
+    result.update(child_wall_s=round(time.perf_counter() - started, 4),
+                  child_cpu_s=round(usage.ru_utime + usage.ru_stime, 4), server_pid=os.getppid())
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+    with contextlib.suppress(OSError):
+        _send_line(conn, result)
+    return code
+
+
+def main(argv=None):
+    """``python -m webbflow.jobserver SOCKET KEY [IDLE_S [LOCK_FD]]``: what a client runs, detached."""
+    argv = sys.argv[1:] if argv is None else argv
+    serve(argv[0], argv[1], float(argv[2]) if len(argv) > 2 else IDLE_S, int(argv[3]) if len(argv) > 3 else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

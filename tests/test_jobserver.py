@@ -1,0 +1,356 @@
+"""The warm job server (webbflow.jobserver): same products, messages, exit statuses and signals as a job
+run in its own process, and no server that runs old code, outlives its idle time or forks with threads.
+
+Every job here is a client process started as Snakemake starts a job script (``python -c`` calling
+:func:`webbflow.workflow.run_job`); its servers live in a private folder of the test's own, and every
+server the tests started is killed at the end.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from webbflow import jobserver
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open") or not Path("/proc/self/status").exists(),
+                                reason="Linux only (pidfd_open, /proc)")
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A job script as Snakemake runs it: ``snakemake.log``/``config`` stand-ins, then run_job.
+_CLIENT = r"""
+import json, sys
+from types import SimpleNamespace
+sys.path.insert(0, sys.argv[1])  # the test's helper jobs (found by the child through the client's sys.path)
+import importlib
+from webbflow.workflow import run_job
+module, name, log, kwargs = sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
+fn = getattr(importlib.import_module(module), name)
+run_job(SimpleNamespace(log=[log], config={}), name, fn, **kwargs)
+"""
+
+_HELPERS = '''
+import os, time
+from pathlib import Path
+
+def write_pid_and_sleep(pid_file, seconds=120):
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(seconds)
+
+def report(out):
+    import threading
+    from webbflow import jobserver
+    Path(out).write_text(f"{os.getpid()} {os.getppid()} {threading.active_count()}")
+'''
+
+
+def _servers(folder):
+    """pids of the servers listening in ``folder`` (by their command lines)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(str(folder).encode() in part for part in cmd) and b"webbflow.jobserver" in b" ".join(cmd):
+                found.append(int(proc.name))
+    return found
+
+
+def _gone(pid, timeout=60.0):
+    """Whether process ``pid`` has ended (or is a zombie) within ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def server_env():
+    """A private server folder (short: a socket path has ~100 characters at most) and an environment
+    whose jobs use it, shared by the module's tests (one warm server); every server started in it is
+    killed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="wfjs-", dir="/tmp"))
+    helpers = folder / "helpers"
+    helpers.mkdir()
+    (helpers / "wfjs_helpers.py").write_text(_HELPERS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(jobserver.DIR_ENV, str(folder / "sock"))
+        mp.setenv(jobserver.IDLE_ENV, "120")
+        mp.setenv("OMP_NUM_THREADS", "1")  # as Snakemake sets it for a one-thread job
+        mp.delenv("WEBBFLOW_JOB_STATS", raising=False)
+        try:
+            yield folder
+        finally:
+            for pid in _servers(folder):
+                os.kill(pid, signal.SIGKILL)
+                _gone(pid, 10)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _client(folder, module, name, log, mode, popen=False, **kwargs):
+    """Run one job as its own process, ``WEBBFLOW_JOB_SERVER=mode``."""
+    env = {**os.environ, jobserver.ENV: mode}
+    cmd = [sys.executable, "-c", _CLIENT, str(folder / "helpers"), module, name, str(log), json.dumps(kwargs)]
+    if popen:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+# --- products and messages --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sub160(tmp_path_factory):
+    """One demo SUB160 F200W exposure (1 integration) with its stage-1 and stage-2 references."""
+    from webbflow.simulate.presets import preset_specs, run_specs
+
+    data = tmp_path_factory.mktemp("jobserver_sub160")
+    specs = [s for s in preset_specs("demo-imaging") if s.filter == "F200W" and s.detector == "NRCA1"]
+    run_specs([replace(specs[0], nints=1)], data)
+    return data
+
+
+def _references(uncal, refs, reftypes):
+    from astropy.io import fits
+
+    from webbflow.refs import select_references
+
+    chosen = select_references(fits.getheader(uncal), refs, None, reftypes)
+    return {k: (str(v) if v else None) for k, v in chosen.items()}
+
+
+def test_detector1_and_image2_products_are_the_same_through_the_server(server_env, sub160, tmp_path, make,
+                                                                       monkeypatch):
+    from webbflow.refs.select import DETECTOR1_REFTYPES, IMAGE2_REFTYPES
+
+    monkeypatch.setenv("WEBBFLOW_JOB_STATS", str(tmp_path / "stats.jsonl"))
+    (uncal,) = sorted((sub160 / "uncal").glob("*_uncal.fits"))
+    root = uncal.name.removesuffix("_uncal.fits")
+    refs1 = _references(uncal, sub160 / "refs", DETECTOR1_REFTYPES)
+    refs2 = {k: v for k, v in _references(uncal, sub160 / "refs", IMAGE2_REFTYPES).items() if v}
+    from astropy.io import fits
+
+    exp_type = fits.getval(uncal, "EXP_TYPE")
+    for mode in ("0", "wait"):
+        out = tmp_path / mode
+        (out / "logs").mkdir(parents=True)
+        rate = out / f"{root}_rate.fits"
+        d1 = _client(server_env, "webbflow.jobs", "detector1", out / "logs" / "d1.log", mode, uncal=str(uncal),
+                     rate=str(rate), rateints=str(out / f"{root}_rateints.fits"), steps={}, references=refs1,
+                     exp_types=[exp_type])
+        assert d1.returncode == 0, d1.stderr[-3000:]
+        i2 = _client(server_env, "webbflow.jobs", "image2", out / "logs" / "i2.log", mode, rate=str(rate),
+                     cal=str(out / f"{root}_cal.fits"), steps={}, references=refs2)
+        assert i2.returncode == 0, i2.stderr[-3000:]
+        for log in ("d1.log", "i2.log"):
+            assert "job server not used" not in (out / "logs" / log).read_text()
+    differences, compared = make.compare_products(tmp_path / "0", tmp_path / "wait")
+    assert compared == 3 and not differences, differences  # rate, rateints, cal
+    stats = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert [s.get("server", False) for s in stats] == [False, False, True, True]
+    for s in stats:  # both memory figures of every job; a child's private pages are below its peak RSS
+        assert 0 < s["uss_mib"] <= s["pss_mib"] <= s["peak_rss_mib"] + 1e-6
+
+
+def test_input_error_same_message_log_and_exit(server_env, tmp_path):
+    missing = tmp_path / "nowhere_rate.fits"
+    runs = {}
+    for mode in ("0", "wait"):
+        log = tmp_path / f"{mode}.log"
+        runs[mode] = (_client(server_env, "webbflow.jobs", "image2", log, mode, rate=str(missing),
+                              cal=str(tmp_path / f"{mode}_cal.fits"), steps={}, references={}),
+                      [line.split(" ", 2)[2] for line in log.read_text().splitlines()])  # without the time
+    (off, off_log), (on, on_log) = runs["0"], runs["wait"]
+    assert off.returncode == on.returncode == 1
+    assert off.stderr.strip().startswith("webbflow image2 failed:") and "nowhere_rate.fits" in off.stderr
+    assert on.stderr == off.stderr and on.stdout == off.stdout
+    assert on_log == off_log and any(" ERROR " in f" {line}" for line in on_log)
+
+
+# --- stale code, idle exit, threads, signals --------------------------------------------------------
+
+def test_edited_sources_start_a_new_server_that_runs_the_new_code(server_env, tmp_path, monkeypatch):
+    """A copy of the package with a probe job: its edit must be seen by the next job, by a new server."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src" / "webbflow", src / "webbflow", ignore=shutil.ignore_patterns("__pycache__"))
+    probe = src / "webbflow" / "wfjs_probe.py"
+    monkeypatch.setenv("PYTHONPATH", str(src))
+    monkeypatch.setenv(jobserver.DIR_ENV, str(server_env / "stale"))
+    outs = []
+    for version in ("one", "two"):
+        probe.write_text(f"from pathlib import Path\n\ndef probe(out):\n    Path(out).write_text({version!r})\n")
+        out = tmp_path / f"{version}.txt"
+        run = _client(server_env, "webbflow.wfjs_probe", "probe", tmp_path / "probe.log", "wait", out=str(out))
+        assert run.returncode == 0, run.stderr[-3000:]
+        outs.append(out.read_text())
+        time.sleep(0.05)  # the edit gets another mtime even on a coarse clock
+    assert outs == ["one", "two"]
+    assert "job server not used" not in (tmp_path / "probe.log").read_text()
+    assert len(list((server_env / "stale").glob("*.sock"))) == 2
+    assert len(_servers(server_env / "stale")) == 2
+
+
+def test_server_exits_after_its_idle_time(server_env, tmp_path, monkeypatch):
+    monkeypatch.setenv(jobserver.DIR_ENV, str(server_env / "idle"))  # a server of its own
+    monkeypatch.setenv(jobserver.IDLE_ENV, "1")
+    run = _client(server_env, "wfjs_helpers", "report", tmp_path / "r.log", "wait", out=str(tmp_path / "r"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    servers = _servers(server_env / "idle")
+    _, parent, _ = map(int, (tmp_path / "r").read_text().split())
+    assert len(servers) <= 1 and (not servers or parent == servers[0])  # the job ran in a child of the server
+    assert all(_gone(p) for p in servers)
+    assert not list((server_env / "idle").glob("*.sock"))  # the socket went with it
+
+
+def test_server_forks_only_single_threaded(server_env, tmp_path):
+    """The warm server has one thread (no numba or BLAS workers) when it forks; a thread refuses forks."""
+    run = _client(server_env, "wfjs_helpers", "report", tmp_path / "r.log", "wait", out=str(tmp_path / "r"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    (server,) = _servers(server_env / "sock")
+    assert len(os.listdir(f"/proc/{server}/task")) == 1
+    _, parent, threads = map(int, (tmp_path / "r").read_text().split())
+    assert parent == server and threads == 1
+    assert jobserver.fork_safe()
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        assert not jobserver.fork_safe()
+    finally:
+        stop.set()
+        worker.join()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_the_client_stops_the_child_as_in_process(server_env, tmp_path, sig):
+    codes = {}
+    for mode in ("0", "wait"):
+        pid_file = tmp_path / f"{mode}.pid"
+        client = _client(server_env, "wfjs_helpers", "write_pid_and_sleep", tmp_path / f"{mode}.log", mode,
+                         popen=True, pid_file=str(pid_file))
+        end = time.monotonic() + 300
+        while not pid_file.exists() and client.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        assert pid_file.exists(), client.communicate()[1][-3000:]
+        job = int(pid_file.read_text())
+        assert (job == client.pid) == (mode == "0")
+        client.send_signal(sig)
+        client.communicate(timeout=60)
+        codes[mode] = client.returncode
+        assert _gone(job, 30)
+    assert codes["wait"] == codes["0"] == -sig
+
+
+def test_killed_client_leaves_no_child(server_env, tmp_path):
+    pid_file = tmp_path / "job.pid"
+    client = _client(server_env, "wfjs_helpers", "write_pid_and_sleep", tmp_path / "job.log", "wait", popen=True,
+                     pid_file=str(pid_file))
+    end = time.monotonic() + 300
+    while not pid_file.exists() and client.poll() is None and time.monotonic() < end:
+        time.sleep(0.05)
+    assert pid_file.exists(), client.communicate()[1][-3000:]
+    job = int(pid_file.read_text())
+    assert job != client.pid
+    client.kill()
+    client.communicate()
+    assert _gone(job, 30)
+
+
+_SNAKEFILE = """
+rule all:
+    input: "a.json"
+
+rule asn:
+    output: "a.json"
+    log: "a.log"
+    params: content={"asn_id": "a1", "products": [{"name": "p", "members": [{"expname": "x"}]}]}
+    script: "job.py"
+"""
+
+_SCRIPT = """
+import sys
+sys.path.append(SRC)
+from webbflow import jobs
+from webbflow.workflow import run_job
+
+run_job(snakemake, "image3_asn", jobs.image3_asn, snakemake.params.content, snakemake.output[0])
+"""
+
+
+def test_snakemake_script_job_runs_in_the_server(server_env, tmp_path, monkeypatch):
+    """A job as Snakemake's ``script:`` runs it (its preamble changes sys.path) reaches the server."""
+    stats = tmp_path / "stats.jsonl"
+    (tmp_path / "Snakefile").write_text(_SNAKEFILE)
+    (tmp_path / "job.py").write_text(_SCRIPT.replace("SRC", repr(str(REPO / "src"))))
+    env = {**os.environ, jobserver.ENV: "wait", "WEBBFLOW_JOB_STATS": str(stats)}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "-d", str(tmp_path),
+                           "--cores", "1"], capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads((tmp_path / "a.json").read_text())["asn_id"] == "a1"
+    assert "job server not used" not in (tmp_path / "a.log").read_text()
+    (line,) = stats.read_text().splitlines()
+    assert json.loads(line)["server"] is True
+
+
+def test_no_server_means_in_process(tmp_path, monkeypatch):
+    """A folder the server may not use (not private): the job runs in-process, one log line says why."""
+    folder = tmp_path / "open"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    monkeypatch.setenv(jobserver.DIR_ENV, str(folder))
+    run = _client(tmp_path, "webbflow.jobs", "image3_asn", tmp_path / "j.log", "wait",
+                  content={"asn_id": "a1", "products": [{"name": "p", "members": [{"expname": "x"}]}]},
+                  asn=str(tmp_path / "a.json"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((tmp_path / "a.json").read_text())["asn_id"] == "a1"
+    log = (tmp_path / "j.log").read_text()
+    assert "job server not used (PermissionError" in log and "running in-process" in log
+
+
+def test_config_key_and_environment(monkeypatch):
+    monkeypatch.delenv(jobserver.ENV, raising=False)
+    assert jobserver.wanted({"jobs": {"warm_server": True}})
+    assert not jobserver.wanted({"jobs": {"warm_server": False}}) and not jobserver.wanted(None)
+    assert not jobserver.wanted({})  # off by default
+    monkeypatch.setenv(jobserver.ENV, "0")
+    assert not jobserver.wanted({"jobs": {"warm_server": True}})
+    monkeypatch.setenv(jobserver.ENV, "1")
+    assert jobserver.wanted({})
+
+
+@pytest.mark.slow
+def test_demo_through_snakemake_with_the_server_matches_without(demo_workdir, tmp_path_factory, make, monkeypatch):
+    """The whole demo (``snakemake --cores 2``) with the server on gives the products of the run without."""
+    folder = Path(tempfile.mkdtemp(prefix="wfjs-", dir="/tmp"))
+    monkeypatch.setenv(jobserver.DIR_ENV, str(folder))
+    workdir = tmp_path_factory.mktemp("demo_server")
+    try:
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
+        stats = folder / "stats.jsonl"
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False,
+                              env={**os.environ, jobserver.ENV: "1", "WEBBFLOW_JOB_STATS": str(stats)})
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        served = [json.loads(line).get("server", False) for line in stats.read_text().splitlines()]
+        assert sum(served) > len(served) / 2  # most jobs ran in the server (the first ones while it started)
+    finally:
+        for pid in _servers(folder):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+    differences, compared = make.compare_products(demo_workdir / "results", workdir / "results")
+    assert compared > 20 and not differences, differences[:20]
