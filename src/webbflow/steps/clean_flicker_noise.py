@@ -193,47 +193,67 @@ def _sorted_clipped_stats(x, s):
     return mean, _window_median(s, lo, hi), sigma
 
 
-_SIGMA_RTOL = 1e-11
-"""Bound on the relative difference between :func:`_window_sigma`'s σ and numpy's (see :func:`_fast_clipped_stats`)."""
+_BLOCK = 1024
+"""Values per block of :func:`_shifted_sums`, summed in any order (so vectorised)."""
+_U = 2.0 ** -53  # float64 unit roundoff
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _any_order_sums(s, a, b, c):
+    """Sums of ``s[a:b] - c``, of its absolute values and of its squares, in whatever order LLVM vectorises."""
+    s1 = sa = s2 = 0.0
+    for i in range(a, b):
+        t = s[i] - c
+        s1 += t
+        sa += abs(t)
+        s2 += t * t
+    return s1, sa, s2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _two_sum(h, lo, t):
+    """Knuth's TwoSum: ``h + t`` and the rounding error carried in ``lo``."""
+    u = h + t
+    v = u - h
+    return u, lo + ((h - (u - v)) + (t - v))
 
 
 @njit(cache=True, nogil=True)
 def _shifted_sums(s, a, b, c, sign, acc):
-    """Add ``sign`` times the sums of ``s[a:b] - c`` and of its squares to ``acc`` (two double-double pairs).
+    """Add ``sign`` times the sums of ``s[a:b] - c`` and of its squares to ``acc``, with error bounds.
 
-    ``acc`` is (sum hi, sum lo, squares hi, squares lo): each term is added with Knuth's TwoSum, so
-    the pairs carry the sums of the rounded terms to ~1e-32 of the largest partial sum, whatever the
-    order and however many terms are later taken off again.
+    ``acc`` is (sum hi, sum lo, squares hi, squares lo, bound on the sum's error, bound on the
+    squares' error).  Blocks of :data:`_BLOCK` values are summed in any order (vectorised): each
+    block's error is at most (block size + 2) unit roundoffs times the sum of its absolute terms
+    (the rounding of ``s - c`` and of the square included), added to the bounds; the block sums are
+    accumulated with TwoSum, so taking values off again (``sign`` −1) cancels without losing digits.
     """
-    h1, l1, h2, l2 = acc[0], acc[1], acc[2], acc[3]
-    for i in range(a, b):
-        t = s[i] - c
-        t1 = sign * t
-        t2 = sign * (t * t)
-        u = h1 + t1
-        v = u - h1
-        l1 += (h1 - (u - v)) + (t1 - v)
-        h1 = u
-        u = h2 + t2
-        v = u - h2
-        l2 += (h2 - (u - v)) + (t2 - v)
-        h2 = u
-    acc[0], acc[1], acc[2], acc[3] = h1, l1, h2, l2
+    h1, l1, h2, l2, e1, e2 = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
+    for start in range(a, b, _BLOCK):
+        s1, sa, s2 = _any_order_sums(s, start, min(start + _BLOCK, b), c)
+        h1, l1 = _two_sum(h1, l1, sign * s1)
+        h2, l2 = _two_sum(h2, l2, sign * s2)
+        e1 += (_BLOCK + 2) * _U * sa
+        e2 += (_BLOCK + 4) * _U * s2
+    acc[0], acc[1], acc[2], acc[3], acc[4], acc[5] = h1, l1, h2, l2, e1, e2
 
 
 def _window_sigma(acc, m):
     """σ of ``m`` values from their :func:`_shifted_sums`, and a bound on its distance to numpy's σ.
 
-    None when the variance is not positive (every value equal: no bound can be given).
+    None when the variance is not clearly positive (every value equal: no bound can be given).
     """
     d = (acc[0] + acc[1]) / m
-    var = (acc[2] + acc[3]) / m - d * d
-    if not var > 0.0:
+    square = (acc[2] + acc[3]) / m
+    var = square - d * d
+    # ours: the sums' bounds, their propagation through d**2 and the last roundings; numpy's: its
+    # pairwise sums of the squares about its own mean, ~40 roundings (its mean's error enters squared)
+    e1, e2 = acc[4] / m, acc[5] / m
+    err_var = e2 + 2 * abs(d) * e1 + e1 * e1 + 8 * _U * square + 64 * _U * var
+    if not var > 4 * err_var:
         return None
     sigma = np.sqrt(var)
-    # the squares about the shift carry ~3 roundings each (relative to var + d**2) and numpy's pairwise
-    # sums ~40 (relative to var): both far inside _SIGMA_RTOL, which grows with the cancellation d**2 / var
-    return sigma, sigma * _SIGMA_RTOL * (1.0 + d * d / var)
+    return sigma, 4 * err_var / sigma  # |sqrt(a) - sqrt(b)| <= |a - b| / sqrt(a), a factor 4 to spare
 
 
 def _clear_of(s, lo, hi, bound, slack):
@@ -251,14 +271,15 @@ def _fast_clipped_stats(s):
     -----
     astropy's σ is a pairwise sum over the kept values in their original order; but the clipping
     uses σ only through the comparisons ``center ± 3σ`` with the values.  Here σ comes from
-    double-double sums over the sorted window (:func:`_shifted_sums`: one pass, then only the values
-    clipped away are subtracted), within ``err`` of numpy's; where no value lies within 3·err (plus
-    rounding) of a bound, numpy's σ would keep exactly the same values, so every window, median and
-    the final comparisons of the caller are astropy's.  The mean and the exact bits of σ are not
-    produced (only ``fit_histogram`` needs them; it takes the exact path).
+    vectorised block sums over the sorted window with a rigorous error bound (:func:`_shifted_sums`:
+    one pass, then only the values clipped away are subtracted, or the window summed afresh when
+    the outliers taken off dominate the bound), within ``err`` of numpy's; where no value lies
+    within 3·err (plus rounding) of a bound, numpy's σ would keep exactly the same values, so every
+    window, median and the final comparisons of the caller are astropy's.  The mean and the exact
+    bits of σ are not produced (only ``fit_histogram`` needs them; it takes the exact path).
     """
     lo, hi = 0, s.size
-    acc = np.zeros(4)
+    acc = np.zeros(6)
     shift = _window_median(s, lo, hi)
     _shifted_sums(s, lo, hi, shift, 1.0, acc)
     for iteration in range(6):  # astropy's maxiters (5) clippings, then the final window's σ
@@ -282,6 +303,10 @@ def _fast_clipped_stats(s):
         _shifted_sums(s, lo, new_lo, shift, -1.0, acc)
         _shifted_sums(s, new_hi, hi, shift, -1.0, acc)
         lo, hi = new_lo, new_hi
+        if acc[5] > 4 * (_BLOCK + 4) * _U * (acc[2] + acc[3]):
+            # the error bound is still that of the outliers taken off: sum the kept values afresh
+            acc[:] = 0.0
+            _shifted_sums(s, lo, hi, shift, 1.0, acc)
     return center, sigma, err
 
 
