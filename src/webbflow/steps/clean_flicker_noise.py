@@ -314,25 +314,17 @@ def _fast_clipped_stats(s):
 def _mirror_sorted(s, center):
     """jwst's mirrored lower half of the values ``s`` (sorted), sorted: :func:`_mirror`'s second array.
 
-    Both maps ``(v - center) + center`` and ``(center - v) + center`` of the values at or below
-    the centre are monotonic, so the result is the merge of the low part of ``s`` mapped ascending
-    and its reverse mapped the other way (no sort).
+    Of the values ``v <= center``, ``(v - center) + center`` is at most ``center`` and
+    ``(center - v) + center`` at least ``center`` (rounding is monotonic), and both maps are
+    monotonic: the sorted values are the first run ascending, then the second in reverse order (no
+    sort, no merge).
     """
-    k = 0
-    while k < s.size and s[k] <= center:
-        k += 1
+    k = np.searchsorted(s, center, "right")
     ordered = np.empty(2 * k)
-    i = 0  # ascending run: (s[i] - center) + center, i = 0 ..
-    j = k - 1  # ascending run: (center - s[j]) + center, j = k - 1 .. 0
-    for n in range(2 * k):
-        a = (s[i] - center) + center if i < k else np.inf
-        b = (center - s[j]) + center if j >= 0 else np.inf
-        if i < k and (j < 0 or a <= b):
-            ordered[n] = a
-            i += 1
-        else:
-            ordered[n] = b
-            j -= 1
+    for i in range(k):
+        ordered[i] = (s[i] - center) + center
+    for i in range(k):
+        ordered[k + i] = (center - s[k - 1 - i]) + center
     return ordered
 
 
