@@ -181,3 +181,20 @@ def test_clip_to_background_is_jwsts(lower_half_only, fit_histogram, wide_bound,
     np.testing.assert_array_equal(kept, np.sort(image[fast]).astype(np.float64))
     if wide_bound:
         assert calls
+
+
+@pytest.mark.parametrize("band", [(-np.inf, np.inf), (-1.0, 1.0), (0.5, 3.0), (-3.0, -0.5), (0.0, 0.0)])
+def test_row_medians_are_numpys_whatever_the_band(band):
+    # the band only chooses which values are selected from: the medians are numpy's, including ties
+    # and even counts, whether the middle ranks fall inside the band, below it or above it
+    rng = np.random.default_rng(5)
+    image = rng.normal(0.0, 2.0, (300, 64)).astype(np.float32)
+    image[::3] = np.round(image[::3])
+    mask = rng.random(image.shape) > 0.2
+    mask[7] = False  # a row without background: 0
+    mask[8, 1:] = False  # one value
+    out = np.empty((300, 2), np.float32)
+    cfn._row_median_kernel(image, mask, 32, out, *band)
+    expect = [[np.median(row[h * 32:(h + 1) * 32][m[h * 32:(h + 1) * 32]]) if m[h * 32:(h + 1) * 32].any() else 0.0
+               for h in range(2)] for row, m in zip(image, mask)]
+    np.testing.assert_array_equal(out, np.array(expect, np.float32))

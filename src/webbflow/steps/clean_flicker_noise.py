@@ -531,35 +531,94 @@ def _background(image, mask, method, box_size):
 
 
 @njit(cache=True, nogil=True)
-def _row_median_kernel(image, mask, width, out):
-    """Median of the masked pixels of each row segment of ``width`` columns into ``out`` (ny, nseg); 0 if none."""
+def _select(a, n, k):
+    """The ``k``-th smallest of ``a[:n]`` (finite values), partially ordering ``a`` in place.
+
+    Quickselect with a median-of-three pivot and Hoare's partition; afterwards ``a[:k]`` holds the
+    ``k`` smallest values, so the one just below is their maximum.
+    """
+    lo, hi = 0, n - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@njit(cache=True, nogil=True)
+def _row_median_kernel(image, mask, width, out, low, high):
+    """Median of the masked pixels of each row segment of ``width`` columns into ``out`` (ny, nseg); 0 if none.
+
+    The values within [low, high] are gathered apart (branch-free) with the count of those below:
+    when both middle ranks fall among them, the median is selected from those alone (a band around
+    the typical median holds ~40 % of a row), else from the whole segment.  Same order statistics
+    either way.
+    """
     ny, nx = image.shape
     buf = np.empty(width, np.float64)
+    band = np.empty(width, np.float64)
     for y in range(ny):
         for s in range(nx // width):
             n = 0
+            below = 0
+            m = 0
             for x in range(s * width, (s + 1) * width):
                 if mask[y, x]:
-                    buf[n] = image[y, x]
+                    v = np.float64(image[y, x])
+                    buf[n] = v
                     n += 1
+                    band[m] = v
+                    m += (v >= low) & (v <= high)
+                    below += v < low
             if n == 0:
                 out[y, s] = 0.0
                 continue
-            # numba's median selects (quickselect, no full sort) and averages the middle two as
-            # (a + b) / 2; numpy's median of an even count is the mean of the two middle values in the
-            # array's dtype; (a + b) / 2 is exact in float64 for float32 a, b, so its rounding to float32
-            # on the store below is numpy's float32 result
-            out[y, s] = np.median(buf[:n])
+            k = n // 2  # the upper middle rank; the lower one is k - 1 when n is even
+            if below <= k - 1 + n % 2 and below + m > k:
+                values, count, rank = band, m, k - below
+            else:
+                values, count, rank = buf, n, k
+            upper = _select(values, count, rank)
+            # numpy's median of an even count is the mean of the two middle values in the array's dtype;
+            # (a + b) / 2 is exact in float64 for float32 a, b, so its rounding to float32 on the store
+            # below is numpy's float32 result
+            out[y, s] = upper if n % 2 else (np.max(values[:rank]) + upper) / 2
 
 
-def _row_medians(image, mask, channels):
+def _row_medians(image, mask, channels, ordered=None):
     """Masked median of each row (per channel of ``image.shape[1] // channels`` columns), 0 where none.
 
     The values numpy's masked median gives (jwst's ``np.ma.median``), in the image's dtype.
+    ``ordered``: ``np.sort(image[mask])`` when the caller has it, for the band of
+    :func:`_row_median_kernel` (its 30th to 70th percentile); else the whole segments are selected from.
     """
     ny, nx = image.shape
+    low, high = -np.inf, np.inf
+    if ordered is not None and ordered.size >= 100:
+        low, high = float(ordered[int(0.3 * ordered.size)]), float(ordered[int(0.7 * ordered.size)])
     stripes = np.empty((ny, channels), image.dtype)
-    _row_median_kernel(image, np.ascontiguousarray(mask), nx // channels, stripes)
+    _row_median_kernel(image, np.ascontiguousarray(mask), nx // channels, stripes, low, high)
     return np.repeat(stripes, nx // channels, axis=1)
 
 
@@ -580,9 +639,11 @@ def _clean_difference(diff, mask, background_method, box_size, n_sigma, channels
     if background_method is not None and n_sigma > 0:
         # residual[mask] sorted: the background's sorted values less the same scalar (a monotonic map)
         presorted = kept - background if kept is not None and np.ndim(background) == 0 else None
-        clip_to_background(residual, mask, sigma_lower=n_sigma, sigma_upper=n_sigma, lower_half_only=True,
-                           presorted=presorted)
-    cleaned = residual - _row_medians(residual, mask, channels)
+        kept = clip_to_background(residual, mask, sigma_lower=n_sigma, sigma_upper=n_sigma, lower_half_only=True,
+                                  presorted=presorted)
+    else:
+        kept = None
+    cleaned = residual - _row_medians(residual, mask, channels, kept)
     cleaned += background
     cleaned[nan_pix] = np.nan
     return cleaned
