@@ -40,7 +40,7 @@ def test_row_medians_are_numpys_masked_medians():
         blocks = np.split(np.ma.array(image, mask=~mask), channels, axis=1)
         expect = np.concatenate([np.broadcast_to(np.ma.filled(np.ma.median(b, axis=1, keepdims=True), 0.0), b.shape)
                                  for b in blocks], axis=1)
-        got = cfn._row_medians(image, mask, channels)
+        got = np.repeat(cfn._row_medians(image, mask, channels), 2048 // channels, axis=1)
         np.testing.assert_array_equal(image - got, image - expect)
         assert np.all(got[4] == 0)
 

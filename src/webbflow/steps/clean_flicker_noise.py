@@ -607,7 +607,7 @@ def _row_median_kernel(image, mask, width, out, low, high):
 
 
 def _row_medians(image, mask, channels, ordered=None):
-    """Masked median of each row (per channel of ``image.shape[1] // channels`` columns), 0 where none.
+    """Masked median of each row (per channel of ``image.shape[1] // channels`` columns), 0 where none: (ny, channels).
 
     The values numpy's masked median gives (jwst's ``np.ma.median``), in the image's dtype.
     ``ordered``: ``np.sort(image[mask])`` when the caller has it, for the band of
@@ -619,7 +619,17 @@ def _row_medians(image, mask, channels, ordered=None):
         low, high = float(ordered[int(0.3 * ordered.size)]), float(ordered[int(0.7 * ordered.size)])
     stripes = np.empty((ny, channels), image.dtype)
     _row_median_kernel(image, np.ascontiguousarray(mask), nx // channels, stripes, low, high)
-    return np.repeat(stripes, nx // channels, axis=1)
+    return stripes
+
+
+@njit(cache=True, nogil=True)
+def _destripe(residual, stripes, background, nan_pix):
+    """``residual - stripes`` (per row segment) ``+ background``, NaN where ``nan_pix``, in place (float32 throughout)."""
+    ny, nx = residual.shape
+    width = nx // stripes.shape[1]
+    for y in range(ny):
+        for x in range(nx):
+            residual[y, x] = np.float32(np.nan) if nan_pix[y, x] else (residual[y, x] - stripes[y, x // width]) + background
 
 
 def _clean_difference(diff, mask, background_method, box_size, n_sigma, channels):
@@ -643,7 +653,11 @@ def _clean_difference(diff, mask, background_method, box_size, n_sigma, channels
                                   presorted=presorted)
     else:
         kept = None
-    cleaned = residual - _row_medians(residual, mask, channels, kept)
+    stripes = _row_medians(residual, mask, channels, kept)
+    if residual.dtype == np.float32 and isinstance(background, np.float32):
+        _destripe(residual, stripes, background, nan_pix)  # numpy's float32 operations below, in one pass
+        return residual
+    cleaned = residual - np.repeat(stripes, residual.shape[1] // channels, axis=1)
     cleaned += background
     cleaned[nan_pix] = np.nan
     return cleaned
