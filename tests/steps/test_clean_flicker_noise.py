@@ -193,6 +193,7 @@ def test_row_medians_are_numpys_whatever_the_band(band):
     mask = rng.random(image.shape) > 0.2
     mask[7] = False  # a row without background: 0
     mask[8, 1:] = False  # one value
+    image[9, 3] = np.nan  # NaN: NaN, as numpy
     out = np.empty((300, 2), np.float32)
     cfn._row_median_kernel(image, mask, 32, out, *band)
     expect = [[np.median(row[h * 32:(h + 1) * 32][m[h * 32:(h + 1) * 32]]) if m[h * 32:(h + 1) * 32].any() else 0.0

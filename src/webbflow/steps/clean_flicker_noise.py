@@ -583,6 +583,7 @@ def _row_median_kernel(image, mask, width, out, low, high):
             n = 0
             below = 0
             m = 0
+            finite = True
             for x in range(s * width, (s + 1) * width):
                 if mask[y, x]:
                     v = np.float64(image[y, x])
@@ -591,8 +592,13 @@ def _row_median_kernel(image, mask, width, out, low, high):
                     band[m] = v
                     m += (v >= low) & (v <= high)
                     below += v < low
+                    if np.isnan(v):
+                        finite = False
             if n == 0:
                 out[y, s] = 0.0
+                continue
+            if not finite:  # numpy's answer, which neither quickselect nor numba's np.median gives
+                out[y, s] = np.nan
                 continue
             k = n // 2  # the upper middle rank; the lower one is k - 1 when n is even
             if below <= k - 1 + n % 2 and below + m > k:
