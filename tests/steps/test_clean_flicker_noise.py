@@ -40,7 +40,7 @@ def test_row_medians_are_numpys_masked_medians():
         blocks = np.split(np.ma.array(image, mask=~mask), channels, axis=1)
         expect = np.concatenate([np.broadcast_to(np.ma.filled(np.ma.median(b, axis=1, keepdims=True), 0.0), b.shape)
                                  for b in blocks], axis=1)
-        got = cfn._row_medians(image, mask, channels)
+        got = np.repeat(cfn._row_medians(image, mask, channels), 2048 // channels, axis=1)
         np.testing.assert_array_equal(image - got, image - expect)
         assert np.all(got[4] == 0)
 
@@ -128,10 +128,47 @@ def test_clipped_stats_from_one_sort_are_astropys(n):
     assert cfn._sorted_clipped_stats(x, np.sort(x)) == tuple(cfn._clipped_stats(x))
 
 
+@pytest.mark.parametrize("n", [2, 7, 129, 1000, 250_001])
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_fast_clipped_stats_within_their_bound_of_astropys(n, offset):
+    # the sums over the sorted values (any order) give astropy's median and a σ within the bound they
+    # report, also with a mean far from zero (the cancellation the bound must cover) and big outliers
+    rng = np.random.default_rng(n)
+    x = rng.normal(3.0 + offset, 12.0, n)
+    x[rng.random(n) < 0.05] += rng.uniform(50, 5e6)
+    x = x.astype(np.float32).astype(np.float64)
+    found = cfn._fast_clipped_stats(np.sort(x))
+    _, median, sigma = cfn._clipped_stats(x)
+    assert found is not None
+    assert found[0] == median
+    assert 0 < found[2] < 1e-9 * sigma
+    assert abs(found[1] - sigma) <= found[2]
+
+
+def test_constant_values_take_the_exact_path():
+    # zero variance: no bound can be promised, astropy's numbers are used
+    image = np.full((16, 16), 5.0, np.float32)
+    mask = np.ones(image.shape, bool)
+    assert cfn._fast_clipped_stats(np.sort(image.ravel()).astype(np.float64)) is None
+    expect = mask.copy()
+    cfn._clip_with_astropy(image.astype(np.float64), expect, 3.0, 2.0, False, True)
+    cfn.clip_to_background(image, mask, 3.0, 2.0, lower_half_only=True)
+    np.testing.assert_array_equal(mask, expect)
+
+
+@pytest.mark.parametrize("wide_bound", [False, True])
 @pytest.mark.parametrize("lower_half_only", [False, True])
 @pytest.mark.parametrize("fit_histogram", [False, True])
-def test_clip_to_background_is_jwsts(lower_half_only, fit_histogram):
-    # one sort + merges (clip_to_background) against jwst's formulation on astropy (_clip_with_astropy)
+def test_clip_to_background_is_jwsts(lower_half_only, fit_histogram, wide_bound, monkeypatch):
+    # one sort + merges (clip_to_background) against jwst's formulation on astropy (_clip_with_astropy);
+    # wide_bound: the fast σ claims an error of 1 % of σ, so values lie within its reach of the bounds and
+    # the exact path (numpy's summation order) must take over
+    if wide_bound:
+        window_sigma = cfn._window_sigma
+        monkeypatch.setattr(cfn, "_window_sigma", lambda acc, m: (window_sigma(acc, m)[0], 0.01 * window_sigma(acc, m)[0]))
+        calls = []
+        center_sigma = cfn._center_sigma
+        monkeypatch.setattr(cfn, "_center_sigma", lambda *a: calls.append(1) or center_sigma(*a))
     rng = np.random.default_rng(7)
     image = rng.normal(10.0, 4.0, (128, 256)).astype(np.float32)
     image[40:50, 60:90] += 300.0  # a source
@@ -142,3 +179,23 @@ def test_clip_to_background_is_jwsts(lower_half_only, fit_histogram):
     assert 0.5 < fast.mean() < mask.mean()  # it clips something
     np.testing.assert_array_equal(fast, slow)
     np.testing.assert_array_equal(kept, np.sort(image[fast]).astype(np.float64))
+    if wide_bound:
+        assert calls
+
+
+@pytest.mark.parametrize("band", [(-np.inf, np.inf), (-1.0, 1.0), (0.5, 3.0), (-3.0, -0.5), (0.0, 0.0)])
+def test_row_medians_are_numpys_whatever_the_band(band):
+    # the band only chooses which values are selected from: the medians are numpy's, including ties
+    # and even counts, whether the middle ranks fall inside the band, below it or above it
+    rng = np.random.default_rng(5)
+    image = rng.normal(0.0, 2.0, (300, 64)).astype(np.float32)
+    image[::3] = np.round(image[::3])
+    mask = rng.random(image.shape) > 0.2
+    mask[7] = False  # a row without background: 0
+    mask[8, 1:] = False  # one value
+    image[9, 3] = np.nan  # NaN: NaN, as numpy
+    out = np.empty((300, 2), np.float32)
+    cfn._row_median_kernel(image, mask, 32, out, *band)
+    expect = [[np.median(row[h * 32:(h + 1) * 32][m[h * 32:(h + 1) * 32]]) if m[h * 32:(h + 1) * 32].any() else 0.0
+               for h in range(2)] for row, m in zip(image, mask)]
+    np.testing.assert_array_equal(out, np.array(expect, np.float32))

@@ -193,17 +193,148 @@ def _sorted_clipped_stats(x, s):
     return mean, _window_median(s, lo, hi), sigma
 
 
-@njit(cache=True, nogil=True)
-def _mirror(x, s, center):
-    """jwst's mirrored lower half of ``x`` and the same values sorted, given ``s`` (``x`` sorted).
+_BLOCK = 1024
+"""Values per block of :func:`_shifted_sums`, summed in any order (so vectorised)."""
+_U = 2.0 ** -53  # float64 unit roundoff
 
-    The values are ``concatenate((low - center, center - low)) + center`` with ``low = x[x <= center]``
-    in order; both maps are monotonic, so the sorted values are the merge of the low part of ``s``
-    mapped ascending and its reverse mapped the other way (no sort).
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _any_order_sums(s, a, b, c):
+    """Sums of ``s[a:b] - c``, of its absolute values and of its squares, in whatever order LLVM vectorises."""
+    s1 = sa = s2 = 0.0
+    for i in range(a, b):
+        t = s[i] - c
+        s1 += t
+        sa += abs(t)
+        s2 += t * t
+    return s1, sa, s2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _two_sum(h, lo, t):
+    """Knuth's TwoSum: ``h + t`` and the rounding error carried in ``lo``."""
+    u = h + t
+    v = u - h
+    return u, lo + ((h - (u - v)) + (t - v))
+
+
+@njit(cache=True, nogil=True)
+def _shifted_sums(s, a, b, c, sign, acc):
+    """Add ``sign`` times the sums of ``s[a:b] - c`` and of its squares to ``acc``, with error bounds.
+
+    ``acc`` is (sum hi, sum lo, squares hi, squares lo, bound on the sum's error, bound on the
+    squares' error).  Blocks of :data:`_BLOCK` values are summed in any order (vectorised): each
+    block's error is at most (block size + 2) unit roundoffs times the sum of its absolute terms
+    (the rounding of ``s - c`` and of the square included), added to the bounds; the block sums are
+    accumulated with TwoSum, so taking values off again (``sign`` −1) cancels without losing digits.
     """
+    h1, l1, h2, l2, e1, e2 = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
+    for start in range(a, b, _BLOCK):
+        s1, sa, s2 = _any_order_sums(s, start, min(start + _BLOCK, b), c)
+        h1, l1 = _two_sum(h1, l1, sign * s1)
+        h2, l2 = _two_sum(h2, l2, sign * s2)
+        e1 += (_BLOCK + 2) * _U * sa
+        e2 += (_BLOCK + 4) * _U * s2
+    acc[0], acc[1], acc[2], acc[3], acc[4], acc[5] = h1, l1, h2, l2, e1, e2
+
+
+def _window_sigma(acc, m):
+    """σ of ``m`` values from their :func:`_shifted_sums`, and a bound on its distance to numpy's σ.
+
+    None when the variance is not clearly positive (every value equal: no bound can be given).
+    """
+    d = (acc[0] + acc[1]) / m
+    square = (acc[2] + acc[3]) / m
+    var = square - d * d
+    # ours: the sums' bounds, their propagation through d**2 and the last roundings; numpy's: its
+    # pairwise sums of the squares about its own mean, ~40 roundings (its mean's error enters squared)
+    e1, e2 = acc[4] / m, acc[5] / m
+    err_var = e2 + 2 * abs(d) * e1 + e1 * e1 + 8 * _U * square + 64 * _U * var
+    if not var > 4 * err_var:
+        return None
+    sigma = np.sqrt(var)
+    return sigma, 4 * err_var / sigma  # |sqrt(a) - sqrt(b)| <= |a - b| / sqrt(a), a factor 4 to spare
+
+
+def _clear_of(s, lo, hi, bound, slack):
+    """Whether no value of ``s[lo:hi]`` (sorted) lies within ``slack`` of ``bound``."""
+    return np.searchsorted(s[lo:hi], bound - slack, "left") == np.searchsorted(s[lo:hi], bound + slack, "right")
+
+
+def _fast_clipped_stats(s):
+    """The median and σ of :func:`_sorted_clipped_stats` from ``s`` alone, without numpy's summation order.
+
+    Returns (median, σ, bound on |σ - numpy's σ|), or None when that cannot be promised (a clipping
+    bound within reach of a value, a zero variance, nothing kept): the caller then takes the exact path.
+
+    Notes
+    -----
+    astropy's σ is a pairwise sum over the kept values in their original order; but the clipping
+    uses σ only through the comparisons ``center ± 3σ`` with the values.  Here σ comes from
+    vectorised block sums over the sorted window with a rigorous error bound (:func:`_shifted_sums`:
+    one pass, then only the values clipped away are subtracted, or the window summed afresh when
+    the outliers taken off dominate the bound), within ``err`` of numpy's; where no value lies
+    within 3·err (plus rounding) of a bound, numpy's σ would keep exactly the same values, so every
+    window, median and the final comparisons of the caller are astropy's.  The mean and the exact
+    bits of σ are not produced (only ``fit_histogram`` needs them; it takes the exact path).
+    """
+    lo, hi = 0, s.size
+    acc = np.zeros(6)
+    shift = _window_median(s, lo, hi)
+    _shifted_sums(s, lo, hi, shift, 1.0, acc)
+    for iteration in range(6):  # astropy's maxiters (5) clippings, then the final window's σ
+        center = _window_median(s, lo, hi)
+        found = _window_sigma(acc, hi - lo)
+        if found is None:
+            return None
+        sigma, err = found
+        if iteration == 5:
+            break
+        low, high = center - sigma * _CLIP, center + sigma * _CLIP
+        slack = _CLIP * err + 1e-13 * (abs(center) + _CLIP * sigma)
+        if not (_clear_of(s, lo, hi, low, slack) and _clear_of(s, lo, hi, high, slack)):
+            return None
+        new_lo = lo + int(np.searchsorted(s[lo:hi], low, "left"))
+        new_hi = lo + int(np.searchsorted(s[lo:hi], high, "right"))
+        if new_hi - new_lo == hi - lo:
+            break
+        if new_hi <= new_lo:
+            return None
+        _shifted_sums(s, lo, new_lo, shift, -1.0, acc)
+        _shifted_sums(s, new_hi, hi, shift, -1.0, acc)
+        lo, hi = new_lo, new_hi
+        if acc[5] > 4 * (_BLOCK + 4) * _U * (acc[2] + acc[3]):
+            # the error bound is still that of the outliers taken off: sum the kept values afresh
+            acc[:] = 0.0
+            _shifted_sums(s, lo, hi, shift, 1.0, acc)
+    return center, sigma, err
+
+
+@njit(cache=True, nogil=True)
+def _mirror_sorted(s, center):
+    """jwst's mirrored lower half of the values ``s`` (sorted), sorted: :func:`_mirror`'s second array.
+
+    Of the values ``v <= center``, ``(v - center) + center`` is at most ``center`` and
+    ``(center - v) + center`` at least ``center`` (rounding is monotonic), and both maps are
+    monotonic: the sorted values are the first run ascending, then the second in reverse order (no
+    sort, no merge).
+    """
+    k = np.searchsorted(s, center, "right")
+    ordered = np.empty(2 * k)
+    for i in range(k):
+        ordered[i] = (s[i] - center) + center
+    for i in range(k):
+        ordered[k + i] = (center - s[k - 1 - i]) + center
+    return ordered
+
+
+@njit(cache=True, nogil=True)
+def _mirror_values(x, center):
+    """jwst's mirrored lower half of ``x`` in jwst's order: ``concatenate((low - center, center - low)) + center``."""
     k = 0
-    while k < s.size and s[k] <= center:
-        k += 1
+    for i in range(x.size):
+        if x[i] <= center:
+            k += 1
     values = np.empty(2 * k)
     j = 0
     for i in range(x.size):
@@ -211,19 +342,12 @@ def _mirror(x, s, center):
             values[j] = (x[i] - center) + center
             values[k + j] = (center - x[i]) + center
             j += 1
-    ordered = np.empty(2 * k)
-    i = 0  # ascending run: (s[i] - center) + center, i = 0 ..
-    j = k - 1  # ascending run: (center - s[j]) + center, j = k - 1 .. 0
-    for n in range(2 * k):
-        a = (s[i] - center) + center if i < k else np.inf
-        b = (center - s[j]) + center if j >= 0 else np.inf
-        if i < k and (j < 0 or a <= b):
-            ordered[n] = a
-            i += 1
-        else:
-            ordered[n] = b
-            j -= 1
-    return values, ordered
+    return values
+
+
+def _mirror(x, s, center):
+    """jwst's mirrored lower half of ``x`` and the same values sorted, given ``s`` (``x`` sorted)."""
+    return _mirror_values(x, center), _mirror_sorted(s, center)
 
 
 @njit(cache=True, nogil=True)
@@ -288,17 +412,30 @@ def clip_to_background(image, mask, sigma_lower=3.0, sigma_upper=2.0, fit_histog
 
     Notes
     -----
-    The statistics are :func:`_sorted_clipped_stats`: astropy's numbers from one sort of the
-    values (the mirrored lower half is a merge of two sorted runs), which is what makes the
-    step ~10x faster than calling ``sigma_clipped_stats`` four times per group difference.
+    The statistics come from one sort of the values (the mirrored lower half is a merge of two
+    sorted runs), which is what makes the step ~10x faster than calling ``sigma_clipped_stats``
+    four times per group difference.  σ is taken from sums over the sorted values
+    (:func:`_fast_clipped_stats`), not in numpy's order; where it could draw a line between the
+    values differently from numpy's σ (a value within ~1e-11 σ of a clipping bound), and for
+    ``fit_histogram``, astropy's own numbers are reproduced (:func:`_sorted_clipped_stats`).  The
+    mask and the returned values are therefore astropy's in every case.
     """
     if not np.any(mask):
         return None
-    native = image[mask]
-    x = native.astype(np.float64)
-    s = np.sort(native) if presorted is None else presorted  # float32 sorts 3x faster, same order
+    s = np.sort(image[mask]) if presorted is None else presorted  # float32 sorts 3x faster, same order
     s = s.astype(np.float64, copy=False)
-    found = _center_sigma(x, s, fit_histogram, lower_half_only)
+    if not (np.isfinite(s[0]) and np.isfinite(s[-1])):  # NaN sorts last
+        found = None
+    else:
+        found = None if fit_histogram else _fast_center_sigma(s, lower_half_only)
+        if found is not None:
+            center, sigma, err = found
+            # numpy's σ draws the same lines between the values when none lies within its reach of them
+            clear = all(_clear_of(s, 0, s.size, center + k * sigma, abs(k) * err + 1e-13 * (abs(center) + abs(k) * sigma))
+                        for k in (-sigma_lower, sigma_upper))
+            found = (center, sigma) if clear else None
+        if found is None:
+            found = _center_sigma(image[mask].astype(np.float64), s, fit_histogram, lower_half_only)
     if found is None:
         _clip_with_astropy(image.astype(np.float64), mask, sigma_lower, sigma_upper, fit_histogram, lower_half_only)
         return None
@@ -308,10 +445,17 @@ def clip_to_background(image, mask, sigma_lower=3.0, sigma_upper=2.0, fit_histog
     return s[np.searchsorted(s, low, "left"):np.searchsorted(s, high, "right")]
 
 
+def _fast_center_sigma(s, lower_half_only):
+    """:func:`_center_sigma` by :func:`_fast_clipped_stats` from the sorted values alone: (centre, σ, err) or None."""
+    stats = _fast_clipped_stats(s)
+    if stats is not None and lower_half_only:
+        stats = _fast_clipped_stats(_mirror_sorted(s, np.float64(stats[0])))
+    return stats
+
+
 def _center_sigma(x, s, fit_histogram, lower_half_only):
-    """:func:`clip_to_background`'s centre and σ from ``x`` (float64) and ``s`` (sorted); None if not finite."""
-    if not (np.isfinite(s[0]) and np.isfinite(s[-1])):  # NaN sorts last
-        return None
+    """:func:`clip_to_background`'s centre and σ from ``x`` (float64, finite) and ``s`` (sorted), in numpy's
+    summation order; None when a clipping leaves nothing."""
     stats = _sorted_clipped_stats(x, s)
     if stats is None:
         return None
@@ -387,36 +531,111 @@ def _background(image, mask, method, box_size):
 
 
 @njit(cache=True, nogil=True)
-def _row_median_kernel(image, mask, width, out):
-    """Median of the masked pixels of each row segment of ``width`` columns into ``out`` (ny, nseg); 0 if none."""
+def _select(a, n, k):
+    """The ``k``-th smallest of ``a[:n]`` (finite values), partially ordering ``a`` in place.
+
+    Quickselect with a median-of-three pivot and Hoare's partition; afterwards ``a[:k]`` holds the
+    ``k`` smallest values, so the one just below is their maximum.
+    """
+    lo, hi = 0, n - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@njit(cache=True, nogil=True)
+def _row_median_kernel(image, mask, width, out, low, high):
+    """Median of the masked pixels of each row segment of ``width`` columns into ``out`` (ny, nseg); 0 if none.
+
+    The values within [low, high] are gathered apart (branch-free) with the count of those below:
+    when both middle ranks fall among them, the median is selected from those alone (a band around
+    the typical median holds ~40 % of a row), else from the whole segment.  Same order statistics
+    either way.
+    """
     ny, nx = image.shape
     buf = np.empty(width, np.float64)
+    band = np.empty(width, np.float64)
     for y in range(ny):
         for s in range(nx // width):
             n = 0
+            below = 0
+            m = 0
+            finite = True
             for x in range(s * width, (s + 1) * width):
                 if mask[y, x]:
-                    buf[n] = image[y, x]
+                    v = np.float64(image[y, x])
+                    buf[n] = v
                     n += 1
+                    band[m] = v
+                    m += (v >= low) & (v <= high)
+                    below += v < low
+                    if np.isnan(v):
+                        finite = False
             if n == 0:
                 out[y, s] = 0.0
                 continue
-            # numba's median selects (quickselect, no full sort) and averages the middle two as
-            # (a + b) / 2; numpy's median of an even count is the mean of the two middle values in the
-            # array's dtype; (a + b) / 2 is exact in float64 for float32 a, b, so its rounding to float32
-            # on the store below is numpy's float32 result
-            out[y, s] = np.median(buf[:n])
+            if not finite:  # numpy's answer, which neither quickselect nor numba's np.median gives
+                out[y, s] = np.nan
+                continue
+            k = n // 2  # the upper middle rank; the lower one is k - 1 when n is even
+            if below <= k - 1 + n % 2 and below + m > k:
+                values, count, rank = band, m, k - below
+            else:
+                values, count, rank = buf, n, k
+            upper = _select(values, count, rank)
+            # numpy's median of an even count is the mean of the two middle values in the array's dtype;
+            # (a + b) / 2 is exact in float64 for float32 a, b, so its rounding to float32 on the store
+            # below is numpy's float32 result
+            out[y, s] = upper if n % 2 else (np.max(values[:rank]) + upper) / 2
 
 
-def _row_medians(image, mask, channels):
-    """Masked median of each row (per channel of ``image.shape[1] // channels`` columns), 0 where none.
+def _row_medians(image, mask, channels, ordered=None):
+    """Masked median of each row (per channel of ``image.shape[1] // channels`` columns), 0 where none: (ny, channels).
 
     The values numpy's masked median gives (jwst's ``np.ma.median``), in the image's dtype.
+    ``ordered``: ``np.sort(image[mask])`` when the caller has it, for the band of
+    :func:`_row_median_kernel` (its 30th to 70th percentile); else the whole segments are selected from.
     """
     ny, nx = image.shape
+    low, high = -np.inf, np.inf
+    if ordered is not None and ordered.size >= 100:
+        low, high = float(ordered[int(0.3 * ordered.size)]), float(ordered[int(0.7 * ordered.size)])
     stripes = np.empty((ny, channels), image.dtype)
-    _row_median_kernel(image, np.ascontiguousarray(mask), nx // channels, stripes)
-    return np.repeat(stripes, nx // channels, axis=1)
+    _row_median_kernel(image, np.ascontiguousarray(mask), nx // channels, stripes, low, high)
+    return stripes
+
+
+@njit(cache=True, nogil=True)
+def _destripe(residual, stripes, background, nan_pix):
+    """``residual - stripes`` (per row segment) ``+ background``, NaN where ``nan_pix``, in place (float32 throughout)."""
+    ny, nx = residual.shape
+    width = nx // stripes.shape[1]
+    for y in range(ny):
+        for x in range(nx):
+            residual[y, x] = np.float32(np.nan) if nan_pix[y, x] else (residual[y, x] - stripes[y, x // width]) + background
 
 
 def _clean_difference(diff, mask, background_method, box_size, n_sigma, channels):
@@ -436,9 +655,15 @@ def _clean_difference(diff, mask, background_method, box_size, n_sigma, channels
     if background_method is not None and n_sigma > 0:
         # residual[mask] sorted: the background's sorted values less the same scalar (a monotonic map)
         presorted = kept - background if kept is not None and np.ndim(background) == 0 else None
-        clip_to_background(residual, mask, sigma_lower=n_sigma, sigma_upper=n_sigma, lower_half_only=True,
-                           presorted=presorted)
-    cleaned = residual - _row_medians(residual, mask, channels)
+        kept = clip_to_background(residual, mask, sigma_lower=n_sigma, sigma_upper=n_sigma, lower_half_only=True,
+                                  presorted=presorted)
+    else:
+        kept = None
+    stripes = _row_medians(residual, mask, channels, kept)
+    if residual.dtype == np.float32 and isinstance(background, np.float32):
+        _destripe(residual, stripes, background, nan_pix)  # numpy's float32 operations below, in one pass
+        return residual
+    cleaned = residual - np.repeat(stripes, residual.shape[1] // channels, axis=1)
     cleaned += background
     cleaned[nan_pix] = np.nan
     return cleaned
