@@ -32,7 +32,7 @@ import webbflow
 from webbflow.config import config_digest
 from webbflow.io.files import atomic_output, read_at, write_at
 
-__all__ = ["CAL_STEP_KEYS", "REFTYPES", "CubeStream", "RateintsStream", "write_fitopt", "write_rate", "write_rateints"]
+__all__ = ["CAL_STEP_KEYS", "REFTYPES", "CubeStream", "RateintsStream", "TableStream", "write_fitopt", "write_rate", "write_rateints"]
 
 CAL_STEP_KEYS = {
     "dq_init": "dq_init",
@@ -314,15 +314,45 @@ def write_fitopt(path, opt, headers, *, cal_steps=None, ref_files=None, provenan
     return _save(hdulist, path)
 
 
-def _write_skeleton(hdulist, path):
+def _single_hdu(hdu):
+    """The bytes astropy writes for ``hdu`` (checksums included) in a file of its own, less the
+    minimal primary header an extension needs there."""
+    buf = io.BytesIO()
+    single = [hdu] if isinstance(hdu, fits.PrimaryHDU) else [fits.PrimaryHDU(), hdu]
+    fits.HDUList(single).writeto(buf, checksum=True)
+    raw = buf.getvalue()
+    return raw if isinstance(hdu, fits.PrimaryHDU) else raw[2880:]
+
+
+def _table_header(hdu, nrows):
+    """The header astropy writes for binary table ``hdu`` (laid out with a row or a few) once it has
+    ``nrows`` rows: its cards in astropy's order, CHECKSUM/DATASUM placeholders to fill."""
+    raw = _single_hdu(hdu)
+    end = next(i for i in range(0, len(raw), 80) if raw[i:i + 80].rstrip() == b"END")
+    header = fits.Header.fromstring(raw[:end + 80].decode("ascii"))
+    if header.get("PCOUNT", 0) != 0:
+        raise ValueError(f"{hdu.name} has a heap (variable-length columns): its rows cannot be laid out ahead")
+    header["NAXIS2"] = nrows
+    return header
+
+
+def _write_skeleton(hdulist, path, table_rows=None):
     """Write ``hdulist`` with its Blank cubes as holes in the file (zeros that cost no writing).
 
     astropy would write the zeros element by element (the placeholders are broadcast views):
-    seconds per GB, for bytes that are all overwritten.
+    seconds per GB, for bytes that are all overwritten.  ``table_rows`` (HDU index -> number of
+    rows): binary tables laid out with a row or a few whose rows are a hole as well, of that length.
     """
+    table_rows = table_rows or {}
     with open(path, "wb") as f, warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Card is too long, comment will be truncated")
-        for hdu in hdulist:
+        for index, hdu in enumerate(hdulist):
+            if index in table_rows:
+                header = _table_header(hdu, table_rows[index])
+                f.write(header.tostring().encode("ascii"))
+                size = header["NAXIS1"] * header["NAXIS2"]
+                f.seek(size + (-size % 2880), os.SEEK_CUR)
+                continue
             data = hdu.data if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) else None
             if data is not None and data.ndim and all(st == 0 for st in data.strides):
                 header = hdu.header.copy()
@@ -335,11 +365,7 @@ def _write_skeleton(hdulist, path):
                 f.seek(size + (-size % 2880), os.SEEK_CUR)
             else:
                 # one HDU alone: written after a minimal primary header, whose 2880 bytes are dropped
-                buf = io.BytesIO()
-                single = [hdu] if isinstance(hdu, fits.PrimaryHDU) else [fits.PrimaryHDU(), hdu]
-                fits.HDUList(single).writeto(buf, checksum=True)
-                raw = buf.getvalue()
-                f.write(raw if isinstance(hdu, fits.PrimaryHDU) else raw[2880:])
+                f.write(_single_hdu(hdu))
         f.truncate()
 
 
@@ -495,3 +521,65 @@ class RateintsStream(CubeStream):
         hdulist = _build_hdulist("CubeModel", Path(path).name, arrays, headers, headers.int_times,
                                  cal_steps, ref_files, provenance)
         super().__init__(path, hdulist, shape, _CUBES)
+
+
+class TableStream:
+    """A FITS product whose binary tables' rows are filled in place after the whole file is laid out.
+
+    As :class:`CubeStream`, for tables: on entry ``hdulist`` is written under a temporary name next
+    to ``path``, each streamed table's header for its full number of rows and its rows a hole of
+    zeros; :meth:`write_rows` fills rows in place; a clean exit computes those tables'
+    DATASUM/CHECKSUM from the file and moves it onto ``path``, an exception removes it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination.
+    hdulist : astropy.io.fits.HDUList
+        The product, each streamed table holding a row or a few (its columns: formats, units).
+    tables : sequence of (int, int)
+        HDU index and number of rows of each streamed table.
+    """
+
+    def __init__(self, path, hdulist, tables):
+        self.path, self._hdulist, self._tables = Path(path), hdulist, [tuple(t) for t in tables]
+
+    def __enter__(self):
+        self._atomic = atomic_output(self.path)
+        tmp = self.tmp = self._atomic.__enter__()
+        try:
+            _write_skeleton(self._hdulist, tmp, dict(self._tables))
+            self._hdulist = None
+            with fits.open(tmp) as hdul:
+                info = [hdul.fileinfo(index) for index, _ in self._tables]
+                self.row_bytes = [hdul[index].header["NAXIS1"] for index, _ in self._tables]
+                self._layout = [(hdul[index].header.copy(), i["hdrLoc"], i["datLoc"], i["datSpan"])
+                                for (index, _), i in zip(self._tables, info)]
+            self._offsets = [i["datLoc"] for i in info]
+            self._file = open(tmp, "r+b")
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def write_rows(self, table, row0, rows):
+        """Write rows ``row0 ..`` of streamed table number ``table`` from ``rows``: their FITS bytes
+        (big-endian, ``row_bytes[table]`` a row)."""
+        raw = memoryview(np.ascontiguousarray(rows)).cast("B")
+        n, size = divmod(raw.nbytes, self.row_bytes[table])
+        if size or row0 < 0 or row0 + n > self._tables[table][1]:
+            raise ValueError(f"rows {row0}..{row0 + n} do not fit table {table} "
+                             f"({self._tables[table][1]} rows of {self.row_bytes[table]} bytes)")
+        write_at(self._file, [(self._offsets[table] + row0 * self.row_bytes[table], raw)])
+        return n
+
+    def __exit__(self, kind, value, tb):
+        try:
+            if kind is None:
+                _fill_checksums(self._file, self._layout)
+        except BaseException:
+            kind, value, tb = sys.exc_info()
+            raise
+        finally:
+            self._file.close()
+            self._atomic.__exit__(kind, value, tb)
