@@ -288,3 +288,34 @@ def test_tso3_in_bounded_memory_gives_the_whole_members_products(segment, tmp_pa
     for whole, blocks in zip(runs["whole"][2:], runs["blocks"][2:]):
         text = [[line for line in p.read_text().splitlines() if "date" not in line.lower()] for p in (whole, blocks)]
         assert text[0] == text[1], whole.name
+
+
+def test_x1dints_rows_not_all_written_leave_nothing(segment, tmp_path):
+    """An x1dints whose rows were not all filled (a failed chunk) is an error and leaves no file,
+    not a product with zero rows that would read as spectra; rows beyond the table are refused."""
+    from webbflow.io.spec import X1D_VECTOR_COLUMNS, X1dintsStream, read_rateints, tso_spec, x1d_rows
+
+    _, _, rateints, _ = segment
+    model, _ = read_rateints(rateints, cubes=False)
+    try:
+        nints, _, nx = model.data.shape
+        columns = {c: np.ones((nints, nx), np.uint32 if c == "DQ" else float) for c in X1D_VECTOR_COLUMNS}
+        rows = x1d_rows(model, columns)
+        layout = tso_spec(model, {c: v[:1] for c, v in columns.items()}, order=1, flux_unit="DN/s",
+                          extraction={"xstart": 0, "xstop": nx - 1, "ystart": 30, "ystop": 38})
+        path = tmp_path / "p_x1dints.fits"
+        with pytest.raises(ValueError, match="do not fit"):
+            with X1dintsStream(path, model, [layout], [nints]) as x1d:
+                x1d.write_rows(0, 1, rows)
+        with pytest.raises(ValueError, match="rows written"):
+            with X1dintsStream(path, model, [layout], [nints]) as x1d:
+                x1d.write_rows(0, 0, rows[:-1])
+        assert not path.exists() and not list(tmp_path.glob(".*part*"))
+        with X1dintsStream(path, model, [layout], [nints]) as x1d:
+            x1d.write_rows(0, 0, rows[:3])
+            x1d.write_rows(0, 3, rows[3:])
+        with fits.open(path, checksum=True) as hdul:
+            np.testing.assert_array_equal(hdul["EXTRACT1D"].data["INT_NUM"], rows["INT_NUM"])
+            np.testing.assert_array_equal(hdul["EXTRACT1D"].data["DQ"], 1)
+    finally:
+        model.close()

@@ -422,7 +422,53 @@ _CUBES = (("SCI", "data", ">f4"), ("ERR", "err", ">f4"), ("DQ", "dq", ">u4"),
           ("VAR_POISSON", "var_poisson", ">f4"), ("VAR_RNOISE", "var_rnoise", ">f4"))
 
 
-class CubeStream:
+class _FilledInPlace:
+    """A FITS product laid out whole, some HDUs' data filled in place later (:class:`CubeStream`,
+    :class:`TableStream`).
+
+    On entry ``hdulist`` is written under a temporary name next to ``path`` (:func:`_write_skeleton`:
+    zero-stride cubes and the tables of ``table_rows`` as holes); a clean exit computes the filled
+    HDUs' DATASUM/CHECKSUM from the file and moves it onto ``path``, an exception removes it.
+    Subclasses name the ``filled`` HDUs (extension names or indices) and read what they need of the
+    file's layout in :meth:`_opened`.
+    """
+
+    def __init__(self, path, hdulist, filled, table_rows=None):
+        self.path, self._hdulist, self._filled, self._table_rows = Path(path), hdulist, list(filled), table_rows
+
+    def _opened(self, hdul):
+        """Note where the filled HDUs lie in the file laid out (``hdul``, open)."""
+
+    def __enter__(self):
+        self._atomic = atomic_output(self.path)
+        tmp = self.tmp = self._atomic.__enter__()  # readable once filled (not yet checksummed)
+        try:
+            _write_skeleton(self._hdulist, tmp, self._table_rows)
+            self._hdulist = None
+            with fits.open(tmp) as hdul:
+                self._layout = [(hdul[key].header.copy(), *(hdul.fileinfo(hdul.index_of(key))[k]
+                                                             for k in ("hdrLoc", "datLoc", "datSpan")))
+                                for key in self._filled]
+                self._opened(hdul)
+            self._file = open(tmp, "r+b")
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def __exit__(self, kind, value, tb):
+        try:
+            if kind is None:  # complete: the filled HDUs' checksums can be computed now
+                _fill_checksums(self._file, self._layout)
+        except BaseException:
+            kind, value, tb = sys.exc_info()
+            raise
+        finally:
+            self._file.close()
+            self._atomic.__exit__(kind, value, tb)
+
+
+class CubeStream(_FilledInPlace):
     """A FITS product whose cubes are filled in place after the whole file is laid out.
 
     Use as a context manager: on entry ``hdulist`` is written under a temporary name next to
@@ -443,26 +489,13 @@ class CubeStream:
     """
 
     def __init__(self, path, hdulist, shape, cubes):
-        self.path, self.shape, self._hdulist, self._cubes = Path(path), tuple(shape), hdulist, tuple(cubes)
+        super().__init__(path, hdulist, [ext for ext, _, _ in cubes])
+        self.shape, self._cubes = tuple(shape), tuple(cubes)
 
-    def __enter__(self):
-        self._atomic = atomic_output(self.path)
-        tmp = self.tmp = self._atomic.__enter__()  # readable once the cubes are written (not yet checksummed)
-        try:
-            _write_skeleton(self._hdulist, tmp)
-            self._hdulist = None
-            with fits.open(tmp) as hdul:
-                self._offsets = {ext: hdul.fileinfo(hdul.index_of(ext))["datLoc"] for ext, _, _ in self._cubes}
-                self._layout = [(hdul[ext].header.copy(), *(hdul.fileinfo(hdul.index_of(ext))[k]
-                                                             for k in ("hdrLoc", "datLoc", "datSpan")))
-                                for ext, _, _ in self._cubes]
-                # astropy stores uint32 as int32 with BZERO = 2**31: the bits with the sign bit flipped
-                self._flip = {ext: hdul[ext].header.get("BZERO") == 2**31 for ext, _, _ in self._cubes}
-            self._file = open(tmp, "r+b")
-        except BaseException:
-            self._atomic.__exit__(*sys.exc_info())
-            raise
-        return self
+    def _opened(self, hdul):
+        self._offsets = {ext: hdul.fileinfo(hdul.index_of(ext))["datLoc"] for ext, _, _ in self._cubes}
+        # astropy stores uint32 as int32 with BZERO = 2**31: the bits with the sign bit flipped
+        self._flip = {ext: hdul[ext].header.get("BZERO") == 2**31 for ext, _, _ in self._cubes}
 
     def _big_endian(self, ext, name, dtype, arrays):
         block = np.asarray(getattr(arrays, name))
@@ -488,17 +521,6 @@ class CubeStream:
             write_at(self._file, [(self._offsets[ext] + i0 * ny * nx * 4, block.data)])
         return block.shape[0]
 
-    def __exit__(self, kind, value, tb):
-        try:
-            if kind is None:  # complete: the cubes' checksums can be computed now
-                _fill_checksums(self._file, self._layout)
-        except BaseException:
-            kind, value, tb = sys.exc_info()
-            raise
-        finally:
-            self._file.close()
-            self._atomic.__exit__(kind, value, tb)
-
 
 class RateintsStream(CubeStream):
     """A ``rateints`` product written a block of rows at a time (detector1 in bounded memory).
@@ -523,7 +545,7 @@ class RateintsStream(CubeStream):
         super().__init__(path, hdulist, shape, _CUBES)
 
 
-class TableStream:
+class TableStream(_FilledInPlace):
     """A FITS product whose binary tables' rows are filled in place after the whole file is laid out.
 
     As :class:`CubeStream`, for tables: on entry ``hdulist`` is written under a temporary name next
@@ -542,25 +564,13 @@ class TableStream:
     """
 
     def __init__(self, path, hdulist, tables):
-        self.path, self._hdulist, self._tables = Path(path), hdulist, [tuple(t) for t in tables]
+        tables = [tuple(t) for t in tables]
+        super().__init__(path, hdulist, [index for index, _ in tables], dict(tables))
+        self._tables = tables
 
-    def __enter__(self):
-        self._atomic = atomic_output(self.path)
-        tmp = self.tmp = self._atomic.__enter__()
-        try:
-            _write_skeleton(self._hdulist, tmp, dict(self._tables))
-            self._hdulist = None
-            with fits.open(tmp) as hdul:
-                info = [hdul.fileinfo(index) for index, _ in self._tables]
-                self.row_bytes = [hdul[index].header["NAXIS1"] for index, _ in self._tables]
-                self._layout = [(hdul[index].header.copy(), i["hdrLoc"], i["datLoc"], i["datSpan"])
-                                for (index, _), i in zip(self._tables, info)]
-            self._offsets = [i["datLoc"] for i in info]
-            self._file = open(tmp, "r+b")
-        except BaseException:
-            self._atomic.__exit__(*sys.exc_info())
-            raise
-        return self
+    def _opened(self, hdul):
+        self.row_bytes = [hdul[index].header["NAXIS1"] for index, _ in self._tables]
+        self._offsets = [hdul.fileinfo(index)["datLoc"] for index, _ in self._tables]
 
     def write_rows(self, table, row0, rows):
         """Write rows ``row0 ..`` of streamed table number ``table`` from ``rows``: their FITS bytes
@@ -572,14 +582,3 @@ class TableStream:
                              f"({self._tables[table][1]} rows of {self.row_bytes[table]} bytes)")
         write_at(self._file, [(self._offsets[table] + row0 * self.row_bytes[table], raw)])
         return n
-
-    def __exit__(self, kind, value, tb):
-        try:
-            if kind is None:
-                _fill_checksums(self._file, self._layout)
-        except BaseException:
-            kind, value, tb = sys.exc_info()
-            raise
-        finally:
-            self._file.close()
-            self._atomic.__exit__(kind, value, tb)
