@@ -267,6 +267,7 @@ def test_tso3_in_bounded_memory_gives_the_whole_members_products(segment, tmp_pa
     from astropy.table import Table
 
     from webbflow.steps import white_light
+
     with fits.open(runs["blocks"][1]) as hdul:
         t = hdul["EXTRACT1D"].data
         whole = white_light.white_light([white_light.SpectralSeries(t["MJD-AVG"], t["TDB-MID"], t["WAVELENGTH"],
@@ -293,7 +294,7 @@ def test_tso3_in_bounded_memory_gives_the_whole_members_products(segment, tmp_pa
 def test_x1dints_rows_not_all_written_leave_nothing(segment, tmp_path):
     """An x1dints whose rows were not all filled (a failed chunk) is an error and leaves no file,
     not a product with zero rows that would read as spectra; rows beyond the table are refused."""
-    from webbflow.io.spec import X1D_VECTOR_COLUMNS, X1dintsStream, read_rateints, tso_spec, x1d_rows
+    from webbflow.io.spec import X1D_VECTOR_COLUMNS, read_rateints, tso_spec, x1d_rows
 
     _, _, rateints, _ = segment
     model, _ = read_rateints(rateints, cubes=False)
@@ -304,12 +305,10 @@ def test_x1dints_rows_not_all_written_leave_nothing(segment, tmp_path):
         layout = tso_spec(model, {c: v[:1] for c, v in columns.items()}, order=1, flux_unit="DN/s",
                           extraction={"xstart": 0, "xstop": nx - 1, "ystart": 30, "ystop": 38})
         path = tmp_path / "p_x1dints.fits"
-        with pytest.raises(ValueError, match="do not fit"):
-            with X1dintsStream(path, model, [layout], [nints]) as x1d:
-                x1d.write_rows(0, 1, rows)
-        with pytest.raises(ValueError, match="rows written"):
-            with X1dintsStream(path, model, [layout], [nints]) as x1d:
-                x1d.write_rows(0, 0, rows[:-1])
+        with pytest.raises(ValueError, match="do not fit"), X1dintsStream(path, model, [layout], [nints]) as x1d:
+            x1d.write_rows(0, 1, rows)
+        with pytest.raises(ValueError, match="rows written"), X1dintsStream(path, model, [layout], [nints]) as x1d:
+            x1d.write_rows(0, 0, rows[:-1])
         assert not path.exists() and not list(tmp_path.glob(".*part*"))
         with X1dintsStream(path, model, [layout], [nints]) as x1d:
             x1d.write_rows(0, 0, rows[:3])

@@ -121,7 +121,7 @@ def load_wavelengthrange(path, filter_name):
 def read_rateints(path, cubes=True):
     """Open a grism time-series ``rateints`` (CubeModel in DN/s).
 
-    ``cubes=False``: the model's cubes are zero-stride placeholders of their shapes (nothing read;
+    ``cubes=False``: the model's cubes are placeholders of their shapes that take no memory (nothing read;
     read integrations with :class:`CubeReader`), and ``arrays`` is None.
 
     Returns

@@ -46,7 +46,7 @@ def read_calints(path, imaging=False, cubes=True):
     imaging : bool
         An imaging time series' calints (NRC_TSIMAGE, image2's CubeModel) instead of a grism one.
     cubes : bool
-        False: the cubes are not read (zero-stride placeholders of their shape; read them with
+        False: the cubes are not read (placeholders of their shape that take no memory; read them with
         :class:`webbflow.io.spec.CubeReader`), and ``arrays`` is None.
 
     Returns
@@ -328,7 +328,7 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
 
                 kept = {"first": None, "band": [], "mjd": [], "tdb": []}
 
-                def extract(cube, i0=0):
+                def extract(cube, i0=0, model=model, kept=kept):
                     """extract_1d on integrations ``i0 ..`` of the member: their x1dints rows spooled,
                     their white-light sums and times kept; returns the extraction's extent."""
                     columns, extent = extract_1d.extract(cube, wavelength, aperture, method=ex.get("method") or "box",
