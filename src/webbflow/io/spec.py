@@ -666,7 +666,7 @@ def _hdulist_with_rows(model, filename, extname, nrows):
 _TFORM_DTYPES = {"B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
 
 
-def fits_rows(table, header):
+def _fits_rows(table, header):
     """The bytes a FITS binary table with ``header`` stores for the structured rows ``table``: each
     column in its TFORM, big-endian, and less its TZERO (astropy keeps unsigned 32-bit columns as
     signed ones with TZERO = 2**31, as it does the schema's uint32 columns that were int32 here)."""
@@ -748,7 +748,7 @@ class X1dintsStream:
     def write_rows(self, spec, row0, table):
         """Write rows ``row0 ..`` of EXTRACT1D table number ``spec`` (0-based) from the structured
         rows ``table`` (:func:`x1d_rows`)."""
-        n = self._stream.write_rows(spec, row0, fits_rows(table, self._headers[spec]))
+        n = self._stream.write_rows(spec, row0, _fits_rows(table, self._headers[spec]))
         self.written[spec] += n
         return n
 
