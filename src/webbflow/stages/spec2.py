@@ -299,6 +299,7 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
                     # a chunk at a time into the table laid out whole
                     layout = tso_spec(model, {k: v[:1] for k, v in columns.items()}, order=order,
                                       flux_unit=flux_unit, extraction=extent)
+                    ncols = columns["FLUX"].shape[1]
                     try:
                         x1dints = X1dintsStream(x1dints_path, model, [layout], [nints], cal_steps=statuses,
                                                 ref_files=ref_files, provenance=provenance).__enter__()
@@ -309,7 +310,7 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
                 if step < nints and (i1 // step) % max(1, 500 // step) == 0:
                     log.info("spec2: %d of %d integrations done", i1, nints)
                 arrays = columns = None
-            log.info("extract_1d    %s  %d integrations x %d columns", statuses["extract_1d"], nints, nx)
+            log.info("extract_1d    %s  %d integrations x %d columns", statuses["extract_1d"], nints, ncols)
             x1dints, done = None, x1dints
             done.__exit__(None, None, None)
         except BaseException:
