@@ -3,7 +3,10 @@ jwst 3.0 cutout rows, the grism photom conversion against its formula, a trace's
 by the box extraction, and bad input refused in one line with nothing written.
 """
 
+import hashlib
+import io
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from astropy.io import fits
 from tso_segments import TSO_SPECS
 
 from webbflow.io.errors import InputError, ReferenceFileError
-from webbflow.io.spec import load_specwcs, load_wavelengthrange
+from webbflow.io.spec import X1dintsStream, load_specwcs, load_wavelengthrange
 from webbflow.refs import select_references
 from webbflow.simulate import optics, simulate_exposure
 from webbflow.simulate.grism import (GRISM_PHOTMJSR, relative_response, trace_wavelength,
@@ -137,10 +140,76 @@ def test_wavelengthrange_must_be_for_tsgrism(refs, tmp_path):
         load_wavelengthrange(refs["wavelengthrange"], "F210M")
 
 
-def test_chunks_of_integrations_give_the_whole_segments_products(segment, tmp_path):
+class WholeX1dints:
+    """spec2's and tso3's x1dints as it was written before the rows were streamed: the spectra
+    collected in memory, one EXTRACT1D table each built whole, the product written by stdatamodels
+    (:func:`webbflow.io.spec.write_x1dints`)."""
+
+    def __init__(self, path, primary, specs, nrows, **kwargs):
+        self.args, self.rows = (path, primary, specs, kwargs), [[] for _ in specs]
+
+    def __enter__(self):
+        return self
+
+    def write_rows(self, spec, row0, table):
+        assert row0 == sum(len(t) for t in self.rows[spec])
+        self.rows[spec].append(table)
+
+    def __exit__(self, kind, value, tb):
+        from webbflow.io.spec import write_x1dints
+
+        path, primary, specs, kwargs = self.args
+        if kind is None:
+            for spec, rows in zip(specs, self.rows):
+                units = {c.name: c.unit for c in spec.spec_table.columns}
+                spec.spec_table = np.concatenate(rows)
+                for name, unit in units.items():
+                    spec.spec_table.columns[name].unit = unit
+            write_x1dints(path, primary, specs, **kwargs)
+
+
+def _same_product(whole, chunked, tree=True):
+    """Every HDU's data byte for byte and its keywords (not the checksums, DATE) equal, and with
+    ``tree`` the ASDF trees (not the date) and each tree's FITS hash that of its file's headers;
+    every checksum verifies."""
+    import asdf
+
+    with fits.open(whole, checksum=True) as a, fits.open(chunked, checksum=True) as b:
+        assert [h.name for h in a] == [h.name for h in b]
+        for ha, hb in zip(a, b):
+            assert ha.header.get("DATASUM") is not None and hb.header.get("DATASUM") is not None, ha.name
+            cards = [[(c.keyword, c.value) for c in h.header.cards if c.keyword not in ("CHECKSUM", "DATASUM", "DATE")]
+                     for h in (ha, hb)]
+            assert cards[0] == cards[1], ha.name
+            if ha.name == "ASDF" and tree:
+                trees = []
+                for h in (ha, hb):
+                    with warnings.catch_warnings():  # its arrays' links to the FITS HDUs, not resolved here
+                        warnings.simplefilter("ignore", asdf.exceptions.AsdfConversionWarning)
+                        with asdf.open(io.BytesIO(h.data["ASDF_METADATA"][0].tobytes()), lazy_load=False) as af:
+                            trees.append(af.tree)
+                for t, hdul in zip(trees, (a, b)):
+                    # the tree's FITS hash is of the headers as written (before the checksums): trusted on reading
+                    text = "".join(str(fits.Header([c for c in h.header.cards if c.keyword not in ("CHECKSUM", "DATASUM")]))
+                                   for h in hdul if h.name != "ASDF")
+                    assert t.pop("_fits_hash") == hashlib.sha256(text.encode()).hexdigest()
+                    t.pop("asdf_library", None), t.pop("history", None)
+                    for node in [t] + t.get("spec", []):  # creation times
+                        node["meta"].pop("date")
+                assert repr(trees[0]) == repr(trees[1])
+            elif ha.name == "HDRTAB":  # its rows hold each member's write time (DATE)
+                for column in ha.columns.names:
+                    if column != "DATE":
+                        assert ha.data[column].tobytes() == hb.data[column].tobytes(), column
+            elif ha.name not in ("PRIMARY", "ASDF"):
+                assert ha.data.tobytes() == hb.data.tobytes(), ha.name
+
+
+def test_chunks_of_integrations_give_the_whole_segments_products(segment, tmp_path, monkeypatch):
     """spec2 in bounded memory: a budget of a few integrations per chunk (with a shorter last chunk)
-    writes the products of the whole segment at once, byte for byte in every array and table, and
-    the calints opens in stdatamodels as a SlitModel with its full cubes and the same gwcs."""
+    writes the products of the whole segment at once, byte for byte in every array and table (the
+    x1dints's rows filled in place as against its table built whole and written by stdatamodels),
+    and the calints opens in stdatamodels as a SlitModel with its full cubes and the same gwcs."""
     from stdatamodels.jwst import datamodels
 
     spec, out, rateints, references = segment
@@ -152,18 +221,19 @@ def test_chunks_of_integrations_give_the_whole_segments_products(segment, tmp_pa
     assert spec2.ints_per_chunk((nints, ny, nx), 10**6) == nints
     runs = {}
     for name, budget in (("whole", 10**6), ("chunks", small)):
-        runs[name] = (tmp_path / f"{name}_calints.fits", tmp_path / f"{name}_x1dints.fits")
-        spec2.run(rateints, *runs[name], references, params, max_memory_mb=budget)
-    for whole, chunked in zip(runs["whole"], runs["chunks"]):
-        with fits.open(whole, checksum=True) as a, fits.open(chunked, checksum=True) as b:
-            assert [h.name for h in a] == [h.name for h in b]
-            for ha, hb in zip(a, b):
-                if ha.name in ("PRIMARY", "ASDF"):
-                    continue
-                assert ha.data.tobytes() == hb.data.tobytes(), ha.name
-                cards = [[(c.keyword, c.value) for c in h.header.cards if c.keyword not in ("CHECKSUM", "DATASUM")]
-                         for h in (ha, hb)]
-                assert cards[0] == cards[1], ha.name
+        runs[name] = (tmp_path / name / "seg_calints.fits", tmp_path / name / "seg_x1dints.fits")  # same FILENAME
+        with monkeypatch.context() as m:
+            if name == "whole":  # the x1dints table built whole and written by stdatamodels
+                m.setattr(spec2, "X1dintsStream", WholeX1dints)
+            spec2.run(rateints, *runs[name], references, params, max_memory_mb=budget)
+    for whole, chunked in zip(runs["whole"], runs["chunks"]):  # the calints's tree keeps its 1-integration hash
+        _same_product(whole, chunked, tree=whole.name.endswith("x1dints.fits"))
+    with datamodels.open(runs["chunks"][1]) as x1d:
+        assert isinstance(x1d, datamodels.TSOMultiSpecModel) and len(x1d.spec) == 1
+        table = x1d.spec[0].spec_table
+        assert len(table) == nints and table["FLUX"].shape == (nints, table["N_ALONGDISP"][0])
+        assert np.isfinite(table["FLUX"]).any()
+        np.testing.assert_array_equal(table["INT_NUM"], np.arange(spec.segment[2], spec.segment[2] + nints))
     with datamodels.open(runs["chunks"][0]) as a, datamodels.open(runs["whole"][0]) as b:
         assert isinstance(a, datamodels.SlitModel) and a.data.shape == (nints, 40, nx)
         assert (a.ystart, a.ysize, a.meta.cal_step.photom) == (b.ystart, b.ysize, b.meta.cal_step.photom)
@@ -175,7 +245,8 @@ def test_tso3_in_bounded_memory_gives_the_whole_members_products(segment, tmp_pa
     """tso3 on a member too big for its budget: outlier_detection by blocks of rows (rolling median
     narrower than the segment, so the whole cube's weight threshold is used), extract_1d and the
     trace on chunks of integrations read back from the crfints, give the products of the member
-    reduced whole: every array and table byte for byte, the white-light and trace tables equal."""
+    reduced whole: every array and table byte for byte, the white-light and trace tables equal.
+    The x1dints's rows spooled and filled in place give the product of its tables built whole."""
     from webbflow.stages import tso3
 
     spec, out, rateints, references = segment
@@ -184,11 +255,27 @@ def test_tso3_in_bounded_memory_gives_the_whole_members_products(segment, tmp_pa
     nints, ny, nx = fits.getdata(calints, "SCI").shape
     params = {"outlier_detection": {"rolling_window_width": 3}}
     runs = {}
-    for name, budget in (("whole", tso3.MAX_MEMORY_MB), ("blocks", 2.5 * tso3._BYTES_PER_PIXEL * nints * nx / 2**20)):
+    for name, budget in (("table", tso3.MAX_MEMORY_MB), ("whole", tso3.MAX_MEMORY_MB),
+                         ("blocks", 2.5 * tso3._BYTES_PER_PIXEL * nints * nx / 2**20)):
         monkeypatch.setattr(tso3, "MAX_MEMORY_MB", budget)
-        runs[name] = [tmp_path / f"{name}_{s}" for s in ("crfints.fits", "x1dints.fits", "whtlt.ecsv", "trace.ecsv")]
+        # "table": the x1dints's tables built whole and written by stdatamodels, as before they were streamed
+        monkeypatch.setattr(tso3, "X1dintsStream", WholeX1dints if name == "table" else X1dintsStream)
+        runs[name] = [tmp_path / name / f"seg_{s}" for s in ("crfints.fits", "x1dints.fits", "whtlt.ecsv", "trace.ecsv")]
         crf, x1d, whtlt, trace_path = runs[name]
         tso3.run([calints], [crf], x1d, whtlt, {"extract1d": references["extract1d"]}, params, trace_path=trace_path)
+    _same_product(runs["table"][1], runs["whole"][1])
+    # the white-light sums taken a chunk at a time are those of the whole table's spectra
+    from astropy.table import Table
+
+    from webbflow.steps import white_light
+
+    with fits.open(runs["blocks"][1]) as hdul:
+        t = hdul["EXTRACT1D"].data
+        whole = white_light.white_light([white_light.SpectralSeries(t["MJD-AVG"], t["TDB-MID"], t["WAVELENGTH"],
+                                                                    t["FLUX"], "DN/s")])
+    curve = Table.read(runs["blocks"][2], format="ascii.ecsv")
+    assert len(curve) == nints and np.isfinite(whole["whitelight_flux"].value).all()
+    np.testing.assert_array_equal(np.asarray(curve["whitelight_flux"]), whole["whitelight_flux"].value)
     assert nints * ny * nx * tso3._BYTES_PER_PIXEL > budget * 2**20  # the second run was streamed (2 rows a block)
     for whole, blocks in zip(runs["whole"][:2], runs["blocks"][:2]):
         with fits.open(whole, checksum=True) as a, fits.open(blocks, checksum=True) as b:
@@ -203,3 +290,32 @@ def test_tso3_in_bounded_memory_gives_the_whole_members_products(segment, tmp_pa
     for whole, blocks in zip(runs["whole"][2:], runs["blocks"][2:]):
         text = [[line for line in p.read_text().splitlines() if "date" not in line.lower()] for p in (whole, blocks)]
         assert text[0] == text[1], whole.name
+
+
+def test_x1dints_rows_not_all_written_leave_nothing(segment, tmp_path):
+    """An x1dints whose rows were not all filled (a failed chunk) is an error and leaves no file,
+    not a product with zero rows that would read as spectra; rows beyond the table are refused."""
+    from webbflow.io.spec import X1D_VECTOR_COLUMNS, read_rateints, tso_spec, x1d_rows
+
+    _, _, rateints, _ = segment
+    model, _ = read_rateints(rateints, cubes=False)
+    try:
+        nints, _, nx = model.data.shape
+        columns = {c: np.ones((nints, nx), np.uint32 if c == "DQ" else float) for c in X1D_VECTOR_COLUMNS}
+        rows = x1d_rows(model, columns)
+        layout = tso_spec(model, {c: v[:1] for c, v in columns.items()}, order=1, flux_unit="DN/s",
+                          extraction={"xstart": 0, "xstop": nx - 1, "ystart": 30, "ystop": 38})
+        path = tmp_path / "p_x1dints.fits"
+        with pytest.raises(ValueError, match="do not fit"), X1dintsStream(path, model, [layout], [nints]) as x1d:
+            x1d.write_rows(0, 1, rows)
+        with pytest.raises(ValueError, match="rows written"), X1dintsStream(path, model, [layout], [nints]) as x1d:
+            x1d.write_rows(0, 0, rows[:-1])
+        assert not path.exists() and not list(tmp_path.glob(".*part*"))
+        with X1dintsStream(path, model, [layout], [nints]) as x1d:
+            x1d.write_rows(0, 0, rows[:3])
+            x1d.write_rows(0, 3, rows[3:])
+        with fits.open(path, checksum=True) as hdul:
+            np.testing.assert_array_equal(hdul["EXTRACT1D"].data["INT_NUM"], rows["INT_NUM"])
+            np.testing.assert_array_equal(hdul["EXTRACT1D"].data["DQ"], 1)
+    finally:
+        model.close()

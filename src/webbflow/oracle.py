@@ -347,6 +347,19 @@ def run_spec2(rateints, references, outdir, skip=(), settings=None, timeout=900)
     return products, wall
 
 
+def tso3_command(asn, references, outdir, skip=(), settings=None):
+    """The command line that runs jwst's calwebb_tso3 on a tso3 association of calints (arguments as
+    :func:`run_tso3`)."""
+    python, script = oracle_paths()
+    cmd = [str(python), str(script), "tso3", str(Path(asn).resolve()), str(Path(outdir).resolve())]
+    if references.get("extract1d") and "extract_1d" not in skip:
+        cmd.append(f"--override=extract_1d.extract1d={references['extract1d']}")
+    if references.get("gain") and "tso_photometry" not in skip:  # imaging: DN/s -> electrons
+        cmd.append(f"--override=tso_photometry.gain={references['gain']}")
+    cmd += [f"--skip={s}" for s in skip]
+    return cmd + [f"--set={k}={v}" for k, v in (settings or {}).items()]
+
+
 def run_tso3(asn, references, outdir, skip=(), settings=None, timeout=900):
     """Run jwst's calwebb_tso3 on a tso3 association of calints.
 
@@ -357,17 +370,9 @@ def run_tso3(asn, references, outdir, skip=(), settings=None, timeout=900):
         (every file written).
     wall : float
     """
-    python, script = oracle_paths()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    cmd = [str(python), str(script), "tso3", str(Path(asn).resolve()), str(outdir.resolve())]
-    if references.get("extract1d") and "extract_1d" not in skip:
-        cmd.append(f"--override=extract_1d.extract1d={references['extract1d']}")
-    if references.get("gain") and "tso_photometry" not in skip:  # imaging: DN/s -> electrons
-        cmd.append(f"--override=tso_photometry.gain={references['gain']}")
-    cmd += [f"--skip={s}" for s in skip]
-    cmd += [f"--set={k}={v}" for k, v in (settings or {}).items()]
-    wall = _run(cmd, outdir, f"jwst tso3 on {asn}", timeout)
+    wall = _run(tso3_command(asn, references, outdir, skip, settings), outdir, f"jwst tso3 on {asn}", timeout)
     files = sorted(p for p in outdir.iterdir() if p.is_file() and p.suffix in (".fits", ".ecsv"))
     products = {"crfints": [p for p in files if p.name.endswith("_crfints.fits")], "all": files}
     for suffix, ext in (("x1dints", "fits"), ("whtlt", "ecsv"), ("phot", "ecsv")):

@@ -32,7 +32,7 @@ import webbflow
 from webbflow.config import config_digest
 from webbflow.io.files import atomic_output, read_at, write_at
 
-__all__ = ["CAL_STEP_KEYS", "REFTYPES", "CubeStream", "RateintsStream", "write_fitopt", "write_rate", "write_rateints"]
+__all__ = ["CAL_STEP_KEYS", "REFTYPES", "CubeStream", "RateintsStream", "TableStream", "write_fitopt", "write_rate", "write_rateints"]
 
 CAL_STEP_KEYS = {
     "dq_init": "dq_init",
@@ -314,15 +314,45 @@ def write_fitopt(path, opt, headers, *, cal_steps=None, ref_files=None, provenan
     return _save(hdulist, path)
 
 
-def _write_skeleton(hdulist, path):
+def _single_hdu(hdu):
+    """The bytes astropy writes for ``hdu`` (checksums included) in a file of its own, less the
+    minimal primary header an extension needs there."""
+    buf = io.BytesIO()
+    single = [hdu] if isinstance(hdu, fits.PrimaryHDU) else [fits.PrimaryHDU(), hdu]
+    fits.HDUList(single).writeto(buf, checksum=True)
+    raw = buf.getvalue()
+    return raw if isinstance(hdu, fits.PrimaryHDU) else raw[2880:]
+
+
+def _table_header(hdu, nrows):
+    """The header astropy writes for binary table ``hdu`` (laid out with a row or a few) once it has
+    ``nrows`` rows: its cards in astropy's order, CHECKSUM/DATASUM placeholders to fill."""
+    raw = _single_hdu(hdu)
+    end = next(i for i in range(0, len(raw), 80) if raw[i:i + 80].rstrip() == b"END")
+    header = fits.Header.fromstring(raw[:end + 80].decode("ascii"))
+    if header.get("PCOUNT", 0) != 0:
+        raise ValueError(f"{hdu.name} has a heap (variable-length columns): its rows cannot be laid out ahead")
+    header["NAXIS2"] = nrows
+    return header
+
+
+def _write_skeleton(hdulist, path, table_rows=None):
     """Write ``hdulist`` with its Blank cubes as holes in the file (zeros that cost no writing).
 
     astropy would write the zeros element by element (the placeholders are broadcast views):
-    seconds per GB, for bytes that are all overwritten.
+    seconds per GB, for bytes that are all overwritten.  ``table_rows`` (HDU index -> number of
+    rows): binary tables laid out with a row or a few whose rows are a hole as well, of that length.
     """
+    table_rows = table_rows or {}
     with open(path, "wb") as f, warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Card is too long, comment will be truncated")
-        for hdu in hdulist:
+        for index, hdu in enumerate(hdulist):
+            if index in table_rows:
+                header = _table_header(hdu, table_rows[index])
+                f.write(header.tostring().encode("ascii"))
+                size = header["NAXIS1"] * header["NAXIS2"]
+                f.seek(size + (-size % 2880), os.SEEK_CUR)
+                continue
             data = hdu.data if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) else None
             if data is not None and data.ndim and all(st == 0 for st in data.strides):
                 header = hdu.header.copy()
@@ -335,11 +365,7 @@ def _write_skeleton(hdulist, path):
                 f.seek(size + (-size % 2880), os.SEEK_CUR)
             else:
                 # one HDU alone: written after a minimal primary header, whose 2880 bytes are dropped
-                buf = io.BytesIO()
-                single = [hdu] if isinstance(hdu, fits.PrimaryHDU) else [fits.PrimaryHDU(), hdu]
-                fits.HDUList(single).writeto(buf, checksum=True)
-                raw = buf.getvalue()
-                f.write(raw if isinstance(hdu, fits.PrimaryHDU) else raw[2880:])
+                f.write(_single_hdu(hdu))
         f.truncate()
 
 
@@ -396,7 +422,53 @@ _CUBES = (("SCI", "data", ">f4"), ("ERR", "err", ">f4"), ("DQ", "dq", ">u4"),
           ("VAR_POISSON", "var_poisson", ">f4"), ("VAR_RNOISE", "var_rnoise", ">f4"))
 
 
-class CubeStream:
+class _FilledInPlace:
+    """A FITS product laid out whole, some HDUs' data filled in place later (:class:`CubeStream`,
+    :class:`TableStream`).
+
+    On entry ``hdulist`` is written under a temporary name next to ``path`` (:func:`_write_skeleton`:
+    zero-stride cubes and the tables of ``table_rows`` as holes); a clean exit computes the filled
+    HDUs' DATASUM/CHECKSUM from the file and moves it onto ``path``, an exception removes it.
+    Subclasses name the ``filled`` HDUs (extension names or indices) and read what they need of the
+    file's layout in :meth:`_opened`.
+    """
+
+    def __init__(self, path, hdulist, filled, table_rows=None):
+        self.path, self._hdulist, self._filled, self._table_rows = Path(path), hdulist, list(filled), table_rows
+
+    def _opened(self, hdul):
+        """Note where the filled HDUs lie in the file laid out (``hdul``, open)."""
+
+    def __enter__(self):
+        self._atomic = atomic_output(self.path)
+        tmp = self.tmp = self._atomic.__enter__()  # readable once filled (not yet checksummed)
+        try:
+            _write_skeleton(self._hdulist, tmp, self._table_rows)
+            self._hdulist = None
+            with fits.open(tmp) as hdul:
+                self._layout = [(hdul[key].header.copy(), *(hdul.fileinfo(hdul.index_of(key))[k]
+                                                             for k in ("hdrLoc", "datLoc", "datSpan")))
+                                for key in self._filled]
+                self._opened(hdul)
+            self._file = open(tmp, "r+b")
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def __exit__(self, kind, value, tb):
+        try:
+            if kind is None:  # complete: the filled HDUs' checksums can be computed now
+                _fill_checksums(self._file, self._layout)
+        except BaseException:
+            kind, value, tb = sys.exc_info()
+            raise
+        finally:
+            self._file.close()
+            self._atomic.__exit__(kind, value, tb)
+
+
+class CubeStream(_FilledInPlace):
     """A FITS product whose cubes are filled in place after the whole file is laid out.
 
     Use as a context manager: on entry ``hdulist`` is written under a temporary name next to
@@ -417,26 +489,13 @@ class CubeStream:
     """
 
     def __init__(self, path, hdulist, shape, cubes):
-        self.path, self.shape, self._hdulist, self._cubes = Path(path), tuple(shape), hdulist, tuple(cubes)
+        super().__init__(path, hdulist, [ext for ext, _, _ in cubes])
+        self.shape, self._cubes = tuple(shape), tuple(cubes)
 
-    def __enter__(self):
-        self._atomic = atomic_output(self.path)
-        tmp = self.tmp = self._atomic.__enter__()  # readable once the cubes are written (not yet checksummed)
-        try:
-            _write_skeleton(self._hdulist, tmp)
-            self._hdulist = None
-            with fits.open(tmp) as hdul:
-                self._offsets = {ext: hdul.fileinfo(hdul.index_of(ext))["datLoc"] for ext, _, _ in self._cubes}
-                self._layout = [(hdul[ext].header.copy(), *(hdul.fileinfo(hdul.index_of(ext))[k]
-                                                             for k in ("hdrLoc", "datLoc", "datSpan")))
-                                for ext, _, _ in self._cubes]
-                # astropy stores uint32 as int32 with BZERO = 2**31: the bits with the sign bit flipped
-                self._flip = {ext: hdul[ext].header.get("BZERO") == 2**31 for ext, _, _ in self._cubes}
-            self._file = open(tmp, "r+b")
-        except BaseException:
-            self._atomic.__exit__(*sys.exc_info())
-            raise
-        return self
+    def _opened(self, hdul):
+        self._offsets = {ext: hdul.fileinfo(hdul.index_of(ext))["datLoc"] for ext, _, _ in self._cubes}
+        # astropy stores uint32 as int32 with BZERO = 2**31: the bits with the sign bit flipped
+        self._flip = {ext: hdul[ext].header.get("BZERO") == 2**31 for ext, _, _ in self._cubes}
 
     def _big_endian(self, ext, name, dtype, arrays):
         block = np.asarray(getattr(arrays, name))
@@ -462,17 +521,6 @@ class CubeStream:
             write_at(self._file, [(self._offsets[ext] + i0 * ny * nx * 4, block.data)])
         return block.shape[0]
 
-    def __exit__(self, kind, value, tb):
-        try:
-            if kind is None:  # complete: the cubes' checksums can be computed now
-                _fill_checksums(self._file, self._layout)
-        except BaseException:
-            kind, value, tb = sys.exc_info()
-            raise
-        finally:
-            self._file.close()
-            self._atomic.__exit__(kind, value, tb)
-
 
 class RateintsStream(CubeStream):
     """A ``rateints`` product written a block of rows at a time (detector1 in bounded memory).
@@ -495,3 +543,42 @@ class RateintsStream(CubeStream):
         hdulist = _build_hdulist("CubeModel", Path(path).name, arrays, headers, headers.int_times,
                                  cal_steps, ref_files, provenance)
         super().__init__(path, hdulist, shape, _CUBES)
+
+
+class TableStream(_FilledInPlace):
+    """A FITS product whose binary tables' rows are filled in place after the whole file is laid out.
+
+    As :class:`CubeStream`, for tables: on entry ``hdulist`` is written under a temporary name next
+    to ``path``, each streamed table's header for its full number of rows and its rows a hole of
+    zeros; :meth:`write_rows` fills rows in place; a clean exit computes those tables'
+    DATASUM/CHECKSUM from the file and moves it onto ``path``, an exception removes it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination.
+    hdulist : astropy.io.fits.HDUList
+        The product, each streamed table holding a row or a few (its columns: formats, units).
+    tables : sequence of (int, int)
+        HDU index and number of rows of each streamed table.
+    """
+
+    def __init__(self, path, hdulist, tables):
+        tables = [tuple(t) for t in tables]
+        super().__init__(path, hdulist, [index for index, _ in tables], dict(tables))
+        self._tables = tables
+
+    def _opened(self, hdul):
+        self.row_bytes = [hdul[index].header["NAXIS1"] for index, _ in self._tables]
+        self._offsets = [hdul.fileinfo(index)["datLoc"] for index, _ in self._tables]
+
+    def write_rows(self, table, row0, rows):
+        """Write rows ``row0 ..`` of streamed table number ``table`` from ``rows``: their FITS bytes
+        (big-endian, ``row_bytes[table]`` a row)."""
+        raw = memoryview(np.ascontiguousarray(rows)).cast("B")
+        n, size = divmod(raw.nbytes, self.row_bytes[table])
+        if size or row0 < 0 or row0 + n > self._tables[table][1]:
+            raise ValueError(f"rows {row0}..{row0 + n} do not fit table {table} "
+                             f"({self._tables[table][1]} rows of {self.row_bytes[table]} bytes)")
+        write_at(self._file, [(self._offsets[table] + row0 * self.row_bytes[table], raw)])
+        return n

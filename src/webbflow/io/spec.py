@@ -12,6 +12,7 @@ Both are written atomically; a failure leaves no product.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from webbflow.io.cal import CalArrays, _exposure, _provenance, open_product, wri
 from webbflow.io.errors import ReferenceFileError
 
 __all__ = ["CalintsStream", "CubeReader", "cube_stream", "GrismDispersion", "load_specwcs", "load_wavelengthrange", "read_rateints", "tso_spec", "write_calints",
-           "write_x1dints", "SPEC2_CAL_STEPS", "X1D_VECTOR_COLUMNS"]
+           "write_x1dints", "x1d_rows", "X1dintsStream", "X1dRowSpool", "SPEC2_CAL_STEPS", "X1D_VECTOR_COLUMNS"]
 
 SPEC2_CAL_STEPS = {"assign_wcs": "assign_wcs", "flat_field": "flat_field", "extract_2d": "extract_2d",
                    "srctype": "srctype", "photom": "photom", "extract_1d": "extract_1d"}
@@ -120,7 +121,7 @@ def load_wavelengthrange(path, filter_name):
 def read_rateints(path, cubes=True):
     """Open a grism time-series ``rateints`` (CubeModel in DN/s).
 
-    ``cubes=False``: the model's cubes are zero-stride placeholders of their shapes (nothing read;
+    ``cubes=False``: the model's cubes are placeholders of their shapes that take no memory (nothing read;
     read integrations with :class:`CubeReader`), and ``arrays`` is None.
 
     Returns
@@ -384,6 +385,44 @@ class CalintsStream:
         return self._stream.__exit__(kind, value, tb)
 
 
+def x1d_rows(source, columns, first=0):
+    """Rows of an EXTRACT1D table: integrations ``first .. first+n-1`` of a segment, from its spectra.
+
+    Parameters
+    ----------
+    source : CubeModel or SlitModel
+        The segment (INT_TIMES, INTSTART, EXSEGNUM).
+    columns : dict
+        name -> (n, ncols), from :func:`webbflow.steps.extract_1d.box_extract` for those integrations.
+    first : int
+        Index of the first of them in the segment (a chunk's first integration).
+
+    Returns
+    -------
+    ndarray
+        Structured, a row per integration: INT_NUM, the vector columns, N_ALONGDISP, SEGMENT and the
+        MJD/TDB times, as jwst's ``make_tso_specmodel`` and ``populate_time_keywords`` fill them.
+    """
+    n, ncols = columns["FLUX"].shape
+    dtype = [("INT_NUM", "i4")]
+    dtype += [(c, "u4" if c == "DQ" else "f8", (ncols,)) for c in X1D_VECTOR_COLUMNS]
+    dtype += [("N_ALONGDISP", "i4"), ("SEGMENT", "i4")] + [(c, "f8") for c in _TIME_COLUMNS]
+    table = np.zeros(n, dtype)
+    for c in X1D_VECTOR_COLUMNS:
+        table[c] = columns[c]
+    table["N_ALONGDISP"] = ncols
+    table["SEGMENT"] = source.meta.exposure.segment_number or 1
+    # row k <- INT_TIMES row k + offset (jwst populate_time_keywords)
+    times = source.int_times
+    start = (source.meta.exposure.integration_start or 1) - 1
+    offset = start - (int(times["integration_number"][0]) - 1)
+    rows = np.arange(first, first + n) + offset
+    table["INT_NUM"] = np.asarray(times["integration_number"])[rows]
+    for col, src in zip(_TIME_COLUMNS, _INT_TIME_COLUMNS):
+        table[col] = np.asarray(times[src], float)[rows]
+    return table
+
+
 def tso_spec(source, columns, *, order, flux_unit, extraction):
     """One segment's extracted spectra as a TSOSpecModel (one EXTRACT1D table, a row per integration).
 
@@ -392,7 +431,8 @@ def tso_spec(source, columns, *, order, flux_unit, extraction):
     source : CubeModel or SlitModel
         The segment the spectra come from (INT_TIMES, INTSTART, EXSEGNUM, target and aperture metadata).
     columns : dict
-        From :func:`webbflow.steps.extract_1d.box_extract`: name -> (nints, ncols).
+        From :func:`webbflow.steps.extract_1d.box_extract`: name -> (nints, ncols); or those of the
+        segment's first integrations only, for the layout of an :class:`X1dintsStream`.
     order : int
         Spectral order (SPORDER).
     flux_unit : str
@@ -407,24 +447,7 @@ def tso_spec(source, columns, *, order, flux_unit, extraction):
     """
     from stdatamodels.jwst import datamodels
 
-    nints, ncols = columns["FLUX"].shape
-    dtype = [("INT_NUM", "i4")]
-    dtype += [(c, "u4" if c == "DQ" else "f8", (ncols,)) for c in X1D_VECTOR_COLUMNS]
-    dtype += [("N_ALONGDISP", "i4"), ("SEGMENT", "i4")] + [(c, "f8") for c in _TIME_COLUMNS]
-    table = np.zeros(nints, dtype)
-    for c in X1D_VECTOR_COLUMNS:
-        table[c] = columns[c]
-    table["N_ALONGDISP"] = ncols
-    table["SEGMENT"] = source.meta.exposure.segment_number or 1
-    # row k <- INT_TIMES row k + offset (jwst populate_time_keywords)
-    times = source.int_times
-    start = (source.meta.exposure.integration_start or 1) - 1
-    offset = start - (int(times["integration_number"][0]) - 1)
-    rows = np.arange(nints) + offset
-    table["INT_NUM"] = np.asarray(times["integration_number"])[rows]
-    for col, src in zip(_TIME_COLUMNS, _INT_TIME_COLUMNS):
-        table[col] = np.asarray(times[src], float)[rows]
-
+    table = x1d_rows(source, columns)
     spec = datamodels.TSOSpecModel()
     spec.spec_table = table
     sb = "MJy/sr" if flux_unit == "Jy" else flux_unit
@@ -575,6 +598,15 @@ def write_x1dints(path, primary, specs, *, int_times=None, cal_steps=None, ref_f
     -------
     pathlib.Path
     """
+    model = _x1dints_model(primary, specs, int_times, cal_steps, ref_files, provenance, skipped, members)
+    try:
+        return write_model(model, path)
+    finally:
+        model.close()
+
+
+def _x1dints_model(primary, specs, int_times, cal_steps, ref_files, provenance, skipped, members):
+    """The TSOMultiSpecModel of :func:`write_x1dints`."""
     from stdatamodels.jwst import datamodels
 
     model = datamodels.TSOMultiSpecModel()
@@ -586,7 +618,197 @@ def write_x1dints(path, primary, specs, *, int_times=None, cal_steps=None, ref_f
                         _SKIPPED_SPEC2 + _SKIPPED_AFTER_CALINTS if skipped is None else skipped)
     if members:
         header_table(model, members)
-    try:
-        return write_model(model, path)
-    finally:
-        model.close()
+    return model
+
+
+def _hdulist_with_rows(model, filename, extname, nrows):
+    """``model`` as stdatamodels writes it (``model.to_fits``), its ``extname`` tables (EXTVER 1, 2, …,
+    each holding a row or a few) declared at ``nrows`` rows each: in their headers and in the ASDF
+    tree's links to them, and so in the FITS hash of the headers that the tree records.
+
+    stdatamodels' own steps of ``to_fits``, with the row counts set between building the HDUs and
+    hashing their headers; a product whose tables are then filled in place (:class:`X1dintsStream`)
+    is the one ``to_fits`` writes for the whole tables.
+    """
+    import warnings
+
+    from asdf import treeutil
+    from astropy.io import fits
+    from stdatamodels import fits_support as fs
+
+    model.meta.filename = filename
+    model.on_save(None)
+    hdulist = fits.HDUList([fits.PrimaryHDU()])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Card is too long")
+        warnings.filterwarnings("ignore", message=".*is not valid in keyword.*")
+        tree = fs._normalize_arrays(model._instance)
+        tree = fs._save_from_schema(hdulist, tree, model._schema)
+        tree = fs._save_extra_fits(hdulist, tree)
+        fs._save_history(hdulist, tree)
+    rows = {f"{fs._FITS_SOURCE_PREFIX}{extname},{k + 1}": n for k, n in enumerate(nrows)}
+    for k, n in enumerate(nrows):
+        hdulist[extname, k + 1].header["NAXIS2"] = n
+
+    def lengthen(node):
+        if isinstance(node, dict) and node.get("source") in rows:
+            node["shape"] = [rows[node["source"]], *node["shape"][1:]]
+        return node
+
+    tree = treeutil.walk_and_modify(tree, lengthen)
+    tree[fs.FITS_HASH_KEY] = fs.fits_hash(hdulist)
+    if "ASDF" in hdulist:
+        del hdulist["ASDF"]
+    hdulist.append(fs._create_asdf_hdu(tree))
+    return hdulist
+
+
+_TFORM_DTYPES = {"B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
+
+
+def _fits_rows(table, header):
+    """The bytes a FITS binary table with ``header`` stores for the structured rows ``table``: each
+    column in its TFORM, big-endian, and less its TZERO (astropy keeps unsigned 32-bit columns as
+    signed ones with TZERO = 2**31, as it does the schema's uint32 columns that were int32 here)."""
+    import re
+
+    names = table.dtype.names
+    dtype, zeros = [], {}
+    for i, name in enumerate(names, 1):
+        if header.get(f"TTYPE{i}") != name:
+            raise ValueError(f"column {i} is {header.get(f'TTYPE{i}')!r} in the table laid out, {name!r} here")
+        repeat, code = re.fullmatch(r"(\d*)([A-Z])", header[f"TFORM{i}"].strip()).groups()
+        repeat = int(repeat or 1)
+        if code not in _TFORM_DTYPES or repeat != max(1, int(np.prod(table.dtype[name].shape))):
+            raise ValueError(f"column {name} is {header[f'TFORM{i}']} in the table laid out, "
+                             f"{table.dtype[name]} here")
+        dtype.append((name, _TFORM_DTYPES[code], table.dtype[name].shape))
+        zeros[name] = header.get(f"TZERO{i}", 0)
+    out = np.empty(len(table), dtype)
+    if out.dtype.itemsize != header["NAXIS1"]:
+        raise ValueError(f"rows of {out.dtype.itemsize} bytes for a table of {header['NAXIS1']}")
+    for name in names:
+        column = table[name]
+        if zeros[name]:
+            column = column.astype(np.int64) - int(zeros[name])
+        out[name] = column
+    return out
+
+
+class X1dintsStream:
+    """An ``x1dints`` written a chunk of integrations at a time: its EXTRACT1D rows filled in place.
+
+    The product is the one :func:`write_x1dints` writes for the whole spectra (same keywords,
+    column formats and units, ASDF tree, checksums), laid out before the rows are known: each
+    EXTRACT1D table's header and the tree's link to it at the segment's number of rows, the rows a
+    hole in the file, filled by :meth:`write_rows` (:class:`webbflow.io.products.TableStream`).
+    So the table, 18 float64 vectors an integration, is never held whole (bounded memory).
+
+    Parameters
+    ----------
+    path : path-like
+    primary : JWST datamodel
+        As for :func:`write_x1dints`.
+    specs : list of TSOSpecModel
+        :func:`tso_spec` of each segment from its first integrations' spectra (a row or a few; its
+        columns and metadata are the layout, its rows are not written).
+    nrows : list of int
+        Integrations (rows) of each segment.
+    int_times, cal_steps, ref_files, provenance, skipped, members
+        As for :func:`write_x1dints`.
+
+    Examples
+    --------
+    >>> with X1dintsStream(path, model, [spec], [nints], cal_steps=statuses) as x1d:  # doctest: +SKIP
+    ...     for i0, columns in chunks:
+    ...         x1d.write_rows(0, i0, x1d_rows(model, columns, i0))
+    """
+
+    def __init__(self, path, primary, specs, nrows, *, int_times=None, cal_steps=None, ref_files=None,
+                 provenance=None, skipped=None, members=None):
+        from webbflow.io.products import TableStream
+
+        self.nrows = [int(n) for n in nrows]
+        if len(self.nrows) != len(specs):
+            raise ValueError("one row count per spectrum table is needed")
+        model = _x1dints_model(primary, specs, int_times, cal_steps, ref_files, provenance, skipped, members)
+        try:
+            hdulist = _hdulist_with_rows(model, Path(path).name, "EXTRACT1D", self.nrows)
+        finally:
+            model.close()
+        tables = [hdulist.index_of(("EXTRACT1D", k + 1)) for k in range(len(specs))]
+        self._headers = [hdulist[i].header.copy() for i in tables]
+        self._stream = TableStream(path, hdulist, list(zip(tables, self.nrows)))
+        self.written = [0] * len(specs)
+
+    def __enter__(self):
+        self._stream.__enter__()
+        return self
+
+    def write_rows(self, spec, row0, table):
+        """Write rows ``row0 ..`` of EXTRACT1D table number ``spec`` (0-based) from the structured
+        rows ``table`` (:func:`x1d_rows`)."""
+        n = self._stream.write_rows(spec, row0, _fits_rows(table, self._headers[spec]))
+        self.written[spec] += n
+        return n
+
+    def __exit__(self, kind, value, tb):
+        if kind is None and self.written != self.nrows:
+            try:
+                raise ValueError(f"x1dints rows written {self.written}, laid out {self.nrows}")
+            except ValueError:
+                self._stream.__exit__(*sys.exc_info())
+                raise
+        return self._stream.__exit__(kind, value, tb)
+
+
+class X1dRowSpool:
+    """EXTRACT1D rows kept on disk, a chunk at a time, until their ``x1dints`` can be laid out.
+
+    tso3 knows an exposure's product (the blended primary keywords, INT_TIMES, every member's
+    HDRTAB row) only once every member is extracted: the rows wait in a file per table (next to
+    the product, in a :func:`webbflow.io.files.part_folder`, removed on exit) and are then copied
+    into an :class:`X1dintsStream` a block at a time, so the tables are never held whole.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``x1dints`` the rows are for.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.nrows, self._dtypes, self.folder = [], [], None
+
+    def __enter__(self):
+        from webbflow.io.files import part_folder
+
+        self.folder = part_folder(self.path.with_name(self.path.name + ".rows"), self.path.parent)
+        return self
+
+    def append(self, spec, table):
+        """Append the structured rows ``table`` (:func:`x1d_rows`) to table number ``spec`` (0-based;
+        a new table is the next number)."""
+        if spec == len(self.nrows):
+            self.nrows.append(0)
+            self._dtypes.append(table.dtype)
+        elif table.dtype != self._dtypes[spec]:
+            raise ValueError(f"rows of {table.dtype} for a table of {self._dtypes[spec]}")
+        with open(self.folder / f"{spec}.rows", "ab") as f:
+            np.ascontiguousarray(table).tofile(f)
+        self.nrows[spec] += len(table)
+
+    def write_into(self, stream, block_mb=16):
+        """Copy every table's rows into ``stream`` (an :class:`X1dintsStream` laid out for
+        :attr:`nrows`), ``block_mb`` at a time."""
+        for spec, (n, dtype) in enumerate(zip(self.nrows, self._dtypes)):
+            step = max(1, int(block_mb * 2**20 // dtype.itemsize))
+            with open(self.folder / f"{spec}.rows", "rb") as f:
+                for row0 in range(0, n, step):
+                    stream.write_rows(spec, row0, np.fromfile(f, dtype, count=min(step, n - row0)))
+
+    def __exit__(self, kind, value, tb):
+        import shutil
+
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)

@@ -22,8 +22,8 @@ from webbflow.config import SPEC2_STEPS
 from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io.cal import load_distortion, load_flat, load_photom
 from webbflow.io.errors import InputError, ReferenceFileError
-from webbflow.io.spec import (CalintsStream, CubeReader, load_specwcs, load_wavelengthrange, read_rateints,
-                              tso_spec, write_x1dints)
+from webbflow.io.spec import (CalintsStream, CubeReader, X1dintsStream, load_specwcs, load_wavelengthrange,
+                              read_rateints, tso_spec, x1d_rows)
 from webbflow.ramp import StepStatus
 from webbflow.refs.check import check_exposure_geometry
 from webbflow.steps import assign_wcs, extract_1d, extract_2d, flat_field, photom
@@ -253,7 +253,8 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
         step = nints if method == "optimal" else ints_per_chunk((nints, ny, nx), max_memory_mb)
         if step < nints:
             log.info("spec2: %d integrations a chunk (max_memory_mb %g)", step, max_memory_mb)
-        parts, extent, calints = [], None, None
+        slit_ra, slit_dec = _slit_sky(model, distortion)
+        extent, calints, x1dints = None, None, None
         try:
             for i0 in range(0, nints, step):
                 i1 = min(nints, i0 + step)
@@ -285,32 +286,37 @@ def run(rateints_path, calints_path, x1dints_path, references, params, provenanc
                     raise ReferenceFileError(references["extract1d"], f"extract1d reference does not fit the "
                                              f"cutout ({exc})", "name one whose aperture lies on the trace "
                                              "with overrides.extract1d") from None
-                parts.append(columns)
                 extent = extent if extent is not None else extent_i
                 statuses["extract_1d"] = StepStatus.COMPLETE
-                if calints is None:  # the statuses are known now: lay the product out
+                if calints is None:  # the statuses are known now: lay the products out
                     calints = CalintsStream(calints_path, model, (nints, ny_cut, nx), arrays.var_flat is not None,
                                             cut, cal_steps=statuses, ref_files=ref_files, photometry=phot,
                                             provenance=provenance).__enter__()
+                    flux_unit = "Jy" if statuses["photom"] == "COMPLETE" else "DN/s"
+                    extent.update(source_xpos=cut["source_xpos"], source_ypos=cut["source_ypos"], slit_ra=slit_ra,
+                                  slit_dec=slit_dec)
+                    # x1dints (18 float64 vectors per integration) grows with NINTS: its rows are written
+                    # a chunk at a time into the table laid out whole
+                    layout = tso_spec(model, {k: v[:1] for k, v in columns.items()}, order=order,
+                                      flux_unit=flux_unit, extraction=extent)
+                    ncols = columns["FLUX"].shape[1]
+                    try:
+                        x1dints = X1dintsStream(x1dints_path, model, [layout], [nints], cal_steps=statuses,
+                                                ref_files=ref_files, provenance=provenance).__enter__()
+                    finally:
+                        layout.close()
                 calints.write_ints(i0, arrays)
+                x1dints.write_rows(0, i0, x1d_rows(model, columns, i0))
                 if step < nints and (i1 // step) % max(1, 500 // step) == 0:
                     log.info("spec2: %d of %d integrations done", i1, nints)
-                arrays = None
-            columns = {k: np.concatenate([p.pop(k) for p in parts]) for k in list(parts[0])}
-            parts = None
-            log.info("extract_1d    %s  %d integrations x %d columns", statuses["extract_1d"], *columns["FLUX"].shape)
-
-            flux_unit = "Jy" if statuses["photom"] == "COMPLETE" else "DN/s"
-            slit_ra, slit_dec = _slit_sky(model, distortion)
-            extent.update(source_xpos=cut["source_xpos"], source_ypos=cut["source_ypos"], slit_ra=slit_ra,
-                          slit_dec=slit_dec)
-            spectra = tso_spec(model, columns, order=order, flux_unit=flux_unit, extraction=extent)
-            columns = None  # the table holds them: x1dints (18 float64 vectors per integration) grows with NINTS
-            write_x1dints(x1dints_path, model, [spectra], cal_steps=statuses, ref_files=ref_files,
-                          provenance=provenance)
+                arrays = columns = None
+            log.info("extract_1d    %s  %d integrations x %d columns", statuses["extract_1d"], nints, ncols)
+            x1dints, done = None, x1dints
+            done.__exit__(None, None, None)
         except BaseException:
-            if calints is not None:
-                calints.__exit__(*sys.exc_info())  # removes the partial calints
+            for stream in (x1dints, calints):
+                if stream is not None:
+                    stream.__exit__(*sys.exc_info())  # removes the partial product
             raise
         try:
             calints.__exit__(None, None, None)

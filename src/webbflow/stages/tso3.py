@@ -27,7 +27,7 @@ from webbflow.provenance import reference_names, stage_provenance
 from webbflow.io.cal import CalArrays, open_product, write_model
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import write_ecsv
-from webbflow.io.spec import member_header, tso_spec, write_x1dints
+from webbflow.io.spec import X1dintsStream, X1dRowSpool, member_header, tso_spec, x1d_rows
 from webbflow import dqflags
 from webbflow.ramp import StepStatus
 from webbflow.steps import extract_1d, outlier_detection, trace, white_light
@@ -46,7 +46,7 @@ def read_calints(path, imaging=False, cubes=True):
     imaging : bool
         An imaging time series' calints (NRC_TSIMAGE, image2's CubeModel) instead of a grism one.
     cubes : bool
-        False: the cubes are not read (zero-stride placeholders of their shape; read them with
+        False: the cubes are not read (placeholders of their shape that take no memory; read them with
         :class:`webbflow.io.spec.CubeReader`), and ``arrays`` is None.
 
     Returns
@@ -106,9 +106,10 @@ def _member_shape(path):
 def _streamed_member(member, model, crf_path, od, extract, trace_columns):
     """One member in bounded memory: outlier_detection by blocks of rows (each pixel's every
     integration; the weight threshold decided on the whole cube, as in memory) written into the
-    crfints in place, then extract_1d (``extract(arrays)`` -> (columns, extent)) and the trace's
-    profiles on chunks of integrations read back.  Returns (crfints path or None, columns, extent,
-    profiles or None); the products are those of the whole member at once."""
+    crfints in place, then extract_1d (``extract(arrays, i0)`` -> extent; it keeps the spectra of
+    integrations ``i0 ..``) and the trace's profiles on chunks of integrations read back.  Returns
+    (crfints path or None, extent, profiles or None); the products are those of the whole member
+    at once."""
     from webbflow.dqflags import good_pixel_mask
     from webbflow.io.spec import CubeReader, cube_stream
 
@@ -144,12 +145,11 @@ def _streamed_member(member, model, crf_path, od, extract, trace_columns):
                 step_log.setLevel(level)
             log.info("outlier_detection  %d pixels flagged (blocks of %d rows)", flagged, rows)
             source = CubeReader(stream.tmp)
-        parts, profiles, extent = [], [], None
+        profiles, extent = [], None
         for i0 in range(0, nints, step):
             arrays = source.read(i0, min(nints, i0 + step))
-            columns, extent_i = extract(arrays)
+            extent_i = extract(arrays, i0)
             extent = extent_i if extent is None else extent
-            parts.append(columns)
             if trace_columns is not None:
                 profiles.append(trace.collapsed_profiles(arrays.data, arrays.dq, trace_columns(extent)))
             arrays = None
@@ -159,8 +159,7 @@ def _streamed_member(member, model, crf_path, od, extract, trace_columns):
         raise
     if stream is not None:
         stream.__exit__(None, None, None)
-    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return (Path(crf_path) if stream is not None else None), columns, extent, \
+    return (Path(crf_path) if stream is not None else None), extent, \
         (np.concatenate(profiles) if trace_columns is not None else None)
 
 
@@ -298,6 +297,9 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
     specs, series, times, written, first, blend, traces, headers = [], [], [], [], None, [], [], []
     steps = {"outlier_detection": statuses["outlier_detection"], "extract_1d": StepStatus.COMPLETE}
     skipped = ("pixel_replace", "adaptive_trace_model")
+    wl = params["white_light"]
+    # x1dints: a table of 18 float64 vectors an integration per member, kept on disk until laid out
+    spool = X1dRowSpool(x1dints_path).__enter__()
     try:
         for member, crf_path in zip(members, crfints_paths):
             shape = _member_shape(member)
@@ -324,9 +326,21 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                 wavelength = np.array(model.wavelength, np.float32)
                 pixar_sr = model.meta.photometry.pixelarea_steradians if photom_done else None
 
-                def extract(cube):
-                    return extract_1d.extract(cube, wavelength, aperture, method=ex.get("method") or "box",
-                                              optimal_sigma=ex.get("optimal_sigma", 5.0), pixar_sr=pixar_sr)
+                kept = {"first": None, "band": [], "mjd": [], "tdb": []}
+
+                def extract(cube, i0=0, model=model, kept=kept):
+                    """extract_1d on integrations ``i0 ..`` of the member: their x1dints rows spooled,
+                    their white-light sums and times kept; returns the extraction's extent."""
+                    columns, extent = extract_1d.extract(cube, wavelength, aperture, method=ex.get("method") or "box",
+                                                         optimal_sigma=ex.get("optimal_sigma", 5.0), pixar_sr=pixar_sr)
+                    rows = x1d_rows(model, columns, i0)
+                    spool.append(len(specs), rows)
+                    kept["first"] = kept["first"] or {k: v[:1] for k, v in columns.items()}
+                    kept["band"].append(white_light.band_sum(columns["WAVELENGTH"], columns["FLUX"],
+                                                             wl.get("min_wavelength"), wl.get("max_wavelength")))
+                    kept["mjd"].append(rows["MJD-AVG"])
+                    kept["tdb"].append(rows["TDB-MID"])
+                    return extent
 
                 def trace_columns(extent):
                     return (slice(None) if extent.get("xstart") is None
@@ -335,11 +349,11 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                 try:
                     aperture = extract_1d.aperture_from_reference(ref, model.data.shape, order, **overrides)
                     if streamed:
-                        crf, columns, extent, profiles = _streamed_member(
+                        crf, extent, profiles = _streamed_member(
                             member, model, crf_path, od, extract, trace_columns if trace_path is not None else None)
                         written += [crf] if crf is not None else []
                     else:
-                        columns, extent = extract(arrays)
+                        extent = extract(arrays)
                 except ValueError as exc:
                     raise ReferenceFileError(references["extract1d"], f"extract1d reference does not fit the "
                                              f"cutout ({exc})", "name one whose aperture lies on the trace "
@@ -351,11 +365,11 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                 blend.append({"integration_end": e.integration_end, "duration": e.duration,
                               "exposure_time": e.exposure_time})
                 flux_unit = "Jy" if photom_done else "DN/s"
-                spec = tso_spec(model, columns, order=order, flux_unit=flux_unit, extraction=extent)
-                specs.append(spec)
-                table = spec.spec_table
-                series.append(white_light.SpectralSeries(np.asarray(table["MJD-AVG"]), np.asarray(table["TDB-MID"]),
-                                                         columns["WAVELENGTH"], columns["FLUX"], flux_unit))
+                # the layout of its EXTRACT1D table (its rows are spooled)
+                specs.append(tso_spec(model, kept["first"], order=order, flux_unit=flux_unit, extraction=extent))
+                series.append(white_light.SpectralSeries(np.concatenate(kept["mjd"]), np.concatenate(kept["tdb"]),
+                                                         None, None, flux_unit,
+                                                         band_flux=np.concatenate(kept["band"])))
                 times.append(np.asarray(model.int_times))
                 # jwst's HDRTAB row of this member (its extract_1d result's metadata)
                 headers.append(member_header(model, filename=member_name, cal_steps=steps,
@@ -387,12 +401,12 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
         if asn:
             first.meta.asn.pool_name = asn.get("asn_pool")
             first.meta.asn.table_name = asn.get("asn_table")
-        write_x1dints(x1dints_path, first, specs, int_times=int_times, cal_steps=steps,
-                      ref_files={"extract1d": references["extract1d"]}, provenance=provenance,
-                      skipped=skipped, members=headers)
+        with X1dintsStream(x1dints_path, first, specs, spool.nrows, int_times=int_times, cal_steps=steps,
+                           ref_files={"extract1d": references["extract1d"]}, provenance=provenance,
+                           skipped=skipped, members=headers) as x1dints:
+            spool.write_into(x1dints)
         written.append(Path(x1dints_path))
 
-        wl = params["white_light"]
         # the white-light curve is tso3's product: always written
         meta = {"instrument": first.meta.instrument.name, "exp_type": first.meta.exposure.type,
                 "subarray": first.meta.subarray.name, "filter": first.meta.instrument.filter,
@@ -410,6 +424,7 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
             path.unlink(missing_ok=True)
         raise
     finally:
+        spool.__exit__(None, None, None)
         if first is not None:
             first.close()
     log.info("tso3 done in %.2f s: %s", time.perf_counter() - t0, Path(x1dints_path).name)

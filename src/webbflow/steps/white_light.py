@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SpectralSeries", "white_light"]
+__all__ = ["SpectralSeries", "band_sum", "white_light"]
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +26,41 @@ class SpectralSeries:
     mjd_utc, bjd_tdb : ndarray
         (n,) mid-times (``MJD-AVG``, ``TDB-MID``; BJD stored in MJD form, as jwst does).
     wavelength, flux : ndarray
-        (n, ncols) in µm and in the flux unit ``flux_unit``.
+        (n, ncols) in µm and in the flux unit ``flux_unit``; or None with ``band_flux``.
     flux_unit : str
         Unit of ``flux`` (``"Jy"`` after photom, ``"DN/s"`` when photom was skipped).
+    band_flux : ndarray, optional
+        (n,) :func:`band_sum` of the spectra over the curve's wavelength window, summed as they were
+        extracted (a segment's spectra need not be held whole then).
     """
 
     mjd_utc: np.ndarray
     bjd_tdb: np.ndarray
-    wavelength: np.ndarray
-    flux: np.ndarray
+    wavelength: np.ndarray | None
+    flux: np.ndarray | None
     flux_unit: str = "Jy"
+    band_flux: np.ndarray | None = None
+
+
+def band_sum(wavelength, flux, min_wave=None, max_wave=None):
+    """The white-light flux of each spectrum: the sum of its finite fluxes whose wavelength lies in
+    [``min_wave``, ``max_wave``] µm (None: no limit, jwst's -1 and 1e10).
+
+    Parameters
+    ----------
+    wavelength, flux : ndarray
+        (n, ncols).
+    min_wave, max_wave : float, optional
+
+    Returns
+    -------
+    ndarray
+        (n,); each row's alone, so spectra summed a chunk at a time give the same values.
+    """
+    lo = -1.0 if min_wave is None else min_wave
+    hi = 1.0e10 if max_wave is None else max_wave
+    window = (wavelength >= lo) & (wavelength <= hi)
+    return np.nansum(np.where(window, flux, np.nan), axis=1)
 
 
 def white_light(segments, min_wave=None, max_wave=None, meta=None):
@@ -58,8 +83,6 @@ def white_light(segments, min_wave=None, max_wave=None, meta=None):
     from astropy import units as u
     from astropy.table import QTable
 
-    lo = -1.0 if min_wave is None else min_wave
-    hi = 1.0e10 if max_wave is None else max_wave
     times, tdbs, sums = [], [], []
     for seg in segments:
         mid = np.array(seg.mjd_utc, dtype=float)
@@ -71,11 +94,10 @@ def white_light(segments, min_wave=None, max_wave=None, meta=None):
         if (~good).any():
             log.warning("%d integrations with no or a repeated mid-time are left out of the white-light curve",
                         int((~good).sum()))
-        window = (seg.wavelength >= lo) & (seg.wavelength <= hi) & good[:, None]
-        flux = np.where(window, seg.flux, np.nan)
         times.append(mid)
         tdbs.append(np.asarray(seg.bjd_tdb, dtype=float))
-        sums.append(np.nansum(flux, axis=1))
+        # an integration left out (no or a repeated mid-time) is dropped below whatever its sum
+        sums.append(seg.band_flux if seg.band_flux is not None else band_sum(seg.wavelength, seg.flux, min_wave, max_wave))
     mid, tdb, total = (np.concatenate(a) for a in (times, tdbs, sums))
     good = ~np.isnan(mid)
     mid, tdb, total = mid[good], tdb[good], total[good]
