@@ -253,13 +253,10 @@ def demo_workdir(tmp_path_factory):
     simulated program, detector1, image2, image3 and the report's QA products), shared by the
     workflow test modules so that CI runs it once.  Tests may add files to it and dry-run in it,
     but must not change its products."""
-    import subprocess
-    import sys
+    from _snakemake import run_snakemake
 
     workdir = tmp_path_factory.mktemp("demo_session")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_snakemake(workdir, "--cores", "2", timeout=1200)
     return workdir
 
 

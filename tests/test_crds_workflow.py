@@ -3,12 +3,12 @@
 import json
 import re
 import shutil
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _snakemake import run_snakemake
 from astropy.io import fits
 
 # A full demo run with 8 parallel jobs plus a dry run: over a minute on two loaded cores.
@@ -19,11 +19,7 @@ SNAKEFILE = REPO / "Snakefile"
 JOB = re.compile(r"^\s*(?:local)?rule (\w+):\n(?:.*\n)*?\s*wildcards: (.*)$", re.M)
 
 
-def snakemake(workdir, *args, timeout=400):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+snakemake = partial(run_snakemake, timeout=400)
 
 
 def detector1_targets(workdir):

@@ -9,13 +9,12 @@ CRDS while planning or running a job would stop the run.
 import json
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _snakemake import run_snakemake
 from astropy.io import fits
 
 pytestmark = pytest.mark.workflow
@@ -72,8 +71,7 @@ def write_config(path, site, reftypes, results="reduced"):
 
 
 def snakemake(site, workdir, *args, timeout=600):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=site["env"])
+    return run_snakemake(workdir, *args, timeout=timeout, check=False, env=site["env"])
 
 
 @pytest.fixture(scope="module")
