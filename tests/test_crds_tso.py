@@ -38,8 +38,9 @@ def test_each_mode_asks_for_the_types_of_its_stages():
     presets = load_modes(REPO / "config" / "modes", REPO / "config" / "schema.yaml")
     imaging = stage_reftypes(presets["imaging"]["stages"])
     grism = stage_reftypes(presets["tso_grism"]["stages"])
-    # imaging: exactly the 11 types the lock held before the modes had their own (stage 1 + image2)
-    assert imaging == DETECTOR1_REFTYPES + IMAGE2_REFTYPES and not GRISM_ONLY & set(imaging)
+    # imaging: stage 1's and image2's types, then image3's catalog references (jwst's source_catalog)
+    assert imaging == DETECTOR1_REFTYPES + IMAGE2_REFTYPES + ("apcorr", "abvegaoffset")
+    assert not GRISM_ONLY & set(imaging)
     assert set(grism) == set(DETECTOR1_REFTYPES) | set(SPEC2_REFTYPES) and len(grism) == len(set(grism))
     assert "area" not in grism  # image2's, not spec2's
     # every stage a preset may name has its entry (a new stage without one would ask for nothing)

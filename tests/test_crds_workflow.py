@@ -52,12 +52,12 @@ def test_products_and_lockfile_name_the_same_crds_files(crds_demo):
     stage1 = {e["file"] for x in lock["exposures"].values() for t, e in x["references"].items()
               if e and t in ("mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise")}
     assert len(stage1) == 14 and stage1 <= set(lock["references"])
-    # an imaging exposure is asked for its mode's types only (stage 1 + image2): no grism type, which
+    # an imaging exposure is asked for its mode's types only (stage 1, image2, image3): no grism type, which
     # the imaging cache does not map at all
     from webbflow.config import stage_reftypes
 
     imaging = set(stage_reftypes(["detector1", "image2", "image3"]))
-    assert len(imaging) == 11 and not {"specwcs", "wavelengthrange", "extract1d"} & imaging
+    assert len(imaging) == 13 and not {"specwcs", "wavelengthrange", "extract1d"} & imaging
     assert all(set(x["references"]) == imaging for x in lock["exposures"].values())
     products = sorted((crds_demo / "results" / "detector1").rglob("*_rate.fits"))
     assert len(products) == 16
