@@ -131,6 +131,22 @@ def write_reference_set(folder, detector="NRCA1", shape=(32, 32), subarray="FULL
     return paths
 
 
+def simulate_dithers(outdir, n=2, detector="NRCA1", filter_name="F150W"):
+    """Simulate the demo program's first ``n`` exposures of one detector and filter into ``outdir``
+    (``uncal/``, ``refs/``, ``truth/``): a small program of the demo sky for workflow tests.
+
+    Returns
+    -------
+    list of (ExposureSpec, pathlib.Path)
+        Each exposure's spec and uncal file.
+    """
+    from webbflow.simulate.exposure import simulate_exposure
+    from webbflow.simulate.presets import preset_specs
+
+    specs = [s for s in preset_specs("demo-imaging") if s.detector == detector and s.filter == filter_name][:n]
+    return [(spec, Path(simulate_exposure(spec, outdir))) for spec in specs]
+
+
 def assert_rate_recovers_truth(rate_path, truth_path, label=""):
     """A rate product against the simulator's true rate, where nothing was flagged and the truth is
     above 5 DN/s: most such pixels are usable, the pulls are unbiased within 0.3 sigma and the errors
@@ -244,7 +260,8 @@ def make():
                            reference_set=write_reference_set, DQ_DEF=DQ_DEF,
                            assert_rate_recovers_truth=assert_rate_recovers_truth,
                            assert_fits_checksums=assert_fits_checksums, flip_byte=flip_byte,
-                           compare_products=compare_products, planned_outputs=planned_outputs)
+                           compare_products=compare_products, planned_outputs=planned_outputs,
+                           simulate_dithers=simulate_dithers)
 
 
 @pytest.fixture(scope="session")

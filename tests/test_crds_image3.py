@@ -26,18 +26,14 @@ ABVEGA = "webbflow_nircam_abvegaoffset.asdf"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, make):
     """Two exposures, a CRDS cache of their references, and one whose APCORR is for grism exposures."""
     from webbflow.refs.crds_cache import build_cache
-    from webbflow.simulate.exposure import simulate_exposure
-    from webbflow.simulate.presets import preset_specs
     from webbflow.simulate.stage2_refs import retarget_exp_type
 
     root = tmp_path_factory.mktemp("crds_image3")
     sim = root / "sim"
-    specs = [s for s in preset_specs("demo-imaging") if s.detector == "NRCA1" and s.filter == "F150W"][:2]
-    for spec in specs:
-        simulate_exposure(spec, sim)
+    specs = [spec for spec, _ in make.simulate_dithers(sim)]
     build_cache(sim / "refs", root / "cache", context=CONTEXT)
     grism_only = root / "refs_grism_apcorr"
     shutil.copytree(sim / "refs", grism_only)

@@ -24,16 +24,13 @@ CONTEXT = "jwst_9000.pmap"
 
 
 @pytest.fixture(scope="module")
-def program(tmp_path_factory):
+def program(tmp_path_factory, make):
     """Two good NRCA1 exposures, their references in a local CRDS cache, and five bad files."""
     from webbflow.refs.crds_cache import build_cache
-    from webbflow.simulate.exposure import simulate_exposure
-    from webbflow.simulate.presets import preset_specs
 
     root = tmp_path_factory.mktemp("keep_going")
     sim = root / "sim"
-    specs = [s for s in preset_specs("demo-imaging") if s.detector == "NRCA1" and s.filter == "F150W"][:2]
-    good = [simulate_exposure(spec, sim) for spec in specs]
+    good = [path for _, path in make.simulate_dithers(sim)]
     build_cache(sim / "refs", root / "crds_cache", context=CONTEXT)
     clean, mixed = root / "clean_uncal", root / "uncal"
     clean.mkdir()
