@@ -20,7 +20,7 @@ def assert_ok(proc):
     return proc
 
 
-def run_snakemake(workdir, *args, timeout=None, check=True, env=None, snakefile=SNAKEFILE):
+def run_snakemake(workdir, *args, timeout=None, check=True, env=None, snakefile=SNAKEFILE, cwd=None):
     """Run ``python -m snakemake -s <snakefile> -d <workdir> <args>``; return the completed process.
 
     Parameters
@@ -37,6 +37,8 @@ def run_snakemake(workdir, *args, timeout=None, check=True, env=None, snakefile=
         The subprocess's environment (None: this process's).
     snakefile : path-like
         The workflow (default the repository's; a test may run a copy of it).
+    cwd : path-like, optional
+        The subprocess's working folder (None: this process's; a relative ``--profile`` is found there).
 
     Returns
     -------
@@ -44,5 +46,5 @@ def run_snakemake(workdir, *args, timeout=None, check=True, env=None, snakefile=
         With ``stdout`` and ``stderr`` as text.
     """
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd, check=False)
     return assert_ok(proc) if check else proc
