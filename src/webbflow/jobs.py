@@ -297,7 +297,9 @@ def image3(asn, i2d, cat, segm, crf, steps, references=None, crds_lock=None):
 
     steps, references = _mapping(steps), _mapping(references or {})
     asn = read_asn(asn)
-    provenance = _locked(stage_provenance(steps, members=[Path(m).name for m in asn["members"]]),
+    # CRDS's references join the config digest (as other stages'); without them it is as before
+    chosen = {"references": reference_names(references)} if references else {}
+    provenance = _locked(stage_provenance(steps, members=[Path(m).name for m in asn["members"]], **chosen),
                          crds_lock, references)
     stage.run(asn["members"], i2d=i2d, cat=cat, segm=segm, crf_dir=crf, asn_id=asn["asn_id"],
               product=asn["product"], params=steps, provenance=provenance, pool=asn["asn_pool"],
