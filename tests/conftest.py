@@ -131,9 +131,10 @@ def write_reference_set(folder, detector="NRCA1", shape=(32, 32), subarray="FULL
     return paths
 
 
-def simulate_dithers(outdir, n=2, detector="NRCA1", filter_name="F150W"):
+def simulate_dithers(outdir, n=2, detector="NRCA1", filter_name="F150W", cache=None, context="jwst_9000.pmap"):
     """Simulate the demo program's first ``n`` exposures of one detector and filter into ``outdir``
     (``uncal/``, ``refs/``, ``truth/``): a small program of the demo sky for workflow tests.
+    ``cache``: also a local CRDS cache there of ``refs/`` (``webbflow crds build``), context ``context``.
 
     Returns
     -------
@@ -144,7 +145,12 @@ def simulate_dithers(outdir, n=2, detector="NRCA1", filter_name="F150W"):
     from webbflow.simulate.presets import preset_specs
 
     specs = [s for s in preset_specs("demo-imaging") if s.detector == detector and s.filter == filter_name][:n]
-    return [(spec, Path(simulate_exposure(spec, outdir))) for spec in specs]
+    simulated = [(spec, Path(simulate_exposure(spec, outdir))) for spec in specs]
+    if cache:
+        from webbflow.refs.crds_cache import build_cache
+
+        build_cache(Path(outdir) / "refs", cache, context=context)
+    return simulated
 
 
 def assert_rate_recovers_truth(rate_path, truth_path, label=""):

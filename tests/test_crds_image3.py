@@ -33,8 +33,7 @@ def site(tmp_path_factory, make):
 
     root = tmp_path_factory.mktemp("crds_image3")
     sim = root / "sim"
-    specs = [spec for spec, _ in make.simulate_dithers(sim)]
-    build_cache(sim / "refs", root / "cache", context=CONTEXT)
+    specs = [spec for spec, _ in make.simulate_dithers(sim, cache=root / "cache", context=CONTEXT)]
     grism_only = root / "refs_grism_apcorr"
     shutil.copytree(sim / "refs", grism_only)
     retarget_exp_type(grism_only / APCORR, "NRC_WFSS", "NRC_WFSS|")

@@ -25,12 +25,8 @@ CONTEXT = "jwst_9000.pmap"
 @pytest.fixture(scope="module")
 def program(tmp_path_factory, make):
     """Two good NRCA1 exposures, their references in a local CRDS cache, and five bad files."""
-    from webbflow.refs.crds_cache import build_cache
-
     root = tmp_path_factory.mktemp("keep_going")
-    sim = root / "sim"
-    good = [path for _, path in make.simulate_dithers(sim)]
-    build_cache(sim / "refs", root / "crds_cache", context=CONTEXT)
+    good = [path for _, path in make.simulate_dithers(root / "sim", cache=root / "crds_cache", context=CONTEXT)]
     clean, mixed = root / "clean_uncal", root / "uncal"
     clean.mkdir()
     mixed.mkdir()
