@@ -84,14 +84,10 @@ def measure(cmd, cwd, env=None, cpu=False):
     if proc.returncode != 0 or not lines:
         sys.stderr.write(text[-3000:])
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(map(str, cmd[:4]))} ...")
-    wall, maxrss = lines[-1].split()[1:3]
-    return (float(wall), int(maxrss) / 1024.0, text) + ((cpu_seconds(text),) if cpu else ())
-
-
-def cpu_seconds(text):
-    """User + system CPU seconds of the process :func:`measure` ran (from its output): on a shared
-    machine a steadier figure than the wall time."""
-    return float([line for line in text.splitlines() if line.startswith("@@measure ")][-1].split()[3])
+    # the launcher's line: wall s, peak RSS KiB, user + system CPU s (on a shared machine a steadier
+    # figure than the wall time)
+    wall, maxrss, cpu_s = lines[-1].split()[1:4]
+    return (float(wall), int(maxrss) / 1024.0, text) + ((float(cpu_s),) if cpu else ())
 
 
 def our_steps(text):

@@ -43,7 +43,7 @@ from astropy.io import fits
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_detector1 import cpu_seconds, measure  # noqa: E402  (one measuring helper for every benchmark)
+from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
 from bench_tso_demo import _CORON_JOB as JOB  # noqa: E402  (runs one webbflow.jobs function)
 from bench_tso_demo import _write_result  # noqa: E402
 
@@ -146,8 +146,7 @@ def _run_stage(jobs, out, repeats, stage):
         for k in range(len(jobs["ours"])):
             for who in ("ours", "jwst"):
                 name, cmd = jobs[who][k]
-                wall, rss, text = measure(cmd, out)
-                cpu = cpu_seconds(text)
+                wall, rss, _, cpu = measure(cmd, out, cpu=True)
                 totals[who]["wall_s"] += wall
                 totals[who]["cpu_s"] += cpu
                 totals[who]["peak_rss_mib"] = max(totals[who]["peak_rss_mib"], rss)

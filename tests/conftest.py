@@ -131,6 +131,28 @@ def write_reference_set(folder, detector="NRCA1", shape=(32, 32), subarray="FULL
     return paths
 
 
+def simulate_dithers(outdir, n=2, detector="NRCA1", filter_name="F150W", cache=None, context="jwst_9000.pmap"):
+    """Simulate the demo program's first ``n`` exposures of one detector and filter into ``outdir``
+    (``uncal/``, ``refs/``, ``truth/``): a small program of the demo sky for workflow tests.
+    ``cache``: also a local CRDS cache there of ``refs/`` (``webbflow crds build``), context ``context``.
+
+    Returns
+    -------
+    list of (ExposureSpec, pathlib.Path)
+        Each exposure's spec and uncal file.
+    """
+    from webbflow.simulate.exposure import simulate_exposure
+    from webbflow.simulate.presets import preset_specs
+
+    specs = [s for s in preset_specs("demo-imaging") if s.detector == detector and s.filter == filter_name][:n]
+    simulated = [(spec, Path(simulate_exposure(spec, outdir))) for spec in specs]
+    if cache:
+        from webbflow.refs.crds_cache import build_cache
+
+        build_cache(Path(outdir) / "refs", cache, context=context)
+    return simulated
+
+
 def assert_rate_recovers_truth(rate_path, truth_path, label=""):
     """A rate product against the simulator's true rate, where nothing was flagged and the truth is
     above 5 DN/s: most such pixels are usable, the pulls are unbiased within 0.3 sigma and the errors
@@ -244,7 +266,8 @@ def make():
                            reference_set=write_reference_set, DQ_DEF=DQ_DEF,
                            assert_rate_recovers_truth=assert_rate_recovers_truth,
                            assert_fits_checksums=assert_fits_checksums, flip_byte=flip_byte,
-                           compare_products=compare_products, planned_outputs=planned_outputs)
+                           compare_products=compare_products, planned_outputs=planned_outputs,
+                           simulate_dithers=simulate_dithers)
 
 
 @pytest.fixture(scope="session")
@@ -253,13 +276,10 @@ def demo_workdir(tmp_path_factory):
     simulated program, detector1, image2, image3 and the report's QA products), shared by the
     workflow test modules so that CI runs it once.  Tests may add files to it and dry-run in it,
     but must not change its products."""
-    import subprocess
-    import sys
+    from _snakemake import run_snakemake
 
     workdir = tmp_path_factory.mktemp("demo_session")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_snakemake(workdir, "--cores", "2", timeout=1200)
     return workdir
 
 

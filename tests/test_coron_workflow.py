@@ -10,13 +10,13 @@ tests/test_parity_coron_stage12.py).
 """
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from _snakemake import run_snakemake
 from astropy.io import fits
 
 from webbflow.refs import select_references
@@ -136,10 +136,7 @@ def test_coronagraphy_mode_makes_calints_and_coron3_association(tmp_path):
     config.write_text(yaml.safe_dump({
         "inputs": {"uncal_dir": str(data / "uncal"), "on_unsupported": "error"}, "results_dir": "out",
         "references": {"dir": str(data / "refs")}, "modes": ["coronagraphy"]}))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-                           "--configfile", str(config), "--cores", "2", "stage1", "stage2"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_snakemake(tmp_path, "--configfile", str(config), "--cores", "2", "stage1", "stage2", timeout=600)
     assert "NRC_TACQ is a target-acquisition image" in proc.stdout + proc.stderr
     out = tmp_path / "out"
     assert not list(out.rglob("*_01101_*"))  # nothing made of the TA image
@@ -210,10 +207,7 @@ def _inject_on_sky(calints, out, template, separation, pas, flux):
 def run_demo_config(root, configfile):
     """`snakemake --cores 2 --configfile config/<configfile>` (a whole demo, the preset's recommended line)
     in the folder ``root``, asserted to succeed: ``root``."""
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root),
-                           "--configfile", str(REPO / "config" / configfile), "--cores", "2"],
-                          capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_snakemake(root, "--configfile", str(REPO / "config" / configfile), "--cores", "2", timeout=1500)
     return root
 
 

@@ -137,6 +137,54 @@ def test_no_cache_and_missing_reference_errors(tmp_path, refs, uncals):
         crds_select.resolve_context(crds_select.CrdsSetup(cache, "jwst_9005.pmap"))
 
 
+def test_image3_catalog_references_are_chosen_and_locked_with_the_exposure(tmp_path, refs, uncals):
+    """An imaging exposure's lock holds image3's APCORR and ABVEGAOFFSET (jwst's source_catalog types,
+    selected by EXP_TYPE); an APCORR for other EXP_TYPEs only is one error naming the type and the ways
+    out, and no override key the config would refuse."""
+    from webbflow.config import stage_reftypes
+    from webbflow.refs.select import IMAGE3_REFTYPES
+    from webbflow.simulate.stage2_refs import (
+        retarget_exp_type,
+        write_abvegaoffset_reference,
+        write_apcorr_reference,
+    )
+
+    imaging = stage_reftypes(["detector1", "image2", "image3"])
+    assert imaging[-2:] == IMAGE3_REFTYPES == ("apcorr", "abvegaoffset")
+    apcorr = write_apcorr_reference(refs / "webbflow_nircam_apcorr.fits", "ANY", "F200W", "CLEAR",
+                                    [0.3, 0.5, 0.7], [1.1, 1.9, 3.2], [3.33, 2.0, 1.43], 4.0, 6.0)
+    abvega = write_abvegaoffset_reference(refs / "webbflow_nircam_abvegaoffset.asdf", "ANY",
+                                          {("F200W", "CLEAR"): 1.79})
+    cache = tmp_path / "cache"
+    build_cache(refs, cache, context="jwst_9000.pmap")
+    setup = crds_select.CrdsSetup(cache, "jwst_9000.pmap")
+    crds_select.configure(setup)
+    uncal = uncals["jw01234001001_02101_00001_nrca1"]
+    assert fits.getheader(uncal)["EXP_TYPE"] == "NRC_IMAGE"
+    chosen = select_exposure(uncal, ("gain", *IMAGE3_REFTYPES), setup, "jwst_9000.pmap", fetch=True)
+    assert {t: Path(p).name for t, p in chosen.items() if t != "gain"} == {"apcorr": apcorr.name,
+                                                                          "abvegaoffset": abvega.name}
+    assert all(Path(p).is_file() and Path(p).parent.name == "nircam" for p in chosen.values())
+    lock = prefetch({"a1": uncal}, {"a1": ("gain", *IMAGE3_REFTYPES)}, setup, "jwst_9000.pmap",
+                    tmp_path / "crds.lock.json")
+    assert {t: e["file"] for t, e in lock["exposures"]["a1"]["references"].items() if t != "gain"} \
+        == {"apcorr": apcorr.name, "abvegaoffset": abvega.name}
+
+    # the same APCORR for grism exposures only: CRDS has a rule for the type but none for NRC_IMAGE
+    wfss = tmp_path / "refs_wfss"
+    shutil.copytree(refs, wfss)
+    retarget_exp_type(wfss / apcorr.name, "NRC_WFSS", "NRC_WFSS|")
+    cache2 = tmp_path / "cache2"
+    build_cache(wfss, cache2, context="jwst_9000.pmap")
+    setup2 = crds_select.CrdsSetup(cache2, "jwst_9000.pmap")
+    crds_select.configure(setup2)
+    with pytest.raises(crds_select.MissingReferenceError) as err:
+        select_exposure(uncal, IMAGE3_REFTYPES, setup2, "jwst_9000.pmap")
+    text = str(err.value)
+    assert "no apcorr reference in CRDS context jwst_9000.pmap" in text and uncal.name in text
+    assert str(setup2.cache) in text and "crds.context" in text and "overrides." not in text
+
+
 def test_lockfile_checksums_override_and_export(tmp_path, refs, uncals, make):
     cache = tmp_path / "cache"
     build_cache(refs, cache)

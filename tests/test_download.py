@@ -222,8 +222,7 @@ def test_download_refuses_wrong_size_or_checksum(tmp_path, make, server):
 def test_workflow_downloads_then_reduces(tmp_path, make, server):
     """download.program set: the checkpoint fetches the listed files from the stand-in, then the
     exposure table is built from them and each is reduced with references chosen through crds."""
-    import subprocess
-    import sys
+    from _snakemake import run_snakemake
 
     from webbflow.refs.crds_cache import build_cache
 
@@ -247,14 +246,10 @@ def test_workflow_downloads_then_reduces(tmp_path, make, server):
                       f"crds: {{cache: {tmp_path / 'crds_cache'}, context: jwst_9000.pmap}}\n")
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(Path(__file__).parents[1] / "Snakefile"),
-                           "-d", str(work), "--cores", "2",
-                           # stage 1 only (later stages need references this small cache lacks)
-                           *[f"out/detector1/f200w/{n.replace('_uncal', '_' + s)}" for n, *_ in rows
-                             for s in ("rate", "rateints")],
-                           "--configfile", str(config)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_snakemake(work, "--cores", "2",
+                  # stage 1 only (later stages need references this small cache lacks)
+                  *[f"out/detector1/f200w/{n.replace('_uncal', '_' + s)}" for n, *_ in rows for s in ("rate", "rateints")],
+                  "--configfile", str(config), timeout=300)
     for name, _, size, _ in rows:
         assert (tmp_path / "uncal" / name).read_bytes() == handler.files[name]
     assert (rows[0][0], f"bytes={rows[0][2] // 2}-", 206) in handler.log

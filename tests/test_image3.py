@@ -269,6 +269,56 @@ def test_vega_magnitudes_from_an_abvegaoffset_reference(runs, tmp_path):
         np.testing.assert_array_equal(cat[f"{name}_vegamag_err"], cat[f"{name}_abmag_err"])
 
 
+def test_catalog_references_chosen_by_crds_are_read_and_recorded(runs, tmp_path):
+    """source_catalog reads the APCORR and ABVEGAOFFSET CRDS chose (jwst's ``get_reference_file``), a
+    file given by path wins (jwst's ``override_<type>``), ``measure_apcorr`` measures instead of the
+    APCORR; the catalog names what it read (crds://<file> and the context for CRDS's)."""
+    from webbflow.simulate.stage2_refs import (
+        write_abvegaoffset_reference,
+        write_apcorr_reference,
+    )
+    from webbflow.steps.source_catalog import read_apcorr
+
+    cache = tmp_path / "references" / "jwst" / "nircam"
+    apcorr = write_apcorr_reference(cache / "x_apcorr.fits", "ANY", "F200W", "CLEAR", [0.3, 0.5, 0.7],
+                                    [1.3, 2.2, 3.7], [3.0, 1.9, 1.37], 5.0, 8.0)
+    abvega = write_abvegaoffset_reference(cache / "x_abvega.asdf", "ANY", {("F200W", "CLEAR"): 1.79})
+    by_path = write_abvegaoffset_reference(tmp_path / "mine.asdf", "ANY", {("F200W", "CLEAR"): 1.5})
+    references = {"apcorr": str(apcorr), "abvegaoffset": str(abvega)}
+    provenance = {"step_parameters": {}, "config_digest": "abc", "crds_context": "jwst_9000.pmap",
+                  "crds_version": "13.0", "reference_names": {"apcorr": "crds://x_apcorr.fits",
+                                                              "abvegaoffset": "crds://x_abvega.asdf"}}
+    params = {"tweakreg": {"skip": True}, "outlier_detection": {"skip": True}}
+    out = tmp_path / "out"
+    written = image3.run(runs["paths"], i2d=out / f"{PRODUCT}_i2d.fits", cat=out / f"{PRODUCT}_cat.ecsv",
+                         segm=out / f"{PRODUCT}_segm.fits", crf_dir=out, asn_id="o001", product=PRODUCT,
+                         params=params, provenance=provenance, references=references)
+    cat = Table.read(written["cat"])
+    assert (cat.meta["R_APCORR"], cat.meta["R_ABVEGA"]) == ("crds://x_apcorr.fits", "crds://x_abvega.asdf")
+    assert cat.meta["CRDS_CTX"] == "jwst_9000.pmap" and cat.meta["CRDS_VER"] == "13.0"
+    # the reference's radii and correction, not the measured ones; Vega = AB - the reference's offset
+    assert cat.meta["aperture_correction"] == pytest.approx(1.37)
+    assert cat.meta["abvega_offset"] == pytest.approx(1.79)
+    good = np.isfinite(cat["aper_total_abmag"])
+    assert good.sum() >= 10
+    np.testing.assert_allclose(cat["aper_total_abmag"][good] - cat["aper_total_vegamag"][good], 1.79, atol=1e-6)
+    ratio = cat["aper_total_flux"][good] / cat["aper70_flux"][good]
+    np.testing.assert_allclose(ratio, float(read_apcorr(apcorr, "F200W", "CLEAR")["apcorr"][-1]), rtol=1e-6)
+
+    models = [datamodels.open(p) for p in runs["paths"]]
+    try:
+        mine = image3.run_models(models, {**params, "source_catalog": {"abvegaoffset_file": str(by_path),
+                                                                      "measure_apcorr": True}},
+                                 references=references)
+    finally:
+        for m in models:
+            m.close()
+    assert mine["catalog_references"] == {"apcorr": None, "abvegaoffset": str(by_path)}
+    assert mine["catalog"].catalog.meta["abvega_offset"] == pytest.approx(1.5)
+    assert mine["catalog"].catalog.meta["aperture_correction"] != pytest.approx(1.37, abs=1e-3)
+    assert image3.catalog_provenance(mine["catalog_references"], references, provenance) == {"R_ABVEGA": "mine.asdf"}
+
+
 def test_clipped_apertures_are_flagged_not_nan(runs):
     """An aperture over a pixel with no data is NaN (jwst); with ``clip_apertures`` it sums the
     measured pixels and ``aper_coverage`` < 1 flags it, other sources unchanged."""

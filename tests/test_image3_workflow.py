@@ -4,12 +4,12 @@ Runs the whole demo (uncal -> rate -> cal -> image3) once, so it is marked ``wor
 """
 
 import json
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _snakemake import run_snakemake
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from scipy import ndimage
@@ -38,11 +38,7 @@ LIMIT_MAS = 5.0
 DEMO_TWEAK = {"minobj": 4, "searchrad": 0.5, "separation": 0.5, "tolerance": 0.2}
 
 
-def _snakemake(workdir, *args, timeout=900):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+_snakemake = partial(run_snakemake, timeout=900)
 
 
 @pytest.fixture(scope="module")

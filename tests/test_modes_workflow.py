@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _snakemake import assert_ok as _ok
+from _snakemake import run_snakemake
 from astropy.io import fits
 
 pytestmark = pytest.mark.workflow
@@ -59,16 +61,10 @@ def program(tmp_path_factory, make):
         """Run the copied workflow in ``work`` with ``base`` updated by ``config``."""
         path = root / f"config{len(list(root.glob('config*.yaml')))}.yaml"
         path.write_text(yaml.safe_dump({**base, **config}))
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(flow / "Snakefile"), "-d", str(work),
-               "--configfile", str(path), *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        return run_snakemake(work, "--configfile", str(path), *args, timeout=600, check=False,
+                             snakefile=flow / "Snakefile")
 
     return type("Program", (), {"flow": flow, "work": work, "snakemake": staticmethod(snakemake)})
-
-
-def _ok(proc):
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def _digests(work, paths):

@@ -9,13 +9,12 @@ CRDS while planning or running a job would stop the run.
 import json
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _snakemake import run_snakemake
 from astropy.io import fits
 
 pytestmark = pytest.mark.workflow
@@ -29,16 +28,11 @@ R_KEYS = {"mask": "R_MASK", "saturation": "R_SATURA", "superbias": "R_SUPERB", "
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, make):
     """Two simulated exposures and their references, in a user's own folders, with no CRDS cache."""
-    from webbflow.simulate.exposure import simulate_exposure
-    from webbflow.simulate.presets import preset_specs
-
     root = tmp_path_factory.mktemp("override_only")
     sim = root / "sim"
-    specs = [s for s in preset_specs("demo-imaging") if s.detector == "NRCA1" and s.filter == "F150W"][:2]
-    for spec in specs:
-        simulate_exposure(spec, sim)
+    specs = [spec for spec, _ in make.simulate_dithers(sim)]
     shutil.rmtree(sim / "crds_cache", ignore_errors=True)  # the simulator writes none; make sure
     data = root / "observatory"
     shutil.move(sim / "uncal", data / "raw_exposures")
@@ -72,8 +66,7 @@ def write_config(path, site, reftypes, results="reduced"):
 
 
 def snakemake(site, workdir, *args, timeout=600):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=site["env"])
+    return run_snakemake(workdir, *args, timeout=timeout, check=False, env=site["env"])
 
 
 @pytest.fixture(scope="module")

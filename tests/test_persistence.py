@@ -22,6 +22,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from _snakemake import run_snakemake
 from astropy.io import fits
 from astropy.time import Time
 
@@ -215,9 +216,6 @@ def test_afterglow_off_changes_nothing(tmp_path):
 def test_workflow_links_earlier_exposures_only_when_on(tmp_path):
     """snakemake: on, each detector1 job writes _highpix and the later one flags from the earlier's;
     off (the default), neither the summaries nor any link between the jobs."""
-    import subprocess
-    import sys
-    from pathlib import Path
 
     data = tmp_path / "data"
     spec1 = dataclasses.replace(BRIGHT, corner="interior")
@@ -228,17 +226,12 @@ def test_workflow_links_earlier_exposures_only_when_on(tmp_path):
     glow = {"x_full": sx + spec1.geometry.xstart - 1, "y_full": sy + spec1.geometry.ystart - 1,
             "amplitude": 200.0, "tau": 300.0, "delay": GAP_S}
     second = simulate_exposure(spec2, data, return_details=True, afterglow=glow)
-    repo = Path(__file__).resolve().parents[1]
 
     def snakemake(config_text, *args):
         config = tmp_path / f"config{len(config_text)}.yaml"
         config.write_text(f"inputs: {{uncal_dir: {data / 'uncal'}}}\nresults_dir: out\n"
                           f"references: {{dir: {data / 'refs'}}}\n" + config_text)
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(tmp_path / "work"),
-               "--configfile", str(config), *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        return proc.stdout
+        return run_snakemake(tmp_path / "work", "--configfile", str(config), *args, timeout=600).stdout
 
     (tmp_path / "work").mkdir()
     assert "highpix" not in snakemake("", "-n", "stage1")  # off: no summaries, no links

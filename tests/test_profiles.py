@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from _snakemake import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
@@ -81,11 +82,9 @@ def user_data(tmp_path_factory, make):
 
 def planned_resources(workdir, *args):
     """exposure -> resources dict of the detector1 jobs a dry run with the SLURM profile plans."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), "-n",
-           "--profile", str(SLURM_PROFILE.parent), *args]
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=workdir)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_snakemake(workdir, "-n", "--profile", str(SLURM_PROFILE.parent), *args, timeout=300, env=env,
+                         cwd=workdir)
     planned = {}
     blocks = JOB_HEAD.split(proc.stdout)  # [preamble, rule, body, rule, body, ...]
     for rule, body in zip(blocks[1::2], blocks[2::2]):

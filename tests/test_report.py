@@ -6,11 +6,12 @@ import json
 import os
 import re
 import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _snakemake import run_snakemake
 from astropy.io import fits
 
 from webbflow import dqflags
@@ -73,11 +74,7 @@ def test_thumbnail_is_a_small_png(tmp_path):
 
 # --- The demo's report ----------------------------------------------------------------------------
 
-def _snakemake(workdir, *args, timeout=600):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+_snakemake = partial(run_snakemake, timeout=600)
 
 
 def test_coron3_figure_records_its_panels(tmp_path):

@@ -8,13 +8,12 @@ INT_TIMES mid-times, jwst's columns and the SUB64P + WLP8 whole-subarray sum (th
 tests/test_parity_tso_imaging.py, compares the library with jwst 3.0 itself).
 """
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from _snakemake import run_snakemake
 from astropy.io import fits
 from astropy.table import QTable
 
@@ -36,10 +35,7 @@ def test_tso_imaging_mode_makes_calints_crfints_and_phot(tmp_path, make):
     config.write_text(yaml.safe_dump({
         "inputs": {"uncal_dir": str(data / "uncal")}, "results_dir": "out", "references": {"dir": str(data / "refs")},
         "modes": ["tso_imaging"], "step_defaults": "jwst"}))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-                           "--configfile", str(config), "--cores", "2", "stage1", "stage2", "stage3"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_snakemake(tmp_path, "--configfile", str(config), "--cores", "2", "stage1", "stage2", "stage3", timeout=600)
     out = tmp_path / "out"
     products = sorted(out.rglob("*.fits"))  # rate, rateints, calints, crfints: DATASUM/CHECKSUM that verify
     assert {p.name.rsplit("_", 1)[-1] for p in products} == {"rate.fits", "rateints.fits", "calints.fits",

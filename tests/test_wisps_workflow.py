@@ -7,12 +7,12 @@ Runs the simulation and detector1 of four SUB320 exposures: ``workflow`` and ``s
 """
 
 import json
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
+from _snakemake import run_snakemake
 from astropy.io import fits
 from astropy.table import Table
 
@@ -21,11 +21,7 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _snakemake(workdir, *args, timeout=1200):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+_snakemake = partial(run_snakemake, timeout=1200)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from typing import NamedTuple
 
 import yaml
 
-from webbflow.refs.select import CORON3_REFTYPES, DETECTOR1_REFTYPES, IMAGE2_REFTYPES, SPEC2_REFTYPES, TSO3_REFTYPES
+from webbflow.refs.select import (CORON3_REFTYPES, DETECTOR1_REFTYPES, IMAGE2_REFTYPES, IMAGE3_REFTYPES, SPEC2_REFTYPES,
+                                  TSO3_REFTYPES)
 
 __all__ = [
     "DETECTOR1_STEPS",
@@ -126,7 +127,7 @@ STAGES = {
     "detector1": Stage("stage1", DETECTOR1_STEPS, DETECTOR1_REFTYPES),
     "image2": Stage("stage2", IMAGE2_STEPS, IMAGE2_REFTYPES),
     "spec2": Stage("stage2", SPEC2_STEPS, SPEC2_REFTYPES),
-    "image3": Stage("stage3", IMAGE3_STEPS),
+    "image3": Stage("stage3", IMAGE3_STEPS, IMAGE3_REFTYPES),
     "tso3": Stage("stage3", TSO3_STEPS, TSO3_REFTYPES, {"extract1d": ("NRC_TSGRISM",)}),
     "coron3": Stage("stage3", CORON3_STEPS, CORON3_REFTYPES),
 }
@@ -138,7 +139,8 @@ def stage_reftypes(stages, exp_type=None):
     """Reference types of ``stages`` (:data:`STAGES` names): the union, in stage order, each once.
 
     An exposure asks CRDS for exactly these, its mode's ``stages``: an imaging exposure for the
-    detector1 and image2 types, a grism time-series segment for detector1's, spec2's and tso3's,
+    detector1, image2 and image3 types (image3's APCORR and ABVEGAOFFSET are chosen with its
+    association's first member, as coron3's PSFMASK), a grism time-series segment for detector1's, spec2's and tso3's,
     an imaging time-series segment for detector1's and image2's (tso3's gain is detector1's).
 
     Parameters

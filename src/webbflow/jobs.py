@@ -280,7 +280,7 @@ def lightcurves(x1dints, curves, fits, png, nbins=10, wave_range=None, transit=N
     return written
 
 
-def image3(asn, i2d, cat, segm, crf, steps):
+def image3(asn, i2d, cat, segm, crf, steps, references=None, crds_lock=None):
     """Combine one association's cal files (:func:`webbflow.stages.image3.run`).
 
     Parameters
@@ -293,17 +293,27 @@ def image3(asn, i2d, cat, segm, crf, steps):
         Folder of the per-exposure crf products.
     steps : str or dict
         Step parameters.
+    references : str or dict, optional
+        ``apcorr`` / ``abvegaoffset`` -> path chosen by CRDS with the association's first member
+        (source_catalog's references; by-path step parameters still win).
+    crds_lock : path-like, optional
+        The run's CRDS lockfile: the references are checked against it and the catalog records
+        their ``crds://`` names and the context.
     """
     from webbflow.associations import read_asn
     from webbflow.stages import image3 as stage
 
     _fast_asdf()
 
-    steps = _mapping(steps)
+    steps, references = _mapping(steps), _mapping(references or {})
     asn = read_asn(asn)
-    provenance = stage_provenance(steps, members=[Path(m).name for m in asn["members"]])
+    # CRDS's references join the config digest (as other stages'); without them it is as before
+    chosen = {"references": reference_names(references)} if references else {}
+    provenance = _locked(stage_provenance(steps, members=[Path(m).name for m in asn["members"]], **chosen),
+                         crds_lock, references)
     stage.run(asn["members"], i2d=i2d, cat=cat, segm=segm, crf_dir=crf, asn_id=asn["asn_id"],
-              product=asn["product"], params=steps, provenance=provenance, pool=asn["asn_pool"])
+              product=asn["product"], params=steps, provenance=provenance, pool=asn["asn_pool"],
+              references=references)
 
 
 def image3_asn(content, asn):

@@ -12,9 +12,11 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
+from _snakemake import run_snakemake
 
 from webbflow.demo import INSTALLING, PAUSE_AFTER, STAMP, demo_problem, write_demo
 from webbflow.io.errors import InputError
@@ -128,9 +130,7 @@ def test_manifest_must_match_the_folder(tmp_path):
 
 # --- the workflow, interrupted for real ----------------------------------------------------------------
 
-def _snakemake(workdir, *args, **kwargs):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+_snakemake = partial(run_snakemake, check=False)
 
 
 def _interrupt(workdir, sig, n_files=3, timeout=300):

@@ -10,11 +10,10 @@ message (file, problem, fix), no traceback; nothing is written for it.
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _snakemake import run_snakemake
 from astropy.io import fits
 
 pytestmark = [pytest.mark.faults, pytest.mark.workflow]
@@ -24,17 +23,10 @@ CONTEXT = "jwst_9000.pmap"
 
 
 @pytest.fixture(scope="module")
-def program(tmp_path_factory):
+def program(tmp_path_factory, make):
     """Two good NRCA1 exposures, their references in a local CRDS cache, and five bad files."""
-    from webbflow.refs.crds_cache import build_cache
-    from webbflow.simulate.exposure import simulate_exposure
-    from webbflow.simulate.presets import preset_specs
-
     root = tmp_path_factory.mktemp("keep_going")
-    sim = root / "sim"
-    specs = [s for s in preset_specs("demo-imaging") if s.detector == "NRCA1" and s.filter == "F150W"][:2]
-    good = [simulate_exposure(spec, sim) for spec in specs]
-    build_cache(sim / "refs", root / "crds_cache", context=CONTEXT)
+    good = [path for _, path in make.simulate_dithers(root / "sim", cache=root / "crds_cache", context=CONTEXT)]
     clean, mixed = root / "clean_uncal", root / "uncal"
     clean.mkdir()
     mixed.mkdir()
@@ -75,9 +67,8 @@ def _run(program, name, uncal_dir, *args, cores=2):
     config = work / "config.yaml"
     config.write_text(f"inputs:\n  uncal_dir: {uncal_dir}\ncrds:\n  cache: {program['root'] / 'crds_cache'}\n"
                       f"  context: {CONTEXT}\n")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", str(cores),
-           "stage1", *args, "--configfile", str(config)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = run_snakemake(work, "--cores", str(cores), "stage1", *args, "--configfile", str(config), timeout=600,
+                         check=False)
     return work, proc.returncode, proc.stdout + proc.stderr
 
 
@@ -125,15 +116,13 @@ def test_new_uncal_in_a_users_folder_is_reduced_in_one_run(program, clean_run, m
     assert status == 0, output[-3000:]
     shutil.copy(program["clean"] / second, folder / second)
     config = ["--configfile", str(work / "config.yaml")]
-    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "stage1", *config]
-    dry = subprocess.run([*base, "-n"], capture_output=True, text=True, timeout=600)
+    dry = run_snakemake(work, "stage1", *config, "-n", timeout=600, check=False)
     jobs = re.findall(r"^\s*(?:local)?rule (\w+):$", dry.stdout + dry.stderr, re.M)
     assert dry.returncode == 0 and jobs.count("detector1") == 1, (jobs, dry.stderr[-3000:])
-    proc = subprocess.run([*base, "--cores", "2"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_snakemake(work, "stage1", *config, "--cores", "2", timeout=600)
     problems, n = make.compare_products(work / "results" / "detector1", clean_run / "results" / "detector1")
     assert not problems and n == 3 * 2, problems[:5]
-    dry = subprocess.run([*base, "-n"], capture_output=True, text=True, timeout=600)
+    dry = run_snakemake(work, "stage1", *config, "-n", timeout=600, check=False)
     assert dry.returncode == 0 and not re.findall(r"^\s*(?:local)?rule (\w+):$", dry.stdout + dry.stderr, re.M)
 
 
@@ -145,13 +134,11 @@ def test_dry_run_plans_them_and_no_keep_going_stops(program):
     config = work / "config.yaml"
     config.write_text(f"inputs:\n  uncal_dir: {program['mixed']}\ncrds:\n  cache: {program['root'] / 'crds_cache'}\n"
                       f"  context: {CONTEXT}\n")
-    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "stage1",
-            "--configfile", str(config)]
-    dry = subprocess.run([*base, "-n"], capture_output=True, text=True, timeout=600)
+    base = ["stage1", "--configfile", str(config)]
+    dry = run_snakemake(work, *base, "-n", timeout=600, check=False)
     assert dry.returncode == 0, dry.stderr[-3000:]
     jobs = re.findall(r"^\s*(?:local)?rule (\w+):$", dry.stdout + dry.stderr, re.M)
     assert jobs.count("bad_input") == len(program["bad"]) and jobs.count("detector1") == 2, jobs
-    proc = subprocess.run([*base, "--cores", "1", "--workflow-profile", "none"], capture_output=True, text=True,
-                          timeout=600)
+    proc = run_snakemake(work, *base, "--cores", "1", "--workflow-profile", "none", timeout=600, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
     assert "webbflow bad_input failed: " in proc.stdout + proc.stderr

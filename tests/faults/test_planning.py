@@ -9,12 +9,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _snakemake import run_snakemake
 from astropy.io import fits
 
 pytestmark = [pytest.mark.faults, pytest.mark.workflow]
@@ -24,11 +23,7 @@ JOB = re.compile(r"^\s*(?:local)?rule (\w+):\n(?:.*\n)*?\s*wildcards: (.*)$", re
 
 
 def snakemake(workdir, *args, ok=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if ok:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return run_snakemake(workdir, *args, timeout=600, check=ok)
 
 
 def planned(workdir, *args):

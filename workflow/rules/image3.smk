@@ -29,6 +29,9 @@ rule image3:
         f"{RESULTS}/logs/image3/{{product}}.log",
     params:
         steps=image3_steps,
+        # CRDS's APCORR / ABVEGAOFFSET: their identity decides a re-run, the paths are derived params
+        references=lambda wildcards: references_identity(image3_references(wildcards)),
+        reference_paths=lambda wildcards, input: image3_references(wildcards),
     threads: config["threads"]["image3"]
     resources:
         mem_mb=predicted_mem_mb("image3"),

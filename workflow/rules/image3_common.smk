@@ -3,6 +3,7 @@
 import json
 
 from webbflow.associations import CORON3_EXP_TYPES, coron3_associations, image3_associations, tso3_associations
+from webbflow.refs.select import IMAGE3_REFTYPES
 from webbflow.simulate.exposure import GAIA_CATALOG
 from webbflow.simulate.stage2_refs import ABVEGAOFFSET_NAME, APCORR_NAME
 RESOURCE_MODEL["image3"] = dict(mem_base=1000, mem_per_mb=3.0, runtime_base=10, runtime_per_mb=0.2, sized_on=None)
@@ -149,10 +150,33 @@ def image3_steps(wildcards):
     return canonical_json(image3_steps_dict(wildcards))
 
 
+_IMAGE3_REFS = {}
+
+
+def image3_references(wildcards):
+    """apcorr / abvegaoffset -> path CRDS chose for source_catalog, with the association's first member
+    (the i2d keeps its INSTRUME, EXP_TYPE, FILTER and PUPIL, the keywords CRDS selects them by, and the
+    prefetch locked them with the member's other types); {} without CRDS (a reference folder, or
+    overrides with no CRDS cache: image3 needs no reference and reads its by-path ones, if any)."""
+    asn = association_of(wildcards)
+    if asn.asn_type != "image3" or not USE_CRDS or not CRDS_CACHE:
+        return {}
+    first = get_exposures()[asn.members[0]]
+    if first.rootname not in _IMAGE3_REFS:
+        chosen = crds_references(first, IMAGE3_REFTYPES, stage="image3")
+        _IMAGE3_REFS[first.rootname] = {t: portable_path(p) for t, p in chosen.items()}
+    return _IMAGE3_REFS[first.rootname]
+
+
 def image3_inputs(wildcards):
-    """Association JSON, member cal files and the absolute-alignment catalog, when one is set."""
+    """Association JSON, member cal files, the absolute-alignment catalog, when one is set, and the
+    CRDS lockfile when CRDS chose the catalog's references."""
     inputs = {"asn": asn_path(wildcards.product, getattr(wildcards, "variant", None)),
               "cals": image3_member_cals(wildcards)}
+    references = image3_references(wildcards)
+    if references:
+        first = get_exposures()[association_of(wildcards).members[0]]
+        inputs.update(crds_stage_inputs(first, references, IMAGE3_REFTYPES, checked=True))
     refcat = image3_steps_dict(wildcards)["tweakreg"].get("abs_refcat")
     if refcat:
         inputs["refcat"] = refcat

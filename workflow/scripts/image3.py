@@ -9,4 +9,5 @@ from webbflow import jobs  # noqa: E402
 from webbflow.workflow import run_job  # noqa: E402
 
 run_job(sm, "image3", jobs.image3, sm.input.asn, i2d=sm.output.i2d, cat=sm.output.cat, segm=sm.output.segm,
-        crf=sm.output.crf, steps=sm.params.steps)
+        crf=sm.output.crf, steps=sm.params.steps, references=sm.params.reference_paths,
+        crds_lock=sm.input.get("crds_lock"))

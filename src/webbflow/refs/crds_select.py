@@ -248,12 +248,17 @@ class MissingReferenceError(ReferenceFileError):
     """crds has no reference of a type for one exposure (in this context and cache)."""
 
 
+# Types with no overrides.<type> key (config/schema.yaml): stage 3's, chosen with an association's first
+# member.  Their fix names no override that the config would refuse.
+_NO_OVERRIDE = {"apcorr", "abvegaoffset", "psfmask"}
+
+
 def _missing_error(source, reftype, detail, setup, context):
+    override = "" if reftype in _NO_OVERRIDE else f"give a file with overrides.{reftype}, "
     return MissingReferenceError(
         source, f"no {reftype} reference in CRDS context {context} ({detail})",
-        f"add it to the CRDS cache {setup.cache} (webbflow crds build), give a file with "
-        f"overrides.{reftype}, choose another crds.context, configure crds.server_url, or set "
-        "references.dir to a folder of reference files")
+        f"add it to the CRDS cache {setup.cache} (webbflow crds build), {override}choose another "
+        "crds.context, configure crds.server_url, or set references.dir to a folder of reference files")
 
 
 def best_references(parameters, reftypes, setup, context, fetch=False, source="exposure"):

@@ -16,7 +16,7 @@ from astropy.io import fits
 
 from webbflow.io.errors import ReferenceFileError
 
-__all__ = ["CORON3_REFTYPES", "DETECTOR1_REFTYPES", "IMAGE2_REFTYPES", "SPEC2_REFTYPES", "TSO3_REFTYPES", "scan_reference_dir",
+__all__ = ["CORON3_REFTYPES", "DETECTOR1_REFTYPES", "IMAGE2_REFTYPES", "IMAGE3_REFTYPES", "SPEC2_REFTYPES", "TSO3_REFTYPES", "scan_reference_dir",
            "select_references"]
 
 DETECTOR1_REFTYPES = ("mask", "saturation", "superbias", "linearity", "dark", "gain", "readnoise")
@@ -24,6 +24,10 @@ DETECTOR1_REFTYPES = ("mask", "saturation", "superbias", "linearity", "dark", "g
 
 IMAGE2_REFTYPES = ("distortion", "flat", "photom", "area")
 """Reference types image2 (assign_wcs, flat_field, photom) reads."""
+
+IMAGE3_REFTYPES = ("apcorr", "abvegaoffset")
+"""Reference types image3 (source_catalog: aperture radii and corrections, AB-to-Vega offsets) reads,
+the ``reference_file_types`` of jwst's SourceCatalogStep."""
 
 SPEC2_REFTYPES = ("specwcs", "distortion", "flat", "wavelengthrange", "photom", "extract1d")
 """Reference types spec2 (grism time series) reads."""

@@ -3,7 +3,7 @@
 CRDS's NIRCam APCORR files list, per filter and pupil, the aperture radius (i2d pixels) that encloses
 each encircled-energy fraction of a point source and the correction to total flux (1 / fraction),
 computed by STScI from WebbPSF models.  The simulator's stars are circular Gaussians of
-:data:`webbflow.simulate.sky.PSF_FWHM_ARCSEC` integrated over each detector pixel; the i2d then
+:data:`webbflow.simulate.scene.PSF_FWHM_ARCSEC` integrated over each detector pixel; the i2d then
 redistributes each detector pixel onto the output grid (drizzle, square kernel, pixfrac 1: on an
 aligned grid of the same scale, the overlap areas are the bilinear weights of the fractional offset),
 and the catalog sums the output pixels in exact circular apertures.  The encircled-energy curve here

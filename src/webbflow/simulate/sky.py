@@ -21,13 +21,12 @@ from astropy.table import Table
 
 from webbflow.simulate import optics
 from webbflow.simulate.detectors import DETECTORS
-from webbflow.simulate.scene import add_galaxy, add_star
+from webbflow.simulate.scene import add_galaxy, add_star, psf_sigma_pixels
 from webbflow.wcs import sky_to_v23
 
 __all__ = ["make_catalog", "catalog_for", "flux_column", "gaia_like_catalog", "GAIA_EPOCH", "GAIA_G_LIMIT", "source_rates", "place_sources",
-           "render_sky_rate", "PSF_FWHM_ARCSEC"]
+           "render_sky_rate"]
 
-PSF_FWHM_ARCSEC = {"SHORT": 0.066, "LONG": 0.145}
 REF_WAVE = 1.989  # micron (F200W): fluxes are specified here and extrapolated
 GAIA_EPOCH = 2016.0  # Gaia DR3's reference epoch (Julian year)
 GAIA_G_LIMIT = 20.7  # G where Gaia DR3 stops being complete
@@ -246,7 +245,7 @@ def render_sky_rate(spec, catalog, response, area, diffuse=None):
         before the flat response) and ``flux`` (Jy in this filter).
     """
     info = DETECTORS[spec.detector]
-    sigma = PSF_FWHM_ARCSEC[info.channel] / info.pixel_scale / 2.3548
+    sigma = psf_sigma_pixels(spec.detector)
     x, y = place_sources(catalog, spec)
     rate = source_rates(catalog, spec)
     image = np.zeros(spec.geometry.shape)

@@ -25,7 +25,8 @@ from webbflow.steps import skymatch as skymatch_step
 from webbflow.steps import source_catalog as catalog_step
 from webbflow.steps import tweakreg as tweakreg_step
 
-__all__ = ["IMAGE3_STEPS", "DEFAULTS", "crf_name", "observation_epoch", "read_refcat", "run", "run_models"]
+__all__ = ["CATALOG_REFERENCE_KEYS", "IMAGE3_STEPS", "DEFAULTS", "catalog_provenance", "catalog_references", "crf_name",
+           "observation_epoch", "read_refcat", "run", "run_models"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ DEFAULTS = {
     "source_catalog": dict(skip=False, bkg_boxsize=1000, kernel_fwhm=2.0, snr_threshold=3.0, npixels=25,
                            deblend=False, aperture_ee1=30, aperture_ee2=50, aperture_ee3=70, apcorr_file=None,
                            abvegaoffset_file=None, ci1_star_threshold=2.0, ci2_star_threshold=1.8,
-                           clip_apertures=False),
+                           clip_apertures=False, measure_apcorr=False),
 }
 """jwst 3.0 defaults of the image3 step parameters (``config/schema.yaml`` holds the same)."""
 
@@ -142,7 +143,73 @@ def _wcsinfo(model):
     return {k: getattr(info, k, None) for k in ("ra_ref", "dec_ref", "roll_ref", "v3yangle", "vparity")}
 
 
-def run_models(models, params=None, names=None):
+def catalog_references(sc, references=None):
+    """The APCORR and ABVEGAOFFSET files source_catalog reads.
+
+    A file given by path (``apcorr_file``, ``abvegaoffset_file``) wins, as jwst's ``override_<type>``;
+    else the one CRDS chose (``references``), as jwst's ``get_reference_file``.  ``measure_apcorr``
+    (beyond jwst) measures the aperture radii and correction on the mosaic instead of a CRDS APCORR;
+    with no APCORR anywhere (no CRDS: a reference folder, overrides only) they are measured too.
+
+    Parameters
+    ----------
+    sc : dict
+        The source_catalog parameters.
+    references : dict, optional
+        ``apcorr`` / ``abvegaoffset`` -> path chosen by CRDS (None or absent: none).
+
+    Returns
+    -------
+    dict
+        ``apcorr`` and ``abvegaoffset`` -> path or None.
+    """
+    references = references or {}
+    apcorr = sc.get("apcorr_file") or (None if sc.get("measure_apcorr") else references.get("apcorr"))
+    return {"apcorr": apcorr, "abvegaoffset": sc.get("abvegaoffset_file") or references.get("abvegaoffset")}
+
+
+# Catalog metadata keys of the references source_catalog read.  jwst 3.0 records neither type (its core
+# schema has no ref_file entry for them, and its catalog's metadata no reference names): these follow
+# the R_<TYPE> keywords of its FITS products, CRDS files as crds://<file>.
+CATALOG_REFERENCE_KEYS = {"apcorr": "R_APCORR", "abvegaoffset": "R_ABVEGA"}
+
+
+def catalog_provenance(used, references=None, provenance=None):
+    """The catalog's record of the references its source_catalog read.
+
+    Parameters
+    ----------
+    used : dict
+        ``apcorr`` / ``abvegaoffset`` -> path read (None: none; ``run_models``'s ``catalog_references``).
+    references : dict, optional
+        The paths chosen by CRDS (a file used from among them is named as in ``provenance``).
+    provenance : dict, optional
+        ``reference_names`` (reftype -> ``crds://<file>``), ``crds_context``, ``crds_version``.
+
+    Returns
+    -------
+    dict
+        ``R_APCORR`` / ``R_ABVEGA`` for each file read (``crds://<file>`` when CRDS chose it, else its
+        name), and ``CRDS_CTX`` / ``CRDS_VER`` when one of them came from CRDS.
+    """
+    references, provenance = references or {}, provenance or {}
+    names = provenance.get("reference_names") or {}
+    meta, from_crds = {}, False
+    for reftype, key in CATALOG_REFERENCE_KEYS.items():
+        path = (used or {}).get(reftype)
+        if not path:
+            continue
+        crds = references.get(reftype) and Path(references[reftype]).resolve() == Path(path).resolve() \
+            and str(names.get(reftype, "")).startswith("crds://")
+        meta[key] = names[reftype] if crds else Path(path).name
+        from_crds = from_crds or bool(crds)
+    if from_crds:
+        meta["CRDS_CTX"] = provenance.get("crds_context")
+        meta["CRDS_VER"] = provenance.get("crds_version")
+    return meta
+
+
+def run_models(models, params=None, names=None, references=None):
     """Run the image3 steps on open cal models (no files written).
 
     Parameters
@@ -153,13 +220,17 @@ def run_models(models, params=None, names=None):
         step -> {parameter: value}; missing ones take :data:`DEFAULTS`.
     names : list of str, optional
         Names for the log (default the models' file names).
+    references : dict, optional
+        ``apcorr`` / ``abvegaoffset`` -> path chosen by CRDS for source_catalog
+        (:func:`catalog_references` says which it reads).
 
     Returns
     -------
     dict
         ``images`` (list of ImageInput: updated dq, wcs, sky), ``resampled``
         (ResampleResult), ``catalog`` (CatalogResult or None), ``cal_steps``
-        (step -> status), ``alignment`` (list of tweakreg Alignment or None).
+        (step -> status), ``alignment`` (list of tweakreg Alignment or None), ``catalog_references``
+        (``apcorr`` / ``abvegaoffset`` -> the path source_catalog read, or None).
     """
     p = _params(params)
     names = names or [m.meta.filename or f"image{i}" for i, m in enumerate(models)]
@@ -231,18 +302,27 @@ def run_models(models, params=None, names=None):
 
     sc = p["source_catalog"]
     catalog = None
+    used = {}
     if sc["skip"]:
         status["source_catalog"] = "SKIPPED"
     else:
         inst = models[0].meta.instrument
-        apcorr = (catalog_step.read_apcorr(sc["apcorr_file"], inst.filter, inst.pupil or "CLEAR")
-                  if sc.get("apcorr_file") else None)
-        if sc.get("abvegaoffset_file"):
-            abvega = catalog_step.read_abvega_offset(sc["abvegaoffset_file"], inst.filter, inst.pupil or "CLEAR")
+        used = catalog_references(sc, references)
+        if used["apcorr"]:
+            log.info("source_catalog: APCORR reference %s", used["apcorr"])
+            apcorr = catalog_step.read_apcorr(used["apcorr"], inst.filter, inst.pupil or "CLEAR")
+        else:
+            apcorr = None
+            log.info("source_catalog: aperture radii and correction measured on the mosaic (%s)",
+                     "steps.source_catalog.measure_apcorr" if sc.get("measure_apcorr")
+                     else "no APCORR reference: steps.source_catalog.apcorr_file null and none from CRDS")
+        if used["abvegaoffset"]:
+            log.info("source_catalog: ABVEGAOFFSET reference %s", used["abvegaoffset"])
+            abvega = catalog_step.read_abvega_offset(used["abvegaoffset"], inst.filter, inst.pupil or "CLEAR")
         else:
             abvega = 0.0
-            log.warning("source_catalog: no ABVEGAOFFSET reference (steps.source_catalog.abvegaoffset_file); "
-                        "the catalog's Vega magnitudes equal its AB magnitudes and are not correct")
+            log.warning("source_catalog: no ABVEGAOFFSET reference (steps.source_catalog.abvegaoffset_file, "
+                        "or CRDS); the catalog's Vega magnitudes equal its AB magnitudes and are not correct")
         catalog = catalog_step.source_catalog(
             resampled.data, resampled.err, out_wcs, (pscale / 206264.80624709636) ** 2,
             mask=resampled.wht == 0, bkg_boxsize=sc["bkg_boxsize"], kernel_fwhm=sc["kernel_fwhm"],
@@ -253,10 +333,11 @@ def run_models(models, params=None, names=None):
         status["source_catalog"] = "COMPLETE"
     log.info("source_catalog %s (%.1f s)", status["source_catalog"], time.perf_counter() - t0)
     return {"images": images, "resampled": resampled, "catalog": catalog, "cal_steps": status,
-            "alignment": alignment}
+            "alignment": alignment, "catalog_references": used}
 
 
-def run(cal_paths, *, i2d, cat, segm, crf_dir, asn_id, product, params=None, provenance=None, pool="none"):
+def run(cal_paths, *, i2d, cat, segm, crf_dir, asn_id, product, params=None, provenance=None, pool="none",
+        references=None):
     """Run image3 on files and write every product.
 
     Parameters
@@ -272,9 +353,13 @@ def run(cal_paths, *, i2d, cat, segm, crf_dir, asn_id, product, params=None, pro
     params : dict, optional
         step -> parameters.
     provenance : dict, optional
-        ``step_parameters`` and ``config_digest``.
+        ``step_parameters`` and ``config_digest``; with CRDS references also ``crds_context``,
+        ``crds_version`` and ``reference_names`` (reftype -> ``crds://<file>``), which the catalog
+        records for the references its source_catalog read.
     pool : str
         Association pool name recorded in the products.
+    references : dict, optional
+        ``apcorr`` / ``abvegaoffset`` -> path chosen by CRDS (:func:`run_models`).
 
     Returns
     -------
@@ -283,7 +368,7 @@ def run(cal_paths, *, i2d, cat, segm, crf_dir, asn_id, product, params=None, pro
     """
     models = [read_cal(p) for p in cal_paths]
     try:
-        result = run_models(models, params, [Path(p).name for p in cal_paths])
+        result = run_models(models, params, [Path(p).name for p in cal_paths], references)
         status = result["cal_steps"]
         crfs = []
         for model, image, path in zip(models, result["images"], cal_paths):
@@ -305,7 +390,7 @@ def run(cal_paths, *, i2d, cat, segm, crf_dir, asn_id, product, params=None, pro
             written["segm"] = str(write_segm(catalog.segmentation, segm, i2d_model, provenance))
         written["cat"] = str(write_catalog(catalog.catalog, cat, {
             "product": product, "asn_id": asn_id, "members": members, "bunit": "Jy",
-            "step_status": status}))
+            "step_status": status, **catalog_provenance(result["catalog_references"], references, provenance)}))
         log.info("wrote %s, %s, %s and %d crf", written["i2d"], written["cat"], written["segm"], len(crfs))
         return written
     finally:
