@@ -11,7 +11,8 @@ QA/report figures are left out: they record when and where a run happened, not w
 - FITS: per HDU, the sha256 of the data bytes and every header card except the write time (``DATE``)
   and the checksums that cover it (``CHECKSUM``, ``DATASUM``), and in HDRTAB tables (the member
   headers of x1dints) the ISO timestamps; the ASDF extension is compared with its
-  tree read without its ``history``, ``_fits_hash`` and timestamps (asdf records when and with what it
+  tree read without its ``history``, ``_fits_hash``, timestamps and the checksum cards of the input's
+  headers it carries (``extra_fits``, e.g. a crfints's copy of its calints' cards) (asdf records when and with what it
   wrote the tree, in set order).
 - JSON, ECSV and other text: the text with ISO timestamps and each run's own folder blanked.
 
