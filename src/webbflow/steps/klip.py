@@ -155,6 +155,15 @@ def sector_masks(shape, center, iwa, owa, annuli=1, subsections=1):
     return out
 
 
+def _centred(rows, bad):
+    """Rows minus their NaN-aware means, NaNs set to 0 (nanmean's copies only where there are NaNs)."""
+    if not bad.any():
+        return rows - rows.mean(axis=1, keepdims=True)
+    filled = np.where(bad, 0.0, rows)
+    n = np.maximum((~bad).sum(axis=1, keepdims=True), 1)
+    return np.where(bad, 0.0, filled - filled.sum(axis=1, keepdims=True) / n)
+
+
 def _klip_project(targets, refs, numbasis):
     """pyKLIP's klip_math on one sector: every cut-off of ``numbasis`` at once.
 
@@ -162,11 +171,9 @@ def _klip_project(targets, refs, numbasis):
     (NaN-aware; NaNs then count as 0).  Returns (len(numbasis), nt, npix), NaN where a cut-off asks
     for more modes than the references support.
     """
-    t = targets - np.nanmean(targets, axis=1, keepdims=True)
-    rr = refs - np.nanmean(refs, axis=1, keepdims=True)
-    t_nan = ~np.isfinite(t)
-    t = np.where(t_nan, 0.0, t)
-    rr = np.where(np.isfinite(rr), rr, 0.0)
+    t_nan = ~np.isfinite(targets)
+    t = _centred(targets, t_nan)
+    rr = _centred(refs, ~np.isfinite(refs))
     eigval, eigvect = np.linalg.eigh(rr @ rr.T)
     order = eigval.argsort()[::-1]
     eigval, eigvect = eigval[order], eigvect[:, order]
@@ -278,12 +285,17 @@ def derotate(image, angle, center, order=3):
     from scipy.ndimage import affine_transform
 
     planes = np.asarray(image, np.float64).reshape(-1, *image.shape[-2:])
-    out = np.empty_like(planes)
+    out = np.full_like(planes, np.nan)
+    rotated_masks = {}  # the planes of one call (KL cut-offs) mostly share their NaNs: rotate each mask once
     for i, plane in enumerate(planes):
         bad = ~np.isfinite(plane)
+        if bad.all():  # a cut-off beyond the library's modes: NaN it stays
+            continue
+        key = bad.tobytes()
+        if key not in rotated_masks:
+            rotated_masks[key] = affine_transform(bad.astype(np.float64), matrix, offset, order=1, cval=1.0) > 1e-3
         rot = affine_transform(np.where(bad, 0.0, plane), matrix, offset, order=order, cval=np.nan)
-        bad_rot = affine_transform(bad.astype(np.float64), matrix, offset, order=1, cval=1.0)
-        rot[bad_rot > 1e-3] = np.nan
+        rot[rotated_masks[key]] = np.nan
         out[i] = rot
     return out.reshape(image.shape)
 
