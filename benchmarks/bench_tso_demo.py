@@ -22,12 +22,15 @@ each, with the step parameters the workflow gives them for ``config/demo-coron.y
 pseudo reference pixels, float64 align_refs, sector KLIP, contrast curve and companion fit); jwst 3.0's
 calwebb_detector1, calwebb_image2 and calwebb_coron3 with the same references.  Prints per stage the
 summed wall time of its jobs, the end-to-end wall time, the largest job's peak RSS and the ratios
-(issue 15: >= 10x faster, <= 1/3 of jwst's peak memory).  Both pipelines are warmed first (numba's
-cache, the interpreters' imports).
+(issue 15: >= 10x faster, <= 1/3 of jwst's peak memory), with the CPU seconds (user + system) of the
+jobs beside the walls and the load average.  ``--before SRC`` also runs our jobs with another source
+tree (e.g. the main checkout's ``src``) in the same run, as ``before-jwst`` / ``before-recommended``.
+Both pipelines are warmed first (numba's cache, the interpreters' imports).
 
 Usage (after ``pip install -e .`` and ``bash benchmarks/setup_oracle.sh``)::
 
     python benchmarks/bench_tso_demo.py [--mode grism|imaging|coron] [--ints-per-segment 20] [--no-jwst]
+        [--before OTHER_CHECKOUT/src]
 
 Results: ``benchmarks/results/<date>-<host>-tso-demo.json`` (``-tso-imaging-demo.json``,
 ``-coron-demo.json``).
@@ -190,6 +193,8 @@ def main(argv=None):
                         help="integrations per segment (default: the demo's, 20 grism / 30 imaging)")
     parser.add_argument("--no-jwst", action="store_true", help="skip the oracle run")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--before", default=None, metavar="SRC",
+                        help="coron: also run our jobs with this source tree first on PYTHONPATH (before/after in one run)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.mode == "coron":
@@ -318,7 +323,8 @@ def _coron_steps(stage, recommended, data):
 
 def _coron_jobs(data, refs, who):
     """Per exposure the (stage, command) chain detector1 -> image2, and the coron3 (stage, command),
-    of one pipeline: ``jwst``, ``ours-jwst`` (``step_defaults: jwst``) or ``ours-recommended``."""
+    of one pipeline: ``jwst``, ``ours-jwst`` (``step_defaults: jwst``) or ``ours-recommended`` (also
+    ``before-jwst`` / ``before-recommended``: the same jobs, run with ``--before``'s source tree)."""
     from webbflow.associations import coron3_associations, write_asn
     from webbflow.exposures import exposure_table
     from webbflow.oracle import coron3_command, detector1_command, image2_command
@@ -332,7 +338,7 @@ def _coron_jobs(data, refs, who):
     (asn,) = coron3_associations(exposure_table(data / "uncal"))
     asn_path = write_asn(asn, stage2 / "coron3_asn.json", suffix="calints")
     if who != "jwst":
-        recommended = who == "ours-recommended"
+        recommended = who.endswith("-recommended")
         (steps1, exp_types), (steps2, _), (steps3, _) = (_coron_steps(s, recommended, data)
                                                          for s in ("detector1", "image2", "coron3"))
 
@@ -371,26 +377,32 @@ def _coron_jobs(data, refs, who):
                                    steps3, psfmask, shifts=str(stage3 / f"{asn.product}_psfshifts.ecsv")))
 
 
-def _run_coron_pipeline(data, refs, who, cores=2):
-    """Run one pipeline's jobs: the per-exposure chains ``cores`` at a time, then coron3."""
+def _run_coron_pipeline(data, refs, who, cores=2, env=None):
+    """Run one pipeline's jobs: the per-exposure chains ``cores`` at a time, then coron3 (``env``: the
+    jobs' environment, e.g. another source tree on PYTHONPATH)."""
     chains, coron3 = _coron_jobs(data, refs, who)
     rows = []
 
     def run_chain(chain):
         for job, cmd in chain:
-            wall, rss, _ = measure(cmd, data)
-            rows.append({"job": job, "wall_s": wall, "peak_rss_mib": rss})
+            wall, rss, _, cpu = measure(cmd, data, env=env, cpu=True)
+            rows.append({"job": job, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss})
 
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(cores) as pool:
         list(pool.map(run_chain, chains))  # list(): re-raises a failed job's error
-    wall, rss, _ = measure(coron3[1], data)
-    rows.append({"job": "coron3", "wall_s": wall, "peak_rss_mib": rss})
+    wall, rss, _, cpu = measure(coron3[1], data, env=env, cpu=True)
+    rows.append({"job": "coron3", "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss})
     elapsed = time.perf_counter() - t0
-    per = {s: sum(r["wall_s"] for r in rows if r["job"] == s) for s in ("detector1", "image2", "coron3")}
+    stages = ("detector1", "image2", "coron3")
+    per = {s: sum(r["wall_s"] for r in rows if r["job"] == s) for s in stages}
+    cpu = {s: sum(r["cpu_s"] for r in rows if r["job"] == s) for s in stages}
+    rss = {s: max(r["peak_rss_mib"] for r in rows if r["job"] == s) for s in stages}
     biggest = max(rows, key=lambda r: r["peak_rss_mib"])
-    return {"wall_s": elapsed, "stage_wall_s": per, "peak_rss_mib": biggest["peak_rss_mib"],
-            "peak_rss_job": biggest["job"], "jobs": rows}
+    return {"wall_s": elapsed, "cpu_s": sum(cpu.values()), "stage_wall_s": per, "stage_cpu_s": cpu,
+            "stage_peak_rss_mib": rss, "peak_rss_mib": biggest["peak_rss_mib"], "peak_rss_job": biggest["job"],
+            "load_before": load, "load_after": os.getloadavg()[0], "jobs": rows}
 
 
 def bench_coron(args):
@@ -404,32 +416,38 @@ def bench_coron(args):
         print("simulating demo-coron ...", flush=True)
         run_preset("demo-coron", data)
     refs = data / "refs"
-    pipelines = ["ours-jwst", "ours-recommended"] + ([] if args.no_jwst else ["jwst"])
+    before = ["before-jwst", "before-recommended"] if args.before else []
+    pipelines = ["ours-jwst", "ours-recommended"] + before + ([] if args.no_jwst else ["jwst"])
+    envs = {w: {**os.environ, "PYTHONPATH": str(Path(args.before).resolve())} for w in before}
     # warm numba's cache and the interpreters' imports (first exposure's detector1), as production finds them
     for who in ("ours-jwst", *pipelines[2:]):
         chains, _ = _coron_jobs(data, refs, who)
-        measure(chains[0][0][1], data)
+        measure(chains[0][0][1], data, env=envs.get(who))
         shutil.rmtree(data / who)
     totals = {}
     for who in pipelines:
         shutil.rmtree(data / who, ignore_errors=True)
-        t = totals[who] = _run_coron_pipeline(data, refs, who)
-        per = t["stage_wall_s"]
-        print(f"  {who:16s}: end to end {t['wall_s']:6.1f} s (job walls: detector1 {per['detector1']:.1f}, image2 "
-              f"{per['image2']:.1f}, coron3 {per['coron3']:.1f}), largest job peak RSS {t['peak_rss_mib']:.0f} MiB "
-              f"({t['peak_rss_job']})", flush=True)
+        t = totals[who] = _run_coron_pipeline(data, refs, who, env=envs.get(who))
+        per, cpu, rss = t["stage_wall_s"], t["stage_cpu_s"], t["stage_peak_rss_mib"]
+        print(f"  {who:18s}: end to end {t['wall_s']:6.1f} s, CPU {t['cpu_s']:6.1f} s (load {t['load_before']:.1f} -> "
+              f"{t['load_after']:.1f}); job walls / CPU / peak RSS: "
+              + ", ".join(f"{s} {per[s]:.1f} / {cpu[s]:.1f} s / {rss[s]:.0f} MiB" for s in per)
+              + f"; largest job {t['peak_rss_mib']:.0f} MiB ({t['peak_rss_job']})", flush=True)
     result = {"date": str(dt.date.today()), "machine": machine, "mode": "coron",
               "exposures": len(list((data / "uncal").glob("*_uncal.fits"))), "cores": 2, "pipelines": totals}
     if "jwst" in totals:
         jw = totals["jwst"]
-        for who in pipelines[:2]:
+        for who in [w for w in pipelines if w != "jwst"]:
             t = totals[who]
             ratios = {s: jw["stage_wall_s"][s] / t["stage_wall_s"][s] for s in jw["stage_wall_s"]}
             ratios["end_to_end"] = jw["wall_s"] / t["wall_s"]
+            ratios["cpu"] = jw["cpu_s"] / t["cpu_s"]
+            ratios["coron3_cpu"] = jw["stage_cpu_s"]["coron3"] / t["stage_cpu_s"]["coron3"]
             ratios["memory"] = t["peak_rss_mib"] / jw["peak_rss_mib"]
             result.setdefault("ratios", {})[who] = ratios
             print(f"  jwst/{who} wall: detector1 {ratios['detector1']:.1f}x, image2 {ratios['image2']:.1f}x, "
-                  f"coron3 {ratios['coron3']:.1f}x, end to end {ratios['end_to_end']:.1f}x; "
+                  f"coron3 {ratios['coron3']:.1f}x (CPU {ratios['coron3_cpu']:.1f}x), end to end "
+                  f"{ratios['end_to_end']:.1f}x (CPU {ratios['cpu']:.1f}x); "
                   f"{who}/jwst largest-job peak memory {ratios['memory']:.2f}")
     return _write_result(result, args.out, "coron-demo")
 

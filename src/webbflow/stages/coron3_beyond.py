@@ -157,11 +157,11 @@ def reduce_beyond(models, science, mask, kp):
     iwa = float(kp["iwa"]) if kp["iwa"] is not None else fwhm
     owa = None if kp["owa"] is None else float(kp["owa"])
 
-    def reduce(cubes):
+    def reduce(cubes, windows=None):
         res = klip_step.klip_sectors(cubes, angles, refs, center, numbasis=numbasis, iwa=iwa, owa=owa,
                                      annuli=int(kp["annuli"]), subsections=int(kp["subsections"]),
                                      references=kp["references"], minmove=float(kp["minmove"]))
-        return klip_step.combine_rolls(res, angles, center)
+        return klip_step.combine_rolls(res, angles, center, windows=windows)
 
     image = reduce(rolls)
     finite = [k for k in range(len(numbasis)) if np.isfinite(image[k]).any()]
@@ -197,7 +197,7 @@ def reduce_beyond(models, science, mask, kp):
             pa = float(np.degrees(np.arctan2(-u, v)) % 360)
             tp, tpall = contrast_step.throughput(reduce, rolls, angles, center, psf, [sep], abs(fit["flux"]),
                                                  pas=[pa + d for d in np.linspace(0, 360, len(pas) + 1)[1:-1]],
-                                                 fwhm=fwhm, base=image, measure=fitted)
+                                                 fwhm=fwhm, base=image, measure=fitted, windowed=True)
             t, t_err = tp[k_use, 0], np.nanstd(tpall[k_use, 0], ddof=1)
             xd, yd = center[0] + np.cos(a) * u - np.sin(a) * v, center[1] + np.sin(a) * u + np.cos(a) * v
             ra, dec = _relative_radec(wcs, center, (xd, yd), target_radec)
@@ -229,7 +229,8 @@ def reduce_beyond(models, science, mask, kp):
         sigma = np.nan_to_num(curves[k_use]["sigma"], nan=np.nanmax(curves[k_use]["sigma"]))
         # throughput: injected minus plain reductions (both with the companions)
         tp, _ = contrast_step.throughput(reduce, rolls, angles, center, psf, seps,
-                                         float(kp["injection_sigma"]) * sigma, pas=pas, fwhm=fwhm, base=image)
+                                         float(kp["injection_sigma"]) * sigma, pas=pas, fwhm=fwhm, base=image,
+                                         windowed=True)
         out["contrast"] = {"separation": seps, "curves": curves, "throughput": tp}
     return out
 

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import optimize
 from scipy.ndimage import fourier_shift
 
-__all__ = ["PRECISIONS", "align_refs", "fit_shift", "fourier_imshift"]
+__all__ = ["PRECISIONS", "align_refs", "fit_shift", "fit_shift_float64", "fourier_imshift"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,69 @@ def fit_shift(reference_fft, target, mask, xtol=1e-15, ftol=1e-15):
     return result
 
 
+def _shift_phases(n, d, half):
+    """Phase factors of a shift ``d`` along an axis of ``n`` pixels (``half``: rfft's half axis) and
+    their derivatives; the Nyquist bin gets the real part of its phase, ``cos(pi d)``."""
+    f = np.fft.rfftfreq(n) if half else np.fft.fftfreq(n)
+    e = np.exp(-2j * np.pi * f * d)
+    de = -2j * np.pi * f * e
+    if n % 2 == 0:
+        k = len(f) - 1 if half else n // 2
+        e[k], de[k] = np.cos(np.pi * d), -np.pi * np.sin(np.pi * d)
+    return e, de
+
+
+def fit_shift_float64(reference_rfft, target, mask, xtol=1e-10, ftol=1e-10):
+    """Least-squares (dx, dy, beta) of ``beta * Re(shift(reference))`` to ``target``, in float64 with
+    real FFTs and the analytic Jacobian (the ``precision="float64"`` fit).
+
+    Parameters
+    ----------
+    reference_rfft : ndarray
+        ``numpy.fft.rfft2`` of the float64 reference image.
+    target : ndarray
+        2-D float64 image to match.
+    mask : ndarray
+        Weights multiplying the residuals (PSFMASK: 0 ignores a pixel).
+    xtol, ftol : float
+        MINPACK's relative tolerances (1e-10: far below any meaningful sub-pixel offset).
+
+    Returns
+    -------
+    ndarray
+        (dx, dy, beta), float64: the model is :func:`fourier_imshift` (same periodic shift, its
+        real part) of the reference by (dx, dy), times beta.
+    """
+    ny, nx = target.shape
+    even = ny % 2 == 0 and nx % 2 == 0
+    state = {}
+
+    def spectra(p):
+        ex, dex = _shift_phases(nx, p[0], True)
+        ey, dey = _shift_phases(ny, p[1], False)
+        phase, dphx, dphy = ey[:, None] * ex[None, :], ey[:, None] * dex[None, :], dey[:, None] * ex[None, :]
+        if even:  # the (Nyquist, Nyquist) bin is its own mirror: the real part of its phase
+            c, s = np.cos(np.pi * (p[0] + p[1])), -np.pi * np.sin(np.pi * (p[0] + p[1]))
+            phase[ny // 2, -1], dphx[ny // 2, -1], dphy[ny // 2, -1] = c, s, s
+        return phase, dphx, dphy
+
+    def residuals(p):
+        phase, dphx, dphy = spectra(p)
+        model = np.fft.irfft2(reference_rfft * phase, s=(ny, nx))
+        state.update(p=p.copy(), model=model, dphx=dphx, dphy=dphy)
+        return ((target - p[2] * model) * mask).ravel()
+
+    def jacobian(p):
+        if "p" not in state or not np.array_equal(state["p"], p):
+            residuals(p)
+        d = np.fft.irfft2(np.stack([reference_rfft * state["dphx"], reference_rfft * state["dphy"]]), s=(ny, nx),
+                          axes=(-2, -1))
+        return np.stack([-p[2] * d[0] * mask, -p[2] * d[1] * mask, -state["model"] * mask]).reshape(3, -1)
+
+    result, _ = optimize.leastsq(residuals, [0.0, 0.0, 1.0], Dfun=jacobian, col_deriv=1, xtol=xtol, ftol=ftol)
+    return result
+
+
 def align_refs(reference, psf_data, psf_err, mask, precision="jwst"):
     """Align every PSF plane on the reference image.
 
@@ -110,12 +173,14 @@ def align_refs(reference, psf_data, psf_err, mask, precision="jwst"):
         psf_data = np.asarray(psf_data, np.float64)
         psf_err = None if psf_err is None else np.asarray(psf_err, np.float64)
         mask = np.asarray(mask, np.float64)
-    ref_fft = np.fft.fftn(reference)
+        ref_fft = np.fft.rfft2(reference)
+    else:
+        ref_fft = np.fft.fftn(reference)
     shifts = np.empty((psf_data.shape[0], 3), np.float64)
     aligned = np.empty(psf_data.shape, np.float32)
     aligned_err = None if psf_err is None else np.empty(psf_data.shape, np.float32)
     for k, plane in enumerate(psf_data):
-        shifts[k] = fit_shift(ref_fft, plane, mask)
+        shifts[k] = (fit_shift_float64 if precision == "float64" else fit_shift)(ref_fft, plane, mask)
         aligned[k] = fourier_imshift(plane, -shifts[k])
         if psf_err is not None:
             aligned_err[k] = fourier_imshift(psf_err[k], -shifts[k])

@@ -206,7 +206,7 @@ def contrast_curve(image, center, psf, fwhm, star_flux=1.0, iwa=None, owa=None, 
 
 
 def throughput(reduce, rolls, angles, center, psf, separations, flux, pas=(0, 60, 120, 180, 240, 300), fwhm=3.0,
-               base=None, measure=None):
+               base=None, measure=None, windowed=False):
     """Algorithmic throughput by injection and recovery through the reduction itself.
 
     Parameters
@@ -231,6 +231,11 @@ def throughput(reduce, rolls, angles, center, psf, separations, flux, pas=(0, 60
         ``measure(difference, x, y) -> flux`` on the injected-minus-plain image; default the
         fixed-position template amplitude (:func:`measure_flux`).  Pass the estimator the flux being
         corrected was measured with (e.g. :func:`fit_companion`'s) so both see the same bias.
+    windowed : bool
+        ``reduce`` accepts ``windows=[(y0, y1, x0, x1), ...]`` and then needs to return only those
+        north-up boxes (e.g. :func:`webbflow.steps.klip.combine_rolls`' ``windows``): each injected
+        reduction is combined only in boxes around its fakes, large enough for :func:`measure_flux`
+        and :func:`fit_companion` (template half-size plus the fit's box), with the same values there.
 
     Returns
     -------
@@ -247,11 +252,22 @@ def throughput(reduce, rolls, angles, center, psf, separations, flux, pas=(0, 60
     ngroup = max(1, int(np.ceil(3 * fwhm / max(np.min(np.diff(np.sort(separations))), 1e-9)))
                  if len(separations) > 1 else 1)
     step = 360.0 / len(pas)
+    # a box holding the template's footprint wherever the fit moves it (fit_companion's box, 1.5 fwhm, plus slack)
+    half = max(np.shape(psf)) // 2 + max(3, int(np.ceil(1.5 * fwhm))) + 2
     for g in range(ngroup):
         members = np.arange(g, len(separations), ngroup)
         for j, pa in enumerate(pas):
             pa_g = [pa + (step / 2 if g % 2 else 0.0)] * len(members)
-            injected = reduce(inject(rolls, angles, center, psf, separations[members], pa_g, flux[members]))
+            cubes = inject(rolls, angles, center, psf, separations[members], pa_g, flux[members])
+            if windowed:
+                boxes = []
+                for m, p in zip(members, pa_g):
+                    u, v = sky_offset(separations[m], p)
+                    ix, iy = int(np.floor(center[0] + u + 0.5)), int(np.floor(center[1] + v + 0.5))
+                    boxes.append((iy - half, iy + half + 1, ix - half, ix + half + 1))
+                injected = reduce(cubes, windows=boxes)
+            else:
+                injected = reduce(cubes)
             for m, p in zip(members, pa_g):
                 u, v = sky_offset(separations[m], p)
                 x, y = center[0] + u, center[1] + v

@@ -155,6 +155,15 @@ def sector_masks(shape, center, iwa, owa, annuli=1, subsections=1):
     return out
 
 
+def _centred(rows, bad):
+    """Rows minus their NaN-aware means, NaNs set to 0 (nanmean's copies only where there are NaNs)."""
+    if not bad.any():
+        return rows - rows.mean(axis=1, keepdims=True)
+    filled = np.where(bad, 0.0, rows)
+    n = np.maximum((~bad).sum(axis=1, keepdims=True), 1)
+    return np.where(bad, 0.0, filled - filled.sum(axis=1, keepdims=True) / n)
+
+
 def _klip_project(targets, refs, numbasis):
     """pyKLIP's klip_math on one sector: every cut-off of ``numbasis`` at once.
 
@@ -162,11 +171,9 @@ def _klip_project(targets, refs, numbasis):
     (NaN-aware; NaNs then count as 0).  Returns (len(numbasis), nt, npix), NaN where a cut-off asks
     for more modes than the references support.
     """
-    t = targets - np.nanmean(targets, axis=1, keepdims=True)
-    rr = refs - np.nanmean(refs, axis=1, keepdims=True)
-    t_nan = ~np.isfinite(t)
-    t = np.where(t_nan, 0.0, t)
-    rr = np.where(np.isfinite(rr), rr, 0.0)
+    t_nan = ~np.isfinite(targets)
+    t = _centred(targets, t_nan)
+    rr = _centred(refs, ~np.isfinite(refs))
     eigval, eigvect = np.linalg.eigh(rr @ rr.T)
     order = eigval.argsort()[::-1]
     eigval, eigvect = eigval[order], eigvect[:, order]
@@ -246,7 +253,7 @@ def klip_sectors(rolls, angles, psf_refs, center, numbasis=(1, 2, 5, 10, 20, 50)
     return out
 
 
-def derotate(image, angle, center, order=3):
+def derotate(image, angle, center, order=3, windows=None):
     """Rotate a detector image about the star to north up, east left.
 
     A plain spline rotation (``scipy.ndimage.affine_transform``), not a resample: the output keeps
@@ -264,6 +271,10 @@ def derotate(image, angle, center, order=3):
         Star position (x, y).
     order : int
         Spline order.
+    windows : sequence of (y0, y1, x0, x1), optional
+        Output boxes to compute (each clipped to the image); the rest of the output is NaN.  The
+        pixels inside are those of the full rotation (the same spline of the whole input): an
+        injection-recovery run measures its fakes in boxes around them and needs no more.
 
     Returns
     -------
@@ -275,20 +286,37 @@ def derotate(image, angle, center, order=3):
     matrix = np.array([[cos, sin], [-sin, cos]])  # (iy, ix) from (oy, ox)
     c = np.array([center[1], center[0]])
     offset = c - matrix @ c
-    from scipy.ndimage import affine_transform
+    from scipy.ndimage import affine_transform, spline_filter
 
-    planes = np.asarray(image, np.float64).reshape(-1, *image.shape[-2:])
-    out = np.empty_like(planes)
+    ny, nx = image.shape[-2:]
+    planes = np.asarray(image, np.float64).reshape(-1, ny, nx)
+    out = np.full_like(planes, np.nan)
+    boxes = [(0, ny, 0, nx)] if windows is None else [
+        (max(int(y0), 0), min(int(y1), ny), max(int(x0), 0), min(int(x1), nx)) for y0, y1, x0, x1 in windows]
+    boxes = [b for b in boxes if b[0] < b[1] and b[2] < b[3]]
+    rotated_masks = {}  # the planes of one call (KL cut-offs) mostly share their NaNs: rotate each mask once
     for i, plane in enumerate(planes):
         bad = ~np.isfinite(plane)
-        rot = affine_transform(np.where(bad, 0.0, plane), matrix, offset, order=order, cval=np.nan)
-        bad_rot = affine_transform(bad.astype(np.float64), matrix, offset, order=1, cval=1.0)
-        rot[bad_rot > 1e-3] = np.nan
-        out[i] = rot
+        if bad.all():  # a cut-off beyond the library's modes: NaN it stays
+            continue
+        key = bad.tobytes()
+        # the spline coefficients of the whole plane once, whatever the boxes (affine_transform's own prefilter)
+        filled = spline_filter(np.where(bad, 0.0, plane), order, output=np.float64, mode="constant") if order > 1 \
+            else np.where(bad, 0.0, plane)
+        for y0, y1, x0, x1 in boxes:
+            # output pixel (y0 + i, x0 + j) is read at matrix @ (y0 + i, x0 + j) + offset
+            shift = offset + matrix @ np.array([y0, x0], np.float64)
+            if (key, y0, y1, x0, x1) not in rotated_masks:
+                rotated_masks[key, y0, y1, x0, x1] = affine_transform(bad.astype(np.float64), matrix, shift, order=1, cval=1.0,
+                                                              output_shape=(y1 - y0, x1 - x0)) > 1e-3
+            rot = affine_transform(filled, matrix, shift, order=order, cval=np.nan, output_shape=(y1 - y0, x1 - x0),
+                                   prefilter=False)
+            rot[rotated_masks[key, y0, y1, x0, x1]] = np.nan
+            out[i, y0:y1, x0:x1] = rot
     return out.reshape(image.shape)
 
 
-def combine_rolls(residuals, angles, center):
+def combine_rolls(residuals, angles, center, windows=None):
     """Derotate every roll's residuals to north up and average them (pyKLIP's ``time_collapse='mean'``).
 
     Parameters
@@ -299,6 +327,8 @@ def combine_rolls(residuals, angles, center):
         Per roll, degrees from detector +y to north (counter-clockwise).
     center : (float, float)
         Star position (x, y).
+    windows : sequence of (y0, y1, x0, x1), optional
+        Only these north-up boxes (:func:`derotate`); NaN elsewhere.
 
     Returns
     -------
@@ -309,7 +339,8 @@ def combine_rolls(residuals, angles, center):
 
     with warnings.catch_warnings():  # all-NaN pixels (outside the sectors) stay NaN, quietly
         warnings.simplefilter("ignore", RuntimeWarning)
-        rotated = [derotate(np.nanmean(res, axis=1), ang, center) for res, ang in zip(residuals, angles)]
+        rotated = [derotate(np.nanmean(res, axis=1), ang, center, windows=windows)
+                   for res, ang in zip(residuals, angles)]
     weights = np.array([res.shape[1] for res in residuals], np.float64)
     stack = np.stack(rotated)  # (nroll, nkl, ny, nx)
     w = np.where(np.isfinite(stack), weights[:, None, None, None], 0.0)
