@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -226,15 +225,18 @@ def test_server_forks_only_single_threaded(server_env, tmp_path):
     assert len(os.listdir(f"/proc/{server}/task")) == 1
     _, parent, threads = map(int, (tmp_path / "r").read_text().split())
     assert parent == server and threads == 1
-    assert jobserver.fork_safe()
-    stop = threading.Event()
-    worker = threading.Thread(target=stop.wait)
-    worker.start()
-    try:
-        assert not jobserver.fork_safe()
-    finally:
-        stop.set()
-        worker.join()
+    # fork_safe itself, in a fresh interpreter: this pytest process may already run numba's workers
+    # (earlier tests' parallel kernels), which is exactly what fork_safe must refuse.
+    check = (
+        "import threading\n"
+        "from webbflow import jobserver\n"
+        "assert jobserver.fork_safe()\n"
+        "stop = threading.Event(); worker = threading.Thread(target=stop.wait); worker.start()\n"
+        "safe = jobserver.fork_safe(); stop.set(); worker.join()\n"
+        "assert not safe\n"
+    )
+    run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
