@@ -153,3 +153,49 @@ def test_a_flat_calints_gives_area_times_value(tmp_path):
     np.testing.assert_allclose(phot["aperture_sum"].value, np.pi * 9 * 1e-7, rtol=1e-6)
     np.testing.assert_allclose(phot["net_aperture_sum"].value, 0.0, atol=1e-12)
     assert len(phot) == 2 and phot.meta["number_of_integrations"] == 2
+
+
+def _same_tree(a, b, path="tree"):
+    """Assert two stdatamodels trees equal: the same keys at every level, equal leaves and arrays."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), f"{path}: {sorted(a)} vs {sorted(b)}"
+        for key in a:
+            _same_tree(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same_tree(x, y, f"{path}[{i}]")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), path
+    else:
+        assert a == b, f"{path}: {a!r} vs {b!r}"
+
+
+def test_calints_read_unvalidated_gives_the_validated_tree(tmp_path):
+    """tso3 opens an imaging calints without stdatamodels' per-value validation (half of a warm
+    open); with the unset keywords' empty branches dropped its tree is the validated open's, and the
+    crfints written from either is the same file (bar DATE)."""
+    from webbflow.io.cal import open_product, write_model
+
+    path = _calints(tmp_path / "a_calints.fits", 16.0, 16.0)
+    model, arrays = tso3.read_calints(path, imaging=True)
+    assert model._validate_on_assignment is False and arrays.data.shape == (2, 32, 32)
+    with open_product(path, "calints", "image2", lambda m: None, native=True) as checked:
+        assert checked._validate_on_assignment is True
+        _same_tree(model._instance, checked._instance)
+        # a keyword the file lacks reads as None either way and no empty branch is kept for it
+        assert "asn" not in model._instance["meta"] and model.meta.asn.pool_name is None
+        for m, name in ((model, "u"), (checked, "v")):
+            m.meta.cal_step.outlier_detection = "COMPLETE"
+            write_model(m, tmp_path / f"{name}_crfints.fits")
+    model.close()
+    with fits.open(tmp_path / "u_crfints.fits") as u, fits.open(tmp_path / "v_crfints.fits") as v:
+        assert len(u) == len(v)
+        for hu, hv in zip(u, v):
+            if hu.name == "ASDF":  # its tree holds the write time (meta.date) and the file's hash
+                continue
+            cards = lambda h: [(c.keyword, c.value) for c in h.header.cards
+                               if c.keyword not in ("DATE", "CHECKSUM", "DATASUM", "FILENAME")]
+            assert cards(hu) == cards(hv), hu.name
+            if hu.data is not None:
+                assert np.asarray(hu.data).tobytes() == np.asarray(hv.data).tobytes(), hu.name

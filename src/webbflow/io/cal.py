@@ -108,7 +108,7 @@ def _mapped(array):
     return False
 
 
-def open_product(path, kind, made_by, check, native=False):
+def open_product(path, kind, made_by, check, native=False, validate=True):
     """Open a stage's input product, or refuse it with one clear error.
 
     Parameters
@@ -126,6 +126,12 @@ def open_product(path, kind, made_by, check, native=False):
         them big-endian; the time-series stages hold a whole segment, and this halves it).
         ``"lazy"``: the 3-D cubes are not read at all (placeholders of their shape that take no
         memory), for a stage that reads them a chunk of integrations at a time.
+    validate : bool
+        With ``native``: False opens the model without stdatamodels' schema check of each keyword
+        and array as it is read (``validate_on_assignment=False``, which then also holds for the
+        model's later assignments): half of a warm open of a small product.  The model is the same
+        for a file that stdatamodels wrote, its values valid; a value that is not would be kept
+        instead of dropped with a warning.
 
     Returns
     -------
@@ -143,7 +149,8 @@ def open_product(path, kind, made_by, check, native=False):
     if not path.is_file():
         raise InputError(path, f"{kind} file not found", f"run {made_by} first (snakemake makes it)")
     try:
-        model = _open_native(path, lazy=native == "lazy") if native else datamodels.open(str(path))
+        model = _open_native(path, lazy=native == "lazy", validate=validate) if native \
+            else datamodels.open(str(path))
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a deep traceback
         raise InputError(path, f"cannot be opened as a JWST product ({exc})",
                          f"give a *_{kind}.fits written by {made_by}") from None
@@ -164,17 +171,19 @@ def _untouched_zeros(shape, dtype):
     return np.frombuffer(buffer, dtype, count=count).reshape(shape)
 
 
-def _open_native(path, lazy=False):
+def _open_native(path, lazy=False, validate=True):
     """``datamodels.open(path)`` with each image extension's data converted to native byte order
     first (one array at a time, so the file's big-endian copy of a cube is let go before the next);
-    ``lazy``: the 3-D cubes are not read but stand as zeros of their shape that take no memory."""
+    ``lazy``: the 3-D cubes are not read but stand as zeros of their shape that take no memory;
+    ``validate``: stdatamodels' ``validate_on_assignment`` (:func:`open_product`)."""
     from astropy.io import fits
     from stdatamodels.jwst import datamodels
 
     with fits.open(path, memmap=False) as hdul:
         cls = getattr(datamodels, str(hdul[0].header.get("DATAMODL", "")), None)
         if not (isinstance(cls, type) and issubclass(cls, datamodels.JwstDataModel)):
-            return datamodels.open(str(path))  # stdatamodels' own guess of the model (and its errors)
+            # stdatamodels' own guess of the model (and its errors)
+            return datamodels.open(str(path), validate_on_assignment=validate)
         for hdu in hdul:
             if lazy and isinstance(hdu, fits.ImageHDU) and hdu.header.get("NAXIS", 0) == 3:
                 h = hdu.header
@@ -185,9 +194,31 @@ def _open_native(path, lazy=False):
                 if not data.dtype.isnative:
                     hdu.data = data.astype(data.dtype.newbyteorder("="))
                     del data
-        model = cls(hdul)
+        model = cls(hdul, validate_on_assignment=validate)
+        if not validate:
+            _drop_unset(model._instance)
         model.meta.filename = Path(path).name if model.meta.filename is None else model.meta.filename
         return model
+
+
+def _drop_unset(node):
+    """Remove the ``None`` leaves, and the dicts and lists left empty by their removal, that
+    stdatamodels' reading puts in a model's tree for each schema keyword absent from the file when
+    it does not validate on assignment (validating, it skips them): the tree, and so the products
+    written from it, are then those of a validated open.  Returns whether ``node`` was emptied."""
+    removed = False
+    if isinstance(node, dict):
+        for key in list(node):
+            value = node[key]
+            if value is None or (isinstance(value, (dict, list)) and _drop_unset(value) and not value):
+                del node[key]
+                removed = True
+    elif isinstance(node, list) and node and all(isinstance(v, dict) for v in node):
+        emptied = [_drop_unset(v) and not v for v in node]
+        if all(emptied):
+            node.clear()
+            removed = True
+    return removed
 
 
 def read_rate(path):

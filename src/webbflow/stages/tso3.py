@@ -80,7 +80,11 @@ def read_calints(path, imaging=False, cubes=True):
                     + ("image2" if imaging else "spec2"))
         return None
 
-    model = open_product(path, "calints", "image2" if imaging else "spec2", check, native=True if cubes else "lazy")
+    # an imaging calints (image2's, written by stdatamodels) is opened without the per-value schema
+    # check, half of a warm open; its later assignments (outlier_detection's arrays, the step status)
+    # are the model's own arrays and valid values
+    model = open_product(path, "calints", "image2" if imaging else "spec2", check,
+                         native=True if cubes else "lazy", validate=not imaging)
     return model, (CalArrays.from_model(model, var_flat=True, share=True) if cubes else None)
 
 
