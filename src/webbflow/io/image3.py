@@ -249,7 +249,7 @@ def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
     return save_model(model, path, provenance)
 
 
-def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=None, provenance=None):
+def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=None, provenance=None, keep=False):
     """Write the ``_i2d`` product (ImageModel: SCI, ERR, CON, WHT, VAR_*; gwcs + FITS TAN WCS).
 
     Parameters
@@ -264,6 +264,14 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
         ``asn_id``, ``product`` (name) and ``pool``.
     cal_steps, params, provenance :
         Step status, resample parameters (pixfrac, kernel, weight_type) and provenance.
+    keep : bool
+        Also return the model as written (the segm's template, :func:`write_segm`), instead of
+        letting it go.
+
+    Returns
+    -------
+    pathlib.Path or (pathlib.Path, ImageModel)
+        The product's path; with ``keep``, and the model.
     """
     model = datamodels.ImageModel(result.data)
     model.update(template, only="PRIMARY")
@@ -292,8 +300,9 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
     _set_steps(model, cal_steps)
     model.meta.cal_step.resample = "COMPLETE"
     # every input file in WF_MEMB (long-string CONTINUE cards)
-    return save_model(model, path, provenance, cards=[("NDRIZ", len(members), "number of drizzled inputs"),
+    path = save_model(model, path, provenance, cards=[("NDRIZ", len(members), "number of drizzled inputs"),
                                                        ("WF_MEMB", ",".join(members), None)])
+    return (path, model) if keep else path
 
 
 def write_segm(segmentation, path, template, provenance=None):
