@@ -196,6 +196,22 @@ def save_model(model, path, provenance=None, cards=()):
     return path
 
 
+def _set_wcs(model, wcs):
+    """``model.meta.wcs = wcs`` without stdatamodels' validation on assignment.
+
+    That validation serialises the whole gwcs to check it against its schema (~16 ms for a
+    NIRCam imaging WCS), and the write validates the same tree again before it is written, raising
+    on a WCS the schema refuses (where the assignment would only have warned and dropped it); a
+    valid WCS is stored the same way either way, so the product is the same.
+    """
+    validating = model._validate_on_assignment
+    model._validate_on_assignment = False
+    try:
+        model.meta.wcs = wcs
+    finally:
+        model._validate_on_assignment = validating
+
+
 def _set_steps(model, cal_steps):
     for step, status in (cal_steps or {}).items():
         attr = IMAGE3_CAL_STEPS.get(step)
@@ -239,7 +255,7 @@ def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
     provenance : dict
     """
     model.dq = image.dq
-    model.meta.wcs = image.wcs
+    _set_wcs(model, image.wcs)
     _set_wcsinfo(model, image.wcs, model.data.shape)
     model.meta.background.level = float(image.sky)
     model.meta.background.subtracted = False
@@ -280,7 +296,7 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
     model.wht = result.wht
     for name, var in result.variances.items():
         setattr(model, name, var)
-    model.meta.wcs = result.wcs
+    _set_wcs(model, result.wcs)
     _set_wcsinfo(model, result.wcs, result.data.shape)
     model.meta.bunit_data = "MJy/sr"
     model.meta.bunit_err = "MJy/sr"
@@ -309,7 +325,7 @@ def write_segm(segmentation, path, template, provenance=None):
     """Write the ``_segm`` product (SegmentationMapModel; 0 = background, else catalog label)."""
     model = datamodels.SegmentationMapModel(np.asarray(segmentation, np.int32))
     model.update(template, only="PRIMARY")
-    model.meta.wcs = template.meta.wcs
+    _set_wcs(model, template.meta.wcs)
     model.meta.cal_step.source_catalog = "COMPLETE"
     return save_model(model, path, provenance)
 
