@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from stdatamodels.jwst import datamodels
 
 import webbflow
@@ -169,21 +168,48 @@ def save_model(model, path, provenance=None, cards=()):
 
     Notes
     -----
-    The keywords are added after stdatamodels writes the file; the update recomputes the
-    DATASUM/CHECKSUM that ``to_fits`` wrote, so the product's checksums cover them.
+    The file is the one stdatamodels' ``to_fits`` would write followed by a reopen in update mode
+    that appends the keywords after its CHECKSUM/DATASUM cards (how the products were first
+    made), without the reopen (which read and checksummed the whole file again: ~0.1 s per
+    product): the HDU list ``to_fits`` builds (its ASDF tree and ``_fits_hash`` made before any of
+    these keywords, as before) gets the two checksum cards first, then the keywords, and astropy's
+    write fills in the checksums where they stand.
     """
+    from stdatamodels import fits_support
+
     path = Path(path)
     model.meta.filename = path.name
     model.meta.calibration_software_version = webbflow.__version__
-    with atomic_output(path) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.to_fits(tmp, overwrite=True, checksum=True)
-        with fits.open(tmp, mode="update", checksum=True) as hdul:
-            for key, value, comment in [*_provenance(provenance), *cards]:
-                # A long value (the JSON of WF_PARS) leaves no room for a comment; CONTINUE cards carry it.
-                hdul[0].header[key] = (value, comment) if comment and len(str(value)) < 40 else value
+    with atomic_output(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # stdatamodels' DataModel.to_fits, with the keywords added before the one write
+        model.on_save(tmp)
+        hdulist = fits_support.to_fits(model._instance, model._schema)
+        if getattr(model, "_no_asdf_extension", False) and "ASDF" in hdulist:
+            del hdulist["ASDF"]
+        primary = hdulist[0]
+        primary.add_checksum()  # CHECKSUM, DATASUM where the write (and the reopen) put them
+        for key, value, comment in [*_provenance(provenance), *cards]:
+            # A long value (the JSON of WF_PARS) leaves no room for a comment; CONTINUE cards carry it.
+            primary.header[key] = (value, comment) if comment and len(str(value)) < 40 else value
+        hdulist.writeto(tmp, overwrite=True, checksum=True)
     return path
+
+
+def _set_wcs(model, wcs):
+    """``model.meta.wcs = wcs`` without stdatamodels' validation on assignment.
+
+    That validation serialises the whole gwcs to check it against its schema (~16 ms for a
+    NIRCam imaging WCS), and the write validates the same tree again before it is written, raising
+    on a WCS the schema refuses (where the assignment would only have warned and dropped it); a
+    valid WCS is stored the same way either way, so the product is the same.
+    """
+    validating = model._validate_on_assignment
+    model._validate_on_assignment = False
+    try:
+        model.meta.wcs = wcs
+    finally:
+        model._validate_on_assignment = validating
 
 
 def _set_steps(model, cal_steps):
@@ -229,7 +255,7 @@ def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
     provenance : dict
     """
     model.dq = image.dq
-    model.meta.wcs = image.wcs
+    _set_wcs(model, image.wcs)
     _set_wcsinfo(model, image.wcs, model.data.shape)
     model.meta.background.level = float(image.sky)
     model.meta.background.subtracted = False
@@ -239,7 +265,7 @@ def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
     return save_model(model, path, provenance)
 
 
-def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=None, provenance=None):
+def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=None, provenance=None, keep=False):
     """Write the ``_i2d`` product (ImageModel: SCI, ERR, CON, WHT, VAR_*; gwcs + FITS TAN WCS).
 
     Parameters
@@ -254,6 +280,14 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
         ``asn_id``, ``product`` (name) and ``pool``.
     cal_steps, params, provenance :
         Step status, resample parameters (pixfrac, kernel, weight_type) and provenance.
+    keep : bool
+        Also return the model as written (the segm's template, :func:`write_segm`), instead of
+        letting it go.
+
+    Returns
+    -------
+    pathlib.Path or (pathlib.Path, ImageModel)
+        The product's path; with ``keep``, and the model.
     """
     model = datamodels.ImageModel(result.data)
     model.update(template, only="PRIMARY")
@@ -262,7 +296,7 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
     model.wht = result.wht
     for name, var in result.variances.items():
         setattr(model, name, var)
-    model.meta.wcs = result.wcs
+    _set_wcs(model, result.wcs)
     _set_wcsinfo(model, result.wcs, result.data.shape)
     model.meta.bunit_data = "MJy/sr"
     model.meta.bunit_err = "MJy/sr"
@@ -282,15 +316,16 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
     _set_steps(model, cal_steps)
     model.meta.cal_step.resample = "COMPLETE"
     # every input file in WF_MEMB (long-string CONTINUE cards)
-    return save_model(model, path, provenance, cards=[("NDRIZ", len(members), "number of drizzled inputs"),
+    path = save_model(model, path, provenance, cards=[("NDRIZ", len(members), "number of drizzled inputs"),
                                                        ("WF_MEMB", ",".join(members), None)])
+    return (path, model) if keep else path
 
 
 def write_segm(segmentation, path, template, provenance=None):
     """Write the ``_segm`` product (SegmentationMapModel; 0 = background, else catalog label)."""
     model = datamodels.SegmentationMapModel(np.asarray(segmentation, np.int32))
     model.update(template, only="PRIMARY")
-    model.meta.wcs = template.meta.wcs
+    _set_wcs(model, template.meta.wcs)
     model.meta.cal_step.source_catalog = "COMPLETE"
     return save_model(model, path, provenance)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 from astropy.time import Time
-from stdatamodels.jwst import datamodels
 
 from webbflow.config import IMAGE3_STEPS, step_kwargs
 from webbflow.io.errors import InputError
@@ -380,13 +379,14 @@ def run(cal_paths, *, i2d, cat, segm, crf_dir, asn_id, product, params=None, pro
         members = [Path(x).name for x in cal_paths]
         asn = {"asn_id": asn_id, "product": product, "pool": pool}
         written = {"crf": [str(c) for c in crfs]}
-        written["i2d"] = str(write_i2d(result["resampled"], i2d, models[0], members=members, asn=asn,
-                                       cal_steps=status, params=p["resample"], provenance=provenance))
+        i2d_path, i2d_model = write_i2d(result["resampled"], i2d, models[0], members=members, asn=asn,
+                                        cal_steps=status, params=p["resample"], provenance=provenance, keep=True)
+        written["i2d"] = str(i2d_path)
         catalog = result["catalog"]
         if catalog is None:
             # An empty catalog and segmentation keep the rule's outputs complete.
             catalog = catalog_step.CatalogResult(Table(), np.zeros(result["resampled"].data.shape, np.int32), None)
-        with datamodels.open(written["i2d"]) as i2d_model:
+        with i2d_model:
             written["segm"] = str(write_segm(catalog.segmentation, segm, i2d_model, provenance))
         written["cat"] = str(write_catalog(catalog.catalog, cat, {
             "product": product, "asn_id": asn_id, "members": members, "bunit": "Jy",

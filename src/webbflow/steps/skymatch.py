@@ -210,6 +210,26 @@ class _Footprint:
         ra, dec = image.wcs(bx, by, with_bounding_box=False)
         ra[-1], dec[-1] = ra[0], dec[0]
         self.polygon = SphericalPolygon.from_radec(ra, dec)
+        self._inverse = False  # not built yet
+
+    def invert(self, ra, dec):
+        """Detector pixels of sky points: ``image.wcs.invert(ra, dec, with_bounding_box=False)``.
+
+        gwcs builds the inverse of the whole pipeline (a new compound model, a few ms) on every
+        ``invert``; an image is inverted once per overlapping image, so the model is built once
+        here and evaluated as ``invert`` evaluates it (plain float coordinates, a transform without
+        units: the same call, the same values).  A WCS with units or no analytic inverse goes
+        through ``invert`` itself.
+        """
+        if self._inverse is False:
+            try:
+                inverse = self.image.wcs.backward_transform
+            except NotImplementedError:
+                inverse = None
+            self._inverse = inverse if inverse is not None and not inverse.uses_quantity else None
+        if self._inverse is None:
+            return self.image.wcs.invert(ra, dec, with_bounding_box=False)
+        return self._inverse(ra, dec, with_bounding_box=False, fill_value=np.nan)
 
     def overlap_sky(self, others, stat):
         """(sky, npix, area) of this image inside its intersection with ``others`` (footprints)."""
@@ -232,7 +252,7 @@ class _Footprint:
         for ra, dec in pieces:
             if len(ra) < 4:
                 continue
-            x, y = self.image.wcs.invert(ra, dec, with_bounding_box=False)
+            x, y = self.invert(ra, dec)
             fill = region.Polygon(True, list(zip(x, y))).scan(fill)
         fill &= self.good
         if not fill.any():
