@@ -124,7 +124,7 @@ def warm_stage1(readout, params=None):
         # refpix needs a detector-sized frame: its kernels are small, left cold
         steps = {s: dict(p) for s, p in (params or {}).items()}
         steps["refpix"] = {"skip": True}
-        steps["clean_flicker_noise"] = {"skip": True}  # numpy only: nothing to warm
+        steps["clean_flicker_noise"] = {"skip": True}  # its new kernel is loaded by _warm_unexercised
         for _ in iter_steps(ramp, ro, _Headers(), refs, steps):
             pass
         _warm_fused(ramp, refs)
