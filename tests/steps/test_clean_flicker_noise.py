@@ -181,6 +181,14 @@ def test_clip_to_background_is_jwsts(lower_half_only, fit_histogram, wide_bound,
     np.testing.assert_array_equal(kept, np.sort(image[fast]).astype(np.float64))
     if wide_bound:
         assert calls
+    # the work arrays of a thread, left holding a larger image's values: the same pixels and values
+    work = cfn._Workspace()
+    cfn.clip_to_background(rng.normal(0.0, 1.0, (200, 300)).astype(np.float32), np.ones((200, 300), bool),
+                           3.0, 2.0, lower_half_only=True, work=work)
+    reused = mask.copy()
+    again = cfn.clip_to_background(image, reused, 3.0, 2.0, fit_histogram, lower_half_only, work=work)
+    np.testing.assert_array_equal(reused, fast)
+    np.testing.assert_array_equal(again, kept)
 
 
 @pytest.mark.parametrize("band", [(-np.inf, np.inf), (-1.0, 1.0), (0.5, 3.0), (-3.0, -0.5), (0.0, 0.0)])

@@ -707,3 +707,90 @@ def count_all_dnu_groups(gdq):
             if alldnu:
                 out[i] += 1
     return out
+
+
+@njit(cache=True)
+def _find_root(parent, a):
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]  # path halving
+        a = parent[a]
+    return a
+
+
+@njit(cache=True)
+def label8(mask):
+    """8-connected regions of a 2-D boolean mask, numbered in raster order of their first pixel.
+
+    The regions and their numbering are scikit-image's ``measure.label(mask)`` (full connectivity in
+    2-D); with each region's bounding box and integer moments, gathered in the same two passes.
+
+    Returns
+    -------
+    labels : ndarray of int32, mask's shape
+        0 outside the regions, k + 1 on region k.
+    stats : ndarray of int64, (nregions, 8)
+        Per region: row0, col0, row1, col1 (bounding box, ends exclusive), pixel count, sum of the
+        row indices, sum of the column indices, column of the first pixel (in row0).
+    """
+    ny, nx = mask.shape
+    labels = np.zeros((ny, nx), np.int32)
+    parent = np.empty(ny * nx // 2 + 2, np.int32)  # a new provisional label needs a free pixel before it
+    nprov = 0
+    for i in range(ny):
+        for j in range(nx):
+            if not mask[i, j]:
+                continue
+            best = 0
+            # the four neighbours already visited: left, upper-left, up, upper-right
+            for di, dj in ((0, -1), (-1, -1), (-1, 0), (-1, 1)):
+                y, x = i + di, j + dj
+                if y < 0 or x < 0 or x >= nx:
+                    continue
+                lab = labels[y, x]
+                if lab == 0:
+                    continue
+                root = _find_root(parent, lab)
+                if best == 0:
+                    best = root
+                elif root != best:
+                    if root < best:
+                        parent[best] = root
+                        best = root
+                    else:
+                        parent[root] = best
+            if best == 0:
+                nprov += 1
+                if nprov >= parent.shape[0]:
+                    grown = np.empty(2 * parent.shape[0], np.int32)
+                    grown[:parent.shape[0]] = parent
+                    parent = grown
+                parent[nprov] = nprov
+                best = nprov
+            labels[i, j] = best
+    final = np.zeros(nprov + 1, np.int32)
+    stats = np.zeros((nprov, 8), np.int64)
+    count = 0
+    for i in range(ny):
+        for j in range(nx):
+            lab = labels[i, j]
+            if lab == 0:
+                continue
+            root = _find_root(parent, lab)
+            k = final[root]
+            if k == 0:
+                count += 1
+                k = count
+                final[root] = k
+                s = stats[k - 1]
+                s[0], s[1], s[2], s[3], s[7] = i, j, i + 1, j + 1, j
+            labels[i, j] = k
+            s = stats[k - 1]
+            if j < s[1]:
+                s[1] = j
+            if j + 1 > s[3]:
+                s[3] = j + 1
+            s[2] = i + 1
+            s[4] += 1
+            s[5] += i
+            s[6] += j
+    return labels, stats[:count]

@@ -124,13 +124,27 @@ def warm_stage1(readout, params=None):
         # refpix needs a detector-sized frame: its kernels are small, left cold
         steps = {s: dict(p) for s, p in (params or {}).items()}
         steps["refpix"] = {"skip": True}
-        steps["clean_flicker_noise"] = {"skip": True}  # numpy only: nothing to warm
+        steps["clean_flicker_noise"] = {"skip": True}  # its new kernel is loaded by _warm_unexercised
         for _ in iter_steps(ramp, ro, _Headers(), refs, steps):
             pass
         _warm_fused(ramp, refs)
+        _warm_unexercised(params or {})
     finally:
         for lg in loggers:
             lg.removeFilter(quiet)
+
+
+def _warm_unexercised(params):
+    """Load the kernels of the steps turned on that the tiny ramp does not reach: the snowball search's
+    labeller (the tiny ramp has no jumps) and clean_flicker_noise's (skipped above)."""
+    if params.get("jump", {}).get("expand_large_events"):
+        from webbflow.steps import _jump_numba
+
+        _jump_numba.label8(np.zeros((2, 2), bool))
+    if params.get("clean_flicker_noise", {}).get("skip") is False:
+        from webbflow.steps import clean_flicker_noise
+
+        clean_flicker_noise._mirror_sorted_into(np.zeros(2), 0.0, 1, np.empty(2))
 
 
 def _warm_fused(ramp, refs):

@@ -35,6 +35,7 @@ What jwst 3.0 does (``jwst/clean_flicker_noise/clean_flicker_noise.py::do_correc
 """
 
 import logging
+import threading
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -198,6 +199,30 @@ _BLOCK = 1024
 _U = 2.0 ** -53  # float64 unit roundoff
 
 
+class _Workspace:
+    """float64 work arrays kept from one group difference to the next (one workspace per thread).
+
+    A fresh float64 array of a full frame's values (~32 MB) costs more in page faults than the pass
+    that fills it (~65 vs ~5 ms of CPU on the benchmark's VM), and each difference needs several:
+    :func:`clip_to_background` and :func:`_mirror_sorted` write into these instead.
+    """
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, name, n):
+        """The first ``n`` elements of the work array ``name`` (contents undefined), grown if needed."""
+        a = self._arrays.get(name)
+        if a is None or a.size < n:
+            a = self._arrays[name] = np.empty(n + n // 16 + 1024)  # room for the next difference's count
+        return a[:n]
+
+
+def _array(work, name, n):
+    """``work.get(name, n)``, or a new array without a workspace."""
+    return np.empty(n) if work is None else work.get(name, n)
+
+
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _any_order_sums(s, a, b, c):
     """Sums of ``s[a:b] - c``, of its absolute values and of its squares, in whatever order LLVM vectorises."""
@@ -310,22 +335,27 @@ def _fast_clipped_stats(s):
     return center, sigma, err
 
 
-@njit(cache=True, nogil=True)
-def _mirror_sorted(s, center):
+def _mirror_sorted(s, center, work=None):
     """jwst's mirrored lower half of the values ``s`` (sorted), sorted: :func:`_mirror`'s second array.
 
     Of the values ``v <= center``, ``(v - center) + center`` is at most ``center`` and
     ``(center - v) + center`` at least ``center`` (rounding is monotonic), and both maps are
     monotonic: the sorted values are the first run ascending, then the second in reverse order (no
-    sort, no merge).
+    sort, no merge).  With a :class:`_Workspace`, the result is its ``mirror`` array.
     """
-    k = np.searchsorted(s, center, "right")
-    ordered = np.empty(2 * k)
+    k = int(np.searchsorted(s, center, "right"))
+    ordered = _array(work, "mirror", 2 * k)
+    _mirror_sorted_into(s, center, k, ordered)
+    return ordered
+
+
+@njit(cache=True, nogil=True)
+def _mirror_sorted_into(s, center, k, ordered):
+    """:func:`_mirror_sorted`'s values of the ``k`` lowest of ``s`` into ``ordered`` (2k)."""
     for i in range(k):
         ordered[i] = (s[i] - center) + center
     for i in range(k):
         ordered[k + i] = (center - s[k - 1 - i]) + center
-    return ordered
 
 
 @njit(cache=True, nogil=True)
@@ -385,7 +415,7 @@ def _histogram_fit(values, center, sigma):
 
 
 def clip_to_background(image, mask, sigma_lower=3.0, sigma_upper=2.0, fit_histogram=False, lower_half_only=False,
-                       presorted=None):
+                       presorted=None, work=None):
     """Unmask (set False in ``mask``, in place) the pixels of ``image`` outside the background's range.
 
     Parameters
@@ -403,6 +433,9 @@ def clip_to_background(image, mask, sigma_lower=3.0, sigma_upper=2.0, fit_histog
     presorted : ndarray, optional
         ``np.sort(image[mask])`` when the caller has it (any float dtype holding the values
         exactly); saves the sort.
+    work : _Workspace, optional
+        The calling thread's work arrays: the float64 values are then written to its ``sorted``
+        array, and the values returned are a view of it, valid until the next call with ``work``.
 
     Returns
     -------
@@ -423,11 +456,14 @@ def clip_to_background(image, mask, sigma_lower=3.0, sigma_upper=2.0, fit_histog
     if not np.any(mask):
         return None
     s = np.sort(image[mask]) if presorted is None else presorted  # float32 sorts 3x faster, same order
-    s = s.astype(np.float64, copy=False)
+    if s.dtype != np.float64:
+        s64 = _array(work, "sorted", s.size)
+        np.copyto(s64, s)  # exact: float32 (or narrower) to float64, as astype
+        s = s64
     if not (np.isfinite(s[0]) and np.isfinite(s[-1])):  # NaN sorts last
         found = None
     else:
-        found = None if fit_histogram else _fast_center_sigma(s, lower_half_only)
+        found = None if fit_histogram else _fast_center_sigma(s, lower_half_only, work)
         if found is not None:
             center, sigma, err = found
             # numpy's σ draws the same lines between the values when none lies within its reach of them
@@ -445,11 +481,11 @@ def clip_to_background(image, mask, sigma_lower=3.0, sigma_upper=2.0, fit_histog
     return s[np.searchsorted(s, low, "left"):np.searchsorted(s, high, "right")]
 
 
-def _fast_center_sigma(s, lower_half_only):
+def _fast_center_sigma(s, lower_half_only, work=None):
     """:func:`_center_sigma` by :func:`_fast_clipped_stats` from the sorted values alone: (centre, σ, err) or None."""
     stats = _fast_clipped_stats(s)
     if stats is not None and lower_half_only:
-        stats = _fast_clipped_stats(_mirror_sorted(s, np.float64(stats[0])))
+        stats = _fast_clipped_stats(_mirror_sorted(s, np.float64(stats[0]), work))
     return stats
 
 
@@ -494,7 +530,7 @@ def _clip_with_astropy(image, mask, sigma_lower, sigma_upper, fit_histogram, low
     mask[image > center + sigma_upper * sigma] = False
 
 
-def _background(image, mask, method, box_size):
+def _background(image, mask, method, box_size, work=None):
     """The background level of a group difference (scalar or image) and the sorted background values.
 
     Clips ``mask`` in place as jwst does.  The sorted values (``image[mask]`` after the clip, or None)
@@ -502,7 +538,7 @@ def _background(image, mask, method, box_size):
     """
     if method is None:
         return 0.0, None
-    kept = clip_to_background(image, mask, sigma_lower=_CLIP, sigma_upper=_CLIP, lower_half_only=True)
+    kept = clip_to_background(image, mask, sigma_lower=_CLIP, sigma_upper=_CLIP, lower_half_only=True, work=work)
     if method == "model":
         from astropy.stats import SigmaClip
         from astropy.utils.exceptions import AstropyUserWarning
@@ -638,11 +674,11 @@ def _destripe(residual, stripes, background, nan_pix):
             residual[y, x] = np.float32(np.nan) if nan_pix[y, x] else (residual[y, x] - stripes[y, x // width]) + background
 
 
-def _clean_difference(diff, mask, background_method, box_size, n_sigma, channels):
+def _clean_difference(diff, mask, background_method, box_size, n_sigma, channels, work=None):
     """The cleaned group difference, or None when no background pixel is left.
 
     ``diff`` (the caller's own difference, not a view of the ramp) is used as the work image when it is
-    float32: its NaN become 0.
+    float32: its NaN become 0.  ``work``: the thread's :class:`_Workspace`, if any.
     """
     image = diff.astype(np.float32, copy=False)
     nan_pix = np.isnan(image)
@@ -650,13 +686,13 @@ def _clean_difference(diff, mask, background_method, box_size, n_sigma, channels
     mask[nan_pix] = False
     if not np.any(mask):
         return None
-    background, kept = _background(image, mask, background_method, box_size)
+    background, kept = _background(image, mask, background_method, box_size, work)
     residual = image - background
     if background_method is not None and n_sigma > 0:
         # residual[mask] sorted: the background's sorted values less the same scalar (a monotonic map)
         presorted = kept - background if kept is not None and np.ndim(background) == 0 else None
         kept = clip_to_background(residual, mask, sigma_lower=n_sigma, sigma_upper=n_sigma, lower_half_only=True,
-                                  presorted=presorted)
+                                  presorted=presorted, work=work)
     else:
         kept = None
     stripes = _row_medians(residual, mask, channels, kept)
@@ -747,13 +783,18 @@ def clean_integrations(data, groupdq, mask, background_method="median", backgrou
     # under warnings.catch_warnings, which threads must not nest.
     workers = 1 if background_method == "model" else min(numba.get_num_threads(), ngroups - 1)
     ndiff = ngroups - 1
+    # each worker thread's work arrays, freed with the pool's threads when this returns
+    local = threading.local()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for i in range(nints):
             plane_mask = mask[first_integration + i] if mask.ndim == 3 else mask
 
             def clean(j, diff, plane_mask=plane_mask, i=i):
                 m = plane_mask & ((groupdq[i, j + 1] & unusable) == 0)
-                return _clean_difference(diff, m, background_method, background_box_size, n_sigma, channels)
+                if not hasattr(local, "work"):
+                    local.work = _Workspace()
+                return _clean_difference(diff, m, background_method, background_box_size, n_sigma, channels,
+                                         local.work)
 
             # Differences come from the input ramp, not the cleaned one: each is taken before group j + 1 is
             # rewritten (instead of copying the whole integration), and at most 2 workers + 1 are in flight
