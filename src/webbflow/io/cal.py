@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import mmap
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -439,31 +440,51 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
     pathlib.Path
     """
     path = Path(path)
-    for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat", "area"):
-        value = getattr(arrays, name)
-        if value is not None or name not in ("var_flat", "area"):
-            # big-endian already: astropy then neither swaps each array for its DATASUM and its
-            # write nor swaps it back (the values, and so the file, are the same)
-            setattr(model, name, _fits_order(value))
-    if wcs is not None:
-        model.meta.wcs = wcs
-    if wcsinfo:
-        _update_wcsinfo(model, wcsinfo)
-    for key, value in (photometry or {}).items():
-        if value is not None:
-            setattr(model.meta.photometry, key, float(value))
-    if (cal_steps or {}).get("photom") == "COMPLETE":
-        model.meta.bunit_data = "MJy/sr"
-        model.meta.bunit_err = "MJy/sr"
-    for step, attr in IMAGE2_CAL_STEPS.items():
-        if (cal_steps or {}).get(step):
-            setattr(model.meta.cal_step, attr, cal_steps[step])
-    for reftype, ref in (ref_files or {}).items():
-        getattr(model.meta.ref_file, reftype).name = Path(ref).name if ref else "N/A"
-    model.meta.calibration_software_version = webbflow.__version__
+    with _unvalidated_assignments(model):
+        for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat", "area"):
+            value = getattr(arrays, name)
+            if value is not None or name not in ("var_flat", "area"):
+                # big-endian already: astropy then neither swaps each array for its DATASUM and its
+                # write nor swaps it back (the values, and so the file, are the same)
+                setattr(model, name, _fits_order(value))
+        if wcs is not None:
+            model.meta.wcs = wcs
+        if wcsinfo:
+            _update_wcsinfo(model, wcsinfo)
+        for key, value in (photometry or {}).items():
+            if value is not None:
+                setattr(model.meta.photometry, key, float(value))
+        if (cal_steps or {}).get("photom") == "COMPLETE":
+            model.meta.bunit_data = "MJy/sr"
+            model.meta.bunit_err = "MJy/sr"
+        for step, attr in IMAGE2_CAL_STEPS.items():
+            if (cal_steps or {}).get(step):
+                setattr(model.meta.cal_step, attr, cal_steps[step])
+        for reftype, ref in (ref_files or {}).items():
+            getattr(model.meta.ref_file, reftype).name = Path(ref).name if ref else "N/A"
+        model.meta.calibration_software_version = webbflow.__version__
     _provenance(model, provenance or {})
     _primary_cards(model, keywords or [])
     return write_model(model, path)
+
+
+@contextmanager
+def _unvalidated_assignments(model):
+    """Assign ``model``'s attributes without stdatamodels' schema validation of each value.
+
+    write_cal's values are valid by construction: float32/uint32 arrays of the model's shape (cast
+    to the schema's dtype on assignment all the same), a gwcs WCS (its tag is the schema's), floats,
+    step statuses, file names and version strings.  Validating them converts each to an ASDF tree
+    first -- the gwcs in full, which the write then does again: ~0.025 s of CPU per SUB160 job, an
+    eighth of its work in a warm process.  (An invalid value would have been dropped with a
+    warning; none is: ``tests/test_image2.py`` validates a written cal strictly.)
+    """
+    previous = model._validate_on_assignment
+    model._validate_on_assignment = False
+    try:
+        yield model
+    finally:
+        model._validate_on_assignment = previous
 
 
 def write_model(model, path):
