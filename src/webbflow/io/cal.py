@@ -277,9 +277,20 @@ def _open_fits(path, reftype, sci, pixels=True):
     return hdul, window
 
 
-def _data(path, reftype, hdul, name, dtype=np.float32):
+def _data(path, reftype, hdul, name, dtype=np.float32, window=None, sci=None):
+    """Extension ``name``'s array in native ``dtype`` (None: as stored); with ``window`` (from
+    check_reference) and ``sci``, a 2-D reference larger than the science array is read only on the
+    science pixels (``section``: a full-frame AREA or FLAT for a SUB160 exposure, 16 MB an array,
+    gives 100 kB; the values are those of reading it whole and cutting it)."""
     try:
-        return _native(hdul[name].data, dtype)
+        hdu = hdul[name]
+        ny, nx = sci["shape"] if sci is not None else (None, None)
+        if window is not None and sci is not None and len(hdu.shape) == 2 and tuple(hdu.shape) != (ny, nx):
+            y0, x0 = window
+            array = hdu.section[y0:y0 + ny, x0:x0 + nx]
+        else:
+            array = hdu.data
+        return array if dtype is None else _native(array, dtype)
     except (OSError, ValueError, TypeError, EOFError) as exc:
         raise ReferenceFileError(path, f"{reftype} reference {name} cannot be read ({exc})",
                                  f"replace it or name another with overrides.{reftype}") from None
@@ -292,9 +303,9 @@ def load_flat(path, sci):
     """
     hdul, window = _open_fits(path, "flat", sci)
     with hdul:
-        flat = _data(path, "flat", hdul, "SCI")
-        dq = hdul["DQ"].data
-        err = _data(path, "flat", hdul, "ERR") if "ERR" in hdul else np.zeros_like(flat)
+        flat = _data(path, "flat", hdul, "SCI", window=window, sci=sci)
+        dq = _data(path, "flat", hdul, "DQ", None, window, sci)
+        err = _data(path, "flat", hdul, "ERR", window=window, sci=sci) if "ERR" in hdul else np.zeros_like(flat)
         dq_def = None
         if "DQ_DEF" in hdul:
             table = hdul["DQ_DEF"].data
@@ -327,7 +338,7 @@ def load_area(path, sci):
     hdul, window = _open_fits(path, "area", sci)
     with hdul:
         h = hdul[0].header
-        area = _data(path, "area", hdul, "SCI")
+        area = _data(path, "area", hdul, "SCI", window=window, sci=sci)
         return _cut(area, window, sci), h.get("PIXAR_SR"), h.get("PIXAR_A2")
 
 
