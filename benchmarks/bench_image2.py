@@ -11,7 +11,12 @@ F200W, 10 groups) through our detector1, with its stage-2 references written by
 
 Usage::
 
-    python benchmarks/bench_image2.py [--before OTHER_CHECKOUT/src] [--no-demo] [--no-full]
+    python benchmarks/bench_image2.py [--before OTHER_CHECKOUT/src] [--no-demo] [--no-full] [--server]
+
+``--server``: our jobs (and ``--before``'s) go through a warm job server of their own, as the workflow
+runs them with ``jobs.warm_server`` (bench_image23's ``Server``: each job a client making Snakemake's
+script-preamble imports; one server per set and checkout, its start's wall time and its own CPU seconds
+counted once in the totals and printed apart).
 
 Prints per set the summed wall time, CPU seconds and largest peak RSS of each pipeline and the ratios
 to jwst; results: ``benchmarks/results/<date>-<host>-image2.json``.
@@ -26,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
-from bench_image23 import _image2_jobs, _rates, start_run  # noqa: E402  (the image2+3 benchmark's jobs)
+from bench_image23 import Server, _image2_jobs, _rates, add_server, start_run, time_job  # noqa: E402
 from bench_tso_demo import _write_result  # noqa: E402
 
 
@@ -59,8 +64,9 @@ def _full_frame(data):
     return rates, data / "refs"
 
 
-def _run_set(label, rates, refs, out, before):
-    """Time every rate file through each pipeline, alternating; -> {who: totals}."""
+def _run_set(label, rates, refs, out, before, served=False):
+    """Time every rate file through each pipeline, alternating; -> {who: totals}.  ``served``: ours (and
+    the before checkout's) through a warm job server each, its start counted once in the totals."""
     jobs, _ = _image2_jobs(rates, refs, out / label)
     env = {"ours": None, "jwst": None}
     if before:
@@ -69,16 +75,23 @@ def _run_set(label, rates, refs, out, before):
     order = [w for w in ("before", "ours", "jwst") if w in env]
     for who in order:  # warm-up: numba's cache, the interpreters' compiled imports
         measure(jobs[who][0][1], out, env=env[who])
+    servers = {w: Server(out, env[w]) for w in order if served and w != "jwst"}
+    starts = {w: server.start() for w, server in servers.items()}
     totals = {who: {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mib": 0.0} for who in order}
-    for k, rate in enumerate(rates):
-        for who in order:
-            wall, rss, _, cpu = measure(jobs[who][k][1], out, env=env[who], cpu=True)
-            t = totals[who]
-            t["wall_s"] += wall
-            t["cpu_s"] += cpu
-            t["peak_rss_mib"] = max(t["peak_rss_mib"], rss)
-            print(f"  {label} {who:6s} {rate.name}: {wall:6.2f} s wall, {cpu:6.2f} s CPU, peak RSS {rss:5.0f} MiB",
-                  flush=True)
+    try:
+        for k, rate in enumerate(rates):
+            for who in order:
+                wall, cpu, rss, parts = time_job(jobs[who][k][1], f"{who}-{rate.name}", out, servers.get(who),
+                                                 env[who])
+                t = totals[who]
+                t["wall_s"] += wall
+                t["cpu_s"] += cpu
+                t["peak_rss_mib"] = max(t["peak_rss_mib"], rss)
+                print(f"  {label} {who:6s} {rate.name}: {wall:6.2f} s wall, {cpu:6.2f} s CPU{parts}, "
+                      f"peak RSS {rss:5.0f} MiB", flush=True)
+    finally:
+        for who, server in servers.items():
+            add_server(totals[who], server, starts[who], f"{label} {who}")
     return totals
 
 
@@ -88,6 +101,9 @@ def main(argv=None):
                         help="the src/ folder of another webbflow checkout: its image2 job is timed too")
     parser.add_argument("--no-demo", action="store_true", help="leave out the demo's 16 SUB160 rates")
     parser.add_argument("--no-full", action="store_true", help="leave out the full-frame rate")
+    parser.add_argument("--server", action="store_true",
+                        help="our jobs through a warm job server (WEBBFLOW_JOB_SERVER=wait), one started per set, "
+                             "its start counted in our totals and printed apart")
     parser.add_argument("--workdir", default=str(REPO / "benchmarks" / ".work"))
     parser.add_argument("--out", default=None, help="JSON results file")
     args = parser.parse_args(argv)
@@ -98,9 +114,10 @@ def main(argv=None):
         sets.append(("sub160", *_rates(work / "image23" / "data", None)))
     if not args.no_full:
         sets.append(("full", *_full_frame(work / "image2-full")))
-    result = {"date": str(dt.date.today()), "machine": machine, "load_before": load, "before": args.before}
+    result = {"date": str(dt.date.today()), "machine": machine, "load_before": load, "before": args.before,
+              "server": args.server}
     for label, rates, refs in sets:
-        totals = _run_set(label, rates, refs, out, args.before)
+        totals = _run_set(label, rates, refs, out, args.before, args.server)
         result[label] = {"jobs": len(rates), "totals": totals}
         j = totals["jwst"]
         for who in [w for w in totals if w != "jwst"]:

@@ -15,7 +15,12 @@ taken through our detector1 first, untimed, or taken from a finished run with ``
 
 Jobs of the two pipelines alternate, each in a fresh process measured by bench_detector1's
 launcher (wall time, CPU seconds and that process's peak RSS), after one untimed warm-up job of each stage and
-pipeline (numba's cache, the interpreters' compiled imports).  Prints per stage the summed wall
+pipeline (numba's cache, the interpreters' compiled imports).  ``--server``: our jobs go through a warm
+job server (``WEBBFLOW_JOB_SERVER=wait``, as the workflow runs them with ``jobs.warm_server``), each job a
+client process that makes Snakemake's script-preamble imports and hands the job to a child of the
+server; one server is started per stage and repeat, and its start (wall time until it listens) and its
+own CPU seconds are counted once in our totals and printed apart; a job's CPU is its client's plus its
+child's, its peak RSS the child's.  Prints per stage the summed wall
 time and CPU seconds (medians over ``--repeats``; CPU is the steadier figure on a shared machine),
 the largest peak RSS, and the ratios ours/jwst (issue 17 Speed:
 image2 <= 0.10, image3 <= 0.20).  ``--profile`` adds cProfile's top functions of our image3 on one
@@ -23,7 +28,7 @@ association (in this process, after the timed runs).
 
 Usage (after ``pip install -e .`` and ``bash benchmarks/setup_oracle.sh``)::
 
-    python benchmarks/bench_image23.py [--repeats 2] [--from-run WORKDIR] [--profile]
+    python benchmarks/bench_image23.py [--repeats 2] [--from-run WORKDIR] [--profile] [--server]
 
 Results: ``benchmarks/results/<date>-<host>-image23.json``.
 """
@@ -53,6 +58,109 @@ CATALOG = {"deblend": True}
 
 def _ours(stage, *args, **kwargs):
     return [sys.executable, "-c", JOB, stage, *(json.dumps(a) for a in (*args, kwargs))]
+
+
+# A workflow job as Snakemake runs it with the warm job server on: its script preamble's imports, then
+# the adapter (webbflow.jobs, run_job), which hands the job to a child of the server and waits.
+_SERVED_JOB = """
+import json, sys
+from types import SimpleNamespace
+from snakemake.logging import logger
+from snakemake.iocontainers import Snakemake
+from webbflow import jobs
+from webbflow.workflow import run_job
+args = [json.loads(a) for a in sys.argv[3:]]
+run_job(SimpleNamespace(log=[sys.argv[2]], config={}), sys.argv[1], getattr(jobs, sys.argv[1]), *args[:-1], **args[-1])
+"""
+
+
+class Server:
+    """Our jobs through a warm job server of their own (``--server``: ``WEBBFLOW_JOB_SERVER=wait``).
+
+    :meth:`start` starts the server and waits until it has warmed up (timed: its wall time and the
+    server's own CPU seconds, which the totals count once); :meth:`measure` runs one job as the client
+    Snakemake would start and returns the client's wall time, the client's and the job's child's CPU
+    seconds and the child's peak RSS (from the ``WEBBFLOW_JOB_STATS`` line the client appends);
+    :meth:`stop` ends the server and gives its own CPU seconds over its life (start, forks).
+    """
+
+    def __init__(self, out, env=None):
+        import tempfile
+
+        self.out = Path(out)
+        # a private folder (a unix socket path holds ~100 characters): this run's own server
+        self.dir = Path(tempfile.mkdtemp(prefix="wf-bench-"))
+        self.stats = self.out / f"served-stats-{self.dir.name}.jsonl"
+        self.env = {**(env or os.environ), "WEBBFLOW_JOB_SERVER": "wait", "WEBBFLOW_JOB_STATS": str(self.stats),
+                    "WEBBFLOW_JOB_SERVER_DIR": str(self.dir), "WEBBFLOW_JOB_SERVER_IDLE": "600"}
+        self.pid = None
+
+    def start(self):
+        """Start the server; -> (wall s until it listens, the server's CPU s so far)."""
+        wall, _, _ = measure([sys.executable, "-c", "from webbflow import jobserver; jobserver.start()"],
+                             self.out, env=self.env)
+        self.pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _reads(p, self.dir))
+        return wall, self.cpu()
+
+    def cpu(self):
+        """The server's own CPU seconds (user + system; its children's are counted per job)."""
+        fields = (Path("/proc") / str(self.pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def measure(self, cmd, name):
+        """Run ``_ours`` command ``cmd`` through the server; -> (wall, client CPU, child CPU, child RSS)."""
+        stage, args = cmd[3], cmd[4:]
+        self.stats.unlink(missing_ok=True)
+        served = [sys.executable, "-c", _SERVED_JOB, stage, str(self.out / f"{name}.{stage}.log"), *args]
+        wall, _, _, cpu = measure(served, self.out, env=self.env, cpu=True)
+        line = json.loads(self.stats.read_text().splitlines()[-1])
+        if not line.get("server") or line.get("server_pid") != self.pid:
+            raise RuntimeError(f"{name} did not run in this benchmark's job server: {line}")
+        return wall, cpu, line["child_cpu_s"], line["peak_rss_mib"]
+
+    def stop(self):
+        """Stop the server (SIGTERM); -> its own CPU seconds over its life."""
+        import signal
+
+        cpu = self.cpu()
+        os.kill(self.pid, signal.SIGTERM)
+        for _ in range(200):
+            if not (Path("/proc") / str(self.pid)).exists():
+                break
+            time.sleep(0.05)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return cpu
+
+
+def _reads(proc, folder):
+    """Whether process folder ``proc`` (``/proc/PID``) is a job server listening in ``folder``."""
+    try:
+        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(arg.startswith(str(folder).encode() + b"/") and arg.endswith(b".sock") for arg in cmdline)
+
+
+def time_job(cmd, name, out, server=None, env=None):
+    """One of our jobs (a ``_ours`` command) or jwst's: (wall s, CPU s, peak RSS MiB, how the CPU
+    divides) in a fresh process, or through ``server`` (a :class:`Server`; the CPU is the client's plus
+    the job's child's)."""
+    if server is None:
+        wall, rss, _, cpu = measure(cmd, out, env=env, cpu=True)
+        return wall, cpu, rss, ""
+    wall, client, child, rss = server.measure(cmd, name)
+    return wall, client + child, rss, f" (client {client:.2f} + child {child:.2f})"
+
+
+def add_server(totals, server, start, label):
+    """Stop ``server`` and count it once in ``totals``: its start's wall time (the first job waits for
+    it) and its own CPU seconds over its life; the figures also apart, under ``server``."""
+    cpu = server.stop()
+    totals["wall_s"] += start[0]
+    totals["cpu_s"] += cpu
+    totals["server"] = {"start_wall_s": start[0], "start_cpu_s": start[1], "cpu_s": cpu}
+    print(f"  {label} job server: {start[0]:.2f} s wall to start, {cpu:.2f} s CPU in all ({start[1]:.2f} of it "
+          f"its start); counted in the totals", flush=True)
 
 
 def _rates(data, from_run):
@@ -136,22 +244,29 @@ def _image3_jobs(cals, out):
     return jobs
 
 
-def _run_stage(jobs, out, repeats, stage):
-    """Time every job of both pipelines, alternating, ``repeats`` times; one warm-up job each first."""
+def _run_stage(jobs, out, repeats, stage, served=False):
+    """Time every job of both pipelines, alternating, ``repeats`` times; one warm-up job each first.
+    ``served``: ours through a warm job server started for each repeat (its start counted)."""
     for who in ("ours", "jwst"):
         measure(jobs[who][0][1], out)
     runs = {"ours": [], "jwst": []}
     for i in range(repeats):
         totals = {who: {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mib": 0.0} for who in runs}
-        for k in range(len(jobs["ours"])):
-            for who in ("ours", "jwst"):
-                name, cmd = jobs[who][k]
-                wall, rss, _, cpu = measure(cmd, out, cpu=True)
-                totals[who]["wall_s"] += wall
-                totals[who]["cpu_s"] += cpu
-                totals[who]["peak_rss_mib"] = max(totals[who]["peak_rss_mib"], rss)
-                print(f"  {stage} repeat {i + 1} {who:4s} {name}: {wall:6.2f} s wall, {cpu:6.2f} s CPU, "
-                      f"peak RSS {rss:6.0f} MiB", flush=True)
+        server = Server(out) if served else None
+        start = server.start() if served else None
+        try:
+            for k in range(len(jobs["ours"])):
+                for who in ("ours", "jwst"):
+                    name, cmd = jobs[who][k]
+                    wall, cpu, rss, parts = time_job(cmd, name, out, server if who == "ours" else None)
+                    totals[who]["wall_s"] += wall
+                    totals[who]["cpu_s"] += cpu
+                    totals[who]["peak_rss_mib"] = max(totals[who]["peak_rss_mib"], rss)
+                    print(f"  {stage} repeat {i + 1} {who:4s} {name}: {wall:6.2f} s wall, {cpu:6.2f} s CPU{parts}, "
+                          f"peak RSS {rss:6.0f} MiB", flush=True)
+        finally:
+            if served:
+                add_server(totals["ours"], server, start, f"{stage} repeat {i + 1}")
         for who in runs:
             runs[who].append(totals[who])
     med = {who: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "cpu_s", "peak_rss_mib")}
@@ -200,6 +315,9 @@ def main(argv=None):
     parser.add_argument("--from-run", default=None,
                         help="a finished workflow folder (results/detector1 rate files, demo/refs) to start from")
     parser.add_argument("--profile", action="store_true", help="also profile our image3 on one association")
+    parser.add_argument("--server", action="store_true",
+                        help="our jobs through a warm job server (WEBBFLOW_JOB_SERVER=wait), one started per stage "
+                             "and repeat, its start counted in our totals and printed apart")
     parser.add_argument("--out", default=None, help="JSON results file")
     args = parser.parse_args(argv)
 
@@ -208,8 +326,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     jobs2, cals = _image2_jobs(rates, refs_dir, out)
     result = {"date": str(dt.date.today()), "machine": machine, "load_before": load, "repeats": args.repeats,
-              "image2": _run_stage(jobs2, out, args.repeats, "image2")}
-    result["image3"] = _run_stage(_image3_jobs(cals, out), out, args.repeats, "image3")
+              "server": args.server, "image2": _run_stage(jobs2, out, args.repeats, "image2", args.server)}
+    result["image3"] = _run_stage(_image3_jobs(cals, out), out, args.repeats, "image3", args.server)
     result["load_after"] = os.getloadavg()
     result["bench_wall_s"] = time.perf_counter() - t0
     print()

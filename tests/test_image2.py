@@ -69,6 +69,11 @@ def test_cal_product_format(products):
         assert m.meta.photometry.conversion_microjanskys == pytest.approx(0.40 * 23.5044305, rel=1e-6)
         assert m.area.shape == m.data.shape and m.var_flat.shape == m.data.shape
         assert type(m.meta.wcs).__name__ == "WCS"
+    # write_cal assigns its values without stdatamodels' per-value validation: every one must be valid
+    from stdatamodels.jwst import datamodels
+
+    with datamodels.ImageModel(str(cal), strict_validation=True) as m:
+        m.validate()  # raises on any value the schema refuses
     primary = fits.getheader(cal)
     sci = fits.getheader(cal, "SCI")
     for key in ("S_WCS", "S_FLAT", "S_PHOTOM", "R_DISTOR", "R_FLAT", "R_PHOTOM", "R_AREA", "WF_VER", "WF_PARS"):

@@ -23,6 +23,7 @@ from webbflow.io.cal import load_area, load_distortion, load_flat, load_photom
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.ramp import Readout
 from webbflow.refs import load_reference, load_references
+from webbflow.refs.load import map_dq
 
 pytestmark = pytest.mark.faults
 
@@ -200,6 +201,19 @@ def test_image2_full_frame_flat_and_area_cut_correctly(tmp_path, make):
     cut, sr, a2 = load_area(area, SCI)
     np.testing.assert_array_equal(cut, flat[8:24, 4:20])
     assert (sr, a2) == (1e-13, 0.004)
+    # only the window is read (hdu.section): DQ (stored int32 + BZERO) and ERR cut the same way
+    dq = (np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) % 7 == 0).astype(np.uint32) * np.uint32(2**31 + 1)
+    err = flat * np.float32(0.01)
+    path = make.reference(tmp_path / "flat_dq.fits", "flat", {"SCI": flat, "DQ": dq, "ERR": err},
+                          FILTER="F200W", PUPIL="CLEAR")
+    cut, cut_dq, cut_err = load_flat(path, SCI)
+    with fits.open(path) as hdul:  # the whole array read and mapped, then cut
+        table = hdul["DQ_DEF"].data if "DQ_DEF" in hdul else None
+        whole = map_dq(hdul["DQ"].data, None if table is None else
+                       {"VALUE": np.asarray(table["VALUE"], np.int64), "NAME": list(table["NAME"])})
+    np.testing.assert_array_equal(cut_dq, whole[8:24, 4:20])
+    np.testing.assert_array_equal(cut_err, err[8:24, 4:20])
+    assert cut_dq.dtype == np.uint32 and cut_dq.any() and cut.dtype.isnative and cut_err.dtype.isnative
 
 
 @pytest.mark.parametrize("kw, match", [
