@@ -286,34 +286,86 @@ def run_one(job, kwargs, top=0):
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall": wall}
 
 
+def _served_env(work, stats):
+    """The environment of a job run as a client of the benchmark's own warm job server."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+            "WEBBFLOW_JOB_SERVER": "wait", "WEBBFLOW_JOB_STATS": str(stats),
+            "WEBBFLOW_JOB_SERVER_DIR": str(_server_dir(work)), "WEBBFLOW_JOB_SERVER_IDLE": "300"}
+
+
+def _wait_rusage(proc):
+    """Wait for ``proc`` (a Popen); its exit status and CPU seconds (user + system) alone (``wait4``:
+    right when other threads run jobs at the same time, unlike ``RUSAGE_CHILDREN`` differences)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def start_server(work):
+    """Start the benchmark's job server (none running before: those of this benchmark are stopped) and
+    wait until it listens, as the first job of a run waits for it: its wall time (the client's start
+    included), its CPU seconds (the starting client's and the server's own, at the point it listens) and
+    the server's resident memory then (dict)."""
+    import tempfile
+
+    stop_servers(work)
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", "from webbflow import jobserver; print(jobserver.start())"],
+                                stdout=subprocess.PIPE, stderr=err, text=True, env=_served_env(work, os.devnull))
+        sock = proc.stdout.read().strip()
+        code, client_cpu = _wait_rusage(proc)
+        wall = time.perf_counter() - t0
+        if code:
+            err.seek(0)
+            raise RuntimeError(f"the job server did not start:\n{err.read()[-3000:]}")
+    pid = next(int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and _cmdline_has(d, sock))
+    _SERVERS.add(pid)
+    stat = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    server_cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    status = (Path("/proc") / str(pid) / "status").read_text().splitlines()
+    rss = next(int(x.split()[1]) / 1024 for x in status if x.startswith("VmRSS:"))
+    return {"wall": wall, "cpu": client_cpu + server_cpu, "client_cpu": client_cpu, "server_cpu": server_cpu,
+            "rss_mib": rss, "pid": pid}
+
+
+def _cmdline_has(proc_dir, text):
+    """Whether the process of ``/proc/<pid>`` has ``text`` as one of its arguments (gone: no)."""
+    try:
+        return text in (proc_dir / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+
+
 def run_served(job, kwargs, work, cold=False):
     """Run one job as a client of the warm job server (``WEBBFLOW_JOB_SERVER=wait``): the client's wall
-    and CPU (``getrusage`` of this process's children: the server is not one), and the child's wall,
+    and CPU (``wait4`` of the client process: the server is not its child), and the child's wall,
     CPU and memory figures (from the ``WEBBFLOW_JOB_STATS`` line the client appends).  ``cold``: the
-    server is stopped first, so the job waits for a new one to import and warm up."""
-    import resource
+    server is stopped first, so the job waits for a new one to import and warm up.  Safe to call from
+    several threads at once (each call has its own stats file and log)."""
+    import threading
 
     func = JOBS[job][0] if job in JOBS else JOBS[_HELPERS[job]][0]
-    stats, log = work / "served-stats.jsonl", work / "served.log"
+    tag = threading.get_ident()
+    stats, log = work / f"served-stats-{tag}.jsonl", work / f"served-{tag}.log"
     stats.unlink(missing_ok=True)
     if cold:
         stop_servers(work)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-           "WEBBFLOW_JOB_SERVER": "wait", "WEBBFLOW_JOB_STATS": str(stats),
-           "WEBBFLOW_JOB_SERVER_DIR": str(_server_dir(work)), "WEBBFLOW_JOB_SERVER_IDLE": "300"}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _SERVED, func, job.split("-")[0], str(log), json.dumps(kwargs)],
-                          capture_output=True, text=True, env=env, check=False)
+    with subprocess.Popen([sys.executable, "-c", _SERVED, func, job.split("-")[0], str(log), json.dumps(kwargs)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=_served_env(work, stats)) as proc:
+        output = proc.stdout.read()
+        code, client_cpu = _wait_rusage(proc)
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        raise RuntimeError(f"{job} (served) failed:\n{proc.stderr[-3000:]}")
+    if code:
+        raise RuntimeError(f"{job} (served) failed:\n{output[-3000:]}")
     line = json.loads(stats.read_text().splitlines()[-1])
+    stats.unlink()
     if not line.get("server"):
         raise RuntimeError(f"{job} did not run in the job server: {log.read_text()[-2000:]}")
     _SERVERS.add(line["server_pid"])
-    return {"wall": wall, "client_cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+    return {"wall": wall, "client_cpu": client_cpu,
             "child_wall": line["child_wall_s"], "child_cpu": line["child_cpu_s"],
             "rss_mib": line["peak_rss_mib"], "pss_mib": line.get("pss_mib"), "uss_mib": line.get("uss_mib")}
 

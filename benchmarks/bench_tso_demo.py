@@ -27,10 +27,19 @@ jobs beside the walls and the load average.  ``--before SRC`` also runs our jobs
 tree (e.g. the main checkout's ``src``) in the same run, as ``before-jwst`` / ``before-recommended``.
 Both pipelines are warmed first (numba's cache, the interpreters' imports).
 
+``--server`` (every mode): our jobs run through the warm job server (:mod:`webbflow.jobserver`) as the
+workflow's scripts run them with ``jobs.warm_server`` on (``WEBBFLOW_JOB_SERVER=wait``: each job is a
+client process calling its ``webbflow.jobs`` function through ``run_job``; the benchmark's own server,
+in a private folder, stopped at the end; ``bench_job_overhead.run_served``).  The server's start (its
+imports and warm-up, until it listens) is counted once in our wall and CPU totals and printed apart;
+per job it prints the client's wall and CPU and the server child's wall, CPU, peak RSS (which counts
+the pages the child shares with the server in full), and PSS and USS (its private pages) at its end;
+the memory ratio is also given with the largest job's PSS and USS.
+
 Usage (after ``pip install -e .`` and ``bash benchmarks/setup_oracle.sh``)::
 
     python benchmarks/bench_tso_demo.py [--mode grism|imaging|coron] [--ints-per-segment 20] [--no-jwst]
-        [--before OTHER_CHECKOUT/src]
+        [--before OTHER_CHECKOUT/src] [--server]
 
 Results: ``benchmarks/results/<date>-<host>-tso-demo.json`` (``-tso-imaging-demo.json``,
 ``-coron-demo.json``).
@@ -52,6 +61,7 @@ from astropy.io import fits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
+from bench_job_overhead import run_served, start_server, stop_servers  # noqa: E402  (--server)
 
 _JOB = """
 import resource, sys, time
@@ -121,10 +131,12 @@ def _detector1_refs(uncal, refs):
     return json.dumps({k: (str(v) if v else None) for k, v in _selected(uncal, refs).items()})
 
 
-def _jobs(data, uncals, refs, stage2_refs, who, imaging=False):
+def _jobs(data, uncals, refs, stage2_refs, who, imaging=False, served=False):
     """(name, command) of every job of one pipeline, in order; and the association it writes.
 
-    ``stage2_refs``: spec2's references (grism) or image2's plus ``gain`` (imaging)."""
+    ``stage2_refs``: spec2's references (grism) or image2's plus ``gain`` (imaging).  ``served`` (ours):
+    each job as ``(job type of bench_job_overhead, keyword arguments of its webbflow.jobs function)``
+    instead of a command, for the warm job server."""
     from webbflow.associations import tso3_associations, write_asn
     from webbflow.exposures import exposure_table
     from webbflow.oracle import detector1_command, image2_command, oracle_paths, spec2_command
@@ -143,7 +155,20 @@ def _jobs(data, uncals, refs, stage2_refs, who, imaging=False):
     for uncal in uncals:
         root = uncal.name.removesuffix("_uncal.fits")
         rateints = stage1 / f"{root}_rateints.fits"
-        if who == "ours":
+        if who == "ours" and served:  # the workflow's job functions, as its scripts call them
+            exp_type = fits.getval(uncal, "EXP_TYPE")
+            jobs.append(("detector1", ("detector1", {
+                "uncal": str(uncal), "rate": str(stage1 / f"{root}_rate.fits"), "rateints": str(rateints),
+                "steps": {}, "references": json.loads(_detector1_refs(uncal, refs)), "exp_types": [exp_type]})))
+            paths = {k: str(v) for k, v in refs2.items()}
+            if imaging:
+                jobs.append(("image2", ("image2", {"rate": str(rateints), "references": paths, "steps": {},
+                                                   "cal": str(stage2_dir / f"{root}_calints.fits")})))
+            else:
+                jobs.append(("spec2", ("spec2", {"rateints": str(rateints), "references": paths, "steps": {},
+                                                 "calints": str(stage2_dir / f"{root}_calints.fits"),
+                                                 "x1dints": str(stage2_dir / f"{root}_x1dints.fits")})))
+        elif who == "ours":
             jobs.append(("detector1", [sys.executable, "-c", _JOB, "detector1", str(uncal), str(stage1),
                                        _detector1_refs(uncal, refs)]))
             jobs.append((stage2, [sys.executable, "-c", _JOB, stage2, str(rateints), str(stage2_dir),
@@ -154,7 +179,17 @@ def _jobs(data, uncals, refs, stage2_refs, who, imaging=False):
                 jobs.append(("image2", image2_command(rateints, refs2, stage2_dir)))
             else:
                 jobs.append(("spec2", spec2_command(rateints, refs2, stage2_dir)))
-    if who == "ours":
+    if who == "ours" and served:
+        product = stage3 / asn.product
+        kwargs = {"asn": str(asn_path), "crfints": str(stage3), "steps": {}}
+        if imaging:
+            jobs.append(("tso3", ("tso3-phot", {**kwargs, "phot": f"{product}_phot.ecsv",
+                                                "references": {"gain": str(stage2_refs["gain"])}})))
+        else:
+            jobs.append(("tso3", ("tso3-grism", {**kwargs, "x1dints": f"{product}_x1dints.fits",
+                                                 "whtlt": f"{product}_whtlt.ecsv",
+                                                 "references": {"extract1d": str(stage2_refs["extract1d"])}})))
+    elif who == "ours":
         arg = stage2_refs["gain"] if imaging else stage2_refs["extract1d"]
         jobs.append(("tso3", [sys.executable, "-c", _JOB, "tso3_phot" if imaging else "tso3", str(asn_path),
                               str(stage3), str(arg)]))
@@ -170,6 +205,34 @@ def _imports(text):
     ``@@imports`` line; the fixed cost a warm job server would not pay); {} for jwst's."""
     lines = [line.split() for line in text.splitlines() if line.startswith("@@imports ")]
     return {"import_cpu_s": float(lines[-1][1]), "import_rss_mib": int(lines[-1][2]) / 1024.0} if lines else {}
+
+
+def _run(job, cmd, data, env=None):
+    """Run one of the benchmark's jobs; its row.  ``cmd``: a command (a fresh process: wall, CPU and
+    peak RSS of that process) or, with ``--server``, ``(job type, keyword arguments)`` run as a client
+    of the warm job server: the client's wall (what Snakemake waits for), CPU as the client's plus the
+    child's, the peak RSS of the server's child (which counts the pages it shares with the server), and
+    its PSS and USS (private pages) at its end."""
+    if isinstance(cmd, tuple):
+        r = run_served(*cmd, data)
+        return {"job": job, "wall_s": r["wall"], "cpu_s": r["client_cpu"] + r["child_cpu"],
+                "peak_rss_mib": r["rss_mib"], "client_cpu_s": r["client_cpu"], "child_wall_s": r["child_wall"],
+                "child_cpu_s": r["child_cpu"], "pss_mib": r["pss_mib"], "uss_mib": r["uss_mib"]}
+    wall, rss, text, cpu = measure(cmd, data, env=env, cpu=True)
+    return {"job": job, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss, **_imports(text)}
+
+
+def _served_summary(rows, start):
+    """Print the per-job figures of a ``--server`` run and the server's start; the totals' extra keys."""
+    print(f"  job server start (counted once in ours): wall {start['wall']:.2f} s, CPU {start['cpu']:.2f} s, "
+          f"server RSS {start['rss_mib']:.0f} MiB", flush=True)
+    print(f"  {'job':10s} {'wall':>6s} {'cliCPU':>6s} {'chWall':>6s} {'chCPU':>6s} {'RSS':>5s} {'PSS':>5s} {'USS':>5s}"
+          "  (s; MiB of the server's child)")
+    for r in rows:
+        print(f"  {r['job']:10s} {r['wall_s']:6.2f} {r['client_cpu_s']:6.2f} {r['child_wall_s']:6.2f} "
+              f"{r['child_cpu_s']:6.2f} {r['peak_rss_mib']:5.0f} {r['pss_mib'] or 0:5.0f} {r['uss_mib'] or 0:5.0f}")
+    return {"server_start": start, "peak_pss_mib": max(r["pss_mib"] or 0 for r in rows),
+            "peak_uss_mib": max(r["uss_mib"] or 0 for r in rows)}
 
 
 def _write_result(result, out, name):
@@ -195,6 +258,9 @@ def main(argv=None):
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--before", default=None, metavar="SRC",
                         help="coron: also run our jobs with this source tree first on PYTHONPATH (before/after in one run)")
+    parser.add_argument("--server", action="store_true",
+                        help="run our jobs through the warm job server (WEBBFLOW_JOB_SERVER=wait, as a workflow "
+                             "script with jobs.warm_server on); its start is counted once in our total")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.mode == "coron":
@@ -234,21 +300,28 @@ def main(argv=None):
     totals = {}
     for who in pipelines:
         shutil.rmtree(data / who, ignore_errors=True)
-        rows = []
-        for job, cmd in _jobs(data, uncals, refs, stage2_refs, who, imaging):
-            wall, rss, text, cpu = measure(cmd, data, cpu=True)
-            rows.append({"job": job, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss, **_imports(text)})
-        totals[who] = {"wall_s": sum(r["wall_s"] for r in rows), "cpu_s": sum(r["cpu_s"] for r in rows),
+        served = args.server and who == "ours"
+        jobs = _jobs(data, uncals, refs, stage2_refs, who, imaging, served=served)
+        start = start_server(data) if served else {"wall": 0.0, "cpu": 0.0}
+        try:
+            rows = [_run(job, cmd, data) for job, cmd in jobs]
+        finally:
+            if served:
+                stop_servers(data)
+        totals[who] = {"wall_s": start["wall"] + sum(r["wall_s"] for r in rows),
+                       "cpu_s": start["cpu"] + sum(r["cpu_s"] for r in rows),
                        "peak_rss_mib": max(r["peak_rss_mib"] for r in rows), "jobs": rows,
                        "load": os.getloadavg()[0]}
         t = totals[who]
+        if served:
+            t.update(_served_summary(rows, start))
         stage2 = "image2" if imaging else "spec2"
         stages = ("detector1", stage2, "tso3")
         per = {s: sum(r["wall_s"] for r in rows if r["job"] == s) for s in stages}
         cpu = {s: sum(r["cpu_s"] for r in rows if r["job"] == s) for s in stages}
         rss = {s: max(r["peak_rss_mib"] for r in rows if r["job"] == s) for s in stages}
         t["stages"] = {s: {"wall_s": per[s], "cpu_s": cpu[s], "peak_rss_mib": rss[s]} for s in stages}
-        if who == "ours":  # the run apart from the fixed cost (interpreter and imports) of each job
+        if who == "ours" and not served:  # the run apart from the fixed cost (interpreter and imports) of each job
             run = {s: sum(r["cpu_s"] - r["import_cpu_s"] for r in rows if r["job"] == s) for s in stages}
             t["run_cpu_s"] = sum(run.values())
             for s in stages:
@@ -261,7 +334,7 @@ def main(argv=None):
               + ", ".join(f"{s} {per[s]:.1f} s / CPU {cpu[s]:.1f} s / {rss[s]:.0f} MiB" for s in stages)
               + f"; largest job peak RSS {t['peak_rss_mib']:.0f} MiB", flush=True)
     result = {"date": str(dt.date.today()), "machine": machine, "mode": args.mode, "segments": len(uncals),
-              "ints_per_segment": nint, "pipelines": totals}
+              "ints_per_segment": nint, "server": args.server, "pipelines": totals}
     if "jwst" in totals:
         result["speedup"] = totals["jwst"]["wall_s"] / totals["ours"]["wall_s"]
         result["memory_ratio"] = totals["ours"]["peak_rss_mib"] / totals["jwst"]["peak_rss_mib"]
@@ -273,7 +346,20 @@ def main(argv=None):
               f"= {result['memory_ratio']:.2f}; per stage (wall, CPU, memory): "
               + ", ".join(f"{s} {r['speedup']:.1f}x / {r['cpu_speedup']:.1f}x / {r['memory_ratio']:.2f}"
                           for s, r in result["per_stage"].items()))
+        _served_ratios(result, totals["ours"], totals["jwst"]["peak_rss_mib"])
     return _write_result(result, args.out, name)
+
+
+def _served_ratios(result, ours, jwst_rss):
+    """With ``--server``: our largest job's PSS and USS against jwst's largest peak RSS (printed, and
+    in ``result``); the peak-RSS ratio counts the pages a child shares with the server in full."""
+    if "peak_pss_mib" not in ours:
+        return
+    result["memory_ratio_pss"] = ours["peak_pss_mib"] / jwst_rss
+    result["memory_ratio_uss"] = ours["peak_uss_mib"] / jwst_rss
+    print(f"  through the job server, ours/jwst memory of the largest job: peak RSS {result['memory_ratio']:.2f}, "
+          f"PSS {result['memory_ratio_pss']:.2f}, USS {result['memory_ratio_uss']:.2f} (ours' PSS/USS at the job's "
+          "end, jwst's peak RSS)", flush=True)
 
 
 # One workflow job (webbflow.jobs.<stage>) in a fresh process, as the workflow's script adapters call it:
@@ -321,10 +407,11 @@ def _coron_steps(stage, recommended, data):
     return params, preset["exp_types"]
 
 
-def _coron_jobs(data, refs, who):
+def _coron_jobs(data, refs, who, served=False):
     """Per exposure the (stage, command) chain detector1 -> image2, and the coron3 (stage, command),
     of one pipeline: ``jwst``, ``ours-jwst`` (``step_defaults: jwst``) or ``ours-recommended`` (also
-    ``before-jwst`` / ``before-recommended``: the same jobs, run with ``--before``'s source tree)."""
+    ``before-jwst`` / ``before-recommended``: the same jobs, run with ``--before``'s source tree).
+    ``served`` (ours): each job as ``(job type, keyword arguments)`` for the warm job server."""
     from webbflow.associations import coron3_associations, write_asn
     from webbflow.exposures import exposure_table
     from webbflow.oracle import coron3_command, detector1_command, image2_command
@@ -343,6 +430,13 @@ def _coron_jobs(data, refs, who):
                                                          for s in ("detector1", "image2", "coron3"))
 
     def ours(stage, *args, **kwargs):
+        if served:  # the same call, by keyword (bench_job_overhead.run_served passes keywords only)
+            import inspect
+
+            from webbflow import jobs
+
+            bound = inspect.signature(getattr(jobs, stage)).bind(*args, **kwargs)
+            return (stage, json.loads(json.dumps(bound.arguments)))
         return [sys.executable, "-c", _CORON_JOB, stage, *(json.dumps(a) for a in (*args, kwargs))]
 
     chains = []
@@ -377,32 +471,39 @@ def _coron_jobs(data, refs, who):
                                    steps3, psfmask, shifts=str(stage3 / f"{asn.product}_psfshifts.ecsv")))
 
 
-def _run_coron_pipeline(data, refs, who, cores=2, env=None):
+def _run_coron_pipeline(data, refs, who, cores=2, env=None, served=False):
     """Run one pipeline's jobs: the per-exposure chains ``cores`` at a time, then coron3 (``env``: the
-    jobs' environment, e.g. another source tree on PYTHONPATH)."""
-    chains, coron3 = _coron_jobs(data, refs, who)
+    jobs' environment, e.g. another source tree on PYTHONPATH; ``served``: ours through the warm job
+    server, whose start is counted once in the wall and CPU)."""
+    chains, coron3 = _coron_jobs(data, refs, who, served=served)
     rows = []
 
     def run_chain(chain):
         for job, cmd in chain:
-            wall, rss, _, cpu = measure(cmd, data, env=env, cpu=True)
-            rows.append({"job": job, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss})
+            rows.append(_run(job, cmd, data, env=env))
 
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(cores) as pool:
-        list(pool.map(run_chain, chains))  # list(): re-raises a failed job's error
-    wall, rss, _, cpu = measure(coron3[1], data, env=env, cpu=True)
-    rows.append({"job": "coron3", "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss})
+    start = start_server(data) if served else {"wall": 0.0, "cpu": 0.0}
+    try:
+        with ThreadPoolExecutor(cores) as pool:
+            list(pool.map(run_chain, chains))  # list(): re-raises a failed job's error
+        rows.append(_run("coron3", coron3[1], data, env=env))
+    finally:
+        if served:
+            stop_servers(data)
     elapsed = time.perf_counter() - t0
     stages = ("detector1", "image2", "coron3")
     per = {s: sum(r["wall_s"] for r in rows if r["job"] == s) for s in stages}
     cpu = {s: sum(r["cpu_s"] for r in rows if r["job"] == s) for s in stages}
     rss = {s: max(r["peak_rss_mib"] for r in rows if r["job"] == s) for s in stages}
     biggest = max(rows, key=lambda r: r["peak_rss_mib"])
-    return {"wall_s": elapsed, "cpu_s": sum(cpu.values()), "stage_wall_s": per, "stage_cpu_s": cpu,
-            "stage_peak_rss_mib": rss, "peak_rss_mib": biggest["peak_rss_mib"], "peak_rss_job": biggest["job"],
-            "load_before": load, "load_after": os.getloadavg()[0], "jobs": rows}
+    out = {"wall_s": elapsed, "cpu_s": start["cpu"] + sum(cpu.values()), "stage_wall_s": per, "stage_cpu_s": cpu,
+           "stage_peak_rss_mib": rss, "peak_rss_mib": biggest["peak_rss_mib"], "peak_rss_job": biggest["job"],
+           "load_before": load, "load_after": os.getloadavg()[0], "jobs": rows}
+    if served:
+        out.update(_served_summary(rows, start))
+    return out
 
 
 def bench_coron(args):
@@ -427,14 +528,16 @@ def bench_coron(args):
     totals = {}
     for who in pipelines:
         shutil.rmtree(data / who, ignore_errors=True)
-        t = totals[who] = _run_coron_pipeline(data, refs, who, env=envs.get(who))
+        served = args.server and who.startswith("ours-")
+        t = totals[who] = _run_coron_pipeline(data, refs, who, env=envs.get(who), served=served)
         per, cpu, rss = t["stage_wall_s"], t["stage_cpu_s"], t["stage_peak_rss_mib"]
         print(f"  {who:18s}: end to end {t['wall_s']:6.1f} s, CPU {t['cpu_s']:6.1f} s (load {t['load_before']:.1f} -> "
               f"{t['load_after']:.1f}); job walls / CPU / peak RSS: "
               + ", ".join(f"{s} {per[s]:.1f} / {cpu[s]:.1f} s / {rss[s]:.0f} MiB" for s in per)
               + f"; largest job {t['peak_rss_mib']:.0f} MiB ({t['peak_rss_job']})", flush=True)
     result = {"date": str(dt.date.today()), "machine": machine, "mode": "coron",
-              "exposures": len(list((data / "uncal").glob("*_uncal.fits"))), "cores": 2, "pipelines": totals}
+              "exposures": len(list((data / "uncal").glob("*_uncal.fits"))), "cores": 2, "server": args.server,
+              "pipelines": totals}
     if "jwst" in totals:
         jw = totals["jwst"]
         for who in [w for w in pipelines if w != "jwst"]:
@@ -449,6 +552,11 @@ def bench_coron(args):
                   f"coron3 {ratios['coron3']:.1f}x (CPU {ratios['coron3_cpu']:.1f}x), end to end "
                   f"{ratios['end_to_end']:.1f}x (CPU {ratios['cpu']:.1f}x); "
                   f"{who}/jwst largest-job peak memory {ratios['memory']:.2f}")
+            if "peak_pss_mib" in t:
+                ratios["memory_pss"] = t["peak_pss_mib"] / jw["peak_rss_mib"]
+                ratios["memory_uss"] = t["peak_uss_mib"] / jw["peak_rss_mib"]
+                print(f"    through the job server: {who}/jwst largest job PSS {ratios['memory_pss']:.2f}, "
+                      f"USS {ratios['memory_uss']:.2f} (ours at the job's end, jwst's peak RSS)")
     return _write_result(result, args.out, "coron-demo")
 
 
