@@ -482,7 +482,7 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
     pathlib.Path
     """
     path = Path(path)
-    with _unvalidated_assignments(model):
+    with unvalidated_assignments(model):
         for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat", "area"):
             value = getattr(arrays, name)
             if value is not None or name not in ("var_flat", "area"):
@@ -511,8 +511,10 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
 
 
 @contextmanager
-def _unvalidated_assignments(model):
-    """Assign ``model``'s attributes without stdatamodels' schema validation of each value.
+def unvalidated_assignments(model):
+    """Assign ``model``'s attributes without stdatamodels' schema validation of each value (a context
+    manager; the model's own setting is restored on leaving).  For values valid by construction only:
+    an invalid one would be written, where validation would have warned and dropped it.
 
     write_cal's values are valid by construction: float32/uint32 arrays of the model's shape (cast
     to the schema's dtype on assignment all the same), a gwcs WCS (its tag is the schema's), floats,

@@ -16,6 +16,7 @@ from stdatamodels.jwst import datamodels
 
 import webbflow
 from webbflow.config import config_digest
+from webbflow.io.cal import unvalidated_assignments
 from webbflow.io.errors import InputError
 from webbflow.io.files import atomic_output, write_ecsv
 from webbflow.steps.resample import ImageInput
@@ -204,12 +205,8 @@ def _set_wcs(model, wcs):
     on a WCS the schema refuses (where the assignment would only have warned and dropped it); a
     valid WCS is stored the same way either way, so the product is the same.
     """
-    validating = model._validate_on_assignment
-    model._validate_on_assignment = False
-    try:
+    with unvalidated_assignments(model):
         model.meta.wcs = wcs
-    finally:
-        model._validate_on_assignment = validating
 
 
 def _set_steps(model, cal_steps):

@@ -54,6 +54,8 @@ def _built(cls):
     model = cls()
     model._validate_on_assignment = _VALIDATE_BUILT
     return model
+
+
 _INT_TIME_COLUMNS = ("int_start_MJD_UTC", "int_mid_MJD_UTC", "int_end_MJD_UTC", "int_start_BJD_TDB",
                      "int_mid_BJD_TDB", "int_end_BJD_TDB")
 
