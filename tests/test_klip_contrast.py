@@ -51,7 +51,7 @@ def scene(seed=1, angles=(0.0, 12.0), nints=3, npsf=8, drift=0.3, speckle=0.3, c
 def reducer(angles, refs, numbasis=(1, 3, 8), references="adi+rdi", annuli=3, subsections=1):
     def reduce(rolls, windows=None):
         res = klip.klip_sectors(rolls, angles, refs, CENTER, numbasis=numbasis, iwa=4, owa=33, annuli=annuli,
-                                subsections=subsections, references=references, minmove=1.0)
+                                subsections=subsections, references=references, minmove=1.0, windows=windows)
         return klip.combine_rolls(res, angles, CENTER, windows=windows)
     return reduce
 

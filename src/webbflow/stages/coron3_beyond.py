@@ -160,7 +160,7 @@ def reduce_beyond(models, science, mask, kp):
     def reduce(cubes, windows=None):
         res = klip_step.klip_sectors(cubes, angles, refs, center, numbasis=numbasis, iwa=iwa, owa=owa,
                                      annuli=int(kp["annuli"]), subsections=int(kp["subsections"]),
-                                     references=kp["references"], minmove=float(kp["minmove"]))
+                                     references=kp["references"], minmove=float(kp["minmove"]), windows=windows)
         return klip_step.combine_rolls(res, angles, center, windows=windows)
 
     image = reduce(rolls)

@@ -15,7 +15,8 @@ offset).  ``precision="float64"`` (a config option, not jwst) evaluates the mode
 so the fit recovers real sub-pixel offsets (to ~1e-4 pixel on noiseless data).
 
 The FFT of ``S`` is computed once per science exposure (jwst redoes it every evaluation; the
-values are identical).
+values are identical), and its shift once per (x, y) that MINPACK asks for (its beta column of the
+forward-difference Jacobian reuses the point's (x, y): a quarter of jwst's shifts, identical values).
 """
 
 import logging
@@ -67,8 +68,18 @@ def fit_shift(reference_fft, target, mask, xtol=1e-15, ftol=1e-15):
     ndarray
         (dx, dy, beta), float64.
     """
+    target = np.asarray(target, target.dtype.newbyteorder("="))  # FITS's big-endian: same values, faster
+    shifted = {}
+
     def residuals(params):
-        offset = np.fft.ifftn(fourier_shift(reference_fft, params[:2][::-1])).real
+        # MINPACK's forward-difference column for beta (and a repeated trial point) keeps (x, y): the
+        # shifted reference is the same array, so it is computed once per (x, y) (identical numbers).
+        key = params[:2].tobytes()
+        offset = shifted.get(key)
+        if offset is None:
+            offset = shifted[key] = np.fft.ifftn(fourier_shift(reference_fft, params[:2][::-1])).real
+            if len(shifted) > 4:  # only the latest points come back
+                del shifted[next(iter(shifted))]
         diff = target - params[2] * offset
         return (diff * mask).ravel() if mask is not None else diff.ravel()
 

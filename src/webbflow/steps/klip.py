@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["KLBasis", "REFERENCE_MODES", "combine_rolls", "derotate", "kl_basis", "klip", "klip_sectors",
+__all__ = ["KLBasis", "REFERENCE_MODES", "combine_rolls", "derotate", "footprint", "kl_basis", "klip", "klip_sectors",
            "sector_masks"]
 
 log = logging.getLogger(__name__)
@@ -164,12 +164,14 @@ def _centred(rows, bad):
     return np.where(bad, 0.0, filled - filled.sum(axis=1, keepdims=True) / n)
 
 
-def _klip_project(targets, refs, numbasis):
+def _klip_project(targets, refs, numbasis, keep=None):
     """pyKLIP's klip_math on one sector: every cut-off of ``numbasis`` at once.
 
     ``targets`` (nt, npix) and ``refs`` (nr, npix) float64 are mean-subtracted row by row
     (NaN-aware; NaNs then count as 0).  Returns (len(numbasis), nt, npix), NaN where a cut-off asks
-    for more modes than the references support.
+    for more modes than the references support; with ``keep`` (indices into the sector's pixels)
+    only those pixels' residuals, (len(numbasis), nt, len(keep)) -- the basis and the projection
+    coefficients are still those of the whole sector.
     """
     t_nan = ~np.isfinite(targets)
     t = _centred(targets, t_nan)
@@ -183,6 +185,8 @@ def _klip_project(targets, refs, numbasis):
     z = eigvect[:, :kmax].T @ rr
     z /= np.linalg.norm(z, axis=1, keepdims=True)
     coef = t @ z.T  # (nt, kmax)
+    if keep is not None:
+        t, t_nan, z = t[:, keep], t_nan[:, keep], z[:, keep]
     out = np.full((len(numbasis),) + t.shape, np.nan)
     for i, nb in enumerate(numbasis):
         if nb <= kmax:
@@ -192,7 +196,7 @@ def _klip_project(targets, refs, numbasis):
 
 
 def klip_sectors(rolls, angles, psf_refs, center, numbasis=(1, 2, 5, 10, 20, 50), iwa=0.0, owa=None,
-                 annuli=1, subsections=1, references="adi+rdi", minmove=1.0):
+                 annuli=1, subsections=1, references="adi+rdi", minmove=1.0, windows=None):
     """KLIP every integration of every roll in sectors, with RDI and ADI reference selection.
 
     For roll ``k`` the reference library of each sector is the aligned PSF-reference planes
@@ -220,6 +224,10 @@ def klip_sectors(rolls, angles, psf_refs, center, numbasis=(1, 2, 5, 10, 20, 50)
         Reference library.
     minmove : float
         ADI exclusion criterion (pixels of rotation at the sector's mean radius).
+    windows : sequence of (y0, y1, x0, x1), optional
+        North-up boxes that :func:`combine_rolls` will be asked for (an injection-recovery run):
+        residuals only at the detector pixels those boxes read in each roll (:func:`footprint`),
+        NaN elsewhere; the KL bases and projections are the whole sectors'.
 
     Returns
     -------
@@ -237,9 +245,20 @@ def klip_sectors(rolls, angles, psf_refs, center, numbasis=(1, 2, 5, 10, 20, 50)
     out = [np.full((len(numbasis),) + r.shape, np.nan) for r in rolls]
     flat = [np.asarray(r, np.float64).reshape(r.shape[0], -1) for r in rolls]
     rdi = [np.asarray(p, np.float64).reshape(p.shape[0], -1) for p in psf_refs]
+    needed = None
+    if windows is not None:
+        needed = []
+        for angle in angles:
+            need = np.zeros(shape, bool)
+            y0, y1, x0, x1 = footprint(windows, angle, center, shape)
+            need[y0:y1, x0:x1] = True
+            needed.append(need.ravel())
     for mask, radius in sectors:
         idx = np.flatnonzero(mask)
         for k in range(len(rolls)):
+            keep = None if needed is None else np.flatnonzero(needed[k][idx])
+            if keep is not None and not len(keep):
+                continue
             library = [rdi[k][:, idx]] if references != "adi" else []
             if references != "rdi":
                 for j in range(len(rolls)):
@@ -248,9 +267,36 @@ def klip_sectors(rolls, angles, psf_refs, center, numbasis=(1, 2, 5, 10, 20, 50)
                         library.append(flat[j][:, idx])
             if not library:
                 continue
-            sub = _klip_project(flat[k][:, idx], np.concatenate(library), numbasis)
-            out[k].reshape(len(numbasis), rolls[k].shape[0], -1)[:, :, idx] = sub
+            sub = _klip_project(flat[k][:, idx], np.concatenate(library), numbasis, keep)
+            out[k].reshape(len(numbasis), rolls[k].shape[0], -1)[:, :, idx if keep is None else idx[keep]] = sub
     return out
+
+
+SPLINE_MARGIN = 32
+"""Pixels of input around a box's footprint whose spline coefficients are computed for it: the cubic
+B-spline prefilter's influence falls as 0.268**d (1e-18 at 32 px), so a box's rotated pixels are
+those of the whole image's rotation to round-off."""
+
+
+def footprint(windows, angle, center, shape, order=3):
+    """The input box that :func:`derotate` reads for north-up ``windows``: (y0, y1, x0, x1) around
+    every window's rotated corners (each window clipped to ``shape`` first), the spline's reach and
+    :data:`SPLINE_MARGIN` included, clipped to ``shape``; (0, 0, 0, 0) when no window is on the image."""
+    a = np.radians(angle)
+    matrix = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+    c = np.array([center[1], center[0]])
+    offset = c - matrix @ c
+    reach = (order + 1) // 2 + 1 + (SPLINE_MARGIN if order > 1 else 0)
+    corners = []
+    for y0, y1, x0, x1 in windows:
+        y0, y1, x0, x1 = max(int(y0), 0), min(int(y1), shape[0]), max(int(x0), 0), min(int(x1), shape[1])
+        if y0 < y1 and x0 < x1:  # a box off the image reads nothing
+            corners += [[y, x] for y in (y0, y1 - 1) for x in (x0, x1 - 1)]
+    if not corners:
+        return 0, 0, 0, 0
+    src = np.array(corners, np.float64) @ matrix.T + offset
+    lo, hi = np.floor(src.min(axis=0)).astype(int) - reach, np.ceil(src.max(axis=0)).astype(int) + reach + 1
+    return max(lo[0], 0), min(hi[0], shape[0]), max(lo[1], 0), min(hi[1], shape[1])
 
 
 def derotate(image, angle, center, order=3, windows=None):
@@ -272,9 +318,11 @@ def derotate(image, angle, center, order=3, windows=None):
     order : int
         Spline order.
     windows : sequence of (y0, y1, x0, x1), optional
-        Output boxes to compute (each clipped to the image); the rest of the output is NaN.  The
-        pixels inside are those of the full rotation (the same spline of the whole input): an
-        injection-recovery run measures its fakes in boxes around them and needs no more.
+        Output boxes to compute (each clipped to the image); the rest of the output is NaN.  They
+        read only their input footprint (:func:`footprint`), whose spline coefficients are
+        computed on it alone: the pixels inside are those of the full rotation to round-off
+        (~1e-15 relative).  An injection-recovery run measures its fakes in boxes around them and
+        needs no more.
 
     Returns
     -------
@@ -295,20 +343,21 @@ def derotate(image, angle, center, order=3, windows=None):
         (max(int(y0), 0), min(int(y1), ny), max(int(x0), 0), min(int(x1), nx)) for y0, y1, x0, x1 in windows]
     boxes = [b for b in boxes if b[0] < b[1] and b[2] < b[3]]
     rotated_masks = {}  # the planes of one call (KL cut-offs) mostly share their NaNs: rotate each mask once
-    for i, plane in enumerate(planes):
+    cy0, cy1, cx0, cx1 = (0, ny, 0, nx) if windows is None else footprint(boxes, angle, center, (ny, nx), order)
+    for i, plane in enumerate(planes[:, cy0:cy1, cx0:cx1]):
         bad = ~np.isfinite(plane)
         if bad.all():  # a cut-off beyond the library's modes: NaN it stays
             continue
         key = bad.tobytes()
-        # the spline coefficients of the whole plane once, whatever the boxes (affine_transform's own prefilter)
+        # the spline coefficients of the boxes' footprint (the whole plane without windows) once
         filled = spline_filter(np.where(bad, 0.0, plane), order, output=np.float64, mode="constant") if order > 1 \
             else np.where(bad, 0.0, plane)
         for y0, y1, x0, x1 in boxes:
-            # output pixel (y0 + i, x0 + j) is read at matrix @ (y0 + i, x0 + j) + offset
-            shift = offset + matrix @ np.array([y0, x0], np.float64)
+            # output pixel (y0 + i, x0 + j) is read at matrix @ (y0 + i, x0 + j) + offset, in the crop's frame
+            shift = offset + matrix @ np.array([y0, x0], np.float64) - np.array([cy0, cx0], np.float64)
             if (key, y0, y1, x0, x1) not in rotated_masks:
-                rotated_masks[key, y0, y1, x0, x1] = affine_transform(bad.astype(np.float64), matrix, shift, order=1, cval=1.0,
-                                                              output_shape=(y1 - y0, x1 - x0)) > 1e-3
+                rotated_masks[key, y0, y1, x0, x1] = affine_transform(bad.astype(np.float64), matrix, shift, order=1,
+                                                                      cval=1.0, output_shape=(y1 - y0, x1 - x0)) > 1e-3
             rot = affine_transform(filled, matrix, shift, order=order, cval=np.nan, output_shape=(y1 - y0, x1 - x0),
                                    prefilter=False)
             rot[rotated_masks[key, y0, y1, x0, x1]] = np.nan
@@ -337,12 +386,27 @@ def combine_rolls(residuals, angles, center, windows=None):
     """
     import warnings
 
+    def collapse(res, ang):
+        if windows is None:
+            return np.nanmean(res, axis=1)
+        mean = np.full(res.shape[:1] + res.shape[2:], np.nan)  # only where derotate reads for the boxes
+        y0, y1, x0, x1 = footprint(windows, ang, center, res.shape[-2:])
+        mean[:, y0:y1, x0:x1] = np.nanmean(res[:, :, y0:y1, x0:x1], axis=1)
+        return mean
+
     with warnings.catch_warnings():  # all-NaN pixels (outside the sectors) stay NaN, quietly
         warnings.simplefilter("ignore", RuntimeWarning)
-        rotated = [derotate(np.nanmean(res, axis=1), ang, center, windows=windows)
-                   for res, ang in zip(residuals, angles)]
+        rotated = [derotate(collapse(res, ang), ang, center, windows=windows) for res, ang in zip(residuals, angles)]
     weights = np.array([res.shape[1] for res in residuals], np.float64)
     stack = np.stack(rotated)  # (nroll, nkl, ny, nx)
-    w = np.where(np.isfinite(stack), weights[:, None, None, None], 0.0)
-    with np.errstate(invalid="ignore"):
-        return np.nansum(np.where(np.isfinite(stack), stack, 0.0) * w, axis=0) / np.where(w.sum(0) > 0, w.sum(0), np.nan)
+    ny, nx = stack.shape[-2:]
+    boxes = [(0, ny, 0, nx)] if windows is None else [
+        (max(int(y0), 0), min(int(y1), ny), max(int(x0), 0), min(int(x1), nx)) for y0, y1, x0, x1 in windows]
+    out = np.full(stack.shape[1:], np.nan)
+    for y0, y1, x0, x1 in boxes:  # the mean over rolls where there are pixels (everywhere without windows)
+        part = stack[..., y0:y1, x0:x1]
+        w = np.where(np.isfinite(part), weights[:, None, None, None], 0.0)
+        with np.errstate(invalid="ignore"):
+            out[..., y0:y1, x0:x1] = (np.nansum(np.where(np.isfinite(part), part, 0.0) * w, axis=0)
+                                      / np.where(w.sum(0) > 0, w.sum(0), np.nan))
+    return out
