@@ -47,13 +47,10 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["ENV", "JobOutcome", "ServerStarting", "fork_safe", "memory_figures", "serve", "server_key", "socket_dir",
-           "start", "submit", "wanted"]
+from webbflow.jobmode import ENV, wanted  # standard library only; the one test, shared with webbflow.workflow
 
-ENV = "WEBBFLOW_JOB_SERVER"
-"""``1``: run jobs through the warm server, ``0``: in-process; overrides ``jobs.warm_server``.
-``wait``: as ``1``, but a job that finds no server waits for the one it starts instead of running
-in-process meanwhile (tests and benchmarks that must exercise the server)."""
+__all__ = ["ENV", "JobOutcome", "ServerStarting", "fork_safe", "memory_figures", "serve", "server_key", "socket_dir",
+           "start", "start_early", "submit", "wanted"]
 
 DIR_ENV = "WEBBFLOW_JOB_SERVER_DIR"
 IDLE_ENV = "WEBBFLOW_JOB_SERVER_IDLE"
@@ -77,16 +74,6 @@ _HEADER = struct.Struct("!Q")
 
 
 # --- shared -----------------------------------------------------------------------------------------
-
-def wanted(config):
-    """Whether jobs go through the server: ``WEBBFLOW_JOB_SERVER`` (``0``/``1``) if set, else
-    ``config["jobs"]["warm_server"]`` (default False)."""
-    env = os.environ.get(ENV, "").strip()
-    if env:
-        return env not in ("0", "false", "no", "off")
-    jobs = (config or {}).get("jobs") or {}
-    return bool(jobs.get("warm_server", False))
-
 
 def memory_figures():
     """This process's memory: ``peak_rss_mib`` (``VmHWM``), and ``pss_mib`` and ``uss_mib`` now
@@ -127,8 +114,11 @@ def socket_dir():
     return path
 
 
-def server_key():
-    """16 hex digits naming the server that may run this process's jobs (see the module notes)."""
+def server_key(environ=None):
+    """16 hex digits naming the server that may run this process's jobs (see the module notes).
+
+    ``environ``: the environment the jobs will have (default ``os.environ``), e.g. Snakemake's for a
+    job of N threads (:func:`start_early`)."""
     import webbflow
 
     package = Path(webbflow.__file__).resolve().parent
@@ -144,9 +134,10 @@ def server_key():
         if path.suffix in (".py", ".yaml", ".json") and "__pycache__" not in path.parts:
             st = path.stat()
             h.update(f"{path.relative_to(package)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-    for name in sorted(os.environ):
+    environ = os.environ if environ is None else environ
+    for name in sorted(environ):
         if name in _KEY_ENV or name.startswith("NUMBA_"):
-            h.update(f"{name}={os.environ[name]}\0".encode())
+            h.update(f"{name}={environ[name]}\0".encode())
     return h.hexdigest()[:16]
 
 
@@ -273,7 +264,7 @@ class ServerStarting(RuntimeError):
     """No server listens yet: one is starting (this job runs in-process meanwhile)."""
 
 
-def _connect_or_start(folder, key, wait=False):
+def _connect_or_start(folder, key, wait=False, env=None):
     """A connection to server ``key``; when none listens, start it (unless one is starting already).
 
     The lock ``<key>.lock`` is held by a server for its whole life (the starting client hands its
@@ -292,7 +283,7 @@ def _connect_or_start(folder, key, wait=False):
                 raise ServerStarting("the job server is starting; this job runs in-process meanwhile") from None
             server = None
         else:
-            server = _spawn(folder, key, lock.fileno())
+            server = _spawn(folder, key, lock.fileno(), env)
             if not wait:
                 raise ServerStarting("started the job server; this job runs in-process meanwhile")
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -305,8 +296,9 @@ def _connect_or_start(folder, key, wait=False):
     raise TimeoutError(f"the server did not listen within {START_TIMEOUT_S:.0f} s")
 
 
-def _spawn(folder, key, lock_fd):
-    """Start server ``key`` detached (own session, no inherited descriptors but the lock)."""
+def _spawn(folder, key, lock_fd, env=None):
+    """Start server ``key`` detached (own session, no inherited descriptors but the lock), in ``env``
+    (default: this process's environment)."""
     import subprocess
 
     import webbflow
@@ -321,7 +313,7 @@ def _spawn(folder, key, lock_fd):
     with open(folder / f"{key}.log", "ab") as errors:
         return subprocess.Popen([sys.executable, "-c", code, str(path), key, idle, str(lock_fd)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-                                pass_fds=(lock_fd,), start_new_session=True, cwd="/")
+                                pass_fds=(lock_fd,), start_new_session=True, cwd="/", env=env)
 
 
 def start(wait=True):
@@ -334,6 +326,42 @@ def start(wait=True):
     folder, key = socket_dir(), server_key()
     _connect_or_start(folder, key, wait=wait).close()
     return folder / f"{key}.sock"
+
+
+THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+"""What Snakemake sets to a job's ``threads`` in the job's environment (``snakemake.shell``)."""
+
+
+def start_early(threads=(1,)):
+    """Start, without waiting, the servers the jobs of a run about to start will ask for.
+
+    A job's server key includes its thread counts (Snakemake sets ``OMP_NUM_THREADS`` and the like
+    to the rule's ``threads``), so one server is started per distinct count, in the environment
+    Snakemake will give those jobs; one already running or starting is left alone.  Called from the
+    workflow's ``onstart`` (never in a dry run), so that the server has made its imports by the time
+    the first job asks instead of that job running in-process.
+
+    Parameters
+    ----------
+    threads : iterable of int
+        The ``threads`` of the jobs that will run.
+
+    Returns
+    -------
+    list of str
+        One line per thread count: the server's key and whether it was started or already there.
+    """
+    folder, said = socket_dir(), []
+    for n in sorted(set(threads)):
+        env = {**os.environ, **{name: str(n) for name in THREAD_ENV}}
+        key = server_key(env)
+        try:
+            _connect_or_start(folder, key, wait=False, env=env).close()
+            said.append(f"{n} thread(s): server {key} already running")
+        except ServerStarting as exc:
+            said.append(f"{n} thread(s): server {key}: {exc.args[0].split(';')[0]}")
+    return said
 
 
 class _NotStarted(ConnectionError):
