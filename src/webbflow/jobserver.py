@@ -430,6 +430,157 @@ def _warm():
 
     asdf.get_config().extensions  # noqa: B018 (asdf builds its extension list once, on first use)
     _warmup.init_numba()  # numba's typing and lowering registries: a serial kernel, no threads
+    for step in (_warm_numba_cache, _warm_datamodels, _warm_photutils, _warm_matplotlib):
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 (a warm-up only saves time: its child pays it instead)
+            print(f"webbflow job server: {step.__name__} skipped ({type(exc).__name__}: {exc})", file=sys.stderr,
+                  flush=True)
+
+
+NUMBA_MODULES = ("webbflow.steps._jit", "webbflow.steps._jump_numba", "webbflow.steps._ramp_numba",
+                 "webbflow.steps.charge_migration", "webbflow.steps.clean_flicker_noise", "webbflow.steps.fused",
+                 "webbflow.steps.linearity", "webbflow.steps.refpix", "webbflow.steps.roeba",
+                 "webbflow.steps.saturation")
+"""webbflow's modules with numba kernels (the steps import some of them only when they run)."""
+
+
+def _warm_numba_cache():
+    """Load every serial kernel of webbflow's modules that numba's on-disk cache holds (each signature
+    cached by earlier runs: ``dispatcher.compile(sig)`` finds it in the cache, a few ms each) so that a
+    child does not.  Kernels compiled with ``parallel=True`` are left to the child: loading one from
+    the cache already launches numba's threading layer (its workers), after which the server could no
+    longer fork safely.  A kernel without cached signatures (a new tree, edited source) is not compiled
+    here: the child compiles it as before.
+
+    Returns
+    -------
+    int
+        The number of signatures loaded.
+    """
+    import importlib
+
+    from numba.core.registry import CPUDispatcher
+
+    loaded = 0
+    for name in NUMBA_MODULES:
+        module = importlib.import_module(name)
+        for value in list(vars(module).values()):
+            if (not isinstance(value, CPUDispatcher) or value.__module__ != name
+                    or value.targetoptions.get("parallel") or getattr(value, "_cache", None) is None):
+                continue
+            try:
+                index = value._cache._cache_file._load_index()  # {} when the source changed since
+            except (AttributeError, OSError):
+                continue
+            for key in index:
+                value.compile(key[0])
+                loaded += 1
+                if _numba_threads_launched():  # not expected for a serial kernel: stop loading
+                    return loaded
+    return loaded
+
+
+WARM_MODELS = ("ImageModel", "CubeModel", "SlitModel", "MultiSlitModel", "TSOMultiSpecModel", "QuadModel",
+               "RampModel", "MultiSpecModel", "SegmentationMapModel")
+"""The datamodel classes the stage jobs read and write (coronagraphy's: CubeModel, QuadModel,
+ImageModel), each built, validated, written and read once by the server before its first fork."""
+
+
+def _tiny_gwcs():
+    """A small imaging + spectral gwcs made of the transforms and frames our products' WCSs use."""
+    import astropy.units as u
+    from astropy import coordinates
+    from astropy.modeling import models
+    from gwcs import coordinate_frames as cf
+    from gwcs import wcs
+
+    detector = cf.Frame2D(name="detector", axes_order=(0, 1), unit=(u.pix, u.pix))
+    v2v3 = cf.Frame2D(name="v2v3", axes_order=(0, 1), unit=(u.arcsec, u.arcsec))
+    sky = cf.CelestialFrame(reference_frame=coordinates.ICRS(), name="world", unit=(u.deg, u.deg))
+    spectral = cf.SpectralFrame(name="spectral", axes_order=(2,), unit=(u.micron,), axes_names=("wavelength",))
+    world = cf.CompositeFrame([sky, spectral], name="world3")
+    distortion = ((models.Shift(-1) & models.Shift(-1)) | models.Mapping((0, 1, 0, 1))
+                  | (models.Polynomial2D(2, c1_0=0.03) & models.Polynomial2D(2, c0_1=0.03))
+                  | models.AffineTransformation2D(matrix=[[1.0, 0.0], [0.0, 1.0]], translation=[0.0, 0.0]))
+    to_sky = (models.Scale(1 / 3600) & models.Scale(1 / 3600)) | models.Pix2Sky_TAN() | models.RotateNative2Celestial(
+        10.0, 20.0, 180.0)
+    imaging = wcs.WCS([(detector, distortion), (v2v3, to_sky), (sky, None)])
+    wavelength = models.Tabular1D(points=[0.0, 1.0], lookup_table=[1.0, 2.0], bounds_error=False)
+    spec = models.Mapping((0, 1, 0)) | (models.Shift(-1) & models.Shift(-1) | to_sky) & wavelength
+    return imaging, wcs.WCS([(detector, spec), (world, None)])
+
+
+def _warm_datamodels():
+    """What a child pays on its first open, assignment, validation and write of a datamodel: schema
+    documents parsed and resolved (:func:`webbflow.io.asdf_yaml.cache_schema_documents` keeps them for
+    every later job), validators built, the gwcs/astropy.modeling converters loaded.  Each class of
+    :data:`WARM_MODELS` is built with a tiny array, a gwcs on the images, validated, written and read
+    back in a private temporary folder (removed)."""
+    import tempfile
+    import warnings
+
+    import numpy as np
+    from stdatamodels.jwst import datamodels
+
+    from webbflow.io.asdf_yaml import cache_schema_documents
+
+    cache_schema_documents()
+    imaging, spec = _tiny_gwcs()
+    shapes = {"CubeModel": (2, 2, 2), "QuadModel": (2, 2, 2, 2), "RampModel": (1, 2, 2, 2)}
+    with tempfile.TemporaryDirectory(prefix="webbflow-warm-") as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in WARM_MODELS:
+            cls = getattr(datamodels, name)
+            with cls() as model:
+                shape = shapes.get(name, (2, 2))
+                if "data" in model.schema.get("properties", {}):
+                    model.data = np.zeros(shape, np.float32)
+                if name == "ImageModel":
+                    model.meta.wcs = imaging
+                elif name == "SlitModel":
+                    model.meta.wcs = spec
+                elif name == "MultiSlitModel":
+                    model.slits.append(datamodels.SlitModel(np.zeros((2, 2), np.float32)))
+                elif name in ("TSOMultiSpecModel", "MultiSpecModel"):
+                    model.spec.append({})
+                model.meta.exposure.type = "NRC_IMAGE"
+                model.validate()
+                path = Path(folder) / f"{name}.fits"
+                model.to_fits(path, overwrite=True, checksum=True)
+            with datamodels.open(path) as back:
+                back.validate()
+                if name == "ImageModel":
+                    back.meta.wcs(0.5, 0.5)  # noqa: B018 (the deserialised transform evaluated once)
+
+
+def _warm_photutils():
+    """photutils' submodules the stage-3 and photometry steps import lazily (photutils' own import
+    scans every installed distribution's metadata)."""
+    import importlib
+
+    for module in ("photutils.aperture", "photutils.background", "photutils.centroids", "photutils.detection",
+                   "photutils.psf", "photutils.segmentation", "photutils.utils"):
+        importlib.import_module(module)
+
+
+def _warm_matplotlib():
+    """The QA jobs' figures: matplotlib's font list (its cache file), a font's glyphs and the Agg canvas,
+    drawn once into memory (no pyplot: its backend is the job's to choose)."""
+    import io
+
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1), dpi=20)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(np.zeros((2, 2)), cmap="viridis")
+    ax.plot([0, 1], [0, 1], label="warm")
+    ax.set_title("warm")
+    ax.legend()
+    fig.savefig(io.BytesIO(), format="png")
 
 
 def serve(path, key, idle=IDLE_S, lock_fd=None):
