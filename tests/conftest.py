@@ -223,7 +223,7 @@ def planned_outputs(stdout):
 @pytest.fixture(scope="session", autouse=True)
 def _job_servers():
     """The warm job servers that this session's workflow runs start (``jobs.warm_server`` is ``auto``:
-    on for a local run) live in a folder of the session's own and exit 15 s after their last job, not
+    on for a local run) live in a folder of the session's own and exit 30 s after their last job, not
     60 s, so none outlives the session by long; a module that needs other settings sets its own
     (tests/test_jobserver.py).  Set ``WEBBFLOW_JOB_SERVER=0`` to run every job in-process."""
     import shutil
@@ -232,7 +232,7 @@ def _job_servers():
     folder = tempfile.mkdtemp(prefix="wfjs-session-", dir="/tmp")  # short: a socket path has ~100 characters
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WEBBFLOW_JOB_SERVER_DIR", folder)
-        mp.setenv("WEBBFLOW_JOB_SERVER_IDLE", "15")
+        mp.setenv("WEBBFLOW_JOB_SERVER_IDLE", "30")
         yield folder
     shutil.rmtree(folder, ignore_errors=True)  # a server still idling removes nothing of it but its socket
 

@@ -373,7 +373,7 @@ def test_start_early_starts_the_server_a_job_of_n_threads_uses(server_env, tmp_p
     run = _client(server_env, "wfjs_helpers", "report", tmp_path / "r.log", "1", out=str(tmp_path / "r.txt"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "job server not used" not in (tmp_path / "r.log").read_text()
-    pid, parent, threads = map(int, (tmp_path / "r.txt").read_text().split())
+    _, parent, threads = map(int, (tmp_path / "r.txt").read_text().split())
     assert path.exists() and parent in _servers(server_env) and threads == 1
     assert "already running" in jobserver.start_early([1])[0]
 

@@ -2,9 +2,12 @@
 
 Every workflow job is a fresh ``python`` that imports astropy.io.fits, gwcs and astropy.modeling,
 stdatamodels and asdf's extensions, photutils and numba's registries before its real work, which for a
-small exposure is the smaller part of its wall time (issue 18 part 2).  With ``jobs.warm_server`` on (or
-``WEBBFLOW_JOB_SERVER=1``), :func:`webbflow.workflow.run_job` hands its job to a server process that
-has made those imports once and ``fork()``s one child per job:
+small exposure is the smaller part of its wall time (issue 18 part 2).  With ``jobs.warm_server`` on
+(:func:`webbflow.jobmode.wanted`: ``auto``, the default, is on for a local run and off inside a batch
+job; ``WEBBFLOW_JOB_SERVER=1``/``0`` forces it), :func:`webbflow.workflow.run_job` hands its job to a
+server process that has made those imports and the first-use set-ups once (:func:`_warm`: schema
+documents, validators, converters, photutils, matplotlib, numba's cached serial kernels) and
+``fork()``s one child per job:
 
 - the client (the job's own process, started by Snakemake) sends the job function's name, its
   arguments, its working folder, umask and whole environment (``OMP_NUM_THREADS``: the job's
@@ -24,13 +27,15 @@ thread counts), so an edited tree or another environment gets a new server and a
 old code; the server forks only while it has one Python thread and numba's threading layer is not
 launched (the parallel kernels start their threads in the child); it exits after ``idle`` seconds
 without a job; it runs detached (its own session, no inherited descriptors, so Snakemake never waits
-for it), is started by the first job that needs it under a lock, and when it cannot be reached or
+for it), is started as the run starts (the workflow's ``onstart``: :func:`start_early`) or by the
+first job that needs it, under a lock, and when it cannot be reached or
 started the job runs in-process as before, with one log line saying why.  The socket lives in a
 private folder (mode 0700): ``$XDG_RUNTIME_DIR/webbflow`` or ``/tmp/webbflow-<uid>``
 (``WEBBFLOW_JOB_SERVER_DIR`` overrides).
 
 A server helps only the jobs of one machine: on a cluster each node would start its own, and a job's
-child would run outside the batch system's accounting of that job (its cgroup), so keep it off there.
+child would run outside the batch system's accounting of that job (its cgroup), so it is off there
+(``auto``; the SLURM profile sets ``jobs.warm_server: false``).
 """
 
 import contextlib
@@ -47,7 +52,8 @@ import sys
 import time
 from pathlib import Path
 
-from webbflow.jobmode import ENV, wanted  # standard library only; the one test, shared with webbflow.workflow
+# standard library only; the one on/off test, shared with webbflow.workflow
+from webbflow.jobmode import ENV, wanted
 
 __all__ = ["ENV", "JobOutcome", "ServerStarting", "fork_safe", "memory_figures", "serve", "server_key", "socket_dir",
            "start", "start_early", "submit", "wanted"]
@@ -417,7 +423,8 @@ def fork_safe():
 
 
 def _warm():
-    """The imports and one-off set-ups every job would pay (none of them starts a thread)."""
+    """The imports and one-off set-ups every job would pay (none of them starts a thread); a set-up
+    that fails is skipped with one line on the server's stderr (its child then pays it)."""
     import importlib
 
     for module in PRELOAD:
@@ -551,7 +558,7 @@ def _warm_datamodels():
             with datamodels.open(path) as back:
                 back.validate()
                 if name == "ImageModel":
-                    back.meta.wcs(0.5, 0.5)  # noqa: B018 (the deserialised transform evaluated once)
+                    back.meta.wcs(0.5, 0.5)  # the deserialised transform evaluated once
 
 
 def _warm_photutils():

@@ -11,8 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from webbflow.io.errors import InputError  # light: webbflow.io loads its readers on first use
-from webbflow.jobmode import wanted  # standard library only
+# light: webbflow.io loads its readers on first use; webbflow.jobmode is the standard library only
+from webbflow.io.errors import InputError
+from webbflow.jobmode import wanted
 
 __all__ = ["LOG_FORMAT", "lock_results_dir", "run_job"]
 
@@ -31,9 +32,9 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
     snakemake : snakemake.script.Snakemake
         The object Snakemake injects into a script; only ``snakemake.log[0]``
         (the job must declare a ``log:``) and ``snakemake.config["jobs"]["warm_server"]``
-        are used.  With the warm server on (:func:`webbflow.jobmode.wanted`; by default on for a local run) the job runs in
-        a child of :mod:`webbflow.jobserver` with the same log, console, outcome and exit
-        status; the server not reachable, it runs in this process.
+        are used.  With the warm server on (:func:`webbflow.jobmode.wanted`: by default for a
+        local run) the job runs in a child of :mod:`webbflow.jobserver` with the same log,
+        console, outcome and exit status; the server not reachable, it runs in this process.
     name : str
         The job's name in messages and the logger ``webbflow.<name>``.
     fn : callable
