@@ -378,6 +378,20 @@ def test_start_early_starts_the_server_a_job_of_n_threads_uses(server_env, tmp_p
     assert "already running" in jobserver.start_early([1])[0]
 
 
+def test_dry_run_of_the_demo_starts_no_server(tmp_path, monkeypatch):
+    """``snakemake -n`` with the default config (auto: on) plans the demo and starts nothing: onstart,
+    which starts the servers, does not run in a dry run."""
+    from _snakemake import run_snakemake
+
+    folder = tmp_path / "sock"
+    monkeypatch.setenv(jobserver.DIR_ENV, str(folder))
+    monkeypatch.delenv(jobserver.ENV, raising=False)
+    proc = run_snakemake(tmp_path / "work", "-n", "--cores", "2", timeout=600)
+    assert "demo" in proc.stdout  # the run was planned (the demo's simulation first)
+    assert not folder.exists() or not list(folder.iterdir())
+    assert not _servers(folder)
+
+
 @pytest.mark.slow
 def test_demo_through_snakemake_with_the_server_matches_without(demo_workdir, tmp_path_factory, make):
     """The session's demo (the default config: the warm server on, started before the first job) gives
