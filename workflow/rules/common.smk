@@ -102,7 +102,7 @@ def bad_input_targets():
 
 def start_job_server():
     """onstart: start the warm job server(s) the planned jobs will use, so that the first jobs find it
-    warm (its imports take ~2.5 s) instead of running in-process while it starts.
+    warm (its imports and warm-up take 3-4 s of CPU) instead of running in-process while it starts.
 
     Only for a run whose jobs execute on this machine (the local executor: a cluster executor's jobs
     start on other nodes) with ``jobs.warm_server`` on (:func:`webbflow.jobmode.wanted`; ``auto`` is
