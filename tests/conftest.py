@@ -220,6 +220,23 @@ def planned_outputs(stdout):
     return planned
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _job_servers():
+    """The warm job servers that this session's workflow runs start (``jobs.warm_server`` is ``auto``:
+    on for a local run) live in a folder of the session's own and exit 30 s after their last job, not
+    60 s, so none outlives the session by long; a module that needs other settings sets its own
+    (tests/test_jobserver.py).  Set ``WEBBFLOW_JOB_SERVER=0`` to run every job in-process."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="wfjs-session-", dir="/tmp")  # short: a socket path has ~100 characters
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WEBBFLOW_JOB_SERVER_DIR", folder)
+        mp.setenv("WEBBFLOW_JOB_SERVER_IDLE", "30")
+        yield folder
+    shutil.rmtree(folder, ignore_errors=True)  # a server still idling removes nothing of it but its socket
+
+
 # Folders that session-scoped fixtures make with tmp_path_factory; every other folder a test module
 # made is removed when the module ends (see _free_module_scratch).
 _SESSION_TMP_PREFIXES = ("demo_session",)
@@ -272,14 +289,18 @@ def make():
 
 @pytest.fixture(scope="session")
 def demo_workdir(tmp_path_factory):
-    """The demo reduced once per session by the default target (``snakemake --cores 2``: the
+    """The demo reduced once per session by the default target and config (``snakemake --cores 2``: the
     simulated program, detector1, image2, image3 and the report's QA products), shared by the
     workflow test modules so that CI runs it once.  Tests may add files to it and dry-run in it,
     but must not change its products."""
     from _snakemake import run_snakemake
 
     workdir = tmp_path_factory.mktemp("demo_session")
-    run_snakemake(workdir, "--cores", "2", timeout=1200)
+    # with the default jobs.warm_server (auto: the warm job server); each job's line (served or not) in
+    # .snakemake/webbflow_job_stats.jsonl (tests/test_jobserver.py compares with a run without it)
+    env = {**os.environ, "WEBBFLOW_JOB_STATS": str(workdir / ".snakemake" / "webbflow_job_stats.jsonl")}
+    env.pop("WEBBFLOW_JOB_SERVER", None)
+    run_snakemake(workdir, "--cores", "2", timeout=1200, env=env)
     return workdir
 
 

@@ -21,11 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def job(tmp_path):
-    """A stand-in for the object Snakemake injects (only ``log`` is read); logging restored after."""
+def job(tmp_path, monkeypatch):
+    """A stand-in for the object Snakemake injects (``log``, and ``config`` with the warm job server
+    off: these tests are of the in-process job; tests/test_jobserver.py runs the served one); logging
+    restored after."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    yield SimpleNamespace(log=[str(tmp_path / "job.log")])
+    monkeypatch.delenv("WEBBFLOW_JOB_SERVER", raising=False)
+    yield SimpleNamespace(log=[str(tmp_path / "job.log")], config={"jobs": {"warm_server": False}})
     for handler in root.handlers:
         handler.close()
     root.handlers[:], root.level = handlers, level

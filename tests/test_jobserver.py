@@ -326,33 +326,86 @@ def test_no_server_means_in_process(tmp_path, monkeypatch):
 
 
 def test_config_key_and_environment(monkeypatch):
-    monkeypatch.delenv(jobserver.ENV, raising=False)
-    assert jobserver.wanted({"jobs": {"warm_server": True}})
-    assert not jobserver.wanted({"jobs": {"warm_server": False}}) and not jobserver.wanted(None)
-    assert not jobserver.wanted({})  # off by default
+    """true/false force, auto (the default) is on for a local run and off in a batch job; the
+    environment variable wins; webbflow.workflow asks the same function."""
+    from webbflow import jobmode, workflow
+
+    assert jobserver.wanted is jobmode.wanted is workflow.wanted
+    local, slurm = {}, {"SLURM_JOB_ID": "42"}
+    for environ in (local, slurm, {"PBS_JOBID": "7.pbs"}, {"LSB_JOBID": "9"}):
+        assert jobserver.wanted({"jobs": {"warm_server": True}}, environ)
+        assert jobserver.wanted({"jobs": {"warm_server": "true"}}, environ)  # as --config gives it
+        assert not jobserver.wanted({"jobs": {"warm_server": False}}, environ)
+        assert not jobserver.wanted({"jobs": {"warm_server": "false"}}, environ)
+        assert not jobserver.wanted({}, {**environ, jobmode.ENV: "0"})
+        assert jobserver.wanted({"jobs": {"warm_server": False}}, {**environ, jobmode.ENV: "1"})
+    for config in (None, {}, {"jobs": {}}, {"jobs": {"warm_server": "auto"}}):
+        assert jobserver.wanted(config, local) is hasattr(os, "pidfd_open")
+        for batch in ({"SLURM_JOB_ID": "42"}, {"PBS_JOBID": "7.pbs"}, {"LSB_JOBID": "9"}):
+            assert not jobserver.wanted(config, batch)
+        assert not jobserver.wanted({"jobs": {"warm_server": True}}, {jobmode.ENV: "auto", **slurm})
     monkeypatch.setenv(jobserver.ENV, "0")
     assert not jobserver.wanted({"jobs": {"warm_server": True}})
     monkeypatch.setenv(jobserver.ENV, "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
     assert jobserver.wanted({})
 
 
-@pytest.mark.slow
-def test_demo_through_snakemake_with_the_server_matches_without(demo_workdir, tmp_path_factory, make, monkeypatch):
-    """The whole demo (``snakemake --cores 2``) with the server on gives the products of the run without."""
-    folder = Path(tempfile.mkdtemp(prefix="wfjs-", dir="/tmp"))
+def test_start_early_starts_the_server_a_job_of_n_threads_uses(server_env, tmp_path, monkeypatch):
+    """The workflow's onstart starts the servers before the first job: one per thread count, under the
+    key a job of that many threads computes in the environment Snakemake gives it."""
+    for name in jobserver.THREAD_ENV:  # this process plans; its jobs get these from Snakemake
+        monkeypatch.delenv(name, raising=False)
+    said = jobserver.start_early([1, 1])
+    assert len(said) == 1 and "1 thread(s)" in said[0]
+    env = {**os.environ, **{name: "1" for name in jobserver.THREAD_ENV}}
+    key = jobserver.server_key(env)
+    assert key in said[0] and key != jobserver.server_key({**env, "OMP_NUM_THREADS": "2"})
+    path = Path(os.environ[jobserver.DIR_ENV]) / f"{key}.sock"
+    end = time.monotonic() + jobserver.START_TIMEOUT_S
+    while not path.exists() and time.monotonic() < end:
+        time.sleep(0.1)
+    assert path.exists()
+    # a job of one thread, in the environment Snakemake gives it, finds it listening and runs in it
+    # without waiting for a start
+    for name in jobserver.THREAD_ENV:
+        monkeypatch.setenv(name, "1")
+    run = _client(server_env, "wfjs_helpers", "report", tmp_path / "r.log", "1", out=str(tmp_path / "r.txt"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "job server not used" not in (tmp_path / "r.log").read_text()
+    _, parent, threads = map(int, (tmp_path / "r.txt").read_text().split())
+    assert path.exists() and parent in _servers(server_env) and threads == 1
+    assert "already running" in jobserver.start_early([1])[0]
+
+
+def test_dry_run_of_the_demo_starts_no_server(tmp_path, monkeypatch):
+    """``snakemake -n`` with the default config (auto: on) plans the demo and starts nothing: onstart,
+    which starts the servers, does not run in a dry run."""
+    from _snakemake import run_snakemake
+
+    folder = tmp_path / "sock"
     monkeypatch.setenv(jobserver.DIR_ENV, str(folder))
-    workdir = tmp_path_factory.mktemp("demo_server")
-    try:
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
-        stats = folder / "stats.jsonl"
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False,
-                              env={**os.environ, jobserver.ENV: "1", "WEBBFLOW_JOB_STATS": str(stats)})
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        served = [json.loads(line).get("server", False) for line in stats.read_text().splitlines()]
-        assert sum(served) > len(served) / 2  # most jobs ran in the server (the first ones while it started)
-    finally:
-        for pid in _servers(folder):
-            os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(folder, ignore_errors=True)
+    monkeypatch.delenv(jobserver.ENV, raising=False)
+    proc = run_snakemake(tmp_path / "work", "-n", "--cores", "2", timeout=600)
+    assert "demo" in proc.stdout  # the run was planned (the demo's simulation first)
+    assert not folder.exists() or not list(folder.iterdir())
+    assert not _servers(folder)
+
+
+@pytest.mark.slow
+def test_demo_through_snakemake_with_the_server_matches_without(demo_workdir, tmp_path_factory, make):
+    """The session's demo (the default config: the warm server on, started before the first job) gives
+    the products of the whole demo run with every job in its own process (``WEBBFLOW_JOB_SERVER=0``)."""
+    stats = demo_workdir / ".snakemake" / "webbflow_job_stats.jsonl"
+    served = [json.loads(line).get("server", False) for line in stats.read_text().splitlines()]
+    assert sum(served) > len(served) / 2  # most jobs ran in the server (any first ones while it started)
+    workdir = tmp_path_factory.mktemp("demo_in_process")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
+    stats = workdir.parent / "in_process_stats.jsonl"
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False,
+                          env={**os.environ, jobserver.ENV: "0", "WEBBFLOW_JOB_STATS": str(stats)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "job server" not in proc.stdout + proc.stderr
+    assert not any(json.loads(line).get("server") for line in stats.read_text().splitlines())
     differences, compared = make.compare_products(demo_workdir / "results", workdir / "results")
     assert compared > 20 and not differences, differences[:20]

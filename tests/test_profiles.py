@@ -54,6 +54,26 @@ def test_slurm_profile_groups_per_exposure_rules_and_avoids_the_sacct_hang():
     assert re.search(r"^  # slurm_account: ", text, re.M) and re.search(r"^  # slurm_partition: ", text, re.M)
 
 
+def test_slurm_profile_turns_the_warm_job_server_off():
+    """A job's child would run outside SLURM's accounting of the job: the profile sets jobs.warm_server
+    false, which the schema accepts as --config writes it and which turns the server off even where
+    auto would not (the submit host, no SLURM_JOB_ID)."""
+    from snakemake.cli import parse_config
+    from snakemake.utils import validate
+
+    from webbflow.jobmode import wanted
+
+    config = parse_config(load(SLURM_PROFILE)["config"])
+    validate(config, str(REPO / "config" / "schema.yaml"))
+    assert config["jobs"]["warm_server"] in (False, "false")
+    assert not wanted(config, environ={})
+    # what the profile replaces: the default, auto, is on for a local run and off in a batch job
+    default = {}
+    validate(default, str(REPO / "config" / "schema.yaml"))
+    assert default["jobs"]["warm_server"] == "auto"
+    assert wanted(default, environ={}) and not wanted(default, environ={"SLURM_JOB_ID": "42"})
+
+
 @pytest.mark.parametrize("size_mb, attempt, mem_mb, runtime", [(0, 1, 1000, 30), (250, 1, 2000, 30),
                                                                (250, 2, 4000, 60), (250, 3, 8000, 120)])
 def test_default_resources_grow_with_input_and_attempt(size_mb, attempt, mem_mb, runtime):

@@ -2,9 +2,12 @@
 
 Every workflow job is a fresh ``python`` that imports astropy.io.fits, gwcs and astropy.modeling,
 stdatamodels and asdf's extensions, photutils and numba's registries before its real work, which for a
-small exposure is the smaller part of its wall time (issue 18 part 2).  With ``jobs.warm_server`` on (or
-``WEBBFLOW_JOB_SERVER=1``), :func:`webbflow.workflow.run_job` hands its job to a server process that
-has made those imports once and ``fork()``s one child per job:
+small exposure is the smaller part of its wall time (issue 18 part 2).  With ``jobs.warm_server`` on
+(:func:`webbflow.jobmode.wanted`: ``auto``, the default, is on for a local run and off inside a batch
+job; ``WEBBFLOW_JOB_SERVER=1``/``0`` forces it), :func:`webbflow.workflow.run_job` hands its job to a
+server process that has made those imports and the first-use set-ups once (:func:`_warm`: schema
+documents, validators, converters, photutils, matplotlib, numba's cached serial kernels) and
+``fork()``s one child per job:
 
 - the client (the job's own process, started by Snakemake) sends the job function's name, its
   arguments, its working folder, umask and whole environment (``OMP_NUM_THREADS``: the job's
@@ -24,13 +27,15 @@ thread counts), so an edited tree or another environment gets a new server and a
 old code; the server forks only while it has one Python thread and numba's threading layer is not
 launched (the parallel kernels start their threads in the child); it exits after ``idle`` seconds
 without a job; it runs detached (its own session, no inherited descriptors, so Snakemake never waits
-for it), is started by the first job that needs it under a lock, and when it cannot be reached or
+for it), is started as the run starts (the workflow's ``onstart``: :func:`start_early`) or by the
+first job that needs it, under a lock, and when it cannot be reached or
 started the job runs in-process as before, with one log line saying why.  The socket lives in a
 private folder (mode 0700): ``$XDG_RUNTIME_DIR/webbflow`` or ``/tmp/webbflow-<uid>``
 (``WEBBFLOW_JOB_SERVER_DIR`` overrides).
 
 A server helps only the jobs of one machine: on a cluster each node would start its own, and a job's
-child would run outside the batch system's accounting of that job (its cgroup), so keep it off there.
+child would run outside the batch system's accounting of that job (its cgroup), so it is off there
+(``auto``; the SLURM profile sets ``jobs.warm_server: false``).
 """
 
 import contextlib
@@ -47,13 +52,11 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["ENV", "JobOutcome", "ServerStarting", "fork_safe", "memory_figures", "serve", "server_key", "socket_dir",
-           "start", "submit", "wanted"]
+# standard library only; the one on/off test, shared with webbflow.workflow
+from webbflow.jobmode import ENV, wanted
 
-ENV = "WEBBFLOW_JOB_SERVER"
-"""``1``: run jobs through the warm server, ``0``: in-process; overrides ``jobs.warm_server``.
-``wait``: as ``1``, but a job that finds no server waits for the one it starts instead of running
-in-process meanwhile (tests and benchmarks that must exercise the server)."""
+__all__ = ["ENV", "JobOutcome", "ServerStarting", "fork_safe", "memory_figures", "serve", "server_key", "socket_dir",
+           "start", "start_early", "submit", "wanted"]
 
 DIR_ENV = "WEBBFLOW_JOB_SERVER_DIR"
 IDLE_ENV = "WEBBFLOW_JOB_SERVER_IDLE"
@@ -77,16 +80,6 @@ _HEADER = struct.Struct("!Q")
 
 
 # --- shared -----------------------------------------------------------------------------------------
-
-def wanted(config):
-    """Whether jobs go through the server: ``WEBBFLOW_JOB_SERVER`` (``0``/``1``) if set, else
-    ``config["jobs"]["warm_server"]`` (default False)."""
-    env = os.environ.get(ENV, "").strip()
-    if env:
-        return env not in ("0", "false", "no", "off")
-    jobs = (config or {}).get("jobs") or {}
-    return bool(jobs.get("warm_server", False))
-
 
 def memory_figures():
     """This process's memory: ``peak_rss_mib`` (``VmHWM``), and ``pss_mib`` and ``uss_mib`` now
@@ -127,8 +120,11 @@ def socket_dir():
     return path
 
 
-def server_key():
-    """16 hex digits naming the server that may run this process's jobs (see the module notes)."""
+def server_key(environ=None):
+    """16 hex digits naming the server that may run this process's jobs (see the module notes).
+
+    ``environ``: the environment the jobs will have (default ``os.environ``), e.g. Snakemake's for a
+    job of N threads (:func:`start_early`)."""
     import webbflow
 
     package = Path(webbflow.__file__).resolve().parent
@@ -144,9 +140,10 @@ def server_key():
         if path.suffix in (".py", ".yaml", ".json") and "__pycache__" not in path.parts:
             st = path.stat()
             h.update(f"{path.relative_to(package)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-    for name in sorted(os.environ):
+    environ = os.environ if environ is None else environ
+    for name in sorted(environ):
         if name in _KEY_ENV or name.startswith("NUMBA_"):
-            h.update(f"{name}={os.environ[name]}\0".encode())
+            h.update(f"{name}={environ[name]}\0".encode())
     return h.hexdigest()[:16]
 
 
@@ -273,7 +270,7 @@ class ServerStarting(RuntimeError):
     """No server listens yet: one is starting (this job runs in-process meanwhile)."""
 
 
-def _connect_or_start(folder, key, wait=False):
+def _connect_or_start(folder, key, wait=False, env=None):
     """A connection to server ``key``; when none listens, start it (unless one is starting already).
 
     The lock ``<key>.lock`` is held by a server for its whole life (the starting client hands its
@@ -292,7 +289,7 @@ def _connect_or_start(folder, key, wait=False):
                 raise ServerStarting("the job server is starting; this job runs in-process meanwhile") from None
             server = None
         else:
-            server = _spawn(folder, key, lock.fileno())
+            server = _spawn(folder, key, lock.fileno(), env)
             if not wait:
                 raise ServerStarting("started the job server; this job runs in-process meanwhile")
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -305,8 +302,9 @@ def _connect_or_start(folder, key, wait=False):
     raise TimeoutError(f"the server did not listen within {START_TIMEOUT_S:.0f} s")
 
 
-def _spawn(folder, key, lock_fd):
-    """Start server ``key`` detached (own session, no inherited descriptors but the lock)."""
+def _spawn(folder, key, lock_fd, env=None):
+    """Start server ``key`` detached (own session, no inherited descriptors but the lock), in ``env``
+    (default: this process's environment)."""
     import subprocess
 
     import webbflow
@@ -321,7 +319,7 @@ def _spawn(folder, key, lock_fd):
     with open(folder / f"{key}.log", "ab") as errors:
         return subprocess.Popen([sys.executable, "-c", code, str(path), key, idle, str(lock_fd)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-                                pass_fds=(lock_fd,), start_new_session=True, cwd="/")
+                                pass_fds=(lock_fd,), start_new_session=True, cwd="/", env=env)
 
 
 def start(wait=True):
@@ -334,6 +332,42 @@ def start(wait=True):
     folder, key = socket_dir(), server_key()
     _connect_or_start(folder, key, wait=wait).close()
     return folder / f"{key}.sock"
+
+
+THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+"""What Snakemake sets to a job's ``threads`` in the job's environment (``snakemake.shell``)."""
+
+
+def start_early(threads=(1,)):
+    """Start, without waiting, the servers the jobs of a run about to start will ask for.
+
+    A job's server key includes its thread counts (Snakemake sets ``OMP_NUM_THREADS`` and the like
+    to the rule's ``threads``), so one server is started per distinct count, in the environment
+    Snakemake will give those jobs; one already running or starting is left alone.  Called from the
+    workflow's ``onstart`` (never in a dry run), so that the server has made its imports by the time
+    the first job asks instead of that job running in-process.
+
+    Parameters
+    ----------
+    threads : iterable of int
+        The ``threads`` of the jobs that will run.
+
+    Returns
+    -------
+    list of str
+        One line per thread count: the server's key and whether it was started or already there.
+    """
+    folder, said = socket_dir(), []
+    for n in sorted(set(threads)):
+        env = {**os.environ, **{name: str(n) for name in THREAD_ENV}}
+        key = server_key(env)
+        try:
+            _connect_or_start(folder, key, wait=False, env=env).close()
+            said.append(f"{n} thread(s): server {key} already running")
+        except ServerStarting as exc:
+            said.append(f"{n} thread(s): server {key}: {exc.args[0].split(';')[0]}")
+    return said
 
 
 class _NotStarted(ConnectionError):
@@ -389,7 +423,8 @@ def fork_safe():
 
 
 def _warm():
-    """The imports and one-off set-ups every job would pay (none of them starts a thread)."""
+    """The imports and one-off set-ups every job would pay (none of them starts a thread); a set-up
+    that fails is skipped with one line on the server's stderr (its child then pays it)."""
     import importlib
 
     for module in PRELOAD:
@@ -402,6 +437,157 @@ def _warm():
 
     asdf.get_config().extensions  # noqa: B018 (asdf builds its extension list once, on first use)
     _warmup.init_numba()  # numba's typing and lowering registries: a serial kernel, no threads
+    for step in (_warm_numba_cache, _warm_datamodels, _warm_photutils, _warm_matplotlib):
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 (a warm-up only saves time: its child pays it instead)
+            print(f"webbflow job server: {step.__name__} skipped ({type(exc).__name__}: {exc})", file=sys.stderr,
+                  flush=True)
+
+
+NUMBA_MODULES = ("webbflow.steps._jit", "webbflow.steps._jump_numba", "webbflow.steps._ramp_numba",
+                 "webbflow.steps.charge_migration", "webbflow.steps.clean_flicker_noise", "webbflow.steps.fused",
+                 "webbflow.steps.linearity", "webbflow.steps.refpix", "webbflow.steps.roeba",
+                 "webbflow.steps.saturation")
+"""webbflow's modules with numba kernels (the steps import some of them only when they run)."""
+
+
+def _warm_numba_cache():
+    """Load every serial kernel of webbflow's modules that numba's on-disk cache holds (each signature
+    cached by earlier runs: ``dispatcher.compile(sig)`` finds it in the cache, a few ms each) so that a
+    child does not.  Kernels compiled with ``parallel=True`` are left to the child: loading one from
+    the cache already launches numba's threading layer (its workers), after which the server could no
+    longer fork safely.  A kernel without cached signatures (a new tree, edited source) is not compiled
+    here: the child compiles it as before.
+
+    Returns
+    -------
+    int
+        The number of signatures loaded.
+    """
+    import importlib
+
+    from numba.core.registry import CPUDispatcher
+
+    loaded = 0
+    for name in NUMBA_MODULES:
+        module = importlib.import_module(name)
+        for value in list(vars(module).values()):
+            if (not isinstance(value, CPUDispatcher) or value.__module__ != name
+                    or value.targetoptions.get("parallel") or getattr(value, "_cache", None) is None):
+                continue
+            try:
+                index = value._cache._cache_file._load_index()  # {} when the source changed since
+            except (AttributeError, OSError):
+                continue
+            for key in index:
+                value.compile(key[0])
+                loaded += 1
+                if _numba_threads_launched():  # not expected for a serial kernel: stop loading
+                    return loaded
+    return loaded
+
+
+WARM_MODELS = ("ImageModel", "CubeModel", "SlitModel", "MultiSlitModel", "TSOMultiSpecModel", "QuadModel",
+               "RampModel", "MultiSpecModel", "SegmentationMapModel")
+"""The datamodel classes the stage jobs read and write (coronagraphy's: CubeModel, QuadModel,
+ImageModel), each built, validated, written and read once by the server before its first fork."""
+
+
+def _tiny_gwcs():
+    """A small imaging + spectral gwcs made of the transforms and frames our products' WCSs use."""
+    import astropy.units as u
+    from astropy import coordinates
+    from astropy.modeling import models
+    from gwcs import coordinate_frames as cf
+    from gwcs import wcs
+
+    detector = cf.Frame2D(name="detector", axes_order=(0, 1), unit=(u.pix, u.pix))
+    v2v3 = cf.Frame2D(name="v2v3", axes_order=(0, 1), unit=(u.arcsec, u.arcsec))
+    sky = cf.CelestialFrame(reference_frame=coordinates.ICRS(), name="world", unit=(u.deg, u.deg))
+    spectral = cf.SpectralFrame(name="spectral", axes_order=(2,), unit=(u.micron,), axes_names=("wavelength",))
+    world = cf.CompositeFrame([sky, spectral], name="world3")
+    distortion = ((models.Shift(-1) & models.Shift(-1)) | models.Mapping((0, 1, 0, 1))
+                  | (models.Polynomial2D(2, c1_0=0.03) & models.Polynomial2D(2, c0_1=0.03))
+                  | models.AffineTransformation2D(matrix=[[1.0, 0.0], [0.0, 1.0]], translation=[0.0, 0.0]))
+    to_sky = (models.Scale(1 / 3600) & models.Scale(1 / 3600)) | models.Pix2Sky_TAN() | models.RotateNative2Celestial(
+        10.0, 20.0, 180.0)
+    imaging = wcs.WCS([(detector, distortion), (v2v3, to_sky), (sky, None)])
+    wavelength = models.Tabular1D(points=[0.0, 1.0], lookup_table=[1.0, 2.0], bounds_error=False)
+    spec = models.Mapping((0, 1, 0)) | (models.Shift(-1) & models.Shift(-1) | to_sky) & wavelength
+    return imaging, wcs.WCS([(detector, spec), (world, None)])
+
+
+def _warm_datamodels():
+    """What a child pays on its first open, assignment, validation and write of a datamodel: schema
+    documents parsed and resolved (:func:`webbflow.io.asdf_yaml.cache_schema_documents` keeps them for
+    every later job), validators built, the gwcs/astropy.modeling converters loaded.  Each class of
+    :data:`WARM_MODELS` is built with a tiny array, a gwcs on the images, validated, written and read
+    back in a private temporary folder (removed)."""
+    import tempfile
+    import warnings
+
+    import numpy as np
+    from stdatamodels.jwst import datamodels
+
+    from webbflow.io.asdf_yaml import cache_schema_documents
+
+    cache_schema_documents()
+    imaging, spec = _tiny_gwcs()
+    shapes = {"CubeModel": (2, 2, 2), "QuadModel": (2, 2, 2, 2), "RampModel": (1, 2, 2, 2)}
+    with tempfile.TemporaryDirectory(prefix="webbflow-warm-") as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in WARM_MODELS:
+            cls = getattr(datamodels, name)
+            with cls() as model:
+                shape = shapes.get(name, (2, 2))
+                if "data" in model.schema.get("properties", {}):
+                    model.data = np.zeros(shape, np.float32)
+                if name == "ImageModel":
+                    model.meta.wcs = imaging
+                elif name == "SlitModel":
+                    model.meta.wcs = spec
+                elif name == "MultiSlitModel":
+                    model.slits.append(datamodels.SlitModel(np.zeros((2, 2), np.float32)))
+                elif name in ("TSOMultiSpecModel", "MultiSpecModel"):
+                    model.spec.append({})
+                model.meta.exposure.type = "NRC_IMAGE"
+                model.validate()
+                path = Path(folder) / f"{name}.fits"
+                model.to_fits(path, overwrite=True, checksum=True)
+            with datamodels.open(path) as back:
+                back.validate()
+                if name == "ImageModel":
+                    back.meta.wcs(0.5, 0.5)  # the deserialised transform evaluated once
+
+
+def _warm_photutils():
+    """photutils' submodules the stage-3 and photometry steps import lazily (photutils' own import
+    scans every installed distribution's metadata)."""
+    import importlib
+
+    for module in ("photutils.aperture", "photutils.background", "photutils.centroids", "photutils.detection",
+                   "photutils.psf", "photutils.segmentation", "photutils.utils"):
+        importlib.import_module(module)
+
+
+def _warm_matplotlib():
+    """The QA jobs' figures: matplotlib's font list (its cache file), a font's glyphs and the Agg canvas,
+    drawn once into memory (no pyplot: its backend is the job's to choose)."""
+    import io
+
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1), dpi=20)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(np.zeros((2, 2)), cmap="viridis")
+    ax.plot([0, 1], [0, 1], label="warm")
+    ax.set_title("warm")
+    ax.legend()
+    fig.savefig(io.BytesIO(), format="png")
 
 
 def serve(path, key, idle=IDLE_S, lock_fd=None):

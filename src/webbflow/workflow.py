@@ -11,7 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from webbflow.io.errors import InputError  # light: webbflow.io loads its readers on first use
+# light: webbflow.io loads its readers on first use; webbflow.jobmode is the standard library only
+from webbflow.io.errors import InputError
+from webbflow.jobmode import wanted
 
 __all__ = ["LOG_FORMAT", "lock_results_dir", "run_job"]
 
@@ -30,9 +32,9 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
     snakemake : snakemake.script.Snakemake
         The object Snakemake injects into a script; only ``snakemake.log[0]``
         (the job must declare a ``log:``) and ``snakemake.config["jobs"]["warm_server"]``
-        are used.  With the warm server on (:func:`webbflow.jobserver.wanted`) the job runs in
-        a child of :mod:`webbflow.jobserver` with the same log, console, outcome and exit
-        status; the server not reachable, it runs in this process.
+        are used.  With the warm server on (:func:`webbflow.jobmode.wanted`: by default for a
+        local run) the job runs in a child of :mod:`webbflow.jobserver` with the same log,
+        console, outcome and exit status; the server not reachable, it runs in this process.
     name : str
         The job's name in messages and the logger ``webbflow.<name>``.
     fn : callable
@@ -56,7 +58,7 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
         Anything else is re-raised after its traceback is logged.
     """
     log_path = str(snakemake.log[0])
-    if _server_wanted(getattr(snakemake, "config", None)):
+    if wanted(getattr(snakemake, "config", None)):
         from webbflow import jobserver  # standard library only
 
         outcome = jobserver.submit(name, log_path, fn, args, kwargs, log=_note(log_path, name))
@@ -78,17 +80,6 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
     if os.environ.get(JOB_STATS_ENV):
         _append_job_stats(os.environ[JOB_STATS_ENV], name, log_path)
     return result
-
-
-def _server_wanted(config):
-    """:func:`webbflow.jobserver.wanted`, without importing it (~10 ms) when neither the config nor the
-    environment asks for the server."""
-    if not os.environ.get("WEBBFLOW_JOB_SERVER", "").strip() and not ((config or {}).get("jobs") or {}).get(
-            "warm_server"):
-        return False
-    from webbflow.jobserver import wanted
-
-    return wanted(config)
 
 
 def _note(log_path, name):

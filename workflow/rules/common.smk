@@ -100,6 +100,28 @@ def bad_input_targets():
     return [f"{RESULTS}/bad_input/{name}" for name in sorted(BAD_INPUTS)]
 
 
+def start_job_server():
+    """onstart: start the warm job server(s) the planned jobs will use, so that the first jobs find it
+    warm (its imports and warm-up take 3-4 s of CPU) instead of running in-process while it starts.
+
+    Only for a run whose jobs execute on this machine (the local executor: a cluster executor's jobs
+    start on other nodes) with ``jobs.warm_server`` on (:func:`webbflow.jobmode.wanted`; ``auto`` is
+    on unless this process runs inside a batch job); never in a dry run (onstart does not run then).
+    One server per distinct ``threads`` of the jobs to run (their key includes the thread counts).
+    """
+    from webbflow.jobmode import wanted
+
+    if not workflow.local_exec or not wanted(config):
+        return
+    try:
+        from webbflow.jobserver import start_early
+
+        for line in start_early({job.threads for job in workflow.dag.needrun_jobs() if not job.is_group()}):
+            logger.info("webbflow: job server: %s", line)
+    except Exception as exc:  # noqa: BLE001 (the jobs start it themselves, or run in-process)
+        logger.warning("webbflow: job server not started early (%s: %s)", type(exc).__name__, exc)
+
+
 def bad_input_summary():
     """onerror: the files skipped and why, once more at the end of the run's log."""
     if BAD_INPUTS:
