@@ -360,3 +360,35 @@ def test_native_swaps_our_arrays_in_place_and_copies_mapped_ones(tmp_path):
         assert not np.shares_memory(native, mapped)
         np.testing.assert_array_equal(native, values)
     assert path.read_bytes() == before
+
+
+def test_frozen_card_config_reads_headers_as_astropy_does(tmp_path, monkeypatch):
+    """freeze_card_config gives astropy.io.fits.card plain copies of the two settings it reads: headers
+    with values and comments that have trailing blanks and a record-valued keyword card (the settings'
+    cases) read back the same, card for card, as with astropy's ConfigItems; and a header that strips
+    nothing would tell the two apart (the values are the ones in force, not defaults of our own)."""
+    import astropy.io.fits.card as card
+    from astropy.io import fits
+
+    from webbflow.io.fitsconf import freeze_card_config
+
+    header = fits.Header()
+    header["STRVAL"] = ("padded   ", "a comment   ")
+    header.append(fits.Card.fromstring("DP1     = 'AXIS.1: 1'"))
+    header["NUMBER"] = 1.5
+    path = tmp_path / "h.fits"
+    fits.PrimaryHDU(header=header).writeto(path)
+
+    def cards():
+        with fits.open(path) as hdul:
+            return [(c.keyword, c.value, c.comment) for c in hdul[0].header.cards]
+
+    before = cards()
+    monkeypatch.setattr(card, "conf", card.conf)  # restored after the test
+    freeze_card_config()
+    assert card.conf is not fits.conf
+    assert card.conf.strip_header_whitespace == fits.conf.strip_header_whitespace
+    assert card.conf.enable_record_valued_keyword_cards == fits.conf.enable_record_valued_keyword_cards
+    assert cards() == before
+    assert ("DP1.AXIS.1", 1.0, "") in before  # the record-valued card was parsed as one
+    assert ("STRVAL", "padded", "a comment") in before  # trailing blanks stripped, as configured
