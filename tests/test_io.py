@@ -1,6 +1,8 @@
 """webbflow.io and webbflow.refs: reading uncal files, writing products, choosing and cutting references."""
 
 import json
+import os
+import re
 import warnings
 from types import SimpleNamespace
 
@@ -311,6 +313,202 @@ def test_cached_schema_documents_validate_as_asdf_does():
     for url in urls:
         assert cached(url) is cached(url)  # parsed once
         assert cached(url) == fresh(url), url  # and equal to a fresh parse after the validations
+
+
+def _same_document(a, b, where="doc"):
+    """``a`` and ``b`` equal, with the same types (asdf's tagged types and their tags) everywhere."""
+    assert type(a) is type(b), where
+    assert getattr(a, "_tag", None) == getattr(b, "_tag", None), where
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            _same_document(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same_document(x, y, f"{where}/{i}")
+    else:
+        assert a == b or (a != a and b != b), where  # NaN: a YAML .nan
+
+
+def _all_documents():
+    """Every document asdf's resource manager holds (manifests and schemas), as bytes."""
+    import asdf
+
+    manager = asdf.get_config().resource_manager
+    return {uri: manager[uri] for uri in manager}
+
+
+def test_parsed_yaml_cache_gives_fresh_parses(tmp_path):
+    """Every manifest and schema document asdf knows, parsed through the persistent cache (a miss,
+    then a hit in a new cache read from the file), is the document a fresh parse gives: same values,
+    types and tags; every hit a new object."""
+    import yaml
+    from asdf import yamlutil
+
+    from webbflow.io.asdf_yaml import ParsedYamlCache
+
+    documents = _all_documents()
+    assert len(documents) > 200
+    path = tmp_path / "sub" / "cache.pickle"
+
+    def fresh(content):
+        return yaml.load(content, Loader=yamlutil.AsdfLoader)  # noqa: S506 (asdf's SafeLoader subclass)
+
+    first = ParsedYamlCache(path)
+    for uri, content in documents.items():
+        _same_document(first.parse("asdf", content, lambda c=content: fresh(c)), fresh(content), uri)
+    assert (first.hits, first.misses) == (0, len(set(documents.values())))
+    assert first.save() and not first.save()  # nothing new the second time
+    second = ParsedYamlCache(path)
+    parsed = {}
+    for uri, content in documents.items():
+        parsed[uri] = second.parse("asdf", content, lambda: pytest.fail("parsed again"))
+        _same_document(parsed[uri], fresh(content), uri)
+    assert second.hits == len(documents) and second.misses == 0 and not second.save()
+    uri = next(u for u in documents if "/manifests/" not in u)
+    assert second.parse("asdf", documents[uri], None) is not parsed[uri]  # a new object per call
+    # another loader is another entry; a str is keyed apart from the same bytes
+    safe = second.parse("csafe", documents[uri], lambda: yaml.load(documents[uri], Loader=yaml.CSafeLoader))
+    assert second.misses == 1 and safe == yaml.safe_load(documents[uri])
+    text = documents[uri].decode()
+    assert second.parse("asdf", text, lambda: fresh(text)) == fresh(text) and second.misses == 2
+    # a stream is parsed, never cached
+    import io
+
+    assert second.parse("asdf", io.BytesIO(documents[uri]), lambda: "streamed") == "streamed"
+
+
+def test_parsed_yaml_cache_ignores_and_rewrites_bad_files(tmp_path):
+    """A corrupt, truncated, stale (other versions) or damaged-entry cache file is a miss and is
+    rewritten whole; an unwritable place only loses the cache."""
+    import pickle
+
+    from webbflow.io.asdf_yaml import ParsedYamlCache
+
+    path = tmp_path / "cache.pickle"
+    good = ParsedYamlCache(path)
+    assert good.parse("k", b"a: 1", lambda: {"a": 1}) == {"a": 1} and good.save()
+    whole = path.read_bytes()
+    stale = pickle.dumps({"stamp": "other versions", "entries": pickle.loads(whole)["entries"]})
+    damaged = pickle.loads(whole)
+    damaged["entries"] = {k: b"not a pickle" for k in damaged["entries"]}
+    for bad in (b"garbage", whole[: len(whole) // 2], stale, pickle.dumps(damaged), b""):
+        path.write_bytes(bad)
+        cache = ParsedYamlCache(path)
+        assert cache.parse("k", b"a: 1", lambda: {"a": 1}) == {"a": 1}
+        assert (cache.hits, cache.misses) == (0, 1)
+        assert cache.save()
+        again = ParsedYamlCache(path)
+        assert again.parse("k", b"a: 1", lambda: pytest.fail("parsed again")) == {"a": 1}
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    cache = ParsedYamlCache(blocked / "cache.pickle")  # its folder cannot be made
+    assert cache.parse("k", b"a: 1", lambda: {"a": 1}) == {"a": 1} and not cache.save()
+
+
+def _save_many(path, worker, rounds):
+    from webbflow.io.asdf_yaml import ParsedYamlCache
+
+    for i in range(rounds):
+        cache = ParsedYamlCache(path, stamp="test")
+        content = f"w{worker}: {i}".encode()
+        cache.parse("k", content, lambda: {f"w{worker}": i, "pad": list(range(2000))})
+        cache.save()
+
+
+def test_parsed_yaml_cache_concurrent_writers(tmp_path):
+    """Four processes saving to one cache file at once leave a complete file whose every entry is
+    a document one of them parsed, and no temporary files."""
+    import multiprocessing
+    import pickle
+
+    from webbflow.io.asdf_yaml import ParsedYamlCache
+
+    path = tmp_path / "cache.pickle"
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_save_many, args=(path, w, 25)) for w in range(4)]
+    for proc in workers:
+        proc.start()
+    for proc in workers:
+        proc.join(60)
+        assert proc.exitcode == 0
+    data = pickle.loads(path.read_bytes())
+    assert data["stamp"] == "test" and len(data["entries"]) >= 25  # the last writer's merge at least
+    for blob in data["entries"].values():
+        doc = pickle.loads(blob)
+        ((name, i),) = [(k, v) for k, v in doc.items() if k != "pad"]
+        cache = ParsedYamlCache(path, stamp="test")
+        assert cache.parse("k", f"{name}: {i}".encode(), lambda: pytest.fail("lost")) == doc
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.pickle"]
+
+
+def test_parsed_yaml_cache_installed_in_a_job_process(tmp_path):
+    """A process that installs the asdf speed-ups writes the cache at exit; the next one parses
+    nothing again, and both write byte-identical products (apart from dates)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from webbflow.io.asdf_yaml import cache_schema_documents, parsed_yaml_cache, use_libyaml_manifests\n"
+        "use_libyaml_manifests(); cache_schema_documents()\n"
+        "import numpy as np\n"
+        "from stdatamodels.jwst.datamodels import ImageModel\n"
+        "with ImageModel(np.ones((4, 4), np.float32)) as m:\n"
+        "    m.meta.exposure.type = 'NRC_IMAGE'\n"
+        "    m.meta.date = '2026-01-01T00:00:00.000'\n"
+        "    m.save(sys.argv[1])\n"
+        "c = parsed_yaml_cache()\n"
+        "print(c.hits, c.misses)\n"
+    )
+    env = dict(os.environ, WEBBFLOW_YAML_CACHE=str(tmp_path / "cache.pickle"))
+    runs = []
+    for name in ("a", "b"):  # the same file name: FILENAME is in the header
+        (tmp_path / name).mkdir()
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / name / "x.fits")], env=env, check=True,
+                             capture_output=True, text=True).stdout.split()
+        runs.append((int(out[0]), int(out[1])))
+    assert runs[0][1] > 40 and runs[1] == (runs[0][0] + runs[0][1], 0)
+    with fits.open(tmp_path / "a" / "x.fits") as a, fits.open(tmp_path / "b" / "x.fits") as b:
+        assert len(a) == len(b)
+        for ha, hb in zip(a, b):
+            keep = [k for k in ha.header if k not in ("DATE", "CHECKSUM", "DATASUM")]
+            assert [(k, ha.header[k]) for k in keep] == [(k, hb.header[k]) for k in keep]
+            if ha.data is None:
+                assert hb.data is None
+            else:  # the ASDF extension's tree holds the save's date, and a hash of the headers (DATE)
+                dated = re.compile(rb"\d{4}-\d\d-\d\dT[\d:.]+|_fits_hash: [0-9a-f]+")
+                assert dated.sub(b"", ha.data.tobytes()) == dated.sub(b"", hb.data.tobytes())
+
+
+def test_memoized_extension_selection_is_asdfs():
+    """With ``memoize_extension_selection`` every ASDF Standard version gets the extensions asdf's
+    own selection gives, as a new list per file, and an extension added in a config context (a new
+    extension list) is seen."""
+    import asdf
+    from asdf import _asdf
+
+    from webbflow.io.asdf_yaml import memoize_extension_selection
+
+    assert memoize_extension_selection() and memoize_extension_selection()  # idempotent
+    memo = _asdf.AsdfFile._process_plugin_extensions
+    original = memo._webbflow_original
+    for version in ("1.0.0", "1.5.0", "1.6.0", str(asdf.get_config().default_version)):
+        af = asdf.AsdfFile(version=version)
+        first, again = memo(af), memo(af)
+        assert first == original(af) and first == again and first is not again
+        assert af._plugin_extensions == original(af)  # what the file chose as it was made
+
+    class Extra:
+        extension_uri = "asdf://webbflow.test/extensions/extra-1.0.0"
+
+    with asdf.config_context() as config:
+        config.add_extension(Extra())
+        af = asdf.AsdfFile()
+        assert "asdf://webbflow.test/extensions/extra-1.0.0" in [e.extension_uri for e in memo(af)]
+        assert memo(af) == original(af)
+    assert "asdf://webbflow.test/extensions/extra-1.0.0" not in [e.extension_uri for e in memo(asdf.AsdfFile())]
 
 
 def test_asdf_reference_header_without_extensions(tmp_path):

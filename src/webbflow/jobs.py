@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from webbflow.io.asdf_yaml import cache_schema_documents, use_libyaml_manifests
+from webbflow.io.asdf_yaml import cache_schema_documents, memoize_extension_selection, use_libyaml_manifests
 from webbflow.io.fitsconf import freeze_card_config
 from webbflow.provenance import reference_names, stage_provenance  # re-exported: part of the jobs API
 
@@ -27,12 +27,15 @@ __all__ = ["bad_input", "coron3", "crds_prefetch", "demo", "detector1", "downloa
 def _fast_asdf():
     """The ASDF speed-ups every stage-2/3 job installs before its first datamodel: extension
     manifests parsed with libyaml (~0.25 s less CPU) and each schema document parsed once per
-    process (opens, assignments and writes validate many times: ~2 s less in a full-frame image3);
+    process (opens, assignments and writes validate many times: ~2 s less in a full-frame image3),
+    manifests and schema documents unpickled from the parsed-YAML cache an earlier job wrote
+    (~0.1 s), the extensions that suit a file chosen once (:mod:`webbflow.io.asdf_yaml`);
     and astropy.io.fits' card settings read once (:func:`webbflow.io.fitsconf.freeze_card_config`,
     ~0.15 s of a grism tso3 job).  None changes a product (``tests/test_io.py``,
     ``tests/test_image3.py``)."""
     use_libyaml_manifests()
     cache_schema_documents()
+    memoize_extension_selection()
     freeze_card_config()
 
 
