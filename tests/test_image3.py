@@ -403,3 +403,35 @@ def test_on_arc_prefilter_gives_the_exact_ufuncs_booleans():
         return sorted(zip(piece[0][:-1].tolist(), piece[1][:-1].tolist()))
 
     assert len(vertices(plain[0])) == 4 and vertices(fast[0]) == vertices(plain[0])
+
+
+def test_wcsinfo_values_assigned_at_once_are_those_assigned_one_by_one():
+    """io.image3's one validation of wcsinfo stores what validating each keyword would: all of a
+    valid set, and without the refused value (the node put back first) when one is invalid."""
+    import warnings
+
+    from webbflow.io import image3 as io3
+
+    def one_by_one(items):
+        model = datamodels.ImageModel(np.zeros((4, 4), np.float32))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for k, v in items:
+                setattr(model.meta.wcsinfo, k, v)
+        return model.meta.wcsinfo.instance
+
+    good = [("crpix1", 80.5), ("crval2", -27.5), ("ctype1", "RA---TAN-SIP"), ("a_order", 3), ("a_2_0", 1.5e-6)]
+    bad = good[:2] + [("crval1", "not a number")] + good[2:]
+    for items, stored in ((good, True), (bad, False)):
+        model = datamodels.ImageModel(np.zeros((4, 4), np.float32))
+        model.meta.wcsinfo.v3yangle = 0.5
+        assert io3._assign_all_valid(model, model.meta.wcsinfo, items) is stored
+        if not stored:
+            assert model.meta.wcsinfo.instance == {"v3yangle": 0.5}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for k, v in items:
+                    setattr(model.meta.wcsinfo, k, v)
+        want = {"v3yangle": 0.5, **one_by_one(items)}
+        assert list(model.meta.wcsinfo.instance.items()) == list(want.items())
+        assert all(k in want for k, _ in items) is stored  # the refused value is the one left out
