@@ -16,7 +16,7 @@ from stdatamodels.jwst import datamodels
 
 import webbflow
 from webbflow.config import config_digest
-from webbflow.io.cal import unvalidated_assignments
+from webbflow.io.cal import _asdf_write_validation, _open_native, unvalidated_assignments
 from webbflow.io.errors import InputError
 from webbflow.io.files import atomic_output, write_ecsv
 from webbflow.steps.resample import ImageInput
@@ -64,7 +64,11 @@ def read_cal(path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = datamodels.open(path)
+            # Native byte order on reading, and no schema check of each value as it is read (half
+            # the CPU of a warm open of a small cal; the tree is that of a validated open,
+            # io.cal._open_native).  Image3's own assignments are validated as before.
+            model = _open_native(path, validate=False)
+            model._validate_on_assignment = True
     except Exception as exc:  # astropy / asdf raise many kinds
         raise InputError(path, f"cannot be opened as a JWST datamodel ({exc})",
                          "give a cal file written by image2 (jwst or webbflow)") from None
@@ -151,7 +155,7 @@ def _provenance(provenance):
     ]
 
 
-def save_model(model, path, provenance=None, cards=()):
+def save_model(model, path, provenance=None, cards=(), validate_asdf=True):
     """Write a datamodel atomically, with webbflow's provenance keywords in its primary header.
 
     Parameters
@@ -162,6 +166,10 @@ def save_model(model, path, provenance=None, cards=()):
         As for :func:`_provenance`.
     cards : sequence of (str, object, str or None)
         More primary keywords (keyword, value, comment), written inside the same atomic write.
+    validate_asdf : bool
+        False: asdf does not validate the ASDF extension's tree against its schemas as it writes
+        it (:func:`webbflow.io.cal.write_model`), for a model whose tree is valid by construction;
+        the bytes written are the same.
 
     Returns
     -------
@@ -181,7 +189,7 @@ def save_model(model, path, provenance=None, cards=()):
     path = Path(path)
     model.meta.filename = path.name
     model.meta.calibration_software_version = webbflow.__version__
-    with atomic_output(path) as tmp, warnings.catch_warnings():
+    with atomic_output(path) as tmp, warnings.catch_warnings(), _asdf_write_validation(validate_asdf):
         warnings.simplefilter("ignore")
         # stdatamodels' DataModel.to_fits, with the keywords added before the one write
         model.on_save(tmp)
@@ -201,9 +209,10 @@ def _set_wcs(model, wcs):
     """``model.meta.wcs = wcs`` without stdatamodels' validation on assignment.
 
     That validation serialises the whole gwcs to check it against its schema (~16 ms for a
-    NIRCam imaging WCS), and the write validates the same tree again before it is written, raising
-    on a WCS the schema refuses (where the assignment would only have warned and dropped it); a
-    valid WCS is stored the same way either way, so the product is the same.
+    NIRCam imaging WCS); a valid WCS is stored the same way either way, so the product is the same.
+    The WCSs image3 assigns are gwcs objects (the cal's, tweakreg's correction of it, resample's
+    grid) that asdf's converters serialise to valid trees, so the products are also written without
+    asdf's write-time validation (``save_model(validate_asdf=False)``).
     """
     with unvalidated_assignments(model):
         model.meta.wcs = wcs
@@ -226,12 +235,41 @@ def _set_wcsinfo(model, wcs, shape):
                                      degree=range(1, 7), max_pix_error=0.01, max_inv_pix_error=0.01, npoints=16)
     except Exception:  # a gwcs that cannot be approximated keeps only the ASDF copy
         return
-    for key, value in header.items():
-        k = key.lower().replace("-", "_")
+    items = [(key.lower().replace("-", "_"), value) for key, value in header.items()]
+    info = model.meta.wcsinfo
+    if _assign_all_valid(model, info, items):
+        return
+    for k, value in items:
         try:
-            setattr(model.meta.wcsinfo, k, value)
-        except Exception:  # keys outside the wcsinfo schema (e.g. SIP orders) stay out
+            setattr(info, k, value)
+        except Exception:  # a value the schema refuses stays out (a warning, or strict validation's error)
             pass
+
+
+def _assign_all_valid(model, node, items):
+    """Assign every (attribute, value) of ``items`` to ``node`` (a model's ObjectNode) without
+    validating each, then validate the node once; True if it is valid.  Otherwise the node is put
+    back as it was and False returned (the caller assigns them one by one, validated).
+
+    One validation of the node instead of one per value (~45 SIP keywords a WCS, each building an
+    asdf validator: ~5 ms a product); a node valid as a whole holds each value as the validated
+    assignments would have stored it, in the same order.
+    """
+    try:
+        from stdatamodels.validate import _check_value
+    except ImportError:
+        return False
+    before = dict(node.instance)
+    with unvalidated_assignments(model):
+        for k, value in items:
+            setattr(node, k, value)
+    try:
+        _check_value(node.instance, node._schema, model)
+        return True
+    except Exception:  # noqa: BLE001 (any refusal: the values are assigned one by one instead)
+        node.instance.clear()
+        node.instance.update(before)
+        return False
 
 
 def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
@@ -259,7 +297,7 @@ def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
     model.meta.asn.table_name = f"{asn_id}"
     _set_steps(model, cal_steps)
     _fits_byte_order(model)
-    return save_model(model, path, provenance)
+    return save_model(model, path, provenance, validate_asdf=False)
 
 
 def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=None, provenance=None, keep=False):
@@ -314,7 +352,8 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
     model.meta.cal_step.resample = "COMPLETE"
     # every input file in WF_MEMB (long-string CONTINUE cards)
     path = save_model(model, path, provenance, cards=[("NDRIZ", len(members), "number of drizzled inputs"),
-                                                       ("WF_MEMB", ",".join(members), None)])
+                                                       ("WF_MEMB", ",".join(members), None)],
+                      validate_asdf=False)
     return (path, model) if keep else path
 
 
@@ -324,7 +363,7 @@ def write_segm(segmentation, path, template, provenance=None):
     model.update(template, only="PRIMARY")
     _set_wcs(model, template.meta.wcs)
     model.meta.cal_step.source_catalog = "COMPLETE"
-    return save_model(model, path, provenance)
+    return save_model(model, path, provenance, validate_asdf=False)
 
 
 def write_catalog(table, path, meta=None):
