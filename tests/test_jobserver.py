@@ -160,7 +160,8 @@ def test_detector1_and_image2_products_are_the_same_through_the_server(server_en
         state = json.loads((tmp_path / "w").read_text())
         assert state["scope"] == sorted(scope)
         assert {"webbflow.stages.detector1", "webbflow.stages.spec2", "webbflow.stages.tso3"} <= set(state["modules"])
-        assert not {"webbflow.stages.image3", "webbflow.stages.image2", "photutils", "matplotlib"} & set(state["modules"])
+        skipped = {"webbflow.stages.image3", "webbflow.stages.image2", "photutils", "matplotlib"}
+        assert not skipped & set(state["modules"])
     monkeypatch.setenv("WEBBFLOW_JOB_STATS", str(tmp_path / "stats.jsonl"))
     (uncal,) = sorted((sub160 / "uncal").glob("*_uncal.fits"))
     root = uncal.name.removesuffix("_uncal.fits")

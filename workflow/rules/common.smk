@@ -108,8 +108,8 @@ def start_job_server():
     start on other nodes) with ``jobs.warm_server`` on (:func:`webbflow.jobmode.wanted`; ``auto`` is
     on unless this process runs inside a batch job); never in a dry run (onstart does not run then).
     One server per distinct ``threads`` of the jobs to run (their key includes the thread counts),
-    warmed for the kinds (rule names) of the jobs to run (every kind while a checkpoint is to run:
-    the jobs after it are not planned yet).
+    warmed for the kinds (their rules' names) of the jobs to run (every kind while a checkpoint is to
+    run: the jobs after it are not planned yet).
     """
     from webbflow.jobmode import wanted
 
@@ -120,9 +120,9 @@ def start_job_server():
 
         planned = list(workflow.dag.needrun_jobs())
         jobs = [job for job in planned if not job.is_group()]
-        # The servers warm only for the planned kinds (rule names): a grism run's skips image3's
-        # imports.  A checkpoint to run (the demo, a download) plans the rest after it, and a group
-        # hides its jobs' rules: every kind then.
+        # The servers warm only for the planned kinds (their rules' names): a grism run's skips
+        # image3's imports.  A checkpoint to run (the demo, a download) plans the rest after it, and
+        # a group hides its jobs' rules: every kind then.
         whole = any(job.is_group() or job.is_checkpoint for job in planned)
         kinds = None if whole else {job.rule.name for job in jobs}
         for line in start_early({job.threads for job in jobs}, jobs=kinds):
