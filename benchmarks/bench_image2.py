@@ -14,9 +14,9 @@ Usage::
     python benchmarks/bench_image2.py [--before OTHER_CHECKOUT/src] [--no-demo] [--no-full] [--server]
 
 ``--server``: our jobs (and ``--before``'s) go through a warm job server of their own, as the workflow
-runs them with ``jobs.warm_server`` (bench_image23's ``Server``: each job a client making Snakemake's
-script-preamble imports; one server per set and checkout, its start's wall time and its own CPU seconds
-counted once in the totals and printed apart).
+runs them with ``jobs.warm_server`` (bench_job_overhead's ``start_server`` and ``run_served``: each job
+a client making Snakemake's script-preamble imports; one server per set and checkout, warmed for image2
+jobs, its start's wall time and its own CPU seconds counted once in the totals and printed apart).
 
 Prints per set the summed wall time, CPU seconds and largest peak RSS of each pipeline and the ratios
 to jwst; results: ``benchmarks/results/<date>-<host>-image2.json``.
@@ -31,7 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
-from bench_image23 import Server, _image2_jobs, _rates, add_server, start_run, time_job  # noqa: E402
+from bench_image23 import _image2_jobs, _rates, add_server, start_run, time_job  # noqa: E402
+from bench_job_overhead import start_server  # noqa: E402  (--server)
 from bench_tso_demo import _write_result  # noqa: E402
 
 
@@ -75,8 +76,9 @@ def _run_set(label, rates, refs, out, before, served=False):
     order = [w for w in ("before", "ours", "jwst") if w in env]
     for who in order:  # warm-up: numba's cache, the interpreters' compiled imports
         measure(jobs[who][0][1], out, env=env[who])
-    servers = {w: Server(out, env[w]) for w in order if served and w != "jwst"}
-    starts = {w: server.start() for w, server in servers.items()}
+    # one server folder per checkout (each its own server, warmed for image2 jobs)
+    servers = {w: out / label / f"server-{w}" for w in order if served and w != "jwst"}
+    starts = {w: start_server(folder, jobs=("image2",), env=env[w]) for w, folder in servers.items()}
     totals = {who: {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mib": 0.0} for who in order}
     try:
         for k, rate in enumerate(rates):

@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
 from bench_tso_demo import _CORON_JOB as JOB  # noqa: E402  (runs one webbflow.jobs function)
 from bench_tso_demo import _write_result  # noqa: E402
+from bench_job_overhead import run_served, start_server, stop_servers  # noqa: E402  (--server)
 
 TWEAK = {"minobj": 4, "searchrad": 0.5, "separation": 0.5, "tolerance": 0.2}  # the demo's small fields
 CATALOG = {"deblend": True}
@@ -60,107 +61,42 @@ def _ours(stage, *args, **kwargs):
     return [sys.executable, "-c", JOB, stage, *(json.dumps(a) for a in (*args, kwargs))]
 
 
-# A workflow job as Snakemake runs it with the warm job server on: its script preamble's imports, then
-# the adapter (webbflow.jobs, run_job), which hands the job to a child of the server and waits.
-_SERVED_JOB = """
-import json, sys
-from types import SimpleNamespace
-from snakemake.logging import logger
-from snakemake.iocontainers import Snakemake
-from webbflow import jobs
-from webbflow.workflow import run_job
-args = [json.loads(a) for a in sys.argv[3:]]
-run_job(SimpleNamespace(log=[sys.argv[2]], config={}), sys.argv[1], getattr(jobs, sys.argv[1]), *args[:-1], **args[-1])
-"""
+def _served(cmd):
+    """A ``_ours`` command as ``(job type, keyword arguments)`` for :func:`bench_job_overhead.run_served`
+    (a workflow job as Snakemake runs it with the warm job server on: it passes keywords only)."""
+    import inspect
 
+    from webbflow import jobs
 
-class Server:
-    """Our jobs through a warm job server of their own (``--server``: ``WEBBFLOW_JOB_SERVER=wait``).
-
-    :meth:`start` starts the server and waits until it has warmed up (timed: its wall time and the
-    server's own CPU seconds, which the totals count once); :meth:`measure` runs one job as the client
-    Snakemake would start and returns the client's wall time, the client's and the job's child's CPU
-    seconds and the child's peak RSS (from the ``WEBBFLOW_JOB_STATS`` line the client appends);
-    :meth:`stop` ends the server and gives its own CPU seconds over its life (start, forks).
-    """
-
-    def __init__(self, out, env=None):
-        import tempfile
-
-        self.out = Path(out)
-        # a private folder (a unix socket path holds ~100 characters): this run's own server
-        self.dir = Path(tempfile.mkdtemp(prefix="wf-bench-"))
-        self.stats = self.out / f"served-stats-{self.dir.name}.jsonl"
-        self.env = {**(env or os.environ), "WEBBFLOW_JOB_SERVER": "wait", "WEBBFLOW_JOB_STATS": str(self.stats),
-                    "WEBBFLOW_JOB_SERVER_DIR": str(self.dir), "WEBBFLOW_JOB_SERVER_IDLE": "600"}
-        self.pid = None
-
-    def start(self):
-        """Start the server; -> (wall s until it listens, the server's CPU s so far)."""
-        wall, _, _ = measure([sys.executable, "-c", "from webbflow import jobserver; jobserver.start()"],
-                             self.out, env=self.env)
-        self.pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _reads(p, self.dir))
-        return wall, self.cpu()
-
-    def cpu(self):
-        """The server's own CPU seconds (user + system; its children's are counted per job)."""
-        fields = (Path("/proc") / str(self.pid) / "stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def measure(self, cmd, name):
-        """Run ``_ours`` command ``cmd`` through the server; -> (wall, client CPU, child CPU, child RSS)."""
-        stage, args = cmd[3], cmd[4:]
-        self.stats.unlink(missing_ok=True)
-        served = [sys.executable, "-c", _SERVED_JOB, stage, str(self.out / f"{name}.{stage}.log"), *args]
-        wall, _, _, cpu = measure(served, self.out, env=self.env, cpu=True)
-        line = json.loads(self.stats.read_text().splitlines()[-1])
-        if not line.get("server") or line.get("server_pid") != self.pid:
-            raise RuntimeError(f"{name} did not run in this benchmark's job server: {line}")
-        return wall, cpu, line["child_cpu_s"], line["peak_rss_mib"]
-
-    def stop(self):
-        """Stop the server (SIGTERM); -> its own CPU seconds over its life."""
-        import signal
-
-        cpu = self.cpu()
-        os.kill(self.pid, signal.SIGTERM)
-        for _ in range(200):
-            if not (Path("/proc") / str(self.pid)).exists():
-                break
-            time.sleep(0.05)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        return cpu
-
-
-def _reads(proc, folder):
-    """Whether process folder ``proc`` (``/proc/PID``) is a job server listening in ``folder``."""
-    try:
-        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(arg.startswith(str(folder).encode() + b"/") and arg.endswith(b".sock") for arg in cmdline)
+    stage, args = cmd[3], [json.loads(a) for a in cmd[4:]]
+    bound = inspect.signature(getattr(jobs, stage)).bind(*args[:-1], **args[-1])
+    return stage, dict(bound.arguments)
 
 
 def time_job(cmd, name, out, server=None, env=None):
     """One of our jobs (a ``_ours`` command) or jwst's: (wall s, CPU s, peak RSS MiB, how the CPU
-    divides) in a fresh process, or through ``server`` (a :class:`Server`; the CPU is the client's plus
-    the job's child's)."""
+    divides) in a fresh process, or through the warm job server of folder ``server`` (started by
+    :func:`bench_job_overhead.start_server` there; the CPU is the client's plus the job's child's, the
+    RSS the child's).  ``env``: the job's environment (default this process's)."""
     if server is None:
         wall, rss, _, cpu = measure(cmd, out, env=env, cpu=True)
         return wall, cpu, rss, ""
-    wall, client, child, rss = server.measure(cmd, name)
-    return wall, client + child, rss, f" (client {client:.2f} + child {child:.2f})"
+    r = run_served(*_served(cmd), server, env=env)
+    client, child = r["client_cpu"], r["child_cpu"]
+    return r["wall"], client + child, r["rss_mib"], f" (client {client:.2f} + child {child:.2f})"
 
 
 def add_server(totals, server, start, label):
-    """Stop ``server`` and count it once in ``totals``: its start's wall time (the first job waits for
-    it) and its own CPU seconds over its life; the figures also apart, under ``server``."""
-    cpu = server.stop()
-    totals["wall_s"] += start[0]
+    """Stop the job server of folder ``server`` and count it once in ``totals``: its start's wall time (the first
+    job waits for it) and its own CPU seconds over its life; the figures also apart, under ``server``."""
+    cpu = stop_servers(server)
+    totals["wall_s"] += start["wall"]
     totals["cpu_s"] += cpu
-    totals["server"] = {"start_wall_s": start[0], "start_cpu_s": start[1], "cpu_s": cpu}
-    print(f"  {label} job server: {start[0]:.2f} s wall to start, {cpu:.2f} s CPU in all ({start[1]:.2f} of it "
-          f"its start); counted in the totals", flush=True)
+    totals["server"] = {"start_wall_s": start["wall"], "start_cpu_s": start["server_cpu"], "cpu_s": cpu,
+                        "start_rss_mib": start["rss_mib"]}
+    print(f"  {label} job server: {start['wall']:.2f} s wall to start, {cpu:.2f} s CPU in all "
+          f"({start['server_cpu']:.2f} of it its start, RSS {start['rss_mib']:.0f} MiB); counted in the totals",
+          flush=True)
 
 
 def _rates(data, from_run):
@@ -252,13 +188,13 @@ def _run_stage(jobs, out, repeats, stage, served=False):
     runs = {"ours": [], "jwst": []}
     for i in range(repeats):
         totals = {who: {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mib": 0.0} for who in runs}
-        server = Server(out) if served else None
-        start = server.start() if served else None
+        # the server warms for this stage's jobs, as the workflow's onstart passes the planned kinds
+        start = start_server(out, jobs=(stage,)) if served else None
         try:
             for k in range(len(jobs["ours"])):
                 for who in ("ours", "jwst"):
                     name, cmd = jobs[who][k]
-                    wall, cpu, rss, parts = time_job(cmd, name, out, server if who == "ours" else None)
+                    wall, cpu, rss, parts = time_job(cmd, name, out, out if served and who == "ours" else None)
                     totals[who]["wall_s"] += wall
                     totals[who]["cpu_s"] += cpu
                     totals[who]["peak_rss_mib"] = max(totals[who]["peak_rss_mib"], rss)
@@ -266,7 +202,7 @@ def _run_stage(jobs, out, repeats, stage, served=False):
                           f"peak RSS {rss:6.0f} MiB", flush=True)
         finally:
             if served:
-                add_server(totals["ours"], server, start, f"{stage} repeat {i + 1}")
+                add_server(totals["ours"], out, start, f"{stage} repeat {i + 1}")
         for who in runs:
             runs[who].append(totals[who])
     med = {who: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "cpu_s", "peak_rss_mib")}

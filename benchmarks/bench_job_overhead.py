@@ -286,10 +286,14 @@ def run_one(job, kwargs, top=0):
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall": wall}
 
 
-def _served_env(work, stats):
-    """The environment of a job run as a client of the benchmark's own warm job server."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-            "WEBBFLOW_JOB_SERVER": "wait", "WEBBFLOW_JOB_STATS": str(stats),
+def served_env(work, stats, env=None):
+    """The environment of a job run as a client of the benchmark's own warm job server: ``env`` as it
+    is (e.g. another checkout's sources on its PYTHONPATH) or by default this process's with this
+    checkout's sources first; ``WEBBFLOW_JOB_SERVER=wait``, the job's figures appended to ``stats`` and
+    the private server folder of ``work``."""
+    if env is None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    return {**env, "WEBBFLOW_JOB_SERVER": "wait", "WEBBFLOW_JOB_STATS": str(stats),
             "WEBBFLOW_JOB_SERVER_DIR": str(_server_dir(work)), "WEBBFLOW_JOB_SERVER_IDLE": "300"}
 
 
@@ -301,18 +305,27 @@ def _wait_rusage(proc):
     return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
-def start_server(work):
+def start_server(work, jobs=None, env=None):
     """Start the benchmark's job server (none running before: those of this benchmark are stopped) and
     wait until it listens, as the first job of a run waits for it: its wall time (the client's start
     included), its CPU seconds (the starting client's and the server's own, at the point it listens) and
-    the server's resident memory then (dict)."""
+    the server's resident memory then (dict).
+
+    ``jobs``: the job kinds (the workflow's rule names) the server warms for, as the workflow's onstart
+    passes the planned ones (:func:`webbflow.jobserver.start`; None: every kind).  ``env``: the
+    environment the jobs run in (default this process's; :func:`served_env` adds the server's settings).
+    """
     import tempfile
 
     stop_servers(work)
+    Path(work).mkdir(parents=True, exist_ok=True)
+    # an older checkout's start() (a --before tree) takes no scope: it warms for every kind
+    code = ("import json, sys; from webbflow import jobserver; jobs = json.loads(sys.argv[1])\n"
+            "try:\n    print(jobserver.start(jobs=jobs))\nexcept TypeError:\n    print(jobserver.start())")
     with tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", "from webbflow import jobserver; print(jobserver.start())"],
-                                stdout=subprocess.PIPE, stderr=err, text=True, env=_served_env(work, os.devnull))
+        proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(None if jobs is None else sorted(jobs))],
+                                stdout=subprocess.PIPE, stderr=err, text=True, env=served_env(work, os.devnull, env))
         sock = proc.stdout.read().strip()
         code, client_cpu = _wait_rusage(proc)
         wall = time.perf_counter() - t0
@@ -320,13 +333,21 @@ def start_server(work):
             err.seek(0)
             raise RuntimeError(f"the job server did not start:\n{err.read()[-3000:]}")
     pid = next(int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and _cmdline_has(d, sock))
-    _SERVERS.add(pid)
-    stat = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    server_cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    _SERVERS.setdefault(str(work), set()).add(pid)
+    server_cpu = _process_cpu(pid)
     status = (Path("/proc") / str(pid) / "status").read_text().splitlines()
     rss = next(int(x.split()[1]) / 1024 for x in status if x.startswith("VmRSS:"))
     return {"wall": wall, "cpu": client_cpu + server_cpu, "client_cpu": client_cpu, "server_cpu": server_cpu,
             "rss_mib": rss, "pid": pid}
+
+
+def _process_cpu(pid):
+    """The CPU seconds (user + system) process ``pid`` has used itself (not its children); 0 if gone."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cmdline_has(proc_dir, text):
@@ -337,12 +358,13 @@ def _cmdline_has(proc_dir, text):
         return False
 
 
-def run_served(job, kwargs, work, cold=False):
+def run_served(job, kwargs, work, cold=False, env=None):
     """Run one job as a client of the warm job server (``WEBBFLOW_JOB_SERVER=wait``): the client's wall
     and CPU (``wait4`` of the client process: the server is not its child), and the child's wall,
     CPU and memory figures (from the ``WEBBFLOW_JOB_STATS`` line the client appends).  ``cold``: the
     server is stopped first, so the job waits for a new one to import and warm up.  Safe to call from
-    several threads at once (each call has its own stats file and log)."""
+    several threads at once (each call has its own stats file and log).  ``env``: as for
+    :func:`served_env`."""
     import threading
 
     func = JOBS[job][0] if job in JOBS else JOBS[_HELPERS[job]][0]
@@ -354,7 +376,7 @@ def run_served(job, kwargs, work, cold=False):
     t0 = time.perf_counter()
     with subprocess.Popen([sys.executable, "-c", _SERVED, func, job.split("-")[0], str(log), json.dumps(kwargs)],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=_served_env(work, stats)) as proc:
+                          env=served_env(work, stats, env)) as proc:
         output = proc.stdout.read()
         code, client_cpu = _wait_rusage(proc)
     wall = time.perf_counter() - t0
@@ -364,13 +386,14 @@ def run_served(job, kwargs, work, cold=False):
     stats.unlink()
     if not line.get("server"):
         raise RuntimeError(f"{job} did not run in the job server: {log.read_text()[-2000:]}")
-    _SERVERS.add(line["server_pid"])
+    _SERVERS.setdefault(str(work), set()).add(line["server_pid"])
     return {"wall": wall, "client_cpu": client_cpu,
             "child_wall": line["child_wall_s"], "child_cpu": line["child_cpu_s"],
             "rss_mib": line["peak_rss_mib"], "pss_mib": line.get("pss_mib"), "uss_mib": line.get("uss_mib")}
 
 
-_SERVERS = set()
+_SERVERS = {}
+"""str(work) -> the pids of the job servers started for ``work`` (its own folder)."""
 
 
 def _server_dir(work):
@@ -382,10 +405,14 @@ def _server_dir(work):
 
 
 def stop_servers(work):
-    """Stop the job servers this benchmark started (their pids, as the jobs reported them)."""
+    """Stop the job servers this benchmark started (their pids, as the jobs reported them); the CPU
+    seconds they used themselves over their lives (start and forks; their children's are counted per
+    job)."""
     import signal
 
-    for pid in list(_SERVERS):
+    cpu, pids = 0.0, _SERVERS.pop(str(work), set())
+    for pid in pids:
+        cpu += _process_cpu(pid)
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -396,10 +423,10 @@ def stop_servers(work):
             except ProcessLookupError:
                 break
             time.sleep(0.05)
-        _SERVERS.discard(pid)
     import shutil
 
     shutil.rmtree(_server_dir(work), ignore_errors=True)
+    return cpu
 
 
 def _row(job, r):

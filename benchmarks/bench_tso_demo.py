@@ -302,7 +302,9 @@ def main(argv=None):
         shutil.rmtree(data / who, ignore_errors=True)
         served = args.server and who == "ours"
         jobs = _jobs(data, uncals, refs, stage2_refs, who, imaging, served=served)
-        start = start_server(data) if served else {"wall": 0.0, "cpu": 0.0}
+        # the server warms for this mode's job kinds, as the workflow's onstart passes the planned ones
+        kinds = ("detector1", "image2", "tso3_phot") if imaging else ("detector1", "spec2", "tso3")
+        start = start_server(data, jobs=kinds) if served else {"wall": 0.0, "cpu": 0.0}
         try:
             rows = [_run(job, cmd, data) for job, cmd in jobs]
         finally:
@@ -484,7 +486,7 @@ def _run_coron_pipeline(data, refs, who, cores=2, env=None, served=False):
 
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    start = start_server(data) if served else {"wall": 0.0, "cpu": 0.0}
+    start = start_server(data, jobs=("detector1", "image2", "coron3")) if served else {"wall": 0.0, "cpu": 0.0}
     try:
         with ThreadPoolExecutor(cores) as pool:
             list(pool.map(run_chain, chains))  # list(): re-raises a failed job's error

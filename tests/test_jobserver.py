@@ -50,6 +50,11 @@ def report(out):
     import threading
     from webbflow import jobserver
     Path(out).write_text(f"{os.getpid()} {os.getppid()} {threading.active_count()}")
+
+def warm_state(out):
+    import json
+    from webbflow import jobserver
+    Path(out).write_text(json.dumps(jobserver.warm_state()))
 '''
 
 
@@ -134,10 +139,29 @@ def _references(uncal, refs, reftypes):
     return {k: (str(v) if v else None) for k, v in chosen.items()}
 
 
+GRISM = ("detector1", "spec2", "tso3")
+
+
+@pytest.mark.parametrize("scope", [None, GRISM], ids=["every-kind", "grism-scope"])
 def test_detector1_and_image2_products_are_the_same_through_the_server(server_env, sub160, tmp_path, make,
-                                                                       monkeypatch):
+                                                                       monkeypatch, scope):
+    """Products, logs and figures of jobs through the server as in their own processes; with a server
+    warmed for a grism run only, its image2 job (another kind) too, in a server that has not imported
+    image3, photutils or matplotlib."""
     from webbflow.refs.select import DETECTOR1_REFTYPES, IMAGE2_REFTYPES
 
+    server = None
+    if scope is not None:  # a server of its own, warmed for the grism kinds (as the onstart starts it)
+        monkeypatch.setenv(jobserver.DIR_ENV, str(server_env / "grism"))
+        jobserver.start(jobs=scope)
+        (server,) = _servers(server_env / "grism")
+        run = _client(server_env, "wfjs_helpers", "warm_state", tmp_path / "w.log", "wait", out=str(tmp_path / "w"))
+        assert run.returncode == 0, run.stderr[-3000:]
+        state = json.loads((tmp_path / "w").read_text())
+        assert state["scope"] == sorted(scope)
+        assert {"webbflow.stages.detector1", "webbflow.stages.spec2", "webbflow.stages.tso3"} <= set(state["modules"])
+        skipped = {"webbflow.stages.image3", "webbflow.stages.image2", "photutils", "matplotlib"}
+        assert not skipped & set(state["modules"])
     monkeypatch.setenv("WEBBFLOW_JOB_STATS", str(tmp_path / "stats.jsonl"))
     (uncal,) = sorted((sub160 / "uncal").glob("*_uncal.fits"))
     root = uncal.name.removesuffix("_uncal.fits")
@@ -163,6 +187,8 @@ def test_detector1_and_image2_products_are_the_same_through_the_server(server_en
     assert compared == 3 and not differences, differences  # rate, rateints, cal
     stats = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert [s.get("server", False) for s in stats] == [False, False, True, True]
+    if server is not None:
+        assert [s["server_pid"] for s in stats[2:]] == [server, server]
     for s in stats:  # both memory figures of every job; a child's private pages are below its peak RSS
         assert 0 < s["uss_mib"] <= s["pss_mib"] <= s["peak_rss_mib"] + 1e-6
 
@@ -376,6 +402,53 @@ def test_start_early_starts_the_server_a_job_of_n_threads_uses(server_env, tmp_p
     _, parent, threads = map(int, (tmp_path / "r.txt").read_text().split())
     assert path.exists() and parent in _servers(server_env) and threads == 1
     assert "already running" in jobserver.start_early([1])[0]
+
+
+def test_warm_plan_of_each_kind():
+    """Every rule of the workflow has its warm-up in the table (a new rule must say what it needs); a
+    grism run's plan leaves out image3, photutils and matplotlib; an unknown kind, or none, warms all."""
+    import re
+
+    rules = set()
+    for path in [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
+        text = path.read_text()
+        rules |= set(re.findall(r"^\s*(?:rule|checkpoint) (\w+):", text, re.M))
+        rules |= set(re.findall(r"^use rule \w+ as (\w+)", text, re.M))
+    assert {"detector1", "spec2", "tso3", "tso3_phot", "image3", "coron3", "image2_variant"} <= rules
+    assert {r.removesuffix("_variant") for r in rules} <= set(jobserver.WARM_KINDS)
+    everything = jobserver.warm_plan(None)
+    assert everything == (jobserver.PRELOAD, jobserver.WARM_MODELS, {"numba", "gwcs", "photutils", "matplotlib"})
+    assert jobserver.warm_plan(["detector1", "not_a_rule"]) == everything
+    modules, models, setups = jobserver.warm_plan(["all", "detector1", "spec2", "tso3", "lightcurves"])
+    assert "webbflow.stages.image3" not in modules and "photutils" not in setups
+    assert {"webbflow.stages.detector1", "webbflow.stages.spec2", "webbflow.stages.tso3"} <= set(modules)
+    assert set(models) == {"CubeModel", "SlitModel", "TSOMultiSpecModel"} and "matplotlib" in setups
+    assert jobserver.warm_plan(["image3_variant"]) == jobserver.warm_plan(["image3"])
+    assert jobserver.warm_plan([]) == (("webbflow.jobs", "webbflow.workflow"), (), set())
+
+
+def test_onstart_starts_the_server_warmed_for_the_planned_kinds(server_env, tmp_path, make, monkeypatch):
+    """A run of the workflow (stage 1 of a user's two exposures) starts its server before the first job,
+    warmed for exactly the kinds of its planned jobs (the server's environment names them)."""
+    from _snakemake import run_snakemake
+
+    data = tmp_path / "mydata"
+    make.reference_set(data / "refs", detector="NRCA1", shape=(32, 32))
+    (data / "uncal").mkdir()
+    make.uncal(data / "uncal" / "a_uncal.fits", make.ramp(nints=1, ngroups=4, rate=50.0), EXPOSURE="1")
+    config = tmp_path / "mine.yaml"
+    config.write_text(f"inputs: {{uncal_dir: {data / 'uncal'}}}\nresults_dir: out\n"
+                      f"references: {{dir: {data / 'refs'}}}\n")
+    folder = server_env / "onstart"
+    monkeypatch.setenv(jobserver.DIR_ENV, str(folder))
+    monkeypatch.delenv(jobserver.ENV, raising=False)  # auto: on for a local run
+    run_snakemake(tmp_path / "work", "--configfile", str(config), "--cores", "1", "stage1", timeout=600)
+    assert list((tmp_path / "work" / "out").rglob("*_rate.fits"))
+    servers = _servers(folder)
+    assert servers
+    for pid in servers:
+        environ = dict(e.split("=", 1) for e in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in e)
+        assert set(environ[jobserver.SCOPE_ENV].split(",")) == {"detector1", "stage1"}
 
 
 def test_dry_run_of_the_demo_starts_no_server(tmp_path, monkeypatch):

@@ -29,7 +29,10 @@ launched (the parallel kernels start their threads in the child); it exits after
 without a job; it runs detached (its own session, no inherited descriptors, so Snakemake never waits
 for it), is started as the run starts (the workflow's ``onstart``: :func:`start_early`) or by the
 first job that needs it, under a lock, and when it cannot be reached or
-started the job runs in-process as before, with one log line saying why.  The socket lives in a
+started the job runs in-process as before, with one log line saying why.  The server the ``onstart``
+starts warms only for the kinds of job the run has planned (:data:`WARM_KINDS`, :data:`SCOPE_ENV`: a
+grism run's server imports neither image3, photutils nor matplotlib); a job of another kind still runs
+in it and pays its own imports; a server a job starts warms for every kind.  The socket lives in a
 private folder (mode 0700): ``$XDG_RUNTIME_DIR/webbflow`` or ``/tmp/webbflow-<uid>``
 (``WEBBFLOW_JOB_SERVER_DIR`` overrides).
 
@@ -55,8 +58,8 @@ from pathlib import Path
 # standard library only; the one on/off test, shared with webbflow.workflow
 from webbflow.jobmode import ENV, wanted
 
-__all__ = ["ENV", "JobOutcome", "ServerStarting", "fork_safe", "memory_figures", "serve", "server_key", "socket_dir",
-           "start", "start_early", "submit", "wanted"]
+__all__ = ["ENV", "SCOPE_ENV", "WARM_KINDS", "JobOutcome", "ServerStarting", "fork_safe", "memory_figures", "serve",
+           "server_key", "socket_dir", "start", "start_early", "submit", "wanted", "warm_plan", "warm_state"]
 
 DIR_ENV = "WEBBFLOW_JOB_SERVER_DIR"
 IDLE_ENV = "WEBBFLOW_JOB_SERVER_IDLE"
@@ -68,7 +71,46 @@ START_TIMEOUT_S = 120.0
 
 PRELOAD = ("webbflow.jobs", "webbflow.workflow", "webbflow.stages.detector1", "webbflow.stages.image2",
            "webbflow.stages.image3", "webbflow.stages.spec2", "webbflow.stages.tso3", "webbflow.stages.coron3")
-"""What the server imports before its first fork: every stage job's module."""
+"""What a server warmed for every kind imports before its first fork: every stage job's module."""
+
+SCOPE_ENV = "WEBBFLOW_JOB_SERVER_WARM"
+"""The server's warm-up scope: the comma-separated job kinds (rule names) it warms for; unset = every
+kind.  Set by :func:`start_early` / :func:`start` in the environment of the server they spawn only; not
+part of :func:`server_key` (one server per key still: the first starter decides its scope)."""
+
+_BASE = ("webbflow.jobs", "webbflow.workflow")
+_D1, _I2, _I3 = "webbflow.stages.detector1", "webbflow.stages.image2", "webbflow.stages.image3"
+_S2, _T3, _C3 = "webbflow.stages.spec2", "webbflow.stages.tso3", "webbflow.stages.coron3"
+_REPORT = "webbflow.report.jobs"
+WARM_KINDS = {
+    # rule: (modules, datamodel classes, set-ups).  Set-ups: "numba" (registries and cached serial
+    # kernels), "gwcs" (the warmed images and slits carry a WCS: its converters), "photutils",
+    # "matplotlib".  The classes and set-ups are those a job of the kind was seen to use (its inputs
+    # and products) in bench_job_overhead.py's jobs, each run alone in a fresh process (the stage
+    # jobs, qa_exposures, qa_mosaics); the other kinds' from their code.  A kind missing something
+    # only pays it in its child, as without the server.
+    "detector1": ((_D1,), (), ("numba",)),
+    "image2": ((_I2,), ("ImageModel", "CubeModel"), ("gwcs",)),
+    "spec2": ((_S2,), ("CubeModel", "SlitModel", "TSOMultiSpecModel"), ("gwcs",)),
+    "tso3": ((_T3,), ("SlitModel", "TSOMultiSpecModel"), ("gwcs",)),
+    "tso3_phot": ((_T3,), ("CubeModel",), ("gwcs", "photutils", "matplotlib")),
+    "image3": ((_I3,), ("ImageModel", "SegmentationMapModel"), ("numba", "gwcs", "photutils", "matplotlib")),
+    "coron3": ((_C3,), ("CubeModel", "ImageModel"), ("numba", "gwcs", "matplotlib")),
+    "lightcurves": (("webbflow.lightcurves",), ("TSOMultiSpecModel",), ("matplotlib",)),
+    "qa_exposures": ((_REPORT,), (), ("matplotlib",)),
+    "qa_mosaics": ((_REPORT,), (), ("matplotlib",)),
+    "qa_truth": ((_REPORT,), ("ImageModel", "CubeModel"), ("gwcs", "matplotlib")),
+    "qa_timeseries": ((_REPORT,), (), ("matplotlib",)),
+    "qa_photometry": ((_REPORT,), (), ("matplotlib",)),
+    "qa_coron3": ((_REPORT,), ("CubeModel", "ImageModel"), ("gwcs", "matplotlib")),
+    "qa_coron_jumps": ((_REPORT, _D1), (), ("numba", "matplotlib")),
+    "qa_variants": ((_REPORT,), (), ("matplotlib",)),
+    # jobs that only write tables or simulate data, and the target rules (no job process)
+    **{rule: ((), (), ()) for rule in ("demo", "download", "bad_input", "image3_asn", "crds_prefetch", "all",
+                                       "stage1", "stage2", "stage3", "variants")},
+}
+"""Job kind (the workflow's rule name; ``<rule>_variant`` is its rule's kind) -> what the server warms
+for it; a kind not named here warms everything."""
 
 _KEY_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
             "MKL_NUM_THREADS")
@@ -304,7 +346,8 @@ def _connect_or_start(folder, key, wait=False, env=None):
 
 def _spawn(folder, key, lock_fd, env=None):
     """Start server ``key`` detached (own session, no inherited descriptors but the lock), in ``env``
-    (default: this process's environment)."""
+    (default: this process's environment less :data:`SCOPE_ENV`: a server a job starts warms for every
+    kind)."""
     import subprocess
 
     import webbflow
@@ -315,6 +358,8 @@ def _spawn(folder, key, lock_fd, env=None):
     # the server imports this webbflow (a script may have put its clone on sys.path itself)
     src = str(Path(webbflow.__file__).resolve().parents[1])
     idle = os.environ.get(IDLE_ENV, str(IDLE_S))
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k != SCOPE_ENV}
     code = f"import sys; sys.path.insert(0, {src!r}); from webbflow.jobserver import main; sys.exit(main())"
     with open(folder / f"{key}.log", "ab") as errors:
         return subprocess.Popen([sys.executable, "-c", code, str(path), key, idle, str(lock_fd)],
@@ -322,16 +367,32 @@ def _spawn(folder, key, lock_fd, env=None):
                                 pass_fds=(lock_fd,), start_new_session=True, cwd="/", env=env)
 
 
-def start(wait=True):
+def start(wait=True, jobs=None):
     """Make sure this environment's server runs (tests, benchmarks); its socket path.
+
+    Parameters
+    ----------
+    wait : bool
+        Wait until it listens.
+    jobs : iterable of str, optional
+        The job kinds (rule names) a server started now warms for (:func:`warm_plan`); None: every
+        kind.  A server already running keeps its own.
 
     Returns
     -------
     pathlib.Path
     """
     folder, key = socket_dir(), server_key()
-    _connect_or_start(folder, key, wait=wait).close()
+    _connect_or_start(folder, key, wait=wait, env=_scoped_env(os.environ, jobs)).close()
     return folder / f"{key}.sock"
+
+
+def _scoped_env(environ, jobs):
+    """``environ`` with :data:`SCOPE_ENV` naming ``jobs`` (None: without it, every kind)."""
+    env = {k: v for k, v in environ.items() if k != SCOPE_ENV}
+    if jobs is not None:
+        env[SCOPE_ENV] = ",".join(sorted(set(jobs)))
+    return env
 
 
 THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -339,7 +400,7 @@ THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 """What Snakemake sets to a job's ``threads`` in the job's environment (``snakemake.shell``)."""
 
 
-def start_early(threads=(1,)):
+def start_early(threads=(1,), jobs=None):
     """Start, without waiting, the servers the jobs of a run about to start will ask for.
 
     A job's server key includes its thread counts (Snakemake sets ``OMP_NUM_THREADS`` and the like
@@ -352,6 +413,9 @@ def start_early(threads=(1,)):
     ----------
     threads : iterable of int
         The ``threads`` of the jobs that will run.
+    jobs : iterable of str, optional
+        The kinds (rule names) of the jobs that will run: each server warms for these only
+        (:func:`warm_plan`; a job of another kind it serves pays its own imports).  None: every kind.
 
     Returns
     -------
@@ -360,7 +424,7 @@ def start_early(threads=(1,)):
     """
     folder, said = socket_dir(), []
     for n in sorted(set(threads)):
-        env = {**os.environ, **{name: str(n) for name in THREAD_ENV}}
+        env = _scoped_env({**os.environ, **{name: str(n) for name in THREAD_ENV}}, jobs)
         key = server_key(env)
         try:
             _connect_or_start(folder, key, wait=False, env=env).close()
@@ -422,27 +486,91 @@ def fork_safe():
     return threading.active_count() == 1 and not _numba_threads_launched()
 
 
-def _warm():
-    """The imports and one-off set-ups every job would pay (none of them starts a thread); a set-up
-    that fails is skipped with one line on the server's stderr (its child then pays it)."""
+def warm_plan(kinds=None):
+    """What a server warms for the job kinds ``kinds`` (:data:`WARM_KINDS`).
+
+    Parameters
+    ----------
+    kinds : iterable of str, optional
+        Rule names (``<rule>_variant`` counts as ``<rule>``); None, or any name :data:`WARM_KINDS` does
+        not know, warms every kind.
+
+    Returns
+    -------
+    tuple
+        ``(modules, models, setups)``: the modules imported, the datamodel classes built once (in
+        :data:`WARM_MODELS`' order) and the set-ups run (a set of ``"numba"``, ``"gwcs"``,
+        ``"photutils"``, ``"matplotlib"``).
+    """
+    kinds = None if kinds is None else {k.removesuffix("_variant") for k in kinds}
+    if kinds is None or not kinds <= WARM_KINDS.keys():
+        return PRELOAD, WARM_MODELS, {"numba", "gwcs", "photutils", "matplotlib"}
+    modules, models, setups = list(_BASE), set(), set()
+    for kind in sorted(kinds):
+        mods, classes, extra = WARM_KINDS[kind]
+        modules += [m for m in mods if m not in modules]
+        models.update(classes)
+        setups.update(extra)
+    return tuple(modules), tuple(m for m in WARM_MODELS if m in models), setups
+
+
+def _scope_from_env(environ=None):
+    """The job kinds of :data:`SCOPE_ENV` (a set), or None (unset: every kind)."""
+    value = (os.environ if environ is None else environ).get(SCOPE_ENV)
+    return None if value is None else {k for k in value.split(",") if k}
+
+
+_WARMED_FOR = None
+"""The kinds this process (a server, and so its children) was warmed for; None: every kind."""
+
+
+def warm_state():
+    """What this process was warmed for and has imported (for tests and diagnostics: run as a job, the
+    server's child answers for its server).
+
+    Returns
+    -------
+    dict
+        ``scope``: the sorted job kinds, or None (every kind); ``modules``: the sorted names in
+        ``sys.modules``.
+    """
+    return {"scope": None if _WARMED_FOR is None else sorted(_WARMED_FOR), "modules": sorted(sys.modules)}
+
+
+def _warm(kinds=None):
+    """The imports and one-off set-ups the jobs of ``kinds`` (:func:`warm_plan`; None: every kind) would
+    pay (none of them starts a thread); a set-up that fails is skipped with one line on the server's
+    stderr (its child then pays it)."""
+    global _WARMED_FOR
     import importlib
 
-    for module in PRELOAD:
+    modules, models, setups = warm_plan(kinds)
+    _WARMED_FOR = None if kinds is None else set(kinds)
+    for module in modules:
         importlib.import_module(module)
-    from webbflow.io.asdf_yaml import use_libyaml_manifests
-    from webbflow.steps import _warmup
+    steps = []
+    if models:
+        from webbflow.io.asdf_yaml import use_libyaml_manifests
 
-    use_libyaml_manifests()
-    import asdf
+        use_libyaml_manifests()
+        import asdf
 
-    asdf.get_config().extensions  # noqa: B018 (asdf builds its extension list once, on first use)
-    _warmup.init_numba()  # numba's typing and lowering registries: a serial kernel, no threads
-    for step in (_warm_numba_cache, _warm_datamodels, _warm_photutils, _warm_matplotlib):
+        asdf.get_config().extensions  # noqa: B018 (asdf builds its extension list once, on first use)
+    if "numba" in setups:
+        from webbflow.steps import _warmup
+
+        _warmup.init_numba()  # numba's typing and lowering registries: a serial kernel, no threads
+        steps.append(_warm_numba_cache)
+    if models:
+        steps.append(lambda: _warm_datamodels(models, wcs="gwcs" in setups))
+    steps += [step for name, step in (("photutils", _warm_photutils), ("matplotlib", _warm_matplotlib))
+              if name in setups]
+    for step in steps:
         try:
             step()
         except Exception as exc:  # noqa: BLE001 (a warm-up only saves time: its child pays it instead)
-            print(f"webbflow job server: {step.__name__} skipped ({type(exc).__name__}: {exc})", file=sys.stderr,
-                  flush=True)
+            print(f"webbflow job server: {getattr(step, '__name__', 'warm-up')} skipped ({type(exc).__name__}: "
+                  f"{exc})", file=sys.stderr, flush=True)
 
 
 NUMBA_MODULES = ("webbflow.steps._jit", "webbflow.steps._jump_numba", "webbflow.steps._ramp_numba",
@@ -518,12 +646,12 @@ def _tiny_gwcs():
     return imaging, wcs.WCS([(detector, spec), (world, None)])
 
 
-def _warm_datamodels():
+def _warm_datamodels(models=WARM_MODELS, wcs=True):
     """What a child pays on its first open, assignment, validation and write of a datamodel: schema
     documents parsed and resolved (:func:`webbflow.io.asdf_yaml.cache_schema_documents` keeps them for
     every later job), validators built, the gwcs/astropy.modeling converters loaded.  Each class of
-    :data:`WARM_MODELS` is built with a tiny array, a gwcs on the images, validated, written and read
-    back in a private temporary folder (removed)."""
+    ``models`` (names of :data:`WARM_MODELS`) is built with a tiny array, with ``wcs`` a gwcs on the
+    images and slits, validated, written and read back in a private temporary folder (removed)."""
     import tempfile
     import warnings
 
@@ -533,19 +661,19 @@ def _warm_datamodels():
     from webbflow.io.asdf_yaml import cache_schema_documents
 
     cache_schema_documents()
-    imaging, spec = _tiny_gwcs()
+    imaging, spec = _tiny_gwcs() if wcs else (None, None)
     shapes = {"CubeModel": (2, 2, 2), "QuadModel": (2, 2, 2, 2), "RampModel": (1, 2, 2, 2)}
     with tempfile.TemporaryDirectory(prefix="webbflow-warm-") as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in WARM_MODELS:
+        for name in models:
             cls = getattr(datamodels, name)
             with cls() as model:
                 shape = shapes.get(name, (2, 2))
                 if "data" in model.schema.get("properties", {}):
                     model.data = np.zeros(shape, np.float32)
-                if name == "ImageModel":
+                if name == "ImageModel" and wcs:
                     model.meta.wcs = imaging
-                elif name == "SlitModel":
+                elif name == "SlitModel" and wcs:
                     model.meta.wcs = spec
                 elif name == "MultiSlitModel":
                     model.slits.append(datamodels.SlitModel(np.zeros((2, 2), np.float32)))
@@ -557,7 +685,7 @@ def _warm_datamodels():
                 model.to_fits(path, overwrite=True, checksum=True)
             with datamodels.open(path) as back:
                 back.validate()
-                if name == "ImageModel":
+                if name == "ImageModel" and wcs:
                     back.meta.wcs(0.5, 0.5)  # the deserialised transform evaluated once
 
 
@@ -611,7 +739,7 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     if server_key() != key:  # before the imports too: a client that names another key costs nothing
         raise SystemExit(f"webbflow job server: not the client's environment ({key} != {server_key()})")
-    _warm()
+    _warm(_scope_from_env())
     if server_key() != key:
         raise SystemExit(f"webbflow job server: sources changed while starting ({key} != {server_key()})")
     path = Path(path)
