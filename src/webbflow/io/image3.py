@@ -16,7 +16,7 @@ from stdatamodels.jwst import datamodels
 
 import webbflow
 from webbflow.config import config_digest
-from webbflow.io.cal import unvalidated_assignments
+from webbflow.io import unvalidated
 from webbflow.io.errors import InputError
 from webbflow.io.files import atomic_output, write_ecsv
 from webbflow.steps.resample import ImageInput
@@ -198,14 +198,14 @@ def save_model(model, path, provenance=None, cards=()):
 
 
 def _set_wcs(model, wcs):
-    """``model.meta.wcs = wcs`` without stdatamodels' validation on assignment.
+    """``model.meta.wcs = wcs`` without stdatamodels' validation on assignment
+    (:mod:`webbflow.io.unvalidated`).
 
     That validation serialises the whole gwcs to check it against its schema (~16 ms for a
     NIRCam imaging WCS), and the write validates the same tree again before it is written, raising
-    on a WCS the schema refuses (where the assignment would only have warned and dropped it); a
-    valid WCS is stored the same way either way, so the product is the same.
+    on a WCS the schema refuses.
     """
-    with unvalidated_assignments(model):
+    with unvalidated.assignments(model):
         model.meta.wcs = wcs
 
 
