@@ -17,6 +17,7 @@ from stdatamodels.jwst import datamodels
 import webbflow
 from webbflow.config import config_digest
 from webbflow.io import unvalidated
+from webbflow.io.cal import _asdf_write_validation
 from webbflow.io.errors import InputError
 from webbflow.io.files import atomic_output, write_ecsv
 from webbflow.steps.resample import ImageInput
@@ -151,7 +152,7 @@ def _provenance(provenance):
     ]
 
 
-def save_model(model, path, provenance=None, cards=()):
+def save_model(model, path, provenance=None, cards=(), validate_asdf=True):
     """Write a datamodel atomically, with webbflow's provenance keywords in its primary header.
 
     Parameters
@@ -162,6 +163,12 @@ def save_model(model, path, provenance=None, cards=()):
         As for :func:`_provenance`.
     cards : sequence of (str, object, str or None)
         More primary keywords (keyword, value, comment), written inside the same atomic write.
+    validate_asdf : bool
+        False: asdf does not validate the ASDF extension's tree against the ASDF schemas before
+        writing it (:func:`webbflow.io.cal.write_model`), for a caller whose tree is valid by
+        construction.  The tree and every other HDU are the same; the YAML of the ASDF extension
+        lists the same lines with ``asdf_library`` and ``history`` where they fall instead of first
+        (the core schema's ``propertyOrder``, which only validation applies).
 
     Returns
     -------
@@ -181,7 +188,7 @@ def save_model(model, path, provenance=None, cards=()):
     path = Path(path)
     model.meta.filename = path.name
     model.meta.calibration_software_version = webbflow.__version__
-    with atomic_output(path) as tmp, warnings.catch_warnings():
+    with atomic_output(path) as tmp, warnings.catch_warnings(), _asdf_write_validation(validate_asdf):
         warnings.simplefilter("ignore")
         # stdatamodels' DataModel.to_fits, with the keywords added before the one write
         model.on_save(tmp)
@@ -262,7 +269,8 @@ def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
     return save_model(model, path, provenance)
 
 
-def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=None, provenance=None, keep=False):
+def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=None, provenance=None, keep=False,
+              validate=True):
     """Write the ``_i2d`` product (ImageModel: SCI, ERR, CON, WHT, VAR_*; gwcs + FITS TAN WCS).
 
     Parameters
@@ -280,13 +288,21 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
     keep : bool
         Also return the model as written (the segm's template, :func:`write_segm`), instead of
         letting it go.
+    validate : bool
+        False: the model is built without stdatamodels' validation of each assignment
+        (:func:`webbflow.io.unvalidated.new_model`) and written without asdf's validation of its
+        tree (:func:`save_model`), for a caller whose ``result`` and ``template`` are valid.
 
     Returns
     -------
     pathlib.Path or (pathlib.Path, ImageModel)
         The product's path; with ``keep``, and the model.
     """
-    model = datamodels.ImageModel(result.data)
+    if validate:
+        model = datamodels.ImageModel(result.data)
+    else:
+        model = unvalidated.new_model(datamodels.ImageModel)
+        model.data = result.data
     model.update(template, only="PRIMARY")
     model.err = result.err
     model.con = result.con
@@ -314,7 +330,8 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
     model.meta.cal_step.resample = "COMPLETE"
     # every input file in WF_MEMB (long-string CONTINUE cards)
     path = save_model(model, path, provenance, cards=[("NDRIZ", len(members), "number of drizzled inputs"),
-                                                       ("WF_MEMB", ",".join(members), None)])
+                                                       ("WF_MEMB", ",".join(members), None)],
+                      validate_asdf=validate)
     return (path, model) if keep else path
 
 

@@ -116,7 +116,7 @@ def drop_unset(node):
     Returns
     -------
     bool
-        Whether ``node`` was emptied.
+        Whether anything was removed from ``node`` (a list only when all its dicts were emptied).
     """
     removed = False
     if isinstance(node, dict):
