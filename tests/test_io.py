@@ -590,3 +590,46 @@ def test_frozen_card_config_reads_headers_as_astropy_does(tmp_path, monkeypatch)
     assert cards() == before
     assert ("DP1.AXIS.1", 1.0, "") in before  # the record-valued card was parsed as one
     assert ("STRVAL", "padded", "a comment") in before  # trailing blanks stripped, as configured
+
+
+def test_unvalidated_models_skip_only_the_per_value_check(tmp_path, monkeypatch):
+    """webbflow.io.unvalidated: assignments inside the context are not validated (an invalid value is
+    kept, where validation warns and drops it) and the model's setting comes back; a new model
+    does not validate; drop_unset prunes exactly the None leaves and the branches they empty; and
+    save_model writes the same bytes with or without asdf's validation of the tree."""
+    from stdatamodels.jwst import datamodels
+
+    from webbflow.io import unvalidated
+    from webbflow.io.image3 import save_model
+
+    model = datamodels.CubeModel((2, 3, 4))
+    with unvalidated.assignments(model):
+        model.meta.exposure.nints = "two"
+    assert model.meta.exposure.nints == "two" and model._validate_on_assignment is True
+    with pytest.warns(Warning):
+        model.meta.exposure.ngroups = "three"
+    assert model.meta.exposure.ngroups is None
+    assert unvalidated.new_model(datamodels.ImageModel)._validate_on_assignment is False
+
+    tree = {"a": None, "b": {"c": None, "d": [{"e": None}, {"f": None}]}, "g": 1, "h": [1, None], "i": [{"j": 2}]}
+    assert unvalidated.drop_unset(tree) is True
+    assert tree == {"g": 1, "h": [1, None], "i": [{"j": 2}]}
+    assert unvalidated.drop_unset(tree) is False
+
+    written = []
+    monkeypatch.setattr(datamodels.CubeModel, "on_save", lambda self, path: None)  # no write time
+    for validate in (True, False):
+        cube = unvalidated.new_model(datamodels.CubeModel)
+        cube.data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+        cube.meta.exposure.type = "NRC_CORON"
+        cube.meta.date = "2026-01-01T00:00:00.000"
+        (tmp_path / str(validate)).mkdir()
+        path = save_model(cube, tmp_path / str(validate) / "a_psfstack.fits", validate_asdf=validate)
+        with fits.open(path) as hdul:
+            cards = [[c for c in h.header.cards if c.keyword not in ("CHECKSUM", "DATASUM")] for h in hdul]
+            written.append((str(cards), hdul["SCI"].data.tobytes(), bytes(hdul["ASDF"].data[0][0])))
+    (cards, sci, tree), (cards_u, sci_u, tree_u) = written
+    assert cards == cards_u and sci == sci_u and "'EXP_TYPE', 'NRC_CORON'" in cards
+    # the same YAML lines; asdf's validation also applies the core schema's propertyOrder (asdf_library
+    # and history first), so only their order differs
+    assert sorted(tree.splitlines()) == sorted(tree_u.splitlines()) and b"_fits_hash" in tree

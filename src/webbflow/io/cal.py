@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import webbflow
+from webbflow.io import unvalidated
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_output
 from webbflow.refs.load import map_dq
@@ -130,9 +131,8 @@ def open_product(path, kind, made_by, check, native=False, validate=True):
     validate : bool
         With ``native``: False opens the model without stdatamodels' schema check of each keyword
         and array as it is read (``validate_on_assignment=False``, which then also holds for the
-        model's later assignments): half of a warm open of a small product.  The model is the same
-        for a file that stdatamodels wrote, its values valid; a value that is not would be kept
-        instead of dropped with a warning.
+        model's later assignments; :func:`webbflow.io.unvalidated.open_model`): half of a warm open
+        of a small product.
 
     Returns
     -------
@@ -195,31 +195,9 @@ def _open_native(path, lazy=False, validate=True):
                 if not data.dtype.isnative:
                     hdu.data = data.astype(data.dtype.newbyteorder("="))
                     del data
-        model = cls(hdul, validate_on_assignment=validate)
-        if not validate:
-            _drop_unset(model._instance)
+        model = cls(hdul, validate_on_assignment=True) if validate else unvalidated.open_model(cls, hdul)
         model.meta.filename = Path(path).name if model.meta.filename is None else model.meta.filename
         return model
-
-
-def _drop_unset(node):
-    """Remove the ``None`` leaves, and the dicts and lists left empty by their removal, that
-    stdatamodels' reading puts in a model's tree for each schema keyword absent from the file when
-    it does not validate on assignment (validating, it skips them): the tree, and so the products
-    written from it, are then those of a validated open.  Returns whether ``node`` was emptied."""
-    removed = False
-    if isinstance(node, dict):
-        for key in list(node):
-            value = node[key]
-            if value is None or (isinstance(value, (dict, list)) and _drop_unset(value) and not value):
-                del node[key]
-                removed = True
-    elif isinstance(node, list) and node and all(isinstance(v, dict) for v in node):
-        emptied = [_drop_unset(v) and not v for v in node]
-        if all(emptied):
-            node.clear()
-            removed = True
-    return removed
 
 
 def read_rate(path):
@@ -482,7 +460,7 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
     pathlib.Path
     """
     path = Path(path)
-    with unvalidated_assignments(model):
+    with unvalidated.assignments(model):
         for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat", "area"):
             value = getattr(arrays, name)
             if value is not None or name not in ("var_flat", "area"):
@@ -508,27 +486,6 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
     _provenance(model, provenance or {})
     _primary_cards(model, keywords or [])
     return write_model(model, path, validate_asdf=False)
-
-
-@contextmanager
-def unvalidated_assignments(model):
-    """Assign ``model``'s attributes without stdatamodels' schema validation of each value (a context
-    manager; the model's own setting is restored on leaving).  For values valid by construction only:
-    an invalid one would be written, where validation would have warned and dropped it.
-
-    write_cal's values are valid by construction: float32/uint32 arrays of the model's shape (cast
-    to the schema's dtype on assignment all the same), a gwcs WCS (its tag is the schema's), floats,
-    step statuses, file names and version strings.  Validating them converts each to an ASDF tree
-    first -- the gwcs in full, which the write then does again: ~0.025 s of CPU per SUB160 job, an
-    eighth of its work in a warm process.  (An invalid value would have been dropped with a
-    warning; none is: ``tests/test_image2.py`` validates a written cal strictly.)
-    """
-    previous = model._validate_on_assignment
-    model._validate_on_assignment = False
-    try:
-        yield model
-    finally:
-        model._validate_on_assignment = previous
 
 
 def write_model(model, path, validate_asdf=True):

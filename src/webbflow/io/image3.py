@@ -16,7 +16,8 @@ from stdatamodels.jwst import datamodels
 
 import webbflow
 from webbflow.config import config_digest
-from webbflow.io.cal import _asdf_write_validation, _open_native, unvalidated_assignments
+from webbflow.io import unvalidated
+from webbflow.io.cal import _asdf_write_validation, _open_native
 from webbflow.io.errors import InputError
 from webbflow.io.files import atomic_output, write_ecsv
 from webbflow.steps.resample import ImageInput
@@ -167,9 +168,11 @@ def save_model(model, path, provenance=None, cards=(), validate_asdf=True):
     cards : sequence of (str, object, str or None)
         More primary keywords (keyword, value, comment), written inside the same atomic write.
     validate_asdf : bool
-        False: asdf does not validate the ASDF extension's tree against its schemas as it writes
-        it (:func:`webbflow.io.cal.write_model`), for a model whose tree is valid by construction;
-        the bytes written are the same.
+        False: asdf does not validate the ASDF extension's tree against the ASDF schemas before
+        writing it (:func:`webbflow.io.cal.write_model`), for a caller whose tree is valid by
+        construction.  The tree and every other HDU are the same; the YAML of the ASDF extension
+        lists the same lines with ``asdf_library`` and ``history`` where they fall instead of first
+        (the core schema's ``propertyOrder``, which only validation applies).
 
     Returns
     -------
@@ -206,7 +209,8 @@ def save_model(model, path, provenance=None, cards=(), validate_asdf=True):
 
 
 def _set_wcs(model, wcs):
-    """``model.meta.wcs = wcs`` without stdatamodels' validation on assignment.
+    """``model.meta.wcs = wcs`` without stdatamodels' validation on assignment
+    (:mod:`webbflow.io.unvalidated`).
 
     That validation serialises the whole gwcs to check it against its schema (~16 ms for a
     NIRCam imaging WCS); a valid WCS is stored the same way either way, so the product is the same.
@@ -214,7 +218,7 @@ def _set_wcs(model, wcs):
     grid) that asdf's converters serialise to valid trees, so the products are also written without
     asdf's write-time validation (``save_model(validate_asdf=False)``).
     """
-    with unvalidated_assignments(model):
+    with unvalidated.assignments(model):
         model.meta.wcs = wcs
 
 
@@ -260,7 +264,7 @@ def _assign_all_valid(model, node, items):
     except ImportError:
         return False
     before = dict(node.instance)
-    with unvalidated_assignments(model):
+    with unvalidated.assignments(model):
         for k, value in items:
             setattr(node, k, value)
     try:
@@ -300,7 +304,8 @@ def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
     return save_model(model, path, provenance, validate_asdf=False)
 
 
-def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=None, provenance=None, keep=False):
+def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=None, provenance=None, keep=False,
+              validate=True):
     """Write the ``_i2d`` product (ImageModel: SCI, ERR, CON, WHT, VAR_*; gwcs + FITS TAN WCS).
 
     Parameters
@@ -318,13 +323,22 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
     keep : bool
         Also return the model as written (the segm's template, :func:`write_segm`), instead of
         letting it go.
+    validate : bool
+        False: the model is built without stdatamodels' validation of each assignment
+        (:func:`webbflow.io.unvalidated.new_model`), for a caller whose ``result`` and ``template``
+        are valid.  Either way it is written without asdf's validation of its tree
+        (:func:`save_model`): the i2d's values are this module's own, a gwcs and the template's.
 
     Returns
     -------
     pathlib.Path or (pathlib.Path, ImageModel)
         The product's path; with ``keep``, and the model.
     """
-    model = datamodels.ImageModel(result.data)
+    if validate:
+        model = datamodels.ImageModel(result.data)
+    else:
+        model = unvalidated.new_model(datamodels.ImageModel)
+        model.data = result.data
     model.update(template, only="PRIMARY")
     model.err = result.err
     model.con = result.con

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import webbflow
+from webbflow.io import unvalidated
 from webbflow.io.cal import CalArrays, _exposure, _provenance, open_product, write_model
 from webbflow.io.errors import ReferenceFileError
 
@@ -38,24 +39,6 @@ _SKIPPED_SPEC2 = ("bkg_subtract", "barshadow", "badpix_selfcal", "clean_flicker_
 _SKIPPED_AFTER_CALINTS = ("pixel_replace", "adaptive_trace_model")
 """…and these two, skipped after calints is written, appear in x1dints only (S_PXREPL, S_TRCMOD)."""
 _TIME_COLUMNS = ("MJD-BEG", "MJD-AVG", "MJD-END", "TDB-BEG", "TDB-MID", "TDB-END")
-_VALIDATE_BUILT = False
-"""``validate_on_assignment`` of the products built here (calints, x1dints, their TSOSpecModels and
-HDRTAB rows).  Their values are this module's own or copied from a product stdatamodels validated when
-it opened it, so stdatamodels' check of every assignment against the schema (an asdf validation each:
-~0.1 s CPU of a warm spec2 job, ~0.2 s of a tso3 job) finds nothing; the products are byte-identical
-(``tests/test_spec2.py``, ``tests/test_tso3*.py`` and the parity tests), and they are validated again
-whenever they are opened."""
-
-
-def _built(cls):
-    """A new, empty ``cls`` (a JWST datamodel class) with :data:`_VALIDATE_BUILT` set.  Not through
-    the constructor's ``validate_on_assignment``: SlitModel and TSOSpecModel take their keyword
-    arguments as attributes (it would land in the product's tree)."""
-    model = cls()
-    model._validate_on_assignment = _VALIDATE_BUILT
-    return model
-
-
 _INT_TIME_COLUMNS = ("int_start_MJD_UTC", "int_mid_MJD_UTC", "int_end_MJD_UTC", "int_start_BJD_TDB",
                      "int_mid_BJD_TDB", "int_end_BJD_TDB")
 
@@ -293,7 +276,7 @@ def _calints_model(rateints, arrays, cutout, cal_steps, ref_files, photometry, p
     """The calints SlitModel of :func:`write_calints` (its arrays those of ``arrays``)."""
     from stdatamodels.jwst import datamodels
 
-    model = _built(datamodels.SlitModel)
+    model = unvalidated.new_model(datamodels.SlitModel)
     model.update(rateints)
     model.data, model.dq, model.err = arrays.data, arrays.dq, arrays.err
     model.var_poisson, model.var_rnoise = arrays.var_poisson, arrays.var_rnoise
@@ -466,7 +449,7 @@ def tso_spec(source, columns, *, order, flux_unit, extraction):
     from stdatamodels.jwst import datamodels
 
     table = x1d_rows(source, columns)
-    spec = _built(datamodels.TSOSpecModel)
+    spec = unvalidated.new_model(datamodels.TSOSpecModel)
     spec.spec_table = table
     sb = "MJy/sr" if flux_unit == "Jy" else flux_unit
     units = {"WAVELENGTH": "um", "FLUX": flux_unit, "FLUX_ERROR": flux_unit, "SURF_BRIGHT": sb, "SB_ERROR": sb,
@@ -547,7 +530,7 @@ def member_header(member, *, filename=None, cal_steps=None, ref_files=None, prov
     """
     from stdatamodels.jwst import datamodels
 
-    with _built(datamodels.TSOMultiSpecModel) as model:
+    with unvalidated.new_model(datamodels.TSOMultiSpecModel) as model:
         model.update(member, only="PRIMARY")
         model.meta.filename = filename or member.meta.filename
         _set_steps_and_refs(model, cal_steps, ref_files, provenance,
@@ -627,7 +610,7 @@ def _x1dints_model(primary, specs, int_times, cal_steps, ref_files, provenance, 
     """The TSOMultiSpecModel of :func:`write_x1dints`."""
     from stdatamodels.jwst import datamodels
 
-    model = _built(datamodels.TSOMultiSpecModel)
+    model = unvalidated.new_model(datamodels.TSOMultiSpecModel)
     model.update(primary, only="PRIMARY")
     model.int_times = primary.int_times.copy() if int_times is None else int_times
     for spec in specs:

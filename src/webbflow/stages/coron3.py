@@ -39,7 +39,8 @@ import numpy as np
 
 from webbflow import dqflags
 from webbflow.config import CORON3_STEPS
-from webbflow.io.cal import CalArrays
+from webbflow.io import unvalidated
+from webbflow.io.cal import CalArrays, open_product
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.image3 import save_model
 from webbflow.stages import coron3_beyond as beyond
@@ -140,28 +141,26 @@ def read_association(asn):
 
 
 def _open_calints(path, need_wcs):
+    """Open a member's calints (image2's, written by stdatamodels) without the per-value schema
+    check (:func:`webbflow.io.unvalidated.open_model`: about half of each open); the crfints and
+    psfsub assign only this stage's arrays and step statuses to it."""
     from stdatamodels.jwst import datamodels
 
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "calints file not found", "run image2 on the exposure's rateints first")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = datamodels.open(str(path))
-    except Exception as exc:  # noqa: BLE001 - one clear line instead of a deep traceback
-        raise InputError(path, f"cannot be opened as a JWST product ({exc})",
-                         "give a *_calints.fits written by image2") from None
-    problem = None
-    if not isinstance(model, datamodels.CubeModel) or model.data.ndim != 3:
-        problem = (f"is a {type(model).__name__}, not a 3-D CubeModel calints",
-                   "give the *_calints.fits of a coronagraphic exposure (image2 on its rateints)")
-    elif need_wcs and model.meta.wcs is None:
-        problem = ("has no gwcs (meta.wcs) for the i2d resample", "run image2 (assign_wcs) on it")
-    if problem:
-        model.close()
-        raise InputError(path, *problem)
-    return model
+
+    def check(model):
+        if not isinstance(model, datamodels.CubeModel) or model.data.ndim != 3:
+            return (f"is a {type(model).__name__}, not a 3-D CubeModel calints",
+                    "give the *_calints.fits of a coronagraphic exposure (image2 on its rateints)")
+        if need_wcs and model.meta.wcs is None:
+            return ("has no gwcs (meta.wcs) for the i2d resample", "run image2 (assign_wcs) on it")
+        return None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return open_product(path, "calints", "image2", check, native=True, validate=False)
 
 
 def _read_psfmask(path, shape):
@@ -174,7 +173,7 @@ def _read_psfmask(path, shape):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with datamodels.open(str(path)) as model:
+            with datamodels.open(str(path), validate_on_assignment=False) as model:  # only its array is read
                 mask = np.array(model.data, np.float32)
     except Exception as exc:  # noqa: BLE001
         raise ReferenceFileError(path, f"cannot be opened as a PSFMASK reference ({exc})",
@@ -343,7 +342,9 @@ def _write(info, models, result, p, refs, out_dir, provenance):
     def save(model, path):
         model.meta.asn.pool_name = info["pool"]
         model.meta.asn.table_name = info["path"].name if info["path"] else asn_id
-        return save_model(model, path, provenance)
+        # the trees are valid by construction (this stage's arrays and statuses on validated models'
+        # metadata): asdf's validation of each before it is written finds nothing
+        return save_model(model, path, provenance, validate_asdf=False)
 
     def crfints(model, arrays, path):
         _set_arrays(model, arrays)
@@ -355,16 +356,16 @@ def _write(info, models, result, p, refs, out_dir, provenance):
         written["crfints"].append(crfints(model, arrays, path))
 
     data, err, dq = result["psfstack"]
-    stack = datamodels.CubeModel(data=data, err=err, dq=dq)
+    stack = unvalidated.new_model(datamodels.CubeModel)
+    stack.data, stack.err, stack.dq = data, err, dq
     stack.update(models["psf"][0])
     stack.meta.cal_step.outlier_detection = status["outlier_detection"]
     stack.meta.cal_step.stack_psfs = "COMPLETE"
     written["psfstack"] = save(stack, out_dir / f"{product}_psfstack.fits")
 
     for model, path, sci in zip(models["science"], info["science"], result["science"]):
-        template = model.copy()
         written["crfints"].append(crfints(model, sci["crf"], path))
-        aligned = datamodels.CubeModel(sci["aligned"][0].shape)
+        aligned = datamodels.CubeModel(sci["aligned"][0].shape, validate_on_assignment=False)
         aligned.update(stack)
         aligned.data = sci["aligned"][0]
         if sci["aligned"][1] is not None:
@@ -372,12 +373,13 @@ def _write(info, models, result, p, refs, out_dir, provenance):
         aligned.meta.cal_step.align_psfs = "COMPLETE"
         aligned.meta.ref_file.psfmask.name = mask_name
         written["psfalign"].append(save(aligned, out_dir / _exposure_name(path, asn_id, "psfalign")))
-        _set_arrays(template, sci["psfsub"])
-        template.meta.cal_step.outlier_detection = status["outlier_detection"]
-        template.meta.cal_step.klip = "COMPLETE"  # jwst's psfsub has S_KLIP and S_OUTLIR, not S_PSFALI
-        written["psfsub"].append(save(template, out_dir / _exposure_name(path, asn_id, "psfsub")))
+        # The psfsub is the science model again (no copy of it): the crfints' changes to it are all
+        # made again here (every array the crfints set, S_OUTLIR, the asn names, the file name and date).
+        _set_arrays(model, sci["psfsub"])
+        model.meta.cal_step.outlier_detection = status["outlier_detection"]
+        model.meta.cal_step.klip = "COMPLETE"  # jwst's psfsub has S_KLIP and S_OUTLIR, not S_PSFALI
+        written["psfsub"].append(save(model, out_dir / _exposure_name(path, asn_id, "psfsub")))
         written["shifts"].append(sci["shifts"])
-        template.close()
 
     if "i2d" in result:
         models["science"][0].meta.cal_step.klip = "COMPLETE"  # the i2d's blended science headers have it
@@ -420,4 +422,4 @@ def _write_i2d(resampled, first, info, p, status, out_dir, provenance):
            "table": info["path"].name if info["path"] else info["product"]}
     steps = {k: v for k, v in status.items() if k in ("outlier_detection", "resample")}
     return write_i2d(resampled, out_dir / f"{info['product']}_i2d.fits", first, members=members, asn=asn,
-                     cal_steps=steps, params=p["resample"], provenance=provenance)
+                     cal_steps=steps, params=p["resample"], provenance=provenance, validate=False)
