@@ -24,7 +24,7 @@ import numpy as np
 
 from webbflow.config import TSO3_STEPS
 from webbflow.provenance import reference_names, stage_provenance
-from webbflow.io.cal import CalArrays, open_product, write_model
+from webbflow.io.cal import CalArrays, open_product, unvalidated_assignments, write_model
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import write_ecsv
 from webbflow.io.spec import X1dintsStream, X1dRowSpool, member_header, tso_spec, x1d_rows
@@ -80,11 +80,21 @@ def read_calints(path, imaging=False, cubes=True):
                     + ("image2" if imaging else "spec2"))
         return None
 
-    # an imaging calints (image2's, written by stdatamodels) is opened without the per-value schema
-    # check, half of a warm open; its later assignments (outlier_detection's arrays, the step status)
-    # are the model's own arrays and valid values
-    model = open_product(path, "calints", "image2" if imaging else "spec2", check,
-                         native=True if cubes else "lazy", validate=not imaging)
+    import asdf
+
+    # a calints (image2's or spec2's, ours or jwst's: written by stdatamodels) is opened without the
+    # per-value schema check (half of a warm open) and without asdf's validation of its ASDF tree
+    # against the tag schemas (~0.05 s a grism segment): neither changes the model read from a
+    # valid product, and its later assignments (outlier_detection's arrays, the step status) are
+    # the model's own arrays and valid values
+    with asdf.config_context() as config:
+        config.validate_on_read = False
+        model = open_product(path, "calints", "image2" if imaging else "spec2", check,
+                             native=True if cubes else "lazy", validate=False)
+    if not imaging and "validate_on_assignment" in model._instance:
+        # SlitModel keeps its constructor's keyword arguments in its tree, this one too: the crfints
+        # (written from this model) record the value of a validated open, as they always have
+        model._instance["validate_on_assignment"] = True
     return model, (CalArrays.from_model(model, var_flat=True, share=True) if cubes else None)
 
 
@@ -175,12 +185,16 @@ def _outliers(model, arrays, od, crf_path):
         arrays, maskpt=float(od.get("maskpt", 0.7)),
         rolling_window_width=int(od.get("rolling_window_width", 25)), snr=snr)
     log.info("outlier_detection  %d pixels flagged", flagged)
-    for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat"):
-        value = getattr(arrays, name)
-        if value is not None:
-            setattr(model, name, value)
-    model.meta.cal_step.outlier_detection = "COMPLETE"
-    write_model(model, crf_path)
+    # the arrays are the model's own (read_calints shares them), float32/uint32 of its shape: valid
+    # by construction, so neither their assignment nor the ASDF tree written (the calints' own, which
+    # stdatamodels wrote) is validated again (~0.1 s CPU a grism segment; the same bytes)
+    with unvalidated_assignments(model):
+        for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat"):
+            value = getattr(arrays, name)
+            if value is not None:
+                setattr(model, name, value)
+        model.meta.cal_step.outlier_detection = "COMPLETE"
+    write_model(model, crf_path, validate_asdf=True)
     return Path(crf_path)
 
 
