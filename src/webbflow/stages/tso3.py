@@ -177,24 +177,52 @@ def _streamed_member(member, model, crf_path, od, extract, trace_columns):
         (np.concatenate(profiles) if trace_columns is not None else None)
 
 
-def _outliers(model, arrays, od, crf_path):
-    """outlier_detection in time (jwst's "tso" mode) on one member, in place; writes its crfints."""
+def _outliers(model, arrays, od, crf_path=None):
+    """outlier_detection in time (jwst's "tso" mode) on one member, in place; writes its crfints
+    (at ``crf_path``; None: the caller writes it later with :func:`_write_crfints`)."""
     snr = od.get("snr", (5.0, 4.0))
     snr = tuple(float(v) for v in (snr.split() if isinstance(snr, str) else snr))
     flagged = outlier_detection.tso_outlier_detection(
         arrays, maskpt=float(od.get("maskpt", 0.7)),
         rolling_window_width=int(od.get("rolling_window_width", 25)), snr=snr)
     log.info("outlier_detection  %d pixels flagged", flagged)
-    # the arrays are the model's own (read_calints shares them), float32/uint32 of its shape: valid
-    # by construction, so neither their assignment nor the ASDF tree written (the calints' own, which
-    # stdatamodels wrote) is validated again (~0.1 s CPU a grism segment; the same bytes)
+    with unvalidated_assignments(model):
+        model.meta.cal_step.outlier_detection = "COMPLETE"
+    if crf_path is None:
+        return None
+    _assign(model, arrays, {})
+    write_model(model, crf_path)
+    return Path(crf_path)
+
+
+def _assign(model, arrays, swapped):
+    """Give ``model`` the arrays of ``arrays``, those named in ``swapped`` as the big-endian views
+    they map to.  They are the model's own (read_calints shares them), float32/uint32 of its shape:
+    valid by construction, so not validated again (~0.03 s CPU a grism segment)."""
     with unvalidated_assignments(model):
         for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat"):
             value = getattr(arrays, name)
             if value is not None:
-                setattr(model, name, value)
-        model.meta.cal_step.outlier_detection = "COMPLETE"
-    write_model(model, crf_path, validate_asdf=True)
+                setattr(model, name, swapped.get(name, value))
+
+
+def _write_crfints(model, arrays, crf_path):
+    """Write a member's crfints once the stage is done with its arrays (outlier_detection ran on
+    them: :func:`_outliers` without a path).  The float cubes are byte-swapped in place to FITS
+    order first (:func:`webbflow.io.cal._fits_order`): astropy then neither swaps each cube for its
+    DATASUM and for its write nor swaps it back (four passes over each cube less, ~0.05 s CPU a
+    SUBGRISM64 segment of 20 integrations); the file is the same.  ``arrays`` then hold the
+    big-endian views (the same values)."""
+    from webbflow.io.cal import _fits_order
+
+    swapped = {}
+    for name in ("data", "err", "var_poisson", "var_rnoise", "var_flat"):
+        value = getattr(arrays, name)
+        if value is not None:
+            swapped[name] = _fits_order(value)
+            setattr(arrays, name, swapped[name])
+    _assign(model, arrays, swapped)
+    write_model(model, crf_path)
     return Path(crf_path)
 
 
@@ -351,7 +379,7 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                 if od.get("skip"):
                     model.meta.cal_step.outlier_detection = "SKIPPED"  # as jwst records it (S_OUTLIR)
                 elif not streamed:
-                    written.append(_outliers(model, arrays, od, crf_path))
+                    _outliers(model, arrays, od)  # its crfints written once the member is extracted
                 photom_done = model.meta.cal_step.photom == "COMPLETE"
                 order = int(model.meta.wcsinfo.spectral_order or 1)
                 wavelength = np.array(model.wavelength, np.float32)
@@ -409,6 +437,8 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                 if trace_path is not None:
                     traces.append(trace.trace_from_profiles(profiles) if streamed else
                                   trace.trace_positions(arrays.data, arrays.dq, trace_columns(extent)))
+                if not streamed and not od.get("skip"):
+                    written.append(_write_crfints(model, arrays, crf_path))
             finally:
                 # this member's cubes are done with (``e`` is a node of its model, which it keeps alive)
                 if model is not first:
