@@ -190,20 +190,20 @@ def _outliers(model, arrays, od, crf_path=None):
         model.meta.cal_step.outlier_detection = "COMPLETE"
     if crf_path is None:
         return None
-    _assign(model, arrays, {})
+    _assign(model, arrays)
     write_model(model, crf_path)
     return Path(crf_path)
 
 
-def _assign(model, arrays, swapped):
-    """Give ``model`` the arrays of ``arrays``, those named in ``swapped`` as the big-endian views
-    they map to.  They are the model's own (read_calints shares them), float32/uint32 of its shape:
-    valid by construction, so not validated again (~0.03 s CPU a grism segment)."""
+def _assign(model, arrays):
+    """Give ``model`` the arrays of ``arrays``: its own (read_calints shares them, perhaps as
+    big-endian views), float32/uint32 of its shape, so valid by construction and not validated
+    again (~0.03 s CPU a grism segment)."""
     with unvalidated_assignments(model):
         for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat"):
             value = getattr(arrays, name)
             if value is not None:
-                setattr(model, name, swapped.get(name, value))
+                setattr(model, name, value)
 
 
 def _write_crfints(model, arrays, crf_path):
@@ -215,13 +215,11 @@ def _write_crfints(model, arrays, crf_path):
     big-endian views (the same values)."""
     from webbflow.io.cal import _fits_order
 
-    swapped = {}
     for name in ("data", "err", "var_poisson", "var_rnoise", "var_flat"):
         value = getattr(arrays, name)
         if value is not None:
-            swapped[name] = _fits_order(value)
-            setattr(arrays, name, swapped[name])
-    _assign(model, arrays, swapped)
+            setattr(arrays, name, _fits_order(value))
+    _assign(model, arrays)
     write_model(model, crf_path)
     return Path(crf_path)
 
