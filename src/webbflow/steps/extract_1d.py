@@ -261,6 +261,34 @@ def box_profile(shape, aperture, wavelength, coefficients="src_coeff"):
     return profile, (lower_limit, upper_limit)
 
 
+def _column_nanmedian(work):
+    """``np.nanmedian(work, axis=0)`` of a 2-D float array, to the bit.
+
+    Below 600 rows numpy takes this median through a masked array (``np.ma.median``: ~6 ms for a
+    64 x 2048 SUBGRISM64 cutout, most of a TSO integration's box extraction); these are its steps
+    on plain arrays (~2 ms): the same argsort of the values with the NaNs as +inf (so equal values, ±0
+    included, keep its order), the low and high middle values of each column's finite ones, their
+    sum (``ndarray.sum``) halved in the array's dtype; NaN for an all-NaN column.
+    """
+    if work.shape[0] >= 600:  # numpy partitions each column instead: its own result
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=RuntimeWarning, message="All-NaN")
+            return np.nanmedian(work, axis=0)
+    nan = np.isnan(work)
+    # each column sorted as a contiguous row: numpy sorts every 1-D slice alike, a third faster so
+    order = np.ascontiguousarray(np.where(nan, np.inf, work).T).argsort(axis=1).T
+    counts = work.shape[0] - np.count_nonzero(nan, axis=0)
+    high = counts // 2
+    low = np.where(counts % 2 == 1, high, high - 1)
+    # a NaN among the middle values lies behind +inf data (np.ma.median returns +inf there)
+    middle = np.take_along_axis(work, np.take_along_axis(order, np.stack([low, high]), axis=0), axis=0)
+    middle[np.isnan(middle)] = np.inf
+    median = middle.sum(axis=0)  # as np.ma.sum adds them (-0.0 twice gives +0.0)
+    np.true_divide(median, 2.0, casting="unsafe", out=median)
+    median[counts == 0] = np.nan
+    return median
+
+
 def _background(image, profile, var_rn, var_ph, var_flat, bg_profile, weights, aperture):
     """Background image (1, nx) or (ny, nx) and the variances it adds to the sums (1, nx)."""
     work = image.copy()
@@ -271,9 +299,7 @@ def _background(image, profile, var_rn, var_ph, var_flat, bg_profile, weights, a
         work = convolve(work, kernel, boundary="extend")
     if aperture.bkg_fit == "median":
         work[bg_profile == 0] = np.nan
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=RuntimeWarning, message="All-NaN")
-            bkg_2d = np.nanmedian(work, axis=0)[np.newaxis, :]
+        bkg_2d = _column_nanmedian(work)[np.newaxis, :]
         npix = np.sum(profile, axis=0)
         variance = var_rn + var_ph + var_flat
         wgt = np.isfinite(image) * np.isfinite(variance) * (bg_profile != 0)
