@@ -501,7 +501,10 @@ def write_model(model, path, validate_asdf=True):
     validate_asdf : bool
         False: asdf does not validate the ASDF extension's tagged tree against the ASDF schemas
         before writing it (for a cal with its gwcs ~0.017 s of CPU, a tenth of a warm SUB160 image2
-        job), for a caller whose tree is valid by construction; the bytes written are the same.
+        job), for a caller whose tree is valid by construction.  The tree and every other HDU are
+        the same; where a schema orders its keys (``propertyOrder``, e.g. ``asdf_library`` and
+        ``history`` first), only validation applies that order, so the ASDF extension's YAML may list
+        the same lines in another order (``benchmarks/compare_products.py`` compares the trees).
 
     Returns
     -------

@@ -24,7 +24,8 @@ import numpy as np
 
 from webbflow.config import TSO3_STEPS
 from webbflow.provenance import reference_names, stage_provenance
-from webbflow.io.cal import CalArrays, open_product, unvalidated_assignments, write_model
+from webbflow.io import unvalidated
+from webbflow.io.cal import CalArrays, open_product, write_model
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import write_ecsv
 from webbflow.io.spec import X1dintsStream, X1dRowSpool, member_header, tso_spec, x1d_rows
@@ -186,7 +187,7 @@ def _outliers(model, arrays, od, crf_path=None):
         arrays, maskpt=float(od.get("maskpt", 0.7)),
         rolling_window_width=int(od.get("rolling_window_width", 25)), snr=snr)
     log.info("outlier_detection  %d pixels flagged", flagged)
-    with unvalidated_assignments(model):
+    with unvalidated.assignments(model):
         model.meta.cal_step.outlier_detection = "COMPLETE"
     if crf_path is None:
         return None
@@ -199,7 +200,7 @@ def _assign(model, arrays):
     """Give ``model`` the arrays of ``arrays``: its own (read_calints shares them, perhaps as
     big-endian views), float32/uint32 of its shape, so valid by construction and not validated
     again (~0.03 s CPU a grism segment)."""
-    with unvalidated_assignments(model):
+    with unvalidated.assignments(model):
         for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "var_flat"):
             value = getattr(arrays, name)
             if value is not None:
