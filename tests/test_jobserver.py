@@ -155,9 +155,17 @@ def test_detector1_and_image2_products_are_the_same_through_the_server(server_en
         monkeypatch.setenv(jobserver.DIR_ENV, str(server_env / "grism"))
         jobserver.start(jobs=scope)
         (server,) = _servers(server_env / "grism")
-        run = _client(server_env, "wfjs_helpers", "warm_state", tmp_path / "w.log", "wait", out=str(tmp_path / "w"))
-        assert run.returncode == 0, run.stderr[-3000:]
-        state = json.loads((tmp_path / "w").read_text())
+        # it listens once detector1's steps are done and warms for spec2 and tso3 between jobs: a job
+        # of no planned kind (this one) is not kept waiting for them
+        states, end = [], time.monotonic() + 300
+        while not states or states[-1]["pending"] and time.monotonic() < end:
+            run = _client(server_env, "wfjs_helpers", "warm_state", tmp_path / "w.log", "wait",
+                          out=str(tmp_path / "w"))
+            assert run.returncode == 0, run.stderr[-3000:]
+            states.append(json.loads((tmp_path / "w").read_text()))
+        state = states[-1]
+        assert not state["pending"] and "webbflow.stages.detector1" in states[0]["modules"]
+        assert "import webbflow.stages.detector1" not in states[0]["pending"]
         assert state["scope"] == sorted(scope)
         # the warm-up's objects frozen before the fork: a child's collections leave their pages shared
         assert state["frozen"] > 100_000, state["frozen"]
@@ -427,6 +435,62 @@ def test_warm_plan_of_each_kind():
     assert set(models) == {"CubeModel", "SlitModel", "TSOMultiSpecModel"} and "matplotlib" in setups
     assert jobserver.warm_plan(["image3_variant"]) == jobserver.warm_plan(["image3"])
     assert jobserver.warm_plan([]) == (("webbflow.jobs", "webbflow.workflow"), (), set())
+
+
+def _covered(steps):
+    """The modules, classes and set-ups of :func:`jobserver.warm_steps`' labels."""
+    labels = [label for label, _, _ in steps]
+    modules = {label.removeprefix("import ") for label in labels if label.startswith("import ")}
+    models = {label.removeprefix("datamodel ") for label in labels if label.startswith("datamodel ")}
+    return modules, models, {label for label in labels if " " not in label}
+
+
+@pytest.mark.parametrize("kinds", [None, ["detector1", "spec2", "tso3"], ["detector1", "image2", "tso3_phot"],
+                                   ["detector1", "image2", "coron3"], ["image2_variant", "image3"], ["qa_exposures"]])
+def test_warm_steps_are_the_plan_kind_by_kind(kinds):
+    """The server's warm-up steps are exactly its plan's imports, classes and set-ups, the first kind's
+    (the server listens once they are done) first, each step marked with the kinds that need it; a job
+    waits only for its own kind's steps (a job of no known kind: for all of an every-kind server's)."""
+    steps = jobserver.warm_steps(kinds)
+    modules, models, setups = jobserver.warm_plan(kinds)
+    got_modules, got_models, got_setups = _covered(steps)
+    assert got_modules == set(modules) and got_models == set(models)
+    assert got_setups - {"asdf", "numba cache"} == setups - {"gwcs"}
+    assert len({label for label, _, _ in steps}) == len(steps)
+    planned = {k.removesuffix("_variant") for k in kinds} if kinds else set(jobserver.STAGE_ORDER)
+    first = min(planned & set(jobserver.STAGE_ORDER), key=jobserver.STAGE_ORDER.index,
+                default=min(planned))
+    first_steps = [label for label, needed, _ in steps if first in needed]
+    assert [label for label, _, _ in steps][:len(first_steps)] == first_steps  # the first kind's come first
+    for kind in planned & jobserver.WARM_KINDS.keys():
+        k_modules, k_models, _ = jobserver.warm_plan([kind])
+        if kinds is None and not set(k_modules) <= set(jobserver.PRELOAD):  # e.g. tso3_phot: waits for all
+            assert all(kind in needed for _, needed, _ in steps)
+            continue
+        own = _covered([step for step in steps if kind in step[1]])
+        assert own[0] == set(k_modules) and own[1] == set(k_models), (kind, own)
+    request = {"qualname": "tso3", "kwargs": {"phot": "p.ecsv"}}
+    assert jobserver._request_kind(request) == "tso3_phot"
+    assert jobserver._request_kind({"qualname": "tso3", "kwargs": {"phot": None}}) == "tso3"
+    unknown = {"qualname": "report", "kwargs": {}}
+    scope = None if kinds is None else set(kinds)
+    assert all(jobserver._needs(unknown, scope, needed) == (kinds is None) for _, needed, _ in steps)
+
+
+def test_photutils_import_without_its_distribution_scan():
+    """photutils imported by the server without its scan of every distribution learns the same
+    distribution name and optional dependencies as its own import does."""
+    code = ("import sys, json\n"
+            "from webbflow import jobserver\n"
+            "if sys.argv[1] == 'server':\n"
+            "    jobserver._import('photutils.aperture')\n"
+            "else:\n"
+            "    import photutils.aperture\n"
+            "from photutils.utils import _optional_deps as d\n"
+            "print(json.dumps([d._pkg_dist_name, d._optional_deps, 'photutils.aperture' in sys.modules]))\n")
+    out = [subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, timeout=300, check=True)
+           .stdout for how in ("server", "own")]
+    assert out[0] == out[1] and json.loads(out[0])[0] == "photutils" and json.loads(out[0])[2]
 
 
 def test_onstart_starts_the_server_warmed_for_the_planned_kinds(server_env, tmp_path, make, monkeypatch):

@@ -32,7 +32,12 @@ first job that needs it, under a lock, and when it cannot be reached or
 started the job runs in-process as before, with one log line saying why.  The server the ``onstart``
 starts warms only for the kinds of job the run has planned (:data:`WARM_KINDS`, :data:`SCOPE_ENV`: a
 grism run's server imports neither image3, photutils nor matplotlib); a job of another kind still runs
-in it and pays its own imports; a server a job starts warms for every kind.  The socket lives in a
+in it and pays its own imports; a server a job starts warms for every kind.  The warm-up is a list of
+steps (:func:`warm_steps`: imports, set-ups, datamodel classes) in the order the run's kinds first
+start (:data:`STAGE_ORDER`: detector1 first); the server listens once the first kind's steps are
+done and runs the others one at a time between its ``accept()`` polls, still single-threaded; a job
+whose kind needs a step not yet run waits for it (the server runs it before the fork), so no job runs
+in a child less warm for its kind than before, and the first jobs start ~1-2 s sooner.  The socket lives in a
 private folder (mode 0700): ``$XDG_RUNTIME_DIR/webbflow`` or ``/tmp/webbflow-<uid>``
 (``WEBBFLOW_JOB_SERVER_DIR`` overrides).
 
@@ -43,6 +48,7 @@ child would run outside the batch system's accounting of that job (its cgroup), 
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -82,9 +88,11 @@ _BASE = ("webbflow.jobs", "webbflow.workflow")
 _D1, _I2, _I3 = "webbflow.stages.detector1", "webbflow.stages.image2", "webbflow.stages.image3"
 _S2, _T3, _C3 = "webbflow.stages.spec2", "webbflow.stages.tso3", "webbflow.stages.coron3"
 _REPORT = "webbflow.report.jobs"
+_PHOT = ("photutils.aperture", "photutils.centroids", "photutils.psf")
 WARM_KINDS = {
-    # rule: (modules, datamodel classes, set-ups).  Set-ups: "numba" (registries and cached serial
-    # kernels), "gwcs" (the warmed images and slits carry a WCS: its converters), "photutils",
+    # rule: (modules, datamodel classes, set-ups).  Set-ups: "numba" (registries; and, with the
+    # detector1 module, its cached serial kernels), "gwcs" (the warmed images and slits carry a WCS:
+    # its converters), "photutils" (its stage-3 submodules),
     # "matplotlib".  The classes and set-ups are those a job of the kind was seen to use (its inputs
     # and products) in bench_job_overhead.py's jobs, each run alone in a fresh process (the stage
     # jobs, qa_exposures, qa_mosaics); the other kinds' from their code.  A kind missing something
@@ -93,7 +101,9 @@ WARM_KINDS = {
     "image2": ((_I2,), ("ImageModel", "CubeModel"), ("gwcs",)),
     "spec2": ((_S2,), ("CubeModel", "SlitModel", "TSOMultiSpecModel"), ("gwcs",)),
     "tso3": ((_T3,), ("SlitModel", "TSOMultiSpecModel"), ("gwcs",)),
-    "tso3_phot": ((_T3,), ("CubeModel",), ("gwcs", "photutils", "matplotlib")),
+    # photutils' aperture, centroid and PSF modules (the last imports matplotlib's core), not its
+    # segmentation or detection (scipy.signal: ~0.3 s); it draws no figure
+    "tso3_phot": ((_T3, "webbflow.steps.tso_photometry", *_PHOT), ("CubeModel",), ("gwcs",)),
     "image3": ((_I3,), ("ImageModel", "SegmentationMapModel"), ("numba", "gwcs", "photutils", "matplotlib")),
     "coron3": ((_C3,), ("CubeModel", "ImageModel"), ("numba", "gwcs", "matplotlib")),
     "lightcurves": (("webbflow.lightcurves",), ("TSOMultiSpecModel",), ("matplotlib",)),
@@ -523,6 +533,14 @@ def _scope_from_env(environ=None):
 _WARMED_FOR = None
 """The kinds this process (a server, and so its children) was warmed for; None: every kind."""
 
+_PENDING = []
+"""The labels of the warm-up steps this server has still to run (:func:`warm_steps`; a child inherits
+the list as it was at its fork)."""
+
+STAGE_ORDER = ("detector1", "image2", "spec2", "tso3", "tso3_phot", "image3", "coron3", "lightcurves")
+"""The order in which a run's first jobs of these kinds start (the workflow's DAG): the server warms for
+the kinds in this order (any others after them, by name) and listens as soon as the first is warm."""
+
 
 def warm_state():
     """What this process was warmed for and has imported (for tests and diagnostics: run as a job, the
@@ -533,12 +551,13 @@ def warm_state():
     dict
         ``scope``: the sorted job kinds, or None (every kind); ``modules``: the sorted names in
         ``sys.modules``; ``frozen``: how many objects ``gc.freeze`` put beyond the collector's reach
-        (the server's, in its child).
+        (the server's, in its child); ``pending``: the warm-up steps the server had not run yet
+        (:func:`warm_steps`' labels).
     """
     import gc
 
     return {"scope": None if _WARMED_FOR is None else sorted(_WARMED_FOR), "modules": sorted(sys.modules),
-            "frozen": gc.get_freeze_count()}
+            "frozen": gc.get_freeze_count(), "pending": list(_PENDING)}
 
 
 def _freeze_heap():
@@ -550,7 +569,8 @@ def _freeze_heap():
     warm-up, the children's private memory (USS) went from ~35 to ~95 MiB and their CPU up by
     ~0.1 s (``bench_job_overhead.py --server``, SUB160 detector1/image2 and imaging tso3: back to
     31-36 MiB and the earlier CPU with this).  The frozen objects live as long as the server, as
-    they would anyway.
+    they would anyway.  Called after each warm-up step: a collection then walks only that step's
+    objects.
     """
     import gc
 
@@ -558,40 +578,140 @@ def _freeze_heap():
     gc.freeze()
 
 
-def _warm(kinds=None):
-    """The imports and one-off set-ups the jobs of ``kinds`` (:func:`warm_plan`; None: every kind) would
-    pay (none of them starts a thread); a set-up that fails is skipped with one line on the server's
-    stderr (its child then pays it)."""
-    global _WARMED_FOR
+def _kind_order(kinds):
+    """``kinds`` in :data:`STAGE_ORDER`, then the others by name."""
+    return sorted(kinds, key=lambda k: (STAGE_ORDER.index(k) if k in STAGE_ORDER else len(STAGE_ORDER), k))
+
+
+def warm_steps(kinds=None):
+    """The warm-up of :func:`warm_plan` (``kinds``: the same) as ordered steps, each with the kinds whose
+    jobs need it: a module's import, the ASDF set-up, numba's registries, its cached stage-1 kernels,
+    one datamodel class, photutils, matplotlib.
+
+    The steps come kind by kind in :data:`STAGE_ORDER` (a step two kinds need comes with the first):
+    the server listens once the first kind's steps are done and runs the others between jobs, or
+    before forking a job whose kind needs them (:func:`serve`).  Together they are exactly
+    :func:`warm_plan`'s modules, classes and set-ups.
+
+    Returns
+    -------
+    list of (str, frozenset, callable)
+        ``(label, kinds, run)``.  Warmed for every kind, the steps come for the stage kinds whose
+        modules :data:`PRELOAD` names, then the rest of :data:`WARM_MODELS`; the jobs of the other
+        kinds (those that need anything: lightcurves, the QA jobs) need every step.
+    """
+    modules, models, setups = warm_plan(kinds)
+    wcs = "gwcs" in setups
+    everything = kinds is None or not {k.removesuffix("_variant") for k in kinds} <= WARM_KINDS.keys()
+    if everything:  # the stage kinds whose modules PRELOAD names; the others wait for all of it
+        per_kind = [k for k in STAGE_ORDER if set(WARM_KINDS[k][0]) <= set(PRELOAD)]
+    else:
+        per_kind = _kind_order({k.removesuffix("_variant") for k in kinds})
+    steps, where = [], {}
+
+    def add(label, run, kind):
+        if label not in where:
+            where[label] = len(steps)
+            steps.append((label, set(), run))
+        if kind is not None:
+            steps[where[label]][1].add(kind)
+
+    for kind in [*per_kind, None]:
+        if kind is None:  # every kind: what no single kind named
+            k_modules, k_models, k_setups = modules, models, setups
+        else:
+            k_modules, k_models, k_setups = warm_plan([kind])
+        for module in k_modules:
+            add(f"import {module}", functools.partial(_import, module), kind)
+        if k_models:
+            add("asdf", _warm_asdf, kind)
+        if "numba" in k_setups:
+            add("numba", _warm_numba, kind)
+            if _D1 in k_modules:  # the stage-1 kernels: those of detector1's jobs only
+                add("numba cache", _warm_numba_cache, kind)
+        for name in k_models:
+            add(f"datamodel {name}", functools.partial(_warm_datamodels, (name,), wcs=wcs), kind)
+        for name, run in (("photutils", _warm_photutils), ("matplotlib", _warm_matplotlib)):
+            if name in k_setups:
+                add(name, run, kind)
+    if everything:
+        others = {k for k, plan in WARM_KINDS.items() if any(plan) and k not in per_kind}
+        for _, needed, _ in steps:
+            needed.update(others)
+    return [(label, frozenset(needed), run) for label, needed, run in steps]
+
+
+def _import(module):
+    """Import ``module`` (photutils' without its scan of every installed distribution)."""
     import importlib
 
-    modules, models, setups = warm_plan(kinds)
-    _WARMED_FOR = None if kinds is None else set(kinds)
-    for module in modules:
-        importlib.import_module(module)
-    steps = []
-    if models:
-        from webbflow.io.asdf_yaml import use_libyaml_manifests
+    if module.split(".")[0] == "photutils":
+        _import_photutils()
+    importlib.import_module(module)
 
-        use_libyaml_manifests()
-        import asdf
 
-        asdf.get_config().extensions  # noqa: B018 (asdf builds its extension list once, on first use)
-    if "numba" in setups:
-        from webbflow.steps import _warmup
+def _import_photutils():
+    """Import photutils without the scan of every installed distribution's files that its
+    ``utils._optional_deps`` makes to learn its own distribution's name (``packages_distributions``,
+    ~0.1 s of CPU; its fallback, the import name, is that name): the same module, the same answers."""
+    import importlib.metadata as metadata
 
-        _warmup.init_numba()  # numba's typing and lowering registries: a serial kernel, no threads
-        steps.append(_warm_numba_cache)
-    if models:
-        steps.append(lambda: _warm_datamodels(models, wcs="gwcs" in setups))
-    steps += [step for name, step in (("photutils", _warm_photutils), ("matplotlib", _warm_matplotlib))
-              if name in setups]
-    for step in steps:
+    if "photutils.utils._optional_deps" in sys.modules:
+        return
+    try:
+        if metadata.distribution("photutils").metadata["Name"] != "photutils":
+            raise ValueError("another distribution name")
+    except (metadata.PackageNotFoundError, ValueError, KeyError, TypeError):
+        return  # let photutils look for itself
+    scan = metadata.packages_distributions
+    metadata.packages_distributions = dict  # {}: photutils falls back on its import name
+    try:
+        import photutils.utils._optional_deps  # noqa: F401
+    finally:
+        metadata.packages_distributions = scan
+
+
+def _warm_asdf():
+    """The ASDF and FITS set-ups every stage-2/3 job installs (``webbflow.jobs._fast_asdf``: done once
+    here, a no-op in the child) and asdf's extension list (built once, on first use)."""
+    import asdf
+
+    from webbflow import jobs
+
+    jobs._fast_asdf()
+    asdf.get_config().extensions  # noqa: B018
+
+
+def _warm_numba():
+    """numba's typing and lowering registries (a serial kernel: no threads)."""
+    from webbflow.steps import _warmup
+
+    _warmup.init_numba()
+
+
+def _run_steps(steps):
+    """Run warm-up ``steps`` (:func:`warm_steps`), each followed by :func:`_freeze_heap`; a step that
+    fails is skipped with one line on the server's stderr (its child then pays it, or meets the same
+    error, in the job's own log)."""
+    for label, _, run in steps:
         try:
-            step()
+            run()
         except Exception as exc:  # noqa: BLE001 (a warm-up only saves time: its child pays it instead)
-            print(f"webbflow job server: {getattr(step, '__name__', 'warm-up')} skipped ({type(exc).__name__}: "
-                  f"{exc})", file=sys.stderr, flush=True)
+            print(f"webbflow job server: warm-up step {label} skipped ({type(exc).__name__}: {exc})",
+                  file=sys.stderr, flush=True)
+        _freeze_heap()
+        with contextlib.suppress(ValueError):
+            _PENDING.remove(label)
+
+
+def _warm(kinds=None):
+    """The imports and one-off set-ups the jobs of ``kinds`` (:func:`warm_plan`; None: every kind) would
+    pay (none of them starts a thread), all at once (:func:`warm_steps`, :func:`_run_steps`)."""
+    global _WARMED_FOR
+    _WARMED_FOR = None if kinds is None else set(kinds)
+    steps = warm_steps(kinds)
+    _PENDING[:] = [label for label, _, _ in steps]
+    _run_steps(steps)
 
 
 NUMBA_MODULES = ("webbflow.steps._jit", "webbflow.steps._jump_numba", "webbflow.steps._ramp_numba",
@@ -682,7 +802,7 @@ def _warm_datamodels(models=WARM_MODELS, wcs=True):
     from webbflow.io.asdf_yaml import cache_schema_documents
 
     cache_schema_documents()
-    imaging, spec = _tiny_gwcs() if wcs else (None, None)
+    imaging, spec = _tiny_gwcs() if wcs and {"ImageModel", "SlitModel"} & set(models) else (None, None)
     shapes = {"CubeModel": (2, 2, 2), "QuadModel": (2, 2, 2, 2), "RampModel": (1, 2, 2, 2)}
     with tempfile.TemporaryDirectory(prefix="webbflow-warm-") as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -711,13 +831,11 @@ def _warm_datamodels(models=WARM_MODELS, wcs=True):
 
 
 def _warm_photutils():
-    """photutils' submodules the stage-3 and photometry steps import lazily (photutils' own import
-    scans every installed distribution's metadata)."""
-    import importlib
-
+    """photutils' submodules the stage-3 and photometry steps import lazily (:func:`_import_photutils`:
+    without photutils' scan of every installed distribution)."""
     for module in ("photutils.aperture", "photutils.background", "photutils.centroids", "photutils.detection",
                    "photutils.psf", "photutils.segmentation", "photutils.utils"):
-        importlib.import_module(module)
+        _import(module)
 
 
 def _warm_matplotlib():
@@ -742,6 +860,9 @@ def _warm_matplotlib():
 def serve(path, key, idle=IDLE_S, lock_fd=None):
     """Listen on ``path`` and fork one child per job until ``idle`` seconds pass without one.
 
+    The server listens once the warm-up steps of the first of its kinds are done
+    (:func:`warm_steps`); it runs the others between jobs, and those a job's kind needs before its fork.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -760,29 +881,76 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     if server_key() != key:  # before the imports too: a client that names another key costs nothing
         raise SystemExit(f"webbflow job server: not the client's environment ({key} != {server_key()})")
-    _warm(_scope_from_env())
-    _freeze_heap()
+    global _WARMED_FOR
+    scope = _scope_from_env()
+    _WARMED_FOR = None if scope is None else set(scope)
+    steps = warm_steps(scope)
+    _PENDING[:] = [label for label, _, _ in steps]
+    # the first kind's steps before listening (detector1's in a run of stage 1: the first jobs); the
+    # others between jobs (select() with no wait while any remain), or before the fork of a job that
+    # needs them: a job never runs in a child that lacks what its kind is warmed for
+    first = next((kinds for _, kinds, _ in steps if kinds), frozenset())
+    first = _kind_order(first)[:1]
+    _run_steps([step for step in steps if set(first) & step[1]] if first else steps)
     if server_key() != key:
         raise SystemExit(f"webbflow job server: sources changed while starting ({key} != {server_key()})")
+    steps = [step for step in steps if step[0] in _PENDING]
     path = Path(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     listener.bind(str(tmp))
     os.chmod(tmp, 0o600)
     listener.listen(64)
-    os.replace(tmp, path)  # clients connect only to a server that has warmed up
+    os.replace(tmp, path)  # clients connect only to a server that has warmed up for the first kind
     inode = path.stat().st_ino
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ, ("listen", None))
     jobs = {}  # pid -> [connection, pidfd, result received]
     last = time.monotonic()
+
+    def warm(needed):
+        """Run the pending ``needed`` steps; False if the sources changed meanwhile (stop listening)."""
+        nonlocal steps
+        if not needed:
+            return True
+        _run_steps(needed)
+        steps = [step for step in steps if step[0] in _PENDING]
+        if any(label.startswith("import ") for label, _, _ in needed) and server_key() != key:
+            print(f"webbflow job server: sources changed while warming up ({key} != {server_key()}); "
+                  "no new jobs", file=sys.stderr, flush=True)
+            return False
+        return True
+
+    def stop_listening():
+        nonlocal steps
+        steps = []
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(listener)
+        with contextlib.suppress(OSError):
+            if path.stat().st_ino == inode:
+                path.unlink()
+        listener.close()
+
     try:
-        while jobs or time.monotonic() - last < idle:
-            for sk, _ in sel.select(timeout=None if jobs else max(0.05, idle - (time.monotonic() - last))):
+        while jobs or (listener.fileno() >= 0 and (steps or time.monotonic() - last < idle)):
+            timeout = 0 if steps else None if jobs else max(0.05, idle - (time.monotonic() - last))
+            events = sel.select(timeout=timeout)
+            if not events and steps and not warm(steps[:1]):
+                stop_listening()
+            for sk, _ in events:
                 what, pid = sk.data
                 if what == "listen":
+                    if listener.fileno() < 0:
+                        continue
                     conn, _ = listener.accept()
-                    child = _start_job(conn, listener, sel, lock_fd)
+
+                    def before_fork(request):
+                        ok = warm([step for step in steps if _needs(request, scope, step[1])])
+                        if not ok:
+                            stop_listening()
+                        return ok
+
+                    child = _start_job(conn, listener, sel, lock_fd, before_fork)
                     if child is None:
                         conn.close()
                         continue
@@ -823,8 +991,30 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
         listener.close()  # a client that connected in the meantime sees EOF and runs its job in-process
 
 
-def _start_job(conn, listener, sel, lock_fd=None):
-    """Read one request from ``conn`` and fork its child; the child's pid, or None if refused."""
+def _request_kind(request):
+    """The job kind (rule name) of a request: its function's name (``tso3`` with ``phot``: ``tso3_phot``)."""
+    name = request.get("qualname", "")
+    if name == "tso3" and (request.get("kwargs") or {}).get("phot") is not None:
+        return "tso3_phot"
+    return name
+
+
+def _needs(request, scope, kinds):
+    """Whether the job of ``request`` needs a warm-up step that the jobs of ``kinds`` need: yes if its
+    kind is one of them; a job of no known kind needs every step of a server warmed for every kind (as
+    if it listened only once warm) and none of a server warmed for some kinds (its child pays its own
+    imports, as it would anyway)."""
+    kind = _request_kind(request)
+    if kind in WARM_KINDS:
+        return kind in kinds
+    return scope is None
+
+
+def _start_job(conn, listener, sel, lock_fd=None, before_fork=None):
+    """Read one request from ``conn`` and fork its child; the child's pid, or None if refused.
+
+    ``before_fork(request)``: called with the request before the fork (the server's warm-up steps the
+    job needs); a false answer refuses the job (its client runs it in-process)."""
     conn.settimeout(10.0)
     fds = []
     try:
@@ -840,6 +1030,10 @@ def _start_job(conn, listener, sel, lock_fd=None):
             os.close(fd)
         return None
     conn.settimeout(None)
+    if before_fork is not None and not before_fork(request):
+        for fd in fds:
+            os.close(fd)
+        return None
     if not fork_safe():
         print("webbflow job server: not single-threaded, refusing to fork", file=sys.stderr, flush=True)
         for fd in fds:
