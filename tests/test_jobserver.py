@@ -473,8 +473,8 @@ def test_warm_steps_are_the_plan_kind_by_kind(kinds):
     assert jobserver._request_kind(request) == "tso3_phot"
     assert jobserver._request_kind({"qualname": "tso3", "kwargs": {"phot": None}}) == "tso3"
     unknown = {"qualname": "report", "kwargs": {}}
-    scope = None if kinds is None else set(kinds)
-    assert all(jobserver._needs(unknown, scope, needed) == (kinds is None) for _, needed, _ in steps)
+    assert all(jobserver._needs(unknown, kinds is None, needed) == (kinds is None) for _, needed, _ in steps)
+    assert jobserver._every_kind(kinds) == (kinds is None) and jobserver._every_kind(["detector1", "not_a_rule"])
 
 
 def test_photutils_import_without_its_distribution_scan():

@@ -37,8 +37,8 @@ steps (:func:`warm_steps`: imports, set-ups, datamodel classes) in the order the
 start (:data:`STAGE_ORDER`: detector1 first); the server listens once the first kind's steps are
 done and runs the others one at a time between its ``accept()`` polls, still single-threaded; a job
 whose kind needs a step not yet run waits for it (the server runs it before the fork), so no job runs
-in a child less warm for its kind than before, and the first jobs start ~1-2 s sooner.  The socket lives in a
-private folder (mode 0700): ``$XDG_RUNTIME_DIR/webbflow`` or ``/tmp/webbflow-<uid>``
+in a child less warm for its kind than before, and the first jobs start ~1-2 s sooner.  The socket
+lives in a private folder (mode 0700): ``$XDG_RUNTIME_DIR/webbflow`` or ``/tmp/webbflow-<uid>``
 (``WEBBFLOW_JOB_SERVER_DIR`` overrides).
 
 A server helps only the jobs of one machine: on a cluster each node would start its own, and a job's
@@ -64,8 +64,9 @@ from pathlib import Path
 # standard library only; the one on/off test, shared with webbflow.workflow
 from webbflow.jobmode import ENV, wanted
 
-__all__ = ["ENV", "SCOPE_ENV", "WARM_KINDS", "JobOutcome", "ServerStarting", "fork_safe", "memory_figures", "serve",
-           "server_key", "socket_dir", "start", "start_early", "submit", "wanted", "warm_plan", "warm_state"]
+__all__ = ["ENV", "SCOPE_ENV", "STAGE_ORDER", "WARM_KINDS", "JobOutcome", "ServerStarting", "fork_safe",
+           "memory_figures", "serve", "server_key", "socket_dir", "start", "start_early", "submit", "wanted", "warm_plan",
+           "warm_state", "warm_steps"]
 
 DIR_ENV = "WEBBFLOW_JOB_SERVER_DIR"
 IDLE_ENV = "WEBBFLOW_JOB_SERVER_IDLE"
@@ -578,6 +579,12 @@ def _freeze_heap():
     gc.freeze()
 
 
+def _every_kind(kinds):
+    """Whether a server for ``kinds`` warms for every kind (:func:`warm_plan`: None, or a kind it does
+    not know)."""
+    return kinds is None or not {k.removesuffix("_variant") for k in kinds} <= WARM_KINDS.keys()
+
+
 def _kind_order(kinds):
     """``kinds`` in :data:`STAGE_ORDER`, then the others by name."""
     return sorted(kinds, key=lambda k: (STAGE_ORDER.index(k) if k in STAGE_ORDER else len(STAGE_ORDER), k))
@@ -602,7 +609,7 @@ def warm_steps(kinds=None):
     """
     modules, models, setups = warm_plan(kinds)
     wcs = "gwcs" in setups
-    everything = kinds is None or not {k.removesuffix("_variant") for k in kinds} <= WARM_KINDS.keys()
+    everything = _every_kind(kinds)
     if everything:  # the stage kinds whose modules PRELOAD names; the others wait for all of it
         per_kind = [k for k in STAGE_ORDER if set(WARM_KINDS[k][0]) <= set(PRELOAD)]
     else:
@@ -654,7 +661,7 @@ def _import_photutils():
     """Import photutils without the scan of every installed distribution's files that its
     ``utils._optional_deps`` makes to learn its own distribution's name (``packages_distributions``,
     ~0.1 s of CPU; its fallback, the import name, is that name): the same module, the same answers."""
-    import importlib.metadata as metadata
+    from importlib import metadata
 
     if "photutils.utils._optional_deps" in sys.modules:
         return
@@ -884,7 +891,7 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
     global _WARMED_FOR
     scope = _scope_from_env()
     _WARMED_FOR = None if scope is None else set(scope)
-    steps = warm_steps(scope)
+    steps, every = warm_steps(scope), _every_kind(scope)
     _PENDING[:] = [label for label, _, _ in steps]
     # the first kind's steps before listening (detector1's in a run of stage 1: the first jobs); the
     # others between jobs (select() with no wait while any remain), or before the fork of a job that
@@ -945,7 +952,7 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
                     conn, _ = listener.accept()
 
                     def before_fork(request):
-                        ok = warm([step for step in steps if _needs(request, scope, step[1])])
+                        ok = warm([step for step in steps if _needs(request, every, step[1])])
                         if not ok:
                             stop_listening()
                         return ok
@@ -999,15 +1006,15 @@ def _request_kind(request):
     return name
 
 
-def _needs(request, scope, kinds):
+def _needs(request, every, kinds):
     """Whether the job of ``request`` needs a warm-up step that the jobs of ``kinds`` need: yes if its
-    kind is one of them; a job of no known kind needs every step of a server warmed for every kind (as
-    if it listened only once warm) and none of a server warmed for some kinds (its child pays its own
-    imports, as it would anyway)."""
+    kind is one of them; a job of no known kind needs every step of a server warmed for every kind
+    (``every``: as if it listened only once warm) and none of a server warmed for some kinds (its child
+    pays its own imports, as it would anyway)."""
     kind = _request_kind(request)
     if kind in WARM_KINDS:
         return kind in kinds
-    return scope is None
+    return every
 
 
 def _start_job(conn, listener, sel, lock_fd=None, before_fork=None):
