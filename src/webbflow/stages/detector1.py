@@ -162,7 +162,7 @@ def call_step(step, ramp, readout, refs, kwargs):
     raise ValueError(f"unknown step {step!r}")
 
 
-def _start_numba_warmup(readout, params):
+def _start_numba_warmup(readout, params, frame_shape=None):
     """Load numba and the stage-1 kernels in a background thread; join it before the steps.
 
     The first jitted calls of a process cost ~0.6 s of registry loading and
@@ -177,7 +177,7 @@ def _start_numba_warmup(readout, params):
             if readout is None:
                 _warmup.init_numba()
             else:
-                _warmup.warm_stage1(readout, params)
+                _warmup.warm_stage1(readout, params, frame_shape)
         except Exception:  # a failed warm-up costs only time: the steps compile as usual
             log.debug("numba warm-up failed", exc_info=True)
 
@@ -514,7 +514,7 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     max_bytes = int((max_memory_mb or detector1_stream.DEFAULT_MAX_MEMORY_MB) * 2**20)
     streamed = peek is not None and detector1_stream.plan(
         (peek[0].nints, peek[0].ngroups, *peek[1]), max_bytes) is not None
-    warmup = _start_numba_warmup(peek and peek[0], params)
+    warmup = _start_numba_warmup(peek and peek[0], params, peek and peek[1])
     early = None if peek is None else _EarlyReferences(used, *peek)
     if early is not None:
         early.start()
