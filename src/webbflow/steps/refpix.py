@@ -266,13 +266,21 @@ def _clipped_mean_section(vals, dq, buf, sq, tmp, dnu, is32):
     return np.float64(_mean_of(buf, n, tmp)), 1
 
 
-def _section_clipped_mean(vals, dq, float64, siglimit=SIGLIMIT):
+def _section_clipped_mean(vals, dq, float64, siglimit=SIGLIMIT, scratch=None):
     """:func:`clipped_mean` of ``vals.ravel()`` without ``dq``'s DO_NOT_USE pixels (``float64``: of the values
-    as float64), by :func:`_clipped_mean_section`: the same numpy scalar, one compiled call."""
+    as float64), by :func:`_clipped_mean_section`: the same numpy scalar, one compiled call.
+
+    ``scratch``: a dict in which the work arrays are kept for the next call (a corrector's, per group).
+    """
     dtype = np.dtype(np.float64 if float64 else vals.dtype)
-    buf = np.empty(vals.size, dtype)
-    value, kind = _clipped_mean_section(vals, dq, buf, np.empty_like(buf), np.array([0, 0, siglimit] + [0] * 64, dtype),
-                                        np.uint32(_DNU), dtype == np.float32)
+    key = (vals.size, dtype.char, siglimit)
+    work = None if scratch is None else scratch.get(key)
+    if work is None:
+        work = (np.empty(vals.size, dtype), np.empty(vals.size, dtype),
+                np.array([0, 0, siglimit] + [0] * 64, dtype))
+        if scratch is not None:
+            scratch[key] = work
+    value, kind = _clipped_mean_section(vals, dq, *work, np.uint32(_DNU), dtype == np.float32)
     if kind == 0:
         return None
     if kind == 1 and np.isnan(value):  # NaN or inf reference pixels: numpy's own NaN (its bits) instead
@@ -500,6 +508,7 @@ class _Corrector:
         self.sirs = sirs if self.use_side else None
         # jwst's float32 -> float64 switch after the first side correction.
         self.mode64 = False
+        self._scratch = {}  # work arrays of the compiled clipped means, kept between groups
         if four_amp:
             self._setup_four_amp()
         else:
@@ -572,7 +581,7 @@ class _Corrector:
     def _values(self, g, sec):
         vals = g[sec]
         if vals.dtype in (np.float32, np.float64) and self.pdq.dtype == np.uint32:
-            return _section_clipped_mean(vals, self.pdq[sec], self.mode64)
+            return _section_clipped_mean(vals, self.pdq[sec], self.mode64, scratch=self._scratch)
         if self.mode64:
             vals = vals.astype(np.float64)
         return clipped_mean(vals.ravel(), self.pdq[sec].ravel())
