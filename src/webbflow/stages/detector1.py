@@ -605,13 +605,17 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
             statuses["persistence"] = StepStatus.COMPLETE
     del ramp  # the 4-D cube is not needed for writing
 
-    products = [(write_rateints, result.rateints, rateints_path), (write_rate, result.rate, rate_path)]
+    # the products' float32 arrays are written byte-swapped in place (the result is not used after),
+    # unless two of them share memory
+    consume = {"consume": _unshared(result.rateints, result.rate)}
+    products = [(write_rateints, result.rateints, rateints_path, consume),
+                (write_rate, result.rate, rate_path, consume)]
     if result.opt is not None:
         # jwst's <root>_fitopt.fits beside the rate product
-        products.insert(0, (write_fitopt, result.opt, fitopt_path(rate_path)))
+        products.insert(0, (write_fitopt, result.opt, fitopt_path(rate_path), {}))
     with atomic_group():  # a rate without its rateints (or fitopt, or QA table) would be a partial product
-        for writer, arrays, path in products:
-            writer(path, arrays, headers, cal_steps=statuses, ref_files=used, provenance=provenance)
+        for writer, arrays, path, kwargs in products:
+            writer(path, arrays, headers, cal_steps=statuses, ref_files=used, provenance=provenance, **kwargs)
         if one_over_f is not None:
             write_one_over_f(one_over_f_path, one_over_f, headers)
         if high is not None:
@@ -619,6 +623,13 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
              Path(rate_path).name, Path(rateints_path).name)
     return statuses
+
+
+def _unshared(*products):
+    """True when no two arrays of the ramp-fit ``products`` (:class:`~webbflow.steps.ramp_fit.ImageArrays`)
+    may share memory: each can then be given up to its writer (``consume``) without touching another."""
+    arrays = [a for p in products for a in vars(p).values() if isinstance(a, np.ndarray)]
+    return not any(np.may_share_memory(a, b) for k, a in enumerate(arrays) for b in arrays[k + 1:])
 
 
 def jump_fraction(uncal_path, references, params, exp_types=SUPPORTED_EXP_TYPES):
