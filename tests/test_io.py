@@ -633,3 +633,26 @@ def test_unvalidated_models_skip_only_the_per_value_check(tmp_path, monkeypatch)
     # the same YAML lines; asdf's validation also applies the core schema's propertyOrder (asdf_library
     # and history first), so only their order differs
     assert sorted(tree.splitlines()) == sorted(tree_u.splitlines()) and b"_fits_hash" in tree
+
+
+def test_consumed_arrays_are_written_as_the_same_file(uncal_file, tmp_path, make):
+    # consume=True (detector1's own result arrays) byte-swaps the float32 arrays in place instead of
+    # letting astropy swap them four times: the same HDUs, values, DATASUMs and valid checksums
+    _, _, headers = read_uncal(uncal_file)
+    for writer, shape in ((write_rate, (16, 16)), (write_rateints, (2, 16, 16))):
+        given = _image_arrays(shape, seed=4)
+        kept = SimpleNamespace(**{k: v.copy() for k, v in vars(given).items()})
+        writer(tmp_path / "plain.fits", _image_arrays(shape, seed=4), headers)
+        writer(tmp_path / "consumed.fits", given, headers, consume=True)
+        make.assert_fits_checksums([tmp_path / "plain.fits", tmp_path / "consumed.fits"])
+        with fits.open(tmp_path / "plain.fits") as plain, fits.open(tmp_path / "consumed.fits") as consumed:
+            assert [h.name for h in plain] == [h.name for h in consumed]
+            for a, b in zip(plain, consumed):
+                if a.data is not None and a.name != "ASDF":
+                    assert a.data.tobytes() == b.data.tobytes(), a.name
+                assert a.header.get("DATASUM") == b.header.get("DATASUM"), a.name
+                assert a.header.get("BITPIX") == b.header.get("BITPIX"), a.name
+            np.testing.assert_array_equal(consumed["SCI"].data, kept.data)
+        # the float32 arrays were given up (swapped in place); the DQ is astropy's to convert, untouched
+        assert not np.array_equal(given.data, kept.data)
+        np.testing.assert_array_equal(given.dq, kept.dq)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from webbflow import dqflags as F
 from webbflow.ramp import Ramp, Readout
@@ -164,3 +165,55 @@ def test_clipped_mean_matches_scipy_sigmaclip_semantics():
     assert refpix.clipped_mean(vals) == np.float32(10.25)
     assert refpix.clipped_mean(np.full(5, 3.0, np.float32)) == 3.0
     assert refpix.clipped_mean(vals, np.full(vals.size, F.DO_NOT_USE, np.uint32)) is None
+
+
+def _same_scalar(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    return type(a) is type(b) and np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's, on the NaN and inf sections
+def test_compiled_section_clipped_mean_is_numpys_bit_for_bit():
+    # the per-group statistics of refpix run compiled (_section_clipped_mean): the same numpy scalar,
+    # value bits and dtype, as clipped_mean of the raveled section, in float32 and float64 (mode64)
+    rng = np.random.default_rng(7)
+    kinds = ("normal", "outliers", "constant", "nan", "integers", "one_off", "inf", "few")
+    for trial in range(400):
+        kind = kinds[trial % len(kinds)]
+        shape = (int(rng.integers(1, 5)), 3 if kind == "few" else int(rng.integers(1, 600)))
+        v = rng.standard_normal(shape) * 10 ** rng.uniform(-3, 4) + rng.uniform(-1e4, 1e4)
+        if kind == "outliers":
+            v[rng.random(shape) < 0.05] += rng.uniform(-1e5, 1e5)
+        elif kind == "constant":
+            v[:] = rng.uniform(-100, 100)
+        elif kind == "nan":
+            v[rng.random(shape) < 0.01] = np.nan
+        elif kind == "integers":
+            v = np.round(v)
+        elif kind == "one_off":
+            v[:] = 5.0
+            v.flat[0] = 6.0
+        elif kind == "inf":
+            v[rng.random(shape) < 0.02] = np.inf
+        # a column-strided section of a flipped frame, as refpix reads its parities
+        frame = np.zeros((shape[0], 2 * shape[1]), np.float32)
+        frame[:, ::2] = v.astype(np.float32)
+        dq = np.zeros(frame.shape, np.uint32)
+        dq[:, ::2] = np.where(rng.random(shape) < (0.9 if trial % 13 == 0 else 0.1), F.DO_NOT_USE, 0)
+        vals, vdq = (a[::-1, ::2][::-1] if trial % 2 else a[:, ::2] for a in (frame, dq))
+        for mode64 in (False, True):
+            expected = refpix.clipped_mean((vals.astype(np.float64) if mode64 else vals).ravel(), vdq.ravel())
+            got = refpix._section_clipped_mean(vals, vdq, mode64)
+            assert _same_scalar(expected, got), (trial, kind, mode64, expected, got)
+    assert refpix._section_clipped_mean(np.ones((2, 2), np.float32), np.full((2, 2), F.DO_NOT_USE, np.uint32),
+                                        False) is None
+
+
+def test_compiled_pairwise_sum_is_numpys():
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        for n in (0, 1, 7, 8, 9, 127, 128, 129, 130, 255, 1000, 4097, 20011):
+            a = (rng.standard_normal(n) * 100 + 1e3).astype(dtype)
+            got = dtype(dtype(0) + refpix._pairwise_sum(a, n, dtype(0), np.zeros(64, dtype)))
+            assert got.tobytes() == a.sum().tobytes(), (dtype, n)

@@ -121,8 +121,23 @@ def _utc_now():
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}"
 
 
+def _big_endian_in_place(array):
+    """``array`` (float32, native little-endian, contiguous, writeable) byte-swapped in place and viewed
+    big-endian, as FITS stores it; None when it is not such an array.
+
+    astropy writes a little-endian array by swapping it in place, writing and swapping back, and swaps
+    it twice more for the checksum: four passes over each image, where an array the caller gives up
+    needs one.  The bytes written are the same.
+    """
+    if (sys.byteorder != "little" or not isinstance(array, np.ndarray) or array.dtype != np.float32
+            or array.dtype.byteorder not in "=<" or not array.flags.c_contiguous or not array.flags.writeable):
+        return None
+    array.byteswap(inplace=True)
+    return array.view(array.dtype.newbyteorder(">"))
+
+
 def _build_hdulist(model_type, filename, arrays, headers, int_times, cal_steps, ref_files, provenance,
-                   images=None):
+                   images=None, consume=False):
     """The product as an HDUList in the layout stdatamodels gives an ImageModel/CubeModel.
 
     ``images`` (extension name -> float32 array) replaces the SCI ... VAR_RNOISE extensions
@@ -172,6 +187,8 @@ def _build_hdulist(model_type, filename, arrays, headers, int_times, cal_steps, 
         if isinstance(array, Blank):  # zeros that take no memory, filled in later (RateintsStream)
             return fits.ImageHDU(np.broadcast_to(np.zeros((), np.dtype(dtype).newbyteorder(">")), array.shape),
                                  header, name=name, ver=1)
+        if consume and dtype is np.float32 and (swapped := _big_endian_in_place(array)) is not None:
+            return fits.ImageHDU(swapped, header, name=name, ver=1)
         return fits.ImageHDU(np.ascontiguousarray(array, dtype), header, name=name, ver=1)
 
     if images is not None:
@@ -223,7 +240,11 @@ def _save_to(hdulist, tmp):
     with warnings.catch_warnings():
         # the WF_CFGD comment does not fit beside its 64-character digest; cut, as before
         warnings.filterwarnings("ignore", "Card is too long, comment will be truncated")
-        hdulist.writeto(tmp, overwrite=True, checksum=True)
+        # No output verification: its card-by-card pass cost ~0.05 s a product (a third of writing a
+        # grism segment's rateints), and astropy's default ("exception") only reports, never fixes, so
+        # a product it lets through is written byte for byte the same without it.  The cards are the
+        # uncal's, as astropy parsed them, and ours.
+        hdulist.writeto(tmp, overwrite=True, checksum=True, output_verify="ignore")
 
 
 def _save(hdulist, path):
@@ -233,7 +254,7 @@ def _save(hdulist, path):
     return path
 
 
-def write_rate(path, rate, headers, *, cal_steps=None, ref_files=None, provenance=None):
+def write_rate(path, rate, headers, *, cal_steps=None, ref_files=None, provenance=None, consume=False):
     """Write a ``rate`` product (ImageModel) atomically.
 
     Parameters
@@ -256,6 +277,10 @@ def write_rate(path, rate, headers, *, cal_steps=None, ref_files=None, provenanc
         Optional ``reference_names`` (reftype -> ``crds://<file>``) replaces the
         ``R_<TYPE>`` values; ``crds_context``/``crds_version`` become
         ``CRDS_CTX``/``CRDS_VER``.
+    consume : bool
+        ``rate``'s float32 arrays are the caller's to give up: they are written byte-swapped in place
+        (their values are garbage afterwards), which saves astropy three passes over each.  The file
+        is the same.
 
     Returns
     -------
@@ -263,11 +288,11 @@ def write_rate(path, rate, headers, *, cal_steps=None, ref_files=None, provenanc
         The file written.
     """
     hdulist = _build_hdulist("ImageModel", Path(path).name, rate, headers, None, cal_steps, ref_files,
-                             provenance)
+                             provenance, consume=consume)
     return _save(hdulist, path)
 
 
-def write_rateints(path, rateints, headers, *, cal_steps=None, ref_files=None, provenance=None):
+def write_rateints(path, rateints, headers, *, cal_steps=None, ref_files=None, provenance=None, consume=False):
     """Write a ``rateints`` product (CubeModel, with INT_TIMES) atomically.
 
     Parameters
@@ -277,7 +302,7 @@ def write_rateints(path, rateints, headers, *, cal_steps=None, ref_files=None, p
     rateints : object
         3-D (nints, ny, nx) arrays ``data``, ``dq``, ``err``, ``var_poisson``,
         ``var_rnoise`` (``RampFitResult.rateints``), in DN/s.
-    headers, cal_steps, ref_files, provenance
+    headers, cal_steps, ref_files, provenance, consume
         As for :func:`write_rate`; ``headers.int_times`` becomes INT_TIMES.
 
     Returns
@@ -286,7 +311,7 @@ def write_rateints(path, rateints, headers, *, cal_steps=None, ref_files=None, p
         The file written.
     """
     hdulist = _build_hdulist("CubeModel", Path(path).name, rateints, headers, headers.int_times, cal_steps,
-                             ref_files, provenance)
+                             ref_files, provenance, consume=consume)
     return _save(hdulist, path)
 
 

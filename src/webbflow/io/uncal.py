@@ -655,11 +655,17 @@ def _read_sci_planes(path, offset, shape, ints, groups=None):
     out = np.empty((len(ints), len(groups), ny, nx), np.float32)
     plane = np.empty((ny, nx), ">u2")  # one buffer for every group read
     reads = ((offset + (i * ngroups + g) * plane.nbytes, plane) for i in ints for g in groups)
+    from webbflow.io import _decode
+
     with open(path, "rb") as f:
         for k, raw in enumerate(read_at(f, reads)):
+            dest = out[k // len(groups), k % len(groups)]
+            if _decode.NATIVE_LITTLE:  # swap, flip and convert in one pass (three numpy passes)
+                _decode.uint16_be_to_float32(raw.view(np.uint16), dest)
+                continue
             # int16 + 32768 as uint16 is the int16's bit pattern with the sign bit flipped
             raw ^= np.uint16(0x8000)
-            out[k // len(groups), k % len(groups)] = raw
+            dest[...] = raw
     return out
 
 

@@ -162,7 +162,7 @@ def call_step(step, ramp, readout, refs, kwargs):
     raise ValueError(f"unknown step {step!r}")
 
 
-def _start_numba_warmup(readout, params):
+def _start_numba_warmup(readout, params, frame_shape=None):
     """Load numba and the stage-1 kernels in a background thread; join it before the steps.
 
     The first jitted calls of a process cost ~0.6 s of registry loading and
@@ -177,7 +177,7 @@ def _start_numba_warmup(readout, params):
             if readout is None:
                 _warmup.init_numba()
             else:
-                _warmup.warm_stage1(readout, params)
+                _warmup.warm_stage1(readout, params, frame_shape)
         except Exception:  # a failed warm-up costs only time: the steps compile as usual
             log.debug("numba warm-up failed", exc_info=True)
 
@@ -242,6 +242,29 @@ def _small_pages():
     except ImportError:  # a numpy without the switch: keep its default
         return
     _set_madvise_hugepage(False)
+
+
+def _reuse_freed_memory():
+    """Keep the memory this job frees for its next arrays instead of handing it back (glibc only).
+
+    glibc gives every array of 128 kB or more its own mapping until the first is freed, and hands
+    freed heap memory back above a threshold; each new array then starts on fresh pages, and a job
+    touches most of its memory once per step that makes an array (the first touch of a page costs a
+    fault, about a microsecond of system time each).  With arrays up to 32 MB (glibc's limit) taken
+    from the heap and the heap never trimmed, a freed array's pages serve the next ones.  The job's
+    peak memory is what it holds at once, as before; it exits when done.
+    """
+    if os.environ.get("WEBBFLOW_MALLOC_REUSE", "1") != "1":
+        return
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 1 << 30)
 
 
 def _limit_threads():
@@ -502,6 +525,7 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     if params["ramp_fit"].pop("skip", False):
         raise ValueError("steps.ramp_fit.skip cannot be true: ramp_fit makes the rate products")
     _small_pages()
+    _reuse_freed_memory()
     references, needed, used = _references_used(params, references)
     if highpix_path is not None:  # the summary's levels are the saturation reference's
         if not references.get("saturation"):
@@ -514,7 +538,7 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     max_bytes = int((max_memory_mb or detector1_stream.DEFAULT_MAX_MEMORY_MB) * 2**20)
     streamed = peek is not None and detector1_stream.plan(
         (peek[0].nints, peek[0].ngroups, *peek[1]), max_bytes) is not None
-    warmup = _start_numba_warmup(peek and peek[0], params)
+    warmup = _start_numba_warmup(peek and peek[0], params, peek and peek[1])
     early = None if peek is None else _EarlyReferences(used, *peek)
     if early is not None:
         early.start()
@@ -581,13 +605,17 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
             statuses["persistence"] = StepStatus.COMPLETE
     del ramp  # the 4-D cube is not needed for writing
 
-    products = [(write_rateints, result.rateints, rateints_path), (write_rate, result.rate, rate_path)]
+    # the products' float32 arrays are written byte-swapped in place (the result is not used after),
+    # unless two of them share memory
+    consume = {"consume": _unshared(result.rateints, result.rate)}
+    products = [(write_rateints, result.rateints, rateints_path, consume),
+                (write_rate, result.rate, rate_path, consume)]
     if result.opt is not None:
         # jwst's <root>_fitopt.fits beside the rate product
-        products.insert(0, (write_fitopt, result.opt, fitopt_path(rate_path)))
+        products.insert(0, (write_fitopt, result.opt, fitopt_path(rate_path), {}))
     with atomic_group():  # a rate without its rateints (or fitopt, or QA table) would be a partial product
-        for writer, arrays, path in products:
-            writer(path, arrays, headers, cal_steps=statuses, ref_files=used, provenance=provenance)
+        for writer, arrays, path, kwargs in products:
+            writer(path, arrays, headers, cal_steps=statuses, ref_files=used, provenance=provenance, **kwargs)
         if one_over_f is not None:
             write_one_over_f(one_over_f_path, one_over_f, headers)
         if high is not None:
@@ -595,6 +623,13 @@ def run(uncal_path, rate_path, rateints_path, references, params, provenance=Non
     log.info("detector1 done in %.2f s: %s, %s", time.perf_counter() - t_start,
              Path(rate_path).name, Path(rateints_path).name)
     return statuses
+
+
+def _unshared(*products):
+    """True when no two arrays of the ramp-fit ``products`` (:class:`~webbflow.steps.ramp_fit.ImageArrays`)
+    may share memory: each can then be given up to its writer (``consume``) without touching another."""
+    arrays = [a for p in products for a in vars(p).values() if isinstance(a, np.ndarray)]
+    return not any(np.may_share_memory(a, b) for k, a in enumerate(arrays) for b in arrays[k + 1:])
 
 
 def jump_fraction(uncal_path, references, params, exp_types=SUPPORTED_EXP_TYPES):

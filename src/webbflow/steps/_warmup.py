@@ -96,7 +96,7 @@ def _tiny_inputs(readout, size=8):
     return ramp, ro, refs
 
 
-def warm_stage1(readout, params=None):
+def warm_stage1(readout, params=None, frame_shape=None):
     """Run detector1's steps once on a tiny ramp, so every kernel is loaded.
 
     Parameters
@@ -105,6 +105,9 @@ def warm_stage1(readout, params=None):
         The exposure's readout (its frame grouping picks the kernels used).
     params : dict, optional
         The step parameters of the real run (``skip`` honoured).
+    frame_shape : tuple of int, optional
+        The exposure's (ny, nx): a small frame's fused pass runs on one thread, and its parallel
+        kernel is not loaded.
     """
     init_numba()
     from webbflow.config import DETECTOR1_STEPS
@@ -127,7 +130,7 @@ def warm_stage1(readout, params=None):
         steps["clean_flicker_noise"] = {"skip": True}  # its new kernel is loaded by _warm_unexercised
         for _ in iter_steps(ramp, ro, _Headers(), refs, steps):
             pass
-        _warm_fused(ramp, refs)
+        _warm_fused(ramp, refs, None if frame_shape is None else int(np.prod(frame_shape)))
         _warm_unexercised(params or {})
     finally:
         for lg in loggers:
@@ -147,14 +150,22 @@ def _warm_unexercised(params):
         clean_flicker_noise._mirror_sorted_into(np.zeros(2), 0.0, 1, np.empty(2))
 
 
-def _warm_fused(ramp, refs):
-    """Load the fused pass's kernels (:mod:`webbflow.steps.fused`) with the argument types of a real run."""
-    from webbflow.steps import fused
+def _warm_fused(ramp, refs, frame_pixels=None):
+    """Load the fused pass's kernels (:mod:`webbflow.steps.fused`) with the argument types of a real run.
+
+    ``frame_pixels``: the exposure's ny * nx, when known; its frames run on the serial kernel only
+    below :data:`webbflow.steps.refpix._PARALLEL_MIN_PIXELS`, and the parallel one (~20 ms to load
+    from numba's cache) is left cold.
+    """
+    from webbflow.steps import fused, refpix
 
     plane, gdq = ramp.data[0, 0], ramp.groupdq[0, 0]
     ny, nx = plane.shape
     tables = (np.zeros(nx), np.zeros(nx, np.int8), np.zeros((ny, 1)), np.zeros(nx, np.int64))
     coeffs = refs["linearity"]["coeffs"]
-    for kernel in (fused._plane_serial, fused._plane_parallel):
+    kernels = (fused._plane_serial, fused._plane_parallel)
+    if frame_pixels is not None and frame_pixels < refpix._PARALLEL_MIN_PIXELS:
+        kernels = kernels[:1]
+    for kernel in kernels:
         kernel(plane, np.zeros_like(plane), *tables, False, gdq, coeffs, np.zeros((ny, nx), np.uint8),
                fused._SAT, np.zeros_like(plane))

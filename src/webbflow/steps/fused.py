@@ -39,6 +39,9 @@ _SAT = np.uint8(dqflags.SATURATED)
 
 @njit(cache=True, inline="always")
 def _row(plane, bias, colref, colkind, side, chan, use_side, gdq, coeffs, identity, saturated, dark, y):
+    if coeffs.shape[0] == 5:
+        _row5(plane, bias, colref, colkind, side, chan, use_side, gdq, coeffs, identity, saturated, dark, y)
+        return
     for x in range(plane.shape[1]):
         # superbias (float32), refpix (its _apply_row), linearity (skipping SATURATED groups), dark: a
         # float64 dark plane is subtracted in float64 and rounded on the store, as numpy's ``-=`` does
@@ -49,6 +52,33 @@ def _row(plane, bias, colref, colkind, side, chan, use_side, gdq, coeffs, identi
         if (gdq[y, x] & saturated) == 0:
             d = horner(d, coeffs, identity, y, x)
         plane[y, x] = d - dark[y, x]
+
+
+@njit(cache=True, inline="always")
+def _row5(plane, bias, colref, colkind, side, chan, use_side, gdq, coeffs, identity, saturated, dark, y):
+    """:func:`_row` for the usual five linearity coefficients: :func:`~webbflow.steps.linearity.horner`
+    unrolled, and evaluated in SATURATED groups too but not kept (a select, not a branch around the
+    polynomial): the same operations on every kept value, ~30% faster."""
+    one, zero = np.float32(1.0), np.float32(0.0)
+    for x in range(plane.shape[1]):
+        t = _tb_value(plane[y, x] - bias[y, x], colref[x], colkind[x])
+        if use_side:
+            t = t - side[y, chan[x]]
+        d = np.float32(t)
+        ident = identity[y, x] != 0
+        c4 = zero if ident else coeffs[4, y, x]
+        c3 = zero if ident else coeffs[3, y, x]
+        c2 = zero if ident else coeffs[2, y, x]
+        c1 = one if ident else coeffs[1, y, x]
+        c0 = zero if ident else coeffs[0, y, x]
+        r = c4 * d
+        r = (r + c3) * d
+        r = (r + c2) * d
+        r = (r + c1) * d
+        r = r + c0
+        if (gdq[y, x] & saturated) != 0:
+            r = d
+        plane[y, x] = r - dark[y, x]
 
 
 @njit(cache=True, parallel=True)

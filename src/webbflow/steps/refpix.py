@@ -126,6 +126,169 @@ def clipped_mean(values, dq=None, siglimit=SIGLIMIT):
     return c.mean()
 
 
+@njit(cache=True)
+def _block_sum(a, lo, n, zero):
+    """numpy's pairwise summation of at most 128 values ``a[lo:lo + n]``: eight accumulators."""
+    if n < 8:
+        res = zero
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    m = n - n % 8
+    i = 8
+    while i < m:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def _pairwise_sum(a, n, zero, partial):
+    """numpy's pairwise summation of ``a[:n]`` (``np.add.reduce`` of a contiguous 1-D array, in its
+    dtype): blocks of up to 128 values (:func:`_block_sum`), longer runs split in halves at a multiple
+    of 8 and the halves' sums added.  The recursion runs on an explicit stack (numba's cache cannot
+    reload a recursive kernel); ``partial`` (>= 64 values of ``a``'s dtype) holds the left halves' sums.
+    """
+    if n <= 128:
+        return _block_sum(a, 0, n, zero)
+    los = np.empty(64, np.int64)
+    ns = np.empty(64, np.int64)
+    stage = np.empty(64, np.int8)
+    depth = 0
+    los[0], ns[0], stage[0] = 0, n, 0
+    res = zero
+    while depth >= 0:
+        m = ns[depth]
+        if m <= 128:
+            res = _block_sum(a, los[depth], m, zero)
+            depth -= 1
+            continue
+        n2 = m // 2
+        n2 -= n2 % 8
+        if stage[depth] == 0:  # sum the left half first
+            stage[depth] = 1
+            los[depth + 1], ns[depth + 1], stage[depth + 1] = los[depth], n2, 0
+            depth += 1
+        elif stage[depth] == 1:  # the left half's sum is in res: now the right half
+            partial[depth] = res
+            stage[depth] = 2
+            los[depth + 1], ns[depth + 1], stage[depth + 1] = los[depth] + n2, m - n2, 0
+            depth += 1
+        else:
+            res = partial[depth] + res
+            depth -= 1
+    return res
+
+
+@njit(cache=True)
+def _mean_of(a, n, tmp):
+    """``a[:n].mean()`` as numpy computes it: the pairwise sum from 0, divided by the count in float64
+    and rounded to ``a``'s dtype (through ``tmp``, :func:`_clipped_mean_section`'s)."""
+    tmp[0] = tmp[1] + _pairwise_sum(a, n, tmp[1], tmp[3:])
+    tmp[0] = np.float64(tmp[0]) / n
+    return tmp[0]
+
+
+@njit(cache=True)
+def _clipped_mean_section(vals, dq, buf, sq, tmp, dnu, is32):
+    """:func:`clipped_mean` of ``vals`` (2-D, row-major order) without DO_NOT_USE pixels, in ``buf``'s dtype.
+
+    ``sq`` is scratch of ``buf``'s size and dtype; ``tmp`` holds [scratch, 0, siglimit, 64 x scratch] in that dtype;
+    ``is32``: ``buf`` is float32.
+    Returns (value, kind): kind 0 no usable pixel, 1 the clipped mean (``buf``'s dtype), 2 the float64
+    mean of values with zero spread.  The arithmetic is numpy's (``_methods._mean``/``_var``:
+    pairwise sums, float64 divisions rounded to the dtype), so the value is bit-identical.
+    """
+    zero = tmp[1]
+    n = 0
+    for r in range(vals.shape[0]):
+        for c in range(vals.shape[1]):
+            if (dq[r, c] & dnu) == 0:
+                buf[n] = vals[r, c]
+                n += 1
+    if n == 0:
+        return 0.0, 0
+    if is32:
+        # np.std(dtype=float64) == 0 exactly when every value is the same finite number (the float64
+        # sums of k copies of a float32 are exact), whose float64 mean is itself
+        v0 = buf[0]
+        same = np.isfinite(v0)
+        for i in range(1, n):
+            if buf[i] != v0:
+                same = False
+                break
+        if same:
+            return np.float64(v0), 2
+    else:
+        m = _mean_of(buf, n, tmp)
+        for i in range(n):
+            d = buf[i] - m
+            sq[i] = d * d
+        tmp[0] = zero + _pairwise_sum(sq, n, zero, tmp[3:])
+        if np.sqrt(np.float64(tmp[0]) / n) == 0.0:
+            return np.float64(m), 2
+    lim = tmp[2]
+    while True:
+        if n == 0:  # everything clipped (NaN spread): numpy's mean of nothing
+            return np.nan, 1
+        m = _mean_of(buf, n, tmp)
+        for i in range(n):
+            d = buf[i] - m
+            sq[i] = d * d
+        tmp[0] = zero + _pairwise_sum(sq, n, zero, tmp[3:])
+        tmp[0] = np.float64(tmp[0]) / n
+        tmp[0] = np.sqrt(tmp[0])
+        std = tmp[0]
+        lo = m - std * lim
+        hi = m + std * lim
+        k = 0
+        for i in range(n):
+            x = buf[i]
+            if x >= lo and x <= hi:
+                buf[k] = x
+                k += 1
+        if k == n:
+            break
+        n = k
+    return np.float64(_mean_of(buf, n, tmp)), 1
+
+
+def _section_clipped_mean(vals, dq, float64, siglimit=SIGLIMIT, scratch=None):
+    """:func:`clipped_mean` of ``vals.ravel()`` without ``dq``'s DO_NOT_USE pixels (``float64``: of the values
+    as float64), by :func:`_clipped_mean_section`: the same numpy scalar, one compiled call.
+
+    ``scratch``: a dict in which the work arrays are kept for the next call (a corrector's, per group).
+    """
+    dtype = np.dtype(np.float64 if float64 else vals.dtype)
+    key = (vals.size, dtype.char, siglimit)
+    work = None if scratch is None else scratch.get(key)
+    if work is None:
+        work = (np.empty(vals.size, dtype), np.empty(vals.size, dtype),
+                np.array([0, 0, siglimit] + [0] * 64, dtype))
+        if scratch is not None:
+            scratch[key] = work
+    value, kind = _clipped_mean_section(vals, dq, *work, np.uint32(_DNU), dtype == np.float32)
+    if kind == 0:
+        return None
+    if kind == 1 and np.isnan(value):  # NaN or inf reference pixels: numpy's own NaN (its bits) instead
+        vals = vals.astype(dtype, copy=False)
+        return clipped_mean(vals.ravel(), dq.ravel(), siglimit)
+    return np.float64(value) if kind == 2 else dtype.type(value)
+
+
 def _average_with_none(a, b):
     if a is None:
         return b
@@ -177,8 +340,8 @@ def _running_median(vals, good, roff, nrows_det, length, mode64):
     out = np.full(nr, np.nan)
     # One thread: even a full frame is ~2048 medians of ~44 values (about a millisecond), less
     # than what waking numba's thread pool costs on a busy machine at every group.
+    buf = np.empty(length * ncols, np.float64)  # one buffer: each row's window is sorted in its head
     for r in range(nr):
-        buf = np.empty(length * ncols, np.float64)
         n = 0
         has_nan = False
         for k in range(length):
@@ -345,6 +508,7 @@ class _Corrector:
         self.sirs = sirs if self.use_side else None
         # jwst's float32 -> float64 switch after the first side correction.
         self.mode64 = False
+        self._scratch = {}  # work arrays of the compiled clipped means, kept between groups
         if four_amp:
             self._setup_four_amp()
         else:
@@ -416,6 +580,8 @@ class _Corrector:
     # -- per group --------------------------------------------------------
     def _values(self, g, sec):
         vals = g[sec]
+        if vals.dtype in (np.float32, np.float64) and self.pdq.dtype == np.uint32:
+            return _section_clipped_mean(vals, self.pdq[sec], self.mode64, scratch=self._scratch)
         if self.mode64:
             vals = vals.astype(np.float64)
         return clipped_mean(vals.ravel(), self.pdq[sec].ravel())
