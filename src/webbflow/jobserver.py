@@ -722,9 +722,9 @@ def _warm(kinds=None):
 
 
 NUMBA_MODULES = ("webbflow.io._decode", "webbflow.steps._jit", "webbflow.steps._jump_numba",
-                 "webbflow.steps._ramp_numba", "webbflow.steps.charge_migration", "webbflow.steps.clean_flicker_noise", "webbflow.steps.fused",
-                 "webbflow.steps.linearity", "webbflow.steps.refpix", "webbflow.steps.roeba",
-                 "webbflow.steps.saturation")
+                 "webbflow.steps._ramp_numba", "webbflow.steps.charge_migration",
+                 "webbflow.steps.clean_flicker_noise", "webbflow.steps.fused", "webbflow.steps.linearity",
+                 "webbflow.steps.refpix", "webbflow.steps.roeba", "webbflow.steps.saturation")
 """webbflow's modules with numba kernels (the steps import some of them only when they run)."""
 
 
