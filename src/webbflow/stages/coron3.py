@@ -297,7 +297,10 @@ def _reduce(info, models, mask, p, bad_bits):
     status = {}
 
     def outliers(model):
-        arrays = CalArrays.from_model(model, var_flat=True)
+        # the model's own (native) arrays, not copies: the crfints written from the model are these
+        # arrays after the outlier flags anyway, and nothing reads the calints' values again (a
+        # science exposure's crfints is copied below before the median replacement changes it)
+        arrays = CalArrays.from_model(model, var_flat=True, share=True)
         if od.get("skip"):
             status["outlier_detection"] = "SKIPPED"
         else:
