@@ -87,15 +87,15 @@ def _shift_spectrum(spectrum, ay, ax, out):  # pragma: no cover (numba)
 
     ``ay``/``ax``: :func:`_angles`.  The angle of frequency (-ky, -kx) is exactly minus that of (ky, kx)
     (IEEE negation commutes with the products and the sum), and libm's cosine is even and its sine
-    odd: one cos/sin serves both.  The Nyquist row and column (even sizes) have no mirror inside the
-    grid; the Nyquist row's second half is computed on its own.
+    odd: one cos/sin serves both.  The Nyquist row (even ``ny``) has no mirror row inside the grid:
+    all its columns are computed; the Nyquist column's mirror is itself (``i2 < half``).
     """
     ny, nx = spectrum.shape
     half = nx // 2 + 1
     for j in range(ny):
         jm = (ny - j) % ny
-        mirrored = not (ny % 2 == 0 and j == ny // 2)
-        for i in range(half):
+        nyquist = ny % 2 == 0 and j == ny // 2  # its mirror row is not in the grid: every column here
+        for i in range(nx if nyquist else half):
             t = 0.0 + ay[j] + ax[i]
             c = math.cos(t)
             s = math.sin(t)
@@ -104,23 +104,13 @@ def _shift_spectrum(spectrum, ay, ax, out):  # pragma: no cover (numba)
             im = np.float64(v.imag)
             out[j, i] = complex(re * c - im * s, re * s + im * c)
             i2 = (nx - i) % nx
-            if mirrored and i2 >= half:
+            if not nyquist and i2 >= half:
                 # fourier_shift's own expressions with sin(-t) = -s (same operand order: same NaN signs)
                 ns = -s
                 w = spectrum[jm, i2]
                 re = np.float64(w.real)
                 im = np.float64(w.imag)
                 out[jm, i2] = complex(re * c - im * ns, re * ns + im * c)
-    if ny % 2 == 0:
-        j = ny // 2
-        for i in range(half, nx):
-            t = 0.0 + ay[j] + ax[i]
-            c = math.cos(t)
-            s = math.sin(t)
-            v = spectrum[j, i]
-            re = np.float64(v.real)
-            im = np.float64(v.imag)
-            out[j, i] = complex(re * c - im * s, re * s + im * c)
     return out
 
 
