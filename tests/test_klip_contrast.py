@@ -190,3 +190,29 @@ def test_adi_rdi_beats_rdi_with_wavefront_drift():
     rdi = calibrated_curve(reducer(angles, refs, numbasis=(3,), references="rdi"), rolls, angles, seps)[2]
     gain = rdi / both
     assert np.all(gain > 1.0) and np.median(gain) > 1.1, gain
+
+
+def test_flux_map_reuses_denominator_and_skips_all_nan():
+    """flux_map's cached mask correlation gives the uncached numbers (same mask, other values; another
+    mask), and an all-NaN image (a KL cut-off beyond the library) maps to all NaN."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    t = PSF / PSF.sum()
+
+    def direct(image):
+        good = np.isfinite(image)
+        num = ndimage.correlate(np.where(good, image, 0.0), t, mode="constant")
+        den = ndimage.correlate(good.astype(np.float64), t * t, mode="constant")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = num / den
+        out[~good | (den < 0.5 * np.sum(t * t))] = np.nan
+        return out
+
+    images = [rng.normal(size=SHAPE) for _ in range(3)]
+    for image in images[:2]:
+        image[:, :6] = np.nan
+    images[2][30:33, 40:44] = np.nan
+    for image in images + images[:1]:
+        assert np.array_equal(contrast.flux_map(image, PSF), direct(image), equal_nan=True)
+    assert np.isnan(contrast.flux_map(np.full(SHAPE, np.nan), PSF)).all()

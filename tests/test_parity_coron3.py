@@ -16,6 +16,7 @@ exposures of a brighter star at known sub-pixel offsets, a PSFMASK-like weight m
 """
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -372,6 +373,44 @@ def test_float64_fit_is_the_fourier_shift_fit(shape):
         print("forward differences", slow.round(6), "analytic", fast.round(6))
         assert np.max(np.abs(fast - slow)) < 1e-5
         assert np.max(np.abs(fast[:2] - truth)) < 0.01
+
+
+@pytest.mark.parametrize("shape", [(48, 48), (48, 47), (45, 46), (45, 45)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_model_is_jwsts_bit_for_bit(shape, dtype):
+    """align_refs' model evaluation (half-plane cos/sin kernel, scipy.fft's in-place 1-D inverse
+    transforms, one-pass residuals) gives jwst's numbers to the last bit: the shifted spectrum is
+    ``scipy.ndimage.fourier_shift``'s, the image ``numpy.fft.ifftn``'s (even and odd sizes, the
+    Nyquist row and column), the fitted (dx, dy, beta) those of the numpy/ndimage residuals, and a
+    plane with NaNs shifts to the same bytes (NaN signs included)."""
+    from scipy import optimize
+    from scipy.ndimage import fourier_shift
+
+    rng = np.random.default_rng(17)
+    ref = (coron_psf(n=max(shape))[: shape[0], : shape[1]] + rng.normal(0, 0.5, shape)).astype(dtype)
+    spectrum = np.fft.fftn(ref)
+    for shift in [(1.5e-8, 0.0), (0.0, -1.5e-8), (3e-4, -7e-4), (0.37, -0.21), (-5.3, 2.6)]:
+        theirs = fourier_shift(spectrum, shift[::-1])
+        mine = align_refs._shift_spectrum(spectrum, *align_refs._angles(shape, shift), np.empty_like(spectrum))
+        assert mine.dtype == theirs.dtype and mine.tobytes() == theirs.tobytes(), shift
+        assert align_refs._ifft2(mine).tobytes() == np.fft.ifftn(theirs).tobytes(), shift
+        assert fourier_imshift(ref, shift).tobytes() == np.fft.ifftn(theirs).real.tobytes(), shift
+    target = (1.3 * fourier_imshift(ref.astype(np.float64), (0.21, -0.34)) + rng.normal(0, 0.5, shape)).astype(dtype)
+    mask = np.ones(shape, np.float32)
+    mask[shape[0] // 2 - 3: shape[0] // 2 + 3, shape[1] // 2 - 3: shape[1] // 2 + 3] = 0
+
+    def jwst_residuals(params):  # jwst 3.0's shift_subtract
+        offset = np.fft.ifftn(fourier_shift(spectrum, params[:2][::-1])).real
+        return ((target - params[2] * offset) * mask).ravel()
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs, _ = optimize.leastsq(jwst_residuals, [0.0, 0.0, 1.0], xtol=1e-15, ftol=1e-15)
+    assert align_refs.fit_shift(spectrum, target, mask).tobytes() == theirs.tobytes()
+    nans = ref.copy()
+    nans[rng.random(shape) < 0.02] = np.nan
+    theirs = np.fft.ifftn(fourier_shift(np.fft.fftn(nans), (-1.7, 0.3))).real
+    assert fourier_imshift(nans, (0.3, -1.7)).tobytes() == theirs.tobytes()
 
 
 def test_klip_keeps_companion_flux():

@@ -173,7 +173,7 @@ def _read_psfmask(path, shape):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with datamodels.open(str(path), validate_on_assignment=False) as model:  # only its array is read
+            with unvalidated.open_model(datamodels.PsfMaskModel, str(path)) as model:  # only its array is read
                 mask = np.array(model.data, np.float32)
     except Exception as exc:  # noqa: BLE001
         raise ReferenceFileError(path, f"cannot be opened as a PSFMASK reference ({exc})",
@@ -297,7 +297,10 @@ def _reduce(info, models, mask, p, bad_bits):
     status = {}
 
     def outliers(model):
-        arrays = CalArrays.from_model(model, var_flat=True)
+        # the model's own (native) arrays, not copies: the crfints written from the model are these
+        # arrays after the outlier flags anyway, and nothing reads the calints' values again (a
+        # science exposure's crfints is copied below before the median replacement changes it)
+        arrays = CalArrays.from_model(model, var_flat=True, share=True)
         if od.get("skip"):
             status["outlier_detection"] = "SKIPPED"
         else:
@@ -365,9 +368,10 @@ def _write(info, models, result, p, refs, out_dir, provenance):
 
     for model, path, sci in zip(models["science"], info["science"], result["science"]):
         written["crfints"].append(crfints(model, sci["crf"], path))
-        aligned = datamodels.CubeModel(sci["aligned"][0].shape, validate_on_assignment=False)
+        aligned = unvalidated.new_model(datamodels.CubeModel)
         aligned.update(stack)
         aligned.data = sci["aligned"][0]
+        aligned.dq = np.zeros(aligned.data.shape, np.uint32)  # jwst's psfalign: DQ all zero
         if sci["aligned"][1] is not None:
             aligned.err = sci["aligned"][1]
         aligned.meta.cal_step.align_psfs = "COMPLETE"

@@ -222,10 +222,13 @@ def reduce_beyond(models, science, mask, kp):
                 clean[k] -= contrast_step.place_psf(clean[k].shape, psf, x, y,
                                                     contrast_step.measure_flux(clean[k], psf, x, y))
         # the separations of the cut-off used (a cut-off beyond the library's modes is all NaN: its curve is NaN)
-        seps = contrast_step.contrast_curve(clean[k_use], center, psf, fwhm, kp["star_flux"], iwa=iwa, owa=owa,
-                                            exclude=exclude)["separation"]
-        curves = [contrast_step.contrast_curve(clean[k], center, psf, fwhm, kp["star_flux"], separations=seps,
-                                               exclude=exclude) for k in range(len(numbasis))]
+        used = contrast_step.contrast_curve(clean[k_use], center, psf, fwhm, kp["star_flux"], iwa=iwa, owa=owa,
+                                            exclude=exclude)
+        seps = used["separation"]
+        # (the cut-off used at its own separations is that curve again: not measured twice)
+        curves = [used if k == k_use else contrast_step.contrast_curve(clean[k], center, psf, fwhm, kp["star_flux"],
+                                                                       separations=seps, exclude=exclude)
+                  for k in range(len(numbasis))]
         sigma = np.nan_to_num(curves[k_use]["sigma"], nan=np.nanmax(curves[k_use]["sigma"]))
         # throughput: injected minus plain reductions (both with the companions)
         tp, _ = contrast_step.throughput(reduce, rolls, angles, center, psf, seps,

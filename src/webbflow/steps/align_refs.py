@@ -17,14 +17,26 @@ so the fit recovers real sub-pixel offsets (to ~1e-4 pixel on noiseless data).
 The FFT of ``S`` is computed once per science exposure (jwst redoes it every evaluation; the
 values are identical), and its shift once per (x, y) that MINPACK asks for (its beta column of the
 forward-difference Jacobian reuses the point's (x, y): a quarter of jwst's shifts, identical values).
+
+Each model evaluation is jwst's to the bit, only cheaper (the forward-difference Jacobian of the
+float32 model is round-off, so any other rounding would change the fitted shifts):
+:func:`_shift_spectrum` is ``scipy.ndimage.fourier_shift``'s arithmetic (the phase angle summed per
+axis in float64, its cosine and sine, the complex product in float64) with one ``cos``/``sin`` for
+each pair of frequencies ``k`` and ``-k`` (their angles are exact negatives), and the inverse FFT is
+``numpy.fft.ifftn``'s sequence of 1-D transforms (last axis first, ``1/n`` per axis) through
+``scipy.fft`` in place; the residuals are computed in one pass, in float64 as numpy's promotion does.
 """
 
 import logging
+import math
 import warnings
 
 import numpy as np
+import scipy.fft
 from scipy import optimize
 from scipy.ndimage import fourier_shift
+
+from webbflow.steps._jit import lazy_njit
 
 __all__ = ["PRECISIONS", "align_refs", "fit_shift", "fit_shift_float64", "fourier_imshift"]
 
@@ -48,7 +60,75 @@ def fourier_imshift(image, shift):
     ndarray
         The real part of the shifted image (same float precision as ``image``).
     """
-    return np.fft.ifftn(fourier_shift(np.fft.fftn(image), np.asarray(shift)[:2][::-1])).real
+    spectrum = np.fft.fftn(image)
+    if not np.isfinite(image).all():
+        # every output pixel is NaN then; jwst's own calls give its NaNs' sign bits too (byte-identical
+        # products: the fast path's operand order differs, and with it which NaN propagates)
+        return np.fft.ifftn(fourier_shift(spectrum, np.asarray(shift, np.float64)[:2][::-1])).real
+    return _ifft2(_shift_spectrum(spectrum, *_angles(spectrum.shape, shift), np.empty_like(spectrum))).real
+
+
+def _frequencies(n):
+    """``fourier_shift``'s signed frequency indices of an axis of ``n`` (0, 1, ..., -1) as float64."""
+    return np.concatenate([np.arange((n + 1) // 2), np.arange(-(n // 2), 0)]).astype(np.float64)
+
+
+def _angles(shape, shift, freqs=None):
+    """Per-axis phase angles of a shift by ``shift = (dx, dy)``: ``fourier_shift``'s
+    ``(-2 pi s / n) * k`` in float64, the same operations in the same order (rows: dy; columns: dx)."""
+    ny, nx = shape
+    fy, fx = freqs if freqs is not None else (_frequencies(ny), _frequencies(nx))
+    return (-2.0 * np.pi * float(shift[1]) / float(ny)) * fy, (-2.0 * np.pi * float(shift[0]) / float(nx)) * fx
+
+
+@lazy_njit(cache=True, nogil=True)
+def _shift_spectrum(spectrum, ay, ax, out):  # pragma: no cover (numba)
+    """``scipy.ndimage.fourier_shift(spectrum, ...)`` into ``out`` (same dtype), bit for bit.
+
+    ``ay``/``ax``: :func:`_angles`.  The angle of frequency (-ky, -kx) is exactly minus that of (ky, kx)
+    (IEEE negation commutes with the products and the sum), and libm's cosine is even and its sine
+    odd: one cos/sin serves both.  The Nyquist row (even ``ny``) has no mirror row inside the grid:
+    all its columns are computed; the Nyquist column's mirror is itself (``i2 < half``).
+    """
+    ny, nx = spectrum.shape
+    half = nx // 2 + 1
+    for j in range(ny):
+        jm = (ny - j) % ny
+        nyquist = ny % 2 == 0 and j == ny // 2  # its mirror row is not in the grid: every column here
+        for i in range(nx if nyquist else half):
+            t = 0.0 + ay[j] + ax[i]
+            c = math.cos(t)
+            s = math.sin(t)
+            v = spectrum[j, i]
+            re = np.float64(v.real)
+            im = np.float64(v.imag)
+            out[j, i] = complex(re * c - im * s, re * s + im * c)
+            i2 = (nx - i) % nx
+            if not nyquist and i2 >= half:
+                # fourier_shift's own expressions with sin(-t) = -s (same operand order: same NaN signs)
+                ns = -s
+                w = spectrum[jm, i2]
+                re = np.float64(w.real)
+                im = np.float64(w.imag)
+                out[jm, i2] = complex(re * c - im * ns, re * ns + im * c)
+    return out
+
+
+def _ifft2(spectrum):
+    """``numpy.fft.ifftn`` of a 2-D spectrum (last axis, then the first), overwriting ``spectrum``."""
+    return scipy.fft.ifft(scipy.fft.ifft(spectrum, axis=1, overwrite_x=True), axis=0, overwrite_x=True)
+
+
+@lazy_njit(cache=True, nogil=True)
+def _residuals(target, beta, model, mask):  # pragma: no cover (numba)
+    """``((target - beta * model.real) * mask).ravel()`` in float64 (numpy's promotion of jwst's
+    float32 arrays with the float64 beta), one pass, no temporaries."""
+    ny, nx = target.shape
+    out = np.empty(ny * nx, np.float64)
+    for j in range(ny):
+        for i in range(nx):
+            out[j * nx + i] = (np.float64(target[j, i]) - beta * np.float64(model[j, i].real)) * np.float64(mask[j, i])
+    return out
 
 
 def fit_shift(reference_fft, target, mask, xtol=1e-15, ftol=1e-15):
@@ -69,6 +149,9 @@ def fit_shift(reference_fft, target, mask, xtol=1e-15, ftol=1e-15):
         (dx, dy, beta), float64.
     """
     target = np.asarray(target, target.dtype.newbyteorder("="))  # FITS's big-endian: same values, faster
+    mask = np.ones(target.shape, np.float32) if mask is None else np.asarray(mask, mask.dtype.newbyteorder("="))
+    reference_fft = np.ascontiguousarray(reference_fft)
+    freqs = (_frequencies(target.shape[0]), _frequencies(target.shape[1]))
     shifted = {}
 
     def residuals(params):
@@ -77,11 +160,10 @@ def fit_shift(reference_fft, target, mask, xtol=1e-15, ftol=1e-15):
         key = params[:2].tobytes()
         offset = shifted.get(key)
         if offset is None:
-            offset = shifted[key] = np.fft.ifftn(fourier_shift(reference_fft, params[:2][::-1])).real
-            if len(shifted) > 4:  # only the latest points come back
-                del shifted[next(iter(shifted))]
-        diff = target - params[2] * offset
-        return (diff * mask).ravel() if mask is not None else diff.ravel()
+            # the oldest buffer is reused: only the latest points come back
+            out = shifted.pop(next(iter(shifted))) if len(shifted) > 4 else np.empty_like(reference_fft)
+            offset = shifted[key] = _ifft2(_shift_spectrum(reference_fft, *_angles(target.shape, params, freqs), out))
+        return _residuals(target, float(params[2]), offset, mask)
 
     with warnings.catch_warnings(record=True) as caught:
         # MINPACK says that xtol = ftol = 1e-15 cannot be met (jwst's values; it stops at round-off).

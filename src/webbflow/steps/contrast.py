@@ -113,12 +113,31 @@ def inject(rolls, angles, center, psf, separation, pa, flux):
     return out
 
 
+_DENOMINATORS = {}
+"""flux_map's denominators by (template, finite-pixel mask): the KL cut-offs' images of one reduction
+share their NaNs, so each correlation of the mask (a quarter of a second at 320x320 with a 41x41
+template) is computed once per job instead of once per cut-off."""
+
+
+def _denominator(good, t):
+    key = (t.shape, t.tobytes(), good.shape, np.packbits(good).tobytes())
+    den = _DENOMINATORS.get(key)
+    if den is None:
+        if len(_DENOMINATORS) >= 4:  # the latest few masks come back; the rest are dropped
+            del _DENOMINATORS[next(iter(_DENOMINATORS))]
+        den = _DENOMINATORS[key] = ndimage.correlate(good.astype(np.float64), t * t, mode="constant")
+        den.flags.writeable = False
+    return den
+
+
 def flux_map(image, psf):
     """Matched-filter total-flux estimate of a point source centred on every pixel (NaN-aware)."""
     t = _unit(psf)
     good = np.isfinite(image)
+    if not good.any():  # a KL cut-off beyond the library's modes: NaN everywhere, as 0 / 0 would give
+        return np.full(image.shape, np.nan)
     num = ndimage.correlate(np.where(good, image, 0.0), t, mode="constant")
-    den = ndimage.correlate(good.astype(np.float64), t * t, mode="constant")
+    den = _denominator(good, t)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = num / den
     out[~good | (den < 0.5 * np.sum(t * t))] = np.nan

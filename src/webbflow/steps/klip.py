@@ -70,10 +70,16 @@ def kl_basis(refs, truncate=50):
     z = z[:truncate]
     # The residuals one reference at a time with np.dot, as jwst: with full-rank bases they are
     # round-off, which a differently ordered product (one matrix multiply) would not reproduce.
-    fit = np.empty_like(r)
+    # Each overwrites its reference's row (z is built; nothing reads r again), and their std over
+    # the references goes by blocks of pixels (numpy reduces axis 0 row by row, whatever the
+    # columns: the same numbers), so neither needs another (npsf, npix) float64 array.
     for k in range(npsf):
-        fit[k] = r[k] - np.dot(z.T, np.dot(r[k], z.T))
-    err = np.std(fit, 0).reshape(ny, nx)
+        r[k] -= np.dot(z.T, np.dot(r[k], z.T))
+    err = np.empty(ny * nx)
+    step = 1 << 14
+    for a in range(0, ny * nx, step):
+        err[a:a + step] = np.std(r[:, a:a + step], 0)
+    err = err.reshape(ny, nx)
     if truncate >= npsf:
         log.info("klip: truncate %d >= %d PSF planes: full-rank projection, ERR is round-off", truncate, npsf)
     return KLBasis(z, eigval, err)
