@@ -4,15 +4,16 @@ stdatamodels checks each value assigned to a model (and each keyword and array o
 against the model's schema: it converts the value to an ASDF tree and validates it -- a whole gwcs
 for ``meta.wcs``, which the write then does again -- which is often the larger part of a warm job's
 work on a small product (~0.025 s CPU of a SUB160 image2 job's cal, an eighth of it; ~0.1 s of a
-spec2 job, ~0.2 s of a grism tso3 job; half of a warm open of a small product).  The three ways
-webbflow does without it:
+spec2 job, ~0.2 s of a grism tso3 job; half of a warm open of a small product).  The ways
+webbflow does without it (and without asdf's validation of the ASDF tree where it reads and writes
+one):
 
 * :func:`assignments`: a context manager around assignments to an existing model (cal products,
   image3's WCS);
 * :func:`new_model`: a new, empty model that never validates its assignments (spec2 and tso3
   products);
-* :func:`open_model`: a model opened from a FITS file without the check, its tree then that of a
-  validated open (:func:`drop_unset`);
+* :func:`open_model`: a model opened from a FITS file without the check (nor asdf's of its ASDF
+  tree), its tree then that of a validated open (:func:`drop_unset`);
 * :func:`ordered_writes`: asdf writes a model's ASDF tree without validating it against the ASDF
   schemas first (~0.03 s CPU a grism calints or crfints), yet with the key order that validation
   gives it, so the YAML is the same byte for byte.
