@@ -346,3 +346,30 @@ def test_background_median_is_numpys_nanmedian_to_the_bit():
         seen["nan"] += int(np.isnan(expected).sum())
         seen["zero"] += int((expected == 0).sum())
     assert seen["nan"] > 100 and seen["zero"] > 100  # all-NaN columns and zero medians were compared
+
+
+def test_background_median_on_the_background_rows_is_the_whole_images():
+    """extract_1d's background median sorts only the rows that hold background: bit for bit the
+    median over every row (whose other rows are NaN), zero medians (ties of +0.0 and -0.0) included."""
+    from webbflow.steps.extract_1d import _background_median, _column_nanmedian
+
+    rng = np.random.default_rng(11)
+    seen = {"zero": 0, "nan": 0}
+    for trial in range(300):
+        dtype = np.float32 if trial % 3 else np.float64
+        ny, nx = int(rng.integers(1, 80)), int(rng.integers(1, 200))
+        a = rng.normal(size=(ny, nx)).astype(dtype)
+        if trial % 2:
+            a = np.round(a * 2) / 2  # many ties
+        for value, share in ((np.nan, 0.3 * rng.random()), (np.inf, 0.05), (-np.inf, 0.05), (-0.0, 0.2), (0.0, 0.2)):
+            a[rng.random(a.shape) < share] = value
+        bg = np.zeros((ny, nx))
+        bg[rng.random(ny) < 0.3] = 1.0
+        bg[:, rng.random(nx) < 0.1] = 0.0  # columns without background
+        a[bg == 0] = np.nan
+        expected = _column_nanmedian(a)
+        got = _background_median(a.copy(), bg)
+        assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes(), trial
+        seen["zero"] += int((expected == 0).sum())
+        seen["nan"] += int(np.isnan(expected).sum())
+    assert seen["zero"] > 100 and seen["nan"] > 100

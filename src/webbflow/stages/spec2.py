@@ -20,6 +20,7 @@ import numpy as np
 
 from webbflow.config import SPEC2_STEPS
 from webbflow.provenance import reference_names, stage_provenance
+from webbflow.io import unvalidated
 from webbflow.io.cal import load_distortion, load_flat, load_photom
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.spec import (CalintsStream, CubeReader, X1dintsStream, load_specwcs, load_wavelengthrange,
@@ -123,6 +124,9 @@ def ints_per_chunk(shape, max_memory_mb=MAX_MEMORY_MB):
     return int(max(1, min(nints, max_memory_mb * 2**20 // (_BYTES_PER_PIXEL * ny * nx))))
 
 
+# the calints and x1dints trees are valid by construction (the rateints' validated metadata, our gwcs,
+# arrays and statuses): asdf writes them unvalidated, in validation's key order (the same bytes)
+@unvalidated.ordered_writes()
 def run(rateints_path, calints_path, x1dints_path, references, params, provenance=None,
         max_memory_mb=MAX_MEMORY_MB):
     """Calibrate and extract one grism time-series segment.

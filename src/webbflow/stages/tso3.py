@@ -81,21 +81,13 @@ def read_calints(path, imaging=False, cubes=True):
                     + ("image2" if imaging else "spec2"))
         return None
 
-    import asdf
-
-    # a calints (image2's or spec2's, ours or jwst's: written by stdatamodels) is opened without the
-    # per-value schema check (half of a warm open) and without asdf's validation of its ASDF tree
-    # against the tag schemas (~0.05 s a grism segment): neither changes the model read from a
-    # valid product, and its later assignments (outlier_detection's arrays, the step status) are
-    # the model's own arrays and valid values
-    with asdf.config_context() as config:
-        config.validate_on_read = False
-        model = open_product(path, "calints", "image2" if imaging else "spec2", check,
-                             native=True if cubes else "lazy", validate=False)
-    if not imaging and "validate_on_assignment" in model._instance:
-        # SlitModel keeps its constructor's keyword arguments in its tree, this one too: the crfints
-        # (written from this model) record the value of a validated open, as they always have
-        model._instance["validate_on_assignment"] = True
+    # a calints (image2's or spec2's, ours or jwst's: written by stdatamodels) is opened without
+    # stdatamodels' per-value schema check and asdf's validation of its tree
+    # (:func:`webbflow.io.unvalidated.open_model`): neither changes the model read from a valid
+    # product, and its later assignments (outlier_detection's arrays, the step status) are the
+    # model's own arrays and valid values
+    model = open_product(path, "calints", "image2" if imaging else "spec2", check,
+                         native=True if cubes else "lazy", validate=False)
     return model, (CalArrays.from_model(model, var_flat=True, share=True) if cubes else None)
 
 
@@ -303,6 +295,9 @@ def _write_trace(path, whtlt, traces, meta):
     write_ecsv(path, table)
 
 
+# the crfints and the x1dints are trees valid by construction (validated members' metadata, this
+# stage's arrays and statuses): asdf writes them unvalidated, in validation's key order (the same bytes)
+@unvalidated.ordered_writes()
 def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, provenance=None, asn=None,
         trace_path=None):
     """Reduce one TSO association: outlier_detection, extract_1d, white_light (and the trace's drift).

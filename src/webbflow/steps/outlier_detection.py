@@ -227,13 +227,16 @@ def _nanmedian_axis0(a):
     a = np.asarray(a)
     if a.shape[0] >= 600 or a.dtype.kind != "f":
         return np.nanmedian(a, axis=0)
-    ordered = np.sort(a, axis=0)  # NaN after +inf
+    # each lane sorted as a contiguous row (the planes last): numpy sorts every 1-D slice alike, and
+    # a copy with the lanes contiguous sorts in half the time of the strided lanes (a SUBGRISM64
+    # segment of 20 integrations: ~11 ms instead of ~21 ms)
+    ordered = np.sort(np.ascontiguousarray(np.moveaxis(a, 0, -1)), axis=-1)  # NaN after +inf
     n = a.shape[0] - np.count_nonzero(np.isnan(a), axis=0)
     high = n // 2
     low = np.where(n % 2 == 1, high, high - 1)
     pick = np.take_along_axis
-    lo = pick(ordered, np.maximum(low, 0)[np.newaxis], axis=0)[0]
-    hi = pick(ordered, high[np.newaxis], axis=0)[0]
+    lo = pick(ordered, np.maximum(low, 0)[..., np.newaxis], axis=-1)[..., 0]
+    hi = pick(ordered, high[..., np.newaxis], axis=-1)[..., 0]
     del ordered
     median = np.add(lo, hi)
     np.true_divide(median, 2.0, out=median, casting="unsafe")
