@@ -123,3 +123,48 @@ def test_blocked_median_is_nanmedian(grid):
     got = outlier_detection.median_image(images, out_wcs, out_shape)
     assert np.isfinite(got).sum() > 0.5 * got.size
     assert np.array_equal(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("pixfrac", [1.0, 0.7])
+def test_one_pass_planes_are_drizzles_bit_for_bit(grid, pixfrac):
+    """The variances' one-pass drizzle against one ``Drizzle.add_image`` per plane: where drizzle's
+    (nmiss, nskip) say its scanner took every input pixel (its no-hit count less one per row), the
+    same bits; where not (the second input reaches past the grid's edge), they differ."""
+    from webbflow.steps._drizzle_square import drizzle_square_planes
+
+    images, out_wcs, out_shape, _ = grid
+    full_scans = 0
+    for im in images:
+        pmap = resample.image_pixmap(im, out_wcs)
+        weight = resample.build_weight(im)
+        planes = [np.sqrt(np.clip(getattr(im, n), 0, None)) for n in resample.VARIANCES]
+        got, nomiss = drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac)
+        for plane, mine in zip(planes, got):
+            one = Drizzle(kernel="square", fillval=np.nan, out_shape=out_shape, disable_ctx=True)
+            nmiss, nskip = one.add_image(plane, exptime=im.exptime, pixmap=pmap, weight_map=weight,
+                                         pixfrac=pixfrac, in_units="cps")
+            assert np.isfinite(one.out_img).sum() > 0.3 * one.out_img.size
+            full = (nmiss, nskip) == (nomiss - im.data.shape[0], 0)
+            assert np.array_equal(one.out_img.view(np.uint32), mine.view(np.uint32)) == full
+            full_scans += full
+    assert full_scans == len(planes)  # the first input, whole on the grid
+
+
+def test_one_pass_refused_where_the_scanner_skips(grid):
+    """An input hanging off the output grid: drizzle's scanner skips pixels and the one-pass drizzle is
+    not used; on the whole grid it is."""
+    images, out_wcs, out_shape, scale = grid
+    small = (out_shape[0] - 6, out_shape[1] - 6)  # the same grid, cut: the inputs reach past it
+    im = images[0]
+    pmap = resample.image_pixmap(im, out_wcs)
+    weight = resample.build_weight(im)
+    driz = Drizzle(kernel="square", fillval=np.nan, out_shape=small)
+    scanned = driz.add_image(im.data, exptime=im.exptime, pixmap=pmap, weight_map=weight, in_units="cps")
+    assert resample._variances_one_pass(im, pmap, weight, small, "square", 1.0, scanned) is None
+    # a forged count that claims a full scan with a pixel map partly off the grid is caught too
+    assert resample._variances_one_pass(im, pmap, weight, small, "square", 1.0, (scanned[0] + 1, 0)) is None
+    full = resample._variances_one_pass(im, pmap, weight, out_shape, "square", 1.0,
+                                        Drizzle(kernel="square", fillval=np.nan, out_shape=out_shape).add_image(
+                                            im.data, exptime=im.exptime, pixmap=pmap, weight_map=weight,
+                                            in_units="cps"))
+    assert full is not None and sorted(full) == sorted(resample.VARIANCES)

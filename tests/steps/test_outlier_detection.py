@@ -46,3 +46,24 @@ def test_cosmic_rays_flagged_and_star_cores_kept():
             cr_pixels[y, x:x + 2] = True
         assert np.sum((im.dq & dqflags.OUTLIER > 0) & core & ~cr_pixels) <= 0.005 * core.sum()
     assert sum(counts) < 4 * 25 * 2 * 1.3  # few false positives beyond the 2-pixel tracks
+
+
+def test_weight_threshold_is_astropys_sigma_clip():
+    """compute_weight_threshold's float32 path (radix-selected medians) against astropy's sigma_clip,
+    and its median against np.median bit for bit (ties, signed zeros, huge values, odd and even counts)."""
+    from astropy.stats import sigma_clip
+
+    from webbflow.steps.outlier_detection import _median_f32, compute_weight_threshold
+
+    rng = np.random.default_rng(3)
+    weights = rng.gamma(4.0, 1000.0, (300, 257)).astype(np.float32)
+    weights[:20] = 0.0  # off the exposure
+    weights[50:60, 40:90] = 7.0  # a low-weight patch the clipping removes
+    weights[100, 100] = np.nan
+    cases = [weights, rng.integers(-3, 4, 5000).astype(np.float32), np.float32([3.0, 1.0]), np.float32([2.5]),
+             np.r_[rng.normal(0, 1, 1000), [-0.0, 0.0, 1e30, -1e30]].astype(np.float32)]
+    for case in cases:
+        w = case[np.isfinite(case) & (case != 0)]
+        want = float(np.mean(sigma_clip(w, sigma=3, maxiters=5, masked=False, copy=False), dtype="f8") * 0.7)
+        assert compute_weight_threshold(case, 0.7) == want
+        assert _median_f32(w).tobytes() == np.median(w).tobytes()

@@ -133,3 +133,29 @@ def test_abs_fallback_aligns_untied_exposures_to_the_catalog_on_their_own(sw_set
     assert np.sum(rms[False] > 100.0) >= 2
     assert np.all(rms[True] < 5.0)
     assert sum(r.status.startswith("aligned to abs_refcat alone") for r in result[:-1]) == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("radius", [2.5, 3.0, 4.2])
+def test_compiled_ring_verification_finds_photutils_peaks(dtype, radius):
+    """find_peaks' circular local maxima with the compiled candidate check (fast_ring_verification)
+    against photutils' own loop: the same mask, edges (cval 0), negative images, ties and NaN included."""
+    from photutils.detection import peakfinder
+
+    from webbflow.steps._peaks import fast_ring_verification
+
+    rng = np.random.default_rng(7)
+    data = rng.normal(0.0, 1.0, (90, 70)).astype(dtype)
+    data[10:14, 20:24] = 5.0  # a plateau: ties
+    data[0, 5] = data[89, 69] = 9.0  # peaks on the border
+    data[40:50, 40:50] -= 10.0  # a negative patch, whose maxima near cval 0 matter
+    data[-8:, :] -= 20.0  # negative along an edge
+    data[60, 30] = np.nan
+    want = peakfinder._fast_circular_peaks(data, radius)
+    with fast_ring_verification():
+        got = peakfinder._fast_circular_peaks(data, radius)
+    assert peakfinder._verify_ring_candidates is not None
+    assert want.sum() > 50
+    np.testing.assert_array_equal(got, want)
+    # restored on leaving
+    assert peakfinder._verify_ring_candidates.__module__ == "photutils.detection.peakfinder"

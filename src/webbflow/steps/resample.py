@@ -466,12 +466,12 @@ def drizzle_images(images, out_wcs, out_shape, pixel_scale, *, pixfrac=1.0, kern
         data = np.asarray(image.data, np.float32)
         if subtract_sky and image.sky:
             data = data - np.float32(image.sky)
-        driz.add_image(data, exptime=image.exptime, pixmap=pmap, weight_map=weight,
-                       pixfrac=pixfrac, in_units="cps")
+        scanned = driz.add_image(data, exptime=image.exptime, pixmap=pmap, weight_map=weight,
+                                 pixfrac=pixfrac, in_units="cps")
         del data
         exptime += image.exptime
         if with_variance:
-            _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, weight_type)
+            _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, weight_type, scanned)
         if release_pixmaps:
             del pmap
             image.drop_pixmaps()
@@ -507,9 +507,59 @@ def _drizzled_variance(image, name, pmap, weight, out_shape, kernel, pixfrac):
     return np.square(out, out=out)
 
 
-def _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, weight_type):
-    """Add ``image``'s drizzled variances to ``wsum`` (w**2 var) and ``wtot`` (w), one array at a time."""
-    rnoise = _drizzled_variance(image, "var_rnoise", pmap, weight, out_shape, kernel, pixfrac)
+def _centres_inside(pmap, out_shape):
+    """Every pixel-map point finite and inside the output grid's edges: otherwise drizzle's scanner
+    skips input pixels (those whose centres fall off the grid and more), so a one-pass drizzle
+    (:func:`_variances_one_pass`) would be wasted."""
+    ny, nx = out_shape
+    x, y = pmap[..., 0], pmap[..., 1]
+    with np.errstate(invalid="ignore"):
+        return bool(np.isfinite(pmap).all() and x.min() >= -0.5 and y.min() >= -0.5
+                    and x.max() <= nx - 0.5 and y.max() <= ny - 0.5)
+
+
+def _variances_one_pass(image, pmap, weight, out_shape, kernel, pixfrac, scanned):
+    """``image``'s VAR_* arrays drizzled in one pass (:mod:`webbflow.steps._drizzle_square`): name ->
+    float32 plane (the square root's drizzle, as :func:`_drizzled_variance` before its squaring), or
+    None where that pass would not be the C kernel's numbers.
+
+    ``scanned``: ``(nmiss, nskip)`` of the data's ``add_image`` with the same ``pmap`` (drizzle's
+    counts of input pixels its polygon scanner skipped or that reached no output pixel).  The pass
+    processes every input pixel; it is used only when drizzle's counts say its scanner skipped no
+    pixel that reaches the output (then every plane is, bit for bit, its own ``add_image``'s), else
+    the planes go through ``Drizzle`` one by one.
+    """
+    names = [n for n in VARIANCES if getattr(image, n) is not None]
+    if kernel != "square" or not names or scanned is None or not _centres_inside(pmap, out_shape):
+        return None
+    from webbflow.steps._drizzle_square import drizzle_square_planes
+
+    planes = [np.sqrt(np.clip(np.asarray(getattr(image, n), np.float32), 0, None)) for n in names]
+    out, nomiss = drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac)
+    del planes
+    nmiss, nskip = scanned
+    # drizzle counts -1 for each fully scanned row (its row term (nx - 1) - nx) plus the pixels with no hit
+    if nskip != 0 or nmiss != nomiss - pmap.shape[0]:
+        log.debug("variances: drizzle's scanner skipped input pixels of %s; drizzled plane by plane", image.name)
+        return None
+    return dict(zip(names, out))
+
+
+def _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, weight_type, scanned=None):
+    """Add ``image``'s drizzled variances to ``wsum`` (w**2 var) and ``wtot`` (w), one array at a time
+    (drizzled in one pass where :func:`_variances_one_pass` can)."""
+    planes = _variances_one_pass(image, pmap, weight, out_shape, kernel, pixfrac, scanned)
+
+    def drizzled(name):
+        if planes is None:
+            return _drizzled_variance(image, name, pmap, weight, out_shape, kernel, pixfrac)
+        plane = planes.pop(name, None)
+        if plane is None:
+            return None
+        out = plane.astype(np.float64)
+        return np.square(out, out=out)
+
+    rnoise = drizzled("var_rnoise")
     # jwst: the image's weight on the output grid is 1 / its resampled read-noise variance.
     if weight_type == "ivm" and rnoise is not None:
         w = np.zeros(out_shape)
@@ -519,8 +569,7 @@ def _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, 
         w = np.full(out_shape, float(image.exptime))
     w2 = np.square(w)
     for name in VARIANCES:
-        var = rnoise if name == "var_rnoise" else _drizzled_variance(image, name, pmap, weight, out_shape,
-                                                                      kernel, pixfrac)
+        var = rnoise if name == "var_rnoise" else drizzled(name)
         if var is None:
             continue
         ok = np.isfinite(var) & (var >= 0) & (w > 0)

@@ -38,6 +38,7 @@ from tweakwcs.matchutils import XYXYMatch
 
 from webbflow import dqflags
 from webbflow.steps._bkgzoom import use_separable_zoom
+from webbflow.steps._peaks import fast_ring_verification
 from webbflow.steps.resample import native_pixel_scale
 
 __all__ = ["Alignment", "align", "apply_correction", "find_sources", "merge_detections", "tangent_plane"]
@@ -99,7 +100,8 @@ def find_sources(data, dq=None, *, snr_threshold=10.0, kernel_fwhm=2.5, bkg_boxs
     sub = np.where(mask, 0.0, data - level)
     threshold = snr_threshold * float(np.nanmedian(rms))
     finder = IRAFStarFinder(threshold, kernel_fwhm, n_brightest=brightest, peak_max=peakmax, exclude_border=True)
-    found = finder(sub, mask=mask)
+    with fast_ring_verification():  # the same peaks, the candidates' check compiled
+        found = finder(sub, mask=mask)
     if found is None:
         return Table({"x": np.zeros(0), "y": np.zeros(0), "flux": np.zeros(0)})
     return Table({"x": np.asarray(found["x_centroid"], float), "y": np.asarray(found["y_centroid"], float),

@@ -1,0 +1,217 @@
+"""drizzle's ``square`` kernel for several data planes that share one weight map, in one pass.
+
+The final resample drizzles each input's three variance arrays (as square roots, jwst's way) with
+the same pixel map and weight map as three separate ``Drizzle.add_image`` calls: the C kernel
+computes every input pixel's output quadrilateral and its overlap with each output pixel (``boxer``,
+most of its time) three times over.  :func:`drizzle_square_planes` computes them once and updates
+every plane, with the C code's arithmetic in the C code's order (drizzle 3.0's
+``do_kernel_square``, ``interpolate_four_points``, ``interpolate_point``, ``boxer``/``sgarea`` and
+``update_data``: float32 where it is float, float64 where it is double), so each plane is the one
+its own ``add_image`` call would have made, bit for bit.
+
+Every input pixel is processed here, while drizzle's polygon scanner skips input pixels near the
+output grid's edges when the input reaches past them (which this does not model): the caller
+compares the pass's count of pixels that reach no output pixel with drizzle's ``nmiss`` for the
+same pixel map (:func:`webbflow.steps.resample._variances_one_pass`) and drizzles with ``Drizzle``
+where they disagree.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+# numba is imported with this module, which resample imports only when it propagates variances.
+
+__all__ = ["drizzle_square_planes"]
+
+
+def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0):
+    """Drizzle ``planes`` (each as ``Drizzle(kernel="square", fillval=nan, disable_ctx=True)``'s
+    ``add_image(plane, exptime, pixmap=pmap, weight_map=weight, pixfrac=pixfrac, in_units="cps")``
+    into a fresh output would) in one pass.
+
+    Parameters
+    ----------
+    planes : sequence of 2-D arrays
+        Input planes (converted to float32), each of ``weight``'s shape.
+    weight : 2-D array
+        Weight map (float32).
+    pmap : (ny, nx, 2) array
+        Pixel map (float64).
+    out_shape : (int, int)
+    pixfrac : float
+
+    Returns
+    -------
+    out : ndarray
+        (len(planes), *out_shape) float32: each plane's ``out_img`` (NaN where nothing fell).
+    nomiss : int
+        Input pixels that reached no output pixel (non-finite corners, or no overlap).
+    """
+    stack = np.ascontiguousarray(np.stack([np.asarray(p, np.float32) for p in planes]))
+    out = np.full((len(stack),) + tuple(out_shape), np.nan, np.float32)
+    counts = np.zeros(tuple(out_shape), np.float32)
+    nomiss = _square_planes(stack, np.ascontiguousarray(weight, np.float32),
+                            np.ascontiguousarray(pmap, np.float64), out, counts, float(pixfrac))
+    out[:, counts == 0] = np.nan  # drizzle's put_fill
+    return out, nomiss
+
+
+@njit(cache=True)
+def _square_planes(data, weight, pmap, out, counts, pixfrac):
+    nplanes, ny, nx = data.shape
+    ony, onx = counts.shape
+    dh = 0.5 * pixfrac
+    fc, fe, fm = dh * dh, (1 - dh) * dh, (1 - dh) * (1 - dh)  # corner, edge and centre factors
+    d = np.empty(nplanes, np.float32)
+    one = np.float32(1.0)
+    nomiss = 0  # input pixels that reach no output pixel (drizzle's nmiss without its scanner's terms)
+    for j in range(ny):
+        for i in range(nx):
+            if i > 0 and i < nx - 2 and j > 0 and j < ny - 2:
+                # interpolate_four_points: the 3 x 3 neighbourhood pre-multiplied by its factors
+                x0, x1, x2, x3 = _four_points(pmap, j, i, 0, fc, fe, fm)
+                y0, y1, y2, y3 = _four_points(pmap, j, i, 1, fc, fe, fm)
+            else:
+                x0, y0 = _interpolate_point(pmap, i - dh, j + dh)
+                x1, y1 = _interpolate_point(pmap, i + dh, j + dh)
+                x2, y2 = _interpolate_point(pmap, i + dh, j - dh)
+                x3, y3 = _interpolate_point(pmap, i - dh, j - dh)
+            if (math.isnan(x0) or math.isnan(y0) or math.isnan(x1) or math.isnan(y1) or math.isnan(x2)
+                    or math.isnan(y2) or math.isnan(x3) or math.isnan(y3)):
+                nomiss += 1
+                continue
+            jaco = 0.5 * ((x1 - x3) * (y0 - y2) - (x0 - x2) * (y1 - y3))
+            for k in range(nplanes):
+                d[k] = data[k, j, i] * one  # iscale 1 (in_units "cps")
+            w = np.float64(weight[j, i] * one) / jaco  # weight_scale 1
+            min_jj = max(_c_round(min(min(y0, y1), min(y2, y3))), 0)
+            max_jj = min(_c_round(max(max(y0, y1), max(y2, y3))), ony - 1)
+            min_ii = max(_c_round(min(min(x0, x1), min(x2, x3))), 0)
+            max_ii = min(_c_round(max(max(x0, x1), max(x2, x3))), onx - 1)
+            nhit = 0
+            for jj in range(min_jj, max_jj + 1):
+                js = jj - 0.5
+                for ii in range(min_ii, max_ii + 1):
+                    # boxer: the quadrilateral relative to the unit square of output pixel (ii, jj)
+                    is_ = ii - 0.5
+                    px0, py0 = x0 - is_, y0 - js
+                    px1, py1 = x1 - is_, y1 - js
+                    px2, py2 = x2 - is_, y2 - js
+                    px3, py3 = x3 - is_, y3 - js
+                    dover = 0.0
+                    dover += _sgarea(px0, py0, px1, py1)
+                    dover += _sgarea(px1, py1, px2, py2)
+                    dover += _sgarea(px2, py2, px3, py3)
+                    dover += _sgarea(px3, py3, px0, py0)
+                    if dover != 0.0:
+                        nhit += 1
+                        dow = np.float32(dover * w)
+                        if dow == np.float32(0.0):
+                            continue
+                        vc = counts[jj, ii]
+                        vc_plus_dow = vc + dow  # float32 sum, as in C
+                        for k in range(nplanes):
+                            if vc == np.float32(0.0):
+                                out[k, jj, ii] = d[k]
+                            else:
+                                num = out[k, jj, ii] * vc + dow * d[k]  # float32
+                                out[k, jj, ii] = np.float32(np.float64(num) / np.float64(vc_plus_dow))
+                        counts[jj, ii] = vc_plus_dow
+            if nhit == 0:
+                nomiss += 1
+    return nomiss
+
+
+@njit(cache=True)
+def _four_points(pmap, j, i, c, fc, fe, fm):
+    # drizzle's interpolate_four_points for coordinate c of the pixel map: corners (-h, +h), (+h, +h),
+    # (+h, -h), (-h, -h) of pixel (i, j), each the sum of four pre-multiplied neighbours in C's order
+    f00 = pmap[j - 1, i - 1, c] * fc
+    f10 = pmap[j - 1, i, c] * fe
+    f20 = pmap[j - 1, i + 1, c] * fc
+    f01 = pmap[j, i - 1, c] * fe
+    f11 = pmap[j, i, c] * fm
+    f21 = pmap[j, i + 1, c] * fe
+    f02 = pmap[j + 1, i - 1, c] * fc
+    f12 = pmap[j + 1, i, c] * fe
+    f22 = pmap[j + 1, i + 1, c] * fc
+    return (f01 + f11 + f02 + f12, f11 + f21 + f12 + f22, f10 + f20 + f11 + f21, f00 + f10 + f01 + f11)
+
+
+@njit(cache=True)
+def _c_round(x):
+    # C's round(): halves away from zero
+    r = math.trunc(x)
+    if abs(x - r) >= 0.5:
+        r += 1.0 if x > 0 else -1.0
+    return int(r)
+
+
+@njit(cache=True)
+def _interpolate_point(pmap, xin, yin):
+    # drizzle's interpolate_point: bilinear from the four nearest pixel-map points, extrapolated
+    # from the last cell beyond the map's edges
+    ny, nx = pmap.shape[0], pmap.shape[1]
+    i0 = int(xin)  # C's (int): truncation toward zero
+    j0 = int(yin)
+    if i0 < 0:
+        i0 = 0
+    elif i0 > nx - 2:
+        i0 = nx - 2
+    if j0 < 0:
+        j0 = 0
+    elif j0 > ny - 2:
+        j0 = ny - 2
+    x = xin - i0
+    y = yin - j0
+    x1 = 1.0 - x
+    y1 = 1.0 - y
+    xo = pmap[j0, i0, 0] * x1 * y1 + pmap[j0, i0 + 1, 0] * x * y1 + pmap[j0 + 1, i0, 0] * x1 * y \
+        + pmap[j0 + 1, i0 + 1, 0] * x * y
+    yo = pmap[j0, i0, 1] * x1 * y1 + pmap[j0, i0 + 1, 1] * x * y1 + pmap[j0 + 1, i0, 1] * x1 * y \
+        + pmap[j0 + 1, i0 + 1, 1] * x * y
+    return xo, yo
+
+
+@njit(cache=True)
+def _sgarea(x1, y1, x2, y2):
+    # drizzle's sgarea: signed area under segment (x1, y1)-(x2, y2) within the unit square
+    dx = x2 - x1
+    dy = y2 - y1
+    if dx == 0:
+        return 0.0
+    if dx < 0:
+        sgn_dx = -1.0
+        xlo = x2
+        xhi = x1
+    else:
+        sgn_dx = 1.0
+        xlo = x1
+        xhi = x2
+    if xlo >= 1.0 or xhi <= 0.0:
+        return 0.0
+    xlo = xlo if xlo > 0.0 else 0.0  # C's MAX / MIN macros
+    xhi = xhi if xhi < 1.0 else 1.0
+    slope = dy / dx
+    ylo = y1 + slope * (xlo - x1)
+    yhi = y1 + slope * (xhi - x1)
+    if ylo <= 0.0 and yhi <= 0.0:
+        return 0.0
+    if ylo >= 1.0 and yhi >= 1.0:
+        return sgn_dx * (xhi - xlo)
+    det = x1 * y2 - y1 * x2
+    if ylo < 0.0:
+        ylo = 0.0
+        xlo = det / dy
+    if yhi < 0.0:
+        yhi = 0.0
+        xhi = det / dy
+    if ylo <= 1.0:
+        if yhi <= 1.0:
+            return sgn_dx * 0.5 * (xhi - xlo) * (yhi + ylo)
+        xtop = (dx + det) / dy
+        return sgn_dx * (0.5 * (xtop - xlo) * (1.0 + ylo) + xhi - xtop)
+    xtop = (dx + det) / dy
+    return sgn_dx * (0.5 * (xhi - xtop) * (1.0 + yhi) + xtop - xlo)
