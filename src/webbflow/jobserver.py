@@ -105,7 +105,8 @@ WARM_KINDS = {
     # photutils' aperture, centroid and PSF modules (the last imports matplotlib's core), not its
     # segmentation or detection (scipy.signal: ~0.3 s); it draws no figure
     "tso3_phot": ((_T3, "webbflow.steps.tso_photometry", *_PHOT), ("CubeModel",), ("gwcs",)),
-    "image3": ((_I3,), ("ImageModel", "SegmentationMapModel"), ("numba", "gwcs", "photutils", "matplotlib")),
+    # image3 imports matplotlib's core through photutils but draws nothing (no font list, no canvas)
+    "image3": ((_I3,), ("ImageModel", "SegmentationMapModel"), ("numba", "gwcs", "photutils")),
     "coron3": ((_C3,), ("CubeModel", "ImageModel"), ("numba", "gwcs", "matplotlib")),
     "lightcurves": (("webbflow.lightcurves",), ("TSOMultiSpecModel",), ("matplotlib",)),
     "qa_exposures": ((_REPORT,), (), ("matplotlib",)),
@@ -648,11 +649,15 @@ def warm_steps(kinds=None):
     return [(label, frozenset(needed), run) for label, needed, run in steps]
 
 
+_PULLS_PHOTUTILS = ("webbflow.stages.image3", "webbflow.steps.source_catalog", "webbflow.steps.tweakreg")
+"""webbflow's modules that import photutils when imported (the others import it in their functions)."""
+
+
 def _import(module):
     """Import ``module`` (photutils' without its scan of every installed distribution)."""
     import importlib
 
-    if module.split(".")[0] == "photutils":
+    if module.split(".")[0] == "photutils" or module in _PULLS_PHOTUTILS:
         _import_photutils()
     importlib.import_module(module)
 
