@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,8 +93,10 @@ def _native(array, dtype):
 
 def _fits_order(array):
     """A native float ``array`` byte-swapped in place to big-endian (a view of it), as FITS stores it;
-    anything else (integers, read-only, not contiguous, a mapped file) as it is."""
-    if (isinstance(array, np.ndarray) and array.dtype.kind == "f" and array.dtype.byteorder in "=<"
+    anything else (integers, read-only, not contiguous, a mapped file, already big-endian, a
+    big-endian machine's native order) as it is."""
+    if (sys.byteorder == "little" and isinstance(array, np.ndarray) and array.dtype.kind == "f"
+            and array.dtype.byteorder in "=<"
             and array.dtype.isnative and array.flags.writeable and array.flags.c_contiguous
             and not _mapped(array)):
         array.byteswap(inplace=True)

@@ -121,21 +121,6 @@ def _utc_now():
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}"
 
 
-def _big_endian_in_place(array):
-    """``array`` (float32, native little-endian, contiguous, writeable) byte-swapped in place and viewed
-    big-endian, as FITS stores it; None when it is not such an array.
-
-    astropy writes a little-endian array by swapping it in place, writing and swapping back, and swaps
-    it twice more for the checksum: four passes over each image, where an array the caller gives up
-    needs one.  The bytes written are the same.
-    """
-    if (sys.byteorder != "little" or not isinstance(array, np.ndarray) or array.dtype != np.float32
-            or array.dtype.byteorder not in "=<" or not array.flags.c_contiguous or not array.flags.writeable):
-        return None
-    array.byteswap(inplace=True)
-    return array.view(array.dtype.newbyteorder(">"))
-
-
 def _build_hdulist(model_type, filename, arrays, headers, int_times, cal_steps, ref_files, provenance,
                    images=None, consume=False):
     """The product as an HDUList in the layout stdatamodels gives an ImageModel/CubeModel.
@@ -187,8 +172,13 @@ def _build_hdulist(model_type, filename, arrays, headers, int_times, cal_steps, 
         if isinstance(array, Blank):  # zeros that take no memory, filled in later (RateintsStream)
             return fits.ImageHDU(np.broadcast_to(np.zeros((), np.dtype(dtype).newbyteorder(">")), array.shape),
                                  header, name=name, ver=1)
-        if consume and dtype is np.float32 and (swapped := _big_endian_in_place(array)) is not None:
-            return fits.ImageHDU(swapped, header, name=name, ver=1)
+        if consume and dtype is np.float32 and isinstance(array, np.ndarray) and array.dtype == np.float32:
+            # given up by the caller: swapped in place once (astropy would swap each image in place,
+            # write it, swap it back and swap it twice more for the checksum; the bytes are the same)
+            from webbflow.io.cal import _fits_order
+
+            if (swapped := _fits_order(array)) is not array:
+                return fits.ImageHDU(swapped, header, name=name, ver=1)
         return fits.ImageHDU(np.ascontiguousarray(array, dtype), header, name=name, ver=1)
 
     if images is not None:
