@@ -155,7 +155,7 @@ def test_detector1_and_image2_products_are_the_same_through_the_server(server_en
         monkeypatch.setenv(jobserver.DIR_ENV, str(server_env / "grism"))
         jobserver.start(jobs=scope)
         (server,) = _servers(server_env / "grism")
-        # it listens once detector1's steps are done and warms for spec2 and tso3 between jobs: a job
+        # it listens once detector1's imports are done and warms for the rest between jobs: a job
         # of no planned kind (this one) is not kept waiting for them
         states, end = [], time.monotonic() + 300
         while not states or states[-1]["pending"] and time.monotonic() < end:
@@ -449,7 +449,7 @@ def _covered(steps):
                                    ["detector1", "image2", "coron3"], ["image2_variant", "image3"], ["qa_exposures"]])
 def test_warm_steps_are_the_plan_kind_by_kind(kinds):
     """The server's warm-up steps are exactly its plan's imports, classes and set-ups, the first kind's
-    (the server listens once they are done) first, each step marked with the kinds that need it; a job
+    (the server listens once their imports are done) first, each step marked with the kinds that need it; a job
     waits only for its own kind's steps (a job of no known kind: for all of an every-kind server's)."""
     steps = jobserver.warm_steps(kinds)
     modules, models, setups = jobserver.warm_plan(kinds)

@@ -34,8 +34,8 @@ starts warms only for the kinds of job the run has planned (:data:`WARM_KINDS`, 
 grism run's server imports neither image3, photutils nor matplotlib); a job of another kind still runs
 in it and pays its own imports; a server a job starts warms for every kind.  The warm-up is a list of
 steps (:func:`warm_steps`: imports, set-ups, datamodel classes) in the order the run's kinds first
-start (:data:`STAGE_ORDER`: detector1 first); the server listens once the first kind's steps are
-done and runs the others one at a time between its ``accept()`` polls (a stage module's import in
+start (:data:`STAGE_ORDER`: detector1 first); the server listens once the first kind's imports are
+done and runs the other steps one at a time between its ``accept()`` polls (a stage module's import in
 pieces, :data:`IMPORT_UNITS`: a job that connects meanwhile waits for the piece under way), still
 single-threaded; a job whose kind needs a step not yet run waits for it (the server runs it before the
 fork), so no job runs in a child less warm for its kind than before, and the first jobs start ~1-2 s
@@ -544,7 +544,8 @@ the list as it was at its fork)."""
 
 STAGE_ORDER = ("detector1", "image2", "spec2", "tso3", "tso3_phot", "image3", "coron3", "lightcurves")
 """The order in which a run's first jobs of these kinds start (the workflow's DAG): the server warms for
-the kinds in this order (any others after them, by name) and listens as soon as the first is warm."""
+the kinds in this order (any others after them, by name) and listens as soon as the first's imports
+are done."""
 
 
 def warm_state():
@@ -600,7 +601,7 @@ def warm_steps(kinds=None):
     one datamodel class, photutils, matplotlib.
 
     The steps come kind by kind in :data:`STAGE_ORDER` (a step two kinds need comes with the first):
-    the server listens once the first kind's steps are done and runs the others between jobs, or
+    the server listens once the first kind's imports are done and runs the others between jobs, or
     before forking a job whose kind needs them (:func:`serve`).  Together they are exactly
     :func:`warm_plan`'s modules, classes and set-ups.
 
@@ -971,8 +972,8 @@ def _warm_matplotlib():
 def serve(path, key, idle=IDLE_S, lock_fd=None):
     """Listen on ``path`` and fork one child per job until ``idle`` seconds pass without one.
 
-    The server listens once the warm-up steps of the first of its kinds are done
-    (:func:`warm_steps`); it runs the others between jobs, and those a job's kind needs before its fork.
+    The server listens once the imports of the first of its kinds are done (:func:`warm_steps`); it
+    runs the other steps between jobs, and those a job's kind needs before its fork.
 
     Parameters
     ----------
@@ -997,12 +998,16 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
     _WARMED_FOR = None if scope is None else set(scope)
     steps, every = warm_steps(scope), _every_kind(scope)
     _PENDING[:] = [label for label, _, _ in steps]
-    # the first kind's steps before listening (detector1's in a run of stage 1: the first jobs); the
-    # others between jobs (select() with no wait while any remain), or before the fork of a job that
-    # needs them: a job never runs in a child that lacks what its kind is warmed for
+    # the first kind's imports before listening (detector1's in a run of stage 1: the first jobs); its
+    # set-ups (numba's registries and cached kernels, ~0.5 s) right after, while its first client
+    # starts and connects (a job the onstart's server would not take yet runs in-process, imports and
+    # all); the others between jobs (select() with no wait while any remain); and before the fork of
+    # a job whose kind needs them, whatever of them is left: a job never runs in a child that lacks
+    # what its kind is warmed for
     first = next((kinds for _, kinds, _ in steps if kinds), frozenset())
     first = _kind_order(first)[:1]
-    _run_steps([step for step in steps if set(first) & step[1]] if first else steps)
+    _run_steps([step for step in steps if set(first) & step[1] and step[0].startswith("import ")]
+               if first else steps)
     if server_key() != key:
         raise SystemExit(f"webbflow job server: sources changed while starting ({key} != {server_key()})")
     steps = [step for step in steps if step[0] in _PENDING]
