@@ -155,7 +155,7 @@ def test_detector1_and_image2_products_are_the_same_through_the_server(server_en
         monkeypatch.setenv(jobserver.DIR_ENV, str(server_env / "grism"))
         jobserver.start(jobs=scope)
         (server,) = _servers(server_env / "grism")
-        # it listens once detector1's steps are done and warms for spec2 and tso3 between jobs: a job
+        # it listens once detector1's imports are done and warms for the rest between jobs: a job
         # of no planned kind (this one) is not kept waiting for them
         states, end = [], time.monotonic() + 300
         while not states or states[-1]["pending"] and time.monotonic() < end:
@@ -449,7 +449,7 @@ def _covered(steps):
                                    ["detector1", "image2", "coron3"], ["image2_variant", "image3"], ["qa_exposures"]])
 def test_warm_steps_are_the_plan_kind_by_kind(kinds):
     """The server's warm-up steps are exactly its plan's imports, classes and set-ups, the first kind's
-    (the server listens once they are done) first, each step marked with the kinds that need it; a job
+    (the server listens once their imports are done) first, each step marked with the kinds that need it; a job
     waits only for its own kind's steps (a job of no known kind: for all of an every-kind server's)."""
     steps = jobserver.warm_steps(kinds)
     modules, models, setups = jobserver.warm_plan(kinds)
@@ -548,3 +548,62 @@ def test_demo_through_snakemake_with_the_server_matches_without(demo_workdir, tm
     assert not any(json.loads(line).get("server") for line in stats.read_text().splitlines())
     differences, compared = make.compare_products(demo_workdir / "results", workdir / "results")
     assert compared > 20 and not differences, differences[:20]
+
+
+def test_numba_cache_warm_up_leaves_out_inner_kernels_and_uncached_modules(tmp_path, monkeypatch):
+    """The server loads the cached kernels a job calls, not those only other kernels call (a cached
+    caller carries their code), and does not import a kernel module with nothing in numba's cache."""
+    from webbflow.steps import _ramp_numba
+
+    from numba.core.registry import CPUDispatcher
+
+    kernels = {k: v for k, v in vars(_ramp_numba).items()
+               if isinstance(v, CPUDispatcher) and v.__module__ == _ramp_numba.__name__}
+    inner = jobserver._inner_kernels(_ramp_numba, kernels)
+    assert {"_fit_segment", "_segments"} <= inner  # called by ols_fit only
+    assert not {"ols_fit", "weight_table"} & inner  # called from the ramp_fit step's Python code
+    # a module of its own: a kernel a plain function also calls is loaded, the inner one is not
+    package = tmp_path / "wfjs_numba_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "kern.py").write_text(
+        "from numba import njit\n\n\n@njit(cache=True)\ndef helper(x):\n    return x + 1\n\n\n"
+        "@njit(cache=True)\ndef shared(x):\n    return helper(x) * 2\n\n\n"
+        "@njit(cache=True)\ndef entry(x):\n    return shared(x) + helper(x)\n\n\n"
+        "def step(x):\n    return [shared(v) for v in x]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("numba.core.config.CACHE_DIR", "")
+    (package / "__pycache__").mkdir()
+    assert not jobserver._has_numba_cache("wfjs_numba_pkg.kern")  # an in-tree cache without its index
+    (package / "__pycache__" / "kern.entry-12.py311.nbi").write_bytes(b"")
+    assert jobserver._has_numba_cache("wfjs_numba_pkg.kern")
+    monkeypatch.setattr("numba.core.config.CACHE_DIR", str(tmp_path / "elsewhere"))
+    (package / "__pycache__" / "kern.entry-12.py311.nbi").unlink()
+    assert jobserver._has_numba_cache("wfjs_numba_pkg.kern")  # NUMBA_CACHE_DIR: not looked into
+    import importlib
+
+    kern = importlib.import_module("wfjs_numba_pkg.kern")
+    got = jobserver._inner_kernels(kern, {k: getattr(kern, k) for k in ("helper", "shared", "entry")})
+    assert got == {"helper"}  # shared: also called from step's comprehension
+
+
+def test_stage_imports_warm_up_in_pieces():
+    """Between jobs the server imports a stage module's heavy third-party packages one at a time first
+    (a job that connects meanwhile waits for one piece, not the whole module), then the module."""
+    code = ("import json, sys\n"
+            "from webbflow import jobserver\n"
+            "step = ('import webbflow.stages.image2', frozenset({'image2'}), None)\n"
+            "pieces = []\n"
+            "while (piece := jobserver._smaller_unit(step)) is not None:\n"
+            "    pieces.append(piece.args[0])\n"
+            "    piece()\n"
+            "    assert piece.args[0] in sys.modules and 'webbflow.stages.image2' not in sys.modules\n"
+            "units = jobserver.IMPORT_UNITS['webbflow.stages.image2']\n"
+            "assert all(unit in sys.modules for unit in units)\n"
+            "import webbflow.stages.image2\n"
+            "print(json.dumps([pieces, units, jobserver._smaller_unit(step), "
+            "jobserver._smaller_unit(('asdf', frozenset(), None))]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    pieces, units, after, other = json.loads(out.stdout)
+    assert len(pieces) >= 3 and pieces == [unit for unit in units if unit in pieces]  # in order, each once
+    assert after is None and other is None

@@ -34,10 +34,12 @@ starts warms only for the kinds of job the run has planned (:data:`WARM_KINDS`, 
 grism run's server imports neither image3, photutils nor matplotlib); a job of another kind still runs
 in it and pays its own imports; a server a job starts warms for every kind.  The warm-up is a list of
 steps (:func:`warm_steps`: imports, set-ups, datamodel classes) in the order the run's kinds first
-start (:data:`STAGE_ORDER`: detector1 first); the server listens once the first kind's steps are
-done and runs the others one at a time between its ``accept()`` polls, still single-threaded; a job
-whose kind needs a step not yet run waits for it (the server runs it before the fork), so no job runs
-in a child less warm for its kind than before, and the first jobs start ~1-2 s sooner.  The socket
+start (:data:`STAGE_ORDER`: detector1 first); the server listens once the first kind's imports are
+done and runs the other steps one at a time between its ``accept()`` polls (a stage module's import in
+pieces, :data:`IMPORT_UNITS`: a job that connects meanwhile waits for the piece under way), still
+single-threaded; a job whose kind needs a step not yet run waits for it (the server runs it before the
+fork), so no job runs in a child less warm for its kind than before, and the first jobs start ~1-2 s
+sooner.  The socket
 lives in a private folder (mode 0700): ``$XDG_RUNTIME_DIR/webbflow`` or ``/tmp/webbflow-<uid>``
 (``WEBBFLOW_JOB_SERVER_DIR`` overrides).
 
@@ -59,6 +61,7 @@ import socket
 import struct
 import sys
 import time
+import types
 from pathlib import Path
 
 # standard library only; the one on/off test, shared with webbflow.workflow
@@ -541,7 +544,8 @@ the list as it was at its fork)."""
 
 STAGE_ORDER = ("detector1", "image2", "spec2", "tso3", "tso3_phot", "image3", "coron3", "lightcurves")
 """The order in which a run's first jobs of these kinds start (the workflow's DAG): the server warms for
-the kinds in this order (any others after them, by name) and listens as soon as the first is warm."""
+the kinds in this order (any others after them, by name) and listens as soon as the first's imports
+are done."""
 
 
 def warm_state():
@@ -597,7 +601,7 @@ def warm_steps(kinds=None):
     one datamodel class, photutils, matplotlib.
 
     The steps come kind by kind in :data:`STAGE_ORDER` (a step two kinds need comes with the first):
-    the server listens once the first kind's steps are done and runs the others between jobs, or
+    the server listens once the first kind's imports are done and runs the others between jobs, or
     before forking a job whose kind needs them (:func:`serve`).  Together they are exactly
     :func:`warm_plan`'s modules, classes and set-ups.
 
@@ -647,6 +651,41 @@ def warm_steps(kinds=None):
         for _, needed, _ in steps:
             needed.update(others)
     return [(label, frozenset(needed), run) for label, needed, run in steps]
+
+
+_WCS_STACK = ("astropy.io.votable", "astropy.table", "scipy.optimize", "astropy.modeling", "gwcs")
+"""The third-party packages under the stage-2/3 modules' imports (assign_wcs: gwcs, astropy.coordinates
+and astropy.table's readers, astropy.modeling's fitters), ~0.04-0.17 s of CPU each."""
+
+IMPORT_UNITS = {module: _WCS_STACK for module in (_I2, _S2, _I3, _C3)}
+"""module -> modules it imports, imported one at a time before it when the server warms up between jobs
+(:func:`_smaller_unit`): an import cannot be interrupted, so a job that connects meanwhile waits for
+the one under way; in these pieces it waits ~0.15 s at most instead of ~0.6 s for a whole stage
+module (the first detector1 job of a TSO imaging run, which connects while image2's module loads)."""
+
+_UNITS_TRIED = set()
+"""The :data:`IMPORT_UNITS` pieces this server has imported or tried (one that fails is not retried:
+the stage module's own import step meets the error and reports it)."""
+
+
+def _smaller_unit(step):
+    """The next piece of warm-up ``step`` (:func:`warm_steps`) to run on its own, or None (run the step).
+
+    Returns
+    -------
+    callable or None
+        For an ``import`` step of :data:`IMPORT_UNITS` whose module is not imported yet, the import of
+        its first piece not imported yet; None otherwise.
+    """
+    label = step[0]
+    module = label.removeprefix("import ")
+    if module == label or module in sys.modules:
+        return None
+    for piece in IMPORT_UNITS.get(module, ()):
+        if piece not in sys.modules and piece not in _UNITS_TRIED:
+            _UNITS_TRIED.add(piece)
+            return functools.partial(_import, piece)
+    return None
 
 
 _PULLS_PHOTUTILS = ("webbflow.stages.image3", "webbflow.steps.source_catalog", "webbflow.steps.tweakreg")
@@ -741,6 +780,12 @@ def _warm_numba_cache():
     longer fork safely.  A kernel without cached signatures (a new tree, edited source) is not compiled
     here: the child compiles it as before.
 
+    Two kinds of work a child would never use are left out (~0.35 s of the server's CPU before it
+    listens, with a TSO imaging run's cache): the kernels that only other kernels of their module
+    call (:func:`_inner_kernels`: a caller loaded from the cache carries their code, so a job does
+    not load them), and the import of a module that is not imported yet and has nothing in numba's
+    cache (:func:`_has_numba_cache`: e.g. ``roeba``, whose import takes scipy.ndimage, ~0.17 s).
+
     Returns
     -------
     int
@@ -752,21 +797,76 @@ def _warm_numba_cache():
 
     loaded = 0
     for name in NUMBA_MODULES:
+        if name not in sys.modules and not _has_numba_cache(name):
+            continue
         module = importlib.import_module(name)
-        for value in list(vars(module).values()):
-            if (not isinstance(value, CPUDispatcher) or value.__module__ != name
-                    or value.targetoptions.get("parallel") or getattr(value, "_cache", None) is None):
+        kernels = {key: value for key, value in vars(module).items()
+                   if isinstance(value, CPUDispatcher) and value.__module__ == name}
+        inner = _inner_kernels(module, kernels)
+        for key, value in kernels.items():
+            if key in inner or value.targetoptions.get("parallel") or getattr(value, "_cache", None) is None:
                 continue
             try:
                 index = value._cache._cache_file._load_index()  # {} when the source changed since
             except (AttributeError, OSError):
                 continue
-            for key in index:
-                value.compile(key[0])
+            for sig in index:
+                value.compile(sig[0])
                 loaded += 1
                 if _numba_threads_launched():  # not expected for a serial kernel: stop loading
                     return loaded
     return loaded
+
+
+def _code_names(code):
+    """The global names ``code`` and the code objects nested in it (functions, comprehensions) use."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _code_names(const)
+    return names
+
+
+def _inner_kernels(module, kernels):
+    """The names of ``kernels`` (name -> numba dispatcher of ``module``) that another of them calls and
+    no plain function or class of ``module`` names: helpers that only run inside other kernels.  A
+    kernel loaded from numba's cache carries the code of the kernels it calls, so a job never loads
+    these on their own (one that does, from another module's Python code, pays a few ms, as it would
+    without the server)."""
+    called, plain = set(), set()
+    for value in kernels.values():
+        called |= _code_names(value.py_func.__code__)
+    for value in vars(module).values():
+        if getattr(value, "__module__", None) != module.__name__:
+            continue
+        if isinstance(value, type):
+            members = [m for m in vars(value).values() if isinstance(m, types.FunctionType)]
+        else:  # a plain function (a kernel is a dispatcher, not one)
+            members = [value] if isinstance(value, types.FunctionType) else []
+        for member in members:
+            plain |= _code_names(member.__code__)
+    return (called & kernels.keys()) - plain
+
+
+def _has_numba_cache(name):
+    """Whether module ``name`` (not imported) may have kernels in numba's cache: True unless numba would
+    keep them in the module's own ``__pycache__`` (writable, no ``NUMBA_CACHE_DIR``) and that holds no
+    index file of the module's."""
+    import importlib.util
+
+    from numba.core import config
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return True
+    if config.CACHE_DIR or spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return True
+    source = Path(spec.origin)
+    cache = source.parent / "__pycache__"
+    if not cache.is_dir() or not os.access(cache, os.W_OK):
+        return True  # numba's user-wide cache, or none yet
+    return any(cache.glob(f"{source.stem}.*.nbi"))
 
 
 WARM_MODELS = ("ImageModel", "CubeModel", "SlitModel", "MultiSlitModel", "TSOMultiSpecModel", "QuadModel",
@@ -872,8 +972,8 @@ def _warm_matplotlib():
 def serve(path, key, idle=IDLE_S, lock_fd=None):
     """Listen on ``path`` and fork one child per job until ``idle`` seconds pass without one.
 
-    The server listens once the warm-up steps of the first of its kinds are done
-    (:func:`warm_steps`); it runs the others between jobs, and those a job's kind needs before its fork.
+    The server listens once the imports of the first of its kinds are done (:func:`warm_steps`); it
+    runs the other steps between jobs, and those a job's kind needs before its fork.
 
     Parameters
     ----------
@@ -898,12 +998,16 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
     _WARMED_FOR = None if scope is None else set(scope)
     steps, every = warm_steps(scope), _every_kind(scope)
     _PENDING[:] = [label for label, _, _ in steps]
-    # the first kind's steps before listening (detector1's in a run of stage 1: the first jobs); the
-    # others between jobs (select() with no wait while any remain), or before the fork of a job that
-    # needs them: a job never runs in a child that lacks what its kind is warmed for
+    # the first kind's imports before listening (detector1's in a run of stage 1: the first jobs); its
+    # set-ups (numba's registries and cached kernels, ~0.5 s) right after, while its first client
+    # starts and connects (a job the onstart's server would not take yet runs in-process, imports and
+    # all); the others between jobs (select() with no wait while any remain); and before the fork of
+    # a job whose kind needs them, whatever of them is left: a job never runs in a child that lacks
+    # what its kind is warmed for
     first = next((kinds for _, kinds, _ in steps if kinds), frozenset())
     first = _kind_order(first)[:1]
-    _run_steps([step for step in steps if set(first) & step[1]] if first else steps)
+    _run_steps([step for step in steps if set(first) & step[1] and step[0].startswith("import ")]
+               if first else steps)
     if server_key() != key:
         raise SystemExit(f"webbflow job server: sources changed while starting ({key} != {server_key()})")
     steps = [step for step in steps if step[0] in _PENDING]
@@ -947,7 +1051,12 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
         while jobs or (listener.fileno() >= 0 and (steps or time.monotonic() - last < idle)):
             timeout = 0 if steps else None if jobs else max(0.05, idle - (time.monotonic() - last))
             events = sel.select(timeout=timeout)
-            if not events and steps and not warm(steps[:1]):
+            # between jobs the warm-up goes on in its smallest pieces, so that a job that connects
+            # meanwhile waits for little more than the piece under way
+            piece = _smaller_unit(steps[0]) if not events and steps else None
+            if piece is not None:
+                _run_steps([(f"piece of {steps[0][0]}", steps[0][1], piece)])
+            elif not events and steps and not warm(steps[:1]):
                 stop_listening()
             for sk, _ in events:
                 what, pid = sk.data

@@ -134,3 +134,8 @@ def test_psf_fit_is_photutils_psfphotometry_bit_for_bit(case):
     theirs = _photutils_psf_fit(image, mask, 11, x0 + 0.05, y0 - 0.04)
     assert np.isfinite(ours).all() == (case != "unmasked_nan")
     np.testing.assert_array_equal(ours, theirs)
+    # a model kept from earlier fits (source_centroid's integrations) and started again: the same
+    reuse = {}
+    other = (_gaussian((64, 64), 20.3, 40.8, 1.1, 5e3) + rng.normal(0, 3.0, (64, 64))).astype(np.float32)
+    tp._psf_fit(other, np.zeros(other.shape, bool), 11, 20.2, 40.9, reuse)
+    np.testing.assert_array_equal(tp._psf_fit(image, mask, 11, x0 + 0.05, y0 - 0.04, reuse), theirs)

@@ -519,6 +519,8 @@ def _check_photometry_geometry(path, model, params):
                              "list radii up to steps.tso_photometry.radius_inner (or move the annulus out)")
 
 
+# the crfints are trees valid by construction, as run's: written unvalidated, in validation's key order
+@unvalidated.ordered_writes()
 def run_photometry(members, crfints_paths, phot_path, references, params, provenance=None):
     """Reduce one imaging TSO association (NRC_TSIMAGE): outlier_detection and tso_photometry.
 

@@ -150,7 +150,7 @@ def convert_units(data, err, bunit, pixar_sr=None, integration_time=None, gain=N
     return data, err, bunit
 
 
-def _psf_fit(image, mask, box, xc, yc):
+def _psf_fit(image, mask, box, xc, yc, reuse=None):
     """jwst's GaussianPRF fit (position fixed, flux ≥ 0, FWHM in 0…box): σ_x, σ_y, flux.
 
     jwst calls photutils' ``PSFPhotometry(model, (box, box))`` on the image with the one source in
@@ -160,7 +160,9 @@ def _psf_fit(image, mask, box, xc, yc):
     row-major order (``overlap_slices``, ``mode="trim"``), fitted by ``TRFLSQFitter`` with at most
     100 iterations, no weights and no local background, as ``PSFPhotometry`` fits one unblended
     source; the same numbers (``tests/steps/test_tso_photometry.py`` compares them with
-    ``PSFPhotometry``).
+    ``PSFPhotometry``).  ``reuse``: a dict kept across the calls of one box size, where the fitted
+    model is kept and started again from this call's values (with astropy >= 7, whose fitter fits
+    in place: building a GaussianPRF is ~0.3 ms, a sixth of a fit's CPU); the same numbers.
     """
     import warnings
 
@@ -189,12 +191,19 @@ def _psf_fit(image, mask, box, xc, yc):
     if np.count_nonzero(usable) < 3:  # fewer pixels than fitted parameters (flux, x_fwhm, y_fwhm)
         return failed
     xi, yi = xx[usable], yy[usable]
-    model = GaussianPRF(flux=flux, x_0=xc, y_0=yc, x_fwhm=box / 2, y_fwhm=box / 2)
-    model.flux.fixed, model.flux.min, model.flux.max = False, 0.0, np.inf
-    model.x_0.fixed = model.y_0.fixed = True
-    for p in (model.x_fwhm, model.y_fwhm):
-        p.min, p.max, p.fixed = 0.0, box, False
-    kwargs = {"inplace": True} if minversion(astropy, "7.0") else {}
+    inplace = minversion(astropy, "7.0")
+    model = reuse.get(box) if reuse is not None and inplace else None
+    if model is None:
+        model = GaussianPRF(flux=flux, x_0=xc, y_0=yc, x_fwhm=box / 2, y_fwhm=box / 2)
+        model.flux.fixed, model.flux.min, model.flux.max = False, 0.0, np.inf
+        model.x_0.fixed = model.y_0.fixed = True
+        for p in (model.x_fwhm, model.y_fwhm):
+            p.min, p.max, p.fixed = 0.0, box, False
+        if reuse is not None and inplace:
+            reuse[box] = model
+    else:  # the bounds and fixed flags stay; the starting values are this call's
+        model.flux, model.x_0, model.y_0, model.x_fwhm, model.y_fwhm = flux, xc, yc, box / 2, box / 2
+    kwargs = {"inplace": True} if inplace else {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyUserWarning)
@@ -212,6 +221,7 @@ def _fit_source(data, mask, source_mask, xc, yc, box, fit_psf=False):
     nimg, ny, nx = data.shape
     cx, cy = np.full(nimg, np.nan), np.full(nimg, np.nan)
     wx, wy, flux = np.full(nimg, np.nan), np.full(nimg, np.nan), np.full(nimg, np.nan)
+    reuse = {}
     for i in range(nimg):
         image = data[i] - np.nanmedian(data[i][~source_mask])
         try:
@@ -223,7 +233,7 @@ def _fit_source(data, mask, source_mask, xc, yc, box, fit_psf=False):
             cx[i] = cy[i] = np.nan
             continue
         if fit_psf:
-            wx[i], wy[i], flux[i] = _psf_fit(image, mask[i], box, cx[i], cy[i])
+            wx[i], wy[i], flux[i] = _psf_fit(image, mask[i], box, cx[i], cy[i], reuse)
     return cx, cy, wx, wy, flux
 
 
