@@ -76,9 +76,15 @@ IDLE_S = 60.0
 START_TIMEOUT_S = 120.0
 """How long a client waits for a server it started to listen (its imports, on a loaded machine)."""
 
+_I3_RUN = ("scipy.interpolate", "webbflow.steps._drizzle_square", "spherical_geometry.graph", "astropy.io.misc.yaml",
+           "webbflow.associations")
+"""What image3's jobs import when they run (:data:`WARM_KINDS`' image3 entry says why)."""
+
 PRELOAD = ("webbflow.jobs", "webbflow.workflow", "webbflow.stages.detector1", "webbflow.stages.image2",
-           "webbflow.stages.image3", "webbflow.stages.spec2", "webbflow.stages.tso3", "webbflow.stages.coron3")
-"""What a server warmed for every kind imports before its first fork: every stage job's module."""
+           "webbflow.stages.image3", *_I3_RUN, "webbflow.stages.spec2", "webbflow.stages.tso3",
+           "webbflow.stages.coron3")
+"""What a server warmed for every kind imports before its first fork: every stage job's module (and
+what image3's jobs import when they run)."""
 
 SCOPE_ENV = "WEBBFLOW_JOB_SERVER_WARM"
 """The server's warm-up scope: the comma-separated job kinds (rule names) it warms for; unset = every
@@ -111,9 +117,7 @@ WARM_KINDS = {
     # import when they run: resample's pixel maps (scipy.interpolate, no longer imported with
     # photutils.segmentation: webbflow.steps._segmentation) and square drizzle kernels, skymatch's
     # polygon intersections, the catalog's ECSV writer; and the job's association reader.
-    "image3": ((_I3, "scipy.interpolate", "webbflow.steps._drizzle_square", "spherical_geometry.graph",
-                "astropy.io.misc.yaml", "webbflow.associations"),
-               ("ImageModel", "SegmentationMapModel"), ("numba", "gwcs", "catalog")),
+    "image3": ((_I3, *_I3_RUN), ("ImageModel", "SegmentationMapModel"), ("numba", "gwcs", "catalog")),
     "coron3": ((_C3,), ("CubeModel", "ImageModel"), ("numba", "gwcs", "matplotlib")),
     "lightcurves": (("webbflow.lightcurves",), ("TSOMultiSpecModel",), ("matplotlib",)),
     "qa_exposures": ((_REPORT,), (), ("matplotlib",)),
