@@ -208,6 +208,22 @@ def test_lazy_njit_compiles_on_first_call_as_njit_would():
     assert type(kernel.dispatcher).__name__ == "CPUDispatcher"
 
 
+def test_lazy_njit_dispatcher_made_before_the_first_call():
+    """webbflow.steps._jit.dispatcher (a job server's warm-up): the dispatcher the first call would make,
+    with the kernel's options, kept for every later call."""
+    from webbflow.steps._jit import dispatcher, lazy_njit
+
+    def scaled(x, k):
+        return x * k + 1.0
+
+    kernel = lazy_njit(cache=False, error_model="numpy")(scaled)
+    made = dispatcher(kernel)
+    assert kernel.dispatcher is made and dispatcher(kernel) is made and made.py_func is scaled
+    assert made.targetoptions["error_model"] == "numpy" and not made.signatures
+    assert kernel(2.5, 3.0) == scaled(2.5, 3.0) == 8.5
+    assert kernel.dispatcher is made and len(made.signatures) == 1
+
+
 def test_script_finds_src_without_install(tmp_path):
     """A workflow script run where webbflow is not installed (``python -S``: no site-packages) uses the clone's src/."""
     content = {"asn_id": "a3001", "products": [{"name": "p", "members": [{"expname": "x_cal.fits"}] * 3}]}

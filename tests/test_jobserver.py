@@ -427,7 +427,8 @@ def test_warm_plan_of_each_kind():
     assert {"detector1", "spec2", "tso3", "tso3_phot", "image3", "coron3", "image2_variant"} <= rules
     assert {r.removesuffix("_variant") for r in rules} <= set(jobserver.WARM_KINDS)
     everything = jobserver.warm_plan(None)
-    assert everything == (jobserver.PRELOAD, jobserver.WARM_MODELS, {"numba", "gwcs", "photutils", "matplotlib"})
+    assert everything == (jobserver.PRELOAD, jobserver.WARM_MODELS,
+                          {"numba", "gwcs", "photutils", "catalog", "matplotlib"})
     assert jobserver.warm_plan(["detector1", "not_a_rule"]) == everything
     modules, models, setups = jobserver.warm_plan(["all", "detector1", "spec2", "tso3", "lightcurves"])
     assert "webbflow.stages.image3" not in modules and "photutils" not in setups
@@ -475,6 +476,26 @@ def test_warm_steps_are_the_plan_kind_by_kind(kinds):
     unknown = {"qualname": "report", "kwargs": {}}
     assert all(jobserver._needs(unknown, kinds is None, needed) == (kinds is None) for _, needed, _ in steps)
     assert jobserver._every_kind(kinds) == (kinds is None) and jobserver._every_kind(["detector1", "not_a_rule"])
+
+
+def test_image3_warm_up_leaves_out_scipy_signal_and_loads_the_kernels():
+    """A server warmed for image3 imports neither scipy.signal nor scipy.stats (photutils.segmentation
+    without them: webbflow.steps._segmentation) nor photutils' PSF modules, but what image3's steps
+    import when they run (scipy.interpolate, skimage's watershed, photutils' version metadata's
+    matplotlib); image3's lazily compiled kernels have their dispatchers, with what numba's cache
+    held loaded, and no numba thread runs (the server can fork)."""
+    code = ("import json, sys\n"
+            "from webbflow import jobserver\n"
+            "jobserver._warm(['image3'])\n"
+            "from webbflow.steps import _peaks, outlier_detection, skymatch\n"
+            "kernels = [k.dispatcher is not None for k in (skymatch._moments_passes, outlier_detection._kth_key,\n"
+            "                                              _peaks._verify_ring)]\n"
+            "mods = [m in sys.modules for m in ('scipy.signal', 'scipy.stats', 'photutils.psf', 'scipy.interpolate',\n"
+            "                                   'skimage.segmentation', 'matplotlib', 'webbflow.steps._drizzle_square')]\n"
+            "print(json.dumps([mods, kernels, jobserver.fork_safe()]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+    mods, kernels, fork_safe = json.loads(out.stdout)
+    assert mods == [False, False, False, True, True, True, True] and all(kernels) and fork_safe
 
 
 def test_photutils_import_without_its_distribution_scan():

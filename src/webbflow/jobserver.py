@@ -79,9 +79,15 @@ IDLE_S = 60.0
 START_TIMEOUT_S = 120.0
 """How long a client waits for a server it started to listen (its imports, on a loaded machine)."""
 
+_I3_RUN = ("scipy.interpolate", "webbflow.steps._drizzle_square", "spherical_geometry.graph", "astropy.io.misc.yaml",
+           "webbflow.associations")
+"""What image3's jobs import when they run (:data:`WARM_KINDS`' image3 entry says why)."""
+
 PRELOAD = ("webbflow.jobs", "webbflow.workflow", "webbflow.stages.detector1", "webbflow.stages.image2",
-           "webbflow.stages.image3", "webbflow.stages.spec2", "webbflow.stages.tso3", "webbflow.stages.coron3")
-"""What a server warmed for every kind imports before its first fork: every stage job's module."""
+           "webbflow.stages.image3", *_I3_RUN, "webbflow.stages.spec2", "webbflow.stages.tso3",
+           "webbflow.stages.coron3")
+"""What a server warmed for every kind imports before its first fork: every stage job's module (and
+what image3's jobs import when they run)."""
 
 SCOPE_ENV = "WEBBFLOW_JOB_SERVER_WARM"
 """The server's warm-up scope: the comma-separated job kinds (rule names) it warms for; unset = every
@@ -96,7 +102,8 @@ _PHOT = ("photutils.aperture", "photutils.centroids", "photutils.psf")
 WARM_KINDS = {
     # rule: (modules, datamodel classes, set-ups).  Set-ups: "numba" (registries; and, with the
     # detector1 module, its cached serial kernels), "gwcs" (the warmed images and slits carry a WCS:
-    # its converters), "photutils" (its stage-3 submodules),
+    # its converters), "photutils" (its stage-3 submodules), "catalog" (what photutils imports as a
+    # segmentation catalog is made: see _warm_catalog),
     # "matplotlib".  The classes and set-ups are those a job of the kind was seen to use (its inputs
     # and products) in bench_job_overhead.py's jobs, each run alone in a fresh process (the stage
     # jobs, qa_exposures, qa_mosaics); the other kinds' from their code.  A kind missing something
@@ -108,8 +115,12 @@ WARM_KINDS = {
     # photutils' aperture, centroid and PSF modules (the last imports matplotlib's core), not its
     # segmentation or detection (scipy.signal: ~0.3 s); it draws no figure
     "tso3_phot": ((_T3, "webbflow.steps.tso_photometry", *_PHOT), ("CubeModel",), ("gwcs",)),
-    # image3 imports matplotlib's core through photutils but draws nothing (no font list, no canvas)
-    "image3": ((_I3,), ("ImageModel", "SegmentationMapModel"), ("numba", "gwcs", "photutils")),
+    # image3's module imports the photutils submodules it uses; its catalog imports matplotlib's core
+    # (photutils' version metadata) but draws nothing (no font list, no canvas).  The modules its steps
+    # import when they run: resample's pixel maps (scipy.interpolate, no longer imported with
+    # photutils.segmentation: webbflow.steps._segmentation) and square drizzle kernels, skymatch's
+    # polygon intersections, the catalog's ECSV writer; and the job's association reader.
+    "image3": ((_I3, *_I3_RUN), ("ImageModel", "SegmentationMapModel"), ("numba", "gwcs", "catalog")),
     "coron3": ((_C3,), ("CubeModel", "ImageModel"), ("numba", "gwcs", "matplotlib")),
     "lightcurves": (("webbflow.lightcurves",), ("TSOMultiSpecModel",), ("matplotlib",)),
     "qa_exposures": ((_REPORT,), (), ("matplotlib",)),
@@ -515,11 +526,11 @@ def warm_plan(kinds=None):
     tuple
         ``(modules, models, setups)``: the modules imported, the datamodel classes built once (in
         :data:`WARM_MODELS`' order) and the set-ups run (a set of ``"numba"``, ``"gwcs"``,
-        ``"photutils"``, ``"matplotlib"``).
+        ``"photutils"``, ``"catalog"``, ``"matplotlib"``).
     """
     kinds = None if kinds is None else {k.removesuffix("_variant") for k in kinds}
     if kinds is None or not kinds <= WARM_KINDS.keys():
-        return PRELOAD, WARM_MODELS, {"numba", "gwcs", "photutils", "matplotlib"}
+        return PRELOAD, WARM_MODELS, {"numba", "gwcs", "photutils", "catalog", "matplotlib"}
     modules, models, setups = list(_BASE), set(), set()
     for kind in sorted(kinds):
         mods, classes, extra = WARM_KINDS[kind]
@@ -641,9 +652,11 @@ def warm_steps(kinds=None):
             add("numba", _warm_numba, kind)
             if _D1 in k_modules:  # the stage-1 kernels: those of detector1's jobs only
                 add("numba cache", _warm_numba_cache, kind)
+            if _I3 in k_modules:
+                add("numba cache image3", functools.partial(_warm_numba_cache, IMAGE3_NUMBA_MODULES), kind)
         for name in k_models:
             add(f"datamodel {name}", functools.partial(_warm_datamodels, (name,), wcs=wcs), kind)
-        for name, run in (("photutils", _warm_photutils), ("matplotlib", _warm_matplotlib)):
+        for name, run in (("photutils", _warm_photutils), ("catalog", _warm_catalog), ("matplotlib", _warm_matplotlib)):
             if name in k_setups:
                 add(name, run, kind)
     if everything:
@@ -698,6 +711,10 @@ def _import(module):
 
     if module.split(".")[0] == "photutils" or module in _PULLS_PHOTUTILS:
         _import_photutils()
+    if module == "photutils.segmentation":
+        from webbflow.steps._segmentation import import_segmentation
+
+        import_segmentation()  # without scipy.signal, as webbflow.steps.source_catalog imports it
     importlib.import_module(module)
 
 
@@ -771,14 +788,20 @@ NUMBA_MODULES = ("webbflow.io._decode", "webbflow.steps._jit", "webbflow.steps._
                  "webbflow.steps.refpix", "webbflow.steps.roeba", "webbflow.steps.saturation")
 """webbflow's modules with numba kernels (the steps import some of them only when they run)."""
 
+IMAGE3_NUMBA_MODULES = ("webbflow.steps._drizzle_square", "webbflow.steps._peaks", "webbflow.steps.outlier_detection",
+                        "webbflow.steps.skymatch")
+"""The modules of image3's kernels (square drizzle, tweakreg's peak check, outlier_detection's median,
+skymatch's statistics); all but the drizzle's are :func:`webbflow.steps._jit.lazy_njit` kernels."""
 
-def _warm_numba_cache():
-    """Load every serial kernel of webbflow's modules that numba's on-disk cache holds (each signature
+
+def _warm_numba_cache(modules=NUMBA_MODULES):
+    """Load every serial kernel of webbflow's ``modules`` that numba's on-disk cache holds (each signature
     cached by earlier runs: ``dispatcher.compile(sig)`` finds it in the cache, a few ms each) so that a
-    child does not.  Kernels compiled with ``parallel=True`` are left to the child: loading one from
-    the cache already launches numba's threading layer (its workers), after which the server could no
-    longer fork safely.  A kernel without cached signatures (a new tree, edited source) is not compiled
-    here: the child compiles it as before.
+    child does not; a :func:`~webbflow.steps._jit.lazy_njit` kernel gets its dispatcher first (the one
+    its first call would make).  Kernels compiled with ``parallel=True`` are left to the child: loading
+    one from the cache already launches numba's threading layer (its workers), after which the server
+    could no longer fork safely.  A kernel without cached signatures (a new tree, edited source) is not
+    compiled here: the child compiles it as before.
 
     Two kinds of work a child would never use are left out (~0.35 s of the server's CPU before it
     listens, with a TSO imaging run's cache): the kernels that only other kernels of their module
@@ -795,13 +818,21 @@ def _warm_numba_cache():
 
     from numba.core.registry import CPUDispatcher
 
+    from webbflow.steps._jit import dispatcher
+
     loaded = 0
-    for name in NUMBA_MODULES:
+    for name in modules:
         if name not in sys.modules and not _has_numba_cache(name):
             continue
         module = importlib.import_module(name)
-        kernels = {key: value for key, value in vars(module).items()
-                   if isinstance(value, CPUDispatcher) and value.__module__ == name}
+        kernels = {}
+        for key, value in list(vars(module).items()):
+            options = getattr(value, "njit_options", None)
+            if isinstance(options, dict) and getattr(value, "__module__", None) == name \
+                    and not options.get("parallel") and callable(value):
+                value = dispatcher(value)  # a lazy_njit kernel: the dispatcher its first call would make
+            if isinstance(value, CPUDispatcher) and value.__module__ == name:
+                kernels[key] = value
         inner = _inner_kernels(module, kernels)
         for key, value in kernels.items():
             if key in inner or value.targetoptions.get("parallel") or getattr(value, "_cache", None) is None:
@@ -948,6 +979,17 @@ def _warm_photutils():
     for module in ("photutils.aperture", "photutils.background", "photutils.centroids", "photutils.detection",
                    "photutils.psf", "photutils.segmentation", "photutils.utils"):
         _import(module)
+
+
+def _warm_catalog():
+    """What photutils imports while it makes a segmentation catalog (image3's source_catalog), in
+    each job otherwise: its version metadata, which imports every optional dependency it names
+    (skimage, matplotlib's core, bottleneck: ``photutils.utils._misc._get_version_info``), and
+    skimage's watershed (deblending)."""
+    from photutils.utils._misc import _get_version_info
+
+    _get_version_info()
+    from skimage.segmentation import watershed  # noqa: F401
 
 
 def _warm_matplotlib():

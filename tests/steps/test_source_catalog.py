@@ -71,3 +71,55 @@ def test_apcorr_table_sets_the_apertures(field):
     good = (sep < 0.03) & (cat["aper_total_flux"].value / cat["aper_total_flux_err"].value > 100) \
         & (cat["nn_dist"].value > 12)
     assert abs(np.median(cat["aper_total_flux"].value[good] / truth.flux[idx[good]]) - 1) < 0.01
+
+
+def test_segmentation_imported_without_scipy_signal():
+    """The module imports photutils.segmentation without scipy.signal or scipy.stats
+    (webbflow.steps._segmentation); photutils' one use of it, a non-rectangular source-mask dilation,
+    gives the same mask as scipy.ndimage's binary dilation; afterwards scipy.signal is scipy's own."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "import numpy as np\n"
+        "from webbflow.steps import source_catalog\n"
+        "before = [m in sys.modules for m in ('scipy.signal', 'scipy.stats')]\n"
+        "from photutils.segmentation import SegmentationImage\n"
+        "from scipy.ndimage import binary_dilation\n"
+        "data = np.zeros((40, 40), int); data[10:13, 8:11] = 1; data[30, 25] = 2\n"
+        "y, x = np.mgrid[-3:4, -3:4]; disk = x * x + y * y <= 9\n"
+        "mask = SegmentationImage(data).make_source_mask(footprint=disk)\n"
+        "same = bool((mask == binary_dilation(data > 0, disk)).all()) and int(mask.sum()) > 50\n"
+        "import scipy.signal\n"
+        "real = hasattr(scipy.signal, 'find_peaks') and type(sys.modules['scipy.signal']).__name__ == 'module'\n"
+        "print(json.dumps([before, same, real]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(out.stdout) == [[False, False], True, True]
+
+
+def test_segmentation_import_with_scipy_signal_already_imported():
+    """Where scipy.signal is imported first, photutils.segmentation is imported as usual (its own
+    fftconvolve); a name the stand-in lacks imports the real module and is its value."""
+    import json
+    import subprocess
+    import sys
+
+    first = ("import json, sys\n"
+             "import scipy.signal\n"
+             "from webbflow.steps._segmentation import import_segmentation\n"
+             "seg = import_segmentation()\n"
+             "import photutils.segmentation.core as core\n"
+             "print(json.dumps([core.fftconvolve is scipy.signal.fftconvolve,\n"
+             "                  seg is sys.modules['photutils.segmentation']]))\n")
+    other = ("import json, sys\n"
+             "import scipy\n"
+             "from webbflow.steps._segmentation import _DeferredSignal\n"
+             "stand_in = _DeferredSignal('scipy.signal'); sys.modules['scipy.signal'] = stand_in\n"
+             "peaks = stand_in.find_peaks\n"
+             "real = sys.modules['scipy.signal']\n"
+             "print(json.dumps([real is not stand_in, peaks is real.find_peaks, hasattr(stand_in, '__path__')]))\n")
+    out = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                                     check=True).stdout) for code in (first, other)]
+    assert out == [[True, True], [True, True, False]]

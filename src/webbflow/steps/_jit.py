@@ -8,7 +8,7 @@ pay the import, used or not; :func:`lazy_njit` defers both to the kernel's first
 
 import functools
 
-__all__ = ["lazy_njit"]
+__all__ = ["dispatcher", "lazy_njit"]
 
 
 def lazy_njit(**options):
@@ -37,14 +37,32 @@ def lazy_njit(**options):
     def decorate(fn):
         @functools.wraps(fn)
         def call(*args):
-            if call.dispatcher is None:
-                from numba import njit
-
-                call.dispatcher = njit(**options)(fn)
-            return call.dispatcher(*args)
+            return (call.dispatcher or dispatcher(call))(*args)
 
         call.dispatcher = None
         call.py_func = fn
+        call.njit_options = dict(options)
         return call
 
     return decorate
+
+
+def dispatcher(kernel):
+    """The numba dispatcher of a :func:`lazy_njit` kernel, made now if its first call has not made it
+    (for a job server that loads the kernel's cached machine code before it forks its jobs).
+
+    Parameters
+    ----------
+    kernel : callable
+        A function decorated with :func:`lazy_njit`.
+
+    Returns
+    -------
+    numba.core.registry.CPUDispatcher
+        ``numba.njit(**options)(kernel.py_func)``, the one every later call of ``kernel`` uses.
+    """
+    if kernel.dispatcher is None:
+        from numba import njit
+
+        kernel.dispatcher = njit(**kernel.njit_options)(kernel.py_func)
+    return kernel.dispatcher
