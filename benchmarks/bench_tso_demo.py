@@ -313,7 +313,7 @@ def main(argv=None):
         served = args.server and who == "ours"
         jobs = _jobs(data, uncals, refs, stage2_refs, who, imaging, served=served)
         # the server warms for this mode's job kinds, as the workflow's onstart passes the planned ones
-        kinds = ("detector1", "image2", "tso3_phot") if imaging else ("detector1", "spec2", "tso3")
+        kinds = ("detector1", "image2_ints", "tso3_phot") if imaging else ("detector1", "spec2", "tso3")
         start = start_server(data, jobs=kinds) if served else {"wall": 0.0, "cpu": 0.0}
         try:
             rows = [_run(job, cmd, data) for job, cmd in jobs]

@@ -447,6 +447,7 @@ def _covered(steps):
 
 
 @pytest.mark.parametrize("kinds", [None, ["detector1", "spec2", "tso3"], ["detector1", "image2", "tso3_phot"],
+                                   ["detector1", "image2_ints", "tso3_phot"],
                                    ["detector1", "image2", "coron3"], ["image2_variant", "image3"], ["qa_exposures"]])
 def test_warm_steps_are_the_plan_kind_by_kind(kinds):
     """The server's warm-up steps are exactly its plan's imports, classes and set-ups, the first kind's
@@ -473,6 +474,19 @@ def test_warm_steps_are_the_plan_kind_by_kind(kinds):
     request = {"qualname": "tso3", "kwargs": {"phot": "p.ecsv"}}
     assert jobserver._request_kind(request) == "tso3_phot"
     assert jobserver._request_kind({"qualname": "tso3", "kwargs": {"phot": None}}) == "tso3"
+    # an image2 job writing a calints (the workflow passes its paths positionally) needs image2's steps
+    # but the ImageModel one
+    ints = {"qualname": "image2", "args": ("a_rateints.fits", "a_calints.fits", {}, {}), "kwargs": {}}
+    assert jobserver._request_kind(ints) == "image2_ints"
+    assert jobserver._request_kind({"qualname": "image2", "kwargs": {"cal": "a_cal.fits"}}) == "image2"
+    assert jobserver.job_kind("image2_variant", ["v/a_calints.fits"]) == "image2_ints"
+    assert jobserver.job_kind("image2", ["a_cal.fits"]) == "image2" and jobserver.job_kind("tso3", []) == "tso3"
+    if kinds and "image2_ints" in kinds:  # a time-series run's server never warms the ImageModel
+        assert "datamodel ImageModel" not in [label for label, _, _ in steps]
+    for label, needed, _ in steps:
+        if kinds is None or "image2" in planned:
+            assert jobserver._needs(ints, kinds is None, needed) == (
+                jobserver._needs({"qualname": "image2"}, kinds is None, needed) and label != "datamodel ImageModel")
     unknown = {"qualname": "report", "kwargs": {}}
     assert all(jobserver._needs(unknown, kinds is None, needed) == (kinds is None) for _, needed, _ in steps)
     assert jobserver._every_kind(kinds) == (kinds is None) and jobserver._every_kind(["detector1", "not_a_rule"])

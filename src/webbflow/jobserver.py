@@ -68,7 +68,7 @@ from pathlib import Path
 from webbflow.jobmode import ENV, wanted
 
 __all__ = ["ENV", "SCOPE_ENV", "STAGE_ORDER", "WARM_KINDS", "JobOutcome", "ServerStarting", "fork_safe",
-           "memory_figures", "serve", "server_key", "socket_dir", "start", "start_early", "submit", "wanted", "warm_plan",
+           "job_kind", "memory_figures", "serve", "server_key", "socket_dir", "start", "start_early", "submit", "wanted", "warm_plan",
            "warm_state", "warm_steps"]
 
 DIR_ENV = "WEBBFLOW_JOB_SERVER_DIR"
@@ -110,6 +110,10 @@ WARM_KINDS = {
     # only pays it in its child, as without the server.
     "detector1": ((_D1,), (), ("numba",)),
     "image2": ((_I2,), ("ImageModel", "CubeModel"), ("gwcs",)),
+    # the image2 rule's time-series and coronagraphic jobs (rateints -> calints, :func:`_request_kind`):
+    # they read and write CubeModels only; the ImageModel step (~0.1 s of the server's CPU) was seen
+    # to change nothing in their child's CPU, so the first of them does not wait for it
+    "image2_ints": ((_I2,), ("CubeModel",), ("gwcs",)),
     "spec2": ((_S2,), ("CubeModel", "SlitModel", "TSOMultiSpecModel"), ("gwcs",)),
     "tso3": ((_T3,), ("SlitModel", "TSOMultiSpecModel"), ("gwcs",)),
     # photutils' aperture, centroid and PSF modules (the last imports matplotlib's core), not its
@@ -137,6 +141,10 @@ WARM_KINDS = {
 }
 """Job kind (the workflow's rule name; ``<rule>_variant`` is its rule's kind) -> what the server warms
 for it; a kind not named here warms everything."""
+
+SUBKINDS = {"image2": ("image2_ints",)}
+"""Rule -> the kinds of its jobs that need less than the rule's kind (:func:`_request_kind` tells them
+apart): a server warmed for the rule marks its steps for them too (:func:`warm_steps`)."""
 
 _KEY_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
             "MKL_NUM_THREADS")
@@ -440,7 +448,7 @@ def start_early(threads=(1,), jobs=None):
     threads : iterable of int
         The ``threads`` of the jobs that will run.
     jobs : iterable of str, optional
-        The kinds (rule names) of the jobs that will run: each server warms for these only
+        The kinds (rule names, or :func:`job_kind`'s) of the jobs that will run: each server warms for these only
         (:func:`warm_plan`; a job of another kind it serves pays its own imports).  None: every kind.
 
     Returns
@@ -553,10 +561,11 @@ _PENDING = []
 """The labels of the warm-up steps this server has still to run (:func:`warm_steps`; a child inherits
 the list as it was at its fork)."""
 
-STAGE_ORDER = ("detector1", "image2", "spec2", "tso3", "tso3_phot", "image3", "coron3", "lightcurves")
+STAGE_ORDER = ("detector1", "image2_ints", "image2", "spec2", "tso3", "tso3_phot", "image3", "coron3", "lightcurves")
 """The order in which a run's first jobs of these kinds start (the workflow's DAG): the server warms for
 the kinds in this order (any others after them, by name) and listens as soon as the first's imports
-are done."""
+are done (``image2_ints`` before ``image2``: the ImageModel step, which only the latter needs, comes
+after the steps both need)."""
 
 
 def warm_state():
@@ -629,7 +638,8 @@ def warm_steps(kinds=None):
     if everything:  # the stage kinds whose modules PRELOAD names; the others wait for all of it
         per_kind = [k for k in STAGE_ORDER if set(WARM_KINDS[k][0]) <= set(PRELOAD)]
     else:
-        per_kind = _kind_order({k.removesuffix("_variant") for k in kinds})
+        per_kind = {k.removesuffix("_variant") for k in kinds}
+        per_kind = _kind_order(per_kind.union(*(SUBKINDS.get(k, ()) for k in per_kind)))
     steps, where = [], {}
 
     def add(label, run, kind):
@@ -1155,11 +1165,39 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
 
 
 def _request_kind(request):
-    """The job kind (rule name) of a request: its function's name (``tso3`` with ``phot``: ``tso3_phot``)."""
+    """The job kind (rule name) of a request: its function's name (``tso3`` with ``phot``: ``tso3_phot``;
+    ``image2`` writing a ``_calints.fits``: ``image2_ints``)."""
     name = request.get("qualname", "")
-    if name == "tso3" and (request.get("kwargs") or {}).get("phot") is not None:
+    kwargs = request.get("kwargs") or {}
+    if name == "tso3" and kwargs.get("phot") is not None:
         return "tso3_phot"
+    if name == "image2":
+        args = request.get("args") or ()
+        cal = args[1] if len(args) > 1 else kwargs.get("cal")
+        return job_kind(name, [cal] if cal else ())
     return name
+
+
+def job_kind(rule, outputs=()):
+    """The kind (:data:`WARM_KINDS`) a server warms for a job of ``rule`` writing ``outputs``.
+
+    Parameters
+    ----------
+    rule : str
+        The job's rule name.
+    outputs : iterable of path-like
+        Its products.
+
+    Returns
+    -------
+    str
+        ``image2_ints`` for an image2 job (or its variant) whose products are calints (an imaging time
+        series' or coronagraphy's segment: CubeModels only); ``rule`` otherwise.
+    """
+    outputs = [str(path) for path in outputs]
+    if rule.removesuffix("_variant") == "image2" and outputs and all(p.endswith("_calints.fits") for p in outputs):
+        return "image2_ints"
+    return rule
 
 
 def _needs(request, every, kinds):

@@ -116,15 +116,16 @@ def start_job_server():
     if not workflow.local_exec or not wanted(config):
         return
     try:
-        from webbflow.jobserver import start_early
+        from webbflow.jobserver import job_kind, start_early
 
         planned = list(workflow.dag.needrun_jobs())
         jobs = [job for job in planned if not job.is_group()]
         # The servers warm only for the planned kinds (their rules' names): a grism run's skips
         # image3's imports.  A checkpoint to run (the demo, a download) plans the rest after it, and
-        # a group hides its jobs' rules: every kind then.
+        # a group hides its jobs' rules: every kind then.  An image2 job writing a calints (a time
+        # series' or coronagraphy's segment) is of kind image2_ints: no ImageModel warm-up for it.
         whole = any(job.is_group() or job.is_checkpoint for job in planned)
-        kinds = None if whole else {job.rule.name for job in jobs}
+        kinds = None if whole else {job_kind(job.rule.name, job.output) for job in jobs}
         for line in start_early({job.threads for job in jobs}, jobs=kinds):
             logger.info("webbflow: job server: %s", line)
     except Exception as exc:  # noqa: BLE001 (the jobs start it themselves, or run in-process)
