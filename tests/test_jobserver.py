@@ -359,33 +359,46 @@ rule asn:
     output: asn="a.json"
     log: "a.log"
     params: content={"asn_id": "a1", "products": [{"name": "p", "members": [{"expname": "x"}]}]}
-    shell: shell_command(locals(), SCRIPT, config)
+DIRECTIVE
 """
 
 
 def test_snakemake_shell_job_runs_in_the_server(server_env, tmp_path, monkeypatch):
     """A stage rule's job as ``shell:`` runs it (webbflow.jobclient: the adapter script on its job file)
-    reaches the server, with an input list longer than a command-line argument may be, and a second
-    run runs nothing."""
+    reaches the server, with an input list longer than a command-line argument may be; results the
+    rule made as a ``script:`` rule, and its own, are not made again."""
     stats, n = tmp_path / "stats.jsonl", 3000
     (tmp_path / "in").mkdir()
     for i in range(n):
         (tmp_path / "in" / f"x_{i:05d}_with_a_long_name_cal.fits").touch()
-    text = (_SHELL_SNAKEFILE.replace("SRC", repr(str(REPO / "src"))).replace("N)", f"{n})")
-            .replace("SCRIPT", repr(str(REPO / "workflow" / "scripts" / "image3_asn.py"))))
-    (tmp_path / "Snakefile").write_text(text)
     assert n * len(str(tmp_path / "in" / "x_00000_with_a_long_name_cal.fits")) > 128 * 1024
+    rules, scripts = tmp_path / "workflow" / "rules", tmp_path / "workflow" / "scripts"
+    rules.mkdir(parents=True)
+    scripts.mkdir()
+    shutil.copy(REPO / "workflow" / "scripts" / "image3_asn.py", scripts)
+    text = _SHELL_SNAKEFILE.replace("SRC", repr(str(REPO / "src"))).replace("N)", f"{n})")
+    directives = {"script": '    script:\n        "../scripts/image3_asn.py"\n',
+                  "shell": f"    shell:\n        shell_command(locals(), {str(scripts / 'image3_asn.py')!r}, config)\n"}
     env = {**os.environ, jobserver.ENV: "wait", "WEBBFLOW_JOB_STATS": str(stats)}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "-d", str(tmp_path), "--cores", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(rules / "Snakefile"), "-d", str(tmp_path), "--cores", "1"]
+
+    def run(directive):
+        (rules / "Snakefile").write_text(text.replace("DIRECTIVE", directives[directive]))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    run("script")  # the rule as it was
+    assert "Nothing to be done" in run("shell")
+    (tmp_path / "a.json").unlink()
+    stats.unlink()
+    run("shell")
     assert json.loads((tmp_path / "a.json").read_text())["asn_id"] == "a1"
     assert "job server not used" not in (tmp_path / "a.log").read_text()
     (line,) = stats.read_text().splitlines()
     assert json.loads(line)["server"] is True
     assert not list((tmp_path / ".snakemake" / "webbflow" / "jobs").iterdir())  # the job file was removed
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
-    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    assert "Nothing to be done" in run("shell")
 
 
 def test_served_client_imports_no_numpy_astropy_or_snakemake(server_env, tmp_path, monkeypatch):

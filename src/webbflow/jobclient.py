@@ -9,8 +9,9 @@ stage rules are ``shell:`` rules instead::
         job_command("detector1.py", locals())
 
 Snakemake evaluates that expression twice.  While it reads the rule (module level, no job) the
-answer is :data:`TEMPLATE`: the rule's recorded code, so it must never change (Snakemake re-runs a
-shell rule's jobs when the text of its command changes).  When a job runs, in the rule's function
+answer is :data:`TEMPLATE`: the rule's recorded code (Snakemake re-runs a job when its rule's code
+differs from the code recorded with its outputs), the very text the ``script:`` rule recorded, so
+the products of the ``script:`` rules are not made again.  When a job runs, in the rule's function
 (its ``locals()`` carry Snakemake's rule-function marker, ``input``, ``output``, ``params``, ``log``
 ...), :func:`shell_command` writes the job's description, plain data, to a file of its own under
 :data:`JOB_DIR` and answers ``<python> workflow/scripts/<script> <that file>``: a short command for
@@ -37,9 +38,11 @@ JOB_DIR = os.path.join(".snakemake", "webbflow", "jobs")
 """Where a job's description waits for its process (relative to the working folder); the process
 removes it once read (kept with ``--skip-script-cleanup``, as Snakemake keeps its temporary scripts)."""
 
-TEMPLATE = "python workflow/scripts/{script} .snakemake/webbflow/jobs/<rule>-<job>.job"
-"""The stage rules' command as Snakemake records it (``rule.shellcmd``: printed by ``-p``, compared
-for the ``code`` re-run trigger): constant per script, so no run re-runs a job for it."""
+TEMPLATE = '        "../scripts/{script}"\n'
+"""The stage rules' command as Snakemake records it (``rule.shellcmd``: compared for the ``code``
+re-run trigger, printed by ``-p``): what Snakemake 9 recorded as the code of the ``script:`` rule it
+replaces (the source text of its ``script:`` line), so neither results made before this change nor
+later ones re-run for it.  It must not change."""
 
 _MARKER = "__is_snakemake_rule_func"
 """The keyword Snakemake gives every rule function (``snakemake.common.RULEFUNC_CONTEXT_MARKER``)."""
