@@ -1223,7 +1223,7 @@ def _child(conn, request, fds):
         value = fn(*request["args"], **request["kwargs"])
         # plain data only (marshal: a value holding arrays or paths is not sent), so that the client
         # imports nothing to read it (no numpy in a coron3 job's client)
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(Exception):
             result["value"] = marshal.dumps(value, 4).hex() if value is not None else None
     except InputError as exc:
         log.error("%s", exc)
