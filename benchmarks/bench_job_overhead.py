@@ -22,7 +22,8 @@ compare; the load average before and after is printed and saved.  ``--profile N`
 most expensive functions (cProfile, cumulative) as well.
 
 ``--server`` runs every job through the warm job server as well (:mod:`webbflow.jobserver`, a client
-process as a workflow script with ``jobs.warm_server`` on), once with a server started for it (``cold``:
+process as a stage rule's ``shell:`` command starts it with ``jobs.warm_server`` on: an adapter script on
+its job file, :mod:`webbflow.jobclient`), once with a server started for it (``cold``:
 the job waits for the server's imports) and ``--repeat`` times with it warm, and prints per job: the
 client's wall (what Snakemake waits for) and CPU, the child's wall and CPU, and the child's peak RSS
 (``VmHWM``, which counts the pages it shares with the server), PSS and USS (its private pages) at its end.
