@@ -22,7 +22,8 @@ compare; the load average before and after is printed and saved.  ``--profile N`
 most expensive functions (cProfile, cumulative) as well.
 
 ``--server`` runs every job through the warm job server as well (:mod:`webbflow.jobserver`, a client
-process as a workflow script with ``jobs.warm_server`` on), once with a server started for it (``cold``:
+process as a stage rule's ``shell:`` command starts it with ``jobs.warm_server`` on: an adapter script on
+its job file, :mod:`webbflow.jobclient`), once with a server started for it (``cold``:
 the job waits for the server's imports) and ``--repeat`` times with it warm, and prints per job: the
 client's wall (what Snakemake waits for) and CPU, the child's wall and CPU, and the child's peak RSS
 (``VmHWM``, which counts the pages it shares with the server), PSS and USS (its private pages) at its end.
@@ -77,19 +78,51 @@ print(json.dumps({"start": t0, "preamble": t1 - t0, "import": t2 - t1, "run": t3
                   "total": ru.ru_utime + ru.ru_stime, "rss_mib": hwm}))
 """
 
-# One job as a workflow script runs it with the warm job server on (webbflow.jobserver): the preamble's
-# imports, webbflow.jobs, then run_job, which hands the job to a child of the server.
-# argv = "module:function", job name, log, the job's JSON kwargs.
+# One job as a stage rule runs it with the warm job server on (webbflow.jobserver): the rule's shell:
+# command `python workflow/scripts/<job>.py <job file>` (webbflow.jobclient), i.e. an adapter script
+# with the same start (sys.path, webbflow.jobclient, webbflow.workflow), its snakemake object read from
+# the job file, then run_job with the job function's name, which hands the job to a child of the
+# server.  The job file (webbflow.jobclient.write_job) holds the job's name, function and keyword
+# arguments as params.  A source tree without webbflow.jobclient (a --before tree of main before
+# issue 14's client) ran its stage rules as script: jobs: Snakemake's preamble's imports, then the
+# job module and run_job with the function, as its adapters did.
 _SERVED = r"""
-import sys, json, importlib
-from types import SimpleNamespace
-from snakemake.logging import logger
-from snakemake.iocontainers import Snakemake
-from webbflow.workflow import run_job
-target, name, log, kwargs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-fn = getattr(importlib.import_module(target.split(":")[0]), target.split(":")[1])
-run_job(SimpleNamespace(log=[log], config={}), name, fn, **kwargs)
+import os
+import sys
+
+sys.path.append(os.path.abspath(__file__ + "/../../../src"))
+try:
+    from webbflow.jobclient import snakemake_object
+except ImportError:  # an older tree: a script: job
+    import importlib, pickle
+    from snakemake.logging import logger
+    from snakemake.iocontainers import Snakemake
+    from types import SimpleNamespace
+    from webbflow.workflow import run_job
+    with open(sys.argv[1], "rb") as handle:
+        job = pickle.load(handle)
+    name, function, kwargs = job["params"][0]
+    module, _, qualname = function.partition(":")
+    run_job(SimpleNamespace(log=job["log"][0], config=job["config"]), name,
+            getattr(importlib.import_module(module), qualname), **kwargs)
+else:
+    from webbflow.workflow import run_job
+
+    sm = snakemake_object(globals())
+    run_job(sm, sm.params.name, sm.params.function, **sm.params.kwargs)
 """
+
+
+def _served_job_file(work, name, function, log, kwargs):
+    """The job file of one served job (:func:`webbflow.jobclient.write_job`, as a stage rule writes it):
+    the job's name, function and keyword arguments as its params."""
+    from webbflow.jobclient import Names, write_job
+
+    params = Names([name, function, kwargs], {"name": name, "function": function, "kwargs": kwargs})
+    namespace = {"rule": name, "threads": 1, "params": params, "log": Names([str(log)]),
+                 **{field: Names() for field in ("input", "output", "wildcards", "resources")}}
+    return write_job(namespace, {}, folder=Path(work) / "jobs")
+
 
 # job type -> (job function, stage module it imports, input)
 JOBS = {
@@ -380,7 +413,11 @@ def run_served(job, kwargs, work, cold=False, env=None):
     if cold:
         stop_servers(work)
     t0 = time.perf_counter()
-    with subprocess.Popen([sys.executable, "-c", _SERVED, func, job.split("-")[0], str(log), json.dumps(kwargs)],
+    script = Path(work) / "served_job.py"  # as a rule's adapter script: run as a file, not with -c
+    if not script.exists() or script.read_text() != _SERVED:
+        script.write_text(_SERVED)
+    job_file = _served_job_file(work, job.split("-")[0], func, log, kwargs)
+    with subprocess.Popen([sys.executable, str(script), job_file],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=served_env(work, stats, env)) as proc:
         output = proc.stdout.read()

@@ -28,8 +28,8 @@ tree (e.g. the main checkout's ``src``) in the same run, as ``before-jwst`` / ``
 Both pipelines are warmed first (numba's cache, the interpreters' imports).
 
 ``--server`` (every mode): our jobs run through the warm job server (:mod:`webbflow.jobserver`) as the
-workflow's scripts run them with ``jobs.warm_server`` on (``WEBBFLOW_JOB_SERVER=wait``: each job is a
-client process calling its ``webbflow.jobs`` function through ``run_job``; the benchmark's own server,
+workflow's stage rules run them with ``jobs.warm_server`` on (``WEBBFLOW_JOB_SERVER=wait``: each job is a
+client process, an adapter script on its job file, naming its ``webbflow.jobs`` function to ``run_job``; the benchmark's own server,
 in a private folder, stopped at the end; ``bench_job_overhead.run_served``).  The server's start (its
 imports and warm-up, until it listens) is counted once in our wall and CPU totals and printed apart;
 per job it prints the client's wall and CPU and the server child's wall, CPU, peak RSS (which counts

@@ -46,6 +46,14 @@ def test_run_job_success_runs_the_job_and_logs_into_the_job_log(job, tmp_path):
     assert len(lines) == 1 and lines[0].endswith(" INFO webbflow.demo: writing hello")
 
 
+def test_run_job_by_name_imports_the_job_where_it_runs(job, tmp_path):
+    """A job named ``"module:function"`` (a stage rule's adapter) runs as the function itself would."""
+    content = {"asn_id": "a1", "products": [{"name": "p", "members": [{"expname": "x_cal.fits"}]}]}
+    run_job(job, "image3_asn", "webbflow.jobs:image3_asn", json.dumps(content), tmp_path / "a.json")
+    assert json.loads((tmp_path / "a.json").read_text()) == content
+    assert Path(job.log[0]).read_text().strip().endswith("INFO webbflow.asn: p: 1 members")
+
+
 def _vm(field):
     """This process's /proc/self/status ``field`` (VmRSS, VmHWM) in MiB."""
     line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(f"{field}:"))
@@ -158,8 +166,9 @@ def test_stage_provenance_is_what_the_scripts_recorded():
 
 
 def test_job_imports_are_light():
-    """The adapter, the job module and the file plumbing load no numpy or astropy (every job pays them)."""
-    code = ("import sys, webbflow.workflow, webbflow.jobs, webbflow.io.files; "
+    """The adapter, the job module, the job client and the file plumbing load no numpy or astropy (every
+    job pays them)."""
+    code = ("import sys, webbflow.workflow, webbflow.jobs, webbflow.jobclient, webbflow.io.files; "
             "print(sorted(m for m in ('numpy', 'astropy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

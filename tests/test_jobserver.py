@@ -346,6 +346,86 @@ def test_snakemake_script_job_runs_in_the_server(server_env, tmp_path, monkeypat
     assert json.loads(line)["server"] is True
 
 
+_SHELL_SNAKEFILE = """
+import sys
+sys.path.insert(0, SRC)
+from webbflow.jobclient import shell_command
+
+rule all:
+    input: "a.json"
+
+rule asn:
+    input: expand("in/x_{i:05d}_with_a_long_name_cal.fits", i=range(N))
+    output: asn="a.json"
+    log: "a.log"
+    params: content={"asn_id": "a1", "products": [{"name": "p", "members": [{"expname": "x"}]}]}
+DIRECTIVE
+"""
+
+
+def test_snakemake_shell_job_runs_in_the_server(server_env, tmp_path, monkeypatch):
+    """A stage rule's job as ``shell:`` runs it (webbflow.jobclient: the adapter script on its job file)
+    reaches the server, with an input list longer than a command-line argument may be; results the
+    rule made as a ``script:`` rule, and its own, are not made again."""
+    stats, n = tmp_path / "stats.jsonl", 3000
+    (tmp_path / "in").mkdir()
+    for i in range(n):
+        (tmp_path / "in" / f"x_{i:05d}_with_a_long_name_cal.fits").touch()
+    assert n * len(str(tmp_path / "in" / "x_00000_with_a_long_name_cal.fits")) > 128 * 1024
+    rules, scripts = tmp_path / "workflow" / "rules", tmp_path / "workflow" / "scripts"
+    rules.mkdir(parents=True)
+    scripts.mkdir()
+    shutil.copy(REPO / "workflow" / "scripts" / "image3_asn.py", scripts)
+    text = _SHELL_SNAKEFILE.replace("SRC", repr(str(REPO / "src"))).replace("N)", f"{n})")
+    directives = {"script": '    script:\n        "../scripts/image3_asn.py"\n',
+                  "shell": f"    shell:\n        shell_command(locals(), {str(scripts / 'image3_asn.py')!r}, config)\n"}
+    env = {**os.environ, jobserver.ENV: "wait", "WEBBFLOW_JOB_STATS": str(stats)}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(rules / "Snakefile"), "-d", str(tmp_path), "--cores", "1"]
+
+    def run(directive):
+        (rules / "Snakefile").write_text(text.replace("DIRECTIVE", directives[directive]))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    run("script")  # the rule as it was
+    assert "Nothing to be done" in run("shell")
+    (tmp_path / "a.json").unlink()
+    stats.unlink()
+    run("shell")
+    assert json.loads((tmp_path / "a.json").read_text())["asn_id"] == "a1"
+    assert "job server not used" not in (tmp_path / "a.log").read_text()
+    (line,) = stats.read_text().splitlines()
+    assert json.loads(line)["server"] is True
+    assert not list((tmp_path / ".snakemake" / "webbflow" / "jobs").iterdir())  # the job file was removed
+    assert "Nothing to be done" in run("shell")
+
+
+def test_served_client_imports_no_numpy_astropy_or_snakemake(server_env, tmp_path, monkeypatch):
+    """``python workflow/scripts/<job>.py <job file>`` with the server up: the client process imports
+    the standard library and webbflow's light modules only (``-X importtime``)."""
+    from webbflow.jobclient import Names, write_job
+
+    monkeypatch.chdir(tmp_path)
+    content = {"asn_id": "a1", "products": [{"name": "p", "members": [{"expname": "x"}]}]}
+    namespace = {"rule": "image3_asn", "threads": 1, "log": Names([str(tmp_path / "a.log")]),
+                 "params": Names([content], {"content": content}),
+                 "output": Names([str(tmp_path / "a.json")], {"asn": str(tmp_path / "a.json")}),
+                 **{field: Names() for field in ("input", "wildcards", "resources")}}
+    stats = tmp_path / "stats.jsonl"
+    env = {**os.environ, jobserver.ENV: "wait", "WEBBFLOW_JOB_STATS": str(stats)}
+    script = REPO / "workflow" / "scripts" / "image3_asn.py"
+    for _ in range(2):  # the first may start the server
+        proc = subprocess.run([sys.executable, "-X", "importtime", str(script), write_job(namespace, {})],
+                              capture_output=True, text=True, env=env, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(stats.read_text().splitlines()[-1])["server"] is True
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "webbflow.jobclient" in imported and "webbflow.jobserver" in imported
+    heavy = {m for m in imported if m.split(".")[0] in ("numpy", "astropy", "snakemake", "webbflow_jobs")}
+    assert not heavy and "webbflow.jobs" not in imported and "logging" not in imported
+
+
 def test_no_server_means_in_process(tmp_path, monkeypatch):
     """A folder the server may not use (not private): the job runs in-process, one log line says why."""
     folder = tmp_path / "open"

@@ -53,6 +53,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import marshal
 import os
 import pickle
 import selectors
@@ -253,7 +254,8 @@ class JobOutcome:
         Returns
         -------
         object
-            The job function's return value (when it could be pickled; else None).
+            The job function's return value when it is plain data (``marshal``: numbers, strings,
+            and lists, tuples, dicts and sets of them), else None.
 
         Raises
         ------
@@ -273,7 +275,7 @@ class JobOutcome:
         if code or kind != "ok":
             sys.exit(code or 1)
         value = self.result.get("value")
-        return pickle.loads(bytes.fromhex(value)) if value else None
+        return marshal.loads(bytes.fromhex(value)) if value else None
 
 
 def submit(name, log_path, fn, args, kwargs, log=None, wait=None):
@@ -283,8 +285,9 @@ def submit(name, log_path, fn, args, kwargs, log=None, wait=None):
     ----------
     name, log_path : str
         The job's name and its log file.
-    fn : callable
-        A module-level function (found in the server by module and name).
+    fn : callable or str
+        A module-level function, or its name ``"module:qualname"`` (not imported here): the child
+        imports the module and finds the function by name.
     args, kwargs : tuple, dict
         Picklable arguments.
     log : callable, optional
@@ -299,12 +302,15 @@ def submit(name, log_path, fn, args, kwargs, log=None, wait=None):
         None when the server could not be used: the caller runs the job in-process.
     """
     try:
-        payload = pickle.dumps({"name": name, "log": str(log_path), "module": fn.__module__,
-                                "qualname": fn.__qualname__, "args": tuple(args), "kwargs": dict(kwargs),
-                                "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask(),
-                                "path": list(sys.path)})
-        if fn.__module__ == "__main__" or getattr(sys.modules.get(fn.__module__), fn.__qualname__, None) is not fn:
-            raise TypeError(f"{fn!r} is not a module-level function")
+        if isinstance(fn, str):
+            module, _, qualname = fn.partition(":")
+        else:
+            module, qualname = fn.__module__, fn.__qualname__
+            if module == "__main__" or getattr(sys.modules.get(module), qualname, None) is not fn:
+                raise TypeError(f"{fn!r} is not a module-level function")
+        payload = pickle.dumps({"name": name, "log": str(log_path), "module": module, "qualname": qualname,
+                                "args": tuple(args), "kwargs": dict(kwargs), "cwd": os.getcwd(),
+                                "env": dict(os.environ), "umask": _umask(), "path": list(sys.path)})
         if wait is None:
             wait = os.environ.get(ENV, "").strip() == "wait"
         sock = _connect_or_start(socket_dir(), server_key(), wait=wait)
@@ -1295,8 +1301,10 @@ def _child(conn, request, fds):
     try:
         fn = getattr(importlib.import_module(request["module"]), request["qualname"])
         value = fn(*request["args"], **request["kwargs"])
+        # plain data only (marshal: a value holding arrays or paths is not sent), so that the client
+        # imports nothing to read it (no numpy in a coron3 job's client)
         with contextlib.suppress(Exception):
-            result["value"] = pickle.dumps(value).hex() if value is not None else None
+            result["value"] = marshal.dumps(value, 4).hex() if value is not None else None
     except InputError as exc:
         log.error("%s", exc)
         result, code = {"kind": "input_error", "message": str(exc)}, 1

@@ -1,12 +1,12 @@
 """The job adapter: what every ``workflow/scripts/*.py`` does around its one library call.
 
 A script reads ``snakemake.input/params/output`` and hands a :mod:`webbflow.jobs`
-function to :func:`run_job`, which opens the job's log, runs it, and turns bad
-input into one line.  Standard library only at import time: every job pays it.
+function, by name, to :func:`run_job`, which opens the job's log, runs it, and turns bad
+input into one line.  Standard library only at import time, and not :mod:`logging` either (a
+job that the warm server runs never logs in this process): every job pays it.
 """
 
 import fcntl
-import logging
 import os
 import sys
 from pathlib import Path
@@ -37,15 +37,16 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
         console, outcome and exit status; the server not reachable, it runs in this process.
     name : str
         The job's name in messages and the logger ``webbflow.<name>``.
-    fn : callable
-        The job, e.g. :func:`webbflow.jobs.detector1`.
+    fn : callable or str
+        The job, e.g. :func:`webbflow.jobs.detector1`, or its name ``"webbflow.jobs:detector1"``
+        (module, function): a job that the warm server runs is not imported in this process.
     *args, **kwargs
         Passed to ``fn``.
 
     Returns
     -------
     object
-        What ``fn`` returns.
+        What ``fn`` returns (through the warm server: when it is plain data, else None).
 
     Raises
     ------
@@ -66,6 +67,10 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
             if os.environ.get(JOB_STATS_ENV):
                 _append_job_stats(os.environ[JOB_STATS_ENV], name, log_path, outcome.result)
             return outcome.finish(name)
+    if isinstance(fn, str):
+        fn = _function(fn)  # before the log is set up, as a script importing the job module first
+    import logging
+
     # The job's own log file (INFO and above); force: a library import may have set up logging already.
     logging.basicConfig(filename=log_path, level=logging.INFO, format=LOG_FORMAT, force=True)
     log = logging.getLogger(f"webbflow.{name}")
@@ -82,9 +87,22 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
     return result
 
 
+def _function(name):
+    """The function ``"module:qualname"`` names."""
+    import importlib
+
+    module, _, qualname = name.partition(":")
+    fn = importlib.import_module(module)
+    for part in qualname.split("."):
+        fn = getattr(fn, part)
+    return fn
+
+
 def _note(log_path, name):
     """``note(message)``: a warning line in the job's log."""
     def note(message):
+        import logging
+
         logging.basicConfig(filename=log_path, level=logging.INFO, format=LOG_FORMAT, force=True)
         logging.getLogger(f"webbflow.{name}").warning("%s", message)
 

@@ -22,5 +22,5 @@ rule coron3:
         runtime=predicted_runtime("coron3"),
     conda:
         "../../envs/webbflow.yaml"
-    script:
-        "../scripts/coron3.py"
+    shell:
+        job_command("coron3.py", locals())

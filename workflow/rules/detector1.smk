@@ -25,5 +25,5 @@ rule detector1:
         runtime=detector1_runtime,
     conda:
         "../../envs/webbflow.yaml"
-    script:
-        "../scripts/detector1.py"
+    shell:
+        job_command("detector1.py", locals())

@@ -23,6 +23,6 @@ rule image2:
         runtime=predicted_runtime("image2"),
     conda:
         "../../envs/webbflow.yaml"
-    script:
-        "../scripts/image2.py"
+    shell:
+        job_command("image2.py", locals())
 

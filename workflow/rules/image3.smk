@@ -38,5 +38,5 @@ rule image3:
         runtime=predicted_runtime("image3"),
     conda:
         "../../envs/webbflow.yaml"
-    script:
-        "../scripts/image3.py"
+    shell:
+        job_command("image3.py", locals())

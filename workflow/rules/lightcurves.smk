@@ -30,5 +30,5 @@ rule lightcurves:
         runtime=predicted_runtime("qa"),
     conda:
         "../../envs/webbflow.yaml"
-    script:
-        "../scripts/lightcurves.py"
+    shell:
+        job_command("lightcurves.py", locals())

@@ -21,5 +21,5 @@ rule spec2:
         runtime=predicted_runtime("spec2"),
     conda:
         "../../envs/webbflow.yaml"
-    script:
-        "../scripts/spec2.py"
+    shell:
+        job_command("spec2.py", locals())

@@ -26,8 +26,8 @@ rule tso3:
         runtime=predicted_runtime("tso3"),
     conda:
         "../../envs/webbflow.yaml"
-    script:
-        "../scripts/tso3.py"
+    shell:
+        job_command("tso3.py", locals())
 
 
 rule tso3_phot:
@@ -48,5 +48,5 @@ rule tso3_phot:
         runtime=predicted_runtime("tso3"),
     conda:
         "../../envs/webbflow.yaml"
-    script:
-        "../scripts/tso3_phot.py"
+    shell:
+        job_command("tso3_phot.py", locals())

@@ -1,13 +1,14 @@
 """Snakemake adapter: light curves and transit fits of one time series (webbflow.jobs.lightcurves)."""
 
+import os
 import sys
-from pathlib import Path
 
-sm = snakemake  # noqa: F821 (injected by Snakemake)
-sys.path.append(str(Path(sm.scriptdir).parents[1] / "src"))  # a clone used without `pip install -e .`
-from webbflow import jobs  # noqa: E402
+sys.path.append(os.path.abspath(__file__ + "/../../../src"))  # a clone used without `pip install -e .`
+from webbflow.jobclient import snakemake_object  # noqa: E402
 from webbflow.workflow import run_job  # noqa: E402
 
-run_job(sm, "lightcurves", jobs.lightcurves, sm.input.x1dints, sm.output.curves, sm.output.fits, sm.output.png,
+sm = snakemake_object(globals())  # Snakemake's object (script:), or the job file's (shell:)
+run_job(sm, "lightcurves", "webbflow.jobs:lightcurves",
+        sm.input.x1dints, sm.output.curves, sm.output.fits, sm.output.png,
         nbins=sm.params.nbins, wave_range=sm.params.wave_range, transit=sm.params.transit,
         truth=sm.input.get("truth"))
