@@ -171,6 +171,26 @@ def test_reference_truncated_inside_a_header(refs):
     _raises(path, "truncated or damaged", lambda: load_reference("saturation", path, READOUT, SHAPE))
 
 
+def test_truncation_warning_raised_by_another_threads_filter(refs, monkeypatch):
+    """Warning filters are process-wide: while detector1 loads references in a thread, its main thread's
+    "truncated is an error" filter (io.uncal) can make astropy's warning about a cut reference an
+    exception inside the reference's open. It must still be the one-line error naming the file."""
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    from webbflow.refs import load as load_module
+
+    path = refs["dark"]
+    _truncate(path, _hdu_locations(path)["SCI"]["datLoc"] + 1000)
+
+    def open_raising(*args, **kwargs):
+        raise AstropyUserWarning("File may have been truncated: actual file length (6760) is smaller than "
+                                 "the expected size (48960)")
+
+    monkeypatch.setattr(load_module.fits, "open", open_raising)
+    _raises(path, "dark reference cannot be read (File may have been truncated",
+            lambda: load_references({"dark": path}, READOUT, SHAPE))
+
+
 def test_science_smaller_than_its_subsize_is_refused(tmp_path, make, refs):
     from webbflow.stages import detector1
 

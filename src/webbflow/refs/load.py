@@ -89,7 +89,10 @@ def _read(path, reftype):
             warnings.filterwarnings("ignore", message=".*truncated.*")
             warnings.filterwarnings("ignore", category=fits.verify.VerifyWarning)
             hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
-    except (OSError, ValueError, TypeError, EOFError) as exc:
+    except (OSError, ValueError, TypeError, EOFError, Warning) as exc:
+        # Warning: warning filters are process-wide, so while detector1 loads references in a thread
+        # its main thread's "truncated is an error" filter (io.uncal) can turn astropy's warning about
+        # a cut reference into an exception here: the same file, the same one-line error
         raise ReferenceFileError(path, f"{reftype} reference cannot be read ({exc})",
                                  f"replace the file or set overrides.{reftype}") from None
     return hdul
