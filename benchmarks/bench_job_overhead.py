@@ -113,14 +113,22 @@ else:
 """
 
 
+_PRODUCTS = {"detector1": ("rate", "rateints"), "image2": ("cal",), "spec2": ("calints", "x1dints"),
+             "tso3": ("x1dints", "phot"), "image3": ("i2d", "cat", "segm")}
+"""job function -> the keyword arguments that name its products."""
+
+
 def _served_job_file(work, name, function, log, kwargs):
     """The job file of one served job (:func:`webbflow.jobclient.write_job`, as a stage rule writes it):
-    the job's name, function and keyword arguments as its params."""
+    the job's name, function and keyword arguments as its params, and the rule and products the
+    workflow's job would have (its kind for the server: :func:`webbflow.jobserver.job_kind`)."""
     from webbflow.jobclient import Names, write_job
 
     params = Names([name, function, kwargs], {"name": name, "function": function, "kwargs": kwargs})
-    namespace = {"rule": name, "threads": 1, "params": params, "log": Names([str(log)]),
-                 **{field: Names() for field in ("input", "output", "wildcards", "resources")}}
+    rule = "tso3_phot" if name == "tso3" and kwargs.get("phot") else name
+    products = [kwargs[k] for k in _PRODUCTS.get(name, ()) if kwargs.get(k)]
+    namespace = {"rule": rule, "threads": 1, "params": params, "log": Names([str(log)]), "output": Names(products),
+                 **{field: Names() for field in ("input", "wildcards", "resources")}}
     return write_job(namespace, {}, folder=Path(work) / "jobs")
 
 

@@ -82,6 +82,24 @@ def test_run_job_appends_its_own_peak_memory_under_webbflow_job_stats(job, tmp_p
     assert 0 < rows[0]["wall_s"] <= rows[1]["wall_s"]  # from the process's start
 
 
+@pytest.mark.parametrize(("rule", "outputs", "kind"), [
+    ("image2", ["a_calints.fits"], "image2_ints"), ("image2_variant", ["v/a_cal.fits"], "image2"),
+    ("tso3_phot", ["p_phot.ecsv"], "tso3_phot"), (None, [], None)])
+def test_run_job_hands_the_server_its_rules_kind(job, monkeypatch, rule, outputs, kind):
+    """The served job's kind is its rule's and outputs' (webbflow.jobserver.job_kind), whatever the job
+    function and its arguments; an object without a rule: no kind.  The server not reachable (None), the
+    job runs in-process."""
+    from webbflow import jobserver
+
+    sent = []
+    monkeypatch.setattr(jobserver, "submit", lambda *args, **kwargs: sent.append(kwargs.get("kind", "?")))
+    served = SimpleNamespace(log=job.log, config={"jobs": {"warm_server": True}})
+    if rule is not None:
+        served.rule, served.output = rule, outputs
+    assert run_job(served, "image2", lambda a, b: 7, "x_rateints.fits", "x_cal.fits") == 7
+    assert sent == [kind]
+
+
 def test_run_job_input_error_is_one_line_and_a_nonzero_exit(job):
     def bad():
         raise InputError("x_uncal.fits", "NGROUPS is 0", "give an exposure with groups")

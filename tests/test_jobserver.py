@@ -551,24 +551,26 @@ def test_warm_steps_are_the_plan_kind_by_kind(kinds):
             continue
         own = _covered([step for step in steps if kind in step[1]])
         assert own[0] == set(k_modules) and own[1] == set(k_models), (kind, own)
-    request = {"qualname": "tso3", "kwargs": {"phot": "p.ecsv"}}
-    assert jobserver._request_kind(request) == "tso3_phot"
-    assert jobserver._request_kind({"qualname": "tso3", "kwargs": {"phot": None}}) == "tso3"
-    # an image2 job writing a calints (the workflow passes its paths positionally) needs image2's steps
-    # but the ImageModel one
-    ints = {"qualname": "image2", "args": ("a_rateints.fits", "a_calints.fits", {}, {}), "kwargs": {}}
+    # the kind is the client's (job_kind of its rule and outputs), never guessed from the job function
+    # and its arguments: a request without one is of no known kind
+    assert jobserver._request_kind({"kind": "tso3_phot", "qualname": "tso3", "kwargs": {}}) == "tso3_phot"
+    assert jobserver._request_kind({"qualname": "tso3", "kwargs": {"phot": "p.ecsv"}}) is None
+    assert jobserver._request_kind({"qualname": "image2", "args": ("a_rateints.fits", "a_calints.fits")}) is None
+    # an image2 job writing a calints needs image2's steps but the ImageModel one
+    ints = {"kind": jobserver.job_kind("image2", ["a_calints.fits"]), "qualname": "image2"}
     assert jobserver._request_kind(ints) == "image2_ints"
-    assert jobserver._request_kind({"qualname": "image2", "kwargs": {"cal": "a_cal.fits"}}) == "image2"
     assert jobserver.job_kind("image2_variant", ["v/a_calints.fits"]) == "image2_ints"
     assert jobserver.job_kind("image2", ["a_cal.fits"]) == "image2" and jobserver.job_kind("tso3", []) == "tso3"
+    assert jobserver.job_kind("image2_variant", ["v/a_cal.fits"]) == "image2"  # a variant: its rule's kind
+    assert jobserver.job_kind("detector1_variant", ["v/a_rate.fits"]) == "detector1"
     if kinds and "image2_ints" in kinds:  # a time-series run's server never warms the ImageModel
         assert "datamodel ImageModel" not in [label for label, _, _ in steps]
     for label, needed, _ in steps:
         if kinds is None or "image2" in planned:
             assert jobserver._needs(ints, kinds is None, needed) == (
-                jobserver._needs({"qualname": "image2"}, kinds is None, needed) and label != "datamodel ImageModel")
-    unknown = {"qualname": "report", "kwargs": {}}
-    assert all(jobserver._needs(unknown, kinds is None, needed) == (kinds is None) for _, needed, _ in steps)
+                jobserver._needs({"kind": "image2"}, kinds is None, needed) and label != "datamodel ImageModel")
+    for unknown in ({"kind": "report"}, {"kind": None}, {"qualname": "tso3", "kwargs": {"phot": "p.ecsv"}}):
+        assert all(jobserver._needs(unknown, kinds is None, needed) == (kinds is None) for _, needed, _ in steps)
     assert jobserver._every_kind(kinds) == (kinds is None) and jobserver._every_kind(["detector1", "not_a_rule"])
 
 

@@ -9,10 +9,10 @@ server process that has made those imports and the first-use set-ups once (:func
 documents, validators, converters, photutils, matplotlib, numba's cached serial kernels) and
 ``fork()``s one child per job:
 
-- the client (the job's own process, started by Snakemake) sends the job function's name, its
-  arguments, its working folder, umask and whole environment (``OMP_NUM_THREADS``: the job's
-  ``threads``) and its stdin/stdout/stderr (``SCM_RIGHTS``), so the child's console output and log go
-  where Snakemake expects;
+- the client (the job's own process, started by Snakemake) sends the job function's name, the job's
+  kind (:func:`job_kind` of its rule and outputs), its arguments, its working folder, umask and whole
+  environment (``OMP_NUM_THREADS``: the job's ``threads``) and its stdin/stdout/stderr
+  (``SCM_RIGHTS``), so the child's console output and log go where Snakemake expects;
 - the child runs the job exactly as :func:`~webbflow.workflow.run_job` does in-process (its log file,
   :class:`~webbflow.io.errors.InputError` -> one line) and reports the outcome and its own memory
   figures; the server reaps it and sends its exit status; the client returns, exits or dies by the same
@@ -111,7 +111,7 @@ WARM_KINDS = {
     # only pays it in its child, as without the server.
     "detector1": ((_D1,), (), ("numba",)),
     "image2": ((_I2,), ("ImageModel", "CubeModel"), ("gwcs",)),
-    # the image2 rule's time-series and coronagraphic jobs (rateints -> calints, :func:`_request_kind`):
+    # the image2 rule's time-series and coronagraphic jobs (rateints -> calints, :func:`job_kind`):
     # they read and write CubeModels only; the ImageModel step (~0.1 s of the server's CPU) was seen
     # to change nothing in their child's CPU, so the first of them does not wait for it
     "image2_ints": ((_I2,), ("CubeModel",), ("gwcs",)),
@@ -144,7 +144,7 @@ WARM_KINDS = {
 for it; a kind not named here warms everything."""
 
 SUBKINDS = {"image2": ("image2_ints",)}
-"""Rule -> the kinds of its jobs that need less than the rule's kind (:func:`_request_kind` tells them
+"""Rule -> the kinds of its jobs that need less than the rule's kind (:func:`job_kind` tells them
 apart): a server warmed for the rule marks its steps for them too (:func:`warm_steps`)."""
 
 _KEY_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -278,7 +278,7 @@ class JobOutcome:
         return marshal.loads(bytes.fromhex(value)) if value else None
 
 
-def submit(name, log_path, fn, args, kwargs, log=None, wait=None):
+def submit(name, log_path, fn, args, kwargs, log=None, wait=None, kind=None):
     """Run ``fn(*args, **kwargs)`` as job ``name`` in a child of the warm server (started if needed).
 
     Parameters
@@ -295,6 +295,10 @@ def submit(name, log_path, fn, args, kwargs, log=None, wait=None):
     wait : bool, optional
         Wait for a server that is starting (default: ``WEBBFLOW_JOB_SERVER=wait``); else the job runs
         in-process while it starts.
+    kind : str, optional
+        The job's kind (:func:`job_kind` of its rule and outputs): the server runs the warm-up steps of
+        that kind before the fork.  None: a job of no known kind (it waits for every step of a server
+        warmed for every kind, for none of a server warmed for some).
 
     Returns
     -------
@@ -308,8 +312,8 @@ def submit(name, log_path, fn, args, kwargs, log=None, wait=None):
             module, qualname = fn.__module__, fn.__qualname__
             if module == "__main__" or getattr(sys.modules.get(module), qualname, None) is not fn:
                 raise TypeError(f"{fn!r} is not a module-level function")
-        payload = pickle.dumps({"name": name, "log": str(log_path), "module": module, "qualname": qualname,
-                                "args": tuple(args), "kwargs": dict(kwargs), "cwd": os.getcwd(),
+        payload = pickle.dumps({"name": name, "kind": kind, "log": str(log_path), "module": module,
+                                "qualname": qualname, "args": tuple(args), "kwargs": dict(kwargs), "cwd": os.getcwd(),
                                 "env": dict(os.environ), "umask": _umask(), "path": list(sys.path)})
         if wait is None:
             wait = os.environ.get(ENV, "").strip() == "wait"
@@ -1171,17 +1175,9 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
 
 
 def _request_kind(request):
-    """The job kind (rule name) of a request: its function's name (``tso3`` with ``phot``: ``tso3_phot``;
-    ``image2`` writing a ``_calints.fits``: ``image2_ints``)."""
-    name = request.get("qualname", "")
-    kwargs = request.get("kwargs") or {}
-    if name == "tso3" and kwargs.get("phot") is not None:
-        return "tso3_phot"
-    if name == "image2":
-        args = request.get("args") or ()
-        cal = args[1] if len(args) > 1 else kwargs.get("cal")
-        return job_kind(name, [cal] if cal else ())
-    return name
+    """The job kind of a request, as its client classified it (:func:`job_kind`, in
+    :func:`webbflow.workflow.run_job`); None when it did not (a caller without a rule)."""
+    return request.get("kind")
 
 
 def job_kind(rule, outputs=()):
@@ -1198,10 +1194,12 @@ def job_kind(rule, outputs=()):
     -------
     str
         ``image2_ints`` for an image2 job (or its variant) whose products are calints (an imaging time
-        series' or coronagraphy's segment: CubeModels only); ``rule`` otherwise.
+        series' or coronagraphy's segment: CubeModels only); else ``rule`` less a ``_variant`` suffix
+        (a variant's job is of its rule's kind).
     """
+    rule = rule.removesuffix("_variant")
     outputs = [str(path) for path in outputs]
-    if rule.removesuffix("_variant") == "image2" and outputs and all(p.endswith("_calints.fits") for p in outputs):
+    if rule == "image2" and outputs and all(p.endswith("_calints.fits") for p in outputs):
         return "image2_ints"
     return rule
 

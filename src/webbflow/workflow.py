@@ -31,7 +31,9 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
     ----------
     snakemake : snakemake.script.Snakemake
         The object Snakemake injects into a script; only ``snakemake.log[0]``
-        (the job must declare a ``log:``) and ``snakemake.config["jobs"]["warm_server"]``
+        (the job must declare a ``log:``), ``snakemake.config["jobs"]["warm_server"]``, and
+        ``snakemake.rule`` and ``snakemake.output`` (the job's kind for the server,
+        :func:`webbflow.jobserver.job_kind`; an object without them: a job of no known kind)
         are used.  With the warm server on (:func:`webbflow.jobmode.wanted`: by default for a
         local run) the job runs in a child of :mod:`webbflow.jobserver` with the same log,
         console, outcome and exit status; the server not reachable, it runs in this process.
@@ -62,7 +64,9 @@ def run_job(snakemake, name, fn, /, *args, **kwargs):
     if wanted(getattr(snakemake, "config", None)):
         from webbflow import jobserver  # standard library only
 
-        outcome = jobserver.submit(name, log_path, fn, args, kwargs, log=_note(log_path, name))
+        rule = getattr(snakemake, "rule", None)
+        kind = jobserver.job_kind(str(rule), getattr(snakemake, "output", ())) if rule else None
+        outcome = jobserver.submit(name, log_path, fn, args, kwargs, log=_note(log_path, name), kind=kind)
         if outcome is not None:
             if os.environ.get(JOB_STATS_ENV):
                 _append_job_stats(os.environ[JOB_STATS_ENV], name, log_path, outcome.result)
