@@ -576,7 +576,7 @@ def test_warm_steps_are_the_plan_kind_by_kind(kinds):
 
 def test_image3_warm_up_leaves_out_scipy_signal_and_loads_the_kernels():
     """A server warmed for image3 imports neither scipy.signal nor scipy.stats (photutils.segmentation
-    without them: webbflow.steps._segmentation) nor photutils' PSF modules, but what image3's steps
+    without them: webbflow.steps._photutils) nor photutils' PSF modules, but what image3's steps
     import when they run (scipy.interpolate, skimage's watershed, photutils' version metadata's
     matplotlib); image3's lazily compiled kernels have their dispatchers, with what numba's cache
     held loaded, and no numba thread runs (the server can fork)."""
@@ -594,20 +594,36 @@ def test_image3_warm_up_leaves_out_scipy_signal_and_loads_the_kernels():
     assert mods == [False, False, False, True, True, True, True] and all(kernels) and fork_safe
 
 
-def test_photutils_import_without_its_distribution_scan():
-    """photutils imported by the server without its scan of every distribution learns the same
-    distribution name and optional dependencies as its own import does."""
+@pytest.mark.parametrize("step", ["webbflow.steps.tweakreg", "webbflow.steps.source_catalog",
+                                  "webbflow.steps.tso_photometry"])
+def test_photutils_import_without_its_distribution_scan(step):
+    """photutils imported as webbflow imports it (webbflow.steps._photutils: by the server, and by a step
+    module that imports it itself, in or out of the server) makes no scan of every distribution and
+    learns the same distribution name and optional dependencies as its own import does."""
     code = ("import sys, json\n"
+            "from importlib import metadata\n"
+            "scans = []\n"
+            "real = metadata.packages_distributions\n"
+            "metadata.packages_distributions = lambda: scans.append(1) or real()\n"
             "from webbflow import jobserver\n"
             "if sys.argv[1] == 'server':\n"
             "    jobserver._import('photutils.aperture')\n"
+            "elif sys.argv[1] == 'step':\n"
+            "    __import__(sys.argv[2])\n"
+            "    if sys.argv[2].endswith('tso_photometry'):\n"
+            "        import numpy as np\n"
+            "        from webbflow.steps.tso_photometry import _fit_source\n"
+            "        cube = np.ones((1, 9, 9))\n"
+            "        _fit_source(cube, np.zeros_like(cube, bool), np.zeros((9, 9), bool), 4.0, 4.0, 5)\n"
             "else:\n"
             "    import photutils.aperture\n"
             "from photutils.utils import _optional_deps as d\n"
-            "print(json.dumps([d._pkg_dist_name, d._optional_deps, 'photutils.aperture' in sys.modules]))\n")
-    out = [subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, timeout=300, check=True)
-           .stdout for how in ("server", "own")]
-    assert out[0] == out[1] and json.loads(out[0])[0] == "photutils" and json.loads(out[0])[2]
+            "print(json.dumps([d._pkg_dist_name, d._optional_deps, 'photutils.aperture' in sys.modules, len(scans)]))\n")
+    out = [json.loads(subprocess.run([sys.executable, "-c", code, how, step], capture_output=True, text=True,
+                                     timeout=300, check=True).stdout) for how in ("server", "step", "own")]
+    assert out[0][:2] == out[1][:2] == out[2][:2] and out[0][0] == "photutils"
+    assert [o[3] for o in out] == [0, 0, 1]  # photutils' own import scans once
+    assert out[0][2]
 
 
 def test_onstart_starts_the_server_warmed_for_the_planned_kinds(server_env, tmp_path, make, monkeypatch):

@@ -123,7 +123,7 @@ WARM_KINDS = {
     # image3's module imports the photutils submodules it uses; its catalog imports matplotlib's core
     # (photutils' version metadata) but draws nothing (no font list, no canvas).  The modules its steps
     # import when they run: resample's pixel maps (scipy.interpolate, no longer imported with
-    # photutils.segmentation: webbflow.steps._segmentation) and square drizzle kernels, skymatch's
+    # photutils.segmentation: webbflow.steps._photutils) and square drizzle kernels, skymatch's
     # polygon intersections, the catalog's ECSV writer; and the job's association reader.
     "image3": ((_I3, *_I3_RUN), ("ImageModel", "SegmentationMapModel"), ("numba", "gwcs", "catalog")),
     "coron3": ((_C3,), ("CubeModel", "ImageModel"), ("numba", "gwcs", "matplotlib")),
@@ -721,42 +721,17 @@ def _smaller_unit(step):
     return None
 
 
-_PULLS_PHOTUTILS = ("webbflow.stages.image3", "webbflow.steps.source_catalog", "webbflow.steps.tweakreg")
-"""webbflow's modules that import photutils when imported (the others import it in their functions)."""
-
-
 def _import(module):
-    """Import ``module`` (photutils' without its scan of every installed distribution)."""
+    """Import ``module`` (photutils' as webbflow imports it: :func:`webbflow.steps._photutils.import_photutils`;
+    webbflow's modules that import photutils do so themselves)."""
     import importlib
 
-    if module.split(".")[0] == "photutils" or module in _PULLS_PHOTUTILS:
-        _import_photutils()
-    if module == "photutils.segmentation":
-        from webbflow.steps._segmentation import import_segmentation
+    if module.split(".")[0] == "photutils":
+        from webbflow.steps._photutils import import_photutils
 
-        import_segmentation()  # without scipy.signal, as webbflow.steps.source_catalog imports it
-    importlib.import_module(module)
-
-
-def _import_photutils():
-    """Import photutils without the scan of every installed distribution's files that its
-    ``utils._optional_deps`` makes to learn its own distribution's name (``packages_distributions``,
-    ~0.1 s of CPU; its fallback, the import name, is that name): the same module, the same answers."""
-    from importlib import metadata
-
-    if "photutils.utils._optional_deps" in sys.modules:
-        return
-    try:
-        if metadata.distribution("photutils").metadata["Name"] != "photutils":
-            raise ValueError("another distribution name")
-    except (metadata.PackageNotFoundError, ValueError, KeyError, TypeError):
-        return  # let photutils look for itself
-    scan = metadata.packages_distributions
-    metadata.packages_distributions = dict  # {}: photutils falls back on its import name
-    try:
-        import photutils.utils._optional_deps  # noqa: F401
-    finally:
-        metadata.packages_distributions = scan
+        import_photutils(module)
+    else:
+        importlib.import_module(module)
 
 
 def _warm_asdf():
@@ -994,8 +969,8 @@ def _warm_datamodels(models=WARM_MODELS, wcs=True):
 
 
 def _warm_photutils():
-    """photutils' submodules the stage-3 and photometry steps import lazily (:func:`_import_photutils`:
-    without photutils' scan of every installed distribution)."""
+    """photutils' submodules the stage-3 and photometry steps import lazily (as webbflow imports them:
+    :func:`_import`)."""
     for module in ("photutils.aperture", "photutils.background", "photutils.centroids", "photutils.detection",
                    "photutils.psf", "photutils.segmentation", "photutils.utils"):
         _import(module)

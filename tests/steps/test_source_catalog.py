@@ -75,7 +75,7 @@ def test_apcorr_table_sets_the_apertures(field):
 
 def test_segmentation_imported_without_scipy_signal():
     """The module imports photutils.segmentation without scipy.signal or scipy.stats
-    (webbflow.steps._segmentation); photutils' one use of it, a non-rectangular source-mask dilation,
+    (webbflow.steps._photutils); photutils' one use of it, a non-rectangular source-mask dilation,
     gives the same mask as scipy.ndimage's binary dilation; afterwards scipy.signal is scipy's own."""
     import json
     import subprocess
@@ -108,14 +108,14 @@ def test_segmentation_import_with_scipy_signal_already_imported():
 
     first = ("import json, sys\n"
              "import scipy.signal\n"
-             "from webbflow.steps._segmentation import import_segmentation\n"
+             "from webbflow.steps._photutils import import_segmentation\n"
              "seg = import_segmentation()\n"
              "import photutils.segmentation.core as core\n"
              "print(json.dumps([core.fftconvolve is scipy.signal.fftconvolve,\n"
              "                  seg is sys.modules['photutils.segmentation']]))\n")
     other = ("import json, sys\n"
              "import scipy\n"
-             "from webbflow.steps._segmentation import _DeferredSignal\n"
+             "from webbflow.steps._photutils import _DeferredSignal\n"
              "stand_in = _DeferredSignal('scipy.signal'); sys.modules['scipy.signal'] = stand_in\n"
              "peaks = stand_in.find_peaks\n"
              "real = sys.modules['scipy.signal']\n"

@@ -542,6 +542,10 @@ def _background(image, mask, method, box_size, work=None):
     if method == "model":
         from astropy.stats import SigmaClip
         from astropy.utils.exceptions import AstropyUserWarning
+
+        from webbflow.steps._photutils import import_photutils
+
+        import_photutils()  # first: without its distribution scan
         from photutils.background import Background2D, MedianBackground
 
         if box_size is None:

@@ -36,14 +36,15 @@ from astropy import units as u
 from astropy.convolution import Gaussian2DKernel, convolve
 from astropy.stats import SigmaClip, gaussian_fwhm_to_sigma, sigma_clipped_stats
 from astropy.table import QTable
-from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photometry
-from photutils.background import Background2D, MedianBackground
 from scipy.spatial import cKDTree
 
 from webbflow.steps._bkgzoom import use_separable_zoom
-from webbflow.steps._segmentation import import_segmentation
+from webbflow.steps._photutils import import_photutils
 
-import_segmentation()  # first, so that the import below does not import scipy.signal (~0.6 s of CPU)
+# first: photutils without its distribution scan, its segmentation without scipy.signal (~0.7 s of CPU)
+import_photutils("photutils.segmentation")
+from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photometry
+from photutils.background import Background2D, MedianBackground
 from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources  # noqa: E402
 
 __all__ = ["ApertureModel", "CatalogResult", "abmag", "encircled_energy_apertures", "read_abvega_offset",

@@ -172,6 +172,10 @@ def _psf_fit(image, mask, box, xc, yc, reuse=None):
     from astropy.stats import gaussian_fwhm_to_sigma
     from astropy.utils import minversion
     from astropy.utils.exceptions import AstropyUserWarning
+
+    from webbflow.steps._photutils import import_photutils
+
+    import_photutils()  # first: without its distribution scan
     from photutils.psf import GaussianPRF
     from photutils.utils import CutoutImage
 
@@ -216,6 +220,9 @@ def _psf_fit(image, mask, box, xc, yc, reuse=None):
 
 
 def _fit_source(data, mask, source_mask, xc, yc, box, fit_psf=False):
+    from webbflow.steps._photutils import import_photutils
+
+    import_photutils()  # first: without its distribution scan
     from photutils.centroids import centroid_sources
 
     nimg, ny, nx = data.shape
@@ -509,6 +516,10 @@ def aperture_photometry(data, err, xcenter, ycenter, radius, radius_inner, radiu
                 "annulus_mean": nan, "annulus_mean_err": nan, "aperture_bkg": nan, "aperture_bkg_err": nan,
                 "net_aperture_sum": asum, "net_aperture_sum_err": aerr, "whole": True, "radii": {}}
     from astropy.stats import SigmaClip
+
+    from webbflow.steps._photutils import import_photutils
+
+    import_photutils()  # first: without its distribution scan
     from photutils.aperture import ApertureStats, CircularAnnulus, CircularAperture
 
     if background not in ("mean", "sigma_clip"):

@@ -31,15 +31,18 @@ import numpy as np
 from astropy.modeling import models
 from astropy.stats import SigmaClip, sigma_clipped_stats
 from astropy.table import Table
-from photutils.background import Background2D, MedianBackground
-from photutils.detection import IRAFStarFinder
 from tweakwcs.linearfit import iter_linear_fit
 from tweakwcs.matchutils import XYXYMatch
 
 from webbflow import dqflags
 from webbflow.steps._bkgzoom import use_separable_zoom
 from webbflow.steps._peaks import fast_ring_verification
+from webbflow.steps._photutils import import_photutils
 from webbflow.steps.resample import native_pixel_scale
+
+import_photutils()  # first: without its distribution scan
+from photutils.background import Background2D, MedianBackground
+from photutils.detection import IRAFStarFinder
 
 __all__ = ["Alignment", "align", "apply_correction", "find_sources", "merge_detections", "tangent_plane"]
 
