@@ -251,6 +251,39 @@ def test_lazy_njit_dispatcher_made_before_the_first_call():
     assert kernel.dispatcher is made and len(made.signatures) == 1
 
 
+def test_jit_kernels_of_a_module_lazy_ones_as_dispatchers():
+    """webbflow.steps._jit.kernels (a job server's warm-up): a module's own kernels, plain and parallel
+    ``@njit`` ones and ``@lazy_njit`` ones as their dispatchers (made, nothing compiled); a kernel it
+    imports from another module and its plain functions are left out."""
+    import types
+
+    from numba import njit
+
+    from webbflow.steps import _jit, _ramp_numba
+
+    module = types.ModuleType("wf_kernels_test")
+
+    def plain(x):
+        return x + 1
+
+    def parallel(x):
+        return x * 2
+
+    def lazy(x):
+        return x - 1
+
+    for fn in (plain, parallel, lazy):
+        fn.__module__ = module.__name__
+    module.plain, module.parallel = njit(cache=False)(plain), njit(cache=False, parallel=True)(parallel)
+    module.lazy, module.helper = _jit.lazy_njit(cache=False, error_model="numpy")(lazy), plain
+    module.imported = next(v for v in vars(_ramp_numba).values() if type(v).__name__ == "CPUDispatcher")
+    found = _jit.kernels(module)
+    assert list(found) == ["plain", "parallel", "lazy"]
+    assert found["lazy"] is module.lazy.dispatcher and found["lazy"].py_func is lazy and not found["lazy"].signatures
+    assert found["lazy"].targetoptions["error_model"] == "numpy" and found["parallel"].targetoptions["parallel"]
+    assert module.lazy(3) == 2 and found["plain"] is module.plain
+
+
 def test_script_finds_src_without_install(tmp_path):
     """A workflow script run where webbflow is not installed (``python -S``: no site-packages) uses the clone's src/."""
     content = {"asn_id": "a3001", "products": [{"name": "p", "members": [{"expname": "x_cal.fits"}] * 3}]}

@@ -811,23 +811,14 @@ def _warm_numba_cache(modules=NUMBA_MODULES):
     """
     import importlib
 
-    from numba.core.registry import CPUDispatcher
-
-    from webbflow.steps._jit import dispatcher
+    from webbflow.steps import _jit
 
     loaded = 0
     for name in modules:
         if name not in sys.modules and not _has_numba_cache(name):
             continue
         module = importlib.import_module(name)
-        kernels = {}
-        for key, value in list(vars(module).items()):
-            options = getattr(value, "njit_options", None)
-            if isinstance(options, dict) and getattr(value, "__module__", None) == name \
-                    and not options.get("parallel") and callable(value):
-                value = dispatcher(value)  # a lazy_njit kernel: the dispatcher its first call would make
-            if isinstance(value, CPUDispatcher) and value.__module__ == name:
-                kernels[key] = value
+        kernels = _jit.kernels(module)
         inner = _inner_kernels(module, kernels)
         for key, value in kernels.items():
             if key in inner or value.targetoptions.get("parallel") or getattr(value, "_cache", None) is None:

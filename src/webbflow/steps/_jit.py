@@ -8,7 +8,7 @@ pay the import, used or not; :func:`lazy_njit` defers both to the kernel's first
 
 import functools
 
-__all__ = ["dispatcher", "lazy_njit"]
+__all__ = ["dispatcher", "kernels", "lazy_njit"]
 
 
 def lazy_njit(**options):
@@ -66,3 +66,31 @@ def dispatcher(kernel):
 
         kernel.dispatcher = njit(**kernel.njit_options)(kernel.py_func)
     return kernel.dispatcher
+
+
+def kernels(module):
+    """The numba kernels ``module`` defines, :func:`lazy_njit` ones as their dispatchers (made now, as
+    by :func:`dispatcher`: nothing is compiled).
+
+    Parameters
+    ----------
+    module : module
+        A module with ``@njit`` or ``@lazy_njit`` kernels; those it imports from other modules are
+        left out.
+
+    Returns
+    -------
+    dict
+        name -> ``numba.core.registry.CPUDispatcher``, in the module's order.
+    """
+    from numba.core.registry import CPUDispatcher
+
+    found = {}
+    for name, value in list(vars(module).items()):
+        if getattr(value, "__module__", None) != module.__name__:
+            continue
+        if isinstance(getattr(value, "njit_options", None), dict) and hasattr(value, "py_func"):
+            value = dispatcher(value)  # a lazy_njit kernel
+        if isinstance(value, CPUDispatcher):
+            found[name] = value
+    return found
