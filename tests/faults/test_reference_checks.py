@@ -171,24 +171,48 @@ def test_reference_truncated_inside_a_header(refs):
     _raises(path, "truncated or damaged", lambda: load_reference("saturation", path, READOUT, SHAPE))
 
 
-def test_truncation_warning_raised_by_another_threads_filter(refs, monkeypatch):
-    """Warning filters are process-wide: while detector1 loads references in a thread, its main thread's
-    "truncated is an error" filter (io.uncal) can make astropy's warning about a cut reference an
-    exception inside the reference's open. It must still be the one-line error naming the file."""
-    from astropy.utils.exceptions import AstropyUserWarning
+def test_truncated_files_are_told_without_warning_filters(refs, make, tmp_path, monkeypatch):
+    """Warning filters are process-wide and not thread-safe (detector1 loads its references in a thread
+    while its main thread reads the uncal): neither io.uncal nor refs.load touches them.  A cut uncal
+    or reference is still one line naming the file, also where the caller's own filters make every
+    warning (astropy's "File may have been truncated") an error."""
+    import inspect
+    import warnings
 
-    from webbflow.refs import load as load_module
+    from webbflow.io.uncal import read_uncal, read_uncal_headers
 
-    path = refs["dark"]
-    _truncate(path, _hdu_locations(path)["SCI"]["datLoc"] + 1000)
+    real = {name: getattr(warnings, name) for name in ("catch_warnings", "filterwarnings", "simplefilter")}
+    changed = []
 
-    def open_raising(*args, **kwargs):
-        raise AstropyUserWarning("File may have been truncated: actual file length (6760) is smaller than "
-                                 "the expected size (48960)")
+    def watched(name):
+        def call(*args, **kwargs):
+            caller = Path(inspect.stack()[1].filename)
+            if caller.parent.name in ("io", "refs") and caller.parent.parent.name == "webbflow":
+                changed.append(f"{caller.parent.name}/{caller.name}: warnings.{name}")
+            return real[name](*args, **kwargs)
+        return call
 
-    monkeypatch.setattr(load_module.fits, "open", open_raising)
-    _raises(path, "dark reference cannot be read (File may have been truncated",
-            lambda: load_references({"dark": path}, READOUT, SHAPE))
+    for name in real:
+        monkeypatch.setattr(warnings, name, watched(name))
+    uncal = tmp_path / "x_uncal.fits"
+    make.uncal(uncal, make.ramp())
+    full = uncal.read_bytes()
+    read_uncal(uncal)
+    dark = refs["dark"]
+    _truncate(dark, _hdu_locations(dark)["SCI"]["datLoc"] + 1000)
+    with real["catch_warnings"]():
+        real["simplefilter"]("error")
+        for cut in (len(full) // 2, len(full) - 10):
+            uncal.write_bytes(full[:cut])
+            for read in (read_uncal, read_uncal_headers):
+                with pytest.raises(InputError) as err:
+                    read(uncal)
+                message = str(err.value)
+                assert message.startswith(f"{uncal}: the file is truncated: its ") and "\n" not in message, message
+                assert "Fix: the file is truncated or corrupt" in message, message
+        _raises(dark, "dark reference is truncated: its SCI data needs",
+                lambda: load_references({"dark": dark}, READOUT, SHAPE))
+    assert changed == []
 
 
 def test_science_smaller_than_its_subsize_is_refused(tmp_path, make, refs):

@@ -9,7 +9,8 @@ writer (host and pid), so the next writer of the same name removes what a
 killed one left (:func:`remove_stale_parts`).  Every checksum (the CRDS lockfile, the cache's "never replace"
 check, a downloaded file's sha256) is :func:`file_digests`.  Arrays read or written piecewise at byte offsets of a file (planes of a
 FITS cube, rows of every plane of a scratch file) go through
-:func:`read_at` and :func:`write_at`.
+:func:`read_at` and :func:`write_at`.  A FITS file cut short is told before it is opened
+(:func:`fits_truncation`).
 
 Standard library only: job adapters import this before any science code.
 """
@@ -25,8 +26,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_group", "atomic_output", "atomic_write_text", "file_digests", "part_folder", "read_at", "remove_stale_parts",
-           "write_at"]
+__all__ = ["atomic_group", "atomic_output", "atomic_write_text", "file_digests", "fits_truncation", "part_folder",
+           "read_at", "remove_stale_parts", "write_at"]
 
 _BLOCK = 1 << 20
 
@@ -309,3 +310,74 @@ def write_at(file, writes):
     for offset, buffer in writes:
         file.seek(offset)
         file.write(buffer)
+
+
+_FITS_BLOCK = 2880
+_SIZE_KEYS = re.compile(r"(BITPIX|NAXIS\d*|PCOUNT|GCOUNT)$")
+
+
+def fits_truncation(path):
+    """How the FITS file ``path`` is cut short, or None: every HDU's header, and its data as the header
+    declares it (BITPIX, NAXISn, PCOUNT, GCOUNT; padded to whole 2880-byte blocks), against the size
+    of the file.
+
+    astropy opens such a file with only a warning ("File may have been truncated", or a VerifyWarning
+    for a cut header), and a warning can be made an error only with the process-wide, not thread-safe,
+    warning filters: the readers (:mod:`webbflow.io.uncal`, :mod:`webbflow.refs.load`) ask this first
+    and open only a complete file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    str or None
+        ``"truncated: its SCI data needs N bytes but the file has M"``, or ``"truncated or damaged after
+        byte N (a header cannot be read; the file has M bytes)"``; None for a file whose HDUs end
+        where it ends, or one this check cannot judge (no ``SIMPLE`` card first, a size keyword that
+        is not a plain integer): astropy's open then judges it.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be read (FileNotFoundError when it does not exist).
+    """
+    size = os.path.getsize(path)
+    offset, index = 0, 0
+    with open(path, "rb") as f:
+        while offset < size:
+            start, cards, end = offset, {}, False
+            f.seek(offset)
+            while not end:
+                block = f.read(_FITS_BLOCK)
+                if index == 0 and offset == 0 and not block.startswith(b"SIMPLE"):
+                    return None  # not FITS: astropy says so
+                if len(block) < _FITS_BLOCK or (index and offset == start and not block.startswith(b"XTENSION")):
+                    return (f"truncated or damaged after byte {start} (a header cannot be read; the file has "
+                            f"{size} bytes)")
+                offset += _FITS_BLOCK
+                for i in range(0, _FITS_BLOCK, 80):
+                    key = block[i:i + 8].rstrip().decode("ascii", "replace")
+                    if key == "END":
+                        end = True
+                        break
+                    if block[i + 8:i + 10] == b"= " and (key == "EXTNAME" or _SIZE_KEYS.match(key)):
+                        cards.setdefault(key, block[i + 10:i + 80].decode("ascii", "replace").split("/")[0].strip())
+            try:
+                naxis = int(cards.get("NAXIS", 0))
+                count = 1 if naxis else 0
+                for k in range(1, naxis + 1):
+                    count *= int(cards[f"NAXIS{k}"])
+                nbytes = abs(int(cards["BITPIX"])) // 8 * int(cards.get("GCOUNT", 1)) * (int(cards.get("PCOUNT", 0))
+                                                                                       + count)
+            except (KeyError, ValueError):
+                return None
+            name = cards.get("EXTNAME", "").strip("' ") or ("PRIMARY" if index == 0 else f"HDU {index}")
+            if offset + nbytes > size:
+                return f"truncated: its {name} data needs {offset + nbytes} bytes but the file has {size}"
+            offset += -(-nbytes // _FITS_BLOCK) * _FITS_BLOCK
+            if offset > size:
+                return f"truncated: its {name} data needs {offset} bytes with its padding but the file has {size}"
+            index += 1
+    return None

@@ -6,14 +6,13 @@ becomes one :class:`~webbflow.io.errors.InputError` naming the file and the fix.
 """
 
 import os
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.io import fits
 
 from webbflow.io.errors import InputError
-from webbflow.io.files import read_at
+from webbflow.io.files import fits_truncation, read_at
 from webbflow.ramp import Ramp, Readout
 
 __all__ = ["CORON_SUBARRAYS", "HEADER_KEYWORDS", "SUPPORTED_EXP_TYPES", "TSO_EXP_TYPES", "Keyword", "UncalHeaders",
@@ -38,7 +37,8 @@ association names carry them, and they have no reference pixels (pseudo referenc
 
 _UNREADABLE = "the file is truncated or corrupt; download it again from MAST"
 _READ_ERRORS = (OSError, ValueError, TypeError, IndexError, EOFError, Warning)
-"""What astropy and the plane reader raise on a truncated or corrupt file (warnings made errors)."""
+"""What astropy and the plane reader raise on a corrupt file (a warning: where the caller's own filters
+make it an error)."""
 
 
 def _unreadable(path, what, exc):
@@ -98,16 +98,16 @@ class UncalHeaders:
 def _open(path):
     """Open a FITS file, turning every low-level failure into an InputError."""
     try:
-        with warnings.catch_warnings():
-            # astropy only *warns* about a truncated file and returns garbage later.
-            warnings.filterwarnings("error", message=".*truncated.*")
-            # its header-verification chatter is replaced by our single error
-            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+        # astropy only *warns* about a truncated file (and returns garbage later): told before it opens
+        # the file, with no warning filter (they are process-wide: detector1 opens references meanwhile)
+        truncated = fits_truncation(path)
+        hdul = None if truncated else fits.open(path, memmap=False, lazy_load_hdus=False)
     except FileNotFoundError:
         raise InputError(path, "file not found", "check inputs.uncal_dir and the file name") from None
     except _READ_ERRORS as exc:
         raise _unreadable(path, "not a readable FITS file", exc) from None
+    if truncated:
+        raise InputError(path, f"the file is {truncated}", _UNREADABLE)
     return hdul
 
 
@@ -804,15 +804,13 @@ def read_uncal(path, exp_types=SUPPORTED_EXP_TYPES):
     """
     with _open(path) as hdul:
         primary, extensions = _checked_headers(path, hdul, exp_types)
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("error", message=".*truncated.*")
-                sci = _read_sci_float32(hdul, path)
-                decoded = sci is not None  # 4-D uint16 ramps, already float32
-                if not decoded:  # an unusual layout: let astropy decode it (and the checks below judge it)
-                    sci = hdul["SCI"].data
-                zeroframe = hdul["ZEROFRAME"].data if "ZEROFRAME" in hdul else None
-                int_times = np.array(hdul["INT_TIMES"].data) if "INT_TIMES" in hdul else None
+        try:  # a complete file (_open): every HDU's data is there
+            sci = _read_sci_float32(hdul, path)
+            decoded = sci is not None  # 4-D uint16 ramps, already float32
+            if not decoded:  # an unusual layout: let astropy decode it (and the checks below judge it)
+                sci = hdul["SCI"].data
+            zeroframe = hdul["ZEROFRAME"].data if "ZEROFRAME" in hdul else None
+            int_times = np.array(hdul["INT_TIMES"].data) if "INT_TIMES" in hdul else None
         except _READ_ERRORS as exc:
             raise _unreadable(path, "pixel data cannot be read", exc) from None
         if not decoded and (sci is None or sci.ndim != 4 or sci.dtype != np.uint16):

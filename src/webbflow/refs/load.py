@@ -12,14 +12,13 @@ the dark step streams group by group.
 
 import functools
 import os
-import warnings
 
 import numpy as np
 from astropy.io import fits
 
 from webbflow import dqflags
 from webbflow.io.errors import ReferenceFileError
-from webbflow.io.files import read_at
+from webbflow.io.files import fits_truncation, read_at
 from webbflow.refs.check import Exposure, check_reference
 
 __all__ = ["PlaneStack", "load_reference", "load_references", "map_dq"]
@@ -83,18 +82,17 @@ def _dq_def(hdul):
 def _read(path, reftype):
     """Open a reference file for reading headers; pixels are read on demand."""
     try:
+        # astropy only warns about a truncated file (a VerifyWarning for a cut header): told before it
+        # opens the file, with no warning filter (they are process-wide; references load in threads)
+        truncated = fits_truncation(path)
         # Headers only: the arrays are read later, and only the part needed.
-        with warnings.catch_warnings():
-            # astropy only warns about a truncated file; check_reference says it in one line
-            warnings.filterwarnings("ignore", message=".*truncated.*")
-            warnings.filterwarnings("ignore", category=fits.verify.VerifyWarning)
-            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
-    except (OSError, ValueError, TypeError, EOFError, Warning) as exc:
-        # Warning: warning filters are process-wide, so while detector1 loads references in a thread
-        # its main thread's "truncated is an error" filter (io.uncal) can turn astropy's warning about
-        # a cut reference into an exception here: the same file, the same one-line error
+        hdul = None if truncated else fits.open(path, memmap=False, lazy_load_hdus=False)
+    except (OSError, ValueError, TypeError, EOFError) as exc:
         raise ReferenceFileError(path, f"{reftype} reference cannot be read ({exc})",
                                  f"replace the file or set overrides.{reftype}") from None
+    if truncated:
+        raise ReferenceFileError(path, f"{reftype} reference is {truncated}",
+                                 f"replace it or name another with overrides.{reftype}")
     return hdul
 
 
