@@ -1026,6 +1026,12 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
     _WARMED_FOR = None if scope is None else set(scope)
     steps, every = warm_steps(scope), _every_kind(scope)
     _PENDING[:] = [label for label, _, _ in steps]
+    by_label = {step[0]: step for step in steps}
+
+    def pending():
+        """The warm-up steps not run yet, in order (:data:`_PENDING` is their one record)."""
+        return [by_label[label] for label in _PENDING]
+
     # the first kind's imports before listening (detector1's in a run of stage 1: the first jobs); its
     # set-ups (numba's registries and cached kernels, ~0.5 s) right after, while its first client
     # starts and connects (a job the onstart's server would not take yet runs in-process, imports and
@@ -1038,7 +1044,6 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
                if first else steps)
     if server_key() != key:
         raise SystemExit(f"webbflow job server: sources changed while starting ({key} != {server_key()})")
-    steps = [step for step in steps if step[0] in _PENDING]
     path = Path(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -1054,11 +1059,9 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
 
     def warm(needed):
         """Run the pending ``needed`` steps; False if the sources changed meanwhile (stop listening)."""
-        nonlocal steps
         if not needed:
             return True
         _run_steps(needed)
-        steps = [step for step in steps if step[0] in _PENDING]
         if any(label.startswith("import ") for label, _, _ in needed) and server_key() != key:
             print(f"webbflow job server: sources changed while warming up ({key} != {server_key()}); "
                   "no new jobs", file=sys.stderr, flush=True)
@@ -1066,8 +1069,7 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
         return True
 
     def stop_listening():
-        nonlocal steps
-        steps = []
+        _PENDING.clear()  # no job will need them
         with contextlib.suppress(KeyError, ValueError):
             sel.unregister(listener)
         with contextlib.suppress(OSError):
@@ -1076,15 +1078,16 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
         listener.close()
 
     try:
-        while jobs or (listener.fileno() >= 0 and (steps or time.monotonic() - last < idle)):
-            timeout = 0 if steps else None if jobs else max(0.05, idle - (time.monotonic() - last))
+        while jobs or (listener.fileno() >= 0 and (_PENDING or time.monotonic() - last < idle)):
+            timeout = 0 if _PENDING else None if jobs else max(0.05, idle - (time.monotonic() - last))
             events = sel.select(timeout=timeout)
             # between jobs the warm-up goes on in its smallest pieces, so that a job that connects
             # meanwhile waits for little more than the piece under way
-            piece = _smaller_unit(steps[0]) if not events and steps else None
+            step = pending()[0] if not events and _PENDING else None
+            piece = _smaller_unit(step) if step else None
             if piece is not None:
-                _run_steps([(f"piece of {steps[0][0]}", steps[0][1], piece)])
-            elif not events and steps and not warm(steps[:1]):
+                _run_steps([(f"piece of {step[0]}", step[1], piece)])
+            elif step and not warm([step]):
                 stop_listening()
             for sk, _ in events:
                 what, pid = sk.data
@@ -1094,7 +1097,7 @@ def serve(path, key, idle=IDLE_S, lock_fd=None):
                     conn, _ = listener.accept()
 
                     def before_fork(request):
-                        ok = warm([step for step in steps if _needs(request, every, step[1])])
+                        ok = warm([step for step in pending() if _needs(request, every, step[1])])
                         if not ok:
                             stop_listening()
                         return ok
