@@ -536,8 +536,8 @@ def test_asdf_reference_header_without_extensions(tmp_path):
 
 def test_native_swaps_our_arrays_in_place_and_copies_mapped_ones(tmp_path):
     """``io.cal._native``: an array read into memory is swapped to native order in place (no copy);
-    a memory-mapped one is copied, the file left as it was; ``_fits_order`` swaps back."""
-    from webbflow.io.cal import _fits_order, _native
+    a memory-mapped one is copied, the file left as it was; ``fits_order`` swaps back."""
+    from webbflow.io.cal import _native, fits_order
 
     values = np.arange(12, dtype=np.float32).reshape(3, 4) * 1.5
     path = tmp_path / "a.fits"
@@ -549,7 +549,7 @@ def test_native_swaps_our_arrays_in_place_and_copies_mapped_ones(tmp_path):
         native = _native(raw, np.float32)
         assert native.dtype == np.float32 and native.dtype.isnative and np.shares_memory(native, raw)
         np.testing.assert_array_equal(native, values)
-        big = _fits_order(native)
+        big = fits_order(native)
         assert big.dtype.byteorder == ">" and np.shares_memory(big, native)
         np.testing.assert_array_equal(big, values)
     with fits.open(path, memmap=True, mode="update") as hdul:

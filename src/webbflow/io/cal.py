@@ -27,8 +27,8 @@ from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_output, fits_truncation
 from webbflow.refs.load import map_dq
 
-__all__ = ["CalArrays", "open_product", "read_rate", "load_flat", "load_gain", "load_photom", "load_area",
-           "load_distortion", "load_wisp_template", "write_cal", "write_model", "IMAGE2_CAL_STEPS"]
+__all__ = ["CalArrays", "fits_order", "open_product", "read_rate", "load_flat", "load_gain", "load_photom",
+           "load_area", "load_distortion", "load_wisp_template", "write_cal", "write_model", "IMAGE2_CAL_STEPS"]
 
 IMAGE2_CAL_STEPS = {"assign_wcs": "assign_wcs", "flat_field": "flat_field", "photom": "photom"}
 """webbflow step -> ``meta.cal_step`` attribute (S_WCS, S_FLAT, S_PHOTOM)."""
@@ -91,10 +91,23 @@ def _native(array, dtype):
     return np.array(array, dtype)
 
 
-def _fits_order(array):
+def fits_order(array):
     """A native float ``array`` byte-swapped in place to big-endian (a view of it), as FITS stores it;
     anything else (integers, read-only, not contiguous, a mapped file, already big-endian, a
-    big-endian machine's native order) as it is."""
+    big-endian machine's native order) as it is.
+
+    For a writer that has no further use of the array: astropy then writes it without a swapped copy
+    of its own (the product writers of image2, tso3 and image3).
+
+    Parameters
+    ----------
+    array : object
+
+    Returns
+    -------
+    object
+        ``array`` itself, or a big-endian view of its swapped memory.
+    """
     if (sys.byteorder == "little" and isinstance(array, np.ndarray) and array.dtype.kind == "f"
             and array.dtype.byteorder in "=<"
             and array.dtype.isnative and array.flags.writeable and array.flags.c_contiguous
@@ -471,7 +484,7 @@ def write_cal(path, model, arrays, *, wcs=None, wcsinfo=None, photometry=None, c
             if value is not None or name not in ("var_flat", "area"):
                 # big-endian already: astropy then neither swaps each array for its DATASUM and its
                 # write nor swaps it back (the values, and so the file, are the same)
-                setattr(model, name, _fits_order(value))
+                setattr(model, name, fits_order(value))
         if wcs is not None:
             model.meta.wcs = wcs
         if wcsinfo:

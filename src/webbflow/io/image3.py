@@ -109,11 +109,11 @@ def _fits_byte_order(model, attrs=("data", "err", "var_rnoise", "var_poisson", "
     """Swap the model's native float arrays back to FITS's big-endian order in place, before its
     write: astropy then neither swaps each one for its DATASUM and its write nor swaps it back
     (the same values and file).  The model's arrays are given up (their old views read wrong)."""
-    from webbflow.io.cal import _fits_order
+    from webbflow.io.cal import fits_order
 
     for attr in attrs:
         if model.hasattr(attr) and getattr(model, attr) is not None:
-            setattr(model, attr, _fits_order(getattr(model, attr)))
+            setattr(model, attr, fits_order(getattr(model, attr)))
 
 
 def image_input(model, name=None):

@@ -175,9 +175,9 @@ def _build_hdulist(model_type, filename, arrays, headers, int_times, cal_steps, 
         if consume and dtype is np.float32 and isinstance(array, np.ndarray) and array.dtype == np.float32:
             # given up by the caller: swapped in place once (astropy would swap each image in place,
             # write it, swap it back and swap it twice more for the checksum; the bytes are the same)
-            from webbflow.io.cal import _fits_order
+            from webbflow.io.cal import fits_order
 
-            if (swapped := _fits_order(array)) is not array:
+            if (swapped := fits_order(array)) is not array:
                 return fits.ImageHDU(swapped, header, name=name, ver=1)
         return fits.ImageHDU(np.ascontiguousarray(array, dtype), header, name=name, ver=1)
 

@@ -202,16 +202,16 @@ def _assign(model, arrays):
 def _write_crfints(model, arrays, crf_path):
     """Write a member's crfints once the stage is done with its arrays (outlier_detection ran on
     them: :func:`_outliers` without a path).  The float cubes are byte-swapped in place to FITS
-    order first (:func:`webbflow.io.cal._fits_order`): astropy then neither swaps each cube for its
+    order first (:func:`webbflow.io.cal.fits_order`): astropy then neither swaps each cube for its
     DATASUM and for its write nor swaps it back (four passes over each cube less, ~0.05 s CPU a
     SUBGRISM64 segment of 20 integrations); the file is the same.  ``arrays`` then hold the
     big-endian views (the same values)."""
-    from webbflow.io.cal import _fits_order
+    from webbflow.io.cal import fits_order
 
     for name in ("data", "err", "var_poisson", "var_rnoise", "var_flat"):
         value = getattr(arrays, name)
         if value is not None:
-            setattr(arrays, name, _fits_order(value))
+            setattr(arrays, name, fits_order(value))
     _assign(model, arrays)
     write_model(model, crf_path)
     return Path(crf_path)
