@@ -440,7 +440,8 @@ def run_served(job, kwargs, work, cold=False, env=None):
     _SERVERS.setdefault(str(work), set()).add(line["server_pid"])
     return {"wall": wall, "client_cpu": client_cpu,
             "child_wall": line["child_wall_s"], "child_cpu": line["child_cpu_s"],
-            "rss_mib": line["peak_rss_mib"], "pss_mib": line.get("pss_mib"), "uss_mib": line.get("uss_mib")}
+            "rss_mib": line["peak_rss_mib"], "pss_mib": line.get("pss_mib"), "uss_mib": line.get("uss_mib"),
+            "inherited_mib": line.get("inherited_mib")}
 
 
 _SERVERS = {}

@@ -217,7 +217,7 @@ def _run(job, cmd, data, env=None):
         r = run_served(*cmd, data)
         return {"job": job, "wall_s": r["wall"], "cpu_s": r["client_cpu"] + r["child_cpu"],
                 "peak_rss_mib": r["rss_mib"], "client_cpu_s": r["client_cpu"], "child_wall_s": r["child_wall"],
-                "child_cpu_s": r["child_cpu"], "pss_mib": r["pss_mib"], "uss_mib": r["uss_mib"]}
+                "child_cpu_s": r["child_cpu"], "pss_mib": r["pss_mib"], "uss_mib": r["uss_mib"], "inherited_mib": r.get("inherited_mib")}
     wall, rss, text, cpu = measure(cmd, data, env=env, cpu=True)
     return {"job": job, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss, **_imports(text)}
 
@@ -237,12 +237,15 @@ def _served_summary(rows, start):
           f"until it listens, {start['cpu']:.2f} s in all (client + server's life), server RSS {start['rss_mib']:.0f} MiB",
           flush=True)
     print(f"  {'job':10s} {'wall':>6s} {'cliCPU':>6s} {'chWall':>6s} {'chCPU':>6s} {'RSS':>5s} {'PSS':>5s} {'USS':>5s}"
-          "  (s; MiB of the server's child)")
+          f" {'Inh':>5s}  (s; MiB of the server's child; Inh: the server's anonymous memory it mapped at its fork,"
+          " part of its RSS)")
     for r in rows:
         print(f"  {r['job']:10s} {r['wall_s']:6.2f} {r['client_cpu_s']:6.2f} {r['child_wall_s']:6.2f} "
-              f"{r['child_cpu_s']:6.2f} {r['peak_rss_mib']:5.0f} {r['pss_mib'] or 0:5.0f} {r['uss_mib'] or 0:5.0f}")
+              f"{r['child_cpu_s']:6.2f} {r['peak_rss_mib']:5.0f} {r['pss_mib'] or 0:5.0f} {r['uss_mib'] or 0:5.0f} "
+              f"{r.get('inherited_mib') or 0:5.0f}")
     return {"server_start": start, "peak_pss_mib": max(r["pss_mib"] or 0 for r in rows),
-            "peak_uss_mib": max(r["uss_mib"] or 0 for r in rows)}
+            "peak_uss_mib": max(r["uss_mib"] or 0 for r in rows),
+            "largest_job_inherited_mib": max(rows, key=lambda r: r["peak_rss_mib"]).get("inherited_mib")}
 
 
 def _write_result(result, out, name):

@@ -201,6 +201,11 @@ def test_detector1_and_image2_products_are_the_same_through_the_server(server_en
         assert [s["server_pid"] for s in stats[2:]] == [server, server]
     for s in stats:  # both memory figures of every job; a child's private pages are below its peak RSS
         assert 0 < s["uss_mib"] <= s["pss_mib"] <= s["peak_rss_mib"] + 1e-6
+    # a child maps the warm server's anonymous memory (its imports' objects: tens of MiB) from its fork,
+    # all of it part of its peak RSS; an in-process job has no server to inherit from
+    assert [("inherited_mib" in s) for s in stats] == [False, False, True, True]
+    for s in stats[2:]:
+        assert 10 < s["inherited_mib"] <= s["peak_rss_mib"] + 1e-6, s
 
 
 def test_input_error_same_message_log_and_exit(server_env, tmp_path):

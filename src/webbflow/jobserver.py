@@ -170,14 +170,21 @@ def memory_figures():
     status = Path("/proc/self/status").read_text()
     hwm = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
     out = {"peak_rss_mib": hwm / 1024.0}
-    try:
-        rollup = {line.split(":")[0]: int(line.split()[1])
-                  for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:] if line.endswith("kB")}
-    except OSError:  # an old kernel: peak RSS only
+    rollup = _smaps_rollup()
+    if rollup is None:  # an old kernel: peak RSS only
         return out
     out["pss_mib"] = rollup.get("Pss", 0) / 1024.0
     out["uss_mib"] = (rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)) / 1024.0
     return out
+
+
+def _smaps_rollup():
+    """``/proc/self/smaps_rollup`` as {field: kB}, or None where the kernel has none."""
+    try:
+        return {line.split(":")[0]: int(line.split()[1])
+                for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:] if line.endswith("kB")}
+    except OSError:
+        return None
 
 
 def socket_dir():
@@ -1249,6 +1256,10 @@ def _child(conn, request, fds):
     from webbflow.workflow import LOG_FORMAT
 
     _die_with_parent()
+    # the server's anonymous memory this child maps from the fork (its imports' objects, numba's and
+    # LLVM's heaps): counted in full in its peak RSS, whatever the job does (issues 13-15's figures)
+    rollup = _smaps_rollup()
+    inherited = None if rollup is None else rollup.get("Anonymous", 0) / 1024.0
     for sig in _FORWARDED + (signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh python: KeyboardInterrupt
@@ -1292,6 +1303,8 @@ def _child(conn, request, fds):
         traceback.print_exc()  # the console shows it, as an uncaught exception in the job's process would
         result, code = {"kind": "error"}, 1
     result.update(memory_figures())
+    if inherited is not None:
+        result["inherited_mib"] = inherited
     import resource
 
     usage = resource.getrusage(resource.RUSAGE_SELF)  # a forked child's own: counted from the fork

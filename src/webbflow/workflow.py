@@ -123,15 +123,17 @@ def _append_job_stats(path, name, log, child=None):
     map alone.  PSS and USS are those at the job's end (:func:`webbflow.jobserver.memory_figures`).
     The wall time runs from the process's start (``/proc/self/stat``) to now.  ``child``: the memory
     figures of the job's child in the warm job server (then ``"server": true``, and the peak RSS
-    counts the pages the child shares with the server; USS does not), with the child's own wall and
-    CPU seconds and the server's pid.
+    counts the pages the child shares with the server; USS does not), with the server's anonymous
+    memory the child mapped from its fork (``inherited_mib``: part of that peak, whatever the job
+    did), the child's own wall and CPU seconds and the server's pid.
     """
     import json
 
     from webbflow.jobserver import memory_figures
 
     memory = memory_figures() if child is None else {
-        k: child[k] for k in ("peak_rss_mib", "pss_mib", "uss_mib", "child_wall_s", "child_cpu_s", "server_pid")
+        k: child[k] for k in ("peak_rss_mib", "pss_mib", "uss_mib", "inherited_mib", "child_wall_s", "child_cpu_s",
+                              "server_pid")
         if k in child}
     start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
     uptime = float(Path("/proc/uptime").read_text().split()[0])
