@@ -372,6 +372,19 @@ def test_threaded_alignment_is_the_serial_one(precision):
     assert np.isnan(threaded[0][3]).all() and np.isfinite(threaded[0][[0, 1, 2, 4]]).all()
 
 
+def test_job_threads_follow_snakemakes_threads(monkeypatch):
+    """coron3's threads: the rule's (Snakemake's OMP_NUM_THREADS), else the CPUs the job may use."""
+    import os
+
+    from webbflow.stages.coron3 import job_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert job_threads() == 3
+    for value in ("", "0", "two"):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert job_threads() == len(os.sched_getaffinity(0))
+
+
 @pytest.mark.parametrize("shape", [(48, 48), (48, 47), (45, 46)])
 def test_float64_fit_is_the_fourier_shift_fit(shape):
     """The float64 fit (real FFTs, analytic Jacobian) minimises the same model as jwst's forward-difference

@@ -71,7 +71,9 @@ def job_threads():
     """The threads this job may use: ``OMP_NUM_THREADS`` (Snakemake exports the rule's ``threads`` as
     it) or, outside Snakemake, the CPUs this process may run on (as numba's own default)."""
     n = os.environ.get("OMP_NUM_THREADS", "")
-    return int(n) if n.isdigit() and int(n) > 0 else len(os.sched_getaffinity(0))
+    if n.isdigit() and int(n) > 0:
+        return int(n)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _params(params):
