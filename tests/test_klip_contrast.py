@@ -4,6 +4,7 @@ on the detector, two science rolls, PSF references whose speckles drifted, a com
 roll angles, white noise."""
 
 import numpy as np
+import pytest
 
 from webbflow.steps import contrast, klip
 
@@ -119,6 +120,46 @@ def test_windowed_reduction_is_the_full_one_in_its_boxes():
     print("throughput full", tp_full.round(4).tolist(), "windowed", tp_box.round(4).tolist())
     assert np.all(np.isfinite(all_full))
     np.testing.assert_allclose(all_box, all_full, rtol=1e-8)
+
+
+def test_threaded_throughput_is_the_serial_one():
+    """The injected reductions run by several threads give the serial run's values, byte for byte, and
+    leave the process's warning filters as they were (combine_rolls' all-NaN pixels are quiet through
+    numpy's per-thread error state, not a warning filter)."""
+    import warnings
+
+    rolls, angles, refs = scene(seed=6, nints=2, npsf=5)
+    reduce = reducer(angles, refs, numbasis=(2, 5))
+    image = reduce(rolls)
+    filters = list(warnings.filters)
+    seps = [8.0, 16.0, 24.0]
+    serial = contrast.throughput(reduce, rolls, angles, CENTER, PSF, seps, 300.0, fwhm=FWHM, base=image,
+                                 windowed=True)
+    threaded = contrast.throughput(reduce, rolls, angles, CENTER, PSF, seps, 300.0, fwhm=FWHM, base=image,
+                                   windowed=True, workers=3)
+    assert warnings.filters == filters
+    assert np.isfinite(serial[1]).all()
+    for a, b in zip(serial, threaded):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_quiet_nanmean_is_numpys(dtype):
+    """klip's warning-free NaN mean gives numpy.nanmean's bytes (all-NaN slices NaN, no warning)."""
+    import warnings
+
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(3, 4, 9, 11)).astype(dtype)
+    a[rng.random(a.shape) < 0.3] = np.nan
+    a[:, :, 2, 3] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mine = klip._nanmean(a[:, :, 1:8, 2:9], 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        theirs = np.nanmean(a[:, :, 1:8, 2:9], axis=1)
+    assert mine.dtype == theirs.dtype and mine.tobytes() == theirs.tobytes()
+    assert np.isnan(mine[:, 1, 1]).all()
 
 
 def test_companion_position_and_flux_from_truth():

@@ -348,6 +348,43 @@ def test_float64_alignment_recovers_subpixel_shifts():
     assert np.min(np.abs(quirk[:, :2] - truth).max(axis=1)) > 0.1
 
 
+@pytest.mark.parametrize("precision", ["jwst", "float64"])
+def test_threaded_alignment_is_the_serial_one(precision):
+    """align_refs' planes fitted by several threads: the same shifts and aligned planes, byte for byte,
+    as one thread's (a plane with NaNs included), and the process's warning filters left as they were."""
+    import warnings
+
+    rng = np.random.default_rng(23)
+    ref = (coron_psf() + rng.normal(0, 0.5, coron_psf().shape)).astype(np.float32)
+    shifts = [(0.37, -0.21), (-0.12, 0.44), (0.05, 0.3), (0.2, 0.1), (-0.3, -0.25)]
+    psf = np.stack([fourier_imshift(ref.astype(np.float64), s) * 1.7 + rng.normal(0, 0.5, ref.shape)
+                    for s in shifts]).astype(np.float32)
+    psf[3, 5, 7] = np.nan
+    err = np.abs(rng.normal(1.0, 0.1, psf.shape)).astype(np.float32)
+    mask = np.ones(ref.shape, np.float32)
+    mask[20:28, 20:28] = 0
+    filters = list(warnings.filters)
+    serial = align_refs.align_refs(ref, psf, err, mask, precision=precision, workers=1)
+    threaded = align_refs.align_refs(ref, psf, err, mask, precision=precision, workers=3)
+    assert warnings.filters == filters
+    for a, b in zip(serial, threaded):
+        assert a.tobytes() == b.tobytes()
+    assert np.isnan(threaded[0][3]).all() and np.isfinite(threaded[0][[0, 1, 2, 4]]).all()
+
+
+def test_job_threads_follow_snakemakes_threads(monkeypatch):
+    """coron3's threads: the rule's (Snakemake's OMP_NUM_THREADS), else the CPUs the job may use."""
+    import os
+
+    from webbflow.stages.coron3 import job_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert job_threads() == 3
+    for value in ("", "0", "two"):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert job_threads() == len(os.sched_getaffinity(0))
+
+
 @pytest.mark.parametrize("shape", [(48, 48), (48, 47), (45, 46)])
 def test_float64_fit_is_the_fourier_shift_fit(shape):
     """The float64 fit (real FFTs, analytic Jacobian) minimises the same model as jwst's forward-difference

@@ -84,11 +84,19 @@ _I3_RUN = ("scipy.interpolate", "webbflow.steps._drizzle_square", "spherical_geo
            "webbflow.associations")
 """What image3's jobs import when they run (:data:`WARM_KINDS`' image3 entry says why)."""
 
-PRELOAD = ("webbflow.jobs", "webbflow.workflow", "webbflow.stages.detector1", "webbflow.stages.image2",
-           "webbflow.stages.image3", *_I3_RUN, "webbflow.stages.spec2", "webbflow.stages.tso3",
-           "webbflow.stages.coron3")
+_D1_RUN = ("astropy.table", "astropy.io.misc.yaml")
+"""What detector1's jobs import when they run: their 1/f QA table (astropy.table, whose import registers
+every reader and writer, asdf's among them: ~0.25 s of CPU) and its ECSV writer's YAML (~0.1 s)."""
+
+_C3_RUN = ("scipy.interpolate", "astropy.stats", "webbflow.steps._drizzle_square", "astropy.io.misc.yaml")
+"""What coron3's jobs import when they run: the i2d resample's pixel maps and square drizzle kernels,
+outlier_detection's statistics, the psfshifts table's ECSV writer (~0.15 s of CPU)."""
+
+PRELOAD = tuple(dict.fromkeys(("webbflow.jobs", "webbflow.workflow", "webbflow.stages.detector1", *_D1_RUN,
+                                "webbflow.stages.image2", "webbflow.stages.image3", *_I3_RUN, "webbflow.stages.spec2",
+                                "webbflow.stages.tso3", "webbflow.stages.coron3", *_C3_RUN)))
 """What a server warmed for every kind imports before its first fork: every stage job's module (and
-what image3's jobs import when they run)."""
+what detector1's, image3's and coron3's jobs import when they run)."""
 
 SCOPE_ENV = "WEBBFLOW_JOB_SERVER_WARM"
 """The server's warm-up scope: the comma-separated job kinds (rule names) it warms for; unset = every
@@ -109,7 +117,7 @@ WARM_KINDS = {
     # and products) in bench_job_overhead.py's jobs, each run alone in a fresh process (the stage
     # jobs, qa_exposures, qa_mosaics); the other kinds' from their code.  A kind missing something
     # only pays it in its child, as without the server.
-    "detector1": ((_D1,), (), ("numba",)),
+    "detector1": ((_D1, *_D1_RUN), (), ("numba",)),
     "image2": ((_I2,), ("ImageModel", "CubeModel"), ("gwcs",)),
     # the image2 rule's time-series and coronagraphic jobs (rateints -> calints, :func:`job_kind`):
     # they read and write CubeModels only; the ImageModel step (~0.1 s of the server's CPU) was seen
@@ -130,7 +138,7 @@ WARM_KINDS = {
     # photutils.segmentation: webbflow.steps._photutils) and square drizzle kernels, skymatch's
     # polygon intersections, the catalog's ECSV writer; and the job's association reader.
     "image3": ((_I3, *_I3_RUN), ("ImageModel", "SegmentationMapModel"), ("numba", "gwcs", "catalog")),
-    "coron3": ((_C3,), ("CubeModel", "ImageModel"), ("numba", "gwcs", "matplotlib")),
+    "coron3": ((_C3, *_C3_RUN), ("CubeModel", "ImageModel"), ("numba", "gwcs", "matplotlib")),
     "lightcurves": (("webbflow.lightcurves",), ("TSOMultiSpecModel",), ("matplotlib",)),
     "qa_exposures": ((_REPORT,), (), ("matplotlib",)),
     "qa_mosaics": ((_REPORT,), (), ("matplotlib",)),

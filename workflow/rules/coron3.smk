@@ -16,7 +16,7 @@ rule coron3:
         steps=coron3_steps,
         references=lambda wildcards: references_identity(coron3_references(wildcards)),
         reference_paths=lambda wildcards, input: coron3_references(wildcards),
-    threads: 1
+    threads: config["threads"]["coron3"]
     resources:
         mem_mb=predicted_mem_mb("coron3"),
         runtime=predicted_runtime("coron3"),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -64,6 +65,15 @@ DEFAULTS = {
 """jwst 3.0 defaults of the coron3 step parameters (``precision`` is webbflow's: ``jwst`` is the
 parity line, ``float64`` the correct sub-pixel alignment; the klip keys beyond ``truncate`` are
 webbflow's sector KLIP, contrast curve and companions, all off: :mod:`webbflow.stages.coron3_beyond`)."""
+
+
+def job_threads():
+    """The threads this job may use: ``OMP_NUM_THREADS`` (Snakemake exports the rule's ``threads`` as
+    it) or, outside Snakemake, the CPUs this process may run on (as numba's own default)."""
+    n = os.environ.get("OMP_NUM_THREADS", "")
+    if n.isdigit() and int(n) > 0:
+        return int(n)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _params(params):
@@ -322,7 +332,7 @@ def _reduce(info, models, mask, p, bad_bits):
         median_step.median_replace(stack_data, stack_dq, ar["median_box_length"], bad_bits)
         median_step.median_replace(arrays.data, arrays.dq, ar["median_box_length"], bad_bits)
         aligned, aligned_err, shifts = align_step.align_refs(arrays.data[0], stack_data, stack_err, mask,
-                                                             precision=ar["precision"])
+                                                             precision=ar["precision"], workers=job_threads())
         basis = klip_step.kl_basis(aligned, int(p["klip"]["truncate"]))
         sub, sub_err = klip_step.klip(arrays.data, basis)
         replaced = arrays.data

@@ -120,8 +120,10 @@ def reduce_beyond(models, science, mask, kp):
         ``image`` (nkl, ny, nx) north-up combination, ``numbasis``, ``center``, ``angles``, ``scale``,
         ``fwhm``, and where asked ``contrast`` (astropy Table) and ``companions`` (Table).
     """
+    from webbflow.stages.coron3 import job_threads  # (coron3 imports this module)
     from webbflow.steps import contrast as contrast_step
 
+    workers = job_threads()
     kp = {**DEFAULTS, **kp}
     if kp["references"] not in klip_step.REFERENCE_MODES:
         raise InputError("<config>", f"steps.klip.references {kp['references']!r} is unknown",
@@ -197,7 +199,8 @@ def reduce_beyond(models, science, mask, kp):
             pa = float(np.degrees(np.arctan2(-u, v)) % 360)
             tp, tpall = contrast_step.throughput(reduce, rolls, angles, center, psf, [sep], abs(fit["flux"]),
                                                  pas=[pa + d for d in np.linspace(0, 360, len(pas) + 1)[1:-1]],
-                                                 fwhm=fwhm, base=image, measure=fitted, windowed=True)
+                                                 fwhm=fwhm, base=image, measure=fitted, windowed=True,
+                                                 workers=workers)
             t, t_err = tp[k_use, 0], np.nanstd(tpall[k_use, 0], ddof=1)
             xd, yd = center[0] + np.cos(a) * u - np.sin(a) * v, center[1] + np.sin(a) * u + np.cos(a) * v
             ra, dec = _relative_radec(wcs, center, (xd, yd), target_radec)
@@ -233,7 +236,7 @@ def reduce_beyond(models, science, mask, kp):
         # throughput: injected minus plain reductions (both with the companions)
         tp, _ = contrast_step.throughput(reduce, rolls, angles, center, psf, seps,
                                          float(kp["injection_sigma"]) * sigma, pas=pas, fwhm=fwhm, base=image,
-                                         windowed=True)
+                                         windowed=True, workers=workers)
         out["contrast"] = {"separation": seps, "curves": curves, "throughput": tp}
     return out
 

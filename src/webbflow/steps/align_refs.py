@@ -29,14 +29,14 @@ each pair of frequencies ``k`` and ``-k`` (their angles are exact negatives), an
 
 import logging
 import math
-import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.fft
 from scipy import optimize
 from scipy.ndimage import fourier_shift
 
-from webbflow.steps._jit import lazy_njit
+from webbflow.steps._jit import dispatcher, lazy_njit
 
 __all__ = ["PRECISIONS", "align_refs", "fit_shift", "fit_shift_float64", "fourier_imshift"]
 
@@ -165,12 +165,12 @@ def fit_shift(reference_fft, target, mask, xtol=1e-15, ftol=1e-15):
             offset = shifted[key] = _ifft2(_shift_spectrum(reference_fft, *_angles(target.shape, params, freqs), out))
         return _residuals(target, float(params[2]), offset, mask)
 
-    with warnings.catch_warnings(record=True) as caught:
-        # MINPACK says that xtol = ftol = 1e-15 cannot be met (jwst's values; it stops at round-off).
-        warnings.simplefilter("always", RuntimeWarning)
-        result, _ = optimize.leastsq(residuals, [0.0, 0.0, 1.0], xtol=xtol, ftol=ftol)
-    for w in caught:
-        log.debug("leastsq: %s", w.message)
+    # MINPACK says that xtol = ftol = 1e-15 cannot be met (jwst's values; it stops at round-off): with
+    # full_output leastsq returns that message instead of warning it (the same fit; no process-wide
+    # warning filters, which the fits of align_refs' threads would race on)
+    result, *_, message, info = optimize.leastsq(residuals, [0.0, 0.0, 1.0], xtol=xtol, ftol=ftol, full_output=True)
+    if info not in (1, 2, 3, 4):
+        log.debug("leastsq: %s", message)
     return result
 
 
@@ -237,7 +237,7 @@ def fit_shift_float64(reference_rfft, target, mask, xtol=1e-10, ftol=1e-10):
     return result
 
 
-def align_refs(reference, psf_data, psf_err, mask, precision="jwst"):
+def align_refs(reference, psf_data, psf_err, mask, precision="jwst", workers=1):
     """Align every PSF plane on the reference image.
 
     Parameters
@@ -251,6 +251,10 @@ def align_refs(reference, psf_data, psf_err, mask, precision="jwst"):
     precision : {"jwst", "float64"}
         ``jwst``: the float32 model of jwst 3.0 (parity, fits barely move); ``float64``: a
         double-precision model whose fit finds sub-pixel shifts.
+    workers : int
+        Threads that fit the planes (each plane's fit and shift are independent of the others': the
+        same numbers whatever the count; the FFTs and kernels release the GIL, MINPACK's own steps
+        do not).
 
     Returns
     -------
@@ -272,11 +276,23 @@ def align_refs(reference, psf_data, psf_err, mask, precision="jwst"):
     shifts = np.empty((psf_data.shape[0], 3), np.float64)
     aligned = np.empty(psf_data.shape, np.float32)
     aligned_err = None if psf_err is None else np.empty(psf_data.shape, np.float32)
-    for k, plane in enumerate(psf_data):
-        shifts[k] = (fit_shift_float64 if precision == "float64" else fit_shift)(ref_fft, plane, mask)
-        aligned[k] = fourier_imshift(plane, -shifts[k])
+    fit = fit_shift_float64 if precision == "float64" else fit_shift
+
+    def align(k):
+        shifts[k] = fit(ref_fft, psf_data[k], mask)
+        aligned[k] = fourier_imshift(psf_data[k], -shifts[k])
         if psf_err is not None:
             aligned_err[k] = fourier_imshift(psf_err[k], -shifts[k])
+
+    workers = max(1, min(int(workers), len(psf_data)))
+    if workers == 1:
+        for k in range(len(psf_data)):
+            align(k)
+    else:
+        for kernel in (_shift_spectrum, _residuals):  # made once here, not by two threads' first calls
+            dispatcher(kernel)
+        with ThreadPoolExecutor(workers, thread_name_prefix="align_refs") as pool:
+            list(pool.map(align, range(len(psf_data))))  # list(): a fit's error is raised here
     log.info("align_refs (%s): |shift| median %.3g, max %.3g pixel over %d PSF planes", precision,
              np.median(np.hypot(shifts[:, 0], shifts[:, 1])), np.max(np.hypot(shifts[:, 0], shifts[:, 1])),
              len(shifts))

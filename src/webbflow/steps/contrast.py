@@ -225,7 +225,7 @@ def contrast_curve(image, center, psf, fwhm, star_flux=1.0, iwa=None, owa=None, 
 
 
 def throughput(reduce, rolls, angles, center, psf, separations, flux, pas=(0, 60, 120, 180, 240, 300), fwhm=3.0,
-               base=None, measure=None, windowed=False):
+               base=None, measure=None, windowed=False, workers=1):
     """Algorithmic throughput by injection and recovery through the reduction itself.
 
     Parameters
@@ -255,6 +255,9 @@ def throughput(reduce, rolls, angles, center, psf, separations, flux, pas=(0, 60
         north-up boxes (e.g. :func:`webbflow.steps.klip.combine_rolls`' ``windows``): each injected
         reduction is combined only in boxes around its fakes, large enough for :func:`measure_flux`
         and :func:`fit_companion` (template half-size plus the fit's box), with the same values there.
+    workers : int
+        Threads that run the injected reductions (each injection's reduction and measurement is
+        independent of the others': the same values whatever the count).
 
     Returns
     -------
@@ -273,27 +276,37 @@ def throughput(reduce, rolls, angles, center, psf, separations, flux, pas=(0, 60
     step = 360.0 / len(pas)
     # a box holding the template's footprint wherever the fit moves it (fit_companion's box, 1.5 fwhm, plus slack)
     half = max(np.shape(psf)) // 2 + max(3, int(np.ceil(1.5 * fwhm))) + 2
-    for g in range(ngroup):
+
+    def recover(g, j, pa):
         members = np.arange(g, len(separations), ngroup)
-        for j, pa in enumerate(pas):
-            pa_g = [pa + (step / 2 if g % 2 else 0.0)] * len(members)
-            cubes = inject(rolls, angles, center, psf, separations[members], pa_g, flux[members])
-            if windowed:
-                boxes = []
-                for m, p in zip(members, pa_g):
-                    u, v = sky_offset(separations[m], p)
-                    ix, iy = int(np.floor(center[0] + u + 0.5)), int(np.floor(center[1] + v + 0.5))
-                    boxes.append((iy - half, iy + half + 1, ix - half, ix + half + 1))
-                injected = reduce(cubes, windows=boxes)
-            else:
-                injected = reduce(cubes)
+        pa_g = [pa + (step / 2 if g % 2 else 0.0)] * len(members)
+        cubes = inject(rolls, angles, center, psf, separations[members], pa_g, flux[members])
+        if windowed:
+            boxes = []
             for m, p in zip(members, pa_g):
                 u, v = sky_offset(separations[m], p)
-                x, y = center[0] + u, center[1] + v
-                for k in range(nkl):
-                    if np.isfinite(injected[k]).any():
-                        diff = injected[k] - base[k]
-                        values[k, m, j] = (measure(diff, x, y) if measure else measure_flux(diff, psf, x, y)) / flux[m]
+                ix, iy = int(np.floor(center[0] + u + 0.5)), int(np.floor(center[1] + v + 0.5))
+                boxes.append((iy - half, iy + half + 1, ix - half, ix + half + 1))
+            injected = reduce(cubes, windows=boxes)
+        else:
+            injected = reduce(cubes)
+        for m, p in zip(members, pa_g):
+            u, v = sky_offset(separations[m], p)
+            x, y = center[0] + u, center[1] + v
+            for k in range(nkl):
+                if np.isfinite(injected[k]).any():
+                    diff = injected[k] - base[k]
+                    values[k, m, j] = (measure(diff, x, y) if measure else measure_flux(diff, psf, x, y)) / flux[m]
+
+    tasks = [(g, j, pa) for g in range(ngroup) for j, pa in enumerate(pas)]
+    if max(1, int(workers)) == 1 or len(tasks) < 2:
+        for task in tasks:
+            recover(*task)
+    else:  # each task writes its own values[:, members, j]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(int(workers), len(tasks)), thread_name_prefix="throughput") as pool:
+            list(pool.map(lambda task: recover(*task), tasks))  # list(): a task's error is raised here
     return np.nanmedian(values, axis=2), values
 
 

@@ -371,6 +371,18 @@ def derotate(image, angle, center, order=3, windows=None):
     return out.reshape(image.shape)
 
 
+def _nanmean(a, axis):
+    """``numpy.nanmean(a, axis)`` without its "Mean of empty slice" warning: numpy's own steps (NaNs
+    zeroed in a copy, its sum over their count, divided in place), so the same numbers."""
+    mask = np.isnan(a)
+    values = np.array(a, copy=True)
+    np.copyto(values, 0, where=mask)
+    count = np.sum(~mask, axis=axis, dtype=np.intp)
+    total = np.sum(values, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.divide(total, count, out=total, casting="unsafe")
+
+
 def combine_rolls(residuals, angles, center, windows=None):
     """Derotate every roll's residuals to north up and average them (pyKLIP's ``time_collapse='mean'``).
 
@@ -390,18 +402,17 @@ def combine_rolls(residuals, angles, center, windows=None):
     ndarray
         (nkl, ny, nx) north-up mean over every integration of every roll (NaN-aware).
     """
-    import warnings
-
     def collapse(res, ang):
         if windows is None:
-            return np.nanmean(res, axis=1)
+            return _nanmean(res, 1)
         mean = np.full(res.shape[:1] + res.shape[2:], np.nan)  # only where derotate reads for the boxes
         y0, y1, x0, x1 = footprint(windows, ang, center, res.shape[-2:])
-        mean[:, y0:y1, x0:x1] = np.nanmean(res[:, :, y0:y1, x0:x1], axis=1)
+        mean[:, y0:y1, x0:x1] = _nanmean(res[:, :, y0:y1, x0:x1], 1)
         return mean
 
-    with warnings.catch_warnings():  # all-NaN pixels (outside the sectors) stay NaN, quietly
-        warnings.simplefilter("ignore", RuntimeWarning)
+    # all-NaN pixels (outside the sectors) stay NaN, quietly: numpy's error state is per thread (the
+    # contrast curve's injections run this in several), the warning filters are the process's
+    with np.errstate(invalid="ignore", divide="ignore"):
         rotated = [derotate(collapse(res, ang), ang, center, windows=windows) for res, ang in zip(residuals, angles)]
     weights = np.array([res.shape[1] for res in residuals], np.float64)
     stack = np.stack(rotated)  # (nroll, nkl, ny, nx)
