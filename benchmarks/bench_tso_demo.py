@@ -214,7 +214,7 @@ def _run(job, cmd, data, env=None):
     child's, the peak RSS of the server's child (which counts the pages it shares with the server), and
     its PSS and USS (private pages) at its end."""
     if isinstance(cmd, tuple):
-        r = run_served(*cmd, data)
+        r = run_served(*cmd, data, env=env)
         return {"job": job, "wall_s": r["wall"], "cpu_s": r["client_cpu"] + r["child_cpu"],
                 "peak_rss_mib": r["rss_mib"], "client_cpu_s": r["client_cpu"], "child_wall_s": r["child_wall"],
                 "child_cpu_s": r["child_cpu"], "pss_mib": r["pss_mib"], "uss_mib": r["uss_mib"], "inherited_mib": r.get("inherited_mib")}
@@ -486,11 +486,26 @@ def _coron_jobs(data, refs, who, served=False):
                                    steps3, psfmask, shifts=str(stage3 / f"{asn.product}_psfshifts.ecsv")))
 
 
+def _workflow_env(env=None):
+    """Our jobs' environment as the workflow's rules give it: ``env`` (None: this process's, with this
+    checkout's sources first) with the thread counts Snakemake exports for a rule's ``threads``
+    (``OMP_NUM_THREADS`` and the like; 1 for every coronagraphy rule by default, ``threads.coron3``
+    included), so that coron3's threads (align_refs, the contrast curve) and numba's and BLAS's are
+    what a default run uses, not every core of the machine."""
+    from webbflow.jobserver import THREAD_ENV
+
+    if env is None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    return {**env, **{name: "1" for name in THREAD_ENV}}
+
+
 def _run_coron_pipeline(data, refs, who, cores=2, env=None, served=False):
     """Run one pipeline's jobs: the per-exposure chains ``cores`` at a time, then coron3 (``env``: the
     jobs' environment, e.g. another source tree on PYTHONPATH; ``served``: ours through the warm job
     server, whose start is counted once in the wall and CPU)."""
     chains, coron3 = _coron_jobs(data, refs, who, served=served)
+    if who != "jwst":
+        env = _workflow_env(env)
     rows = []
 
     def run_chain(chain):
@@ -499,7 +514,7 @@ def _run_coron_pipeline(data, refs, who, cores=2, env=None, served=False):
 
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    start = start_server(data, jobs=("detector1", "image2", "coron3")) if served else {"wall": 0.0, "cpu": 0.0}
+    start = start_server(data, jobs=("detector1", "image2", "coron3"), env=env) if served else {"wall": 0.0, "cpu": 0.0}
     try:
         with ThreadPoolExecutor(cores) as pool:
             list(pool.map(run_chain, chains))  # list(): re-raises a failed job's error
