@@ -150,21 +150,47 @@ def test_one_pass_planes_are_drizzles_bit_for_bit(grid, pixfrac):
     assert full_scans == len(planes)  # the first input, whole on the grid
 
 
-def test_one_pass_refused_where_the_scanner_skips(grid):
-    """An input hanging off the output grid: drizzle's scanner skips pixels and the one-pass drizzle is
-    not used; on the whole grid it is."""
-    images, out_wcs, out_shape, scale = grid
-    small = (out_shape[0] - 6, out_shape[1] - 6)  # the same grid, cut: the inputs reach past it
-    im = images[0]
-    pmap = resample.image_pixmap(im, out_wcs)
-    weight = resample.build_weight(im)
-    driz = Drizzle(kernel="square", fillval=np.nan, out_shape=small)
-    scanned = driz.add_image(im.data, exptime=im.exptime, pixmap=pmap, weight_map=weight, in_units="cps")
-    assert resample._variances_one_pass(im, pmap, weight, small, "square", 1.0, scanned) is None
-    # a forged count that claims a full scan with a pixel map partly off the grid is caught too
-    assert resample._variances_one_pass(im, pmap, weight, small, "square", 1.0, (scanned[0] + 1, 0)) is None
-    full = resample._variances_one_pass(im, pmap, weight, out_shape, "square", 1.0,
-                                        Drizzle(kernel="square", fillval=np.nan, out_shape=out_shape).add_image(
-                                            im.data, exptime=im.exptime, pixmap=pmap, weight_map=weight,
-                                            in_units="cps"))
-    assert full is not None and sorted(full) == sorted(resample.VARIANCES)
+@pytest.mark.parametrize("cut", [(0, 0), (6, 6), (3, 11), (25, 0), (0, 40)])
+def test_one_pass_takes_drizzles_scan(grid, cut):
+    """An input hanging off the output grid (the grid cut by ``cut`` pixels): drizzle's scanner skips
+    pixels near the edges, the one pass skips the same ones (its counts are drizzle's nmiss and nskip)
+    and every plane is its own ``add_image``'s, bit for bit; a forged count is refused."""
+    from webbflow.steps._drizzle_scan import scan_rows
+
+    images, out_wcs, out_shape, _ = grid
+    small = (out_shape[0] - cut[0], out_shape[1] - cut[1])
+    clipped = 0
+    for im in images:
+        pmap = resample.image_pixmap(im, out_wcs)
+        weight = resample.build_weight(im)
+        driz = Drizzle(kernel="square", fillval=np.nan, out_shape=small)
+        scanned = driz.add_image(im.data, exptime=im.exptime, pixmap=pmap, weight_map=weight, in_units="cps")
+        rows, nmiss, nskip = scan_rows(pmap, small)
+        assert rows is not None and nskip == scanned[1] and nmiss <= scanned[0]
+        clipped += int((rows[:, 1] - rows[:, 0] + 1 < im.data.shape[1]).sum())
+        planes = resample._variances_one_pass(im, pmap, weight, small, "square", 1.0, scanned)
+        assert planes is not None and sorted(planes) == sorted(resample.VARIANCES)
+        for n, plane in planes.items():
+            one = Drizzle(kernel="square", fillval=np.nan, out_shape=small, disable_ctx=True)
+            one.add_image(np.sqrt(np.clip(getattr(im, n), 0, None)), exptime=im.exptime, pixmap=pmap,
+                          weight_map=weight, in_units="cps")
+            assert np.isfinite(one.out_img).sum() > 0.2 * one.out_img.size
+            assert np.array_equal(one.out_img.view(np.uint32), plane.view(np.uint32)), n
+        # a count that is not drizzle's is caught
+        assert resample._variances_one_pass(im, pmap, weight, small, "square", 1.0, (scanned[0] + 1, 0)) is None
+    if cut != (0, 0):
+        assert clipped > 0  # the scanner did cut rows short
+
+
+def test_scan_rows_unmodelled_cases():
+    """A pixel map with NaN (drizzle shrinks the input's box) or one entirely off the grid is left to
+    drizzle."""
+    from webbflow.steps._drizzle_scan import scan_rows
+
+    y, x = np.indices((20, 30), dtype=np.float64)
+    pmap = np.dstack([x + 2.0, y + 3.0])
+    assert scan_rows(pmap, (40, 40))[0] is not None
+    nan = pmap.copy()
+    nan[5, 7] = np.nan
+    assert scan_rows(nan, (40, 40))[0] is None
+    assert scan_rows(pmap + 1000.0, (40, 40))[0] is None

@@ -9,11 +9,11 @@ every plane, with the C code's arithmetic in the C code's order (drizzle 3.0's
 ``update_data``: float32 where it is float, float64 where it is double), so each plane is the one
 its own ``add_image`` call would have made, bit for bit.
 
-Every input pixel is processed here, while drizzle's polygon scanner skips input pixels near the
-output grid's edges when the input reaches past them (which this does not model): the caller
-compares the pass's count of pixels that reach no output pixel with drizzle's ``nmiss`` for the
-same pixel map (:func:`webbflow.steps.resample._variances_one_pass`) and drizzles with ``Drizzle``
-where they disagree.
+drizzle's polygon scanner skips input pixels near the output grid's edges when the input reaches
+past them; the pass takes the rows' column ranges of :func:`webbflow.steps._drizzle_scan.scan_rows`
+(the scanner's computation), and the caller compares the counts of skipped pixels and of pixels
+that reach no output pixel with drizzle's ``nmiss`` and ``nskip`` for the same pixel map
+(:func:`webbflow.steps.resample._variances_one_pass`), drizzling with ``Drizzle`` where they disagree.
 """
 
 import math
@@ -26,7 +26,7 @@ from numba import njit
 __all__ = ["drizzle_square_planes"]
 
 
-def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0):
+def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0, rows=None):
     """Drizzle ``planes`` (each as ``Drizzle(kernel="square", fillval=nan, disable_ctx=True)``'s
     ``add_image(plane, exptime, pixmap=pmap, weight_map=weight, pixfrac=pixfrac, in_units="cps")``
     into a fresh output would) in one pass.
@@ -41,25 +41,32 @@ def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0):
         Pixel map (float64).
     out_shape : (int, int)
     pixfrac : float
+    rows : (ny, 2) int array, optional
+        First and last column to take in each input row (drizzle's scan,
+        :func:`webbflow.steps._drizzle_scan.scan_rows`); default every pixel.
 
     Returns
     -------
     out : ndarray
         (len(planes), *out_shape) float32: each plane's ``out_img`` (NaN where nothing fell).
     nomiss : int
-        Input pixels that reached no output pixel (non-finite corners, or no overlap).
+        Input pixels taken that reached no output pixel (non-finite corners, or no overlap).
     """
     stack = np.ascontiguousarray(np.stack([np.asarray(p, np.float32) for p in planes]))
     out = np.full((len(stack),) + tuple(out_shape), np.nan, np.float32)
     counts = np.zeros(tuple(out_shape), np.float32)
+    if rows is None:
+        rows = np.zeros((stack.shape[1], 2), np.int64)
+        rows[:, 1] = stack.shape[2] - 1
     nomiss = _square_planes(stack, np.ascontiguousarray(weight, np.float32),
-                            np.ascontiguousarray(pmap, np.float64), out, counts, float(pixfrac))
+                            np.ascontiguousarray(pmap, np.float64), out, counts, float(pixfrac),
+                            np.ascontiguousarray(rows, np.int64))
     out[:, counts == 0] = np.nan  # drizzle's put_fill
     return out, nomiss
 
 
 @njit(cache=True)
-def _square_planes(data, weight, pmap, out, counts, pixfrac):
+def _square_planes(data, weight, pmap, out, counts, pixfrac, rows):
     nplanes, ny, nx = data.shape
     ony, onx = counts.shape
     dh = 0.5 * pixfrac
@@ -68,7 +75,7 @@ def _square_planes(data, weight, pmap, out, counts, pixfrac):
     one = np.float32(1.0)
     nomiss = 0  # input pixels that reach no output pixel (drizzle's nmiss without its scanner's terms)
     for j in range(ny):
-        for i in range(nx):
+        for i in range(rows[j, 0], rows[j, 1] + 1):
             if i > 0 and i < nx - 2 and j > 0 and j < ny - 2:
                 # interpolate_four_points: the 3 x 3 neighbourhood pre-multiplied by its factors
                 x0, x1, x2, x3 = _four_points(pmap, j, i, 0, fc, fe, fm)

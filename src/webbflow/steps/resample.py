@@ -507,17 +507,6 @@ def _drizzled_variance(image, name, pmap, weight, out_shape, kernel, pixfrac):
     return np.square(out, out=out)
 
 
-def _centres_inside(pmap, out_shape):
-    """Every pixel-map point finite and inside the output grid's edges: otherwise drizzle's scanner
-    skips input pixels (those whose centres fall off the grid and more), so a one-pass drizzle
-    (:func:`_variances_one_pass`) would be wasted."""
-    ny, nx = out_shape
-    x, y = pmap[..., 0], pmap[..., 1]
-    with np.errstate(invalid="ignore"):
-        return bool(np.isfinite(pmap).all() and x.min() >= -0.5 and y.min() >= -0.5
-                    and x.max() <= nx - 0.5 and y.max() <= ny - 0.5)
-
-
 def _variances_one_pass(image, pmap, weight, out_shape, kernel, pixfrac, scanned):
     """``image``'s VAR_* arrays drizzled in one pass (:mod:`webbflow.steps._drizzle_square`): name ->
     float32 plane (the square root's drizzle, as :func:`_drizzled_variance` before its squaring), or
@@ -525,22 +514,26 @@ def _variances_one_pass(image, pmap, weight, out_shape, kernel, pixfrac, scanned
 
     ``scanned``: ``(nmiss, nskip)`` of the data's ``add_image`` with the same ``pmap`` (drizzle's
     counts of input pixels its polygon scanner skipped or that reached no output pixel).  The pass
-    processes every input pixel; it is used only when drizzle's counts say its scanner skipped no
-    pixel that reaches the output (then every plane is, bit for bit, its own ``add_image``'s), else
-    the planes go through ``Drizzle`` one by one.
+    takes the input pixels drizzle's scanner takes (:func:`webbflow.steps._drizzle_scan.scan_rows`,
+    its computation repeated) and is used only when its counts are drizzle's (then every plane is,
+    bit for bit, its own ``add_image``'s), else the planes go through ``Drizzle`` one by one.
     """
     names = [n for n in VARIANCES if getattr(image, n) is not None]
-    if kernel != "square" or not names or scanned is None or not _centres_inside(pmap, out_shape):
+    if kernel != "square" or not names or scanned is None:
         return None
+    from webbflow.steps._drizzle_scan import scan_rows
     from webbflow.steps._drizzle_square import drizzle_square_planes
 
+    rows, nmiss, nskip = scan_rows(pmap, out_shape)
+    nmiss_c, nskip_c = scanned
+    if rows is None or nskip != nskip_c or nmiss > nmiss_c:  # not drizzle's scan: no pass to waste
+        log.debug("variances: drizzle's scan of %s not modelled; drizzled plane by plane", image.name)
+        return None
     planes = [np.sqrt(np.clip(np.asarray(getattr(image, n), np.float32), 0, None)) for n in names]
-    out, nomiss = drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac)
+    out, nomiss = drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac, rows=rows)
     del planes
-    nmiss, nskip = scanned
-    # drizzle counts -1 for each fully scanned row (its row term (nx - 1) - nx) plus the pixels with no hit
-    if nskip != 0 or nmiss != nomiss - pmap.shape[0]:
-        log.debug("variances: drizzle's scanner skipped input pixels of %s; drizzled plane by plane", image.name)
+    if nmiss + nomiss != nmiss_c:
+        log.debug("variances: drizzle's counts for %s differ from the pass's; drizzled plane by plane", image.name)
         return None
     return dict(zip(names, out))
 
