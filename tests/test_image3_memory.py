@@ -11,6 +11,7 @@ import pytest
 from drizzle.resample import Drizzle
 from drizzle.utils import calc_pixmap
 
+from webbflow import dqflags
 from webbflow.steps import outlier_detection, resample
 
 from test_image3_synth import DEC0, RA0, SW_SCALE, _cd
@@ -194,3 +195,35 @@ def test_scan_rows_unmodelled_cases():
     nan[5, 7] = np.nan
     assert scan_rows(nan, (40, 40))[0] is None
     assert scan_rows(pmap + 1000.0, (40, 40))[0] is None
+
+
+@pytest.mark.parametrize("good_bits", [None, ~np.uint32(dqflags.DO_NOT_USE)])
+def test_compiled_ivm_weight_is_numpys(good_bits):
+    """build_weight's compiled ivm map against its numpy operations: zero, negative, NaN and infinite
+    variances, bad DQ bits and NaN data; the same float32 bits (signed zeros included)."""
+    from webbflow.steps._drizzle_square import ivm_input_weight
+
+    rng = np.random.default_rng(5)
+    shape = (40, 50)
+    var = rng.uniform(0.5, 3.0, shape).astype(np.float32)
+    var.flat[::7] = 0.0
+    var.flat[::11] = -1.5
+    var.flat[::13] = np.nan
+    var.flat[::17] = np.inf
+    var.flat[::19] = 1e-45  # a subnormal: 1/var overflows float32
+    dq = rng.choice(np.array([0, 1, 4, 512, 2**31], np.uint32), shape)
+    data = rng.normal(size=shape).astype(np.float32)
+    data.flat[::9] = np.nan
+    good = dqflags.good_pixel_mask(dq) if good_bits is None else dqflags.good_pixel_mask(dq, good_bits)
+    good &= np.isfinite(data)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        weight = 1.0 / var.astype(np.float64)
+        weight[~np.isfinite(weight)] = 0.0
+        want = (weight * good).astype(np.float32)
+    bad = ~np.uint32(~np.uint32(dqflags.DO_NOT_USE | dqflags.NON_SCIENCE) if good_bits is None else good_bits)
+    got = ivm_input_weight(var, dq, bad, data)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert (want > 0).sum() > 0.3 * want.size and (want < 0).sum() > 0
+    im = resample.ImageInput(data=data, err=np.ones(shape, np.float32), dq=dq, wcs=None, var_rnoise=var)
+    with np.errstate(over="ignore"):
+        assert np.array_equal(resample.build_weight(im, "ivm", good_bits).view(np.uint32), want.view(np.uint32))

@@ -23,7 +23,7 @@ from numba import njit
 
 # numba is imported with this module, which resample imports only when it propagates variances.
 
-__all__ = ["drizzle_square_planes"]
+__all__ = ["accumulate_variance", "drizzle_square_planes", "ivm_input_weight", "ivm_weight"]
 
 
 def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0, rows=None):
@@ -63,6 +63,87 @@ def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0, rows=Non
                             np.ascontiguousarray(rows, np.int64))
     out[:, counts == 0] = np.nan  # drizzle's put_fill
     return out, nomiss
+
+
+@njit(cache=True, error_model="numpy")
+def ivm_input_weight(var_rnoise, dq, bad, data):
+    """:func:`webbflow.steps.resample.build_weight`'s ``ivm`` map in one pass: ``1 / var_rnoise`` in
+    float64 (0 where not finite), times 1 where no ``bad`` DQ bit is set and ``data`` is finite, else
+    0, as float32 (the numbers of its numpy operations, the sign of a zero included).
+
+    Parameters
+    ----------
+    var_rnoise : 2-D float32 array
+    dq : 2-D uint32 array
+    bad : uint32
+        The DQ bits that exclude a pixel.
+    data : 2-D float array
+
+    Returns
+    -------
+    ndarray
+        float32, the same shape.
+    """
+    ny, nx = var_rnoise.shape
+    out = np.empty((ny, nx), np.float32)
+    for j in range(ny):
+        for i in range(nx):
+            w = 1.0 / np.float64(var_rnoise[j, i])
+            if not np.isfinite(w):
+                w = 0.0
+            good = (dq[j, i] & bad) == 0 and np.isfinite(data[j, i])
+            out[j, i] = np.float32(w * (1.0 if good else 0.0))
+    return out
+
+
+@njit(cache=True)
+def ivm_weight(rnoise_root):
+    """jwst's weight of an image on the output grid, ``1 / var_rnoise`` (0 where that is not finite and
+    positive), from the drizzled square root of VAR_RNOISE (float32): the numbers of
+    ``w[ok] = 1.0 / rnoise[ok]`` on ``rnoise = rnoise_root.astype(float64) ** 2``.
+
+    Parameters
+    ----------
+    rnoise_root : 2-D float32 array
+
+    Returns
+    -------
+    ndarray
+        float64, the same shape.
+    """
+    root = rnoise_root.ravel()
+    w = np.zeros(root.size, np.float64)
+    for k in range(root.size):
+        r = np.float64(root[k]) * np.float64(root[k])
+        if np.isfinite(r) and r > 0.0:
+            w[k] = 1.0 / r
+    return w.reshape(rnoise_root.shape)
+
+
+@njit(cache=True)
+def accumulate_variance(root, w, wsum, wtot):
+    """Add one drizzled variance to jwst's sums in place: with ``var = root.astype(float64) ** 2``,
+    ``wsum += var * w**2`` and ``wtot += w`` where ``var`` is finite and >= 0 and ``w > 0`` (the
+    numbers of the same numpy operations, float64 throughout).
+
+    Parameters
+    ----------
+    root : 2-D float32 array
+        The variance's drizzled square root.
+    w : 2-D float64 array
+        The image's weight on the output grid.
+    wsum, wtot : 2-D float64 arrays
+        Updated in place.
+    """
+    ny, nx = root.shape
+    for j in range(ny):
+        for i in range(nx):
+            v = np.float64(root[j, i])
+            v = v * v
+            wp = w[j, i]
+            if np.isfinite(v) and v >= 0.0 and wp > 0.0:
+                wsum[j, i] += v * (wp * wp)
+                wtot[j, i] += wp
 
 
 @njit(cache=True)

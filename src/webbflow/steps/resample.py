@@ -20,6 +20,7 @@ from drizzle.resample import Drizzle
 from gwcs import coordinate_frames as cf
 from gwcs import wcs as gwcs_wcs
 
+from webbflow import dqflags
 from webbflow.dqflags import good_pixel_mask  # noqa: F401 (re-exported: it lived here)
 
 __all__ = [
@@ -409,6 +410,14 @@ def image_pixmap(image, out_wcs):
 
 def build_weight(image, weight_type="ivm", good_bits=None):
     """Drizzle weight map: 1/VAR_RNOISE (``ivm``) or exposure time, zero on bad pixels."""
+    if (weight_type == "ivm" and image.var_rnoise is not None and image.data.ndim == 2
+            and getattr(image.var_rnoise, "dtype", None) == np.float32 and image.data.dtype.kind == "f"
+            and image.data.shape == image.var_rnoise.shape == image.dq.shape):  # a cal image's arrays
+        from webbflow.steps._drizzle_square import ivm_input_weight
+
+        bad = ~np.uint32(~np.uint32(dqflags.DO_NOT_USE | dqflags.NON_SCIENCE) if good_bits is None else good_bits)
+        return ivm_input_weight(np.asarray(image.var_rnoise, np.float32), np.asarray(image.dq, np.uint32), bad,
+                                image.data)
     good = good_pixel_mask(image.dq) if good_bits is None else good_pixel_mask(image.dq, good_bits)
     good &= np.isfinite(image.data)
     if weight_type == "ivm" and image.var_rnoise is not None:
@@ -542,6 +551,18 @@ def _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, 
     """Add ``image``'s drizzled variances to ``wsum`` (w**2 var) and ``wtot`` (w), one array at a time
     (drizzled in one pass where :func:`_variances_one_pass` can)."""
     planes = _variances_one_pass(image, pmap, weight, out_shape, kernel, pixfrac, scanned)
+    if planes is not None:  # the same sums, compiled: no float64 temporaries of the grid's size
+        from webbflow.steps._drizzle_square import accumulate_variance, ivm_weight
+
+        if weight_type == "ivm" and planes.get("var_rnoise") is not None:
+            w = ivm_weight(planes["var_rnoise"])
+        else:
+            w = np.full(out_shape, float(image.exptime))
+        for name in VARIANCES:
+            plane = planes.pop(name, None)
+            if plane is not None:
+                accumulate_variance(plane, w, wsum[name], wtot[name])
+        return
 
     def drizzled(name):
         if planes is None:
