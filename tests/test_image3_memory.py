@@ -6,6 +6,8 @@ against a fresh one and its release, the outlier median in row blocks against ``
 and the variances accumulated one at a time against jwst's formula evaluated directly.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 from drizzle.resample import Drizzle
@@ -227,3 +229,32 @@ def test_compiled_ivm_weight_is_numpys(good_bits):
     im = resample.ImageInput(data=data, err=np.ones(shape, np.float32), dq=dq, wcs=None, var_rnoise=var)
     with np.errstate(over="ignore"):
         assert np.array_equal(resample.build_weight(im, "ivm", good_bits).view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("cut", [(0, 0), (6, 6), (0, 40)])
+@pytest.mark.parametrize("weight_type", ["ivm", "exptime"])
+def test_fused_resample_is_drizzles(grid, cut, weight_type):
+    """The final resample's one pass per image (data, context and variances together, after drizzle
+    counted the same pixel maps once) against the same call through ``Drizzle``: every array the same
+    bits, inputs hanging off a cut grid included; without drizzle's counts, or with forged ones, the
+    C path is taken."""
+    _, out_wcs, _, scale = grid
+    out_shape = (grid[2][0] - cut[0], grid[2][1] - cut[1])
+    images = [dataclasses.replace(im, sky=0.25, pixmaps={}, scans={}) for im in grid[0]]  # the fixture's untouched
+    assert resample._fused_drizzle(images, out_wcs, out_shape, 1.0, weight_type, None, True) is None  # no counts
+    kw = dict(weight_type=weight_type, release_pixmaps=False)
+    want = resample.drizzle_images(images, out_wcs, out_shape, scale, **kw)  # through Drizzle: counts kept
+    assert all(im.scans for im in images)
+    fused = resample._fused_drizzle(images, out_wcs, out_shape, 1.0, weight_type, None, True)
+    assert fused is not None
+    got = resample.drizzle_images(images, out_wcs, out_shape, scale, **kw)
+    assert np.isfinite(want.data).sum() > 0.3 * want.data.size and want.con.max() == 3
+    for name in ("data", "wht", "con", "err"):
+        a, b = getattr(want, name), getattr(got, name)
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32)), name
+    for name in resample.VARIANCES:
+        assert np.array_equal(want.variances[name].view(np.uint32), got.variances[name].view(np.uint32)), name
+    key = (tuple(out_shape), "square", 1.0)
+    pmap, (nmiss, nskip) = images[1].scans[key]
+    images[1].scans[key] = (pmap, (nmiss + 1, nskip))  # a count that is not drizzle's
+    assert resample._fused_drizzle(images, out_wcs, out_shape, 1.0, weight_type, None, True) is None

@@ -26,7 +26,7 @@ from numba import njit
 __all__ = ["accumulate_variance", "drizzle_square_planes", "ivm_input_weight", "ivm_weight"]
 
 
-def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0, rows=None):
+def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0, rows=None, accumulate=None):
     """Drizzle ``planes`` (each as ``Drizzle(kernel="square", fillval=nan, disable_ctx=True)``'s
     ``add_image(plane, exptime, pixmap=pmap, weight_map=weight, pixfrac=pixfrac, in_units="cps")``
     into a fresh output would) in one pass.
@@ -44,6 +44,11 @@ def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0, rows=Non
     rows : (ny, 2) int array, optional
         First and last column to take in each input row (drizzle's scan,
         :func:`webbflow.steps._drizzle_scan.scan_rows`); default every pixel.
+    accumulate : tuple, optional
+        ``(data, out_img, out_wht, out_ctx, bit)``: also drizzle ``data`` (float32) in the same pass
+        into a running ``Drizzle``'s float32 ``out_img`` and ``out_wht`` and its int32 context plane
+        ``out_ctx`` (``bit``: the image's context bit, an int32), as its ``add_image`` would, updated in
+        place (without drizzle's fill of the pixels of weight 0, which is the caller's).
 
     Returns
     -------
@@ -52,15 +57,20 @@ def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0, rows=Non
     nomiss : int
         Input pixels taken that reached no output pixel (non-finite corners, or no overlap).
     """
-    stack = np.ascontiguousarray(np.stack([np.asarray(p, np.float32) for p in planes]))
-    out = np.full((len(stack),) + tuple(out_shape), np.nan, np.float32)
+    first = [] if accumulate is None else [accumulate[0]]
+    stack = np.ascontiguousarray(np.stack([np.asarray(p, np.float32) for p in first + list(planes)]))
+    out = np.full((len(planes),) + tuple(out_shape), np.nan, np.float32)
     counts = np.zeros(tuple(out_shape), np.float32)
     if rows is None:
         rows = np.zeros((stack.shape[1], 2), np.int64)
         rows[:, 1] = stack.shape[2] - 1
+    if accumulate is None:  # nothing accumulated: placeholders the kernel does not touch
+        acc, acc_wht, ctx, bit = np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.int32), 0
+    else:
+        acc, acc_wht, ctx, bit = accumulate[1:]
     nomiss = _square_planes(stack, np.ascontiguousarray(weight, np.float32),
                             np.ascontiguousarray(pmap, np.float64), out, counts, float(pixfrac),
-                            np.ascontiguousarray(rows, np.int64))
+                            np.ascontiguousarray(rows, np.int64), acc, acc_wht, ctx, np.int32(bit))
     out[:, counts == 0] = np.nan  # drizzle's put_fill
     return out, nomiss
 
@@ -147,8 +157,11 @@ def accumulate_variance(root, w, wsum, wtot):
 
 
 @njit(cache=True)
-def _square_planes(data, weight, pmap, out, counts, pixfrac, rows):
+def _square_planes(data, weight, pmap, out, counts, pixfrac, rows, acc, acc_wht, ctx, bit):
+    # planes data[nacc:] into fresh outputs (out, counts); data[0] too, when nacc is 1, into a
+    # running drizzle's acc, acc_wht and context plane ctx
     nplanes, ny, nx = data.shape
+    nacc = nplanes - out.shape[0]
     ony, onx = counts.shape
     dh = 0.5 * pixfrac
     fc, fe, fm = dh * dh, (1 - dh) * dh, (1 - dh) * (1 - dh)  # corner, edge and centre factors
@@ -198,14 +211,25 @@ def _square_planes(data, weight, pmap, out, counts, pixfrac, rows):
                         dow = np.float32(dover * w)
                         if dow == np.float32(0.0):
                             continue
+                        if nacc:
+                            if dow > np.float32(0.0):
+                                ctx[jj, ii] |= bit
+                            va = acc_wht[jj, ii]
+                            va_plus_dow = va + dow
+                            if va == np.float32(0.0):
+                                acc[jj, ii] = d[0]
+                            else:
+                                num = acc[jj, ii] * va + dow * d[0]
+                                acc[jj, ii] = np.float32(np.float64(num) / np.float64(va_plus_dow))
+                            acc_wht[jj, ii] = va_plus_dow
                         vc = counts[jj, ii]
                         vc_plus_dow = vc + dow  # float32 sum, as in C
-                        for k in range(nplanes):
+                        for k in range(nacc, nplanes):
                             if vc == np.float32(0.0):
-                                out[k, jj, ii] = d[k]
+                                out[k - nacc, jj, ii] = d[k]
                             else:
-                                num = out[k, jj, ii] * vc + dow * d[k]  # float32
-                                out[k, jj, ii] = np.float32(np.float64(num) / np.float64(vc_plus_dow))
+                                num = out[k - nacc, jj, ii] * vc + dow * d[k]  # float32
+                                out[k - nacc, jj, ii] = np.float32(np.float64(num) / np.float64(vc_plus_dow))
                         counts[jj, ii] = vc_plus_dow
             if nhit == 0:
                 nomiss += 1
