@@ -48,18 +48,24 @@ def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0, rows=Non
         ``(data, out_img, out_wht, out_ctx, bit)``: also drizzle ``data`` (float32) in the same pass
         into a running ``Drizzle``'s float32 ``out_img`` and ``out_wht`` and its int32 context plane
         ``out_ctx`` (``bit``: the image's context bit, an int32), as its ``add_image`` would, updated in
-        place (without drizzle's fill of the pixels of weight 0, which is the caller's).
+        place (without drizzle's fill of the pixels of weight 0, which is the caller's).  ``data``
+        None: ``planes`` is a float32 (1 + n, ny, nx) stack whose first plane is the data, used as it
+        is (no copy).
 
     Returns
     -------
     out : ndarray
-        (len(planes), *out_shape) float32: each plane's ``out_img`` (NaN where nothing fell).
+        (number of planes, *out_shape) float32: each plane's ``out_img`` (NaN where nothing fell;
+        the data's not among them).
     nomiss : int
         Input pixels taken that reached no output pixel (non-finite corners, or no overlap).
     """
-    first = [] if accumulate is None else [accumulate[0]]
-    stack = np.ascontiguousarray(np.stack([np.asarray(p, np.float32) for p in first + list(planes)]))
-    out = np.full((len(planes),) + tuple(out_shape), np.nan, np.float32)
+    if accumulate is not None and accumulate[0] is None:  # the caller's stack, its data first
+        stack = np.ascontiguousarray(planes, np.float32)
+    else:
+        first = [] if accumulate is None else [accumulate[0]]
+        stack = np.ascontiguousarray(np.stack([np.asarray(p, np.float32) for p in first + list(planes)]))
+    out = np.full((len(stack) - (accumulate is not None),) + tuple(out_shape), np.nan, np.float32)
     counts = np.zeros(tuple(out_shape), np.float32)
     if rows is None:
         rows = np.zeros((stack.shape[1], 2), np.int64)

@@ -573,12 +573,16 @@ def _fused_drizzle(images, out_wcs, out_shape, pixfrac, weight_type, good_bits, 
     for k, (image, (pmap, rows, misses)) in enumerate(zip(images, plans)):
         weight = build_weight(image, weight_type, good_bits)
         names = [n for n in VARIANCES if getattr(image, n) is not None]
-        planes = [np.sqrt(np.clip(np.asarray(getattr(image, n), np.float32), 0, None)) for n in names]
+        # the data and the variances' square roots written straight into the kernel's stack
+        stack = np.empty((1 + len(names),) + image.data.shape, np.float32)
+        stack[0] = _sky_subtracted(image, subtract_sky)
+        for plane, name in zip(stack[1:], names):
+            np.clip(np.asarray(getattr(image, name), np.float32), 0, None, out=plane)
+            np.sqrt(plane, out=plane)
         bit = np.array([1 << (k % 32)], np.uint32).view(np.int32)[0]
-        out, nomiss = drizzle_square_planes(
-            planes, weight, pmap, out_shape, pixfrac, rows=rows,
-            accumulate=(_sky_subtracted(image, subtract_sky), out_img, out_wht, out_ctx[k // 32], bit))
-        del planes
+        out, nomiss = drizzle_square_planes(stack, weight, pmap, out_shape, pixfrac, rows=rows,
+                                            accumulate=(None, out_img, out_wht, out_ctx[k // 32], bit))
+        del stack
         if nomiss != misses:
             log.debug("resample: drizzle's counts for %s differ from the pass's; drizzled by drizzle", image.name)
             return None
