@@ -6,11 +6,14 @@ against a fresh one and its release, the outlier median in row blocks against ``
 and the variances accumulated one at a time against jwst's formula evaluated directly.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 from drizzle.resample import Drizzle
 from drizzle.utils import calc_pixmap
 
+from webbflow import dqflags
 from webbflow.steps import outlier_detection, resample
 
 from test_image3_synth import DEC0, RA0, SW_SCALE, _cd
@@ -150,21 +153,108 @@ def test_one_pass_planes_are_drizzles_bit_for_bit(grid, pixfrac):
     assert full_scans == len(planes)  # the first input, whole on the grid
 
 
-def test_one_pass_refused_where_the_scanner_skips(grid):
-    """An input hanging off the output grid: drizzle's scanner skips pixels and the one-pass drizzle is
-    not used; on the whole grid it is."""
-    images, out_wcs, out_shape, scale = grid
-    small = (out_shape[0] - 6, out_shape[1] - 6)  # the same grid, cut: the inputs reach past it
-    im = images[0]
-    pmap = resample.image_pixmap(im, out_wcs)
-    weight = resample.build_weight(im)
-    driz = Drizzle(kernel="square", fillval=np.nan, out_shape=small)
-    scanned = driz.add_image(im.data, exptime=im.exptime, pixmap=pmap, weight_map=weight, in_units="cps")
-    assert resample._variances_one_pass(im, pmap, weight, small, "square", 1.0, scanned) is None
-    # a forged count that claims a full scan with a pixel map partly off the grid is caught too
-    assert resample._variances_one_pass(im, pmap, weight, small, "square", 1.0, (scanned[0] + 1, 0)) is None
-    full = resample._variances_one_pass(im, pmap, weight, out_shape, "square", 1.0,
-                                        Drizzle(kernel="square", fillval=np.nan, out_shape=out_shape).add_image(
-                                            im.data, exptime=im.exptime, pixmap=pmap, weight_map=weight,
-                                            in_units="cps"))
-    assert full is not None and sorted(full) == sorted(resample.VARIANCES)
+@pytest.mark.parametrize("cut", [(0, 0), (6, 6), (3, 11), (25, 0), (0, 40)])
+def test_one_pass_takes_drizzles_scan(grid, cut):
+    """An input hanging off the output grid (the grid cut by ``cut`` pixels): drizzle's scanner skips
+    pixels near the edges, the one pass skips the same ones (its counts are drizzle's nmiss and nskip)
+    and every plane is its own ``add_image``'s, bit for bit; a forged count is refused."""
+    from webbflow.steps._drizzle_scan import scan_rows
+
+    images, out_wcs, out_shape, _ = grid
+    small = (out_shape[0] - cut[0], out_shape[1] - cut[1])
+    clipped = 0
+    for im in images:
+        pmap = resample.image_pixmap(im, out_wcs)
+        weight = resample.build_weight(im)
+        driz = Drizzle(kernel="square", fillval=np.nan, out_shape=small)
+        scanned = driz.add_image(im.data, exptime=im.exptime, pixmap=pmap, weight_map=weight, in_units="cps")
+        rows, nmiss, nskip = scan_rows(pmap, small)
+        assert rows is not None and nskip == scanned[1] and nmiss <= scanned[0]
+        clipped += int((rows[:, 1] - rows[:, 0] + 1 < im.data.shape[1]).sum())
+        planes = resample._variances_one_pass(im, pmap, weight, small, "square", 1.0, scanned)
+        assert planes is not None and sorted(planes) == sorted(resample.VARIANCES)
+        for n, plane in planes.items():
+            one = Drizzle(kernel="square", fillval=np.nan, out_shape=small, disable_ctx=True)
+            one.add_image(np.sqrt(np.clip(getattr(im, n), 0, None)), exptime=im.exptime, pixmap=pmap,
+                          weight_map=weight, in_units="cps")
+            assert np.isfinite(one.out_img).sum() > 0.2 * one.out_img.size
+            assert np.array_equal(one.out_img.view(np.uint32), plane.view(np.uint32)), n
+        # a count that is not drizzle's is caught
+        assert resample._variances_one_pass(im, pmap, weight, small, "square", 1.0, (scanned[0] + 1, 0)) is None
+    if cut != (0, 0):
+        assert clipped > 0  # the scanner did cut rows short
+
+
+def test_scan_rows_unmodelled_cases():
+    """A pixel map with NaN (drizzle shrinks the input's box) or one entirely off the grid is left to
+    drizzle."""
+    from webbflow.steps._drizzle_scan import scan_rows
+
+    y, x = np.indices((20, 30), dtype=np.float64)
+    pmap = np.dstack([x + 2.0, y + 3.0])
+    assert scan_rows(pmap, (40, 40))[0] is not None
+    nan = pmap.copy()
+    nan[5, 7] = np.nan
+    assert scan_rows(nan, (40, 40))[0] is None
+    assert scan_rows(pmap + 1000.0, (40, 40))[0] is None
+
+
+@pytest.mark.parametrize("good_bits", [None, ~np.uint32(dqflags.DO_NOT_USE)])
+def test_compiled_ivm_weight_is_numpys(good_bits):
+    """build_weight's compiled ivm map against its numpy operations: zero, negative, NaN and infinite
+    variances, bad DQ bits and NaN data; the same float32 bits (signed zeros included)."""
+    from webbflow.steps._drizzle_square import ivm_input_weight
+
+    rng = np.random.default_rng(5)
+    shape = (40, 50)
+    var = rng.uniform(0.5, 3.0, shape).astype(np.float32)
+    var.flat[::7] = 0.0
+    var.flat[::11] = -1.5
+    var.flat[::13] = np.nan
+    var.flat[::17] = np.inf
+    var.flat[::19] = 1e-45  # a subnormal: 1/var overflows float32
+    dq = rng.choice(np.array([0, 1, 4, 512, 2**31], np.uint32), shape)
+    data = rng.normal(size=shape).astype(np.float32)
+    data.flat[::9] = np.nan
+    good = dqflags.good_pixel_mask(dq) if good_bits is None else dqflags.good_pixel_mask(dq, good_bits)
+    good &= np.isfinite(data)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        weight = 1.0 / var.astype(np.float64)
+        weight[~np.isfinite(weight)] = 0.0
+        want = (weight * good).astype(np.float32)
+    bad = ~np.uint32(~np.uint32(dqflags.DO_NOT_USE | dqflags.NON_SCIENCE) if good_bits is None else good_bits)
+    got = ivm_input_weight(var, dq, bad, data)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert (want > 0).sum() > 0.3 * want.size and (want < 0).sum() > 0
+    im = resample.ImageInput(data=data, err=np.ones(shape, np.float32), dq=dq, wcs=None, var_rnoise=var)
+    with np.errstate(over="ignore"):
+        assert np.array_equal(resample.build_weight(im, "ivm", good_bits).view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("cut", [(0, 0), (6, 6), (0, 40)])
+@pytest.mark.parametrize("weight_type", ["ivm", "exptime"])
+def test_fused_resample_is_drizzles(grid, cut, weight_type):
+    """The final resample's one pass per image (data, context and variances together, after drizzle
+    counted the same pixel maps once) against the same call through ``Drizzle``: every array the same
+    bits, inputs hanging off a cut grid included; without drizzle's counts, or with forged ones, the
+    C path is taken."""
+    _, out_wcs, _, scale = grid
+    out_shape = (grid[2][0] - cut[0], grid[2][1] - cut[1])
+    images = [dataclasses.replace(im, sky=0.25, pixmaps={}, scans={}) for im in grid[0]]  # the fixture's untouched
+    assert resample._fused_drizzle(images, out_wcs, out_shape, 1.0, weight_type, None, True) is None  # no counts
+    kw = dict(weight_type=weight_type, release_pixmaps=False)
+    want = resample.drizzle_images(images, out_wcs, out_shape, scale, **kw)  # through Drizzle: counts kept
+    assert all(im.scans for im in images)
+    fused = resample._fused_drizzle(images, out_wcs, out_shape, 1.0, weight_type, None, True)
+    assert fused is not None
+    got = resample.drizzle_images(images, out_wcs, out_shape, scale, **kw)
+    assert np.isfinite(want.data).sum() > 0.3 * want.data.size and want.con.max() == 3
+    for name in ("data", "wht", "con", "err"):
+        a, b = getattr(want, name), getattr(got, name)
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32)), name
+    for name in resample.VARIANCES:
+        assert np.array_equal(want.variances[name].view(np.uint32), got.variances[name].view(np.uint32)), name
+    key = (tuple(out_shape), "square", 1.0)
+    pmap, (nmiss, nskip) = images[1].scans[key]
+    images[1].scans[key] = (pmap, (nmiss + 1, nskip))  # a count that is not drizzle's
+    assert resample._fused_drizzle(images, out_wcs, out_shape, 1.0, weight_type, None, True) is None

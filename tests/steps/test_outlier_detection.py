@@ -25,6 +25,22 @@ def test_flag_rule_needs_both_thresholds():
     assert mask[3, 3] and mask[3, 4] and not mask[0, 0] and mask.sum() == 2
 
 
+def test_grown_mask_is_the_convolution():
+    """The 3 x 3 growth of the first mask is stcal's ``convolve(mask, ones((3, 3)), mode="nearest") > 0``,
+    edges, corners and one-pixel-wide images included."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    for shape in ((1, 1), (1, 9), (9, 1), (2, 2), (7, 5), (64, 48)):
+        for density in (0.0, 0.02, 0.3, 1.0):
+            mask = rng.random(shape) < density
+            mask[0, 0] = mask[0, 0] or density > 0.25
+            want = ndimage.convolve(mask.astype(int), np.ones((3, 3), int), mode="nearest") > 0
+            got = outlier_detection._grow3x3(mask)
+            assert got.dtype == bool and np.array_equal(got, want), (shape, density)
+            assert density == 0.0 or got.sum() > 0 or not mask.any()
+
+
 def test_cosmic_rays_flagged_and_star_cores_kept():
     truth = make_sky(60)
     models, infos, _ = make_dither_set(truth, 4, errors=np.zeros((4, 2)), n_cosmic=25)

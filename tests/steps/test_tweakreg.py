@@ -135,11 +135,13 @@ def test_abs_fallback_aligns_untied_exposures_to_the_catalog_on_their_own(sw_set
     assert sum(r.status.startswith("aligned to abs_refcat alone") for r in result[:-1]) == 2
 
 
+@pytest.mark.parametrize("nan", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("radius", [2.5, 3.0, 4.2])
-def test_compiled_ring_verification_finds_photutils_peaks(dtype, radius):
-    """find_peaks' circular local maxima with the compiled candidate check (fast_ring_verification)
-    against photutils' own loop: the same mask, edges (cval 0), negative images, ties and NaN included."""
+@pytest.mark.parametrize("radius", [2.5, 3.0, 4.2, 6.0])
+def test_compiled_ring_verification_finds_photutils_peaks(dtype, radius, nan):
+    """find_peaks' circular local maxima with the compiled box filters and candidate check
+    (fast_ring_verification) against photutils' own: the same mask, edges (cval 0), negative images,
+    ties and NaN (left to photutils' box filters) included."""
     from photutils.detection import peakfinder
 
     from webbflow.steps._peaks import fast_ring_verification
@@ -150,7 +152,10 @@ def test_compiled_ring_verification_finds_photutils_peaks(dtype, radius):
     data[0, 5] = data[89, 69] = 9.0  # peaks on the border
     data[40:50, 40:50] -= 10.0  # a negative patch, whose maxima near cval 0 matter
     data[-8:, :] -= 20.0  # negative along an edge
-    data[60, 30] = np.nan
+    data[5:9, 0:3] = 0.0  # zeros at the edge: equal to cval
+    data[70, 10] = -0.0
+    if nan:
+        data[60, 30] = np.nan
     want = peakfinder._fast_circular_peaks(data, radius)
     with fast_ring_verification():
         got = peakfinder._fast_circular_peaks(data, radius)
@@ -159,3 +164,4 @@ def test_compiled_ring_verification_finds_photutils_peaks(dtype, radius):
     np.testing.assert_array_equal(got, want)
     # restored on leaving
     assert peakfinder._verify_ring_candidates.__module__ == "photutils.detection.peakfinder"
+    assert peakfinder._fast_circular_peaks.__module__ == "photutils.detection.peakfinder"

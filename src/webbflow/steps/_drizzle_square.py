@@ -9,11 +9,11 @@ every plane, with the C code's arithmetic in the C code's order (drizzle 3.0's
 ``update_data``: float32 where it is float, float64 where it is double), so each plane is the one
 its own ``add_image`` call would have made, bit for bit.
 
-Every input pixel is processed here, while drizzle's polygon scanner skips input pixels near the
-output grid's edges when the input reaches past them (which this does not model): the caller
-compares the pass's count of pixels that reach no output pixel with drizzle's ``nmiss`` for the
-same pixel map (:func:`webbflow.steps.resample._variances_one_pass`) and drizzles with ``Drizzle``
-where they disagree.
+drizzle's polygon scanner skips input pixels near the output grid's edges when the input reaches
+past them; the pass takes the rows' column ranges of :func:`webbflow.steps._drizzle_scan.scan_rows`
+(the scanner's computation), and the caller compares the counts of skipped pixels and of pixels
+that reach no output pixel with drizzle's ``nmiss`` and ``nskip`` for the same pixel map
+(:func:`webbflow.steps.resample._variances_one_pass`), drizzling with ``Drizzle`` where they disagree.
 """
 
 import math
@@ -23,10 +23,10 @@ from numba import njit
 
 # numba is imported with this module, which resample imports only when it propagates variances.
 
-__all__ = ["drizzle_square_planes"]
+__all__ = ["accumulate_variance", "drizzle_square_planes", "ivm_input_weight", "ivm_weight"]
 
 
-def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0):
+def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0, rows=None, accumulate=None):
     """Drizzle ``planes`` (each as ``Drizzle(kernel="square", fillval=nan, disable_ctx=True)``'s
     ``add_image(plane, exptime, pixmap=pmap, weight_map=weight, pixfrac=pixfrac, in_units="cps")``
     into a fresh output would) in one pass.
@@ -41,26 +41,133 @@ def drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac=1.0):
         Pixel map (float64).
     out_shape : (int, int)
     pixfrac : float
+    rows : (ny, 2) int array, optional
+        First and last column to take in each input row (drizzle's scan,
+        :func:`webbflow.steps._drizzle_scan.scan_rows`); default every pixel.
+    accumulate : tuple, optional
+        ``(data, out_img, out_wht, out_ctx, bit)``: also drizzle ``data`` (float32) in the same pass
+        into a running ``Drizzle``'s float32 ``out_img`` and ``out_wht`` and its int32 context plane
+        ``out_ctx`` (``bit``: the image's context bit, an int32), as its ``add_image`` would, updated in
+        place (without drizzle's fill of the pixels of weight 0, which is the caller's).  ``data``
+        None: ``planes`` is a float32 (1 + n, ny, nx) stack whose first plane is the data, used as it
+        is (no copy).
 
     Returns
     -------
     out : ndarray
-        (len(planes), *out_shape) float32: each plane's ``out_img`` (NaN where nothing fell).
+        (number of planes, *out_shape) float32: each plane's ``out_img`` (NaN where nothing fell;
+        the data's not among them).
     nomiss : int
-        Input pixels that reached no output pixel (non-finite corners, or no overlap).
+        Input pixels taken that reached no output pixel (non-finite corners, or no overlap).
     """
-    stack = np.ascontiguousarray(np.stack([np.asarray(p, np.float32) for p in planes]))
-    out = np.full((len(stack),) + tuple(out_shape), np.nan, np.float32)
+    if accumulate is not None and accumulate[0] is None:  # the caller's stack, its data first
+        stack = np.ascontiguousarray(planes, np.float32)
+    else:
+        first = [] if accumulate is None else [accumulate[0]]
+        stack = np.ascontiguousarray(np.stack([np.asarray(p, np.float32) for p in first + list(planes)]))
+    out = np.full((len(stack) - (accumulate is not None),) + tuple(out_shape), np.nan, np.float32)
     counts = np.zeros(tuple(out_shape), np.float32)
+    if rows is None:
+        rows = np.zeros((stack.shape[1], 2), np.int64)
+        rows[:, 1] = stack.shape[2] - 1
+    if accumulate is None:  # nothing accumulated: placeholders the kernel does not touch
+        acc, acc_wht, ctx, bit = np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.int32), 0
+    else:
+        acc, acc_wht, ctx, bit = accumulate[1:]
     nomiss = _square_planes(stack, np.ascontiguousarray(weight, np.float32),
-                            np.ascontiguousarray(pmap, np.float64), out, counts, float(pixfrac))
+                            np.ascontiguousarray(pmap, np.float64), out, counts, float(pixfrac),
+                            np.ascontiguousarray(rows, np.int64), acc, acc_wht, ctx, np.int32(bit))
     out[:, counts == 0] = np.nan  # drizzle's put_fill
     return out, nomiss
 
 
+@njit(cache=True, error_model="numpy")
+def ivm_input_weight(var_rnoise, dq, bad, data):
+    """:func:`webbflow.steps.resample.build_weight`'s ``ivm`` map in one pass: ``1 / var_rnoise`` in
+    float64 (0 where not finite), times 1 where no ``bad`` DQ bit is set and ``data`` is finite, else
+    0, as float32 (the numbers of its numpy operations, the sign of a zero included).
+
+    Parameters
+    ----------
+    var_rnoise : 2-D float32 array
+    dq : 2-D uint32 array
+    bad : uint32
+        The DQ bits that exclude a pixel.
+    data : 2-D float array
+
+    Returns
+    -------
+    ndarray
+        float32, the same shape.
+    """
+    ny, nx = var_rnoise.shape
+    out = np.empty((ny, nx), np.float32)
+    for j in range(ny):
+        for i in range(nx):
+            w = 1.0 / np.float64(var_rnoise[j, i])
+            if not np.isfinite(w):
+                w = 0.0
+            good = (dq[j, i] & bad) == 0 and np.isfinite(data[j, i])
+            out[j, i] = np.float32(w * (1.0 if good else 0.0))
+    return out
+
+
 @njit(cache=True)
-def _square_planes(data, weight, pmap, out, counts, pixfrac):
+def ivm_weight(rnoise_root):
+    """jwst's weight of an image on the output grid, ``1 / var_rnoise`` (0 where that is not finite and
+    positive), from the drizzled square root of VAR_RNOISE (float32): the numbers of
+    ``w[ok] = 1.0 / rnoise[ok]`` on ``rnoise = rnoise_root.astype(float64) ** 2``.
+
+    Parameters
+    ----------
+    rnoise_root : 2-D float32 array
+
+    Returns
+    -------
+    ndarray
+        float64, the same shape.
+    """
+    root = rnoise_root.ravel()
+    w = np.zeros(root.size, np.float64)
+    for k in range(root.size):
+        r = np.float64(root[k]) * np.float64(root[k])
+        if np.isfinite(r) and r > 0.0:
+            w[k] = 1.0 / r
+    return w.reshape(rnoise_root.shape)
+
+
+@njit(cache=True)
+def accumulate_variance(root, w, wsum, wtot):
+    """Add one drizzled variance to jwst's sums in place: with ``var = root.astype(float64) ** 2``,
+    ``wsum += var * w**2`` and ``wtot += w`` where ``var`` is finite and >= 0 and ``w > 0`` (the
+    numbers of the same numpy operations, float64 throughout).
+
+    Parameters
+    ----------
+    root : 2-D float32 array
+        The variance's drizzled square root.
+    w : 2-D float64 array
+        The image's weight on the output grid.
+    wsum, wtot : 2-D float64 arrays
+        Updated in place.
+    """
+    ny, nx = root.shape
+    for j in range(ny):
+        for i in range(nx):
+            v = np.float64(root[j, i])
+            v = v * v
+            wp = w[j, i]
+            if np.isfinite(v) and v >= 0.0 and wp > 0.0:
+                wsum[j, i] += v * (wp * wp)
+                wtot[j, i] += wp
+
+
+@njit(cache=True)
+def _square_planes(data, weight, pmap, out, counts, pixfrac, rows, acc, acc_wht, ctx, bit):
+    # planes data[nacc:] into fresh outputs (out, counts); data[0] too, when nacc is 1, into a
+    # running drizzle's acc, acc_wht and context plane ctx
     nplanes, ny, nx = data.shape
+    nacc = nplanes - out.shape[0]
     ony, onx = counts.shape
     dh = 0.5 * pixfrac
     fc, fe, fm = dh * dh, (1 - dh) * dh, (1 - dh) * (1 - dh)  # corner, edge and centre factors
@@ -68,7 +175,7 @@ def _square_planes(data, weight, pmap, out, counts, pixfrac):
     one = np.float32(1.0)
     nomiss = 0  # input pixels that reach no output pixel (drizzle's nmiss without its scanner's terms)
     for j in range(ny):
-        for i in range(nx):
+        for i in range(rows[j, 0], rows[j, 1] + 1):
             if i > 0 and i < nx - 2 and j > 0 and j < ny - 2:
                 # interpolate_four_points: the 3 x 3 neighbourhood pre-multiplied by its factors
                 x0, x1, x2, x3 = _four_points(pmap, j, i, 0, fc, fe, fm)
@@ -110,14 +217,25 @@ def _square_planes(data, weight, pmap, out, counts, pixfrac):
                         dow = np.float32(dover * w)
                         if dow == np.float32(0.0):
                             continue
+                        if nacc:
+                            if dow > np.float32(0.0):
+                                ctx[jj, ii] |= bit
+                            va = acc_wht[jj, ii]
+                            va_plus_dow = va + dow
+                            if va == np.float32(0.0):
+                                acc[jj, ii] = d[0]
+                            else:
+                                num = acc[jj, ii] * va + dow * d[0]
+                                acc[jj, ii] = np.float32(np.float64(num) / np.float64(va_plus_dow))
+                            acc_wht[jj, ii] = va_plus_dow
                         vc = counts[jj, ii]
                         vc_plus_dow = vc + dow  # float32 sum, as in C
-                        for k in range(nplanes):
+                        for k in range(nacc, nplanes):
                             if vc == np.float32(0.0):
-                                out[k, jj, ii] = d[k]
+                                out[k - nacc, jj, ii] = d[k]
                             else:
-                                num = out[k, jj, ii] * vc + dow * d[k]  # float32
-                                out[k, jj, ii] = np.float32(np.float64(num) / np.float64(vc_plus_dow))
+                                num = out[k - nacc, jj, ii] * vc + dow * d[k]  # float32
+                                out[k - nacc, jj, ii] = np.float32(np.float64(num) / np.float64(vc_plus_dow))
                         counts[jj, ii] = vc_plus_dow
             if nhit == 0:
                 nomiss += 1

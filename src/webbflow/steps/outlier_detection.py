@@ -116,15 +116,28 @@ def abs_deriv(array):
     return out
 
 
+def _grow3x3(mask):
+    """``ndimage.convolve(mask.astype(int), np.ones((3, 3), int), mode="nearest") > 0`` (stcal's
+    growth of the first outlier mask) as boolean ORs of shifted views: a pixel is set when any pixel
+    of its 3 x 3 box is (the box clipped at the edges, which for an OR is the "nearest" padding),
+    without the int64 copy and the convolution (~0.1 s per full frame)."""
+    mask = np.asarray(mask, bool)
+    rows = mask.copy()
+    rows[1:] |= mask[:-1]
+    rows[:-1] |= mask[1:]
+    grown = rows.copy()
+    grown[:, 1:] |= rows[:, :-1]
+    grown[:, :-1] |= rows[:, 1:]
+    return grown
+
+
 def flag_resampled_crs(data, err, blot, snr1, snr2, scale1, scale2, backg):
     """Boolean outlier mask from an image, its error and the blotted median."""
-    from scipy import ndimage
-
     err = np.nan_to_num(err)
     deriv = abs_deriv(blot)
     diff = np.abs(data - blot - backg)
     mask1 = diff > scale1 * deriv + snr1 * err
-    grown = ndimage.convolve(mask1.astype(int), np.ones((3, 3), int), mode="nearest") > 0
+    grown = _grow3x3(mask1)
     mask2 = diff > scale2 * deriv + snr2 * err
     return grown & mask2
 

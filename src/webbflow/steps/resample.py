@@ -20,6 +20,7 @@ from drizzle.resample import Drizzle
 from gwcs import coordinate_frames as cf
 from gwcs import wcs as gwcs_wcs
 
+from webbflow import dqflags
 from webbflow.dqflags import good_pixel_mask  # noqa: F401 (re-exported: it lived here)
 
 __all__ = [
@@ -80,10 +81,12 @@ class ImageInput:
     group: str = ""
     meta: dict = field(default_factory=dict)
     pixmaps: dict = field(default_factory=dict, repr=False, compare=False)
+    scans: dict = field(default_factory=dict, repr=False, compare=False)
 
     def drop_pixmaps(self):
-        """Free the pixel maps kept by :func:`image_pixmap`."""
+        """Free the pixel maps kept by :func:`image_pixmap` (and drizzle's counts for them)."""
         self.pixmaps.clear()
+        self.scans.clear()
 
 
 @dataclass
@@ -402,13 +405,21 @@ def image_pixmap(image, out_wcs):
         return hit[2]
     pmap = interpolated_pixmap(image.wcs, out_wcs, image.data.shape)
     pmap.flags.writeable = False
-    image.pixmaps.clear()  # one grid at a time: a new WCS or grid makes the old map useless
+    image.drop_pixmaps()  # one grid at a time: a new WCS or grid makes the old map useless
     image.pixmaps[key] = (image.wcs, out_wcs, pmap)
     return pmap
 
 
 def build_weight(image, weight_type="ivm", good_bits=None):
     """Drizzle weight map: 1/VAR_RNOISE (``ivm``) or exposure time, zero on bad pixels."""
+    if (weight_type == "ivm" and image.var_rnoise is not None and image.data.ndim == 2
+            and getattr(image.var_rnoise, "dtype", None) == np.float32 and image.data.dtype.kind == "f"
+            and image.data.shape == image.var_rnoise.shape == image.dq.shape):  # a cal image's arrays
+        from webbflow.steps._drizzle_square import ivm_input_weight
+
+        bad = ~np.uint32(~np.uint32(dqflags.DO_NOT_USE | dqflags.NON_SCIENCE) if good_bits is None else good_bits)
+        return ivm_input_weight(np.asarray(image.var_rnoise, np.float32), np.asarray(image.dq, np.uint32), bad,
+                                image.data)
     good = good_pixel_mask(image.dq) if good_bits is None else good_pixel_mask(image.dq, good_bits)
     good &= np.isfinite(image.data)
     if weight_type == "ivm" and image.var_rnoise is not None:
@@ -455,26 +466,20 @@ def drizzle_images(images, out_wcs, out_shape, pixel_scale, *, pixfrac=1.0, kern
     -------
     ResampleResult
     """
-    driz = Drizzle(kernel=kernel, fillval=fillval, out_shape=out_shape, max_ctx_id=len(images))
-    # float64 sums of w**2 var and w per variance (jwst's accumulation), only when propagated
-    wsum = {name: np.zeros(out_shape) for name in VARIANCES} if with_variance else {}
-    wtot = {name: np.zeros(out_shape) for name in VARIANCES} if with_variance else {}
-    exptime = 0.0
-    for image in images:
-        pmap = image_pixmap(image, out_wcs)
-        weight = build_weight(image, weight_type, good_bits)
-        data = np.asarray(image.data, np.float32)
-        if subtract_sky and image.sky:
-            data = data - np.float32(image.sky)
-        scanned = driz.add_image(data, exptime=image.exptime, pixmap=pmap, weight_map=weight,
-                                 pixfrac=pixfrac, in_units="cps")
-        del data
-        exptime += image.exptime
-        if with_variance:
-            _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, weight_type, scanned)
-        if release_pixmaps:
-            del pmap
-            image.drop_pixmaps()
+    fused = None
+    if with_variance and kernel == "square" and np.isnan(fillval):
+        fused = _fused_drizzle(images, out_wcs, out_shape, pixfrac, weight_type, good_bits, subtract_sky)
+    if fused is not None:
+        out_img, out_wht, out_ctx, wsum, wtot = fused
+        exptime = 0.0
+        for image in images:
+            exptime += image.exptime
+            if release_pixmaps:
+                image.drop_pixmaps()
+    else:
+        out_img, out_wht, out_ctx, wsum, wtot, exptime = _c_drizzle(
+            images, out_wcs, out_shape, pixfrac, kernel, fillval, weight_type, good_bits, subtract_sky,
+            with_variance, release_pixmaps)
     variances = {}
     if with_variance:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -483,14 +488,122 @@ def drizzle_images(images, out_wcs, out_shape, pixel_scale, *, pixfrac=1.0, kern
                 v[wtot[name] == 0] = np.nan
                 variances[name] = v.astype(np.float32)
         err = np.sqrt(np.nansum([variances[n] for n in VARIANCES], axis=0)).astype(np.float32)
-        err[~np.isfinite(driz.out_img) | (driz.out_wht == 0)] = np.nan
+        err[~np.isfinite(out_img) | (out_wht == 0)] = np.nan
     else:
         err = np.full(out_shape, np.nan, np.float32)
     return ResampleResult(
-        data=driz.out_img.astype(np.float32), wht=driz.out_wht.astype(np.float32),
-        con=driz.out_ctx.astype(np.int32), err=err, variances=variances, wcs=out_wcs,
+        data=out_img.astype(np.float32), wht=out_wht.astype(np.float32),
+        con=out_ctx.astype(np.int32), err=err, variances=variances, wcs=out_wcs,
         pixel_scale=pixel_scale, exptime=exptime, ninputs=len(images),
     )
+
+
+def _c_drizzle(images, out_wcs, out_shape, pixfrac, kernel, fillval, weight_type, good_bits, subtract_sky,
+               with_variance, release_pixmaps):
+    """:func:`drizzle_images`' sums through drizzle's ``Drizzle`` (its C kernels), each image's
+    (nmiss, nskip) kept with its pixel map (``image.scans``) for a later :func:`_fused_drizzle`."""
+    driz = Drizzle(kernel=kernel, fillval=fillval, out_shape=out_shape, max_ctx_id=len(images))
+    # float64 sums of w**2 var and w per variance (jwst's accumulation), only when propagated
+    wsum = {name: np.zeros(out_shape) for name in VARIANCES} if with_variance else {}
+    wtot = {name: np.zeros(out_shape) for name in VARIANCES} if with_variance else {}
+    exptime = 0.0
+    for image in images:
+        pmap = image_pixmap(image, out_wcs)
+        weight = build_weight(image, weight_type, good_bits)
+        data = _sky_subtracted(image, subtract_sky)
+        scanned = driz.add_image(data, exptime=image.exptime, pixmap=pmap, weight_map=weight,
+                                 pixfrac=pixfrac, in_units="cps")
+        del data
+        # drizzle's counts depend on the pixel map, the grid, the kernel and pixfrac only
+        image.scans[(tuple(out_shape), kernel, float(pixfrac))] = (pmap, scanned)
+        exptime += image.exptime
+        if with_variance:
+            _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, weight_type, scanned)
+        if release_pixmaps:
+            del pmap
+            image.drop_pixmaps()
+    return driz.out_img, driz.out_wht, driz.out_ctx, wsum, wtot, exptime
+
+
+def _sky_subtracted(image, subtract_sky):
+    data = np.asarray(image.data, np.float32)
+    if subtract_sky and image.sky:
+        data = data - np.float32(image.sky)
+    return data
+
+
+def _fused_drizzle(images, out_wcs, out_shape, pixfrac, weight_type, good_bits, subtract_sky):
+    """:func:`drizzle_images`' sums (square kernel, NaN fill) with each image's data and variances
+    drizzled in one pass (:func:`webbflow.steps._drizzle_square.drizzle_square_planes`), or None.
+
+    The pass must visit the pixels drizzle's C kernel visits: it is used only where every image's
+    pixel map was drizzled by ``Drizzle`` before on this grid with this pixfrac (outlier detection's
+    single drizzles, :func:`_c_drizzle`), drizzle's scan of it is modelled
+    (:func:`webbflow.steps._drizzle_scan.scan_rows`, whose counts must then be drizzle's) and the pass's
+    count of pixels reaching no output pixel completes drizzle's ``nmiss``; otherwise (checked before
+    anything is drizzled, or, for the last count, after each image, dropping the sums) None, and the
+    caller drizzles through ``Drizzle``.
+
+    Returns
+    -------
+    tuple or None
+        ``out_img``, ``out_wht`` (float32), ``out_ctx`` (int32, ``Drizzle``'s planes), ``wsum``,
+        ``wtot`` (name -> float64).
+    """
+    from webbflow.steps._drizzle_scan import scan_rows
+    from webbflow.steps._drizzle_square import drizzle_square_planes
+
+    key = (tuple(out_shape), "square", float(pixfrac))
+    plans = []
+    for image in images:
+        known = image.scans.get(key)
+        if known is None or known[0] is not image_pixmap(image, out_wcs):
+            return None
+        pmap, (nmiss_c, nskip_c) = known
+        rows, nmiss, nskip = scan_rows(pmap, out_shape)
+        if rows is None or nskip != nskip_c or nmiss > nmiss_c:
+            log.debug("resample: drizzle's scan of %s not modelled; drizzled by drizzle", image.name)
+            return None
+        plans.append((pmap, rows, nmiss_c - nmiss))
+    out_img = np.full(out_shape, np.nan, np.float32)
+    out_wht = np.zeros(out_shape, np.float32)
+    out_ctx = np.zeros((len(images) // 32 + 1,) + tuple(out_shape), np.int32)  # Drizzle's context planes
+    wsum = {name: np.zeros(out_shape) for name in VARIANCES}
+    wtot = {name: np.zeros(out_shape) for name in VARIANCES}
+    for k, (image, (pmap, rows, misses)) in enumerate(zip(images, plans)):
+        weight = build_weight(image, weight_type, good_bits)
+        names = [n for n in VARIANCES if getattr(image, n) is not None]
+        # the data and the variances' square roots written straight into the kernel's stack
+        stack = np.empty((1 + len(names),) + image.data.shape, np.float32)
+        stack[0] = _sky_subtracted(image, subtract_sky)
+        for plane, name in zip(stack[1:], names):
+            np.clip(np.asarray(getattr(image, name), np.float32), 0, None, out=plane)
+            np.sqrt(plane, out=plane)
+        bit = np.array([1 << (k % 32)], np.uint32).view(np.int32)[0]
+        out, nomiss = drizzle_square_planes(stack, weight, pmap, out_shape, pixfrac, rows=rows,
+                                            accumulate=(None, out_img, out_wht, out_ctx[k // 32], bit))
+        del stack
+        if nomiss != misses:
+            log.debug("resample: drizzle's counts for %s differ from the pass's; drizzled by drizzle", image.name)
+            return None
+        out_img[out_wht == 0] = np.nan  # drizzle's fill after each image
+        _sum_planes(dict(zip(names, out)), image, weight_type, out_shape, wsum, wtot)
+    return out_img, out_wht, out_ctx, wsum, wtot
+
+
+def _sum_planes(planes, image, weight_type, out_shape, wsum, wtot):
+    """Add one image's drizzled variances (name -> the square root's float32 plane) to jwst's sums:
+    its weight 1 / var_rnoise (``ivm``) or its exposure time, then ``w**2 var`` and ``w``."""
+    from webbflow.steps._drizzle_square import accumulate_variance, ivm_weight
+
+    if weight_type == "ivm" and planes.get("var_rnoise") is not None:
+        w = ivm_weight(planes["var_rnoise"])
+    else:
+        w = np.full(out_shape, float(image.exptime))
+    for name in VARIANCES:
+        plane = planes.pop(name, None)
+        if plane is not None:
+            accumulate_variance(plane, w, wsum[name], wtot[name])
 
 
 def _drizzled_variance(image, name, pmap, weight, out_shape, kernel, pixfrac):
@@ -507,17 +620,6 @@ def _drizzled_variance(image, name, pmap, weight, out_shape, kernel, pixfrac):
     return np.square(out, out=out)
 
 
-def _centres_inside(pmap, out_shape):
-    """Every pixel-map point finite and inside the output grid's edges: otherwise drizzle's scanner
-    skips input pixels (those whose centres fall off the grid and more), so a one-pass drizzle
-    (:func:`_variances_one_pass`) would be wasted."""
-    ny, nx = out_shape
-    x, y = pmap[..., 0], pmap[..., 1]
-    with np.errstate(invalid="ignore"):
-        return bool(np.isfinite(pmap).all() and x.min() >= -0.5 and y.min() >= -0.5
-                    and x.max() <= nx - 0.5 and y.max() <= ny - 0.5)
-
-
 def _variances_one_pass(image, pmap, weight, out_shape, kernel, pixfrac, scanned):
     """``image``'s VAR_* arrays drizzled in one pass (:mod:`webbflow.steps._drizzle_square`): name ->
     float32 plane (the square root's drizzle, as :func:`_drizzled_variance` before its squaring), or
@@ -525,22 +627,26 @@ def _variances_one_pass(image, pmap, weight, out_shape, kernel, pixfrac, scanned
 
     ``scanned``: ``(nmiss, nskip)`` of the data's ``add_image`` with the same ``pmap`` (drizzle's
     counts of input pixels its polygon scanner skipped or that reached no output pixel).  The pass
-    processes every input pixel; it is used only when drizzle's counts say its scanner skipped no
-    pixel that reaches the output (then every plane is, bit for bit, its own ``add_image``'s), else
-    the planes go through ``Drizzle`` one by one.
+    takes the input pixels drizzle's scanner takes (:func:`webbflow.steps._drizzle_scan.scan_rows`,
+    its computation repeated) and is used only when its counts are drizzle's (then every plane is,
+    bit for bit, its own ``add_image``'s), else the planes go through ``Drizzle`` one by one.
     """
     names = [n for n in VARIANCES if getattr(image, n) is not None]
-    if kernel != "square" or not names or scanned is None or not _centres_inside(pmap, out_shape):
+    if kernel != "square" or not names or scanned is None:
         return None
+    from webbflow.steps._drizzle_scan import scan_rows
     from webbflow.steps._drizzle_square import drizzle_square_planes
 
+    rows, nmiss, nskip = scan_rows(pmap, out_shape)
+    nmiss_c, nskip_c = scanned
+    if rows is None or nskip != nskip_c or nmiss > nmiss_c:  # not drizzle's scan: no pass to waste
+        log.debug("variances: drizzle's scan of %s not modelled; drizzled plane by plane", image.name)
+        return None
     planes = [np.sqrt(np.clip(np.asarray(getattr(image, n), np.float32), 0, None)) for n in names]
-    out, nomiss = drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac)
+    out, nomiss = drizzle_square_planes(planes, weight, pmap, out_shape, pixfrac, rows=rows)
     del planes
-    nmiss, nskip = scanned
-    # drizzle counts -1 for each fully scanned row (its row term (nx - 1) - nx) plus the pixels with no hit
-    if nskip != 0 or nmiss != nomiss - pmap.shape[0]:
-        log.debug("variances: drizzle's scanner skipped input pixels of %s; drizzled plane by plane", image.name)
+    if nmiss + nomiss != nmiss_c:
+        log.debug("variances: drizzle's counts for %s differ from the pass's; drizzled plane by plane", image.name)
         return None
     return dict(zip(names, out))
 
@@ -549,6 +655,9 @@ def _add_variances(image, pmap, weight, wsum, wtot, out_shape, kernel, pixfrac, 
     """Add ``image``'s drizzled variances to ``wsum`` (w**2 var) and ``wtot`` (w), one array at a time
     (drizzled in one pass where :func:`_variances_one_pass` can)."""
     planes = _variances_one_pass(image, pmap, weight, out_shape, kernel, pixfrac, scanned)
+    if planes is not None:  # the same sums, compiled: no float64 temporaries of the grid's size
+        _sum_planes(planes, image, weight_type, out_shape, wsum, wtot)
+        return
 
     def drizzled(name):
         if planes is None:
