@@ -471,3 +471,34 @@ def test_template_metadata_checked_at_once_is_what_a_validated_update_copies():
         assert ("filter" in got._instance["meta"]["instrument"]) is not bad
         assert got._instance["meta"]["exposure"]["exposure_time"] == 10.5
         assert got._validate_on_assignment is False  # its later values are io.image3's own
+
+
+def test_on_arc_end_points_answer_as_the_exact_ufunc():
+    """An arc's own end points (given bit for bit, as spherical_geometry's graph passes its nodes)
+    are answered without the quad-double ufunc, and as it answers: on the arc, for arcs of any
+    length, tiny, near-antipodal and null ones included."""
+    from spherical_geometry import math_util
+
+    from webbflow.steps import skymatch
+
+    exact = math_util.intersects_point
+    rng = np.random.default_rng(11)
+    calls = []
+
+    def counted(a, b, c):
+        calls.append(len(c))
+        return exact(a, b, c)
+
+    for i in range(2000):
+        a, b = rng.normal(size=3), rng.normal(size=3)
+        if i % 4 == 1:
+            b = a + rng.normal(size=3) * 10 ** rng.uniform(-12, -6)
+        elif i % 4 == 2:
+            b = -a + rng.normal(size=3) * 1e-6
+        elif i % 50 == 0:
+            b = a.copy()
+        points = np.vstack([a, b, rng.normal(size=(2, 3)), b, a])
+        got = skymatch._intersects_point(a, b, points, counted)
+        np.testing.assert_array_equal(got, exact(a, b, points))
+        assert got[[0, 1, 4, 5]].all()
+    assert sum(calls) < 2000  # the end points did not go to the ufunc
