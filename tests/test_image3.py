@@ -224,9 +224,8 @@ def test_job_with_schema_cache_writes_the_same_products(runs, tmp_path, make, mo
     monkeypatch.setattr(jobs, "cache_schema_documents", asdf_yaml.cache_schema_documents)
     cached = job("cached")
     assert getattr(schema._make_schema_loader, "_webbflow_cached", False)
-    # the cache was used (reads without per-value validation and writes without asdf's tree
-    # validation leave few schema documents for it to hold: the ndarray one)
-    assert len(schema._make_schema_loader._webbflow_documents) >= 1
+    # (the cache is installed; reads without per-value validation, the crf/i2d/segm values assigned
+    # without it and writes without asdf's tree validation may leave it no schema document to hold)
     problems, n = make.compare_products(plain, cached)
     assert n >= 4 and problems == []
 
@@ -435,3 +434,71 @@ def test_wcsinfo_values_assigned_at_once_are_those_assigned_one_by_one():
         want = {"v3yangle": 0.5, **one_by_one(items)}
         assert list(model.meta.wcsinfo.instance.items()) == list(want.items())
         assert all(k in want for k, _ in items) is stored  # the refused value is the one left out
+
+
+def test_template_metadata_checked_at_once_is_what_a_validated_update_copies():
+    """io.image3's i2d/segm model: the template's primary metadata checked once as a whole keeps
+    every value of a valid template as a validated update does, and takes the validated path (the
+    invalid value warned of and left out) when one is invalid."""
+    import warnings
+
+    from webbflow.io import image3 as io3
+
+    def template(bad):
+        model = datamodels.ImageModel(np.zeros((4, 4), np.float32))
+        model.meta.exposure.exposure_time = 10.5
+        model.meta.instrument.name = "NIRCAM"
+        model.meta.instrument.filter = "F200W"
+        model.meta.observation.program_number = "01234"
+        if bad:  # as an unchecked open of a file holding it would leave it
+            model._instance["meta"]["instrument"]["filter"] = 200
+        return model
+
+    data = np.ones((3, 3), np.float32)
+    for bad in (False, True):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            want = datamodels.ImageModel(data)
+            want.update(template(bad), only="PRIMARY")
+        got_warnings = len(seen)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            got = io3._model_from_template(datamodels.ImageModel, data, template(bad))
+        assert (len(seen) > 0) is bad and (got_warnings > 0) is bad
+        for m in (want, got):
+            del m._instance["meta"]["date"]  # the time each was made
+        assert got._instance["meta"] == want._instance["meta"]
+        assert ("filter" in got._instance["meta"]["instrument"]) is not bad
+        assert got._instance["meta"]["exposure"]["exposure_time"] == 10.5
+        assert got._validate_on_assignment is False  # its later values are io.image3's own
+
+
+def test_on_arc_end_points_answer_as_the_exact_ufunc():
+    """An arc's own end points (given bit for bit, as spherical_geometry's graph passes its nodes)
+    are answered without the quad-double ufunc, and as it answers: on the arc, for arcs of any
+    length, tiny, near-antipodal and null ones included."""
+    from spherical_geometry import math_util
+
+    from webbflow.steps import skymatch
+
+    exact = math_util.intersects_point
+    rng = np.random.default_rng(11)
+    calls = []
+
+    def counted(a, b, c):
+        calls.append(len(c))
+        return exact(a, b, c)
+
+    for i in range(2000):
+        a, b = rng.normal(size=3), rng.normal(size=3)
+        if i % 4 == 1:
+            b = a + rng.normal(size=3) * 10 ** rng.uniform(-12, -6)
+        elif i % 4 == 2:
+            b = -a + rng.normal(size=3) * 1e-6
+        elif i % 50 == 0:
+            b = a.copy()
+        points = np.vstack([a, b, rng.normal(size=(2, 3)), b, a])
+        got = skymatch._intersects_point(a, b, points, counted)
+        np.testing.assert_array_equal(got, exact(a, b, points))
+        assert got[[0, 1, 4, 5]].all()
+    assert sum(calls) < 2000  # the end points did not go to the ufunc

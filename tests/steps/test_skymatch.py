@@ -78,3 +78,48 @@ def test_subtract_lowers_the_data(grid_and_images):
     copies = [resample.ImageInput(im.data.copy(), im.err, im.dq, im.wcs, name=im.name) for im in images]
     skymatch.skymatch(copies, wcs, shape, skymethod="local", subtract=True, skystat="median")
     assert all(abs(np.median(c.data) - 0.0) < 0.01 and c.sky == 0.0 for c in copies)
+
+
+def _random_polygon(rng, kind, ny, nx):
+    k = int(rng.integers(3, 9))
+    if kind == 0:  # convex, anywhere around (and beyond) the image
+        ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+        r, cx, cy = rng.uniform(3, 40), rng.uniform(-20, nx + 20), rng.uniform(-20, ny + 20)
+        x, y = cx + r * np.cos(ang), cy + r * np.sin(ang)
+    elif kind == 1:  # concave or self-intersecting
+        x, y = rng.uniform(-30, nx + 30, k), rng.uniform(-30, ny + 30, k)
+    elif kind == 2:  # vertices on integers and half-integers (rounding ties, horizontal edges)
+        x = rng.integers(-10, nx + 10, k) + rng.choice([0, 0.5, -0.5], k)
+        y = rng.integers(-10, ny + 10, k) + rng.choice([0, 0.5], k)
+    else:  # thin: one or two scan lines
+        x, y = rng.uniform(-5, nx + 5, k), np.full(k, rng.uniform(0, ny)) + rng.uniform(0, 1.2, k)
+    return [*zip(x, y), (x[0], y[0])]
+
+
+def test_scan_polygon_sets_the_pixels_gwcs_sets():
+    # skymatch's polygon fill must set exactly gwcs' pixels (jwst's overlap masks), quirks included
+    from gwcs import region
+
+    rng = np.random.default_rng(1)
+    for trial in range(1500):
+        ny, nx = (int(n) for n in rng.integers(5, 60, 2))
+        vertices = _random_polygon(rng, trial % 4, ny, nx)
+        start = rng.random((ny, nx)) < 0.1 if trial % 3 == 0 else np.zeros((ny, nx), bool)
+        want = region.Polygon(True, vertices).scan(start.copy())
+        got = skymatch.scan_polygon(start.copy(), vertices, region.Polygon)
+        assert np.array_equal(got, want), (trial, vertices, ny, nx)
+
+
+def test_overlap_is_shared_by_both_images_of_a_pair(grid_and_images):
+    # one intersection per pair, the other side takes it; the sky values as with each side its own
+    images, _, _ = grid_and_images
+    good = [np.isfinite(im.data) for im in images]
+    feet = [skymatch._Footprint(im, g) for im, g in zip(images, good)]
+    stat = dict(skystat="mode", nclip=5, lsigma=4.0, usigma=4.0, lower=None, upper=None, binwidth=0.1)
+    shared = {}
+    a, b = feet[0], feet[1]
+    got = (a.overlap_sky([b], stat, shared), b.overlap_sky([a], stat, shared))
+    assert len(shared) == 1 and shared[(id(a), id(b))][1] > 0
+    want = (a.overlap_sky([b], stat), b.overlap_sky([a], stat))
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    assert got[0][1] > 1000

@@ -190,12 +190,14 @@ def save_model(model, path, provenance=None, cards=(), validate_asdf=True):
     from stdatamodels import fits_support
 
     path = Path(path)
-    model.meta.filename = path.name
-    model.meta.calibration_software_version = webbflow.__version__
+    with unvalidated.assignments(model):  # two names and (on_save) the write's date: strings
+        model.meta.filename = path.name
+        model.meta.calibration_software_version = webbflow.__version__
     with atomic_output(path) as tmp, warnings.catch_warnings(), _asdf_write_validation(validate_asdf):
         warnings.simplefilter("ignore")
         # stdatamodels' DataModel.to_fits, with the keywords added before the one write
-        model.on_save(tmp)
+        with unvalidated.assignments(model):
+            model.on_save(tmp)
         hdulist = fits_support.to_fits(model._instance, model._schema)
         if getattr(model, "_no_asdf_extension", False) and "ASDF" in hdulist:
             del hdulist["ASDF"]
@@ -259,21 +261,15 @@ def _assign_all_valid(model, node, items):
     asdf validator: ~5 ms a product); a node valid as a whole holds each value as the validated
     assignments would have stored it, in the same order.
     """
-    try:
-        from stdatamodels.validate import _check_value
-    except ImportError:
-        return False
     before = dict(node.instance)
     with unvalidated.assignments(model):
         for k, value in items:
             setattr(node, k, value)
-    try:
-        _check_value(node.instance, node._schema, model)
+    if _valid_node(model, node):
         return True
-    except Exception:  # noqa: BLE001 (any refusal: the values are assigned one by one instead)
-        node.instance.clear()
-        node.instance.update(before)
-        return False
+    node.instance.clear()  # any refusal: the values are assigned one by one instead
+    node.instance.update(before)
+    return False
 
 
 def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
@@ -293,15 +289,58 @@ def write_crf(model, image, path, *, asn_id, cal_steps=None, provenance=None):
         webbflow image3 step -> status.
     provenance : dict
     """
-    model.dq = image.dq
-    _set_wcs(model, image.wcs)
-    _set_wcsinfo(model, image.wcs, model.data.shape)
-    model.meta.background.level = float(image.sky)
-    model.meta.background.subtracted = False
-    model.meta.asn.table_name = f"{asn_id}"
-    _set_steps(model, cal_steps)
-    _fits_byte_order(model)
+    # Values valid by construction (the cal's own DQ array updated, a float, a flag, names and step
+    # statuses; the same arrays in FITS's byte order), assigned without stdatamodels' check of each
+    # (~8 ms a crf, most of it the five float arrays): the stored values and the file are the same.
+    with unvalidated.assignments(model):
+        model.dq = image.dq
+        _set_wcs(model, image.wcs)
+    _set_wcsinfo(model, image.wcs, model.data.shape)  # validated as a whole (_assign_all_valid)
+    with unvalidated.assignments(model):
+        model.meta.background.level = float(image.sky)
+        model.meta.background.subtracted = False
+        model.meta.asn.table_name = f"{asn_id}"
+        _set_steps(model, cal_steps)
+        _fits_byte_order(model)
     return save_model(model, path, provenance, validate_asdf=False)
+
+
+def _model_from_template(cls, data, template, validate=True):
+    """A new ``cls`` holding ``data`` and ``template``'s primary metadata (``update(only="PRIMARY")``),
+    that does not validate its later assignments (:func:`webbflow.io.unvalidated.new_model`).
+
+    ``validate``: the metadata copied is checked against the schema as a whole, once: valid (a
+    product stdatamodels wrote), the model is the one a validated ``cls(data)`` and ``update`` make
+    (each value valid alone, so each kept as assigned; ~10 ms less a product than a check per
+    keyword); otherwise the model is made that way, each invalid value then warned of and left
+    out as before.
+    """
+    model = unvalidated.new_model(cls)
+    model.data = data
+    model.update(template, only="PRIMARY")
+    # the metadata trees (``meta``: where the primary keywords are), not the array
+    if not validate or all(_valid_node(model, getattr(model, key)) for key, value in model._instance.items()
+                           if isinstance(value, dict)):
+        return model
+    model.close()
+    model = cls(data)
+    model.update(template, only="PRIMARY")
+    model._validate_on_assignment = False  # its later values are this module's own, as above
+    return model
+
+
+def _valid_node(model, node):
+    """Whether a model's ObjectNode ``node`` is valid against its schema (stdatamodels' check of an
+    assigned value, on the whole node); False where stdatamodels has no such check."""
+    try:
+        from stdatamodels.validate import _check_value
+    except ImportError:
+        return False
+    try:
+        _check_value(node.instance, node._schema, model)
+        return True
+    except Exception:  # noqa: BLE001 (any refusal: the caller takes the checked path)
+        return False
 
 
 def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=None, provenance=None, keep=False,
@@ -324,22 +363,19 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
         Also return the model as written (the segm's template, :func:`write_segm`), instead of
         letting it go.
     validate : bool
-        False: the model is built without stdatamodels' validation of each assignment
-        (:func:`webbflow.io.unvalidated.new_model`), for a caller whose ``result`` and ``template``
-        are valid.  Either way it is written without asdf's validation of its tree
-        (:func:`save_model`): the i2d's values are this module's own, a gwcs and the template's.
+        True: the metadata copied from ``template`` is checked against the schema
+        (:func:`_model_from_template`: at once, or one value at a time if it is not all valid).
+        False: not checked, for a caller whose ``template`` is valid.  Either way the model's other
+        values, this module's own (``result``'s arrays, a gwcs, numbers and names), are assigned
+        without stdatamodels' validation of each (:func:`webbflow.io.unvalidated.new_model`),
+        and it is written without asdf's validation of its tree (:func:`save_model`).
 
     Returns
     -------
     pathlib.Path or (pathlib.Path, ImageModel)
         The product's path; with ``keep``, and the model.
     """
-    if validate:
-        model = datamodels.ImageModel(result.data)
-    else:
-        model = unvalidated.new_model(datamodels.ImageModel)
-        model.data = result.data
-    model.update(template, only="PRIMARY")
+    model = _model_from_template(datamodels.ImageModel, result.data, template, validate)
     model.err = result.err
     model.con = result.con
     model.wht = result.wht
@@ -373,8 +409,7 @@ def write_i2d(result, path, template, *, members, asn, cal_steps=None, params=No
 
 def write_segm(segmentation, path, template, provenance=None):
     """Write the ``_segm`` product (SegmentationMapModel; 0 = background, else catalog label)."""
-    model = datamodels.SegmentationMapModel(np.asarray(segmentation, np.int32))
-    model.update(template, only="PRIMARY")
+    model = _model_from_template(datamodels.SegmentationMapModel, np.asarray(segmentation, np.int32), template)
     _set_wcs(model, template.meta.wcs)
     model.meta.cal_step.source_catalog = "COMPLETE"
     return save_model(model, path, provenance, validate_asdf=False)
