@@ -1,4 +1,5 @@
-"""Whether a workflow job goes through the warm job server (:mod:`webbflow.jobserver`).
+"""Whether a workflow job goes through the warm job server (:mod:`webbflow.jobserver`), and the threads
+Snakemake gave it (:func:`threads`).
 
 Standard library (``os``) only: every job's process, and the Snakefile, ask this before anything else,
 and a job that runs in-process must not pay for the server's module.
@@ -6,7 +7,7 @@ and a job that runs in-process must not pay for the server's module.
 
 import os
 
-__all__ = ["BATCH_ENV", "ENV", "wanted"]
+__all__ = ["BATCH_ENV", "ENV", "threads", "wanted"]
 
 ENV = "WEBBFLOW_JOB_SERVER"
 """``1``: run jobs through the warm server, ``0``: in-process, ``auto``: as the config's ``auto``;
@@ -50,3 +51,21 @@ def wanted(config, environ=None):
     if setting != "auto":
         return True
     return hasattr(os, "pidfd_open") and not any(environ.get(name) for name in BATCH_ENV)
+
+
+def threads(environ=None):
+    """The threads a workflow job was given: Snakemake exports a rule's ``threads`` as ``OMP_NUM_THREADS``.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment (default ``os.environ``).
+
+    Returns
+    -------
+    int or None
+        ``OMP_NUM_THREADS`` when it is a positive integer; None otherwise (not a workflow job, or
+        unset): the caller's own default then.
+    """
+    n = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "")
+    return int(n) if n.isdigit() and int(n) > 0 else None

@@ -44,6 +44,7 @@ from webbflow.io import unvalidated
 from webbflow.io.cal import CalArrays, open_product
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.image3 import save_model
+from webbflow.jobmode import threads as job_thread_count
 from webbflow.stages import coron3_beyond as beyond
 from webbflow.steps import align_refs as align_step
 from webbflow.steps import klip as klip_step
@@ -70,9 +71,9 @@ webbflow's sector KLIP, contrast curve and companions, all off: :mod:`webbflow.s
 def job_threads():
     """The threads this job may use: ``OMP_NUM_THREADS`` (Snakemake exports the rule's ``threads`` as
     it) or, outside Snakemake, the CPUs this process may run on (as numba's own default)."""
-    n = os.environ.get("OMP_NUM_THREADS", "")
-    if n.isdigit() and int(n) > 0:
-        return int(n)
+    n = job_thread_count()
+    if n is not None:
+        return n
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

@@ -28,6 +28,7 @@ from webbflow.io import read_uncal, write_fitopt, write_rate, write_rateints
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.files import atomic_group
 from webbflow.io.uncal import SUPPORTED_EXP_TYPES, UncalStream, read_uncal_headers, readout_from_header
+from webbflow.jobmode import threads as job_thread_count
 from webbflow.ramp import StepStatus
 from webbflow.refs import load_references
 from webbflow.stages import detector1_stream
@@ -274,11 +275,11 @@ def _limit_threads():
     two single-thread jobs on two cores would each start one numba thread per
     core and fight over them.
     """
-    n = os.environ.get("OMP_NUM_THREADS", "")
-    if n.isdigit() and int(n) > 0:
+    n = job_thread_count()
+    if n is not None:
         import numba
 
-        numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
 def _run_fused(ramp, readout, refs, params, steps, one_over_f):
