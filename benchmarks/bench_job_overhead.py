@@ -312,10 +312,16 @@ def _grism_refs(data):
                                   optics.pixar_a2(spec.detector))
 
 
+def ours_env():
+    """This process's environment with this checkout's sources first on PYTHONPATH: where our jobs
+    import webbflow from (this tree, whatever the venv installed)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+
+
 def run_one(job, kwargs, top=0):
     """Run one job in a fresh process; its CPU figures, peak memory and wall time (dict)."""
     func, module = JOBS[job][:2] if job in JOBS else JOBS[_HELPERS[job]][:2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = ours_env()
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _CHILD, func, module, str(top), json.dumps(kwargs)],
                           capture_output=True, text=True, env=env, check=False)
@@ -333,7 +339,7 @@ def served_env(work, stats, env=None):
     checkout's sources first; ``WEBBFLOW_JOB_SERVER=wait``, the job's figures appended to ``stats`` and
     the private server folder of ``work``."""
     if env is None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+        env = ours_env()
     return {**env, "WEBBFLOW_JOB_SERVER": "wait", "WEBBFLOW_JOB_STATS": str(stats),
             "WEBBFLOW_JOB_SERVER_DIR": str(_server_dir(work)), "WEBBFLOW_JOB_SERVER_IDLE": "300"}
 

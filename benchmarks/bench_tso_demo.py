@@ -61,7 +61,7 @@ from astropy.io import fits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
-from bench_job_overhead import run_served, start_server, stop_servers  # noqa: E402  (--server)
+from bench_job_overhead import ours_env, run_served, start_server, stop_servers  # noqa: E402  (--server)
 
 _JOB = """
 import resource, sys, time
@@ -494,9 +494,7 @@ def _workflow_env(env=None):
     what a default run uses, not every core of the machine."""
     from webbflow.jobserver import THREAD_ENV
 
-    if env is None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    return {**env, **{name: "1" for name in THREAD_ENV}}
+    return {**(ours_env() if env is None else env), **{name: "1" for name in THREAD_ENV}}
 
 
 def _run_coron_pipeline(data, refs, who, cores=2, env=None, served=False):
