@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
 from bench_image23 import _image2_jobs, _rates, add_server, start_run, time_job  # noqa: E402
-from bench_job_overhead import start_server  # noqa: E402  (--server)
+from bench_job_overhead import start_server, workflow_env  # noqa: E402
 from bench_tso_demo import _write_result  # noqa: E402
 
 
@@ -67,11 +67,12 @@ def _full_frame(data):
 
 def _run_set(label, rates, refs, out, before, served=False):
     """Time every rate file through each pipeline, alternating; -> {who: totals}.  ``served``: ours (and
-    the before checkout's) through a warm job server each, its start counted once in the totals."""
+    the before checkout's) through a warm job server each, its start counted once in the totals.  Ours
+    (and the before checkout's) run in the environment the workflow's image2 rule gives its jobs."""
     jobs, _ = _image2_jobs(rates, refs, out / label)
-    env = {"ours": None, "jwst": None}
+    env = {"ours": workflow_env("image2"), "jwst": None}
     if before:
-        env["before"] = dict(os.environ, PYTHONPATH=str(Path(before).resolve()))
+        env["before"] = workflow_env("image2", dict(os.environ, PYTHONPATH=str(Path(before).resolve())))
         jobs["before"] = jobs["ours"]
     order = [w for w in ("before", "ours", "jwst") if w in env]
     for who in order:  # warm-up: numba's cache, the interpreters' compiled imports

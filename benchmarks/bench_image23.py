@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
 from bench_tso_demo import _CORON_JOB as JOB  # noqa: E402  (runs one webbflow.jobs function)
 from bench_tso_demo import _write_result  # noqa: E402
-from bench_job_overhead import run_served, start_server, stop_servers  # noqa: E402  (--server)
+from bench_job_overhead import run_served, start_server, stop_servers, workflow_env  # noqa: E402
 
 TWEAK = {"minobj": 4, "searchrad": 0.5, "separation": 0.5, "tolerance": 0.2}  # the demo's small fields
 CATALOG = {"deblend": True}
@@ -182,19 +182,22 @@ def _image3_jobs(cals, out):
 
 def _run_stage(jobs, out, repeats, stage, served=False):
     """Time every job of both pipelines, alternating, ``repeats`` times; one warm-up job each first.
-    ``served``: ours through a warm job server started for each repeat (its start counted)."""
+    ``served``: ours through a warm job server started for each repeat (its start counted).  Ours run
+    in the environment the workflow's rule ``stage`` gives its jobs (its threads), jwst's in this one."""
+    env = {"ours": workflow_env(stage), "jwst": None}
     for who in ("ours", "jwst"):
-        measure(jobs[who][0][1], out)
+        measure(jobs[who][0][1], out, env=env[who])
     runs = {"ours": [], "jwst": []}
     for i in range(repeats):
         totals = {who: {"wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mib": 0.0} for who in runs}
         # the server warms for this stage's jobs, as the workflow's onstart passes the planned kinds
-        start = start_server(out, jobs=(stage,)) if served else None
+        start = start_server(out, jobs=(stage,), env=env["ours"]) if served else None
         try:
             for k in range(len(jobs["ours"])):
                 for who in ("ours", "jwst"):
                     name, cmd = jobs[who][k]
-                    wall, cpu, rss, parts = time_job(cmd, name, out, out if served and who == "ours" else None)
+                    wall, cpu, rss, parts = time_job(cmd, name, out, out if served and who == "ours" else None,
+                                                     env=env[who])
                     totals[who]["wall_s"] += wall
                     totals[who]["cpu_s"] += cpu
                     totals[who]["peak_rss_mib"] = max(totals[who]["peak_rss_mib"], rss)

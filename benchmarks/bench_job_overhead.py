@@ -318,10 +318,108 @@ def ours_env():
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
 
 
+def workflow_config(*configfiles):
+    """The workflow's config as a run with ``--configfile CONFIGFILES`` sees it.
+
+    Parameters
+    ----------
+    *configfiles : path-like
+        Config files merged over ``config/config.yaml`` (which the Snakefile loads first), in order.
+
+    Returns
+    -------
+    dict
+        The merged config with every default filled from ``config/schema.yaml``, as the Snakefile's
+        ``validate`` fills them.
+    """
+    import yaml
+    from snakemake.utils import validate
+
+    from webbflow.config import deep_merge
+
+    config = {}
+    for path in (REPO / "config" / "config.yaml", *configfiles):
+        config = deep_merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    validate(config, str(REPO / "config" / "schema.yaml"))
+    return config
+
+
+def rule_threads(rule, config=None):
+    """The ``threads`` the workflow gives a job of ``rule``.
+
+    Parameters
+    ----------
+    rule : str
+        A rule of ``workflow/rules/*.smk`` (defined at the file's top level).
+    config : dict, optional
+        The run's config (:func:`workflow_config`; default: the shipped one's).
+
+    Returns
+    -------
+    int
+        The rule's ``threads:`` directive evaluated on ``config`` as Snakemake evaluates it (e.g.
+        ``config["threads"]["detector1"]``), or Snakemake's default 1 where the rule has none.
+
+    Raises
+    ------
+    KeyError
+        If no rule file defines ``rule``.
+    """
+    import re
+
+    block = re.compile(rf"^rule {re.escape(rule)}:\n((?:[ \t].*\n|[ \t]*\n)*)", re.M)
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        found = block.search(path.read_text())
+        if found:
+            threads = re.search(r"^[ \t]+threads:(.*)$", found.group(1), re.M)
+            if threads is None:
+                return 1
+            # the workflow's own expression, as Snakemake evaluates it (with the config in scope)
+            config = workflow_config() if config is None else config
+            return int(eval(threads.group(1), {"__builtins__": {}}, {"config": config}))
+    raise KeyError(f"no rule {rule!r} in workflow/rules/*.smk")
+
+
+def workflow_env(rule, env=None, config=None):
+    """The environment the workflow gives a job of ``rule``: the one every benchmark runs our jobs in
+    outside Snakemake.
+
+    Snakemake exports a job's ``threads`` as ``OMP_NUM_THREADS`` and the like
+    (:data:`webbflow.jobserver.THREAD_ENV`), which bound numba's, BLAS's and our own thread pools; a job
+    run without them would take every core of the machine, which no workflow job does.
+
+    Parameters
+    ----------
+    rule : str
+        The job's rule (:func:`rule_threads`).
+    env : dict, optional
+        The environment to add them to (e.g. another source tree's on PYTHONPATH); default
+        :func:`ours_env`.
+    config : dict, optional
+        The run's config (:func:`workflow_config`; default: the shipped one's).
+
+    Returns
+    -------
+    dict
+        ``env`` with every thread variable set to the rule's threads.
+    """
+    from webbflow.jobserver import THREAD_ENV
+
+    threads = str(rule_threads(rule, config))
+    return {**(ours_env() if env is None else env), **{name: threads for name in THREAD_ENV}}
+
+
+def job_rule(job):
+    """The workflow rule of one of this benchmark's job types (``tso3-phot`` -> ``tso3_phot``,
+    ``detector1-tso`` -> ``detector1``)."""
+    return {"tso3-phot": "tso3_phot", "tso3-grism": "tso3"}.get(job, job.split("-")[0])
+
+
 def run_one(job, kwargs, top=0):
-    """Run one job in a fresh process; its CPU figures, peak memory and wall time (dict)."""
+    """Run one job in a fresh process, in the environment the workflow gives its rule's jobs; its CPU
+    figures, peak memory and wall time (dict)."""
     func, module = JOBS[job][:2] if job in JOBS else JOBS[_HELPERS[job]][:2]
-    env = ours_env()
+    env = workflow_env(job_rule(job))
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _CHILD, func, module, str(top), json.dumps(kwargs)],
                           capture_output=True, text=True, env=env, check=False)
@@ -414,13 +512,16 @@ def run_served(job, kwargs, work, cold=False, env=None):
     CPU and memory figures (from the ``WEBBFLOW_JOB_STATS`` line the client appends).  ``cold``: the
     server is stopped first, so the job waits for a new one to import and warm up.  Safe to call from
     several threads at once (each call has its own stats file and log).  ``env``: as for
-    :func:`served_env`."""
+    :func:`served_env`, by default the environment the workflow gives the job's rule
+    (:func:`workflow_env`)."""
     import threading
 
     from bench_detector1 import compile_ours
 
     compile_ours()  # as measure() does before our first timed process (a cold run starts the server)
     func = JOBS[job][0] if job in JOBS else JOBS[_HELPERS[job]][0]
+    if env is None:
+        env = workflow_env(job_rule(job))
     tag = threading.get_ident()
     stats, log = work / f"served-stats-{tag}.jsonl", work / f"served-{tag}.log"
     stats.unlink(missing_ok=True)

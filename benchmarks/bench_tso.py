@@ -41,6 +41,7 @@ from webbflow.simulate import ExposureSpec, Star, simulate_exposure
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detector1 import measure, our_steps  # noqa: E402  (one measuring helper for every benchmark)
+from bench_job_overhead import workflow_env  # noqa: E402  (our stage-2 jobs' environment)
 
 
 def segment_spec(nints):
@@ -126,7 +127,7 @@ def stage2_rows(data, rateints, stage2_nints, no_jwst):
             if stage == "tso3":
                 inp = next(work.glob("*_calints.fits"))
             wall, rss, text, cpu = measure([sys.executable, "-c", _STAGE2, stage, str(inp), str(work),
-                                            json.dumps(refs)], data, cpu=True)
+                                            json.dumps(refs)], data, env=workflow_env(stage), cpu=True)
             hwm = vmhwm_mib(text)
             rows.append({"pipeline": "ours", "stage": stage, "nints": nints, "wall_s": wall, "cpu_s": cpu,
                          "peak_rss_mib": hwm, "ru_maxrss_mib": rss})

@@ -61,7 +61,7 @@ from astropy.io import fits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
-from bench_job_overhead import ours_env, run_served, start_server, stop_servers  # noqa: E402  (--server)
+from bench_job_overhead import run_served, start_server, stop_servers, workflow_config, workflow_env  # noqa: E402
 
 _JOB = """
 import resource, sys, time
@@ -304,12 +304,14 @@ def main(argv=None):
         flats = write_stage2_references(data, spec.detector, spec.geometry, spec.filter, spec.pupil, 0)
         stage2_refs = {**grism, "flat": flats["flat"], "distortion": flats["distortion"]}
     pipelines = ["ours"] + ([] if args.no_jwst else ["jwst"])
+    config = workflow_config(REPO / "config" / f"demo-tso-{args.mode}.yaml")
+    stage2, tso3_rule = ("image2", "tso3_phot") if imaging else ("spec2", "tso3")
     # warm numba's cache (first segment's detector1), as a production run finds it
     warm = data / "warm"
     shutil.rmtree(warm, ignore_errors=True)
     warm.mkdir()
     measure([sys.executable, "-c", _JOB, "detector1", str(uncals[0]), str(warm), _detector1_refs(uncals[0], refs)],
-            data)
+            data, env=workflow_env("detector1", config=config))
     totals = {}
     for who in pipelines:
         shutil.rmtree(data / who, ignore_errors=True)
@@ -317,9 +319,11 @@ def main(argv=None):
         jobs = _jobs(data, uncals, refs, stage2_refs, who, imaging, served=served)
         # the server warms for this mode's job kinds, as the workflow's onstart passes the planned ones
         kinds = ("detector1", "image2_ints", "tso3_phot") if imaging else ("detector1", "spec2", "tso3")
-        start = start_server(data, jobs=kinds) if served else {"wall": 0.0, "cpu": 0.0}
+        # ours as the workflow runs its rules (their threads); jwst's as its users run it
+        envs = _workflow_envs(("detector1", stage2, tso3_rule), config) if who == "ours" else {}
+        start = start_server(data, jobs=kinds, env=envs["detector1"]) if served else {"wall": 0.0, "cpu": 0.0}
         try:
-            rows = [_run(job, cmd, data) for job, cmd in jobs]
+            rows = [_run(job, cmd, data, env=envs.get(job if job != "tso3" else tso3_rule)) for job, cmd in jobs]
         finally:
             if served:
                 _server_life(start, stop_servers(data))
@@ -330,7 +334,6 @@ def main(argv=None):
         t = totals[who]
         if served:
             t.update(_served_summary(rows, start))
-        stage2 = "image2" if imaging else "spec2"
         stages = ("detector1", stage2, "tso3")
         per = {s: sum(r["wall_s"] for r in rows if r["job"] == s) for s in stages}
         cpu = {s: sum(r["cpu_s"] for r in rows if r["job"] == s) for s in stages}
@@ -486,15 +489,12 @@ def _coron_jobs(data, refs, who, served=False):
                                    steps3, psfmask, shifts=str(stage3 / f"{asn.product}_psfshifts.ecsv")))
 
 
-def _workflow_env(env=None):
-    """Our jobs' environment as the workflow's rules give it: ``env`` (None: this process's, with this
-    checkout's sources first) with the thread counts Snakemake exports for a rule's ``threads``
-    (``OMP_NUM_THREADS`` and the like; 1 for every coronagraphy rule by default, ``threads.coron3``
-    included), so that coron3's threads (align_refs, the contrast curve) and numba's and BLAS's are
-    what a default run uses, not every core of the machine."""
-    from webbflow.jobserver import THREAD_ENV
-
-    return {**(ours_env() if env is None else env), **{name: "1" for name in THREAD_ENV}}
+def _workflow_envs(rules, config, env=None):
+    """{rule: the environment the workflow gives its jobs} (``bench_job_overhead.workflow_env``: ``env``,
+    default this checkout's sources first, with the thread counts of the rule's ``threads`` under
+    ``config``), so that our jobs' numba, BLAS and own threads are what a workflow run uses, not every
+    core of the machine."""
+    return {rule: workflow_env(rule, env, config) for rule in rules}
 
 
 def _run_coron_pipeline(data, refs, who, cores=2, env=None, served=False):
@@ -502,26 +502,25 @@ def _run_coron_pipeline(data, refs, who, cores=2, env=None, served=False):
     jobs' environment, e.g. another source tree on PYTHONPATH; ``served``: ours through the warm job
     server, whose start is counted once in the wall and CPU)."""
     chains, coron3 = _coron_jobs(data, refs, who, served=served)
-    if who != "jwst":
-        env = _workflow_env(env)
+    stages = ("detector1", "image2", "coron3")
+    envs = {s: env for s in stages} if who == "jwst" else _workflow_envs(stages, workflow_config(REPO / "config" / "demo-coron.yaml"), env)
     rows = []
 
     def run_chain(chain):
         for job, cmd in chain:
-            rows.append(_run(job, cmd, data, env=env))
+            rows.append(_run(job, cmd, data, env=envs[job]))
 
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    start = start_server(data, jobs=("detector1", "image2", "coron3"), env=env) if served else {"wall": 0.0, "cpu": 0.0}
+    start = start_server(data, jobs=stages, env=envs["detector1"]) if served else {"wall": 0.0, "cpu": 0.0}
     try:
         with ThreadPoolExecutor(cores) as pool:
             list(pool.map(run_chain, chains))  # list(): re-raises a failed job's error
-        rows.append(_run("coron3", coron3[1], data, env=env))
+        rows.append(_run("coron3", coron3[1], data, env=envs["coron3"]))
     finally:
         if served:
             _server_life(start, stop_servers(data))
     elapsed = time.perf_counter() - t0
-    stages = ("detector1", "image2", "coron3")
     per = {s: sum(r["wall_s"] for r in rows if r["job"] == s) for s in stages}
     cpu = {s: sum(r["cpu_s"] for r in rows if r["job"] == s) for s in stages}
     rss = {s: max(r["peak_rss_mib"] for r in rows if r["job"] == s) for s in stages}
@@ -549,9 +548,11 @@ def bench_coron(args):
     pipelines = ["ours-jwst", "ours-recommended"] + before + ([] if args.no_jwst else ["jwst"])
     envs = {w: {**os.environ, "PYTHONPATH": str(Path(args.before).resolve())} for w in before}
     # warm numba's cache and the interpreters' imports (first exposure's detector1), as production finds them
+    config = workflow_config(REPO / "config" / "demo-coron.yaml")
     for who in ("ours-jwst", *pipelines[2:]):
         chains, _ = _coron_jobs(data, refs, who)
-        measure(chains[0][0][1], data, env=envs.get(who))
+        env = envs.get(who) if who == "jwst" else workflow_env("detector1", envs.get(who), config)
+        measure(chains[0][0][1], data, env=env)
         shutil.rmtree(data / who)
     totals = {}
     for who in pipelines:
