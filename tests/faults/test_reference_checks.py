@@ -271,6 +271,22 @@ def test_image2_flat_checked(tmp_path, make, kw, match):
     _raises(path, match, lambda: load_flat(path, SCI))
 
 
+def test_missing_and_unreadable_references_keep_each_loaders_fix(tmp_path):
+    """detector1's and image2's loaders open a reference through one opener
+    (:func:`webbflow.refs.load.open_reference`) and each keeps its own messages: image2's tells a
+    missing file apart; a file that is not FITS cannot be read, with each loader's fix."""
+    missing = tmp_path / "gone_flat.fits"
+    message = _raises(missing, "flat reference not found", lambda: load_flat(missing, SCI))
+    assert message.endswith("Fix: check references.dir or overrides.flat"), message
+    junk = tmp_path / "junk.fits"
+    junk.write_bytes(b"not a FITS file\n" * 200)
+    message = _raises(junk, "flat reference cannot be read (", lambda: load_flat(junk, SCI))
+    assert message.endswith("Fix: replace it or name another with overrides.flat"), message
+    message = _raises(junk, "saturation reference cannot be read (",
+                      lambda: load_reference("saturation", junk, READOUT, SHAPE))
+    assert message.endswith("Fix: replace the file or set overrides.saturation"), message
+
+
 def test_image2_truncated_flat(tmp_path, make):
     path, _ = _flat(tmp_path, make)
     _truncate(path, _hdu_locations(path)["SCI"]["datLoc"] + 100)

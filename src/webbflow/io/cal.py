@@ -24,8 +24,8 @@ import numpy as np
 import webbflow
 from webbflow.io import unvalidated
 from webbflow.io.errors import InputError, ReferenceFileError
-from webbflow.io.files import atomic_output, fits_truncation
-from webbflow.refs.load import map_dq
+from webbflow.io.files import atomic_output
+from webbflow.refs.load import map_dq, open_reference
 
 __all__ = ["CalArrays", "fits_order", "open_product", "read_rate", "load_flat", "load_gain", "load_photom",
            "load_area", "load_distortion", "load_wisp_template", "write_cal", "write_model", "IMAGE2_CAL_STEPS"]
@@ -276,26 +276,10 @@ def _cut(array, window, sci):
 
 def _open_fits(path, reftype, sci, pixels=True):
     """Open a FITS reference and check it against the exposure (webbflow.refs.check); -> (hdul, window)."""
-    from astropy.io import fits
-
     from webbflow.refs.check import check_reference
 
-    try:
-        # astropy only warns about a truncated file (a VerifyWarning for a cut header): told before it
-        # opens the file, with no warning filter (they are process-wide, not thread-safe)
-        truncated = fits_truncation(path)
-        # read, not memory-mapped: the arrays are then our own, swapped to native order in place
-        # (_data) instead of copied, and no file pages add to the job's memory
-        hdul = None if truncated else fits.open(path, lazy_load_hdus=False, memmap=False)
-    except FileNotFoundError:
-        raise ReferenceFileError(path, f"{reftype} reference not found",
-                                 f"check references.dir or overrides.{reftype}") from None
-    except (OSError, ValueError, TypeError, EOFError) as exc:
-        raise ReferenceFileError(path, f"{reftype} reference cannot be read ({exc})",
-                                 f"replace it or name another with overrides.{reftype}") from None
-    if truncated:
-        raise ReferenceFileError(path, f"{reftype} reference is {truncated}",
-                                 f"replace it or name another with overrides.{reftype}")
+    hdul = open_reference(path, reftype, f"replace it or name another with overrides.{reftype}",
+                          missing=(f"{reftype} reference not found", f"check references.dir or overrides.{reftype}"))
     try:
         window = check_reference(path, hdul, reftype, _exposure(sci, pixels))
     except BaseException:

@@ -79,17 +79,44 @@ def _dq_def(hdul):
     return {"VALUE": np.asarray(table["VALUE"], np.int64), "NAME": list(table["NAME"])}
 
 
-def _read(path, reftype):
-    """Open a reference file for reading headers; pixels are read on demand."""
+def open_reference(path, reftype, unreadable_fix, missing=None):
+    """Open a FITS reference file: every header now, each array when it is asked for.
+
+    The one opener of the FITS references (detector1's here, stage 2's in :mod:`webbflow.io.cal`): a
+    truncated file is refused before astropy opens it (:func:`webbflow.io.files.fits_truncation`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The reference file.
+    reftype : str
+        Its reference type (``dark``, ``flat`` ...), named in the messages.
+    unreadable_fix : str
+        The fix a file that cannot be read is told with.
+    missing : tuple of str, optional
+        (problem, fix) for a file that does not exist; None: it is told as one that cannot be read.
+
+    Returns
+    -------
+    astropy.io.fits.HDUList
+        The open file (the caller closes it), read rather than memory-mapped.
+
+    Raises
+    ------
+    ReferenceFileError
+        If the file is missing, cannot be read or is truncated, naming the file and the fix.
+    """
     try:
         # astropy only warns about a truncated file (a VerifyWarning for a cut header): told before it
         # opens the file, with no warning filter (they are process-wide; references load in threads)
         truncated = fits_truncation(path)
-        # Headers only: the arrays are read later, and only the part needed.
+        # read, not memory-mapped: no file pages add to the job's memory, and an array astropy reads
+        # is the caller's own (io.cal swaps it to native order in place instead of copying it)
         hdul = None if truncated else fits.open(path, memmap=False, lazy_load_hdus=False)
     except (OSError, ValueError, TypeError, EOFError) as exc:
-        raise ReferenceFileError(path, f"{reftype} reference cannot be read ({exc})",
-                                 f"replace the file or set overrides.{reftype}") from None
+        if missing is not None and isinstance(exc, FileNotFoundError):
+            raise ReferenceFileError(path, *missing) from None
+        raise ReferenceFileError(path, f"{reftype} reference cannot be read ({exc})", unreadable_fix) from None
     if truncated:
         raise ReferenceFileError(path, f"{reftype} reference is {truncated}",
                                  f"replace it or name another with overrides.{reftype}")
@@ -254,7 +281,7 @@ def _load_cached(path, mtime, reftype, detector, substrt1, substrt2, ny, nx, sub
     ro = _R()
     ro.substrt1, ro.substrt2, ro.subarray = substrt1, substrt2, subarray
     ro.ngroups, ro.nframes, ro.groupgap = ngroups, nframes, groupgap
-    with _read(path, reftype) as hdul:
+    with open_reference(path, reftype, f"replace the file or set overrides.{reftype}") as hdul:
         header = hdul[0].header
         # REFTYPE, INSTRUME, DETECTOR, completeness, extensions, shapes and the subarray
         # region, from the headers and the file size alone (nothing is read yet).
