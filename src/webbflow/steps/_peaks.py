@@ -13,6 +13,7 @@ one of the values compared, whatever the order, so the masks are the same bits).
 import numpy as np
 
 from webbflow.steps._jit import lazy_njit
+from webbflow.steps._photutils import import_photutils
 
 __all__ = ["fast_ring_verification"]
 
@@ -95,7 +96,7 @@ def _fast_circular_peaks(data, radius, original):
     if not (type(data) is np.ndarray and data.ndim == 2 and data.dtype in (np.float64, np.float32)
             and min(data.shape) > 0 and np.isfinite(data).all()):
         return original(data, radius)
-    from photutils.detection import peakfinder
+    peakfinder = import_photutils("photutils.detection.peakfinder")
 
     # photutils' footprint, its centre and the inscribed box, computed as it computes them
     idx = np.arange(-radius, radius + 1)
@@ -134,7 +135,7 @@ class fast_ring_verification:
 
     def __enter__(self):
         try:
-            from photutils.detection import peakfinder
+            peakfinder = import_photutils("photutils.detection.peakfinder")
         except ImportError:
             peakfinder = None
         self._module = peakfinder
