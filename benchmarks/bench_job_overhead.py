@@ -315,7 +315,9 @@ def _grism_refs(data):
 def ours_env():
     """This process's environment with this checkout's sources first on PYTHONPATH: where our jobs
     import webbflow from (this tree, whatever the venv installed)."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    # no empty entry when PYTHONPATH is unset: Python would read it as the current directory
+    paths = [str(REPO / "src"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def workflow_config(*configfiles):
