@@ -39,7 +39,7 @@ the memory ratio is also given with the largest job's PSS and USS.
 Usage (after ``pip install -e .`` and ``bash benchmarks/setup_oracle.sh``)::
 
     python benchmarks/bench_tso_demo.py [--mode grism|imaging|coron] [--ints-per-segment 20] [--no-jwst]
-        [--before OTHER_CHECKOUT/src] [--server]
+        [--before OTHER_CHECKOUT/src] [--server] [--max-memory-mb MB]
 
 Results: ``benchmarks/results/<date>-<host>-tso-demo.json`` (``-tso-imaging-demo.json``,
 ``-coron-demo.json``).
@@ -83,9 +83,10 @@ if stage == "detector1":
     import json
     from webbflow.stages import detector1
     imported(models=False)
-    uncal, out, refs = args
+    uncal, out, refs, budget = (*args, None)[:4]
     root = Path(uncal).name.removesuffix("_uncal.fits")
-    detector1.run(uncal, f"{out}/{root}_rate.fits", f"{out}/{root}_rateints.fits", json.loads(refs), {})
+    detector1.run(uncal, f"{out}/{root}_rate.fits", f"{out}/{root}_rateints.fits", json.loads(refs), {},
+                  max_memory_mb=float(budget) if budget else None)
 elif stage == "image2":
     import json
     from webbflow.stages import image2
@@ -134,12 +135,13 @@ def _detector1_refs(uncal, refs):
     return json.dumps({k: (str(v) if v else None) for k, v in _selected(uncal, refs).items()})
 
 
-def _jobs(data, uncals, refs, stage2_refs, who, imaging=False, served=False):
+def _jobs(data, uncals, refs, stage2_refs, who, imaging=False, served=False, max_memory_mb=None):
     """(name, command) of every job of one pipeline, in order; and the association it writes.
 
     ``stage2_refs``: spec2's references (grism) or image2's plus ``gain`` (imaging).  ``served`` (ours):
     each job as ``(job type of bench_job_overhead, keyword arguments of its webbflow.jobs function)``
-    instead of a command, for the warm job server."""
+    instead of a command, for the warm job server.  ``max_memory_mb``: our detector1 jobs' budget
+    (``max_memory_mb.detector1``; None: the default)."""
     from webbflow.associations import tso3_associations, write_asn
     from webbflow.exposures import exposure_table
     from webbflow.oracle import detector1_command, image2_command, oracle_paths, spec2_command
@@ -162,7 +164,8 @@ def _jobs(data, uncals, refs, stage2_refs, who, imaging=False, served=False):
             exp_type = fits.getval(uncal, "EXP_TYPE")
             jobs.append(("detector1", ("detector1", {
                 "uncal": str(uncal), "rate": str(stage1 / f"{root}_rate.fits"), "rateints": str(rateints),
-                "steps": {}, "references": json.loads(_detector1_refs(uncal, refs)), "exp_types": [exp_type]})))
+                "steps": {}, "references": json.loads(_detector1_refs(uncal, refs)), "exp_types": [exp_type],
+                "max_memory_mb": max_memory_mb})))
             paths = {k: str(v) for k, v in refs2.items()}
             if imaging:
                 jobs.append(("image2", ("image2", {"rate": str(rateints), "references": paths, "steps": {},
@@ -173,7 +176,7 @@ def _jobs(data, uncals, refs, stage2_refs, who, imaging=False, served=False):
                                                  "x1dints": str(stage2_dir / f"{root}_x1dints.fits")})))
         elif who == "ours":
             jobs.append(("detector1", [sys.executable, "-c", _JOB, "detector1", str(uncal), str(stage1),
-                                       _detector1_refs(uncal, refs)]))
+                                       _detector1_refs(uncal, refs), str(max_memory_mb or "")]))
             jobs.append((stage2, [sys.executable, "-c", _JOB, stage2, str(rateints), str(stage2_dir),
                                   json.dumps({k: str(v) for k, v in refs2.items()})]))
         else:
@@ -277,6 +280,9 @@ def main(argv=None):
     parser.add_argument("--server", action="store_true",
                         help="run our jobs through the warm job server (WEBBFLOW_JOB_SERVER=wait, as a workflow "
                              "script with jobs.warm_server on); its start is counted once in our total")
+    parser.add_argument("--max-memory-mb", type=float, default=None, metavar="MB",
+                        help="our detector1 jobs' memory budget (the workflow's max_memory_mb.detector1; default "
+                             "its default): a segment above it is streamed")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.mode == "coron":
@@ -317,7 +323,7 @@ def main(argv=None):
     for who in pipelines:
         shutil.rmtree(data / who, ignore_errors=True)
         served = args.server and who == "ours"
-        jobs = _jobs(data, uncals, refs, stage2_refs, who, imaging, served=served)
+        jobs = _jobs(data, uncals, refs, stage2_refs, who, imaging, served=served, max_memory_mb=args.max_memory_mb)
         # the server warms for this mode's job kinds, as the workflow's onstart passes the planned ones
         kinds = ("detector1", "image2_ints", "tso3_phot") if imaging else ("detector1", "spec2", "tso3")
         start = start_server(data, jobs=kinds) if served else {"wall": 0.0, "cpu": 0.0}
