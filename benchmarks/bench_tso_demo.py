@@ -9,9 +9,9 @@ calints).  ``--mode imaging``: ``demo-tso-imaging`` (3 segments of 30 integratio
 SUB64P) through detector1, image2 (→ calints) and tso3 (outlier_detection, tso_photometry), both
 pipelines at jwst's defaults.  Prints total wall time, the largest peak RSS of any job, and the
 ratios (issues 13 and 14: >= 10x faster, <= 1/5 of jwst's peak memory), and for ours the CPU
-seconds apart from each job's imports (numpy, astropy, stdatamodels and the stage module: the fixed
-cost a warm job server would not pay again) and the RSS when they were done.  Numba's cache is warmed
-first, as in production.
+seconds apart from each job's imports (numpy, astropy, the stage module, and stdatamodels where the
+stage reads products through it, as its workflow job does: the fixed cost a warm job server would
+not pay again) and the RSS when they were done.  Numba's cache is warmed first, as in production.
 
 ``--mode coron`` (issue 15): the ``demo-coron`` program (7 exposures: 2 science rolls, 5 reference-star
 dither points, 2 integrations x 5 groups on SUB320A335R) through detector1 + image2 + coron3, as each
@@ -39,7 +39,7 @@ the memory ratio is also given with the largest job's PSS and USS.
 Usage (after ``pip install -e .`` and ``bash benchmarks/setup_oracle.sh``)::
 
     python benchmarks/bench_tso_demo.py [--mode grism|imaging|coron] [--ints-per-segment 20] [--no-jwst]
-        [--before OTHER_CHECKOUT/src] [--server]
+        [--before OTHER_CHECKOUT/src] [--server] [--max-memory-mb MB]
 
 Results: ``benchmarks/results/<date>-<host>-tso-demo.json`` (``-tso-imaging-demo.json``,
 ``-coron-demo.json``).
@@ -69,9 +69,12 @@ from pathlib import Path
 stage, args = sys.argv[1], sys.argv[2:]
 
 
-def imported():
-    # the fixed cost of a job (interpreter, imports), printed for the benchmark to take apart from the run
-    from stdatamodels.jwst import datamodels  # noqa: F401  (every stage opens products through it)
+def imported(models=True):
+    # the fixed cost of a job (interpreter, imports), printed for the benchmark to take apart from the run;
+    # ``models``: the stage opens products through stdatamodels (detector1 does not, nor does its
+    # workflow job import it: importing it here would add ~37 MiB to the job's peak RSS)
+    if models:
+        from stdatamodels.jwst import datamodels  # noqa: F401
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"@@imports {time.process_time()!r} {rss}", file=sys.stderr, flush=True)
 
@@ -79,10 +82,11 @@ def imported():
 if stage == "detector1":
     import json
     from webbflow.stages import detector1
-    imported()
-    uncal, out, refs = args
+    imported(models=False)
+    uncal, out, refs, budget = (*args, None)[:4]
     root = Path(uncal).name.removesuffix("_uncal.fits")
-    detector1.run(uncal, f"{out}/{root}_rate.fits", f"{out}/{root}_rateints.fits", json.loads(refs), {})
+    detector1.run(uncal, f"{out}/{root}_rate.fits", f"{out}/{root}_rateints.fits", json.loads(refs), {},
+                  max_memory_mb=float(budget) if budget else None)
 elif stage == "image2":
     import json
     from webbflow.stages import image2
@@ -131,12 +135,13 @@ def _detector1_refs(uncal, refs):
     return json.dumps({k: (str(v) if v else None) for k, v in _selected(uncal, refs).items()})
 
 
-def _jobs(data, uncals, refs, stage2_refs, who, imaging=False, served=False):
+def _jobs(data, uncals, refs, stage2_refs, who, imaging=False, served=False, max_memory_mb=None):
     """(name, command) of every job of one pipeline, in order; and the association it writes.
 
     ``stage2_refs``: spec2's references (grism) or image2's plus ``gain`` (imaging).  ``served`` (ours):
     each job as ``(job type of bench_job_overhead, keyword arguments of its webbflow.jobs function)``
-    instead of a command, for the warm job server."""
+    instead of a command, for the warm job server.  ``max_memory_mb``: our detector1 jobs' budget
+    (``max_memory_mb.detector1``; None: the default)."""
     from webbflow.associations import tso3_associations, write_asn
     from webbflow.exposures import exposure_table
     from webbflow.oracle import detector1_command, image2_command, oracle_paths, spec2_command
@@ -159,7 +164,8 @@ def _jobs(data, uncals, refs, stage2_refs, who, imaging=False, served=False):
             exp_type = fits.getval(uncal, "EXP_TYPE")
             jobs.append(("detector1", ("detector1", {
                 "uncal": str(uncal), "rate": str(stage1 / f"{root}_rate.fits"), "rateints": str(rateints),
-                "steps": {}, "references": json.loads(_detector1_refs(uncal, refs)), "exp_types": [exp_type]})))
+                "steps": {}, "references": json.loads(_detector1_refs(uncal, refs)), "exp_types": [exp_type],
+                "max_memory_mb": max_memory_mb})))
             paths = {k: str(v) for k, v in refs2.items()}
             if imaging:
                 jobs.append(("image2", ("image2", {"rate": str(rateints), "references": paths, "steps": {},
@@ -170,7 +176,7 @@ def _jobs(data, uncals, refs, stage2_refs, who, imaging=False, served=False):
                                                  "x1dints": str(stage2_dir / f"{root}_x1dints.fits")})))
         elif who == "ours":
             jobs.append(("detector1", [sys.executable, "-c", _JOB, "detector1", str(uncal), str(stage1),
-                                       _detector1_refs(uncal, refs)]))
+                                       _detector1_refs(uncal, refs), str(max_memory_mb or "")]))
             jobs.append((stage2, [sys.executable, "-c", _JOB, stage2, str(rateints), str(stage2_dir),
                                   json.dumps({k: str(v) for k, v in refs2.items()})]))
         else:
@@ -274,6 +280,9 @@ def main(argv=None):
     parser.add_argument("--server", action="store_true",
                         help="run our jobs through the warm job server (WEBBFLOW_JOB_SERVER=wait, as a workflow "
                              "script with jobs.warm_server on); its start is counted once in our total")
+    parser.add_argument("--max-memory-mb", type=float, default=None, metavar="MB",
+                        help="our detector1 jobs' memory budget (the workflow's max_memory_mb.detector1; default "
+                             "its default): a segment above it is streamed")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.mode == "coron":
@@ -316,7 +325,7 @@ def main(argv=None):
     for who in pipelines:
         shutil.rmtree(data / who, ignore_errors=True)
         served = args.server and who == "ours"
-        jobs = _jobs(data, uncals, refs, stage2_refs, who, imaging, served=served)
+        jobs = _jobs(data, uncals, refs, stage2_refs, who, imaging, served=served, max_memory_mb=args.max_memory_mb)
         # the server warms for this mode's job kinds, as the workflow's onstart passes the planned ones
         kinds = ("detector1", "image2_ints", "tso3_phot") if imaging else ("detector1", "spec2", "tso3")
         # ours as the workflow runs its rules (their threads); jwst's as its users run it

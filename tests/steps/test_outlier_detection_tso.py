@@ -132,3 +132,26 @@ def test_whole_cube_median_is_numpys_nanmedian():
         zero = expected == 0
         assert np.array_equal(got[zero], expected[zero]), trial
         assert got[~zero].tobytes() == expected[~zero].tobytes(), trial
+
+
+@pytest.mark.parametrize("w", [7, 60])
+def test_blocks_of_rows_flag_as_the_whole_cube(w, monkeypatch):
+    """The whole-cube median and the flagging run on blocks of rows to bound their temporaries: with
+    blocks of one row, three rows, and the whole cube, the DQ, data and counts are the same."""
+    from copy import deepcopy
+
+    from webbflow.steps import outlier_detection as od
+
+    results = []
+    for values in (60 * 40, 60 * 40 * 3, 1 << 30):  # rows per block: 1, 3 (a short last block), all 12
+        monkeypatch.setattr(od, "_BLOCK_VALUES", values)
+        arrays, _ = _cube()
+        arrays = deepcopy(arrays)
+        count = tso_outlier_detection(arrays, rolling_window_width=w)
+        results.append((count, arrays.dq.copy(), arrays.data.tobytes(), arrays.err.tobytes()))
+    assert len(od._row_blocks((60, 12, 40))) == 1 and len(results) == 3
+    assert results[0][0] > 20  # the hits are found
+    for count, dq, data, err in results[1:]:
+        assert count == results[0][0]
+        np.testing.assert_array_equal(dq, results[0][1])
+        assert data == results[0][2] and err == results[0][3]

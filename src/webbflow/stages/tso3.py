@@ -439,7 +439,9 @@ def run(members, crfints_paths, x1dints_path, whtlt_path, references, params, pr
                     model.close()
                 else:
                     first = _metadata_only(first)
-                model = arrays = e = None
+                # ``extract`` holds the model as a default argument: dropped too, or this member's cubes
+                # would live on beside the next member's until its ``extract`` is defined
+                model = arrays = e = extract = None
                 # a closed datamodel sits in reference cycles: collect it now, or every member's cubes
                 # stay alive until the cyclic collector happens to run and the peak grows with the members
                 gc.collect()

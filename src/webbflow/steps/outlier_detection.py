@@ -394,30 +394,53 @@ def _cube_outliers(arrays, maskpt, snr, good_bits, window, mask_whole_cube, thre
     jwst's coron mode does, its tso mode does not)."""
     if good_bits is None:
         good_bits = ~np.uint32(dqflags.DO_NOT_USE)
-    weight = good_pixel_mask(arrays.dq, good_bits).astype(np.float32)
     if window is not None or mask_whole_cube:
+        # a float32 cube: made only where it masks, and let go before the flagging's temporaries
+        weight = good_pixel_mask(arrays.dq, good_bits).astype(np.float32)
         if threshold is None:
             threshold = compute_weight_threshold(weight, maskpt)
         sci = np.where(weight < threshold, np.float32(np.nan), arrays.data)
+        del weight
     else:
         sci = arrays.data
     if window is not None:
         median = moving_median(sci, window)
     else:
+        median = np.empty(sci.shape[1:], sci.dtype)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
-            median = np.broadcast_to(_nanmedian_axis0(sci), arrays.data.shape)
+            for rows in _row_blocks(sci.shape):  # each pixel's median is its own lane's
+                median[rows] = _nanmedian_axis0(sci[:, rows])
+        median = np.broadcast_to(median, arrays.data.shape)
     del sci
     return _flag_against_median(arrays, median, snr)
+
+
+_BLOCK_VALUES = 1 << 20
+"""Values (integrations x rows x columns) per block of rows of the whole-cube median and of the
+flagging: their temporaries (sorted copies, differences, masks) are a few MiB instead of several
+times the cube, which set a grism tso3 job's peak memory; every pixel's result is its own, so
+the blocks give the same numbers."""
+
+
+def _row_blocks(shape):
+    """Slices of the rows (axis 1) of a (nints, ny, nx) cube, ~:data:`_BLOCK_VALUES` values each."""
+    nints, ny, nx = shape
+    rows = max(1, _BLOCK_VALUES // max(1, nints * nx))
+    return [slice(r, min(ny, r + rows)) for r in range(0, ny, rows)]
 
 
 def _flag_against_median(arrays, median, snr):
     """DQ |= DO_NOT_USE | OUTLIER where ``|data - median| > snr * err`` (NaN err as 0), then NaN/DQ
     matched across the arrays (jwst's ``flag_model_crs``); returns the number flagged."""
-    outliers = np.greater(np.abs(arrays.data - median), snr * np.nan_to_num(arrays.err))
-    arrays.dq |= outliers.astype(np.uint32) * np.uint32(dqflags.DO_NOT_USE | dqflags.OUTLIER)
+    flag = np.uint32(dqflags.DO_NOT_USE | dqflags.OUTLIER)
+    count = 0
+    for rows in _row_blocks(arrays.data.shape):  # elementwise: blocks only bound the temporaries
+        outliers = np.greater(np.abs(arrays.data[:, rows] - median[:, rows]),
+                              snr * np.nan_to_num(arrays.err[:, rows]))
+        arrays.dq[:, rows] |= outliers.astype(np.uint32) * flag
+        count += int(np.count_nonzero(outliers))
     match_nans_and_flags(arrays)
-    count = int(np.count_nonzero(outliers))
     log.info("%d pixels marked as outliers", count)
     return count
 
