@@ -1,9 +1,9 @@
 """The fused pass (superbias, refpix, linearity, dark_current in one pass) against the four steps in turn.
 
-Bit for bit: the ramp, PIXELDQ, GROUPDQ, ZEROFRAME and the average dark current after the fused pass
-must equal those after the steps run one after another, on simulated exposures that take each path of
-the correction (one-output subarray, four-output strip with side pixels, full frame with the running
-median and with SIRS, an extrapolated float64 dark, a skipped dark).
+Bit for bit: the ramp, PIXELDQ, GROUPDQ, ZEROFRAME, the average dark current and refpix's 1/f QA
+record after the fused pass must equal those after the steps run one after another, on simulated
+exposures that take each path of the correction (one-output subarray, four-output strip with side
+pixels, full frame with the running median and with SIRS, an extrapolated float64 dark, a skipped dark).
 """
 
 import copy
@@ -58,16 +58,31 @@ def exposure(request, tmp_path_factory):
     return request.param, ramp, readout, headers, refs
 
 
-def _both(exposure, params, refs=None):
+def _same_record(a, b):
+    """refpix's 1/f QA records (:func:`webbflow.steps.refpix.run`'s ``one_over_f``), bit for bit."""
+    assert a.keys() == b.keys()
+    assert (a["first_integration"], a["roeba"]) == (b["first_integration"], b["roeba"])
+    assert np.array_equal(a["edges"], b["edges"])
+    for key in ("before", "after"):
+        for x, y in zip(a[key], b[key], strict=True):
+            assert x.dtype == y.dtype and np.array_equal(_bits(x), _bits(y)), key
+
+
+def _both(exposure, params, refs=None, one_over_f=False):
     name, ramp, readout, headers, loaded = exposure
     refs = loaded if refs is None else refs
     separate, fused = copy.deepcopy(ramp), copy.deepcopy(ramp)
+    records = ([], []) if one_over_f else (None, None)
     statuses = {s: st for s, st, _ in detector1.iter_steps(separate, readout, headers, refs, params,
-                                                           steps=STEPS[len(BEFORE):])}
-    got = detector1._run_fused(fused, readout, refs, params, STEPS, None)
+                                                           one_over_f=records[0], steps=STEPS[len(BEFORE):])}
+    got = detector1._run_fused(fused, readout, refs, params, STEPS, records[1])
     assert got is not None, f"{name}: not fused"
     assert got == statuses
     _compare(separate, fused)
+    if one_over_f:
+        assert len(records[0]) == len(records[1]) == 1
+        _same_record(*(r[0] for r in records))
+        assert np.isfinite(records[1][0]["before"][0]).any()  # a real measurement, not NaNs
     assert not np.array_equal(_bits(separate.data), _bits(ramp.data))  # the steps did change the ramp
     return statuses
 
@@ -96,10 +111,26 @@ def test_fused_dark_extrapolated_and_skipped(exposure):
     assert statuses["dark_current"] == "SKIPPED"
 
 
-def test_not_fused_with_roeba_or_skipped_steps(exposure):
+def test_not_fused_with_roeba_or_skipped_steps(exposure, monkeypatch):
     name, ramp, readout, headers, refs = exposure
     before = copy.deepcopy(ramp)
     for params in ({"refpix": {"roeba": True}}, {"dark_current": {"skip": True}}):
         assert detector1._run_fused(ramp, readout, refs, params, STEPS, None) is None
-    assert detector1._run_fused(ramp, readout, refs, {}, STEPS, []) is None  # the 1/f table wants the steps apart
+    # the 1/f table's slopes larger than the fused pass may hold: refpix measures them in turn
+    from webbflow.steps import fused
+
+    monkeypatch.setattr(fused, "QA_MAX_BYTES", ramp.data[:, 0].size * 8 - 1)
+    records = []
+    assert detector1._run_fused(ramp, readout, refs, {}, STEPS, records) is None and records == []
     _compare(before, ramp)  # untouched
+
+
+def test_fused_one_over_f_table_equals_refpix(exposure):
+    """The 1/f QA record the fused pass sums on its way equals refpix's from the ramp after it: the
+    background found from the draft image, or given (a streamed exposure's chunks), and a later chunk."""
+    ramp = exposure[1]
+    _both(exposure, {}, one_over_f=True)
+    mask = np.zeros(ramp.data.shape[-2:], bool)
+    mask[8:-8:2, 8:-8] = True
+    _both(exposure, {"refpix": {"roeba_mask": mask, "first_integration": 3, "roeba_min_pixels": 4}},
+          one_over_f=True)

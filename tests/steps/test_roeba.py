@@ -294,3 +294,21 @@ def test_integration_level_refuses_the_grism_options(options):
         with pytest.raises(ValueError, match="roeba_estimator: mean"):
             roeba.correct_frames(frames, mask, edges, level="integration", estimator="mean")
         assert np.array_equal(frames, before)
+
+
+def test_grow_square_is_ndimage_dilation_by_3x3_squares():
+    """The background mask's growth: the same pixels as scipy's 3 x 3 binary dilation ``n`` times, at the
+    array's edges and corners too (nothing comes in from outside)."""
+    from scipy import ndimage
+
+    from webbflow.steps.roeba import grow_square
+
+    rng = np.random.default_rng(7)
+    for shape, fraction in (((257, 301), 0.01), ((4, 2048), 0.05), ((1, 9), 0.3), ((5, 1), 0.5)):
+        mask = rng.random(shape) < fraction
+        mask[0, 0] = mask[-1, -1] = True
+        for n in (1, 2, 3):
+            expected = ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=n)
+            got = grow_square(mask, n)
+            assert got.dtype == bool and np.array_equal(got, expected), (shape, n)
+            assert got.sum() > mask.sum()

@@ -287,7 +287,7 @@ def _run_fused(ramp, readout, refs, params, steps, one_over_f):
     can be fused: step -> status, else None (nothing done)."""
     from webbflow.steps import fused
 
-    if one_over_f is not None or any(s not in steps or step_skipped(params, s) for s in fused.STEPS):
+    if any(s not in steps or step_skipped(params, s) for s in fused.STEPS):
         return None
     rp = step_kwargs(params, "refpix")
     if rp.get("refpix_algorithm") == "sirs":
@@ -296,7 +296,8 @@ def _run_fused(ramp, readout, refs, params, steps, one_over_f):
     return fused.run(ramp, readout, refs["superbias"]["bias"], refs["superbias"]["bias_dq"], rp,
                      refs["linearity"]["coeffs"], refs["linearity"]["lin_dq"],
                      dict(dark_frames=dark["dark_frames"], dark_dq=dark["dark_dq"], dark_nframes=dark["dark_nframes"],
-                          dark_groupgap=dark["dark_groupgap"], **step_kwargs(params, "dark_current")))
+                          dark_groupgap=dark["dark_groupgap"], **step_kwargs(params, "dark_current")),
+                     one_over_f=one_over_f)
 
 
 def iter_steps(ramp, readout, headers, refs, params, one_over_f=None, steps=DETECTOR1_STEPS, fuse=False):

@@ -168,4 +168,4 @@ def _warm_fused(ramp, refs, frame_pixels=None):
         kernels = kernels[:1]
     for kernel in kernels:
         kernel(plane, np.zeros_like(plane), *tables, False, gdq, coeffs, np.zeros((ny, nx), np.uint8),
-               fused._SAT, np.zeros_like(plane))
+               fused._SAT, np.zeros_like(plane), np.empty_like(plane))

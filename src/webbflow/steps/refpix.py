@@ -40,7 +40,7 @@ from numba import njit, prange
 from webbflow import dqflags
 from webbflow.ramp import StepStatus
 
-__all__ = ["run", "clipped_mean", "sirs_kernels", "sirs_template", "to_detector_frame"]
+__all__ = ["run", "clipped_mean", "one_over_f_record", "sirs_kernels", "sirs_template", "to_detector_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -867,17 +867,13 @@ def _setup(ramp, readout, odd_even_columns, use_side_ref_pixels, side_smoothing_
     """:func:`run`'s corrector: (corrector, is_subarray, four_amp, column offset), None if the subarray is off
     the detector (logged)."""
     ny, nx = ramp.data.shape[-2:]
-    is_subarray = ny < DETECTOR_SIZE or nx < DETECTOR_SIZE
+    is_subarray, four_amp, (roff, coff) = _geometry(readout, ny, nx)
     if is_subarray:
         r0, c0 = readout.substrt2 - 1, readout.substrt1 - 1
         if r0 < 0 or c0 < 0 or r0 + ny > DETECTOR_SIZE or c0 + nx > DETECTOR_SIZE:
             log.warning("refpix: subarray (%d, %d)+(%d, %d) does not fit on the detector; "
                         "step skipped", r0, c0, ny, nx)
             return None
-        roff, coff = _detector_offsets(readout, ny, nx)
-    else:
-        roff = coff = 0
-    four_amp = (not is_subarray) or readout.noutputs == 4
 
     fa, sa = readout.fastaxis, readout.slowaxis
     sirs = _sirs_setup(refpix_algorithm, readout, is_subarray, sirs_kernel, sigreject, gaussmooth, halfwidth)
@@ -892,6 +888,55 @@ def _setup(ramp, readout, odd_even_columns, use_side_ref_pixels, side_smoothing_
                           side_smoothing_length, side_gain)
     corr.mode64 = corr.use_side and first_integration > 0
     return corr, is_subarray, four_amp, coff
+
+
+def _geometry(readout, ny, nx):
+    """(is_subarray, four_amp, (row, col) offsets of :func:`_detector_offsets`, zeros for a full frame)
+    of an ``ny`` x ``nx`` science array."""
+    is_subarray = ny < DETECTOR_SIZE or nx < DETECTOR_SIZE
+    offsets = _detector_offsets(readout, ny, nx) if is_subarray else (0, 0)
+    return is_subarray, (not is_subarray) or readout.noutputs == 4, offsets
+
+
+def one_over_f_record(slopes, nints, mask, readout, shape, first_integration=0, min_pixels=16):
+    """The record :func:`run` appends to ``one_over_f`` with ROEBA off, from the integrations' slopes.
+
+    For a caller that sums the slopes itself as it corrects the groups (:mod:`webbflow.steps.fused`);
+    the numbers are those of :func:`webbflow.steps.roeba.one_over_f_per_integration` on the ramp
+    after this step.
+
+    Parameters
+    ----------
+    slopes : iterable of ndarray float64, (ny, nx)
+        Each integration's slope (:func:`webbflow.steps.roeba.slope_weights`), science frame; empty
+        for fewer than two groups.
+    nints : int
+        Integrations.
+    mask : ndarray of bool, (ny, nx)
+        ROEBA's background pixels (:func:`webbflow.steps.roeba.background_mask`), science frame.
+    readout : webbflow.ramp.Readout
+    shape : tuple of int
+        The science array's (ny, nx).
+    first_integration : int
+        Index in the exposure of the first integration.
+    min_pixels : int
+        ``roeba_min_pixels``.
+
+    Returns
+    -------
+    dict
+        ``first_integration``, ``roeba`` (False), ``edges``, ``before`` and ``after`` (the same).
+    """
+    from webbflow.steps import roeba
+
+    fa, sa = readout.fastaxis, readout.slowaxis
+    _, four_amp, (_, coff) = _geometry(readout, *shape)
+    mask_det = np.ascontiguousarray(to_detector_frame(mask, fa, sa))
+    edges = roeba.amplifier_edges(mask_det.shape[1], coff, four_amp)
+    before = roeba.one_over_f_of_slopes((to_detector_frame(s, fa, sa) for s in slopes), nints, mask_det, edges,
+                                        min_pixels)
+    return {"first_integration": int(first_integration), "roeba": False, "edges": edges, "before": before,
+            "after": before}
 
 
 def _log_setup(corr, is_subarray, four_amp, odd_even_columns):

@@ -44,13 +44,13 @@ import logging
 
 import numpy as np
 from numba import njit, prange
-from scipy import ndimage
 
 from webbflow import dqflags
 from webbflow.steps.refpix import AMP_WIDTH, DETECTOR_SIZE
 
 __all__ = ["DRAFT_INTS", "ESTIMATORS", "amplifier_edges", "background_mask", "check_options", "correct_frames",
-           "correct_ramp", "destripe_image", "draft_mask", "one_over_f_per_integration", "row_scatter"]
+           "correct_ramp", "destripe_image", "draft_mask", "grow_square", "one_over_f_of_slopes",
+           "one_over_f_per_integration", "row_scatter", "slope_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,32 @@ def draft_mask(cds, pixeldq, nsigma=3.0, grow=2):
     sigma = 1.4826 * np.median(np.abs(values - med))
     source = ~np.isfinite(draft) | (draft > med + nsigma * max(sigma, np.finfo(np.float32).tiny))
     if grow > 0:
-        source = ndimage.binary_dilation(source, structure=np.ones((3, 3), bool), iterations=int(grow))
+        source = grow_square(source, int(grow))
     return usable & ~source
+
+
+def grow_square(mask, n):
+    """``mask`` grown by ``n`` pixels in a square: ``scipy.ndimage.binary_dilation`` with a 3 x 3 square
+    ``n`` times (the same pixels: n 3 x 3 squares make one (2n + 1) square), as ORs of shifted rows and
+    columns, ~10 times faster on a full frame.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, (ny, nx)
+    n : int
+
+    Returns
+    -------
+    ndarray of bool, (ny, nx)
+    """
+    out = np.array(mask, bool)
+    for axis in (0, 1):
+        src = out.copy()
+        view, orig = np.moveaxis(out, axis, 0), np.moveaxis(src, axis, 0)
+        for k in range(1, min(n, orig.shape[0] - 1) + 1):
+            view[k:] |= orig[:-k]
+            view[:-k] |= orig[k:]
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -576,17 +600,58 @@ def one_over_f_per_integration(frames, mask, edges, tgroup, min_pixels=16):
     rows : ndarray of int, (nints, namp)
     """
     nints, ngroups = frames.shape[:2]
+    weights = slope_weights(ngroups, tgroup)
+
+    def slopes():  # one integration at a time: a float64 copy of the whole ramp is not needed
+        for i in range(nints if ngroups >= 2 else 0):
+            slope = np.zeros(frames.shape[2:])
+            for g in range(ngroups):
+                slope += weights[g] * frames[i, g]
+            yield slope
+
+    return one_over_f_of_slopes(slopes(), nints, mask, edges, min_pixels)
+
+
+def slope_weights(ngroups, tgroup):
+    """The unweighted least-squares slope's weight of each group (1/s): a slope is ``sum(w[g] * group g)``.
+
+    Parameters
+    ----------
+    ngroups : int
+    tgroup : float
+        Seconds between groups.
+
+    Returns
+    -------
+    ndarray float64, (ngroups,)
+    """
+    t = np.arange(ngroups) - (ngroups - 1) / 2.0
+    return t / (np.sum(t * t) * tgroup)
+
+
+def one_over_f_of_slopes(slopes, nints, mask, edges, min_pixels=16):
+    """:func:`one_over_f_per_integration` from the integrations' slopes, summed already (the fused
+    pass of :mod:`webbflow.steps.fused` adds them up as it corrects the groups).
+
+    Parameters
+    ----------
+    slopes : iterable of ndarray, (ny, nx)
+        Each integration's slope (:func:`slope_weights`) in the detector frame; empty for a ramp of
+        fewer than two groups (no slope).
+    nints : int
+        Integrations.
+    mask, edges, min_pixels
+        As for :func:`row_scatter`.
+
+    Returns
+    -------
+    residual, white, rows
+        As :func:`one_over_f_per_integration`.
+    """
     namp = edges.size - 1
     residual, white = np.full((nints, namp), np.nan), np.full((nints, namp), np.nan)
     rows = np.zeros((nints, namp), np.int64)
-    if ngroups < 2:
-        return residual, white, rows
-    t = np.arange(ngroups) - (ngroups - 1) / 2.0
-    weights = t / (np.sum(t * t) * tgroup)
-    for i in range(nints):
-        slope = np.zeros(frames.shape[2:])
-        for g in range(ngroups):  # group by group: a float64 copy of the whole integration is not needed
-            slope += weights[g] * frames[i, g]
+    for i, slope in enumerate(slopes):
         residual[i], white[i], rows[i] = row_scatter(slope, mask, edges, min_pixels)
     return residual, white, rows
 
