@@ -55,6 +55,20 @@ def warm_state(out):
     import json
     from webbflow import jobserver
     Path(out).write_text(json.dumps(jobserver.warm_state()))
+
+def thread_counts(out):
+    import ctypes, json
+    import numpy, scipy.linalg  # both OpenBLAS libraries loaded (in the server already, if warm)
+    blas = {}
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        path = line.split(None, 5)[-1]
+        if "openblas" in path.rsplit("/", 1)[-1].lower() and path not in blas:
+            lib = ctypes.CDLL(path)
+            for name in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads"):
+                if hasattr(lib, name):
+                    blas[path] = getattr(lib, name)()
+    Path(out).write_text(json.dumps({"server": os.getppid(), "omp": os.environ.get("OMP_NUM_THREADS"),
+                                     "blas": blas}))
 '''
 
 
@@ -472,16 +486,17 @@ def test_config_key_and_environment(monkeypatch):
     assert jobserver.wanted({})
 
 
-def test_start_early_starts_the_server_a_job_of_n_threads_uses(server_env, tmp_path, monkeypatch):
-    """The workflow's onstart starts the servers before the first job: one per thread count, under the
-    key a job of that many threads computes in the environment Snakemake gives it."""
+def test_start_early_starts_the_server_every_job_uses(server_env, tmp_path, monkeypatch):
+    """The workflow's onstart starts the server before the first job, under the key a job computes in
+    the environment Snakemake gives it, whatever its thread counts (not part of the key)."""
     for name in jobserver.THREAD_ENV:  # this process plans; its jobs get these from Snakemake
         monkeypatch.delenv(name, raising=False)
-    said = jobserver.start_early([1, 1])
-    assert len(said) == 1 and "1 thread(s)" in said[0]
-    env = {**os.environ, **{name: "1" for name in jobserver.THREAD_ENV}}
-    key = jobserver.server_key(env)
-    assert key in said[0] and key != jobserver.server_key({**env, "OMP_NUM_THREADS": "2"})
+    said = jobserver.start_early()
+    key = jobserver.server_key()
+    assert len(said) == 1 and key in said[0]
+    for n in ("1", "2", "16"):
+        assert jobserver.server_key({**os.environ, **{name: n for name in jobserver.THREAD_ENV}}) == key
+    assert key != jobserver.server_key({**os.environ, "NUMBA_NUM_THREADS": "1"})
     path = Path(os.environ[jobserver.DIR_ENV]) / f"{key}.sock"
     end = time.monotonic() + jobserver.START_TIMEOUT_S
     while not path.exists() and time.monotonic() < end:
@@ -496,7 +511,34 @@ def test_start_early_starts_the_server_a_job_of_n_threads_uses(server_env, tmp_p
     assert "job server not used" not in (tmp_path / "r.log").read_text()
     _, parent, threads = map(int, (tmp_path / "r.txt").read_text().split())
     assert path.exists() and parent in _servers(server_env) and threads == 1
-    assert "already running" in jobserver.start_early([1])[0]
+    assert "already running" in jobserver.start_early()[0]
+
+
+def test_jobs_of_other_thread_counts_share_the_server_with_their_own_counts(server_env, tmp_path, monkeypatch):
+    """A 2-thread job (coron3's default) runs in the server its 1-thread jobs use, and sees its own
+    thread count: in its environment and in every OpenBLAS library loaded (numpy's, scipy's), as a
+    process started with it would; the next 1-thread job is back to 1."""
+    seen = []
+    for n in ("1", "2", "1"):
+        for name in jobserver.THREAD_ENV:
+            monkeypatch.setenv(name, n)
+        out = tmp_path / f"threads{len(seen)}.json"
+        run = _client(server_env, "wfjs_helpers", "thread_counts", tmp_path / f"t{len(seen)}.log", "wait", out=str(out))
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "job server not used" not in (tmp_path / f"t{len(seen)}.log").read_text()
+        seen.append(json.loads(out.read_text()))
+    assert len({s["server"] for s in seen}) == 1 and seen[0]["server"] in _servers(server_env)
+    assert [s["omp"] for s in seen] == ["1", "2", "1"]
+    for s, n in zip(seen, (1, 2, 1)):
+        assert len(s["blas"]) >= 2 and set(s["blas"].values()) == {n}, s  # numpy's and scipy's OpenBLAS
+
+
+def test_blas_threads_as_openblas_reads_them():
+    """OpenBLAS's own order: OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS, else the CPUs."""
+    assert jobserver.blas_threads({"OMP_NUM_THREADS": "3", "GOTO_NUM_THREADS": "4"}) == 4
+    assert jobserver.blas_threads({"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "2", "GOTO_NUM_THREADS": "4"}) == 2
+    assert jobserver.blas_threads({"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "0"}) == 3
+    assert jobserver.blas_threads({}) == len(os.sched_getaffinity(0))
 
 
 def test_warm_plan_of_each_kind():

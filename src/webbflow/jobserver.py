@@ -12,7 +12,9 @@ documents, validators, converters, photutils, matplotlib, numba's cached serial 
 - the client (the job's own process, started by Snakemake) sends the job function's name, the job's
   kind (:func:`job_kind` of its rule and outputs), its arguments, its working folder, umask and whole
   environment (``OMP_NUM_THREADS``: the job's ``threads``) and its stdin/stdout/stderr
-  (``SCM_RIGHTS``), so the child's console output and log go where Snakemake expects;
+  (``SCM_RIGHTS``), so the child's console output and log go where Snakemake expects; the child takes
+  that environment and sets the loaded OpenBLAS libraries to the thread count a process started in it
+  would have (:func:`_apply_threads`), so jobs of any ``threads`` share one server;
 - the child runs the job exactly as :func:`~webbflow.workflow.run_job` does in-process (its log file,
   :class:`~webbflow.io.errors.InputError` -> one line) and reports the outcome and its own memory
   figures; the server reaps it and sends its exit status; the client returns, exits or dies by the same
@@ -22,8 +24,8 @@ documents, validators, converters, photutils, matplotlib, numba's cached serial 
   by the kernel (``PR_SET_PDEATHSIG``).
 
 Safety: the socket's name is a hash of the installed webbflow source files (paths, sizes, mtimes), the
-Python executable, ``sys.path`` and the environment read at import time (``PYTHONPATH``, ``NUMBA_*``,
-thread counts), so an edited tree or another environment gets a new server and an old server never runs
+Python executable, ``sys.path`` and the environment read at import time (``PYTHONPATH``, ``NUMBA_*``;
+not the thread counts, which the child applies itself), so an edited tree or another environment gets a new server and an old server never runs
 old code; the server forks only while it has one Python thread and numba's threading layer is not
 launched (the parallel kernels start their threads in the child); it exits after ``idle`` seconds
 without a job; it runs detached (its own session, no inherited descriptors, so Snakemake never waits
@@ -69,7 +71,7 @@ from pathlib import Path
 from webbflow.jobmode import ENV, wanted
 
 __all__ = ["ENV", "SCOPE_ENV", "STAGE_ORDER", "WARM_KINDS", "JobOutcome", "ServerStarting", "fork_safe",
-           "job_kind", "memory_figures", "serve", "server_key", "socket_dir", "start", "start_early", "submit", "wanted", "warm_plan",
+           "blas_threads", "job_kind", "memory_figures", "serve", "server_key", "socket_dir", "start", "start_early", "submit", "wanted", "warm_plan",
            "warm_state", "warm_steps"]
 
 DIR_ENV = "WEBBFLOW_JOB_SERVER_DIR"
@@ -159,10 +161,12 @@ SUBKINDS = {"image2": ("image2_ints",)}
 """Rule -> the kinds of its jobs that need less than the rule's kind (:func:`job_kind` tells them
 apart): a server warmed for the rule marks its steps for them too (:func:`warm_steps`)."""
 
-_KEY_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-            "MKL_NUM_THREADS")
+_KEY_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED")
 """Environment read at import time (besides every ``NUMBA_*``): a server started with other values
-would run the job as a process started with them would not."""
+would run the job as a process started with them would not.  The thread counts (:data:`THREAD_ENV`)
+are not part of it: the server itself runs on one thread of each (:func:`_spawn`) and each child
+applies its job's own (:func:`_apply_threads`), so a coron3 job of 2 threads uses the server its
+1-thread detector1 and image2 jobs warmed instead of starting a second one."""
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _HEADER = struct.Struct("!Q")
@@ -423,6 +427,9 @@ def _spawn(folder, key, lock_fd, env=None):
     idle = os.environ.get(IDLE_ENV, str(IDLE_S))
     if env is None:
         env = {k: v for k, v in os.environ.items() if k != SCOPE_ENV}
+    # one thread of each library in the server, whoever starts it: its imports start no BLAS threads
+    # (fork safety) and each child sets its job's count (_apply_threads)
+    env = {**env, **{name: "1" for name in THREAD_ENV}}
     code = f"import sys; sys.path.insert(0, {src!r}); from webbflow.jobserver import main; sys.exit(main())"
     with open(folder / f"{key}.log", "ab") as errors:
         return subprocess.Popen([sys.executable, "-c", code, str(path), key, idle, str(lock_fd)],
@@ -463,38 +470,32 @@ THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 """What Snakemake sets to a job's ``threads`` in the job's environment (``snakemake.shell``)."""
 
 
-def start_early(threads=(1,), jobs=None):
-    """Start, without waiting, the servers the jobs of a run about to start will ask for.
+def start_early(jobs=None):
+    """Start, without waiting, the server the jobs of a run about to start will ask for.
 
-    A job's server key includes its thread counts (Snakemake sets ``OMP_NUM_THREADS`` and the like
-    to the rule's ``threads``), so one server is started per distinct count, in the environment
-    Snakemake will give those jobs; one already running or starting is left alone.  Called from the
-    workflow's ``onstart`` (never in a dry run), so that the server has made its imports by the time
-    the first job asks instead of that job running in-process.
+    One server for every job of the run, whatever its ``threads`` (the thread counts are not part of
+    :func:`server_key`); one already running or starting is left alone.  Called from the workflow's
+    ``onstart`` (never in a dry run), so that the server has made its imports by the time the first
+    job asks instead of that job running in-process.
 
     Parameters
     ----------
-    threads : iterable of int
-        The ``threads`` of the jobs that will run.
     jobs : iterable of str, optional
-        The kinds (rule names, or :func:`job_kind`'s) of the jobs that will run: each server warms for these only
+        The kinds (rule names, or :func:`job_kind`'s) of the jobs that will run: the server warms for these only
         (:func:`warm_plan`; a job of another kind it serves pays its own imports).  None: every kind.
 
     Returns
     -------
     list of str
-        One line per thread count: the server's key and whether it was started or already there.
+        One line: the server's key and whether it was started or already there.
     """
-    folder, said = socket_dir(), []
-    for n in sorted(set(threads)):
-        env = _scoped_env({**os.environ, **{name: str(n) for name in THREAD_ENV}}, jobs)
-        key = server_key(env)
-        try:
-            _connect_or_start(folder, key, wait=False, env=env).close()
-            said.append(f"{n} thread(s): server {key} already running")
-        except ServerStarting as exc:
-            said.append(f"{n} thread(s): server {key}: {exc.args[0].split(';')[0]}")
-    return said
+    env = _scoped_env(os.environ, jobs)
+    key = server_key(env)
+    try:
+        _connect_or_start(socket_dir(), key, wait=False, env=env).close()
+        return [f"server {key} already running"]
+    except ServerStarting as exc:
+        return [f"server {key}: {exc.args[0].split(';')[0]}"]
 
 
 class _NotStarted(ConnectionError):
@@ -1258,6 +1259,59 @@ def _die_with_parent():
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
+OPENBLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads")
+"""The thread-count setters of OpenBLAS builds (numpy's and scipy's wheels bundle their own, suffixed)."""
+
+
+def blas_threads(environ=None):
+    """The threads OpenBLAS takes at load in a process started with ``environ`` (default
+    ``os.environ``): ``OPENBLAS_NUM_THREADS``, else ``GOTO_NUM_THREADS``, else ``OMP_NUM_THREADS``
+    (the first positive integer), else the CPUs this process may run on."""
+    environ = os.environ if environ is None else environ
+    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _loaded_openblas():
+    """The paths of the OpenBLAS libraries mapped in this process (``/proc/self/maps``)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return []
+    return sorted({line.split(None, 5)[5] for line in maps.splitlines()
+                   if len(line.split(None, 5)) == 6 and "openblas" in line.rsplit("/", 1)[-1].lower()})
+
+
+def _apply_threads(environ=None):
+    """Give the forked job the BLAS threads a process started in its environment would have.
+
+    The server loaded OpenBLAS with one thread (:func:`_spawn`); OpenBLAS reads its thread count only
+    at load, so each library the server loaded is set through its own setter here.  numba's count needs
+    nothing: ``NUMBA_NUM_THREADS`` is part of :func:`server_key`, and the stages that limit numba to
+    the job's ``threads`` do it themselves (``OMP_NUM_THREADS``, now the job's).
+
+    Returns
+    -------
+    dict
+        Library file name -> the thread count set (those found with a setter).
+    """
+    import ctypes
+
+    n, done = blas_threads(environ), {}
+    for path in _loaded_openblas():
+        with contextlib.suppress(OSError):
+            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)  # the mapped one, never a new load
+            setter = next((getattr(lib, name) for name in OPENBLAS_SETTERS if hasattr(lib, name)), None)
+            if setter is not None:
+                setter.argtypes, setter.restype = [ctypes.c_int], None
+                setter(n)
+                done[Path(path).name] = n
+    return done
+
+
 def _child(conn, request, fds):
     """Run one job in the forked child as :func:`webbflow.workflow.run_job` does; its exit code."""
     import importlib
@@ -1282,6 +1336,7 @@ def _child(conn, request, fds):
     os.umask(request["umask"])
     os.environ.clear()
     os.environ.update(request["env"])
+    _apply_threads()
     sys.path[:] = request["path"]  # modules the job imports now are found as in its own process
     name = request["name"]
     started = time.perf_counter()
