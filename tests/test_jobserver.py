@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from webbflow import jobserver
+from webbflow import jobmode, jobserver
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open") or not Path("/proc/self/status").exists(),
                                 reason="Linux only (pidfd_open, /proc)")
@@ -535,10 +535,10 @@ def test_jobs_of_other_thread_counts_share_the_server_with_their_own_counts(serv
 
 def test_blas_threads_as_openblas_reads_them():
     """OpenBLAS's own order: OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS, else the CPUs."""
-    assert jobserver.blas_threads({"OMP_NUM_THREADS": "3", "GOTO_NUM_THREADS": "4"}) == 4
-    assert jobserver.blas_threads({"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "2", "GOTO_NUM_THREADS": "4"}) == 2
-    assert jobserver.blas_threads({"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "0"}) == 3
-    assert jobserver.blas_threads({}) == len(os.sched_getaffinity(0))
+    assert jobmode.blas_threads({"OMP_NUM_THREADS": "3", "GOTO_NUM_THREADS": "4"}) == 4
+    assert jobmode.blas_threads({"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "2", "GOTO_NUM_THREADS": "4"}) == 2
+    assert jobmode.blas_threads({"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "0"}) == 3
+    assert jobmode.blas_threads({}) == len(os.sched_getaffinity(0))
 
 
 def test_warm_plan_of_each_kind():
@@ -787,3 +787,30 @@ def test_stage_imports_warm_up_in_pieces():
     pieces, units, after, other = json.loads(out.stdout)
     assert len(pieces) >= 3 and pieces == [unit for unit in units if unit in pieces]  # in order, each once
     assert after is None and other is None
+
+
+def test_blas_limit_caps_and_restores_every_loaded_openblas():
+    """coron3's one-thread block: every OpenBLAS library loaded (numpy's and scipy's) runs on one thread
+    inside it and is back to its own count after, and a KL basis made inside it is the same whatever
+    the count outside (its ERR is round-off that OpenBLAS's split of the sums would change)."""
+    import numpy as np
+    import scipy.linalg  # noqa: F401  (scipy's own OpenBLAS, loaded)
+
+    from webbflow.steps import klip
+
+    before = jobmode.set_blas_threads(2)
+    try:
+        assert len(before) >= 2
+        refs = np.random.default_rng(3).normal(1.0, 0.1, (20, 320, 320)).astype(np.float32)  # threaded gemv
+        errs = []
+        for outside in (1, 2):
+            jobmode.set_blas_threads(outside)
+            with jobmode.blas_limit(1):
+                assert set(jobmode.set_blas_threads({}).values()) == {1}
+                errs.append(klip.kl_basis(refs, truncate=50).err)
+            assert set(jobmode.set_blas_threads({}).values()) == {outside}
+        assert np.array_equal(errs[0], errs[1])
+        jobmode.set_blas_threads(2)  # and why: unlimited, two threads give other round-off
+        assert not np.array_equal(klip.kl_basis(refs, truncate=50).err, errs[0])
+    finally:
+        jobmode.set_blas_threads(before)

@@ -68,10 +68,10 @@ import types
 from pathlib import Path
 
 # standard library only; the one on/off test, shared with webbflow.workflow
-from webbflow.jobmode import ENV, wanted
+from webbflow.jobmode import ENV, blas_threads, set_blas_threads, wanted
 
 __all__ = ["ENV", "SCOPE_ENV", "STAGE_ORDER", "WARM_KINDS", "JobOutcome", "ServerStarting", "fork_safe",
-           "blas_threads", "job_kind", "memory_figures", "serve", "server_key", "socket_dir", "start", "start_early", "submit", "wanted", "warm_plan",
+           "job_kind", "memory_figures", "serve", "server_key", "socket_dir", "start", "start_early", "submit", "wanted", "warm_plan",
            "warm_state", "warm_steps"]
 
 DIR_ENV = "WEBBFLOW_JOB_SERVER_DIR"
@@ -1259,57 +1259,21 @@ def _die_with_parent():
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
-OPENBLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads")
-"""The thread-count setters of OpenBLAS builds (numpy's and scipy's wheels bundle their own, suffixed)."""
-
-
-def blas_threads(environ=None):
-    """The threads OpenBLAS takes at load in a process started with ``environ`` (default
-    ``os.environ``): ``OPENBLAS_NUM_THREADS``, else ``GOTO_NUM_THREADS``, else ``OMP_NUM_THREADS``
-    (the first positive integer), else the CPUs this process may run on."""
-    environ = os.environ if environ is None else environ
-    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = environ.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _loaded_openblas():
-    """The paths of the OpenBLAS libraries mapped in this process (``/proc/self/maps``)."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return []
-    return sorted({line.split(None, 5)[5] for line in maps.splitlines()
-                   if len(line.split(None, 5)) == 6 and "openblas" in line.rsplit("/", 1)[-1].lower()})
-
-
 def _apply_threads(environ=None):
     """Give the forked job the BLAS threads a process started in its environment would have.
 
     The server loaded OpenBLAS with one thread (:func:`_spawn`); OpenBLAS reads its thread count only
-    at load, so each library the server loaded is set through its own setter here.  numba's count needs
-    nothing: ``NUMBA_NUM_THREADS`` is part of :func:`server_key`, and the stages that limit numba to
-    the job's ``threads`` do it themselves (``OMP_NUM_THREADS``, now the job's).
+    at load, so each library the server loaded is set through its own setter here
+    (:func:`webbflow.jobmode.set_blas_threads`).  numba's count needs nothing: ``NUMBA_NUM_THREADS`` is
+    part of :func:`server_key`, and the stages that limit numba to the job's ``threads`` do it
+    themselves (``OMP_NUM_THREADS``, now the job's).
 
     Returns
     -------
     dict
-        Library file name -> the thread count set (those found with a setter).
+        Library path -> its thread count before (those found with a setter).
     """
-    import ctypes
-
-    n, done = blas_threads(environ), {}
-    for path in _loaded_openblas():
-        with contextlib.suppress(OSError):
-            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)  # the mapped one, never a new load
-            setter = next((getattr(lib, name) for name in OPENBLAS_SETTERS if hasattr(lib, name)), None)
-            if setter is not None:
-                setter.argtypes, setter.restype = [ctypes.c_int], None
-                setter(n)
-                done[Path(path).name] = n
-    return done
+    return set_blas_threads(blas_threads(environ))
 
 
 def _child(conn, request, fds):
