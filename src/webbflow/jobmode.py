@@ -69,8 +69,18 @@ def threads(environ=None):
         ``OMP_NUM_THREADS`` when it is a positive integer; None otherwise (not a workflow job, or
         unset): the caller's own default then.
     """
-    n = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "")
-    return int(n) if n.isdigit() and int(n) > 0 else None
+    return _first_count(environ, ("OMP_NUM_THREADS",))
+
+
+def _first_count(environ, names):
+    """The first of the variables ``names`` of ``environ`` (default ``os.environ``) that is a positive
+    integer, or None."""
+    environ = os.environ if environ is None else environ
+    for name in names:
+        value = environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
 
 
 OPENBLAS_FUNCTIONS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
@@ -81,24 +91,12 @@ own, with suffixed names)."""
 
 
 def blas_threads(environ=None):
-    """The threads OpenBLAS takes at load in a process started with ``environ``.
-
-    Parameters
-    ----------
-    environ : mapping, optional
-        The environment (default ``os.environ``).
-
-    Returns
-    -------
-    int
-        ``OPENBLAS_NUM_THREADS``, else ``GOTO_NUM_THREADS``, else ``OMP_NUM_THREADS`` (the first that is
-        a positive integer, OpenBLAS's own order), else the CPUs this process may run on.
-    """
-    environ = os.environ if environ is None else environ
-    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = environ.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
+    """The threads OpenBLAS takes at load in a process started with ``environ`` (default ``os.environ``):
+    ``OPENBLAS_NUM_THREADS``, else ``GOTO_NUM_THREADS``, else ``OMP_NUM_THREADS`` (the first that is a
+    positive integer, OpenBLAS's own order), else the CPUs this process may run on (int)."""
+    n = _first_count(environ, ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"))
+    if n is not None:
+        return n
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
