@@ -127,6 +127,8 @@ def _served_job_file(work, name, function, log, kwargs):
     params = Names([name, function, kwargs], {"name": name, "function": function, "kwargs": kwargs})
     rule = "tso3_phot" if name == "tso3" and kwargs.get("phot") else name
     products = [kwargs[k] for k in _PRODUCTS.get(name, ()) if kwargs.get(k)]
+    if name == "coron3":  # its products by name: a dict (the rule's outputs; coron3_fits without a plot)
+        products = [str(p) for p in (kwargs.get("products") or {}).values()]
     namespace = {"rule": rule, "threads": 1, "params": params, "log": Names([str(log)]), "output": Names(products),
                  **{field: Names() for field in ("input", "wildcards", "resources")}}
     return write_job(namespace, {}, folder=Path(work) / "jobs")

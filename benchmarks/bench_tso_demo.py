@@ -523,9 +523,15 @@ def _run_coron_pipeline(data, refs, who, cores=2, env=None, served=False):
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     # the kinds the workflow's onstart passes for these jobs (job_kind: an image2 job writing calints is
-    # image2_ints, which needs no ImageModel warm-up)
-    start = (start_server(data, jobs=("detector1", "image2_ints", "coron3"), env=envs["detector1"]) if served
-             else {"wall": 0.0, "cpu": 0.0})
+    # image2_ints, which needs no ImageModel warm-up; a coron3 job drawing no contrast plot is
+    # coron3_fits, which needs no matplotlib; a --before tree's server: the kinds it knows)
+    if served:
+        from webbflow.jobserver import job_kind
+
+        kind3 = job_kind("coron3", coron3[1][1]["products"].values()) if who.startswith("ours-") else "coron3"
+        start = start_server(data, jobs=("detector1", "image2_ints", kind3), env=envs["detector1"])
+    else:
+        start = {"wall": 0.0, "cpu": 0.0}
     try:
         with ThreadPoolExecutor(cores) as pool:
             list(pool.map(run_chain, chains))  # list(): re-raises a failed job's error

@@ -575,7 +575,8 @@ def _covered(steps):
 
 @pytest.mark.parametrize("kinds", [None, ["detector1", "spec2", "tso3"], ["detector1", "image2", "tso3_phot"],
                                    ["detector1", "image2_ints", "tso3_phot"],
-                                   ["detector1", "image2", "coron3"], ["image2_variant", "image3"], ["qa_exposures"]])
+                                   ["detector1", "image2", "coron3"], ["detector1", "image2_ints", "coron3_fits"],
+                                   ["image2_variant", "image3"], ["qa_exposures"]])
 def test_warm_steps_are_the_plan_kind_by_kind(kinds):
     """The server's warm-up steps are exactly its plan's imports, classes and set-ups, the first kind's
     (the server listens once their imports are done) first, each step marked with the kinds that need it; a job
@@ -610,8 +611,19 @@ def test_warm_steps_are_the_plan_kind_by_kind(kinds):
     assert jobserver.job_kind("image2", ["a_cal.fits"]) == "image2" and jobserver.job_kind("tso3", []) == "tso3"
     assert jobserver.job_kind("image2_variant", ["v/a_cal.fits"]) == "image2"  # a variant: its rule's kind
     assert jobserver.job_kind("detector1_variant", ["v/a_rate.fits"]) == "detector1"
-    if kinds and "image2_ints" in kinds:  # a time-series run's server never warms the ImageModel
+    # a coron3 job that draws no contrast plot needs coron3's steps but matplotlib
+    fits_only = {"kind": jobserver.job_kind("coron3", ["p_psfstack.fits", "p_i2d.fits", "p_psfshifts.ecsv"])}
+    assert fits_only["kind"] == "coron3_fits" and jobserver.job_kind("coron3", []) == "coron3"
+    assert jobserver.job_kind("coron3", ["p_i2d.fits", "p_contrast.ecsv", "p_contrast.png"]) == "coron3"
+    for label, needed, _ in steps:
+        if kinds is None or "coron3" in planned:
+            assert jobserver._needs(fits_only, kinds is None, needed) == (
+                jobserver._needs({"kind": "coron3"}, kinds is None, needed) and label != "matplotlib")
+    if kinds and "image2_ints" in kinds and not any("ImageModel" in jobserver.WARM_KINDS[k][1] for k in kinds):
+        # a time-series run's server never warms the ImageModel (a coron run's coron3 needs it: its i2d)
         assert "datamodel ImageModel" not in [label for label, _, _ in steps]
+    if kinds and "coron3_fits" in kinds and "coron3" not in kinds:  # the jwst line's coron run: no plot
+        assert "matplotlib" not in [label for label, _, _ in steps]
     for label, needed, _ in steps:
         if kinds is None or "image2" in planned:
             assert jobserver._needs(ints, kinds is None, needed) == (

@@ -141,6 +141,10 @@ WARM_KINDS = {
     # polygon intersections, the catalog's ECSV writer; and the job's association reader.
     "image3": ((_I3, *_I3_RUN), ("ImageModel", "SegmentationMapModel"), ("numba", "gwcs", "catalog")),
     "coron3": ((_C3, *_C3_RUN), ("CubeModel", "ImageModel"), ("numba", "gwcs", "matplotlib")),
+    # a coron3 job without the contrast curve's plot (the jwst line, and any run without klip.contrast:
+    # :func:`job_kind`) draws nothing: matplotlib (~0.45 s of the server's CPU while the stage-1/2 jobs
+    # run) is only for the jobs writing ``_contrast.png``
+    "coron3_fits": ((_C3, *_C3_RUN), ("CubeModel", "ImageModel"), ("numba", "gwcs")),
     "lightcurves": (("webbflow.lightcurves",), ("TSOMultiSpecModel",), ("matplotlib",)),
     "qa_exposures": ((_REPORT,), (), ("matplotlib",)),
     "qa_mosaics": ((_REPORT,), (), ("matplotlib",)),
@@ -157,7 +161,7 @@ WARM_KINDS = {
 """Job kind (the workflow's rule name; ``<rule>_variant`` is its rule's kind) -> what the server warms
 for it; a kind not named here warms everything."""
 
-SUBKINDS = {"image2": ("image2_ints",)}
+SUBKINDS = {"image2": ("image2_ints",), "coron3": ("coron3_fits",)}
 """Rule -> the kinds of its jobs that need less than the rule's kind (:func:`job_kind` tells them
 apart): a server warmed for the rule marks its steps for them too (:func:`warm_steps`)."""
 
@@ -591,7 +595,8 @@ _PENDING = []
 """The labels of the warm-up steps this server has still to run (:func:`warm_steps`; a child inherits
 the list as it was at its fork)."""
 
-STAGE_ORDER = ("detector1", "image2_ints", "image2", "spec2", "tso3", "tso3_phot", "image3", "coron3", "lightcurves")
+STAGE_ORDER = ("detector1", "image2_ints", "image2", "spec2", "tso3", "tso3_phot", "image3", "coron3_fits", "coron3",
+               "lightcurves")
 """The order in which a run's first jobs of these kinds start (the workflow's DAG): the server warms for
 the kinds in this order (any others after them, by name) and listens as soon as the first's imports
 are done (``image2_ints`` before ``image2``: the ImageModel step, which only the latter needs, comes
@@ -1183,13 +1188,16 @@ def job_kind(rule, outputs=()):
     -------
     str
         ``image2_ints`` for an image2 job (or its variant) whose products are calints (an imaging time
-        series' or coronagraphy's segment: CubeModels only); else ``rule`` less a ``_variant`` suffix
-        (a variant's job is of its rule's kind).
+        series' or coronagraphy's segment: CubeModels only); ``coron3_fits`` for a coron3 job whose
+        products include no ``_contrast.png`` (no plot: no matplotlib); else ``rule`` less a
+        ``_variant`` suffix (a variant's job is of its rule's kind).
     """
     rule = rule.removesuffix("_variant")
     outputs = [str(path) for path in outputs]
     if rule == "image2" and outputs and all(p.endswith("_calints.fits") for p in outputs):
         return "image2_ints"
+    if rule == "coron3" and outputs and not any(p.endswith("_contrast.png") for p in outputs):
+        return "coron3_fits"
     return rule
 
 
