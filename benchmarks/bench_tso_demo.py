@@ -276,7 +276,8 @@ def main(argv=None):
     parser.add_argument("--no-jwst", action="store_true", help="skip the oracle run")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--before", default=None, metavar="SRC",
-                        help="coron: also run our jobs with this source tree first on PYTHONPATH (before/after in one run)")
+                        help="coron: also run our jobs with this source tree first on PYTHONPATH (before/after in one run; "
+                             "with --server through that tree's own job server)")
     parser.add_argument("--server", action="store_true",
                         help="run our jobs through the warm job server (WEBBFLOW_JOB_SERVER=wait, as a workflow "
                              "script with jobs.warm_server on); its start is counted once in our total")
@@ -521,7 +522,16 @@ def _run_coron_pipeline(data, refs, who, cores=2, env=None, served=False):
 
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    start = start_server(data, jobs=stages, env=envs["detector1"]) if served else {"wall": 0.0, "cpu": 0.0}
+    # the kinds the workflow's onstart passes for these jobs (job_kind: an image2 job writing calints is
+    # image2_ints, which needs no ImageModel warm-up; a coron3 job drawing no contrast plot is
+    # coron3_fits, which needs no matplotlib; a --before tree's server: the kinds it knows)
+    if served:
+        from webbflow.jobserver import job_kind
+
+        kind3 = job_kind("coron3", coron3[1][1]["products"].values()) if who.startswith("ours-") else "coron3"
+        start = start_server(data, jobs=("detector1", "image2_ints", kind3), env=envs["detector1"])
+    else:
+        start = {"wall": 0.0, "cpu": 0.0}
     try:
         with ThreadPoolExecutor(cores) as pool:
             list(pool.map(run_chain, chains))  # list(): re-raises a failed job's error
@@ -566,7 +576,7 @@ def bench_coron(args):
     totals = {}
     for who in pipelines:
         shutil.rmtree(data / who, ignore_errors=True)
-        served = args.server and who.startswith("ours-")
+        served = args.server and who != "jwst"  # --before's tree through its own server too
         t = totals[who] = _run_coron_pipeline(data, refs, who, env=envs.get(who), served=served)
         per, cpu, rss = t["stage_wall_s"], t["stage_cpu_s"], t["stage_peak_rss_mib"]
         print(f"  {who:18s}: end to end {t['wall_s']:6.1f} s, CPU {t['cpu_s']:6.1f} s (load {t['load_before']:.1f} -> "

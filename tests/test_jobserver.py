@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from webbflow import jobserver
+from webbflow import jobmode, jobserver
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open") or not Path("/proc/self/status").exists(),
                                 reason="Linux only (pidfd_open, /proc)")
@@ -55,6 +55,20 @@ def warm_state(out):
     import json
     from webbflow import jobserver
     Path(out).write_text(json.dumps(jobserver.warm_state()))
+
+def thread_counts(out):
+    import ctypes, json
+    import numpy, scipy.linalg  # both OpenBLAS libraries loaded (in the server already, if warm)
+    blas = {}
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        path = line.split(None, 5)[-1]
+        if "openblas" in path.rsplit("/", 1)[-1].lower() and path not in blas:
+            lib = ctypes.CDLL(path)
+            for name in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads"):
+                if hasattr(lib, name):
+                    blas[path] = getattr(lib, name)()
+    Path(out).write_text(json.dumps({"server": os.getppid(), "omp": os.environ.get("OMP_NUM_THREADS"),
+                                     "blas": blas}))
 '''
 
 
@@ -472,16 +486,17 @@ def test_config_key_and_environment(monkeypatch):
     assert jobserver.wanted({})
 
 
-def test_start_early_starts_the_server_a_job_of_n_threads_uses(server_env, tmp_path, monkeypatch):
-    """The workflow's onstart starts the servers before the first job: one per thread count, under the
-    key a job of that many threads computes in the environment Snakemake gives it."""
+def test_start_early_starts_the_server_every_job_uses(server_env, tmp_path, monkeypatch):
+    """The workflow's onstart starts the server before the first job, under the key a job computes in
+    the environment Snakemake gives it, whatever its thread counts (not part of the key)."""
     for name in jobserver.THREAD_ENV:  # this process plans; its jobs get these from Snakemake
         monkeypatch.delenv(name, raising=False)
-    said = jobserver.start_early([1, 1])
-    assert len(said) == 1 and "1 thread(s)" in said[0]
-    env = {**os.environ, **{name: "1" for name in jobserver.THREAD_ENV}}
-    key = jobserver.server_key(env)
-    assert key in said[0] and key != jobserver.server_key({**env, "OMP_NUM_THREADS": "2"})
+    said = jobserver.start_early()
+    key = jobserver.server_key()
+    assert len(said) == 1 and key in said[0]
+    for n in ("1", "2", "16"):
+        assert jobserver.server_key({**os.environ, **{name: n for name in jobserver.THREAD_ENV}}) == key
+    assert key != jobserver.server_key({**os.environ, "NUMBA_NUM_THREADS": "1"})
     path = Path(os.environ[jobserver.DIR_ENV]) / f"{key}.sock"
     end = time.monotonic() + jobserver.START_TIMEOUT_S
     while not path.exists() and time.monotonic() < end:
@@ -496,7 +511,34 @@ def test_start_early_starts_the_server_a_job_of_n_threads_uses(server_env, tmp_p
     assert "job server not used" not in (tmp_path / "r.log").read_text()
     _, parent, threads = map(int, (tmp_path / "r.txt").read_text().split())
     assert path.exists() and parent in _servers(server_env) and threads == 1
-    assert "already running" in jobserver.start_early([1])[0]
+    assert "already running" in jobserver.start_early()[0]
+
+
+def test_jobs_of_other_thread_counts_share_the_server_with_their_own_counts(server_env, tmp_path, monkeypatch):
+    """A 2-thread job (coron3's default) runs in the server its 1-thread jobs use, and sees its own
+    thread count: in its environment and in every OpenBLAS library loaded (numpy's, scipy's), as a
+    process started with it would; the next 1-thread job is back to 1."""
+    seen = []
+    for n in ("1", "2", "1"):
+        for name in jobserver.THREAD_ENV:
+            monkeypatch.setenv(name, n)
+        out = tmp_path / f"threads{len(seen)}.json"
+        run = _client(server_env, "wfjs_helpers", "thread_counts", tmp_path / f"t{len(seen)}.log", "wait", out=str(out))
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "job server not used" not in (tmp_path / f"t{len(seen)}.log").read_text()
+        seen.append(json.loads(out.read_text()))
+    assert len({s["server"] for s in seen}) == 1 and seen[0]["server"] in _servers(server_env)
+    assert [s["omp"] for s in seen] == ["1", "2", "1"]
+    for s, n in zip(seen, (1, 2, 1)):
+        assert len(s["blas"]) >= 2 and set(s["blas"].values()) == {n}, s  # numpy's and scipy's OpenBLAS
+
+
+def test_blas_threads_as_openblas_reads_them():
+    """OpenBLAS's own order: OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS, else the CPUs."""
+    assert jobmode.blas_threads({"OMP_NUM_THREADS": "3", "GOTO_NUM_THREADS": "4"}) == 4
+    assert jobmode.blas_threads({"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "2", "GOTO_NUM_THREADS": "4"}) == 2
+    assert jobmode.blas_threads({"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "0"}) == 3
+    assert jobmode.blas_threads({}) == len(os.sched_getaffinity(0))
 
 
 def test_warm_plan_of_each_kind():
@@ -533,7 +575,8 @@ def _covered(steps):
 
 @pytest.mark.parametrize("kinds", [None, ["detector1", "spec2", "tso3"], ["detector1", "image2", "tso3_phot"],
                                    ["detector1", "image2_ints", "tso3_phot"],
-                                   ["detector1", "image2", "coron3"], ["image2_variant", "image3"], ["qa_exposures"]])
+                                   ["detector1", "image2", "coron3"], ["detector1", "image2_ints", "coron3_fits"],
+                                   ["image2_variant", "image3"], ["qa_exposures"]])
 def test_warm_steps_are_the_plan_kind_by_kind(kinds):
     """The server's warm-up steps are exactly its plan's imports, classes and set-ups, the first kind's
     (the server listens once their imports are done) first, each step marked with the kinds that need it; a job
@@ -568,8 +611,19 @@ def test_warm_steps_are_the_plan_kind_by_kind(kinds):
     assert jobserver.job_kind("image2", ["a_cal.fits"]) == "image2" and jobserver.job_kind("tso3", []) == "tso3"
     assert jobserver.job_kind("image2_variant", ["v/a_cal.fits"]) == "image2"  # a variant: its rule's kind
     assert jobserver.job_kind("detector1_variant", ["v/a_rate.fits"]) == "detector1"
-    if kinds and "image2_ints" in kinds:  # a time-series run's server never warms the ImageModel
+    # a coron3 job that draws no contrast plot needs coron3's steps but matplotlib
+    fits_only = {"kind": jobserver.job_kind("coron3", ["p_psfstack.fits", "p_i2d.fits", "p_psfshifts.ecsv"])}
+    assert fits_only["kind"] == "coron3_fits" and jobserver.job_kind("coron3", []) == "coron3"
+    assert jobserver.job_kind("coron3", ["p_i2d.fits", "p_contrast.ecsv", "p_contrast.png"]) == "coron3"
+    for label, needed, _ in steps:
+        if kinds is None or "coron3" in planned:
+            assert jobserver._needs(fits_only, kinds is None, needed) == (
+                jobserver._needs({"kind": "coron3"}, kinds is None, needed) and label != "matplotlib")
+    if kinds and "image2_ints" in kinds and not any("ImageModel" in jobserver.WARM_KINDS[k][1] for k in kinds):
+        # a time-series run's server never warms the ImageModel (a coron run's coron3 needs it: its i2d)
         assert "datamodel ImageModel" not in [label for label, _, _ in steps]
+    if kinds and "coron3_fits" in kinds and "coron3" not in kinds:  # the jwst line's coron run: no plot
+        assert "matplotlib" not in [label for label, _, _ in steps]
     for label, needed, _ in steps:
         if kinds is None or "image2" in planned:
             assert jobserver._needs(ints, kinds is None, needed) == (
@@ -745,3 +799,30 @@ def test_stage_imports_warm_up_in_pieces():
     pieces, units, after, other = json.loads(out.stdout)
     assert len(pieces) >= 3 and pieces == [unit for unit in units if unit in pieces]  # in order, each once
     assert after is None and other is None
+
+
+def test_blas_limit_caps_and_restores_every_loaded_openblas():
+    """coron3's one-thread block: every OpenBLAS library loaded (numpy's and scipy's) runs on one thread
+    inside it and is back to its own count after, and a KL basis made inside it is the same whatever
+    the count outside (its ERR is round-off that OpenBLAS's split of the sums would change)."""
+    import numpy as np
+    import scipy.linalg  # noqa: F401  (scipy's own OpenBLAS, loaded)
+
+    from webbflow.steps import klip
+
+    before = jobmode.set_blas_threads(2)
+    try:
+        assert len(before) >= 2
+        refs = np.random.default_rng(3).normal(1.0, 0.1, (20, 320, 320)).astype(np.float32)  # threaded gemv
+        errs = []
+        for outside in (1, 2):
+            jobmode.set_blas_threads(outside)
+            with jobmode.blas_limit(1):
+                assert set(jobmode.set_blas_threads({}).values()) == {1}
+                errs.append(klip.kl_basis(refs, truncate=50).err)
+            assert set(jobmode.set_blas_threads({}).values()) == {outside}
+        assert np.array_equal(errs[0], errs[1])
+        jobmode.set_blas_threads(2)  # and why: unlimited, two threads give other round-off
+        assert not np.array_equal(klip.kl_basis(refs, truncate=50).err, errs[0])
+    finally:
+        jobmode.set_blas_threads(before)

@@ -1,13 +1,15 @@
-"""Whether a workflow job goes through the warm job server (:mod:`webbflow.jobserver`), and the threads
-Snakemake gave it (:func:`threads`).
+"""Whether a workflow job goes through the warm job server (:mod:`webbflow.jobserver`), the threads
+Snakemake gave it (:func:`threads`), and OpenBLAS's thread count (:func:`blas_threads`,
+:func:`set_blas_threads`, :func:`blas_limit`).
 
-Standard library (``os``) only: every job's process, and the Snakefile, ask this before anything else,
+Standard library only (``ctypes`` for OpenBLAS's setters, imported when used): every job's process, and the Snakefile, ask this before anything else,
 and a job that runs in-process must not pay for the server's module.
 """
 
+import contextlib
 import os
 
-__all__ = ["BATCH_ENV", "ENV", "threads", "wanted"]
+__all__ = ["BATCH_ENV", "ENV", "blas_limit", "blas_threads", "set_blas_threads", "threads", "wanted"]
 
 ENV = "WEBBFLOW_JOB_SERVER"
 """``1``: run jobs through the warm server, ``0``: in-process, ``auto``: as the config's ``auto``;
@@ -67,5 +69,94 @@ def threads(environ=None):
         ``OMP_NUM_THREADS`` when it is a positive integer; None otherwise (not a workflow job, or
         unset): the caller's own default then.
     """
-    n = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "")
-    return int(n) if n.isdigit() and int(n) > 0 else None
+    return _first_count(environ, ("OMP_NUM_THREADS",))
+
+
+def _first_count(environ, names):
+    """The first of the variables ``names`` of ``environ`` (default ``os.environ``) that is a positive
+    integer, or None."""
+    environ = os.environ if environ is None else environ
+    for name in names:
+        value = environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+OPENBLAS_FUNCTIONS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+                      ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+                      ("openblas_set_num_threads", "openblas_get_num_threads"))
+"""(setter, getter) of OpenBLAS's thread count in its builds (numpy's and scipy's wheels bundle their
+own, with suffixed names)."""
+
+
+def blas_threads(environ=None):
+    """The threads OpenBLAS takes at load in a process started with ``environ`` (default ``os.environ``):
+    ``OPENBLAS_NUM_THREADS``, else ``GOTO_NUM_THREADS``, else ``OMP_NUM_THREADS`` (the first that is a
+    positive integer, OpenBLAS's own order), else the CPUs this process may run on (int)."""
+    n = _first_count(environ, ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"))
+    if n is not None:
+        return n
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _openblas_libraries():
+    """(path, setter, getter) of each OpenBLAS library mapped in this process (``/proc/self/maps``;
+    none where there is no such file or the library has no known setter)."""
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+    except OSError:
+        return []
+    import ctypes
+
+    paths = sorted({line.split(None, 5)[5] for line in maps.splitlines()
+                    if len(line.split(None, 5)) == 6 and "openblas" in line.rsplit("/", 1)[-1].lower()})
+    found = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)  # the mapped one, never a new load
+            for set_name, get_name in OPENBLAS_FUNCTIONS:
+                if hasattr(lib, set_name) and hasattr(lib, get_name):
+                    setter, getter = getattr(lib, set_name), getattr(lib, get_name)
+                    setter.argtypes, setter.restype, getter.argtypes, getter.restype = [ctypes.c_int], None, [], ctypes.c_int
+                    found.append((path, setter, getter))
+                    break
+    return found
+
+
+def set_blas_threads(n):
+    """Set every OpenBLAS library loaded in this process to ``n`` threads.
+
+    Parameters
+    ----------
+    n : int or dict
+        The count, or library path -> count (what a previous call returned: its counts restored).
+
+    Returns
+    -------
+    dict
+        Library path -> its count before (only libraries already loaded: one loaded later reads the
+        environment as usual).
+    """
+    before = {}
+    for path, setter, getter in _openblas_libraries():
+        count = n.get(path) if isinstance(n, dict) else n
+        before[path] = getter()
+        if count is not None and count != before[path]:
+            setter(int(count))
+    return before
+
+
+@contextlib.contextmanager
+def blas_limit(n=1):
+    """Run the block with at most ``n`` OpenBLAS threads, the counts before restored after it.
+
+    For results that must not depend on the job's threads: OpenBLAS splits a product's sums between its
+    threads, so round-off (a full-rank KL projection's residuals, coron3's psfsub ERR) differs with the
+    count."""
+    before = set_blas_threads({path: min(count, n) for path, count in set_blas_threads({}).items()})
+    try:
+        yield before
+    finally:
+        set_blas_threads(before)

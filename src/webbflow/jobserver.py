@@ -12,7 +12,9 @@ documents, validators, converters, photutils, matplotlib, numba's cached serial 
 - the client (the job's own process, started by Snakemake) sends the job function's name, the job's
   kind (:func:`job_kind` of its rule and outputs), its arguments, its working folder, umask and whole
   environment (``OMP_NUM_THREADS``: the job's ``threads``) and its stdin/stdout/stderr
-  (``SCM_RIGHTS``), so the child's console output and log go where Snakemake expects;
+  (``SCM_RIGHTS``), so the child's console output and log go where Snakemake expects; the child takes
+  that environment and sets the loaded OpenBLAS libraries to the thread count a process started in it
+  would have (:func:`_apply_threads`), so jobs of any ``threads`` share one server;
 - the child runs the job exactly as :func:`~webbflow.workflow.run_job` does in-process (its log file,
   :class:`~webbflow.io.errors.InputError` -> one line) and reports the outcome and its own memory
   figures; the server reaps it and sends its exit status; the client returns, exits or dies by the same
@@ -22,8 +24,8 @@ documents, validators, converters, photutils, matplotlib, numba's cached serial 
   by the kernel (``PR_SET_PDEATHSIG``).
 
 Safety: the socket's name is a hash of the installed webbflow source files (paths, sizes, mtimes), the
-Python executable, ``sys.path`` and the environment read at import time (``PYTHONPATH``, ``NUMBA_*``,
-thread counts), so an edited tree or another environment gets a new server and an old server never runs
+Python executable, ``sys.path`` and the environment read at import time (``PYTHONPATH``, ``NUMBA_*``;
+not the thread counts, which the child applies itself), so an edited tree or another environment gets a new server and an old server never runs
 old code; the server forks only while it has one Python thread and numba's threading layer is not
 launched (the parallel kernels start their threads in the child); it exits after ``idle`` seconds
 without a job; it runs detached (its own session, no inherited descriptors, so Snakemake never waits
@@ -66,7 +68,7 @@ import types
 from pathlib import Path
 
 # standard library only; the one on/off test, shared with webbflow.workflow
-from webbflow.jobmode import ENV, wanted
+from webbflow.jobmode import ENV, blas_threads, set_blas_threads, wanted
 
 __all__ = ["ENV", "SCOPE_ENV", "STAGE_ORDER", "WARM_KINDS", "JobOutcome", "ServerStarting", "fork_safe",
            "job_kind", "memory_figures", "serve", "server_key", "socket_dir", "start", "start_early", "submit", "wanted", "warm_plan",
@@ -139,6 +141,10 @@ WARM_KINDS = {
     # polygon intersections, the catalog's ECSV writer; and the job's association reader.
     "image3": ((_I3, *_I3_RUN), ("ImageModel", "SegmentationMapModel"), ("numba", "gwcs", "catalog")),
     "coron3": ((_C3, *_C3_RUN), ("CubeModel", "ImageModel"), ("numba", "gwcs", "matplotlib")),
+    # a coron3 job without the contrast curve's plot (the jwst line, and any run without klip.contrast:
+    # :func:`job_kind`) draws nothing: matplotlib (~0.45 s of the server's CPU while the stage-1/2 jobs
+    # run) is only for the jobs writing ``_contrast.png``
+    "coron3_fits": ((_C3, *_C3_RUN), ("CubeModel", "ImageModel"), ("numba", "gwcs")),
     "lightcurves": (("webbflow.lightcurves",), ("TSOMultiSpecModel",), ("matplotlib",)),
     "qa_exposures": ((_REPORT,), (), ("matplotlib",)),
     "qa_mosaics": ((_REPORT,), (), ("matplotlib",)),
@@ -155,14 +161,16 @@ WARM_KINDS = {
 """Job kind (the workflow's rule name; ``<rule>_variant`` is its rule's kind) -> what the server warms
 for it; a kind not named here warms everything."""
 
-SUBKINDS = {"image2": ("image2_ints",)}
+SUBKINDS = {"image2": ("image2_ints",), "coron3": ("coron3_fits",)}
 """Rule -> the kinds of its jobs that need less than the rule's kind (:func:`job_kind` tells them
 apart): a server warmed for the rule marks its steps for them too (:func:`warm_steps`)."""
 
-_KEY_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-            "MKL_NUM_THREADS")
+_KEY_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED")
 """Environment read at import time (besides every ``NUMBA_*``): a server started with other values
-would run the job as a process started with them would not."""
+would run the job as a process started with them would not.  The thread counts (:data:`THREAD_ENV`)
+are not part of it: the server itself runs on one thread of each (:func:`_spawn`) and each child
+applies its job's own (:func:`_apply_threads`), so a coron3 job of 2 threads uses the server its
+1-thread detector1 and image2 jobs warmed instead of starting a second one."""
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _HEADER = struct.Struct("!Q")
@@ -423,6 +431,9 @@ def _spawn(folder, key, lock_fd, env=None):
     idle = os.environ.get(IDLE_ENV, str(IDLE_S))
     if env is None:
         env = {k: v for k, v in os.environ.items() if k != SCOPE_ENV}
+    # one thread of each library in the server, whoever starts it: its imports start no BLAS threads
+    # (fork safety) and each child sets its job's count (_apply_threads)
+    env = {**env, **{name: "1" for name in THREAD_ENV}}
     code = f"import sys; sys.path.insert(0, {src!r}); from webbflow.jobserver import main; sys.exit(main())"
     with open(folder / f"{key}.log", "ab") as errors:
         return subprocess.Popen([sys.executable, "-c", code, str(path), key, idle, str(lock_fd)],
@@ -463,38 +474,32 @@ THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 """What Snakemake sets to a job's ``threads`` in the job's environment (``snakemake.shell``)."""
 
 
-def start_early(threads=(1,), jobs=None):
-    """Start, without waiting, the servers the jobs of a run about to start will ask for.
+def start_early(jobs=None):
+    """Start, without waiting, the server the jobs of a run about to start will ask for.
 
-    A job's server key includes its thread counts (Snakemake sets ``OMP_NUM_THREADS`` and the like
-    to the rule's ``threads``), so one server is started per distinct count, in the environment
-    Snakemake will give those jobs; one already running or starting is left alone.  Called from the
-    workflow's ``onstart`` (never in a dry run), so that the server has made its imports by the time
-    the first job asks instead of that job running in-process.
+    One server for every job of the run, whatever its ``threads`` (the thread counts are not part of
+    :func:`server_key`); one already running or starting is left alone.  Called from the workflow's
+    ``onstart`` (never in a dry run), so that the server has made its imports by the time the first
+    job asks instead of that job running in-process.
 
     Parameters
     ----------
-    threads : iterable of int
-        The ``threads`` of the jobs that will run.
     jobs : iterable of str, optional
-        The kinds (rule names, or :func:`job_kind`'s) of the jobs that will run: each server warms for these only
+        The kinds (rule names, or :func:`job_kind`'s) of the jobs that will run: the server warms for these only
         (:func:`warm_plan`; a job of another kind it serves pays its own imports).  None: every kind.
 
     Returns
     -------
     list of str
-        One line per thread count: the server's key and whether it was started or already there.
+        One line: the server's key and whether it was started or already there.
     """
-    folder, said = socket_dir(), []
-    for n in sorted(set(threads)):
-        env = _scoped_env({**os.environ, **{name: str(n) for name in THREAD_ENV}}, jobs)
-        key = server_key(env)
-        try:
-            _connect_or_start(folder, key, wait=False, env=env).close()
-            said.append(f"{n} thread(s): server {key} already running")
-        except ServerStarting as exc:
-            said.append(f"{n} thread(s): server {key}: {exc.args[0].split(';')[0]}")
-    return said
+    env = _scoped_env(os.environ, jobs)
+    key = server_key(env)
+    try:
+        _connect_or_start(socket_dir(), key, wait=False, env=env).close()
+        return [f"server {key} already running"]
+    except ServerStarting as exc:
+        return [f"server {key}: {exc.args[0].split(';')[0]}"]
 
 
 class _NotStarted(ConnectionError):
@@ -590,7 +595,8 @@ _PENDING = []
 """The labels of the warm-up steps this server has still to run (:func:`warm_steps`; a child inherits
 the list as it was at its fork)."""
 
-STAGE_ORDER = ("detector1", "image2_ints", "image2", "spec2", "tso3", "tso3_phot", "image3", "coron3", "lightcurves")
+STAGE_ORDER = ("detector1", "image2_ints", "image2", "spec2", "tso3", "tso3_phot", "image3", "coron3_fits", "coron3",
+               "lightcurves")
 """The order in which a run's first jobs of these kinds start (the workflow's DAG): the server warms for
 the kinds in this order (any others after them, by name) and listens as soon as the first's imports
 are done (``image2_ints`` before ``image2``: the ImageModel step, which only the latter needs, comes
@@ -1182,13 +1188,16 @@ def job_kind(rule, outputs=()):
     -------
     str
         ``image2_ints`` for an image2 job (or its variant) whose products are calints (an imaging time
-        series' or coronagraphy's segment: CubeModels only); else ``rule`` less a ``_variant`` suffix
-        (a variant's job is of its rule's kind).
+        series' or coronagraphy's segment: CubeModels only); ``coron3_fits`` for a coron3 job whose
+        products include no ``_contrast.png`` (no plot: no matplotlib); else ``rule`` less a
+        ``_variant`` suffix (a variant's job is of its rule's kind).
     """
     rule = rule.removesuffix("_variant")
     outputs = [str(path) for path in outputs]
     if rule == "image2" and outputs and all(p.endswith("_calints.fits") for p in outputs):
         return "image2_ints"
+    if rule == "coron3" and outputs and not any(p.endswith("_contrast.png") for p in outputs):
+        return "coron3_fits"
     return rule
 
 
@@ -1258,6 +1267,23 @@ def _die_with_parent():
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
+def _apply_threads(environ=None):
+    """Give the forked job the BLAS threads a process started in its environment would have.
+
+    The server loaded OpenBLAS with one thread (:func:`_spawn`); OpenBLAS reads its thread count only
+    at load, so each library the server loaded is set through its own setter here
+    (:func:`webbflow.jobmode.set_blas_threads`).  numba's count needs nothing: ``NUMBA_NUM_THREADS`` is
+    part of :func:`server_key`, and the stages that limit numba to the job's ``threads`` do it
+    themselves (``OMP_NUM_THREADS``, now the job's).
+
+    Returns
+    -------
+    dict
+        Library path -> its thread count before (those found with a setter).
+    """
+    return set_blas_threads(blas_threads(environ))
+
+
 def _child(conn, request, fds):
     """Run one job in the forked child as :func:`webbflow.workflow.run_job` does; its exit code."""
     import importlib
@@ -1282,6 +1308,7 @@ def _child(conn, request, fds):
     os.umask(request["umask"])
     os.environ.clear()
     os.environ.update(request["env"])
+    _apply_threads()
     sys.path[:] = request["path"]  # modules the job imports now are found as in its own process
     name = request["name"]
     started = time.perf_counter()

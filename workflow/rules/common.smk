@@ -107,7 +107,7 @@ def start_job_server():
     Only for a run whose jobs execute on this machine (the local executor: a cluster executor's jobs
     start on other nodes) with ``jobs.warm_server`` on (:func:`webbflow.jobmode.wanted`; ``auto`` is
     on unless this process runs inside a batch job); never in a dry run (onstart does not run then).
-    One server per distinct ``threads`` of the jobs to run (their key includes the thread counts),
+    One server for every job to run, whatever its ``threads`` (each forked job applies its own),
     warmed for the kinds (their rules' names) of the jobs to run (every kind while a checkpoint is to
     run: the jobs after it are not planned yet).
     """
@@ -120,13 +120,13 @@ def start_job_server():
 
         planned = list(workflow.dag.needrun_jobs())
         jobs = [job for job in planned if not job.is_group()]
-        # The servers warm only for the planned kinds (their rules' names): a grism run's skips
+        # The server warms only for the planned kinds (their rules' names): a grism run's skips
         # image3's imports.  A checkpoint to run (the demo, a download) plans the rest after it, and
         # a group hides its jobs' rules: every kind then.  An image2 job writing a calints (a time
         # series' or coronagraphy's segment) is of kind image2_ints: no ImageModel warm-up for it.
         whole = any(job.is_group() or job.is_checkpoint for job in planned)
         kinds = None if whole else {job_kind(job.rule.name, job.output) for job in jobs}
-        for line in start_early({job.threads for job in jobs}, jobs=kinds):
+        for line in start_early(jobs=kinds):
             logger.info("webbflow: job server: %s", line)
     except Exception as exc:  # noqa: BLE001 (the jobs start it themselves, or run in-process)
         logger.warning("webbflow: job server not started early (%s: %s)", type(exc).__name__, exc)

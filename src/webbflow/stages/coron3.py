@@ -44,6 +44,7 @@ from webbflow.io import unvalidated
 from webbflow.io.cal import CalArrays, open_product
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.image3 import save_model
+from webbflow.jobmode import blas_limit
 from webbflow.jobmode import threads as job_thread_count
 from webbflow.stages import coron3_beyond as beyond
 from webbflow.steps import align_refs as align_step
@@ -270,33 +271,37 @@ def run(asn, refs, params=None, out_dir=".", provenance=None):
                          "is unknown", f"use one of {align_step.PRECISIONS}")
 
     models = {"psf": [], "science": []}
-    try:
-        for role in ("psf", "science"):
-            for path in info[role]:
-                models[role].append(_open_calints(path, need_wcs=do_resample and role == "science"))
-        shape = models["science"][0].data.shape[-2:]
-        for role in ("psf", "science"):
-            for path, model in zip(info[role], models[role]):
-                if model.data.shape[-2:] != shape:
-                    raise InputError(path, f"images are {model.data.shape[-2:]}, the first science member's "
-                                     f"{shape}", "give members of one subarray in the association")
-        mask = _read_psfmask(refs["psfmask"], shape)
-        result = _reduce(info, models, mask, p, bad_bits)
-        if do_resample:  # before anything is written: a failure here leaves no product behind
-            images = [im for model, path, sci in zip(models["science"], info["science"], result["science"])
-                      for im in _resample_inputs(model, sci["psfsub"], Path(path).name)]
-            result["i2d"] = _resample(images, models["science"][0], p["resample"])
-            result["cal_steps"]["resample"] = "COMPLETE"
-        if beyond.enabled(p["klip"]):  # before anything is written, as the i2d
-            result["beyond"] = beyond.reduce_beyond(models["science"], result["science"], mask, p["klip"])
-        written = _write(info, models, result, p, refs, out_dir, provenance)
-        if "beyond" in result:
-            written.update(beyond.write_beyond(result["beyond"], info["product"], out_dir,
-                                               {"asn_id": info["asn_id"], "star_flux": p["klip"]["star_flux"]},
-                                               models["science"][0], p["klip"]["sectors"], provenance))
-    finally:
-        for model in models["psf"] + models["science"]:
-            model.close()
+    # One OpenBLAS thread whatever the job's threads: the full-rank KL projection's residuals (the
+    # psfsub ERR: round-off) depend on how OpenBLAS splits np.dot's sums, so the products would
+    # otherwise change with threads.coron3 (which parallelises align_refs and the contrast curve).
+    with blas_limit(1):
+        try:
+            for role in ("psf", "science"):
+                for path in info[role]:
+                    models[role].append(_open_calints(path, need_wcs=do_resample and role == "science"))
+            shape = models["science"][0].data.shape[-2:]
+            for role in ("psf", "science"):
+                for path, model in zip(info[role], models[role]):
+                    if model.data.shape[-2:] != shape:
+                        raise InputError(path, f"images are {model.data.shape[-2:]}, the first science member's "
+                                         f"{shape}", "give members of one subarray in the association")
+            mask = _read_psfmask(refs["psfmask"], shape)
+            result = _reduce(info, models, mask, p, bad_bits)
+            if do_resample:  # before anything is written: a failure here leaves no product behind
+                images = [im for model, path, sci in zip(models["science"], info["science"], result["science"])
+                          for im in _resample_inputs(model, sci["psfsub"], Path(path).name)]
+                result["i2d"] = _resample(images, models["science"][0], p["resample"])
+                result["cal_steps"]["resample"] = "COMPLETE"
+            if beyond.enabled(p["klip"]):  # before anything is written, as the i2d
+                result["beyond"] = beyond.reduce_beyond(models["science"], result["science"], mask, p["klip"])
+            written = _write(info, models, result, p, refs, out_dir, provenance)
+            if "beyond" in result:
+                written.update(beyond.write_beyond(result["beyond"], info["product"], out_dir,
+                                                   {"asn_id": info["asn_id"], "star_flux": p["klip"]["star_flux"]},
+                                                   models["science"][0], p["klip"]["sectors"], provenance))
+        finally:
+            for model in models["psf"] + models["science"]:
+                model.close()
     log.info("coron3 %s done in %.1f s", info["product"], time.perf_counter() - t0)
     return written
 
