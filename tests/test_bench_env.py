@@ -21,10 +21,10 @@ def bench():
 
 def test_rule_threads_follow_the_config(bench):
     """The rules whose ``threads:`` name the config take its values (each its own key), the others
-    Snakemake's 1; the shipped config gives 1 everywhere."""
+    Snakemake's 1; the shipped config gives coron3 2 (align_refs and the contrast curve use them) and 1 elsewhere."""
     config = bench.workflow_config(REPO / "config" / "demo-coron.yaml")
     rules = ("detector1", "image2", "spec2", "tso3", "tso3_phot", "image3", "coron3", "qa_exposures")
-    assert {rule: bench.rule_threads(rule, config) for rule in rules} == dict.fromkeys(rules, 1)
+    assert {rule: bench.rule_threads(rule, config) for rule in rules} == {**dict.fromkeys(rules, 1), "coron3": 2}
     config["threads"] = {"detector1": 3, "image3": 2, "coron3": 5}
     got = {rule: bench.rule_threads(rule, config) for rule in rules}
     assert got == {**dict.fromkeys(rules, 1), "detector1": 3, "image3": 2, "coron3": 5}
