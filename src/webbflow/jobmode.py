@@ -9,7 +9,7 @@ and a job that runs in-process must not pay for the server's module.
 import contextlib
 import os
 
-__all__ = ["BATCH_ENV", "ENV", "blas_limit", "blas_threads", "set_blas_threads", "threads", "wanted"]
+__all__ = ["BATCH_ENV", "ENV", "blas_limit", "blas_threads", "cpus", "set_blas_threads", "threads", "wanted"]
 
 ENV = "WEBBFLOW_JOB_SERVER"
 """``1``: run jobs through the warm server, ``0``: in-process, ``auto``: as the config's ``auto``;
@@ -95,8 +95,12 @@ def blas_threads(environ=None):
     ``OPENBLAS_NUM_THREADS``, else ``GOTO_NUM_THREADS``, else ``OMP_NUM_THREADS`` (the first that is a
     positive integer, OpenBLAS's own order), else the CPUs this process may run on (int)."""
     n = _first_count(environ, ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"))
-    if n is not None:
-        return n
+    return n if n is not None else cpus()
+
+
+def cpus():
+    """The CPUs this process may run on (its affinity where the platform tells it, else the machine's
+    count; at least 1): what numba and OpenBLAS take when no variable says otherwise."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
@@ -44,7 +43,7 @@ from webbflow.io import unvalidated
 from webbflow.io.cal import CalArrays, open_product
 from webbflow.io.errors import InputError, ReferenceFileError
 from webbflow.io.image3 import save_model
-from webbflow.jobmode import blas_limit
+from webbflow.jobmode import blas_limit, cpus
 from webbflow.jobmode import threads as job_thread_count
 from webbflow.stages import coron3_beyond as beyond
 from webbflow.steps import align_refs as align_step
@@ -73,9 +72,7 @@ def job_threads():
     """The threads this job may use: ``OMP_NUM_THREADS`` (Snakemake exports the rule's ``threads`` as
     it) or, outside Snakemake, the CPUs this process may run on (as numba's own default)."""
     n = job_thread_count()
-    if n is not None:
-        return n
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return n if n is not None else cpus()
 
 
 def _params(params):
