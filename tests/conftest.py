@@ -15,6 +15,10 @@ import pytest
 from astropy.io import fits
 
 REPO = Path(__file__).resolve().parents[1]
+
+# numba's JIT for every kernel, as before webbflow.aot: no compiled twins from the user's cache, and no
+# background build of them started by a test's workflow run (tests/test_aot.py turns them on itself)
+os.environ.setdefault("WEBBFLOW_AOT", "0")
 SHARED = REPO.parent / "shared"
 
 HEADER = {

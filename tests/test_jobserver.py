@@ -745,12 +745,9 @@ def test_demo_through_snakemake_with_the_server_matches_without(demo_workdir, tm
 def test_numba_cache_warm_up_leaves_out_inner_kernels_and_uncached_modules(tmp_path, monkeypatch):
     """The server loads the cached kernels a job calls, not those only other kernels call (a cached
     caller carries their code), and does not import a kernel module with nothing in numba's cache."""
-    from webbflow.steps import _ramp_numba
+    from webbflow.steps import _jit, _ramp_numba
 
-    from numba.core.registry import CPUDispatcher
-
-    kernels = {k: v for k, v in vars(_ramp_numba).items()
-               if isinstance(v, CPUDispatcher) and v.__module__ == _ramp_numba.__name__}
+    kernels = _jit.kernels(_ramp_numba)
     inner = jobserver._inner_kernels(_ramp_numba, kernels)
     assert {"_fit_segment", "_segments"} <= inner  # called by ols_fit only
     assert not {"ols_fit", "weight_table"} & inner  # called from the ramp_fit step's Python code

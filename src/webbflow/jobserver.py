@@ -165,8 +165,9 @@ SUBKINDS = {"image2": ("image2_ints",), "coron3": ("coron3_fits",)}
 """Rule -> the kinds of its jobs that need less than the rule's kind (:func:`job_kind` tells them
 apart): a server warmed for the rule marks its steps for them too (:func:`warm_steps`)."""
 
-_KEY_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED")
-"""Environment read at import time (besides every ``NUMBA_*``): a server started with other values
+_KEY_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "WEBBFLOW_AOT", "WEBBFLOW_AOT_DIR")
+"""Environment read at import time or by the warm-up (besides every ``NUMBA_*``; ``WEBBFLOW_AOT*``: whether
+numba's kernels have compiled twins, :mod:`webbflow.aot`): a server started with other values
 would run the job as a process started with them would not.  The thread counts (:data:`THREAD_ENV`)
 are not part of it: the server itself runs on one thread of each (:func:`_spawn`) and each child
 applies its job's own (:func:`_apply_threads`), so a coron3 job of 2 threads uses the server its
@@ -495,6 +496,10 @@ def start_early(jobs=None):
     """
     env = _scoped_env(os.environ, jobs)
     key = server_key(env)
+    if jobs is None or any(str(j).startswith("detector1") for j in jobs):
+        from webbflow import aot
+
+        aot.build_in_background()  # for the next run's detector1 jobs, when missing (this run: numba's JIT)
     try:
         _connect_or_start(socket_dir(), key, wait=False, env=env).close()
         return [f"server {key} already running"]
@@ -684,6 +689,9 @@ def warm_steps(kinds=None):
         if kind is not None:
             steps[where[label]][1].add(kind)
 
+    # kinds whose kernels all have compiled twins (webbflow.aot): numba is not loaded for them
+    aot_kinds = set() if everything else {k for k in per_kind if _aot_covers(k)}
+    numba_for_none = everything or any("numba" in warm_plan([k])[2] for k in set(per_kind) - aot_kinds)
     for kind in [*per_kind, None]:
         if kind is None:  # every kind: what no single kind named
             k_modules, k_models, k_setups = modules, models, setups
@@ -693,7 +701,7 @@ def warm_steps(kinds=None):
             add(f"import {module}", functools.partial(_import, module), kind)
         if k_models:
             add("asdf", _warm_asdf, kind)
-        if "numba" in k_setups:
+        if "numba" in k_setups and (kind not in aot_kinds if kind is not None else numba_for_none):
             add("numba", _warm_numba, kind)
             if _D1 in k_modules:  # the stage-1 kernels: those of detector1's jobs only
                 add("numba cache", _warm_numba_cache, kind)
@@ -768,6 +776,18 @@ def _warm_asdf():
 
     jobs._fast_asdf()
     asdf.get_config().extensions  # noqa: B018
+
+
+AOT_KINDS = ("detector1", "tso3", "tso3_phot")
+"""The kinds whose kernels :mod:`webbflow.aot` compiles (detector1's steps, tso3's rolling median)."""
+
+
+def _aot_covers(kind):
+    """Whether the jobs of ``kind`` run compiled twins of all their kernels (:mod:`webbflow.aot`, built
+    for these sources): they never load numba, so the server does not load it for them either."""
+    from webbflow import aot
+
+    return kind in AOT_KINDS and bool(aot.load())
 
 
 def _warm_numba():

@@ -9,7 +9,8 @@ identical.
 import sys
 
 import numpy as np
-from numba import njit
+
+from webbflow.steps._jit import njit
 
 __all__ = ["NATIVE_LITTLE", "uint16_be_to_float32"]
 

@@ -171,6 +171,13 @@ def _start_numba_warmup(readout, params, frame_shape=None):
     thread meanwhile reads the exposure and references, work that mostly
     runs outside the GIL.
     """
+    from webbflow import aot
+
+    if aot.load():  # the kernels' compiled twins: nothing to load, and numba stays unloaded
+        thread = threading.Thread(target=lambda: None, name="numba-warmup", daemon=True)
+        thread.start()
+        return thread
+
     def warm():
         try:
             from webbflow.steps import _warmup
@@ -277,9 +284,9 @@ def _limit_threads():
     """
     n = job_thread_count()
     if n is not None:
-        import numba
+        from webbflow.steps import _jit
 
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        _jit.set_num_threads(n)
 
 
 def _run_fused(ramp, readout, refs, params, steps, one_over_f):

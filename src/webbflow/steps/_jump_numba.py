@@ -23,7 +23,8 @@ unchanged scalar per-pixel code (``_detect_pixel``).
 import math
 
 import numpy as np
-from numba import njit, prange
+
+from webbflow.steps._jit import njit, prange
 
 from ._networks import sorting_network  # noqa: F401 (jump.py and the tests use K.sorting_network)
 

@@ -22,9 +22,9 @@ handles every other pixel, so the results are bit-identical to it.
 import math
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
-from numba import njit
+
+from webbflow.steps._jit import njit, num_threads
 
 from ._networks import sorting_network
 
@@ -832,7 +832,7 @@ ROWS_PER_TASK = 32
 
 
 def fit_rows_threaded(data, *args):
-    """Run :func:`ols_fit` over all rows, split across ``numba.get_num_threads()`` threads.
+    """Run :func:`ols_fit` over all rows, split across numba's threads (``numba.get_num_threads()``).
 
     Parameters
     ----------
@@ -841,7 +841,7 @@ def fit_rows_threaded(data, *args):
         The remaining arguments of :func:`ols_fit` after ``data``.
     """
     ny = data.shape[2]
-    nthreads = numba.get_num_threads()
+    nthreads = num_threads()
     if nthreads <= 1 or ny <= ROWS_PER_TASK:
         ols_fit(0, ny, data, *args)
         return

@@ -13,7 +13,9 @@ import logging
 import threading
 
 import numpy as np
-from numba import njit
+
+from webbflow.steps import _jit
+from webbflow.steps._jit import njit
 
 __all__ = ["init_numba", "touch", "warm_stage1"]
 
@@ -43,7 +45,7 @@ def init_numba():
     if block:
         sys.modules["scipy.linalg"] = None  # an import of it raises ImportError
     try:
-        touch(0)
+        _jit.dispatcher(touch)(0)  # numba's, not the kernel's compiled twin (webbflow.aot)
     finally:
         if block and "scipy.linalg" in sys.modules and sys.modules["scipy.linalg"] is None:
             del sys.modules["scipy.linalg"]

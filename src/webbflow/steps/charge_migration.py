@@ -22,7 +22,8 @@ the read-noise variance of such ramps as if they were not flagged (see
 import logging
 
 import numpy as np
-from numba import njit
+
+from webbflow.steps._jit import njit
 
 from webbflow import dqflags
 from webbflow.ramp import StepStatus

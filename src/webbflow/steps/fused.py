@@ -27,7 +27,8 @@ detector read along its rows (|FASTAXIS| = 2; no NIRCam detector is).
 import inspect
 
 import numpy as np
-from numba import njit, prange
+
+from webbflow.steps._jit import njit, prange
 
 from webbflow import dqflags
 from webbflow.ramp import StepStatus

@@ -10,7 +10,8 @@ polynomial; the latter two are flagged NO_LIN_CORR in PIXELDQ.
 import logging
 
 import numpy as np
-from numba import njit, prange
+
+from webbflow.steps._jit import njit, prange
 
 from webbflow import dqflags
 from webbflow.ramp import StepStatus

@@ -35,7 +35,8 @@ group is computed in float32.  We reproduce that.
 import logging
 
 import numpy as np
-from numba import njit, prange
+
+from webbflow.steps._jit import njit, prange
 
 from webbflow import dqflags
 from webbflow.ramp import StepStatus

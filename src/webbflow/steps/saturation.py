@@ -24,7 +24,8 @@ dilations.
 import logging
 
 import numpy as np
-from numba import njit, prange
+
+from webbflow.steps._jit import njit, prange
 
 from webbflow import dqflags
 from webbflow.ramp import StepStatus
