@@ -1,5 +1,6 @@
 """Configuration helpers: precedence of defaults, modes and the user's config; digests; validation."""
 
+import json
 import re
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 import yaml
 
 from webbflow.config import (DETECTOR1_EXTRA_STEPS, STAGES, ConfigError, config_digest, config_schema,
-                             enabled_modes, load_modes, mode_for, step_parameters, validate_config)
+                             enabled_modes, fill_defaults, load_modes, mode_for, step_parameters, validate_config)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"
@@ -146,6 +147,24 @@ def test_schema_defaults_are_jwst_defaults_and_described():
     for step, spec in steps.items():
         for name, param in spec["properties"].items():
             assert {"type", "default", "description"} <= set(param), f"steps.{step}.{name}"
+
+
+@pytest.mark.parametrize("config", ["config.yaml", "demo-coron.yaml", "demo-tso-grism.yaml",
+                                    {"steps": {"jump": {"rejection_threshold": 5}}, "variants": {"a": {}}}])
+def test_fill_defaults_fills_what_snakemakes_validate_fills(config):
+    """The Snakefile fills defaults with fill_defaults, not snakemake.utils.validate (which re-reads the
+    schema): the same config comes out, key order included (the config digests hash it)."""
+    from snakemake.utils import validate
+
+    if isinstance(config, str):
+        config = yaml.safe_load((REPO / "config" / config).read_text())
+    theirs = yaml.safe_load(yaml.safe_dump(config))
+    validate(theirs, str(SCHEMA))
+    ours = fill_defaults(yaml.safe_load(yaml.safe_dump(config)), SCHEMA)
+    assert ours == theirs
+    assert json.dumps(ours) == json.dumps(theirs)
+    assert ours["steps"]["jump"]["rejection_threshold"] == config.get("steps", {}).get("jump", {}).get(
+        "rejection_threshold", 4.0)
 
 
 @pytest.mark.parametrize("config, key", [

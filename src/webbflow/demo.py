@@ -32,7 +32,8 @@ from pathlib import Path
 from webbflow.io.errors import InputError
 from webbflow.io.files import atomic_write_text
 
-__all__ = ["INSTALLING", "PAUSE_AFTER", "PIECES", "STAMP", "demo_problem", "write_demo"]
+__all__ = ["ABVEGAOFFSET_NAME", "APCORR_NAME", "GAIA_CATALOG", "INSTALLING", "PAUSE_AFTER", "PIECES", "STAMP",
+           "WISP_DIR", "demo_problem", "write_demo"]
 
 log = logging.getLogger("webbflow.demo")
 
@@ -41,6 +42,18 @@ PIECES = ("refs", "truth", "astrometry", "wisps", "crds_cache", "uncal")
 STAMP = ".webbflow-demo.json"
 INSTALLING = ".webbflow-demo.installing"
 CRDS_CONTEXT = "jwst_9000.pmap"
+
+# Where the simulator puts what the workflow reads of a simulation, relative to its output folder.  They
+# live here, not in webbflow.simulate (whose modules re-export them), so that planning (the workflow's
+# rules) does not import the simulator: ~1.5 s of CPU (astropy.modeling, via the optics) per snakemake.
+WISP_DIR = "wisps"
+"""Folder of the wisp templates in a simulation's output folder."""
+GAIA_CATALOG = "astrometry/gaia_dr3_like.ecsv"
+"""The sky scene's Gaia-like astrometric catalog, in the simulation's output folder."""
+APCORR_NAME = "webbflow_nircam_apcorr.fits"
+"""The simulator's APCORR reference in ``<outdir>/refs`` (every filter, PUPIL CLEAR)."""
+ABVEGAOFFSET_NAME = "webbflow_nircam_abvegaoffset.asdf"
+"""The simulator's ABVEGAOFFSET reference in ``<outdir>/refs`` (every filter, PUPIL CLEAR)."""
 
 
 def _uncal_names(folder):

@@ -13,8 +13,9 @@ __all__ = ["BATCH_ENV", "ENV", "blas_limit", "blas_threads", "cpus", "set_blas_t
 
 ENV = "WEBBFLOW_JOB_SERVER"
 """``1``: run jobs through the warm server, ``0``: in-process, ``auto``: as the config's ``auto``;
-overrides ``jobs.warm_server``.  ``wait``: as ``1``, but a job that finds no server waits for the one
-it starts instead of running in-process meanwhile (tests and benchmarks that must exercise the server)."""
+overrides ``jobs.warm_server``.  ``wait``: as ``1``, but a job waits for a starting server as long as
+``jobserver.START_TIMEOUT_S`` and fails if none listens, instead of running in-process after
+``jobserver.START_WAIT_S`` (tests and benchmarks that must exercise the server)."""
 
 BATCH_ENV = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID")
 """Set in a job of SLURM, PBS/Torque and LSF: there a forked child would run outside the batch system's

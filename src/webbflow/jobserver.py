@@ -30,8 +30,10 @@ old code; the server forks only while it has one Python thread and numba's threa
 launched (the parallel kernels start their threads in the child); it exits after ``idle`` seconds
 without a job; it runs detached (its own session, no inherited descriptors, so Snakemake never waits
 for it), is started as the run starts (the workflow's ``onstart``: :func:`start_early`) or by the
-first job that needs it, under a lock, and when it cannot be reached or
-started the job runs in-process as before, with one log line saying why.  The server the ``onstart``
+first job that needs it, under a lock; a job that finds it starting waits for it to listen (up to
+:data:`START_WAIT_S`: its first kind's imports, which the job would otherwise make itself beside it), and
+when it cannot be reached or started in that time the job runs in-process as before, with one log line
+saying why.  The server the ``onstart``
 starts warms only for the kinds of job the run has planned (:data:`WARM_KINDS`, :data:`SCOPE_ENV`: a
 grism run's server imports neither image3, photutils nor matplotlib); a job of another kind still runs
 in it and pays its own imports; a server a job starts warms for every kind.  The warm-up is a list of
@@ -380,18 +382,41 @@ def _connect(path):
     return sock
 
 
+START_WAIT_S = 15.0
+"""How long a job waits, by default, for a server that is starting (the run's ``onstart`` started it,
+another job, or this job) before it runs in-process instead.  The server listens once its first kind's
+imports are done (~0.5 s on a quiet 2-core machine), imports an in-process job would make too, and more
+slowly beside the server: the first two SUB160 detector1 jobs of a run took 3.7-4.0 s each in-process
+while the server started, against ~0.5 s served (issue 18)."""
+
+
 class ServerStarting(RuntimeError):
     """No server listens yet: one is starting (this job runs in-process meanwhile)."""
 
 
-def _connect_or_start(folder, key, wait=False, env=None):
+def _lock_free(folder, key):
+    """Whether nobody holds ``<key>.lock``: no server runs or is starting (its starter died)."""
+    with open(folder / f"{key}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return True
+
+
+def _connect_or_start(folder, key, wait=False, env=None, patience=None):
     """A connection to server ``key``; when none listens, start it (unless one is starting already).
 
     The lock ``<key>.lock`` is held by a server for its whole life (the starting client hands its
     locked descriptor over), so exactly one server per key starts however many jobs ask at once.
-    Without ``wait`` a job does not wait for the server's imports: it raises :class:`ServerStarting`
-    and runs in-process, as it would have without the server; the jobs after it find it warm.
+    A server that is starting (started here or by someone else) is waited for: up to ``patience``
+    seconds (default :data:`START_WAIT_S`; :data:`START_TIMEOUT_S` with ``wait``).  Past it, or at once
+    with ``patience=0`` (:func:`start_early`), or when the server or its starter dies, a job not told to
+    ``wait`` gets :class:`ServerStarting` and runs in-process, as it would have without the server.
     """
+    if patience is None:
+        patience = START_TIMEOUT_S if wait else START_WAIT_S
     path = folder / f"{key}.sock"
     with contextlib.suppress(FileNotFoundError, ConnectionRefusedError):
         return _connect(path)
@@ -399,21 +424,32 @@ def _connect_or_start(folder, key, wait=False, env=None):
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if not wait:
+            if not patience:
                 raise ServerStarting("the job server is starting; this job runs in-process meanwhile") from None
             server = None
         else:
             server = _spawn(folder, key, lock.fileno(), env)
-            if not wait:
+            if not patience:
                 raise ServerStarting("started the job server; this job runs in-process meanwhile")
-    deadline = time.monotonic() + START_TIMEOUT_S
+    deadline = time.monotonic() + patience
+    polls = 0
     while time.monotonic() < deadline:
         with contextlib.suppress(FileNotFoundError, ConnectionRefusedError):
             return _connect(path)
         if server is not None and server.poll() is not None:
             raise RuntimeError(f"the server exited with status {server.returncode} (see {folder / key}.log)")
+        polls += 1
+        # another's server: its lock is held until it exits (every 0.2 s: a flock is cheap, but not free)
+        if server is None and polls % 10 == 0 and _lock_free(folder, key):
+            with contextlib.suppress(FileNotFoundError, ConnectionRefusedError):
+                return _connect(path)  # it was just listening (then left: the job finds out and runs here)
+            if wait:
+                raise RuntimeError(f"the job server starting for this key exited (see {folder / key}.log)")
+            raise ServerStarting("the job server that was starting exited; this job runs in-process")
         time.sleep(0.02)
-    raise TimeoutError(f"the server did not listen within {START_TIMEOUT_S:.0f} s")
+    if wait:
+        raise TimeoutError(f"the server did not listen within {patience:.0f} s")
+    raise ServerStarting(f"the job server did not listen within {patience:.0f} s; this job runs in-process")
 
 
 def _spawn(folder, key, lock_fd, env=None):
@@ -501,7 +537,7 @@ def start_early(jobs=None):
 
         aot.build_in_background()  # for the next run's detector1 jobs, when missing (this run: numba's JIT)
     try:
-        _connect_or_start(socket_dir(), key, wait=False, env=env).close()
+        _connect_or_start(socket_dir(), key, env=env, patience=0).close()
         return [f"server {key} already running"]
     except ServerStarting as exc:
         return [f"server {key}: {exc.args[0].split(';')[0]}"]

@@ -4,6 +4,7 @@ import copy
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import IncompleteCheckpointException
@@ -130,6 +131,34 @@ def start_job_server():
             logger.info("webbflow: job server: %s", line)
     except Exception as exc:  # noqa: BLE001 (the jobs start it themselves, or run in-process)
         logger.warning("webbflow: job server not started early (%s: %s)", type(exc).__name__, exc)
+
+
+DEFAULT_RATE_LIMIT = (100, 1)
+"""Snakemake's default ``--max-jobs-per-timespan`` (100/1s): jobs, seconds."""
+
+
+def drop_default_rate_limit():
+    """onstart: a local run schedules without Snakemake's default job rate limit (100 jobs a second).
+
+    With a limiter, every scheduling pass (each job's end is one) also starts a timer that runs another
+    pass a second later, which starts its own: the passes pile up (1,094 for the 83 jobs of the
+    32-exposure subarray program), each one stat()ing every ready job's inputs, and cost Snakemake's
+    process 2-2.5 s of CPU on two cores shared with the jobs (issue 18: 5.2-6.0 s -> 3.1-3.6 s).  A
+    local run never starts 100 jobs a second, so the limit there only costs that.  A limit the user
+    set (any other value: the SLURM profile's ``max-jobs-per-second``) and a cluster executor's run
+    keep theirs.  The scheduler is made before onstart runs and reads ``job_rate_limiter`` on every
+    pass; a Snakemake without these attributes is left as it is.
+    """
+    scheduler = getattr(workflow, "scheduler", None)
+    limiter = getattr(scheduler, "job_rate_limiter", None)
+    if not workflow.local_exec or limiter is None:
+        return
+    try:
+        default = (limiter.max_jobs, limiter.timespan) == DEFAULT_RATE_LIMIT
+    except AttributeError:
+        return
+    if default and getattr(scheduler, "resources", {}).get("_job_count") == sys.maxsize:
+        scheduler.job_rate_limiter = None
 
 
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"

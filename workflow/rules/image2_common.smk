@@ -3,7 +3,7 @@
 from webbflow.associations import CORON3_EXP_TYPES
 from webbflow.config import step_skipped
 from webbflow.refs.select import IMAGE2_REFTYPES
-from webbflow.simulate.wisps import WISP_DIR
+from webbflow.demo import WISP_DIR
 from webbflow.steps.wisps import template_name
 
 _IMAGE2_REFS = {}

@@ -4,8 +4,7 @@ import json
 
 from webbflow.associations import CORON3_EXP_TYPES, coron3_associations, image3_associations, tso3_associations
 from webbflow.refs.select import IMAGE3_REFTYPES
-from webbflow.simulate.exposure import GAIA_CATALOG
-from webbflow.simulate.stage2_refs import ABVEGAOFFSET_NAME, APCORR_NAME
+from webbflow.demo import ABVEGAOFFSET_NAME, APCORR_NAME, GAIA_CATALOG
 RESOURCE_MODEL["image3"] = dict(mem_base=1000, mem_per_mb=3.0, runtime_base=10, runtime_per_mb=0.2, sized_on=None)
 # The demo's SUB160 exposures hold about ten stars 1.4" apart, with pointing errors under 0.3":
 # jwst's matching defaults (minobj 15, searchrad 2") cannot tie them.  Used for the demo only,

@@ -18,6 +18,7 @@ types, neither the lock nor a CRDS cache is needed (and the onstart hook does no
 onstart:
     # First: the server's imports overlap the re-lock below.
     start_job_server()
+    drop_default_rate_limit()
     # Two runs from different working folders must not write one results_dir (snakemake's own lock is
     # per working folder); held until this process ends.
     _RESULTS_LOCK.append(lock_results_dir(RESULTS))

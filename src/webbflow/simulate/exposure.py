@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from astropy.time import Time
 
+from webbflow.demo import GAIA_CATALOG
 from webbflow.simulate import optics
 from webbflow.simulate.detector_model import DetectorModel, make_detector_model
 from webbflow.simulate.detectors import DETECTORS
@@ -131,8 +132,6 @@ def pointing_truth(spec):
 
 
 _CATALOGS_WRITTEN = set()
-GAIA_CATALOG = "astrometry/gaia_dr3_like.ecsv"
-"""The sky scene's Gaia-like astrometric catalog, in the simulation's output folder."""
 
 
 def _render_sky(spec, model, outdir):

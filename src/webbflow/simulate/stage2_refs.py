@@ -25,6 +25,7 @@ from astropy.io import fits
 
 from webbflow import dqflags
 from webbflow.io.files import atomic_output
+from webbflow.demo import ABVEGAOFFSET_NAME, APCORR_NAME
 from webbflow.simulate import optics
 from webbflow.simulate.detectors import DETECTORS
 
@@ -375,8 +376,6 @@ def write_apcorr_table(path, rows, detector="ANY", what="every filter"):
     return path
 
 
-APCORR_NAME = "webbflow_nircam_apcorr.fits"
-"""The simulator's APCORR reference in ``<outdir>/refs`` (every filter, PUPIL CLEAR)."""
 
 
 def write_demo_apcorr(outdir):
@@ -392,8 +391,6 @@ def write_demo_apcorr(outdir):
     return path
 
 
-ABVEGAOFFSET_NAME = "webbflow_nircam_abvegaoffset.asdf"
-"""The simulator's ABVEGAOFFSET reference in ``<outdir>/refs`` (every filter, PUPIL CLEAR)."""
 
 
 def write_demo_abvegaoffset(outdir):

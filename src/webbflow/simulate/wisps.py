@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from webbflow.demo import WISP_DIR
 from webbflow.simulate import optics
 from webbflow.simulate.detectors import FULL_SIZE
 
 __all__ = ["WISP_DETECTORS", "WISP_DIR", "wisp_template", "wisp_cut", "write_wisp_template", "write_wisp_truth"]
 
-WISP_DIR = "wisps"
-"""Folder of the wisp templates in a simulation's output folder."""
 
 # Per detector (full-frame science pixels, 0-based): arc centre, radius, width, angular
 # span (deg), and the blob's centre, sigmas (x, y) and relative height.  Placed near each

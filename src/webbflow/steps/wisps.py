@@ -31,8 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from webbflow.steps.roeba import draft_mask
-
 __all__ = ["WispFit", "fit_wisp", "subtract_wisp", "template_name"]
 
 log = logging.getLogger(__name__)
@@ -110,6 +108,10 @@ def fit_wisp(data, template, dq=None, *, stripe_axis=None, amplifiers=1, nsigma=
         over them (no scale can be told from the sky); the caller leaves the image as it is.
         ``constant`` is the mean background under the fit (the mean of the line offsets).
     """
+    # here, not at the top: the workflow's planning imports this module for template_name only, and
+    # roeba's import takes numba's (~0.2 s of every snakemake's start)
+    from webbflow.steps.roeba import draft_mask
+
     data = np.asarray(data, np.float32)
     template = np.asarray(template, np.float32)
     dq = np.zeros(data.shape, np.uint32) if dq is None else np.asarray(dq)
