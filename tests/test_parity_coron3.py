@@ -380,6 +380,23 @@ def test_threaded_alignment_is_the_serial_one(precision, forked, monkeypatch):
     assert np.isnan(threaded[0][3]).all() and np.isfinite(threaded[0][[0, 1, 2, 4]]).all()
 
 
+def test_align_many_is_align_refs_of_each():
+    """Several references aligned together (coron3's science exposures, one set of workers): each
+    one's planes, shifts and errors byte for byte those of its own align_refs call."""
+    rng = np.random.default_rng(8)
+    base = coron_psf()
+    refs = [(base + rng.normal(0, 0.5, base.shape)).astype(np.float32) for _ in range(2)]
+    stacks = [np.stack([fourier_imshift(base, (0.1 * k, 0.2 - 0.1 * k)) * (1 + j) + rng.normal(0, 0.5, base.shape)
+                        for k in range(3)]).astype(np.float32) for j in range(2)]
+    err = np.abs(rng.normal(1.0, 0.1, stacks[0].shape)).astype(np.float32)
+    mask = np.ones(base.shape, np.float32)
+    together = align_refs.align_many([(r, s, err) for r, s in zip(refs, stacks)], mask, workers=2)
+    for (r, s), many in zip(zip(refs, stacks), together):
+        alone = align_refs.align_refs(r, s, err, mask, workers=1)
+        for a, b in zip(alone, many):
+            assert a.tobytes() == b.tobytes()
+
+
 def test_forked_alignment_refits_a_failed_helpers_planes(monkeypatch):
     """A forked helper that dies: its planes are fitted by the job's process, the same numbers."""
     import os

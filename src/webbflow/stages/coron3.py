@@ -326,16 +326,22 @@ def _reduce(info, models, mask, p, bad_bits):
     psfstack = (stack_data.copy(), stack_err.copy(), stack_dq.copy())  # written before any replacement
     status["stack_refs"] = "COMPLETE"
 
-    science = []
-    for path, model in zip(info["science"], models["science"]):
+    prepared, targets = [], []
+    for i, model in enumerate(models["science"]):
         arrays = outliers(model)
         crf = CalArrays(**{k: None if v is None else v.copy() for k, v in vars(arrays).items()})
         # jwst's align_refs replaces bad pixels in the shared PSF stack and in the science model that
-        # klip then uses, in place, again for every science exposure: so do we.
+        # klip then uses, in place, again for every science exposure: so do we (the stack as this
+        # exposure's alignment sees it kept apart, so that all of them are aligned together below)
         median_step.median_replace(stack_data, stack_dq, ar["median_box_length"], bad_bits)
         median_step.median_replace(arrays.data, arrays.dq, ar["median_box_length"], bad_bits)
-        aligned, aligned_err, shifts = align_step.align_refs(arrays.data[0], stack_data, stack_err, mask,
-                                                             precision=ar["precision"], workers=job_threads())
+        last = i == len(models["science"]) - 1
+        targets.append((arrays.data[0], stack_data if last else stack_data.copy(), stack_err))
+        prepared.append((arrays, crf))
+    # every science exposure's PSF planes fitted by one set of workers (align_many: the same numbers)
+    alignments = align_step.align_many(targets, mask, precision=ar["precision"], workers=job_threads())
+    science = []
+    for (arrays, crf), (aligned, aligned_err, shifts), path in zip(prepared, alignments, info["science"]):
         basis = klip_step.kl_basis(aligned, int(p["klip"]["truncate"]))
         sub, sub_err = klip_step.klip(arrays.data, basis)
         replaced = arrays.data
