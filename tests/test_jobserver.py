@@ -846,4 +846,3 @@ def test_blas_limit_caps_and_restores_every_loaded_openblas():
         assert not np.array_equal(klip.kl_basis(refs, truncate=50).err, errs[0])
     finally:
         jobmode.set_blas_threads(before)
-
