@@ -485,6 +485,26 @@ def test_config_key_and_environment(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     assert jobserver.wanted({})
 
+def test_run_forked_parts_and_a_failed_helper(tmp_path):
+    """jobmode.run_forked: every part runs once, the helpers' in other processes (their files written
+    there); a helper that fails has its part run again in the caller, whose index it returns."""
+    import os
+
+    if not jobmode.fork_safe():
+        pytest.skip("this process runs numba's workers (an earlier test's parallel kernels): no fork")
+    me = os.getpid()
+
+    def write(name, fail_in_helper=False):
+        def part():
+            if fail_in_helper and os.getpid() != me:
+                raise RuntimeError("helper fails")
+            (tmp_path / name).write_text(str(os.getpid()))
+        return part
+
+    assert jobmode.run_forked([write("a"), write("b"), write("c", fail_in_helper=True)]) == [2]
+    pids = {name: int((tmp_path / name).read_text()) for name in "abc"}
+    assert pids["a"] == me and pids["c"] == me and pids["b"] != me
+
 
 def test_start_early_starts_the_server_every_job_uses(server_env, tmp_path, monkeypatch):
     """The workflow's onstart starts the server before the first job, under the key a job computes in

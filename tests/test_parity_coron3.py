@@ -348,11 +348,18 @@ def test_float64_alignment_recovers_subpixel_shifts():
     assert np.min(np.abs(quirk[:, :2] - truth).max(axis=1)) > 0.1
 
 
+@pytest.mark.parametrize("forked", [True, False])
 @pytest.mark.parametrize("precision", ["jwst", "float64"])
-def test_threaded_alignment_is_the_serial_one(precision):
-    """align_refs' planes fitted by several threads: the same shifts and aligned planes, byte for byte,
-    as one thread's (a plane with NaNs included), and the process's warning filters left as they were."""
+def test_threaded_alignment_is_the_serial_one(precision, forked, monkeypatch):
+    """align_refs' planes fitted by several workers (forked helpers, or threads where the process may
+    not fork): the same shifts and aligned planes, byte for byte, as one worker's (a plane with NaNs
+    included), and the process's warning filters left as they were."""
     import warnings
+
+    if forked and not align_refs._fork_safe():
+        pytest.skip("this process runs numba's workers (an earlier test's parallel kernels): no fork")
+    if not forked:
+        monkeypatch.setattr(align_refs, "_fork_safe", lambda: False)
 
     rng = np.random.default_rng(23)
     ref = (coron_psf() + rng.normal(0, 0.5, coron_psf().shape)).astype(np.float32)
@@ -369,7 +376,52 @@ def test_threaded_alignment_is_the_serial_one(precision):
     assert warnings.filters == filters
     for a, b in zip(serial, threaded):
         assert a.tobytes() == b.tobytes()
+        assert b.base is None  # the process's own arrays, not the helpers' shared memory
     assert np.isnan(threaded[0][3]).all() and np.isfinite(threaded[0][[0, 1, 2, 4]]).all()
+
+
+def test_align_many_is_align_refs_of_each():
+    """Several references aligned together (coron3's science exposures, one set of workers): each
+    one's planes, shifts and errors byte for byte those of its own align_refs call."""
+    rng = np.random.default_rng(8)
+    base = coron_psf()
+    refs = [(base + rng.normal(0, 0.5, base.shape)).astype(np.float32) for _ in range(2)]
+    stacks = [np.stack([fourier_imshift(base, (0.1 * k, 0.2 - 0.1 * k)) * (1 + j) + rng.normal(0, 0.5, base.shape)
+                        for k in range(3)]).astype(np.float32) for j in range(2)]
+    err = np.abs(rng.normal(1.0, 0.1, stacks[0].shape)).astype(np.float32)
+    mask = np.ones(base.shape, np.float32)
+    together = align_refs.align_many([(r, s, err) for r, s in zip(refs, stacks)], mask, workers=2)
+    for (r, s), many in zip(zip(refs, stacks), together):
+        alone = align_refs.align_refs(r, s, err, mask, workers=1)
+        for a, b in zip(alone, many):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_forked_alignment_refits_a_failed_helpers_planes(monkeypatch):
+    """A forked helper that dies: its planes are fitted by the job's process, the same numbers."""
+    import os
+
+    rng = np.random.default_rng(5)
+    ref = (coron_psf() + rng.normal(0, 0.5, coron_psf().shape)).astype(np.float32)
+    psf = np.stack([fourier_imshift(ref.astype(np.float64), (0.1 * k, -0.05 * k)) + rng.normal(0, 0.5, ref.shape)
+                    for k in range(4)]).astype(np.float32)
+    mask = np.ones(ref.shape, np.float32)
+    if not align_refs._fork_safe():
+        pytest.skip("this process runs numba's workers (an earlier test's parallel kernels): no fork")
+    serial = align_refs.align_refs(ref, psf, None, mask, workers=1)
+    parent = os.getpid()
+    real = align_refs.fit_shift
+
+    def dies_in_helper(*args, **kwargs):
+        if os.getpid() != parent:
+            os._exit(3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(align_refs, "fit_shift", dies_in_helper)
+    forked = align_refs.align_refs(ref, psf, None, mask, workers=2)
+    assert forked[1] is None
+    for a, b in zip((serial[0], serial[2]), (forked[0], forked[2])):
+        assert a.tobytes() == b.tobytes()
 
 
 def test_job_threads_follow_snakemakes_threads(monkeypatch):

@@ -9,7 +9,8 @@ and a job that runs in-process must not pay for the server's module.
 import contextlib
 import os
 
-__all__ = ["BATCH_ENV", "ENV", "blas_limit", "blas_threads", "cpus", "set_blas_threads", "threads", "wanted"]
+__all__ = ["BATCH_ENV", "ENV", "blas_limit", "blas_threads", "cpus", "die_with_parent", "fork_safe", "run_forked",
+           "set_blas_threads", "threads", "wanted"]
 
 ENV = "WEBBFLOW_JOB_SERVER"
 """``1``: run jobs through the warm server, ``0``: in-process, ``auto``: as the config's ``auto``;
@@ -165,3 +166,78 @@ def blas_limit(n=1):
         yield before
     finally:
         set_blas_threads(before)
+
+
+def _numba_threads_launched():
+    """Whether numba's threading layer has started its workers in this process."""
+    import sys
+
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    return bool(parallel and getattr(parallel, "_is_initialized", False))
+
+
+def fork_safe():
+    """Whether this process may fork (a job, or a job's helpers): one Python thread, no numba worker
+    threads, and a system with ``fork``."""
+    import threading
+
+    return hasattr(os, "fork") and threading.active_count() == 1 and not _numba_threads_launched()
+
+
+def die_with_parent():
+    """Have the kernel kill this process when its parent dies (a forked job or helper)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
+def run_forked(parts):
+    """Run ``parts[0]()`` in this process and each of ``parts[1:]`` in a forked helper at the same time;
+    return once all are done.
+
+    For a job's CPU-bound work that holds the GIL (threads would take turns): the helpers see this
+    process's memory as it was at the fork, and give back what they make through shared memory or
+    files.  A helper that fails or dies has its part run here again afterwards (an error in it is
+    then raised here, as without helpers); an error here kills the helpers.  Call it only where
+    :func:`fork_safe`.
+
+    Parameters
+    ----------
+    parts : sequence of callable
+        Each called without arguments; what they return is dropped.
+
+    Returns
+    -------
+    list of int
+        The indices of the parts whose helper failed (run here again).
+    """
+    import signal
+    import sys
+
+    children = {}
+    try:
+        for index, part in enumerate(parts[1:], 1):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover (the helper; its work is checked in the parent)
+                code = 1
+                try:
+                    die_with_parent()
+                    part()
+                    code = 0
+                finally:
+                    os._exit(code)
+            children[pid] = index
+        parts[0]()
+        failed = [index for pid, index in list(children.items()) if os.waitpid(pid, 0)[1] != 0]
+        children = {}
+        for index in failed:
+            parts[index]()
+        return failed
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)

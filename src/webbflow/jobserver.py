@@ -70,7 +70,8 @@ import types
 from pathlib import Path
 
 # standard library only; the one on/off test, shared with webbflow.workflow
-from webbflow.jobmode import ENV, blas_threads, set_blas_threads, wanted
+from webbflow.jobmode import (ENV, _numba_threads_launched, blas_threads, die_with_parent, fork_safe, set_blas_threads,
+                              wanted)
 
 __all__ = ["ENV", "SCOPE_ENV", "STAGE_ORDER", "WARM_KINDS", "JobOutcome", "ServerStarting", "fork_safe",
            "job_kind", "memory_figures", "serve", "server_key", "socket_dir", "start", "start_early", "submit", "wanted", "warm_plan",
@@ -581,19 +582,6 @@ def _wait(sock):
 
 
 # --- the server -------------------------------------------------------------------------------------
-
-def _numba_threads_launched():
-    """Whether numba's threading layer has started its workers in this process."""
-    parallel = sys.modules.get("numba.np.ufunc.parallel")
-    return bool(parallel and getattr(parallel, "_is_initialized", False))
-
-
-def fork_safe():
-    """Whether this process may fork a job: one Python thread and no numba worker threads."""
-    import threading
-
-    return threading.active_count() == 1 and not _numba_threads_launched()
-
 
 def warm_plan(kinds=None):
     """What a server warms for the job kinds ``kinds`` (:data:`WARM_KINDS`).
@@ -1315,14 +1303,6 @@ def _start_job(conn, listener, sel, lock_fd=None, before_fork=None):
     return pid
 
 
-def _die_with_parent():
-    """Have the kernel kill this process when the server (its parent) dies."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-
-
 def _apply_threads(environ=None):
     """Give the forked job the BLAS threads a process started in its environment would have.
 
@@ -1349,7 +1329,7 @@ def _child(conn, request, fds):
     from webbflow.io.errors import InputError
     from webbflow.workflow import LOG_FORMAT
 
-    _die_with_parent()
+    die_with_parent()  # the server's death kills the job
     # the server's anonymous memory this child maps from the fork (its imports' objects, numba's and
     # LLVM's heaps): counted in full in its peak RSS, whatever the job does (issues 13-15's figures)
     rollup = _smaps_rollup()
@@ -1402,9 +1382,11 @@ def _child(conn, request, fds):
         result["inherited_mib"] = inherited
     import resource
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # a forked child's own: counted from the fork
-    result.update(child_wall_s=round(time.perf_counter() - started, 4),
-                  child_cpu_s=round(usage.ru_utime + usage.ru_stime, 4), server_pid=os.getppid())
+    # a forked child's own, counted from the fork, and its helpers' (coron3's align_refs forks some)
+    cpu = sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                         resource.RUSAGE_CHILDREN)))
+    result.update(child_wall_s=round(time.perf_counter() - started, 4), child_cpu_s=round(cpu, 4),
+                  server_pid=os.getppid())
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()

@@ -29,6 +29,7 @@ each pair of frequencies ``k`` and ``-k`` (their angles are exact negatives), an
 
 import logging
 import math
+import mmap
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -36,9 +37,10 @@ import scipy.fft
 from scipy import optimize
 from scipy.ndimage import fourier_shift
 
+from webbflow.jobmode import fork_safe, run_forked
 from webbflow.steps._jit import dispatcher, lazy_njit
 
-__all__ = ["PRECISIONS", "align_refs", "fit_shift", "fit_shift_float64", "fourier_imshift"]
+__all__ = ["PRECISIONS", "align_many", "align_refs", "fit_shift", "fit_shift_float64", "fourier_imshift"]
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +254,9 @@ def align_refs(reference, psf_data, psf_err, mask, precision="jwst", workers=1):
         ``jwst``: the float32 model of jwst 3.0 (parity, fits barely move); ``float64``: a
         double-precision model whose fit finds sub-pixel shifts.
     workers : int
-        Threads that fit the planes (each plane's fit and shift are independent of the others': the
-        same numbers whatever the count; the FFTs and kernels release the GIL, MINPACK's own steps
-        do not).
+        Processes (this one and forked helpers, :func:`_align_forked`) or, where this process may
+        not fork (other threads running), threads that fit the planes: each plane's fit and shift
+        are independent of the others', the same numbers whatever the count.
 
     Returns
     -------
@@ -263,37 +265,107 @@ def align_refs(reference, psf_data, psf_err, mask, precision="jwst", workers=1):
     shifts : ndarray
         (npsf, 3) fitted (dx, dy, beta) per plane; the planes are moved by (-dx, -dy).
     """
+    return align_many([(reference, psf_data, psf_err)], mask, precision, workers)[0]
+
+
+def align_many(targets, mask, precision="jwst", workers=1):
+    """:func:`align_refs` for several references at once, each with its own PSF stack: the planes of
+    all of them fitted by one set of workers (one fork of helpers for a coron3 association's science
+    exposures instead of one each; the same numbers).
+
+    Parameters
+    ----------
+    targets : sequence of (reference, psf_data, psf_err)
+        As :func:`align_refs`' arguments.
+    mask, precision, workers :
+        As :func:`align_refs`'.
+
+    Returns
+    -------
+    list of (data, err, shifts)
+        :func:`align_refs`' answer for each target, in order.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"align_refs precision must be one of {PRECISIONS}, not {precision!r}")
     if precision == "float64":
-        reference = np.asarray(reference, np.float64)
-        psf_data = np.asarray(psf_data, np.float64)
-        psf_err = None if psf_err is None else np.asarray(psf_err, np.float64)
         mask = np.asarray(mask, np.float64)
-        ref_fft = np.fft.rfft2(reference)
-    else:
-        ref_fft = np.fft.fftn(reference)
-    shifts = np.empty((psf_data.shape[0], 3), np.float64)
-    aligned = np.empty(psf_data.shape, np.float32)
-    aligned_err = None if psf_err is None else np.empty(psf_data.shape, np.float32)
+        targets = [(np.asarray(ref, np.float64), np.asarray(psf, np.float64),
+                    None if err is None else np.asarray(err, np.float64)) for ref, psf, err in targets]
+    tasks = [(t, k) for t, (_, psf, _) in enumerate(targets) for k in range(len(psf))]
+    workers = max(1, min(int(workers), len(tasks)))
+    # several workers: forked helpers where this process may fork (:func:`_align_forked`), else threads
+    forked = workers > 1 and _fork_safe()
+
+    def empty(shape, dtype):
+        # the helpers' planes come back through shared anonymous memory (freed with its last view)
+        if not forked:
+            return np.empty(shape, dtype)
+        count = math.prod(shape)
+        return np.frombuffer(mmap.mmap(-1, max(1, count * np.dtype(dtype).itemsize)), dtype, count).reshape(shape)
+
+    ref_ffts = [np.fft.rfft2(ref) if precision == "float64" else np.fft.fftn(ref) for ref, _, _ in targets]
+    out = [(empty(psf.shape, np.float32), None if err is None else empty(psf.shape, np.float32),
+            empty((psf.shape[0], 3), np.float64)) for _, psf, err in targets]
     fit = fit_shift_float64 if precision == "float64" else fit_shift
 
-    def align(k):
-        shifts[k] = fit(ref_fft, psf_data[k], mask)
+    def align(task):
+        t, k = task
+        psf_data, psf_err = targets[t][1], targets[t][2]
+        aligned, aligned_err, shifts = out[t]
+        shifts[k] = fit(ref_ffts[t], psf_data[k], mask)
         aligned[k] = fourier_imshift(psf_data[k], -shifts[k])
         if psf_err is not None:
             aligned_err[k] = fourier_imshift(psf_err[k], -shifts[k])
 
-    workers = max(1, min(int(workers), len(psf_data)))
     if workers == 1:
-        for k in range(len(psf_data)):
-            align(k)
+        for task in tasks:
+            align(task)
+    elif forked:
+        if precision == "jwst":
+            _load_kernels()
+        _align_forked(align, tasks, workers)
+        # this process's own arrays (copies): the shared memory goes with the views
+        out = [tuple(None if a is None else np.array(a) for a in arrays) for arrays in out]
     else:
         for kernel in (_shift_spectrum, _residuals):  # made once here, not by two threads' first calls
             dispatcher(kernel)
         with ThreadPoolExecutor(workers, thread_name_prefix="align_refs") as pool:
-            list(pool.map(align, range(len(psf_data))))  # list(): a fit's error is raised here
-    log.info("align_refs (%s): |shift| median %.3g, max %.3g pixel over %d PSF planes", precision,
-             np.median(np.hypot(shifts[:, 0], shifts[:, 1])), np.max(np.hypot(shifts[:, 0], shifts[:, 1])),
-             len(shifts))
-    return aligned, aligned_err, shifts
+            list(pool.map(align, tasks))  # list(): a fit's error is raised here
+    for _, _, shifts in out:
+        log.info("align_refs (%s): |shift| median %.3g, max %.3g pixel over %d PSF planes", precision,
+                 np.median(np.hypot(shifts[:, 0], shifts[:, 1])), np.max(np.hypot(shifts[:, 0], shifts[:, 1])),
+                 len(shifts))
+    return out
+
+
+def _fork_safe():
+    """Whether this process may fork helpers (:func:`webbflow.jobmode.fork_safe`)."""
+    return fork_safe()
+
+
+def _load_kernels():
+    """Load the jwst model's kernels (the signatures of its complex64 spectra and float32 planes)
+    before a fork: the helpers then find them loaded instead of each loading them again."""
+    spectrum = np.ones((2, 2), np.complex64)
+    angles = np.zeros(2, np.float64)
+    _shift_spectrum(spectrum, angles, angles, np.empty_like(spectrum))
+    _residuals(np.ones((2, 2), np.float32), 1.0, spectrum, np.ones((2, 2), np.float32))
+
+
+def _align_forked(align, tasks, workers):
+    """``align(task)`` for every plane's task, in this process and ``workers - 1`` forked helpers
+    (:func:`webbflow.jobmode.run_forked`), each taking every ``workers``-th task (``align`` fills
+    arrays in shared memory).
+
+    Why processes, not threads: a jwst-line fit's MINPACK steps and Python calls hold the GIL (about
+    half of its CPU), so two threads fitted the demo's planes ~1.5x faster than one, two processes
+    ~2x.  Each plane's numbers are the serial loop's (the same code on the same inputs).
+    """
+    def part(worker):
+        def fit():
+            for task in tasks[worker::workers]:
+                align(task)
+        return fit
+
+    for worker in run_forked([part(w) for w in range(workers)]):
+        log.warning("align_refs: helper %d failed; its planes were fitted by the job's process", worker)
