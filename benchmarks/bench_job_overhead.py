@@ -322,6 +322,40 @@ def ours_env():
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
+_AOT_CHECK = """
+import sys
+from webbflow import aot
+if not aot.load():
+    aot.build()
+sys.exit(0 if aot.load() else 3)
+"""
+
+
+def compiled_kernels(env=None):
+    """Make sure :mod:`webbflow.aot`'s compiled kernels exist for this tree before our jobs are timed
+    (built now when missing, as the workflow's first run builds them for the next), so that a benchmark
+    measures what a run after the first runs.
+
+    Parameters
+    ----------
+    env : dict, optional
+        Our jobs' environment (default :func:`ours_env`).
+
+    Returns
+    -------
+    str
+        ``"on"``, ``"off"`` (``WEBBFLOW_AOT=0``: numba's JIT) or ``"unavailable (<reason>)"``.
+    """
+    env = env or ours_env()
+    if env.get("WEBBFLOW_AOT", "1") == "0":
+        return "off"
+    done = subprocess.run([sys.executable, "-c", _AOT_CHECK], env=env, capture_output=True, text=True)
+    if done.returncode == 0:
+        return "on"
+    reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+    return f"unavailable ({reason[0]})"
+
+
 def workflow_config(*configfiles):
     """The workflow's config as a run with ``--configfile CONFIGFILES`` sees it.
 

@@ -61,7 +61,8 @@ from astropy.io import fits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detector1 import measure  # noqa: E402  (one measuring helper for every benchmark)
-from bench_job_overhead import run_served, start_server, stop_servers, workflow_config, workflow_env  # noqa: E402
+from bench_job_overhead import (compiled_kernels, run_served, start_server, stop_servers,  # noqa: E402
+                                workflow_config, workflow_env)
 
 _JOB = """
 import resource, sys, time
@@ -294,6 +295,8 @@ def main(argv=None):
     data = Path(args.workdir or REPO / "benchmarks" / ".work" / name) / f"n{nint}"
     machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     print(f"TSO demo benchmark ({args.mode}) on {machine}, {dt.date.today()}", flush=True)
+    kernels = compiled_kernels()
+    print(f"compiled kernels (webbflow.aot): {kernels}", flush=True)
     specs = (tso_image_specs if imaging else tso_grism_specs)(ints_per_segment=nint)
     if not (data / "uncal").is_dir():
         print(f"simulating {len(specs)} segments x {nint} integrations ...", flush=True)
@@ -361,8 +364,8 @@ def main(argv=None):
         print(f"  {who:4s}: wall {t['wall_s']:7.1f} s, CPU {t['cpu_s']:6.1f} s (load {t['load']:.1f}); "
               + ", ".join(f"{s} {per[s]:.1f} s / CPU {cpu[s]:.1f} s / {rss[s]:.0f} MiB" for s in stages)
               + f"; largest job peak RSS {t['peak_rss_mib']:.0f} MiB", flush=True)
-    result = {"date": str(dt.date.today()), "machine": machine, "mode": args.mode, "segments": len(uncals),
-              "ints_per_segment": nint, "server": args.server, "pipelines": totals}
+    result = {"date": str(dt.date.today()), "machine": machine, "compiled_kernels": kernels, "mode": args.mode,
+              "segments": len(uncals), "ints_per_segment": nint, "server": args.server, "pipelines": totals}
     if "jwst" in totals:
         result["speedup"] = totals["jwst"]["wall_s"] / totals["ours"]["wall_s"]
         result["memory_ratio"] = totals["ours"]["peak_rss_mib"] / totals["jwst"]["peak_rss_mib"]
@@ -559,6 +562,8 @@ def bench_coron(args):
     data = Path(args.workdir or REPO / "benchmarks" / ".work" / "coron-demo").resolve()
     machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     print(f"coronagraphy demo benchmark on {machine}, {dt.date.today()}", flush=True)
+    kernels = compiled_kernels()
+    print(f"compiled kernels (webbflow.aot): {kernels}", flush=True)
     if not (data / "uncal").is_dir():
         print("simulating demo-coron ...", flush=True)
         run_preset("demo-coron", data)
@@ -583,7 +588,7 @@ def bench_coron(args):
               f"{t['load_after']:.1f}); job walls / CPU / peak RSS: "
               + ", ".join(f"{s} {per[s]:.1f} / {cpu[s]:.1f} s / {rss[s]:.0f} MiB" for s in per)
               + f"; largest job {t['peak_rss_mib']:.0f} MiB ({t['peak_rss_job']})", flush=True)
-    result = {"date": str(dt.date.today()), "machine": machine, "mode": "coron",
+    result = {"date": str(dt.date.today()), "machine": machine, "compiled_kernels": kernels, "mode": "coron",
               "exposures": len(list((data / "uncal").glob("*_uncal.fits"))), "cores": 2, "server": args.server,
               "pipelines": totals}
     if "jwst" in totals:
