@@ -136,6 +136,18 @@ def _detector1_refs(uncal, refs):
     return json.dumps({k: (str(v) if v else None) for k, v in _selected(uncal, refs).items()})
 
 
+def _detector1_budget(given, imaging):
+    """Our detector1 jobs' ``max_memory_mb``: ``given``, else the demo config's
+    (``config/demo-tso-{grism,imaging}.yaml``: what the workflow gives the demo's jobs), else None."""
+    if given is not None:
+        return given
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / f"demo-tso-{'imaging' if imaging else 'grism'}.yaml").read_text())
+    budget = (config.get("max_memory_mb") or {}).get("detector1")
+    return float(budget) if budget else None
+
+
 def _jobs(data, uncals, refs, stage2_refs, who, imaging=False, served=False, max_memory_mb=None):
     """(name, command) of every job of one pipeline, in order; and the association it writes.
 
@@ -284,7 +296,7 @@ def main(argv=None):
                              "script with jobs.warm_server on); its start is counted once in our total")
     parser.add_argument("--max-memory-mb", type=float, default=None, metavar="MB",
                         help="our detector1 jobs' memory budget (the workflow's max_memory_mb.detector1; default "
-                             "its default): a segment above it is streamed")
+                             "the demo config's, else the workflow's default): a segment above it is streamed")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.mode == "coron":
@@ -329,7 +341,8 @@ def main(argv=None):
     for who in pipelines:
         shutil.rmtree(data / who, ignore_errors=True)
         served = args.server and who == "ours"
-        jobs = _jobs(data, uncals, refs, stage2_refs, who, imaging, served=served, max_memory_mb=args.max_memory_mb)
+        jobs = _jobs(data, uncals, refs, stage2_refs, who, imaging, served=served,
+                     max_memory_mb=_detector1_budget(args.max_memory_mb, imaging))
         # the server warms for this mode's job kinds, as the workflow's onstart passes the planned ones
         kinds = ("detector1", "image2_ints", "tso3_phot") if imaging else ("detector1", "spec2", "tso3")
         # ours as the workflow runs its rules (their threads); jwst's as its users run it

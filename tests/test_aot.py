@@ -1,5 +1,6 @@
 """webbflow.aot / webbflow.steps._jit: kernels' ahead-of-time twins against numba's JIT, and the fallbacks."""
 
+import json
 import os
 import subprocess
 import sys
@@ -212,3 +213,93 @@ def test_job_server_warms_no_numba_for_kinds_with_twins(monkeypatch):
     monkeypatch.setattr(aot, "load", lambda directory=None: {"webbflow.steps._warmup.touch": []})
     assert not {"numba", "numba cache"} & labels(["detector1", "spec2", "tso3"])
     assert "numba" in labels(["detector1", "image3"])
+
+
+def test_trace_writes_spec_entries(tmp_path, monkeypatch):
+    """WEBBFLOW_AOT_TRACE: a call that runs numba's JIT appends its kernel and argument types as a SPEC
+    entry, which parse() reads back."""
+    trace = tmp_path / "trace.txt"
+    monkeypatch.setattr(_jit, "_TRACE", str(trace))
+    monkeypatch.setenv("WEBBFLOW_AOT", "0")
+    aot._LOADED.clear()
+    kernel = _kernel("steps.saturation._flag_from")
+    kernel._twins = None
+    try:
+        kernel(np.zeros((2, 3, 4), np.uint8), np.zeros((3, 4), np.int16), np.uint8(2))
+        ro = np.zeros((2, 3), np.float32)
+        ro.flags.writeable = False
+        assert _jit._code(_jit._key(ro)) == "f4[2C,ro]"
+        assert _jit._code(_jit._key(np.zeros((3, 2), np.float64).T)) == "f8[2F]"
+        assert _jit._code(_jit._key(True)) == "b1" and _jit._code(_jit._key(3)) == "i8"
+    finally:
+        kernel._twins = None
+        aot._LOADED.clear()
+    (line,) = trace.read_text().splitlines()
+    name, types = line.split("\t")
+    assert (name, types) == ("steps.saturation._flag_from", "u1[3C] i2[2C] u1")
+    assert (name, types) in aot.SPEC and len(aot.parse(types)) == 3
+
+
+# detector1's step options whose kernels differ: jwst's defaults, the time-series presets' ROEBA
+# (group levels with relative clipped means; integration levels), and the steps off by default
+_D1_STEPS = {
+    "defaults": {},
+    "roeba-grism": {"refpix": {"roeba": True, "roeba_relative": True, "roeba_estimator": "mean"}},
+    "roeba-imaging": {"refpix": {"roeba": True, "roeba_level": "integration", "roeba_min_pixels": 4,
+                                 "roeba_grow": 1}},
+    "cm-cfn": {"charge_migration": {"skip": False}, "clean_flicker_noise": {"skip": False}},
+}
+
+_D1_JOB = """
+import json, sys
+from webbflow import jobs
+jobs.detector1(**json.loads(sys.argv[1]))
+print("numba loaded:", "numba" in sys.modules)
+"""
+
+
+@pytest.mark.slow
+def test_detector1_jobs_of_every_kind_load_no_numba_with_twins(tmp_path_factory):
+    """With :data:`webbflow.aot.SPEC` built, a one-thread detector1 job on small exposures of each kind
+    (4-output grism strip with a zero frame, 1-output strip, a SUB160 image with frames averaged per
+    group) and each set of step options runs every kernel as its twin: no JIT call, numba never loaded.
+    A kernel or signature missing from SPEC fails here (WEBBFLOW_AOT_TRACE names it)."""
+    from dataclasses import replace
+
+    from astropy.io import fits
+    from tso_segments import TSO_SPECS
+
+    from webbflow.refs import select_references
+    from webbflow.simulate import ExposureSpec, simulate_exposure
+
+    directory = tmp_path_factory.mktemp("aot-full")
+    try:
+        aot.build(directory)
+    except Exception as exc:
+        pytest.skip(f"pycc cannot build here: {exc}")
+    specs = {
+        "grism-4out-zeroframe": replace(TSO_SPECS["grism-4out"], zeroframe=True),
+        "strip-1out": TSO_SPECS["strip-1out"],
+        "image-sub160": ExposureSpec(detector="NRCA1", subarray="SUB160", readpatt="BRIGHT2", nints=1, ngroups=4,
+                                     filter="F210M", exp_type="NRC_IMAGE", n_stars=3, n_galaxies=0,
+                                     n_saturating_stars=1, seed=41),
+    }
+    env = dict(os.environ, WEBBFLOW_AOT="1", WEBBFLOW_AOT_DIR=str(directory), OMP_NUM_THREADS="1")
+    failures = []
+    for label, spec in specs.items():
+        out = tmp_path_factory.mktemp(label)
+        uncal = simulate_exposure(spec, out)
+        refs = {k: (str(v) if v else None) for k, v in
+                select_references(fits.getheader(uncal), out / "refs").items()}
+        for options, steps in _D1_STEPS.items():
+            trace = out / f"{options}.trace"
+            args = {"uncal": str(uncal), "rate": str(out / f"{options}_rate.fits"),
+                    "rateints": str(out / f"{options}_rateints.fits"), "steps": steps, "references": refs,
+                    "exp_types": [spec.exp_type]}
+            r = subprocess.run([sys.executable, "-c", _D1_JOB, json.dumps(args)],
+                               env={**env, "WEBBFLOW_AOT_TRACE": str(trace)}, capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr[-2000:]
+            jit = trace.read_text().splitlines() if trace.exists() else []
+            if jit or "numba loaded: False" not in r.stdout:
+                failures.append((label, options, r.stdout.strip().splitlines()[-1:], sorted(set(jit))))
+    assert not failures

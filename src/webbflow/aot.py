@@ -64,14 +64,33 @@ SPEC = (
      "u4[2C] f4[2C] f4[2C] f4[2C] f4[3C] u4[3C] f4[3C] f4[3C] f4[3C] b1 f8 f4[4C] f4[4C] f4[4C] f4[4C] "
      "f4[4C] f4[4C] f4[4C] f4[3C] f4[4C] i2[4C]"),
     ("steps._warmup.touch", "i8"),
+    # the coronagraphy and imaging presets (pseudo reference pixels, saturation's second group), the
+    # time-series presets' recommended ROEBA, and charge_migration / clean_flicker_noise when turned on
+    ("steps.saturation._partial_saturation", "f4[2C] u1[2C] u1[2C] f4[2C] b1[2C] f8 u1 u1"),
+    ("steps._jump_numba.label8", "b1[2C]"),
+    ("steps._jump_numba.label8", "b1[2A]"),
+    ("steps.charge_migration._first_crossing", "f4[3C] u1[3C] f4 u1"),
+    ("steps.roeba._correct_frame", "f4[2C] b1[2C] i8[1C] b1 i8 f8[1C] f8[2C] b1 i8"),
+    ("steps.roeba._measure_rows", "f8[2C] b1[2C] i8[1C] b1 i8 f8[1C] f8[2C] i8 b1"),
+    ("steps.roeba._frame_levels", "f8[2C] i8 f8[1C]"),
+    ("steps.roeba._apply_rows", "f8[2C] i8[1C] f8[2C] f8[1C] b1"),
+    ("steps.clean_flicker_noise._unmask_outside", "f4[2C] b1[2C] f8 f8"),
+    ("steps.clean_flicker_noise._row_median_kernel", "f4[2C] b1[2C] i8 f4[2C] f8 f8"),
+    ("steps.clean_flicker_noise._destripe", "f4[2C] f4[2C] f4 b1[2C]"),
+    ("steps.clean_flicker_noise._shifted_sums", "f8[1C] i8 i8 f8 f8 f8[1C]"),
+    ("steps.clean_flicker_noise._mirror_sorted_into", "f8[1C] f8 i8 f8[1C]"),
     ("steps.outlier_detection._rolling_median_kernel", "f4[3C] i8 f8[3C]"),
     ("steps.outlier_detection._rolling_median_kernel", "f4[3C,ro] i8 f8[3C]"),
+    ("steps.outlier_detection._kth_key", "u4[1C] i8"),  # tso3's on an imaging time series
 )
 """(kernel, argument types) compiled: the kernel as ``module.name`` under ``webbflow``; each type a numpy
 type code (``f4``, ``i8``, ``b1``, ...) for a scalar, or ``code[<ndim><layout>]`` for an array, with
 ``,ro`` for a read-only one (numba types those apart).  The types detector1's steps call them with in a
-workflow job (traced on the grism TSO demo), and tso3's rolling median (outlier_detection, a series
-longer than its window); a call with other types runs numba's JIT."""
+workflow job of one thread (traced with ``WEBBFLOW_AOT_TRACE``, :mod:`webbflow.steps._jit`, on the grism
+and imaging TSO, coronagraphy, imaging and full-frame program demos: ``step_defaults`` jwst and
+recommended, streamed or not, charge_migration and clean_flicker_noise on), and tso3's rolling median
+(outlier_detection, a series longer than its window, and its order statistic of an imaging time series
+under jwst's defaults); a call with other types runs numba's JIT."""
 
 _ARG = re.compile(r"^(\w\d)(?:\[(\d)([CFA])(,ro)?\])?$")
 

@@ -478,9 +478,9 @@ def run(stream, rate_path, rateints_path, refs, params, statuses_out, provenance
 
     readout, headers = stream.readout, stream.headers
     nints, ngroups, ny, nx = shape = stream.shape
-    import numba
+    from webbflow.steps import _jit  # numba's thread count without loading numba (kernels' AOT twins)
 
-    cut = plan(shape, max_bytes, min_rows=numba.get_num_threads()) or Plan(nints, ny)
+    cut = plan(shape, max_bytes, min_rows=_jit.num_threads()) or Plan(nints, ny)
     folder = Path(scratch_dir or os.environ.get("WEBBFLOW_SCRATCH") or Path(rateints_path).parent)
     # named for this writer, so that a run killed with SIGKILL has its scratch removed by the next one
     # (before the free space is counted)

@@ -74,7 +74,28 @@ class Kernel:
         function = self.twin(args)
         if function is not None:
             return function(*args)
+        if _TRACE:
+            _trace(self, args)
         return (self.dispatcher or dispatcher(self))(*args)
+
+
+_TRACE = os.environ.get("WEBBFLOW_AOT_TRACE")
+"""A file to which every kernel call that runs numba's JIT appends its kernel and argument types, as a
+:data:`webbflow.aot.SPEC` entry (how SPEC's signatures are found: run the jobs with it set)."""
+
+
+def _code(key):
+    """A :func:`_key` as a :data:`webbflow.aot.SPEC` type code (``f4``, ``u1[3C,ro]``)."""
+    if key[0] == "?":
+        return f"?{key[1].__name__}"
+    code = key[1].str[1:]
+    return code if key[0] == "s" else f"{code}[{key[2]}{key[3]}{',ro' if key[4] else ''}]"
+
+
+def _trace(kernel, args):
+    name = f"{kernel.__module__}.{kernel.__name__}".removeprefix("webbflow.")
+    with open(_TRACE, "a") as out:  # one short line per write: whole lines even from several processes
+        out.write(f"{name}\t{' '.join(_code(_key(a)) for a in args)}\n")
 
 
 def _key(a):

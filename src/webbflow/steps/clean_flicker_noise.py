@@ -40,12 +40,12 @@ import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
-from numba import njit
 
 from webbflow import dqflags
 from webbflow.ramp import StepStatus
+from webbflow.steps import _jit
+from webbflow.steps._jit import njit  # numba loads only when a kernel has no compiled twin
 
 __all__ = ["FFT_EXP_TYPES", "background_mask", "channels_for", "clean_integrations", "clip_to_background",
            "draft_rate", "run", "standard_options"]
@@ -785,7 +785,7 @@ def clean_integrations(data, groupdq, mask, background_method="median", backgrou
     # each difference is cleaned on its own (its kernels release the GIL): several at once when the job
     # has threads; the ramp is rebuilt from them in order.  Not the ``model`` background: photutils runs
     # under warnings.catch_warnings, which threads must not nest.
-    workers = 1 if background_method == "model" else min(numba.get_num_threads(), ngroups - 1)
+    workers = 1 if background_method == "model" else min(_jit.num_threads(), ngroups - 1)
     ndiff = ngroups - 1
     # each worker thread's work arrays, freed with the pool's threads when this returns
     local = threading.local()

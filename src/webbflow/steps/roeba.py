@@ -43,9 +43,9 @@ rates, with the background mask found on the image itself.
 import logging
 
 import numpy as np
-from numba import njit, prange
 
 from webbflow import dqflags
+from webbflow.steps._jit import njit, prange  # numba loads only when a kernel has no compiled twin
 from webbflow.steps.refpix import AMP_WIDTH, DETECTOR_SIZE
 
 __all__ = ["DRAFT_INTS", "ESTIMATORS", "amplifier_edges", "background_mask", "check_options", "correct_frames",
