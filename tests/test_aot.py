@@ -213,6 +213,11 @@ def test_job_server_warms_no_numba_for_kinds_with_twins(monkeypatch):
     monkeypatch.setattr(aot, "load", lambda directory=None: {"webbflow.steps._warmup.touch": []})
     assert not {"numba", "numba cache"} & labels(["detector1", "spec2", "tso3"])
     assert "numba" in labels(["detector1", "image3"])
+    # image3 (or coron3) still needs numba, but not detector1's cached kernels: twins run those
+    assert "numba cache" not in labels(["detector1", "image3"])
+    assert "numba cache" not in labels(["detector1", "coron3"])
+    monkeypatch.setattr(aot, "load", lambda directory=None: {})
+    assert "numba cache" in labels(["detector1", "coron3"])
 
 
 def test_trace_writes_spec_entries(tmp_path, monkeypatch):

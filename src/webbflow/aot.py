@@ -74,6 +74,8 @@ SPEC = (
     ("steps.roeba._measure_rows", "f8[2C] b1[2C] i8[1C] b1 i8 f8[1C] f8[2C] i8 b1"),
     ("steps.roeba._frame_levels", "f8[2C] i8 f8[1C]"),
     ("steps.roeba._apply_rows", "f8[2C] i8[1C] f8[2C] f8[1C] b1"),
+    # the 1/f QA record's row scatter (refpix on a subarray without reference columns: the coronagraphic ones)
+    ("steps.roeba._row_medians", "f8[2C] b1[2C] i8[1C] i8 f8[3C]"),
     ("steps.clean_flicker_noise._unmask_outside", "f4[2C] b1[2C] f8 f8"),
     ("steps.clean_flicker_noise._row_median_kernel", "f4[2C] b1[2C] i8 f4[2C] f8 f8"),
     ("steps.clean_flicker_noise._destripe", "f4[2C] f4[2C] f4 b1[2C]"),

@@ -727,7 +727,9 @@ def warm_steps(kinds=None):
             add("asdf", _warm_asdf, kind)
         if "numba" in k_setups and (kind not in aot_kinds if kind is not None else numba_for_none):
             add("numba", _warm_numba, kind)
-            if _D1 in k_modules:  # the stage-1 kernels: those of detector1's jobs only
+            # the stage-1 kernels: those of detector1's jobs only (none when their compiled twins run them;
+            # the step for every kind would otherwise load them for nobody, ~0.25 s of CPU beside the first jobs)
+            if _D1 in k_modules and (kind is not None or "detector1" not in aot_kinds):
                 add("numba cache", _warm_numba_cache, kind)
             if _I3 in k_modules:
                 add("numba cache image3", functools.partial(_warm_numba_cache, IMAGE3_NUMBA_MODULES), kind)
