@@ -84,6 +84,15 @@ SPEC = (
     ("steps.outlier_detection._rolling_median_kernel", "f4[3C] i8 f8[3C]"),
     ("steps.outlier_detection._rolling_median_kernel", "f4[3C,ro] i8 f8[3C]"),
     ("steps.outlier_detection._kth_key", "u4[1C] i8"),  # tso3's on an imaging time series
+    # coron3: align_refs' model (jwst's float32 line and the float64 one) and the i2d's square drizzle
+    ("steps.align_refs._residuals", "f4[2C] f8 c8[2C] f4[2C]"),
+    ("steps.align_refs._shift_spectrum", "c8[2C] f8[1C] f8[1C] c8[2C]"),
+    ("steps.align_refs._shift_spectrum", "c16[2C] f8[1C] f8[1C] c16[2C]"),
+    ("steps._drizzle_square._square_planes",
+     "f4[3C] f4[2C] f8[3C,ro] f4[3C] f4[2C] f8 i8[2C] f4[2C] f4[2C] i4[2C] i4"),
+    ("steps._drizzle_square.accumulate_variance", "f4[2C] f8[2C] f8[2C] f8[2C]"),
+    ("steps._drizzle_square.ivm_input_weight", "f4[2C] u4[2C] u4 f4[2C]"),
+    ("steps._drizzle_square.ivm_weight", "f4[2C]"),
 )
 """(kernel, argument types) compiled: the kernel as ``module.name`` under ``webbflow``; each type a numpy
 type code (``f4``, ``i8``, ``b1``, ...) for a scalar, or ``code[<ndim><layout>]`` for an array, with
@@ -94,7 +103,7 @@ recommended, streamed or not, charge_migration and clean_flicker_noise on), and 
 (outlier_detection, a series longer than its window, and its order statistic of an imaging time series
 under jwst's defaults); a call with other types runs numba's JIT."""
 
-_ARG = re.compile(r"^(\w\d)(?:\[(\d)([CFA])(,ro)?\])?$")
+_ARG = re.compile(r"^(\w\d+)(?:\[(\d)([CFA])(,ro)?\])?$")
 
 
 def parse(types):

@@ -804,8 +804,9 @@ def _warm_asdf():
     asdf.get_config().extensions  # noqa: B018
 
 
-AOT_KINDS = ("detector1", "tso3", "tso3_phot")
-"""The kinds whose kernels :mod:`webbflow.aot` compiles (detector1's steps, tso3's rolling median)."""
+AOT_KINDS = ("detector1", "tso3", "tso3_phot", "coron3", "coron3_fits")
+"""The kinds whose kernels :mod:`webbflow.aot` compiles (detector1's steps, tso3's rolling median, coron3's
+align_refs and square drizzle)."""
 
 
 def _aot_covers(kind):

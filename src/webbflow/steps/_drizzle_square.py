@@ -19,9 +19,11 @@ that reach no output pixel with drizzle's ``nmiss`` and ``nskip`` for the same p
 import math
 
 import numpy as np
-from numba import njit
 
-# numba is imported with this module, which resample imports only when it propagates variances.
+from webbflow.steps._jit import njit
+
+# numba is imported with this module's first kernel call (none with webbflow.aot's compiled twins, as for
+# a coron3 job); resample imports the module only when it propagates variances.
 
 __all__ = ["accumulate_variance", "drizzle_square_planes", "ivm_input_weight", "ivm_weight"]
 
